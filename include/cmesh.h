@@ -1,0 +1,16 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmesh.h - typed channels between threads and co-located processes.
+ */
+#ifndef CMESH_H
+#define CMESH_H
+
+#include <cmesh/common.h>
+#include <cmesh/error.h>
+#include <cmesh/type.h>
+#include <cmesh/env.h>
+#include <cmesh/channel.h>
+#include <cmesh/oneshot.h>
+#include <cmesh/waitset.h>
+
+#endif

@@ -1,0 +1,141 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmesh/channel.h - multi-producer channels.
+ *
+ * A channel has any number of senders (cmesh_sender_clone) and one
+ * receiver. Messages from one sender arrive in the order it sent them.
+ * send never blocks: when the channel's ring is full the message goes to
+ * an ordered overflow list that the receiver drains after the ring (the
+ * only allocation a send can make; the list is bounded by memory alone).
+ *
+ * Ownership of a message's resources (fd and endpoint fields, see
+ * cmesh/type.h): cmesh_sender_send() takes them whatever it returns, once
+ * `tx` and `msg` are non-NULL. On success the receiver gets them; on any
+ * error they are released (fds closed, endpoints freed so their peers see
+ * "closed"). A message still queued when the receiver is freed has its
+ * resources released the same way.
+ *
+ * Threads: a sender handle may be used by many threads at once. The
+ * receiver is used by one thread at a time.
+ */
+#ifndef CMESH_CHANNEL_H
+#define CMESH_CHANNEL_H
+
+#include <cmesh/common.h>
+#include <cmesh/type.h>
+
+CMESH_BEGIN_DECLS
+
+typedef struct cmesh_sender cmesh_sender;
+typedef struct cmesh_receiver cmesh_receiver;
+
+/* spin_ns value: never spin, sleep as soon as nothing is ready. */
+#define CMESH_SPIN_NONE (-1)
+
+typedef struct cmesh_channel_opts {
+	uint32_t size;      /* sizeof(cmesh_channel_opts) */
+	uint32_t flags;     /* none defined yet: must be 0 */
+	uint32_t ring_size; /* bytes of ring, power of two; 0: CMESH_RING_SIZE */
+	uint32_t reserved;  /* must be 0 */
+	int64_t spin_ns;    /* receiver spin before sleeping; 0: CMESH_SPIN_NS,
+			       CMESH_SPIN_NONE: no spin */
+} cmesh_channel_opts;
+
+#define CMESH_CHANNEL_OPTS_INIT { sizeof(cmesh_channel_opts), 0, 0, 0, 0 }
+
+/*
+ * Creates a channel of messages described by `type` (borrowed: it must
+ * outlive the channel, normally it is static). `opts` may be NULL.
+ * Returns owned handles in *out_tx and *out_rx. Errors: -EINVAL (bad type,
+ * options or environment), -ENOMEM.
+ */
+CMESH_API int cmesh_channel_new(const cmesh_type *type,
+				const cmesh_channel_opts *opts,
+				cmesh_sender **out_tx, cmesh_receiver **out_rx);
+
+/* Another owned sender for the same channel. Errors: -EINVAL, -ENOMEM. */
+CMESH_API int cmesh_sender_clone(cmesh_sender *tx, cmesh_sender **out_tx);
+
+/*
+ * Frees a sender. When the last sender of a channel is freed the receiver
+ * drains what was sent, then gets -EPIPE. NULL is a no-op.
+ */
+CMESH_API void cmesh_sender_free(cmesh_sender *tx);
+
+/* The channel's message type (borrowed). */
+CMESH_API const cmesh_type *cmesh_sender_type(const cmesh_sender *tx);
+
+/*
+ * Sends one message: `msg` points to a struct of the channel's type,
+ * `trail` to `trail_len` trailing bytes (NULL if 0). Never blocks. Takes the
+ * message's resources (see above). Returns 0, or -EPIPE (receiver gone),
+ * -EBADMSG (an endpoint field of the wrong type), -EMSGSIZE (trail_len
+ * over CMESH_MAX_MESSAGE), -EINVAL, -ENOMEM.
+ */
+CMESH_API int cmesh_sender_send(cmesh_sender *tx, const void *msg,
+				const void *trail, size_t trail_len);
+
+/*
+ * Frees the receiver; senders then get -EPIPE and queued messages have
+ * their resources released. Removes it from its waitset. NULL is a no-op.
+ */
+CMESH_API void cmesh_receiver_free(cmesh_receiver *rx);
+
+/* The channel's message type (borrowed). */
+CMESH_API const cmesh_type *cmesh_receiver_type(const cmesh_receiver *rx);
+
+/*
+ * Receives the next message into `out_msg` (a struct of the channel's type)
+ * and its trailing bytes into `out_trail` (capacity `trail_cap`). The caller
+ * owns the message's resources. Returns the number of trailing bytes, or:
+ *   -EAGAIN    (try_recv) nothing ready;
+ *   -ETIMEDOUT (recv_deadline) `deadline` (CLOCK_MONOTONIC ns) passed;
+ *   -EPIPE     every sender is gone and everything sent was received;
+ *   -EMSGSIZE  the trailing bytes exceed trail_cap: nothing is consumed,
+ *              cmesh_receiver_try_peek() tells the size;
+ *   -EINVAL    bad argument.
+ * recv waits without limit. A waiting receiver spins for the channel's spin
+ * time, then sleeps until a sender wakes it.
+ */
+CMESH_API int cmesh_receiver_try_recv(cmesh_receiver *rx, void *out_msg,
+				      void *out_trail, size_t trail_cap);
+CMESH_API int cmesh_receiver_recv(cmesh_receiver *rx, void *out_msg,
+				  void *out_trail, size_t trail_cap);
+CMESH_API int cmesh_receiver_recv_deadline(cmesh_receiver *rx, int64_t deadline,
+					   void *out_msg, void *out_trail,
+					   size_t trail_cap);
+
+/*
+ * Trailing-byte count of the next message without consuming it, or -EAGAIN
+ * (nothing ready), -EPIPE (closed), -EINVAL.
+ */
+CMESH_API int cmesh_receiver_try_peek(cmesh_receiver *rx);
+
+/*
+ * Typed wrappers without trailing bytes. CMESH_CHANNEL_PROTOTYPE(ping,
+ * struct ping) emits ping_send(), ping_try_recv(), ping_recv() and
+ * ping_recv_deadline() taking `struct ping *`.
+ */
+#define CMESH_CHANNEL_PROTOTYPE(name, T)                                       \
+	static inline int name##_send(cmesh_sender *tx, const T *msg)          \
+	{                                                                      \
+		return cmesh_sender_send(tx, msg, NULL, 0);                    \
+	}                                                                      \
+	static inline int name##_try_recv(cmesh_receiver *rx, T *out)          \
+	{                                                                      \
+		return cmesh_receiver_try_recv(rx, out, NULL, 0);              \
+	}                                                                      \
+	static inline int name##_recv(cmesh_receiver *rx, T *out)              \
+	{                                                                      \
+		return cmesh_receiver_recv(rx, out, NULL, 0);                  \
+	}                                                                      \
+	static inline int name##_recv_deadline(cmesh_receiver *rx,             \
+					       int64_t deadline, T *out)       \
+	{                                                                      \
+		return cmesh_receiver_recv_deadline(rx, deadline, out, NULL,   \
+						    0);                        \
+	}
+
+CMESH_END_DECLS
+
+#endif

@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmesh/common.h - export macro, version, clock and deadlines.
+ */
+#ifndef CMESH_COMMON_H
+#define CMESH_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define CMESH_API __attribute__((visibility("default")))
+#else
+#define CMESH_API
+#endif
+
+#ifdef __cplusplus
+#define CMESH_BEGIN_DECLS extern "C" {
+#define CMESH_END_DECLS }
+#else
+#define CMESH_BEGIN_DECLS
+#define CMESH_END_DECLS
+#endif
+
+#define CMESH_VERSION_MAJOR 0
+#define CMESH_VERSION_MINOR 1
+#define CMESH_VERSION_PATCH 0
+
+/* A deadline is an absolute CLOCK_MONOTONIC time in nanoseconds. */
+#define CMESH_DEADLINE_NONE INT64_MAX
+
+CMESH_BEGIN_DECLS
+
+/* Current CLOCK_MONOTONIC time in nanoseconds. */
+CMESH_API int64_t cmesh_clock_now(void);
+
+/*
+ * Deadline `ns` nanoseconds from now, saturating at CMESH_DEADLINE_NONE.
+ * A negative `ns` gives a deadline in the past.
+ */
+CMESH_API int64_t cmesh_deadline_after(int64_t ns);
+
+CMESH_END_DECLS
+
+#endif

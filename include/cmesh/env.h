@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmesh/env.h - tuning by environment.
+ *
+ * Read once, at the first call that needs them; later changes to the
+ * environment have no effect. Values are parsed strictly: decimal digits,
+ * sizes with an optional K, M or G suffix (powers of 1024), nothing else
+ * (no sign, no spaces, no hex). A bad value makes every call that needs the
+ * settings fail with -EINVAL; cmesh_env_check() says which variable.
+ *
+ *   CMESH_RING_SIZE    bytes per ring, power of two, 4K..1G (default 64K)
+ *   CMESH_SPIN_NS      receiver spin before sleeping, 0..10000000000 ns
+ *                      (default 50000; 0 sleeps at once)
+ *   CMESH_WAKE         wake backend: uring or epoll (default: uring when
+ *                      the kernel allows it)
+ *   CMESH_MAX_MESSAGE  largest trailing bytes of a message, 1K..1G
+ *                      (default 64M)
+ *   CMESH_LOG          debug log level to stderr: 0..4 or
+ *                      off|error|warn|info|debug (default off)
+ */
+#ifndef CMESH_ENV_H
+#define CMESH_ENV_H
+
+#include <cmesh/common.h>
+
+CMESH_BEGIN_DECLS
+
+#define CMESH_WAKE_AUTO 0u
+#define CMESH_WAKE_URING 1u
+#define CMESH_WAKE_EPOLL 2u
+
+typedef struct cmesh_env {
+	uint32_t size;        /* sizeof(cmesh_env), set by the caller */
+	uint32_t flags;       /* must be 0 */
+	uint64_t ring_size;
+	int64_t spin_ns;
+	uint64_t max_message;
+	uint32_t wake;        /* CMESH_WAKE_* */
+	uint32_t log_level;   /* 0..4 */
+} cmesh_env;
+
+#define CMESH_ENV_INIT { sizeof(cmesh_env), 0, 0, 0, 0, 0, 0 }
+
+/*
+ * Parses the environment (once per process) and copies the settings into
+ * *out (may be NULL). On a bad value returns -EINVAL and, if `errbuf` is
+ * not NULL, writes a NUL-terminated message naming the variable and the
+ * value (truncated to errlen).
+ */
+CMESH_API int cmesh_env_check(cmesh_env *out, char *errbuf, size_t errlen);
+
+CMESH_END_DECLS
+
+#endif

@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmesh/error.h - error values.
+ *
+ * Every fallible cmesh call returns an int: >= 0 on success (a count where
+ * the function says so), a negative errno value on failure. errno itself is
+ * never used to report a result. Each code has one meaning:
+ *
+ *   -EAGAIN      try-operation: nothing ready (receive) / would block.
+ *   -EPIPE       the other side is closed: on receive, every sender is gone
+ *                and everything they sent has been received ("closed");
+ *                on send, the receiver is gone.
+ *   -ECONNRESET  the peer failed (its process died or its link broke).
+ *   -EPROTO      corrupt shared memory or a protocol violation by a peer.
+ *   -EBADMSG     type mismatch: a message or endpoint of the wrong type.
+ *   -EMSGSIZE    a message or its trailing bytes exceed a limit or a
+ *                caller's buffer.
+ *   -ETIMEDOUT   a deadline passed.
+ *   -ECANCELED   a cancel context fired.
+ *   -EINVAL      invalid argument, option, flag or environment value.
+ *   -EBUSY       the object is already in use (e.g. already in a waitset).
+ *   -ENOMEM      out of memory.
+ *   -EMFILE etc. resource exhaustion reported by the kernel, passed through.
+ */
+#ifndef CMESH_ERROR_H
+#define CMESH_ERROR_H
+
+#include <cmesh/common.h>
+
+CMESH_BEGIN_DECLS
+
+/*
+ * Static description of a cmesh return value (negative errno or >= 0).
+ * Never returns NULL; the string must not be freed.
+ */
+CMESH_API const char *cmesh_strerror(int err);
+
+CMESH_END_DECLS
+
+#endif

@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmesh/waitset.h - wait for the first ready of many endpoints.
+ *
+ * A member is ready when a receive on it would not return -EAGAIN: a
+ * message is queued, or it is closed. Readiness is level-triggered: a
+ * member stays ready until it is drained. Each receiver is in at most one
+ * waitset. A waitset and its members are used by one thread at a time: no
+ * recv on a member while a wait on its waitset runs in another thread.
+ *
+ * For an external event loop: cmesh_waitset_fd() is readable when a member
+ * may be ready. Call cmesh_waitset_try_wait() until it returns -EAGAIN;
+ * after that the fd becomes readable again when a member becomes ready
+ * (edge-triggered hand-off, as with EPOLLET).
+ */
+#ifndef CMESH_WAITSET_H
+#define CMESH_WAITSET_H
+
+#include <cmesh/channel.h>
+#include <cmesh/common.h>
+#include <cmesh/oneshot.h>
+
+CMESH_BEGIN_DECLS
+
+typedef struct cmesh_waitset cmesh_waitset;
+
+/* Creates an empty waitset (owned). Errors: -ENOMEM, -EMFILE, -ENFILE. */
+CMESH_API int cmesh_waitset_new(cmesh_waitset **out_ws);
+
+/* Frees the waitset after removing every member. NULL is a no-op. */
+CMESH_API void cmesh_waitset_free(cmesh_waitset *ws);
+
+/*
+ * Adds a member (borrowed: it stays owned by the caller; freeing it removes
+ * it). `key` is returned by wait when the member is ready. Errors: -EBUSY
+ * (already in a waitset), -EINVAL, -ENOMEM.
+ */
+CMESH_API int cmesh_waitset_add_receiver(cmesh_waitset *ws, cmesh_receiver *rx,
+					 uint64_t key);
+CMESH_API int cmesh_waitset_add_oneshot(cmesh_waitset *ws,
+					cmesh_oneshot_receiver *rx,
+					uint64_t key);
+
+/* Removes a member. Errors: -ENOENT (not in this waitset), -EINVAL. */
+CMESH_API int cmesh_waitset_remove_receiver(cmesh_waitset *ws,
+					    cmesh_receiver *rx);
+CMESH_API int cmesh_waitset_remove_oneshot(cmesh_waitset *ws,
+					   cmesh_oneshot_receiver *rx);
+
+/*
+ * Waits until a member is ready and stores its key in *out_key. Members are
+ * scanned round-robin so a busy one cannot starve the others. Returns 0,
+ * -ETIMEDOUT (deadline passed), -EAGAIN (try_wait: nothing ready), -EINVAL.
+ */
+CMESH_API int cmesh_waitset_wait(cmesh_waitset *ws, int64_t deadline,
+				 uint64_t *out_key);
+CMESH_API int cmesh_waitset_try_wait(cmesh_waitset *ws, uint64_t *out_key);
+
+/* The waitset's fd, borrowed: valid until cmesh_waitset_free(). */
+CMESH_API int cmesh_waitset_fd(const cmesh_waitset *ws);
+
+/* Number of members. */
+CMESH_API uint32_t cmesh_waitset_size(const cmesh_waitset *ws);
+
+CMESH_END_DECLS
+
+#endif

@@ -1,0 +1,246 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * channel.c - the public channel API over the queue, and the endpoint
+ * operations the resource walk uses.
+ */
+#include "endpoint.h"
+
+#include "env.h"
+#include "queue.h"
+#include "type.h"
+#include "waitset.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*
+ * Copies a caller's size-prefixed options struct into `dst` (dst_size
+ * bytes, zero-filled first): a shorter struct leaves the newer fields 0 (the
+ * old default); a longer one must have only zero bytes past what we know.
+ */
+static int copy_opts(void *dst, size_t dst_size, const void *src)
+{
+	uint32_t size;
+
+	memset(dst, 0, dst_size);
+	if (!src)
+		return 0;
+	memcpy(&size, src, sizeof(size));
+	if (size < 2 * sizeof(uint32_t))
+		return -EINVAL;
+	for (size_t i = dst_size; i < size; i++)
+		if (((const unsigned char *)src)[i])
+			return -EINVAL;
+	memcpy(dst, src, size < dst_size ? size : dst_size);
+	return 0;
+}
+
+static int queue_opts(const cmesh_channel_opts *user,
+		      struct cmesh__queue_opts *out)
+{
+	const cmesh_env *env;
+	cmesh_channel_opts o;
+	int r;
+
+	r = copy_opts(&o, sizeof(o), user);
+	if (r)
+		return r;
+	r = cmesh__env_get(&env);
+	if (r)
+		return r;
+	if (o.flags || o.reserved)
+		return -EINVAL;
+	if (o.ring_size && (o.ring_size < CMESH__RING_SIZE_MIN ||
+			    o.ring_size > CMESH__RING_SIZE_MAX ||
+			    (o.ring_size & (o.ring_size - 1))))
+		return -EINVAL;
+	if (o.spin_ns < CMESH_SPIN_NONE || o.spin_ns > CMESH__SPIN_NS_MAX)
+		return -EINVAL;
+	out->ring_bytes = o.ring_size ? o.ring_size : env->ring_size;
+	out->spin_ns = o.spin_ns == 0 ? env->spin_ns :
+		       o.spin_ns == CMESH_SPIN_NONE ? 0 : o.spin_ns;
+	out->max_trail = env->max_message;
+	out->nsenders = 1;
+	return 0;
+}
+
+/*
+ * The one constructor behind channels and oneshots: a queue and two
+ * handles. Every handle type is { struct cmesh__queue *q; }.
+ */
+int cmesh__endpoint_pair_new(const cmesh_type *type,
+			     const struct cmesh__queue_opts *qo, void **out_tx,
+			     void **out_rx)
+{
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	int r = -ENOMEM;
+
+	tx = malloc(sizeof(*tx));
+	if (!tx)
+		return -ENOMEM;
+	rx = malloc(sizeof(*rx));
+	if (!rx)
+		goto out_free_tx;
+	r = cmesh__queue_new(type, qo, &rx->q);
+	if (r)
+		goto out_free_rx;
+	tx->q = rx->q;
+	*out_tx = tx;
+	*out_rx = rx;
+	return 0;
+
+out_free_rx:
+	free(rx);
+out_free_tx:
+	free(tx);
+	return r;
+}
+
+int cmesh_channel_new(const cmesh_type *type, const cmesh_channel_opts *opts,
+		      cmesh_sender **out_tx, cmesh_receiver **out_rx)
+{
+	struct cmesh__queue_opts qo;
+	int r;
+
+	if (!out_tx || !out_rx || cmesh_type_check(type))
+		return -EINVAL;
+	r = queue_opts(opts, &qo);
+	if (r)
+		return r;
+	return cmesh__endpoint_pair_new(type, &qo, (void **)out_tx,
+					(void **)out_rx);
+}
+
+int cmesh_sender_clone(cmesh_sender *tx, cmesh_sender **out_tx)
+{
+	cmesh_sender *c;
+
+	if (!tx || !out_tx)
+		return -EINVAL;
+	c = malloc(sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	cmesh__queue_sender_get(tx->q);
+	c->q = tx->q;
+	*out_tx = c;
+	return 0;
+}
+
+void cmesh_sender_free(cmesh_sender *tx)
+{
+	if (!tx)
+		return;
+	cmesh__queue_sender_put(tx->q);
+	free(tx);
+}
+
+const cmesh_type *cmesh_sender_type(const cmesh_sender *tx)
+{
+	return tx ? cmesh__queue_type(tx->q) : NULL;
+}
+
+int cmesh_sender_send(cmesh_sender *tx, const void *msg, const void *trail,
+		      size_t trail_len)
+{
+	if (!tx || !msg)
+		return -EINVAL;
+	if (trail_len && !trail) {
+		cmesh__type_release(cmesh__queue_type(tx->q), msg);
+		return -EINVAL;
+	}
+	return cmesh__queue_send(tx->q, msg, trail, trail_len);
+}
+
+void cmesh_receiver_free(cmesh_receiver *rx)
+{
+	if (!rx)
+		return;
+	cmesh__waitset_leave(rx->q);
+	cmesh__queue_receiver_close(rx->q);
+	free(rx);
+}
+
+const cmesh_type *cmesh_receiver_type(const cmesh_receiver *rx)
+{
+	return rx ? cmesh__queue_type(rx->q) : NULL;
+}
+
+int cmesh__endpoint_recv(struct cmesh__queue *q, int64_t deadline,
+			 void *out_msg, void *out_trail, size_t cap)
+{
+	if (!q || !out_msg || (cap && !out_trail))
+		return -EINVAL;
+	return cmesh__queue_recv(q, deadline, out_msg, out_trail, cap);
+}
+
+int cmesh_receiver_try_recv(cmesh_receiver *rx, void *out_msg,
+			    void *out_trail, size_t trail_cap)
+{
+	int r = cmesh__endpoint_recv(rx ? rx->q : NULL, 0, out_msg, out_trail,
+				     trail_cap);
+
+	return r == -ETIMEDOUT ? -EAGAIN : r;
+}
+
+int cmesh_receiver_recv(cmesh_receiver *rx, void *out_msg, void *out_trail,
+			size_t trail_cap)
+{
+	return cmesh__endpoint_recv(rx ? rx->q : NULL, CMESH_DEADLINE_NONE,
+				    out_msg, out_trail, trail_cap);
+}
+
+int cmesh_receiver_recv_deadline(cmesh_receiver *rx, int64_t deadline,
+				 void *out_msg, void *out_trail,
+				 size_t trail_cap)
+{
+	return cmesh__endpoint_recv(rx ? rx->q : NULL, deadline, out_msg,
+				    out_trail, trail_cap);
+}
+
+int cmesh_receiver_try_peek(cmesh_receiver *rx)
+{
+	return rx ? cmesh__queue_peek(rx->q) : -EINVAL;
+}
+
+/* ---- endpoint operations by field kind (type.c) ---- */
+
+struct cmesh__queue *cmesh__endpoint_queue(uint32_t kind, void *handle)
+{
+	switch (kind) {
+	case CMESH_FIELD_KIND_SENDER:
+		return ((cmesh_sender *)handle)->q;
+	case CMESH_FIELD_KIND_RECEIVER:
+		return ((cmesh_receiver *)handle)->q;
+	case CMESH_FIELD_KIND_ONESHOT_SENDER:
+		return ((cmesh_oneshot_sender *)handle)->q;
+	default:
+		return ((cmesh_oneshot_receiver *)handle)->q;
+	}
+}
+
+void cmesh__endpoint_free(uint32_t kind, void *handle)
+{
+	switch (kind) {
+	case CMESH_FIELD_KIND_SENDER:
+		cmesh_sender_free(handle);
+		break;
+	case CMESH_FIELD_KIND_RECEIVER:
+		cmesh_receiver_free(handle);
+		break;
+	case CMESH_FIELD_KIND_ONESHOT_SENDER:
+		cmesh_oneshot_sender_free(handle);
+		break;
+	default:
+		cmesh_oneshot_receiver_free(handle);
+		break;
+	}
+}
+
+void cmesh__endpoint_prepare_move(uint32_t kind, void *handle)
+{
+	if (kind == CMESH_FIELD_KIND_RECEIVER ||
+	    kind == CMESH_FIELD_KIND_ONESHOT_RECEIVER)
+		cmesh__waitset_leave(cmesh__endpoint_queue(kind, handle));
+}

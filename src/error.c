@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * error.c - cmesh_strerror.
+ */
+#include <cmesh/error.h>
+
+#include <errno.h>
+
+const char *cmesh_strerror(int err)
+{
+	if (err >= 0)
+		return "success";
+	switch (-err) {
+	case EAGAIN:
+		return "nothing ready (try again)";
+	case EPIPE:
+		return "closed: the other side is gone";
+	case ECONNRESET:
+		return "peer failed";
+	case EPROTO:
+		return "protocol violation or corrupt shared memory";
+	case EBADMSG:
+		return "type mismatch";
+	case EMSGSIZE:
+		return "message too large";
+	case ETIMEDOUT:
+		return "deadline passed";
+	case ECANCELED:
+		return "cancelled";
+	case EINVAL:
+		return "invalid argument";
+	case EBUSY:
+		return "already in use";
+	case ENOENT:
+		return "not found";
+	case ENOMEM:
+		return "out of memory";
+	case EMFILE:
+		return "too many open files in this process";
+	case ENFILE:
+		return "too many open files in the system";
+	default:
+		return "unknown error";
+	}
+}

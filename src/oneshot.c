@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * oneshot.c - one value, once: a queue with two slots and one sender
+ * reference, which sending consumes.
+ */
+#include "endpoint.h"
+
+#include "env.h"
+#include "queue.h"
+#include "type.h"
+#include "waitset.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+int cmesh_oneshot_new(const cmesh_type *type, cmesh_oneshot_sender **out_tx,
+		      cmesh_oneshot_receiver **out_rx)
+{
+	struct cmesh__queue_opts qo = { 0 };
+	const cmesh_env *env;
+	int r;
+
+	if (!out_tx || !out_rx || cmesh_type_check(type))
+		return -EINVAL;
+	r = cmesh__env_get(&env);
+	if (r)
+		return r;
+	qo.ring_bytes = 0; /* the minimum: two slots */
+	qo.spin_ns = env->spin_ns;
+	qo.max_trail = env->max_message;
+	qo.nsenders = 1;
+	return cmesh__endpoint_pair_new(type, &qo, (void **)out_tx,
+					(void **)out_rx);
+}
+
+int cmesh_oneshot_send(cmesh_oneshot_sender *tx, const void *msg,
+		       const void *trail, size_t trail_len)
+{
+	int r;
+
+	if (!tx || !msg) {
+		cmesh_oneshot_sender_free(tx);
+		return -EINVAL;
+	}
+	if (trail_len && !trail) {
+		cmesh__type_release(cmesh__queue_type(tx->q), msg);
+		r = -EINVAL;
+	} else {
+		r = cmesh__queue_send(tx->q, msg, trail, trail_len);
+	}
+	cmesh_oneshot_sender_free(tx);
+	return r;
+}
+
+void cmesh_oneshot_sender_free(cmesh_oneshot_sender *tx)
+{
+	if (!tx)
+		return;
+	cmesh__queue_sender_put(tx->q);
+	free(tx);
+}
+
+int cmesh_oneshot_try_recv(cmesh_oneshot_receiver *rx, void *out_msg,
+			   void *out_trail, size_t trail_cap)
+{
+	int r = cmesh__endpoint_recv(rx ? rx->q : NULL, 0, out_msg, out_trail,
+				     trail_cap);
+
+	return r == -ETIMEDOUT ? -EAGAIN : r;
+}
+
+int cmesh_oneshot_recv(cmesh_oneshot_receiver *rx, void *out_msg,
+		       void *out_trail, size_t trail_cap)
+{
+	return cmesh__endpoint_recv(rx ? rx->q : NULL, CMESH_DEADLINE_NONE,
+				    out_msg, out_trail, trail_cap);
+}
+
+int cmesh_oneshot_recv_deadline(cmesh_oneshot_receiver *rx, int64_t deadline,
+				void *out_msg, void *out_trail,
+				size_t trail_cap)
+{
+	return cmesh__endpoint_recv(rx ? rx->q : NULL, deadline, out_msg,
+				    out_trail, trail_cap);
+}
+
+void cmesh_oneshot_receiver_free(cmesh_oneshot_receiver *rx)
+{
+	if (!rx)
+		return;
+	cmesh__waitset_leave(rx->q);
+	cmesh__queue_receiver_close(rx->q);
+	free(rx);
+}

@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * park.c - futex wrappers and the monotonic clock.
+ *
+ * The futex word is an _Atomic uint32_t owned by the caller; the kernel
+ * compares it under its own lock, so a waker that changes the word before
+ * calling cmesh__park_wake() can never be missed by a waiter that passed
+ * the old value (the usual futex contract).
+ */
+#include "park.h"
+
+#include <cmesh/common.h>
+
+#include <ck_pr.h>
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+int64_t cmesh_clock_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t cmesh_deadline_after(int64_t ns)
+{
+	int64_t now = cmesh_clock_now();
+
+	if (ns > 0 && ns >= CMESH_DEADLINE_NONE - now)
+		return CMESH_DEADLINE_NONE;
+	return now + ns;
+}
+
+int cmesh__park_wait(_Atomic uint32_t *word, uint32_t expected,
+		     int64_t deadline)
+{
+	struct timespec ts, *tsp = NULL;
+	long r;
+
+	if (deadline != CMESH_DEADLINE_NONE) {
+		if (deadline <= cmesh_clock_now())
+			return -ETIMEDOUT;
+		ts.tv_sec = deadline / 1000000000;
+		ts.tv_nsec = deadline % 1000000000;
+		tsp = &ts;
+	}
+	/* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC timeout. */
+	r = syscall(SYS_futex, (uint32_t *)word,
+		    FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, expected, tsp, NULL,
+		    FUTEX_BITSET_MATCH_ANY);
+	if (r == -1 && errno == ETIMEDOUT)
+		return -ETIMEDOUT;
+	return 0; /* woken, EAGAIN (value changed) or EINTR: re-check */
+}
+
+void cmesh__park_wake(_Atomic uint32_t *word)
+{
+	syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG,
+		INT_MAX, NULL, NULL, 0);
+}
+
+void cmesh__park_pause(void)
+{
+	ck_pr_stall();
+}

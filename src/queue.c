@@ -1,0 +1,655 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * queue.c - the in-process channel queue.
+ *
+ * Layout: a power-of-two array of fixed-size slots (Vyukov's bounded
+ * queue: each slot carries a free-running sequence number), an ordered
+ * overflow list used only while the ring is full, and a state word that is
+ * both the close flags and the receiver's futex.
+ *
+ * Memory-ordering contract
+ * - Slot hand-off. A producer claims position `pos` with a relaxed CAS on
+ *   `tail` after an acquire load of the slot's seq == pos (pairs with the
+ *   consumer's release store of seq = pos + capacity that freed the slot),
+ *   fills the slot, and publishes it with a seq_cst store of seq = pos + 1.
+ *   The consumer's acquire load of seq == head + 1 pairs with that store.
+ * - Sleep/wake (Dekker). A producer publishes (seq_cst store to the slot,
+ *   or a seq_cst store of ovf_mode) and then loads `state` seq_cst. A
+ *   receiver going to sleep sets ST_RX_SLEEP with a seq_cst RMW and then
+ *   loads the slot seq / ovf_mode seq_cst. In the single total order one of
+ *   them sees the other: either the receiver sees the message or the
+ *   producer sees ST_RX_SLEEP and wakes it (futex on `state`). The same
+ *   pairing covers ST_WS_ARMED (waitset) and ST_RX_CLOSED (receiver gone;
+ *   the closer issues a seq_cst fence before it drains).
+ * - Close of the sending side. Each sender release is an acq_rel RMW on
+ *   `nsenders`; the last one sets ST_TX_CLOSED with a seq_cst CAS, so a
+ *   receiver whose acquire load sees ST_TX_CLOSED also sees every message.
+ * - Overflow. ovf_mode and the list change only under `lock`. A sender
+ *   whose message overflowed sees its own ovf_mode = 1 (coherence) and keeps
+ *   overflowing until the consumer emptied the list, which keeps per-sender
+ *   FIFO; the consumer takes from the list only when the ring is empty and
+ *   no claimed slot is unpublished (tail == head under the lock).
+ *
+ * The fast path (ring not full, receiver awake) takes no lock, makes no
+ * syscall and allocates nothing; trailing bytes larger than the slot's
+ * inline space are the exception (one malloc).
+ */
+#include "queue.h"
+
+#include "park.h"
+#include "type.h"
+#include "waitset.h"
+
+#include <cmesh/common.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ST_RX_SLEEP 1u  /* receiver parked on `state` */
+#define ST_WS_ARMED 2u  /* receiver's waitset wants a signal */
+#define ST_RX_CLOSED 4u /* receiver freed */
+#define ST_TX_CLOSED 8u /* every sender freed */
+#define ST_SLEEPERS (ST_RX_SLEEP | ST_WS_ARMED)
+
+#define SLOT_HEAP 1u    /* trailing bytes live in a malloc'd buffer */
+#define CACHE_LINE 64u
+#define SPIN_CLOCK_EVERY 32
+
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+struct slot {
+	_Atomic uint64_t seq; /* pos + 1: full; pos (+ capacity): free */
+	uint32_t trail_len;
+	uint32_t flags;       /* SLOT_HEAP */
+	/* message bytes, then the inline trail or the heap pointer */
+};
+
+#define SLOT_HDR ((uint32_t)sizeof(struct slot))
+
+struct ovf_node {
+	struct ovf_node *next;
+	void *heap;           /* trail if it did not fit inline, or NULL */
+	uint32_t trail_len;
+	alignas(16) unsigned char data[]; /* message, then inline trail */
+};
+
+struct cmesh__queue {
+	/* Set at creation, read-only afterwards. */
+	const cmesh_type *type;
+	uint64_t fp;
+	unsigned char *slots;
+	uint64_t mask;        /* capacity - 1 */
+	uint32_t slot_size;
+	uint32_t msg_size;
+	uint32_t msg_span;    /* msg_size rounded up to 8 */
+	uint32_t inline_cap;  /* trailing bytes that fit in a slot */
+	int64_t spin_ns;
+	uint64_t max_trail;
+	unsigned char *scratch; /* one message, for drains (drain_lock) */
+
+	/* Read by every send, written rarely. */
+	alignas(CACHE_LINE) _Atomic uint32_t state;
+	_Atomic uint32_t ovf_mode; /* 1: overflow list in use (see top) */
+	_Atomic uint32_t nsenders;
+	_Atomic uint32_t refs;     /* sending side (1) + receiving side (1) */
+
+	/* Producers only. */
+	alignas(CACHE_LINE) _Atomic uint64_t tail;
+
+	/* Consumer only (the drain_lock holder once the receiver closed). */
+	alignas(CACHE_LINE) uint64_t head;
+
+	/* Slow paths. */
+	alignas(CACHE_LINE) pthread_mutex_t lock; /* ovf list, ws */
+	struct ovf_node *ovf_head;
+	struct ovf_node **ovf_tailp;
+	struct cmesh_waitset *ws;
+	pthread_mutex_t drain_lock; /* consumer role after close */
+};
+
+static inline struct slot *slot_at(const struct cmesh__queue *q, uint64_t pos)
+{
+	return (struct slot *)(q->slots + (pos & q->mask) * q->slot_size);
+}
+
+static inline unsigned char *slot_msg(struct slot *s)
+{
+	return (unsigned char *)s + SLOT_HDR;
+}
+
+static inline unsigned char *slot_extra(const struct cmesh__queue *q,
+					struct slot *s)
+{
+	return slot_msg(s) + q->msg_span;
+}
+
+static uint64_t pow2_floor(uint64_t v)
+{
+	return v ? 1ull << (63 - __builtin_clzll(v)) : 0;
+}
+
+int cmesh__queue_new(const cmesh_type *type,
+		     const struct cmesh__queue_opts *opts,
+		     struct cmesh__queue **out)
+{
+	struct cmesh__queue *q;
+	uint64_t cap;
+	int r = -ENOMEM;
+
+	q = aligned_alloc(CACHE_LINE, sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	memset(q, 0, sizeof(*q));
+	q->type = type;
+	r = cmesh_type_fingerprint(type, &q->fp);
+	if (r)
+		goto out_free;
+	r = -ENOMEM;
+	q->msg_size = type->size;
+	q->msg_span = (type->size + 7u) & ~7u;
+	q->slot_size = (SLOT_HDR + q->msg_span + (uint32_t)sizeof(void *) +
+			CACHE_LINE - 1) & ~(CACHE_LINE - 1);
+	q->inline_cap = q->slot_size - SLOT_HDR - q->msg_span;
+	cap = pow2_floor(opts->ring_bytes / q->slot_size);
+	if (cap < 2)
+		cap = 2;
+	q->mask = cap - 1;
+	q->spin_ns = opts->spin_ns > 0 ? opts->spin_ns : 0;
+	q->max_trail = opts->max_trail;
+	q->slots = aligned_alloc(CACHE_LINE, cap * q->slot_size);
+	if (!q->slots)
+		goto out_free;
+	q->scratch = malloc(q->msg_size);
+	if (!q->scratch)
+		goto out_free_slots;
+	for (uint64_t i = 0; i < cap; i++)
+		atomic_init(&slot_at(q, i)->seq, i);
+	atomic_init(&q->state, 0);
+	atomic_init(&q->ovf_mode, 0);
+	atomic_init(&q->nsenders, opts->nsenders);
+	atomic_init(&q->refs, 2);
+	atomic_init(&q->tail, 0);
+	q->ovf_tailp = &q->ovf_head;
+	if (pthread_mutex_init(&q->lock, NULL))
+		goto out_free_scratch;
+	if (pthread_mutex_init(&q->drain_lock, NULL))
+		goto out_destroy_lock;
+	*out = q;
+	return 0;
+
+out_destroy_lock:
+	pthread_mutex_destroy(&q->lock);
+out_free_scratch:
+	free(q->scratch);
+out_free_slots:
+	free(q->slots);
+out_free:
+	free(q);
+	return r;
+}
+
+const cmesh_type *cmesh__queue_type(const struct cmesh__queue *q)
+{
+	return q->type;
+}
+
+uint64_t cmesh__queue_fingerprint(const struct cmesh__queue *q)
+{
+	return q->fp;
+}
+
+/* ---- producer side ---- */
+
+static void fill(const struct cmesh__queue *q, unsigned char *msg_dst,
+		 unsigned char *trail_dst, const void *msg, const void *trail,
+		 size_t len, void *heap)
+{
+	memcpy(msg_dst, msg, q->msg_size);
+	if (heap)
+		memcpy(trail_dst, &heap, sizeof(heap));
+	else if (len)
+		memcpy(trail_dst, trail, len);
+}
+
+static int ring_try_push(struct cmesh__queue *q, const void *msg,
+			 const void *trail, size_t len, void *heap)
+{
+	uint64_t pos = atomic_load_explicit(&q->tail, memory_order_relaxed);
+	struct slot *s;
+
+	for (;;) {
+		s = slot_at(q, pos);
+		/* Pairs with the consumer's release store freeing the slot. */
+		uint64_t seq = atomic_load_explicit(&s->seq,
+						    memory_order_acquire);
+		int64_t d = (int64_t)(seq - pos);
+
+		if (d == 0) {
+			if (atomic_compare_exchange_weak_explicit(
+				    &q->tail, &pos, pos + 1,
+				    memory_order_relaxed, memory_order_relaxed))
+				break;
+		} else if (d < 0) {
+			return -EAGAIN; /* full */
+		} else {
+			pos = atomic_load_explicit(&q->tail,
+						   memory_order_relaxed);
+		}
+	}
+	s->trail_len = (uint32_t)len;
+	s->flags = heap ? SLOT_HEAP : 0;
+	fill(q, slot_msg(s), slot_extra(q, s), msg, trail, len, heap);
+	/* Publish; pairs with the consumer's acquire (and Dekker, see top). */
+	atomic_store_explicit(&s->seq, pos + 1, memory_order_seq_cst);
+	return 0;
+}
+
+static int overflow_push(struct cmesh__queue *q, const void *msg,
+			 const void *trail, size_t len, void *heap)
+{
+	struct ovf_node *n;
+	size_t extra = heap ? sizeof(void *) : len;
+
+	pthread_mutex_lock(&q->lock);
+	if (!atomic_load_explicit(&q->ovf_mode, memory_order_relaxed) &&
+	    ring_try_push(q, msg, trail, len, heap) == 0)
+		goto out_unlock;
+	n = malloc(sizeof(*n) + q->msg_span + extra);
+	if (!n) {
+		pthread_mutex_unlock(&q->lock);
+		return -ENOMEM;
+	}
+	n->next = NULL;
+	n->heap = heap;
+	n->trail_len = (uint32_t)len;
+	fill(q, n->data, n->data + q->msg_span, msg, trail, len, heap);
+	*q->ovf_tailp = n;
+	q->ovf_tailp = &n->next;
+	/* Dekker with the receiver's ready check, see top. */
+	atomic_store_explicit(&q->ovf_mode, 1, memory_order_seq_cst);
+out_unlock:
+	pthread_mutex_unlock(&q->lock);
+	return 0;
+}
+
+/*
+ * Clears the sleeper bits (and sets `set`) in one seq_cst RMW, then wakes
+ * whoever was sleeping: the parked receiver and/or the waitset.
+ */
+static void wake(struct cmesh__queue *q, uint32_t set)
+{
+	uint32_t old = atomic_load_explicit(&q->state, memory_order_relaxed);
+	uint32_t nw;
+
+	do {
+		nw = (old | set) & ~ST_SLEEPERS;
+	} while (!atomic_compare_exchange_weak_explicit(
+		&q->state, &old, nw, memory_order_seq_cst,
+		memory_order_relaxed));
+	if (old & ST_RX_SLEEP)
+		cmesh__park_wake(&q->state);
+	if (old & ST_WS_ARMED) {
+		pthread_mutex_lock(&q->lock);
+		if (q->ws)
+			cmesh__waitset_signal(q->ws);
+		pthread_mutex_unlock(&q->lock);
+	}
+}
+
+static void drain(struct cmesh__queue *q);
+
+int cmesh__queue_send(struct cmesh__queue *q, const void *msg,
+		      const void *trail, size_t len)
+{
+	void *heap = NULL;
+	uint32_t st;
+	int r;
+
+	if (unlikely(q->type->nfields)) {
+		r = cmesh__type_prepare_move(q->type, msg);
+		if (r)
+			goto out_release;
+	}
+	if (unlikely(len > q->max_trail)) {
+		r = -EMSGSIZE;
+		goto out_release;
+	}
+	if (unlikely(atomic_load_explicit(&q->state, memory_order_relaxed) &
+		     ST_RX_CLOSED)) {
+		r = -EPIPE;
+		goto out_release;
+	}
+	if (unlikely(len > q->inline_cap)) {
+		heap = malloc(len);
+		if (!heap) {
+			r = -ENOMEM;
+			goto out_release;
+		}
+		memcpy(heap, trail, len);
+	}
+	if (unlikely(atomic_load_explicit(&q->ovf_mode,
+					  memory_order_relaxed)) ||
+	    unlikely(ring_try_push(q, msg, trail, len, heap))) {
+		r = overflow_push(q, msg, trail, len, heap);
+		if (r)
+			goto out_free_heap;
+	}
+	/* Dekker with the receiver's sleep, see top. */
+	st = atomic_load_explicit(&q->state, memory_order_seq_cst);
+	if (likely(!(st & (ST_SLEEPERS | ST_RX_CLOSED))))
+		return 0;
+	if (st & ST_RX_CLOSED)
+		drain(q); /* the receiver closed meanwhile: drop, release */
+	else
+		wake(q, 0);
+	return 0;
+
+out_free_heap:
+	free(heap);
+out_release:
+	cmesh__type_release(q->type, msg);
+	return r;
+}
+
+/* ---- consumer side ---- */
+
+static bool head_ready(const struct cmesh__queue *q, memory_order mo)
+{
+	return atomic_load_explicit(&slot_at(q, q->head)->seq, mo) ==
+	       q->head + 1;
+}
+
+/* Copies the trail out (unless discarding) and frees a heap trail. */
+static void take_trail(void *out, const void *inl, void *heap, uint32_t len,
+		       bool discard)
+{
+	if (!discard && len)
+		memcpy(out, heap ? heap : inl, len);
+	free(heap);
+}
+
+static int take_ring(struct cmesh__queue *q, void *out_msg, void *out_trail,
+		     size_t cap, bool discard)
+{
+	struct slot *s = slot_at(q, q->head);
+	uint32_t len = s->trail_len;
+	void *heap = NULL;
+
+	if (!discard && len > cap)
+		return -EMSGSIZE;
+	memcpy(out_msg, slot_msg(s), q->msg_size);
+	if (s->flags & SLOT_HEAP)
+		memcpy(&heap, slot_extra(q, s), sizeof(heap));
+	take_trail(out_trail, slot_extra(q, s), heap, len, discard);
+	/* Free the slot; pairs with the producers' acquire load of seq. */
+	atomic_store_explicit(&s->seq, q->head + q->mask + 1,
+			      memory_order_release);
+	q->head++;
+	return (int)len;
+}
+
+static int take_overflow(struct cmesh__queue *q, void *out_msg,
+			 void *out_trail, size_t cap, bool discard)
+{
+	struct ovf_node *n;
+	uint32_t len;
+
+	pthread_mutex_lock(&q->lock);
+	if (head_ready(q, memory_order_acquire)) {
+		pthread_mutex_unlock(&q->lock);
+		return take_ring(q, out_msg, out_trail, cap, discard);
+	}
+	/* A claimed, unpublished slot precedes the list: wait for it. */
+	n = q->ovf_head;
+	if (!n || atomic_load_explicit(&q->tail, memory_order_relaxed) !=
+			  q->head) {
+		pthread_mutex_unlock(&q->lock);
+		return -EAGAIN;
+	}
+	if (!discard && n->trail_len > cap) {
+		pthread_mutex_unlock(&q->lock);
+		return -EMSGSIZE;
+	}
+	q->ovf_head = n->next;
+	if (!q->ovf_head) {
+		q->ovf_tailp = &q->ovf_head;
+		atomic_store_explicit(&q->ovf_mode, 0, memory_order_relaxed);
+	}
+	pthread_mutex_unlock(&q->lock);
+	len = n->trail_len;
+	memcpy(out_msg, n->data, q->msg_size);
+	take_trail(out_trail, n->data + q->msg_span, n->heap, len, discard);
+	free(n);
+	return (int)len;
+}
+
+static int pop(struct cmesh__queue *q, void *out_msg, void *out_trail,
+	       size_t cap, bool discard)
+{
+	/* Pairs with the producer's publishing store. */
+	if (likely(head_ready(q, memory_order_acquire)))
+		return take_ring(q, out_msg, out_trail, cap, discard);
+	if (likely(!atomic_load_explicit(&q->ovf_mode, memory_order_acquire)))
+		return -EAGAIN;
+	return take_overflow(q, out_msg, out_trail, cap, discard);
+}
+
+static int try_recv(struct cmesh__queue *q, void *out_msg, void *out_trail,
+		    size_t cap)
+{
+	int r = pop(q, out_msg, out_trail, cap, false);
+
+	if (r != -EAGAIN)
+		return r;
+	/* Pairs with the last sender's CAS setting ST_TX_CLOSED. */
+	if (!(atomic_load_explicit(&q->state, memory_order_acquire) &
+	      ST_TX_CLOSED))
+		return -EAGAIN;
+	r = pop(q, out_msg, out_trail, cap, false);
+	return r == -EAGAIN ? -EPIPE : r;
+}
+
+static bool overflow_ready(struct cmesh__queue *q)
+{
+	bool ready;
+
+	pthread_mutex_lock(&q->lock);
+	ready = head_ready(q, memory_order_acquire) ||
+		(q->ovf_head && atomic_load_explicit(&q->tail,
+						     memory_order_relaxed) ==
+					q->head);
+	pthread_mutex_unlock(&q->lock);
+	return ready;
+}
+
+/* Would a receive return something other than -EAGAIN? seq_cst: Dekker. */
+bool cmesh__queue_ready(struct cmesh__queue *q)
+{
+	if (head_ready(q, memory_order_seq_cst))
+		return true;
+	if (atomic_load_explicit(&q->ovf_mode, memory_order_seq_cst) &&
+	    overflow_ready(q))
+		return true;
+	return atomic_load_explicit(&q->state, memory_order_seq_cst) &
+	       ST_TX_CLOSED;
+}
+
+/* Cheap readiness hint for the spin loop. */
+static bool maybe_ready(const struct cmesh__queue *q)
+{
+	return head_ready(q, memory_order_relaxed) ||
+	       atomic_load_explicit(&q->ovf_mode, memory_order_relaxed) ||
+	       (atomic_load_explicit(&q->state, memory_order_relaxed) &
+		ST_TX_CLOSED);
+}
+
+static void spin(const struct cmesh__queue *q, int64_t until)
+{
+	for (;;) {
+		for (int i = 0; i < SPIN_CLOCK_EVERY; i++) {
+			if (maybe_ready(q))
+				return;
+			cmesh__park_pause();
+		}
+		if (cmesh_clock_now() >= until)
+			return;
+	}
+}
+
+/* Parks until a sender wakes us or the deadline passes. */
+static int sleep_until(struct cmesh__queue *q, int64_t deadline)
+{
+	uint32_t st;
+	int r = 0;
+
+	/* Dekker with the producer's publish + state load, see top. */
+	st = atomic_fetch_or_explicit(&q->state, ST_RX_SLEEP,
+				      memory_order_seq_cst) |
+	     ST_RX_SLEEP;
+	if (!cmesh__queue_ready(q))
+		r = cmesh__park_wait(&q->state, st, deadline);
+	atomic_fetch_and_explicit(&q->state, ~ST_RX_SLEEP,
+				  memory_order_relaxed);
+	return r;
+}
+
+int cmesh__queue_recv(struct cmesh__queue *q, int64_t deadline, void *out_msg,
+		      void *out_trail, size_t cap)
+{
+	bool spun = q->spin_ns == 0;
+	int r;
+
+	for (;;) {
+		int64_t now;
+
+		r = try_recv(q, out_msg, out_trail, cap);
+		if (r != -EAGAIN)
+			return r;
+		now = cmesh_clock_now();
+		if (now >= deadline)
+			return -ETIMEDOUT;
+		if (!spun) {
+			spun = true;
+			spin(q, deadline - now > q->spin_ns ? now + q->spin_ns :
+							      deadline);
+			continue;
+		}
+		if (sleep_until(q, deadline) == -ETIMEDOUT) {
+			r = try_recv(q, out_msg, out_trail, cap);
+			return r == -EAGAIN ? -ETIMEDOUT : r;
+		}
+	}
+}
+
+int cmesh__queue_peek(struct cmesh__queue *q)
+{
+	int r = -EAGAIN;
+
+	if (head_ready(q, memory_order_acquire))
+		return (int)slot_at(q, q->head)->trail_len;
+	if (atomic_load_explicit(&q->ovf_mode, memory_order_acquire)) {
+		pthread_mutex_lock(&q->lock);
+		if (head_ready(q, memory_order_acquire))
+			r = (int)slot_at(q, q->head)->trail_len;
+		else if (q->ovf_head &&
+			 atomic_load_explicit(&q->tail,
+					      memory_order_relaxed) == q->head)
+			r = (int)q->ovf_head->trail_len;
+		pthread_mutex_unlock(&q->lock);
+		if (r != -EAGAIN)
+			return r;
+	}
+	if (atomic_load_explicit(&q->state, memory_order_acquire) &
+	    ST_TX_CLOSED) {
+		/* Everything sent is visible now: look once more. */
+		if (head_ready(q, memory_order_acquire) ||
+		    atomic_load_explicit(&q->ovf_mode, memory_order_acquire))
+			return cmesh__queue_peek(q);
+		return -EPIPE;
+	}
+	return -EAGAIN;
+}
+
+void cmesh__queue_arm(struct cmesh__queue *q)
+{
+	/* Dekker with the producer, see top; the caller re-checks ready. */
+	atomic_fetch_or_explicit(&q->state, ST_WS_ARMED, memory_order_seq_cst);
+}
+
+int cmesh__queue_set_waitset(struct cmesh__queue *q, struct cmesh_waitset *ws)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&q->lock);
+	if (ws && q->ws) {
+		r = -EBUSY;
+	} else {
+		q->ws = ws;
+		if (!ws)
+			atomic_fetch_and_explicit(&q->state, ~ST_WS_ARMED,
+						  memory_order_relaxed);
+	}
+	pthread_mutex_unlock(&q->lock);
+	return r;
+}
+
+struct cmesh_waitset *cmesh__queue_waitset(struct cmesh__queue *q)
+{
+	struct cmesh_waitset *ws;
+
+	pthread_mutex_lock(&q->lock);
+	ws = q->ws;
+	pthread_mutex_unlock(&q->lock);
+	return ws;
+}
+
+/* ---- lifetime ---- */
+
+/* Drops every queued message, releasing its resources (receiver gone). */
+static void drain(struct cmesh__queue *q)
+{
+	pthread_mutex_lock(&q->drain_lock);
+	while (pop(q, q->scratch, NULL, 0, true) >= 0)
+		cmesh__type_release(q->type, q->scratch);
+	pthread_mutex_unlock(&q->drain_lock);
+}
+
+static void queue_put(struct cmesh__queue *q)
+{
+	if (atomic_fetch_sub_explicit(&q->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	drain(q);
+	pthread_mutex_destroy(&q->drain_lock);
+	pthread_mutex_destroy(&q->lock);
+	free(q->scratch);
+	free(q->slots);
+	free(q);
+}
+
+void cmesh__queue_sender_get(struct cmesh__queue *q)
+{
+	atomic_fetch_add_explicit(&q->nsenders, 1, memory_order_relaxed);
+}
+
+void cmesh__queue_sender_put(struct cmesh__queue *q)
+{
+	if (atomic_fetch_sub_explicit(&q->nsenders, 1, memory_order_acq_rel) !=
+	    1)
+		return;
+	wake(q, ST_TX_CLOSED);
+	queue_put(q);
+}
+
+void cmesh__queue_receiver_close(struct cmesh__queue *q)
+{
+	atomic_fetch_or_explicit(&q->state, ST_RX_CLOSED, memory_order_seq_cst);
+	/* Dekker with a producer's publish + state load, see top. */
+	atomic_thread_fence(memory_order_seq_cst);
+	drain(q);
+	queue_put(q);
+}

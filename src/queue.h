@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * queue.h - the in-process channel queue: a bounded lock-free MPSC ring of
+ * fixed-size slots, an ordered overflow list behind it, and the receiver's
+ * sleep/wake word. Both channels and oneshots are built on it.
+ */
+#ifndef CMESH_QUEUE_H
+#define CMESH_QUEUE_H
+
+#include <cmesh/type.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct cmesh__queue;
+struct cmesh_waitset;
+
+struct cmesh__queue_opts {
+	uint64_t ring_bytes;  /* slots' bytes, power of two */
+	int64_t spin_ns;      /* receiver spin before sleeping, <= 0: none */
+	uint64_t max_trail;   /* largest trailing bytes */
+	uint32_t nsenders;    /* initial sender count, >= 1 */
+};
+
+/*
+ * Creates a queue with one receiver reference and `nsenders` sender
+ * references. `type` must be valid (cmesh_type_check) and outlive it.
+ */
+int cmesh__queue_new(const cmesh_type *type,
+		     const struct cmesh__queue_opts *opts,
+		     struct cmesh__queue **out);
+
+const cmesh_type *cmesh__queue_type(const struct cmesh__queue *q);
+uint64_t cmesh__queue_fingerprint(const struct cmesh__queue *q);
+
+/* Another sender reference; the caller already holds one. */
+void cmesh__queue_sender_get(struct cmesh__queue *q);
+
+/* Drops a sender reference; the last one closes the sending side. */
+void cmesh__queue_sender_put(struct cmesh__queue *q);
+
+/*
+ * Closes the receiving side: later sends fail with -EPIPE, queued
+ * messages' resources are released, the queue leaves its waitset, and
+ * the receiver's reference is dropped.
+ */
+void cmesh__queue_receiver_close(struct cmesh__queue *q);
+
+/* See cmesh_sender_send(): takes the message's resources in every case. */
+int cmesh__queue_send(struct cmesh__queue *q, const void *msg,
+		      const void *trail, size_t trail_len);
+
+/*
+ * Receives like cmesh_receiver_recv_deadline(); `deadline` 0 or in the
+ * past means try once (-EAGAIN when nothing is ready), CMESH_DEADLINE_NONE
+ * means no limit. Consumer side: one thread at a time.
+ */
+int cmesh__queue_recv(struct cmesh__queue *q, int64_t deadline, void *out_msg,
+		      void *out_trail, size_t trail_cap);
+
+/* Trailing length of the next message, -EAGAIN or -EPIPE. Consumer side. */
+int cmesh__queue_peek(struct cmesh__queue *q);
+
+/*
+ * Waitset support (consumer side). ready: a receive would not return
+ * -EAGAIN. arm: the next send or close signals the queue's waitset.
+ */
+bool cmesh__queue_ready(struct cmesh__queue *q);
+void cmesh__queue_arm(struct cmesh__queue *q);
+
+/* Links the queue to `ws` (NULL unlinks). -EBUSY if linked elsewhere. */
+int cmesh__queue_set_waitset(struct cmesh__queue *q, struct cmesh_waitset *ws);
+struct cmesh_waitset *cmesh__queue_waitset(struct cmesh__queue *q);
+
+#endif

@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * type.h - descriptor checks, fingerprints and the resource walk over a
+ * message's fields.
+ */
+#ifndef CMESH_TYPE_INTERNAL_H
+#define CMESH_TYPE_INTERNAL_H
+
+#include <cmesh/type.h>
+
+#include <stdbool.h>
+
+/* True for the endpoint kinds (fields holding a handle pointer). */
+bool cmesh__field_is_endpoint(uint32_t kind);
+
+/*
+ * Checks the resource fields of `msg` before it moves: each endpoint's
+ * channel type must match its field's type (-EBADMSG), no fd or endpoint
+ * may appear twice (-EINVAL). On success, receivers being moved leave
+ * their waitsets. Borrows everything.
+ */
+int cmesh__type_prepare_move(const cmesh_type *type, const void *msg);
+
+/*
+ * Releases the resources in `msg`: closes fd fields, frees endpoint
+ * fields (each distinct value once). Used when a message is dropped.
+ */
+void cmesh__type_release(const cmesh_type *type, const void *msg);
+
+/* True if `type` describes the same wire type as fingerprint `fp`. */
+bool cmesh__type_matches(const cmesh_type *type, const cmesh_type *other,
+			 uint64_t other_fp);
+
+#endif

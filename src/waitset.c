@@ -1,0 +1,224 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * waitset.c - wait for the first ready of many receivers.
+ *
+ * Each member's queue holds a pointer to the waitset (under the queue's
+ * lock). Waiting scans the members; when none is ready it arms each one
+ * (ST_WS_ARMED in the queue's state word), scans again (the Dekker pairing
+ * of queue.c makes a send that raced with arming visible to one side), and
+ * sleeps on the waitset's eventfd. A producer that finds its queue armed
+ * writes the eventfd. The scan is O(members) per wait.
+ */
+#include "waitset.h"
+
+#include "endpoint.h"
+#include "queue.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+struct member {
+	struct cmesh__queue *q;
+	uint64_t key;
+};
+
+struct cmesh_waitset {
+	int efd;
+	uint32_t n;
+	uint32_t cap;
+	uint32_t next;        /* round-robin scan start */
+	struct member *m;
+};
+
+int cmesh_waitset_new(cmesh_waitset **out_ws)
+{
+	cmesh_waitset *ws;
+
+	if (!out_ws)
+		return -EINVAL;
+	ws = calloc(1, sizeof(*ws));
+	if (!ws)
+		return -ENOMEM;
+	ws->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (ws->efd < 0) {
+		int r = -errno;
+
+		free(ws);
+		return r;
+	}
+	*out_ws = ws;
+	return 0;
+}
+
+static void remove_at(cmesh_waitset *ws, uint32_t i)
+{
+	cmesh__queue_set_waitset(ws->m[i].q, NULL);
+	ws->m[i] = ws->m[--ws->n];
+	if (ws->next >= ws->n)
+		ws->next = 0;
+}
+
+void cmesh_waitset_free(cmesh_waitset *ws)
+{
+	if (!ws)
+		return;
+	while (ws->n)
+		remove_at(ws, ws->n - 1);
+	close(ws->efd);
+	free(ws->m);
+	free(ws);
+}
+
+void cmesh__waitset_signal(cmesh_waitset *ws)
+{
+	uint64_t one = 1;
+
+	/* EAGAIN means the counter is already huge: readable anyway. */
+	if (write(ws->efd, &one, sizeof(one)) < 0)
+		return;
+}
+
+static int add(cmesh_waitset *ws, struct cmesh__queue *q, uint64_t key)
+{
+	int r;
+
+	if (ws->n == ws->cap) {
+		uint32_t cap = ws->cap ? ws->cap * 2 : 8;
+		struct member *m = realloc(ws->m, cap * sizeof(*m));
+
+		if (!m)
+			return -ENOMEM;
+		ws->m = m;
+		ws->cap = cap;
+	}
+	r = cmesh__queue_set_waitset(q, ws);
+	if (r)
+		return r;
+	ws->m[ws->n].q = q;
+	ws->m[ws->n].key = key;
+	ws->n++;
+	/* The new member may be ready already: let the loop look. */
+	cmesh__waitset_signal(ws);
+	return 0;
+}
+
+int cmesh_waitset_add_receiver(cmesh_waitset *ws, cmesh_receiver *rx,
+			       uint64_t key)
+{
+	if (!ws || !rx)
+		return -EINVAL;
+	return add(ws, rx->q, key);
+}
+
+int cmesh_waitset_add_oneshot(cmesh_waitset *ws, cmesh_oneshot_receiver *rx,
+			      uint64_t key)
+{
+	if (!ws || !rx)
+		return -EINVAL;
+	return add(ws, rx->q, key);
+}
+
+static int remove_queue(cmesh_waitset *ws, struct cmesh__queue *q)
+{
+	for (uint32_t i = 0; i < ws->n; i++) {
+		if (ws->m[i].q == q) {
+			remove_at(ws, i);
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+int cmesh_waitset_remove_receiver(cmesh_waitset *ws, cmesh_receiver *rx)
+{
+	if (!ws || !rx)
+		return -EINVAL;
+	return remove_queue(ws, rx->q);
+}
+
+int cmesh_waitset_remove_oneshot(cmesh_waitset *ws, cmesh_oneshot_receiver *rx)
+{
+	if (!ws || !rx)
+		return -EINVAL;
+	return remove_queue(ws, rx->q);
+}
+
+void cmesh__waitset_leave(struct cmesh__queue *q)
+{
+	cmesh_waitset *ws = cmesh__queue_waitset(q);
+
+	if (ws)
+		remove_queue(ws, q);
+}
+
+static bool scan(cmesh_waitset *ws, uint64_t *out_key)
+{
+	for (uint32_t k = 0; k < ws->n; k++) {
+		uint32_t i = (ws->next + k) % ws->n;
+
+		if (cmesh__queue_ready(ws->m[i].q)) {
+			*out_key = ws->m[i].key;
+			ws->next = (i + 1) % ws->n;
+			return true;
+		}
+	}
+	return false;
+}
+
+int cmesh_waitset_try_wait(cmesh_waitset *ws, uint64_t *out_key)
+{
+	uint64_t cnt;
+
+	if (!ws || !out_key)
+		return -EINVAL;
+	/* Consume pending signals first: any that arrive later stay. */
+	if (read(ws->efd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
+		return -errno;
+	if (scan(ws, out_key))
+		return 0;
+	for (uint32_t i = 0; i < ws->n; i++)
+		cmesh__queue_arm(ws->m[i].q);
+	return scan(ws, out_key) ? 0 : -EAGAIN;
+}
+
+int cmesh_waitset_wait(cmesh_waitset *ws, int64_t deadline, uint64_t *out_key)
+{
+	struct pollfd pfd;
+	int r;
+
+	if (!ws || !out_key)
+		return -EINVAL;
+	pfd.fd = ws->efd;
+	pfd.events = POLLIN;
+	for (;;) {
+		struct timespec ts, *tsp = NULL;
+		int64_t left;
+
+		r = cmesh_waitset_try_wait(ws, out_key);
+		if (r != -EAGAIN)
+			return r;
+		if (deadline != CMESH_DEADLINE_NONE) {
+			left = deadline - cmesh_clock_now();
+			if (left <= 0)
+				return -ETIMEDOUT;
+			ts.tv_sec = left / 1000000000;
+			ts.tv_nsec = left % 1000000000;
+			tsp = &ts;
+		}
+		if (ppoll(&pfd, 1, tsp, NULL) < 0 && errno != EINTR)
+			return -errno;
+	}
+}
+
+int cmesh_waitset_fd(const cmesh_waitset *ws)
+{
+	return ws ? ws->efd : -EINVAL;
+}
+
+uint32_t cmesh_waitset_size(const cmesh_waitset *ws)
+{
+	return ws ? ws->n : 0;
+}

@@ -58,8 +58,9 @@ static int queue_opts(const cmesh_channel_opts *user,
 	if (o.spin_ns < CMESH_SPIN_NONE || o.spin_ns > CMESH__SPIN_NS_MAX)
 		return -EINVAL;
 	out->ring_bytes = o.ring_size ? o.ring_size : env->ring_size;
-	out->spin_ns = o.spin_ns == 0 ? env->spin_ns :
-		       o.spin_ns == CMESH_SPIN_NONE ? 0 : o.spin_ns;
+	out->spin_ns = o.spin_ns == 0		    ? env->spin_ns :
+		       o.spin_ns == CMESH_SPIN_NONE ? 0 :
+						      o.spin_ns;
 	out->max_trail = env->max_message;
 	out->nsenders = 1;
 	return 0;
@@ -175,8 +176,8 @@ int cmesh__endpoint_recv(struct cmesh__queue *q, int64_t deadline,
 	return cmesh__queue_recv(q, deadline, out_msg, out_trail, cap);
 }
 
-int cmesh_receiver_try_recv(cmesh_receiver *rx, void *out_msg,
-			    void *out_trail, size_t trail_cap)
+int cmesh_receiver_try_recv(cmesh_receiver *rx, void *out_msg, void *out_trail,
+			    size_t trail_cap)
 {
 	int r = cmesh__endpoint_recv(rx ? rx->q : NULL, 0, out_msg, out_trail,
 				     trail_cap);

@@ -62,9 +62,9 @@ static int bad(char *errbuf, size_t errlen, const char *name, const char *val,
 	return -EINVAL;
 }
 
-static int parse_size(cmesh__env_lookup lookup, const char *name,
-		      uint64_t min, uint64_t max, bool pow2, uint64_t *out,
-		      char *errbuf, size_t errlen)
+static int parse_size(cmesh__env_lookup lookup, const char *name, uint64_t min,
+		      uint64_t max, bool pow2, uint64_t *out, char *errbuf,
+		      size_t errlen)
 {
 	const char *s = lookup(name);
 	uint64_t v;
@@ -154,8 +154,8 @@ int cmesh__env_parse(cmesh__env_lookup lookup, cmesh_env *out, char *errbuf,
 		r = parse_wake(lookup, &env, errbuf, errlen);
 	if (!r)
 		r = parse_size(lookup, "CMESH_MAX_MESSAGE", MAX_MESSAGE_MIN,
-			       MAX_MESSAGE_MAX, false, &env.max_message,
-			       errbuf, errlen);
+			       MAX_MESSAGE_MAX, false, &env.max_message, errbuf,
+			       errlen);
 	if (!r)
 		r = parse_log(lookup, &env, errbuf, errlen);
 	if (!r)

@@ -49,13 +49,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ST_RX_SLEEP 1u  /* receiver parked on `state` */
-#define ST_WS_ARMED 2u  /* receiver's waitset wants a signal */
+#define ST_RX_SLEEP 1u	/* receiver parked on `state` */
+#define ST_WS_ARMED 2u	/* receiver's waitset wants a signal */
 #define ST_RX_CLOSED 4u /* receiver freed */
 #define ST_TX_CLOSED 8u /* every sender freed */
 #define ST_SLEEPERS (ST_RX_SLEEP | ST_WS_ARMED)
 
-#define SLOT_HEAP 1u    /* trailing bytes live in a malloc'd buffer */
+#define SLOT_HEAP 1u /* trailing bytes live in a malloc'd buffer */
 #define CACHE_LINE 64u
 #define SPIN_CLOCK_EVERY 32
 
@@ -65,7 +65,7 @@
 struct slot {
 	_Atomic uint64_t seq; /* pos + 1: full; pos (+ capacity): free */
 	uint32_t trail_len;
-	uint32_t flags;       /* SLOT_HEAP */
+	uint32_t flags; /* SLOT_HEAP */
 	/* message bytes, then the inline trail or the heap pointer */
 };
 
@@ -73,7 +73,7 @@ struct slot {
 
 struct ovf_node {
 	struct ovf_node *next;
-	void *heap;           /* trail if it did not fit inline, or NULL */
+	void *heap; /* trail if it did not fit inline, or NULL */
 	uint32_t trail_len;
 	alignas(16) unsigned char data[]; /* message, then inline trail */
 };
@@ -83,11 +83,11 @@ struct cmesh__queue {
 	const cmesh_type *type;
 	uint64_t fp;
 	unsigned char *slots;
-	uint64_t mask;        /* capacity - 1 */
+	uint64_t mask; /* capacity - 1 */
 	uint32_t slot_size;
 	uint32_t msg_size;
-	uint32_t msg_span;    /* msg_size rounded up to 8 */
-	uint32_t inline_cap;  /* trailing bytes that fit in a slot */
+	uint32_t msg_span;   /* msg_size rounded up to 8 */
+	uint32_t inline_cap; /* trailing bytes that fit in a slot */
 	int64_t spin_ns;
 	uint64_t max_trail;
 	unsigned char *scratch; /* one message, for drains (drain_lock) */
@@ -96,7 +96,7 @@ struct cmesh__queue {
 	alignas(CACHE_LINE) _Atomic uint32_t state;
 	_Atomic uint32_t ovf_mode; /* 1: overflow list in use (see top) */
 	_Atomic uint32_t nsenders;
-	_Atomic uint32_t refs;     /* sending side (1) + receiving side (1) */
+	_Atomic uint32_t refs; /* sending side (1) + receiving side (1) */
 
 	/* Producers only. */
 	alignas(CACHE_LINE) _Atomic uint64_t tail;
@@ -153,7 +153,8 @@ int cmesh__queue_new(const cmesh_type *type,
 	q->msg_size = type->size;
 	q->msg_span = (type->size + 7u) & ~7u;
 	q->slot_size = (SLOT_HDR + q->msg_span + (uint32_t)sizeof(void *) +
-			CACHE_LINE - 1) & ~(CACHE_LINE - 1);
+			CACHE_LINE - 1) &
+		       ~(CACHE_LINE - 1);
 	q->inline_cap = q->slot_size - SLOT_HDR - q->msg_span;
 	cap = pow2_floor(opts->ring_bytes / q->slot_size);
 	if (cap < 2)
@@ -225,8 +226,8 @@ static int ring_try_push(struct cmesh__queue *q, const void *msg,
 	for (;;) {
 		s = slot_at(q, pos);
 		/* Pairs with the consumer's release store freeing the slot. */
-		uint64_t seq = atomic_load_explicit(&s->seq,
-						    memory_order_acquire);
+		uint64_t seq =
+			atomic_load_explicit(&s->seq, memory_order_acquire);
 		int64_t d = (int64_t)(seq - pos);
 
 		if (d == 0) {
@@ -288,9 +289,9 @@ static void wake(struct cmesh__queue *q, uint32_t set)
 
 	do {
 		nw = (old | set) & ~ST_SLEEPERS;
-	} while (!atomic_compare_exchange_weak_explicit(
-		&q->state, &old, nw, memory_order_seq_cst,
-		memory_order_relaxed));
+	} while (!atomic_compare_exchange_weak_explicit(&q->state, &old, nw,
+							memory_order_seq_cst,
+							memory_order_relaxed));
 	if (old & ST_RX_SLEEP)
 		cmesh__park_wake(&q->state);
 	if (old & ST_WS_ARMED) {
@@ -332,8 +333,8 @@ int cmesh__queue_send(struct cmesh__queue *q, const void *msg,
 		}
 		memcpy(heap, trail, len);
 	}
-	if (unlikely(atomic_load_explicit(&q->ovf_mode,
-					  memory_order_relaxed)) ||
+	if (unlikely(
+		    atomic_load_explicit(&q->ovf_mode, memory_order_relaxed)) ||
 	    unlikely(ring_try_push(q, msg, trail, len, heap))) {
 		r = overflow_push(q, msg, trail, len, heap);
 		if (r)
@@ -393,8 +394,8 @@ static int take_ring(struct cmesh__queue *q, void *out_msg, void *out_trail,
 	return (int)len;
 }
 
-static int take_overflow(struct cmesh__queue *q, void *out_msg,
-			 void *out_trail, size_t cap, bool discard)
+static int take_overflow(struct cmesh__queue *q, void *out_msg, void *out_trail,
+			 size_t cap, bool discard)
 {
 	struct ovf_node *n;
 	uint32_t len;
@@ -406,8 +407,8 @@ static int take_overflow(struct cmesh__queue *q, void *out_msg,
 	}
 	/* A claimed, unpublished slot precedes the list: wait for it. */
 	n = q->ovf_head;
-	if (!n || atomic_load_explicit(&q->tail, memory_order_relaxed) !=
-			  q->head) {
+	if (!n ||
+	    atomic_load_explicit(&q->tail, memory_order_relaxed) != q->head) {
 		pthread_mutex_unlock(&q->lock);
 		return -EAGAIN;
 	}
@@ -460,9 +461,9 @@ static bool overflow_ready(struct cmesh__queue *q)
 
 	pthread_mutex_lock(&q->lock);
 	ready = head_ready(q, memory_order_acquire) ||
-		(q->ovf_head && atomic_load_explicit(&q->tail,
-						     memory_order_relaxed) ==
-					q->head);
+		(q->ovf_head &&
+		 atomic_load_explicit(&q->tail, memory_order_relaxed) ==
+			 q->head);
 	pthread_mutex_unlock(&q->lock);
 	return ready;
 }
@@ -557,8 +558,8 @@ int cmesh__queue_peek(struct cmesh__queue *q)
 		if (head_ready(q, memory_order_acquire))
 			r = (int)slot_at(q, q->head)->trail_len;
 		else if (q->ovf_head &&
-			 atomic_load_explicit(&q->tail,
-					      memory_order_relaxed) == q->head)
+			 atomic_load_explicit(&q->tail, memory_order_relaxed) ==
+				 q->head)
 			r = (int)q->ovf_head->trail_len;
 		pthread_mutex_unlock(&q->lock);
 		if (r != -EAGAIN)

@@ -17,10 +17,10 @@ struct cmesh__queue;
 struct cmesh_waitset;
 
 struct cmesh__queue_opts {
-	uint64_t ring_bytes;  /* slots' bytes, power of two */
-	int64_t spin_ns;      /* receiver spin before sleeping, <= 0: none */
-	uint64_t max_trail;   /* largest trailing bytes */
-	uint32_t nsenders;    /* initial sender count, >= 1 */
+	uint64_t ring_bytes; /* slots' bytes, power of two */
+	int64_t spin_ns;     /* receiver spin before sleeping, <= 0: none */
+	uint64_t max_trail;  /* largest trailing bytes */
+	uint32_t nsenders;   /* initial sender count, >= 1 */
 };
 
 /*

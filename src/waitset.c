@@ -29,7 +29,7 @@ struct cmesh_waitset {
 	int efd;
 	uint32_t n;
 	uint32_t cap;
-	uint32_t next;        /* round-robin scan start */
+	uint32_t next; /* round-robin scan start */
 	struct member *m;
 };
 

@@ -33,15 +33,18 @@ typedef struct cmesh_receiver cmesh_receiver;
 #define CMESH_SPIN_NONE (-1)
 
 typedef struct cmesh_channel_opts {
-	uint32_t size;      /* sizeof(cmesh_channel_opts) */
-	uint32_t flags;     /* none defined yet: must be 0 */
+	uint32_t size;	    /* sizeof(cmesh_channel_opts) */
+	uint32_t flags;	    /* none defined yet: must be 0 */
 	uint32_t ring_size; /* bytes of ring, power of two; 0: CMESH_RING_SIZE */
 	uint32_t reserved;  /* must be 0 */
 	int64_t spin_ns;    /* receiver spin before sleeping; 0: CMESH_SPIN_NS,
 			       CMESH_SPIN_NONE: no spin */
 } cmesh_channel_opts;
 
-#define CMESH_CHANNEL_OPTS_INIT { sizeof(cmesh_channel_opts), 0, 0, 0, 0 }
+#define CMESH_CHANNEL_OPTS_INIT                                                \
+	{                                                                      \
+		sizeof(cmesh_channel_opts), 0, 0, 0, 0                         \
+	}
 
 /*
  * Creates a channel of messages described by `type` (borrowed: it must

@@ -30,16 +30,19 @@ CMESH_BEGIN_DECLS
 #define CMESH_WAKE_EPOLL 2u
 
 typedef struct cmesh_env {
-	uint32_t size;        /* sizeof(cmesh_env), set by the caller */
-	uint32_t flags;       /* must be 0 */
+	uint32_t size;	/* sizeof(cmesh_env), set by the caller */
+	uint32_t flags; /* must be 0 */
 	uint64_t ring_size;
 	int64_t spin_ns;
 	uint64_t max_message;
-	uint32_t wake;        /* CMESH_WAKE_* */
-	uint32_t log_level;   /* 0..4 */
+	uint32_t wake;	    /* CMESH_WAKE_* */
+	uint32_t log_level; /* 0..4 */
 } cmesh_env;
 
-#define CMESH_ENV_INIT { sizeof(cmesh_env), 0, 0, 0, 0, 0, 0 }
+#define CMESH_ENV_INIT                                                         \
+	{                                                                      \
+		sizeof(cmesh_env), 0, 0, 0, 0, 0, 0                            \
+	}
 
 /*
  * Parses the environment (once per process) and copies the settings into

@@ -35,48 +35,60 @@ CMESH_BEGIN_DECLS
 typedef struct cmesh_type cmesh_type;
 
 /* Kinds of resource field. Values are part of the fingerprint: append only. */
-#define CMESH_FIELD_KIND_FD 1u                /* int */
-#define CMESH_FIELD_KIND_SENDER 2u            /* cmesh_sender * */
-#define CMESH_FIELD_KIND_RECEIVER 3u          /* cmesh_receiver * */
-#define CMESH_FIELD_KIND_ONESHOT_SENDER 4u    /* cmesh_oneshot_sender * */
-#define CMESH_FIELD_KIND_ONESHOT_RECEIVER 5u  /* cmesh_oneshot_receiver * */
+#define CMESH_FIELD_KIND_FD 1u		     /* int */
+#define CMESH_FIELD_KIND_SENDER 2u	     /* cmesh_sender * */
+#define CMESH_FIELD_KIND_RECEIVER 3u	     /* cmesh_receiver * */
+#define CMESH_FIELD_KIND_ONESHOT_SENDER 4u   /* cmesh_oneshot_sender * */
+#define CMESH_FIELD_KIND_ONESHOT_RECEIVER 5u /* cmesh_oneshot_receiver * */
 
 /* Largest struct part of a message, and most resource fields per type. */
 #define CMESH_TYPE_MAX_SIZE 65536u
 #define CMESH_TYPE_MAX_FIELDS 64u
 
 typedef struct cmesh_field {
-	uint32_t kind;            /* CMESH_FIELD_KIND_* */
-	uint32_t offset;          /* offsetof the field in the struct */
-	const cmesh_type *type;   /* endpoint kinds: the channel's type */
+	uint32_t kind;		/* CMESH_FIELD_KIND_* */
+	uint32_t offset;	/* offsetof the field in the struct */
+	const cmesh_type *type; /* endpoint kinds: the channel's type */
 } cmesh_field;
 
 struct cmesh_type {
-	const char *name;         /* stable, e.g. the struct's name */
-	uint32_t size;            /* sizeof the struct, 1..CMESH_TYPE_MAX_SIZE */
-	uint32_t nfields;         /* entries in fields */
+	const char *name; /* stable, e.g. the struct's name */
+	uint32_t size;	  /* sizeof the struct, 1..CMESH_TYPE_MAX_SIZE */
+	uint32_t nfields; /* entries in fields */
 	const cmesh_field *fields;
 };
 
 #define CMESH_FIELD_FD(st, member)                                             \
-	{ CMESH_FIELD_KIND_FD, (uint32_t)offsetof(st, member), NULL }
+	{                                                                      \
+		CMESH_FIELD_KIND_FD, (uint32_t)offsetof(st, member), NULL      \
+	}
 #define CMESH_FIELD_SENDER(st, member, msgtype)                                \
-	{ CMESH_FIELD_KIND_SENDER, (uint32_t)offsetof(st, member), &(msgtype) }
+	{                                                                      \
+		CMESH_FIELD_KIND_SENDER, (uint32_t)offsetof(st, member),       \
+			&(msgtype)                                             \
+	}
 #define CMESH_FIELD_RECEIVER(st, member, msgtype)                              \
-	{ CMESH_FIELD_KIND_RECEIVER, (uint32_t)offsetof(st, member), &(msgtype) }
+	{                                                                      \
+		CMESH_FIELD_KIND_RECEIVER, (uint32_t)offsetof(st, member),     \
+			&(msgtype)                                             \
+	}
 #define CMESH_FIELD_ONESHOT_SENDER(st, member, msgtype)                        \
-	{ CMESH_FIELD_KIND_ONESHOT_SENDER, (uint32_t)offsetof(st, member),      \
-	  &(msgtype) }
+	{                                                                      \
+		CMESH_FIELD_KIND_ONESHOT_SENDER,                               \
+			(uint32_t)offsetof(st, member), &(msgtype)             \
+	}
 #define CMESH_FIELD_ONESHOT_RECEIVER(st, member, msgtype)                      \
-	{ CMESH_FIELD_KIND_ONESHOT_RECEIVER, (uint32_t)offsetof(st, member),    \
-	  &(msgtype) }
+	{                                                                      \
+		CMESH_FIELD_KIND_ONESHOT_RECEIVER,                             \
+			(uint32_t)offsetof(st, member), &(msgtype)             \
+	}
 
 /* Defines `const cmesh_type var` for struct `st` with resource fields. */
 #define CMESH_TYPE_DEFINE(var, st, ...)                                        \
 	static const cmesh_field var##__fields[] = { __VA_ARGS__ };            \
-	const cmesh_type var = { #st, (uint32_t)sizeof(st),                     \
-				 (uint32_t)(sizeof(var##__fields) /             \
-					    sizeof(var##__fields[0])),          \
+	const cmesh_type var = { #st, (uint32_t)sizeof(st),                    \
+				 (uint32_t)(sizeof(var##__fields) /            \
+					    sizeof(var##__fields[0])),         \
 				 var##__fields }
 
 /* Defines `const cmesh_type var` for struct `st` without resource fields. */

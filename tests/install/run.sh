@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Install test (ctest `install`):
+#
+#   tests/install/run.sh BUILD_DIR [LIBDIR]
+#
+# Installs BUILD_DIR into a temporary prefix, then builds and runs
+# tests/install/consumer/ twice: with `pkg-config --cflags --libs cmesh`
+# and as a CMake project using find_package(cmesh REQUIRED) (which also
+# links cmesh::cmesh_static). LIBDIR is CMAKE_INSTALL_LIBDIR (default lib).
+# Environment: CC (compiler), CMAKE and PKG_CONFIG (tools to use),
+# CMESH_CONSUMER_FLAGS (extra compile and link flags, e.g. the sanitizer
+# flags the library was built with).
+set -euo pipefail
+
+if [[ $# -lt 1 || $# -gt 2 ]]; then
+	echo "usage: $0 BUILD_DIR [LIBDIR]" >&2
+	exit 2
+fi
+build=$(cd "$1" && pwd)
+libdir_rel=${2:-lib}
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cc=${CC:-cc}
+cmake=${CMAKE:-cmake}
+pkg_config=${PKG_CONFIG:-pkg-config}
+read -r -a flags <<<"${CMESH_CONSUMER_FLAGS:-}"
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/cmesh-install.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+prefix=$tmp/prefix
+if [[ $libdir_rel = /* ]]; then
+	echo "absolute CMAKE_INSTALL_LIBDIR ($libdir_rel): cannot relocate" >&2
+	exit 1
+fi
+libdir=$prefix/$libdir_rel
+
+echo "== cmake --install $build --prefix $prefix"
+"$cmake" --install "$build" --prefix "$prefix" >"$tmp/install.log" ||
+	{ cat "$tmp/install.log"; exit 1; }
+
+for f in "$prefix/include/cmesh.h" "$libdir/libcmesh.a" \
+	"$libdir/pkgconfig/cmesh.pc" "$libdir/cmake/cmesh/cmeshConfig.cmake"; do
+	[[ -e $f ]] || { echo "missing after install: $f" >&2; exit 1; }
+done
+# Only public headers are installed.
+extra=$(find "$prefix/include" -type f ! -path "$prefix/include/cmesh.h" \
+	! -path "$prefix/include/cmesh/*.h")
+if [[ -n $extra ]]; then
+	echo "unexpected files installed under include/: $extra" >&2
+	exit 1
+fi
+
+echo "== pkg-config consumer"
+export PKG_CONFIG_PATH=$libdir/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+pc_cflags=$("$pkg_config" --cflags cmesh)
+pc_libs=$("$pkg_config" --libs cmesh)
+echo "cflags: $pc_cflags"
+echo "libs:   $pc_libs"
+# shellcheck disable=SC2086 # word splitting of pkg-config output is wanted
+"$cc" -std=c11 -Wall -Wextra -Werror "${flags[@]}" $pc_cflags \
+	"$here/consumer/main.c" -o "$tmp/consumer-pc" $pc_libs
+LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
+	"$tmp/consumer-pc"
+
+echo "== CMake consumer (find_package)"
+"$cmake" -S "$here/consumer" -B "$tmp/consumer-build" \
+	-DCMAKE_PREFIX_PATH="$prefix" \
+	-DCMAKE_C_COMPILER="$cc" \
+	-DCMAKE_C_FLAGS="${CMESH_CONSUMER_FLAGS:-}" \
+	-DCMAKE_EXE_LINKER_FLAGS="${CMESH_CONSUMER_FLAGS:-}" \
+	>"$tmp/consumer-configure.log" ||
+	{ cat "$tmp/consumer-configure.log"; exit 1; }
+"$cmake" --build "$tmp/consumer-build" >"$tmp/consumer-build.log" ||
+	{ cat "$tmp/consumer-build.log"; exit 1; }
+"$tmp/consumer-build/consumer"
+"$tmp/consumer-build/consumer_static"
+
+echo "install test passed"

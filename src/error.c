@@ -5,11 +5,14 @@
 #include <cmesh/error.h>
 
 #include <errno.h>
+#include <limits.h>
 
 const char *cmesh_strerror(int err)
 {
 	if (err >= 0)
 		return "success";
+	if (err == INT_MIN)
+		return "unknown error";
 	switch (-err) {
 	case EAGAIN:
 		return "nothing ready (try again)";

@@ -23,7 +23,9 @@
  * Each descriptor has a 64-bit fingerprint: XXH3-64 over a canonical text of
  * its name, size, and each resource field's kind, offset and (for
  * endpoints) the fingerprint of the endpoint's type. Two descriptors with
- * the same fingerprint describe the same wire type.
+ * the same fingerprint describe the same wire type. A type may refer to
+ * itself or to a type above it (a message carrying a sender of its own
+ * channel): such a cycle is hashed as a back-reference.
  */
 #ifndef CMESH_TYPE_H
 #define CMESH_TYPE_H

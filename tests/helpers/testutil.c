@@ -1,0 +1,294 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * testutil.c - see testutil.h.
+ */
+#define _GNU_SOURCE
+#include "testutil.h"
+
+#include <criterion/criterion.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TU_EXPORT __attribute__((visibility("default")))
+
+/*
+ * Sanitizer hooks. The leak check is a weak reference so this file works
+ * with and without a sanitizer runtime in the test binary. UBSan would
+ * otherwise only print and carry on: make it stop the test instead.
+ */
+extern int __lsan_do_recoverable_leak_check(void) __attribute__((weak));
+TU_EXPORT const char *__ubsan_default_options(void);
+TU_EXPORT const char *__ubsan_default_options(void)
+{
+	return "halt_on_error=1:print_stacktrace=1";
+}
+
+void tu_suite_init(void)
+{
+	alarm(TU_WATCHDOG_S);
+}
+
+void tu_suite_fini(void)
+{
+	alarm(0);
+	if (__lsan_do_recoverable_leak_check &&
+	    __lsan_do_recoverable_leak_check() != 0) {
+		fprintf(stderr, "testutil: LeakSanitizer found leaks in this "
+				"test (report above)\n");
+		abort();
+	}
+}
+
+int tu_fd_count(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	cr_assert_not_null(d, "opendir(/proc/self/fd): %s", strerror(errno));
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] != '.')
+			n++;
+	}
+	closedir(d);
+	return n - 1; /* the directory's own fd */
+}
+
+void tu_fd_dump(const char *label)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	char path[300], target[300];
+
+	if (!d)
+		return;
+	fprintf(stderr, "%s: open fds:\n", label);
+	while ((e = readdir(d)) != NULL) {
+		ssize_t n;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+		n = readlink(path, target, sizeof(target) - 1);
+		target[n > 0 ? n : 0] = '\0';
+		fprintf(stderr, "  %s -> %s\n", e->d_name, target);
+	}
+	closedir(d);
+}
+
+int tu_map_count(void)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	int n = 0, c;
+
+	cr_assert_not_null(f, "fopen(/proc/self/maps): %s", strerror(errno));
+	while ((c = fgetc(f)) != EOF) {
+		if (c == '\n')
+			n++;
+	}
+	fclose(f);
+	return n;
+}
+
+bool tu_fd_is_open(int fd)
+{
+	return fcntl(fd, F_GETFD) != -1 || errno != EBADF;
+}
+
+uint64_t tu_stress(uint64_t dflt, uint64_t min)
+{
+	const char *s = getenv("CMESH_TEST_STRESS");
+	double f = 1.0, v;
+	char *end;
+
+	if (s && *s) {
+		errno = 0;
+		f = strtod(s, &end);
+		if (errno || *end || !(f > 0.0) || f > 1e6)
+			f = 1.0;
+	}
+	v = (double)dflt * f;
+	if (v < (double)min)
+		return min;
+	return (uint64_t)v;
+}
+
+int64_t tu_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void tu_sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
+}
+
+void tu_thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+	int r = pthread_create(t, NULL, fn, arg);
+
+	cr_assert_eq(r, 0, "pthread_create: %s", strerror(r));
+}
+
+void *tu_thread_join(pthread_t t)
+{
+	void *ret = NULL;
+	int r = pthread_join(t, &ret);
+
+	cr_assert_eq(r, 0, "pthread_join: %s", strerror(r));
+	return ret;
+}
+
+bool tu_thread_join_within(pthread_t t, unsigned ms, void **ret)
+{
+	struct timespec ts;
+	int r;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	r = pthread_timedjoin_np(t, ret, &ts);
+	return r == 0;
+}
+
+pid_t tu_gettid(void)
+{
+	return (pid_t)syscall(SYS_gettid);
+}
+
+static char thread_state(pid_t tid)
+{
+	char path[64], buf[512], *p;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+	f = fopen(path, "re");
+	if (!f)
+		return '?';
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	p = strrchr(buf, ')'); /* comm may hold spaces and parentheses */
+	if (!p || p[1] != ' ')
+		return '?';
+	return p[2];
+}
+
+bool tu_wait_thread_sleeping(pid_t tid, unsigned timeout_ms)
+{
+	int64_t end = tu_now_ns() + (int64_t)timeout_ms * 1000000;
+
+	do {
+		char s = thread_state(tid);
+
+		if (s == 'S' || s == 'D')
+			return true;
+		tu_sleep_ms(1);
+	} while (tu_now_ns() < end);
+	return false;
+}
+
+static uint8_t pattern_byte(size_t i, uint32_t seed)
+{
+	uint64_t x = (uint64_t)i * 0x9E3779B97F4A7C15ull + seed;
+
+	x ^= x >> 29;
+	return (uint8_t)(x ^ (x >> 8));
+}
+
+void tu_fill(void *buf, size_t len, uint32_t seed)
+{
+	uint8_t *p = buf;
+
+	for (size_t i = 0; i < len; i++)
+		p[i] = pattern_byte(i, seed);
+}
+
+size_t tu_check(const void *buf, size_t len, uint32_t seed)
+{
+	const uint8_t *p = buf;
+
+	for (size_t i = 0; i < len; i++) {
+		if (p[i] != pattern_byte(i, seed))
+			return i;
+	}
+	return len;
+}
+
+uint64_t tu_rand(uint64_t *state)
+{
+	uint64_t x = *state;
+
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*state = x;
+	return x * 0x2545F4914F6CDD1Dull;
+}
+
+void tu_pipe(int fds[2])
+{
+	cr_assert_eq(pipe2(fds, O_CLOEXEC), 0, "pipe2: %s", strerror(errno));
+}
+
+int tu_eventfd(void)
+{
+	int fd = eventfd(0, EFD_CLOEXEC);
+
+	cr_assert_geq(fd, 0, "eventfd: %s", strerror(errno));
+	return fd;
+}
+
+bool tu_pipe_sees_eof(int rfd, unsigned timeout_ms)
+{
+	struct pollfd p = { .fd = rfd, .events = POLLIN };
+	char c;
+	int r;
+
+	do
+		r = poll(&p, 1, (int)timeout_ms);
+	while (r == -1 && errno == EINTR);
+	if (r != 1)
+		return false;
+	do
+		r = (int)read(rfd, &c, 1);
+	while (r == -1 && errno == EINTR);
+	return r == 0;
+}
+
+void tu_env_clear(void)
+{
+	static const char *const vars[] = { "CMESH_RING_SIZE", "CMESH_SPIN_NS",
+					    "CMESH_WAKE", "CMESH_MAX_MESSAGE",
+					    "CMESH_LOG" };
+
+	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+		unsetenv(vars[i]);
+}
+
+bool tu_sanitized(void)
+{
+	return __lsan_do_recoverable_leak_check != NULL;
+}

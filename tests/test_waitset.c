@@ -1,0 +1,841 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_waitset.c - waitsets: readiness (messages and closing), keys,
+ * membership rules, the pollable fd (poll and epoll), many members.
+ */
+#define _GNU_SOURCE
+#include <cmesh.h>
+
+#include "helpers/testutil.h"
+
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+TestSuite(waitset, .init = tu_suite_init, .fini = tu_suite_fini);
+
+struct seqmsg {
+	uint32_t sender;
+	uint32_t pad;
+	uint64_t seq;
+};
+CMESH_TYPE_DEFINE_PLAIN(seq_type, struct seqmsg);
+
+static void chan(cmesh_sender **tx, cmesh_receiver **rx)
+{
+	cmesh_channel_opts o = CMESH_CHANNEL_OPTS_INIT;
+	int r;
+
+	o.ring_size = 4096;
+	r = cmesh_channel_new(&seq_type, &o, tx, rx);
+	cr_assert_eq(r, 0, "cmesh_channel_new: %d (%s)", r, cmesh_strerror(r));
+}
+
+static cmesh_waitset *waitset(void)
+{
+	cmesh_waitset *ws = NULL;
+	int r = cmesh_waitset_new(&ws);
+
+	cr_assert_eq(r, 0, "cmesh_waitset_new: %d (%s)", r, cmesh_strerror(r));
+	cr_assert_not_null(ws);
+	return ws;
+}
+
+static void send_seq(cmesh_sender *tx, uint32_t sender, uint64_t seq)
+{
+	struct seqmsg m = { .sender = sender, .seq = seq };
+
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+}
+
+static uint64_t wait_key(cmesh_waitset *ws, unsigned ms)
+{
+	uint64_t key = 0xdeadbeef;
+	int r = cmesh_waitset_wait(ws, cmesh_deadline_after(TU_MS(ms)), &key);
+
+	cr_assert_eq(r, 0, "cmesh_waitset_wait: %d (%s)", r, cmesh_strerror(r));
+	return key;
+}
+
+/* fd count after cmesh set up whatever it keeps per process. */
+static int fd_baseline(void)
+{
+	cmesh_waitset *ws = waitset();
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	uint64_t key;
+
+	chan(&tx, &rx);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, rx, 1), 0);
+	TU_ASSERT_RC(cmesh_waitset_wait(ws, cmesh_deadline_after(TU_MS(1)),
+					&key),
+		     -ETIMEDOUT);
+	send_seq(tx, 0, 0);
+	cr_assert_eq(wait_key(ws, 1000), 1);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	cmesh_waitset_free(ws);
+	return tu_fd_count();
+}
+
+Test(waitset, new_rejects_a_null_out_pointer)
+{
+	TU_ASSERT_RC(cmesh_waitset_new(NULL), -EINVAL);
+}
+
+Test(waitset, free_of_null_is_a_noop)
+{
+	cmesh_waitset_free(NULL);
+}
+
+Test(waitset, null_arguments_are_einval)
+{
+	cmesh_waitset *ws = waitset();
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	cmesh_oneshot_sender *otx;
+	cmesh_oneshot_receiver *orx;
+	uint64_t key;
+
+	chan(&tx, &rx);
+	TU_ASSERT_RC(cmesh_oneshot_new(&seq_type, &otx, &orx), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(NULL, rx, 1), -EINVAL);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, NULL, 1), -EINVAL);
+	TU_ASSERT_RC(cmesh_waitset_add_oneshot(NULL, orx, 1), -EINVAL);
+	TU_ASSERT_RC(cmesh_waitset_add_oneshot(ws, NULL, 1), -EINVAL);
+	TU_ASSERT_RC(cmesh_waitset_remove_receiver(NULL, rx), -EINVAL);
+	TU_ASSERT_RC(cmesh_waitset_remove_receiver(ws, NULL), -EINVAL);
+	TU_ASSERT_RC(cmesh_waitset_remove_oneshot(NULL, orx), -EINVAL);
+	TU_ASSERT_RC(cmesh_waitset_remove_oneshot(ws, NULL), -EINVAL);
+	TU_ASSERT_RC(cmesh_waitset_wait(NULL, CMESH_DEADLINE_NONE, &key),
+		     -EINVAL);
+	TU_ASSERT_RC(cmesh_waitset_try_wait(NULL, &key), -EINVAL);
+	TU_ASSERT_RC(cmesh_waitset_fd(NULL), -EINVAL);
+	/* A NULL out_key is refused even when a member is ready. */
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, rx, 1), 0);
+	send_seq(tx, 0, 0);
+	TU_ASSERT_RC(cmesh_waitset_wait(ws, CMESH_DEADLINE_NONE, NULL),
+		     -EINVAL);
+	TU_ASSERT_RC(cmesh_waitset_try_wait(ws, NULL), -EINVAL);
+	/* Nothing was added by the failed calls. */
+	cr_assert_eq(cmesh_waitset_size(ws), 1);
+	cmesh_oneshot_sender_free(otx);
+	cmesh_oneshot_receiver_free(orx);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	cmesh_waitset_free(ws);
+}
+
+Test(waitset, an_empty_waitset_has_nothing_ready)
+{
+	cmesh_waitset *ws = waitset();
+	uint64_t key;
+	int64_t t0;
+
+	cr_assert_eq(cmesh_waitset_size(ws), 0);
+	TU_ASSERT_RC(cmesh_waitset_try_wait(ws, &key), -EAGAIN);
+	t0 = tu_now_ns();
+	TU_ASSERT_RC(cmesh_waitset_wait(ws, cmesh_deadline_after(TU_MS(20)),
+					&key),
+		     -ETIMEDOUT);
+	cr_assert_geq(tu_now_ns() - t0, TU_MS(20));
+	cmesh_waitset_free(ws);
+}
+
+Test(waitset, wait_with_a_deadline_times_out_when_no_member_is_ready)
+{
+	cmesh_waitset *ws = waitset();
+	cmesh_sender *tx[3];
+	cmesh_receiver *rx[3];
+	uint64_t key;
+	int64_t t0;
+
+	for (int i = 0; i < 3; i++) {
+		chan(&tx[i], &rx[i]);
+		TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, rx[i], (uint64_t)i),
+			     0);
+	}
+	cr_assert_eq(cmesh_waitset_size(ws), 3);
+	TU_ASSERT_RC(cmesh_waitset_try_wait(ws, &key), -EAGAIN);
+	t0 = tu_now_ns();
+	TU_ASSERT_RC(cmesh_waitset_wait(ws, cmesh_deadline_after(TU_MS(20)),
+					&key),
+		     -ETIMEDOUT);
+	cr_assert_geq(tu_now_ns() - t0, TU_MS(20));
+	cr_assert_lt(tu_now_ns() - t0, TU_MS(5000));
+	t0 = tu_now_ns();
+	TU_ASSERT_RC(cmesh_waitset_wait(ws, cmesh_clock_now() - 1, &key),
+		     -ETIMEDOUT);
+	cr_assert_lt(tu_now_ns() - t0, TU_MS(1000));
+	for (int i = 0; i < 3; i++) {
+		cmesh_sender_free(tx[i]);
+		cmesh_receiver_free(rx[i]);
+	}
+	cmesh_waitset_free(ws);
+}
+
+Test(waitset, wait_returns_the_key_of_the_ready_member_until_it_is_drained)
+{
+	cmesh_waitset *ws = waitset();
+	cmesh_sender *tx[3];
+	cmesh_receiver *rx[3];
+	static const uint64_t keys[3] = { 0, UINT64_MAX, 0x123456789abcdefull };
+	struct seqmsg m;
+	uint64_t key;
+
+	for (int i = 0; i < 3; i++) {
+		chan(&tx[i], &rx[i]);
+		TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, rx[i], keys[i]), 0);
+	}
+	for (int k = 0; k < 3; k++) {
+		send_seq(tx[k], (uint32_t)k, 1);
+		send_seq(tx[k], (uint32_t)k, 2);
+		/* Level-triggered: ready while anything is queued. */
+		cr_assert_eq(wait_key(ws, 5000), keys[k]);
+		TU_ASSERT_RC(cmesh_waitset_try_wait(ws, &key), 0);
+		cr_assert_eq(key, keys[k]);
+		TU_ASSERT_RC(cmesh_receiver_try_recv(rx[k], &m, NULL, 0), 0);
+		cr_assert_eq(wait_key(ws, 5000), keys[k]);
+		TU_ASSERT_RC(cmesh_receiver_try_recv(rx[k], &m, NULL, 0), 0);
+		cr_assert_eq(m.seq, 2);
+		TU_ASSERT_RC(cmesh_waitset_try_wait(ws, &key), -EAGAIN);
+	}
+	for (int i = 0; i < 3; i++) {
+		cmesh_sender_free(tx[i]);
+		cmesh_receiver_free(rx[i]);
+	}
+	cmesh_waitset_free(ws);
+}
+
+Test(waitset, a_member_ready_before_it_is_added_is_reported)
+{
+	cmesh_waitset *ws = waitset();
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+
+	chan(&tx, &rx);
+	send_seq(tx, 0, 0);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, rx, 17), 0);
+	cr_assert_eq(wait_key(ws, 5000), 17);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	cmesh_waitset_free(ws);
+}
+
+Test(waitset, a_busy_member_does_not_starve_the_others)
+{
+	cmesh_waitset *ws = waitset();
+	cmesh_sender *tx[2];
+	cmesh_receiver *rx[2];
+	struct seqmsg m;
+	bool seen[2] = { false, false };
+
+	for (int i = 0; i < 2; i++) {
+		chan(&tx[i], &rx[i]);
+		TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, rx[i], (uint64_t)i),
+			     0);
+	}
+	for (int i = 0; i < 100; i++)
+		send_seq(tx[0], 0, (uint64_t)i);
+	send_seq(tx[1], 1, 0);
+	/* Taking one message per wakeup, both keys come up quickly. */
+	for (int i = 0; i < 3 && !(seen[0] && seen[1]); i++) {
+		uint64_t k = wait_key(ws, 5000);
+
+		cr_assert_lt(k, 2);
+		seen[k] = true;
+		TU_ASSERT_RC(cmesh_receiver_try_recv(rx[k], &m, NULL, 0), 0);
+	}
+	cr_assert(seen[0] && seen[1], "one member starved the other");
+	for (int i = 0; i < 2; i++) {
+		cmesh_sender_free(tx[i]);
+		cmesh_receiver_free(rx[i]);
+	}
+	cmesh_waitset_free(ws);
+}
+
+Test(waitset, a_closed_receiver_is_reported_ready_and_recv_gives_epipe)
+{
+	cmesh_waitset *ws = waitset();
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct seqmsg m;
+	uint64_t key;
+
+	chan(&tx, &rx);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, rx, 9), 0);
+	send_seq(tx, 0, 1);
+	cmesh_sender_free(tx);
+	cr_assert_eq(wait_key(ws, 5000), 9);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &m, NULL, 0), 0);
+	/* Still ready: now closed. */
+	cr_assert_eq(wait_key(ws, 5000), 9);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &m, NULL, 0), -EPIPE);
+	/* A closed member stays ready (level-triggered). */
+	TU_ASSERT_RC(cmesh_waitset_try_wait(ws, &key), 0);
+	cr_assert_eq(key, 9);
+	TU_ASSERT_RC(cmesh_waitset_remove_receiver(ws, rx), 0);
+	TU_ASSERT_RC(cmesh_waitset_try_wait(ws, &key), -EAGAIN);
+	cmesh_receiver_free(rx);
+	cmesh_waitset_free(ws);
+}
+
+Test(waitset, oneshots_report_their_value_and_then_closed)
+{
+	cmesh_waitset *ws = waitset();
+	cmesh_oneshot_sender *tx[2];
+	cmesh_oneshot_receiver *rx[2];
+	struct seqmsg m = { .seq = 12 };
+	uint64_t key;
+
+	for (int i = 0; i < 2; i++) {
+		TU_ASSERT_RC(cmesh_oneshot_new(&seq_type, &tx[i], &rx[i]), 0);
+		TU_ASSERT_RC(cmesh_waitset_add_oneshot(ws, rx[i],
+						       100 + (uint64_t)i),
+			     0);
+	}
+	cr_assert_eq(cmesh_waitset_size(ws), 2);
+	TU_ASSERT_RC(cmesh_waitset_try_wait(ws, &key), -EAGAIN);
+	TU_ASSERT_RC(cmesh_oneshot_send(tx[1], &m, NULL, 0), 0);
+	cr_assert_eq(wait_key(ws, 5000), 101);
+	memset(&m, 0, sizeof(m));
+	TU_ASSERT_RC(cmesh_oneshot_try_recv(rx[1], &m, NULL, 0), 0);
+	cr_assert_eq(m.seq, 12);
+	/* A received oneshot is closed: a receive gives -EPIPE, so ready. */
+	cr_assert_eq(wait_key(ws, 5000), 101);
+	TU_ASSERT_RC(cmesh_oneshot_try_recv(rx[1], &m, NULL, 0), -EPIPE);
+	TU_ASSERT_RC(cmesh_waitset_remove_oneshot(ws, rx[1]), 0);
+	TU_ASSERT_RC(cmesh_waitset_try_wait(ws, &key), -EAGAIN);
+	/* A sender freed without sending: ready, then -EPIPE. */
+	cmesh_oneshot_sender_free(tx[0]);
+	cr_assert_eq(wait_key(ws, 5000), 100);
+	TU_ASSERT_RC(cmesh_oneshot_try_recv(rx[0], &m, NULL, 0), -EPIPE);
+	for (int i = 0; i < 2; i++)
+		cmesh_oneshot_receiver_free(rx[i]);
+	cr_assert_eq(cmesh_waitset_size(ws), 0);
+	cmesh_waitset_free(ws);
+}
+
+Test(waitset, adding_a_member_already_in_a_waitset_is_ebusy)
+{
+	cmesh_waitset *a = waitset(), *b = waitset();
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	cmesh_oneshot_sender *otx;
+	cmesh_oneshot_receiver *orx;
+	uint64_t key;
+
+	chan(&tx, &rx);
+	TU_ASSERT_RC(cmesh_oneshot_new(&seq_type, &otx, &orx), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(a, rx, 1), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(b, rx, 2), -EBUSY);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(a, rx, 3), -EBUSY);
+	TU_ASSERT_RC(cmesh_waitset_add_oneshot(a, orx, 4), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_oneshot(b, orx, 5), -EBUSY);
+	TU_ASSERT_RC(cmesh_waitset_add_oneshot(a, orx, 6), -EBUSY);
+	cr_assert_eq(cmesh_waitset_size(a), 2);
+	cr_assert_eq(cmesh_waitset_size(b), 0);
+	/* The failed adds left the keys as they were. */
+	send_seq(tx, 0, 0);
+	cr_assert_eq(wait_key(a, 5000), 1);
+	TU_ASSERT_RC(cmesh_waitset_try_wait(b, &key), -EAGAIN);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	cmesh_oneshot_sender_free(otx);
+	cmesh_oneshot_receiver_free(orx);
+	cmesh_waitset_free(a);
+	cmesh_waitset_free(b);
+}
+
+Test(waitset, remove_takes_a_member_out_and_a_second_remove_is_enoent)
+{
+	cmesh_waitset *a = waitset(), *b = waitset();
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	cmesh_oneshot_sender *otx;
+	cmesh_oneshot_receiver *orx;
+	struct seqmsg m = { 0 };
+	uint64_t key;
+
+	chan(&tx, &rx);
+	TU_ASSERT_RC(cmesh_oneshot_new(&seq_type, &otx, &orx), 0);
+	TU_ASSERT_RC(cmesh_waitset_remove_receiver(a, rx), -ENOENT);
+	TU_ASSERT_RC(cmesh_waitset_remove_oneshot(a, orx), -ENOENT);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(a, rx, 1), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_oneshot(a, orx, 2), 0);
+	TU_ASSERT_RC(cmesh_waitset_remove_receiver(b, rx), -ENOENT);
+	TU_ASSERT_RC(cmesh_waitset_remove_oneshot(b, orx), -ENOENT);
+	TU_ASSERT_RC(cmesh_waitset_remove_receiver(a, rx), 0);
+	TU_ASSERT_RC(cmesh_waitset_remove_receiver(a, rx), -ENOENT);
+	TU_ASSERT_RC(cmesh_waitset_remove_oneshot(a, orx), 0);
+	TU_ASSERT_RC(cmesh_waitset_remove_oneshot(a, orx), -ENOENT);
+	cr_assert_eq(cmesh_waitset_size(a), 0);
+	/* Removed members are not reported... */
+	send_seq(tx, 0, 0);
+	TU_ASSERT_RC(cmesh_oneshot_send(otx, &m, NULL, 0), 0);
+	TU_ASSERT_RC(cmesh_waitset_try_wait(a, &key), -EAGAIN);
+	/* ...and may join another waitset. */
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(b, rx, 10), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_oneshot(b, orx, 20), 0);
+	key = wait_key(b, 5000);
+	cr_assert(key == 10 || key == 20, "key %llu", (unsigned long long)key);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	cmesh_oneshot_receiver_free(orx);
+	cmesh_waitset_free(a);
+	cmesh_waitset_free(b);
+}
+
+Test(waitset, freeing_a_member_removes_it)
+{
+	cmesh_waitset *ws = waitset();
+	cmesh_sender *tx[2];
+	cmesh_receiver *rx[2];
+	cmesh_oneshot_sender *otx;
+	cmesh_oneshot_receiver *orx;
+	uint64_t key;
+
+	for (int i = 0; i < 2; i++) {
+		chan(&tx[i], &rx[i]);
+		TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, rx[i], (uint64_t)i),
+			     0);
+	}
+	TU_ASSERT_RC(cmesh_oneshot_new(&seq_type, &otx, &orx), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_oneshot(ws, orx, 2), 0);
+	cr_assert_eq(cmesh_waitset_size(ws), 3);
+	send_seq(tx[0], 0, 0);
+	cmesh_receiver_free(rx[0]); /* ready, then freed */
+	cr_assert_eq(cmesh_waitset_size(ws), 2);
+	cmesh_oneshot_receiver_free(orx);
+	cr_assert_eq(cmesh_waitset_size(ws), 1);
+	TU_ASSERT_RC(cmesh_waitset_try_wait(ws, &key), -EAGAIN);
+	/* The freed receiver's channel is closed for its sender. */
+	TU_ASSERT_RC(cmesh_sender_send(tx[0], &(struct seqmsg){ 0 }, NULL, 0),
+		     -EPIPE);
+	send_seq(tx[1], 1, 0);
+	cr_assert_eq(wait_key(ws, 5000), 1);
+	cmesh_oneshot_sender_free(otx);
+	for (int i = 0; i < 2; i++)
+		cmesh_sender_free(tx[i]);
+	cmesh_receiver_free(rx[1]);
+	cr_assert_eq(cmesh_waitset_size(ws), 0);
+	cmesh_waitset_free(ws);
+}
+
+Test(waitset, freeing_the_waitset_lets_its_members_join_another)
+{
+	cmesh_waitset *a = waitset(), *b;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	cmesh_oneshot_sender *otx;
+	cmesh_oneshot_receiver *orx;
+	struct seqmsg m;
+
+	chan(&tx, &rx);
+	TU_ASSERT_RC(cmesh_oneshot_new(&seq_type, &otx, &orx), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(a, rx, 1), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_oneshot(a, orx, 2), 0);
+	cmesh_waitset_free(a);
+	/* Members still work after their waitset is gone. */
+	send_seq(tx, 0, 5);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &m, NULL, 0), 0);
+	b = waitset();
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(b, rx, 3), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_oneshot(b, orx, 4), 0);
+	send_seq(tx, 0, 6);
+	cr_assert_eq(wait_key(b, 5000), 3);
+	cmesh_sender_free(tx);
+	cmesh_oneshot_sender_free(otx);
+	cmesh_receiver_free(rx);
+	cmesh_oneshot_receiver_free(orx);
+	cmesh_waitset_free(b);
+}
+
+struct later {
+	cmesh_sender *tx;
+	unsigned delay_ms;
+	bool close;
+};
+
+static void *act_later(void *arg)
+{
+	struct later *l = arg;
+
+	tu_sleep_ms(l->delay_ms);
+	if (l->close)
+		cmesh_sender_free(l->tx);
+	else
+		send_seq(l->tx, 1, 1);
+	return NULL;
+}
+
+Test(waitset, wait_wakes_when_a_message_arrives_from_another_thread)
+{
+	cmesh_waitset *ws = waitset();
+	cmesh_sender *tx[4];
+	cmesh_receiver *rx[4];
+	struct later l;
+	struct seqmsg m;
+	pthread_t t;
+
+	for (int i = 0; i < 4; i++) {
+		chan(&tx[i], &rx[i]);
+		TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, rx[i], (uint64_t)i),
+			     0);
+	}
+	l = (struct later){ .tx = tx[2], .delay_ms = 20 };
+	tu_thread_start(&t, act_later, &l);
+	cr_assert_eq(wait_key(ws, 10000), 2);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx[2], &m, NULL, 0), 0);
+	tu_thread_join(t);
+	/* And without a deadline. */
+	l = (struct later){ .tx = tx[3], .delay_ms = 10 };
+	tu_thread_start(&t, act_later, &l);
+	{
+		uint64_t key = 99;
+
+		TU_ASSERT_RC(cmesh_waitset_wait(ws, CMESH_DEADLINE_NONE, &key),
+			     0);
+		cr_assert_eq(key, 3);
+	}
+	tu_thread_join(t);
+	for (int i = 0; i < 4; i++) {
+		cmesh_sender_free(tx[i]);
+		cmesh_receiver_free(rx[i]);
+	}
+	cmesh_waitset_free(ws);
+}
+
+Test(waitset, wait_wakes_when_a_member_closes_in_another_thread)
+{
+	cmesh_waitset *ws = waitset();
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct later l;
+	struct seqmsg m;
+	pthread_t t;
+
+	chan(&tx, &rx);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, rx, 5), 0);
+	l = (struct later){ .tx = tx, .delay_ms = 20, .close = true };
+	tu_thread_start(&t, act_later, &l);
+	cr_assert_eq(wait_key(ws, 10000), 5);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &m, NULL, 0), -EPIPE);
+	tu_thread_join(t);
+	cmesh_receiver_free(rx);
+	cmesh_waitset_free(ws);
+}
+
+/* ---- many members ---------------------------------------------------- */
+
+#define NRX 128
+
+struct spray {
+	cmesh_sender **tx;
+	const uint32_t *plan;
+	uint64_t n;
+};
+
+static void *spray_main(void *arg)
+{
+	struct spray *s = arg;
+	uint64_t seq[NRX] = { 0 };
+
+	for (uint64_t j = 0; j < s->n; j++) {
+		uint32_t i = s->plan[j];
+		struct seqmsg m = { .sender = i, .seq = seq[i]++ };
+
+		if (cmesh_sender_send(s->tx[i], &m, NULL, 0) != 0)
+			break; /* the receiver side notices the loss */
+		if (j % 997 == 0)
+			tu_sleep_ms(1);
+	}
+	for (uint32_t i = 0; i < NRX; i++)
+		cmesh_sender_free(s->tx[i]);
+	return NULL;
+}
+
+static uint64_t key_of(uint32_t i)
+{
+	return (uint64_t)i * 1000 + 7;
+}
+
+Test(waitset, over_a_hundred_receivers_get_every_message_exactly_once)
+{
+	cmesh_waitset *ws;
+	cmesh_sender *tx[NRX];
+	cmesh_receiver *rx[NRX];
+	uint64_t expect[NRX] = { 0 }, got[NRX] = { 0 };
+	bool in_subset[NRX], closed[NRX] = { false };
+	uint32_t subset[NRX], nsub = 0, open = NRX;
+	uint64_t rng = 0x9e3779b97f4a7c15ull, n = tu_stress(20000, 200);
+	uint32_t *plan = malloc(n * sizeof(*plan));
+	struct spray s;
+	pthread_t t;
+	int fds = fd_baseline();
+
+	cr_assert_not_null(plan);
+	ws = waitset();
+	for (uint32_t i = 0; i < NRX; i++) {
+		chan(&tx[i], &rx[i]);
+		TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, rx[i], key_of(i)),
+			     0);
+		in_subset[i] = tu_rand(&rng) % 3 == 0;
+		if (in_subset[i])
+			subset[nsub++] = i;
+	}
+	cr_assert_eq(cmesh_waitset_size(ws), NRX);
+	cr_assert_gt(nsub, 0);
+	/* The plan, and from it the expected count per receiver. */
+	for (uint64_t j = 0; j < n; j++) {
+		plan[j] = subset[tu_rand(&rng) % nsub];
+		expect[plan[j]]++;
+	}
+	s = (struct spray){ .tx = tx, .plan = plan, .n = n };
+	tu_thread_start(&t, spray_main, &s);
+
+	while (open > 0) {
+		uint64_t key = wait_key(ws, 20000);
+		uint32_t i = (uint32_t)((key - 7) / 1000);
+		struct seqmsg m;
+		int r, taken = 0;
+
+		cr_assert(key >= 7 && (key - 7) % 1000 == 0 && i < NRX,
+			  "unknown key %llu", (unsigned long long)key);
+		cr_assert_not(closed[i], "removed member %u reported", i);
+		while ((r = cmesh_receiver_try_recv(rx[i], &m, NULL, 0)) == 0) {
+			cr_assert_eq(m.sender, i);
+			cr_assert_eq(m.seq, got[i],
+				     "rx %u: seq %llu, want %llu", i,
+				     (unsigned long long)m.seq,
+				     (unsigned long long)got[i]);
+			got[i]++;
+			taken++;
+		}
+		if (r == -EAGAIN) {
+			/* A key is returned only for a ready member. */
+			cr_assert_gt(taken, 0, "rx %u reported ready but empty",
+				     i);
+			continue;
+		}
+		TU_ASSERT_RC(r, -EPIPE);
+		TU_ASSERT_RC(cmesh_waitset_remove_receiver(ws, rx[i]), 0);
+		closed[i] = true;
+		open--;
+	}
+	tu_thread_join(t);
+	cr_assert_eq(cmesh_waitset_size(ws), 0);
+	for (uint32_t i = 0; i < NRX; i++) {
+		cr_assert_eq(got[i], expect[i], "rx %u: got %llu of %llu", i,
+			     (unsigned long long)got[i],
+			     (unsigned long long)expect[i]);
+		cmesh_receiver_free(rx[i]);
+	}
+	cmesh_waitset_free(ws);
+	free(plan);
+	TU_ASSERT_FDS(fds);
+}
+
+/* ---- the pollable fd ---------------------------------------------------- */
+
+static bool fd_readable_within(int fd, unsigned ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	int r;
+
+	do
+		r = poll(&p, 1, (int)ms);
+	while (r == -1 && errno == EINTR);
+	return r == 1 && (p.revents & POLLIN);
+}
+
+static void drain_until_eagain(cmesh_waitset *ws, cmesh_receiver *rx)
+{
+	uint64_t key;
+	struct seqmsg m;
+	int r;
+
+	while ((r = cmesh_waitset_try_wait(ws, &key)) == 0) {
+		while (cmesh_receiver_try_recv(rx, &m, NULL, 0) == 0)
+			;
+	}
+	TU_ASSERT_RC(r, -EAGAIN);
+}
+
+Test(waitset, fd_becomes_readable_when_a_member_becomes_ready_after_eagain)
+{
+	cmesh_waitset *ws = waitset();
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct later l;
+	struct seqmsg m;
+	uint64_t key;
+	pthread_t t;
+	int fd = cmesh_waitset_fd(ws);
+
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(cmesh_waitset_fd(ws), fd, "the fd changed");
+	chan(&tx, &rx);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, rx, 1), 0);
+
+	/* Round 1: a send from this thread. */
+	drain_until_eagain(ws, rx);
+	send_seq(tx, 0, 0);
+	cr_assert(fd_readable_within(fd, 5000), "fd not readable (round 1)");
+	TU_ASSERT_RC(cmesh_waitset_try_wait(ws, &key), 0);
+	cr_assert_eq(key, 1);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &m, NULL, 0), 0);
+
+	/* Round 2: a send from another thread, while we poll. */
+	drain_until_eagain(ws, rx);
+	l = (struct later){ .tx = tx, .delay_ms = 10 };
+	tu_thread_start(&t, act_later, &l);
+	cr_assert(fd_readable_within(fd, 5000), "fd not readable (round 2)");
+	tu_thread_join(t);
+	TU_ASSERT_RC(cmesh_waitset_try_wait(ws, &key), 0);
+	cr_assert_eq(key, 1);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &m, NULL, 0), 0);
+
+	/* Round 3: a member that is ready when it is added. */
+	drain_until_eagain(ws, rx);
+	{
+		cmesh_sender *tx2;
+		cmesh_receiver *rx2;
+
+		chan(&tx2, &rx2);
+		send_seq(tx2, 2, 0);
+		TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, rx2, 2), 0);
+		cr_assert(fd_readable_within(fd, 5000),
+			  "fd not readable (round 3)");
+		TU_ASSERT_RC(cmesh_waitset_try_wait(ws, &key), 0);
+		cr_assert_eq(key, 2);
+		cmesh_sender_free(tx2);
+		cmesh_receiver_free(rx2);
+	}
+
+	/* Round 4: a oneshot member gets its value. */
+	drain_until_eagain(ws, rx);
+	{
+		cmesh_oneshot_sender *otx;
+		cmesh_oneshot_receiver *orx;
+
+		TU_ASSERT_RC(cmesh_oneshot_new(&seq_type, &otx, &orx), 0);
+		TU_ASSERT_RC(cmesh_waitset_add_oneshot(ws, orx, 3), 0);
+		drain_until_eagain(ws, rx);
+		TU_ASSERT_RC(cmesh_oneshot_send(otx, &m, NULL, 0), 0);
+		cr_assert(fd_readable_within(fd, 5000),
+			  "fd not readable (round 4)");
+		TU_ASSERT_RC(cmesh_waitset_try_wait(ws, &key), 0);
+		cr_assert_eq(key, 3);
+		cmesh_oneshot_receiver_free(orx);
+	}
+
+	/* Round 5: the last sender goes away. */
+	drain_until_eagain(ws, rx);
+	cmesh_sender_free(tx);
+	cr_assert(fd_readable_within(fd, 5000), "fd not readable (round 5)");
+	TU_ASSERT_RC(cmesh_waitset_try_wait(ws, &key), 0);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &m, NULL, 0), -EPIPE);
+	cmesh_receiver_free(rx);
+	cmesh_waitset_free(ws);
+}
+
+static void epoll_round(int ep, cmesh_waitset *ws, cmesh_sender *tx,
+			cmesh_receiver *rx)
+{
+	struct epoll_event ev[4];
+	struct later l = { .tx = tx, .delay_ms = 10 };
+	struct seqmsg m;
+	uint64_t key;
+	pthread_t t;
+	int n;
+
+	drain_until_eagain(ws, rx);
+	tu_thread_start(&t, act_later, &l);
+	do
+		n = epoll_wait(ep, ev, 4, 5000);
+	while (n == -1 && errno == EINTR);
+	tu_thread_join(t);
+	cr_assert_eq(n, 1, "epoll_wait: %d", n);
+	cr_assert_eq(ev[0].data.u64, 0xfeedu);
+	cr_assert(ev[0].events & EPOLLIN);
+	TU_ASSERT_RC(cmesh_waitset_try_wait(ws, &key), 0);
+	cr_assert_eq(key, 1);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &m, NULL, 0), 0);
+}
+
+static void fd_in_epoll(uint32_t events)
+{
+	cmesh_waitset *ws;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct epoll_event ev = { .events = events, .data.u64 = 0xfeed };
+	int ep, fds = fd_baseline();
+
+	ws = waitset();
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	cr_assert_geq(ep, 0);
+	chan(&tx, &rx);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, rx, 1), 0);
+	cr_assert_eq(epoll_ctl(ep, EPOLL_CTL_ADD, cmesh_waitset_fd(ws), &ev), 0,
+		     "epoll_ctl: %s", strerror(errno));
+	for (int i = 0; i < 3; i++)
+		epoll_round(ep, ws, tx, rx);
+	cr_assert_eq(epoll_ctl(ep, EPOLL_CTL_DEL, cmesh_waitset_fd(ws), NULL),
+		     0);
+	close(ep);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	cmesh_waitset_free(ws);
+	TU_ASSERT_FDS(fds);
+}
+
+Test(waitset, fd_is_usable_from_epoll)
+{
+	fd_in_epoll(EPOLLIN);
+}
+
+Test(waitset, fd_is_usable_from_epoll_edge_triggered)
+{
+	fd_in_epoll(EPOLLIN | EPOLLET);
+}
+
+Test(waitset, fd_count_returns_to_the_baseline_after_free)
+{
+	int fds = fd_baseline(), maps = 0;
+	cmesh_waitset *ws[8];
+	cmesh_sender *tx[8];
+	cmesh_receiver *rx[8];
+
+	for (int round = 0; round < 20; round++) {
+		if (round == 1)
+			maps = tu_map_count();
+		for (int i = 0; i < 8; i++) {
+			ws[i] = waitset();
+			chan(&tx[i], &rx[i]);
+			TU_ASSERT_RC(
+				cmesh_waitset_add_receiver(ws[i], rx[i], 1), 0);
+			cr_assert_geq(cmesh_waitset_fd(ws[i]), 0);
+		}
+		cr_assert_gt(tu_fd_count(), fds - 1);
+		for (int i = 0; i < 8; i++) {
+			send_seq(tx[i], 0, 0);
+			cr_assert_eq(wait_key(ws[i], 5000), 1);
+			/* Half: waitset first; half: members first. */
+			if (i & 1)
+				cmesh_waitset_free(ws[i]);
+			cmesh_sender_free(tx[i]);
+			cmesh_receiver_free(rx[i]);
+			if (!(i & 1))
+				cmesh_waitset_free(ws[i]);
+		}
+		TU_ASSERT_FDS(fds);
+	}
+	if (!tu_sanitized())
+		cr_assert_leq(tu_map_count(), maps + 2);
+}

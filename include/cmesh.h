@@ -12,5 +12,6 @@
 #include <cmesh/channel.h>
 #include <cmesh/oneshot.h>
 #include <cmesh/waitset.h>
+#include <cmesh/node.h>
 
 #endif

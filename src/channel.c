@@ -6,6 +6,9 @@
 #include "endpoint.h"
 
 #include "env.h"
+#include "lane.h"
+#include "link.h"
+#include "opts.h"
 #include "queue.h"
 #include "type.h"
 #include "waitset.h"
@@ -14,28 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/*
- * Copies a caller's size-prefixed options struct into `dst` (dst_size
- * bytes, zero-filled first): a shorter struct leaves the newer fields 0 (the
- * old default); a longer one must have only zero bytes past what we know.
- */
-static int copy_opts(void *dst, size_t dst_size, const void *src)
-{
-	uint32_t size;
-
-	memset(dst, 0, dst_size);
-	if (!src)
-		return 0;
-	memcpy(&size, src, sizeof(size));
-	if (size < 2 * sizeof(uint32_t))
-		return -EINVAL;
-	for (size_t i = dst_size; i < size; i++)
-		if (((const unsigned char *)src)[i])
-			return -EINVAL;
-	memcpy(dst, src, size < dst_size ? size : dst_size);
-	return 0;
-}
-
 static int queue_opts(const cmesh_channel_opts *user,
 		      struct cmesh__queue_opts *out)
 {
@@ -43,7 +24,7 @@ static int queue_opts(const cmesh_channel_opts *user,
 	cmesh_channel_opts o;
 	int r;
 
-	r = copy_opts(&o, sizeof(o), user);
+	r = cmesh__opts_copy(&o, sizeof(o), user);
 	if (r)
 		return r;
 	r = cmesh__env_get(&env);
@@ -51,19 +32,13 @@ static int queue_opts(const cmesh_channel_opts *user,
 		return r;
 	if (o.flags || o.reserved)
 		return -EINVAL;
-	if (o.ring_size && (o.ring_size < CMESH__RING_SIZE_MIN ||
-			    o.ring_size > CMESH__RING_SIZE_MAX ||
-			    (o.ring_size & (o.ring_size - 1))))
-		return -EINVAL;
-	if (o.spin_ns < CMESH_SPIN_NONE || o.spin_ns > CMESH__SPIN_NS_MAX)
-		return -EINVAL;
-	out->ring_bytes = o.ring_size ? o.ring_size : env->ring_size;
-	out->spin_ns = o.spin_ns == 0		    ? env->spin_ns :
-		       o.spin_ns == CMESH_SPIN_NONE ? 0 :
-						      o.spin_ns;
+	memset(out, 0, sizeof(*out));
+	r = cmesh__opts_ring_size(o.ring_size, env, &out->ring_bytes);
+	if (!r)
+		r = cmesh__opts_spin(o.spin_ns, env, &out->spin_ns);
 	out->max_trail = env->max_message;
 	out->nsenders = 1;
-	return 0;
+	return r;
 }
 
 /*
@@ -92,6 +67,51 @@ int cmesh__endpoint_pair_new(const cmesh_type *type,
 	*out_rx = rx;
 	return 0;
 
+out_free_rx:
+	free(rx);
+out_free_tx:
+	free(tx);
+	return r;
+}
+
+int cmesh__endpoint_remote_pair(const cmesh_type *out_type,
+				const cmesh_type *in_type,
+				struct cmesh__lane *out, struct cmesh__lane *in,
+				const struct cmesh__queue_opts *qo,
+				cmesh_sender **out_tx, cmesh_receiver **out_rx)
+{
+	struct cmesh__queue_opts o = *qo;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	int r = -ENOMEM;
+
+	tx = malloc(sizeof(*tx));
+	if (!tx)
+		return -ENOMEM;
+	rx = malloc(sizeof(*rx));
+	if (!rx)
+		goto out_free_tx;
+	o.nsenders = 1;
+	o.tx_lane = out;
+	o.rx_lane = NULL;
+	r = cmesh__queue_new(out_type, &o, &tx->q);
+	if (r)
+		goto out_free_rx;
+	o.nsenders = 0;
+	o.tx_lane = NULL;
+	o.rx_lane = in;
+	r = cmesh__queue_new(in_type, &o, &rx->q);
+	if (r)
+		goto out_free_txq;
+	/* Each queue holds the link until it is freed. */
+	cmesh__link_get(out->link);
+	cmesh__link_get(in->link);
+	*out_tx = tx;
+	*out_rx = rx;
+	return 0;
+
+out_free_txq:
+	cmesh__queue_discard(tx->q);
 out_free_rx:
 	free(rx);
 out_free_tx:

@@ -44,6 +44,17 @@ int cmesh__endpoint_pair_new(const cmesh_type *type,
 			     void **out_rx);
 
 /*
+ * The first channel pair of a link: a sender whose queue writes to `out`
+ * and a receiver whose queue reads from `in`; each queue takes a link
+ * reference. `qo` gives spin and limits.
+ */
+int cmesh__endpoint_remote_pair(const cmesh_type *out_type,
+				const cmesh_type *in_type,
+				struct cmesh__lane *out, struct cmesh__lane *in,
+				const struct cmesh__queue_opts *qo,
+				cmesh_sender **out_tx, cmesh_receiver **out_rx);
+
+/*
  * Receive on an endpoint's queue with argument checks; deadline 0 tries
  * once (-ETIMEDOUT when nothing is ready). Shared by channel and oneshot.
  */

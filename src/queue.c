@@ -36,6 +36,8 @@
  */
 #include "queue.h"
 
+#include "lane.h"
+#include "link.h"
 #include "park.h"
 #include "type.h"
 #include "waitset.h"
@@ -90,7 +92,9 @@ struct cmesh__queue {
 	uint32_t inline_cap; /* trailing bytes that fit in a slot */
 	int64_t spin_ns;
 	uint64_t max_trail;
-	unsigned char *scratch; /* one message, for drains (drain_lock) */
+	unsigned char *scratch;	     /* one message, for drains (drain_lock) */
+	struct cmesh__lane *tx_lane; /* the receiver is remote */
+	struct cmesh__lane *rx_lane; /* the senders are remote */
 
 	/* Read by every send, written rarely. */
 	alignas(CACHE_LINE) _Atomic uint32_t state;
@@ -162,6 +166,8 @@ int cmesh__queue_new(const cmesh_type *type,
 	q->mask = cap - 1;
 	q->spin_ns = opts->spin_ns > 0 ? opts->spin_ns : 0;
 	q->max_trail = opts->max_trail;
+	q->tx_lane = opts->tx_lane;
+	q->rx_lane = opts->rx_lane;
 	q->slots = aligned_alloc(CACHE_LINE, cap * q->slot_size);
 	if (!q->slots)
 		goto out_free;
@@ -173,7 +179,7 @@ int cmesh__queue_new(const cmesh_type *type,
 	atomic_init(&q->state, 0);
 	atomic_init(&q->ovf_mode, 0);
 	atomic_init(&q->nsenders, opts->nsenders);
-	atomic_init(&q->refs, 2);
+	atomic_init(&q->refs, q->tx_lane || q->rx_lane ? 1 : 2);
 	atomic_init(&q->tail, 0);
 	q->ovf_tailp = &q->ovf_head;
 	if (pthread_mutex_init(&q->lock, NULL))
@@ -311,6 +317,8 @@ int cmesh__queue_send(struct cmesh__queue *q, const void *msg,
 	uint32_t st;
 	int r;
 
+	if (unlikely(q->tx_lane))
+		return cmesh__lane_send(q->tx_lane, msg, trail, len);
 	if (unlikely(q->type->nfields)) {
 		r = cmesh__type_prepare_move(q->type, msg);
 		if (r)
@@ -443,7 +451,12 @@ static int pop(struct cmesh__queue *q, void *out_msg, void *out_trail,
 static int try_recv(struct cmesh__queue *q, void *out_msg, void *out_trail,
 		    size_t cap)
 {
-	int r = pop(q, out_msg, out_trail, cap, false);
+	int r;
+
+	if (q->rx_lane)
+		return cmesh__lane_try_recv(q->rx_lane, out_msg, out_trail,
+					    cap);
+	r = pop(q, out_msg, out_trail, cap, false);
 
 	if (r != -EAGAIN)
 		return r;
@@ -471,6 +484,8 @@ static bool overflow_ready(struct cmesh__queue *q)
 /* Would a receive return something other than -EAGAIN? seq_cst: Dekker. */
 bool cmesh__queue_ready(struct cmesh__queue *q)
 {
+	if (q->rx_lane)
+		return cmesh__lane_ready(q->rx_lane);
 	if (head_ready(q, memory_order_seq_cst))
 		return true;
 	if (atomic_load_explicit(&q->ovf_mode, memory_order_seq_cst) &&
@@ -483,6 +498,8 @@ bool cmesh__queue_ready(struct cmesh__queue *q)
 /* Cheap readiness hint for the spin loop. */
 static bool maybe_ready(const struct cmesh__queue *q)
 {
+	if (q->rx_lane)
+		return cmesh__lane_ready(q->rx_lane);
 	return head_ready(q, memory_order_relaxed) ||
 	       atomic_load_explicit(&q->ovf_mode, memory_order_relaxed) ||
 	       (atomic_load_explicit(&q->state, memory_order_relaxed) &
@@ -508,6 +525,8 @@ static int sleep_until(struct cmesh__queue *q, int64_t deadline)
 	uint32_t st;
 	int r = 0;
 
+	if (q->rx_lane)
+		return cmesh__lane_sleep(q->rx_lane, deadline);
 	/* Dekker with the producer's publish + state load, see top. */
 	st = atomic_fetch_or_explicit(&q->state, ST_RX_SLEEP,
 				      memory_order_seq_cst) |
@@ -551,6 +570,8 @@ int cmesh__queue_peek(struct cmesh__queue *q)
 {
 	int r = -EAGAIN;
 
+	if (q->rx_lane)
+		return cmesh__lane_peek(q->rx_lane);
 	if (head_ready(q, memory_order_acquire))
 		return (int)slot_at(q, q->head)->trail_len;
 	if (atomic_load_explicit(&q->ovf_mode, memory_order_acquire)) {
@@ -576,8 +597,23 @@ int cmesh__queue_peek(struct cmesh__queue *q)
 	return -EAGAIN;
 }
 
+int cmesh__queue_efd(struct cmesh__queue *q)
+{
+	return q->rx_lane ? q->rx_lane->efd : -1;
+}
+
+void cmesh__queue_disarm(struct cmesh__queue *q)
+{
+	if (q->rx_lane)
+		cmesh__lane_arm(q->rx_lane, false);
+}
+
 void cmesh__queue_arm(struct cmesh__queue *q)
 {
+	if (q->rx_lane) {
+		cmesh__lane_arm(q->rx_lane, true);
+		return;
+	}
 	/* Dekker with the producer, see top; the caller re-checks ready. */
 	atomic_fetch_or_explicit(&q->state, ST_WS_ARMED, memory_order_seq_cst);
 }
@@ -620,16 +656,30 @@ static void drain(struct cmesh__queue *q)
 	pthread_mutex_unlock(&q->drain_lock);
 }
 
-static void queue_put(struct cmesh__queue *q)
+static void destroy(struct cmesh__queue *q)
 {
-	if (atomic_fetch_sub_explicit(&q->refs, 1, memory_order_acq_rel) != 1)
-		return;
-	drain(q);
 	pthread_mutex_destroy(&q->drain_lock);
 	pthread_mutex_destroy(&q->lock);
 	free(q->scratch);
 	free(q->slots);
 	free(q);
+}
+
+void cmesh__queue_discard(struct cmesh__queue *q)
+{
+	destroy(q);
+}
+
+static void queue_put(struct cmesh__queue *q)
+{
+	struct cmesh__lane *ln = q->tx_lane ? q->tx_lane : q->rx_lane;
+
+	if (atomic_fetch_sub_explicit(&q->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	drain(q);
+	destroy(q);
+	if (ln)
+		cmesh__link_put(ln->link);
 }
 
 void cmesh__queue_sender_get(struct cmesh__queue *q)
@@ -642,12 +692,20 @@ void cmesh__queue_sender_put(struct cmesh__queue *q)
 	if (atomic_fetch_sub_explicit(&q->nsenders, 1, memory_order_acq_rel) !=
 	    1)
 		return;
-	wake(q, ST_TX_CLOSED);
+	if (q->tx_lane)
+		cmesh__lane_close_tx(q->tx_lane);
+	else
+		wake(q, ST_TX_CLOSED);
 	queue_put(q);
 }
 
 void cmesh__queue_receiver_close(struct cmesh__queue *q)
 {
+	if (q->rx_lane) {
+		cmesh__lane_close_rx(q->rx_lane);
+		queue_put(q);
+		return;
+	}
 	atomic_fetch_or_explicit(&q->state, ST_RX_CLOSED, memory_order_seq_cst);
 	/* Dekker with a producer's publish + state load, see top. */
 	atomic_thread_fence(memory_order_seq_cst);

@@ -14,13 +14,22 @@
 #include <stdint.h>
 
 struct cmesh__queue;
+struct cmesh__lane;
 struct cmesh_waitset;
 
 struct cmesh__queue_opts {
 	uint64_t ring_bytes; /* slots' bytes, power of two */
 	int64_t spin_ns;     /* receiver spin before sleeping, <= 0: none */
 	uint64_t max_trail;  /* largest trailing bytes */
-	uint32_t nsenders;   /* initial sender count, >= 1 */
+	uint32_t nsenders;   /* initial sender count */
+	/*
+	 * The other end is in a peer process (at most one is set): sends go
+	 * out through tx_lane, or receives come in through rx_lane. The
+	 * queue then holds one reference (its local side) and its creator
+	 * gives it one on the lane's link, dropped when it is freed.
+	 */
+	struct cmesh__lane *tx_lane;
+	struct cmesh__lane *rx_lane;
 };
 
 /*
@@ -30,6 +39,9 @@ struct cmesh__queue_opts {
 int cmesh__queue_new(const cmesh_type *type,
 		     const struct cmesh__queue_opts *opts,
 		     struct cmesh__queue **out);
+
+/* Frees a queue that was never handed out (no handles, no messages). */
+void cmesh__queue_discard(struct cmesh__queue *q);
 
 const cmesh_type *cmesh__queue_type(const struct cmesh__queue *q);
 uint64_t cmesh__queue_fingerprint(const struct cmesh__queue *q);
@@ -68,6 +80,14 @@ int cmesh__queue_peek(struct cmesh__queue *q);
  */
 bool cmesh__queue_ready(struct cmesh__queue *q);
 void cmesh__queue_arm(struct cmesh__queue *q);
+
+/*
+ * Remote receivers only (else -1 / no-op): the eventfd the peer signals
+ * while armed, which a waitset polls; and disarming, so the peer stops
+ * signalling once the waitset looks again.
+ */
+int cmesh__queue_efd(struct cmesh__queue *q);
+void cmesh__queue_disarm(struct cmesh__queue *q);
 
 /* Links the queue to `ws` (NULL unlinks). -EBUSY if linked elsewhere. */
 int cmesh__queue_set_waitset(struct cmesh__queue *q, struct cmesh_waitset *ws);

@@ -8,6 +8,11 @@
  * of queue.c makes a send that raced with arming visible to one side), and
  * sleeps on the waitset's eventfd. A producer that finds its queue armed
  * writes the eventfd. The scan is O(members) per wait.
+ *
+ * A receiver whose senders are in another process is woken through its own
+ * eventfd (the peer signals it, lane.c). The waitset's fd is therefore an
+ * epoll instance holding the waitset's eventfd and those receivers'
+ * eventfds: it polls readable when any of them is signalled.
  */
 #include "waitset.h"
 
@@ -17,6 +22,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -26,6 +32,7 @@ struct member {
 };
 
 struct cmesh_waitset {
+	int epfd; /* exposed fd: efd + remote members' eventfds */
 	int efd;
 	uint32_t n;
 	uint32_t cap;
@@ -33,28 +40,59 @@ struct cmesh_waitset {
 	struct member *m;
 };
 
+/* Watches `fd` (level-triggered) or stops watching it. */
+static int watch(cmesh_waitset *ws, int fd, bool on)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
+
+	if (epoll_ctl(ws->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, fd, &ev))
+		return -errno;
+	return 0;
+}
+
 int cmesh_waitset_new(cmesh_waitset **out_ws)
 {
 	cmesh_waitset *ws;
+	int r;
 
 	if (!out_ws)
 		return -EINVAL;
 	ws = calloc(1, sizeof(*ws));
 	if (!ws)
 		return -ENOMEM;
+	ws->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (ws->epfd < 0) {
+		r = -errno;
+		goto out_free;
+	}
 	ws->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (ws->efd < 0) {
-		int r = -errno;
-
-		free(ws);
-		return r;
+		r = -errno;
+		goto out_close_ep;
 	}
+	r = watch(ws, ws->efd, true);
+	if (r)
+		goto out_close_efd;
 	*out_ws = ws;
 	return 0;
+
+out_close_efd:
+	close(ws->efd);
+out_close_ep:
+	close(ws->epfd);
+out_free:
+	free(ws);
+	return r;
 }
 
 static void remove_at(cmesh_waitset *ws, uint32_t i)
 {
+	int efd = cmesh__queue_efd(ws->m[i].q);
+
+	if (efd >= 0) {
+		cmesh__queue_disarm(ws->m[i].q);
+		watch(ws, efd, false);
+	}
 	cmesh__queue_set_waitset(ws->m[i].q, NULL);
 	ws->m[i] = ws->m[--ws->n];
 	if (ws->next >= ws->n)
@@ -68,6 +106,7 @@ void cmesh_waitset_free(cmesh_waitset *ws)
 	while (ws->n)
 		remove_at(ws, ws->n - 1);
 	close(ws->efd);
+	close(ws->epfd);
 	free(ws->m);
 	free(ws);
 }
@@ -97,6 +136,13 @@ static int add(cmesh_waitset *ws, struct cmesh__queue *q, uint64_t key)
 	r = cmesh__queue_set_waitset(q, ws);
 	if (r)
 		return r;
+	if (cmesh__queue_efd(q) >= 0) {
+		r = watch(ws, cmesh__queue_efd(q), true);
+		if (r) {
+			cmesh__queue_set_waitset(q, NULL);
+			return r;
+		}
+	}
 	ws->m[ws->n].q = q;
 	ws->m[ws->n].key = key;
 	ws->n++;
@@ -177,6 +223,15 @@ int cmesh_waitset_try_wait(cmesh_waitset *ws, uint64_t *out_key)
 	/* Consume pending signals first: any that arrive later stay. */
 	if (read(ws->efd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
 		return -errno;
+	for (uint32_t i = 0; i < ws->n; i++) {
+		int efd = cmesh__queue_efd(ws->m[i].q);
+
+		if (efd >= 0) {
+			cmesh__queue_disarm(ws->m[i].q);
+			if (read(efd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
+				return -errno;
+		}
+	}
 	if (scan(ws, out_key))
 		return 0;
 	for (uint32_t i = 0; i < ws->n; i++)
@@ -191,7 +246,7 @@ int cmesh_waitset_wait(cmesh_waitset *ws, int64_t deadline, uint64_t *out_key)
 
 	if (!ws || !out_key)
 		return -EINVAL;
-	pfd.fd = ws->efd;
+	pfd.fd = ws->epfd;
 	pfd.events = POLLIN;
 	for (;;) {
 		struct timespec ts, *tsp = NULL;
@@ -215,7 +270,7 @@ int cmesh_waitset_wait(cmesh_waitset *ws, int64_t deadline, uint64_t *out_key)
 
 int cmesh_waitset_fd(const cmesh_waitset *ws)
 {
-	return ws ? ws->efd : -EINVAL;
+	return ws ? ws->epfd : -EINVAL;
 }
 
 uint32_t cmesh_waitset_size(const cmesh_waitset *ws)

@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmesh/node.h - joining processes: spawn/join, listen/connect.
+ *
+ * A node is this process's link to one peer process: a SOCK_SEQPACKET unix
+ * socket for control (handshake, fds, failure) and two sealed memfd arenas
+ * for data (each side writes only its own arena and maps the peer's
+ * read-only). Joining gives a first pair of channels across the link: a
+ * sender whose receiver is in the peer, and a receiver whose sender is in
+ * the peer. They behave as in-process channels do, plus:
+ *   -ECONNRESET  the peer process died, closed the link or hung up
+ *                (messages it had completely published are delivered first);
+ *   -EPROTO      the peer broke the protocol or corrupted shared memory;
+ *   -EBADMSG     (when joining) the two sides disagree on a channel's type;
+ *   -EOPNOTSUPP  a message with an endpoint field was sent across (moving
+ *                endpoints between processes is not implemented yet).
+ * fd fields travel with the message (SCM_RIGHTS) and arrive O_CLOEXEC.
+ * Messages larger than a ring's record limit travel in their own sealed
+ * memfd. SIGPIPE is never raised.
+ *
+ * The sides name the channel types from their own point of view: what one
+ * side sends (`out_type`) the other receives (`in_type`).
+ */
+#ifndef CMESH_NODE_H
+#define CMESH_NODE_H
+
+#include <cmesh/channel.h>
+#include <cmesh/common.h>
+#include <cmesh/type.h>
+
+#include <sys/types.h>
+
+CMESH_BEGIN_DECLS
+
+typedef struct cmesh_node cmesh_node;
+typedef struct cmesh_listener cmesh_listener;
+
+/* Environment variable carrying a spawned child's invitation. */
+#define CMESH_INVITE_ENV "CMESH_INVITE"
+
+typedef struct cmesh_node_opts {
+	uint32_t size;	    /* sizeof(cmesh_node_opts) */
+	uint32_t flags;	    /* none defined yet: must be 0 */
+	uint32_t ring_size; /* bytes of each ring this side writes, power of
+			       two; 0: CMESH_RING_SIZE */
+	uint32_t reserved;  /* must be 0 */
+	int64_t spin_ns;    /* receiver spin; 0: CMESH_SPIN_NS,
+			       CMESH_SPIN_NONE: none */
+	int64_t timeout_ns; /* handshake limit; 0: 10 s */
+} cmesh_node_opts;
+
+#define CMESH_NODE_OPTS_INIT                                                   \
+	{                                                                      \
+		sizeof(cmesh_node_opts), 0, 0, 0, 0, 0                         \
+	}
+
+/*
+ * Joins over an already connected SOCK_SEQPACKET unix socket `sock` (taken
+ * in every case: closed on failure). Both sides call it. Returns an owned
+ * node and the first channel pair. Errors: -EBADMSG (type mismatch), -EPROTO
+ * (bad handshake), -ETIMEDOUT, -ECONNRESET, -EINVAL, -ENOMEM, -EMFILE.
+ */
+CMESH_API int cmesh_node_join_socket(int sock, const cmesh_type *out_type,
+				     const cmesh_type *in_type,
+				     const cmesh_node_opts *opts,
+				     cmesh_node **out_node,
+				     cmesh_sender **out_tx,
+				     cmesh_receiver **out_rx);
+
+/*
+ * Starts `path` with `argv` (NULL-terminated; the environment is inherited
+ * plus CMESH_INVITE) as a child joined to this process, and waits for its
+ * cmesh_join(). Errors as cmesh_node_join_socket(), plus -ENOENT/-EACCES
+ * (`path` is not an executable file), -ENOEXEC (exec failed: the child
+ * exited 127) and fork errors. On failure the child is killed and reaped;
+ * on success reaping it (waitpid on cmesh_node_pid()) is the caller's.
+ */
+CMESH_API int cmesh_spawn(const char *path, char *const argv[],
+			  const cmesh_type *out_type, const cmesh_type *in_type,
+			  const cmesh_node_opts *opts, cmesh_node **out_node,
+			  cmesh_sender **out_tx, cmesh_receiver **out_rx);
+
+/*
+ * In a child started by cmesh_spawn(): accepts the invitation (the socket
+ * named by CMESH_INVITE, which is then unset). -ENOENT if there is none.
+ */
+CMESH_API int cmesh_join(const cmesh_type *out_type, const cmesh_type *in_type,
+			 const cmesh_node_opts *opts, cmesh_node **out_node,
+			 cmesh_sender **out_tx, cmesh_receiver **out_rx);
+
+/* The peer's process id (from SO_PEERCRED). */
+CMESH_API pid_t cmesh_node_pid(const cmesh_node *node);
+
+/*
+ * Drops this handle on the link. The link stays up while channels on it are
+ * open; when the last is freed the socket closes. NULL is a no-op. Does not
+ * wait for or reap a spawned child.
+ */
+CMESH_API void cmesh_node_free(cmesh_node *node);
+
+#define CMESH_LISTEN_ANY_UID 1u /* flag: accept peers of any uid */
+
+typedef struct cmesh_listen_opts {
+	uint32_t size;	/* sizeof(cmesh_listen_opts) */
+	uint32_t flags; /* CMESH_LISTEN_ANY_UID */
+	uint32_t uid;	/* peers must have this uid; 0 here with flags 0
+			   means this process's effective uid */
+	uint32_t reserved;
+} cmesh_listen_opts;
+
+#define CMESH_LISTEN_OPTS_INIT                                                 \
+	{                                                                      \
+		sizeof(cmesh_listen_opts), 0, 0, 0                             \
+	}
+
+/*
+ * Listens on a unix socket at `path` (created; an existing socket file is
+ * replaced). Errors: -EINVAL, -ENAMETOOLONG, -EADDRINUSE, -errno.
+ */
+CMESH_API int cmesh_listen(const char *path, const cmesh_listen_opts *opts,
+			   cmesh_listener **out);
+
+/*
+ * Accepts one peer and joins with it. A peer whose uid is refused is
+ * disconnected and -EPERM returned. Errors: also those of
+ * cmesh_node_join_socket(), -ETIMEDOUT.
+ */
+CMESH_API int
+cmesh_listener_accept(cmesh_listener *l, int64_t deadline,
+		      const cmesh_type *out_type, const cmesh_type *in_type,
+		      const cmesh_node_opts *opts, cmesh_node **out_node,
+		      cmesh_sender **out_tx, cmesh_receiver **out_rx);
+
+/* The listening socket (borrowed), readable when a peer is waiting. */
+CMESH_API int cmesh_listener_fd(const cmesh_listener *l);
+
+/* Closes the listener and unlinks its path. NULL is a no-op. */
+CMESH_API void cmesh_listener_free(cmesh_listener *l);
+
+/* Connects to a listener at `path` and joins. Errors: as join, -errno. */
+CMESH_API int cmesh_connect(const char *path, const cmesh_type *out_type,
+			    const cmesh_type *in_type,
+			    const cmesh_node_opts *opts, cmesh_node **out_node,
+			    cmesh_sender **out_tx, cmesh_receiver **out_rx);
+
+CMESH_END_DECLS
+
+#endif

@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * proto.h - the wire ABI between two nodes: control-socket messages and
+ * the payload of channel records in a shared ring (shm/ring.h).
+ *
+ * Only fixed-width integers; little-endian (both ends run on one host).
+ * Everything here arrives from the peer and is validated by the receiver
+ * after it has been copied out: see src/link.c (control) and src/lane.c
+ * (records).
+ *
+ * Control messages (one SOCK_SEQPACKET datagram each):
+ *   HELLO   both sides, once, first. fds: [arena memfd, consumer eventfd].
+ *   ATTACH  the fds of the next channel record that needs some (fd fields,
+ *           out-of-line trailing bytes), sent before that record is
+ *           published, in the same order as the records.
+ *
+ * Arena layout of a node (its own arena; the peer maps it read-only):
+ *   ctl line CMESH_PROTO_LINE_TAIL  producer line of the ring it writes
+ *   ctl line CMESH_PROTO_LINE_HEAD  consumer line of the ring it reads
+ *   ctl line CMESH_PROTO_LINE_WAKE  wake line (sleeping, closed) of it
+ *   data region                      record area of the ring it writes
+ */
+#ifndef CMESH_SHM_PROTO_H
+#define CMESH_SHM_PROTO_H
+
+#include <assert.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CMESH_PROTO_MAGIC 0x48534d43u /* "CMSH" */
+#define CMESH_PROTO_VERSION 1u
+
+#define CMESH_CTL_HELLO 1u
+#define CMESH_CTL_ATTACH 2u
+
+/* Index of a 64-byte line in an arena's control region. */
+#define CMESH_PROTO_LINE_TAIL 0u
+#define CMESH_PROTO_LINE_HEAD 1u
+#define CMESH_PROTO_LINE_WAKE 2u
+
+/* Ring record kinds (shm/ring.h: 1..255). */
+#define CMESH_REC_MSG 1u   /* struct cmesh_rec_msg, message, trail */
+#define CMESH_REC_CLOSE 2u /* every sender of the channel is gone */
+
+/* Every control message starts with this. */
+struct cmesh_ctl_hdr {
+	uint32_t magic;	  /* CMESH_PROTO_MAGIC */
+	uint16_t version; /* CMESH_PROTO_VERSION */
+	uint16_t type;	  /* CMESH_CTL_* */
+	uint32_t len;	  /* bytes of the whole message */
+	uint32_t reserved;
+};
+
+static_assert(sizeof(struct cmesh_ctl_hdr) == 16, "ctl hdr size");
+static_assert(offsetof(struct cmesh_ctl_hdr, type) == 6, "ctl hdr type");
+static_assert(offsetof(struct cmesh_ctl_hdr, len) == 8, "ctl hdr len");
+
+/*
+ * HELLO. Sender: fills it once. Receiver: copies it, checks the header,
+ * len == sizeof, arena_size and ring_cap bounds (the arena itself is then
+ * validated by cmesh__arena_map_peer and the offsets by the ring attach).
+ */
+struct cmesh_ctl_hello {
+	struct cmesh_ctl_hdr hdr;
+	uint64_t node_id;    /* random, for logs */
+	uint64_t arena_size; /* bytes of the sender's arena memfd */
+	uint64_t out_fp;     /* type fingerprint of what the sender sends */
+	uint64_t in_fp;	     /* type fingerprint of what it receives */
+	uint32_t ring_cap;   /* capacity of the ring the sender writes */
+	uint32_t pid;	     /* informational; SO_PEERCRED is authoritative */
+};
+
+static_assert(sizeof(struct cmesh_ctl_hello) == 56, "hello size");
+static_assert(offsetof(struct cmesh_ctl_hello, node_id) == 16, "hello id");
+static_assert(offsetof(struct cmesh_ctl_hello, arena_size) == 24, "arena");
+static_assert(offsetof(struct cmesh_ctl_hello, out_fp) == 32, "out_fp");
+static_assert(offsetof(struct cmesh_ctl_hello, in_fp) == 40, "in_fp");
+static_assert(offsetof(struct cmesh_ctl_hello, ring_cap) == 48, "ring_cap");
+
+/* ATTACH. fds: nfds of them, in the order the record says. */
+struct cmesh_ctl_attach {
+	struct cmesh_ctl_hdr hdr;
+	uint64_t seq;  /* 1, 2, ...: the record carries the same number */
+	uint32_t nfds; /* equals the number of fds in the datagram */
+	uint32_t reserved;
+};
+
+static_assert(sizeof(struct cmesh_ctl_attach) == 32, "attach size");
+static_assert(offsetof(struct cmesh_ctl_attach, seq) == 16, "attach seq");
+static_assert(offsetof(struct cmesh_ctl_attach, nfds) == 24, "attach nfds");
+
+/* Record flags. */
+#define CMESH_REC_F_ATTACH 1u /* fds in the ATTACH numbered attach_seq */
+#define CMESH_REC_F_OOL 2u    /* trail in a sealed memfd: the last fd */
+#define CMESH_REC_F_ALL (CMESH_REC_F_ATTACH | CMESH_REC_F_OOL)
+
+/*
+ * Payload of a CMESH_REC_MSG record, followed by the message struct
+ * (type size bytes) and, unless F_OOL, trail_len trailing bytes. Consumer:
+ * copies it out with the record, then checks flags, the record length
+ * against the type size and trail_len, trail_len against
+ * CMESH_MAX_MESSAGE, fd_mask against the type's fd fields and the
+ * attachment's fd count.
+ */
+struct cmesh_rec_msg {
+	uint32_t trail_len;
+	uint32_t flags;	     /* CMESH_REC_F_* */
+	uint64_t fd_mask;    /* bit i: resource field i carries an fd */
+	uint64_t attach_seq; /* F_ATTACH: the ATTACH message's seq */
+};
+
+static_assert(sizeof(struct cmesh_rec_msg) == 24, "rec msg size");
+static_assert(offsetof(struct cmesh_rec_msg, fd_mask) == 8, "rec fd_mask");
+static_assert(offsetof(struct cmesh_rec_msg, attach_seq) == 16, "rec seq");
+
+#endif

@@ -1,0 +1,593 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lane.c - one direction of a link: channel messages encoded as records in
+ * a shared-memory ring (shmring.c), their fds carried by ATTACH control
+ * messages (link.c), large trailing bytes out of line in a sealed memfd.
+ *
+ * Memory-ordering contract (on top of shmring.c's)
+ * - Sleep/wake (Dekker). The consumer stores sleeping = 1 (seq_cst),
+ *   issues a seq_cst fence and loads the producer's tail; the producer
+ *   stores its tail (release, in push), issues a seq_cst fence and loads
+ *   `sleeping`. One of them sees the other: the consumer finds the record,
+ *   or the producer signals the consumer's eventfd.
+ * - Receiver gone. The consumer stores closed = 1 (release) in its own
+ *   line; a producer loads it (acquire) before each send and then fails
+ *   with -EPIPE. A record already in flight is dropped by the consumer's
+ *   drain.
+ * - Order of fds. A producer holding `lock` sends the ATTACH for a record
+ *   before publishing the record, so ATTACHes arrive in record order.
+ *
+ * Trust: a record is copied out of the ring into `buf` (private) before
+ * any field of it is used; everything in it is validated against the
+ * channel's type: lengths, flags, which fields carry fds, the fd count of
+ * the attachment. Pointer-sized endpoint fields are never taken from the
+ * peer (set to NULL). A bad record fails the link with -EPROTO.
+ */
+#include "lane.h"
+
+#include "link.h"
+#include "queue.h"
+#include "type.h"
+#include "wake.h"
+
+#include "proto.h"
+#include "ring.h"
+
+#include <cmesh/common.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define MAX_FDS (CMESH_TYPE_MAX_FIELDS + 1)
+
+struct spill {
+	struct spill *next;
+	uint32_t kind;
+	uint32_t len; /* record payload bytes */
+	uint32_t nfds;
+	int fds[MAX_FDS];
+	unsigned char rec[]; /* payload; a MSG starts with cmesh_rec_msg */
+};
+
+int cmesh__lane_init(struct cmesh__lane *ln, struct cmesh__link *link,
+		     const cmesh_type *type, uint64_t max_trail,
+		     int64_t spin_ns)
+{
+	memset(ln, 0, sizeof(*ln));
+	ln->link = link;
+	ln->type = type;
+	ln->max_trail = max_trail;
+	ln->spin_ns = spin_ns;
+	ln->peer_efd = -1;
+	ln->efd = -1;
+	ln->pending = -1;
+	ln->spill_tailp = &ln->spill_head;
+	for (uint32_t i = 0; i < type->nfields; i++)
+		if (type->fields[i].kind == CMESH_FIELD_KIND_FD)
+			ln->fd_fields |= 1ull << i;
+	return pthread_mutex_init(&ln->lock, NULL) ? -ENOMEM : 0;
+}
+
+static void close_fds(const int *fds, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		close(fds[i]);
+}
+
+void cmesh__lane_destroy(struct cmesh__lane *ln)
+{
+	while (ln->spill_head) {
+		struct spill *s = ln->spill_head;
+
+		ln->spill_head = s->next;
+		close_fds(s->fds, s->nfds);
+		free(s);
+	}
+	pthread_mutex_destroy(&ln->lock);
+	free(ln->buf);
+	if (ln->efd >= 0)
+		close(ln->efd);
+	if (ln->peer_efd >= 0)
+		close(ln->peer_efd);
+}
+
+/* ---- producer ---- */
+
+/* After a publish: signal the consumer if it said it sleeps. */
+static void signal_peer(struct cmesh__lane *ln)
+{
+	/* Dekker with the consumer's sleep, see top. */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&ln->peer_wake->sleeping,
+				 memory_order_relaxed))
+		cmesh__eventfd_signal(ln->peer_efd);
+}
+
+/* A sealed memfd holding the trailing bytes (sent as the last fd). */
+static int make_ool(const void *trail, size_t len)
+{
+	int fd = memfd_create("cmesh-msg", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	size_t done = 0;
+	int r;
+
+	if (fd < 0)
+		return -errno;
+	while (done < len) {
+		ssize_t n = write(fd, (const char *)trail + done, len - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = n < 0 ? -errno : -EIO;
+			goto out_close;
+		}
+		done += (size_t)n;
+	}
+	if (fcntl(fd, F_ADD_SEALS,
+		  F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL)) {
+		r = -errno;
+		goto out_close;
+	}
+	return fd;
+
+out_close:
+	close(fd);
+	return r;
+}
+
+/*
+ * Sends the ATTACH (if any) and publishes the record; the caller holds
+ * `lock`. -EAGAIN (ring full) leaves nothing sent.
+ */
+static int publish(struct cmesh__lane *ln, uint32_t kind,
+		   const struct cmesh__iov *iov, uint32_t niov, const int *fds,
+		   uint32_t nfds, struct cmesh_rec_msg *h)
+{
+	uint32_t len = 0;
+	int r;
+
+	for (uint32_t i = 0; i < niov; i++)
+		len += iov[i].len;
+	r = cmesh__shmring_reserve(&ln->prod, len);
+	if (r)
+		return r;
+	if (nfds) {
+		r = cmesh__link_send_attach(ln->link, fds, nfds,
+					    &h->attach_seq);
+		if (r)
+			return r;
+	}
+	return cmesh__shmring_pushv(&ln->prod, kind, iov, niov);
+}
+
+static int spill(struct cmesh__lane *ln, uint32_t kind,
+		 const struct cmesh__iov *iov, uint32_t niov, const int *fds,
+		 uint32_t nfds)
+{
+	struct spill *s;
+	uint32_t len = 0, off = 0;
+
+	for (uint32_t i = 0; i < niov; i++)
+		len += iov[i].len;
+	s = malloc(sizeof(*s) + len);
+	if (!s)
+		return -ENOMEM;
+	s->next = NULL;
+	s->kind = kind;
+	s->len = len;
+	s->nfds = nfds;
+	memcpy(s->fds, fds, nfds * sizeof(int));
+	for (uint32_t i = 0; i < niov; i++) {
+		memcpy(s->rec + off, iov[i].base, iov[i].len);
+		off += iov[i].len;
+	}
+	*ln->spill_tailp = s;
+	ln->spill_tailp = &s->next;
+	atomic_store_explicit(&ln->spilling, 1, memory_order_relaxed);
+	cmesh__link_kick(ln->link);
+	return 0;
+}
+
+/* Moves spilled records into the ring; the caller holds `lock`. */
+static int flush_locked(struct cmesh__lane *ln)
+{
+	struct spill *s;
+	int r = 0, sent = 0;
+
+	while ((s = ln->spill_head)) {
+		struct cmesh__iov iov = { s->rec, s->len };
+		struct cmesh_rec_msg h;
+
+		memcpy(&h, s->rec, s->kind == CMESH_REC_MSG ? sizeof(h) : 0);
+		r = publish(ln, s->kind, &iov, 1, s->fds, s->nfds, &h);
+		if (r == 0 && s->nfds) {
+			/* publish() numbered the ATTACH: store it, re-push. */
+			memcpy(s->rec, &h, sizeof(h));
+		}
+		if (r)
+			break;
+		sent++;
+		close_fds(s->fds, s->nfds);
+		ln->spill_head = s->next;
+		free(s);
+	}
+	if (!ln->spill_head) {
+		ln->spill_tailp = &ln->spill_head;
+		atomic_store_explicit(&ln->spilling, 0, memory_order_relaxed);
+	}
+	if (sent)
+		signal_peer(ln);
+	return r == -EAGAIN ? 0 : r;
+}
+
+bool cmesh__lane_flush_spill(struct cmesh__lane *ln)
+{
+	bool more;
+
+	if (!atomic_load_explicit(&ln->spilling, memory_order_relaxed))
+		return false;
+	pthread_mutex_lock(&ln->lock);
+	if (flush_locked(ln))
+		cmesh__link_fail(ln->link, -EPROTO);
+	more = ln->spill_head != NULL;
+	pthread_mutex_unlock(&ln->lock);
+	return more;
+}
+
+/*
+ * Publishes a record, or spills it when the ring is full (or a spill is
+ * already queued: order). Takes `fds` in every case.
+ */
+static int enqueue(struct cmesh__lane *ln, uint32_t kind,
+		   const struct cmesh__iov *iov, uint32_t niov, const int *fds,
+		   uint32_t nfds, struct cmesh_rec_msg *h)
+{
+	int r = -EAGAIN;
+
+	pthread_mutex_lock(&ln->lock);
+	if (ln->spill_head)
+		flush_locked(ln);
+	if (!ln->spill_head)
+		r = publish(ln, kind, iov, niov, fds, nfds, h);
+	if (r == -EAGAIN)
+		r = spill(ln, kind, iov, niov, fds, nfds);
+	else if (r == 0)
+		close_fds(fds,
+			  nfds); /* the kernel holds the copies in flight */
+	pthread_mutex_unlock(&ln->lock);
+	if (r == 0)
+		signal_peer(ln);
+	return r;
+}
+
+static bool has_endpoint(const cmesh_type *t, const void *msg)
+{
+	for (uint32_t i = 0; i < t->nfields; i++) {
+		void *p;
+
+		if (!cmesh__field_is_endpoint(t->fields[i].kind))
+			continue;
+		memcpy(&p, (const char *)msg + t->fields[i].offset, sizeof(p));
+		if (p)
+			return true;
+	}
+	return false;
+}
+
+static uint32_t collect_fds(const struct cmesh__lane *ln, const void *msg,
+			    int *fds, uint64_t *out_mask)
+{
+	const cmesh_type *t = ln->type;
+	uint32_t n = 0;
+
+	*out_mask = 0;
+	for (uint32_t i = 0; i < t->nfields; i++) {
+		int fd;
+
+		if (!(ln->fd_fields & (1ull << i)))
+			continue;
+		memcpy(&fd, (const char *)msg + t->fields[i].offset,
+		       sizeof(fd));
+		if (fd < 0)
+			continue;
+		fds[n++] = fd;
+		*out_mask |= 1ull << i;
+	}
+	return n;
+}
+
+int cmesh__lane_send(struct cmesh__lane *ln, const void *msg, const void *trail,
+		     size_t len)
+{
+	struct cmesh_rec_msg h = { 0 };
+	struct cmesh__iov iov[3];
+	int fds[MAX_FDS];
+	uint32_t nfds, niov = 2;
+	int r, ool = -1;
+
+	r = cmesh__link_failed(ln->link);
+	if (r)
+		goto out_release;
+	r = -EOPNOTSUPP;
+	if (has_endpoint(ln->type, msg))
+		goto out_release;
+	r = -EMSGSIZE;
+	if (len > ln->max_trail)
+		goto out_release;
+	r = -EPIPE;
+	/* Pairs with the consumer's release store of closed. */
+	if (atomic_load_explicit(&ln->peer_wake->closed, memory_order_acquire))
+		goto out_release;
+	nfds = collect_fds(ln, msg, fds, &h.fd_mask);
+	h.trail_len = (uint32_t)len;
+	iov[0] = (struct cmesh__iov){ &h, sizeof(h) };
+	iov[1] = (struct cmesh__iov){ msg, ln->type->size };
+	if (sizeof(h) + ln->type->size + len > ln->prod.limit) {
+		ool = make_ool(trail, len);
+		if (ool < 0) {
+			r = ool;
+			goto out_release;
+		}
+		fds[nfds++] = ool;
+		h.flags |= CMESH_REC_F_OOL;
+	} else if (len) {
+		iov[niov++] = (struct cmesh__iov){ trail, (uint32_t)len };
+	}
+	if (nfds)
+		h.flags |= CMESH_REC_F_ATTACH;
+	r = enqueue(ln, CMESH_REC_MSG, iov, niov, fds, nfds, &h);
+	if (r == 0)
+		return 0;
+	if (ool >= 0)
+		close(ool);
+	/* enqueue() failed before taking the fds: release them below. */
+out_release:
+	cmesh__type_release(ln->type, msg);
+	return r;
+}
+
+void cmesh__lane_close_tx(struct cmesh__lane *ln)
+{
+	struct cmesh__iov none = { NULL, 0 };
+
+	if (cmesh__link_failed(ln->link))
+		return;
+	if (enqueue(ln, CMESH_REC_CLOSE, &none, 1, NULL, 0, NULL))
+		cmesh__link_fail(ln->link, -ENOMEM);
+}
+
+/* ---- consumer ---- */
+
+static int proto_error(struct cmesh__lane *ln)
+{
+	cmesh__link_fail(ln->link, -EPROTO);
+	return -EPROTO;
+}
+
+/* Reads an out-of-line trail from a peer's memfd, without mapping it. */
+static int read_ool(int fd, void *out, uint32_t len)
+{
+	uint32_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(fd, (char *)out + done, len - done, done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -EPROTO;
+		done += (uint32_t)n;
+	}
+	return 0;
+}
+
+/* Writes the fd and endpoint fields of a received message. */
+static void set_fields(const struct cmesh__lane *ln, void *out_msg,
+		       uint64_t fd_mask, const int *fds)
+{
+	const cmesh_type *t = ln->type;
+	uint32_t k = 0;
+
+	for (uint32_t i = 0; i < t->nfields; i++) {
+		char *at = (char *)out_msg + t->fields[i].offset;
+
+		if (t->fields[i].kind == CMESH_FIELD_KIND_FD) {
+			int fd = fd_mask & (1ull << i) ? fds[k++] : -1;
+
+			memcpy(at, &fd, sizeof(fd));
+		} else {
+			void *none = NULL;
+
+			memcpy(at, &none, sizeof(none));
+		}
+	}
+}
+
+/*
+ * Validates the record held in buf and delivers it. Leaves it pending on
+ * -EMSGSIZE and while its attachment has not arrived (-EAGAIN).
+ */
+static int deliver(struct cmesh__lane *ln, void *out_msg, void *out_trail,
+		   size_t cap)
+{
+	const uint32_t msz = ln->type->size;
+	struct cmesh_rec_msg h;
+	int fds[MAX_FDS];
+	uint32_t nfds, ool;
+	uint64_t want;
+	int r;
+
+	if ((uint32_t)ln->pending < sizeof(h))
+		return proto_error(ln);
+	memcpy(&h, ln->buf, sizeof(h));
+	ool = !!(h.flags & CMESH_REC_F_OOL);
+	want = sizeof(h) + msz + (ool ? 0 : (uint64_t)h.trail_len);
+	nfds = (uint32_t)__builtin_popcountll(h.fd_mask) + ool;
+	if ((h.flags & ~CMESH_REC_F_ALL) || (uint64_t)ln->pending != want ||
+	    h.trail_len > ln->max_trail || (h.fd_mask & ~ln->fd_fields) ||
+	    !nfds != !(h.flags & CMESH_REC_F_ATTACH))
+		return proto_error(ln);
+	if (h.trail_len > cap)
+		return -EMSGSIZE;
+	if (nfds) {
+		r = cmesh__link_take_attach(ln->link, h.attach_seq, fds, nfds);
+		if (r)
+			return r;
+	}
+	if (ool) {
+		r = read_ool(fds[nfds - 1], out_trail, h.trail_len);
+		close(fds[nfds - 1]);
+		if (r) {
+			close_fds(fds, nfds - 1);
+			return proto_error(ln);
+		}
+	} else if (h.trail_len) {
+		memcpy(out_trail, ln->buf + sizeof(h) + msz, h.trail_len);
+	}
+	memcpy(out_msg, ln->buf + sizeof(h), msz);
+	set_fields(ln, out_msg, h.fd_mask, fds);
+	ln->pending = -1;
+	return (int)h.trail_len;
+}
+
+/* Copies the next record into buf. -EAGAIN, -EPIPE (closed) or failure. */
+static int fetch(struct cmesh__lane *ln)
+{
+	uint32_t kind;
+	int r, f;
+
+	r = cmesh__shmring_pop(&ln->cons, &kind, ln->buf, ln->buf_cap);
+	if (r == -EAGAIN) {
+		if (ln->closed)
+			return -EPIPE;
+		f = cmesh__link_failed(ln->link);
+		if (!f)
+			return -EAGAIN;
+		/* Deliver what the peer published before it failed. */
+		r = cmesh__shmring_pop(&ln->cons, &kind, ln->buf, ln->buf_cap);
+		if (r == -EAGAIN)
+			return f;
+	}
+	if (r < 0)
+		return proto_error(ln); /* -EPROTO, or a record over buf_cap */
+	if (ln->closed || (kind == CMESH_REC_CLOSE && r != 0) ||
+	    (kind != CMESH_REC_CLOSE && kind != CMESH_REC_MSG))
+		return proto_error(ln);
+	if (kind == CMESH_REC_CLOSE) {
+		ln->closed = true;
+		return -EPIPE;
+	}
+	ln->pending = r;
+	return 0;
+}
+
+int cmesh__lane_try_recv(struct cmesh__lane *ln, void *out_msg, void *out_trail,
+			 size_t cap)
+{
+	int r;
+
+	if (ln->pending < 0) {
+		r = fetch(ln);
+		if (r)
+			return r;
+	}
+	return deliver(ln, out_msg, out_trail, cap);
+}
+
+int cmesh__lane_peek(struct cmesh__lane *ln)
+{
+	struct cmesh_rec_msg h;
+	int r;
+
+	if (ln->pending < 0) {
+		r = fetch(ln);
+		if (r)
+			return r;
+	}
+	if ((uint32_t)ln->pending < sizeof(h))
+		return proto_error(ln);
+	memcpy(&h, ln->buf, sizeof(h));
+	return h.trail_len > ln->max_trail ? proto_error(ln) : (int)h.trail_len;
+}
+
+bool cmesh__lane_ready(struct cmesh__lane *ln)
+{
+	const struct cmesh_rec_msg *h;
+
+	if (ln->closed || cmesh__link_failed(ln->link))
+		return true;
+	if (ln->pending < 0)
+		return cmesh__shmring_pop_ready(&ln->cons);
+	h = (const struct cmesh_rec_msg *)ln->buf;
+	return !(h->flags & CMESH_REC_F_ATTACH) ||
+	       cmesh__link_attach_ready(ln->link, h->attach_seq);
+}
+
+void cmesh__lane_arm(struct cmesh__lane *ln, bool on)
+{
+	atomic_store_explicit(&ln->own_wake->sleeping, on ? 1 : 0,
+			      memory_order_seq_cst);
+	/* Dekker with the producer's tail store + fence, see top. */
+	atomic_thread_fence(memory_order_seq_cst);
+}
+
+int cmesh__lane_sleep(struct cmesh__lane *ln, int64_t deadline)
+{
+	struct pollfd pfd = { .fd = ln->efd, .events = POLLIN };
+	int r = 0;
+
+	cmesh__lane_arm(ln, true);
+	if (!cmesh__lane_ready(ln)) {
+		struct timespec ts, *tsp = NULL;
+
+		if (deadline != CMESH_DEADLINE_NONE) {
+			int64_t left = deadline - cmesh_clock_now();
+
+			if (left < 0)
+				left = 0;
+			ts.tv_sec = left / 1000000000;
+			ts.tv_nsec = left % 1000000000;
+			tsp = &ts;
+		}
+		if (ppoll(&pfd, 1, tsp, NULL) == 0)
+			r = -ETIMEDOUT;
+	}
+	atomic_store_explicit(&ln->own_wake->sleeping, 0, memory_order_relaxed);
+	cmesh__eventfd_drain(ln->efd);
+	return r;
+}
+
+void cmesh__lane_close_rx(struct cmesh__lane *ln)
+{
+	/* Pairs with the producer's acquire load before each send. */
+	atomic_store_explicit(&ln->own_wake->closed, 1, memory_order_release);
+	for (;;) {
+		struct cmesh_rec_msg h;
+		int fds[MAX_FDS];
+
+		if (ln->pending < 0 && fetch(ln))
+			break;
+		memcpy(&h, ln->buf, sizeof(h));
+		ln->pending = -1;
+		if (!(h.flags & CMESH_REC_F_ATTACH))
+			continue;
+		uint32_t n = (uint32_t)__builtin_popcountll(h.fd_mask) +
+			     !!(h.flags & CMESH_REC_F_OOL);
+		if (n <= MAX_FDS &&
+		    cmesh__link_take_attach(ln->link, h.attach_seq, fds, n) ==
+			    0)
+			close_fds(fds, n);
+	}
+}
+
+void cmesh__lane_wake(struct cmesh__lane *ln)
+{
+	if (ln->efd >= 0)
+		cmesh__eventfd_signal(ln->efd);
+}

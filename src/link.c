@@ -1,0 +1,585 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * link.c - a connection to one peer process.
+ *
+ * Handshake: each side creates its arena (ring it writes + the consumer
+ * line of the ring it reads), sends HELLO with the arena memfd and its
+ * consumer eventfd, receives the peer's HELLO, maps the peer's arena
+ * read-only after validating it, attaches both rings, and compares the
+ * channel type fingerprints (both sides compute the same verdict, so a
+ * mismatch fails both with -EBADMSG).
+ *
+ * Afterwards one thread per link runs the wake backend (io_uring or
+ * epoll, wake.c) on the control socket and a kick eventfd: it reads
+ * ATTACH messages into a FIFO that receivers take from, detects the peer's
+ * death or hang-up (failing the link with -ECONNRESET), rejects anything
+ * malformed (-EPROTO), and retries spilled sends while a lane has any.
+ * The data path does not go through this thread.
+ */
+#include "link.h"
+
+#include "arena.h"
+#include "lane.h"
+#include "ctl.h"
+#include "wake.h"
+
+#include "proto.h"
+#include "ring.h"
+
+#include <cmesh/common.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define SPILL_RETRY_NS 1000000 /* 1 ms while a lane has a backlog */
+
+struct attach {
+	struct attach *next;
+	uint64_t seq;
+	uint32_t nfds;
+	int fds[CMESH__CTL_MAX_FDS];
+};
+
+struct cmesh__link {
+	_Atomic uint32_t refs;
+	_Atomic int failed;
+	int sock;
+	pid_t peer_pid;
+	struct cmesh__arena *own;
+	struct cmesh__arena *peer;
+	struct cmesh__lane out;
+	struct cmesh__lane in;
+	struct cmesh__wake *wake;
+	int kick_efd;
+	_Atomic bool stop;
+	bool thread_started;
+	bool sock_watched;
+	pthread_t thread;
+	pthread_mutex_t att_lock; /* the FIFO below */
+	struct attach *att_head;
+	struct attach **att_tailp;
+	uint64_t att_next_in;  /* seq the next ATTACH read must carry */
+	uint64_t att_next_out; /* seq of the next ATTACH sent (out.lock) */
+};
+
+struct cmesh__lane *cmesh__link_out(struct cmesh__link *l)
+{
+	return &l->out;
+}
+
+struct cmesh__lane *cmesh__link_in(struct cmesh__link *l)
+{
+	return &l->in;
+}
+
+pid_t cmesh__link_peer_pid(const struct cmesh__link *l)
+{
+	return l->peer_pid;
+}
+
+int cmesh__link_sock(const struct cmesh__link *l)
+{
+	return l->sock;
+}
+
+int cmesh__link_failed(const struct cmesh__link *l)
+{
+	return atomic_load_explicit(&l->failed, memory_order_acquire);
+}
+
+void cmesh__link_fail(struct cmesh__link *l, int err)
+{
+	int expected = 0;
+
+	if (!atomic_compare_exchange_strong_explicit(&l->failed, &expected, err,
+						     memory_order_acq_rel,
+						     memory_order_acquire))
+		return;
+	shutdown(l->sock, SHUT_RDWR);
+	cmesh__lane_wake(&l->in);
+}
+
+void cmesh__link_kick(struct cmesh__link *l)
+{
+	cmesh__eventfd_signal(l->kick_efd);
+}
+
+/* ---- attachments ---- */
+
+int cmesh__link_send_attach(struct cmesh__link *l, const int *fds,
+			    uint32_t nfds, uint64_t *out_seq)
+{
+	struct cmesh_ctl_attach m = { 0 };
+	int r;
+
+	m.hdr.magic = CMESH_PROTO_MAGIC;
+	m.hdr.version = CMESH_PROTO_VERSION;
+	m.hdr.type = CMESH_CTL_ATTACH;
+	m.hdr.len = sizeof(m);
+	m.seq = ++l->att_next_out;
+	m.nfds = nfds;
+	for (;;) {
+		r = cmesh__ctl_send(l->sock, &m, sizeof(m), fds, nfds);
+		if (r != -EAGAIN)
+			break;
+		/* Socket buffer full: the peer's link thread is reading. */
+		struct pollfd p = { .fd = l->sock, .events = POLLOUT };
+		if (poll(&p, 1, 100) < 0 && errno != EINTR)
+			break;
+		if (cmesh__link_failed(l))
+			return cmesh__link_failed(l);
+	}
+	if (r) {
+		l->att_next_out--;
+		cmesh__link_fail(l, r == -EPIPE ? -ECONNRESET : r);
+		return cmesh__link_failed(l);
+	}
+	*out_seq = m.seq;
+	return 0;
+}
+
+bool cmesh__link_attach_ready(struct cmesh__link *l, uint64_t seq)
+{
+	bool ready;
+
+	pthread_mutex_lock(&l->att_lock);
+	ready = l->att_head && l->att_head->seq == seq;
+	pthread_mutex_unlock(&l->att_lock);
+	return ready || cmesh__link_failed(l);
+}
+
+int cmesh__link_take_attach(struct cmesh__link *l, uint64_t seq, int *fds,
+			    uint32_t nfds)
+{
+	struct attach *a;
+	int r = 0;
+
+	pthread_mutex_lock(&l->att_lock);
+	a = l->att_head;
+	if (!a) {
+		r = cmesh__link_failed(l) ? cmesh__link_failed(l) : -EAGAIN;
+	} else if (a->seq != seq || a->nfds != nfds) {
+		r = -EPROTO;
+	} else {
+		l->att_head = a->next;
+		if (!l->att_head)
+			l->att_tailp = &l->att_head;
+		memcpy(fds, a->fds, nfds * sizeof(int));
+		free(a);
+	}
+	pthread_mutex_unlock(&l->att_lock);
+	if (r == -EPROTO)
+		cmesh__link_fail(l, -EPROTO);
+	return r;
+}
+
+/* Link thread: one control message, already copied out. */
+static int handle_ctl(struct cmesh__link *l, const void *buf, int len,
+		      const int *fds, uint32_t nfds)
+{
+	struct cmesh_ctl_attach m;
+	struct attach *a;
+
+	if (len != (int)sizeof(m))
+		return -EPROTO;
+	memcpy(&m, buf, sizeof(m));
+	if (m.hdr.magic != CMESH_PROTO_MAGIC ||
+	    m.hdr.version != CMESH_PROTO_VERSION ||
+	    m.hdr.type != CMESH_CTL_ATTACH || m.hdr.len != sizeof(m) ||
+	    m.nfds != nfds || nfds == 0 || m.seq != l->att_next_in + 1)
+		return -EPROTO;
+	a = malloc(sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	a->next = NULL;
+	a->seq = m.seq;
+	a->nfds = nfds;
+	memcpy(a->fds, fds, nfds * sizeof(int));
+	l->att_next_in = m.seq;
+	pthread_mutex_lock(&l->att_lock);
+	*l->att_tailp = a;
+	l->att_tailp = &a->next;
+	pthread_mutex_unlock(&l->att_lock);
+	cmesh__lane_wake(&l->in);
+	return 0;
+}
+
+/* Link thread: the socket polled readable or hung up. */
+static void on_sock(void *arg, int fd, uint32_t revents)
+{
+	struct cmesh__link *l = arg;
+	unsigned char buf[64];
+	int fds[CMESH__CTL_MAX_FDS];
+
+	for (;;) {
+		uint32_t nfds = 0;
+		int n = cmesh__ctl_recv(fd, buf, sizeof(buf), fds,
+					CMESH__CTL_MAX_FDS, &nfds);
+
+		if (n == -EAGAIN)
+			break;
+		if (n < 0) {
+			cmesh__link_fail(l,
+					 n == -EPROTO ? -EPROTO : -ECONNRESET);
+			return;
+		}
+		n = handle_ctl(l, buf, n, fds, nfds);
+		if (n) {
+			for (uint32_t i = 0; i < nfds; i++)
+				close(fds[i]);
+			cmesh__link_fail(l, n);
+			return;
+		}
+	}
+	if (revents & (POLLHUP | POLLERR | POLLRDHUP))
+		cmesh__link_fail(l, -ECONNRESET);
+}
+
+static void on_kick(void *arg, int fd, uint32_t revents)
+{
+	(void)arg;
+	(void)revents;
+	cmesh__eventfd_drain(fd);
+}
+
+static void *link_thread(void *arg)
+{
+	struct cmesh__link *l = arg;
+
+	while (!atomic_load_explicit(&l->stop, memory_order_acquire)) {
+		int64_t deadline = CMESH_DEADLINE_NONE;
+		int r;
+
+		if (atomic_load_explicit(&l->out.spilling,
+					 memory_order_relaxed))
+			deadline = cmesh_clock_now() + SPILL_RETRY_NS;
+		r = cmesh__wake_run(l->wake, deadline);
+		if (r < 0 && r != -EINTR) {
+			cmesh__link_fail(l, -ECONNRESET);
+			break;
+		}
+		if (cmesh__link_failed(l) && l->sock_watched) {
+			cmesh__wake_del(l->wake, l->sock);
+			l->sock_watched = false;
+		}
+		cmesh__lane_flush_spill(&l->out);
+	}
+	return NULL;
+}
+
+/* ---- handshake ---- */
+
+static void fill_hello(struct cmesh_ctl_hello *h, uint64_t arena_size,
+		       uint64_t out_fp, uint64_t in_fp, uint32_t ring_cap)
+{
+	memset(h, 0, sizeof(*h));
+	h->hdr.magic = CMESH_PROTO_MAGIC;
+	h->hdr.version = CMESH_PROTO_VERSION;
+	h->hdr.type = CMESH_CTL_HELLO;
+	h->hdr.len = sizeof(*h);
+	if (getrandom(&h->node_id, sizeof(h->node_id), GRND_NONBLOCK) < 0)
+		h->node_id = (uint64_t)getpid();
+	h->arena_size = arena_size;
+	h->out_fp = out_fp;
+	h->in_fp = in_fp;
+	h->ring_cap = ring_cap;
+	h->pid = (uint32_t)getpid();
+}
+
+/* True if `fd` is an eventfd (the peer's claim is checked, not trusted). */
+static bool is_eventfd(int fd)
+{
+	char path[64], target[64];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, target, sizeof(target) - 1);
+	if (n < 0)
+		return false;
+	target[n] = '\0';
+	return strcmp(target, "anon_inode:[eventfd]") == 0;
+}
+
+static int recv_hello(struct cmesh__link *l, int64_t deadline,
+		      struct cmesh_ctl_hello *h, int fds[2])
+{
+	struct pollfd p = { .fd = l->sock, .events = POLLIN };
+	unsigned char buf[sizeof(*h) + 1];
+	uint32_t nfds = 0;
+	int n;
+
+	for (;;) {
+		int64_t left = deadline - cmesh_clock_now();
+		int ms = left <= 0 ? 0 : (int)((left + 999999) / 1000000);
+
+		if (left <= 0)
+			return -ETIMEDOUT;
+		n = poll(&p, 1, ms);
+		if (n > 0)
+			break;
+		if (n < 0 && errno != EINTR)
+			return -errno;
+	}
+	n = cmesh__ctl_recv(l->sock, buf, sizeof(buf), fds, 2, &nfds);
+	if (n < 0)
+		return n == -EPIPE ? -ECONNRESET : n;
+	memcpy(h, buf, sizeof(*h) < (size_t)n ? sizeof(*h) : (size_t)n);
+	if (n != (int)sizeof(*h) || nfds != 2 ||
+	    h->hdr.magic != CMESH_PROTO_MAGIC ||
+	    h->hdr.version != CMESH_PROTO_VERSION ||
+	    h->hdr.type != CMESH_CTL_HELLO || h->hdr.len != sizeof(*h) ||
+	    !cmesh_shm_ring_cap_ok(h->ring_cap) ||
+	    h->arena_size > CMESH_SHM_ARENA_MAX_SIZE || !is_eventfd(fds[1])) {
+		for (uint32_t i = 0; i < nfds; i++)
+			close(fds[i]);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+static uint64_t line_off(const struct cmesh__arena *a, uint32_t line)
+{
+	return cmesh__arena_layout(a)->ctl_off +
+	       (uint64_t)line * CMESH_SHM_LINE;
+}
+
+/* Smallest arena whose data region holds a ring of `cap` bytes. */
+static uint64_t arena_size_for(uint32_t cap)
+{
+	uint64_t size = (uint64_t)cap + CMESH_SHM_PAGE;
+
+	while (size - cmesh__arena_data_off_for(size) < cap)
+		size += CMESH_SHM_PAGE;
+	return size;
+}
+
+/* Our arena and our halves of both rings, before the HELLO goes out. */
+static int setup_own(struct cmesh__link *l, uint32_t ring_cap)
+{
+	unsigned char *base;
+	int r;
+
+	r = cmesh__arena_create(arena_size_for(ring_cap), "cmesh-arena",
+				&l->own);
+	if (r)
+		return r;
+	base = cmesh__arena_base(l->own);
+	r = cmesh__shmring_producer_init(
+		&l->out.prod, l->own, line_off(l->own, CMESH_PROTO_LINE_TAIL),
+		cmesh__arena_layout(l->own)->data_off, ring_cap);
+	if (r)
+		return r;
+	r = cmesh__shmring_consumer_init(
+		&l->in.cons, l->own, line_off(l->own, CMESH_PROTO_LINE_HEAD));
+	if (r)
+		return r;
+	/* Zeroed at creation; reaches the peer with the HELLO. */
+	l->in.own_wake =
+		(struct cmesh_shm_ring_wake *)(base +
+					       line_off(l->own,
+							CMESH_PROTO_LINE_WAKE));
+	l->in.efd = cmesh__eventfd_new();
+	return l->in.efd < 0 ? l->in.efd : 0;
+}
+
+/* The peer's arena and its halves of both rings. Takes fds[]. */
+static int setup_peer(struct cmesh__link *l, const struct cmesh_ctl_hello *h,
+		      int fds[2])
+{
+	const unsigned char *base;
+	int r;
+
+	r = cmesh__arena_map_peer(fds[0], h->arena_size, &l->peer);
+	if (r) {
+		close(fds[0]);
+		close(fds[1]);
+		return r;
+	}
+	l->out.peer_efd = fds[1];
+	if (fcntl(fds[1], F_SETFL, O_NONBLOCK))
+		return -errno;
+	base = cmesh__arena_base(l->peer);
+	if (!cmesh__arena_ctl_ok(l->peer,
+				 line_off(l->peer, CMESH_PROTO_LINE_WAKE),
+				 sizeof(struct cmesh_shm_ring_wake)))
+		return -EPROTO;
+	l->out.peer_wake =
+		(const struct cmesh_shm_ring_wake
+			 *)(base + line_off(l->peer, CMESH_PROTO_LINE_WAKE));
+	r = cmesh__shmring_producer_attach(&l->out.prod, l->peer,
+					   line_off(l->peer,
+						    CMESH_PROTO_LINE_HEAD));
+	if (!r)
+		r = cmesh__shmring_consumer_attach(
+			&l->in.cons, l->peer,
+			line_off(l->peer, CMESH_PROTO_LINE_TAIL),
+			cmesh__arena_layout(l->peer)->data_off, h->ring_cap);
+	if (r)
+		return -EPROTO;
+	l->in.buf_cap = cmesh__shmring_record_limit(h->ring_cap);
+	l->in.buf = malloc(l->in.buf_cap);
+	return l->in.buf ? 0 : -ENOMEM;
+}
+
+static int handshake(struct cmesh__link *l, const cmesh_type *out_type,
+		     const cmesh_type *in_type,
+		     const struct cmesh__link_opts *o)
+{
+	struct cmesh_ctl_hello mine, peer;
+	uint64_t out_fp, in_fp;
+	int fds[2], r;
+
+	if (cmesh_type_fingerprint(out_type, &out_fp) ||
+	    cmesh_type_fingerprint(in_type, &in_fp) ||
+	    sizeof(struct cmesh_rec_msg) + out_type->size >
+		    cmesh__shmring_record_limit(o->ring_cap))
+		return -EINVAL;
+	r = setup_own(l, o->ring_cap);
+	if (r)
+		return r;
+	fill_hello(&mine, cmesh__arena_layout(l->own)->size, out_fp, in_fp,
+		   o->ring_cap);
+	fds[0] = cmesh__arena_fd(l->own);
+	fds[1] = l->in.efd;
+	r = cmesh__ctl_send(l->sock, &mine, sizeof(mine), fds, 2);
+	if (r)
+		return r == -EPIPE ? -ECONNRESET : r;
+	r = recv_hello(l, o->deadline, &peer, fds);
+	if (r)
+		return r;
+	r = setup_peer(l, &peer, fds);
+	if (r)
+		return r;
+	if (peer.out_fp != in_fp || peer.in_fp != out_fp)
+		return -EBADMSG;
+	return 0;
+}
+
+static int peer_pid(int sock, pid_t *out)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len))
+		return -errno;
+	*out = cred.pid;
+	return 0;
+}
+
+static void link_destroy(struct cmesh__link *l)
+{
+	if (l->thread_started) {
+		atomic_store_explicit(&l->stop, true, memory_order_release);
+		cmesh__eventfd_signal(l->kick_efd);
+		pthread_join(l->thread, NULL);
+	}
+	cmesh__wake_free(l->wake);
+	if (l->kick_efd >= 0)
+		close(l->kick_efd);
+	while (l->att_head) {
+		struct attach *a = l->att_head;
+
+		l->att_head = a->next;
+		for (uint32_t i = 0; i < a->nfds; i++)
+			close(a->fds[i]);
+		free(a);
+	}
+	cmesh__lane_destroy(&l->out);
+	cmesh__lane_destroy(&l->in);
+	cmesh__arena_free(l->peer);
+	cmesh__arena_free(l->own);
+	pthread_mutex_destroy(&l->att_lock);
+	close(l->sock);
+	free(l);
+}
+
+static int start(struct cmesh__link *l)
+{
+	int r, fl = fcntl(l->sock, F_GETFL);
+
+	if (fl < 0 || fcntl(l->sock, F_SETFL, fl | O_NONBLOCK))
+		return -errno;
+	l->kick_efd = cmesh__eventfd_new();
+	if (l->kick_efd < 0)
+		return l->kick_efd;
+	r = cmesh__wake_new_default(&l->wake);
+	if (r)
+		return r;
+	r = cmesh__wake_add(l->wake, l->sock, POLLIN | POLLRDHUP, on_sock, l);
+	if (r)
+		return r;
+	l->sock_watched = true;
+	r = cmesh__wake_add(l->wake, l->kick_efd, POLLIN, on_kick, l);
+	if (r)
+		return r;
+	r = pthread_create(&l->thread, NULL, link_thread, l);
+	if (r)
+		return -r;
+	l->thread_started = true;
+	return 0;
+}
+
+int cmesh__link_new(int sock, const cmesh_type *out_type,
+		    const cmesh_type *in_type,
+		    const struct cmesh__link_opts *opts,
+		    struct cmesh__link **out)
+{
+	struct cmesh__link *l;
+	int r;
+
+	l = calloc(1, sizeof(*l));
+	if (!l) {
+		close(sock);
+		return -ENOMEM;
+	}
+	l->sock = sock;
+	l->kick_efd = -1;
+	l->att_tailp = &l->att_head;
+	atomic_init(&l->refs, 1);
+	if (pthread_mutex_init(&l->att_lock, NULL)) {
+		close(sock);
+		free(l);
+		return -ENOMEM;
+	}
+	r = cmesh__lane_init(&l->out, l, out_type, opts->max_trail, 0);
+	if (!r)
+		r = cmesh__lane_init(&l->in, l, in_type, opts->max_trail,
+				     opts->spin_ns);
+	if (!r)
+		r = peer_pid(sock, &l->peer_pid);
+	if (!r)
+		r = handshake(l, out_type, in_type, opts);
+	if (!r)
+		r = start(l);
+	if (r) {
+		link_destroy(l);
+		return r;
+	}
+	*out = l;
+	return 0;
+}
+
+void cmesh__link_get(struct cmesh__link *l)
+{
+	atomic_fetch_add_explicit(&l->refs, 1, memory_order_relaxed);
+}
+
+void cmesh__link_put(struct cmesh__link *l)
+{
+	if (atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) == 1)
+		link_destroy(l);
+}
+
+struct cmesh__arena *cmesh__link_own_arena(struct cmesh__link *l)
+{
+	return l->own;
+}

@@ -1,0 +1,386 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * node.c - the public node API: joining over a socket, spawn/join,
+ * listen/accept/connect. Everything funnels into cmesh_node_join_socket().
+ */
+#include "node.h"
+
+#include "ctl.h"
+#include "endpoint.h"
+#include "env.h"
+#include "link.h"
+#include "opts.h"
+#include "queue.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define DEFAULT_TIMEOUT_NS 10000000000LL
+
+extern char **environ;
+
+struct cmesh_node {
+	struct cmesh__link *link;
+};
+
+struct cmesh_listener {
+	int sock;
+	uid_t uid;
+	uint32_t flags;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+};
+
+struct cmesh__link *cmesh__node_link(cmesh_node *node)
+{
+	return node->link;
+}
+
+static int node_opts(const cmesh_node_opts *user, struct cmesh__link_opts *lo,
+		     struct cmesh__queue_opts *qo)
+{
+	const cmesh_env *env;
+	cmesh_node_opts o;
+	uint64_t ring;
+	int r;
+
+	r = cmesh__opts_copy(&o, sizeof(o), user);
+	if (!r)
+		r = cmesh__env_get(&env);
+	if (r)
+		return r;
+	if (o.flags || o.reserved || o.timeout_ns < 0)
+		return -EINVAL;
+	memset(qo, 0, sizeof(*qo));
+	r = cmesh__opts_ring_size(o.ring_size, env, &ring);
+	if (!r)
+		r = cmesh__opts_spin(o.spin_ns, env, &qo->spin_ns);
+	if (r)
+		return r;
+	qo->max_trail = env->max_message;
+	lo->ring_cap = (uint32_t)ring;
+	lo->spin_ns = qo->spin_ns;
+	lo->max_trail = env->max_message;
+	lo->deadline = cmesh_deadline_after(o.timeout_ns ? o.timeout_ns :
+							   DEFAULT_TIMEOUT_NS);
+	return 0;
+}
+
+int cmesh_node_join_socket(int sock, const cmesh_type *out_type,
+			   const cmesh_type *in_type,
+			   const cmesh_node_opts *opts, cmesh_node **out_node,
+			   cmesh_sender **out_tx, cmesh_receiver **out_rx)
+{
+	struct cmesh__queue_opts qo;
+	struct cmesh__link_opts lo;
+	struct cmesh__link *link;
+	cmesh_node *node;
+	int r = -EINVAL;
+
+	if (sock < 0)
+		return -EINVAL;
+	if (!out_node || !out_tx || !out_rx || cmesh_type_check(out_type) ||
+	    cmesh_type_check(in_type))
+		goto out_close;
+	r = node_opts(opts, &lo, &qo);
+	if (r)
+		goto out_close;
+	node = malloc(sizeof(*node));
+	if (!node) {
+		r = -ENOMEM;
+		goto out_close;
+	}
+	r = cmesh__link_new(sock, out_type, in_type, &lo, &link);
+	if (r)
+		goto out_free_node;
+	r = cmesh__endpoint_remote_pair(out_type, in_type,
+					cmesh__link_out(link),
+					cmesh__link_in(link), &qo, out_tx,
+					out_rx);
+	if (r) {
+		cmesh__link_put(link);
+		goto out_free_node;
+	}
+	node->link = link;
+	*out_node = node;
+	return 0;
+
+out_free_node:
+	free(node);
+	return r;
+out_close:
+	close(sock);
+	return r;
+}
+
+pid_t cmesh_node_pid(const cmesh_node *node)
+{
+	return node ? cmesh__link_peer_pid(node->link) : -1;
+}
+
+void cmesh_node_free(cmesh_node *node)
+{
+	if (!node)
+		return;
+	cmesh__link_put(node->link);
+	free(node);
+}
+
+/* ---- spawn / join ---- */
+
+/* environ plus CMESH_INVITE=fd, built before fork (no allocation after). */
+static char **invite_env(int fd, char *buf, size_t len)
+{
+	size_t n = 0, k = 0;
+	char **envp;
+
+	while (environ && environ[n])
+		n++;
+	envp = calloc(n + 2, sizeof(*envp));
+	if (!envp)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(environ[i], CMESH_INVITE_ENV "=",
+			    sizeof(CMESH_INVITE_ENV)) != 0)
+			envp[k++] = environ[i];
+	snprintf(buf, len, "%s=%d", CMESH_INVITE_ENV, fd);
+	envp[k++] = buf;
+	envp[k] = NULL;
+	return envp;
+}
+
+int cmesh_spawn(const char *path, char *const argv[],
+		const cmesh_type *out_type, const cmesh_type *in_type,
+		const cmesh_node_opts *opts, cmesh_node **out_node,
+		cmesh_sender **out_tx, cmesh_receiver **out_rx)
+{
+	char invite[64], **envp;
+	int sv[2], r, status;
+	pid_t pid;
+
+	if (!path || !argv || !out_node || !out_tx || !out_rx)
+		return -EINVAL;
+	if (access(path, X_OK))
+		return -errno;
+	r = cmesh__ctl_socketpair(sv);
+	if (r)
+		return r;
+	envp = invite_env(sv[1], invite, sizeof(invite));
+	if (!envp) {
+		r = -ENOMEM;
+		goto out_close;
+	}
+	pid = fork();
+	if (pid < 0) {
+		r = -errno;
+		free(envp);
+		goto out_close;
+	}
+	if (pid == 0) {
+		/* Child: async-signal-safe calls only. */
+		close(sv[0]);
+		if (fcntl(sv[1], F_SETFD, 0) == 0)
+			execve(path, argv, envp);
+		_exit(127);
+	}
+	free(envp);
+	close(sv[1]);
+	r = cmesh_node_join_socket(sv[0], out_type, in_type, opts, out_node,
+				   out_tx, out_rx);
+	if (r) {
+		/* Never leave a half-joined child behind. */
+		if (waitpid(pid, &status, WNOHANG) == pid) {
+			if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
+				r = -ENOEXEC;
+		} else {
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+		}
+	}
+	return r;
+
+out_close:
+	close(sv[0]);
+	close(sv[1]);
+	return r;
+}
+
+int cmesh_join(const cmesh_type *out_type, const cmesh_type *in_type,
+	       const cmesh_node_opts *opts, cmesh_node **out_node,
+	       cmesh_sender **out_tx, cmesh_receiver **out_rx)
+{
+	const char *s = getenv(CMESH_INVITE_ENV);
+	struct stat st;
+	char *end;
+	long fd;
+	int type;
+	socklen_t len = sizeof(type);
+
+	if (!out_node || !out_tx || !out_rx)
+		return -EINVAL;
+	if (!s)
+		return -ENOENT;
+	fd = strtol(s, &end, 10);
+	if (*s < '0' || *s > '9' || *end || fd > 1 << 20)
+		return -EINVAL;
+	/* It must be an inherited SOCK_SEQPACKET unix socket. */
+	if (fstat((int)fd, &st) || !S_ISSOCK(st.st_mode) ||
+	    getsockopt((int)fd, SOL_SOCKET, SO_TYPE, &type, &len) ||
+	    type != SOCK_SEQPACKET)
+		return -EINVAL;
+	unsetenv(CMESH_INVITE_ENV);
+	fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+	return cmesh_node_join_socket((int)fd, out_type, in_type, opts,
+				      out_node, out_tx, out_rx);
+}
+
+/* ---- listen / accept / connect ---- */
+
+static int unix_addr(const char *path, struct sockaddr_un *sa)
+{
+	size_t n;
+
+	if (!path)
+		return -EINVAL;
+	n = strlen(path);
+	if (n == 0)
+		return -EINVAL;
+	if (n >= sizeof(sa->sun_path))
+		return -ENAMETOOLONG;
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	memcpy(sa->sun_path, path, n);
+	return 0;
+}
+
+int cmesh_listen(const char *path, const cmesh_listen_opts *opts,
+		 cmesh_listener **out)
+{
+	struct sockaddr_un sa;
+	cmesh_listen_opts o;
+	cmesh_listener *l;
+	struct stat st;
+	int r;
+
+	if (!out)
+		return -EINVAL;
+	r = unix_addr(path, &sa);
+	if (!r)
+		r = cmesh__opts_copy(&o, sizeof(o), opts);
+	if (r)
+		return r;
+	if ((o.flags & ~CMESH_LISTEN_ANY_UID) || o.reserved)
+		return -EINVAL;
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->flags = o.flags;
+	l->uid = o.uid ? (uid_t)o.uid : geteuid();
+	memcpy(l->path, sa.sun_path, sizeof(l->path));
+	l->sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (l->sock < 0) {
+		r = -errno;
+		goto out_free;
+	}
+	/* Replace a stale socket file, never any other kind of file. */
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+		unlink(path);
+	if (bind(l->sock, (struct sockaddr *)&sa, sizeof(sa)) ||
+	    listen(l->sock, 16)) {
+		r = -errno;
+		goto out_close;
+	}
+	*out = l;
+	return 0;
+
+out_close:
+	close(l->sock);
+out_free:
+	free(l);
+	return r;
+}
+
+int cmesh_listener_accept(cmesh_listener *l, int64_t deadline,
+			  const cmesh_type *out_type, const cmesh_type *in_type,
+			  const cmesh_node_opts *opts, cmesh_node **out_node,
+			  cmesh_sender **out_tx, cmesh_receiver **out_rx)
+{
+	struct pollfd p;
+	uid_t uid;
+	int s, r;
+
+	if (!l)
+		return -EINVAL;
+	p.fd = l->sock;
+	p.events = POLLIN;
+	for (;;) {
+		int64_t left = deadline - cmesh_clock_now();
+		int ms = deadline == CMESH_DEADLINE_NONE ? -1 :
+			 left <= 0			 ? 0 :
+				     (int)((left + 999999) / 1000000);
+
+		r = poll(&p, 1, ms);
+		if (r > 0)
+			break;
+		if (r == 0)
+			return -ETIMEDOUT;
+		if (errno != EINTR)
+			return -errno;
+	}
+	s = accept4(l->sock, NULL, NULL, SOCK_CLOEXEC);
+	if (s < 0)
+		return -errno;
+	r = cmesh__ctl_peer_uid(s, &uid);
+	if (r || (!(l->flags & CMESH_LISTEN_ANY_UID) && uid != l->uid)) {
+		close(s);
+		return r ? r : -EPERM;
+	}
+	return cmesh_node_join_socket(s, out_type, in_type, opts, out_node,
+				      out_tx, out_rx);
+}
+
+int cmesh_listener_fd(const cmesh_listener *l)
+{
+	return l ? l->sock : -EINVAL;
+}
+
+void cmesh_listener_free(cmesh_listener *l)
+{
+	if (!l)
+		return;
+	close(l->sock);
+	unlink(l->path);
+	free(l);
+}
+
+int cmesh_connect(const char *path, const cmesh_type *out_type,
+		  const cmesh_type *in_type, const cmesh_node_opts *opts,
+		  cmesh_node **out_node, cmesh_sender **out_tx,
+		  cmesh_receiver **out_rx)
+{
+	struct sockaddr_un sa;
+	int s, r;
+
+	r = unix_addr(path, &sa);
+	if (r)
+		return r;
+	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return -errno;
+	if (connect(s, (struct sockaddr *)&sa, sizeof(sa))) {
+		r = -errno;
+		close(s);
+		return r;
+	}
+	return cmesh_node_join_socket(s, out_type, in_type, opts, out_node,
+				      out_tx, out_rx);
+}

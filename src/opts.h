@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * opts.h - the rules shared by every public options struct.
+ */
+#ifndef CMESH_OPTS_H
+#define CMESH_OPTS_H
+
+#include <cmesh/env.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * Copies a caller's size-prefixed options struct into `dst` (dst_size
+ * bytes, zero-filled first): a shorter struct leaves the newer fields 0
+ * (the old default); a longer one must have only zero bytes past what we
+ * know. NULL `src` gives all defaults. Returns 0 or -EINVAL.
+ */
+int cmesh__opts_copy(void *dst, size_t dst_size, const void *src);
+
+/* A ring size option: 0 takes env's; else a power of two in range. */
+int cmesh__opts_ring_size(uint32_t v, const cmesh_env *env, uint64_t *out);
+
+/* A spin option: 0 takes env's, CMESH_SPIN_NONE none, else the value. */
+int cmesh__opts_spin(int64_t v, const cmesh_env *env, int64_t *out);
+
+#endif

@@ -1,0 +1,426 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_arena.c - memfd arenas: creation and sealing, mapping a peer's
+ * arena, and refusing every malformed fd or header a peer could send.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <cmesh.h>
+
+#include "arena.h"
+#include "ring.h"
+
+#include "helpers/testutil.h"
+
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+TestSuite(arena, .init = tu_suite_init, .fini = tu_suite_fini);
+
+#define ARENA_SIZE (64u * 1024)
+#define ALL_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
+
+static int seals_of(int fd)
+{
+	int s = fcntl(fd, F_GET_SEALS);
+
+	cr_assert_geq(s, 0, "F_GET_SEALS: %s", strerror(errno));
+	return s;
+}
+
+/* A memfd of `size` bytes with `seals` added (0: none). */
+static int raw_memfd(uint64_t size, int seals)
+{
+	int fd = memfd_create("test-raw", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+	cr_assert_geq(fd, 0, "memfd_create: %s", strerror(errno));
+	cr_assert_eq(ftruncate(fd, (off_t)size), 0, "ftruncate: %s",
+		     strerror(errno));
+	if (seals)
+		cr_assert_eq(fcntl(fd, F_ADD_SEALS, seals), 0,
+			     "F_ADD_SEALS: %s", strerror(errno));
+	return fd;
+}
+
+/* The permissions column of the /proc/self/maps line starting at addr. */
+static void map_perms(const void *addr, char perms[5])
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	unsigned long start, end;
+	char line[512];
+	bool found = false;
+
+	cr_assert_not_null(f);
+	while (!found && fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx %4s", &start, &end, perms) == 3 &&
+		    start == (unsigned long)addr)
+			found = true;
+	}
+	fclose(f);
+	cr_assert(found, "no mapping at %p", addr);
+}
+
+/* Maps a dup of `a`'s fd as a peer would; returns the result code. */
+static int map_dup(const struct cmesh__arena *a, uint64_t size)
+{
+	struct cmesh__arena *peer = NULL;
+	int fd = dup(cmesh__arena_fd(a));
+	int r;
+
+	cr_assert_geq(fd, 0);
+	r = cmesh__arena_map_peer(fd, size, &peer);
+	if (r == 0) {
+		cmesh__arena_free(peer);
+		cr_assert_not(tu_fd_is_open(fd), "free closes the taken fd");
+	} else {
+		cr_assert(tu_fd_is_open(fd), "a failed map leaves the fd");
+		close(fd);
+	}
+	return r;
+}
+
+Test(arena, create_seals_the_memfd_against_resizing_and_more_seals)
+{
+	struct cmesh__arena *a;
+	int fd;
+
+	TU_ASSERT_RC(cmesh__arena_create(ARENA_SIZE, "test", &a), 0);
+	fd = cmesh__arena_fd(a);
+	cr_assert_eq(seals_of(fd) & ALL_SEALS, ALL_SEALS);
+	cr_assert_eq(ftruncate(fd, ARENA_SIZE / 2), -1);
+	cr_assert_eq(errno, EPERM);
+	cr_assert_eq(ftruncate(fd, ARENA_SIZE * 2), -1);
+	cr_assert_eq(errno, EPERM);
+	cr_assert_eq(fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE), -1);
+	cr_assert_eq(errno, EPERM);
+	cr_assert(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+	cr_assert(cmesh__arena_writable(a));
+	cmesh__arena_free(a);
+	cmesh__arena_free(NULL);
+}
+
+Test(arena, create_writes_a_complete_header_and_zeroes_the_rest)
+{
+	struct cmesh__arena *a;
+	const struct cmesh_shm_arena_hdr *h;
+	const struct cmesh__arena_layout *l;
+	const unsigned char *p;
+
+	TU_ASSERT_RC(cmesh__arena_create(ARENA_SIZE, NULL, &a), 0);
+	h = cmesh__arena_base(a);
+	l = cmesh__arena_layout(a);
+	cr_assert_eq(atomic_load(&h->magic), CMESH_SHM_ARENA_MAGIC);
+	cr_assert_eq(h->abi_version, CMESH_SHM_ABI_VERSION);
+	cr_assert_eq(h->hdr_size, sizeof(*h));
+	cr_assert_eq(h->arena_size, ARENA_SIZE);
+	cr_assert_eq(h->ctl_off, l->ctl_off);
+	cr_assert_eq(h->ctl_len, l->ctl_len);
+	cr_assert_eq(h->data_off, l->data_off);
+	cr_assert_eq(h->data_len, l->data_len);
+	cr_assert_geq(l->ctl_off, sizeof(*h));
+	cr_assert_geq(l->ctl_len, CMESH_SHM_LINE);
+	cr_assert_eq(l->data_off % CMESH_SHM_PAGE, 0);
+	cr_assert_geq(l->data_off, l->ctl_off + l->ctl_len);
+	cr_assert_eq(l->data_off + l->data_len, ARENA_SIZE);
+	p = cmesh__arena_base(a);
+	for (size_t i = sizeof(*h); i < ARENA_SIZE; i++)
+		cr_assert_eq(p[i], 0, "byte %zu", i);
+	cmesh__arena_free(a);
+}
+
+Test(arena, create_rejects_sizes_that_are_not_whole_pages_or_out_of_range)
+{
+	struct cmesh__arena *a = NULL;
+	const uint64_t bad[] = { 0,
+				 CMESH_SHM_PAGE,
+				 CMESH_SHM_ARENA_MIN_SIZE + 1,
+				 CMESH_SHM_ARENA_MIN_SIZE + 64,
+				 CMESH_SHM_ARENA_MAX_SIZE + CMESH_SHM_PAGE,
+				 UINT64_MAX };
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		TU_ASSERT_RC(cmesh__arena_create(bad[i], "bad", &a), -EINVAL);
+	cr_assert_null(a);
+	TU_ASSERT_RC(cmesh__arena_create(CMESH_SHM_ARENA_MIN_SIZE, "min", &a),
+		     0);
+	cr_assert_geq(cmesh__arena_layout(a)->data_len, CMESH_SHM_PAGE);
+	cmesh__arena_free(a);
+}
+
+Test(arena, map_peer_maps_a_valid_arena_read_only_with_a_guard_page)
+{
+	struct cmesh__arena *a, *peer;
+	const struct cmesh__arena_layout *la, *lp;
+	char perms[5];
+	int fd;
+
+	TU_ASSERT_RC(cmesh__arena_create(ARENA_SIZE, "test", &a), 0);
+	memcpy((char *)cmesh__arena_base(a) + cmesh__arena_layout(a)->data_off,
+	       "hello", 5);
+	fd = dup(cmesh__arena_fd(a));
+	TU_ASSERT_RC(cmesh__arena_map_peer(fd, ARENA_SIZE, &peer), 0);
+	cr_assert_eq(cmesh__arena_fd(peer), fd);
+	cr_assert_not(cmesh__arena_writable(peer));
+	la = cmesh__arena_layout(a);
+	lp = cmesh__arena_layout(peer);
+	cr_assert_eq(memcmp(la, lp, sizeof(*la)), 0);
+	cr_assert_eq(memcmp((char *)cmesh__arena_base(peer) + lp->data_off,
+			    "hello", 5),
+		     0);
+	map_perms(cmesh__arena_base(peer), perms);
+	cr_assert_str_eq(perms, "r--s");
+	/* A guard page right after it. */
+	map_perms((char *)cmesh__arena_base(peer) + ARENA_SIZE, perms);
+	cr_assert_str_eq(perms, "---p");
+	map_perms(cmesh__arena_base(a), perms);
+	cr_assert_str_eq(perms, "rw-s");
+	cmesh__arena_free(peer);
+	cr_assert_not(tu_fd_is_open(fd));
+	cmesh__arena_free(a);
+}
+
+Test(arena, map_peer_rejects_a_memfd_smaller_than_the_announced_size)
+{
+	struct cmesh__arena *big;
+	struct cmesh__arena *peer = NULL;
+	int fd;
+
+	/* A small sealed memfd carrying the header of a 1 MiB arena. */
+	TU_ASSERT_RC(cmesh__arena_create(1u << 20, "big", &big), 0);
+	fd = raw_memfd(CMESH_SHM_ARENA_MIN_SIZE, 0);
+	cr_assert_eq(pwrite(fd, cmesh__arena_base(big),
+			    sizeof(struct cmesh_shm_arena_hdr), 0),
+		     (ssize_t)sizeof(struct cmesh_shm_arena_hdr));
+	cr_assert_eq(fcntl(fd, F_ADD_SEALS, ALL_SEALS), 0);
+
+	/* Announced as big: the size check refuses it before any mmap. */
+	TU_ASSERT_RC(cmesh__arena_map_peer(fd, 1u << 20, &peer), -EPROTO);
+	/* Announced as what it is: the header's arena_size disagrees. */
+	TU_ASSERT_RC(cmesh__arena_map_peer(fd, CMESH_SHM_ARENA_MIN_SIZE, &peer),
+		     -EPROTO);
+	/* Smaller than a header. */
+	TU_ASSERT_RC(cmesh__arena_map_peer(fd, 8, &peer), -EPROTO);
+	cr_assert_null(peer);
+	cr_assert(tu_fd_is_open(fd));
+	close(fd);
+
+	/* Empty and too small to hold a header at all. */
+	fd = raw_memfd(0, ALL_SEALS);
+	TU_ASSERT_RC(cmesh__arena_map_peer(fd, 0, &peer), -EPROTO);
+	close(fd);
+	fd = raw_memfd(32, ALL_SEALS);
+	TU_ASSERT_RC(cmesh__arena_map_peer(fd, 32, &peer), -EPROTO);
+	close(fd);
+	cmesh__arena_free(big);
+}
+
+Test(arena, map_peer_rejects_a_memfd_without_shrink_and_grow_seals)
+{
+	const int cases[] = { 0, F_SEAL_SHRINK, F_SEAL_GROW,
+			      F_SEAL_SEAL | F_SEAL_WRITE };
+	struct cmesh__arena *good, *peer = NULL;
+
+	TU_ASSERT_RC(cmesh__arena_create(ARENA_SIZE, "good", &good), 0);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		/* A valid header and size: only the seals are missing. */
+		int fd = raw_memfd(ARENA_SIZE, 0);
+
+		cr_assert_eq(pwrite(fd, cmesh__arena_base(good), ARENA_SIZE, 0),
+			     ARENA_SIZE);
+		if (cases[i])
+			cr_assert_eq(fcntl(fd, F_ADD_SEALS, cases[i]), 0);
+		TU_ASSERT_RC(cmesh__arena_map_peer(fd, ARENA_SIZE, &peer),
+			     -EPROTO);
+		cr_assert_null(peer);
+		cr_assert(tu_fd_is_open(fd));
+		/* Add what was missing (if still allowed): now it is fine. */
+		if (!(cases[i] & F_SEAL_SEAL)) {
+			cr_assert_eq(fcntl(fd, F_ADD_SEALS,
+					   F_SEAL_SHRINK | F_SEAL_GROW),
+				     0);
+			TU_ASSERT_RC(cmesh__arena_map_peer(fd, ARENA_SIZE,
+							   &peer),
+				     0);
+			cmesh__arena_free(peer);
+			peer = NULL;
+		} else {
+			close(fd);
+		}
+	}
+	cmesh__arena_free(good);
+}
+
+Test(arena, map_peer_rejects_fds_that_are_not_memfds)
+{
+	struct cmesh__arena *peer = NULL;
+	int p[2], fd;
+
+	tu_pipe(p);
+	TU_ASSERT_RC(cmesh__arena_map_peer(p[0], ARENA_SIZE, &peer), -EPROTO);
+	close(p[0]);
+	close(p[1]);
+	fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	TU_ASSERT_RC(cmesh__arena_map_peer(fd, ARENA_SIZE, &peer), -EPROTO);
+	close(fd);
+	TU_ASSERT_RC(cmesh__arena_map_peer(fd, ARENA_SIZE, &peer), -EBADF);
+	cr_assert_null(peer);
+}
+
+/* A change to one header field. */
+struct field_set {
+	size_t off;   /* offset of the field in the header */
+	size_t width; /* 4 or 8; 0: no change */
+	uint64_t value;
+};
+
+/* A corruption of an otherwise valid header: one or two field changes. */
+struct mutation {
+	const char *what;
+	struct field_set set[2];
+};
+
+#define SET(f, v)                                                              \
+	{                                                                      \
+		offsetof(struct cmesh_shm_arena_hdr, f),                       \
+			sizeof(((struct cmesh_shm_arena_hdr *)0)->f), (v)      \
+	}
+
+static void apply(unsigned char *base, const struct field_set *f)
+{
+	uint32_t v32 = (uint32_t)f->value;
+
+	if (f->width == 4)
+		memcpy(base + f->off, &v32, 4);
+	else if (f->width == 8)
+		memcpy(base + f->off, &f->value, 8);
+}
+
+Test(arena, map_peer_rejects_every_kind_of_corrupt_header_field)
+{
+	struct cmesh__arena *a;
+	struct cmesh_shm_arena_hdr saved;
+	const struct cmesh__arena_layout *l;
+	unsigned char *base;
+
+	TU_ASSERT_RC(cmesh__arena_create(ARENA_SIZE, "test", &a), 0);
+	base = cmesh__arena_base(a);
+	l = cmesh__arena_layout(a);
+	const uint64_t ctl_end = l->ctl_off + l->ctl_len;
+	const uint64_t pg = CMESH_SHM_PAGE;
+	/* Each one fails exactly one check (alignment, range, ...). */
+	const struct mutation m[] = {
+		{ "magic 0", { SET(magic, 0) } },
+		{ "magic+1", { SET(magic, CMESH_SHM_ARENA_MAGIC + 1) } },
+		{ "version 0", { SET(abi_version, 0) } },
+		{ "version 2",
+		  { SET(abi_version, CMESH_SHM_ABI_VERSION + 1) } },
+		{ "hdr_size 0", { SET(hdr_size, 0) } },
+		{ "hdr_size 32", { SET(hdr_size, 32) } },
+		{ "hdr_size 128", { SET(hdr_size, 128) } },
+		{ "hdr_size max", { SET(hdr_size, UINT32_MAX) } },
+		{ "arena_size +page", { SET(arena_size, ARENA_SIZE + pg) } },
+		{ "arena_size -page", { SET(arena_size, ARENA_SIZE - pg) } },
+		{ "ctl_off 0 (over the header)", { SET(ctl_off, 0) } },
+		{ "ctl_off misaligned",
+		  { SET(ctl_off, l->ctl_off + 8),
+		    SET(ctl_len, l->ctl_len - 64) } },
+		{ "ctl_off past the end", { SET(ctl_off, ARENA_SIZE + 64) } },
+		{ "ctl_off wraps", { SET(ctl_off, UINT64_MAX - 63) } },
+		{ "ctl_len misaligned", { SET(ctl_len, l->ctl_len - 8) } },
+		{ "ctl_len into data", { SET(ctl_len, l->ctl_len + 64) } },
+		{ "ctl_len wraps", { SET(ctl_len, UINT64_MAX - 63) } },
+		{ "data_off misaligned",
+		  { SET(data_off, l->data_off + 64),
+		    SET(data_len, l->data_len - pg) } },
+		{ "data_off into ctl", { SET(data_off, ctl_end - pg) } },
+		{ "data_off 0", { SET(data_off, 0) } },
+		{ "data_off wraps", { SET(data_off, UINT64_MAX - pg + 1) } },
+		{ "data_len past the end",
+		  { SET(data_len, l->data_len + pg) } },
+		{ "data_len misaligned", { SET(data_len, l->data_len - 64) } },
+		{ "data_len wraps", { SET(data_len, UINT64_MAX - pg + 1) } },
+	};
+
+	cr_assert_eq(ctl_end % pg, 0);
+	TU_ASSERT_RC(map_dup(a, ARENA_SIZE), 0);
+	memcpy(&saved, base, sizeof(saved));
+	for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
+		int r;
+
+		apply(base, &m[i].set[0]);
+		apply(base, &m[i].set[1]);
+		r = map_dup(a, ARENA_SIZE);
+		cr_assert_eq(r, -EPROTO, "%s: %d", m[i].what, r);
+		memcpy(base, &saved, sizeof(saved));
+		TU_ASSERT_RC(map_dup(a, ARENA_SIZE), 0);
+	}
+	cmesh__arena_free(a);
+}
+
+Test(arena, map_peer_rejects_garbage_headers)
+{
+	uint64_t rng = 0x243f6a8885a308d3ull;
+	unsigned char buf[sizeof(struct cmesh_shm_arena_hdr)];
+	struct cmesh__arena *peer = NULL;
+	int fd = raw_memfd(ARENA_SIZE, ALL_SEALS);
+
+	for (int i = 0; i < 2000; i++) {
+		for (size_t j = 0; j < sizeof(buf); j += 8) {
+			uint64_t x = tu_rand(&rng);
+
+			memcpy(buf + j, &x, 8);
+		}
+		/* Half of them with a valid magic, to reach the fields. */
+		if (i % 2) {
+			uint64_t magic = CMESH_SHM_ARENA_MAGIC;
+
+			memcpy(buf, &magic, 8);
+		}
+		cr_assert_eq(pwrite(fd, buf, sizeof(buf), 0),
+			     (ssize_t)sizeof(buf));
+		TU_ASSERT_RC(cmesh__arena_map_peer(fd, ARENA_SIZE, &peer),
+			     -EPROTO);
+	}
+	cr_assert_null(peer);
+	close(fd);
+}
+
+Test(arena, leaves_fd_and_mapping_counts_as_they_were)
+{
+	struct cmesh__arena *a, *peer;
+	int fds, maps, fd;
+
+	/* Warm up whatever the allocator maps on first use. */
+	TU_ASSERT_RC(cmesh__arena_create(ARENA_SIZE, "warm", &a), 0);
+	TU_ASSERT_RC(map_dup(a, ARENA_SIZE), 0);
+	cmesh__arena_free(a);
+
+	fds = tu_fd_count();
+	maps = tu_map_count();
+	for (int i = 0; i < 50; i++) {
+		TU_ASSERT_RC(cmesh__arena_create(ARENA_SIZE, "count", &a), 0);
+		fd = dup(cmesh__arena_fd(a));
+		TU_ASSERT_RC(cmesh__arena_map_peer(fd, ARENA_SIZE, &peer), 0);
+		/* Failures at each step leave nothing behind either. */
+		TU_ASSERT_RC(map_dup(a, ARENA_SIZE * 2), -EPROTO);
+		atomic_store(
+			&((struct cmesh_shm_arena_hdr *)cmesh__arena_base(a))
+				 ->magic,
+			0);
+		TU_ASSERT_RC(map_dup(a, ARENA_SIZE), -EPROTO);
+		cmesh__arena_free(peer);
+		cmesh__arena_free(a);
+	}
+	cr_assert_eq(tu_fd_count(), fds);
+	cr_assert_eq(tu_map_count(), maps);
+}

@@ -1,0 +1,1320 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_shmring.c - the shared-memory SPSC record ring: every record size,
+ * the record limit, wrap-around, full and empty, corrupt indices and
+ * records, and two real processes (one well-behaved producer, one hostile
+ * producer that scribbles over its whole arena).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <cmesh.h>
+
+#include "arena.h"
+#include "ring.h"
+#include "shmring.h"
+
+#include "helpers/testutil.h"
+
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+TestSuite(shmring, .init = tu_suite_init, .fini = tu_suite_fini);
+
+#define HDR CMESH_SHM_REC_HDR_SIZE
+
+/* ---- a ring between two arenas, both ends in this process ---- */
+
+struct rig {
+	struct cmesh__arena *pa;    /* producer's own arena */
+	struct cmesh__arena *ca;    /* consumer's own arena */
+	struct cmesh__arena *pa_ro; /* the producer's, as the consumer maps it */
+	struct cmesh__arena *ca_ro; /* the consumer's, as the producer maps it */
+	struct cmesh__shmring_producer p;
+	struct cmesh__shmring_consumer c;
+	uint64_t cap, tail_off, data_off, head_off;
+	uint32_t limit;
+};
+
+static uint64_t arena_size_for(uint64_t cap)
+{
+	return cap * 2 < 64 * 1024 ? 64 * 1024 : cap * 2;
+}
+
+/*
+ * The record area at the very end of the data region, which ends the
+ * arena: a read past the end of the ring hits the peer mapping's guard
+ * page and crashes the test.
+ */
+static uint64_t data_off_for(const struct cmesh__arena *a, uint64_t cap)
+{
+	const struct cmesh__arena_layout *l = cmesh__arena_layout(a);
+
+	return l->data_off + l->data_len - cap;
+}
+
+static struct cmesh__arena *map_dup(const struct cmesh__arena *a)
+{
+	struct cmesh__arena *peer;
+	int fd = dup(cmesh__arena_fd(a));
+
+	cr_assert_geq(fd, 0);
+	TU_ASSERT_RC(cmesh__arena_map_peer(fd, cmesh__arena_layout(a)->size,
+					   &peer),
+		     0);
+	return peer;
+}
+
+static void rig_open(struct rig *r, uint64_t cap)
+{
+	memset(r, 0, sizeof(*r));
+	r->cap = cap;
+	r->limit = cmesh__shmring_record_limit(cap);
+	TU_ASSERT_RC(cmesh__arena_create(arena_size_for(cap), "prod", &r->pa),
+		     0);
+	TU_ASSERT_RC(cmesh__arena_create(arena_size_for(cap), "cons", &r->ca),
+		     0);
+	r->pa_ro = map_dup(r->pa);
+	r->ca_ro = map_dup(r->ca);
+	r->tail_off = cmesh__arena_layout(r->pa)->ctl_off + CMESH_SHM_LINE;
+	r->head_off = cmesh__arena_layout(r->ca)->ctl_off + 2 * CMESH_SHM_LINE;
+	r->data_off = data_off_for(r->pa, cap);
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&r->p, r->pa, r->tail_off,
+						  r->data_off, cap),
+		     0);
+	TU_ASSERT_RC(cmesh__shmring_consumer_init(&r->c, r->ca, r->head_off),
+		     0);
+	TU_ASSERT_RC(cmesh__shmring_producer_attach(&r->p, r->ca_ro,
+						    r->head_off),
+		     0);
+	TU_ASSERT_RC(cmesh__shmring_consumer_attach(
+			     &r->c, r->pa_ro, r->tail_off, r->data_off, cap),
+		     0);
+}
+
+static void rig_close(struct rig *r)
+{
+	cmesh__arena_free(r->ca_ro);
+	cmesh__arena_free(r->pa_ro);
+	cmesh__arena_free(r->ca);
+	cmesh__arena_free(r->pa);
+}
+
+/* Raw views of the shared words, as a hostile producer would write them. */
+static unsigned char *rec_area(struct rig *r)
+{
+	return (unsigned char *)cmesh__arena_base(r->pa) + r->data_off;
+}
+
+static _Atomic uint64_t *tail_word(struct rig *r)
+{
+	return &((struct cmesh_shm_ring_prod *)((char *)cmesh__arena_base(
+							r->pa) +
+						r->tail_off))
+			->tail;
+}
+
+static _Atomic uint64_t *head_word(struct rig *r)
+{
+	return &((struct cmesh_shm_ring_cons *)((char *)cmesh__arena_base(
+							r->ca) +
+						r->head_off))
+			->head;
+}
+
+static void put_hdr(struct rig *r, uint64_t off, uint32_t len, uint32_t kind)
+{
+	struct cmesh_shm_rec_hdr h = { .len = len, .kind = kind };
+
+	memcpy(rec_area(r) + off, &h, sizeof(h));
+}
+
+static struct cmesh_shm_rec_hdr get_hdr(struct rig *r, uint64_t off)
+{
+	struct cmesh_shm_rec_hdr h;
+
+	memcpy(&h, rec_area(r) + off, sizeof(h));
+	return h;
+}
+
+/* Pushes `len` pattern bytes (seed) and pops them back, checking all. */
+static void round_trip(struct rig *r, uint32_t kind, uint32_t len,
+		       uint32_t seed)
+{
+	unsigned char *in = malloc(len ? len : 1);
+	unsigned char *out = malloc(len ? len : 1);
+	uint32_t k = 0;
+
+	cr_assert(in && out);
+	tu_fill(in, len, seed);
+	TU_ASSERT_RC(cmesh__shmring_push(&r->p, kind, in, len), 0);
+	cr_assert(cmesh__shmring_pop_ready(&r->c));
+	/* The output buffer is exactly len bytes: ASan sees any overrun. */
+	TU_ASSERT_RC(cmesh__shmring_pop(&r->c, &k, out, len), (int)len);
+	cr_assert_eq(k, kind);
+	cr_assert_eq(tu_check(out, len, seed), len, "len %u", len);
+	free(in);
+	free(out);
+}
+
+/* Moves head and tail (both empty) to byte offset `off` of the area. */
+static void advance_to(struct rig *r, uint64_t off)
+{
+	while (cmesh_shm_ring_off(r->p.tail_pos, r->cap) != off) {
+		uint64_t here = cmesh_shm_ring_off(r->p.tail_pos, r->cap);
+		uint64_t gap = here < off ? off - here : r->cap - here;
+		uint64_t span = gap - HDR > r->limit ? r->limit : gap - HDR;
+
+		round_trip(r, 1, (uint32_t)span, 7);
+	}
+}
+
+static void assert_failed_for_good(struct rig *r)
+{
+	uint32_t k;
+	char buf[64];
+
+	TU_ASSERT_RC(cmesh__shmring_pop(&r->c, &k, buf, sizeof(buf)), -EPROTO);
+	cr_assert(cmesh__shmring_pop_ready(&r->c));
+	TU_ASSERT_RC(cmesh__shmring_pop(&r->c, &k, buf, sizeof(buf)), -EPROTO);
+}
+
+/* ---- single process ---- */
+
+Test(shmring, pushes_and_pops_every_size_from_zero_to_four_pages)
+{
+	struct rig r;
+
+	rig_open(&r, 64 * 1024);
+	cr_assert_eq(r.limit, 4 * 4096);
+	for (uint32_t len = 0; len <= 4 * 4096; len++)
+		round_trip(&r, 1 + len % CMESH_SHM_REC_KIND_MAX, len, len);
+	cr_assert_not(cmesh__shmring_pop_ready(&r.c));
+	rig_close(&r);
+}
+
+Test(shmring, delivers_batches_of_mixed_sizes_in_order_across_many_wraps)
+{
+	struct rig r;
+	uint64_t rng = 42, sent = 0, got = 0;
+	unsigned char *buf;
+
+	rig_open(&r, 4096);
+	buf = malloc(r.limit);
+	for (int round = 0; round < 2000; round++) {
+		uint64_t rs = rng;
+
+		/* Fill until full; the lengths replay from the saved rng. */
+		for (;;) {
+			uint32_t len =
+				(uint32_t)(tu_rand(&rng) % (r.limit + 1));
+			int rc;
+
+			tu_fill(buf, len, (uint32_t)sent);
+			rc = cmesh__shmring_push(&r.p, 1, buf, len);
+			if (rc == -EAGAIN)
+				break;
+			TU_ASSERT_RC(rc, 0);
+			sent++;
+		}
+		rng = rs;
+		while (got < sent) {
+			uint32_t len =
+				(uint32_t)(tu_rand(&rng) % (r.limit + 1));
+			uint32_t k;
+
+			TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, r.limit),
+				     (int)len);
+			cr_assert_eq(tu_check(buf, len, (uint32_t)got), len);
+			got++;
+		}
+		(void)tu_rand(&rng); /* the length that did not fit */
+		TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &(uint32_t){ 0 }, buf,
+						r.limit),
+			     -EAGAIN);
+	}
+	cr_assert_gt(r.p.tail_pos, 1000 * r.cap); /* many wraps */
+	free(buf);
+	rig_close(&r);
+}
+
+Test(shmring, accepts_records_up_to_the_limit_and_rejects_larger_ones)
+{
+	const uint64_t caps[] = { CMESH_SHM_RING_MIN_CAP, 4096, 64 * 1024 };
+
+	for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++) {
+		struct rig r;
+		uint32_t big = 1;
+
+		rig_open(&r, caps[i]);
+		cr_assert_eq(r.limit, caps[i] / 4);
+		for (uint32_t len = r.limit - 17; len <= r.limit; len++)
+			round_trip(&r, 3, len, len);
+		/* Largest records over and over: pads of every shape. */
+		for (int n = 0; n < 64; n++)
+			round_trip(&r, 4, r.limit - (uint32_t)(n % 9), n);
+		TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, &big, r.limit + 1),
+			     -EMSGSIZE);
+		TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, &big, UINT32_MAX),
+			     -EMSGSIZE);
+		cr_assert_not(cmesh__shmring_pop_ready(&r.c));
+		rig_close(&r);
+	}
+}
+
+Test(shmring, wraps_with_a_pad_record_that_fills_the_end_of_the_area)
+{
+	struct rig r;
+	unsigned char buf[100];
+	struct cmesh_shm_rec_hdr h;
+	uint32_t k;
+
+	rig_open(&r, 4096);
+	for (int i = 0; i < 4; i++)
+		round_trip(&r, 1, 1000, i); /* 4 x 1008 bytes */
+	cr_assert_eq(atomic_load(head_word(&r)), 4032);
+	tu_fill(buf, sizeof(buf), 99);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 9, buf, sizeof(buf)), 0);
+	/* 112 bytes do not fit in the last 64: PAD there, record at 0. */
+	h = get_hdr(&r, 4032);
+	cr_assert_eq(h.kind, CMESH_SHM_REC_PAD);
+	cr_assert_eq(h.len, 64 - HDR);
+	h = get_hdr(&r, 0);
+	cr_assert_eq(h.kind, 9);
+	cr_assert_eq(h.len, 100);
+	cr_assert_eq(atomic_load(tail_word(&r)), 4032 + 64 + 112);
+	memset(buf, 0, sizeof(buf));
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), 100);
+	cr_assert_eq(k, 9);
+	cr_assert_eq(tu_check(buf, sizeof(buf), 99), sizeof(buf));
+	cr_assert_eq(atomic_load(head_word(&r)), 4032 + 64 + 112);
+	rig_close(&r);
+}
+
+Test(shmring, reports_a_full_ring_with_eagain_until_the_consumer_pops)
+{
+	struct rig r;
+	unsigned char buf[100] = { 0 };
+	uint32_t k;
+	int n = 0;
+
+	rig_open(&r, 4096);
+	while (cmesh__shmring_push(&r.p, 1, buf, sizeof(buf)) == 0)
+		n++;
+	cr_assert_eq(n, 4096 / 112);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, sizeof(buf)), -EAGAIN);
+	/* Smaller records still fit in what is left. */
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, 4096 % 112 - HDR), 0);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, 0), -EAGAIN);
+	/* One pop frees exactly one record's span at the start. */
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), 100);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 2, buf, sizeof(buf)), 0);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, 0), -EAGAIN);
+	for (int i = 1; i < n; i++)
+		TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)),
+			     100);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)),
+		     4096 % 112 - HDR);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), 100);
+	cr_assert_eq(k, 2);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), -EAGAIN);
+	rig_close(&r);
+}
+
+Test(shmring, pop_reports_emsgsize_for_a_short_buffer_and_consumes_nothing)
+{
+	struct rig r;
+	unsigned char buf[2000];
+	uint64_t head;
+	uint32_t k = 0;
+
+	rig_open(&r, 4096);
+	advance_to(&r, 2992);
+	head = atomic_load(head_word(&r));
+	tu_fill(buf, 100, 5);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 2, buf, 100), 0);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, 99), -EMSGSIZE);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, 0), -EMSGSIZE);
+	cr_assert_eq(atomic_load(head_word(&r)), head);
+	cr_assert_eq(k, 0);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, 100), 100);
+	cr_assert_eq(tu_check(buf, 100, 5), 100);
+	/* The same after a PAD: the record behind it stays. */
+	tu_fill(buf, 1000, 6);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 3, buf, 1000), 0);
+	cr_assert_eq(get_hdr(&r, 2992 + 112).kind, CMESH_SHM_REC_PAD);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, 999), -EMSGSIZE);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, 999), -EMSGSIZE);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, 1000), 1000);
+	cr_assert_eq(k, 3);
+	cr_assert_eq(tu_check(buf, 1000, 6), 1000);
+	rig_close(&r);
+}
+
+Test(shmring, push_accepts_only_the_kinds_left_to_the_layers_above)
+{
+	struct rig r;
+	uint32_t k;
+	char c;
+
+	rig_open(&r, 4096);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, CMESH_SHM_REC_PAD, "", 0),
+		     -EINVAL);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, CMESH_SHM_REC_KIND_MAX + 1, "",
+					 0),
+		     -EINVAL);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, UINT32_MAX, "", 0), -EINVAL);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, CMESH_SHM_REC_KIND_MIN, "", 0),
+		     0);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, CMESH_SHM_REC_KIND_MAX, "", 0),
+		     0);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, &c, 1), 0);
+	cr_assert_eq(k, CMESH_SHM_REC_KIND_MIN);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, &c, 1), 0);
+	cr_assert_eq(k, CMESH_SHM_REC_KIND_MAX);
+	rig_close(&r);
+}
+
+Test(shmring, setup_rejects_geometry_outside_the_arenas)
+{
+	struct rig r;
+	struct cmesh__shmring_producer p;
+	struct cmesh__shmring_consumer c;
+	const struct cmesh__arena_layout *lp, *lc;
+	uint64_t cap = 4096, d, t, h;
+
+	rig_open(&r, cap);
+	lp = cmesh__arena_layout(r.pa);
+	lc = cmesh__arena_layout(r.ca);
+	d = r.data_off;
+	t = r.tail_off;
+	h = r.head_off;
+	/* Our own arena: the caller's mistake. */
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, t, d, cap + 1),
+		     -EINVAL);
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, t, d, 128),
+		     -EINVAL);
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, t, d, 0), -EINVAL);
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, t, d, cap * 2),
+		     -EINVAL);
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, t + 8, d, cap),
+		     -EINVAL);
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, 0, d, cap),
+		     -EINVAL);
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, lp->data_off, d,
+						  cap),
+		     -EINVAL);
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, t, d + 64, cap),
+		     -EINVAL);
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, t, d - 8, cap),
+		     -EINVAL);
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, t, lp->ctl_off,
+						  cap),
+		     -EINVAL);
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, t, UINT64_MAX - 63,
+						  cap),
+		     -EINVAL);
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa_ro, t, d, cap),
+		     -EINVAL);
+	TU_ASSERT_RC(cmesh__shmring_consumer_init(&c, r.ca, h + 8), -EINVAL);
+	TU_ASSERT_RC(cmesh__shmring_consumer_init(&c, r.ca, lc->data_off),
+		     -EINVAL);
+	TU_ASSERT_RC(cmesh__shmring_consumer_init(&c, r.ca_ro, h), -EINVAL);
+	/* What the peer announced: a protocol violation. */
+	TU_ASSERT_RC(cmesh__shmring_producer_attach(&r.p, r.ca_ro, h + 8),
+		     -EPROTO);
+	TU_ASSERT_RC(cmesh__shmring_producer_attach(&r.p, r.ca_ro,
+						    lc->ctl_off + lc->ctl_len),
+		     -EPROTO);
+	TU_ASSERT_RC(cmesh__shmring_producer_attach(&r.p, r.ca_ro, 0), -EPROTO);
+	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, t, d,
+						    cap * 2),
+		     -EPROTO);
+	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, t, d, 3000),
+		     -EPROTO);
+	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, t, d,
+						    1ull << 40),
+		     -EPROTO);
+	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, t + 4, d,
+						    cap),
+		     -EPROTO);
+	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, d, d, cap),
+		     -EPROTO);
+	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, t, d + 8,
+						    cap),
+		     -EPROTO);
+	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, t,
+						    UINT64_MAX - 4095, cap),
+		     -EPROTO);
+	/* The failed calls changed nothing. */
+	round_trip(&r, 1, 10, 10);
+	rig_close(&r);
+}
+
+Test(shmring, works_in_either_order_of_attach)
+{
+	struct rig r;
+	unsigned char buf[64];
+	uint32_t k;
+
+	rig_open(&r, 4096);
+	/* A consumer that is not attached yet has nothing to read. */
+	TU_ASSERT_RC(cmesh__shmring_consumer_init(&r.c, r.ca, r.head_off), 0);
+	cr_assert_not(cmesh__shmring_pop_ready(&r.c));
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), -EAGAIN);
+	/* A producer that is not attached yet fills the ring, then waits. */
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&r.p, r.pa, r.tail_off,
+						  r.data_off, r.cap),
+		     0);
+	for (int i = 0; i < 4096 / 64; i++)
+		TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, 64 - HDR), 0);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, 0), -EAGAIN);
+	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, r.tail_off,
+						    r.data_off, r.cap),
+		     0);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), 64 - HDR);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, 0), -EAGAIN);
+	TU_ASSERT_RC(cmesh__shmring_producer_attach(&r.p, r.ca_ro, r.head_off),
+		     0);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, 0), 0);
+	rig_close(&r);
+}
+
+Test(shmring, pop_ready_says_whether_a_pop_would_find_something)
+{
+	struct rig r;
+	char buf[8];
+	uint32_t k;
+
+	rig_open(&r, 4096);
+	cr_assert_not(cmesh__shmring_pop_ready(&r.c));
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, "a", 1), 0);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, "b", 1), 0);
+	cr_assert(cmesh__shmring_pop_ready(&r.c));
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), 1);
+	cr_assert(cmesh__shmring_pop_ready(&r.c));
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), 1);
+	cr_assert_not(cmesh__shmring_pop_ready(&r.c));
+	rig_close(&r);
+}
+
+Test(shmring, pushv_gathers_the_pieces_into_one_record)
+{
+	struct rig r;
+	unsigned char part[300], out[400];
+	const struct cmesh__iov iov[] = {
+		{ "abc", 3 }, { NULL, 0 }, { part, sizeof(part) },
+		{ "", 0 },    { "z", 1 },
+	};
+	struct cmesh__iov big[2];
+	uint32_t k;
+
+	rig_open(&r, 4096);
+	tu_fill(part, sizeof(part), 3);
+	TU_ASSERT_RC(cmesh__shmring_pushv(&r.p, 5, iov, 5), 0);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, out, sizeof(out)), 304);
+	cr_assert_eq(k, 5);
+	cr_assert_eq(memcmp(out, "abc", 3), 0);
+	cr_assert_eq(tu_check(out + 3, sizeof(part), 3), sizeof(part));
+	cr_assert_eq(out[303], 'z');
+	/* No pieces: an empty record. */
+	TU_ASSERT_RC(cmesh__shmring_pushv(&r.p, 6, NULL, 0), 0);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, out, 0), 0);
+	cr_assert_eq(k, 6);
+	/* The limit applies to the sum, without overflow. */
+	big[0] = (struct cmesh__iov){ part, r.limit };
+	big[1] = (struct cmesh__iov){ part, 1 };
+	TU_ASSERT_RC(cmesh__shmring_pushv(&r.p, 1, big, 2), -EMSGSIZE);
+	big[0].len = UINT32_MAX;
+	big[1].len = 2;
+	TU_ASSERT_RC(cmesh__shmring_pushv(&r.p, 1, big, 2), -EMSGSIZE);
+	TU_ASSERT_RC(cmesh__shmring_pushv(&r.p, 0, iov, 1), -EINVAL);
+	cr_assert_not(cmesh__shmring_pop_ready(&r.c));
+	rig_close(&r);
+}
+
+Test(shmring, reserve_promises_room_for_the_next_push_without_publishing)
+{
+	struct rig r;
+	unsigned char buf[100] = { 0 };
+	uint64_t tail;
+	uint32_t k;
+
+	rig_open(&r, 4096);
+	TU_ASSERT_RC(cmesh__shmring_reserve(&r.p, r.limit + 1), -EMSGSIZE);
+	while (cmesh__shmring_reserve(&r.p, sizeof(buf)) == 0)
+		TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, sizeof(buf)), 0);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, sizeof(buf)), -EAGAIN);
+	tail = atomic_load(tail_word(&r));
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), 100);
+	TU_ASSERT_RC(cmesh__shmring_reserve(&r.p, sizeof(buf)), 0);
+	TU_ASSERT_RC(cmesh__shmring_reserve(&r.p, sizeof(buf)), 0);
+	cr_assert_eq(atomic_load(tail_word(&r)), tail);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, sizeof(buf)), 0);
+	TU_ASSERT_RC(cmesh__shmring_reserve(&r.p, 0), -EAGAIN);
+	rig_close(&r);
+}
+
+Test(shmring, consumer_init_clears_its_whole_line)
+{
+	struct rig r;
+	struct cmesh_shm_ring_cons *line;
+
+	rig_open(&r, 4096);
+	line = (struct cmesh_shm_ring_cons *)((char *)cmesh__arena_base(r.ca) +
+					      r.head_off);
+	memset(line, 0xa5, sizeof(*line));
+	TU_ASSERT_RC(cmesh__shmring_consumer_init(&r.c, r.ca, r.head_off), 0);
+	for (size_t i = 0; i < sizeof(*line); i++)
+		cr_assert_eq(((unsigned char *)line)[i], 0, "byte %zu", i);
+	rig_close(&r);
+}
+
+/* ---- a corrupt producer, deterministic cases ---- */
+
+Test(shmring, pop_fails_for_good_when_the_tail_moves_backwards)
+{
+	struct rig r;
+
+	rig_open(&r, 4096);
+	round_trip(&r, 1, 100, 1);
+	round_trip(&r, 1, 100, 2);
+	atomic_store(tail_word(&r), 112);
+	assert_failed_for_good(&r);
+	/* Even once the producer behaves again. */
+	atomic_store(tail_word(&r), 224);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, "x", 1), 0);
+	assert_failed_for_good(&r);
+	rig_close(&r);
+}
+
+Test(shmring, pop_fails_when_the_tail_is_more_than_capacity_ahead)
+{
+	const uint64_t bad[] = { 4096 + 8, 1ull << 40, UINT64_MAX - 7 };
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct rig r;
+
+		rig_open(&r, 4096);
+		/* A valid record at the head: only the tail is wrong. */
+		TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, "x", 1), 0);
+		atomic_store(tail_word(&r), bad[i]);
+		assert_failed_for_good(&r);
+		rig_close(&r);
+	}
+}
+
+Test(shmring, pop_fails_on_a_misaligned_tail)
+{
+	struct rig r;
+
+	rig_open(&r, 4096);
+	/* Two valid 16-byte records: only the tail's alignment is wrong. */
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, "abcdefgh", 8), 0);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, "abcdefgh", 8), 0);
+	atomic_store(tail_word(&r), 20);
+	assert_failed_for_good(&r);
+	rig_close(&r);
+}
+
+Test(shmring, pop_fails_on_a_record_longer_than_the_limit)
+{
+	struct rig r;
+
+	rig_open(&r, 4096);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, "x", 1), 0);
+	put_hdr(&r, 0, r.limit + 1, 1);
+	atomic_store(tail_word(&r), 2048);
+	assert_failed_for_good(&r);
+	rig_close(&r);
+}
+
+Test(shmring, pop_fails_on_a_record_beyond_the_published_tail)
+{
+	struct rig r;
+
+	rig_open(&r, 4096);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, "x", 1), 0);
+	put_hdr(&r, 0, 9, 1); /* 24 bytes, 16 published */
+	assert_failed_for_good(&r);
+	rig_close(&r);
+}
+
+Test(shmring, pop_fails_on_a_record_past_the_end_of_the_area)
+{
+	struct rig r;
+
+	rig_open(&r, 4096);
+	advance_to(&r, 4096 - 64);
+	put_hdr(&r, 4096 - 64, 100, 1);
+	atomic_store(tail_word(&r), r.p.tail_pos + 512);
+	assert_failed_for_good(&r);
+	rig_close(&r);
+}
+
+Test(shmring, pop_fails_on_an_unknown_kind)
+{
+	const uint32_t bad[] = { CMESH_SHM_REC_KIND_MAX + 1, 0x80000001u,
+				 UINT32_MAX };
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct rig r;
+
+		rig_open(&r, 4096);
+		TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, "x", 1), 0);
+		put_hdr(&r, 0, 1, bad[i]);
+		assert_failed_for_good(&r);
+		rig_close(&r);
+	}
+}
+
+Test(shmring, pop_fails_on_a_malformed_pad)
+{
+	/*
+	 * {offset of the PAD, its len, published bytes from the head, kind of
+	 * the header at 0}. Unless it says otherwise, a valid record follows
+	 * at 0, so only the PAD itself is wrong.
+	 */
+	const struct {
+		uint64_t off;
+		uint32_t len;
+		uint64_t published;
+		uint32_t next_kind;
+	} bad[] = {
+		{ 0, 4096 - HDR, 4096, 1 },	    /* PAD at offset 0 */
+		{ 4096 - 64, 64 - HDR - 8, 80, 1 }, /* short of the end */
+		{ 4096 - 64, 64, 80, 1 },	    /* past the end */
+		{ 4096 - 64, UINT32_MAX, 80, 1 },   /* way past the end */
+		{ 4096 - 64, 64 - HDR, 64, 1 },	    /* nothing after it */
+		{ 4096 - 64, 64 - HDR, 72, CMESH_SHM_REC_PAD }, /* 2 PADs */
+	};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct rig r;
+
+		rig_open(&r, 4096);
+		advance_to(&r, bad[i].off);
+		if (bad[i].off)
+			put_hdr(&r, 0, 0, bad[i].next_kind);
+		put_hdr(&r, bad[i].off, bad[i].len, CMESH_SHM_REC_PAD);
+		atomic_store(tail_word(&r), r.p.tail_pos + bad[i].published);
+		assert_failed_for_good(&r);
+		rig_close(&r);
+	}
+}
+
+Test(shmring, push_fails_for_good_on_a_corrupt_consumer_head)
+{
+	/* Relative to the producer's tail once the ring is full. */
+	const int64_t bad[] = { 8, -4096 - 8, -4096 + 4, 1ll << 40 };
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct rig r;
+		char buf[64] = { 0 };
+		uint32_t k;
+
+		rig_open(&r, 4096);
+		/* Move both indices so "backwards" is distinguishable. */
+		for (int n = 0; n < 10; n++)
+			round_trip(&r, 1, 56, n);
+		while (cmesh__shmring_push(&r.p, 1, buf, 56) == 0)
+			;
+		/* The producer reads the head only when its cache says full. */
+		atomic_store(head_word(&r), r.p.tail_pos + (uint64_t)bad[i]);
+		TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, 56), -EPROTO);
+		atomic_store(head_word(&r), r.p.tail_pos);
+		TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, 56), -EPROTO);
+		TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)),
+			     56);
+		rig_close(&r);
+	}
+}
+
+Test(shmring, push_rereads_the_consumer_head_only_when_the_ring_looks_full)
+{
+	struct rig r;
+	char buf[64] = { 0 };
+	uint32_t k;
+
+	rig_open(&r, 4096);
+	/* Garbage head while the cache says there is room: not read. */
+	atomic_store(head_word(&r), 12345);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, 56), 0);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), 56);
+	for (int i = 1; i < 4096 / 64; i++)
+		TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, 56), 0);
+	/* Full by the cache; the head the consumer published frees 64. */
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, 56), 0);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, 56), -EAGAIN);
+	rig_close(&r);
+}
+
+Test(shmring, leaves_fd_and_mapping_counts_as_they_were)
+{
+	struct rig r;
+	int fds, maps;
+
+	rig_open(&r, 4096); /* warm up the allocator */
+	rig_close(&r);
+	fds = tu_fd_count();
+	maps = tu_map_count();
+	for (int i = 0; i < 20; i++) {
+		rig_open(&r, 4096 << (i % 4));
+		round_trip(&r, 1, 100, i);
+		rig_close(&r);
+	}
+	cr_assert_eq(tu_fd_count(), fds);
+	cr_assert_eq(tu_map_count(), maps);
+}
+
+/* ---- the same traffic between threads and between processes ---- */
+
+#define XP_CAP (64u * 1024)
+
+/* The length of record `seq`: mostly small, now and then large. */
+static uint32_t seq_len(uint64_t seq, uint32_t limit)
+{
+	uint64_t x = seq * 0x9E3779B97F4A7C15ull;
+
+	x ^= x >> 31;
+	if (seq % 97 == 0)
+		return 8 + (uint32_t)(x % (limit - 7));
+	return 8 + (uint32_t)(x % 248);
+}
+
+static uint32_t seq_kind(uint64_t seq)
+{
+	return 1 + (uint32_t)(seq % CMESH_SHM_REC_KIND_MAX);
+}
+
+/* Producer body; returns 0 or the failing push's code. */
+static int produce(struct cmesh__shmring_producer *p, uint64_t first,
+		   uint64_t n, unsigned char *buf)
+{
+	for (uint64_t seq = first; seq < first + n; seq++) {
+		uint32_t len = seq_len(seq, p->limit);
+		int r, spins = 0;
+
+		memcpy(buf, &seq, 8);
+		tu_fill(buf + 8, len - 8, (uint32_t)seq);
+		while ((r = cmesh__shmring_push(p, seq_kind(seq), buf, len)) ==
+		       -EAGAIN) {
+			if (++spins % 64 == 0)
+				sched_yield();
+		}
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+/*
+ * Consumer body: checks n records starting at `first` in order, with
+ * their content, using `buf` (c->limit bytes). `alive` (may be NULL) is
+ * polled while the ring is empty and returns false once the producer is
+ * gone for good.
+ */
+static void consume(struct cmesh__shmring_consumer *c, uint64_t first,
+		    uint64_t n, unsigned char *buf, bool (*alive)(void *),
+		    void *arg)
+{
+	int64_t deadline = tu_now_ns() + TU_MS(50000);
+
+	for (uint64_t seq = first; seq < first + n; seq++) {
+		uint32_t len = seq_len(seq, c->limit), k = 0;
+		uint64_t got;
+		int r, spins = 0;
+
+		while ((r = cmesh__shmring_pop(c, &k, buf, c->limit)) ==
+		       -EAGAIN) {
+			if (++spins % 64)
+				continue;
+			sched_yield();
+			cr_assert_lt(tu_now_ns(), deadline, "stuck at %lu",
+				     (unsigned long)seq);
+			cr_assert(!alive || alive(arg) ||
+					  cmesh__shmring_pop_ready(c),
+				  "producer gone at record %lu",
+				  (unsigned long)seq);
+		}
+		cr_assert_eq(r, (int)len, "record %lu: %d, want %u",
+			     (unsigned long)seq, r, len);
+		memcpy(&got, buf, 8);
+		cr_assert_eq(got, seq);
+		cr_assert_eq(k, seq_kind(seq));
+		cr_assert_eq(tu_check(buf + 8, len - 8, (uint32_t)seq), len - 8,
+			     "record %lu content", (unsigned long)seq);
+	}
+}
+
+static void *producer_thread(void *arg)
+{
+	struct rig *r = arg;
+	unsigned char *buf = malloc(r->limit);
+	intptr_t rc = produce(&r->p, 0, tu_stress(200000, 1000), buf);
+
+	free(buf);
+	return (void *)rc;
+}
+
+Test(shmring, delivers_records_in_order_between_threads)
+{
+	struct rig r;
+	unsigned char *buf;
+	pthread_t t;
+
+	rig_open(&r, XP_CAP);
+	buf = malloc(r.limit);
+	cr_assert_not_null(buf);
+	tu_thread_start(&t, producer_thread, &r);
+	consume(&r.c, 0, tu_stress(200000, 1000), buf, NULL, NULL);
+	free(buf);
+	cr_assert_eq((intptr_t)tu_thread_join(t), 0);
+	cr_assert_not(cmesh__shmring_pop_ready(&r.c));
+	rig_close(&r);
+}
+
+/* What each side announces with its arena fd. */
+struct announce {
+	uint64_t arena_size;
+	uint64_t line_off; /* tail line (producer) or head line (consumer) */
+	uint64_t data_off; /* producer only */
+	uint64_t cap;	   /* producer only */
+};
+
+static int send_fd(int sock, int fd, const void *msg, size_t len)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { .iov_base = (void *)msg, .iov_len = len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	struct cmsghdr *cm;
+
+	memset(&u, 0, sizeof(u));
+	mh.msg_control = u.buf;
+	mh.msg_controllen = sizeof(u.buf);
+	cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	return sendmsg(sock, &mh, MSG_NOSIGNAL) == (ssize_t)len ? 0 : -errno;
+}
+
+/* Receives one message of exactly `len` bytes carrying exactly one fd. */
+static int recv_fd(int sock, int *out_fd, void *msg, size_t len)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { .iov_base = msg, .iov_len = len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	struct cmsghdr *cm;
+	int fd = -1;
+	ssize_t n;
+
+	mh.msg_control = u.buf;
+	mh.msg_controllen = sizeof(u.buf);
+	do
+		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+		if (cm->cmsg_level == SOL_SOCKET &&
+		    cm->cmsg_type == SCM_RIGHTS &&
+		    cm->cmsg_len == CMSG_LEN(sizeof(int)))
+			memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+	}
+	if ((size_t)n != len || (mh.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) ||
+	    fd < 0) {
+		if (fd >= 0)
+			close(fd);
+		return -EPROTO;
+	}
+	*out_fd = fd;
+	return 0;
+}
+
+/* One side of a cross-process ring, set up as the real protocol will. */
+struct side {
+	struct cmesh__arena *own, *peer;
+	struct announce mine, theirs;
+};
+
+/* Producer: create, init, announce, then map the consumer and attach. */
+static int producer_setup(int sock, struct side *s,
+			  struct cmesh__shmring_producer *p)
+{
+	int r, fd;
+
+	r = cmesh__arena_create(arena_size_for(XP_CAP), "xp-prod", &s->own);
+	if (r)
+		return r;
+	s->mine.arena_size = cmesh__arena_layout(s->own)->size;
+	s->mine.line_off = cmesh__arena_layout(s->own)->ctl_off;
+	s->mine.cap = XP_CAP;
+	s->mine.data_off = data_off_for(s->own, XP_CAP);
+	r = cmesh__shmring_producer_init(p, s->own, s->mine.line_off,
+					 s->mine.data_off, XP_CAP);
+	if (!r)
+		r = send_fd(sock, cmesh__arena_fd(s->own), &s->mine,
+			    sizeof(s->mine));
+	if (!r)
+		r = recv_fd(sock, &fd, &s->theirs, sizeof(s->theirs));
+	if (r)
+		return r;
+	r = cmesh__arena_map_peer(fd, s->theirs.arena_size, &s->peer);
+	if (r) {
+		close(fd);
+		return r;
+	}
+	return cmesh__shmring_producer_attach(p, s->peer, s->theirs.line_off);
+}
+
+/* Consumer: the mirror image (the test process). */
+static void consumer_setup(int sock, struct side *s,
+			   struct cmesh__shmring_consumer *c)
+{
+	int fd;
+
+	TU_ASSERT_RC(cmesh__arena_create(arena_size_for(XP_CAP), "xp-cons",
+					 &s->own),
+		     0);
+	s->mine.arena_size = cmesh__arena_layout(s->own)->size;
+	s->mine.line_off = cmesh__arena_layout(s->own)->ctl_off;
+	TU_ASSERT_RC(cmesh__shmring_consumer_init(c, s->own, s->mine.line_off),
+		     0);
+	TU_ASSERT_RC(send_fd(sock, cmesh__arena_fd(s->own), &s->mine,
+			     sizeof(s->mine)),
+		     0);
+	TU_ASSERT_RC(recv_fd(sock, &fd, &s->theirs, sizeof(s->theirs)), 0);
+	TU_ASSERT_RC(cmesh__arena_map_peer(fd, s->theirs.arena_size, &s->peer),
+		     0);
+	TU_ASSERT_RC(cmesh__shmring_consumer_attach(
+			     c, s->peer, s->theirs.line_off, s->theirs.data_off,
+			     s->theirs.cap),
+		     0);
+}
+
+static void side_free(struct side *s)
+{
+	cmesh__arena_free(s->peer);
+	cmesh__arena_free(s->own);
+}
+
+/* True while the child has not exited (without reaping it). */
+static bool child_alive(void *arg)
+{
+	siginfo_t si = { 0 };
+
+	if (waitid(P_PID, (id_t) * (pid_t *)arg, &si,
+		   WEXITED | WNOHANG | WNOWAIT) < 0)
+		return false;
+	return si.si_pid == 0;
+}
+
+static pid_t fork_child(int sv[2], int (*body)(int sock, void *arg), void *arg)
+{
+	pid_t pid, parent = getpid();
+
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv),
+		     0);
+	pid = fork();
+	cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		/* Never outlive a test that failed half-way. */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+			_exit(99);
+		close(sv[0]);
+		_exit(body(sv[1], arg));
+	}
+	close(sv[1]);
+	return pid;
+}
+
+static int well_behaved_child(int sock, void *arg)
+{
+	uint64_t n = *(uint64_t *)arg;
+	struct cmesh__shmring_producer p;
+	struct side s = { 0 };
+	unsigned char *buf = malloc(XP_CAP);
+	int r;
+
+	if (!buf)
+		return 10;
+	r = producer_setup(sock, &s, &p);
+	if (r)
+		return 11;
+	r = produce(&p, 0, n, buf);
+	free(buf);
+	side_free(&s);
+	return r ? 12 : 0;
+}
+
+Test(shmring, delivers_a_million_records_in_order_across_processes)
+{
+	uint64_t n = tu_stress(1000000, 1000);
+	/* Allocated outside the counted window (a sanitizer's allocator
+	 * maps a new region for the first block of a size class). */
+	unsigned char *buf = malloc(cmesh__shmring_record_limit(XP_CAP));
+	struct cmesh__shmring_consumer c;
+	struct side s = { 0 };
+	int sv[2], st, fds, maps;
+	pid_t pid;
+
+	cr_assert_not_null(buf);
+	fds = tu_fd_count();
+	maps = tu_map_count();
+	pid = fork_child(sv, well_behaved_child, &n);
+	consumer_setup(sv[0], &s, &c);
+	consume(&c, 0, n, buf, child_alive, &pid);
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %#x",
+		  st);
+	/* The producer is gone; its arena stays readable and empty. */
+	cr_assert_not(cmesh__shmring_pop_ready(&c));
+	side_free(&s);
+	close(sv[0]);
+	cr_assert_eq(tu_fd_count(), fds);
+	cr_assert_eq(tu_map_count(), maps);
+	free(buf);
+}
+
+/* ---- a hostile producer ---- */
+
+#define HOSTILE_VALID 5000u
+
+struct hostile_status {
+	int32_t truncate_errno; /* errno of ftruncate on the sealed arena */
+	int32_t pad;
+};
+
+static void put_rec(unsigned char *data, uint64_t off, uint32_t len,
+		    uint32_t kind)
+{
+	struct cmesh_shm_rec_hdr h = { .len = len, .kind = kind };
+
+	memcpy(data + off, &h, sizeof(h));
+}
+
+/* A random header: any length up to past the limit, any kind. */
+static void put_bad_rec(unsigned char *data, uint64_t off, uint64_t *rng)
+{
+	uint64_t x = tu_rand(rng);
+
+	if (x % 2)
+		put_rec(data, off, (uint32_t)(tu_rand(rng) % (XP_CAP / 4 + 64)),
+			(uint32_t)(tu_rand(rng) % 260));
+	else
+		memcpy(data + off, &x, sizeof(struct cmesh_shm_rec_hdr));
+}
+
+/*
+ * Forges a plausible ring state from the consumer's head on: a chain of
+ * valid records (with PADs where a real producer puts them) so that the
+ * consumer travels all around the ring, ending now and then in a bad
+ * header, a PAD that is a little off, or a tail that lies.
+ */
+static void forge(struct side *s, unsigned char *data, _Atomic uint64_t *tail,
+		  uint64_t *rng)
+{
+	const struct cmesh_shm_ring_cons *line =
+		(const struct cmesh_shm_ring_cons *)((const char *)
+							     cmesh__arena_base(
+								     s->peer) +
+						     s->theirs.line_off);
+	uint64_t head = atomic_load_explicit(&line->head, memory_order_relaxed);
+	uint64_t pos = head, n = tu_rand(rng) % 64, x;
+
+	for (uint64_t i = 0; i < n; i++) {
+		uint32_t len = (uint32_t)(tu_rand(rng) % 2048);
+		uint64_t span = cmesh_shm_rec_span(len);
+		uint64_t off = pos & (XP_CAP - 1), to_end = XP_CAP - off;
+
+		if (pos - head + to_end + span > XP_CAP)
+			break;
+		if (span > to_end) {
+			put_rec(data, off, (uint32_t)(to_end - 8),
+				CMESH_SHM_REC_PAD);
+			pos += to_end;
+			off = 0;
+		}
+		put_rec(data, off, len, 1 + (uint32_t)(tu_rand(rng) % 255));
+		pos += span;
+	}
+	x = tu_rand(rng);
+	switch (x % 5) {
+	case 4: /* then, near the end, a record running past the end */
+		while ((pos & (XP_CAP - 1)) < XP_CAP - 2048 &&
+		       pos - head + 2048 + 2048 <= XP_CAP) {
+			put_rec(data, pos & (XP_CAP - 1), 2040, 1);
+			pos += 2048;
+		}
+		put_rec(data, pos & (XP_CAP - 1),
+			(uint32_t)(XP_CAP - (pos & (XP_CAP - 1)) +
+				   8 * (tu_rand(rng) % 8)),
+			1 + (uint32_t)(tu_rand(rng) % 255));
+		pos += 2048 + 64;
+		break;
+	case 0: /* then a bad header */
+		put_bad_rec(data, pos & (XP_CAP - 1), rng);
+		pos += 8 * (tu_rand(rng) % 64);
+		break;
+	case 1: /* then a PAD that is valid or a little off */
+		put_rec(data, pos & (XP_CAP - 1),
+			(uint32_t)(XP_CAP - (pos & (XP_CAP - 1)) - 16 +
+				   8 * (tu_rand(rng) % 3)),
+			CMESH_SHM_REC_PAD);
+		pos += 8 * (tu_rand(rng) % 64);
+		break;
+	case 2: /* a tail that lies about what was written */
+		pos = head + 8 * (x % (XP_CAP / 8 + 4)) - (x & 8);
+		break;
+	default: /* just the chain */
+		break;
+	}
+	atomic_store_explicit(tail, pos, memory_order_release);
+}
+
+static int hostile_child(int sock, void *arg)
+{
+	int64_t run_ns = *(int64_t *)arg, end;
+	struct cmesh__shmring_producer p;
+	struct hostile_status hs = { 0 };
+	struct side s = { 0 };
+	unsigned char *buf = malloc(XP_CAP), *base, *data;
+	_Atomic uint64_t *tail;
+	uint64_t rng = (uint64_t)getpid() * 0x9E3779B97F4A7C15ull | 1;
+	uint64_t size;
+	pid_t parent = getppid();
+	char go;
+
+	if (!buf || producer_setup(sock, &s, &p) ||
+	    produce(&p, 0, HOSTILE_VALID, buf))
+		return 20;
+	base = cmesh__arena_base(s.own);
+	size = s.mine.arena_size;
+	data = base + s.mine.data_off;
+	tail = &((struct cmesh_shm_ring_prod *)(base + s.mine.line_off))->tail;
+	/* Trying to shrink the arena under the reader: sealed. */
+	if (ftruncate(cmesh__arena_fd(s.own), 4096) == 0)
+		hs.truncate_errno = 0;
+	else
+		hs.truncate_errno = errno;
+	if (send(sock, &hs, sizeof(hs), MSG_NOSIGNAL) != sizeof(hs) ||
+	    recv(sock, &go, 1, 0) != 1)
+		return 21;
+	/* Scribble until killed (or, as an orphan, for a bounded time). */
+	end = tu_now_ns() + 4 * run_ns + TU_MS(5000);
+	for (uint64_t i = 0; tu_now_ns() < end && getppid() == parent; i++) {
+		uint64_t x = tu_rand(&rng);
+
+		if (i % 64 == 0) { /* the whole arena, header included */
+			for (uint64_t o = 0; o < size; o += 8) {
+				x = tu_rand(&rng);
+				memcpy(base + o, &x, 8);
+			}
+		} else if (i % 8 == 0) { /* random words anywhere */
+			for (int j = 0; j < 64; j++) {
+				uint64_t o = tu_rand(&rng) % (size / 8) * 8;
+
+				x = tu_rand(&rng);
+				memcpy(base + o, &x, 8);
+			}
+		} else if (i % 8 == 1) { /* a random tail */
+			atomic_store_explicit(tail, x, memory_order_release);
+		} else {
+			forge(&s, data, tail, &rng);
+		}
+	}
+	return 0;
+}
+
+Test(shmring, survives_a_producer_that_scribbles_over_its_whole_arena)
+{
+	int64_t run_ns = (int64_t)tu_stress(1500, 100) * 1000000;
+	uint64_t rng = 7, n_rec = 0, n_again = 0, n_proto = 0, n_size = 0;
+	struct cmesh__shmring_consumer c;
+	struct hostile_status hs;
+	struct side s = { 0 };
+	unsigned char *buf = malloc(cmesh__shmring_record_limit(XP_CAP));
+	int sv[2], st, fds, maps;
+	int64_t end;
+	pid_t pid;
+
+	cr_assert_not_null(buf);
+	fds = tu_fd_count();
+	maps = tu_map_count();
+	pid = fork_child(sv, hostile_child, &run_ns);
+	consumer_setup(sv[0], &s, &c);
+	/* First the valid records, all of them, intact. */
+	consume(&c, 0, HOSTILE_VALID, buf, child_alive, &pid);
+	cr_assert_eq(recv(sv[0], &hs, sizeof(hs), 0), (ssize_t)sizeof(hs));
+	cr_assert_eq(hs.truncate_errno, EPERM);
+	cr_assert_eq(send(sv[0], "g", 1, MSG_NOSIGNAL), 1); /* scribble now */
+
+	end = tu_now_ns() + run_ns;
+	while (tu_now_ns() < end) {
+		/* Output buffers of every size that end where the heap
+		 * block ends, so ASan catches a single byte too many. */
+		uint32_t cap = (uint32_t)(tu_rand(&rng) % (c.limit + 1));
+		uint32_t k = 0;
+		int r = cmesh__shmring_pop(&c, &k, buf + c.limit - cap, cap);
+
+		if (r >= 0) {
+			cr_assert_leq((uint32_t)r, cap);
+			cr_assert(k >= CMESH_SHM_REC_KIND_MIN &&
+				  k <= CMESH_SHM_REC_KIND_MAX);
+			n_rec++;
+		} else if (r == -EAGAIN) {
+			n_again++;
+		} else if (r == -EMSGSIZE) {
+			n_size++;
+		} else {
+			cr_assert_eq(r, -EPROTO, "pop returned %d", r);
+			n_proto++;
+			cr_assert(cmesh__shmring_pop_ready(&c));
+			cr_assert_eq(cmesh__shmring_pop(&c, &k, buf, c.limit),
+				     -EPROTO);
+			/* Start over on the same lines, as a fuzzer. */
+			TU_ASSERT_RC(cmesh__shmring_consumer_init(
+					     &c, s.own, s.mine.line_off),
+				     0);
+			TU_ASSERT_RC(cmesh__shmring_consumer_attach(
+					     &c, s.peer, s.theirs.line_off,
+					     s.theirs.data_off, s.theirs.cap),
+				     0);
+		}
+	}
+	cr_assert_gt(n_proto, 0);
+	cr_assert_eq(kill(pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+		  "child status %#x", st);
+	side_free(&s);
+	close(sv[0]);
+	cr_assert_eq(tu_fd_count(), fds);
+	cr_assert_eq(tu_map_count(), maps);
+	/* After the counts: logging allocates. */
+	cr_log_info("hostile producer: %lu records, %lu -EAGAIN, %lu "
+		    "-EMSGSIZE, %lu -EPROTO",
+		    (unsigned long)n_rec, (unsigned long)n_again,
+		    (unsigned long)n_size, (unsigned long)n_proto);
+	free(buf);
+}

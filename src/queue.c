@@ -107,6 +107,7 @@ struct cmesh__queue {
 
 	/* Consumer only (the drain_lock holder once the receiver closed). */
 	alignas(CACHE_LINE) uint64_t head;
+	struct ovf_node *ovf_batch; /* taken from the list, not yet received */
 
 	/* Slow paths. */
 	alignas(CACHE_LINE) pthread_mutex_t lock; /* ovf list, ws */
@@ -402,34 +403,54 @@ static int take_ring(struct cmesh__queue *q, void *out_msg, void *out_trail,
 	return (int)len;
 }
 
+/* The next overflowed message: the batch first, else the shared list. */
+static struct ovf_node *ovf_first(const struct cmesh__queue *q)
+{
+	return q->ovf_batch ? q->ovf_batch : q->ovf_head;
+}
+
+/*
+ * Takes the next overflowed message. The consumer moves the whole shared
+ * list into its private batch under one lock, so a stream that overflows
+ * costs one lock per batch on this side. ovf_mode stays 1 until both are
+ * empty, which keeps every sender that overflowed on the list (FIFO).
+ */
 static int take_overflow(struct cmesh__queue *q, void *out_msg, void *out_trail,
 			 size_t cap, bool discard)
 {
 	struct ovf_node *n;
 	uint32_t len;
 
-	pthread_mutex_lock(&q->lock);
-	if (head_ready(q, memory_order_acquire)) {
-		pthread_mutex_unlock(&q->lock);
-		return take_ring(q, out_msg, out_trail, cap, discard);
-	}
-	/* A claimed, unpublished slot precedes the list: wait for it. */
-	n = q->ovf_head;
-	if (!n ||
-	    atomic_load_explicit(&q->tail, memory_order_relaxed) != q->head) {
-		pthread_mutex_unlock(&q->lock);
-		return -EAGAIN;
-	}
-	if (!discard && n->trail_len > cap) {
-		pthread_mutex_unlock(&q->lock);
-		return -EMSGSIZE;
-	}
-	q->ovf_head = n->next;
-	if (!q->ovf_head) {
+	if (!q->ovf_batch) {
+		pthread_mutex_lock(&q->lock);
+		if (head_ready(q, memory_order_acquire)) {
+			pthread_mutex_unlock(&q->lock);
+			return take_ring(q, out_msg, out_trail, cap, discard);
+		}
+		q->ovf_batch = q->ovf_head;
+		q->ovf_head = NULL;
 		q->ovf_tailp = &q->ovf_head;
-		atomic_store_explicit(&q->ovf_mode, 0, memory_order_relaxed);
+		if (!q->ovf_batch)
+			atomic_store_explicit(&q->ovf_mode, 0,
+					      memory_order_relaxed);
+		pthread_mutex_unlock(&q->lock);
+		if (!q->ovf_batch)
+			return -EAGAIN;
 	}
-	pthread_mutex_unlock(&q->lock);
+	/* A claimed, unpublished slot precedes the batch: wait for it. */
+	n = q->ovf_batch;
+	if (atomic_load_explicit(&q->tail, memory_order_relaxed) != q->head)
+		return -EAGAIN;
+	if (!discard && n->trail_len > cap)
+		return -EMSGSIZE;
+	q->ovf_batch = n->next;
+	if (!q->ovf_batch) {
+		pthread_mutex_lock(&q->lock);
+		if (!q->ovf_head)
+			atomic_store_explicit(&q->ovf_mode, 0,
+					      memory_order_relaxed);
+		pthread_mutex_unlock(&q->lock);
+	}
 	len = n->trail_len;
 	memcpy(out_msg, n->data, q->msg_size);
 	take_trail(out_trail, n->data + q->msg_span, n->heap, len, discard);
@@ -474,7 +495,7 @@ static bool overflow_ready(struct cmesh__queue *q)
 
 	pthread_mutex_lock(&q->lock);
 	ready = head_ready(q, memory_order_acquire) ||
-		(q->ovf_head &&
+		(ovf_first(q) &&
 		 atomic_load_explicit(&q->tail, memory_order_relaxed) ==
 			 q->head);
 	pthread_mutex_unlock(&q->lock);
@@ -578,10 +599,10 @@ int cmesh__queue_peek(struct cmesh__queue *q)
 		pthread_mutex_lock(&q->lock);
 		if (head_ready(q, memory_order_acquire))
 			r = (int)slot_at(q, q->head)->trail_len;
-		else if (q->ovf_head &&
+		else if (ovf_first(q) &&
 			 atomic_load_explicit(&q->tail, memory_order_relaxed) ==
 				 q->head)
-			r = (int)q->ovf_head->trail_len;
+			r = (int)ovf_first(q)->trail_len;
 		pthread_mutex_unlock(&q->lock);
 		if (r != -EAGAIN)
 			return r;

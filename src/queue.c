@@ -9,10 +9,15 @@
  *
  * Memory-ordering contract
  * - Slot hand-off. A producer claims position `pos` with a relaxed CAS on
- *   `tail` after an acquire load of the slot's seq == pos (pairs with the
- *   consumer's release store of seq = pos + capacity that freed the slot),
- *   fills the slot, and publishes it with a seq_cst store of seq = pos + 1.
- *   The consumer's acquire load of seq == head + 1 pairs with that store.
+ *   `tail` once pos - head < capacity, where head is `head_cache` (acquire,
+ *   pairs with the release store of the producer that refreshed it) or,
+ *   when that looks full, `head_pub` (acquire, pairs with the consumer's
+ *   release store after it copied the slot out). It fills the slot and
+ *   publishes it with a seq_cst store of seq = pos + 1; the consumer's
+ *   acquire load of seq == head + 1 pairs with that store. A slot's seq is
+ *   only ever written by producers (pos + 1, one lap apart), so the
+ *   consumer never writes a line that a producer is about to write: it
+ *   publishes its head on a line of its own.
  * - Sleep/wake (Dekker). A producer publishes (seq_cst store to the slot,
  *   or a seq_cst store of ovf_mode) and then loads `state` seq_cst. A
  *   receiver going to sleep sets ST_RX_SLEEP with a seq_cst RMW and then
@@ -59,13 +64,19 @@
 
 #define SLOT_HEAP 1u /* trailing bytes live in a malloc'd buffer */
 #define CACHE_LINE 64u
+/*
+ * Fields written by different threads sit 128 bytes apart, and slots start
+ * on a 128-byte boundary: x86 cores fetch aligned pairs of lines (the
+ * adjacent-line prefetcher), so 64 bytes apart still share traffic.
+ */
+#define PAIR 128u
 #define SPIN_CLOCK_EVERY 32
 
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
 struct slot {
-	_Atomic uint64_t seq; /* pos + 1: full; pos (+ capacity): free */
+	_Atomic uint64_t seq; /* pos + 1 once position pos is published */
 	uint32_t trail_len;
 	uint32_t flags; /* SLOT_HEAP */
 	/* message bytes, then the inline trail or the heap pointer */
@@ -97,20 +108,22 @@ struct cmesh__queue {
 	struct cmesh__lane *rx_lane; /* the senders are remote */
 
 	/* Read by every send, written rarely. */
-	alignas(CACHE_LINE) _Atomic uint32_t state;
+	alignas(PAIR) _Atomic uint32_t state;
 	_Atomic uint32_t ovf_mode; /* 1: overflow list in use (see top) */
 	_Atomic uint32_t nsenders;
 	_Atomic uint32_t refs; /* sending side (1) + receiving side (1) */
 
 	/* Producers only. */
-	alignas(CACHE_LINE) _Atomic uint64_t tail;
+	alignas(PAIR) _Atomic uint64_t tail;
+	_Atomic uint64_t head_cache; /* a recent head_pub, <= head */
 
 	/* Consumer only (the drain_lock holder once the receiver closed). */
-	alignas(CACHE_LINE) uint64_t head;
+	alignas(PAIR) uint64_t head;
+	_Atomic uint64_t head_pub;  /* head, for producers checking space */
 	struct ovf_node *ovf_batch; /* taken from the list, not yet received */
 
 	/* Slow paths. */
-	alignas(CACHE_LINE) pthread_mutex_t lock; /* ovf list, ws */
+	alignas(PAIR) pthread_mutex_t lock; /* ovf list, ws */
 	struct ovf_node *ovf_head;
 	struct ovf_node **ovf_tailp;
 	struct cmesh_waitset *ws;
@@ -133,6 +146,18 @@ static inline unsigned char *slot_extra(const struct cmesh__queue *q,
 	return slot_msg(s) + q->msg_span;
 }
 
+/*
+ * The last word of a slot: never written after creation. The spin loop
+ * loads it so that the slot's last line, which the producer also writes,
+ * is fetched in parallel with the first (seq) instead of after it.
+ */
+static inline _Atomic uint64_t *slot_tail_word(const struct cmesh__queue *q,
+					       uint64_t pos)
+{
+	return (_Atomic uint64_t *)((char *)slot_at(q, pos) + q->slot_size -
+				    sizeof(uint64_t));
+}
+
 static uint64_t pow2_floor(uint64_t v)
 {
 	return v ? 1ull << (63 - __builtin_clzll(v)) : 0;
@@ -146,7 +171,7 @@ int cmesh__queue_new(const cmesh_type *type,
 	uint64_t cap;
 	int r = -ENOMEM;
 
-	q = aligned_alloc(CACHE_LINE, sizeof(*q));
+	q = aligned_alloc(PAIR, sizeof(*q));
 	if (!q)
 		return -ENOMEM;
 	memset(q, 0, sizeof(*q));
@@ -158,9 +183,10 @@ int cmesh__queue_new(const cmesh_type *type,
 	q->msg_size = type->size;
 	q->msg_span = (type->size + 7u) & ~7u;
 	q->slot_size = (SLOT_HDR + q->msg_span + (uint32_t)sizeof(void *) +
-			CACHE_LINE - 1) &
+			(uint32_t)sizeof(_Atomic uint64_t) + CACHE_LINE - 1) &
 		       ~(CACHE_LINE - 1);
-	q->inline_cap = q->slot_size - SLOT_HDR - q->msg_span;
+	q->inline_cap = q->slot_size - SLOT_HDR - q->msg_span -
+			(uint32_t)sizeof(_Atomic uint64_t);
 	cap = pow2_floor(opts->ring_bytes / q->slot_size);
 	if (cap < 2)
 		cap = 2;
@@ -169,19 +195,23 @@ int cmesh__queue_new(const cmesh_type *type,
 	q->max_trail = opts->max_trail;
 	q->tx_lane = opts->tx_lane;
 	q->rx_lane = opts->rx_lane;
-	q->slots = aligned_alloc(CACHE_LINE, cap * q->slot_size);
+	q->slots = aligned_alloc(PAIR, cap * q->slot_size);
 	if (!q->slots)
 		goto out_free;
 	q->scratch = malloc(q->msg_size);
 	if (!q->scratch)
 		goto out_free_slots;
-	for (uint64_t i = 0; i < cap; i++)
-		atomic_init(&slot_at(q, i)->seq, i);
+	for (uint64_t i = 0; i < cap; i++) {
+		atomic_init(&slot_at(q, i)->seq, 0);
+		atomic_init(slot_tail_word(q, i), 0);
+	}
 	atomic_init(&q->state, 0);
 	atomic_init(&q->ovf_mode, 0);
 	atomic_init(&q->nsenders, opts->nsenders);
 	atomic_init(&q->refs, q->tx_lane || q->rx_lane ? 1 : 2);
 	atomic_init(&q->tail, 0);
+	atomic_init(&q->head_cache, 0);
+	atomic_init(&q->head_pub, 0);
 	q->ovf_tailp = &q->ovf_head;
 	if (pthread_mutex_init(&q->lock, NULL))
 		goto out_free_scratch;
@@ -228,27 +258,26 @@ static int ring_try_push(struct cmesh__queue *q, const void *msg,
 			 const void *trail, size_t len, void *heap)
 {
 	uint64_t pos = atomic_load_explicit(&q->tail, memory_order_relaxed);
+	uint64_t cap = q->mask + 1, head;
 	struct slot *s;
 
-	for (;;) {
-		s = slot_at(q, pos);
-		/* Pairs with the consumer's release store freeing the slot. */
-		uint64_t seq =
-			atomic_load_explicit(&s->seq, memory_order_acquire);
-		int64_t d = (int64_t)(seq - pos);
-
-		if (d == 0) {
-			if (atomic_compare_exchange_weak_explicit(
-				    &q->tail, &pos, pos + 1,
-				    memory_order_relaxed, memory_order_relaxed))
-				break;
-		} else if (d < 0) {
-			return -EAGAIN; /* full */
-		} else {
-			pos = atomic_load_explicit(&q->tail,
-						   memory_order_relaxed);
+	do {
+		/* Pairs with the release store of whoever refreshed it. */
+		head = atomic_load_explicit(&q->head_cache,
+					    memory_order_acquire);
+		if (pos - head >= cap) {
+			/* Pairs with the consumer's release store of head. */
+			head = atomic_load_explicit(&q->head_pub,
+						    memory_order_acquire);
+			atomic_store_explicit(&q->head_cache, head,
+					      memory_order_release);
+			if (pos - head >= cap)
+				return -EAGAIN; /* full */
 		}
-	}
+	} while (!atomic_compare_exchange_weak_explicit(&q->tail, &pos, pos + 1,
+							memory_order_relaxed,
+							memory_order_relaxed));
+	s = slot_at(q, pos);
 	s->trail_len = (uint32_t)len;
 	s->flags = heap ? SLOT_HEAP : 0;
 	fill(q, slot_msg(s), slot_extra(q, s), msg, trail, len, heap);
@@ -396,10 +425,8 @@ static int take_ring(struct cmesh__queue *q, void *out_msg, void *out_trail,
 	if (s->flags & SLOT_HEAP)
 		memcpy(&heap, slot_extra(q, s), sizeof(heap));
 	take_trail(out_trail, slot_extra(q, s), heap, len, discard);
-	/* Free the slot; pairs with the producers' acquire load of seq. */
-	atomic_store_explicit(&s->seq, q->head + q->mask + 1,
-			      memory_order_release);
-	q->head++;
+	/* Free the slot; pairs with a producer's acquire load of head_pub. */
+	atomic_store_explicit(&q->head_pub, ++q->head, memory_order_release);
 	return (int)len;
 }
 
@@ -529,15 +556,21 @@ static bool maybe_ready(const struct cmesh__queue *q)
 
 static void spin(const struct cmesh__queue *q, int64_t until)
 {
+	_Atomic uint64_t *tw = slot_tail_word(q, q->head);
+	uint64_t sink = 0;
+
 	for (;;) {
 		for (int i = 0; i < SPIN_CLOCK_EVERY; i++) {
 			if (maybe_ready(q))
-				return;
+				goto out;
+			sink += atomic_load_explicit(tw, memory_order_relaxed);
 			cmesh__park_pause();
 		}
 		if (cmesh_clock_now() >= until)
-			return;
+			break;
 	}
+out:
+	__asm__ volatile("" : : "r"(sink));
 }
 
 /* Parks until a sender wakes us or the deadline passes. */

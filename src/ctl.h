@@ -15,7 +15,7 @@
 #include <sys/types.h>
 
 /* Most fds one message may carry. */
-#define CMESH__CTL_MAX_FDS 64u
+#define CMESH__CTL_MAX_FDS 128u
 
 /*
  * A connected pair of SOCK_SEQPACKET | SOCK_CLOEXEC unix sockets, blocking,

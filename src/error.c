@@ -38,6 +38,18 @@ const char *cmesh_strerror(int err)
 		return "not found";
 	case ENOMEM:
 		return "out of memory";
+	case EOPNOTSUPP:
+		return "not supported (endpoints across processes)";
+	case EPERM:
+		return "peer refused (credentials)";
+	case EACCES:
+		return "permission denied";
+	case ENOEXEC:
+		return "the program could not be executed";
+	case ENAMETOOLONG:
+		return "socket path too long";
+	case EADDRINUSE:
+		return "address in use";
 	case EMFILE:
 		return "too many open files in this process";
 	case ENFILE:

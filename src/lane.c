@@ -142,13 +142,15 @@ out_close:
 }
 
 /*
- * Sends the ATTACH (if any) and publishes the record; the caller holds
- * `lock`. -EAGAIN (ring full) leaves nothing sent.
+ * Sends the ATTACH (if any), writes its number into the record's header
+ * (the 8 bytes at `seq_at`, inside the record's first piece), and publishes
+ * the record; the caller holds `lock`. -EAGAIN (ring full) sends nothing.
  */
 static int publish(struct cmesh__lane *ln, uint32_t kind,
 		   const struct cmesh__iov *iov, uint32_t niov, const int *fds,
-		   uint32_t nfds, struct cmesh_rec_msg *h)
+		   uint32_t nfds, unsigned char *seq_at)
 {
+	uint64_t seq;
 	uint32_t len = 0;
 	int r;
 
@@ -158,10 +160,10 @@ static int publish(struct cmesh__lane *ln, uint32_t kind,
 	if (r)
 		return r;
 	if (nfds) {
-		r = cmesh__link_send_attach(ln->link, fds, nfds,
-					    &h->attach_seq);
+		r = cmesh__link_send_attach(ln->link, fds, nfds, &seq);
 		if (r)
 			return r;
+		memcpy(seq_at, &seq, sizeof(seq));
 	}
 	return cmesh__shmring_pushv(&ln->prod, kind, iov, niov);
 }
@@ -202,14 +204,10 @@ static int flush_locked(struct cmesh__lane *ln)
 
 	while ((s = ln->spill_head)) {
 		struct cmesh__iov iov = { s->rec, s->len };
-		struct cmesh_rec_msg h;
 
-		memcpy(&h, s->rec, s->kind == CMESH_REC_MSG ? sizeof(h) : 0);
-		r = publish(ln, s->kind, &iov, 1, s->fds, s->nfds, &h);
-		if (r == 0 && s->nfds) {
-			/* publish() numbered the ATTACH: store it, re-push. */
-			memcpy(s->rec, &h, sizeof(h));
-		}
+		r = publish(ln, s->kind, &iov, 1, s->fds, s->nfds,
+			    s->rec +
+				    offsetof(struct cmesh_rec_msg, attach_seq));
 		if (r)
 			break;
 		sent++;
@@ -254,7 +252,8 @@ static int enqueue(struct cmesh__lane *ln, uint32_t kind,
 	if (ln->spill_head)
 		flush_locked(ln);
 	if (!ln->spill_head)
-		r = publish(ln, kind, iov, niov, fds, nfds, h);
+		r = publish(ln, kind, iov, niov, fds, nfds,
+			    h ? (unsigned char *)&h->attach_seq : NULL);
 	if (r == -EAGAIN)
 		r = spill(ln, kind, iov, niov, fds, nfds);
 	else if (r == 0)
@@ -567,23 +566,15 @@ void cmesh__lane_close_rx(struct cmesh__lane *ln)
 {
 	/* Pairs with the producer's acquire load before each send. */
 	atomic_store_explicit(&ln->own_wake->closed, 1, memory_order_release);
-	for (;;) {
-		struct cmesh_rec_msg h;
-		int fds[MAX_FDS];
-
-		if (ln->pending < 0 && fetch(ln))
-			break;
-		memcpy(&h, ln->buf, sizeof(h));
+	/*
+	 * Drop what is queued. Its fds (and those of records still in
+	 * flight) are closed by the link: from now on it closes every
+	 * ATTACH as it arrives.
+	 */
+	cmesh__link_drop_attachments(ln->link);
+	ln->pending = -1;
+	while (!ln->closed && fetch(ln) == 0)
 		ln->pending = -1;
-		if (!(h.flags & CMESH_REC_F_ATTACH))
-			continue;
-		uint32_t n = (uint32_t)__builtin_popcountll(h.fd_mask) +
-			     !!(h.flags & CMESH_REC_F_OOL);
-		if (n <= MAX_FDS &&
-		    cmesh__link_take_attach(ln->link, h.attach_seq, fds, n) ==
-			    0)
-			close_fds(fds, n);
-	}
 }
 
 void cmesh__lane_wake(struct cmesh__lane *ln)

@@ -20,6 +20,7 @@
 
 #include "arena.h"
 #include "lane.h"
+#include "log.h"
 #include "ctl.h"
 #include "wake.h"
 
@@ -61,6 +62,7 @@ struct cmesh__link {
 	struct cmesh__wake *wake;
 	int kick_efd;
 	_Atomic bool stop;
+	_Atomic bool orphan; /* no references left: the thread frees it */
 	bool thread_started;
 	bool sock_watched;
 	pthread_t thread;
@@ -68,6 +70,7 @@ struct cmesh__link {
 	struct attach *att_head;
 	struct attach **att_tailp;
 	uint64_t att_next_in;  /* seq the next ATTACH read must carry */
+	bool att_drop;	       /* the receiver is gone: close on arrival */
 	uint64_t att_next_out; /* seq of the next ATTACH sent (out.lock) */
 };
 
@@ -84,6 +87,11 @@ struct cmesh__lane *cmesh__link_in(struct cmesh__link *l)
 pid_t cmesh__link_peer_pid(const struct cmesh__link *l)
 {
 	return l->peer_pid;
+}
+
+void cmesh__link_set_peer_pid(struct cmesh__link *l, pid_t pid)
+{
+	l->peer_pid = pid;
 }
 
 int cmesh__link_sock(const struct cmesh__link *l)
@@ -182,6 +190,31 @@ int cmesh__link_take_attach(struct cmesh__link *l, uint64_t seq, int *fds,
 	return r;
 }
 
+static void close_all(struct attach *a)
+{
+	for (uint32_t i = 0; i < a->nfds; i++)
+		close(a->fds[i]);
+	free(a);
+}
+
+void cmesh__link_drop_attachments(struct cmesh__link *l)
+{
+	struct attach *a;
+
+	pthread_mutex_lock(&l->att_lock);
+	l->att_drop = true;
+	a = l->att_head;
+	l->att_head = NULL;
+	l->att_tailp = &l->att_head;
+	pthread_mutex_unlock(&l->att_lock);
+	while (a) {
+		struct attach *next = a->next;
+
+		close_all(a);
+		a = next;
+	}
+}
+
 /* Link thread: one control message, already copied out. */
 static int handle_ctl(struct cmesh__link *l, const void *buf, int len,
 		      const int *fds, uint32_t nfds)
@@ -206,6 +239,11 @@ static int handle_ctl(struct cmesh__link *l, const void *buf, int len,
 	memcpy(a->fds, fds, nfds * sizeof(int));
 	l->att_next_in = m.seq;
 	pthread_mutex_lock(&l->att_lock);
+	if (l->att_drop) {
+		pthread_mutex_unlock(&l->att_lock);
+		close_all(a);
+		return 0;
+	}
 	*l->att_tailp = a;
 	l->att_tailp = &a->next;
 	pthread_mutex_unlock(&l->att_lock);
@@ -251,6 +289,20 @@ static void on_kick(void *arg, int fd, uint32_t revents)
 	cmesh__eventfd_drain(fd);
 }
 
+static void free_resources(struct cmesh__link *l);
+
+/*
+ * True once an orphaned link has nothing left to deliver: its spilled
+ * sends (with a CLOSE record at their end) reached the ring, or the link
+ * failed and they never will.
+ */
+static bool orphan_done(struct cmesh__link *l)
+{
+	return atomic_load_explicit(&l->orphan, memory_order_acquire) &&
+	       (!atomic_load_explicit(&l->out.spilling, memory_order_relaxed) ||
+		cmesh__link_failed(l));
+}
+
 static void *link_thread(void *arg)
 {
 	struct cmesh__link *l = arg;
@@ -272,6 +324,12 @@ static void *link_thread(void *arg)
 			l->sock_watched = false;
 		}
 		cmesh__lane_flush_spill(&l->out);
+		if (orphan_done(l)) {
+			/* Nobody will join us: free everything and leave. */
+			pthread_detach(pthread_self());
+			free_resources(l);
+			return NULL;
+		}
 	}
 	return NULL;
 }
@@ -459,6 +517,13 @@ static int handshake(struct cmesh__link *l, const cmesh_type *out_type,
 	r = setup_peer(l, &peer, fds);
 	if (r)
 		return r;
+	/*
+	 * SO_PEERCRED on a socketpair names the process that created it
+	 * (us, when we forked the peer): then the peer's own word is all
+	 * there is. cmesh_spawn() overrides it with the child it forked.
+	 */
+	if (l->peer_pid == getpid())
+		l->peer_pid = (pid_t)peer.pid;
 	if (peer.out_fp != in_fp || peer.in_fp != out_fp)
 		return -EBADMSG;
 	return 0;
@@ -482,17 +547,15 @@ static void link_destroy(struct cmesh__link *l)
 		cmesh__eventfd_signal(l->kick_efd);
 		pthread_join(l->thread, NULL);
 	}
+	free_resources(l);
+}
+
+static void free_resources(struct cmesh__link *l)
+{
 	cmesh__wake_free(l->wake);
 	if (l->kick_efd >= 0)
 		close(l->kick_efd);
-	while (l->att_head) {
-		struct attach *a = l->att_head;
-
-		l->att_head = a->next;
-		for (uint32_t i = 0; i < a->nfds; i++)
-			close(a->fds[i]);
-		free(a);
-	}
+	cmesh__link_drop_attachments(l);
 	cmesh__lane_destroy(&l->out);
 	cmesh__lane_destroy(&l->in);
 	cmesh__arena_free(l->peer);
@@ -575,8 +638,21 @@ void cmesh__link_get(struct cmesh__link *l)
 
 void cmesh__link_put(struct cmesh__link *l)
 {
-	if (atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) == 1)
-		link_destroy(l);
+	if (atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	/*
+	 * Sends that returned 0 are still in the spill backlog: they must
+	 * not be lost because their sender was freed. The link thread
+	 * delivers them, then frees the link itself.
+	 */
+	if (l->thread_started &&
+	    atomic_load_explicit(&l->out.spilling, memory_order_relaxed) &&
+	    !cmesh__link_failed(l)) {
+		atomic_store_explicit(&l->orphan, true, memory_order_release);
+		cmesh__link_kick(l);
+		return;
+	}
+	link_destroy(l);
 }
 
 struct cmesh__arena *cmesh__link_own_arena(struct cmesh__link *l)

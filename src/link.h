@@ -43,6 +43,13 @@ struct cmesh__lane *cmesh__link_out(struct cmesh__link *l);
 struct cmesh__lane *cmesh__link_in(struct cmesh__link *l);
 
 pid_t cmesh__link_peer_pid(const struct cmesh__link *l);
+void cmesh__link_set_peer_pid(struct cmesh__link *l, pid_t pid);
+
+/*
+ * The receiving side is gone: closes every fd in the FIFO, and every fd
+ * that arrives from now on.
+ */
+void cmesh__link_drop_attachments(struct cmesh__link *l);
 
 /* Our own arena (tests use it to play a hostile peer). */
 struct cmesh__arena *cmesh__link_own_arena(struct cmesh__link *l);

@@ -196,15 +196,19 @@ int cmesh_spawn(const char *path, char *const argv[],
 	close(sv[1]);
 	r = cmesh_node_join_socket(sv[0], out_type, in_type, opts, out_node,
 				   out_tx, out_rx);
+	if (r == 0)
+		cmesh__link_set_peer_pid((*out_node)->link, pid);
 	if (r) {
-		/* Never leave a half-joined child behind. */
-		if (waitpid(pid, &status, WNOHANG) == pid) {
-			if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
-				r = -ENOEXEC;
-		} else {
-			kill(pid, SIGKILL);
-			waitpid(pid, &status, 0);
-		}
+		/*
+		 * Never leave a half-joined child behind. SIGKILL does not
+		 * change the status of a child already exiting: one whose
+		 * exec failed still reads as exit 127.
+		 */
+		kill(pid, SIGKILL);
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			;
+		if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
+			r = -ENOEXEC;
 	}
 	return r;
 

@@ -19,6 +19,10 @@
  *   -ECANCELED   a cancel context fired.
  *   -EINVAL      invalid argument, option, flag or environment value.
  *   -EBUSY       the object is already in use (e.g. already in a waitset).
+ *   -EOPNOTSUPP  an endpoint field in a message sent to another process
+ *                (moving endpoints between processes is not implemented).
+ *   -EPERM       a connecting peer's credentials were refused.
+ *   -ENOEXEC     cmesh_spawn(): the program could not be executed.
  *   -ENOMEM      out of memory.
  *   -EMFILE etc. resource exhaustion reported by the kernel, passed through.
  */

@@ -28,6 +28,7 @@
 #include "ring.h"
 
 #include <cmesh/common.h>
+#include <cmesh/error.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -112,6 +113,8 @@ void cmesh__link_fail(struct cmesh__link *l, int err)
 						     memory_order_acq_rel,
 						     memory_order_acquire))
 		return;
+	cmesh__log(CMESH__LOG_INFO, "link to pid %d failed: %s",
+		   (int)l->peer_pid, cmesh_strerror(err));
 	shutdown(l->sock, SHUT_RDWR);
 	cmesh__lane_wake(&l->in);
 }

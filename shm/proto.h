@@ -41,6 +41,7 @@
 /* Ring record kinds (shm/ring.h: 1..255). */
 #define CMESH_REC_MSG 1u   /* struct cmesh_rec_msg, message, trail */
 #define CMESH_REC_CLOSE 2u /* every sender of the channel is gone */
+#define CMESH_REC_PLAIN 3u /* message, trail: no fds, nothing out of line */
 
 /* Every control message starts with this. */
 struct cmesh_ctl_hdr {

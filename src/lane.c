@@ -340,7 +340,11 @@ int cmesh__lane_send(struct cmesh__lane *ln, const void *msg, const void *trail,
 	}
 	if (nfds)
 		h.flags |= CMESH_REC_F_ATTACH;
-	r = enqueue(ln, CMESH_REC_MSG, iov, niov, fds, nfds, &h);
+	if (!nfds) /* the common case: no header beyond the ring's own */
+		r = enqueue(ln, CMESH_REC_PLAIN, iov + 1, niov - 1, NULL, 0,
+			    NULL);
+	else
+		r = enqueue(ln, CMESH_REC_MSG, iov, niov, fds, nfds, &h);
 	if (r == 0)
 		return 0;
 	if (ool >= 0)
@@ -408,6 +412,36 @@ static void set_fields(const struct cmesh__lane *ln, void *out_msg,
 	}
 }
 
+/* Length of the trail of the PLAIN record in buf, or -EPROTO. */
+static int plain_len(struct cmesh__lane *ln)
+{
+	const uint32_t msz = ln->type->size;
+
+	if ((uint32_t)ln->pending < msz ||
+	    (uint32_t)ln->pending - msz > ln->max_trail)
+		return proto_error(ln);
+	return ln->pending - (int32_t)msz;
+}
+
+/* A PLAIN record: the message, then its trailing bytes. */
+static int deliver_plain(struct cmesh__lane *ln, void *out_msg, void *out_trail,
+			 size_t cap)
+{
+	const uint32_t msz = ln->type->size;
+	int len = plain_len(ln);
+
+	if (len < 0)
+		return len;
+	if ((size_t)len > cap)
+		return -EMSGSIZE;
+	memcpy(out_msg, ln->buf, msz);
+	if (len)
+		memcpy(out_trail, ln->buf + msz, (size_t)len);
+	set_fields(ln, out_msg, 0, NULL);
+	ln->pending = -1;
+	return len;
+}
+
 /*
  * Validates the record held in buf and delivers it. Leaves it pending on
  * -EMSGSIZE and while its attachment has not arrived (-EAGAIN).
@@ -422,6 +456,8 @@ static int deliver(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 	uint64_t want;
 	int r;
 
+	if (ln->pending_kind == CMESH_REC_PLAIN)
+		return deliver_plain(ln, out_msg, out_trail, cap);
 	if ((uint32_t)ln->pending < sizeof(h))
 		return proto_error(ln);
 	memcpy(&h, ln->buf, sizeof(h));
@@ -476,13 +512,15 @@ static int fetch(struct cmesh__lane *ln)
 	if (r < 0)
 		return proto_error(ln); /* -EPROTO, or a record over buf_cap */
 	if (ln->closed || (kind == CMESH_REC_CLOSE && r != 0) ||
-	    (kind != CMESH_REC_CLOSE && kind != CMESH_REC_MSG))
+	    (kind != CMESH_REC_CLOSE && kind != CMESH_REC_MSG &&
+	     kind != CMESH_REC_PLAIN))
 		return proto_error(ln);
 	if (kind == CMESH_REC_CLOSE) {
 		ln->closed = true;
 		return -EPIPE;
 	}
 	ln->pending = r;
+	ln->pending_kind = kind;
 	return 0;
 }
 
@@ -509,6 +547,8 @@ int cmesh__lane_peek(struct cmesh__lane *ln)
 		if (r)
 			return r;
 	}
+	if (ln->pending_kind == CMESH_REC_PLAIN)
+		return plain_len(ln);
 	if ((uint32_t)ln->pending < sizeof(h))
 		return proto_error(ln);
 	memcpy(&h, ln->buf, sizeof(h));
@@ -517,15 +557,23 @@ int cmesh__lane_peek(struct cmesh__lane *ln)
 
 bool cmesh__lane_ready(struct cmesh__lane *ln)
 {
-	const struct cmesh_rec_msg *h;
+	struct cmesh_rec_msg h;
 
 	if (ln->closed || cmesh__link_failed(ln->link))
 		return true;
 	if (ln->pending < 0)
 		return cmesh__shmring_pop_ready(&ln->cons);
-	h = (const struct cmesh_rec_msg *)ln->buf;
-	return !(h->flags & CMESH_REC_F_ATTACH) ||
-	       cmesh__link_attach_ready(ln->link, h->attach_seq);
+	if (ln->pending_kind == CMESH_REC_PLAIN ||
+	    (uint32_t)ln->pending < sizeof(h))
+		return true; /* deliver() has something to say */
+	memcpy(&h, ln->buf, sizeof(h));
+	return !(h.flags & CMESH_REC_F_ATTACH) ||
+	       cmesh__link_attach_ready(ln->link, h.attach_seq);
+}
+
+void cmesh__lane_touch(struct cmesh__lane *ln)
+{
+	cmesh__shmring_touch(&ln->cons);
 }
 
 void cmesh__lane_arm(struct cmesh__lane *ln, bool on)

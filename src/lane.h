@@ -44,8 +44,9 @@ struct cmesh__lane {
 	int64_t spin_ns;
 	unsigned char *buf; /* one record, copied out of the ring */
 	uint32_t buf_cap;
-	int32_t pending; /* length of a record held in buf, or -1 */
-	bool closed;	 /* CLOSE record seen */
+	int32_t pending;       /* length of a record held in buf, or -1 */
+	uint32_t pending_kind; /* its kind: CMESH_REC_MSG or _PLAIN */
+	bool closed;	       /* CLOSE record seen */
 };
 
 /* Set up by the link after the handshake; freed with it. */
@@ -77,6 +78,9 @@ bool cmesh__lane_ready(struct cmesh__lane *ln);
  * again, sleep on efd until `deadline`. -ETIMEDOUT or 0.
  */
 int cmesh__lane_sleep(struct cmesh__lane *ln, int64_t deadline);
+
+/* In lane, spinning: fetch where the next record will be (shmring). */
+void cmesh__lane_touch(struct cmesh__lane *ln);
 
 /* In lane, waitsets: set or clear the sleeping flag. */
 void cmesh__lane_arm(struct cmesh__lane *ln, bool on);

@@ -563,7 +563,11 @@ static void spin(const struct cmesh__queue *q, int64_t until)
 		for (int i = 0; i < SPIN_CLOCK_EVERY; i++) {
 			if (maybe_ready(q))
 				goto out;
-			sink += atomic_load_explicit(tw, memory_order_relaxed);
+			if (q->rx_lane)
+				cmesh__lane_touch(q->rx_lane);
+			else
+				sink += atomic_load_explicit(
+					tw, memory_order_relaxed);
 			cmesh__park_pause();
 		}
 		if (cmesh_clock_now() >= until)

@@ -353,3 +353,23 @@ bool cmesh__shmring_pop_ready(const struct cmesh__shmring_consumer *c)
 	return c->tail && atomic_load_explicit(c->tail, memory_order_relaxed) !=
 				  c->head_pos;
 }
+
+void cmesh__shmring_touch(const struct cmesh__shmring_consumer *c)
+{
+	const volatile unsigned char *at;
+	uint64_t off;
+
+	if (!c->data)
+		return;
+	/*
+	 * Load one byte from each line the next record (of up to two lines)
+	 * will occupy, so that they travel in parallel with the tail's line
+	 * once published. Volatile: the bytes change under us; the values
+	 * are not used.
+	 */
+	off = cmesh_shm_ring_off(c->head_pos, c->cap);
+	at = c->data + off;
+	(void)at[0];
+	if (c->cap - off > CMESH_SHM_LINE)
+		(void)at[CMESH_SHM_LINE];
+}

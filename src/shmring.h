@@ -146,4 +146,11 @@ int cmesh__shmring_pop(struct cmesh__shmring_consumer *c, uint32_t *out_kind,
  */
 bool cmesh__shmring_pop_ready(const struct cmesh__shmring_consumer *c);
 
+/*
+ * For a spinning consumer: reads the lines where the next record will be,
+ * so they are fetched together with the tail when it moves. No effect on
+ * the ring's state.
+ */
+void cmesh__shmring_touch(const struct cmesh__shmring_consumer *c);
+
 #endif

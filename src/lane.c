@@ -184,9 +184,11 @@ static int spill(struct cmesh__lane *ln, uint32_t kind,
 	s->kind = kind;
 	s->len = len;
 	s->nfds = nfds;
-	memcpy(s->fds, fds, nfds * sizeof(int));
+	if (nfds)
+		memcpy(s->fds, fds, nfds * sizeof(int));
 	for (uint32_t i = 0; i < niov; i++) {
-		memcpy(s->rec + off, iov[i].base, iov[i].len);
+		if (iov[i].len)
+			memcpy(s->rec + off, iov[i].base, iov[i].len);
 		off += iov[i].len;
 	}
 	*ln->spill_tailp = s;
@@ -256,10 +258,11 @@ static int enqueue(struct cmesh__lane *ln, uint32_t kind,
 			    h ? (unsigned char *)&h->attach_seq : NULL);
 	if (r == -EAGAIN)
 		r = spill(ln, kind, iov, niov, fds, nfds);
-	else if (r == 0)
-		close_fds(fds,
-			  nfds); /* the kernel holds the copies in flight */
+	else if (r == 0) /* the kernel holds the copies in flight */
+		close_fds(fds, nfds);
 	pthread_mutex_unlock(&ln->lock);
+	if (r == -EPROTO) /* the consumer's head was corrupt */
+		cmesh__link_fail(ln->link, -EPROTO);
 	if (r == 0)
 		signal_peer(ln);
 	return r;
@@ -497,6 +500,9 @@ static int fetch(struct cmesh__lane *ln)
 	uint32_t kind;
 	int r, f;
 
+	/* A protocol error is final, even after a CLOSE. */
+	if (cmesh__link_failed(ln->link) == -EPROTO)
+		return -EPROTO;
 	r = cmesh__shmring_pop(&ln->cons, &kind, ln->buf, ln->buf_cap);
 	if (r == -EAGAIN) {
 		if (ln->closed)

@@ -1,0 +1,1790 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * perf/bench_xproc.c - cross-process latency and throughput, each cmesh
+ * figure beside the raw mechanism measured in the same run between the
+ * same two processes: this one (pinned to CPU 0: pinger / consumer) and a
+ * fork()ed child (pinned to CPU 1: ponger / producer). Each scenario forks
+ * its own child; the rows of a scenario alternate in rounds (rtt) or
+ * repetitions (stream) so that drift hits them alike.
+ *
+ *   1 rtt-spin     64-byte ping-pong, spinning receivers.
+ *                  raw: two 64-byte-aligned lines (one per direction, each
+ *                  alone in 128 bytes) in a MAP_SHARED anonymous mapping
+ *                  made before fork; a side spins on the sequence number
+ *                  (the message's first word) the other stores, payload
+ *                  copied in and out.
+ *                  cmesh: cmesh_node_join_socket() in both processes over
+ *                  a SOCK_SEQPACKET socketpair made before fork, 64-byte
+ *                  CMESH_TYPE_DEFINE_PLAIN type, spin_ns = 1 s (never
+ *                  sleeps); the child echoes with recv + send.
+ *                  Target: cmesh p50 <= 1.5x raw p50.
+ *                  Info row "ring": the same ping-pong over two raw byte
+ *                  rings (see 3), i.e. cmesh's layout of a tail line plus
+ *                  record lines without the library around it.
+ *   2 rtt-sleep    the same with sleeping receivers.
+ *                  raw: two eventfds made before fork, blocking read and
+ *                  write; the 64 bytes travel in a line of the shared
+ *                  mapping (copied in before the write, out after the read).
+ *                  cmesh: spin_ns = CMESH_SPIN_NONE.
+ *                  Target: cmesh p50 <= 1.3x raw p50.
+ *   3 stream       one-way stream, child -> parent, of 64-byte messages
+ *                  and of 4 KiB messages.
+ *                  raw: SPSC byte ring of 64 KiB in the shared mapping,
+ *                  records of an 8-byte header + payload (8-aligned, a pad
+ *                  record at the wrap, as cmesh's shared rings); every
+ *                  message is copied in, published with a release store of
+ *                  the tail, acquired by the consumer, copied out, and its
+ *                  space given back with a release store of the head (no
+ *                  batching); the producer spins when the ring is full.
+ *                  cmesh: ring_size 65536, spin_ns = 1 s, send / recv.
+ *                  4 KiB: cmesh sends the 64-byte struct + 4032 trailing
+ *                  bytes; raw and unix carry 4096 contiguous bytes.
+ *                  Targets: 64 B cmesh >= 0.5x raw msgs/s; 4 KiB cmesh >=
+ *                  0.5x raw bytes/s (same payload: the same ratio).
+ *                  cmesh send never blocks: past a full ring it appends to
+ *                  an overflow list. Info row "cm-win": cmesh with the
+ *                  producer kept at most W messages ahead (a counter the
+ *                  consumer publishes in the shared mapping), W ~ 3/4 of
+ *                  the messages the ring holds, so it never overflows.
+ *   4 ref          raw unix SOCK_SEQPACKET (socketpair before fork):
+ *                  64-byte ping-pong and 64 B / 4 KiB streams, blocking.
+ *                  No target.
+ *
+ * Latency: lfence;rdtsc (calibrated against CLOCK_MONOTONIC) when the TSC
+ * is invariant, else clock_gettime; the same for raw and cmesh. rtt rows:
+ * one sample per round trip, taken in the parent. Stream rows: ns per
+ * message over batches at the consumer; throughput from the consumer's
+ * time (first recv call to last message), the median over repetitions.
+ * Compare rows of one run only: a VM's cross-core latency varies.
+ *
+ * Failure handling: a child that exits early is reported (SIGCHLD) and the
+ * run ends with status 2; a hung scenario is killed by a watchdog (status
+ * 3). The child dies with the parent (PR_SET_PDEATHSIG). Children are
+ * always reaped.
+ *
+ * Usage: bench_xproc [--smoke] [--strict] [--only 1|2|3|4]
+ * --smoke: tiny counts (well under 5 s in all), for CI; the percentiles
+ * are then not meaningful.
+ * Environment: CMESH_BENCH_SMOKE=1, CMESH_BENCH_CLOCK=tsc|mono,
+ * CMESH_BENCH_SCALE=F (multiplies every count, e.g. 0.2 or 3).
+ * Exit status: 0 unless a call fails (2, 3), or --strict and a target
+ * FAILs (1).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <cmesh.h>
+
+#include <ck_pr.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <x86intrin.h>
+#define HAVE_TSC 1
+#else
+#define HAVE_TSC 0
+#endif
+
+#ifndef CMESH_BENCH_CFLAGS
+#define CMESH_BENCH_CFLAGS_STR "-O2"
+#else
+#define BENCH_STR2(x) #x
+#define BENCH_STR(x) BENCH_STR2(x)
+#define CMESH_BENCH_CFLAGS_STR BENCH_STR(CMESH_BENCH_CFLAGS)
+#endif
+
+#if defined(__clang__)
+#define BENCH_CC "clang "
+#elif defined(__GNUC__)
+#define BENCH_CC "gcc "
+#else
+#define BENCH_CC ""
+#endif
+
+#define CPU_PARENT 0
+#define CPU_CHILD 1
+#define RING_BYTES 65536u /* raw ring and cmesh ring_size */
+#define MSG_SMALL 64u
+#define MSG_BIG 4096u
+#define SPIN_FOREVER_NS 1000000000LL
+#define RTT_ROUNDS 20u
+#define MAX_PARTS 32u /* >= RTT_ROUNDS and stream reps */
+#define BARRIER_TIMEOUT_NS 120000000000ull
+
+/*
+ * Bytes a message of the bench type takes in a cmesh ring, to size
+ * cm-win's window: an 8-byte record header + struct + trailing bytes,
+ * 8-aligned (a record without fds, as of this writing; should cmesh add
+ * a 24-byte header, W would reach the ring's capacity, not exceed it).
+ */
+#define CM_REC_SPAN(trail) (8u + ((MSG_SMALL + (trail) + 7u) & ~7u))
+
+/* ---------------------------------------------------------------------- */
+/* Message type and shared mapping                                        */
+
+struct bench_msg {
+	uint64_t seq;
+	uint64_t stamp;
+	uint8_t data[48];
+};
+_Static_assert(sizeof(struct bench_msg) == MSG_SMALL, "bench_msg is 64 B");
+
+static CMESH_TYPE_DEFINE_PLAIN(bench_msg_type, struct bench_msg);
+
+/*
+ * Raw spin line: the 64-byte message, its first word (seq) doubling as the
+ * ready flag. Writer: copy bytes 8..63, store seq (release). Reader: spin
+ * on seq (acquire, pairs with that store), copy bytes 8..63. Ping-pong
+ * order guarantees the writer never overwrites an unread line. 128-byte
+ * alignment keeps the adjacent-line prefetcher off the other direction.
+ */
+struct spin_line {
+	alignas(128) _Atomic uint64_t seq;
+	uint8_t body[56];
+};
+
+/* Raw eventfd payload line: written before the eventfd write, read after
+ * the eventfd read (the syscalls order it; fences document it). */
+struct ev_line {
+	alignas(128) uint8_t body[64];
+};
+
+struct index_line {
+	alignas(128) _Atomic uint64_t v;
+};
+
+/*
+ * Raw SPSC byte ring. tail: the producer stores it (release) after each
+ * record; the consumer loads it (acquire) when its cached tail is used up.
+ * head: the consumer stores it (release) after copying each record out;
+ * the producer loads it (acquire) when its cached head says "full".
+ */
+struct raw_ring {
+	struct index_line tail, head;
+	alignas(128) unsigned char data[RING_BYTES];
+};
+
+#define RING_UP 0
+#define RING_DOWN 1
+
+/*
+ * Everything the two processes share for the raw mechanisms and the
+ * bench's own coordination. Mapped MAP_SHARED | MAP_ANONYMOUS once, before
+ * any fork, and zeroed before each scenario's fork.
+ */
+struct shared {
+	/* Two-party barrier: both write arrived (acq_rel RMW); the last to
+	 * arrive stores gen (release), the other spins on it (acquire). */
+	struct {
+		alignas(128) _Atomic uint32_t arrived;
+		_Atomic uint32_t gen;
+	} bar;
+	/* Set by a side that fails, read by the other's barrier wait. */
+	struct index_line failed;
+	/* Producer's (child's) time of the last stream job, in ticks;
+	 * written before a barrier, read by the parent after it. */
+	struct index_line tx_ticks;
+	struct spin_line ping, pong;
+	struct ev_line ev_ping, ev_pong;
+	/* cm-win: messages received so far, consumer stores (release) every
+	 * win_publish messages, producer loads (acquire) at its limit. */
+	struct index_line win;
+	/* Raw byte rings: RING_UP child -> parent (streams, echoes of the
+	 * ring ping-pong), RING_DOWN parent -> child (pings). */
+	struct raw_ring ring[2];
+};
+
+static struct shared *sh;
+
+/* Raw ring record header (8 bytes); kind 0 pads to the end of the ring. */
+struct rec_hdr {
+	uint32_t len;
+	uint32_t kind;
+};
+
+#define REC_PAD 0u
+#define REC_MSG 1u
+
+/* ---------------------------------------------------------------------- */
+/* Process state (each process has its own copy after fork)               */
+
+static bool is_child;
+static pid_t parent_pid;
+static volatile pid_t child_pid;	     /* parent: live child, or 0 */
+static volatile sig_atomic_t child_expected; /* its exit is planned */
+static const char *volatile scenario_name = "setup";
+
+static int efd_ping = -1, efd_pong = -1; /* raw eventfds */
+static int usock = -1;			 /* this end of the unix pair */
+static cmesh_node *cm_node;
+static cmesh_sender *cm_tx;
+static cmesh_receiver *cm_rx;
+
+/* Raw ring private positions (never read back from shared memory). */
+struct ring_side {
+	uint64_t pos;	/* producer: tail; consumer: head */
+	uint64_t cache; /* producer: head; consumer: tail */
+};
+
+static struct ring_side ring_prod[2], ring_cons[2];
+
+/* Stream buffers: message copied out of tx_buf and into rx_buf. */
+static alignas(64) unsigned char tx_buf[MSG_BIG];
+static alignas(64) unsigned char rx_buf[MSG_BIG];
+
+/* ---------------------------------------------------------------------- */
+/* Failure, signals, watchdog                                             */
+
+static size_t fmt_int(char *buf, long v)
+{
+	char tmp[24];
+	size_t n = 0, k = 0;
+	unsigned long u = v < 0 ? (unsigned long)-v : (unsigned long)v;
+
+	do {
+		tmp[n++] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (v < 0)
+		buf[k++] = '-';
+	while (n)
+		buf[k++] = tmp[--n];
+	return k;
+}
+
+/* Async-signal-safe: appends s to buf. */
+static size_t put_str(char *buf, size_t at, size_t cap, const char *s)
+{
+	while (*s && at + 1 < cap)
+		buf[at++] = *s++;
+	return at;
+}
+
+static void write_all_err(const char *buf, size_t len)
+{
+	while (len) {
+		ssize_t n = write(STDERR_FILENO, buf, len);
+
+		if (n <= 0)
+			return;
+		buf += n;
+		len -= (size_t)n;
+	}
+}
+
+/* Parent: kills and reaps the child, if any. */
+static void kill_child(void)
+{
+	pid_t pid = child_pid;
+
+	child_expected = 1;
+	if (pid > 0) {
+		kill(pid, SIGKILL);
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		child_pid = 0;
+	}
+}
+
+static void die(const char *what, int err)
+{
+	fprintf(stderr, "bench_xproc: %s%s: %s\n", is_child ? "child: " : "",
+		what, err < 0 ? cmesh_strerror(err) : strerror(err));
+	fflush(stderr);
+	if (sh)
+		atomic_store_explicit(&sh->failed.v, 1, memory_order_relaxed);
+	if (is_child)
+		_exit(2);
+	kill_child();
+	exit(2);
+}
+
+/* Parent: a child that exits before it is told to is a failure. */
+static void on_sigchld(int sig)
+{
+	int saved = errno, st;
+	pid_t pid = child_pid;
+	char msg[256];
+	size_t n = 0;
+
+	(void)sig;
+	if (child_expected || pid <= 0 || waitpid(pid, &st, WNOHANG) != pid) {
+		errno = saved;
+		return;
+	}
+	n = put_str(msg, n, sizeof(msg), "bench_xproc: child died during '");
+	n = put_str(msg, n, sizeof(msg), scenario_name);
+	if (WIFEXITED(st)) {
+		n = put_str(msg, n, sizeof(msg), "': exit status ");
+		n += fmt_int(msg + n, WEXITSTATUS(st));
+	} else if (WIFSIGNALED(st)) {
+		n = put_str(msg, n, sizeof(msg), "': killed by signal ");
+		n += fmt_int(msg + n, WTERMSIG(st));
+	} else {
+		n = put_str(msg, n, sizeof(msg), "'");
+	}
+	msg[n++] = '\n';
+	write_all_err(msg, n);
+	_exit(2);
+}
+
+static void on_alarm(int sig)
+{
+	char msg[256];
+	size_t n = 0;
+	pid_t pid = child_pid;
+
+	(void)sig;
+	n = put_str(msg, n, sizeof(msg), "bench_xproc: watchdog: scenario '");
+	n = put_str(msg, n, sizeof(msg), scenario_name);
+	n = put_str(msg, n, sizeof(msg), "' hung, killing the child\n");
+	write_all_err(msg, n);
+	child_expected = 1;
+	if (pid > 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+	}
+	_exit(3);
+}
+
+static void install_handlers(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sigemptyset(&sa.sa_mask);
+	sa.sa_handler = on_sigchld;
+	sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+	sigaction(SIGCHLD, &sa, NULL);
+	sa.sa_handler = on_alarm;
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGALRM, &sa, NULL);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Clock, CPU, utilities                                                  */
+
+static bool clock_tsc;
+static double ns_per_tick = 1.0;
+static uint64_t clock_step = 1;
+
+static inline uint64_t now_ticks(void)
+{
+#if HAVE_TSC
+	if (clock_tsc) {
+		uint64_t t;
+
+		_mm_lfence();
+		t = __rdtsc();
+		_mm_lfence();
+		return t;
+	}
+#endif
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static bool cpuinfo_has_flag(const char *flag)
+{
+	char line[8192];
+	bool found = false;
+	FILE *f = fopen("/proc/cpuinfo", "r");
+
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "flags", 5) != 0)
+			continue;
+		char *rest = strchr(line, ':');
+
+		for (char *tok = strtok(rest ? rest + 1 : line, " \t\n"); tok;
+		     tok = strtok(NULL, " \t\n")) {
+			if (strcmp(tok, flag) == 0) {
+				found = true;
+				break;
+			}
+		}
+		break;
+	}
+	fclose(f);
+	return found;
+}
+
+static void cpu_model(char *buf, size_t len)
+{
+	char line[512];
+	FILE *f = fopen("/proc/cpuinfo", "r");
+
+	snprintf(buf, len, "unknown");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		char *colon = strchr(line, ':');
+
+		if (strncmp(line, "model name", 10) != 0 || !colon)
+			continue;
+		colon++;
+		while (*colon == ' ' || *colon == '\t')
+			colon++;
+		colon[strcspn(colon, "\n")] = '\0';
+		snprintf(buf, len, "%s", colon);
+		break;
+	}
+	fclose(f);
+}
+
+static void clock_setup(bool smoke)
+{
+	const char *env = getenv("CMESH_BENCH_CLOCK");
+	bool want_tsc = HAVE_TSC && cpuinfo_has_flag("constant_tsc") &&
+			cpuinfo_has_flag("nonstop_tsc");
+
+	if (env && strcmp(env, "mono") == 0)
+		want_tsc = false;
+	if (!want_tsc) {
+		clock_tsc = false;
+		ns_per_tick = 1.0;
+		return;
+	}
+	clock_tsc = true;
+	uint64_t span = smoke ? 20000000u : 100000000u;
+	uint64_t n0 = mono_ns(), c0 = now_ticks(), n1, c1;
+
+	do {
+		n1 = mono_ns();
+		c1 = now_ticks();
+	} while (n1 - n0 < span);
+	ns_per_tick = (double)(n1 - n0) / (double)(c1 - c0);
+}
+
+static uint64_t gcd_u64(uint64_t a, uint64_t b)
+{
+	while (b) {
+		uint64_t t = a % b;
+
+		a = b;
+		b = t;
+	}
+	return a;
+}
+
+/* The clock's step: gcd of many differences of consecutive readings. */
+static void clock_measure_step(void)
+{
+	uint64_t g = 0;
+
+	for (int i = 0; i < 10000; i++) {
+		uint64_t a = now_ticks(), b = now_ticks();
+
+		g = gcd_u64(g, b - a);
+	}
+	clock_step = g ? g : 1;
+}
+
+/* Pins the calling (only) thread of this process to `cpu`. */
+static bool pin_self(int cpu)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	if (sched_setaffinity(0, sizeof(set), &set) == 0)
+		return true;
+	fprintf(stderr, "bench_xproc: %swarning: cannot pin to CPU %d: %s\n",
+		is_child ? "child: " : "", cpu, strerror(errno));
+	return false;
+}
+
+static bool cpus_usable(void)
+{
+	cpu_set_t set;
+
+	if (sched_getaffinity(0, sizeof(set), &set) != 0)
+		return false;
+	return CPU_ISSET(CPU_PARENT, &set) && CPU_ISSET(CPU_CHILD, &set);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Nearest-rank percentile of a sorted array. */
+static uint64_t pct(const uint64_t *v, size_t n, double p)
+{
+	size_t rank;
+
+	if (n == 0)
+		return 0;
+	rank = (size_t)((double)n * p / 100.0 + 0.999999999);
+	if (rank < 1)
+		rank = 1;
+	if (rank > n)
+		rank = n;
+	return v[rank - 1];
+}
+
+static void *xcalloc(size_t n, size_t sz)
+{
+	void *p = calloc(n ? n : 1, sz);
+
+	if (!p)
+		die("calloc", ENOMEM);
+	memset(p, 0, n * sz); /* fault the pages in before timing */
+	return p;
+}
+
+static inline uint64_t load_seq(const unsigned char *buf)
+{
+	uint64_t v;
+
+	memcpy(&v, buf, sizeof(v));
+	return v;
+}
+
+static inline void store_seq(unsigned char *buf, uint64_t v)
+{
+	memcpy(buf, &v, sizeof(v));
+}
+
+/*
+ * CPU time of the whole machine and of this process and its reaped
+ * children, in clock ticks: did other processes (or the host: steal) take
+ * CPU during the run?
+ */
+struct cpu_usage {
+	uint64_t busy, total, steal, self;
+};
+
+static void cpu_usage_read(struct cpu_usage *u)
+{
+	unsigned long long v[8] = { 0 }, ut = 0, st = 0, cut = 0, cst = 0;
+	char line[1024];
+	FILE *f;
+
+	memset(u, 0, sizeof(*u));
+	f = fopen("/proc/stat", "r");
+	if (f) {
+		if (fgets(line, sizeof(line), f) &&
+		    sscanf(line, "cpu %llu %llu %llu %llu %llu %llu %llu %llu",
+			   &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6],
+			   &v[7]) == 8) {
+			/* user nice system idle iowait irq softirq steal */
+			u->busy = v[0] + v[1] + v[2] + v[5] + v[6];
+			u->steal = v[7];
+			u->total = u->busy + v[3] + v[4] + v[7];
+		}
+		fclose(f);
+	}
+	f = fopen("/proc/self/stat", "r");
+	if (f) {
+		/* Fields 14..17 (utime stime cutime cstime) follow "(comm)". */
+		if (fgets(line, sizeof(line), f)) {
+			char *p = strrchr(line, ')');
+
+			if (p && sscanf(p + 1,
+					" %*c %*d %*d %*d %*d %*d %*u %*u %*u "
+					"%*u %*u %llu %llu %llu %llu",
+					&ut, &st, &cut, &cst) == 4)
+				u->self = ut + st + cut + cst;
+		}
+		fclose(f);
+	}
+}
+
+/* ---------------------------------------------------------------------- */
+/* Two-process barrier                                                    */
+
+static void barrier(void)
+{
+	uint32_t g = atomic_load_explicit(&sh->bar.gen, memory_order_acquire);
+	uint64_t spins = 0, limit = 0;
+
+	/* acq_rel: the last to arrive acquires the first one's writes. */
+	if (atomic_fetch_add_explicit(&sh->bar.arrived, 1,
+				      memory_order_acq_rel) == 1) {
+		atomic_store_explicit(&sh->bar.arrived, 0,
+				      memory_order_relaxed);
+		/* Pairs with the acquire load in the other side's loop. */
+		atomic_store_explicit(&sh->bar.gen, g + 1,
+				      memory_order_release);
+		return;
+	}
+	while (atomic_load_explicit(&sh->bar.gen, memory_order_acquire) == g) {
+		ck_pr_stall();
+		if (++spins % 4096)
+			continue;
+		if (atomic_load_explicit(&sh->failed.v, memory_order_relaxed)) {
+			if (is_child)
+				_exit(2);
+			die("the child failed", EPIPE);
+		}
+		if (is_child && getppid() != parent_pid)
+			_exit(2);
+		if (!limit)
+			limit = mono_ns() + BARRIER_TIMEOUT_NS;
+		else if (mono_ns() > limit)
+			die("the other process never reached the barrier",
+			    ETIMEDOUT);
+		if (spins > (1u << 22))
+			sched_yield();
+	}
+}
+
+/* ---------------------------------------------------------------------- */
+/* Raw mechanisms                                                         */
+
+static inline void spin_put(struct spin_line *l, const struct bench_msg *m)
+{
+	memcpy(l->body, (const uint8_t *)m + 8, sizeof(l->body));
+	/* Pairs with the acquire load in spin_get(). */
+	atomic_store_explicit(&l->seq, m->seq, memory_order_release);
+}
+
+static inline void spin_get(struct spin_line *l, uint64_t seq,
+			    struct bench_msg *out)
+{
+	/* Pairs with the release store in spin_put(). */
+	while (atomic_load_explicit(&l->seq, memory_order_acquire) != seq)
+		ck_pr_stall();
+	out->seq = seq;
+	memcpy((uint8_t *)out + 8, l->body, sizeof(l->body));
+}
+
+static inline void ev_put(struct ev_line *l, int efd, const struct bench_msg *m)
+{
+	uint64_t one = 1;
+
+	memcpy(l->body, m, sizeof(l->body));
+	/* The eventfd write publishes the line; pairs with ev_get's fence. */
+	atomic_thread_fence(memory_order_release);
+	if (write(efd, &one, sizeof(one)) != (ssize_t)sizeof(one))
+		die("eventfd write", errno);
+}
+
+static inline void ev_get(struct ev_line *l, int efd, struct bench_msg *out)
+{
+	uint64_t v;
+
+	while (read(efd, &v, sizeof(v)) != (ssize_t)sizeof(v))
+		if (errno != EINTR)
+			die("eventfd read", errno);
+	/* Pairs with ev_put's fence before the eventfd write. */
+	atomic_thread_fence(memory_order_acquire);
+	memcpy(out, l->body, sizeof(*out));
+}
+
+static inline void unix_put(const void *buf, size_t len)
+{
+	ssize_t n;
+
+	while ((n = send(usock, buf, len, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+		;
+	if (n != (ssize_t)len)
+		die("unix send", n < 0 ? errno : EMSGSIZE);
+}
+
+static inline void unix_get(void *buf, size_t len)
+{
+	ssize_t n;
+
+	while ((n = recv(usock, buf, len, 0)) < 0 && errno == EINTR)
+		;
+	if (n != (ssize_t)len)
+		die("unix recv", n < 0 ? errno : n == 0 ? EPIPE : EMSGSIZE);
+}
+
+static inline uint64_t rec_span(uint32_t len)
+{
+	return sizeof(struct rec_hdr) + (((uint64_t)len + 7u) & ~7ull);
+}
+
+/* Raw ring producer: copies one record in and publishes it. */
+static inline void ring_put(int r, const void *buf, uint32_t len)
+{
+	struct raw_ring *rg = &sh->ring[r];
+	struct ring_side *p = &ring_prod[r];
+	uint64_t span = rec_span(len), off = p->pos & (RING_BYTES - 1);
+	uint64_t need = off + span > RING_BYTES ? span + RING_BYTES - off :
+						  span;
+	struct rec_hdr h;
+
+	while (p->pos + need - p->cache > RING_BYTES) {
+		/* Pairs with the consumer's release store of head. */
+		p->cache =
+			atomic_load_explicit(&rg->head.v, memory_order_acquire);
+		if (p->pos + need - p->cache > RING_BYTES)
+			ck_pr_stall();
+	}
+	if (need != span) {
+		h.len = (uint32_t)(RING_BYTES - off - sizeof(h));
+		h.kind = REC_PAD;
+		memcpy(rg->data + off, &h, sizeof(h));
+		p->pos += RING_BYTES - off;
+		off = 0;
+	}
+	h.len = len;
+	h.kind = REC_MSG;
+	memcpy(rg->data + off, &h, sizeof(h));
+	memcpy(rg->data + off + sizeof(h), buf, len);
+	p->pos += span;
+	/* Pairs with the consumer's acquire load of tail. */
+	atomic_store_explicit(&rg->tail.v, p->pos, memory_order_release);
+}
+
+/* Raw ring consumer: copies the next record out, gives its space back. */
+static inline uint32_t ring_get(int r, void *buf, uint32_t cap)
+{
+	struct raw_ring *rg = &sh->ring[r];
+	struct ring_side *c = &ring_cons[r];
+
+	for (;;) {
+		uint64_t off;
+		struct rec_hdr h;
+
+		while (c->pos == c->cache) {
+			/* Pairs with the producer's release store of tail. */
+			c->cache = atomic_load_explicit(&rg->tail.v,
+							memory_order_acquire);
+			if (c->pos == c->cache)
+				ck_pr_stall();
+		}
+		off = c->pos & (RING_BYTES - 1);
+		memcpy(&h, rg->data + off, sizeof(h));
+		if (h.kind == REC_PAD) {
+			c->pos += RING_BYTES - off;
+			continue;
+		}
+		if (h.len > cap || off + rec_span(h.len) > RING_BYTES)
+			die("raw ring: bad record", EPROTO);
+		memcpy(buf, rg->data + off + sizeof(h), h.len);
+		c->pos += rec_span(h.len);
+		/* Pairs with the producer's acquire load of head. */
+		atomic_store_explicit(&rg->head.v, c->pos,
+				      memory_order_release);
+		return h.len;
+	}
+}
+
+static inline void ring_get_msg(int r, struct bench_msg *out)
+{
+	if (ring_get(r, out, sizeof(*out)) != sizeof(*out))
+		die("raw ring: wrong length", EPROTO);
+}
+
+/* ---------------------------------------------------------------------- */
+/* cmesh                                                                  */
+
+static void cm_join(int sock, int64_t spin_ns, uint32_t ring_size)
+{
+	cmesh_node_opts opts = CMESH_NODE_OPTS_INIT;
+	int rc;
+
+	opts.spin_ns = spin_ns;
+	opts.ring_size = ring_size;
+	rc = cmesh_node_join_socket(sock, &bench_msg_type, &bench_msg_type,
+				    &opts, &cm_node, &cm_tx, &cm_rx);
+	if (rc < 0)
+		die("cmesh_node_join_socket", rc);
+}
+
+static void cm_leave(void)
+{
+	cmesh_sender_free(cm_tx);
+	cmesh_receiver_free(cm_rx);
+	cmesh_node_free(cm_node);
+	cm_tx = NULL;
+	cm_rx = NULL;
+	cm_node = NULL;
+}
+
+static inline void cm_send(const void *msg, const void *trail, size_t len)
+{
+	int rc = cmesh_sender_send(cm_tx, msg, trail, len);
+
+	if (rc < 0)
+		die("cmesh_sender_send", rc);
+}
+
+static inline void cm_recv(void *msg, void *trail, size_t cap, size_t want)
+{
+	int rc = cmesh_receiver_recv(cm_rx, msg, trail, cap);
+
+	if (rc < 0)
+		die("cmesh_receiver_recv", rc);
+	if ((size_t)rc != want)
+		die("cmesh_receiver_recv: wrong trailing length", EPROTO);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Jobs: one side of one timed run of one row                             */
+
+struct job {
+	uint64_t base;	   /* first seq */
+	uint64_t warm;	   /* rtt: unrecorded round trips first */
+	uint64_t n;	   /* rtt: recorded round trips; stream: messages */
+	uint64_t *samples; /* parent: per rt / per batch ticks; or NULL */
+	uint64_t elapsed;  /* parent: ticks of the recorded part */
+	uint32_t size;	   /* stream: payload bytes per message */
+	uint32_t batch;	   /* stream: messages per sample */
+	uint64_t win;	   /* cm-win: most messages in flight */
+	uint64_t win_publish;
+};
+
+typedef void side_fn(struct job *j);
+
+static void check_echo(const struct bench_msg *r, uint64_t seq, uint64_t t0)
+{
+	if (r->seq != seq || r->stamp != t0) {
+		fprintf(stderr,
+			"bench_xproc: bad echo: seq %" PRIu64 " (want %" PRIu64
+			"), stamp %" PRIu64 " (want %" PRIu64 ")\n",
+			r->seq, seq, r->stamp, t0);
+		die("round trip", EPROTO);
+	}
+}
+
+static void check_seq(uint64_t got, uint64_t want)
+{
+	if (got != want) {
+		fprintf(stderr,
+			"bench_xproc: stream out of order: seq %" PRIu64
+			", want %" PRIu64 "\n",
+			got, want);
+		die("stream", EPROTO);
+	}
+}
+
+/* Parent side of a ping-pong: PUT sends m, GET receives the echo into r. */
+#define RTT_PING(name, PUT, GET)                                               \
+	static void name(struct job *j)                                        \
+	{                                                                      \
+		struct bench_msg m, r;                                         \
+		uint64_t n = j->warm + j->n, start = 0;                        \
+                                                                               \
+		memset(&m, 0x5a, sizeof(m));                                   \
+		for (uint64_t i = 0; i < n; i++) {                             \
+			uint64_t seq = j->base + i, t0, t1;                    \
+                                                                               \
+			if (i == j->warm)                                      \
+				start = now_ticks();                           \
+			t0 = now_ticks();                                      \
+			m.seq = seq;                                           \
+			m.stamp = t0;                                          \
+			PUT;                                                   \
+			GET;                                                   \
+			t1 = now_ticks();                                      \
+			check_echo(&r, seq, t0);                               \
+			if (i >= j->warm)                                      \
+				j->samples[i - j->warm] = t1 - t0;             \
+		}                                                              \
+		j->elapsed += now_ticks() - start;                             \
+	}
+
+/* Child side: GET receives message `seq` into r, PUT echoes r. */
+#define RTT_PONG(name, GET, PUT)                                               \
+	static void name(struct job *j)                                        \
+	{                                                                      \
+		struct bench_msg r;                                            \
+		uint64_t n = j->warm + j->n;                                   \
+                                                                               \
+		for (uint64_t i = 0; i < n; i++) {                             \
+			uint64_t seq = j->base + i;                            \
+                                                                               \
+			(void)seq;                                             \
+			GET;                                                   \
+			PUT;                                                   \
+		}                                                              \
+	}
+
+RTT_PING(spin_ping_side, spin_put(&sh->ping, &m), spin_get(&sh->pong, seq, &r))
+RTT_PONG(spin_pong_side, spin_get(&sh->ping, seq, &r), spin_put(&sh->pong, &r))
+RTT_PING(ev_ping_side, ev_put(&sh->ev_ping, efd_ping, &m),
+	 ev_get(&sh->ev_pong, efd_pong, &r))
+RTT_PONG(ev_pong_side, ev_get(&sh->ev_ping, efd_ping, &r),
+	 ev_put(&sh->ev_pong, efd_pong, &r))
+RTT_PING(unix_ping_side, unix_put(&m, sizeof(m)), unix_get(&r, sizeof(r)))
+RTT_PONG(unix_pong_side, unix_get(&r, sizeof(r)), unix_put(&r, sizeof(r)))
+RTT_PING(ring_ping_side, ring_put(RING_DOWN, &m, sizeof(m)),
+	 ring_get_msg(RING_UP, &r))
+RTT_PONG(ring_pong_side, ring_get_msg(RING_DOWN, &r),
+	 ring_put(RING_UP, &r, sizeof(r)))
+RTT_PING(cm_ping_side, cm_send(&m, NULL, 0), cm_recv(&r, NULL, 0, 0))
+RTT_PONG(cm_pong_side, cm_recv(&r, NULL, 0, 0), cm_send(&r, NULL, 0))
+
+/*
+ * Stream producer (child): PUT sends tx_buf (seq in its first 8 bytes,
+ * j->size bytes). Stores its time for the parent.
+ */
+#define STREAM_PRODUCER(name, BEFORE, PUT)                                     \
+	static void name(struct job *j)                                        \
+	{                                                                      \
+		uint64_t t0 = now_ticks(), limit = 0;                          \
+                                                                               \
+		(void)limit;                                                   \
+		for (uint64_t i = 0; i < j->n; i++) {                          \
+			uint64_t seq = j->base + i;                            \
+                                                                               \
+			BEFORE;                                                \
+			store_seq(tx_buf, seq);                                \
+			PUT;                                                   \
+		}                                                              \
+		atomic_store_explicit(&sh->tx_ticks.v, now_ticks() - t0,       \
+				      memory_order_relaxed);                   \
+	}
+
+/*
+ * Stream consumer (parent): RECV receives the next message into rx_buf,
+ * AFTER runs after its sequence number is checked.
+ */
+#define STREAM_CONSUMER(name, RECV, AFTER)                                     \
+	static void name(struct job *j)                                        \
+	{                                                                      \
+		uint64_t t0 = now_ticks(), prev = t0, k = 0;                   \
+                                                                               \
+		for (uint64_t i = 0; i < j->n; i++) {                          \
+			RECV;                                                  \
+			check_seq(load_seq(rx_buf), j->base + i);              \
+			AFTER;                                                 \
+			if (j->samples && (i + 1) % j->batch == 0) {           \
+				uint64_t t = now_ticks();                      \
+                                                                               \
+				j->samples[k++] = t - prev;                    \
+				prev = t;                                      \
+			}                                                      \
+		}                                                              \
+		j->elapsed = now_ticks() - t0;                                 \
+	}
+
+static inline void ring_get_exact(uint32_t size)
+{
+	if (ring_get(RING_UP, rx_buf, sizeof(rx_buf)) != size)
+		die("raw ring: wrong length", EPROTO);
+}
+
+/* cm-win producer: waits until message `seq` is within the window. */
+static inline void win_wait(const struct job *j, uint64_t seq, uint64_t *limit)
+{
+	while (seq >= *limit) {
+		/* Pairs with the consumer's release store in win_note(). */
+		*limit =
+			atomic_load_explicit(&sh->win.v, memory_order_acquire) +
+			j->win;
+		if (seq >= *limit)
+			ck_pr_stall();
+	}
+}
+
+static inline void win_note(const struct job *j, uint64_t i)
+{
+	if ((i + 1) % j->win_publish == 0 || i + 1 == j->n)
+		/* Pairs with the acquire load in win_wait(). */
+		atomic_store_explicit(&sh->win.v, j->base + i + 1,
+				      memory_order_release);
+}
+
+STREAM_PRODUCER(ring_producer, (void)0, ring_put(RING_UP, tx_buf, j->size))
+STREAM_CONSUMER(ring_consumer, ring_get_exact(j->size), (void)0)
+STREAM_PRODUCER(unix_producer, (void)0, unix_put(tx_buf, j->size))
+STREAM_CONSUMER(unix_consumer, unix_get(rx_buf, j->size), (void)0)
+STREAM_PRODUCER(cm_producer, (void)0,
+		cm_send(tx_buf, j->size > MSG_SMALL ? tx_buf + MSG_SMALL : NULL,
+			j->size - MSG_SMALL))
+STREAM_CONSUMER(cm_consumer,
+		cm_recv(rx_buf, rx_buf + MSG_SMALL, sizeof(rx_buf) - MSG_SMALL,
+			j->size - MSG_SMALL),
+		(void)0)
+
+STREAM_PRODUCER(cmwin_producer, win_wait(j, seq, &limit),
+		cm_send(tx_buf, j->size > MSG_SMALL ? tx_buf + MSG_SMALL : NULL,
+			j->size - MSG_SMALL))
+STREAM_CONSUMER(cmwin_consumer,
+		cm_recv(rx_buf, rx_buf + MSG_SMALL, sizeof(rx_buf) - MSG_SMALL,
+			j->size - MSG_SMALL),
+		win_note(j, i))
+
+/* ---------------------------------------------------------------------- */
+/* Scenarios                                                              */
+
+struct result {
+	uint64_t n;		 /* samples (rtt) or messages (stream) */
+	double p50, p99, p999;	 /* ns per round trip / ns per message */
+	double rate;		 /* round trips/s or messages/s */
+	double rate_lo, rate_hi; /* stream: min and max over repetitions */
+	double tx_share;	 /* stream: producer time / consumer time */
+};
+
+/* Rows: the baseline (raw, or unix in 4), cmesh, an optional extra. */
+#define IMPL_RAW 0
+#define IMPL_CMESH 1
+#define IMPL_INFO 2
+#define NIMPL 3
+
+#define NEED_CMESH 1u
+#define NEED_EFD 2u
+#define NEED_UNIX 4u
+
+struct impl {
+	const char *name; /* NULL: no such row */
+	side_fn *a, *b;	  /* parent side (CPU 0), child side (CPU 1) */
+	struct result res;
+};
+
+struct scenario {
+	const char *name;
+	int group;	    /* 1..4, for --only */
+	bool stream;	    /* else round trips */
+	bool spins;	    /* meaningless without two CPUs */
+	bool has_target;    /* compare IMPL_CMESH with IMPL_RAW */
+	double target;	    /* ratio of p50 (rtt, <=) or rate (stream, >=) */
+	uint32_t needs;	    /* NEED_* */
+	int64_t spin_ns;    /* cmesh receivers */
+	uint32_t ring_size; /* cmesh rings, 0: default */
+	uint32_t size;	    /* stream: bytes per message */
+	uint32_t batch;	    /* stream: messages per latency sample */
+	uint64_t iters;	    /* rtt: round trips; stream: messages per rep */
+	uint64_t reps;	    /* stream: repetitions */
+	struct impl impl[NIMPL];
+	bool skipped;
+	const char *skip_why;
+	double secs;	     /* wall time, fork to reap */
+	unsigned int nparts; /* spread of the ratio over rounds / reps */
+	double parts[MAX_PARTS];
+	double part_lo, part_hi;
+	double raw_part_lo, raw_part_hi;
+};
+
+static void note_part(struct scenario *s, double ratio, double raw)
+{
+	if (s->nparts < MAX_PARTS)
+		s->parts[s->nparts] = ratio;
+	if (s->nparts++ == 0) {
+		s->part_lo = s->part_hi = ratio;
+		s->raw_part_lo = s->raw_part_hi = raw;
+		return;
+	}
+	s->part_lo = ratio < s->part_lo ? ratio : s->part_lo;
+	s->part_hi = ratio > s->part_hi ? ratio : s->part_hi;
+	s->raw_part_lo = raw < s->raw_part_lo ? raw : s->raw_part_lo;
+	s->raw_part_hi = raw > s->raw_part_hi ? raw : s->raw_part_hi;
+}
+
+static void fill_latency(struct result *r, uint64_t *v, size_t n, double scale)
+{
+	qsort(v, n, sizeof(*v), cmp_u64);
+	r->p50 = (double)pct(v, n, 50.0) * scale;
+	r->p99 = (double)pct(v, n, 99.0) * scale;
+	r->p999 = (double)pct(v, n, 99.9) * scale;
+}
+
+/* Both processes run the same plan; only the parent records. */
+static void run_side(struct scenario *s, int k, struct job *j)
+{
+	barrier();
+	(is_child ? s->impl[k].b : s->impl[k].a)(j);
+}
+
+static void plan_rtt(struct scenario *s)
+{
+	const unsigned int rounds = s->iters >= RTT_ROUNDS * 10 ? RTT_ROUNDS :
+								  1;
+	uint64_t per = s->iters / rounds;
+	uint64_t warm = s->spins ? (per / 20 > 1000 ? per / 20 : 1000) :
+				   (per / 20 > 20 ? per / 20 : 20);
+	uint64_t *v[NIMPL] = { NULL, NULL, NULL };
+	struct job jobs[NIMPL];
+
+	memset(jobs, 0, sizeof(jobs));
+	for (int k = 0; k < NIMPL; k++) {
+		jobs[k].base = 1;
+		jobs[k].warm = warm;
+		jobs[k].n = per;
+		if (!is_child && s->impl[k].name)
+			v[k] = xcalloc(per * rounds, sizeof(uint64_t));
+	}
+	for (unsigned int i = 0; i < rounds; i++) {
+		for (int k = 0; k < NIMPL; k++) {
+			if (!s->impl[k].name)
+				continue;
+			jobs[k].samples = v[k] ? v[k] + (uint64_t)i * per :
+						 NULL;
+			run_side(s, k, &jobs[k]);
+			jobs[k].base += warm + per;
+		}
+	}
+	if (is_child)
+		return;
+	/* Per-round p50s (sorting a round's slice keeps the pooled set). */
+	for (unsigned int i = 0; s->has_target && i < rounds; i++) {
+		uint64_t *raw = v[IMPL_RAW] + (uint64_t)i * per;
+		uint64_t *cm = v[IMPL_CMESH] + (uint64_t)i * per;
+		double rp, cp;
+
+		qsort(raw, per, sizeof(*raw), cmp_u64);
+		qsort(cm, per, sizeof(*cm), cmp_u64);
+		rp = (double)pct(raw, per, 50.0) * ns_per_tick;
+		cp = (double)pct(cm, per, 50.0) * ns_per_tick;
+		note_part(s, rp > 0 ? cp / rp : 0, rp);
+	}
+	for (int k = 0; k < NIMPL; k++) {
+		struct result *r = &s->impl[k].res;
+
+		if (!s->impl[k].name)
+			continue;
+		r->n = per * rounds;
+		fill_latency(r, v[k], per * rounds, ns_per_tick);
+		r->rate = (double)r->n /
+			  ((double)jobs[k].elapsed * ns_per_tick * 1e-9);
+		free(v[k]);
+	}
+}
+
+static void plan_stream(struct scenario *s)
+{
+	uint64_t n = s->iters, reps = s->reps, nb = n / s->batch;
+	uint64_t warm = n / 10 > 1000 ? n / 10 : 1000;
+	uint64_t *b[NIMPL] = { NULL, NULL, NULL };
+	double *rate[NIMPL] = { NULL, NULL, NULL };
+	double tx[NIMPL] = { 0, 0, 0 };
+	uint64_t fit = RING_BYTES / CM_REC_SPAN(s->size - MSG_SMALL);
+	struct job jobs[NIMPL];
+
+	memset(jobs, 0, sizeof(jobs));
+	for (int k = 0; k < NIMPL; k++) {
+		jobs[k].size = s->size;
+		jobs[k].batch = s->batch;
+		jobs[k].win = fit * 3 / 4 ? fit * 3 / 4 : 1;
+		jobs[k].win_publish = jobs[k].win / 8 ? jobs[k].win / 8 : 1;
+		if (is_child || !s->impl[k].name)
+			continue;
+		b[k] = xcalloc(nb * reps, sizeof(uint64_t));
+		rate[k] = xcalloc(reps, sizeof(double));
+	}
+	for (int k = 0; k < NIMPL; k++) {
+		if (!s->impl[k].name)
+			continue;
+		jobs[k].n = warm;
+		jobs[k].samples = NULL;
+		run_side(s, k, &jobs[k]);
+		jobs[k].base += warm;
+	}
+	for (uint64_t i = 0; i < reps; i++) {
+		for (int k = 0; k < NIMPL; k++) {
+			struct job *j = &jobs[k];
+
+			if (!s->impl[k].name)
+				continue;
+			j->n = n;
+			j->samples = b[k] ? b[k] + i * nb : NULL;
+			run_side(s, k, j);
+			j->base += n;
+			barrier(); /* publishes the child's tx_ticks */
+			if (is_child)
+				continue;
+			rate[k][i] = (double)n /
+				     ((double)j->elapsed * ns_per_tick * 1e-9);
+			tx[k] +=
+				(double)atomic_load_explicit(
+					&sh->tx_ticks.v, memory_order_relaxed) /
+				(double)j->elapsed;
+		}
+		if (!is_child && s->has_target)
+			note_part(s, rate[IMPL_CMESH][i] / rate[IMPL_RAW][i],
+				  rate[IMPL_RAW][i]);
+	}
+	if (is_child)
+		return;
+	for (int k = 0; k < NIMPL; k++) {
+		struct result *r = &s->impl[k].res;
+		double *rt = rate[k];
+
+		if (!s->impl[k].name)
+			continue;
+		r->n = n * reps;
+		fill_latency(r, b[k], nb * reps, ns_per_tick / s->batch);
+		qsort(rt, reps, sizeof(*rt), cmp_double);
+		r->rate = reps % 2 ? rt[reps / 2] :
+				     (rt[reps / 2 - 1] + rt[reps / 2]) / 2;
+		r->rate_lo = rt[0];
+		r->rate_hi = rt[reps - 1];
+		r->tx_share = tx[k] / (double)reps;
+		free(b[k]);
+		free(rt);
+	}
+}
+
+static void plan(struct scenario *s)
+{
+	if (s->stream)
+		plan_stream(s);
+	else
+		plan_rtt(s);
+}
+
+static void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+/* Child: joins, runs its side of the plan, leaves. Never returns. */
+static void child_main(struct scenario *s, int cm_sock)
+{
+	struct sigaction sa;
+
+	is_child = true;
+	child_pid = 0;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_DFL;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGCHLD, &sa, NULL);
+	sigaction(SIGALRM, &sa, NULL);
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent_pid)
+		_exit(2);
+	pin_self(CPU_CHILD);
+	if (s->needs & NEED_CMESH)
+		cm_join(cm_sock, s->spin_ns, s->ring_size);
+	plan(s);
+	barrier(); /* the parent's last barrier: the run is over */
+	cm_leave();
+	_exit(0);
+}
+
+static void reap_child(void)
+{
+	pid_t pid = child_pid;
+	int st;
+
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			die("waitpid", errno);
+	child_pid = 0;
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		fprintf(stderr,
+			"bench_xproc: child of '%s' ended badly (status "
+			"0x%x)\n",
+			scenario_name, st);
+		exit(2);
+	}
+}
+
+/* Forks the scenario's child, runs the parent's side, reaps the child. */
+static void run_scenario(struct scenario *s, unsigned int watchdog_s)
+{
+	int cm[2] = { -1, -1 }, us[2] = { -1, -1 };
+	sigset_t chld, old;
+	pid_t pid;
+
+	uint64_t t0 = mono_ns();
+
+	scenario_name = s->name;
+	memset(sh, 0, sizeof(*sh));
+	memset(ring_prod, 0, sizeof(ring_prod));
+	memset(ring_cons, 0, sizeof(ring_cons));
+	if ((s->needs & NEED_CMESH) &&
+	    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, cm) != 0)
+		die("socketpair", errno);
+	if ((s->needs & NEED_UNIX) &&
+	    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, us) != 0)
+		die("socketpair", errno);
+	if (s->needs & NEED_EFD) {
+		efd_ping = eventfd(0, EFD_CLOEXEC);
+		efd_pong = eventfd(0, EFD_CLOEXEC);
+		if (efd_ping < 0 || efd_pong < 0)
+			die("eventfd", errno);
+	}
+	alarm(watchdog_s);
+	fflush(stdout);
+	fflush(stderr);
+	child_expected = 0;
+	/* No SIGCHLD before child_pid names the child. */
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &chld, &old);
+	pid = fork();
+	if (pid < 0)
+		die("fork", errno);
+	if (pid == 0) {
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		close_fd(&cm[0]);
+		close_fd(&us[0]);
+		usock = us[1];
+		child_main(s, cm[1]);
+	}
+	child_pid = pid;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	pin_self(CPU_PARENT);
+	close_fd(&cm[1]);
+	close_fd(&us[1]);
+	usock = us[0];
+	if (s->needs & NEED_CMESH)
+		cm_join(cm[0], s->spin_ns, s->ring_size);
+	plan(s);
+	child_expected = 1;
+	barrier(); /* lets the child leave and exit */
+	cm_leave();
+	reap_child();
+	alarm(0);
+	close_fd(&usock);
+	close_fd(&efd_ping);
+	close_fd(&efd_pong);
+	s->secs = (double)(mono_ns() - t0) * 1e-9;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Output                                                                 */
+
+static void fmt_ns(char *buf, size_t len, double ns)
+{
+	if (ns < 100.0)
+		snprintf(buf, len, "%.1f", ns);
+	else
+		snprintf(buf, len, "%.0f", ns);
+}
+
+static void fmt_rate(char *buf, size_t len, double r, const char *unit)
+{
+	const char *sp = *unit ? " " : "";
+
+	if (r >= 1e6)
+		snprintf(buf, len, "%.2fM%s%s", r / 1e6, sp, unit);
+	else if (r >= 1e3)
+		snprintf(buf, len, "%.2fK%s%s", r / 1e3, sp, unit);
+	else
+		snprintf(buf, len, "%.0f%s%s", r, sp, unit);
+}
+
+/* Row `k` against the baseline row: rate (stream) or p50 (rtt) ratio. */
+static double ratio_of(const struct scenario *s, int k)
+{
+	const struct result *raw = &s->impl[IMPL_RAW].res, *x = &s->impl[k].res;
+
+	if (s->stream)
+		return raw->rate > 0 ? x->rate / raw->rate : 0;
+	return raw->p50 > 0 ? x->p50 / raw->p50 : 0;
+}
+
+static bool passed(const struct scenario *s)
+{
+	double r = ratio_of(s, IMPL_CMESH);
+
+	if (!s->has_target)
+		return true;
+	return s->stream ? r >= s->target : r <= s->target;
+}
+
+static void print_row(const struct scenario *s, int k, bool first)
+{
+	const struct result *r = &s->impl[k].res;
+	char p50[16], p99[16], p999[16], rate[32], mbs[16] = "-";
+	char ratio[16] = "-", tgt[16] = "-";
+	const char *res = "";
+
+	fmt_ns(p50, sizeof(p50), r->p50);
+	fmt_ns(p99, sizeof(p99), r->p99);
+	fmt_ns(p999, sizeof(p999), r->p999);
+	fmt_rate(rate, sizeof(rate), r->rate, s->stream ? "msg/s" : "rt/s");
+	if (s->stream)
+		snprintf(mbs, sizeof(mbs), "%.0f",
+			 r->rate * (double)s->size / 1e6);
+	if (s->has_target && k != IMPL_RAW)
+		snprintf(ratio, sizeof(ratio), "%.2fx", ratio_of(s, k));
+	if (s->has_target && k == IMPL_CMESH) {
+		snprintf(tgt, sizeof(tgt), "%s%.1fx",
+			 s->stream ? ">=" : "<=", s->target);
+		res = passed(s) ? "PASS" : "FAIL";
+	} else if (k == IMPL_INFO) {
+		snprintf(tgt, sizeof(tgt), "info");
+	} else if (!s->has_target) {
+		snprintf(tgt, sizeof(tgt), "ref");
+	}
+	printf("%-16s %-6s %9" PRIu64 " %8s %8s %8s %15s %7s %6s %7s  %s\n",
+	       first ? s->name : "", s->impl[k].name, r->n, p50, p99, p999,
+	       rate, mbs, ratio, tgt, res);
+}
+
+struct config {
+	bool smoke, strict;
+	int only; /* 0: all, else group 1..4 */
+	double scale;
+	bool two_cpus;
+};
+
+static void print_header(const struct config *cfg)
+{
+	char cpu[256], ebuf[128], cflags[512];
+	struct utsname u;
+	cmesh_env env = CMESH_ENV_INIT;
+	const char *wake;
+	size_t len;
+
+	cpu_model(cpu, sizeof(cpu));
+	if (uname(&u) != 0)
+		memset(&u, 0, sizeof(u));
+	if (cmesh_env_check(&env, ebuf, sizeof(ebuf)) == 0)
+		wake = env.wake == CMESH_WAKE_URING ? "uring" :
+		       env.wake == CMESH_WAKE_EPOLL ? "epoll" :
+						      "auto";
+	else
+		wake = "bad-env";
+	/* CMESH_BENCH_CFLAGS may be a string literal or bare tokens. */
+	snprintf(cflags, sizeof(cflags), "%s", CMESH_BENCH_CFLAGS_STR);
+	len = strlen(cflags);
+	if (len >= 2 && cflags[0] == '"' && cflags[len - 1] == '"') {
+		memmove(cflags, cflags + 1, len - 2);
+		cflags[len - 2] = '\0';
+	}
+	printf("# bench_xproc | cpu: %s | kernel: %s %s %s | cc: %s | "
+	       "flags: %s | clock: %s",
+	       cpu, u.sysname, u.release, u.machine, BENCH_CC __VERSION__,
+	       cflags, clock_tsc ? "lfence;rdtsc" : "clock_gettime");
+	if (clock_tsc)
+		printf(" %.3f GHz", 1.0 / ns_per_tick);
+	printf(" step %.0f ns", (double)clock_step * ns_per_tick);
+	printf(" | processes on cpus %d,%d%s | cmesh %d.%d.%d wake=%s%s\n",
+	       CPU_PARENT, CPU_CHILD, cfg->two_cpus ? "" : " (UNAVAILABLE)",
+	       CMESH_VERSION_MAJOR, CMESH_VERSION_MINOR, CMESH_VERSION_PATCH,
+	       wake, cfg->smoke ? " | SMOKE" : "");
+}
+
+static double median_of(const double *v, unsigned int n)
+{
+	double tmp[MAX_PARTS];
+
+	if (n == 0)
+		return 0;
+	if (n > MAX_PARTS)
+		n = MAX_PARTS;
+	memcpy(tmp, v, n * sizeof(*v));
+	qsort(tmp, n, sizeof(*tmp), cmp_double);
+	return n % 2 ? tmp[n / 2] : (tmp[n / 2 - 1] + tmp[n / 2]) / 2;
+}
+
+static void print_notes(const struct scenario *sc, int nsc)
+{
+	for (int i = 0; i < nsc; i++) {
+		const struct scenario *s = &sc[i];
+		char lo[32], hi[32];
+
+		if (s->skipped || !s->has_target || s->nparts == 0)
+			continue;
+		if (s->stream) {
+			fmt_rate(lo, sizeof(lo), s->raw_part_lo, "");
+			fmt_rate(hi, sizeof(hi), s->raw_part_hi, "");
+		} else {
+			fmt_ns(lo, sizeof(lo), s->raw_part_lo);
+			fmt_ns(hi, sizeof(hi), s->raw_part_hi);
+		}
+		printf("# %s: per-%s cmesh/raw median %.2fx (%.2f..%.2fx) over "
+		       "%u, raw %s %s..%s %s%s",
+		       s->name, s->stream ? "rep" : "round",
+		       median_of(s->parts, s->nparts), s->part_lo, s->part_hi,
+		       s->nparts, s->stream ? "rate" : "p50", lo, hi,
+		       s->stream ? "msg/s" : "ns",
+		       s->raw_part_hi > 1.5 * s->raw_part_lo ?
+			       " (raw moved >1.5x during the run: the host "
+			       "moved the vCPUs? prefer the per-round ratios)" :
+			       "");
+		if (s->impl[IMPL_INFO].name && !s->stream)
+			printf("; ring = the same ping-pong over two raw byte "
+			       "rings (tail line + record lines, cmesh's "
+			       "layout)");
+		if (s->stream)
+			printf("; producer/consumer time raw %.2f cmesh %.2f "
+			       "cm-win %.2f; cm-win W=%" PRIu64 " msgs",
+			       s->impl[IMPL_RAW].res.tx_share,
+			       s->impl[IMPL_CMESH].res.tx_share,
+			       s->impl[IMPL_INFO].res.tx_share,
+			       (uint64_t)(RING_BYTES /
+					  CM_REC_SPAN(s->size - MSG_SMALL)) *
+				       3 / 4);
+		printf("\n");
+	}
+}
+
+/* ---------------------------------------------------------------------- */
+/* Options, main                                                          */
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: bench_xproc [--smoke] [--strict] [--only 1|2|3|4]\n"
+		   "env: CMESH_BENCH_SMOKE=1 CMESH_BENCH_CLOCK=tsc|mono "
+		   "CMESH_BENCH_SCALE=F\n");
+}
+
+static void parse_args(struct config *cfg, int argc, char **argv)
+{
+	const char *smoke = getenv("CMESH_BENCH_SMOKE");
+	const char *scale = getenv("CMESH_BENCH_SCALE");
+
+	cfg->smoke = smoke && *smoke && strcmp(smoke, "0") != 0;
+	cfg->scale = 1.0;
+	if (scale && *scale) {
+		char *end;
+
+		cfg->scale = strtod(scale, &end);
+		if (*end != '\0' || !(cfg->scale > 0.0) || cfg->scale > 1e3) {
+			fprintf(stderr,
+				"bench_xproc: bad CMESH_BENCH_SCALE "
+				"'%s'\n",
+				scale);
+			exit(2);
+		}
+	}
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (strcmp(a, "--smoke") == 0) {
+			cfg->smoke = true;
+		} else if (strcmp(a, "--strict") == 0) {
+			cfg->strict = true;
+		} else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+			usage(stdout);
+			exit(0);
+		} else if (strcmp(a, "--only") == 0 && i + 1 < argc &&
+			   strlen(argv[i + 1]) == 1 && argv[i + 1][0] >= '1' &&
+			   argv[i + 1][0] <= '4') {
+			cfg->only = argv[++i][0] - '0';
+		} else {
+			fprintf(stderr, "bench_xproc: bad argument '%s'\n", a);
+			usage(stderr);
+			exit(2);
+		}
+	}
+}
+
+static uint64_t scaled(const struct config *cfg, uint64_t full, uint64_t smoke,
+		       uint64_t min)
+{
+	double v = (double)(cfg->smoke ? smoke : full) * cfg->scale;
+
+	return v < (double)min ? min : (uint64_t)v;
+}
+
+int main(int argc, char **argv)
+{
+	struct config cfg = { 0 };
+	struct scenario sc[] = {
+		{ .name = "1 rtt-spin 64B",
+		  .group = 1,
+		  .spins = true,
+		  .has_target = true,
+		  .target = 1.5,
+		  .needs = NEED_CMESH,
+		  .spin_ns = SPIN_FOREVER_NS,
+		  .impl = { { "raw", spin_ping_side, spin_pong_side, { 0 } },
+			    { "cmesh", cm_ping_side, cm_pong_side, { 0 } },
+			    { "ring", ring_ping_side, ring_pong_side, { 0 } } } },
+		{ .name = "2 rtt-sleep 64B",
+		  .group = 2,
+		  .has_target = true,
+		  .target = 1.3,
+		  .needs = NEED_CMESH | NEED_EFD,
+		  .spin_ns = CMESH_SPIN_NONE,
+		  .impl = { { "raw", ev_ping_side, ev_pong_side, { 0 } },
+			    { "cmesh", cm_ping_side, cm_pong_side, { 0 } },
+			    { NULL, NULL, NULL, { 0 } } } },
+		{ .name = "3 stream 64B",
+		  .group = 3,
+		  .stream = true,
+		  .spins = true,
+		  .has_target = true,
+		  .target = 0.5,
+		  .needs = NEED_CMESH,
+		  .spin_ns = SPIN_FOREVER_NS,
+		  .ring_size = RING_BYTES,
+		  .size = MSG_SMALL,
+		  .batch = 1024,
+		  .impl = { { "raw", ring_consumer, ring_producer, { 0 } },
+			    { "cmesh", cm_consumer, cm_producer, { 0 } },
+			    { "cm-win",
+			      cmwin_consumer,
+			      cmwin_producer,
+			      { 0 } } } },
+		{ .name = "3 stream 4KiB",
+		  .group = 3,
+		  .stream = true,
+		  .spins = true,
+		  .has_target = true,
+		  .target = 0.5,
+		  .needs = NEED_CMESH,
+		  .spin_ns = SPIN_FOREVER_NS,
+		  .ring_size = RING_BYTES,
+		  .size = MSG_BIG,
+		  .batch = 64,
+		  .impl = { { "raw", ring_consumer, ring_producer, { 0 } },
+			    { "cmesh", cm_consumer, cm_producer, { 0 } },
+			    { "cm-win",
+			      cmwin_consumer,
+			      cmwin_producer,
+			      { 0 } } } },
+		{ .name = "4 unix rtt 64B",
+		  .group = 4,
+		  .needs = NEED_UNIX,
+		  .impl = { { "unix", unix_ping_side, unix_pong_side, { 0 } },
+			    { NULL, NULL, NULL, { 0 } },
+			    { NULL, NULL, NULL, { 0 } } } },
+		{ .name = "4 unix str 64B",
+		  .group = 4,
+		  .stream = true,
+		  .needs = NEED_UNIX,
+		  .size = MSG_SMALL,
+		  .batch = 1024,
+		  .impl = { { "unix", unix_consumer, unix_producer, { 0 } },
+			    { NULL, NULL, NULL, { 0 } },
+			    { NULL, NULL, NULL, { 0 } } } },
+		{ .name = "4 unix str 4KiB",
+		  .group = 4,
+		  .stream = true,
+		  .needs = NEED_UNIX,
+		  .size = MSG_BIG,
+		  .batch = 64,
+		  .impl = { { "unix", unix_consumer, unix_producer, { 0 } },
+			    { NULL, NULL, NULL, { 0 } },
+			    { NULL, NULL, NULL, { 0 } } } },
+	};
+	const int nsc = (int)(sizeof(sc) / sizeof(sc[0]));
+	struct cpu_usage usage0, usage1;
+	unsigned int wd;
+	int fails = 0;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	parse_args(&cfg, argc, argv);
+	wd = cfg.smoke ? 30 : 300;
+	parent_pid = getpid();
+	install_handlers();
+
+	/* Counts: full runs take a few seconds per scenario. */
+	sc[0].iters = scaled(&cfg, 1000000, 2000, 100);
+	sc[1].iters = scaled(&cfg, 30000, 200, 10);
+	sc[2].iters = scaled(&cfg, 1000000, 50000, 1024);
+	sc[3].iters = scaled(&cfg, 100000, 5000, 64);
+	sc[4].iters = scaled(&cfg, 30000, 200, 10);
+	sc[5].iters = scaled(&cfg, 200000, 20000, 1024);
+	sc[6].iters = scaled(&cfg, 100000, 2000, 64);
+	for (int i = 0; i < nsc; i++)
+		sc[i].reps = cfg.smoke ? 1 : 10;
+
+	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
+		  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (sh == MAP_FAILED) {
+		sh = NULL;
+		die("mmap", errno);
+	}
+	memset(sh, 0, sizeof(*sh)); /* fault it in before any fork */
+	memset(tx_buf, 0x5a, sizeof(tx_buf));
+	memset(rx_buf, 0, sizeof(rx_buf));
+
+	cfg.two_cpus = cpus_usable() && pin_self(CPU_PARENT);
+	clock_setup(cfg.smoke);
+	clock_measure_step();
+	print_header(&cfg);
+	cpu_usage_read(&usage0);
+
+	for (int i = 0; i < nsc; i++) {
+		struct scenario *s = &sc[i];
+
+		if (cfg.only && cfg.only != s->group) {
+			s->skipped = true;
+			s->skip_why = "--only";
+		} else if (s->spins && !cfg.two_cpus) {
+			/* Spinning on one CPU is meaningless (and crawls). */
+			s->skipped = true;
+			s->skip_why = "CPUs 0 and 1 not both usable";
+		}
+		if (!s->skipped)
+			run_scenario(s, wd);
+	}
+	cpu_usage_read(&usage1);
+
+	printf("%-16s %-6s %9s %8s %8s %8s %15s %7s %6s %7s  %s\n", "scenario",
+	       "impl", "n", "p50", "p99", "p99.9", "throughput", "MB/s",
+	       "ratio", "target", "result");
+	for (int i = 0; i < nsc; i++) {
+		const struct scenario *s = &sc[i];
+
+		if (s->skipped) {
+			printf("%-16s SKIP (%s)\n", s->name, s->skip_why);
+			continue;
+		}
+		for (int k = 0; k < NIMPL; k++)
+			if (s->impl[k].name)
+				print_row(s, k, k == 0);
+		if (!passed(s))
+			fails++;
+	}
+	printf("# latencies in ns: per round trip (1, 2, 4 rtt; one timed "
+	       "send + echo per sample) or per message (3, 4 streams: "
+	       "batches of 1024 (64B) / 64 (4KiB) msgs at the consumer); "
+	       "stream throughput: median of %" PRIu64 " reps; MB/s: "
+	       "payload, 1e6 B; ratio: 1,2 p50, 3 msg/s (4KiB: the same as "
+	       "bytes/s), vs raw\n",
+	       sc[2].reps);
+	printf("# 4KiB: cmesh sends the 64-byte struct + 4032 trailing bytes; "
+	       "raw ring and unix carry 4096 contiguous bytes; raw ring: "
+	       "%u bytes, one release store of tail per message\n",
+	       RING_BYTES);
+	print_notes(sc, nsc);
+	printf("# wall time per scenario:");
+	for (int i = 0; i < nsc; i++)
+		if (!sc[i].skipped)
+			printf(" %.2fs", sc[i].secs);
+	printf("\n");
+	if (usage1.total > usage0.total) {
+		double all = (double)(usage1.total - usage0.total);
+		double busy = (double)(usage1.busy - usage0.busy);
+		double self = (double)(usage1.self - usage0.self);
+		double other = busy > self ? (busy - self) / all : 0.0;
+		double steal = (double)(usage1.steal - usage0.steal) / all;
+
+		printf("# other processes used %.1f%% and host steal %.1f%% of "
+		       "all CPUs during the run%s\n",
+		       100.0 * other, 100.0 * steal,
+		       other + steal > 0.05 ? ": numbers DISTURBED" : "");
+	}
+	if (cfg.smoke)
+		printf("# smoke mode: counts too small for stable percentiles\n");
+	printf("# %s\n", fails ? "some targets FAIL" : "all targets PASS");
+	munmap(sh, sizeof(*sh));
+	return cfg.strict && fails ? 1 : 0;
+}

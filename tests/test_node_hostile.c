@@ -1,0 +1,1195 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_node_hostile.c - a peer process that breaks the rules: scribbles
+ * over its own arena while we read, sends a HELLO that lies (arena smaller
+ * than claimed, unsealed, bad header, wrong fds), malformed control
+ * messages or crafted ring records after a correct join, or never answers.
+ * Whatever it does, we get valid messages, -EPROTO, -ECONNRESET or
+ * -ETIMEDOUT (bounded), never a crash (SIGBUS, SIGSEGV) or a hang, and the
+ * fd and mapping counts come back.
+ *
+ * The hostile child is a fork of this test; it uses cmesh internals
+ * (link.h, lane.h, arena.h, ctl.h, shm/) to do what the library never
+ * would. Raw HELLOs mimic src/link.c's fill_hello().
+ */
+#define _GNU_SOURCE
+#include <cmesh.h>
+
+#include "helpers/testutil.h"
+#include "helpers/topo.h"
+
+#include "arena.h"
+#include "ctl.h"
+#include "lane.h"
+#include "link.h"
+#include "node.h"
+#include "proto.h"
+#include "ring.h"
+#include "shmring.h"
+#include "wake.h"
+
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+TestSuite(node_hostile, .init = tu_suite_init, .fini = tu_suite_fini);
+
+struct seqmsg {
+	uint32_t sender;
+	uint32_t pad;
+	uint64_t seq;
+};
+CMESH_TYPE_DEFINE_PLAIN(seq_type, struct seqmsg);
+
+struct fdmsg {
+	uint64_t tag;
+	int fd;
+	int fd2;
+};
+CMESH_TYPE_DEFINE(fd_type, struct fdmsg, CMESH_FIELD_FD(struct fdmsg, fd),
+		  CMESH_FIELD_FD(struct fdmsg, fd2));
+
+#define RING 4096u	   /* both sides' rings in these tests */
+#define ARENA (2u * 4096u) /* the arena src/link.c makes for RING */
+
+static void node_opts(cmesh_node_opts *o, int64_t timeout_ns)
+{
+	cmesh_node_opts d = CMESH_NODE_OPTS_INIT;
+
+	*o = d;
+	o->ring_size = RING;
+	o->timeout_ns = timeout_ns;
+}
+
+/* Polls `sock` up to `ms`, then receives one message (fds closed). */
+static int recv_within(int sock, unsigned ms)
+{
+	struct pollfd p = { .fd = sock, .events = POLLIN };
+	unsigned char buf[256];
+	int fds[CMESH__CTL_MAX_FDS];
+	uint32_t nfds = 0;
+	int r;
+
+	if (poll(&p, 1, (int)ms) != 1)
+		return -ETIMEDOUT;
+	r = cmesh__ctl_recv(sock, buf, sizeof(buf), fds, CMESH__CTL_MAX_FDS,
+			    &nfds);
+	for (uint32_t i = 0; i < nfds; i++)
+		close(fds[i]);
+	return r;
+}
+
+/* Child: reads until the other side closes the socket (bounded). */
+static int wait_closed(int sock)
+{
+	int r;
+
+	do
+		r = recv_within(sock, TOPO_WAIT_MS);
+	while (r > 0);
+	return r == -EPIPE || r == -ECONNRESET ? 0 : 1;
+}
+
+/* ==== HELLOs that lie ===================================================== */
+
+enum hello_variant {
+	HV_VALID, /* a correct raw HELLO: the join succeeds */
+	/* header */
+	HV_MAGIC,
+	HV_VERSION,
+	HV_TYPE,
+	HV_LEN_FIELD,
+	HV_SHORT,
+	HV_LONG,
+	HV_ZERO_BYTES,
+	/* sizes */
+	HV_RING_NOT_POW2,
+	HV_RING_TOO_SMALL,
+	HV_RING_OVER_DATA,
+	HV_ARENA_HUGE,
+	HV_ARENA_ZERO,
+	/* fds */
+	HV_NO_FDS,
+	HV_ONE_FD,
+	HV_THREE_FDS,
+	HV_EFD_IS_PIPE,
+	HV_ARENA_IS_PIPE,
+	HV_FDS_SWAPPED,
+	/* the arena memfd itself */
+	HV_SMALL_SEALED,   /* smaller than claimed, header claims the size */
+	HV_SMALL_UNSEALED, /* same, unsealed */
+	HV_SMALL_REAL,	   /* a real smaller arena, a larger claim */
+	HV_BIGGER,	   /* larger than claimed */
+	HV_UNSEALED,	   /* right size and header, no seals */
+	HV_SHRINK_SEAL,	   /* sealed against shrinking only */
+	HV_GARBAGE_HDR,	   /* right size, sealed, random header */
+	HV_HDR_LIES,	   /* header's own arena_size differs */
+	/* valid, but "sleeping" for good on an eventfd at its maximum */
+	HV_SATURATED_EFD,
+	HV_COUNT
+};
+
+/* A memfd of `size` bytes holding `content` (clen bytes), with `seals`. */
+static int raw_memfd(uint64_t size, const void *content, size_t clen, int seals)
+{
+	int fd = memfd_create("hostile", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+	if (fd < 0 || ftruncate(fd, (off_t)size))
+		return -1;
+	if (clen && pwrite(fd, content, clen, 0) != (ssize_t)clen)
+		return -1;
+	if (seals && fcntl(fd, F_ADD_SEALS, seals))
+		return -1;
+	return fd;
+}
+
+#define SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
+
+/* A valid arena's first `len` bytes (header and zeroes) of `size`. */
+static int arena_image(uint64_t size, unsigned char *out, size_t len)
+{
+	struct cmesh__arena *a;
+
+	if (cmesh__arena_create(size, "hostile", &a))
+		return -1;
+	memcpy(out, cmesh__arena_base(a), len);
+	cmesh__arena_free(a);
+	return 0;
+}
+
+/*
+ * Child: sends the HELLO of `v` over `sock` (src/link.c's fill_hello()
+ * with one lie), then reads the parent's HELLO and waits until the parent
+ * closes the socket.
+ */
+static int hello_child(int sock, enum hello_variant v)
+{
+	static unsigned char img[ARENA * 2];
+	struct cmesh_ctl_hello h;
+	struct cmesh__arena *a = NULL;
+	unsigned char buf[sizeof(h) + 16];
+	uint64_t fp;
+	size_t len = sizeof(h);
+	int fds[3], nfds = 2, p[2], efd;
+
+	TOPO_CHECK_EQ(cmesh_type_fingerprint(&seq_type, &fp), 0);
+	memset(&h, 0, sizeof(h));
+	h.hdr.magic = CMESH_PROTO_MAGIC;
+	h.hdr.version = CMESH_PROTO_VERSION;
+	h.hdr.type = CMESH_CTL_HELLO;
+	h.hdr.len = sizeof(h);
+	h.node_id = 0x686f7374696c65;
+	h.arena_size = ARENA;
+	h.out_fp = fp;
+	h.in_fp = fp;
+	h.ring_cap = RING;
+	h.pid = (uint32_t)getpid();
+
+	TOPO_CHECK_EQ(cmesh__arena_create(ARENA, "hostile", &a), 0);
+	fds[0] = cmesh__arena_fd(a);
+	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	TOPO_CHECK(efd >= 0);
+	fds[1] = efd;
+	TOPO_CHECK_EQ(pipe2(p, O_CLOEXEC), 0);
+	fds[2] = p[0];
+
+	switch (v) {
+	case HV_VALID:
+		break;
+	case HV_MAGIC:
+		h.hdr.magic ^= 1;
+		break;
+	case HV_VERSION:
+		h.hdr.version = CMESH_PROTO_VERSION + 1;
+		break;
+	case HV_TYPE:
+		h.hdr.type = CMESH_CTL_ATTACH;
+		break;
+	case HV_LEN_FIELD:
+		h.hdr.len = sizeof(h) + 8;
+		break;
+	case HV_SHORT:
+		len = sizeof(h) - 8;
+		break;
+	case HV_LONG:
+		len = sizeof(h) + 8;
+		break;
+	case HV_ZERO_BYTES:
+		memset(&h, 0, sizeof(h));
+		break;
+	case HV_RING_NOT_POW2:
+		h.ring_cap = RING + 8;
+		break;
+	case HV_RING_TOO_SMALL:
+		h.ring_cap = CMESH_SHM_RING_MIN_CAP / 2;
+		break;
+	case HV_RING_OVER_DATA:
+		h.ring_cap = 1u << 20;
+		break;
+	case HV_ARENA_HUGE:
+		h.arena_size = UINT64_MAX - 4095;
+		break;
+	case HV_ARENA_ZERO:
+		h.arena_size = 0;
+		break;
+	case HV_NO_FDS:
+		nfds = 0;
+		break;
+	case HV_ONE_FD:
+		nfds = 1;
+		break;
+	case HV_THREE_FDS:
+		nfds = 3;
+		break;
+	case HV_EFD_IS_PIPE:
+		fds[1] = p[0];
+		break;
+	case HV_ARENA_IS_PIPE:
+		fds[0] = p[0];
+		break;
+	case HV_FDS_SWAPPED:
+		fds[0] = efd;
+		fds[1] = cmesh__arena_fd(a);
+		break;
+	case HV_SMALL_SEALED:
+	case HV_SMALL_UNSEALED:
+		/* Claims 16 pages, header included; the memfd has 2. */
+		TOPO_CHECK_EQ(arena_image(16 * 4096, img, 64), 0);
+		h.arena_size = 16 * 4096;
+		fds[0] = raw_memfd(ARENA, img, 64,
+				   v == HV_SMALL_SEALED ? SEALS : 0);
+		TOPO_CHECK(fds[0] >= 0);
+		break;
+	case HV_SMALL_REAL:
+		h.arena_size = 16 * 4096;
+		break;
+	case HV_BIGGER:
+		TOPO_CHECK_EQ(arena_image(ARENA, img, ARENA), 0);
+		fds[0] = raw_memfd(2 * ARENA, img, ARENA, SEALS);
+		TOPO_CHECK(fds[0] >= 0);
+		break;
+	case HV_UNSEALED:
+	case HV_SHRINK_SEAL:
+		TOPO_CHECK_EQ(arena_image(ARENA, img, ARENA), 0);
+		fds[0] = raw_memfd(ARENA, img, ARENA,
+				   v == HV_UNSEALED ? 0 : F_SEAL_SHRINK);
+		TOPO_CHECK(fds[0] >= 0);
+		break;
+	case HV_GARBAGE_HDR: {
+		uint64_t st = 0x9e3779b97f4a7c15ull;
+
+		for (size_t i = 0; i < ARENA; i += 8) {
+			uint64_t x = tu_rand(&st);
+
+			memcpy(img + i, &x, 8);
+		}
+		fds[0] = raw_memfd(ARENA, img, ARENA, SEALS);
+		TOPO_CHECK(fds[0] >= 0);
+		break;
+	}
+	case HV_HDR_LIES: {
+		struct cmesh_shm_arena_hdr *hd = (void *)img;
+
+		TOPO_CHECK_EQ(arena_image(ARENA, img, ARENA), 0);
+		hd->arena_size = 16 * 4096;
+		hd->data_len = 15 * 4096;
+		fds[0] = raw_memfd(ARENA, img, ARENA, SEALS);
+		TOPO_CHECK(fds[0] >= 0);
+		break;
+	}
+	case HV_SATURATED_EFD: {
+		struct cmesh_shm_ring_wake *w =
+			(void *)((unsigned char *)cmesh__arena_base(a) +
+				 cmesh__arena_layout(a)->ctl_off +
+				 CMESH_PROTO_LINE_WAKE * CMESH_SHM_LINE);
+		uint64_t max = UINT64_MAX - 1;
+
+		atomic_store(&w->sleeping, 1);
+		TOPO_CHECK_EQ(write(efd, &max, sizeof(max)), sizeof(max));
+		break;
+	}
+	case HV_COUNT:
+		return 1;
+	}
+	memset(buf, 0, sizeof(buf));
+	memcpy(buf, &h, sizeof(h));
+	TOPO_CHECK_EQ(cmesh__ctl_send(sock, buf, len, fds, (uint32_t)nfds), 0);
+	return wait_closed(sock);
+}
+
+/* The parent's side: joins against hello_child(v), expects `want`. */
+static void check_hello(enum hello_variant v, int want)
+{
+	struct topo_res res;
+	cmesh_node_opts o;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	int sv[2], r;
+	pid_t pid;
+
+	topo_baseline(&res);
+	topo_sync_pair(sv);
+	pid = topo_fork();
+	if (pid == 0) {
+		close(sv[0]);
+		topo_child_exit(hello_child(sv[1], v));
+	}
+	close(sv[1]);
+	node_opts(&o, TU_MS(5000));
+	r = cmesh_node_join_socket(sv[0], &seq_type, &seq_type, &o, &node, &tx,
+				   &rx);
+	cr_assert_eq(r, want, "variant %d: join returned %d (%s), want %d (%s)",
+		     (int)v, r, cmesh_strerror(r), want, cmesh_strerror(want));
+	if (r == 0) {
+		cmesh_node_free(node);
+		cmesh_sender_free(tx);
+		cmesh_receiver_free(rx);
+	}
+	topo_assert_exit_0(pid, TOPO_WAIT_MS);
+	topo_assert_baseline(&res);
+}
+
+Test(node_hostile, a_raw_hello_like_link_c_sends_is_accepted)
+{
+	/* The baseline for every lie below: the mimicry itself is right. */
+	check_hello(HV_VALID, 0);
+}
+
+Test(node_hostile, hello_with_a_bad_header_or_length_is_eproto)
+{
+	for (int v = HV_MAGIC; v <= HV_ZERO_BYTES; v++)
+		check_hello((enum hello_variant)v, -EPROTO);
+}
+
+Test(node_hostile, hello_with_bad_ring_or_arena_sizes_is_eproto)
+{
+	for (int v = HV_RING_NOT_POW2; v <= HV_ARENA_ZERO; v++)
+		check_hello((enum hello_variant)v, -EPROTO);
+}
+
+Test(node_hostile, hello_with_missing_extra_or_wrong_kinds_of_fds_is_eproto)
+{
+	for (int v = HV_NO_FDS; v <= HV_FDS_SWAPPED; v++)
+		check_hello((enum hello_variant)v, -EPROTO);
+}
+
+Test(node_hostile, arena_memfd_smaller_than_claimed_is_eproto_without_sigbus)
+{
+	check_hello(HV_SMALL_SEALED, -EPROTO);
+	check_hello(HV_SMALL_UNSEALED, -EPROTO);
+	check_hello(HV_SMALL_REAL, -EPROTO);
+	check_hello(HV_BIGGER, -EPROTO);
+}
+
+Test(node_hostile, arena_memfd_unsealed_or_with_a_bad_header_is_eproto)
+{
+	check_hello(HV_UNSEALED, -EPROTO);
+	check_hello(HV_SHRINK_SEAL, -EPROTO);
+	check_hello(HV_GARBAGE_HDR, -EPROTO);
+	check_hello(HV_HDR_LIES, -EPROTO);
+}
+
+/*
+ * A peer that says it sleeps, on an eventfd that cannot take another
+ * signal, and never reads: every send still returns at once (the ring
+ * fills, the rest spills).
+ */
+Test(node_hostile, peer_with_a_saturated_eventfd_cannot_block_our_sends)
+{
+	struct topo_res res;
+	cmesh_node_opts o;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	int sv[2], st;
+	int64_t t0;
+	pid_t pid;
+
+	topo_baseline(&res);
+	topo_sync_pair(sv);
+	pid = topo_fork();
+	if (pid == 0) {
+		close(sv[0]);
+		topo_child_exit(hello_child(sv[1], HV_SATURATED_EFD));
+	}
+	close(sv[1]);
+	node_opts(&o, TU_MS(5000));
+	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &seq_type, &seq_type, &o,
+					    &node, &tx, &rx),
+		     0);
+	t0 = tu_now_ns();
+	for (uint64_t i = 0; i < 2000; i++) {
+		struct seqmsg m = { .seq = i };
+
+		TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	}
+	cr_assert_lt(tu_now_ns() - t0, TU_MS(2000), "sends took %lld ns",
+		     (long long)(tu_now_ns() - t0));
+	cmesh_node_free(node);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	kill(pid, SIGKILL);
+	st = topo_reap(pid, TOPO_WAIT_MS);
+	cr_assert(WIFSIGNALED(st), "child status %#x", st);
+	/* Our backlog to it went with the link once it died: see topo.h. */
+	topo_assert_baseline_within(&res, 5000);
+}
+
+/* ==== silent or vanishing peers during the handshake ====================== */
+
+/* Child: holds its end open without a word until the parent says 'x'. */
+static int silent_child(int sock, int sync)
+{
+	int r = topo_wait(sync, TOPO_WAIT_MS);
+
+	close(sock);
+	return r == 'x' ? 0 : 1;
+}
+
+Test(node_hostile, peer_that_never_answers_times_out_after_timeout_ns)
+{
+	struct topo_res res;
+	cmesh_node_opts o;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	int sv[2], sy[2];
+	int64_t t0, dt;
+	pid_t pid;
+
+	topo_baseline(&res);
+	topo_sync_pair(sv);
+	topo_sync_pair(sy);
+	pid = topo_fork();
+	if (pid == 0) {
+		close(sv[0]);
+		close(sy[0]);
+		topo_child_exit(silent_child(sv[1], sy[1]));
+	}
+	close(sv[1]);
+	close(sy[1]);
+	node_opts(&o, TU_MS(200));
+	t0 = tu_now_ns();
+	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &seq_type, &seq_type, &o,
+					    &node, &tx, &rx),
+		     -ETIMEDOUT);
+	dt = tu_now_ns() - t0;
+	cr_assert_geq(dt, TU_MS(200), "gave up after %lld ns", (long long)dt);
+	cr_assert_lt(dt, TU_MS(2000), "took %lld ns", (long long)dt);
+	TU_ASSERT_RC(topo_post(sy[0], 'x'), 0);
+	topo_assert_exit_0(pid, TOPO_WAIT_MS);
+	close(sy[0]);
+	topo_assert_baseline(&res);
+}
+
+Test(node_hostile, peer_that_hangs_up_before_its_hello_is_econnreset)
+{
+	struct topo_res res;
+	cmesh_node_opts o;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	int sv[2];
+	pid_t pid;
+
+	topo_baseline(&res);
+	topo_sync_pair(sv);
+	pid = topo_fork();
+	if (pid == 0) {
+		close(sv[0]);
+		close(sv[1]);
+		topo_child_exit(0);
+	}
+	close(sv[1]);
+	node_opts(&o, TU_MS(5000));
+	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &seq_type, &seq_type, &o,
+					    &node, &tx, &rx),
+		     -ECONNRESET);
+	topo_assert_exit_0(pid, TOPO_WAIT_MS);
+	topo_assert_baseline(&res);
+}
+
+/* ==== a correct join, then lies ============================================ */
+
+enum bad_variant {
+	/* control messages, raw on the socket */
+	BV_ATTACH_WRONG_SEQ,
+	BV_ATTACH_NFDS_MISMATCH,
+	BV_ATTACH_NO_FDS,
+	BV_ATTACH_BAD_MAGIC,
+	BV_GARBAGE,
+	BV_SECOND_HELLO,
+	BV_ONE_BYTE,
+	BV_OVERSIZED,
+	/* records, raw in the ring */
+	BV_REC_UNKNOWN_FLAG,
+	BV_REC_SHORT,
+	BV_REC_LONG,
+	BV_REC_FD_MASK_NOT_FD_FIELD,
+	BV_REC_ATTACH_SEQ_MISMATCH,
+	BV_REC_OOL_SHORT_MEMFD,
+	BV_REC_OOL_PIPE,
+	BV_REC_OOL_OVER_MAX,
+	BV_REC_CLOSE_WITH_PAYLOAD,
+	BV_REC_UNKNOWN_KIND,
+	BV_REC_ATTACH_FLAG_NO_FDS,
+	BV_REC_PLAIN_SHORT,
+	/* a record after CLOSE: "closed", then -EPROTO */
+	BV_REC_AFTER_CLOSE,
+	/* plain record of a type with fd fields: its fd bytes are not ours */
+	BV_REC_PLAIN_FD_NUMBERS,
+	/* a record whose ATTACH never comes: may stall, must not hang */
+	BV_REC_ATTACH_NEVER_SENT,
+	BV_COUNT
+};
+
+/* A raw ATTACH header. */
+static struct cmesh_ctl_attach attach_msg(uint64_t seq, uint32_t nfds)
+{
+	struct cmesh_ctl_attach m;
+
+	memset(&m, 0, sizeof(m));
+	m.hdr.magic = CMESH_PROTO_MAGIC;
+	m.hdr.version = CMESH_PROTO_VERSION;
+	m.hdr.type = CMESH_CTL_ATTACH;
+	m.hdr.len = sizeof(m);
+	m.seq = seq;
+	m.nfds = nfds;
+	return m;
+}
+
+/* Publishes one raw record in our ring to the parent and wakes it. */
+static int push_raw(struct cmesh__link *l, uint32_t kind, const void *buf,
+		    uint32_t len)
+{
+	struct cmesh__lane *ln = cmesh__link_out(l);
+	int r;
+
+	pthread_mutex_lock(&ln->lock);
+	r = cmesh__shmring_push(&ln->prod, kind, buf, len);
+	pthread_mutex_unlock(&ln->lock);
+	cmesh__eventfd_signal(ln->peer_efd);
+	return r;
+}
+
+/* A MSG record payload: rec_msg header + struct fdmsg (+ extra bytes). */
+static uint32_t msg_rec(unsigned char *buf, uint32_t trail_len, uint32_t flags,
+			uint64_t fd_mask, uint64_t seq, uint32_t extra)
+{
+	struct cmesh_rec_msg h = { trail_len, flags, fd_mask, seq };
+	struct fdmsg m = { .tag = 77, .fd = -1, .fd2 = -1 };
+
+	memcpy(buf, &h, sizeof(h));
+	memcpy(buf + sizeof(h), &m, sizeof(m));
+	memset(buf + sizeof(h) + sizeof(m), 'z', extra);
+	return (uint32_t)(sizeof(h) + sizeof(m)) + extra;
+}
+
+/* Child, after joining: does the bad thing of variant `v`. */
+static int do_bad(struct cmesh__link *l, enum bad_variant v)
+{
+	int sock = cmesh__link_sock(l);
+	unsigned char buf[512];
+	struct cmesh_ctl_attach a;
+	uint64_t seq, st = 12345;
+	uint32_t n;
+	int efd = eventfd(1, EFD_CLOEXEC), p[2], fd;
+
+	TOPO_CHECK(efd >= 0);
+	/* The library sent ATTACH 1 for the first message. */
+	switch (v) {
+	case BV_ATTACH_WRONG_SEQ:
+		a = attach_msg(99, 1);
+		return cmesh__ctl_send(sock, &a, sizeof(a), &efd, 1);
+	case BV_ATTACH_NFDS_MISMATCH:
+		a = attach_msg(2, 2);
+		return cmesh__ctl_send(sock, &a, sizeof(a), &efd, 1);
+	case BV_ATTACH_NO_FDS:
+		a = attach_msg(2, 0);
+		return cmesh__ctl_send(sock, &a, sizeof(a), NULL, 0);
+	case BV_ATTACH_BAD_MAGIC:
+		a = attach_msg(2, 1);
+		a.hdr.magic = 0;
+		return cmesh__ctl_send(sock, &a, sizeof(a), &efd, 1);
+	case BV_GARBAGE:
+		for (size_t i = 0; i < 40; i += 8) {
+			uint64_t x = tu_rand(&st);
+
+			memcpy(buf + i, &x, 8);
+		}
+		return cmesh__ctl_send(sock, buf, 40, NULL, 0);
+	case BV_SECOND_HELLO: {
+		struct cmesh_ctl_hello h;
+
+		memset(&h, 0, sizeof(h));
+		h.hdr.magic = CMESH_PROTO_MAGIC;
+		h.hdr.version = CMESH_PROTO_VERSION;
+		h.hdr.type = CMESH_CTL_HELLO;
+		h.hdr.len = sizeof(h);
+		return cmesh__ctl_send(sock, &h, sizeof(h), NULL, 0);
+	}
+	case BV_ONE_BYTE:
+		return cmesh__ctl_send(sock, "x", 1, NULL, 0);
+	case BV_OVERSIZED:
+		a = attach_msg(2, 1);
+		memset(buf, 0, 200);
+		memcpy(buf, &a, sizeof(a));
+		return cmesh__ctl_send(sock, buf, 200, &efd, 1);
+	case BV_REC_UNKNOWN_FLAG:
+		n = msg_rec(buf, 0, 4, 0, 0, 0);
+		return push_raw(l, CMESH_REC_MSG, buf, n);
+	case BV_REC_SHORT:
+		n = msg_rec(buf, 0, 0, 0, 0, 0);
+		return push_raw(l, CMESH_REC_MSG, buf, n - 4);
+	case BV_REC_LONG:
+		n = msg_rec(buf, 3, 0, 0, 0, 8);
+		return push_raw(l, CMESH_REC_MSG, buf, n);
+	case BV_REC_FD_MASK_NOT_FD_FIELD:
+		a = attach_msg(2, 1);
+		TOPO_CHECK_EQ(cmesh__ctl_send(sock, &a, sizeof(a), &efd, 1), 0);
+		n = msg_rec(buf, 0, CMESH_REC_F_ATTACH, 1u << 5, 2, 0);
+		return push_raw(l, CMESH_REC_MSG, buf, n);
+	case BV_REC_ATTACH_SEQ_MISMATCH:
+		a = attach_msg(2, 1);
+		TOPO_CHECK_EQ(cmesh__ctl_send(sock, &a, sizeof(a), &efd, 1), 0);
+		n = msg_rec(buf, 0, CMESH_REC_F_ATTACH, 1, 3, 0);
+		return push_raw(l, CMESH_REC_MSG, buf, n);
+	case BV_REC_OOL_SHORT_MEMFD:
+	case BV_REC_OOL_PIPE:
+		if (v == BV_REC_OOL_PIPE) {
+			TOPO_CHECK_EQ(pipe2(p, O_CLOEXEC), 0);
+			fd = p[0];
+		} else {
+			fd = raw_memfd(100, "short", 5, SEALS | F_SEAL_WRITE);
+			TOPO_CHECK(fd >= 0);
+		}
+		TOPO_CHECK_EQ(cmesh__link_send_attach(l, &fd, 1, &seq), 0);
+		n = msg_rec(buf, 5000, CMESH_REC_F_ATTACH | CMESH_REC_F_OOL, 0,
+			    seq, 0);
+		return push_raw(l, CMESH_REC_MSG, buf, n);
+	case BV_REC_OOL_OVER_MAX:
+		fd = raw_memfd(4096, NULL, 0, SEALS);
+		TOPO_CHECK(fd >= 0);
+		TOPO_CHECK_EQ(cmesh__link_send_attach(l, &fd, 1, &seq), 0);
+		n = msg_rec(buf, UINT32_MAX,
+			    CMESH_REC_F_ATTACH | CMESH_REC_F_OOL, 0, seq, 0);
+		return push_raw(l, CMESH_REC_MSG, buf, n);
+	case BV_REC_CLOSE_WITH_PAYLOAD:
+		return push_raw(l, CMESH_REC_CLOSE, "abcdefgh", 8);
+	case BV_REC_UNKNOWN_KIND:
+		n = msg_rec(buf, 0, 0, 0, 0, 0);
+		return push_raw(l, 77, buf, n);
+	case BV_REC_AFTER_CLOSE:
+		TOPO_CHECK_EQ(push_raw(l, CMESH_REC_CLOSE, NULL, 0), 0);
+		n = msg_rec(buf, 0, 0, 0, 0, 0);
+		return push_raw(l, CMESH_REC_MSG, buf, n);
+	case BV_REC_ATTACH_FLAG_NO_FDS:
+		/* F_ATTACH with no fds at all. */
+		n = msg_rec(buf, 0, CMESH_REC_F_ATTACH, 0, 2, 0);
+		return push_raw(l, CMESH_REC_MSG, buf, n);
+	case BV_REC_PLAIN_SHORT:
+		/* Fewer bytes than the message struct. */
+		return push_raw(l, CMESH_REC_PLAIN, buf,
+				(uint32_t)sizeof(struct fdmsg) - 1);
+	case BV_REC_PLAIN_FD_NUMBERS: {
+		struct fdmsg m = { .tag = 3, .fd = 0, .fd2 = 1 };
+
+		return push_raw(l, CMESH_REC_PLAIN, &m, sizeof(m));
+	}
+	case BV_REC_ATTACH_NEVER_SENT:
+		n = msg_rec(buf, 0, CMESH_REC_F_ATTACH, 1, 2, 0);
+		return push_raw(l, CMESH_REC_MSG, buf, n);
+	case BV_COUNT:
+		break;
+	}
+	return 1;
+}
+
+/*
+ * Child: joins, sends one correct message with an fd, waits for 'g', does
+ * the bad thing, says 'd', then expects its own receiver to fail (the
+ * parent tears the link down and shuts the socket).
+ */
+static int bad_child(int sock, int sync, enum bad_variant v)
+{
+	cmesh_node_opts o;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct fdmsg m = { .tag = 1, .fd2 = -1 };
+	int r;
+
+	node_opts(&o, TU_MS(5000));
+	TOPO_CHECK_EQ(cmesh_node_join_socket(sock, &fd_type, &fd_type, &o,
+					     &node, &tx, &rx),
+		      0);
+	m.fd = eventfd(5, EFD_CLOEXEC);
+	TOPO_CHECK(m.fd >= 0);
+	TOPO_CHECK_EQ(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	TOPO_CHECK_EQ(topo_wait(sync, TOPO_WAIT_MS), 'g');
+	TOPO_CHECK_EQ(do_bad(cmesh__node_link(node), v), 0);
+	TOPO_CHECK_EQ(topo_post(sync, 'd'), 0);
+	r = cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL, 0);
+	/* Where the parent may wait instead of failing, it closes. */
+	if (r != -ECONNRESET && r != -EPROTO &&
+	    !((v == BV_REC_ATTACH_NEVER_SENT || v == BV_REC_PLAIN_FD_NUMBERS) &&
+	      r == -EPIPE)) {
+		topo_fail(__FILE__, __LINE__, "the parent's teardown", r,
+			  -ECONNRESET);
+		return 1;
+	}
+	return 0;
+}
+
+static void check_bad(enum bad_variant v)
+{
+	struct topo_res res;
+	cmesh_node_opts o;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	static unsigned char trail[8192];
+	struct fdmsg m;
+	uint64_t val;
+	int sv[2], sy[2], r;
+	pid_t pid;
+
+	topo_baseline(&res);
+	topo_sync_pair(sv);
+	topo_sync_pair(sy);
+	pid = topo_fork();
+	if (pid == 0) {
+		close(sv[0]);
+		close(sy[0]);
+		topo_child_exit(bad_child(sv[1], sy[1], v));
+	}
+	close(sv[1]);
+	close(sy[1]);
+	node_opts(&o, TU_MS(5000));
+	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &fd_type, &fd_type, &o,
+					    &node, &tx, &rx),
+		     0);
+	cmesh_node_free(node);
+	/* The correct message first. */
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL,
+						  0),
+		     0);
+	cr_assert(m.tag == 1 && m.fd >= 0 && m.fd2 == -1);
+	cr_assert_eq(read(m.fd, &val, sizeof(val)), (ssize_t)sizeof(val));
+	cr_assert_eq(val, 5);
+	close(m.fd);
+	TU_ASSERT_RC(topo_post(sy[0], 'g'), 0);
+	TU_ASSERT_RC(topo_wait(sy[0], TOPO_WAIT_MS), 'd');
+	if (v == BV_REC_AFTER_CLOSE)
+		TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(),
+							  &m, NULL, 0),
+			     -EPIPE);
+	if (v == BV_REC_PLAIN_FD_NUMBERS) {
+		r = cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, trail,
+						 sizeof(trail));
+		cr_assert_eq(r, 0, "plain record: %d (%s)", r,
+			     cmesh_strerror(r));
+		cr_assert(m.tag == 3 && m.fd == -1 && m.fd2 == -1,
+			  "plain record: tag %llu fds %d %d, want 3 -1 -1",
+			  (unsigned long long)m.tag, m.fd, m.fd2);
+	} else if (v == BV_REC_ATTACH_NEVER_SENT) {
+		/* Waiting is allowed, hanging past the deadline is not. */
+		int64_t t0 = tu_now_ns();
+
+		r = cmesh_receiver_recv_deadline(
+			rx, cmesh_deadline_after(TU_MS(300)), &m, trail,
+			sizeof(trail));
+		cr_assert(r == -ETIMEDOUT || r == -EPROTO,
+			  "variant %d: recv %d (%s)", (int)v, r,
+			  cmesh_strerror(r));
+		cr_assert_lt(tu_now_ns() - t0, TU_MS(2000));
+		/* Freeing everything ends the link; the child sees it. */
+	} else {
+		r = cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, trail,
+						 sizeof(trail));
+		cr_assert_eq(r, -EPROTO, "variant %d: recv %d (%s)", (int)v, r,
+			     cmesh_strerror(r));
+		r = cmesh_receiver_try_recv(rx, &m, trail, sizeof(trail));
+		cr_assert_eq(r, -EPROTO, "variant %d: then try_recv %d (%s)",
+			     (int)v, r, cmesh_strerror(r));
+		m = (struct fdmsg){ .tag = 2, .fd = -1, .fd2 = -1 };
+		r = cmesh_sender_send(tx, &m, NULL, 0);
+		cr_assert_eq(r, -EPROTO, "variant %d: then send %d (%s)",
+			     (int)v, r, cmesh_strerror(r));
+	}
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	topo_assert_exit_0(pid, TOPO_WAIT_MS);
+	close(sy[0]);
+	topo_assert_baseline(&res);
+}
+
+Test(node_hostile, malformed_control_messages_after_join_fail_with_eproto)
+{
+	for (int v = BV_ATTACH_WRONG_SEQ; v <= BV_OVERSIZED; v++)
+		check_bad((enum bad_variant)v);
+}
+
+Test(node_hostile, malformed_ring_records_fail_with_eproto)
+{
+	for (int v = BV_REC_UNKNOWN_FLAG; v <= BV_REC_PLAIN_SHORT; v++)
+		check_bad((enum bad_variant)v);
+}
+
+Test(node_hostile, record_after_close_fails_with_eproto_and_stays_failed)
+{
+	check_bad(BV_REC_AFTER_CLOSE);
+}
+
+Test(node_hostile, plain_record_never_hands_over_fd_numbers_from_its_bytes)
+{
+	check_bad(BV_REC_PLAIN_FD_NUMBERS);
+}
+
+Test(node_hostile, record_naming_an_attachment_never_sent_does_not_hang)
+{
+	check_bad(BV_REC_ATTACH_NEVER_SENT);
+}
+
+/* ==== a peer corrupting its consumer head =================================== */
+
+/*
+ * Child: joins, writes an impossible head (not 8-aligned, past the tail)
+ * into its consumer line of the parent's ring, says 'h', then expects the
+ * parent to tear the link down.
+ */
+static int bad_head_child(int sock, int sync)
+{
+	cmesh_node_opts o;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmesh__arena *a;
+	_Atomic uint64_t *head;
+	int64_t end;
+	int r;
+
+	node_opts(&o, TU_MS(5000));
+	TOPO_CHECK_EQ(cmesh_node_join_socket(sock, &seq_type, &seq_type, &o,
+					     &node, &tx, &rx),
+		      0);
+	a = cmesh__link_own_arena(cmesh__node_link(node));
+	head = (_Atomic uint64_t *)((unsigned char *)cmesh__arena_base(a) +
+				    cmesh__arena_layout(a)->ctl_off +
+				    CMESH_PROTO_LINE_HEAD * CMESH_SHM_LINE);
+	atomic_store_explicit(head, 12345, memory_order_release);
+	TOPO_CHECK_EQ(topo_post(sync, 'h'), 0);
+	/* Reading would move the head: watch the link instead (bounded). */
+	end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	while (!(r = cmesh__link_failed(cmesh__node_link(node))) &&
+	       tu_now_ns() < end)
+		tu_sleep_ms(1);
+	if (r != -ECONNRESET && r != -EPROTO) {
+		topo_fail(__FILE__, __LINE__, "the parent's teardown", r,
+			  -ECONNRESET);
+		return 1;
+	}
+	return 0;
+}
+
+Test(node_hostile, corrupt_consumer_head_fails_the_link_not_just_one_send)
+{
+	struct topo_res res;
+	cmesh_node_opts o;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct seqmsg m = { 0 };
+	int sv[2], sy[2], r = 0;
+	uint64_t i;
+	pid_t pid;
+
+	topo_baseline(&res);
+	topo_sync_pair(sv);
+	topo_sync_pair(sy);
+	pid = topo_fork();
+	if (pid == 0) {
+		close(sv[0]);
+		close(sy[0]);
+		topo_child_exit(bad_head_child(sv[1], sy[1]));
+	}
+	close(sv[1]);
+	close(sy[1]);
+	node_opts(&o, TU_MS(5000));
+	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &seq_type, &seq_type, &o,
+					    &node, &tx, &rx),
+		     0);
+	cmesh_node_free(node);
+	TU_ASSERT_RC(topo_wait(sy[0], TOPO_WAIT_MS), 'h');
+	/* Fill the ring: the producer then reads the head and rejects it. */
+	for (i = 0; i < 100000 && r == 0; i++) {
+		m.seq = i;
+		r = cmesh_sender_send(tx, &m, NULL, 0);
+	}
+	cr_assert(r == 0 || r == -EPROTO, "send %llu: %d (%s)",
+		  (unsigned long long)i, r, cmesh_strerror(r));
+	/* Whichever path noticed it, the link fails as a whole. */
+	r = cmesh_receiver_recv_deadline(rx, cmesh_deadline_after(TU_MS(2000)),
+					 &m, NULL, 0);
+	cr_assert_eq(
+		r, -EPROTO,
+		"receiver on a link whose peer corrupted its head: %d (%s)", r,
+		cmesh_strerror(r));
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), -EPROTO);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	topo_assert_exit_0(pid, TOPO_WAIT_MS);
+	close(sy[0]);
+	topo_assert_baseline(&res);
+}
+
+/* ==== a peer scribbling over its own arena while we read =================== */
+
+enum scribble_region {
+	SR_HEADER = 1,
+	SR_TAIL = 2,	  /* its producer line: the ring we read */
+	SR_HEAD_WAKE = 4, /* its consumer and wake lines */
+	SR_CTL = 8,	  /* the whole control region */
+	SR_DATA = 16,	  /* the record area we read */
+};
+
+#define WIPE_MSGS 20u
+
+struct span {
+	uint64_t off, len;
+};
+
+/* The parts of `a` named by `regions`; returns how many. */
+static unsigned arena_spans(struct cmesh__arena *a, unsigned regions,
+			    struct span *out)
+{
+	const struct cmesh__arena_layout *lay = cmesh__arena_layout(a);
+	unsigned n = 0;
+
+	if (regions & SR_HEADER)
+		out[n++] = (struct span){ 0, 64 };
+	if (regions & SR_TAIL)
+		out[n++] = (struct span){ lay->ctl_off + CMESH_PROTO_LINE_TAIL *
+								 CMESH_SHM_LINE,
+					  CMESH_SHM_LINE };
+	if (regions & SR_HEAD_WAKE)
+		out[n++] = (struct span){ lay->ctl_off + CMESH_PROTO_LINE_HEAD *
+								 CMESH_SHM_LINE,
+					  2 * CMESH_SHM_LINE };
+	if (regions & SR_CTL)
+		out[n++] = (struct span){ lay->ctl_off, lay->ctl_len };
+	if (regions & SR_DATA)
+		out[n++] = (struct span){ lay->data_off, lay->data_len };
+	return n;
+}
+
+/*
+ * Child: joins, then
+ *   wipe: sends WIPE_MSGS messages, overwrites all of `regions` with
+ *         random bytes, says 's' and waits to be killed;
+ *   fuzz: forever sends a message and overwrites 1..16 random bytes
+ *         somewhere in `regions`.
+ * It never reads. The parent kills it.
+ */
+static int scribble_child(int sock, int sync, unsigned regions, uint64_t seed,
+			  bool wipe)
+{
+	static unsigned char trail[200];
+	cmesh_node_opts o;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmesh__arena *a;
+	unsigned char *base;
+	uint64_t st = seed | 1;
+	struct span spans[5];
+	unsigned nspans;
+
+	node_opts(&o, TU_MS(5000));
+	TOPO_CHECK_EQ(cmesh_node_join_socket(sock, &seq_type, &seq_type, &o,
+					     &node, &tx, &rx),
+		      0);
+	/* The parent validates our header while it joins: wait for it. */
+	TOPO_CHECK_EQ(topo_wait(sync, TOPO_WAIT_MS), 'j');
+	a = cmesh__link_own_arena(cmesh__node_link(node));
+	base = cmesh__arena_base(a);
+	nspans = arena_spans(a, regions, spans);
+	TOPO_CHECK(nspans > 0);
+	tu_fill(trail, sizeof(trail), 3);
+	if (wipe) {
+		for (uint64_t i = 0; i < WIPE_MSGS; i++) {
+			struct seqmsg m = { .sender = 5, .seq = i };
+
+			TOPO_CHECK_EQ(cmesh_sender_send(tx, &m, trail, i * 9),
+				      0);
+		}
+		for (unsigned s = 0; s < nspans; s++)
+			for (uint64_t k = 0; k < spans[s].len; k++)
+				base[spans[s].off + k] =
+					(unsigned char)tu_rand(&st);
+		TOPO_CHECK_EQ(topo_post(sync, 's'), 0);
+		topo_wait(sync, TOPO_WAIT_MS);
+		return 0;
+	}
+	for (uint64_t i = 0;; i++) {
+		struct seqmsg m = { .sender = 5, .seq = i };
+		uint64_t x = tu_rand(&st);
+		unsigned s = (unsigned)(x % nspans);
+		uint64_t len = 1 + (x >> 8) % 16;
+		uint64_t off;
+
+		cmesh_sender_send(tx, &m, trail, i % 201);
+		if (spans[s].len < len)
+			len = spans[s].len;
+		off = spans[s].off + (x >> 16) % (spans[s].len - len + 1);
+		for (uint64_t k = 0; k < len; k++)
+			base[off + k] = (unsigned char)tu_rand(&st);
+	}
+}
+
+/*
+ * What a scribbling peer may look like to us: valid messages (structure:
+ * the contents are the peer's business), then -EPROTO or -ECONNRESET for
+ * good. Sends may also see -EPIPE (the peer's "closed" flag is among the
+ * bytes it scribbles). Returns the error that ended it, or 0 if reads ran
+ * dry (`idle_ms` without a message) or `budget_ms` passed.
+ */
+static int read_scribbler(cmesh_sender *tx, cmesh_receiver *rx,
+			  unsigned budget_ms, unsigned idle_ms)
+{
+	static unsigned char trail[4096];
+	int64_t end = tu_now_ns() + TU_MS(budget_ms);
+	uint64_t received = 0;
+	int r = 0;
+
+	while (tu_now_ns() < end) {
+		struct seqmsg m = { .sender = 1, .seq = received };
+		int s = cmesh_sender_send(tx, &m, NULL, 0);
+		int64_t t0 = tu_now_ns();
+
+		cr_assert(s == 0 || s == -EPROTO || s == -ECONNRESET ||
+				  s == -EPIPE,
+			  "send: %d (%s)", s, cmesh_strerror(s));
+		r = cmesh_receiver_recv_deadline(
+			rx, cmesh_deadline_after(TU_MS(idle_ms)), &m, trail,
+			sizeof(trail));
+		if (r >= 0) {
+			cr_assert_leq(r, (int)sizeof(trail));
+			received++;
+			continue;
+		}
+		if (r == -ETIMEDOUT) {
+			cr_assert_lt(tu_now_ns() - t0, TU_MS(idle_ms + 2000),
+				     "recv overran its deadline");
+			return 0;
+		}
+		cr_assert(r == -EPROTO || r == -ECONNRESET,
+			  "after %llu messages: recv %d (%s)",
+			  (unsigned long long)received, r, cmesh_strerror(r));
+		/* The failure sticks. */
+		TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &m, trail,
+						     sizeof(trail)),
+			     r);
+		return r;
+	}
+	return 0;
+}
+
+static void check_scribbler(unsigned regions, uint64_t seed, bool wipe,
+			    bool must_fail)
+{
+	struct topo_res res;
+	cmesh_node_opts o;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	int sv[2], sy[2], r, st;
+	pid_t pid;
+
+	topo_baseline(&res);
+	topo_sync_pair(sv);
+	topo_sync_pair(sy);
+	pid = topo_fork();
+	if (pid == 0) {
+		close(sv[0]);
+		close(sy[0]);
+		topo_child_exit(
+			scribble_child(sv[1], sy[1], regions, seed, wipe));
+	}
+	close(sv[1]);
+	close(sy[1]);
+	node_opts(&o, TU_MS(5000));
+	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &seq_type, &seq_type, &o,
+					    &node, &tx, &rx),
+		     0);
+	cmesh_node_free(node);
+	TU_ASSERT_RC(topo_post(sy[0], 'j'), 0);
+	if (wipe)
+		TU_ASSERT_RC(topo_wait(sy[0], TOPO_WAIT_MS), 's');
+	r = read_scribbler(tx, rx, wipe ? 5000 : 500, wipe ? 300 : 5000);
+	if (must_fail)
+		cr_assert(r == -EPROTO,
+			  "regions %#x seed %llu: recv ended with %d (%s), "
+			  "want -EPROTO",
+			  regions, (unsigned long long)seed, r,
+			  cmesh_strerror(r));
+	kill(pid, SIGKILL);
+	st = topo_reap(pid, TOPO_WAIT_MS);
+	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+		  "scribbler status %#x", st);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	close(sy[0]);
+	/* What we sent to the scribbler may still be spilled: see topo.h. */
+	topo_assert_baseline_within(&res, 5000);
+}
+
+Test(node_hostile, peer_wiping_its_arena_header_changes_nothing)
+{
+	check_scribbler(SR_HEADER, 1, true, false);
+}
+
+Test(node_hostile, peer_wiping_its_ring_tail_is_eproto)
+{
+	for (uint64_t seed = 1; seed <= 3; seed++)
+		check_scribbler(SR_TAIL, seed, true, true);
+}
+
+Test(node_hostile, peer_wiping_its_unread_records_is_eproto)
+{
+	for (uint64_t seed = 1; seed <= 3; seed++)
+		check_scribbler(SR_DATA, seed, true, true);
+}
+
+Test(node_hostile, peer_wiping_its_whole_arena_is_eproto)
+{
+	check_scribbler(SR_HEADER | SR_CTL | SR_DATA, 7, true, true);
+}
+
+Test(node_hostile, peer_wiping_its_head_and_wake_lines_is_survived)
+{
+	check_scribbler(SR_HEAD_WAKE, 1, true, false);
+}
+
+Test(node_hostile, peer_scribbling_while_sending_gives_only_valid_or_errors)
+{
+	static const unsigned regions[] = { SR_HEADER, SR_TAIL, SR_HEAD_WAKE,
+					    SR_DATA,
+					    SR_HEADER | SR_CTL | SR_DATA };
+
+	for (size_t i = 0; i < sizeof(regions) / sizeof(regions[0]); i++)
+		check_scribbler(regions[i], 100 + i, false, false);
+}

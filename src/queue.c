@@ -83,6 +83,8 @@ struct slot {
 };
 
 #define SLOT_HDR ((uint32_t)sizeof(struct slot))
+/* Message bytes that share a (128-byte aligned) slot's first line. */
+#define FIRST_LINE_MSG (CACHE_LINE - SLOT_HDR)
 
 struct ovf_node {
 	struct ovf_node *next;
@@ -243,11 +245,13 @@ uint64_t cmesh__queue_fingerprint(const struct cmesh__queue *q)
 
 /* ---- producer side ---- */
 
+/* Copies the message from byte `from` on, and its trail or heap pointer. */
 static void fill(const struct cmesh__queue *q, unsigned char *msg_dst,
 		 unsigned char *trail_dst, const void *msg, const void *trail,
-		 size_t len, void *heap)
+		 size_t len, void *heap, uint32_t from)
 {
-	memcpy(msg_dst, msg, q->msg_size);
+	memcpy(msg_dst + from, (const unsigned char *)msg + from,
+	       q->msg_size - from);
 	if (heap)
 		memcpy(trail_dst, &heap, sizeof(heap));
 	else if (len)
@@ -278,9 +282,22 @@ static int ring_try_push(struct cmesh__queue *q, const void *msg,
 							memory_order_relaxed,
 							memory_order_relaxed));
 	s = slot_at(q, pos);
+	/*
+	 * Write the slot's later lines first, then its first line (header,
+	 * head of the message, seq) in one run of stores: stores commit in
+	 * program order, so the first line is then needed only once, not
+	 * lost to the polling consumer between two of our stores to it.
+	 */
+	if (q->msg_size > FIRST_LINE_MSG) {
+		fill(q, slot_msg(s), slot_extra(q, s), msg, trail, len, heap,
+		     FIRST_LINE_MSG);
+		memcpy(slot_msg(s), msg, FIRST_LINE_MSG);
+	} else {
+		fill(q, slot_msg(s), slot_extra(q, s), msg, trail, len, heap,
+		     0);
+	}
 	s->trail_len = (uint32_t)len;
 	s->flags = heap ? SLOT_HEAP : 0;
-	fill(q, slot_msg(s), slot_extra(q, s), msg, trail, len, heap);
 	/* Publish; pairs with the consumer's acquire (and Dekker, see top). */
 	atomic_store_explicit(&s->seq, pos + 1, memory_order_seq_cst);
 	return 0;
@@ -304,7 +321,7 @@ static int overflow_push(struct cmesh__queue *q, const void *msg,
 	n->next = NULL;
 	n->heap = heap;
 	n->trail_len = (uint32_t)len;
-	fill(q, n->data, n->data + q->msg_span, msg, trail, len, heap);
+	fill(q, n->data, n->data + q->msg_span, msg, trail, len, heap, 0);
 	*q->ovf_tailp = n;
 	q->ovf_tailp = &n->next;
 	/* Dekker with the receiver's ready check, see top. */
@@ -554,12 +571,21 @@ static bool maybe_ready(const struct cmesh__queue *q)
 		ST_TX_CLOSED);
 }
 
-static void spin(const struct cmesh__queue *q, int64_t until)
+/*
+ * Spins until something may be ready, or for `spin_ns` (at most until
+ * `deadline`). The clock is first read after a round of polls: a message
+ * already on its way is caught without paying for a clock read.
+ */
+static void spin(const struct cmesh__queue *q, int64_t spin_ns,
+		 int64_t deadline)
 {
 	_Atomic uint64_t *tw = slot_tail_word(q, q->head);
 	uint64_t sink = 0;
+	int64_t until = 0;
 
 	for (;;) {
+		int64_t now;
+
 		for (int i = 0; i < SPIN_CLOCK_EVERY; i++) {
 			if (maybe_ready(q))
 				goto out;
@@ -570,7 +596,11 @@ static void spin(const struct cmesh__queue *q, int64_t until)
 					tw, memory_order_relaxed);
 			cmesh__park_pause();
 		}
-		if (cmesh_clock_now() >= until)
+		now = cmesh_clock_now();
+		if (!until)
+			until = deadline - now > spin_ns ? now + spin_ns :
+							   deadline;
+		if (now >= until)
 			break;
 	}
 out:
@@ -599,24 +629,20 @@ static int sleep_until(struct cmesh__queue *q, int64_t deadline)
 int cmesh__queue_recv(struct cmesh__queue *q, int64_t deadline, void *out_msg,
 		      void *out_trail, size_t cap)
 {
-	bool spun = q->spin_ns == 0;
+	bool spun = q->spin_ns == 0 || deadline <= 0;
 	int r;
 
 	for (;;) {
-		int64_t now;
-
 		r = try_recv(q, out_msg, out_trail, cap);
 		if (r != -EAGAIN)
 			return r;
-		now = cmesh_clock_now();
-		if (now >= deadline)
-			return -ETIMEDOUT;
 		if (!spun) {
 			spun = true;
-			spin(q, deadline - now > q->spin_ns ? now + q->spin_ns :
-							      deadline);
+			spin(q, q->spin_ns, deadline);
 			continue;
 		}
+		if (cmesh_clock_now() >= deadline)
+			return -ETIMEDOUT;
 		if (sleep_until(q, deadline) == -ETIMEDOUT) {
 			r = try_recv(q, out_msg, out_trail, cap);
 			return r == -EAGAIN ? -ETIMEDOUT : r;

@@ -91,6 +91,7 @@ void cmesh__lane_destroy(struct cmesh__lane *ln)
 	}
 	pthread_mutex_destroy(&ln->lock);
 	free(ln->buf);
+	cmesh__wake_free(ln->sleeper);
 	if (ln->efd >= 0)
 		close(ln->efd);
 	if (ln->peer_efd >= 0)
@@ -590,29 +591,32 @@ void cmesh__lane_arm(struct cmesh__lane *ln, bool on)
 	atomic_thread_fence(memory_order_seq_cst);
 }
 
+static void on_efd(void *arg, int fd, uint32_t revents)
+{
+	(void)arg;
+	(void)revents;
+	cmesh__eventfd_drain(fd);
+}
+
+int cmesh__lane_sleeper_init(struct cmesh__lane *ln)
+{
+	int r = cmesh__wake_new_default(&ln->sleeper);
+
+	if (!r)
+		r = cmesh__wake_add(ln->sleeper, ln->efd, POLLIN, on_efd, ln);
+	return r;
+}
+
 int cmesh__lane_sleep(struct cmesh__lane *ln, int64_t deadline)
 {
-	struct pollfd pfd = { .fd = ln->efd, .events = POLLIN };
 	int r = 0;
 
 	cmesh__lane_arm(ln, true);
-	if (!cmesh__lane_ready(ln)) {
-		struct timespec ts, *tsp = NULL;
-
-		if (deadline != CMESH_DEADLINE_NONE) {
-			int64_t left = deadline - cmesh_clock_now();
-
-			if (left < 0)
-				left = 0;
-			ts.tv_sec = left / 1000000000;
-			ts.tv_nsec = left % 1000000000;
-			tsp = &ts;
-		}
-		if (ppoll(&pfd, 1, tsp, NULL) == 0)
-			r = -ETIMEDOUT;
-	}
+	/* The wake backend (io_uring or epoll) waits on our eventfd. */
+	if (!cmesh__lane_ready(ln) &&
+	    cmesh__wake_run(ln->sleeper, deadline) == 0)
+		r = -ETIMEDOUT;
 	atomic_store_explicit(&ln->own_wake->sleeping, 0, memory_order_relaxed);
-	cmesh__eventfd_drain(ln->efd);
 	return r;
 }
 

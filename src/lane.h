@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 struct cmesh__link;
+struct cmesh__wake;
 struct cmesh_shm_ring_wake;
 
 struct spill;
@@ -41,6 +42,7 @@ struct cmesh__lane {
 	struct cmesh__shmring_consumer cons;
 	struct cmesh_shm_ring_wake *own_wake;
 	int efd; /* our consumer eventfd (the peer signals) */
+	struct cmesh__wake *sleeper; /* waits on efd: io_uring or epoll */
 	int64_t spin_ns;
 	unsigned char *buf; /* one record, copied out of the ring */
 	uint32_t buf_cap;
@@ -72,6 +74,12 @@ int cmesh__lane_peek(struct cmesh__lane *ln);
 
 /* In lane: something to report (a record, close or failure)? */
 bool cmesh__lane_ready(struct cmesh__lane *ln);
+
+/*
+ * In lane: the object the receiver sleeps in, watching efd through the wake
+ * backend that CMESH_WAKE selects (io_uring, else epoll). 0 or -errno.
+ */
+int cmesh__lane_sleeper_init(struct cmesh__lane *ln);
 
 /*
  * In lane: announce that we sleep (the peer then signals efd), check

@@ -449,7 +449,9 @@ static int setup_own(struct cmesh__link *l, uint32_t ring_cap)
 					       line_off(l->own,
 							CMESH_PROTO_LINE_WAKE));
 	l->in.efd = cmesh__eventfd_new();
-	return l->in.efd < 0 ? l->in.efd : 0;
+	if (l->in.efd < 0)
+		return l->in.efd;
+	return cmesh__lane_sleeper_init(&l->in);
 }
 
 /* The peer's arena and its halves of both rings. Takes fds[]. */

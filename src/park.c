@@ -15,6 +15,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <linux/membarrier.h>
+#include <pthread.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -67,4 +69,35 @@ void cmesh__park_wake(_Atomic uint32_t *word)
 void cmesh__park_pause(void)
 {
 	ck_pr_stall();
+}
+
+static pthread_once_t asym_once = PTHREAD_ONCE_INIT;
+static bool asym_on;
+
+static void asym_register(void)
+{
+	long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+
+	if (cmds < 0 || !(cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED))
+		return;
+	if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+		    0, 0))
+		return;
+	asym_on = true;
+}
+
+bool cmesh__fence_asym(void)
+{
+	pthread_once(&asym_once, asym_register);
+	return asym_on;
+}
+
+int cmesh__fence_heavy(void)
+{
+	atomic_thread_fence(memory_order_seq_cst);
+	if (!cmesh__fence_asym())
+		return 0;
+	return syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) ?
+		       -1 :
+		       0;
 }

@@ -18,14 +18,17 @@
  *   only ever written by producers (pos + 1, one lap apart), so the
  *   consumer never writes a line that a producer is about to write: it
  *   publishes its head on a line of its own.
- * - Sleep/wake (Dekker). A producer publishes (seq_cst store to the slot,
- *   or a seq_cst store of ovf_mode) and then loads `state` seq_cst. A
- *   receiver going to sleep sets ST_RX_SLEEP with a seq_cst RMW and then
- *   loads the slot seq / ovf_mode seq_cst. In the single total order one of
- *   them sees the other: either the receiver sees the message or the
- *   producer sees ST_RX_SLEEP and wakes it (futex on `state`). The same
- *   pairing covers ST_WS_ARMED (waitset) and ST_RX_CLOSED (receiver gone;
- *   the closer issues a seq_cst fence before it drains).
+ * - Sleep/wake (Dekker). A producer publishes (release store of the slot's
+ *   seq, or of ovf_mode), issues cmesh__fence_light() and loads `state`. A
+ *   receiver going to sleep sets ST_RX_SLEEP with a seq_cst RMW, issues
+ *   cmesh__fence_heavy() and loads the slot seq / ovf_mode. The fence pair
+ *   makes one of them see the other: either the receiver sees the message
+ *   or the producer sees ST_RX_SLEEP and wakes it (futex on `state`). With
+ *   membarrier the light fence is only a compiler barrier and the heavy one
+ *   a membarrier(PRIVATE_EXPEDITED); without it both are seq_cst fences
+ *   (park.h). The same pairing covers ST_WS_ARMED (waitset) and
+ *   ST_RX_CLOSED (receiver gone; the closer fences before it drains).
+
  * - Close of the sending side. Each sender release is an acq_rel RMW on
  *   `nsenders`; the last one sets ST_TX_CLOSED with a seq_cst CAS, so a
  *   receiver whose acquire load sees ST_TX_CLOSED also sees every message.
@@ -106,6 +109,7 @@ struct cmesh__queue {
 	int64_t spin_ns;
 	uint64_t max_trail;
 	unsigned char *scratch;	     /* one message, for drains (drain_lock) */
+	bool asym;		     /* cmesh__fence_asym() (park.h) */
 	struct cmesh__lane *tx_lane; /* the receiver is remote */
 	struct cmesh__lane *rx_lane; /* the senders are remote */
 
@@ -160,6 +164,29 @@ static inline _Atomic uint64_t *slot_tail_word(const struct cmesh__queue *q,
 				    sizeof(uint64_t));
 }
 
+/*
+ * memcpy for message-sized copies: up to 128 bytes are copied inline in
+ * 16-byte pieces (no call into libc on the fast path).
+ */
+static inline void copy_bytes(void *dst, const void *src, size_t n)
+{
+	unsigned char *d = dst;
+	const unsigned char *s = src;
+
+	if (n > 128) {
+		memcpy(d, s, n);
+		return;
+	}
+	for (; n >= 16; n -= 16, d += 16, s += 16)
+		__builtin_memcpy(d, s, 16);
+	if (n >= 8) {
+		__builtin_memcpy(d, s, 8);
+		n -= 8, d += 8, s += 8;
+	}
+	while (n--)
+		*d++ = *s++;
+}
+
 static uint64_t pow2_floor(uint64_t v)
 {
 	return v ? 1ull << (63 - __builtin_clzll(v)) : 0;
@@ -195,6 +222,7 @@ int cmesh__queue_new(const cmesh_type *type,
 	q->mask = cap - 1;
 	q->spin_ns = opts->spin_ns > 0 ? opts->spin_ns : 0;
 	q->max_trail = opts->max_trail;
+	q->asym = cmesh__fence_asym();
 	q->tx_lane = opts->tx_lane;
 	q->rx_lane = opts->rx_lane;
 	q->slots = aligned_alloc(PAIR, cap * q->slot_size);
@@ -250,8 +278,8 @@ static void fill(const struct cmesh__queue *q, unsigned char *msg_dst,
 		 unsigned char *trail_dst, const void *msg, const void *trail,
 		 size_t len, void *heap, uint32_t from)
 {
-	memcpy(msg_dst + from, (const unsigned char *)msg + from,
-	       q->msg_size - from);
+	copy_bytes(msg_dst + from, (const unsigned char *)msg + from,
+		   q->msg_size - from);
 	if (heap)
 		memcpy(trail_dst, &heap, sizeof(heap));
 	else if (len)
@@ -291,7 +319,7 @@ static int ring_try_push(struct cmesh__queue *q, const void *msg,
 	if (q->msg_size > FIRST_LINE_MSG) {
 		fill(q, slot_msg(s), slot_extra(q, s), msg, trail, len, heap,
 		     FIRST_LINE_MSG);
-		memcpy(slot_msg(s), msg, FIRST_LINE_MSG);
+		__builtin_memcpy(slot_msg(s), msg, FIRST_LINE_MSG);
 	} else {
 		fill(q, slot_msg(s), slot_extra(q, s), msg, trail, len, heap,
 		     0);
@@ -299,7 +327,7 @@ static int ring_try_push(struct cmesh__queue *q, const void *msg,
 	s->trail_len = (uint32_t)len;
 	s->flags = heap ? SLOT_HEAP : 0;
 	/* Publish; pairs with the consumer's acquire (and Dekker, see top). */
-	atomic_store_explicit(&s->seq, pos + 1, memory_order_seq_cst);
+	atomic_store_explicit(&s->seq, pos + 1, memory_order_release);
 	return 0;
 }
 
@@ -325,7 +353,7 @@ static int overflow_push(struct cmesh__queue *q, const void *msg,
 	*q->ovf_tailp = n;
 	q->ovf_tailp = &n->next;
 	/* Dekker with the receiver's ready check, see top. */
-	atomic_store_explicit(&q->ovf_mode, 1, memory_order_seq_cst);
+	atomic_store_explicit(&q->ovf_mode, 1, memory_order_release);
 out_unlock:
 	pthread_mutex_unlock(&q->lock);
 	return 0;
@@ -396,7 +424,8 @@ int cmesh__queue_send(struct cmesh__queue *q, const void *msg,
 			goto out_free_heap;
 	}
 	/* Dekker with the receiver's sleep, see top. */
-	st = atomic_load_explicit(&q->state, memory_order_seq_cst);
+	cmesh__fence_light(q->asym);
+	st = atomic_load_explicit(&q->state, memory_order_relaxed);
 	if (likely(!(st & (ST_SLEEPERS | ST_RX_CLOSED))))
 		return 0;
 	if (st & ST_RX_CLOSED)
@@ -426,7 +455,8 @@ static void take_trail(void *out, const void *inl, void *heap, uint32_t len,
 {
 	if (!discard && len)
 		memcpy(out, heap ? heap : inl, len);
-	free(heap);
+	if (heap)
+		free(heap);
 }
 
 static int take_ring(struct cmesh__queue *q, void *out_msg, void *out_trail,
@@ -438,7 +468,7 @@ static int take_ring(struct cmesh__queue *q, void *out_msg, void *out_trail,
 
 	if (!discard && len > cap)
 		return -EMSGSIZE;
-	memcpy(out_msg, slot_msg(s), q->msg_size);
+	copy_bytes(out_msg, slot_msg(s), q->msg_size);
 	if (s->flags & SLOT_HEAP)
 		memcpy(&heap, slot_extra(q, s), sizeof(heap));
 	take_trail(out_trail, slot_extra(q, s), heap, len, discard);
@@ -551,12 +581,12 @@ bool cmesh__queue_ready(struct cmesh__queue *q)
 {
 	if (q->rx_lane)
 		return cmesh__lane_ready(q->rx_lane);
-	if (head_ready(q, memory_order_seq_cst))
+	if (head_ready(q, memory_order_acquire))
 		return true;
-	if (atomic_load_explicit(&q->ovf_mode, memory_order_seq_cst) &&
+	if (atomic_load_explicit(&q->ovf_mode, memory_order_acquire) &&
 	    overflow_ready(q))
 		return true;
-	return atomic_load_explicit(&q->state, memory_order_seq_cst) &
+	return atomic_load_explicit(&q->state, memory_order_acquire) &
 	       ST_TX_CLOSED;
 }
 
@@ -619,6 +649,12 @@ static int sleep_until(struct cmesh__queue *q, int64_t deadline)
 	st = atomic_fetch_or_explicit(&q->state, ST_RX_SLEEP,
 				      memory_order_seq_cst) |
 	     ST_RX_SLEEP;
+	if (cmesh__fence_heavy()) {
+		int64_t cap = cmesh_clock_now() + CMESH__FENCE_FALLBACK_NS;
+
+		if (cap < deadline)
+			deadline = cap;
+	}
 	if (!cmesh__queue_ready(q))
 		r = cmesh__park_wait(&q->state, st, deadline);
 	atomic_fetch_and_explicit(&q->state, ~ST_RX_SLEEP,
@@ -791,8 +827,12 @@ void cmesh__queue_receiver_close(struct cmesh__queue *q)
 		return;
 	}
 	atomic_fetch_or_explicit(&q->state, ST_RX_CLOSED, memory_order_seq_cst);
-	/* Dekker with a producer's publish + state load, see top. */
-	atomic_thread_fence(memory_order_seq_cst);
+	/*
+	 * Dekker with a producer's publish + state load, see top. Should the
+	 * membarrier fail, a producer that raced with us drains on its next
+	 * send or the last reference does.
+	 */
+	cmesh__fence_heavy();
 	drain(q);
 	queue_put(q);
 }

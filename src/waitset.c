@@ -17,6 +17,7 @@
 #include "waitset.h"
 
 #include "endpoint.h"
+#include "park.h"
 #include "queue.h"
 
 #include <errno.h>
@@ -236,6 +237,13 @@ int cmesh_waitset_try_wait(cmesh_waitset *ws, uint64_t *out_key)
 		return 0;
 	for (uint32_t i = 0; i < ws->n; i++)
 		cmesh__queue_arm(ws->m[i].q);
+	/*
+	 * Pairs with the producers' light fence (park.h). Should it fail,
+	 * keep the fd readable: the caller looks again rather than sleep on
+	 * a wakeup that may have been missed.
+	 */
+	if (cmesh__fence_heavy())
+		cmesh__waitset_signal(ws);
 	return scan(ws, out_key) ? 0 : -EAGAIN;
 }
 

@@ -78,6 +78,8 @@
 
 #include <ck_pr.h>
 
+#include "bench_util.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <sched.h>
@@ -93,33 +95,8 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <x86intrin.h>
-#define HAVE_TSC 1
-#else
-#define HAVE_TSC 0
-#endif
-
-#ifndef CMESH_BENCH_CFLAGS
-#define CMESH_BENCH_CFLAGS_STR "-O2"
-#else
-#define BENCH_STR2(x) #x
-#define BENCH_STR(x) BENCH_STR2(x)
-#define CMESH_BENCH_CFLAGS_STR BENCH_STR(CMESH_BENCH_CFLAGS)
-#endif
-
-#if defined(__clang__)
-#define BENCH_CC "clang "
-#elif defined(__GNUC__)
-#define BENCH_CC "gcc "
-#else
-#define BENCH_CC ""
-#endif
 
 #define CPU_PARENT 0
 #define CPU_CHILD 1
@@ -128,7 +105,6 @@
 #define MSG_BIG 4096u
 #define SPIN_FOREVER_NS 1000000000LL
 #define RTT_ROUNDS 20u
-#define MAX_PARTS 32u /* >= RTT_ROUNDS and stream reps */
 #define BARRIER_TIMEOUT_NS 120000000000ull
 
 /*
@@ -142,26 +118,7 @@
 /* ---------------------------------------------------------------------- */
 /* Message type and shared mapping                                        */
 
-struct bench_msg {
-	uint64_t seq;
-	uint64_t stamp;
-	uint8_t data[48];
-};
-_Static_assert(sizeof(struct bench_msg) == MSG_SMALL, "bench_msg is 64 B");
-
 static CMESH_TYPE_DEFINE_PLAIN(bench_msg_type, struct bench_msg);
-
-/*
- * Raw spin line: the 64-byte message, its first word (seq) doubling as the
- * ready flag. Writer: copy bytes 8..63, store seq (release). Reader: spin
- * on seq (acquire, pairs with that store), copy bytes 8..63. Ping-pong
- * order guarantees the writer never overwrites an unread line. 128-byte
- * alignment keeps the adjacent-line prefetcher off the other direction.
- */
-struct spin_line {
-	alignas(128) _Atomic uint64_t seq;
-	uint8_t body[56];
-};
 
 /* Raw eventfd payload line: written before the eventfd write, read after
  * the eventfd read (the syscalls order it; fences document it). */
@@ -204,7 +161,7 @@ struct shared {
 	/* Producer's (child's) time of the last stream job, in ticks;
 	 * written before a barrier, read by the parent after it. */
 	struct index_line tx_ticks;
-	struct spin_line ping, pong;
+	struct bench_spin_line ping, pong;
 	struct ev_line ev_ping, ev_pong;
 	/* cm-win: messages received so far, consumer stores (release) every
 	 * win_publish messages, producer loads (acquire) at its limit. */
@@ -306,17 +263,14 @@ static void kill_child(void)
 	}
 }
 
-static void die(const char *what, int err)
+/* After bench_die()'s message: tells the other side, ends the child. */
+static void die_hook(void)
 {
-	fprintf(stderr, "bench_xproc: %s%s: %s\n", is_child ? "child: " : "",
-		what, err < 0 ? cmesh_strerror(err) : strerror(err));
-	fflush(stderr);
 	if (sh)
 		atomic_store_explicit(&sh->failed.v, 1, memory_order_relaxed);
 	if (is_child)
 		_exit(2);
 	kill_child();
-	exit(2);
 }
 
 /* Parent: a child that exits before it is told to is a failure. */
@@ -382,148 +336,7 @@ static void install_handlers(void)
 }
 
 /* ---------------------------------------------------------------------- */
-/* Clock, CPU, utilities                                                  */
-
-static bool clock_tsc;
-static double ns_per_tick = 1.0;
-static uint64_t clock_step = 1;
-
-static inline uint64_t now_ticks(void)
-{
-#if HAVE_TSC
-	if (clock_tsc) {
-		uint64_t t;
-
-		_mm_lfence();
-		t = __rdtsc();
-		_mm_lfence();
-		return t;
-	}
-#endif
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static bool cpuinfo_has_flag(const char *flag)
-{
-	char line[8192];
-	bool found = false;
-	FILE *f = fopen("/proc/cpuinfo", "r");
-
-	if (!f)
-		return false;
-	while (fgets(line, sizeof(line), f)) {
-		if (strncmp(line, "flags", 5) != 0)
-			continue;
-		char *rest = strchr(line, ':');
-
-		for (char *tok = strtok(rest ? rest + 1 : line, " \t\n"); tok;
-		     tok = strtok(NULL, " \t\n")) {
-			if (strcmp(tok, flag) == 0) {
-				found = true;
-				break;
-			}
-		}
-		break;
-	}
-	fclose(f);
-	return found;
-}
-
-static void cpu_model(char *buf, size_t len)
-{
-	char line[512];
-	FILE *f = fopen("/proc/cpuinfo", "r");
-
-	snprintf(buf, len, "unknown");
-	if (!f)
-		return;
-	while (fgets(line, sizeof(line), f)) {
-		char *colon = strchr(line, ':');
-
-		if (strncmp(line, "model name", 10) != 0 || !colon)
-			continue;
-		colon++;
-		while (*colon == ' ' || *colon == '\t')
-			colon++;
-		colon[strcspn(colon, "\n")] = '\0';
-		snprintf(buf, len, "%s", colon);
-		break;
-	}
-	fclose(f);
-}
-
-static void clock_setup(bool smoke)
-{
-	const char *env = getenv("CMESH_BENCH_CLOCK");
-	bool want_tsc = HAVE_TSC && cpuinfo_has_flag("constant_tsc") &&
-			cpuinfo_has_flag("nonstop_tsc");
-
-	if (env && strcmp(env, "mono") == 0)
-		want_tsc = false;
-	if (!want_tsc) {
-		clock_tsc = false;
-		ns_per_tick = 1.0;
-		return;
-	}
-	clock_tsc = true;
-	uint64_t span = smoke ? 20000000u : 100000000u;
-	uint64_t n0 = mono_ns(), c0 = now_ticks(), n1, c1;
-
-	do {
-		n1 = mono_ns();
-		c1 = now_ticks();
-	} while (n1 - n0 < span);
-	ns_per_tick = (double)(n1 - n0) / (double)(c1 - c0);
-}
-
-static uint64_t gcd_u64(uint64_t a, uint64_t b)
-{
-	while (b) {
-		uint64_t t = a % b;
-
-		a = b;
-		b = t;
-	}
-	return a;
-}
-
-/* The clock's step: gcd of many differences of consecutive readings. */
-static void clock_measure_step(void)
-{
-	uint64_t g = 0;
-
-	for (int i = 0; i < 10000; i++) {
-		uint64_t a = now_ticks(), b = now_ticks();
-
-		g = gcd_u64(g, b - a);
-	}
-	clock_step = g ? g : 1;
-}
-
-/* Pins the calling (only) thread of this process to `cpu`. */
-static bool pin_self(int cpu)
-{
-	cpu_set_t set;
-
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	if (sched_setaffinity(0, sizeof(set), &set) == 0)
-		return true;
-	fprintf(stderr, "bench_xproc: %swarning: cannot pin to CPU %d: %s\n",
-		is_child ? "child: " : "", cpu, strerror(errno));
-	return false;
-}
+/* CPUs, utilities                                                        */
 
 static bool cpus_usable(void)
 {
@@ -532,45 +345,6 @@ static bool cpus_usable(void)
 	if (sched_getaffinity(0, sizeof(set), &set) != 0)
 		return false;
 	return CPU_ISSET(CPU_PARENT, &set) && CPU_ISSET(CPU_CHILD, &set);
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return (x > y) - (x < y);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
-/* Nearest-rank percentile of a sorted array. */
-static uint64_t pct(const uint64_t *v, size_t n, double p)
-{
-	size_t rank;
-
-	if (n == 0)
-		return 0;
-	rank = (size_t)((double)n * p / 100.0 + 0.999999999);
-	if (rank < 1)
-		rank = 1;
-	if (rank > n)
-		rank = n;
-	return v[rank - 1];
-}
-
-static void *xcalloc(size_t n, size_t sz)
-{
-	void *p = calloc(n ? n : 1, sz);
-
-	if (!p)
-		die("calloc", ENOMEM);
-	memset(p, 0, n * sz); /* fault the pages in before timing */
-	return p;
 }
 
 static inline uint64_t load_seq(const unsigned char *buf)
@@ -584,51 +358,6 @@ static inline uint64_t load_seq(const unsigned char *buf)
 static inline void store_seq(unsigned char *buf, uint64_t v)
 {
 	memcpy(buf, &v, sizeof(v));
-}
-
-/*
- * CPU time of the whole machine and of this process and its reaped
- * children, in clock ticks: did other processes (or the host: steal) take
- * CPU during the run?
- */
-struct cpu_usage {
-	uint64_t busy, total, steal, self;
-};
-
-static void cpu_usage_read(struct cpu_usage *u)
-{
-	unsigned long long v[8] = { 0 }, ut = 0, st = 0, cut = 0, cst = 0;
-	char line[1024];
-	FILE *f;
-
-	memset(u, 0, sizeof(*u));
-	f = fopen("/proc/stat", "r");
-	if (f) {
-		if (fgets(line, sizeof(line), f) &&
-		    sscanf(line, "cpu %llu %llu %llu %llu %llu %llu %llu %llu",
-			   &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6],
-			   &v[7]) == 8) {
-			/* user nice system idle iowait irq softirq steal */
-			u->busy = v[0] + v[1] + v[2] + v[5] + v[6];
-			u->steal = v[7];
-			u->total = u->busy + v[3] + v[4] + v[7];
-		}
-		fclose(f);
-	}
-	f = fopen("/proc/self/stat", "r");
-	if (f) {
-		/* Fields 14..17 (utime stime cutime cstime) follow "(comm)". */
-		if (fgets(line, sizeof(line), f)) {
-			char *p = strrchr(line, ')');
-
-			if (p && sscanf(p + 1,
-					" %*c %*d %*d %*d %*d %*d %*u %*u %*u "
-					"%*u %*u %llu %llu %llu %llu",
-					&ut, &st, &cut, &cst) == 4)
-				u->self = ut + st + cut + cst;
-		}
-		fclose(f);
-	}
 }
 
 /* ---------------------------------------------------------------------- */
@@ -656,15 +385,15 @@ static void barrier(void)
 		if (atomic_load_explicit(&sh->failed.v, memory_order_relaxed)) {
 			if (is_child)
 				_exit(2);
-			die("the child failed", EPIPE);
+			bench_die("the child failed", EPIPE);
 		}
 		if (is_child && getppid() != parent_pid)
 			_exit(2);
 		if (!limit)
-			limit = mono_ns() + BARRIER_TIMEOUT_NS;
-		else if (mono_ns() > limit)
-			die("the other process never reached the barrier",
-			    ETIMEDOUT);
+			limit = bench_mono_ns() + BARRIER_TIMEOUT_NS;
+		else if (bench_mono_ns() > limit)
+			bench_die("the other process never reached the barrier",
+				  ETIMEDOUT);
 		if (spins > (1u << 22))
 			sched_yield();
 	}
@@ -672,23 +401,6 @@ static void barrier(void)
 
 /* ---------------------------------------------------------------------- */
 /* Raw mechanisms                                                         */
-
-static inline void spin_put(struct spin_line *l, const struct bench_msg *m)
-{
-	memcpy(l->body, (const uint8_t *)m + 8, sizeof(l->body));
-	/* Pairs with the acquire load in spin_get(). */
-	atomic_store_explicit(&l->seq, m->seq, memory_order_release);
-}
-
-static inline void spin_get(struct spin_line *l, uint64_t seq,
-			    struct bench_msg *out)
-{
-	/* Pairs with the release store in spin_put(). */
-	while (atomic_load_explicit(&l->seq, memory_order_acquire) != seq)
-		ck_pr_stall();
-	out->seq = seq;
-	memcpy((uint8_t *)out + 8, l->body, sizeof(l->body));
-}
 
 static inline void ev_put(struct ev_line *l, int efd, const struct bench_msg *m)
 {
@@ -698,7 +410,7 @@ static inline void ev_put(struct ev_line *l, int efd, const struct bench_msg *m)
 	/* The eventfd write publishes the line; pairs with ev_get's fence. */
 	atomic_thread_fence(memory_order_release);
 	if (write(efd, &one, sizeof(one)) != (ssize_t)sizeof(one))
-		die("eventfd write", errno);
+		bench_die("eventfd write", errno);
 }
 
 static inline void ev_get(struct ev_line *l, int efd, struct bench_msg *out)
@@ -707,7 +419,7 @@ static inline void ev_get(struct ev_line *l, int efd, struct bench_msg *out)
 
 	while (read(efd, &v, sizeof(v)) != (ssize_t)sizeof(v))
 		if (errno != EINTR)
-			die("eventfd read", errno);
+			bench_die("eventfd read", errno);
 	/* Pairs with ev_put's fence before the eventfd write. */
 	atomic_thread_fence(memory_order_acquire);
 	memcpy(out, l->body, sizeof(*out));
@@ -720,7 +432,7 @@ static inline void unix_put(const void *buf, size_t len)
 	while ((n = send(usock, buf, len, MSG_NOSIGNAL)) < 0 && errno == EINTR)
 		;
 	if (n != (ssize_t)len)
-		die("unix send", n < 0 ? errno : EMSGSIZE);
+		bench_die("unix send", n < 0 ? errno : EMSGSIZE);
 }
 
 static inline void unix_get(void *buf, size_t len)
@@ -730,7 +442,9 @@ static inline void unix_get(void *buf, size_t len)
 	while ((n = recv(usock, buf, len, 0)) < 0 && errno == EINTR)
 		;
 	if (n != (ssize_t)len)
-		die("unix recv", n < 0 ? errno : n == 0 ? EPIPE : EMSGSIZE);
+		bench_die("unix recv", n < 0  ? errno :
+				       n == 0 ? EPIPE :
+						EMSGSIZE);
 }
 
 static inline uint64_t rec_span(uint32_t len)
@@ -795,7 +509,7 @@ static inline uint32_t ring_get(int r, void *buf, uint32_t cap)
 			continue;
 		}
 		if (h.len > cap || off + rec_span(h.len) > RING_BYTES)
-			die("raw ring: bad record", EPROTO);
+			bench_die("raw ring: bad record", EPROTO);
 		memcpy(buf, rg->data + off + sizeof(h), h.len);
 		c->pos += rec_span(h.len);
 		/* Pairs with the producer's acquire load of head. */
@@ -808,7 +522,7 @@ static inline uint32_t ring_get(int r, void *buf, uint32_t cap)
 static inline void ring_get_msg(int r, struct bench_msg *out)
 {
 	if (ring_get(r, out, sizeof(*out)) != sizeof(*out))
-		die("raw ring: wrong length", EPROTO);
+		bench_die("raw ring: wrong length", EPROTO);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -824,7 +538,7 @@ static void cm_join(int sock, int64_t spin_ns, uint32_t ring_size)
 	rc = cmesh_node_join_socket(sock, &bench_msg_type, &bench_msg_type,
 				    &opts, &cm_node, &cm_tx, &cm_rx);
 	if (rc < 0)
-		die("cmesh_node_join_socket", rc);
+		bench_die("cmesh_node_join_socket", rc);
 }
 
 static void cm_leave(void)
@@ -842,7 +556,7 @@ static inline void cm_send(const void *msg, const void *trail, size_t len)
 	int rc = cmesh_sender_send(cm_tx, msg, trail, len);
 
 	if (rc < 0)
-		die("cmesh_sender_send", rc);
+		bench_die("cmesh_sender_send", rc);
 }
 
 static inline void cm_recv(void *msg, void *trail, size_t cap, size_t want)
@@ -850,9 +564,9 @@ static inline void cm_recv(void *msg, void *trail, size_t cap, size_t want)
 	int rc = cmesh_receiver_recv(cm_rx, msg, trail, cap);
 
 	if (rc < 0)
-		die("cmesh_receiver_recv", rc);
+		bench_die("cmesh_receiver_recv", rc);
 	if ((size_t)rc != want)
-		die("cmesh_receiver_recv: wrong trailing length", EPROTO);
+		bench_die("cmesh_receiver_recv: wrong trailing length", EPROTO);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -870,95 +584,36 @@ struct job {
 	uint64_t win_publish;
 };
 
-typedef void side_fn(struct job *j);
-
-static void check_echo(const struct bench_msg *r, uint64_t seq, uint64_t t0)
-{
-	if (r->seq != seq || r->stamp != t0) {
-		fprintf(stderr,
-			"bench_xproc: bad echo: seq %" PRIu64 " (want %" PRIu64
-			"), stamp %" PRIu64 " (want %" PRIu64 ")\n",
-			r->seq, seq, r->stamp, t0);
-		die("round trip", EPROTO);
-	}
-}
-
-static void check_seq(uint64_t got, uint64_t want)
-{
-	if (got != want) {
-		fprintf(stderr,
-			"bench_xproc: stream out of order: seq %" PRIu64
-			", want %" PRIu64 "\n",
-			got, want);
-		die("stream", EPROTO);
-	}
-}
-
-/* Parent side of a ping-pong: PUT sends m, GET receives the echo into r. */
-#define RTT_PING(name, PUT, GET)                                               \
-	static void name(struct job *j)                                        \
-	{                                                                      \
-		struct bench_msg m, r;                                         \
-		uint64_t n = j->warm + j->n, start = 0;                        \
-                                                                               \
-		memset(&m, 0x5a, sizeof(m));                                   \
-		for (uint64_t i = 0; i < n; i++) {                             \
-			uint64_t seq = j->base + i, t0, t1;                    \
-                                                                               \
-			if (i == j->warm)                                      \
-				start = now_ticks();                           \
-			t0 = now_ticks();                                      \
-			m.seq = seq;                                           \
-			m.stamp = t0;                                          \
-			PUT;                                                   \
-			GET;                                                   \
-			t1 = now_ticks();                                      \
-			check_echo(&r, seq, t0);                               \
-			if (i >= j->warm)                                      \
-				j->samples[i - j->warm] = t1 - t0;             \
-		}                                                              \
-		j->elapsed += now_ticks() - start;                             \
-	}
-
-/* Child side: GET receives message `seq` into r, PUT echoes r. */
-#define RTT_PONG(name, GET, PUT)                                               \
-	static void name(struct job *j)                                        \
-	{                                                                      \
-		struct bench_msg r;                                            \
-		uint64_t n = j->warm + j->n;                                   \
-                                                                               \
-		for (uint64_t i = 0; i < n; i++) {                             \
-			uint64_t seq = j->base + i;                            \
-                                                                               \
-			(void)seq;                                             \
-			GET;                                                   \
-			PUT;                                                   \
-		}                                                              \
-	}
-
-RTT_PING(spin_ping_side, spin_put(&sh->ping, &m), spin_get(&sh->pong, seq, &r))
-RTT_PONG(spin_pong_side, spin_get(&sh->ping, seq, &r), spin_put(&sh->pong, &r))
-RTT_PING(ev_ping_side, ev_put(&sh->ev_ping, efd_ping, &m),
-	 ev_get(&sh->ev_pong, efd_pong, &r))
-RTT_PONG(ev_pong_side, ev_get(&sh->ev_ping, efd_ping, &r),
-	 ev_put(&sh->ev_pong, efd_pong, &r))
-RTT_PING(unix_ping_side, unix_put(&m, sizeof(m)), unix_get(&r, sizeof(r)))
-RTT_PONG(unix_pong_side, unix_get(&r, sizeof(r)), unix_put(&r, sizeof(r)))
-RTT_PING(ring_ping_side, ring_put(RING_DOWN, &m, sizeof(m)),
-	 ring_get_msg(RING_UP, &r))
-RTT_PONG(ring_pong_side, ring_get_msg(RING_DOWN, &r),
-	 ring_put(RING_UP, &r, sizeof(r)))
-RTT_PING(cm_ping_side, cm_send(&m, NULL, 0), cm_recv(&r, NULL, 0, 0))
-RTT_PONG(cm_pong_side, cm_recv(&r, NULL, 0, 0), cm_send(&r, NULL, 0))
+BENCH_RTT_PING(spin_ping_side, struct job, bench_spin_put(&sh->ping, &m),
+	       bench_spin_get(&sh->pong, seq, &r))
+BENCH_RTT_PONG(spin_pong_side, struct job, bench_spin_get(&sh->ping, seq, &r),
+	       bench_spin_put(&sh->pong, &r))
+BENCH_RTT_PING(ev_ping_side, struct job, ev_put(&sh->ev_ping, efd_ping, &m),
+	       ev_get(&sh->ev_pong, efd_pong, &r))
+BENCH_RTT_PONG(ev_pong_side, struct job, ev_get(&sh->ev_ping, efd_ping, &r),
+	       ev_put(&sh->ev_pong, efd_pong, &r))
+BENCH_RTT_PING(unix_ping_side, struct job, unix_put(&m, sizeof(m)),
+	       unix_get(&r, sizeof(r)))
+BENCH_RTT_PONG(unix_pong_side, struct job, unix_get(&r, sizeof(r)),
+	       unix_put(&r, sizeof(r)))
+BENCH_RTT_PING(ring_ping_side, struct job, ring_put(RING_DOWN, &m, sizeof(m)),
+	       ring_get_msg(RING_UP, &r))
+BENCH_RTT_PONG(ring_pong_side, struct job, ring_get_msg(RING_DOWN, &r),
+	       ring_put(RING_UP, &r, sizeof(r)))
+BENCH_RTT_PING(cm_ping_side, struct job, cm_send(&m, NULL, 0),
+	       cm_recv(&r, NULL, 0, 0))
+BENCH_RTT_PONG(cm_pong_side, struct job, cm_recv(&r, NULL, 0, 0),
+	       cm_send(&r, NULL, 0))
 
 /*
  * Stream producer (child): PUT sends tx_buf (seq in its first 8 bytes,
  * j->size bytes). Stores its time for the parent.
  */
 #define STREAM_PRODUCER(name, BEFORE, PUT)                                     \
-	static void name(struct job *j)                                        \
+	static void name(void *arg)                                            \
 	{                                                                      \
-		uint64_t t0 = now_ticks(), limit = 0;                          \
+		struct job *j = arg;                                           \
+		uint64_t t0 = bench_now_ticks(), limit = 0;                    \
                                                                                \
 		(void)limit;                                                   \
 		for (uint64_t i = 0; i < j->n; i++) {                          \
@@ -968,7 +623,7 @@ RTT_PONG(cm_pong_side, cm_recv(&r, NULL, 0, 0), cm_send(&r, NULL, 0))
 			store_seq(tx_buf, seq);                                \
 			PUT;                                                   \
 		}                                                              \
-		atomic_store_explicit(&sh->tx_ticks.v, now_ticks() - t0,       \
+		atomic_store_explicit(&sh->tx_ticks.v, bench_now_ticks() - t0, \
 				      memory_order_relaxed);                   \
 	}
 
@@ -977,28 +632,29 @@ RTT_PONG(cm_pong_side, cm_recv(&r, NULL, 0, 0), cm_send(&r, NULL, 0))
  * AFTER runs after its sequence number is checked.
  */
 #define STREAM_CONSUMER(name, RECV, AFTER)                                     \
-	static void name(struct job *j)                                        \
+	static void name(void *arg)                                            \
 	{                                                                      \
-		uint64_t t0 = now_ticks(), prev = t0, k = 0;                   \
+		struct job *j = arg;                                           \
+		uint64_t t0 = bench_now_ticks(), prev = t0, k = 0;             \
                                                                                \
 		for (uint64_t i = 0; i < j->n; i++) {                          \
 			RECV;                                                  \
-			check_seq(load_seq(rx_buf), j->base + i);              \
+			bench_check_seq(load_seq(rx_buf), j->base + i);        \
 			AFTER;                                                 \
 			if (j->samples && (i + 1) % j->batch == 0) {           \
-				uint64_t t = now_ticks();                      \
+				uint64_t t = bench_now_ticks();                \
                                                                                \
 				j->samples[k++] = t - prev;                    \
 				prev = t;                                      \
 			}                                                      \
 		}                                                              \
-		j->elapsed = now_ticks() - t0;                                 \
+		j->elapsed = bench_now_ticks() - t0;                           \
 	}
 
 static inline void ring_get_exact(uint32_t size)
 {
 	if (ring_get(RING_UP, rx_buf, sizeof(rx_buf)) != size)
-		die("raw ring: wrong length", EPROTO);
+		bench_die("raw ring: wrong length", EPROTO);
 }
 
 /* cm-win producer: waits until message `seq` is within the window. */
@@ -1045,15 +701,6 @@ STREAM_CONSUMER(cmwin_consumer,
 /* ---------------------------------------------------------------------- */
 /* Scenarios                                                              */
 
-struct result {
-	uint64_t n;		 /* samples (rtt) or messages (stream) */
-	double p50, p99, p999;	 /* ns per round trip / ns per message */
-	double rate;		 /* round trips/s or messages/s */
-	double rate_lo, rate_hi; /* stream: min and max over repetitions */
-	double tx_share;	 /* stream: producer time / consumer time */
-};
-
-/* Rows: the baseline (raw, or unix in 4), cmesh, an optional extra. */
 #define IMPL_RAW 0
 #define IMPL_CMESH 1
 #define IMPL_INFO 2
@@ -1064,9 +711,9 @@ struct result {
 #define NEED_UNIX 4u
 
 struct impl {
-	const char *name; /* NULL: no such row */
-	side_fn *a, *b;	  /* parent side (CPU 0), child side (CPU 1) */
-	struct result res;
+	const char *name;     /* NULL: no such row */
+	bench_side_fn *a, *b; /* parent side (CPU 0), child side (CPU 1) */
+	struct bench_result res;
 };
 
 struct scenario {
@@ -1086,35 +733,12 @@ struct scenario {
 	struct impl impl[NIMPL];
 	bool skipped;
 	const char *skip_why;
-	double secs;	     /* wall time, fork to reap */
-	unsigned int nparts; /* spread of the ratio over rounds / reps */
-	double parts[MAX_PARTS];
-	double part_lo, part_hi;
-	double raw_part_lo, raw_part_hi;
+	double secs;		  /* wall time, fork to reap */
+	struct bench_parts parts; /* spread of the ratio over rounds / reps */
 };
 
-static void note_part(struct scenario *s, double ratio, double raw)
-{
-	if (s->nparts < MAX_PARTS)
-		s->parts[s->nparts] = ratio;
-	if (s->nparts++ == 0) {
-		s->part_lo = s->part_hi = ratio;
-		s->raw_part_lo = s->raw_part_hi = raw;
-		return;
-	}
-	s->part_lo = ratio < s->part_lo ? ratio : s->part_lo;
-	s->part_hi = ratio > s->part_hi ? ratio : s->part_hi;
-	s->raw_part_lo = raw < s->raw_part_lo ? raw : s->raw_part_lo;
-	s->raw_part_hi = raw > s->raw_part_hi ? raw : s->raw_part_hi;
-}
-
-static void fill_latency(struct result *r, uint64_t *v, size_t n, double scale)
-{
-	qsort(v, n, sizeof(*v), cmp_u64);
-	r->p50 = (double)pct(v, n, 50.0) * scale;
-	r->p99 = (double)pct(v, n, 99.0) * scale;
-	r->p999 = (double)pct(v, n, 99.9) * scale;
-}
+/* Every round's / repetition's ratio is kept for the median. */
+_Static_assert(RTT_ROUNDS <= BENCH_MAX_PARTS, "parts hold every round");
 
 /* Both processes run the same plan; only the parent records. */
 static void run_side(struct scenario *s, int k, struct job *j)
@@ -1139,7 +763,7 @@ static void plan_rtt(struct scenario *s)
 		jobs[k].warm = warm;
 		jobs[k].n = per;
 		if (!is_child && s->impl[k].name)
-			v[k] = xcalloc(per * rounds, sizeof(uint64_t));
+			v[k] = bench_xcalloc(per * rounds, sizeof(uint64_t));
 	}
 	for (unsigned int i = 0; i < rounds; i++) {
 		for (int k = 0; k < NIMPL; k++) {
@@ -1157,23 +781,15 @@ static void plan_rtt(struct scenario *s)
 	for (unsigned int i = 0; s->has_target && i < rounds; i++) {
 		uint64_t *raw = v[IMPL_RAW] + (uint64_t)i * per;
 		uint64_t *cm = v[IMPL_CMESH] + (uint64_t)i * per;
-		double rp, cp;
 
-		qsort(raw, per, sizeof(*raw), cmp_u64);
-		qsort(cm, per, sizeof(*cm), cmp_u64);
-		rp = (double)pct(raw, per, 50.0) * ns_per_tick;
-		cp = (double)pct(cm, per, 50.0) * ns_per_tick;
-		note_part(s, rp > 0 ? cp / rp : 0, rp);
+		bench_note_round(&s->parts, raw, cm, per);
 	}
 	for (int k = 0; k < NIMPL; k++) {
-		struct result *r = &s->impl[k].res;
+		struct bench_result *r = &s->impl[k].res;
 
 		if (!s->impl[k].name)
 			continue;
-		r->n = per * rounds;
-		fill_latency(r, v[k], per * rounds, ns_per_tick);
-		r->rate = (double)r->n /
-			  ((double)jobs[k].elapsed * ns_per_tick * 1e-9);
+		bench_fill_rtt(r, v[k], per * rounds, jobs[k].elapsed);
 		free(v[k]);
 	}
 }
@@ -1196,8 +812,8 @@ static void plan_stream(struct scenario *s)
 		jobs[k].win_publish = jobs[k].win / 8 ? jobs[k].win / 8 : 1;
 		if (is_child || !s->impl[k].name)
 			continue;
-		b[k] = xcalloc(nb * reps, sizeof(uint64_t));
-		rate[k] = xcalloc(reps, sizeof(double));
+		b[k] = bench_xcalloc(nb * reps, sizeof(uint64_t));
+		rate[k] = bench_xcalloc(reps, sizeof(double));
 	}
 	for (int k = 0; k < NIMPL; k++) {
 		if (!s->impl[k].name)
@@ -1220,32 +836,29 @@ static void plan_stream(struct scenario *s)
 			barrier(); /* publishes the child's tx_ticks */
 			if (is_child)
 				continue;
-			rate[k][i] = (double)n /
-				     ((double)j->elapsed * ns_per_tick * 1e-9);
+			rate[k][i] = bench_rate(n, j->elapsed);
 			tx[k] +=
 				(double)atomic_load_explicit(
 					&sh->tx_ticks.v, memory_order_relaxed) /
 				(double)j->elapsed;
 		}
 		if (!is_child && s->has_target)
-			note_part(s, rate[IMPL_CMESH][i] / rate[IMPL_RAW][i],
-				  rate[IMPL_RAW][i]);
+			bench_note_part(&s->parts,
+					rate[IMPL_CMESH][i] / rate[IMPL_RAW][i],
+					rate[IMPL_RAW][i]);
 	}
 	if (is_child)
 		return;
 	for (int k = 0; k < NIMPL; k++) {
-		struct result *r = &s->impl[k].res;
+		struct bench_result *r = &s->impl[k].res;
 		double *rt = rate[k];
 
 		if (!s->impl[k].name)
 			continue;
 		r->n = n * reps;
-		fill_latency(r, b[k], nb * reps, ns_per_tick / s->batch);
-		qsort(rt, reps, sizeof(*rt), cmp_double);
-		r->rate = reps % 2 ? rt[reps / 2] :
-				     (rt[reps / 2 - 1] + rt[reps / 2]) / 2;
-		r->rate_lo = rt[0];
-		r->rate_hi = rt[reps - 1];
+		bench_fill_latency(r, b[k], nb * reps,
+				   bench_ns_per_tick / s->batch);
+		bench_fill_rates(r, rt, reps);
 		r->tx_share = tx[k] / (double)reps;
 		free(b[k]);
 		free(rt);
@@ -1273,6 +886,7 @@ static void child_main(struct scenario *s, int cm_sock)
 	struct sigaction sa;
 
 	is_child = true;
+	bench_who = "child: ";
 	child_pid = 0;
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = SIG_DFL;
@@ -1281,7 +895,7 @@ static void child_main(struct scenario *s, int cm_sock)
 	sigaction(SIGALRM, &sa, NULL);
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent_pid)
 		_exit(2);
-	pin_self(CPU_CHILD);
+	bench_pin_self(CPU_CHILD);
 	if (s->needs & NEED_CMESH)
 		cm_join(cm_sock, s->spin_ns, s->ring_size);
 	plan(s);
@@ -1297,7 +911,7 @@ static void reap_child(void)
 
 	while (waitpid(pid, &st, 0) < 0)
 		if (errno != EINTR)
-			die("waitpid", errno);
+			bench_die("waitpid", errno);
 	child_pid = 0;
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
 		fprintf(stderr,
@@ -1315,7 +929,7 @@ static void run_scenario(struct scenario *s, unsigned int watchdog_s)
 	sigset_t chld, old;
 	pid_t pid;
 
-	uint64_t t0 = mono_ns();
+	uint64_t t0 = bench_mono_ns();
 
 	scenario_name = s->name;
 	memset(sh, 0, sizeof(*sh));
@@ -1323,15 +937,15 @@ static void run_scenario(struct scenario *s, unsigned int watchdog_s)
 	memset(ring_cons, 0, sizeof(ring_cons));
 	if ((s->needs & NEED_CMESH) &&
 	    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, cm) != 0)
-		die("socketpair", errno);
+		bench_die("socketpair", errno);
 	if ((s->needs & NEED_UNIX) &&
 	    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, us) != 0)
-		die("socketpair", errno);
+		bench_die("socketpair", errno);
 	if (s->needs & NEED_EFD) {
 		efd_ping = eventfd(0, EFD_CLOEXEC);
 		efd_pong = eventfd(0, EFD_CLOEXEC);
 		if (efd_ping < 0 || efd_pong < 0)
-			die("eventfd", errno);
+			bench_die("eventfd", errno);
 	}
 	alarm(watchdog_s);
 	fflush(stdout);
@@ -1343,7 +957,7 @@ static void run_scenario(struct scenario *s, unsigned int watchdog_s)
 	sigprocmask(SIG_BLOCK, &chld, &old);
 	pid = fork();
 	if (pid < 0)
-		die("fork", errno);
+		bench_die("fork", errno);
 	if (pid == 0) {
 		sigprocmask(SIG_SETMASK, &old, NULL);
 		close_fd(&cm[0]);
@@ -1353,7 +967,7 @@ static void run_scenario(struct scenario *s, unsigned int watchdog_s)
 	}
 	child_pid = pid;
 	sigprocmask(SIG_SETMASK, &old, NULL);
-	pin_self(CPU_PARENT);
+	bench_pin_self(CPU_PARENT);
 	close_fd(&cm[1]);
 	close_fd(&us[1]);
 	usock = us[0];
@@ -1368,40 +982,16 @@ static void run_scenario(struct scenario *s, unsigned int watchdog_s)
 	close_fd(&usock);
 	close_fd(&efd_ping);
 	close_fd(&efd_pong);
-	s->secs = (double)(mono_ns() - t0) * 1e-9;
+	s->secs = (double)(bench_mono_ns() - t0) * 1e-9;
 }
 
 /* ---------------------------------------------------------------------- */
 /* Output                                                                 */
 
-static void fmt_ns(char *buf, size_t len, double ns)
-{
-	if (ns < 100.0)
-		snprintf(buf, len, "%.1f", ns);
-	else
-		snprintf(buf, len, "%.0f", ns);
-}
-
-static void fmt_rate(char *buf, size_t len, double r, const char *unit)
-{
-	const char *sp = *unit ? " " : "";
-
-	if (r >= 1e6)
-		snprintf(buf, len, "%.2fM%s%s", r / 1e6, sp, unit);
-	else if (r >= 1e3)
-		snprintf(buf, len, "%.2fK%s%s", r / 1e3, sp, unit);
-	else
-		snprintf(buf, len, "%.0f%s%s", r, sp, unit);
-}
-
 /* Row `k` against the baseline row: rate (stream) or p50 (rtt) ratio. */
 static double ratio_of(const struct scenario *s, int k)
 {
-	const struct result *raw = &s->impl[IMPL_RAW].res, *x = &s->impl[k].res;
-
-	if (s->stream)
-		return raw->rate > 0 ? x->rate / raw->rate : 0;
-	return raw->p50 > 0 ? x->p50 / raw->p50 : 0;
+	return bench_ratio(&s->impl[IMPL_RAW].res, &s->impl[k].res, s->stream);
 }
 
 static bool passed(const struct scenario *s)
@@ -1415,15 +1005,16 @@ static bool passed(const struct scenario *s)
 
 static void print_row(const struct scenario *s, int k, bool first)
 {
-	const struct result *r = &s->impl[k].res;
+	const struct bench_result *r = &s->impl[k].res;
 	char p50[16], p99[16], p999[16], rate[32], mbs[16] = "-";
 	char ratio[16] = "-", tgt[16] = "-";
 	const char *res = "";
 
-	fmt_ns(p50, sizeof(p50), r->p50);
-	fmt_ns(p99, sizeof(p99), r->p99);
-	fmt_ns(p999, sizeof(p999), r->p999);
-	fmt_rate(rate, sizeof(rate), r->rate, s->stream ? "msg/s" : "rt/s");
+	bench_fmt_ns(p50, sizeof(p50), r->p50);
+	bench_fmt_ns(p99, sizeof(p99), r->p99);
+	bench_fmt_ns(p999, sizeof(p999), r->p999);
+	bench_fmt_rate(rate, sizeof(rate), r->rate,
+		       s->stream ? "msg/s" : "rt/s");
 	if (s->stream)
 		snprintf(mbs, sizeof(mbs), "%.0f",
 			 r->rate * (double)s->size / 1e6);
@@ -1452,52 +1043,11 @@ struct config {
 
 static void print_header(const struct config *cfg)
 {
-	char cpu[256], ebuf[128], cflags[512];
-	struct utsname u;
-	cmesh_env env = CMESH_ENV_INIT;
-	const char *wake;
-	size_t len;
+	char cflags[512];
 
-	cpu_model(cpu, sizeof(cpu));
-	if (uname(&u) != 0)
-		memset(&u, 0, sizeof(u));
-	if (cmesh_env_check(&env, ebuf, sizeof(ebuf)) == 0)
-		wake = env.wake == CMESH_WAKE_URING ? "uring" :
-		       env.wake == CMESH_WAKE_EPOLL ? "epoll" :
-						      "auto";
-	else
-		wake = "bad-env";
-	/* CMESH_BENCH_CFLAGS may be a string literal or bare tokens. */
-	snprintf(cflags, sizeof(cflags), "%s", CMESH_BENCH_CFLAGS_STR);
-	len = strlen(cflags);
-	if (len >= 2 && cflags[0] == '"' && cflags[len - 1] == '"') {
-		memmove(cflags, cflags + 1, len - 2);
-		cflags[len - 2] = '\0';
-	}
-	printf("# bench_xproc | cpu: %s | kernel: %s %s %s | cc: %s | "
-	       "flags: %s | clock: %s",
-	       cpu, u.sysname, u.release, u.machine, BENCH_CC __VERSION__,
-	       cflags, clock_tsc ? "lfence;rdtsc" : "clock_gettime");
-	if (clock_tsc)
-		printf(" %.3f GHz", 1.0 / ns_per_tick);
-	printf(" step %.0f ns", (double)clock_step * ns_per_tick);
-	printf(" | processes on cpus %d,%d%s | cmesh %d.%d.%d wake=%s%s\n",
-	       CPU_PARENT, CPU_CHILD, cfg->two_cpus ? "" : " (UNAVAILABLE)",
-	       CMESH_VERSION_MAJOR, CMESH_VERSION_MINOR, CMESH_VERSION_PATCH,
-	       wake, cfg->smoke ? " | SMOKE" : "");
-}
-
-static double median_of(const double *v, unsigned int n)
-{
-	double tmp[MAX_PARTS];
-
-	if (n == 0)
-		return 0;
-	if (n > MAX_PARTS)
-		n = MAX_PARTS;
-	memcpy(tmp, v, n * sizeof(*v));
-	qsort(tmp, n, sizeof(*tmp), cmp_double);
-	return n % 2 ? tmp[n / 2] : (tmp[n / 2 - 1] + tmp[n / 2]) / 2;
+	bench_cflags(cflags, sizeof(cflags), BENCH_CFLAGS_OR("-O2"));
+	bench_print_header(cflags, "processes on cpus", CPU_PARENT, CPU_CHILD,
+			   cfg->two_cpus, cfg->smoke);
 }
 
 static void print_notes(const struct scenario *sc, int nsc)
@@ -1506,22 +1056,22 @@ static void print_notes(const struct scenario *sc, int nsc)
 		const struct scenario *s = &sc[i];
 		char lo[32], hi[32];
 
-		if (s->skipped || !s->has_target || s->nparts == 0)
+		if (s->skipped || !s->has_target || s->parts.n == 0)
 			continue;
 		if (s->stream) {
-			fmt_rate(lo, sizeof(lo), s->raw_part_lo, "");
-			fmt_rate(hi, sizeof(hi), s->raw_part_hi, "");
+			bench_fmt_rate(lo, sizeof(lo), s->parts.raw_lo, "");
+			bench_fmt_rate(hi, sizeof(hi), s->parts.raw_hi, "");
 		} else {
-			fmt_ns(lo, sizeof(lo), s->raw_part_lo);
-			fmt_ns(hi, sizeof(hi), s->raw_part_hi);
+			bench_fmt_ns(lo, sizeof(lo), s->parts.raw_lo);
+			bench_fmt_ns(hi, sizeof(hi), s->parts.raw_hi);
 		}
 		printf("# %s: per-%s cmesh/raw median %.2fx (%.2f..%.2fx) over "
 		       "%u, raw %s %s..%s %s%s",
 		       s->name, s->stream ? "rep" : "round",
-		       median_of(s->parts, s->nparts), s->part_lo, s->part_hi,
-		       s->nparts, s->stream ? "rate" : "p50", lo, hi,
+		       bench_parts_median(&s->parts), s->parts.lo, s->parts.hi,
+		       s->parts.n, s->stream ? "rate" : "p50", lo, hi,
 		       s->stream ? "msg/s" : "ns",
-		       s->raw_part_hi > 1.5 * s->raw_part_lo ?
+		       s->parts.raw_hi > 1.5 * s->parts.raw_lo ?
 			       " (raw moved >1.5x during the run: the host "
 			       "moved the vCPUs? prefer the per-round ratios)" :
 			       "");
@@ -1554,10 +1104,9 @@ static void usage(FILE *f)
 
 static void parse_args(struct config *cfg, int argc, char **argv)
 {
-	const char *smoke = getenv("CMESH_BENCH_SMOKE");
 	const char *scale = getenv("CMESH_BENCH_SCALE");
 
-	cfg->smoke = smoke && *smoke && strcmp(smoke, "0") != 0;
+	cfg->smoke = bench_env_flag("CMESH_BENCH_SMOKE");
 	cfg->scale = 1.0;
 	if (scale && *scale) {
 		char *end;
@@ -1574,13 +1123,8 @@ static void parse_args(struct config *cfg, int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 
-		if (strcmp(a, "--smoke") == 0) {
-			cfg->smoke = true;
-		} else if (strcmp(a, "--strict") == 0) {
-			cfg->strict = true;
-		} else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-			usage(stdout);
-			exit(0);
+		if (bench_common_arg(a, &cfg->smoke, &cfg->strict, usage)) {
+			continue;
 		} else if (strcmp(a, "--only") == 0 && i + 1 < argc &&
 			   strlen(argv[i + 1]) == 1 && argv[i + 1][0] >= '1' &&
 			   argv[i + 1][0] <= '4') {
@@ -1684,10 +1228,13 @@ int main(int argc, char **argv)
 			    { NULL, NULL, NULL, { 0 } } } },
 	};
 	const int nsc = (int)(sizeof(sc) / sizeof(sc[0]));
-	struct cpu_usage usage0, usage1;
+	struct bench_cpu_usage usage0, usage1;
 	unsigned int wd;
 	int fails = 0;
 
+	bench_name = "bench_xproc";
+	bench_die_hook = die_hook;
+	bench_check_dies = true;
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	parse_args(&cfg, argc, argv);
 	wd = cfg.smoke ? 30 : 300;
@@ -1709,17 +1256,17 @@ int main(int argc, char **argv)
 		  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (sh == MAP_FAILED) {
 		sh = NULL;
-		die("mmap", errno);
+		bench_die("mmap", errno);
 	}
 	memset(sh, 0, sizeof(*sh)); /* fault it in before any fork */
 	memset(tx_buf, 0x5a, sizeof(tx_buf));
 	memset(rx_buf, 0, sizeof(rx_buf));
 
-	cfg.two_cpus = cpus_usable() && pin_self(CPU_PARENT);
-	clock_setup(cfg.smoke);
-	clock_measure_step();
+	cfg.two_cpus = cpus_usable() && bench_pin_self(CPU_PARENT);
+	bench_clock_setup(cfg.smoke);
+	bench_clock_measure_step();
 	print_header(&cfg);
-	cpu_usage_read(&usage0);
+	bench_cpu_usage_read(&usage0);
 
 	for (int i = 0; i < nsc; i++) {
 		struct scenario *s = &sc[i];
@@ -1735,7 +1282,7 @@ int main(int argc, char **argv)
 		if (!s->skipped)
 			run_scenario(s, wd);
 	}
-	cpu_usage_read(&usage1);
+	bench_cpu_usage_read(&usage1);
 
 	printf("%-16s %-6s %9s %8s %8s %8s %15s %7s %6s %7s  %s\n", "scenario",
 	       "impl", "n", "p50", "p99", "p99.9", "throughput", "MB/s",
@@ -1770,21 +1317,7 @@ int main(int argc, char **argv)
 		if (!sc[i].skipped)
 			printf(" %.2fs", sc[i].secs);
 	printf("\n");
-	if (usage1.total > usage0.total) {
-		double all = (double)(usage1.total - usage0.total);
-		double busy = (double)(usage1.busy - usage0.busy);
-		double self = (double)(usage1.self - usage0.self);
-		double other = busy > self ? (busy - self) / all : 0.0;
-		double steal = (double)(usage1.steal - usage0.steal) / all;
-
-		printf("# other processes used %.1f%% and host steal %.1f%% of "
-		       "all CPUs during the run%s\n",
-		       100.0 * other, 100.0 * steal,
-		       other + steal > 0.05 ? ": numbers DISTURBED" : "");
-	}
-	if (cfg.smoke)
-		printf("# smoke mode: counts too small for stable percentiles\n");
-	printf("# %s\n", fails ? "some targets FAIL" : "all targets PASS");
+	bench_print_footer(&usage0, &usage1, cfg.smoke, fails);
 	munmap(sh, sizeof(*sh));
 	return cfg.strict && fails ? 1 : 0;
 }

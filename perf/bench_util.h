@@ -1,0 +1,325 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * perf/bench_util.h - pieces shared by the benchmarks in perf/: the clock
+ * (lfence;rdtsc calibrated against CLOCK_MONOTONIC, or clock_gettime), the
+ * header line, pinning, percentiles and result rows, CPU-usage accounting,
+ * option helpers, and the 64-byte bench message with its raw spin line.
+ * Built into every bench_* executable (CMake target cmesh_benchutil).
+ */
+#ifndef CMESH_BENCH_UTIL_H
+#define CMESH_BENCH_UTIL_H
+
+#include <ck_pr.h>
+
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <x86intrin.h>
+#define BENCH_HAVE_TSC 1
+#else
+#define BENCH_HAVE_TSC 0
+#endif
+
+#define BENCH_STR2(x) #x
+#define BENCH_STR(x) BENCH_STR2(x)
+
+/* CMESH_BENCH_CFLAGS as a string (a literal or bare tokens), or `dflt`. */
+#ifdef CMESH_BENCH_CFLAGS
+#define BENCH_CFLAGS_OR(dflt) BENCH_STR(CMESH_BENCH_CFLAGS)
+#else
+#define BENCH_CFLAGS_OR(dflt) dflt
+#endif
+
+/* ---------------------------------------------------------------------- */
+/* Failure                                                                */
+
+/* Program name that starts every message, e.g. "bench_inproc". */
+extern const char *bench_name;
+/* Put between the name and the message, e.g. "child: "; default "". */
+extern const char *bench_who;
+/* Run by bench_die() after its message, before exit(2); may not return. */
+extern void (*bench_die_hook)(void);
+/*
+ * After the message of a failed bench_check_echo() / bench_check_seq():
+ * false (default): exit(2); true: bench_die(what, EPROTO).
+ */
+extern bool bench_check_dies;
+
+/* Prints "<name>: <who><what>: <error>" (err: errno, or < 0: cmesh). */
+void bench_die(const char *what, int err);
+
+/* calloc that dies on failure and touches every page before timing. */
+void *bench_xcalloc(size_t n, size_t sz);
+
+/* ---------------------------------------------------------------------- */
+/* Clock                                                                  */
+
+extern bool bench_clock_tsc;	  /* ticks are TSC cycles, else ns */
+extern double bench_ns_per_tick;  /* set by bench_clock_setup() */
+extern uint64_t bench_clock_step; /* smallest non-zero difference, ticks */
+
+/* Now in ticks: lfence;rdtsc;lfence, or CLOCK_MONOTONIC ns. */
+static inline uint64_t bench_now_ticks(void)
+{
+#if BENCH_HAVE_TSC
+	if (bench_clock_tsc) {
+		uint64_t t;
+
+		_mm_lfence();
+		t = __rdtsc();
+		_mm_lfence();
+		return t;
+	}
+#endif
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* CLOCK_MONOTONIC in ns. */
+uint64_t bench_mono_ns(void);
+
+/*
+ * Picks the TSC if invariant (and CMESH_BENCH_CLOCK is not "mono") and
+ * calibrates it for 20 ms (smoke) or 100 ms.
+ */
+void bench_clock_setup(bool smoke);
+
+/* Sets bench_clock_step: gcd of many differences of consecutive reads. */
+void bench_clock_measure_step(void);
+
+/* Events per second: n events over `ticks`. */
+double bench_rate(uint64_t n, uint64_t ticks);
+
+/* ---------------------------------------------------------------------- */
+/* CPUs                                                                   */
+
+/* Pins the calling thread to `cpu`; warns on stderr if it cannot. */
+bool bench_pin_self(int cpu);
+
+/* "model name" of /proc/cpuinfo, or "unknown". */
+void bench_cpu_model(char *buf, size_t len);
+
+/*
+ * CPU time of the whole machine and of this process and its reaped
+ * children, in clock ticks: did other processes (or the host: steal) take
+ * CPU during the run?
+ */
+struct bench_cpu_usage {
+	uint64_t busy, total, steal, self;
+};
+
+void bench_cpu_usage_read(struct bench_cpu_usage *u);
+
+/*
+ * The last lines of a run: CPU taken by others between u0 and u1 (and
+ * "numbers DISTURBED" past 5%), the smoke note, and PASS / FAIL.
+ */
+void bench_print_footer(const struct bench_cpu_usage *u0,
+			const struct bench_cpu_usage *u1, bool smoke,
+			int fails);
+
+/* ---------------------------------------------------------------------- */
+/* Header line                                                            */
+
+/* Copies `s` to buf, without the quotes if it is a string literal. */
+void bench_cflags(char *buf, size_t len, const char *s);
+
+/*
+ * "# <name> | cpu: .. | kernel: .. | cc: .. | flags: <flags> | clock: ..
+ * | <cpus_label> <cpu_a>,<cpu_b>[ (UNAVAILABLE)] | cmesh x.y.z wake=..
+ * [| SMOKE]".
+ */
+void bench_print_header(const char *flags, const char *cpus_label, int cpu_a,
+			int cpu_b, bool two_cpus, bool smoke);
+
+/* ---------------------------------------------------------------------- */
+/* Samples and results                                                    */
+
+int bench_cmp_u64(const void *a, const void *b);
+int bench_cmp_double(const void *a, const void *b);
+
+/* Nearest-rank percentile of a sorted array. */
+uint64_t bench_pct(const uint64_t *v, size_t n, double p);
+
+/* Median of v[0..n) (sorts v). */
+double bench_median(double *v, size_t n);
+
+struct bench_result {
+	uint64_t n;		 /* samples (rtt) or messages (stream) */
+	double p50, p99, p999;	 /* ns per round trip / ns per message */
+	double rate;		 /* round trips/s or messages/s */
+	double rate_lo, rate_hi; /* stream: min and max over repetitions */
+	double tx_share;	 /* stream: producer time / consumer time */
+};
+
+/* Sorts v[0..n) and sets p50, p99, p999 (ticks * scale). */
+void bench_fill_latency(struct bench_result *r, uint64_t *v, size_t n,
+			double scale);
+
+/* rtt: n samples of v (ticks), rate from `elapsed` ticks in all. */
+void bench_fill_rtt(struct bench_result *r, uint64_t *v, uint64_t n,
+		    uint64_t elapsed);
+
+/* stream: rate = median of rt[0..reps) (sorts rt), rate_lo, rate_hi. */
+void bench_fill_rates(struct bench_result *r, double *rt, size_t reps);
+
+/* Row x against the baseline row: rate ratio (by_rate) or p50 ratio. */
+double bench_ratio(const struct bench_result *raw, const struct bench_result *x,
+		   bool by_rate);
+
+#define BENCH_MAX_PARTS 32u
+
+/* Spread of the target ratio over rounds (rtt) or repetitions (stream). */
+struct bench_parts {
+	unsigned int n;
+	double v[BENCH_MAX_PARTS]; /* ratios of the first BENCH_MAX_PARTS */
+	double lo, hi;		   /* cmesh vs raw, per part */
+	double raw_lo, raw_hi;	   /* raw p50 (rtt) or msg/s (stream) */
+};
+
+/* Records one round's / repetition's ratio and raw figure. */
+void bench_note_part(struct bench_parts *p, double ratio, double raw);
+
+/* Sorts one round's raw and cmesh samples, notes the ratio of p50s. */
+void bench_note_round(struct bench_parts *p, uint64_t *raw, uint64_t *cm,
+		      size_t n);
+
+/* Median of the recorded ratios. */
+double bench_parts_median(const struct bench_parts *p);
+
+/* ns: one decimal below 100. */
+void bench_fmt_ns(char *buf, size_t len, double ns);
+
+/* Rate with K / M suffix, then " unit" unless unit is "". */
+void bench_fmt_rate(char *buf, size_t len, double r, const char *unit);
+
+/* ---------------------------------------------------------------------- */
+/* Options                                                                */
+
+/* Environment variable `name` is set, non-empty and not "0". */
+bool bench_env_flag(const char *name);
+
+/* Positive decimal count, else "bad <what>" and exit(2). */
+uint64_t bench_parse_count(const char *what, const char *s);
+
+/* *dst = environment variable `name` as a count, if set. */
+void bench_env_count(uint64_t *dst, const char *name);
+
+/*
+ * --smoke, --strict, --help / -h (usage(stdout), exit(0)): true if `a`
+ * was one of them.
+ */
+bool bench_common_arg(const char *a, bool *smoke, bool *strict,
+		      void (*usage)(FILE *f));
+
+/* ---------------------------------------------------------------------- */
+/* Message and raw spin line                                              */
+
+struct bench_msg {
+	uint64_t seq;
+	uint64_t stamp;
+	uint8_t data[48];
+};
+_Static_assert(sizeof(struct bench_msg) == 64, "bench_msg is 64 bytes");
+
+/*
+ * Raw spin line: the 64-byte message, its first word (seq) doubling as the
+ * ready flag. Writer: copy bytes 8..63, store seq (release). Reader: spin
+ * on seq (acquire, pairs with that store), copy bytes 8..63. Ping-pong
+ * order guarantees the writer never overwrites an unread line. 128-byte
+ * alignment keeps the adjacent-line prefetcher off the other direction.
+ */
+struct bench_spin_line {
+	alignas(128) _Atomic uint64_t seq;
+	uint8_t body[56];
+};
+
+static inline void bench_spin_put(struct bench_spin_line *l,
+				  const struct bench_msg *m)
+{
+	memcpy(l->body, (const uint8_t *)m + 8, sizeof(l->body));
+	/* Pairs with the acquire load in bench_spin_get(). */
+	atomic_store_explicit(&l->seq, m->seq, memory_order_release);
+}
+
+static inline void bench_spin_get(struct bench_spin_line *l, uint64_t seq,
+				  struct bench_msg *out)
+{
+	/* Pairs with the release store in bench_spin_put(). */
+	while (atomic_load_explicit(&l->seq, memory_order_acquire) != seq)
+		ck_pr_stall();
+	out->seq = seq;
+	memcpy((uint8_t *)out + 8, l->body, sizeof(l->body));
+}
+
+/* Echo of round trip `seq` stamped t0, else a message and see above. */
+void bench_check_echo(const struct bench_msg *r, uint64_t seq, uint64_t t0);
+
+/* Stream message `want` arrived in order, else a message and see above. */
+void bench_check_seq(uint64_t got, uint64_t want);
+
+/* ---------------------------------------------------------------------- */
+/* Round trips                                                            */
+
+/* One side of a benchmark, with a context of the program's. */
+typedef void bench_side_fn(void *arg);
+
+/*
+ * Pinger: CTX has base (first seq), warm (unrecorded round trips), n
+ * (recorded ones), samples (n ticks written) and elapsed (ticks of the
+ * recorded part, added to). PUT sends m, GET receives the echo into r;
+ * both may use c (the context) and seq.
+ */
+#define BENCH_RTT_PING(name, CTX, PUT, GET)                                    \
+	static void name(void *arg)                                            \
+	{                                                                      \
+		CTX *c = arg;                                                  \
+		struct bench_msg m, r;                                         \
+		uint64_t n = c->warm + c->n, start = 0;                        \
+                                                                               \
+		memset(&m, 0x5a, sizeof(m));                                   \
+		for (uint64_t i = 0; i < n; i++) {                             \
+			uint64_t seq = c->base + i, t0, t1;                    \
+                                                                               \
+			if (i == c->warm)                                      \
+				start = bench_now_ticks();                     \
+			t0 = bench_now_ticks();                                \
+			m.seq = seq;                                           \
+			m.stamp = t0;                                          \
+			PUT;                                                   \
+			GET;                                                   \
+			t1 = bench_now_ticks();                                \
+			bench_check_echo(&r, seq, t0);                         \
+			if (i >= c->warm)                                      \
+				c->samples[i - c->warm] = t1 - t0;             \
+		}                                                              \
+		c->elapsed += bench_now_ticks() - start;                       \
+	}
+
+/* Ponger: GET receives message `seq` into r, PUT echoes r. */
+#define BENCH_RTT_PONG(name, CTX, GET, PUT)                                    \
+	static void name(void *arg)                                            \
+	{                                                                      \
+		CTX *c = arg;                                                  \
+		struct bench_msg r;                                            \
+		uint64_t n = c->warm + c->n;                                   \
+                                                                               \
+		for (uint64_t i = 0; i < n; i++) {                             \
+			uint64_t seq = c->base + i;                            \
+                                                                               \
+			(void)seq;                                             \
+			GET;                                                   \
+			PUT;                                                   \
+		}                                                              \
+	}
+
+#endif /* CMESH_BENCH_UTIL_H */

@@ -165,7 +165,7 @@ const cmesh_type *cmesh_sender_type(const cmesh_sender *tx)
 int cmesh_sender_send(cmesh_sender *tx, const void *msg, const void *trail,
 		      size_t trail_len)
 {
-	if (!tx || !msg)
+	if (!tx || !msg || cmesh__type_holds(cmesh__queue_type(tx->q), msg, tx))
 		return -EINVAL;
 	if (trail_len && !trail) {
 		cmesh__type_release(cmesh__queue_type(tx->q), msg);

@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define MAX_FDS (CMESH_TYPE_MAX_FIELDS + 1)
@@ -80,15 +81,19 @@ static void close_fds(const int *fds, uint32_t n)
 		close(fds[i]);
 }
 
+static void drop_spill(struct cmesh__lane *ln)
+{
+	struct spill *s = ln->spill_head;
+
+	ln->spill_head = s->next;
+	close_fds(s->fds, s->nfds);
+	free(s);
+}
+
 void cmesh__lane_destroy(struct cmesh__lane *ln)
 {
-	while (ln->spill_head) {
-		struct spill *s = ln->spill_head;
-
-		ln->spill_head = s->next;
-		close_fds(s->fds, s->nfds);
-		free(s);
-	}
+	while (ln->spill_head)
+		drop_spill(ln);
 	pthread_mutex_destroy(&ln->lock);
 	free(ln->buf);
 	cmesh__wake_free(ln->sleeper);
@@ -205,18 +210,24 @@ static int flush_locked(struct cmesh__lane *ln)
 	struct spill *s;
 	int r = 0, sent = 0;
 
+	/* Pairs with the consumer's release store of closed. */
+	if (atomic_load_explicit(&ln->peer_wake->closed, memory_order_acquire))
+		while (ln->spill_head) /* nobody will read them */
+			drop_spill(ln);
 	while ((s = ln->spill_head)) {
 		struct cmesh__iov iov = { s->rec, s->len };
 
 		r = publish(ln, s->kind, &iov, 1, s->fds, s->nfds,
 			    s->rec +
 				    offsetof(struct cmesh_rec_msg, attach_seq));
+		if (r == -EINVAL) { /* its fds went bad: drop it alone */
+			drop_spill(ln);
+			continue;
+		}
 		if (r)
 			break;
 		sent++;
-		close_fds(s->fds, s->nfds);
-		ln->spill_head = s->next;
-		free(s);
+		drop_spill(ln);
 	}
 	if (!ln->spill_head) {
 		ln->spill_tailp = &ln->spill_head;
@@ -320,6 +331,9 @@ int cmesh__lane_send(struct cmesh__lane *ln, const void *msg, const void *trail,
 	r = -EOPNOTSUPP;
 	if (has_endpoint(ln->type, msg))
 		goto out_release;
+	r = cmesh__type_prepare_move(ln->type, msg); /* -EINVAL: an fd twice */
+	if (r)
+		goto out_release;
 	r = -EMSGSIZE;
 	if (len > ln->max_trail)
 		goto out_release;
@@ -328,6 +342,10 @@ int cmesh__lane_send(struct cmesh__lane *ln, const void *msg, const void *trail,
 	if (atomic_load_explicit(&ln->peer_wake->closed, memory_order_acquire))
 		goto out_release;
 	nfds = collect_fds(ln, msg, fds, &h.fd_mask);
+	r = -EINVAL;
+	for (uint32_t i = 0; i < nfds; i++)
+		if (fcntl(fds[i], F_GETFD) < 0) /* not an open fd */
+			goto out_release;
 	h.trail_len = (uint32_t)len;
 	iov[0] = (struct cmesh__iov){ &h, sizeof(h) };
 	iov[1] = (struct cmesh__iov){ msg, ln->type->size };
@@ -377,10 +395,20 @@ static int proto_error(struct cmesh__lane *ln)
 	return -EPROTO;
 }
 
-/* Reads an out-of-line trail from a peer's memfd, without mapping it. */
+/*
+ * Reads an out-of-line trail from a peer's memfd, without mapping it. Only
+ * a sealed memfd of the right size is accepted (no FIFO, socket or file on
+ * a slow mount that could block us).
+ */
 static int read_ool(int fd, void *out, uint32_t len)
 {
 	uint32_t done = 0;
+	struct stat st;
+	int seals = fcntl(fd, F_GET_SEALS);
+
+	if (seals < 0 || !(seals & F_SEAL_SHRINK) || fstat(fd, &st) ||
+	    !S_ISREG(st.st_mode) || st.st_size < (off_t)len)
+		return -EPROTO;
 
 	while (done < len) {
 		ssize_t n = pread(fd, (char *)out + done, len - done, done);

@@ -55,7 +55,7 @@ struct cmesh__link {
 	_Atomic uint32_t refs;
 	_Atomic int failed;
 	int sock;
-	pid_t peer_pid;
+	_Atomic pid_t peer_pid;
 	struct cmesh__arena *own;
 	struct cmesh__arena *peer;
 	struct cmesh__lane out;
@@ -64,6 +64,7 @@ struct cmesh__link {
 	int kick_efd;
 	_Atomic bool stop;
 	_Atomic bool orphan; /* no references left: the thread frees it */
+	pthread_mutex_t orphan_lock; /* hand-off to the thread vs. its free */
 	bool thread_started;
 	bool sock_watched;
 	pthread_t thread;
@@ -115,7 +116,8 @@ void cmesh__link_fail(struct cmesh__link *l, int err)
 		return;
 	cmesh__log(CMESH__LOG_INFO, "link to pid %d failed: %s",
 		   (int)l->peer_pid, cmesh_strerror(err));
-	shutdown(l->sock, SHUT_RDWR);
+	/* Tell the peer; what it sent before stays readable for us. */
+	shutdown(l->sock, SHUT_WR);
 	cmesh__lane_wake(&l->in);
 }
 
@@ -136,26 +138,24 @@ int cmesh__link_send_attach(struct cmesh__link *l, const int *fds,
 	m.hdr.version = CMESH_PROTO_VERSION;
 	m.hdr.type = CMESH_CTL_ATTACH;
 	m.hdr.len = sizeof(m);
-	m.seq = ++l->att_next_out;
+	m.seq = l->att_next_out + 1;
 	m.nfds = nfds;
-	for (;;) {
-		r = cmesh__ctl_send(l->sock, &m, sizeof(m), fds, nfds);
-		if (r != -EAGAIN)
-			break;
-		/* Socket buffer full: the peer's link thread is reading. */
-		struct pollfd p = { .fd = l->sock, .events = POLLOUT };
-		if (poll(&p, 1, 100) < 0 && errno != EINTR)
-			break;
-		if (cmesh__link_failed(l))
-			return cmesh__link_failed(l);
-	}
-	if (r) {
-		l->att_next_out--;
-		cmesh__link_fail(l, r == -EPIPE ? -ECONNRESET : r);
+	r = cmesh__ctl_send(l->sock, &m, sizeof(m), fds, nfds);
+	switch (r) {
+	case 0:
+		l->att_next_out = m.seq;
+		*out_seq = m.seq;
+		return 0;
+	case -EAGAIN: /* socket full: the caller spills, the thread retries */
+	case -ENOBUFS:
+		return -EAGAIN;
+	case -EBADF: /* a bad fd from the caller: nothing was sent */
+	case -EINVAL:
+		return -EINVAL;
+	default:
+		cmesh__link_fail(l, -ECONNRESET);
 		return cmesh__link_failed(l);
 	}
-	*out_seq = m.seq;
-	return 0;
 }
 
 bool cmesh__link_attach_ready(struct cmesh__link *l, uint64_t seq)
@@ -268,6 +268,15 @@ static void on_sock(void *arg, int fd, uint32_t revents)
 
 		if (n == -EAGAIN)
 			break;
+		/*
+		 * A peer that closed with our data unread makes the next read
+		 * fail with ECONNRESET, then its own queued messages still
+		 * come: read them (their fds belong to records it published).
+		 */
+		if (n == -ECONNRESET) {
+			revents |= POLLHUP;
+			continue;
+		}
 		if (n < 0) {
 			cmesh__link_fail(l,
 					 n == -EPROTO ? -EPROTO : -ECONNRESET);
@@ -323,11 +332,18 @@ static void *link_thread(void *arg)
 			break;
 		}
 		if (cmesh__link_failed(l) && l->sock_watched) {
+			/* Take the ATTACHes already queued: their records were
+			 * published before the failure. */
+			on_sock(l, l->sock, 0);
 			cmesh__wake_del(l->wake, l->sock);
 			l->sock_watched = false;
 		}
 		cmesh__lane_flush_spill(&l->out);
-		if (orphan_done(l)) {
+		/* Not before cmesh__link_put() is done with `l`. */
+		pthread_mutex_lock(&l->orphan_lock);
+		bool done = orphan_done(l);
+		pthread_mutex_unlock(&l->orphan_lock);
+		if (done) {
 			/* Nobody will join us: free everything and leave. */
 			pthread_detach(pthread_self());
 			free_resources(l);
@@ -566,6 +582,7 @@ static void free_resources(struct cmesh__link *l)
 	cmesh__arena_free(l->peer);
 	cmesh__arena_free(l->own);
 	pthread_mutex_destroy(&l->att_lock);
+	pthread_mutex_destroy(&l->orphan_lock);
 	close(l->sock);
 	free(l);
 }
@@ -602,6 +619,7 @@ int cmesh__link_new(int sock, const cmesh_type *out_type,
 		    struct cmesh__link **out)
 {
 	struct cmesh__link *l;
+	pid_t pid = 0;
 	int r;
 
 	l = calloc(1, sizeof(*l));
@@ -613,7 +631,15 @@ int cmesh__link_new(int sock, const cmesh_type *out_type,
 	l->kick_efd = -1;
 	l->att_tailp = &l->att_head;
 	atomic_init(&l->refs, 1);
+	/* Before anything can fail: free_resources() closes these. */
+	l->in.efd = l->in.peer_efd = l->out.efd = l->out.peer_efd = -1;
 	if (pthread_mutex_init(&l->att_lock, NULL)) {
+		close(sock);
+		free(l);
+		return -ENOMEM;
+	}
+	if (pthread_mutex_init(&l->orphan_lock, NULL)) {
+		pthread_mutex_destroy(&l->att_lock);
 		close(sock);
 		free(l);
 		return -ENOMEM;
@@ -623,9 +649,11 @@ int cmesh__link_new(int sock, const cmesh_type *out_type,
 		r = cmesh__lane_init(&l->in, l, in_type, opts->max_trail,
 				     opts->spin_ns);
 	if (!r)
-		r = peer_pid(sock, &l->peer_pid);
-	if (!r)
+		r = peer_pid(sock, &pid);
+	if (!r) {
+		l->peer_pid = pid;
 		r = handshake(l, out_type, in_type, opts);
+	}
 	if (!r)
 		r = start(l);
 	if (r) {
@@ -653,8 +681,10 @@ void cmesh__link_put(struct cmesh__link *l)
 	if (l->thread_started &&
 	    atomic_load_explicit(&l->out.spilling, memory_order_relaxed) &&
 	    !cmesh__link_failed(l)) {
+		pthread_mutex_lock(&l->orphan_lock);
 		atomic_store_explicit(&l->orphan, true, memory_order_release);
 		cmesh__link_kick(l);
+		pthread_mutex_unlock(&l->orphan_lock);
 		return;
 	}
 	link_destroy(l);

@@ -164,7 +164,7 @@ int cmesh_spawn(const char *path, char *const argv[],
 		cmesh_sender **out_tx, cmesh_receiver **out_rx)
 {
 	char invite[64], **envp;
-	int sv[2], r, status;
+	int sv[2], r, status = 0;
 	pid_t pid;
 
 	if (!path || !argv || !out_node || !out_tx || !out_rx)
@@ -204,10 +204,12 @@ int cmesh_spawn(const char *path, char *const argv[],
 		 * change the status of a child already exiting: one whose
 		 * exec failed still reads as exit 127.
 		 */
+		pid_t w;
+
 		kill(pid, SIGKILL);
-		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		while ((w = waitpid(pid, &status, 0)) < 0 && errno == EINTR)
 			;
-		if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
+		if (w == pid && WIFEXITED(status) && WEXITSTATUS(status) == 127)
 			r = -ENOEXEC;
 	}
 	return r;

@@ -42,6 +42,8 @@ int cmesh_oneshot_send(cmesh_oneshot_sender *tx, const void *msg,
 		cmesh_oneshot_sender_free(tx);
 		return -EINVAL;
 	}
+	if (cmesh__type_holds(cmesh__queue_type(tx->q), msg, tx))
+		return -EINVAL; /* sending tx inside itself: nothing taken */
 	if (trail_len && !trail) {
 		cmesh__type_release(cmesh__queue_type(tx->q), msg);
 		r = -EINVAL;

@@ -293,22 +293,30 @@ static int ring_try_push(struct cmesh__queue *q, const void *msg,
 	uint64_t cap = q->mask + 1, head;
 	struct slot *s;
 
-	do {
+	for (;;) {
 		/* Pairs with the release store of whoever refreshed it. */
 		head = atomic_load_explicit(&q->head_cache,
 					    memory_order_acquire);
-		if (pos - head >= cap) {
+		if (pos - head >= cap) { /* full, or pos is stale (< head) */
 			/* Pairs with the consumer's release store of head. */
 			head = atomic_load_explicit(&q->head_pub,
 						    memory_order_acquire);
 			atomic_store_explicit(&q->head_cache, head,
 					      memory_order_release);
+			if ((int64_t)(pos - head) < 0) {
+				/* Our tail is older than the consumer. */
+				pos = atomic_load_explicit(
+					&q->tail, memory_order_relaxed);
+				continue;
+			}
 			if (pos - head >= cap)
 				return -EAGAIN; /* full */
 		}
-	} while (!atomic_compare_exchange_weak_explicit(&q->tail, &pos, pos + 1,
-							memory_order_relaxed,
-							memory_order_relaxed));
+		if (atomic_compare_exchange_weak_explicit(
+			    &q->tail, &pos, pos + 1, memory_order_relaxed,
+			    memory_order_relaxed))
+			break;
+	}
 	s = slot_at(q, pos);
 	/*
 	 * Write the slot's later lines first, then its first line (header,

@@ -55,7 +55,8 @@ static int check_level(const cmesh_type *t, const cmesh_type **stack, int depth)
 		    f->kind > CMESH_FIELD_KIND_ONESHOT_RECEIVER)
 			return -EINVAL;
 		w = field_width(f->kind);
-		if (f->offset > t->size - w || f->offset % field_align(f->kind))
+		if (w > t->size || f->offset > t->size - w ||
+		    f->offset % field_align(f->kind))
 			return -EINVAL;
 		for (uint32_t j = 0; j < i; j++) {
 			const cmesh_field *g = &t->fields[j];
@@ -203,6 +204,16 @@ static bool field_present(const void *msg, const cmesh_field *f)
 {
 	return f->kind == CMESH_FIELD_KIND_FD ? field_fd(msg, f) >= 0 :
 						field_ptr(msg, f) != NULL;
+}
+
+bool cmesh__type_holds(const cmesh_type *type, const void *msg,
+		       const void *handle)
+{
+	for (uint32_t i = 0; i < type->nfields; i++)
+		if (cmesh__field_is_endpoint(type->fields[i].kind) &&
+		    field_ptr(msg, &type->fields[i]) == handle)
+			return true;
+	return false;
 }
 
 int cmesh__type_prepare_move(const cmesh_type *type, const void *msg)

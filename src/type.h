@@ -21,6 +21,10 @@ bool cmesh__field_is_endpoint(uint32_t kind);
  */
 int cmesh__type_prepare_move(const cmesh_type *type, const void *msg);
 
+/* True if an endpoint field of `msg` holds `handle`. */
+bool cmesh__type_holds(const cmesh_type *type, const void *msg,
+		       const void *handle);
+
 /*
  * Releases the resources in `msg`: closes fd fields, frees endpoint
  * fields (each distinct value once). Used when a message is dropped.

@@ -73,7 +73,8 @@ CMESH_API const cmesh_type *cmesh_sender_type(const cmesh_sender *tx);
  * `trail` to `trail_len` trailing bytes (NULL if 0). Never blocks. Takes the
  * message's resources (see above). Returns 0, or -EPIPE (receiver gone),
  * -EBADMSG (an endpoint field of the wrong type), -EMSGSIZE (trail_len
- * over CMESH_MAX_MESSAGE), -EINVAL, -ENOMEM.
+ * over CMESH_MAX_MESSAGE), -EINVAL, -ENOMEM. A message may not carry `tx`
+ * itself: that is -EINVAL and nothing is taken.
  */
 CMESH_API int cmesh_sender_send(cmesh_sender *tx, const void *msg,
 				const void *trail, size_t trail_len);

@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_node_edges.c - edge cases found in review: bad or repeated fds in a
+ * message, a sender inside its own message, descriptors narrower than
+ * their fields. Same bodies in one process and across two where the
+ * behaviour is the same.
+ */
+#include "testutil.h"
+#include "topo.h"
+
+#include <cmesh.h>
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+struct twofd {
+	uint64_t tag;
+	int a;
+	int b;
+};
+
+CMESH_TYPE_DEFINE(twofd_type, struct twofd, CMESH_FIELD_FD(struct twofd, a),
+		  CMESH_FIELD_FD(struct twofd, b));
+
+/*
+ * Driver: a message holding the same pipe end in two fields fails with
+ * -EINVAL and closes it (the read end sees EOF), then a message holding
+ * an fd number that is not open fails the same way (cross-process only:
+ * in one process an fd moves as a number and is not checked); the channel
+ * keeps working: a normal message with a real fd still arrives.
+ */
+static void dupfd_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			 const struct topo_side *s)
+{
+	struct twofd m = { .tag = 1, .a = -1, .b = -1 };
+	struct twofd got;
+	int p[2], q[2];
+
+	tu_pipe(p);
+	m.a = m.b = p[1];
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), -EINVAL);
+	cr_assert(tu_pipe_sees_eof(p[0], 1000), "duplicated fd not closed");
+	close(p[0]);
+	if (s->cross) {
+		m = (struct twofd){ .tag = 2, .a = 1000, .b = -1 };
+		cr_assert_eq(fcntl(1000, F_GETFD), -1, "fd 1000 is open");
+		TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), -EINVAL);
+	}
+	tu_pipe(q);
+	m = (struct twofd){ .tag = 3, .a = q[1], .b = -1 };
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	cmesh_sender_free(tx);
+	/* The peer writes "ok" through the fd it got, then closes it. */
+	char buf[3] = { 0 };
+	cr_assert_eq(read(q[0], buf, 2), 2);
+	cr_assert_str_eq(buf, "ok");
+	close(q[0]);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &got,
+						  NULL, 0),
+		     -EPIPE);
+	cmesh_receiver_free(rx);
+}
+
+static int dupfd_peer(cmesh_sender *tx, cmesh_receiver *rx,
+		      const struct topo_side *s)
+{
+	struct twofd m;
+
+	(void)s;
+	TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(), &m,
+						   NULL, 0),
+		      0);
+	TOPO_CHECK_EQ(m.tag, 3);
+	TOPO_CHECK(m.a >= 0);
+	TOPO_CHECK_EQ(m.b, -1);
+	TOPO_CHECK_EQ(write(m.a, "ok", 2), 2);
+	close(m.a);
+	TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(), &m,
+						   NULL, 0),
+		      -EPIPE);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	return 0;
+}
+
+static const struct topo_scenario dupfd = {
+	.down = &twofd_type,
+	.up = &twofd_type,
+	.driver = dupfd_driver,
+	.peer = dupfd_peer,
+};
+
+Test(node_edges, repeated_fd_is_einval_and_closed_in_process)
+{
+	topo_run(&dupfd, TOPO_THREAD);
+}
+
+Test(node_edges, repeated_or_closed_fd_is_einval_and_link_lives_cross_process)
+{
+	topo_run(&dupfd, TOPO_FORK);
+}
+
+struct selfmsg {
+	uint64_t tag;
+	cmesh_sender *s;
+};
+
+extern const cmesh_type self_type;
+CMESH_TYPE_DEFINE(self_type, struct selfmsg,
+		  CMESH_FIELD_SENDER(struct selfmsg, s, self_type));
+
+Test(node_edges, a_sender_inside_its_own_message_is_einval_and_kept)
+{
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct selfmsg m = { .tag = 7 };
+
+	TU_ASSERT_RC(cmesh_channel_new(&self_type, NULL, &tx, &rx), 0);
+	m.s = tx;
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), -EINVAL);
+	/* tx was not taken: it still sends. */
+	m.s = NULL;
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &m, NULL, 0), 0);
+	cr_assert_eq(m.tag, 7);
+	cmesh_sender_free(tx);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &m, NULL, 0), -EPIPE);
+	cmesh_receiver_free(rx);
+}
+
+Test(node_edges, a_field_wider_than_its_struct_is_rejected)
+{
+	static const cmesh_field fd0[] = { { CMESH_FIELD_KIND_FD, 0, NULL } };
+	static const cmesh_field ptr0[] = { { CMESH_FIELD_KIND_SENDER, 0,
+					      &self_type } };
+	const cmesh_type tiny_fd = { "tiny", 2, 1, fd0 };
+	const cmesh_type tiny_ptr = { "tiny", 4, 1, ptr0 };
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+
+	TU_ASSERT_RC(cmesh_type_check(&tiny_fd), -EINVAL);
+	TU_ASSERT_RC(cmesh_type_check(&tiny_ptr), -EINVAL);
+	TU_ASSERT_RC(cmesh_channel_new(&tiny_fd, NULL, &tx, &rx), -EINVAL);
+}

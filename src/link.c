@@ -513,7 +513,7 @@ static int handshake(struct cmesh__link *l, const cmesh_type *out_type,
 		     const cmesh_type *in_type,
 		     const struct cmesh__link_opts *o)
 {
-	struct cmesh_ctl_hello mine, peer;
+	struct cmesh_ctl_hello mine, peer = { 0 };
 	uint64_t out_fp, in_fp;
 	int fds[2], r;
 

@@ -28,7 +28,7 @@
 #include <stdint.h>
 
 #define CMESH_PROTO_MAGIC 0x48534d43u /* "CMSH" */
-#define CMESH_PROTO_VERSION 1u
+#define CMESH_PROTO_VERSION 2u
 
 #define CMESH_CTL_HELLO 1u
 #define CMESH_CTL_ATTACH 2u
@@ -69,14 +69,16 @@ struct cmesh_ctl_hello {
 	uint64_t in_fp;	     /* type fingerprint of what it receives */
 	uint32_t ring_cap;   /* capacity of the ring the sender writes */
 	uint32_t pid;	     /* informational; SO_PEERCRED is authoritative */
+	uint64_t max_trail;  /* largest trail it accepts (CMESH_MAX_MESSAGE) */
 };
 
-static_assert(sizeof(struct cmesh_ctl_hello) == 56, "hello size");
+static_assert(sizeof(struct cmesh_ctl_hello) == 64, "hello size");
 static_assert(offsetof(struct cmesh_ctl_hello, node_id) == 16, "hello id");
 static_assert(offsetof(struct cmesh_ctl_hello, arena_size) == 24, "arena");
 static_assert(offsetof(struct cmesh_ctl_hello, out_fp) == 32, "out_fp");
 static_assert(offsetof(struct cmesh_ctl_hello, in_fp) == 40, "in_fp");
 static_assert(offsetof(struct cmesh_ctl_hello, ring_cap) == 48, "ring_cap");
+static_assert(offsetof(struct cmesh_ctl_hello, max_trail) == 56, "max_trail");
 
 /* ATTACH. fds: nfds of them, in the order the record says. */
 struct cmesh_ctl_attach {

@@ -356,7 +356,8 @@ static void *link_thread(void *arg)
 /* ---- handshake ---- */
 
 static void fill_hello(struct cmesh_ctl_hello *h, uint64_t arena_size,
-		       uint64_t out_fp, uint64_t in_fp, uint32_t ring_cap)
+		       uint64_t out_fp, uint64_t in_fp, uint32_t ring_cap,
+		       uint64_t max_trail)
 {
 	memset(h, 0, sizeof(*h));
 	h->hdr.magic = CMESH_PROTO_MAGIC;
@@ -370,6 +371,7 @@ static void fill_hello(struct cmesh_ctl_hello *h, uint64_t arena_size,
 	h->in_fp = in_fp;
 	h->ring_cap = ring_cap;
 	h->pid = (uint32_t)getpid();
+	h->max_trail = max_trail;
 }
 
 /* True if `fd` is an eventfd (the peer's claim is checked, not trusted). */
@@ -526,7 +528,7 @@ static int handshake(struct cmesh__link *l, const cmesh_type *out_type,
 	if (r)
 		return r;
 	fill_hello(&mine, cmesh__arena_layout(l->own)->size, out_fp, in_fp,
-		   o->ring_cap);
+		   o->ring_cap, o->max_trail);
 	fds[0] = cmesh__arena_fd(l->own);
 	fds[1] = l->in.efd;
 	r = cmesh__ctl_send(l->sock, &mine, sizeof(mine), fds, 2);
@@ -545,6 +547,9 @@ static int handshake(struct cmesh__link *l, const cmesh_type *out_type,
 	 */
 	if (l->peer_pid == getpid())
 		l->peer_pid = (pid_t)peer.pid;
+	/* Send no trail the peer would refuse: -EMSGSIZE here instead. */
+	if (peer.max_trail < l->out.max_trail)
+		l->out.max_trail = peer.max_trail;
 	if (peer.out_fp != in_fp || peer.in_fp != out_fp)
 		return -EBADMSG;
 	return 0;

@@ -5,6 +5,8 @@
  * their fields. Same bodies in one process and across two where the
  * behaviour is the same.
  */
+#define _GNU_SOURCE
+
 #include "testutil.h"
 #include "topo.h"
 
@@ -13,6 +15,8 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 struct twofd {
@@ -143,4 +147,53 @@ Test(node_edges, a_field_wider_than_its_struct_is_rejected)
 	TU_ASSERT_RC(cmesh_type_check(&tiny_fd), -EINVAL);
 	TU_ASSERT_RC(cmesh_type_check(&tiny_ptr), -EINVAL);
 	TU_ASSERT_RC(cmesh_channel_new(&tiny_fd, NULL, &tx, &rx), -EINVAL);
+}
+
+CMESH_TYPE_DEFINE(edge_echo_type, struct topo_echo_msg,
+		  CMESH_FIELD_FD(struct topo_echo_msg, fd));
+
+/*
+ * The peer accepts smaller trails than we would send (its
+ * CMESH_MAX_MESSAGE is 4K, ours the 64M default): what it would refuse
+ * fails here with -EMSGSIZE, the link stays up, smaller messages echo.
+ */
+Test(node_edges, a_trail_over_the_peers_limit_is_emsgsize_not_a_dead_link)
+{
+	static unsigned char big[8192], in[8192];
+	char *argv[] = { CMESH_TEST_PROG_DIR "/test_prog_echo", "echo-argv",
+			 NULL };
+	struct topo_echo_msg m = { .seq = 1, .fd = -1 };
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	int st;
+
+	/* Our own settings are read now, before the child's are changed. */
+	TU_ASSERT_RC(cmesh_env_check(NULL, NULL, 0), 0);
+	cr_assert_eq(setenv("CMESH_MAX_MESSAGE", "4K", 1), 0);
+	unsetenv(CMESH_INVITE_ENV);
+	TU_ASSERT_RC(cmesh_spawn(argv[0], argv, &edge_echo_type,
+				 &edge_echo_type, NULL, &node, &tx, &rx),
+		     0);
+	m.len = sizeof(big);
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, big, sizeof(big)), -EMSGSIZE);
+	m = (struct topo_echo_msg){ .seq = 2, .len = 4096, .fd = -1 };
+	tu_fill(big, 4096, 2);
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, big, 4096), 0);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, in,
+						  sizeof(in)),
+		     4096);
+	cr_assert_eq(m.seq, 2);
+	cr_assert_eq(tu_check(in, 4096, 2), 4096);
+	cr_assert_eq(waitpid(cmesh_node_pid(node), &st, WNOHANG), 0,
+		     "the echo child died");
+	cmesh_sender_free(tx);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, in,
+						  sizeof(in)),
+		     -EPIPE);
+	cr_assert_eq(waitpid(cmesh_node_pid(node), &st, 0),
+		     cmesh_node_pid(node));
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "echo status %d", st);
+	cmesh_receiver_free(rx);
+	cmesh_node_free(node);
 }

@@ -328,12 +328,15 @@ int cmesh__lane_send(struct cmesh__lane *ln, const void *msg, const void *trail,
 	r = cmesh__link_failed(ln->link);
 	if (r)
 		goto out_release;
-	r = -EOPNOTSUPP;
-	if (has_endpoint(ln->type, msg))
-		goto out_release;
-	r = cmesh__type_prepare_move(ln->type, msg); /* -EINVAL: an fd twice */
-	if (r)
-		goto out_release;
+	if (ln->type->nfields) {
+		r = -EOPNOTSUPP;
+		if (has_endpoint(ln->type, msg))
+			goto out_release;
+		/* -EINVAL: the same fd twice */
+		r = cmesh__type_prepare_move(ln->type, msg);
+		if (r)
+			goto out_release;
+	}
 	r = -EMSGSIZE;
 	if (len > ln->max_trail)
 		goto out_release;

@@ -197,3 +197,98 @@ Test(node_edges, a_trail_over_the_peers_limit_is_emsgsize_not_a_dead_link)
 	cmesh_receiver_free(rx);
 	cmesh_node_free(node);
 }
+
+/* ---- more foundation behaviour, same bodies in both topologies ---- */
+
+struct seqm {
+	uint64_t seq;
+	uint64_t pad[7];
+};
+
+CMESH_TYPE_DEFINE_PLAIN(seqm_type, struct seqm);
+
+/*
+ * Nothing sent yet: try_recv is -EAGAIN and a 20 ms deadline expires with
+ * -ETIMEDOUT after at least 20 ms. Then three clones of the sender each
+ * send one message and are freed one at a time; the receiver must not see
+ * "closed" while any clone lives ('c' from the peer after each free), and
+ * sees it after the last. The peer's receiver sleeps (spin none). The
+ * peer frees its own sender last.
+ */
+static void clones_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			  const struct topo_side *s)
+{
+	cmesh_sender *c[3];
+	struct seqm m = { 0 };
+	int64_t t0;
+
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &m, NULL, 0), -EAGAIN);
+	t0 = cmesh_clock_now();
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(
+			     rx, cmesh_deadline_after(TU_MS(20)), &m, NULL, 0),
+		     -ETIMEDOUT);
+	cr_assert_geq(cmesh_clock_now() - t0, TU_MS(20));
+	for (int i = 0; i < 3; i++)
+		TU_ASSERT_RC(cmesh_sender_clone(tx, &c[i]), 0);
+	cmesh_sender_free(tx);
+	for (int i = 0; i < 3; i++) {
+		m.seq = (uint64_t)i;
+		TU_ASSERT_RC(cmesh_sender_send(c[i], &m, NULL, 0), 0);
+		cr_assert_eq(topo_wait(s->sync, TOPO_WAIT_MS), 'r');
+		cmesh_sender_free(c[i]);
+	}
+	cr_assert_eq(topo_wait(s->sync, TOPO_WAIT_MS), 'e');
+	/* The peer frees its sender last: we drain to "closed". */
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL,
+						  0),
+		     -EPIPE);
+	cmesh_receiver_free(rx);
+}
+
+static int clones_peer(cmesh_sender *tx, cmesh_receiver *rx,
+		       const struct topo_side *s)
+{
+	struct seqm m;
+
+	for (uint64_t i = 0; i < 3; i++) {
+		/* Blocks asleep until the driver's clone sends. */
+		TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(),
+							   &m, NULL, 0),
+			      0);
+		TOPO_CHECK_EQ(m.seq, i);
+		if (i > 0) /* clone i-1 is freed, later ones live */
+			TOPO_CHECK_EQ(cmesh_receiver_try_recv(rx, &m, NULL, 0),
+				      -EAGAIN);
+		TOPO_CHECK_EQ(topo_post(s->sync, 'r'), 0);
+	}
+	TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(), &m,
+						   NULL, 0),
+		      -EPIPE);
+	cmesh_receiver_free(rx);
+	TOPO_CHECK_EQ(topo_post(s->sync, 'e'), 0);
+	cmesh_sender_free(tx);
+	return 0;
+}
+
+static const struct topo_scenario clones = {
+	.down = &seqm_type,
+	.up = &seqm_type,
+	.spin_ns = CMESH_SPIN_NONE,
+	.driver = clones_driver,
+	.peer = clones_peer,
+};
+
+Test(node_edges, deadline_then_closed_only_after_the_last_clone_in_process)
+{
+	topo_run(&clones, TOPO_THREAD);
+}
+
+Test(node_edges, deadline_then_closed_only_after_the_last_clone_cross_process)
+{
+	topo_run(&clones, TOPO_FORK);
+}
+
+Test(node_edges, deadline_then_closed_only_after_the_last_clone_listen)
+{
+	topo_run(&clones, TOPO_LISTEN);
+}

@@ -1654,7 +1654,11 @@ static void temp_file(char *dir, char *path, size_t len, const char *text,
 	cr_assert_eq(chmod(path, mode), 0);
 }
 
-Test(node, spawn_of_a_file_without_exec_permission_returns_eacces)
+/*
+ * cmesh_spawn() of a temporary file holding `text` with `mode` fails with
+ * `want` and leaves no child, fd or mapping behind.
+ */
+static void spawn_temp_fails(const char *text, mode_t mode, int want)
 {
 	char dir[] = "/tmp/cmesh-node-XXXXXX", path[64];
 	char *argv[] = { "prog", NULL };
@@ -1664,34 +1668,24 @@ Test(node, spawn_of_a_file_without_exec_permission_returns_eacces)
 	cmesh_receiver *rx;
 
 	topo_baseline(&res);
-	temp_file(dir, path, sizeof(path), "#!/bin/sh\nexit 0\n", 0644);
+	temp_file(dir, path, sizeof(path), text, mode);
 	TU_ASSERT_RC(cmesh_spawn(path, argv, &seq_type, &seq_type, NULL, &node,
 				 &tx, &rx),
-		     -EACCES);
+		     want);
 	cr_assert_not(has_child(), "spawn left a child to reap");
 	unlink(path);
 	rmdir(dir);
 	topo_assert_baseline(&res);
 }
 
+Test(node, spawn_of_a_file_without_exec_permission_returns_eacces)
+{
+	spawn_temp_fails("#!/bin/sh\nexit 0\n", 0644, -EACCES);
+}
+
 Test(node, spawn_of_a_program_that_exits_without_joining_fails_and_reaps_it)
 {
-	char dir[] = "/tmp/cmesh-node-XXXXXX", path[64];
-	char *argv[] = { "prog", NULL };
-	struct topo_res res;
-	cmesh_node *node;
-	cmesh_sender *tx;
-	cmesh_receiver *rx;
-
-	topo_baseline(&res);
-	temp_file(dir, path, sizeof(path), "#!/bin/sh\nexit 0\n", 0755);
-	TU_ASSERT_RC(cmesh_spawn(path, argv, &seq_type, &seq_type, NULL, &node,
-				 &tx, &rx),
-		     -ECONNRESET);
-	cr_assert_not(has_child(), "spawn left a child to reap");
-	unlink(path);
-	rmdir(dir);
-	topo_assert_baseline(&res);
+	spawn_temp_fails("#!/bin/sh\nexit 0\n", 0755, -ECONNRESET);
 }
 
 Test(node, spawn_of_an_executable_that_execve_rejects_returns_enoexec)

@@ -590,14 +590,7 @@ int cmesh__lane_peek(struct cmesh__lane *ln)
 	if ((uint32_t)ln->pending < sizeof(h))
 		return proto_error(ln);
 	memcpy(&h, ln->buf, sizeof(h));
-	if (h.trail_len > ln->max_trail)
-		return proto_error(ln);
-	/* Not receivable before its fds arrived: as try_recv would say. */
-	if ((h.flags & CMESH_REC_F_ATTACH) &&
-	    !cmesh__link_attach_ready(ln->link, h.attach_seq))
-		return -EAGAIN;
-	return cmesh__link_failed(ln->link) == -EPROTO ? -EPROTO :
-							 (int)h.trail_len;
+	return h.trail_len > ln->max_trail ? proto_error(ln) : (int)h.trail_len;
 }
 
 bool cmesh__lane_ready(struct cmesh__lane *ln)

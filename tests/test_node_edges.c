@@ -292,3 +292,91 @@ Test(node_edges, deadline_then_closed_only_after_the_last_clone_listen)
 {
 	topo_run(&clones, TOPO_LISTEN);
 }
+
+/*
+ * A trail larger than the caller's buffer: -EMSGSIZE, nothing consumed,
+ * try_peek tells the length (as soon as the message is there, even while
+ * the fds of an out-of-line trail are still on their way), a larger buffer
+ * then receives it; the next message is still there. Inline and
+ * out-of-line trails.
+ */
+static void peek_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			const struct topo_side *s)
+{
+	static unsigned char out[20000];
+	struct seqm m = { 0 };
+
+	(void)s;
+	for (uint64_t i = 0; i < 2; i++) {
+		uint32_t len = i ? sizeof(out) : 100;
+
+		m.seq = i;
+		tu_fill(out, len, (uint32_t)i);
+		TU_ASSERT_RC(cmesh_sender_send(tx, &m, out, len), 0);
+	}
+	m.seq = 2;
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	cmesh_sender_free(tx);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL,
+						  0),
+		     -EPIPE);
+	cmesh_receiver_free(rx);
+}
+
+static int peek_peer(cmesh_sender *tx, cmesh_receiver *rx,
+		     const struct topo_side *s)
+{
+	static unsigned char in[20000];
+	struct seqm m;
+
+	(void)s;
+	for (uint64_t i = 0; i < 2; i++) {
+		int len = i ? (int)sizeof(in) : 100, r;
+
+		/* Wait for it without taking it. */
+		while ((r = cmesh_receiver_try_peek(rx)) == -EAGAIN)
+			usleep(100);
+		TOPO_CHECK_EQ(r, len);
+		TOPO_CHECK_EQ(cmesh_receiver_try_recv(rx, &m, in, 10),
+			      -EMSGSIZE);
+		TOPO_CHECK_EQ(cmesh_receiver_try_peek(rx), len);
+		/* Across processes its fds (an out-of-line trail) may still be
+		 * in flight: wait for it rather than try once. */
+		TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(),
+							   &m, in, sizeof(in)),
+			      len);
+		TOPO_CHECK_EQ(m.seq, i);
+		TOPO_CHECK_EQ(tu_check(in, (size_t)len, (uint32_t)i),
+			      (size_t)len);
+	}
+	TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(), &m,
+						   NULL, 0),
+		      0);
+	TOPO_CHECK_EQ(m.seq, 2);
+	TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(), &m,
+						   NULL, 0),
+		      -EPIPE);
+	TOPO_CHECK_EQ(cmesh_receiver_try_peek(rx), -EPIPE);
+	cmesh_receiver_free(rx);
+	cmesh_sender_free(tx);
+	return 0;
+}
+
+static const struct topo_scenario peek = {
+	.down = &seqm_type,
+	.up = &seqm_type,
+	.ring_size = 8192,
+	.driver = peek_driver,
+	.peer = peek_peer,
+};
+
+Test(node_edges, emsgsize_leaves_the_message_and_peek_tells_its_size_in_process)
+{
+	topo_run(&peek, TOPO_THREAD);
+}
+
+Test(node_edges,
+     emsgsize_leaves_the_message_and_peek_tells_its_size_cross_process)
+{
+	topo_run(&peek, TOPO_FORK);
+}

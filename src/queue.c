@@ -13,7 +13,7 @@
  *   pairs with the release store of the producer that refreshed it) or,
  *   when that looks full, `head_pub` (acquire, pairs with the consumer's
  *   release store after it copied the slot out). It fills the slot and
- *   publishes it with a seq_cst store of seq = pos + 1; the consumer's
+ *   publishes it with a release store of seq = pos + 1; the consumer's
  *   acquire load of seq == head + 1 pairs with that store. A slot's seq is
  *   only ever written by producers (pos + 1, one lap apart), so the
  *   consumer never writes a line that a producer is about to write: it
@@ -28,15 +28,17 @@
  *   a membarrier(PRIVATE_EXPEDITED); without it both are seq_cst fences
  *   (park.h). The same pairing covers ST_WS_ARMED (waitset) and
  *   ST_RX_CLOSED (receiver gone; the closer fences before it drains).
-
  * - Close of the sending side. Each sender release is an acq_rel RMW on
  *   `nsenders`; the last one sets ST_TX_CLOSED with a seq_cst CAS, so a
  *   receiver whose acquire load sees ST_TX_CLOSED also sees every message.
  * - Overflow. ovf_mode and the list change only under `lock`. A sender
  *   whose message overflowed sees its own ovf_mode = 1 (coherence) and keeps
- *   overflowing until the consumer emptied the list, which keeps per-sender
- *   FIFO; the consumer takes from the list only when the ring is empty and
- *   no claimed slot is unpublished (tail == head under the lock).
+ *   overflowing until the consumer emptied the list (and its private batch
+ *   taken from it), which keeps per-sender FIFO; the consumer takes from
+ *   them only when the ring is empty and no claimed slot is unpublished
+ *   (tail == head).
+ * - A queue whose other end is in another process forwards send or receive
+ *   to its lane (lane.c), which has its own contract.
  *
  * The fast path (ring not full, receiver awake) takes no lock, makes no
  * syscall and allocates nothing; trailing bytes larger than the slot's

@@ -15,10 +15,9 @@
  *           published, in the same order as the records.
  *
  * Arena layout of a node (its own arena; the peer maps it read-only):
- *   ctl line CMESH_PROTO_LINE_TAIL  producer line of the ring it writes
  *   ctl line CMESH_PROTO_LINE_HEAD  consumer line of the ring it reads
  *   ctl line CMESH_PROTO_LINE_WAKE  wake line (sleeping, closed) of it
- *   data region                      record area of the ring it writes
+ *   data region                      slot area of the ring it writes
  */
 #ifndef CMESH_SHM_PROTO_H
 #define CMESH_SHM_PROTO_H
@@ -28,15 +27,14 @@
 #include <stdint.h>
 
 #define CMESH_PROTO_MAGIC 0x48534d43u /* "CMSH" */
-#define CMESH_PROTO_VERSION 2u
+#define CMESH_PROTO_VERSION 3u
 
 #define CMESH_CTL_HELLO 1u
 #define CMESH_CTL_ATTACH 2u
 
 /* Index of a 64-byte line in an arena's control region. */
-#define CMESH_PROTO_LINE_TAIL 0u
-#define CMESH_PROTO_LINE_HEAD 1u
-#define CMESH_PROTO_LINE_WAKE 2u
+#define CMESH_PROTO_LINE_HEAD 0u
+#define CMESH_PROTO_LINE_WAKE 1u
 
 /* Ring record kinds (shm/ring.h: 1..255). */
 #define CMESH_REC_MSG 1u   /* struct cmesh_rec_msg, message, trail */

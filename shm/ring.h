@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * ring.h - the shared-memory ABI of an arena and of the SPSC record rings
+ * ring.h - the shared-memory ABI of an arena and of the MPSC slot rings
  * that live in arenas.
  *
  * Only layouts, constants and integer offset math: no pointers, no bool,
  * enum or size_t, no syscalls. Everything here is read by a process that
  * does not trust the writer; see src/arena.c (validation of a header) and
- * src/shmring.c (validation of indices and records).
+ * src/shmring.c (validation of sequence numbers and records).
  *
  * An arena is a sealed memfd owned by one node. The owner maps it
  * read-write, its peer maps it read-only. Nothing in an arena is ever
@@ -15,26 +15,42 @@
  *   arena (size bytes, multiple of CMESH_SHM_PAGE)
  *   +0          struct cmesh_shm_arena_hdr            (64 bytes)
  *   +ctl_off    control region: 64-byte lines          (ctl_len bytes)
- *                 struct cmesh_shm_ring_prod  (a ring this node produces)
  *                 struct cmesh_shm_ring_cons  (a ring this node consumes)
  *                 struct cmesh_shm_ring_wake  (its sleeping/closed flags)
- *   +data_off   data region: record areas              (data_len bytes)
- *                 capacity bytes per ring this node produces
+ *   +data_off   data region: slot areas                (data_len bytes)
+ *                 capacity bytes of slots per ring this node produces
  *
- * One ring spans two arenas: its tail line and record area live in the
- * PRODUCER's arena, its head line in the CONSUMER's arena. Which line and
- * which record area belong to a ring, and the ring's capacity, are agreed
- * over the control socket, not stored here.
+ * One ring spans two arenas: its slots live in the PRODUCER's arena, its
+ * head line in the CONSUMER's arena. Which line and which slot area belong
+ * to a ring, and the ring's capacity, are agreed over the control socket,
+ * not stored here. The producers' tail is not shared at all: it is a
+ * process-local counter of the producing process.
  *
- * Ring indices (head, tail) are free-running byte positions (uint64_t,
- * never reduced modulo the capacity); the position of byte i of the ring
- * is i & (capacity - 1); used bytes = tail - head, compared as unsigned.
+ * A ring of `cap` bytes is N = cap / 64 slots (N a power of two) of 64
+ * bytes: an atomic sequence word `seq` and 56 data bytes. Positions are
+ * free-running slot numbers (uint64_t, never reduced modulo N); position
+ * i lives in slot i & (N - 1).
  *
- * A record is an 8-byte header {len, kind} followed by len payload bytes,
- * padded to a multiple of 8. A record never wraps: if it does not fit
- * before the end of the record area, the producer fills the rest with a
- * PAD record (len = bytes to the end - 8) and writes the record at 0; both
- * are published by one tail store. A PAD is never at offset 0.
+ * A record of `len` payload bytes occupies k = cmesh_shm_rec_slots(len)
+ * consecutive positions pos .. pos + k - 1 (wrapping around the end of the
+ * area; there is no padding record). Its first slot holds the record
+ * header {len, kind} and the first 48 payload bytes; each continuation
+ * slot holds the next 56 bytes and has seq = 0. The producer writes the
+ * continuation slots (data and seq = 0) first, then the first slot's data,
+ * then publishes the record with a release store of the first slot's
+ * seq = pos + 1. The consumer, at head position `head`, owns a record iff
+ * the acquire load of the seq of slot head & (N - 1) is exactly head + 1.
+ *
+ * Why stale bytes are never taken for a header. The consumer only looks
+ * at the slot of its own head, which is always the first position of a
+ * record (positions are claimed contiguously and it advances by exactly a
+ * record's k). Every value ever stored in the seq of that slot is 0 (a
+ * continuation slot, or a fresh area: the producer zeroes it at init), or
+ * q + 1 for a position q = head - j * N (a first slot one or more laps
+ * ago, j >= 1), or head + 1 (the record it waits for). Only the last one
+ * equals head + 1, and its release store follows every write of the
+ * record. Any other value (neither 0 nor q + 1 with q = head mod N and
+ * q < head) cannot come from an honest producer: the consumer fails.
  */
 #ifndef CMESH_SHM_RING_H
 #define CMESH_SHM_RING_H
@@ -48,7 +64,7 @@
 
 /* "cmesharn", little-endian. */
 #define CMESH_SHM_ARENA_MAGIC 0x6e72616873656d63ull
-#define CMESH_SHM_ABI_VERSION 1u
+#define CMESH_SHM_ABI_VERSION 2u
 
 #define CMESH_SHM_LINE 64u   /* a control line; the cache line we pad to */
 #define CMESH_SHM_PAGE 4096u /* arena size and data region granularity */
@@ -57,11 +73,17 @@
 
 #define CMESH_SHM_RING_MIN_CAP 256u	  /* bytes, power of two */
 #define CMESH_SHM_RING_MAX_CAP (1u << 30) /* bytes, power of two */
-#define CMESH_SHM_REC_ALIGN 8u		  /* record start and size */
+#define CMESH_SHM_SLOT_SIZE 64u		  /* a slot: seq + data */
+#define CMESH_SHM_SLOT_DATA 56u		  /* data bytes of a slot */
 #define CMESH_SHM_REC_HDR_SIZE 8u
+/* Payload bytes in a record's first slot (after the header). */
+#define CMESH_SHM_SLOT_FIRST (CMESH_SHM_SLOT_DATA - CMESH_SHM_REC_HDR_SIZE)
 
-/* Record kinds. 0 is the ring's own filler; the layers above use 1..255. */
-#define CMESH_SHM_REC_PAD 0u
+/*
+ * Record kinds. 0 is the ring's own filler (claimed positions a producer
+ * gave up; the consumer steps over it); the layers above use 1..255.
+ */
+#define CMESH_SHM_REC_FILL 0u
 #define CMESH_SHM_REC_KIND_MIN 1u
 #define CMESH_SHM_REC_KIND_MAX 255u
 
@@ -108,35 +130,17 @@ static_assert(offsetof(struct cmesh_shm_arena_hdr, data_len) == 48, "data");
 /* ---- ring control lines ---- */
 
 /*
- * Producer control line: in the PRODUCER's arena, control region, at a
- * 64-byte aligned offset; nothing else shares the line.
- */
-struct cmesh_shm_ring_prod {
-	/*
-	 * Free-running byte position one past the last published record.
-	 * Producer: release store after writing the record(s) it covers.
-	 * Consumer: acquire load (pairs with that store), then validates
-	 * tail - head <= capacity and tail % 8 == 0.
-	 */
-	_Atomic uint64_t tail;
-	uint64_t reserved[7]; /* producer: 0; consumer: never read */
-};
-
-static_assert(sizeof(struct cmesh_shm_ring_prod) == CMESH_SHM_LINE, "prod");
-static_assert(offsetof(struct cmesh_shm_ring_prod, tail) == 0, "tail");
-
-/*
  * Consumer control line: in the CONSUMER's arena, control region, at a
  * 64-byte aligned offset; nothing else shares the line.
  */
 struct cmesh_shm_ring_cons {
 	/*
-	 * Free-running byte position of the next unread record.
+	 * Free-running slot position of the next unread record.
 	 * Consumer: release store after copying a record out (its reads of
 	 * the record happen before the producer may overwrite it).
 	 * Producer: acquire load (pairs with that store), only when its
 	 * cached head says the ring is full; validates
-	 * cached head <= head <= tail and head % 8 == 0.
+	 * cached head <= head <= its tail.
 	 */
 	_Atomic uint64_t head;
 	uint64_t reserved[7]; /* consumer: 0; producer: never read */
@@ -154,9 +158,9 @@ static_assert(offsetof(struct cmesh_shm_ring_cons, head) == 0, "head");
 struct cmesh_shm_ring_wake {
 	/*
 	 * 1 while the consumer sleeps on its eventfd, else 0. Consumer:
-	 * seq_cst store of 1, seq_cst fence, then re-checks tail before
-	 * sleeping; store of 0 when awake. Producer: seq_cst fence after its
-	 * tail store, then a load; signals the eventfd only if it reads
+	 * seq_cst store of 1, seq_cst fence, then re-checks the seq of its
+	 * head slot before sleeping; store of 0 when awake. Producer: seq_cst
+	 * fence after its store of a slot's seq, then a load; signals the eventfd only if it reads
 	 * non-zero (Dekker: one of the two sees the other).
 	 */
 	_Atomic uint32_t sleeping;
@@ -173,18 +177,39 @@ static_assert(sizeof(struct cmesh_shm_ring_wake) == CMESH_SHM_LINE, "wake");
 static_assert(offsetof(struct cmesh_shm_ring_wake, sleeping) == 0, "sleep");
 static_assert(offsetof(struct cmesh_shm_ring_wake, closed) == 4, "closed");
 
-/* ---- records ---- */
+/* ---- slots and records ---- */
 
 /*
- * Record header, at an 8-byte aligned offset of a record area.
- * Producer: plain stores before the tail store that publishes it.
- * Consumer: copied out once (8 bytes) after the acquire load of tail, then
- * validated: kind known, len <= the record limit, the record inside both
- * the published bytes and the record area.
+ * A slot, at a 64-byte aligned offset of a slot area. A record's first
+ * slot: data = struct cmesh_shm_rec_hdr + CMESH_SHM_SLOT_FIRST payload
+ * bytes; a continuation slot: data = CMESH_SHM_SLOT_DATA payload bytes.
+ */
+struct cmesh_shm_slot {
+	/*
+	 * First slot: pos + 1. Producer: release store after writing the
+	 * whole record (continuation slots first). Consumer: acquire load
+	 * (pairs with that store); the record is its iff it reads head + 1.
+	 * Continuation slot: 0, a plain store before the publishing one;
+	 * never read by the consumer as part of the record.
+	 */
+	_Atomic uint64_t seq;
+	/* Producer: plain stores before the publishing seq store. */
+	uint8_t data[CMESH_SHM_SLOT_DATA];
+};
+
+static_assert(sizeof(struct cmesh_shm_slot) == CMESH_SHM_SLOT_SIZE, "slot");
+static_assert(offsetof(struct cmesh_shm_slot, seq) == 0, "slot seq");
+static_assert(offsetof(struct cmesh_shm_slot, data) == 8, "slot data");
+
+/*
+ * Record header, at data[0] of a record's first slot.
+ * Producer: plain stores before the seq store that publishes it.
+ * Consumer: copied out once (8 bytes) after the acquire load of seq, then
+ * validated: kind in 0..KIND_MAX, len <= the record limit.
  */
 struct cmesh_shm_rec_hdr {
-	uint32_t len; /* payload bytes (PAD: bytes to the end of the area - 8) */
-	uint32_t kind; /* CMESH_SHM_REC_PAD or KIND_MIN..KIND_MAX */
+	uint32_t len;  /* payload bytes */
+	uint32_t kind; /* CMESH_SHM_REC_FILL or KIND_MIN..KIND_MAX */
 };
 
 static_assert(sizeof(struct cmesh_shm_rec_hdr) == CMESH_SHM_REC_HDR_SIZE,
@@ -211,50 +236,34 @@ static inline int cmesh_shm_ring_cap_ok(uint64_t cap)
 	       cap <= CMESH_SHM_RING_MAX_CAP;
 }
 
-/* Largest payload of one record in a ring of `cap` bytes. */
-static inline uint32_t cmesh_shm_ring_rec_limit(uint64_t cap)
+/* Slots of a ring of `cap` bytes (valid capacity). */
+static inline uint64_t cmesh_shm_ring_slots(uint64_t cap)
 {
-	return (uint32_t)(cap / 4);
+	return cap / CMESH_SHM_SLOT_SIZE;
 }
 
-/* Bytes a record with `len` payload bytes occupies (header + padding). */
-static inline uint64_t cmesh_shm_rec_span(uint32_t len)
+/* Slots a record with `len` payload bytes occupies. */
+static inline uint64_t cmesh_shm_rec_slots(uint32_t len)
 {
-	return CMESH_SHM_REC_HDR_SIZE +
-	       cmesh_shm_align_up(len, CMESH_SHM_REC_ALIGN);
-}
-
-/* Offset in the record area of free-running position `pos`. */
-static inline uint64_t cmesh_shm_ring_off(uint64_t pos, uint64_t cap)
-{
-	return pos & (cap - 1);
-}
-
-/* Bytes from position `pos` to the end of the record area. */
-static inline uint64_t cmesh_shm_ring_to_end(uint64_t pos, uint64_t cap)
-{
-	return cap - cmesh_shm_ring_off(pos, cap);
-}
-
-/* Published, unread bytes (valid only if <= cap: check it). */
-static inline uint64_t cmesh_shm_ring_used(uint64_t tail, uint64_t head)
-{
-	return tail - head;
+	if (len <= CMESH_SHM_SLOT_FIRST)
+		return 1;
+	return 1 + ((uint64_t)len - CMESH_SHM_SLOT_FIRST +
+		    CMESH_SHM_SLOT_DATA - 1) /
+			   CMESH_SHM_SLOT_DATA;
 }
 
 /*
- * Bytes the producer needs at position `tail` for a record of `len`
- * payload bytes: the record, plus a PAD to the end of the area if the
- * record does not fit before it.
+ * Largest payload of one record in a ring of `cap` bytes: a record takes
+ * at most a quarter of the slots.
  */
-static inline uint64_t cmesh_shm_ring_need(uint64_t tail, uint64_t cap,
-					   uint32_t len)
+static inline uint32_t cmesh_shm_ring_rec_limit(uint64_t cap)
 {
-	uint64_t span = cmesh_shm_rec_span(len);
-	uint64_t to_end = cmesh_shm_ring_to_end(tail, cap);
-
-	return span > to_end ? to_end + span : span;
+	return (uint32_t)(cmesh_shm_ring_slots(cap) / 4 * CMESH_SHM_SLOT_DATA -
+			  CMESH_SHM_REC_HDR_SIZE);
 }
+
+static_assert(CMESH_SHM_RING_MIN_CAP / CMESH_SHM_SLOT_SIZE >= 4,
+	      "a record fits in the smallest ring");
 
 /* 1 if [off, off + len) lies inside [lo, hi), without overflow. */
 static inline int cmesh_shm_range_ok(uint64_t off, uint64_t len, uint64_t lo,

@@ -6,16 +6,28 @@
  *
  * Memory-ordering contract (on top of shmring.c's)
  * - Sleep/wake (Dekker). The consumer stores sleeping = 1 (seq_cst),
- *   issues a seq_cst fence and loads the producer's tail; the producer
- *   stores its tail (release, in push), issues a seq_cst fence and loads
- *   `sleeping`. One of them sees the other: the consumer finds the record,
- *   or the producer signals the consumer's eventfd.
+ *   issues a seq_cst fence and loads the seq of its head slot; a producer
+ *   stores a slot's seq (release, in shmring's commit), issues a seq_cst
+ *   fence and loads `sleeping`. One of them sees the other: the consumer
+ *   finds the record, or the producer signals the consumer's eventfd.
+ *   Every publish is followed by this, fillers included: the consumer may
+ *   be waiting on exactly that position while later ones are published.
  * - Receiver gone. The consumer stores closed = 1 (release) in its own
  *   line; a producer loads it (acquire) before each send and then fails
  *   with -EPIPE. A record already in flight is dropped by the consumer's
  *   drain.
- * - Order of fds. A producer holding `lock` sends the ATTACH for a record
- *   before publishing the record, so ATTACHes arrive in record order.
+ * - Senders without fds (PLAIN, the common case) push lock-free while
+ *   `spilling` is 0. Once the ring was full, a send spills under `lock`
+ *   and sets `spilling` (a sender sees its own store, so it keeps
+ *   spilling: per-sender FIFO) until the link thread (or a later sender)
+ *   has flushed the backlog and stores 0 with release; a sender's acquire
+ *   load of that 0 pairs with it, so its claim comes after the flushed
+ *   records' claims.
+ * - Order of fds. A producer holding `lock` claims a record's slots, sends
+ *   its ATTACH, then writes and publishes the record, so ATTACHes arrive in
+ *   record order (positions are claimed in the order of the ATTACHes). If
+ *   the ATTACH cannot be sent, the claimed slots are published as a filler
+ *   and the message is spilled.
  *
  * Trust: a record is copied out of the ring into `buf` (private) before
  * any field of it is used; everything in it is validated against the
@@ -148,30 +160,35 @@ out_close:
 }
 
 /*
- * Sends the ATTACH (if any), writes its number into the record's header
- * (the 8 bytes at `seq_at`, inside the record's first piece), and publishes
- * the record; the caller holds `lock`. -EAGAIN (ring full) sends nothing.
+ * Claims the record's slots, sends the ATTACH (if any), writes its number
+ * into the record's header (the 8 bytes at `seq_at`, inside the record's
+ * first piece), and publishes the record; the caller holds `lock`.
+ * -EAGAIN (ring or socket full) publishes nothing but maybe a filler.
  */
 static int publish(struct cmesh__lane *ln, uint32_t kind,
 		   const struct cmesh__iov *iov, uint32_t niov, const int *fds,
 		   uint32_t nfds, unsigned char *seq_at)
 {
-	uint64_t seq;
+	uint64_t seq, pos;
 	uint32_t len = 0;
 	int r;
 
+	if (!nfds)
+		return cmesh__shmring_pushv(&ln->prod, kind, iov, niov);
 	for (uint32_t i = 0; i < niov; i++)
 		len += iov[i].len;
-	r = cmesh__shmring_reserve(&ln->prod, len);
+	r = cmesh__shmring_claim(&ln->prod, len, &pos);
 	if (r)
 		return r;
-	if (nfds) {
-		r = cmesh__link_send_attach(ln->link, fds, nfds, &seq);
-		if (r)
-			return r;
-		memcpy(seq_at, &seq, sizeof(seq));
+	r = cmesh__link_send_attach(ln->link, fds, nfds, &seq);
+	if (r) {
+		cmesh__shmring_cancel(&ln->prod, pos, len);
+		signal_peer(ln); /* the consumer may wait on this position */
+		return r;
 	}
-	return cmesh__shmring_pushv(&ln->prod, kind, iov, niov);
+	memcpy(seq_at, &seq, sizeof(seq));
+	cmesh__shmring_commit(&ln->prod, pos, kind, iov, niov);
+	return 0;
 }
 
 static int spill(struct cmesh__lane *ln, uint32_t kind,
@@ -231,7 +248,8 @@ static int flush_locked(struct cmesh__lane *ln)
 	}
 	if (!ln->spill_head) {
 		ln->spill_tailp = &ln->spill_head;
-		atomic_store_explicit(&ln->spilling, 0, memory_order_relaxed);
+		/* Pairs with the acquire load in enqueue_plain(). */
+		atomic_store_explicit(&ln->spilling, 0, memory_order_release);
 	}
 	if (sent)
 		signal_peer(ln);
@@ -273,6 +291,28 @@ static int enqueue(struct cmesh__lane *ln, uint32_t kind,
 	else if (r == 0) /* the kernel holds the copies in flight */
 		close_fds(fds, nfds);
 	pthread_mutex_unlock(&ln->lock);
+	if (r == -EPROTO) /* the consumer's head was corrupt */
+		cmesh__link_fail(ln->link, -EPROTO);
+	if (r == 0)
+		signal_peer(ln);
+	return r;
+}
+
+/*
+ * A record without fds: pushed without `lock` unless a backlog is queued
+ * (then in order behind it).
+ */
+static int enqueue_plain(struct cmesh__lane *ln, uint32_t kind,
+			 const struct cmesh__iov *iov, uint32_t niov)
+{
+	int r;
+
+	/* Pairs with the release store in flush_locked(). */
+	if (atomic_load_explicit(&ln->spilling, memory_order_acquire))
+		return enqueue(ln, kind, iov, niov, NULL, 0, NULL);
+	r = cmesh__shmring_pushv(&ln->prod, kind, iov, niov);
+	if (r == -EAGAIN)
+		return enqueue(ln, kind, iov, niov, NULL, 0, NULL);
 	if (r == -EPROTO) /* the consumer's head was corrupt */
 		cmesh__link_fail(ln->link, -EPROTO);
 	if (r == 0)
@@ -366,8 +406,7 @@ int cmesh__lane_send(struct cmesh__lane *ln, const void *msg, const void *trail,
 	if (nfds)
 		h.flags |= CMESH_REC_F_ATTACH;
 	if (!nfds) /* the common case: no header beyond the ring's own */
-		r = enqueue(ln, CMESH_REC_PLAIN, iov + 1, niov - 1, NULL, 0,
-			    NULL);
+		r = enqueue_plain(ln, CMESH_REC_PLAIN, iov + 1, niov - 1);
 	else
 		r = enqueue(ln, CMESH_REC_MSG, iov, niov, fds, nfds, &h);
 	if (r == 0)
@@ -618,7 +657,7 @@ void cmesh__lane_arm(struct cmesh__lane *ln, bool on)
 {
 	atomic_store_explicit(&ln->own_wake->sleeping, on ? 1 : 0,
 			      memory_order_seq_cst);
-	/* Dekker with the producer's tail store + fence, see top. */
+	/* Dekker with the producer's seq store + fence, see top. */
 	atomic_thread_fence(memory_order_seq_cst);
 }
 

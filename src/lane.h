@@ -30,13 +30,13 @@ struct cmesh__lane {
 	uint64_t fd_fields; /* bit i: type field i is an fd field */
 
 	/* Out lane (producer). */
-	pthread_mutex_t lock; /* serializes producers (MPSC) and spill */
+	pthread_mutex_t lock; /* senders with fds, and the spill backlog */
 	struct cmesh__shmring_producer prod;
 	const struct cmesh_shm_ring_wake *peer_wake; /* sleeping, closed */
 	int peer_efd;		  /* the peer consumer's eventfd */
 	struct spill *spill_head; /* ordered backlog while the ring is full */
 	struct spill **spill_tailp;
-	_Atomic uint32_t spilling;
+	_Atomic uint32_t spilling; /* backlog queued: senders take `lock` */
 
 	/* In lane (consumer). */
 	struct cmesh__shmring_consumer cons;

@@ -1,29 +1,30 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * shmring.c - SPSC record ring in shared memory (layout: shm/ring.h).
+ * shmring.c - MPSC slot ring in shared memory (layout: shm/ring.h).
  *
  * Memory-ordering contract
- * - Publish. The producer writes a record (header, payload, padding; a PAD
- *   first if it wraps) with plain stores, then stores the new tail with
- *   release. The consumer loads tail with acquire (pairs with that store),
- *   so every byte below the tail it read is visible to it.
- * - Release of space. The consumer copies a record out, then stores the
- *   new head with release. The producer loads head with acquire (pairs
- *   with that store) before it reuses the space, so the consumer's reads
- *   of the old record happen before the producer's overwrite.
- * - Caching. The producer keeps the last head it validated and loads head
- *   again only when that cached value says the ring is full; the consumer
- *   keeps the last tail it validated and loads tail again only when it has
- *   consumed everything below it. Each side's own index is kept in a
- *   private copy and only ever stored, never read back.
- * - Trust. Each side reads the other's index and (consumer) the records
- *   from memory the peer may change at any time. Every shared value is
- *   read once into a local, the local is validated, and only the local is
- *   used (atomic_signal_fence after a plain copy stops the compiler from
- *   reading the shared bytes again instead of the local). A value that
- *   fails validation makes that side fail for good (-EPROTO); a bad but
- *   in-bounds record payload is the peer's business, not a memory-safety
- *   problem: every offset we derive lies inside the record area.
+ * - Claim. A producer claims positions pos .. pos + k - 1 with a relaxed
+ *   CAS on the process-local `tail` once pos + k - head <= slots, where
+ *   head is `head_cache` (acquire, pairs with the release store of the
+ *   producer that refreshed it) or, when that looks full, the consumer's
+ *   shared head (acquire, pairs with the consumer's release store after it
+ *   copied the old records out, so its reads happen before our overwrite).
+ * - Publish. The producer writes the continuation slots (data, seq = 0)
+ *   and the first slot's data with plain stores, then stores the first
+ *   slot's seq = pos + 1 with release. The consumer's acquire load that
+ *   reads head + 1 pairs with it, so every byte of the record is visible.
+ *   Records are published in any order; the consumer takes them in
+ *   position order.
+ * - The consumer never writes a slot: it publishes its head on a line of
+ *   its own, in its own arena.
+ * - Trust. The consumer reads the slots, and a producer the consumer's
+ *   head, from memory the peer may change at any time. Every shared value
+ *   is read once into a local, the local is validated, and only the local
+ *   is used (atomic_signal_fence after a plain copy stops the compiler
+ *   from reading the shared bytes again instead of the local). A value
+ *   that fails validation makes that side fail for good (-EPROTO); a bad
+ *   but well-formed record payload is the peer's business, not a
+ *   memory-safety problem: every slot index is reduced modulo the slots.
  * - The consumer's wake line (sleeping and closed flags: wakeups, receiver
  *   gone) is not used here; its contract is in shm/ring.h, its use in
  *   src/lane.c.
@@ -45,29 +46,27 @@ uint32_t cmesh__shmring_record_limit(uint64_t cap)
 }
 
 int cmesh__shmring_producer_init(struct cmesh__shmring_producer *p,
-				 struct cmesh__arena *own, uint64_t tail_off,
-				 uint64_t data_off, uint64_t cap)
+				 struct cmesh__arena *own, uint64_t data_off,
+				 uint64_t cap)
 {
 	unsigned char *base;
-	struct cmesh_shm_ring_prod *line;
 
 	if (!cmesh__arena_writable(own) || !cmesh_shm_ring_cap_ok(cap) ||
-	    !cmesh__arena_ctl_ok(own, tail_off, sizeof(*line)) ||
 	    !cmesh__arena_data_ok(own, data_off, cap))
 		return -EINVAL;
 	base = cmesh__arena_base(own);
-	line = (struct cmesh_shm_ring_prod *)(base + tail_off);
-	p->data = base + data_off;
-	p->tail = &line->tail;
+	p->slots = (struct cmesh_shm_slot *)(base + data_off);
 	p->head = NULL;
-	p->cap = cap;
-	p->tail_pos = 0;
-	p->head_cache = 0;
+	p->mask = cmesh_shm_ring_slots(cap) - 1;
 	p->limit = cmesh_shm_ring_rec_limit(cap);
-	p->failed = false;
-	memset(line->reserved, 0, sizeof(line->reserved));
-	/* Reaches the consumer with the control message announcing it. */
-	atomic_store_explicit(p->tail, 0, memory_order_relaxed);
+	atomic_init(&p->failed, 0);
+	atomic_init(&p->head_cache, 0);
+	atomic_init(&p->tail, 0);
+	/*
+	 * No stale seq may look published (shm/ring.h). Reaches the consumer
+	 * with the control message announcing the ring.
+	 */
+	memset(base + data_off, 0, cap);
 	return 0;
 }
 
@@ -96,12 +95,10 @@ int cmesh__shmring_consumer_init(struct cmesh__shmring_consumer *c,
 	line = (struct cmesh_shm_ring_cons *)((unsigned char *)
 						      cmesh__arena_base(own) +
 					      head_off);
-	c->data = NULL;
-	c->tail = NULL;
+	c->slots = NULL;
 	c->head = &line->head;
-	c->cap = 0;
+	c->mask = 0;
 	c->head_pos = 0;
-	c->tail_cache = 0;
 	c->limit = 0;
 	c->failed = false;
 	memset(line->reserved, 0, sizeof(line->reserved));
@@ -112,122 +109,185 @@ int cmesh__shmring_consumer_init(struct cmesh__shmring_consumer *c,
 
 int cmesh__shmring_consumer_attach(struct cmesh__shmring_consumer *c,
 				   const struct cmesh__arena *peer,
-				   uint64_t tail_off, uint64_t data_off,
-				   uint64_t cap)
+				   uint64_t data_off, uint64_t cap)
 {
 	const unsigned char *base = cmesh__arena_base(peer);
 
 	if (!cmesh_shm_ring_cap_ok(cap) ||
-	    !cmesh__arena_ctl_ok(peer, tail_off,
-				 sizeof(struct cmesh_shm_ring_prod)) ||
 	    !cmesh__arena_data_ok(peer, data_off, cap))
 		return -EPROTO;
-	c->data = base + data_off;
-	c->tail =
-		&((const struct cmesh_shm_ring_prod *)(base + tail_off))->tail;
-	c->cap = cap;
+	c->slots = (const struct cmesh_shm_slot *)(base + data_off);
+	c->mask = cmesh_shm_ring_slots(cap) - 1;
 	c->limit = cmesh_shm_ring_rec_limit(cap);
 	return 0;
 }
 
 /* ---- producer ---- */
 
-/*
- * Reloads the consumer's head. Valid: head_cache <= head <= tail_pos
- * (unsigned differences) and 8-byte aligned.
- */
-static int refresh_head(struct cmesh__shmring_producer *p)
+static int fail_producer(struct cmesh__shmring_producer *p)
 {
-	uint64_t head;
+	atomic_store_explicit(&p->failed, 1, memory_order_relaxed);
+	return -EPROTO;
+}
 
-	if (!p->head)
-		return 0; /* unattached: the consumer's head is 0 */
+/*
+ * Reloads the consumer's head into head_cache and returns it in *out.
+ * Valid: cached <= head <= tail (unsigned differences; tail loaded after
+ * head: the consumer never passes a position we have not claimed).
+ */
+static int refresh_head(struct cmesh__shmring_producer *p, uint64_t cached,
+			uint64_t *out)
+{
+	uint64_t head, tail;
+
+	if (!p->head) {
+		*out = 0; /* unattached: the consumer's head is 0 */
+		return 0;
+	}
 	/* Pairs with the consumer's release store in publish_head(). */
 	head = atomic_load_explicit(p->head, memory_order_acquire);
-
-	if (unlikely(head % CMESH_SHM_REC_ALIGN ||
-		     head - p->head_cache > p->tail_pos - p->head_cache)) {
-		p->failed = true;
-		return -EPROTO;
-	}
-	p->head_cache = head;
+	tail = atomic_load_explicit(&p->tail, memory_order_relaxed);
+	if (unlikely(head - cached > tail - cached))
+		return fail_producer(p);
+	/* Pairs with the acquire load in claim(). */
+	atomic_store_explicit(&p->head_cache, head, memory_order_release);
+	*out = head;
 	return 0;
 }
 
-static void write_hdr(unsigned char *at, uint32_t len, uint32_t kind)
+int cmesh__shmring_claim(struct cmesh__shmring_producer *p, uint32_t len,
+			 uint64_t *out_pos)
 {
-	struct cmesh_shm_rec_hdr h = { .len = len, .kind = kind };
-
-	memcpy(at, &h, sizeof(h));
-}
-
-/* Room for a record of `len` payload bytes? 0, -EAGAIN, -EPROTO. */
-static int make_room(struct cmesh__shmring_producer *p, uint32_t len)
-{
-	uint64_t need = cmesh_shm_ring_need(p->tail_pos, p->cap, len);
+	uint64_t pos, head, k, n = p->mask + 1;
 	int r;
 
-	if (likely(need <= p->cap - (p->tail_pos - p->head_cache)))
-		return 0;
-	r = refresh_head(p);
-	if (r)
-		return r;
-	return need <= p->cap - (p->tail_pos - p->head_cache) ? 0 : -EAGAIN;
-}
-
-int cmesh__shmring_reserve(struct cmesh__shmring_producer *p, uint32_t len)
-{
-	if (unlikely(p->failed))
+	if (unlikely(atomic_load_explicit(&p->failed, memory_order_relaxed)))
 		return -EPROTO;
 	if (unlikely(len > p->limit))
 		return -EMSGSIZE;
-	return make_room(p, len);
+	k = cmesh_shm_rec_slots(len);
+	pos = atomic_load_explicit(&p->tail, memory_order_relaxed);
+	for (;;) {
+		/* Pairs with the release store in refresh_head(). */
+		head = atomic_load_explicit(&p->head_cache,
+					    memory_order_acquire);
+		if (pos - head > n - k) { /* full, or pos is stale (< head) */
+			r = refresh_head(p, head, &head);
+			if (r)
+				return r;
+			if ((int64_t)(pos - head) < 0) {
+				/* Our tail is older than the consumer. */
+				pos = atomic_load_explicit(
+					&p->tail, memory_order_relaxed);
+				continue;
+			}
+			if (pos - head > n - k)
+				return -EAGAIN;
+		}
+		if (atomic_compare_exchange_weak_explicit(
+			    &p->tail, &pos, pos + k, memory_order_relaxed,
+			    memory_order_relaxed))
+			break;
+	}
+	*out_pos = pos;
+	return 0;
+}
+
+/* Reads a record's payload from pieces, in order. */
+struct cursor {
+	const struct cmesh__iov *iov;
+	uint32_t niov, i, off;
+};
+
+static void take(struct cursor *cu, unsigned char *dst, uint32_t n)
+{
+	while (n && cu->i < cu->niov) {
+		uint32_t m = cu->iov[cu->i].len - cu->off;
+
+		if (m > n)
+			m = n;
+		if (dst && m)
+			memcpy(dst, (const unsigned char *)cu->iov[cu->i].base +
+					    cu->off,
+			       m);
+		if (dst)
+			dst += m;
+		n -= m;
+		cu->off += m;
+		if (cu->off == cu->iov[cu->i].len) {
+			cu->i++;
+			cu->off = 0;
+		}
+	}
+	if (dst && n) /* the rest of the slot: no stale bytes */
+		memset(dst, 0, n);
+}
+
+/*
+ * Writes a record of `len` bytes at `pos` (continuation slots first, then
+ * the first slot's data) and publishes it. `iov` NULL: a filler.
+ */
+static void write_record(struct cmesh__shmring_producer *p, uint64_t pos,
+			 uint32_t kind, uint32_t len,
+			 const struct cmesh__iov *iov, uint32_t niov)
+{
+	struct cmesh_shm_rec_hdr h = { .len = len, .kind = kind };
+	uint64_t k = cmesh_shm_rec_slots(len);
+	struct cursor cu = { iov, iov ? niov : 0, 0, 0 };
+	struct cmesh_shm_slot *s;
+
+	take(&cu, NULL, CMESH_SHM_SLOT_FIRST); /* skip to the 2nd slot's */
+	for (uint64_t j = 1; j < k; j++) {
+		s = &p->slots[(pos + j) & p->mask];
+		atomic_store_explicit(&s->seq, 0, memory_order_relaxed);
+		if (iov)
+			take(&cu, s->data, CMESH_SHM_SLOT_DATA);
+	}
+	s = &p->slots[pos & p->mask];
+	memcpy(s->data, &h, sizeof(h));
+	cu = (struct cursor){ iov, iov ? niov : 0, 0, 0 };
+	if (iov)
+		take(&cu, s->data + sizeof(h), CMESH_SHM_SLOT_FIRST);
+	/* Publish; pairs with the consumer's acquire load in pop(). */
+	atomic_store_explicit(&s->seq, pos + 1, memory_order_release);
+}
+
+void cmesh__shmring_commit(struct cmesh__shmring_producer *p, uint64_t pos,
+			   uint32_t kind, const struct cmesh__iov *iov,
+			   uint32_t niov)
+{
+	uint32_t len = 0;
+
+	for (uint32_t i = 0; i < niov; i++)
+		len += iov[i].len; /* checked by claim */
+	write_record(p, pos, kind, len, iov, niov);
+}
+
+void cmesh__shmring_cancel(struct cmesh__shmring_producer *p, uint64_t pos,
+			   uint32_t len)
+{
+	write_record(p, pos, CMESH_SHM_REC_FILL, len, NULL, 0);
 }
 
 int cmesh__shmring_pushv(struct cmesh__shmring_producer *p, uint32_t kind,
 			 const struct cmesh__iov *iov, uint32_t niov)
 {
-	uint64_t total = 0, off, span, to_end;
-	unsigned char *rec, *at;
-	uint32_t len;
+	uint64_t total = 0, pos;
 	int r;
 
-	if (unlikely(p->failed))
-		return -EPROTO;
 	if (unlikely(kind < CMESH_SHM_REC_KIND_MIN ||
 		     kind > CMESH_SHM_REC_KIND_MAX))
 		return -EINVAL;
 	for (uint32_t i = 0; i < niov; i++)
 		total += iov[i].len; /* at most 2^32 pieces of < 2^32 */
 	if (unlikely(total > p->limit))
-		return -EMSGSIZE;
-	len = (uint32_t)total;
-	r = make_room(p, len);
+		return atomic_load_explicit(&p->failed, memory_order_relaxed) ?
+			       -EPROTO :
+			       -EMSGSIZE;
+	r = cmesh__shmring_claim(p, (uint32_t)total, &pos);
 	if (r)
 		return r;
-	off = cmesh_shm_ring_off(p->tail_pos, p->cap);
-	span = cmesh_shm_rec_span(len);
-	to_end = p->cap - off;
-	if (span > to_end) {
-		write_hdr(p->data + off,
-			  (uint32_t)(to_end - CMESH_SHM_REC_HDR_SIZE),
-			  CMESH_SHM_REC_PAD);
-		p->tail_pos += to_end;
-		off = 0;
-	}
-	rec = p->data + off;
-	write_hdr(rec, len, kind);
-	at = rec + CMESH_SHM_REC_HDR_SIZE;
-	for (uint32_t i = 0; i < niov; i++) {
-		if (iov[i].len)
-			memcpy(at, iov[i].base, iov[i].len);
-		at += iov[i].len;
-	}
-	/* Zero the padding: no stale bytes, deterministic contents. */
-	memset(at, 0, span - CMESH_SHM_REC_HDR_SIZE - len);
-	p->tail_pos += span;
-	/* Publish; pairs with the consumer's acquire load in refresh_tail(). */
-	atomic_store_explicit(p->tail, p->tail_pos, memory_order_release);
+	write_record(p, pos, kind, (uint32_t)total, iov, niov);
 	return 0;
 }
 
@@ -248,23 +308,16 @@ static int fail(struct cmesh__shmring_consumer *c)
 }
 
 /*
- * Reloads the producer's tail; called only when head_pos == tail_cache.
- * Valid: head_pos <= tail <= head_pos + cap (unsigned difference; a tail
- * that moved backwards wraps to a huge difference) and 8-byte aligned.
+ * 1 if `seq`, read from the slot of our head, is a value an honest
+ * producer may have left there: 0, or an older lap's q + 1 with
+ * q = head mod slots and q < head (shm/ring.h).
  */
-static int refresh_tail(struct cmesh__shmring_consumer *c)
+static bool seq_stale_ok(const struct cmesh__shmring_consumer *c,
+			 uint64_t seq)
 {
-	uint64_t tail;
+	uint64_t head = c->head_pos;
 
-	if (!c->tail)
-		return 0; /* unattached: nothing published */
-	/* Pairs with the producer's release store in push(). */
-	tail = atomic_load_explicit(c->tail, memory_order_acquire);
-
-	if (unlikely(tail % CMESH_SHM_REC_ALIGN || tail - c->head_pos > c->cap))
-		return fail(c);
-	c->tail_cache = tail;
-	return 0;
+	return seq == 0 || (((seq - 1 - head) & c->mask) == 0 && seq <= head);
 }
 
 static void publish_head(struct cmesh__shmring_consumer *c, uint64_t head)
@@ -274,102 +327,89 @@ static void publish_head(struct cmesh__shmring_consumer *c, uint64_t head)
 	atomic_store_explicit(c->head, head, memory_order_release);
 }
 
-/* Copies the 8-byte record header at `off` out, once. */
-static struct cmesh_shm_rec_hdr
-read_hdr(const struct cmesh__shmring_consumer *c, uint64_t off)
+/* Copies `len` payload bytes of the record at head_pos out. */
+static void copy_out(const struct cmesh__shmring_consumer *c,
+		     unsigned char *dst, uint32_t len)
 {
-	struct cmesh_shm_rec_hdr h;
+	const struct cmesh_shm_slot *s = &c->slots[c->head_pos & c->mask];
+	uint32_t n = len < CMESH_SHM_SLOT_FIRST ? len : CMESH_SHM_SLOT_FIRST;
 
-	memcpy(&h, c->data + off, sizeof(h));
-	/* Use the copy; never re-read the shared bytes (see top). */
-	atomic_signal_fence(memory_order_seq_cst);
-	return h;
-}
+	memcpy(dst, s->data + CMESH_SHM_REC_HDR_SIZE, n);
+	for (uint64_t j = 1; len > n; j++) {
+		uint32_t m = len - n < CMESH_SHM_SLOT_DATA ?
+				     len - n :
+				     CMESH_SHM_SLOT_DATA;
 
-/*
- * Steps over a PAD at the head: it must not be at offset 0, must reach
- * exactly the end of the record area, and must be followed by at least a
- * record header within the published bytes (the producer publishes a PAD
- * together with the record after it).
- */
-static int skip_pad(struct cmesh__shmring_consumer *c,
-		    struct cmesh_shm_rec_hdr h, uint64_t off)
-{
-	uint64_t to_end = c->cap - off;
-
-	if (off == 0 || h.len != to_end - CMESH_SHM_REC_HDR_SIZE ||
-	    to_end + CMESH_SHM_REC_HDR_SIZE > c->tail_cache - c->head_pos)
-		return fail(c);
-	publish_head(c, c->head_pos + to_end);
-	return 0;
+		s = &c->slots[(c->head_pos + j) & c->mask];
+		memcpy(dst + n, s->data, m);
+		n += m;
+	}
 }
 
 int cmesh__shmring_pop(struct cmesh__shmring_consumer *c, uint32_t *out_kind,
 		       void *buf, uint32_t cap)
 {
-	struct cmesh_shm_rec_hdr h;
-	uint64_t off, span;
+	/* Step over at most a lap of fillers per call. */
+	for (uint64_t n = 0; n <= c->mask; n++) {
+		const struct cmesh_shm_slot *s;
+		struct cmesh_shm_rec_hdr h;
+		uint64_t seq;
 
-	if (unlikely(c->failed))
-		return -EPROTO;
-	if (c->head_pos == c->tail_cache) {
-		int r = refresh_tail(c);
-
-		if (r)
-			return r;
-		if (c->head_pos == c->tail_cache)
-			return -EAGAIN;
+		if (unlikely(c->failed))
+			return -EPROTO;
+		if (!c->slots)
+			return -EAGAIN; /* unattached: nothing published */
+		s = &c->slots[c->head_pos & c->mask];
+		/* Pairs with the producer's release store in write_record(). */
+		seq = atomic_load_explicit(&s->seq, memory_order_acquire);
+		if (seq != c->head_pos + 1)
+			return likely(seq_stale_ok(c, seq)) ? -EAGAIN : fail(c);
+		memcpy(&h, s->data, sizeof(h));
+		/* Use the copy; never re-read the shared bytes (see top). */
+		atomic_signal_fence(memory_order_seq_cst);
+		if (unlikely(h.kind > CMESH_SHM_REC_KIND_MAX ||
+			     h.len > c->limit))
+			return fail(c);
+		if (h.kind == CMESH_SHM_REC_FILL) {
+			publish_head(c, c->head_pos + cmesh_shm_rec_slots(h.len));
+			continue;
+		}
+		if (h.len > cap)
+			return -EMSGSIZE;
+		if (h.len)
+			copy_out(c, buf, h.len);
+		publish_head(c, c->head_pos + cmesh_shm_rec_slots(h.len));
+		*out_kind = h.kind;
+		return (int)h.len;
 	}
-	off = cmesh_shm_ring_off(c->head_pos, c->cap);
-	h = read_hdr(c, off);
-	if (h.kind == CMESH_SHM_REC_PAD) {
-		int r = skip_pad(c, h, off);
-
-		if (r)
-			return r;
-		off = 0;
-		h = read_hdr(c, off);
-	}
-	/* A record: known kind, within the limit, the area and the tail. */
-	if (unlikely(h.kind < CMESH_SHM_REC_KIND_MIN ||
-		     h.kind > CMESH_SHM_REC_KIND_MAX || h.len > c->limit))
-		return fail(c);
-	span = cmesh_shm_rec_span(h.len);
-	if (unlikely(span > c->cap - off || span > c->tail_cache - c->head_pos))
-		return fail(c);
-	if (h.len > cap)
-		return -EMSGSIZE;
-	if (h.len)
-		memcpy(buf, c->data + off + CMESH_SHM_REC_HDR_SIZE, h.len);
-	publish_head(c, c->head_pos + span);
-	*out_kind = h.kind;
-	return (int)h.len;
+	return -EAGAIN;
 }
 
 bool cmesh__shmring_pop_ready(const struct cmesh__shmring_consumer *c)
 {
-	if (c->failed || c->head_pos != c->tail_cache)
+	uint64_t seq;
+
+	if (c->failed)
 		return true;
-	return c->tail && atomic_load_explicit(c->tail, memory_order_relaxed) !=
-				  c->head_pos;
+	if (!c->slots)
+		return false;
+	seq = atomic_load_explicit(&c->slots[c->head_pos & c->mask].seq,
+				   memory_order_relaxed);
+	return seq == c->head_pos + 1 || !seq_stale_ok(c, seq);
 }
 
 void cmesh__shmring_touch(const struct cmesh__shmring_consumer *c)
 {
 	const volatile unsigned char *at;
-	uint64_t off;
 
-	if (!c->data)
+	if (!c->slots)
 		return;
 	/*
-	 * Load one byte from each line the next record (of up to two lines)
-	 * will occupy, so that they travel in parallel with the tail's line
-	 * once published. Volatile: the bytes change under us; the values
-	 * are not used.
+	 * Load one byte of the slot after the head's, where the second line
+	 * of the next record goes. Volatile: the bytes change under us; the
+	 * values are not used.
 	 */
-	off = cmesh_shm_ring_off(c->head_pos, c->cap);
-	at = c->data + off;
-	(void)at[0];
-	if (c->cap - off > CMESH_SHM_LINE)
-		(void)at[CMESH_SHM_LINE];
+	at = (const volatile unsigned char *)&c->slots[(c->head_pos + 1) &
+						       c->mask];
+	(void)at[CMESH_SHM_LINE - 1];
 }

@@ -1,15 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * shmring.h - single-producer single-consumer record ring in shared
- * memory, spanning two arenas (layout and record format in shm/ring.h):
- * the producer writes records and its tail into its own arena, the
- * consumer writes its head into its own arena, and each maps the other's
- * arena read-only.
+ * shmring.h - multi-producer single-consumer record ring in shared memory,
+ * spanning two arenas (layout and record format in shm/ring.h): the
+ * producers (threads of one process) write slots into their own arena and
+ * keep their tail in private memory, the consumer writes its head into its
+ * own arena, and each maps the other's arena read-only.
  *
  * The two sides are plain structs the caller embeds; init fills them. A
- * side borrows its arenas, which must outlive it. Each side is used by one
- * thread at a time. push/pop make no syscall, take no lock and allocate
- * nothing.
+ * side borrows its arenas, which must outlive it. The producer side may be
+ * used by any number of threads at once (claim, commit, cancel, push); the
+ * consumer side by one thread at a time. None of them makes a syscall,
+ * takes a lock or allocates.
  *
  * Error convention for setup: an offset or capacity in (or describing)
  * our own arena is the caller's and is -EINVAL when invalid; one in the
@@ -24,6 +25,7 @@
 #include <stdint.h>
 
 struct cmesh__arena;
+struct cmesh_shm_slot;
 
 /* One piece of a record's payload, for cmesh__shmring_pushv(). */
 struct cmesh__iov {
@@ -32,50 +34,50 @@ struct cmesh__iov {
 };
 
 struct cmesh__shmring_producer {
-	unsigned char *data;	      /* record area, own arena */
-	_Atomic uint64_t *tail;	      /* own arena */
+	/* Set by init and attach, then only read. */
+	struct cmesh_shm_slot *slots; /* own arena */
 	const _Atomic uint64_t *head; /* consumer's arena (NULL: unattached) */
-	uint64_t cap;		      /* record area bytes, power of two */
-	uint64_t tail_pos;	      /* last value stored to *tail */
-	uint64_t head_cache;	      /* last validated *head */
+	uint64_t mask;		      /* slots - 1 */
 	uint32_t limit;		      /* largest payload */
-	bool failed;		      /* the consumer's head was corrupt */
+	/* 1 once the consumer's head was corrupt. Relaxed: a sticky hint. */
+	_Atomic uint32_t failed;
+	/* Last validated *head; release store, acquire load (shmring.c). */
+	_Atomic uint64_t head_cache;
+	/* Next free position; producers claim with a CAS (process-local). */
+	_Atomic uint64_t tail;
 };
 
 struct cmesh__shmring_consumer {
-	const unsigned char *data;    /* record area, producer's arena */
-	const _Atomic uint64_t *tail; /* producer's arena (NULL: unattached) */
-	_Atomic uint64_t *head;	      /* own arena */
-	uint64_t cap;
-	uint64_t head_pos;   /* last value stored to *head */
-	uint64_t tail_cache; /* last validated *tail */
+	const struct cmesh_shm_slot *slots; /* producer's arena (NULL: unattached) */
+	_Atomic uint64_t *head;		    /* own arena */
+	uint64_t mask;
+	uint64_t head_pos; /* last value stored to *head */
 	uint32_t limit;
 	bool failed; /* the producer's ring was corrupt */
 };
 
 /*
- * Setting up a ring. Each side first inits its own line (resets it, so
- * this runs before the line is announced to the peer), then attaches to
- * the peer's arena with what the peer announced:
+ * Setting up a ring. Each side first inits its own part (resets it, so
+ * this runs before it is announced to the peer), then attaches to the
+ * peer's arena with what the peer announced:
  *
- *   producer: init(own, tail_off, data_off, cap) -> announce the three
- *   consumer: init(own, head_off)                -> announce head_off
+ *   producer: init(own, data_off, cap)   -> announce both
+ *   consumer: init(own, head_off)        -> announce head_off
  *   producer: attach(peer, head_off)
- *   consumer: attach(peer, tail_off, data_off, cap)
+ *   consumer: attach(peer, data_off, cap)
  *
  * Before attach, a producer treats the consumer's head as 0 (it fills the
  * ring, then gets -EAGAIN) and a consumer's pop returns -EAGAIN.
  */
 
 /*
- * Producer: `own` is our arena (writable); the tail line at `tail_off`
- * (control region) and `cap` bytes of records at `data_off` (data region,
- * 64-byte aligned); `cap` a power of two within CMESH_SHM_RING_MIN_CAP..
- * MAX_CAP. Anything invalid: -EINVAL.
+ * Producer: `own` is our arena (writable), with `cap` bytes of slots at
+ * `data_off` (data region, 64-byte aligned; zeroed here); `cap` a power of
+ * two within CMESH_SHM_RING_MIN_CAP..MAX_CAP. Anything invalid: -EINVAL.
  */
 int cmesh__shmring_producer_init(struct cmesh__shmring_producer *p,
-				 struct cmesh__arena *own, uint64_t tail_off,
-				 uint64_t data_off, uint64_t cap);
+				 struct cmesh__arena *own, uint64_t data_off,
+				 uint64_t cap);
 
 /*
  * Producer: `peer` is the consumer's arena mapped read-only, with its head
@@ -94,14 +96,13 @@ int cmesh__shmring_consumer_init(struct cmesh__shmring_consumer *c,
 				 struct cmesh__arena *own, uint64_t head_off);
 
 /*
- * Consumer: `peer` is the producer's arena mapped read-only, with the tail
- * line at `tail_off` and `cap` bytes of records at `data_off` (announced
- * by the producer; invalid: -EPROTO).
+ * Consumer: `peer` is the producer's arena mapped read-only, with `cap`
+ * bytes of slots at `data_off` (announced by the producer; invalid:
+ * -EPROTO).
  */
 int cmesh__shmring_consumer_attach(struct cmesh__shmring_consumer *c,
 				   const struct cmesh__arena *peer,
-				   uint64_t tail_off, uint64_t data_off,
-				   uint64_t cap);
+				   uint64_t data_off, uint64_t cap);
 
 /* Largest payload a ring of `cap` bytes carries in one record. */
 uint32_t cmesh__shmring_record_limit(uint64_t cap);
@@ -123,17 +124,28 @@ int cmesh__shmring_pushv(struct cmesh__shmring_producer *p, uint32_t kind,
 			 const struct cmesh__iov *iov, uint32_t niov);
 
 /*
- * Would a push of `len` payload bytes succeed now? 0, -EAGAIN (full),
- * -EMSGSIZE or -EPROTO as push. Space only grows until the producer
- * pushes, so after 0 the next push of `len` bytes succeeds: a caller can
- * commit to side effects (sending fds) before publishing the record.
+ * Two-step push, for a caller that must do something (send fds) between
+ * taking room and publishing. claim() takes the positions for a record of
+ * `len` payload bytes and stores the first in *out_pos: 0, -EAGAIN (full),
+ * -EMSGSIZE or -EPROTO as push. The claim must then be ended by exactly
+ * one commit() (the record, whose pieces add up to `len`; `kind` as push)
+ * or cancel() (a filler of the same size that the consumer steps over).
+ * Until then the consumer waits at that position: records claimed later
+ * are published but not consumed.
  */
-int cmesh__shmring_reserve(struct cmesh__shmring_producer *p, uint32_t len);
+int cmesh__shmring_claim(struct cmesh__shmring_producer *p, uint32_t len,
+			 uint64_t *out_pos);
+void cmesh__shmring_commit(struct cmesh__shmring_producer *p, uint64_t pos,
+			   uint32_t kind, const struct cmesh__iov *iov,
+			   uint32_t niov);
+void cmesh__shmring_cancel(struct cmesh__shmring_producer *p, uint64_t pos,
+			   uint32_t len);
 
 /*
  * Takes the next record: copies its payload into `buf` (`cap` bytes) and
- * its kind into *out_kind, and returns the payload length. -EAGAIN if the
- * ring is empty; -EMSGSIZE if the payload is longer than `cap` (nothing is
+ * its kind into *out_kind, and returns the payload length. Fillers are
+ * stepped over. -EAGAIN if the ring is empty (or its next record is not
+ * published yet); -EMSGSIZE if the payload is longer than `cap` (nothing is
  * consumed); -EPROTO if the producer's ring is corrupt (then every later
  * pop fails too).
  */
@@ -147,9 +159,9 @@ int cmesh__shmring_pop(struct cmesh__shmring_consumer *c, uint32_t *out_kind,
 bool cmesh__shmring_pop_ready(const struct cmesh__shmring_consumer *c);
 
 /*
- * For a spinning consumer: reads the lines where the next record will be,
- * so they are fetched together with the tail when it moves. No effect on
- * the ring's state.
+ * For a spinning consumer: reads the line after the slot of the next
+ * record, so that a record of two slots arrives in parallel with its first
+ * one. No effect on the ring's state.
  */
 void cmesh__shmring_touch(const struct cmesh__shmring_consumer *c);
 

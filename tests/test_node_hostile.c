@@ -867,7 +867,7 @@ Test(node_hostile, record_naming_an_attachment_never_sent_does_not_hang)
 /* ==== a peer corrupting its consumer head =================================== */
 
 /*
- * Child: joins, writes an impossible head (not 8-aligned, past the tail)
+ * Child: joins, writes an impossible head (past the parent's tail)
  * into its consumer line of the parent's ring, says 'h', then expects the
  * parent to tear the link down.
  */
@@ -960,7 +960,7 @@ Test(node_hostile, corrupt_consumer_head_fails_the_link_not_just_one_send)
 
 enum scribble_region {
 	SR_HEADER = 1,
-	SR_TAIL = 2,	  /* its producer line: the ring we read */
+	SR_SLOT0 = 2,	  /* the first slot of the ring we read */
 	SR_HEAD_WAKE = 4, /* its consumer and wake lines */
 	SR_CTL = 8,	  /* the whole control region */
 	SR_DATA = 16,	  /* the record area we read */
@@ -981,10 +981,8 @@ static unsigned arena_spans(struct cmesh__arena *a, unsigned regions,
 
 	if (regions & SR_HEADER)
 		out[n++] = (struct span){ 0, 64 };
-	if (regions & SR_TAIL)
-		out[n++] = (struct span){ lay->ctl_off + CMESH_PROTO_LINE_TAIL *
-								 CMESH_SHM_LINE,
-					  CMESH_SHM_LINE };
+	if (regions & SR_SLOT0)
+		out[n++] = (struct span){ lay->data_off, CMESH_SHM_SLOT_SIZE };
 	if (regions & SR_HEAD_WAKE)
 		out[n++] = (struct span){ lay->ctl_off + CMESH_PROTO_LINE_HEAD *
 								 CMESH_SHM_LINE,
@@ -1162,10 +1160,10 @@ Test(node_hostile, peer_wiping_its_arena_header_changes_nothing)
 	check_scribbler(SR_HEADER, 1, true, false);
 }
 
-Test(node_hostile, peer_wiping_its_ring_tail_is_eproto)
+Test(node_hostile, peer_wiping_the_first_slot_of_its_ring_is_eproto)
 {
 	for (uint64_t seed = 1; seed <= 3; seed++)
-		check_scribbler(SR_TAIL, seed, true, true);
+		check_scribbler(SR_SLOT0, seed, true, true);
 }
 
 Test(node_hostile, peer_wiping_its_unread_records_is_eproto)
@@ -1186,7 +1184,7 @@ Test(node_hostile, peer_wiping_its_head_and_wake_lines_is_survived)
 
 Test(node_hostile, peer_scribbling_while_sending_gives_only_valid_or_errors)
 {
-	static const unsigned regions[] = { SR_HEADER, SR_TAIL, SR_HEAD_WAKE,
+	static const unsigned regions[] = { SR_HEADER, SR_SLOT0, SR_HEAD_WAKE,
 					    SR_DATA,
 					    SR_HEADER | SR_CTL | SR_DATA };
 

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_shmring.c - the shared-memory SPSC record ring: every record size,
- * the record limit, wrap-around, full and empty, corrupt indices and
- * records, and two real processes (one well-behaved producer, one hostile
- * producer that scribbles over its whole arena).
+ * test_shmring.c - the shared-memory MPSC slot ring: every record size,
+ * the record limit, wrap-around, full and empty, claims and fillers,
+ * corrupt sequence numbers, records and heads, concurrent producers, and
+ * two real processes (one well-behaved producer, one hostile producer that
+ * scribbles over its whole arena).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -33,7 +34,8 @@
 
 TestSuite(shmring, .init = tu_suite_init, .fini = tu_suite_fini);
 
-#define HDR CMESH_SHM_REC_HDR_SIZE
+#define FIRST CMESH_SHM_SLOT_FIRST
+#define SLOT_DATA CMESH_SHM_SLOT_DATA
 
 /* ---- a ring between two arenas, both ends in this process ---- */
 
@@ -44,7 +46,7 @@ struct rig {
 	struct cmesh__arena *ca_ro; /* the consumer's, as the producer maps it */
 	struct cmesh__shmring_producer p;
 	struct cmesh__shmring_consumer c;
-	uint64_t cap, tail_off, data_off, head_off;
+	uint64_t cap, nslots, data_off, head_off;
 	uint32_t limit;
 };
 
@@ -54,9 +56,9 @@ static uint64_t arena_size_for(uint64_t cap)
 }
 
 /*
- * The record area at the very end of the data region, which ends the
- * arena: a read past the end of the ring hits the peer mapping's guard
- * page and crashes the test.
+ * The slot area at the very end of the data region, which ends the arena:
+ * a read past the end of the ring hits the peer mapping's guard page and
+ * crashes the test.
  */
 static uint64_t data_off_for(const struct cmesh__arena *a, uint64_t cap)
 {
@@ -81,6 +83,7 @@ static void rig_open(struct rig *r, uint64_t cap)
 {
 	memset(r, 0, sizeof(*r));
 	r->cap = cap;
+	r->nslots = cap / CMESH_SHM_SLOT_SIZE;
 	r->limit = cmesh__shmring_record_limit(cap);
 	TU_ASSERT_RC(cmesh__arena_create(arena_size_for(cap), "prod", &r->pa),
 		     0);
@@ -88,19 +91,18 @@ static void rig_open(struct rig *r, uint64_t cap)
 		     0);
 	r->pa_ro = map_dup(r->pa);
 	r->ca_ro = map_dup(r->ca);
-	r->tail_off = cmesh__arena_layout(r->pa)->ctl_off + CMESH_SHM_LINE;
 	r->head_off = cmesh__arena_layout(r->ca)->ctl_off + 2 * CMESH_SHM_LINE;
 	r->data_off = data_off_for(r->pa, cap);
-	TU_ASSERT_RC(cmesh__shmring_producer_init(&r->p, r->pa, r->tail_off,
-						  r->data_off, cap),
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&r->p, r->pa, r->data_off,
+						  cap),
 		     0);
 	TU_ASSERT_RC(cmesh__shmring_consumer_init(&r->c, r->ca, r->head_off),
 		     0);
 	TU_ASSERT_RC(cmesh__shmring_producer_attach(&r->p, r->ca_ro,
 						    r->head_off),
 		     0);
-	TU_ASSERT_RC(cmesh__shmring_consumer_attach(
-			     &r->c, r->pa_ro, r->tail_off, r->data_off, cap),
+	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r->c, r->pa_ro,
+						    r->data_off, cap),
 		     0);
 }
 
@@ -113,17 +115,13 @@ static void rig_close(struct rig *r)
 }
 
 /* Raw views of the shared words, as a hostile producer would write them. */
-static unsigned char *rec_area(struct rig *r)
+static struct cmesh_shm_slot *slot_at(struct rig *r, uint64_t pos)
 {
-	return (unsigned char *)cmesh__arena_base(r->pa) + r->data_off;
-}
+	struct cmesh_shm_slot *s =
+		(struct cmesh_shm_slot *)((char *)cmesh__arena_base(r->pa) +
+					  r->data_off);
 
-static _Atomic uint64_t *tail_word(struct rig *r)
-{
-	return &((struct cmesh_shm_ring_prod *)((char *)cmesh__arena_base(
-							r->pa) +
-						r->tail_off))
-			->tail;
+	return &s[pos & (r->nslots - 1)];
 }
 
 static _Atomic uint64_t *head_word(struct rig *r)
@@ -134,18 +132,23 @@ static _Atomic uint64_t *head_word(struct rig *r)
 			->head;
 }
 
-static void put_hdr(struct rig *r, uint64_t off, uint32_t len, uint32_t kind)
+static uint64_t tail_of(struct rig *r)
+{
+	return atomic_load(&r->p.tail);
+}
+
+static void put_hdr(struct rig *r, uint64_t pos, uint32_t len, uint32_t kind)
 {
 	struct cmesh_shm_rec_hdr h = { .len = len, .kind = kind };
 
-	memcpy(rec_area(r) + off, &h, sizeof(h));
+	memcpy(slot_at(r, pos)->data, &h, sizeof(h));
 }
 
-static struct cmesh_shm_rec_hdr get_hdr(struct rig *r, uint64_t off)
+static struct cmesh_shm_rec_hdr get_hdr(struct rig *r, uint64_t pos)
 {
 	struct cmesh_shm_rec_hdr h;
 
-	memcpy(&h, rec_area(r) + off, sizeof(h));
+	memcpy(&h, slot_at(r, pos)->data, sizeof(h));
 	return h;
 }
 
@@ -169,16 +172,11 @@ static void round_trip(struct rig *r, uint32_t kind, uint32_t len,
 	free(out);
 }
 
-/* Moves head and tail (both empty) to byte offset `off` of the area. */
-static void advance_to(struct rig *r, uint64_t off)
+/* Moves head and tail (both empty) to slot `idx` of the area. */
+static void advance_to(struct rig *r, uint64_t idx)
 {
-	while (cmesh_shm_ring_off(r->p.tail_pos, r->cap) != off) {
-		uint64_t here = cmesh_shm_ring_off(r->p.tail_pos, r->cap);
-		uint64_t gap = here < off ? off - here : r->cap - here;
-		uint64_t span = gap - HDR > r->limit ? r->limit : gap - HDR;
-
-		round_trip(r, 1, (uint32_t)span, 7);
-	}
+	while ((tail_of(r) & (r->nslots - 1)) != idx)
+		round_trip(r, 1, FIRST, 7);
 }
 
 static void assert_failed_for_good(struct rig *r)
@@ -197,12 +195,24 @@ Test(shmring, pushes_and_pops_every_size_from_zero_to_four_pages)
 {
 	struct rig r;
 
-	rig_open(&r, 64 * 1024);
-	cr_assert_eq(r.limit, 4 * 4096);
+	rig_open(&r, 128 * 1024);
+	cr_assert_geq(r.limit, 4 * 4096);
 	for (uint32_t len = 0; len <= 4 * 4096; len++)
 		round_trip(&r, 1 + len % CMESH_SHM_REC_KIND_MAX, len, len);
 	cr_assert_not(cmesh__shmring_pop_ready(&r.c));
 	rig_close(&r);
+}
+
+Test(shmring, counts_the_slots_of_a_record)
+{
+	cr_assert_eq(cmesh_shm_rec_slots(0), 1);
+	cr_assert_eq(cmesh_shm_rec_slots(FIRST), 1);
+	cr_assert_eq(cmesh_shm_rec_slots(FIRST + 1), 2);
+	cr_assert_eq(cmesh_shm_rec_slots(FIRST + SLOT_DATA), 2);
+	cr_assert_eq(cmesh_shm_rec_slots(FIRST + SLOT_DATA + 1), 3);
+	cr_assert_eq(cmesh_shm_rec_slots(UINT32_MAX),
+		     1 + ((uint64_t)UINT32_MAX - FIRST + SLOT_DATA - 1) /
+				 SLOT_DATA);
 }
 
 Test(shmring, delivers_batches_of_mixed_sizes_in_order_across_many_wraps)
@@ -245,7 +255,7 @@ Test(shmring, delivers_batches_of_mixed_sizes_in_order_across_many_wraps)
 						r.limit),
 			     -EAGAIN);
 	}
-	cr_assert_gt(r.p.tail_pos, 1000 * r.cap); /* many wraps */
+	cr_assert_gt(tail_of(&r), 1000 * r.nslots); /* many wraps */
 	free(buf);
 	rig_close(&r);
 }
@@ -259,10 +269,11 @@ Test(shmring, accepts_records_up_to_the_limit_and_rejects_larger_ones)
 		uint32_t big = 1;
 
 		rig_open(&r, caps[i]);
-		cr_assert_eq(r.limit, caps[i] / 4);
+		cr_assert_eq(r.limit, r.nslots / 4 * SLOT_DATA - 8);
+		cr_assert_eq(cmesh_shm_rec_slots(r.limit), r.nslots / 4);
 		for (uint32_t len = r.limit - 17; len <= r.limit; len++)
 			round_trip(&r, 3, len, len);
-		/* Largest records over and over: pads of every shape. */
+		/* Largest records over and over: wrapping at every slot. */
 		for (int n = 0; n < 64; n++)
 			round_trip(&r, 4, r.limit - (uint32_t)(n % 9), n);
 		TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, &big, r.limit + 1),
@@ -274,60 +285,61 @@ Test(shmring, accepts_records_up_to_the_limit_and_rejects_larger_ones)
 	}
 }
 
-Test(shmring, wraps_with_a_pad_record_that_fills_the_end_of_the_area)
+Test(shmring, wraps_a_record_around_the_end_of_the_area)
 {
 	struct rig r;
-	unsigned char buf[100];
+	unsigned char buf[200];
 	struct cmesh_shm_rec_hdr h;
 	uint32_t k;
 
 	rig_open(&r, 4096);
-	for (int i = 0; i < 4; i++)
-		round_trip(&r, 1, 1000, i); /* 4 x 1008 bytes */
-	cr_assert_eq(atomic_load(head_word(&r)), 4032);
+	advance_to(&r, 62);
+	cr_assert_eq(atomic_load(head_word(&r)), 62);
 	tu_fill(buf, sizeof(buf), 99);
 	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 9, buf, sizeof(buf)), 0);
-	/* 112 bytes do not fit in the last 64: PAD there, record at 0. */
-	h = get_hdr(&r, 4032);
-	cr_assert_eq(h.kind, CMESH_SHM_REC_PAD);
-	cr_assert_eq(h.len, 64 - HDR);
-	h = get_hdr(&r, 0);
+	/* 200 bytes: 4 slots, 62, 63, then 0 and 1; no padding record. */
+	h = get_hdr(&r, 62);
 	cr_assert_eq(h.kind, 9);
-	cr_assert_eq(h.len, 100);
-	cr_assert_eq(atomic_load(tail_word(&r)), 4032 + 64 + 112);
+	cr_assert_eq(h.len, 200);
+	cr_assert_eq(atomic_load(&slot_at(&r, 62)->seq), 63);
+	for (uint64_t pos = 63; pos < 66; pos++)
+		cr_assert_eq(atomic_load(&slot_at(&r, pos)->seq), 0);
+	cr_assert_eq(tail_of(&r), 66);
 	memset(buf, 0, sizeof(buf));
-	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), 100);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), 200);
 	cr_assert_eq(k, 9);
 	cr_assert_eq(tu_check(buf, sizeof(buf), 99), sizeof(buf));
-	cr_assert_eq(atomic_load(head_word(&r)), 4032 + 64 + 112);
+	cr_assert_eq(atomic_load(head_word(&r)), 66);
+	/* The next record's first slot still holds an older lap's seq. */
+	cr_assert_eq(atomic_load(&slot_at(&r, 66)->seq), 3);
+	cr_assert_not(cmesh__shmring_pop_ready(&r.c));
 	rig_close(&r);
 }
 
 Test(shmring, reports_a_full_ring_with_eagain_until_the_consumer_pops)
 {
 	struct rig r;
-	unsigned char buf[100] = { 0 };
+	unsigned char buf[150] = { 0 };
 	uint32_t k;
 	int n = 0;
 
-	rig_open(&r, 4096);
+	rig_open(&r, 4096); /* 64 slots; 150 bytes take 3 */
 	while (cmesh__shmring_push(&r.p, 1, buf, sizeof(buf)) == 0)
 		n++;
-	cr_assert_eq(n, 4096 / 112);
+	cr_assert_eq(n, 64 / 3);
 	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, sizeof(buf)), -EAGAIN);
-	/* Smaller records still fit in what is left. */
-	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, 4096 % 112 - HDR), 0);
+	/* A smaller record still fits in what is left. */
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, FIRST), 0);
 	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, 0), -EAGAIN);
-	/* One pop frees exactly one record's span at the start. */
-	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), 100);
+	/* One pop frees exactly one record's slots. */
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), 150);
 	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 2, buf, sizeof(buf)), 0);
 	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, 0), -EAGAIN);
 	for (int i = 1; i < n; i++)
 		TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)),
-			     100);
-	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)),
-		     4096 % 112 - HDR);
-	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), 100);
+			     150);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), FIRST);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), 150);
 	cr_assert_eq(k, 2);
 	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), -EAGAIN);
 	rig_close(&r);
@@ -341,7 +353,7 @@ Test(shmring, pop_reports_emsgsize_for_a_short_buffer_and_consumes_nothing)
 	uint32_t k = 0;
 
 	rig_open(&r, 4096);
-	advance_to(&r, 2992);
+	advance_to(&r, 40);
 	head = atomic_load(head_word(&r));
 	tu_fill(buf, 100, 5);
 	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 2, buf, 100), 0);
@@ -351,15 +363,16 @@ Test(shmring, pop_reports_emsgsize_for_a_short_buffer_and_consumes_nothing)
 	cr_assert_eq(k, 0);
 	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, 100), 100);
 	cr_assert_eq(tu_check(buf, 100, 5), 100);
-	/* The same after a PAD: the record behind it stays. */
-	tu_fill(buf, 1000, 6);
-	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 3, buf, 1000), 0);
-	cr_assert_eq(get_hdr(&r, 2992 + 112).kind, CMESH_SHM_REC_PAD);
-	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, 999), -EMSGSIZE);
-	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, 999), -EMSGSIZE);
-	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, 1000), 1000);
+	/* The same for a record that wraps around the end. */
+	advance_to(&r, 60);
+	tu_fill(buf, 700, 6);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 3, buf, 700), 0);
+	cr_assert_eq(get_hdr(&r, 60).len, 700);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, 699), -EMSGSIZE);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, 699), -EMSGSIZE);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, 700), 700);
 	cr_assert_eq(k, 3);
-	cr_assert_eq(tu_check(buf, 1000, 6), 1000);
+	cr_assert_eq(tu_check(buf, 700, 6), 700);
 	rig_close(&r);
 }
 
@@ -370,7 +383,7 @@ Test(shmring, push_accepts_only_the_kinds_left_to_the_layers_above)
 	char c;
 
 	rig_open(&r, 4096);
-	TU_ASSERT_RC(cmesh__shmring_push(&r.p, CMESH_SHM_REC_PAD, "", 0),
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, CMESH_SHM_REC_FILL, "", 0),
 		     -EINVAL);
 	TU_ASSERT_RC(cmesh__shmring_push(&r.p, CMESH_SHM_REC_KIND_MAX + 1, "",
 					 0),
@@ -393,40 +406,30 @@ Test(shmring, setup_rejects_geometry_outside_the_arenas)
 	struct cmesh__shmring_producer p;
 	struct cmesh__shmring_consumer c;
 	const struct cmesh__arena_layout *lp, *lc;
-	uint64_t cap = 4096, d, t, h;
+	uint64_t cap = 4096, d, h;
 
 	rig_open(&r, cap);
 	lp = cmesh__arena_layout(r.pa);
 	lc = cmesh__arena_layout(r.ca);
 	d = r.data_off;
-	t = r.tail_off;
 	h = r.head_off;
 	/* Our own arena: the caller's mistake. */
-	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, t, d, cap + 1),
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, d, cap + 1),
 		     -EINVAL);
-	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, t, d, 128),
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, d, 128), -EINVAL);
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, d, 0), -EINVAL);
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, d, cap * 2),
 		     -EINVAL);
-	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, t, d, 0), -EINVAL);
-	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, t, d, cap * 2),
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, d + 64, cap),
 		     -EINVAL);
-	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, t + 8, d, cap),
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, d - 8, cap),
 		     -EINVAL);
-	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, 0, d, cap),
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, lp->ctl_off, cap),
 		     -EINVAL);
-	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, lp->data_off, d,
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, UINT64_MAX - 63,
 						  cap),
 		     -EINVAL);
-	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, t, d + 64, cap),
-		     -EINVAL);
-	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, t, d - 8, cap),
-		     -EINVAL);
-	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, t, lp->ctl_off,
-						  cap),
-		     -EINVAL);
-	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, t, UINT64_MAX - 63,
-						  cap),
-		     -EINVAL);
-	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa_ro, t, d, cap),
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa_ro, d, cap),
 		     -EINVAL);
 	TU_ASSERT_RC(cmesh__shmring_consumer_init(&c, r.ca, h + 8), -EINVAL);
 	TU_ASSERT_RC(cmesh__shmring_consumer_init(&c, r.ca, lc->data_off),
@@ -439,23 +442,19 @@ Test(shmring, setup_rejects_geometry_outside_the_arenas)
 						    lc->ctl_off + lc->ctl_len),
 		     -EPROTO);
 	TU_ASSERT_RC(cmesh__shmring_producer_attach(&r.p, r.ca_ro, 0), -EPROTO);
-	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, t, d,
-						    cap * 2),
+	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, d, cap * 2),
 		     -EPROTO);
-	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, t, d, 3000),
+	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, d, 3000),
 		     -EPROTO);
-	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, t, d,
+	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, d,
 						    1ull << 40),
 		     -EPROTO);
-	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, t + 4, d,
+	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, lp->ctl_off,
 						    cap),
 		     -EPROTO);
-	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, d, d, cap),
+	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, d + 8, cap),
 		     -EPROTO);
-	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, t, d + 8,
-						    cap),
-		     -EPROTO);
-	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, t,
+	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro,
 						    UINT64_MAX - 4095, cap),
 		     -EPROTO);
 	/* The failed calls changed nothing. */
@@ -475,16 +474,16 @@ Test(shmring, works_in_either_order_of_attach)
 	cr_assert_not(cmesh__shmring_pop_ready(&r.c));
 	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), -EAGAIN);
 	/* A producer that is not attached yet fills the ring, then waits. */
-	TU_ASSERT_RC(cmesh__shmring_producer_init(&r.p, r.pa, r.tail_off,
-						  r.data_off, r.cap),
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&r.p, r.pa, r.data_off,
+						  r.cap),
 		     0);
 	for (int i = 0; i < 4096 / 64; i++)
-		TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, 64 - HDR), 0);
+		TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, FIRST), 0);
 	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, 0), -EAGAIN);
-	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, r.tail_off,
-						    r.data_off, r.cap),
+	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, r.data_off,
+						    r.cap),
 		     0);
-	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), 64 - HDR);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), FIRST);
 	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, 0), -EAGAIN);
 	TU_ASSERT_RC(cmesh__shmring_producer_attach(&r.p, r.ca_ro, r.head_off),
 		     0);
@@ -545,25 +544,44 @@ Test(shmring, pushv_gathers_the_pieces_into_one_record)
 	rig_close(&r);
 }
 
-Test(shmring, reserve_promises_room_for_the_next_push_without_publishing)
+Test(shmring, a_claim_holds_later_records_back_until_commit_or_cancel)
 {
 	struct rig r;
-	unsigned char buf[100] = { 0 };
-	uint64_t tail;
+	unsigned char buf[300];
+	const struct cmesh__iov iov = { buf, 100 };
+	uint64_t a, c;
 	uint32_t k;
 
 	rig_open(&r, 4096);
-	TU_ASSERT_RC(cmesh__shmring_reserve(&r.p, r.limit + 1), -EMSGSIZE);
-	while (cmesh__shmring_reserve(&r.p, sizeof(buf)) == 0)
-		TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, sizeof(buf)), 0);
-	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, sizeof(buf)), -EAGAIN);
-	tail = atomic_load(tail_word(&r));
-	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), 100);
-	TU_ASSERT_RC(cmesh__shmring_reserve(&r.p, sizeof(buf)), 0);
-	TU_ASSERT_RC(cmesh__shmring_reserve(&r.p, sizeof(buf)), 0);
-	cr_assert_eq(atomic_load(tail_word(&r)), tail);
-	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, sizeof(buf)), 0);
-	TU_ASSERT_RC(cmesh__shmring_reserve(&r.p, 0), -EAGAIN);
+	TU_ASSERT_RC(cmesh__shmring_claim(&r.p, r.limit + 1, &a), -EMSGSIZE);
+	tu_fill(buf, sizeof(buf), 4);
+	TU_ASSERT_RC(cmesh__shmring_claim(&r.p, 100, &a), 0);
+	cr_assert_eq(a, 0);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 2, "later", 5), 0);
+	/* Published behind an open claim: not yet. */
+	cr_assert_not(cmesh__shmring_pop_ready(&r.c));
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf + 200, 100), -EAGAIN);
+	cmesh__shmring_commit(&r.p, a, 7, &iov, 1);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf + 200, 100), 100);
+	cr_assert_eq(k, 7);
+	cr_assert_eq(tu_check(buf + 200, 100, 4), 100);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf + 200, 100), 5);
+	cr_assert_eq(k, 2);
+	/* A cancelled claim becomes a filler the consumer steps over. */
+	TU_ASSERT_RC(cmesh__shmring_claim(&r.p, 250, &c), 0);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 3, "x", 1), 0);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf + 200, 100), -EAGAIN);
+	cmesh__shmring_cancel(&r.p, c, 250);
+	cr_assert_eq(get_hdr(&r, c).kind, CMESH_SHM_REC_FILL);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf + 200, 100), 1);
+	cr_assert_eq(k, 3);
+	cr_assert_eq(atomic_load(head_word(&r)), tail_of(&r));
+	/* Claims count against the room like pushes. */
+	while (cmesh__shmring_claim(&r.p, FIRST, &c) == 0)
+		cmesh__shmring_cancel(&r.p, c, FIRST);
+	cr_assert_eq(tail_of(&r) - atomic_load(head_word(&r)), r.nslots);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, 100), -EAGAIN);
+	cr_assert_eq(atomic_load(head_word(&r)), tail_of(&r));
 	rig_close(&r);
 }
 
@@ -582,86 +600,83 @@ Test(shmring, consumer_init_clears_its_whole_line)
 	rig_close(&r);
 }
 
-/* ---- a corrupt producer, deterministic cases ---- */
-
-Test(shmring, pop_fails_for_good_when_the_tail_moves_backwards)
+Test(shmring, producer_init_zeroes_the_slots)
 {
 	struct rig r;
+	unsigned char *area;
 
 	rig_open(&r, 4096);
-	round_trip(&r, 1, 100, 1);
-	round_trip(&r, 1, 100, 2);
-	atomic_store(tail_word(&r), 112);
-	assert_failed_for_good(&r);
-	/* Even once the producer behaves again. */
-	atomic_store(tail_word(&r), 224);
-	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, "x", 1), 0);
-	assert_failed_for_good(&r);
+	area = (unsigned char *)slot_at(&r, 0);
+	memset(area, 0xa5, r.cap);
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&r.p, r.pa, r.data_off,
+						  r.cap),
+		     0);
+	for (size_t i = 0; i < r.cap; i++)
+		cr_assert_eq(area[i], 0, "byte %zu", i);
 	rig_close(&r);
 }
 
-Test(shmring, pop_fails_when_the_tail_is_more_than_capacity_ahead)
+/* ---- a corrupt producer, deterministic cases ---- */
+
+Test(shmring, pop_fails_for_good_on_a_seq_no_honest_producer_leaves)
 {
-	const uint64_t bad[] = { 4096 + 8, 1ull << 40, UINT64_MAX - 7 };
+	/* The head is at 70 (slot 6); slot 6 last held position 6. */
+	const uint64_t bad[] = { 72, 71 + 64, 70, 8, 6 + 64 * 2, UINT64_MAX,
+				 1ull << 40 };
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct rig r;
 
 		rig_open(&r, 4096);
-		/* A valid record at the head: only the tail is wrong. */
+		advance_to(&r, 6);
+		advance_to(&r, 5);
+		advance_to(&r, 6);
+		cr_assert_eq(tail_of(&r), 70);
+		cr_assert_eq(atomic_load(&slot_at(&r, 70)->seq), 7);
+		atomic_store(&slot_at(&r, 70)->seq, bad[i]);
+		assert_failed_for_good(&r);
+		/* Even once the producer behaves again. */
 		TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, "x", 1), 0);
-		atomic_store(tail_word(&r), bad[i]);
 		assert_failed_for_good(&r);
 		rig_close(&r);
 	}
 }
 
-Test(shmring, pop_fails_on_a_misaligned_tail)
+Test(shmring, pop_waits_on_a_stale_seq_of_an_older_lap)
 {
-	struct rig r;
+	const uint64_t stale[] = { 0, 7 };
+	char buf[8];
+	uint32_t k;
 
-	rig_open(&r, 4096);
-	/* Two valid 16-byte records: only the tail's alignment is wrong. */
-	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, "abcdefgh", 8), 0);
-	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, "abcdefgh", 8), 0);
-	atomic_store(tail_word(&r), 20);
-	assert_failed_for_good(&r);
-	rig_close(&r);
+	for (size_t i = 0; i < sizeof(stale) / sizeof(stale[0]); i++) {
+		struct rig r;
+
+		rig_open(&r, 4096);
+		advance_to(&r, 6);
+		advance_to(&r, 5);
+		advance_to(&r, 6);
+		atomic_store(&slot_at(&r, 70)->seq, stale[i]);
+		TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)),
+			     -EAGAIN);
+		cr_assert_not(cmesh__shmring_pop_ready(&r.c));
+		round_trip(&r, 1, 8, 8);
+		rig_close(&r);
+	}
 }
 
 Test(shmring, pop_fails_on_a_record_longer_than_the_limit)
 {
-	struct rig r;
+	const uint32_t kinds[] = { 1, CMESH_SHM_REC_FILL };
 
-	rig_open(&r, 4096);
-	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, "x", 1), 0);
-	put_hdr(&r, 0, r.limit + 1, 1);
-	atomic_store(tail_word(&r), 2048);
-	assert_failed_for_good(&r);
-	rig_close(&r);
-}
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+		struct rig r;
 
-Test(shmring, pop_fails_on_a_record_beyond_the_published_tail)
-{
-	struct rig r;
-
-	rig_open(&r, 4096);
-	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, "x", 1), 0);
-	put_hdr(&r, 0, 9, 1); /* 24 bytes, 16 published */
-	assert_failed_for_good(&r);
-	rig_close(&r);
-}
-
-Test(shmring, pop_fails_on_a_record_past_the_end_of_the_area)
-{
-	struct rig r;
-
-	rig_open(&r, 4096);
-	advance_to(&r, 4096 - 64);
-	put_hdr(&r, 4096 - 64, 100, 1);
-	atomic_store(tail_word(&r), r.p.tail_pos + 512);
-	assert_failed_for_good(&r);
-	rig_close(&r);
+		rig_open(&r, 4096);
+		TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, "x", 1), 0);
+		put_hdr(&r, 0, r.limit + 1, kinds[i]);
+		assert_failed_for_good(&r);
+		rig_close(&r);
+	}
 }
 
 Test(shmring, pop_fails_on_an_unknown_kind)
@@ -680,64 +695,59 @@ Test(shmring, pop_fails_on_an_unknown_kind)
 	}
 }
 
-Test(shmring, pop_fails_on_a_malformed_pad)
+Test(shmring, pop_steps_over_fillers)
 {
-	/*
-	 * {offset of the PAD, its len, published bytes from the head, kind of
-	 * the header at 0}. Unless it says otherwise, a valid record follows
-	 * at 0, so only the PAD itself is wrong.
-	 */
-	const struct {
-		uint64_t off;
-		uint32_t len;
-		uint64_t published;
-		uint32_t next_kind;
-	} bad[] = {
-		{ 0, 4096 - HDR, 4096, 1 },	    /* PAD at offset 0 */
-		{ 4096 - 64, 64 - HDR - 8, 80, 1 }, /* short of the end */
-		{ 4096 - 64, 64, 80, 1 },	    /* past the end */
-		{ 4096 - 64, UINT32_MAX, 80, 1 },   /* way past the end */
-		{ 4096 - 64, 64 - HDR, 64, 1 },	    /* nothing after it */
-		{ 4096 - 64, 64 - HDR, 72, CMESH_SHM_REC_PAD }, /* 2 PADs */
-	};
+	struct rig r;
+	char buf[8];
+	uint32_t k;
 
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		struct rig r;
-
-		rig_open(&r, 4096);
-		advance_to(&r, bad[i].off);
-		if (bad[i].off)
-			put_hdr(&r, 0, 0, bad[i].next_kind);
-		put_hdr(&r, bad[i].off, bad[i].len, CMESH_SHM_REC_PAD);
-		atomic_store(tail_word(&r), r.p.tail_pos + bad[i].published);
-		assert_failed_for_good(&r);
-		rig_close(&r);
+	rig_open(&r, 4096);
+	/* A lap of fillers, as a hostile producer might publish them. */
+	for (uint64_t pos = 0; pos < r.nslots; pos++) {
+		put_hdr(&r, pos, 0, CMESH_SHM_REC_FILL);
+		atomic_store(&slot_at(&r, pos)->seq, pos + 1);
 	}
+	cr_assert(cmesh__shmring_pop_ready(&r.c));
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), -EAGAIN);
+	cr_assert_eq(atomic_load(head_word(&r)), r.nslots);
+	/* Fillers of several slots, then a record. */
+	put_hdr(&r, 64, 200, CMESH_SHM_REC_FILL);
+	atomic_store(&slot_at(&r, 64)->seq, 65);
+	put_hdr(&r, 68, 1, 4);
+	slot_at(&r, 68)->data[8] = 'q';
+	atomic_store(&slot_at(&r, 68)->seq, 69);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), 1);
+	cr_assert_eq(k, 4);
+	cr_assert_eq(buf[0], 'q');
+	cr_assert_eq(atomic_load(head_word(&r)), 69);
+	rig_close(&r);
 }
 
 Test(shmring, push_fails_for_good_on_a_corrupt_consumer_head)
 {
 	/* Relative to the producer's tail once the ring is full. */
-	const int64_t bad[] = { 8, -4096 - 8, -4096 + 4, 1ll << 40 };
+	const int64_t bad[] = { 1, -64 - 1, 1ll << 40 };
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct rig r;
 		char buf[64] = { 0 };
+		uint64_t pos;
 		uint32_t k;
 
 		rig_open(&r, 4096);
 		/* Move both indices so "backwards" is distinguishable. */
 		for (int n = 0; n < 10; n++)
-			round_trip(&r, 1, 56, n);
-		while (cmesh__shmring_push(&r.p, 1, buf, 56) == 0)
+			round_trip(&r, 1, FIRST, n);
+		while (cmesh__shmring_push(&r.p, 1, buf, FIRST) == 0)
 			;
 		/* The producer reads the head only when its cache says full. */
-		atomic_store(head_word(&r), r.p.tail_pos + (uint64_t)bad[i]);
-		TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, 56), -EPROTO);
-		atomic_store(head_word(&r), r.p.tail_pos);
-		TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, 56), -EPROTO);
+		atomic_store(head_word(&r), tail_of(&r) + (uint64_t)bad[i]);
+		TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, FIRST), -EPROTO);
+		atomic_store(head_word(&r), tail_of(&r));
+		TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, FIRST), -EPROTO);
+		TU_ASSERT_RC(cmesh__shmring_claim(&r.p, 0, &pos), -EPROTO);
 		TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)),
-			     56);
+			     FIRST);
 		rig_close(&r);
 	}
 }
@@ -751,13 +761,13 @@ Test(shmring, push_rereads_the_consumer_head_only_when_the_ring_looks_full)
 	rig_open(&r, 4096);
 	/* Garbage head while the cache says there is room: not read. */
 	atomic_store(head_word(&r), 12345);
-	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, 56), 0);
-	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), 56);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, FIRST), 0);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), FIRST);
 	for (int i = 1; i < 4096 / 64; i++)
-		TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, 56), 0);
-	/* Full by the cache; the head the consumer published frees 64. */
-	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, 56), 0);
-	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, 56), -EAGAIN);
+		TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, FIRST), 0);
+	/* Full by the cache; the head the consumer published frees one. */
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, FIRST), 0);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, FIRST), -EAGAIN);
 	rig_close(&r);
 }
 
@@ -886,10 +896,93 @@ Test(shmring, delivers_records_in_order_between_threads)
 	rig_close(&r);
 }
 
+#define MPSC_THREADS 4
+
+struct mpsc_arg {
+	struct rig *r;
+	uint64_t id, n;
+};
+
+/* One of several producers: records tagged (id << 56 | seq). */
+static void *mpsc_thread(void *arg)
+{
+	struct mpsc_arg *a = arg;
+	unsigned char *buf = malloc(a->r->limit);
+	intptr_t rc = 0;
+
+	if (!buf)
+		return (void *)(intptr_t)-ENOMEM;
+	for (uint64_t seq = 0; seq < a->n && !rc; seq++) {
+		uint64_t tag = a->id << 56 | seq;
+		uint32_t len = seq_len(seq * MPSC_THREADS + a->id, a->r->limit);
+		int spins = 0;
+
+		memcpy(buf, &tag, 8);
+		tu_fill(buf + 8, len - 8, (uint32_t)tag);
+		while ((rc = cmesh__shmring_push(&a->r->p, 1 + (uint32_t)a->id,
+						 buf, len)) == -EAGAIN) {
+			if (++spins % 64 == 0)
+				sched_yield();
+		}
+	}
+	free(buf);
+	return (void *)rc;
+}
+
+Test(shmring, keeps_each_producers_order_with_concurrent_producers)
+{
+	uint64_t n = tu_stress(100000, 1000), next[MPSC_THREADS] = { 0 };
+	struct mpsc_arg args[MPSC_THREADS];
+	pthread_t t[MPSC_THREADS];
+	int64_t deadline = tu_now_ns() + TU_MS(50000);
+	unsigned char *buf;
+	struct rig r;
+
+	rig_open(&r, 16 * 1024);
+	buf = malloc(r.limit);
+	cr_assert_not_null(buf);
+	for (uint64_t i = 0; i < MPSC_THREADS; i++) {
+		args[i] = (struct mpsc_arg){ &r, i, n };
+		tu_thread_start(&t[i], mpsc_thread, &args[i]);
+	}
+	for (uint64_t got = 0; got < n * MPSC_THREADS;) {
+		uint64_t tag, id, seq;
+		uint32_t k = 0, len;
+		int rc = cmesh__shmring_pop(&r.c, &k, buf, r.limit);
+
+		if (rc == -EAGAIN) {
+			sched_yield();
+			cr_assert_lt(tu_now_ns(), deadline, "stuck at %lu",
+				     (unsigned long)got);
+			continue;
+		}
+		cr_assert_geq(rc, 8, "pop: %d", rc);
+		memcpy(&tag, buf, 8);
+		id = tag >> 56;
+		seq = tag & ((1ull << 56) - 1);
+		cr_assert_lt(id, MPSC_THREADS);
+		cr_assert_eq(seq, next[id], "producer %lu: %lu, want %lu",
+			     (unsigned long)id, (unsigned long)seq,
+			     (unsigned long)next[id]);
+		cr_assert_eq(k, 1 + id);
+		len = seq_len(seq * MPSC_THREADS + id, r.limit);
+		cr_assert_eq((uint32_t)rc, len);
+		cr_assert_eq(tu_check(buf + 8, len - 8, (uint32_t)tag), len - 8);
+		next[id]++;
+		got++;
+	}
+	for (int i = 0; i < MPSC_THREADS; i++)
+		cr_assert_eq((intptr_t)tu_thread_join(t[i]), 0);
+	cr_assert_not(cmesh__shmring_pop_ready(&r.c));
+	cr_assert_eq(tail_of(&r), atomic_load(head_word(&r)));
+	free(buf);
+	rig_close(&r);
+}
+
 /* What each side announces with its arena fd. */
 struct announce {
 	uint64_t arena_size;
-	uint64_t line_off; /* tail line (producer) or head line (consumer) */
+	uint64_t line_off; /* head line (consumer only) */
 	uint64_t data_off; /* producer only */
 	uint64_t cap;	   /* producer only */
 };
@@ -967,11 +1060,9 @@ static int producer_setup(int sock, struct side *s,
 	if (r)
 		return r;
 	s->mine.arena_size = cmesh__arena_layout(s->own)->size;
-	s->mine.line_off = cmesh__arena_layout(s->own)->ctl_off;
 	s->mine.cap = XP_CAP;
 	s->mine.data_off = data_off_for(s->own, XP_CAP);
-	r = cmesh__shmring_producer_init(p, s->own, s->mine.line_off,
-					 s->mine.data_off, XP_CAP);
+	r = cmesh__shmring_producer_init(p, s->own, s->mine.data_off, XP_CAP);
 	if (!r)
 		r = send_fd(sock, cmesh__arena_fd(s->own), &s->mine,
 			    sizeof(s->mine));
@@ -1006,9 +1097,9 @@ static void consumer_setup(int sock, struct side *s,
 	TU_ASSERT_RC(recv_fd(sock, &fd, &s->theirs, sizeof(s->theirs)), 0);
 	TU_ASSERT_RC(cmesh__arena_map_peer(fd, s->theirs.arena_size, &s->peer),
 		     0);
-	TU_ASSERT_RC(cmesh__shmring_consumer_attach(
-			     c, s->peer, s->theirs.line_off, s->theirs.data_off,
-			     s->theirs.cap),
+	TU_ASSERT_RC(cmesh__shmring_consumer_attach(c, s->peer,
+						    s->theirs.data_off,
+						    s->theirs.cap),
 		     0);
 }
 
@@ -1105,35 +1196,51 @@ struct hostile_status {
 	int32_t pad;
 };
 
-static void put_rec(unsigned char *data, uint64_t off, uint32_t len,
+static struct cmesh_shm_slot *xp_slot(struct cmesh_shm_slot *slots,
+				      uint64_t pos)
+{
+	return &slots[pos & (XP_CAP / CMESH_SHM_SLOT_SIZE - 1)];
+}
+
+static void put_rec(struct cmesh_shm_slot *slots, uint64_t pos, uint32_t len,
 		    uint32_t kind)
 {
 	struct cmesh_shm_rec_hdr h = { .len = len, .kind = kind };
 
-	memcpy(data + off, &h, sizeof(h));
+	memcpy(xp_slot(slots, pos)->data, &h, sizeof(h));
+}
+
+static void put_seq(struct cmesh_shm_slot *slots, uint64_t pos, uint64_t v)
+{
+	atomic_store_explicit(&xp_slot(slots, pos)->seq, v,
+			      memory_order_release);
 }
 
 /* A random header: any length up to past the limit, any kind. */
-static void put_bad_rec(unsigned char *data, uint64_t off, uint64_t *rng)
+static void put_bad_rec(struct cmesh_shm_slot *slots, uint64_t pos,
+			uint64_t *rng)
 {
 	uint64_t x = tu_rand(rng);
 
 	if (x % 2)
-		put_rec(data, off, (uint32_t)(tu_rand(rng) % (XP_CAP / 4 + 64)),
+		put_rec(slots, pos,
+			(uint32_t)(tu_rand(rng) %
+				   (cmesh_shm_ring_rec_limit(XP_CAP) + 64)),
 			(uint32_t)(tu_rand(rng) % 260));
 	else
-		memcpy(data + off, &x, sizeof(struct cmesh_shm_rec_hdr));
+		memcpy(xp_slot(slots, pos)->data, &x,
+		       sizeof(struct cmesh_shm_rec_hdr));
 }
 
 /*
  * Forges a plausible ring state from the consumer's head on: a chain of
- * valid records (with PADs where a real producer puts them) so that the
- * consumer travels all around the ring, ending now and then in a bad
- * header, a PAD that is a little off, or a tail that lies.
+ * valid records and fillers (continuation seqs zeroed, as a real producer
+ * does) so that the consumer travels all around the ring, ending now and
+ * then in a bad header, a filler that is a little off, or a seq that lies.
  */
-static void forge(struct side *s, unsigned char *data, _Atomic uint64_t *tail,
-		  uint64_t *rng)
+static void forge(struct side *s, struct cmesh_shm_slot *slots, uint64_t *rng)
 {
+	const uint64_t nslots = XP_CAP / CMESH_SHM_SLOT_SIZE;
 	const struct cmesh_shm_ring_cons *line =
 		(const struct cmesh_shm_ring_cons *)((const char *)
 							     cmesh__arena_base(
@@ -1144,52 +1251,44 @@ static void forge(struct side *s, unsigned char *data, _Atomic uint64_t *tail,
 
 	for (uint64_t i = 0; i < n; i++) {
 		uint32_t len = (uint32_t)(tu_rand(rng) % 2048);
-		uint64_t span = cmesh_shm_rec_span(len);
-		uint64_t off = pos & (XP_CAP - 1), to_end = XP_CAP - off;
+		uint64_t k = cmesh_shm_rec_slots(len);
+		uint32_t kind = (uint32_t)(tu_rand(rng) % 256); /* 0: filler */
 
-		if (pos - head + to_end + span > XP_CAP)
+		if (pos - head + k > nslots)
 			break;
-		if (span > to_end) {
-			put_rec(data, off, (uint32_t)(to_end - 8),
-				CMESH_SHM_REC_PAD);
-			pos += to_end;
-			off = 0;
-		}
-		put_rec(data, off, len, 1 + (uint32_t)(tu_rand(rng) % 255));
-		pos += span;
+		for (uint64_t j = 1; j < k; j++)
+			put_seq(slots, pos + j, 0);
+		put_rec(slots, pos, len, kind);
+		put_seq(slots, pos, pos + 1);
+		pos += k;
 	}
 	x = tu_rand(rng);
 	switch (x % 5) {
-	case 4: /* then, near the end, a record running past the end */
-		while ((pos & (XP_CAP - 1)) < XP_CAP - 2048 &&
-		       pos - head + 2048 + 2048 <= XP_CAP) {
-			put_rec(data, pos & (XP_CAP - 1), 2040, 1);
-			pos += 2048;
-		}
-		put_rec(data, pos & (XP_CAP - 1),
-			(uint32_t)(XP_CAP - (pos & (XP_CAP - 1)) +
-				   8 * (tu_rand(rng) % 8)),
+	case 4: /* then a record longer than the limit */
+		put_rec(slots, pos,
+			cmesh_shm_ring_rec_limit(XP_CAP) + 1 +
+				(uint32_t)(tu_rand(rng) % 100),
 			1 + (uint32_t)(tu_rand(rng) % 255));
-		pos += 2048 + 64;
+		put_seq(slots, pos, pos + 1);
 		break;
 	case 0: /* then a bad header */
-		put_bad_rec(data, pos & (XP_CAP - 1), rng);
-		pos += 8 * (tu_rand(rng) % 64);
+		put_bad_rec(slots, pos, rng);
+		put_seq(slots, pos, pos + 1);
 		break;
-	case 1: /* then a PAD that is valid or a little off */
-		put_rec(data, pos & (XP_CAP - 1),
-			(uint32_t)(XP_CAP - (pos & (XP_CAP - 1)) - 16 +
-				   8 * (tu_rand(rng) % 3)),
-			CMESH_SHM_REC_PAD);
-		pos += 8 * (tu_rand(rng) % 64);
+	case 1: /* then a filler that is valid or a little off */
+		put_rec(slots, pos,
+			cmesh_shm_ring_rec_limit(XP_CAP) - 1 +
+				(uint32_t)(tu_rand(rng) % 3),
+			CMESH_SHM_REC_FILL);
+		put_seq(slots, pos, pos + 1);
 		break;
-	case 2: /* a tail that lies about what was written */
-		pos = head + 8 * (x % (XP_CAP / 8 + 4)) - (x & 8);
+	case 2: /* a seq that lies: off by a little, or by laps */
+		put_seq(slots, pos,
+			pos + 1 + (x >> 8) % 3 * nslots + (x >> 16) % 3 - 1);
 		break;
 	default: /* just the chain */
 		break;
 	}
-	atomic_store_explicit(tail, pos, memory_order_release);
 }
 
 static int hostile_child(int sock, void *arg)
@@ -1198,8 +1297,8 @@ static int hostile_child(int sock, void *arg)
 	struct cmesh__shmring_producer p;
 	struct hostile_status hs = { 0 };
 	struct side s = { 0 };
-	unsigned char *buf = malloc(XP_CAP), *base, *data;
-	_Atomic uint64_t *tail;
+	unsigned char *buf = malloc(XP_CAP), *base;
+	struct cmesh_shm_slot *slots;
 	uint64_t rng = (uint64_t)getpid() * 0x9E3779B97F4A7C15ull | 1;
 	uint64_t size;
 	pid_t parent = getppid();
@@ -1210,8 +1309,7 @@ static int hostile_child(int sock, void *arg)
 		return 20;
 	base = cmesh__arena_base(s.own);
 	size = s.mine.arena_size;
-	data = base + s.mine.data_off;
-	tail = &((struct cmesh_shm_ring_prod *)(base + s.mine.line_off))->tail;
+	slots = (struct cmesh_shm_slot *)(base + s.mine.data_off);
 	/* Trying to shrink the arena under the reader: sealed. */
 	if (ftruncate(cmesh__arena_fd(s.own), 4096) == 0)
 		hs.truncate_errno = 0;
@@ -1237,10 +1335,10 @@ static int hostile_child(int sock, void *arg)
 				x = tu_rand(&rng);
 				memcpy(base + o, &x, 8);
 			}
-		} else if (i % 8 == 1) { /* a random tail */
-			atomic_store_explicit(tail, x, memory_order_release);
+		} else if (i % 8 == 1) { /* a random seq in a random slot */
+			put_seq(slots, tu_rand(&rng), x);
 		} else {
-			forge(&s, data, tail, &rng);
+			forge(&s, slots, &rng);
 		}
 	}
 	return 0;
@@ -1297,8 +1395,8 @@ Test(shmring, survives_a_producer_that_scribbles_over_its_whole_arena)
 					     &c, s.own, s.mine.line_off),
 				     0);
 			TU_ASSERT_RC(cmesh__shmring_consumer_attach(
-					     &c, s.peer, s.theirs.line_off,
-					     s.theirs.data_off, s.theirs.cap),
+					     &c, s.peer, s.theirs.data_off,
+					     s.theirs.cap),
 				     0);
 		}
 	}

@@ -160,8 +160,9 @@ struct cmesh_shm_ring_wake {
 	 * 1 while the consumer sleeps on its eventfd, else 0. Consumer:
 	 * seq_cst store of 1, seq_cst fence, then re-checks the seq of its
 	 * head slot before sleeping; store of 0 when awake. Producer: seq_cst
-	 * fence after its store of a slot's seq, then a load; signals the eventfd only if it reads
-	 * non-zero (Dekker: one of the two sees the other).
+	 * fence after its store of a slot's seq, then a load; signals the
+	 * eventfd only if it reads non-zero (Dekker: one of the two sees the
+	 * other).
 	 */
 	_Atomic uint32_t sleeping;
 	/*
@@ -245,11 +246,12 @@ static inline uint64_t cmesh_shm_ring_slots(uint64_t cap)
 /* Slots a record with `len` payload bytes occupies. */
 static inline uint64_t cmesh_shm_rec_slots(uint32_t len)
 {
+	uint64_t rest;
+
 	if (len <= CMESH_SHM_SLOT_FIRST)
 		return 1;
-	return 1 + ((uint64_t)len - CMESH_SHM_SLOT_FIRST +
-		    CMESH_SHM_SLOT_DATA - 1) /
-			   CMESH_SHM_SLOT_DATA;
+	rest = (uint64_t)len - CMESH_SHM_SLOT_FIRST;
+	return 1 + (rest + CMESH_SHM_SLOT_DATA - 1) / CMESH_SHM_SLOT_DATA;
 }
 
 /*

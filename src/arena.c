@@ -77,8 +77,8 @@ static bool size_ok(uint64_t size)
 /*
  * Creator's layout policy (a peer reads the result from the header): the
  * control region fills the first pages after the header, one line per 2
- * KiB of arena (room for a producer and a consumer line per 4 KiB ring);
- * the data region is the rest.
+ * KiB of arena (room for a consumer and a wake line per 4 KiB ring); the
+ * data region is the rest.
  */
 uint64_t cmesh__arena_data_off_for(uint64_t size)
 {

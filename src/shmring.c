@@ -202,14 +202,13 @@ struct cursor {
 static void take(struct cursor *cu, unsigned char *dst, uint32_t n)
 {
 	while (n && cu->i < cu->niov) {
+		const unsigned char *src = cu->iov[cu->i].base;
 		uint32_t m = cu->iov[cu->i].len - cu->off;
 
 		if (m > n)
 			m = n;
 		if (dst && m)
-			memcpy(dst, (const unsigned char *)cu->iov[cu->i].base +
-					    cu->off,
-			       m);
+			memcpy(dst, src + cu->off, m);
 		if (dst)
 			dst += m;
 		n -= m;
@@ -312,8 +311,7 @@ static int fail(struct cmesh__shmring_consumer *c)
  * producer may have left there: 0, or an older lap's q + 1 with
  * q = head mod slots and q < head (shm/ring.h).
  */
-static bool seq_stale_ok(const struct cmesh__shmring_consumer *c,
-			 uint64_t seq)
+static bool seq_stale_ok(const struct cmesh__shmring_consumer *c, uint64_t seq)
 {
 	uint64_t head = c->head_pos;
 
@@ -371,7 +369,8 @@ int cmesh__shmring_pop(struct cmesh__shmring_consumer *c, uint32_t *out_kind,
 			     h.len > c->limit))
 			return fail(c);
 		if (h.kind == CMESH_SHM_REC_FILL) {
-			publish_head(c, c->head_pos + cmesh_shm_rec_slots(h.len));
+			publish_head(c,
+				     c->head_pos + cmesh_shm_rec_slots(h.len));
 			continue;
 		}
 		if (h.len > cap)
@@ -409,7 +408,7 @@ void cmesh__shmring_touch(const struct cmesh__shmring_consumer *c)
 	 * of the next record goes. Volatile: the bytes change under us; the
 	 * values are not used.
 	 */
-	at = (const volatile unsigned char *)&c->slots[(c->head_pos + 1) &
-						       c->mask];
+	at = (const volatile unsigned char *)&c
+		     ->slots[(c->head_pos + 1) & c->mask];
 	(void)at[CMESH_SHM_LINE - 1];
 }

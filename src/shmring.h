@@ -48,8 +48,9 @@ struct cmesh__shmring_producer {
 };
 
 struct cmesh__shmring_consumer {
-	const struct cmesh_shm_slot *slots; /* producer's arena (NULL: unattached) */
-	_Atomic uint64_t *head;		    /* own arena */
+	/* Producer's arena (NULL: unattached). */
+	const struct cmesh_shm_slot *slots;
+	_Atomic uint64_t *head; /* own arena */
 	uint64_t mask;
 	uint64_t head_pos; /* last value stored to *head */
 	uint32_t limit;

@@ -222,6 +222,44 @@ static void take(struct cursor *cu, unsigned char *dst, uint32_t n)
 		memset(dst, 0, n);
 }
 
+/* Continuation slots staged per memcpy (see write_record). */
+#define STAGE_SLOTS 32u
+
+/*
+ * Writes continuation slots pos + 1 .. pos + k - 1 (seq 0, then the next
+ * 56 payload bytes each). They are formatted in a local buffer and copied
+ * out in runs: one memcpy of whole lines lets the CPU store each line in
+ * one go, which keeps many more lines in flight than slot-sized copies
+ * (each line is owned by the consumer's cache until we write it). No one
+ * reads a continuation slot's seq while we write it: the consumer only
+ * polls the first slot of the record at its head, which is behind these.
+ */
+static void write_conts(struct cmesh__shmring_producer *p, uint64_t pos,
+			uint64_t k, struct cursor *cu)
+{
+	_Alignas(64) unsigned char stage[STAGE_SLOTS * CMESH_SHM_SLOT_SIZE];
+	uint64_t j = 1;
+
+	while (j < k) {
+		uint64_t idx = (pos + j) & p->mask;
+		uint64_t run = k - j;
+
+		if (run > STAGE_SLOTS)
+			run = STAGE_SLOTS;
+		if (run > p->mask + 1 - idx) /* up to the end of the area */
+			run = p->mask + 1 - idx;
+		for (uint64_t i = 0; i < run; i++) {
+			unsigned char *line = stage + i * CMESH_SHM_SLOT_SIZE;
+
+			memset(line, 0, sizeof(uint64_t)); /* seq = 0 */
+			take(cu, line + sizeof(uint64_t), CMESH_SHM_SLOT_DATA);
+		}
+		memcpy((void *)&p->slots[idx], stage,
+		       run * CMESH_SHM_SLOT_SIZE);
+		j += run;
+	}
+}
+
 /*
  * Writes a record of `len` bytes at `pos` (continuation slots first, then
  * the first slot's data) and publishes it. `iov` NULL: a filler.
@@ -235,12 +273,9 @@ static void write_record(struct cmesh__shmring_producer *p, uint64_t pos,
 	struct cursor cu = { iov, iov ? niov : 0, 0, 0 };
 	struct cmesh_shm_slot *s;
 
-	take(&cu, NULL, CMESH_SHM_SLOT_FIRST); /* skip to the 2nd slot's */
-	for (uint64_t j = 1; j < k; j++) {
-		s = &p->slots[(pos + j) & p->mask];
-		atomic_store_explicit(&s->seq, 0, memory_order_relaxed);
-		if (iov)
-			take(&cu, s->data, CMESH_SHM_SLOT_DATA);
+	if (k > 1) {
+		take(&cu, NULL, CMESH_SHM_SLOT_FIRST); /* to the 2nd slot's */
+		write_conts(p, pos, k, &cu);
 	}
 	s = &p->slots[pos & p->mask];
 	memcpy(s->data, &h, sizeof(h));

@@ -27,7 +27,8 @@
  *   its ATTACH, then writes and publishes the record, so ATTACHes arrive in
  *   record order (positions are claimed in the order of the ATTACHes). If
  *   the ATTACH cannot be sent, the claimed slots are published as a filler
- *   and the message is spilled.
+ *   and the message is spilled; the backlog is retried only once the
+ *   control socket polls writable, so a stalled peer costs few fillers.
  *
  * Trust: a record is copied out of the ring into `buf` (private) before
  * any field of it is used; everything in it is validated against the
@@ -181,6 +182,7 @@ static int publish(struct cmesh__lane *ln, uint32_t kind,
 	if (r)
 		return r;
 	r = cmesh__link_send_attach(ln->link, fds, nfds, &seq);
+	ln->attach_blocked = r == -EAGAIN;
 	if (r) {
 		cmesh__shmring_cancel(&ln->prod, pos, len);
 		signal_peer(ln); /* the consumer may wait on this position */
@@ -221,6 +223,21 @@ static int spill(struct cmesh__lane *ln, uint32_t kind,
 	return 0;
 }
 
+/*
+ * May the ATTACH that met a full socket be tried again? Each try claims
+ * slots first and leaves a filler when it fails, so wait for the socket to
+ * say it is writable (it may still be too full for the datagram: rare).
+ */
+static bool attach_may_go(struct cmesh__lane *ln)
+{
+	struct pollfd pfd = { .fd = cmesh__link_sock(ln->link),
+			      .events = POLLOUT };
+
+	if (!ln->attach_blocked)
+		return true;
+	return poll(&pfd, 1, 0) != 0; /* writable, an error, or a hangup */
+}
+
 /* Moves spilled records into the ring; the caller holds `lock`. */
 static int flush_locked(struct cmesh__lane *ln)
 {
@@ -231,6 +248,8 @@ static int flush_locked(struct cmesh__lane *ln)
 	if (atomic_load_explicit(&ln->peer_wake->closed, memory_order_acquire))
 		while (ln->spill_head) /* nobody will read them */
 			drop_spill(ln);
+	if (ln->spill_head && !attach_may_go(ln))
+		return 0;
 	while ((s = ln->spill_head)) {
 		struct cmesh__iov iov = { s->rec, s->len };
 

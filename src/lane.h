@@ -37,6 +37,7 @@ struct cmesh__lane {
 	struct spill *spill_head; /* ordered backlog while the ring is full */
 	struct spill **spill_tailp;
 	_Atomic uint32_t spilling; /* backlog queued: senders take `lock` */
+	bool attach_blocked;	   /* an ATTACH met a full socket (`lock`) */
 
 	/* In lane (consumer). */
 	struct cmesh__shmring_consumer cons;

@@ -965,6 +965,85 @@ Test(node, fds_cross_and_work_on_the_other_side_cross_process)
 	topo_run(&fds, TOPO_FORK);
 }
 
+/* ---- fds while the peer's control socket is full ---- */
+
+#define STALL_N 1500u
+
+/*
+ * Every third message has no fd (a lock-free PLAIN record), the others an
+ * eventfd counting its tag + 1. Cross-process, the peer is stopped while
+ * they go out: its control socket fills, so records that already have
+ * their slots lose their ATTACH (the slots become a filler and the message
+ * spills) while plain records keep coming behind them.
+ */
+static void stall_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			 const struct topo_side *s)
+{
+	if (s->cross)
+		cr_assert_eq(kill(s->peer_pid, SIGSTOP), 0);
+	for (uint32_t i = 0; i < STALL_N; i++) {
+		struct fdmsg m = { .tag = i, .fd = -1, .fd2 = -1 };
+
+		if (i % 3) {
+			m.fd2 = eventfd(i + 1, EFD_CLOEXEC);
+			cr_assert_geq(m.fd2, 0);
+		}
+		TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	}
+	if (s->cross)
+		cr_assert_eq(kill(s->peer_pid, SIGCONT), 0);
+	cmesh_sender_free(tx);
+	expect_end(rx, -EPIPE);
+	cmesh_receiver_free(rx);
+}
+
+static int stall_peer(cmesh_sender *tx, cmesh_receiver *rx,
+		      const struct topo_side *s)
+{
+	struct fdmsg m;
+	uint64_t v;
+	uint32_t k = 0;
+	int r;
+
+	(void)s;
+	while ((r = peer_recv(rx, &m, NULL, 0)) >= 0) {
+		TOPO_CHECK_EQ(r, 0);
+		TOPO_CHECK_EQ(m.tag, k);
+		TOPO_CHECK_EQ(m.fd, -1);
+		if (k % 3) {
+			TOPO_CHECK(m.fd2 >= 0);
+			TOPO_CHECK_EQ(read(m.fd2, &v, sizeof(v)), sizeof(v));
+			TOPO_CHECK_EQ(v, k + 1);
+			close(m.fd2);
+		} else {
+			TOPO_CHECK_EQ(m.fd2, -1);
+		}
+		k++;
+	}
+	TOPO_CHECK_EQ(r, -EPIPE);
+	TOPO_CHECK_EQ(k, STALL_N);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	return 0;
+}
+
+static const struct topo_scenario stall = {
+	.down = &fd_type,
+	.up = &fd_type,
+	.ring_size = 64 * 1024,
+	.driver = stall_driver,
+	.peer = stall_peer,
+};
+
+Test(node, fds_keep_record_order_while_the_control_socket_is_full_in_process)
+{
+	topo_run(&stall, TOPO_THREAD);
+}
+Test(node, fds_keep_record_order_while_the_control_socket_is_full_cross_process)
+{
+	topo_run(&stall, TOPO_FORK);
+}
+
 /* ---- a message with every fd field set, in line and out of line ---- */
 
 #define FD64_TRAIL 3000u /* over the record limit of a 4 KiB ring */

@@ -19,8 +19,8 @@
  *                  sleeps); the child echoes with recv + send.
  *                  Target: cmesh p50 <= 1.5x raw p50.
  *                  Info row "ring": the same ping-pong over two raw byte
- *                  rings (see 3), i.e. cmesh's layout of a tail line plus
- *                  record lines without the library around it.
+ *                  rings (see 3), i.e. cmesh's former layout (a tail line plus
+ *                  record lines) without the library around it.
  *   2 rtt-sleep    the same with sleeping receivers.
  *                  raw: two eventfds made before fork, blocking read and
  *                  write; the 64 bytes travel in a line of the shared
@@ -109,11 +109,14 @@
 
 /*
  * Bytes a message of the bench type takes in a cmesh ring, to size
- * cm-win's window: an 8-byte record header + struct + trailing bytes,
- * 8-aligned (a record without fds, as of this writing; should cmesh add
- * a 24-byte header, W would reach the ring's capacity, not exceed it).
+ * cm-win's window: 64-byte slots, the first with an 8-byte record header
+ * and 48 payload bytes, each further one 56 payload bytes (a record
+ * without fds, as of this writing: struct + trailing bytes).
  */
-#define CM_REC_SPAN(trail) (8u + ((MSG_SMALL + (trail) + 7u) & ~7u))
+#define CM_REC_SPAN(trail)                                                     \
+	(64u * (1u + ((MSG_SMALL + (trail)) > 48u ?                            \
+			      ((MSG_SMALL + (trail)) - 48u + 55u) / 56u :      \
+			      0u)))
 
 /* ---------------------------------------------------------------------- */
 /* Message type and shared mapping                                        */
@@ -1078,7 +1081,7 @@ static void print_notes(const struct scenario *sc, int nsc)
 		if (s->impl[IMPL_INFO].name && !s->stream)
 			printf("; ring = the same ping-pong over two raw byte "
 			       "rings (tail line + record lines, cmesh's "
-			       "layout)");
+			       "layout before its slot ring)");
 		if (s->stream)
 			printf("; producer/consumer time raw %.2f cmesh %.2f "
 			       "cm-win %.2f; cm-win W=%" PRIu64 " msgs",

@@ -207,7 +207,9 @@ static void take(struct cursor *cu, unsigned char *dst, uint32_t n)
 
 		if (m > n)
 			m = n;
-		if (dst && m)
+		if (dst && m == CMESH_SHM_SLOT_DATA) /* inline: a whole slot */
+			memcpy(dst, src + cu->off, CMESH_SHM_SLOT_DATA);
+		else if (dst && m)
 			memcpy(dst, src + cu->off, m);
 		if (dst)
 			dst += m;
@@ -368,14 +370,16 @@ static void copy_out(const struct cmesh__shmring_consumer *c,
 	uint32_t n = len < CMESH_SHM_SLOT_FIRST ? len : CMESH_SHM_SLOT_FIRST;
 
 	memcpy(dst, s->data + CMESH_SHM_REC_HDR_SIZE, n);
-	for (uint64_t j = 1; len > n; j++) {
-		uint32_t m = len - n < CMESH_SHM_SLOT_DATA ?
-				     len - n :
-				     CMESH_SHM_SLOT_DATA;
-
+	for (uint64_t j = 1; len - n >= CMESH_SHM_SLOT_DATA; j++) {
 		s = &c->slots[(c->head_pos + j) & c->mask];
-		memcpy(dst + n, s->data, m);
-		n += m;
+		/* Constant size: inline loads, no call per slot. */
+		memcpy(dst + n, s->data, CMESH_SHM_SLOT_DATA);
+		n += CMESH_SHM_SLOT_DATA;
+	}
+	if (len > n) {
+		s = &c->slots[(c->head_pos + cmesh_shm_rec_slots(len) - 1) &
+			      c->mask];
+		memcpy(dst + n, s->data, len - n);
 	}
 }
 

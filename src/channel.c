@@ -42,36 +42,50 @@ static int queue_opts(const cmesh_channel_opts *user,
 }
 
 /*
- * The one constructor behind channels and oneshots: a queue and two
- * handles. Every handle type is { struct cmesh__queue *q; }.
+ * A handle of any kind holding `q`. Every handle type is { struct
+ * cmesh__queue *q; } (endpoint.h); the pointer is copied in as bytes so the
+ * same code serves them all.
  */
+static void *handle_new(struct cmesh__queue *q)
+{
+	void *h = malloc(sizeof(struct cmesh_sender));
+
+	if (h)
+		memcpy(h, &q, sizeof(q));
+	return h;
+}
+
+/*
+ * Two new handles, on `qtx` and on `qrx` (the same queue for a local
+ * pair). On failure the queues are freed and nothing is left.
+ */
+static int handles_new(struct cmesh__queue *qtx, struct cmesh__queue *qrx,
+		       void **out_tx, void **out_rx)
+{
+	void *tx = handle_new(qtx), *rx = handle_new(qrx);
+
+	if (!tx || !rx) {
+		free(tx);
+		free(rx);
+		cmesh__queue_discard(qtx);
+		if (qrx != qtx)
+			cmesh__queue_discard(qrx);
+		return -ENOMEM;
+	}
+	*out_tx = tx;
+	*out_rx = rx;
+	return 0;
+}
+
+/* The one constructor behind channels and oneshots: a queue, two handles. */
 int cmesh__endpoint_pair_new(const cmesh_type *type,
 			     const struct cmesh__queue_opts *qo, void **out_tx,
 			     void **out_rx)
 {
-	cmesh_sender *tx;
-	cmesh_receiver *rx;
-	int r = -ENOMEM;
+	struct cmesh__queue *q;
+	int r = cmesh__queue_new(type, qo, &q);
 
-	tx = malloc(sizeof(*tx));
-	if (!tx)
-		return -ENOMEM;
-	rx = malloc(sizeof(*rx));
-	if (!rx)
-		goto out_free_tx;
-	r = cmesh__queue_new(type, qo, &rx->q);
-	if (r)
-		goto out_free_rx;
-	tx->q = rx->q;
-	*out_tx = tx;
-	*out_rx = rx;
-	return 0;
-
-out_free_rx:
-	free(rx);
-out_free_tx:
-	free(tx);
-	return r;
+	return r ? r : handles_new(q, q, out_tx, out_rx);
 }
 
 int cmesh__endpoint_remote_pair(const cmesh_type *out_type,
@@ -81,42 +95,30 @@ int cmesh__endpoint_remote_pair(const cmesh_type *out_type,
 				cmesh_sender **out_tx, cmesh_receiver **out_rx)
 {
 	struct cmesh__queue_opts o = *qo;
-	cmesh_sender *tx;
-	cmesh_receiver *rx;
-	int r = -ENOMEM;
+	struct cmesh__queue *qtx, *qrx;
+	int r;
 
-	tx = malloc(sizeof(*tx));
-	if (!tx)
-		return -ENOMEM;
-	rx = malloc(sizeof(*rx));
-	if (!rx)
-		goto out_free_tx;
 	o.nsenders = 1;
 	o.tx_lane = out;
 	o.rx_lane = NULL;
-	r = cmesh__queue_new(out_type, &o, &tx->q);
+	r = cmesh__queue_new(out_type, &o, &qtx);
 	if (r)
-		goto out_free_rx;
+		return r;
 	o.nsenders = 0;
 	o.tx_lane = NULL;
 	o.rx_lane = in;
-	r = cmesh__queue_new(in_type, &o, &rx->q);
+	r = cmesh__queue_new(in_type, &o, &qrx);
+	if (r) {
+		cmesh__queue_discard(qtx);
+		return r;
+	}
+	r = handles_new(qtx, qrx, (void **)out_tx, (void **)out_rx);
 	if (r)
-		goto out_free_txq;
+		return r;
 	/* Each queue holds the link until it is freed. */
 	cmesh__link_get(out->link);
 	cmesh__link_get(in->link);
-	*out_tx = tx;
-	*out_rx = rx;
 	return 0;
-
-out_free_txq:
-	cmesh__queue_discard(tx->q);
-out_free_rx:
-	free(rx);
-out_free_tx:
-	free(tx);
-	return r;
 }
 
 int cmesh_channel_new(const cmesh_type *type, const cmesh_channel_opts *opts,

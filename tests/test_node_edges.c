@@ -380,3 +380,32 @@ Test(node_edges,
 {
 	topo_run(&peek, TOPO_FORK);
 }
+
+struct oselfmsg {
+	uint64_t tag;
+	cmesh_oneshot_sender *s;
+};
+
+extern const cmesh_type oself_type;
+CMESH_TYPE_DEFINE(oself_type, struct oselfmsg,
+		  CMESH_FIELD_ONESHOT_SENDER(struct oselfmsg, s, oself_type));
+
+Test(node_edges, a_oneshot_sender_inside_its_own_value_is_einval_and_kept)
+{
+	cmesh_oneshot_sender *tx;
+	cmesh_oneshot_receiver *rx;
+	struct oselfmsg m = { .tag = 9 };
+
+	TU_ASSERT_RC(cmesh_oneshot_new(&oself_type, &tx, &rx), 0);
+	m.s = tx;
+	TU_ASSERT_RC(cmesh_oneshot_send(tx, &m, NULL, 0), -EINVAL);
+	TU_ASSERT_RC(cmesh_oneshot_try_recv(rx, &m, NULL, 0), -EAGAIN);
+	/* tx was not taken: it still sends, once. */
+	m.s = NULL;
+	TU_ASSERT_RC(cmesh_oneshot_send(tx, &m, NULL, 0), 0);
+	TU_ASSERT_RC(cmesh_oneshot_recv(rx, &m, NULL, 0), 0);
+	cr_assert_eq(m.tag, 9);
+	cr_assert_null(m.s);
+	TU_ASSERT_RC(cmesh_oneshot_try_recv(rx, &m, NULL, 0), -EPIPE);
+	cmesh_oneshot_receiver_free(rx);
+}

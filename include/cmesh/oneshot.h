@@ -29,6 +29,8 @@ CMESH_API int cmesh_oneshot_new(const cmesh_type *type,
  * Sends the value and frees `tx`, whatever the result. Takes the message's
  * resources. Returns 0, -EPIPE (receiver gone), -EBADMSG, -EMSGSIZE,
  * -ENOMEM, or -EINVAL (NULL tx or msg; tx is still freed if non-NULL).
+ * The one exception: a message that carries `tx` itself is -EINVAL and
+ * nothing is taken, `tx` included.
  */
 CMESH_API int cmesh_oneshot_send(cmesh_oneshot_sender *tx, const void *msg,
 				 const void *trail, size_t trail_len);

@@ -516,7 +516,11 @@ static int plain_len(struct cmesh__lane *ln)
 	return ln->pending - (int32_t)msz;
 }
 
-/* A PLAIN record: the message, then its trailing bytes. */
+/*
+ * A PLAIN record, still at the head of the ring: the message, then its
+ * trailing bytes, copied straight to the caller (its length was validated
+ * by plain_len(); the bytes are opaque and only copied once).
+ */
 static int deliver_plain(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 			 size_t cap)
 {
@@ -527,12 +531,22 @@ static int deliver_plain(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 		return len;
 	if ((size_t)len > cap)
 		return -EMSGSIZE;
-	memcpy(out_msg, ln->buf, msz);
+	cmesh__shmring_read(&ln->cons, 0, out_msg, msz);
 	if (len)
-		memcpy(out_trail, ln->buf + msz, (size_t)len);
-	set_fields(ln, out_msg, 0, NULL);
+		cmesh__shmring_read(&ln->cons, msz, out_trail, (uint32_t)len);
+	if (ln->type->nfields)
+		set_fields(ln, out_msg, 0, NULL);
+	cmesh__shmring_consume(&ln->cons);
 	ln->pending = -1;
 	return len;
+}
+
+/* Drops the pending record, if any (a PLAIN one leaves the ring). */
+static void drop_pending(struct cmesh__lane *ln)
+{
+	if (ln->pending >= 0 && ln->pending_kind == CMESH_REC_PLAIN)
+		cmesh__shmring_consume(&ln->cons);
+	ln->pending = -1;
 }
 
 /*
@@ -584,7 +598,11 @@ static int deliver(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 	return (int)h.trail_len;
 }
 
-/* Copies the next record into buf. -EAGAIN, -EPIPE (closed) or failure. */
+/*
+ * Makes the next record pending: a PLAIN one stays at the head of the
+ * ring (deliver_plain() copies it out), any other is copied into buf and
+ * taken. -EAGAIN, -EPIPE (closed) or failure.
+ */
 static int fetch(struct cmesh__lane *ln)
 {
 	uint32_t kind;
@@ -593,7 +611,7 @@ static int fetch(struct cmesh__lane *ln)
 	/* A protocol error is final, even after a CLOSE. */
 	if (cmesh__link_failed(ln->link) == -EPROTO)
 		return -EPROTO;
-	r = cmesh__shmring_pop(&ln->cons, &kind, ln->buf, ln->buf_cap);
+	r = cmesh__shmring_peek(&ln->cons, &kind);
 	if (r == -EAGAIN) {
 		if (ln->closed)
 			return -EPIPE;
@@ -601,22 +619,28 @@ static int fetch(struct cmesh__lane *ln)
 		if (!f)
 			return -EAGAIN;
 		/* Deliver what the peer published before it failed. */
-		r = cmesh__shmring_pop(&ln->cons, &kind, ln->buf, ln->buf_cap);
+		r = cmesh__shmring_peek(&ln->cons, &kind);
 		if (r == -EAGAIN)
 			return f;
 	}
 	if (r < 0)
-		return proto_error(ln); /* -EPROTO, or a record over buf_cap */
+		return proto_error(ln);
 	if (ln->closed || (kind == CMESH_REC_CLOSE && r != 0) ||
 	    (kind != CMESH_REC_CLOSE && kind != CMESH_REC_MSG &&
-	     kind != CMESH_REC_PLAIN))
+	     kind != CMESH_REC_PLAIN) ||
+	    (kind == CMESH_REC_MSG && (uint32_t)r > ln->buf_cap))
 		return proto_error(ln);
+	ln->pending = r;
+	ln->pending_kind = kind;
+	if (kind == CMESH_REC_PLAIN)
+		return 0;
+	cmesh__shmring_read(&ln->cons, 0, ln->buf, (uint32_t)r);
+	cmesh__shmring_consume(&ln->cons);
 	if (kind == CMESH_REC_CLOSE) {
+		ln->pending = -1;
 		ln->closed = true;
 		return -EPIPE;
 	}
-	ln->pending = r;
-	ln->pending_kind = kind;
 	return 0;
 }
 
@@ -719,9 +743,9 @@ void cmesh__lane_close_rx(struct cmesh__lane *ln)
 	 * ATTACH as it arrives.
 	 */
 	cmesh__link_drop_attachments(ln->link);
-	ln->pending = -1;
+	drop_pending(ln);
 	while (!ln->closed && fetch(ln) == 0)
-		ln->pending = -1;
+		drop_pending(ln);
 }
 
 void cmesh__lane_wake(struct cmesh__lane *ln)

@@ -46,6 +46,7 @@
  */
 #include "queue.h"
 
+#include "copy.h"
 #include "lane.h"
 #include "link.h"
 #include "park.h"
@@ -166,29 +167,6 @@ static inline _Atomic uint64_t *slot_tail_word(const struct cmesh__queue *q,
 				    sizeof(uint64_t));
 }
 
-/*
- * memcpy for message-sized copies: up to 128 bytes are copied inline in
- * 16-byte pieces (no call into libc on the fast path).
- */
-static inline void copy_bytes(void *dst, const void *src, size_t n)
-{
-	unsigned char *d = dst;
-	const unsigned char *s = src;
-
-	if (n > 128) {
-		memcpy(d, s, n);
-		return;
-	}
-	for (; n >= 16; n -= 16, d += 16, s += 16)
-		__builtin_memcpy(d, s, 16);
-	if (n >= 8) {
-		__builtin_memcpy(d, s, 8);
-		n -= 8, d += 8, s += 8;
-	}
-	while (n--)
-		*d++ = *s++;
-}
-
 static uint64_t pow2_floor(uint64_t v)
 {
 	return v ? 1ull << (63 - __builtin_clzll(v)) : 0;
@@ -280,8 +258,8 @@ static void fill(const struct cmesh__queue *q, unsigned char *msg_dst,
 		 unsigned char *trail_dst, const void *msg, const void *trail,
 		 size_t len, void *heap, uint32_t from)
 {
-	copy_bytes(msg_dst + from, (const unsigned char *)msg + from,
-		   q->msg_size - from);
+	cmesh__copy_small(msg_dst + from, (const unsigned char *)msg + from,
+			  q->msg_size - from);
 	if (heap)
 		memcpy(trail_dst, &heap, sizeof(heap));
 	else if (len)
@@ -478,7 +456,7 @@ static int take_ring(struct cmesh__queue *q, void *out_msg, void *out_trail,
 
 	if (!discard && len > cap)
 		return -EMSGSIZE;
-	copy_bytes(out_msg, slot_msg(s), q->msg_size);
+	cmesh__copy_small(out_msg, slot_msg(s), q->msg_size);
 	if (s->flags & SLOT_HEAP)
 		memcpy(&heap, slot_extra(q, s), sizeof(heap));
 	take_trail(out_trail, slot_extra(q, s), heap, len, discard);

@@ -24,8 +24,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "ring.h"
+
 struct cmesh__arena;
-struct cmesh_shm_slot;
 
 /* One piece of a record's payload, for cmesh__shmring_pushv(). */
 struct cmesh__iov {
@@ -55,6 +56,8 @@ struct cmesh__shmring_consumer {
 	uint64_t head_pos; /* last value stored to *head */
 	uint32_t limit;
 	bool failed; /* the producer's ring was corrupt */
+	bool peeked; /* cur holds the validated header of the head record */
+	struct cmesh_shm_rec_hdr cur;
 };
 
 /*
@@ -152,6 +155,25 @@ void cmesh__shmring_cancel(struct cmesh__shmring_producer *p, uint64_t pos,
  */
 int cmesh__shmring_pop(struct cmesh__shmring_consumer *c, uint32_t *out_kind,
 		       void *buf, uint32_t cap);
+
+/*
+ * The same in three steps, for a caller that decides where the payload
+ * goes from its length and kind, and copies it straight there:
+ *
+ * peek() returns the next record's payload length and its kind (or
+ * -EAGAIN, -EPROTO as pop), stepping over fillers. Its header is read
+ * from shared memory once and validated; the record stays at the head
+ * (and later peeks return the same) until consume().
+ * read() copies `n` bytes of the peeked payload, from offset `off`, to
+ * `dst`; off + n must be at most its length. The payload bytes are the
+ * producer's and may change under us: whatever read() returns is only
+ * ever a copy, for the caller to validate.
+ * consume() hands the peeked record's slots back to the producer.
+ */
+int cmesh__shmring_peek(struct cmesh__shmring_consumer *c, uint32_t *out_kind);
+void cmesh__shmring_read(const struct cmesh__shmring_consumer *c, uint32_t off,
+			 void *dst, uint32_t n);
+void cmesh__shmring_consume(struct cmesh__shmring_consumer *c);
 
 /*
  * Cheap hint for a spin loop: true if a pop may return something other

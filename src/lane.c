@@ -69,12 +69,19 @@ struct spill {
 	unsigned char rec[]; /* payload; a MSG starts with cmesh_rec_msg */
 };
 
+/* cmesh__link_failed(), without a call: on every send and receive. */
+static inline int link_failed(const struct cmesh__lane *ln)
+{
+	return atomic_load_explicit(ln->failed, memory_order_acquire);
+}
+
 int cmesh__lane_init(struct cmesh__lane *ln, struct cmesh__link *link,
 		     const cmesh_type *type, uint64_t max_trail,
 		     int64_t spin_ns)
 {
 	memset(ln, 0, sizeof(*ln));
 	ln->link = link;
+	ln->failed = cmesh__link_failed_word(link);
 	ln->type = type;
 	ln->max_trail = max_trail;
 	ln->spin_ns = spin_ns;
@@ -384,7 +391,7 @@ int cmesh__lane_send(struct cmesh__lane *ln, const void *msg, const void *trail,
 	uint32_t nfds, niov = 2;
 	int r, ool = -1;
 
-	r = cmesh__link_failed(ln->link);
+	r = link_failed(ln);
 	if (r)
 		goto out_release;
 	if (ln->type->nfields) {
@@ -442,7 +449,7 @@ void cmesh__lane_close_tx(struct cmesh__lane *ln)
 {
 	struct cmesh__iov none = { NULL, 0 };
 
-	if (cmesh__link_failed(ln->link))
+	if (link_failed(ln))
 		return;
 	if (enqueue(ln, CMESH_REC_CLOSE, &none, 1, NULL, 0, NULL))
 		cmesh__link_fail(ln->link, -ENOMEM);
@@ -609,13 +616,13 @@ static int fetch(struct cmesh__lane *ln)
 	int r, f;
 
 	/* A protocol error is final, even after a CLOSE. */
-	if (cmesh__link_failed(ln->link) == -EPROTO)
+	if (link_failed(ln) == -EPROTO)
 		return -EPROTO;
 	r = cmesh__shmring_peek(&ln->cons, &kind);
 	if (r == -EAGAIN) {
 		if (ln->closed)
 			return -EPIPE;
-		f = cmesh__link_failed(ln->link);
+		f = link_failed(ln);
 		if (!f)
 			return -EAGAIN;
 		/* Deliver what the peer published before it failed. */
@@ -679,7 +686,7 @@ bool cmesh__lane_ready(struct cmesh__lane *ln)
 {
 	struct cmesh_rec_msg h;
 
-	if (ln->closed || cmesh__link_failed(ln->link))
+	if (ln->closed || link_failed(ln))
 		return true;
 	if (ln->pending < 0)
 		return cmesh__shmring_pop_ready(&ln->cons);
@@ -689,11 +696,6 @@ bool cmesh__lane_ready(struct cmesh__lane *ln)
 	memcpy(&h, ln->buf, sizeof(h));
 	return !(h.flags & CMESH_REC_F_ATTACH) ||
 	       cmesh__link_attach_ready(ln->link, h.attach_seq);
-}
-
-void cmesh__lane_touch(struct cmesh__lane *ln)
-{
-	cmesh__shmring_touch(&ln->cons);
 }
 
 void cmesh__lane_arm(struct cmesh__lane *ln, bool on)

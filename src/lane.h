@@ -25,6 +25,7 @@ struct spill;
 
 struct cmesh__lane {
 	struct cmesh__link *link;
+	const _Atomic int *failed; /* the link's failure (cmesh__link_failed) */
 	const cmesh_type *type;
 	uint64_t max_trail;
 	uint64_t fd_fields; /* bit i: type field i is an fd field */
@@ -88,8 +89,19 @@ int cmesh__lane_sleeper_init(struct cmesh__lane *ln);
  */
 int cmesh__lane_sleep(struct cmesh__lane *ln, int64_t deadline);
 
-/* In lane, spinning: fetch where the next record will be (shmring). */
-void cmesh__lane_touch(struct cmesh__lane *ln);
+/*
+ * In lane, spinning: true if the ring may hold a record (the caller then
+ * receives); else fetches where the next record will be (shmring) and
+ * returns false. Inline: the spin loop calls it once per pause. Failures
+ * and a pending record are cmesh__lane_ready()'s to report.
+ */
+static inline bool cmesh__lane_poll(const struct cmesh__lane *ln)
+{
+	if (cmesh__shmring_pop_ready(&ln->cons))
+		return true;
+	cmesh__shmring_touch(&ln->cons);
+	return false;
+}
 
 /* In lane, waitsets: set or clear the sleeping flag. */
 void cmesh__lane_arm(struct cmesh__lane *ln, bool on);

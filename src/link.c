@@ -106,6 +106,11 @@ int cmesh__link_failed(const struct cmesh__link *l)
 	return atomic_load_explicit(&l->failed, memory_order_acquire);
 }
 
+const _Atomic int *cmesh__link_failed_word(const struct cmesh__link *l)
+{
+	return &l->failed;
+}
+
 void cmesh__link_fail(struct cmesh__link *l, int err)
 {
 	int expected = 0;

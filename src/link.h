@@ -61,6 +61,9 @@ int cmesh__link_sock(const struct cmesh__link *l);
 /* 0 while healthy, else the failure every port sees (-ECONNRESET, ...). */
 int cmesh__link_failed(const struct cmesh__link *l);
 
+/* The word cmesh__link_failed() loads, for callers on a fast path. */
+const _Atomic int *cmesh__link_failed_word(const struct cmesh__link *l);
+
 /*
  * Fails the link (first error wins): shuts the socket down so the peer
  * sees it too, and wakes every receiver and waitset on it.

@@ -605,15 +605,20 @@ static void spin(const struct cmesh__queue *q, int64_t spin_ns,
 		int64_t now;
 
 		for (int i = 0; i < SPIN_CLOCK_EVERY; i++) {
-			if (maybe_ready(q))
-				goto out;
-			if (q->rx_lane)
-				cmesh__lane_touch(q->rx_lane);
-			else
+			if (q->rx_lane) {
+				if (cmesh__lane_poll(q->rx_lane))
+					goto out;
+			} else {
+				if (maybe_ready(q))
+					goto out;
 				sink += atomic_load_explicit(
 					tw, memory_order_relaxed);
+			}
 			cmesh__park_pause();
 		}
+		/* A lane's failure or close, once per round of polls. */
+		if (q->rx_lane && cmesh__lane_ready(q->rx_lane))
+			break;
 		now = cmesh_clock_now();
 		if (!until)
 			until = deadline - now > spin_ns ? now + spin_ns :

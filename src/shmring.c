@@ -157,8 +157,8 @@ static int refresh_head(struct cmesh__shmring_producer *p, uint64_t cached,
 	return 0;
 }
 
-int cmesh__shmring_claim(struct cmesh__shmring_producer *p, uint32_t len,
-			 uint64_t *out_pos)
+static inline int claim_slots(struct cmesh__shmring_producer *p, uint32_t len,
+			      uint64_t *out_pos)
 {
 	uint64_t pos, head, k, n = p->mask + 1;
 	int r;
@@ -193,6 +193,12 @@ int cmesh__shmring_claim(struct cmesh__shmring_producer *p, uint32_t len,
 	}
 	*out_pos = pos;
 	return 0;
+}
+
+int cmesh__shmring_claim(struct cmesh__shmring_producer *p, uint32_t len,
+			 uint64_t *out_pos)
+{
+	return claim_slots(p, len, out_pos);
 }
 
 /* Reads a record's payload from pieces, in order. */
@@ -332,7 +338,8 @@ static void write_record(struct cmesh__shmring_producer *p, uint64_t pos,
 	memcpy(img, &h, sizeof(h));
 	take(&cu, img + sizeof(h), len < HEAD_BYTES ? len : HEAD_BYTES);
 	if (k > 1) {
-		write_conts(p, pos, 2, k, &cu);
+		if (k > 2)
+			write_conts(p, pos, 2, k, &cu);
 		burst_slot(&p->slots[(pos + 1) & p->mask],
 			   img + CMESH_SHM_SLOT_DATA, true);
 	}
@@ -373,7 +380,7 @@ int cmesh__shmring_pushv(struct cmesh__shmring_producer *p, uint32_t kind,
 		return atomic_load_explicit(&p->failed, memory_order_relaxed) ?
 			       -EPROTO :
 			       -EMSGSIZE;
-	r = cmesh__shmring_claim(p, (uint32_t)total, &pos);
+	r = claim_slots(p, (uint32_t)total, &pos);
 	if (r)
 		return r;
 	write_record(p, pos, kind, (uint32_t)total, iov, niov);
@@ -394,18 +401,6 @@ static int fail(struct cmesh__shmring_consumer *c)
 {
 	c->failed = true;
 	return -EPROTO;
-}
-
-/*
- * 1 if `seq`, read from the slot of our head, is a value an honest
- * producer may have left there: 0, or an older lap's q + 1 with
- * q = head mod slots and q < head (shm/ring.h).
- */
-static bool seq_stale_ok(const struct cmesh__shmring_consumer *c, uint64_t seq)
-{
-	uint64_t head = c->head_pos;
-
-	return seq == 0 || (((seq - 1 - head) & c->mask) == 0 && seq <= head);
 }
 
 static void publish_head(struct cmesh__shmring_consumer *c, uint64_t head)
@@ -471,7 +466,9 @@ int cmesh__shmring_peek(struct cmesh__shmring_consumer *c, uint32_t *out_kind)
 		/* Pairs with the producer's release store in write_record(). */
 		seq = atomic_load_explicit(&s->seq, memory_order_acquire);
 		if (seq != c->head_pos + 1)
-			return likely(seq_stale_ok(c, seq)) ? -EAGAIN : fail(c);
+			return likely(cmesh__shmring_seq_stale_ok(c, seq)) ?
+				       -EAGAIN :
+				       fail(c);
 		memcpy(&h, s->data, sizeof(h));
 		/* Use the copy; never re-read the shared bytes (see top). */
 		atomic_signal_fence(memory_order_seq_cst);
@@ -511,33 +508,4 @@ int cmesh__shmring_pop(struct cmesh__shmring_consumer *c, uint32_t *out_kind,
 	cmesh__shmring_consume(c);
 	*out_kind = kind;
 	return len;
-}
-
-bool cmesh__shmring_pop_ready(const struct cmesh__shmring_consumer *c)
-{
-	uint64_t seq;
-
-	if (c->failed || c->peeked)
-		return true;
-	if (!c->slots)
-		return false;
-	seq = atomic_load_explicit(&c->slots[c->head_pos & c->mask].seq,
-				   memory_order_relaxed);
-	return seq == c->head_pos + 1 || !seq_stale_ok(c, seq);
-}
-
-void cmesh__shmring_touch(const struct cmesh__shmring_consumer *c)
-{
-	const volatile unsigned char *at;
-
-	if (!c->slots)
-		return;
-	/*
-	 * Load one byte of the slot after the head's, where the second line
-	 * of the next record goes. Volatile: the bytes change under us; the
-	 * values are not used.
-	 */
-	at = (const volatile unsigned char *)&c
-		     ->slots[(c->head_pos + 1) & c->mask];
-	(void)at[CMESH_SHM_LINE - 1];
 }

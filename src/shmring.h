@@ -176,16 +176,57 @@ void cmesh__shmring_read(const struct cmesh__shmring_consumer *c, uint32_t off,
 void cmesh__shmring_consume(struct cmesh__shmring_consumer *c);
 
 /*
- * Cheap hint for a spin loop: true if a pop may return something other
- * than -EAGAIN. One relaxed load; pop validates what it finds.
+ * 1 if `seq`, read from the slot of the consumer's head, is a value an
+ * honest producer may have left there: 0, or an older lap's q + 1 with
+ * q = head mod slots and q < head (shm/ring.h).
  */
-bool cmesh__shmring_pop_ready(const struct cmesh__shmring_consumer *c);
+static inline bool
+cmesh__shmring_seq_stale_ok(const struct cmesh__shmring_consumer *c,
+			    uint64_t seq)
+{
+	uint64_t head = c->head_pos;
+
+	return seq == 0 || (((seq - 1 - head) & c->mask) == 0 && seq <= head);
+}
+
+/*
+ * Cheap hint for a spin loop: true if a pop may return something other
+ * than -EAGAIN. One relaxed load; pop validates what it finds. Inline:
+ * the spin loop calls it once per pause.
+ */
+static inline bool
+cmesh__shmring_pop_ready(const struct cmesh__shmring_consumer *c)
+{
+	uint64_t seq;
+
+	if (c->failed || c->peeked)
+		return true;
+	if (!c->slots)
+		return false;
+	seq = atomic_load_explicit(&c->slots[c->head_pos & c->mask].seq,
+				   memory_order_relaxed);
+	return seq == c->head_pos + 1 || !cmesh__shmring_seq_stale_ok(c, seq);
+}
 
 /*
  * For a spinning consumer: reads the line after the slot of the next
  * record, so that a record of two slots arrives in parallel with its first
  * one. No effect on the ring's state.
  */
-void cmesh__shmring_touch(const struct cmesh__shmring_consumer *c);
+static inline void cmesh__shmring_touch(const struct cmesh__shmring_consumer *c)
+{
+	const volatile unsigned char *at;
+
+	if (!c->slots)
+		return;
+	/*
+	 * Load one byte of the slot after the head's, where the second line
+	 * of the next record goes. Volatile: the bytes change under us; the
+	 * values are not used.
+	 */
+	at = (const volatile unsigned char *)&c
+		     ->slots[(c->head_pos + 1) & c->mask];
+	(void)at[CMESH_SHM_LINE - 1];
+}
 
 #endif

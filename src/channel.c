@@ -167,10 +167,16 @@ const cmesh_type *cmesh_sender_type(const cmesh_sender *tx)
 int cmesh_sender_send(cmesh_sender *tx, const void *msg, const void *trail,
 		      size_t trail_len)
 {
-	if (!tx || !msg || cmesh__type_holds(cmesh__queue_type(tx->q), msg, tx))
+	const cmesh_type *t;
+
+	if (!tx || !msg)
+		return -EINVAL;
+	t = cmesh__queue_type(tx->q);
+	/* A message may not carry the sender it is sent with. */
+	if (t->nfields && cmesh__type_holds(t, msg, tx))
 		return -EINVAL;
 	if (trail_len && !trail) {
-		cmesh__type_release(cmesh__queue_type(tx->q), msg);
+		cmesh__type_release(t, msg);
 		return -EINVAL;
 	}
 	return cmesh__queue_send(tx->q, msg, trail, trail_len);

@@ -18,7 +18,9 @@
 #define CMESH__COPY_PAIR(d, s, n, k)                                           \
 	do {                                                                   \
 		__builtin_memcpy((d), (s), (k));                               \
-		__builtin_memcpy((d) + (n) - (k), (s) + (n) - (k), (k));       \
+		if ((n) > (k))                                                 \
+			__builtin_memcpy((d) + (n) - (k), (s) + (n) - (k),     \
+					 (k));                                 \
 	} while (0)
 
 static inline void cmesh__copy_small(void *dst, const void *src, size_t n)

@@ -381,6 +381,62 @@ Test(node_edges,
 	topo_run(&peek, TOPO_FORK);
 }
 
+/*
+ * The receiver is freed while a message it could not take (-EMSGSIZE) is
+ * still pending, with more queued behind it: they are dropped, the
+ * sending side gets -EPIPE, nothing leaks (topo_run counts fds and maps).
+ */
+static void pending_free_driver(cmesh_sender *tx, cmesh_receiver *rx,
+				const struct topo_side *s)
+{
+	unsigned char trail[100] = { 0 };
+	struct seqm m = { 0 };
+
+	for (m.seq = 0; m.seq < 3; m.seq++)
+		TU_ASSERT_RC(cmesh_sender_send(tx, &m, trail, sizeof(trail)),
+			     0);
+	TU_ASSERT_RC(topo_wait(s->sync, TOPO_WAIT_MS), 1);
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, trail, sizeof(trail)), -EPIPE);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}
+
+static int pending_free_peer(cmesh_sender *tx, cmesh_receiver *rx,
+			     const struct topo_side *s)
+{
+	unsigned char in[10];
+	struct seqm m;
+	int r;
+
+	while ((r = cmesh_receiver_try_peek(rx)) == -EAGAIN)
+		usleep(100);
+	TOPO_CHECK_EQ(r, 100);
+	TOPO_CHECK_EQ(cmesh_receiver_try_recv(rx, &m, in, sizeof(in)),
+		      -EMSGSIZE);
+	cmesh_receiver_free(rx);
+	TOPO_CHECK_EQ(topo_post(s->sync, 1), 0);
+	cmesh_sender_free(tx);
+	return 0;
+}
+
+static const struct topo_scenario pending_free = {
+	.down = &seqm_type,
+	.up = &seqm_type,
+	.driver = pending_free_driver,
+	.peer = pending_free_peer,
+};
+
+Test(node_edges, freeing_a_receiver_with_a_pending_message_drops_it_in_process)
+{
+	topo_run(&pending_free, TOPO_THREAD);
+}
+
+Test(node_edges,
+     freeing_a_receiver_with_a_pending_message_drops_it_cross_process)
+{
+	topo_run(&pending_free, TOPO_FORK);
+}
+
 struct oselfmsg {
 	uint64_t tag;
 	cmesh_oneshot_sender *s;

@@ -12,6 +12,7 @@
 #include <cmesh.h>
 
 #include "arena.h"
+#include "copy.h"
 #include "ring.h"
 #include "shmring.h"
 
@@ -33,6 +34,7 @@
 #include <unistd.h>
 
 TestSuite(shmring, .init = tu_suite_init, .fini = tu_suite_fini);
+TestSuite(copy, .init = tu_suite_init, .fini = tu_suite_fini);
 
 #define FIRST CMESH_SHM_SLOT_FIRST
 #define SLOT_DATA CMESH_SHM_SLOT_DATA
@@ -187,6 +189,26 @@ static void assert_failed_for_good(struct rig *r)
 	TU_ASSERT_RC(cmesh__shmring_pop(&r->c, &k, buf, sizeof(buf)), -EPROTO);
 	cr_assert(cmesh__shmring_pop_ready(&r->c));
 	TU_ASSERT_RC(cmesh__shmring_pop(&r->c, &k, buf, sizeof(buf)), -EPROTO);
+}
+
+/* ---- copy.h, which the ring and the in-process queue copy with ---- */
+
+Test(copy, copy_small_copies_every_size_exactly_and_nothing_more)
+{
+	unsigned char src[300], dst[300 + 32];
+
+	tu_fill(src, sizeof(src), 4);
+	for (size_t n = 0; n <= sizeof(src); n++) {
+		for (size_t at = 0; at < 3; at++) { /* unaligned too */
+			memset(dst, 0x5a, sizeof(dst));
+			cmesh__copy_small(dst + at, src, n);
+			cr_assert_eq(memcmp(dst + at, src, n), 0, "n %zu", n);
+			for (size_t i = 0; i < at; i++)
+				cr_assert_eq(dst[i], 0x5a);
+			for (size_t i = at + n; i < sizeof(dst); i++)
+				cr_assert_eq(dst[i], 0x5a, "n %zu", n);
+		}
+	}
 }
 
 /* ---- single process ---- */
@@ -504,6 +526,132 @@ Test(shmring, pop_ready_says_whether_a_pop_would_find_something)
 	cr_assert(cmesh__shmring_pop_ready(&r.c));
 	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), 1);
 	cr_assert_not(cmesh__shmring_pop_ready(&r.c));
+	rig_close(&r);
+}
+
+Test(shmring, peek_reads_the_header_once_and_holds_the_record_until_consume)
+{
+	struct rig r;
+	unsigned char in[300], out[300];
+	uint32_t k = 0;
+
+	rig_open(&r, 4096);
+	TU_ASSERT_RC(cmesh__shmring_peek(&r.c, &k), -EAGAIN);
+	tu_fill(in, sizeof(in), 9);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 7, in, sizeof(in)), 0);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 8, "x", 1), 0);
+	TU_ASSERT_RC(cmesh__shmring_peek(&r.c, &k), (int)sizeof(in));
+	cr_assert_eq(k, 7);
+	/*
+	 * A producer rewriting the header after the peek changes nothing:
+	 * the validated copy is used until consume().
+	 */
+	put_hdr(&r, 0, 5000000, 255);
+	k = 0;
+	TU_ASSERT_RC(cmesh__shmring_peek(&r.c, &k), (int)sizeof(in));
+	cr_assert_eq(k, 7);
+	cr_assert(cmesh__shmring_pop_ready(&r.c));
+	/* Nothing is handed back before consume(). */
+	cr_assert_eq(atomic_load(head_word(&r)), 0);
+	/* Any piece, from any offset: within the first slot, across slots. */
+	memset(out, 0, sizeof(out));
+	cmesh__shmring_read(&r.c, 0, out, 1);
+	cmesh__shmring_read(&r.c, 1, out + 1, FIRST - 1);
+	cmesh__shmring_read(&r.c, FIRST, out + FIRST, 1);
+	cmesh__shmring_read(&r.c, FIRST + 1, out + FIRST + 1,
+			    SLOT_DATA * 2 + 3);
+	cmesh__shmring_read(&r.c, FIRST + 1 + SLOT_DATA * 2 + 3,
+			    out + FIRST + 1 + SLOT_DATA * 2 + 3,
+			    sizeof(in) - (FIRST + 1 + SLOT_DATA * 2 + 3));
+	cr_assert_eq(tu_check(out, sizeof(out), 9), sizeof(out));
+	cmesh__shmring_read(&r.c, 0, out, 0); /* nothing */
+	cmesh__shmring_consume(&r.c);
+	cr_assert_eq(atomic_load(head_word(&r)),
+		     cmesh_shm_rec_slots(sizeof(in)));
+	TU_ASSERT_RC(cmesh__shmring_peek(&r.c, &k), 1);
+	cr_assert_eq(k, 8);
+	cmesh__shmring_read(&r.c, 0, out, 1);
+	cr_assert_eq(out[0], 'x');
+	cmesh__shmring_consume(&r.c);
+	TU_ASSERT_RC(cmesh__shmring_peek(&r.c, &k), -EAGAIN);
+	cr_assert_not(cmesh__shmring_pop_ready(&r.c));
+	rig_close(&r);
+}
+
+Test(shmring, read_copies_every_span_of_every_payload_size_exactly)
+{
+	struct rig r;
+	unsigned char in[4 * SLOT_DATA + FIRST], out[sizeof(in) + 16];
+	uint32_t k;
+
+	rig_open(&r, 8192);
+	tu_fill(in, sizeof(in), 11);
+	for (uint32_t len = 0; len <= sizeof(in); len++) {
+		TU_ASSERT_RC(cmesh__shmring_push(&r.p, 2, in, len), 0);
+		TU_ASSERT_RC(cmesh__shmring_peek(&r.c, &k), (int)len);
+		/* Spans starting at every offset, of two lengths. */
+		for (uint32_t off = 0; off < len; off++) {
+			uint32_t n = (len - off) % 61 + 1;
+
+			if (n > len - off)
+				n = len - off;
+			memset(out, 0xee, sizeof(out));
+			cmesh__shmring_read(&r.c, off, out, n);
+			cr_assert_eq(memcmp(out, in + off, n), 0,
+				     "len %u off %u n %u", len, off, n);
+			cr_assert_eq(out[n], 0xee, "wrote past %u", n);
+			cmesh__shmring_read(&r.c, off, out, len - off);
+			cr_assert_eq(memcmp(out, in + off, len - off), 0);
+			cr_assert_eq(out[len - off], 0xee);
+		}
+		cmesh__shmring_consume(&r.c);
+	}
+	rig_close(&r);
+}
+
+Test(shmring, peek_steps_over_fillers_and_fails_for_good_on_a_bad_header)
+{
+	struct rig r;
+	uint32_t k;
+
+	rig_open(&r, 4096);
+	put_hdr(&r, 0, 100, CMESH_SHM_REC_FILL);
+	atomic_store(&slot_at(&r, 0)->seq, 1);
+	put_hdr(&r, 2, 1, 3);
+	atomic_store(&slot_at(&r, 2)->seq, 3);
+	TU_ASSERT_RC(cmesh__shmring_peek(&r.c, &k), 1);
+	cr_assert_eq(k, 3);
+	cr_assert_eq(atomic_load(head_word(&r)), 2); /* past the filler */
+	cmesh__shmring_consume(&r.c);
+	put_hdr(&r, 3, r.limit + 1, 3);
+	atomic_store(&slot_at(&r, 3)->seq, 4);
+	TU_ASSERT_RC(cmesh__shmring_peek(&r.c, &k), -EPROTO);
+	TU_ASSERT_RC(cmesh__shmring_peek(&r.c, &k), -EPROTO);
+	assert_failed_for_good(&r);
+	rig_close(&r);
+}
+
+Test(shmring, a_record_of_two_slots_leaves_no_stale_bytes_in_either)
+{
+	struct rig r;
+	unsigned char big[FIRST + SLOT_DATA], small[FIRST + 1];
+	unsigned char zero[SLOT_DATA] = { 0 };
+	uint32_t k;
+
+	rig_open(&r, 4096);
+	/* Fill slots 0 and 1 with a record of two full slots... */
+	memset(big, 0xab, sizeof(big));
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, big, sizeof(big)), 0);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, big, sizeof(big)),
+		     (int)sizeof(big));
+	/* ...then go round the ring to them, and write one byte into 1. */
+	advance_to(&r, 0);
+	memset(small, 0x11, sizeof(small));
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, small, sizeof(small)), 0);
+	cr_assert_eq(slot_at(&r, 1)->data[0], 0x11);
+	/* Only zeros after the payload (no stale or stack bytes). */
+	cr_assert_eq(memcmp(slot_at(&r, 1)->data + 1, zero, SLOT_DATA - 1), 0);
+	cr_assert_eq(atomic_load(&slot_at(&r, 1)->seq), 0);
 	rig_close(&r);
 }
 

@@ -578,11 +578,9 @@ bool cmesh__queue_ready(struct cmesh__queue *q)
 	       ST_TX_CLOSED;
 }
 
-/* Cheap readiness hint for the spin loop. */
+/* Cheap readiness hint for the spin loop (a local queue; a lane polls). */
 static bool maybe_ready(const struct cmesh__queue *q)
 {
-	if (q->rx_lane)
-		return cmesh__lane_ready(q->rx_lane);
 	return head_ready(q, memory_order_relaxed) ||
 	       atomic_load_explicit(&q->ovf_mode, memory_order_relaxed) ||
 	       (atomic_load_explicit(&q->state, memory_order_relaxed) &

@@ -10,8 +10,9 @@
  *   shared head (acquire, pairs with the consumer's release store after it
  *   copied the old records out, so its reads happen before our overwrite).
  * - Publish. The producer writes the continuation slots (data, seq = 0)
- *   and the first slot's data with plain stores, then stores the first
- *   slot's seq = pos + 1 with release. The consumer's acquire load that
+ *   and the first slot's data (the lines of the first two slots each in
+ *   one burst, see burst_slot()), then stores the first slot's
+ *   seq = pos + 1 with release. The consumer's acquire load that
  *   reads head + 1 pairs with it, so every byte of the record is visible.
  *   Records are published in any order; the consumer takes them in
  *   position order.
@@ -219,12 +220,10 @@ static void take(struct cursor *cu, unsigned char *dst, uint32_t n)
 
 		if (m > n)
 			m = n;
-		if (dst && m == CMESH_SHM_SLOT_DATA) /* inline: a whole slot */
-			memcpy(dst, src + cu->off, CMESH_SHM_SLOT_DATA);
-		else if (dst)
+		if (dst) {
 			cmesh__copy_small(dst, src + cu->off, m);
-		if (dst)
 			dst += m;
+		}
 		n -= m;
 		cu->off += m;
 		if (cu->off == cu->iov[cu->i].len) {
@@ -431,14 +430,9 @@ void cmesh__shmring_read(const struct cmesh__shmring_consumer *c, uint32_t off,
 			&c->slots[(c->head_pos + j) & c->mask];
 		uint32_t m = CMESH_SHM_SLOT_DATA - at;
 
-		if (m == CMESH_SHM_SLOT_DATA && n >= m) {
-			/* Constant size: inline loads, no call per slot. */
-			memcpy(d, s->data, CMESH_SHM_SLOT_DATA);
-		} else {
-			if (m > n)
-				m = n;
-			cmesh__copy_small(d, s->data + at, m);
-		}
+		if (m > n)
+			m = n;
+		cmesh__copy_small(d, s->data + at, m); /* inline, no call */
 		d += m;
 		n -= m;
 		at = 0;

@@ -101,14 +101,16 @@ struct ovf_node {
 
 struct cmesh__queue {
 	/* Set at creation, read-only afterwards. */
-	const cmesh_type *type;
-	uint64_t fp;
+	struct cmesh__queue_head h; /* first: queue.h reads it */
 	unsigned char *slots;
 	uint64_t mask; /* capacity - 1 */
 	uint32_t slot_size;
 	uint32_t msg_size;
 	uint32_t msg_span;   /* msg_size rounded up to 8 */
 	uint32_t inline_cap; /* trailing bytes that fit in a slot */
+	/* Local sends that take the fast path: no resource fields, ... */
+	bool fast_send;
+	uint64_t fast_trail; /* ... and no more trailing bytes than this */
 	int64_t spin_ns;
 	uint64_t max_trail;
 	unsigned char *scratch;	     /* one message, for drains (drain_lock) */
@@ -184,8 +186,8 @@ int cmesh__queue_new(const cmesh_type *type,
 	if (!q)
 		return -ENOMEM;
 	memset(q, 0, sizeof(*q));
-	q->type = type;
-	r = cmesh_type_fingerprint(type, &q->fp);
+	q->h.type = type;
+	r = cmesh_type_fingerprint(type, &q->h.fp);
 	if (r)
 		goto out_free;
 	r = -ENOMEM;
@@ -205,6 +207,9 @@ int cmesh__queue_new(const cmesh_type *type,
 	q->asym = cmesh__fence_asym();
 	q->tx_lane = opts->tx_lane;
 	q->rx_lane = opts->rx_lane;
+	q->fast_send = !type->nfields;
+	q->fast_trail = q->inline_cap < q->max_trail ? q->inline_cap :
+						       q->max_trail;
 	q->slots = aligned_alloc(PAIR, cap * q->slot_size);
 	if (!q->slots)
 		goto out_free;
@@ -241,16 +246,6 @@ out_free:
 	return r;
 }
 
-const cmesh_type *cmesh__queue_type(const struct cmesh__queue *q)
-{
-	return q->type;
-}
-
-uint64_t cmesh__queue_fingerprint(const struct cmesh__queue *q)
-{
-	return q->fp;
-}
-
 /* ---- producer side ---- */
 
 /* Copies the message from byte `from` on, and its trail or heap pointer. */
@@ -266,8 +261,9 @@ static void fill(const struct cmesh__queue *q, unsigned char *msg_dst,
 		memcpy(trail_dst, trail, len);
 }
 
-static int ring_try_push(struct cmesh__queue *q, const void *msg,
-			 const void *trail, size_t len, void *heap)
+static inline __attribute__((always_inline)) int
+ring_try_push(struct cmesh__queue *q, const void *msg, const void *trail,
+	      size_t len, void *heap)
 {
 	uint64_t pos = atomic_load_explicit(&q->tail, memory_order_relaxed);
 	uint64_t cap = q->mask + 1, head;
@@ -373,17 +369,38 @@ static void wake(struct cmesh__queue *q, uint32_t set)
 
 static void drain(struct cmesh__queue *q);
 
-int cmesh__queue_send(struct cmesh__queue *q, const void *msg,
-		      const void *trail, size_t len)
+/* After a publish: drops it if the receiver closed meanwhile, else wakes. */
+static __attribute__((noinline)) void notify(struct cmesh__queue *q,
+					     uint32_t st)
+{
+	if (st & ST_RX_CLOSED)
+		drain(q); /* the receiver closed meanwhile: drop, release */
+	else
+		wake(q, 0);
+}
+
+/* After a publish (ring or overflow list): who must hear of it? */
+static inline void published(struct cmesh__queue *q)
+{
+	uint32_t st;
+
+	/* Dekker with the receiver's sleep, see top. */
+	cmesh__fence_light(q->asym);
+	st = atomic_load_explicit(&q->state, memory_order_relaxed);
+	if (unlikely(st & (ST_SLEEPERS | ST_RX_CLOSED)))
+		notify(q, st);
+}
+
+/* Every send the fast path below does not take. */
+static __attribute__((noinline)) int send_slow(struct cmesh__queue *q,
+					       const void *msg,
+					       const void *trail, size_t len)
 {
 	void *heap = NULL;
-	uint32_t st;
 	int r;
 
-	if (unlikely(q->tx_lane))
-		return cmesh__lane_send(q->tx_lane, msg, trail, len);
-	if (unlikely(q->type->nfields)) {
-		r = cmesh__type_prepare_move(q->type, msg);
+	if (unlikely(q->h.type->nfields)) {
+		r = cmesh__type_prepare_move(q->h.type, msg);
 		if (r)
 			goto out_release;
 	}
@@ -411,22 +428,36 @@ int cmesh__queue_send(struct cmesh__queue *q, const void *msg,
 		if (r)
 			goto out_free_heap;
 	}
-	/* Dekker with the receiver's sleep, see top. */
-	cmesh__fence_light(q->asym);
-	st = atomic_load_explicit(&q->state, memory_order_relaxed);
-	if (likely(!(st & (ST_SLEEPERS | ST_RX_CLOSED))))
-		return 0;
-	if (st & ST_RX_CLOSED)
-		drain(q); /* the receiver closed meanwhile: drop, release */
-	else
-		wake(q, 0);
+	published(q);
 	return 0;
 
 out_free_heap:
 	free(heap);
 out_release:
-	cmesh__type_release(q->type, msg);
+	cmesh__type_release(q->h.type, msg);
 	return r;
+}
+
+/*
+ * A remote receiver: the lane's send. Else the fast path, kept small so
+ * that it needs few registers and no calls: a type without resources, an
+ * inline trail, a ring that is not full and not overflowing. Anything else
+ * goes to send_slow(), which repeats the checks.
+ */
+int cmesh__queue_send(struct cmesh__queue *q, const void *msg,
+		      const void *trail, size_t len)
+{
+	if (q->tx_lane)
+		return cmesh__lane_send(q->tx_lane, msg, trail, len);
+	if (unlikely(!q->fast_send) || unlikely(len > q->fast_trail) ||
+	    unlikely(atomic_load_explicit(&q->state, memory_order_relaxed) &
+		     ST_RX_CLOSED) ||
+	    unlikely(
+		    atomic_load_explicit(&q->ovf_mode, memory_order_relaxed)) ||
+	    unlikely(ring_try_push(q, msg, trail, len, NULL)))
+		return send_slow(q, msg, trail, len);
+	published(q);
+	return 0;
 }
 
 /* ---- consumer side ---- */
@@ -447,8 +478,9 @@ static void take_trail(void *out, const void *inl, void *heap, uint32_t len,
 		free(heap);
 }
 
-static int take_ring(struct cmesh__queue *q, void *out_msg, void *out_trail,
-		     size_t cap, bool discard)
+static inline __attribute__((always_inline)) int
+take_ring(struct cmesh__queue *q, void *out_msg, void *out_trail, size_t cap,
+	  bool discard)
 {
 	struct slot *s = slot_at(q, q->head);
 	uint32_t len = s->trail_len;
@@ -653,8 +685,10 @@ static int sleep_until(struct cmesh__queue *q, int64_t deadline)
 	return r;
 }
 
-int cmesh__queue_recv(struct cmesh__queue *q, int64_t deadline, void *out_msg,
-		      void *out_trail, size_t cap)
+/* Every receive the fast path below does not finish. */
+static __attribute__((noinline)) int recv_slow(struct cmesh__queue *q,
+					       int64_t deadline, void *out_msg,
+					       void *out_trail, size_t cap)
 {
 	bool spun = q->spin_ns == 0 || deadline <= 0;
 	int r;
@@ -675,6 +709,16 @@ int cmesh__queue_recv(struct cmesh__queue *q, int64_t deadline, void *out_msg,
 			return r == -EAGAIN ? -ETIMEDOUT : r;
 		}
 	}
+}
+
+/* The fast path: a local queue whose next slot is published. */
+int cmesh__queue_recv(struct cmesh__queue *q, int64_t deadline, void *out_msg,
+		      void *out_trail, size_t cap)
+{
+	/* Pairs with the producer's publishing store. */
+	if (likely(!q->rx_lane) && likely(head_ready(q, memory_order_acquire)))
+		return take_ring(q, out_msg, out_trail, cap, false);
+	return recv_slow(q, deadline, out_msg, out_trail, cap);
 }
 
 int cmesh__queue_peek(struct cmesh__queue *q)
@@ -763,7 +807,7 @@ static void drain(struct cmesh__queue *q)
 {
 	pthread_mutex_lock(&q->drain_lock);
 	while (pop(q, q->scratch, NULL, 0, true) >= 0)
-		cmesh__type_release(q->type, q->scratch);
+		cmesh__type_release(q->h.type, q->scratch);
 	pthread_mutex_unlock(&q->drain_lock);
 }
 

@@ -43,8 +43,24 @@ int cmesh__queue_new(const cmesh_type *type,
 /* Frees a queue that was never handed out (no handles, no messages). */
 void cmesh__queue_discard(struct cmesh__queue *q);
 
-const cmesh_type *cmesh__queue_type(const struct cmesh__queue *q);
-uint64_t cmesh__queue_fingerprint(const struct cmesh__queue *q);
+/*
+ * The first member of every queue: what handles read on each send, so
+ * they can read it without a call. Set at creation, read-only afterwards.
+ */
+struct cmesh__queue_head {
+	const cmesh_type *type;
+	uint64_t fp; /* the type's fingerprint */
+};
+
+static inline const cmesh_type *cmesh__queue_type(const struct cmesh__queue *q)
+{
+	return ((const struct cmesh__queue_head *)(const void *)q)->type;
+}
+
+static inline uint64_t cmesh__queue_fingerprint(const struct cmesh__queue *q)
+{
+	return ((const struct cmesh__queue_head *)(const void *)q)->fp;
+}
 
 /* Another sender reference; the caller already holds one. */
 void cmesh__queue_sender_get(struct cmesh__queue *q);

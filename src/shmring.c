@@ -10,8 +10,8 @@
  *   shared head (acquire, pairs with the consumer's release store after it
  *   copied the old records out, so its reads happen before our overwrite).
  * - Publish. The producer writes the continuation slots (data, seq = 0)
- *   and the first slot's data (the lines of the first two slots each in
- *   one burst, see burst_slot()), then stores the first slot's
+ *   and the first slot's data (the lines of the first two slots each with
+ *   inline copies, see write_record()), then stores the first slot's
  *   seq = pos + 1 with release. The consumer's acquire load that
  *   reads head + 1 pairs with it, so every byte of the record is visible.
  *   Records are published in any order; the consumer takes them in
@@ -233,7 +233,7 @@ static void take(struct cursor *cu, unsigned char *dst, uint32_t n)
 	}
 }
 
-/* Payload bytes in a record's first two slots. */
+/* Payload bytes in a record's first two slots (written by write_record). */
 #define HEAD_BYTES (CMESH_SHM_SLOT_FIRST + CMESH_SHM_SLOT_DATA)
 
 /* Continuation slots staged per memcpy. */
@@ -273,51 +273,52 @@ static void write_conts(struct cmesh__shmring_producer *p, uint64_t pos,
 	}
 }
 
-/*
- * Stores the data of slot `s` in a burst: the 7 words at `src`, after a
- * seq of 0 if `cont` (a continuation slot; a first slot's seq is stored
- * last, by the caller). Every word is loaded into a register before the first store.
- * The consumer polls the line of a record's first slot (and touches the
- * next one) while we write them; if it reads the line between two of our
- * stores, the line leaves our cache and the next store waits for it to
- * come back: a whole cache-line transfer more on the way to the consumer
- * (measured: about 90 ns of a 230 ns round trip). The empty asm keeps the
- * compiler from interleaving the loads (which may wait on store
- * forwarding from the local buffer) with the stores, and the volatile
- * stores from being merged or reordered.
- */
-static inline void burst_slot(struct cmesh_shm_slot *s,
-			      const unsigned char *src, bool cont)
-{
-	volatile uint64_t *d = (volatile uint64_t *)(void *)s->data;
-	uint64_t w0 = 0, w1, w2, w3, w4, w5, w6, w7;
+/* Zeroes for the unused end of a slot (no stale bytes in a record). */
+static const unsigned char zeros[CMESH_SHM_SLOT_DATA];
 
-	memcpy(&w1, src, 8);
-	memcpy(&w2, src + 8, 8);
-	memcpy(&w3, src + 16, 8);
-	memcpy(&w4, src + 24, 8);
-	memcpy(&w5, src + 32, 8);
-	memcpy(&w6, src + 40, 8);
-	memcpy(&w7, src + 48, 8);
-	__asm__ volatile(""
-			 : "+r"(w0), "+r"(w1), "+r"(w2), "+r"(w3), "+r"(w4),
-			   "+r"(w5), "+r"(w6), "+r"(w7));
-	if (cont) /* no one reads it before the record is published */
-		atomic_store_explicit(&s->seq, w0, memory_order_relaxed);
-	d[0] = w1;
-	d[1] = w2;
-	d[2] = w3;
-	d[3] = w4;
-	d[4] = w5;
-	d[5] = w6;
-	d[6] = w7;
+/*
+ * Copies payload bytes [off, off + n) from the pieces to `dst`, then zeroes
+ * dst[n, span). Inline constant-size copies, no calls: the stores to a
+ * slot's line follow each other closely (see write_record()).
+ */
+static inline void put_data(unsigned char *dst, const struct cmesh__iov *iov,
+			    uint32_t niov, uint32_t off, uint32_t n,
+			    uint32_t span)
+{
+	unsigned char *d = dst;
+	uint32_t left = n;
+
+	for (uint32_t i = 0; i < niov && left; i++) {
+		uint32_t m = iov[i].len;
+
+		if (off >= m) {
+			off -= m;
+			continue;
+		}
+		m -= off;
+		if (m > left)
+			m = left;
+		cmesh__copy_small(d, (const unsigned char *)iov[i].base + off,
+				  m);
+		d += m;
+		left -= m;
+		off = 0;
+	}
+	if (n < span)
+		cmesh__copy_small(dst + n, zeros, span - n);
 }
 
 /*
  * Writes a record of `len` bytes at `pos` and publishes it: continuation
  * slots from the third on, then the second slot (the consumer touches it
- * while it spins) in a burst, then the first slot's header and payload in
- * a burst, then the release store of its seq. `iov` NULL: a filler.
+ * while it spins), then the first slot's header and payload, then the
+ * release store of its seq. Each slot's line is written straight from the
+ * caller's pieces with inline copies: the consumer polls the line of a
+ * record's first slot (and touches the next one) while we write them, and
+ * if it reads a line between two of our stores, the next store waits for
+ * the line to come back, a whole cache-line transfer more on the way to
+ * the consumer. Staging through the stack or calling memcpy spreads the
+ * stores out. `iov` NULL: a filler.
  */
 static void write_record(struct cmesh__shmring_producer *p, uint64_t pos,
 			 uint32_t kind, uint32_t len,
@@ -326,23 +327,29 @@ static void write_record(struct cmesh__shmring_producer *p, uint64_t pos,
 	struct cmesh_shm_rec_hdr h = { .len = len, .kind = kind };
 	uint64_t k = cmesh_shm_rec_slots(len);
 	struct cmesh_shm_slot *s = &p->slots[pos & p->mask];
-	/*
-	 * The first two slots' images: [0, 8) header, then HEAD_BYTES of
-	 * payload (zeroed past its end: no stale stack bytes reach the peer).
-	 * Gathered with inline copies, then stored in bursts.
-	 */
-	_Alignas(8) unsigned char img[8 + HEAD_BYTES] = { 0 };
-	struct cursor cu = { iov, iov ? niov : 0, 0, 0 };
+	uint32_t n0 = len < CMESH_SHM_SLOT_FIRST ? len : CMESH_SHM_SLOT_FIRST;
 
-	memcpy(img, &h, sizeof(h));
-	take(&cu, img + sizeof(h), len < HEAD_BYTES ? len : HEAD_BYTES);
+	if (!iov)
+		niov = 0;
 	if (k > 1) {
-		if (k > 2)
+		struct cmesh_shm_slot *s1 = &p->slots[(pos + 1) & p->mask];
+		uint32_t n1 = len - n0 < CMESH_SHM_SLOT_DATA ?
+				      len - n0 :
+				      CMESH_SHM_SLOT_DATA;
+
+		if (k > 2) {
+			struct cursor cu = { iov, niov, 0, 0 };
+
+			take(&cu, NULL, HEAD_BYTES);
 			write_conts(p, pos, 2, k, &cu);
-		burst_slot(&p->slots[(pos + 1) & p->mask],
-			   img + CMESH_SHM_SLOT_DATA, true);
+		}
+		/* No one reads it before the record is published. */
+		atomic_store_explicit(&s1->seq, 0, memory_order_relaxed);
+		put_data(s1->data, iov, niov, CMESH_SHM_SLOT_FIRST, n1,
+			 CMESH_SHM_SLOT_DATA);
 	}
-	burst_slot(s, img, false);
+	memcpy(s->data, &h, sizeof(h));
+	put_data(s->data + sizeof(h), iov, niov, 0, n0, CMESH_SHM_SLOT_FIRST);
 	/* Publish; pairs with the consumer's acquire load in pop(). */
 	atomic_store_explicit(&s->seq, pos + 1, memory_order_release);
 }

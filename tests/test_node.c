@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -259,6 +260,86 @@ Test(node, fifo_from_one_sender_cross_process)
 Test(node, fifo_from_one_sender_over_listen_connect)
 {
 	topo_run(&fifo, TOPO_LISTEN);
+}
+
+/* ---- both handles moved to another thread through a local channel ---- */
+
+/*
+ * The driver moves its two handles (remote ones across processes) through
+ * a local channel to a thread, which runs fifo_driver's steps with them;
+ * the peer is fifo_peer, which cannot tell the difference.
+ */
+struct moved {
+	cmesh_receiver *crx; /* the local channel the handles arrive on */
+	int rc;		     /* the thread's result: 0, or the failed line */
+};
+
+static int moved_steps(cmesh_receiver *crx)
+{
+	uint64_t n = fifo_n();
+	struct epmsg e;
+	struct seqmsg m;
+
+	TOPO_CHECK_EQ(peer_recv(crx, &e, NULL, 0), 0);
+	TOPO_CHECK(e.tx && e.rx && e.fd == -1 && !e.otx && !e.orx);
+	TOPO_CHECK(cmesh_sender_type(e.tx) == &seq_type);
+	TOPO_CHECK(cmesh_receiver_type(e.rx) == &seq_type);
+	for (uint64_t i = 0; i < n; i++) {
+		m = (struct seqmsg){ .sender = 1, .seq = i * 3 + 1 };
+		TOPO_CHECK_EQ(cmesh_sender_send(e.tx, &m, NULL, 0), 0);
+	}
+	for (uint64_t i = 0; i < n; i++) {
+		TOPO_CHECK_EQ(peer_recv(e.rx, &m, NULL, 0), 0);
+		TOPO_CHECK_EQ(m.sender, 2);
+		TOPO_CHECK_EQ(m.seq, i * 5 + 2);
+	}
+	cmesh_sender_free(e.tx);
+	TOPO_CHECK_EQ(peer_recv(e.rx, &m, NULL, 0), -EPIPE);
+	cmesh_receiver_free(e.rx);
+	return 0;
+}
+
+static void *moved_main(void *arg)
+{
+	struct moved *mv = arg;
+
+	mv->rc = moved_steps(mv->crx);
+	cmesh_receiver_free(mv->crx);
+	return NULL;
+}
+
+static void moved_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			 const struct topo_side *s)
+{
+	struct epmsg e = { .fd = -1, .tx = tx, .rx = rx };
+	struct moved mv = { .rc = -1 };
+	cmesh_sender *ctx;
+	pthread_t t;
+
+	(void)s;
+	TU_ASSERT_RC(cmesh_channel_new(&ep_type, NULL, &ctx, &mv.crx), 0);
+	tu_thread_start(&t, moved_main, &mv);
+	TU_ASSERT_RC(cmesh_sender_send(ctx, &e, NULL, 0), 0);
+	cmesh_sender_free(ctx);
+	cr_assert(tu_thread_join_within(t, TOPO_WAIT_MS * 2, NULL),
+		  "the thread with the moved handles did not finish");
+	cr_assert_eq(mv.rc, 0, "the thread with the moved handles failed");
+}
+
+static const struct topo_scenario moved = {
+	.down = &seq_type,
+	.up = &seq_type,
+	.driver = moved_driver,
+	.peer = fifo_peer,
+};
+
+Test(node, handles_moved_to_another_thread_keep_working_in_process)
+{
+	topo_run(&moved, TOPO_THREAD);
+}
+Test(node, handles_moved_to_another_thread_keep_working_cross_process)
+{
+	topo_run(&moved, TOPO_FORK);
 }
 
 /* ---- ping-pong ---- */

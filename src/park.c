@@ -66,11 +66,6 @@ void cmesh__park_wake(_Atomic uint32_t *word)
 		INT_MAX, NULL, NULL, 0);
 }
 
-void cmesh__park_pause(void)
-{
-	ck_pr_stall();
-}
-
 static pthread_once_t asym_once = PTHREAD_ONCE_INIT;
 static bool asym_on;
 

@@ -5,6 +5,8 @@
 #ifndef CMESH_PARK_H
 #define CMESH_PARK_H
 
+#include <ck_pr.h>
+
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -21,8 +23,11 @@ int cmesh__park_wait(_Atomic uint32_t *word, uint32_t expected,
 /* Wakes every thread parked on `word`. */
 void cmesh__park_wake(_Atomic uint32_t *word);
 
-/* Spin-wait hint for busy loops. */
-void cmesh__park_pause(void);
+/* Spin-wait hint for busy loops (pause on x86). Inline: no call per poll. */
+static inline void cmesh__park_pause(void)
+{
+	ck_pr_stall();
+}
 
 /*
  * Asymmetric fences. Where the kernel offers membarrier's

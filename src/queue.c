@@ -610,11 +610,13 @@ bool cmesh__queue_ready(struct cmesh__queue *q)
 	       ST_TX_CLOSED;
 }
 
-/* Cheap readiness hint for the spin loop (a local queue; a lane polls). */
+/*
+ * Cheap hint for the spin loop, besides the head slot's seq: overflowed
+ * messages, or every sender gone (a local queue; a lane polls).
+ */
 static bool maybe_ready(const struct cmesh__queue *q)
 {
-	return head_ready(q, memory_order_relaxed) ||
-	       atomic_load_explicit(&q->ovf_mode, memory_order_relaxed) ||
+	return atomic_load_explicit(&q->ovf_mode, memory_order_relaxed) ||
 	       (atomic_load_explicit(&q->state, memory_order_relaxed) &
 		ST_TX_CLOSED);
 }
@@ -627,28 +629,38 @@ static bool maybe_ready(const struct cmesh__queue *q)
 static void spin(const struct cmesh__queue *q, int64_t spin_ns,
 		 int64_t deadline)
 {
-	_Atomic uint64_t *tw = slot_tail_word(q, q->head);
+	/* A local queue's next slot: its seq, and its last line's word. */
+	const _Atomic uint64_t *seq = &slot_at(q, q->head)->seq;
+	const _Atomic uint64_t *tw = slot_tail_word(q, q->head);
+	const uint64_t want = q->head + 1;
 	uint64_t sink = 0;
 	int64_t until = 0;
 
 	for (;;) {
 		int64_t now;
 
-		for (int i = 0; i < SPIN_CLOCK_EVERY; i++) {
-			if (q->rx_lane) {
+		if (q->rx_lane) {
+			for (int i = 0; i < SPIN_CLOCK_EVERY; i++) {
 				if (cmesh__lane_poll(q->rx_lane))
 					goto out;
-			} else {
-				if (maybe_ready(q))
+				cmesh__park_pause();
+			}
+			/* A lane's failure or close, once per round. */
+			if (cmesh__lane_ready(q->rx_lane))
+				break;
+		} else {
+			for (int i = 0; i < SPIN_CLOCK_EVERY; i++) {
+				/* Hints only: pop() looks again (acquire). */
+				if (atomic_load_explicit(
+					    seq, memory_order_relaxed) ==
+					    want ||
+				    maybe_ready(q))
 					goto out;
 				sink += atomic_load_explicit(
 					tw, memory_order_relaxed);
+				cmesh__park_pause();
 			}
-			cmesh__park_pause();
 		}
-		/* A lane's failure or close, once per round of polls. */
-		if (q->rx_lane && cmesh__lane_ready(q->rx_lane))
-			break;
 		now = cmesh_clock_now();
 		if (!until)
 			until = deadline - now > spin_ns ? now + spin_ns :

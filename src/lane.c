@@ -38,6 +38,7 @@
  */
 #include "lane.h"
 
+#include "hint.h"
 #include "link.h"
 #include "queue.h"
 #include "type.h"
@@ -382,8 +383,10 @@ static uint32_t collect_fds(const struct cmesh__lane *ln, const void *msg,
 	return n;
 }
 
-int cmesh__lane_send(struct cmesh__lane *ln, const void *msg, const void *trail,
-		     size_t len)
+/* Every send the fast path in cmesh__lane_send() does not finish. */
+static __attribute__((noinline)) int send_slow(struct cmesh__lane *ln,
+					       const void *msg,
+					       const void *trail, size_t len)
 {
 	struct cmesh_rec_msg h = { 0 };
 	struct cmesh__iov iov[3];
@@ -443,6 +446,36 @@ int cmesh__lane_send(struct cmesh__lane *ln, const void *msg, const void *trail,
 out_release:
 	cmesh__type_release(ln->type, msg);
 	return r;
+}
+
+/*
+ * The fast path: a type without resource fields, a trail that fits in the
+ * ring, nothing spilled, the link and the peer's receiver alive, and room
+ * in the ring: a PLAIN record pushed without a lock. Anything else goes to
+ * send_slow(), which repeats the checks (and the push).
+ */
+int cmesh__lane_send(struct cmesh__lane *ln, const void *msg, const void *trail,
+		     size_t len)
+{
+	const uint32_t msz = ln->type->size;
+	struct cmesh__iov iov[2] = { { msg, msz }, { trail, (uint32_t)len } };
+
+	if (likely(!ln->type->nfields) && likely(len <= ln->max_trail) &&
+	    likely(sizeof(struct cmesh_rec_msg) + msz + len <=
+		   ln->prod.limit) &&
+	    likely(!link_failed(ln)) &&
+	    /* Pairs with the consumer's release store of closed. */
+	    likely(!atomic_load_explicit(&ln->peer_wake->closed,
+					 memory_order_acquire)) &&
+	    /* Pairs with the release store in flush_locked(). */
+	    likely(!atomic_load_explicit(&ln->spilling,
+					 memory_order_acquire)) &&
+	    likely(cmesh__shmring_pushv(&ln->prod, CMESH_REC_PLAIN, iov,
+					len ? 2 : 1) == 0)) {
+		signal_peer(ln);
+		return 0;
+	}
+	return send_slow(ln, msg, trail, len);
 }
 
 void cmesh__lane_close_tx(struct cmesh__lane *ln)
@@ -654,8 +687,25 @@ static int fetch(struct cmesh__lane *ln)
 int cmesh__lane_try_recv(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 			 size_t cap)
 {
+	uint32_t kind;
 	int r;
 
+	/*
+	 * The fast path: nothing pending, link alive, and the ring's next
+	 * record a PLAIN one (or none yet). The rest is fetch()'s, which
+	 * finds the same record (peek keeps it) and checks the same things.
+	 */
+	if (likely(ln->pending < 0) && likely(!ln->closed) &&
+	    likely(!link_failed(ln))) {
+		r = cmesh__shmring_peek(&ln->cons, &kind);
+		if (r == -EAGAIN)
+			return r;
+		if (likely(r >= 0) && likely(kind == CMESH_REC_PLAIN)) {
+			ln->pending = r;
+			ln->pending_kind = kind;
+			return deliver_plain(ln, out_msg, out_trail, cap);
+		}
+	}
 	if (ln->pending < 0) {
 		r = fetch(ln);
 		if (r)

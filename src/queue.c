@@ -47,6 +47,7 @@
 #include "queue.h"
 
 #include "copy.h"
+#include "hint.h"
 #include "lane.h"
 #include "link.h"
 #include "park.h"
@@ -77,9 +78,6 @@
  */
 #define PAIR 128u
 #define SPIN_CLOCK_EVERY 32
-
-#define likely(x) __builtin_expect(!!(x), 1)
-#define unlikely(x) __builtin_expect(!!(x), 0)
 
 struct slot {
 	_Atomic uint64_t seq; /* pos + 1 once position pos is published */

@@ -34,13 +34,11 @@
 
 #include "arena.h"
 #include "copy.h"
+#include "hint.h"
 #include "ring.h"
 
 #include <errno.h>
 #include <string.h>
-
-#define likely(x) __builtin_expect(!!(x), 1)
-#define unlikely(x) __builtin_expect(!!(x), 0)
 
 uint32_t cmesh__shmring_record_limit(uint64_t cap)
 {
@@ -409,45 +407,8 @@ static int fail(struct cmesh__shmring_consumer *c)
 	return -EPROTO;
 }
 
-static void publish_head(struct cmesh__shmring_consumer *c, uint64_t head)
-{
-	c->head_pos = head;
-	/* Pairs with the producer's acquire load in refresh_head(). */
-	atomic_store_explicit(c->head, head, memory_order_release);
-}
-
-/*
- * Copies payload bytes [off, off + n) of the record at head_pos to `dst`.
- * Byte x of a payload is in the first slot (after the header) if x < 48,
- * else in continuation slot 1 + (x - 48) / 56.
- */
-void cmesh__shmring_read(const struct cmesh__shmring_consumer *c, uint32_t off,
-			 void *dst, uint32_t n)
-{
-	unsigned char *d = dst;
-	uint64_t j = 0;
-	uint32_t at = off + CMESH_SHM_REC_HDR_SIZE; /* within slot j's data */
-
-	if (off >= CMESH_SHM_SLOT_FIRST) {
-		j = 1 + (off - CMESH_SHM_SLOT_FIRST) / CMESH_SHM_SLOT_DATA;
-		at = (off - CMESH_SHM_SLOT_FIRST) % CMESH_SHM_SLOT_DATA;
-	}
-	while (n) {
-		const struct cmesh_shm_slot *s =
-			&c->slots[(c->head_pos + j) & c->mask];
-		uint32_t m = CMESH_SHM_SLOT_DATA - at;
-
-		if (m > n)
-			m = n;
-		cmesh__copy_small(d, s->data + at, m); /* inline, no call */
-		d += m;
-		n -= m;
-		at = 0;
-		j++;
-	}
-}
-
-int cmesh__shmring_peek(struct cmesh__shmring_consumer *c, uint32_t *out_kind)
+int cmesh__shmring_peek_slow(struct cmesh__shmring_consumer *c,
+			     uint32_t *out_kind)
 {
 	if (c->peeked) {
 		*out_kind = c->cur.kind;
@@ -477,8 +438,8 @@ int cmesh__shmring_peek(struct cmesh__shmring_consumer *c, uint32_t *out_kind)
 			     h.len > c->limit))
 			return fail(c);
 		if (h.kind == CMESH_SHM_REC_FILL) {
-			publish_head(c,
-				     c->head_pos + cmesh_shm_rec_slots(h.len));
+			cmesh__shmring_publish_head(
+				c, c->head_pos + cmesh_shm_rec_slots(h.len));
 			continue;
 		}
 		c->cur = h;
@@ -487,12 +448,6 @@ int cmesh__shmring_peek(struct cmesh__shmring_consumer *c, uint32_t *out_kind)
 		return (int)h.len;
 	}
 	return -EAGAIN;
-}
-
-void cmesh__shmring_consume(struct cmesh__shmring_consumer *c)
-{
-	c->peeked = false;
-	publish_head(c, c->head_pos + cmesh_shm_rec_slots(c->cur.len));
 }
 
 int cmesh__shmring_pop(struct cmesh__shmring_consumer *c, uint32_t *out_kind,

@@ -20,10 +20,14 @@
 #ifndef CMESH_SHMRING_H
 #define CMESH_SHMRING_H
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
+#include "copy.h"
+#include "hint.h"
 #include "ring.h"
 
 struct cmesh__arena;
@@ -170,10 +174,13 @@ int cmesh__shmring_pop(struct cmesh__shmring_consumer *c, uint32_t *out_kind,
  * ever a copy, for the caller to validate.
  * consume() hands the peeked record's slots back to the producer.
  */
-int cmesh__shmring_peek(struct cmesh__shmring_consumer *c, uint32_t *out_kind);
-void cmesh__shmring_read(const struct cmesh__shmring_consumer *c, uint32_t off,
-			 void *dst, uint32_t n);
-void cmesh__shmring_consume(struct cmesh__shmring_consumer *c);
+static inline int cmesh__shmring_peek(struct cmesh__shmring_consumer *c,
+				      uint32_t *out_kind);
+static inline void cmesh__shmring_read(const struct cmesh__shmring_consumer *c,
+				       uint32_t off, void *dst, uint32_t n);
+static inline void cmesh__shmring_consume(struct cmesh__shmring_consumer *c);
+
+/* (Inline, below: the receive fast path makes no call into shmring.c.) */
 
 /*
  * 1 if `seq`, read from the slot of the consumer's head, is a value an
@@ -227,6 +234,95 @@ static inline void cmesh__shmring_touch(const struct cmesh__shmring_consumer *c)
 	at = (const volatile unsigned char *)&c
 		     ->slots[(c->head_pos + 1) & c->mask];
 	(void)at[CMESH_SHM_LINE - 1];
+}
+
+/* Internal to the consumer steps below. */
+int cmesh__shmring_peek_slow(struct cmesh__shmring_consumer *c,
+			     uint32_t *out_kind);
+
+static inline void
+cmesh__shmring_publish_head(struct cmesh__shmring_consumer *c, uint64_t head)
+{
+	c->head_pos = head;
+	/* Pairs with the producer's acquire load in refresh_head(). */
+	atomic_store_explicit(c->head, head, memory_order_release);
+}
+
+/*
+ * peek() as documented above. Inline, the common cases: a record already
+ * peeked, a published record with a valid header, or nothing published
+ * (a seq an honest producer may have left). Everything else (fillers,
+ * corrupt seqs and headers, failure, no ring yet) is peek_slow()'s, which
+ * reads the slot again and validates its own copy.
+ */
+static inline int cmesh__shmring_peek(struct cmesh__shmring_consumer *c,
+				      uint32_t *out_kind)
+{
+	const struct cmesh_shm_slot *s;
+	struct cmesh_shm_rec_hdr h;
+	uint64_t seq;
+
+	if (c->peeked) {
+		*out_kind = c->cur.kind;
+		return (int)c->cur.len;
+	}
+	if (unlikely(c->failed || !c->slots))
+		return cmesh__shmring_peek_slow(c, out_kind);
+	s = &c->slots[c->head_pos & c->mask];
+	/* Pairs with the producer's release store in write_record(). */
+	seq = atomic_load_explicit(&s->seq, memory_order_acquire);
+	if (seq != c->head_pos + 1)
+		return cmesh__shmring_seq_stale_ok(c, seq) ?
+			       -EAGAIN :
+			       cmesh__shmring_peek_slow(c, out_kind);
+	memcpy(&h, s->data, sizeof(h));
+	/* Use the copy; never re-read the shared bytes (shmring.c). */
+	atomic_signal_fence(memory_order_seq_cst);
+	if (unlikely(h.kind < CMESH_SHM_REC_KIND_MIN ||
+		     h.kind > CMESH_SHM_REC_KIND_MAX || h.len > c->limit))
+		return cmesh__shmring_peek_slow(c, out_kind);
+	c->cur = h;
+	c->peeked = true;
+	*out_kind = h.kind;
+	return (int)h.len;
+}
+
+/*
+ * Copies payload bytes [off, off + n) of the record at head_pos to `dst`.
+ * Byte x of a payload is in the first slot (after the header) if x < 48,
+ * else in continuation slot 1 + (x - 48) / 56.
+ */
+static inline void cmesh__shmring_read(const struct cmesh__shmring_consumer *c,
+				       uint32_t off, void *dst, uint32_t n)
+{
+	unsigned char *d = dst;
+	uint64_t j = 0;
+	uint32_t at = off + CMESH_SHM_REC_HDR_SIZE; /* within slot j's data */
+
+	if (off >= CMESH_SHM_SLOT_FIRST) {
+		j = 1 + (off - CMESH_SHM_SLOT_FIRST) / CMESH_SHM_SLOT_DATA;
+		at = (off - CMESH_SHM_SLOT_FIRST) % CMESH_SHM_SLOT_DATA;
+	}
+	while (n) {
+		const struct cmesh_shm_slot *s =
+			&c->slots[(c->head_pos + j) & c->mask];
+		uint32_t m = CMESH_SHM_SLOT_DATA - at;
+
+		if (m > n)
+			m = n;
+		cmesh__copy_small(d, s->data + at, m); /* inline, no call */
+		d += m;
+		n -= m;
+		at = 0;
+		j++;
+	}
+}
+
+static inline void cmesh__shmring_consume(struct cmesh__shmring_consumer *c)
+{
+	c->peeked = false;
+	cmesh__shmring_publish_head(c, c->head_pos +
+					       cmesh_shm_rec_slots(c->cur.len));
 }
 
 #endif

@@ -562,6 +562,53 @@ Test(node, send_fails_with_epipe_after_the_receiver_is_freed_cross_process)
 	topo_run(&rxgone, TOPO_FORK);
 }
 
+/* The same for a type without resource fields (the senders' fast path). */
+static void rxgone_plain_driver(cmesh_sender *tx, cmesh_receiver *rx,
+				const struct topo_side *s)
+{
+	struct seqmsg m = { .sender = 1 };
+
+	expect_seq(rx, 2, 99); /* sent after the peer freed its receiver */
+	for (int i = 0; i < 100; i++) {
+		m.seq = (uint64_t)i;
+		TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), -EPIPE);
+		TU_ASSERT_RC(cmesh_sender_send(tx, &m, "abc", 3), -EPIPE);
+	}
+	TU_ASSERT_RC(topo_post(s->sync, 'b'), 0);
+	expect_end(rx, -EPIPE);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}
+
+static int rxgone_plain_peer(cmesh_sender *tx, cmesh_receiver *rx,
+			     const struct topo_side *s)
+{
+	struct seqmsg m = { .sender = 2, .seq = 99 };
+
+	cmesh_receiver_free(rx);
+	TOPO_CHECK_EQ(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'b');
+	cmesh_sender_free(tx);
+	return 0;
+}
+
+static const struct topo_scenario rxgone_plain = {
+	.down = &seq_type,
+	.up = &seq_type,
+	.driver = rxgone_plain_driver,
+	.peer = rxgone_plain_peer,
+};
+
+Test(node, plain_send_fails_with_epipe_after_the_receiver_is_freed_in_process)
+{
+	topo_run(&rxgone_plain, TOPO_THREAD);
+}
+Test(node,
+     plain_send_fails_with_epipe_after_the_receiver_is_freed_cross_process)
+{
+	topo_run(&rxgone_plain, TOPO_FORK);
+}
+
 /* ---- trailing bytes of every size ---- */
 
 #define TRAIL_MAX (4u * 4096)

@@ -78,6 +78,7 @@
  */
 #define PAIR 128u
 #define SPIN_CLOCK_EVERY 32
+#define PF_AHEAD 8 /* slots the consumer reads ahead (prefetch_slot) */
 
 struct slot {
 	_Atomic uint64_t seq; /* pos + 1 once position pos is published */
@@ -87,8 +88,22 @@ struct slot {
 };
 
 #define SLOT_HDR ((uint32_t)sizeof(struct slot))
-/* Message bytes that share a (128-byte aligned) slot's first line. */
+/* Message bytes that share a slot's first line. */
 #define FIRST_LINE_MSG (CACHE_LINE - SLOT_HDR)
+
+/*
+ * Slot geometry. A slot is `lines` logical 64-byte lines: struct slot, the
+ * message, the inline trail (or the heap pointer), and last the tail word.
+ * Logical line L of a slot is stored at byte L * PAIR of the slot's
+ * storage, so every line is alone in its aligned 128-byte pair (the other
+ * line of the pair is never used), and positions map to slots in a
+ * scrambled order (slot_index()). Both keep the hardware prefetchers (the
+ * adjacent-line one, and the stride and stream ones) from pulling lines
+ * that the other core polls or is about to write. Measured on two cores
+ * with a 64-byte ping-pong: contiguous 2-line slots in position order
+ * cost about 30 ns more per round trip than this layout (170 vs 140 ns
+ * in a bare harness, where one reused line takes 130).
+ */
 
 struct ovf_node {
 	struct ovf_node *next;
@@ -101,8 +116,10 @@ struct cmesh__queue {
 	/* Set at creation, read-only afterwards. */
 	struct cmesh__queue_head h; /* first: queue.h reads it */
 	unsigned char *slots;
-	uint64_t mask; /* capacity - 1 */
-	uint32_t slot_size;
+	uint64_t mask;	    /* capacity - 1 */
+	uint32_t slot_size; /* logical bytes: 64 per line */
+	uint32_t stride;    /* bytes of storage per slot: PAIR per line */
+	uint32_t scramble;  /* slot_index()'s shift */
 	uint32_t msg_size;
 	uint32_t msg_span;   /* msg_size rounded up to 8 */
 	uint32_t inline_cap; /* trailing bytes that fit in a slot */
@@ -139,20 +156,87 @@ struct cmesh__queue {
 	pthread_mutex_t drain_lock; /* consumer role after close */
 };
 
+/*
+ * The slot of position `pos`: a bijection of pos mod capacity (multiply
+ * by an odd constant, xorshift, twice; every step is invertible on
+ * log2(capacity)-bit values), so positions less than a lap apart never
+ * share a slot, and consecutive ones land far apart without a fixed
+ * stride.
+ */
+static inline uint64_t slot_index(const struct cmesh__queue *q, uint64_t pos)
+{
+	uint64_t y = (pos * 0x9e3779b97f4a7c15ull) & q->mask;
+
+	y ^= y >> q->scramble;
+	y = (y * 0xbf58476d1ce4e5b9ull) & q->mask;
+	return y ^ (y >> q->scramble);
+}
+
 static inline struct slot *slot_at(const struct cmesh__queue *q, uint64_t pos)
 {
-	return (struct slot *)(q->slots + (pos & q->mask) * q->slot_size);
+	return (struct slot *)(q->slots + slot_index(q, pos) * q->stride);
 }
 
-static inline unsigned char *slot_msg(struct slot *s)
+/* Where logical byte `off` of slot `s` is stored. */
+static inline unsigned char *slot_byte(struct slot *s, uint32_t off)
 {
-	return (unsigned char *)s + SLOT_HDR;
+	return (unsigned char *)s + off / CACHE_LINE * PAIR + off % CACHE_LINE;
 }
 
-static inline unsigned char *slot_extra(const struct cmesh__queue *q,
-					struct slot *s)
+/* Copies `n` bytes to the slot from logical offset `off` on, per line. */
+static inline void slot_put(struct slot *s, uint32_t off, const void *src,
+			    size_t n)
 {
-	return slot_msg(s) + q->msg_span;
+	const unsigned char *p = src;
+
+	while (n) {
+		size_t m = CACHE_LINE - off % CACHE_LINE;
+
+		if (m > n)
+			m = n;
+		cmesh__copy_small(slot_byte(s, off), p, m);
+		p += m;
+		off += (uint32_t)m;
+		n -= m;
+	}
+}
+
+/* Copies `n` bytes from the slot, logical offset `off` on, per line. */
+static inline void slot_get(void *dst, struct slot *s, uint32_t off, size_t n)
+{
+	unsigned char *d = dst;
+
+	while (n) {
+		size_t m = CACHE_LINE - off % CACHE_LINE;
+
+		if (m > n)
+			m = n;
+		cmesh__copy_small(d, slot_byte(s, off), m);
+		d += m;
+		off += (uint32_t)m;
+		n -= m;
+	}
+}
+
+/*
+ * Reads ahead (a hint): the first and last lines of a slot. The scrambled
+ * layout keeps the hardware from prefetching a stream of slots, so the
+ * consumer does it, PF_AHEAD positions on: a stream of 64-byte messages
+ * goes from 13 to about 55 M/s on two cores (23 M/s with contiguous slots
+ * in position order); a ping-pong pays about 5-10 ns per round trip.
+ */
+static inline void prefetch_slot(const struct cmesh__queue *q, uint64_t pos)
+{
+	struct slot *s = slot_at(q, pos);
+
+	cmesh__prefetch(s);
+	cmesh__prefetch(slot_byte(s, q->slot_size - CACHE_LINE));
+}
+
+/* Logical offset of the inline trail (or heap pointer). */
+static inline uint32_t slot_extra(const struct cmesh__queue *q)
+{
+	return SLOT_HDR + q->msg_span;
 }
 
 /*
@@ -163,8 +247,8 @@ static inline unsigned char *slot_extra(const struct cmesh__queue *q,
 static inline _Atomic uint64_t *slot_tail_word(const struct cmesh__queue *q,
 					       uint64_t pos)
 {
-	return (_Atomic uint64_t *)((char *)slot_at(q, pos) + q->slot_size -
-				    sizeof(uint64_t));
+	return (_Atomic uint64_t *)(void *)slot_byte(
+		slot_at(q, pos), q->slot_size - (uint32_t)sizeof(uint64_t));
 }
 
 static uint64_t pow2_floor(uint64_t v)
@@ -196,10 +280,12 @@ int cmesh__queue_new(const cmesh_type *type,
 		       ~(CACHE_LINE - 1);
 	q->inline_cap = q->slot_size - SLOT_HDR - q->msg_span -
 			(uint32_t)sizeof(_Atomic uint64_t);
-	cap = pow2_floor(opts->ring_bytes / q->slot_size);
+	q->stride = q->slot_size / CACHE_LINE * PAIR;
+	cap = pow2_floor(opts->ring_bytes / q->stride);
 	if (cap < 2)
 		cap = 2;
 	q->mask = cap - 1;
+	q->scramble = (uint32_t)__builtin_ctzll(cap) / 2 + 1;
 	q->spin_ns = opts->spin_ns > 0 ? opts->spin_ns : 0;
 	q->max_trail = opts->max_trail;
 	q->asym = cmesh__fence_asym();
@@ -208,7 +294,7 @@ int cmesh__queue_new(const cmesh_type *type,
 	q->fast_send = !type->nfields;
 	q->fast_trail = q->inline_cap < q->max_trail ? q->inline_cap :
 						       q->max_trail;
-	q->slots = aligned_alloc(PAIR, cap * q->slot_size);
+	q->slots = aligned_alloc(PAIR, cap * q->stride);
 	if (!q->slots)
 		goto out_free;
 	q->scratch = malloc(q->msg_size);
@@ -246,17 +332,16 @@ out_free:
 
 /* ---- producer side ---- */
 
-/* Copies the message from byte `from` on, and its trail or heap pointer. */
-static void fill(const struct cmesh__queue *q, unsigned char *msg_dst,
-		 unsigned char *trail_dst, const void *msg, const void *trail,
-		 size_t len, void *heap, uint32_t from)
+/* Copies the message, and its trail or heap pointer, into a node. */
+static void fill_node(const struct cmesh__queue *q, struct ovf_node *n,
+		      const void *msg, const void *trail, size_t len,
+		      void *heap)
 {
-	cmesh__copy_small(msg_dst + from, (const unsigned char *)msg + from,
-			  q->msg_size - from);
+	cmesh__copy_small(n->data, msg, q->msg_size);
 	if (heap)
-		memcpy(trail_dst, &heap, sizeof(heap));
+		memcpy(n->data + q->msg_span, &heap, sizeof(heap));
 	else if (len)
-		memcpy(trail_dst, trail, len);
+		memcpy(n->data + q->msg_span, trail, len);
 }
 
 static inline __attribute__((always_inline)) int
@@ -298,14 +383,18 @@ ring_try_push(struct cmesh__queue *q, const void *msg, const void *trail,
 	 * program order, so the first line is then needed only once, not
 	 * lost to the polling consumer between two of our stores to it.
 	 */
-	if (q->msg_size > FIRST_LINE_MSG) {
-		fill(q, slot_msg(s), slot_extra(q, s), msg, trail, len, heap,
-		     FIRST_LINE_MSG);
-		__builtin_memcpy(slot_msg(s), msg, FIRST_LINE_MSG);
-	} else {
-		fill(q, slot_msg(s), slot_extra(q, s), msg, trail, len, heap,
-		     0);
-	}
+	if (q->msg_size > FIRST_LINE_MSG)
+		slot_put(s, SLOT_HDR + FIRST_LINE_MSG,
+			 (const unsigned char *)msg + FIRST_LINE_MSG,
+			 q->msg_size - FIRST_LINE_MSG);
+	if (heap)
+		slot_put(s, slot_extra(q), &heap, sizeof(heap));
+	else if (len)
+		slot_put(s, slot_extra(q), trail, len);
+	if (q->msg_size > FIRST_LINE_MSG)
+		__builtin_memcpy(slot_byte(s, SLOT_HDR), msg, FIRST_LINE_MSG);
+	else
+		cmesh__copy_small(slot_byte(s, SLOT_HDR), msg, q->msg_size);
 	s->trail_len = (uint32_t)len;
 	s->flags = heap ? SLOT_HEAP : 0;
 	/* Publish; pairs with the consumer's acquire (and Dekker, see top). */
@@ -331,7 +420,7 @@ static int overflow_push(struct cmesh__queue *q, const void *msg,
 	n->next = NULL;
 	n->heap = heap;
 	n->trail_len = (uint32_t)len;
-	fill(q, n->data, n->data + q->msg_span, msg, trail, len, heap, 0);
+	fill_node(q, n, msg, trail, len, heap);
 	*q->ovf_tailp = n;
 	q->ovf_tailp = &n->next;
 	/* Dekker with the receiver's ready check, see top. */
@@ -486,12 +575,16 @@ take_ring(struct cmesh__queue *q, void *out_msg, void *out_trail, size_t cap,
 
 	if (!discard && len > cap)
 		return -EMSGSIZE;
-	cmesh__copy_small(out_msg, slot_msg(s), q->msg_size);
-	if (s->flags & SLOT_HEAP)
-		memcpy(&heap, slot_extra(q, s), sizeof(heap));
-	take_trail(out_trail, slot_extra(q, s), heap, len, discard);
+	slot_get(out_msg, s, SLOT_HDR, q->msg_size);
+	if (s->flags & SLOT_HEAP) {
+		slot_get(&heap, s, slot_extra(q), sizeof(heap));
+		take_trail(out_trail, heap, heap, len, discard);
+	} else if (!discard && len) {
+		slot_get(out_trail, s, slot_extra(q), len);
+	}
 	/* Free the slot; pairs with a producer's acquire load of head_pub. */
 	atomic_store_explicit(&q->head_pub, ++q->head, memory_order_release);
+	prefetch_slot(q, q->head + PF_AHEAD);
 	return (int)len;
 }
 

@@ -676,6 +676,57 @@ Test(channel, carries_trailing_bytes_larger_than_a_4k_ring)
 	trail_round_trip(4096);
 }
 
+/*
+ * Messages of many sizes, each with trails of every length up to past what
+ * fits in its slot (the rest goes to the heap): the slot's lines are stored
+ * apart (src/queue.c), so every byte crosses line boundaries somewhere.
+ * Several laps of a 4 KiB ring for the small sizes; nothing is written past
+ * what was asked.
+ */
+Test(channel, every_message_size_and_inline_trail_length_round_trips)
+{
+	static const uint32_t sizes[] = { 1,   7,   8,	 40,   47,  48,	 49,
+					  56,  63,  64,	 65,   100, 120, 128,
+					  129, 200, 500, 1000, 4000 };
+	uint8_t msg[4096 + 64], out[4096 + 64], trail[160], got[160 + 64];
+
+	for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
+		const cmesh_type t = { "sized", sizes[si], 0, NULL };
+		cmesh_sender *tx;
+		cmesh_receiver *rx;
+		uint32_t seed = 0;
+
+		chan(&t, 4096, 0, &tx, &rx);
+		for (size_t len = 0; len <= 150; len++) {
+			tu_fill(msg, sizes[si], ++seed);
+			tu_fill(trail, len, seed * 7);
+			TU_ASSERT_RC(cmesh_sender_send(tx, msg,
+						       len ? trail : NULL, len),
+				     0);
+			memset(out, 0, sizeof(out));
+			memset(got, 0, sizeof(got));
+			TU_ASSERT_RC(cmesh_receiver_try_recv(rx, out, got, len),
+				     (int)len);
+			cr_assert_eq(tu_check(out, sizes[si], seed), sizes[si],
+				     "size %u, trail %zu: message byte %zu",
+				     sizes[si], len,
+				     tu_check(out, sizes[si], seed));
+			cr_assert_eq(tu_check(got, len, seed * 7), len,
+				     "size %u, trail %zu: trail byte %zu",
+				     sizes[si], len,
+				     tu_check(got, len, seed * 7));
+			for (size_t k = sizes[si]; k < sizes[si] + 64; k++)
+				cr_assert_eq(out[k], 0, "size %u: wrote past",
+					     sizes[si]);
+			for (size_t k = len; k < len + 64; k++)
+				cr_assert_eq(got[k], 0, "trail %zu: wrote past",
+					     len);
+		}
+		cmesh_sender_free(tx);
+		cmesh_receiver_free(rx);
+	}
+}
+
 Test(channel, recv_into_a_small_trail_buffer_is_emsgsize_and_consumes_nothing)
 {
 	cmesh_sender *tx;

@@ -2147,6 +2147,133 @@ static uint64_t ws_wait(cmesh_waitset *ws)
 	return key;
 }
 
+/*
+ * A hundred links to one child process, each carrying one channel each
+ * way: the child sends WS_PER numbered messages on each, round-robin
+ * across the links, then frees its senders; the parent takes everything
+ * through one waitset over the hundred remote receivers, checking each
+ * link's order, then sees each closed.
+ */
+#define WS_LINKS 100
+#define WS_PER 50
+
+struct ws_links {
+	cmesh_node *node[WS_LINKS];
+	cmesh_sender *tx[WS_LINKS];
+	cmesh_receiver *rx[WS_LINKS];
+};
+
+static int ws_links_join(int (*sv)[2], int side, struct ws_links *w)
+{
+	for (int i = 0; i < WS_LINKS; i++) {
+		int r = cmesh_node_join_socket(sv[i][side], &seq_type,
+					       &seq_type, NULL, &w->node[i],
+					       &w->tx[i], &w->rx[i]);
+
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+static void ws_links_free(struct ws_links *w)
+{
+	for (int i = 0; i < WS_LINKS; i++) {
+		cmesh_sender_free(w->tx[i]);
+		cmesh_receiver_free(w->rx[i]);
+		cmesh_node_free(w->node[i]);
+	}
+}
+
+static int ws_links_child(int (*sv)[2], int sync)
+{
+	struct ws_links w = { 0 };
+
+	for (int i = 0; i < WS_LINKS; i++)
+		close(sv[i][0]);
+	TOPO_CHECK_EQ(ws_links_join(sv, 1, &w), 0);
+	for (uint64_t n = 0; n < WS_PER; n++)
+		for (int i = 0; i < WS_LINKS; i++) {
+			struct seqmsg m = { .sender = (uint32_t)i, .seq = n };
+
+			TOPO_CHECK_EQ(cmesh_sender_send(w.tx[i], &m, NULL, 0),
+				      0);
+		}
+	for (int i = 0; i < WS_LINKS; i++) {
+		cmesh_sender_free(w.tx[i]);
+		w.tx[i] = NULL;
+	}
+	/* Stay until the parent has read everything (no reset under it). */
+	TOPO_CHECK_EQ(topo_wait(sync, TOPO_WAIT_MS * 4), 'q');
+	ws_links_free(&w);
+	return 0;
+}
+
+Test(node, waitset_over_a_hundred_remote_receivers_gets_every_message_once)
+{
+	int sv[WS_LINKS][2], sync[2];
+	uint64_t next[WS_LINKS] = { 0 }, got = 0;
+	struct ws_links w = { 0 };
+	struct topo_res res;
+	cmesh_waitset *ws;
+	int open_links = WS_LINKS;
+	pid_t pid;
+
+	topo_baseline(&res);
+	for (int i = 0; i < WS_LINKS; i++)
+		cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC,
+					0, sv[i]),
+			     0);
+	topo_sync_pair(sync);
+	pid = topo_fork();
+	if (pid == 0) {
+		close(sync[0]);
+		topo_child_exit(ws_links_child(sv, sync[1]));
+	}
+	close(sync[1]);
+	for (int i = 0; i < WS_LINKS; i++)
+		close(sv[i][1]);
+	TU_ASSERT_RC(ws_links_join(sv, 0, &w), 0);
+	TU_ASSERT_RC(cmesh_waitset_new(&ws), 0);
+	for (int i = 0; i < WS_LINKS; i++)
+		TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, w.rx[i],
+							(uint64_t)i),
+			     0);
+	while (open_links) {
+		uint64_t key = ws_wait(ws);
+		struct seqmsg m;
+		int r;
+
+		cr_assert_lt(key, WS_LINKS);
+		while ((r = cmesh_receiver_try_recv(w.rx[key], &m, NULL, 0)) ==
+		       0) {
+			cr_assert_eq(m.sender, key);
+			cr_assert_eq(m.seq, next[key],
+				     "link %llu: %llu, want %llu",
+				     (unsigned long long)key,
+				     (unsigned long long)m.seq,
+				     (unsigned long long)next[key]);
+			next[key]++;
+			got++;
+		}
+		if (r == -EAGAIN)
+			continue;
+		TU_ASSERT_RC(r, -EPIPE);
+		cr_assert_eq(next[key], WS_PER, "link %llu closed early",
+			     (unsigned long long)key);
+		TU_ASSERT_RC(cmesh_waitset_remove_receiver(ws, w.rx[key]), 0);
+		open_links--;
+	}
+	cr_assert_eq(got, (uint64_t)WS_LINKS * WS_PER);
+	cr_assert_eq(cmesh_waitset_size(ws), 0);
+	cmesh_waitset_free(ws);
+	TU_ASSERT_RC(topo_post(sync[0], 'q'), 0);
+	topo_assert_exit_0(pid, TOPO_WAIT_MS * 4);
+	close(sync[0]);
+	ws_links_free(&w);
+	topo_assert_baseline(&res);
+}
+
 Test(node, waitset_reports_remote_and_local_receivers_by_key)
 {
 	struct topo_res res;

@@ -47,6 +47,8 @@ int cmesh__ctl_send(int sock, const void *buf, size_t len, const int *fds,
  *                is discarded; more than `fd_cap` fds: MSG_CTRUNC), came
  *                with a control message other than SCM_RIGHTS (e.g.
  *                credentials, if SO_PASSCRED is on), or was empty with fds;
+ *   -EMFILE      its fds were cut off (MSG_CTRUNC) because our fd table
+ *                is full (the message is lost, as with -EPROTO);
  *   -EPIPE       the peer closed its end and every message was read;
  *   -EAGAIN      non-blocking socket with nothing to read;
  *   -ECONNRESET or another kernel error.

@@ -283,8 +283,11 @@ static void on_sock(void *arg, int fd, uint32_t revents)
 			continue;
 		}
 		if (n < 0) {
-			cmesh__link_fail(l,
-					 n == -EPROTO ? -EPROTO : -ECONNRESET);
+			/* -EMFILE: fds of an ATTACH were lost to a full fd
+			 * table; its record can never be delivered whole. */
+			cmesh__link_fail(l, n == -EPROTO || n == -EMFILE ?
+						    n :
+						    -ECONNRESET);
 			return;
 		}
 		n = handle_ctl(l, buf, n, fds, nfds);

@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -197,6 +198,49 @@ Test(ctl, more_fds_than_fd_cap_fail_with_eproto_and_close_every_received_fd)
 	cr_assert_eq(cmesh__ctl_recv(sv[1], buf, sizeof(buf), NULL, 0, &nfds),
 		     3);
 	cr_assert_str_eq(buf, "ok");
+	close(sv[0]);
+	close(sv[1]);
+}
+
+/*
+ * With every fd number below the limit taken, the kernel installs none of
+ * a message's fds and sets MSG_CTRUNC: that is -EMFILE, not a peer's
+ * -EPROTO, and nothing is left open once the limit is back. With room for
+ * one of three, the one installed is closed too.
+ */
+Test(ctl, fds_cut_off_by_a_full_fd_table_fail_with_emfile_and_leak_nothing)
+{
+	struct rlimit old, lim;
+	int sv[2], rd[3], fds[3];
+	uint32_t nfds;
+	char buf[8];
+
+	pair(sv);
+	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+	for (int room = 0; room < 2; room++) {
+		int before, lowest;
+
+		send_pipes(sv[0], 3, rd);
+		before = tu_fd_count();
+		lowest = dup(0); /* the lowest free fd number */
+		cr_assert_geq(lowest, 0);
+		close(lowest);
+		lim = old;
+		lim.rlim_cur = (rlim_t)lowest + (rlim_t)room;
+		cr_assert_eq(setrlimit(RLIMIT_NOFILE, &lim), 0);
+		nfds = 99;
+		cr_assert_eq(cmesh__ctl_recv(sv[1], buf, sizeof(buf), fds, 3,
+					     &nfds),
+			     -EMFILE, "room for %d", room);
+		cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+		cr_assert_eq(nfds, 0);
+		cr_assert_eq(tu_fd_count(), before, "room for %d", room);
+		assert_all_closed(3, rd);
+	}
+	/* The failed messages were consumed; the next one is intact. */
+	cr_assert_eq(cmesh__ctl_send(sv[0], "ok", 3, NULL, 0), 0);
+	cr_assert_eq(cmesh__ctl_recv(sv[1], buf, sizeof(buf), NULL, 0, &nfds),
+		     3);
 	close(sv[0]);
 	close(sv[1]);
 }

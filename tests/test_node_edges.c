@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -104,6 +105,69 @@ Test(node_edges, repeated_fd_is_einval_and_closed_in_process)
 Test(node_edges, repeated_or_closed_fd_is_einval_and_link_lives_cross_process)
 {
 	topo_run(&dupfd, TOPO_FORK);
+}
+
+/*
+ * fds arriving while this process's fd table is full: the kernel drops
+ * them (MSG_CTRUNC), the message cannot be delivered whole, and the link
+ * fails with -EMFILE (not -EPROTO: the peer did nothing wrong). The
+ * driver lowers RLIMIT_NOFILE to its lowest free fd number, lets the peer
+ * send two fds, and sees -EMFILE on both its ports.
+ */
+static void emfile_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			  const struct topo_side *s)
+{
+	struct rlimit old, lim;
+	struct twofd m = { .tag = 1, .a = -1, .b = -1 };
+	int lowest, r;
+
+	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+	lowest = dup(0);
+	cr_assert_geq(lowest, 0);
+	close(lowest);
+	lim = old;
+	lim.rlim_cur = (rlim_t)lowest;
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &lim), 0);
+	r = topo_post(s->sync, 'g');
+	if (r == 0)
+		r = cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL,
+						 0);
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+	TU_ASSERT_RC(r, -EMFILE);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &m, NULL, 0), -EMFILE);
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), -EMFILE);
+	TU_ASSERT_RC(topo_post(s->sync, 'q'), 0);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}
+
+static int emfile_peer(cmesh_sender *tx, cmesh_receiver *rx,
+		       const struct topo_side *s)
+{
+	struct twofd m = { .tag = 2 };
+	int p[2];
+
+	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'g');
+	TOPO_CHECK_EQ(pipe(p), 0);
+	m.a = p[0];
+	m.b = p[1];
+	TOPO_CHECK_EQ(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'q');
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	return 0;
+}
+
+static const struct topo_scenario emfile = {
+	.down = &twofd_type,
+	.up = &twofd_type,
+	.driver = emfile_driver,
+	.peer = emfile_peer,
+};
+
+Test(node_edges, fds_arriving_at_a_full_fd_table_fail_the_link_with_emfile)
+{
+	topo_run(&emfile, TOPO_FORK);
 }
 
 struct selfmsg {

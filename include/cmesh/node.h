@@ -11,6 +11,8 @@
  *   -ECONNRESET  the peer process died, closed the link or hung up
  *                (messages it had completely published are delivered first);
  *   -EPROTO      the peer broke the protocol or corrupted shared memory;
+ *   -EMFILE      this process's fd table was full when fds sent with a
+ *                message arrived: they are lost, and with them the link;
  *   -EBADMSG     (when joining) the two sides disagree on a channel's type;
  *   -EOPNOTSUPP  a message with an endpoint field was sent across (moving
  *                endpoints between processes is not implemented yet).

@@ -16,7 +16,6 @@
 #include "ctl.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <string.h>
@@ -108,18 +107,6 @@ int cmesh__ctl_send(int sock, const void *buf, size_t len, const int *fds,
 	return (size_t)n == len ? 0 : -EIO; /* SEQPACKET: all or nothing */
 }
 
-/* Is the fd table full (no fd could be opened now)? */
-static bool fd_table_full(int sock)
-{
-	int fd = fcntl(sock, F_DUPFD_CLOEXEC, 0);
-
-	if (fd >= 0) {
-		close(fd);
-		return false;
-	}
-	return errno == EMFILE || errno == ENFILE;
-}
-
 int cmesh__ctl_recv(int sock, void *buf, size_t cap, int *fds, uint32_t fd_cap,
 		    uint32_t *out_nfds)
 {
@@ -164,12 +151,12 @@ int cmesh__ctl_recv(int sock, void *buf, size_t cap, int *fds, uint32_t fd_cap,
 		int r = -EPROTO;
 
 		/*
-		 * The kernel also truncates when it cannot install an fd: our
-		 * fd table is full. Tell that apart from a peer's excess
-		 * while what it did install still holds the table.
+		 * The kernel also truncates when it cannot install an fd (our
+		 * fd table is full): the control buffer had room for fd_cap
+		 * fds, so fewer than that with MSG_CTRUNC means it stopped
+		 * installing them, not that the peer sent too many.
 		 */
-		if ((msg.msg_flags & MSG_CTRUNC) && !foreign && got <= fd_cap &&
-		    fd_table_full(sock))
+		if ((msg.msg_flags & MSG_CTRUNC) && !foreign && got < fd_cap)
 			r = -EMFILE;
 		close_received(&msg);
 		return r;

@@ -276,7 +276,7 @@ static const unsigned char zeros[CMESH_SHM_SLOT_DATA];
 
 /*
  * Copies payload bytes [off, off + n) from the pieces to `dst`, then zeroes
- * dst[n, span). Inline constant-size copies, no calls: the stores to a
+ * the rest of dst[0, span) (all of it for a filler, which has no pieces). Inline constant-size copies, no calls: the stores to a
  * slot's line follow each other closely (see write_record()).
  */
 static inline void put_data(unsigned char *dst, const struct cmesh__iov *iov,
@@ -302,6 +302,7 @@ static inline void put_data(unsigned char *dst, const struct cmesh__iov *iov,
 		left -= m;
 		off = 0;
 	}
+	n -= left; /* pieces may end early: a filler has none */
 	if (n < span)
 		cmesh__copy_small(dst + n, zeros, span - n);
 }

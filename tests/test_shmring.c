@@ -655,6 +655,35 @@ Test(shmring, a_record_of_two_slots_leaves_no_stale_bytes_in_either)
 	rig_close(&r);
 }
 
+Test(shmring, a_filler_leaves_no_stale_bytes_in_its_first_two_slots)
+{
+	struct rig r;
+	unsigned char big[FIRST + SLOT_DATA], out[sizeof(big)];
+	unsigned char zero[SLOT_DATA] = { 0 };
+	struct cmesh_shm_rec_hdr h;
+	uint64_t pos;
+	uint32_t k;
+
+	rig_open(&r, 4096);
+	memset(big, 0xab, sizeof(big));
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, big, sizeof(big)), 0);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, out, sizeof(out)),
+		     (int)sizeof(big));
+	/* Round the ring to slots 0 and 1; a cancelled claim fills them. */
+	advance_to(&r, 0);
+	TU_ASSERT_RC(cmesh__shmring_claim(&r.p, sizeof(big), &pos), 0);
+	cr_assert_eq(pos % r.nslots, 0);
+	cmesh__shmring_cancel(&r.p, pos, sizeof(big));
+	memcpy(&h, slot_at(&r, 0)->data, sizeof(h));
+	cr_assert_eq(h.kind, CMESH_SHM_REC_FILL);
+	cr_assert_eq(h.len, sizeof(big));
+	cr_assert_eq(memcmp(slot_at(&r, 0)->data + sizeof(h), zero, FIRST), 0);
+	cr_assert_eq(memcmp(slot_at(&r, 1)->data, zero, SLOT_DATA), 0);
+	/* The consumer steps over it. */
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, out, sizeof(out)), -EAGAIN);
+	rig_close(&r);
+}
+
 Test(shmring, pushv_gathers_the_pieces_into_one_record)
 {
 	struct rig r;

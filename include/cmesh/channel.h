@@ -33,11 +33,17 @@ typedef struct cmesh_receiver cmesh_receiver;
 #define CMESH_SPIN_NONE (-1)
 
 typedef struct cmesh_channel_opts {
-	uint32_t size;	    /* sizeof(cmesh_channel_opts) */
-	uint32_t flags;	    /* none defined yet: must be 0 */
-	uint32_t ring_size; /* bytes of ring, power of two; 0: CMESH_RING_SIZE */
-	uint32_t reserved;  /* must be 0 */
-	int64_t spin_ns;    /* receiver spin before sleeping; 0: CMESH_SPIN_NS,
+	uint32_t size;	/* sizeof(cmesh_channel_opts) */
+	uint32_t flags; /* none defined yet: must be 0 */
+	/*
+	 * Bytes of ring, power of two; 0: CMESH_RING_SIZE. Each slot line is
+	 * stored alone in 128 bytes, so a ring holds ring_size / (2 * slot)
+	 * messages (64 KiB: 256 messages of up to 96 bytes); more
+	 * wait in an ordered overflow list (send never blocks).
+	 */
+	uint32_t ring_size;
+	uint32_t reserved; /* must be 0 */
+	int64_t spin_ns;   /* receiver spin before sleeping; 0: CMESH_SPIN_NS,
 			       CMESH_SPIN_NONE: no spin */
 } cmesh_channel_opts;
 

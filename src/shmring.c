@@ -303,8 +303,14 @@ static inline void put_data(unsigned char *dst, const struct cmesh__iov *iov,
 		off = 0;
 	}
 	n -= left; /* pieces may end early: a filler has none */
-	if (n < span)
-		cmesh__copy_small(dst + n, zeros, span - n);
+	if (n < span) {
+		uint32_t z = span - n;
+
+		/* Never true (span <= 56); tells the compiler so. */
+		if (z > sizeof(zeros))
+			z = sizeof(zeros);
+		cmesh__copy_small(dst + n, zeros, z);
+	}
 }
 
 /*

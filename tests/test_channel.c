@@ -192,6 +192,8 @@ Test(channel, reports_its_type_on_both_ends)
 	cmesh_sender_free(tx2);
 	cmesh_sender_free(tx);
 	cmesh_receiver_free(rx);
+	cr_assert_null(cmesh_sender_type(NULL));
+	cr_assert_null(cmesh_receiver_type(NULL));
 }
 
 Test(channel, new_rejects_null_arguments_without_leaking)

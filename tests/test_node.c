@@ -2071,6 +2071,7 @@ Test(node, listen_replaces_a_stale_socket_but_no_other_file)
 	TU_ASSERT_RC(cmesh_listen(t.path, NULL, &l), 0);
 	cmesh_listener_free(l);
 	cmesh_listener_free(NULL);
+	TU_ASSERT_RC(cmesh_listener_fd(NULL), -EINVAL);
 	TU_ASSERT_RC(cmesh_connect(t.path, &seq_type, &seq_type, NULL, &node,
 				   &tx, &rx),
 		     -ENOENT);

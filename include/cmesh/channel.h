@@ -71,7 +71,7 @@ CMESH_API int cmesh_sender_clone(cmesh_sender *tx, cmesh_sender **out_tx);
  */
 CMESH_API void cmesh_sender_free(cmesh_sender *tx);
 
-/* The channel's message type (borrowed). */
+/* The channel's message type (borrowed); NULL for a NULL sender. */
 CMESH_API const cmesh_type *cmesh_sender_type(const cmesh_sender *tx);
 
 /*
@@ -91,7 +91,7 @@ CMESH_API int cmesh_sender_send(cmesh_sender *tx, const void *msg,
  */
 CMESH_API void cmesh_receiver_free(cmesh_receiver *rx);
 
-/* The channel's message type (borrowed). */
+/* The channel's message type (borrowed); NULL for a NULL receiver. */
 CMESH_API const cmesh_type *cmesh_receiver_type(const cmesh_receiver *rx);
 
 /*

@@ -133,7 +133,8 @@ cmesh_listener_accept(cmesh_listener *l, int64_t deadline,
 		      const cmesh_node_opts *opts, cmesh_node **out_node,
 		      cmesh_sender **out_tx, cmesh_receiver **out_rx);
 
-/* The listening socket (borrowed), readable when a peer is waiting. */
+/* The listening socket (borrowed), readable when a peer is waiting; -EINVAL
+ * for NULL. */
 CMESH_API int cmesh_listener_fd(const cmesh_listener *l);
 
 /* Closes the listener and unlinks its path. NULL is a no-op. */

@@ -145,6 +145,7 @@ struct cmesh__queue {
 
 	/* Consumer only (the drain_lock holder once the receiver closed). */
 	alignas(PAIR) uint64_t head;
+	struct slot *head_slot;	    /* slot_at(head), kept with head */
 	_Atomic uint64_t head_pub;  /* head, for producers checking space */
 	struct ovf_node *ovf_batch; /* taken from the list, not yet received */
 
@@ -311,6 +312,7 @@ int cmesh__queue_new(const cmesh_type *type,
 	atomic_init(&q->tail, 0);
 	atomic_init(&q->head_cache, 0);
 	atomic_init(&q->head_pub, 0);
+	q->head_slot = slot_at(q, 0);
 	q->ovf_tailp = &q->ovf_head;
 	if (pthread_mutex_init(&q->lock, NULL))
 		goto out_free_scratch;
@@ -371,12 +373,13 @@ ring_try_push(struct cmesh__queue *q, const void *msg, const void *trail,
 			if (pos - head >= cap)
 				return -EAGAIN; /* full */
 		}
+		/* Before the CAS: its latency then hides the slot_index(). */
+		s = slot_at(q, pos);
 		if (atomic_compare_exchange_weak_explicit(
 			    &q->tail, &pos, pos + 1, memory_order_relaxed,
 			    memory_order_relaxed))
 			break;
 	}
-	s = slot_at(q, pos);
 	/*
 	 * Write the slot's later lines first, then its first line (header,
 	 * head of the message, seq) in one run of stores: stores commit in
@@ -551,8 +554,7 @@ int cmesh__queue_send(struct cmesh__queue *q, const void *msg,
 
 static bool head_ready(const struct cmesh__queue *q, memory_order mo)
 {
-	return atomic_load_explicit(&slot_at(q, q->head)->seq, mo) ==
-	       q->head + 1;
+	return atomic_load_explicit(&q->head_slot->seq, mo) == q->head + 1;
 }
 
 /* Copies the trail out (unless discarding) and frees a heap trail. */
@@ -569,7 +571,7 @@ static inline __attribute__((always_inline)) int
 take_ring(struct cmesh__queue *q, void *out_msg, void *out_trail, size_t cap,
 	  bool discard)
 {
-	struct slot *s = slot_at(q, q->head);
+	struct slot *s = q->head_slot;
 	uint32_t len = s->trail_len;
 	void *heap = NULL;
 
@@ -584,6 +586,7 @@ take_ring(struct cmesh__queue *q, void *out_msg, void *out_trail, size_t cap,
 	}
 	/* Free the slot; pairs with a producer's acquire load of head_pub. */
 	atomic_store_explicit(&q->head_pub, ++q->head, memory_order_release);
+	q->head_slot = slot_at(q, q->head);
 	prefetch_slot(q, q->head + PF_AHEAD);
 	return (int)len;
 }
@@ -721,7 +724,7 @@ static void spin(const struct cmesh__queue *q, int64_t spin_ns,
 		 int64_t deadline)
 {
 	/* A local queue's next slot: its seq, and its last line's word. */
-	const _Atomic uint64_t *seq = &slot_at(q, q->head)->seq;
+	const _Atomic uint64_t *seq = &q->head_slot->seq;
 	const _Atomic uint64_t *tw = slot_tail_word(q, q->head);
 	const uint64_t want = q->head + 1;
 	uint64_t sink = 0;
@@ -831,11 +834,11 @@ int cmesh__queue_peek(struct cmesh__queue *q)
 	if (q->rx_lane)
 		return cmesh__lane_peek(q->rx_lane);
 	if (head_ready(q, memory_order_acquire))
-		return (int)slot_at(q, q->head)->trail_len;
+		return (int)q->head_slot->trail_len;
 	if (atomic_load_explicit(&q->ovf_mode, memory_order_acquire)) {
 		pthread_mutex_lock(&q->lock);
 		if (head_ready(q, memory_order_acquire))
-			r = (int)slot_at(q, q->head)->trail_len;
+			r = (int)q->head_slot->trail_len;
 		else if (ovf_first(q) &&
 			 atomic_load_explicit(&q->tail, memory_order_relaxed) ==
 				 q->head)

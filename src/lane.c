@@ -383,15 +383,14 @@ static uint32_t collect_fds(const struct cmesh__lane *ln, const void *msg,
 	return n;
 }
 
-/* Every send the fast path in cmesh__lane_send() does not finish. */
-static __attribute__((noinline)) int send_slow(struct cmesh__lane *ln,
-					       const void *msg,
-					       const void *trail, size_t len)
+int cmesh__lane_send(struct cmesh__lane *ln, const void *msg, const void *trail,
+		     size_t len)
 {
 	struct cmesh_rec_msg h = { 0 };
 	struct cmesh__iov iov[3];
 	int fds[MAX_FDS];
-	uint32_t nfds, niov = 2;
+	uint32_t nfds = 0, niov = 2;
+	uint64_t fd_mask = 0;
 	int r, ool = -1;
 
 	r = link_failed(ln);
@@ -405,6 +404,7 @@ static __attribute__((noinline)) int send_slow(struct cmesh__lane *ln,
 		r = cmesh__type_prepare_move(ln->type, msg);
 		if (r)
 			goto out_release;
+		nfds = collect_fds(ln, msg, fds, &fd_mask);
 	}
 	r = -EMSGSIZE;
 	if (len > ln->max_trail)
@@ -413,11 +413,20 @@ static __attribute__((noinline)) int send_slow(struct cmesh__lane *ln,
 	/* Pairs with the consumer's release store of closed. */
 	if (atomic_load_explicit(&ln->peer_wake->closed, memory_order_acquire))
 		goto out_release;
-	nfds = collect_fds(ln, msg, fds, &h.fd_mask);
+	if (!nfds && sizeof(h) + ln->type->size + len <= ln->prod.limit) {
+		/* The common case: a PLAIN record, no header but the ring's. */
+		iov[0] = (struct cmesh__iov){ msg, ln->type->size };
+		iov[1] = (struct cmesh__iov){ trail, (uint32_t)len };
+		r = enqueue_plain(ln, CMESH_REC_PLAIN, iov, len ? 2 : 1);
+		if (r == 0)
+			return 0;
+		goto out_release;
+	}
 	r = -EINVAL;
 	for (uint32_t i = 0; i < nfds; i++)
 		if (fcntl(fds[i], F_GETFD) < 0) /* not an open fd */
 			goto out_release;
+	h.fd_mask = fd_mask;
 	h.trail_len = (uint32_t)len;
 	iov[0] = (struct cmesh__iov){ &h, sizeof(h) };
 	iov[1] = (struct cmesh__iov){ msg, ln->type->size };
@@ -432,12 +441,8 @@ static __attribute__((noinline)) int send_slow(struct cmesh__lane *ln,
 	} else if (len) {
 		iov[niov++] = (struct cmesh__iov){ trail, (uint32_t)len };
 	}
-	if (nfds)
-		h.flags |= CMESH_REC_F_ATTACH;
-	if (!nfds) /* the common case: no header beyond the ring's own */
-		r = enqueue_plain(ln, CMESH_REC_PLAIN, iov + 1, niov - 1);
-	else
-		r = enqueue(ln, CMESH_REC_MSG, iov, niov, fds, nfds, &h);
+	h.flags |= CMESH_REC_F_ATTACH; /* nfds > 0 here */
+	r = enqueue(ln, CMESH_REC_MSG, iov, niov, fds, nfds, &h);
 	if (r == 0)
 		return 0;
 	if (ool >= 0)
@@ -446,36 +451,6 @@ static __attribute__((noinline)) int send_slow(struct cmesh__lane *ln,
 out_release:
 	cmesh__type_release(ln->type, msg);
 	return r;
-}
-
-/*
- * The fast path: a type without resource fields, a trail that fits in the
- * ring, nothing spilled, the link and the peer's receiver alive, and room
- * in the ring: a PLAIN record pushed without a lock. Anything else goes to
- * send_slow(), which repeats the checks (and the push).
- */
-int cmesh__lane_send(struct cmesh__lane *ln, const void *msg, const void *trail,
-		     size_t len)
-{
-	const uint32_t msz = ln->type->size;
-	struct cmesh__iov iov[2] = { { msg, msz }, { trail, (uint32_t)len } };
-
-	if (likely(!ln->type->nfields) && likely(len <= ln->max_trail) &&
-	    likely(sizeof(struct cmesh_rec_msg) + msz + len <=
-		   ln->prod.limit) &&
-	    likely(!link_failed(ln)) &&
-	    /* Pairs with the consumer's release store of closed. */
-	    likely(!atomic_load_explicit(&ln->peer_wake->closed,
-					 memory_order_acquire)) &&
-	    /* Pairs with the release store in flush_locked(). */
-	    likely(!atomic_load_explicit(&ln->spilling,
-					 memory_order_acquire)) &&
-	    likely(cmesh__shmring_pushv(&ln->prod, CMESH_REC_PLAIN, iov,
-					len ? 2 : 1) == 0)) {
-		signal_peer(ln);
-		return 0;
-	}
-	return send_slow(ln, msg, trail, len);
 }
 
 void cmesh__lane_close_tx(struct cmesh__lane *ln)
@@ -561,8 +536,8 @@ static int plain_len(struct cmesh__lane *ln)
  * trailing bytes, copied straight to the caller (its length was validated
  * by plain_len(); the bytes are opaque and only copied once).
  */
-static int deliver_plain(struct cmesh__lane *ln, void *out_msg, void *out_trail,
-			 size_t cap)
+static inline int deliver_plain(struct cmesh__lane *ln, void *out_msg,
+				void *out_trail, size_t cap)
 {
 	const uint32_t msz = ln->type->size;
 	int len = plain_len(ln);
@@ -643,7 +618,7 @@ static int deliver(struct cmesh__lane *ln, void *out_msg, void *out_trail,
  * ring (deliver_plain() copies it out), any other is copied into buf and
  * taken. -EAGAIN, -EPIPE (closed) or failure.
  */
-static int fetch(struct cmesh__lane *ln)
+static inline int fetch(struct cmesh__lane *ln)
 {
 	uint32_t kind;
 	int r, f;
@@ -663,6 +638,12 @@ static int fetch(struct cmesh__lane *ln)
 		if (r == -EAGAIN)
 			return f;
 	}
+	if (likely(r >= 0) && likely(kind == CMESH_REC_PLAIN) &&
+	    likely(!ln->closed)) {
+		ln->pending = r; /* stays in the ring: deliver_plain() */
+		ln->pending_kind = kind;
+		return 0;
+	}
 	if (r < 0)
 		return proto_error(ln);
 	if (ln->closed || (kind == CMESH_REC_CLOSE && r != 0) ||
@@ -672,8 +653,6 @@ static int fetch(struct cmesh__lane *ln)
 		return proto_error(ln);
 	ln->pending = r;
 	ln->pending_kind = kind;
-	if (kind == CMESH_REC_PLAIN)
-		return 0;
 	cmesh__shmring_read(&ln->cons, 0, ln->buf, (uint32_t)r);
 	cmesh__shmring_consume(&ln->cons);
 	if (kind == CMESH_REC_CLOSE) {
@@ -687,25 +666,8 @@ static int fetch(struct cmesh__lane *ln)
 int cmesh__lane_try_recv(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 			 size_t cap)
 {
-	uint32_t kind;
 	int r;
 
-	/*
-	 * The fast path: nothing pending, link alive, and the ring's next
-	 * record a PLAIN one (or none yet). The rest is fetch()'s, which
-	 * finds the same record (peek keeps it) and checks the same things.
-	 */
-	if (likely(ln->pending < 0) && likely(!ln->closed) &&
-	    likely(!link_failed(ln))) {
-		r = cmesh__shmring_peek(&ln->cons, &kind);
-		if (r == -EAGAIN)
-			return r;
-		if (likely(r >= 0) && likely(kind == CMESH_REC_PLAIN)) {
-			ln->pending = r;
-			ln->pending_kind = kind;
-			return deliver_plain(ln, out_msg, out_trail, cap);
-		}
-	}
 	if (ln->pending < 0) {
 		r = fetch(ln);
 		if (r)

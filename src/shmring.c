@@ -408,51 +408,27 @@ int cmesh__shmring_push(struct cmesh__shmring_producer *p, uint32_t kind,
 
 /* ---- consumer ---- */
 
-static int fail(struct cmesh__shmring_consumer *c)
+/*
+ * Steps over the filler `h` at the head and any that follow it, at most a
+ * lap of them per call, then peeks as cmesh__shmring_peek().
+ */
+int cmesh__shmring_peek_fill(struct cmesh__shmring_consumer *c,
+			     struct cmesh_shm_rec_hdr h, uint32_t *out_kind)
 {
-	c->failed = true;
-	return -EPROTO;
-}
-
-int cmesh__shmring_peek_slow(struct cmesh__shmring_consumer *c,
-			     uint32_t *out_kind)
-{
-	if (c->peeked) {
-		*out_kind = c->cur.kind;
-		return (int)c->cur.len;
-	}
-	/* Step over at most a lap of fillers per call. */
 	for (uint64_t n = 0; n <= c->mask; n++) {
-		const struct cmesh_shm_slot *s;
-		struct cmesh_shm_rec_hdr h;
-		uint64_t seq;
+		int r;
 
-		if (unlikely(c->failed))
-			return -EPROTO;
-		if (!c->slots)
-			return -EAGAIN; /* unattached: nothing published */
-		s = &c->slots[c->head_pos & c->mask];
-		/* Pairs with the producer's release store in write_record(). */
-		seq = atomic_load_explicit(&s->seq, memory_order_acquire);
-		if (seq != c->head_pos + 1)
-			return likely(cmesh__shmring_seq_stale_ok(c, seq)) ?
-				       -EAGAIN :
-				       fail(c);
-		memcpy(&h, s->data, sizeof(h));
-		/* Use the copy; never re-read the shared bytes (see top). */
-		atomic_signal_fence(memory_order_seq_cst);
-		if (unlikely(h.kind > CMESH_SHM_REC_KIND_MAX ||
-			     h.len > c->limit))
-			return fail(c);
-		if (h.kind == CMESH_SHM_REC_FILL) {
-			cmesh__shmring_publish_head(
-				c, c->head_pos + cmesh_shm_rec_slots(h.len));
-			continue;
+		cmesh__shmring_publish_head(
+			c, c->head_pos + cmesh_shm_rec_slots(h.len));
+		r = cmesh__shmring_head(c, &h);
+		if (r)
+			return r;
+		if (h.kind != CMESH_SHM_REC_FILL) {
+			c->cur = h;
+			c->peeked = true;
+			*out_kind = h.kind;
+			return (int)h.len;
 		}
-		c->cur = h;
-		c->peeked = true;
-		*out_kind = h.kind;
-		return (int)h.len;
 	}
 	return -EAGAIN;
 }

@@ -237,8 +237,8 @@ static inline void cmesh__shmring_touch(const struct cmesh__shmring_consumer *c)
 }
 
 /* Internal to the consumer steps below. */
-int cmesh__shmring_peek_slow(struct cmesh__shmring_consumer *c,
-			     uint32_t *out_kind);
+int cmesh__shmring_peek_fill(struct cmesh__shmring_consumer *c,
+			     struct cmesh_shm_rec_hdr h, uint32_t *out_kind);
 
 static inline void
 cmesh__shmring_publish_head(struct cmesh__shmring_consumer *c, uint64_t head)
@@ -249,38 +249,58 @@ cmesh__shmring_publish_head(struct cmesh__shmring_consumer *c, uint64_t head)
 }
 
 /*
- * peek() as documented above. Inline, the common cases: a record already
- * peeked, a published record with a valid header, or nothing published
- * (a seq an honest producer may have left). Everything else (fillers,
- * corrupt seqs and headers, failure, no ring yet) is peek_slow()'s, which
- * reads the slot again and validates its own copy.
+ * Reads the seq and header of the slot at the consumer's head, each once
+ * (acquire on seq, pairs with the producer's release store in
+ * write_record()), and validates the copies: 0 with the header in *h (its
+ * kind may be a filler), -EAGAIN if nothing is published there (a seq an
+ * honest producer may have left), or -EPROTO (the consumer fails for good).
+ * The consumer must be attached and not failed.
+ */
+static inline int cmesh__shmring_head(struct cmesh__shmring_consumer *c,
+				      struct cmesh_shm_rec_hdr *h)
+{
+	const struct cmesh_shm_slot *s = &c->slots[c->head_pos & c->mask];
+	uint64_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
+
+	if (seq != c->head_pos + 1) {
+		if (likely(cmesh__shmring_seq_stale_ok(c, seq)))
+			return -EAGAIN;
+		c->failed = true;
+		return -EPROTO;
+	}
+	memcpy(h, s->data, sizeof(*h));
+	/* Use the copy; never re-read the shared bytes (shmring.c). */
+	atomic_signal_fence(memory_order_seq_cst);
+	if (unlikely(h->kind > CMESH_SHM_REC_KIND_MAX || h->len > c->limit)) {
+		c->failed = true;
+		return -EPROTO;
+	}
+	return 0;
+}
+
+/*
+ * peek() as documented above, inline; stepping over fillers is
+ * peek_fill()'s, out of line.
  */
 static inline int cmesh__shmring_peek(struct cmesh__shmring_consumer *c,
 				      uint32_t *out_kind)
 {
-	const struct cmesh_shm_slot *s;
 	struct cmesh_shm_rec_hdr h;
-	uint64_t seq;
+	int r;
 
 	if (c->peeked) {
 		*out_kind = c->cur.kind;
 		return (int)c->cur.len;
 	}
-	if (unlikely(c->failed || !c->slots))
-		return cmesh__shmring_peek_slow(c, out_kind);
-	s = &c->slots[c->head_pos & c->mask];
-	/* Pairs with the producer's release store in write_record(). */
-	seq = atomic_load_explicit(&s->seq, memory_order_acquire);
-	if (seq != c->head_pos + 1)
-		return cmesh__shmring_seq_stale_ok(c, seq) ?
-			       -EAGAIN :
-			       cmesh__shmring_peek_slow(c, out_kind);
-	memcpy(&h, s->data, sizeof(h));
-	/* Use the copy; never re-read the shared bytes (shmring.c). */
-	atomic_signal_fence(memory_order_seq_cst);
-	if (unlikely(h.kind < CMESH_SHM_REC_KIND_MIN ||
-		     h.kind > CMESH_SHM_REC_KIND_MAX || h.len > c->limit))
-		return cmesh__shmring_peek_slow(c, out_kind);
+	if (unlikely(c->failed))
+		return -EPROTO;
+	if (unlikely(!c->slots))
+		return -EAGAIN; /* unattached: nothing published */
+	r = cmesh__shmring_head(c, &h);
+	if (r)
+		return r;
+	if (unlikely(h.kind == CMESH_SHM_REC_FILL))
+		return cmesh__shmring_peek_fill(c, h, out_kind);
 	c->cur = h;
 	c->peeked = true;
 	*out_kind = h.kind;

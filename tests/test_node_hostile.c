@@ -450,6 +450,23 @@ Test(node_hostile, peer_with_a_saturated_eventfd_cannot_block_our_sends)
 
 /* ==== silent or vanishing peers during the handshake ====================== */
 
+/*
+ * Makes a control pair (sv) and a sync pair (sy) and forks: returns 0 in
+ * the child, which keeps sv[1] and sy[1], and the child's pid in the
+ * parent, which keeps sv[0] and sy[0].
+ */
+static pid_t fork_pair(int sv[2], int sy[2])
+{
+	pid_t pid;
+
+	topo_sync_pair(sv);
+	topo_sync_pair(sy);
+	pid = topo_fork();
+	close(sv[pid == 0 ? 0 : 1]);
+	close(sy[pid == 0 ? 0 : 1]);
+	return pid;
+}
+
 /* Child: holds its end open without a word until the parent says 'x'. */
 static int silent_child(int sock, int sync)
 {
@@ -471,16 +488,9 @@ Test(node_hostile, peer_that_never_answers_times_out_after_timeout_ns)
 	pid_t pid;
 
 	topo_baseline(&res);
-	topo_sync_pair(sv);
-	topo_sync_pair(sy);
-	pid = topo_fork();
-	if (pid == 0) {
-		close(sv[0]);
-		close(sy[0]);
+	pid = fork_pair(sv, sy);
+	if (pid == 0)
 		topo_child_exit(silent_child(sv[1], sy[1]));
-	}
-	close(sv[1]);
-	close(sy[1]);
 	node_opts(&o, TU_MS(200));
 	t0 = tu_now_ns();
 	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &seq_type, &seq_type, &o,
@@ -768,16 +778,9 @@ static void check_bad(enum bad_variant v)
 	pid_t pid;
 
 	topo_baseline(&res);
-	topo_sync_pair(sv);
-	topo_sync_pair(sy);
-	pid = topo_fork();
-	if (pid == 0) {
-		close(sv[0]);
-		close(sy[0]);
+	pid = fork_pair(sv, sy);
+	if (pid == 0)
 		topo_child_exit(bad_child(sv[1], sy[1], v));
-	}
-	close(sv[1]);
-	close(sy[1]);
 	node_opts(&o, TU_MS(5000));
 	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &fd_type, &fd_type, &o,
 					    &node, &tx, &rx),
@@ -918,16 +921,9 @@ Test(node_hostile, corrupt_consumer_head_fails_the_link_not_just_one_send)
 	pid_t pid;
 
 	topo_baseline(&res);
-	topo_sync_pair(sv);
-	topo_sync_pair(sy);
-	pid = topo_fork();
-	if (pid == 0) {
-		close(sv[0]);
-		close(sy[0]);
+	pid = fork_pair(sv, sy);
+	if (pid == 0)
 		topo_child_exit(bad_head_child(sv[1], sy[1]));
-	}
-	close(sv[1]);
-	close(sy[1]);
 	node_opts(&o, TU_MS(5000));
 	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &seq_type, &seq_type, &o,
 					    &node, &tx, &rx),
@@ -1118,17 +1114,10 @@ static void check_scribbler(unsigned regions, uint64_t seed, bool wipe,
 	pid_t pid;
 
 	topo_baseline(&res);
-	topo_sync_pair(sv);
-	topo_sync_pair(sy);
-	pid = topo_fork();
-	if (pid == 0) {
-		close(sv[0]);
-		close(sy[0]);
+	pid = fork_pair(sv, sy);
+	if (pid == 0)
 		topo_child_exit(
 			scribble_child(sv[1], sy[1], regions, seed, wipe));
-	}
-	close(sv[1]);
-	close(sy[1]);
 	node_opts(&o, TU_MS(5000));
 	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &seq_type, &seq_type, &o,
 					    &node, &tx, &rx),

@@ -9,6 +9,12 @@
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
 /*
+ * For the small steps of a fast path that GCC would otherwise call out of
+ * line (it does for cmesh__shmring_read() at -O3 in lane.c).
+ */
+#define cmesh__inline inline __attribute__((always_inline))
+
+/*
  * Read prefetch of the line holding `p`. GCC 12 drops __builtin_prefetch
  * from some inlined copies of a function (seen in the queue's receive fast
  * path), so on x86-64 it is an asm statement the compiler must keep.

@@ -329,8 +329,9 @@ static int enqueue(struct cmesh__lane *ln, uint32_t kind,
  * A record without fds: pushed without `lock` unless a backlog is queued
  * (then in order behind it).
  */
-static int enqueue_plain(struct cmesh__lane *ln, uint32_t kind,
-			 const struct cmesh__iov *iov, uint32_t niov)
+static cmesh__inline int enqueue_plain(struct cmesh__lane *ln, uint32_t kind,
+				       const struct cmesh__iov *iov,
+				       uint32_t niov)
 {
 	int r;
 
@@ -565,8 +566,8 @@ static void drop_pending(struct cmesh__lane *ln)
 }
 
 /*
- * Validates the record held in buf and delivers it. Leaves it pending on
- * -EMSGSIZE and while its attachment has not arrived (-EAGAIN).
+ * Validates the MSG record held in buf and delivers it. Leaves it pending
+ * on -EMSGSIZE and while its attachment has not arrived (-EAGAIN).
  */
 static int deliver(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 		   size_t cap)
@@ -578,8 +579,6 @@ static int deliver(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 	uint64_t want;
 	int r;
 
-	if (ln->pending_kind == CMESH_REC_PLAIN)
-		return deliver_plain(ln, out_msg, out_trail, cap);
 	if ((uint32_t)ln->pending < sizeof(h))
 		return proto_error(ln);
 	memcpy(&h, ln->buf, sizeof(h));
@@ -618,7 +617,7 @@ static int deliver(struct cmesh__lane *ln, void *out_msg, void *out_trail,
  * ring (deliver_plain() copies it out), any other is copied into buf and
  * taken. -EAGAIN, -EPIPE (closed) or failure.
  */
-static inline int fetch(struct cmesh__lane *ln)
+static cmesh__inline int fetch(struct cmesh__lane *ln)
 {
 	uint32_t kind;
 	int r, f;
@@ -673,6 +672,9 @@ int cmesh__lane_try_recv(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 		if (r)
 			return r;
 	}
+	/* PLAIN without deliver()'s frame: it is on the round trip. */
+	if (likely(ln->pending_kind == CMESH_REC_PLAIN))
+		return deliver_plain(ln, out_msg, out_trail, cap);
 	return deliver(ln, out_msg, out_trail, cap);
 }
 

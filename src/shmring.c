@@ -276,8 +276,10 @@ static const unsigned char zeros[CMESH_SHM_SLOT_DATA];
 
 /*
  * Copies payload bytes [off, off + n) from the pieces to `dst`, then zeroes
- * the rest of dst[0, span) (all of it for a filler, which has no pieces). Inline constant-size copies, no calls: the stores to a
- * slot's line follow each other closely (see write_record()).
+ * the rest of dst[0, span) (all of it for a filler, which has no pieces).
+ * Inline copies, no calls: the stores to a slot's line follow each other
+ * closely (see write_record()). A record of one piece (a message without
+ * trailing bytes) skips the walk over the pieces: it is on the round trip.
  */
 static inline void put_data(unsigned char *dst, const struct cmesh__iov *iov,
 			    uint32_t niov, uint32_t off, uint32_t n,
@@ -286,6 +288,11 @@ static inline void put_data(unsigned char *dst, const struct cmesh__iov *iov,
 	unsigned char *d = dst;
 	uint32_t left = n;
 
+	if (niov == 1 && iov[0].len >= off && iov[0].len - off >= n) {
+		cmesh__copy_small(d, (const unsigned char *)iov[0].base + off,
+				  n);
+		left = 0;
+	}
 	for (uint32_t i = 0; i < niov && left; i++) {
 		uint32_t m = iov[i].len;
 
@@ -325,9 +332,9 @@ static inline void put_data(unsigned char *dst, const struct cmesh__iov *iov,
  * the consumer. Staging through the stack or calling memcpy spreads the
  * stores out. `iov` NULL: a filler.
  */
-static void write_record(struct cmesh__shmring_producer *p, uint64_t pos,
-			 uint32_t kind, uint32_t len,
-			 const struct cmesh__iov *iov, uint32_t niov)
+static cmesh__inline void
+write_record(struct cmesh__shmring_producer *p, uint64_t pos, uint32_t kind,
+	     uint32_t len, const struct cmesh__iov *iov, uint32_t niov)
 {
 	struct cmesh_shm_rec_hdr h = { .len = len, .kind = kind };
 	uint64_t k = cmesh_shm_rec_slots(len);

@@ -215,27 +215,6 @@ cmesh__shmring_pop_ready(const struct cmesh__shmring_consumer *c)
 	return seq == c->head_pos + 1 || !cmesh__shmring_seq_stale_ok(c, seq);
 }
 
-/*
- * For a spinning consumer: reads the line after the slot of the next
- * record, so that a record of two slots arrives in parallel with its first
- * one. No effect on the ring's state.
- */
-static inline void cmesh__shmring_touch(const struct cmesh__shmring_consumer *c)
-{
-	const volatile unsigned char *at;
-
-	if (!c->slots)
-		return;
-	/*
-	 * Load one byte of the slot after the head's, where the second line
-	 * of the next record goes. Volatile: the bytes change under us; the
-	 * values are not used.
-	 */
-	at = (const volatile unsigned char *)&c
-		     ->slots[(c->head_pos + 1) & c->mask];
-	(void)at[CMESH_SHM_LINE - 1];
-}
-
 /* Internal to the consumer steps below. */
 int cmesh__shmring_peek_fill(struct cmesh__shmring_consumer *c,
 			     struct cmesh_shm_rec_hdr h, uint32_t *out_kind);
@@ -256,8 +235,8 @@ cmesh__shmring_publish_head(struct cmesh__shmring_consumer *c, uint64_t head)
  * honest producer may have left), or -EPROTO (the consumer fails for good).
  * The consumer must be attached and not failed.
  */
-static inline int cmesh__shmring_head(struct cmesh__shmring_consumer *c,
-				      struct cmesh_shm_rec_hdr *h)
+static cmesh__inline int cmesh__shmring_head(struct cmesh__shmring_consumer *c,
+					     struct cmesh_shm_rec_hdr *h)
 {
 	const struct cmesh_shm_slot *s = &c->slots[c->head_pos & c->mask];
 	uint64_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
@@ -282,8 +261,8 @@ static inline int cmesh__shmring_head(struct cmesh__shmring_consumer *c,
  * peek() as documented above, inline; stepping over fillers is
  * peek_fill()'s, out of line.
  */
-static inline int cmesh__shmring_peek(struct cmesh__shmring_consumer *c,
-				      uint32_t *out_kind)
+static cmesh__inline int cmesh__shmring_peek(struct cmesh__shmring_consumer *c,
+					     uint32_t *out_kind)
 {
 	struct cmesh_shm_rec_hdr h;
 	int r;
@@ -312,13 +291,29 @@ static inline int cmesh__shmring_peek(struct cmesh__shmring_consumer *c,
  * Byte x of a payload is in the first slot (after the header) if x < 48,
  * else in continuation slot 1 + (x - 48) / 56.
  */
-static inline void cmesh__shmring_read(const struct cmesh__shmring_consumer *c,
-				       uint32_t off, void *dst, uint32_t n)
+static cmesh__inline void
+cmesh__shmring_read(const struct cmesh__shmring_consumer *c, uint32_t off,
+		    void *dst, uint32_t n)
 {
 	unsigned char *d = dst;
 	uint64_t j = 0;
 	uint32_t at = off + CMESH_SHM_REC_HDR_SIZE; /* within slot j's data */
 
+	if (likely(off == 0 &&
+		   n <= CMESH_SHM_SLOT_FIRST + CMESH_SHM_SLOT_DATA)) {
+		/* The common small record: its first two slots, no loop. */
+		uint32_t n0 = n < CMESH_SHM_SLOT_FIRST ? n :
+							 CMESH_SHM_SLOT_FIRST;
+
+		cmesh__copy_small(d, c->slots[c->head_pos & c->mask].data + at,
+				  n0);
+		if (n > n0)
+			cmesh__copy_small(
+				d + n0,
+				c->slots[(c->head_pos + 1) & c->mask].data,
+				n - n0);
+		return;
+	}
 	if (off >= CMESH_SHM_SLOT_FIRST) {
 		j = 1 + (off - CMESH_SHM_SLOT_FIRST) / CMESH_SHM_SLOT_DATA;
 		at = (off - CMESH_SHM_SLOT_FIRST) % CMESH_SHM_SLOT_DATA;
@@ -338,7 +333,8 @@ static inline void cmesh__shmring_read(const struct cmesh__shmring_consumer *c,
 	}
 }
 
-static inline void cmesh__shmring_consume(struct cmesh__shmring_consumer *c)
+static cmesh__inline void
+cmesh__shmring_consume(struct cmesh__shmring_consumer *c)
 {
 	c->peeked = false;
 	cmesh__shmring_publish_head(c, c->head_pos +

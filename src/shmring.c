@@ -322,12 +322,11 @@ static inline void put_data(unsigned char *dst, const struct cmesh__iov *iov,
 
 /*
  * Writes a record of `len` bytes at `pos` and publishes it: continuation
- * slots from the third on, then the second slot (the consumer touches it
- * while it spins), then the first slot's header and payload, then the
- * release store of its seq. Each slot's line is written straight from the
- * caller's pieces with inline copies: the consumer polls the line of a
- * record's first slot (and touches the next one) while we write them, and
- * if it reads a line between two of our stores, the next store waits for
+ * slots from the third on, then the second slot, then the first slot's
+ * header and payload, then the release store of its seq. Each slot's line
+ * is written straight from the caller's pieces with inline copies: the
+ * consumer polls the line of a record's first slot while we write it, and
+ * if it reads the line between two of our stores, the next store waits for
  * the line to come back, a whole cache-line transfer more on the way to
  * the consumer. Staging through the stack or calling memcpy spreads the
  * stores out. `iov` NULL: a filler.

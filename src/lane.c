@@ -70,12 +70,6 @@ struct spill {
 	unsigned char rec[]; /* payload; a MSG starts with cmesh_rec_msg */
 };
 
-/* cmesh__link_failed(), without a call: on every send and receive. */
-static inline int link_failed(const struct cmesh__lane *ln)
-{
-	return atomic_load_explicit(ln->failed, memory_order_acquire);
-}
-
 int cmesh__lane_init(struct cmesh__lane *ln, struct cmesh__link *link,
 		     const cmesh_type *type, uint64_t max_trail,
 		     int64_t spin_ns)
@@ -93,6 +87,8 @@ int cmesh__lane_init(struct cmesh__lane *ln, struct cmesh__link *link,
 	for (uint32_t i = 0; i < type->nfields; i++)
 		if (type->fields[i].kind == CMESH_FIELD_KIND_FD)
 			ln->fd_fields |= 1ull << i;
+	if (!type->nfields && type->size <= CMESH__SHMRING_SMALL)
+		ln->small = (uint32_t)type->size;
 	return pthread_mutex_init(&ln->lock, NULL) ? -ENOMEM : 0;
 }
 
@@ -125,16 +121,6 @@ void cmesh__lane_destroy(struct cmesh__lane *ln)
 }
 
 /* ---- producer ---- */
-
-/* After a publish: signal the consumer if it said it sleeps. */
-static void signal_peer(struct cmesh__lane *ln)
-{
-	/* Dekker with the consumer's sleep, see top. */
-	atomic_thread_fence(memory_order_seq_cst);
-	if (atomic_load_explicit(&ln->peer_wake->sleeping,
-				 memory_order_relaxed))
-		cmesh__eventfd_signal(ln->peer_efd);
-}
 
 /* A sealed memfd holding the trailing bytes (sent as the last fd). */
 static int make_ool(const void *trail, size_t len)
@@ -193,7 +179,8 @@ static int publish(struct cmesh__lane *ln, uint32_t kind,
 	ln->attach_blocked = r == -EAGAIN;
 	if (r) {
 		cmesh__shmring_cancel(&ln->prod, pos, len);
-		signal_peer(ln); /* the consumer may wait on this position */
+		cmesh__lane_signal(
+			ln); /* the consumer may wait on this position */
 		return r;
 	}
 	memcpy(seq_at, &seq, sizeof(seq));
@@ -279,7 +266,7 @@ static int flush_locked(struct cmesh__lane *ln)
 		atomic_store_explicit(&ln->spilling, 0, memory_order_release);
 	}
 	if (sent)
-		signal_peer(ln);
+		cmesh__lane_signal(ln);
 	return r == -EAGAIN ? 0 : r;
 }
 
@@ -321,7 +308,7 @@ static int enqueue(struct cmesh__lane *ln, uint32_t kind,
 	if (r == -EPROTO) /* the consumer's head was corrupt */
 		cmesh__link_fail(ln->link, -EPROTO);
 	if (r == 0)
-		signal_peer(ln);
+		cmesh__lane_signal(ln);
 	return r;
 }
 
@@ -344,7 +331,7 @@ static cmesh__inline int enqueue_plain(struct cmesh__lane *ln, uint32_t kind,
 	if (r == -EPROTO) /* the consumer's head was corrupt */
 		cmesh__link_fail(ln->link, -EPROTO);
 	if (r == 0)
-		signal_peer(ln);
+		cmesh__lane_signal(ln);
 	return r;
 }
 
@@ -394,7 +381,7 @@ int cmesh__lane_send(struct cmesh__lane *ln, const void *msg, const void *trail,
 	uint64_t fd_mask = 0;
 	int r, ool = -1;
 
-	r = link_failed(ln);
+	r = cmesh__lane_failed(ln);
 	if (r)
 		goto out_release;
 	if (ln->type->nfields) {
@@ -458,7 +445,7 @@ void cmesh__lane_close_tx(struct cmesh__lane *ln)
 {
 	struct cmesh__iov none = { NULL, 0 };
 
-	if (link_failed(ln))
+	if (cmesh__lane_failed(ln))
 		return;
 	if (enqueue(ln, CMESH_REC_CLOSE, &none, 1, NULL, 0, NULL))
 		cmesh__link_fail(ln->link, -ENOMEM);
@@ -623,13 +610,13 @@ static cmesh__inline int fetch(struct cmesh__lane *ln)
 	int r, f;
 
 	/* A protocol error is final, even after a CLOSE. */
-	if (link_failed(ln) == -EPROTO)
+	if (cmesh__lane_failed(ln) == -EPROTO)
 		return -EPROTO;
 	r = cmesh__shmring_peek(&ln->cons, &kind);
 	if (r == -EAGAIN) {
 		if (ln->closed)
 			return -EPIPE;
-		f = link_failed(ln);
+		f = cmesh__lane_failed(ln);
 		if (!f)
 			return -EAGAIN;
 		/* Deliver what the peer published before it failed. */
@@ -700,7 +687,7 @@ bool cmesh__lane_ready(struct cmesh__lane *ln)
 {
 	struct cmesh_rec_msg h;
 
-	if (ln->closed || link_failed(ln))
+	if (ln->closed || cmesh__lane_failed(ln))
 		return true;
 	if (ln->pending < 0)
 		return cmesh__shmring_pop_ready(&ln->cons);

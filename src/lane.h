@@ -8,7 +8,9 @@
 #ifndef CMESH_LANE_H
 #define CMESH_LANE_H
 
+#include "proto.h"
 #include "shmring.h"
+#include "wake.h"
 
 #include <cmesh/type.h>
 
@@ -29,6 +31,11 @@ struct cmesh__lane {
 	const cmesh_type *type;
 	uint64_t max_trail;
 	uint64_t fd_fields; /* bit i: type field i is an fd field */
+	/*
+	 * The type's size if a message of it may take the inline send (no
+	 * fd or endpoint fields, fits a record's first two slots), else 0.
+	 */
+	uint32_t small;
 
 	/* Out lane (producer). */
 	pthread_mutex_t lock; /* senders with fds, and the spill backlog */
@@ -90,25 +97,66 @@ int cmesh__lane_sleeper_init(struct cmesh__lane *ln);
 int cmesh__lane_sleep(struct cmesh__lane *ln, int64_t deadline);
 
 /*
- * In lane, spinning: true if the ring may hold a record (the caller then
- * receives). Inline: the spin loop calls it once per pause. Failures and a
- * pending record are cmesh__lane_ready()'s to report.
- *
- * A record of two slots has its second line in the next slot. Reading that
- * line while spinning would pull it away from the producer between its
- * stores (measured: +5-10 ns per round trip); it is fetched once the first
- * slot is published instead, in parallel with the receive path rather than
- * after it (measured: -7 ns per round trip).
+ * In lane, spinning: the word a publication changes and, in *want, the
+ * value it then holds, polled without a call. A match is a hint (the
+ * receive validates what it finds); then call cmesh__lane_spin_hit(). NULL
+ * when there is nothing to poll (not attached yet, a record pending, the
+ * ring failed): cmesh__lane_ready() tells what there is.
  */
-static inline bool cmesh__lane_poll(const struct cmesh__lane *ln)
+static inline const _Atomic uint64_t *
+cmesh__lane_spin_word(const struct cmesh__lane *ln, uint64_t *want)
 {
-	const struct cmesh__shmring_consumer *c = &ln->cons;
+	return ln->pending < 0 ? cmesh__shmring_head_word(&ln->cons, want) :
+				 NULL;
+}
 
-	if (!cmesh__shmring_pop_ready(c))
-		return false;
-	if (c->slots)
-		cmesh__prefetch(&c->slots[(c->head_pos + 1) & c->mask]);
-	return true;
+/* In lane: the polled word matched; fetch the rest of the record early. */
+static inline void cmesh__lane_spin_hit(const struct cmesh__lane *ln)
+{
+	cmesh__shmring_prefetch_next(&ln->cons);
+}
+
+/* The link's failure, without a call: on every send and receive. */
+static inline int cmesh__lane_failed(const struct cmesh__lane *ln)
+{
+	return atomic_load_explicit(ln->failed, memory_order_acquire);
+}
+
+/* Out lane, after a publish: signal the consumer if it said it sleeps. */
+static inline void cmesh__lane_signal(struct cmesh__lane *ln)
+{
+	/* Dekker with the consumer's sleep, see lane.c. */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&ln->peer_wake->sleeping,
+				 memory_order_relaxed))
+		cmesh__eventfd_signal(ln->peer_efd);
+}
+
+/*
+ * Out lane: cmesh__lane_send() with its common case inline, so that the
+ * send of a small message makes no call: a type without fd or endpoint
+ * fields (`small`), no trailing bytes, the link healthy, the receiver
+ * there, no backlog queued, room at once. It pushes the same PLAIN record
+ * cmesh__lane_send() would, under the same contract (lane.c). Anything
+ * else goes to cmesh__lane_send().
+ */
+static inline int cmesh__lane_send_inline(struct cmesh__lane *ln,
+					  const void *msg, const void *trail,
+					  size_t len)
+{
+	if (likely(len == 0 && ln->small) && likely(!cmesh__lane_failed(ln)) &&
+	    /* Pairs with the consumer's release store of closed. */
+	    likely(!atomic_load_explicit(&ln->peer_wake->closed,
+					 memory_order_acquire)) &&
+	    /* Pairs with the release store in flush_locked(). */
+	    likely(!atomic_load_explicit(&ln->spilling,
+					 memory_order_acquire)) &&
+	    likely(cmesh__shmring_push_small(&ln->prod, CMESH_REC_PLAIN, msg,
+					     ln->small) == 0)) {
+		cmesh__lane_signal(ln);
+		return 0;
+	}
+	return cmesh__lane_send(ln, msg, trail, len);
 }
 
 /* In lane, waitsets: set or clear the sleeping flag. */

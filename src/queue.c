@@ -538,7 +538,7 @@ int cmesh__queue_send(struct cmesh__queue *q, const void *msg,
 		      const void *trail, size_t len)
 {
 	if (q->tx_lane)
-		return cmesh__lane_send(q->tx_lane, msg, trail, len);
+		return cmesh__lane_send_inline(q->tx_lane, msg, trail, len);
 	if (unlikely(!q->fast_send) || unlikely(len > q->fast_trail) ||
 	    unlikely(atomic_load_explicit(&q->state, memory_order_relaxed) &
 		     ST_RX_CLOSED) ||
@@ -734,12 +734,25 @@ static void spin(const struct cmesh__queue *q, int64_t spin_ns,
 		int64_t now;
 
 		if (q->rx_lane) {
-			for (int i = 0; i < SPIN_CLOCK_EVERY; i++) {
-				if (cmesh__lane_poll(q->rx_lane))
+			uint64_t lw = 0;
+			const _Atomic uint64_t *ls =
+				cmesh__lane_spin_word(q->rx_lane, &lw);
+
+			for (int i = 0; ls && i < SPIN_CLOCK_EVERY; i++) {
+				/* A hint: the receive validates the record. */
+				if (atomic_load_explicit(
+					    ls, memory_order_relaxed) == lw) {
+					cmesh__lane_spin_hit(q->rx_lane);
 					goto out;
+				}
 				cmesh__park_pause();
 			}
-			/* A lane's failure or close, once per round. */
+			if (!ls)
+				cmesh__park_pause();
+			/*
+			 * Once per round: a failure, a close, an attachment,
+			 * or a seq no honest producer leaves.
+			 */
 			if (cmesh__lane_ready(q->rx_lane))
 				break;
 		} else {

@@ -231,9 +231,6 @@ static void take(struct cursor *cu, unsigned char *dst, uint32_t n)
 	}
 }
 
-/* Payload bytes in a record's first two slots (written by write_record). */
-#define HEAD_BYTES (CMESH_SHM_SLOT_FIRST + CMESH_SHM_SLOT_DATA)
-
 /* Continuation slots staged per memcpy. */
 #define STAGE_SLOTS 32u
 
@@ -271,15 +268,13 @@ static void write_conts(struct cmesh__shmring_producer *p, uint64_t pos,
 	}
 }
 
-/* Zeroes for the unused end of a slot (no stale bytes in a record). */
-static const unsigned char zeros[CMESH_SHM_SLOT_DATA];
+const unsigned char cmesh__shmring_zeros[CMESH_SHM_SLOT_DATA];
 
 /*
  * Copies payload bytes [off, off + n) from the pieces to `dst`, then zeroes
  * the rest of dst[0, span) (all of it for a filler, which has no pieces).
  * Inline copies, no calls: the stores to a slot's line follow each other
- * closely (see write_record()). A record of one piece (a message without
- * trailing bytes) skips the walk over the pieces: it is on the round trip.
+ * closely (see write_record()).
  */
 static inline void put_data(unsigned char *dst, const struct cmesh__iov *iov,
 			    uint32_t niov, uint32_t off, uint32_t n,
@@ -288,11 +283,6 @@ static inline void put_data(unsigned char *dst, const struct cmesh__iov *iov,
 	unsigned char *d = dst;
 	uint32_t left = n;
 
-	if (niov == 1 && iov[0].len >= off && iov[0].len - off >= n) {
-		cmesh__copy_small(d, (const unsigned char *)iov[0].base + off,
-				  n);
-		left = 0;
-	}
 	for (uint32_t i = 0; i < niov && left; i++) {
 		uint32_t m = iov[i].len;
 
@@ -310,14 +300,8 @@ static inline void put_data(unsigned char *dst, const struct cmesh__iov *iov,
 		off = 0;
 	}
 	n -= left; /* pieces may end early: a filler has none */
-	if (n < span) {
-		uint32_t z = span - n;
-
-		/* Never true (span <= 56); tells the compiler so. */
-		if (z > sizeof(zeros))
-			z = sizeof(zeros);
-		cmesh__copy_small(dst + n, zeros, z);
-	}
+	if (n < span)
+		cmesh__shmring_zero(dst + n, span - n);
 }
 
 /*
@@ -331,15 +315,20 @@ static inline void put_data(unsigned char *dst, const struct cmesh__iov *iov,
  * the consumer. Staging through the stack or calling memcpy spreads the
  * stores out. `iov` NULL: a filler.
  */
-static cmesh__inline void
-write_record(struct cmesh__shmring_producer *p, uint64_t pos, uint32_t kind,
-	     uint32_t len, const struct cmesh__iov *iov, uint32_t niov)
+static void write_record(struct cmesh__shmring_producer *p, uint64_t pos,
+			 uint32_t kind, uint32_t len,
+			 const struct cmesh__iov *iov, uint32_t niov)
 {
 	struct cmesh_shm_rec_hdr h = { .len = len, .kind = kind };
 	uint64_t k = cmesh_shm_rec_slots(len);
 	struct cmesh_shm_slot *s = &p->slots[pos & p->mask];
 	uint32_t n0 = len < CMESH_SHM_SLOT_FIRST ? len : CMESH_SHM_SLOT_FIRST;
 
+	if (niov == 1 && iov && len <= CMESH__SHMRING_SMALL) {
+		/* The common small message, as the inline push writes it. */
+		cmesh__shmring_write_small(p, pos, kind, iov[0].base, len);
+		return;
+	}
 	if (!iov)
 		niov = 0;
 	if (k > 1) {
@@ -351,7 +340,7 @@ write_record(struct cmesh__shmring_producer *p, uint64_t pos, uint32_t kind,
 		if (k > 2) {
 			struct cursor cu = { iov, niov, 0, 0 };
 
-			take(&cu, NULL, HEAD_BYTES);
+			take(&cu, NULL, CMESH__SHMRING_SMALL);
 			write_conts(p, pos, 2, k, &cu);
 		}
 		/* No one reads it before the record is published. */

@@ -655,6 +655,141 @@ Test(shmring, a_record_of_two_slots_leaves_no_stale_bytes_in_either)
 	rig_close(&r);
 }
 
+Test(shmring, push_small_writes_what_push_writes_for_every_small_size)
+{
+	struct rig a, b; /* a: push_small(), b: push() */
+	unsigned char in[CMESH__SHMRING_SMALL], out[CMESH__SHMRING_SMALL];
+	uint32_t k, inline_pushes = 0;
+	int rc;
+
+	/* 16 slots: every size meets stale bytes of earlier laps. */
+	rig_open(&a, 1024);
+	rig_open(&b, 1024);
+	for (int lap = 0; lap < 3; lap++) {
+		for (uint32_t len = 0; len <= CMESH__SHMRING_SMALL; len++) {
+			uint64_t pos = tail_of(&a);
+			uint64_t slots = len > FIRST ? 2 : 1;
+
+			cr_assert_eq(pos, tail_of(&b));
+			tu_fill(in, len, len + (uint32_t)lap);
+			rc = cmesh__shmring_push_small(&a.p, 9, in, len);
+			if (rc == -EAGAIN) {
+				/* Full by its cache: push() looks again. */
+				cr_assert_eq(tail_of(&a), pos);
+				TU_ASSERT_RC(cmesh__shmring_push(&a.p, 9, in,
+								 len),
+					     0);
+			} else {
+				TU_ASSERT_RC(rc, 0);
+				inline_pushes++;
+			}
+			TU_ASSERT_RC(cmesh__shmring_push(&b.p, 9, in, len), 0);
+			cr_assert_eq(tail_of(&a), pos + slots);
+			for (uint64_t j = 0; j < slots; j++)
+				cr_assert_eq(memcmp(slot_at(&a, pos + j),
+						    slot_at(&b, pos + j),
+						    CMESH_SHM_SLOT_SIZE),
+					     0, "len %u slot %lu", len,
+					     (unsigned long)j);
+			memset(out, 0xee, sizeof(out));
+			TU_ASSERT_RC(cmesh__shmring_pop(&a.c, &k, out, len),
+				     (int)len);
+			cr_assert_eq(k, 9);
+			cr_assert_eq(tu_check(out, len, len + (uint32_t)lap),
+				     len);
+			TU_ASSERT_RC(cmesh__shmring_pop(&b.c, &k, out, len),
+				     (int)len);
+		}
+	}
+	/* Most of them inline (a full cache ends every lap of 16 slots). */
+	cr_assert_gt(inline_pushes, 3 * (CMESH__SHMRING_SMALL + 1) / 2, "%u",
+		     inline_pushes);
+	rig_close(&a);
+	rig_close(&b);
+}
+
+Test(shmring, push_small_leaves_to_push_what_it_cannot_do_at_once)
+{
+	unsigned char buf[CMESH__SHMRING_SMALL + 1] = { 0 };
+	struct rig r;
+	uint32_t k;
+
+	/* Larger than two slots: never, whatever the ring. */
+	rig_open(&r, 4096);
+	TU_ASSERT_RC(cmesh__shmring_push_small(&r.p, 1, buf, sizeof(buf)),
+		     -EAGAIN);
+	cr_assert_eq(tail_of(&r), 0);
+	/* Full by its cached head, though the consumer has made room. */
+	while (cmesh__shmring_push(&r.p, 1, buf, FIRST) == 0)
+		;
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, FIRST), FIRST);
+	TU_ASSERT_RC(cmesh__shmring_push_small(&r.p, 1, buf, FIRST), -EAGAIN);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, FIRST), 0);
+	rig_close(&r);
+
+	/* Over the record limit of a tiny ring: push says -EMSGSIZE. */
+	rig_open(&r, 256);
+	cr_assert_lt(r.limit, FIRST + 1);
+	TU_ASSERT_RC(cmesh__shmring_push_small(&r.p, 1, buf, FIRST + 1),
+		     -EAGAIN);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, FIRST + 1), -EMSGSIZE);
+	TU_ASSERT_RC(cmesh__shmring_push_small(&r.p, 1, buf, r.limit), 0);
+	rig_close(&r);
+
+	/* A producer that saw a corrupt head: push says -EPROTO. */
+	rig_open(&r, 4096);
+	while (cmesh__shmring_push(&r.p, 1, buf, FIRST) == 0)
+		;
+	atomic_store(head_word(&r), tail_of(&r) + 1);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, FIRST), -EPROTO);
+	atomic_store(head_word(&r), 0);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, FIRST), FIRST);
+	TU_ASSERT_RC(cmesh__shmring_push_small(&r.p, 1, buf, FIRST), -EAGAIN);
+	rig_close(&r);
+}
+
+Test(shmring, head_word_is_the_seq_that_publishes_the_next_record)
+{
+	struct cmesh__shmring_consumer lone;
+	const struct cmesh_shm_slot *cs;
+	unsigned char buf[FIRST + 1] = { 0 };
+	uint64_t want = 0;
+	const _Atomic uint64_t *w;
+	struct rig r;
+	uint32_t k;
+
+	rig_open(&r, 4096);
+	cs = (const struct cmesh_shm_slot *)((const char *)cmesh__arena_base(
+						     r.pa_ro) +
+					     r.data_off);
+	/* Unattached: nothing to poll. */
+	TU_ASSERT_RC(cmesh__shmring_consumer_init(&lone, r.ca,
+						  r.head_off + CMESH_SHM_LINE),
+		     0);
+	cr_assert_null(cmesh__shmring_head_word(&lone, &want));
+	for (int i = 0; i < 3; i++) {
+		uint64_t head = r.c.head_pos;
+
+		w = cmesh__shmring_head_word(&r.c, &want);
+		/* The head slot's seq, read through the read-only mapping. */
+		cr_assert_eq(w, &cs[head & (r.nslots - 1)].seq);
+		cr_assert_eq(want, head + 1);
+		cr_assert_neq(atomic_load(w), want);
+		TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, sizeof(buf)), 0);
+		cr_assert_eq(atomic_load(w), want);
+		/* Peeked: the record is there; nothing more to poll. */
+		TU_ASSERT_RC(cmesh__shmring_peek(&r.c, &k), (int)sizeof(buf));
+		cr_assert_null(cmesh__shmring_head_word(&r.c, &want));
+		cmesh__shmring_consume(&r.c);
+		cr_assert_eq(r.c.head_pos, head + 2);
+	}
+	/* Failed: nothing to poll. */
+	atomic_store(&slot_at(&r, r.c.head_pos)->seq, 12345);
+	assert_failed_for_good(&r);
+	cr_assert_null(cmesh__shmring_head_word(&r.c, &want));
+	rig_close(&r);
+}
+
 Test(shmring, a_filler_leaves_no_stale_bytes_in_its_first_two_slots)
 {
 	struct rig r;

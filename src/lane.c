@@ -179,8 +179,8 @@ static int publish(struct cmesh__lane *ln, uint32_t kind,
 	ln->attach_blocked = r == -EAGAIN;
 	if (r) {
 		cmesh__shmring_cancel(&ln->prod, pos, len);
-		cmesh__lane_signal(
-			ln); /* the consumer may wait on this position */
+		/* The consumer may wait on this position. */
+		cmesh__lane_signal(ln);
 		return r;
 	}
 	memcpy(seq_at, &seq, sizeof(seq));

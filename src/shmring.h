@@ -212,9 +212,10 @@ cmesh__shmring_seq_stale_ok(const struct cmesh__shmring_consumer *c,
 }
 
 /*
- * Cheap hint for a spin loop: true if a pop may return something other
- * than -EAGAIN. One relaxed load; pop validates what it finds. Inline:
- * the spin loop calls it once per pause.
+ * Cheap hint: true if a pop may return something other than -EAGAIN,
+ * including a seq no honest producer leaves (pop then fails). One relaxed
+ * load; pop validates what it finds. A spinning receiver asks once per
+ * round of polls of cmesh__shmring_head_word().
  */
 static inline bool
 cmesh__shmring_pop_ready(const struct cmesh__shmring_consumer *c)

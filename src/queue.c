@@ -738,17 +738,16 @@ static void spin(const struct cmesh__queue *q, int64_t spin_ns,
 			const _Atomic uint64_t *ls =
 				cmesh__lane_spin_word(q->rx_lane, &lw);
 
-			for (int i = 0; ls && i < SPIN_CLOCK_EVERY; i++) {
+			for (int i = 0; i < SPIN_CLOCK_EVERY; i++) {
 				/* A hint: the receive validates the record. */
-				if (atomic_load_explicit(
+				if (ls &&
+				    atomic_load_explicit(
 					    ls, memory_order_relaxed) == lw) {
 					cmesh__lane_spin_hit(q->rx_lane);
 					goto out;
 				}
 				cmesh__park_pause();
 			}
-			if (!ls)
-				cmesh__park_pause();
 			/*
 			 * Once per round: a failure, a close, an attachment,
 			 * or a seq no honest producer leaves.

@@ -16,6 +16,10 @@
  *   CMESH_TYPE_DEFINE_PLAIN(plain_type, struct plain);
  *
  * Field values: an fd field holds an int, -1 (any negative) meaning "none".
+ * A non-negative one must be an open fd of the sender's. Across processes a
+ * send checks it (a closed fd is -EINVAL); in one process it is not checked,
+ * because the in-process path makes no syscall: the receiver gets the
+ * number as sent.
  * An endpoint field holds a handle pointer, NULL meaning "none". An endpoint
  * field names the message type of the channel the endpoint belongs to; an
  * endpoint of another type in that field is a type mismatch (-EBADMSG).

@@ -7,7 +7,7 @@
  * Memory-ordering contract (on top of shmring.c's)
  * - Sleep/wake (Dekker). The consumer stores sleeping = 1 (seq_cst),
  *   issues a seq_cst fence and loads the seq of its head slot; a producer
- *   stores a slot's seq (release, in shmring's commit), issues a seq_cst
+ *   stores a slot's seq (release, when shmring publishes), issues a seq_cst
  *   fence and loads `sleeping`. One of them sees the other: the consumer
  *   finds the record, or the producer signals the consumer's eventfd.
  *   Every publish is followed by this, fillers included: the consumer may
@@ -262,7 +262,10 @@ static int flush_locked(struct cmesh__lane *ln)
 	}
 	if (!ln->spill_head) {
 		ln->spill_tailp = &ln->spill_head;
-		/* Pairs with the acquire load in enqueue_plain(). */
+		/*
+		 * Pairs with the acquire loads in enqueue_plain() and
+		 * cmesh__lane_send_inline().
+		 */
 		atomic_store_explicit(&ln->spilling, 0, memory_order_release);
 	}
 	if (sent)
@@ -693,7 +696,7 @@ bool cmesh__lane_ready(struct cmesh__lane *ln)
 		return cmesh__shmring_pop_ready(&ln->cons);
 	if (ln->pending_kind == CMESH_REC_PLAIN ||
 	    (uint32_t)ln->pending < sizeof(h))
-		return true; /* deliver() has something to say */
+		return true; /* deliver_plain() or deliver() has something */
 	memcpy(&h, ln->buf, sizeof(h));
 	return !(h.flags & CMESH_REC_F_ATTACH) ||
 	       cmesh__link_attach_ready(ln->link, h.attach_seq);

@@ -137,7 +137,9 @@ static inline void cmesh__lane_signal(struct cmesh__lane *ln)
  * send of a small message makes no call: a type without fd or endpoint
  * fields (`small`), no trailing bytes, the link healthy, the receiver
  * there, no backlog queued, room at once. It pushes the same PLAIN record
- * cmesh__lane_send() would, under the same contract (lane.c). Anything
+ * cmesh__lane_send() would, under the same contract (lane.c): the link
+ * refuses a type whose MSG header and struct exceed the ring's record
+ * limit, so cmesh__lane_send() too sends such a message as PLAIN. Anything
  * else goes to cmesh__lane_send().
  */
 static inline int cmesh__lane_send_inline(struct cmesh__lane *ln,

@@ -350,7 +350,7 @@ static void write_record(struct cmesh__shmring_producer *p, uint64_t pos,
 	}
 	memcpy(s->data, &h, sizeof(h));
 	put_data(s->data + sizeof(h), iov, niov, 0, n0, CMESH_SHM_SLOT_FIRST);
-	/* Publish; pairs with the consumer's acquire load in pop(). */
+	/* Publish; pairs with the consumer's acquire load in head(). */
 	atomic_store_explicit(&s->seq, pos + 1, memory_order_release);
 }
 

@@ -310,7 +310,7 @@ static inline void cmesh__shmring_write_small(struct cmesh__shmring_producer *p,
 	}
 	memcpy(s->data, &h, sizeof(h));
 	cmesh__shmring_put(s->data + sizeof(h), src, n0, CMESH_SHM_SLOT_FIRST);
-	/* Publish; pairs with the consumer's acquire load in peek(). */
+	/* Publish; pairs with the consumer's acquire load in head(). */
 	atomic_store_explicit(&s->seq, pos + 1, memory_order_release);
 }
 
@@ -350,7 +350,7 @@ cmesh__shmring_publish_head(struct cmesh__shmring_consumer *c, uint64_t head)
 /*
  * Reads the seq and header of the slot at the consumer's head, each once
  * (acquire on seq, pairs with the producer's release store in
- * write_record()), and validates the copies: 0 with the header in *h (its
+ * cmesh__shmring_write_small() or write_record()), and validates the copies: 0 with the header in *h (its
  * kind may be a filler), -EAGAIN if nothing is published there (a seq an
  * honest producer may have left), or -EPROTO (the consumer fails for good).
  * The consumer must be attached and not failed.
@@ -419,19 +419,21 @@ cmesh__shmring_read(const struct cmesh__shmring_consumer *c, uint32_t off,
 	uint64_t j = 0;
 	uint32_t at = off + CMESH_SHM_REC_HDR_SIZE; /* within slot j's data */
 
-	if (likely(off == 0 &&
-		   n <= CMESH_SHM_SLOT_FIRST + CMESH_SHM_SLOT_DATA)) {
+	if (likely(off == 0 && n <= CMESH__SHMRING_SMALL)) {
 		/* The common small record: its first two slots, no loop. */
 		uint32_t n0 = n < CMESH_SHM_SLOT_FIRST ? n :
 							 CMESH_SHM_SLOT_FIRST;
+		uint32_t n1 = n - n0;
 
 		cmesh__copy_small(d, c->slots[c->head_pos & c->mask].data + at,
 				  n0);
-		if (n > n0)
+		/* Never true (n1 <= 56); tells GCC -O3 (array-bounds). */
+		if (n1 > CMESH_SHM_SLOT_DATA)
+			n1 = CMESH_SHM_SLOT_DATA;
+		if (n1)
 			cmesh__copy_small(
 				d + n0,
-				c->slots[(c->head_pos + 1) & c->mask].data,
-				n - n0);
+				c->slots[(c->head_pos + 1) & c->mask].data, n1);
 		return;
 	}
 	if (off >= CMESH_SHM_SLOT_FIRST) {

@@ -724,11 +724,15 @@ static void spin(const struct cmesh__queue *q, int64_t spin_ns,
 		 int64_t deadline)
 {
 	/* A local queue's next slot: its seq, and its last line's word. */
-	const _Atomic uint64_t *seq = &q->head_slot->seq;
-	const _Atomic uint64_t *tw = slot_tail_word(q, q->head);
+	const _Atomic uint64_t *seq = NULL, *tw = NULL;
 	const uint64_t want = q->head + 1;
 	uint64_t sink = 0;
 	int64_t until = 0;
+
+	if (!q->rx_lane) {
+		seq = &q->head_slot->seq;
+		tw = slot_tail_word(q, q->head);
+	}
 
 	for (;;) {
 		int64_t now;

@@ -350,10 +350,11 @@ cmesh__shmring_publish_head(struct cmesh__shmring_consumer *c, uint64_t head)
 /*
  * Reads the seq and header of the slot at the consumer's head, each once
  * (acquire on seq, pairs with the producer's release store in
- * cmesh__shmring_write_small() or write_record()), and validates the copies: 0 with the header in *h (its
- * kind may be a filler), -EAGAIN if nothing is published there (a seq an
- * honest producer may have left), or -EPROTO (the consumer fails for good).
- * The consumer must be attached and not failed.
+ * cmesh__shmring_write_small() or write_record()), and validates the
+ * copies: 0 with the header in *h (its kind may be a filler), -EAGAIN if
+ * nothing is published there (a seq an honest producer may have left), or
+ * -EPROTO (the consumer fails for good). The consumer must be attached and
+ * not failed.
  */
 static cmesh__inline int cmesh__shmring_head(struct cmesh__shmring_consumer *c,
 					     struct cmesh_shm_rec_hdr *h)

@@ -181,6 +181,23 @@ static void advance_to(struct rig *r, uint64_t idx)
 		round_trip(r, 1, FIRST, 7);
 }
 
+/*
+ * Leaves a record of two full slots of 0xab bytes, already popped, in
+ * slots 0 and 1, and both indices at slot 0 again (a lap later): the next
+ * record there meets those stale bytes.
+ */
+static void soil_first_two_slots(struct rig *r)
+{
+	unsigned char big[FIRST + SLOT_DATA];
+	uint32_t k;
+
+	memset(big, 0xab, sizeof(big));
+	TU_ASSERT_RC(cmesh__shmring_push(&r->p, 1, big, sizeof(big)), 0);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r->c, &k, big, sizeof(big)),
+		     (int)sizeof(big));
+	advance_to(r, 0);
+}
+
 static void assert_failed_for_good(struct rig *r)
 {
 	uint32_t k;
@@ -634,18 +651,12 @@ Test(shmring, peek_steps_over_fillers_and_fails_for_good_on_a_bad_header)
 Test(shmring, a_record_of_two_slots_leaves_no_stale_bytes_in_either)
 {
 	struct rig r;
-	unsigned char big[FIRST + SLOT_DATA], small[FIRST + 1];
+	unsigned char small[FIRST + 1];
 	unsigned char zero[SLOT_DATA] = { 0 };
-	uint32_t k;
 
 	rig_open(&r, 4096);
-	/* Fill slots 0 and 1 with a record of two full slots... */
-	memset(big, 0xab, sizeof(big));
-	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, big, sizeof(big)), 0);
-	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, big, sizeof(big)),
-		     (int)sizeof(big));
-	/* ...then go round the ring to them, and write one byte into 1. */
-	advance_to(&r, 0);
+	soil_first_two_slots(&r);
+	/* One byte into slot 1. */
 	memset(small, 0x11, sizeof(small));
 	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, small, sizeof(small)), 0);
 	cr_assert_eq(slot_at(&r, 1)->data[0], 0x11);
@@ -817,12 +828,8 @@ Test(shmring, a_filler_leaves_no_stale_bytes_in_its_first_two_slots)
 	uint32_t k;
 
 	rig_open(&r, 4096);
-	memset(big, 0xab, sizeof(big));
-	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, big, sizeof(big)), 0);
-	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, out, sizeof(out)),
-		     (int)sizeof(big));
-	/* Round the ring to slots 0 and 1; a cancelled claim fills them. */
-	advance_to(&r, 0);
+	soil_first_two_slots(&r);
+	/* A cancelled claim fills slots 0 and 1. */
 	TU_ASSERT_RC(cmesh__shmring_claim(&r.p, sizeof(big), &pos), 0);
 	cr_assert_eq(pos % r.nslots, 0);
 	cmesh__shmring_cancel(&r.p, pos, sizeof(big));

@@ -45,7 +45,7 @@
  * at the slot of its own head, which is always the first position of a
  * record (positions are claimed contiguously and it advances by exactly a
  * record's k). Every value ever stored in the seq of that slot is 0 (a
- * continuation slot, or a fresh area: the producer zeroes it at init), or
+ * continuation slot, or a fresh area: a new memfd is zero), or
  * q + 1 for a position q = head - j * N (a first slot one or more laps
  * ago, j >= 1), or head + 1 (the record it waits for). Only the last one
  * equals head + 1, and its release store follows every write of the

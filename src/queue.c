@@ -62,6 +62,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define ST_RX_SLEEP 1u	/* receiver parked on `state` */
 #define ST_WS_ARMED 2u	/* receiver's waitset wants a signal */
@@ -241,9 +242,9 @@ static inline uint32_t slot_extra(const struct cmesh__queue *q)
 }
 
 /*
- * The last word of a slot: never written after creation. The spin loop
- * loads it so that the slot's last line, which the producer also writes,
- * is fetched in parallel with the first (seq) instead of after it.
+ * The last word of a slot: never written (slots_alloc() zeroed it). The
+ * spin loop loads it so that the slot's last line, which the producer also
+ * writes, is fetched in parallel with the first (seq) instead of after it.
  */
 static inline _Atomic uint64_t *slot_tail_word(const struct cmesh__queue *q,
 					       uint64_t pos)
@@ -255,6 +256,44 @@ static inline _Atomic uint64_t *slot_tail_word(const struct cmesh__queue *q,
 static uint64_t pow2_floor(uint64_t v)
 {
 	return v ? 1ull << (63 - __builtin_clzll(v)) : 0;
+}
+
+/*
+ * Slot storage, zero on return: a zero seq is "empty" at every lap (a
+ * position's seq is pos + 1 once published), and the tail word is zero for
+ * good, so nothing is written at creation and a ring costs memory only for
+ * the slots it uses. Up to SLOTS_HEAP_MAX bytes come from the heap (no
+ * syscall: oneshots and default rings), more from an anonymous mapping
+ * whose pages the kernel supplies zeroed as the producers first reach them.
+ */
+#define SLOTS_HEAP_MAX (64u * 1024)
+
+static void *slots_alloc(uint64_t bytes)
+{
+	void *p;
+
+	if (bytes <= SLOTS_HEAP_MAX) {
+		p = aligned_alloc(PAIR, bytes);
+		if (p)
+			memset(p, 0, bytes);
+		return p;
+	}
+	p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void slots_free(void *p, uint64_t bytes)
+{
+	if (bytes <= SLOTS_HEAP_MAX)
+		free(p);
+	else if (p)
+		munmap(p, bytes);
+}
+
+static uint64_t slots_bytes(const struct cmesh__queue *q)
+{
+	return (q->mask + 1) * q->stride;
 }
 
 int cmesh__queue_new(const cmesh_type *type,
@@ -295,16 +334,12 @@ int cmesh__queue_new(const cmesh_type *type,
 	q->fast_send = !type->nfields;
 	q->fast_trail = q->inline_cap < q->max_trail ? q->inline_cap :
 						       q->max_trail;
-	q->slots = aligned_alloc(PAIR, cap * q->stride);
+	q->slots = slots_alloc(slots_bytes(q));
 	if (!q->slots)
 		goto out_free;
 	q->scratch = malloc(q->msg_size);
 	if (!q->scratch)
 		goto out_free_slots;
-	for (uint64_t i = 0; i < cap; i++) {
-		atomic_init(&slot_at(q, i)->seq, 0);
-		atomic_init(slot_tail_word(q, i), 0);
-	}
 	atomic_init(&q->state, 0);
 	atomic_init(&q->ovf_mode, 0);
 	atomic_init(&q->nsenders, opts->nsenders);
@@ -326,7 +361,7 @@ out_destroy_lock:
 out_free_scratch:
 	free(q->scratch);
 out_free_slots:
-	free(q->slots);
+	slots_free(q->slots, slots_bytes(q));
 out_free:
 	free(q);
 	return r;
@@ -938,7 +973,7 @@ static void destroy(struct cmesh__queue *q)
 	pthread_mutex_destroy(&q->drain_lock);
 	pthread_mutex_destroy(&q->lock);
 	free(q->scratch);
-	free(q->slots);
+	slots_free(q->slots, slots_bytes(q));
 	free(q);
 }
 

@@ -63,10 +63,10 @@ int cmesh__shmring_producer_init(struct cmesh__shmring_producer *p,
 	atomic_init(&p->head_cache, 0);
 	atomic_init(&p->tail, 0);
 	/*
-	 * No stale seq may look published (shm/ring.h). Reaches the consumer
-	 * with the control message announcing the ring.
+	 * Nothing is written to the slots: the caller gives a zero area (a
+	 * fresh arena's is), so no stale seq looks published (shm/ring.h),
+	 * and a ring costs memory only for the slots it uses.
 	 */
-	memset(base + data_off, 0, cap);
 	return 0;
 }
 

@@ -80,8 +80,10 @@ struct cmesh__shmring_consumer {
 
 /*
  * Producer: `own` is our arena (writable), with `cap` bytes of slots at
- * `data_off` (data region, 64-byte aligned; zeroed here); `cap` a power of
- * two within CMESH_SHM_RING_MIN_CAP..MAX_CAP. Anything invalid: -EINVAL.
+ * `data_off` (data region, 64-byte aligned); `cap` a power of two within
+ * CMESH_SHM_RING_MIN_CAP..MAX_CAP. Anything invalid: -EINVAL. The slots
+ * must be zero, as a fresh arena's are: init writes nothing to them (the
+ * ring's pages are committed as records first reach them).
  */
 int cmesh__shmring_producer_init(struct cmesh__shmring_producer *p,
 				 struct cmesh__arena *own, uint64_t data_off,

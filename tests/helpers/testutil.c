@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,9 +35,14 @@ TU_EXPORT const char *__ubsan_default_options(void)
 	return "halt_on_error=1:print_stacktrace=1";
 }
 
+unsigned tu_watchdog_s(void)
+{
+	return TU_BUDGET_S * TU_WATCHDOG_BUDGETS;
+}
+
 void tu_suite_init(void)
 {
-	alarm(TU_WATCHDOG_S);
+	alarm(tu_watchdog_s());
 }
 
 void tu_suite_fini(void)
@@ -98,6 +104,44 @@ int tu_map_count(void)
 			n++;
 	}
 	fclose(f);
+	return n;
+}
+
+long tu_status_kib(const char *name)
+{
+	FILE *f = fopen("/proc/self/status", "re");
+	size_t n = strlen(name);
+	char line[256];
+	long v = -1;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, name, n) == 0 && line[n] == ':') {
+			v = strtol(line + n + 1, NULL, 10);
+			break;
+		}
+	}
+	fclose(f);
+	return v;
+}
+
+long tu_resident_pages(const void *addr, size_t len)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	size_t npages = (len + page - 1) / page;
+	unsigned char *vec = malloc(npages ? npages : 1);
+	long n = 0;
+
+	if (!vec)
+		return -1;
+	if (mincore((void *)addr, len, vec) < 0) {
+		free(vec);
+		return -1;
+	}
+	for (size_t i = 0; i < npages; i++)
+		n += vec[i] & 1;
+	free(vec);
 	return n;
 }
 

@@ -13,17 +13,27 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* Seconds after which a hung test is killed by SIGALRM (reported as a crash). */
-#define TU_WATCHDOG_S 60u
+/*
+ * Time budget of every test, in seconds: what one test may take under
+ * ASan on a loaded two-core host. scripts/test fails a run in which a test
+ * took longer (scripts/test-budget reads Criterion's reports).
+ */
+#define TU_BUDGET_S 10u
+/* A test's watchdog fires this many budgets after it started. */
+#define TU_WATCHDOG_BUDGETS 3u
 
 /*
  * Suite fixture: TestSuite(x, .init = tu_suite_init, .fini = tu_suite_fini).
- * init arms the watchdog; fini runs LeakSanitizer (when the test binary has
+ * init arms the watchdog (SIGALRM after tu_watchdog_s(): a hung test is
+ * reported as a crash); fini runs LeakSanitizer (when the test binary has
  * it) and aborts the test process on a leak, so ctest sees the failure
  * (Criterion ignores assertion failures raised in .fini).
  */
 void tu_suite_init(void);
 void tu_suite_fini(void);
+
+/* Seconds a watchdog of a test (or of a child it forks) allows. */
+unsigned tu_watchdog_s(void);
 
 /* Open fds of this process (entries of /proc/self/fd, minus the one used). */
 int tu_fd_count(void);
@@ -43,6 +53,18 @@ void tu_fd_dump(const char *label);
 
 /* Lines of /proc/self/maps: the number of mappings. */
 int tu_map_count(void);
+
+/*
+ * A "Name:  N kB" line of /proc/self/status (e.g. "VmRSS", "RssShmem"), in
+ * KiB, or -1 if there is none. No Criterion asserts: peers may call it.
+ */
+long tu_status_kib(const char *name);
+
+/*
+ * Pages of [addr, addr + len) resident in memory (mincore; `addr` page
+ * aligned), or -1 with errno set.
+ */
+long tu_resident_pages(const void *addr, size_t len);
 
 /* True if `fd` is an open descriptor. */
 bool tu_fd_is_open(int fd);

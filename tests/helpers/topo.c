@@ -124,7 +124,7 @@ pid_t topo_fork(void)
 	cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
 	if (pid == 0) {
 		signal(SIGALRM, SIG_DFL);
-		alarm(TU_WATCHDOG_S);
+		alarm(tu_watchdog_s());
 	}
 	return pid;
 }

@@ -35,6 +35,8 @@
 #ifndef CMESH_TOPO_H
 #define CMESH_TOPO_H
 
+#include "testutil.h"
+
 #include <cmesh.h>
 
 #include <stdbool.h>
@@ -192,8 +194,12 @@ void topo_fail(const char *file, int line, const char *what, long long got,
 		}                                                              \
 	} while (0)
 
-/* A generous bound for any single wait in a test (ms). */
-#define TOPO_WAIT_MS 20000u
+/*
+ * A bound for any single wait in a test (ms): the test's whole budget, so
+ * that a wait that never ends fails with its own message before the
+ * test's watchdog (TU_WATCHDOG_BUDGETS budgets) kills it.
+ */
+#define TOPO_WAIT_MS (TU_BUDGET_S * 1000u)
 
 /* Deadline TOPO_WAIT_MS from now, for recv_deadline. */
 int64_t topo_deadline(void);

@@ -9,7 +9,11 @@
  * (records).
  *
  * Control messages (one SOCK_SEQPACKET datagram each):
- *   HELLO   both sides, once, first. fds: [arena memfd, consumer eventfd].
+ *   HELLO   both sides, once, first. fds: [arena memfd, wake socket]: the
+ *           wake socket is one end of a SOCK_DGRAM socketpair whose other
+ *           end only the sender of the HELLO holds; the receiver sends a
+ *           datagram on it to wake the sender's waitset (shm/ring.h, wake
+ *           line).
  *   ATTACH  the fds of the next channel record that needs some (fd fields,
  *           out-of-line trailing bytes), sent before that record is
  *           published, in the same order as the records.
@@ -27,7 +31,7 @@
 #include <stdint.h>
 
 #define CMESH_PROTO_MAGIC 0x48534d43u /* "CMSH" */
-#define CMESH_PROTO_VERSION 3u
+#define CMESH_PROTO_VERSION 4u
 
 #define CMESH_CTL_HELLO 1u
 #define CMESH_CTL_ATTACH 2u

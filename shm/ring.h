@@ -157,12 +157,14 @@ static_assert(offsetof(struct cmesh_shm_ring_cons, head) == 0, "head");
  */
 struct cmesh_shm_ring_wake {
 	/*
-	 * 1 while the consumer sleeps on its eventfd, else 0. Consumer:
-	 * seq_cst store of 1, seq_cst fence, then re-checks the seq of its
-	 * head slot before sleeping; store of 0 when awake. Producer: seq_cst
-	 * fence after its store of a slot's seq, then a load; signals the
-	 * eventfd only if it reads non-zero (Dekker: one of the two sees the
-	 * other).
+	 * 1 while the consumer sleeps or its waitset waits, else 0: it then
+	 * polls its wake socket (the other end of the one whose fd it sent
+	 * in its HELLO). Consumer: seq_cst store of 1, seq_cst fence, then
+	 * re-checks the seq of its head slot before sleeping; store of 0 when
+	 * awake. Producer: seq_cst fence after its store of a slot's seq,
+	 * then a load; if it reads non-zero it sends a datagram on its end of
+	 * the wake socket with MSG_DONTWAIT, which never blocks (Dekker: one
+	 * of the two sees the other).
 	 */
 	_Atomic uint32_t sleeping;
 	/*

@@ -9,7 +9,13 @@
  *   issues a seq_cst fence and loads the seq of its head slot; a producer
  *   stores a slot's seq (release, when shmring publishes), issues a seq_cst
  *   fence and loads `sleeping`. One of them sees the other: the consumer
- *   finds the record, or the producer signals the consumer's eventfd.
+ *   finds the record, or the producer sends a datagram on the consumer's
+ *   wake socket, which the sleeping receiver (or its waitset) polls.
+ * - No wake can block either side, whatever the peer does: FUTEX_WAKE
+ *   never blocks, the datagram is sent with MSG_DONTWAIT (per call: the
+ *   peer may share that file description and clear its O_NONBLOCK), and
+ *   the consumer drains only descriptions it alone holds (its end of the
+ *   wake socketpair, its private eventfd).
  *   Every publish is followed by this, fillers included: the consumer may
  *   be waiting on exactly that position while later ones are published.
  * - Receiver gone. The consumer stores closed = 1 (release) in its own
@@ -56,6 +62,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -80,7 +87,8 @@ int cmesh__lane_init(struct cmesh__lane *ln, struct cmesh__link *link,
 	ln->type = type;
 	ln->max_trail = max_trail;
 	ln->spin_ns = spin_ns;
-	ln->peer_efd = -1;
+	ln->peer_wake_sock = -1;
+	ln->wake_sock = -1;
 	ln->efd = -1;
 	ln->pending = -1;
 	ln->spill_tailp = &ln->spill_head;
@@ -116,8 +124,10 @@ void cmesh__lane_destroy(struct cmesh__lane *ln)
 	cmesh__wake_free(ln->sleeper);
 	if (ln->efd >= 0)
 		close(ln->efd);
-	if (ln->peer_efd >= 0)
-		close(ln->peer_efd);
+	if (ln->wake_sock >= 0)
+		close(ln->wake_sock);
+	if (ln->peer_wake_sock >= 0)
+		close(ln->peer_wake_sock);
 }
 
 /* ---- producer ---- */
@@ -702,19 +712,53 @@ bool cmesh__lane_ready(struct cmesh__lane *ln)
 	       cmesh__link_attach_ready(ln->link, h.attach_seq);
 }
 
+void cmesh__lane_signal_slow(struct cmesh__lane *ln)
+{
+	/* A full socket (EAGAIN) has a wake queued already. */
+	if (ln->peer_wake_sock >= 0)
+		(void)send(ln->peer_wake_sock, "", 1,
+			   MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+/*
+ * Empties our wake fds. Both are ours alone, non-blocking, and the socket
+ * is also read with MSG_DONTWAIT; a peer that floods the socket costs
+ * one bounded pass per wake, no more.
+ */
+static void drain_wakes(struct cmesh__lane *ln)
+{
+	char b[8];
+
+	for (int i = 0; i < 64; i++) {
+		if (recv(ln->wake_sock, b, sizeof(b), MSG_DONTWAIT) < 0 &&
+		    errno != EINTR)
+			break;
+	}
+	cmesh__eventfd_drain(ln->efd);
+}
+
 void cmesh__lane_arm(struct cmesh__lane *ln, bool on)
 {
 	atomic_store_explicit(&ln->own_wake->sleeping, on ? 1 : 0,
 			      memory_order_seq_cst);
 	/* Dekker with the producer's seq store + fence, see top. */
 	atomic_thread_fence(memory_order_seq_cst);
+	if (!on)
+		drain_wakes(ln);
 }
 
-static void on_efd(void *arg, int fd, uint32_t revents)
+int cmesh__lane_wake_fds(const struct cmesh__lane *ln, int out[2])
 {
-	(void)arg;
+	out[0] = ln->wake_sock;
+	out[1] = ln->efd;
+	return 2;
+}
+
+static void on_wake(void *arg, int fd, uint32_t revents)
+{
+	(void)fd;
 	(void)revents;
-	cmesh__eventfd_drain(fd);
+	drain_wakes(arg);
 }
 
 int cmesh__lane_sleeper_init(struct cmesh__lane *ln)
@@ -722,7 +766,10 @@ int cmesh__lane_sleeper_init(struct cmesh__lane *ln)
 	int r = cmesh__wake_new_default(&ln->sleeper);
 
 	if (!r)
-		r = cmesh__wake_add(ln->sleeper, ln->efd, POLLIN, on_efd, ln);
+		r = cmesh__wake_add(ln->sleeper, ln->wake_sock, POLLIN, on_wake,
+				    ln);
+	if (!r)
+		r = cmesh__wake_add(ln->sleeper, ln->efd, POLLIN, on_wake, ln);
 	return r;
 }
 
@@ -730,8 +777,10 @@ int cmesh__lane_sleep(struct cmesh__lane *ln, int64_t deadline)
 {
 	int r = 0;
 
-	cmesh__lane_arm(ln, true);
-	/* The wake backend (io_uring or epoll) waits on our eventfd. */
+	atomic_store_explicit(&ln->own_wake->sleeping, 1, memory_order_seq_cst);
+	/* Dekker with the producer's seq store + fence, see top. */
+	atomic_thread_fence(memory_order_seq_cst);
+	/* The wake backend (io_uring or epoll) waits on our wake fds. */
 	if (!cmesh__lane_ready(ln) &&
 	    cmesh__wake_run(ln->sleeper, deadline) == 0)
 		r = -ETIMEDOUT;

@@ -41,7 +41,7 @@ struct cmesh__lane {
 	pthread_mutex_t lock; /* senders with fds, and the spill backlog */
 	struct cmesh__shmring_producer prod;
 	const struct cmesh_shm_ring_wake *peer_wake; /* sleeping, closed */
-	int peer_efd;		  /* the peer consumer's eventfd */
+	int peer_wake_sock;	  /* to the peer consumer's wake socket */
 	struct spill *spill_head; /* ordered backlog while the ring is full */
 	struct spill **spill_tailp;
 	_Atomic uint32_t spilling; /* backlog queued: senders take `lock` */
@@ -50,8 +50,9 @@ struct cmesh__lane {
 	/* In lane (consumer). */
 	struct cmesh__shmring_consumer cons;
 	struct cmesh_shm_ring_wake *own_wake;
-	int efd; /* our consumer eventfd (the peer signals) */
-	struct cmesh__wake *sleeper; /* waits on efd: io_uring or epoll */
+	int wake_sock; /* our wake socket: the peer's datagrams */
+	int efd;       /* private eventfd: the link thread's wakes */
+	struct cmesh__wake *sleeper; /* waits on both: io_uring or epoll */
 	int64_t spin_ns;
 	unsigned char *buf; /* one record, copied out of the ring */
 	uint32_t buf_cap;
@@ -85,14 +86,15 @@ int cmesh__lane_peek(struct cmesh__lane *ln);
 bool cmesh__lane_ready(struct cmesh__lane *ln);
 
 /*
- * In lane: the object the receiver sleeps in, watching efd through the wake
- * backend that CMESH_WAKE selects (io_uring, else epoll). 0 or -errno.
+ * In lane: the object the receiver sleeps in, watching our wake socket
+ * and private eventfd through the wake backend that CMESH_WAKE selects
+ * (io_uring, else epoll). 0 or -errno.
  */
 int cmesh__lane_sleeper_init(struct cmesh__lane *ln);
 
 /*
- * In lane: announce that we sleep (the peer then signals efd), check
- * again, sleep on efd until `deadline`. -ETIMEDOUT or 0.
+ * In lane: announce that we sleep (the peer then sends on our wake
+ * socket), check again, sleep until a wake or `deadline`. -ETIMEDOUT or 0.
  */
 int cmesh__lane_sleep(struct cmesh__lane *ln, int64_t deadline);
 
@@ -122,6 +124,9 @@ static inline int cmesh__lane_failed(const struct cmesh__lane *ln)
 	return atomic_load_explicit(ln->failed, memory_order_acquire);
 }
 
+/* Out lane: a datagram on the consumer's wake socket; never blocks. */
+void cmesh__lane_signal_slow(struct cmesh__lane *ln);
+
 /* Out lane, after a publish: signal the consumer if it said it sleeps. */
 static inline void cmesh__lane_signal(struct cmesh__lane *ln)
 {
@@ -129,7 +134,7 @@ static inline void cmesh__lane_signal(struct cmesh__lane *ln)
 	atomic_thread_fence(memory_order_seq_cst);
 	if (atomic_load_explicit(&ln->peer_wake->sleeping,
 				 memory_order_relaxed))
-		cmesh__eventfd_signal(ln->peer_efd);
+		cmesh__lane_signal_slow(ln);
 }
 
 /*
@@ -161,8 +166,15 @@ static inline int cmesh__lane_send_inline(struct cmesh__lane *ln,
 	return cmesh__lane_send(ln, msg, trail, len);
 }
 
-/* In lane, waitsets: set or clear the sleeping flag. */
+/*
+ * In lane, waitsets: set or clear the sleeping flag (the peer then sends
+ * on our wake socket). Clearing also drains both wake fds, without ever
+ * blocking (only we hold them).
+ */
 void cmesh__lane_arm(struct cmesh__lane *ln, bool on);
+
+/* In lane, waitsets: the fds that poll readable on a wake: 2 of them. */
+int cmesh__lane_wake_fds(const struct cmesh__lane *ln, int out[2]);
 
 /* In lane: the receiver is gone; drop what is queued, tell the peer. */
 void cmesh__lane_close_rx(struct cmesh__lane *ln);

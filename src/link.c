@@ -382,18 +382,21 @@ static void fill_hello(struct cmesh_ctl_hello *h, uint64_t arena_size,
 	h->max_trail = max_trail;
 }
 
-/* True if `fd` is an eventfd (the peer's claim is checked, not trusted). */
-static bool is_eventfd(int fd)
+/*
+ * True if `fd` is a unix datagram socket (the peer's claim is checked, not
+ * trusted; no /proc needed). Whatever else the peer does with it, we only
+ * ever send on it with MSG_DONTWAIT.
+ */
+static bool is_wake_socket(int fd)
 {
-	char path[64], target[64];
-	ssize_t n;
+	int v = 0;
+	socklen_t len = sizeof(v);
 
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	n = readlink(path, target, sizeof(target) - 1);
-	if (n < 0)
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &len) || v != AF_UNIX)
 		return false;
-	target[n] = '\0';
-	return strcmp(target, "anon_inode:[eventfd]") == 0;
+	len = sizeof(v);
+	return !getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &len) &&
+	       v == SOCK_DGRAM;
 }
 
 static int recv_hello(struct cmesh__link *l, int64_t deadline,
@@ -425,7 +428,8 @@ static int recv_hello(struct cmesh__link *l, int64_t deadline,
 	    h->hdr.version != CMESH_PROTO_VERSION ||
 	    h->hdr.type != CMESH_CTL_HELLO || h->hdr.len != sizeof(*h) ||
 	    !cmesh_shm_ring_cap_ok(h->ring_cap) ||
-	    h->arena_size > CMESH_SHM_ARENA_MAX_SIZE || !is_eventfd(fds[1])) {
+	    h->arena_size > CMESH_SHM_ARENA_MAX_SIZE ||
+	    !is_wake_socket(fds[1])) {
 		for (uint32_t i = 0; i < nfds; i++)
 			close(fds[i]);
 		return -EPROTO;
@@ -449,11 +453,15 @@ static uint64_t arena_size_for(uint32_t cap)
 	return size;
 }
 
-/* Our arena and our halves of both rings, before the HELLO goes out. */
-static int setup_own(struct cmesh__link *l, uint32_t ring_cap)
+/*
+ * Our arena, our halves of both rings and our wake fds, before the HELLO
+ * goes out. On success *out_wake is the end of our wake socketpair that
+ * the HELLO carries to the peer (the caller closes it once sent).
+ */
+static int setup_own(struct cmesh__link *l, uint32_t ring_cap, int *out_wake)
 {
 	unsigned char *base;
-	int r;
+	int wake_pair[2], r;
 
 	r = cmesh__arena_create(arena_size_for(ring_cap), "cmesh-arena",
 				&l->own);
@@ -477,7 +485,18 @@ static int setup_own(struct cmesh__link *l, uint32_t ring_cap)
 	l->in.efd = cmesh__eventfd_new();
 	if (l->in.efd < 0)
 		return l->in.efd;
-	return cmesh__lane_sleeper_init(&l->in);
+	/* [0]: ours alone; [1]: goes to the peer with the HELLO. */
+	if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+		       wake_pair))
+		return -errno;
+	l->in.wake_sock = wake_pair[0];
+	r = cmesh__lane_sleeper_init(&l->in);
+	if (r) {
+		close(wake_pair[1]);
+		return r;
+	}
+	*out_wake = wake_pair[1];
+	return 0;
 }
 
 /* The peer's arena and its halves of both rings. Takes fds[]. */
@@ -493,9 +512,7 @@ static int setup_peer(struct cmesh__link *l, const struct cmesh_ctl_hello *h,
 		close(fds[1]);
 		return r;
 	}
-	l->out.peer_efd = fds[1];
-	if (fcntl(fds[1], F_SETFL, O_NONBLOCK))
-		return -errno;
+	l->out.peer_wake_sock = fds[1];
 	base = cmesh__arena_base(l->peer);
 	if (!cmesh__arena_ctl_ok(l->peer,
 				 line_off(l->peer, CMESH_PROTO_LINE_WAKE),
@@ -531,14 +548,14 @@ static int handshake(struct cmesh__link *l, const cmesh_type *out_type,
 	    sizeof(struct cmesh_rec_msg) + out_type->size >
 		    cmesh__shmring_record_limit(o->ring_cap))
 		return -EINVAL;
-	r = setup_own(l, o->ring_cap);
+	r = setup_own(l, o->ring_cap, &fds[1]);
 	if (r)
 		return r;
 	fill_hello(&mine, cmesh__arena_layout(l->own)->size, out_fp, in_fp,
 		   o->ring_cap, o->max_trail);
 	fds[0] = cmesh__arena_fd(l->own);
-	fds[1] = l->in.efd;
 	r = cmesh__ctl_send(l->sock, &mine, sizeof(mine), fds, 2);
+	close(fds[1]); /* the peer's now: we never hold its description */
 	if (r)
 		return r == -EPIPE ? -ECONNRESET : r;
 	r = recv_hello(l, o->deadline, &peer, fds);
@@ -644,7 +661,8 @@ int cmesh__link_new(int sock, const cmesh_type *out_type,
 	l->att_tailp = &l->att_head;
 	atomic_init(&l->refs, 1);
 	/* Before anything can fail: free_resources() closes these. */
-	l->in.efd = l->in.peer_efd = l->out.efd = l->out.peer_efd = -1;
+	l->in.efd = l->in.wake_sock = l->in.peer_wake_sock = -1;
+	l->out.efd = l->out.wake_sock = l->out.peer_wake_sock = -1;
 	if (pthread_mutex_init(&l->att_lock, NULL)) {
 		close(sock);
 		free(l);

@@ -909,9 +909,9 @@ int cmesh__queue_peek(struct cmesh__queue *q)
 	return -EAGAIN;
 }
 
-int cmesh__queue_efd(struct cmesh__queue *q)
+int cmesh__queue_wake_fds(struct cmesh__queue *q, int out[2])
 {
-	return q->rx_lane ? q->rx_lane->efd : -1;
+	return q->rx_lane ? cmesh__lane_wake_fds(q->rx_lane, out) : 0;
 }
 
 void cmesh__queue_disarm(struct cmesh__queue *q)

@@ -98,11 +98,11 @@ bool cmesh__queue_ready(struct cmesh__queue *q);
 void cmesh__queue_arm(struct cmesh__queue *q);
 
 /*
- * Remote receivers only (else -1 / no-op): the eventfd the peer signals
- * while armed, which a waitset polls; and disarming, so the peer stops
- * signalling once the waitset looks again.
+ * Remote receivers only (else 0 / no-op): the fds that poll readable on a
+ * wake while armed, which a waitset polls (into out[], their count); and
+ * disarming, which stops the wakes and drains those fds (never blocks).
  */
-int cmesh__queue_efd(struct cmesh__queue *q);
+int cmesh__queue_wake_fds(struct cmesh__queue *q, int out[2]);
 void cmesh__queue_disarm(struct cmesh__queue *q);
 
 /* Links the queue to `ws` (NULL unlinks). -EBUSY if linked elsewhere. */

@@ -9,10 +9,13 @@
  * sleeps on the waitset's eventfd. A producer that finds its queue armed
  * writes the eventfd. The scan is O(members) per wait.
  *
- * A receiver whose senders are in another process is woken through its own
- * eventfd (the peer signals it, lane.c). The waitset's fd is therefore an
- * epoll instance holding the waitset's eventfd and those receivers'
- * eventfds: it polls readable when any of them is signalled.
+ * A receiver whose senders are in another process is woken through its
+ * wake fds (lane.c): its wake socket, on which the peer sends, and its
+ * private eventfd, which its link thread signals. The waitset's fd is
+ * therefore an epoll instance holding the waitset's eventfd and those
+ * receivers' wake fds: it polls readable when any of them is signalled.
+ * Every fd it reads is one that only this process holds, and none is read
+ * blocking: nothing a peer does to a file description stalls a wait.
  */
 #include "waitset.h"
 
@@ -86,14 +89,26 @@ out_free:
 	return r;
 }
 
+/* Watches (or stops watching) the wake fds of a remote member. */
+static int watch_member(cmesh_waitset *ws, struct cmesh__queue *q, bool on)
+{
+	int fds[2], n = cmesh__queue_wake_fds(q, fds), r = 0;
+
+	for (int i = 0; i < n; i++) {
+		r = watch(ws, fds[i], on);
+		if (r && on) {
+			while (i--)
+				watch(ws, fds[i], false);
+			return r;
+		}
+	}
+	return 0;
+}
+
 static void remove_at(cmesh_waitset *ws, uint32_t i)
 {
-	int efd = cmesh__queue_efd(ws->m[i].q);
-
-	if (efd >= 0) {
-		cmesh__queue_disarm(ws->m[i].q);
-		watch(ws, efd, false);
-	}
+	cmesh__queue_disarm(ws->m[i].q);
+	watch_member(ws, ws->m[i].q, false);
 	cmesh__queue_set_waitset(ws->m[i].q, NULL);
 	ws->m[i] = ws->m[--ws->n];
 	if (ws->next >= ws->n)
@@ -137,12 +152,10 @@ static int add(cmesh_waitset *ws, struct cmesh__queue *q, uint64_t key)
 	r = cmesh__queue_set_waitset(q, ws);
 	if (r)
 		return r;
-	if (cmesh__queue_efd(q) >= 0) {
-		r = watch(ws, cmesh__queue_efd(q), true);
-		if (r) {
-			cmesh__queue_set_waitset(q, NULL);
-			return r;
-		}
+	r = watch_member(ws, q, true);
+	if (r) {
+		cmesh__queue_set_waitset(q, NULL);
+		return r;
 	}
 	ws->m[ws->n].q = q;
 	ws->m[ws->n].key = key;
@@ -224,15 +237,9 @@ int cmesh_waitset_try_wait(cmesh_waitset *ws, uint64_t *out_key)
 	/* Consume pending signals first: any that arrive later stay. */
 	if (read(ws->efd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
 		return -errno;
-	for (uint32_t i = 0; i < ws->n; i++) {
-		int efd = cmesh__queue_efd(ws->m[i].q);
-
-		if (efd >= 0) {
-			cmesh__queue_disarm(ws->m[i].q);
-			if (read(efd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
-				return -errno;
-		}
-	}
+	/* Remote members: stop their wakes and drain their wake fds. */
+	for (uint32_t i = 0; i < ws->n; i++)
+		cmesh__queue_disarm(ws->m[i].q);
 	if (scan(ws, out_key))
 		return 0;
 	for (uint32_t i = 0; i < ws->n; i++)

@@ -55,6 +55,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define SQ_ENTRIES 64u
@@ -689,10 +690,18 @@ int cmesh__eventfd_signal(int fd)
 int cmesh__eventfd_drain(int fd)
 {
 	uint64_t count;
+	struct iovec iov = { .iov_base = &count, .iov_len = sizeof(count) };
 	ssize_t n;
 
+	/*
+	 * RWF_NOWAIT: non-blocking for this call whatever the description's
+	 * flags say (eventfds take it since Linux 5.12), so even a process
+	 * that inherited the fd cannot make this read block.
+	 */
 	do {
-		n = read(fd, &count, sizeof(count));
+		n = preadv2(fd, &iov, 1, -1, RWF_NOWAIT);
+		if (n < 0 && errno == EOPNOTSUPP)
+			n = read(fd, &count, sizeof(count));
 	} while (n < 0 && errno == EINTR);
 	if (n == (ssize_t)sizeof(count))
 		return 1;

@@ -106,8 +106,8 @@ int cmesh__eventfd_new(void);
 int cmesh__eventfd_signal(int fd);
 
 /*
- * Resets a non-blocking eventfd's count to 0. Returns 1 if it was
- * signalled, 0 if not, or -errno.
+ * Resets an eventfd's count to 0 without ever blocking (RWF_NOWAIT).
+ * Returns 1 if it was signalled, 0 if not, or -errno.
  */
 int cmesh__eventfd_drain(int fd);
 

@@ -124,7 +124,9 @@ enum hello_variant {
 	HV_NO_FDS,
 	HV_ONE_FD,
 	HV_THREE_FDS,
-	HV_EFD_IS_PIPE,
+	HV_WAKE_IS_PIPE,
+	HV_WAKE_IS_STREAM,  /* a unix socket, but not a datagram one */
+	HV_WAKE_IS_EVENTFD, /* what protocol version 3 sent */
 	HV_ARENA_IS_PIPE,
 	HV_FDS_SWAPPED,
 	/* the arena memfd itself */
@@ -136,8 +138,11 @@ enum hello_variant {
 	HV_SHRINK_SEAL,	   /* sealed against shrinking only */
 	HV_GARBAGE_HDR,	   /* right size, sealed, random header */
 	HV_HDR_LIES,	   /* header's own arena_size differs */
-	/* valid, but "sleeping" for good on an eventfd at its maximum */
-	HV_SATURATED_EFD,
+	/*
+	 * valid, but "sleeping" for good on a wake socket whose queue is
+	 * full, with O_NONBLOCK cleared on the description we share
+	 */
+	HV_BLOCKING_FULL_WAKE,
 	HV_COUNT
 };
 
@@ -182,7 +187,7 @@ static int hello_child(int sock, enum hello_variant v)
 	unsigned char buf[sizeof(h) + 16];
 	uint64_t fp;
 	size_t len = sizeof(h);
-	int fds[3], nfds = 2, p[2], efd;
+	int fds[3], nfds = 2, p[2], wake[2], other[2], efd;
 
 	TOPO_CHECK_EQ(cmesh_type_fingerprint(&seq_type, &fp), 0);
 	memset(&h, 0, sizeof(h));
@@ -199,9 +204,11 @@ static int hello_child(int sock, enum hello_variant v)
 
 	TOPO_CHECK_EQ(cmesh__arena_create(ARENA, "hostile", &a), 0);
 	fds[0] = cmesh__arena_fd(a);
-	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	TOPO_CHECK(efd >= 0);
-	fds[1] = efd;
+	TOPO_CHECK_EQ(socketpair(AF_UNIX,
+				 SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+				 wake),
+		      0);
+	fds[1] = wake[1];
 	TOPO_CHECK_EQ(pipe2(p, O_CLOEXEC), 0);
 	fds[2] = p[0];
 
@@ -253,14 +260,25 @@ static int hello_child(int sock, enum hello_variant v)
 	case HV_THREE_FDS:
 		nfds = 3;
 		break;
-	case HV_EFD_IS_PIPE:
+	case HV_WAKE_IS_PIPE:
 		fds[1] = p[0];
+		break;
+	case HV_WAKE_IS_STREAM:
+		TOPO_CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0,
+					 other),
+			      0);
+		fds[1] = other[1];
+		break;
+	case HV_WAKE_IS_EVENTFD:
+		efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		TOPO_CHECK(efd >= 0);
+		fds[1] = efd;
 		break;
 	case HV_ARENA_IS_PIPE:
 		fds[0] = p[0];
 		break;
 	case HV_FDS_SWAPPED:
-		fds[0] = efd;
+		fds[0] = wake[1];
 		fds[1] = cmesh__arena_fd(a);
 		break;
 	case HV_SMALL_SEALED:
@@ -309,15 +327,18 @@ static int hello_child(int sock, enum hello_variant v)
 		TOPO_CHECK(fds[0] >= 0);
 		break;
 	}
-	case HV_SATURATED_EFD: {
+	case HV_BLOCKING_FULL_WAKE: {
 		struct cmesh_shm_ring_wake *w =
 			(void *)((unsigned char *)cmesh__arena_base(a) +
 				 cmesh__arena_layout(a)->ctl_off +
 				 CMESH_PROTO_LINE_WAKE * CMESH_SHM_LINE);
-		uint64_t max = UINT64_MAX - 1;
 
 		atomic_store(&w->sleeping, 1);
-		TOPO_CHECK_EQ(write(efd, &max, sizeof(max)), sizeof(max));
+		/* Fill our end's queue, then make the shared end blocking. */
+		while (send(wake[1], "w", 1, MSG_DONTWAIT) == 1)
+			;
+		TOPO_CHECK_EQ(errno, EAGAIN);
+		TOPO_CHECK_EQ(fcntl(wake[1], F_SETFL, 0), 0);
 		break;
 	}
 	case HV_COUNT:
@@ -403,11 +424,13 @@ Test(node_hostile, arena_memfd_unsealed_or_with_a_bad_header_is_eproto)
 }
 
 /*
- * A peer that says it sleeps, on an eventfd that cannot take another
- * signal, and never reads: every send still returns at once (the ring
- * fills, the rest spills).
+ * A peer that says it sleeps, on a wake socket whose queue is full and
+ * whose shared description it made blocking, and never reads: every send
+ * still returns at once (the ring fills, the rest spills). Version 3 of
+ * the protocol blocked here (a saturated eventfd the peer had made
+ * blocking).
  */
-Test(node_hostile, peer_with_a_saturated_eventfd_cannot_block_our_sends)
+Test(node_hostile, peer_with_a_full_blocking_wake_socket_cannot_block_sends)
 {
 	struct topo_res res;
 	cmesh_node_opts o;
@@ -423,7 +446,7 @@ Test(node_hostile, peer_with_a_saturated_eventfd_cannot_block_our_sends)
 	pid = topo_fork();
 	if (pid == 0) {
 		close(sv[0]);
-		topo_child_exit(hello_child(sv[1], HV_SATURATED_EFD));
+		topo_child_exit(hello_child(sv[1], HV_BLOCKING_FULL_WAKE));
 	}
 	close(sv[1]);
 	node_opts(&o, TU_MS(5000));
@@ -591,7 +614,7 @@ static int push_raw(struct cmesh__link *l, uint32_t kind, const void *buf,
 	pthread_mutex_lock(&ln->lock);
 	r = cmesh__shmring_push(&ln->prod, kind, buf, len);
 	pthread_mutex_unlock(&ln->lock);
-	cmesh__eventfd_signal(ln->peer_efd);
+	cmesh__lane_signal_slow(ln);
 	return r;
 }
 
@@ -1179,4 +1202,184 @@ Test(node_hostile, peer_scribbling_while_sending_gives_only_valid_or_errors)
 
 	for (size_t i = 0; i < sizeof(regions) / sizeof(regions[0]); i++)
 		check_scribbler(regions[i], 100 + i, false, false);
+}
+
+/* ==== a peer that attacks the wake objects it shares with us ============= */
+
+/* Healthy peer: echoes every message (seq + 1) until its senders go. */
+static int echo_peer(cmesh_sender *tx, cmesh_receiver *rx,
+		     const struct topo_side *s)
+{
+	struct seqmsg m;
+	int r;
+
+	(void)s;
+	while ((r = cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL,
+						 0)) == 0) {
+		m.seq++;
+		TOPO_CHECK_EQ(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	}
+	TOPO_CHECK_EQ(r, -EPIPE);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	return 0;
+}
+
+static const struct topo_scenario echo_sc = {
+	.down = &seq_type,
+	.up = &seq_type,
+	.peer = echo_peer,
+};
+
+static bool fd_is(int fd, const char *target)
+{
+	char path[64], buf[64];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, buf, sizeof(buf) - 1);
+	if (n < 0)
+		return false;
+	buf[n] = '\0';
+	return strncmp(buf, target, strlen(target)) == 0;
+}
+
+/*
+ * Child: joins, then does to every wake object the link gave it what a
+ * hostile peer can do to a file description it shares with us: an eventfd is
+ * drained and made blocking (protocol version 3 shared ours: our next
+ * read of it would block), a datagram socket is flooded and made
+ * blocking. Says 'f', waits for 'g', sends one message, and waits until
+ * told to exit.
+ */
+static int attacker_child(int sock, int sync)
+{
+	cmesh_node_opts o;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct seqmsg m = { .seq = 42 };
+	uint64_t cnt;
+
+	static bool before[1024];
+
+	/* Only what the link brought: fds inherited from the test are ours. */
+	for (int fd = 0; fd < 1024; fd++)
+		before[fd] = tu_fd_is_open(fd);
+	node_opts(&o, TU_MS(5000));
+	TOPO_CHECK_EQ(cmesh_node_join_socket(sock, &seq_type, &seq_type, &o,
+					     &node, &tx, &rx),
+		      0);
+	for (int fd = 3; fd < 1024; fd++) {
+		if (before[fd] || !tu_fd_is_open(fd))
+			continue;
+		if (fd_is(fd, "anon_inode:[eventfd]")) {
+			while (read(fd, &cnt, sizeof(cnt)) == sizeof(cnt))
+				;
+			fcntl(fd, F_SETFL, 0);
+		} else if (fd_is(fd, "socket:")) {
+			int type = 0;
+			socklen_t len = sizeof(type);
+
+			if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) ||
+			    type != SOCK_DGRAM)
+				continue;
+			while (send(fd, "z", 1, MSG_DONTWAIT) == 1)
+				;
+			fcntl(fd, F_SETFL, 0);
+		}
+	}
+	TOPO_CHECK_EQ(topo_post(sync, 'f'), 0);
+	TOPO_CHECK_EQ(topo_wait(sync, TOPO_WAIT_MS), 'g');
+	TOPO_CHECK_EQ(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	topo_wait(sync, TOPO_WAIT_MS);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	cmesh_node_free(node);
+	return 0;
+}
+
+/* A round trip with the healthy peer. */
+static void good_round_trip(struct topo_conn *good, uint64_t i)
+{
+	struct seqmsg m = { .seq = i };
+
+	TU_ASSERT_RC(cmesh_sender_send(good->tx, &m, NULL, 0), 0);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(good->rx, topo_deadline(), &m,
+						  NULL, 0),
+		     0);
+	cr_assert_eq(m.seq, i + 1);
+}
+
+/*
+ * Nothing the peer does to the wake objects it holds stalls us: after it
+ * drained and blocked or flooded and blocked every one, waitset polls,
+ * timed waits and receives on its channel return on time, its message
+ * still wakes the waitset, and a healthy peer's round trips go on
+ * throughout. fds, mappings and RSS are back afterwards.
+ */
+Test(node_hostile, peer_blocking_or_flooding_shared_wake_fds_stalls_nothing)
+{
+	struct topo_res res;
+	struct topo_conn good;
+	cmesh_node_opts o;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	cmesh_waitset *ws;
+	struct seqmsg m;
+	uint64_t key = 0;
+	long rss0;
+	int sv[2], sy[2];
+	int64_t t0;
+	pid_t pid;
+
+	topo_baseline(&res);
+	rss0 = tu_status_kib("VmRSS");
+	topo_fork_peer(&echo_sc, TOPO_FORK, &good);
+	pid = fork_pair(sv, sy);
+	if (pid == 0)
+		topo_child_exit(attacker_child(sv[1], sy[1]));
+	node_opts(&o, TU_MS(5000));
+	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &seq_type, &seq_type, &o,
+					    &node, &tx, &rx),
+		     0);
+	cr_assert_eq(topo_wait(sy[0], TOPO_WAIT_MS), 'f');
+	TU_ASSERT_RC(cmesh_waitset_new(&ws), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, rx, 7), 0);
+	t0 = tu_now_ns();
+	for (uint64_t i = 0; i < 200; i++) {
+		TU_ASSERT_RC(cmesh_waitset_try_wait(ws, &key), -EAGAIN);
+		good_round_trip(&good, i);
+	}
+	TU_ASSERT_RC(cmesh_waitset_wait(ws, cmesh_deadline_after(TU_MS(20)),
+					&key),
+		     -ETIMEDOUT);
+	TU_ASSERT_RC(cmesh_waitset_remove_receiver(ws, rx), 0);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(
+			     rx, cmesh_deadline_after(TU_MS(20)), &m, NULL, 0),
+		     -ETIMEDOUT);
+	good_round_trip(&good, 1000);
+	cr_assert_lt(tu_now_ns() - t0, TU_MS(TU_BUDGET_S * 1000 / 2));
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, rx, 7), 0);
+	cr_assert_eq(topo_post(sy[0], 'g'), 0);
+	TU_ASSERT_RC(cmesh_waitset_wait(ws, topo_deadline(), &key), 0);
+	cr_assert_eq(key, 7);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &m, NULL, 0), 0);
+	cr_assert_eq(m.seq, 42);
+	good_round_trip(&good, 2000);
+	cmesh_waitset_free(ws);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	cmesh_node_free(node);
+	close(sy[0]);
+	topo_assert_exit_0(pid, TOPO_WAIT_MS);
+	cmesh_sender_free(good.tx);
+	cmesh_receiver_free(good.rx);
+	topo_bye(good.sync);
+	topo_assert_exit_0(good.pid, TOPO_WAIT_MS);
+	close(good.sync);
+	topo_assert_baseline(&res);
+	cr_assert_lt(tu_status_kib("VmRSS") - rss0, 16 * 1024,
+		     "VmRSS grew by %ld KiB", tu_status_kib("VmRSS") - rss0);
 }

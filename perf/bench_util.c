@@ -13,8 +13,11 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #if defined(__clang__)
 #define BENCH_CC "clang "
@@ -40,6 +43,27 @@ void bench_die(const char *what, int err)
 	if (bench_die_hook)
 		bench_die_hook();
 	exit(2);
+}
+
+void bench_write_err(const char *buf, size_t len)
+{
+	while (len) {
+		ssize_t n = write(STDERR_FILENO, buf, len);
+
+		if (n <= 0)
+			return;
+		buf += n;
+		len -= (size_t)n;
+	}
+}
+
+void bench_kill_reap(int pid)
+{
+	if (pid <= 0)
+		return;
+	kill(pid, SIGKILL);
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
 }
 
 void *bench_xcalloc(size_t n, size_t sz)

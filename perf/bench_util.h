@@ -55,6 +55,12 @@ extern bool bench_check_dies;
 /* Prints "<name>: <who><what>: <error>" (err: errno, or < 0: cmesh). */
 void bench_die(const char *what, int err);
 
+/* Writes all of buf to stderr (async-signal-safe). */
+void bench_write_err(const char *buf, size_t len);
+
+/* SIGKILLs and reaps `pid` if it is > 0 (async-signal-safe). */
+void bench_kill_reap(int pid);
+
 /* calloc that dies on failure and touches every page before timing. */
 void *bench_xcalloc(size_t n, size_t sz);
 

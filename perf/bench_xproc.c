@@ -242,30 +242,14 @@ static size_t put_str(char *buf, size_t at, size_t cap, const char *s)
 	return at;
 }
 
-static void write_all_err(const char *buf, size_t len)
-{
-	while (len) {
-		ssize_t n = write(STDERR_FILENO, buf, len);
-
-		if (n <= 0)
-			return;
-		buf += n;
-		len -= (size_t)n;
-	}
-}
-
 /* Parent: kills and reaps the child, if any. */
 static void kill_child(void)
 {
 	pid_t pid = child_pid;
 
 	child_expected = 1;
-	if (pid > 0) {
-		kill(pid, SIGKILL);
-		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-			;
-		child_pid = 0;
-	}
+	bench_kill_reap(pid);
+	child_pid = 0;
 }
 
 /* After bench_die()'s message: tells the other side, ends the child. */
@@ -303,7 +287,7 @@ static void on_sigchld(int sig)
 		n = put_str(msg, n, sizeof(msg), "'");
 	}
 	msg[n++] = '\n';
-	write_all_err(msg, n);
+	bench_write_err(msg, n);
 	_exit(2);
 }
 
@@ -317,7 +301,7 @@ static void on_alarm(int sig)
 	n = put_str(msg, n, sizeof(msg), "bench_xproc: watchdog: scenario '");
 	n = put_str(msg, n, sizeof(msg), scenario_name);
 	n = put_str(msg, n, sizeof(msg), "' hung, killing the child\n");
-	write_all_err(msg, n);
+	bench_write_err(msg, n);
 	child_expected = 1;
 	if (pid > 0) {
 		kill(pid, SIGKILL);

@@ -12,8 +12,8 @@
  *   HELLO   both sides, once, first. fds: [arena memfd, wake socket]: the
  *           wake socket is one end of a SOCK_DGRAM socketpair whose other
  *           end only the sender of the HELLO holds; the receiver sends a
- *           datagram on it to wake the sender's waitset (shm/ring.h, wake
- *           line).
+ *           datagram on it to wake the sender's waitset, or its sleeping
+ *           receiver where futex_waitv is missing (shm/ring.h, wake line).
  *   ATTACH  the fds of the next channel record that needs some (fd fields,
  *           out-of-line trailing bytes), sent before that record is
  *           published, in the same order as the records.
@@ -21,6 +21,7 @@
  * Arena layout of a node (its own arena; the peer maps it read-only):
  *   ctl line CMESH_PROTO_LINE_HEAD  consumer line of the ring it reads
  *   ctl line CMESH_PROTO_LINE_WAKE  wake line (sleeping, closed) of it
+ *   ctl line CMESH_PROTO_LINE_SIGNAL signal line of the ring it writes
  *   data region                      slot area of the ring it writes
  */
 #ifndef CMESH_SHM_PROTO_H
@@ -39,6 +40,7 @@
 /* Index of a 64-byte line in an arena's control region. */
 #define CMESH_PROTO_LINE_HEAD 0u
 #define CMESH_PROTO_LINE_WAKE 1u
+#define CMESH_PROTO_LINE_SIGNAL 2u
 
 /* Ring record kinds (shm/ring.h: 1..255). */
 #define CMESH_REC_MSG 1u   /* struct cmesh_rec_msg, message, trail */

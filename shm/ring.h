@@ -157,14 +157,18 @@ static_assert(offsetof(struct cmesh_shm_ring_cons, head) == 0, "head");
  */
 struct cmesh_shm_ring_wake {
 	/*
-	 * 1 while the consumer sleeps or its waitset waits, else 0: it then
-	 * polls its wake socket (the other end of the one whose fd it sent
-	 * in its HELLO). Consumer: seq_cst store of 1, seq_cst fence, then
-	 * re-checks the seq of its head slot before sleeping; store of 0 when
-	 * awake. Producer: seq_cst fence after its store of a slot's seq,
-	 * then a load; if it reads non-zero it sends a datagram on its end of
-	 * the wake socket with MSG_DONTWAIT, which never blocks (Dekker: one
-	 * of the two sees the other).
+	 * How the consumer waits, 0 while awake:
+	 * CMESH_SHM_WAKE_FUTEX: it sleeps in futex_waitv on the producer's
+	 *   signal word (struct cmesh_shm_ring_signal, in the producer's
+	 *   arena); the producer increments that word and FUTEX_WAKEs it.
+	 * CMESH_SHM_WAKE_SOCK: it (or its waitset) polls its wake socket,
+	 *   the other end of the one whose fd its HELLO carried; the
+	 *   producer sends a datagram there with MSG_DONTWAIT.
+	 * Consumer: seq_cst store, seq_cst fence, then re-checks the seq of
+	 * its head slot before sleeping; store of 0 when awake. Producer:
+	 * seq_cst fence after its store of a slot's seq, then a load; wakes
+	 * as the bits it reads say (Dekker: one of the two sees the other).
+	 * Neither wake can block the producer, whatever the value.
 	 */
 	_Atomic uint32_t sleeping;
 	/*
@@ -176,9 +180,31 @@ struct cmesh_shm_ring_wake {
 	uint64_t reserved[7]; /* consumer: 0; producer: never read */
 };
 
+#define CMESH_SHM_WAKE_FUTEX 1u
+#define CMESH_SHM_WAKE_SOCK 2u
+
 static_assert(sizeof(struct cmesh_shm_ring_wake) == CMESH_SHM_LINE, "wake");
 static_assert(offsetof(struct cmesh_shm_ring_wake, sleeping) == 0, "sleep");
 static_assert(offsetof(struct cmesh_shm_ring_wake, closed) == 4, "closed");
+
+/*
+ * Producer signal line: in the PRODUCER's arena, control region, on a line
+ * of its own. The futex a consumer in CMESH_SHM_WAKE_FUTEX mode sleeps on.
+ */
+struct cmesh_shm_ring_signal {
+	/*
+	 * Wakes sent, free-running. Producer: release increment, then
+	 * FUTEX_WAKE, when the consumer's wake line says FUTEX. Consumer:
+	 * acquire load before it stores `sleeping`, then futex_waitv on the
+	 * value it read (any change, or a wake, ends the wait; a hostile
+	 * value only makes it look again).
+	 */
+	_Atomic uint32_t seq;
+	uint32_t reserved[15]; /* producer: 0; consumer: never read */
+};
+
+static_assert(sizeof(struct cmesh_shm_ring_signal) == CMESH_SHM_LINE, "sig");
+static_assert(offsetof(struct cmesh_shm_ring_signal, seq) == 0, "sig seq");
 
 /* ---- slots and records ---- */
 

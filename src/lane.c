@@ -5,19 +5,7 @@
  * messages (link.c), large trailing bytes out of line in a sealed memfd.
  *
  * Memory-ordering contract (on top of shmring.c's)
- * - Sleep/wake (Dekker). The consumer stores sleeping = 1 (seq_cst),
- *   issues a seq_cst fence and loads the seq of its head slot; a producer
- *   stores a slot's seq (release, when shmring publishes), issues a seq_cst
- *   fence and loads `sleeping`. One of them sees the other: the consumer
- *   finds the record, or the producer sends a datagram on the consumer's
- *   wake socket, which the sleeping receiver (or its waitset) polls.
- * - No wake can block either side, whatever the peer does: FUTEX_WAKE
- *   never blocks, the datagram is sent with MSG_DONTWAIT (per call: the
- *   peer may share that file description and clear its O_NONBLOCK), and
- *   the consumer drains only descriptions it alone holds (its end of the
- *   wake socketpair, its private eventfd).
- *   Every publish is followed by this, fillers included: the consumer may
- *   be waiting on exactly that position while later ones are published.
+ * - Sleep/wake: lane_wake.c.
  * - Receiver gone. The consumer stores closed = 1 (release) in its own
  *   line; a producer loads it (acquire) before each send and then fails
  *   with -EPIPE. A record already in flight is dropped by the consumer's
@@ -62,7 +50,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -712,82 +699,6 @@ bool cmesh__lane_ready(struct cmesh__lane *ln)
 	       cmesh__link_attach_ready(ln->link, h.attach_seq);
 }
 
-void cmesh__lane_signal_slow(struct cmesh__lane *ln)
-{
-	/* A full socket (EAGAIN) has a wake queued already. */
-	if (ln->peer_wake_sock >= 0)
-		(void)send(ln->peer_wake_sock, "", 1,
-			   MSG_DONTWAIT | MSG_NOSIGNAL);
-}
-
-/*
- * Empties our wake fds. Both are ours alone, non-blocking, and the socket
- * is also read with MSG_DONTWAIT; a peer that floods the socket costs
- * one bounded pass per wake, no more.
- */
-static void drain_wakes(struct cmesh__lane *ln)
-{
-	char b[8];
-
-	for (int i = 0; i < 64; i++) {
-		if (recv(ln->wake_sock, b, sizeof(b), MSG_DONTWAIT) < 0 &&
-		    errno != EINTR)
-			break;
-	}
-	cmesh__eventfd_drain(ln->efd);
-}
-
-void cmesh__lane_arm(struct cmesh__lane *ln, bool on)
-{
-	atomic_store_explicit(&ln->own_wake->sleeping, on ? 1 : 0,
-			      memory_order_seq_cst);
-	/* Dekker with the producer's seq store + fence, see top. */
-	atomic_thread_fence(memory_order_seq_cst);
-	if (!on)
-		drain_wakes(ln);
-}
-
-int cmesh__lane_wake_fds(const struct cmesh__lane *ln, int out[2])
-{
-	out[0] = ln->wake_sock;
-	out[1] = ln->efd;
-	return 2;
-}
-
-static void on_wake(void *arg, int fd, uint32_t revents)
-{
-	(void)fd;
-	(void)revents;
-	drain_wakes(arg);
-}
-
-int cmesh__lane_sleeper_init(struct cmesh__lane *ln)
-{
-	int r = cmesh__wake_new_default(&ln->sleeper);
-
-	if (!r)
-		r = cmesh__wake_add(ln->sleeper, ln->wake_sock, POLLIN, on_wake,
-				    ln);
-	if (!r)
-		r = cmesh__wake_add(ln->sleeper, ln->efd, POLLIN, on_wake, ln);
-	return r;
-}
-
-int cmesh__lane_sleep(struct cmesh__lane *ln, int64_t deadline)
-{
-	int r = 0;
-
-	atomic_store_explicit(&ln->own_wake->sleeping, 1, memory_order_seq_cst);
-	/* Dekker with the producer's seq store + fence, see top. */
-	atomic_thread_fence(memory_order_seq_cst);
-	/* The wake backend (io_uring or epoll) waits on our wake fds. */
-	if (!cmesh__lane_ready(ln) &&
-	    cmesh__wake_run(ln->sleeper, deadline) == 0)
-		r = -ETIMEDOUT;
-	atomic_store_explicit(&ln->own_wake->sleeping, 0, memory_order_relaxed);
-	return r;
-}
-
 void cmesh__lane_close_rx(struct cmesh__lane *ln)
 {
 	/* Pairs with the producer's acquire load before each send. */
@@ -801,10 +712,4 @@ void cmesh__lane_close_rx(struct cmesh__lane *ln)
 	drop_pending(ln);
 	while (!ln->closed && fetch(ln) == 0)
 		drop_pending(ln);
-}
-
-void cmesh__lane_wake(struct cmesh__lane *ln)
-{
-	if (ln->efd >= 0)
-		cmesh__eventfd_signal(ln->efd);
 }

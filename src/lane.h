@@ -22,6 +22,7 @@
 struct cmesh__link;
 struct cmesh__wake;
 struct cmesh_shm_ring_wake;
+struct cmesh_shm_ring_signal;
 
 struct spill;
 
@@ -41,7 +42,8 @@ struct cmesh__lane {
 	pthread_mutex_t lock; /* senders with fds, and the spill backlog */
 	struct cmesh__shmring_producer prod;
 	const struct cmesh_shm_ring_wake *peer_wake; /* sleeping, closed */
-	int peer_wake_sock;	  /* to the peer consumer's wake socket */
+	int peer_wake_sock; /* to the peer consumer's wake socket */
+	struct cmesh_shm_ring_signal *own_signal; /* its futex, our arena */
 	struct spill *spill_head; /* ordered backlog while the ring is full */
 	struct spill **spill_tailp;
 	_Atomic uint32_t spilling; /* backlog queued: senders take `lock` */
@@ -53,6 +55,8 @@ struct cmesh__lane {
 	int wake_sock; /* our wake socket: the peer's datagrams */
 	int efd;       /* private eventfd: the link thread's wakes */
 	struct cmesh__wake *sleeper; /* waits on both: io_uring or epoll */
+	const struct cmesh_shm_ring_signal *peer_signal; /* producer's futex */
+	_Atomic uint32_t self_wakes; /* futex: the link thread's wakes */
 	int64_t spin_ns;
 	unsigned char *buf; /* one record, copied out of the ring */
 	uint32_t buf_cap;
@@ -85,18 +89,28 @@ int cmesh__lane_peek(struct cmesh__lane *ln);
 /* In lane: something to report (a record, close or failure)? */
 bool cmesh__lane_ready(struct cmesh__lane *ln);
 
+/* ---- sleeping and waking (lane_wake.c) ---- */
+
 /*
- * In lane: the object the receiver sleeps in, watching our wake socket
- * and private eventfd through the wake backend that CMESH_WAKE selects
- * (io_uring, else epoll). 0 or -errno.
+ * In lane: the object the receiver sleeps in where futex_waitv is
+ * missing, watching our wake socket and private eventfd through the wake
+ * backend that CMESH_WAKE selects (io_uring, else epoll). 0 or -errno.
  */
 int cmesh__lane_sleeper_init(struct cmesh__lane *ln);
 
 /*
- * In lane: announce that we sleep (the peer then sends on our wake
- * socket), check again, sleep until a wake or `deadline`. -ETIMEDOUT or 0.
+ * In lane: announce that we sleep (CMESH_SHM_WAKE_FUTEX: the peer then
+ * wakes the futex of its signal line; CMESH_SHM_WAKE_SOCK where the
+ * kernel has no futex_waitv: it sends on our wake socket), check again,
+ * sleep until a wake or `deadline`. -ETIMEDOUT or 0.
  */
 int cmesh__lane_sleep(struct cmesh__lane *ln, int64_t deadline);
+
+/*
+ * Tests: every receiver of this process (and of children forked later)
+ * sleeps as where the kernel has no futex_waitv (on), or as it can (off).
+ */
+void cmesh__lane_force_polling(bool on);
 
 /*
  * In lane, spinning: the word a publication changes and, in *want, the
@@ -124,17 +138,20 @@ static inline int cmesh__lane_failed(const struct cmesh__lane *ln)
 	return atomic_load_explicit(ln->failed, memory_order_acquire);
 }
 
-/* Out lane: a datagram on the consumer's wake socket; never blocks. */
-void cmesh__lane_signal_slow(struct cmesh__lane *ln);
+/* Out lane: wakes the consumer as its wake line's `how` says; never blocks. */
+void cmesh__lane_signal_slow(struct cmesh__lane *ln, uint32_t how);
 
 /* Out lane, after a publish: signal the consumer if it said it sleeps. */
 static inline void cmesh__lane_signal(struct cmesh__lane *ln)
 {
+	uint32_t how;
+
 	/* Dekker with the consumer's sleep, see lane.c. */
 	atomic_thread_fence(memory_order_seq_cst);
-	if (atomic_load_explicit(&ln->peer_wake->sleeping,
-				 memory_order_relaxed))
-		cmesh__lane_signal_slow(ln);
+	how = atomic_load_explicit(&ln->peer_wake->sleeping,
+				   memory_order_relaxed);
+	if (how)
+		cmesh__lane_signal_slow(ln, how);
 }
 
 /*

@@ -482,6 +482,10 @@ static int setup_own(struct cmesh__link *l, uint32_t ring_cap, int *out_wake)
 		(struct cmesh_shm_ring_wake *)(base +
 					       line_off(l->own,
 							CMESH_PROTO_LINE_WAKE));
+	/* Zeroed at creation too: the futex our sleeping peer waits on. */
+	l->out.own_signal =
+		(struct cmesh_shm_ring_signal
+			 *)(base + line_off(l->own, CMESH_PROTO_LINE_SIGNAL));
 	l->in.efd = cmesh__eventfd_new();
 	if (l->in.efd < 0)
 		return l->in.efd;
@@ -521,6 +525,13 @@ static int setup_peer(struct cmesh__link *l, const struct cmesh_ctl_hello *h,
 	l->out.peer_wake =
 		(const struct cmesh_shm_ring_wake
 			 *)(base + line_off(l->peer, CMESH_PROTO_LINE_WAKE));
+	if (!cmesh__arena_ctl_ok(l->peer,
+				 line_off(l->peer, CMESH_PROTO_LINE_SIGNAL),
+				 sizeof(struct cmesh_shm_ring_signal)))
+		return -EPROTO;
+	l->in.peer_signal =
+		(const struct cmesh_shm_ring_signal
+			 *)(base + line_off(l->peer, CMESH_PROTO_LINE_SIGNAL));
 	r = cmesh__shmring_producer_attach(&l->out.prod, l->peer,
 					   line_off(l->peer,
 						    CMESH_PROTO_LINE_HEAD));

@@ -17,6 +17,7 @@
 #include <linux/futex.h>
 #include <linux/membarrier.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -64,6 +65,55 @@ void cmesh__park_wake(_Atomic uint32_t *word)
 {
 	syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG,
 		INT_MAX, NULL, NULL, 0);
+}
+
+void cmesh__park_wake_shared(const _Atomic uint32_t *word)
+{
+	syscall(SYS_futex, (const uint32_t *)word, FUTEX_WAKE, INT_MAX, NULL,
+		NULL, 0);
+}
+
+#ifndef SYS_futex_waitv
+#define SYS_futex_waitv 449 /* the same number on every architecture */
+#endif
+#ifndef FUTEX_32
+#define FUTEX_32 2
+#endif
+
+/* As <linux/futex.h> has it since Linux 5.16 (kept here for older ones). */
+struct park_waitv {
+	uint64_t val;
+	uint64_t uaddr;
+	uint32_t flags;
+	uint32_t reserved;
+};
+
+int cmesh__park_wait2(const _Atomic uint32_t *shared, uint32_t shared_val,
+		      const _Atomic uint32_t *own, uint32_t own_val,
+		      int64_t deadline)
+{
+	struct park_waitv w[2] = {
+		{ shared_val, (uint64_t)(uintptr_t)shared, FUTEX_32, 0 },
+		{ own_val, (uint64_t)(uintptr_t)own,
+		  FUTEX_32 | FUTEX_PRIVATE_FLAG, 0 },
+	};
+	struct timespec ts, *tsp = NULL;
+	long r;
+
+	if (deadline != CMESH_DEADLINE_NONE) {
+		if (deadline <= cmesh_clock_now())
+			return -ETIMEDOUT;
+		ts.tv_sec = deadline / 1000000000;
+		ts.tv_nsec = deadline % 1000000000;
+		tsp = &ts;
+	}
+	/* An absolute CLOCK_MONOTONIC timeout. */
+	r = syscall(SYS_futex_waitv, w, 2, 0, tsp, CLOCK_MONOTONIC);
+	if (r == -1 && errno == ETIMEDOUT)
+		return -ETIMEDOUT;
+	if (r == -1 && errno == ENOSYS)
+		return -ENOSYS;
+	return 0; /* woken, EAGAIN (a value changed) or EINTR: re-check */
 }
 
 static pthread_once_t asym_once = PTHREAD_ONCE_INIT;

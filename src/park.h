@@ -23,6 +23,25 @@ int cmesh__park_wait(_Atomic uint32_t *word, uint32_t expected,
 /* Wakes every thread parked on `word`. */
 void cmesh__park_wake(_Atomic uint32_t *word);
 
+/*
+ * Wakes every thread of any process parked on `word`, a word of shared
+ * memory (a memfd: the futex is keyed by file and offset, so a waiter
+ * that maps it elsewhere, even read-only, is found). Never blocks.
+ */
+void cmesh__park_wake_shared(const _Atomic uint32_t *word);
+
+/*
+ * Sleeps until `shared` (a word of shared memory, as above) differs from
+ * `shared_val` or `own` (a word of this process) differs from `own_val`,
+ * a wake on either, or `deadline` (futex_waitv, Linux 5.16). Both words
+ * are only read: `shared` may be mapped read-only. Returns 0 (callers
+ * re-check their condition: a spurious return is allowed), -ETIMEDOUT,
+ * or -ENOSYS where the kernel has no futex_waitv.
+ */
+int cmesh__park_wait2(const _Atomic uint32_t *shared, uint32_t shared_val,
+		      const _Atomic uint32_t *own, uint32_t own_val,
+		      int64_t deadline);
+
 /* Spin-wait hint for busy loops (pause on x86). Inline: no call per poll. */
 static inline void cmesh__park_pause(void)
 {

@@ -13,6 +13,8 @@
 #include "helpers/testutil.h"
 #include "helpers/topo.h"
 
+#include "lane.h"
+
 #include <criterion/criterion.h>
 
 #include <errno.h>
@@ -405,6 +407,75 @@ Test(node, ping_pong_round_trips_cross_process)
 Test(node, ping_pong_round_trips_over_listen_connect)
 {
 	topo_run(&pingpong, TOPO_LISTEN);
+}
+
+/*
+ * The same with receivers that never spin: every receive sleeps. Across
+ * processes a sleeper waits in futex_waitv on its producer's signal word,
+ * or, where the kernel has no futex_waitv, polls its wake socket: both
+ * ways deliver every message, in order, and see the close.
+ */
+static uint64_t sleeping_n(void)
+{
+	return tu_stress(2000, 100);
+}
+
+static void sleeping_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			    const struct topo_side *s)
+{
+	(void)s;
+	for (uint64_t i = 0; i < sleeping_n(); i++) {
+		send_seq(tx, 1, 2 * i);
+		expect_seq(rx, 2, 2 * i + 1);
+	}
+	cmesh_sender_free(tx);
+	expect_end(rx, -EPIPE);
+	cmesh_receiver_free(rx);
+}
+
+static int sleeping_peer(cmesh_sender *tx, cmesh_receiver *rx,
+			 const struct topo_side *s)
+{
+	struct seqmsg m;
+	uint64_t count = 0;
+	int r;
+
+	(void)s;
+	while ((r = peer_recv(rx, &m, NULL, 0)) == 0) {
+		TOPO_CHECK_EQ(m.seq, 2 * count);
+		m.sender = 2;
+		m.seq++;
+		TOPO_CHECK_EQ(cmesh_sender_send(tx, &m, NULL, 0), 0);
+		count++;
+	}
+	TOPO_CHECK_EQ(r, -EPIPE);
+	TOPO_CHECK_EQ(count, sleeping_n());
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	return 0;
+}
+
+static const struct topo_scenario sleeping = {
+	.down = &seq_type,
+	.up = &seq_type,
+	.spin_ns = CMESH_SPIN_NONE,
+	.driver = sleeping_driver,
+	.peer = sleeping_peer,
+};
+
+Test(node, sleeping_ping_pong_in_process)
+{
+	topo_run(&sleeping, TOPO_THREAD);
+}
+Test(node, sleeping_ping_pong_cross_process)
+{
+	topo_run(&sleeping, TOPO_FORK);
+}
+Test(node, sleeping_ping_pong_without_futex_waitv_cross_process)
+{
+	cmesh__lane_force_polling(true);
+	topo_run(&sleeping, TOPO_FORK);
+	cmesh__lane_force_polling(false);
 }
 
 /* ---- closed after the last sender is freed ---- */

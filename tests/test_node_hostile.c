@@ -614,7 +614,7 @@ static int push_raw(struct cmesh__link *l, uint32_t kind, const void *buf,
 	pthread_mutex_lock(&ln->lock);
 	r = cmesh__shmring_push(&ln->prod, kind, buf, len);
 	pthread_mutex_unlock(&ln->lock);
-	cmesh__lane_signal_slow(ln);
+	cmesh__lane_signal_slow(ln, CMESH_SHM_WAKE_FUTEX | CMESH_SHM_WAKE_SOCK);
 	return r;
 }
 

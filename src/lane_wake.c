@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lane_wake.c - how an in lane's receiver sleeps and how the other side
+ * wakes it: the wake line (shm/ring.h), the producer's signal word, the
+ * consumer's wake socket and private eventfd.
+ *
+ * Memory-ordering contract
+ * - Sleep/wake (Dekker). The consumer stores `sleeping` (seq_cst),
+ *   issues a seq_cst fence and loads the seq of its head slot; a producer
+ *   stores a slot's seq (release, when shmring publishes), issues a seq_cst
+ *   fence and loads `sleeping`. One of them sees the other: the consumer
+ *   finds the record, or the producer wakes it as `sleeping` says: a
+ *   receiver asleep in futex_waitv on the producer's signal word (which
+ *   it read, acquire, before storing `sleeping`; the producer increments
+ *   the word, release, then FUTEX_WAKEs it), or a datagram on the
+ *   consumer's wake socket, which its waitset (or a receiver without
+ *   futex_waitv) polls. Every publish is followed by this, fillers
+ *   included: the consumer may be waiting on exactly that position while
+ *   later ones are published.
+ * - The link thread wakes its own receiver (failure, attachment) the same
+ *   way through `self_wakes`, a private futex word, and the private
+ *   eventfd (for waitsets).
+ * - No wake can block either side, whatever the peer does: FUTEX_WAKE
+ *   never blocks and only reads the word, the datagram is sent with
+ *   MSG_DONTWAIT (per call: the peer may share that file description and
+ *   clear its O_NONBLOCK), and the consumer drains only descriptions it
+ *   alone holds (its end of the wake socketpair, its private eventfd). A
+ *   peer's wakes and words can only make the consumer look again.
+ */
+#include "lane.h"
+
+#include "park.h"
+#include "wake.h"
+
+#include "ring.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/socket.h>
+
+void cmesh__lane_signal_slow(struct cmesh__lane *ln, uint32_t how)
+{
+	if (how & CMESH_SHM_WAKE_FUTEX) {
+		/* Pairs with the consumer's acquire load before it sleeps. */
+		atomic_fetch_add_explicit(&ln->own_signal->seq, 1,
+					  memory_order_release);
+		cmesh__park_wake_shared(&ln->own_signal->seq);
+	}
+	/* A full socket (EAGAIN) has a wake queued already. */
+	if ((how & CMESH_SHM_WAKE_SOCK) && ln->peer_wake_sock >= 0)
+		(void)send(ln->peer_wake_sock, "", 1,
+			   MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+/*
+ * Empties our wake socket: up to WAKE_BATCH datagrams in one call, with
+ * MSG_DONTWAIT. Only we hold this end; a peer that floods it costs one
+ * bounded call per wake, no more.
+ */
+#define WAKE_BATCH 16
+
+static void drain_wake_sock(int fd)
+{
+	struct mmsghdr msgs[WAKE_BATCH];
+	struct iovec iov[WAKE_BATCH];
+	char b[WAKE_BATCH];
+
+	memset(msgs, 0, sizeof(msgs));
+	for (int i = 0; i < WAKE_BATCH; i++) {
+		iov[i].iov_base = &b[i];
+		iov[i].iov_len = 1;
+		msgs[i].msg_hdr.msg_iov = &iov[i];
+		msgs[i].msg_hdr.msg_iovlen = 1;
+	}
+	while (recvmmsg(fd, msgs, WAKE_BATCH, MSG_DONTWAIT, NULL) < 0 &&
+	       errno == EINTR)
+		;
+}
+
+/* Empties both wake fds (never blocks: see drain_wake_sock()). */
+static void drain_wakes(struct cmesh__lane *ln)
+{
+	drain_wake_sock(ln->wake_sock);
+	cmesh__eventfd_drain(ln->efd);
+}
+
+void cmesh__lane_arm(struct cmesh__lane *ln, bool on)
+{
+	atomic_store_explicit(&ln->own_wake->sleeping,
+			      on ? CMESH_SHM_WAKE_SOCK : 0,
+			      memory_order_seq_cst);
+	/* Dekker with the producer's seq store + fence, see top. */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (!on)
+		drain_wakes(ln);
+}
+
+int cmesh__lane_wake_fds(const struct cmesh__lane *ln, int out[2])
+{
+	out[0] = ln->wake_sock;
+	out[1] = ln->efd;
+	return 2;
+}
+
+/* The sleeper saw `fd` readable: empty that one. */
+static void on_wake(void *arg, int fd, uint32_t revents)
+{
+	const struct cmesh__lane *ln = arg;
+
+	(void)revents;
+	if (fd == ln->wake_sock)
+		drain_wake_sock(fd);
+	else
+		cmesh__eventfd_drain(fd);
+}
+
+int cmesh__lane_sleeper_init(struct cmesh__lane *ln)
+{
+	int r = cmesh__wake_new_default(&ln->sleeper);
+
+	if (!r)
+		r = cmesh__wake_add(ln->sleeper, ln->wake_sock, POLLIN, on_wake,
+				    ln);
+	if (!r)
+		r = cmesh__wake_add(ln->sleeper, ln->efd, POLLIN, on_wake, ln);
+	return r;
+}
+
+/* Set once futex_waitv said ENOSYS: sleep on the wake socket instead. */
+static atomic_bool no_waitv;
+
+void cmesh__lane_force_polling(bool on)
+{
+	atomic_store_explicit(&no_waitv, on, memory_order_relaxed);
+}
+
+/* Sleeps on the wake socket and private eventfd: the general way. */
+static int sleep_polling(struct cmesh__lane *ln, int64_t deadline)
+{
+	int r = 0;
+
+	atomic_store_explicit(&ln->own_wake->sleeping, CMESH_SHM_WAKE_SOCK,
+			      memory_order_seq_cst);
+	/* Dekker with the producer's seq store + fence, see top. */
+	atomic_thread_fence(memory_order_seq_cst);
+	/* The wake backend (io_uring or epoll) waits on our wake fds. */
+	if (!cmesh__lane_ready(ln) &&
+	    cmesh__wake_run(ln->sleeper, deadline) == 0)
+		r = -ETIMEDOUT;
+	atomic_store_explicit(&ln->own_wake->sleeping, 0, memory_order_relaxed);
+	return r;
+}
+
+int cmesh__lane_sleep(struct cmesh__lane *ln, int64_t deadline)
+{
+	uint32_t sig, self;
+	int r = 0;
+
+	if (atomic_load_explicit(&no_waitv, memory_order_relaxed) ||
+	    !ln->peer_signal)
+		return sleep_polling(ln, deadline);
+	/* Before `sleeping`: a wake after these loads changes a word. */
+	sig = atomic_load_explicit(&ln->peer_signal->seq, memory_order_acquire);
+	self = atomic_load_explicit(&ln->self_wakes, memory_order_acquire);
+	atomic_store_explicit(&ln->own_wake->sleeping, CMESH_SHM_WAKE_FUTEX,
+			      memory_order_seq_cst);
+	/* Dekker with the producer's seq store + fence, see top. */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (!cmesh__lane_ready(ln))
+		r = cmesh__park_wait2(&ln->peer_signal->seq, sig,
+				      &ln->self_wakes, self, deadline);
+	atomic_store_explicit(&ln->own_wake->sleeping, 0, memory_order_relaxed);
+	if (r == -ENOSYS) {
+		atomic_store_explicit(&no_waitv, true, memory_order_relaxed);
+		return sleep_polling(ln, deadline);
+	}
+	return r;
+}
+
+void cmesh__lane_wake(struct cmesh__lane *ln)
+{
+	/* Pairs with the sleeper's acquire load before it sleeps. */
+	atomic_fetch_add_explicit(&ln->self_wakes, 1, memory_order_release);
+	cmesh__park_wake((_Atomic uint32_t *)&ln->self_wakes);
+	if (ln->efd >= 0)
+		cmesh__eventfd_signal(ln->efd);
+}

@@ -600,6 +600,30 @@ static int deliver(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 }
 
 /*
+ * Makes buf hold `need` bytes (at most buf_limit): doubling, so a stream
+ * of growing records costs few reallocations, and never more than the
+ * largest record seen needs (a ring's limit may be hundreds of MiB).
+ */
+static int grow_buf(struct cmesh__lane *ln, uint32_t need)
+{
+	uint64_t cap = (uint64_t)ln->buf_cap * 2;
+	unsigned char *b;
+
+	if (cap < need)
+		cap = need;
+	if (cap < 256)
+		cap = 256;
+	if (cap > ln->buf_limit)
+		cap = ln->buf_limit;
+	b = realloc(ln->buf, cap);
+	if (!b)
+		return -ENOMEM;
+	ln->buf = b;
+	ln->buf_cap = (uint32_t)cap;
+	return 0;
+}
+
+/*
  * Makes the next record pending: a PLAIN one stays at the head of the
  * ring (deliver_plain() copies it out), any other is copied into buf and
  * taken. -EAGAIN, -EPIPE (closed) or failure.
@@ -635,8 +659,11 @@ static cmesh__inline int fetch(struct cmesh__lane *ln)
 	if (ln->closed || (kind == CMESH_REC_CLOSE && r != 0) ||
 	    (kind != CMESH_REC_CLOSE && kind != CMESH_REC_MSG &&
 	     kind != CMESH_REC_PLAIN) ||
-	    (kind == CMESH_REC_MSG && (uint32_t)r > ln->buf_cap))
+	    (kind == CMESH_REC_MSG && (uint32_t)r > ln->buf_limit))
 		return proto_error(ln);
+	/* The record stays peeked: a later try finds it again. */
+	if ((uint32_t)r > ln->buf_cap && grow_buf(ln, (uint32_t)r))
+		return -ENOMEM;
 	ln->pending = r;
 	ln->pending_kind = kind;
 	cmesh__shmring_read(&ln->cons, 0, ln->buf, (uint32_t)r);

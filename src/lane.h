@@ -58,8 +58,9 @@ struct cmesh__lane {
 	const struct cmesh_shm_ring_signal *peer_signal; /* producer's futex */
 	_Atomic uint32_t self_wakes; /* futex: the link thread's wakes */
 	int64_t spin_ns;
-	unsigned char *buf; /* one record, copied out of the ring */
-	uint32_t buf_cap;
+	unsigned char *buf;    /* one record, copied out of the ring */
+	uint32_t buf_cap;      /* bytes of buf: grows to the largest record */
+	uint32_t buf_limit;    /* the ring's record limit: buf's bound */
 	int32_t pending;       /* length of a record held in buf, or -1 */
 	uint32_t pending_kind; /* its kind: CMESH_REC_MSG or _PLAIN */
 	bool closed;	       /* CLOSE record seen */

@@ -446,7 +446,12 @@ static uint64_t line_off(const struct cmesh__arena *a, uint32_t line)
 /* Smallest arena whose data region holds a ring of `cap` bytes. */
 static uint64_t arena_size_for(uint32_t cap)
 {
-	uint64_t size = (uint64_t)cap + CMESH_SHM_PAGE;
+	/*
+	 * The data region starts past size / 32 + a header, so no size
+	 * below (cap + 64) * 32 / 31 fits: start there, a page or two short.
+	 */
+	uint64_t size = ((uint64_t)cap + 64) * 32 / 31 &
+			~(CMESH_SHM_PAGE - 1ull);
 
 	while (size - cmesh__arena_data_off_for(size) < cap)
 		size += CMESH_SHM_PAGE;
@@ -541,9 +546,9 @@ static int setup_peer(struct cmesh__link *l, const struct cmesh_ctl_hello *h,
 			cmesh__arena_layout(l->peer)->data_off, h->ring_cap);
 	if (r)
 		return -EPROTO;
-	l->in.buf_cap = cmesh__shmring_record_limit(h->ring_cap);
-	l->in.buf = malloc(l->in.buf_cap);
-	return l->in.buf ? 0 : -ENOMEM;
+	/* buf grows as records need it (lane.c): nothing sized by the ring. */
+	l->in.buf_limit = cmesh__shmring_record_limit(h->ring_cap);
+	return 0;
 }
 
 static int handshake(struct cmesh__link *l, const cmesh_type *out_type,

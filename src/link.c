@@ -40,6 +40,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define SPILL_RETRY_NS 1000000 /* 1 ms while a lane has a backlog */
@@ -56,6 +57,10 @@ struct cmesh__link {
 	_Atomic int failed;
 	int sock;
 	_Atomic pid_t peer_pid;
+	bool pid_known; /* peer_pid from fork or SO_PEERCRED, not the HELLO */
+	bool pid_from_fork; /* from the caller, who forked the peer */
+	int pidfd; /* the peer process (a second death signal), or -1 */
+	bool pidfd_watched;
 	struct cmesh__arena *own;
 	struct cmesh__arena *peer;
 	struct cmesh__lane out;
@@ -89,11 +94,6 @@ struct cmesh__lane *cmesh__link_in(struct cmesh__link *l)
 pid_t cmesh__link_peer_pid(const struct cmesh__link *l)
 {
 	return l->peer_pid;
-}
-
-void cmesh__link_set_peer_pid(struct cmesh__link *l, pid_t pid)
-{
-	l->peer_pid = pid;
 }
 
 int cmesh__link_sock(const struct cmesh__link *l)
@@ -309,6 +309,14 @@ static void on_kick(void *arg, int fd, uint32_t revents)
 	cmesh__eventfd_drain(fd);
 }
 
+/* Link thread: the peer process exited (its pidfd polled readable). */
+static void on_pidfd(void *arg, int fd, uint32_t revents)
+{
+	(void)fd;
+	(void)revents;
+	cmesh__link_fail(arg, -ECONNRESET);
+}
+
 static void free_resources(struct cmesh__link *l);
 
 /*
@@ -338,6 +346,11 @@ static void *link_thread(void *arg)
 		if (r < 0 && r != -EINTR) {
 			cmesh__link_fail(l, -ECONNRESET);
 			break;
+		}
+		if (cmesh__link_failed(l) && l->pidfd_watched) {
+			/* Readable for good once the process is gone. */
+			cmesh__wake_del(l->wake, l->pidfd);
+			l->pidfd_watched = false;
 		}
 		if (cmesh__link_failed(l) && l->sock_watched) {
 			/* Take the ATTACHes already queued: their records were
@@ -585,7 +598,7 @@ static int handshake(struct cmesh__link *l, const cmesh_type *out_type,
 	 * (us, when we forked the peer): then the peer's own word is all
 	 * there is. cmesh_spawn() overrides it with the child it forked.
 	 */
-	if (l->peer_pid == getpid())
+	if (!l->pid_known)
 		l->peer_pid = (pid_t)peer.pid;
 	/* Send no trail the peer would refuse: -EMSGSIZE here instead. */
 	if (peer.max_trail < l->out.max_trail)
@@ -619,6 +632,8 @@ static void link_destroy(struct cmesh__link *l)
 static void free_resources(struct cmesh__link *l)
 {
 	cmesh__wake_free(l->wake);
+	if (l->pidfd >= 0)
+		close(l->pidfd);
 	if (l->kick_efd >= 0)
 		close(l->kick_efd);
 	cmesh__link_drop_attachments(l);
@@ -630,6 +645,51 @@ static void free_resources(struct cmesh__link *l)
 	pthread_mutex_destroy(&l->orphan_lock);
 	close(l->sock);
 	free(l);
+}
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77 /* Linux 6.5 */
+#endif
+
+/*
+ * A pidfd of the peer process, if we know which process it is: the
+ * socket's peer (SO_PEERPIDFD, or pidfd_open() of the SO_PEERCRED pid)
+ * or the child we forked. Never the HELLO's pid: a peer's word, and in
+ * another pid namespace not even a pid of ours. -1 when there is none.
+ */
+static int peer_pidfd(const struct cmesh__link *l, bool from_cred)
+{
+	socklen_t len = sizeof(int);
+	int fd = -1;
+
+	if (!l->pid_known)
+		return -1;
+	if (from_cred &&
+	    getsockopt(l->sock, SOL_SOCKET, SO_PEERPIDFD, &fd, &len) == 0 &&
+	    fd >= 0)
+		return fd;
+	fd = (int)syscall(SYS_pidfd_open, l->peer_pid, 0);
+	return fd < 0 ? -1 : fd;
+}
+
+/*
+ * The peer's death has two signals: the control socket's hang-up and,
+ * where we know the process, its pidfd. The second one also covers a
+ * peer whose end of the socket lives on elsewhere (passed back to us, or
+ * inherited by a child) and an exit whose socket close the kernel defers
+ * (a dying io_uring user's files are released by a worker later).
+ */
+static int watch_peer_process(struct cmesh__link *l)
+{
+	int r;
+
+	l->pidfd = peer_pidfd(l, !l->pid_from_fork);
+	if (l->pidfd < 0)
+		return 0; /* the socket alone: no pidfd (old kernel, unknown) */
+	r = cmesh__wake_add(l->wake, l->pidfd, POLLIN, on_pidfd, l);
+	if (!r)
+		l->pidfd_watched = true;
+	return r;
 }
 
 static int start(struct cmesh__link *l)
@@ -649,6 +709,9 @@ static int start(struct cmesh__link *l)
 		return r;
 	l->sock_watched = true;
 	r = cmesh__wake_add(l->wake, l->kick_efd, POLLIN, on_kick, l);
+	if (r)
+		return r;
+	r = watch_peer_process(l);
 	if (r)
 		return r;
 	r = pthread_create(&l->thread, NULL, link_thread, l);
@@ -674,6 +737,7 @@ int cmesh__link_new(int sock, const cmesh_type *out_type,
 	}
 	l->sock = sock;
 	l->kick_efd = -1;
+	l->pidfd = -1;
 	l->att_tailp = &l->att_head;
 	atomic_init(&l->refs, 1);
 	/* Before anything can fail: free_resources() closes these. */
@@ -694,12 +758,18 @@ int cmesh__link_new(int sock, const cmesh_type *out_type,
 	if (!r)
 		r = cmesh__lane_init(&l->in, l, in_type, opts->max_trail,
 				     opts->spin_ns);
-	if (!r)
+	if (!r && opts->peer_pid > 0) {
+		l->peer_pid = opts->peer_pid;
+		l->pid_known = true;
+		l->pid_from_fork = true;
+	} else if (!r) {
+		/* A socketpair we made names us: the HELLO will say. */
 		r = peer_pid(sock, &pid);
-	if (!r) {
 		l->peer_pid = pid;
-		r = handshake(l, out_type, in_type, opts);
+		l->pid_known = pid > 0 && pid != getpid();
 	}
+	if (!r)
+		r = handshake(l, out_type, in_type, opts);
 	if (!r)
 		r = start(l);
 	if (r) {

@@ -21,6 +21,7 @@ struct cmesh__link_opts {
 	int64_t spin_ns;    /* receiver spin before sleeping, 0: none */
 	uint64_t max_trail; /* CMESH_MAX_MESSAGE */
 	int64_t deadline;   /* handshake deadline, CLOCK_MONOTONIC ns */
+	pid_t peer_pid;	    /* known peer (we forked it), or 0 */
 };
 
 /*
@@ -43,7 +44,6 @@ struct cmesh__lane *cmesh__link_out(struct cmesh__link *l);
 struct cmesh__lane *cmesh__link_in(struct cmesh__link *l);
 
 pid_t cmesh__link_peer_pid(const struct cmesh__link *l);
-void cmesh__link_set_peer_pid(struct cmesh__link *l, pid_t pid);
 
 /*
  * The receiving side is gone: closes every fd in the FIFO, and every fd

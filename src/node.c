@@ -58,7 +58,8 @@ static int node_opts(const cmesh_node_opts *user, struct cmesh__link_opts *lo,
 		r = cmesh__env_get(&env);
 	if (r)
 		return r;
-	if (o.flags || o.reserved || o.timeout_ns < 0)
+	if (o.flags || o.reserved || o.reserved2 || o.timeout_ns < 0 ||
+	    o.peer_pid < 0)
 		return -EINVAL;
 	memset(qo, 0, sizeof(*qo));
 	r = cmesh__opts_ring_size(o.ring_size, env, &ring);
@@ -72,13 +73,14 @@ static int node_opts(const cmesh_node_opts *user, struct cmesh__link_opts *lo,
 	lo->max_trail = env->max_message;
 	lo->deadline = cmesh_deadline_after(o.timeout_ns ? o.timeout_ns :
 							   DEFAULT_TIMEOUT_NS);
+	lo->peer_pid = o.peer_pid;
 	return 0;
 }
 
-int cmesh_node_join_socket(int sock, const cmesh_type *out_type,
-			   const cmesh_type *in_type,
-			   const cmesh_node_opts *opts, cmesh_node **out_node,
-			   cmesh_sender **out_tx, cmesh_receiver **out_rx)
+/* cmesh_node_join_socket(), with the peer's pid when the caller forked it. */
+static int join(int sock, const cmesh_type *out_type, const cmesh_type *in_type,
+		const cmesh_node_opts *opts, pid_t child, cmesh_node **out_node,
+		cmesh_sender **out_tx, cmesh_receiver **out_rx)
 {
 	struct cmesh__queue_opts qo;
 	struct cmesh__link_opts lo;
@@ -94,6 +96,8 @@ int cmesh_node_join_socket(int sock, const cmesh_type *out_type,
 	r = node_opts(opts, &lo, &qo);
 	if (r)
 		goto out_close;
+	if (child > 0)
+		lo.peer_pid = child;
 	node = malloc(sizeof(*node));
 	if (!node) {
 		r = -ENOMEM;
@@ -120,6 +124,14 @@ out_free_node:
 out_close:
 	close(sock);
 	return r;
+}
+
+int cmesh_node_join_socket(int sock, const cmesh_type *out_type,
+			   const cmesh_type *in_type,
+			   const cmesh_node_opts *opts, cmesh_node **out_node,
+			   cmesh_sender **out_tx, cmesh_receiver **out_rx)
+{
+	return join(sock, out_type, in_type, opts, 0, out_node, out_tx, out_rx);
 }
 
 pid_t cmesh_node_pid(const cmesh_node *node)
@@ -194,10 +206,7 @@ int cmesh_spawn(const char *path, char *const argv[],
 	}
 	free(envp);
 	close(sv[1]);
-	r = cmesh_node_join_socket(sv[0], out_type, in_type, opts, out_node,
-				   out_tx, out_rx);
-	if (r == 0)
-		cmesh__link_set_peer_pid((*out_node)->link, pid);
+	r = join(sv[0], out_type, in_type, opts, pid, out_node, out_tx, out_rx);
 	if (r) {
 		/*
 		 * Never leave a half-joined child behind. SIGKILL does not

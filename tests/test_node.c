@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -1332,7 +1333,7 @@ Test(node, join_rejects_bad_arguments_and_closes_the_socket)
 	TU_ASSERT_RC(cmesh_node_join_socket(-1, &seq_type, &seq_type, NULL,
 					    &node, &tx, &rx),
 		     -EINVAL);
-	for (int i = 0; i < 7; i++) {
+	for (int i = 0; i < 9; i++) {
 		int r;
 
 		topo_sync_pair(sv);
@@ -1353,6 +1354,10 @@ Test(node, join_rejects_bad_arguments_and_closes_the_socket)
 				o.ring_size = 5000;
 			else if (i == 5)
 				o.reserved = 1;
+			else if (i == 6)
+				o.reserved2 = 1;
+			else if (i == 7)
+				o.peer_pid = -1;
 			else
 				o.timeout_ns = -1;
 			r = cmesh_node_join_socket(sv[0], &seq_type, &seq_type,
@@ -1716,6 +1721,79 @@ Test(node, peer_exiting_without_freeing_gives_econnreset_after_its_messages)
 	topo_assert_exit_0(c.pid, TOPO_WAIT_MS);
 	close(c.sync);
 	topo_assert_baseline(&res);
+}
+
+/*
+ * Sends, forks a grandchild that keeps a copy of its end of the control
+ * socket for DEATH_HOLD_MS (telling the driver its pid), then exits
+ * without freeing anything: the socket does not hang up, the process is
+ * gone all the same.
+ */
+#define DEATH_HOLD_MS 3000u
+
+static int inheriting_peer(cmesh_sender *tx, cmesh_receiver *rx,
+			   const struct topo_side *s)
+{
+	pid_t g;
+
+	(void)rx;
+	if (send_numbered(tx))
+		return 1;
+	g = fork();
+	TOPO_CHECK(g >= 0);
+	if (g == 0) {
+		tu_sleep_ms(DEATH_HOLD_MS);
+		_exit(0);
+	}
+	TOPO_CHECK_EQ(write(s->sync, &g, sizeof(g)), (ssize_t)sizeof(g));
+	_exit(0);
+}
+
+static const struct topo_scenario inheriting = {
+	.down = &trail_type,
+	.up = &trail_type,
+	.ring_size = 65536,
+	.peer = inheriting_peer,
+};
+
+/*
+ * A peer whose control socket lives on in a child it forked is reported
+ * dead when it exits (its pidfd; the socket hangs up only DEATH_HOLD_MS
+ * later): after its messages, -ECONNRESET well before that. Over
+ * listen/connect, where the kernel names the peer (SO_PEERCRED), and over
+ * a socketpair whose creator passes the pid it forked (peer_pid).
+ */
+static void check_inheriting(enum topo_kind kind)
+{
+	struct topo_res res;
+	struct topo_conn c;
+	int64_t t0;
+	pid_t g;
+
+	topo_baseline(&res);
+	cr_assert_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+	t0 = tu_now_ns();
+	topo_fork_peer(&inheriting, kind, &c);
+	cr_assert_eq(read(c.sync, &g, sizeof(g)), (ssize_t)sizeof(g));
+	recv_numbered(c.rx);
+	expect_failed(c.tx, c.rx, -ECONNRESET);
+	cr_assert_lt(tu_now_ns() - t0, TU_MS(DEATH_HOLD_MS) * 2 / 3,
+		     "the death was seen only when the socket hung up");
+	topo_assert_exit_0(c.pid, TOPO_WAIT_MS);
+	kill(g, SIGKILL);
+	topo_reap(g, TOPO_WAIT_MS);
+	close(c.sync);
+	topo_assert_baseline(&res);
+}
+
+Test(node, peer_dying_with_its_socket_held_elsewhere_is_econnreset_listen)
+{
+	check_inheriting(TOPO_LISTEN);
+}
+
+Test(node, peer_dying_with_its_socket_held_elsewhere_is_econnreset_fork)
+{
+	check_inheriting(TOPO_FORK);
 }
 
 /* ==== spawn / join ====================================================== */

@@ -9,7 +9,9 @@
  * sender whose receiver is in the peer, and a receiver whose sender is in
  * the peer. They behave as in-process channels do, plus:
  *   -ECONNRESET  the peer process died, closed the link or hung up
- *                (messages it had completely published are delivered first);
+ *                (messages it had completely published are delivered first;
+ *                where the link knows the peer's pid, see peer_pid below,
+ *                its exit is seen even if its socket end lives on);
  *   -EPROTO      the peer broke the protocol or corrupted shared memory;
  *   -EMFILE      this process's fd table was full when fds sent with a
  *                message arrived: they are lost, and with them the link;
@@ -49,11 +51,21 @@ typedef struct cmesh_node_opts {
 	int64_t spin_ns;    /* receiver spin; 0: CMESH_SPIN_NS,
 			       CMESH_SPIN_NONE: none */
 	int64_t timeout_ns; /* handshake limit; 0: 10 s */
+	/*
+	 * The peer's process id, if the caller knows it (it forked the peer
+	 * and has not reaped it): the link then also watches the process
+	 * (a pidfd), so its death is seen even if the control socket stays
+	 * open elsewhere. 0: the kernel's word for a connected socket
+	 * (SO_PEERCRED), none for a socketpair this process made. cmesh_spawn
+	 * sets it itself.
+	 */
+	int32_t peer_pid;
+	uint32_t reserved2; /* must be 0 */
 } cmesh_node_opts;
 
 #define CMESH_NODE_OPTS_INIT                                                   \
 	{                                                                      \
-		sizeof(cmesh_node_opts), 0, 0, 0, 0, 0                         \
+		sizeof(cmesh_node_opts), 0, 0, 0, 0, 0, 0, 0                   \
 	}
 
 /*

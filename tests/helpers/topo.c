@@ -474,6 +474,7 @@ void topo_fork_peer(const struct topo_scenario *sc, enum topo_kind kind,
 	close(sy[1]);
 	if (kind == TOPO_FORK) {
 		close(sv[1]);
+		o.peer_pid = pid; /* we forked it: the link watches it too */
 		r = cmesh_node_join_socket(sv[0], sc->down, sc->up, &o, &node,
 					   &out->tx, &out->rx);
 	} else {

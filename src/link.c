@@ -37,6 +37,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
@@ -692,6 +693,26 @@ static int watch_peer_process(struct cmesh__link *l)
 	return r;
 }
 
+/*
+ * The link thread: every signal blocked (the application's handlers run
+ * on its own threads, and no signal interrupts the loop) and named, so
+ * that a VMM's operator sees whose thread it is.
+ */
+static int start_thread(struct cmesh__link *l)
+{
+	sigset_t all, old;
+	int r;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	r = pthread_create(&l->thread, NULL, link_thread, l);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r)
+		return -r;
+	pthread_setname_np(l->thread, "cmesh-link");
+	return 0;
+}
+
 static int start(struct cmesh__link *l)
 {
 	int r, fl = fcntl(l->sock, F_GETFL);
@@ -714,9 +735,9 @@ static int start(struct cmesh__link *l)
 	r = watch_peer_process(l);
 	if (r)
 		return r;
-	r = pthread_create(&l->thread, NULL, link_thread, l);
+	r = start_thread(l);
 	if (r)
-		return -r;
+		return r;
 	l->thread_started = true;
 	return 0;
 }

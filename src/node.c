@@ -14,13 +14,18 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -45,8 +50,8 @@ struct cmesh__link *cmesh__node_link(cmesh_node *node)
 	return node->link;
 }
 
-static int node_opts(const cmesh_node_opts *user, struct cmesh__link_opts *lo,
-		     struct cmesh__queue_opts *qo)
+static int node_opts(const cmesh_node_opts *user, uint32_t flags_ok,
+		     struct cmesh__link_opts *lo, struct cmesh__queue_opts *qo)
 {
 	const cmesh_env *env;
 	cmesh_node_opts o;
@@ -58,8 +63,8 @@ static int node_opts(const cmesh_node_opts *user, struct cmesh__link_opts *lo,
 		r = cmesh__env_get(&env);
 	if (r)
 		return r;
-	if (o.flags || o.reserved || o.reserved2 || o.timeout_ns < 0 ||
-	    o.peer_pid < 0)
+	if ((o.flags & ~flags_ok) || o.reserved || o.reserved2 ||
+	    o.timeout_ns < 0 || o.peer_pid < 0)
 		return -EINVAL;
 	memset(qo, 0, sizeof(*qo));
 	r = cmesh__opts_ring_size(o.ring_size, env, &ring);
@@ -93,7 +98,7 @@ static int join(int sock, const cmesh_type *out_type, const cmesh_type *in_type,
 	if (!out_node || !out_tx || !out_rx || cmesh_type_check(out_type) ||
 	    cmesh_type_check(in_type))
 		goto out_close;
-	r = node_opts(opts, &lo, &qo);
+	r = node_opts(opts, child > 0 ? CMESH_NODE_PDEATHSIG : 0, &lo, &qo);
 	if (r)
 		goto out_close;
 	if (child > 0)
@@ -170,6 +175,54 @@ static char **invite_env(int fd, char *buf, size_t len)
 	return envp;
 }
 
+/* The spawn-only flags of `opts` (the rest is checked by the join). */
+static int spawn_flags(const cmesh_node_opts *opts, bool *pdeath)
+{
+	cmesh_node_opts o;
+	int r = cmesh__opts_copy(&o, sizeof(o), opts);
+
+	if (r)
+		return r;
+	if (o.flags & ~CMESH_NODE_PDEATHSIG)
+		return -EINVAL;
+	*pdeath = o.flags & CMESH_NODE_PDEATHSIG;
+	return 0;
+}
+
+/*
+ * In the forked child, before exec (async-signal-safe calls only): every
+ * fd but 0-2 and `keep` close-on-exec, `keep` not; an empty signal mask;
+ * every disposition the default (exec keeps ignored ones); the parent-
+ * death signal if asked. Returns 0, or -1 if the child should not exec.
+ */
+static int child_start_clean(int keep, bool pdeath, pid_t parent)
+{
+	struct sigaction dfl;
+	sigset_t none;
+
+	if (pdeath && (prctl(PR_SET_PDEATHSIG, SIGKILL) || getppid() != parent))
+		return -1; /* the spawning thread may be gone already */
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	memset(&dfl, 0, sizeof(dfl));
+	dfl.sa_handler = SIG_DFL;
+	for (int sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			sigaction(sig, &dfl, NULL);
+	if (syscall(SYS_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC)) {
+		struct rlimit rl;
+		int max = 65536;
+
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+		    rl.rlim_cur < (rlim_t)max)
+			max = (int)rl.rlim_cur;
+		for (int fd = 3; fd < max; fd++)
+			if (fd != keep)
+				close(fd);
+	}
+	return fcntl(keep, F_SETFD, 0) ? -1 : 0;
+}
+
 int cmesh_spawn(const char *path, char *const argv[],
 		const cmesh_type *out_type, const cmesh_type *in_type,
 		const cmesh_node_opts *opts, cmesh_node **out_node,
@@ -177,10 +230,14 @@ int cmesh_spawn(const char *path, char *const argv[],
 {
 	char invite[64], **envp;
 	int sv[2], r, status = 0;
-	pid_t pid;
+	pid_t pid, parent = getpid();
+	bool pdeath = false;
 
 	if (!path || !argv || !out_node || !out_tx || !out_rx)
 		return -EINVAL;
+	r = spawn_flags(opts, &pdeath);
+	if (r)
+		return r;
 	if (access(path, X_OK))
 		return -errno;
 	r = cmesh__ctl_socketpair(sv);
@@ -200,7 +257,7 @@ int cmesh_spawn(const char *path, char *const argv[],
 	if (pid == 0) {
 		/* Child: async-signal-safe calls only. */
 		close(sv[0]);
-		if (fcntl(sv[1], F_SETFD, 0) == 0)
+		if (child_start_clean(sv[1], pdeath, parent) == 0)
 			execve(path, argv, envp);
 		_exit(127);
 	}

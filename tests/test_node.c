@@ -17,6 +17,7 @@
 
 #include <criterion/criterion.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -2068,6 +2069,206 @@ Test(node, spawn_of_an_executable_that_execve_rejects_returns_enoexec)
 	unlink(path);
 	rmdir(dir);
 	topo_assert_baseline(&res);
+}
+
+/* ---- what a spawned child starts with ---- */
+
+#define INSPECT_PATH CMESH_TEST_PROG_DIR "/test_prog_inspect"
+
+CMESH_TYPE_DEFINE_PLAIN(inspect_type, struct topo_inspect_msg);
+
+/* Spawns inspect `mode` with `flags` and reads its report (asserts). */
+static pid_t spawn_inspect(const char *mode, uint32_t flags,
+			   struct topo_inspect_msg *rep, cmesh_sender **tx,
+			   cmesh_receiver **rx)
+{
+	char *argv[] = { INSPECT_PATH, (char *)mode, NULL };
+	cmesh_node_opts o = CMESH_NODE_OPTS_INIT;
+	cmesh_node *node;
+	pid_t pid;
+
+	o.flags = flags;
+	TU_ASSERT_RC(cmesh_spawn(INSPECT_PATH, argv, &inspect_type,
+				 &inspect_type, &o, &node, tx, rx),
+		     0);
+	pid = cmesh_node_pid(node);
+	cmesh_node_free(node);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(*rx, topo_deadline(), rep,
+						  NULL, 0),
+		     0);
+	return pid;
+}
+
+/*
+ * A spawned child starts clean whatever this process left behind: fds
+ * without close-on-exec do not reach it (only 0-2 and its invitation),
+ * a signal blocked or ignored here is neither there, and it has no
+ * parent-death signal unless asked.
+ */
+Test(node, spawn_gives_the_child_only_its_fds_and_a_clean_signal_state)
+{
+	struct topo_inspect_msg rep;
+	struct sigaction ign = { .sa_handler = SIG_IGN }, old_sa;
+	sigset_t usr1, old_mask;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	int p[2], efd;
+	pid_t pid;
+
+	cr_assert_eq(pipe(p), 0);
+	efd = eventfd(0, 0);
+	cr_assert_geq(efd, 0);
+	sigemptyset(&usr1);
+	sigaddset(&usr1, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &usr1, &old_mask);
+	sigaction(SIGUSR2, &ign, &old_sa);
+	pid = spawn_inspect("report", 0, &rep, &tx, &rx);
+	pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+	sigaction(SIGUSR2, &old_sa, NULL);
+	cr_assert_eq(rep.extra_fds, 0, "the child inherited %d more fds",
+		     rep.extra_fds);
+	cr_assert_eq(rep.blocked, 0, "blocked: %#llx",
+		     (unsigned long long)rep.blocked);
+	cr_assert_eq(rep.ignored, 0, "ignored: %#llx",
+		     (unsigned long long)rep.ignored);
+	cr_assert_eq(rep.pdeathsig, 0);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	topo_assert_exit_0(pid, TOPO_WAIT_MS);
+	close(p[0]);
+	close(p[1]);
+	close(efd);
+}
+
+struct pdeath_arg {
+	pid_t pid;
+	struct topo_inspect_msg rep;
+};
+
+/* Spawns a lingering child with CMESH_NODE_PDEATHSIG, then exits. */
+static void *pdeath_thread(void *arg)
+{
+	struct pdeath_arg *a = arg;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+
+	a->pid = spawn_inspect("linger", CMESH_NODE_PDEATHSIG, &a->rep, &tx,
+			       &rx);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	return NULL;
+}
+
+/*
+ * With CMESH_NODE_PDEATHSIG the child dies with the thread that spawned
+ * it: killed by SIGKILL as that thread exits, not 5 s later when it
+ * would have exited by itself.
+ */
+Test(node, spawn_with_pdeathsig_child_dies_with_the_spawning_thread)
+{
+	struct pdeath_arg a = { 0 };
+	pthread_t t;
+	int st;
+
+	cr_assert_eq(pthread_create(&t, NULL, pdeath_thread, &a), 0);
+	cr_assert_eq(pthread_join(t, NULL), 0);
+	cr_assert_eq(a.rep.pdeathsig, SIGKILL);
+	st = topo_reap(a.pid, 3000);
+	cr_assert(st != -ETIMEDOUT && WIFSIGNALED(st) &&
+			  WTERMSIG(st) == SIGKILL,
+		  "child status %#x, want killed by SIGKILL", st);
+}
+
+Test(node, pdeathsig_is_for_spawn_only_and_unknown_flags_are_einval)
+{
+	cmesh_node_opts o = CMESH_NODE_OPTS_INIT;
+	char *argv[] = { INSPECT_PATH, "report", NULL };
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	int sv[2];
+
+	o.flags = CMESH_NODE_PDEATHSIG;
+	topo_sync_pair(sv);
+	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &seq_type, &seq_type, &o,
+					    &node, &tx, &rx),
+		     -EINVAL);
+	close(sv[1]);
+	o.flags = 2;
+	TU_ASSERT_RC(cmesh_spawn(INSPECT_PATH, argv, &inspect_type,
+				 &inspect_type, &o, &node, &tx, &rx),
+		     -EINVAL);
+	cr_assert_not(has_child(), "spawn left a child to reap");
+}
+
+/* The thread named `name` of this process, or -1. */
+static pid_t thread_named(const char *name)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	pid_t tid = -1;
+
+	cr_assert_not_null(d);
+	while (tid < 0 && (e = readdir(d)) != NULL) {
+		char path[300], comm[32] = "";
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm",
+			 e->d_name);
+		f = fopen(path, "re");
+		if (!f)
+			continue;
+		if (fgets(comm, sizeof(comm), f) &&
+		    strncmp(comm, name, strlen(name)) == 0)
+			tid = atoi(e->d_name);
+		fclose(f);
+	}
+	closedir(d);
+	return tid;
+}
+
+/* The SigBlk mask of thread `tid` of this process. */
+static uint64_t thread_blocked(pid_t tid)
+{
+	char path[64], line[128];
+	uint64_t mask = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/status", (int)tid);
+	f = fopen(path, "re");
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, "SigBlk:", 7) == 0)
+			mask = strtoull(line + 7, NULL, 16);
+	fclose(f);
+	return mask;
+}
+
+/*
+ * A link's thread is named "cmesh-link" and blocks every signal: the
+ * application's handlers run on its own threads.
+ */
+Test(node, the_link_thread_is_named_and_blocks_every_signal)
+{
+	struct topo_inspect_msg rep;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	uint64_t want = 0;
+	pid_t pid, tid;
+
+	pid = spawn_inspect("report", 0, &rep, &tx, &rx);
+	tid = thread_named("cmesh-link");
+	cr_assert_gt(tid, 0, "no thread named cmesh-link");
+	for (int sig = 1; sig < 32; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			want |= 1ull << (sig - 1);
+	cr_assert_eq(thread_blocked(tid) & want, want, "SigBlk %#llx",
+		     (unsigned long long)thread_blocked(tid));
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	topo_assert_exit_0(pid, TOPO_WAIT_MS);
 }
 
 /* ==== listen / connect ================================================== */

@@ -42,9 +42,16 @@ typedef struct cmesh_listener cmesh_listener;
 /* Environment variable carrying a spawned child's invitation. */
 #define CMESH_INVITE_ENV "CMESH_INVITE"
 
+/*
+ * cmesh_node_opts.flags, cmesh_spawn() only: the child gets SIGKILL when
+ * the thread that spawned it exits (PR_SET_PDEATHSIG), and exits at once
+ * if that thread is gone before the child could ask.
+ */
+#define CMESH_NODE_PDEATHSIG 1u
+
 typedef struct cmesh_node_opts {
 	uint32_t size;	    /* sizeof(cmesh_node_opts) */
-	uint32_t flags;	    /* none defined yet: must be 0 */
+	uint32_t flags;	    /* CMESH_NODE_PDEATHSIG (cmesh_spawn); else 0 */
 	uint32_t ring_size; /* bytes of each ring this side writes, power of
 			       two; 0: CMESH_RING_SIZE */
 	uint32_t reserved;  /* must be 0 */
@@ -84,10 +91,14 @@ CMESH_API int cmesh_node_join_socket(int sock, const cmesh_type *out_type,
 /*
  * Starts `path` with `argv` (NULL-terminated; the environment is inherited
  * plus CMESH_INVITE) as a child joined to this process, and waits for its
- * cmesh_join(). Errors as cmesh_node_join_socket(), plus -ENOENT/-EACCES
- * (`path` is not an executable file), -ENOEXEC (exec failed: the child
- * exited 127) and fork errors. On failure the child is killed and reaped;
- * on success reaping it (waitpid on cmesh_node_pid()) is the caller's.
+ * cmesh_join(). The child starts clean: of this process's fds it inherits
+ * only 0, 1 and 2 and its invitation (whatever their close-on-exec flag),
+ * no signal is blocked or ignored, and with CMESH_NODE_PDEATHSIG it dies
+ * with the spawning thread. The link watches the child's pid. Errors as
+ * cmesh_node_join_socket(), plus -ENOENT/-EACCES (`path` is not an
+ * executable file), -ENOEXEC (exec failed: the child exited 127) and fork
+ * errors. On failure the child is killed and reaped; on success reaping
+ * it (waitpid on cmesh_node_pid()) is the caller's.
  */
 CMESH_API int cmesh_spawn(const char *path, char *const argv[],
 			  const cmesh_type *out_type, const cmesh_type *in_type,

@@ -219,4 +219,17 @@ struct topo_echo_msg {
 	int fd;
 };
 
+/*
+ * What tests/progs/inspect.c reports of the state it started in (before
+ * it joined): fds other than 0-2 and its invitation, the blocked and the
+ * ignored signals (bit n-1 for signal n, 1..64), its parent-death signal.
+ * A plain type (CMESH_TYPE_DEFINE_PLAIN) on both sides.
+ */
+struct topo_inspect_msg {
+	uint64_t blocked;
+	uint64_t ignored;
+	int32_t extra_fds;
+	int32_t pdeathsig;
+};
+
 #endif

@@ -40,11 +40,14 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #define SPILL_RETRY_NS 1000000 /* 1 ms while a lane has a backlog */
+/* fds one ATTACH may carry: every fd field of a type, and an OOL memfd. */
+#define ATTACH_MAX_FDS (CMESH_TYPE_MAX_FIELDS + 1u)
 
 struct attach {
 	struct attach *next;
@@ -77,8 +80,13 @@ struct cmesh__link {
 	pthread_mutex_t att_lock; /* the FIFO below */
 	struct attach *att_head;
 	struct attach **att_tailp;
-	uint64_t att_next_in;  /* seq the next ATTACH read must carry */
-	bool att_drop;	       /* the receiver is gone: close on arrival */
+	uint64_t att_next_in; /* seq the next ATTACH read must carry */
+	bool att_drop;	      /* the receiver is gone: close on arrival */
+	uint32_t att_count;   /* ATTACHes in the FIFO */
+	uint32_t att_fds;     /* fds they hold */
+	uint32_t att_max;     /* records the peer's ring can hold */
+	uint32_t fd_budget;   /* fds the FIFO may hold: see budget_for() */
+	_Atomic bool sock_throttled; /* socket watched for hang-up only */
 	uint64_t att_next_out; /* seq of the next ATTACH sent (out.lock) */
 };
 
@@ -190,12 +198,18 @@ int cmesh__link_take_attach(struct cmesh__link *l, uint64_t seq, int *fds,
 		l->att_head = a->next;
 		if (!l->att_head)
 			l->att_tailp = &l->att_head;
+		l->att_count--;
+		l->att_fds -= a->nfds;
 		memcpy(fds, a->fds, nfds * sizeof(int));
 		free(a);
 	}
 	pthread_mutex_unlock(&l->att_lock);
 	if (r == -EPROTO)
 		cmesh__link_fail(l, -EPROTO);
+	/* Room again: the link thread reads the socket again. */
+	if (!r &&
+	    atomic_load_explicit(&l->sock_throttled, memory_order_relaxed))
+		cmesh__link_kick(l);
 	return r;
 }
 
@@ -215,6 +229,8 @@ void cmesh__link_drop_attachments(struct cmesh__link *l)
 	a = l->att_head;
 	l->att_head = NULL;
 	l->att_tailp = &l->att_head;
+	l->att_count = 0;
+	l->att_fds = 0;
 	pthread_mutex_unlock(&l->att_lock);
 	while (a) {
 		struct attach *next = a->next;
@@ -237,7 +253,8 @@ static int handle_ctl(struct cmesh__link *l, const void *buf, int len,
 	if (m.hdr.magic != CMESH_PROTO_MAGIC ||
 	    m.hdr.version != CMESH_PROTO_VERSION ||
 	    m.hdr.type != CMESH_CTL_ATTACH || m.hdr.len != sizeof(m) ||
-	    m.nfds != nfds || nfds == 0 || m.seq != l->att_next_in + 1)
+	    m.nfds != nfds || nfds == 0 || nfds > ATTACH_MAX_FDS ||
+	    m.seq != l->att_next_in + 1)
 		return -EPROTO;
 	a = malloc(sizeof(*a));
 	if (!a)
@@ -253,11 +270,59 @@ static int handle_ctl(struct cmesh__link *l, const void *buf, int len,
 		close_all(a);
 		return 0;
 	}
+	/*
+	 * Every ATTACH belongs to a record the peer has claimed in its ring
+	 * and we have not delivered yet: more of them than the ring holds
+	 * records (plus the one being delivered) is no honest peer.
+	 */
+	if (l->att_count >= l->att_max) {
+		pthread_mutex_unlock(&l->att_lock);
+		close_all(a);
+		return -EPROTO;
+	}
 	*l->att_tailp = a;
 	l->att_tailp = &a->next;
+	l->att_count++;
+	l->att_fds += nfds;
 	pthread_mutex_unlock(&l->att_lock);
 	cmesh__lane_wake(&l->in);
 	return 0;
+}
+
+static void on_sock(void *arg, int fd, uint32_t revents);
+
+/* The FIFO holds its budget of fds: read no more ATTACHes for now. */
+static bool over_budget(struct cmesh__link *l)
+{
+	bool over;
+
+	pthread_mutex_lock(&l->att_lock);
+	over = l->att_fds + ATTACH_MAX_FDS > l->fd_budget;
+	pthread_mutex_unlock(&l->att_lock);
+	return over;
+}
+
+/*
+ * Link thread: stops (on) or resumes (off) reading the socket; throttled,
+ * it is watched for its hang-up only. The fds still queued in the socket
+ * are the kernel's, not in our fd table: a peer that sends fds faster
+ * than our receiver takes their records waits, it cannot fill our table.
+ */
+static void throttle(struct cmesh__link *l, bool on)
+{
+	if (atomic_load_explicit(&l->sock_throttled, memory_order_relaxed) ==
+		    on ||
+	    !l->sock_watched)
+		return;
+	cmesh__wake_del(l->wake, l->sock);
+	if (cmesh__wake_add(l->wake, l->sock,
+			    on ? POLLRDHUP : POLLIN | POLLRDHUP, on_sock, l)) {
+		/* Cannot watch it any more: nothing else will tell. */
+		l->sock_watched = false;
+		cmesh__link_fail(l, -ECONNRESET);
+		return;
+	}
+	atomic_store_explicit(&l->sock_throttled, on, memory_order_relaxed);
 }
 
 /* Link thread: the socket polled readable or hung up. */
@@ -269,8 +334,14 @@ static void on_sock(void *arg, int fd, uint32_t revents)
 
 	for (;;) {
 		uint32_t nfds = 0;
-		int n = cmesh__ctl_recv(fd, buf, sizeof(buf), fds,
-					CMESH__CTL_MAX_FDS, &nfds);
+		int n;
+
+		if (over_budget(l)) {
+			throttle(l, true);
+			break;
+		}
+		n = cmesh__ctl_recv(fd, buf, sizeof(buf), fds,
+				    CMESH__CTL_MAX_FDS, &nfds);
 
 		if (n == -EAGAIN)
 			break;
@@ -359,6 +430,12 @@ static void *link_thread(void *arg)
 			on_sock(l, l->sock, 0);
 			cmesh__wake_del(l->wake, l->sock);
 			l->sock_watched = false;
+		}
+		if (atomic_load_explicit(&l->sock_throttled,
+					 memory_order_relaxed) &&
+		    !over_budget(l)) {
+			throttle(l, false);
+			on_sock(l, l->sock, 0); /* what waited meanwhile */
 		}
 		cmesh__lane_flush_spill(&l->out);
 		/* Not before cmesh__link_put() is done with `l`. */
@@ -562,6 +639,9 @@ static int setup_peer(struct cmesh__link *l, const struct cmesh_ctl_hello *h,
 		return -EPROTO;
 	/* buf grows as records need it (lane.c): nothing sized by the ring. */
 	l->in.buf_limit = cmesh__shmring_record_limit(h->ring_cap);
+	/* A record per slot, and the one our receiver took but not yet its
+	 * ATTACH (lane.c copies a MSG record out before delivering it). */
+	l->att_max = h->ring_cap / CMESH_SHM_SLOT_SIZE + 1;
 	return 0;
 }
 
@@ -713,6 +793,22 @@ static int start_thread(struct cmesh__link *l)
 	return 0;
 }
 
+/*
+ * The fds a link's ATTACH FIFO may hold: an eighth of this process's fd
+ * table (RLIMIT_NOFILE), at least one full ATTACH, at most 4096. A peer
+ * gets no further ahead of our receiver than that (throttle()), so one
+ * link cannot take the fds that other links and the application need.
+ */
+static uint32_t budget_for(void)
+{
+	struct rlimit rl;
+	uint64_t b = 4096;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur / 8 < b)
+		b = rl.rlim_cur / 8;
+	return b < ATTACH_MAX_FDS ? ATTACH_MAX_FDS : (uint32_t)b;
+}
+
 static int start(struct cmesh__link *l)
 {
 	int r, fl = fcntl(l->sock, F_GETFL);
@@ -759,6 +855,7 @@ int cmesh__link_new(int sock, const cmesh_type *out_type,
 	l->sock = sock;
 	l->kick_efd = -1;
 	l->pidfd = -1;
+	l->fd_budget = budget_for();
 	l->att_tailp = &l->att_head;
 	atomic_init(&l->refs, 1);
 	/* Before anything can fail: free_resources() closes these. */

@@ -40,6 +40,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1382,4 +1383,178 @@ Test(node_hostile, peer_blocking_or_flooding_shared_wake_fds_stalls_nothing)
 	topo_assert_baseline(&res);
 	cr_assert_lt(tu_status_kib("VmRSS") - rss0, 16 * 1024,
 		     "VmRSS grew by %ld KiB", tu_status_kib("VmRSS") - rss0);
+}
+
+/* ==== a peer that sends fds ahead of its records ========================= */
+
+/* This process's fd table soft limit becomes `n` (restored by the caller). */
+static struct rlimit set_nofile(rlim_t n)
+{
+	struct rlimit old, lim;
+
+	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+	lim = old;
+	if (n > lim.rlim_max)
+		cr_skip("RLIMIT_NOFILE hard limit %llu is below %llu",
+			(unsigned long long)lim.rlim_max,
+			(unsigned long long)n);
+	lim.rlim_cur = n;
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &lim), 0);
+	return old;
+}
+
+/*
+ * Child: joins with ring `ring`, then sends ATTACHes of `per` fds (an
+ * eventfd, repeated) for records it never publishes, without blocking,
+ * until `count` went out or the socket stayed full for 200 ms; says 'f'
+ * and waits until told to exit.
+ */
+static int fd_flood_child(int sock, int sync, uint32_t ring, uint32_t per,
+			  uint32_t count)
+{
+	cmesh_node_opts o;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	int fds[16], efd = eventfd(0, EFD_CLOEXEC), csock;
+	int64_t stuck = 0;
+
+	TOPO_CHECK(efd >= 0 && per <= 16);
+	for (uint32_t i = 0; i < per; i++)
+		fds[i] = efd;
+	node_opts(&o, TU_MS(5000));
+	o.ring_size = ring;
+	TOPO_CHECK_EQ(cmesh_node_join_socket(sock, &seq_type, &seq_type, &o,
+					     &node, &tx, &rx),
+		      0);
+	csock = cmesh__link_sock(cmesh__node_link(node));
+	for (uint32_t seq = 1; seq <= count;) {
+		struct cmesh_ctl_attach a = attach_msg(seq, per);
+		int r = cmesh__ctl_send(csock, &a, sizeof(a), fds, per);
+
+		if (r == -EAGAIN) {
+			if (!stuck)
+				stuck = tu_now_ns();
+			else if (tu_now_ns() - stuck > TU_MS(200))
+				break;
+			tu_sleep_ms(1);
+			continue;
+		}
+		if (r)
+			break; /* the victim failed the link */
+		stuck = 0;
+		seq++;
+	}
+	TOPO_CHECK_EQ(topo_post(sync, 'f'), 0);
+	topo_wait(sync, TOPO_WAIT_MS);
+	return 0;
+}
+
+/*
+ * More ATTACHes than records its ring can hold (64 slots: at most 65
+ * pending) is no honest peer: the link fails with -EPROTO, every fd it
+ * sent is closed, and a healthy second peer keeps exchanging.
+ */
+Test(node_hostile, attaches_beyond_what_the_ring_can_hold_fail_with_eproto)
+{
+	struct rlimit old = set_nofile(4096); /* budget 512: not the bound */
+	struct topo_res res;
+	struct topo_conn good;
+	cmesh_node_opts o;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct seqmsg m;
+	int sv[2], sy[2];
+	pid_t pid;
+
+	topo_baseline(&res);
+	topo_fork_peer(&echo_sc, TOPO_FORK, &good);
+	pid = fork_pair(sv, sy);
+	if (pid == 0)
+		topo_child_exit(fd_flood_child(sv[1], sy[1], RING, 1, 200));
+	node_opts(&o, TU_MS(5000));
+	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &seq_type, &seq_type, &o,
+					    &node, &tx, &rx),
+		     0);
+	for (uint64_t i = 0; i < 50; i++)
+		good_round_trip(&good, i);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL,
+						  0),
+		     -EPROTO);
+	cr_assert_eq(topo_wait(sy[0], TOPO_WAIT_MS), 'f');
+	good_round_trip(&good, 100);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	cmesh_node_free(node);
+	close(sy[0]);
+	topo_assert_exit_0(pid, TOPO_WAIT_MS);
+	cmesh_sender_free(good.tx);
+	cmesh_receiver_free(good.rx);
+	topo_bye(good.sync);
+	topo_assert_exit_0(good.pid, TOPO_WAIT_MS);
+	close(good.sync);
+	topo_assert_baseline(&res);
+	setrlimit(RLIMIT_NOFILE, &old);
+}
+
+/* The fd table has room for one more fd; a round trip with the echo peer. */
+static void room_and_round_trip(struct topo_conn *good, uint64_t i)
+{
+	int efd = eventfd(1, EFD_CLOEXEC);
+
+	cr_assert_geq(efd, 0, "eventfd: %s", strerror(errno));
+	close(efd);
+	good_round_trip(good, i);
+}
+
+/*
+ * A peer with a large ring sends ATTACHes of 8 fds each as fast as it can
+ * and never publishes their records: our link holds at most its budget
+ * (an eighth of the fd table: 64 of 512 here, one ATTACH more at most)
+ * and then stops reading, so the peer waits; our fd table never fills, a
+ * healthy second link keeps working, and everything is closed after.
+ */
+Test(node_hostile, a_peer_sending_fds_ahead_cannot_fill_our_fd_table)
+{
+	struct rlimit old = set_nofile(512);
+	struct topo_res res;
+	struct topo_conn good;
+	cmesh_node_opts o;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct seqmsg m;
+	int sv[2], sy[2], peak;
+	pid_t pid;
+
+	topo_baseline(&res);
+	topo_fork_peer(&echo_sc, TOPO_FORK, &good);
+	pid = fork_pair(sv, sy);
+	if (pid == 0)
+		topo_child_exit(
+			fd_flood_child(sv[1], sy[1], 1u << 20, 8, 10000));
+	node_opts(&o, TU_MS(5000));
+	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &seq_type, &seq_type, &o,
+					    &node, &tx, &rx),
+		     0);
+	cr_assert_eq(topo_wait(sy[0], TOPO_WAIT_MS), 'f');
+	peak = tu_fd_count();
+	cr_assert_lt(peak, res.fds + 64 + 8 + 32, "%d fds open, %d before",
+		     peak, res.fds);
+	for (uint64_t i = 0; i < 50; i++)
+		room_and_round_trip(&good, i);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &m, NULL, 0), -EAGAIN);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	cmesh_node_free(node);
+	close(sy[0]);
+	topo_assert_exit_0(pid, TOPO_WAIT_MS);
+	cmesh_sender_free(good.tx);
+	cmesh_receiver_free(good.rx);
+	topo_bye(good.sync);
+	topo_assert_exit_0(good.pid, TOPO_WAIT_MS);
+	close(good.sync);
+	topo_assert_baseline(&res);
+	setrlimit(RLIMIT_NOFILE, &old);
 }

@@ -3,8 +3,10 @@
  * arena.c - memfd arenas (layout in shm/ring.h).
  *
  * Own arena: memfd_create, ftruncate, mmap read-write, header, seal
- * (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) - all before the fd is ever
- * shared.
+ * (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) - all
+ * before the fd is ever shared: our mapping is the only writable one
+ * there will ever be, so a peer can map our arena read-only and no other
+ * way.
  *
  * Peer arena: everything about the fd and its contents is untrusted. The
  * seals are checked before the size (once SHRINK and GROW are set the
@@ -33,7 +35,17 @@
 #define MFD_NOEXEC_SEAL 0x0008u /* Linux 6.3; older kernels: EINVAL */
 #endif
 
-#define OWN_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
+#ifndef F_SEAL_FUTURE_WRITE
+#define F_SEAL_FUTURE_WRITE 0x0010 /* Linux 5.1 */
+#endif
+
+/*
+ * FUTURE_WRITE: no new writable mapping, write() or hole punch by anyone,
+ * the peer included (seals belong to the file, not the descriptor); our
+ * own read-write mapping, made before, keeps working.
+ */
+#define OWN_SEALS                                                              \
+	(F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL)
 #define PEER_SEALS (F_SEAL_SHRINK | F_SEAL_GROW)
 
 struct cmesh__arena {

@@ -22,12 +22,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 TestSuite(arena, .init = tu_suite_init, .fini = tu_suite_fini);
 
 #define ARENA_SIZE (64u * 1024)
-#define ALL_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
+#ifndef F_SEAL_FUTURE_WRITE
+#define F_SEAL_FUTURE_WRITE 0x0010
+#endif
+#define ALL_SEALS                                                              \
+	(F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL)
 
 static int seals_of(int fd)
 {
@@ -86,6 +91,62 @@ static int map_dup(const struct cmesh__arena *a, uint64_t size)
 		close(fd);
 	}
 	return r;
+}
+
+/*
+ * Child: given our arena's fd, tries every way a peer could write it:
+ * a writable shared mapping, a read-only one made writable, write(),
+ * pwrite(), a hole punch. Exits 0 if each one is refused, else the number
+ * of the first that went through.
+ */
+static int try_to_write(int fd)
+{
+	unsigned char *p;
+	char c = 'x';
+
+	p = mmap(NULL, ARENA_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p != MAP_FAILED)
+		return 1;
+	p = mmap(NULL, ARENA_SIZE, PROT_READ, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		return 2; /* reading must still work */
+	if (mprotect(p, ARENA_SIZE, PROT_READ | PROT_WRITE) == 0)
+		return 3;
+	if (write(fd, &c, 1) >= 0)
+		return 4;
+	if (pwrite(fd, &c, 1, 4096) >= 0)
+		return 5;
+	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4096,
+		      4096) == 0)
+		return 6;
+	return 0;
+}
+
+/*
+ * Nobody but its creator can write an arena, whatever it does with the
+ * fd: a real second process, given the fd, is refused every way, while
+ * the creator's own mapping keeps writing.
+ */
+Test(arena, a_peer_given_the_fd_cannot_write_our_arena)
+{
+	struct cmesh__arena *a;
+	unsigned char *base;
+	int st;
+	pid_t pid;
+
+	TU_ASSERT_RC(cmesh__arena_create(ARENA_SIZE, "test", &a), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		_exit(try_to_write(cmesh__arena_fd(a)));
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+		  "way %d of writing the arena went through",
+		  WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+	base = cmesh__arena_base(a);
+	base[ARENA_SIZE - 1] = 7;
+	cr_assert_eq(base[ARENA_SIZE - 1], 7);
+	cmesh__arena_free(a);
 }
 
 Test(arena, create_seals_the_memfd_against_resizing_and_more_seals)
@@ -372,7 +433,7 @@ Test(arena, map_peer_rejects_garbage_headers)
 	uint64_t rng = 0x243f6a8885a308d3ull;
 	unsigned char buf[sizeof(struct cmesh_shm_arena_hdr)];
 	struct cmesh__arena *peer = NULL;
-	int fd = raw_memfd(ARENA_SIZE, ALL_SEALS);
+	int fd = raw_memfd(ARENA_SIZE, F_SEAL_SHRINK | F_SEAL_GROW);
 
 	for (int i = 0; i < 2000; i++) {
 		for (size_t j = 0; j < sizeof(buf); j += 8) {

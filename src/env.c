@@ -16,6 +16,9 @@
 #define DEFAULT_MAX_MESSAGE (64ull << 20)
 #define MAX_MESSAGE_MIN 1024ull
 #define MAX_MESSAGE_MAX (1ull << 30)
+#define DEFAULT_MAX_BACKLOG (64ull << 20)
+#define MAX_BACKLOG_MIN 4096ull
+#define MAX_BACKLOG_MAX (1ull << 40)
 
 static const char *const log_names[] = { "off", "error", "warn", "info",
 					 "debug" };
@@ -62,9 +65,10 @@ static int bad(char *errbuf, size_t errlen, const char *name, const char *val,
 	return -EINVAL;
 }
 
+/* `want` says the range in the error message. */
 static int parse_size(cmesh__env_lookup lookup, const char *name, uint64_t min,
-		      uint64_t max, bool pow2, uint64_t *out, char *errbuf,
-		      size_t errlen)
+		      uint64_t max, bool pow2, const char *want, uint64_t *out,
+		      char *errbuf, size_t errlen)
 {
 	const char *s = lookup(name);
 	uint64_t v;
@@ -73,9 +77,7 @@ static int parse_size(cmesh__env_lookup lookup, const char *name, uint64_t min,
 		return 0;
 	if (!parse_u64(s, true, &v) || v < min || v > max ||
 	    (pow2 && (v & (v - 1))))
-		return bad(errbuf, errlen, name, s,
-			   pow2 ? "a power of two from 4K to 1G" :
-				  "a size from 1K to 1G");
+		return bad(errbuf, errlen, name, s, want);
 	*out = v;
 	return 0;
 }
@@ -142,11 +144,13 @@ int cmesh__env_parse(cmesh__env_lookup lookup, cmesh_env *out, char *errbuf,
 	env.ring_size = DEFAULT_RING_SIZE;
 	env.spin_ns = DEFAULT_SPIN_NS;
 	env.max_message = DEFAULT_MAX_MESSAGE;
+	env.max_backlog = DEFAULT_MAX_BACKLOG;
 	env.wake = CMESH_WAKE_AUTO;
 	if (errbuf && errlen)
 		errbuf[0] = '\0';
 	r = parse_size(lookup, "CMESH_RING_SIZE", CMESH__RING_SIZE_MIN,
-		       CMESH__RING_SIZE_MAX, true, &env.ring_size, errbuf,
+		       CMESH__RING_SIZE_MAX, true,
+		       "a power of two from 4K to 1G", &env.ring_size, errbuf,
 		       errlen);
 	if (!r)
 		r = parse_spin(lookup, &env, errbuf, errlen);
@@ -154,8 +158,12 @@ int cmesh__env_parse(cmesh__env_lookup lookup, cmesh_env *out, char *errbuf,
 		r = parse_wake(lookup, &env, errbuf, errlen);
 	if (!r)
 		r = parse_size(lookup, "CMESH_MAX_MESSAGE", MAX_MESSAGE_MIN,
-			       MAX_MESSAGE_MAX, false, &env.max_message, errbuf,
-			       errlen);
+			       MAX_MESSAGE_MAX, false, "a size from 1K to 1G",
+			       &env.max_message, errbuf, errlen);
+	if (!r)
+		r = parse_size(lookup, "CMESH_MAX_BACKLOG", MAX_BACKLOG_MIN,
+			       MAX_BACKLOG_MAX, false, "a size from 4K to 1T",
+			       &env.max_backlog, errbuf, errlen);
 	if (!r)
 		r = parse_log(lookup, &env, errbuf, errlen);
 	if (!r)

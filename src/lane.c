@@ -46,6 +46,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdalign.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,24 +56,45 @@
 
 #define MAX_FDS (CMESH_TYPE_MAX_FIELDS + 1)
 
+/*
+ * A spilled record: its payload, then its fds (nfds ints at spill_fds()),
+ * in one allocation of spill_cost() bytes, which count against the lane's
+ * max_backlog.
+ */
 struct spill {
 	struct spill *next;
 	uint32_t kind;
 	uint32_t len; /* record payload bytes */
 	uint32_t nfds;
-	int fds[MAX_FDS];
-	unsigned char rec[]; /* payload; a MSG starts with cmesh_rec_msg */
+	alignas(8) unsigned char rec[]; /* payload; a MSG starts with
+					   cmesh_rec_msg */
 };
+
+static size_t spill_fds_off(uint32_t len)
+{
+	return ((size_t)len + alignof(int) - 1) & ~(alignof(int) - 1);
+}
+
+static size_t spill_cost(uint32_t len, uint32_t nfds)
+{
+	return sizeof(struct spill) + spill_fds_off(len) + nfds * sizeof(int);
+}
+
+static int *spill_fds(struct spill *s)
+{
+	return (int *)(void *)(s->rec + spill_fds_off(s->len));
+}
 
 int cmesh__lane_init(struct cmesh__lane *ln, struct cmesh__link *link,
 		     const cmesh_type *type, uint64_t max_trail,
-		     int64_t spin_ns)
+		     uint64_t max_backlog, int64_t spin_ns)
 {
 	memset(ln, 0, sizeof(*ln));
 	ln->link = link;
 	ln->failed = cmesh__link_failed_word(link);
 	ln->type = type;
 	ln->max_trail = max_trail;
+	ln->max_backlog = max_backlog;
 	ln->spin_ns = spin_ns;
 	ln->peer_wake_sock = -1;
 	ln->wake_sock = -1;
@@ -98,7 +120,8 @@ static void drop_spill(struct cmesh__lane *ln)
 	struct spill *s = ln->spill_head;
 
 	ln->spill_head = s->next;
-	close_fds(s->fds, s->nfds);
+	ln->spill_bytes -= spill_cost(s->len, s->nfds);
+	close_fds(spill_fds(s), s->nfds);
 	free(s);
 }
 
@@ -185,33 +208,45 @@ static int publish(struct cmesh__lane *ln, uint32_t kind,
 	return 0;
 }
 
+/*
+ * Queues a record behind the ring, in order; the caller holds `lock`.
+ * -ENOBUFS past max_backlog (a CLOSE record always fits: it is the last),
+ * -ENOMEM; on failure nothing is queued and the fds are the caller's.
+ * Only the first spill of a backlog kicks the link thread, which retries
+ * while one is queued: a spilled send makes no syscall.
+ */
 static int spill(struct cmesh__lane *ln, uint32_t kind,
 		 const struct cmesh__iov *iov, uint32_t niov, const int *fds,
 		 uint32_t nfds)
 {
 	struct spill *s;
 	uint32_t len = 0, off = 0;
+	size_t cost;
 
 	for (uint32_t i = 0; i < niov; i++)
 		len += iov[i].len;
-	s = malloc(sizeof(*s) + len);
+	cost = spill_cost(len, nfds);
+	if (kind != CMESH_REC_CLOSE && ln->spill_bytes + cost > ln->max_backlog)
+		return -ENOBUFS;
+	s = malloc(cost);
 	if (!s)
 		return -ENOMEM;
 	s->next = NULL;
 	s->kind = kind;
 	s->len = len;
 	s->nfds = nfds;
-	if (nfds)
-		memcpy(s->fds, fds, nfds * sizeof(int));
 	for (uint32_t i = 0; i < niov; i++) {
 		if (iov[i].len)
 			memcpy(s->rec + off, iov[i].base, iov[i].len);
 		off += iov[i].len;
 	}
+	if (nfds)
+		memcpy(spill_fds(s), fds, nfds * sizeof(int));
+	ln->spill_bytes += cost;
 	*ln->spill_tailp = s;
 	ln->spill_tailp = &s->next;
-	atomic_store_explicit(&ln->spilling, 1, memory_order_relaxed);
-	cmesh__link_kick(ln->link);
+	if (!atomic_exchange_explicit(&ln->spilling, 1, memory_order_relaxed))
+		cmesh__link_kick(ln->link);
 	return 0;
 }
 
@@ -245,7 +280,7 @@ static int flush_locked(struct cmesh__lane *ln)
 	while ((s = ln->spill_head)) {
 		struct cmesh__iov iov = { s->rec, s->len };
 
-		r = publish(ln, s->kind, &iov, 1, s->fds, s->nfds,
+		r = publish(ln, s->kind, &iov, 1, spill_fds(s), s->nfds,
 			    s->rec +
 				    offsetof(struct cmesh_rec_msg, attach_seq));
 		if (r == -EINVAL) { /* its fds went bad: drop it alone */
@@ -268,6 +303,17 @@ static int flush_locked(struct cmesh__lane *ln)
 	if (sent)
 		cmesh__lane_signal(ln);
 	return r == -EAGAIN ? 0 : r;
+}
+
+void cmesh__lane_drop_spill(struct cmesh__lane *ln)
+{
+	pthread_mutex_lock(&ln->lock);
+	while (ln->spill_head)
+		drop_spill(ln);
+	ln->spill_tailp = &ln->spill_head;
+	/* Pairs with the acquire loads of the senders (see flush_locked). */
+	atomic_store_explicit(&ln->spilling, 0, memory_order_release);
+	pthread_mutex_unlock(&ln->lock);
 }
 
 bool cmesh__lane_flush_spill(struct cmesh__lane *ln)

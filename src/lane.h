@@ -44,6 +44,8 @@ struct cmesh__lane {
 	const struct cmesh_shm_ring_wake *peer_wake; /* sleeping, closed */
 	int peer_wake_sock; /* to the peer consumer's wake socket */
 	struct cmesh_shm_ring_signal *own_signal; /* its futex, our arena */
+	uint64_t max_backlog;	  /* spill_bytes' bound: -ENOBUFS past it */
+	uint64_t spill_bytes;	  /* bytes of the backlog (`lock`) */
 	struct spill *spill_head; /* ordered backlog while the ring is full */
 	struct spill **spill_tailp;
 	_Atomic uint32_t spilling; /* backlog queued: senders take `lock` */
@@ -69,7 +71,7 @@ struct cmesh__lane {
 /* Set up by the link after the handshake; freed with it. */
 int cmesh__lane_init(struct cmesh__lane *ln, struct cmesh__link *link,
 		     const cmesh_type *type, uint64_t max_trail,
-		     int64_t spin_ns);
+		     uint64_t max_backlog, int64_t spin_ns);
 void cmesh__lane_destroy(struct cmesh__lane *ln);
 
 /* Out lane: see cmesh_sender_send(); takes the message's resources. */
@@ -81,6 +83,9 @@ void cmesh__lane_close_tx(struct cmesh__lane *ln);
 
 /* Out lane, link thread: moves spilled messages into the ring. */
 bool cmesh__lane_flush_spill(struct cmesh__lane *ln);
+
+/* Out lane, link thread, the link failed: frees the backlog, closes fds. */
+void cmesh__lane_drop_spill(struct cmesh__lane *ln);
 
 /* In lane: receive once; as cmesh_receiver_try_recv(), plus failures. */
 int cmesh__lane_try_recv(struct cmesh__lane *ln, void *out_msg, void *out_trail,

@@ -437,7 +437,11 @@ static void *link_thread(void *arg)
 			throttle(l, false);
 			on_sock(l, l->sock, 0); /* what waited meanwhile */
 		}
-		cmesh__lane_flush_spill(&l->out);
+		if (cmesh__link_failed(l))
+			/* Nothing will take it: no backlog, no retry timer. */
+			cmesh__lane_drop_spill(&l->out);
+		else
+			cmesh__lane_flush_spill(&l->out);
 		/* Not before cmesh__link_put() is done with `l`. */
 		pthread_mutex_lock(&l->orphan_lock);
 		bool done = orphan_done(l);
@@ -872,19 +876,24 @@ int cmesh__link_new(int sock, const cmesh_type *out_type,
 		free(l);
 		return -ENOMEM;
 	}
-	r = cmesh__lane_init(&l->out, l, out_type, opts->max_trail, 0);
+	r = cmesh__lane_init(&l->out, l, out_type, opts->max_trail,
+			     opts->max_backlog, 0);
 	if (!r)
-		r = cmesh__lane_init(&l->in, l, in_type, opts->max_trail,
+		r = cmesh__lane_init(&l->in, l, in_type, opts->max_trail, 0,
 				     opts->spin_ns);
 	if (!r && opts->peer_pid > 0) {
 		l->peer_pid = opts->peer_pid;
 		l->pid_known = true;
 		l->pid_from_fork = true;
 	} else if (!r) {
-		/* A socketpair we made names us: the HELLO will say. */
+		/*
+		 * Trusted only where the caller says the socket's SO_PEERCRED
+		 * names the peer (see node.c); else the HELLO's word is shown
+		 * by cmesh_node_pid() and nothing watches the process.
+		 */
 		r = peer_pid(sock, &pid);
 		l->peer_pid = pid;
-		l->pid_known = pid > 0 && pid != getpid();
+		l->pid_known = opts->cred_is_peer && pid > 0 && pid != getpid();
 	}
 	if (!r)
 		r = handshake(l, out_type, in_type, opts);

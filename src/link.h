@@ -17,11 +17,13 @@ struct cmesh__link;
 struct cmesh__lane;
 
 struct cmesh__link_opts {
-	uint32_t ring_cap;  /* bytes of the ring this side writes */
-	int64_t spin_ns;    /* receiver spin before sleeping, 0: none */
-	uint64_t max_trail; /* CMESH_MAX_MESSAGE */
-	int64_t deadline;   /* handshake deadline, CLOCK_MONOTONIC ns */
-	pid_t peer_pid;	    /* known peer (we forked it), or 0 */
+	uint32_t ring_cap;    /* bytes of the ring this side writes */
+	int64_t spin_ns;      /* receiver spin before sleeping, 0: none */
+	uint64_t max_trail;   /* CMESH_MAX_MESSAGE */
+	uint64_t max_backlog; /* bytes the out lane may queue past its ring */
+	int64_t deadline;     /* handshake deadline, CLOCK_MONOTONIC ns */
+	pid_t peer_pid;	      /* known peer (we forked it), or 0 */
+	bool cred_is_peer;    /* the socket's SO_PEERCRED names the peer */
 };
 
 /*

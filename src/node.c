@@ -79,13 +79,23 @@ static int node_opts(const cmesh_node_opts *user, uint32_t flags_ok,
 	lo->deadline = cmesh_deadline_after(o.timeout_ns ? o.timeout_ns :
 							   DEFAULT_TIMEOUT_NS);
 	lo->peer_pid = o.peer_pid;
+	lo->max_backlog = o.max_backlog ? o.max_backlog : env->max_backlog;
+	qo->max_backlog = lo->max_backlog;
 	return 0;
 }
 
-/* cmesh_node_join_socket(), with the peer's pid when the caller forked it. */
+/*
+ * cmesh_node_join_socket(), with the peer's pid when the caller forked it
+ * (`child`), or with `cred_is_peer` when the socket's SO_PEERCRED names
+ * the peer (a socket from connect/accept, or a spawned child's invitation,
+ * made by its parent): the link then watches that process too. A
+ * socketpair's SO_PEERCRED names whoever made the pair, which need not be
+ * the peer (a supervisor that forked both sides).
+ */
 static int join(int sock, const cmesh_type *out_type, const cmesh_type *in_type,
-		const cmesh_node_opts *opts, pid_t child, cmesh_node **out_node,
-		cmesh_sender **out_tx, cmesh_receiver **out_rx)
+		const cmesh_node_opts *opts, pid_t child, bool cred_is_peer,
+		cmesh_node **out_node, cmesh_sender **out_tx,
+		cmesh_receiver **out_rx)
 {
 	struct cmesh__queue_opts qo;
 	struct cmesh__link_opts lo;
@@ -103,6 +113,7 @@ static int join(int sock, const cmesh_type *out_type, const cmesh_type *in_type,
 		goto out_close;
 	if (child > 0)
 		lo.peer_pid = child;
+	lo.cred_is_peer = cred_is_peer;
 	node = malloc(sizeof(*node));
 	if (!node) {
 		r = -ENOMEM;
@@ -136,7 +147,8 @@ int cmesh_node_join_socket(int sock, const cmesh_type *out_type,
 			   const cmesh_node_opts *opts, cmesh_node **out_node,
 			   cmesh_sender **out_tx, cmesh_receiver **out_rx)
 {
-	return join(sock, out_type, in_type, opts, 0, out_node, out_tx, out_rx);
+	return join(sock, out_type, in_type, opts, 0, false, out_node, out_tx,
+		    out_rx);
 }
 
 pid_t cmesh_node_pid(const cmesh_node *node)
@@ -263,7 +275,8 @@ int cmesh_spawn(const char *path, char *const argv[],
 	}
 	free(envp);
 	close(sv[1]);
-	r = join(sv[0], out_type, in_type, opts, pid, out_node, out_tx, out_rx);
+	r = join(sv[0], out_type, in_type, opts, pid, false, out_node, out_tx,
+		 out_rx);
 	if (r) {
 		/*
 		 * Never leave a half-joined child behind. SIGKILL does not
@@ -311,8 +324,8 @@ int cmesh_join(const cmesh_type *out_type, const cmesh_type *in_type,
 		return -EINVAL;
 	unsetenv(CMESH_INVITE_ENV);
 	fcntl((int)fd, F_SETFD, FD_CLOEXEC);
-	return cmesh_node_join_socket((int)fd, out_type, in_type, opts,
-				      out_node, out_tx, out_rx);
+	return join((int)fd, out_type, in_type, opts, 0, true, out_node, out_tx,
+		    out_rx);
 }
 
 /* ---- listen / accept / connect ---- */
@@ -416,8 +429,8 @@ int cmesh_listener_accept(cmesh_listener *l, int64_t deadline,
 		close(s);
 		return r ? r : -EPERM;
 	}
-	return cmesh_node_join_socket(s, out_type, in_type, opts, out_node,
-				      out_tx, out_rx);
+	return join(s, out_type, in_type, opts, 0, true, out_node, out_tx,
+		    out_rx);
 }
 
 int cmesh_listener_fd(const cmesh_listener *l)
@@ -453,6 +466,6 @@ int cmesh_connect(const char *path, const cmesh_type *out_type,
 		close(s);
 		return r;
 	}
-	return cmesh_node_join_socket(s, out_type, in_type, opts, out_node,
-				      out_tx, out_rx);
+	return join(s, out_type, in_type, opts, 0, true, out_node, out_tx,
+		    out_rx);
 }

@@ -28,6 +28,7 @@ int cmesh_oneshot_new(const cmesh_type *type, cmesh_oneshot_sender **out_tx,
 	qo.ring_bytes = 0; /* the minimum: two slots */
 	qo.spin_ns = env->spin_ns;
 	qo.max_trail = env->max_message;
+	qo.max_backlog = env->max_backlog;
 	qo.nsenders = 1;
 	return cmesh__endpoint_pair_new(type, &qo, (void **)out_tx,
 					(void **)out_rx);

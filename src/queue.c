@@ -129,6 +129,7 @@ struct cmesh__queue {
 	uint64_t fast_trail; /* ... and no more trailing bytes than this */
 	int64_t spin_ns;
 	uint64_t max_trail;
+	uint64_t max_backlog;	     /* ovf_bytes' bound (0: none): -ENOBUFS */
 	unsigned char *scratch;	     /* one message, for drains (drain_lock) */
 	bool asym;		     /* cmesh__fence_asym() (park.h) */
 	struct cmesh__lane *tx_lane; /* the receiver is remote */
@@ -136,7 +137,8 @@ struct cmesh__queue {
 
 	/* Read by every send, written rarely. */
 	alignas(PAIR) _Atomic uint32_t state;
-	_Atomic uint32_t ovf_mode; /* 1: overflow list in use (see top) */
+	_Atomic uint32_t ovf_mode;  /* 1: overflow list in use (see top) */
+	_Atomic uint64_t ovf_bytes; /* node_cost() of the list and batch */
 	_Atomic uint32_t nsenders;
 	_Atomic uint32_t refs; /* sending side (1) + receiving side (1) */
 
@@ -328,6 +330,7 @@ int cmesh__queue_new(const cmesh_type *type,
 	q->scramble = (uint32_t)__builtin_ctzll(cap) / 2 + 1;
 	q->spin_ns = opts->spin_ns > 0 ? opts->spin_ns : 0;
 	q->max_trail = opts->max_trail;
+	q->max_backlog = opts->max_backlog;
 	q->asym = cmesh__fence_asym();
 	q->tx_lane = opts->tx_lane;
 	q->rx_lane = opts->rx_lane;
@@ -342,6 +345,7 @@ int cmesh__queue_new(const cmesh_type *type,
 		goto out_free_slots;
 	atomic_init(&q->state, 0);
 	atomic_init(&q->ovf_mode, 0);
+	atomic_init(&q->ovf_bytes, 0);
 	atomic_init(&q->nsenders, opts->nsenders);
 	atomic_init(&q->refs, q->tx_lane || q->rx_lane ? 1 : 2);
 	atomic_init(&q->tail, 0);
@@ -440,16 +444,35 @@ ring_try_push(struct cmesh__queue *q, const void *msg, const void *trail,
 	return 0;
 }
 
+/* Bytes an overflowed message holds: its node, and its heap trail. */
+static uint64_t node_cost(const struct cmesh__queue *q, uint32_t len, bool heap)
+{
+	return sizeof(struct ovf_node) + q->msg_span +
+	       (heap ? sizeof(void *) + len : len);
+}
+
+/*
+ * Queues behind the ring (in order), or in it if it has room again.
+ * -ENOBUFS once the list holds max_backlog bytes, -ENOMEM; then nothing
+ * is queued and the caller still owns msg's resources and `heap`.
+ */
 static int overflow_push(struct cmesh__queue *q, const void *msg,
 			 const void *trail, size_t len, void *heap)
 {
 	struct ovf_node *n;
 	size_t extra = heap ? sizeof(void *) : len;
+	uint64_t cost = node_cost(q, (uint32_t)len, heap);
 
 	pthread_mutex_lock(&q->lock);
 	if (!atomic_load_explicit(&q->ovf_mode, memory_order_relaxed) &&
 	    ring_try_push(q, msg, trail, len, heap) == 0)
 		goto out_unlock;
+	if (q->max_backlog &&
+	    atomic_load_explicit(&q->ovf_bytes, memory_order_relaxed) + cost >
+		    q->max_backlog) {
+		pthread_mutex_unlock(&q->lock);
+		return -ENOBUFS;
+	}
 	n = malloc(sizeof(*n) + q->msg_span + extra);
 	if (!n) {
 		pthread_mutex_unlock(&q->lock);
@@ -459,6 +482,7 @@ static int overflow_push(struct cmesh__queue *q, const void *msg,
 	n->heap = heap;
 	n->trail_len = (uint32_t)len;
 	fill_node(q, n, msg, trail, len, heap);
+	atomic_fetch_add_explicit(&q->ovf_bytes, cost, memory_order_relaxed);
 	*q->ovf_tailp = n;
 	q->ovf_tailp = &n->next;
 	/* Dekker with the receiver's ready check, see top. */
@@ -675,6 +699,9 @@ static int take_overflow(struct cmesh__queue *q, void *out_msg, void *out_trail,
 		pthread_mutex_unlock(&q->lock);
 	}
 	len = n->trail_len;
+	atomic_fetch_sub_explicit(&q->ovf_bytes,
+				  node_cost(q, len, n->heap != NULL),
+				  memory_order_relaxed);
 	memcpy(out_msg, n->data, q->msg_size);
 	take_trail(out_trail, n->data + q->msg_span, n->heap, len, discard);
 	free(n);

@@ -18,10 +18,11 @@ struct cmesh__lane;
 struct cmesh_waitset;
 
 struct cmesh__queue_opts {
-	uint64_t ring_bytes; /* slots' bytes, power of two */
-	int64_t spin_ns;     /* receiver spin before sleeping, <= 0: none */
-	uint64_t max_trail;  /* largest trailing bytes */
-	uint32_t nsenders;   /* initial sender count */
+	uint64_t ring_bytes;  /* slots' bytes, power of two */
+	int64_t spin_ns;      /* receiver spin before sleeping, <= 0: none */
+	uint64_t max_trail;   /* largest trailing bytes */
+	uint64_t max_backlog; /* overflow bytes before -ENOBUFS; 0: none */
+	uint32_t nsenders;    /* initial sender count */
 	/*
 	 * The other end is in a peer process (at most one is set): sends go
 	 * out through tx_lane, or receives come in through rx_lane. The

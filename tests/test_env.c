@@ -138,6 +138,11 @@ ParameterizedTestParameters(env, rejects_each_bad_value_naming_the_variable)
 		BAD("CMESH_MAX_MESSAGE", "-1K"),
 		BAD("CMESH_MAX_MESSAGE", ""),
 		BAD("CMESH_MAX_MESSAGE", "18014398509481985K"),
+		BAD("CMESH_MAX_BACKLOG", "4095"), /* under 4K */
+		BAD("CMESH_MAX_BACKLOG", "0"),
+		BAD("CMESH_MAX_BACKLOG", "2048G"), /* over 1T */
+		BAD("CMESH_MAX_BACKLOG", "1M "),
+		BAD("CMESH_MAX_BACKLOG", ""),
 		BAD("CMESH_LOG", "5"),
 		BAD("CMESH_LOG", "verbose"),
 		BAD("CMESH_LOG", "-1"),
@@ -197,6 +202,9 @@ ParameterizedTestParameters(env, accepts_good_values_and_parses_them)
 		GOOD("CMESH_MAX_MESSAGE", "3000", 3000),
 		GOOD("CMESH_MAX_MESSAGE", "64M", 67108864),
 		GOOD("CMESH_MAX_MESSAGE", "1G", 1073741824),
+		GOOD("CMESH_MAX_BACKLOG", "4K", 4096),
+		GOOD("CMESH_MAX_BACKLOG", "100000", 100000),
+		GOOD("CMESH_MAX_BACKLOG", "1024G", 1099511627776ull),
 		GOOD("CMESH_LOG", "0", 0),
 		GOOD("CMESH_LOG", "4", 4),
 		GOOD("CMESH_LOG", "off", 0),
@@ -244,6 +252,8 @@ ParameterizedTest(struct env_case *c, env, accepts_good_values_and_parses_them)
 		got = e.wake;
 	else if (strcmp(c->var, "CMESH_MAX_MESSAGE") == 0)
 		got = e.max_message;
+	else if (strcmp(c->var, "CMESH_MAX_BACKLOG") == 0)
+		got = e.max_backlog;
 	else
 		got = e.log_level;
 	cr_assert_eq(got, c->want, "%s=\"%s\" parsed as %llu, want %llu",
@@ -263,6 +273,7 @@ Test(env, defaults_apply_when_nothing_is_set)
 	cr_assert_eq(e.ring_size, 64 * 1024);
 	cr_assert_eq(e.spin_ns, 50000);
 	cr_assert_eq(e.max_message, 64ull * 1024 * 1024);
+	cr_assert_eq(e.max_backlog, 64ull * 1024 * 1024);
 	cr_assert_eq(e.log_level, 0);
 	cr_assert(e.wake == CMESH_WAKE_AUTO || e.wake == CMESH_WAKE_URING ||
 			  e.wake == CMESH_WAKE_EPOLL,

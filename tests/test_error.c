@@ -20,6 +20,7 @@ TestSuite(clock, .init = tu_suite_init, .fini = tu_suite_fini);
 static const int documented[] = {
 	-EAGAIN,    -EPIPE,	-ECONNRESET, -EPROTO, -EBADMSG, -EMSGSIZE,
 	-ETIMEDOUT, -ECANCELED, -EINVAL,     -EBUSY,  -ENOMEM,	-ENOENT,
+	-ENOBUFS,
 };
 #define NDOC (sizeof(documented) / sizeof(documented[0]))
 

@@ -480,6 +480,94 @@ Test(node, sleeping_ping_pong_without_futex_waitv_cross_process)
 	cmesh__lane_force_polling(false);
 }
 
+/* ---- a bounded backlog ---- */
+
+#define BACKLOG_BYTES 16384u
+#define BACKLOG_TRAIL 200u
+#define BACKLOG_MARK (1ull << 62)
+
+/*
+ * Driver: the peer does not read; sends until -ENOBUFS (more than the ring
+ * holds, fewer than ring + backlog allow), then one with an fd: -ENOBUFS,
+ * and the fd is closed. Lets the peer read, sends the MARK as soon as the
+ * backlog has room again, and gets back how many the peer read before it:
+ * exactly those that were accepted.
+ */
+static void backlog_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			   const struct topo_side *s)
+{
+	unsigned char trail[BACKLOG_TRAIL] = { 1 };
+	struct fdmsg m = { .fd = -1, .fd2 = -1 };
+	struct seqmsg back;
+	uint64_t n = 0;
+	int r, p[2];
+
+	while ((r = cmesh_sender_send(tx, &m, trail, sizeof(trail))) == 0)
+		m.tag = ++n;
+	TU_ASSERT_RC(r, -ENOBUFS);
+	cr_assert_gt(n, 4096 / 256, "only %llu sent", (unsigned long long)n);
+	cr_assert_lt(n, (4096 + BACKLOG_BYTES) / BACKLOG_TRAIL + 1, "%llu sent",
+		     (unsigned long long)n);
+	tu_pipe(p);
+	m.fd = p[1];
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), -ENOBUFS);
+	cr_assert(tu_pipe_sees_eof(p[0], 1000), "the refused fd is open");
+	close(p[0]);
+	cr_assert_eq(topo_post(s->sync, 'r'), 0);
+	m = (struct fdmsg){ .tag = BACKLOG_MARK, .fd = -1, .fd2 = -1 };
+	while ((r = cmesh_sender_send(tx, &m, NULL, 0)) == -ENOBUFS)
+		tu_sleep_ms(1);
+	TU_ASSERT_RC(r, 0);
+	TU_ASSERT_RC(recv_wait(rx, &back, NULL, 0), 0);
+	cr_assert_eq(back.seq, n, "the peer read %llu, %llu were sent",
+		     (unsigned long long)back.seq, (unsigned long long)n);
+	cmesh_sender_free(tx);
+	expect_end(rx, -EPIPE);
+	cmesh_receiver_free(rx);
+}
+
+static int backlog_peer(cmesh_sender *tx, cmesh_receiver *rx,
+			const struct topo_side *s)
+{
+	unsigned char trail[BACKLOG_TRAIL];
+	struct fdmsg m;
+	struct seqmsg back = { 0 };
+	int r;
+
+	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'r');
+	while ((r = peer_recv(rx, &m, trail, sizeof(trail))) >= 0 &&
+	       m.tag != BACKLOG_MARK) {
+		TOPO_CHECK_EQ(m.tag, back.seq);
+		TOPO_CHECK_EQ(r, BACKLOG_TRAIL);
+		back.seq++;
+	}
+	TOPO_CHECK_EQ(r, 0);
+	TOPO_CHECK_EQ(cmesh_sender_send(tx, &back, NULL, 0), 0);
+	TOPO_CHECK_EQ(peer_recv(rx, &m, NULL, 0), -EPIPE);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	return 0;
+}
+
+static const struct topo_scenario backlog = {
+	.down = &fd_type,
+	.up = &seq_type,
+	.ring_size = 4096,
+	.max_backlog = BACKLOG_BYTES,
+	.driver = backlog_driver,
+	.peer = backlog_peer,
+};
+
+Test(node, a_full_backlog_refuses_sends_with_enobufs_in_process)
+{
+	topo_run(&backlog, TOPO_THREAD);
+}
+
+Test(node, a_full_backlog_refuses_sends_with_enobufs_cross_process)
+{
+	topo_run(&backlog, TOPO_FORK);
+}
+
 /* ---- closed after the last sender is freed ---- */
 
 #define CLOSED_N 1500u
@@ -1795,6 +1883,87 @@ Test(node, peer_dying_with_its_socket_held_elsewhere_is_econnreset_listen)
 Test(node, peer_dying_with_its_socket_held_elsewhere_is_econnreset_fork)
 {
 	check_inheriting(TOPO_FORK);
+}
+
+/*
+ * Worker of the supervisor test: joins over `sock` (no peer_pid: it did
+ * not fork its peer), waits until the supervisor that made the pair and
+ * forked it is gone, then exchanges 100 round trips with its peer: the
+ * supervisor's exit is no death of the peer. Exit 0 on success.
+ */
+static int supervised_worker(int sock, bool first, pid_t supervisor)
+{
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct seqmsg m = { 0 };
+	int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+
+	TOPO_CHECK_EQ(cmesh_node_join_socket(sock, &seq_type, &seq_type, NULL,
+					     &node, &tx, &rx),
+		      0);
+	while (getppid() == supervisor && tu_now_ns() < end)
+		tu_sleep_ms(1);
+	TOPO_CHECK(getppid() != supervisor);
+	tu_sleep_ms(50); /* time for a (wrong) death report to arrive */
+	for (uint64_t i = 0; i < 100; i++) {
+		if (first) {
+			m.seq = i;
+			TOPO_CHECK_EQ(cmesh_sender_send(tx, &m, NULL, 0), 0);
+			TOPO_CHECK_EQ(peer_recv(rx, &m, NULL, 0), 0);
+			TOPO_CHECK_EQ(m.seq, i + 1);
+		} else {
+			TOPO_CHECK_EQ(peer_recv(rx, &m, NULL, 0), 0);
+			m.seq++;
+			TOPO_CHECK_EQ(cmesh_sender_send(tx, &m, NULL, 0), 0);
+		}
+	}
+	cmesh_node_free(node);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	return 0;
+}
+
+/*
+ * A supervisor makes a socketpair, forks two workers that join over it,
+ * and exits. A socketpair's SO_PEERCRED names the supervisor, not the
+ * peer: the links must not take its exit for the peer's death.
+ */
+Test(node, a_supervisor_that_made_the_pair_exiting_is_no_peer_death)
+{
+	pid_t sup, a = -1, b = -1;
+	int st;
+
+	cr_assert_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+	sup = topo_fork();
+	if (sup == 0) {
+		pid_t me = getpid();
+		int sv[2];
+
+		topo_sync_pair(sv);
+		if (fork() == 0) {
+			close(sv[1]);
+			_exit(supervised_worker(sv[0], true, me));
+		}
+		if (fork() == 0) {
+			close(sv[0]);
+			_exit(supervised_worker(sv[1], false, me));
+		}
+		_exit(0);
+	}
+	topo_assert_exit_0(sup, TOPO_WAIT_MS);
+	for (int i = 0; i < 2; i++) {
+		pid_t w = waitpid(-1, &st, 0);
+
+		cr_assert_gt(w, 0, "waitpid: %s", strerror(errno));
+		cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+			  "worker %d: status %#x", (int)w, st);
+		if (i)
+			b = w;
+		else
+			a = w;
+	}
+	cr_assert_neq(a, b);
 }
 
 /* ==== spawn / join ====================================================== */

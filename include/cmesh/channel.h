@@ -6,7 +6,11 @@
  * receiver. Messages from one sender arrive in the order it sent them.
  * send never blocks: when the channel's ring is full the message goes to
  * an ordered overflow list that the receiver drains after the ring (the
- * only allocation a send can make; the list is bounded by memory alone).
+ * only allocation a send can make). The list holds at most max_backlog
+ * bytes (CMESH_MAX_BACKLOG, 64 MiB by default; across processes the same
+ * bound holds for the sending side's spill backlog): past it a send fails
+ * with -ENOBUFS, so a receiver that stops reading cannot make its senders'
+ * process grow without limit.
  *
  * Ownership of a message's resources (fd and endpoint fields, see
  * cmesh/type.h): cmesh_sender_send() takes them whatever it returns, once
@@ -45,11 +49,16 @@ typedef struct cmesh_channel_opts {
 	uint32_t reserved; /* must be 0 */
 	int64_t spin_ns;   /* receiver spin before sleeping; 0: CMESH_SPIN_NS,
 			       CMESH_SPIN_NONE: no spin */
+	/*
+	 * Bytes the channel may hold beyond its ring (the overflow list)
+	 * before a send fails with -ENOBUFS; 0: CMESH_MAX_BACKLOG.
+	 */
+	uint64_t max_backlog;
 } cmesh_channel_opts;
 
 #define CMESH_CHANNEL_OPTS_INIT                                                \
 	{                                                                      \
-		sizeof(cmesh_channel_opts), 0, 0, 0, 0                         \
+		sizeof(cmesh_channel_opts), 0, 0, 0, 0, 0                      \
 	}
 
 /*
@@ -79,7 +88,8 @@ CMESH_API const cmesh_type *cmesh_sender_type(const cmesh_sender *tx);
  * `trail` to `trail_len` trailing bytes (NULL if 0). Never blocks. Takes the
  * message's resources (see above). Returns 0, or -EPIPE (receiver gone),
  * -EBADMSG (an endpoint field of the wrong type), -EMSGSIZE (trail_len
- * over CMESH_MAX_MESSAGE), -EINVAL, -ENOMEM. A message may not carry `tx`
+ * over CMESH_MAX_MESSAGE), -ENOBUFS (the backlog is at max_backlog),
+ * -EINVAL, -ENOMEM. A message may not carry `tx`
  * itself: that is -EINVAL and nothing is taken.
  */
 CMESH_API int cmesh_sender_send(cmesh_sender *tx, const void *msg,

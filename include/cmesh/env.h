@@ -17,6 +17,10 @@
  *                      (default 64M)
  *   CMESH_LOG          debug log level to stderr: 0..4 or
  *                      off|error|warn|info|debug (default off)
+ *   CMESH_MAX_BACKLOG  bytes a channel may queue beyond its ring (its
+ *                      overflow list, or its spill backlog across
+ *                      processes) before a send fails with -ENOBUFS,
+ *                      4K..1T (default 64M)
  */
 #ifndef CMESH_ENV_H
 #define CMESH_ENV_H
@@ -37,11 +41,12 @@ typedef struct cmesh_env {
 	uint64_t max_message;
 	uint32_t wake;	    /* CMESH_WAKE_* */
 	uint32_t log_level; /* 0..4 */
+	uint64_t max_backlog;
 } cmesh_env;
 
 #define CMESH_ENV_INIT                                                         \
 	{                                                                      \
-		sizeof(cmesh_env), 0, 0, 0, 0, 0, 0                            \
+		sizeof(cmesh_env), 0, 0, 0, 0, 0, 0, 0                         \
 	}
 
 /*

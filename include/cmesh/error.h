@@ -24,6 +24,9 @@
  *   -EPERM       a connecting peer's credentials were refused.
  *   -ENOEXEC     cmesh_spawn(): the program could not be executed.
  *   -ENOMEM      out of memory.
+ *   -ENOBUFS     send: the channel already queues its limit of bytes beyond
+ *                its ring (CMESH_MAX_BACKLOG, max_backlog options); the
+ *                message's resources are released as on any failed send.
  *   -EMFILE etc. resource exhaustion reported by the kernel, passed through.
  */
 #ifndef CMESH_ERROR_H

@@ -62,17 +62,24 @@ typedef struct cmesh_node_opts {
 	 * The peer's process id, if the caller knows it (it forked the peer
 	 * and has not reaped it): the link then also watches the process
 	 * (a pidfd), so its death is seen even if the control socket stays
-	 * open elsewhere. 0: the kernel's word for a connected socket
-	 * (SO_PEERCRED), none for a socketpair this process made. cmesh_spawn
-	 * sets it itself.
+	 * open elsewhere. 0: cmesh_node_join_socket() watches no process (a
+	 * socketpair names whoever made it, not the peer); cmesh_spawn,
+	 * cmesh_join, cmesh_listener_accept and cmesh_connect know the peer
+	 * themselves.
 	 */
 	int32_t peer_pid;
 	uint32_t reserved2; /* must be 0 */
+	/*
+	 * Bytes the first sender may queue beyond its ring while the peer
+	 * does not read (its spill backlog) before a send fails with
+	 * -ENOBUFS; 0: CMESH_MAX_BACKLOG.
+	 */
+	uint64_t max_backlog;
 } cmesh_node_opts;
 
 #define CMESH_NODE_OPTS_INIT                                                   \
 	{                                                                      \
-		sizeof(cmesh_node_opts), 0, 0, 0, 0, 0, 0, 0                   \
+		sizeof(cmesh_node_opts), 0, 0, 0, 0, 0, 0, 0, 0                \
 	}
 
 /*

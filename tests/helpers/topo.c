@@ -353,6 +353,7 @@ static void node_opts(const struct topo_scenario *sc, cmesh_node_opts *o)
 	*o = d;
 	o->ring_size = sc->ring_size;
 	o->spin_ns = sc->spin_ns;
+	o->max_backlog = sc->max_backlog;
 }
 
 struct peer_thread {
@@ -384,6 +385,7 @@ static void run_thread(const struct topo_scenario *sc)
 
 	o.ring_size = sc->ring_size;
 	o.spin_ns = sc->spin_ns;
+	o.max_backlog = sc->max_backlog;
 	TU_ASSERT_RC(cmesh_channel_new(sc->down, &o, &dtx, &drx), 0);
 	TU_ASSERT_RC(cmesh_channel_new(sc->up, &o, &utx, &urx), 0);
 	topo_sync_pair(sy);

@@ -69,6 +69,7 @@ struct topo_scenario {
 	const cmesh_type *up;	/* peer -> driver */
 	uint32_t ring_size;	/* both sides' rings; 0: default */
 	int64_t spin_ns;	/* both sides' receivers; 0: default */
+	uint64_t max_backlog;	/* both sides' senders; 0: default */
 	topo_driver_fn driver;
 	topo_peer_fn peer;
 	const void *arg;

@@ -165,6 +165,13 @@ const cmesh_type *cmesh_sender_type(const cmesh_sender *tx)
 	return tx ? cmesh__queue_type(tx->q) : NULL;
 }
 
+int cmesh_sender_flush(cmesh_sender *tx, int64_t deadline)
+{
+	if (!tx)
+		return -EINVAL;
+	return cmesh__queue_flush(tx->q, deadline);
+}
+
 int cmesh_sender_send(cmesh_sender *tx, const void *msg, const void *trail,
 		      size_t trail_len)
 {

@@ -52,6 +52,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_FDS (CMESH_TYPE_MAX_FIELDS + 1)
@@ -303,6 +304,35 @@ static int flush_locked(struct cmesh__lane *ln)
 	if (sent)
 		cmesh__lane_signal(ln);
 	return r == -EAGAIN ? 0 : r;
+}
+
+/* How often cmesh__lane_flush() looks again while the ring is full. */
+#define FLUSH_POLL_NS 100000
+
+int cmesh__lane_flush(struct cmesh__lane *ln, int64_t deadline)
+{
+	for (;;) {
+		int64_t now, left;
+		struct timespec ts;
+		int f = cmesh__lane_failed(ln);
+
+		if (f)
+			return f;
+		if (!cmesh__lane_flush_spill(ln))
+			return 0;
+		/* Pairs with the consumer's release store of closed. */
+		if (atomic_load_explicit(&ln->peer_wake->closed,
+					 memory_order_acquire))
+			return -EPIPE;
+		now = cmesh_clock_now();
+		if (now >= deadline)
+			return -ETIMEDOUT;
+		left = deadline - now < FLUSH_POLL_NS ? deadline - now :
+							FLUSH_POLL_NS;
+		ts.tv_sec = 0;
+		ts.tv_nsec = left;
+		nanosleep(&ts, NULL);
+	}
 }
 
 void cmesh__lane_drop_spill(struct cmesh__lane *ln)

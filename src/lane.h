@@ -87,6 +87,14 @@ bool cmesh__lane_flush_spill(struct cmesh__lane *ln);
 /* Out lane, link thread, the link failed: frees the backlog, closes fds. */
 void cmesh__lane_drop_spill(struct cmesh__lane *ln);
 
+/*
+ * Out lane: returns once nothing is left in the backlog (everything sent
+ * is in the ring, where the peer reads it even after we exit), polling
+ * every 100 us while the ring is full. 0, -ETIMEDOUT at `deadline`, the
+ * link's failure, or -EPIPE (the receiver is gone: nothing will be read).
+ */
+int cmesh__lane_flush(struct cmesh__lane *ln, int64_t deadline);
+
 /* In lane: receive once; as cmesh_receiver_try_recv(), plus failures. */
 int cmesh__lane_try_recv(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 			 size_t cap);

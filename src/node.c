@@ -8,6 +8,7 @@
 #include "ctl.h"
 #include "endpoint.h"
 #include "env.h"
+#include "lane.h"
 #include "link.h"
 #include "opts.h"
 #include "queue.h"
@@ -154,6 +155,13 @@ int cmesh_node_join_socket(int sock, const cmesh_type *out_type,
 pid_t cmesh_node_pid(const cmesh_node *node)
 {
 	return node ? cmesh__link_peer_pid(node->link) : -1;
+}
+
+int cmesh_node_flush(cmesh_node *node, int64_t deadline)
+{
+	if (!node)
+		return -EINVAL;
+	return cmesh__lane_flush(cmesh__link_out(node->link), deadline);
 }
 
 void cmesh_node_free(cmesh_node *node)

@@ -106,6 +106,9 @@ void cmesh__queue_arm(struct cmesh__queue *q);
 int cmesh__queue_wake_fds(struct cmesh__queue *q, int out[2]);
 void cmesh__queue_disarm(struct cmesh__queue *q);
 
+/* Sending side: see cmesh_sender_flush(). */
+int cmesh__queue_flush(struct cmesh__queue *q, int64_t deadline);
+
 /* Links the queue to `ws` (NULL unlinks). -EBUSY if linked elsewhere. */
 int cmesh__queue_set_waitset(struct cmesh__queue *q, struct cmesh_waitset *ws);
 struct cmesh_waitset *cmesh__queue_waitset(struct cmesh__queue *q);

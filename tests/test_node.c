@@ -2240,6 +2240,146 @@ Test(node, spawn_of_an_executable_that_execve_rejects_returns_enoexec)
 	topo_assert_baseline(&res);
 }
 
+/* ---- nothing lost at exit ---- */
+
+#define BURST_PATH CMESH_TEST_PROG_DIR "/test_prog_burst"
+
+CMESH_TYPE_DEFINE_PLAIN(burst_type, struct topo_burst_msg);
+
+/*
+ * Spawns burst MODE with n messages; reads nothing for `delay_ms` (the
+ * child sends them all meanwhile: the ring holds a few, the backlog the
+ * rest), or until the child has exited (delay_ms 0); then reads what
+ * arrives. Returns how many, and the error that ended the reading.
+ */
+static uint64_t burst_run(const char *mode, uint64_t n, unsigned delay_ms,
+			  int *end)
+{
+	char count[32], *argv[] = { BURST_PATH, (char *)mode, count, NULL };
+	struct topo_burst_msg m;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	uint64_t got = 0;
+	pid_t pid;
+	int r;
+
+	snprintf(count, sizeof(count), "%llu", (unsigned long long)n);
+	TU_ASSERT_RC(cmesh_spawn(BURST_PATH, argv, &burst_type, &burst_type,
+				 NULL, &node, &tx, &rx),
+		     0);
+	pid = cmesh_node_pid(node);
+	cmesh_node_free(node);
+	if (delay_ms)
+		tu_sleep_ms(delay_ms);
+	else
+		topo_assert_exit_0(pid, TOPO_WAIT_MS);
+	while ((r = cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL,
+						 0)) == 0) {
+		cr_assert_eq(m.seq, got, "message %llu after %llu",
+			     (unsigned long long)m.seq,
+			     (unsigned long long)got);
+		got++;
+	}
+	*end = r;
+	if (delay_ms)
+		topo_assert_exit_0(pid, TOPO_WAIT_MS);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	return got;
+}
+
+/*
+ * A child that sends 200,000 messages (far more than its ring holds: the
+ * rest wait in its backlog), frees its sender, flushes its node and
+ * returns from main loses none: all arrive, in order, then "closed".
+ */
+Test(node, a_child_that_flushes_before_exit_loses_nothing)
+{
+	uint64_t n = tu_stress(200000, 1000);
+	int end;
+
+	cr_assert_eq(burst_run("flush", n, 100, &end), n);
+	TU_ASSERT_RC(end, -EPIPE);
+}
+
+/*
+ * Without the flush, what was still in the backlog when it returned from
+ * main is gone: what its ring held arrives, then -ECONNRESET. (Why
+ * channel.h documents the exit pattern.)
+ */
+Test(node, a_child_that_exits_without_flushing_loses_its_backlog)
+{
+	uint64_t n = tu_stress(200000, 1000), got;
+	int end;
+
+	got = burst_run("exit", n, 0, &end);
+	cr_assert_lt(got, n, "all %llu arrived", (unsigned long long)n);
+	TU_ASSERT_RC(end, -ECONNRESET);
+}
+
+/* Sends nothing; reads nothing until 'r', then everything until closed. */
+static int late_reader_peer(cmesh_sender *tx, cmesh_receiver *rx,
+			    const struct topo_side *s)
+{
+	struct seqmsg m;
+	uint64_t k = 0;
+	int r;
+
+	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'r');
+	while ((r = peer_recv(rx, &m, NULL, 0)) == 0)
+		TOPO_CHECK_EQ(m.seq, k++);
+	TOPO_CHECK_EQ(r, -EPIPE);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	return 0;
+}
+
+static const struct topo_scenario late_reader = {
+	.down = &seq_type,
+	.up = &seq_type,
+	.ring_size = 4096,
+	.peer = late_reader_peer,
+};
+
+/*
+ * Flush across processes: with a backlog and a peer that does not read,
+ * -ETIMEDOUT at its deadline; once the peer reads, 0; in one process at
+ * once; NULL is -EINVAL.
+ */
+Test(node, flush_waits_for_the_backlog_to_reach_the_ring)
+{
+	struct topo_res res;
+	struct topo_conn c;
+	cmesh_sender *ltx;
+	cmesh_receiver *lrx;
+	int64_t t0;
+
+	topo_baseline(&res);
+	topo_fork_peer(&late_reader, TOPO_FORK, &c);
+	for (uint64_t i = 0; i < 1000; i++)
+		send_seq(c.tx, 0, i);
+	t0 = tu_now_ns();
+	TU_ASSERT_RC(cmesh_sender_flush(c.tx, cmesh_deadline_after(TU_MS(20))),
+		     -ETIMEDOUT);
+	cr_assert_geq(tu_now_ns() - t0, TU_MS(20));
+	cr_assert_eq(topo_post(c.sync, 'r'), 0);
+	TU_ASSERT_RC(cmesh_sender_flush(c.tx, topo_deadline()), 0);
+	cmesh_sender_free(c.tx);
+	cmesh_receiver_free(c.rx);
+	topo_bye(c.sync);
+	topo_assert_exit_0(c.pid, TOPO_WAIT_MS);
+	close(c.sync);
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &ltx, &lrx), 0);
+	send_seq(ltx, 0, 0);
+	TU_ASSERT_RC(cmesh_sender_flush(ltx, 0), 0);
+	TU_ASSERT_RC(cmesh_sender_flush(NULL, 0), -EINVAL);
+	TU_ASSERT_RC(cmesh_node_flush(NULL, 0), -EINVAL);
+	cmesh_sender_free(ltx);
+	cmesh_receiver_free(lrx);
+	topo_assert_baseline(&res);
+}
+
 /* ---- what a spawned child starts with ---- */
 
 #define INSPECT_PATH CMESH_TEST_PROG_DIR "/test_prog_inspect"

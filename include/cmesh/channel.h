@@ -96,6 +96,23 @@ CMESH_API int cmesh_sender_send(cmesh_sender *tx, const void *msg,
 				const void *trail, size_t trail_len);
 
 /*
+ * Waits until every message this channel's senders sent has left this
+ * process's hands: in one process at once; across processes once the
+ * backlog queued behind a full ring is in the ring, where the peer reads
+ * it even after this process exits (it polls every 100 us meanwhile).
+ * Returns 0, -ETIMEDOUT at `deadline` (CLOCK_MONOTONIC ns, see
+ * cmesh_deadline_after()), -EPIPE (the receiver is gone: nothing more
+ * will be read), -ECONNRESET or -EPROTO (the link failed), -EINVAL (NULL).
+ * Borrows `tx`; may be called from any thread.
+ *
+ * The exit pattern of a process that sends across: free its senders (the
+ * receiver then sees "closed" after the last message), call
+ * cmesh_node_flush() with a deadline, then exit. Without it, messages
+ * still in the backlog at exit are lost and the peer sees -ECONNRESET.
+ */
+CMESH_API int cmesh_sender_flush(cmesh_sender *tx, int64_t deadline);
+
+/*
  * Frees the receiver; senders then get -EPIPE and queued messages have
  * their resources released. Removes it from its waitset. NULL is a no-op.
  */

@@ -124,6 +124,13 @@ CMESH_API int cmesh_join(const cmesh_type *out_type, const cmesh_type *in_type,
 CMESH_API pid_t cmesh_node_pid(const cmesh_node *node);
 
 /*
+ * As cmesh_sender_flush() for everything sent over this link, including
+ * the close of senders already freed: once it returns 0 the process may
+ * exit without the peer losing a message. Borrows `node`.
+ */
+CMESH_API int cmesh_node_flush(cmesh_node *node, int64_t deadline);
+
+/*
  * Drops this handle on the link. The link stays up while channels on it are
  * open; when the last is freed the socket closes. NULL is a no-op. Does not
  * wait for or reap a spawned child.

@@ -220,6 +220,12 @@ struct topo_echo_msg {
 	int fd;
 };
 
+/* tests/progs/burst.c's message (CMESH_TYPE_DEFINE_PLAIN on both sides). */
+struct topo_burst_msg {
+	uint64_t seq;
+	uint64_t pad[3];
+};
+
 /*
  * What tests/progs/inspect.c reports of the state it started in (before
  * it joined): fds other than 0-2 and its invitation, the blocked and the

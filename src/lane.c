@@ -809,10 +809,10 @@ void cmesh__lane_close_rx(struct cmesh__lane *ln)
 	/*
 	 * Drop what is queued. Its fds (and those of records still in
 	 * flight) are closed by the link: from now on it closes every
-	 * ATTACH as it arrives.
+	 * ATTACH as it arrives. The records themselves hold nothing of
+	 * ours and nobody reads this ring again: they are left where they
+	 * are, so a peer that keeps publishing cannot keep us here.
 	 */
 	cmesh__link_drop_attachments(ln->link);
 	drop_pending(ln);
-	while (!ln->closed && fetch(ln) == 0)
-		drop_pending(ln);
 }

@@ -33,6 +33,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1557,4 +1558,102 @@ Test(node_hostile, a_peer_sending_fds_ahead_cannot_fill_our_fd_table)
 	close(good.sync);
 	topo_assert_baseline(&res);
 	setrlimit(RLIMIT_NOFILE, &old);
+}
+
+/* ==== a peer that never stops publishing ================================== */
+
+/*
+ * Child: joins (1 MiB ring), fills the ring, says 'f', then publishes as
+ * fast as room appears for `ms`, ignoring that our receiver is gone; then
+ * waits until told to exit.
+ */
+static int publisher_child(int sock, int sync, unsigned ms)
+{
+	struct seqmsg m = { .seq = 0 };
+	cmesh_node_opts o;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmesh__link *l;
+	int64_t end;
+
+	node_opts(&o, TU_MS(5000));
+	o.ring_size = 1u << 20;
+	TOPO_CHECK_EQ(cmesh_node_join_socket(sock, &seq_type, &seq_type, &o,
+					     &node, &tx, &rx),
+		      0);
+	l = cmesh__node_link(node);
+	while (push_raw(l, CMESH_REC_PLAIN, &m, sizeof(m)) == 0)
+		m.seq++;
+	TOPO_CHECK_EQ(topo_post(sync, 'f'), 0);
+	end = tu_now_ns() + TU_MS(ms);
+	while (tu_now_ns() < end) {
+		if (push_raw(l, CMESH_REC_PLAIN, &m, sizeof(m)) == 0)
+			m.seq++;
+	}
+	topo_wait(sync, TOPO_WAIT_MS);
+	return 0;
+}
+
+struct free_arg {
+	cmesh_receiver *rx;
+};
+
+static void *free_receiver(void *arg)
+{
+	cmesh_receiver_free(((struct free_arg *)arg)->rx);
+	return NULL;
+}
+
+/*
+ * Freeing a receiver whose peer has filled its ring and keeps publishing
+ * returns at once and steps over nothing: the ring is left as it is
+ * (nothing there is ours), its head does not move, instead of a drain
+ * that lasts as long as the peer keeps adding. A healthy second peer
+ * keeps exchanging.
+ */
+Test(node_hostile, freeing_a_receiver_under_an_endless_publisher_returns)
+{
+	struct topo_res res;
+	struct topo_conn good;
+	struct free_arg fa;
+	struct cmesh__lane *in;
+	cmesh_node_opts o;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	uint64_t head0;
+	int sv[2], sy[2];
+	pthread_t t;
+	pid_t pid;
+
+	topo_baseline(&res);
+	topo_fork_peer(&echo_sc, TOPO_FORK, &good);
+	pid = fork_pair(sv, sy);
+	if (pid == 0)
+		topo_child_exit(publisher_child(sv[1], sy[1], 1000));
+	node_opts(&o, TU_MS(5000));
+	o.ring_size = 1u << 20;
+	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &seq_type, &seq_type, &o,
+					    &node, &tx, &fa.rx),
+		     0);
+	cr_assert_eq(topo_wait(sy[0], TOPO_WAIT_MS), 'f');
+	in = cmesh__link_in(cmesh__node_link(node));
+	head0 = in->cons.head_pos;
+	cr_assert_eq(pthread_create(&t, NULL, free_receiver, &fa), 0);
+	cr_assert(tu_thread_join_within(t, 500, NULL),
+		  "freeing the receiver did not return within 500 ms");
+	cr_assert_eq(in->cons.head_pos, head0, "the close stepped over %llu",
+		     (unsigned long long)(in->cons.head_pos - head0));
+	for (uint64_t i = 0; i < 20; i++)
+		good_round_trip(&good, i);
+	cmesh_sender_free(tx);
+	cmesh_node_free(node);
+	close(sy[0]);
+	topo_assert_exit_0(pid, TOPO_WAIT_MS);
+	cmesh_sender_free(good.tx);
+	cmesh_receiver_free(good.rx);
+	topo_bye(good.sync);
+	topo_assert_exit_0(good.pid, TOPO_WAIT_MS);
+	close(good.sync);
+	topo_assert_baseline_within(&res, 5000);
 }

@@ -25,6 +25,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -38,6 +39,12 @@ struct member {
 struct cmesh_waitset {
 	int epfd; /* exposed fd: efd + remote members' eventfds */
 	int efd;
+	/*
+	 * The members. A member may be freed, or sent away, by another
+	 * thread while a wait runs: every access holds `lock`, which a wait
+	 * drops while it sleeps.
+	 */
+	pthread_mutex_t lock;
 	uint32_t n;
 	uint32_t cap;
 	uint32_t next; /* round-robin scan start */
@@ -64,6 +71,10 @@ int cmesh_waitset_new(cmesh_waitset **out_ws)
 	ws = calloc(1, sizeof(*ws));
 	if (!ws)
 		return -ENOMEM;
+	if (pthread_mutex_init(&ws->lock, NULL)) {
+		free(ws);
+		return -ENOMEM;
+	}
 	ws->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (ws->epfd < 0) {
 		r = -errno;
@@ -85,6 +96,7 @@ out_close_efd:
 out_close_ep:
 	close(ws->epfd);
 out_free:
+	pthread_mutex_destroy(&ws->lock);
 	free(ws);
 	return r;
 }
@@ -119,10 +131,13 @@ void cmesh_waitset_free(cmesh_waitset *ws)
 {
 	if (!ws)
 		return;
+	pthread_mutex_lock(&ws->lock);
 	while (ws->n)
 		remove_at(ws, ws->n - 1);
+	pthread_mutex_unlock(&ws->lock);
 	close(ws->efd);
 	close(ws->epfd);
+	pthread_mutex_destroy(&ws->lock);
 	free(ws->m);
 	free(ws);
 }
@@ -136,7 +151,7 @@ void cmesh__waitset_signal(cmesh_waitset *ws)
 		return;
 }
 
-static int add(cmesh_waitset *ws, struct cmesh__queue *q, uint64_t key)
+static int add_locked(cmesh_waitset *ws, struct cmesh__queue *q, uint64_t key)
 {
 	int r;
 
@@ -165,6 +180,16 @@ static int add(cmesh_waitset *ws, struct cmesh__queue *q, uint64_t key)
 	return 0;
 }
 
+static int add(cmesh_waitset *ws, struct cmesh__queue *q, uint64_t key)
+{
+	int r;
+
+	pthread_mutex_lock(&ws->lock);
+	r = add_locked(ws, q, key);
+	pthread_mutex_unlock(&ws->lock);
+	return r;
+}
+
 int cmesh_waitset_add_receiver(cmesh_waitset *ws, cmesh_receiver *rx,
 			       uint64_t key)
 {
@@ -183,13 +208,18 @@ int cmesh_waitset_add_oneshot(cmesh_waitset *ws, cmesh_oneshot_receiver *rx,
 
 static int remove_queue(cmesh_waitset *ws, struct cmesh__queue *q)
 {
+	int r = -ENOENT;
+
+	pthread_mutex_lock(&ws->lock);
 	for (uint32_t i = 0; i < ws->n; i++) {
 		if (ws->m[i].q == q) {
 			remove_at(ws, i);
-			return 0;
+			r = 0;
+			break;
 		}
 	}
-	return -ENOENT;
+	pthread_mutex_unlock(&ws->lock);
+	return r;
 }
 
 int cmesh_waitset_remove_receiver(cmesh_waitset *ws, cmesh_receiver *rx)
@@ -228,12 +258,10 @@ static bool scan(cmesh_waitset *ws, uint64_t *out_key)
 	return false;
 }
 
-int cmesh_waitset_try_wait(cmesh_waitset *ws, uint64_t *out_key)
+static int try_wait_locked(cmesh_waitset *ws, uint64_t *out_key)
 {
 	uint64_t cnt;
 
-	if (!ws || !out_key)
-		return -EINVAL;
 	/* Consume pending signals first: any that arrive later stay. */
 	if (read(ws->efd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
 		return -errno;
@@ -252,6 +280,18 @@ int cmesh_waitset_try_wait(cmesh_waitset *ws, uint64_t *out_key)
 	if (cmesh__fence_heavy())
 		cmesh__waitset_signal(ws);
 	return scan(ws, out_key) ? 0 : -EAGAIN;
+}
+
+int cmesh_waitset_try_wait(cmesh_waitset *ws, uint64_t *out_key)
+{
+	int r;
+
+	if (!ws || !out_key)
+		return -EINVAL;
+	pthread_mutex_lock(&ws->lock);
+	r = try_wait_locked(ws, out_key);
+	pthread_mutex_unlock(&ws->lock);
+	return r;
 }
 
 int cmesh_waitset_wait(cmesh_waitset *ws, int64_t deadline, uint64_t *out_key)
@@ -290,5 +330,13 @@ int cmesh_waitset_fd(const cmesh_waitset *ws)
 
 uint32_t cmesh_waitset_size(const cmesh_waitset *ws)
 {
-	return ws ? ws->n : 0;
+	cmesh_waitset *w = (cmesh_waitset *)ws;
+	uint32_t n;
+
+	if (!w)
+		return 0;
+	pthread_mutex_lock(&w->lock);
+	n = w->n;
+	pthread_mutex_unlock(&w->lock);
+	return n;
 }

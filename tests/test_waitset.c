@@ -12,6 +12,9 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -838,4 +841,71 @@ Test(waitset, fd_count_returns_to_the_baseline_after_free)
 	}
 	if (!tu_sanitized())
 		cr_assert_leq(tu_map_count(), maps + 2);
+}
+
+/* ---- membership changing under a running wait ---- */
+
+struct churn {
+	cmesh_waitset *ws;
+	_Atomic bool stop;
+	uint64_t waits;
+};
+
+/* Waits again and again (1 ms deadlines) until told to stop. */
+static void *churn_waiter(void *arg)
+{
+	struct churn *c = arg;
+	uint64_t key;
+
+	while (!atomic_load(&c->stop)) {
+		int r = cmesh_waitset_wait(c->ws, cmesh_deadline_after(1000000),
+					   &key);
+
+		if (r != 0 && r != -ETIMEDOUT)
+			return (void *)(intptr_t)r;
+		c->waits++;
+	}
+	return NULL;
+}
+
+/*
+ * While one thread waits on a waitset, another adds receivers to it (the
+ * member array grows and moves), sends to them, and frees them (which
+ * removes them): the wait never sees a member half-added or freed (under
+ * ASan a race on the array is a use-after-free), and it keeps returning.
+ */
+Test(waitset, members_added_and_freed_while_another_thread_waits)
+{
+	struct churn c = { 0 };
+	cmesh_sender *tx[64];
+	cmesh_receiver *rx[64];
+	struct seqmsg m = { 0 };
+	pthread_t t;
+	void *ret = NULL;
+	uint64_t rounds = tu_stress(200, 20);
+
+	TU_ASSERT_RC(cmesh_waitset_new(&c.ws), 0);
+	cr_assert_eq(pthread_create(&t, NULL, churn_waiter, &c), 0);
+	for (uint64_t round = 0; round < rounds; round++) {
+		uint32_t k = (uint32_t)(round % 64) + 1;
+
+		for (uint32_t i = 0; i < k; i++) {
+			TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &tx[i],
+						       &rx[i]),
+				     0);
+			TU_ASSERT_RC(cmesh_waitset_add_receiver(c.ws, rx[i], i),
+				     0);
+			TU_ASSERT_RC(cmesh_sender_send(tx[i], &m, NULL, 0), 0);
+		}
+		for (uint32_t i = 0; i < k; i++) {
+			cmesh_receiver_free(rx[i]);
+			cmesh_sender_free(tx[i]);
+		}
+	}
+	cr_assert_eq(cmesh_waitset_size(c.ws), 0);
+	atomic_store(&c.stop, true);
+	cr_assert(tu_thread_join_within(t, 5000, &ret), "the waiter hung");
+	cr_assert_null(ret, "the waiter got %d", (int)(intptr_t)ret);
+	cr_assert_gt(c.waits, 0);
+	cmesh_waitset_free(c.ws);
 }

@@ -5,8 +5,13 @@
  * A member is ready when a receive on it would not return -EAGAIN: a
  * message is queued, or it is closed. Readiness is level-triggered: a
  * member stays ready until it is drained. Each receiver is in at most one
- * waitset. A waitset and its members are used by one thread at a time: no
- * recv on a member while a wait on its waitset runs in another thread.
+ * waitset. A wait and the receives on its members belong to one thread at
+ * a time: no recv on a member while a wait on its waitset runs in another
+ * thread. Membership may change from any thread at any time: adding,
+ * removing, freeing a member or sending it away while another thread waits
+ * is safe (a removed member's key is not returned once the removal has
+ * returned; a wait in progress keeps sleeping until another member is
+ * ready or its deadline).
  *
  * For an external event loop: cmesh_waitset_fd() is readable when a member
  * may be ready. Call cmesh_waitset_try_wait() until it returns -EAGAIN;

@@ -189,16 +189,25 @@ out_free:
 static int check_peer_fd(int fd, uint64_t expected_size)
 {
 	struct stat st;
-	int seals;
+	int seals, fl;
 
+	/*
+	 * What the peer sent must be a readable memfd: an O_PATH or a
+	 * write-only descriptor is its fault (-EPROTO), not ours (-EBADF,
+	 * -EACCES).
+	 */
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0)
+		return -errno; /* not open: the caller's */
+	if ((fl & O_PATH) || (fl & O_ACCMODE) == O_WRONLY)
+		return -EPROTO;
 	seals = fcntl(fd, F_GET_SEALS);
-	if (seals < 0)
-		return errno == EINVAL ? -EPROTO :
-					 -errno; /* EINVAL: no memfd */
+	if (seals < 0) /* EINVAL: no memfd */
+		return -EPROTO;
 	if ((seals & PEER_SEALS) != PEER_SEALS)
 		return -EPROTO;
 	if (fstat(fd, &st) < 0)
-		return -errno;
+		return -EPROTO;
 	if (!S_ISREG(st.st_mode) || st.st_size < 0 ||
 	    (uint64_t)st.st_size != expected_size || !size_ok(expected_size))
 		return -EPROTO;

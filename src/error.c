@@ -38,6 +38,8 @@ const char *cmesh_strerror(int err)
 		return "not found";
 	case ENOMEM:
 		return "out of memory";
+	case ENOSYS:
+		return "not available here (the kernel lacks or forbids it)";
 	case ENOBUFS:
 		return "backlog full (CMESH_MAX_BACKLOG)";
 	case EOPNOTSUPP:

@@ -457,6 +457,14 @@ int cmesh__lane_send(struct cmesh__lane *ln, const void *msg, const void *trail,
 	uint64_t fd_mask = 0;
 	int r, ool = -1;
 
+	r = -EPIPE;
+	/*
+	 * Pairs with the consumer's release store of closed. First: a
+	 * receiver that is gone stays gone (-EPIPE) when its process exits
+	 * later, the wake line stays mapped.
+	 */
+	if (atomic_load_explicit(&ln->peer_wake->closed, memory_order_acquire))
+		goto out_release;
 	r = cmesh__lane_failed(ln);
 	if (r)
 		goto out_release;
@@ -472,10 +480,6 @@ int cmesh__lane_send(struct cmesh__lane *ln, const void *msg, const void *trail,
 	}
 	r = -EMSGSIZE;
 	if (len > ln->max_trail)
-		goto out_release;
-	r = -EPIPE;
-	/* Pairs with the consumer's release store of closed. */
-	if (atomic_load_explicit(&ln->peer_wake->closed, memory_order_acquire))
 		goto out_release;
 	if (!nfds && sizeof(h) + ln->type->size + len <= ln->prod.limit) {
 		/* The common case: a PLAIN record, no header but the ring's. */
@@ -544,9 +548,10 @@ static int read_ool(int fd, void *out, uint32_t len)
 {
 	uint32_t done = 0;
 	struct stat st;
-	int seals = fcntl(fd, F_GET_SEALS);
+	int fl = fcntl(fd, F_GETFL), seals = fcntl(fd, F_GET_SEALS);
 
-	if (seals < 0 || !(seals & F_SEAL_SHRINK) || fstat(fd, &st) ||
+	if (fl < 0 || (fl & O_PATH) || (fl & O_ACCMODE) == O_WRONLY ||
+	    seals < 0 || !(seals & F_SEAL_SHRINK) || fstat(fd, &st) ||
 	    !S_ISREG(st.st_mode) || st.st_size < (off_t)len)
 		return -EPROTO;
 

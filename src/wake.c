@@ -554,8 +554,15 @@ int cmesh__wake_new(uint32_t backend, struct cmesh__wake **out)
 		r = ur_init(w, backend & CMESH__WAKE_ONESHOT);
 		if (!r)
 			goto out_done;
-		if (kind == CMESH_WAKE_URING ||
-		    (r != -ENOSYS && r != -EPERM && r != -EACCES))
+		/*
+		 * Absent (ENOSYS) or forbidden (EPERM, EACCES: seccomp, the
+		 * io_uring_disabled sysctl, an LSM): "not available here".
+		 * Reported as -ENOSYS when io_uring was asked for: -EPERM
+		 * means refused credentials everywhere else in cmesh.
+		 */
+		if (r == -EPERM || r == -EACCES)
+			r = -ENOSYS;
+		if (kind == CMESH_WAKE_URING || r != -ENOSYS)
 			goto out_free;
 	}
 	r = ep_init(w);

@@ -40,8 +40,8 @@ typedef void (*cmesh__wake_cb)(void *arg, int fd, uint32_t revents);
 /*
  * Creates a wake object. `backend` is CMESH_WAKE_AUTO (io_uring, else
  * epoll when io_uring is absent or forbidden: ENOSYS, EPERM, EACCES, the
- * io_uring_disabled sysctl), CMESH_WAKE_URING (io_uring or the setup error,
- * e.g. -ENOSYS or -EPERM), or CMESH_WAKE_EPOLL, optionally ORed with
+ * io_uring_disabled sysctl), CMESH_WAKE_URING (io_uring or the setup error:
+ * -ENOSYS when it is absent or forbidden), or CMESH_WAKE_EPOLL, optionally ORed with
  * CMESH__WAKE_ONESHOT (no effect on epoll). Other values: -EINVAL.
  * Returns 0 and an owned object in *out, or -errno with nothing allocated.
  */

@@ -18,9 +18,9 @@ TestSuite(error, .init = tu_suite_init, .fini = tu_suite_fini);
 TestSuite(clock, .init = tu_suite_init, .fini = tu_suite_fini);
 
 static const int documented[] = {
-	-EAGAIN,    -EPIPE,	-ECONNRESET, -EPROTO, -EBADMSG, -EMSGSIZE,
-	-ETIMEDOUT, -ECANCELED, -EINVAL,     -EBUSY,  -ENOMEM,	-ENOENT,
-	-ENOBUFS,
+	-EAGAIN,   -EPIPE,     -ECONNRESET, -EPROTO, -EBADMSG,
+	-EMSGSIZE, -ETIMEDOUT, -ECANCELED,  -EINVAL, -EBUSY,
+	-ENOMEM,   -ENOENT,    -ENOBUFS,    -ENOSYS,
 };
 #define NDOC (sizeof(documented) / sizeof(documented[0]))
 

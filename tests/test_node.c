@@ -2240,6 +2240,51 @@ Test(node, spawn_of_an_executable_that_execve_rejects_returns_enoexec)
 	topo_assert_baseline(&res);
 }
 
+/* Frees its receiver, says 'c', waits for 'x', exits without freeing. */
+static int closer_peer(cmesh_sender *tx, cmesh_receiver *rx,
+		       const struct topo_side *s)
+{
+	(void)tx;
+	cmesh_receiver_free(rx);
+	TOPO_CHECK_EQ(topo_post(s->sync, 'c'), 0);
+	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'x');
+	_exit(0);
+}
+
+static const struct topo_scenario closer = {
+	.down = &seq_type,
+	.up = &seq_type,
+	.peer = closer_peer,
+};
+
+/*
+ * A sender whose receiver is gone gets -EPIPE, and still -EPIPE once the
+ * receiver's process has exited too (not the link's -ECONNRESET): what
+ * it learnt first stays true.
+ */
+Test(node, epipe_stays_epipe_after_the_peer_process_exits)
+{
+	struct topo_res res;
+	struct topo_conn c;
+	struct seqmsg m = { 0 };
+
+	topo_baseline(&res);
+	topo_fork_peer(&closer, TOPO_FORK, &c);
+	cr_assert_eq(topo_wait(c.sync, TOPO_WAIT_MS), 'c');
+	TU_ASSERT_RC(cmesh_sender_send(c.tx, &m, NULL, 0), -EPIPE);
+	cr_assert_eq(topo_post(c.sync, 'x'), 0);
+	topo_assert_exit_0(c.pid, TOPO_WAIT_MS);
+	/* The link has failed once the receive side says so. */
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(c.rx, topo_deadline(), &m,
+						  NULL, 0),
+		     -ECONNRESET);
+	TU_ASSERT_RC(cmesh_sender_send(c.tx, &m, NULL, 0), -EPIPE);
+	cmesh_sender_free(c.tx);
+	cmesh_receiver_free(c.rx);
+	close(c.sync);
+	topo_assert_baseline(&res);
+}
+
 /* ---- nothing lost at exit ---- */
 
 #define BURST_PATH CMESH_TEST_PROG_DIR "/test_prog_burst"

@@ -130,6 +130,8 @@ enum hello_variant {
 	HV_WAKE_IS_STREAM,  /* a unix socket, but not a datagram one */
 	HV_WAKE_IS_EVENTFD, /* what protocol version 3 sent */
 	HV_ARENA_IS_PIPE,
+	HV_ARENA_O_PATH, /* our real arena, reopened O_PATH */
+	HV_ARENA_WRONLY, /* our real arena, reopened write-only */
 	HV_FDS_SWAPPED,
 	/* the arena memfd itself */
 	HV_SMALL_SEALED,   /* smaller than claimed, header claims the size */
@@ -174,6 +176,20 @@ static int arena_image(uint64_t size, unsigned char *out, size_t len)
 	memcpy(out, cmesh__arena_base(a), len);
 	cmesh__arena_free(a);
 	return 0;
+}
+
+/*
+ * A new open file description of `fd`'s file, with `flags` (O_PATH, a
+ * write-only one: what a peer can hand us instead of the fd we expect).
+ */
+static int reopen(int fd, int flags)
+{
+	char path[64];
+
+	if (fd < 0)
+		return -1;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	return open(path, flags | O_CLOEXEC);
 }
 
 /*
@@ -275,6 +291,12 @@ static int hello_child(int sock, enum hello_variant v)
 		efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 		TOPO_CHECK(efd >= 0);
 		fds[1] = efd;
+		break;
+	case HV_ARENA_O_PATH:
+	case HV_ARENA_WRONLY:
+		fds[0] = reopen(cmesh__arena_fd(a),
+				v == HV_ARENA_O_PATH ? O_PATH : O_WRONLY);
+		TOPO_CHECK(fds[0] >= 0);
 		break;
 	case HV_ARENA_IS_PIPE:
 		fds[0] = p[0];
@@ -577,6 +599,8 @@ enum bad_variant {
 	BV_REC_ATTACH_SEQ_MISMATCH,
 	BV_REC_OOL_SHORT_MEMFD,
 	BV_REC_OOL_PIPE,
+	BV_REC_OOL_O_PATH, /* a good memfd, reopened O_PATH */
+	BV_REC_OOL_WRONLY, /* a good memfd, reopened write-only */
 	BV_REC_OOL_OVER_MAX,
 	BV_REC_CLOSE_WITH_PAYLOAD,
 	BV_REC_UNKNOWN_KIND,
@@ -704,11 +728,18 @@ static int do_bad(struct cmesh__link *l, enum bad_variant v)
 		return push_raw(l, CMESH_REC_MSG, buf, n);
 	case BV_REC_OOL_SHORT_MEMFD:
 	case BV_REC_OOL_PIPE:
+	case BV_REC_OOL_O_PATH:
+	case BV_REC_OOL_WRONLY:
 		if (v == BV_REC_OOL_PIPE) {
 			TOPO_CHECK_EQ(pipe2(p, O_CLOEXEC), 0);
 			fd = p[0];
-		} else {
+		} else if (v == BV_REC_OOL_SHORT_MEMFD) {
 			fd = raw_memfd(100, "short", 5, SEALS | F_SEAL_WRITE);
+			TOPO_CHECK(fd >= 0);
+		} else {
+			fd = reopen(raw_memfd(8000, NULL, 0,
+					      SEALS | F_SEAL_WRITE),
+				    v == BV_REC_OOL_O_PATH ? O_PATH : O_WRONLY);
 			TOPO_CHECK(fd >= 0);
 		}
 		TOPO_CHECK_EQ(cmesh__link_send_attach(l, &fd, 1, &seq), 0);

@@ -24,6 +24,9 @@
  *   -EPERM       a connecting peer's credentials were refused.
  *   -ENOEXEC     cmesh_spawn(): the program could not be executed.
  *   -ENOMEM      out of memory.
+ *   -ENOSYS      a kernel facility asked for is absent or forbidden here
+ *                (CMESH_WAKE=uring where io_uring is missing, or refused by
+ *                seccomp or the io_uring_disabled sysctl).
  *   -ENOBUFS     send: the channel already queues its limit of bytes beyond
  *                its ring (CMESH_MAX_BACKLOG, max_backlog options); the
  *                message's resources are released as on any failed send.

@@ -53,21 +53,16 @@
 
 #include "bench_util.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <sched.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #define CPU_PARENT 0
@@ -94,71 +89,11 @@ static CMESH_TYPE_DEFINE_PLAIN(bench_msg_type, struct bench_msg);
 /* ---------------------------------------------------------------------- */
 /* Process state                                                          */
 
-static bool is_child;
 static pid_t parent_pid;
-static volatile pid_t child_pid; /* parent: the live child, or 0 */
-static int ctl_sock = -1;	 /* this end of the control socketpair */
-
-static void write_err(const char *s)
-{
-	bench_write_err(s, strlen(s));
-}
-
-/* Parent: kills and reaps the child, if any. Async-signal-safe. */
-static void kill_child(void)
-{
-	pid_t pid = child_pid;
-
-	child_pid = 0;
-	bench_kill_reap(pid);
-}
-
-/*
- * After bench_die()'s message: the child just leaves; the parent says if
- * the child had already ended (the likely cause), then kills and reaps it.
- */
-static void die_hook(void)
-{
-	pid_t pid = child_pid;
-	int st;
-
-	if (is_child)
-		_exit(2);
-	if (pid > 0 && waitpid(pid, &st, WNOHANG) == pid) {
-		child_pid = 0;
-		fprintf(stderr, "bench_create: the child had ended: %s %d\n",
-			WIFSIGNALED(st) ? "killed by signal" : "exit status",
-			WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
-	}
-	kill_child();
-}
-
-/* Parent, SIGINT / SIGTERM / SIGHUP: ends the child, then itself. */
-static void on_term(int sig)
-{
-	kill_child();
-	raise(sig); /* SA_RESETHAND: the default action once we return */
-}
-
-static void on_alarm(int sig)
-{
-	(void)sig;
-	write_err("bench_create: watchdog: a tier hung, killing the child\n");
-	kill_child();
-	_exit(3);
-}
-
-static bool cpus_usable(void)
-{
-	cpu_set_t set;
-
-	if (sched_getaffinity(0, sizeof(set), &set) != 0)
-		return false;
-	return CPU_ISSET(CPU_PARENT, &set) && CPU_ISSET(CPU_CHILD, &set);
-}
+static int ctl_sock = -1; /* this end of the control socketpair */
 
 /* ---------------------------------------------------------------------- */
-/* Memory and fds of this process                                         */
+/* Memory of this process                                                 */
 
 struct mem {
 	int64_t rss; /* VmRSS, KiB */
@@ -203,22 +138,6 @@ static void mem_read(struct mem *m)
 	m->shm = status_kib(buf, "\nRssShmem:");
 	if (m->rss < 0 || m->shm < 0)
 		bench_die("/proc/self/status has no VmRSS or RssShmem", ENOENT);
-}
-
-/* Open fds of this process (not counting the directory's own). */
-static int count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	int n = 0;
-
-	if (!d)
-		bench_die("opendir /proc/self/fd", errno);
-	while ((e = readdir(d)) != NULL)
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n - 1;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -356,7 +275,7 @@ static void child_join(const struct ctl_req *q, int sock, const struct mem *m0)
 	rep.rss_join = m1.rss - m0->rss;
 	rep.shm_join = m1.shm - m0->shm;
 	rep.closed = -rc;
-	rep.nfds = count_fds();
+	rep.nfds = bench_count_fds();
 	rc = ctl_send(ctl_sock, &rep, sizeof(rep), -1);
 	if (rc < 0)
 		bench_die("control send", rc);
@@ -365,20 +284,7 @@ static void child_join(const struct ctl_req *q, int sock, const struct mem *m0)
 /* Never returns. */
 static void child_main(bool pin)
 {
-	struct sigaction sa;
-
-	is_child = true;
-	bench_who = "child: ";
-	child_pid = 0;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = SIG_DFL;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGALRM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent_pid)
-		_exit(2);
+	bench_child_enter(parent_pid);
 	if (pin)
 		bench_pin_self(CPU_CHILD);
 	for (;;) {
@@ -422,7 +328,7 @@ static void start_child(bool pin)
 		ctl_sock = sv[1];
 		child_main(pin);
 	}
-	child_pid = pid;
+	bench_child_pid = pid;
 	close(sv[1]);
 	ctl_sock = sv[0];
 }
@@ -431,25 +337,16 @@ static void start_child(bool pin)
 static void stop_child(void)
 {
 	struct ctl_req q = { OP_QUIT, 0 };
-	pid_t pid = child_pid;
-	int st, rc;
+	int rc;
 
-	if (pid <= 0)
+	if (bench_child_pid <= 0)
 		return;
 	rc = ctl_send(ctl_sock, &q, sizeof(q), -1);
 	close(ctl_sock);
 	ctl_sock = -1;
 	if (rc < 0)
 		bench_die("control send", rc);
-	while (waitpid(pid, &st, 0) < 0)
-		if (errno != EINTR)
-			bench_die("waitpid", errno);
-	child_pid = 0;
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-		fprintf(stderr, "bench_create: the child ended badly (0x%x)\n",
-			st);
-		exit(2);
-	}
+	bench_child_reap(0);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -672,12 +569,12 @@ static void run_xproc(uint64_t warm, uint64_t n)
 		samples_alloc(&s[k], n);
 	for (uint64_t i = 0; i < warm + n; i++) {
 		if (i == warm)
-			xst.parent_fds0 = count_fds();
+			xst.parent_fds0 = bench_count_fds();
 		for (int k = 0; k < NSIZES; k++)
 			xproc_once(&s[k], k, i >= warm ? i - warm : 0,
 				   i >= warm, seq++);
 	}
-	xst.parent_fds1 = count_fds();
+	xst.parent_fds1 = bench_count_fds();
 	for (int k = 0; k < NSIZES; k++)
 		samples_finish(&s[k], n, &rows[TIER_XPROC][k], true);
 }
@@ -685,25 +582,17 @@ static void run_xproc(uint64_t warm, uint64_t n)
 /* ---------------------------------------------------------------------- */
 /* Output                                                                 */
 
-/* ns as microseconds: one decimal below 1000. */
-static void fmt_us(char *buf, size_t len, double ns)
-{
-	double us = ns / 1000.0;
-
-	snprintf(buf, len, us < 1000.0 ? "%.1f" : "%.0f", us);
-}
-
 static void print_row(int t, int k)
 {
 	const struct row *r = &rows[t][k];
 	char mp50[16], mp99[16], msg[16], dp50[16], dp99[16];
 	char prss[16] = "-", pshm[16] = "-";
 
-	fmt_us(mp50, sizeof(mp50), r->make.p50);
-	fmt_us(mp99, sizeof(mp99), r->make.p99);
-	fmt_us(msg, sizeof(msg), r->msg.p50);
-	fmt_us(dp50, sizeof(dp50), r->drop.p50);
-	fmt_us(dp99, sizeof(dp99), r->drop.p99);
+	bench_fmt_us(mp50, sizeof(mp50), r->make.p50);
+	bench_fmt_us(mp99, sizeof(mp99), r->make.p99);
+	bench_fmt_us(msg, sizeof(msg), r->msg.p50);
+	bench_fmt_us(dp50, sizeof(dp50), r->drop.p50);
+	bench_fmt_us(dp99, sizeof(dp99), r->drop.p99);
 	if (r->peer) {
 		snprintf(prss, sizeof(prss), "%.0f", r->peer_rss);
 		snprintf(pshm, sizeof(pshm), "%.0f", r->peer_shm);
@@ -784,24 +673,17 @@ static void parse_args(struct config *cfg, int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 
-		if (bench_common_arg(a, &cfg->smoke, &cfg->strict, usage)) {
+		if (bench_common_arg(a, &cfg->smoke, &cfg->strict, usage) ||
+		    bench_iters_arg(argc, argv, &i, &iters))
 			continue;
-		} else if (strcmp(a, "--only") == 0 && i + 1 < argc &&
-			   (strcmp(argv[i + 1], "1") == 0 ||
-			    strcmp(argv[i + 1], "2") == 0)) {
+		if (strcmp(a, "--only") == 0 && i + 1 < argc &&
+		    (strcmp(argv[i + 1], "1") == 0 ||
+		     strcmp(argv[i + 1], "2") == 0))
 			cfg->only = argv[++i][0] - '0';
-		} else if (strcmp(a, "--iters") == 0 && i + 1 < argc) {
-			iters = bench_parse_count("--iters", argv[++i]);
-		} else {
-			fprintf(stderr, "bench_create: bad argument '%s'\n", a);
-			usage(stderr);
-			exit(2);
-		}
+		else
+			bench_bad_arg(a, usage);
 	}
-	cfg->iters = cfg->smoke ? ITERS_SMOKE : ITERS_FULL;
-	bench_env_count(&cfg->iters, "CMESH_BENCH_ITERS");
-	if (iters)
-		cfg->iters = iters;
+	cfg->iters = bench_iters(iters, cfg->smoke, ITERS_FULL, ITERS_SMOKE);
 }
 
 static void print_notes(const struct config *cfg, uint64_t warm, double secs)
@@ -828,24 +710,19 @@ static void print_notes(const struct config *cfg, uint64_t warm, double secs)
 				       xst.child_fds_lo != xst.child_fds_hi ?
 			       ": fd LEAK?" :
 			       "");
-	if (cfg->smoke)
-		printf("# smoke: the targets are shown but never change the "
-		       "exit status\n");
-	printf("# wall time %.2fs\n", secs);
+	bench_print_wall(cfg->smoke, secs);
 }
 
 int main(int argc, char **argv)
 {
 	struct config cfg = { 0 };
 	struct bench_cpu_usage usage0, usage1;
-	struct sigaction sa;
-	char cflags[512];
 	uint64_t warm, t0;
 	unsigned int wd;
 	int fails = 0;
 
 	bench_name = "bench_create";
-	bench_die_hook = die_hook;
+	bench_die_hook = bench_child_die_hook;
 	bench_check_dies = true;
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	parse_args(&cfg, argc, argv);
@@ -858,25 +735,16 @@ int main(int argc, char **argv)
 	wd = (cfg.smoke ? WATCHDOG_SMOKE_S : WATCHDOG_FULL_S) +
 	     (unsigned int)(cfg.iters / 50 < 86400 ? cfg.iters / 50 : 86400);
 	parent_pid = getpid();
-	memset(&sa, 0, sizeof(sa));
-	sigemptyset(&sa.sa_mask);
-	sa.sa_handler = on_alarm;
-	sa.sa_flags = SA_RESTART;
-	sigaction(SIGALRM, &sa, NULL);
-	sa.sa_handler = on_term;
-	sa.sa_flags = SA_RESETHAND;
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
+	bench_child_signals("a tier");
 
-	cfg.two_cpus = cpus_usable() && bench_pin_self(CPU_PARENT);
+	cfg.two_cpus = bench_cpus_usable(CPU_PARENT, CPU_CHILD) &&
+		       bench_pin_self(CPU_PARENT);
 	if (cfg.only != 1)
 		start_child(cfg.two_cpus);
 	bench_clock_setup(cfg.smoke);
 	bench_clock_measure_step();
-	bench_cflags(cflags, sizeof(cflags), BENCH_CFLAGS_OR("-O2"));
-	bench_print_header(cflags, "processes on cpus", CPU_PARENT, CPU_CHILD,
-			   cfg.two_cpus, cfg.smoke);
+	bench_print_header_procs(CPU_PARENT, CPU_CHILD, cfg.two_cpus,
+				 cfg.smoke);
 	bench_cpu_usage_read(&usage0);
 	t0 = bench_mono_ns();
 

@@ -10,11 +10,13 @@
 
 #include <cmesh.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -74,6 +76,134 @@ void *bench_xcalloc(size_t n, size_t sz)
 		bench_die("calloc", ENOMEM);
 	memset(p, 0, n * sz); /* fault the pages in before timing */
 	return p;
+}
+
+int bench_count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	if (!d)
+		bench_die("opendir /proc/self/fd", errno);
+	while ((e = readdir(d)) != NULL)
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n - 1;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Child process                                                          */
+
+volatile pid_t bench_child_pid;
+bool bench_is_child;
+
+/* The watchdog's line, made by bench_child_signals(). */
+static char child_hung_msg[256];
+static size_t child_hung_len;
+
+void bench_child_kill(void)
+{
+	pid_t pid = bench_child_pid;
+
+	bench_child_pid = 0;
+	bench_kill_reap(pid);
+}
+
+void bench_child_die_hook(void)
+{
+	pid_t pid = bench_child_pid;
+	int st;
+
+	if (bench_is_child)
+		_exit(2);
+	if (pid > 0 && waitpid(pid, &st, WNOHANG) == pid) {
+		bench_child_pid = 0;
+		fprintf(stderr, "%s: the child had ended: %s %d\n", bench_name,
+			WIFSIGNALED(st) ? "killed by signal" : "exit status",
+			WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+	}
+	bench_child_kill();
+}
+
+/* SIGINT / SIGTERM / SIGHUP: ends the child, then this process. */
+static void child_on_term(int sig)
+{
+	bench_child_kill();
+	raise(sig); /* SA_RESETHAND: the default action once we return */
+}
+
+static void child_on_alarm(int sig)
+{
+	(void)sig;
+	bench_write_err(child_hung_msg, child_hung_len);
+	bench_child_kill();
+	_exit(3);
+}
+
+void bench_child_signals(const char *hung)
+{
+	struct sigaction sa;
+
+	snprintf(child_hung_msg, sizeof(child_hung_msg),
+		 "%s: watchdog: %s hung, killing the child\n", bench_name,
+		 hung);
+	child_hung_len = strlen(child_hung_msg);
+	memset(&sa, 0, sizeof(sa));
+	sigemptyset(&sa.sa_mask);
+	sa.sa_handler = child_on_alarm;
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGALRM, &sa, NULL);
+	sa.sa_handler = child_on_term;
+	sa.sa_flags = SA_RESETHAND;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+}
+
+void bench_child_enter(pid_t parent)
+{
+	static const int sigs[] = { SIGALRM, SIGCHLD, SIGINT, SIGTERM, SIGHUP };
+	struct sigaction dfl, old;
+
+	bench_is_child = true;
+	bench_who = "child: ";
+	bench_child_pid = 0;
+	memset(&dfl, 0, sizeof(dfl));
+	dfl.sa_handler = SIG_DFL;
+	sigemptyset(&dfl.sa_mask);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		if (sigaction(sigs[i], NULL, &old) == 0 &&
+		    old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN)
+			sigaction(sigs[i], &dfl, NULL);
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+		_exit(2);
+}
+
+int bench_child_wait(void)
+{
+	pid_t pid = bench_child_pid;
+	int st;
+
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			bench_die("waitpid", errno);
+	bench_child_pid = 0;
+	return st;
+}
+
+void bench_child_reap(int sig)
+{
+	int st = bench_child_wait();
+	bool ok = sig ? WIFSIGNALED(st) && WTERMSIG(st) == sig :
+			WIFEXITED(st) && WEXITSTATUS(st) == 0;
+
+	if (!ok) {
+		fprintf(stderr, "%s: the child ended badly (0x%x)\n",
+			bench_name, st);
+		exit(2);
+	}
 }
 
 void bench_check_echo(const struct bench_msg *r, uint64_t seq, uint64_t t0)
@@ -211,6 +341,15 @@ bool bench_pin_self(int cpu)
 	return false;
 }
 
+bool bench_cpus_usable(int a, int b)
+{
+	cpu_set_t set;
+
+	if (sched_getaffinity(0, sizeof(set), &set) != 0)
+		return false;
+	return CPU_ISSET(a, &set) && CPU_ISSET(b, &set);
+}
+
 void bench_cpu_model(char *buf, size_t len)
 {
 	char line[512];
@@ -288,6 +427,14 @@ void bench_print_footer(const struct bench_cpu_usage *u0,
 	if (smoke)
 		printf("# smoke mode: counts too small for stable percentiles\n");
 	printf("# %s\n", fails ? "some targets FAIL" : "all targets PASS");
+}
+
+void bench_print_wall(bool smoke, double secs)
+{
+	if (smoke)
+		printf("# smoke: the targets are shown but never change the "
+		       "exit status\n");
+	printf("# wall time %.2fs\n", secs);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -451,6 +598,13 @@ void bench_fmt_ns(char *buf, size_t len, double ns)
 		snprintf(buf, len, "%.0f", ns);
 }
 
+void bench_fmt_us(char *buf, size_t len, double ns)
+{
+	double us = ns / 1000.0;
+
+	snprintf(buf, len, us < 1000.0 ? "%.1f" : "%.0f", us);
+}
+
 void bench_fmt_rate(char *buf, size_t len, double r, const char *unit)
 {
 	const char *sp = *unit ? " " : "";
@@ -511,4 +665,28 @@ bool bench_common_arg(const char *a, bool *smoke, bool *strict,
 		exit(0);
 	}
 	return false;
+}
+
+bool bench_iters_arg(int argc, char **argv, int *i, uint64_t *iters)
+{
+	if (strcmp(argv[*i], "--iters") != 0 || *i + 1 >= argc)
+		return false;
+	*iters = bench_parse_count("--iters", argv[++*i]);
+	return true;
+}
+
+uint64_t bench_iters(uint64_t given, bool smoke, uint64_t full,
+		     uint64_t smoke_n)
+{
+	uint64_t n = smoke ? smoke_n : full;
+
+	bench_env_count(&n, "CMESH_BENCH_ITERS");
+	return given ? given : n;
+}
+
+void bench_bad_arg(const char *a, void (*usage)(FILE *f))
+{
+	fprintf(stderr, "%s: bad argument '%s'\n", bench_name, a);
+	usage(stderr);
+	exit(2);
 }

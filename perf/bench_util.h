@@ -3,7 +3,9 @@
  * perf/bench_util.h - pieces shared by the benchmarks in perf/: the clock
  * (lfence;rdtsc calibrated against CLOCK_MONOTONIC, or clock_gettime), the
  * header line, pinning, percentiles and result rows, CPU-usage accounting,
- * option helpers, and the 64-byte bench message with its raw spin line.
+ * the forked child of a two-process benchmark (kill, reap, signals), fd
+ * counting, option helpers, and the 64-byte bench message with its raw
+ * spin line.
  * Built into every bench_* executable (CMake target cmesh_benchutil).
  */
 #ifndef CMESH_BENCH_UTIL_H
@@ -18,6 +20,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/types.h>
 #include <time.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -63,6 +66,59 @@ void bench_kill_reap(int pid);
 
 /* calloc that dies on failure and touches every page before timing. */
 void *bench_xcalloc(size_t n, size_t sz);
+
+/* Open fds of this process (not counting the directory's own). */
+int bench_count_fds(void);
+
+/* ---------------------------------------------------------------------- */
+/* Child process                                                          */
+
+/*
+ * Parent: the one live child of a benchmark that forks one at a time, set
+ * right after fork(), 0 once it is reaped (or none).
+ */
+extern volatile pid_t bench_child_pid;
+/* This process is such a child: bench_child_die_hook() _exit(2)s. */
+extern bool bench_is_child;
+
+/*
+ * Parent: clears bench_child_pid and SIGKILLs and reaps the child it named,
+ * if any (async-signal-safe).
+ */
+void bench_child_kill(void);
+
+/*
+ * A bench_die_hook: a child _exit(2)s; the parent says if the child had
+ * already ended ("<name>: the child had ended: exit status N" or "killed
+ * by signal N": the likely cause), then bench_child_kill()s.
+ */
+void bench_child_die_hook(void);
+
+/*
+ * Parent: installs handlers. SIGALRM (the watchdog): "<name>: watchdog:
+ * <hung> hung, killing the child", bench_child_kill(), _exit(3). SIGINT,
+ * SIGTERM, SIGHUP: bench_child_kill(), then the signal's default action.
+ */
+void bench_child_signals(const char *hung);
+
+/*
+ * Child, right after fork(): sets bench_is_child, bench_who ("child: ")
+ * and no bench_child_pid; SIGALRM, SIGCHLD, SIGINT, SIGTERM and SIGHUP,
+ * if caught (a handler of the parent's), go back to their default action;
+ * dies with the parent (PR_SET_PDEATHSIG), and _exit(2)s if `parent` has
+ * already gone.
+ */
+void bench_child_enter(pid_t parent);
+
+/* Parent: waits for and clears bench_child_pid; returns its wait status. */
+int bench_child_wait(void);
+
+/*
+ * Parent: bench_child_wait(); unless the child exited with status 0 (sig
+ * 0) or was killed by signal `sig`: "<name>: the child ended badly (0x..)"
+ * and exit(2).
+ */
+void bench_child_reap(int sig);
 
 /* ---------------------------------------------------------------------- */
 /* Clock                                                                  */
@@ -111,6 +167,9 @@ double bench_rate(uint64_t n, uint64_t ticks);
 /* Pins the calling thread to `cpu`; warns on stderr if it cannot. */
 bool bench_pin_self(int cpu);
 
+/* CPUs a and b are both in the calling thread's affinity mask. */
+bool bench_cpus_usable(int a, int b);
+
 /* "model name" of /proc/cpuinfo, or "unknown". */
 void bench_cpu_model(char *buf, size_t len);
 
@@ -133,6 +192,12 @@ void bench_print_footer(const struct bench_cpu_usage *u0,
 			const struct bench_cpu_usage *u1, bool smoke,
 			int fails);
 
+/*
+ * Last notes of a run whose targets smoke mode shows but never counts:
+ * "# smoke: the targets are shown ..." (smoke), "# wall time <secs>s".
+ */
+void bench_print_wall(bool smoke, double secs);
+
 /* ---------------------------------------------------------------------- */
 /* Header line                                                            */
 
@@ -146,6 +211,20 @@ void bench_cflags(char *buf, size_t len, const char *s);
  */
 void bench_print_header(const char *flags, const char *cpus_label, int cpu_a,
 			int cpu_b, bool two_cpus, bool smoke);
+
+/*
+ * The header of a benchmark between two processes on CPUs a and b: flags
+ * CMESH_BENCH_CFLAGS (of the benchmark's own file), else "-O2".
+ */
+static inline void bench_print_header_procs(int cpu_a, int cpu_b, bool two_cpus,
+					    bool smoke)
+{
+	char cflags[512];
+
+	bench_cflags(cflags, sizeof(cflags), BENCH_CFLAGS_OR("-O2"));
+	bench_print_header(cflags, "processes on cpus", cpu_a, cpu_b, two_cpus,
+			   smoke);
+}
 
 /* ---------------------------------------------------------------------- */
 /* Samples and results                                                    */
@@ -205,6 +284,9 @@ double bench_parts_median(const struct bench_parts *p);
 /* ns: one decimal below 100. */
 void bench_fmt_ns(char *buf, size_t len, double ns);
 
+/* ns as microseconds: one decimal below 1000. */
+void bench_fmt_us(char *buf, size_t len, double ns);
+
 /* Rate with K / M suffix, then " unit" unless unit is "". */
 void bench_fmt_rate(char *buf, size_t len, double r, const char *unit);
 
@@ -226,6 +308,19 @@ void bench_env_count(uint64_t *dst, const char *name);
  */
 bool bench_common_arg(const char *a, bool *smoke, bool *strict,
 		      void (*usage)(FILE *f));
+
+/* --iters N: true if argv[*i] was it (*i is then N's index, *iters N). */
+bool bench_iters_arg(int argc, char **argv, int *i, uint64_t *iters);
+
+/*
+ * The iteration count: `given` (--iters) unless 0, else CMESH_BENCH_ITERS
+ * if set, else `smoke_n` (smoke) or `full`.
+ */
+uint64_t bench_iters(uint64_t given, bool smoke, uint64_t full,
+		     uint64_t smoke_n);
+
+/* "<name>: bad argument '<a>'", usage(stderr) and exit(2). */
+void bench_bad_arg(const char *a, void (*usage)(FILE *f));
 
 /* ---------------------------------------------------------------------- */
 /* Message and raw spin line                                              */

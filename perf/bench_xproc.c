@@ -97,7 +97,6 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -190,9 +189,7 @@ struct rec_hdr {
 /* ---------------------------------------------------------------------- */
 /* Process state (each process has its own copy after fork)               */
 
-static bool is_child;
 static pid_t parent_pid;
-static volatile pid_t child_pid;	     /* parent: live child, or 0 */
 static volatile sig_atomic_t child_expected; /* its exit is planned */
 static const char *volatile scenario_name = "setup";
 
@@ -245,11 +242,8 @@ static size_t put_str(char *buf, size_t at, size_t cap, const char *s)
 /* Parent: kills and reaps the child, if any. */
 static void kill_child(void)
 {
-	pid_t pid = child_pid;
-
 	child_expected = 1;
-	bench_kill_reap(pid);
-	child_pid = 0;
+	bench_child_kill();
 }
 
 /* After bench_die()'s message: tells the other side, ends the child. */
@@ -257,7 +251,7 @@ static void die_hook(void)
 {
 	if (sh)
 		atomic_store_explicit(&sh->failed.v, 1, memory_order_relaxed);
-	if (is_child)
+	if (bench_is_child)
 		_exit(2);
 	kill_child();
 }
@@ -266,7 +260,7 @@ static void die_hook(void)
 static void on_sigchld(int sig)
 {
 	int saved = errno, st;
-	pid_t pid = child_pid;
+	pid_t pid = bench_child_pid;
 	char msg[256];
 	size_t n = 0;
 
@@ -295,18 +289,13 @@ static void on_alarm(int sig)
 {
 	char msg[256];
 	size_t n = 0;
-	pid_t pid = child_pid;
 
 	(void)sig;
 	n = put_str(msg, n, sizeof(msg), "bench_xproc: watchdog: scenario '");
 	n = put_str(msg, n, sizeof(msg), scenario_name);
 	n = put_str(msg, n, sizeof(msg), "' hung, killing the child\n");
 	bench_write_err(msg, n);
-	child_expected = 1;
-	if (pid > 0) {
-		kill(pid, SIGKILL);
-		waitpid(pid, NULL, 0);
-	}
+	kill_child();
 	_exit(3);
 }
 
@@ -325,16 +314,7 @@ static void install_handlers(void)
 }
 
 /* ---------------------------------------------------------------------- */
-/* CPUs, utilities                                                        */
-
-static bool cpus_usable(void)
-{
-	cpu_set_t set;
-
-	if (sched_getaffinity(0, sizeof(set), &set) != 0)
-		return false;
-	return CPU_ISSET(CPU_PARENT, &set) && CPU_ISSET(CPU_CHILD, &set);
-}
+/* Utilities                                                              */
 
 static inline uint64_t load_seq(const unsigned char *buf)
 {
@@ -372,11 +352,11 @@ static void barrier(void)
 		if (++spins % 4096)
 			continue;
 		if (atomic_load_explicit(&sh->failed.v, memory_order_relaxed)) {
-			if (is_child)
+			if (bench_is_child)
 				_exit(2);
 			bench_die("the child failed", EPIPE);
 		}
-		if (is_child && getppid() != parent_pid)
+		if (bench_is_child && getppid() != parent_pid)
 			_exit(2);
 		if (!limit)
 			limit = bench_mono_ns() + BARRIER_TIMEOUT_NS;
@@ -607,8 +587,8 @@ static void ro_map(void)
 		munmap(ro_own, sizeof(*ro_own));
 		munmap(ro_peer, sizeof(*ro_peer));
 	}
-	ro_own = ro_map_one(ro_fd[is_child], PROT_READ | PROT_WRITE);
-	ro_peer = ro_map_one(ro_fd[!is_child], PROT_READ);
+	ro_own = ro_map_one(ro_fd[bench_is_child], PROT_READ | PROT_WRITE);
+	ro_peer = ro_map_one(ro_fd[!bench_is_child], PROT_READ);
 	ro_pid = getpid();
 }
 
@@ -773,7 +753,7 @@ _Static_assert(RTT_ROUNDS <= BENCH_MAX_PARTS, "parts hold every round");
 static void run_side(struct scenario *s, int k, struct job *j)
 {
 	barrier();
-	(is_child ? s->impl[k].b : s->impl[k].a)(j);
+	(bench_is_child ? s->impl[k].b : s->impl[k].a)(j);
 }
 
 static void plan_rtt(struct scenario *s)
@@ -791,7 +771,7 @@ static void plan_rtt(struct scenario *s)
 		jobs[k].base = 1;
 		jobs[k].warm = warm;
 		jobs[k].n = per;
-		if (!is_child && s->impl[k].name)
+		if (!bench_is_child && s->impl[k].name)
 			v[k] = bench_xcalloc(per * rounds, sizeof(uint64_t));
 	}
 	for (unsigned int i = 0; i < rounds; i++) {
@@ -804,7 +784,7 @@ static void plan_rtt(struct scenario *s)
 			jobs[k].base += warm + per;
 		}
 	}
-	if (is_child)
+	if (bench_is_child)
 		return;
 	/* Per-round p50s (sorting a round's slice keeps the pooled set). */
 	for (unsigned int i = 0; s->has_target && i < rounds; i++) {
@@ -839,7 +819,7 @@ static void plan_stream(struct scenario *s)
 		jobs[k].batch = s->batch;
 		jobs[k].win = fit * 3 / 4 ? fit * 3 / 4 : 1;
 		jobs[k].win_publish = jobs[k].win / 8 ? jobs[k].win / 8 : 1;
-		if (is_child || !s->impl[k].name)
+		if (bench_is_child || !s->impl[k].name)
 			continue;
 		b[k] = bench_xcalloc(nb * reps, sizeof(uint64_t));
 		rate[k] = bench_xcalloc(reps, sizeof(double));
@@ -863,7 +843,7 @@ static void plan_stream(struct scenario *s)
 			run_side(s, k, j);
 			j->base += n;
 			barrier(); /* publishes the child's tx_ticks */
-			if (is_child)
+			if (bench_is_child)
 				continue;
 			rate[k][i] = bench_rate(n, j->elapsed);
 			tx[k] +=
@@ -871,12 +851,12 @@ static void plan_stream(struct scenario *s)
 					&sh->tx_ticks.v, memory_order_relaxed) /
 				(double)j->elapsed;
 		}
-		if (!is_child && s->has_target)
+		if (!bench_is_child && s->has_target)
 			bench_note_part(&s->parts,
 					rate[IMPL_CMESH][i] / rate[IMPL_RAW][i],
 					rate[IMPL_RAW][i]);
 	}
-	if (is_child)
+	if (bench_is_child)
 		return;
 	for (int k = 0; k < NIMPL; k++) {
 		struct bench_result *r = &s->impl[k].res;
@@ -912,18 +892,7 @@ static void close_fd(int *fd)
 /* Child: joins, runs its side of the plan, leaves. Never returns. */
 static void child_main(struct scenario *s, int cm_sock)
 {
-	struct sigaction sa;
-
-	is_child = true;
-	bench_who = "child: ";
-	child_pid = 0;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = SIG_DFL;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGCHLD, &sa, NULL);
-	sigaction(SIGALRM, &sa, NULL);
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent_pid)
-		_exit(2);
+	bench_child_enter(parent_pid);
 	bench_pin_self(CPU_CHILD);
 	if (s->needs & NEED_CMESH)
 		cm_join(cm_sock, s->spin_ns, s->ring_size);
@@ -935,13 +904,8 @@ static void child_main(struct scenario *s, int cm_sock)
 
 static void reap_child(void)
 {
-	pid_t pid = child_pid;
-	int st;
+	int st = bench_child_wait();
 
-	while (waitpid(pid, &st, 0) < 0)
-		if (errno != EINTR)
-			bench_die("waitpid", errno);
-	child_pid = 0;
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
 		fprintf(stderr,
 			"bench_xproc: child of '%s' ended badly (status "
@@ -986,7 +950,7 @@ static void run_scenario(struct scenario *s, unsigned int watchdog_s)
 	fflush(stdout);
 	fflush(stderr);
 	child_expected = 0;
-	/* No SIGCHLD before child_pid names the child. */
+	/* No SIGCHLD before bench_child_pid names the child. */
 	sigemptyset(&chld);
 	sigaddset(&chld, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &chld, &old);
@@ -1000,7 +964,7 @@ static void run_scenario(struct scenario *s, unsigned int watchdog_s)
 		usock = us[1];
 		child_main(s, cm[1]);
 	}
-	child_pid = pid;
+	bench_child_pid = pid;
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	bench_pin_self(CPU_PARENT);
 	close_fd(&cm[1]);
@@ -1075,15 +1039,6 @@ struct config {
 	double scale;
 	bool two_cpus;
 };
-
-static void print_header(const struct config *cfg)
-{
-	char cflags[512];
-
-	bench_cflags(cflags, sizeof(cflags), BENCH_CFLAGS_OR("-O2"));
-	bench_print_header(cflags, "processes on cpus", CPU_PARENT, CPU_CHILD,
-			   cfg->two_cpus, cfg->smoke);
-}
 
 static void print_notes(const struct scenario *sc, int nsc)
 {
@@ -1165,9 +1120,7 @@ static void parse_args(struct config *cfg, int argc, char **argv)
 			   argv[i + 1][0] <= '4') {
 			cfg->only = argv[++i][0] - '0';
 		} else {
-			fprintf(stderr, "bench_xproc: bad argument '%s'\n", a);
-			usage(stderr);
-			exit(2);
+			bench_bad_arg(a, usage);
 		}
 	}
 }
@@ -1302,10 +1255,12 @@ int main(int argc, char **argv)
 	memset(tx_buf, 0x5a, sizeof(tx_buf));
 	memset(rx_buf, 0, sizeof(rx_buf));
 
-	cfg.two_cpus = cpus_usable() && bench_pin_self(CPU_PARENT);
+	cfg.two_cpus = bench_cpus_usable(CPU_PARENT, CPU_CHILD) &&
+		       bench_pin_self(CPU_PARENT);
 	bench_clock_setup(cfg.smoke);
 	bench_clock_measure_step();
-	print_header(&cfg);
+	bench_print_header_procs(CPU_PARENT, CPU_CHILD, cfg.two_cpus,
+				 cfg.smoke);
 	bench_cpu_usage_read(&usage0);
 
 	for (int i = 0; i < nsc; i++) {

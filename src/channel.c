@@ -37,7 +37,9 @@ static int queue_opts(const cmesh_channel_opts *user,
 	if (!r)
 		r = cmesh__opts_spin(o.spin_ns, env, &out->spin_ns);
 	out->max_trail = env->max_message;
-	out->max_backlog = o.max_backlog ? o.max_backlog : env->max_backlog;
+	if (!r)
+		r = cmesh__opts_max_backlog(o.max_backlog, env,
+					    &out->max_backlog);
 	out->nsenders = 1;
 	return r;
 }

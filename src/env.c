@@ -17,8 +17,6 @@
 #define MAX_MESSAGE_MIN 1024ull
 #define MAX_MESSAGE_MAX (1ull << 30)
 #define DEFAULT_MAX_BACKLOG (64ull << 20)
-#define MAX_BACKLOG_MIN 4096ull
-#define MAX_BACKLOG_MAX (1ull << 40)
 
 static const char *const log_names[] = { "off", "error", "warn", "info",
 					 "debug" };
@@ -161,9 +159,10 @@ int cmesh__env_parse(cmesh__env_lookup lookup, cmesh_env *out, char *errbuf,
 			       MAX_MESSAGE_MAX, false, "a size from 1K to 1G",
 			       &env.max_message, errbuf, errlen);
 	if (!r)
-		r = parse_size(lookup, "CMESH_MAX_BACKLOG", MAX_BACKLOG_MIN,
-			       MAX_BACKLOG_MAX, false, "a size from 4K to 1T",
-			       &env.max_backlog, errbuf, errlen);
+		r = parse_size(lookup, "CMESH_MAX_BACKLOG",
+			       CMESH__MAX_BACKLOG_MIN, CMESH__MAX_BACKLOG_MAX,
+			       false, "a size from 4K to 1T", &env.max_backlog,
+			       errbuf, errlen);
 	if (!r)
 		r = parse_log(lookup, &env, errbuf, errlen);
 	if (!r)

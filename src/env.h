@@ -9,6 +9,8 @@
 
 #include <stddef.h>
 
+#define CMESH__MAX_BACKLOG_MIN 4096ull
+#define CMESH__MAX_BACKLOG_MAX (1ull << 40)
 #define CMESH__RING_SIZE_MIN 4096u
 #define CMESH__RING_SIZE_MAX (1u << 30)
 #define CMESH__SPIN_NS_MAX 10000000000LL

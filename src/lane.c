@@ -8,8 +8,8 @@
  * - Sleep/wake: lane_wake.c.
  * - Receiver gone. The consumer stores closed = 1 (release) in its own
  *   line; a producer loads it (acquire) before each send and then fails
- *   with -EPIPE. A record already in flight is dropped by the consumer's
- *   drain.
+ *   with -EPIPE. A record already in flight stays unread in the ring
+ *   (the close does not drain it); its fds are closed by the link.
  * - Senders without fds (PLAIN, the common case) push lock-free while
  *   `spilling` is 0. Once the ring was full, a send spills under `lock`
  *   and sets `spilling` (a sender sees its own store, so it keeps
@@ -314,16 +314,18 @@ int cmesh__lane_flush(struct cmesh__lane *ln, int64_t deadline)
 	for (;;) {
 		int64_t now, left;
 		struct timespec ts;
-		int f = cmesh__lane_failed(ln);
+		int f;
 
+		/* As in cmesh__lane_send(): a receiver gone stays -EPIPE.
+		 * Pairs with the consumer's release store of closed. */
+		if (atomic_load_explicit(&ln->peer_wake->closed,
+					 memory_order_acquire))
+			return -EPIPE;
+		f = cmesh__lane_failed(ln);
 		if (f)
 			return f;
 		if (!cmesh__lane_flush_spill(ln))
 			return 0;
-		/* Pairs with the consumer's release store of closed. */
-		if (atomic_load_explicit(&ln->peer_wake->closed,
-					 memory_order_acquire))
-			return -EPIPE;
 		now = cmesh_clock_now();
 		if (now >= deadline)
 			return -ETIMEDOUT;

@@ -55,11 +55,13 @@ void cmesh__lane_signal_slow(struct cmesh__lane *ln, uint32_t how)
 }
 
 /*
- * Empties our wake socket: up to WAKE_BATCH datagrams in one call, with
- * MSG_DONTWAIT. Only we hold this end; a peer that floods it costs one
- * bounded call per wake, no more.
+ * Empties our wake socket, WAKE_BATCH datagrams per call with MSG_DONTWAIT,
+ * until it is empty or after WAKE_CALLS calls (more than a socket buffer
+ * holds). Only we hold this end; a peer that floods it costs a bounded
+ * number of calls per wake.
  */
-#define WAKE_BATCH 16
+#define WAKE_BATCH 32
+#define WAKE_CALLS 64
 
 static void drain_wake_sock(int fd)
 {
@@ -74,9 +76,15 @@ static void drain_wake_sock(int fd)
 		msgs[i].msg_hdr.msg_iov = &iov[i];
 		msgs[i].msg_hdr.msg_iovlen = 1;
 	}
-	while (recvmmsg(fd, msgs, WAKE_BATCH, MSG_DONTWAIT, NULL) < 0 &&
-	       errno == EINTR)
-		;
+	for (int calls = 0; calls < WAKE_CALLS;) {
+		int n = recvmmsg(fd, msgs, WAKE_BATCH, MSG_DONTWAIT, NULL);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < WAKE_BATCH)
+			break; /* empty now (or an error: nothing to wait for) */
+		calls++;
+	}
 }
 
 /* Empties both wake fds (never blocks: see drain_wake_sock()). */
@@ -86,13 +94,26 @@ static void drain_wakes(struct cmesh__lane *ln)
 	cmesh__eventfd_drain(ln->efd);
 }
 
+/*
+ * Each mode owns its bit of `sleeping`: a waitset's arm or disarm (which
+ * another thread may do while it removes the member) never clears the
+ * FUTEX bit of a receiver asleep in cmesh__lane_sleep(), and the other
+ * way round. The RMWs are seq_cst, and a fence follows: Dekker, see top.
+ */
+static void set_mode(struct cmesh__lane *ln, uint32_t bit, bool on)
+{
+	if (on)
+		atomic_fetch_or_explicit(&ln->own_wake->sleeping, bit,
+					 memory_order_seq_cst);
+	else
+		atomic_fetch_and_explicit(&ln->own_wake->sleeping, ~bit,
+					  memory_order_seq_cst);
+	atomic_thread_fence(memory_order_seq_cst);
+}
+
 void cmesh__lane_arm(struct cmesh__lane *ln, bool on)
 {
-	atomic_store_explicit(&ln->own_wake->sleeping,
-			      on ? CMESH_SHM_WAKE_SOCK : 0,
-			      memory_order_seq_cst);
-	/* Dekker with the producer's seq store + fence, see top. */
-	atomic_thread_fence(memory_order_seq_cst);
+	set_mode(ln, CMESH_SHM_WAKE_SOCK, on);
 	if (!on)
 		drain_wakes(ln);
 }
@@ -141,15 +162,18 @@ static int sleep_polling(struct cmesh__lane *ln, int64_t deadline)
 {
 	int r = 0;
 
-	atomic_store_explicit(&ln->own_wake->sleeping, CMESH_SHM_WAKE_SOCK,
-			      memory_order_seq_cst);
-	/* Dekker with the producer's seq store + fence, see top. */
-	atomic_thread_fence(memory_order_seq_cst);
+	set_mode(ln, CMESH_SHM_WAKE_SOCK, true);
+	/*
+	 * Empty the socket now: the wake loop is edge-triggered, and a full
+	 * socket takes no more datagrams, so a wake sent into it would make
+	 * no edge. Anything published before this is seen by the check.
+	 */
+	drain_wakes(ln);
 	/* The wake backend (io_uring or epoll) waits on our wake fds. */
 	if (!cmesh__lane_ready(ln) &&
 	    cmesh__wake_run(ln->sleeper, deadline) == 0)
 		r = -ETIMEDOUT;
-	atomic_store_explicit(&ln->own_wake->sleeping, 0, memory_order_relaxed);
+	set_mode(ln, CMESH_SHM_WAKE_SOCK, false);
 	return r;
 }
 
@@ -164,14 +188,11 @@ int cmesh__lane_sleep(struct cmesh__lane *ln, int64_t deadline)
 	/* Before `sleeping`: a wake after these loads changes a word. */
 	sig = atomic_load_explicit(&ln->peer_signal->seq, memory_order_acquire);
 	self = atomic_load_explicit(&ln->self_wakes, memory_order_acquire);
-	atomic_store_explicit(&ln->own_wake->sleeping, CMESH_SHM_WAKE_FUTEX,
-			      memory_order_seq_cst);
-	/* Dekker with the producer's seq store + fence, see top. */
-	atomic_thread_fence(memory_order_seq_cst);
+	set_mode(ln, CMESH_SHM_WAKE_FUTEX, true);
 	if (!cmesh__lane_ready(ln))
 		r = cmesh__park_wait2(&ln->peer_signal->seq, sig,
 				      &ln->self_wakes, self, deadline);
-	atomic_store_explicit(&ln->own_wake->sleeping, 0, memory_order_relaxed);
+	set_mode(ln, CMESH_SHM_WAKE_FUTEX, false);
 	if (r == -ENOSYS) {
 		atomic_store_explicit(&no_waitv, true, memory_order_relaxed);
 		return sleep_polling(ln, deadline);

@@ -4,7 +4,7 @@
  *
  * Handshake: each side creates its arena (ring it writes + the consumer
  * line of the ring it reads), sends HELLO with the arena memfd and its
- * consumer eventfd, receives the peer's HELLO, maps the peer's arena
+ * wake socket, receives the peer's HELLO, maps the peer's arena
  * read-only after validating it, attaches both rings, and compares the
  * channel type fingerprints (both sides compute the same verdict, so a
  * mismatch fails both with -EBADMSG).
@@ -87,7 +87,8 @@ struct cmesh__link {
 	uint32_t att_max;     /* records the peer's ring can hold */
 	uint32_t fd_budget;   /* fds the FIFO may hold: see budget_for() */
 	_Atomic bool sock_throttled; /* socket watched for hang-up only */
-	uint64_t att_next_out; /* seq of the next ATTACH sent (out.lock) */
+	_Atomic bool sock_read; /* failed, and the socket read to its end */
+	uint64_t att_next_out;	/* seq of the next ATTACH sent (out.lock) */
 };
 
 struct cmesh__lane *cmesh__link_out(struct cmesh__link *l)
@@ -172,6 +173,21 @@ int cmesh__link_send_attach(struct cmesh__link *l, const int *fds,
 	}
 }
 
+/*
+ * The link failed and its socket has been read to the end (or it failed
+ * for a protocol error): an ATTACH not in the FIFO now never comes. While the socket still holds some (the
+ * thread stopped reading at the fd budget), records of a dead peer wait
+ * for them: what it published is delivered before its failure.
+ */
+static bool failed_and_read(struct cmesh__link *l)
+{
+	int f = cmesh__link_failed(l);
+
+	/* A protocol error is final at once: nothing more is delivered. */
+	return f && (f == -EPROTO ||
+		     atomic_load_explicit(&l->sock_read, memory_order_acquire));
+}
+
 bool cmesh__link_attach_ready(struct cmesh__link *l, uint64_t seq)
 {
 	bool ready;
@@ -179,7 +195,7 @@ bool cmesh__link_attach_ready(struct cmesh__link *l, uint64_t seq)
 	pthread_mutex_lock(&l->att_lock);
 	ready = l->att_head && l->att_head->seq == seq;
 	pthread_mutex_unlock(&l->att_lock);
-	return ready || cmesh__link_failed(l);
+	return ready || failed_and_read(l);
 }
 
 int cmesh__link_take_attach(struct cmesh__link *l, uint64_t seq, int *fds,
@@ -191,7 +207,7 @@ int cmesh__link_take_attach(struct cmesh__link *l, uint64_t seq, int *fds,
 	pthread_mutex_lock(&l->att_lock);
 	a = l->att_head;
 	if (!a) {
-		r = cmesh__link_failed(l) ? cmesh__link_failed(l) : -EAGAIN;
+		r = failed_and_read(l) ? cmesh__link_failed(l) : -EAGAIN;
 	} else if (a->seq != seq || a->nfds != nfds) {
 		r = -EPROTO;
 	} else {
@@ -231,6 +247,10 @@ void cmesh__link_drop_attachments(struct cmesh__link *l)
 	l->att_tailp = &l->att_head;
 	l->att_count = 0;
 	l->att_fds = 0;
+	/* A throttled thread reads on (closing what arrives): peers' fds in
+	 * flight are not held in the socket until the link dies. */
+	if (atomic_load_explicit(&l->sock_throttled, memory_order_relaxed))
+		cmesh__link_kick(l);
 	pthread_mutex_unlock(&l->att_lock);
 	while (a) {
 		struct attach *next = a->next;
@@ -277,7 +297,7 @@ static int handle_ctl(struct cmesh__link *l, const void *buf, int len,
 	 */
 	if (l->att_count >= l->att_max) {
 		pthread_mutex_unlock(&l->att_lock);
-		close_all(a);
+		free(a); /* on_sock() closes the fds of a refused message */
 		return -EPROTO;
 	}
 	*l->att_tailp = a;
@@ -320,6 +340,8 @@ static void throttle(struct cmesh__link *l, bool on)
 		/* Cannot watch it any more: nothing else will tell. */
 		l->sock_watched = false;
 		cmesh__link_fail(l, -ECONNRESET);
+		atomic_store_explicit(&l->sock_read, true,
+				      memory_order_release);
 		return;
 	}
 	atomic_store_explicit(&l->sock_throttled, on, memory_order_relaxed);
@@ -424,18 +446,28 @@ static void *link_thread(void *arg)
 			cmesh__wake_del(l->wake, l->pidfd);
 			l->pidfd_watched = false;
 		}
-		if (cmesh__link_failed(l) && l->sock_watched) {
-			/* Take the ATTACHes already queued: their records were
-			 * published before the failure. */
-			on_sock(l, l->sock, 0);
-			cmesh__wake_del(l->wake, l->sock);
-			l->sock_watched = false;
-		}
 		if (atomic_load_explicit(&l->sock_throttled,
 					 memory_order_relaxed) &&
 		    !over_budget(l)) {
 			throttle(l, false);
 			on_sock(l, l->sock, 0); /* what waited meanwhile */
+		}
+		if (cmesh__link_failed(l) && l->sock_watched &&
+		    !atomic_load_explicit(&l->sock_throttled,
+					  memory_order_relaxed)) {
+			/* Take the ATTACHes already queued: their records were
+			 * published before the failure (within the budget:
+			 * throttled, the receiver's takes resume us). */
+			on_sock(l, l->sock, 0);
+			if (!atomic_load_explicit(&l->sock_throttled,
+						  memory_order_relaxed)) {
+				cmesh__wake_del(l->wake, l->sock);
+				l->sock_watched = false;
+				/* Pairs with failed_and_read()'s acquire. */
+				atomic_store_explicit(&l->sock_read, true,
+						      memory_order_release);
+				cmesh__lane_wake(&l->in);
+			}
 		}
 		if (cmesh__link_failed(l))
 			/* Nothing will take it: no backlog, no retry timer. */
@@ -683,7 +715,11 @@ static int handshake(struct cmesh__link *l, const cmesh_type *out_type,
 	 * (us, when we forked the peer): then the peer's own word is all
 	 * there is. cmesh_spawn() overrides it with the child it forked.
 	 */
-	if (!l->pid_known)
+	/*
+	 * cmesh_node_pid(): SO_PEERCRED when it names someone else (for a
+	 * socketpair: whoever made it), else the peer's own word.
+	 */
+	if (!l->pid_known && (l->peer_pid <= 0 || l->peer_pid == getpid()))
 		l->peer_pid = (pid_t)peer.pid;
 	/* Send no trail the peer would refuse: -EMSGSIZE here instead. */
 	if (peer.max_trail < l->out.max_trail)

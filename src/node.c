@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <linux/close_range.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -80,7 +81,9 @@ static int node_opts(const cmesh_node_opts *user, uint32_t flags_ok,
 	lo->deadline = cmesh_deadline_after(o.timeout_ns ? o.timeout_ns :
 							   DEFAULT_TIMEOUT_NS);
 	lo->peer_pid = o.peer_pid;
-	lo->max_backlog = o.max_backlog ? o.max_backlog : env->max_backlog;
+	r = cmesh__opts_max_backlog(o.max_backlog, env, &lo->max_backlog);
+	if (r)
+		return r;
 	qo->max_backlog = lo->max_backlog;
 	return 0;
 }
@@ -88,10 +91,11 @@ static int node_opts(const cmesh_node_opts *user, uint32_t flags_ok,
 /*
  * cmesh_node_join_socket(), with the peer's pid when the caller forked it
  * (`child`), or with `cred_is_peer` when the socket's SO_PEERCRED names
- * the peer (a socket from connect/accept, or a spawned child's invitation,
- * made by its parent): the link then watches that process too. A
- * socketpair's SO_PEERCRED names whoever made the pair, which need not be
- * the peer (a supervisor that forked both sides).
+ * the peer (an accepted socket: the process that connected; a spawned
+ * child's invitation, made by the cmesh_spawn() caller, which joins it):
+ * the link then watches that process too. A socketpair's SO_PEERCRED names
+ * whoever made the pair, which need not be the peer (a supervisor that
+ * forked both sides); a connected client's names whoever called listen().
  */
 static int join(int sock, const cmesh_type *out_type, const cmesh_type *in_type,
 		const cmesh_node_opts *opts, pid_t child, bool cred_is_peer,
@@ -220,10 +224,10 @@ static int child_start_clean(int keep, bool pdeath, pid_t parent)
 	struct sigaction dfl;
 	sigset_t none;
 
+	/* Every signal is blocked (see cmesh_spawn): no parent handler runs
+	 * here before the dispositions are back to their defaults. */
 	if (pdeath && (prctl(PR_SET_PDEATHSIG, SIGKILL) || getppid() != parent))
-		return -1; /* the spawning thread may be gone already */
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
+		return -1; /* the spawning process is gone already */
 	memset(&dfl, 0, sizeof(dfl));
 	dfl.sa_handler = SIG_DFL;
 	for (int sig = 1; sig < NSIG; sig++)
@@ -231,16 +235,19 @@ static int child_start_clean(int keep, bool pdeath, pid_t parent)
 			sigaction(sig, &dfl, NULL);
 	if (syscall(SYS_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC)) {
 		struct rlimit rl;
-		int max = 65536;
+		rlim_t max = 1u << 20;
 
-		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
-		    rl.rlim_cur < (rlim_t)max)
-			max = (int)rl.rlim_cur;
-		for (int fd = 3; fd < max; fd++)
-			if (fd != keep)
-				close(fd);
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < max)
+			max = rl.rlim_cur;
+		for (rlim_t fd = 3; fd < max; fd++)
+			if ((int)fd != keep)
+				close((int)fd);
 	}
-	return fcntl(keep, F_SETFD, 0) ? -1 : 0;
+	if (fcntl(keep, F_SETFD, 0))
+		return -1;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	return 0;
 }
 
 int cmesh_spawn(const char *path, char *const argv[],
@@ -251,6 +258,7 @@ int cmesh_spawn(const char *path, char *const argv[],
 	char invite[64], **envp;
 	int sv[2], r, status = 0;
 	pid_t pid, parent = getpid();
+	sigset_t all, old_mask;
 	bool pdeath = false;
 
 	if (!path || !argv || !out_node || !out_tx || !out_rx)
@@ -268,7 +276,12 @@ int cmesh_spawn(const char *path, char *const argv[],
 		r = -ENOMEM;
 		goto out_close;
 	}
+	/* Block every signal across fork: the child resets them first. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old_mask);
 	pid = fork();
+	if (pid != 0)
+		pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
 	if (pid < 0) {
 		r = -errno;
 		free(envp);
@@ -474,6 +487,10 @@ int cmesh_connect(const char *path, const cmesh_type *out_type,
 		close(s);
 		return r;
 	}
-	return join(s, out_type, in_type, opts, 0, true, out_node, out_tx,
+	/*
+	 * Not the socket's creds: they name whoever called listen(), and a
+	 * server may accept in a child it forked after.
+	 */
+	return join(s, out_type, in_type, opts, 0, false, out_node, out_tx,
 		    out_rx);
 }

@@ -45,3 +45,11 @@ int cmesh__opts_spin(int64_t v, const cmesh_env *env, int64_t *out)
 	*out = v == 0 ? env->spin_ns : v == CMESH_SPIN_NONE ? 0 : v;
 	return 0;
 }
+
+int cmesh__opts_max_backlog(uint64_t v, const cmesh_env *env, uint64_t *out)
+{
+	if (v && (v < CMESH__MAX_BACKLOG_MIN || v > CMESH__MAX_BACKLOG_MAX))
+		return -EINVAL;
+	*out = v ? v : env->max_backlog;
+	return 0;
+}

@@ -21,6 +21,9 @@ int cmesh__opts_copy(void *dst, size_t dst_size, const void *src);
 /* A ring size option: 0 takes env's; else a power of two in range. */
 int cmesh__opts_ring_size(uint32_t v, const cmesh_env *env, uint64_t *out);
 
+/* max_backlog: 0 is CMESH_MAX_BACKLOG, else 4K..1T (-EINVAL). */
+int cmesh__opts_max_backlog(uint64_t v, const cmesh_env *env, uint64_t *out);
+
 /* A spin option: 0 takes env's, CMESH_SPIN_NONE none, else the value. */
 int cmesh__opts_spin(int64_t v, const cmesh_env *env, int64_t *out);
 

@@ -109,11 +109,16 @@ int cmesh__park_wait2(const _Atomic uint32_t *shared, uint32_t shared_val,
 	}
 	/* An absolute CLOCK_MONOTONIC timeout. */
 	r = syscall(SYS_futex_waitv, w, 2, 0, tsp, CLOCK_MONOTONIC);
-	if (r == -1 && errno == ETIMEDOUT)
+	if (r >= 0 || errno == EAGAIN || errno == EINTR)
+		return 0; /* woken, a value changed, a signal: re-check */
+	if (errno == ETIMEDOUT)
 		return -ETIMEDOUT;
-	if (r == -1 && errno == ENOSYS)
-		return -ENOSYS;
-	return 0; /* woken, EAGAIN (a value changed) or EINTR: re-check */
+	/*
+	 * Absent, or refused (a seccomp profile older than the call says
+	 * EPERM), or anything else: never look again at once, which would
+	 * make a blocking receive spin; the caller sleeps another way.
+	 */
+	return -ENOSYS;
 }
 
 static pthread_once_t asym_once = PTHREAD_ONCE_INIT;

@@ -36,7 +36,8 @@ void cmesh__park_wake_shared(const _Atomic uint32_t *word);
  * a wake on either, or `deadline` (futex_waitv, Linux 5.16). Both words
  * are only read: `shared` may be mapped read-only. Returns 0 (callers
  * re-check their condition: a spurious return is allowed), -ETIMEDOUT,
- * or -ENOSYS where the kernel has no futex_waitv.
+ * or -ENOSYS where futex_waitv is missing, refused or failed otherwise
+ * (the caller then sleeps another way, never retries at once).
  */
 int cmesh__park_wait2(const _Atomic uint32_t *shared, uint32_t shared_val,
 		      const _Atomic uint32_t *own, uint32_t own_val,

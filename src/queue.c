@@ -936,6 +936,11 @@ int cmesh__queue_peek(struct cmesh__queue *q)
 	return -EAGAIN;
 }
 
+struct cmesh__lane *cmesh__queue_rx_lane(struct cmesh__queue *q)
+{
+	return q->rx_lane;
+}
+
 int cmesh__queue_flush(struct cmesh__queue *q, int64_t deadline)
 {
 	/* In one process a sent message is in the queue already. */

@@ -106,6 +106,9 @@ void cmesh__queue_arm(struct cmesh__queue *q);
 int cmesh__queue_wake_fds(struct cmesh__queue *q, int out[2]);
 void cmesh__queue_disarm(struct cmesh__queue *q);
 
+/* The lane a remote receiver reads, or NULL (local queue). */
+struct cmesh__lane *cmesh__queue_rx_lane(struct cmesh__queue *q);
+
 /* Sending side: see cmesh_sender_flush(). */
 int cmesh__queue_flush(struct cmesh__queue *q, int64_t deadline);
 

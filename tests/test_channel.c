@@ -247,6 +247,12 @@ Test(channel, new_rejects_unknown_flags_reserved_bits_and_bad_ring_sizes)
 	TU_ASSERT_RC(cmesh_channel_new(&seq_type, &o, &tx, &rx), -EINVAL);
 	o.ring_size = 0xffffffffu;
 	TU_ASSERT_RC(cmesh_channel_new(&seq_type, &o, &tx, &rx), -EINVAL);
+	/* max_backlog: 0 (the default) or 4K..1T. */
+	o = (cmesh_channel_opts)CMESH_CHANNEL_OPTS_INIT;
+	o.max_backlog = 4095;
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, &o, &tx, &rx), -EINVAL);
+	o.max_backlog = (1ull << 40) + 1;
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, &o, &tx, &rx), -EINVAL);
 	TU_ASSERT_FDS(fds);
 
 	/* The documented small ring is fine. */

@@ -1422,7 +1422,7 @@ Test(node, join_rejects_bad_arguments_and_closes_the_socket)
 	TU_ASSERT_RC(cmesh_node_join_socket(-1, &seq_type, &seq_type, NULL,
 					    &node, &tx, &rx),
 		     -EINVAL);
-	for (int i = 0; i < 9; i++) {
+	for (int i = 0; i < 10; i++) {
 		int r;
 
 		topo_sync_pair(sv);
@@ -1447,6 +1447,8 @@ Test(node, join_rejects_bad_arguments_and_closes_the_socket)
 				o.reserved2 = 1;
 			else if (i == 7)
 				o.peer_pid = -1;
+			else if (i == 8)
+				o.max_backlog = 100;
 			else
 				o.timeout_ns = -1;
 			r = cmesh_node_join_socket(sv[0], &seq_type, &seq_type,

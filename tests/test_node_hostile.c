@@ -20,7 +20,9 @@
 
 #include "arena.h"
 #include "ctl.h"
+#include "endpoint.h"
 #include "lane.h"
+#include "queue.h"
 #include "link.h"
 #include "node.h"
 #include "proto.h"
@@ -31,6 +33,11 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <time.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <linux/seccomp.h>
+#include <linux/filter.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -1687,4 +1694,233 @@ Test(node_hostile, freeing_a_receiver_under_an_endless_publisher_returns)
 	topo_assert_exit_0(good.pid, TOPO_WAIT_MS);
 	close(good.sync);
 	topo_assert_baseline_within(&res, 5000);
+}
+
+/* ==== wakes that must not get lost ======================================== */
+
+/* Peer: after 'g', sends one message; then waits until told to exit. */
+static int go_sender_peer(cmesh_sender *tx, cmesh_receiver *rx,
+			  const struct topo_side *s)
+{
+	struct seqmsg m = { .seq = 77 };
+
+	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'g');
+	TOPO_CHECK_EQ(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	return 0;
+}
+
+static const struct topo_scenario go_sender = {
+	.down = &seq_type,
+	.up = &seq_type,
+	.spin_ns = CMESH_SPIN_NONE,
+	.peer = go_sender_peer,
+};
+
+struct sleeper {
+	cmesh_receiver *rx;
+	_Atomic pid_t tid;
+	int r;
+	struct seqmsg m;
+};
+
+static int64_t thread_cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void *sleeper_recv(void *arg)
+{
+	struct sleeper *sl = arg;
+
+	atomic_store(&sl->tid, tu_gettid());
+	sl->r = cmesh_receiver_recv_deadline(
+		sl->rx, cmesh_deadline_after(TU_MS(5000)), &sl->m, NULL, 0);
+	return NULL;
+}
+
+/* Starts a thread asleep in recv on `rx` (asserts it is asleep). */
+static pthread_t start_sleeper(struct sleeper *sl, cmesh_receiver *rx)
+{
+	pthread_t t;
+
+	sl->rx = rx;
+	cr_assert_eq(pthread_create(&t, NULL, sleeper_recv, sl), 0);
+	while (!atomic_load(&sl->tid))
+		tu_sleep_ms(1);
+	cr_assert(tu_wait_thread_sleeping(atomic_load(&sl->tid), 2000),
+		  "the receiving thread never slept");
+	return t;
+}
+
+/*
+ * A remote receiver asleep in recv while another thread removes it from
+ * the waitset it was in: the removal disarms the waitset's wake, not the
+ * sleeper's (each owns its bit of the wake line), so the peer's next
+ * message wakes it at once, not at its 5 s deadline.
+ */
+Test(node_hostile, removing_a_member_does_not_disarm_its_sleeping_receiver)
+{
+	struct topo_res res;
+	struct topo_conn c;
+	struct sleeper sl = { 0 };
+	cmesh_waitset *ws;
+	struct cmesh_shm_ring_wake *w;
+	pthread_t t;
+
+	topo_baseline(&res);
+	topo_fork_peer(&go_sender, TOPO_FORK, &c);
+	TU_ASSERT_RC(cmesh_waitset_new(&ws), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, c.rx, 1), 0);
+	t = start_sleeper(&sl, c.rx);
+	TU_ASSERT_RC(cmesh_waitset_remove_receiver(ws, c.rx), 0);
+	/* What the peer reads before it decides to wake us. */
+	w = cmesh__queue_rx_lane(((struct cmesh_receiver *)c.rx)->q)->own_wake;
+	cr_assert(atomic_load(&w->sleeping) & CMESH_SHM_WAKE_FUTEX,
+		  "the removal cleared the sleeper's flag (%u)",
+		  atomic_load(&w->sleeping));
+	cr_assert_eq(topo_post(c.sync, 'g'), 0);
+	cr_assert(tu_thread_join_within(t, 2000, NULL),
+		  "the sleeping receiver was not woken");
+	TU_ASSERT_RC(sl.r, 0);
+	cr_assert_eq(sl.m.seq, 77);
+	cmesh_waitset_free(ws);
+	cmesh_sender_free(c.tx);
+	cmesh_receiver_free(c.rx);
+	topo_bye(c.sync);
+	topo_assert_exit_0(c.pid, TOPO_WAIT_MS);
+	close(c.sync);
+	topo_assert_baseline(&res);
+}
+
+/*
+ * Where a seccomp profile older than futex_waitv refuses it (EPERM), a
+ * receiver still sleeps (another way) instead of spinning: a 300 ms
+ * timed receive uses little CPU, and a message still wakes it.
+ */
+Test(node_hostile, a_refused_futex_waitv_sleeps_another_way_not_spinning)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+			 offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 449 /* futex_waitv */, 0,
+			 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { .len = sizeof(f) / sizeof(f[0]),
+				   .filter = f };
+	struct topo_conn c;
+	struct sleeper sl = { 0 };
+	struct seqmsg m;
+	int64_t t0;
+	pthread_t t;
+
+	cr_assert_eq(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+	cr_assert_eq(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), 0);
+	topo_fork_peer(&go_sender, TOPO_FORK, &c);
+	t0 = thread_cpu_ns();
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(
+			     c.rx, cmesh_deadline_after(TU_MS(300)), &m, NULL,
+			     0),
+		     -ETIMEDOUT);
+	cr_assert_lt(thread_cpu_ns() - t0, TU_MS(150),
+		     "%lld ms of CPU in a 300 ms wait: it spun",
+		     (long long)((thread_cpu_ns() - t0) / 1000000));
+	t = start_sleeper(&sl, c.rx);
+	cr_assert_eq(topo_post(c.sync, 'g'), 0);
+	cr_assert(tu_thread_join_within(t, 2000, NULL), "not woken");
+	TU_ASSERT_RC(sl.r, 0);
+	cmesh_sender_free(c.tx);
+	cmesh_receiver_free(c.rx);
+	topo_bye(c.sync);
+	topo_assert_exit_0(c.pid, TOPO_WAIT_MS);
+	close(c.sync);
+}
+
+/* ==== a peer that dies with fds still queued ============================== */
+
+#define DEAD_FDS 200u
+
+/* Child: sends DEAD_FDS messages carrying an eventfd each, then exits. */
+static int fd_sender_child(int sock, int sync)
+{
+	cmesh_node_opts o;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+
+	node_opts(&o, TU_MS(5000));
+	o.ring_size = 1u << 16;
+	TOPO_CHECK_EQ(cmesh_node_join_socket(sock, &fd_type, &fd_type, &o,
+					     &node, &tx, &rx),
+		      0);
+	for (uint64_t i = 0; i < DEAD_FDS; i++) {
+		struct fdmsg m = { .tag = i,
+				   .fd = eventfd(0, EFD_CLOEXEC),
+				   .fd2 = -1 };
+
+		TOPO_CHECK(m.fd >= 0);
+		TOPO_CHECK_EQ(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	}
+	TOPO_CHECK_EQ(cmesh_node_flush(node, cmesh_deadline_after(TU_MS(5000))),
+		      0);
+	TOPO_CHECK_EQ(topo_post(sync, 's'), 0);
+	_exit(0);
+}
+
+/*
+ * A peer publishes more fd-carrying messages than our fd budget lets us
+ * read ahead (64 fds: fd table 512), then dies. Everything it published
+ * is still delivered, each with its fd, before -ECONNRESET: the link
+ * thread keeps reading the dead peer's socket as the receiver takes
+ * attachments, within the budget.
+ */
+Test(node_hostile, a_peer_dying_with_fds_queued_past_our_budget_delivers_all)
+{
+	struct rlimit old = set_nofile(512);
+	struct topo_res res;
+	cmesh_node_opts o;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct fdmsg m;
+	int sv[2], sy[2], r;
+	pid_t pid;
+
+	topo_baseline(&res);
+	pid = fork_pair(sv, sy);
+	if (pid == 0)
+		topo_child_exit(fd_sender_child(sv[1], sy[1]));
+	node_opts(&o, TU_MS(5000));
+	o.ring_size = 1u << 16;
+	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &fd_type, &fd_type, &o,
+					    &node, &tx, &rx),
+		     0);
+	cr_assert_eq(topo_wait(sy[0], TOPO_WAIT_MS), 's');
+	topo_assert_exit_0(pid, TOPO_WAIT_MS);
+	for (uint64_t i = 0; i < DEAD_FDS; i++) {
+		r = cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL,
+						 0);
+		cr_assert_eq(r, 0, "message %llu of %u: %s",
+			     (unsigned long long)i, DEAD_FDS,
+			     cmesh_strerror(r));
+		cr_assert_eq(m.tag, i);
+		cr_assert(tu_fd_is_open(m.fd), "message %llu: fd %d",
+			  (unsigned long long)i, m.fd);
+		close(m.fd);
+	}
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL,
+						  0),
+		     -ECONNRESET);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	cmesh_node_free(node);
+	close(sy[0]);
+	topo_assert_baseline(&res);
+	setrlimit(RLIMIT_NOFILE, &old);
 }

@@ -51,7 +51,9 @@ typedef struct cmesh_channel_opts {
 			       CMESH_SPIN_NONE: no spin */
 	/*
 	 * Bytes the channel may hold beyond its ring (the overflow list)
-	 * before a send fails with -ENOBUFS; 0: CMESH_MAX_BACKLOG.
+	 * before a send fails with -ENOBUFS; 0: CMESH_MAX_BACKLOG, else
+	 * 4K..1T. A message larger than this (trailing bytes included) is
+	 * sent only while the ring has room for it.
 	 */
 	uint64_t max_backlog;
 } cmesh_channel_opts;

@@ -44,8 +44,8 @@ typedef struct cmesh_listener cmesh_listener;
 
 /*
  * cmesh_node_opts.flags, cmesh_spawn() only: the child gets SIGKILL when
- * the thread that spawned it exits (PR_SET_PDEATHSIG), and exits at once
- * if that thread is gone before the child could ask.
+ * the thread that spawned it exits (PR_SET_PDEATHSIG), and does not start
+ * if the spawning process is gone before the child could ask.
  */
 #define CMESH_NODE_PDEATHSIG 1u
 
@@ -62,17 +62,17 @@ typedef struct cmesh_node_opts {
 	 * The peer's process id, if the caller knows it (it forked the peer
 	 * and has not reaped it): the link then also watches the process
 	 * (a pidfd), so its death is seen even if the control socket stays
-	 * open elsewhere. 0: cmesh_node_join_socket() watches no process (a
-	 * socketpair names whoever made it, not the peer); cmesh_spawn,
-	 * cmesh_join, cmesh_listener_accept and cmesh_connect know the peer
-	 * themselves.
+	 * open elsewhere. 0: cmesh_node_join_socket() and cmesh_connect()
+	 * watch no process (a socketpair's creds name whoever made it, a
+	 * client's whoever called listen()); cmesh_spawn, cmesh_join (of a
+	 * cmesh_spawn invitation) and cmesh_listener_accept know the peer.
 	 */
 	int32_t peer_pid;
 	uint32_t reserved2; /* must be 0 */
 	/*
 	 * Bytes the first sender may queue beyond its ring while the peer
 	 * does not read (its spill backlog) before a send fails with
-	 * -ENOBUFS; 0: CMESH_MAX_BACKLOG.
+	 * -ENOBUFS; 0: CMESH_MAX_BACKLOG, else 4K..1T.
 	 */
 	uint64_t max_backlog;
 } cmesh_node_opts;
@@ -120,7 +120,11 @@ CMESH_API int cmesh_join(const cmesh_type *out_type, const cmesh_type *in_type,
 			 const cmesh_node_opts *opts, cmesh_node **out_node,
 			 cmesh_sender **out_tx, cmesh_receiver **out_rx);
 
-/* The peer's process id (from SO_PEERCRED). */
+/*
+ * The peer's process id: the child cmesh_spawn() forked, peer_pid, or
+ * SO_PEERCRED; where that names this process (a socketpair it made), the
+ * pid the peer gave in its handshake (its word, not checked).
+ */
 CMESH_API pid_t cmesh_node_pid(const cmesh_node *node);
 
 /*

@@ -11,7 +11,8 @@
  * removing, freeing a member or sending it away while another thread waits
  * is safe (a removed member's key is not returned once the removal has
  * returned; a wait in progress keeps sleeping until another member is
- * ready or its deadline).
+ * ready or its deadline). Freeing the waitset itself must not race with
+ * another thread freeing or moving one of its members.
  *
  * For an external event loop: cmesh_waitset_fd() is readable when a member
  * may be ready. Call cmesh_waitset_try_wait() until it returns -EAGAIN;

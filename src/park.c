@@ -39,19 +39,32 @@ int64_t cmesh_deadline_after(int64_t ns)
 	return now + ns;
 }
 
+/*
+ * `deadline` as an absolute CLOCK_MONOTONIC timespec in *ts (*tsp = ts),
+ * or *tsp = NULL for none. -1 if it has passed already.
+ */
+static int abs_timeout(int64_t deadline, struct timespec *ts,
+		       struct timespec **tsp)
+{
+	*tsp = NULL;
+	if (deadline == CMESH_DEADLINE_NONE)
+		return 0;
+	if (deadline <= cmesh_clock_now())
+		return -1;
+	ts->tv_sec = deadline / 1000000000;
+	ts->tv_nsec = deadline % 1000000000;
+	*tsp = ts;
+	return 0;
+}
+
 int cmesh__park_wait(_Atomic uint32_t *word, uint32_t expected,
 		     int64_t deadline)
 {
-	struct timespec ts, *tsp = NULL;
+	struct timespec ts, *tsp;
 	long r;
 
-	if (deadline != CMESH_DEADLINE_NONE) {
-		if (deadline <= cmesh_clock_now())
-			return -ETIMEDOUT;
-		ts.tv_sec = deadline / 1000000000;
-		ts.tv_nsec = deadline % 1000000000;
-		tsp = &ts;
-	}
+	if (abs_timeout(deadline, &ts, &tsp))
+		return -ETIMEDOUT;
 	/* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC timeout. */
 	r = syscall(SYS_futex, (uint32_t *)word,
 		    FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, expected, tsp, NULL,
@@ -97,16 +110,11 @@ int cmesh__park_wait2(const _Atomic uint32_t *shared, uint32_t shared_val,
 		{ own_val, (uint64_t)(uintptr_t)own,
 		  FUTEX_32 | FUTEX_PRIVATE_FLAG, 0 },
 	};
-	struct timespec ts, *tsp = NULL;
+	struct timespec ts, *tsp;
 	long r;
 
-	if (deadline != CMESH_DEADLINE_NONE) {
-		if (deadline <= cmesh_clock_now())
-			return -ETIMEDOUT;
-		ts.tv_sec = deadline / 1000000000;
-		ts.tv_nsec = deadline % 1000000000;
-		tsp = &ts;
-	}
+	if (abs_timeout(deadline, &ts, &tsp))
+		return -ETIMEDOUT;
 	/* An absolute CLOCK_MONOTONIC timeout. */
 	r = syscall(SYS_futex_waitv, w, 2, 0, tsp, CLOCK_MONOTONIC);
 	if (r >= 0 || errno == EAGAIN || errno == EINTR)

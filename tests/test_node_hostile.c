@@ -1339,6 +1339,30 @@ static int attacker_child(int sock, int sync)
 	return 0;
 }
 
+/*
+ * Frees our ends of a link to a hostile child (handles may be NULL) and
+ * closes its sync socket, which tells it to exit 0.
+ */
+static void hostile_end(cmesh_sender *tx, cmesh_receiver *rx, cmesh_node *node,
+			int sync, pid_t pid)
+{
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	cmesh_node_free(node);
+	close(sync);
+	topo_assert_exit_0(pid, TOPO_WAIT_MS);
+}
+
+/* Frees our ends of the healthy peer's link; it exits 0. */
+static void good_peer_end(struct topo_conn *good)
+{
+	cmesh_sender_free(good->tx);
+	cmesh_receiver_free(good->rx);
+	topo_bye(good->sync);
+	topo_assert_exit_0(good->pid, TOPO_WAIT_MS);
+	close(good->sync);
+}
+
 /* A round trip with the healthy peer. */
 static void good_round_trip(struct topo_conn *good, uint64_t i)
 {
@@ -1409,16 +1433,8 @@ Test(node_hostile, peer_blocking_or_flooding_shared_wake_fds_stalls_nothing)
 	cr_assert_eq(m.seq, 42);
 	good_round_trip(&good, 2000);
 	cmesh_waitset_free(ws);
-	cmesh_sender_free(tx);
-	cmesh_receiver_free(rx);
-	cmesh_node_free(node);
-	close(sy[0]);
-	topo_assert_exit_0(pid, TOPO_WAIT_MS);
-	cmesh_sender_free(good.tx);
-	cmesh_receiver_free(good.rx);
-	topo_bye(good.sync);
-	topo_assert_exit_0(good.pid, TOPO_WAIT_MS);
-	close(good.sync);
+	hostile_end(tx, rx, node, sy[0], pid);
+	good_peer_end(&good);
 	topo_assert_baseline(&res);
 	cr_assert_lt(tu_status_kib("VmRSS") - rss0, 16 * 1024,
 		     "VmRSS grew by %ld KiB", tu_status_kib("VmRSS") - rss0);
@@ -1523,16 +1539,8 @@ Test(node_hostile, attaches_beyond_what_the_ring_can_hold_fail_with_eproto)
 		     -EPROTO);
 	cr_assert_eq(topo_wait(sy[0], TOPO_WAIT_MS), 'f');
 	good_round_trip(&good, 100);
-	cmesh_sender_free(tx);
-	cmesh_receiver_free(rx);
-	cmesh_node_free(node);
-	close(sy[0]);
-	topo_assert_exit_0(pid, TOPO_WAIT_MS);
-	cmesh_sender_free(good.tx);
-	cmesh_receiver_free(good.rx);
-	topo_bye(good.sync);
-	topo_assert_exit_0(good.pid, TOPO_WAIT_MS);
-	close(good.sync);
+	hostile_end(tx, rx, node, sy[0], pid);
+	good_peer_end(&good);
 	topo_assert_baseline(&res);
 	setrlimit(RLIMIT_NOFILE, &old);
 }
@@ -1584,16 +1592,8 @@ Test(node_hostile, a_peer_sending_fds_ahead_cannot_fill_our_fd_table)
 	for (uint64_t i = 0; i < 50; i++)
 		room_and_round_trip(&good, i);
 	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &m, NULL, 0), -EAGAIN);
-	cmesh_sender_free(tx);
-	cmesh_receiver_free(rx);
-	cmesh_node_free(node);
-	close(sy[0]);
-	topo_assert_exit_0(pid, TOPO_WAIT_MS);
-	cmesh_sender_free(good.tx);
-	cmesh_receiver_free(good.rx);
-	topo_bye(good.sync);
-	topo_assert_exit_0(good.pid, TOPO_WAIT_MS);
-	close(good.sync);
+	hostile_end(tx, rx, node, sy[0], pid);
+	good_peer_end(&good);
 	topo_assert_baseline(&res);
 	setrlimit(RLIMIT_NOFILE, &old);
 }
@@ -1688,11 +1688,7 @@ Test(node_hostile, freeing_a_receiver_under_an_endless_publisher_returns)
 	cmesh_node_free(node);
 	close(sy[0]);
 	topo_assert_exit_0(pid, TOPO_WAIT_MS);
-	cmesh_sender_free(good.tx);
-	cmesh_receiver_free(good.rx);
-	topo_bye(good.sync);
-	topo_assert_exit_0(good.pid, TOPO_WAIT_MS);
-	close(good.sync);
+	good_peer_end(&good);
 	topo_assert_baseline_within(&res, 5000);
 }
 

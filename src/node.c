@@ -168,6 +168,19 @@ int cmesh_node_flush(cmesh_node *node, int64_t deadline)
 	return cmesh__lane_flush(cmesh__link_out(node->link), deadline);
 }
 
+int cmesh_node_close(cmesh_node *node, int64_t deadline)
+{
+	int r;
+
+	if (!node)
+		return -EINVAL;
+	r = cmesh_node_flush(node, deadline);
+	/* Ours, not the peer's: the thread drops the backlog and leaves. */
+	cmesh__link_fail(node->link, -ECONNRESET);
+	cmesh_node_free(node);
+	return r;
+}
+
 void cmesh_node_free(cmesh_node *node)
 {
 	if (!node)

@@ -1920,3 +1920,78 @@ Test(node_hostile, a_peer_dying_with_fds_queued_past_our_budget_delivers_all)
 	topo_assert_baseline(&res);
 	setrlimit(RLIMIT_NOFILE, &old);
 }
+
+/* ==== closing a link on purpose =========================================== */
+
+/*
+ * Child: joins (4 KiB ring), reads nothing until 'c', then reads what was
+ * published (at least one message, in order) and sees -ECONNRESET.
+ */
+static int stalled_child(int sock, int sync)
+{
+	cmesh_node_opts o;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct seqmsg m;
+	uint64_t k = 0;
+	int r;
+
+	node_opts(&o, TU_MS(5000));
+	TOPO_CHECK_EQ(cmesh_node_join_socket(sock, &seq_type, &seq_type, &o,
+					     &node, &tx, &rx),
+		      0);
+	TOPO_CHECK_EQ(topo_wait(sync, TOPO_WAIT_MS), 'c');
+	while ((r = cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL,
+						 0)) == 0)
+		TOPO_CHECK_EQ(m.seq, k++);
+	TOPO_CHECK_EQ(r, -ECONNRESET);
+	TOPO_CHECK(k > 0);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	cmesh_node_free(node);
+	return 0;
+}
+
+/*
+ * cmesh_node_close() on a link whose peer does not read: the flush times
+ * out, the backlog is dropped, our sender reports -ECONNRESET, the peer
+ * reads what was in the ring and then sees the hang-up, and once the
+ * handles are freed nothing of the link is left (no orphan waiting for
+ * the stalled peer).
+ */
+Test(node_hostile, closing_a_node_ends_a_link_whose_peer_stalls)
+{
+	struct topo_res res;
+	cmesh_node_opts o;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	int sv[2], sy[2];
+	pid_t pid;
+
+	topo_baseline(&res);
+	pid = fork_pair(sv, sy);
+	if (pid == 0)
+		topo_child_exit(stalled_child(sv[1], sy[1]));
+	node_opts(&o, TU_MS(5000));
+	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &seq_type, &seq_type, &o,
+					    &node, &tx, &rx),
+		     0);
+	for (uint64_t i = 0; i < 1000; i++) {
+		struct seqmsg m = { .seq = i };
+
+		TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	}
+	TU_ASSERT_RC(cmesh_node_close(node, cmesh_deadline_after(TU_MS(20))),
+		     -ETIMEDOUT);
+	{
+		struct seqmsg m = { .seq = 1000 };
+
+		TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), -ECONNRESET);
+	}
+	cr_assert_eq(topo_post(sy[0], 'c'), 0);
+	hostile_end(tx, rx, NULL, sy[0], pid);
+	topo_assert_baseline_within(&res, 5000);
+	TU_ASSERT_RC(cmesh_node_close(NULL, 0), -EINVAL);
+}

@@ -136,10 +136,22 @@ CMESH_API int cmesh_node_flush(cmesh_node *node, int64_t deadline);
 
 /*
  * Drops this handle on the link. The link stays up while channels on it are
- * open; when the last is freed the socket closes. NULL is a no-op. Does not
+ * open; when the last is freed the socket closes (once a backlog still
+ * queued for a live peer has been delivered). NULL is a no-op. Does not
  * wait for or reap a spawned child.
  */
 CMESH_API void cmesh_node_free(cmesh_node *node);
+
+/*
+ * Flushes as cmesh_node_flush() until `deadline`, then closes the link for
+ * good and frees `node` (taken in every case): the peer sees it hang up,
+ * whatever was not flushed is dropped (its fds closed), and the channels
+ * still open on it report -ECONNRESET, after what the peer had published.
+ * This also ends a link that would otherwise outlive its handles, waiting
+ * for a stalled peer to take its backlog. Returns what the flush returned
+ * (0: nothing was dropped), or -EINVAL for NULL.
+ */
+CMESH_API int cmesh_node_close(cmesh_node *node, int64_t deadline);
 
 #define CMESH_LISTEN_ANY_UID 1u /* flag: accept peers of any uid */
 

@@ -161,9 +161,11 @@ struct cmesh_shm_ring_wake {
 	 * CMESH_SHM_WAKE_FUTEX: it sleeps in futex_waitv on the producer's
 	 *   signal word (struct cmesh_shm_ring_signal, in the producer's
 	 *   arena); the producer increments that word and FUTEX_WAKEs it.
-	 * CMESH_SHM_WAKE_SOCK: it (or its waitset) polls its wake socket,
+	 * CMESH_SHM_WAKE_SOCK (its waitset) or CMESH_SHM_WAKE_POLL (a
+	 *   receiver where futex_waitv is missing) polls its wake socket,
 	 *   the other end of the one whose fd its HELLO carried; the
-	 *   producer sends a datagram there with MSG_DONTWAIT.
+	 *   producer sends a datagram there with MSG_DONTWAIT. Each mode
+	 *   has its bit: one never clears another's.
 	 * Consumer: seq_cst store, seq_cst fence, then re-checks the seq of
 	 * its head slot before sleeping; store of 0 when awake. Producer:
 	 * seq_cst fence after its store of a slot's seq, then a load; wakes
@@ -182,6 +184,7 @@ struct cmesh_shm_ring_wake {
 
 #define CMESH_SHM_WAKE_FUTEX 1u
 #define CMESH_SHM_WAKE_SOCK 2u
+#define CMESH_SHM_WAKE_POLL 4u
 
 static_assert(sizeof(struct cmesh_shm_ring_wake) == CMESH_SHM_LINE, "wake");
 static_assert(offsetof(struct cmesh_shm_ring_wake, sleeping) == 0, "sleep");

@@ -34,7 +34,6 @@
 
 #include "hint.h"
 #include "link.h"
-#include "queue.h"
 #include "type.h"
 #include "wake.h"
 

@@ -114,7 +114,7 @@ int cmesh__lane_sleeper_init(struct cmesh__lane *ln);
 
 /*
  * In lane: announce that we sleep (CMESH_SHM_WAKE_FUTEX: the peer then
- * wakes the futex of its signal line; CMESH_SHM_WAKE_SOCK where the
+ * wakes the futex of its signal line; CMESH_SHM_WAKE_POLL where the
  * kernel has no futex_waitv: it sends on our wake socket), check again,
  * sleep until a wake or `deadline`. -ETIMEDOUT or 0.
  */

@@ -49,7 +49,8 @@ void cmesh__lane_signal_slow(struct cmesh__lane *ln, uint32_t how)
 		cmesh__park_wake_shared(&ln->own_signal->seq);
 	}
 	/* A full socket (EAGAIN) has a wake queued already. */
-	if ((how & CMESH_SHM_WAKE_SOCK) && ln->peer_wake_sock >= 0)
+	if ((how & (CMESH_SHM_WAKE_SOCK | CMESH_SHM_WAKE_POLL)) &&
+	    ln->peer_wake_sock >= 0)
 		(void)send(ln->peer_wake_sock, "", 1,
 			   MSG_DONTWAIT | MSG_NOSIGNAL);
 }
@@ -97,8 +98,8 @@ static void drain_wakes(struct cmesh__lane *ln)
 /*
  * Each mode owns its bit of `sleeping`: a waitset's arm or disarm (which
  * another thread may do while it removes the member) never clears the
- * FUTEX bit of a receiver asleep in cmesh__lane_sleep(), and the other
- * way round. The RMWs are seq_cst, and a fence follows: Dekker, see top.
+ * FUTEX or POLL bit of a receiver asleep in cmesh__lane_sleep(), and the
+ * other way round. The RMWs are seq_cst, and a fence follows: Dekker, see top.
  */
 static void set_mode(struct cmesh__lane *ln, uint32_t bit, bool on)
 {
@@ -162,7 +163,7 @@ static int sleep_polling(struct cmesh__lane *ln, int64_t deadline)
 {
 	int r = 0;
 
-	set_mode(ln, CMESH_SHM_WAKE_SOCK, true);
+	set_mode(ln, CMESH_SHM_WAKE_POLL, true);
 	/*
 	 * Empty the socket now: the wake loop is edge-triggered, and a full
 	 * socket takes no more datagrams, so a wake sent into it would make
@@ -173,7 +174,7 @@ static int sleep_polling(struct cmesh__lane *ln, int64_t deadline)
 	if (!cmesh__lane_ready(ln) &&
 	    cmesh__wake_run(ln->sleeper, deadline) == 0)
 		r = -ETIMEDOUT;
-	set_mode(ln, CMESH_SHM_WAKE_SOCK, false);
+	set_mode(ln, CMESH_SHM_WAKE_POLL, false);
 	return r;
 }
 

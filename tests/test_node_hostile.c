@@ -82,6 +82,18 @@ static void node_opts(cmesh_node_opts *o, int64_t timeout_ns)
 	o->timeout_ns = timeout_ns;
 }
 
+/* Our side of a join with a forked child over `sock` (asserts). */
+static void join_child_link(int sock, const cmesh_type *t, uint32_t ring,
+			    cmesh_node **node, cmesh_sender **tx,
+			    cmesh_receiver **rx)
+{
+	cmesh_node_opts o;
+
+	node_opts(&o, TU_MS(5000));
+	o.ring_size = ring;
+	TU_ASSERT_RC(cmesh_node_join_socket(sock, t, t, &o, node, tx, rx), 0);
+}
+
 /* Polls `sock` up to `ms`, then receives one message (fds closed). */
 static int recv_within(int sock, unsigned ms)
 {
@@ -464,7 +476,6 @@ Test(node_hostile, arena_memfd_unsealed_or_with_a_bad_header_is_eproto)
 Test(node_hostile, peer_with_a_full_blocking_wake_socket_cannot_block_sends)
 {
 	struct topo_res res;
-	cmesh_node_opts o;
 	cmesh_node *node;
 	cmesh_sender *tx;
 	cmesh_receiver *rx;
@@ -480,10 +491,7 @@ Test(node_hostile, peer_with_a_full_blocking_wake_socket_cannot_block_sends)
 		topo_child_exit(hello_child(sv[1], HV_BLOCKING_FULL_WAKE));
 	}
 	close(sv[1]);
-	node_opts(&o, TU_MS(5000));
-	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &seq_type, &seq_type, &o,
-					    &node, &tx, &rx),
-		     0);
+	join_child_link(sv[0], &seq_type, RING, &node, &tx, &rx);
 	t0 = tu_now_ns();
 	for (uint64_t i = 0; i < 2000; i++) {
 		struct seqmsg m = { .seq = i };
@@ -830,7 +838,6 @@ static int bad_child(int sock, int sync, enum bad_variant v)
 static void check_bad(enum bad_variant v)
 {
 	struct topo_res res;
-	cmesh_node_opts o;
 	cmesh_node *node;
 	cmesh_sender *tx;
 	cmesh_receiver *rx;
@@ -844,10 +851,7 @@ static void check_bad(enum bad_variant v)
 	pid = fork_pair(sv, sy);
 	if (pid == 0)
 		topo_child_exit(bad_child(sv[1], sy[1], v));
-	node_opts(&o, TU_MS(5000));
-	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &fd_type, &fd_type, &o,
-					    &node, &tx, &rx),
-		     0);
+	join_child_link(sv[0], &fd_type, RING, &node, &tx, &rx);
 	cmesh_node_free(node);
 	/* The correct message first. */
 	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL,
@@ -974,7 +978,6 @@ static int bad_head_child(int sock, int sync)
 Test(node_hostile, corrupt_consumer_head_fails_the_link_not_just_one_send)
 {
 	struct topo_res res;
-	cmesh_node_opts o;
 	cmesh_node *node;
 	cmesh_sender *tx;
 	cmesh_receiver *rx;
@@ -987,10 +990,7 @@ Test(node_hostile, corrupt_consumer_head_fails_the_link_not_just_one_send)
 	pid = fork_pair(sv, sy);
 	if (pid == 0)
 		topo_child_exit(bad_head_child(sv[1], sy[1]));
-	node_opts(&o, TU_MS(5000));
-	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &seq_type, &seq_type, &o,
-					    &node, &tx, &rx),
-		     0);
+	join_child_link(sv[0], &seq_type, RING, &node, &tx, &rx);
 	cmesh_node_free(node);
 	TU_ASSERT_RC(topo_wait(sy[0], TOPO_WAIT_MS), 'h');
 	/* Fill the ring: the producer then reads the head and rejects it. */
@@ -1169,7 +1169,6 @@ static void check_scribbler(unsigned regions, uint64_t seed, bool wipe,
 			    bool must_fail)
 {
 	struct topo_res res;
-	cmesh_node_opts o;
 	cmesh_node *node;
 	cmesh_sender *tx;
 	cmesh_receiver *rx;
@@ -1181,10 +1180,7 @@ static void check_scribbler(unsigned regions, uint64_t seed, bool wipe,
 	if (pid == 0)
 		topo_child_exit(
 			scribble_child(sv[1], sy[1], regions, seed, wipe));
-	node_opts(&o, TU_MS(5000));
-	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &seq_type, &seq_type, &o,
-					    &node, &tx, &rx),
-		     0);
+	join_child_link(sv[0], &seq_type, RING, &node, &tx, &rx);
 	cmesh_node_free(node);
 	TU_ASSERT_RC(topo_post(sy[0], 'j'), 0);
 	if (wipe)
@@ -1386,7 +1382,6 @@ Test(node_hostile, peer_blocking_or_flooding_shared_wake_fds_stalls_nothing)
 {
 	struct topo_res res;
 	struct topo_conn good;
-	cmesh_node_opts o;
 	cmesh_node *node;
 	cmesh_sender *tx;
 	cmesh_receiver *rx;
@@ -1404,10 +1399,7 @@ Test(node_hostile, peer_blocking_or_flooding_shared_wake_fds_stalls_nothing)
 	pid = fork_pair(sv, sy);
 	if (pid == 0)
 		topo_child_exit(attacker_child(sv[1], sy[1]));
-	node_opts(&o, TU_MS(5000));
-	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &seq_type, &seq_type, &o,
-					    &node, &tx, &rx),
-		     0);
+	join_child_link(sv[0], &seq_type, RING, &node, &tx, &rx);
 	cr_assert_eq(topo_wait(sy[0], TOPO_WAIT_MS), 'f');
 	TU_ASSERT_RC(cmesh_waitset_new(&ws), 0);
 	TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, rx, 7), 0);
@@ -1515,7 +1507,6 @@ Test(node_hostile, attaches_beyond_what_the_ring_can_hold_fail_with_eproto)
 	struct rlimit old = set_nofile(4096); /* budget 512: not the bound */
 	struct topo_res res;
 	struct topo_conn good;
-	cmesh_node_opts o;
 	cmesh_node *node;
 	cmesh_sender *tx;
 	cmesh_receiver *rx;
@@ -1528,10 +1519,7 @@ Test(node_hostile, attaches_beyond_what_the_ring_can_hold_fail_with_eproto)
 	pid = fork_pair(sv, sy);
 	if (pid == 0)
 		topo_child_exit(fd_flood_child(sv[1], sy[1], RING, 1, 200));
-	node_opts(&o, TU_MS(5000));
-	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &seq_type, &seq_type, &o,
-					    &node, &tx, &rx),
-		     0);
+	join_child_link(sv[0], &seq_type, RING, &node, &tx, &rx);
 	for (uint64_t i = 0; i < 50; i++)
 		good_round_trip(&good, i);
 	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL,
@@ -1567,7 +1555,6 @@ Test(node_hostile, a_peer_sending_fds_ahead_cannot_fill_our_fd_table)
 	struct rlimit old = set_nofile(512);
 	struct topo_res res;
 	struct topo_conn good;
-	cmesh_node_opts o;
 	cmesh_node *node;
 	cmesh_sender *tx;
 	cmesh_receiver *rx;
@@ -1581,10 +1568,7 @@ Test(node_hostile, a_peer_sending_fds_ahead_cannot_fill_our_fd_table)
 	if (pid == 0)
 		topo_child_exit(
 			fd_flood_child(sv[1], sy[1], 1u << 20, 8, 10000));
-	node_opts(&o, TU_MS(5000));
-	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &seq_type, &seq_type, &o,
-					    &node, &tx, &rx),
-		     0);
+	join_child_link(sv[0], &seq_type, RING, &node, &tx, &rx);
 	cr_assert_eq(topo_wait(sy[0], TOPO_WAIT_MS), 'f');
 	peak = tu_fd_count();
 	cr_assert_lt(peak, res.fds + 64 + 8 + 32, "%d fds open, %d before",
@@ -1656,7 +1640,6 @@ Test(node_hostile, freeing_a_receiver_under_an_endless_publisher_returns)
 	struct topo_conn good;
 	struct free_arg fa;
 	struct cmesh__lane *in;
-	cmesh_node_opts o;
 	cmesh_node *node;
 	cmesh_sender *tx;
 	uint64_t head0;
@@ -1669,11 +1652,7 @@ Test(node_hostile, freeing_a_receiver_under_an_endless_publisher_returns)
 	pid = fork_pair(sv, sy);
 	if (pid == 0)
 		topo_child_exit(publisher_child(sv[1], sy[1], 1000));
-	node_opts(&o, TU_MS(5000));
-	o.ring_size = 1u << 20;
-	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &seq_type, &seq_type, &o,
-					    &node, &tx, &fa.rx),
-		     0);
+	join_child_link(sv[0], &seq_type, 1u << 20, &node, &tx, &fa.rx);
 	cr_assert_eq(topo_wait(sy[0], TOPO_WAIT_MS), 'f');
 	in = cmesh__link_in(cmesh__node_link(node));
 	head0 = in->cons.head_pos;
@@ -1759,7 +1738,7 @@ static pthread_t start_sleeper(struct sleeper *sl, cmesh_receiver *rx)
  * sleeper's (each owns its bit of the wake line), so the peer's next
  * message wakes it at once, not at its 5 s deadline.
  */
-Test(node_hostile, removing_a_member_does_not_disarm_its_sleeping_receiver)
+static void check_removal_keeps_sleeper(bool polling)
 {
 	struct topo_res res;
 	struct topo_conn c;
@@ -1769,6 +1748,7 @@ Test(node_hostile, removing_a_member_does_not_disarm_its_sleeping_receiver)
 	pthread_t t;
 
 	topo_baseline(&res);
+	cmesh__lane_force_polling(polling);
 	topo_fork_peer(&go_sender, TOPO_FORK, &c);
 	TU_ASSERT_RC(cmesh_waitset_new(&ws), 0);
 	TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, c.rx, 1), 0);
@@ -1776,7 +1756,8 @@ Test(node_hostile, removing_a_member_does_not_disarm_its_sleeping_receiver)
 	TU_ASSERT_RC(cmesh_waitset_remove_receiver(ws, c.rx), 0);
 	/* What the peer reads before it decides to wake us. */
 	w = cmesh__queue_rx_lane(((struct cmesh_receiver *)c.rx)->q)->own_wake;
-	cr_assert(atomic_load(&w->sleeping) & CMESH_SHM_WAKE_FUTEX,
+	cr_assert(atomic_load(&w->sleeping) & (polling ? CMESH_SHM_WAKE_POLL :
+							 CMESH_SHM_WAKE_FUTEX),
 		  "the removal cleared the sleeper's flag (%u)",
 		  atomic_load(&w->sleeping));
 	cr_assert_eq(topo_post(c.sync, 'g'), 0);
@@ -1791,6 +1772,17 @@ Test(node_hostile, removing_a_member_does_not_disarm_its_sleeping_receiver)
 	topo_assert_exit_0(c.pid, TOPO_WAIT_MS);
 	close(c.sync);
 	topo_assert_baseline(&res);
+	cmesh__lane_force_polling(false);
+}
+
+Test(node_hostile, removing_a_member_does_not_disarm_its_sleeping_receiver)
+{
+	check_removal_keeps_sleeper(false);
+}
+
+Test(node_hostile, removing_a_member_does_not_disarm_a_polling_receiver)
+{
+	check_removal_keeps_sleeper(true);
 }
 
 /*
@@ -1880,7 +1872,6 @@ Test(node_hostile, a_peer_dying_with_fds_queued_past_our_budget_delivers_all)
 {
 	struct rlimit old = set_nofile(512);
 	struct topo_res res;
-	cmesh_node_opts o;
 	cmesh_node *node;
 	cmesh_sender *tx;
 	cmesh_receiver *rx;
@@ -1892,11 +1883,7 @@ Test(node_hostile, a_peer_dying_with_fds_queued_past_our_budget_delivers_all)
 	pid = fork_pair(sv, sy);
 	if (pid == 0)
 		topo_child_exit(fd_sender_child(sv[1], sy[1]));
-	node_opts(&o, TU_MS(5000));
-	o.ring_size = 1u << 16;
-	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &fd_type, &fd_type, &o,
-					    &node, &tx, &rx),
-		     0);
+	join_child_link(sv[0], &fd_type, 1u << 16, &node, &tx, &rx);
 	cr_assert_eq(topo_wait(sy[0], TOPO_WAIT_MS), 's');
 	topo_assert_exit_0(pid, TOPO_WAIT_MS);
 	for (uint64_t i = 0; i < DEAD_FDS; i++) {
@@ -1963,7 +1950,6 @@ static int stalled_child(int sock, int sync)
 Test(node_hostile, closing_a_node_ends_a_link_whose_peer_stalls)
 {
 	struct topo_res res;
-	cmesh_node_opts o;
 	cmesh_node *node;
 	cmesh_sender *tx;
 	cmesh_receiver *rx;
@@ -1974,10 +1960,7 @@ Test(node_hostile, closing_a_node_ends_a_link_whose_peer_stalls)
 	pid = fork_pair(sv, sy);
 	if (pid == 0)
 		topo_child_exit(stalled_child(sv[1], sy[1]));
-	node_opts(&o, TU_MS(5000));
-	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &seq_type, &seq_type, &o,
-					    &node, &tx, &rx),
-		     0);
+	join_child_link(sv[0], &seq_type, RING, &node, &tx, &rx);
 	for (uint64_t i = 0; i < 1000; i++) {
 		struct seqmsg m = { .seq = i };
 

@@ -14,9 +14,25 @@
  *           end only the sender of the HELLO holds; the receiver sends a
  *           datagram on it to wake the sender's waitset, or its sleeping
  *           receiver where futex_waitv is missing (shm/ring.h, wake line).
- *   ATTACH  the fds of the next channel record that needs some (fd fields,
- *           out-of-line trailing bytes), sent before that record is
- *           published, in the same order as the records.
+ *   ATTACH  the fds of the next record of one lane that needs some (fd
+ *           fields, ports, out-of-line trailing bytes), sent before that
+ *           record is published, in the same order as that lane's
+ *           records; it also carries the record's port descriptors.
+ *   LANE    the answer to one port descriptor: the answering side's half
+ *           of the new lane (its arena), or DROPPED (nobody took it).
+ *   END     the producer of a lane sends nothing more on it (ATTACH nor
+ *           record): the consumer may forget its id.
+ *
+ * Lanes. A link carries any number of lanes (one direction of one
+ * channel each). A lane id is a 32-bit number chosen by the side that
+ * sends the endpoint creating it; the side whose HELLO node_id is lower
+ * uses even ids, the other odd ones, each side increasing. Ids 0 and 1 are
+ * the two lanes the HELLOs set up (0: written by the lower side).
+ * Each dynamic lane has two halves, each an arena of the layout below:
+ * the producer's (signal line and the ring's slots) and the consumer's
+ * (head and wake lines). The endpoint's sender creates its half and sends
+ * it in the port descriptor; the receiver answers with a LANE carrying
+ * the other half.
  *
  * Arena layout of a node (its own arena; the peer maps it read-only):
  *   ctl line CMESH_PROTO_LINE_HEAD  consumer line of the ring it reads
@@ -32,10 +48,12 @@
 #include <stdint.h>
 
 #define CMESH_PROTO_MAGIC 0x48534d43u /* "CMSH" */
-#define CMESH_PROTO_VERSION 4u
+#define CMESH_PROTO_VERSION 5u
 
 #define CMESH_CTL_HELLO 1u
 #define CMESH_CTL_ATTACH 2u
+#define CMESH_CTL_LANE 3u
+#define CMESH_CTL_END 4u
 
 /* Index of a 64-byte line in an arena's control region. */
 #define CMESH_PROTO_LINE_HEAD 0u
@@ -84,20 +102,70 @@ static_assert(offsetof(struct cmesh_ctl_hello, in_fp) == 40, "in_fp");
 static_assert(offsetof(struct cmesh_ctl_hello, ring_cap) == 48, "ring_cap");
 static_assert(offsetof(struct cmesh_ctl_hello, max_trail) == 56, "max_trail");
 
-/* ATTACH. fds: nfds of them, in the order the record says. */
+/*
+ * ATTACH. fds: nfds of them: the record's fd fields (fd_mask order), then
+ * one arena per port descriptor, then the out-of-line trail. The header is
+ * followed by nports struct cmesh_ctl_port, in the record's port_mask order.
+ */
 struct cmesh_ctl_attach {
 	struct cmesh_ctl_hdr hdr;
-	uint64_t seq;  /* 1, 2, ...: the record carries the same number */
-	uint32_t nfds; /* equals the number of fds in the datagram */
-	uint32_t reserved;
+	uint64_t seq;	 /* 1, 2, ... per lane: the record carries it */
+	uint32_t lane;	 /* the lane whose record this belongs to */
+	uint16_t nfds;	 /* equals the number of fds in the datagram */
+	uint16_t nports; /* port descriptors after this header */
 };
 
 static_assert(sizeof(struct cmesh_ctl_attach) == 32, "attach size");
 static_assert(offsetof(struct cmesh_ctl_attach, seq) == 16, "attach seq");
-static_assert(offsetof(struct cmesh_ctl_attach, nfds) == 24, "attach nfds");
+static_assert(offsetof(struct cmesh_ctl_attach, lane) == 24, "attach lane");
+static_assert(offsetof(struct cmesh_ctl_attach, nfds) == 28, "attach nfds");
+
+/* Port descriptor kinds: what the endpoint does on its new lane. */
+#define CMESH_PORT_WRITE 1u /* a sender: the arena is the consumer's half */
+#define CMESH_PORT_READ 2u  /* a receiver: the arena is the producer's half */
+
+/*
+ * A port: an endpoint that crossed the link. The receiver answers each
+ * with one LANE (its half, or DROPPED). Checked: kind, ring_cap (a valid
+ * ring capacity), arena_size (bounds; the arena itself is validated when
+ * it is mapped), id (the sender's parity, above every id it used before).
+ */
+struct cmesh_ctl_port {
+	uint32_t id;	     /* the new lane */
+	uint32_t kind;	     /* CMESH_PORT_* */
+	uint32_t ring_cap;   /* capacity of the lane's ring */
+	uint32_t reserved;   /* 0 */
+	uint64_t arena_size; /* bytes of the arena fd */
+};
+
+static_assert(sizeof(struct cmesh_ctl_port) == 24, "port size");
+
+/* Most port descriptors one ATTACH carries (a type's fields). */
+#define CMESH_CTL_MAX_PORTS 64u
+
+#define CMESH_LANE_F_DROPPED 1u /* no arena: the endpoint was dropped */
+
+/* LANE. fds: the answering side's arena, none when DROPPED. */
+struct cmesh_ctl_lane {
+	struct cmesh_ctl_hdr hdr;
+	uint32_t id;	     /* the lane of the port descriptor answered */
+	uint32_t flags;	     /* CMESH_LANE_F_* */
+	uint64_t arena_size; /* bytes of the arena fd, or 0 */
+};
+
+static_assert(sizeof(struct cmesh_ctl_lane) == 32, "lane size");
+
+/* END. No fds. */
+struct cmesh_ctl_end {
+	struct cmesh_ctl_hdr hdr;
+	uint32_t id;
+	uint32_t reserved;
+};
+
+static_assert(sizeof(struct cmesh_ctl_end) == 24, "end size");
 
 /* Record flags. */
-#define CMESH_REC_F_ATTACH 1u /* fds in the ATTACH numbered attach_seq */
+#define CMESH_REC_F_ATTACH 1u /* fds/ports in the ATTACH numbered attach_seq */
 #define CMESH_REC_F_OOL 2u    /* trail in a sealed memfd: the last fd */
 #define CMESH_REC_F_ALL (CMESH_REC_F_ATTACH | CMESH_REC_F_OOL)
 
@@ -106,17 +174,18 @@ static_assert(offsetof(struct cmesh_ctl_attach, nfds) == 24, "attach nfds");
  * (type size bytes) and, unless F_OOL, trail_len trailing bytes. Consumer:
  * copies it out with the record, then checks flags, the record length
  * against the type size and trail_len, trail_len against
- * CMESH_MAX_MESSAGE, fd_mask against the type's fd fields and the
- * attachment's fd count.
+ * CMESH_MAX_MESSAGE, fd_mask against the type's fd fields, port_mask
+ * against its endpoint fields, and both against the attachment.
  */
 struct cmesh_rec_msg {
 	uint32_t trail_len;
 	uint32_t flags;	     /* CMESH_REC_F_* */
 	uint64_t fd_mask;    /* bit i: resource field i carries an fd */
 	uint64_t attach_seq; /* F_ATTACH: the ATTACH message's seq */
+	uint64_t port_mask;  /* bit i: endpoint field i carries a port */
 };
 
-static_assert(sizeof(struct cmesh_rec_msg) == 24, "rec msg size");
+static_assert(sizeof(struct cmesh_rec_msg) == 32, "rec msg size");
 static_assert(offsetof(struct cmesh_rec_msg, fd_mask) == 8, "rec fd_mask");
 static_assert(offsetof(struct cmesh_rec_msg, attach_seq) == 16, "rec seq");
 

@@ -305,8 +305,44 @@ void cmesh__arena_free(struct cmesh__arena *a)
 	if (!a)
 		return;
 	munmap(a->base, a->map_len);
-	close(a->fd);
+	if (a->fd >= 0)
+		close(a->fd);
 	free(a);
+}
+
+void cmesh__arena_close_fd(struct cmesh__arena *a)
+{
+	if (a->fd >= 0)
+		close(a->fd);
+	a->fd = -1;
+}
+
+int cmesh__arena_release_fd(struct cmesh__arena *a)
+{
+	int fd = a->fd;
+
+	a->fd = -1;
+	return fd;
+}
+
+uint64_t cmesh__arena_size_for(uint64_t cap)
+{
+	/*
+	 * The data region starts past size / 32 + a header, so no size
+	 * below (cap + 64) * 32 / 31 fits: start there, a page or two short.
+	 */
+	uint64_t size = (cap + 64) * 32 / 31 & ~(CMESH_SHM_PAGE - 1ull);
+
+	if (size < CMESH_SHM_ARENA_MIN_SIZE)
+		size = CMESH_SHM_ARENA_MIN_SIZE;
+	while (size - cmesh__arena_data_off_for(size) < cap)
+		size += CMESH_SHM_PAGE;
+	return size;
+}
+
+uint64_t cmesh__arena_line_off(const struct cmesh__arena *a, uint32_t line)
+{
+	return a->layout.ctl_off + (uint64_t)line * CMESH_SHM_LINE;
 }
 
 int cmesh__arena_fd(const struct cmesh__arena *a)

@@ -50,6 +50,21 @@ uint64_t cmesh__arena_data_off_for(uint64_t size);
 int cmesh__arena_map_peer(int fd, uint64_t expected_size,
 			  struct cmesh__arena **out);
 
+/* Smallest arena size whose data region holds `cap` bytes. */
+uint64_t cmesh__arena_size_for(uint64_t cap);
+
+/* Offset of control line number `line` (CMESH_PROTO_LINE_*). */
+uint64_t cmesh__arena_line_off(const struct cmesh__arena *a, uint32_t line);
+
+/*
+ * Closes the memfd once it has been sent (or, for a peer's arena, once it
+ * is mapped): the mapping stays, cmesh__arena_fd() returns -1 after.
+ */
+void cmesh__arena_close_fd(struct cmesh__arena *a);
+
+/* The memfd, now the caller's (cmesh__arena_fd() returns -1 after). */
+int cmesh__arena_release_fd(struct cmesh__arena *a);
+
 /* Unmaps and closes. NULL is a no-op. */
 void cmesh__arena_free(struct cmesh__arena *a);
 

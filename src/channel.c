@@ -9,6 +9,7 @@
 #include "lane.h"
 #include "link.h"
 #include "opts.h"
+#include "port.h"
 #include "queue.h"
 #include "type.h"
 #include "waitset.h"
@@ -56,6 +57,16 @@ static void *handle_new(struct cmesh__queue *q)
 	if (h)
 		memcpy(h, &q, sizeof(q));
 	return h;
+}
+
+void *cmesh__endpoint_handle_new(struct cmesh__queue *q)
+{
+	return handle_new(q);
+}
+
+void cmesh__endpoint_shell_free(void *handle)
+{
+	free(handle);
 }
 
 /*
@@ -189,6 +200,8 @@ int cmesh_sender_send(cmesh_sender *tx, const void *msg, const void *trail,
 		cmesh__type_release(t, msg);
 		return -EINVAL;
 	}
+	if (cmesh__queue_has_ports(tx->q))
+		return cmesh__port_send(tx->q, msg, trail, trail_len);
 	return cmesh__queue_send(tx->q, msg, trail, trail_len);
 }
 
@@ -211,6 +224,8 @@ int cmesh__endpoint_recv(struct cmesh__queue *q, int64_t deadline,
 {
 	if (!q || !out_msg || (cap && !out_trail))
 		return -EINVAL;
+	if (cmesh__queue_has_ports(q))
+		return cmesh__port_recv(q, deadline, out_msg, out_trail, cap);
 	return cmesh__queue_recv(q, deadline, out_msg, out_trail, cap);
 }
 

@@ -61,6 +61,12 @@ int cmesh__endpoint_remote_pair(const cmesh_type *out_type,
 int cmesh__endpoint_recv(struct cmesh__queue *q, int64_t deadline,
 			 void *out_msg, void *out_trail, size_t cap);
 
+/* A handle (of any kind) on `q`, which it then holds; NULL: no memory. */
+void *cmesh__endpoint_handle_new(struct cmesh__queue *q);
+
+/* Frees a handle whose queue reference went elsewhere (a moved receiver). */
+void cmesh__endpoint_shell_free(void *handle);
+
 /* The queue behind an endpoint handle of field kind `kind`. */
 struct cmesh__queue *cmesh__endpoint_queue(uint32_t kind, void *handle);
 

@@ -66,6 +66,8 @@ struct spill {
 	uint32_t kind;
 	uint32_t len; /* record payload bytes */
 	uint32_t nfds;
+	uint32_t nports;
+	struct cmesh__port_out *ports;	/* inside this allocation, or NULL */
 	alignas(8) unsigned char rec[]; /* payload; a MSG starts with
 					   cmesh_rec_msg */
 };
@@ -75,9 +77,17 @@ static size_t spill_fds_off(uint32_t len)
 	return ((size_t)len + alignof(int) - 1) & ~(alignof(int) - 1);
 }
 
-static size_t spill_cost(uint32_t len, uint32_t nfds)
+static size_t spill_ports_off(uint32_t len, uint32_t nfds)
 {
-	return sizeof(struct spill) + spill_fds_off(len) + nfds * sizeof(int);
+	size_t a = alignof(struct cmesh__port_out);
+
+	return (spill_fds_off(len) + nfds * sizeof(int) + a - 1) & ~(a - 1);
+}
+
+static size_t spill_cost(uint32_t len, uint32_t nfds, uint32_t nports)
+{
+	return sizeof(struct spill) + spill_ports_off(len, nfds) +
+	       nports * sizeof(struct cmesh__port_out);
 }
 
 static int *spill_fds(struct spill *s)
@@ -101,9 +111,12 @@ int cmesh__lane_init(struct cmesh__lane *ln, struct cmesh__link *link,
 	ln->efd = -1;
 	ln->pending = -1;
 	ln->spill_tailp = &ln->spill_head;
+	ln->att_tailp = &ln->att_head;
 	for (uint32_t i = 0; i < type->nfields; i++)
 		if (type->fields[i].kind == CMESH_FIELD_KIND_FD)
 			ln->fd_fields |= 1ull << i;
+		else
+			ln->ep_fields |= 1ull << i;
 	if (!type->nfields && type->size <= CMESH__SHMRING_SMALL)
 		ln->small = (uint32_t)type->size;
 	return pthread_mutex_init(&ln->lock, NULL) ? -ENOMEM : 0;
@@ -120,8 +133,11 @@ static void drop_spill(struct cmesh__lane *ln)
 	struct spill *s = ln->spill_head;
 
 	ln->spill_head = s->next;
-	ln->spill_bytes -= spill_cost(s->len, s->nfds);
+	ln->spill_bytes -= spill_cost(s->len, s->nfds, s->nports);
 	close_fds(spill_fds(s), s->nfds);
+	/* Its ports never reach the peer: their lanes are dropped here. */
+	for (uint32_t i = 0; i < s->nports; i++)
+		cmesh__link_lane_unsent(s->ports[i].lane);
 	free(s);
 }
 
@@ -182,7 +198,8 @@ out_close:
  */
 static int publish(struct cmesh__lane *ln, uint32_t kind,
 		   const struct cmesh__iov *iov, uint32_t niov, const int *fds,
-		   uint32_t nfds, unsigned char *seq_at)
+		   uint32_t nfds, const struct cmesh__port_out *ports,
+		   uint32_t nports, unsigned char *seq_at)
 {
 	uint64_t seq, pos;
 	uint32_t len = 0;
@@ -195,7 +212,7 @@ static int publish(struct cmesh__lane *ln, uint32_t kind,
 	r = cmesh__shmring_claim(&ln->prod, len, &pos);
 	if (r)
 		return r;
-	r = cmesh__link_send_attach(ln->link, fds, nfds, &seq);
+	r = cmesh__link_send_attach(ln, fds, nfds, ports, nports, &seq);
 	ln->attach_blocked = r == -EAGAIN;
 	if (r) {
 		cmesh__shmring_cancel(&ln->prod, pos, len);
@@ -205,6 +222,8 @@ static int publish(struct cmesh__lane *ln, uint32_t kind,
 	}
 	memcpy(seq_at, &seq, sizeof(seq));
 	cmesh__shmring_commit(&ln->prod, pos, kind, iov, niov);
+	for (uint32_t i = 0; i < nports; i++)
+		cmesh__link_lane_sent(ports[i].lane);
 	return 0;
 }
 
@@ -217,7 +236,8 @@ static int publish(struct cmesh__lane *ln, uint32_t kind,
  */
 static int spill(struct cmesh__lane *ln, uint32_t kind,
 		 const struct cmesh__iov *iov, uint32_t niov, const int *fds,
-		 uint32_t nfds)
+		 uint32_t nfds, const struct cmesh__port_out *ports,
+		 uint32_t nports)
 {
 	struct spill *s;
 	uint32_t len = 0, off = 0;
@@ -225,7 +245,7 @@ static int spill(struct cmesh__lane *ln, uint32_t kind,
 
 	for (uint32_t i = 0; i < niov; i++)
 		len += iov[i].len;
-	cost = spill_cost(len, nfds);
+	cost = spill_cost(len, nfds, nports);
 	if (kind != CMESH_REC_CLOSE && ln->spill_bytes + cost > ln->max_backlog)
 		return -ENOBUFS;
 	s = malloc(cost);
@@ -235,6 +255,15 @@ static int spill(struct cmesh__lane *ln, uint32_t kind,
 	s->kind = kind;
 	s->len = len;
 	s->nfds = nfds;
+	s->nports = nports;
+	s->ports =
+		nports ?
+			(struct cmesh__port_out *)(void *)(s->rec +
+							   spill_ports_off(
+								   len, nfds)) :
+			NULL;
+	if (nports)
+		memcpy(s->ports, ports, nports * sizeof(*ports));
 	for (uint32_t i = 0; i < niov; i++) {
 		if (iov[i].len)
 			memcpy(s->rec + off, iov[i].base, iov[i].len);
@@ -275,12 +304,16 @@ static int flush_locked(struct cmesh__lane *ln)
 	if (atomic_load_explicit(&ln->peer_wake->closed, memory_order_acquire))
 		while (ln->spill_head) /* nobody will read them */
 			drop_spill(ln);
+	/* A port's lane spills until the consumer's half is mapped. */
+	if (ln->dynamic && !cmesh__lane_bound(ln))
+		return 0;
 	if (ln->spill_head && !attach_may_go(ln))
 		return 0;
 	while ((s = ln->spill_head)) {
 		struct cmesh__iov iov = { s->rec, s->len };
 
 		r = publish(ln, s->kind, &iov, 1, spill_fds(s), s->nfds,
+			    s->ports, s->nports,
 			    s->rec +
 				    offsetof(struct cmesh_rec_msg, attach_seq));
 		if (r == -EINVAL) { /* its fds went bad: drop it alone */
@@ -367,18 +400,19 @@ bool cmesh__lane_flush_spill(struct cmesh__lane *ln)
  */
 static int enqueue(struct cmesh__lane *ln, uint32_t kind,
 		   const struct cmesh__iov *iov, uint32_t niov, const int *fds,
-		   uint32_t nfds, struct cmesh_rec_msg *h)
+		   uint32_t nfds, const struct cmesh__port_out *ports,
+		   uint32_t nports, struct cmesh_rec_msg *h)
 {
 	int r = -EAGAIN;
 
 	pthread_mutex_lock(&ln->lock);
 	if (ln->spill_head)
 		flush_locked(ln);
-	if (!ln->spill_head)
-		r = publish(ln, kind, iov, niov, fds, nfds,
+	if (!ln->spill_head && (!ln->dynamic || cmesh__lane_bound(ln)))
+		r = publish(ln, kind, iov, niov, fds, nfds, ports, nports,
 			    h ? (unsigned char *)&h->attach_seq : NULL);
 	if (r == -EAGAIN)
-		r = spill(ln, kind, iov, niov, fds, nfds);
+		r = spill(ln, kind, iov, niov, fds, nfds, ports, nports);
 	else if (r == 0) /* the kernel holds the copies in flight */
 		close_fds(fds, nfds);
 	pthread_mutex_unlock(&ln->lock);
@@ -401,10 +435,10 @@ static cmesh__inline int enqueue_plain(struct cmesh__lane *ln, uint32_t kind,
 
 	/* Pairs with the release store in flush_locked(). */
 	if (atomic_load_explicit(&ln->spilling, memory_order_acquire))
-		return enqueue(ln, kind, iov, niov, NULL, 0, NULL);
+		return enqueue(ln, kind, iov, niov, NULL, 0, NULL, 0, NULL);
 	r = cmesh__shmring_pushv(&ln->prod, kind, iov, niov);
 	if (r == -EAGAIN)
-		return enqueue(ln, kind, iov, niov, NULL, 0, NULL);
+		return enqueue(ln, kind, iov, niov, NULL, 0, NULL, 0, NULL);
 	if (r == -EPROTO) /* the consumer's head was corrupt */
 		cmesh__link_fail(ln->link, -EPROTO);
 	if (r == 0)
@@ -448,8 +482,19 @@ static uint32_t collect_fds(const struct cmesh__lane *ln, const void *msg,
 	return n;
 }
 
-int cmesh__lane_send(struct cmesh__lane *ln, const void *msg, const void *trail,
-		     size_t len)
+/* Ports that will not be sent: their fds closed, their lanes dropped. */
+static void unsend_ports(const struct cmesh__port_out *ports, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		close(ports[i].fd);
+		cmesh__link_lane_unsent(ports[i].lane);
+	}
+}
+
+int cmesh__lane_send_ports(struct cmesh__lane *ln, const void *msg,
+			   const void *trail, size_t len,
+			   const struct cmesh__port_out *ports, uint32_t nports,
+			   uint64_t port_mask)
 {
 	struct cmesh_rec_msg h = { 0 };
 	struct cmesh__iov iov[3];
@@ -470,6 +515,7 @@ int cmesh__lane_send(struct cmesh__lane *ln, const void *msg, const void *trail,
 	if (r)
 		goto out_release;
 	if (ln->type->nfields) {
+		/* Endpoints cross as ports (port.c), never as pointers. */
 		r = -EOPNOTSUPP;
 		if (has_endpoint(ln->type, msg))
 			goto out_release;
@@ -482,7 +528,8 @@ int cmesh__lane_send(struct cmesh__lane *ln, const void *msg, const void *trail,
 	r = -EMSGSIZE;
 	if (len > ln->max_trail)
 		goto out_release;
-	if (!nfds && sizeof(h) + ln->type->size + len <= ln->prod.limit) {
+	if (!nfds && !nports &&
+	    sizeof(h) + ln->type->size + len <= ln->prod.limit) {
 		/* The common case: a PLAIN record, no header but the ring's. */
 		iov[0] = (struct cmesh__iov){ msg, ln->type->size };
 		iov[1] = (struct cmesh__iov){ trail, (uint32_t)len };
@@ -495,7 +542,10 @@ int cmesh__lane_send(struct cmesh__lane *ln, const void *msg, const void *trail,
 	for (uint32_t i = 0; i < nfds; i++)
 		if (fcntl(fds[i], F_GETFD) < 0) /* not an open fd */
 			goto out_release;
+	for (uint32_t i = 0; i < nports; i++)
+		fds[nfds++] = ports[i].fd;
 	h.fd_mask = fd_mask;
+	h.port_mask = port_mask;
 	h.trail_len = (uint32_t)len;
 	iov[0] = (struct cmesh__iov){ &h, sizeof(h) };
 	iov[1] = (struct cmesh__iov){ msg, ln->type->size };
@@ -511,15 +561,22 @@ int cmesh__lane_send(struct cmesh__lane *ln, const void *msg, const void *trail,
 		iov[niov++] = (struct cmesh__iov){ trail, (uint32_t)len };
 	}
 	h.flags |= CMESH_REC_F_ATTACH; /* nfds > 0 here */
-	r = enqueue(ln, CMESH_REC_MSG, iov, niov, fds, nfds, &h);
+	r = enqueue(ln, CMESH_REC_MSG, iov, niov, fds, nfds, ports, nports, &h);
 	if (r == 0)
 		return 0;
 	if (ool >= 0)
 		close(ool);
 	/* enqueue() failed before taking the fds: release them below. */
 out_release:
+	unsend_ports(ports, nports);
 	cmesh__type_release(ln->type, msg);
 	return r;
+}
+
+int cmesh__lane_send(struct cmesh__lane *ln, const void *msg, const void *trail,
+		     size_t len)
+{
+	return cmesh__lane_send_ports(ln, msg, trail, len, NULL, 0, 0);
 }
 
 void cmesh__lane_close_tx(struct cmesh__lane *ln)
@@ -528,7 +585,7 @@ void cmesh__lane_close_tx(struct cmesh__lane *ln)
 
 	if (cmesh__lane_failed(ln))
 		return;
-	if (enqueue(ln, CMESH_REC_CLOSE, &none, 1, NULL, 0, NULL))
+	if (enqueue(ln, CMESH_REC_CLOSE, &none, 1, NULL, 0, NULL, 0, NULL))
 		cmesh__link_fail(ln->link, -ENOMEM);
 }
 
@@ -634,17 +691,48 @@ static void drop_pending(struct cmesh__lane *ln)
 	ln->pending = -1;
 }
 
+/* Closes received ports nobody takes, answering each DROPPED. */
+static void drop_ports(struct cmesh__lane *ln, struct cmesh__ports_in *pin)
+{
+	for (uint32_t i = 0; i < pin->n; i++)
+		cmesh__link_port_drop(ln->link, &pin->desc[i], pin->fds[i]);
+	pin->n = 0;
+}
+
+/* Each port's kind must be what its field's endpoint does. */
+static bool ports_match(const struct cmesh__lane *ln,
+			const struct cmesh__ports_in *pin)
+{
+	uint32_t k = 0;
+
+	for (uint32_t i = 0; i < ln->type->nfields; i++) {
+		uint32_t kind = ln->type->fields[i].kind, want;
+
+		if (!(pin->mask & (1ull << i)))
+			continue;
+		want = kind == CMESH_FIELD_KIND_SENDER ||
+				       kind == CMESH_FIELD_KIND_ONESHOT_SENDER ?
+			       CMESH_PORT_WRITE :
+			       CMESH_PORT_READ;
+		if (pin->desc[k++].kind != want)
+			return false;
+	}
+	return true;
+}
+
 /*
- * Validates the MSG record held in buf and delivers it. Leaves it pending
- * on -EMSGSIZE and while its attachment has not arrived (-EAGAIN).
+ * Validates the MSG record held in buf and delivers it; its ports go to
+ * *pin (NULL: nobody takes ports, they are dropped). Leaves it pending on
+ * -EMSGSIZE and while its attachment has not arrived (-EAGAIN).
  */
 static int deliver(struct cmesh__lane *ln, void *out_msg, void *out_trail,
-		   size_t cap)
+		   size_t cap, struct cmesh__ports_in *pin)
 {
 	const uint32_t msz = ln->type->size;
+	struct cmesh__ports_in none;
 	struct cmesh_rec_msg h;
 	int fds[MAX_FDS];
-	uint32_t nfds, ool;
+	uint32_t nfds, nports, nfd_fields, ool;
 	uint64_t want;
 	int r;
 
@@ -653,23 +741,43 @@ static int deliver(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 	memcpy(&h, ln->buf, sizeof(h));
 	ool = !!(h.flags & CMESH_REC_F_OOL);
 	want = sizeof(h) + msz + (ool ? 0 : (uint64_t)h.trail_len);
-	nfds = (uint32_t)__builtin_popcountll(h.fd_mask) + ool;
+	nfd_fields = (uint32_t)__builtin_popcountll(h.fd_mask);
+	nports = (uint32_t)__builtin_popcountll(h.port_mask);
+	nfds = nfd_fields + nports + ool;
 	if ((h.flags & ~CMESH_REC_F_ALL) || (uint64_t)ln->pending != want ||
 	    h.trail_len > ln->max_trail || (h.fd_mask & ~ln->fd_fields) ||
+	    (h.port_mask & ~ln->ep_fields) ||
 	    !nfds != !(h.flags & CMESH_REC_F_ATTACH))
 		return proto_error(ln);
 	if (h.trail_len > cap)
 		return -EMSGSIZE;
+	if (!pin)
+		pin = &none;
+	pin->lane = ln;
+	pin->n = 0;
+	pin->mask = h.port_mask;
 	if (nfds) {
-		r = cmesh__link_take_attach(ln->link, h.attach_seq, fds, nfds);
+		r = cmesh__link_take_attach(ln, h.attach_seq, fds, nfds, pin,
+					    nports);
 		if (r)
 			return r;
+		for (uint32_t i = 0; i < nports; i++)
+			pin->fds[i] = fds[nfd_fields + i];
+		pin->n = nports;
+		if (!ports_match(ln, pin)) {
+			close_fds(fds, nfd_fields);
+			if (ool)
+				close(fds[nfds - 1]);
+			drop_ports(ln, pin);
+			return proto_error(ln);
+		}
 	}
 	if (ool) {
 		r = read_ool(fds[nfds - 1], out_trail, h.trail_len);
 		close(fds[nfds - 1]);
 		if (r) {
-			close_fds(fds, nfds - 1);
+			close_fds(fds, nfd_fields);
+			drop_ports(ln, pin);
 			return proto_error(ln);
 		}
 	} else if (h.trail_len) {
@@ -678,6 +786,8 @@ static int deliver(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 	memcpy(out_msg, ln->buf + sizeof(h), msz);
 	set_fields(ln, out_msg, h.fd_mask, fds);
 	ln->pending = -1;
+	if (pin == &none)
+		drop_ports(ln, pin);
 	return (int)h.trail_len;
 }
 
@@ -703,6 +813,20 @@ static int grow_buf(struct cmesh__lane *ln, uint32_t need)
 	ln->buf = b;
 	ln->buf_cap = (uint32_t)cap;
 	return 0;
+}
+
+/*
+ * A port's in lane before the producer's half is mapped: nothing to read;
+ * -EPIPE once the peer dropped the endpoint, or the link's failure.
+ */
+static int unbound_state(struct cmesh__lane *ln)
+{
+	int f;
+
+	if (atomic_load_explicit(&ln->dropped, memory_order_acquire))
+		return -EPIPE;
+	f = cmesh__lane_failed(ln);
+	return f ? f : -EAGAIN;
 }
 
 /*
@@ -759,10 +883,12 @@ static cmesh__inline int fetch(struct cmesh__lane *ln)
 }
 
 int cmesh__lane_try_recv(struct cmesh__lane *ln, void *out_msg, void *out_trail,
-			 size_t cap)
+			 size_t cap, struct cmesh__ports_in *pin)
 {
 	int r;
 
+	if (ln->dynamic && !cmesh__lane_bound(ln))
+		return unbound_state(ln);
 	if (ln->pending < 0) {
 		r = fetch(ln);
 		if (r)
@@ -771,7 +897,7 @@ int cmesh__lane_try_recv(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 	/* PLAIN without deliver()'s frame: it is on the round trip. */
 	if (likely(ln->pending_kind == CMESH_REC_PLAIN))
 		return deliver_plain(ln, out_msg, out_trail, cap);
-	return deliver(ln, out_msg, out_trail, cap);
+	return deliver(ln, out_msg, out_trail, cap, pin);
 }
 
 int cmesh__lane_peek(struct cmesh__lane *ln)
@@ -779,6 +905,8 @@ int cmesh__lane_peek(struct cmesh__lane *ln)
 	struct cmesh_rec_msg h;
 	int r;
 
+	if (ln->dynamic && !cmesh__lane_bound(ln))
+		return unbound_state(ln);
 	if (ln->pending < 0) {
 		r = fetch(ln);
 		if (r)
@@ -798,6 +926,8 @@ bool cmesh__lane_ready(struct cmesh__lane *ln)
 
 	if (ln->closed || cmesh__lane_failed(ln))
 		return true;
+	if (ln->dynamic && !cmesh__lane_bound(ln))
+		return atomic_load_explicit(&ln->dropped, memory_order_acquire);
 	if (ln->pending < 0)
 		return cmesh__shmring_pop_ready(&ln->cons);
 	if (ln->pending_kind == CMESH_REC_PLAIN ||
@@ -805,7 +935,7 @@ bool cmesh__lane_ready(struct cmesh__lane *ln)
 		return true; /* deliver_plain() or deliver() has something */
 	memcpy(&h, ln->buf, sizeof(h));
 	return !(h.flags & CMESH_REC_F_ATTACH) ||
-	       cmesh__link_attach_ready(ln->link, h.attach_seq);
+	       cmesh__link_attach_ready(ln, h.attach_seq);
 }
 
 void cmesh__lane_close_rx(struct cmesh__lane *ln)
@@ -819,6 +949,6 @@ void cmesh__lane_close_rx(struct cmesh__lane *ln)
 	 * ours and nobody reads this ring again: they are left where they
 	 * are, so a peer that keeps publishing cannot keep us here.
 	 */
-	cmesh__link_drop_attachments(ln->link);
+	cmesh__link_drop_attachments(ln);
 	drop_pending(ln);
 }

@@ -9,6 +9,7 @@
 #define CMESH_LANE_H
 
 #include "proto.h"
+#include "ring.h"
 #include "shmring.h"
 #include "wake.h"
 
@@ -25,13 +26,66 @@ struct cmesh_shm_ring_wake;
 struct cmesh_shm_ring_signal;
 
 struct spill;
+struct cmesh__attach;
+struct cmesh__arena;
+struct cmesh_ctl_port;
+
+/*
+ * A port crossing the link in a message, as lane.c carries it: the
+ * descriptor for the ATTACH and the arena fd that goes with it.
+ */
+struct cmesh__port_out {
+	struct cmesh_ctl_port desc;
+	int fd;			  /* our half's arena (borrowed) */
+	struct cmesh__lane *lane; /* the lane the port created here */
+};
+
+/* Port descriptors and arenas taken with a received record. */
+struct cmesh__ports_in {
+	struct cmesh__lane *lane; /* the lane that delivered them */
+	uint32_t n;
+	uint64_t mask; /* the record's port_mask */
+	struct cmesh_ctl_port desc[CMESH_CTL_MAX_PORTS];
+	int fds[CMESH_CTL_MAX_PORTS];
+};
 
 struct cmesh__lane {
 	struct cmesh__link *link;
+	/*
+	 * On the link (link_lanes.c): its id, and for lanes that endpoints
+	 * created (dynamic) their lifetime, under the link's lanes lock.
+	 */
+	uint32_t id;
+	bool is_out;   /* we produce */
+	bool dynamic;  /* created by a port, owned by the link's table */
+	bool answered; /* its port descriptor was answered */
+	_Atomic bool released; /* its owner (a queue) is done with it */
+	bool end_seen;	       /* in: the producer sent END */
+	bool end_sent;	       /* out: we sent END */
+	uint32_t ring_cap;     /* dynamic: its ring's capacity */
+	bool inflight;	       /* its port descriptor is not sent yet */
+	_Atomic bool bound;    /* both halves mapped: the ring is usable */
+	_Atomic bool dropped;  /* the peer dropped the port: closed for good */
+	struct cmesh__arena *own_half, *peer_half; /* dynamic lanes */
+	struct cmesh__lane *next; /* the link's list of dynamic lanes */
+	/* peer_wake until the consumer's half is mapped (closed on DROPPED) */
+	struct cmesh_shm_ring_wake unbound_wake;
+
+	/* In lane: its ATTACH FIFO, under the link's att_lock. */
+	struct cmesh__attach *att_head;
+	struct cmesh__attach **att_tailp;
+	uint64_t att_next_in; /* seq the next ATTACH read must carry */
+	uint32_t att_count;   /* ATTACHes in the FIFO */
+	uint32_t att_max;     /* records the peer's ring can hold, + 1 */
+	bool att_drop;	      /* the receiver is gone: close on arrival */
+	/* Out lane: seq of the next ATTACH sent (`lock`). */
+	uint64_t att_next_out;
+
 	const _Atomic int *failed; /* the link's failure (cmesh__link_failed) */
 	const cmesh_type *type;
 	uint64_t max_trail;
 	uint64_t fd_fields; /* bit i: type field i is an fd field */
+	uint64_t ep_fields; /* bit i: type field i is an endpoint field */
 	/*
 	 * The type's size if a message of it may take the inline send (no
 	 * fd or endpoint fields, fits a record's first two slots), else 0.
@@ -74,9 +128,24 @@ int cmesh__lane_init(struct cmesh__lane *ln, struct cmesh__link *link,
 		     uint64_t max_backlog, int64_t spin_ns);
 void cmesh__lane_destroy(struct cmesh__lane *ln);
 
-/* Out lane: see cmesh_sender_send(); takes the message's resources. */
+/*
+ * Out lane: see cmesh_sender_send(); takes the message's resources.
+ * A message may not hold endpoints: they cross as ports (port.c).
+ */
 int cmesh__lane_send(struct cmesh__lane *ln, const void *msg, const void *trail,
 		     size_t len);
+
+/*
+ * Out lane: sends a message whose endpoint fields are NULL (`msg`, a
+ * copy) with the ports made for them (`ports`, `nports`, bit i of
+ * `port_mask`: field i). Takes the message's fds and the ports' fds in
+ * every case; a port whose message is not sent (a failure now, or a
+ * backlog dropped later) has its lane dropped.
+ */
+int cmesh__lane_send_ports(struct cmesh__lane *ln, const void *msg,
+			   const void *trail, size_t len,
+			   const struct cmesh__port_out *ports, uint32_t nports,
+			   uint64_t port_mask);
 
 /* Out lane: the last local sender is gone (CLOSE record, after data). */
 void cmesh__lane_close_tx(struct cmesh__lane *ln);
@@ -95,13 +164,60 @@ void cmesh__lane_drop_spill(struct cmesh__lane *ln);
  */
 int cmesh__lane_flush(struct cmesh__lane *ln, int64_t deadline);
 
-/* In lane: receive once; as cmesh_receiver_try_recv(), plus failures. */
+/*
+ * In lane: receive once; as cmesh_receiver_try_recv(), plus failures. The
+ * message's ports go to *pin (pin->lane is set); NULL drops them.
+ */
 int cmesh__lane_try_recv(struct cmesh__lane *ln, void *out_msg, void *out_trail,
-			 size_t cap);
+			 size_t cap, struct cmesh__ports_in *pin);
 int cmesh__lane_peek(struct cmesh__lane *ln);
 
 /* In lane: something to report (a record, close or failure)? */
 bool cmesh__lane_ready(struct cmesh__lane *ln);
+
+/* ---- lanes that endpoints create (lane_shm.c) ---- */
+
+/*
+ * A lane for a port (not bound yet: an out lane spills, an in lane has
+ * nothing to read). The caller registers it with the link.
+ */
+int cmesh__lane_new(struct cmesh__link *link, uint32_t id, bool is_out,
+		    const cmesh_type *type, uint64_t max_trail,
+		    uint64_t max_backlog, int64_t spin_ns,
+		    struct cmesh__lane **out);
+
+/* Frees a lane from cmesh__lane_new() (the link's table does). */
+void cmesh__lane_free(struct cmesh__lane *ln);
+
+/*
+ * Creates our half: an out lane's ring of `ring_cap` bytes and signal
+ * line, or an in lane's head and wake lines. Its memfd goes to the caller
+ * in *out_fd (to send; the mapping stays the lane's).
+ */
+int cmesh__lane_own_half(struct cmesh__lane *ln, uint32_t ring_cap,
+			 int *out_fd);
+
+/*
+ * Maps the peer's half (`fd`, untrusted: `size` bytes announced, an in
+ * lane's ring of `ring_cap` bytes) and makes the ring usable. Takes `fd`
+ * in every case. -EPROTO for a bad arena or a lane bound already, else
+ * -errno.
+ */
+int cmesh__lane_bind(struct cmesh__lane *ln, int fd, uint64_t size,
+		     uint32_t ring_cap);
+
+/* The ring is usable (both halves mapped). */
+static inline bool cmesh__lane_bound(const struct cmesh__lane *ln)
+{
+	return atomic_load_explicit(&ln->bound, memory_order_acquire);
+}
+
+/*
+ * The peer will never use this lane (it dropped the endpoint, or the
+ * message carrying it was never delivered): an out lane reports the
+ * receiver gone (-EPIPE), an in lane its senders gone.
+ */
+void cmesh__lane_set_dropped(struct cmesh__lane *ln);
 
 /* ---- sleeping and waking (lane_wake.c) ---- */
 
@@ -121,6 +237,17 @@ int cmesh__lane_sleeper_init(struct cmesh__lane *ln);
 int cmesh__lane_sleep(struct cmesh__lane *ln, int64_t deadline);
 
 /*
+ * In lane of a receiver that waits on several sources at once (queue.c
+ * builds the futex_waitv): sets (on) or clears its FUTEX sleeping bit,
+ * then a seq_cst fence; the caller then checks again and sleeps on the
+ * peer's signal word and self_wakes.
+ */
+void cmesh__lane_mark_sleep(struct cmesh__lane *ln, bool on);
+
+/* True where receivers cannot sleep in futex_waitv (forced or absent). */
+bool cmesh__lane_polling(void);
+
+/*
  * Tests: every receiver of this process (and of children forked later)
  * sleeps as where the kernel has no futex_waitv (on), or as it can (off).
  */
@@ -136,8 +263,9 @@ void cmesh__lane_force_polling(bool on);
 static inline const _Atomic uint64_t *
 cmesh__lane_spin_word(const struct cmesh__lane *ln, uint64_t *want)
 {
-	return ln->pending < 0 ? cmesh__shmring_head_word(&ln->cons, want) :
-				 NULL;
+	if (ln->pending >= 0 || (ln->dynamic && !cmesh__lane_bound(ln)))
+		return NULL;
+	return cmesh__shmring_head_word(&ln->cons, want);
 }
 
 /* In lane: the polled word matched; fetch the rest of the record early. */

@@ -34,6 +34,8 @@
 
 #include "ring.h"
 
+#include <cmesh/common.h>
+
 #include <errno.h>
 #include <poll.h>
 #include <stdatomic.h>
@@ -112,6 +114,11 @@ static void set_mode(struct cmesh__lane *ln, uint32_t bit, bool on)
 	atomic_thread_fence(memory_order_seq_cst);
 }
 
+void cmesh__lane_mark_sleep(struct cmesh__lane *ln, bool on)
+{
+	set_mode(ln, CMESH_SHM_WAKE_FUTEX, on);
+}
+
 void cmesh__lane_arm(struct cmesh__lane *ln, bool on)
 {
 	set_mode(ln, CMESH_SHM_WAKE_SOCK, on);
@@ -158,11 +165,42 @@ void cmesh__lane_force_polling(bool on)
 	atomic_store_explicit(&no_waitv, on, memory_order_relaxed);
 }
 
+bool cmesh__lane_polling(void)
+{
+	return atomic_load_explicit(&no_waitv, memory_order_relaxed);
+}
+
+/* How long a port's lane naps where futex_waitv is missing. */
+#define NAP_NS 1000000
+
+/*
+ * A port's lane has no wake fds (a link's fds do not grow with its
+ * lanes): where futex_waitv is missing it naps on its private word, which
+ * its link thread's wakes change, and looks again every NAP_NS.
+ */
+static int nap(struct cmesh__lane *ln, int64_t deadline)
+{
+	int64_t until = cmesh_clock_now() + NAP_NS;
+	uint32_t self =
+		atomic_load_explicit(&ln->self_wakes, memory_order_acquire);
+
+	if (cmesh__lane_ready(ln))
+		return 0;
+	if (until > deadline)
+		until = deadline;
+	(void)cmesh__park_wait((_Atomic uint32_t *)&ln->self_wakes, self,
+			       until);
+	return until == deadline && cmesh_clock_now() >= deadline ? -ETIMEDOUT :
+								    0;
+}
+
 /* Sleeps on the wake socket and private eventfd: the general way. */
 static int sleep_polling(struct cmesh__lane *ln, int64_t deadline)
 {
 	int r = 0;
 
+	if (!ln->sleeper)
+		return nap(ln, deadline);
 	set_mode(ln, CMESH_SHM_WAKE_POLL, true);
 	/*
 	 * Empty the socket now: the wake loop is edge-triggered, and a full

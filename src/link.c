@@ -17,6 +17,7 @@
  * The data path does not go through this thread.
  */
 #include "link.h"
+#include "link_int.h"
 
 #include "arena.h"
 #include "lane.h"
@@ -44,52 +45,6 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-
-#define SPILL_RETRY_NS 1000000 /* 1 ms while a lane has a backlog */
-/* fds one ATTACH may carry: every fd field of a type, and an OOL memfd. */
-#define ATTACH_MAX_FDS (CMESH_TYPE_MAX_FIELDS + 1u)
-
-struct attach {
-	struct attach *next;
-	uint64_t seq;
-	uint32_t nfds;
-	int fds[CMESH__CTL_MAX_FDS];
-};
-
-struct cmesh__link {
-	_Atomic uint32_t refs;
-	_Atomic int failed;
-	int sock;
-	_Atomic pid_t peer_pid;
-	bool pid_known; /* peer_pid from fork or SO_PEERCRED, not the HELLO */
-	bool pid_from_fork; /* from the caller, who forked the peer */
-	int pidfd; /* the peer process (a second death signal), or -1 */
-	bool pidfd_watched;
-	struct cmesh__arena *own;
-	struct cmesh__arena *peer;
-	struct cmesh__lane out;
-	struct cmesh__lane in;
-	struct cmesh__wake *wake;
-	int kick_efd;
-	_Atomic bool stop;
-	_Atomic bool orphan; /* no references left: the thread frees it */
-	pthread_mutex_t orphan_lock; /* hand-off to the thread vs. its free */
-	bool thread_started;
-	bool sock_watched;
-	pthread_t thread;
-	pthread_mutex_t att_lock; /* the FIFO below */
-	struct attach *att_head;
-	struct attach **att_tailp;
-	uint64_t att_next_in; /* seq the next ATTACH read must carry */
-	bool att_drop;	      /* the receiver is gone: close on arrival */
-	uint32_t att_count;   /* ATTACHes in the FIFO */
-	uint32_t att_fds;     /* fds they hold */
-	uint32_t att_max;     /* records the peer's ring can hold */
-	uint32_t fd_budget;   /* fds the FIFO may hold: see budget_for() */
-	_Atomic bool sock_throttled; /* socket watched for hang-up only */
-	_Atomic bool sock_read; /* failed, and the socket read to its end */
-	uint64_t att_next_out;	/* seq of the next ATTACH sent (out.lock) */
-};
 
 struct cmesh__lane *cmesh__link_out(struct cmesh__link *l)
 {
@@ -133,180 +88,12 @@ void cmesh__link_fail(struct cmesh__link *l, int err)
 		   (int)l->peer_pid, cmesh_strerror(err));
 	/* Tell the peer; what it sent before stays readable for us. */
 	shutdown(l->sock, SHUT_WR);
-	cmesh__lane_wake(&l->in);
+	cmesh__lanes_wake_all(l);
 }
 
 void cmesh__link_kick(struct cmesh__link *l)
 {
 	cmesh__eventfd_signal(l->kick_efd);
-}
-
-/* ---- attachments ---- */
-
-int cmesh__link_send_attach(struct cmesh__link *l, const int *fds,
-			    uint32_t nfds, uint64_t *out_seq)
-{
-	struct cmesh_ctl_attach m = { 0 };
-	int r;
-
-	m.hdr.magic = CMESH_PROTO_MAGIC;
-	m.hdr.version = CMESH_PROTO_VERSION;
-	m.hdr.type = CMESH_CTL_ATTACH;
-	m.hdr.len = sizeof(m);
-	m.seq = l->att_next_out + 1;
-	m.nfds = nfds;
-	r = cmesh__ctl_send(l->sock, &m, sizeof(m), fds, nfds);
-	switch (r) {
-	case 0:
-		l->att_next_out = m.seq;
-		*out_seq = m.seq;
-		return 0;
-	case -EAGAIN: /* socket full: the caller spills, the thread retries */
-	case -ENOBUFS:
-		return -EAGAIN;
-	case -EBADF: /* a bad fd from the caller: nothing was sent */
-	case -EINVAL:
-		return -EINVAL;
-	default:
-		cmesh__link_fail(l, -ECONNRESET);
-		return cmesh__link_failed(l);
-	}
-}
-
-/*
- * The link failed and its socket has been read to the end (or it failed
- * for a protocol error): an ATTACH not in the FIFO now never comes. While the socket still holds some (the
- * thread stopped reading at the fd budget), records of a dead peer wait
- * for them: what it published is delivered before its failure.
- */
-static bool failed_and_read(struct cmesh__link *l)
-{
-	int f = cmesh__link_failed(l);
-
-	/* A protocol error is final at once: nothing more is delivered. */
-	return f && (f == -EPROTO ||
-		     atomic_load_explicit(&l->sock_read, memory_order_acquire));
-}
-
-bool cmesh__link_attach_ready(struct cmesh__link *l, uint64_t seq)
-{
-	bool ready;
-
-	pthread_mutex_lock(&l->att_lock);
-	ready = l->att_head && l->att_head->seq == seq;
-	pthread_mutex_unlock(&l->att_lock);
-	return ready || failed_and_read(l);
-}
-
-int cmesh__link_take_attach(struct cmesh__link *l, uint64_t seq, int *fds,
-			    uint32_t nfds)
-{
-	struct attach *a;
-	int r = 0;
-
-	pthread_mutex_lock(&l->att_lock);
-	a = l->att_head;
-	if (!a) {
-		r = failed_and_read(l) ? cmesh__link_failed(l) : -EAGAIN;
-	} else if (a->seq != seq || a->nfds != nfds) {
-		r = -EPROTO;
-	} else {
-		l->att_head = a->next;
-		if (!l->att_head)
-			l->att_tailp = &l->att_head;
-		l->att_count--;
-		l->att_fds -= a->nfds;
-		memcpy(fds, a->fds, nfds * sizeof(int));
-		free(a);
-	}
-	pthread_mutex_unlock(&l->att_lock);
-	if (r == -EPROTO)
-		cmesh__link_fail(l, -EPROTO);
-	/* Room again: the link thread reads the socket again. */
-	if (!r &&
-	    atomic_load_explicit(&l->sock_throttled, memory_order_relaxed))
-		cmesh__link_kick(l);
-	return r;
-}
-
-static void close_all(struct attach *a)
-{
-	for (uint32_t i = 0; i < a->nfds; i++)
-		close(a->fds[i]);
-	free(a);
-}
-
-void cmesh__link_drop_attachments(struct cmesh__link *l)
-{
-	struct attach *a;
-
-	pthread_mutex_lock(&l->att_lock);
-	l->att_drop = true;
-	a = l->att_head;
-	l->att_head = NULL;
-	l->att_tailp = &l->att_head;
-	l->att_count = 0;
-	l->att_fds = 0;
-	/* A throttled thread reads on (closing what arrives): peers' fds in
-	 * flight are not held in the socket until the link dies. */
-	if (atomic_load_explicit(&l->sock_throttled, memory_order_relaxed))
-		cmesh__link_kick(l);
-	pthread_mutex_unlock(&l->att_lock);
-	while (a) {
-		struct attach *next = a->next;
-
-		close_all(a);
-		a = next;
-	}
-}
-
-/* Link thread: one control message, already copied out. */
-static int handle_ctl(struct cmesh__link *l, const void *buf, int len,
-		      const int *fds, uint32_t nfds)
-{
-	struct cmesh_ctl_attach m;
-	struct attach *a;
-
-	if (len != (int)sizeof(m))
-		return -EPROTO;
-	memcpy(&m, buf, sizeof(m));
-	if (m.hdr.magic != CMESH_PROTO_MAGIC ||
-	    m.hdr.version != CMESH_PROTO_VERSION ||
-	    m.hdr.type != CMESH_CTL_ATTACH || m.hdr.len != sizeof(m) ||
-	    m.nfds != nfds || nfds == 0 || nfds > ATTACH_MAX_FDS ||
-	    m.seq != l->att_next_in + 1)
-		return -EPROTO;
-	a = malloc(sizeof(*a));
-	if (!a)
-		return -ENOMEM;
-	a->next = NULL;
-	a->seq = m.seq;
-	a->nfds = nfds;
-	memcpy(a->fds, fds, nfds * sizeof(int));
-	l->att_next_in = m.seq;
-	pthread_mutex_lock(&l->att_lock);
-	if (l->att_drop) {
-		pthread_mutex_unlock(&l->att_lock);
-		close_all(a);
-		return 0;
-	}
-	/*
-	 * Every ATTACH belongs to a record the peer has claimed in its ring
-	 * and we have not delivered yet: more of them than the ring holds
-	 * records (plus the one being delivered) is no honest peer.
-	 */
-	if (l->att_count >= l->att_max) {
-		pthread_mutex_unlock(&l->att_lock);
-		free(a); /* on_sock() closes the fds of a refused message */
-		return -EPROTO;
-	}
-	*l->att_tailp = a;
-	l->att_tailp = &a->next;
-	l->att_count++;
-	l->att_fds += nfds;
-	pthread_mutex_unlock(&l->att_lock);
-	cmesh__lane_wake(&l->in);
-	return 0;
 }
 
 static void on_sock(void *arg, int fd, uint32_t revents);
@@ -351,7 +138,9 @@ static void throttle(struct cmesh__link *l, bool on)
 static void on_sock(void *arg, int fd, uint32_t revents)
 {
 	struct cmesh__link *l = arg;
-	unsigned char buf[64];
+	/* An ATTACH with every port a type may hold is the largest. */
+	unsigned char buf[sizeof(struct cmesh_ctl_attach) +
+			  CMESH_CTL_MAX_PORTS * sizeof(struct cmesh_ctl_port)];
 	int fds[CMESH__CTL_MAX_FDS];
 
 	for (;;) {
@@ -384,7 +173,7 @@ static void on_sock(void *arg, int fd, uint32_t revents)
 						    -ECONNRESET);
 			return;
 		}
-		n = handle_ctl(l, buf, n, fds, nfds);
+		n = cmesh__lanes_handle_ctl(l, buf, n, fds, nfds);
 		if (n) {
 			for (uint32_t i = 0; i < nfds; i++)
 				close(fds[i]);
@@ -421,20 +210,20 @@ static void free_resources(struct cmesh__link *l);
 static bool orphan_done(struct cmesh__link *l)
 {
 	return atomic_load_explicit(&l->orphan, memory_order_acquire) &&
-	       (!atomic_load_explicit(&l->out.spilling, memory_order_relaxed) ||
-		cmesh__link_failed(l));
+	       (!cmesh__lanes_spilling(l) || cmesh__link_failed(l));
 }
 
 static void *link_thread(void *arg)
 {
 	struct cmesh__link *l = arg;
 
+	bool retry = false;
+
 	while (!atomic_load_explicit(&l->stop, memory_order_acquire)) {
 		int64_t deadline = CMESH_DEADLINE_NONE;
 		int r;
 
-		if (atomic_load_explicit(&l->out.spilling,
-					 memory_order_relaxed))
+		if (retry)
 			deadline = cmesh_clock_now() + SPILL_RETRY_NS;
 		r = cmesh__wake_run(l->wake, deadline);
 		if (r < 0 && r != -EINTR) {
@@ -466,14 +255,11 @@ static void *link_thread(void *arg)
 				/* Pairs with failed_and_read()'s acquire. */
 				atomic_store_explicit(&l->sock_read, true,
 						      memory_order_release);
-				cmesh__lane_wake(&l->in);
+				cmesh__lanes_wake_all(l);
 			}
 		}
-		if (cmesh__link_failed(l))
-			/* Nothing will take it: no backlog, no retry timer. */
-			cmesh__lane_drop_spill(&l->out);
-		else
-			cmesh__lane_flush_spill(&l->out);
+		/* Backlogs, control messages, lanes that are done. */
+		retry = cmesh__lanes_sweep(l);
 		/* Not before cmesh__link_put() is done with `l`. */
 		pthread_mutex_lock(&l->orphan_lock);
 		bool done = orphan_done(l);
@@ -564,27 +350,6 @@ static int recv_hello(struct cmesh__link *l, int64_t deadline,
 	return 0;
 }
 
-static uint64_t line_off(const struct cmesh__arena *a, uint32_t line)
-{
-	return cmesh__arena_layout(a)->ctl_off +
-	       (uint64_t)line * CMESH_SHM_LINE;
-}
-
-/* Smallest arena whose data region holds a ring of `cap` bytes. */
-static uint64_t arena_size_for(uint32_t cap)
-{
-	/*
-	 * The data region starts past size / 32 + a header, so no size
-	 * below (cap + 64) * 32 / 31 fits: start there, a page or two short.
-	 */
-	uint64_t size = ((uint64_t)cap + 64) * 32 / 31 &
-			~(CMESH_SHM_PAGE - 1ull);
-
-	while (size - cmesh__arena_data_off_for(size) < cap)
-		size += CMESH_SHM_PAGE;
-	return size;
-}
-
 /*
  * Our arena, our halves of both rings and our wake fds, before the HELLO
  * goes out. On success *out_wake is the end of our wake socketpair that
@@ -595,7 +360,7 @@ static int setup_own(struct cmesh__link *l, uint32_t ring_cap, int *out_wake)
 	unsigned char *base;
 	int wake_pair[2], r;
 
-	r = cmesh__arena_create(arena_size_for(ring_cap), "cmesh-arena",
+	r = cmesh__arena_create(cmesh__arena_size_for(ring_cap), "cmesh-arena",
 				&l->own);
 	if (r)
 		return r;
@@ -606,18 +371,21 @@ static int setup_own(struct cmesh__link *l, uint32_t ring_cap, int *out_wake)
 	if (r)
 		return r;
 	r = cmesh__shmring_consumer_init(
-		&l->in.cons, l->own, line_off(l->own, CMESH_PROTO_LINE_HEAD));
+		&l->in.cons, l->own,
+		cmesh__arena_line_off(l->own, CMESH_PROTO_LINE_HEAD));
 	if (r)
 		return r;
 	/* Zeroed at creation; reaches the peer with the HELLO. */
 	l->in.own_wake =
 		(struct cmesh_shm_ring_wake *)(base +
-					       line_off(l->own,
-							CMESH_PROTO_LINE_WAKE));
+					       cmesh__arena_line_off(
+						       l->own,
+						       CMESH_PROTO_LINE_WAKE));
 	/* Zeroed at creation too: the futex our sleeping peer waits on. */
 	l->out.own_signal =
 		(struct cmesh_shm_ring_signal
-			 *)(base + line_off(l->own, CMESH_PROTO_LINE_SIGNAL));
+			 *)(base + cmesh__arena_line_off(
+					   l->own, CMESH_PROTO_LINE_SIGNAL));
 	l->in.efd = cmesh__eventfd_new();
 	if (l->in.efd < 0)
 		return l->in.efd;
@@ -651,22 +419,26 @@ static int setup_peer(struct cmesh__link *l, const struct cmesh_ctl_hello *h,
 	l->out.peer_wake_sock = fds[1];
 	base = cmesh__arena_base(l->peer);
 	if (!cmesh__arena_ctl_ok(l->peer,
-				 line_off(l->peer, CMESH_PROTO_LINE_WAKE),
+				 cmesh__arena_line_off(l->peer,
+						       CMESH_PROTO_LINE_WAKE),
 				 sizeof(struct cmesh_shm_ring_wake)))
 		return -EPROTO;
 	l->out.peer_wake =
 		(const struct cmesh_shm_ring_wake
-			 *)(base + line_off(l->peer, CMESH_PROTO_LINE_WAKE));
+			 *)(base + cmesh__arena_line_off(
+					   l->peer, CMESH_PROTO_LINE_WAKE));
 	if (!cmesh__arena_ctl_ok(l->peer,
-				 line_off(l->peer, CMESH_PROTO_LINE_SIGNAL),
+				 cmesh__arena_line_off(l->peer,
+						       CMESH_PROTO_LINE_SIGNAL),
 				 sizeof(struct cmesh_shm_ring_signal)))
 		return -EPROTO;
 	l->in.peer_signal =
 		(const struct cmesh_shm_ring_signal
-			 *)(base + line_off(l->peer, CMESH_PROTO_LINE_SIGNAL));
-	r = cmesh__shmring_producer_attach(&l->out.prod, l->peer,
-					   line_off(l->peer,
-						    CMESH_PROTO_LINE_HEAD));
+			 *)(base + cmesh__arena_line_off(
+					   l->peer, CMESH_PROTO_LINE_SIGNAL));
+	r = cmesh__shmring_producer_attach(
+		&l->out.prod, l->peer,
+		cmesh__arena_line_off(l->peer, CMESH_PROTO_LINE_HEAD));
 	if (!r)
 		r = cmesh__shmring_consumer_attach(
 			&l->in.cons, l->peer,
@@ -677,7 +449,7 @@ static int setup_peer(struct cmesh__link *l, const struct cmesh_ctl_hello *h,
 	l->in.buf_limit = cmesh__shmring_record_limit(h->ring_cap);
 	/* A record per slot, and the one our receiver took but not yet its
 	 * ATTACH (lane.c copies a MSG record out before delivering it). */
-	l->att_max = h->ring_cap / CMESH_SHM_SLOT_SIZE + 1;
+	l->in.att_max = h->ring_cap / CMESH_SHM_SLOT_SIZE + 1;
 	return 0;
 }
 
@@ -708,6 +480,12 @@ static int handshake(struct cmesh__link *l, const cmesh_type *out_type,
 	if (r)
 		return r;
 	r = setup_peer(l, &peer, fds);
+	if (r)
+		return r;
+	/* Lane ids: each side its parity (proto.h); equal ids are no peer. */
+	if (peer.node_id == mine.node_id)
+		return -EPROTO;
+	r = cmesh__lanes_init(l, mine.node_id, peer.node_id);
 	if (r)
 		return r;
 	/*
@@ -757,7 +535,7 @@ static void free_resources(struct cmesh__link *l)
 		close(l->pidfd);
 	if (l->kick_efd >= 0)
 		close(l->kick_efd);
-	cmesh__link_drop_attachments(l);
+	cmesh__lanes_destroy(l);
 	cmesh__lane_destroy(&l->out);
 	cmesh__lane_destroy(&l->in);
 	cmesh__arena_free(l->peer);
@@ -896,7 +674,7 @@ int cmesh__link_new(int sock, const cmesh_type *out_type,
 	l->kick_efd = -1;
 	l->pidfd = -1;
 	l->fd_budget = budget_for();
-	l->att_tailp = &l->att_head;
+	l->ctl_tailp = &l->ctl_head;
 	atomic_init(&l->refs, 1);
 	/* Before anything can fail: free_resources() closes these. */
 	l->in.efd = l->in.wake_sock = l->in.peer_wake_sock = -1;
@@ -957,8 +735,7 @@ void cmesh__link_put(struct cmesh__link *l)
 	 * not be lost because their sender was freed. The link thread
 	 * delivers them, then frees the link itself.
 	 */
-	if (l->thread_started &&
-	    atomic_load_explicit(&l->out.spilling, memory_order_relaxed) &&
+	if (l->thread_started && cmesh__lanes_spilling(l) &&
 	    !cmesh__link_failed(l)) {
 		pthread_mutex_lock(&l->orphan_lock);
 		atomic_store_explicit(&l->orphan, true, memory_order_release);

@@ -47,17 +47,9 @@ struct cmesh__lane *cmesh__link_in(struct cmesh__link *l);
 
 pid_t cmesh__link_peer_pid(const struct cmesh__link *l);
 
-/*
- * The receiving side is gone: closes every fd in the FIFO, and every fd
- * that arrives from now on.
- */
-void cmesh__link_drop_attachments(struct cmesh__link *l);
-
 /* Our own arena (tests use it to play a hostile peer). */
 struct cmesh__arena *cmesh__link_own_arena(struct cmesh__link *l);
 
-/* True when ATTACH number `seq` is next in the FIFO (or the link failed). */
-bool cmesh__link_attach_ready(struct cmesh__link *l, uint64_t seq);
 int cmesh__link_sock(const struct cmesh__link *l);
 
 /* 0 while healthy, else the failure every port sees (-ECONNRESET, ...). */
@@ -72,22 +64,80 @@ const _Atomic int *cmesh__link_failed_word(const struct cmesh__link *l);
  */
 void cmesh__link_fail(struct cmesh__link *l, int err);
 
-/*
- * Sends an ATTACH carrying `fds` (borrowed: the caller closes its copies)
- * and returns its sequence number in *out_seq. Callers serialize (the
- * lane's producer lock) so ATTACHes and records keep one order.
- */
-int cmesh__link_send_attach(struct cmesh__link *l, const int *fds,
-			    uint32_t nfds, uint64_t *out_seq);
+/* ---- lanes and attachments (link_lanes.c) ---- */
+
+struct cmesh__port_out;
+struct cmesh__ports_in;
+struct cmesh_ctl_port;
 
 /*
- * Takes the fds of ATTACH number `seq` (exactly `nfds` of them) into fds[]
- * (owned by the caller afterwards). Returns 0, -EAGAIN (not read from the
- * socket yet), -EPROTO (the next ATTACH is another one: the link fails),
- * or the link's failure.
+ * Out lane `ln`: sends an ATTACH carrying `fds` (borrowed: the caller
+ * closes its copies) and the port descriptors of `ports`, and returns its
+ * sequence number in *out_seq. Callers serialize (the lane's producer
+ * lock) so ATTACHes and records keep one order. -EAGAIN (socket full),
+ * -EINVAL (a bad fd), or the link's failure.
  */
-int cmesh__link_take_attach(struct cmesh__link *l, uint64_t seq, int *fds,
-			    uint32_t nfds);
+int cmesh__link_send_attach(struct cmesh__lane *ln, const int *fds,
+			    uint32_t nfds, const struct cmesh__port_out *ports,
+			    uint32_t nports, uint64_t *out_seq);
+
+/* In lane: true when ATTACH number `seq` is next (or the link failed). */
+bool cmesh__link_attach_ready(struct cmesh__lane *ln, uint64_t seq);
+
+/*
+ * In lane: takes the fds of ATTACH number `seq` (exactly `nfds` of them)
+ * into fds[] and its `nports` port descriptors into ports->desc (owned by
+ * the caller afterwards). Returns 0, -EAGAIN (not read from the socket
+ * yet), -EPROTO (the next ATTACH is another one: the link fails), or the
+ * link's failure.
+ */
+int cmesh__link_take_attach(struct cmesh__lane *ln, uint64_t seq, int *fds,
+			    uint32_t nfds, struct cmesh__ports_in *ports,
+			    uint32_t nports);
+
+/*
+ * In lane: the receiver is gone: closes every fd in its FIFO and every fd
+ * that arrives for it from now on; their ports are answered DROPPED.
+ */
+void cmesh__link_drop_attachments(struct cmesh__lane *ln);
+
+/*
+ * A lane for an endpoint we send over `l`: we produce on it (is_out: we
+ * keep the senders, the receiver goes) or consume (we keep the
+ * receiver). Fills *out with the port descriptor, our half's fd (the
+ * caller sends then closes it) and the lane, registered, awaiting its
+ * answer. -ENOMEM, -ENOSPC (ids or lanes exhausted), -errno.
+ */
+int cmesh__link_lane_export(struct cmesh__link *l, bool is_out,
+			    const cmesh_type *type, uint32_t ring_cap,
+			    uint64_t max_backlog, int64_t spin_ns,
+			    struct cmesh__port_out *out);
+
+/*
+ * A lane for an endpoint we received in a port descriptor `d` (validated
+ * by the link thread) with the peer's half `fd` (taken in every case):
+ * bound, registered, answered with our half. -EPROTO (the peer's half is
+ * bad or its id in use: the caller fails the link), -ENOMEM, -errno.
+ */
+int cmesh__link_lane_import(struct cmesh__link *l,
+			    const struct cmesh_ctl_port *d, int fd,
+			    const cmesh_type *type, uint64_t max_backlog,
+			    int64_t spin_ns, struct cmesh__lane **out);
+
+/* Answers port descriptor `d` DROPPED (nobody takes it); closes `fd`. */
+void cmesh__link_port_drop(struct cmesh__link *l,
+			   const struct cmesh_ctl_port *d, int fd);
+
+/*
+ * The message carrying the port of `ln` went out (its ATTACH was sent),
+ * or never will (unsent: its lane is dropped). Until one of them is
+ * called the link keeps the lane, whatever else happens to it.
+ */
+void cmesh__link_lane_sent(struct cmesh__lane *ln);
+void cmesh__link_lane_unsent(struct cmesh__lane *ln);
+
+/* The owner of a dynamic lane is done with it; the link frees it. */
+void cmesh__link_lane_release(struct cmesh__lane *ln);
 
 /* Asks the link thread to retry spilled sends soon (lane.c). */
 void cmesh__link_kick(struct cmesh__link *l);

@@ -6,6 +6,7 @@
 #include "endpoint.h"
 
 #include "env.h"
+#include "port.h"
 #include "queue.h"
 #include "type.h"
 #include "waitset.h"
@@ -48,6 +49,8 @@ int cmesh_oneshot_send(cmesh_oneshot_sender *tx, const void *msg,
 	if (trail_len && !trail) {
 		cmesh__type_release(cmesh__queue_type(tx->q), msg);
 		r = -EINVAL;
+	} else if (cmesh__queue_has_ports(tx->q)) {
+		r = cmesh__port_send(tx->q, msg, trail, trail_len);
 	} else {
 		r = cmesh__queue_send(tx->q, msg, trail, trail_len);
 	}

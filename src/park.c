@@ -101,22 +101,26 @@ struct park_waitv {
 	uint32_t reserved;
 };
 
-int cmesh__park_wait2(const _Atomic uint32_t *shared, uint32_t shared_val,
-		      const _Atomic uint32_t *own, uint32_t own_val,
+int cmesh__park_waitn(const struct cmesh__park_word *words, uint32_t n,
 		      int64_t deadline)
 {
-	struct park_waitv w[2] = {
-		{ shared_val, (uint64_t)(uintptr_t)shared, FUTEX_32, 0 },
-		{ own_val, (uint64_t)(uintptr_t)own,
-		  FUTEX_32 | FUTEX_PRIVATE_FLAG, 0 },
-	};
+	struct park_waitv w[CMESH__PARK_WAITN_MAX];
 	struct timespec ts, *tsp;
 	long r;
 
+	if (n == 0 || n > CMESH__PARK_WAITN_MAX)
+		return -EINVAL;
+	for (uint32_t i = 0; i < n; i++) {
+		w[i].val = words[i].val;
+		w[i].uaddr = (uint64_t)(uintptr_t)words[i].word;
+		w[i].flags = FUTEX_32 |
+			     (words[i].shared ? 0 : FUTEX_PRIVATE_FLAG);
+		w[i].reserved = 0;
+	}
 	if (abs_timeout(deadline, &ts, &tsp))
 		return -ETIMEDOUT;
 	/* An absolute CLOCK_MONOTONIC timeout. */
-	r = syscall(SYS_futex_waitv, w, 2, 0, tsp, CLOCK_MONOTONIC);
+	r = syscall(SYS_futex_waitv, w, n, 0, tsp, CLOCK_MONOTONIC);
 	if (r >= 0 || errno == EAGAIN || errno == EINTR)
 		return 0; /* woken, a value changed, a signal: re-check */
 	if (errno == ETIMEDOUT)
@@ -127,6 +131,18 @@ int cmesh__park_wait2(const _Atomic uint32_t *shared, uint32_t shared_val,
 	 * make a blocking receive spin; the caller sleeps another way.
 	 */
 	return -ENOSYS;
+}
+
+int cmesh__park_wait2(const _Atomic uint32_t *shared, uint32_t shared_val,
+		      const _Atomic uint32_t *own, uint32_t own_val,
+		      int64_t deadline)
+{
+	struct cmesh__park_word w[2] = {
+		{ shared, shared_val, true },
+		{ own, own_val, false },
+	};
+
+	return cmesh__park_waitn(w, 2, deadline);
 }
 
 static pthread_once_t asym_once = PTHREAD_ONCE_INIT;

@@ -39,6 +39,24 @@ void cmesh__park_wake_shared(const _Atomic uint32_t *word);
  * or -ENOSYS where futex_waitv is missing, refused or failed otherwise
  * (the caller then sleeps another way, never retries at once).
  */
+/* One futex word of a multi-wait, and the value it is expected to hold. */
+struct cmesh__park_word {
+	const _Atomic uint32_t *word;
+	uint32_t val;
+	bool shared; /* in shared memory (else private to this process) */
+};
+
+/* What futex_waitv takes at most. */
+#define CMESH__PARK_WAITN_MAX 128u
+
+/*
+ * Sleeps until one of `n` words differs from its value, a wake, or
+ * `deadline`: 0 (look again), -ETIMEDOUT, -EINVAL (n out of range) or
+ * -ENOSYS (futex_waitv absent or refused: sleep another way).
+ */
+int cmesh__park_waitn(const struct cmesh__park_word *words, uint32_t n,
+		      int64_t deadline);
+
 int cmesh__park_wait2(const _Atomic uint32_t *shared, uint32_t shared_val,
 		      const _Atomic uint32_t *own, uint32_t own_val,
 		      int64_t deadline);

@@ -45,6 +45,7 @@
  * inline space are the exception (one malloc).
  */
 #include "queue.h"
+#include "queue_int.h"
 
 #include "copy.h"
 #include "hint.h"
@@ -63,102 +64,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-
-#define ST_RX_SLEEP 1u	/* receiver parked on `state` */
-#define ST_WS_ARMED 2u	/* receiver's waitset wants a signal */
-#define ST_RX_CLOSED 4u /* receiver freed */
-#define ST_TX_CLOSED 8u /* every sender freed */
-#define ST_SLEEPERS (ST_RX_SLEEP | ST_WS_ARMED)
-
-#define SLOT_HEAP 1u /* trailing bytes live in a malloc'd buffer */
-#define CACHE_LINE 64u
-/*
- * Fields written by different threads sit 128 bytes apart, and slots start
- * on a 128-byte boundary: x86 cores fetch aligned pairs of lines (the
- * adjacent-line prefetcher), so 64 bytes apart still share traffic.
- */
-#define PAIR 128u
-#define SPIN_CLOCK_EVERY 32
-#define PF_AHEAD 8 /* slots the consumer reads ahead (prefetch_slot) */
-
-struct slot {
-	_Atomic uint64_t seq; /* pos + 1 once position pos is published */
-	uint32_t trail_len;
-	uint32_t flags; /* SLOT_HEAP */
-	/* message bytes, then the inline trail or the heap pointer */
-};
-
-#define SLOT_HDR ((uint32_t)sizeof(struct slot))
-/* Message bytes that share a slot's first line. */
-#define FIRST_LINE_MSG (CACHE_LINE - SLOT_HDR)
-
-/*
- * Slot geometry. A slot is `lines` logical 64-byte lines: struct slot, the
- * message, the inline trail (or the heap pointer), and last the tail word.
- * Logical line L of a slot is stored at byte L * PAIR of the slot's
- * storage, so every line is alone in its aligned 128-byte pair (the other
- * line of the pair is never used), and positions map to slots in a
- * scrambled order (slot_index()). Both keep the hardware prefetchers (the
- * adjacent-line one, and the stride and stream ones) from pulling lines
- * that the other core polls or is about to write. Measured on two cores
- * with a 64-byte ping-pong: contiguous 2-line slots in position order
- * cost about 30 ns more per round trip than this layout (170 vs 140 ns
- * in a bare harness, where one reused line takes 130).
- */
-
-struct ovf_node {
-	struct ovf_node *next;
-	void *heap; /* trail if it did not fit inline, or NULL */
-	uint32_t trail_len;
-	alignas(16) unsigned char data[]; /* message, then inline trail */
-};
-
-struct cmesh__queue {
-	/* Set at creation, read-only afterwards. */
-	struct cmesh__queue_head h; /* first: queue.h reads it */
-	unsigned char *slots;
-	uint64_t mask;	    /* capacity - 1 */
-	uint32_t slot_size; /* logical bytes: 64 per line */
-	uint32_t stride;    /* bytes of storage per slot: PAIR per line */
-	uint32_t scramble;  /* slot_index()'s shift */
-	uint32_t msg_size;
-	uint32_t msg_span;   /* msg_size rounded up to 8 */
-	uint32_t inline_cap; /* trailing bytes that fit in a slot */
-	/* Local sends that take the fast path: no resource fields, ... */
-	bool fast_send;
-	uint64_t fast_trail; /* ... and no more trailing bytes than this */
-	int64_t spin_ns;
-	uint64_t max_trail;
-	uint64_t max_backlog;	     /* ovf_bytes' bound (0: none): -ENOBUFS */
-	unsigned char *scratch;	     /* one message, for drains (drain_lock) */
-	bool asym;		     /* cmesh__fence_asym() (park.h) */
-	struct cmesh__lane *tx_lane; /* the receiver is remote */
-	struct cmesh__lane *rx_lane; /* the senders are remote */
-
-	/* Read by every send, written rarely. */
-	alignas(PAIR) _Atomic uint32_t state;
-	_Atomic uint32_t ovf_mode;  /* 1: overflow list in use (see top) */
-	_Atomic uint64_t ovf_bytes; /* node_cost() of the list and batch */
-	_Atomic uint32_t nsenders;
-	_Atomic uint32_t refs; /* sending side (1) + receiving side (1) */
-
-	/* Producers only. */
-	alignas(PAIR) _Atomic uint64_t tail;
-	_Atomic uint64_t head_cache; /* a recent head_pub, <= head */
-
-	/* Consumer only (the drain_lock holder once the receiver closed). */
-	alignas(PAIR) uint64_t head;
-	struct slot *head_slot;	    /* slot_at(head), kept with head */
-	_Atomic uint64_t head_pub;  /* head, for producers checking space */
-	struct ovf_node *ovf_batch; /* taken from the list, not yet received */
-
-	/* Slow paths. */
-	alignas(PAIR) pthread_mutex_t lock; /* ovf list, ws */
-	struct ovf_node *ovf_head;
-	struct ovf_node **ovf_tailp;
-	struct cmesh_waitset *ws;
-	pthread_mutex_t drain_lock; /* consumer role after close */
-};
 
 /*
  * The slot of position `pos`: a bijection of pos mod capacity (multiply
@@ -314,6 +219,7 @@ int cmesh__queue_new(const cmesh_type *type,
 	r = cmesh_type_fingerprint(type, &q->h.fp);
 	if (r)
 		goto out_free;
+	q->h.has_ports = cmesh__type_has_endpoints(type);
 	r = -ENOMEM;
 	q->msg_size = type->size;
 	q->msg_span = (type->size + 7u) & ~7u;
@@ -332,7 +238,7 @@ int cmesh__queue_new(const cmesh_type *type,
 	q->max_trail = opts->max_trail;
 	q->max_backlog = opts->max_backlog;
 	q->asym = cmesh__fence_asym();
-	q->tx_lane = opts->tx_lane;
+	atomic_init(&q->tx_lane, opts->tx_lane);
 	q->rx_lane = opts->rx_lane;
 	q->fast_send = !type->nfields;
 	q->fast_trail = q->inline_cap < q->max_trail ? q->inline_cap :
@@ -347,7 +253,7 @@ int cmesh__queue_new(const cmesh_type *type,
 	atomic_init(&q->ovf_mode, 0);
 	atomic_init(&q->ovf_bytes, 0);
 	atomic_init(&q->nsenders, opts->nsenders);
-	atomic_init(&q->refs, q->tx_lane || q->rx_lane ? 1 : 2);
+	atomic_init(&q->refs, opts->tx_lane || opts->rx_lane ? 1 : 2);
 	atomic_init(&q->tail, 0);
 	atomic_init(&q->head_cache, 0);
 	atomic_init(&q->head_pub, 0);
@@ -454,7 +360,9 @@ static uint64_t node_cost(const struct cmesh__queue *q, uint32_t len, bool heap)
 /*
  * Queues behind the ring (in order), or in it if it has room again.
  * -ENOBUFS once the list holds max_backlog bytes, -ENOMEM; then nothing
- * is queued and the caller still owns msg's resources and `heap`.
+ * is queued and the caller still owns msg's resources and `heap`. 1: the
+ * receiver moved to another process (the ring is sealed): nothing is
+ * queued, tx_lane takes the message.
  */
 static int overflow_push(struct cmesh__queue *q, const void *msg,
 			 const void *trail, size_t len, void *heap)
@@ -464,6 +372,11 @@ static int overflow_push(struct cmesh__queue *q, const void *msg,
 	uint64_t cost = node_cost(q, (uint32_t)len, heap);
 
 	pthread_mutex_lock(&q->lock);
+	/* The receiver moved (its move holds `lock`): the lane takes it. */
+	if (atomic_load_explicit(&q->tx_lane, memory_order_relaxed)) {
+		pthread_mutex_unlock(&q->lock);
+		return 1;
+	}
 	if (!atomic_load_explicit(&q->ovf_mode, memory_order_relaxed) &&
 	    ring_try_push(q, msg, trail, len, heap) == 0)
 		goto out_unlock;
@@ -574,6 +487,17 @@ static __attribute__((noinline)) int send_slow(struct cmesh__queue *q,
 		    atomic_load_explicit(&q->ovf_mode, memory_order_relaxed)) ||
 	    unlikely(ring_try_push(q, msg, trail, len, heap))) {
 		r = overflow_push(q, msg, trail, len, heap);
+		if (r == 1) {
+			free(heap);
+			/* Endpoints must become ports: port.c sends again. */
+			if (q->h.type->nfields &&
+			    cmesh__type_has_endpoints(q->h.type))
+				return -EXDEV;
+			return cmesh__lane_send(
+				atomic_load_explicit(&q->tx_lane,
+						     memory_order_acquire),
+				msg, trail, len);
+		}
 		if (r)
 			goto out_free_heap;
 	}
@@ -596,8 +520,16 @@ out_release:
 int cmesh__queue_send(struct cmesh__queue *q, const void *msg,
 		      const void *trail, size_t len)
 {
-	if (q->tx_lane)
-		return cmesh__lane_send_inline(q->tx_lane, msg, trail, len);
+	/* Pairs with the release store of a receiver's move (or creation). */
+	struct cmesh__lane *ln =
+		atomic_load_explicit(&q->tx_lane, memory_order_acquire);
+
+	if (ln) {
+		/* Endpoints become ports (port.c), which looks again. */
+		if (unlikely(q->h.has_ports))
+			return -EXDEV;
+		return cmesh__lane_send_inline(ln, msg, trail, len);
+	}
 	if (unlikely(!q->fast_send) || unlikely(len > q->fast_trail) ||
 	    unlikely(atomic_load_explicit(&q->state, memory_order_relaxed) &
 		     ST_RX_CLOSED) ||
@@ -686,7 +618,8 @@ static int take_overflow(struct cmesh__queue *q, void *out_msg, void *out_trail,
 	}
 	/* A claimed, unpublished slot precedes the batch: wait for it. */
 	n = q->ovf_batch;
-	if (atomic_load_explicit(&q->tail, memory_order_relaxed) != q->head)
+	if ((atomic_load_explicit(&q->tail, memory_order_relaxed) &
+	     ~TAIL_SEAL) != q->head)
 		return -EAGAIN;
 	if (!discard && n->trail_len > cap)
 		return -EMSGSIZE;
@@ -719,14 +652,21 @@ static int pop(struct cmesh__queue *q, void *out_msg, void *out_trail,
 	return take_overflow(q, out_msg, out_trail, cap, discard);
 }
 
-static int try_recv(struct cmesh__queue *q, void *out_msg, void *out_trail,
-		    size_t cap)
+int cmesh__queue_pop(struct cmesh__queue *q, void *out_msg, void *out_trail,
+		     size_t cap)
+{
+	return pop(q, out_msg, out_trail, cap, false);
+}
+
+int cmesh__queue_try_primary(struct cmesh__queue *q, void *out_msg,
+			     void *out_trail, size_t cap,
+			     struct cmesh__ports_in *pin)
 {
 	int r;
 
 	if (q->rx_lane)
-		return cmesh__lane_try_recv(q->rx_lane, out_msg, out_trail,
-					    cap);
+		return cmesh__lane_try_recv(q->rx_lane, out_msg, out_trail, cap,
+					    pin);
 	r = pop(q, out_msg, out_trail, cap, false);
 
 	if (r != -EAGAIN)
@@ -739,6 +679,15 @@ static int try_recv(struct cmesh__queue *q, void *out_msg, void *out_trail,
 	return r == -EAGAIN ? -EPIPE : r;
 }
 
+static int try_recv(struct cmesh__queue *q, void *out_msg, void *out_trail,
+		    size_t cap, struct cmesh__ports_in *pin)
+{
+	if (unlikely(atomic_load_explicit(&q->xl_flags, memory_order_acquire)))
+		return cmesh__queue_xl_try_recv(q, out_msg, out_trail, cap,
+						pin);
+	return cmesh__queue_try_primary(q, out_msg, out_trail, cap, pin);
+}
+
 static bool overflow_ready(struct cmesh__queue *q)
 {
 	bool ready;
@@ -746,17 +695,14 @@ static bool overflow_ready(struct cmesh__queue *q)
 	pthread_mutex_lock(&q->lock);
 	ready = head_ready(q, memory_order_acquire) ||
 		(ovf_first(q) &&
-		 atomic_load_explicit(&q->tail, memory_order_relaxed) ==
-			 q->head);
+		 (atomic_load_explicit(&q->tail, memory_order_relaxed) &
+		  ~TAIL_SEAL) == q->head);
 	pthread_mutex_unlock(&q->lock);
 	return ready;
 }
 
-/* Would a receive return something other than -EAGAIN? seq_cst: Dekker. */
-bool cmesh__queue_ready(struct cmesh__queue *q)
+bool cmesh__queue_local_ready(struct cmesh__queue *q)
 {
-	if (q->rx_lane)
-		return cmesh__lane_ready(q->rx_lane);
 	if (head_ready(q, memory_order_acquire))
 		return true;
 	if (atomic_load_explicit(&q->ovf_mode, memory_order_acquire) &&
@@ -764,6 +710,16 @@ bool cmesh__queue_ready(struct cmesh__queue *q)
 		return true;
 	return atomic_load_explicit(&q->state, memory_order_acquire) &
 	       ST_TX_CLOSED;
+}
+
+/* Would a receive return something other than -EAGAIN? seq_cst: Dekker. */
+bool cmesh__queue_ready(struct cmesh__queue *q)
+{
+	if (unlikely(atomic_load_explicit(&q->xl_flags, memory_order_acquire)))
+		return cmesh__queue_xl_ready(q);
+	if (q->rx_lane)
+		return cmesh__lane_ready(q->rx_lane);
+	return cmesh__queue_local_ready(q);
 }
 
 /*
@@ -782,8 +738,7 @@ static bool maybe_ready(const struct cmesh__queue *q)
  * `deadline`). The clock is first read after a round of polls: a message
  * already on its way is caught without paying for a clock read.
  */
-static void spin(const struct cmesh__queue *q, int64_t spin_ns,
-		 int64_t deadline)
+static void spin(struct cmesh__queue *q, int64_t spin_ns, int64_t deadline)
 {
 	/* A local queue's next slot: its seq, and its last line's word. */
 	const _Atomic uint64_t *seq = NULL, *tw = NULL;
@@ -799,7 +754,14 @@ static void spin(const struct cmesh__queue *q, int64_t spin_ns,
 	for (;;) {
 		int64_t now;
 
-		if (q->rx_lane) {
+		if (unlikely(atomic_load_explicit(&q->xl_flags,
+						  memory_order_relaxed))) {
+			/* Several sources: ask each of them, now and then. */
+			if (cmesh__queue_xl_ready(q))
+				break;
+			for (int i = 0; i < SPIN_CLOCK_EVERY; i++)
+				cmesh__park_pause();
+		} else if (q->rx_lane) {
 			uint64_t lw = 0;
 			const _Atomic uint64_t *ls =
 				cmesh__lane_spin_word(q->rx_lane, &lw);
@@ -850,6 +812,8 @@ static int sleep_until(struct cmesh__queue *q, int64_t deadline)
 	uint32_t st;
 	int r = 0;
 
+	if (unlikely(atomic_load_explicit(&q->xl_flags, memory_order_acquire)))
+		return cmesh__queue_xl_sleep(q, deadline);
 	if (q->rx_lane)
 		return cmesh__lane_sleep(q->rx_lane, deadline);
 	/* Dekker with the producer's publish + state load, see top. */
@@ -872,13 +836,14 @@ static int sleep_until(struct cmesh__queue *q, int64_t deadline)
 /* Every receive the fast path below does not finish. */
 static __attribute__((noinline)) int recv_slow(struct cmesh__queue *q,
 					       int64_t deadline, void *out_msg,
-					       void *out_trail, size_t cap)
+					       void *out_trail, size_t cap,
+					       struct cmesh__ports_in *pin)
 {
 	bool spun = q->spin_ns == 0 || deadline <= 0;
 	int r;
 
 	for (;;) {
-		r = try_recv(q, out_msg, out_trail, cap);
+		r = try_recv(q, out_msg, out_trail, cap, pin);
 		if (r != -EAGAIN)
 			return r;
 		if (!spun) {
@@ -889,7 +854,7 @@ static __attribute__((noinline)) int recv_slow(struct cmesh__queue *q,
 		if (cmesh_clock_now() >= deadline)
 			return -ETIMEDOUT;
 		if (sleep_until(q, deadline) == -ETIMEDOUT) {
-			r = try_recv(q, out_msg, out_trail, cap);
+			r = try_recv(q, out_msg, out_trail, cap, pin);
 			return r == -EAGAIN ? -ETIMEDOUT : r;
 		}
 	}
@@ -902,13 +867,41 @@ int cmesh__queue_recv(struct cmesh__queue *q, int64_t deadline, void *out_msg,
 	/* Pairs with the producer's publishing store. */
 	if (likely(!q->rx_lane) && likely(head_ready(q, memory_order_acquire)))
 		return take_ring(q, out_msg, out_trail, cap, false);
-	return recv_slow(q, deadline, out_msg, out_trail, cap);
+	return recv_slow(q, deadline, out_msg, out_trail, cap, NULL);
+}
+
+int cmesh__queue_recv_ports(struct cmesh__queue *q, int64_t deadline,
+			    void *out_msg, void *out_trail, size_t cap,
+			    struct cmesh__ports_in *pin)
+{
+	return recv_slow(q, deadline, out_msg, out_trail, cap, pin);
+}
+
+int cmesh__queue_local_len(struct cmesh__queue *q)
+{
+	int r = -EAGAIN;
+
+	if (head_ready(q, memory_order_acquire))
+		return (int)q->head_slot->trail_len;
+	if (atomic_load_explicit(&q->ovf_mode, memory_order_acquire)) {
+		pthread_mutex_lock(&q->lock);
+		if (head_ready(q, memory_order_acquire))
+			r = (int)q->head_slot->trail_len;
+		else if (ovf_first(q) &&
+			 (atomic_load_explicit(&q->tail, memory_order_relaxed) &
+			  ~TAIL_SEAL) == q->head)
+			r = (int)ovf_first(q)->trail_len;
+		pthread_mutex_unlock(&q->lock);
+	}
+	return r;
 }
 
 int cmesh__queue_peek(struct cmesh__queue *q)
 {
 	int r = -EAGAIN;
 
+	if (unlikely(atomic_load_explicit(&q->xl_flags, memory_order_acquire)))
+		return cmesh__queue_xl_peek(q);
 	if (q->rx_lane)
 		return cmesh__lane_peek(q->rx_lane);
 	if (head_ready(q, memory_order_acquire))
@@ -918,8 +911,8 @@ int cmesh__queue_peek(struct cmesh__queue *q)
 		if (head_ready(q, memory_order_acquire))
 			r = (int)q->head_slot->trail_len;
 		else if (ovf_first(q) &&
-			 atomic_load_explicit(&q->tail, memory_order_relaxed) ==
-				 q->head)
+			 (atomic_load_explicit(&q->tail, memory_order_relaxed) &
+			  ~TAIL_SEAL) == q->head)
 			r = (int)ovf_first(q)->trail_len;
 		pthread_mutex_unlock(&q->lock);
 		if (r != -EAGAIN)
@@ -943,8 +936,11 @@ struct cmesh__lane *cmesh__queue_rx_lane(struct cmesh__queue *q)
 
 int cmesh__queue_flush(struct cmesh__queue *q, int64_t deadline)
 {
+	struct cmesh__lane *ln =
+		atomic_load_explicit(&q->tx_lane, memory_order_acquire);
+
 	/* In one process a sent message is in the queue already. */
-	return q->tx_lane ? cmesh__lane_flush(q->tx_lane, deadline) : 0;
+	return ln ? cmesh__lane_flush(ln, deadline) : 0;
 }
 
 int cmesh__queue_wake_fds(struct cmesh__queue *q, int out[2])
@@ -1020,16 +1016,31 @@ void cmesh__queue_discard(struct cmesh__queue *q)
 	destroy(q);
 }
 
-static void queue_put(struct cmesh__queue *q)
+void cmesh__queue_put(struct cmesh__queue *q)
 {
-	struct cmesh__lane *ln = q->tx_lane ? q->tx_lane : q->rx_lane;
+	struct cmesh__lane *ln =
+		atomic_load_explicit(&q->tx_lane, memory_order_acquire);
 
+	if (!ln)
+		ln = q->rx_lane;
 	if (atomic_fetch_sub_explicit(&q->refs, 1, memory_order_acq_rel) != 1)
 		return;
 	drain(q);
 	destroy(q);
-	if (ln)
-		cmesh__link_put(ln->link);
+	if (!ln)
+		return;
+	struct cmesh__link *l = ln->link;
+
+	/* A port's lane stays with its link until the peer is done too
+	 * (the link may free it at once: `ln` is not used after this). */
+	if (ln->dynamic)
+		cmesh__link_lane_release(ln);
+	cmesh__link_put(l);
+}
+
+void cmesh__queue_wake(struct cmesh__queue *q, uint32_t set)
+{
+	wake(q, set);
 }
 
 void cmesh__queue_sender_get(struct cmesh__queue *q)
@@ -1039,21 +1050,35 @@ void cmesh__queue_sender_get(struct cmesh__queue *q)
 
 void cmesh__queue_sender_put(struct cmesh__queue *q)
 {
+	struct cmesh__lane *ln;
+	bool close_lane = false;
+
 	if (atomic_fetch_sub_explicit(&q->nsenders, 1, memory_order_acq_rel) !=
 	    1)
 		return;
-	if (q->tx_lane)
-		cmesh__lane_close_tx(q->tx_lane);
-	else
+	/*
+	 * The receiver may be moving (queue_port.c, under `lock`): whoever
+	 * sees both the lane and no sender left sends its CLOSE, once.
+	 */
+	pthread_mutex_lock(&q->lock);
+	ln = atomic_load_explicit(&q->tx_lane, memory_order_acquire);
+	if (ln && !q->closed_out)
+		close_lane = q->closed_out = true;
+	pthread_mutex_unlock(&q->lock);
+	if (close_lane)
+		cmesh__lane_close_tx(ln);
+	else if (!ln)
 		wake(q, ST_TX_CLOSED);
-	queue_put(q);
+	cmesh__queue_put(q);
 }
 
 void cmesh__queue_receiver_close(struct cmesh__queue *q)
 {
+	if (atomic_load_explicit(&q->xl_flags, memory_order_acquire))
+		cmesh__queue_xl_close(q);
 	if (q->rx_lane) {
 		cmesh__lane_close_rx(q->rx_lane);
-		queue_put(q);
+		cmesh__queue_put(q);
 		return;
 	}
 	atomic_fetch_or_explicit(&q->state, ST_RX_CLOSED, memory_order_seq_cst);
@@ -1064,5 +1089,5 @@ void cmesh__queue_receiver_close(struct cmesh__queue *q)
 	 */
 	cmesh__fence_heavy();
 	drain(q);
-	queue_put(q);
+	cmesh__queue_put(q);
 }

@@ -50,7 +50,8 @@ void cmesh__queue_discard(struct cmesh__queue *q);
  */
 struct cmesh__queue_head {
 	const cmesh_type *type;
-	uint64_t fp; /* the type's fingerprint */
+	uint64_t fp;	/* the type's fingerprint */
+	bool has_ports; /* the type has endpoint fields (port.c) */
 };
 
 static inline const cmesh_type *cmesh__queue_type(const struct cmesh__queue *q)
@@ -61,6 +62,12 @@ static inline const cmesh_type *cmesh__queue_type(const struct cmesh__queue *q)
 static inline uint64_t cmesh__queue_fingerprint(const struct cmesh__queue *q)
 {
 	return ((const struct cmesh__queue_head *)(const void *)q)->fp;
+}
+
+/* Messages of the queue's type may carry endpoints: see port.h. */
+static inline bool cmesh__queue_has_ports(const struct cmesh__queue *q)
+{
+	return ((const struct cmesh__queue_head *)(const void *)q)->has_ports;
 }
 
 /* Another sender reference; the caller already holds one. */
@@ -87,6 +94,47 @@ int cmesh__queue_send(struct cmesh__queue *q, const void *msg,
  */
 int cmesh__queue_recv(struct cmesh__queue *q, int64_t deadline, void *out_msg,
 		      void *out_trail, size_t trail_cap);
+
+struct cmesh__ports_in;
+
+/*
+ * cmesh__queue_recv() for a type with endpoint fields: ports that arrive
+ * with a message from another process go to *pin (pin->n of them, which
+ * the caller sets to 0 first) for the caller to make endpoints of.
+ */
+int cmesh__queue_recv_ports(struct cmesh__queue *q, int64_t deadline,
+			    void *out_msg, void *out_trail, size_t cap,
+			    struct cmesh__ports_in *pin);
+
+/*
+ * The receiver may be remote: its lane (acquire), or NULL. Sends with
+ * endpoints take it through port.c. A send of such a message into the
+ * local queue returns -EXDEV when the receiver moved meanwhile (nothing
+ * is taken): look again.
+ */
+struct cmesh__lane *cmesh__queue_tx_lane(struct cmesh__queue *q);
+
+/*
+ * The senders of `q` (its receiver here) gained one in another process:
+ * `ln`, a port's in lane, holds a sender reference and a reference on its
+ * link from now on. -EOPNOTSUPP if the receiver is in a waitset (a
+ * port's lane has no wake fds), -EPIPE if it is gone, -ENOMEM.
+ */
+int cmesh__queue_add_rx_lane(struct cmesh__queue *q, struct cmesh__lane *ln);
+
+/*
+ * The receiver of `q` (held by the caller) moves to another process over
+ * `ln`, a port's out lane: the ring is sealed, every queued message is
+ * passed, in order, to forward() (which sends it on `ln` and takes its
+ * resources), later sends go to `ln`, and the receiver's reference is
+ * dropped. The caller has taken a reference on ln's link for the queue.
+ * -EOPNOTSUPP: the receiver has lanes of its own (its senders are in
+ * other processes) or is remote itself.
+ */
+int cmesh__queue_move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
+			 int (*forward)(void *ctx, struct cmesh__lane *ln,
+					void *msg, void *trail, size_t len),
+			 void *ctx);
 
 /* Trailing length of the next message, -EAGAIN or -EPIPE. Consumer side. */
 int cmesh__queue_peek(struct cmesh__queue *q);

@@ -206,6 +206,14 @@ static bool field_present(const void *msg, const cmesh_field *f)
 						field_ptr(msg, f) != NULL;
 }
 
+bool cmesh__type_has_endpoints(const cmesh_type *type)
+{
+	for (uint32_t i = 0; i < type->nfields; i++)
+		if (cmesh__field_is_endpoint(type->fields[i].kind))
+			return true;
+	return false;
+}
+
 bool cmesh__type_holds(const cmesh_type *type, const void *msg,
 		       const void *handle)
 {

@@ -19,6 +19,9 @@ bool cmesh__field_is_endpoint(uint32_t kind);
  * may appear twice (-EINVAL). On success, receivers being moved leave
  * their waitsets. Borrows everything.
  */
+/* True if the type has an endpoint field. */
+bool cmesh__type_has_endpoints(const cmesh_type *type);
+
 int cmesh__type_prepare_move(const cmesh_type *type, const void *msg);
 
 /* True if an endpoint field of `msg` holds `handle`. */

@@ -630,8 +630,9 @@ enum bad_variant {
 	BV_COUNT
 };
 
-/* A raw ATTACH header. */
-static struct cmesh_ctl_attach attach_msg(uint64_t seq, uint32_t nfds)
+/* A raw ATTACH header for record `seq` of our link's first out lane. */
+static struct cmesh_ctl_attach attach_msg(struct cmesh__link *l, uint64_t seq,
+					  uint32_t nfds)
 {
 	struct cmesh_ctl_attach m;
 
@@ -641,7 +642,8 @@ static struct cmesh_ctl_attach attach_msg(uint64_t seq, uint32_t nfds)
 	m.hdr.type = CMESH_CTL_ATTACH;
 	m.hdr.len = sizeof(m);
 	m.seq = seq;
-	m.nfds = nfds;
+	m.lane = cmesh__link_out(l)->id;
+	m.nfds = (uint16_t)nfds;
 	return m;
 }
 
@@ -663,7 +665,7 @@ static int push_raw(struct cmesh__link *l, uint32_t kind, const void *buf,
 static uint32_t msg_rec(unsigned char *buf, uint32_t trail_len, uint32_t flags,
 			uint64_t fd_mask, uint64_t seq, uint32_t extra)
 {
-	struct cmesh_rec_msg h = { trail_len, flags, fd_mask, seq };
+	struct cmesh_rec_msg h = { trail_len, flags, fd_mask, seq, 0 };
 	struct fdmsg m = { .tag = 77, .fd = -1, .fd2 = -1 };
 
 	memcpy(buf, &h, sizeof(h));
@@ -686,16 +688,16 @@ static int do_bad(struct cmesh__link *l, enum bad_variant v)
 	/* The library sent ATTACH 1 for the first message. */
 	switch (v) {
 	case BV_ATTACH_WRONG_SEQ:
-		a = attach_msg(99, 1);
+		a = attach_msg(l, 99, 1);
 		return cmesh__ctl_send(sock, &a, sizeof(a), &efd, 1);
 	case BV_ATTACH_NFDS_MISMATCH:
-		a = attach_msg(2, 2);
+		a = attach_msg(l, 2, 2);
 		return cmesh__ctl_send(sock, &a, sizeof(a), &efd, 1);
 	case BV_ATTACH_NO_FDS:
-		a = attach_msg(2, 0);
+		a = attach_msg(l, 2, 0);
 		return cmesh__ctl_send(sock, &a, sizeof(a), NULL, 0);
 	case BV_ATTACH_BAD_MAGIC:
-		a = attach_msg(2, 1);
+		a = attach_msg(l, 2, 1);
 		a.hdr.magic = 0;
 		return cmesh__ctl_send(sock, &a, sizeof(a), &efd, 1);
 	case BV_GARBAGE:
@@ -718,7 +720,7 @@ static int do_bad(struct cmesh__link *l, enum bad_variant v)
 	case BV_ONE_BYTE:
 		return cmesh__ctl_send(sock, "x", 1, NULL, 0);
 	case BV_OVERSIZED:
-		a = attach_msg(2, 1);
+		a = attach_msg(l, 2, 1);
 		memset(buf, 0, 200);
 		memcpy(buf, &a, sizeof(a));
 		return cmesh__ctl_send(sock, buf, 200, &efd, 1);
@@ -732,12 +734,12 @@ static int do_bad(struct cmesh__link *l, enum bad_variant v)
 		n = msg_rec(buf, 3, 0, 0, 0, 8);
 		return push_raw(l, CMESH_REC_MSG, buf, n);
 	case BV_REC_FD_MASK_NOT_FD_FIELD:
-		a = attach_msg(2, 1);
+		a = attach_msg(l, 2, 1);
 		TOPO_CHECK_EQ(cmesh__ctl_send(sock, &a, sizeof(a), &efd, 1), 0);
 		n = msg_rec(buf, 0, CMESH_REC_F_ATTACH, 1u << 5, 2, 0);
 		return push_raw(l, CMESH_REC_MSG, buf, n);
 	case BV_REC_ATTACH_SEQ_MISMATCH:
-		a = attach_msg(2, 1);
+		a = attach_msg(l, 2, 1);
 		TOPO_CHECK_EQ(cmesh__ctl_send(sock, &a, sizeof(a), &efd, 1), 0);
 		n = msg_rec(buf, 0, CMESH_REC_F_ATTACH, 1, 3, 0);
 		return push_raw(l, CMESH_REC_MSG, buf, n);
@@ -757,14 +759,18 @@ static int do_bad(struct cmesh__link *l, enum bad_variant v)
 				    v == BV_REC_OOL_O_PATH ? O_PATH : O_WRONLY);
 			TOPO_CHECK(fd >= 0);
 		}
-		TOPO_CHECK_EQ(cmesh__link_send_attach(l, &fd, 1, &seq), 0);
+		TOPO_CHECK_EQ(cmesh__link_send_attach(cmesh__link_out(l), &fd,
+						      1, NULL, 0, &seq),
+			      0);
 		n = msg_rec(buf, 5000, CMESH_REC_F_ATTACH | CMESH_REC_F_OOL, 0,
 			    seq, 0);
 		return push_raw(l, CMESH_REC_MSG, buf, n);
 	case BV_REC_OOL_OVER_MAX:
 		fd = raw_memfd(4096, NULL, 0, SEALS);
 		TOPO_CHECK(fd >= 0);
-		TOPO_CHECK_EQ(cmesh__link_send_attach(l, &fd, 1, &seq), 0);
+		TOPO_CHECK_EQ(cmesh__link_send_attach(cmesh__link_out(l), &fd,
+						      1, NULL, 0, &seq),
+			      0);
 		n = msg_rec(buf, UINT32_MAX,
 			    CMESH_REC_F_ATTACH | CMESH_REC_F_OOL, 0, seq, 0);
 		return push_raw(l, CMESH_REC_MSG, buf, n);
@@ -1476,7 +1482,8 @@ static int fd_flood_child(int sock, int sync, uint32_t ring, uint32_t per,
 		      0);
 	csock = cmesh__link_sock(cmesh__node_link(node));
 	for (uint32_t seq = 1; seq <= count;) {
-		struct cmesh_ctl_attach a = attach_msg(seq, per);
+		struct cmesh_ctl_attach a =
+			attach_msg(cmesh__node_link(node), seq, per);
 		int r = cmesh__ctl_send(csock, &a, sizeof(a), fds, per);
 
 		if (r == -EAGAIN) {

@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * link_int.h - the link's state, shared by the two files of the link
+ * module: link.c (handshake, thread, socket, failure) and link_lanes.c
+ * (the lanes on the link: ids, table, ATTACH FIFOs, LANE and END).
+ */
+#ifndef CMESH_LINK_INT_H
+#define CMESH_LINK_INT_H
+
+#include "ctl.h"
+#include "lane.h"
+#include "link.h"
+
+#include "proto.h"
+
+#include <ck_ht.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define SPILL_RETRY_NS 1000000 /* 1 ms while a lane has a backlog */
+/*
+ * fds one ATTACH may carry: every fd or endpoint field of a type (an fd,
+ * or a port's arena), and an OOL memfd.
+ */
+#define ATTACH_MAX_FDS (CMESH_TYPE_MAX_FIELDS + 1u)
+
+/* An ATTACH read from the socket, waiting in its lane's FIFO. */
+struct cmesh__attach {
+	struct cmesh__attach *next;
+	uint64_t seq;
+	uint32_t nfds;
+	uint32_t nports;
+	int fds[ATTACH_MAX_FDS];
+	struct cmesh_ctl_port ports[]; /* nports */
+};
+
+/* A control message that met a full socket, sent later in order. */
+struct ctl_pending {
+	struct ctl_pending *next;
+	uint32_t len;
+	int fd; /* or -1 */
+	unsigned char buf[32];
+};
+
+struct cmesh__link {
+	_Atomic uint32_t refs;
+	_Atomic int failed;
+	int sock;
+	_Atomic pid_t peer_pid;
+	bool pid_known; /* peer_pid from fork or SO_PEERCRED, not the HELLO */
+	bool pid_from_fork; /* from the caller, who forked the peer */
+	int pidfd; /* the peer process (a second death signal), or -1 */
+	bool pidfd_watched;
+	struct cmesh__arena *own;
+	struct cmesh__arena *peer;
+	struct cmesh__lane out; /* lane id `parity` */
+	struct cmesh__lane in;	/* lane id `parity ^ 1` */
+	struct cmesh__wake *wake;
+	int kick_efd;
+	_Atomic bool stop;
+	_Atomic bool orphan; /* no references left: the thread frees it */
+	pthread_mutex_t orphan_lock; /* hand-off to the thread vs. its free */
+	bool thread_started;
+	bool sock_watched;
+	pthread_t thread;
+	/*
+	 * The lanes: their table and list, their FIFOs and lifetimes, the
+	 * pending control messages (link_lanes.c).
+	 */
+	pthread_mutex_t att_lock;
+	ck_ht_t lanes;		 /* id + 1 -> lane: every lane on the link */
+	bool lanes_init;	 /* `lanes` was initialised */
+	struct cmesh__lane *dyn; /* dynamic lanes (lane->next) */
+	uint32_t parity;	 /* our ids: parity, parity + 2, ... */
+	uint32_t next_id;	 /* the next id we give */
+	uint32_t ndyn;		 /* dynamic lanes registered */
+	uint64_t peer_mapped;	 /* bytes of the peer's halves mapped */
+	struct ctl_pending *ctl_head; /* control messages to send, in order */
+	struct ctl_pending **ctl_tailp;
+	_Atomic bool ctl_pending;    /* ctl_head is not empty */
+	uint32_t att_fds;	     /* fds the FIFOs hold */
+	uint32_t fd_budget;	     /* fds the FIFOs may hold: budget_for() */
+	_Atomic bool sock_throttled; /* socket watched for hang-up only */
+	_Atomic bool sock_read; /* failed, and the socket read to its end */
+};
+
+/* ---- link_lanes.c, for link.c ---- */
+
+/* Sets up the table with the two first lanes. 0 or -ENOMEM. */
+int cmesh__lanes_init(struct cmesh__link *l, uint64_t our_node,
+		      uint64_t peer_node);
+
+/* Frees every dynamic lane, every FIFO and pending message. */
+void cmesh__lanes_destroy(struct cmesh__link *l);
+
+/*
+ * Link thread: one control message other than HELLO, copied out. Takes
+ * the fds on success; on failure the caller closes them.
+ */
+int cmesh__lanes_handle_ctl(struct cmesh__link *l, const void *buf, int len,
+			    const int *fds, uint32_t nfds);
+
+/*
+ * Link thread, every round: sends pending control messages, flushes the
+ * out lanes' backlogs (or drops them once the link failed), frees lanes
+ * that are done. True while something is left to retry.
+ */
+bool cmesh__lanes_sweep(struct cmesh__link *l);
+
+/* True if an out lane has a backlog to deliver (orphaned links wait). */
+bool cmesh__lanes_spilling(struct cmesh__link *l);
+
+/* Wakes every in lane's receiver (failure). */
+void cmesh__lanes_wake_all(struct cmesh__link *l);
+
+#endif

@@ -1,0 +1,843 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * link_lanes.c - the lanes on a link: their ids and table, the ATTACH
+ * FIFO of each in lane, the lanes that endpoints create and their
+ * lifetime, and the control messages that set them up (LANE) and end
+ * them (END). Wire format: shm/proto.h.
+ *
+ * Ids. Each side gives ids of its own parity (from the HELLOs' node ids),
+ * so the two never collide; 0 and 1 are the HELLO's lanes. Every lane the
+ * peer may name is in `lanes` (ck_ht, under att_lock): an ATTACH names an
+ * in lane of ours, a LANE answer an unanswered lane we created, an END an
+ * in lane whose producer it is. Anything else, or a port descriptor whose
+ * id is in use, fails the link with -EPROTO and touches no other lane:
+ * a peer can name only lanes of its own link.
+ *
+ * Lifetime of a dynamic lane. Created by a port (cmesh__link_lane_export
+ * for an endpoint we send, cmesh__link_lane_import for one we receive),
+ * registered, owned by the link. Its queue releases it when done; the
+ * link thread frees it once the peer can no longer name it: an out lane
+ * once its backlog is delivered and END sent (or it was dropped, or the
+ * link failed); an in lane once END arrived (or it was dropped, or the
+ * link failed). Only the link thread (and the link's destruction) frees
+ * lanes, so it uses them without the lock; others only add to the list.
+ *
+ * Every port descriptor we receive is answered exactly once: LANE with
+ * our half when a receiver takes the endpoint, or DROPPED when its
+ * ATTACH is dropped (the receiving lane's receiver is gone). Control
+ * messages that meet a full socket wait, in order, in `ctl_head`.
+ */
+#include "link_int.h"
+
+#include "arena.h"
+#include "ctl.h"
+#include "log.h"
+
+#include "proto.h"
+#include "ring.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Dynamic lanes one link may hold: a peer's ports cannot take more. */
+#define MAX_LANES 65536u
+/* Bytes of the peer's halves one link may map (address space). */
+#define MAX_PEER_MAPPED (1ull << 40)
+
+static void *ht_malloc(size_t n)
+{
+	return malloc(n);
+}
+
+static void *ht_realloc(void *p, size_t old, size_t n, bool defer)
+{
+	(void)old;
+	(void)defer;
+	return realloc(p, n);
+}
+
+static void ht_free(void *p, size_t n, bool defer)
+{
+	(void)n;
+	(void)defer;
+	free(p);
+}
+
+static struct ck_malloc ht_alloc = { ht_malloc, ht_realloc, ht_free };
+
+/* ---- the table (att_lock held) ---- */
+
+static struct cmesh__lane *lookup(struct cmesh__link *l, uint32_t id)
+{
+	ck_ht_entry_t e;
+	ck_ht_hash_t h;
+
+	ck_ht_hash_direct(&h, &l->lanes, (uintptr_t)id + 1);
+	ck_ht_entry_key_set_direct(&e, (uintptr_t)id + 1);
+	if (!ck_ht_get_spmc(&l->lanes, h, &e))
+		return NULL;
+	return (struct cmesh__lane *)ck_ht_entry_value_direct(&e);
+}
+
+static int insert(struct cmesh__link *l, struct cmesh__lane *ln)
+{
+	ck_ht_entry_t e;
+	ck_ht_hash_t h;
+
+	ck_ht_hash_direct(&h, &l->lanes, (uintptr_t)ln->id + 1);
+	ck_ht_entry_set_direct(&e, h, (uintptr_t)ln->id + 1, (uintptr_t)ln);
+	return ck_ht_put_spmc(&l->lanes, h, &e) ? 0 : -ENOMEM;
+}
+
+static void remove_id(struct cmesh__link *l, uint32_t id)
+{
+	ck_ht_entry_t e;
+	ck_ht_hash_t h;
+
+	ck_ht_hash_direct(&h, &l->lanes, (uintptr_t)id + 1);
+	ck_ht_entry_key_set_direct(&e, (uintptr_t)id + 1);
+	ck_ht_remove_spmc(&l->lanes, h, &e);
+}
+
+int cmesh__lanes_init(struct cmesh__link *l, uint64_t our_node,
+		      uint64_t peer_node)
+{
+	l->parity = our_node < peer_node ? 0 : 1;
+	l->next_id = l->parity + 2;
+	l->out.id = l->parity;
+	l->in.id = l->parity ^ 1u;
+	l->out.is_out = true;
+	if (!ck_ht_init(&l->lanes, CK_HT_MODE_DIRECT | CK_HT_WORKLOAD_DELETE,
+			NULL, &ht_alloc, 64, our_node ^ peer_node))
+		return -ENOMEM;
+	l->lanes_init = true;
+	if (insert(l, &l->out) || insert(l, &l->in))
+		return -ENOMEM;
+	return 0;
+}
+
+static void close_attach(struct cmesh__attach *a)
+{
+	for (uint32_t i = 0; i < a->nfds; i++)
+		close(a->fds[i]);
+	free(a);
+}
+
+static void free_fifo(struct cmesh__lane *ln)
+{
+	while (ln->att_head) {
+		struct cmesh__attach *a = ln->att_head;
+
+		ln->att_head = a->next;
+		close_attach(a);
+	}
+	ln->att_tailp = &ln->att_head;
+	ln->att_count = 0;
+}
+
+void cmesh__lanes_destroy(struct cmesh__link *l)
+{
+	struct cmesh__lane *ln = l->dyn;
+
+	while (ln) {
+		struct cmesh__lane *next = ln->next;
+
+		free_fifo(ln);
+		cmesh__lane_free(ln);
+		ln = next;
+	}
+	l->dyn = NULL;
+	free_fifo(&l->in);
+	while (l->ctl_head) {
+		struct ctl_pending *p = l->ctl_head;
+
+		l->ctl_head = p->next;
+		if (p->fd >= 0)
+			close(p->fd);
+		free(p);
+	}
+	if (l->lanes_init)
+		ck_ht_destroy(&l->lanes);
+	l->lanes_init = false;
+}
+
+/* ---- control messages we send ---- */
+
+static void fill_hdr(struct cmesh_ctl_hdr *h, uint16_t type, uint32_t len)
+{
+	h->magic = CMESH_PROTO_MAGIC;
+	h->version = CMESH_PROTO_VERSION;
+	h->type = type;
+	h->len = len;
+	h->reserved = 0;
+}
+
+/* Sends what waited, in order; att_lock held. */
+static void ctl_flush_locked(struct cmesh__link *l)
+{
+	struct ctl_pending *p;
+
+	while ((p = l->ctl_head)) {
+		int r = cmesh__ctl_send(l->sock, p->buf, p->len, &p->fd,
+					p->fd >= 0 ? 1 : 0);
+
+		if (r == -EAGAIN || r == -ENOBUFS)
+			break;
+		if (r) {
+			/* The socket is gone: the link fails, nothing waits. */
+			cmesh__link_fail(l, -ECONNRESET);
+			break;
+		}
+		l->ctl_head = p->next;
+		if (p->fd >= 0)
+			close(p->fd);
+		free(p);
+	}
+	if (!l->ctl_head)
+		l->ctl_tailp = &l->ctl_head;
+	atomic_store_explicit(&l->ctl_pending, l->ctl_head != NULL,
+			      memory_order_relaxed);
+}
+
+/*
+ * Sends a LANE or END (taking `fd`, or -1), now or, behind a full
+ * socket, from the link thread later: never lost while the link lives.
+ */
+static void ctl_send(struct cmesh__link *l, const void *buf, uint32_t len,
+		     int fd)
+{
+	struct ctl_pending *p = malloc(sizeof(*p));
+
+	if (!p) {
+		if (fd >= 0)
+			close(fd);
+		cmesh__link_fail(l, -ENOMEM);
+		return;
+	}
+	p->next = NULL;
+	p->len = len;
+	p->fd = fd;
+	memcpy(p->buf, buf, len);
+	pthread_mutex_lock(&l->att_lock);
+	if (!l->ctl_tailp)
+		l->ctl_tailp = &l->ctl_head;
+	*l->ctl_tailp = p;
+	l->ctl_tailp = &p->next;
+	if (!cmesh__link_failed(l))
+		ctl_flush_locked(l);
+	pthread_mutex_unlock(&l->att_lock);
+	if (atomic_load_explicit(&l->ctl_pending, memory_order_relaxed))
+		cmesh__link_kick(l);
+}
+
+static void send_lane(struct cmesh__link *l, uint32_t id, uint32_t flags,
+		      uint64_t size, int fd)
+{
+	struct cmesh_ctl_lane m = { 0 };
+
+	fill_hdr(&m.hdr, CMESH_CTL_LANE, sizeof(m));
+	m.id = id;
+	m.flags = flags;
+	m.arena_size = size;
+	ctl_send(l, &m, sizeof(m), fd);
+}
+
+static void send_end(struct cmesh__link *l, uint32_t id)
+{
+	struct cmesh_ctl_end m = { 0 };
+
+	fill_hdr(&m.hdr, CMESH_CTL_END, sizeof(m));
+	m.id = id;
+	ctl_send(l, &m, sizeof(m), -1);
+}
+
+void cmesh__link_port_drop(struct cmesh__link *l,
+			   const struct cmesh_ctl_port *d, int fd)
+{
+	if (fd >= 0)
+		close(fd);
+	if (!cmesh__link_failed(l))
+		send_lane(l, d->id, CMESH_LANE_F_DROPPED, 0, -1);
+}
+
+/* Drops an ATTACH nobody will take: its ports are answered DROPPED. */
+static void drop_attach(struct cmesh__link *l, struct cmesh__attach *a)
+{
+	for (uint32_t i = 0; i < a->nports; i++)
+		cmesh__link_port_drop(l, &a->ports[i], -1);
+	close_attach(a);
+}
+
+/* ---- attachments ---- */
+
+int cmesh__link_send_attach(struct cmesh__lane *ln, const int *fds,
+			    uint32_t nfds, const struct cmesh__port_out *ports,
+			    uint32_t nports, uint64_t *out_seq)
+{
+	unsigned char buf[sizeof(struct cmesh_ctl_attach) +
+			  CMESH_CTL_MAX_PORTS * sizeof(struct cmesh_ctl_port)];
+	struct cmesh_ctl_attach m = { 0 };
+	struct cmesh__link *l = ln->link;
+	uint32_t len = sizeof(m) + nports * sizeof(struct cmesh_ctl_port);
+	int r;
+
+	fill_hdr(&m.hdr, CMESH_CTL_ATTACH, len);
+	m.seq = ln->att_next_out + 1;
+	m.lane = ln->id;
+	m.nfds = (uint16_t)nfds;
+	m.nports = (uint16_t)nports;
+	memcpy(buf, &m, sizeof(m));
+	for (uint32_t i = 0; i < nports; i++)
+		memcpy(buf + sizeof(m) + i * sizeof(struct cmesh_ctl_port),
+		       &ports[i].desc, sizeof(struct cmesh_ctl_port));
+	r = cmesh__ctl_send(l->sock, buf, len, fds, nfds);
+	switch (r) {
+	case 0:
+		ln->att_next_out = m.seq;
+		*out_seq = m.seq;
+		return 0;
+	case -EAGAIN: /* socket full: the caller spills, the thread retries */
+	case -ENOBUFS:
+		return -EAGAIN;
+	case -EBADF: /* a bad fd from the caller: nothing was sent */
+	case -EINVAL:
+		return -EINVAL;
+	default:
+		cmesh__link_fail(l, -ECONNRESET);
+		return cmesh__link_failed(l);
+	}
+}
+
+/*
+ * The link failed and its socket has been read to the end (or it failed
+ * for a protocol error): an ATTACH not in the FIFO now never comes. While
+ * the socket still holds some (the thread stopped reading at the fd
+ * budget), records of a dead peer wait for them: what it published is
+ * delivered before its failure.
+ */
+static bool failed_and_read(struct cmesh__link *l)
+{
+	int f = cmesh__link_failed(l);
+
+	/* A protocol error is final at once: nothing more is delivered. */
+	return f && (f == -EPROTO ||
+		     atomic_load_explicit(&l->sock_read, memory_order_acquire));
+}
+
+bool cmesh__link_attach_ready(struct cmesh__lane *ln, uint64_t seq)
+{
+	struct cmesh__link *l = ln->link;
+	bool ready;
+
+	pthread_mutex_lock(&l->att_lock);
+	ready = ln->att_head && ln->att_head->seq == seq;
+	pthread_mutex_unlock(&l->att_lock);
+	return ready || failed_and_read(l);
+}
+
+int cmesh__link_take_attach(struct cmesh__lane *ln, uint64_t seq, int *fds,
+			    uint32_t nfds, struct cmesh__ports_in *ports,
+			    uint32_t nports)
+{
+	struct cmesh__link *l = ln->link;
+	struct cmesh__attach *a;
+	int r = 0;
+
+	pthread_mutex_lock(&l->att_lock);
+	a = ln->att_head;
+	if (!a) {
+		r = failed_and_read(l) ? cmesh__link_failed(l) : -EAGAIN;
+	} else if (a->seq != seq || a->nfds != nfds || a->nports != nports) {
+		r = -EPROTO;
+	} else {
+		ln->att_head = a->next;
+		if (!ln->att_head)
+			ln->att_tailp = &ln->att_head;
+		ln->att_count--;
+		l->att_fds -= a->nfds;
+	}
+	pthread_mutex_unlock(&l->att_lock);
+	if (r == -EPROTO)
+		cmesh__link_fail(l, -EPROTO);
+	if (r)
+		return r;
+	memcpy(fds, a->fds, nfds * sizeof(int));
+	if (nports) {
+		ports->n = nports;
+		memcpy(ports->desc, a->ports, nports * sizeof(a->ports[0]));
+	}
+	free(a);
+	/* Room again: the link thread reads the socket again. */
+	if (atomic_load_explicit(&l->sock_throttled, memory_order_relaxed))
+		cmesh__link_kick(l);
+	return 0;
+}
+
+void cmesh__link_drop_attachments(struct cmesh__lane *ln)
+{
+	struct cmesh__link *l = ln->link;
+	struct cmesh__attach *a;
+
+	pthread_mutex_lock(&l->att_lock);
+	ln->att_drop = true;
+	a = ln->att_head;
+	ln->att_head = NULL;
+	ln->att_tailp = &ln->att_head;
+	ln->att_count = 0;
+	for (struct cmesh__attach *b = a; b; b = b->next)
+		l->att_fds -= b->nfds;
+	/* A throttled thread reads on (closing what arrives): peers' fds in
+	 * flight are not held in the socket until the link dies. */
+	if (atomic_load_explicit(&l->sock_throttled, memory_order_relaxed))
+		cmesh__link_kick(l);
+	pthread_mutex_unlock(&l->att_lock);
+	while (a) {
+		struct cmesh__attach *next = a->next;
+
+		drop_attach(l, a);
+		a = next;
+	}
+}
+
+/* ---- control messages we receive (link thread) ---- */
+
+static bool port_ok(const struct cmesh__link *l, const struct cmesh_ctl_port *d)
+{
+	return (d->kind == CMESH_PORT_WRITE || d->kind == CMESH_PORT_READ) &&
+	       d->reserved == 0 && (d->id & 1u) != l->parity &&
+	       cmesh_shm_ring_cap_ok(d->ring_cap) &&
+	       d->arena_size >= CMESH_SHM_ARENA_MIN_SIZE &&
+	       d->arena_size <= CMESH_SHM_ARENA_MAX_SIZE;
+}
+
+static int on_attach(struct cmesh__link *l, const unsigned char *buf, int len,
+		     const int *fds, uint32_t nfds)
+{
+	struct cmesh_ctl_attach m;
+	struct cmesh__attach *a;
+	struct cmesh__lane *ln;
+
+	if (len < (int)sizeof(m))
+		return -EPROTO;
+	memcpy(&m, buf, sizeof(m));
+	if (m.nports > CMESH_CTL_MAX_PORTS || m.nfds != nfds || nfds == 0 ||
+	    nfds > ATTACH_MAX_FDS || m.nports > nfds ||
+	    (uint32_t)len !=
+		    sizeof(m) + m.nports * sizeof(struct cmesh_ctl_port) ||
+	    m.hdr.len != (uint32_t)len)
+		return -EPROTO;
+	a = malloc(sizeof(*a) + m.nports * sizeof(struct cmesh_ctl_port));
+	if (!a)
+		return -ENOMEM;
+	a->next = NULL;
+	a->seq = m.seq;
+	a->nfds = nfds;
+	a->nports = m.nports;
+	memcpy(a->ports, buf + sizeof(m),
+	       m.nports * sizeof(struct cmesh_ctl_port));
+	for (uint32_t i = 0; i < a->nports; i++)
+		if (!port_ok(l, &a->ports[i])) {
+			free(a);
+			return -EPROTO;
+		}
+	memcpy(a->fds, fds, nfds * sizeof(int));
+	pthread_mutex_lock(&l->att_lock);
+	ln = lookup(l, m.lane);
+	if (!ln || ln->is_out || ln->end_seen || m.seq != ln->att_next_in + 1) {
+		pthread_mutex_unlock(&l->att_lock);
+		free(a); /* the caller closes the fds of a refused message */
+		return -EPROTO;
+	}
+	ln->att_next_in = m.seq;
+	if (ln->att_drop) {
+		pthread_mutex_unlock(&l->att_lock);
+		drop_attach(l, a);
+		return 0;
+	}
+	/*
+	 * Every ATTACH belongs to a record the peer has claimed in the
+	 * lane's ring and we have not delivered yet: more of them than the
+	 * ring holds records (plus the one being delivered) is no honest
+	 * peer.
+	 */
+	if (ln->att_count >= ln->att_max) {
+		pthread_mutex_unlock(&l->att_lock);
+		free(a);
+		return -EPROTO;
+	}
+	*ln->att_tailp = a;
+	ln->att_tailp = &a->next;
+	ln->att_count++;
+	l->att_fds += nfds;
+	pthread_mutex_unlock(&l->att_lock);
+	cmesh__lane_wake(ln);
+	return 0;
+}
+
+static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
+		   const int *fds, uint32_t nfds)
+{
+	struct cmesh_ctl_lane m;
+	struct cmesh__lane *ln;
+	bool dropped;
+	int r;
+
+	if (len != (int)sizeof(m))
+		return -EPROTO;
+	memcpy(&m, buf, sizeof(m));
+	dropped = m.flags == CMESH_LANE_F_DROPPED;
+	if ((m.flags & ~CMESH_LANE_F_DROPPED) || nfds != (dropped ? 0u : 1u) ||
+	    (m.id & 1u) != l->parity || m.hdr.len != sizeof(m))
+		return -EPROTO;
+	pthread_mutex_lock(&l->att_lock);
+	ln = lookup(l, m.id);
+	r = !ln || !ln->dynamic || ln->answered ? -EPROTO : 0;
+	if (!r && !dropped &&
+	    (m.arena_size > MAX_PEER_MAPPED - l->peer_mapped ||
+	     m.arena_size < CMESH_SHM_ARENA_MIN_SIZE))
+		r = -EPROTO;
+	if (!r) {
+		ln->answered = true;
+		if (!dropped)
+			l->peer_mapped += m.arena_size;
+	}
+	pthread_mutex_unlock(&l->att_lock);
+	if (r)
+		return r;
+	/* Ours alone from here on: only this thread binds or frees lanes. */
+	if (dropped) {
+		cmesh__lane_set_dropped(ln);
+	} else {
+		r = cmesh__lane_bind(ln, fds[0], m.arena_size, ln->ring_cap);
+		if (r)
+			return r == -ENOMEM ? r : -EPROTO;
+	}
+	if (!ln->is_out)
+		cmesh__lane_wake(ln);
+	return 0;
+}
+
+static int on_end(struct cmesh__link *l, const unsigned char *buf, int len,
+		  uint32_t nfds)
+{
+	struct cmesh_ctl_end m;
+	struct cmesh__lane *ln;
+	int r = 0;
+
+	if (len != (int)sizeof(m) || nfds)
+		return -EPROTO;
+	memcpy(&m, buf, sizeof(m));
+	if (m.hdr.len != sizeof(m) || m.reserved)
+		return -EPROTO;
+	pthread_mutex_lock(&l->att_lock);
+	ln = lookup(l, m.id);
+	if (!ln || !ln->dynamic || ln->is_out || ln->end_seen ||
+	    !cmesh__lane_bound(ln))
+		r = -EPROTO;
+	else
+		ln->end_seen = true;
+	pthread_mutex_unlock(&l->att_lock);
+	return r;
+}
+
+int cmesh__lanes_handle_ctl(struct cmesh__link *l, const void *buf, int len,
+			    const int *fds, uint32_t nfds)
+{
+	struct cmesh_ctl_hdr h;
+
+	if (len < (int)sizeof(h))
+		return -EPROTO;
+	memcpy(&h, buf, sizeof(h));
+	if (h.magic != CMESH_PROTO_MAGIC || h.version != CMESH_PROTO_VERSION)
+		return -EPROTO;
+	switch (h.type) {
+	case CMESH_CTL_ATTACH:
+		return on_attach(l, buf, len, fds, nfds);
+	case CMESH_CTL_LANE:
+		return on_lane(l, buf, len, fds, nfds);
+	case CMESH_CTL_END:
+		return on_end(l, buf, len, nfds);
+	default:
+		return -EPROTO;
+	}
+}
+
+/* ---- dynamic lanes ---- */
+
+/* Adds a new dynamic lane to the table and the list. */
+static int add_lane(struct cmesh__link *l, struct cmesh__lane *ln)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&l->att_lock);
+	if (l->ndyn >= MAX_LANES)
+		r = -ENOSPC;
+	else if (lookup(l, ln->id))
+		r = -EPROTO; /* an id the peer used twice */
+	else
+		r = insert(l, ln);
+	if (!r) {
+		ln->next = l->dyn;
+		l->dyn = ln;
+		l->ndyn++;
+	}
+	pthread_mutex_unlock(&l->att_lock);
+	return r;
+}
+
+static uint64_t out_trail(const struct cmesh__link *l)
+{
+	return l->out.max_trail; /* ours, lowered to the peer's in HELLO */
+}
+
+int cmesh__link_lane_export(struct cmesh__link *l, bool is_out,
+			    const cmesh_type *type, uint32_t ring_cap,
+			    uint64_t max_backlog, int64_t spin_ns,
+			    struct cmesh__port_out *out)
+{
+	struct cmesh__lane *ln;
+	uint32_t id;
+	int r, fd;
+
+	pthread_mutex_lock(&l->att_lock);
+	id = l->next_id;
+	l->next_id += 2;
+	pthread_mutex_unlock(&l->att_lock);
+	if (id < 2)
+		return -ENOSPC; /* 2^31 lanes on one link */
+	r = cmesh__lane_new(l, id, is_out, type,
+			    is_out ? out_trail(l) : l->in.max_trail,
+			    max_backlog, spin_ns, &ln);
+	if (r)
+		return r;
+	r = cmesh__lane_own_half(ln, ring_cap, &fd);
+	/* Kept until its descriptor is sent (or not): see lane_done(). */
+	ln->inflight = true;
+	if (!r) {
+		r = add_lane(l, ln);
+		if (r)
+			close(fd);
+	}
+	if (r) {
+		cmesh__lane_free(ln);
+		return r;
+	}
+	memset(out, 0, sizeof(*out));
+	out->desc.id = id;
+	/* What the peer's endpoint does: the opposite of us. */
+	out->desc.kind = is_out ? CMESH_PORT_READ : CMESH_PORT_WRITE;
+	out->desc.ring_cap = ring_cap;
+	out->desc.arena_size = cmesh__arena_layout(ln->own_half)->size;
+	out->fd = fd;
+	out->lane = ln;
+	return 0;
+}
+
+int cmesh__link_lane_import(struct cmesh__link *l,
+			    const struct cmesh_ctl_port *d, int fd,
+			    const cmesh_type *type, uint64_t max_backlog,
+			    int64_t spin_ns, struct cmesh__lane **out)
+{
+	bool is_out = d->kind == CMESH_PORT_WRITE;
+	struct cmesh__lane *ln = NULL;
+	int r, own_fd = -1;
+
+	pthread_mutex_lock(&l->att_lock);
+	r = d->arena_size > MAX_PEER_MAPPED - l->peer_mapped ? -EPROTO : 0;
+	if (!r)
+		l->peer_mapped += d->arena_size;
+	pthread_mutex_unlock(&l->att_lock);
+	if (r) {
+		close(fd);
+		return r;
+	}
+	r = cmesh__lane_new(l, d->id, is_out, type,
+			    is_out ? out_trail(l) : l->in.max_trail,
+			    max_backlog, spin_ns, &ln);
+	if (!r)
+		r = cmesh__lane_own_half(ln, d->ring_cap, &own_fd);
+	if (!r) {
+		r = cmesh__lane_bind(ln, fd, d->arena_size, d->ring_cap);
+		fd = -1;
+		if (r && r != -ENOMEM)
+			r = -EPROTO;
+	}
+	if (!r) {
+		ln->answered = true;
+		/* Bound from the start: no backlog to wait behind. */
+		atomic_store_explicit(&ln->spilling, 0, memory_order_relaxed);
+		r = add_lane(l, ln);
+	}
+	if (r) {
+		if (fd >= 0)
+			close(fd);
+		if (own_fd >= 0)
+			close(own_fd);
+		cmesh__lane_free(ln);
+		pthread_mutex_lock(&l->att_lock);
+		l->peer_mapped -= d->arena_size;
+		pthread_mutex_unlock(&l->att_lock);
+		/* Nobody takes it here: the peer hears so (a bad half or id
+		 * fails the link instead, in the caller). */
+		if (r != -EPROTO)
+			cmesh__link_port_drop(l, d, -1);
+		return r;
+	}
+	send_lane(l, d->id, 0, cmesh__arena_layout(ln->own_half)->size, own_fd);
+	*out = ln;
+	return 0;
+}
+
+void cmesh__link_lane_sent(struct cmesh__lane *ln)
+{
+	struct cmesh__link *l = ln->link;
+
+	pthread_mutex_lock(&l->att_lock);
+	ln->inflight = false;
+	pthread_mutex_unlock(&l->att_lock);
+}
+
+void cmesh__link_lane_unsent(struct cmesh__lane *ln)
+{
+	struct cmesh__link *l = ln->link;
+
+	cmesh__lane_set_dropped(ln);
+	if (!ln->is_out)
+		cmesh__lane_wake(ln);
+	pthread_mutex_lock(&l->att_lock);
+	/* The peer never saw it: it will not answer, nor name it. */
+	ln->answered = true;
+	ln->inflight = false; /* the sweep may free it from here on */
+	pthread_mutex_unlock(&l->att_lock);
+	cmesh__link_kick(l);
+}
+
+void cmesh__link_lane_release(struct cmesh__lane *ln)
+{
+	struct cmesh__link *l = ln->link;
+
+	/* The link may free `ln` from this store on. */
+	atomic_store_explicit(&ln->released, true, memory_order_release);
+	cmesh__link_kick(l);
+}
+
+/* ---- the link thread's round ---- */
+
+/*
+ * A released lane the peer will not name again, given what it told us:
+ * freed by the sweep. An out lane first delivers its backlog and sends
+ * END (done by the sweep before it asks this).
+ */
+static bool lane_done(struct cmesh__link *l, struct cmesh__lane *ln)
+{
+	/* A message that still names it (att_lock held) keeps it. */
+	if (ln->inflight ||
+	    !atomic_load_explicit(&ln->released, memory_order_acquire))
+		return false;
+	if (cmesh__link_failed(l))
+		return true;
+	if (!ln->answered)
+		return false; /* its answer is on the way */
+	if (atomic_load_explicit(&ln->dropped, memory_order_acquire))
+		return true;
+	return ln->is_out ? ln->end_sent : ln->end_seen;
+}
+
+bool cmesh__lanes_spilling(struct cmesh__link *l)
+{
+	bool any;
+
+	if (atomic_load_explicit(&l->out.spilling, memory_order_relaxed))
+		return true;
+	pthread_mutex_lock(&l->att_lock);
+	any = false;
+	for (struct cmesh__lane *ln = l->dyn; ln && !any; ln = ln->next)
+		any = ln->is_out && cmesh__lane_bound(ln) &&
+		      atomic_load_explicit(&ln->spilling, memory_order_relaxed);
+	pthread_mutex_unlock(&l->att_lock);
+	return any;
+}
+
+/* One out lane's part of the round. True while it has a backlog. */
+static bool sweep_out(struct cmesh__link *l, struct cmesh__lane *ln)
+{
+	bool more;
+
+	if (cmesh__link_failed(l) ||
+	    atomic_load_explicit(&ln->dropped, memory_order_acquire)) {
+		/* Nothing will take it: no backlog, no retry timer. */
+		cmesh__lane_drop_spill(ln);
+		return false;
+	}
+	if (ln->dynamic && !cmesh__lane_bound(ln))
+		return false; /* its backlog waits for the binding */
+	more = cmesh__lane_flush_spill(ln);
+	if (!more && ln->dynamic && !ln->end_sent &&
+	    atomic_load_explicit(&ln->released, memory_order_acquire)) {
+		/* Everything it had is in the ring: it is done here. */
+		ln->end_sent = true;
+		send_end(l, ln->id);
+	}
+	return more;
+}
+
+bool cmesh__lanes_sweep(struct cmesh__link *l)
+{
+	struct cmesh__lane *ln, *done = NULL, **pp;
+	bool more;
+
+	if (atomic_load_explicit(&l->ctl_pending, memory_order_relaxed)) {
+		pthread_mutex_lock(&l->att_lock);
+		if (!cmesh__link_failed(l))
+			ctl_flush_locked(l);
+		pthread_mutex_unlock(&l->att_lock);
+	}
+	more = sweep_out(l, &l->out);
+	pthread_mutex_lock(&l->att_lock);
+	ln = l->dyn;
+	pthread_mutex_unlock(&l->att_lock);
+	/* Others only push at the head: the rest of the list is ours. */
+	for (; ln; ln = ln->next)
+		if (ln->is_out && sweep_out(l, ln))
+			more = true;
+	pthread_mutex_lock(&l->att_lock);
+	for (pp = &l->dyn; (ln = *pp);) {
+		if (!lane_done(l, ln)) {
+			pp = &ln->next;
+			continue;
+		}
+		*pp = ln->next;
+		remove_id(l, ln->id);
+		l->ndyn--;
+		if (ln->peer_half)
+			l->peer_mapped -=
+				cmesh__arena_layout(ln->peer_half)->size;
+		ln->next = done;
+		done = ln;
+	}
+	pthread_mutex_unlock(&l->att_lock);
+	while (done) {
+		ln = done->next;
+		pthread_mutex_lock(&l->att_lock);
+		for (struct cmesh__attach *a = done->att_head; a; a = a->next)
+			l->att_fds -= a->nfds;
+		pthread_mutex_unlock(&l->att_lock);
+		free_fifo(done);
+		cmesh__lane_free(done);
+		done = ln;
+	}
+	return more ||
+	       atomic_load_explicit(&l->ctl_pending, memory_order_relaxed);
+}
+
+void cmesh__lanes_wake_all(struct cmesh__link *l)
+{
+	cmesh__lane_wake(&l->in);
+	pthread_mutex_lock(&l->att_lock);
+	for (struct cmesh__lane *ln = l->dyn; ln; ln = ln->next)
+		if (!ln->is_out)
+			cmesh__lane_wake(ln);
+	pthread_mutex_unlock(&l->att_lock);
+}

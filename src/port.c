@@ -1,0 +1,310 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * port.c - endpoints that cross a link inside a message: the port layer
+ * between the public handles (channel.c, oneshot.c) and the queues and
+ * lanes below.
+ *
+ * Sending. A message with endpoint fields that goes to another process is
+ * copied, and each endpoint in it becomes a port on the link the message
+ * takes (export): a sender (or oneshot sender) whose receiver is here
+ * gives that receiver a new in lane; a receiver (or oneshot receiver)
+ * whose senders are here moves: its queue forwards what it holds, then
+ * its senders write to a new out lane. The port descriptor and our half
+ * of the lane go in the message's ATTACH; the copy goes with its endpoint
+ * fields NULL (no pointer of ours ever crosses). The handle is consumed.
+ *
+ * Receiving. The ports that arrive with a message become endpoints here
+ * (import): a lane bound to the peer's half, answered with ours, and a
+ * queue and handle on it, written into the message's field.
+ *
+ * Not built yet (-EOPNOTSUPP): an endpoint whose peer is itself in another
+ * process (a sender whose receiver is remote, a receiver whose senders
+ * are, or that has lanes), i.e. moving an endpoint a second time or to a
+ * third process; and a receiver in a waitset that gains a lane.
+ */
+#include "port.h"
+
+#include "endpoint.h"
+#include "env.h"
+#include "lane.h"
+#include "link.h"
+#include "queue.h"
+#include "type.h"
+
+#include "proto.h"
+#include "ring.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Default ring of a oneshot's lane: one message (larger trails go OOL). */
+#define ONESHOT_RING 4096u
+
+static void *field_at(const void *msg, const cmesh_field *f)
+{
+	void *p;
+
+	memcpy(&p, (const char *)msg + f->offset, sizeof(p));
+	return p;
+}
+
+static void set_field(void *msg, const cmesh_field *f, void *p)
+{
+	memcpy((char *)msg + f->offset, &p, sizeof(p));
+}
+
+static bool is_oneshot(uint32_t kind)
+{
+	return kind == CMESH_FIELD_KIND_ONESHOT_SENDER ||
+	       kind == CMESH_FIELD_KIND_ONESHOT_RECEIVER;
+}
+
+static bool is_sending(uint32_t kind)
+{
+	return kind == CMESH_FIELD_KIND_SENDER ||
+	       kind == CMESH_FIELD_KIND_ONESHOT_SENDER;
+}
+
+/*
+ * The ring of a port's lane: the environment's ring size (a oneshot's:
+ * ONESHOT_RING), doubled until a record holds the message struct.
+ */
+static int ring_cap_for(const cmesh_type *t, uint32_t kind,
+			const cmesh_env *env, uint32_t *out)
+{
+	uint64_t cap = is_oneshot(kind) ? ONESHOT_RING : env->ring_size;
+
+	if (cap < CMESH_SHM_RING_MIN_CAP)
+		cap = CMESH_SHM_RING_MIN_CAP;
+	if (cap > CMESH_SHM_RING_MAX_CAP)
+		cap = CMESH_SHM_RING_MAX_CAP;
+	while (cmesh_shm_ring_rec_limit(cap) <
+	       sizeof(struct cmesh_rec_msg) + t->size) {
+		if (cap >= CMESH_SHM_RING_MAX_CAP)
+			return -EMSGSIZE;
+		cap *= 2;
+	}
+	*out = (uint32_t)cap;
+	return 0;
+}
+
+static int send_on_lane(struct cmesh__lane *ln, const void *msg,
+			const void *trail, size_t len);
+
+/* A forwarded message of a receiver that moves (queue_port.c). */
+static int forward(void *ctx, struct cmesh__lane *ln, void *msg, void *trail,
+		   size_t len)
+{
+	(void)ctx;
+	return send_on_lane(ln, msg, trail, len);
+}
+
+/*
+ * Makes a port of endpoint `h` (field kind `kind`) on `link`: fills *out.
+ * The handle is consumed on success only.
+ */
+static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
+		  const cmesh_env *env, struct cmesh__port_out *out)
+{
+	struct cmesh__queue *q = cmesh__endpoint_queue(f->kind, h);
+	const cmesh_type *t = cmesh__queue_type(q);
+	bool sending = is_sending(f->kind);
+	uint32_t cap;
+	int r;
+
+	/* Its peer is in another process already: a second move. */
+	if (cmesh__queue_tx_lane(q) || cmesh__queue_rx_lane(q))
+		return -EOPNOTSUPP;
+	r = ring_cap_for(t, f->kind, env, &cap);
+	if (r)
+		return r;
+	/* A sender goes: we consume its lane (is_out false). */
+	r = cmesh__link_lane_export(link, !sending, t, cap, env->max_backlog,
+				    env->spin_ns, out);
+	if (r)
+		return r;
+	if (sending) {
+		r = cmesh__queue_add_rx_lane(q, out->lane);
+		if (r == -EPIPE) {
+			/* Its receiver is gone: the port arrives closed. */
+			cmesh__lane_close_rx(out->lane);
+			cmesh__link_lane_release(out->lane);
+			r = 0;
+		}
+	} else {
+		cmesh__link_get(link); /* the queue's, for its tx lane */
+		r = cmesh__queue_move_rx(q, out->lane, forward, NULL);
+		if (r)
+			cmesh__link_put(link);
+	}
+	if (r) {
+		close(out->fd);
+		cmesh__link_lane_unsent(out->lane);
+		return r;
+	}
+	if (sending)
+		cmesh__endpoint_free(f->kind, h); /* the lane holds a sender */
+	else
+		cmesh__endpoint_shell_free(h); /* the lane is the receiver */
+	return 0;
+}
+
+/* Sends `msg` on `ln`, its endpoints as ports; takes its resources. */
+static int send_on_lane(struct cmesh__lane *ln, const void *msg,
+			const void *trail, size_t len)
+{
+	struct cmesh__port_out ports[CMESH_CTL_MAX_PORTS];
+	const cmesh_type *t = ln->type;
+	const cmesh_env *env;
+	uint64_t mask = 0;
+	uint32_t n = 0;
+	void *copy;
+	int r;
+
+	r = cmesh__type_prepare_move(t, msg); /* types, duplicates */
+	if (!r)
+		r = cmesh__env_get(&env);
+	if (r) {
+		cmesh__type_release(t, msg);
+		return r;
+	}
+	copy = malloc(t->size);
+	if (!copy) {
+		cmesh__type_release(t, msg);
+		return -ENOMEM;
+	}
+	memcpy(copy, msg, t->size);
+	for (uint32_t i = 0; i < t->nfields && !r; i++) {
+		const cmesh_field *f = &t->fields[i];
+		void *h;
+
+		if (!cmesh__field_is_endpoint(f->kind))
+			continue;
+		h = field_at(copy, f);
+		if (!h)
+			continue;
+		r = export(ln->link, f, h, env, &ports[n]);
+		if (r)
+			break;
+		set_field(copy, f, NULL);
+		mask |= 1ull << i;
+		n++;
+	}
+	if (r) {
+		/* Exported ones are gone with their ports; free the rest. */
+		for (uint32_t i = 0; i < n; i++) {
+			close(ports[i].fd);
+			cmesh__link_lane_unsent(ports[i].lane);
+		}
+		cmesh__type_release(t, copy);
+		free(copy);
+		return r;
+	}
+	r = cmesh__lane_send_ports(ln, copy, trail, len, ports, n, mask);
+	free(copy);
+	return r;
+}
+
+int cmesh__port_send(struct cmesh__queue *q, const void *msg, const void *trail,
+		     size_t len)
+{
+	for (;;) {
+		struct cmesh__lane *ln = cmesh__queue_tx_lane(q);
+		int r;
+
+		if (ln)
+			return send_on_lane(ln, msg, trail, len);
+		r = cmesh__queue_send(q, msg, trail, len);
+		if (r != -EXDEV)
+			return r;
+		/* The receiver moved meanwhile: nothing was taken. */
+	}
+}
+
+/*
+ * The endpoint for port `d` (the peer's half in `fd`, taken) in field `f`
+ * of a message that came over `link`: *out is its handle.
+ */
+static int import(struct cmesh__link *link, const cmesh_field *f,
+		  const struct cmesh_ctl_port *d, int fd, const cmesh_env *env,
+		  void **out)
+{
+	struct cmesh__queue_opts o = { 0 };
+	struct cmesh__queue *q;
+	struct cmesh__lane *ln;
+	bool sending = is_sending(f->kind);
+	int r;
+
+	r = cmesh__link_lane_import(link, d, fd, f->type, env->max_backlog,
+				    env->spin_ns, &ln);
+	if (r) {
+		if (r == -EPROTO)
+			cmesh__link_fail(link, -EPROTO);
+		return r;
+	}
+	o.ring_bytes = 0; /* the local tier is unused: two slots */
+	o.spin_ns = env->spin_ns;
+	o.max_trail = ln->max_trail;
+	o.max_backlog = env->max_backlog;
+	o.nsenders = sending ? 1 : 0;
+	o.tx_lane = sending ? ln : NULL;
+	o.rx_lane = sending ? NULL : ln;
+	r = cmesh__queue_new(f->type, &o, &q);
+	if (!r) {
+		*out = cmesh__endpoint_handle_new(q);
+		if (!*out) {
+			cmesh__queue_discard(q);
+			r = -ENOMEM;
+		}
+	}
+	if (r) {
+		/* The peer has our half: tell it the endpoint is gone. */
+		if (sending)
+			cmesh__lane_close_tx(ln);
+		else
+			cmesh__lane_close_rx(ln);
+		cmesh__link_lane_release(ln);
+		return r;
+	}
+	cmesh__link_get(link); /* the queue's, as for any lane */
+	return 0;
+}
+
+int cmesh__port_recv(struct cmesh__queue *q, int64_t deadline, void *msg,
+		     void *trail, size_t cap)
+{
+	const cmesh_type *t = cmesh__queue_type(q);
+	struct cmesh__ports_in pin;
+	const cmesh_env *env;
+	uint32_t k = 0;
+	int r, err = 0;
+
+	pin.n = 0;
+	r = cmesh__queue_recv_ports(q, deadline, msg, trail, cap, &pin);
+	if (r < 0 || !pin.n)
+		return r;
+	err = cmesh__env_get(&env);
+	for (uint32_t i = 0; i < t->nfields && k < pin.n; i++) {
+		const cmesh_field *f = &t->fields[i];
+		void *h = NULL;
+
+		if (!(pin.mask & (1ull << i)))
+			continue;
+		if (!err)
+			err = import(pin.lane->link, f, &pin.desc[k],
+				     pin.fds[k], env, &h);
+		else
+			cmesh__link_port_drop(pin.lane->link, &pin.desc[k],
+					      pin.fds[k]);
+		set_field(msg, f, h);
+		k++;
+	}
+	if (err) {
+		/* A message missing an endpoint is not delivered at all. */
+		cmesh__type_release(t, msg);
+		return err;
+	}
+	return r;
+}

@@ -1,0 +1,426 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * queue_port.c - a queue whose endpoints moved to other processes.
+ *
+ * A sender sent to another process gives the receiver a lane (a port's in
+ * lane, link_lanes.c): the receiver then takes from its own queue (the
+ * local tier, or the lane its queue was made with) and from every such
+ * lane, the first source first, the lanes round-robin. FIFO holds per
+ * sender; between senders there is no order, in one process or several.
+ * Each lane holds one sender reference, dropped once its CLOSE is taken
+ * (or the peer dropped the endpoint): the receiver sees "closed" once
+ * every sender, local or moved, is gone. A failed lane fails the
+ * receiver for good, after what its peer published.
+ *
+ * A receiver sent to another process moves the queue's receiving side:
+ * cmesh__queue_move_rx() seals the ring (TAIL_SEAL in `tail`: every claim
+ * then fails and its sender takes the slow path, which waits on `lock`),
+ * waits for the claims made before the seal to be published, forwards
+ * every queued message in order onto the lane (which spills them until
+ * the peer's half arrives), then, under `lock` and with the overflow list
+ * empty, publishes tx_lane: later sends go to the lane, after everything
+ * the queue held. Per-sender FIFO holds across the move.
+ *
+ * Memory ordering. Lanes are added under `lock` to `xl_add` and XL_NEW is
+ * set with release; the consumer's acquire load sees them, takes them
+ * under `lock`. The sleeping receiver waits in one futex_waitv on its
+ * state word (local sends and added lanes wake it there, as in queue.c)
+ * and each lane's producer signal word and self_wakes (lane_wake.c's
+ * Dekker, per lane: sleeping bit, seq_cst fence, check).
+ */
+#include "queue.h"
+#include "queue_int.h"
+
+#include "hint.h"
+#include "lane.h"
+#include "link.h"
+#include "park.h"
+
+#include <cmesh/common.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct cmesh__lane *cmesh__queue_tx_lane(struct cmesh__queue *q)
+{
+	/* Pairs with the release store of the move (or creation). */
+	return atomic_load_explicit(&q->tx_lane, memory_order_acquire);
+}
+
+int cmesh__queue_add_rx_lane(struct cmesh__queue *q, struct cmesh__lane *ln)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&q->lock);
+	if (q->ws) {
+		r = -EOPNOTSUPP;
+	} else if (atomic_load_explicit(&q->state, memory_order_acquire) &
+		   ST_RX_CLOSED) {
+		r = -EPIPE;
+	} else if (q->xl_nadd == q->xl_capadd) {
+		uint32_t cap = q->xl_capadd ? q->xl_capadd * 2 : 4;
+		struct cmesh__lane **a = realloc(q->xl_add, cap * sizeof(*a));
+
+		if (!a)
+			r = -ENOMEM;
+		else {
+			q->xl_add = a;
+			q->xl_capadd = cap;
+		}
+	}
+	if (!r) {
+		q->xl_add[q->xl_nadd++] = ln;
+		cmesh__queue_sender_get(q);
+		cmesh__link_get(ln->link);
+		/* Pairs with the consumer's acquire load of xl_flags. */
+		atomic_fetch_or_explicit(&q->xl_flags, XL_ANY | XL_NEW,
+					 memory_order_release);
+	}
+	pthread_mutex_unlock(&q->lock);
+	if (!r)
+		/* A receiver asleep waits on the old set: wake it. */
+		cmesh__queue_wake(q, 0);
+	return r;
+}
+
+/* Consumer: takes the lanes added since it last looked. */
+static int merge(struct cmesh__queue *q)
+{
+	int r = 0;
+
+	if (!(atomic_load_explicit(&q->xl_flags, memory_order_acquire) &
+	      XL_NEW))
+		return 0;
+	pthread_mutex_lock(&q->lock);
+	if (q->xl_n + q->xl_nadd > q->xl_cap) {
+		uint32_t cap = (q->xl_n + q->xl_nadd) * 2;
+		struct cmesh__lane **a = realloc(q->xl, cap * sizeof(*a));
+
+		if (!a)
+			r = -ENOMEM;
+		else {
+			q->xl = a;
+			q->xl_cap = cap;
+		}
+	}
+	if (!r) {
+		memcpy(q->xl + q->xl_n, q->xl_add,
+		       q->xl_nadd * sizeof(q->xl_add[0]));
+		q->xl_n += q->xl_nadd;
+		q->xl_nadd = 0;
+		atomic_fetch_and_explicit(&q->xl_flags, ~XL_NEW,
+					  memory_order_relaxed);
+	}
+	pthread_mutex_unlock(&q->lock);
+	return r;
+}
+
+/* Consumer: lane i is done (CLOSE taken, or dropped): forget it. */
+static void drop_lane(struct cmesh__queue *q, uint32_t i)
+{
+	struct cmesh__lane *ln = q->xl[i];
+	struct cmesh__link *l = ln->link;
+
+	q->xl[i] = q->xl[--q->xl_n];
+	cmesh__link_lane_release(ln);
+	cmesh__link_put(l);
+	/* Its sender reference: the last one closes the sending side. */
+	cmesh__queue_sender_put(q);
+}
+
+/* A failure of the link a lane is on: the receiver's for good. */
+static bool is_failure(int r)
+{
+	return r == -ECONNRESET || r == -EPROTO || r == -EMFILE;
+}
+
+int cmesh__queue_xl_try_recv(struct cmesh__queue *q, void *out_msg,
+			     void *out_trail, size_t cap,
+			     struct cmesh__ports_in *pin)
+{
+	int r;
+
+	if (q->xl_err)
+		return q->xl_err;
+	r = merge(q);
+	if (r)
+		return r;
+again:
+	if (!q->primary_done) {
+		r = cmesh__queue_try_primary(q, out_msg, out_trail, cap, pin);
+		if (r != -EAGAIN && r != -EPIPE)
+			return r;
+		/*
+		 * The local tier says closed only once every sender, the
+		 * lanes' included, is gone; a lane the queue was made with
+		 * says so for its own producer.
+		 */
+		if (r == -EPIPE) {
+			if (!q->rx_lane)
+				return -EPIPE;
+			q->primary_done = true;
+		}
+	}
+	for (uint32_t k = 0; k < q->xl_n; k++) {
+		uint32_t i = (q->xl_next + k) % q->xl_n;
+
+		r = cmesh__lane_try_recv(q->xl[i], out_msg, out_trail, cap,
+					 pin);
+		if (r == -EAGAIN)
+			continue;
+		if (r == -EPIPE) {
+			drop_lane(q, i);
+			goto again;
+		}
+		if (is_failure(r)) {
+			q->xl_err = r;
+			return r;
+		}
+		q->xl_next = i + 1;
+		return r; /* a message, or -EMSGSIZE / -ENOMEM */
+	}
+	return q->primary_done && !q->xl_n &&
+			       !(atomic_load_explicit(&q->xl_flags,
+						      memory_order_acquire) &
+				 XL_NEW) ?
+		       -EPIPE :
+		       -EAGAIN;
+}
+
+bool cmesh__queue_xl_ready(struct cmesh__queue *q)
+{
+	if (q->xl_err ||
+	    (atomic_load_explicit(&q->xl_flags, memory_order_acquire) & XL_NEW))
+		return true;
+	if (!q->primary_done && (q->rx_lane ? cmesh__lane_ready(q->rx_lane) :
+					      cmesh__queue_local_ready(q)))
+		return true;
+	for (uint32_t i = 0; i < q->xl_n; i++)
+		if (cmesh__lane_ready(q->xl[i]))
+			return true;
+	return false;
+}
+
+int cmesh__queue_xl_peek(struct cmesh__queue *q)
+{
+	int r;
+
+	if (q->xl_err)
+		return q->xl_err;
+	r = merge(q);
+	if (r)
+		return r;
+again:
+	if (!q->primary_done) {
+		r = q->rx_lane ? cmesh__lane_peek(q->rx_lane) :
+				 cmesh__queue_local_len(q);
+		if (r != -EAGAIN && r != -EPIPE)
+			return r;
+		if (r == -EPIPE)
+			q->primary_done = true;
+	}
+	for (uint32_t k = 0; k < q->xl_n; k++) {
+		uint32_t i = (q->xl_next + k) % q->xl_n;
+
+		r = cmesh__lane_peek(q->xl[i]);
+		if (r == -EAGAIN)
+			continue;
+		if (r == -EPIPE) {
+			drop_lane(q, i);
+			goto again;
+		}
+		if (is_failure(r))
+			q->xl_err = r;
+		return r;
+	}
+	/* The local tier: closed once every sender is gone, empty. */
+	if (!q->rx_lane && !q->primary_done && !q->xl_n &&
+	    cmesh__queue_local_ready(q))
+		return cmesh__queue_local_len(q) == -EAGAIN ?
+			       -EPIPE :
+			       cmesh__queue_local_len(q);
+	return q->primary_done && !q->xl_n ? -EPIPE : -EAGAIN;
+}
+
+/* The words a sleeping receiver with lanes waits on, at most `max`. */
+static uint32_t wait_words(struct cmesh__queue *q, struct cmesh__park_word *w,
+			   uint32_t max)
+{
+	uint32_t n = 0;
+
+	/* Local sends, added lanes: queue.c's wake() on `state`. */
+	w[n++] = (struct cmesh__park_word){
+		&q->state,
+		atomic_load_explicit(&q->state, memory_order_acquire) |
+			ST_RX_SLEEP,
+		false
+	};
+	for (uint32_t i = 0; i <= q->xl_n; i++) {
+		struct cmesh__lane *ln = i < q->xl_n ? q->xl[i] : q->rx_lane;
+
+		if (!ln || (i == q->xl_n && q->primary_done))
+			continue;
+		if (n + 2 > max)
+			return 0; /* too many: the caller naps */
+		/* Before `sleeping`: a wake after these loads changes one. */
+		if (cmesh__lane_bound(ln) && ln->peer_signal)
+			w[n++] = (struct cmesh__park_word){
+				&ln->peer_signal->seq,
+				atomic_load_explicit(&ln->peer_signal->seq,
+						     memory_order_acquire),
+				true
+			};
+		w[n++] = (struct cmesh__park_word){
+			&ln->self_wakes,
+			atomic_load_explicit(&ln->self_wakes,
+					     memory_order_acquire),
+			false
+		};
+	}
+	return n;
+}
+
+static void mark_lanes(struct cmesh__queue *q, bool on)
+{
+	for (uint32_t i = 0; i < q->xl_n; i++)
+		cmesh__lane_mark_sleep(q->xl[i], on);
+	if (q->rx_lane && !q->primary_done)
+		cmesh__lane_mark_sleep(q->rx_lane, on);
+}
+
+/* Where futex_waitv cannot take them all: look again every NAP_NS. */
+#define NAP_NS 1000000
+
+int cmesh__queue_xl_sleep(struct cmesh__queue *q, int64_t deadline)
+{
+	struct cmesh__park_word w[CMESH__PARK_WAITN_MAX];
+	uint32_t n;
+	int r = 0;
+
+	if (merge(q))
+		return 0;
+	atomic_fetch_or_explicit(&q->state, ST_RX_SLEEP, memory_order_seq_cst);
+	n = cmesh__lane_polling() ? 0 : wait_words(q, w, CMESH__PARK_WAITN_MAX);
+	mark_lanes(q, true);
+	/* Dekker with local producers (queue.c) and each lane's (lane.c). */
+	if (cmesh__fence_heavy()) {
+		int64_t cap = cmesh_clock_now() + CMESH__FENCE_FALLBACK_NS;
+
+		if (cap < deadline)
+			deadline = cap;
+	}
+	if (!cmesh__queue_xl_ready(q)) {
+		if (n)
+			r = cmesh__park_waitn(w, n, deadline);
+		if (!n || r == -ENOSYS) {
+			int64_t until = cmesh_clock_now() + NAP_NS;
+
+			r = cmesh__park_wait(
+				&q->state,
+				atomic_load_explicit(&q->state,
+						     memory_order_acquire),
+				until < deadline ? until : deadline);
+			if (r == -ETIMEDOUT && until < deadline)
+				r = 0;
+		}
+	}
+	mark_lanes(q, false);
+	atomic_fetch_and_explicit(&q->state, ~ST_RX_SLEEP,
+				  memory_order_relaxed);
+	return r;
+}
+
+void cmesh__queue_xl_close(struct cmesh__queue *q)
+{
+	merge(q);
+	pthread_mutex_lock(&q->lock);
+	/* What merge() could not take (no memory): closed the same way. */
+	while (q->xl_nadd) {
+		struct cmesh__lane *ln = q->xl_add[--q->xl_nadd];
+		struct cmesh__link *l = ln->link;
+
+		pthread_mutex_unlock(&q->lock);
+		cmesh__lane_close_rx(ln);
+		cmesh__link_lane_release(ln);
+		cmesh__link_put(l);
+		cmesh__queue_sender_put(q);
+		pthread_mutex_lock(&q->lock);
+	}
+	pthread_mutex_unlock(&q->lock);
+	while (q->xl_n) {
+		cmesh__lane_close_rx(q->xl[q->xl_n - 1]);
+		drop_lane(q, q->xl_n - 1);
+	}
+	free(q->xl);
+	free(q->xl_add);
+	q->xl = q->xl_add = NULL;
+	q->xl_cap = q->xl_capadd = 0;
+}
+
+/* ---- the receiver moves ---- */
+
+int cmesh__queue_move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
+			 int (*forward)(void *ctx, struct cmesh__lane *ln,
+					void *msg, void *trail, size_t len),
+			 void *ctx)
+{
+	uint64_t sealed, saved = ln->max_backlog;
+	void *msg;
+	bool close_lane = false;
+
+	if (q->rx_lane ||
+	    atomic_load_explicit(&q->xl_flags, memory_order_acquire) ||
+	    atomic_load_explicit(&q->tx_lane, memory_order_acquire))
+		return -EOPNOTSUPP;
+	msg = malloc(q->msg_size);
+	if (!msg)
+		return -ENOMEM;
+	/* What the queue held was within its own bounds: it all goes. */
+	ln->max_backlog = UINT64_MAX;
+	/* Every claim from now on fails; earlier ones are below `sealed`. */
+	sealed = atomic_fetch_or_explicit(&q->tail, TAIL_SEAL,
+					  memory_order_acq_rel) &
+		 ~TAIL_SEAL;
+	for (;;) {
+		int len = cmesh__queue_local_len(q), r;
+		void *trail = NULL;
+
+		if (len == -EAGAIN) {
+			if (q->head < sealed) {
+				cmesh__park_pause(); /* claimed, not published */
+				continue;
+			}
+			pthread_mutex_lock(&q->lock);
+			if (!q->ovf_head && !q->ovf_batch)
+				break; /* with `lock` held */
+			pthread_mutex_unlock(&q->lock);
+			continue;
+		}
+		if (len > 0) {
+			trail = malloc((size_t)len);
+			if (!trail) {
+				/* Nothing is lost: it stays queued, we wait. */
+				cmesh__park_pause();
+				continue;
+			}
+		}
+		r = cmesh__queue_pop(q, msg, trail, (size_t)len);
+		if (r >= 0)
+			(void)forward(ctx, ln, msg, trail, (size_t)r);
+		free(trail);
+	}
+	/* `lock` held: a slow-path sender waits, then sees the lane. */
+	ln->max_backlog = saved;
+	atomic_store_explicit(&q->tx_lane, ln, memory_order_release);
+	if (!atomic_load_explicit(&q->nsenders, memory_order_acquire) &&
+	    !q->closed_out)
+		close_lane = q->closed_out = true;
+	pthread_mutex_unlock(&q->lock);
+	if (close_lane)
+		cmesh__lane_close_tx(ln);
+	free(msg);
+	/* The receiving side's reference: the lane is the receiver now. */
+	cmesh__queue_put(q);
+	return 0;
+}

@@ -1,0 +1,472 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_ports.c - endpoints inside messages, in one process and across two:
+ * a sender, a receiver, a oneshot end sent to the peer keep working there;
+ * what was queued before the move arrives first, in order; closed ends
+ * arrive closed; dropped ports close their peers; one link carries many
+ * channels without growing its threads, sockets or eventfds; a peer that
+ * dies holding a moved endpoint fails it.
+ *
+ * Every scenario runs through tests/helpers/topo.c: TOPO_THREAD (both ends
+ * in one process: in-process queues) and TOPO_FORK (two processes joined
+ * by cmesh_node_join_socket(): the endpoints become ports on the link).
+ */
+#define _GNU_SOURCE
+#include <cmesh.h>
+
+#include "helpers/testutil.h"
+#include "helpers/topo.h"
+
+#include <criterion/criterion.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+TestSuite(ports, .init = tu_suite_init, .fini = tu_suite_fini);
+
+/* ---- message types ---------------------------------------------------- */
+
+struct seqmsg {
+	uint32_t sender;
+	uint32_t pad;
+	uint64_t seq;
+};
+CMESH_TYPE_DEFINE_PLAIN(seq_type, struct seqmsg);
+
+/* Every endpoint kind, a request word and an fd. */
+struct epmsg {
+	int fd;
+	int op; /* what the peer is asked to do (OP_*) */
+	uint64_t arg;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	cmesh_oneshot_sender *otx;
+	cmesh_oneshot_receiver *orx;
+};
+CMESH_TYPE_DEFINE(ep_type, struct epmsg, CMESH_FIELD_FD(struct epmsg, fd),
+		  CMESH_FIELD_SENDER(struct epmsg, tx, seq_type),
+		  CMESH_FIELD_RECEIVER(struct epmsg, rx, seq_type),
+		  CMESH_FIELD_ONESHOT_SENDER(struct epmsg, otx, seq_type),
+		  CMESH_FIELD_ONESHOT_RECEIVER(struct epmsg, orx, seq_type));
+
+enum {
+	OP_STREAM = 1, /* send seq 1..arg on tx (sender 7), free it */
+	OP_DRAIN,      /* receive everything on rx, report the count */
+	OP_REPLY,      /* answer otx with seq = arg * 2 */
+	OP_DROP,       /* free every endpoint unused */
+	OP_TAKE_ONE,   /* receive one message on orx, report its seq */
+	OP_SEND_FAILS, /* report what a send on tx returns */
+	OP_TWO_STREAMS /* rx carries two senders' streams: check FIFO each */
+};
+
+static struct epmsg ep(int op, uint64_t arg)
+{
+	return (struct epmsg){ .fd = -1, .op = op, .arg = arg };
+}
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static int recv_wait(cmesh_receiver *rx, void *msg)
+{
+	return cmesh_receiver_recv_deadline(rx, topo_deadline(), msg, NULL, 0);
+}
+
+static void send_seq(cmesh_sender *tx, uint32_t sender, uint64_t seq)
+{
+	struct seqmsg m = { .sender = sender, .seq = seq };
+
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+}
+
+/* The peer's report on the up channel. */
+static uint64_t report(cmesh_receiver *rx)
+{
+	struct seqmsg m;
+
+	TU_ASSERT_RC(recv_wait(rx, &m), 0);
+	cr_assert_eq(m.sender, 99, "not a report: sender %u", m.sender);
+	return m.seq;
+}
+
+static int peer_report(cmesh_sender *tx, uint64_t v)
+{
+	struct seqmsg m = { .sender = 99, .seq = v };
+
+	return cmesh_sender_send(tx, &m, NULL, 0);
+}
+
+/*
+ * Receives every message of `rx` until it closes: FIFO per sender (senders
+ * 0..3, each counting from 1); returns the count, or a negative error.
+ */
+static int64_t drain_fifo(cmesh_receiver *rx)
+{
+	uint64_t next[4] = { 1, 1, 1, 1 }, n = 0;
+	struct seqmsg m;
+	int r;
+
+	while ((r = cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL,
+						 0)) == 0) {
+		if (m.sender > 3 || m.seq != next[m.sender])
+			return -1000 - (int64_t)m.sender;
+		next[m.sender]++;
+		n++;
+	}
+	return r == -EPIPE ? (int64_t)n : r;
+}
+
+/* ---- the peer: does what each request says ----------------------------- */
+
+static int serve(cmesh_sender *up, struct epmsg *m)
+{
+	struct seqmsg s;
+	int64_t n;
+
+	switch (m->op) {
+	case OP_STREAM:
+		TOPO_CHECK(m->tx);
+		for (uint64_t i = 1; i <= m->arg; i++) {
+			s = (struct seqmsg){ .sender = 2, .seq = i };
+			TOPO_CHECK_EQ(cmesh_sender_send(m->tx, &s, NULL, 0), 0);
+		}
+		cmesh_sender_free(m->tx);
+		return 0;
+	case OP_DRAIN:
+	case OP_TWO_STREAMS:
+		TOPO_CHECK(m->rx);
+		n = drain_fifo(m->rx);
+		cmesh_receiver_free(m->rx);
+		return peer_report(up, (uint64_t)n);
+	case OP_REPLY:
+		TOPO_CHECK(m->otx);
+		s = (struct seqmsg){ .sender = 5, .seq = m->arg * 2 };
+		return cmesh_oneshot_send(m->otx, &s, NULL, 0);
+	case OP_DROP:
+		cmesh_sender_free(m->tx);
+		cmesh_receiver_free(m->rx);
+		cmesh_oneshot_sender_free(m->otx);
+		cmesh_oneshot_receiver_free(m->orx);
+		return 0;
+	case OP_TAKE_ONE:
+		TOPO_CHECK(m->orx);
+		TOPO_CHECK_EQ(cmesh_oneshot_recv_deadline(
+				      m->orx, topo_deadline(), &s, NULL, 0),
+			      0);
+		cmesh_oneshot_receiver_free(m->orx);
+		return peer_report(up, s.seq);
+	case OP_SEND_FAILS:
+		TOPO_CHECK(m->tx);
+		s = (struct seqmsg){ .sender = 2, .seq = 1 };
+		n = cmesh_sender_send(m->tx, &s, NULL, 0);
+		cmesh_sender_free(m->tx);
+		return peer_report(up, (uint64_t)-n);
+	default:
+		return 1;
+	}
+}
+
+static int ep_peer(cmesh_sender *tx, cmesh_receiver *rx,
+		   const struct topo_side *s)
+{
+	struct epmsg m;
+	int r;
+
+	(void)s;
+	while ((r = cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL,
+						 0)) == 0) {
+		TOPO_CHECK_EQ(m.fd, -1);
+		r = serve(tx, &m);
+		if (r)
+			return r;
+	}
+	TOPO_CHECK_EQ(r, -EPIPE);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	return 0;
+}
+
+#define SCENARIO(name, fn)                                                     \
+	static const struct topo_scenario name = {                             \
+		.down = &ep_type,                                              \
+		.up = &seq_type,                                               \
+		.driver = fn,                                                  \
+		.peer = ep_peer,                                               \
+	}
+
+static void finish(cmesh_sender *tx, cmesh_receiver *rx)
+{
+	struct seqmsg m;
+
+	cmesh_sender_free(tx);
+	TU_ASSERT_RC(recv_wait(rx, &m), -EPIPE);
+	cmesh_receiver_free(rx);
+}
+
+/* ---- a sender crosses: its receiver stays and merges both ------------- */
+
+static void sender_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			  const struct topo_side *s)
+{
+	const uint64_t n = 2000;
+	cmesh_sender *ltx, *mine;
+	cmesh_receiver *lrx;
+	struct epmsg m;
+	int64_t got;
+
+	(void)s;
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &ltx, &lrx), 0);
+	TU_ASSERT_RC(cmesh_sender_clone(ltx, &mine), 0);
+	send_seq(mine, 1, 1);
+	m = ep(OP_STREAM, n);
+	m.tx = ltx;
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	for (uint64_t i = 2; i <= n; i++)
+		send_seq(mine, 1, i);
+	cmesh_sender_free(mine);
+	/* Both streams, each in order, then closed: every sender gone. */
+	got = drain_fifo(lrx);
+	cr_assert_eq(got, (int64_t)(2 * n), "received %lld, want %llu",
+		     (long long)got, (unsigned long long)(2 * n));
+	cmesh_receiver_free(lrx);
+	finish(tx, rx);
+}
+
+SCENARIO(sender_sc, sender_driver);
+
+Test(ports, sender_sent_keeps_its_receiver_in_process)
+{
+	topo_run(&sender_sc, TOPO_THREAD);
+}
+
+Test(ports, sender_sent_to_another_process_merges_into_its_receiver)
+{
+	topo_run(&sender_sc, TOPO_FORK);
+}
+
+/* ---- a receiver crosses with messages queued, senders keep sending ----- */
+
+struct streamer {
+	cmesh_sender *tx;
+	uint32_t id;
+	uint64_t n;
+};
+
+static void *stream_thread(void *arg)
+{
+	struct streamer *st = arg;
+
+	for (uint64_t i = 1; i <= st->n; i++) {
+		struct seqmsg m = { .sender = st->id, .seq = i };
+
+		if (cmesh_sender_send(st->tx, &m, NULL, 0))
+			return (void *)1;
+	}
+	cmesh_sender_free(st->tx);
+	return NULL;
+}
+
+static void receiver_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			    const struct topo_side *s)
+{
+	/* More than the default ring holds: the overflow list moves too. */
+	const uint64_t before = 3000, n = 20000;
+	struct streamer st = { .id = 2, .n = n };
+	cmesh_sender *ltx;
+	cmesh_receiver *lrx;
+	struct epmsg m;
+	pthread_t th;
+	void *ret;
+
+	(void)s;
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &ltx, &lrx), 0);
+	TU_ASSERT_RC(cmesh_sender_clone(ltx, &st.tx), 0);
+	for (uint64_t i = 1; i <= before; i++)
+		send_seq(ltx, 1, i);
+	/* Another thread sends while the receiver moves. */
+	cr_assert_eq(pthread_create(&th, NULL, stream_thread, &st), 0);
+	m = ep(OP_TWO_STREAMS, 0);
+	m.rx = lrx;
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	for (uint64_t i = before + 1; i <= n; i++)
+		send_seq(ltx, 1, i);
+	cmesh_sender_free(ltx);
+	pthread_join(th, &ret);
+	cr_assert_null(ret, "the streaming thread's send failed");
+	cr_assert_eq(report(rx), 2 * n, "the peer's count");
+	finish(tx, rx);
+}
+
+SCENARIO(receiver_sc, receiver_driver);
+
+Test(ports, receiver_sent_in_process_keeps_order)
+{
+	topo_run(&receiver_sc, TOPO_THREAD);
+}
+
+Test(ports, receiver_sent_to_another_process_gets_queued_then_later_in_order)
+{
+	topo_run(&receiver_sc, TOPO_FORK);
+}
+
+/* ---- rpc: a request carries a oneshot reply end ------------------------ */
+
+static void rpc_driver(cmesh_sender *tx, cmesh_receiver *rx,
+		       const struct topo_side *s)
+{
+	cmesh_oneshot_sender *otx;
+	cmesh_oneshot_receiver *orx;
+	struct seqmsg r;
+	struct epmsg m;
+
+	(void)s;
+	for (uint64_t i = 1; i <= 50; i++) {
+		TU_ASSERT_RC(cmesh_oneshot_new(&seq_type, &otx, &orx), 0);
+		m = ep(OP_REPLY, i);
+		m.otx = otx;
+		TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+		TU_ASSERT_RC(cmesh_oneshot_recv_deadline(orx, topo_deadline(),
+							 &r, NULL, 0),
+			     0);
+		cr_assert(r.sender == 5 && r.seq == i * 2,
+			  "reply %u/%llu to request %llu", r.sender,
+			  (unsigned long long)r.seq, (unsigned long long)i);
+		cmesh_oneshot_receiver_free(orx);
+	}
+	/* The server drops the request unanswered: the caller sees closed. */
+	TU_ASSERT_RC(cmesh_oneshot_new(&seq_type, &otx, &orx), 0);
+	m = ep(OP_DROP, 0);
+	m.otx = otx;
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	TU_ASSERT_RC(cmesh_oneshot_recv_deadline(orx, topo_deadline(), &r, NULL,
+						 0),
+		     -EPIPE);
+	cmesh_oneshot_receiver_free(orx);
+	finish(tx, rx);
+}
+
+SCENARIO(rpc_sc, rpc_driver);
+
+Test(ports, oneshot_reply_in_process)
+{
+	topo_run(&rpc_sc, TOPO_THREAD);
+}
+
+Test(ports, oneshot_reply_answered_by_another_process)
+{
+	topo_run(&rpc_sc, TOPO_FORK);
+}
+
+/* ---- a oneshot receiver crosses, before and after its value ----------- */
+
+static void oneshot_rx_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			      const struct topo_side *s)
+{
+	cmesh_oneshot_sender *otx;
+	cmesh_oneshot_receiver *orx;
+	struct seqmsg v = { .sender = 3, .seq = 42 };
+	struct epmsg m;
+
+	(void)s;
+	/* Value first, then the receiver moves with it queued. */
+	TU_ASSERT_RC(cmesh_oneshot_new(&seq_type, &otx, &orx), 0);
+	TU_ASSERT_RC(cmesh_oneshot_send(otx, &v, NULL, 0), 0);
+	m = ep(OP_TAKE_ONE, 0);
+	m.orx = orx;
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	cr_assert_eq(report(rx), 42);
+	/* The receiver moves first, the value follows it. */
+	TU_ASSERT_RC(cmesh_oneshot_new(&seq_type, &otx, &orx), 0);
+	m = ep(OP_TAKE_ONE, 0);
+	m.orx = orx;
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	v.seq = 43;
+	TU_ASSERT_RC(cmesh_oneshot_send(otx, &v, NULL, 0), 0);
+	cr_assert_eq(report(rx), 43);
+	finish(tx, rx);
+}
+
+SCENARIO(oneshot_rx_sc, oneshot_rx_driver);
+
+Test(ports, oneshot_receiver_in_process)
+{
+	topo_run(&oneshot_rx_sc, TOPO_THREAD);
+}
+
+Test(ports, oneshot_receiver_sent_to_another_process)
+{
+	topo_run(&oneshot_rx_sc, TOPO_FORK);
+}
+
+/* ---- closed ends arrive closed; dropped ports close their peers ------- */
+
+static void closed_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			  const struct topo_side *s)
+{
+	cmesh_sender *ltx;
+	cmesh_receiver *lrx;
+	struct seqmsg r;
+	struct epmsg m;
+
+	(void)s;
+	/* A sender whose receiver is gone: its sends fail there too. */
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &ltx, &lrx), 0);
+	cmesh_receiver_free(lrx);
+	m = ep(OP_SEND_FAILS, 0);
+	m.tx = ltx;
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	cr_assert_eq(report(rx), EPIPE, "a send on a closed sender");
+
+	/* A receiver whose senders are gone, two messages queued. */
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &ltx, &lrx), 0);
+	send_seq(ltx, 1, 1);
+	send_seq(ltx, 1, 2);
+	cmesh_sender_free(ltx);
+	m = ep(OP_DRAIN, 0);
+	m.rx = lrx;
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	cr_assert_eq(report(rx), 2, "messages before the close");
+
+	/* Dropped unused: every peer end sees closed. */
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &ltx, &lrx), 0);
+	m = ep(OP_DROP, 0);
+	m.tx = ltx;
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	TU_ASSERT_RC(recv_wait(lrx, &r), -EPIPE);
+	cmesh_receiver_free(lrx);
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &ltx, &lrx), 0);
+	m = ep(OP_DROP, 0);
+	m.rx = lrx;
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	/* Its senders see the receiver gone once the drop is known. */
+	for (int64_t until = tu_now_ns() + TU_MS(TOPO_WAIT_MS);;) {
+		int e;
+
+		r = (struct seqmsg){ .sender = 1, .seq = 1 };
+		e = cmesh_sender_send(ltx, &r, NULL, 0);
+		if (e == -EPIPE)
+			break;
+		TU_ASSERT_RC(e, 0);
+		cr_assert(tu_now_ns() < until, "sends never failed");
+		tu_sleep_ms(1);
+	}
+	cmesh_sender_free(ltx);
+	finish(tx, rx);
+}
+
+SCENARIO(closed_sc, closed_driver);
+
+Test(ports, closed_and_dropped_ends_in_process)
+{
+	topo_run(&closed_sc, TOPO_THREAD);
+}
+
+Test(ports, closed_and_dropped_ends_across_processes)
+{
+	topo_run(&closed_sc, TOPO_FORK);
+}

@@ -606,6 +606,17 @@ enum bad_variant {
 	BV_SECOND_HELLO,
 	BV_ONE_BYTE,
 	BV_OVERSIZED,
+	/* lanes: naming what the peer may not name */
+	BV_LANE_UNKNOWN_ID,	 /* a LANE for a lane we never created */
+	BV_LANE_PEERS_PARITY,	 /* a LANE naming an id of its own side */
+	BV_END_UNKNOWN_ID,	 /* an END for a lane that does not exist */
+	BV_END_FIRST_LANE,	 /* an END for the HELLO's lane */
+	BV_ATTACH_OUR_OUT_LANE,	 /* an ATTACH for a lane we produce */
+	BV_ATTACH_UNKNOWN_LANE,	 /* an ATTACH for no lane at all */
+	BV_ATTACH_PORT_OUR_ID,	 /* a port descriptor with an id of ours */
+	BV_ATTACH_PORT_BAD_KIND, /* a port descriptor of no kind */
+	BV_ATTACH_PORT_BAD_RING, /* a ring capacity no ring has */
+	BV_ATTACH_PORTS_NO_FDS,	 /* more port descriptors than fds */
 	/* records, raw in the ring */
 	BV_REC_UNKNOWN_FLAG,
 	BV_REC_SHORT,
@@ -621,6 +632,7 @@ enum bad_variant {
 	BV_REC_UNKNOWN_KIND,
 	BV_REC_ATTACH_FLAG_NO_FDS,
 	BV_REC_PLAIN_SHORT,
+	BV_REC_PORT_MASK_NOT_EP_FIELD, /* ports in a type without endpoints */
 	/* a record after CLOSE: "closed", then -EPROTO */
 	BV_REC_AFTER_CLOSE,
 	/* plain record of a type with fd fields: its fd bytes are not ours */
@@ -645,6 +657,39 @@ static struct cmesh_ctl_attach attach_msg(struct cmesh__link *l, uint64_t seq,
 	m.lane = cmesh__link_out(l)->id;
 	m.nfds = (uint16_t)nfds;
 	return m;
+}
+
+/* A raw ATTACH of record 2 carrying one port descriptor `d`. */
+static int send_port_attach(struct cmesh__link *l, int fd,
+			    const struct cmesh_ctl_port *d, uint16_t nfds)
+{
+	unsigned char buf[sizeof(struct cmesh_ctl_attach) + sizeof(*d)];
+	struct cmesh_ctl_attach a = attach_msg(l, 2, nfds);
+	int fds[2] = { fd, fd };
+
+	a.nports = 1;
+	a.hdr.len = sizeof(buf);
+	memcpy(buf, &a, sizeof(a));
+	memcpy(buf + sizeof(a), d, sizeof(*d));
+	return cmesh__ctl_send(cmesh__link_sock(l), buf, sizeof(buf), fds,
+			       nfds);
+}
+
+/* A raw LANE or END naming lane `id`. */
+static int send_lane_msg(struct cmesh__link *l, uint16_t type, uint32_t id)
+{
+	struct cmesh_ctl_lane m;
+	uint32_t len = type == CMESH_CTL_LANE ? sizeof(struct cmesh_ctl_lane) :
+						sizeof(struct cmesh_ctl_end);
+
+	memset(&m, 0, sizeof(m));
+	m.hdr.magic = CMESH_PROTO_MAGIC;
+	m.hdr.version = CMESH_PROTO_VERSION;
+	m.hdr.type = type;
+	m.hdr.len = len;
+	m.id = id;
+	m.flags = type == CMESH_CTL_LANE ? CMESH_LANE_F_DROPPED : 0;
+	return cmesh__ctl_send(cmesh__link_sock(l), &m, len, NULL, 0);
 }
 
 /* Publishes one raw record in our ring to the parent and wakes it. */
@@ -724,6 +769,68 @@ static int do_bad(struct cmesh__link *l, enum bad_variant v)
 		memset(buf, 0, 200);
 		memcpy(buf, &a, sizeof(a));
 		return cmesh__ctl_send(sock, buf, 200, &efd, 1);
+	case BV_LANE_UNKNOWN_ID:
+		/* An id of the parent's parity that it never gave. */
+		return send_lane_msg(l, CMESH_CTL_LANE,
+				     cmesh__link_in(l)->id + 1000);
+	case BV_LANE_PEERS_PARITY:
+		return send_lane_msg(l, CMESH_CTL_LANE,
+				     cmesh__link_out(l)->id + 2);
+	case BV_END_UNKNOWN_ID:
+		return send_lane_msg(l, CMESH_CTL_END,
+				     cmesh__link_out(l)->id + 1000);
+	case BV_END_FIRST_LANE:
+		return send_lane_msg(l, CMESH_CTL_END, cmesh__link_out(l)->id);
+	case BV_ATTACH_OUR_OUT_LANE:
+		a = attach_msg(l, 1, 1);
+		a.lane = cmesh__link_in(l)->id;
+		return cmesh__ctl_send(sock, &a, sizeof(a), &efd, 1);
+	case BV_ATTACH_UNKNOWN_LANE:
+		a = attach_msg(l, 2, 1);
+		a.lane = 999;
+		return cmesh__ctl_send(sock, &a, sizeof(a), &efd, 1);
+	case BV_ATTACH_PORT_OUR_ID:
+	case BV_ATTACH_PORT_BAD_KIND:
+	case BV_ATTACH_PORT_BAD_RING:
+	case BV_ATTACH_PORTS_NO_FDS: {
+		struct cmesh_ctl_port d = { .id = cmesh__link_out(l)->id + 2,
+					    .kind = CMESH_PORT_WRITE,
+					    .ring_cap = 4096,
+					    .arena_size = 8192 };
+
+		if (v == BV_ATTACH_PORT_OUR_ID)
+			d.id = cmesh__link_in(l)->id + 2;
+		if (v == BV_ATTACH_PORT_BAD_KIND)
+			d.kind = 7;
+		if (v == BV_ATTACH_PORT_BAD_RING)
+			d.ring_cap = 5000;
+		if (v == BV_ATTACH_PORTS_NO_FDS) {
+			/* nports 1 and no fd at all: nfds 0 < nports. */
+			unsigned char b[sizeof(a) + sizeof(d)];
+
+			a = attach_msg(l, 2, 0);
+			a.nports = 1;
+			a.hdr.len = sizeof(b);
+			memcpy(b, &a, sizeof(a));
+			memcpy(b + sizeof(a), &d, sizeof(d));
+			return cmesh__ctl_send(sock, b, sizeof(b), NULL, 0);
+		}
+		return send_port_attach(l, efd, &d, 1);
+	}
+	case BV_REC_PORT_MASK_NOT_EP_FIELD: {
+		struct cmesh_ctl_port d = { .id = cmesh__link_out(l)->id + 2,
+					    .kind = CMESH_PORT_WRITE,
+					    .ring_cap = 4096,
+					    .arena_size = 8192 };
+		struct cmesh_rec_msg h = { 0, CMESH_REC_F_ATTACH, 0, 2, 1 };
+		struct fdmsg fm = { .tag = 77, .fd = -1, .fd2 = -1 };
+
+		TOPO_CHECK_EQ(send_port_attach(l, efd, &d, 1), 0);
+		memcpy(buf, &h, sizeof(h));
+		memcpy(buf + sizeof(h), &fm, sizeof(fm));
+		return push_raw(l, CMESH_REC_MSG, buf,
+				(uint32_t)(sizeof(h) + sizeof(fm)));
+	}
 	case BV_REC_UNKNOWN_FLAG:
 		n = msg_rec(buf, 0, 4, 0, 0, 0);
 		return push_raw(l, CMESH_REC_MSG, buf, n);
@@ -919,9 +1026,16 @@ Test(node_hostile, malformed_control_messages_after_join_fail_with_eproto)
 		check_bad((enum bad_variant)v);
 }
 
+Test(node_hostile, naming_lanes_or_ports_it_may_not_fails_with_eproto)
+{
+	for (int v = BV_LANE_UNKNOWN_ID; v <= BV_ATTACH_PORTS_NO_FDS; v++)
+		check_bad((enum bad_variant)v);
+}
+
 Test(node_hostile, malformed_ring_records_fail_with_eproto)
 {
-	for (int v = BV_REC_UNKNOWN_FLAG; v <= BV_REC_PLAIN_SHORT; v++)
+	for (int v = BV_REC_UNKNOWN_FLAG; v <= BV_REC_PORT_MASK_NOT_EP_FIELD;
+	     v++)
 		check_bad((enum bad_variant)v);
 }
 

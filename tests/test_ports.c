@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 TestSuite(ports, .init = tu_suite_init, .fini = tu_suite_fini);
@@ -56,14 +57,69 @@ CMESH_TYPE_DEFINE(ep_type, struct epmsg, CMESH_FIELD_FD(struct epmsg, fd),
 		  CMESH_FIELD_ONESHOT_RECEIVER(struct epmsg, orx, seq_type));
 
 enum {
-	OP_STREAM = 1, /* send seq 1..arg on tx (sender 7), free it */
-	OP_DRAIN,      /* receive everything on rx, report the count */
-	OP_REPLY,      /* answer otx with seq = arg * 2 */
-	OP_DROP,       /* free every endpoint unused */
-	OP_TAKE_ONE,   /* receive one message on orx, report its seq */
-	OP_SEND_FAILS, /* report what a send on tx returns */
-	OP_TWO_STREAMS /* rx carries two senders' streams: check FIFO each */
+	OP_STREAM = 1,	/* send seq 1..arg on tx (sender 7), free it */
+	OP_DRAIN,	/* receive everything on rx, report the count */
+	OP_REPLY,	/* answer otx with seq = arg * 2 */
+	OP_DROP,	/* free every endpoint unused */
+	OP_TAKE_ONE,	/* receive one message on orx, report its seq */
+	OP_SEND_FAILS,	/* report what a send on tx returns */
+	OP_TWO_STREAMS, /* rx carries two senders' streams: check FIFO each */
+	OP_HOLD,	/* keep tx (at most MAX_HELD of them) */
+	OP_COUNT,	/* report the change of threads, sockets, eventfds */
+	OP_RELEASE,	/* send seq 1 on every held sender, free them */
+	OP_DIE		/* send seq 1..arg on tx, then SIGKILL ourselves */
 };
+
+#define MAX_HELD 1024
+
+/* What a link's size is measured in: threads, sockets, eventfds. */
+struct kinds {
+	int threads, sockets, eventfds;
+};
+
+static int count_dir(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *e;
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((e = readdir(d)))
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+static struct kinds count_kinds(void)
+{
+	struct kinds k = { count_dir("/proc/self/task"), 0, 0 };
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+
+	while (d && (e = readdir(d))) {
+		char p[300], t[128];
+		ssize_t n;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(p, sizeof(p), "/proc/self/fd/%s", e->d_name);
+		n = readlink(p, t, sizeof(t) - 1);
+		if (n <= 0)
+			continue;
+		t[n] = 0;
+		k.sockets += !strncmp(t, "socket:", 7);
+		k.eventfds += !strcmp(t, "anon_inode:[eventfd]");
+	}
+	if (d)
+		closedir(d);
+	return k;
+}
+
+/* The peer's state across requests. */
+static cmesh_sender *held[MAX_HELD];
+static uint32_t nheld;
+static struct kinds peer_base;
 
 static struct epmsg ep(int op, uint64_t arg)
 {
@@ -160,6 +216,41 @@ static int serve(cmesh_sender *up, struct epmsg *m)
 			      0);
 		cmesh_oneshot_receiver_free(m->orx);
 		return peer_report(up, s.seq);
+	case OP_HOLD:
+		TOPO_CHECK(m->tx && nheld < MAX_HELD);
+		held[nheld++] = m->tx;
+		return 0;
+	case OP_COUNT: {
+		struct kinds k = count_kinds();
+
+		/* Each delta in 16 bits, offset by 0x8000. */
+		return peer_report(
+			up, (uint64_t)(k.threads - peer_base.threads + 0x8000)
+					    << 32 |
+				    (uint64_t)(k.sockets - peer_base.sockets +
+					       0x8000)
+					    << 16 |
+				    (uint64_t)(k.eventfds - peer_base.eventfds +
+					       0x8000));
+	}
+	case OP_RELEASE:
+		for (uint32_t i = 0; i < nheld; i++) {
+			s = (struct seqmsg){ .sender = 2, .seq = 1 };
+			TOPO_CHECK_EQ(cmesh_sender_send(held[i], &s, NULL, 0),
+				      0);
+			cmesh_sender_free(held[i]);
+		}
+		nheld = 0;
+		return 0;
+	case OP_DIE:
+		TOPO_CHECK(m->tx);
+		for (uint64_t i = 1; i <= m->arg; i++) {
+			s = (struct seqmsg){ .sender = 2, .seq = i };
+			TOPO_CHECK_EQ(cmesh_sender_send(m->tx, &s, NULL, 0), 0);
+		}
+		TOPO_CHECK_EQ(cmesh_sender_flush(m->tx, topo_deadline()), 0);
+		kill(getpid(), SIGKILL);
+		return 1;
 	case OP_SEND_FAILS:
 		TOPO_CHECK(m->tx);
 		s = (struct seqmsg){ .sender = 2, .seq = 1 };
@@ -178,6 +269,7 @@ static int ep_peer(cmesh_sender *tx, cmesh_receiver *rx,
 	int r;
 
 	(void)s;
+	peer_base = count_kinds();
 	while ((r = cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL,
 						 0)) == 0) {
 		TOPO_CHECK_EQ(m.fd, -1);
@@ -469,4 +561,157 @@ Test(ports, closed_and_dropped_ends_in_process)
 Test(ports, closed_and_dropped_ends_across_processes)
 {
 	topo_run(&closed_sc, TOPO_FORK);
+}
+
+/* ---- one link, many channels: no thread, socket or eventfd each ------- */
+
+#define MANY 1000
+
+static void many_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			const struct topo_side *s)
+{
+	static cmesh_receiver *lrx[MANY];
+	struct kinds before = count_kinds(), during;
+	struct seqmsg r;
+	struct epmsg m;
+	uint64_t peer;
+
+	(void)s;
+	for (int i = 0; i < MANY; i++) {
+		cmesh_sender *ltx;
+
+		TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &ltx, &lrx[i]),
+			     0);
+		m = ep(OP_HOLD, 0);
+		m.tx = ltx;
+		TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	}
+	m = ep(OP_COUNT, 0);
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	peer = report(rx);
+	during = count_kinds();
+	cr_assert(during.threads == before.threads &&
+			  during.sockets == before.sockets &&
+			  during.eventfds == before.eventfds,
+		  "%d channels over one link: threads %d -> %d, sockets %d -> "
+		  "%d, eventfds %d -> %d",
+		  MANY, before.threads, during.threads, before.sockets,
+		  during.sockets, before.eventfds, during.eventfds);
+	cr_assert_eq(peer, 0x800080008000ull,
+		     "the peer's threads/sockets/eventfds changed: %#llx "
+		     "(each 0x8000 + delta)",
+		     (unsigned long long)peer);
+	m = ep(OP_RELEASE, 0);
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	for (int i = 0; i < MANY; i++) {
+		TU_ASSERT_RC(recv_wait(lrx[i], &r), 0);
+		cr_assert(r.sender == 2 && r.seq == 1);
+		TU_ASSERT_RC(recv_wait(lrx[i], &r), -EPIPE);
+		cmesh_receiver_free(lrx[i]);
+	}
+	finish(tx, rx);
+}
+
+SCENARIO(many_sc, many_driver);
+
+Test(ports, a_thousand_channels_in_process)
+{
+	topo_run(&many_sc, TOPO_THREAD);
+}
+
+Test(ports, a_thousand_channels_over_one_link_cost_no_thread_socket_or_eventfd)
+{
+	topo_run(&many_sc, TOPO_FORK);
+}
+
+/* ---- a port inside a message nobody reads ----------------------------- */
+
+/*
+ * Frees its receiver unread once the driver says so; keeps the link until
+ * the driver has seen the result (a link that goes away fails its ports).
+ */
+static int dropper_peer(cmesh_sender *tx, cmesh_receiver *rx,
+			const struct topo_side *s)
+{
+	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'g');
+	cmesh_receiver_free(rx);
+	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'd');
+	cmesh_sender_free(tx);
+	return 0;
+}
+
+static void dropper_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			   const struct topo_side *s)
+{
+	cmesh_sender *ltx;
+	cmesh_receiver *lrx;
+	struct seqmsg r;
+	struct epmsg m;
+
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &ltx, &lrx), 0);
+	m = ep(OP_STREAM, 1);
+	m.tx = ltx;
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	TU_ASSERT_RC(topo_post(s->sync, 'g'), 0);
+	/* The only sender was in the dropped message: closed. */
+	TU_ASSERT_RC(recv_wait(lrx, &r), -EPIPE);
+	cmesh_receiver_free(lrx);
+	TU_ASSERT_RC(topo_post(s->sync, 'd'), 0);
+	TU_ASSERT_RC(recv_wait(rx, &r), -EPIPE);
+	cmesh_receiver_free(rx);
+	cmesh_sender_free(tx);
+}
+
+static const struct topo_scenario dropper_sc = {
+	.down = &ep_type,
+	.up = &seq_type,
+	.driver = dropper_driver,
+	.peer = dropper_peer,
+};
+
+Test(ports, unread_port_in_a_freed_receiver_closes_its_peer_in_process)
+{
+	topo_run(&dropper_sc, TOPO_THREAD);
+}
+
+Test(ports, unread_port_in_a_freed_receiver_closes_its_peer_across)
+{
+	topo_run(&dropper_sc, TOPO_FORK);
+}
+
+/* ---- the process holding a moved sender dies -------------------------- */
+
+Test(ports, peer_dying_with_a_moved_sender_fails_its_receiver)
+{
+	struct topo_res res;
+	struct topo_conn c;
+	cmesh_sender *ltx;
+	cmesh_receiver *lrx;
+	struct seqmsg r;
+	struct epmsg m;
+	int st;
+
+	topo_baseline(&res);
+	topo_fork_peer(&sender_sc, TOPO_FORK, &c);
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &ltx, &lrx), 0);
+	m = ep(OP_DIE, 5);
+	m.tx = ltx;
+	TU_ASSERT_RC(cmesh_sender_send(c.tx, &m, NULL, 0), 0);
+	/* What it published first, then its death. */
+	for (uint64_t i = 1; i <= 5; i++) {
+		TU_ASSERT_RC(recv_wait(lrx, &r), 0);
+		cr_assert(r.sender == 2 && r.seq == i);
+	}
+	TU_ASSERT_RC(recv_wait(lrx, &r), -ECONNRESET);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(lrx, &r, NULL, 0), -ECONNRESET);
+	cmesh_receiver_free(lrx);
+	st = topo_reap(c.pid, TOPO_WAIT_MS);
+	cr_assert(st != -ETIMEDOUT && WIFSIGNALED(st) &&
+			  WTERMSIG(st) == SIGKILL,
+		  "child status %#x, want killed by SIGKILL", st);
+	TU_ASSERT_RC(recv_wait(c.rx, &r), -ECONNRESET);
+	cmesh_sender_free(c.tx);
+	cmesh_receiver_free(c.rx);
+	close(c.sync);
+	topo_assert_baseline(&res);
 }

@@ -178,6 +178,11 @@ const cmesh_type *cmesh_sender_type(const cmesh_sender *tx)
 	return tx ? cmesh__queue_type(tx->q) : NULL;
 }
 
+int cmesh_sender_is_closed(const cmesh_sender *tx)
+{
+	return tx ? cmesh__queue_rx_gone(tx->q) : -EINVAL;
+}
+
 int cmesh_sender_flush(cmesh_sender *tx, int64_t deadline)
 {
 	if (!tx)

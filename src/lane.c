@@ -579,6 +579,14 @@ int cmesh__lane_send(struct cmesh__lane *ln, const void *msg, const void *trail,
 	return cmesh__lane_send_ports(ln, msg, trail, len, NULL, 0, 0);
 }
 
+int cmesh__lane_rx_gone(const struct cmesh__lane *ln)
+{
+	/* Pairs with the consumer's release store of closed (or DROPPED's). */
+	if (atomic_load_explicit(&ln->peer_wake->closed, memory_order_acquire))
+		return 1;
+	return cmesh__lane_failed(ln);
+}
+
 void cmesh__lane_close_tx(struct cmesh__lane *ln)
 {
 	struct cmesh__iov none = { NULL, 0 };

@@ -147,6 +147,9 @@ int cmesh__lane_send_ports(struct cmesh__lane *ln, const void *msg,
 			   const struct cmesh__port_out *ports, uint32_t nports,
 			   uint64_t port_mask);
 
+/* Out lane: 1 if the receiver is gone, 0, or the link's failure. */
+int cmesh__lane_rx_gone(const struct cmesh__lane *ln);
+
 /* Out lane: the last local sender is gone (CLOSE record, after data). */
 void cmesh__lane_close_tx(struct cmesh__lane *ln);
 

@@ -58,6 +58,11 @@ int cmesh_oneshot_send(cmesh_oneshot_sender *tx, const void *msg,
 	return r;
 }
 
+int cmesh_oneshot_sender_is_closed(const cmesh_oneshot_sender *tx)
+{
+	return tx ? cmesh__queue_rx_gone(tx->q) : -EINVAL;
+}
+
 void cmesh_oneshot_sender_free(cmesh_oneshot_sender *tx)
 {
 	if (!tx)

@@ -934,6 +934,18 @@ struct cmesh__lane *cmesh__queue_rx_lane(struct cmesh__queue *q)
 	return q->rx_lane;
 }
 
+int cmesh__queue_rx_gone(struct cmesh__queue *q)
+{
+	struct cmesh__lane *ln =
+		atomic_load_explicit(&q->tx_lane, memory_order_acquire);
+
+	if (!ln)
+		return !!(atomic_load_explicit(&q->state,
+					       memory_order_acquire) &
+			  ST_RX_CLOSED);
+	return cmesh__lane_rx_gone(ln);
+}
+
 int cmesh__queue_flush(struct cmesh__queue *q, int64_t deadline)
 {
 	struct cmesh__lane *ln =

@@ -157,6 +157,9 @@ void cmesh__queue_disarm(struct cmesh__queue *q);
 /* The lane a remote receiver reads, or NULL (local queue). */
 struct cmesh__lane *cmesh__queue_rx_lane(struct cmesh__queue *q);
 
+/* Sending side: see cmesh_sender_is_closed(). */
+int cmesh__queue_rx_gone(struct cmesh__queue *q);
+
 /* Sending side: see cmesh_sender_flush(). */
 int cmesh__queue_flush(struct cmesh__queue *q, int64_t deadline);
 

@@ -67,7 +67,8 @@ enum {
 	OP_HOLD,	/* keep tx (at most MAX_HELD of them) */
 	OP_COUNT,	/* report the change of threads, sockets, eventfds */
 	OP_RELEASE,	/* send seq 1 on every held sender, free them */
-	OP_DIE		/* send seq 1..arg on tx, then SIGKILL ourselves */
+	OP_DIE,		/* send seq 1..arg on tx, then SIGKILL ourselves */
+	OP_WAIT_CLOSED	/* report is_closed(tx) at once, then wait for 1 */
 };
 
 #define MAX_HELD 1024
@@ -251,8 +252,20 @@ static int serve(cmesh_sender *up, struct epmsg *m)
 		TOPO_CHECK_EQ(cmesh_sender_flush(m->tx, topo_deadline()), 0);
 		kill(getpid(), SIGKILL);
 		return 1;
+	case OP_WAIT_CLOSED: {
+		int64_t until = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+		int c = cmesh_sender_is_closed(m->tx);
+
+		TOPO_CHECK_EQ(peer_report(up, (uint64_t)(c + 1000)), 0);
+		while ((c = cmesh_sender_is_closed(m->tx)) == 0 &&
+		       tu_now_ns() < until)
+			tu_sleep_ms(1);
+		cmesh_sender_free(m->tx);
+		return peer_report(up, (uint64_t)(c + 1000));
+	}
 	case OP_SEND_FAILS:
 		TOPO_CHECK(m->tx);
+		TOPO_CHECK_EQ(cmesh_sender_is_closed(m->tx), 1);
 		s = (struct seqmsg){ .sender = 2, .seq = 1 };
 		n = cmesh_sender_send(m->tx, &s, NULL, 0);
 		cmesh_sender_free(m->tx);
@@ -514,6 +527,15 @@ static void closed_driver(cmesh_sender *tx, cmesh_receiver *rx,
 	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
 	cr_assert_eq(report(rx), EPIPE, "a send on a closed sender");
 
+	/* Open, then its receiver goes: the peer's sender sees both. */
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &ltx, &lrx), 0);
+	m = ep(OP_WAIT_CLOSED, 0);
+	m.tx = ltx;
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	cr_assert_eq(report(rx), 1000, "is_closed with the receiver here");
+	cmesh_receiver_free(lrx);
+	cr_assert_eq(report(rx), 1001, "is_closed once it is freed");
+
 	/* A receiver whose senders are gone, two messages queued. */
 	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &ltx, &lrx), 0);
 	send_seq(ltx, 1, 1);
@@ -710,8 +732,36 @@ Test(ports, peer_dying_with_a_moved_sender_fails_its_receiver)
 			  WTERMSIG(st) == SIGKILL,
 		  "child status %#x, want killed by SIGKILL", st);
 	TU_ASSERT_RC(recv_wait(c.rx, &r), -ECONNRESET);
+	TU_ASSERT_RC(cmesh_sender_is_closed(c.tx), -ECONNRESET);
 	cmesh_sender_free(c.tx);
 	cmesh_receiver_free(c.rx);
 	close(c.sync);
 	topo_assert_baseline(&res);
+}
+
+/* ---- is_closed in one process ----------------------------------------- */
+
+Test(ports, is_closed_says_whether_the_receiver_is_gone)
+{
+	cmesh_oneshot_sender *otx;
+	cmesh_oneshot_receiver *orx;
+	cmesh_sender *tx, *tx2;
+	cmesh_receiver *rx;
+
+	TU_ASSERT_RC(cmesh_sender_is_closed(NULL), -EINVAL);
+	TU_ASSERT_RC(cmesh_oneshot_sender_is_closed(NULL), -EINVAL);
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &tx, &rx), 0);
+	TU_ASSERT_RC(cmesh_sender_clone(tx, &tx2), 0);
+	TU_ASSERT_RC(cmesh_sender_is_closed(tx), 0);
+	send_seq(tx, 1, 1);
+	cmesh_receiver_free(rx);
+	TU_ASSERT_RC(cmesh_sender_is_closed(tx), 1);
+	TU_ASSERT_RC(cmesh_sender_is_closed(tx2), 1);
+	cmesh_sender_free(tx);
+	cmesh_sender_free(tx2);
+	TU_ASSERT_RC(cmesh_oneshot_new(&seq_type, &otx, &orx), 0);
+	TU_ASSERT_RC(cmesh_oneshot_sender_is_closed(otx), 0);
+	cmesh_oneshot_receiver_free(orx);
+	TU_ASSERT_RC(cmesh_oneshot_sender_is_closed(otx), 1);
+	cmesh_oneshot_sender_free(otx);
 }

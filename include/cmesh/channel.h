@@ -115,6 +115,16 @@ CMESH_API int cmesh_sender_send(cmesh_sender *tx, const void *msg,
 CMESH_API int cmesh_sender_flush(cmesh_sender *tx, int64_t deadline);
 
 /*
+ * Whether the receiver is gone, without sending: 1 (freed, or dropped
+ * unread in another process: every send now fails with -EPIPE), 0 (there,
+ * as far as this process knows: a receiver freed in another process is
+ * seen once its side says so), -ECONNRESET or -EPROTO (the link to the
+ * receiver's process failed), -EINVAL (NULL). Never blocks, makes no
+ * syscall. Borrows `tx`; may be called from any thread.
+ */
+CMESH_API int cmesh_sender_is_closed(const cmesh_sender *tx);
+
+/*
  * Frees the receiver; senders then get -EPIPE and queued messages have
  * their resources released. Removes it from its waitset. NULL is a no-op.
  */

@@ -38,6 +38,9 @@ CMESH_API int cmesh_oneshot_send(cmesh_oneshot_sender *tx, const void *msg,
 /* Frees the sender without sending. NULL is a no-op. */
 CMESH_API void cmesh_oneshot_sender_free(cmesh_oneshot_sender *tx);
 
+/* As cmesh_sender_is_closed(): 1 if the receiver is gone, 0, or -errno. */
+CMESH_API int cmesh_oneshot_sender_is_closed(const cmesh_oneshot_sender *tx);
+
 /*
  * Receives the value, as cmesh_receiver_*recv*: returns the trailing-byte
  * count, or -EAGAIN, -ETIMEDOUT, -EPIPE (sender freed without sending, or

@@ -128,23 +128,37 @@ static void close_fds(const int *fds, uint32_t n)
 		close(fds[i]);
 }
 
-static void drop_spill(struct cmesh__lane *ln)
+/* What becomes of the head of the backlog (`lock` held). */
+enum spill_end {
+	SPILL_SENT,    /* published: the kernel holds copies of its fds */
+	SPILL_DROPPED, /* never sent: its ports' lanes are dropped */
+	SPILL_DISCARD  /* the link is being freed with every lane */
+};
+
+static void pop_spill(struct cmesh__lane *ln, enum spill_end how)
 {
 	struct spill *s = ln->spill_head;
 
 	ln->spill_head = s->next;
 	ln->spill_bytes -= spill_cost(s->len, s->nfds, s->nports);
+	atomic_store_explicit(&ln->backlog, ln->spill_bytes,
+			      memory_order_relaxed);
 	close_fds(spill_fds(s), s->nfds);
-	/* Its ports never reach the peer: their lanes are dropped here. */
-	for (uint32_t i = 0; i < s->nports; i++)
-		cmesh__link_lane_unsent(s->ports[i].lane);
+	if (how == SPILL_DROPPED)
+		for (uint32_t i = 0; i < s->nports; i++)
+			cmesh__link_lane_unsent(s->ports[i].lane);
 	free(s);
+}
+
+static void drop_spill(struct cmesh__lane *ln)
+{
+	pop_spill(ln, SPILL_DROPPED);
 }
 
 void cmesh__lane_destroy(struct cmesh__lane *ln)
 {
 	while (ln->spill_head)
-		drop_spill(ln);
+		pop_spill(ln, SPILL_DISCARD);
 	pthread_mutex_destroy(&ln->lock);
 	free(ln->buf);
 	cmesh__wake_free(ln->sleeper);
@@ -272,6 +286,8 @@ static int spill(struct cmesh__lane *ln, uint32_t kind,
 	if (nfds)
 		memcpy(spill_fds(s), fds, nfds * sizeof(int));
 	ln->spill_bytes += cost;
+	atomic_store_explicit(&ln->backlog, ln->spill_bytes,
+			      memory_order_relaxed);
 	*ln->spill_tailp = s;
 	ln->spill_tailp = &s->next;
 	if (!atomic_exchange_explicit(&ln->spilling, 1, memory_order_relaxed))
@@ -323,7 +339,7 @@ static int flush_locked(struct cmesh__lane *ln)
 		if (r)
 			break;
 		sent++;
-		drop_spill(ln);
+		pop_spill(ln, SPILL_SENT);
 	}
 	if (!ln->spill_head) {
 		ln->spill_tailp = &ln->spill_head;

@@ -64,6 +64,7 @@ struct cmesh__lane {
 	bool end_sent;	       /* out: we sent END */
 	uint32_t ring_cap;     /* dynamic: its ring's capacity */
 	bool inflight;	       /* its port descriptor is not sent yet */
+	uint32_t pins;	       /* callers using it outside the link's lock */
 	_Atomic bool bound;    /* both halves mapped: the ring is usable */
 	_Atomic bool dropped;  /* the peer dropped the port: closed for good */
 	struct cmesh__arena *own_half, *peer_half; /* dynamic lanes */
@@ -100,6 +101,7 @@ struct cmesh__lane {
 	struct cmesh_shm_ring_signal *own_signal; /* its futex, our arena */
 	uint64_t max_backlog;	  /* spill_bytes' bound: -ENOBUFS past it */
 	uint64_t spill_bytes;	  /* bytes of the backlog (`lock`) */
+	_Atomic uint64_t backlog; /* spill_bytes, for readers without `lock` */
 	struct spill *spill_head; /* ordered backlog while the ring is full */
 	struct spill **spill_tailp;
 	_Atomic uint32_t spilling; /* backlog queued: senders take `lock` */

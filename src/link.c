@@ -93,7 +93,8 @@ void cmesh__link_fail(struct cmesh__link *l, int err)
 
 void cmesh__link_kick(struct cmesh__link *l)
 {
-	cmesh__eventfd_signal(l->kick_efd);
+	if (l->kick_efd >= 0)
+		cmesh__eventfd_signal(l->kick_efd);
 }
 
 static void on_sock(void *arg, int fd, uint32_t revents);
@@ -533,9 +534,11 @@ static void free_resources(struct cmesh__link *l)
 	cmesh__wake_free(l->wake);
 	if (l->pidfd >= 0)
 		close(l->pidfd);
+	/* Before kick_efd: freeing lanes may still kick (never after). */
+	cmesh__lanes_destroy(l);
 	if (l->kick_efd >= 0)
 		close(l->kick_efd);
-	cmesh__lanes_destroy(l);
+	l->kick_efd = -1;
 	cmesh__lane_destroy(&l->out);
 	cmesh__lane_destroy(&l->in);
 	cmesh__arena_free(l->peer);

@@ -136,6 +136,13 @@ void cmesh__link_port_drop(struct cmesh__link *l,
 void cmesh__link_lane_sent(struct cmesh__lane *ln);
 void cmesh__link_lane_unsent(struct cmesh__lane *ln);
 
+/*
+ * cmesh_node_flush(): the first out lane's backlog as cmesh__lane_flush()
+ * (its -EPIPE included), then every port's out lane's (where a receiver
+ * gone counts as done). 0, -ETIMEDOUT, or the link's failure.
+ */
+int cmesh__link_flush(struct cmesh__link *l, int64_t deadline);
+
 /* The owner of a dynamic lane is done with it; the link frees it. */
 void cmesh__link_lane_release(struct cmesh__lane *ln);
 

@@ -41,8 +41,11 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Dynamic lanes one link may hold: a peer's ports cannot take more. */
-#define MAX_LANES 65536u
+/*
+ * Dynamic lanes one link may hold (a peer's ports cannot make us hold
+ * more): each maps two or three areas, and a process may map 65,530.
+ */
+#define MAX_LANES 16384u
 /* Bytes of the peer's halves one link may map (address space). */
 #define MAX_PEER_MAPPED (1ull << 40)
 
@@ -174,10 +177,15 @@ static void fill_hdr(struct cmesh_ctl_hdr *h, uint16_t type, uint32_t len)
 	h->reserved = 0;
 }
 
-/* Sends what waited, in order; att_lock held. */
-static void ctl_flush_locked(struct cmesh__link *l)
+/*
+ * Sends what waited, in order; att_lock held. Returns what the socket
+ * said when it is gone: the caller fails the link once it has unlocked
+ * (failing wakes every lane, which takes att_lock).
+ */
+static int ctl_flush_locked(struct cmesh__link *l)
 {
 	struct ctl_pending *p;
+	int err = 0;
 
 	while ((p = l->ctl_head)) {
 		int r = cmesh__ctl_send(l->sock, p->buf, p->len, &p->fd,
@@ -186,8 +194,7 @@ static void ctl_flush_locked(struct cmesh__link *l)
 		if (r == -EAGAIN || r == -ENOBUFS)
 			break;
 		if (r) {
-			/* The socket is gone: the link fails, nothing waits. */
-			cmesh__link_fail(l, -ECONNRESET);
+			err = r;
 			break;
 		}
 		l->ctl_head = p->next;
@@ -199,6 +206,7 @@ static void ctl_flush_locked(struct cmesh__link *l)
 		l->ctl_tailp = &l->ctl_head;
 	atomic_store_explicit(&l->ctl_pending, l->ctl_head != NULL,
 			      memory_order_relaxed);
+	return err;
 }
 
 /*
@@ -209,6 +217,7 @@ static void ctl_send(struct cmesh__link *l, const void *buf, uint32_t len,
 		     int fd)
 {
 	struct ctl_pending *p = malloc(sizeof(*p));
+	int err;
 
 	if (!p) {
 		if (fd >= 0)
@@ -225,10 +234,11 @@ static void ctl_send(struct cmesh__link *l, const void *buf, uint32_t len,
 		l->ctl_tailp = &l->ctl_head;
 	*l->ctl_tailp = p;
 	l->ctl_tailp = &p->next;
-	if (!cmesh__link_failed(l))
-		ctl_flush_locked(l);
+	err = cmesh__link_failed(l) ? 0 : ctl_flush_locked(l);
 	pthread_mutex_unlock(&l->att_lock);
-	if (atomic_load_explicit(&l->ctl_pending, memory_order_relaxed))
+	if (err) /* the socket is gone: nothing waits for it */
+		cmesh__link_fail(l, -ECONNRESET);
+	else if (atomic_load_explicit(&l->ctl_pending, memory_order_relaxed))
 		cmesh__link_kick(l);
 }
 
@@ -732,8 +742,8 @@ void cmesh__link_lane_release(struct cmesh__lane *ln)
  */
 static bool lane_done(struct cmesh__link *l, struct cmesh__lane *ln)
 {
-	/* A message that still names it (att_lock held) keeps it. */
-	if (ln->inflight ||
+	/* A message that still names it, or a flush (att_lock held). */
+	if (ln->inflight || ln->pins ||
 	    !atomic_load_explicit(&ln->released, memory_order_acquire))
 		return false;
 	if (cmesh__link_failed(l))
@@ -758,6 +768,20 @@ bool cmesh__lanes_spilling(struct cmesh__link *l)
 		      atomic_load_explicit(&ln->spilling, memory_order_relaxed);
 	pthread_mutex_unlock(&l->att_lock);
 	return any;
+}
+
+/*
+ * A released in lane waiting for its END keeps only its id and FIFO: its
+ * memory goes now (nobody reads its ring again), so a peer that never
+ * ends its lanes holds a few bytes each, not mappings. att_lock held.
+ */
+static void unmap_halves(struct cmesh__link *l, struct cmesh__lane *ln)
+{
+	if (ln->peer_half)
+		l->peer_mapped -= cmesh__arena_layout(ln->peer_half)->size;
+	cmesh__arena_free(ln->peer_half);
+	cmesh__arena_free(ln->own_half);
+	ln->peer_half = ln->own_half = NULL;
 }
 
 /* One out lane's part of the round. True while it has a backlog. */
@@ -789,10 +813,14 @@ bool cmesh__lanes_sweep(struct cmesh__link *l)
 	bool more;
 
 	if (atomic_load_explicit(&l->ctl_pending, memory_order_relaxed)) {
+		int err = 0;
+
 		pthread_mutex_lock(&l->att_lock);
 		if (!cmesh__link_failed(l))
-			ctl_flush_locked(l);
+			err = ctl_flush_locked(l);
 		pthread_mutex_unlock(&l->att_lock);
+		if (err)
+			cmesh__link_fail(l, -ECONNRESET);
 	}
 	more = sweep_out(l, &l->out);
 	pthread_mutex_lock(&l->att_lock);
@@ -806,6 +834,11 @@ bool cmesh__lanes_sweep(struct cmesh__link *l)
 	for (pp = &l->dyn; (ln = *pp);) {
 		if (!lane_done(l, ln)) {
 			pp = &ln->next;
+			/* Answered: nothing will bind it any more. */
+			if (!ln->is_out && !ln->pins && ln->answered &&
+			    atomic_load_explicit(&ln->released,
+						 memory_order_acquire))
+				unmap_halves(l, ln);
 			continue;
 		}
 		*pp = ln->next;
@@ -830,6 +863,50 @@ bool cmesh__lanes_sweep(struct cmesh__link *l)
 	}
 	return more ||
 	       atomic_load_explicit(&l->ctl_pending, memory_order_relaxed);
+}
+
+int cmesh__link_flush(struct cmesh__link *l, int64_t deadline)
+{
+	struct cmesh__lane **v = NULL;
+	uint32_t n = 0, cap = 0;
+	int r = cmesh__lane_flush(&l->out, deadline), r2 = 0;
+
+	/* The lanes with a backlog, pinned: the thread frees none of them. */
+	pthread_mutex_lock(&l->att_lock);
+	for (struct cmesh__lane *ln = l->dyn; ln; ln = ln->next) {
+		if (!ln->is_out ||
+		    !atomic_load_explicit(&ln->backlog, memory_order_relaxed))
+			continue;
+		if (n == cap) {
+			struct cmesh__lane **w;
+
+			cap = cap ? cap * 2 : 16;
+			w = realloc(v, cap * sizeof(*v));
+			if (!w) {
+				r2 = -ENOMEM;
+				break;
+			}
+			v = w;
+		}
+		ln->pins++;
+		v[n++] = ln;
+	}
+	pthread_mutex_unlock(&l->att_lock);
+	for (uint32_t i = 0; i < n; i++) {
+		int e = cmesh__lane_flush(v[i], deadline);
+
+		/* A receiver that is gone reads nothing more: done. */
+		if (e && e != -EPIPE && !r2)
+			r2 = e;
+	}
+	pthread_mutex_lock(&l->att_lock);
+	for (uint32_t i = 0; i < n; i++)
+		v[i]->pins--;
+	pthread_mutex_unlock(&l->att_lock);
+	free(v);
+	if (n)
+		cmesh__link_kick(l); /* lanes it kept may be done now */
+	return r ? r : r2;
 }
 
 void cmesh__lanes_wake_all(struct cmesh__link *l)

@@ -165,7 +165,7 @@ int cmesh_node_flush(cmesh_node *node, int64_t deadline)
 {
 	if (!node)
 		return -EINVAL;
-	return cmesh__lane_flush(cmesh__link_out(node->link), deadline);
+	return cmesh__link_flush(node->link, deadline);
 }
 
 int cmesh_node_close(cmesh_node *node, int64_t deadline)

@@ -142,6 +142,7 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 	if (r) {
 		close(out->fd);
 		cmesh__link_lane_unsent(out->lane);
+		cmesh__link_lane_release(out->lane); /* nothing owns it */
 		return r;
 	}
 	if (sending)

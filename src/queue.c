@@ -940,9 +940,9 @@ int cmesh__queue_rx_gone(struct cmesh__queue *q)
 		atomic_load_explicit(&q->tx_lane, memory_order_acquire);
 
 	if (!ln)
-		return !!(atomic_load_explicit(&q->state,
-					       memory_order_acquire) &
-			  ST_RX_CLOSED);
+		return !!(
+			atomic_load_explicit(&q->state, memory_order_acquire) &
+			ST_RX_CLOSED);
 	return cmesh__lane_rx_gone(ln);
 }
 
@@ -983,6 +983,11 @@ int cmesh__queue_set_waitset(struct cmesh__queue *q, struct cmesh_waitset *ws)
 	pthread_mutex_lock(&q->lock);
 	if (ws && q->ws) {
 		r = -EBUSY;
+	} else if (ws &&
+		   ((q->rx_lane && q->rx_lane->dynamic) ||
+		    atomic_load_explicit(&q->xl_flags, memory_order_relaxed))) {
+		/* A port's lane has no wake fds (ARCHITECTURE.md). */
+		r = -EOPNOTSUPP;
 	} else {
 		q->ws = ws;
 		if (!ws)
@@ -1086,14 +1091,17 @@ void cmesh__queue_sender_put(struct cmesh__queue *q)
 
 void cmesh__queue_receiver_close(struct cmesh__queue *q)
 {
-	if (atomic_load_explicit(&q->xl_flags, memory_order_acquire))
-		cmesh__queue_xl_close(q);
+	/*
+	 * First: from here on no lane is added (cmesh__queue_add_rx_lane()
+	 * checks it under `lock`, which the close of the lanes takes).
+	 */
+	atomic_fetch_or_explicit(&q->state, ST_RX_CLOSED, memory_order_seq_cst);
+	cmesh__queue_xl_close(q);
 	if (q->rx_lane) {
 		cmesh__lane_close_rx(q->rx_lane);
 		cmesh__queue_put(q);
 		return;
 	}
-	atomic_fetch_or_explicit(&q->state, ST_RX_CLOSED, memory_order_seq_cst);
 	/*
 	 * Dekker with a producer's publish + state load, see top. Should the
 	 * membarrier fail, a producer that raced with us drains on its next

@@ -34,9 +34,11 @@
 #include "hint.h"
 #include "lane.h"
 #include "link.h"
+#include "log.h"
 #include "park.h"
 
 #include <cmesh/common.h>
+#include <cmesh/error.h>
 
 #include <errno.h>
 #include <stdlib.h>
@@ -58,6 +60,11 @@ int cmesh__queue_add_rx_lane(struct cmesh__queue *q, struct cmesh__lane *ln)
 	} else if (atomic_load_explicit(&q->state, memory_order_acquire) &
 		   ST_RX_CLOSED) {
 		r = -EPIPE;
+	} else if (atomic_load_explicit(&q->tx_lane, memory_order_relaxed) ||
+		   (atomic_load_explicit(&q->tail, memory_order_relaxed) &
+		    TAIL_SEAL)) {
+		/* The receiver moved (or is moving): a second move. */
+		r = -EOPNOTSUPP;
 	} else if (q->xl_nadd == q->xl_capadd) {
 		uint32_t cap = q->xl_capadd ? q->xl_capadd * 2 : 4;
 		struct cmesh__lane **a = realloc(q->xl_add, cap * sizeof(*a));
@@ -333,6 +340,7 @@ int cmesh__queue_xl_sleep(struct cmesh__queue *q, int64_t deadline)
 
 void cmesh__queue_xl_close(struct cmesh__queue *q)
 {
+	/* ST_RX_CLOSED is set: xl_add grows no more (see add_rx_lane). */
 	merge(q);
 	pthread_mutex_lock(&q->lock);
 	/* What merge() could not take (no memory): closed the same way. */
@@ -407,7 +415,13 @@ int cmesh__queue_move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
 		}
 		r = cmesh__queue_pop(q, msg, trail, (size_t)len);
 		if (r >= 0)
-			(void)forward(ctx, ln, msg, trail, (size_t)r);
+			r = forward(ctx, ln, msg, trail, (size_t)r);
+		if (r < 0)
+			/* Its resources are released; the peer never sees it. */
+			cmesh__log(CMESH__LOG_WARN,
+				   "a message queued for a receiver that moved "
+				   "could not follow it: %s",
+				   cmesh_strerror(r));
 		free(trail);
 	}
 	/* `lock` held: a slow-path sender waits, then sees the lane. */

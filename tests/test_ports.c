@@ -765,3 +765,108 @@ Test(ports, is_closed_says_whether_the_receiver_is_gone)
 	TU_ASSERT_RC(cmesh_oneshot_sender_is_closed(otx), 1);
 	cmesh_oneshot_sender_free(otx);
 }
+
+/* ---- ports in messages that wait behind a full ring ------------------- */
+
+/* 64 requests in flight, each with its reply end, on a 4 KiB ring. */
+static void burst_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			 const struct topo_side *s)
+{
+	static cmesh_oneshot_receiver *orx[64];
+	struct seqmsg r;
+
+	(void)s;
+	for (uint64_t i = 0; i < 64; i++) {
+		cmesh_oneshot_sender *otx;
+		struct epmsg m = ep(OP_REPLY, i);
+
+		TU_ASSERT_RC(cmesh_oneshot_new(&seq_type, &otx, &orx[i]), 0);
+		m.otx = otx;
+		TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	}
+	for (uint64_t i = 0; i < 64; i++) {
+		int e = cmesh_oneshot_recv_deadline(orx[i], topo_deadline(), &r,
+						    NULL, 0);
+
+		cr_assert_eq(e, 0, "reply %llu: %d (%s)", (unsigned long long)i,
+			     e, cmesh_strerror(e));
+		cr_assert_eq(r.seq, i * 2);
+		cmesh_oneshot_receiver_free(orx[i]);
+	}
+	finish(tx, rx);
+}
+
+static const struct topo_scenario burst_sc = {
+	.down = &ep_type,
+	.up = &seq_type,
+	.ring_size = 4096,
+	.driver = burst_driver,
+	.peer = ep_peer,
+};
+
+Test(ports, requests_with_reply_ends_behind_a_full_ring_in_process)
+{
+	topo_run(&burst_sc, TOPO_THREAD);
+}
+
+Test(ports, requests_with_reply_ends_behind_a_full_ring_across)
+{
+	topo_run(&burst_sc, TOPO_FORK);
+}
+
+/* ---- waitsets and lanes: refused either way round, nothing kept ------- */
+
+static void waitset_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			   const struct topo_side *s)
+{
+	cmesh_waitset *ws;
+	cmesh_sender *ltx;
+	cmesh_receiver *lrx;
+	struct seqmsg r;
+	struct epmsg m;
+	int maps;
+
+	(void)s;
+	TU_ASSERT_RC(cmesh_waitset_new(&ws), 0);
+	/* A receiver in a waitset: its sender cannot go (kept nothing). */
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &ltx, &lrx), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, lrx, 1), 0);
+	maps = topo_memfd_map_count();
+	for (int i = 0; i < 50; i++) {
+		cmesh_sender *c;
+
+		TU_ASSERT_RC(cmesh_sender_clone(ltx, &c), 0);
+		m = ep(OP_HOLD, 0);
+		m.tx = c;
+		TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), -EOPNOTSUPP);
+	}
+	/* The link thread frees the lanes it made meanwhile, soon. */
+	for (int64_t until = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	     topo_memfd_map_count() != maps && tu_now_ns() < until;)
+		tu_sleep_ms(1);
+	cr_assert_eq(topo_memfd_map_count(), maps,
+		     "refused exports left shared memory mapped");
+	/* The clones were freed: only ltx holds the channel open. */
+	cmesh_sender_free(ltx);
+	TU_ASSERT_RC(recv_wait(lrx, &r), -EPIPE);
+	TU_ASSERT_RC(cmesh_waitset_remove_receiver(ws, lrx), 0);
+	cmesh_receiver_free(lrx);
+
+	/* A receiver with a lane cannot join one. */
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &ltx, &lrx), 0);
+	m = ep(OP_STREAM, 3);
+	m.tx = ltx;
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, lrx, 2), -EOPNOTSUPP);
+	TU_ASSERT_RC(drain_fifo(lrx), 3);
+	cmesh_receiver_free(lrx);
+	cmesh_waitset_free(ws);
+	finish(tx, rx);
+}
+
+SCENARIO(waitset_sc, waitset_driver);
+
+Test(ports, waitsets_and_lanes_refuse_each_other_and_keep_nothing)
+{
+	topo_run(&waitset_sc, TOPO_FORK);
+}

@@ -128,9 +128,12 @@ CMESH_API int cmesh_join(const cmesh_type *out_type, const cmesh_type *in_type,
 CMESH_API pid_t cmesh_node_pid(const cmesh_node *node);
 
 /*
- * As cmesh_sender_flush() for everything sent over this link, including
- * the close of senders already freed: once it returns 0 the process may
- * exit without the peer losing a message. Borrows `node`.
+ * As cmesh_sender_flush() for everything sent over this link, on every
+ * channel it carries (the first pair and those endpoints sent over it
+ * made), including the close of senders already freed: once it returns 0
+ * the process may exit without the peer losing a message. A channel whose
+ * receiver is gone counts as flushed; the first channel's says -EPIPE.
+ * Borrows `node`.
  */
 CMESH_API int cmesh_node_flush(cmesh_node *node, int64_t deadline);
 

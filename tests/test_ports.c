@@ -68,7 +68,8 @@ enum {
 	OP_COUNT,	/* report the change of threads, sockets, eventfds */
 	OP_RELEASE,	/* send seq 1 on every held sender, free them */
 	OP_DIE,		/* send seq 1..arg on tx, then SIGKILL ourselves */
-	OP_WAIT_CLOSED	/* report is_closed(tx) at once, then wait for 1 */
+	OP_WAIT_CLOSED, /* report is_closed(tx) at once, then wait for 1 */
+	OP_STATS	/* report fds, memfd mappings and VmRSS (KiB) */
 };
 
 #define MAX_HELD 1024
@@ -263,6 +264,12 @@ static int serve(cmesh_sender *up, struct epmsg *m)
 		cmesh_sender_free(m->tx);
 		return peer_report(up, (uint64_t)(c + 1000));
 	}
+	case OP_STATS:
+		/* fds in 16 bits, memfd mappings in 16, VmRSS KiB above. */
+		return peer_report(
+			up, (uint64_t)count_dir("/proc/self/fd") |
+				    (uint64_t)topo_memfd_map_count() << 16 |
+				    (uint64_t)tu_status_kib("VmRSS") << 32);
 	case OP_SEND_FAILS:
 		TOPO_CHECK(m->tx);
 		TOPO_CHECK_EQ(cmesh_sender_is_closed(m->tx), 1);
@@ -869,4 +876,163 @@ SCENARIO(waitset_sc, waitset_driver);
 Test(ports, waitsets_and_lanes_refuse_each_other_and_keep_nothing)
 {
 	topo_run(&waitset_sc, TOPO_FORK);
+}
+
+/* ---- many moves in a row: nothing grows -------------------------------- */
+
+struct stats {
+	long fds, maps, rss;
+};
+
+static struct stats my_stats(void)
+{
+	return (struct stats){ count_dir("/proc/self/fd"),
+			       topo_memfd_map_count(), tu_status_kib("VmRSS") };
+}
+
+static struct stats peer_stats(cmesh_sender *tx, cmesh_receiver *rx)
+{
+	struct epmsg m = ep(OP_STATS, 0);
+	uint64_t v;
+
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	v = report(rx);
+	return (struct stats){ (long)(v & 0xffff), (long)(v >> 16 & 0xffff),
+			       (long)(v >> 32) };
+}
+
+/* One sender moved and one receiver moved, each carrying one message. */
+static void move_pair(cmesh_sender *tx, cmesh_receiver *rx)
+{
+	cmesh_sender *ltx;
+	cmesh_receiver *lrx;
+	struct seqmsg r;
+	struct epmsg m;
+
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &ltx, &lrx), 0);
+	m = ep(OP_STREAM, 1);
+	m.tx = ltx;
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	TU_ASSERT_RC(recv_wait(lrx, &r), 0);
+	TU_ASSERT_RC(recv_wait(lrx, &r), -EPIPE);
+	cmesh_receiver_free(lrx);
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &ltx, &lrx), 0);
+	send_seq(ltx, 1, 1);
+	cmesh_sender_free(ltx);
+	m = ep(OP_DRAIN, 0);
+	m.rx = lrx;
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	cr_assert_eq(report(rx), 1);
+}
+
+static void churn_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			 const struct topo_side *s)
+{
+	const int warm = 200, n = (int)tu_stress(2000, 400);
+	struct stats me0, me1, peer0, peer1;
+
+	(void)s;
+	for (int i = 0; i < warm; i++)
+		move_pair(tx, rx);
+	me0 = my_stats();
+	peer0 = peer_stats(tx, rx);
+	for (int i = 0; i < n; i++)
+		move_pair(tx, rx);
+	/* Lanes are freed by the link threads once both sides are done. */
+	for (int64_t until = tu_now_ns() + TU_MS(TOPO_WAIT_MS);;) {
+		me1 = my_stats();
+		peer1 = peer_stats(tx, rx);
+		if ((me1.fds == me0.fds && me1.maps == me0.maps &&
+		     peer1.fds == peer0.fds && peer1.maps == peer0.maps) ||
+		    tu_now_ns() > until)
+			break;
+		tu_sleep_ms(5);
+	}
+	cr_assert(me1.fds == me0.fds && me1.maps == me0.maps,
+		  "after %d moves: fds %ld -> %ld, memfd maps %ld -> %ld",
+		  2 * n, me0.fds, me1.fds, me0.maps, me1.maps);
+	cr_assert(peer1.fds == peer0.fds && peer1.maps == peer0.maps,
+		  "the peer after %d moves: fds %ld -> %ld, memfd maps %ld -> "
+		  "%ld",
+		  2 * n, peer0.fds, peer1.fds, peer0.maps, peer1.maps);
+	/* A sanitizer's allocator keeps freed memory in quarantine. */
+	if (!tu_sanitized()) {
+		cr_assert_lt(me1.rss - me0.rss, 4096, "VmRSS grew by %ld KiB",
+			     me1.rss - me0.rss);
+		cr_assert_lt(peer1.rss - peer0.rss, 4096,
+			     "the peer's VmRSS grew by %ld KiB",
+			     peer1.rss - peer0.rss);
+	}
+	finish(tx, rx);
+}
+
+SCENARIO(churn_sc, churn_driver);
+
+Test(ports, thousands_of_moves_leave_fds_mappings_and_rss_flat)
+{
+	topo_run(&churn_sc, TOPO_FORK);
+}
+
+/* ---- the process a port was sent to dies before taking it ------------- */
+
+/* Never reads: says 'r' once it has joined, then waits to be killed. */
+static int sleeper_peer(cmesh_sender *tx, cmesh_receiver *rx,
+			const struct topo_side *s)
+{
+	(void)tx;
+	(void)rx;
+	TOPO_CHECK_EQ(topo_post(s->sync, 'r'), 0);
+	topo_wait(s->sync, TOPO_WAIT_MS * 3);
+	return 1;
+}
+
+static const struct topo_scenario sleeper_sc = {
+	.down = &ep_type,
+	.up = &seq_type,
+	.peer = sleeper_peer,
+};
+
+Test(ports, port_sent_to_a_process_that_dies_before_taking_it_fails_its_peer)
+{
+	struct topo_res res;
+	struct topo_conn c;
+	cmesh_sender *ltx, *ltx2;
+	cmesh_receiver *lrx, *lrx2;
+	struct seqmsg r;
+	struct epmsg m;
+	int st, e;
+
+	topo_baseline(&res);
+	topo_fork_peer(&sleeper_sc, TOPO_FORK, &c);
+	TU_ASSERT_RC(topo_wait(c.sync, TOPO_WAIT_MS), 'r');
+	/* A sender (its receiver here) and a receiver (its sender here). */
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &ltx, &lrx), 0);
+	m = ep(OP_STREAM, 1);
+	m.tx = ltx;
+	TU_ASSERT_RC(cmesh_sender_send(c.tx, &m, NULL, 0), 0);
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &ltx2, &lrx2), 0);
+	m = ep(OP_DRAIN, 0);
+	m.rx = lrx2;
+	TU_ASSERT_RC(cmesh_sender_send(c.tx, &m, NULL, 0), 0);
+	kill(c.pid, SIGKILL);
+	st = topo_reap(c.pid, TOPO_WAIT_MS);
+	cr_assert(st != -ETIMEDOUT && WIFSIGNALED(st));
+	TU_ASSERT_RC(recv_wait(lrx, &r), -ECONNRESET);
+	/* The moved receiver's sender: its sends now fail. */
+	for (int64_t until = tu_now_ns() + TU_MS(TOPO_WAIT_MS);;) {
+		r = (struct seqmsg){ .sender = 1, .seq = 1 };
+		e = cmesh_sender_send(ltx2, &r, NULL, 0);
+		if (e)
+			break;
+		cr_assert(tu_now_ns() < until, "sends never failed");
+		tu_sleep_ms(1);
+	}
+	TU_ASSERT_RC(e, -ECONNRESET);
+	TU_ASSERT_RC(cmesh_sender_is_closed(ltx2), -ECONNRESET);
+	cmesh_sender_free(ltx2);
+	cmesh_receiver_free(lrx);
+	cmesh_sender_free(c.tx);
+	cmesh_receiver_free(c.rx);
+	close(c.sync);
+	topo_assert_baseline(&res);
 }

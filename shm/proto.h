@@ -126,17 +126,25 @@ static_assert(offsetof(struct cmesh_ctl_attach, nfds) == 28, "attach nfds");
 
 /*
  * A port: an endpoint that crossed the link. The receiver answers each
- * with one LANE (its half, or DROPPED). Checked: kind, ring_cap (a valid
- * ring capacity), arena_size (bounds; the arena itself is validated when
- * it is mapped), id (the sender's parity, above every id it used before).
+ * with one LANE (its half, or DROPPED), except a FAILED one. Checked:
+ * kind, flags, ring_cap (a valid ring capacity), arena_size (bounds; the
+ * arena itself is validated when it is mapped), id (the sender's parity,
+ * not in use). The ATTACH carries one arena fd per port that is not
+ * FAILED.
  */
 struct cmesh_ctl_port {
 	uint32_t id;	     /* the new lane */
 	uint32_t kind;	     /* CMESH_PORT_* */
 	uint32_t ring_cap;   /* capacity of the lane's ring */
-	uint32_t reserved;   /* 0 */
+	uint32_t flags;	     /* CMESH_PORT_F_* */
 	uint64_t arena_size; /* bytes of the arena fd */
 };
+
+/*
+ * The endpoint had failed (its own peer's process failed): it arrives
+ * failed. No lane, no fd, no answer: id, ring_cap and arena_size are 0.
+ */
+#define CMESH_PORT_F_FAILED 1u
 
 static_assert(sizeof(struct cmesh_ctl_port) == 24, "port size");
 

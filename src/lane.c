@@ -146,7 +146,8 @@ static void pop_spill(struct cmesh__lane *ln, enum spill_end how)
 	close_fds(spill_fds(s), s->nfds);
 	if (how == SPILL_DROPPED)
 		for (uint32_t i = 0; i < s->nports; i++)
-			cmesh__link_lane_unsent(s->ports[i].lane);
+			if (s->ports[i].lane)
+				cmesh__link_lane_unsent(s->ports[i].lane);
 	free(s);
 }
 
@@ -219,7 +220,7 @@ static int publish(struct cmesh__lane *ln, uint32_t kind,
 	uint32_t len = 0;
 	int r;
 
-	if (!nfds)
+	if (!nfds && !nports)
 		return cmesh__shmring_pushv(&ln->prod, kind, iov, niov);
 	for (uint32_t i = 0; i < niov; i++)
 		len += iov[i].len;
@@ -237,7 +238,8 @@ static int publish(struct cmesh__lane *ln, uint32_t kind,
 	memcpy(seq_at, &seq, sizeof(seq));
 	cmesh__shmring_commit(&ln->prod, pos, kind, iov, niov);
 	for (uint32_t i = 0; i < nports; i++)
-		cmesh__link_lane_sent(ports[i].lane);
+		if (ports[i].lane)
+			cmesh__link_lane_sent(ports[i].lane);
 	return 0;
 }
 
@@ -502,8 +504,10 @@ static uint32_t collect_fds(const struct cmesh__lane *ln, const void *msg,
 static void unsend_ports(const struct cmesh__port_out *ports, uint32_t n)
 {
 	for (uint32_t i = 0; i < n; i++) {
-		close(ports[i].fd);
-		cmesh__link_lane_unsent(ports[i].lane);
+		if (ports[i].fd >= 0)
+			close(ports[i].fd);
+		if (ports[i].lane)
+			cmesh__link_lane_unsent(ports[i].lane);
 	}
 }
 
@@ -559,7 +563,8 @@ int cmesh__lane_send_ports(struct cmesh__lane *ln, const void *msg,
 		if (fcntl(fds[i], F_GETFD) < 0) /* not an open fd */
 			goto out_release;
 	for (uint32_t i = 0; i < nports; i++)
-		fds[nfds++] = ports[i].fd;
+		if (ports[i].fd >= 0) /* none for a FAILED port */
+			fds[nfds++] = ports[i].fd;
 	h.fd_mask = fd_mask;
 	h.port_mask = port_mask;
 	h.trail_len = (uint32_t)len;
@@ -576,7 +581,7 @@ int cmesh__lane_send_ports(struct cmesh__lane *ln, const void *msg,
 	} else if (len) {
 		iov[niov++] = (struct cmesh__iov){ trail, (uint32_t)len };
 	}
-	h.flags |= CMESH_REC_F_ATTACH; /* nfds > 0 here */
+	h.flags |= CMESH_REC_F_ATTACH; /* fds or ports here */
 	r = enqueue(ln, CMESH_REC_MSG, iov, niov, fds, nfds, ports, nports, &h);
 	if (r == 0)
 		return 0;
@@ -767,11 +772,11 @@ static int deliver(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 	want = sizeof(h) + msz + (ool ? 0 : (uint64_t)h.trail_len);
 	nfd_fields = (uint32_t)__builtin_popcountll(h.fd_mask);
 	nports = (uint32_t)__builtin_popcountll(h.port_mask);
-	nfds = nfd_fields + nports + ool;
+	nfds = nfd_fields + ool; /* the ports' arenas come on top */
 	if ((h.flags & ~CMESH_REC_F_ALL) || (uint64_t)ln->pending != want ||
 	    h.trail_len > ln->max_trail || (h.fd_mask & ~ln->fd_fields) ||
 	    (h.port_mask & ~ln->ep_fields) ||
-	    !nfds != !(h.flags & CMESH_REC_F_ATTACH))
+	    !(nfds + nports) != !(h.flags & CMESH_REC_F_ATTACH))
 		return proto_error(ln);
 	if (h.trail_len > cap)
 		return -EMSGSIZE;
@@ -780,13 +785,19 @@ static int deliver(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 	pin->lane = ln;
 	pin->n = 0;
 	pin->mask = h.port_mask;
-	if (nfds) {
+	if (nfds + nports) {
+		uint32_t k = nfd_fields;
+
 		r = cmesh__link_take_attach(ln, h.attach_seq, fds, nfds, pin,
 					    nports);
 		if (r)
 			return r;
+		/* [fd fields][an arena per port not FAILED][OOL memfd] */
 		for (uint32_t i = 0; i < nports; i++)
-			pin->fds[i] = fds[nfd_fields + i];
+			pin->fds[i] = pin->desc[i].flags & CMESH_PORT_F_FAILED ?
+					      -1 :
+					      fds[k++];
+		nfds = k + ool;
 		pin->n = nports;
 		if (!ports_match(ln, pin)) {
 			close_fds(fds, nfd_fields);
@@ -965,7 +976,9 @@ bool cmesh__lane_ready(struct cmesh__lane *ln)
 void cmesh__lane_close_rx(struct cmesh__lane *ln)
 {
 	/* Pairs with the producer's acquire load before each send. */
-	atomic_store_explicit(&ln->own_wake->closed, 1, memory_order_release);
+	if (ln->own_wake) /* none on a lane that arrived failed */
+		atomic_store_explicit(&ln->own_wake->closed, 1,
+				      memory_order_release);
 	/*
 	 * Drop what is queued. Its fds (and those of records still in
 	 * flight) are closed by the link: from now on it closes every

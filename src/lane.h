@@ -56,9 +56,10 @@ struct cmesh__lane {
 	 * created (dynamic) their lifetime, under the link's lanes lock.
 	 */
 	uint32_t id;
-	bool is_out;   /* we produce */
-	bool dynamic;  /* created by a port, owned by the link's table */
-	bool answered; /* its port descriptor was answered */
+	bool is_out;	   /* we produce */
+	bool dynamic;	   /* created by a port, owned by the link's table */
+	bool failed_alone; /* arrived failed: no table, its queue frees it */
+	bool answered;	   /* its port descriptor was answered */
 	_Atomic bool released; /* its owner (a queue) is done with it */
 	bool end_seen;	       /* in: the producer sent END */
 	bool end_sent;	       /* out: we sent END */
@@ -190,6 +191,13 @@ int cmesh__lane_new(struct cmesh__link *link, uint32_t id, bool is_out,
 		    const cmesh_type *type, uint64_t max_trail,
 		    uint64_t max_backlog, int64_t spin_ns,
 		    struct cmesh__lane **out);
+
+/*
+ * A lane for a port that arrived FAILED: on no link's table, unbound for
+ * good, every operation on it reports -ECONNRESET. Its queue frees it.
+ */
+int cmesh__lane_new_failed(struct cmesh__link *link, bool is_out,
+			   const cmesh_type *type, struct cmesh__lane **out);
 
 /* Frees a lane from cmesh__lane_new() (the link's table does). */
 void cmesh__lane_free(struct cmesh__lane *ln);

@@ -172,6 +172,21 @@ out_free:
 	return r;
 }
 
+/* What a lane that arrived failed reports for good. */
+static const _Atomic int failed_port = -ECONNRESET;
+
+int cmesh__lane_new_failed(struct cmesh__link *link, bool is_out,
+			   const cmesh_type *type, struct cmesh__lane **out)
+{
+	int r = cmesh__lane_new(link, 0, is_out, type, 0, 0, 0, out);
+
+	if (r)
+		return r;
+	(*out)->failed = &failed_port;
+	(*out)->failed_alone = true;
+	return 0;
+}
+
 void cmesh__lane_set_dropped(struct cmesh__lane *ln)
 {
 	atomic_store_explicit(&ln->dropped, true, memory_order_release);

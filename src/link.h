@@ -85,9 +85,11 @@ int cmesh__link_send_attach(struct cmesh__lane *ln, const int *fds,
 bool cmesh__link_attach_ready(struct cmesh__lane *ln, uint64_t seq);
 
 /*
- * In lane: takes the fds of ATTACH number `seq` (exactly `nfds` of them)
- * into fds[] and its `nports` port descriptors into ports->desc (owned by
- * the caller afterwards). Returns 0, -EAGAIN (not read from the socket
+  * In lane: takes ATTACH number `seq` with its `nports` port descriptors
+ * (into ports->desc) and its fds (into fds[]: the record's `nfds` fd
+ * fields and OOL memfd, after the fd fields one arena per port that is
+ * not FAILED; the ATTACH must carry exactly that many), owned by the
+ * caller afterwards. Returns 0, -EAGAIN (not read from the socket
  * yet), -EPROTO (the next ATTACH is another one: the link fails), or the
  * link's failure.
  */

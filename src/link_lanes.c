@@ -268,7 +268,8 @@ void cmesh__link_port_drop(struct cmesh__link *l,
 {
 	if (fd >= 0)
 		close(fd);
-	if (!cmesh__link_failed(l))
+	/* A failed port has no lane: nobody waits for an answer. */
+	if (!cmesh__link_failed(l) && !(d->flags & CMESH_PORT_F_FAILED))
 		send_lane(l, d->id, CMESH_LANE_F_DROPPED, 0, -1);
 }
 
@@ -281,6 +282,16 @@ static void drop_attach(struct cmesh__link *l, struct cmesh__attach *a)
 }
 
 /* ---- attachments ---- */
+
+/* Ports that bring an arena fd (all but failed ones). */
+static uint32_t ports_with_fds(const struct cmesh_ctl_port *d, uint32_t n)
+{
+	uint32_t k = 0;
+
+	for (uint32_t i = 0; i < n; i++)
+		k += !(d[i].flags & CMESH_PORT_F_FAILED);
+	return k;
+}
 
 int cmesh__link_send_attach(struct cmesh__lane *ln, const int *fds,
 			    uint32_t nfds, const struct cmesh__port_out *ports,
@@ -359,7 +370,8 @@ int cmesh__link_take_attach(struct cmesh__lane *ln, uint64_t seq, int *fds,
 	a = ln->att_head;
 	if (!a) {
 		r = failed_and_read(l) ? cmesh__link_failed(l) : -EAGAIN;
-	} else if (a->seq != seq || a->nfds != nfds || a->nports != nports) {
+	} else if (a->seq != seq || a->nports != nports ||
+		   a->nfds != nfds + ports_with_fds(a->ports, a->nports)) {
 		r = -EPROTO;
 	} else {
 		ln->att_head = a->next;
@@ -373,7 +385,7 @@ int cmesh__link_take_attach(struct cmesh__lane *ln, uint64_t seq, int *fds,
 		cmesh__link_fail(l, -EPROTO);
 	if (r)
 		return r;
-	memcpy(fds, a->fds, nfds * sizeof(int));
+	memcpy(fds, a->fds, a->nfds * sizeof(int));
 	if (nports) {
 		ports->n = nports;
 		memcpy(ports->desc, a->ports, nports * sizeof(a->ports[0]));
@@ -415,8 +427,11 @@ void cmesh__link_drop_attachments(struct cmesh__lane *ln)
 
 static bool port_ok(const struct cmesh__link *l, const struct cmesh_ctl_port *d)
 {
-	return (d->kind == CMESH_PORT_WRITE || d->kind == CMESH_PORT_READ) &&
-	       d->reserved == 0 && (d->id & 1u) != l->parity &&
+	if (d->kind != CMESH_PORT_WRITE && d->kind != CMESH_PORT_READ)
+		return false;
+	if (d->flags == CMESH_PORT_F_FAILED)
+		return d->id == 0 && d->ring_cap == 0 && d->arena_size == 0;
+	return d->flags == 0 && (d->id & 1u) != l->parity &&
 	       cmesh_shm_ring_cap_ok(d->ring_cap) &&
 	       d->arena_size >= CMESH_SHM_ARENA_MIN_SIZE &&
 	       d->arena_size <= CMESH_SHM_ARENA_MAX_SIZE;
@@ -432,8 +447,8 @@ static int on_attach(struct cmesh__link *l, const unsigned char *buf, int len,
 	if (len < (int)sizeof(m))
 		return -EPROTO;
 	memcpy(&m, buf, sizeof(m));
-	if (m.nports > CMESH_CTL_MAX_PORTS || m.nfds != nfds || nfds == 0 ||
-	    nfds > ATTACH_MAX_FDS || m.nports > nfds ||
+	if (m.nports > CMESH_CTL_MAX_PORTS || m.nfds != nfds ||
+	    (nfds == 0 && m.nports == 0) || nfds > ATTACH_MAX_FDS ||
 	    (uint32_t)len !=
 		    sizeof(m) + m.nports * sizeof(struct cmesh_ctl_port) ||
 	    m.hdr.len != (uint32_t)len)
@@ -452,6 +467,11 @@ static int on_attach(struct cmesh__link *l, const unsigned char *buf, int len,
 			free(a);
 			return -EPROTO;
 		}
+	/* Each port but a failed one brings its arena. */
+	if (ports_with_fds(a->ports, a->nports) > nfds) {
+		free(a);
+		return -EPROTO;
+	}
 	memcpy(a->fds, fds, nfds * sizeof(int));
 	pthread_mutex_lock(&l->att_lock);
 	ln = lookup(l, m.lane);

@@ -114,8 +114,21 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 	uint32_t cap;
 	int r;
 
+	struct cmesh__lane *peer = cmesh__queue_tx_lane(q) ?
+					   cmesh__queue_tx_lane(q) :
+					   cmesh__queue_rx_lane(q);
+
+	if (peer && cmesh__lane_failed(peer)) {
+		/* Its peer's process failed: it arrives failed. */
+		memset(out, 0, sizeof(*out));
+		out->desc.kind = sending ? CMESH_PORT_WRITE : CMESH_PORT_READ;
+		out->desc.flags = CMESH_PORT_F_FAILED;
+		out->fd = -1;
+		cmesh__endpoint_free(f->kind, h);
+		return 0;
+	}
 	/* Its peer is in another process already: a second move. */
-	if (cmesh__queue_tx_lane(q) || cmesh__queue_rx_lane(q))
+	if (peer)
 		return -EOPNOTSUPP;
 	r = ring_cap_for(t, f->kind, env, &cap);
 	if (r)
@@ -238,8 +251,12 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 	bool sending = is_sending(f->kind);
 	int r;
 
-	r = cmesh__link_lane_import(link, d, fd, f->type, env->max_backlog,
-				    env->spin_ns, &ln);
+	if (d->flags & CMESH_PORT_F_FAILED)
+		r = cmesh__lane_new_failed(link, sending, f->type, &ln);
+	else
+		r = cmesh__link_lane_import(link, d, fd, f->type,
+					    env->max_backlog, env->spin_ns,
+					    &ln);
 	if (r) {
 		if (r == -EPROTO)
 			cmesh__link_fail(link, -EPROTO);
@@ -261,6 +278,10 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 		}
 	}
 	if (r) {
+		if (ln->failed_alone) {
+			cmesh__lane_free(ln);
+			return r;
+		}
 		/* The peer has our half: tell it the endpoint is gone. */
 		if (sending)
 			cmesh__lane_close_tx(ln);

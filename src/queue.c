@@ -701,6 +701,13 @@ static bool overflow_ready(struct cmesh__queue *q)
 	return ready;
 }
 
+const _Atomic uint64_t *cmesh__queue_head_word(const struct cmesh__queue *q,
+					       uint64_t *want)
+{
+	*want = q->head + 1;
+	return &q->head_slot->seq;
+}
+
 bool cmesh__queue_local_ready(struct cmesh__queue *q)
 {
 	if (head_ready(q, memory_order_acquire))
@@ -756,11 +763,9 @@ static void spin(struct cmesh__queue *q, int64_t spin_ns, int64_t deadline)
 
 		if (unlikely(atomic_load_explicit(&q->xl_flags,
 						  memory_order_relaxed))) {
-			/* Several sources: ask each of them, now and then. */
-			if (cmesh__queue_xl_ready(q))
+			/* Several sources: poll each one's word. */
+			if (cmesh__queue_xl_spin(q, SPIN_CLOCK_EVERY))
 				break;
-			for (int i = 0; i < SPIN_CLOCK_EVERY; i++)
-				cmesh__park_pause();
 		} else if (q->rx_lane) {
 			uint64_t lw = 0;
 			const _Atomic uint64_t *ls =
@@ -1050,7 +1055,9 @@ void cmesh__queue_put(struct cmesh__queue *q)
 
 	/* A port's lane stays with its link until the peer is done too
 	 * (the link may free it at once: `ln` is not used after this). */
-	if (ln->dynamic)
+	if (ln->failed_alone)
+		cmesh__lane_free(ln);
+	else if (ln->dynamic)
 		cmesh__link_lane_release(ln);
 	cmesh__link_put(l);
 }

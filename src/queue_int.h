@@ -146,6 +146,10 @@ int cmesh__queue_pop(struct cmesh__queue *q, void *out_msg, void *out_trail,
 /* Local tier: trailing length of the next message, or -EAGAIN. */
 int cmesh__queue_local_len(struct cmesh__queue *q);
 
+/* Local tier: the word a publication of the next message changes. */
+const _Atomic uint64_t *cmesh__queue_head_word(const struct cmesh__queue *q,
+					       uint64_t *want);
+
 /* Local tier: a receive of it would not return -EAGAIN. */
 bool cmesh__queue_local_ready(struct cmesh__queue *q);
 
@@ -167,6 +171,12 @@ int cmesh__queue_xl_try_recv(struct cmesh__queue *q, void *out_msg,
 			     void *out_trail, size_t cap,
 			     struct cmesh__ports_in *pin);
 bool cmesh__queue_xl_ready(struct cmesh__queue *q);
+
+/*
+ * Spinning: polls every source's word `rounds` times, then asks each one
+ * once (cmesh__queue_xl_ready()). True when something may be ready.
+ */
+bool cmesh__queue_xl_spin(struct cmesh__queue *q, int rounds);
 int cmesh__queue_xl_peek(struct cmesh__queue *q);
 int cmesh__queue_xl_sleep(struct cmesh__queue *q, int64_t deadline);
 

@@ -209,6 +209,39 @@ bool cmesh__queue_xl_ready(struct cmesh__queue *q)
 	return false;
 }
 
+/* Words a spinning receiver polls: its first source and every lane. */
+#define SPIN_WORDS 16
+
+bool cmesh__queue_xl_spin(struct cmesh__queue *q, int rounds)
+{
+	const _Atomic uint64_t *w[SPIN_WORDS];
+	uint64_t want[SPIN_WORDS];
+	uint32_t n = 0;
+
+	if (merge(q))
+		return true;
+	if (!q->primary_done) {
+		w[n] = q->rx_lane ?
+			       cmesh__lane_spin_word(q->rx_lane, &want[n]) :
+			       cmesh__queue_head_word(q, &want[n]);
+		n += w[n] != NULL;
+	}
+	for (uint32_t i = 0; i < q->xl_n && n < SPIN_WORDS; i++) {
+		w[n] = cmesh__lane_spin_word(q->xl[i], &want[n]);
+		n += w[n] != NULL;
+	}
+	for (int k = 0; k < rounds; k++) {
+		/* Hints only: the receive validates what it finds. */
+		for (uint32_t i = 0; i < n; i++)
+			if (atomic_load_explicit(w[i], memory_order_relaxed) ==
+			    want[i])
+				return true;
+		cmesh__park_pause();
+	}
+	/* Once per round: overflow, closes, failures, attachments. */
+	return cmesh__queue_xl_ready(q);
+}
+
 int cmesh__queue_xl_peek(struct cmesh__queue *q)
 {
 	int r;

@@ -1036,3 +1036,37 @@ Test(ports, port_sent_to_a_process_that_dies_before_taking_it_fails_its_peer)
 	close(c.sync);
 	topo_assert_baseline(&res);
 }
+
+/* ---- a failed endpoint can be sent and arrives failed ------------------ */
+
+Test(ports, failed_endpoint_sent_to_a_third_process_arrives_failed)
+{
+	struct topo_res res;
+	struct topo_conn dead, live;
+	struct seqmsg r;
+	struct epmsg m;
+	int st;
+
+	topo_baseline(&res);
+	topo_fork_peer(&sleeper_sc, TOPO_FORK, &dead);
+	topo_fork_peer(&sender_sc, TOPO_FORK, &live);
+	TU_ASSERT_RC(topo_wait(dead.sync, TOPO_WAIT_MS), 'r');
+	kill(dead.pid, SIGKILL);
+	st = topo_reap(dead.pid, TOPO_WAIT_MS);
+	cr_assert(st != -ETIMEDOUT && WIFSIGNALED(st));
+	/* dead.rx is fed by the dead process: it fails... */
+	TU_ASSERT_RC(recv_wait(dead.rx, &r), -ECONNRESET);
+	/* ...and arrives failed in the live one. */
+	m = ep(OP_DRAIN, 0);
+	m.rx = dead.rx;
+	TU_ASSERT_RC(cmesh_sender_send(live.tx, &m, NULL, 0), 0);
+	cr_assert_eq(report(live.rx), (uint64_t)-ECONNRESET,
+		     "the failed receiver's first receive there");
+	cmesh_sender_free(dead.tx);
+	close(dead.sync);
+	finish(live.tx, live.rx);
+	topo_bye(live.sync);
+	topo_assert_exit_0(live.pid, TOPO_WAIT_MS);
+	close(live.sync);
+	topo_assert_baseline(&res);
+}

@@ -23,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
+#include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -40,10 +42,25 @@ struct cmesh_node {
 	struct cmesh__link *link;
 };
 
+/*
+ * Connections accepted whose handshake has not begun: at most this many
+ * wait (a flood of clients that never say HELLO evicts only its own), each
+ * until its handshake limit.
+ */
+#define LISTEN_PENDING 64
+
+struct pending_conn {
+	int sock;
+	int64_t expires;
+};
+
 struct cmesh_listener {
 	int sock;
+	int ep; /* epoll: the socket and every pending connection */
 	uid_t uid;
 	uint32_t flags;
+	uint32_t npend;
+	struct pending_conn pend[LISTEN_PENDING];
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 };
 
@@ -418,9 +435,23 @@ int cmesh_listen(const char *path, const cmesh_listen_opts *opts,
 		r = -errno;
 		goto out_close;
 	}
+	l->ep = epoll_create1(EPOLL_CLOEXEC);
+	if (l->ep < 0) {
+		r = -errno;
+		goto out_unlink;
+	}
+	if (epoll_ctl(l->ep, EPOLL_CTL_ADD, l->sock,
+		      &(struct epoll_event){ .events = EPOLLIN,
+					     .data.fd = l->sock })) {
+		r = -errno;
+		close(l->ep);
+		goto out_unlink;
+	}
 	*out = l;
 	return 0;
 
+out_unlink:
+	unlink(l->path);
 out_close:
 	close(l->sock);
 out_free:
@@ -428,54 +459,145 @@ out_free:
 	return r;
 }
 
+/* Stops waiting for pending connection i (closes it). */
+static void pend_drop(cmesh_listener *l, uint32_t i, bool close_it)
+{
+	epoll_ctl(l->ep, EPOLL_CTL_DEL, l->pend[i].sock, NULL);
+	if (close_it)
+		close(l->pend[i].sock);
+	l->pend[i] = l->pend[--l->npend];
+}
+
+/* A connection accepted now: waits for its HELLO, within `limit` ns. */
+static void pend_add(cmesh_listener *l, int s, int64_t limit)
+{
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP,
+				  .data.fd = s };
+
+	if (l->npend == LISTEN_PENDING) {
+		uint32_t oldest = 0;
+
+		for (uint32_t i = 1; i < l->npend; i++)
+			if (l->pend[i].expires < l->pend[oldest].expires)
+				oldest = i;
+		pend_drop(l, oldest, true);
+	}
+	if (epoll_ctl(l->ep, EPOLL_CTL_ADD, s, &ev)) {
+		close(s);
+		return;
+	}
+	l->pend[l->npend++] = (struct pending_conn){ s, limit };
+}
+
+/* Closes the pending connections past their limit; the next limit. */
+static int64_t pend_expire(cmesh_listener *l, int64_t now)
+{
+	int64_t next = CMESH_DEADLINE_NONE;
+
+	for (uint32_t i = 0; i < l->npend;) {
+		if (l->pend[i].expires <= now) {
+			pend_drop(l, i, true);
+			continue;
+		}
+		if (l->pend[i].expires < next)
+			next = l->pend[i].expires;
+		i++;
+	}
+	return next;
+}
+
+static int ms_until(int64_t when, int64_t now)
+{
+	if (when == CMESH_DEADLINE_NONE)
+		return -1;
+	if (when <= now)
+		return 0;
+	return (when - now + 999999) / 1000000 > INT32_MAX ?
+		       INT32_MAX :
+		       (int)((when - now + 999999) / 1000000);
+}
+
+/*
+ * New connections wait in `pend` until their first message (the peer's
+ * HELLO) is there: a client that connects and says nothing holds no
+ * accept, and the handshake of one that spoke does not wait on it.
+ */
 int cmesh_listener_accept(cmesh_listener *l, int64_t deadline,
 			  const cmesh_type *out_type, const cmesh_type *in_type,
 			  const cmesh_node_opts *opts, cmesh_node **out_node,
 			  cmesh_sender **out_tx, cmesh_receiver **out_rx)
 {
-	struct pollfd p;
-	uid_t uid;
-	int s, r;
+	struct cmesh__queue_opts qo;
+	struct cmesh__link_opts lo;
+	int64_t limit;
+	int r;
 
 	if (!l)
 		return -EINVAL;
-	p.fd = l->sock;
-	p.events = POLLIN;
+	/* The handshake limit of the opts, for connections waiting. */
+	r = node_opts(opts, 0, &lo, &qo);
+	if (r)
+		return r;
+	limit = lo.deadline - cmesh_clock_now();
 	for (;;) {
-		int64_t left = deadline - cmesh_clock_now();
-		int ms = deadline == CMESH_DEADLINE_NONE ? -1 :
-			 left <= 0			 ? 0 :
-				     (int)((left + 999999) / 1000000);
+		struct epoll_event ev[8];
+		int64_t now = cmesh_clock_now(), next = pend_expire(l, now);
+		int n;
 
-		r = poll(&p, 1, ms);
-		if (r > 0)
-			break;
-		if (r == 0)
-			return -ETIMEDOUT;
-		if (errno != EINTR)
+		if (deadline < next)
+			next = deadline;
+		n = epoll_wait(l->ep, ev, 8, ms_until(next, now));
+		if (n < 0 && errno != EINTR)
 			return -errno;
+		for (int i = 0; i < n; i++) {
+			uid_t uid;
+			int s;
+
+			if (ev[i].data.fd != l->sock) {
+				/* Its HELLO is there (or it hung up). */
+				for (uint32_t k = 0; k < l->npend; k++)
+					if (l->pend[k].sock == ev[i].data.fd) {
+						s = l->pend[k].sock;
+						pend_drop(l, k, false);
+						return join(s, out_type,
+							    in_type, opts, 0,
+							    true, out_node,
+							    out_tx, out_rx);
+					}
+				continue;
+			}
+			s = accept4(l->sock, NULL, NULL, SOCK_CLOEXEC);
+			if (s < 0) {
+				if (errno == EAGAIN || errno == EINTR ||
+				    errno == ECONNABORTED)
+					continue;
+				return -errno;
+			}
+			r = cmesh__ctl_peer_uid(s, &uid);
+			if (r || (!(l->flags & CMESH_LISTEN_ANY_UID) &&
+				  uid != l->uid)) {
+				close(s);
+				return r ? r : -EPERM;
+			}
+			pend_add(l, s, cmesh_clock_now() + limit);
+		}
+		if (n == 0 && cmesh_clock_now() >= deadline)
+			return -ETIMEDOUT;
 	}
-	s = accept4(l->sock, NULL, NULL, SOCK_CLOEXEC);
-	if (s < 0)
-		return -errno;
-	r = cmesh__ctl_peer_uid(s, &uid);
-	if (r || (!(l->flags & CMESH_LISTEN_ANY_UID) && uid != l->uid)) {
-		close(s);
-		return r ? r : -EPERM;
-	}
-	return join(s, out_type, in_type, opts, 0, true, out_node, out_tx,
-		    out_rx);
 }
 
 int cmesh_listener_fd(const cmesh_listener *l)
 {
-	return l ? l->sock : -EINVAL;
+	return l ? l->ep : -EINVAL;
 }
 
 void cmesh_listener_free(cmesh_listener *l)
 {
 	if (!l)
 		return;
+	while (l->npend)
+		pend_drop(l, l->npend - 1, true);
+	close(l->ep);
 	close(l->sock);
 	unlink(l->path);
 	free(l);

@@ -2690,6 +2690,76 @@ static int accept_one(const cmesh_listen_opts *lo, bool refused)
 	return r;
 }
 
+/* A client socket connected to `path` that never says anything. */
+static int silent_client(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+	cr_assert(s >= 0);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	cr_assert_eq(connect(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return s;
+}
+
+Test(node, listener_is_not_held_up_by_clients_that_never_speak)
+{
+	cmesh_node_opts o = CMESH_NODE_OPTS_INIT;
+	struct topo_res res;
+	struct tmp_sock t;
+	cmesh_listener *l;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct pollfd p;
+	int silent[3];
+	char c;
+	int64_t t0;
+	pid_t pid;
+
+	topo_baseline(&res);
+	tmp_sock(&t);
+	TU_ASSERT_RC(cmesh_listen(t.path, NULL, &l), 0);
+	/* Three clients connect first and never say HELLO. */
+	for (int i = 0; i < 3; i++)
+		silent[i] = silent_client(t.path);
+	pid = topo_fork();
+	if (pid == 0) {
+		for (int i = 0; i < 3; i++)
+			close(silent[i]);
+		topo_child_exit(connect_child(l, t.path, false));
+	}
+	/* The speaking one is joined at once, not after their 1 s limit. */
+	t0 = tu_now_ns();
+	o.timeout_ns = TU_MS(1000);
+	TU_ASSERT_RC(cmesh_listener_accept(l, topo_deadline(), &seq_type,
+					   &seq_type, &o, &node, &tx, &rx),
+		     0);
+	cr_assert_lt(tu_now_ns() - t0, TU_MS(900),
+		     "accept waited on the silent clients");
+	cr_assert_eq(cmesh_node_pid(node), pid);
+	expect_seq(rx, 3, 3);
+	cmesh_sender_free(tx);
+	cmesh_node_free(node);
+	cmesh_receiver_free(rx);
+	topo_assert_exit_0(pid, TOPO_WAIT_MS);
+	/* The silent ones are closed once their handshake limit passed. */
+	TU_ASSERT_RC(cmesh_listener_accept(l, cmesh_deadline_after(TU_MS(1500)),
+					   &seq_type, &seq_type, &o, &node, &tx,
+					   &rx),
+		     -ETIMEDOUT);
+	for (int i = 0; i < 3; i++) {
+		p = (struct pollfd){ .fd = silent[i], .events = POLLIN };
+		cr_assert_eq(poll(&p, 1, (int)TOPO_WAIT_MS), 1);
+		cr_assert_eq(recv(silent[i], &c, 1, MSG_DONTWAIT), 0,
+			     "a silent client was not hung up on");
+		close(silent[i]);
+	}
+	cmesh_listener_free(l);
+	tmp_sock_done(&t);
+	topo_assert_baseline(&res);
+}
+
 Test(node, listener_accepts_a_connecting_process_of_our_uid)
 {
 	struct topo_res res;

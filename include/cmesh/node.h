@@ -180,8 +180,12 @@ CMESH_API int cmesh_listen(const char *path, const cmesh_listen_opts *opts,
 
 /*
  * Accepts one peer and joins with it. A peer whose uid is refused is
- * disconnected and -EPERM returned. Errors: also those of
- * cmesh_node_join_socket(), -ETIMEDOUT.
+ * disconnected and -EPERM returned. A peer that connects and does not
+ * begin its handshake holds nothing up: connections wait (up to 64, the
+ * oldest closed first; each at most the handshake limit, opts'
+ * timeout_ns) until their peer speaks, and the first that does is the one
+ * joined. Errors: also those of cmesh_node_join_socket(), -ETIMEDOUT.
+ * One thread at a time per listener.
  */
 CMESH_API int
 cmesh_listener_accept(cmesh_listener *l, int64_t deadline,
@@ -189,8 +193,11 @@ cmesh_listener_accept(cmesh_listener *l, int64_t deadline,
 		      const cmesh_node_opts *opts, cmesh_node **out_node,
 		      cmesh_sender **out_tx, cmesh_receiver **out_rx);
 
-/* The listening socket (borrowed), readable when a peer is waiting; -EINVAL
- * for NULL. */
+/*
+ * An fd (borrowed, an epoll fd over the listening socket and the
+ * connections waiting) that polls readable when a peer is waiting or one
+ * has spoken: then call cmesh_listener_accept(). -EINVAL for NULL.
+ */
 CMESH_API int cmesh_listener_fd(const cmesh_listener *l);
 
 /* Closes the listener and unlinks its path. NULL is a no-op. */

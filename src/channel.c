@@ -178,6 +178,28 @@ const cmesh_type *cmesh_sender_type(const cmesh_sender *tx)
 	return tx ? cmesh__queue_type(tx->q) : NULL;
 }
 
+int cmesh_sender_try_send(cmesh_sender *tx, const void *msg, const void *trail,
+			  size_t trail_len)
+{
+	const cmesh_type *t;
+
+	if (!tx || !msg)
+		return -EINVAL;
+	t = cmesh__queue_type(tx->q);
+	if (t->nfields && cmesh__type_holds(t, msg, tx))
+		return -EINVAL;
+	if (trail_len && !trail) {
+		cmesh__type_release(t, msg);
+		return -EINVAL;
+	}
+	/* An endpoint that went as a port cannot come back on -EAGAIN. */
+	if (cmesh__queue_has_ports(tx->q) && cmesh__type_holds_any(t, msg)) {
+		cmesh__type_release(t, msg);
+		return -EOPNOTSUPP;
+	}
+	return cmesh__queue_try_send(tx->q, msg, trail, trail_len);
+}
+
 int cmesh_sender_is_closed(const cmesh_sender *tx)
 {
 	return tx ? cmesh__queue_rx_gone(tx->q) : -EINVAL;

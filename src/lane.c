@@ -416,10 +416,30 @@ bool cmesh__lane_flush_spill(struct cmesh__lane *ln)
  * Publishes a record, or spills it when the ring is full (or a spill is
  * already queued: order). Takes `fds` in every case.
  */
+static int enqueue_try(struct cmesh__lane *ln, uint32_t kind,
+		       const struct cmesh__iov *iov, uint32_t niov,
+		       const int *fds, uint32_t nfds,
+		       const struct cmesh__port_out *ports, uint32_t nports,
+		       struct cmesh_rec_msg *h, bool try);
+
 static int enqueue(struct cmesh__lane *ln, uint32_t kind,
 		   const struct cmesh__iov *iov, uint32_t niov, const int *fds,
 		   uint32_t nfds, const struct cmesh__port_out *ports,
 		   uint32_t nports, struct cmesh_rec_msg *h)
+{
+	return enqueue_try(ln, kind, iov, niov, fds, nfds, ports, nports, h,
+			   false);
+}
+
+/*
+ * enqueue(); with `try`, what does not go into the ring at once is not
+ * spilled: -EAGAIN, the fds still the caller's.
+ */
+static int enqueue_try(struct cmesh__lane *ln, uint32_t kind,
+		       const struct cmesh__iov *iov, uint32_t niov,
+		       const int *fds, uint32_t nfds,
+		       const struct cmesh__port_out *ports, uint32_t nports,
+		       struct cmesh_rec_msg *h, bool try)
 {
 	int r = -EAGAIN;
 
@@ -429,7 +449,7 @@ static int enqueue(struct cmesh__lane *ln, uint32_t kind,
 	if (!ln->spill_head && (!ln->dynamic || cmesh__lane_bound(ln)))
 		r = publish(ln, kind, iov, niov, fds, nfds, ports, nports,
 			    h ? (unsigned char *)&h->attach_seq : NULL);
-	if (r == -EAGAIN)
+	if (r == -EAGAIN && !try)
 		r = spill(ln, kind, iov, niov, fds, nfds, ports, nports);
 	else if (r == 0) /* the kernel holds the copies in flight */
 		close_fds(fds, nfds);
@@ -447,16 +467,20 @@ static int enqueue(struct cmesh__lane *ln, uint32_t kind,
  */
 static cmesh__inline int enqueue_plain(struct cmesh__lane *ln, uint32_t kind,
 				       const struct cmesh__iov *iov,
-				       uint32_t niov)
+				       uint32_t niov, bool try)
 {
 	int r;
 
 	/* Pairs with the release store in flush_locked(). */
 	if (atomic_load_explicit(&ln->spilling, memory_order_acquire))
-		return enqueue(ln, kind, iov, niov, NULL, 0, NULL, 0, NULL);
+		return try ? -EAGAIN :
+			     enqueue(ln, kind, iov, niov, NULL, 0, NULL, 0,
+				     NULL);
 	r = cmesh__shmring_pushv(&ln->prod, kind, iov, niov);
 	if (r == -EAGAIN)
-		return enqueue(ln, kind, iov, niov, NULL, 0, NULL, 0, NULL);
+		return try ? -EAGAIN :
+			     enqueue(ln, kind, iov, niov, NULL, 0, NULL, 0,
+				     NULL);
 	if (r == -EPROTO) /* the consumer's head was corrupt */
 		cmesh__link_fail(ln->link, -EPROTO);
 	if (r == 0)
@@ -511,10 +535,31 @@ static void unsend_ports(const struct cmesh__port_out *ports, uint32_t n)
 	}
 }
 
+static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
+		    size_t len, const struct cmesh__port_out *ports,
+		    uint32_t nports, uint64_t port_mask, bool try);
+
 int cmesh__lane_send_ports(struct cmesh__lane *ln, const void *msg,
 			   const void *trail, size_t len,
 			   const struct cmesh__port_out *ports, uint32_t nports,
 			   uint64_t port_mask)
+{
+	return send_msg(ln, msg, trail, len, ports, nports, port_mask, false);
+}
+
+int cmesh__lane_try_send(struct cmesh__lane *ln, const void *msg,
+			 const void *trail, size_t len)
+{
+	return send_msg(ln, msg, trail, len, NULL, 0, 0, true);
+}
+
+/*
+ * The send of lane.c. With `try` (no ports then), what does not fit at
+ * once is -EAGAIN and takes nothing; every other result takes it all.
+ */
+static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
+		    size_t len, const struct cmesh__port_out *ports,
+		    uint32_t nports, uint64_t port_mask, bool try)
 {
 	struct cmesh_rec_msg h = { 0 };
 	struct cmesh__iov iov[3];
@@ -553,9 +598,9 @@ int cmesh__lane_send_ports(struct cmesh__lane *ln, const void *msg,
 		/* The common case: a PLAIN record, no header but the ring's. */
 		iov[0] = (struct cmesh__iov){ msg, ln->type->size };
 		iov[1] = (struct cmesh__iov){ trail, (uint32_t)len };
-		r = enqueue_plain(ln, CMESH_REC_PLAIN, iov, len ? 2 : 1);
-		if (r == 0)
-			return 0;
+		r = enqueue_plain(ln, CMESH_REC_PLAIN, iov, len ? 2 : 1, try);
+		if (r == 0 || (try && r == -EAGAIN))
+			return r;
 		goto out_release;
 	}
 	r = -EINVAL;
@@ -582,11 +627,14 @@ int cmesh__lane_send_ports(struct cmesh__lane *ln, const void *msg,
 		iov[niov++] = (struct cmesh__iov){ trail, (uint32_t)len };
 	}
 	h.flags |= CMESH_REC_F_ATTACH; /* fds or ports here */
-	r = enqueue(ln, CMESH_REC_MSG, iov, niov, fds, nfds, ports, nports, &h);
+	r = enqueue_try(ln, CMESH_REC_MSG, iov, niov, fds, nfds, ports, nports,
+			&h, try);
 	if (r == 0)
 		return 0;
 	if (ool >= 0)
 		close(ool);
+	if (try && r == -EAGAIN)
+		return r; /* nothing taken: the caller keeps its message */
 	/* enqueue() failed before taking the fds: release them below. */
 out_release:
 	unsend_ports(ports, nports);

@@ -139,6 +139,13 @@ int cmesh__lane_send(struct cmesh__lane *ln, const void *msg, const void *trail,
 		     size_t len);
 
 /*
+ * Out lane: cmesh_sender_try_send(): -EAGAIN (nothing taken) when the
+ * message cannot go into the ring at once (full, or a backlog waits).
+ */
+int cmesh__lane_try_send(struct cmesh__lane *ln, const void *msg,
+			 const void *trail, size_t len);
+
+/*
  * Out lane: sends a message whose endpoint fields are NULL (`msg`, a
  * copy) with the ports made for them (`ports`, `nports`, bit i of
  * `port_mask`: field i). Takes the message's fds and the ports' fds in

@@ -541,6 +541,59 @@ int cmesh__queue_send(struct cmesh__queue *q, const void *msg,
 	return 0;
 }
 
+int cmesh__queue_try_send(struct cmesh__queue *q, const void *msg,
+			  const void *trail, size_t len)
+{
+	struct cmesh__lane *ln;
+	void *heap = NULL;
+	int r;
+
+	for (;;) {
+		ln = atomic_load_explicit(&q->tx_lane, memory_order_acquire);
+		if (ln) /* endpoint fields are NULL here: see channel.c */
+			return cmesh__lane_try_send(ln, msg, trail, len);
+		if (q->h.type->nfields) {
+			r = cmesh__type_prepare_move(q->h.type, msg);
+			if (r)
+				goto out_release;
+		}
+		r = -EMSGSIZE;
+		if (len > q->max_trail)
+			goto out_release;
+		r = -EPIPE;
+		if (atomic_load_explicit(&q->state, memory_order_relaxed) &
+		    ST_RX_CLOSED)
+			goto out_release;
+		/* Behind an overflow list: order says wait. */
+		if (atomic_load_explicit(&q->ovf_mode, memory_order_acquire))
+			return -EAGAIN;
+		if (len > q->inline_cap) {
+			heap = malloc(len);
+			r = -ENOMEM;
+			if (!heap)
+				goto out_release;
+			memcpy(heap, trail, len);
+		}
+		if (ring_try_push(q, msg, trail, len, heap) == 0) {
+			published(q);
+			return 0;
+		}
+		free(heap);
+		heap = NULL;
+		/* Full; or sealed because the receiver moved: its lane. */
+		if (!atomic_load_explicit(&q->tx_lane, memory_order_acquire) &&
+		    !(atomic_load_explicit(&q->tail, memory_order_relaxed) &
+		      TAIL_SEAL))
+			return -EAGAIN;
+		while (!atomic_load_explicit(&q->tx_lane, memory_order_acquire))
+			cmesh__park_pause(); /* the move publishes it soon */
+	}
+
+out_release:
+	cmesh__type_release(q->h.type, msg);
+	return r;
+}
+
 /* ---- consumer side ---- */
 
 static bool head_ready(const struct cmesh__queue *q, memory_order mo)

@@ -157,6 +157,13 @@ void cmesh__queue_disarm(struct cmesh__queue *q);
 /* The lane a remote receiver reads, or NULL (local queue). */
 struct cmesh__lane *cmesh__queue_rx_lane(struct cmesh__queue *q);
 
+/*
+ * See cmesh_sender_try_send(): -EAGAIN and nothing taken when the message
+ * does not go into the ring at once. The message holds no endpoint.
+ */
+int cmesh__queue_try_send(struct cmesh__queue *q, const void *msg,
+			  const void *trail, size_t len);
+
 /* Sending side: see cmesh_sender_is_closed(). */
 int cmesh__queue_rx_gone(struct cmesh__queue *q);
 

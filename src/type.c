@@ -214,6 +214,15 @@ bool cmesh__type_has_endpoints(const cmesh_type *type)
 	return false;
 }
 
+bool cmesh__type_holds_any(const cmesh_type *type, const void *msg)
+{
+	for (uint32_t i = 0; i < type->nfields; i++)
+		if (cmesh__field_is_endpoint(type->fields[i].kind) &&
+		    field_ptr(msg, &type->fields[i]))
+			return true;
+	return false;
+}
+
 bool cmesh__type_holds(const cmesh_type *type, const void *msg,
 		       const void *handle)
 {

@@ -19,6 +19,9 @@ bool cmesh__field_is_endpoint(uint32_t kind);
  * may appear twice (-EINVAL). On success, receivers being moved leave
  * their waitsets. Borrows everything.
  */
+/* True if `msg` holds an endpoint (a non-NULL endpoint field). */
+bool cmesh__type_holds_any(const cmesh_type *type, const void *msg);
+
 /* True if the type has an endpoint field. */
 bool cmesh__type_has_endpoints(const cmesh_type *type);
 

@@ -115,6 +115,19 @@ CMESH_API int cmesh_sender_send(cmesh_sender *tx, const void *msg,
 CMESH_API int cmesh_sender_flush(cmesh_sender *tx, int64_t deadline);
 
 /*
+ * As cmesh_sender_send(), but never queues beyond the receiver's ring:
+ * when the message does not go into it at once (the ring is full, or
+ * earlier messages of this process still wait behind it, or the channel
+ * is being set up across processes), returns -EAGAIN and takes nothing:
+ * the message and its fds stay the caller's, to send again later. Every
+ * other result takes them as cmesh_sender_send() does. A message holding
+ * an endpoint is -EOPNOTSUPP (released). Never blocks; makes a syscall
+ * only where a send would (a wake, an ATTACH for fds).
+ */
+CMESH_API int cmesh_sender_try_send(cmesh_sender *tx, const void *msg,
+				    const void *trail, size_t trail_len);
+
+/*
  * Whether the receiver is gone, without sending: 1 (freed, or dropped
  * unread in another process: every send now fails with -EPIPE), 0 (there,
  * as far as this process knows: a receiver freed in another process is

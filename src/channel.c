@@ -178,20 +178,38 @@ const cmesh_type *cmesh_sender_type(const cmesh_sender *tx)
 	return tx ? cmesh__queue_type(tx->q) : NULL;
 }
 
-int cmesh_sender_try_send(cmesh_sender *tx, const void *msg, const void *trail,
-			  size_t trail_len)
+/*
+ * The checks of every send: -EINVAL for bad arguments (a message whose
+ * trail is missing is released; one that carries `tx` itself is not
+ * taken at all), else 0.
+ */
+static int send_args(cmesh_sender *tx, const void *msg, const void *trail,
+		     size_t trail_len)
 {
 	const cmesh_type *t;
 
 	if (!tx || !msg)
 		return -EINVAL;
 	t = cmesh__queue_type(tx->q);
+	/* A message may not carry the sender it is sent with. */
 	if (t->nfields && cmesh__type_holds(t, msg, tx))
 		return -EINVAL;
 	if (trail_len && !trail) {
 		cmesh__type_release(t, msg);
 		return -EINVAL;
 	}
+	return 0;
+}
+
+int cmesh_sender_try_send(cmesh_sender *tx, const void *msg, const void *trail,
+			  size_t trail_len)
+{
+	const cmesh_type *t;
+	int r = send_args(tx, msg, trail, trail_len);
+
+	if (r)
+		return r;
+	t = cmesh__queue_type(tx->q);
 	/* An endpoint that went as a port cannot come back on -EAGAIN. */
 	if (cmesh__queue_has_ports(tx->q) && cmesh__type_holds_any(t, msg)) {
 		cmesh__type_release(t, msg);
@@ -215,18 +233,10 @@ int cmesh_sender_flush(cmesh_sender *tx, int64_t deadline)
 int cmesh_sender_send(cmesh_sender *tx, const void *msg, const void *trail,
 		      size_t trail_len)
 {
-	const cmesh_type *t;
+	int r = send_args(tx, msg, trail, trail_len);
 
-	if (!tx || !msg)
-		return -EINVAL;
-	t = cmesh__queue_type(tx->q);
-	/* A message may not carry the sender it is sent with. */
-	if (t->nfields && cmesh__type_holds(t, msg, tx))
-		return -EINVAL;
-	if (trail_len && !trail) {
-		cmesh__type_release(t, msg);
-		return -EINVAL;
-	}
+	if (r)
+		return r;
 	if (cmesh__queue_has_ports(tx->q))
 		return cmesh__port_send(tx->q, msg, trail, trail_len);
 	return cmesh__queue_send(tx->q, msg, trail, trail_len);

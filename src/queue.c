@@ -956,35 +956,22 @@ int cmesh__queue_local_len(struct cmesh__queue *q)
 
 int cmesh__queue_peek(struct cmesh__queue *q)
 {
-	int r = -EAGAIN;
+	int r;
 
 	if (unlikely(atomic_load_explicit(&q->xl_flags, memory_order_acquire)))
 		return cmesh__queue_xl_peek(q);
 	if (q->rx_lane)
 		return cmesh__lane_peek(q->rx_lane);
-	if (head_ready(q, memory_order_acquire))
-		return (int)q->head_slot->trail_len;
-	if (atomic_load_explicit(&q->ovf_mode, memory_order_acquire)) {
-		pthread_mutex_lock(&q->lock);
-		if (head_ready(q, memory_order_acquire))
-			r = (int)q->head_slot->trail_len;
-		else if (ovf_first(q) &&
-			 (atomic_load_explicit(&q->tail, memory_order_relaxed) &
-			  ~TAIL_SEAL) == q->head)
-			r = (int)ovf_first(q)->trail_len;
-		pthread_mutex_unlock(&q->lock);
-		if (r != -EAGAIN)
-			return r;
-	}
-	if (atomic_load_explicit(&q->state, memory_order_acquire) &
-	    ST_TX_CLOSED) {
-		/* Everything sent is visible now: look once more. */
-		if (head_ready(q, memory_order_acquire) ||
-		    atomic_load_explicit(&q->ovf_mode, memory_order_acquire))
-			return cmesh__queue_peek(q);
-		return -EPIPE;
-	}
-	return -EAGAIN;
+	r = cmesh__queue_local_len(q);
+	if (r != -EAGAIN)
+		return r;
+	/* Pairs with the last sender's CAS setting ST_TX_CLOSED. */
+	if (!(atomic_load_explicit(&q->state, memory_order_acquire) &
+	      ST_TX_CLOSED))
+		return -EAGAIN;
+	/* Everything sent is visible now: look once more. */
+	r = cmesh__queue_local_len(q);
+	return r == -EAGAIN ? -EPIPE : r;
 }
 
 struct cmesh__lane *cmesh__queue_rx_lane(struct cmesh__queue *q)

@@ -50,6 +50,24 @@ struct cmesh__lane *cmesh__queue_tx_lane(struct cmesh__queue *q)
 	return atomic_load_explicit(&q->tx_lane, memory_order_acquire);
 }
 
+/* Makes the array *v (of *cap) hold `need` lanes: 0 or -ENOMEM. */
+static int reserve(struct cmesh__lane ***v, uint32_t *cap, uint32_t need)
+{
+	uint32_t n = *cap ? *cap : 4;
+	struct cmesh__lane **a;
+
+	if (need <= *cap)
+		return 0;
+	while (n < need)
+		n *= 2;
+	a = realloc(*v, n * sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	*v = a;
+	*cap = n;
+	return 0;
+}
+
 int cmesh__queue_add_rx_lane(struct cmesh__queue *q, struct cmesh__lane *ln)
 {
 	int r = 0;
@@ -65,16 +83,8 @@ int cmesh__queue_add_rx_lane(struct cmesh__queue *q, struct cmesh__lane *ln)
 		    TAIL_SEAL)) {
 		/* The receiver moved (or is moving): a second move. */
 		r = -EOPNOTSUPP;
-	} else if (q->xl_nadd == q->xl_capadd) {
-		uint32_t cap = q->xl_capadd ? q->xl_capadd * 2 : 4;
-		struct cmesh__lane **a = realloc(q->xl_add, cap * sizeof(*a));
-
-		if (!a)
-			r = -ENOMEM;
-		else {
-			q->xl_add = a;
-			q->xl_capadd = cap;
-		}
+	} else {
+		r = reserve(&q->xl_add, &q->xl_capadd, q->xl_nadd + 1);
 	}
 	if (!r) {
 		q->xl_add[q->xl_nadd++] = ln;
@@ -100,17 +110,7 @@ static int merge(struct cmesh__queue *q)
 	      XL_NEW))
 		return 0;
 	pthread_mutex_lock(&q->lock);
-	if (q->xl_n + q->xl_nadd > q->xl_cap) {
-		uint32_t cap = (q->xl_n + q->xl_nadd) * 2;
-		struct cmesh__lane **a = realloc(q->xl, cap * sizeof(*a));
-
-		if (!a)
-			r = -ENOMEM;
-		else {
-			q->xl = a;
-			q->xl_cap = cap;
-		}
-	}
+	r = reserve(&q->xl, &q->xl_cap, q->xl_n + q->xl_nadd);
 	if (!r) {
 		memcpy(q->xl + q->xl_n, q->xl_add,
 		       q->xl_nadd * sizeof(q->xl_add[0]));

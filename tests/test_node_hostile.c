@@ -2099,3 +2099,104 @@ Test(node_hostile, closing_a_node_ends_a_link_whose_peer_stalls)
 	topo_assert_baseline_within(&res, 5000);
 	TU_ASSERT_RC(cmesh_node_close(NULL, 0), -EINVAL);
 }
+
+/* ==== a peer that sends ports without end =============================== */
+
+/* A message carrying a receiver: the peer's port. */
+struct rxmsg {
+	uint64_t n;
+	cmesh_receiver *rx;
+};
+CMESH_TYPE_DEFINE(rxmsg_type, struct rxmsg,
+		  CMESH_FIELD_RECEIVER(struct rxmsg, rx, seq_type));
+
+/*
+ * Child: joins, then sends receivers whose lanes have 1 GiB rings (a real
+ * sealed memfd each, sparse), one message each, until its link fails or
+ * it has sent `max`; says 'd' and waits to be told to exit.
+ */
+static int port_flooder(int sock, int sync, uint32_t max)
+{
+	cmesh_node_opts o;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmesh__link *l;
+	uint32_t sent = 0;
+
+	node_opts(&o, TU_MS(5000));
+	TOPO_CHECK_EQ(cmesh_node_join_socket(sock, &rxmsg_type, &rxmsg_type, &o,
+					     &node, &tx, &rx),
+		      0);
+	l = cmesh__node_link(node);
+	for (; sent < max && !cmesh__link_failed(l); sent++) {
+		struct cmesh__port_out p;
+		struct rxmsg m = { .n = sent };
+
+		/* A lane we produce on: the receiver goes to the parent. */
+		if (cmesh__link_lane_export(l, true, &seq_type, 1u << 30, 0, 0,
+					    &p))
+			break;
+		if (cmesh__lane_send_ports(cmesh__link_out(l), &m, NULL, 0, &p,
+					   1, 1))
+			break;
+	}
+	TOPO_CHECK_EQ(topo_post(sync, 'd'), 0);
+	topo_wait(sync, TOPO_WAIT_MS * 2);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	cmesh_node_free(node);
+	return 0;
+}
+
+/*
+ * A peer that sends receivers with 1 GiB rings, which our receiver takes
+ * and keeps: past the bytes of halves one link may map (1 TiB) the link
+ * fails with -EPROTO, whatever the application holds; a healthy peer's
+ * round trips go on throughout, and fds, mappings and RSS come back.
+ */
+Test(node_hostile, a_peer_flooding_ports_meets_the_links_mapping_bound)
+{
+	static cmesh_receiver *held[2048];
+	struct topo_res res;
+	struct topo_conn good;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct rxmsg m;
+	uint32_t n = 0;
+	long rss0;
+	int sv[2], sy[2], r;
+	pid_t pid;
+
+	topo_baseline(&res);
+	rss0 = tu_status_kib("VmRSS");
+	topo_fork_peer(&echo_sc, TOPO_FORK, &good);
+	pid = fork_pair(sv, sy);
+	if (pid == 0)
+		topo_child_exit(port_flooder(sv[1], sy[1], 2048));
+	join_child_link(sv[0], &rxmsg_type, RING, &node, &tx, &rx);
+	while ((r = cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL,
+						 0)) == 0) {
+		cr_assert(m.rx, "message %u without its receiver", n);
+		cr_assert_lt(n, 2048u);
+		held[n++] = m.rx;
+		if (n % 64 == 0)
+			good_round_trip(&good, n);
+	}
+	/* 1 TiB of halves: a thousand or so 1 GiB rings, never 2048. */
+	TU_ASSERT_RC(r, -EPROTO);
+	cr_assert(n > 500 && n < 1100, "took %u ports before the bound", n);
+	good_round_trip(&good, 5000);
+	cr_assert_eq(topo_wait(sy[0], TOPO_WAIT_MS), 'd');
+	/* What it held fails too. */
+	TU_ASSERT_RC(cmesh_receiver_try_recv(held[0], &m, NULL, 0), -EPROTO);
+	for (uint32_t i = 0; i < n; i++)
+		cmesh_receiver_free(held[i]);
+	hostile_end(tx, rx, node, sy[0], pid);
+	good_round_trip(&good, 6000);
+	good_peer_end(&good);
+	topo_assert_baseline(&res);
+	cr_assert_lt(tu_status_kib("VmRSS") - rss0, 16 * 1024,
+		     "VmRSS grew by %ld KiB", tu_status_kib("VmRSS") - rss0);
+}

@@ -19,11 +19,21 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <unistd.h>
 
 struct cmesh__link;
 struct cmesh__wake;
 struct cmesh_shm_ring_wake;
 struct cmesh_shm_ring_signal;
+
+/* fds one record may carry: its fd or port fields and an OOL memfd. */
+#define CMESH__LANE_MAX_FDS (CMESH_TYPE_MAX_FIELDS + 1)
+
+static inline void cmesh__lane_close_fds(const int *fds, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		close(fds[i]);
+}
 
 struct spill;
 struct cmesh__attach;

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * link_int.h - the link's state, shared by the two files of the link
- * module: link.c (handshake, thread, socket, failure) and link_lanes.c
- * (the lanes on the link: ids, table, ATTACH FIFOs, LANE and END).
+ * link_int.h - the link's state, shared by the files of the link module:
+ * link.c (handshake, thread, socket, failure), link_lanes.c (the lanes on
+ * the link: ids, table, LANE and END) and link_attach.c (ATTACH FIFOs).
  */
 #ifndef CMESH_LINK_INT_H
 #define CMESH_LINK_INT_H
@@ -114,5 +114,20 @@ bool cmesh__lanes_spilling(struct cmesh__link *l);
 
 /* Wakes every in lane's receiver (failure). */
 void cmesh__lanes_wake_all(struct cmesh__link *l);
+
+/* The lane the peer names `id`, or NULL; att_lock held. */
+struct cmesh__lane *cmesh__lanes_lookup(struct cmesh__link *l, uint32_t id);
+
+/* A control message's header. */
+void cmesh__ctl_hdr_fill(struct cmesh_ctl_hdr *h, uint16_t type, uint32_t len);
+
+/* ---- link_attach.c, for link_lanes.c ---- */
+
+/* Link thread: an ATTACH, copied out (see cmesh__lanes_handle_ctl). */
+int cmesh__lanes_on_attach(struct cmesh__link *l, const unsigned char *buf,
+			   int len, const int *fds, uint32_t nfds);
+
+/* Closes every ATTACH in an in lane's FIFO (its fds; no answer). */
+void cmesh__lanes_free_fifo(struct cmesh__lane *ln);
 
 #endif

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * link_lanes.c - the lanes on a link: their ids and table, the ATTACH
- * FIFO of each in lane, the lanes that endpoints create and their
- * lifetime, and the control messages that set them up (LANE) and end
- * them (END). Wire format: shm/proto.h.
+ * link_lanes.c - the lanes on a link: their ids and table, the lanes that
+ * endpoints create and their lifetime, and the control messages that set
+ * them up (LANE) and end them (END); ATTACHes are link_attach.c's. Wire
+ * format: shm/proto.h.
  *
  * Ids. Each side gives ids of its own parity (from the HELLOs' node ids),
  * so the two never collide; 0 and 1 are the HELLO's lanes. Every lane the
@@ -72,7 +72,7 @@ static struct ck_malloc ht_alloc = { ht_malloc, ht_realloc, ht_free };
 
 /* ---- the table (att_lock held) ---- */
 
-static struct cmesh__lane *lookup(struct cmesh__link *l, uint32_t id)
+struct cmesh__lane *cmesh__lanes_lookup(struct cmesh__link *l, uint32_t id)
 {
 	ck_ht_entry_t e;
 	ck_ht_hash_t h;
@@ -121,25 +121,6 @@ int cmesh__lanes_init(struct cmesh__link *l, uint64_t our_node,
 	return 0;
 }
 
-static void close_attach(struct cmesh__attach *a)
-{
-	for (uint32_t i = 0; i < a->nfds; i++)
-		close(a->fds[i]);
-	free(a);
-}
-
-static void free_fifo(struct cmesh__lane *ln)
-{
-	while (ln->att_head) {
-		struct cmesh__attach *a = ln->att_head;
-
-		ln->att_head = a->next;
-		close_attach(a);
-	}
-	ln->att_tailp = &ln->att_head;
-	ln->att_count = 0;
-}
-
 void cmesh__lanes_destroy(struct cmesh__link *l)
 {
 	struct cmesh__lane *ln = l->dyn;
@@ -147,12 +128,12 @@ void cmesh__lanes_destroy(struct cmesh__link *l)
 	while (ln) {
 		struct cmesh__lane *next = ln->next;
 
-		free_fifo(ln);
+		cmesh__lanes_free_fifo(ln);
 		cmesh__lane_free(ln);
 		ln = next;
 	}
 	l->dyn = NULL;
-	free_fifo(&l->in);
+	cmesh__lanes_free_fifo(&l->in);
 	while (l->ctl_head) {
 		struct ctl_pending *p = l->ctl_head;
 
@@ -168,7 +149,7 @@ void cmesh__lanes_destroy(struct cmesh__link *l)
 
 /* ---- control messages we send ---- */
 
-static void fill_hdr(struct cmesh_ctl_hdr *h, uint16_t type, uint32_t len)
+void cmesh__ctl_hdr_fill(struct cmesh_ctl_hdr *h, uint16_t type, uint32_t len)
 {
 	h->magic = CMESH_PROTO_MAGIC;
 	h->version = CMESH_PROTO_VERSION;
@@ -247,7 +228,7 @@ static void send_lane(struct cmesh__link *l, uint32_t id, uint32_t flags,
 {
 	struct cmesh_ctl_lane m = { 0 };
 
-	fill_hdr(&m.hdr, CMESH_CTL_LANE, sizeof(m));
+	cmesh__ctl_hdr_fill(&m.hdr, CMESH_CTL_LANE, sizeof(m));
 	m.id = id;
 	m.flags = flags;
 	m.arena_size = size;
@@ -258,7 +239,7 @@ static void send_end(struct cmesh__link *l, uint32_t id)
 {
 	struct cmesh_ctl_end m = { 0 };
 
-	fill_hdr(&m.hdr, CMESH_CTL_END, sizeof(m));
+	cmesh__ctl_hdr_fill(&m.hdr, CMESH_CTL_END, sizeof(m));
 	m.id = id;
 	ctl_send(l, &m, sizeof(m), -1);
 }
@@ -273,238 +254,7 @@ void cmesh__link_port_drop(struct cmesh__link *l,
 		send_lane(l, d->id, CMESH_LANE_F_DROPPED, 0, -1);
 }
 
-/* Drops an ATTACH nobody will take: its ports are answered DROPPED. */
-static void drop_attach(struct cmesh__link *l, struct cmesh__attach *a)
-{
-	for (uint32_t i = 0; i < a->nports; i++)
-		cmesh__link_port_drop(l, &a->ports[i], -1);
-	close_attach(a);
-}
-
-/* ---- attachments ---- */
-
-/* Ports that bring an arena fd (all but failed ones). */
-static uint32_t ports_with_fds(const struct cmesh_ctl_port *d, uint32_t n)
-{
-	uint32_t k = 0;
-
-	for (uint32_t i = 0; i < n; i++)
-		k += !(d[i].flags & CMESH_PORT_F_FAILED);
-	return k;
-}
-
-int cmesh__link_send_attach(struct cmesh__lane *ln, const int *fds,
-			    uint32_t nfds, const struct cmesh__port_out *ports,
-			    uint32_t nports, uint64_t *out_seq)
-{
-	unsigned char buf[sizeof(struct cmesh_ctl_attach) +
-			  CMESH_CTL_MAX_PORTS * sizeof(struct cmesh_ctl_port)];
-	struct cmesh_ctl_attach m = { 0 };
-	struct cmesh__link *l = ln->link;
-	uint32_t len = sizeof(m) + nports * sizeof(struct cmesh_ctl_port);
-	int r;
-
-	fill_hdr(&m.hdr, CMESH_CTL_ATTACH, len);
-	m.seq = ln->att_next_out + 1;
-	m.lane = ln->id;
-	m.nfds = (uint16_t)nfds;
-	m.nports = (uint16_t)nports;
-	memcpy(buf, &m, sizeof(m));
-	for (uint32_t i = 0; i < nports; i++)
-		memcpy(buf + sizeof(m) + i * sizeof(struct cmesh_ctl_port),
-		       &ports[i].desc, sizeof(struct cmesh_ctl_port));
-	r = cmesh__ctl_send(l->sock, buf, len, fds, nfds);
-	switch (r) {
-	case 0:
-		ln->att_next_out = m.seq;
-		*out_seq = m.seq;
-		return 0;
-	case -EAGAIN: /* socket full: the caller spills, the thread retries */
-	case -ENOBUFS:
-		return -EAGAIN;
-	case -EBADF: /* a bad fd from the caller: nothing was sent */
-	case -EINVAL:
-		return -EINVAL;
-	default:
-		cmesh__link_fail(l, -ECONNRESET);
-		return cmesh__link_failed(l);
-	}
-}
-
-/*
- * The link failed and its socket has been read to the end (or it failed
- * for a protocol error): an ATTACH not in the FIFO now never comes. While
- * the socket still holds some (the thread stopped reading at the fd
- * budget), records of a dead peer wait for them: what it published is
- * delivered before its failure.
- */
-static bool failed_and_read(struct cmesh__link *l)
-{
-	int f = cmesh__link_failed(l);
-
-	/* A protocol error is final at once: nothing more is delivered. */
-	return f && (f == -EPROTO ||
-		     atomic_load_explicit(&l->sock_read, memory_order_acquire));
-}
-
-bool cmesh__link_attach_ready(struct cmesh__lane *ln, uint64_t seq)
-{
-	struct cmesh__link *l = ln->link;
-	bool ready;
-
-	pthread_mutex_lock(&l->att_lock);
-	ready = ln->att_head && ln->att_head->seq == seq;
-	pthread_mutex_unlock(&l->att_lock);
-	return ready || failed_and_read(l);
-}
-
-int cmesh__link_take_attach(struct cmesh__lane *ln, uint64_t seq, int *fds,
-			    uint32_t nfds, struct cmesh__ports_in *ports,
-			    uint32_t nports)
-{
-	struct cmesh__link *l = ln->link;
-	struct cmesh__attach *a;
-	int r = 0;
-
-	pthread_mutex_lock(&l->att_lock);
-	a = ln->att_head;
-	if (!a) {
-		r = failed_and_read(l) ? cmesh__link_failed(l) : -EAGAIN;
-	} else if (a->seq != seq || a->nports != nports ||
-		   a->nfds != nfds + ports_with_fds(a->ports, a->nports)) {
-		r = -EPROTO;
-	} else {
-		ln->att_head = a->next;
-		if (!ln->att_head)
-			ln->att_tailp = &ln->att_head;
-		ln->att_count--;
-		l->att_fds -= a->nfds;
-	}
-	pthread_mutex_unlock(&l->att_lock);
-	if (r == -EPROTO)
-		cmesh__link_fail(l, -EPROTO);
-	if (r)
-		return r;
-	memcpy(fds, a->fds, a->nfds * sizeof(int));
-	if (nports) {
-		ports->n = nports;
-		memcpy(ports->desc, a->ports, nports * sizeof(a->ports[0]));
-	}
-	free(a);
-	/* Room again: the link thread reads the socket again. */
-	if (atomic_load_explicit(&l->sock_throttled, memory_order_relaxed))
-		cmesh__link_kick(l);
-	return 0;
-}
-
-void cmesh__link_drop_attachments(struct cmesh__lane *ln)
-{
-	struct cmesh__link *l = ln->link;
-	struct cmesh__attach *a;
-
-	pthread_mutex_lock(&l->att_lock);
-	ln->att_drop = true;
-	a = ln->att_head;
-	ln->att_head = NULL;
-	ln->att_tailp = &ln->att_head;
-	ln->att_count = 0;
-	for (struct cmesh__attach *b = a; b; b = b->next)
-		l->att_fds -= b->nfds;
-	/* A throttled thread reads on (closing what arrives): peers' fds in
-	 * flight are not held in the socket until the link dies. */
-	if (atomic_load_explicit(&l->sock_throttled, memory_order_relaxed))
-		cmesh__link_kick(l);
-	pthread_mutex_unlock(&l->att_lock);
-	while (a) {
-		struct cmesh__attach *next = a->next;
-
-		drop_attach(l, a);
-		a = next;
-	}
-}
-
 /* ---- control messages we receive (link thread) ---- */
-
-static bool port_ok(const struct cmesh__link *l, const struct cmesh_ctl_port *d)
-{
-	if (d->kind != CMESH_PORT_WRITE && d->kind != CMESH_PORT_READ)
-		return false;
-	if (d->flags == CMESH_PORT_F_FAILED)
-		return d->id == 0 && d->ring_cap == 0 && d->arena_size == 0;
-	return d->flags == 0 && (d->id & 1u) != l->parity &&
-	       cmesh_shm_ring_cap_ok(d->ring_cap) &&
-	       d->arena_size >= CMESH_SHM_ARENA_MIN_SIZE &&
-	       d->arena_size <= CMESH_SHM_ARENA_MAX_SIZE;
-}
-
-static int on_attach(struct cmesh__link *l, const unsigned char *buf, int len,
-		     const int *fds, uint32_t nfds)
-{
-	struct cmesh_ctl_attach m;
-	struct cmesh__attach *a;
-	struct cmesh__lane *ln;
-
-	if (len < (int)sizeof(m))
-		return -EPROTO;
-	memcpy(&m, buf, sizeof(m));
-	if (m.nports > CMESH_CTL_MAX_PORTS || m.nfds != nfds ||
-	    (nfds == 0 && m.nports == 0) || nfds > ATTACH_MAX_FDS ||
-	    (uint32_t)len !=
-		    sizeof(m) + m.nports * sizeof(struct cmesh_ctl_port) ||
-	    m.hdr.len != (uint32_t)len)
-		return -EPROTO;
-	a = malloc(sizeof(*a) + m.nports * sizeof(struct cmesh_ctl_port));
-	if (!a)
-		return -ENOMEM;
-	a->next = NULL;
-	a->seq = m.seq;
-	a->nfds = nfds;
-	a->nports = m.nports;
-	memcpy(a->ports, buf + sizeof(m),
-	       m.nports * sizeof(struct cmesh_ctl_port));
-	for (uint32_t i = 0; i < a->nports; i++)
-		if (!port_ok(l, &a->ports[i])) {
-			free(a);
-			return -EPROTO;
-		}
-	/* Each port but a failed one brings its arena. */
-	if (ports_with_fds(a->ports, a->nports) > nfds) {
-		free(a);
-		return -EPROTO;
-	}
-	memcpy(a->fds, fds, nfds * sizeof(int));
-	pthread_mutex_lock(&l->att_lock);
-	ln = lookup(l, m.lane);
-	if (!ln || ln->is_out || ln->end_seen || m.seq != ln->att_next_in + 1) {
-		pthread_mutex_unlock(&l->att_lock);
-		free(a); /* the caller closes the fds of a refused message */
-		return -EPROTO;
-	}
-	ln->att_next_in = m.seq;
-	if (ln->att_drop) {
-		pthread_mutex_unlock(&l->att_lock);
-		drop_attach(l, a);
-		return 0;
-	}
-	/*
-	 * Every ATTACH belongs to a record the peer has claimed in the
-	 * lane's ring and we have not delivered yet: more of them than the
-	 * ring holds records (plus the one being delivered) is no honest
-	 * peer.
-	 */
-	if (ln->att_count >= ln->att_max) {
-		pthread_mutex_unlock(&l->att_lock);
-		free(a);
-		return -EPROTO;
-	}
-	*ln->att_tailp = a;
-	ln->att_tailp = &a->next;
-	ln->att_count++;
-	l->att_fds += nfds;
-	pthread_mutex_unlock(&l->att_lock);
-	cmesh__lane_wake(ln);
-	return 0;
-}
 
 static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
 		   const int *fds, uint32_t nfds)
@@ -522,7 +272,7 @@ static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
 	    (m.id & 1u) != l->parity || m.hdr.len != sizeof(m))
 		return -EPROTO;
 	pthread_mutex_lock(&l->att_lock);
-	ln = lookup(l, m.id);
+	ln = cmesh__lanes_lookup(l, m.id);
 	r = !ln || !ln->dynamic || ln->answered ? -EPROTO : 0;
 	if (!r && !dropped &&
 	    (m.arena_size > MAX_PEER_MAPPED - l->peer_mapped ||
@@ -562,7 +312,7 @@ static int on_end(struct cmesh__link *l, const unsigned char *buf, int len,
 	if (m.hdr.len != sizeof(m) || m.reserved)
 		return -EPROTO;
 	pthread_mutex_lock(&l->att_lock);
-	ln = lookup(l, m.id);
+	ln = cmesh__lanes_lookup(l, m.id);
 	if (!ln || !ln->dynamic || ln->is_out || ln->end_seen ||
 	    !cmesh__lane_bound(ln))
 		r = -EPROTO;
@@ -584,7 +334,7 @@ int cmesh__lanes_handle_ctl(struct cmesh__link *l, const void *buf, int len,
 		return -EPROTO;
 	switch (h.type) {
 	case CMESH_CTL_ATTACH:
-		return on_attach(l, buf, len, fds, nfds);
+		return cmesh__lanes_on_attach(l, buf, len, fds, nfds);
 	case CMESH_CTL_LANE:
 		return on_lane(l, buf, len, fds, nfds);
 	case CMESH_CTL_END:
@@ -604,7 +354,7 @@ static int add_lane(struct cmesh__link *l, struct cmesh__lane *ln)
 	pthread_mutex_lock(&l->att_lock);
 	if (l->ndyn >= MAX_LANES)
 		r = -ENOSPC;
-	else if (lookup(l, ln->id))
+	else if (cmesh__lanes_lookup(l, ln->id))
 		r = -EPROTO; /* an id the peer used twice */
 	else
 		r = insert(l, ln);
@@ -877,7 +627,7 @@ bool cmesh__lanes_sweep(struct cmesh__link *l)
 		for (struct cmesh__attach *a = done->att_head; a; a = a->next)
 			l->att_fds -= a->nfds;
 		pthread_mutex_unlock(&l->att_lock);
-		free_fifo(done);
+		cmesh__lanes_free_fifo(done);
 		cmesh__lane_free(done);
 		done = ln;
 	}

@@ -1,0 +1,404 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lane_rx.c - the consumer side of a lane (lane.c has the lane and its
+ * producer side): records taken from the ring, validated, delivered with
+ * their fds and ports.
+ *
+ * Trust: a record is copied out of the ring into `buf` (private) before
+ * any field of it is used (a PLAIN record is read once, straight into the
+ * caller's buffers, after its length was validated); everything in it is
+ * validated against the channel's type: lengths, flags, which fields carry
+ * fds and ports, the attachment's fd and port counts and the ports'
+ * kinds. Pointer-sized endpoint fields are never taken from the peer:
+ * they arrive NULL and port.c fills them from the ports. A bad record
+ * fails the link with -EPROTO.
+ */
+#include "lane.h"
+
+#include "hint.h"
+#include "link.h"
+
+#include "proto.h"
+#include "ring.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_FDS CMESH__LANE_MAX_FDS
+
+/* ---- consumer ---- */
+
+static int proto_error(struct cmesh__lane *ln)
+{
+	cmesh__link_fail(ln->link, -EPROTO);
+	return -EPROTO;
+}
+
+/*
+ * Reads an out-of-line trail from a peer's memfd, without mapping it. Only
+ * a sealed memfd of the right size is accepted (no FIFO, socket or file on
+ * a slow mount that could block us).
+ */
+static int read_ool(int fd, void *out, uint32_t len)
+{
+	uint32_t done = 0;
+	struct stat st;
+	int fl = fcntl(fd, F_GETFL), seals = fcntl(fd, F_GET_SEALS);
+
+	if (fl < 0 || (fl & O_PATH) || (fl & O_ACCMODE) == O_WRONLY ||
+	    seals < 0 || !(seals & F_SEAL_SHRINK) || fstat(fd, &st) ||
+	    !S_ISREG(st.st_mode) || st.st_size < (off_t)len)
+		return -EPROTO;
+
+	while (done < len) {
+		ssize_t n = pread(fd, (char *)out + done, len - done, done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -EPROTO;
+		done += (uint32_t)n;
+	}
+	return 0;
+}
+
+/* Writes the fd and endpoint fields of a received message. */
+static void set_fields(const struct cmesh__lane *ln, void *out_msg,
+		       uint64_t fd_mask, const int *fds)
+{
+	const cmesh_type *t = ln->type;
+	uint32_t k = 0;
+
+	for (uint32_t i = 0; i < t->nfields; i++) {
+		char *at = (char *)out_msg + t->fields[i].offset;
+
+		if (t->fields[i].kind == CMESH_FIELD_KIND_FD) {
+			int fd = fd_mask & (1ull << i) ? fds[k++] : -1;
+
+			memcpy(at, &fd, sizeof(fd));
+		} else {
+			void *none = NULL;
+
+			memcpy(at, &none, sizeof(none));
+		}
+	}
+}
+
+/* Length of the trail of the PLAIN record in buf, or -EPROTO. */
+static int plain_len(struct cmesh__lane *ln)
+{
+	const uint32_t msz = ln->type->size;
+
+	if ((uint32_t)ln->pending < msz ||
+	    (uint32_t)ln->pending - msz > ln->max_trail)
+		return proto_error(ln);
+	return ln->pending - (int32_t)msz;
+}
+
+/*
+ * A PLAIN record, still at the head of the ring: the message, then its
+ * trailing bytes, copied straight to the caller (its length was validated
+ * by plain_len(); the bytes are opaque and only copied once).
+ */
+static inline int deliver_plain(struct cmesh__lane *ln, void *out_msg,
+				void *out_trail, size_t cap)
+{
+	const uint32_t msz = ln->type->size;
+	int len = plain_len(ln);
+
+	if (len < 0)
+		return len;
+	if ((size_t)len > cap)
+		return -EMSGSIZE;
+	cmesh__shmring_read(&ln->cons, 0, out_msg, msz);
+	if (len)
+		cmesh__shmring_read(&ln->cons, msz, out_trail, (uint32_t)len);
+	if (ln->type->nfields)
+		set_fields(ln, out_msg, 0, NULL);
+	cmesh__shmring_consume(&ln->cons);
+	ln->pending = -1;
+	return len;
+}
+
+/* Drops the pending record, if any (a PLAIN one leaves the ring). */
+static void drop_pending(struct cmesh__lane *ln)
+{
+	if (ln->pending >= 0 && ln->pending_kind == CMESH_REC_PLAIN)
+		cmesh__shmring_consume(&ln->cons);
+	ln->pending = -1;
+}
+
+/* Closes received ports nobody takes, answering each DROPPED. */
+static void drop_ports(struct cmesh__lane *ln, struct cmesh__ports_in *pin)
+{
+	for (uint32_t i = 0; i < pin->n; i++)
+		cmesh__link_port_drop(ln->link, &pin->desc[i], pin->fds[i]);
+	pin->n = 0;
+}
+
+/* Each port's kind must be what its field's endpoint does. */
+static bool ports_match(const struct cmesh__lane *ln,
+			const struct cmesh__ports_in *pin)
+{
+	uint32_t k = 0;
+
+	for (uint32_t i = 0; i < ln->type->nfields; i++) {
+		uint32_t kind = ln->type->fields[i].kind, want;
+
+		if (!(pin->mask & (1ull << i)))
+			continue;
+		want = kind == CMESH_FIELD_KIND_SENDER ||
+				       kind == CMESH_FIELD_KIND_ONESHOT_SENDER ?
+			       CMESH_PORT_WRITE :
+			       CMESH_PORT_READ;
+		if (pin->desc[k++].kind != want)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Validates the MSG record held in buf and delivers it; its ports go to
+ * *pin (NULL: nobody takes ports, they are dropped). Leaves it pending on
+ * -EMSGSIZE and while its attachment has not arrived (-EAGAIN).
+ */
+static int deliver(struct cmesh__lane *ln, void *out_msg, void *out_trail,
+		   size_t cap, struct cmesh__ports_in *pin)
+{
+	const uint32_t msz = ln->type->size;
+	struct cmesh__ports_in none;
+	struct cmesh_rec_msg h;
+	int fds[MAX_FDS];
+	uint32_t nfds, nports, nfd_fields, ool;
+	uint64_t want;
+	int r;
+
+	if ((uint32_t)ln->pending < sizeof(h))
+		return proto_error(ln);
+	memcpy(&h, ln->buf, sizeof(h));
+	ool = !!(h.flags & CMESH_REC_F_OOL);
+	want = sizeof(h) + msz + (ool ? 0 : (uint64_t)h.trail_len);
+	nfd_fields = (uint32_t)__builtin_popcountll(h.fd_mask);
+	nports = (uint32_t)__builtin_popcountll(h.port_mask);
+	nfds = nfd_fields + ool; /* the ports' arenas come on top */
+	if ((h.flags & ~CMESH_REC_F_ALL) || (uint64_t)ln->pending != want ||
+	    h.trail_len > ln->max_trail || (h.fd_mask & ~ln->fd_fields) ||
+	    (h.port_mask & ~ln->ep_fields) ||
+	    !(nfds + nports) != !(h.flags & CMESH_REC_F_ATTACH))
+		return proto_error(ln);
+	if (h.trail_len > cap)
+		return -EMSGSIZE;
+	if (!pin)
+		pin = &none;
+	pin->lane = ln;
+	pin->n = 0;
+	pin->mask = h.port_mask;
+	if (nfds + nports) {
+		uint32_t k = nfd_fields;
+
+		r = cmesh__link_take_attach(ln, h.attach_seq, fds, nfds, pin,
+					    nports);
+		if (r)
+			return r;
+		/* [fd fields][an arena per port not FAILED][OOL memfd] */
+		for (uint32_t i = 0; i < nports; i++)
+			pin->fds[i] = pin->desc[i].flags & CMESH_PORT_F_FAILED ?
+					      -1 :
+					      fds[k++];
+		nfds = k + ool;
+		pin->n = nports;
+		if (!ports_match(ln, pin)) {
+			cmesh__lane_close_fds(fds, nfd_fields);
+			if (ool)
+				close(fds[nfds - 1]);
+			drop_ports(ln, pin);
+			return proto_error(ln);
+		}
+	}
+	if (ool) {
+		r = read_ool(fds[nfds - 1], out_trail, h.trail_len);
+		close(fds[nfds - 1]);
+		if (r) {
+			cmesh__lane_close_fds(fds, nfd_fields);
+			drop_ports(ln, pin);
+			return proto_error(ln);
+		}
+	} else if (h.trail_len) {
+		memcpy(out_trail, ln->buf + sizeof(h) + msz, h.trail_len);
+	}
+	memcpy(out_msg, ln->buf + sizeof(h), msz);
+	set_fields(ln, out_msg, h.fd_mask, fds);
+	ln->pending = -1;
+	if (pin == &none)
+		drop_ports(ln, pin);
+	return (int)h.trail_len;
+}
+
+/*
+ * Makes buf hold `need` bytes (at most buf_limit): doubling, so a stream
+ * of growing records costs few reallocations, and never more than the
+ * largest record seen needs (a ring's limit may be hundreds of MiB).
+ */
+static int grow_buf(struct cmesh__lane *ln, uint32_t need)
+{
+	uint64_t cap = (uint64_t)ln->buf_cap * 2;
+	unsigned char *b;
+
+	if (cap < need)
+		cap = need;
+	if (cap < 256)
+		cap = 256;
+	if (cap > ln->buf_limit)
+		cap = ln->buf_limit;
+	b = realloc(ln->buf, cap);
+	if (!b)
+		return -ENOMEM;
+	ln->buf = b;
+	ln->buf_cap = (uint32_t)cap;
+	return 0;
+}
+
+/*
+ * A port's in lane before the producer's half is mapped: nothing to read;
+ * -EPIPE once the peer dropped the endpoint, or the link's failure.
+ */
+static int unbound_state(struct cmesh__lane *ln)
+{
+	int f;
+
+	if (atomic_load_explicit(&ln->dropped, memory_order_acquire))
+		return -EPIPE;
+	f = cmesh__lane_failed(ln);
+	return f ? f : -EAGAIN;
+}
+
+/*
+ * Makes the next record pending: a PLAIN one stays at the head of the
+ * ring (deliver_plain() copies it out), any other is copied into buf and
+ * taken. -EAGAIN, -EPIPE (closed) or failure.
+ */
+static cmesh__inline int fetch(struct cmesh__lane *ln)
+{
+	uint32_t kind;
+	int r, f;
+
+	/* A protocol error is final, even after a CLOSE. */
+	if (cmesh__lane_failed(ln) == -EPROTO)
+		return -EPROTO;
+	r = cmesh__shmring_peek(&ln->cons, &kind);
+	if (r == -EAGAIN) {
+		if (ln->closed)
+			return -EPIPE;
+		f = cmesh__lane_failed(ln);
+		if (!f)
+			return -EAGAIN;
+		/* Deliver what the peer published before it failed. */
+		r = cmesh__shmring_peek(&ln->cons, &kind);
+		if (r == -EAGAIN)
+			return f;
+	}
+	if (likely(r >= 0) && likely(kind == CMESH_REC_PLAIN) &&
+	    likely(!ln->closed)) {
+		ln->pending = r; /* stays in the ring: deliver_plain() */
+		ln->pending_kind = kind;
+		return 0;
+	}
+	if (r < 0)
+		return proto_error(ln);
+	if (ln->closed || (kind == CMESH_REC_CLOSE && r != 0) ||
+	    (kind != CMESH_REC_CLOSE && kind != CMESH_REC_MSG &&
+	     kind != CMESH_REC_PLAIN) ||
+	    (kind == CMESH_REC_MSG && (uint32_t)r > ln->buf_limit))
+		return proto_error(ln);
+	/* The record stays peeked: a later try finds it again. */
+	if ((uint32_t)r > ln->buf_cap && grow_buf(ln, (uint32_t)r))
+		return -ENOMEM;
+	ln->pending = r;
+	ln->pending_kind = kind;
+	cmesh__shmring_read(&ln->cons, 0, ln->buf, (uint32_t)r);
+	cmesh__shmring_consume(&ln->cons);
+	if (kind == CMESH_REC_CLOSE) {
+		ln->pending = -1;
+		ln->closed = true;
+		return -EPIPE;
+	}
+	return 0;
+}
+
+int cmesh__lane_try_recv(struct cmesh__lane *ln, void *out_msg, void *out_trail,
+			 size_t cap, struct cmesh__ports_in *pin)
+{
+	int r;
+
+	if (ln->dynamic && !cmesh__lane_bound(ln))
+		return unbound_state(ln);
+	if (ln->pending < 0) {
+		r = fetch(ln);
+		if (r)
+			return r;
+	}
+	/* PLAIN without deliver()'s frame: it is on the round trip. */
+	if (likely(ln->pending_kind == CMESH_REC_PLAIN))
+		return deliver_plain(ln, out_msg, out_trail, cap);
+	return deliver(ln, out_msg, out_trail, cap, pin);
+}
+
+int cmesh__lane_peek(struct cmesh__lane *ln)
+{
+	struct cmesh_rec_msg h;
+	int r;
+
+	if (ln->dynamic && !cmesh__lane_bound(ln))
+		return unbound_state(ln);
+	if (ln->pending < 0) {
+		r = fetch(ln);
+		if (r)
+			return r;
+	}
+	if (ln->pending_kind == CMESH_REC_PLAIN)
+		return plain_len(ln);
+	if ((uint32_t)ln->pending < sizeof(h))
+		return proto_error(ln);
+	memcpy(&h, ln->buf, sizeof(h));
+	return h.trail_len > ln->max_trail ? proto_error(ln) : (int)h.trail_len;
+}
+
+bool cmesh__lane_ready(struct cmesh__lane *ln)
+{
+	struct cmesh_rec_msg h;
+
+	if (ln->closed || cmesh__lane_failed(ln))
+		return true;
+	if (ln->dynamic && !cmesh__lane_bound(ln))
+		return atomic_load_explicit(&ln->dropped, memory_order_acquire);
+	if (ln->pending < 0)
+		return cmesh__shmring_pop_ready(&ln->cons);
+	if (ln->pending_kind == CMESH_REC_PLAIN ||
+	    (uint32_t)ln->pending < sizeof(h))
+		return true; /* deliver_plain() or deliver() has something */
+	memcpy(&h, ln->buf, sizeof(h));
+	return !(h.flags & CMESH_REC_F_ATTACH) ||
+	       cmesh__link_attach_ready(ln, h.attach_seq);
+}
+
+void cmesh__lane_close_rx(struct cmesh__lane *ln)
+{
+	/* Pairs with the producer's acquire load before each send. */
+	if (ln->own_wake) /* none on a lane that arrived failed */
+		atomic_store_explicit(&ln->own_wake->closed, 1,
+				      memory_order_release);
+	/*
+	 * Drop what is queued. Its fds (and those of records still in
+	 * flight) are closed by the link: from now on it closes every
+	 * ATTACH as it arrives. The records themselves hold nothing of
+	 * ours and nobody reads this ring again: they are left where they
+	 * are, so a peer that keeps publishing cannot keep us here.
+	 */
+	cmesh__link_drop_attachments(ln);
+	drop_pending(ln);
+}

@@ -436,7 +436,9 @@ static int enqueue_try(struct cmesh__lane *ln, uint32_t kind,
 	pthread_mutex_lock(&ln->lock);
 	if (ln->spill_head)
 		flush_locked(ln);
-	if (!ln->spill_head && (!ln->dynamic || cmesh__lane_bound(ln)))
+	/* A try behind a full socket would only leave fillers: wait. */
+	if (!ln->spill_head && (!ln->dynamic || cmesh__lane_bound(ln)) &&
+	    (!try || !nfds || attach_may_go(ln)))
 		r = publish(ln, kind, iov, niov, fds, nfds, ports, nports,
 			    h ? (unsigned char *)&h->attach_seq : NULL);
 	if (r == -EAGAIN && !try)
@@ -514,8 +516,7 @@ static uint32_t collect_fds(const struct cmesh__lane *ln, const void *msg,
 	return n;
 }
 
-/* Ports that will not be sent: their fds closed, their lanes dropped. */
-static void unsend_ports(const struct cmesh__port_out *ports, uint32_t n)
+void cmesh__lane_unsend_ports(const struct cmesh__port_out *ports, uint32_t n)
 {
 	for (uint32_t i = 0; i < n; i++) {
 		if (ports[i].fd >= 0)
@@ -627,7 +628,7 @@ static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
 		return r; /* nothing taken: the caller keeps its message */
 	/* enqueue() failed before taking the fds: release them below. */
 out_release:
-	unsend_ports(ports, nports);
+	cmesh__lane_unsend_ports(ports, nports);
 	cmesh__type_release(ln->type, msg);
 	return r;
 }

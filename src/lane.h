@@ -156,6 +156,12 @@ int cmesh__lane_try_send(struct cmesh__lane *ln, const void *msg,
 			 const void *trail, size_t len);
 
 /*
+ * Ports that will not be sent: their fds closed, their lanes dropped (a
+ * FAILED port has neither).
+ */
+void cmesh__lane_unsend_ports(const struct cmesh__port_out *ports, uint32_t n);
+
+/*
  * Out lane: sends a message whose endpoint fields are NULL (`msg`, a
  * copy) with the ports made for them (`ports`, `nports`, bit i of
  * `port_mask`: field i). Takes the message's fds and the ports' fds in

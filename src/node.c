@@ -579,7 +579,7 @@ int cmesh_listener_accept(cmesh_listener *l, int64_t deadline,
 				close(s);
 				return r ? r : -EPERM;
 			}
-			pend_add(l, s, cmesh_clock_now() + limit);
+			pend_add(l, s, cmesh_deadline_after(limit));
 		}
 		if (n == 0 && cmesh_clock_now() >= deadline)
 			return -ETIMEDOUT;

@@ -208,10 +208,7 @@ static int send_on_lane(struct cmesh__lane *ln, const void *msg,
 	}
 	if (r) {
 		/* Exported ones are gone with their ports; free the rest. */
-		for (uint32_t i = 0; i < n; i++) {
-			close(ports[i].fd);
-			cmesh__link_lane_unsent(ports[i].lane);
-		}
+		cmesh__lane_unsend_ports(ports, n);
 		cmesh__type_release(t, copy);
 		free(copy);
 		return r;

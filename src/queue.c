@@ -580,13 +580,10 @@ int cmesh__queue_try_send(struct cmesh__queue *q, const void *msg,
 		}
 		free(heap);
 		heap = NULL;
-		/* Full; or sealed because the receiver moved: its lane. */
-		if (!atomic_load_explicit(&q->tx_lane, memory_order_acquire) &&
-		    !(atomic_load_explicit(&q->tail, memory_order_relaxed) &
-		      TAIL_SEAL))
+		/* Full, or sealed while the receiver moves: not now. Moved:
+		 * its lane, from the top. */
+		if (!atomic_load_explicit(&q->tx_lane, memory_order_acquire))
 			return -EAGAIN;
-		while (!atomic_load_explicit(&q->tx_lane, memory_order_acquire))
-			cmesh__park_pause(); /* the move publishes it soon */
 	}
 
 out_release:

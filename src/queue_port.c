@@ -410,19 +410,28 @@ int cmesh__queue_move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
 	void *msg;
 	bool close_lane = false;
 
-	if (q->rx_lane ||
-	    atomic_load_explicit(&q->xl_flags, memory_order_acquire) ||
-	    atomic_load_explicit(&q->tx_lane, memory_order_acquire))
-		return -EOPNOTSUPP;
 	msg = malloc(q->msg_size);
 	if (!msg)
 		return -ENOMEM;
-	/* What the queue held was within its own bounds: it all goes. */
-	ln->max_backlog = UINT64_MAX;
+	/*
+	 * Under `lock`: a lane added (a sender of it sent away) is either
+	 * seen here, or sees the seal (cmesh__queue_add_rx_lane).
+	 */
+	pthread_mutex_lock(&q->lock);
+	if (q->rx_lane ||
+	    atomic_load_explicit(&q->xl_flags, memory_order_acquire) ||
+	    atomic_load_explicit(&q->tx_lane, memory_order_acquire)) {
+		pthread_mutex_unlock(&q->lock);
+		free(msg);
+		return -EOPNOTSUPP;
+	}
 	/* Every claim from now on fails; earlier ones are below `sealed`. */
 	sealed = atomic_fetch_or_explicit(&q->tail, TAIL_SEAL,
 					  memory_order_acq_rel) &
 		 ~TAIL_SEAL;
+	pthread_mutex_unlock(&q->lock);
+	/* What the queue held was within its own bounds: it all goes. */
+	ln->max_backlog = UINT64_MAX;
 	for (;;) {
 		int len = cmesh__queue_local_len(q), r;
 		void *trail = NULL;

@@ -2760,6 +2760,37 @@ Test(node, listener_is_not_held_up_by_clients_that_never_speak)
 	topo_assert_baseline(&res);
 }
 
+Test(node, listener_with_no_handshake_limit_still_accepts)
+{
+	cmesh_node_opts o = CMESH_NODE_OPTS_INIT;
+	struct topo_res res;
+	struct tmp_sock t;
+	cmesh_listener *l;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	pid_t pid;
+
+	topo_baseline(&res);
+	tmp_sock(&t);
+	TU_ASSERT_RC(cmesh_listen(t.path, NULL, &l), 0);
+	pid = topo_fork();
+	if (pid == 0)
+		topo_child_exit(connect_child(l, t.path, false));
+	o.timeout_ns = INT64_MAX; /* a deadline that saturates */
+	TU_ASSERT_RC(cmesh_listener_accept(l, topo_deadline(), &seq_type,
+					   &seq_type, &o, &node, &tx, &rx),
+		     0);
+	expect_seq(rx, 3, 3);
+	cmesh_sender_free(tx);
+	cmesh_node_free(node);
+	cmesh_receiver_free(rx);
+	topo_assert_exit_0(pid, TOPO_WAIT_MS);
+	cmesh_listener_free(l);
+	tmp_sock_done(&t);
+	topo_assert_baseline(&res);
+}
+
 Test(node, listener_accepts_a_connecting_process_of_our_uid)
 {
 	struct topo_res res;

@@ -1045,6 +1045,10 @@ Test(ports, failed_endpoint_sent_to_a_third_process_arrives_failed)
 {
 	struct topo_res res;
 	struct topo_conn dead, live;
+	cmesh_oneshot_sender *otx;
+	cmesh_oneshot_receiver *orx;
+	cmesh_sender *ltx;
+	cmesh_receiver *lrx;
 	struct seqmsg r;
 	struct epmsg m;
 	int st;
@@ -1053,6 +1057,11 @@ Test(ports, failed_endpoint_sent_to_a_third_process_arrives_failed)
 	topo_fork_peer(&sleeper_sc, TOPO_FORK, &dead);
 	topo_fork_peer(&sender_sc, TOPO_FORK, &live);
 	TU_ASSERT_RC(topo_wait(dead.sync, TOPO_WAIT_MS), 'r');
+	/* ltx's receiver goes to the process that is about to die. */
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &ltx, &lrx), 0);
+	m = ep(OP_DRAIN, 0);
+	m.rx = lrx;
+	TU_ASSERT_RC(cmesh_sender_send(dead.tx, &m, NULL, 0), 0);
 	kill(dead.pid, SIGKILL);
 	st = topo_reap(dead.pid, TOPO_WAIT_MS);
 	cr_assert(st != -ETIMEDOUT && WIFSIGNALED(st));
@@ -1064,6 +1073,24 @@ Test(ports, failed_endpoint_sent_to_a_third_process_arrives_failed)
 	TU_ASSERT_RC(cmesh_sender_send(live.tx, &m, NULL, 0), 0);
 	cr_assert_eq(report(live.rx), (uint64_t)-ECONNRESET,
 		     "the failed receiver's first receive there");
+	/*
+	 * A failed sender (FAILED port) before an endpoint that cannot go (a
+	 * oneshot sender whose receiver moved already): -EOPNOTSUPP, both
+	 * released, nothing sent.
+	 */
+	for (int64_t until = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	     cmesh_sender_is_closed(ltx) != -ECONNRESET;) {
+		cr_assert(tu_now_ns() < until, "ltx never saw the death");
+		tu_sleep_ms(1);
+	}
+	TU_ASSERT_RC(cmesh_oneshot_new(&seq_type, &otx, &orx), 0);
+	m = ep(OP_DROP, 0);
+	m.orx = orx;
+	TU_ASSERT_RC(cmesh_sender_send(live.tx, &m, NULL, 0), 0);
+	m = ep(OP_DROP, 0);
+	m.tx = ltx;
+	m.otx = otx;
+	TU_ASSERT_RC(cmesh_sender_send(live.tx, &m, NULL, 0), -EOPNOTSUPP);
 	cmesh_sender_free(dead.tx);
 	close(dead.sync);
 	finish(live.tx, live.rx);

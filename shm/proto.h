@@ -20,8 +20,12 @@
  *           records; it also carries the record's port descriptors.
  *   LANE    the answer to one port descriptor: the answering side's half
  *           of the new lane (its arena), or DROPPED (nobody took it).
- *   END     the producer of a lane sends nothing more on it (ATTACH nor
+  *   END     the producer of a lane sends nothing more on it (ATTACH nor
  *           record): the consumer may forget its id.
+ *   WAKESOCK a waitset of the sender wants wakes for lanes the receiver
+ *           produces on: fds: one end of a SOCK_DGRAM pair (the sender
+ *           keeps the other); the id names it in consumers' wake lines.
+ *   WAKECLOSE that waitset is done: the receiver closes its end.
  *
  * Lanes. A link carries any number of lanes (one direction of one
  * channel each). A lane id is a 32-bit number chosen by the side that
@@ -54,6 +58,8 @@
 #define CMESH_CTL_ATTACH 2u
 #define CMESH_CTL_LANE 3u
 #define CMESH_CTL_END 4u
+#define CMESH_CTL_WAKESOCK 5u
+#define CMESH_CTL_WAKECLOSE 6u
 
 /* Index of a 64-byte line in an arena's control region. */
 #define CMESH_PROTO_LINE_HEAD 0u
@@ -163,7 +169,7 @@ struct cmesh_ctl_lane {
 
 static_assert(sizeof(struct cmesh_ctl_lane) == 32, "lane size");
 
-/* END. No fds. */
+/* END, WAKESOCK (one fd) and WAKECLOSE (none): one id each. */
 struct cmesh_ctl_end {
 	struct cmesh_ctl_hdr hdr;
 	uint32_t id;

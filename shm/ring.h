@@ -64,7 +64,7 @@
 
 /* "cmesharn", little-endian. */
 #define CMESH_SHM_ARENA_MAGIC 0x6e72616873656d63ull
-#define CMESH_SHM_ABI_VERSION 2u
+#define CMESH_SHM_ABI_VERSION 3u
 
 #define CMESH_SHM_LINE 64u   /* a control line; the cache line we pad to */
 #define CMESH_SHM_PAGE 4096u /* arena size and data region granularity */
@@ -178,8 +178,18 @@ struct cmesh_shm_ring_wake {
 	 * of 1, once. Producer: acquire load (pairs with that store) before it
 	 * sends; non-zero: -EPIPE.
 	 */
-	_Atomic uint32_t closed;
-	uint64_t reserved[7]; /* consumer: 0; producer: never read */
+		_Atomic uint32_t closed;
+	/*
+	 * With CMESH_SHM_WAKE_SOCK on a lane that an endpoint created: which
+	 * of the wake sockets the consumer gave over the link (by the id of
+	 * its WAKESOCK message, shm/proto.h) to send on. Consumer: relaxed
+	 * store before it sets the bit (a seq_cst RMW). Producer: read after
+	 * the bit (acquire fence), checked against the sockets it holds; an
+	 * unknown id wakes nobody.
+	 */
+	_Atomic uint32_t wake_id;
+	uint32_t reserved0;
+	uint64_t reserved[6]; /* consumer: 0; producer: never read */
 };
 
 #define CMESH_SHM_WAKE_FUTEX 1u
@@ -189,6 +199,7 @@ struct cmesh_shm_ring_wake {
 static_assert(sizeof(struct cmesh_shm_ring_wake) == CMESH_SHM_LINE, "wake");
 static_assert(offsetof(struct cmesh_shm_ring_wake, sleeping) == 0, "sleep");
 static_assert(offsetof(struct cmesh_shm_ring_wake, closed) == 4, "closed");
+static_assert(offsetof(struct cmesh_shm_ring_wake, wake_id) == 8, "wake_id");
 
 /*
  * Producer signal line: in the PRODUCER's arena, control region, on a line

@@ -181,3 +181,65 @@ int cmesh__ctl_peer_uid(int sock, uid_t *out)
 	*out = uc.uid;
 	return 0;
 }
+
+/* ---- wake sockets ---- */
+
+bool cmesh__ctl_is_wake_socket(int fd)
+{
+	int v = 0;
+	socklen_t len = sizeof(v);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &len) || v != AF_UNIX)
+		return false;
+	len = sizeof(v);
+	return !getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &len) &&
+	       v == SOCK_DGRAM;
+}
+
+int cmesh__ctl_wake_pair(int out[2])
+{
+	if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+		       out))
+		return -errno;
+	return 0;
+}
+
+void cmesh__ctl_wake_send(int fd)
+{
+	/* A full socket (EAGAIN) has a wake queued already. */
+	(void)send(fd, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+/*
+ * WAKE_BATCH datagrams per call with MSG_DONTWAIT, until empty or after
+ * WAKE_CALLS calls (more than a socket buffer holds): a peer that floods
+ * it costs a bounded number of calls per wake.
+ */
+#define WAKE_BATCH 32
+#define WAKE_CALLS 64
+
+void cmesh__ctl_wake_drain(int fd)
+{
+	struct mmsghdr msgs[WAKE_BATCH];
+	struct iovec iov[WAKE_BATCH];
+	char b[WAKE_BATCH];
+
+	if (fd < 0)
+		return;
+	memset(msgs, 0, sizeof(msgs));
+	for (int i = 0; i < WAKE_BATCH; i++) {
+		iov[i].iov_base = &b[i];
+		iov[i].iov_len = 1;
+		msgs[i].msg_hdr.msg_iov = &iov[i];
+		msgs[i].msg_hdr.msg_iovlen = 1;
+	}
+	for (int calls = 0; calls < WAKE_CALLS;) {
+		int n = recvmmsg(fd, msgs, WAKE_BATCH, MSG_DONTWAIT, NULL);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < WAKE_BATCH)
+			break; /* empty now (or an error: nothing to wait for) */
+		calls++;
+	}
+}

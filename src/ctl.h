@@ -10,6 +10,7 @@
 #ifndef CMESH_CTL_H
 #define CMESH_CTL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -63,5 +64,22 @@ int cmesh__ctl_recv(int sock, void *buf, size_t cap, int *fds, uint32_t fd_cap,
  * (-ENOTSOCK, ...).
  */
 int cmesh__ctl_peer_uid(int sock, uid_t *out);
+
+/* ---- wake sockets: SOCK_DGRAM unix pairs, one byte per wake ---- */
+
+/* True if `fd` is a unix datagram socket (checked, not trusted). */
+bool cmesh__ctl_is_wake_socket(int fd);
+
+/* A non-blocking, close-on-exec datagram pair. 0 or -errno. */
+int cmesh__ctl_wake_pair(int out[2]);
+
+/* One wake, MSG_DONTWAIT (per call: the peer may share the description). */
+void cmesh__ctl_wake_send(int fd);
+
+/*
+ * Empties a wake socket only this process holds, without ever blocking,
+ * in a bounded number of calls. -1 is a no-op.
+ */
+void cmesh__ctl_wake_drain(int fd);
 
 #endif

@@ -29,6 +29,8 @@
  */
 #include "lane.h"
 
+#include "ctl.h"
+#include "link.h"
 #include "park.h"
 #include "wake.h"
 
@@ -50,50 +52,22 @@ void cmesh__lane_signal_slow(struct cmesh__lane *ln, uint32_t how)
 					  memory_order_release);
 		cmesh__park_wake_shared(&ln->own_signal->seq);
 	}
-	/* A full socket (EAGAIN) has a wake queued already. */
-	if ((how & (CMESH_SHM_WAKE_SOCK | CMESH_SHM_WAKE_POLL)) &&
-	    ln->peer_wake_sock >= 0)
-		(void)send(ln->peer_wake_sock, "", 1,
-			   MSG_DONTWAIT | MSG_NOSIGNAL);
-}
-
-/*
- * Empties our wake socket, WAKE_BATCH datagrams per call with MSG_DONTWAIT,
- * until it is empty or after WAKE_CALLS calls (more than a socket buffer
- * holds). Only we hold this end; a peer that floods it costs a bounded
- * number of calls per wake.
- */
-#define WAKE_BATCH 32
-#define WAKE_CALLS 64
-
-static void drain_wake_sock(int fd)
-{
-	struct mmsghdr msgs[WAKE_BATCH];
-	struct iovec iov[WAKE_BATCH];
-	char b[WAKE_BATCH];
-
-	memset(msgs, 0, sizeof(msgs));
-	for (int i = 0; i < WAKE_BATCH; i++) {
-		iov[i].iov_base = &b[i];
-		iov[i].iov_len = 1;
-		msgs[i].msg_hdr.msg_iov = &iov[i];
-		msgs[i].msg_hdr.msg_iovlen = 1;
-	}
-	for (int calls = 0; calls < WAKE_CALLS;) {
-		int n = recvmmsg(fd, msgs, WAKE_BATCH, MSG_DONTWAIT, NULL);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < WAKE_BATCH)
-			break; /* empty now (or an error: nothing to wait for) */
-		calls++;
+		if ((how & CMESH_SHM_WAKE_SOCK) && ln->dynamic) {
+		/* Pairs with the consumer's seq_cst RMW after its wake_id. */
+		atomic_thread_fence(memory_order_acquire);
+		cmesh__link_wake_peer(
+			ln->link, atomic_load_explicit(&ln->peer_wake->wake_id,
+						       memory_order_relaxed));
+	} else if ((how & (CMESH_SHM_WAKE_SOCK | CMESH_SHM_WAKE_POLL)) &&
+		   ln->peer_wake_sock >= 0) {
+		cmesh__ctl_wake_send(ln->peer_wake_sock);
 	}
 }
 
-/* Empties both wake fds (never blocks: see drain_wake_sock()). */
+/* Empties both wake fds (never blocks: see cmesh__ctl_wake_drain()). */
 static void drain_wakes(struct cmesh__lane *ln)
 {
-	drain_wake_sock(ln->wake_sock);
+	cmesh__ctl_wake_drain(ln->wake_sock);
 	cmesh__eventfd_drain(ln->efd);
 }
 
@@ -121,6 +95,17 @@ void cmesh__lane_mark_sleep(struct cmesh__lane *ln, bool on)
 
 void cmesh__lane_arm(struct cmesh__lane *ln, bool on)
 {
+	if (ln->dynamic) {
+		/* Its waitset's socket on the link: the producer sends there
+		 * (its waitset drains it). Before the bit: see shm/ring.h. */
+		if (!ln->own_wake)
+			return; /* arrived failed: nothing will come */
+		if (on)
+			atomic_store_explicit(&ln->own_wake->wake_id, ln->ws_id,
+					      memory_order_relaxed);
+		set_mode(ln, CMESH_SHM_WAKE_SOCK, on);
+		return;
+	}
 	set_mode(ln, CMESH_SHM_WAKE_SOCK, on);
 	if (!on)
 		drain_wakes(ln);
@@ -128,6 +113,8 @@ void cmesh__lane_arm(struct cmesh__lane *ln, bool on)
 
 int cmesh__lane_wake_fds(const struct cmesh__lane *ln, int out[2])
 {
+	if (ln->dynamic)
+		return 0; /* its waitset's socket on the link (link_wake.c) */
 	out[0] = ln->wake_sock;
 	out[1] = ln->efd;
 	return 2;
@@ -140,7 +127,7 @@ static void on_wake(void *arg, int fd, uint32_t revents)
 
 	(void)revents;
 	if (fd == ln->wake_sock)
-		drain_wake_sock(fd);
+		cmesh__ctl_wake_drain(fd);
 	else
 		cmesh__eventfd_drain(fd);
 }
@@ -244,6 +231,14 @@ void cmesh__lane_wake(struct cmesh__lane *ln)
 	/* Pairs with the sleeper's acquire load before it sleeps. */
 	atomic_fetch_add_explicit(&ln->self_wakes, 1, memory_order_release);
 	cmesh__park_wake((_Atomic uint32_t *)&ln->self_wakes);
+		/* Dekker with an arming waitset: what changed, then its bit. */
+	atomic_thread_fence(memory_order_seq_cst);
 	if (ln->efd >= 0)
 		cmesh__eventfd_signal(ln->efd);
+	else if (ln->dynamic && ln->own_wake &&
+		 (atomic_load_explicit(&ln->own_wake->sleeping,
+				       memory_order_seq_cst) &
+		  CMESH_SHM_WAKE_SOCK))
+		/* Armed in a waitset: through its socket on the link. */
+		cmesh__link_wake_self(ln->link, ln->ws_id);
 }

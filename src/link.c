@@ -296,23 +296,6 @@ static void fill_hello(struct cmesh_ctl_hello *h, uint64_t arena_size,
 	h->max_trail = max_trail;
 }
 
-/*
- * True if `fd` is a unix datagram socket (the peer's claim is checked, not
- * trusted; no /proc needed). Whatever else the peer does with it, we only
- * ever send on it with MSG_DONTWAIT.
- */
-static bool is_wake_socket(int fd)
-{
-	int v = 0;
-	socklen_t len = sizeof(v);
-
-	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &len) || v != AF_UNIX)
-		return false;
-	len = sizeof(v);
-	return !getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &len) &&
-	       v == SOCK_DGRAM;
-}
-
 static int recv_hello(struct cmesh__link *l, int64_t deadline,
 		      struct cmesh_ctl_hello *h, int fds[2])
 {
@@ -343,7 +326,7 @@ static int recv_hello(struct cmesh__link *l, int64_t deadline,
 	    h->hdr.type != CMESH_CTL_HELLO || h->hdr.len != sizeof(*h) ||
 	    !cmesh_shm_ring_cap_ok(h->ring_cap) ||
 	    h->arena_size > CMESH_SHM_ARENA_MAX_SIZE ||
-	    !is_wake_socket(fds[1])) {
+	    !cmesh__ctl_is_wake_socket(fds[1])) {
 		for (uint32_t i = 0; i < nfds; i++)
 			close(fds[i]);
 		return -EPROTO;
@@ -534,8 +517,9 @@ static void free_resources(struct cmesh__link *l)
 	cmesh__wake_free(l->wake);
 	if (l->pidfd >= 0)
 		close(l->pidfd);
-	/* Before kick_efd: freeing lanes may still kick (never after). */
+		/* Before kick_efd: freeing lanes may still kick (never after). */
 	cmesh__lanes_destroy(l);
+	cmesh__wakes_destroy(l);
 	if (l->kick_efd >= 0)
 		close(l->kick_efd);
 	l->kick_efd = -1;
@@ -687,7 +671,14 @@ int cmesh__link_new(int sock, const cmesh_type *out_type,
 		free(l);
 		return -ENOMEM;
 	}
-	if (pthread_mutex_init(&l->orphan_lock, NULL)) {
+		if (pthread_mutex_init(&l->orphan_lock, NULL)) {
+		pthread_mutex_destroy(&l->att_lock);
+		close(sock);
+		free(l);
+		return -ENOMEM;
+	}
+	if (cmesh__wakes_init(l)) {
+		pthread_mutex_destroy(&l->orphan_lock);
 		pthread_mutex_destroy(&l->att_lock);
 		close(sock);
 		free(l);

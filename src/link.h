@@ -145,6 +145,25 @@ void cmesh__link_lane_unsent(struct cmesh__lane *ln);
  */
 int cmesh__link_flush(struct cmesh__link *l, int64_t deadline);
 
+/* ---- wake sockets of waitsets (link_wake.c) ---- */
+
+/*
+ * A waitset's wake socket on `l`: *out_fd (the caller's, to poll) wakes
+ * when the peer produces on a lane armed with *out_id, or the link thread
+ * wakes such a lane. 0 or -errno.
+ */
+int cmesh__link_wake_open(struct cmesh__link *l, int *out_fd,
+			  uint32_t *out_id);
+
+/* The waitset is done with socket `id` (the caller closes its fd). */
+void cmesh__link_wake_close(struct cmesh__link *l, uint32_t id);
+
+/* A wake on our socket `id` (link thread: failure, attachment). */
+void cmesh__link_wake_self(struct cmesh__link *l, uint32_t id);
+
+/* Producer: a wake on the peer's socket `id` (unknown: nothing). */
+void cmesh__link_wake_peer(struct cmesh__link *l, uint32_t id);
+
 /* The owner of a dynamic lane is done with it; the link frees it. */
 void cmesh__link_lane_release(struct cmesh__lane *ln);
 

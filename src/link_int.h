@@ -26,6 +26,12 @@
  */
 #define ATTACH_MAX_FDS (CMESH_TYPE_MAX_FIELDS + 1u)
 
+/* A wake socket of a waitset, by the id its WAKESOCK gave it. */
+struct wake_sock {
+	uint32_t id;
+	int fd;
+};
+
 /* An ATTACH read from the socket, waiting in its lane's FIFO. */
 struct cmesh__attach {
 	struct cmesh__attach *next;
@@ -80,6 +86,16 @@ struct cmesh__link {
 	struct ctl_pending *ctl_head; /* control messages to send, in order */
 	struct ctl_pending **ctl_tailp;
 	_Atomic bool ctl_pending;    /* ctl_head is not empty */
+		/*
+	 * Wake sockets of waitsets (link_wake.c), under wake_lock (a leaf):
+	 * ours (a waitset here gave the peer one end; we keep a copy of it
+	 * for the link thread's own wakes) and the peer's (ends it gave us).
+	 */
+	pthread_mutex_t wake_lock;
+	bool wake_lock_init;
+	struct wake_sock *wown, *wpeer;
+	uint32_t nwown, capwown, nwpeer, capwpeer;
+	uint32_t next_wake_id;
 	uint32_t att_fds;	     /* fds the FIFOs hold */
 	uint32_t fd_budget;	     /* fds the FIFOs may hold: budget_for() */
 	_Atomic bool sock_throttled; /* socket watched for hang-up only */
@@ -120,6 +136,21 @@ struct cmesh__lane *cmesh__lanes_lookup(struct cmesh__link *l, uint32_t id);
 
 /* A control message's header. */
 void cmesh__ctl_hdr_fill(struct cmesh_ctl_hdr *h, uint16_t type, uint32_t len);
+
+/* ---- link_wake.c ---- */
+
+/* Sets up the tables (0 or -ENOMEM); frees them and their sockets. */
+int cmesh__wakes_init(struct cmesh__link *l);
+void cmesh__wakes_destroy(struct cmesh__link *l);
+
+/* Link thread: a WAKESOCK or WAKECLOSE, copied out; takes fds on 0. */
+int cmesh__wakes_on_ctl(struct cmesh__link *l, uint16_t type,
+			const unsigned char *buf, int len, const int *fds,
+			uint32_t nfds);
+
+/* Sends a control message (LANE, END, WAKESOCK...): see link_lanes.c. */
+void cmesh__lanes_ctl_send(struct cmesh__link *l, const void *buf,
+			   uint32_t len, int fd);
 
 /* ---- link_attach.c, for link_lanes.c ---- */
 

@@ -194,8 +194,8 @@ static int ctl_flush_locked(struct cmesh__link *l)
  * Sends a LANE or END (taking `fd`, or -1), now or, behind a full
  * socket, from the link thread later: never lost while the link lives.
  */
-static void ctl_send(struct cmesh__link *l, const void *buf, uint32_t len,
-		     int fd)
+void cmesh__lanes_ctl_send(struct cmesh__link *l, const void *buf,
+			   uint32_t len, int fd)
 {
 	struct ctl_pending *p = malloc(sizeof(*p));
 	int err;
@@ -232,7 +232,7 @@ static void send_lane(struct cmesh__link *l, uint32_t id, uint32_t flags,
 	m.id = id;
 	m.flags = flags;
 	m.arena_size = size;
-	ctl_send(l, &m, sizeof(m), fd);
+	cmesh__lanes_ctl_send(l, &m, sizeof(m), fd);
 }
 
 static void send_end(struct cmesh__link *l, uint32_t id)
@@ -241,7 +241,7 @@ static void send_end(struct cmesh__link *l, uint32_t id)
 
 	cmesh__ctl_hdr_fill(&m.hdr, CMESH_CTL_END, sizeof(m));
 	m.id = id;
-	ctl_send(l, &m, sizeof(m), -1);
+	cmesh__lanes_ctl_send(l, &m, sizeof(m), -1);
 }
 
 void cmesh__link_port_drop(struct cmesh__link *l,
@@ -339,6 +339,9 @@ int cmesh__lanes_handle_ctl(struct cmesh__link *l, const void *buf, int len,
 		return on_lane(l, buf, len, fds, nfds);
 	case CMESH_CTL_END:
 		return on_end(l, buf, len, nfds);
+	case CMESH_CTL_WAKESOCK:
+	case CMESH_CTL_WAKECLOSE:
+		return cmesh__wakes_on_ctl(l, h.type, buf, len, fds, nfds);
 	default:
 		return -EPROTO;
 	}
@@ -549,6 +552,9 @@ static void unmap_halves(struct cmesh__link *l, struct cmesh__lane *ln)
 {
 	if (ln->peer_half)
 		l->peer_mapped -= cmesh__arena_layout(ln->peer_half)->size;
+		/* Nothing may read through them now (cmesh__lane_wake checks). */
+	ln->own_wake = NULL;
+	ln->peer_signal = NULL;
 	cmesh__arena_free(ln->peer_half);
 	cmesh__arena_free(ln->own_half);
 	ln->peer_half = ln->own_half = NULL;

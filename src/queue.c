@@ -1006,10 +1006,13 @@ void cmesh__queue_disarm(struct cmesh__queue *q)
 {
 	if (q->rx_lane)
 		cmesh__lane_arm(q->rx_lane, false);
+	cmesh__queue_xl_arm(q, false);
 }
 
 void cmesh__queue_arm(struct cmesh__queue *q)
 {
+	/* A receiver's lanes (its senders sent away) too: queue_port.c. */
+	cmesh__queue_xl_arm(q, true);
 	if (q->rx_lane) {
 		cmesh__lane_arm(q->rx_lane, true);
 		return;
@@ -1025,12 +1028,7 @@ int cmesh__queue_set_waitset(struct cmesh__queue *q, struct cmesh_waitset *ws)
 	pthread_mutex_lock(&q->lock);
 	if (ws && q->ws) {
 		r = -EBUSY;
-	} else if (ws &&
-		   ((q->rx_lane && q->rx_lane->dynamic) ||
-		    atomic_load_explicit(&q->xl_flags, memory_order_relaxed))) {
-		/* A port's lane has no wake fds (ARCHITECTURE.md). */
-		r = -EOPNOTSUPP;
-	} else {
+		} else {
 		q->ws = ws;
 		if (!ws)
 			atomic_fetch_and_explicit(&q->state, ~ST_WS_ARMED,

@@ -154,6 +154,15 @@ void cmesh__queue_arm(struct cmesh__queue *q);
 int cmesh__queue_wake_fds(struct cmesh__queue *q, int out[2]);
 void cmesh__queue_disarm(struct cmesh__queue *q);
 
+/*
+ * Waitsets, consumer side: the lanes of ports among the receiver's
+ * sources (a lane it was made with, its senders' lanes), at most `max`
+ * in out[]: their count, or UINT32_MAX if there are more. The receiver
+ * gains none while it is in a waitset (cmesh__queue_add_rx_lane).
+ */
+uint32_t cmesh__queue_lanes(struct cmesh__queue *q, struct cmesh__lane **out,
+			    uint32_t max);
+
 /* The lane a remote receiver reads, or NULL (local queue). */
 struct cmesh__lane *cmesh__queue_rx_lane(struct cmesh__queue *q);
 

@@ -371,6 +371,33 @@ int cmesh__queue_xl_sleep(struct cmesh__queue *q, int64_t deadline)
 	return r;
 }
 
+void cmesh__queue_xl_arm(struct cmesh__queue *q, bool on)
+{
+	if (!atomic_load_explicit(&q->xl_flags, memory_order_acquire))
+		return;
+	merge(q);
+	for (uint32_t i = 0; i < q->xl_n; i++)
+		cmesh__lane_arm(q->xl[i], on);
+}
+
+uint32_t cmesh__queue_lanes(struct cmesh__queue *q, struct cmesh__lane **out,
+			    uint32_t max)
+{
+	uint32_t n = 0;
+
+	if (q->rx_lane && q->rx_lane->dynamic && n < max)
+		out[n++] = q->rx_lane;
+	if (atomic_load_explicit(&q->xl_flags, memory_order_acquire)) {
+		merge(q);
+		for (uint32_t i = 0; i < q->xl_n; i++) {
+			if (n == max)
+				return UINT32_MAX;
+			out[n++] = q->xl[i];
+		}
+	}
+	return n;
+}
+
 void cmesh__queue_xl_close(struct cmesh__queue *q)
 {
 	/* ST_RX_CLOSED is set: xl_add grows no more (see add_rx_lane). */

@@ -19,7 +19,10 @@
  */
 #include "waitset.h"
 
+#include "ctl.h"
 #include "endpoint.h"
+#include "lane.h"
+#include "link.h"
 #include "park.h"
 #include "queue.h"
 
@@ -31,9 +34,23 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+/* Lanes of ports one member may have (its senders sent away, ...). */
+#define MEMBER_LANES 64u
+
 struct member {
 	struct cmesh__queue *q;
 	uint64_t key;
+	/* The links of its ports' lanes, one wake socket reference each. */
+	struct cmesh__link **links;
+	uint32_t nlinks;
+};
+
+/* Our wake socket on a link (link_wake.c), shared by the members there. */
+struct wlink {
+	struct cmesh__link *l;
+	int fd;
+	uint32_t id;
+	uint32_t refs;
 };
 
 struct cmesh_waitset {
@@ -47,8 +64,10 @@ struct cmesh_waitset {
 	pthread_mutex_t lock;
 	uint32_t n;
 	uint32_t cap;
-	uint32_t next; /* round-robin scan start */
+		uint32_t next; /* round-robin scan start */
 	struct member *m;
+	struct wlink *wl;
+	uint32_t nwl, capwl;
 };
 
 /* Watches `fd` (level-triggered) or stops watching it. */
@@ -117,11 +136,104 @@ static int watch_member(cmesh_waitset *ws, struct cmesh__queue *q, bool on)
 	return 0;
 }
 
+/* Our wake socket on link `l`, opened on first use; a reference more. */
+static struct wlink *wlink_get(cmesh_waitset *ws, struct cmesh__link *l)
+{
+	struct wlink *w;
+
+	for (uint32_t i = 0; i < ws->nwl; i++)
+		if (ws->wl[i].l == l) {
+			ws->wl[i].refs++;
+			return &ws->wl[i];
+		}
+	if (ws->nwl == ws->capwl) {
+		uint32_t cap = ws->capwl ? ws->capwl * 2 : 4;
+
+		w = realloc(ws->wl, cap * sizeof(*w));
+		if (!w)
+			return NULL;
+		ws->wl = w;
+		ws->capwl = cap;
+	}
+	w = &ws->wl[ws->nwl];
+	if (cmesh__link_wake_open(l, &w->fd, &w->id))
+		return NULL;
+	if (watch(ws, w->fd, true)) {
+		close(w->fd);
+		cmesh__link_wake_close(l, w->id);
+		return NULL;
+	}
+	cmesh__link_get(l);
+	w->l = l;
+	w->refs = 1;
+	ws->nwl++;
+	return w;
+}
+
+static void wlink_put(cmesh_waitset *ws, struct cmesh__link *l)
+{
+	for (uint32_t i = 0; i < ws->nwl; i++) {
+		struct wlink w = ws->wl[i];
+
+		if (w.l != l)
+			continue;
+		if (--ws->wl[i].refs)
+			return;
+		ws->wl[i] = ws->wl[--ws->nwl];
+		watch(ws, w.fd, false);
+		close(w.fd);
+		cmesh__link_wake_close(l, w.id);
+		cmesh__link_put(l);
+		return;
+	}
+}
+
+static void member_links_put(cmesh_waitset *ws, struct member *m)
+{
+	for (uint32_t k = 0; k < m->nlinks; k++)
+		wlink_put(ws, m->links[k]);
+	free(m->links);
+	m->links = NULL;
+	m->nlinks = 0;
+}
+
+/*
+ * The wake sockets the ports' lanes of queue `q` need, one per link:
+ * each lane learns its socket's id (it writes it with its SOCK bit).
+ */
+static int member_links(cmesh_waitset *ws, struct member *m)
+{
+	struct cmesh__lane *lanes[MEMBER_LANES];
+	uint32_t n = cmesh__queue_lanes(m->q, lanes, MEMBER_LANES);
+
+	m->links = NULL;
+	m->nlinks = 0;
+	if (n == UINT32_MAX)
+		return -EOPNOTSUPP;
+	if (!n)
+		return 0;
+	m->links = calloc(n, sizeof(*m->links));
+	if (!m->links)
+		return -ENOMEM;
+	for (uint32_t k = 0; k < n; k++) {
+		struct wlink *w = wlink_get(ws, lanes[k]->link);
+
+		if (!w) {
+			member_links_put(ws, m);
+			return -ENOMEM;
+		}
+		lanes[k]->ws_id = w->id;
+		m->links[m->nlinks++] = lanes[k]->link;
+	}
+	return 0;
+}
+
 static void remove_at(cmesh_waitset *ws, uint32_t i)
 {
 	cmesh__queue_disarm(ws->m[i].q);
 	watch_member(ws, ws->m[i].q, false);
 	cmesh__queue_set_waitset(ws->m[i].q, NULL);
+	member_links_put(ws, &ws->m[i]);
 	ws->m[i] = ws->m[--ws->n];
 	if (ws->next >= ws->n)
 		ws->next = 0;
@@ -135,8 +247,9 @@ void cmesh_waitset_free(cmesh_waitset *ws)
 	while (ws->n)
 		remove_at(ws, ws->n - 1);
 	pthread_mutex_unlock(&ws->lock);
-	close(ws->efd);
+		close(ws->efd);
 	close(ws->epfd);
+	free(ws->wl);
 	pthread_mutex_destroy(&ws->lock);
 	free(ws->m);
 	free(ws);
@@ -164,16 +277,22 @@ static int add_locked(cmesh_waitset *ws, struct cmesh__queue *q, uint64_t key)
 		ws->m = m;
 		ws->cap = cap;
 	}
+		/* First: from here on the receiver gains no lane (queue_port.c). */
 	r = cmesh__queue_set_waitset(q, ws);
 	if (r)
 		return r;
-	r = watch_member(ws, q, true);
+	ws->m[ws->n].q = q;
+	ws->m[ws->n].key = key;
+	r = member_links(ws, &ws->m[ws->n]);
+	if (!r) {
+		r = watch_member(ws, q, true);
+		if (r)
+			member_links_put(ws, &ws->m[ws->n]);
+	}
 	if (r) {
 		cmesh__queue_set_waitset(q, NULL);
 		return r;
 	}
-	ws->m[ws->n].q = q;
-	ws->m[ws->n].key = key;
 	ws->n++;
 	/* The new member may be ready already: let the loop look. */
 	cmesh__waitset_signal(ws);
@@ -262,9 +381,12 @@ static int try_wait_locked(cmesh_waitset *ws, uint64_t *out_key)
 {
 	uint64_t cnt;
 
-	/* Consume pending signals first: any that arrive later stay. */
+		/* Consume pending signals first: any that arrive later stay. */
 	if (read(ws->efd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
 		return -errno;
+	/* Our wake sockets on links (ports' lanes): only we hold them. */
+	for (uint32_t i = 0; i < ws->nwl; i++)
+		cmesh__ctl_wake_drain(ws->wl[i].fd);
 	/* Remote members: stop their wakes and drain their wake fds. */
 	for (uint32_t i = 0; i < ws->n; i++)
 		cmesh__queue_disarm(ws->m[i].q);

@@ -617,6 +617,9 @@ enum bad_variant {
 	BV_ATTACH_PORT_BAD_KIND, /* a port descriptor of no kind */
 	BV_ATTACH_PORT_BAD_RING, /* a ring capacity no ring has */
 	BV_ATTACH_PORTS_NO_FDS,	 /* more port descriptors than fds */
+	BV_WAKESOCK_NOT_SOCKET,	 /* a waitset's wake "socket" that is not */
+	BV_WAKESOCK_TWICE,	 /* one wake socket id given twice */
+	BV_WAKECLOSE_UNKNOWN,	 /* closing a wake socket it never gave */
 	/* records, raw in the ring */
 	BV_REC_UNKNOWN_FLAG,
 	BV_REC_SHORT,
@@ -816,6 +819,28 @@ static int do_bad(struct cmesh__link *l, enum bad_variant v)
 			return cmesh__ctl_send(sock, b, sizeof(b), NULL, 0);
 		}
 		return send_port_attach(l, efd, &d, 1);
+	}
+	case BV_WAKESOCK_NOT_SOCKET:
+	case BV_WAKESOCK_TWICE:
+	case BV_WAKECLOSE_UNKNOWN: {
+		struct cmesh_ctl_end w;
+		int pair[2];
+
+		memset(&w, 0, sizeof(w));
+		w.hdr.magic = CMESH_PROTO_MAGIC;
+		w.hdr.version = CMESH_PROTO_VERSION;
+		w.hdr.type = v == BV_WAKECLOSE_UNKNOWN ? CMESH_CTL_WAKECLOSE :
+							 CMESH_CTL_WAKESOCK;
+		w.hdr.len = sizeof(w);
+		w.id = 5;
+		if (v == BV_WAKECLOSE_UNKNOWN)
+			return cmesh__ctl_send(sock, &w, sizeof(w), NULL, 0);
+		if (v == BV_WAKESOCK_NOT_SOCKET)
+			return cmesh__ctl_send(sock, &w, sizeof(w), &efd, 1);
+		TOPO_CHECK_EQ(cmesh__ctl_wake_pair(pair), 0);
+		TOPO_CHECK_EQ(cmesh__ctl_send(sock, &w, sizeof(w), &pair[1], 1),
+			      0);
+		return cmesh__ctl_send(sock, &w, sizeof(w), &pair[1], 1);
 	}
 	case BV_REC_PORT_MASK_NOT_EP_FIELD: {
 		struct cmesh_ctl_port d = { .id = cmesh__link_out(l)->id + 2,
@@ -1028,7 +1053,7 @@ Test(node_hostile, malformed_control_messages_after_join_fail_with_eproto)
 
 Test(node_hostile, naming_lanes_or_ports_it_may_not_fails_with_eproto)
 {
-	for (int v = BV_LANE_UNKNOWN_ID; v <= BV_ATTACH_PORTS_NO_FDS; v++)
+	for (int v = BV_LANE_UNKNOWN_ID; v <= BV_WAKECLOSE_UNKNOWN; v++)
 		check_bad((enum bad_variant)v);
 }
 

@@ -21,6 +21,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -69,7 +70,9 @@ enum {
 	OP_RELEASE,	/* send seq 1 on every held sender, free them */
 	OP_DIE,		/* send seq 1..arg on tx, then SIGKILL ourselves */
 	OP_WAIT_CLOSED, /* report is_closed(tx) at once, then wait for 1 */
-	OP_STATS	/* report fds, memfd mappings and VmRSS (KiB) */
+	OP_STATS,	/* report fds, memfd mappings and VmRSS (KiB) */
+	OP_WS_DRAIN,	/* as OP_DRAIN, waiting in a waitset */
+	OP_SEND_HELD	/* send seq arg on held sender 0 */
 };
 
 #define MAX_HELD 1024
@@ -270,6 +273,36 @@ static int serve(cmesh_sender *up, struct epmsg *m)
 			up, (uint64_t)count_dir("/proc/self/fd") |
 				    (uint64_t)topo_memfd_map_count() << 16 |
 				    (uint64_t)tu_status_kib("VmRSS") << 32);
+	case OP_WS_DRAIN: {
+		cmesh_waitset *ws;
+		uint64_t key, got = 0;
+		int e;
+
+		TOPO_CHECK(m->rx);
+		TOPO_CHECK_EQ(cmesh_waitset_new(&ws), 0);
+		TOPO_CHECK_EQ(cmesh_waitset_add_receiver(ws, m->rx, 9), 0);
+		for (;;) {
+			TOPO_CHECK_EQ(cmesh_waitset_wait(ws, topo_deadline(),
+							 &key),
+				      0);
+			TOPO_CHECK_EQ(key, 9);
+			while ((e = cmesh_receiver_try_recv(m->rx, &s, NULL,
+							    0)) == 0) {
+				TOPO_CHECK_EQ(s.seq, got + 1);
+				got++;
+			}
+			if (e != -EAGAIN)
+				break;
+		}
+		TOPO_CHECK_EQ(e, -EPIPE);
+		cmesh_waitset_free(ws);
+		cmesh_receiver_free(m->rx);
+		return peer_report(up, got);
+	}
+	case OP_SEND_HELD:
+		TOPO_CHECK(nheld > 0);
+		s = (struct seqmsg){ .sender = 2, .seq = m->arg };
+		return cmesh_sender_send(held[0], &s, NULL, 0);
 	case OP_SEND_FAILS:
 		TOPO_CHECK(m->tx);
 		TOPO_CHECK_EQ(cmesh_sender_is_closed(m->tx), 1);
@@ -859,12 +892,13 @@ static void waitset_driver(cmesh_sender *tx, cmesh_receiver *rx,
 	TU_ASSERT_RC(cmesh_waitset_remove_receiver(ws, lrx), 0);
 	cmesh_receiver_free(lrx);
 
-	/* A receiver with a lane cannot join one. */
+	/* A receiver with a lane joins one (see waitset_sc). */
 	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &ltx, &lrx), 0);
 	m = ep(OP_STREAM, 3);
 	m.tx = ltx;
 	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
-	TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, lrx, 2), -EOPNOTSUPP);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, lrx, 2), 0);
+	TU_ASSERT_RC(cmesh_waitset_remove_receiver(ws, lrx), 0);
 	TU_ASSERT_RC(drain_fifo(lrx), 3);
 	cmesh_receiver_free(lrx);
 	cmesh_waitset_free(ws);
@@ -873,7 +907,7 @@ static void waitset_driver(cmesh_sender *tx, cmesh_receiver *rx,
 
 SCENARIO(waitset_sc, waitset_driver);
 
-Test(ports, waitsets_and_lanes_refuse_each_other_and_keep_nothing)
+Test(ports, a_receiver_in_a_waitset_keeps_its_senders_here)
 {
 	topo_run(&waitset_sc, TOPO_FORK);
 }
@@ -1213,4 +1247,96 @@ Test(ports, try_send_refuses_bad_arguments_and_endpoints)
 	cmesh_receiver_free(rx);
 	TU_ASSERT_RC(cmesh_sender_try_send(tx, &m, NULL, 0), -EPIPE);
 	cmesh_sender_free(tx);
+}
+
+/* ---- waitsets over ports' lanes ---------------------------------------- */
+
+/* A waitset's wait for a member's next message, then the message. */
+static void ws_expect(cmesh_waitset *ws, uint64_t key, cmesh_receiver *rx,
+		      uint64_t seq)
+{
+	struct seqmsg r;
+	uint64_t k = 0;
+
+	TU_ASSERT_RC(cmesh_waitset_wait(ws, topo_deadline(), &k), 0);
+	cr_assert_eq(k, key);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &r, NULL, 0), 0);
+	cr_assert_eq(r.seq, seq);
+}
+
+static void wsport_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			  const struct topo_side *s)
+{
+	cmesh_sender *atx, *btx;
+	cmesh_receiver *arx, *brx;
+	cmesh_waitset *w1, *w2;
+	struct pollfd p;
+	struct seqmsg r;
+	struct epmsg m;
+	uint64_t k;
+
+	(void)s;
+	/* Two receivers whose senders the peer holds, two waitsets. */
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &atx, &arx), 0);
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &btx, &brx), 0);
+	m = ep(OP_HOLD, 0);
+	m.tx = atx;
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	TU_ASSERT_RC(cmesh_waitset_new(&w1), 0);
+	TU_ASSERT_RC(cmesh_waitset_new(&w2), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(w1, arx, 1), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(w2, brx, 2), 0);
+	TU_ASSERT_RC(cmesh_waitset_try_wait(w1, &k), -EAGAIN);
+	p = (struct pollfd){ .fd = cmesh_waitset_fd(w1), .events = POLLIN };
+	cr_assert_eq(poll(&p, 1, 0), 0, "w1 readable with nothing sent");
+	/* The peer sends on the held sender: w1 wakes, its fd first. */
+	m = ep(OP_SEND_HELD, 1);
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	cr_assert_eq(poll(&p, 1, (int)TOPO_WAIT_MS), 1, "w1's fd never woke");
+	ws_expect(w1, 1, arx, 1);
+	/* w2's member has no lane yet; a local send wakes it still. */
+	send_seq(btx, 1, 7);
+	ws_expect(w2, 2, brx, 7);
+	TU_ASSERT_RC(cmesh_waitset_wait(w1, cmesh_deadline_after(TU_MS(20)),
+					&k),
+		     -ETIMEDOUT);
+	m = ep(OP_SEND_HELD, 2);
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	ws_expect(w1, 1, arx, 2);
+	/* The peer frees the held sender: closed wakes it too. */
+	m = ep(OP_RELEASE, 0);
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	ws_expect(w1, 1, arx, 1);
+	TU_ASSERT_RC(cmesh_waitset_wait(w1, topo_deadline(), &k), 0);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(arx, &r, NULL, 0), -EPIPE);
+	cmesh_waitset_free(w1);
+	cmesh_waitset_free(w2);
+	cmesh_receiver_free(arx);
+	cmesh_sender_free(btx);
+	cmesh_receiver_free(brx);
+	/* A receiver moved to the peer waits there in a waitset. */
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &atx, &arx), 0);
+	m = ep(OP_WS_DRAIN, 0);
+	m.rx = arx;
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	for (uint64_t i = 1; i <= 100; i++) {
+		send_seq(atx, 1, i);
+		if (i % 10 == 0)
+			tu_sleep_ms(1); /* let it sleep in the waitset */
+	}
+	cmesh_sender_free(atx);
+	cr_assert_eq(report(rx), 100, "messages the peer's waitset saw");
+	finish(tx, rx);
+}
+
+SCENARIO(wsport_sc, wsport_driver);
+
+Test(ports, waitsets_over_moved_channels_in_process)
+{
+	topo_run(&wsport_sc, TOPO_THREAD);
+}
+
+Test(ports, waitsets_wake_for_ports_lanes_across_processes)
+{
+	topo_run(&wsport_sc, TOPO_FORK);
 }

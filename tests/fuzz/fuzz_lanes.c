@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * fuzz_lanes.c - libFuzzer harness: the control messages a peer sends once
- * joined (ATTACH with fds and port descriptors, LANE answers, END), as the
- * link thread parses them (cmesh__lanes_handle_ctl), against a link whose
+  * joined (ATTACH with fds and port descriptors, LANE answers, END, and a
+ * waitset's WAKESOCK and WAKECLOSE), as the link thread parses them (cmesh__lanes_handle_ctl), against a link whose
  * lane table holds its two first lanes and lanes this side exported and
  * awaits answers for. The input is a sequence of messages: a byte of fds
  * (how many, and which kind: a real lane half, an eventfd, a pipe), a
@@ -56,6 +56,7 @@ static void fake_free(struct fake *f)
 		if (f->exported[i].fd >= 0)
 			close(f->exported[i].fd);
 	cmesh__lanes_destroy(l);
+	cmesh__wakes_destroy(l);
 	cmesh__lane_destroy(&l->out);
 	cmesh__lane_destroy(&l->in);
 	pthread_mutex_destroy(&l->att_lock);
@@ -89,7 +90,7 @@ static void fake_new(struct fake *f)
 	l->out.efd = l->out.wake_sock = l->out.peer_wake_sock = -1;
 	l->in.att_max = 8;
 	/* We are the even side; the peer's ids are odd. */
-	if (cmesh__lanes_init(l, 1, 2))
+	if (cmesh__lanes_init(l, 1, 2) || cmesh__wakes_init(l))
 		abort();
 	f->l = l;
 	/* Lanes awaiting answers: LANE messages have something to name. */
@@ -167,7 +168,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			memcpy(&h, msg, sizeof(h));
 			h.magic = CMESH_PROTO_MAGIC;
 			h.version = CMESH_PROTO_VERSION;
-			h.type = 2 + (k >> 4) % 3;
+			h.type = 2 + (k >> 4) % 5; /* ATTACH .. WAKECLOSE */
 			h.len = len;
 			memcpy(msg, &h, sizeof(h));
 		}

@@ -178,7 +178,7 @@ struct cmesh_shm_ring_wake {
 	 * of 1, once. Producer: acquire load (pairs with that store) before it
 	 * sends; non-zero: -EPIPE.
 	 */
-		_Atomic uint32_t closed;
+	_Atomic uint32_t closed;
 	/*
 	 * With CMESH_SHM_WAKE_SOCK on a lane that an endpoint created: which
 	 * of the wake sockets the consumer gave over the link (by the id of

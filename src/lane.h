@@ -75,10 +75,10 @@ struct cmesh__lane {
 	bool end_sent;	       /* out: we sent END */
 	uint32_t ring_cap;     /* dynamic: its ring's capacity */
 	bool inflight;	       /* its port descriptor is not sent yet */
-		uint32_t pins;	       /* callers using it outside the link's lock */
+	uint32_t pins;	       /* callers using it outside the link's lock */
 	uint32_t ws_id; /* in, dynamic: its waitset's wake socket on the link */
-	_Atomic bool bound;    /* both halves mapped: the ring is usable */
-	_Atomic bool dropped;  /* the peer dropped the port: closed for good */
+	_Atomic bool bound;   /* both halves mapped: the ring is usable */
+	_Atomic bool dropped; /* the peer dropped the port: closed for good */
 	struct cmesh__arena *own_half, *peer_half; /* dynamic lanes */
 	struct cmesh__lane *next; /* the link's list of dynamic lanes */
 	/* peer_wake until the consumer's half is mapped (closed on DROPPED) */

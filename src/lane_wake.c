@@ -52,7 +52,7 @@ void cmesh__lane_signal_slow(struct cmesh__lane *ln, uint32_t how)
 					  memory_order_release);
 		cmesh__park_wake_shared(&ln->own_signal->seq);
 	}
-		if ((how & CMESH_SHM_WAKE_SOCK) && ln->dynamic) {
+	if ((how & CMESH_SHM_WAKE_SOCK) && ln->dynamic) {
 		/* Pairs with the consumer's seq_cst RMW after its wake_id. */
 		atomic_thread_fence(memory_order_acquire);
 		cmesh__link_wake_peer(
@@ -231,7 +231,7 @@ void cmesh__lane_wake(struct cmesh__lane *ln)
 	/* Pairs with the sleeper's acquire load before it sleeps. */
 	atomic_fetch_add_explicit(&ln->self_wakes, 1, memory_order_release);
 	cmesh__park_wake((_Atomic uint32_t *)&ln->self_wakes);
-		/* Dekker with an arming waitset: what changed, then its bit. */
+	/* Dekker with an arming waitset: what changed, then its bit. */
 	atomic_thread_fence(memory_order_seq_cst);
 	if (ln->efd >= 0)
 		cmesh__eventfd_signal(ln->efd);

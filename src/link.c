@@ -517,7 +517,7 @@ static void free_resources(struct cmesh__link *l)
 	cmesh__wake_free(l->wake);
 	if (l->pidfd >= 0)
 		close(l->pidfd);
-		/* Before kick_efd: freeing lanes may still kick (never after). */
+	/* Before kick_efd: freeing lanes may still kick (never after). */
 	cmesh__lanes_destroy(l);
 	cmesh__wakes_destroy(l);
 	if (l->kick_efd >= 0)
@@ -671,7 +671,7 @@ int cmesh__link_new(int sock, const cmesh_type *out_type,
 		free(l);
 		return -ENOMEM;
 	}
-		if (pthread_mutex_init(&l->orphan_lock, NULL)) {
+	if (pthread_mutex_init(&l->orphan_lock, NULL)) {
 		pthread_mutex_destroy(&l->att_lock);
 		close(sock);
 		free(l);

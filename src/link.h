@@ -152,8 +152,7 @@ int cmesh__link_flush(struct cmesh__link *l, int64_t deadline);
  * when the peer produces on a lane armed with *out_id, or the link thread
  * wakes such a lane. 0 or -errno.
  */
-int cmesh__link_wake_open(struct cmesh__link *l, int *out_fd,
-			  uint32_t *out_id);
+int cmesh__link_wake_open(struct cmesh__link *l, int *out_fd, uint32_t *out_id);
 
 /* The waitset is done with socket `id` (the caller closes its fd). */
 void cmesh__link_wake_close(struct cmesh__link *l, uint32_t id);

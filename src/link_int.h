@@ -85,8 +85,8 @@ struct cmesh__link {
 	uint64_t peer_mapped;	 /* bytes of the peer's halves mapped */
 	struct ctl_pending *ctl_head; /* control messages to send, in order */
 	struct ctl_pending **ctl_tailp;
-	_Atomic bool ctl_pending;    /* ctl_head is not empty */
-		/*
+	_Atomic bool ctl_pending; /* ctl_head is not empty */
+				  /*
 	 * Wake sockets of waitsets (link_wake.c), under wake_lock (a leaf):
 	 * ours (a waitset here gave the peer one end; we keep a copy of it
 	 * for the link thread's own wakes) and the peer's (ends it gave us).
@@ -149,8 +149,8 @@ int cmesh__wakes_on_ctl(struct cmesh__link *l, uint16_t type,
 			uint32_t nfds);
 
 /* Sends a control message (LANE, END, WAKESOCK...): see link_lanes.c. */
-void cmesh__lanes_ctl_send(struct cmesh__link *l, const void *buf,
-			   uint32_t len, int fd);
+void cmesh__lanes_ctl_send(struct cmesh__link *l, const void *buf, uint32_t len,
+			   int fd);
 
 /* ---- link_attach.c, for link_lanes.c ---- */
 

@@ -194,8 +194,8 @@ static int ctl_flush_locked(struct cmesh__link *l)
  * Sends a LANE or END (taking `fd`, or -1), now or, behind a full
  * socket, from the link thread later: never lost while the link lives.
  */
-void cmesh__lanes_ctl_send(struct cmesh__link *l, const void *buf,
-			   uint32_t len, int fd)
+void cmesh__lanes_ctl_send(struct cmesh__link *l, const void *buf, uint32_t len,
+			   int fd)
 {
 	struct ctl_pending *p = malloc(sizeof(*p));
 	int err;
@@ -552,7 +552,7 @@ static void unmap_halves(struct cmesh__link *l, struct cmesh__lane *ln)
 {
 	if (ln->peer_half)
 		l->peer_mapped -= cmesh__arena_layout(ln->peer_half)->size;
-		/* Nothing may read through them now (cmesh__lane_wake checks). */
+	/* Nothing may read through them now (cmesh__lane_wake checks). */
 	ln->own_wake = NULL;
 	ln->peer_signal = NULL;
 	cmesh__arena_free(ln->peer_half);

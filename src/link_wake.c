@@ -92,8 +92,7 @@ static int push(struct wake_sock **v, uint32_t *n, uint32_t *cap, uint32_t id,
 	return 0;
 }
 
-static void send_id(struct cmesh__link *l, uint16_t type, uint32_t id,
-		    int fd)
+static void send_id(struct cmesh__link *l, uint16_t type, uint32_t id, int fd)
 {
 	struct cmesh_ctl_end m = { 0 };
 
@@ -210,8 +209,7 @@ int cmesh__wakes_on_ctl(struct cmesh__link *l, uint16_t type,
 	if (m.hdr.len != sizeof(m) || m.reserved ||
 	    nfds != (type == CMESH_CTL_WAKESOCK ? 1u : 0u))
 		return -EPROTO;
-	if (type == CMESH_CTL_WAKESOCK &&
-	    !cmesh__ctl_is_wake_socket(fds[0]))
+	if (type == CMESH_CTL_WAKESOCK && !cmesh__ctl_is_wake_socket(fds[0]))
 		return -EPROTO;
 	pthread_mutex_lock(&l->wake_lock);
 	i = find(l->wpeer, l->nwpeer, m.id);

@@ -1028,7 +1028,7 @@ int cmesh__queue_set_waitset(struct cmesh__queue *q, struct cmesh_waitset *ws)
 	pthread_mutex_lock(&q->lock);
 	if (ws && q->ws) {
 		r = -EBUSY;
-		} else {
+	} else {
 		q->ws = ws;
 		if (!ws)
 			atomic_fetch_and_explicit(&q->state, ~ST_WS_ARMED,

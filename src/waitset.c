@@ -64,7 +64,7 @@ struct cmesh_waitset {
 	pthread_mutex_t lock;
 	uint32_t n;
 	uint32_t cap;
-		uint32_t next; /* round-robin scan start */
+	uint32_t next; /* round-robin scan start */
 	struct member *m;
 	struct wlink *wl;
 	uint32_t nwl, capwl;
@@ -247,7 +247,7 @@ void cmesh_waitset_free(cmesh_waitset *ws)
 	while (ws->n)
 		remove_at(ws, ws->n - 1);
 	pthread_mutex_unlock(&ws->lock);
-		close(ws->efd);
+	close(ws->efd);
 	close(ws->epfd);
 	free(ws->wl);
 	pthread_mutex_destroy(&ws->lock);
@@ -277,7 +277,7 @@ static int add_locked(cmesh_waitset *ws, struct cmesh__queue *q, uint64_t key)
 		ws->m = m;
 		ws->cap = cap;
 	}
-		/* First: from here on the receiver gains no lane (queue_port.c). */
+	/* First: from here on the receiver gains no lane (queue_port.c). */
 	r = cmesh__queue_set_waitset(q, ws);
 	if (r)
 		return r;
@@ -381,7 +381,7 @@ static int try_wait_locked(cmesh_waitset *ws, uint64_t *out_key)
 {
 	uint64_t cnt;
 
-		/* Consume pending signals first: any that arrive later stay. */
+	/* Consume pending signals first: any that arrive later stay. */
 	if (read(ws->efd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
 		return -errno;
 	/* Our wake sockets on links (ports' lanes): only we hold them. */

@@ -43,13 +43,15 @@ const char *cmesh_strerror(int err)
 	case ENOBUFS:
 		return "backlog full (CMESH_MAX_BACKLOG)";
 	case EOPNOTSUPP:
-		return "not supported (endpoints across processes)";
+		return "not supported (this endpoint cannot move)";
 	case EPERM:
 		return "peer refused (credentials)";
 	case EACCES:
 		return "permission denied";
 	case ENOEXEC:
 		return "the program could not be executed";
+	case ECHILD:
+		return "the child ended before it joined";
 	case ENAMETOOLONG:
 		return "socket path too long";
 	case EADDRINUSE:

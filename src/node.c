@@ -230,7 +230,8 @@ static char **invite_env(int fd, char *buf, size_t len)
 }
 
 /* The spawn-only flags of `opts` (the rest is checked by the join). */
-static int spawn_flags(const cmesh_node_opts *opts, bool *pdeath)
+static int spawn_flags(const cmesh_node_opts *opts, bool *pdeath,
+		       int **exit_status)
 {
 	cmesh_node_opts o;
 	int r = cmesh__opts_copy(&o, sizeof(o), opts);
@@ -240,6 +241,9 @@ static int spawn_flags(const cmesh_node_opts *opts, bool *pdeath)
 	if (o.flags & ~CMESH_NODE_PDEATHSIG)
 		return -EINVAL;
 	*pdeath = o.flags & CMESH_NODE_PDEATHSIG;
+	*exit_status = o.exit_status;
+	if (o.exit_status)
+		*o.exit_status = -1;
 	return 0;
 }
 
@@ -286,14 +290,14 @@ int cmesh_spawn(const char *path, char *const argv[],
 		cmesh_sender **out_tx, cmesh_receiver **out_rx)
 {
 	char invite[64], **envp;
-	int sv[2], r, status = 0;
+	int sv[2], r, status = 0, *exit_status = NULL;
 	pid_t pid, parent = getpid();
 	sigset_t all, old_mask;
 	bool pdeath = false;
 
 	if (!path || !argv || !out_node || !out_tx || !out_rx)
 		return -EINVAL;
-	r = spawn_flags(opts, &pdeath);
+	r = spawn_flags(opts, &pdeath, &exit_status);
 	if (r)
 		return r;
 	if (access(path, X_OK))
@@ -339,8 +343,17 @@ int cmesh_spawn(const char *path, char *const argv[],
 		kill(pid, SIGKILL);
 		while ((w = waitpid(pid, &status, 0)) < 0 && errno == EINTR)
 			;
-		if (w == pid && WIFEXITED(status) && WEXITSTATUS(status) == 127)
+		if (w == pid && WIFEXITED(status) &&
+		    WEXITSTATUS(status) == 127) {
 			r = -ENOEXEC;
+		} else if (w == pid && (WIFEXITED(status) ||
+					(WIFSIGNALED(status) &&
+					 WTERMSIG(status) != SIGKILL))) {
+			/* It ended by itself: say how. */
+			r = -ECHILD;
+			if (exit_status)
+				*exit_status = status;
+		}
 	}
 	return r;
 

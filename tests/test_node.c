@@ -2156,34 +2156,45 @@ static void temp_file(char *dir, char *path, size_t len, const char *text,
  * cmesh_spawn() of a temporary file holding `text` with `mode` fails with
  * `want` and leaves no child, fd or mapping behind.
  */
-static void spawn_temp_fails(const char *text, mode_t mode, int want)
+static int spawn_temp_fails(const char *text, mode_t mode, int want)
 {
 	char dir[] = "/tmp/cmesh-node-XXXXXX", path[64];
 	char *argv[] = { "prog", NULL };
+	cmesh_node_opts o = CMESH_NODE_OPTS_INIT;
 	struct topo_res res;
 	cmesh_node *node;
 	cmesh_sender *tx;
 	cmesh_receiver *rx;
+	int status = 12345;
 
 	topo_baseline(&res);
 	temp_file(dir, path, sizeof(path), text, mode);
-	TU_ASSERT_RC(cmesh_spawn(path, argv, &seq_type, &seq_type, NULL, &node,
+	o.exit_status = &status;
+	TU_ASSERT_RC(cmesh_spawn(path, argv, &seq_type, &seq_type, &o, &node,
 				 &tx, &rx),
 		     want);
 	cr_assert_not(has_child(), "spawn left a child to reap");
 	unlink(path);
 	rmdir(dir);
 	topo_assert_baseline(&res);
+	return status;
 }
 
 Test(node, spawn_of_a_file_without_exec_permission_returns_eacces)
 {
-	spawn_temp_fails("#!/bin/sh\nexit 0\n", 0644, -EACCES);
+	cr_assert_eq(spawn_temp_fails("#!/bin/sh\nexit 0\n", 0644, -EACCES), -1,
+		     "an exit status for a child never started");
 }
 
-Test(node, spawn_of_a_program_that_exits_without_joining_fails_and_reaps_it)
+Test(node, spawn_of_a_program_that_exits_without_joining_reports_its_status)
 {
-	spawn_temp_fails("#!/bin/sh\nexit 0\n", 0755, -ECONNRESET);
+	int st = spawn_temp_fails("#!/bin/sh\nexit 3\n", 0755, -ECHILD);
+
+	cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 3,
+		  "status %#x, want exit 3", st);
+	st = spawn_temp_fails("#!/bin/sh\nkill -TERM $$\n", 0755, -ECHILD);
+	cr_assert(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM,
+		  "status %#x, want killed by SIGTERM", st);
 }
 
 Test(node, spawn_of_an_executable_that_execve_rejects_returns_enoexec)

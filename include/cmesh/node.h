@@ -69,17 +69,24 @@ typedef struct cmesh_node_opts {
 	 */
 	int32_t peer_pid;
 	uint32_t reserved2; /* must be 0 */
-	/*
+			    /*
 	 * Bytes the first sender may queue beyond its ring while the peer
 	 * does not read (its spill backlog) before a send fails with
 	 * -ENOBUFS; 0: CMESH_MAX_BACKLOG, else 4K..1T.
 	 */
 	uint64_t max_backlog;
+	/*
+	 * cmesh_spawn() only, may be NULL: where a spawn that fails with
+	 * -ECHILD (the child ended by itself before it joined) writes the
+	 * child's wait status (as waitpid() gives it); -1 on any other
+	 * result.
+	 */
+	int *exit_status;
 } cmesh_node_opts;
 
 #define CMESH_NODE_OPTS_INIT                                                   \
 	{                                                                      \
-		sizeof(cmesh_node_opts), 0, 0, 0, 0, 0, 0, 0, 0                \
+		sizeof(cmesh_node_opts), 0, 0, 0, 0, 0, 0, 0, 0, NULL          \
 	}
 
 /*
@@ -101,11 +108,13 @@ CMESH_API int cmesh_node_join_socket(int sock, const cmesh_type *out_type,
  * cmesh_join(). The child starts clean: of this process's fds it inherits
  * only 0, 1 and 2 and its invitation (whatever their close-on-exec flag),
  * no signal is blocked or ignored, and with CMESH_NODE_PDEATHSIG it dies
- * with the spawning thread. The link watches the child's pid. Errors as
+  * with the spawning thread. The link watches the child's pid. Errors as
  * cmesh_node_join_socket(), plus -ENOENT/-EACCES (`path` is not an
- * executable file), -ENOEXEC (exec failed: the child exited 127) and fork
- * errors. On failure the child is killed and reaped; on success reaping
- * it (waitpid on cmesh_node_pid()) is the caller's.
+ * executable file), -ENOEXEC (exec failed: the child exited 127), -ECHILD
+ * (the child ended by itself before it joined: it exited, or a signal
+ * other than our SIGKILL ended it; opts' exit_status gets its status)
+ * and fork errors. On failure the child is killed and reaped; on success
+ * reaping it (waitpid on cmesh_node_pid()) is the caller's.
  */
 CMESH_API int cmesh_spawn(const char *path, char *const argv[],
 			  const cmesh_type *out_type, const cmesh_type *in_type,

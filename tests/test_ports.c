@@ -962,7 +962,9 @@ static void move_pair(cmesh_sender *tx, cmesh_receiver *rx)
 static void churn_driver(cmesh_sender *tx, cmesh_receiver *rx,
 			 const struct topo_side *s)
 {
-	const int warm = 200, n = (int)tu_stress(2000, 400);
+	/* A sanitizer makes each move ~4x dearer: keep within the budget. */
+	const int warm = 200,
+		  n = (int)tu_stress(tu_sanitized() ? 600 : 2000, 400);
 	struct stats me0, me1, peer0, peer1;
 
 	(void)s;

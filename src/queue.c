@@ -953,10 +953,15 @@ int cmesh__queue_local_len(struct cmesh__queue *q)
 
 int cmesh__queue_peek(struct cmesh__queue *q)
 {
-	int r;
-
 	if (unlikely(atomic_load_explicit(&q->xl_flags, memory_order_acquire)))
 		return cmesh__queue_xl_peek(q);
+	return cmesh__queue_peek_primary(q);
+}
+
+int cmesh__queue_peek_primary(struct cmesh__queue *q)
+{
+	int r;
+
 	if (q->rx_lane)
 		return cmesh__lane_peek(q->rx_lane);
 	r = cmesh__queue_local_len(q);

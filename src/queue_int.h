@@ -159,6 +159,9 @@ void cmesh__queue_wake(struct cmesh__queue *q, uint32_t set);
 /* Drops a reference (sending or receiving side); the last frees. */
 void cmesh__queue_put(struct cmesh__queue *q);
 
+/* Peek of one source: the local tier, or rx_lane if set. */
+int cmesh__queue_peek_primary(struct cmesh__queue *q);
+
 /* Receives of one source: the local tier, or rx_lane if set. */
 int cmesh__queue_try_primary(struct cmesh__queue *q, void *out_msg,
 			     void *out_trail, size_t cap,

@@ -142,9 +142,13 @@ static bool is_failure(int r)
 	return r == -ECONNRESET || r == -EPROTO || r == -EMFILE;
 }
 
-int cmesh__queue_xl_try_recv(struct cmesh__queue *q, void *out_msg,
-			     void *out_trail, size_t cap,
-			     struct cmesh__ports_in *pin)
+/*
+ * A receive (or, with `peek`, the trailing length of what a receive would
+ * take, without taking it): the first source, then the lanes from
+ * xl_next on. A lane that closed is dropped on the way.
+ */
+static int walk(struct cmesh__queue *q, bool peek, void *out_msg,
+		void *out_trail, size_t cap, struct cmesh__ports_in *pin)
 {
 	int r;
 
@@ -155,7 +159,9 @@ int cmesh__queue_xl_try_recv(struct cmesh__queue *q, void *out_msg,
 		return r;
 again:
 	if (!q->primary_done) {
-		r = cmesh__queue_try_primary(q, out_msg, out_trail, cap, pin);
+		r = peek ? cmesh__queue_peek_primary(q) :
+			   cmesh__queue_try_primary(q, out_msg, out_trail, cap,
+						    pin);
 		if (r != -EAGAIN && r != -EPIPE)
 			return r;
 		/*
@@ -172,8 +178,9 @@ again:
 	for (uint32_t k = 0; k < q->xl_n; k++) {
 		uint32_t i = (q->xl_next + k) % q->xl_n;
 
-		r = cmesh__lane_try_recv(q->xl[i], out_msg, out_trail, cap,
-					 pin);
+		r = peek ? cmesh__lane_peek(q->xl[i]) :
+			   cmesh__lane_try_recv(q->xl[i], out_msg, out_trail,
+						cap, pin);
 		if (r == -EAGAIN)
 			continue;
 		if (r == -EPIPE) {
@@ -184,8 +191,9 @@ again:
 			q->xl_err = r;
 			return r;
 		}
-		q->xl_next = i + 1;
-		return r; /* a message, or -EMSGSIZE / -ENOMEM */
+		if (!peek)
+			q->xl_next = i + 1;
+		return r; /* a message (its length), or -EMSGSIZE / -ENOMEM */
 	}
 	return q->primary_done && !q->xl_n &&
 			       !(atomic_load_explicit(&q->xl_flags,
@@ -193,6 +201,13 @@ again:
 				 XL_NEW) ?
 		       -EPIPE :
 		       -EAGAIN;
+}
+
+int cmesh__queue_xl_try_recv(struct cmesh__queue *q, void *out_msg,
+			     void *out_trail, size_t cap,
+			     struct cmesh__ports_in *pin)
+{
+	return walk(q, false, out_msg, out_trail, cap, pin);
 }
 
 bool cmesh__queue_xl_ready(struct cmesh__queue *q)
@@ -244,43 +259,7 @@ bool cmesh__queue_xl_spin(struct cmesh__queue *q, int rounds)
 
 int cmesh__queue_xl_peek(struct cmesh__queue *q)
 {
-	int r;
-
-	if (q->xl_err)
-		return q->xl_err;
-	r = merge(q);
-	if (r)
-		return r;
-again:
-	if (!q->primary_done) {
-		r = q->rx_lane ? cmesh__lane_peek(q->rx_lane) :
-				 cmesh__queue_local_len(q);
-		if (r != -EAGAIN && r != -EPIPE)
-			return r;
-		if (r == -EPIPE)
-			q->primary_done = true;
-	}
-	for (uint32_t k = 0; k < q->xl_n; k++) {
-		uint32_t i = (q->xl_next + k) % q->xl_n;
-
-		r = cmesh__lane_peek(q->xl[i]);
-		if (r == -EAGAIN)
-			continue;
-		if (r == -EPIPE) {
-			drop_lane(q, i);
-			goto again;
-		}
-		if (is_failure(r))
-			q->xl_err = r;
-		return r;
-	}
-	/* The local tier: closed once every sender is gone, empty. */
-	if (!q->rx_lane && !q->primary_done && !q->xl_n &&
-	    cmesh__queue_local_ready(q))
-		return cmesh__queue_local_len(q) == -EAGAIN ?
-			       -EPIPE :
-			       cmesh__queue_local_len(q);
-	return q->primary_done && !q->xl_n ? -EPIPE : -EAGAIN;
+	return walk(q, true, NULL, NULL, 0, NULL);
 }
 
 /* The words a sleeping receiver with lanes waits on, at most `max`. */

@@ -26,6 +26,9 @@
  *           produces on: fds: one end of a SOCK_DGRAM pair (the sender
  *           keeps the other); the id names it in consumers' wake lines.
  *   WAKECLOSE that waitset is done: the receiver closes its end.
+ *   SPACE   a consumer freed the space a producer of the receiver asked
+ *           for (shm/ring.h, signal line's space_at): the receiver's link
+ *           moves its backlogs into their rings. Only a header; no fds.
  *
  * Lanes. A link carries any number of lanes (one direction of one
  * channel each). A lane id is a 32-bit number chosen by the side that
@@ -52,7 +55,7 @@
 #include <stdint.h>
 
 #define CMESH_PROTO_MAGIC 0x48534d43u /* "CMSH" */
-#define CMESH_PROTO_VERSION 5u
+#define CMESH_PROTO_VERSION 6u
 
 #define CMESH_CTL_HELLO 1u
 #define CMESH_CTL_ATTACH 2u
@@ -60,6 +63,7 @@
 #define CMESH_CTL_END 4u
 #define CMESH_CTL_WAKESOCK 5u
 #define CMESH_CTL_WAKECLOSE 6u
+#define CMESH_CTL_SPACE 7u
 
 /* Index of a 64-byte line in an arena's control region. */
 #define CMESH_PROTO_LINE_HEAD 0u

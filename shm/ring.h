@@ -64,7 +64,7 @@
 
 /* "cmesharn", little-endian. */
 #define CMESH_SHM_ARENA_MAGIC 0x6e72616873656d63ull
-#define CMESH_SHM_ABI_VERSION 3u
+#define CMESH_SHM_ABI_VERSION 4u
 
 #define CMESH_SHM_LINE 64u   /* a control line; the cache line we pad to */
 #define CMESH_SHM_PAGE 4096u /* arena size and data region granularity */
@@ -214,11 +214,27 @@ struct cmesh_shm_ring_signal {
 	 * value only makes it look again).
 	 */
 	_Atomic uint32_t seq;
-	uint32_t reserved[15]; /* producer: 0; consumer: never read */
+	uint32_t reserved0;
+	/*
+	 * The position the consumer's head must reach before the producer,
+	 * which has messages waiting behind a full ring, wants to hear of it
+	 * (0: never asked). Producer: seq_cst store once the ring is full with
+	 * a backlog queued, then a seq_cst fence and a fresh load of the head
+	 * (it pushes on by itself if the space is there already). Consumer:
+	 * seq_cst load after each seq_cst store of its head; when a value it
+	 * has not answered is at or below its head, it answers once with a
+	 * SPACE control message (shm/proto.h). Dekker, as the wake line: one
+	 * of the two sees the other. A hostile value only makes the consumer
+	 * send at most one SPACE per record it takes.
+	 */
+	_Atomic uint64_t space_at;
+	uint64_t reserved[6]; /* producer: 0; consumer: never read */
 };
 
 static_assert(sizeof(struct cmesh_shm_ring_signal) == CMESH_SHM_LINE, "sig");
 static_assert(offsetof(struct cmesh_shm_ring_signal, seq) == 0, "sig seq");
+static_assert(offsetof(struct cmesh_shm_ring_signal, space_at) == 8,
+	      "sig space_at");
 
 /* ---- slots and records ---- */
 

@@ -305,8 +305,9 @@ static bool attach_may_go(struct cmesh__lane *ln)
 /* Moves spilled records into the ring; the caller holds `lock`. */
 static int flush_locked(struct cmesh__lane *ln)
 {
-	struct spill *s;
+	struct spill *s = NULL;
 	int r = 0, sent = 0;
+	bool asked = false;
 
 	/* Pairs with the consumer's release store of closed. */
 	if (atomic_load_explicit(&ln->peer_wake->closed, memory_order_acquire))
@@ -317,21 +318,38 @@ static int flush_locked(struct cmesh__lane *ln)
 		return 0;
 	if (ln->spill_head && !attach_may_go(ln))
 		return 0;
+again:
 	while ((s = ln->spill_head)) {
 		struct cmesh__iov iov = { s->rec, s->len };
 
+		ln->attach_blocked = false; /* the socket may take one */
 		r = publish(ln, s->kind, &iov, 1, spill_fds(s), s->nfds,
 			    s->ports, s->nports,
 			    s->rec +
 				    offsetof(struct cmesh_rec_msg, attach_seq));
 		if (r == -EINVAL) { /* its fds went bad: drop it alone */
 			drop_spill(ln);
+			r = 0;
 			continue;
 		}
 		if (r)
 			break;
 		sent++;
 		pop_spill(ln, SPILL_SENT);
+	}
+	if (r == -EAGAIN && !ln->attach_blocked && !asked) {
+		/*
+		 * The ring is full: ask the consumer to say when it has made
+		 * room (shm/ring.h, signal line; Dekker with its head store),
+		 * then look once more: it may have made it already.
+		 */
+		asked = true;
+		atomic_store_explicit(&ln->own_signal->space_at,
+				      cmesh__shmring_space_at(&ln->prod,
+							      s->len),
+				      memory_order_seq_cst);
+		atomic_thread_fence(memory_order_seq_cst);
+		goto again;
 	}
 	if (!ln->spill_head) {
 		ln->spill_tailp = &ln->spill_head;
@@ -388,18 +406,19 @@ void cmesh__lane_drop_spill(struct cmesh__lane *ln)
 	pthread_mutex_unlock(&ln->lock);
 }
 
-bool cmesh__lane_flush_spill(struct cmesh__lane *ln)
+enum cmesh__spill_wait cmesh__lane_flush_spill(struct cmesh__lane *ln)
 {
-	bool more;
+	enum cmesh__spill_wait w = CMESH__SPILL_DONE;
 
 	if (!atomic_load_explicit(&ln->spilling, memory_order_relaxed))
-		return false;
+		return w;
 	pthread_mutex_lock(&ln->lock);
 	if (flush_locked(ln))
 		cmesh__link_fail(ln->link, -EPROTO);
-	more = ln->spill_head != NULL;
+	if (ln->spill_head)
+		w = ln->attach_blocked ? CMESH__SPILL_SOCK : CMESH__SPILL_SPACE;
 	pthread_mutex_unlock(&ln->lock);
-	return more;
+	return w;
 }
 
 /*

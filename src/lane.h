@@ -126,6 +126,7 @@ struct cmesh__lane {
 	int efd;       /* private eventfd: the link thread's wakes */
 	struct cmesh__wake *sleeper; /* waits on both: io_uring or epoll */
 	const struct cmesh_shm_ring_signal *peer_signal; /* producer's futex */
+	uint64_t space_answered;     /* the last space_at we sent a SPACE for */
 	_Atomic uint32_t self_wakes; /* futex: the link thread's wakes */
 	int64_t spin_ns;
 	unsigned char *buf;    /* one record, copied out of the ring */
@@ -180,8 +181,18 @@ int cmesh__lane_rx_gone(const struct cmesh__lane *ln);
 /* Out lane: the last local sender is gone (CLOSE record, after data). */
 void cmesh__lane_close_tx(struct cmesh__lane *ln);
 
-/* Out lane, link thread: moves spilled messages into the ring. */
-bool cmesh__lane_flush_spill(struct cmesh__lane *ln);
+/* What a backlog that is left waits for. */
+enum cmesh__spill_wait {
+	CMESH__SPILL_DONE,  /* nothing is left */
+	CMESH__SPILL_SPACE, /* the consumer's SPACE (it was asked), a binding */
+	CMESH__SPILL_SOCK   /* the control socket to poll writable */
+};
+
+/*
+ * Out lane: moves spilled messages into the ring; when it is full, asks
+ * the consumer for a SPACE message (shm/ring.h, signal line).
+ */
+enum cmesh__spill_wait cmesh__lane_flush_spill(struct cmesh__lane *ln);
 
 /* Out lane, link thread, the link failed: frees the backlog, closes fds. */
 void cmesh__lane_drop_spill(struct cmesh__lane *ln);

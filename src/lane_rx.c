@@ -101,6 +101,24 @@ static int plain_len(struct cmesh__lane *ln)
 }
 
 /*
+ * After each move of our head: the producer asked to hear when it reaches
+ * space_at (shm/ring.h, signal line; seq_cst: Dekker with its request).
+ * Each value is answered once: a producer that keeps asking gets at most
+ * one SPACE per record we take.
+ */
+static cmesh__inline void space_check(struct cmesh__lane *ln)
+{
+	uint64_t at = atomic_load_explicit(&ln->peer_signal->space_at,
+					   memory_order_seq_cst);
+
+	if (likely(at == ln->space_answered) ||
+	    (int64_t)(ln->cons.head_pos - at) < 0)
+		return;
+	ln->space_answered = at;
+	cmesh__link_space(ln->link);
+}
+
+/*
  * A PLAIN record, still at the head of the ring: the message, then its
  * trailing bytes, copied straight to the caller (its length was validated
  * by plain_len(); the bytes are opaque and only copied once).
@@ -121,6 +139,7 @@ static inline int deliver_plain(struct cmesh__lane *ln, void *out_msg,
 	if (ln->type->nfields)
 		set_fields(ln, out_msg, 0, NULL);
 	cmesh__shmring_consume(&ln->cons);
+	space_check(ln);
 	ln->pending = -1;
 	return len;
 }
@@ -284,6 +303,7 @@ static int unbound_state(struct cmesh__lane *ln)
  */
 static cmesh__inline int fetch(struct cmesh__lane *ln)
 {
+	uint64_t head = ln->cons.head_pos;
 	uint32_t kind;
 	int r, f;
 
@@ -291,6 +311,8 @@ static cmesh__inline int fetch(struct cmesh__lane *ln)
 	if (cmesh__lane_failed(ln) == -EPROTO)
 		return -EPROTO;
 	r = cmesh__shmring_peek(&ln->cons, &kind);
+	if (unlikely(ln->cons.head_pos != head))
+		space_check(ln); /* it stepped over fillers */
 	if (r == -EAGAIN) {
 		if (ln->closed)
 			return -EPIPE;
@@ -322,6 +344,7 @@ static cmesh__inline int fetch(struct cmesh__lane *ln)
 	ln->pending_kind = kind;
 	cmesh__shmring_read(&ln->cons, 0, ln->buf, (uint32_t)r);
 	cmesh__shmring_consume(&ln->cons);
+	space_check(ln);
 	if (kind == CMESH_REC_CLOSE) {
 		ln->pending = -1;
 		ln->closed = true;

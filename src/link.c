@@ -111,6 +111,29 @@ static bool over_budget(struct cmesh__link *l)
 }
 
 /*
+ * Link thread: watches the socket for `events`. False when it is not
+ * watched (any more: the link failed).
+ */
+static bool watch_sock(struct cmesh__link *l, uint32_t events)
+{
+	if (!l->sock_watched)
+		return false;
+	if (l->sock_events == events)
+		return true;
+	cmesh__wake_del(l->wake, l->sock);
+	if (cmesh__wake_add(l->wake, l->sock, events, on_sock, l)) {
+		/* Cannot watch it any more: nothing else will tell. */
+		l->sock_watched = false;
+		cmesh__link_fail(l, -ECONNRESET);
+		atomic_store_explicit(&l->sock_read, true,
+				      memory_order_release);
+		return false;
+	}
+	l->sock_events = events;
+	return true;
+}
+
+/*
  * Link thread: stops (on) or resumes (off) reading the socket; throttled,
  * it is watched for its hang-up only. The fds still queued in the socket
  * are the kernel's, not in our fd table: a peer that sends fds faster
@@ -120,18 +143,9 @@ static void throttle(struct cmesh__link *l, bool on)
 {
 	if (atomic_load_explicit(&l->sock_throttled, memory_order_relaxed) ==
 		    on ||
-	    !l->sock_watched)
+	    !watch_sock(l, (on ? POLLRDHUP : POLLIN | POLLRDHUP) |
+				   (l->sock_events & POLLOUT)))
 		return;
-	cmesh__wake_del(l->wake, l->sock);
-	if (cmesh__wake_add(l->wake, l->sock,
-			    on ? POLLRDHUP : POLLIN | POLLRDHUP, on_sock, l)) {
-		/* Cannot watch it any more: nothing else will tell. */
-		l->sock_watched = false;
-		cmesh__link_fail(l, -ECONNRESET);
-		atomic_store_explicit(&l->sock_read, true,
-				      memory_order_release);
-		return;
-	}
 	atomic_store_explicit(&l->sock_throttled, on, memory_order_relaxed);
 }
 
@@ -218,15 +232,12 @@ static void *link_thread(void *arg)
 {
 	struct cmesh__link *l = arg;
 
-	bool retry = false;
-
 	while (!atomic_load_explicit(&l->stop, memory_order_acquire)) {
-		int64_t deadline = CMESH_DEADLINE_NONE;
+		bool out;
 		int r;
 
-		if (retry)
-			deadline = cmesh_clock_now() + SPILL_RETRY_NS;
-		r = cmesh__wake_run(l->wake, deadline);
+		/* No timer: a SPACE, a kick or the socket wakes us. */
+		r = cmesh__wake_run(l->wake, CMESH_DEADLINE_NONE);
 		if (r < 0 && r != -EINTR) {
 			cmesh__link_fail(l, -ECONNRESET);
 			break;
@@ -259,8 +270,12 @@ static void *link_thread(void *arg)
 				cmesh__lanes_wake_all(l);
 			}
 		}
-		/* Backlogs, control messages, lanes that are done. */
-		retry = cmesh__lanes_sweep(l);
+		/* Backlogs, control messages, lanes that are done; what
+		 * meets a full socket goes when it polls writable. */
+		out = cmesh__lanes_sweep(l);
+		if (l->sock_watched)
+			watch_sock(l, (l->sock_events & ~(uint32_t)POLLOUT) |
+					      (out ? POLLOUT : 0));
 		/* Not before cmesh__link_put() is done with `l`. */
 		pthread_mutex_lock(&l->orphan_lock);
 		bool done = orphan_done(l);
@@ -630,6 +645,7 @@ static int start(struct cmesh__link *l)
 	if (r)
 		return r;
 	l->sock_watched = true;
+	l->sock_events = POLLIN | POLLRDHUP;
 	r = cmesh__wake_add(l->wake, l->kick_efd, POLLIN, on_kick, l);
 	if (r)
 		return r;

@@ -169,4 +169,11 @@ void cmesh__link_lane_release(struct cmesh__lane *ln);
 /* Asks the link thread to retry spilled sends soon (lane.c). */
 void cmesh__link_kick(struct cmesh__link *l);
 
+/*
+ * Consumer of a lane: the producer's space request is met (shm/ring.h,
+ * signal line): sends SPACE now, or has the link thread send it once the
+ * socket takes it. Never blocks.
+ */
+void cmesh__link_space(struct cmesh__link *l);
+
 #endif

@@ -19,7 +19,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define SPILL_RETRY_NS 1000000 /* 1 ms while a lane has a backlog */
 /*
  * fds one ATTACH may carry: every fd or endpoint field of a type (an fd,
  * or a port's arena), and an OOL memfd.
@@ -70,6 +69,7 @@ struct cmesh__link {
 	pthread_mutex_t orphan_lock; /* hand-off to the thread vs. its free */
 	bool thread_started;
 	bool sock_watched;
+	uint32_t sock_events; /* what the socket is watched for */
 	pthread_t thread;
 	/*
 	 * The lanes: their table and list, their FIFOs and lifetimes, the
@@ -86,6 +86,7 @@ struct cmesh__link {
 	struct ctl_pending *ctl_head; /* control messages to send, in order */
 	struct ctl_pending **ctl_tailp;
 	_Atomic bool ctl_pending; /* ctl_head is not empty */
+	_Atomic bool space_owed;  /* a SPACE that met a full socket */
 				  /*
 	 * Wake sockets of waitsets (link_wake.c), under wake_lock (a leaf):
 	 * ours (a waitset here gave the peer one end; we keep a copy of it
@@ -121,7 +122,8 @@ int cmesh__lanes_handle_ctl(struct cmesh__link *l, const void *buf, int len,
 /*
  * Link thread, every round: sends pending control messages, flushes the
  * out lanes' backlogs (or drops them once the link failed), frees lanes
- * that are done. True while something is left to retry.
+ * that are done. True while something waits for the socket to poll
+ * writable.
  */
 bool cmesh__lanes_sweep(struct cmesh__link *l);
 

@@ -223,6 +223,25 @@ void cmesh__lanes_ctl_send(struct cmesh__link *l, const void *buf, uint32_t len,
 		cmesh__link_kick(l);
 }
 
+void cmesh__link_space(struct cmesh__link *l)
+{
+	struct cmesh_ctl_hdr h;
+	int r;
+
+	if (cmesh__link_failed(l))
+		return;
+	cmesh__ctl_hdr_fill(&h, CMESH_CTL_SPACE, sizeof(h));
+	/* No order to keep: past what waits in ctl_head, no allocation. */
+	r = cmesh__ctl_send(l->sock, &h, sizeof(h), NULL, 0);
+	if (r == -EAGAIN || r == -ENOBUFS) {
+		/* The link thread sends it once the socket polls writable. */
+		if (!atomic_exchange_explicit(&l->space_owed, true,
+					      memory_order_relaxed))
+			cmesh__link_kick(l);
+	}
+	/* Any other error: the link thread sees the socket's end itself. */
+}
+
 static void send_lane(struct cmesh__link *l, uint32_t id, uint32_t flags,
 		      uint64_t size, int fd)
 {
@@ -342,6 +361,12 @@ int cmesh__lanes_handle_ctl(struct cmesh__link *l, const void *buf, int len,
 	case CMESH_CTL_WAKESOCK:
 	case CMESH_CTL_WAKECLOSE:
 		return cmesh__wakes_on_ctl(l, h.type, buf, len, fds, nfds);
+	case CMESH_CTL_SPACE:
+		/* The round after this batch flushes every backlog. */
+		return h.len == sizeof(h) && len == (int)sizeof(h) && !nfds &&
+				       !h.reserved ?
+			       0 :
+			       -EPROTO;
 	default:
 		return -EPROTO;
 	}
@@ -560,10 +585,13 @@ static void unmap_halves(struct cmesh__link *l, struct cmesh__lane *ln)
 	ln->peer_half = ln->own_half = NULL;
 }
 
-/* One out lane's part of the round. True while it has a backlog. */
+/*
+ * One out lane's part of the round. True while its backlog waits for the
+ * socket to poll writable (a SPACE or a binding wakes us otherwise).
+ */
 static bool sweep_out(struct cmesh__link *l, struct cmesh__lane *ln)
 {
-	bool more;
+	enum cmesh__spill_wait w;
 
 	if (cmesh__link_failed(l) ||
 	    atomic_load_explicit(&ln->dropped, memory_order_acquire)) {
@@ -573,20 +601,24 @@ static bool sweep_out(struct cmesh__link *l, struct cmesh__lane *ln)
 	}
 	if (ln->dynamic && !cmesh__lane_bound(ln))
 		return false; /* its backlog waits for the binding */
-	more = cmesh__lane_flush_spill(ln);
-	if (!more && ln->dynamic && !ln->end_sent &&
+	w = cmesh__lane_flush_spill(ln);
+	if (w == CMESH__SPILL_DONE && ln->dynamic && !ln->end_sent &&
 	    atomic_load_explicit(&ln->released, memory_order_acquire)) {
 		/* Everything it had is in the ring: it is done here. */
 		ln->end_sent = true;
 		send_end(l, ln->id);
 	}
-	return more;
+	return w == CMESH__SPILL_SOCK;
 }
 
 bool cmesh__lanes_sweep(struct cmesh__link *l)
 {
 	struct cmesh__lane *ln, *done = NULL, **pp;
 	bool more;
+
+	if (atomic_exchange_explicit(&l->space_owed, false,
+				     memory_order_relaxed))
+		cmesh__link_space(l);
 
 	if (atomic_load_explicit(&l->ctl_pending, memory_order_relaxed)) {
 		int err = 0;
@@ -638,7 +670,8 @@ bool cmesh__lanes_sweep(struct cmesh__link *l)
 		done = ln;
 	}
 	return more ||
-	       atomic_load_explicit(&l->ctl_pending, memory_order_relaxed);
+	       atomic_load_explicit(&l->ctl_pending, memory_order_relaxed) ||
+	       atomic_load_explicit(&l->space_owed, memory_order_relaxed);
 }
 
 int cmesh__link_flush(struct cmesh__link *l, int64_t deadline)

@@ -194,6 +194,15 @@ static inline int claim_slots(struct cmesh__shmring_producer *p, uint32_t len,
 	return 0;
 }
 
+uint64_t cmesh__shmring_space_at(struct cmesh__shmring_producer *p,
+				 uint32_t len)
+{
+	uint64_t n = p->mask + 1, k = cmesh_shm_rec_slots(len);
+
+	return atomic_load_explicit(&p->tail, memory_order_relaxed) - n +
+	       (k > n / 2 ? k : n / 2);
+}
+
 int cmesh__shmring_claim(struct cmesh__shmring_producer *p, uint32_t len,
 			 uint64_t *out_pos)
 {

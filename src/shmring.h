@@ -118,6 +118,14 @@ int cmesh__shmring_consumer_attach(struct cmesh__shmring_consumer *c,
 uint32_t cmesh__shmring_record_limit(uint64_t cap);
 
 /*
+ * The position the consumer's head must reach for a record of `len`
+ * payload bytes to fit, with at least half the ring free (fewer wakes):
+ * for the space request of shm/ring.h's signal line.
+ */
+uint64_t cmesh__shmring_space_at(struct cmesh__shmring_producer *p,
+				 uint32_t len);
+
+/*
  * Appends one record of `kind` (CMESH_SHM_REC_KIND_MIN..MAX, else -EINVAL)
  * with `len` bytes copied from `buf`. Returns 0, -EAGAIN if the ring is
  * full, -EMSGSIZE if `len` is over the record limit, or -EPROTO if the
@@ -345,8 +353,12 @@ static inline void
 cmesh__shmring_publish_head(struct cmesh__shmring_consumer *c, uint64_t head)
 {
 	c->head_pos = head;
-	/* Pairs with the producer's acquire load in refresh_head(). */
-	atomic_store_explicit(c->head, head, memory_order_release);
+	/*
+	 * Pairs with the producer's acquire load in refresh_head(). seq_cst:
+	 * a lane's space request (shm/ring.h, signal line) is a Dekker pair
+	 * with this store (on x86 an xchg; no cost measured in bench_xproc).
+	 */
+	atomic_store_explicit(c->head, head, memory_order_seq_cst);
 }
 
 /*

@@ -606,6 +606,8 @@ enum bad_variant {
 	BV_SECOND_HELLO,
 	BV_ONE_BYTE,
 	BV_OVERSIZED,
+	BV_SPACE_LONG,	  /* a SPACE with bytes past its header */
+	BV_SPACE_WITH_FD, /* a SPACE carrying an fd */
 	/* lanes: naming what the peer may not name */
 	BV_LANE_UNKNOWN_ID,	 /* a LANE for a lane we never created */
 	BV_LANE_PEERS_PARITY,	 /* a LANE naming an id of its own side */
@@ -772,6 +774,20 @@ static int do_bad(struct cmesh__link *l, enum bad_variant v)
 		memset(buf, 0, 200);
 		memcpy(buf, &a, sizeof(a));
 		return cmesh__ctl_send(sock, buf, 200, &efd, 1);
+	case BV_SPACE_LONG:
+	case BV_SPACE_WITH_FD: {
+		struct cmesh_ctl_hdr h = { CMESH_PROTO_MAGIC,
+					   CMESH_PROTO_VERSION, CMESH_CTL_SPACE,
+					   sizeof(h), 0 };
+
+		memset(buf, 0, 32);
+		if (v == BV_SPACE_LONG) {
+			h.len = 32;
+			memcpy(buf, &h, sizeof(h));
+			return cmesh__ctl_send(sock, buf, 32, NULL, 0);
+		}
+		return cmesh__ctl_send(sock, &h, sizeof(h), &efd, 1);
+	}
 	case BV_LANE_UNKNOWN_ID:
 		/* An id of the parent's parity that it never gave. */
 		return send_lane_msg(l, CMESH_CTL_LANE,
@@ -1047,7 +1063,7 @@ static void check_bad(enum bad_variant v)
 
 Test(node_hostile, malformed_control_messages_after_join_fail_with_eproto)
 {
-	for (int v = BV_ATTACH_WRONG_SEQ; v <= BV_OVERSIZED; v++)
+	for (int v = BV_ATTACH_WRONG_SEQ; v <= BV_SPACE_WITH_FD; v++)
 		check_bad((enum bad_variant)v);
 }
 

@@ -1,0 +1,313 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_backlog.c - a cross-process sender's spill backlog (src/lane.c):
+ * sends past a full ring queue behind it, and the consumer, not a timer,
+ * says when they may go on. While its consumer reads nothing the
+ * producer's link thread sleeps; as soon as the consumer takes records,
+ * whether it sleeps between them or only polls, the backlog drains, in
+ * order, with nothing lost.
+ *
+ * Each scenario runs across processes (TOPO_FORK and TOPO_LISTEN): the
+ * backlog exists only on a link. scripts/test runs the suite once with each
+ * wake backend (io_uring, then CMESH_WAKE=epoll in .ci/run).
+ */
+#define _GNU_SOURCE
+#include <cmesh.h>
+
+#include "helpers/testutil.h"
+#include "helpers/topo.h"
+
+#include <criterion/criterion.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+TestSuite(backlog, .init = tu_suite_init, .fini = tu_suite_fini);
+
+/* 64 bytes: two slots of a ring, so a 4 KiB ring holds 32. */
+struct msg64 {
+	uint64_t seq;
+	unsigned char fill[56];
+};
+CMESH_TYPE_DEFINE_PLAIN(msg64_type, struct msg64);
+
+#define RING 4096u
+#define COUNT 3000u /* ~90 rings' worth behind the ring */
+#define IDLE_MS 300u
+/*
+ * Wakes of the producer's link threads allowed while its consumer reads
+ * nothing for IDLE_MS: a retry timer of 1 ms would make about 300.
+ */
+#define IDLE_WAKES_MAX 10
+
+static struct msg64 msg_of(uint64_t seq)
+{
+	struct msg64 m;
+
+	m.seq = seq;
+	memset(m.fill, (int)(seq & 0xff), sizeof(m.fill));
+	return m;
+}
+
+static bool msg_ok(const struct msg64 *m, uint64_t seq)
+{
+	if (m->seq != seq)
+		return false;
+	for (size_t i = 0; i < sizeof(m->fill); i++)
+		if (m->fill[i] != (unsigned char)(seq & 0xff))
+			return false;
+	return true;
+}
+
+/*
+ * Context switches so far of this process's link threads (named
+ * "cmesh-link"): each sleep and wake of one counts. -1 if there is none.
+ */
+static long link_switches(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	long sum = -1;
+
+	cr_assert_not_null(d);
+	while ((e = readdir(d))) {
+		char path[320], line[128];
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm",
+			 e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue; /* the thread ended meanwhile */
+		if (!fgets(line, sizeof(line), f) ||
+		    strncmp(line, "cmesh-link", 10) != 0) {
+			fclose(f);
+			continue;
+		}
+		fclose(f);
+		snprintf(path, sizeof(path), "/proc/self/task/%s/status",
+			 e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		while (fgets(line, sizeof(line), f)) {
+			long v;
+
+			if (sscanf(line, "voluntary_ctxt_switches: %ld", &v) ==
+				    1 ||
+			    sscanf(line, "nonvoluntary_ctxt_switches: %ld",
+				   &v) == 1)
+				sum = (sum < 0 ? 0 : sum) + v;
+		}
+		fclose(f);
+	}
+	closedir(d);
+	return sum;
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts))
+		;
+}
+
+/* How the peer takes the messages. */
+enum take {
+	TAKE_SLEEPING,
+	TAKE_POLLING
+};
+
+/*
+ * Driver: sends COUNT messages while the peer reads nothing (most of
+ * them wait in the backlog), checks that its link thread sleeps through
+ * IDLE_MS of that, then lets the peer drain and waits for its verdict.
+ */
+static void idle_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			const struct topo_side *s)
+{
+	long before, after;
+
+	for (uint64_t i = 0; i < COUNT; i++) {
+		struct msg64 m = msg_of(i);
+
+		TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	}
+	before = link_switches();
+	cr_assert_geq(before, 0, "no cmesh-link thread in this process");
+	sleep_ms(IDLE_MS);
+	after = link_switches();
+	cr_assert_leq(after - before, IDLE_WAKES_MAX,
+		      "the link thread woke %ld times in %u ms with a backlog "
+		      "and a consumer that reads nothing",
+		      after - before, IDLE_MS);
+	TU_ASSERT_RC(topo_post(s->sync, 'g'), 0);
+	/* No timer retries the backlog: only the consumer's word drains it. */
+	TU_ASSERT_RC(topo_wait(s->sync, TOPO_WAIT_MS), 'd');
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}
+
+static int take_one(cmesh_receiver *rx, enum take how, struct msg64 *m)
+{
+	int64_t deadline = topo_deadline();
+	int r;
+
+	if (how == TAKE_SLEEPING)
+		return cmesh_receiver_recv_deadline(rx, deadline, m, NULL, 0);
+	/* Never sleeps in the library: only try_recv, until a deadline. */
+	do {
+		r = cmesh_receiver_try_recv(rx, m, NULL, 0);
+	} while (r == -EAGAIN && cmesh_clock_now() < deadline);
+	return r;
+}
+
+static int idle_peer(cmesh_sender *tx, cmesh_receiver *rx,
+		     const struct topo_side *s)
+{
+	const enum take *how = s->arg;
+	struct msg64 m;
+
+	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'g');
+	for (uint64_t i = 0; i < COUNT; i++) {
+		TOPO_CHECK_EQ(take_one(rx, *how, &m), 0);
+		TOPO_CHECK(msg_ok(&m, i));
+	}
+	TOPO_CHECK_EQ(topo_post(s->sync, 'd'), 0);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	return 0;
+}
+
+static const enum take sleeping = TAKE_SLEEPING, polling = TAKE_POLLING;
+
+static const struct topo_scenario idle_sleeping = {
+	.down = &msg64_type,
+	.up = &msg64_type,
+	.ring_size = RING,
+	.driver = idle_driver,
+	.peer = idle_peer,
+	.arg = &sleeping,
+};
+
+static const struct topo_scenario idle_polling = {
+	.down = &msg64_type,
+	.up = &msg64_type,
+	.ring_size = RING,
+	.driver = idle_driver,
+	.peer = idle_peer,
+	.arg = &polling,
+};
+
+Test(backlog, a_stalled_consumer_costs_no_wakeups_and_a_sleeping_one_drains_it)
+{
+	topo_run(&idle_sleeping, TOPO_FORK);
+}
+
+Test(backlog, a_consumer_that_only_polls_drains_the_backlog_in_order)
+{
+	topo_run(&idle_polling, TOPO_FORK);
+}
+
+Test(backlog, the_backlog_drains_on_the_consumers_word_over_a_listener_too)
+{
+	topo_run(&idle_sleeping, TOPO_LISTEN);
+}
+
+/*
+ * Both directions spill at once and both sides read as they send: each
+ * side's consumer frees space for the other's backlog while its own
+ * producer waits for space; neither deadlocks, nothing is lost (each
+ * side receives all of the other's messages before it frees its ends).
+ */
+static void both_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			const struct topo_side *s)
+{
+	uint64_t sent = 0, got = 0;
+	struct msg64 m;
+
+	(void)s;
+	while (got < COUNT) {
+		int r;
+
+		if (sent < COUNT) {
+			m = msg_of(sent);
+			TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+			sent++;
+			if (sent % 97)
+				continue; /* send ahead: spill */
+		}
+		r = sent < COUNT ?
+			    cmesh_receiver_try_recv(rx, &m, NULL, 0) :
+			    cmesh_receiver_recv_deadline(rx, topo_deadline(),
+							 &m, NULL, 0);
+		if (r == -EAGAIN)
+			continue;
+		TU_ASSERT_RC(r, 0);
+		cr_assert(msg_ok(&m, got), "message %llu damaged or reordered",
+			  (unsigned long long)got);
+		got++;
+	}
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}
+
+static int both_peer(cmesh_sender *tx, cmesh_receiver *rx,
+		     const struct topo_side *s)
+{
+	uint64_t sent = 0, got = 0;
+	struct msg64 m;
+
+	(void)s;
+	while (got < COUNT || sent < COUNT) {
+		int r;
+
+		if (sent < COUNT) {
+			m = msg_of(sent);
+			TOPO_CHECK_EQ(cmesh_sender_send(tx, &m, NULL, 0), 0);
+			sent++;
+			if (sent % 89)
+				continue;
+		}
+		if (got == COUNT)
+			continue;
+		r = sent < COUNT ?
+			    cmesh_receiver_try_recv(rx, &m, NULL, 0) :
+			    cmesh_receiver_recv_deadline(rx, topo_deadline(),
+							 &m, NULL, 0);
+		if (r == -EAGAIN)
+			continue;
+		TOPO_CHECK_EQ(r, 0);
+		TOPO_CHECK(msg_ok(&m, got));
+		got++;
+	}
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	return 0;
+}
+
+static const struct topo_scenario both_ways = {
+	.down = &msg64_type,
+	.up = &msg64_type,
+	.ring_size = RING,
+	.driver = both_driver,
+	.peer = both_peer,
+};
+
+Test(backlog, both_directions_spilling_at_once_drain_each_other)
+{
+	topo_run(&both_ways, TOPO_FORK);
+}
+
+Test(backlog, both_directions_spilling_at_once_in_one_process)
+{
+	topo_run(&both_ways, TOPO_THREAD);
+}

@@ -313,24 +313,8 @@ static void child_main(bool pin)
 /* Parent: forks the child, which waits on the control socket. */
 static void start_child(bool pin)
 {
-	int sv[2];
-	pid_t pid;
-
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
-		bench_die("socketpair", errno);
-	fflush(stdout);
-	fflush(stderr);
-	pid = fork();
-	if (pid < 0)
-		bench_die("fork", errno);
-	if (pid == 0) {
-		close(sv[0]);
-		ctl_sock = sv[1];
+	if (bench_fork_pair(&ctl_sock) == 0)
 		child_main(pin);
-	}
-	bench_child_pid = pid;
-	close(sv[1]);
-	ctl_sock = sv[0];
 }
 
 /* Parent: tells the child to leave, reaps it. */

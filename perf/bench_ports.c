@@ -590,24 +590,13 @@ static void child_main(int sock, bool pin)
 static void start_child(bool pin)
 {
 	cmesh_node_opts o = CMESH_NODE_OPTS_INIT;
-	int sv[2], rc;
-	pid_t pid;
+	int sock, rc;
+	pid_t pid = bench_fork_pair(&sock);
 
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
-		bench_die("socketpair", errno);
-	fflush(stdout);
-	fflush(stderr);
-	pid = fork();
-	if (pid < 0)
-		bench_die("fork", errno);
-	if (pid == 0) {
-		close(sv[0]);
-		child_main(sv[1], pin);
-	}
-	bench_child_pid = pid;
-	close(sv[1]);
+	if (pid == 0)
+		child_main(sock, pin);
 	o.peer_pid = pid;
-	rc = cmesh_node_join_socket(sv[0], &request_type, &payload_type, &o,
+	rc = cmesh_node_join_socket(sock, &request_type, &payload_type, &o,
 				    &node, &link_tx, &link_rx);
 	if (rc < 0)
 		fail("cmesh_node_join_socket", rc);

@@ -17,6 +17,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -689,4 +690,23 @@ void bench_bad_arg(const char *a, void (*usage)(FILE *f))
 	fprintf(stderr, "%s: bad argument '%s'\n", bench_name, a);
 	usage(stderr);
 	exit(2);
+}
+
+pid_t bench_fork_pair(int *sock)
+{
+	int sv[2];
+	pid_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+		bench_die("socketpair", errno);
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	if (pid < 0)
+		bench_die("fork", errno);
+	close(sv[pid == 0 ? 0 : 1]);
+	*sock = sv[pid == 0 ? 1 : 0];
+	if (pid > 0)
+		bench_child_pid = pid;
+	return pid;
 }

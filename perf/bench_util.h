@@ -110,6 +110,13 @@ void bench_child_signals(const char *hung);
  */
 void bench_child_enter(pid_t parent);
 
+/*
+ * A SOCK_SEQPACKET socketpair, then fork() (stdio flushed first; dies on
+ * failure). Parent: returns the child's pid (also in bench_child_pid), its
+ * end in *sock. Child: returns 0, its end in *sock.
+ */
+pid_t bench_fork_pair(int *sock);
+
 /* Parent: waits for and clears bench_child_pid; returns its wait status. */
 int bench_child_wait(void);
 

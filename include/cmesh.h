@@ -8,6 +8,7 @@
 #include <cmesh/common.h>
 #include <cmesh/error.h>
 #include <cmesh/type.h>
+#include <cmesh/cancel.h>
 #include <cmesh/env.h>
 #include <cmesh/channel.h>
 #include <cmesh/oneshot.h>

@@ -5,6 +5,7 @@
  */
 #include "endpoint.h"
 
+#include "cancel.h"
 #include "env.h"
 #include "lane.h"
 #include "link.h"
@@ -230,6 +231,19 @@ int cmesh_sender_flush(cmesh_sender *tx, int64_t deadline)
 	return cmesh__queue_flush(tx->q, deadline);
 }
 
+int cmesh_sender_flush_ctx(cmesh_sender *tx, const cmesh_ctx *ctx)
+{
+	struct cmesh__ctx_scope sc;
+	int r;
+
+	if (!tx)
+		return -EINVAL;
+	r = cmesh__queue_flush(tx->q,
+			       cmesh__ctx_begin(ctx, CMESH_DEADLINE_NONE, &sc));
+	cmesh__ctx_end(&sc);
+	return r;
+}
+
 int cmesh_sender_send(cmesh_sender *tx, const void *msg, const void *trail,
 		      size_t trail_len)
 {
@@ -266,6 +280,20 @@ int cmesh__endpoint_recv(struct cmesh__queue *q, int64_t deadline,
 	return cmesh__queue_recv(q, deadline, out_msg, out_trail, cap);
 }
 
+int cmesh__endpoint_recv_ctx(struct cmesh__queue *q, const cmesh_ctx *ctx,
+			     void *out_msg, void *out_trail, size_t cap)
+{
+	struct cmesh__ctx_scope sc;
+	int r;
+
+	/* Every park below gives up once `ctx` is cancelled (park.h). */
+	r = cmesh__endpoint_recv(
+		q, cmesh__ctx_begin(ctx, CMESH_DEADLINE_NONE, &sc), out_msg,
+		out_trail, cap);
+	cmesh__ctx_end(&sc);
+	return r;
+}
+
 int cmesh_receiver_try_recv(cmesh_receiver *rx, void *out_msg, void *out_trail,
 			    size_t trail_cap)
 {
@@ -288,6 +316,13 @@ int cmesh_receiver_recv_deadline(cmesh_receiver *rx, int64_t deadline,
 {
 	return cmesh__endpoint_recv(rx ? rx->q : NULL, deadline, out_msg,
 				    out_trail, trail_cap);
+}
+
+int cmesh_receiver_recv_ctx(cmesh_receiver *rx, const cmesh_ctx *ctx,
+			    void *out_msg, void *out_trail, size_t trail_cap)
+{
+	return cmesh__endpoint_recv_ctx(rx ? rx->q : NULL, ctx, out_msg,
+					out_trail, trail_cap);
 }
 
 int cmesh_receiver_try_peek(cmesh_receiver *rx)

@@ -61,6 +61,10 @@ int cmesh__endpoint_remote_pair(const cmesh_type *out_type,
 int cmesh__endpoint_recv(struct cmesh__queue *q, int64_t deadline,
 			 void *out_msg, void *out_trail, size_t cap);
 
+/* The same for as long as `ctx` lasts (NULL: no limit). */
+int cmesh__endpoint_recv_ctx(struct cmesh__queue *q, const cmesh_ctx *ctx,
+			     void *out_msg, void *out_trail, size_t cap);
+
 /* A handle (of any kind) on `q`, which it then holds; NULL: no memory. */
 void *cmesh__endpoint_handle_new(struct cmesh__queue *q);
 

@@ -30,6 +30,7 @@
 
 #include "hint.h"
 #include "link.h"
+#include "park.h"
 #include "type.h"
 #include "wake.h"
 
@@ -384,11 +385,15 @@ int cmesh__lane_flush(struct cmesh__lane *ln, int64_t deadline)
 			return f;
 		if (!cmesh__lane_flush_spill(ln))
 			return 0;
+		f = cmesh__park_cancelled(); /* its context ended (park.h) */
+		if (f)
+			return f;
 		now = cmesh_clock_now();
 		if (now >= deadline)
 			return -ETIMEDOUT;
-		left = deadline - now < FLUSH_POLL_NS ? deadline - now :
-							FLUSH_POLL_NS;
+		left = cmesh__park_nap_cap(deadline) - now;
+		if (left > FLUSH_POLL_NS)
+			left = FLUSH_POLL_NS;
 		ts.tv_sec = 0;
 		ts.tv_nsec = left;
 		nanosleep(&ts, NULL);

@@ -175,8 +175,9 @@ static int nap(struct cmesh__lane *ln, int64_t deadline)
 		return 0;
 	if (until > deadline)
 		until = deadline;
-	(void)cmesh__park_wait((_Atomic uint32_t *)&ln->self_wakes, self,
-			       until);
+	if (cmesh__park_wait((_Atomic uint32_t *)&ln->self_wakes, self,
+			     until) == -ECANCELED)
+		return -ECANCELED;
 	return until == deadline && cmesh_clock_now() >= deadline ? -ETIMEDOUT :
 								    0;
 }
@@ -197,10 +198,11 @@ static int sleep_polling(struct cmesh__lane *ln, int64_t deadline)
 	drain_wakes(ln);
 	/* The wake backend (io_uring or epoll) waits on our wake fds. */
 	if (!cmesh__lane_ready(ln) &&
-	    cmesh__wake_run(ln->sleeper, deadline) == 0)
+	    cmesh__wake_run(ln->sleeper, cmesh__park_nap_cap(deadline)) == 0 &&
+	    cmesh_clock_now() >= deadline)
 		r = -ETIMEDOUT;
 	set_mode(ln, CMESH_SHM_WAKE_POLL, false);
-	return r;
+	return r ? r : cmesh__park_cancelled();
 }
 
 int cmesh__lane_sleep(struct cmesh__lane *ln, int64_t deadline)

@@ -5,6 +5,7 @@
  */
 #include "node.h"
 
+#include "cancel.h"
 #include "ctl.h"
 #include "endpoint.h"
 #include "env.h"
@@ -183,6 +184,19 @@ int cmesh_node_flush(cmesh_node *node, int64_t deadline)
 	if (!node)
 		return -EINVAL;
 	return cmesh__link_flush(node->link, deadline);
+}
+
+int cmesh_node_flush_ctx(cmesh_node *node, const cmesh_ctx *ctx)
+{
+	struct cmesh__ctx_scope sc;
+	int r;
+
+	if (!node)
+		return -EINVAL;
+	r = cmesh__link_flush(node->link,
+			      cmesh__ctx_begin(ctx, CMESH_DEADLINE_NONE, &sc));
+	cmesh__ctx_end(&sc);
+	return r;
 }
 
 int cmesh_node_close(cmesh_node *node, int64_t deadline)

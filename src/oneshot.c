@@ -95,6 +95,13 @@ int cmesh_oneshot_recv_deadline(cmesh_oneshot_receiver *rx, int64_t deadline,
 				    out_trail, trail_cap);
 }
 
+int cmesh_oneshot_recv_ctx(cmesh_oneshot_receiver *rx, const cmesh_ctx *ctx,
+			   void *out_msg, void *out_trail, size_t trail_cap)
+{
+	return cmesh__endpoint_recv_ctx(rx ? rx->q : NULL, ctx, out_msg,
+					out_trail, trail_cap);
+}
+
 void cmesh_oneshot_receiver_free(cmesh_oneshot_receiver *rx)
 {
 	if (!rx)

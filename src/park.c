@@ -18,6 +18,7 @@
 #include <linux/membarrier.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -57,8 +58,37 @@ static int abs_timeout(int64_t deadline, struct timespec *ts,
 	return 0;
 }
 
-int cmesh__park_wait(_Atomic uint32_t *word, uint32_t expected,
-		     int64_t deadline)
+/* The calling thread's cancellation context (cmesh__ctx_begin()). */
+static _Thread_local const struct cmesh__park_cancel *tl_cancel;
+
+/* Waits on the context's word too: 1 ms naps where that cannot be. */
+#define CANCEL_NAP_NS 1000000
+
+void cmesh__park_set_cancel(const struct cmesh__park_cancel *c)
+{
+	tl_cancel = c;
+}
+
+int cmesh__park_cancelled(void)
+{
+	const struct cmesh__park_cancel *c = tl_cancel;
+
+	return c && atomic_load_explicit(c->ended, memory_order_acquire) ?
+		       -ECANCELED :
+		       0;
+}
+
+int64_t cmesh__park_nap_cap(int64_t deadline)
+{
+	int64_t cap;
+
+	if (!tl_cancel)
+		return deadline;
+	cap = cmesh_clock_now() + CANCEL_NAP_NS;
+	return cap < deadline ? cap : deadline;
+}
+
+static int wait_one(_Atomic uint32_t *word, uint32_t expected, int64_t deadline)
 {
 	struct timespec ts, *tsp;
 	long r;
@@ -72,6 +102,24 @@ int cmesh__park_wait(_Atomic uint32_t *word, uint32_t expected,
 	if (r == -1 && errno == ETIMEDOUT)
 		return -ETIMEDOUT;
 	return 0; /* woken, EAGAIN (value changed) or EINTR: re-check */
+}
+
+int cmesh__park_wait(_Atomic uint32_t *word, uint32_t expected,
+		     int64_t deadline)
+{
+	struct cmesh__park_word w = { word, expected, false };
+	int r;
+
+	if (!tl_cancel)
+		return wait_one(word, expected, deadline);
+	r = cmesh__park_waitn(&w, 1, deadline);
+	if (r != -ENOSYS)
+		return r;
+	/* No futex_waitv: nap, and look at the context after each. */
+	r = wait_one(word, expected, cmesh__park_nap_cap(deadline));
+	if (cmesh__park_cancelled())
+		return -ECANCELED;
+	return r == -ETIMEDOUT && cmesh_clock_now() < deadline ? 0 : r;
 }
 
 void cmesh__park_wake(_Atomic uint32_t *word)
@@ -101,8 +149,8 @@ struct park_waitv {
 	uint32_t reserved;
 };
 
-int cmesh__park_waitn(const struct cmesh__park_word *words, uint32_t n,
-		      int64_t deadline)
+static int waitn(const struct cmesh__park_word *words, uint32_t n,
+		 int64_t deadline)
 {
 	struct park_waitv w[CMESH__PARK_WAITN_MAX];
 	struct timespec ts, *tsp;
@@ -131,6 +179,29 @@ int cmesh__park_waitn(const struct cmesh__park_word *words, uint32_t n,
 	 * make a blocking receive spin; the caller sleeps another way.
 	 */
 	return -ENOSYS;
+}
+
+int cmesh__park_waitn(const struct cmesh__park_word *words, uint32_t n,
+		      int64_t deadline)
+{
+	const struct cmesh__park_cancel *c = tl_cancel;
+	struct cmesh__park_word w[CMESH__PARK_WAITN_MAX];
+	int r;
+
+	if (!c)
+		return waitn(words, n, deadline);
+	if (n == 0 || n >= CMESH__PARK_WAITN_MAX)
+		return -EINVAL;
+	memcpy(w, words, n * sizeof(*w));
+	/* The word before `ended`: a cancel after this load changes it. */
+	w[n] = (struct cmesh__park_word){
+		c->word, atomic_load_explicit(c->word, memory_order_acquire),
+		false
+	};
+	if (cmesh__park_cancelled())
+		return -ECANCELED;
+	r = waitn(w, n + 1, deadline);
+	return cmesh__park_cancelled() ? -ECANCELED : r;
 }
 
 int cmesh__park_wait2(const _Atomic uint32_t *shared, uint32_t shared_val,

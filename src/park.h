@@ -15,7 +15,8 @@
  * Sleeps while *word == expected, until woken or until `deadline`
  * (CLOCK_MONOTONIC ns, CMESH_DEADLINE_NONE for none). Returns 0 when woken
  * or when the word already differs (callers re-check their condition: a
- * spurious return is allowed), -ETIMEDOUT once the deadline passed.
+ * spurious return is allowed), -ETIMEDOUT once the deadline passed, or
+ * -ECANCELED (the thread's context ended, below).
  */
 int cmesh__park_wait(_Atomic uint32_t *word, uint32_t expected,
 		     int64_t deadline);
@@ -51,8 +52,9 @@ struct cmesh__park_word {
 
 /*
  * Sleeps until one of `n` words differs from its value, a wake, or
- * `deadline`: 0 (look again), -ETIMEDOUT, -EINVAL (n out of range) or
- * -ENOSYS (futex_waitv absent or refused: sleep another way).
+ * `deadline`: 0 (look again), -ETIMEDOUT, -EINVAL (n out of range),
+ * -ECANCELED or -ENOSYS (futex_waitv absent or refused: sleep another
+ * way). With a context set (below), n may be CMESH__PARK_WAITN_MAX - 1.
  */
 int cmesh__park_waitn(const struct cmesh__park_word *words, uint32_t n,
 		      int64_t deadline);
@@ -60,6 +62,31 @@ int cmesh__park_waitn(const struct cmesh__park_word *words, uint32_t n,
 int cmesh__park_wait2(const _Atomic uint32_t *shared, uint32_t shared_val,
 		      const _Atomic uint32_t *own, uint32_t own_val,
 		      int64_t deadline);
+
+/*
+ * A cancellation context's words (cancel.c): `word` changes when it ends,
+ * `ended` is non-zero once it has. While a thread has one set, each park
+ * below also wakes when `word` changes and returns -ECANCELED once
+ * `ended` is set (checked before it sleeps and after), whatever it waits
+ * for: a blocking call with a context gives up wherever it sleeps.
+ * Without futex_waitv the waits nap 1 ms at a time instead.
+ */
+struct cmesh__park_cancel {
+	_Atomic uint32_t *word;
+	const _Atomic uint32_t *ended;
+};
+
+/* Sets (or with NULL clears) the calling thread's context. */
+void cmesh__park_set_cancel(const struct cmesh__park_cancel *c);
+
+/* -ECANCELED if the calling thread's context has ended, else 0. */
+int cmesh__park_cancelled(void);
+
+/*
+ * For a wait that no futex word can end (poll, nanosleep): `deadline`,
+ * or 1 ms from now if that is earlier and the thread has a context.
+ */
+int64_t cmesh__park_nap_cap(int64_t deadline);
 
 /* Spin-wait hint for busy loops (pause on x86). Inline: no call per poll. */
 static inline void cmesh__park_pause(void)

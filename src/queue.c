@@ -901,6 +901,8 @@ static __attribute__((noinline)) int recv_slow(struct cmesh__queue *q,
 		r = try_recv(q, out_msg, out_trail, cap, pin);
 		if (r != -EAGAIN)
 			return r;
+		if (unlikely(cmesh__park_cancelled()))
+			return -ECANCELED; /* its context ended: no wait */
 		if (!spun) {
 			spun = true;
 			spin(q, q->spin_ns, deadline);
@@ -908,9 +910,12 @@ static __attribute__((noinline)) int recv_slow(struct cmesh__queue *q,
 		}
 		if (cmesh_clock_now() >= deadline)
 			return -ETIMEDOUT;
-		if (sleep_until(q, deadline) == -ETIMEDOUT) {
+		r = sleep_until(q, deadline);
+		if (r == -ETIMEDOUT || r == -ECANCELED) {
+			int e = r;
+
 			r = try_recv(q, out_msg, out_trail, cap, pin);
-			return r == -EAGAIN ? -ETIMEDOUT : r;
+			return r == -EAGAIN ? e : r;
 		}
 	}
 }

@@ -320,7 +320,8 @@ int cmesh__queue_xl_sleep(struct cmesh__queue *q, int64_t deadline)
 	if (merge(q))
 		return 0;
 	atomic_fetch_or_explicit(&q->state, ST_RX_SLEEP, memory_order_seq_cst);
-	n = cmesh__lane_polling() ? 0 : wait_words(q, w, CMESH__PARK_WAITN_MAX);
+	n = cmesh__lane_polling() ? 0 :
+				    wait_words(q, w, CMESH__PARK_WAITN_MAX - 1);
 	mark_lanes(q, true);
 	/* Dekker with local producers (queue.c) and each lane's (lane.c). */
 	if (cmesh__fence_heavy()) {

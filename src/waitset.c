@@ -19,6 +19,7 @@
  */
 #include "waitset.h"
 
+#include "cancel.h"
 #include "ctl.h"
 #include "endpoint.h"
 #include "lane.h"
@@ -416,13 +417,19 @@ int cmesh_waitset_try_wait(cmesh_waitset *ws, uint64_t *out_key)
 	return r;
 }
 
-int cmesh_waitset_wait(cmesh_waitset *ws, int64_t deadline, uint64_t *out_key)
+/* A context's cancel makes the waitset's fd readable. */
+static void on_cancel(void *arg)
+{
+	cmesh__waitset_signal(arg);
+}
+
+/* Waits until a member is ready, `deadline`, or `ctx` is cancelled. */
+static int wait_until(cmesh_waitset *ws, int64_t deadline, const cmesh_ctx *ctx,
+		      uint64_t *out_key)
 {
 	struct pollfd pfd;
 	int r;
 
-	if (!ws || !out_key)
-		return -EINVAL;
 	pfd.fd = ws->epfd;
 	pfd.events = POLLIN;
 	for (;;) {
@@ -432,6 +439,8 @@ int cmesh_waitset_wait(cmesh_waitset *ws, int64_t deadline, uint64_t *out_key)
 		r = cmesh_waitset_try_wait(ws, out_key);
 		if (r != -EAGAIN)
 			return r;
+		if (ctx && cmesh_ctx_check(ctx) == -ECANCELED)
+			return -ECANCELED;
 		if (deadline != CMESH_DEADLINE_NONE) {
 			left = deadline - cmesh_clock_now();
 			if (left <= 0)
@@ -443,6 +452,30 @@ int cmesh_waitset_wait(cmesh_waitset *ws, int64_t deadline, uint64_t *out_key)
 		if (ppoll(&pfd, 1, tsp, NULL) < 0 && errno != EINTR)
 			return -errno;
 	}
+}
+
+int cmesh_waitset_wait(cmesh_waitset *ws, int64_t deadline, uint64_t *out_key)
+{
+	if (!ws || !out_key)
+		return -EINVAL;
+	return wait_until(ws, deadline, NULL, out_key);
+}
+
+int cmesh_waitset_wait_ctx(cmesh_waitset *ws, const cmesh_ctx *ctx,
+			   uint64_t *out_key)
+{
+	struct cmesh__ctx_watcher w = { .fn = on_cancel, .arg = ws };
+	int r;
+
+	if (!ws || !out_key)
+		return -EINVAL;
+	if (!ctx)
+		return wait_until(ws, CMESH_DEADLINE_NONE, NULL, out_key);
+	/* The waitset polls its fd, no futex: the cancel signals it. */
+	cmesh__ctx_watch(ctx, &w);
+	r = wait_until(ws, cmesh_ctx_deadline(ctx), ctx, out_key);
+	cmesh__ctx_unwatch(&w);
+	return r;
 }
 
 int cmesh_waitset_fd(const cmesh_waitset *ws)

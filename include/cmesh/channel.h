@@ -25,6 +25,7 @@
 #ifndef CMESH_CHANNEL_H
 #define CMESH_CHANNEL_H
 
+#include <cmesh/cancel.h>
 #include <cmesh/common.h>
 #include <cmesh/type.h>
 
@@ -115,6 +116,12 @@ CMESH_API int cmesh_sender_send(cmesh_sender *tx, const void *msg,
 CMESH_API int cmesh_sender_flush(cmesh_sender *tx, int64_t deadline);
 
 /*
+ * As cmesh_sender_flush(), for as long as `ctx` lasts (NULL: no limit):
+ * -ETIMEDOUT at its deadline, -ECANCELED once it is cancelled.
+ */
+CMESH_API int cmesh_sender_flush_ctx(cmesh_sender *tx, const cmesh_ctx *ctx);
+
+/*
  * As cmesh_sender_send(), but never queues beyond the receiver's ring:
  * when the message does not go into it at once (the ring is full, or
  * earlier messages of this process still wait behind it, or the channel
@@ -152,12 +159,16 @@ CMESH_API const cmesh_type *cmesh_receiver_type(const cmesh_receiver *rx);
  * owns the message's resources. Returns the number of trailing bytes, or:
  *   -EAGAIN    (try_recv) nothing ready;
  *   -ETIMEDOUT (recv_deadline) `deadline` (CLOCK_MONOTONIC ns) passed;
+ *              (recv_ctx) the context's deadline passed;
+ *   -ECANCELED (recv_ctx) the context was cancelled (cmesh/cancel.h);
  *   -EPIPE     every sender is gone and everything sent was received;
  *   -EMSGSIZE  the trailing bytes exceed trail_cap: nothing is consumed,
  *              cmesh_receiver_try_peek() tells the size;
  *   -EINVAL    bad argument.
- * recv waits without limit. A waiting receiver spins for the channel's spin
- * time, then sleeps until a sender wakes it.
+ * recv waits without limit; recv_ctx as long as `ctx` lasts (NULL: no
+ * limit), taking a message that is ready even once it has ended. A waiting
+ * receiver spins for the channel's spin time, then sleeps until a sender
+ * (or a cancel) wakes it.
  */
 CMESH_API int cmesh_receiver_try_recv(cmesh_receiver *rx, void *out_msg,
 				      void *out_trail, size_t trail_cap);
@@ -166,6 +177,9 @@ CMESH_API int cmesh_receiver_recv(cmesh_receiver *rx, void *out_msg,
 CMESH_API int cmesh_receiver_recv_deadline(cmesh_receiver *rx, int64_t deadline,
 					   void *out_msg, void *out_trail,
 					   size_t trail_cap);
+CMESH_API int cmesh_receiver_recv_ctx(cmesh_receiver *rx, const cmesh_ctx *ctx,
+				      void *out_msg, void *out_trail,
+				      size_t trail_cap);
 
 /*
  * Trailing-byte count of the next message without consuming it, or -EAGAIN
@@ -175,8 +189,8 @@ CMESH_API int cmesh_receiver_try_peek(cmesh_receiver *rx);
 
 /*
  * Typed wrappers without trailing bytes. CMESH_CHANNEL_PROTOTYPE(ping,
- * struct ping) emits ping_send(), ping_try_recv(), ping_recv() and
- * ping_recv_deadline() taking `struct ping *`.
+ * struct ping) emits ping_send(), ping_try_recv(), ping_recv(),
+ * ping_recv_deadline() and ping_recv_ctx() taking `struct ping *`.
  */
 #define CMESH_CHANNEL_PROTOTYPE(name, T)                                       \
 	static inline int name##_send(cmesh_sender *tx, const T *msg)          \
@@ -196,6 +210,11 @@ CMESH_API int cmesh_receiver_try_peek(cmesh_receiver *rx);
 	{                                                                      \
 		return cmesh_receiver_recv_deadline(rx, deadline, out, NULL,   \
 						    0);                        \
+	}                                                                      \
+	static inline int name##_recv_ctx(cmesh_receiver *rx,                  \
+					  const cmesh_ctx *ctx, T *out)        \
+	{                                                                      \
+		return cmesh_receiver_recv_ctx(rx, ctx, out, NULL, 0);         \
 	}
 
 CMESH_END_DECLS

@@ -146,6 +146,9 @@ CMESH_API pid_t cmesh_node_pid(const cmesh_node *node);
  */
 CMESH_API int cmesh_node_flush(cmesh_node *node, int64_t deadline);
 
+/* As cmesh_node_flush(), for as long as `ctx` lasts (cmesh/cancel.h). */
+CMESH_API int cmesh_node_flush_ctx(cmesh_node *node, const cmesh_ctx *ctx);
+
 /*
  * Drops this handle on the link. The link stays up while channels on it are
  * open; when the last is freed the socket closes (once a backlog still

@@ -9,6 +9,7 @@
 #ifndef CMESH_ONESHOT_H
 #define CMESH_ONESHOT_H
 
+#include <cmesh/cancel.h>
 #include <cmesh/common.h>
 #include <cmesh/type.h>
 
@@ -43,8 +44,9 @@ CMESH_API int cmesh_oneshot_sender_is_closed(const cmesh_oneshot_sender *tx);
 
 /*
  * Receives the value, as cmesh_receiver_*recv*: returns the trailing-byte
- * count, or -EAGAIN, -ETIMEDOUT, -EPIPE (sender freed without sending, or
- * the value was already received), -EMSGSIZE, -EINVAL.
+ * count, or -EAGAIN, -ETIMEDOUT, -ECANCELED (recv_ctx), -EPIPE (sender
+ * freed without sending, or the value was already received), -EMSGSIZE,
+ * -EINVAL.
  */
 CMESH_API int cmesh_oneshot_try_recv(cmesh_oneshot_receiver *rx, void *out_msg,
 				     void *out_trail, size_t trail_cap);
@@ -53,6 +55,9 @@ CMESH_API int cmesh_oneshot_recv(cmesh_oneshot_receiver *rx, void *out_msg,
 CMESH_API int cmesh_oneshot_recv_deadline(cmesh_oneshot_receiver *rx,
 					  int64_t deadline, void *out_msg,
 					  void *out_trail, size_t trail_cap);
+CMESH_API int cmesh_oneshot_recv_ctx(cmesh_oneshot_receiver *rx,
+				     const cmesh_ctx *ctx, void *out_msg,
+				     void *out_trail, size_t trail_cap);
 
 /* Frees the receiver (a pending value's resources are released). */
 CMESH_API void cmesh_oneshot_receiver_free(cmesh_oneshot_receiver *rx);

@@ -56,10 +56,14 @@ CMESH_API int cmesh_waitset_remove_oneshot(cmesh_waitset *ws,
 /*
  * Waits until a member is ready and stores its key in *out_key. Members are
  * scanned round-robin so a busy one cannot starve the others. Returns 0,
- * -ETIMEDOUT (deadline passed), -EAGAIN (try_wait: nothing ready), -EINVAL.
+ * -ETIMEDOUT (deadline passed; wait_ctx: the context's), -ECANCELED
+ * (wait_ctx: the context was cancelled), -EAGAIN (try_wait: nothing
+ * ready), -EINVAL. wait_ctx with a NULL context waits without limit.
  */
 CMESH_API int cmesh_waitset_wait(cmesh_waitset *ws, int64_t deadline,
 				 uint64_t *out_key);
+CMESH_API int cmesh_waitset_wait_ctx(cmesh_waitset *ws, const cmesh_ctx *ctx,
+				     uint64_t *out_key);
 CMESH_API int cmesh_waitset_try_wait(cmesh_waitset *ws, uint64_t *out_key);
 
 /* The waitset's fd, borrowed: valid until cmesh_waitset_free(). */

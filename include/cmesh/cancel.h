@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmesh/cancel.h - cancellation contexts with deadlines.
+ *
+ * A context (cmesh_ctx) tells a blocking call when to give up: once it is
+ * cancelled (-ECANCELED) or once its deadline passes (-ETIMEDOUT).
+ * Contexts form a tree: a child ends when its parent does, and its
+ * deadline is the earlier of its own and its parent's. A canceller
+ * (cmesh_cancel) cancels the context it was made with, and with it every
+ * descendant; freeing the canceller cancels too, so a context whose
+ * canceller is gone never waits forever.
+ *
+ * Every blocking cmesh call has a form that takes a context (the _ctx
+ * functions, e.g. cmesh_receiver_recv_ctx()). A NULL context means none:
+ * the call waits as long as it has to. A call whose context has already
+ * ended still takes what is ready at once (a message, a value), as a call
+ * with a past deadline does; only a wait is cut short.
+ *
+ * No thread watches deadlines: a waiting call sleeps until the earlier of
+ * its deadlines, and a cancel wakes the threads waiting on the context
+ * (and its descendants) through the futex words they already sleep on.
+ *
+ * Handles: each cmesh_ctx is owned by whoever made it and freed with
+ * cmesh_ctx_free(); a clone is another handle on the same context. The
+ * functions here may be called from any thread, on any handle, at any
+ * time (a cancel while another thread waits on the context is the point).
+ * None blocks but cmesh_ctx_wait().
+ */
+#ifndef CMESH_CANCEL_H
+#define CMESH_CANCEL_H
+
+#include <cmesh/common.h>
+
+CMESH_BEGIN_DECLS
+
+typedef struct cmesh_ctx cmesh_ctx;
+typedef struct cmesh_cancel cmesh_cancel;
+
+/*
+ * A root context: never cancelled, no deadline. 0, -EINVAL (NULL out),
+ * -ENOMEM.
+ */
+CMESH_API int cmesh_ctx_new(cmesh_ctx **out);
+
+/*
+ * A child of `parent` (NULL: a new root) and the canceller that cancels
+ * it. A child of a context that has ended starts cancelled. 0, -EINVAL,
+ * -ENOMEM (then nothing is made).
+ */
+CMESH_API int cmesh_ctx_with_cancel(const cmesh_ctx *parent, cmesh_ctx **out,
+				    cmesh_cancel **out_cancel);
+
+/*
+ * A child of `parent` (NULL: a new root) whose deadline is the earlier of
+ * `deadline` (CLOCK_MONOTONIC ns, as cmesh_clock_now(); CMESH_DEADLINE_NONE:
+ * none) and its parent's. The _timeout form takes `timeout_ns` from now
+ * (0: already past). 0, -EINVAL (NULL out, a negative timeout), -ENOMEM.
+ */
+CMESH_API int cmesh_ctx_with_deadline(const cmesh_ctx *parent, int64_t deadline,
+				      cmesh_ctx **out);
+CMESH_API int cmesh_ctx_with_timeout(const cmesh_ctx *parent,
+				     int64_t timeout_ns, cmesh_ctx **out);
+
+/* Another handle on the same context. 0, -EINVAL, -ENOMEM. */
+CMESH_API int cmesh_ctx_clone(const cmesh_ctx *ctx, cmesh_ctx **out);
+
+/*
+ * Frees a handle. Its children live on (they keep what they need of it)
+ * and are still cancelled with it. NULL is a no-op.
+ */
+CMESH_API void cmesh_ctx_free(cmesh_ctx *ctx);
+
+/*
+ * 0 while the context lasts, -ECANCELED once it (or an ancestor) was
+ * cancelled, else -ETIMEDOUT once its deadline passed. -EINVAL for NULL.
+ */
+CMESH_API int cmesh_ctx_check(const cmesh_ctx *ctx);
+
+/* The context's deadline, or CMESH_DEADLINE_NONE (also for NULL). */
+CMESH_API int64_t cmesh_ctx_deadline(const cmesh_ctx *ctx);
+
+/*
+ * Blocks until the context ends: returns -ECANCELED or -ETIMEDOUT (at
+ * once if it has ended), -EINVAL for NULL.
+ */
+CMESH_API int cmesh_ctx_wait(const cmesh_ctx *ctx);
+
+/*
+ * Cancels the canceller's context and every descendant, waking whoever
+ * waits on them. Idempotent. NULL is a no-op.
+ */
+CMESH_API void cmesh_cancel_fire(cmesh_cancel *cancel);
+
+/* Cancels (as cmesh_cancel_fire()) and frees the canceller. NULL: no-op. */
+CMESH_API void cmesh_cancel_free(cmesh_cancel *cancel);
+
+CMESH_END_DECLS
+
+#endif

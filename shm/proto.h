@@ -29,6 +29,10 @@
  *   SPACE   a consumer freed the space a producer of the receiver asked
  *           for (shm/ring.h, signal line's space_at): the receiver's link
  *           moves its backlogs into their rings. Only a header; no fds.
+ *   CANCEL  a context the sender gave (a CTX port, id) was cancelled: the
+ *           receiver cancels what stands for it (struct cmesh_ctl_end).
+ *   CTXDROP the receiver of a CTX port is done with it (every handle on
+ *           it freed, or its message dropped): the sender forgets its id.
  *
  * Lanes. A link carries any number of lanes (one direction of one
  * channel each). A lane id is a 32-bit number chosen by the side that
@@ -55,7 +59,7 @@
 #include <stdint.h>
 
 #define CMESH_PROTO_MAGIC 0x48534d43u /* "CMSH" */
-#define CMESH_PROTO_VERSION 6u
+#define CMESH_PROTO_VERSION 7u
 
 #define CMESH_CTL_HELLO 1u
 #define CMESH_CTL_ATTACH 2u
@@ -64,6 +68,8 @@
 #define CMESH_CTL_WAKESOCK 5u
 #define CMESH_CTL_WAKECLOSE 6u
 #define CMESH_CTL_SPACE 7u
+#define CMESH_CTL_CANCEL 8u
+#define CMESH_CTL_CTXDROP 9u
 
 /* Index of a 64-byte line in an arena's control region. */
 #define CMESH_PROTO_LINE_HEAD 0u
@@ -133,6 +139,15 @@ static_assert(offsetof(struct cmesh_ctl_attach, nfds) == 28, "attach nfds");
 /* Port descriptor kinds: what the endpoint does on its new lane. */
 #define CMESH_PORT_WRITE 1u /* a sender: the arena is the consumer's half */
 #define CMESH_PORT_READ 2u  /* a receiver: the arena is the producer's half */
+/*
+ * A cancellation context: no lane, no fd, no LANE answer. ring_cap 0;
+ * arena_size the ns left to its deadline when it was sent (UINT64_MAX:
+ * none; a deadline crosses as time left, not as a clock reading); id 0
+ * for one that cannot be cancelled from the sender's side (or ENDED),
+ * else a number the sender has not given before on this link, larger
+ * than each before it, which its CANCEL and the receiver's CTXDROP name.
+ */
+#define CMESH_PORT_CTX 3u
 
 /*
  * A port: an endpoint that crossed the link. The receiver answers each
@@ -155,6 +170,9 @@ struct cmesh_ctl_port {
  * failed. No lane, no fd, no answer: id, ring_cap and arena_size are 0.
  */
 #define CMESH_PORT_F_FAILED 1u
+
+/* A CTX port's context had been cancelled: it arrives cancelled (id 0). */
+#define CMESH_PORT_F_ENDED 2u
 
 static_assert(sizeof(struct cmesh_ctl_port) == 24, "port size");
 
@@ -181,6 +199,7 @@ struct cmesh_ctl_end {
 };
 
 static_assert(sizeof(struct cmesh_ctl_end) == 24, "end size");
+/* CANCEL and CTXDROP have the layout of END; `id` names a CTX port. */
 
 /* Record flags. */
 #define CMESH_REC_F_ATTACH 1u /* fds/ports in the ATTACH numbered attach_seq */

@@ -32,10 +32,13 @@
 
 struct node {
 	_Atomic uint32_t refs;
-	_Atomic uint32_t word;	/* a futex: incremented when it ends */
-	_Atomic uint32_t ended; /* 1 once cancelled */
-	int64_t deadline;	/* the earliest on the path to the root */
-	struct node *parent;	/* a reference, or NULL */
+	_Atomic uint32_t word;	    /* a futex: incremented when it ends */
+	_Atomic uint32_t ended;	    /* 1 once cancelled */
+	int64_t deadline;	    /* the earliest on the path to the root */
+	bool cancellable;	    /* a canceller made it or an ancestor */
+	struct node *parent;	    /* a reference, or NULL */
+	void (*on_free)(void *arg); /* a context from another process */
+	void *free_arg;
 	/* Under tree_lock. */
 	struct node *kids, *next_kid, **pprev_kid;
 	struct cmesh__ctx_watcher *watchers;
@@ -69,6 +72,8 @@ static void node_unref(struct node *n)
 				n->next_kid->pprev_kid = n->pprev_kid;
 			pthread_mutex_unlock(&tree_lock);
 		}
+		if (n->on_free)
+			n->on_free(n->free_arg);
 		free(n);
 		n = parent; /* drop the reference n held */
 	}
@@ -133,6 +138,7 @@ static struct node *node_new(struct node *parent, int64_t deadline)
 		return n;
 	if (parent->deadline < n->deadline)
 		n->deadline = parent->deadline;
+	n->cancellable = parent->cancellable;
 	node_ref(parent);
 	n->parent = parent;
 	pthread_mutex_lock(&tree_lock);
@@ -185,6 +191,7 @@ int cmesh_ctx_with_cancel(const cmesh_ctx *parent, cmesh_ctx **out,
 		return -ENOMEM;
 	}
 	node_ref(c->n);
+	c->n->cancellable = true; /* before anyone else sees it */
 	k->n = c->n;
 	*out = c;
 	*out_cancel = k;
@@ -331,4 +338,62 @@ void cmesh__ctx_unwatch(struct cmesh__ctx_watcher *w)
 	if (w->next)
 		w->next->pprev = w->pprev;
 	pthread_mutex_unlock(&tree_lock);
+}
+
+/* ---- nodes of contexts that cross a link (link_ctx.c) ---- */
+
+bool cmesh__ctx_cancellable(const cmesh_ctx *ctx)
+{
+	return ctx->n->cancellable;
+}
+
+bool cmesh__ctx_ended(const cmesh_ctx *ctx)
+{
+	return atomic_load_explicit(&ctx->n->ended, memory_order_acquire);
+}
+
+struct cmesh__ctx_node *cmesh__ctx_node_new(int64_t deadline, bool ended,
+					    void (*on_free)(void *arg),
+					    void *arg)
+{
+	struct node *n = node_new(NULL, deadline);
+
+	if (!n)
+		return NULL;
+	n->cancellable = true; /* by its origin, through the link */
+	atomic_store_explicit(&n->ended, ended, memory_order_relaxed);
+	n->on_free = on_free;
+	n->free_arg = arg;
+	return (struct cmesh__ctx_node *)n;
+}
+
+bool cmesh__ctx_node_tryref(struct cmesh__ctx_node *cn)
+{
+	struct node *n = (struct node *)cn;
+	uint32_t r = atomic_load_explicit(&n->refs, memory_order_relaxed);
+
+	do {
+		if (!r)
+			return false; /* being freed */
+	} while (!atomic_compare_exchange_weak_explicit(&n->refs, &r, r + 1,
+							memory_order_relaxed,
+							memory_order_relaxed));
+	return true;
+}
+
+void cmesh__ctx_node_unref(struct cmesh__ctx_node *cn)
+{
+	node_unref((struct node *)cn);
+}
+
+void cmesh__ctx_node_cancel(struct cmesh__ctx_node *cn)
+{
+	pthread_mutex_lock(&tree_lock);
+	cancel_locked((struct node *)cn);
+	pthread_mutex_unlock(&tree_lock);
+}
+
+cmesh_ctx *cmesh__ctx_node_handle(struct cmesh__ctx_node *cn)
+{
+	return handle_of((struct node *)cn);
 }

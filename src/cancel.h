@@ -44,4 +44,35 @@ struct cmesh__ctx_watcher {
 void cmesh__ctx_watch(const cmesh_ctx *ctx, struct cmesh__ctx_watcher *w);
 void cmesh__ctx_unwatch(struct cmesh__ctx_watcher *w);
 
+/*
+ * Contexts that cross a link (link_ctx.c). A context that can never be
+ * cancelled (no canceller made it or an ancestor) needs no link state:
+ * only its deadline crosses.
+ */
+bool cmesh__ctx_cancellable(const cmesh_ctx *ctx);
+bool cmesh__ctx_ended(const cmesh_ctx *ctx);
+
+/* A context's node, for the link that stands for its canceller. */
+struct cmesh__ctx_node;
+
+/*
+ * A new root node (one reference, the caller's) that only a cancel of the
+ * node ends, or its deadline; ended from the start if `ended`. `on_free`
+ * runs with `arg` once its last reference is gone (on that thread, no
+ * lock held). NULL without memory.
+ */
+struct cmesh__ctx_node *cmesh__ctx_node_new(int64_t deadline, bool ended,
+					    void (*on_free)(void *arg),
+					    void *arg);
+
+/* Takes a reference unless the node is being freed (then false). */
+bool cmesh__ctx_node_tryref(struct cmesh__ctx_node *n);
+void cmesh__ctx_node_unref(struct cmesh__ctx_node *n);
+
+/* Cancels the node and its descendants (cmesh_cancel_fire()). */
+void cmesh__ctx_node_cancel(struct cmesh__ctx_node *n);
+
+/* A handle holding the caller's reference; NULL (reference dropped). */
+cmesh_ctx *cmesh__ctx_node_handle(struct cmesh__ctx_node *n);
+
 #endif

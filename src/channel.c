@@ -358,6 +358,9 @@ void cmesh__endpoint_free(uint32_t kind, void *handle)
 	case CMESH_FIELD_KIND_ONESHOT_SENDER:
 		cmesh_oneshot_sender_free(handle);
 		break;
+	case CMESH_FIELD_KIND_CTX:
+		cmesh_ctx_free(handle);
+		break;
 	default:
 		cmesh_oneshot_receiver_free(handle);
 		break;

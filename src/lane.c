@@ -126,6 +126,18 @@ enum spill_end {
 	SPILL_DISCARD  /* the link is being freed with every lane */
 };
 
+/* Ports whose message will not be sent: their lanes, their contexts. */
+static void ports_unsent(const struct cmesh__port_out *ports, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		if (ports[i].lane)
+			cmesh__link_lane_unsent(ports[i].lane);
+		if (ports[i].desc.kind == CMESH_PORT_CTX)
+			cmesh__link_ctx_unexport(ports[i].link,
+						 ports[i].desc.id);
+	}
+}
+
 static void pop_spill(struct cmesh__lane *ln, enum spill_end how)
 {
 	struct spill *s = ln->spill_head;
@@ -134,11 +146,9 @@ static void pop_spill(struct cmesh__lane *ln, enum spill_end how)
 	ln->spill_bytes -= spill_cost(s->len, s->nfds, s->nports);
 	atomic_store_explicit(&ln->backlog, ln->spill_bytes,
 			      memory_order_relaxed);
-	cmesh__lane_close_fds(spill_fds(s), s->nfds);
+	cmesh__lane_close_fds(spill_fds(s), s->nfds); /* ports' too */
 	if (how == SPILL_DROPPED)
-		for (uint32_t i = 0; i < s->nports; i++)
-			if (s->ports[i].lane)
-				cmesh__link_lane_unsent(s->ports[i].lane);
+		ports_unsent(s->ports, s->nports);
 	free(s);
 }
 
@@ -542,12 +552,10 @@ static uint32_t collect_fds(const struct cmesh__lane *ln, const void *msg,
 
 void cmesh__lane_unsend_ports(const struct cmesh__port_out *ports, uint32_t n)
 {
-	for (uint32_t i = 0; i < n; i++) {
+	for (uint32_t i = 0; i < n; i++)
 		if (ports[i].fd >= 0)
 			close(ports[i].fd);
-		if (ports[i].lane)
-			cmesh__link_lane_unsent(ports[i].lane);
-	}
+	ports_unsent(ports, n);
 }
 
 static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,

@@ -48,6 +48,7 @@ struct cmesh__port_out {
 	struct cmesh_ctl_port desc;
 	int fd;			  /* our half's arena (borrowed) */
 	struct cmesh__lane *lane; /* the lane the port created here */
+	struct cmesh__link *link; /* the link it goes over */
 };
 
 /* Port descriptors and arenas taken with a received record. */

@@ -171,10 +171,11 @@ static bool ports_match(const struct cmesh__lane *ln,
 
 		if (!(pin->mask & (1ull << i)))
 			continue;
-		want = kind == CMESH_FIELD_KIND_SENDER ||
+		want = kind == CMESH_FIELD_KIND_CTX ? CMESH_PORT_CTX :
+		       kind == CMESH_FIELD_KIND_SENDER ||
 				       kind == CMESH_FIELD_KIND_ONESHOT_SENDER ?
-			       CMESH_PORT_WRITE :
-			       CMESH_PORT_READ;
+						      CMESH_PORT_WRITE :
+						      CMESH_PORT_READ;
 		if (pin->desc[k++].kind != want)
 			return false;
 	}

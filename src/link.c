@@ -89,6 +89,7 @@ void cmesh__link_fail(struct cmesh__link *l, int err)
 	/* Tell the peer; what it sent before stays readable for us. */
 	shutdown(l->sock, SHUT_WR);
 	cmesh__lanes_wake_all(l);
+	cmesh__ctx_link_failed(l); /* contexts the peer gave us end */
 }
 
 void cmesh__link_kick(struct cmesh__link *l)
@@ -485,6 +486,8 @@ static int handshake(struct cmesh__link *l, const cmesh_type *out_type,
 	if (peer.node_id == mine.node_id)
 		return -EPROTO;
 	r = cmesh__lanes_init(l, mine.node_id, peer.node_id);
+	if (!r)
+		r = cmesh__ctx_init(l, mine.node_id ^ peer.node_id);
 	if (r)
 		return r;
 	/*
@@ -534,6 +537,7 @@ static void free_resources(struct cmesh__link *l)
 		close(l->pidfd);
 	/* Before kick_efd: freeing lanes may still kick (never after). */
 	cmesh__lanes_destroy(l);
+	cmesh__ctx_destroy(l); /* before kick_efd: a watcher may kick */
 	cmesh__wakes_destroy(l);
 	if (l->kick_efd >= 0)
 		close(l->kick_efd);
@@ -743,10 +747,13 @@ void cmesh__link_put(struct cmesh__link *l)
 	/*
 	 * Sends that returned 0 are still in the spill backlog: they must
 	 * not be lost because their sender was freed. The link thread
-	 * delivers them, then frees the link itself.
+	 * delivers them, then frees the link itself. So it does when the
+	 * last reference goes on the link thread (a context the peer gave
+	 * us, released there): it cannot join itself.
 	 */
-	if (l->thread_started && cmesh__lanes_spilling(l) &&
-	    !cmesh__link_failed(l)) {
+	if (l->thread_started &&
+	    (pthread_equal(pthread_self(), l->thread) ||
+	     (cmesh__lanes_spilling(l) && !cmesh__link_failed(l)))) {
 		pthread_mutex_lock(&l->orphan_lock);
 		atomic_store_explicit(&l->orphan, true, memory_order_release);
 		cmesh__link_kick(l);

@@ -7,6 +7,7 @@
 #ifndef CMESH_LINK_H
 #define CMESH_LINK_H
 
+#include <cmesh/cancel.h>
 #include <cmesh/type.h>
 
 #include <stdbool.h>
@@ -15,6 +16,7 @@
 
 struct cmesh__link;
 struct cmesh__lane;
+struct cmesh_ctl_port;
 
 struct cmesh__link_opts {
 	uint32_t ring_cap;    /* bytes of the ring this side writes */
@@ -165,6 +167,25 @@ void cmesh__link_wake_peer(struct cmesh__link *l, uint32_t id);
 
 /* The owner of a dynamic lane is done with it; the link frees it. */
 void cmesh__link_lane_release(struct cmesh__lane *ln);
+
+/*
+ * A cancellation context going out in a message (port.c): fills its CTX
+ * port descriptor `d` (link_ctx.c; the context stays the caller's). 0,
+ * -ENOMEM, -ENOSPC (the link gave 2^32 ids).
+ */
+int cmesh__link_ctx_export(struct cmesh__link *l, const cmesh_ctx *ctx,
+			   struct cmesh_ctl_port *d);
+
+/* A CTX port that was not sent after all: forgets its id (0: nothing). */
+void cmesh__link_ctx_unexport(struct cmesh__link *l, uint32_t id);
+
+/*
+ * A CTX port that arrived with a received message: a handle on the
+ * context that stands for the sender's (cancelled when it is, or when the
+ * link fails). 0, -ENOMEM, -EPROTO.
+ */
+int cmesh__link_ctx_import(struct cmesh__link *l,
+			   const struct cmesh_ctl_port *d, cmesh_ctx **out);
 
 /* Asks the link thread to retry spilled sends soon (lane.c). */
 void cmesh__link_kick(struct cmesh__link *l);

@@ -38,6 +38,10 @@ void cmesh__lanes_free_fifo(struct cmesh__lane *ln)
 		struct cmesh__attach *a = ln->att_head;
 
 		ln->att_head = a->next;
+		/* Contexts hold the link: none is left when it goes. */
+		for (uint32_t i = 0; i < a->nports; i++)
+			if (a->ports[i].kind == CMESH_PORT_CTX)
+				cmesh__link_ctx_drop(ln->link, &a->ports[i]);
 		close_attach(a);
 	}
 	ln->att_tailp = &ln->att_head;
@@ -54,13 +58,14 @@ static void drop_attach(struct cmesh__link *l, struct cmesh__attach *a)
 
 /* ---- attachments ---- */
 
-/* Ports that bring an arena fd (all but failed ones). */
+/* Ports that bring an arena fd (all but failed ones and contexts). */
 static uint32_t ports_with_fds(const struct cmesh_ctl_port *d, uint32_t n)
 {
 	uint32_t k = 0;
 
 	for (uint32_t i = 0; i < n; i++)
-		k += !(d[i].flags & CMESH_PORT_F_FAILED);
+		k += !(d[i].flags & CMESH_PORT_F_FAILED) &&
+		     d[i].kind != CMESH_PORT_CTX;
 	return k;
 }
 
@@ -198,6 +203,8 @@ void cmesh__link_drop_attachments(struct cmesh__lane *ln)
 
 static bool port_ok(const struct cmesh__link *l, const struct cmesh_ctl_port *d)
 {
+	if (d->kind == CMESH_PORT_CTX)
+		return cmesh__ctx_port_ok(d);
 	if (d->kind != CMESH_PORT_WRITE && d->kind != CMESH_PORT_READ)
 		return false;
 	if (d->flags == CMESH_PORT_F_FAILED)
@@ -252,6 +259,21 @@ int cmesh__lanes_on_attach(struct cmesh__link *l, const unsigned char *buf,
 		return -EPROTO;
 	}
 	ln->att_next_in = m.seq;
+	/* Contexts first: a CANCEL after this ATTACH must find them. */
+	for (uint32_t i = 0; i < a->nports; i++) {
+		int r = a->ports[i].kind == CMESH_PORT_CTX ?
+				cmesh__link_ctx_arrive(l, &a->ports[i]) :
+				0;
+
+		if (r) {
+			pthread_mutex_unlock(&l->att_lock);
+			while (i--)
+				if (a->ports[i].kind == CMESH_PORT_CTX)
+					cmesh__link_ctx_drop(l, &a->ports[i]);
+			free(a);
+			return r;
+		}
+	}
 	if (ln->att_drop) {
 		pthread_mutex_unlock(&l->att_lock);
 		drop_attach(l, a);
@@ -265,6 +287,9 @@ int cmesh__lanes_on_attach(struct cmesh__link *l, const unsigned char *buf,
 	 */
 	if (ln->att_count >= ln->att_max) {
 		pthread_mutex_unlock(&l->att_lock);
+		for (uint32_t i = 0; i < a->nports; i++)
+			if (a->ports[i].kind == CMESH_PORT_CTX)
+				cmesh__link_ctx_drop(l, &a->ports[i]);
 		free(a);
 		return -EPROTO;
 	}

@@ -8,12 +8,12 @@
 #define CMESH_LINK_INT_H
 
 #include "ctl.h"
+#include "idmap.h"
 #include "lane.h"
 #include "link.h"
 
 #include "proto.h"
 
-#include <ck_ht.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -76,13 +76,12 @@ struct cmesh__link {
 	 * pending control messages (link_lanes.c).
 	 */
 	pthread_mutex_t att_lock;
-	ck_ht_t lanes;		 /* id + 1 -> lane: every lane on the link */
-	bool lanes_init;	 /* `lanes` was initialised */
-	struct cmesh__lane *dyn; /* dynamic lanes (lane->next) */
-	uint32_t parity;	 /* our ids: parity, parity + 2, ... */
-	uint32_t next_id;	 /* the next id we give */
-	uint32_t ndyn;		 /* dynamic lanes registered */
-	uint64_t peer_mapped;	 /* bytes of the peer's halves mapped */
+	struct cmesh__idmap lanes;    /* id -> lane: every lane on the link */
+	struct cmesh__lane *dyn;      /* dynamic lanes (lane->next) */
+	uint32_t parity;	      /* our ids: parity, parity + 2, ... */
+	uint32_t next_id;	      /* the next id we give */
+	uint32_t ndyn;		      /* dynamic lanes registered */
+	uint64_t peer_mapped;	      /* bytes of the peer's halves mapped */
 	struct ctl_pending *ctl_head; /* control messages to send, in order */
 	struct ctl_pending **ctl_tailp;
 	_Atomic bool ctl_pending; /* ctl_head is not empty */
@@ -101,7 +100,51 @@ struct cmesh__link {
 	uint32_t fd_budget;	     /* fds the FIFOs may hold: budget_for() */
 	_Atomic bool sock_throttled; /* socket watched for hang-up only */
 	_Atomic bool sock_read; /* failed, and the socket read to its end */
+	/*
+	 * Contexts that cross the link (link_ctx.c), under ctx_lock: ours
+	 * that the peer was given (id -> export entry) and the peer's that
+	 * were given to us (id -> node, weak).
+	 */
+	pthread_mutex_t ctx_lock;
+	bool ctx_lock_init;
+	struct cmesh__idmap ctx_out, ctx_in;
+	uint32_t ctx_next_out;	      /* the last id we gave */
+	uint32_t ctx_last_in;	      /* the last id the peer gave */
+	struct ctx_export *ctx_fired; /* cancelled: CANCEL to send */
 };
+
+/* ---- link_ctx.c ---- */
+
+/* Sets up the link's context maps. 0 or -ENOMEM. */
+int cmesh__ctx_init(struct cmesh__link *l, uint64_t seed);
+
+/* A CTX port descriptor's own fields are sound (link_attach.c). */
+bool cmesh__ctx_port_ok(const struct cmesh_ctl_port *d);
+
+/*
+ * Link thread: a CTX port arrived in an ATTACH: makes its node now, so a
+ * CANCEL that comes before the message is taken is not lost. 0, -EPROTO
+ * (an id that is not new), -ENOMEM.
+ */
+int cmesh__link_ctx_arrive(struct cmesh__link *l,
+			   const struct cmesh_ctl_port *d);
+
+/* A CTX port that arrived and will not be taken: releases its node. */
+void cmesh__link_ctx_drop(struct cmesh__link *l,
+			  const struct cmesh_ctl_port *d);
+
+/* Link thread: a CANCEL or CTXDROP. 0 or -EPROTO. */
+int cmesh__ctx_on_ctl(struct cmesh__link *l, uint16_t type, const void *buf,
+		      int len, uint32_t nfds);
+
+/* Link thread, every round: sends CANCEL for contexts cancelled here. */
+void cmesh__ctx_sweep(struct cmesh__link *l);
+
+/* The link failed: cancels every context the peer gave us. */
+void cmesh__ctx_link_failed(struct cmesh__link *l);
+
+/* Teardown: forgets every context we gave; frees the maps. */
+void cmesh__ctx_destroy(struct cmesh__link *l);
 
 /* ---- link_lanes.c, for link.c ---- */
 

@@ -49,59 +49,16 @@
 /* Bytes of the peer's halves one link may map (address space). */
 #define MAX_PEER_MAPPED (1ull << 40)
 
-static void *ht_malloc(size_t n)
-{
-	return malloc(n);
-}
-
-static void *ht_realloc(void *p, size_t old, size_t n, bool defer)
-{
-	(void)old;
-	(void)defer;
-	return realloc(p, n);
-}
-
-static void ht_free(void *p, size_t n, bool defer)
-{
-	(void)n;
-	(void)defer;
-	free(p);
-}
-
-static struct ck_malloc ht_alloc = { ht_malloc, ht_realloc, ht_free };
-
 /* ---- the table (att_lock held) ---- */
 
 struct cmesh__lane *cmesh__lanes_lookup(struct cmesh__link *l, uint32_t id)
 {
-	ck_ht_entry_t e;
-	ck_ht_hash_t h;
-
-	ck_ht_hash_direct(&h, &l->lanes, (uintptr_t)id + 1);
-	ck_ht_entry_key_set_direct(&e, (uintptr_t)id + 1);
-	if (!ck_ht_get_spmc(&l->lanes, h, &e))
-		return NULL;
-	return (struct cmesh__lane *)ck_ht_entry_value_direct(&e);
+	return cmesh__idmap_get(&l->lanes, id);
 }
 
 static int insert(struct cmesh__link *l, struct cmesh__lane *ln)
 {
-	ck_ht_entry_t e;
-	ck_ht_hash_t h;
-
-	ck_ht_hash_direct(&h, &l->lanes, (uintptr_t)ln->id + 1);
-	ck_ht_entry_set_direct(&e, h, (uintptr_t)ln->id + 1, (uintptr_t)ln);
-	return ck_ht_put_spmc(&l->lanes, h, &e) ? 0 : -ENOMEM;
-}
-
-static void remove_id(struct cmesh__link *l, uint32_t id)
-{
-	ck_ht_entry_t e;
-	ck_ht_hash_t h;
-
-	ck_ht_hash_direct(&h, &l->lanes, (uintptr_t)id + 1);
-	ck_ht_entry_key_set_direct(&e, (uintptr_t)id + 1);
-	ck_ht_remove_spmc(&l->lanes, h, &e);
+	return cmesh__idmap_put(&l->lanes, ln->id, ln);
 }
 
 int cmesh__lanes_init(struct cmesh__link *l, uint64_t our_node,
@@ -112,10 +69,8 @@ int cmesh__lanes_init(struct cmesh__link *l, uint64_t our_node,
 	l->out.id = l->parity;
 	l->in.id = l->parity ^ 1u;
 	l->out.is_out = true;
-	if (!ck_ht_init(&l->lanes, CK_HT_MODE_DIRECT | CK_HT_WORKLOAD_DELETE,
-			NULL, &ht_alloc, 64, our_node ^ peer_node))
+	if (cmesh__idmap_init(&l->lanes, our_node ^ peer_node))
 		return -ENOMEM;
-	l->lanes_init = true;
 	if (insert(l, &l->out) || insert(l, &l->in))
 		return -ENOMEM;
 	return 0;
@@ -142,9 +97,7 @@ void cmesh__lanes_destroy(struct cmesh__link *l)
 			close(p->fd);
 		free(p);
 	}
-	if (l->lanes_init)
-		ck_ht_destroy(&l->lanes);
-	l->lanes_init = false;
+	cmesh__idmap_destroy(&l->lanes);
 }
 
 /* ---- control messages we send ---- */
@@ -268,6 +221,10 @@ void cmesh__link_port_drop(struct cmesh__link *l,
 {
 	if (fd >= 0)
 		close(fd);
+	if (d->kind == CMESH_PORT_CTX) {
+		cmesh__link_ctx_drop(l, d);
+		return;
+	}
 	/* A failed port has no lane: nobody waits for an answer. */
 	if (!cmesh__link_failed(l) && !(d->flags & CMESH_PORT_F_FAILED))
 		send_lane(l, d->id, CMESH_LANE_F_DROPPED, 0, -1);
@@ -361,6 +318,9 @@ int cmesh__lanes_handle_ctl(struct cmesh__link *l, const void *buf, int len,
 	case CMESH_CTL_WAKESOCK:
 	case CMESH_CTL_WAKECLOSE:
 		return cmesh__wakes_on_ctl(l, h.type, buf, len, fds, nfds);
+	case CMESH_CTL_CANCEL:
+	case CMESH_CTL_CTXDROP:
+		return cmesh__ctx_on_ctl(l, h.type, buf, len, nfds);
 	case CMESH_CTL_SPACE:
 		/* The round after this batch flushes every backlog. */
 		return h.len == sizeof(h) && len == (int)sizeof(h) && !nfds &&
@@ -436,6 +396,7 @@ int cmesh__link_lane_export(struct cmesh__link *l, bool is_out,
 	out->desc.id = id;
 	/* What the peer's endpoint does: the opposite of us. */
 	out->desc.kind = is_out ? CMESH_PORT_READ : CMESH_PORT_WRITE;
+	out->link = l;
 	out->desc.ring_cap = ring_cap;
 	out->desc.arena_size = cmesh__arena_layout(ln->own_half)->size;
 	out->fd = fd;
@@ -619,6 +580,7 @@ bool cmesh__lanes_sweep(struct cmesh__link *l)
 	if (atomic_exchange_explicit(&l->space_owed, false,
 				     memory_order_relaxed))
 		cmesh__link_space(l);
+	cmesh__ctx_sweep(l); /* CANCELs of contexts cancelled here */
 
 	if (atomic_load_explicit(&l->ctl_pending, memory_order_relaxed)) {
 		int err = 0;
@@ -650,7 +612,7 @@ bool cmesh__lanes_sweep(struct cmesh__link *l)
 			continue;
 		}
 		*pp = ln->next;
-		remove_id(l, ln->id);
+		cmesh__idmap_del(&l->lanes, ln->id);
 		l->ndyn--;
 		if (ln->peer_half)
 			l->peer_mapped -=

@@ -108,15 +108,27 @@ static int forward(void *ctx, struct cmesh__lane *ln, void *msg, void *trail,
 static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 		  const cmesh_env *env, struct cmesh__port_out *out)
 {
-	struct cmesh__queue *q = cmesh__endpoint_queue(f->kind, h);
-	const cmesh_type *t = cmesh__queue_type(q);
+	struct cmesh__queue *q;
+	const cmesh_type *t;
 	bool sending = is_sending(f->kind);
+	struct cmesh__lane *peer;
 	uint32_t cap;
 	int r;
 
-	struct cmesh__lane *peer = cmesh__queue_tx_lane(q) ?
-					   cmesh__queue_tx_lane(q) :
-					   cmesh__queue_rx_lane(q);
+	if (f->kind == CMESH_FIELD_KIND_CTX) {
+		/* No lane: the link stands for its canceller (link_ctx.c). */
+		out->fd = -1;
+		out->lane = NULL;
+		out->link = link;
+		r = cmesh__link_ctx_export(link, h, &out->desc);
+		if (!r)
+			cmesh_ctx_free(h); /* the message took it */
+		return r;
+	}
+	q = cmesh__endpoint_queue(f->kind, h);
+	t = cmesh__queue_type(q);
+	peer = cmesh__queue_tx_lane(q) ? cmesh__queue_tx_lane(q) :
+					 cmesh__queue_rx_lane(q);
 
 	if (peer && cmesh__lane_failed(peer)) {
 		/* Its peer's process failed: it arrives failed. */
@@ -124,6 +136,7 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 		out->desc.kind = sending ? CMESH_PORT_WRITE : CMESH_PORT_READ;
 		out->desc.flags = CMESH_PORT_F_FAILED;
 		out->fd = -1;
+		out->link = link;
 		cmesh__endpoint_free(f->kind, h);
 		return 0;
 	}
@@ -248,6 +261,18 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 	bool sending = is_sending(f->kind);
 	int r;
 
+	if (f->kind == CMESH_FIELD_KIND_CTX || d->kind == CMESH_PORT_CTX) {
+		/* A context's port in a context's field, and only there. */
+		r = f->kind == CMESH_FIELD_KIND_CTX &&
+				    d->kind == CMESH_PORT_CTX ?
+			    cmesh__link_ctx_import(link, d, (cmesh_ctx **)out) :
+			    -EPROTO;
+		if (r == -EPROTO) {
+			cmesh__link_port_drop(link, d, fd);
+			cmesh__link_fail(link, -EPROTO);
+		}
+		return r;
+	}
 	if (d->flags & CMESH_PORT_F_FAILED)
 		r = cmesh__lane_new_failed(link, sending, f->type, &ln);
 	else

@@ -20,8 +20,13 @@
 
 bool cmesh__field_is_endpoint(uint32_t kind)
 {
-	return kind >= CMESH_FIELD_KIND_SENDER &&
-	       kind <= CMESH_FIELD_KIND_ONESHOT_RECEIVER;
+	return kind >= CMESH_FIELD_KIND_SENDER && kind <= CMESH_FIELD_KIND_CTX;
+}
+
+/* Fields without a nested type: fds and contexts. */
+static bool is_untyped(uint32_t kind)
+{
+	return kind == CMESH_FIELD_KIND_FD || kind == CMESH_FIELD_KIND_CTX;
 }
 
 static uint32_t field_width(uint32_t kind)
@@ -52,7 +57,7 @@ static int check_level(const cmesh_type *t, const cmesh_type **stack, int depth)
 		uint32_t w;
 
 		if (f->kind < CMESH_FIELD_KIND_FD ||
-		    f->kind > CMESH_FIELD_KIND_ONESHOT_RECEIVER)
+		    f->kind > CMESH_FIELD_KIND_CTX)
 			return -EINVAL;
 		w = field_width(f->kind);
 		if (w > t->size || f->offset > t->size - w ||
@@ -65,7 +70,7 @@ static int check_level(const cmesh_type *t, const cmesh_type **stack, int depth)
 			    g->offset < f->offset + w)
 				return -EINVAL;
 		}
-		if (f->kind == CMESH_FIELD_KIND_FD) {
+		if (is_untyped(f->kind)) {
 			if (f->type)
 				return -EINVAL;
 			continue;
@@ -125,7 +130,7 @@ static void hash_level(XXH3_state_t *st, const cmesh_type *t,
 
 		hash_u32(st, f->kind);
 		hash_u32(st, f->offset);
-		if (f->kind == CMESH_FIELD_KIND_FD)
+		if (is_untyped(f->kind))
 			continue;
 		for (int k = 0; k <= depth && ref < 0; k++)
 			if (stack[k] == f->type)
@@ -243,7 +248,7 @@ int cmesh__type_prepare_move(const cmesh_type *type, const void *msg)
 			continue;
 		if (is_duplicate(type, msg, i))
 			return -EINVAL;
-		if (f->kind == CMESH_FIELD_KIND_FD)
+		if (is_untyped(f->kind))
 			continue;
 		q = cmesh__endpoint_queue(f->kind, field_ptr(msg, f));
 		if (!cmesh__type_matches(f->type, cmesh__queue_type(q),

@@ -622,6 +622,9 @@ enum bad_variant {
 	BV_WAKESOCK_NOT_SOCKET,	 /* a waitset's wake "socket" that is not */
 	BV_WAKESOCK_TWICE,	 /* one wake socket id given twice */
 	BV_WAKECLOSE_UNKNOWN,	 /* closing a wake socket it never gave */
+	BV_CANCEL_UNKNOWN,	 /* cancelling a context it never gave */
+	BV_CANCEL_ZERO,		 /* cancelling context id 0 */
+	BV_CTXDROP_UNKNOWN,	 /* dropping a context we never gave */
 	/* records, raw in the ring */
 	BV_REC_UNKNOWN_FLAG,
 	BV_REC_SHORT,
@@ -835,6 +838,20 @@ static int do_bad(struct cmesh__link *l, enum bad_variant v)
 			return cmesh__ctl_send(sock, b, sizeof(b), NULL, 0);
 		}
 		return send_port_attach(l, efd, &d, 1);
+	}
+	case BV_CANCEL_UNKNOWN:
+	case BV_CANCEL_ZERO:
+	case BV_CTXDROP_UNKNOWN: {
+		struct cmesh_ctl_end c;
+
+		memset(&c, 0, sizeof(c));
+		c.hdr.magic = CMESH_PROTO_MAGIC;
+		c.hdr.version = CMESH_PROTO_VERSION;
+		c.hdr.type = v == BV_CTXDROP_UNKNOWN ? CMESH_CTL_CTXDROP :
+						       CMESH_CTL_CANCEL;
+		c.hdr.len = sizeof(c);
+		c.id = v == BV_CANCEL_ZERO ? 0 : 7;
+		return cmesh__ctl_send(sock, &c, sizeof(c), NULL, 0);
 	}
 	case BV_WAKESOCK_NOT_SOCKET:
 	case BV_WAKESOCK_TWICE:
@@ -1069,7 +1086,7 @@ Test(node_hostile, malformed_control_messages_after_join_fail_with_eproto)
 
 Test(node_hostile, naming_lanes_or_ports_it_may_not_fails_with_eproto)
 {
-	for (int v = BV_LANE_UNKNOWN_ID; v <= BV_WAKECLOSE_UNKNOWN; v++)
+	for (int v = BV_LANE_UNKNOWN_ID; v <= BV_CTXDROP_UNKNOWN; v++)
 		check_bad((enum bad_variant)v);
 }
 

@@ -46,6 +46,7 @@ typedef struct cmesh_type cmesh_type;
 #define CMESH_FIELD_KIND_RECEIVER 3u	     /* cmesh_receiver * */
 #define CMESH_FIELD_KIND_ONESHOT_SENDER 4u   /* cmesh_oneshot_sender * */
 #define CMESH_FIELD_KIND_ONESHOT_RECEIVER 5u /* cmesh_oneshot_receiver * */
+#define CMESH_FIELD_KIND_CTX 6u		     /* cmesh_ctx * (cmesh/cancel.h) */
 
 /* Largest struct part of a message, and most resource fields per type. */
 #define CMESH_TYPE_MAX_SIZE 65536u
@@ -54,7 +55,8 @@ typedef struct cmesh_type cmesh_type;
 typedef struct cmesh_field {
 	uint32_t kind;		/* CMESH_FIELD_KIND_* */
 	uint32_t offset;	/* offsetof the field in the struct */
-	const cmesh_type *type; /* endpoint kinds: the channel's type */
+	const cmesh_type *type; /* endpoint kinds: the channel's type; fd and
+				 * context fields: NULL */
 } cmesh_field;
 
 struct cmesh_type {
@@ -87,6 +89,18 @@ struct cmesh_type {
 	{                                                                      \
 		CMESH_FIELD_KIND_ONESHOT_RECEIVER,                             \
 			(uint32_t)offsetof(st, member), &(msgtype)             \
+	}
+
+/*
+ * A cancellation context (cmesh_ctx *, NULL for none). It moves with the
+ * message: the sender's handle is taken, the receiver gets one. In
+ * another process it is a context that ends when the sender's does (its
+ * canceller fires or is freed, or the sender's process dies) and has the
+ * deadline the sender's had: the time left travels, not a clock reading.
+ */
+#define CMESH_FIELD_CTX(st, member)                                            \
+	{                                                                      \
+		CMESH_FIELD_KIND_CTX, (uint32_t)offsetof(st, member), NULL     \
 	}
 
 /* Defines `const cmesh_type var` for struct `st` with resource fields. */

@@ -55,7 +55,8 @@ static void fake_free(struct fake *f)
 	for (int i = 0; i < 4; i++)
 		if (f->exported[i].fd >= 0)
 			close(f->exported[i].fd);
-	cmesh__lanes_destroy(l);
+	cmesh__lanes_destroy(l); /* contexts in FIFOs go: before the maps */
+	cmesh__ctx_destroy(l);
 	cmesh__wakes_destroy(l);
 	cmesh__lane_destroy(&l->out);
 	cmesh__lane_destroy(&l->in);
@@ -90,7 +91,8 @@ static void fake_new(struct fake *f)
 	l->out.efd = l->out.wake_sock = l->out.peer_wake_sock = -1;
 	l->in.att_max = 8;
 	/* We are the even side; the peer's ids are odd. */
-	if (cmesh__lanes_init(l, 1, 2) || cmesh__wakes_init(l))
+	if (cmesh__lanes_init(l, 1, 2) || cmesh__wakes_init(l) ||
+	    cmesh__ctx_init(l, 3))
 		abort();
 	f->l = l;
 	/* Lanes awaiting answers: LANE messages have something to name. */
@@ -168,7 +170,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			memcpy(&h, msg, sizeof(h));
 			h.magic = CMESH_PROTO_MAGIC;
 			h.version = CMESH_PROTO_VERSION;
-			h.type = 2 + (k >> 4) % 5; /* ATTACH .. WAKECLOSE */
+			h.type = 2 + (k >> 4) % 8; /* ATTACH .. CTXDROP */
 			h.len = len;
 			memcpy(msg, &h, sizeof(h));
 		}

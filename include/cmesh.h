@@ -12,6 +12,7 @@
 #include <cmesh/env.h>
 #include <cmesh/channel.h>
 #include <cmesh/oneshot.h>
+#include <cmesh/rpc.h>
 #include <cmesh/waitset.h>
 #include <cmesh/node.h>
 

@@ -278,3 +278,14 @@ void cmesh__type_release(const cmesh_type *type, const void *msg)
 			cmesh__endpoint_free(f->kind, field_ptr(msg, f));
 	}
 }
+
+void cmesh__type_blank(const cmesh_type *type, void *msg)
+{
+	const int none = -1;
+
+	memset(msg, 0, type->size);
+	for (uint32_t i = 0; i < type->nfields; i++)
+		if (type->fields[i].kind == CMESH_FIELD_KIND_FD)
+			memcpy((char *)msg + type->fields[i].offset, &none,
+			       sizeof(none));
+}

@@ -37,6 +37,9 @@ bool cmesh__type_holds(const cmesh_type *type, const void *msg,
  */
 void cmesh__type_release(const cmesh_type *type, const void *msg);
 
+/* A message of `type` that holds nothing: zero, fd fields -1. */
+void cmesh__type_blank(const cmesh_type *type, void *msg);
+
 /* True if `type` describes the same wire type as fingerprint `fp`. */
 bool cmesh__type_matches(const cmesh_type *type, const cmesh_type *other,
 			 uint64_t other_fp);

@@ -1,0 +1,350 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * rpc.c - requests with a reply port (include/cmesh/rpc.h): a oneshot of
+ * the response type, whose message carries a small header in front of
+ * its trailing bytes:
+ *
+ *   struct reply_hdr (16 bytes) | chain (chain_len bytes) | the response's
+ *                                                          trailing bytes
+ *
+ * A completion has status 0 and no chain; a failure a negative status,
+ * `nchain` NUL-terminated strings filling `chain_len` bytes, and a blank
+ * response (no resources: fd fields -1, endpoints NULL). The header is
+ * the server's word: checked on arrival, else -EPROTO.
+ */
+#include "endpoint.h"
+
+#include "cancel.h"
+#include "queue.h"
+#include "type.h"
+
+#include <cmesh/rpc.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define REPLY_MAGIC 0x31435052u /* "RPC1" */
+
+struct reply_hdr {
+	uint32_t magic;
+	int32_t status;	    /* 0, or the server's negative errno */
+	uint32_t chain_len; /* bytes of the chain after this header */
+	uint32_t nchain;    /* strings in it */
+};
+
+struct cmesh_rpc {
+	cmesh_oneshot_receiver *rx;
+	const cmesh_type *resp;
+	int state;	    /* 0 waiting, else the reply's outcome */
+	bool kept;	    /* a response received, not delivered */
+	int code;	    /* after -EREMOTEIO */
+	char *error;	    /* the chain, joined with ": " */
+	void *msg;	    /* the kept response (resp->size bytes) */
+	unsigned char *buf; /* header, chain, trailing bytes */
+	size_t buf_cap, trail_off, trail_len;
+};
+
+/* The request type's reply port: its only oneshot-sender field. */
+static const cmesh_field *reply_field(const cmesh_type *t)
+{
+	const cmesh_field *f = NULL;
+
+	for (uint32_t i = 0; i < t->nfields; i++) {
+		if (t->fields[i].kind != CMESH_FIELD_KIND_ONESHOT_SENDER)
+			continue;
+		if (f)
+			return NULL; /* which one? */
+		f = &t->fields[i];
+	}
+	return f;
+}
+
+int cmesh_rpc_call(cmesh_sender *tx, void *req, const void *trail,
+		   size_t trail_len, cmesh_rpc **out)
+{
+	const cmesh_type *t = cmesh_sender_type(tx);
+	const cmesh_field *f = t && req ? reply_field(t) : NULL;
+	cmesh_oneshot_sender *otx;
+	cmesh_rpc *c;
+	void *cur;
+	int r;
+
+	if (!out || !f) {
+		r = -EINVAL;
+		goto out_release;
+	}
+	memcpy(&cur, (char *)req + f->offset, sizeof(cur));
+	if (cur) {
+		r = -EINVAL;
+		goto out_release;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		r = -ENOMEM;
+		goto out_release;
+	}
+	c->resp = f->type;
+	r = cmesh_oneshot_new(f->type, &otx, &c->rx);
+	if (r) {
+		free(c);
+		goto out_release;
+	}
+	memcpy((char *)req + f->offset, &otx, sizeof(otx));
+	/* Takes the request's resources, the reply port's sender too. */
+	r = cmesh_sender_send(tx, req, trail, trail_len);
+	if (r) {
+		cmesh_oneshot_receiver_free(c->rx);
+		free(c);
+		return r;
+	}
+	*out = c;
+	return 0;
+
+out_release:
+	if (t && req)
+		cmesh__type_release(t, req);
+	return r;
+}
+
+/* Checks the header and chain of a reply in c->buf (`n` bytes). */
+static int parse(cmesh_rpc *c, size_t n)
+{
+	struct reply_hdr h;
+	const char *s;
+	size_t at = 0, joined = 0;
+
+	if (n < sizeof(h))
+		return -EPROTO;
+	memcpy(&h, c->buf, sizeof(h));
+	if (h.magic != REPLY_MAGIC || h.status > 0 ||
+	    h.chain_len > CMESH_RPC_MAX_CHAIN_BYTES ||
+	    h.chain_len > n - sizeof(h) || h.nchain > CMESH_RPC_MAX_CHAIN ||
+	    (h.status == 0) != (h.chain_len == 0 && h.nchain == 0))
+		return -EPROTO;
+	c->trail_off = sizeof(h) + h.chain_len;
+	c->trail_len = n - c->trail_off;
+	if (h.status == 0)
+		return 0;
+	/* Exactly nchain strings, each ended by its NUL, filling chain_len. */
+	s = (const char *)c->buf + sizeof(h);
+	for (uint32_t i = 0; i < h.nchain; i++) {
+		const char *end = memchr(s + at, '\0', h.chain_len - at);
+
+		if (!end)
+			return -EPROTO;
+		joined += (size_t)(end - (s + at)) + 2;
+		at = (size_t)(end - s) + 1;
+	}
+	if (at != h.chain_len || !h.nchain || c->trail_len)
+		return -EPROTO;
+	c->code = h.status;
+	c->error = malloc(joined); /* without memory: the code alone */
+	if (!c->error)
+		return -EREMOTEIO;
+	c->error[0] = '\0';
+	for (size_t i = 0; i < h.chain_len; i += strlen(s + i) + 1) {
+		if (i)
+			strcat(c->error, ": ");
+		strcat(c->error, s + i);
+	}
+	return -EREMOTEIO;
+}
+
+/* Receives the reply into the call (msg, buf). */
+static int take(cmesh_rpc *c, const cmesh_ctx *ctx, bool wait)
+{
+	int r;
+
+	if (!c->msg) {
+		c->msg = malloc(c->resp->size);
+		if (!c->msg)
+			return -ENOMEM;
+	}
+	for (;;) {
+		if (wait)
+			r = cmesh_oneshot_recv_ctx(c->rx, ctx, c->msg, c->buf,
+						   c->buf_cap);
+		else
+			r = cmesh_oneshot_try_recv(c->rx, c->msg, c->buf,
+						   c->buf_cap);
+		if (r != -EMSGSIZE)
+			break;
+		/* Nothing was taken: its size, then a buffer for it. */
+		r = cmesh__queue_peek(c->rx->q);
+		if (r < 0)
+			return r;
+		size_t cap = (size_t)r < 256 ? 256 : (size_t)r;
+		unsigned char *b = realloc(c->buf, cap);
+
+		if (!b)
+			return -ENOMEM;
+		c->buf = b;
+		c->buf_cap = cap;
+	}
+	if (r < 0)
+		return r;
+	r = parse(c, (size_t)r);
+	if (r == -EREMOTEIO || r == 0)
+		c->kept = r == 0;
+	else
+		cmesh__type_release(c->resp, c->msg);
+	return r;
+}
+
+static int finish(cmesh_rpc *c, const cmesh_ctx *ctx, bool wait, void *out_resp,
+		  void *out_trail, size_t cap)
+{
+	int r;
+
+	if (!c || !out_resp || (cap && !out_trail))
+		return -EINVAL;
+	if (c->state && !c->kept)
+		return c->state == 1 ? -EPIPE : c->state; /* delivered: gone */
+	if (!c->kept) {
+		r = take(c, ctx, wait);
+		if (r == -ETIMEDOUT || r == -ECANCELED || r == -EAGAIN ||
+		    r == -ENOMEM)
+			return r; /* still pending */
+		c->state = r ? r : 1;
+		if (r)
+			return r;
+	}
+	if (c->trail_len > cap)
+		return -EMSGSIZE; /* kept for a larger buffer */
+	memcpy(out_resp, c->msg, c->resp->size);
+	if (c->trail_len)
+		memcpy(out_trail, c->buf + c->trail_off, c->trail_len);
+	c->kept = false;
+	return (int)c->trail_len;
+}
+
+int cmesh_rpc_wait(cmesh_rpc *call, const cmesh_ctx *ctx, void *out_resp,
+		   void *out_trail, size_t trail_cap)
+{
+	return finish(call, ctx, true, out_resp, out_trail, trail_cap);
+}
+
+int cmesh_rpc_try_wait(cmesh_rpc *call, void *out_resp, void *out_trail,
+		       size_t trail_cap)
+{
+	return finish(call, NULL, false, out_resp, out_trail, trail_cap);
+}
+
+int cmesh_rpc_error_code(const cmesh_rpc *call)
+{
+	return call ? call->code : 0;
+}
+
+const char *cmesh_rpc_error(const cmesh_rpc *call)
+{
+	return call ? call->error : NULL;
+}
+
+size_t cmesh_rpc_trail_len(const cmesh_rpc *call)
+{
+	return call && call->kept ? call->trail_len : 0;
+}
+
+cmesh_oneshot_receiver *cmesh_rpc_receiver(cmesh_rpc *call)
+{
+	return call ? call->rx : NULL;
+}
+
+void cmesh_rpc_free(cmesh_rpc *call)
+{
+	if (!call)
+		return;
+	if (call->kept)
+		cmesh__type_release(call->resp, call->msg);
+	cmesh_oneshot_receiver_free(call->rx);
+	free(call->msg);
+	free(call->buf);
+	free(call->error);
+	free(call);
+}
+
+/* ---- server ---- */
+
+/* Sends `msg` with header `h`, `extra` and `trail` as its trailing bytes. */
+static int reply(cmesh_oneshot_sender *tx, const void *msg,
+		 const struct reply_hdr *h, const void *extra, size_t extra_len,
+		 const void *trail, size_t trail_len)
+{
+	unsigned char small[512], *b = small;
+	size_t n = sizeof(*h) + extra_len + trail_len;
+	int r;
+
+	if (n > sizeof(small)) {
+		b = malloc(n);
+		if (!b) {
+			cmesh_oneshot_sender_free(tx);
+			return -ENOMEM;
+		}
+	}
+	memcpy(b, h, sizeof(*h));
+	if (extra_len)
+		memcpy(b + sizeof(*h), extra, extra_len);
+	if (trail_len)
+		memcpy(b + sizeof(*h) + extra_len, trail, trail_len);
+	r = cmesh_oneshot_send(tx, msg, b, n);
+	if (b != small)
+		free(b);
+	return r;
+}
+
+int cmesh_rpc_complete(cmesh_oneshot_sender *tx, const void *resp,
+		       const void *trail, size_t trail_len)
+{
+	struct reply_hdr h = { REPLY_MAGIC, 0, 0, 0 };
+
+	if (!tx || !resp || (trail_len && !trail)) {
+		if (tx && resp)
+			cmesh__type_release(cmesh__queue_type(tx->q), resp);
+		cmesh_oneshot_sender_free(tx);
+		return -EINVAL;
+	}
+	return reply(tx, resp, &h, NULL, 0, trail, trail_len);
+}
+
+int cmesh_rpc_fail(cmesh_oneshot_sender *tx, int code, const char *const *chain,
+		   size_t n)
+{
+	struct reply_hdr h = { REPLY_MAGIC, code, 0, 0 };
+	char text[CMESH_RPC_MAX_CHAIN_BYTES];
+	const cmesh_type *t;
+	void *blank;
+	int r;
+
+	if (!tx || code >= 0 || !n || !chain) {
+		cmesh_oneshot_sender_free(tx);
+		return -EINVAL;
+	}
+	if (n > CMESH_RPC_MAX_CHAIN)
+		n = CMESH_RPC_MAX_CHAIN;
+	for (size_t i = 0; i < n; i++) {
+		size_t room = sizeof(text) - h.chain_len, len;
+
+		if (!chain[i]) {
+			cmesh_oneshot_sender_free(tx);
+			return -EINVAL;
+		}
+		if (room < 1)
+			break;
+		len = strnlen(chain[i], room - 1);
+		memcpy(text + h.chain_len, chain[i], len);
+		text[h.chain_len + len] = '\0';
+		h.chain_len += (uint32_t)len + 1;
+		h.nchain++;
+	}
+	t = cmesh__queue_type(tx->q);
+	blank = malloc(t->size);
+	if (!blank) {
+		cmesh_oneshot_sender_free(tx);
+		return -ENOMEM;
+	}
+	cmesh__type_blank(t, blank);
+	r = reply(tx, blank, &h, text, h.chain_len, NULL, 0);
+	free(blank);
+	return r;
+}

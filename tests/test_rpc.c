@@ -1,0 +1,480 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_rpc.c - requests with reply ports (include/cmesh/rpc.h), in one
+ * process and across two: call and complete (a value, an fd, trailing
+ * bytes), fail (a code and a chain of strings), a request dropped
+ * unanswered, a deadline and a cancel while the server holds the request,
+ * a waitset over pending calls, a caller that gives up, a server whose
+ * process dies; and what a malformed reply or bad arguments give.
+ *
+ * The server is the topo peer: it serves the driver's requests on the
+ * down channel and reports on the up channel when asked.
+ */
+#define _GNU_SOURCE
+#include <cmesh.h>
+
+#include "helpers/testutil.h"
+#include "helpers/topo.h"
+
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+TestSuite(rpc, .init = tu_suite_init, .fini = tu_suite_fini);
+
+struct resp {
+	int64_t v;
+	int fd;
+	uint32_t pad;
+};
+CMESH_TYPE_DEFINE(resp_type, struct resp, CMESH_FIELD_FD(struct resp, fd));
+
+enum {
+	OP_ADD = 1, /* v = a + b */
+	OP_FAIL,    /* fail: -ENOENT, "open config", "no such file" */
+	OP_DROP,    /* free the reply port unanswered */
+	OP_HOLD,    /* keep the reply port */
+	OP_RELEASE, /* complete the one held with v = a */
+	OP_FD,	    /* v = a, fd = an eventfd holding a */
+	OP_TRAIL,   /* v = b, b trailing bytes of pattern a */
+	OP_LATE,    /* complete the one held; report what that returned */
+	OP_DIE,	    /* hold it, say 'k', then be killed */
+	OP_QUIT
+};
+
+struct args {
+	uint32_t op;
+	uint32_t pad;
+	int64_t a, b;
+};
+CMESH_RPC_REQUEST(calc_req, struct args, resp_type);
+
+struct num {
+	int64_t v;
+};
+CMESH_TYPE_DEFINE_PLAIN(num_type, struct num);
+
+/* ---- the server ---- */
+
+static int serve(cmesh_sender *up, cmesh_receiver *rx,
+		 const struct topo_side *s)
+{
+	static unsigned char trail[65536];
+	static const char *const chain[] = { "open config", "no such file" };
+	cmesh_oneshot_sender *held = NULL;
+	struct calc_req q;
+	struct resp out;
+	struct num n;
+	int r;
+
+	for (;;) {
+		TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(),
+							   &q, NULL, 0),
+			      0);
+		out = (struct resp){ 0, -1, 0 };
+		switch (q.args.op) {
+		case OP_ADD:
+			out.v = q.args.a + q.args.b;
+			TOPO_CHECK_EQ(
+				cmesh_rpc_complete(q.reply, &out, NULL, 0), 0);
+			break;
+		case OP_FAIL:
+			TOPO_CHECK_EQ(
+				cmesh_rpc_fail(q.reply, -ENOENT, chain, 2), 0);
+			break;
+		case OP_DROP:
+			cmesh_oneshot_sender_free(q.reply);
+			break;
+		case OP_HOLD:
+			TOPO_CHECK(!held);
+			held = q.reply;
+			break;
+		case OP_DIE:
+			held = q.reply;
+			TOPO_CHECK_EQ(topo_post(s->sync, 'k'), 0);
+			pause();
+			return 1;
+		case OP_RELEASE:
+		case OP_LATE:
+			TOPO_CHECK(held != NULL);
+			cmesh_oneshot_sender_free(q.reply);
+			out.v = q.args.a;
+			r = cmesh_rpc_complete(held, &out, NULL, 0);
+			held = NULL;
+			if (q.args.op == OP_RELEASE) {
+				TOPO_CHECK_EQ(r, 0);
+				break;
+			}
+			n.v = r;
+			TOPO_CHECK_EQ(cmesh_sender_send(up, &n, NULL, 0), 0);
+			break;
+		case OP_FD:
+			out.v = q.args.a;
+			out.fd = eventfd((unsigned)q.args.a, EFD_CLOEXEC);
+			TOPO_CHECK(out.fd >= 0);
+			TOPO_CHECK_EQ(
+				cmesh_rpc_complete(q.reply, &out, NULL, 0), 0);
+			break;
+		case OP_TRAIL:
+			TOPO_CHECK((size_t)q.args.b <= sizeof(trail));
+			out.v = q.args.b;
+			tu_fill(trail, (size_t)q.args.b, (uint32_t)q.args.a);
+			TOPO_CHECK_EQ(cmesh_rpc_complete(q.reply, &out, trail,
+							 (size_t)q.args.b),
+				      0);
+			break;
+		case OP_QUIT:
+			cmesh_oneshot_sender_free(q.reply);
+			cmesh_sender_free(up);
+			cmesh_receiver_free(rx);
+			return 0;
+		default:
+			return 1;
+		}
+	}
+}
+
+/* ---- the caller ---- */
+
+static cmesh_rpc *call(cmesh_sender *tx, uint32_t op, int64_t a, int64_t b)
+{
+	struct calc_req q = { .args = { op, 0, a, b } };
+	cmesh_rpc *c = NULL;
+
+	TU_ASSERT_RC(cmesh_rpc_call(tx, &q, NULL, 0, &c), 0);
+	cr_assert_not_null(c);
+	return c;
+}
+
+static int64_t value_of(cmesh_rpc *c)
+{
+	struct resp out;
+
+	TU_ASSERT_RC(cmesh_rpc_wait(c, NULL, &out, NULL, 0), 0);
+	cr_assert_eq(out.fd, -1);
+	return out.v;
+}
+
+struct firing {
+	cmesh_cancel *k;
+	unsigned ms;
+};
+
+static void *fire_later(void *arg)
+{
+	struct firing *f = arg;
+
+	tu_sleep_ms(f->ms);
+	cmesh_cancel_fire(f->k);
+	return NULL;
+}
+
+static void driver(cmesh_sender *tx, cmesh_receiver *up,
+		   const struct topo_side *s)
+{
+	static unsigned char big[65536];
+	cmesh_rpc *c[10];
+	struct resp out;
+	struct num n;
+	cmesh_ctx *ctx;
+	cmesh_cancel *k;
+	cmesh_waitset *ws;
+	pthread_t t;
+	uint64_t key = 0, cnt;
+	int r;
+
+	(void)s;
+	/* Calls answered in turn, and ten in flight at once. */
+	for (int i = 0; i < 100; i++) {
+		cmesh_rpc *one = call(tx, OP_ADD, i, 1000);
+
+		cr_assert_eq(value_of(one), i + 1000);
+		TU_ASSERT_RC(cmesh_rpc_wait(one, NULL, &out, NULL, 0), -EPIPE);
+		cmesh_rpc_free(one);
+	}
+	for (int i = 0; i < 10; i++)
+		c[i] = call(tx, OP_ADD, i, i);
+	for (int i = 9; i >= 0; i--) {
+		cr_assert_eq(value_of(c[i]), 2 * i);
+		cmesh_rpc_free(c[i]);
+	}
+
+	/* A failure: the code and the chain. */
+	c[0] = call(tx, OP_FAIL, 0, 0);
+	TU_ASSERT_RC(cmesh_rpc_wait(c[0], NULL, &out, NULL, 0), -EREMOTEIO);
+	TU_ASSERT_RC(cmesh_rpc_error_code(c[0]), -ENOENT);
+	cr_assert_str_eq(cmesh_rpc_error(c[0]), "open config: no such file");
+	TU_ASSERT_RC(cmesh_rpc_wait(c[0], NULL, &out, NULL, 0), -EREMOTEIO);
+	cmesh_rpc_free(c[0]);
+
+	/* Dropped unanswered: closed. */
+	c[0] = call(tx, OP_DROP, 0, 0);
+	TU_ASSERT_RC(cmesh_rpc_wait(c[0], NULL, &out, NULL, 0), -EPIPE);
+	cmesh_rpc_free(c[0]);
+
+	/* A deadline while the server holds it; the answer still comes. */
+	c[0] = call(tx, OP_HOLD, 0, 0);
+	TU_ASSERT_RC(cmesh_ctx_with_timeout(NULL, TU_MS(20), &ctx), 0);
+	TU_ASSERT_RC(cmesh_rpc_wait(c[0], ctx, &out, NULL, 0), -ETIMEDOUT);
+	cmesh_ctx_free(ctx);
+	TU_ASSERT_RC(cmesh_rpc_try_wait(c[0], &out, NULL, 0), -EAGAIN);
+	cmesh_rpc_free(call(tx, OP_RELEASE, 41, 0));
+	cr_assert_eq(value_of(c[0]), 41);
+	cmesh_rpc_free(c[0]);
+
+	/* A cancel while waiting; then a waitset sees the answer. */
+	c[0] = call(tx, OP_HOLD, 0, 0);
+	TU_ASSERT_RC(cmesh_ctx_with_cancel(NULL, &ctx, &k), 0);
+	struct firing f = { k, 20 };
+	tu_thread_start(&t, fire_later, &f);
+	TU_ASSERT_RC(cmesh_rpc_wait(c[0], ctx, &out, NULL, 0), -ECANCELED);
+	tu_thread_join(t);
+	cmesh_cancel_free(k);
+	cmesh_ctx_free(ctx);
+	TU_ASSERT_RC(cmesh_waitset_new(&ws), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_oneshot(ws, cmesh_rpc_receiver(c[0]), 9),
+		     0);
+	cmesh_rpc_free(call(tx, OP_RELEASE, 42, 0));
+	TU_ASSERT_RC(cmesh_waitset_wait(ws, topo_deadline(), &key), 0);
+	cr_assert_eq(key, 9);
+	TU_ASSERT_RC(cmesh_rpc_try_wait(c[0], &out, NULL, 0), 0);
+	cr_assert_eq(out.v, 42);
+	cmesh_rpc_free(c[0]); /* leaves the waitset */
+	cr_assert_eq(cmesh_waitset_size(ws), 0);
+	cmesh_waitset_free(ws);
+
+	/* An fd in the response. */
+	c[0] = call(tx, OP_FD, 7, 0);
+	TU_ASSERT_RC(cmesh_rpc_wait(c[0], NULL, &out, NULL, 0), 0);
+	cr_assert_eq(out.v, 7);
+	cr_assert_eq(read(out.fd, &cnt, sizeof(cnt)), (ssize_t)sizeof(cnt));
+	cr_assert_eq(cnt, 7);
+	close(out.fd);
+	cmesh_rpc_free(c[0]);
+
+	/* Trailing bytes: too small a buffer keeps the reply. */
+	c[0] = call(tx, OP_TRAIL, 5, 40000);
+	TU_ASSERT_RC(cmesh_rpc_wait(c[0], NULL, &out, big, 100), -EMSGSIZE);
+	cr_assert_eq(cmesh_rpc_trail_len(c[0]), 40000);
+	r = cmesh_rpc_wait(c[0], NULL, &out, big, sizeof(big));
+	cr_assert_eq(r, 40000);
+	cr_assert_eq(tu_check(big, 40000, 5), 40000);
+	cmesh_rpc_free(c[0]);
+
+	/* A reply taken and freed unread: its fd is closed, not leaked. */
+	c[0] = call(tx, OP_FD, 3, 0);
+	TU_ASSERT_RC(cmesh_rpc_wait(c[0], NULL, &out, big, 0), 0);
+	close(out.fd);
+	cmesh_rpc_free(c[0]);
+
+	/* The caller gives up: a late answer gets -EPIPE. */
+	c[0] = call(tx, OP_HOLD, 0, 0);
+	cmesh_rpc_free(c[0]);
+	cmesh_rpc_free(call(tx, OP_LATE, 1, 0));
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(up, topo_deadline(), &n, NULL,
+						  0),
+		     0);
+	cr_assert_eq(n.v, -EPIPE);
+
+	cmesh_rpc_free(call(tx, OP_QUIT, 0, 0));
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(up);
+}
+
+static const struct topo_scenario rpc_sc = {
+	.down = &calc_req_type,
+	.up = &num_type,
+	.driver = driver,
+	.peer = serve,
+};
+
+Test(rpc, calls_complete_fail_drop_time_out_and_cancel_in_process)
+{
+	topo_run(&rpc_sc, TOPO_THREAD);
+}
+
+Test(rpc, calls_complete_fail_drop_time_out_and_cancel_across_processes)
+{
+	topo_run(&rpc_sc, TOPO_FORK);
+}
+
+Test(rpc, a_server_whose_process_dies_fails_the_call_with_econnreset)
+{
+	struct topo_res res;
+	struct topo_conn c;
+	struct resp out;
+	cmesh_rpc *p;
+	int st;
+
+	topo_baseline(&res);
+	topo_fork_peer(&rpc_sc, TOPO_FORK, &c);
+	p = call(c.tx, OP_DIE, 0, 0);
+	cr_assert_eq(topo_wait(c.sync, TOPO_WAIT_MS), 'k');
+	kill(c.pid, SIGKILL);
+	TU_ASSERT_RC(cmesh_rpc_wait(p, NULL, &out, NULL, 0), -ECONNRESET);
+	TU_ASSERT_RC(cmesh_rpc_wait(p, NULL, &out, NULL, 0), -ECONNRESET);
+	st = topo_reap(c.pid, TOPO_WAIT_MS);
+	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	cmesh_rpc_free(p);
+	cmesh_sender_free(c.tx);
+	cmesh_receiver_free(c.rx);
+	close(c.sync);
+	topo_assert_baseline_within(&res, TOPO_WAIT_MS);
+}
+
+/* ---- malformed replies and bad arguments ---- */
+
+/* A "server" that answers with raw trailing bytes of its own making. */
+static int raw_reply(const void *hdr, size_t len)
+{
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct calc_req q = { .args = { OP_ADD, 0, 1, 2 } };
+	struct resp out = { 5, -1, 0 };
+	cmesh_rpc *c;
+	int r;
+
+	TU_ASSERT_RC(cmesh_channel_new(&calc_req_type, NULL, &tx, &rx), 0);
+	TU_ASSERT_RC(cmesh_rpc_call(tx, &q, NULL, 0, &c), 0);
+	TU_ASSERT_RC(cmesh_receiver_recv(rx, &q, NULL, 0), 0);
+	TU_ASSERT_RC(cmesh_oneshot_send(q.reply, &out, hdr, len), 0);
+	r = cmesh_rpc_wait(c, NULL, &out, NULL, 0);
+	cmesh_rpc_free(c);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	return r;
+}
+
+Test(rpc, a_malformed_reply_is_eproto)
+{
+	struct {
+		uint32_t magic;
+		int32_t status;
+		uint32_t chain_len, nchain;
+		char chain[8];
+	} h = { 0x31435052u, 0, 0, 0, "ab\0cd\0" };
+
+	TU_ASSERT_RC(raw_reply(&h, 16), 0);	  /* well formed */
+	TU_ASSERT_RC(raw_reply(&h, 0), -EPROTO);  /* no header */
+	TU_ASSERT_RC(raw_reply(&h, 15), -EPROTO); /* short */
+	h.magic = 1;
+	TU_ASSERT_RC(raw_reply(&h, 16), -EPROTO);
+	h.magic = 0x31435052u;
+	h.status = 3; /* a positive code */
+	TU_ASSERT_RC(raw_reply(&h, 16), -EPROTO);
+	h.status = -EIO; /* a failure without a chain */
+	TU_ASSERT_RC(raw_reply(&h, 16), -EPROTO);
+	h.chain_len = 6;
+	h.nchain = 2;
+	TU_ASSERT_RC(raw_reply(&h, sizeof(h)), -EPROTO); /* bytes after it */
+	TU_ASSERT_RC(raw_reply(&h, 22), -EREMOTEIO);	 /* exact: good */
+	h.nchain = 3; /* more strings than the chain holds */
+	TU_ASSERT_RC(raw_reply(&h, 22), -EPROTO);
+	h.nchain = 1; /* fewer */
+	TU_ASSERT_RC(raw_reply(&h, 22), -EPROTO);
+	h.nchain = 2;
+	h.chain_len = 100; /* past the message */
+	TU_ASSERT_RC(raw_reply(&h, 22), -EPROTO);
+	h.status = 0; /* success with a chain */
+	h.chain_len = 6;
+	TU_ASSERT_RC(raw_reply(&h, 22), -EPROTO);
+}
+
+struct noreply {
+	int64_t v;
+};
+CMESH_TYPE_DEFINE_PLAIN(noreply_type, struct noreply);
+
+struct tworeplies {
+	cmesh_oneshot_sender *a, *b;
+};
+CMESH_TYPE_DEFINE(tworeplies_type, struct tworeplies,
+		  CMESH_FIELD_ONESHOT_SENDER(struct tworeplies, a, resp_type),
+		  CMESH_FIELD_ONESHOT_SENDER(struct tworeplies, b, resp_type));
+
+Test(rpc, bad_arguments_are_einval_and_release_the_request)
+{
+	cmesh_sender *tx, *tx2, *tx3;
+	cmesh_receiver *rx, *rx2, *rx3;
+	cmesh_oneshot_sender *otx;
+	cmesh_oneshot_receiver *orx;
+	struct noreply nr = { 1 };
+	struct tworeplies two = { 0 };
+	struct calc_req q = { .args = { OP_ADD, 0, 1, 2 } };
+	struct resp out = { 0, -1, 0 };
+	const char *chain[] = { "x", NULL };
+	cmesh_rpc *c;
+
+	TU_ASSERT_RC(cmesh_channel_new(&noreply_type, NULL, &tx, &rx), 0);
+	TU_ASSERT_RC(cmesh_rpc_call(tx, &nr, NULL, 0, &c), -EINVAL);
+	TU_ASSERT_RC(cmesh_channel_new(&tworeplies_type, NULL, &tx2, &rx2), 0);
+	TU_ASSERT_RC(cmesh_rpc_call(tx2, &two, NULL, 0, &c), -EINVAL);
+	TU_ASSERT_RC(cmesh_channel_new(&calc_req_type, NULL, &tx3, &rx3), 0);
+	TU_ASSERT_RC(cmesh_rpc_call(tx3, &q, NULL, 0, NULL), -EINVAL);
+	/* A reply field already set: refused, and that port is released. */
+	TU_ASSERT_RC(cmesh_oneshot_new(&resp_type, &otx, &orx), 0);
+	q.reply = otx;
+	TU_ASSERT_RC(cmesh_rpc_call(tx3, &q, NULL, 0, &c), -EINVAL);
+	TU_ASSERT_RC(cmesh_oneshot_recv(orx, &out, NULL, 0), -EPIPE);
+	cmesh_oneshot_receiver_free(orx);
+	TU_ASSERT_RC(cmesh_rpc_call(NULL, &q, NULL, 0, &c), -EINVAL);
+	/* A server's bad answers consume the port: the caller sees closed. */
+	q.reply = NULL;
+	TU_ASSERT_RC(cmesh_rpc_call(tx3, &q, NULL, 0, &c), 0);
+	TU_ASSERT_RC(cmesh_receiver_recv(rx3, &q, NULL, 0), 0);
+	TU_ASSERT_RC(cmesh_rpc_fail(q.reply, 0, chain, 1), -EINVAL);
+	TU_ASSERT_RC(cmesh_rpc_wait(c, NULL, &out, NULL, 0), -EPIPE);
+	cmesh_rpc_free(c);
+	q.reply = NULL; /* the one received went with the failure */
+	TU_ASSERT_RC(cmesh_rpc_call(tx3, &q, NULL, 0, &c), 0);
+	TU_ASSERT_RC(cmesh_receiver_recv(rx3, &q, NULL, 0), 0);
+	TU_ASSERT_RC(cmesh_rpc_fail(q.reply, -EIO, chain, 2), -EINVAL);
+	TU_ASSERT_RC(cmesh_rpc_wait(c, NULL, &out, NULL, 0), -EPIPE);
+	cmesh_rpc_free(c);
+	TU_ASSERT_RC(cmesh_rpc_complete(NULL, &out, NULL, 0), -EINVAL);
+	TU_ASSERT_RC(cmesh_rpc_wait(NULL, NULL, &out, NULL, 0), -EINVAL);
+	cr_assert_null(cmesh_rpc_error(NULL));
+	cmesh_rpc_free(NULL);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	cmesh_sender_free(tx2);
+	cmesh_receiver_free(rx2);
+	cmesh_sender_free(tx3);
+	cmesh_receiver_free(rx3);
+}
+
+/* A long chain is cut to the limits, never refused. */
+Test(rpc, a_long_error_chain_is_cut_to_the_limits)
+{
+	static char big[2 * CMESH_RPC_MAX_CHAIN_BYTES];
+	const char *chain[CMESH_RPC_MAX_CHAIN + 4];
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct calc_req q = { .args = { OP_ADD, 0, 1, 2 } };
+	struct resp out;
+	cmesh_rpc *c;
+
+	memset(big, 'e', sizeof(big) - 1);
+	for (size_t i = 0; i < CMESH_RPC_MAX_CHAIN + 4; i++)
+		chain[i] = i == 1 ? big : "cause";
+	TU_ASSERT_RC(cmesh_channel_new(&calc_req_type, NULL, &tx, &rx), 0);
+	TU_ASSERT_RC(cmesh_rpc_call(tx, &q, NULL, 0, &c), 0);
+	TU_ASSERT_RC(cmesh_receiver_recv(rx, &q, NULL, 0), 0);
+	TU_ASSERT_RC(cmesh_rpc_fail(q.reply, -EIO, chain,
+				    CMESH_RPC_MAX_CHAIN + 4),
+		     0);
+	TU_ASSERT_RC(cmesh_rpc_wait(c, NULL, &out, NULL, 0), -EREMOTEIO);
+	cr_assert_eq(strncmp(cmesh_rpc_error(c), "cause: eee", 10), 0);
+	cr_assert_lt(strlen(cmesh_rpc_error(c)),
+		     CMESH_RPC_MAX_CHAIN_BYTES + 2 * CMESH_RPC_MAX_CHAIN);
+	cmesh_rpc_free(c);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}

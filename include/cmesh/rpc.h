@@ -38,8 +38,8 @@
  *            cmesh_rpc_call(tx, &q, NULL, 0, &call);
  *            cmesh_rpc_wait(call, ctx, &resp, NULL, 0);
  *            cmesh_rpc_free(call);
- *   server:  blk_req_recv(rx, &q);  ...  cmesh_rpc_complete(q.reply, &resp,
- *                                                          NULL, 0);
+ *   server:  cmesh_receiver_recv(rx, &q, NULL, 0);
+ *            cmesh_rpc_complete(q.reply, &resp, NULL, 0);
  *
  * Threads: a pending call is used by one thread at a time; the ends of a
  * request may be used from any thread, like any oneshot.

@@ -478,3 +478,36 @@ Test(rpc, a_long_error_chain_is_cut_to_the_limits)
 	cmesh_sender_free(tx);
 	cmesh_receiver_free(rx);
 }
+
+/* A request whose arguments carry an fd: the _FIELDS form declares it. */
+struct fd_args {
+	int fd;
+	uint32_t pad;
+};
+CMESH_RPC_REQUEST_FIELDS(fd_req, struct fd_args, resp_type,
+			 CMESH_FIELD_FD(struct fd_req, args.fd));
+
+Test(rpc, a_request_declared_with_fields_carries_its_fd)
+{
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct fd_req q = { .args = { tu_eventfd(), 0 } };
+	struct resp out = { 0, -1, 0 };
+	uint64_t cnt = 0;
+	cmesh_rpc *c;
+
+	cr_assert_eq(fd_req_type.nfields, 2);
+	cr_assert_eq(write(q.args.fd, &(uint64_t){ 6 }, 8), 8);
+	TU_ASSERT_RC(cmesh_channel_new(&fd_req_type, NULL, &tx, &rx), 0);
+	TU_ASSERT_RC(cmesh_rpc_call(tx, &q, NULL, 0, &c), 0);
+	memset(&q, 0, sizeof(q));
+	TU_ASSERT_RC(cmesh_receiver_recv(rx, &q, NULL, 0), 0);
+	cr_assert_eq(read(q.args.fd, &cnt, sizeof(cnt)), (ssize_t)sizeof(cnt));
+	close(q.args.fd);
+	out.v = (int64_t)cnt;
+	TU_ASSERT_RC(cmesh_rpc_complete(q.reply, &out, NULL, 0), 0);
+	cr_assert_eq(value_of(c), 6);
+	cmesh_rpc_free(c);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}

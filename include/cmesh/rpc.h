@@ -68,19 +68,18 @@ typedef struct cmesh_rpc cmesh_rpc;
  * as field macros on `struct name`, e.g.
  * CMESH_FIELD_FD(struct name, args.fd).
  */
-#define CMESH_RPC_REQUEST(name, ArgsT, resp_type)                              \
+#define CMESH__RPC_STRUCT(name, ArgsT)                                         \
 	struct name {                                                          \
 		ArgsT args;                                                    \
 		cmesh_oneshot_sender *reply;                                   \
-	};                                                                     \
+	}
+#define CMESH_RPC_REQUEST(name, ArgsT, resp_type)                              \
+	CMESH__RPC_STRUCT(name, ArgsT);                                        \
 	CMESH_TYPE_DEFINE(name##_type, struct name,                            \
 			  CMESH_FIELD_ONESHOT_SENDER(struct name, reply,       \
 						     resp_type))
 #define CMESH_RPC_REQUEST_FIELDS(name, ArgsT, resp_type, ...)                  \
-	struct name {                                                          \
-		ArgsT args;                                                    \
-		cmesh_oneshot_sender *reply;                                   \
-	};                                                                     \
+	CMESH__RPC_STRUCT(name, ArgsT);                                        \
 	CMESH_TYPE_DEFINE(name##_type, struct name,                            \
 			  CMESH_FIELD_ONESHOT_SENDER(struct name, reply,       \
 						     resp_type),               \

@@ -656,15 +656,8 @@ static void usage(FILE *f)
 /* CMESH_BENCH_SCALE times n repetitions, at least 1. */
 static uint64_t scaled(uint64_t n)
 {
-	const char *s = getenv("CMESH_BENCH_SCALE");
-	char *end = NULL;
-	double v = s && *s ? strtod(s, &end) : 1.0;
+	double v = bench_scale_env("bench_backlog");
 
-	if ((end && *end != '\0') || !(v > 0.0) || v > 1e3) {
-		fprintf(stderr, "bench_backlog: bad CMESH_BENCH_SCALE '%s'\n",
-			s);
-		exit(2);
-	}
 	return v * (double)n < 1.0 ? 1 : (uint64_t)(v * (double)n);
 }
 

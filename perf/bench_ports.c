@@ -1218,19 +1218,6 @@ static int print_targets(void)
 	return fails;
 }
 
-static void print_parts(const char *what, const struct bench_parts *p)
-{
-	char lo[16], hi[16];
-
-	if (p->n == 0)
-		return;
-	bench_fmt_ns(lo, sizeof(lo), p->raw_lo);
-	bench_fmt_ns(hi, sizeof(hi), p->raw_hi);
-	printf("# %s: per-round p50 ratio median %.2fx (%.2f..%.2fx) over %u "
-	       "rounds, echo p50 %s..%s ns\n",
-	       what, bench_parts_median(p), p->lo, p->hi, p->n, lo, hi);
-}
-
 /* ---------------------------------------------------------------------- */
 /* Options, main                                                          */
 
@@ -1334,8 +1321,8 @@ int main(int argc, char **argv)
 	       "= the parent's own calls; 2, 3: alternating rounds, "
 	       "%u unrecorded round trips each; 4 new+send: per channel\n",
 	       warm1, ROUND_WARM);
-	print_parts("2 rpc / echo", &parts2);
-	print_parts("3 moved pair / echo", &parts3);
+	bench_print_parts("2 rpc / echo", "echo", &parts2);
+	bench_print_parts("3 moved pair / echo", "echo", &parts3);
 	printf("# wall time per scenario:");
 	for (int k = 1; k <= 4; k++)
 		if (want(&cfg, k))

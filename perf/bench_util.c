@@ -710,3 +710,33 @@ pid_t bench_fork_pair(int *sock)
 		bench_child_pid = pid;
 	return pid;
 }
+
+void bench_print_parts(const char *what, const char *ref,
+		       const struct bench_parts *p)
+{
+	char lo[16], hi[16];
+
+	if (p->n == 0)
+		return;
+	bench_fmt_ns(lo, sizeof(lo), p->raw_lo);
+	bench_fmt_ns(hi, sizeof(hi), p->raw_hi);
+	printf("# %s: per-round p50 ratio median %.2fx (%.2f..%.2fx) over %u "
+	       "rounds, %s p50 %s..%s ns\n",
+	       what, bench_parts_median(p), p->lo, p->hi, p->n, ref, lo, hi);
+}
+
+double bench_scale_env(const char *prog)
+{
+	const char *s = getenv("CMESH_BENCH_SCALE");
+	char *end;
+	double v;
+
+	if (!s || !*s)
+		return 1.0;
+	v = strtod(s, &end);
+	if (*end != '\0' || !(v > 0.0) || v > 1e3) {
+		fprintf(stderr, "%s: bad CMESH_BENCH_SCALE '%s'\n", prog, s);
+		exit(2);
+	}
+	return v;
+}

@@ -288,6 +288,19 @@ void bench_note_round(struct bench_parts *p, uint64_t *raw, uint64_t *cm,
 /* Median of the recorded ratios. */
 double bench_parts_median(const struct bench_parts *p);
 
+/*
+ * Prints "# what: per-round p50 ratio median R (lo..hi) over n rounds,
+ * <ref> p50 lo..hi ns" (nothing when no round was noted).
+ */
+void bench_print_parts(const char *what, const char *ref,
+		       const struct bench_parts *p);
+
+/*
+ * CMESH_BENCH_SCALE (1.0 when unset or empty); a bad value (not a number
+ * in (0, 1000]) ends the run: "`prog`: bad CMESH_BENCH_SCALE", status 2.
+ */
+double bench_scale_env(const char *prog);
+
 /* ns: one decimal below 100. */
 void bench_fmt_ns(char *buf, size_t len, double ns);
 

@@ -1094,22 +1094,8 @@ static void usage(FILE *f)
 
 static void parse_args(struct config *cfg, int argc, char **argv)
 {
-	const char *scale = getenv("CMESH_BENCH_SCALE");
-
 	cfg->smoke = bench_env_flag("CMESH_BENCH_SMOKE");
-	cfg->scale = 1.0;
-	if (scale && *scale) {
-		char *end;
-
-		cfg->scale = strtod(scale, &end);
-		if (*end != '\0' || !(cfg->scale > 0.0) || cfg->scale > 1e3) {
-			fprintf(stderr,
-				"bench_xproc: bad CMESH_BENCH_SCALE "
-				"'%s'\n",
-				scale);
-			exit(2);
-		}
-	}
+	cfg->scale = bench_scale_env("bench_xproc");
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 

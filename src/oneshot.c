@@ -71,35 +71,44 @@ void cmesh_oneshot_sender_free(cmesh_oneshot_sender *tx)
 	free(tx);
 }
 
+/* The value came: no sender can publish again (see receiver_free). */
+static int got(cmesh_oneshot_receiver *rx, int r)
+{
+	if (r >= 0)
+		cmesh__queue_senders_done(rx->q);
+	return r;
+}
+
 int cmesh_oneshot_try_recv(cmesh_oneshot_receiver *rx, void *out_msg,
 			   void *out_trail, size_t trail_cap)
 {
 	int r = cmesh__endpoint_recv(rx ? rx->q : NULL, 0, out_msg, out_trail,
 				     trail_cap);
 
-	return r == -ETIMEDOUT ? -EAGAIN : r;
+	return r == -ETIMEDOUT ? -EAGAIN : got(rx, r);
 }
 
 int cmesh_oneshot_recv(cmesh_oneshot_receiver *rx, void *out_msg,
 		       void *out_trail, size_t trail_cap)
 {
-	return cmesh__endpoint_recv(rx ? rx->q : NULL, CMESH_DEADLINE_NONE,
-				    out_msg, out_trail, trail_cap);
+	return got(rx,
+		   cmesh__endpoint_recv(rx ? rx->q : NULL, CMESH_DEADLINE_NONE,
+					out_msg, out_trail, trail_cap));
 }
 
 int cmesh_oneshot_recv_deadline(cmesh_oneshot_receiver *rx, int64_t deadline,
 				void *out_msg, void *out_trail,
 				size_t trail_cap)
 {
-	return cmesh__endpoint_recv(rx ? rx->q : NULL, deadline, out_msg,
-				    out_trail, trail_cap);
+	return got(rx, cmesh__endpoint_recv(rx ? rx->q : NULL, deadline,
+					    out_msg, out_trail, trail_cap));
 }
 
 int cmesh_oneshot_recv_ctx(cmesh_oneshot_receiver *rx, const cmesh_ctx *ctx,
 			   void *out_msg, void *out_trail, size_t trail_cap)
 {
-	return cmesh__endpoint_recv_ctx(rx ? rx->q : NULL, ctx, out_msg,
-					out_trail, trail_cap);
+	return got(rx, cmesh__endpoint_recv_ctx(rx ? rx->q : NULL, ctx, out_msg,
+						out_trail, trail_cap));
 }
 
 void cmesh_oneshot_receiver_free(cmesh_oneshot_receiver *rx)

@@ -1141,13 +1141,20 @@ void cmesh__queue_sender_put(struct cmesh__queue *q)
 	cmesh__queue_put(q);
 }
 
+void cmesh__queue_senders_done(struct cmesh__queue *q)
+{
+	q->senders_done = true;
+}
+
 void cmesh__queue_receiver_close(struct cmesh__queue *q)
 {
 	/*
 	 * First: from here on no lane is added (cmesh__queue_add_rx_lane()
 	 * checks it under `lock`, which the close of the lanes takes).
 	 */
-	atomic_fetch_or_explicit(&q->state, ST_RX_CLOSED, memory_order_seq_cst);
+	uint32_t st = atomic_fetch_or_explicit(&q->state, ST_RX_CLOSED,
+					       memory_order_seq_cst);
+
 	cmesh__queue_xl_close(q);
 	if (q->rx_lane) {
 		cmesh__lane_close_rx(q->rx_lane);
@@ -1157,9 +1164,13 @@ void cmesh__queue_receiver_close(struct cmesh__queue *q)
 	/*
 	 * Dekker with a producer's publish + state load, see top. Should the
 	 * membarrier fail, a producer that raced with us drains on its next
-	 * send or the last reference does.
+	 * send or the last reference does. Every sender gone (the RMW read
+	 * ST_TX_CLOSED, set after their last publish): nobody races with the
+	 * drain, and the membarrier (a syscall that interrupts the other
+	 * CPUs) is not needed: a oneshot whose value came, an rpc's reply.
 	 */
-	cmesh__fence_heavy();
+	if (!(st & ST_TX_CLOSED) && !q->senders_done)
+		cmesh__fence_heavy();
 	drain(q);
 	cmesh__queue_put(q);
 }

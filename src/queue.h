@@ -83,6 +83,12 @@ void cmesh__queue_sender_put(struct cmesh__queue *q);
  */
 void cmesh__queue_receiver_close(struct cmesh__queue *q);
 
+/*
+ * Receiver: no sender will publish again (a oneshot's value was taken),
+ * though some may not have let go yet: the close needs no heavy fence.
+ */
+void cmesh__queue_senders_done(struct cmesh__queue *q);
+
 /* See cmesh_sender_send(): takes the message's resources in every case. */
 int cmesh__queue_send(struct cmesh__queue *q, const void *msg,
 		      const void *trail, size_t trail_len);

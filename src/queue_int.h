@@ -128,6 +128,7 @@ struct cmesh__queue {
 	uint32_t xl_n, xl_cap, xl_next;
 	int xl_err;	   /* a lane's failure: the receiver's, for good */
 	bool primary_done; /* rx_lane saw CLOSE while lanes remain */
+	bool senders_done; /* receiver: nobody publishes any more */
 };
 
 #define XL_ANY 1u

@@ -33,6 +33,9 @@ struct reply_hdr {
 	uint32_t nchain;    /* strings in it */
 };
 
+/* Bytes of a reply's header and trailing bytes kept in the call itself. */
+#define INLINE_BUF 240u
+
 struct cmesh_rpc {
 	cmesh_oneshot_receiver *rx;
 	const cmesh_type *resp;
@@ -40,9 +43,11 @@ struct cmesh_rpc {
 	bool kept;	    /* a response received, not delivered */
 	int code;	    /* after -EREMOTEIO */
 	char *error;	    /* the chain, joined with ": " */
-	void *msg;	    /* the kept response (resp->size bytes) */
+	void *msg;	    /* the response (resp->size bytes, after us) */
 	unsigned char *buf; /* header, chain, trailing bytes */
 	size_t buf_cap, trail_off, trail_len;
+	unsigned char inline_buf[INLINE_BUF];
+	/* then the response: one allocation per call */
 };
 
 /* The request type's reply port: its only oneshot-sender field. */
@@ -79,12 +84,16 @@ int cmesh_rpc_call(cmesh_sender *tx, void *req, const void *trail,
 		r = -EINVAL;
 		goto out_release;
 	}
-	c = calloc(1, sizeof(*c));
+	c = malloc(sizeof(*c) + f->type->size);
 	if (!c) {
 		r = -ENOMEM;
 		goto out_release;
 	}
+	memset(c, 0, sizeof(*c));
 	c->resp = f->type;
+	c->msg = c + 1;
+	c->buf = c->inline_buf;
+	c->buf_cap = sizeof(c->inline_buf);
 	r = cmesh_oneshot_new(f->type, &otx, &c->rx);
 	if (r) {
 		free(c);
@@ -156,11 +165,6 @@ static int take(cmesh_rpc *c, const cmesh_ctx *ctx, bool wait)
 {
 	int r;
 
-	if (!c->msg) {
-		c->msg = malloc(c->resp->size);
-		if (!c->msg)
-			return -ENOMEM;
-	}
 	for (;;) {
 		if (wait)
 			r = cmesh_oneshot_recv_ctx(c->rx, ctx, c->msg, c->buf,
@@ -174,11 +178,13 @@ static int take(cmesh_rpc *c, const cmesh_ctx *ctx, bool wait)
 		r = cmesh__queue_peek(c->rx->q);
 		if (r < 0)
 			return r;
-		size_t cap = (size_t)r < 256 ? 256 : (size_t)r;
-		unsigned char *b = realloc(c->buf, cap);
+		size_t cap = (size_t)r;
+		unsigned char *b = malloc(cap);
 
 		if (!b)
 			return -ENOMEM;
+		if (c->buf != c->inline_buf)
+			free(c->buf);
 		c->buf = b;
 		c->buf_cap = cap;
 	}
@@ -258,8 +264,8 @@ void cmesh_rpc_free(cmesh_rpc *call)
 	if (call->kept)
 		cmesh__type_release(call->resp, call->msg);
 	cmesh_oneshot_receiver_free(call->rx);
-	free(call->msg);
-	free(call->buf);
+	if (call->buf != call->inline_buf)
+		free(call->buf);
 	free(call->error);
 	free(call);
 }

@@ -367,6 +367,12 @@ struct cmesh__ctx_node *cmesh__ctx_node_new(int64_t deadline, bool ended,
 	return (struct cmesh__ctx_node *)n;
 }
 
+bool cmesh__ctx_node_ended(struct cmesh__ctx_node *cn)
+{
+	return atomic_load_explicit(&((struct node *)cn)->ended,
+				    memory_order_acquire);
+}
+
 bool cmesh__ctx_node_tryref(struct cmesh__ctx_node *cn)
 {
 	struct node *n = (struct node *)cn;

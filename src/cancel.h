@@ -65,6 +65,9 @@ struct cmesh__ctx_node *cmesh__ctx_node_new(int64_t deadline, bool ended,
 					    void (*on_free)(void *arg),
 					    void *arg);
 
+/* True once the node was cancelled. */
+bool cmesh__ctx_node_ended(struct cmesh__ctx_node *n);
+
 /* Takes a reference unless the node is being freed (then false). */
 bool cmesh__ctx_node_tryref(struct cmesh__ctx_node *n);
 void cmesh__ctx_node_unref(struct cmesh__ctx_node *n);

@@ -67,6 +67,11 @@ int cmesh__idmap_put(struct cmesh__idmap *m, uint32_t id, void *p)
 	return ck_ht_put_spmc(&m->ht, h, &e) ? 0 : -ENOMEM;
 }
 
+uint64_t cmesh__idmap_count(struct cmesh__idmap *m)
+{
+	return m->init ? (uint64_t)ck_ht_count(&m->ht) : 0;
+}
+
 void cmesh__idmap_del(struct cmesh__idmap *m, uint32_t id)
 {
 	ck_ht_entry_t e;

@@ -28,6 +28,9 @@ void *cmesh__idmap_get(struct cmesh__idmap *m, uint32_t id);
 /* Sets `id` to `p` (non-NULL). 0 or -ENOMEM. */
 int cmesh__idmap_put(struct cmesh__idmap *m, uint32_t id, void *p);
 
+/* Entries in the map (0 for a map not set up). */
+uint64_t cmesh__idmap_count(struct cmesh__idmap *m);
+
 /* Removes `id` (nothing if absent). */
 void cmesh__idmap_del(struct cmesh__idmap *m, uint32_t id);
 

@@ -317,11 +317,14 @@ static bool attach_may_go(struct cmesh__lane *ln)
 static int flush_locked(struct cmesh__lane *ln)
 {
 	struct spill *s = NULL;
-	int r = 0, sent = 0;
-	bool asked = false;
+	int r = 0, sent = 0, sent_at_ask = -1;
 
-	/* Pairs with the consumer's release store of closed. */
-	if (atomic_load_explicit(&ln->peer_wake->closed, memory_order_acquire))
+again:
+	/*
+	 * Pairs with the consumer's store of closed; seq_cst: after a space
+	 * request a consumer that closed either answers it or is seen here.
+	 */
+	if (atomic_load_explicit(&ln->peer_wake->closed, memory_order_seq_cst))
 		while (ln->spill_head) /* nobody will read them */
 			drop_spill(ln);
 	/* A port's lane spills until the consumer's half is mapped. */
@@ -329,7 +332,6 @@ static int flush_locked(struct cmesh__lane *ln)
 		return 0;
 	if (ln->spill_head && !attach_may_go(ln))
 		return 0;
-again:
 	while ((s = ln->spill_head)) {
 		struct cmesh__iov iov = { s->rec, s->len };
 
@@ -348,13 +350,15 @@ again:
 		sent++;
 		pop_spill(ln, SPILL_SENT);
 	}
-	if (r == -EAGAIN && !ln->attach_blocked && !asked) {
+	if (r == -EAGAIN && !ln->attach_blocked && sent != sent_at_ask) {
 		/*
 		 * The ring is full: ask the consumer to say when it has made
 		 * room (shm/ring.h, signal line; Dekker with its head store),
-		 * then look once more: it may have made it already.
+		 * then look once more: it may have made it already. Asked
+		 * again after a look that moved records: the position asked
+		 * for may have been passed already.
 		 */
-		asked = true;
+		sent_at_ask = sent;
 		atomic_store_explicit(&ln->own_signal->space_at,
 				      cmesh__shmring_space_at(&ln->prod,
 							      s->len),

@@ -225,11 +225,11 @@ static int deliver(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 					    nports);
 		if (r)
 			return r;
-		/* [fd fields][an arena per port not FAILED][OOL memfd] */
+		/* [fd fields][an arena per port that has one][OOL memfd] */
 		for (uint32_t i = 0; i < nports; i++)
-			pin->fds[i] = pin->desc[i].flags & CMESH_PORT_F_FAILED ?
-					      -1 :
-					      fds[k++];
+			pin->fds[i] = cmesh__port_has_fd(&pin->desc[i]) ?
+					      fds[k++] :
+					      -1;
 		nfds = k + ool;
 		pin->n = nports;
 		if (!ports_match(ln, pin)) {
@@ -415,7 +415,22 @@ void cmesh__lane_close_rx(struct cmesh__lane *ln)
 	/* Pairs with the producer's acquire load before each send. */
 	if (ln->own_wake) /* none on a lane that arrived failed */
 		atomic_store_explicit(&ln->own_wake->closed, 1,
-				      memory_order_release);
+				      memory_order_seq_cst);
+	/*
+	 * A producer waiting for space (a backlog behind a full ring) would
+	 * wait for good: a SPACE makes its link thread look, see `closed`
+	 * and drop the backlog. (seq_cst: Dekker with its request, as for
+	 * the head.)
+	 */
+	if (ln->peer_signal) {
+		uint64_t at = atomic_load_explicit(&ln->peer_signal->space_at,
+						   memory_order_seq_cst);
+
+		if (at && at != ln->space_answered) {
+			ln->space_answered = at;
+			cmesh__link_space(ln->link);
+		}
+	}
 	/*
 	 * Drop what is queued. Its fds (and those of records still in
 	 * flight) are closed by the link: from now on it closes every

@@ -98,6 +98,9 @@ void cmesh__link_kick(struct cmesh__link *l)
 		cmesh__eventfd_signal(l->kick_efd);
 }
 
+/* A backlog's retry while the socket is throttled (no SPACE is read). */
+#define THROTTLED_RETRY_NS 1000000
+
 static void on_sock(void *arg, int fd, uint32_t revents);
 
 /* The FIFO holds its budget of fds: read no more ATTACHes for now. */
@@ -237,8 +240,18 @@ static void *link_thread(void *arg)
 		bool out;
 		int r;
 
-		/* No timer: a SPACE, a kick or the socket wakes us. */
-		r = cmesh__wake_run(l->wake, CMESH_DEADLINE_NONE);
+		int64_t deadline = CMESH_DEADLINE_NONE;
+
+		/*
+		 * No timer: a SPACE, a kick or the socket wakes us. But
+		 * throttled (past our fd budget) we read no SPACE either: a
+		 * backlog then looks again every THROTTLED_RETRY_NS.
+		 */
+		if (atomic_load_explicit(&l->sock_throttled,
+					 memory_order_relaxed) &&
+		    cmesh__lanes_spilling(l))
+			deadline = cmesh_clock_now() + THROTTLED_RETRY_NS;
+		r = cmesh__wake_run(l->wake, deadline);
 		if (r < 0 && r != -EINTR) {
 			cmesh__link_fail(l, -ECONNRESET);
 			break;

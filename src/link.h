@@ -128,6 +128,9 @@ int cmesh__link_lane_import(struct cmesh__link *l,
 			    const cmesh_type *type, uint64_t max_backlog,
 			    int64_t spin_ns, struct cmesh__lane **out);
 
+/* A port descriptor comes with an arena fd (not a FAILED one nor a context). */
+bool cmesh__port_has_fd(const struct cmesh_ctl_port *d);
+
 /* Answers port descriptor `d` DROPPED (nobody takes it); closes `fd`. */
 void cmesh__link_port_drop(struct cmesh__link *l,
 			   const struct cmesh_ctl_port *d, int fd);

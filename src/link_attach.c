@@ -58,14 +58,18 @@ static void drop_attach(struct cmesh__link *l, struct cmesh__attach *a)
 
 /* ---- attachments ---- */
 
-/* Ports that bring an arena fd (all but failed ones and contexts). */
+bool cmesh__port_has_fd(const struct cmesh_ctl_port *d)
+{
+	return !(d->flags & CMESH_PORT_F_FAILED) && d->kind != CMESH_PORT_CTX;
+}
+
+/* Ports that bring an arena fd. */
 static uint32_t ports_with_fds(const struct cmesh_ctl_port *d, uint32_t n)
 {
 	uint32_t k = 0;
 
 	for (uint32_t i = 0; i < n; i++)
-		k += !(d[i].flags & CMESH_PORT_F_FAILED) &&
-		     d[i].kind != CMESH_PORT_CTX;
+		k += cmesh__port_has_fd(&d[i]);
 	return k;
 }
 
@@ -86,14 +90,23 @@ int cmesh__link_send_attach(struct cmesh__lane *ln, const int *fds,
 	m.nfds = (uint16_t)nfds;
 	m.nports = (uint16_t)nports;
 	memcpy(buf, &m, sizeof(m));
-	for (uint32_t i = 0; i < nports; i++)
-		memcpy(buf + sizeof(m) + i * sizeof(struct cmesh_ctl_port),
-		       &ports[i].desc, sizeof(struct cmesh_ctl_port));
+	for (uint32_t i = 0; i < nports; i++) {
+		struct cmesh_ctl_port d = ports[i].desc;
+
+		if (d.kind == CMESH_PORT_CTX) /* its deadline as time left */
+			cmesh__ctx_port_wire(&d);
+		memcpy(buf + sizeof(m) + i * sizeof(struct cmesh_ctl_port), &d,
+		       sizeof(d));
+	}
 	r = cmesh__ctl_send(l->sock, buf, len, fds, nfds);
 	switch (r) {
 	case 0:
 		ln->att_next_out = m.seq;
 		*out_seq = m.seq;
+		/* From here on a CANCEL may follow it (never before). */
+		for (uint32_t i = 0; i < nports; i++)
+			if (ports[i].desc.kind == CMESH_PORT_CTX)
+				cmesh__link_ctx_sent(l, ports[i].desc.id);
 		return 0;
 	case -EAGAIN: /* socket full: the caller spills, the thread retries */
 	case -ENOBUFS:
@@ -264,6 +277,7 @@ int cmesh__lanes_on_attach(struct cmesh__link *l, const unsigned char *buf,
 		int r = a->ports[i].kind == CMESH_PORT_CTX ?
 				cmesh__link_ctx_arrive(l, &a->ports[i]) :
 				0;
+		/* (its deadline is a local one from here on) */
 
 		if (r) {
 			pthread_mutex_unlock(&l->att_lock);

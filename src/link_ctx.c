@@ -5,31 +5,37 @@
  *
  * Sending (export). A context that can never be cancelled crosses as its
  * deadline alone (id 0), one already cancelled as ENDED. Any other gets
- * an id (increasing, never reused on the link) and an entry in `ctx_out`
- * that holds a handle on it and watches it: when it is cancelled, the
- * watcher queues the entry and kicks the link thread, which sends CANCEL
- * and forgets it. The peer's CTXDROP (it is done with the id) forgets it
- * too; so does a message that is not sent after all.
+ * an id (never reused on the link) and an entry in `ctx_out` that holds a
+ * handle on it and watches it. A CANCEL for it may only follow its ATTACH
+ * on the socket (the peer makes the context when the ATTACH arrives), so
+ * an entry is queued for CANCEL once it is both cancelled (the watcher)
+ * and sent (cmesh__link_ctx_sent(), right after its ATTACH went out, which
+ * for a spilled message is long after the export); the link thread sends
+ * it and forgets the entry. The peer's CTXDROP (it is done with the id)
+ * forgets it too; so does a message that is not sent after all. A
+ * deadline is a local clock reading in our descriptors and crosses as the
+ * time left when the ATTACH is sent; the receiver turns it back into a
+ * local clock reading when the ATTACH arrives.
  *
- * Receiving (import). When an ATTACH with a CTX port arrives, the link
- * thread makes its node at once (`ctx_in`, a weak map id -> node): a
- * CANCEL may come before the receiver takes the message, and must not be
- * lost. The node's one reference is the message's; the receiver's handle
- * takes it over (or a drop releases it). When its last reference goes,
- * the node leaves the map and CTXDROP tells the peer. The link's failure
- * cancels every node it made, and makes later ones start cancelled: a
- * context whose canceller's process died never waits forever.
+ * Receiving (import). When an ATTACH with a cancellable CTX port arrives,
+ * the link thread makes its node at once (`ctx_in`, a weak map id ->
+ * node): a CANCEL may come before the receiver takes the message, and
+ * must not be lost. The node's one reference is the message's; the
+ * receiver's handle takes it over (or a drop releases it). When its last
+ * reference goes, the node leaves the map and CTXDROP tells the peer. The
+ * link's failure cancels every node it made, and makes later ones start
+ * cancelled: a context whose canceller's process died never waits forever.
  *
- * Capabilities: a CTX port must carry an id larger than every one before
- * it from that peer; a CANCEL may only name an id the peer gave (one we
- * forgot already is ignored: its CTXDROP is on the way), a CTXDROP only
- * one we gave. Anything else is -EPROTO.
+ * Capabilities and bounds: a CTX port may not carry an id in use (else
+ * -EPROTO), and a link holds at most MAX_CTX_IN contexts of the peer. A
+ * CANCEL for an id we do not hold is ignored (its CTXDROP is on the way:
+ * it touches nothing); a CTXDROP may only name an id we gave (-EPROTO).
  *
- * Locks: `ctx_lock` guards both maps, the fired list and the ids. A
- * watcher runs under the contexts' own lock (cancel.c) and takes
- * ctx_lock: ctx_lock is never held while calling into a context (a cancel,
- * a free, a watch), which could take the contexts' lock or free a node
- * whose hook takes ctx_lock.
+ * Locks: `ctx_lock` guards both maps, the entries' flags, the fired list
+ * and the ids. A watcher runs under the contexts' own lock (cancel.c) and
+ * takes ctx_lock: ctx_lock is never held while calling into a context (a
+ * cancel, a free, a watch), which could take the contexts' lock or free a
+ * node whose hook takes ctx_lock.
  */
 #include "link_int.h"
 
@@ -41,17 +47,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum {
-	EXP_LIVE,
-	EXP_FIRED,
-	EXP_GONE
-};
+/* Contexts of the peer one link may hold. */
+#define MAX_CTX_IN 65536u
 
 struct ctx_export {
 	struct cmesh__link *l;
 	uint32_t id;
-	int state;		 /* EXP_* (ctx_lock) */
-	struct ctx_export *next; /* the fired list (ctx_lock) */
+	/* Under ctx_lock. */
+	bool sent;		 /* its ATTACH went out */
+	bool fired;		 /* the context was cancelled */
+	bool queued;		 /* on the fired list: the sweep frees it */
+	bool gone;		 /* out of the map: no CANCEL any more */
+	bool cancel;		 /* the sweep sends its CANCEL */
+	struct ctx_export *next; /* the fired list */
 	cmesh_ctx *hold;	 /* keeps the context */
 	struct cmesh__ctx_watcher w;
 };
@@ -88,20 +96,30 @@ static void send_id(struct cmesh__link *l, uint16_t type, uint32_t id)
 
 /* ---- contexts we send ---- */
 
+/* Queues `e` for its CANCEL if it is due (ctx_lock held); true if so. */
+static bool queue_if_due(struct cmesh__link *l, struct ctx_export *e)
+{
+	if (!e->fired || !e->sent || e->queued || e->gone)
+		return false;
+	e->queued = true;
+	e->next = l->ctx_fired;
+	l->ctx_fired = e;
+	return true;
+}
+
 /* Watcher: the context was cancelled (the contexts' lock held). */
 static void on_fired(void *arg)
 {
 	struct ctx_export *e = arg;
 	struct cmesh__link *l = e->l;
+	bool kick;
 
 	pthread_mutex_lock(&l->ctx_lock);
-	if (e->state == EXP_LIVE) {
-		e->state = EXP_FIRED;
-		e->next = l->ctx_fired;
-		l->ctx_fired = e;
-	}
+	e->fired = true;
+	kick = queue_if_due(l, e);
 	pthread_mutex_unlock(&l->ctx_lock);
-	cmesh__link_kick(l);
+	if (kick)
+		cmesh__link_kick(l);
 }
 
 /* Frees an entry no map or list holds any more. */
@@ -115,15 +133,15 @@ static void export_free(struct ctx_export *e)
 int cmesh__link_ctx_export(struct cmesh__link *l, const cmesh_ctx *ctx,
 			   struct cmesh_ctl_port *d)
 {
-	int64_t dl = cmesh_ctx_deadline(ctx), now = cmesh_clock_now();
+	int64_t dl = cmesh_ctx_deadline(ctx);
 	struct ctx_export *e;
+	uint32_t id = 0;
 	int r;
 
 	memset(d, 0, sizeof(*d));
 	d->kind = CMESH_PORT_CTX;
-	d->arena_size = dl == CMESH_DEADLINE_NONE ? UINT64_MAX :
-			dl > now		  ? (uint64_t)(dl - now) :
-						    0;
+	/* A clock reading until it is sent: cmesh__ctx_port_wire(). */
+	d->arena_size = dl == CMESH_DEADLINE_NONE ? UINT64_MAX : (uint64_t)dl;
 	if (cmesh__ctx_ended(ctx)) {
 		d->flags = CMESH_PORT_F_ENDED;
 		return 0;
@@ -141,40 +159,67 @@ int cmesh__link_ctx_export(struct cmesh__link *l, const cmesh_ctx *ctx,
 	e->l = l;
 	e->w.fn = on_fired;
 	e->w.arg = e;
+	/* Watched before anyone can find it (a CTXDROP may free it then). */
+	cmesh__ctx_watch(e->hold, &e->w);
 	pthread_mutex_lock(&l->ctx_lock);
 	r = l->ctx_next_out == UINT32_MAX ? -ENOSPC : 0;
 	if (!r) {
-		e->id = ++l->ctx_next_out;
-		r = cmesh__idmap_put(&l->ctx_out, e->id, e);
+		id = e->id = ++l->ctx_next_out;
+		r = cmesh__idmap_put(&l->ctx_out, id, e);
 	}
 	pthread_mutex_unlock(&l->ctx_lock);
 	if (r) {
-		cmesh_ctx_free(e->hold);
-		free(e);
+		export_free(e);
 		return r;
 	}
-	/* Fires at once if it was cancelled meanwhile. */
-	cmesh__ctx_watch(e->hold, &e->w);
-	d->id = e->id;
+	d->id = id; /* not e->id: a CTXDROP may have freed it already */
 	return 0;
+}
+
+void cmesh__ctx_port_wire(struct cmesh_ctl_port *d)
+{
+	int64_t now = cmesh_clock_now();
+
+	if (d->arena_size != UINT64_MAX)
+		d->arena_size =
+			(int64_t)d->arena_size > now ?
+				(uint64_t)((int64_t)d->arena_size - now) :
+				0;
+}
+
+void cmesh__link_ctx_sent(struct cmesh__link *l, uint32_t id)
+{
+	struct ctx_export *e;
+	bool kick = false;
+
+	if (!id)
+		return;
+	pthread_mutex_lock(&l->ctx_lock);
+	e = cmesh__idmap_get(&l->ctx_out, id);
+	if (e) {
+		e->sent = true;
+		kick = queue_if_due(l, e); /* cancelled before it went */
+	}
+	pthread_mutex_unlock(&l->ctx_lock);
+	if (kick)
+		cmesh__link_kick(l);
 }
 
 /* Forgets export `id`: CTXDROP, or a port that was not sent. */
 static void forget_export(struct cmesh__link *l, uint32_t id)
 {
 	struct ctx_export *e;
-	int was = EXP_GONE;
+	bool queued = false;
 
 	pthread_mutex_lock(&l->ctx_lock);
 	e = cmesh__idmap_get(&l->ctx_out, id);
 	if (e) {
 		cmesh__idmap_del(&l->ctx_out, id);
-		was = e->state;
-		e->state = EXP_GONE;
+		e->gone = true;
+		queued = e->queued;
 	}
 	pthread_mutex_unlock(&l->ctx_lock);
-	/* A fired one is on the list: the sweep frees it. */
-	if (e && was == EXP_LIVE)
+	if (e && !queued) /* a queued one is the sweep's to free */
 		export_free(e);
 }
 
@@ -193,13 +238,16 @@ void cmesh__ctx_sweep(struct cmesh__link *l)
 	pthread_mutex_lock(&l->ctx_lock);
 	e = l->ctx_fired;
 	l->ctx_fired = NULL;
-	for (struct ctx_export *f = e; f; f = f->next)
-		if (f->state == EXP_FIRED)
+	for (struct ctx_export *f = e; f; f = f->next) {
+		f->cancel = !f->gone; /* forgotten meanwhile: no CANCEL */
+		if (!f->gone)
 			cmesh__idmap_del(&l->ctx_out, f->id);
+		f->gone = true;
+	}
 	pthread_mutex_unlock(&l->ctx_lock);
 	for (; e; e = next) {
 		next = e->next;
-		if (e->state == EXP_FIRED)
+		if (e->cancel)
 			send_id(l, CMESH_CTL_CANCEL, e->id);
 		export_free(e);
 	}
@@ -223,14 +271,11 @@ static void import_gone(void *arg)
 	free(im);
 }
 
-/* A CTX port's deadline: the time it had left, from now. */
+/* An arrived CTX port's deadline (made local by cmesh__link_ctx_arrive). */
 static int64_t deadline_of(const struct cmesh_ctl_port *d)
 {
-	if (d->arena_size == UINT64_MAX)
-		return CMESH_DEADLINE_NONE;
-	return cmesh_deadline_after(d->arena_size > (uint64_t)INT64_MAX ?
-					    INT64_MAX :
-					    (int64_t)d->arena_size);
+	return d->arena_size == UINT64_MAX ? CMESH_DEADLINE_NONE :
+					     (int64_t)d->arena_size;
 }
 
 bool cmesh__ctx_port_ok(const struct cmesh_ctl_port *d)
@@ -239,12 +284,19 @@ bool cmesh__ctx_port_ok(const struct cmesh_ctl_port *d)
 	       !((d->flags & CMESH_PORT_F_ENDED) && d->id);
 }
 
-int cmesh__link_ctx_arrive(struct cmesh__link *l,
-			   const struct cmesh_ctl_port *d)
+int cmesh__link_ctx_arrive(struct cmesh__link *l, struct cmesh_ctl_port *d)
 {
 	struct ctx_import *im;
 	int r = 0;
 
+	/* The time it had left, from now: a local clock reading. */
+	if (d->arena_size != UINT64_MAX)
+		d->arena_size = (uint64_t)cmesh_deadline_after(
+			d->arena_size >= (uint64_t)INT64_MAX ?
+				INT64_MAX :
+				(int64_t)d->arena_size);
+	if (d->arena_size == (uint64_t)CMESH_DEADLINE_NONE)
+		d->arena_size = UINT64_MAX;
 	if (!d->id)
 		return 0; /* made when it is received: nothing names it */
 	im = malloc(sizeof(*im));
@@ -260,14 +312,12 @@ int cmesh__link_ctx_arrive(struct cmesh__link *l,
 		return -ENOMEM;
 	}
 	pthread_mutex_lock(&l->ctx_lock);
-	if (d->id <= l->ctx_last_in)
-		r = -EPROTO; /* not a new id */
+	if (cmesh__idmap_get(&l->ctx_in, d->id) ||
+	    cmesh__idmap_count(&l->ctx_in) >= MAX_CTX_IN)
+		r = -EPROTO; /* an id in use, or more than we hold */
 	else
 		r = cmesh__idmap_put(&l->ctx_in, d->id, im->n);
-	if (!r) {
-		l->ctx_last_in = d->id;
-		im->mapped = true;
-	}
+	im->mapped = !r;
 	pthread_mutex_unlock(&l->ctx_lock);
 	cmesh__link_get(l); /* the node's, until import_gone() */
 	if (r) {
@@ -339,11 +389,10 @@ int cmesh__ctx_on_ctl(struct cmesh__link *l, uint16_t type, const void *buf,
 			forget_export(l, m.id);
 		return r;
 	}
+	/* An id we do not hold: gone (its CTXDROP is on the way) or never
+	 * given; either way nothing here stands for it. */
 	pthread_mutex_lock(&l->ctx_lock);
-	if (m.id > l->ctx_last_in)
-		r = -EPROTO; /* an id it never gave */
-	else
-		n = cmesh__idmap_get(&l->ctx_in, m.id);
+	n = cmesh__idmap_get(&l->ctx_in, m.id);
 	if (n && !cmesh__ctx_node_tryref(n))
 		n = NULL; /* going: nothing waits on it */
 	pthread_mutex_unlock(&l->ctx_lock);
@@ -356,9 +405,10 @@ int cmesh__ctx_on_ctl(struct cmesh__link *l, uint16_t type, const void *buf,
 
 /* ---- failure and teardown ---- */
 
+/* A batch of the peer's contexts not cancelled yet, referenced. */
 struct collect {
-	struct cmesh__ctx_node **v;
-	uint32_t n, cap;
+	struct cmesh__ctx_node *v[128];
+	uint32_t n;
 };
 
 static void collect_one(void *arg, uint32_t id, void *p)
@@ -366,34 +416,32 @@ static void collect_one(void *arg, uint32_t id, void *p)
 	struct collect *c = arg;
 
 	(void)id;
-	if (c->n < c->cap && cmesh__ctx_node_tryref(p))
+	if (c->n < sizeof(c->v) / sizeof(c->v[0]) &&
+	    !cmesh__ctx_node_ended(p) && cmesh__ctx_node_tryref(p))
 		c->v[c->n++] = p;
 }
 
 void cmesh__ctx_link_failed(struct cmesh__link *l)
 {
-	struct collect c = { 0 };
+	struct collect c;
 
 	if (!l->ctx_lock_init)
 		return;
-	/* Nodes made from now on start ended (cmesh__link_ctx_arrive()). */
-	pthread_mutex_lock(&l->ctx_lock);
-	c.cap = (uint32_t)ck_ht_count(&l->ctx_in.ht);
-	pthread_mutex_unlock(&l->ctx_lock);
-	for (;;) {
-		c.v = c.cap ? malloc(c.cap * sizeof(*c.v)) : NULL;
-		if (c.v || !c.cap)
-			break;
-		c.cap /= 2; /* short of memory: cancel what fits */
-	}
-	pthread_mutex_lock(&l->ctx_lock);
-	cmesh__idmap_each(&l->ctx_in, collect_one, &c);
-	pthread_mutex_unlock(&l->ctx_lock);
-	for (uint32_t i = 0; i < c.n; i++) {
-		cmesh__ctx_node_cancel(c.v[i]);
-		cmesh__ctx_node_unref(c.v[i]);
-	}
-	free(c.v);
+	/*
+	 * Nodes made from now on start ended (cmesh__link_ctx_arrive()).
+	 * In batches, no allocation: a failure under memory pressure still
+	 * ends every one (each pass ends those it took).
+	 */
+	do {
+		c.n = 0;
+		pthread_mutex_lock(&l->ctx_lock);
+		cmesh__idmap_each(&l->ctx_in, collect_one, &c);
+		pthread_mutex_unlock(&l->ctx_lock);
+		for (uint32_t i = 0; i < c.n; i++) {
+			cmesh__ctx_node_cancel(c.v[i]);
+			cmesh__ctx_node_unref(c.v[i]);
+		}
+	} while (c.n);
 }
 
 /* Teardown: every live export leaves the map for the `gone` list. */
@@ -402,7 +450,7 @@ static void drop_export(void *arg, uint32_t id, void *p)
 	struct ctx_export **gone = arg, *e = p;
 
 	(void)id;
-	e->state = EXP_GONE; /* a watcher firing now does nothing */
+	e->gone = true; /* a watcher firing now does nothing */
 	e->next = *gone;
 	*gone = e;
 }
@@ -417,8 +465,9 @@ void cmesh__ctx_destroy(struct cmesh__link *l)
 	pthread_mutex_lock(&l->ctx_lock);
 	for (struct ctx_export *e = l->ctx_fired, *next; e; e = next) {
 		next = e->next;
-		if (e->state == EXP_FIRED)
+		if (!e->gone)
 			cmesh__idmap_del(&l->ctx_out, e->id);
+		e->gone = true;
 		e->next = gone;
 		gone = e;
 	}

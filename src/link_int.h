@@ -109,7 +109,6 @@ struct cmesh__link {
 	bool ctx_lock_init;
 	struct cmesh__idmap ctx_out, ctx_in;
 	uint32_t ctx_next_out;	      /* the last id we gave */
-	uint32_t ctx_last_in;	      /* the last id the peer gave */
 	struct ctx_export *ctx_fired; /* cancelled: CANCEL to send */
 };
 
@@ -122,12 +121,21 @@ int cmesh__ctx_init(struct cmesh__link *l, uint64_t seed);
 bool cmesh__ctx_port_ok(const struct cmesh_ctl_port *d);
 
 /*
- * Link thread: a CTX port arrived in an ATTACH: makes its node now, so a
- * CANCEL that comes before the message is taken is not lost. 0, -EPROTO
- * (an id that is not new), -ENOMEM.
+ * A CTX port about to be sent: its deadline (a local clock reading in
+ * our descriptors) becomes the time left, as the wire has it.
  */
-int cmesh__link_ctx_arrive(struct cmesh__link *l,
-			   const struct cmesh_ctl_port *d);
+void cmesh__ctx_port_wire(struct cmesh_ctl_port *d);
+
+/* Its ATTACH went out: a CANCEL for `id` may follow from now on. */
+void cmesh__link_ctx_sent(struct cmesh__link *l, uint32_t id);
+
+/*
+ * Link thread: a CTX port arrived in an ATTACH: its deadline becomes a
+ * local one (in `d`), and a cancellable one gets its node now, so a
+ * CANCEL that comes before the message is taken is not lost. 0, -EPROTO
+ * (an id in use, too many contexts), -ENOMEM.
+ */
+int cmesh__link_ctx_arrive(struct cmesh__link *l, struct cmesh_ctl_port *d);
 
 /* A CTX port that arrived and will not be taken: releases its node. */
 void cmesh__link_ctx_drop(struct cmesh__link *l,

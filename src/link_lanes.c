@@ -176,23 +176,28 @@ void cmesh__lanes_ctl_send(struct cmesh__link *l, const void *buf, uint32_t len,
 		cmesh__link_kick(l);
 }
 
-void cmesh__link_space(struct cmesh__link *l)
+/* Sends a SPACE now: 0, or -EAGAIN when the socket is full. */
+static int space_send(struct cmesh__link *l)
 {
 	struct cmesh_ctl_hdr h;
 	int r;
 
 	if (cmesh__link_failed(l))
-		return;
+		return 0;
 	cmesh__ctl_hdr_fill(&h, CMESH_CTL_SPACE, sizeof(h));
 	/* No order to keep: past what waits in ctl_head, no allocation. */
 	r = cmesh__ctl_send(l->sock, &h, sizeof(h), NULL, 0);
-	if (r == -EAGAIN || r == -ENOBUFS) {
-		/* The link thread sends it once the socket polls writable. */
-		if (!atomic_exchange_explicit(&l->space_owed, true,
-					      memory_order_relaxed))
-			cmesh__link_kick(l);
-	}
 	/* Any other error: the link thread sees the socket's end itself. */
+	return r == -EAGAIN || r == -ENOBUFS ? -EAGAIN : 0;
+}
+
+void cmesh__link_space(struct cmesh__link *l)
+{
+	/* The link thread sends it once the socket polls writable. */
+	if (space_send(l) == -EAGAIN &&
+	    !atomic_exchange_explicit(&l->space_owed, true,
+				      memory_order_relaxed))
+		cmesh__link_kick(l);
 }
 
 static void send_lane(struct cmesh__link *l, uint32_t id, uint32_t flags,
@@ -577,9 +582,12 @@ bool cmesh__lanes_sweep(struct cmesh__link *l)
 	struct cmesh__lane *ln, *done = NULL, **pp;
 	bool more;
 
+	/* Still full: owed again, and the round's POLLOUT watch retries. */
 	if (atomic_exchange_explicit(&l->space_owed, false,
-				     memory_order_relaxed))
-		cmesh__link_space(l);
+				     memory_order_relaxed) &&
+	    space_send(l) == -EAGAIN)
+		atomic_store_explicit(&l->space_owed, true,
+				      memory_order_relaxed);
 	cmesh__ctx_sweep(l); /* CANCELs of contexts cancelled here */
 
 	if (atomic_load_explicit(&l->ctl_pending, memory_order_relaxed)) {

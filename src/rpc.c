@@ -25,6 +25,8 @@
 #include <string.h>
 
 #define REPLY_MAGIC 0x31435052u /* "RPC1" */
+/* The largest trail any message may have (CMESH_MAX_MESSAGE's bound). */
+#define MAX_TRAIL (1ull << 30)
 
 struct reply_hdr {
 	uint32_t magic;
@@ -191,9 +193,8 @@ static int take(cmesh_rpc *c, const cmesh_ctx *ctx, bool wait)
 	if (r < 0)
 		return r;
 	r = parse(c, (size_t)r);
-	if (r == -EREMOTEIO || r == 0)
-		c->kept = r == 0;
-	else
+	c->kept = r == 0;
+	if (r) /* a failure's response should hold nothing: release it */
 		cmesh__type_release(c->resp, c->msg);
 	return r;
 }
@@ -279,14 +280,17 @@ static int reply(cmesh_oneshot_sender *tx, const void *msg,
 {
 	unsigned char small[512], *b = small;
 	size_t n = sizeof(*h) + extra_len + trail_len;
-	int r;
+	int r = 0;
 
-	if (n > sizeof(small)) {
-		b = malloc(n);
-		if (!b) {
-			cmesh_oneshot_sender_free(tx);
-			return -ENOMEM;
-		}
+	/* No message's trail is near this: refuse before copying it. */
+	if (trail_len > MAX_TRAIL)
+		r = -EMSGSIZE;
+	else if (n > sizeof(small) && !(b = malloc(n)))
+		r = -ENOMEM;
+	if (r) {
+		cmesh__type_release(cmesh__queue_type(tx->q), msg);
+		cmesh_oneshot_sender_free(tx);
+		return r;
 	}
 	memcpy(b, h, sizeof(*h));
 	if (extra_len)

@@ -17,9 +17,14 @@
 #include "helpers/testutil.h"
 #include "helpers/topo.h"
 
+#include "endpoint.h"
+#include "lane.h"
+#include "queue.h"
+
 #include <criterion/criterion.h>
 
 #include <dirent.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -310,4 +315,66 @@ Test(backlog, both_directions_spilling_at_once_drain_each_other)
 Test(backlog, both_directions_spilling_at_once_in_one_process)
 {
 	topo_run(&both_ways, TOPO_THREAD);
+}
+
+/* Bytes this sender's lane holds behind its ring (0 in one process). */
+static uint64_t backlog_of(cmesh_sender *tx)
+{
+	struct cmesh__lane *ln = cmesh__queue_tx_lane(
+		cmesh__endpoint_queue(CMESH_FIELD_KIND_SENDER, tx));
+
+	return ln ? atomic_load(&ln->backlog) : 0;
+}
+
+/*
+ * The consumer frees its receiver without reading while our backlog
+ * waits for space: the backlog is dropped at once (its memory and fds
+ * returned), not held for as long as the link lives.
+ */
+static void closing_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			   const struct topo_side *s)
+{
+	for (uint64_t i = 0; i < COUNT; i++) {
+		struct msg64 m = msg_of(i);
+
+		TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	}
+	if (s->cross)
+		cr_assert_gt(backlog_of(tx), 0, "nothing spilled");
+	TU_ASSERT_RC(topo_post(s->sync, 'g'), 0);
+	TU_ASSERT_RC(topo_wait(s->sync, TOPO_WAIT_MS), 'd');
+	for (int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	     backlog_of(tx) && tu_now_ns() < end;)
+		tu_sleep_ms(1);
+	cr_assert_eq(backlog_of(tx), 0, "%llu bytes still held",
+		     (unsigned long long)backlog_of(tx));
+	TU_ASSERT_RC(cmesh_sender_send(tx, &(struct msg64){ 0 }, NULL, 0),
+		     -EPIPE);
+	TU_ASSERT_RC(topo_post(s->sync, 'q'), 0);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}
+
+static int closing_peer(cmesh_sender *tx, cmesh_receiver *rx,
+			const struct topo_side *s)
+{
+	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'g');
+	cmesh_receiver_free(rx); /* nothing read */
+	TOPO_CHECK_EQ(topo_post(s->sync, 'd'), 0);
+	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'q');
+	cmesh_sender_free(tx);
+	return 0;
+}
+
+static const struct topo_scenario closing = {
+	.down = &msg64_type,
+	.up = &msg64_type,
+	.ring_size = RING,
+	.driver = closing_driver,
+	.peer = closing_peer,
+};
+
+Test(backlog, a_consumer_that_closes_unread_releases_the_backlog)
+{
+	topo_run(&closing, TOPO_FORK);
 }

@@ -25,6 +25,7 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,7 @@ enum {
 	OP_LATE,     /* wait on it (bounded: -ETIMEDOUT if the cancel that
 		      * came before it was taken got lost) */
 	OP_ENDED,    /* check() at once */
+	OP_DRIFT,    /* check() at once: its deadline passed meanwhile */
 	OP_DEADLINE, /* report the ns left, then ctx_wait's result */
 	OP_HOLD,     /* keep it (at most HOLD_MAX) */
 	OP_FREE,     /* free every one held, report how many */
@@ -128,6 +130,7 @@ static int ctx_peer(cmesh_sender *tx, cmesh_receiver *rx,
 				      0);
 			break;
 		case OP_ENDED:
+		case OP_DRIFT:
 			TOPO_CHECK_EQ(peer_report(tx, cmesh_ctx_check(c)), 0);
 			break;
 		case OP_DEADLINE:
@@ -217,6 +220,18 @@ static void ctx_driver(cmesh_sender *tx, cmesh_receiver *rx,
 	send_ctx(tx, OP_ENDED, d);
 	cr_assert_eq(driver_result(rx), -ECANCELED);
 
+	/*
+	 * A deadline alone that passes while the message waits unread (the
+	 * peer paused): the time it had left counts from its arrival, not
+	 * from when the peer takes it.
+	 */
+	TU_ASSERT_RC(cmesh_ctx_with_timeout(NULL, TU_MS(50), &c), 0);
+	send_ctx(tx, OP_PAUSE, NULL);
+	send_ctx(tx, OP_DRIFT, c);
+	tu_sleep_ms(150);
+	TU_ASSERT_RC(topo_post(s->sync, 'c'), 0);
+	cr_assert_eq(driver_result(rx), -ETIMEDOUT);
+
 	/* A deadline alone (no canceller anywhere): the time left. */
 	TU_ASSERT_RC(cmesh_ctx_with_timeout(NULL, TU_MS(100), &c), 0);
 	send_ctx(tx, OP_DEADLINE, c);
@@ -244,6 +259,89 @@ static void ctx_driver(cmesh_sender *tx, cmesh_receiver *rx,
 	send_ctx(tx, OP_QUIT, NULL);
 	cmesh_sender_free(tx);
 	cmesh_receiver_free(rx);
+}
+
+/*
+ * Four threads send cancellable contexts at once (their ATTACHes reach
+ * the socket in any order), a small ring makes some spill, and the
+ * root's canceller fires while some are still spilled: every one arrives,
+ * every one ends, the link stays up and then forgets them all.
+ */
+#define BURST_THREADS 4
+#define BURST_PER 100
+
+struct burst {
+	cmesh_sender *tx;
+	const cmesh_ctx *root;
+};
+
+static void *burst_main(void *arg)
+{
+	struct burst *b = arg;
+
+	for (int i = 0; i < BURST_PER; i++) {
+		cmesh_ctx *c;
+
+		if (cmesh_ctx_with_timeout(b->root, TU_MS(60000), &c) ||
+		    cmesh_sender_send(b->tx, &(struct ctxmsg){ OP_HOLD, c },
+				      NULL, 0))
+			return (void *)1;
+	}
+	return NULL;
+}
+
+static void burst_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			 const struct topo_side *s)
+{
+	struct burst b[BURST_THREADS];
+	pthread_t t[BURST_THREADS];
+	cmesh_ctx *root, *c;
+	cmesh_cancel *k;
+
+	TU_ASSERT_RC(cmesh_ctx_with_cancel(NULL, &root, &k), 0);
+	send_ctx(tx, OP_PAUSE, NULL); /* the peer reads nothing yet */
+	for (int i = 0; i < BURST_THREADS; i++) {
+		b[i] = (struct burst){ tx, root };
+		tu_thread_start(&t[i], burst_main, &b[i]);
+	}
+	for (int i = 0; i < BURST_THREADS; i++)
+		cr_assert_null(tu_thread_join(t[i]));
+	/* One more behind them all (spilled), then cancel everything. */
+	TU_ASSERT_RC(cmesh_ctx_clone(root, &c), 0);
+	send_ctx(tx, OP_LATE, c);
+	cmesh_cancel_fire(k);
+	TU_ASSERT_RC(topo_post(s->sync, 'c'), 0);
+	cr_assert_eq(driver_result(rx), -ECANCELED);
+	send_ctx(tx, OP_FREE, NULL);
+	cr_assert_eq(driver_result(rx), BURST_THREADS * BURST_PER);
+	for (int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	     exports_of(tx) && tu_now_ns() < end;)
+		tu_sleep_ms(1);
+	cr_assert_eq(exports_of(tx), 0, "%u contexts still kept",
+		     exports_of(tx));
+	cmesh_cancel_free(k);
+	cmesh_ctx_free(root);
+	send_ctx(tx, OP_QUIT, NULL);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}
+
+static const struct topo_scenario burst_sc = {
+	.down = &ctx_type,
+	.up = &num_type,
+	.ring_size = 4096,
+	.driver = burst_driver,
+	.peer = ctx_peer,
+};
+
+Test(cancel_link, contexts_sent_from_four_threads_and_spilled_all_end)
+{
+	topo_run(&burst_sc, TOPO_FORK);
+}
+
+Test(cancel_link, contexts_sent_from_four_threads_in_one_process_all_end)
+{
+	topo_run(&burst_sc, TOPO_THREAD);
 }
 
 static const struct topo_scenario ctx_sc = {
@@ -353,4 +451,83 @@ Test(cancel_link, a_context_in_a_dropped_message_is_released)
 	cmesh_receiver_free(rx); /* LeakSanitizer: the handle went */
 	cmesh_sender_free(tx);
 	cmesh_cancel_free(k);
+}
+
+/*
+ * A context field before a sender field, with trailing bytes too large
+ * for a record (out of line, in a memfd): each resource gets its own fd
+ * slot (a context has none), the trail arrives whole, the sender works.
+ */
+struct mixed {
+	cmesh_ctx *ctx;
+	cmesh_sender *tx;
+};
+CMESH_TYPE_DEFINE(mixed_type, struct mixed, CMESH_FIELD_CTX(struct mixed, ctx),
+		  CMESH_FIELD_SENDER(struct mixed, tx, num_type));
+
+#define MIXED_TRAIL 200000u
+
+static void mixed_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			 const struct topo_side *s)
+{
+	static unsigned char trail[MIXED_TRAIL];
+	cmesh_sender *tx2;
+	cmesh_receiver *rx2;
+	struct mixed m;
+	cmesh_cancel *k;
+	struct num n;
+
+	(void)s;
+	tu_fill(trail, sizeof(trail), 9);
+	TU_ASSERT_RC(cmesh_channel_new(&num_type, NULL, &tx2, &rx2), 0);
+	TU_ASSERT_RC(cmesh_ctx_with_cancel(NULL, &m.ctx, &k), 0);
+	m.tx = tx2;
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, trail, sizeof(trail)), 0);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx2, topo_deadline(), &n,
+						  NULL, 0),
+		     0);
+	cr_assert_eq(n.v, MIXED_TRAIL, "the peer's trail check");
+	cmesh_cancel_fire(k);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx2, topo_deadline(), &n,
+						  NULL, 0),
+		     0);
+	cr_assert_eq(n.v, -ECANCELED);
+	cmesh_cancel_free(k);
+	cmesh_receiver_free(rx2);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}
+
+static int mixed_peer(cmesh_sender *tx, cmesh_receiver *rx,
+		      const struct topo_side *s)
+{
+	static unsigned char trail[MIXED_TRAIL];
+	struct mixed m;
+	int r;
+
+	(void)s;
+	r = cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, trail,
+					 sizeof(trail));
+	TOPO_CHECK_EQ(r, (int)MIXED_TRAIL);
+	TOPO_CHECK(m.ctx && m.tx);
+	TOPO_CHECK_EQ(tu_check(trail, sizeof(trail), 9), sizeof(trail));
+	TOPO_CHECK_EQ(peer_report(m.tx, r), 0);
+	TOPO_CHECK_EQ(peer_report(m.tx, cmesh_ctx_wait(m.ctx)), 0);
+	cmesh_ctx_free(m.ctx);
+	cmesh_sender_free(m.tx);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	return 0;
+}
+
+static const struct topo_scenario mixed_sc = {
+	.down = &mixed_type,
+	.up = &num_type,
+	.driver = mixed_driver,
+	.peer = mixed_peer,
+};
+
+Test(cancel_link, a_context_beside_an_endpoint_and_a_large_trail_crosses)
+{
+	topo_run(&mixed_sc, TOPO_FORK);
 }

@@ -622,7 +622,6 @@ enum bad_variant {
 	BV_WAKESOCK_NOT_SOCKET,	 /* a waitset's wake "socket" that is not */
 	BV_WAKESOCK_TWICE,	 /* one wake socket id given twice */
 	BV_WAKECLOSE_UNKNOWN,	 /* closing a wake socket it never gave */
-	BV_CANCEL_UNKNOWN,	 /* cancelling a context it never gave */
 	BV_CANCEL_ZERO,		 /* cancelling context id 0 */
 	BV_CTXDROP_UNKNOWN,	 /* dropping a context we never gave */
 	/* records, raw in the ring */
@@ -839,7 +838,6 @@ static int do_bad(struct cmesh__link *l, enum bad_variant v)
 		}
 		return send_port_attach(l, efd, &d, 1);
 	}
-	case BV_CANCEL_UNKNOWN:
 	case BV_CANCEL_ZERO:
 	case BV_CTXDROP_UNKNOWN: {
 		struct cmesh_ctl_end c;

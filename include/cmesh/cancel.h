@@ -10,9 +10,12 @@
  * descendant; freeing the canceller cancels too, so a context whose
  * canceller is gone never waits forever.
  *
- * Every blocking cmesh call has a form that takes a context (the _ctx
- * functions, e.g. cmesh_receiver_recv_ctx()). A NULL context means none:
- * the call waits as long as it has to. A call whose context has already
+ * The blocking calls on channels, oneshots, rpcs, waitsets and flushes
+ * have a form that takes a context (the _ctx functions, e.g.
+ * cmesh_receiver_recv_ctx(), cmesh_rpc_wait()); a NULL context means
+ * none: the call waits as long as it has to. Joining and closing nodes
+ * (spawn, join, connect, accept, cmesh_node_close) take deadlines and
+ * timeouts only. A call whose context has already
  * ended still takes what is ready at once (a message, a value), as a call
  * with a past deadline does; only a wait is cut short.
  *

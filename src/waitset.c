@@ -54,6 +54,14 @@ struct wlink {
 	uint32_t refs;
 };
 
+/* A context member: ready once it ended; its cancel signals the efd. */
+struct ctx_member {
+	const cmesh_ctx *user; /* the caller's handle: its name here */
+	cmesh_ctx *held;       /* our clone: the caller may free theirs */
+	uint64_t key;
+	struct cmesh__ctx_watcher w;
+};
+
 struct cmesh_waitset {
 	int epfd; /* exposed fd: efd + remote members' eventfds */
 	int efd;
@@ -69,6 +77,8 @@ struct cmesh_waitset {
 	struct member *m;
 	struct wlink *wl;
 	uint32_t nwl, capwl;
+	struct ctx_member **cm; /* context members */
+	uint32_t ncm, capcm, cnext;
 };
 
 /* Watches `fd` (level-triggered) or stops watching it. */
@@ -240,6 +250,13 @@ static void remove_at(cmesh_waitset *ws, uint32_t i)
 		ws->next = 0;
 }
 
+static void ctx_member_free(struct ctx_member *c)
+{
+	cmesh__ctx_unwatch(&c->w);
+	cmesh_ctx_free(c->held);
+	free(c);
+}
+
 void cmesh_waitset_free(cmesh_waitset *ws)
 {
 	if (!ws)
@@ -248,6 +265,9 @@ void cmesh_waitset_free(cmesh_waitset *ws)
 	while (ws->n)
 		remove_at(ws, ws->n - 1);
 	pthread_mutex_unlock(&ws->lock);
+	for (uint32_t i = 0; i < ws->ncm; i++)
+		ctx_member_free(ws->cm[i]);
+	free(ws->cm);
 	close(ws->efd);
 	close(ws->epfd);
 	free(ws->wl);
@@ -375,7 +395,107 @@ static bool scan(cmesh_waitset *ws, uint64_t *out_key)
 			return true;
 		}
 	}
+	/* Contexts that ended (round-robin too: they stay ended). */
+	for (uint32_t k = 0; k < ws->ncm; k++) {
+		uint32_t i = (ws->cnext + k) % ws->ncm;
+
+		if (cmesh_ctx_check(ws->cm[i]->held)) {
+			*out_key = ws->cm[i]->key;
+			ws->cnext = (i + 1) % ws->ncm;
+			return true;
+		}
+	}
 	return false;
+}
+
+/* A context's cancel makes the waitset's fd readable. */
+static void on_cancel(void *arg)
+{
+	cmesh__waitset_signal(arg);
+}
+
+/* The earliest deadline of `deadline` and the context members'. */
+static int64_t members_deadline(cmesh_waitset *ws, int64_t deadline)
+{
+	pthread_mutex_lock(&ws->lock);
+	for (uint32_t i = 0; i < ws->ncm; i++) {
+		int64_t d = cmesh_ctx_deadline(ws->cm[i]->held);
+
+		if (d < deadline)
+			deadline = d;
+	}
+	pthread_mutex_unlock(&ws->lock);
+	return deadline;
+}
+
+int cmesh_waitset_add_ctx(cmesh_waitset *ws, const cmesh_ctx *ctx, uint64_t key)
+{
+	struct ctx_member *c;
+	int r = 0;
+
+	if (!ws || !ctx)
+		return -EINVAL;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	r = cmesh_ctx_clone(ctx, &c->held);
+	if (r) {
+		free(c);
+		return r;
+	}
+	c->user = ctx;
+	c->key = key;
+	c->w.fn = on_cancel;
+	c->w.arg = ws;
+	pthread_mutex_lock(&ws->lock);
+	for (uint32_t i = 0; i < ws->ncm && !r; i++)
+		if (ws->cm[i]->user == ctx)
+			r = -EBUSY;
+	if (!r && ws->ncm == ws->capcm) {
+		uint32_t cap = ws->capcm ? 2 * ws->capcm : 4;
+		struct ctx_member **v = realloc(ws->cm, cap * sizeof(*v));
+
+		if (v) {
+			ws->cm = v;
+			ws->capcm = cap;
+		} else {
+			r = -ENOMEM;
+		}
+	}
+	if (!r)
+		ws->cm[ws->ncm++] = c;
+	pthread_mutex_unlock(&ws->lock);
+	if (r) {
+		cmesh_ctx_free(c->held);
+		free(c);
+		return r;
+	}
+	/* Outside ws->lock: a cancel signals under the contexts' lock. */
+	cmesh__ctx_watch(c->held, &c->w);
+	cmesh__waitset_signal(ws); /* a wait in progress looks again */
+	return 0;
+}
+
+int cmesh_waitset_remove_ctx(cmesh_waitset *ws, const cmesh_ctx *ctx)
+{
+	struct ctx_member *c = NULL;
+
+	if (!ws || !ctx)
+		return -EINVAL;
+	pthread_mutex_lock(&ws->lock);
+	for (uint32_t i = 0; i < ws->ncm; i++)
+		if (ws->cm[i]->user == ctx) {
+			c = ws->cm[i];
+			ws->cm[i] = ws->cm[--ws->ncm];
+			if (ws->cnext >= ws->ncm)
+				ws->cnext = 0;
+			break;
+		}
+	pthread_mutex_unlock(&ws->lock);
+	if (!c)
+		return -ENOENT;
+	ctx_member_free(c);
+	return 0;
 }
 
 static int try_wait_locked(cmesh_waitset *ws, uint64_t *out_key)
@@ -417,12 +537,6 @@ int cmesh_waitset_try_wait(cmesh_waitset *ws, uint64_t *out_key)
 	return r;
 }
 
-/* A context's cancel makes the waitset's fd readable. */
-static void on_cancel(void *arg)
-{
-	cmesh__waitset_signal(arg);
-}
-
 /* Waits until a member is ready, `deadline`, or `ctx` is cancelled. */
 static int wait_until(cmesh_waitset *ws, int64_t deadline, const cmesh_ctx *ctx,
 		      uint64_t *out_key)
@@ -434,17 +548,21 @@ static int wait_until(cmesh_waitset *ws, int64_t deadline, const cmesh_ctx *ctx,
 	pfd.events = POLLIN;
 	for (;;) {
 		struct timespec ts, *tsp = NULL;
-		int64_t left;
+		int64_t left, until;
 
 		r = cmesh_waitset_try_wait(ws, out_key);
 		if (r != -EAGAIN)
 			return r;
 		if (ctx && cmesh_ctx_check(ctx) == -ECANCELED)
 			return -ECANCELED;
-		if (deadline != CMESH_DEADLINE_NONE) {
-			left = deadline - cmesh_clock_now();
-			if (left <= 0)
+		/* A context member's deadline makes it ready: wake then. */
+		until = members_deadline(ws, deadline);
+		if (until != CMESH_DEADLINE_NONE) {
+			left = until - cmesh_clock_now();
+			if (left <= 0 && until == deadline)
 				return -ETIMEDOUT;
+			if (left < 0)
+				left = 0;
 			ts.tv_sec = left / 1000000000;
 			ts.tv_nsec = left % 1000000000;
 			tsp = &ts;
@@ -491,7 +609,7 @@ uint32_t cmesh_waitset_size(const cmesh_waitset *ws)
 	if (!w)
 		return 0;
 	pthread_mutex_lock(&w->lock);
-	n = w->n;
+	n = w->n + w->ncm;
 	pthread_mutex_unlock(&w->lock);
 	return n;
 }

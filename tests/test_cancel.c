@@ -544,3 +544,60 @@ Test(cancel, a_flush_behind_a_stalled_peer_gives_up_on_cancel_and_deadline)
 {
 	topo_run(&flush_sc, TOPO_FORK);
 }
+
+/* ---- contexts as waitset members ---------------------------------------- */
+
+static int do_wait_key(struct blocked *b)
+{
+	uint64_t key = 0;
+	int r = cmesh_waitset_wait(b->ws, topo_deadline(), &key);
+
+	return r ? r : (int)key;
+}
+
+Test(cancel, a_context_in_a_waitset_wakes_it_when_cancelled)
+{
+	struct blocked b = { .fn = do_wait_key };
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	cmesh_cancel *k;
+	cmesh_ctx *c, *t;
+	uint64_t key = 0;
+	int64_t t0;
+
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &tx, &rx), 0);
+	TU_ASSERT_RC(cmesh_waitset_new(&b.ws), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(b.ws, rx, 1), 0);
+	TU_ASSERT_RC(cmesh_ctx_with_cancel(NULL, &c, &k), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_ctx(b.ws, c, 2), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_ctx(b.ws, c, 3), -EBUSY);
+	TU_ASSERT_RC(cmesh_waitset_add_ctx(NULL, c, 1), -EINVAL);
+	TU_ASSERT_RC(cmesh_waitset_add_ctx(b.ws, NULL, 1), -EINVAL);
+	TU_ASSERT_RC(cmesh_waitset_remove_ctx(b.ws, NULL), -EINVAL);
+	cr_assert_eq(cmesh_waitset_size(b.ws), 2);
+	TU_ASSERT_RC(cmesh_waitset_try_wait(b.ws, &key), -EAGAIN);
+	block(&b);
+	cmesh_cancel_fire(k);
+	TU_ASSERT_RC(unblock(&b), 2);
+	/* It stays ready until removed. */
+	TU_ASSERT_RC(cmesh_waitset_try_wait(b.ws, &key), 0);
+	cr_assert_eq(key, 2);
+	TU_ASSERT_RC(cmesh_waitset_remove_ctx(b.ws, c), 0);
+	TU_ASSERT_RC(cmesh_waitset_remove_ctx(b.ws, c), -ENOENT);
+	TU_ASSERT_RC(cmesh_waitset_try_wait(b.ws, &key), -EAGAIN);
+	cmesh_ctx_free(c);
+	cmesh_cancel_free(k);
+
+	/* A context member's deadline wakes a wait that has none. */
+	TU_ASSERT_RC(cmesh_ctx_with_timeout(NULL, TU_MS(30), &t), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_ctx(b.ws, t, 4), 0);
+	cmesh_ctx_free(t); /* the waitset keeps its own handle */
+	t0 = tu_now_ns();
+	TU_ASSERT_RC(cmesh_waitset_wait(b.ws, CMESH_DEADLINE_NONE, &key), 0);
+	cr_assert_eq(key, 4);
+	cr_assert_geq(tu_now_ns() - t0, TU_MS(25));
+	/* Freed with the waitset, still a member: nothing leaks. */
+	cmesh_waitset_free(b.ws);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}

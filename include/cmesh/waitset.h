@@ -47,6 +47,18 @@ CMESH_API int cmesh_waitset_add_oneshot(cmesh_waitset *ws,
 					cmesh_oneshot_receiver *rx,
 					uint64_t key);
 
+/*
+ * A cancellation context as a member (cmesh/cancel.h): ready once it has
+ * ended (cancelled, or its deadline passed: a wait wakes for it then),
+ * and stays ready until removed. The waitset keeps its own handle, so the
+ * caller may free `ctx` while it is a member; it is removed with the
+ * handle it was added as (so before that is freed), or when the waitset
+ * is freed. Errors: -EBUSY (`ctx` is a member already), -EINVAL, -ENOMEM.
+ */
+CMESH_API int cmesh_waitset_add_ctx(cmesh_waitset *ws, const cmesh_ctx *ctx,
+				    uint64_t key);
+CMESH_API int cmesh_waitset_remove_ctx(cmesh_waitset *ws, const cmesh_ctx *ctx);
+
 /* Removes a member. Errors: -ENOENT (not in this waitset), -EINVAL. */
 CMESH_API int cmesh_waitset_remove_receiver(cmesh_waitset *ws,
 					    cmesh_receiver *rx);
@@ -69,7 +81,7 @@ CMESH_API int cmesh_waitset_try_wait(cmesh_waitset *ws, uint64_t *out_key);
 /* The waitset's fd, borrowed: valid until cmesh_waitset_free(). */
 CMESH_API int cmesh_waitset_fd(const cmesh_waitset *ws);
 
-/* Number of members. */
+/* Number of members, contexts included. */
 CMESH_API uint32_t cmesh_waitset_size(const cmesh_waitset *ws);
 
 CMESH_END_DECLS

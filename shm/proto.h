@@ -33,6 +33,9 @@
  *           receiver cancels what stands for it (struct cmesh_ctl_end).
  *   CTXDROP the receiver of a CTX port is done with it (every handle on
  *           it freed, or its message dropped): the sender forgets its id.
+ *   IDLE    the producer of a pooled lane is done with this use of it (as
+ *           END), and keeps it for a REUSE: `tail`, where its records of
+ *           this use end, lets the consumer step over what it left unread.
  *
  * Lanes. A link carries any number of lanes (one direction of one
  * channel each). A lane id is a 32-bit number chosen by the side that
@@ -59,7 +62,7 @@
 #include <stdint.h>
 
 #define CMESH_PROTO_MAGIC 0x48534d43u /* "CMSH" */
-#define CMESH_PROTO_VERSION 7u
+#define CMESH_PROTO_VERSION 8u
 
 #define CMESH_CTL_HELLO 1u
 #define CMESH_CTL_ATTACH 2u
@@ -70,6 +73,7 @@
 #define CMESH_CTL_SPACE 7u
 #define CMESH_CTL_CANCEL 8u
 #define CMESH_CTL_CTXDROP 9u
+#define CMESH_CTL_IDLE 10u
 
 /* Index of a 64-byte line in an arena's control region. */
 #define CMESH_PROTO_LINE_HEAD 0u
@@ -173,6 +177,17 @@ struct cmesh_ctl_port {
 
 /* A CTX port's context had been cancelled: it arrives cancelled (id 0). */
 #define CMESH_PORT_F_ENDED 2u
+/*
+ * A oneshot sender's new lane that its sender would use again (a reply
+ * port): the receiver may keep its side once done, answering POOLED.
+ */
+#define CMESH_PORT_F_POOLABLE 4u
+/*
+ * A lane kept from an earlier use (both sides answered POOLED, the
+ * producer said IDLE): `id` names it, no fd, arena_size 0, the same
+ * ring_cap. Bound already: no LANE answer unless it is DROPPED.
+ */
+#define CMESH_PORT_F_REUSE 8u
 
 static_assert(sizeof(struct cmesh_ctl_port) == 24, "port size");
 
@@ -180,6 +195,7 @@ static_assert(sizeof(struct cmesh_ctl_port) == 24, "port size");
 #define CMESH_CTL_MAX_PORTS 64u
 
 #define CMESH_LANE_F_DROPPED 1u /* no arena: the endpoint was dropped */
+#define CMESH_LANE_F_POOLED 2u	/* kept for reuse (a POOLABLE port) */
 
 /* LANE. fds: the answering side's arena, none when DROPPED. */
 struct cmesh_ctl_lane {
@@ -201,10 +217,28 @@ struct cmesh_ctl_end {
 static_assert(sizeof(struct cmesh_ctl_end) == 24, "end size");
 /* CANCEL and CTXDROP have the layout of END; `id` names a CTX port. */
 
+/* IDLE: as END, for a pooled lane, with the end of this use's records. */
+struct cmesh_ctl_idle {
+	struct cmesh_ctl_hdr hdr;
+	uint32_t id;
+	uint32_t reserved;
+	uint64_t tail; /* ring position after the last record of this use */
+};
+
+static_assert(sizeof(struct cmesh_ctl_idle) == 32, "idle size");
+
 /* Record flags. */
 #define CMESH_REC_F_ATTACH 1u /* fds/ports in the ATTACH numbered attach_seq */
 #define CMESH_REC_F_OOL 2u    /* trail in a sealed memfd: the last fd */
-#define CMESH_REC_F_ALL (CMESH_REC_F_ATTACH | CMESH_REC_F_OOL)
+/*
+ * The record's ports are all REUSE ones (no fd, nothing for the link to
+ * do on arrival) and no fd goes with it: their descriptors follow the
+ * header in the record itself, popcount(port_mask) of them, before the
+ * message: no ATTACH (and no wait for the peer's link thread to read it).
+ */
+#define CMESH_REC_F_PORTS 4u
+#define CMESH_REC_F_ALL                                                        \
+	(CMESH_REC_F_ATTACH | CMESH_REC_F_OOL | CMESH_REC_F_PORTS)
 
 /*
  * Payload of a CMESH_REC_MSG record, followed by the message struct

@@ -92,6 +92,29 @@ static int *spill_fds(struct spill *s)
 	return (int *)(void *)(s->rec + spill_fds_off(s->len));
 }
 
+/* What the lane derives from its message type. */
+static void set_type(struct cmesh__lane *ln, const cmesh_type *type)
+{
+	ln->type = type;
+	ln->fd_fields = ln->ep_fields = 0;
+	for (uint32_t i = 0; i < type->nfields; i++)
+		if (type->fields[i].kind == CMESH_FIELD_KIND_FD)
+			ln->fd_fields |= 1ull << i;
+		else
+			ln->ep_fields |= 1ull << i;
+	ln->small = !type->nfields && type->size <= CMESH__SHMRING_SMALL ?
+			    (uint32_t)type->size :
+			    0;
+}
+
+void cmesh__lane_tx_reuse(struct cmesh__lane *ln, const cmesh_type *type)
+{
+	set_type(ln, type);
+	ln->attach_blocked = false;
+	/* Bound, no backlog (its last use ended with one delivered). */
+	atomic_store_explicit(&ln->spilling, 0, memory_order_relaxed);
+}
+
 int cmesh__lane_init(struct cmesh__lane *ln, struct cmesh__link *link,
 		     const cmesh_type *type, uint64_t max_trail,
 		     uint64_t max_backlog, int64_t spin_ns)
@@ -99,7 +122,6 @@ int cmesh__lane_init(struct cmesh__lane *ln, struct cmesh__link *link,
 	memset(ln, 0, sizeof(*ln));
 	ln->link = link;
 	ln->failed = cmesh__link_failed_word(link);
-	ln->type = type;
 	ln->max_trail = max_trail;
 	ln->max_backlog = max_backlog;
 	ln->spin_ns = spin_ns;
@@ -109,13 +131,7 @@ int cmesh__lane_init(struct cmesh__lane *ln, struct cmesh__link *link,
 	ln->pending = -1;
 	ln->spill_tailp = &ln->spill_head;
 	ln->att_tailp = &ln->att_head;
-	for (uint32_t i = 0; i < type->nfields; i++)
-		if (type->fields[i].kind == CMESH_FIELD_KIND_FD)
-			ln->fd_fields |= 1ull << i;
-		else
-			ln->ep_fields |= 1ull << i;
-	if (!type->nfields && type->size <= CMESH__SHMRING_SMALL)
-		ln->small = (uint32_t)type->size;
+	set_type(ln, type);
 	return pthread_mutex_init(&ln->lock, NULL) ? -ENOMEM : 0;
 }
 
@@ -212,6 +228,15 @@ out_close:
  * first piece), and publishes the record; the caller holds `lock`.
  * -EAGAIN (ring or socket full) publishes nothing but maybe a filler.
  */
+/* Ports that travel in the record (CMESH_REC_F_PORTS): all REUSE ones. */
+static bool ports_inline(const struct cmesh__port_out *ports, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (!(ports[i].desc.flags & CMESH_PORT_F_REUSE))
+			return false;
+	return n != 0;
+}
+
 static int publish(struct cmesh__lane *ln, uint32_t kind,
 		   const struct cmesh__iov *iov, uint32_t niov, const int *fds,
 		   uint32_t nfds, const struct cmesh__port_out *ports,
@@ -223,6 +248,14 @@ static int publish(struct cmesh__lane *ln, uint32_t kind,
 
 	if (!nfds && !nports)
 		return cmesh__shmring_pushv(&ln->prod, kind, iov, niov);
+	if (!nfds && ports_inline(ports, nports)) {
+		/* The descriptors are in the record: no ATTACH. */
+		r = cmesh__shmring_pushv(&ln->prod, kind, iov, niov);
+		if (!r)
+			for (uint32_t i = 0; i < nports; i++)
+				cmesh__link_lane_sent(ports[i].lane);
+		return r;
+	}
 	for (uint32_t i = 0; i < niov; i++)
 		len += iov[i].len;
 	r = cmesh__shmring_claim(&ln->prod, len, &pos);
@@ -589,7 +622,8 @@ static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
 		    uint32_t nports, uint64_t port_mask, bool try)
 {
 	struct cmesh_rec_msg h = { 0 };
-	struct cmesh__iov iov[3];
+	struct cmesh_ctl_port descs[CMESH_CTL_MAX_PORTS];
+	struct cmesh__iov iov[4];
 	int fds[MAX_FDS];
 	uint32_t nfds = 0, niov = 2;
 	uint64_t fd_mask = 0;
@@ -634,13 +668,31 @@ static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
 	for (uint32_t i = 0; i < nfds; i++)
 		if (fcntl(fds[i], F_GETFD) < 0) /* not an open fd */
 			goto out_release;
-	for (uint32_t i = 0; i < nports; i++)
-		if (ports[i].fd >= 0) /* none for a FAILED port */
-			fds[nfds++] = ports[i].fd;
 	h.fd_mask = fd_mask;
 	h.port_mask = port_mask;
 	h.trail_len = (uint32_t)len;
 	iov[0] = (struct cmesh__iov){ &h, sizeof(h) };
+	if (!nfds && ports_inline(ports, nports) &&
+	    sizeof(h) + nports * sizeof(descs[0]) + ln->type->size + len <=
+		    ln->prod.limit) {
+		/* A reply port kept from before: all in one record. */
+		for (uint32_t i = 0; i < nports; i++)
+			descs[i] = ports[i].desc;
+		h.flags = CMESH_REC_F_PORTS;
+		iov[1] = (struct cmesh__iov){
+			descs, nports * (uint32_t)sizeof(descs[0])
+		};
+		iov[2] = (struct cmesh__iov){ msg, ln->type->size };
+		iov[3] = (struct cmesh__iov){ trail, (uint32_t)len };
+		r = enqueue_try(ln, CMESH_REC_MSG, iov, len ? 4 : 3, NULL, 0,
+				ports, nports, &h, try);
+		if (r == 0 || (try && r == -EAGAIN))
+			return r;
+		goto out_release;
+	}
+	for (uint32_t i = 0; i < nports; i++)
+		if (ports[i].fd >= 0) /* none for a FAILED port */
+			fds[nfds++] = ports[i].fd;
 	iov[1] = (struct cmesh__iov){ msg, ln->type->size };
 	if (sizeof(h) + ln->type->size + len > ln->prod.limit) {
 		ool = make_ool(trail, len);

@@ -76,6 +76,9 @@ struct cmesh__lane {
 	bool end_sent;	       /* out: we sent END */
 	uint32_t ring_cap;     /* dynamic: its ring's capacity */
 	bool inflight;	       /* its port descriptor is not sent yet */
+	bool poolable;	       /* a reply port's lane, kept for reuse */
+	bool idle;	       /* pooled: between two uses */
+	uint64_t idle_tail;    /* in: where the last use's records end */
 	uint32_t pins;	       /* callers using it outside the link's lock */
 	uint32_t ws_id; /* in, dynamic: its waitset's wake socket on the link */
 	_Atomic bool bound;   /* both halves mapped: the ring is usable */
@@ -234,6 +237,15 @@ int cmesh__lane_new(struct cmesh__link *link, uint32_t id, bool is_out,
  */
 int cmesh__lane_new_failed(struct cmesh__link *link, bool is_out,
 			   const cmesh_type *type, struct cmesh__lane **out);
+
+/*
+ * A pooled lane's next use (the link's lock held by the caller). In lane:
+ * steps over what the last use left unread (to idle_tail) and opens the
+ * ring again: 0, or -EPROTO (a bad tail: not reused). Out lane: takes on
+ * the type of its new endpoint (the same wire type).
+ */
+int cmesh__lane_rx_reuse(struct cmesh__lane *ln);
+void cmesh__lane_tx_reuse(struct cmesh__lane *ln, const cmesh_type *type);
 
 /* Frees a lane from cmesh__lane_new() (the link's table does). */
 void cmesh__lane_free(struct cmesh__lane *ln);

@@ -194,7 +194,8 @@ static int deliver(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 	struct cmesh__ports_in none;
 	struct cmesh_rec_msg h;
 	int fds[MAX_FDS];
-	uint32_t nfds, nports, nfd_fields, ool;
+	uint32_t nfds, nports, nfd_fields, ool, at;
+	bool inl;
 	uint64_t want;
 	int r;
 
@@ -202,14 +203,19 @@ static int deliver(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 		return proto_error(ln);
 	memcpy(&h, ln->buf, sizeof(h));
 	ool = !!(h.flags & CMESH_REC_F_OOL);
-	want = sizeof(h) + msz + (ool ? 0 : (uint64_t)h.trail_len);
+	inl = !!(h.flags & CMESH_REC_F_PORTS);
 	nfd_fields = (uint32_t)__builtin_popcountll(h.fd_mask);
 	nports = (uint32_t)__builtin_popcountll(h.port_mask);
 	nfds = nfd_fields + ool; /* the ports' arenas come on top */
+	/* The message starts after the descriptors a record carries. */
+	at = sizeof(h) +
+	     (inl ? nports * (uint32_t)sizeof(struct cmesh_ctl_port) : 0);
+	want = at + msz + (ool ? 0 : (uint64_t)h.trail_len);
 	if ((h.flags & ~CMESH_REC_F_ALL) || (uint64_t)ln->pending != want ||
 	    h.trail_len > ln->max_trail || (h.fd_mask & ~ln->fd_fields) ||
 	    (h.port_mask & ~ln->ep_fields) ||
-	    !(nfds + nports) != !(h.flags & CMESH_REC_F_ATTACH))
+	    (inl ? (nfds || !nports || (h.flags & CMESH_REC_F_ATTACH)) :
+		   !(nfds + nports) != !(h.flags & CMESH_REC_F_ATTACH)))
 		return proto_error(ln);
 	if (h.trail_len > cap)
 		return -EMSGSIZE;
@@ -218,7 +224,21 @@ static int deliver(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 	pin->lane = ln;
 	pin->n = 0;
 	pin->mask = h.port_mask;
-	if (nfds + nports) {
+	if (inl) {
+		/* Kept lanes only (REUSE): no fd, nothing in the FIFO. */
+		memcpy(pin->desc, ln->buf + sizeof(h),
+		       nports * sizeof(pin->desc[0]));
+		for (uint32_t i = 0; i < nports; i++) {
+			pin->fds[i] = -1;
+			if (pin->desc[i].flags != CMESH_PORT_F_REUSE)
+				return proto_error(ln);
+		}
+		pin->n = nports;
+		if (!ports_match(ln, pin)) {
+			drop_ports(ln, pin);
+			return proto_error(ln);
+		}
+	} else if (nfds + nports) {
 		uint32_t k = nfd_fields;
 
 		r = cmesh__link_take_attach(ln, h.attach_seq, fds, nfds, pin,
@@ -249,9 +269,9 @@ static int deliver(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 			return proto_error(ln);
 		}
 	} else if (h.trail_len) {
-		memcpy(out_trail, ln->buf + sizeof(h) + msz, h.trail_len);
+		memcpy(out_trail, ln->buf + at + msz, h.trail_len);
 	}
-	memcpy(out_msg, ln->buf + sizeof(h), msz);
+	memcpy(out_msg, ln->buf + at, msz);
 	set_fields(ln, out_msg, h.fd_mask, fds);
 	ln->pending = -1;
 	if (pin == &none)
@@ -440,4 +460,16 @@ void cmesh__lane_close_rx(struct cmesh__lane *ln)
 	 */
 	cmesh__link_drop_attachments(ln);
 	drop_pending(ln);
+}
+
+int cmesh__lane_rx_reuse(struct cmesh__lane *ln)
+{
+	/* What the last use left unread (a CLOSE, a value never taken). */
+	if (cmesh__shmring_skip_to(&ln->cons, ln->idle_tail))
+		return -EPROTO;
+	ln->pending = -1;
+	ln->closed = false;
+	/* Open again; the producer reads it after our REUSE (the socket). */
+	atomic_store_explicit(&ln->own_wake->closed, 0, memory_order_release);
+	return 0;
 }

@@ -16,6 +16,7 @@
 
 struct cmesh__link;
 struct cmesh__lane;
+struct cmesh__port_out;
 struct cmesh_ctl_port;
 
 struct cmesh__link_opts {
@@ -104,6 +105,17 @@ int cmesh__link_take_attach(struct cmesh__lane *ln, uint64_t seq, int *fds,
  * that arrives for it from now on; their ports are answered DROPPED.
  */
 void cmesh__link_drop_attachments(struct cmesh__lane *ln);
+
+/*
+ * Reply ports (a oneshot sender whose receiver stays here): a lane made by
+ * cmesh__link_lane_export() may be kept for reuse (_poolable marks its
+ * descriptor POOLABLE, within the link's bound); _reuse takes one kept
+ * lane of `type` and `ring_cap` that is idle again, reopened, and fills
+ * *out with its REUSE descriptor (no fd): 0, or -ENOENT (none).
+ */
+void cmesh__link_lane_poolable(struct cmesh__port_out *out);
+int cmesh__link_lane_reuse(struct cmesh__link *l, const cmesh_type *type,
+			   uint32_t ring_cap, struct cmesh__port_out *out);
 
 /*
  * A lane for an endpoint we send over `l`: we produce on it (is_out: we

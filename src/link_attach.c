@@ -60,7 +60,8 @@ static void drop_attach(struct cmesh__link *l, struct cmesh__attach *a)
 
 bool cmesh__port_has_fd(const struct cmesh_ctl_port *d)
 {
-	return !(d->flags & CMESH_PORT_F_FAILED) && d->kind != CMESH_PORT_CTX;
+	return !(d->flags & (CMESH_PORT_F_FAILED | CMESH_PORT_F_REUSE)) &&
+	       d->kind != CMESH_PORT_CTX;
 }
 
 /* Ports that bring an arena fd. */
@@ -222,7 +223,15 @@ static bool port_ok(const struct cmesh__link *l, const struct cmesh_ctl_port *d)
 		return false;
 	if (d->flags == CMESH_PORT_F_FAILED)
 		return d->id == 0 && d->ring_cap == 0 && d->arena_size == 0;
-	return d->flags == 0 && (d->id & 1u) != l->parity &&
+	/* A kept lane the peer's sender reuses: we write it. */
+	if (d->flags == CMESH_PORT_F_REUSE)
+		return d->kind == CMESH_PORT_WRITE &&
+		       (d->id & 1u) != l->parity &&
+		       cmesh_shm_ring_cap_ok(d->ring_cap) && d->arena_size == 0;
+	if (d->flags == CMESH_PORT_F_POOLABLE && d->kind != CMESH_PORT_WRITE)
+		return false;
+	return (d->flags & ~CMESH_PORT_F_POOLABLE) == 0 &&
+	       (d->id & 1u) != l->parity &&
 	       cmesh_shm_ring_cap_ok(d->ring_cap) &&
 	       d->arena_size >= CMESH_SHM_ARENA_MIN_SIZE &&
 	       d->arena_size <= CMESH_SHM_ARENA_MAX_SIZE;

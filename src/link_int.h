@@ -81,6 +81,7 @@ struct cmesh__link {
 	uint32_t parity;	      /* our ids: parity, parity + 2, ... */
 	uint32_t next_id;	      /* the next id we give */
 	uint32_t ndyn;		      /* dynamic lanes registered */
+	uint32_t npool_in, npool_out; /* poolable lanes each way (capped) */
 	uint64_t peer_mapped;	      /* bytes of the peer's halves mapped */
 	struct ctl_pending *ctl_head; /* control messages to send, in order */
 	struct ctl_pending **ctl_tailp;

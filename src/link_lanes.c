@@ -48,6 +48,11 @@
 #define MAX_LANES 16384u
 /* Bytes of the peer's halves one link may map (address space). */
 #define MAX_PEER_MAPPED (1ull << 40)
+/*
+ * Lanes kept for reuse (reply ports) each way on one link: a few per
+ * caller thread in flight; a peer cannot make us keep more.
+ */
+#define MAX_POOLED 32u
 
 /* ---- the table (att_lock held) ---- */
 
@@ -200,6 +205,18 @@ void cmesh__link_space(struct cmesh__link *l)
 		cmesh__link_kick(l);
 }
 
+/* The counts of kept lanes, as one leaves the link (att_lock held). */
+static void unpool(struct cmesh__link *l, struct cmesh__lane *ln)
+{
+	if (!ln->poolable)
+		return;
+	ln->poolable = false;
+	if (ln->is_out)
+		l->npool_out--;
+	else
+		l->npool_in--;
+}
+
 static void send_lane(struct cmesh__link *l, uint32_t id, uint32_t flags,
 		      uint64_t size, int fd)
 {
@@ -221,6 +238,16 @@ static void send_end(struct cmesh__link *l, uint32_t id)
 	cmesh__lanes_ctl_send(l, &m, sizeof(m), -1);
 }
 
+static void send_idle(struct cmesh__link *l, struct cmesh__lane *ln)
+{
+	struct cmesh_ctl_idle m = { 0 };
+
+	cmesh__ctl_hdr_fill(&m.hdr, CMESH_CTL_IDLE, sizeof(m));
+	m.id = ln->id;
+	m.tail = cmesh__shmring_tail(&ln->prod);
+	cmesh__lanes_ctl_send(l, &m, sizeof(m), -1);
+}
+
 void cmesh__link_port_drop(struct cmesh__link *l,
 			   const struct cmesh_ctl_port *d, int fd)
 {
@@ -229,6 +256,20 @@ void cmesh__link_port_drop(struct cmesh__link *l,
 	if (d->kind == CMESH_PORT_CTX) {
 		cmesh__link_ctx_drop(l, d);
 		return;
+	}
+	if (d->flags & CMESH_PORT_F_REUSE) {
+		struct cmesh__lane *ln;
+
+		/* Not reused after all: both sides let the lane go. */
+		pthread_mutex_lock(&l->att_lock);
+		ln = cmesh__lanes_lookup(l, d->id);
+		if (ln && ln->dynamic && ln->is_out && ln->poolable &&
+		    ln->idle) {
+			ln->idle = false;
+			unpool(l, ln);
+			cmesh__lane_set_dropped(ln);
+		}
+		pthread_mutex_unlock(&l->att_lock);
 	}
 	/* A failed port has no lane: nobody waits for an answer. */
 	if (!cmesh__link_failed(l) && !(d->flags & CMESH_PORT_F_FAILED))
@@ -249,12 +290,22 @@ static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
 		return -EPROTO;
 	memcpy(&m, buf, sizeof(m));
 	dropped = m.flags == CMESH_LANE_F_DROPPED;
-	if ((m.flags & ~CMESH_LANE_F_DROPPED) || nfds != (dropped ? 0u : 1u) ||
-	    (m.id & 1u) != l->parity || m.hdr.len != sizeof(m))
+	if ((m.flags != 0 && m.flags != CMESH_LANE_F_DROPPED &&
+	     m.flags != CMESH_LANE_F_POOLED) ||
+	    nfds != (dropped ? 0u : 1u) || (m.id & 1u) != l->parity ||
+	    m.hdr.len != sizeof(m))
 		return -EPROTO;
 	pthread_mutex_lock(&l->att_lock);
 	ln = cmesh__lanes_lookup(l, m.id);
 	r = !ln || !ln->dynamic || ln->answered ? -EPROTO : 0;
+	/* POOLED answers only a POOLABLE port (ours asked: poolable). */
+	if (!r && (m.flags & CMESH_LANE_F_POOLED) && !ln->poolable)
+		r = -EPROTO;
+	/* Bound already (a reused one): only DROPPED may answer it. */
+	if (!r && !dropped && cmesh__lane_bound(ln))
+		r = -EPROTO;
+	if (!r && !(m.flags & CMESH_LANE_F_POOLED))
+		unpool(l, ln); /* not kept there: not here either */
 	if (!r && !dropped &&
 	    (m.arena_size > MAX_PEER_MAPPED - l->peer_mapped ||
 	     m.arena_size < CMESH_SHM_ARENA_MIN_SIZE))
@@ -278,6 +329,33 @@ static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
 	if (!ln->is_out)
 		cmesh__lane_wake(ln);
 	return 0;
+}
+
+/* IDLE: as END for a pooled in lane, with where its records end. */
+static int on_idle(struct cmesh__link *l, const unsigned char *buf, int len,
+		   uint32_t nfds)
+{
+	struct cmesh_ctl_idle m;
+	struct cmesh__lane *ln;
+	int r = 0;
+
+	if (len != (int)sizeof(m) || nfds)
+		return -EPROTO;
+	memcpy(&m, buf, sizeof(m));
+	if (m.hdr.len != sizeof(m) || m.reserved)
+		return -EPROTO;
+	pthread_mutex_lock(&l->att_lock);
+	ln = cmesh__lanes_lookup(l, m.id);
+	if (!ln || !ln->dynamic || ln->is_out || ln->end_seen ||
+	    !ln->poolable || !cmesh__lane_bound(ln))
+		r = -EPROTO;
+	else {
+		ln->end_seen = true;
+		ln->answered = true;	/* a reused one had no LANE */
+		ln->idle_tail = m.tail; /* checked when it is reused */
+	}
+	pthread_mutex_unlock(&l->att_lock);
+	return r;
 }
 
 static int on_end(struct cmesh__link *l, const unsigned char *buf, int len,
@@ -320,6 +398,8 @@ int cmesh__lanes_handle_ctl(struct cmesh__link *l, const void *buf, int len,
 		return on_lane(l, buf, len, fds, nfds);
 	case CMESH_CTL_END:
 		return on_end(l, buf, len, nfds);
+	case CMESH_CTL_IDLE:
+		return on_idle(l, buf, len, nfds);
 	case CMESH_CTL_WAKESOCK:
 	case CMESH_CTL_WAKECLOSE:
 		return cmesh__wakes_on_ctl(l, h.type, buf, len, fds, nfds);
@@ -409,6 +489,59 @@ int cmesh__link_lane_export(struct cmesh__link *l, bool is_out,
 	return 0;
 }
 
+void cmesh__link_lane_poolable(struct cmesh__port_out *out)
+{
+	struct cmesh__link *l = out->link;
+	struct cmesh__lane *ln = out->lane;
+
+	pthread_mutex_lock(&l->att_lock);
+	if (!ln->is_out && l->npool_in < MAX_POOLED) {
+		l->npool_in++;
+		ln->poolable = true; /* until the answer says otherwise */
+		out->desc.flags |= CMESH_PORT_F_POOLABLE;
+	}
+	pthread_mutex_unlock(&l->att_lock);
+}
+
+int cmesh__link_lane_reuse(struct cmesh__link *l, const cmesh_type *type,
+			   uint32_t ring_cap, struct cmesh__port_out *out)
+{
+	struct cmesh__lane *ln;
+	int r = -ENOENT;
+
+	pthread_mutex_lock(&l->att_lock);
+	for (ln = l->dyn; ln && r == -ENOENT; ln = ln->next) {
+		if (ln->is_out || !ln->poolable || !ln->idle ||
+		    ln->type != type || ln->ring_cap != ring_cap || ln->pins ||
+		    cmesh__link_failed(l))
+			continue;
+		ln->idle = false;
+		r = cmesh__lane_rx_reuse(ln);
+		if (r) {
+			unpool(l, ln); /* a bad tail: it goes, as done */
+			r = -ENOENT;
+			continue;
+		}
+		ln->end_seen = false;
+		ln->answered = false; /* a DROPPED may answer this use */
+		ln->att_drop = false;
+		ln->inflight = true; /* until its descriptor is sent */
+		atomic_store_explicit(&ln->released, false,
+				      memory_order_relaxed);
+		memset(out, 0, sizeof(*out));
+		out->desc.id = ln->id;
+		out->desc.kind = CMESH_PORT_WRITE;
+		out->desc.ring_cap = ring_cap;
+		out->desc.flags = CMESH_PORT_F_REUSE;
+		out->fd = -1;
+		out->lane = ln;
+		out->link = l;
+		break;
+	}
+	pthread_mutex_unlock(&l->att_lock);
+	return r;
+}
+
 int cmesh__link_lane_import(struct cmesh__link *l,
 			    const struct cmesh_ctl_port *d, int fd,
 			    const cmesh_type *type, uint64_t max_backlog,
@@ -417,6 +550,29 @@ int cmesh__link_lane_import(struct cmesh__link *l,
 	bool is_out = d->kind == CMESH_PORT_WRITE;
 	struct cmesh__lane *ln = NULL;
 	int r, own_fd = -1;
+
+	if (d->flags & CMESH_PORT_F_REUSE) {
+		/* A lane we kept for it: idle, the same ring, ours to write. */
+		pthread_mutex_lock(&l->att_lock);
+		ln = cmesh__lanes_lookup(l, d->id);
+		r = ln && ln->dynamic && ln->is_out && is_out && ln->poolable &&
+				    ln->idle && ln->ring_cap == d->ring_cap &&
+				    cmesh__lane_bound(ln) ?
+			    0 :
+			    -EPROTO;
+		if (!r) {
+			ln->idle = false;
+			ln->end_sent = false;
+			atomic_store_explicit(&ln->released, false,
+					      memory_order_relaxed);
+			cmesh__lane_tx_reuse(ln, type);
+		}
+		pthread_mutex_unlock(&l->att_lock);
+		if (r)
+			return r;
+		*out = ln;
+		return 0;
+	}
 
 	pthread_mutex_lock(&l->att_lock);
 	r = d->arena_size > MAX_PEER_MAPPED - l->peer_mapped ? -EPROTO : 0;
@@ -444,6 +600,15 @@ int cmesh__link_lane_import(struct cmesh__link *l,
 		atomic_store_explicit(&ln->spilling, 0, memory_order_relaxed);
 		r = add_lane(l, ln);
 	}
+	if (!r && (d->flags & CMESH_PORT_F_POOLABLE) && is_out) {
+		/* Kept for the sender's reuse, up to our bound. */
+		pthread_mutex_lock(&l->att_lock);
+		if (l->npool_out < MAX_POOLED) {
+			l->npool_out++;
+			ln->poolable = true;
+		}
+		pthread_mutex_unlock(&l->att_lock);
+	}
 	if (r) {
 		if (fd >= 0)
 			close(fd);
@@ -459,7 +624,8 @@ int cmesh__link_lane_import(struct cmesh__link *l,
 			cmesh__link_port_drop(l, d, -1);
 		return r;
 	}
-	send_lane(l, d->id, 0, cmesh__arena_layout(ln->own_half)->size, own_fd);
+	send_lane(l, d->id, ln->poolable ? CMESH_LANE_F_POOLED : 0,
+		  cmesh__arena_layout(ln->own_half)->size, own_fd);
 	*out = ln;
 	return 0;
 }
@@ -516,6 +682,12 @@ static bool lane_done(struct cmesh__link *l, struct cmesh__lane *ln)
 		return false; /* its answer is on the way */
 	if (atomic_load_explicit(&ln->dropped, memory_order_acquire))
 		return true;
+	if (ln->poolable) {
+		/* Done with this use: kept (idle) for the next. */
+		if (!ln->is_out && ln->end_seen)
+			ln->idle = true;
+		return false;
+	}
 	return ln->is_out ? ln->end_sent : ln->end_seen;
 }
 
@@ -572,7 +744,15 @@ static bool sweep_out(struct cmesh__link *l, struct cmesh__lane *ln)
 	    atomic_load_explicit(&ln->released, memory_order_acquire)) {
 		/* Everything it had is in the ring: it is done here. */
 		ln->end_sent = true;
-		send_end(l, ln->id);
+		if (ln->poolable) {
+			/* Kept: idle until the consumer's REUSE names it. */
+			pthread_mutex_lock(&l->att_lock);
+			ln->idle = true;
+			pthread_mutex_unlock(&l->att_lock);
+			send_idle(l, ln);
+		} else {
+			send_end(l, ln->id);
+		}
 	}
 	return w == CMESH__SPILL_SOCK;
 }
@@ -612,8 +792,10 @@ bool cmesh__lanes_sweep(struct cmesh__link *l)
 	for (pp = &l->dyn; (ln = *pp);) {
 		if (!lane_done(l, ln)) {
 			pp = &ln->next;
-			/* Answered: nothing will bind it any more. */
+			/* Answered: nothing will bind it any more (a
+			 * pooled one is bound for its next use). */
 			if (!ln->is_out && !ln->pins && ln->answered &&
+			    !ln->poolable &&
 			    atomic_load_explicit(&ln->released,
 						 memory_order_acquire))
 				unmap_halves(l, ln);
@@ -622,6 +804,7 @@ bool cmesh__lanes_sweep(struct cmesh__link *l)
 		*pp = ln->next;
 		cmesh__idmap_del(&l->lanes, ln->id);
 		l->ndyn--;
+		unpool(l, ln);
 		if (ln->peer_half)
 			l->peer_mapped -=
 				cmesh__arena_layout(ln->peer_half)->size;

@@ -146,9 +146,21 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 	r = ring_cap_for(t, f->kind, env, &cap);
 	if (r)
 		return r;
-	/* A sender goes: we consume its lane (is_out false). */
-	r = cmesh__link_lane_export(link, !sending, t, cap, env->max_backlog,
-				    env->spin_ns, out);
+	/*
+	 * A sender goes: we consume its lane (is_out false). A oneshot's (a
+	 * reply port) takes a lane kept from an earlier one if there is
+	 * one: bound already, no memfd, no answer to wait for.
+	 */
+	r = f->kind == CMESH_FIELD_KIND_ONESHOT_SENDER ?
+		    cmesh__link_lane_reuse(link, t, cap, out) :
+		    -ENOENT;
+	if (r == -ENOENT) {
+		r = cmesh__link_lane_export(link, !sending, t, cap,
+					    env->max_backlog, env->spin_ns,
+					    out);
+		if (!r && f->kind == CMESH_FIELD_KIND_ONESHOT_SENDER)
+			cmesh__link_lane_poolable(out);
+	}
 	if (r)
 		return r;
 	if (sending) {
@@ -166,7 +178,8 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 			cmesh__link_put(link);
 	}
 	if (r) {
-		close(out->fd);
+		if (out->fd >= 0)
+			close(out->fd);
 		cmesh__link_lane_unsent(out->lane);
 		cmesh__link_lane_release(out->lane); /* nothing owns it */
 		return r;

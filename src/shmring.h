@@ -125,6 +125,13 @@ uint32_t cmesh__shmring_record_limit(uint64_t cap);
 uint64_t cmesh__shmring_space_at(struct cmesh__shmring_producer *p,
 				 uint32_t len);
 
+/* Producer: the next position a record would take (the tail). */
+static inline uint64_t
+cmesh__shmring_tail(const struct cmesh__shmring_producer *p)
+{
+	return atomic_load_explicit(&p->tail, memory_order_relaxed);
+}
+
 /*
  * Appends one record of `kind` (CMESH_SHM_REC_KIND_MIN..MAX, else -EINVAL)
  * with `len` bytes copied from `buf`. Returns 0, -EAGAIN if the ring is
@@ -359,6 +366,21 @@ cmesh__shmring_publish_head(struct cmesh__shmring_consumer *c, uint64_t head)
 	 * with this store (on x86 an xchg; no cost measured in bench_xproc).
 	 */
 	atomic_store_explicit(c->head, head, memory_order_seq_cst);
+}
+
+/*
+ * Consumer: moves the head to `pos`, the end of records published and
+ * not to be read (a pooled lane's last use): at most a ring ahead, else
+ * -EPROTO (nothing moves).
+ */
+static inline int cmesh__shmring_skip_to(struct cmesh__shmring_consumer *c,
+					 uint64_t pos)
+{
+	if (c->failed || pos - c->head_pos > c->mask + 1)
+		return -EPROTO;
+	c->peeked = false;
+	cmesh__shmring_publish_head(c, pos);
+	return 0;
 }
 
 /*

@@ -331,54 +331,58 @@ static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
 	return 0;
 }
 
-/* IDLE: as END for a pooled in lane, with where its records end. */
+/*
+ * The producer of in lane `id` is done (END), or done with this use of a
+ * pooled one (IDLE, `tail`: where its records end). END for a pooled
+ * lane: it is not kept there, so not here either.
+ */
+static int lane_ended(struct cmesh__link *l, uint32_t id, const uint64_t *tail)
+{
+	struct cmesh__lane *ln;
+	int r = 0;
+
+	pthread_mutex_lock(&l->att_lock);
+	ln = cmesh__lanes_lookup(l, id);
+	if (!ln || !ln->dynamic || ln->is_out || ln->end_seen ||
+	    !cmesh__lane_bound(ln) || (tail && !ln->poolable)) {
+		r = -EPROTO;
+	} else {
+		ln->end_seen = true;
+		if (tail) {
+			ln->answered = true;  /* a reused one had no LANE */
+			ln->idle_tail = *tail; /* checked when it is reused */
+		} else {
+			unpool(l, ln);
+		}
+	}
+	pthread_mutex_unlock(&l->att_lock);
+	return r;
+}
+
 static int on_idle(struct cmesh__link *l, const unsigned char *buf, int len,
 		   uint32_t nfds)
 {
 	struct cmesh_ctl_idle m;
-	struct cmesh__lane *ln;
-	int r = 0;
 
 	if (len != (int)sizeof(m) || nfds)
 		return -EPROTO;
 	memcpy(&m, buf, sizeof(m));
 	if (m.hdr.len != sizeof(m) || m.reserved)
 		return -EPROTO;
-	pthread_mutex_lock(&l->att_lock);
-	ln = cmesh__lanes_lookup(l, m.id);
-	if (!ln || !ln->dynamic || ln->is_out || ln->end_seen ||
-	    !ln->poolable || !cmesh__lane_bound(ln))
-		r = -EPROTO;
-	else {
-		ln->end_seen = true;
-		ln->answered = true;	/* a reused one had no LANE */
-		ln->idle_tail = m.tail; /* checked when it is reused */
-	}
-	pthread_mutex_unlock(&l->att_lock);
-	return r;
+	return lane_ended(l, m.id, &m.tail);
 }
 
 static int on_end(struct cmesh__link *l, const unsigned char *buf, int len,
 		  uint32_t nfds)
 {
 	struct cmesh_ctl_end m;
-	struct cmesh__lane *ln;
-	int r = 0;
 
 	if (len != (int)sizeof(m) || nfds)
 		return -EPROTO;
 	memcpy(&m, buf, sizeof(m));
 	if (m.hdr.len != sizeof(m) || m.reserved)
 		return -EPROTO;
-	pthread_mutex_lock(&l->att_lock);
-	ln = cmesh__lanes_lookup(l, m.id);
-	if (!ln || !ln->dynamic || ln->is_out || ln->end_seen ||
-	    !cmesh__lane_bound(ln))
-		r = -EPROTO;
-	else
-		ln->end_seen = true;
-	pthread_mutex_unlock(&l->att_lock);
-	return r;
+	return lane_ended(l, m.id, NULL);
 }
 
 int cmesh__lanes_handle_ctl(struct cmesh__link *l, const void *buf, int len,

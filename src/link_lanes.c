@@ -238,13 +238,13 @@ static void send_end(struct cmesh__link *l, uint32_t id)
 	cmesh__lanes_ctl_send(l, &m, sizeof(m), -1);
 }
 
-static void send_idle(struct cmesh__link *l, struct cmesh__lane *ln)
+static void send_idle(struct cmesh__link *l, uint32_t id, uint64_t tail)
 {
 	struct cmesh_ctl_idle m = { 0 };
 
 	cmesh__ctl_hdr_fill(&m.hdr, CMESH_CTL_IDLE, sizeof(m));
-	m.id = ln->id;
-	m.tail = cmesh__shmring_tail(&ln->prod);
+	m.id = id;
+	m.tail = tail;
 	cmesh__lanes_ctl_send(l, &m, sizeof(m), -1);
 }
 
@@ -332,6 +332,29 @@ static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
 }
 
 /*
+ * A pooled lane whose use ended here too goes idle (att_lock held). An
+ * out lane: true if its IDLE is to be sent now (every record of this use
+ * in the ring: no backlog). An in lane: once the producer's IDLE came.
+ */
+static bool idle_now(struct cmesh__link *l, struct cmesh__lane *ln)
+{
+	if (!ln->poolable || ln->idle || ln->inflight || ln->pins ||
+	    cmesh__link_failed(l) ||
+	    atomic_load_explicit(&ln->dropped, memory_order_relaxed) ||
+	    !atomic_load_explicit(&ln->released, memory_order_relaxed))
+		return false;
+	if (!ln->is_out) {
+		ln->idle = ln->end_seen && ln->answered;
+		return false;
+	}
+	if (ln->end_sent ||
+	    atomic_load_explicit(&ln->spilling, memory_order_acquire))
+		return false;
+	ln->end_sent = ln->idle = true;
+	return true;
+}
+
+/*
  * The producer of in lane `id` is done (END), or done with this use of a
  * pooled one (IDLE, `tail`: where its records end). END for a pooled
  * lane: it is not kept there, so not here either.
@@ -349,8 +372,9 @@ static int lane_ended(struct cmesh__link *l, uint32_t id, const uint64_t *tail)
 	} else {
 		ln->end_seen = true;
 		if (tail) {
-			ln->answered = true;  /* a reused one had no LANE */
+			ln->answered = true;   /* a reused one had no LANE */
 			ln->idle_tail = *tail; /* checked when it is reused */
+			idle_now(l, ln);       /* its receiver went before */
 		} else {
 			unpool(l, ln);
 		}
@@ -661,10 +685,34 @@ void cmesh__link_lane_unsent(struct cmesh__lane *ln)
 void cmesh__link_lane_release(struct cmesh__lane *ln)
 {
 	struct cmesh__link *l = ln->link;
+	bool idle, kick;
+	uint64_t tail = 0;
+	uint32_t id = ln->id;
 
-	/* The link may free `ln` from this store on. */
+	if (!ln->poolable) {
+		/* The link may free `ln` from this store on. */
+		atomic_store_explicit(&ln->released, true,
+				      memory_order_release);
+		cmesh__link_kick(l);
+		return;
+	}
+	/*
+	 * A kept lane goes idle here and now, with no round of the link
+	 * thread (a wake-up per rpc otherwise); with a backlog left, the
+	 * link thread ends it. From the unlock on the link may free it (its
+	 * failure): what the IDLE needs is read before.
+	 */
+	pthread_mutex_lock(&l->att_lock);
 	atomic_store_explicit(&ln->released, true, memory_order_release);
-	cmesh__link_kick(l);
+	idle = idle_now(l, ln);
+	if (idle)
+		tail = cmesh__shmring_tail(&ln->prod);
+	kick = ln->is_out && !ln->end_sent;
+	pthread_mutex_unlock(&l->att_lock);
+	if (idle)
+		send_idle(l, id, tail);
+	if (kick)
+		cmesh__link_kick(l);
 }
 
 /* ---- the link thread's round ---- */
@@ -688,8 +736,8 @@ static bool lane_done(struct cmesh__link *l, struct cmesh__lane *ln)
 		return true;
 	if (ln->poolable) {
 		/* Done with this use: kept (idle) for the next. */
-		if (!ln->is_out && ln->end_seen)
-			ln->idle = true;
+		if (!ln->is_out)
+			idle_now(l, ln);
 		return false;
 	}
 	return ln->is_out ? ln->end_sent : ln->end_seen;
@@ -744,19 +792,28 @@ static bool sweep_out(struct cmesh__link *l, struct cmesh__lane *ln)
 	if (ln->dynamic && !cmesh__lane_bound(ln))
 		return false; /* its backlog waits for the binding */
 	w = cmesh__lane_flush_spill(ln);
-	if (w == CMESH__SPILL_DONE && ln->dynamic && !ln->end_sent &&
-	    atomic_load_explicit(&ln->released, memory_order_acquire)) {
-		/* Everything it had is in the ring: it is done here. */
-		ln->end_sent = true;
-		if (ln->poolable) {
-			/* Kept: idle until the consumer's REUSE names it. */
-			pthread_mutex_lock(&l->att_lock);
-			ln->idle = true;
-			pthread_mutex_unlock(&l->att_lock);
-			send_idle(l, ln);
-		} else {
+	if (w == CMESH__SPILL_DONE && ln->dynamic) {
+		/*
+		 * Everything it had is in the ring: it is done here (END),
+		 * or a kept one (whose release found a backlog) goes idle.
+		 * Under att_lock: a release may end it from another thread.
+		 */
+		uint64_t tail = 0;
+		bool idle, end = false;
+
+		pthread_mutex_lock(&l->att_lock);
+		idle = idle_now(l, ln);
+		if (idle)
+			tail = cmesh__shmring_tail(&ln->prod);
+		else if (!ln->poolable && !ln->end_sent &&
+			 atomic_load_explicit(&ln->released,
+					      memory_order_acquire))
+			end = ln->end_sent = true;
+		pthread_mutex_unlock(&l->att_lock);
+		if (idle)
+			send_idle(l, ln->id, tail);
+		if (end)
 			send_end(l, ln->id);
-		}
 	}
 	return w == CMESH__SPILL_SOCK;
 }

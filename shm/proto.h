@@ -33,9 +33,7 @@
  *           receiver cancels what stands for it (struct cmesh_ctl_end).
  *   CTXDROP the receiver of a CTX port is done with it (every handle on
  *           it freed, or its message dropped): the sender forgets its id.
- *   IDLE    the producer of a pooled lane is done with this use of it (as
- *           END), and keeps it for a REUSE: `tail`, where its records of
- *           this use end, lets the consumer step over what it left unread.
+ 
  *
  * Lanes. A link carries any number of lanes (one direction of one
  * channel each). A lane id is a 32-bit number chosen by the side that
@@ -62,7 +60,7 @@
 #include <stdint.h>
 
 #define CMESH_PROTO_MAGIC 0x48534d43u /* "CMSH" */
-#define CMESH_PROTO_VERSION 8u
+#define CMESH_PROTO_VERSION 9u
 
 #define CMESH_CTL_HELLO 1u
 #define CMESH_CTL_ATTACH 2u
@@ -73,7 +71,6 @@
 #define CMESH_CTL_SPACE 7u
 #define CMESH_CTL_CANCEL 8u
 #define CMESH_CTL_CTXDROP 9u
-#define CMESH_CTL_IDLE 10u
 
 /* Index of a 64-byte line in an arena's control region. */
 #define CMESH_PROTO_LINE_HEAD 0u
@@ -183,9 +180,10 @@ struct cmesh_ctl_port {
  */
 #define CMESH_PORT_F_POOLABLE 4u
 /*
- * A lane kept from an earlier use (both sides answered POOLED, the
- * producer said IDLE): `id` names it, no fd, arena_size 0, the same
- * ring_cap. Bound already: no LANE answer unless it is DROPPED.
+ * A lane kept from an earlier use (both sides answered POOLED, and the
+ * producer's signal line said that use is over: shm/ring.h idle_use):
+ * `id` names it, no fd, arena_size 0, the same ring_cap. Bound already:
+ * no LANE answer unless it is DROPPED. A kept lane never has END.
  */
 #define CMESH_PORT_F_REUSE 8u
 
@@ -216,16 +214,6 @@ struct cmesh_ctl_end {
 
 static_assert(sizeof(struct cmesh_ctl_end) == 24, "end size");
 /* CANCEL and CTXDROP have the layout of END; `id` names a CTX port. */
-
-/* IDLE: as END, for a pooled lane, with the end of this use's records. */
-struct cmesh_ctl_idle {
-	struct cmesh_ctl_hdr hdr;
-	uint32_t id;
-	uint32_t reserved;
-	uint64_t tail; /* ring position after the last record of this use */
-};
-
-static_assert(sizeof(struct cmesh_ctl_idle) == 32, "idle size");
 
 /* Record flags. */
 #define CMESH_REC_F_ATTACH 1u /* fds/ports in the ATTACH numbered attach_seq */

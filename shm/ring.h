@@ -64,7 +64,7 @@
 
 /* "cmesharn", little-endian. */
 #define CMESH_SHM_ARENA_MAGIC 0x6e72616873656d63ull
-#define CMESH_SHM_ABI_VERSION 4u
+#define CMESH_SHM_ABI_VERSION 5u
 
 #define CMESH_SHM_LINE 64u   /* a control line; the cache line we pad to */
 #define CMESH_SHM_PAGE 4096u /* arena size and data region granularity */
@@ -228,13 +228,27 @@ struct cmesh_shm_ring_signal {
 	 * send at most one SPACE per record it takes.
 	 */
 	_Atomic uint64_t space_at;
-	uint64_t reserved[6]; /* producer: 0; consumer: never read */
+	/*
+	 * A lane kept for reuse (a reply port's, shm/proto.h REUSE): the
+	 * producer is done with use number `idle_use` (1, 2, ...), whose
+	 * records end at ring position `idle_tail`. Producer: plain store of
+	 * idle_tail, then release store of idle_use. Consumer: acquire load
+	 * of idle_use (pairs with it); equal to the use it expects: it reads
+	 * idle_tail once and steps its head there (checked: at most a ring
+	 * ahead) before the lane's next use. Hostile values only spoil this
+	 * lane for the producer itself.
+	 */
+	uint64_t idle_tail;
+	_Atomic uint64_t idle_use;
+	uint64_t reserved[4]; /* producer: 0; consumer: never read */
 };
 
 static_assert(sizeof(struct cmesh_shm_ring_signal) == CMESH_SHM_LINE, "sig");
 static_assert(offsetof(struct cmesh_shm_ring_signal, seq) == 0, "sig seq");
 static_assert(offsetof(struct cmesh_shm_ring_signal, space_at) == 8,
 	      "sig space_at");
+static_assert(offsetof(struct cmesh_shm_ring_signal, idle_use) == 24,
+	      "sig idle_use");
 
 /* ---- slots and records ---- */
 

@@ -107,6 +107,14 @@ static void set_type(struct cmesh__lane *ln, const cmesh_type *type)
 			    0;
 }
 
+void cmesh__lane_tx_idle(struct cmesh__lane *ln)
+{
+	ln->own_signal->idle_tail = cmesh__shmring_tail(&ln->prod);
+	/* Pairs with the consumer's acquire load before it reuses it. */
+	atomic_store_explicit(&ln->own_signal->idle_use, ln->use,
+			      memory_order_release);
+}
+
 void cmesh__lane_tx_reuse(struct cmesh__lane *ln, const cmesh_type *type)
 {
 	set_type(ln, type);

@@ -77,8 +77,8 @@ struct cmesh__lane {
 	uint32_t ring_cap;     /* dynamic: its ring's capacity */
 	bool inflight;	       /* its port descriptor is not sent yet */
 	bool poolable;	       /* a reply port's lane, kept for reuse */
-	bool idle;	       /* pooled: between two uses */
-	uint64_t idle_tail;    /* in: where the last use's records end */
+	bool idle;	       /* out, pooled: between two uses */
+	uint64_t use;	       /* pooled: the use it is in (from 1) */
 	uint32_t pins;	       /* callers using it outside the link's lock */
 	uint32_t ws_id; /* in, dynamic: its waitset's wake socket on the link */
 	_Atomic bool bound;   /* both halves mapped: the ring is usable */
@@ -244,7 +244,13 @@ int cmesh__lane_new_failed(struct cmesh__link *link, bool is_out,
  * ring again: 0, or -EPROTO (a bad tail: not reused). Out lane: takes on
  * the type of its new endpoint (the same wire type).
  */
-int cmesh__lane_rx_reuse(struct cmesh__lane *ln);
+int cmesh__lane_rx_reuse(struct cmesh__lane *ln, uint64_t tail);
+
+/*
+ * A pooled lane's producer is done with this use (every record of it in
+ * the ring): says so in its signal line (shm/ring.h idle_use).
+ */
+void cmesh__lane_tx_idle(struct cmesh__lane *ln);
 void cmesh__lane_tx_reuse(struct cmesh__lane *ln, const cmesh_type *type);
 
 /* Frees a lane from cmesh__lane_new() (the link's table does). */

@@ -462,10 +462,10 @@ void cmesh__lane_close_rx(struct cmesh__lane *ln)
 	drop_pending(ln);
 }
 
-int cmesh__lane_rx_reuse(struct cmesh__lane *ln)
+int cmesh__lane_rx_reuse(struct cmesh__lane *ln, uint64_t tail)
 {
 	/* What the last use left unread (a CLOSE, a value never taken). */
-	if (cmesh__shmring_skip_to(&ln->cons, ln->idle_tail))
+	if (cmesh__shmring_skip_to(&ln->cons, tail))
 		return -EPROTO;
 	ln->pending = -1;
 	ln->closed = false;

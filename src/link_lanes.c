@@ -238,16 +238,6 @@ static void send_end(struct cmesh__link *l, uint32_t id)
 	cmesh__lanes_ctl_send(l, &m, sizeof(m), -1);
 }
 
-static void send_idle(struct cmesh__link *l, uint32_t id, uint64_t tail)
-{
-	struct cmesh_ctl_idle m = { 0 };
-
-	cmesh__ctl_hdr_fill(&m.hdr, CMESH_CTL_IDLE, sizeof(m));
-	m.id = id;
-	m.tail = tail;
-	cmesh__lanes_ctl_send(l, &m, sizeof(m), -1);
-}
-
 void cmesh__link_port_drop(struct cmesh__link *l,
 			   const struct cmesh_ctl_port *d, int fd)
 {
@@ -332,81 +322,45 @@ static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
 }
 
 /*
- * A pooled lane whose use ended here too goes idle (att_lock held). An
- * out lane: true if its IDLE is to be sent now (every record of this use
- * in the ring: no backlog). An in lane: once the producer's IDLE came.
+ * A pooled out lane whose use ended here (released, every record of it in
+ * the ring) goes idle and says so in its signal line; the consumer sees
+ * it there when it next wants the lane (att_lock held). True if it did.
  */
 static bool idle_now(struct cmesh__link *l, struct cmesh__lane *ln)
 {
-	if (!ln->poolable || ln->idle || ln->inflight || ln->pins ||
-	    cmesh__link_failed(l) ||
+	if (!ln->poolable || !ln->is_out || ln->idle || ln->inflight ||
+	    ln->pins || cmesh__link_failed(l) ||
 	    atomic_load_explicit(&ln->dropped, memory_order_relaxed) ||
-	    !atomic_load_explicit(&ln->released, memory_order_relaxed))
-		return false;
-	if (!ln->is_out) {
-		ln->idle = ln->end_seen && ln->answered;
-		return false;
-	}
-	if (ln->end_sent ||
+	    !atomic_load_explicit(&ln->released, memory_order_relaxed) ||
 	    atomic_load_explicit(&ln->spilling, memory_order_acquire))
 		return false;
-	ln->end_sent = ln->idle = true;
+	ln->idle = true;
+	cmesh__lane_tx_idle(ln);
 	return true;
-}
-
-/*
- * The producer of in lane `id` is done (END), or done with this use of a
- * pooled one (IDLE, `tail`: where its records end). END for a pooled
- * lane: it is not kept there, so not here either.
- */
-static int lane_ended(struct cmesh__link *l, uint32_t id, const uint64_t *tail)
-{
-	struct cmesh__lane *ln;
-	int r = 0;
-
-	pthread_mutex_lock(&l->att_lock);
-	ln = cmesh__lanes_lookup(l, id);
-	if (!ln || !ln->dynamic || ln->is_out || ln->end_seen ||
-	    !cmesh__lane_bound(ln) || (tail && !ln->poolable)) {
-		r = -EPROTO;
-	} else {
-		ln->end_seen = true;
-		if (tail) {
-			ln->answered = true;   /* a reused one had no LANE */
-			ln->idle_tail = *tail; /* checked when it is reused */
-			idle_now(l, ln);       /* its receiver went before */
-		} else {
-			unpool(l, ln);
-		}
-	}
-	pthread_mutex_unlock(&l->att_lock);
-	return r;
-}
-
-static int on_idle(struct cmesh__link *l, const unsigned char *buf, int len,
-		   uint32_t nfds)
-{
-	struct cmesh_ctl_idle m;
-
-	if (len != (int)sizeof(m) || nfds)
-		return -EPROTO;
-	memcpy(&m, buf, sizeof(m));
-	if (m.hdr.len != sizeof(m) || m.reserved)
-		return -EPROTO;
-	return lane_ended(l, m.id, &m.tail);
 }
 
 static int on_end(struct cmesh__link *l, const unsigned char *buf, int len,
 		  uint32_t nfds)
 {
 	struct cmesh_ctl_end m;
+	struct cmesh__lane *ln;
+	int r = 0;
 
 	if (len != (int)sizeof(m) || nfds)
 		return -EPROTO;
 	memcpy(&m, buf, sizeof(m));
 	if (m.hdr.len != sizeof(m) || m.reserved)
 		return -EPROTO;
-	return lane_ended(l, m.id, NULL);
+	pthread_mutex_lock(&l->att_lock);
+	ln = cmesh__lanes_lookup(l, m.id);
+	/* A kept lane is never ended: it is the peer's to reuse. */
+	if (!ln || !ln->dynamic || ln->is_out || ln->end_seen || ln->poolable ||
+	    !cmesh__lane_bound(ln))
+		r = -EPROTO;
+	else
+		ln->end_seen = true;
+	pthread_mutex_unlock(&l->att_lock);
+	return r;
 }
 
 int cmesh__lanes_handle_ctl(struct cmesh__link *l, const void *buf, int len,
@@ -426,8 +380,6 @@ int cmesh__lanes_handle_ctl(struct cmesh__link *l, const void *buf, int len,
 		return on_lane(l, buf, len, fds, nfds);
 	case CMESH_CTL_END:
 		return on_end(l, buf, len, nfds);
-	case CMESH_CTL_IDLE:
-		return on_idle(l, buf, len, nfds);
 	case CMESH_CTL_WAKESOCK:
 	case CMESH_CTL_WAKECLOSE:
 		return cmesh__wakes_on_ctl(l, h.type, buf, len, fds, nfds);
@@ -526,6 +478,7 @@ void cmesh__link_lane_poolable(struct cmesh__port_out *out)
 	if (!ln->is_out && l->npool_in < MAX_POOLED) {
 		l->npool_in++;
 		ln->poolable = true; /* until the answer says otherwise */
+		ln->use = 1;
 		out->desc.flags |= CMESH_PORT_F_POOLABLE;
 	}
 	pthread_mutex_unlock(&l->att_lock);
@@ -539,18 +492,26 @@ int cmesh__link_lane_reuse(struct cmesh__link *l, const cmesh_type *type,
 
 	pthread_mutex_lock(&l->att_lock);
 	for (ln = l->dyn; ln && r == -ENOENT; ln = ln->next) {
-		if (ln->is_out || !ln->poolable || !ln->idle ||
-		    ln->type != type || ln->ring_cap != ring_cap || ln->pins ||
-		    cmesh__link_failed(l))
+		uint64_t tail;
+
+		/* Its last receiver gone, its producer done with that use. */
+		if (ln->is_out || !ln->poolable || ln->type != type ||
+		    ln->ring_cap != ring_cap || ln->pins || ln->inflight ||
+		    !atomic_load_explicit(&ln->released,
+					  memory_order_relaxed) ||
+		    !cmesh__lane_bound(ln) || cmesh__link_failed(l) ||
+		    atomic_load_explicit(&ln->dropped, memory_order_relaxed) ||
+		    atomic_load_explicit(&ln->peer_signal->idle_use,
+					 memory_order_acquire) != ln->use)
 			continue;
-		ln->idle = false;
-		r = cmesh__lane_rx_reuse(ln);
+		tail = ln->peer_signal->idle_tail; /* once: checked below */
+		r = cmesh__lane_rx_reuse(ln, tail);
 		if (r) {
 			unpool(l, ln); /* a bad tail: it goes, as done */
 			r = -ENOENT;
 			continue;
 		}
-		ln->end_seen = false;
+		ln->use++;
 		ln->answered = false; /* a DROPPED may answer this use */
 		ln->att_drop = false;
 		ln->inflight = true; /* until its descriptor is sent */
@@ -590,7 +551,7 @@ int cmesh__link_lane_import(struct cmesh__link *l,
 			    -EPROTO;
 		if (!r) {
 			ln->idle = false;
-			ln->end_sent = false;
+			ln->use++;
 			atomic_store_explicit(&ln->released, false,
 					      memory_order_relaxed);
 			cmesh__lane_tx_reuse(ln, type);
@@ -634,6 +595,7 @@ int cmesh__link_lane_import(struct cmesh__link *l,
 		if (l->npool_out < MAX_POOLED) {
 			l->npool_out++;
 			ln->poolable = true;
+			ln->use = 1;
 		}
 		pthread_mutex_unlock(&l->att_lock);
 	}
@@ -685,9 +647,7 @@ void cmesh__link_lane_unsent(struct cmesh__lane *ln)
 void cmesh__link_lane_release(struct cmesh__lane *ln)
 {
 	struct cmesh__link *l = ln->link;
-	bool idle, kick;
-	uint64_t tail = 0;
-	uint32_t id = ln->id;
+	bool kick;
 
 	if (!ln->poolable) {
 		/* The link may free `ln` from this store on. */
@@ -698,19 +658,14 @@ void cmesh__link_lane_release(struct cmesh__lane *ln)
 	}
 	/*
 	 * A kept lane goes idle here and now, with no round of the link
-	 * thread (a wake-up per rpc otherwise); with a backlog left, the
-	 * link thread ends it. From the unlock on the link may free it (its
-	 * failure): what the IDLE needs is read before.
+	 * thread and no message (a wake-up per rpc otherwise): an out lane
+	 * says so in its signal line, an in lane is seen idle when a reply
+	 * port wants it. With a backlog left, the link thread ends it.
 	 */
 	pthread_mutex_lock(&l->att_lock);
 	atomic_store_explicit(&ln->released, true, memory_order_release);
-	idle = idle_now(l, ln);
-	if (idle)
-		tail = cmesh__shmring_tail(&ln->prod);
-	kick = ln->is_out && !ln->end_sent;
+	kick = ln->is_out && !idle_now(l, ln);
 	pthread_mutex_unlock(&l->att_lock);
-	if (idle)
-		send_idle(l, id, tail);
 	if (kick)
 		cmesh__link_kick(l);
 }
@@ -734,12 +689,8 @@ static bool lane_done(struct cmesh__link *l, struct cmesh__lane *ln)
 		return false; /* its answer is on the way */
 	if (atomic_load_explicit(&ln->dropped, memory_order_acquire))
 		return true;
-	if (ln->poolable) {
-		/* Done with this use: kept (idle) for the next. */
-		if (!ln->is_out)
-			idle_now(l, ln);
-		return false;
-	}
+	if (ln->poolable)
+		return false; /* kept for its next use */
 	return ln->is_out ? ln->end_sent : ln->end_seen;
 }
 
@@ -798,20 +749,13 @@ static bool sweep_out(struct cmesh__link *l, struct cmesh__lane *ln)
 		 * or a kept one (whose release found a backlog) goes idle.
 		 * Under att_lock: a release may end it from another thread.
 		 */
-		uint64_t tail = 0;
-		bool idle, end = false;
+		bool end = false;
 
 		pthread_mutex_lock(&l->att_lock);
-		idle = idle_now(l, ln);
-		if (idle)
-			tail = cmesh__shmring_tail(&ln->prod);
-		else if (!ln->poolable && !ln->end_sent &&
-			 atomic_load_explicit(&ln->released,
-					      memory_order_acquire))
+		if (!idle_now(l, ln) && !ln->poolable && !ln->end_sent &&
+		    atomic_load_explicit(&ln->released, memory_order_acquire))
 			end = ln->end_sent = true;
 		pthread_mutex_unlock(&l->att_lock);
-		if (idle)
-			send_idle(l, ln->id, tail);
 		if (end)
 			send_end(l, ln->id);
 	}

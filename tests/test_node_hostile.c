@@ -624,7 +624,6 @@ enum bad_variant {
 	BV_WAKECLOSE_UNKNOWN,	 /* closing a wake socket it never gave */
 	BV_CANCEL_ZERO,		 /* cancelling context id 0 */
 	BV_CTXDROP_UNKNOWN,	 /* dropping a context we never gave */
-	BV_IDLE_NOT_POOLED,	 /* an IDLE for a lane nobody pooled */
 	/* records, raw in the ring */
 	BV_REC_UNKNOWN_FLAG,
 	BV_REC_SHORT,
@@ -838,18 +837,6 @@ static int do_bad(struct cmesh__link *l, enum bad_variant v)
 			return cmesh__ctl_send(sock, b, sizeof(b), NULL, 0);
 		}
 		return send_port_attach(l, efd, &d, 1);
-	}
-	case BV_IDLE_NOT_POOLED: {
-		/* Our first in lane, the parent's out: never pooled. */
-		struct cmesh_ctl_idle m;
-
-		memset(&m, 0, sizeof(m));
-		m.hdr.magic = CMESH_PROTO_MAGIC;
-		m.hdr.version = CMESH_PROTO_VERSION;
-		m.hdr.type = CMESH_CTL_IDLE;
-		m.hdr.len = sizeof(m);
-		m.id = cmesh__link_in(l)->id;
-		return cmesh__ctl_send(sock, &m, sizeof(m), NULL, 0);
 	}
 	case BV_CANCEL_ZERO:
 	case BV_CTXDROP_UNKNOWN: {
@@ -1097,7 +1084,7 @@ Test(node_hostile, malformed_control_messages_after_join_fail_with_eproto)
 
 Test(node_hostile, naming_lanes_or_ports_it_may_not_fails_with_eproto)
 {
-	for (int v = BV_LANE_UNKNOWN_ID; v <= BV_IDLE_NOT_POOLED; v++)
+	for (int v = BV_LANE_UNKNOWN_ID; v <= BV_CTXDROP_UNKNOWN; v++)
 		check_bad((enum bad_variant)v);
 }
 

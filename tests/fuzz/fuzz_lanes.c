@@ -170,7 +170,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			memcpy(&h, msg, sizeof(h));
 			h.magic = CMESH_PROTO_MAGIC;
 			h.version = CMESH_PROTO_VERSION;
-			h.type = 2 + (k >> 4) % 9; /* ATTACH .. IDLE */
+			h.type = 2 + (k >> 4) % 8; /* ATTACH .. CTXDROP */
 			h.len = len;
 			memcpy(msg, &h, sizeof(h));
 		}

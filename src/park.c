@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * park.c - futex wrappers and the monotonic clock.
+ * park.c - futex wrappers, the monotonic clock (and the version).
  *
  * The futex word is an _Atomic uint32_t owned by the caller; the kernel
  * compares it under its own lock, so a waker that changes the word before
@@ -22,6 +22,11 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+
+const char *cmesh_version(void)
+{
+	return CMESH_VERSION_STRING;
+}
 
 int64_t cmesh_clock_now(void)
 {

@@ -11,6 +11,7 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <limits.h>
 #include <string.h>
 
@@ -142,4 +143,19 @@ Test(clock, deadline_after_saturates_at_deadline_none)
 	cr_assert_eq(CMESH_DEADLINE_NONE, INT64_MAX);
 	/* Large but representable stays exact-ish (not saturated). */
 	cr_assert_lt(cmesh_deadline_after(INT64_MAX / 4), CMESH_DEADLINE_NONE);
+}
+
+TestSuite(version, .init = tu_suite_init, .fini = tu_suite_fini);
+
+/* The headers, the library and the build agree on the version. */
+Test(version, headers_library_and_build_agree)
+{
+	char want[32];
+
+	snprintf(want, sizeof(want), "%d.%d.%d", CMESH_VERSION_MAJOR,
+		 CMESH_VERSION_MINOR, CMESH_VERSION_PATCH);
+	cr_assert_str_eq(CMESH_VERSION_STRING, want);
+	cr_assert_str_eq(cmesh_version(), CMESH_VERSION_STRING);
+	cr_assert_str_eq(cmesh_version(), CMESH_TEST_PROJECT_VERSION,
+			 "CMakeLists.txt says %s", CMESH_TEST_PROJECT_VERSION);
 }

@@ -25,11 +25,18 @@
 #define CMESH_VERSION_MAJOR 0
 #define CMESH_VERSION_MINOR 1
 #define CMESH_VERSION_PATCH 0
+#define CMESH_VERSION_STRING "0.1.0"
 
 /* A deadline is an absolute CLOCK_MONOTONIC time in nanoseconds. */
 #define CMESH_DEADLINE_NONE INT64_MAX
 
 CMESH_BEGIN_DECLS
+
+/*
+ * The library's version as "MAJOR.MINOR.PATCH": the one linked at run
+ * time, which may differ from the headers' CMESH_VERSION_STRING.
+ */
+CMESH_API const char *cmesh_version(void);
 
 /* Current CLOCK_MONOTONIC time in nanoseconds. */
 CMESH_API int64_t cmesh_clock_now(void);

@@ -24,6 +24,8 @@
 #include <criterion/criterion.h>
 
 #include <dirent.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <stdatomic.h>
 #include <errno.h>
 #include <stdio.h>
@@ -377,4 +379,95 @@ static const struct topo_scenario closing = {
 Test(backlog, a_consumer_that_closes_unread_releases_the_backlog)
 {
 	topo_run(&closing, TOPO_FORK);
+}
+
+/*
+ * A producer whose link thread is throttled (past its fd budget: its own
+ * application leaves the peer's fd messages unread) reads no SPACE from
+ * the socket; its backlog must drain all the same.
+ */
+struct fdmsg {
+	int fd;
+};
+CMESH_TYPE_DEFINE(fdmsg_type, struct fdmsg, CMESH_FIELD_FD(struct fdmsg, fd));
+
+#define THROTTLE_FDS 200u /* past the child's budget: RLIMIT_NOFILE 256 / 8 */
+
+static int throttled_child(int sock, int sync)
+{
+	struct rlimit rl = { 256, 256 };
+	cmesh_node_opts o = CMESH_NODE_OPTS_INIT;
+	cmesh_node *n;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+
+	TOPO_CHECK_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	o.ring_size = RING;
+	TOPO_CHECK_EQ(cmesh_node_join_socket(sock, &msg64_type, &fdmsg_type, &o,
+					     &n, &tx, &rx),
+		      0);
+	/* The parent's fds are sent: our link thread stops reading. */
+	TOPO_CHECK_EQ(topo_wait(sync, TOPO_WAIT_MS), 'g');
+	for (uint64_t i = 0; i < COUNT; i++) {
+		struct msg64 m = msg_of(i);
+
+		TOPO_CHECK_EQ(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	}
+	TOPO_CHECK_EQ(topo_post(sync, 's'), 0);
+	TOPO_CHECK_EQ(topo_wait(sync, TOPO_WAIT_MS), 'q');
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx); /* its fds unread: closed here */
+	cmesh_node_free(n);
+	return 0;
+}
+
+Test(backlog, a_producer_throttled_past_its_fd_budget_still_drains)
+{
+	cmesh_node_opts o = CMESH_NODE_OPTS_INIT;
+	cmesh_node *n;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct topo_res res;
+	struct msg64 m;
+	int sv[2], sy[2];
+	pid_t pid;
+
+	topo_baseline(&res);
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv),
+		     0);
+	topo_sync_pair(sy);
+	pid = topo_fork();
+	if (pid == 0) {
+		close(sv[0]);
+		close(sy[0]);
+		topo_child_exit(throttled_child(sv[1], sy[1]));
+	}
+	close(sv[1]);
+	close(sy[1]);
+	o.peer_pid = pid;
+	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &fdmsg_type, &msg64_type, &o,
+					    &n, &tx, &rx),
+		     0);
+	for (uint32_t i = 0; i < THROTTLE_FDS; i++) {
+		struct fdmsg f = { tu_eventfd() };
+
+		TU_ASSERT_RC(cmesh_sender_send(tx, &f, NULL, 0), 0);
+	}
+	TU_ASSERT_RC(cmesh_sender_flush(tx, topo_deadline()), 0);
+	TU_ASSERT_RC(topo_post(sy[0], 'g'), 0);
+	TU_ASSERT_RC(topo_wait(sy[0], TOPO_WAIT_MS), 's');
+	for (uint64_t i = 0; i < COUNT; i++) {
+		TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(),
+							  &m, NULL, 0),
+			     0);
+		cr_assert(msg_ok(&m, i), "message %llu damaged or reordered",
+			  (unsigned long long)i);
+	}
+	TU_ASSERT_RC(topo_post(sy[0], 'q'), 0);
+	topo_assert_exit_0(pid, TOPO_WAIT_MS);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	cmesh_node_free(n);
+	close(sy[0]);
+	topo_assert_baseline_within(&res, TOPO_WAIT_MS);
 }

@@ -749,6 +749,11 @@ void cmesh__lane_close_tx(struct cmesh__lane *ln)
 
 	if (cmesh__lane_failed(ln))
 		return;
+	/* Its receiver is gone: nobody reads a CLOSE (none is spilled,
+	 * which would keep the link for its thread to drop). Pairs with the
+	 * consumer's store of closed. */
+	if (atomic_load_explicit(&ln->peer_wake->closed, memory_order_acquire))
+		return;
 	if (enqueue(ln, CMESH_REC_CLOSE, &none, 1, NULL, 0, NULL, 0, NULL))
 		cmesh__link_fail(ln->link, -ENOMEM);
 }

@@ -753,6 +753,19 @@ void cmesh__link_get(struct cmesh__link *l)
 	atomic_fetch_add_explicit(&l->refs, 1, memory_order_relaxed);
 }
 
+bool cmesh__link_tryget(struct cmesh__link *l)
+{
+	uint32_t r = atomic_load_explicit(&l->refs, memory_order_relaxed);
+
+	do {
+		if (!r)
+			return false; /* being torn down: no new holder */
+	} while (!atomic_compare_exchange_weak_explicit(&l->refs, &r, r + 1,
+							memory_order_relaxed,
+							memory_order_relaxed));
+	return true;
+}
+
 void cmesh__link_put(struct cmesh__link *l)
 {
 	if (atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) != 1)

@@ -41,6 +41,9 @@ int cmesh__link_new(int sock, const cmesh_type *out_type,
 
 void cmesh__link_get(struct cmesh__link *l);
 
+/* A reference unless none is left (the link is going): then false. */
+bool cmesh__link_tryget(struct cmesh__link *l);
+
 /* Drops a reference; the last one stops the thread and frees it all. */
 void cmesh__link_put(struct cmesh__link *l);
 

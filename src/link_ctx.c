@@ -299,9 +299,18 @@ int cmesh__link_ctx_arrive(struct cmesh__link *l, struct cmesh_ctl_port *d)
 		d->arena_size = UINT64_MAX;
 	if (!d->id)
 		return 0; /* made when it is received: nothing names it */
+	/*
+	 * The node holds the link. Every handle on the link gone (it is
+	 * being torn down, or the thread frees it as an orphan): nobody can
+	 * take the message, and the link must not come back to life.
+	 */
+	if (!cmesh__link_tryget(l))
+		return 0;
 	im = malloc(sizeof(*im));
-	if (!im)
+	if (!im) {
+		cmesh__link_put(l);
 		return -ENOMEM;
+	}
 	im->l = l;
 	im->id = d->id;
 	im->mapped = false;
@@ -309,6 +318,7 @@ int cmesh__link_ctx_arrive(struct cmesh__link *l, struct cmesh_ctl_port *d)
 				    import_gone, im);
 	if (!im->n) {
 		free(im);
+		cmesh__link_put(l);
 		return -ENOMEM;
 	}
 	pthread_mutex_lock(&l->ctx_lock);
@@ -319,7 +329,7 @@ int cmesh__link_ctx_arrive(struct cmesh__link *l, struct cmesh_ctl_port *d)
 		r = cmesh__idmap_put(&l->ctx_in, d->id, im->n);
 	im->mapped = !r;
 	pthread_mutex_unlock(&l->ctx_lock);
-	cmesh__link_get(l); /* the node's, until import_gone() */
+	/* (the reference taken above is the node's, until import_gone()) */
 	if (r) {
 		cmesh__ctx_node_unref(im->n); /* unmapped: no CTXDROP */
 		return r;
@@ -405,6 +415,49 @@ int cmesh__ctx_on_ctl(struct cmesh__link *l, uint16_t type, const void *buf,
 
 /* ---- failure and teardown ---- */
 
+/* Every live export leaves for the `gone` list (ctx_lock held). */
+static void drop_export(void *arg, uint32_t id, void *p)
+{
+	struct ctx_export **gone = arg, *e = p;
+
+	(void)id;
+	e->gone = true; /* a watcher firing now does nothing */
+	e->next = *gone;
+	*gone = e;
+}
+
+/*
+ * Nothing will be sent for them any more (the link failed or goes):
+ * every export, fired or not, is forgotten and freed.
+ */
+static void forget_all_exports(struct cmesh__link *l)
+{
+	struct ctx_export *gone = NULL, *listed;
+
+	pthread_mutex_lock(&l->ctx_lock);
+	for (struct ctx_export *e = l->ctx_fired, *next; e; e = next) {
+		next = e->next;
+		if (!e->gone)
+			cmesh__idmap_del(&l->ctx_out, e->id);
+		e->gone = true;
+		e->next = gone;
+		gone = e;
+	}
+	l->ctx_fired = NULL;
+	listed = gone;
+	cmesh__idmap_each(&l->ctx_out, drop_export, &gone);
+	/* Out of the map too, now that the walk is over. */
+	for (struct ctx_export *e = gone; e != listed; e = e->next)
+		cmesh__idmap_del(&l->ctx_out, e->id);
+	pthread_mutex_unlock(&l->ctx_lock);
+	while (gone) {
+		struct ctx_export *e = gone;
+
+		gone = e->next;
+		export_free(e);
+	}
+}
+
 /* A batch of the peer's contexts not cancelled yet, referenced. */
 struct collect {
 	struct cmesh__ctx_node *v[128];
@@ -427,6 +480,8 @@ void cmesh__ctx_link_failed(struct cmesh__link *l)
 
 	if (!l->ctx_lock_init)
 		return;
+	/* No CANCEL nor CTXDROP crosses any more: ours are forgotten. */
+	forget_all_exports(l);
 	/*
 	 * Nodes made from now on start ended (cmesh__link_ctx_arrive()).
 	 * In batches, no allocation: a failure under memory pressure still
@@ -444,42 +499,11 @@ void cmesh__ctx_link_failed(struct cmesh__link *l)
 	} while (c.n);
 }
 
-/* Teardown: every live export leaves the map for the `gone` list. */
-static void drop_export(void *arg, uint32_t id, void *p)
-{
-	struct ctx_export **gone = arg, *e = p;
-
-	(void)id;
-	e->gone = true; /* a watcher firing now does nothing */
-	e->next = *gone;
-	*gone = e;
-}
-
 void cmesh__ctx_destroy(struct cmesh__link *l)
 {
-	struct ctx_export *gone = NULL;
-
 	if (!l->ctx_lock_init)
 		return;
-	/* Nothing is sent any more: fired or not, every export goes. */
-	pthread_mutex_lock(&l->ctx_lock);
-	for (struct ctx_export *e = l->ctx_fired, *next; e; e = next) {
-		next = e->next;
-		if (!e->gone)
-			cmesh__idmap_del(&l->ctx_out, e->id);
-		e->gone = true;
-		e->next = gone;
-		gone = e;
-	}
-	l->ctx_fired = NULL;
-	cmesh__idmap_each(&l->ctx_out, drop_export, &gone);
-	pthread_mutex_unlock(&l->ctx_lock);
-	while (gone) {
-		struct ctx_export *e = gone;
-
-		gone = e->next;
-		export_free(e);
-	}
+	forget_all_exports(l);
 	cmesh__idmap_destroy(&l->ctx_out);
 	/* Nodes of `ctx_in` hold the link: none is left when it goes. */
 	cmesh__idmap_destroy(&l->ctx_in);

@@ -177,6 +177,16 @@ static uint32_t exports_of(cmesh_sender *tx)
 	return n;
 }
 
+/* The peer is done with every context we gave: our link forgets them. */
+static void assert_exports_drain(cmesh_sender *tx)
+{
+	for (int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	     exports_of(tx) && tu_now_ns() < end;)
+		tu_sleep_ms(1);
+	cr_assert_eq(exports_of(tx), 0, "%u contexts still kept",
+		     exports_of(tx));
+}
+
 static void ctx_driver(cmesh_sender *tx, cmesh_receiver *rx,
 		       const struct topo_side *s)
 {
@@ -248,11 +258,7 @@ static void ctx_driver(cmesh_sender *tx, cmesh_receiver *rx,
 	}
 	send_ctx(tx, OP_FREE, NULL);
 	cr_assert_eq(driver_result(rx), HOLD_MAX);
-	for (int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
-	     exports_of(tx) && tu_now_ns() < end;)
-		tu_sleep_ms(1);
-	cr_assert_eq(exports_of(tx), 0, "%u contexts still kept",
-		     exports_of(tx));
+	assert_exports_drain(tx);
 	cmesh_cancel_free(k);
 	cmesh_ctx_free(d);
 
@@ -314,11 +320,7 @@ static void burst_driver(cmesh_sender *tx, cmesh_receiver *rx,
 	cr_assert_eq(driver_result(rx), -ECANCELED);
 	send_ctx(tx, OP_FREE, NULL);
 	cr_assert_eq(driver_result(rx), BURST_THREADS * BURST_PER);
-	for (int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
-	     exports_of(tx) && tu_now_ns() < end;)
-		tu_sleep_ms(1);
-	cr_assert_eq(exports_of(tx), 0, "%u contexts still kept",
-		     exports_of(tx));
+	assert_exports_drain(tx);
 	cmesh_cancel_free(k);
 	cmesh_ctx_free(root);
 	send_ctx(tx, OP_QUIT, NULL);
@@ -530,4 +532,48 @@ static const struct topo_scenario mixed_sc = {
 Test(cancel_link, a_context_beside_an_endpoint_and_a_large_trail_crosses)
 {
 	topo_run(&mixed_sc, TOPO_FORK);
+}
+
+/*
+ * Across processes the release of a context in a dropped message is seen
+ * from here: the peer frees its receiver with our message unread, and our
+ * link forgets the context (its CTXDROP), with no handle ever made there.
+ */
+static void unread_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			  const struct topo_side *s)
+{
+	cmesh_cancel *k;
+	cmesh_ctx *c;
+
+	TU_ASSERT_RC(cmesh_ctx_with_cancel(NULL, &c, &k), 0);
+	send_ctx(tx, OP_HOLD, c);
+	cr_assert_eq(exports_of(tx), s->cross ? 1u : 0u);
+	TU_ASSERT_RC(topo_post(s->sync, 'g'), 0);
+	TU_ASSERT_RC(topo_wait(s->sync, TOPO_WAIT_MS), 'd');
+	assert_exports_drain(tx);
+	cmesh_cancel_free(k);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}
+
+static int unread_peer(cmesh_sender *tx, cmesh_receiver *rx,
+		       const struct topo_side *s)
+{
+	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'g');
+	cmesh_receiver_free(rx); /* the message with its context, unread */
+	TOPO_CHECK_EQ(topo_post(s->sync, 'd'), 0);
+	cmesh_sender_free(tx);
+	return 0;
+}
+
+static const struct topo_scenario unread_sc = {
+	.down = &ctx_type,
+	.up = &num_type,
+	.driver = unread_driver,
+	.peer = unread_peer,
+};
+
+Test(cancel_link, a_context_in_an_unread_message_is_released_across)
+{
+	topo_run(&unread_sc, TOPO_FORK);
 }

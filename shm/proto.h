@@ -81,6 +81,8 @@
 #define CMESH_REC_MSG 1u   /* struct cmesh_rec_msg, message, trail */
 #define CMESH_REC_CLOSE 2u /* every sender of the channel is gone */
 #define CMESH_REC_PLAIN 3u /* message, trail: no fds, nothing out of line */
+/* As CLOSE, but the channel failed upstream (a forwarder's source died). */
+#define CMESH_REC_FAIL 4u
 
 /* Every control message starts with this. */
 struct cmesh_ctl_hdr {

@@ -64,7 +64,7 @@
 
 /* "cmesharn", little-endian. */
 #define CMESH_SHM_ARENA_MAGIC 0x6e72616873656d63ull
-#define CMESH_SHM_ABI_VERSION 5u
+#define CMESH_SHM_ABI_VERSION 6u
 
 #define CMESH_SHM_LINE 64u   /* a control line; the cache line we pad to */
 #define CMESH_SHM_PAGE 4096u /* arena size and data region granularity */
@@ -174,9 +174,11 @@ struct cmesh_shm_ring_wake {
 	 */
 	_Atomic uint32_t sleeping;
 	/*
-	 * 1 once the receiving side is gone, else 0. Consumer: release store
-	 * of 1, once. Producer: acquire load (pairs with that store) before it
-	 * sends; non-zero: -EPIPE.
+	 * CMESH_SHM_CLOSED once the receiving side is gone, or
+	 * CMESH_SHM_CLOSED_FAILED when it failed (a forwarder whose
+	 * receiver's process died), else 0. Consumer: release store, once.
+	 * Producer: acquire load (pairs with that store) before it sends;
+	 * CMESH_SHM_CLOSED_FAILED: -ECONNRESET, any other non-zero: -EPIPE.
 	 */
 	_Atomic uint32_t closed;
 	/*
@@ -191,6 +193,9 @@ struct cmesh_shm_ring_wake {
 	uint32_t reserved0;
 	uint64_t reserved[6]; /* consumer: 0; producer: never read */
 };
+
+#define CMESH_SHM_CLOSED 1u
+#define CMESH_SHM_CLOSED_FAILED 2u
 
 #define CMESH_SHM_WAKE_FUTEX 1u
 #define CMESH_SHM_WAKE_SOCK 2u

@@ -5,6 +5,7 @@
  */
 #include "endpoint.h"
 
+#include "bridge.h"
 #include "cancel.h"
 #include "env.h"
 #include "lane.h"
@@ -256,6 +257,16 @@ int cmesh_sender_send(cmesh_sender *tx, const void *msg, const void *trail,
 	return cmesh__queue_send(tx->q, msg, trail, trail_len);
 }
 
+int cmesh_bridge(cmesh_receiver *rx, cmesh_sender *tx)
+{
+	if (!rx || !tx || rx->q == tx->q)
+		return -EINVAL;
+	if (cmesh__queue_fingerprint(rx->q) != cmesh__queue_fingerprint(tx->q))
+		return -EBADMSG;
+	return cmesh__bridge_start(CMESH_FIELD_KIND_RECEIVER, rx,
+				   CMESH_FIELD_KIND_SENDER, tx);
+}
+
 void cmesh_receiver_free(cmesh_receiver *rx)
 {
 	if (!rx)
@@ -365,6 +376,20 @@ void cmesh__endpoint_free(uint32_t kind, void *handle)
 		cmesh_oneshot_receiver_free(handle);
 		break;
 	}
+}
+
+void cmesh__endpoint_fail(uint32_t kind, void *handle)
+{
+	struct cmesh__queue *q = cmesh__endpoint_queue(kind, handle);
+
+	if (kind == CMESH_FIELD_KIND_SENDER ||
+	    kind == CMESH_FIELD_KIND_ONESHOT_SENDER) {
+		cmesh__queue_sender_fail(q);
+	} else {
+		cmesh__waitset_leave(q);
+		cmesh__queue_receiver_fail(q);
+	}
+	free(handle);
 }
 
 void cmesh__endpoint_prepare_move(uint32_t kind, void *handle)

@@ -77,6 +77,12 @@ struct cmesh__queue *cmesh__endpoint_queue(uint32_t kind, void *handle);
 /* Frees an endpoint handle of field kind `kind`. */
 void cmesh__endpoint_free(uint32_t kind, void *handle);
 
+/*
+ * Frees an endpoint handle (a channel's or a oneshot's end) of field kind
+ * `kind` as failed: its peer sees -ECONNRESET, not closed (bridge.c).
+ */
+void cmesh__endpoint_fail(uint32_t kind, void *handle);
+
 /* Called before the handle moves in a message: leaves any waitset. */
 void cmesh__endpoint_prepare_move(uint32_t kind, void *handle);
 

@@ -304,7 +304,8 @@ static int spill(struct cmesh__lane *ln, uint32_t kind,
 	for (uint32_t i = 0; i < niov; i++)
 		len += iov[i].len;
 	cost = spill_cost(len, nfds, nports);
-	if (kind != CMESH_REC_CLOSE && ln->spill_bytes + cost > ln->max_backlog)
+	if (kind != CMESH_REC_CLOSE && kind != CMESH_REC_FAIL &&
+	    ln->spill_bytes + cost > ln->max_backlog)
 		return -ENOBUFS;
 	s = malloc(cost);
 	if (!s)
@@ -430,11 +431,10 @@ int cmesh__lane_flush(struct cmesh__lane *ln, int64_t deadline)
 		struct timespec ts;
 		int f;
 
-		/* As in cmesh__lane_send(): a receiver gone stays -EPIPE.
-		 * Pairs with the consumer's release store of closed. */
-		if (atomic_load_explicit(&ln->peer_wake->closed,
-					 memory_order_acquire))
-			return -EPIPE;
+		/* As in cmesh__lane_send(): a receiver gone stays gone. */
+		f = cmesh__lane_peer_closed(ln);
+		if (f)
+			return f;
 		f = cmesh__lane_failed(ln);
 		if (f)
 			return f;
@@ -637,13 +637,12 @@ static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
 	uint64_t fd_mask = 0;
 	int r, ool = -1;
 
-	r = -EPIPE;
 	/*
-	 * Pairs with the consumer's release store of closed. First: a
-	 * receiver that is gone stays gone (-EPIPE) when its process exits
-	 * later, the wake line stays mapped.
+	 * First: a receiver that is gone stays gone (-EPIPE) when its process
+	 * exits later, the wake line stays mapped.
 	 */
-	if (atomic_load_explicit(&ln->peer_wake->closed, memory_order_acquire))
+	r = cmesh__lane_peer_closed(ln);
+	if (r)
 		goto out_release;
 	r = cmesh__lane_failed(ln);
 	if (r)
@@ -737,13 +736,15 @@ int cmesh__lane_send(struct cmesh__lane *ln, const void *msg, const void *trail,
 
 int cmesh__lane_rx_gone(const struct cmesh__lane *ln)
 {
-	/* Pairs with the consumer's release store of closed (or DROPPED's). */
-	if (atomic_load_explicit(&ln->peer_wake->closed, memory_order_acquire))
-		return 1;
+	/* The consumer's store of closed (or DROPPED's). */
+	int c = cmesh__lane_peer_closed(ln);
+
+	if (c)
+		return c == -EPIPE ? 1 : c;
 	return cmesh__lane_failed(ln);
 }
 
-void cmesh__lane_close_tx(struct cmesh__lane *ln)
+static void close_tx(struct cmesh__lane *ln, uint32_t kind)
 {
 	struct cmesh__iov none = { NULL, 0 };
 
@@ -754,6 +755,16 @@ void cmesh__lane_close_tx(struct cmesh__lane *ln)
 	 * consumer's store of closed. */
 	if (atomic_load_explicit(&ln->peer_wake->closed, memory_order_acquire))
 		return;
-	if (enqueue(ln, CMESH_REC_CLOSE, &none, 1, NULL, 0, NULL, 0, NULL))
+	if (enqueue(ln, kind, &none, 1, NULL, 0, NULL, 0, NULL))
 		cmesh__link_fail(ln->link, -ENOMEM);
+}
+
+void cmesh__lane_close_tx(struct cmesh__lane *ln)
+{
+	close_tx(ln, CMESH_REC_CLOSE);
+}
+
+void cmesh__lane_fail_tx(struct cmesh__lane *ln)
+{
+	close_tx(ln, CMESH_REC_FAIL);
 }

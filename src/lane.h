@@ -15,6 +15,7 @@
 
 #include <cmesh/type.h>
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -139,6 +140,7 @@ struct cmesh__lane {
 	int32_t pending;       /* length of a record held in buf, or -1 */
 	uint32_t pending_kind; /* its kind: CMESH_REC_MSG or _PLAIN */
 	bool closed;	       /* CLOSE record seen */
+	int close_err;	       /* then: -EPIPE, or -ECONNRESET (a FAIL) */
 };
 
 /* Set up by the link after the handshake; freed with it. */
@@ -184,6 +186,12 @@ int cmesh__lane_rx_gone(const struct cmesh__lane *ln);
 
 /* Out lane: the last local sender is gone (CLOSE record, after data). */
 void cmesh__lane_close_tx(struct cmesh__lane *ln);
+
+/*
+ * The same, but the consumer sees the channel failed (-ECONNRESET) after
+ * what was sent: a forwarder whose source failed.
+ */
+void cmesh__lane_fail_tx(struct cmesh__lane *ln);
 
 /* What a backlog that is left waits for. */
 enum cmesh__spill_wait {
@@ -347,6 +355,19 @@ static inline int cmesh__lane_failed(const struct cmesh__lane *ln)
 	return atomic_load_explicit(ln->failed, memory_order_acquire);
 }
 
+/*
+ * Out lane: the consumer's `closed` word as a send's error: 0, -EPIPE, or
+ * -ECONNRESET when it failed (a forwarder whose receiver's process died).
+ * Acquire: pairs with the consumer's store.
+ */
+static inline int cmesh__lane_peer_closed(const struct cmesh__lane *ln)
+{
+	uint32_t c = atomic_load_explicit(&ln->peer_wake->closed,
+					  memory_order_acquire);
+
+	return !c ? 0 : c == CMESH_SHM_CLOSED_FAILED ? -ECONNRESET : -EPIPE;
+}
+
 /* Out lane: wakes the consumer as its wake line's `how` says; never blocks. */
 void cmesh__lane_signal_slow(struct cmesh__lane *ln, uint32_t how);
 
@@ -404,6 +425,9 @@ int cmesh__lane_wake_fds(const struct cmesh__lane *ln, int out[2]);
 
 /* In lane: the receiver is gone; drop what is queued, tell the peer. */
 void cmesh__lane_close_rx(struct cmesh__lane *ln);
+
+/* The same, telling the producer it failed (-ECONNRESET to its sends). */
+void cmesh__lane_fail_rx(struct cmesh__lane *ln);
 
 /* In lane, link thread: a failure or an attachment: wake the receiver. */
 void cmesh__lane_wake(struct cmesh__lane *ln);

@@ -336,7 +336,7 @@ static cmesh__inline int fetch(struct cmesh__lane *ln)
 		space_check(ln); /* it stepped over fillers */
 	if (r == -EAGAIN) {
 		if (ln->closed)
-			return -EPIPE;
+			return ln->close_err;
 		f = cmesh__lane_failed(ln);
 		if (!f)
 			return -EAGAIN;
@@ -353,9 +353,10 @@ static cmesh__inline int fetch(struct cmesh__lane *ln)
 	}
 	if (r < 0)
 		return proto_error(ln);
-	if (ln->closed || (kind == CMESH_REC_CLOSE && r != 0) ||
-	    (kind != CMESH_REC_CLOSE && kind != CMESH_REC_MSG &&
-	     kind != CMESH_REC_PLAIN) ||
+	if (ln->closed ||
+	    ((kind == CMESH_REC_CLOSE || kind == CMESH_REC_FAIL) && r != 0) ||
+	    (kind != CMESH_REC_CLOSE && kind != CMESH_REC_FAIL &&
+	     kind != CMESH_REC_MSG && kind != CMESH_REC_PLAIN) ||
 	    (kind == CMESH_REC_MSG && (uint32_t)r > ln->buf_limit))
 		return proto_error(ln);
 	/* The record stays peeked: a later try finds it again. */
@@ -366,10 +367,11 @@ static cmesh__inline int fetch(struct cmesh__lane *ln)
 	cmesh__shmring_read(&ln->cons, 0, ln->buf, (uint32_t)r);
 	cmesh__shmring_consume(&ln->cons);
 	space_check(ln);
-	if (kind == CMESH_REC_CLOSE) {
+	if (kind == CMESH_REC_CLOSE || kind == CMESH_REC_FAIL) {
 		ln->pending = -1;
 		ln->closed = true;
-		return -EPIPE;
+		ln->close_err = kind == CMESH_REC_FAIL ? -ECONNRESET : -EPIPE;
+		return ln->close_err;
 	}
 	return 0;
 }
@@ -430,11 +432,11 @@ bool cmesh__lane_ready(struct cmesh__lane *ln)
 	       cmesh__link_attach_ready(ln, h.attach_seq);
 }
 
-void cmesh__lane_close_rx(struct cmesh__lane *ln)
+static void close_rx(struct cmesh__lane *ln, uint32_t how)
 {
 	/* Pairs with the producer's acquire load before each send. */
 	if (ln->own_wake) /* none on a lane that arrived failed */
-		atomic_store_explicit(&ln->own_wake->closed, 1,
+		atomic_store_explicit(&ln->own_wake->closed, how,
 				      memory_order_seq_cst);
 	/*
 	 * A producer waiting for space (a backlog behind a full ring) would
@@ -460,6 +462,16 @@ void cmesh__lane_close_rx(struct cmesh__lane *ln)
 	 */
 	cmesh__link_drop_attachments(ln);
 	drop_pending(ln);
+}
+
+void cmesh__lane_close_rx(struct cmesh__lane *ln)
+{
+	close_rx(ln, CMESH_SHM_CLOSED);
+}
+
+void cmesh__lane_fail_rx(struct cmesh__lane *ln)
+{
+	close_rx(ln, CMESH_SHM_CLOSED_FAILED);
 }
 
 int cmesh__lane_rx_reuse(struct cmesh__lane *ln, uint64_t tail)

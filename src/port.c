@@ -17,13 +17,19 @@
  * (import): a lane bound to the peer's half, answered with ours, and a
  * queue and handle on it, written into the message's field.
  *
- * Not built yet (-EOPNOTSUPP): an endpoint whose peer is itself in another
- * process (a sender whose receiver is remote, a receiver whose senders
- * are, or that has lanes), i.e. moving an endpoint a second time or to a
- * third process; and a receiver in a waitset that gains a lane.
+ * Moving again. An endpoint whose peer is itself in another process (a
+ * sender whose receiver is remote, a receiver whose senders are, or that
+ * has lanes of its own), or a sender whose receiver here cannot take a
+ * lane (it is in a waitset), is not moved itself: a new pair of its type
+ * is made, the new end of its kind goes as above, and the other end is
+ * joined to it by a forwarder in this process (bridge.c), which stays
+ * for the channel's life. So a chain of moves is a chain of forwarders,
+ * each a hop of its own; per-sender order holds along it, and the failure
+ * of any process on it fails the channel (-ECONNRESET) at both ends.
  */
 #include "port.h"
 
+#include "bridge.h"
 #include "endpoint.h"
 #include "env.h"
 #include "lane.h"
@@ -102,47 +108,21 @@ static int forward(void *ctx, struct cmesh__lane *ln, void *msg, void *trail,
 }
 
 /*
- * Makes a port of endpoint `h` (field kind `kind`) on `link`: fills *out.
- * The handle is consumed on success only.
+ * Makes a port of endpoint `h` (field kind `kind`), whose peer is here, on
+ * `link`: fills *out. The handle is consumed on success only. -EOPNOTSUPP
+ * (nothing done): its peer cannot take a lane here (a receiver in a
+ * waitset, or with lanes of its own; one that is moving).
  */
-static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
-		  const cmesh_env *env, struct cmesh__port_out *out)
+static int export_direct(struct cmesh__link *link, const cmesh_field *f,
+			 void *h, const cmesh_env *env,
+			 struct cmesh__port_out *out)
 {
-	struct cmesh__queue *q;
-	const cmesh_type *t;
+	struct cmesh__queue *q = cmesh__endpoint_queue(f->kind, h);
+	const cmesh_type *t = cmesh__queue_type(q);
 	bool sending = is_sending(f->kind);
-	struct cmesh__lane *peer;
 	uint32_t cap;
 	int r;
 
-	if (f->kind == CMESH_FIELD_KIND_CTX) {
-		/* No lane: the link stands for its canceller (link_ctx.c). */
-		out->fd = -1;
-		out->lane = NULL;
-		out->link = link;
-		r = cmesh__link_ctx_export(link, h, &out->desc);
-		if (!r)
-			cmesh_ctx_free(h); /* the message took it */
-		return r;
-	}
-	q = cmesh__endpoint_queue(f->kind, h);
-	t = cmesh__queue_type(q);
-	peer = cmesh__queue_tx_lane(q) ? cmesh__queue_tx_lane(q) :
-					 cmesh__queue_rx_lane(q);
-
-	if (peer && cmesh__lane_failed(peer)) {
-		/* Its peer's process failed: it arrives failed. */
-		memset(out, 0, sizeof(*out));
-		out->desc.kind = sending ? CMESH_PORT_WRITE : CMESH_PORT_READ;
-		out->desc.flags = CMESH_PORT_F_FAILED;
-		out->fd = -1;
-		out->link = link;
-		cmesh__endpoint_free(f->kind, h);
-		return 0;
-	}
-	/* Its peer is in another process already: a second move. */
-	if (peer)
-		return -EOPNOTSUPP;
 	r = ring_cap_for(t, f->kind, env, &cap);
 	if (r)
 		return r;
@@ -189,6 +169,115 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 	else
 		cmesh__endpoint_shell_free(h); /* the lane is the receiver */
 	return 0;
+}
+
+/* A port for endpoint `h` whose peer failed: it arrives failed. */
+static void export_failed(struct cmesh__link *link, const cmesh_field *f,
+			  void *h, struct cmesh__port_out *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->desc.kind = is_sending(f->kind) ? CMESH_PORT_WRITE :
+					       CMESH_PORT_READ;
+	out->desc.flags = CMESH_PORT_F_FAILED;
+	out->fd = -1;
+	out->link = link;
+	cmesh__endpoint_free(f->kind, h);
+}
+
+/*
+ * export_direct() for an endpoint `h` whose peer is not here to take a
+ * lane (in another process: a second move; or unable to): a new pair of
+ * its type goes instead, its other end joined to `h` by a forwarder
+ * (bridge.c) in this process. Consumes `h` on success only.
+ */
+static int export_forwarded(struct cmesh__link *link, const cmesh_field *f,
+			    void *h, const cmesh_env *env,
+			    struct cmesh__port_out *out)
+{
+	const cmesh_type *t =
+		cmesh__queue_type(cmesh__endpoint_queue(f->kind, h));
+	bool oneshot = is_oneshot(f->kind), sending = is_sending(f->kind);
+	uint32_t tx_kind = oneshot ? CMESH_FIELD_KIND_ONESHOT_SENDER :
+				     CMESH_FIELD_KIND_SENDER;
+	uint32_t rx_kind = oneshot ? CMESH_FIELD_KIND_ONESHOT_RECEIVER :
+				     CMESH_FIELD_KIND_RECEIVER;
+	void *tx, *rx;
+	int r, gone = 0;
+
+	if (sending) {
+		/* A sender whose receiver is gone or failed arrives so. */
+		gone = cmesh__queue_rx_gone(cmesh__endpoint_queue(f->kind, h));
+		if (gone < 0) {
+			export_failed(link, f, h, out);
+			return 0;
+		}
+	}
+	r = oneshot ? cmesh_oneshot_new(t, (cmesh_oneshot_sender **)&tx,
+					(cmesh_oneshot_receiver **)&rx) :
+		      cmesh_channel_new(t, NULL, (cmesh_sender **)&tx,
+					(cmesh_receiver **)&rx);
+	if (r)
+		return r;
+	if (gone) {
+		/* Its receiver gone first, the new sender arrives closed. */
+		cmesh__endpoint_free(rx_kind, rx);
+		r = export_direct(link, f, tx, env, out);
+		if (r) {
+			cmesh__endpoint_free(tx_kind, tx);
+			return r;
+		}
+		cmesh__endpoint_free(f->kind, h);
+		return 0;
+	}
+	/* The new end of h's kind goes; the other stays, joined to h. */
+	r = export_direct(link, f, sending ? tx : rx, env, out);
+	if (r) {
+		cmesh__endpoint_free(tx_kind, tx);
+		cmesh__endpoint_free(rx_kind, rx);
+		return r == -EOPNOTSUPP ? -ENOMEM : r; /* never: fresh pair */
+	}
+	r = sending ? cmesh__bridge_start(rx_kind, rx, f->kind, h) :
+		      cmesh__bridge_start(f->kind, h, tx_kind, tx);
+	if (r) {
+		cmesh__lane_unsend_ports(out, 1);
+		cmesh__endpoint_free(sending ? rx_kind : tx_kind,
+				     sending ? rx : tx);
+	}
+	return r;
+}
+
+/*
+ * Makes a port of endpoint `h` (field kind `kind`) on `link`: fills *out.
+ * The handle is consumed on success only.
+ */
+static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
+		  const cmesh_env *env, struct cmesh__port_out *out)
+{
+	struct cmesh__queue *q;
+	struct cmesh__lane *peer;
+	int r;
+
+	if (f->kind == CMESH_FIELD_KIND_CTX) {
+		/* No lane: the link stands for its canceller (link_ctx.c). */
+		out->fd = -1;
+		out->lane = NULL;
+		out->link = link;
+		r = cmesh__link_ctx_export(link, h, &out->desc);
+		if (!r)
+			cmesh_ctx_free(h); /* the message took it */
+		return r;
+	}
+	q = cmesh__endpoint_queue(f->kind, h);
+	peer = cmesh__queue_tx_lane(q) ? cmesh__queue_tx_lane(q) :
+					 cmesh__queue_rx_lane(q);
+	if (peer && cmesh__lane_failed(peer)) {
+		/* Its peer's process failed: it arrives failed. */
+		export_failed(link, f, h, out);
+		return 0;
+	}
+	/* Its peer is in another process already: a second move. */
+	r = peer ? -EOPNOTSUPP : export_direct(link, f, h, env, out);
+	return r == -EOPNOTSUPP ? export_forwarded(link, f, h, env, out) : r;
 }
 
 /* Sends `msg` on `ln`, its endpoints as ports; takes its resources. */

@@ -472,7 +472,7 @@ static __attribute__((noinline)) int send_slow(struct cmesh__queue *q,
 	}
 	if (unlikely(atomic_load_explicit(&q->state, memory_order_relaxed) &
 		     ST_RX_CLOSED)) {
-		r = -EPIPE;
+		r = cmesh__queue_closed_err(q, ST_RX_FAILED);
 		goto out_release;
 	}
 	if (unlikely(len > q->inline_cap)) {
@@ -560,10 +560,11 @@ int cmesh__queue_try_send(struct cmesh__queue *q, const void *msg,
 		r = -EMSGSIZE;
 		if (len > q->max_trail)
 			goto out_release;
-		r = -EPIPE;
 		if (atomic_load_explicit(&q->state, memory_order_relaxed) &
-		    ST_RX_CLOSED)
+		    ST_RX_CLOSED) {
+			r = cmesh__queue_closed_err(q, ST_RX_FAILED);
 			goto out_release;
+		}
 		/* Behind an overflow list: order says wait. */
 		if (atomic_load_explicit(&q->ovf_mode, memory_order_acquire))
 			return -EAGAIN;
@@ -726,7 +727,7 @@ int cmesh__queue_try_primary(struct cmesh__queue *q, void *out_msg,
 	      ST_TX_CLOSED))
 		return -EAGAIN;
 	r = pop(q, out_msg, out_trail, cap, false);
-	return r == -EAGAIN ? -EPIPE : r;
+	return r == -EAGAIN ? cmesh__queue_closed_err(q, ST_TX_FAILED) : r;
 }
 
 static int try_recv(struct cmesh__queue *q, void *out_msg, void *out_trail,
@@ -978,7 +979,7 @@ int cmesh__queue_peek_primary(struct cmesh__queue *q)
 		return -EAGAIN;
 	/* Everything sent is visible now: look once more. */
 	r = cmesh__queue_local_len(q);
-	return r == -EAGAIN ? -EPIPE : r;
+	return r == -EAGAIN ? cmesh__queue_closed_err(q, ST_TX_FAILED) : r;
 }
 
 struct cmesh__lane *cmesh__queue_rx_lane(struct cmesh__queue *q)
@@ -991,11 +992,12 @@ int cmesh__queue_rx_gone(struct cmesh__queue *q)
 	struct cmesh__lane *ln =
 		atomic_load_explicit(&q->tx_lane, memory_order_acquire);
 
-	if (!ln)
-		return !!(
-			atomic_load_explicit(&q->state, memory_order_acquire) &
-			ST_RX_CLOSED);
-	return cmesh__lane_rx_gone(ln);
+	uint32_t st;
+
+	if (ln)
+		return cmesh__lane_rx_gone(ln);
+	st = atomic_load_explicit(&q->state, memory_order_acquire);
+	return st & ST_RX_FAILED ? -ECONNRESET : !!(st & ST_RX_CLOSED);
 }
 
 int cmesh__queue_flush(struct cmesh__queue *q, int64_t deadline)
@@ -1120,11 +1122,12 @@ void cmesh__queue_sender_get(struct cmesh__queue *q)
 void cmesh__queue_sender_put(struct cmesh__queue *q)
 {
 	struct cmesh__lane *ln;
-	bool close_lane = false;
+	bool close_lane = false, failed;
 
 	if (atomic_fetch_sub_explicit(&q->nsenders, 1, memory_order_acq_rel) !=
 	    1)
 		return;
+	failed = atomic_load_explicit(&q->tx_failed, memory_order_relaxed);
 	/*
 	 * The receiver may be moving (queue_port.c, under `lock`): whoever
 	 * sees both the lane and no sender left sends its CLOSE, once.
@@ -1134,11 +1137,26 @@ void cmesh__queue_sender_put(struct cmesh__queue *q)
 	if (ln && !q->closed_out)
 		close_lane = q->closed_out = true;
 	pthread_mutex_unlock(&q->lock);
-	if (close_lane)
+	if (close_lane && failed)
+		cmesh__lane_fail_tx(ln);
+	else if (close_lane)
 		cmesh__lane_close_tx(ln);
 	else if (!ln)
-		wake(q, ST_TX_CLOSED);
+		wake(q, ST_TX_CLOSED | (failed ? ST_TX_FAILED : 0));
 	cmesh__queue_put(q);
+}
+
+void cmesh__queue_sender_fail(struct cmesh__queue *q)
+{
+	/* Read by the last sender's put, after the acq_rel decrement. */
+	atomic_store_explicit(&q->tx_failed, true, memory_order_relaxed);
+	cmesh__queue_sender_put(q);
+}
+
+void cmesh__queue_receiver_fail(struct cmesh__queue *q)
+{
+	q->rx_failed = true; /* the receiver's: read by the close */
+	cmesh__queue_receiver_close(q);
 }
 
 void cmesh__queue_senders_done(struct cmesh__queue *q)
@@ -1152,12 +1170,16 @@ void cmesh__queue_receiver_close(struct cmesh__queue *q)
 	 * First: from here on no lane is added (cmesh__queue_add_rx_lane()
 	 * checks it under `lock`, which the close of the lanes takes).
 	 */
-	uint32_t st = atomic_fetch_or_explicit(&q->state, ST_RX_CLOSED,
-					       memory_order_seq_cst);
+	uint32_t st = atomic_fetch_or_explicit(
+		&q->state, ST_RX_CLOSED | (q->rx_failed ? ST_RX_FAILED : 0),
+		memory_order_seq_cst);
 
 	cmesh__queue_xl_close(q);
 	if (q->rx_lane) {
-		cmesh__lane_close_rx(q->rx_lane);
+		if (q->rx_failed)
+			cmesh__lane_fail_rx(q->rx_lane);
+		else
+			cmesh__lane_close_rx(q->rx_lane);
 		cmesh__queue_put(q);
 		return;
 	}

@@ -84,6 +84,19 @@ void cmesh__queue_sender_put(struct cmesh__queue *q);
 void cmesh__queue_receiver_close(struct cmesh__queue *q);
 
 /*
+ * As cmesh__queue_sender_put(), but the channel failed: when the last
+ * sender is gone the receiver gets -ECONNRESET after what was sent (a
+ * forwarder whose source failed, bridge.c).
+ */
+void cmesh__queue_sender_fail(struct cmesh__queue *q);
+
+/*
+ * As cmesh__queue_receiver_close(), but the senders get -ECONNRESET, not
+ * -EPIPE (a forwarder whose destination failed).
+ */
+void cmesh__queue_receiver_fail(struct cmesh__queue *q);
+
+/*
  * Receiver: no sender will publish again (a oneshot's value was taken),
  * though some may not have let go yet: the close needs no heavy fence.
  */

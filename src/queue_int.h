@@ -11,6 +11,7 @@
 
 #include "queue.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdalign.h>
 #include <stdatomic.h>
@@ -21,6 +22,9 @@
 #define ST_WS_ARMED 2u	/* receiver's waitset wants a signal */
 #define ST_RX_CLOSED 4u /* receiver freed */
 #define ST_TX_CLOSED 8u /* every sender freed */
+/* With ST_RX_CLOSED / ST_TX_CLOSED: that side failed (bridge.c). */
+#define ST_RX_FAILED 16u
+#define ST_TX_FAILED 32u
 #define ST_SLEEPERS (ST_RX_SLEEP | ST_WS_ARMED)
 
 #define SLOT_HEAP 1u /* trailing bytes live in a malloc'd buffer */
@@ -116,6 +120,9 @@ struct cmesh__queue {
 	struct cmesh_waitset *ws;
 	pthread_mutex_t drain_lock; /* consumer role after close */
 	bool closed_out;	    /* the CLOSE of tx_lane is sent (`lock`) */
+	/* A side was failed, not freed (cmesh__queue_*_fail): ST_*_FAILED. */
+	_Atomic bool tx_failed;
+	bool rx_failed;
 
 	/*
 	 * Lanes whose senders moved to other processes (queue_port.c): added
@@ -153,6 +160,15 @@ const _Atomic uint64_t *cmesh__queue_head_word(const struct cmesh__queue *q,
 
 /* Local tier: a receive of it would not return -EAGAIN. */
 bool cmesh__queue_local_ready(struct cmesh__queue *q);
+
+/* -EPIPE, or -ECONNRESET if the side whose ST_*_FAILED is `bit` failed. */
+static inline int cmesh__queue_closed_err(const struct cmesh__queue *q,
+					  uint32_t bit)
+{
+	return atomic_load_explicit(&q->state, memory_order_acquire) & bit ?
+		       -ECONNRESET :
+		       -EPIPE;
+}
 
 /* Sets `set` in the state word and wakes the receiver or its waitset. */
 void cmesh__queue_wake(struct cmesh__queue *q, uint32_t set);

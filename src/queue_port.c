@@ -378,6 +378,15 @@ uint32_t cmesh__queue_lanes(struct cmesh__queue *q, struct cmesh__lane **out,
 	return n;
 }
 
+/* A lane of a receiver that closes: its producer sees how. */
+static void close_rx(struct cmesh__queue *q, struct cmesh__lane *ln)
+{
+	if (q->rx_failed)
+		cmesh__lane_fail_rx(ln);
+	else
+		cmesh__lane_close_rx(ln);
+}
+
 void cmesh__queue_xl_close(struct cmesh__queue *q)
 {
 	/* ST_RX_CLOSED is set: xl_add grows no more (see add_rx_lane). */
@@ -389,7 +398,7 @@ void cmesh__queue_xl_close(struct cmesh__queue *q)
 		struct cmesh__link *l = ln->link;
 
 		pthread_mutex_unlock(&q->lock);
-		cmesh__lane_close_rx(ln);
+		close_rx(q, ln);
 		cmesh__link_lane_release(ln);
 		cmesh__link_put(l);
 		cmesh__queue_sender_put(q);
@@ -397,7 +406,7 @@ void cmesh__queue_xl_close(struct cmesh__queue *q)
 	}
 	pthread_mutex_unlock(&q->lock);
 	while (q->xl_n) {
-		cmesh__lane_close_rx(q->xl[q->xl_n - 1]);
+		close_rx(q, q->xl[q->xl_n - 1]);
 		drop_lane(q, q->xl_n - 1);
 	}
 	free(q->xl);

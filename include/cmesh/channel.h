@@ -145,6 +145,29 @@ CMESH_API int cmesh_sender_try_send(cmesh_sender *tx, const void *msg,
 CMESH_API int cmesh_sender_is_closed(const cmesh_sender *tx);
 
 /*
+ * Joins two channels of one type (mesh's bridge): every message of
+ * `rx`'s channel, queued now or sent later, goes on into `tx`'s channel in
+ * the order `rx` would have received it, with its fds and endpoints. Each
+ * end may be in this process or fed from / read in another. The process's
+ * forwarder thread does it (one for all bridges, started with the first
+ * and gone with the last), so a hop costs a thread wakeup unless it is
+ * already busy.
+ *
+ * It lasts until one side ends: every sender of `rx`'s channel gone (the
+ * receiver of `tx`'s then sees closed after everything), or that channel
+ * failed (it sees -ECONNRESET after everything forwarded); the receiver
+ * of `tx`'s channel gone or failed: `rx`'s senders then see -EPIPE or
+ * -ECONNRESET. A receiver that goes away while nothing flows is noticed
+ * at the next message. A message that cannot go on (the backlog bound,
+ * cmesh_sender_send()'s other errors) fails both sides, and is logged.
+ *
+ * Takes both handles on success. -EINVAL: NULL, or both ends of one
+ * channel; -EBADMSG: the types differ; -ENOMEM, -EAGAIN (no thread could
+ * be started): nothing is taken, though `rx` has left its waitset.
+ */
+CMESH_API int cmesh_bridge(cmesh_receiver *rx, cmesh_sender *tx);
+
+/*
  * Frees the receiver; senders then get -EPIPE and queued messages have
  * their resources released. Removes it from its waitset. NULL is a no-op.
  */

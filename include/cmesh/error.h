@@ -19,11 +19,11 @@
  *   -ECANCELED   a cancel context fired.
  *   -EINVAL      invalid argument, option, flag or environment value.
  *   -EBUSY       the object is already in use (e.g. already in a waitset).
-  *   -EOPNOTSUPP  an endpoint that cannot move (yet): one whose own peer is
- *                in another process already; an endpoint in a try_send;
- *                a sender sent away from a receiver in a waitset.
+ *   -EOPNOTSUPP  an endpoint in a try_send (it could not come back on
+ *                -EAGAIN); a receiver of more than 64 processes' senders
+ *                added to a waitset.
  *   -EPERM       a connecting peer's credentials were refused.
-  *   -ENOEXEC     cmesh_spawn(): the program could not be executed.
+ *   -ENOEXEC     cmesh_spawn(): the program could not be executed.
  *   -ECHILD      cmesh_spawn(): the child ended before it joined.
  *   -ENOMEM      out of memory.
  *   -ENOSYS      a kernel facility asked for is absent or forbidden here

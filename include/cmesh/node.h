@@ -15,9 +15,9 @@
  *   -EPROTO      the peer broke the protocol or corrupted shared memory;
  *   -EMFILE      this process's fd table was full when fds sent with a
  *                message arrived: they are lost, and with them the link;
- *   -EBADMSG     (when joining) the two sides disagree on a channel's type;
- *   -EOPNOTSUPP  a message with an endpoint field was sent across (moving
- *                endpoints between processes is not implemented yet).
+ *   -EBADMSG     (when joining) the two sides disagree on a channel's type.
+ * Endpoint fields move with the message and keep working in the other
+ * process, whatever process their own peer is in (see README.md).
  * fd fields travel with the message (SCM_RIGHTS) and arrive O_CLOEXEC.
  * Messages larger than a ring's record limit travel in their own sealed
  * memfd. SIGPIPE is never raised.

@@ -1,0 +1,332 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bridge.c - forwarders: a receiver joined to a sender of the same type.
+ *
+ * Every forwarder of the process runs on one thread, started with the
+ * first and ended with the last, which waits in a waitset whose members
+ * are the forwarders' receivers (key: the forwarder). When one is ready
+ * the thread takes what it holds, in order, and sends each message on,
+ * with its fds and endpoints (an endpoint whose peer is in another process
+ * moves on through a forwarder of its own). So a forwarder costs no thread
+ * or fd of its own: its receiver's wake sockets are the waitset's.
+ *
+ * Ends, in either direction:
+ * - every sender of the receiver is gone and it is drained: the sender is
+ *   freed, so its receiver sees closed after everything;
+ * - the receiver failed (-ECONNRESET, -EPROTO, -EMFILE): the sender fails
+ *   its channel (cmesh__queue_sender_fail), so its receiver sees
+ *   -ECONNRESET after everything forwarded;
+ * - the sender's receiver is gone: the receiver is freed, so the senders
+ *   see closed; it failed, or a message cannot go on (its backlog bound,
+ *   an endpoint that cannot move): the receiver fails, so the senders see
+ *   -ECONNRESET. The thread looks at the sender's receiver each time it
+ *   wakes, so a forwarder whose traffic stopped notices a receiver gone
+ *   at its senders' next message.
+ * A oneshot's forwarder ends after its one value.
+ *
+ * After a fork the child has no forwarder (its thread did not fork): the
+ * forwarders the parent had are the parent's.
+ */
+#include "bridge.h"
+
+#include "endpoint.h"
+#include "log.h"
+#include "queue.h"
+
+#include <cmesh/waitset.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Messages one forwarder takes per wake before the others get a turn. */
+#define BATCH 64
+
+struct fwd {
+	uint32_t rx_kind, tx_kind;
+	void *rx, *tx; /* handles; tx NULL once a oneshot's value went */
+	struct cmesh__queue *rxq, *txq;
+	unsigned char *msg; /* one message of the type */
+	unsigned char *trail;
+	size_t trail_cap;
+	struct fwd *next;
+};
+
+static struct {
+	pthread_mutex_t lock;
+	bool running;	   /* the thread is up (it owns ws) */
+	cmesh_waitset *ws; /* members: the forwarders' receivers */
+	struct fwd *list;
+} F = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static void after_fork_child(void)
+{
+	pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+
+	/* The forwarders and their thread stayed in the parent. */
+	F.lock = fresh;
+	F.running = false;
+	F.ws = NULL;
+	F.list = NULL;
+}
+
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void fork_hook(void)
+{
+	pthread_atfork(NULL, NULL, after_fork_child);
+}
+
+static bool is_oneshot_rx(uint32_t kind)
+{
+	return kind == CMESH_FIELD_KIND_ONESHOT_RECEIVER;
+}
+
+static int ws_add(cmesh_waitset *ws, struct fwd *f)
+{
+	uint64_t key = (uint64_t)(uintptr_t)f;
+
+	return is_oneshot_rx(f->rx_kind) ?
+		       cmesh_waitset_add_oneshot(ws, f->rx, key) :
+		       cmesh_waitset_add_receiver(ws, f->rx, key);
+}
+
+static void ws_remove(cmesh_waitset *ws, struct fwd *f)
+{
+	if (is_oneshot_rx(f->rx_kind))
+		cmesh_waitset_remove_oneshot(ws, f->rx);
+	else
+		cmesh_waitset_remove_receiver(ws, f->rx);
+}
+
+static void fwd_free(struct fwd *f)
+{
+	free(f->msg);
+	free(f->trail);
+	free(f);
+}
+
+/*
+ * Ends forwarder `f`: each side freed, or failed when `fail_tx` / `fail_rx`
+ * says so (the freed receiver leaves the waitset).
+ */
+static void end(struct fwd *f, bool fail_tx, bool fail_rx, const char *why)
+{
+	cmesh__log(CMESH__LOG_DEBUG, "forwarder of %s ends: %s",
+		   cmesh__queue_type(f->rxq)->name, why);
+	if (f->tx) {
+		if (fail_tx)
+			cmesh__endpoint_fail(f->tx_kind, f->tx);
+		else
+			cmesh__endpoint_free(f->tx_kind, f->tx);
+	}
+	if (fail_rx)
+		cmesh__endpoint_fail(f->rx_kind, f->rx);
+	else
+		cmesh__endpoint_free(f->rx_kind, f->rx);
+}
+
+static bool failure(int r)
+{
+	return r == -ECONNRESET || r == -EPROTO || r == -EMFILE;
+}
+
+/*
+ * Sends one received message (`len` trailing bytes) on: 0, or why the
+ * forwarder ends (the message's resources are released either way).
+ */
+static int pass(struct fwd *f, size_t len)
+{
+	int r;
+
+	if (f->tx_kind == CMESH_FIELD_KIND_ONESHOT_SENDER) {
+		r = cmesh_oneshot_send(f->tx, f->msg, f->trail, len);
+		f->tx = NULL; /* taken in every case */
+		return r ? r : -EPIPE;
+	}
+	return cmesh_sender_send(f->tx, f->msg, f->trail, len);
+}
+
+/*
+ * Forwards what `f` holds, up to BATCH messages. True when it ended: its
+ * handles are freed, the caller frees `f`.
+ */
+static bool pump(struct fwd *f)
+{
+	const cmesh_type *t = cmesh__queue_type(f->rxq);
+	int r;
+
+	for (int i = 0; i < BATCH; i++) {
+		r = cmesh__queue_peek(f->rxq);
+		if (r > 0 && (size_t)r > f->trail_cap) {
+			unsigned char *b = realloc(f->trail, (size_t)r);
+
+			if (!b) {
+				end(f, true, true, "no memory");
+				return true;
+			}
+			f->trail = b;
+			f->trail_cap = (size_t)r;
+		}
+		r = cmesh__endpoint_recv(f->rxq, 0, f->msg, f->trail,
+					 f->trail_cap);
+		if (r == -ETIMEDOUT || r == -EAGAIN)
+			break;
+		if (r == -EPIPE) {
+			end(f, false, false, "its senders are gone");
+			return true;
+		}
+		if (failure(r)) {
+			end(f, true, false, "its source failed");
+			return true;
+		}
+		if (r < 0) {
+			/* Not delivered here (-ENOMEM, -EMSGSIZE): lost. */
+			cmesh__log(CMESH__LOG_ERROR,
+				   "forwarder of %s: a message could not be "
+				   "taken (%d): both sides fail",
+				   t->name, r);
+			end(f, true, true, "a message was lost");
+			return true;
+		}
+		r = pass(f, (size_t)r);
+		if (r == -EPIPE && is_oneshot_rx(f->rx_kind) && !f->tx) {
+			/* The oneshot's value went on: done. */
+			end(f, false, false, "its value went on");
+			return true;
+		}
+		if (r) {
+			if (!failure(r) && r != -EPIPE)
+				cmesh__log(CMESH__LOG_ERROR,
+					   "forwarder of %s: a message could "
+					   "not go on (%d): both sides fail",
+					   t->name, r);
+			end(f, r != -EPIPE, r != -EPIPE,
+			    r == -EPIPE ? "its receiver is gone" :
+					  "a send failed");
+			return true;
+		}
+	}
+	/* The far receiver may be gone with no message to say so. */
+	r = f->tx ? cmesh__queue_rx_gone(f->txq) : 0;
+	if (r) {
+		end(f, false, r < 0, "its receiver is gone (seen idle)");
+		return true;
+	}
+	return false;
+}
+
+static void unlink_fwd(struct fwd *f)
+{
+	for (struct fwd **p = &F.list; *p; p = &(*p)->next)
+		if (*p == f) {
+			*p = f->next;
+			return;
+		}
+}
+
+static void *forwarder(void *arg)
+{
+	cmesh_waitset *ws = arg;
+	uint64_t key;
+
+	for (;;) {
+		struct fwd *f;
+		int r = cmesh_waitset_wait(ws, CMESH_DEADLINE_NONE, &key);
+
+		if (r < 0) {
+			/* -ENOMEM and the like: let the world move on. */
+			cmesh__log(CMESH__LOG_ERROR, "forwarder: wait: %d", r);
+			continue;
+		}
+		f = (struct fwd *)(uintptr_t)key;
+		/* Only this thread removes forwarders: f is alive. */
+		if (!pump(f))
+			continue;
+		pthread_mutex_lock(&F.lock);
+		unlink_fwd(f);
+		fwd_free(f);
+		if (!F.list) {
+			/* The last one: the thread ends (a new one may start). */
+			F.running = false;
+			F.ws = NULL;
+			pthread_mutex_unlock(&F.lock);
+			cmesh_waitset_free(ws);
+			return NULL;
+		}
+		pthread_mutex_unlock(&F.lock);
+	}
+}
+
+static int start_thread(cmesh_waitset *ws)
+{
+	pthread_attr_t a;
+	pthread_t t;
+	sigset_t all, old;
+	int r;
+
+	if (pthread_attr_init(&a))
+		return -ENOMEM;
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	/* The thread takes no signal: the application's threads do. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	r = pthread_create(&t, &a, forwarder, ws);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&a);
+	if (!r)
+		pthread_setname_np(t, "cmesh-forward");
+	return -r;
+}
+
+int cmesh__bridge_start(uint32_t rx_kind, void *rx, uint32_t tx_kind, void *tx)
+{
+	struct fwd *f = calloc(1, sizeof(*f));
+	cmesh_waitset *fresh = NULL;
+	int r;
+
+	pthread_once(&fork_once, fork_hook);
+	if (!f)
+		return -ENOMEM;
+	f->rx_kind = rx_kind;
+	f->tx_kind = tx_kind;
+	f->rx = rx;
+	f->tx = tx;
+	f->rxq = cmesh__endpoint_queue(rx_kind, rx);
+	f->txq = cmesh__endpoint_queue(tx_kind, tx);
+	f->msg = malloc(cmesh__queue_type(f->rxq)->size);
+	if (!f->msg) {
+		fwd_free(f);
+		return -ENOMEM;
+	}
+	cmesh__endpoint_prepare_move(rx_kind, rx); /* leaves a waitset */
+	pthread_mutex_lock(&F.lock);
+	/* Listed first: once in the waitset the thread may end it. */
+	f->next = F.list;
+	F.list = f;
+	if (!F.running) {
+		r = cmesh_waitset_new(&fresh);
+		if (!r)
+			r = ws_add(fresh, f);
+		if (!r)
+			r = start_thread(fresh);
+		if (!r) {
+			F.ws = fresh;
+			F.running = true;
+		} else if (fresh) {
+			ws_remove(fresh, f);
+			cmesh_waitset_free(fresh);
+		}
+	} else {
+		r = ws_add(F.ws, f);
+	}
+	if (r) {
+		F.list = f->next;
+		fwd_free(f);
+	}
+	pthread_mutex_unlock(&F.lock);
+	return r;
+}

@@ -1,0 +1,21 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bridge.h - forwarders: everything one receiver takes goes, in order, to
+ * one sender. cmesh_bridge() is the public form; the port layer makes one
+ * when an endpoint whose own peer is in another process moves again.
+ */
+#ifndef CMESH_BRIDGE_H
+#define CMESH_BRIDGE_H
+
+#include <stdint.h>
+
+/*
+ * Forwards what `rx` (a handle of field kind `rx_kind`: a receiver or a
+ * oneshot receiver) receives into `tx` (kind `tx_kind`: a sender or a
+ * oneshot sender) of the same type, on the process's forwarder thread,
+ * until either side ends (see cmesh_bridge()). Takes both handles on
+ * success; on failure (-ENOMEM, -EAGAIN: no thread) takes neither.
+ */
+int cmesh__bridge_start(uint32_t rx_kind, void *rx, uint32_t tx_kind, void *tx);
+
+#endif

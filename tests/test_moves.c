@@ -1,0 +1,916 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_moves.c - endpoints that move again: to a third process, through
+ * chains of processes, back to where their peer is; bridges; failures that
+ * cross forwarders. Real processes: the test process (P0) forks P1..Pn,
+ * every pair of processes is linked by a socketpair (a full mesh), and a
+ * message carrying endpoints travels along a route of processes, each
+ * sending it on over its own link, before the last one acts on it.
+ */
+#define _GNU_SOURCE
+#include <cmesh.h>
+
+#include "helpers/testutil.h"
+#include "helpers/topo.h"
+
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+TestSuite(moves, .init = tu_suite_init, .fini = tu_suite_fini);
+
+/* ---- message types ---------------------------------------------------- */
+
+struct seqmsg {
+	uint32_t sender;
+	uint32_t pad;
+	uint64_t seq;
+};
+CMESH_TYPE_DEFINE_PLAIN(item_type, struct seqmsg);
+
+#define MAXP 6
+#define MAXROUTE 8
+
+/* A request, a report, or endpoints on their way along `route`. */
+struct cmsg {
+	int op;
+	int fd;
+	uint32_t hop, nroute;
+	uint8_t route[MAXROUTE];
+	uint64_t arg;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	cmesh_oneshot_sender *otx;
+	cmesh_oneshot_receiver *orx;
+};
+CMESH_TYPE_DEFINE(cmsg_type, struct cmsg, CMESH_FIELD_FD(struct cmsg, fd),
+		  CMESH_FIELD_SENDER(struct cmsg, tx, item_type),
+		  CMESH_FIELD_RECEIVER(struct cmsg, rx, item_type),
+		  CMESH_FIELD_ONESHOT_SENDER(struct cmsg, otx, item_type),
+		  CMESH_FIELD_ONESHOT_RECEIVER(struct cmsg, orx, item_type));
+
+enum {
+	OP_REPORT = 1, /* to P0: arg is the result */
+	OP_DRAIN,      /* receive everything on rx (FIFO per sender): count */
+	OP_STREAM,     /* send seq 1..arg on tx as sender 2, free it: 0 */
+	OP_REPLY,      /* answer otx with seq = arg * 2: 0 */
+	OP_HOLD,       /* keep tx (and rx): 0 */
+	OP_SEND_HELD,  /* send seq arg on the held tx: its result */
+	OP_DIE,	       /* SIGKILL ourselves (no report) */
+	OP_DRAIN_DIE,  /* receive arg messages on rx, report, then die */
+	OP_STREAM_DIE, /* send 1..arg on tx, flush, report, then die */
+	OP_IS_CLOSED,  /* cmesh_sender_is_closed(tx): its result */
+	OP_BR_SENDS,   /* send x,y,c..h on tx, hold it: 0 */
+	OP_BR_BRIDGE,  /* send a,b on tx, take x,y from rx, bridge rx->tx */
+	OP_BR_LAST,    /* send i on the held tx, free it: 0 */
+	OP_WAIT_CLOSED /* is_closed(held tx) until non-zero: its value */
+};
+
+/* ---- the mesh of processes -------------------------------------------- */
+
+static int me, nproc;
+static cmesh_node *node[MAXP];
+static cmesh_sender *to[MAXP];
+static cmesh_receiver *from[MAXP];
+static pid_t pids[MAXP];
+
+static int sp[MAXP][MAXP][2]; /* [i][j], i < j: i uses [0], j [1] */
+
+/* Joins every link of ours, in one global order (no two wait on each other). */
+static int join_all(void)
+{
+	for (int i = 0; i < nproc; i++)
+		for (int j = i + 1; j < nproc; j++) {
+			int other, sock, r;
+
+			if (i != me && j != me)
+				continue;
+			other = i == me ? j : i;
+			sock = sp[i][j][i == me ? 0 : 1];
+			sp[i][j][i == me ? 0 : 1] = -1;
+			r = cmesh_node_join_socket(sock, &cmsg_type, &cmsg_type,
+						   NULL, &node[other],
+						   &to[other], &from[other]);
+			if (r)
+				return r;
+		}
+	return 0;
+}
+
+static void close_others(void)
+{
+	for (int i = 0; i < nproc; i++)
+		for (int j = i + 1; j < nproc; j++)
+			for (int k = 0; k < 2; k++)
+				if (sp[i][j][k] >= 0 &&
+				    !((k == 0 && i == me) ||
+				      (k == 1 && j == me))) {
+					close(sp[i][j][k]);
+					sp[i][j][k] = -1;
+				}
+}
+
+static void leave_all(void)
+{
+	for (int k = 0; k < nproc; k++) {
+		if (k == me)
+			continue;
+		cmesh_sender_free(to[k]);
+		cmesh_receiver_free(from[k]);
+		to[k] = NULL;
+		from[k] = NULL;
+	}
+	for (int k = 0; k < nproc; k++)
+		if (k != me && node[k]) {
+			cmesh_node_flush(node[k], topo_deadline());
+			cmesh_node_free(node[k]);
+			node[k] = NULL;
+		}
+}
+
+/* ---- a child: acts on what arrives ------------------------------------ */
+
+static cmesh_sender *held_tx;
+static cmesh_receiver *held_rx;
+
+static int report(uint64_t v)
+{
+	struct cmsg m = { .op = OP_REPORT, .fd = -1, .arg = v, .hop = me };
+
+	return cmesh_sender_send(to[0], &m, NULL, 0);
+}
+
+/* Receives until closed, FIFO per sender (0..3, each from 1): the count. */
+static int64_t drain_fifo(cmesh_receiver *rx, uint64_t max)
+{
+	uint64_t next[4] = { 1, 1, 1, 1 }, n = 0;
+	struct seqmsg m;
+	int r;
+
+	while (n < max && (r = cmesh_receiver_recv_deadline(
+				   rx, topo_deadline(), &m, NULL, 0)) == 0) {
+		if (m.sender > 3 || m.seq != next[m.sender]) {
+			fprintf(stderr, "P%d: sender %u seq %llu, want %llu\n",
+				me, m.sender, (unsigned long long)m.seq,
+				(unsigned long long)(m.sender > 3 ?
+							     0 :
+							     next[m.sender]));
+			return -1000 - (int64_t)m.sender;
+		}
+		next[m.sender]++;
+		n++;
+	}
+	if (n == max)
+		return (int64_t)n;
+	return r == -EPIPE ? (int64_t)n : r;
+}
+
+static int send_item(cmesh_sender *tx, uint32_t sender, uint64_t seq)
+{
+	struct seqmsg s = { .sender = sender, .seq = seq };
+
+	return cmesh_sender_send(tx, &s, NULL, 0);
+}
+
+static _Noreturn void die(void)
+{
+	kill(getpid(), SIGKILL);
+	for (;;)
+		pause();
+}
+
+#define MAXDRAIN 4
+static pthread_t drainers[MAXDRAIN];
+static int ndrainers;
+
+static void *drainer(void *arg)
+{
+	cmesh_receiver *rx = arg;
+	int64_t n = drain_fifo(rx, UINT64_MAX);
+
+	cmesh_receiver_free(rx);
+	report((uint64_t)n);
+	return NULL;
+}
+
+static int act(struct cmsg *m)
+{
+	int64_t n;
+	int r;
+
+	switch (m->op) {
+	case OP_DRAIN:
+		/* In a thread: the loop goes on forwarding meanwhile. */
+		TOPO_CHECK(ndrainers < MAXDRAIN);
+		tu_thread_start(&drainers[ndrainers++], drainer, m->rx);
+		return 0;
+	case OP_STREAM:
+		for (uint64_t i = 1; i <= m->arg; i++)
+			TOPO_CHECK_EQ(send_item(m->tx, 2, i), 0);
+		cmesh_sender_free(m->tx);
+		return report(0);
+	case OP_REPLY: {
+		struct seqmsg s = { .sender = 0, .seq = m->arg * 2 };
+
+		TOPO_CHECK_EQ(cmesh_oneshot_send(m->otx, &s, NULL, 0), 0);
+		return report(0);
+	}
+	case OP_HOLD:
+		held_tx = m->tx;
+		held_rx = m->rx;
+		return report(0);
+	case OP_SEND_HELD:
+		return report((uint64_t)(int64_t)send_item(held_tx, 0, m->arg));
+	case OP_DIE:
+		die();
+	case OP_DRAIN_DIE:
+		n = drain_fifo(m->rx, m->arg);
+		report((uint64_t)n);
+		cmesh_node_flush(node[0], topo_deadline());
+		die();
+	case OP_STREAM_DIE:
+		for (uint64_t i = 1; i <= m->arg; i++)
+			TOPO_CHECK_EQ(send_item(m->tx, 2, i), 0);
+		TOPO_CHECK_EQ(cmesh_sender_flush(m->tx, topo_deadline()), 0);
+		report(0);
+		cmesh_node_flush(node[0], topo_deadline());
+		die();
+	case OP_IS_CLOSED:
+		r = cmesh_sender_is_closed(m->tx);
+		cmesh_sender_free(m->tx);
+		return report((uint64_t)(int64_t)r);
+	case OP_BR_SENDS:
+		for (const char *c = "xycdefgh"; *c; c++)
+			TOPO_CHECK_EQ(send_item(m->tx, 0, (uint64_t)*c), 0);
+		held_tx = m->tx;
+		return report(0);
+	case OP_BR_BRIDGE: {
+		struct seqmsg s;
+
+		TOPO_CHECK_EQ(send_item(m->tx, 0, 'a'), 0);
+		TOPO_CHECK_EQ(send_item(m->tx, 0, 'b'), 0);
+		for (const char *c = "xy"; *c; c++) {
+			TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(
+					      m->rx, topo_deadline(), &s, NULL,
+					      0),
+				      0);
+			TOPO_CHECK_EQ(s.seq, (uint64_t)*c);
+		}
+		TOPO_CHECK_EQ(cmesh_bridge(m->rx, m->tx), 0);
+		return report(0);
+	}
+	case OP_BR_LAST:
+		TOPO_CHECK_EQ(send_item(held_tx, 0, 'i'), 0);
+		cmesh_sender_free(held_tx);
+		held_tx = NULL;
+		return report(0);
+	case OP_WAIT_CLOSED: {
+		int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+
+		while (!(r = cmesh_sender_is_closed(held_tx)) &&
+		       tu_now_ns() < end)
+			tu_sleep_ms(1);
+		cmesh_sender_free(held_tx);
+		held_tx = NULL;
+		return report((uint64_t)(int64_t)r);
+	}
+	default:
+		TOPO_CHECK(0);
+	}
+	return 0;
+}
+
+/* Sends `m` on to its next hop, or acts on it at the end of its route. */
+static int handle(struct cmsg *m)
+{
+	if (m->hop < m->nroute) {
+		int next = m->route[m->hop++];
+
+		TOPO_CHECK(next != me && next < nproc);
+		TOPO_CHECK_EQ(cmesh_sender_send(to[next], m, NULL, 0), 0);
+		return 0;
+	}
+	return act(m);
+}
+
+/* A child: serves until P0 lets go of it. */
+static int child_loop(void)
+{
+	cmesh_waitset *ws;
+	bool live[MAXP] = { false };
+	int r;
+
+	TOPO_CHECK_EQ(cmesh_waitset_new(&ws), 0);
+	for (int k = 0; k < nproc; k++)
+		if (k != me) {
+			TOPO_CHECK_EQ(cmesh_waitset_add_receiver(ws, from[k],
+								 (uint64_t)k),
+				      0);
+			live[k] = true;
+		}
+	while (live[0]) {
+		uint64_t k;
+		struct cmsg m;
+
+		r = cmesh_waitset_wait(ws, topo_deadline(), &k);
+		TOPO_CHECK_EQ(r, 0);
+		r = cmesh_receiver_try_recv(from[k], &m, NULL, 0);
+		if (r == -EAGAIN)
+			continue;
+		if (r) {
+			/* That process is done (or gone): no more from it. */
+			cmesh_waitset_remove_receiver(ws, from[k]);
+			live[k] = false;
+			continue;
+		}
+		r = handle(&m);
+		if (r)
+			return r;
+	}
+	cmesh_waitset_free(ws);
+	while (ndrainers)
+		tu_thread_join(drainers[--ndrainers]);
+	cmesh_sender_free(held_tx);
+	cmesh_receiver_free(held_rx);
+	return 0;
+}
+
+/* ---- P0 --------------------------------------------------------------- */
+
+/* Starts P1..P(n-1), all linked with each other and with us. */
+static void mesh_up(int n)
+{
+	me = 0;
+	nproc = n;
+	for (int i = 0; i < n; i++)
+		for (int j = i + 1; j < n; j++)
+			cr_assert_eq(socketpair(AF_UNIX,
+						SOCK_SEQPACKET | SOCK_CLOEXEC,
+						0, sp[i][j]),
+				     0);
+	for (int k = 1; k < n; k++) {
+		pid_t p = topo_fork();
+
+		if (p == 0) {
+			int r;
+
+			me = k;
+			close_others();
+			r = join_all();
+			if (r) {
+				fprintf(stderr, "P%d: join: %d\n", k, r);
+				topo_child_exit(1);
+			}
+			r = child_loop();
+			leave_all();
+			topo_child_exit(r);
+		}
+		pids[k] = p;
+	}
+	close_others();
+	cr_assert_eq(join_all(), 0);
+}
+
+/* Lets every child go and reaps it; `killed`: bit k, Pk died by SIGKILL. */
+static void mesh_down(uint32_t killed)
+{
+	leave_all();
+	for (int k = 1; k < nproc; k++) {
+		if (killed & (1u << k)) {
+			int st = topo_reap(pids[k], TOPO_WAIT_MS);
+
+			cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+				  "P%d: status %#x", k, st);
+		} else {
+			topo_assert_exit_0(pids[k], TOPO_WAIT_MS);
+		}
+	}
+}
+
+/* Sends `m` along `route` (its first hop first), ending with `op`. */
+static void route_send(struct cmsg *m, int op, const uint8_t *route, int n)
+{
+	m->op = op;
+	m->fd = -1;
+	m->hop = 1;
+	m->nroute = (uint32_t)n;
+	memcpy(m->route, route, (size_t)n);
+	TU_ASSERT_RC(cmesh_sender_send(to[route[0]], m, NULL, 0), 0);
+}
+
+/* The next report, from Pk. */
+static int64_t report_from(int k)
+{
+	struct cmsg m;
+
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(from[k], topo_deadline(), &m,
+						  NULL, 0),
+		     0);
+	cr_assert_eq(m.op, OP_REPORT, "P%d sent op %d", k, m.op);
+	return (int64_t)m.arg;
+}
+
+static void new_channel(cmesh_sender **tx, cmesh_receiver **rx)
+{
+	TU_ASSERT_RC(cmesh_channel_new(&item_type, NULL, tx, rx), 0);
+}
+
+#define ROUTE(...)                                                             \
+	(const uint8_t[]){ __VA_ARGS__ },                                      \
+		(int)sizeof((const uint8_t[]){ __VA_ARGS__ })
+
+/* ---- tests -------------------------------------------------------------- */
+
+/*
+ * mesh: a message queued before the move and one after arrive in order at
+ * the new place, here with the receiver in a third process.
+ */
+Test(moves, receiver_to_third_process)
+{
+	struct topo_res base;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 };
+
+	topo_baseline(&base);
+	mesh_up(3);
+	new_channel(&tx, &rx);
+	for (uint64_t i = 1; i <= 100; i++)
+		TU_ASSERT_RC(send_item(tx, 1, i), 0);
+	m.rx = rx;
+	route_send(&m, OP_DRAIN, ROUTE(1, 2));
+	for (uint64_t i = 101; i <= 2000; i++)
+		TU_ASSERT_RC(send_item(tx, 1, i), 0);
+	cmesh_sender_free(tx);
+	cr_assert_eq(report_from(2), 2000);
+	mesh_down(0);
+	topo_assert_baseline_within(&base, TOPO_WAIT_MS);
+}
+
+Test(moves, sender_to_third_process)
+{
+	cmesh_sender *tx, *mine;
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 };
+
+	mesh_up(3);
+	new_channel(&tx, &rx);
+	TU_ASSERT_RC(cmesh_sender_clone(tx, &mine), 0);
+	m.tx = tx;
+	m.arg = 3000;
+	route_send(&m, OP_STREAM, ROUTE(1, 2, 1));
+	for (uint64_t i = 1; i <= 500; i++)
+		TU_ASSERT_RC(send_item(mine, 1, i), 0);
+	cmesh_sender_free(mine);
+	cr_assert_eq(drain_fifo(rx, UINT64_MAX), 500 + 3000);
+	cr_assert_eq(report_from(1), 0);
+	cmesh_receiver_free(rx);
+	mesh_down(0);
+}
+
+/* A -> B -> C -> A: back home, every message once and in order. */
+Test(moves, receiver_chain_back_home)
+{
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 };
+
+	mesh_up(3);
+	new_channel(&tx, &rx);
+	for (uint64_t i = 1; i <= 300; i++)
+		TU_ASSERT_RC(send_item(tx, 1, i), 0);
+	m.rx = rx;
+	route_send(&m, OP_DRAIN, ROUTE(1, 2, 0));
+	for (uint64_t i = 301; i <= 600; i++)
+		TU_ASSERT_RC(send_item(tx, 1, i), 0);
+	/* It comes back to us over P2's link. */
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(from[2], topo_deadline(), &m,
+						  NULL, 0),
+		     0);
+	cr_assert_eq(m.op, OP_DRAIN);
+	cr_assert_not_null(m.rx);
+	for (uint64_t i = 601; i <= 900; i++)
+		TU_ASSERT_RC(send_item(tx, 1, i), 0);
+	cmesh_sender_free(tx);
+	cr_assert_eq(drain_fifo(m.rx, UINT64_MAX), 900);
+	cmesh_receiver_free(m.rx);
+	mesh_down(0);
+}
+
+/* Both ends move at once, each through another process. */
+Test(moves, both_ends_move)
+{
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmsg a = { 0 }, b = { 0 };
+
+	mesh_up(3);
+	new_channel(&tx, &rx);
+	b.rx = rx;
+	route_send(&b, OP_DRAIN, ROUTE(2, 1));
+	a.tx = tx;
+	a.arg = 5000;
+	route_send(&a, OP_STREAM, ROUTE(1, 2));
+	cr_assert_eq(report_from(2), 0);
+	cr_assert_eq(report_from(1), 5000);
+	mesh_down(0);
+}
+
+struct streamer {
+	cmesh_sender *tx;
+	uint64_t n;
+	int rc;
+};
+
+static void *stream_thread(void *arg)
+{
+	struct streamer *s = arg;
+
+	s->rc = 0;
+	for (uint64_t i = 1; i <= s->n && !s->rc; i++)
+		s->rc = send_item(s->tx, 1, i);
+	cmesh_sender_free(s->tx);
+	return NULL;
+}
+
+/* A receiver hops through 5 processes while a sender streams. */
+Test(moves, receiver_hops_five_processes)
+{
+	struct streamer s = { .n = tu_sanitized() ? 100000 : 1000000 };
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 };
+	pthread_t t;
+
+	mesh_up(6);
+	new_channel(&s.tx, &rx);
+	tu_thread_start(&t, stream_thread, &s);
+	m.rx = rx;
+	route_send(&m, OP_DRAIN, ROUTE(1, 2, 3, 4, 5));
+	tu_thread_join(t);
+	cr_assert_eq(s.rc, 0);
+	cr_assert_eq(report_from(5), (int64_t)s.n);
+	mesh_down(0);
+}
+
+/* An rpc's reply port answered by a process two hops away. */
+Test(moves, reply_port_answered_by_third_process)
+{
+	mesh_up(3);
+	for (uint64_t i = 1; i <= 50; i++) {
+		cmesh_oneshot_sender *otx;
+		cmesh_oneshot_receiver *orx;
+		struct cmsg m = { .arg = i };
+		struct seqmsg s;
+
+		TU_ASSERT_RC(cmesh_oneshot_new(&item_type, &otx, &orx), 0);
+		m.otx = otx;
+		route_send(&m, OP_REPLY, ROUTE(1, 2));
+		TU_ASSERT_RC(cmesh_oneshot_recv_deadline(orx, topo_deadline(),
+							 &s, NULL, 0),
+			     0);
+		cr_assert_eq(s.seq, i * 2);
+		cmesh_oneshot_receiver_free(orx);
+		cr_assert_eq(report_from(2), 0);
+	}
+	mesh_down(0);
+}
+
+/* A sender whose receiver is gone moves on and arrives closed. */
+Test(moves, closed_port_moves_again)
+{
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 };
+
+	mesh_up(3);
+	new_channel(&tx, &rx);
+	cmesh_receiver_free(rx);
+	m.tx = tx;
+	route_send(&m, OP_IS_CLOSED, ROUTE(1, 2));
+	cr_assert_eq(report_from(2), 1);
+	mesh_down(0);
+}
+
+/* The process holding a twice-moved receiver dies: our sends fail. */
+Test(moves, holder_death_fails_sender)
+{
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmsg m = { .arg = 10 };
+	int64_t end;
+	int r;
+
+	mesh_up(3);
+	new_channel(&tx, &rx);
+	for (uint64_t i = 1; i <= 10; i++)
+		TU_ASSERT_RC(send_item(tx, 1, i), 0);
+	m.rx = rx;
+	route_send(&m, OP_DRAIN_DIE, ROUTE(1, 2));
+	cr_assert_eq(report_from(2), 10);
+	end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	while ((r = send_item(tx, 1, 11)) == 0 && tu_now_ns() < end)
+		tu_sleep_ms(1);
+	cr_assert_eq(r, -ECONNRESET, "send: %d", r);
+	cr_assert_eq(cmesh_sender_is_closed(tx), -ECONNRESET);
+	cmesh_sender_free(tx);
+	mesh_down(1u << 2);
+}
+
+/* The process holding a twice-moved sender dies: we see it after all. */
+Test(moves, holder_death_fails_receiver)
+{
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmsg m = { .arg = 300 };
+
+	mesh_up(3);
+	new_channel(&tx, &rx);
+	m.tx = tx;
+	route_send(&m, OP_STREAM_DIE, ROUTE(1, 2));
+	cr_assert_eq(report_from(2), 0);
+	cr_assert_eq(drain_fifo(rx, UINT64_MAX), -ECONNRESET);
+	cmesh_receiver_free(rx);
+	mesh_down(1u << 2);
+}
+
+/* The forwarding process dies: both ends see the channel fail. */
+Test(moves, forwarder_death_fails_both_ends)
+{
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 }, d = { 0 };
+	struct seqmsg s;
+	int64_t end;
+	int64_t r;
+
+	mesh_up(3);
+	new_channel(&tx, &rx);
+	m.tx = tx;
+	route_send(&m, OP_HOLD, ROUTE(1, 2));
+	cr_assert_eq(report_from(2), 0);
+	d.arg = 7;
+	route_send(&d, OP_SEND_HELD, ROUTE(2));
+	cr_assert_eq(report_from(2), 0);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &s, NULL,
+						  0),
+		     0);
+	cr_assert_eq(s.seq, 7);
+	route_send(&d, OP_DIE, ROUTE(1));
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &s, NULL,
+						  0),
+		     -ECONNRESET);
+	end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	do {
+		route_send(&d, OP_SEND_HELD, ROUTE(2));
+		r = report_from(2);
+	} while (r == 0 && tu_now_ns() < end);
+	cr_assert_eq(r, -ECONNRESET);
+	cmesh_receiver_free(rx);
+	mesh_down(1u << 1);
+}
+
+/*
+ * mesh's bridge scenario across processes: P0 reads X; P1 writes X (a, b)
+ * and reads Y; P2 writes Y (x, y, c..h). P1 takes x, y and bridges Y into
+ * X; P2 writes i and drops Y: P0 gets exactly "abcdefghi", then closed.
+ */
+Test(moves, bridge_across_processes)
+{
+	cmesh_sender *xtx, *ytx;
+	cmesh_receiver *xrx, *yrx;
+	struct cmsg m = { 0 };
+	char got[16] = { 0 };
+	struct seqmsg s;
+	int n = 0, r;
+
+	mesh_up(3);
+	new_channel(&xtx, &xrx);
+	new_channel(&ytx, &yrx);
+	m.tx = ytx;
+	route_send(&m, OP_BR_SENDS, ROUTE(2));
+	cr_assert_eq(report_from(2), 0);
+	m = (struct cmsg){ .tx = xtx, .rx = yrx };
+	route_send(&m, OP_BR_BRIDGE, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	m = (struct cmsg){ 0 };
+	route_send(&m, OP_BR_LAST, ROUTE(2));
+	cr_assert_eq(report_from(2), 0);
+	while ((r = cmesh_receiver_recv_deadline(xrx, topo_deadline(), &s, NULL,
+						 0)) == 0 &&
+	       n < 15)
+		got[n++] = (char)s.seq;
+	cr_assert_eq(r, -EPIPE);
+	cr_assert_str_eq(got, "abcdefghi");
+	cmesh_receiver_free(xrx);
+	mesh_down(0);
+}
+
+/* A receiver freed two hops away: the forwarder lets our sender know. */
+Test(moves, far_receiver_drop_reaches_sender)
+{
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 };
+
+	mesh_up(3);
+	new_channel(&tx, &rx);
+	m.tx = tx;
+	route_send(&m, OP_HOLD, ROUTE(1, 2));
+	cr_assert_eq(report_from(2), 0);
+	/* Sends nothing: is_closed turns by itself through P1's forwarder?
+	 * Only at the next message (documented): send one. */
+	cmesh_receiver_free(rx);
+	m = (struct cmsg){ .arg = 1 };
+	route_send(&m, OP_SEND_HELD, ROUTE(2));
+	cr_assert_eq(report_from(2), 0);
+	route_send(&m, OP_WAIT_CLOSED, ROUTE(2));
+	cr_assert_eq(report_from(2), 1);
+	mesh_down(0);
+}
+
+/* ---- bridges in one process ------------------------------------------- */
+
+static int thread_count(void)
+{
+	char line[256];
+	FILE *f = fopen("/proc/self/status", "r");
+	int n = -1;
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "Threads: %d", &n) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return n;
+}
+
+static void send_chars(cmesh_sender *tx, const char *s)
+{
+	for (; *s; s++)
+		TU_ASSERT_RC(send_item(tx, 0, (uint64_t)*s), 0);
+}
+
+/* Receives until closed: the characters, or asserts on another end. */
+static void expect_chars(cmesh_receiver *rx, const char *want, int end)
+{
+	char got[32] = { 0 };
+	struct seqmsg s;
+	int n = 0, r;
+
+	while ((r = cmesh_receiver_recv_deadline(rx, topo_deadline(), &s, NULL,
+						 0)) == 0 &&
+	       n < 31)
+		got[n++] = (char)s.seq;
+	cr_assert_eq(r, end, "ended with %d", r);
+	cr_assert_str_eq(got, want);
+}
+
+/*
+ * mesh's bridge scenario, its two directions as two channel pairs: X
+ * (P2 -> P1) and Y (P4 -> P3) carry a, b and x, y, c..h; P3 takes x, y,
+ * and Y is bridged into X; P4 sends i and drops Y: P1 reads exactly
+ * "abcdefghi", then closed. The other way, Z (P1 -> P2: 5, 6, 7) into W
+ * (P3 -> P4: 1..4): P4 reads "1234567".
+ */
+Test(moves, bridge_in_process)
+{
+	cmesh_sender *xtx, *ytx, *ztx, *wtx;
+	cmesh_receiver *xrx, *yrx, *zrx, *wrx;
+	struct topo_res base;
+	struct seqmsg s;
+	int threads;
+
+	topo_baseline(&base);
+	threads = thread_count();
+	new_channel(&xtx, &xrx);
+	new_channel(&ytx, &yrx);
+	new_channel(&ztx, &zrx);
+	new_channel(&wtx, &wrx);
+	send_chars(xtx, "ab");
+	send_chars(ytx, "xycdefgh");
+	send_chars(ztx, "567");
+	send_chars(wtx, "1234");
+	for (const char *c = "xy"; *c; c++) {
+		TU_ASSERT_RC(cmesh_receiver_try_recv(yrx, &s, NULL, 0), 0);
+		cr_assert_eq(s.seq, (uint64_t)*c);
+	}
+	TU_ASSERT_RC(cmesh_bridge(yrx, xtx), 0);
+	TU_ASSERT_RC(cmesh_bridge(zrx, wtx), 0);
+	send_chars(ytx, "i");
+	cmesh_sender_free(ytx);
+	cmesh_sender_free(ztx);
+	expect_chars(xrx, "abcdefghi", -EPIPE);
+	expect_chars(wrx, "1234567", -EPIPE);
+	cmesh_receiver_free(xrx);
+	cmesh_receiver_free(wrx);
+	/* Both forwarders ended, and the thread with the last. */
+	for (int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	     thread_count() != threads && tu_now_ns() < end;)
+		tu_sleep_ms(1);
+	cr_assert_eq(thread_count(), threads);
+	topo_assert_baseline_within(&base, TOPO_WAIT_MS);
+}
+
+Test(moves, bridge_refuses_bad_arguments_and_takes_nothing)
+{
+	cmesh_sender *tx, *otx;
+	cmesh_receiver *rx, *orx;
+	struct seqmsg s;
+
+	new_channel(&tx, &rx);
+	TU_ASSERT_RC(cmesh_channel_new(&cmsg_type, NULL, &otx, &orx), 0);
+	TU_ASSERT_RC(cmesh_bridge(NULL, tx), -EINVAL);
+	TU_ASSERT_RC(cmesh_bridge(rx, NULL), -EINVAL);
+	TU_ASSERT_RC(cmesh_bridge(rx, tx), -EINVAL); /* one channel */
+	TU_ASSERT_RC(cmesh_bridge(rx, otx), -EBADMSG);
+	TU_ASSERT_RC(cmesh_bridge(orx, tx), -EBADMSG);
+	/* Nothing was taken: both channels still work. */
+	TU_ASSERT_RC(send_item(tx, 0, 5), 0);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &s, NULL, 0), 0);
+	cr_assert_eq(s.seq, 5);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	cmesh_sender_free(otx);
+	cmesh_receiver_free(orx);
+}
+
+/* A bridge whose receiver is gone lets its senders see closed. */
+Test(moves, bridge_to_a_dropped_receiver_closes_its_source)
+{
+	cmesh_sender *atx, *btx;
+	cmesh_receiver *arx, *brx;
+	int64_t end;
+	int r;
+
+	new_channel(&atx, &arx);
+	new_channel(&btx, &brx);
+	TU_ASSERT_RC(cmesh_bridge(arx, btx), 0);
+	cmesh_receiver_free(brx);
+	/* Seen at the next message (or the forwarder's next wake). */
+	end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	while ((r = send_item(atx, 0, 1)) == 0 && tu_now_ns() < end)
+		tu_sleep_ms(1);
+	cr_assert_eq(r, -EPIPE);
+	cr_assert_eq(cmesh_sender_is_closed(atx), 1);
+	cmesh_sender_free(atx);
+}
+
+/* A source that fails: the bridged local receiver fails after all. */
+Test(moves, bridge_passes_a_source_failure_on)
+{
+	cmesh_sender *tx, *ltx;
+	cmesh_receiver *rx, *lrx;
+	struct cmsg m = { .arg = 200 };
+	int64_t n;
+
+	mesh_up(2);
+	new_channel(&tx, &rx);
+	new_channel(&ltx, &lrx);
+	TU_ASSERT_RC(cmesh_bridge(rx, ltx), 0);
+	m.tx = tx;
+	route_send(&m, OP_STREAM_DIE, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	n = drain_fifo(lrx, 200);
+	cr_assert_eq(n, 200);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(lrx, topo_deadline(),
+						  &(struct seqmsg){ 0 }, NULL,
+						  0),
+		     -ECONNRESET);
+	cmesh_receiver_free(lrx);
+	mesh_down(1u << 1);
+}
+
+/* A destination that fails: the bridged local senders see -ECONNRESET. */
+Test(moves, bridge_passes_a_destination_failure_back)
+{
+	cmesh_sender *tx, *ltx;
+	cmesh_receiver *rx, *lrx;
+	struct cmsg m = { .arg = 5 };
+	int64_t end;
+	int r;
+
+	mesh_up(2);
+	new_channel(&tx, &rx);
+	new_channel(&ltx, &lrx);
+	TU_ASSERT_RC(cmesh_bridge(lrx, tx), 0);
+	for (uint64_t i = 1; i <= 5; i++)
+		TU_ASSERT_RC(send_item(ltx, 1, i), 0);
+	m.rx = rx;
+	route_send(&m, OP_DRAIN_DIE, ROUTE(1));
+	cr_assert_eq(report_from(1), 5);
+	end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	while ((r = send_item(ltx, 1, 6)) == 0 && tu_now_ns() < end)
+		tu_sleep_ms(1);
+	cr_assert_eq(r, -ECONNRESET);
+	cr_assert_eq(cmesh_sender_is_closed(ltx), -ECONNRESET);
+	cmesh_sender_free(ltx);
+	mesh_down(1u << 1);
+}

@@ -3,7 +3,7 @@
  * bridge.c - forwarders: a receiver joined to a sender of the same type.
  *
  * Every forwarder of the process runs on one thread, started with the
- * first and ended with the last, which waits in a waitset whose members
+ * first and ended 100 ms after the last, which waits in a waitset whose members
  * are the forwarders' receivers (key: the forwarder). When one is ready
  * the thread takes what it holds, in order, and sends each message on,
  * with its fds and endpoints (an endpoint whose peer is in another process
@@ -44,6 +44,8 @@
 
 /* Messages one forwarder takes per wake before the others get a turn. */
 #define BATCH 64
+/* How long the thread outlives its last forwarder. */
+#define LINGER_NS 100000000LL
 
 struct fwd {
 	uint32_t rx_kind, tx_kind;
@@ -228,15 +230,52 @@ static void unlink_fwd(struct fwd *f)
 		}
 }
 
+/*
+ * The thread's next deadline: none while it has forwarders; once it has
+ * none, LINGER_NS after that, when it ends (F.running false, under
+ * F.lock) unless a new forwarder came meanwhile. So back-to-back moves
+ * (a forwarded rpc's reply port per call) reuse one thread and waitset.
+ */
+static int64_t next_deadline(cmesh_waitset *ws, int64_t *idle_until)
+{
+	int64_t now;
+
+	pthread_mutex_lock(&F.lock);
+	if (F.list) {
+		*idle_until = 0;
+		pthread_mutex_unlock(&F.lock);
+		return CMESH_DEADLINE_NONE;
+	}
+	now = cmesh_deadline_after(0);
+	if (!*idle_until) {
+		*idle_until = now + LINGER_NS;
+	} else if (now >= *idle_until) {
+		F.running = false;
+		F.ws = NULL;
+		pthread_mutex_unlock(&F.lock);
+		cmesh_waitset_free(ws);
+		return -1;
+	}
+	pthread_mutex_unlock(&F.lock);
+	return *idle_until;
+}
+
 static void *forwarder(void *arg)
 {
 	cmesh_waitset *ws = arg;
+	int64_t idle_until = 0;
 	uint64_t key;
 
 	for (;;) {
+		int64_t dl = next_deadline(ws, &idle_until);
 		struct fwd *f;
-		int r = cmesh_waitset_wait(ws, CMESH_DEADLINE_NONE, &key);
+		int r;
 
+		if (dl < 0)
+			return NULL; /* ws is freed */
+		r = cmesh_waitset_wait(ws, dl, &key);
+		if (r == -ETIMEDOUT)
+			continue;
 		if (r < 0) {
 			/* -ENOMEM and the like: let the world move on. */
 			cmesh__log(CMESH__LOG_ERROR, "forwarder: wait: %d", r);
@@ -249,14 +288,6 @@ static void *forwarder(void *arg)
 		pthread_mutex_lock(&F.lock);
 		unlink_fwd(f);
 		fwd_free(f);
-		if (!F.list) {
-			/* The last one: the thread ends (a new one may start). */
-			F.running = false;
-			F.ws = NULL;
-			pthread_mutex_unlock(&F.lock);
-			cmesh_waitset_free(ws);
-			return NULL;
-		}
 		pthread_mutex_unlock(&F.lock);
 	}
 }

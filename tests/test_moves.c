@@ -58,20 +58,22 @@ CMESH_TYPE_DEFINE(cmsg_type, struct cmsg, CMESH_FIELD_FD(struct cmsg, fd),
 		  CMESH_FIELD_ONESHOT_RECEIVER(struct cmsg, orx, item_type));
 
 enum {
-	OP_REPORT = 1, /* to P0: arg is the result */
-	OP_DRAIN,      /* receive everything on rx (FIFO per sender): count */
-	OP_STREAM,     /* send seq 1..arg on tx as sender 2, free it: 0 */
-	OP_REPLY,      /* answer otx with seq = arg * 2: 0 */
-	OP_HOLD,       /* keep tx (and rx): 0 */
-	OP_SEND_HELD,  /* send seq arg on the held tx: its result */
-	OP_DIE,	       /* SIGKILL ourselves (no report) */
-	OP_DRAIN_DIE,  /* receive arg messages on rx, report, then die */
-	OP_STREAM_DIE, /* send 1..arg on tx, flush, report, then die */
-	OP_IS_CLOSED,  /* cmesh_sender_is_closed(tx): its result */
-	OP_BR_SENDS,   /* send x,y,c..h on tx, hold it: 0 */
-	OP_BR_BRIDGE,  /* send a,b on tx, take x,y from rx, bridge rx->tx */
-	OP_BR_LAST,    /* send i on the held tx, free it: 0 */
-	OP_WAIT_CLOSED /* is_closed(held tx) until non-zero: its value */
+	OP_REPORT = 1,	/* to P0: arg is the result */
+	OP_DRAIN,	/* receive everything on rx (FIFO per sender): count */
+	OP_STREAM,	/* send seq 1..arg on tx as sender 2, free it: 0 */
+	OP_REPLY,	/* answer otx with seq = arg * 2: 0 */
+	OP_HOLD,	/* keep tx (and rx): 0 */
+	OP_SEND_HELD,	/* send seq arg on the held tx: its result */
+	OP_DIE,		/* SIGKILL ourselves (no report) */
+	OP_DRAIN_DIE,	/* receive arg messages on rx, report, then die */
+	OP_STREAM_DIE,	/* send 1..arg on tx, flush, report, then die */
+	OP_IS_CLOSED,	/* cmesh_sender_is_closed(tx): its result */
+	OP_BR_SENDS,	/* send x,y,c..h on tx, hold it: 0 */
+	OP_BR_BRIDGE,	/* send a,b on tx, take x,y from rx, bridge rx->tx */
+	OP_BR_LAST,	/* send i on the held tx, free it: 0 */
+	OP_WAIT_CLOSED, /* is_closed(held tx) until non-zero: its value */
+	OP_TAKE1,	/* receive one item on rx, free rx: its seq */
+	OP_STATS	/* fds << 40 | memfd mappings << 20 | VmRSS KiB */
 };
 
 /* ---- the mesh of processes -------------------------------------------- */
@@ -137,6 +139,23 @@ static void leave_all(void)
 }
 
 /* ---- a child: acts on what arrives ------------------------------------ */
+
+static int thread_count(void)
+{
+	char line[256];
+	FILE *f = fopen("/proc/self/status", "r");
+	int n = -1;
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "Threads: %d", &n) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return n;
+}
+
+/* Threads of a child before any forwarder: OP_STATS says if it has more. */
+static int base_threads;
 
 static cmesh_sender *held_tx;
 static cmesh_receiver *held_rx;
@@ -282,6 +301,20 @@ static int act(struct cmsg *m)
 		held_tx = NULL;
 		return report((uint64_t)(int64_t)r);
 	}
+	case OP_TAKE1: {
+		struct seqmsg s;
+
+		TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(
+				      m->rx, topo_deadline(), &s, NULL, 0),
+			      0);
+		cmesh_receiver_free(m->rx);
+		return report(s.seq);
+	}
+	case OP_STATS:
+		return report((uint64_t)(thread_count() > base_threads) << 62 |
+			      (uint64_t)tu_fd_count() << 40 |
+			      (uint64_t)topo_memfd_map_count() << 20 |
+			      (uint64_t)tu_status_kib("VmRSS"));
 	default:
 		TOPO_CHECK(0);
 	}
@@ -308,6 +341,7 @@ static int child_loop(void)
 	bool live[MAXP] = { false };
 	int r;
 
+	base_threads = thread_count();
 	TOPO_CHECK_EQ(cmesh_waitset_new(&ws), 0);
 	for (int k = 0; k < nproc; k++)
 		if (k != me) {
@@ -738,20 +772,6 @@ Test(moves, far_receiver_drop_reaches_sender)
 
 /* ---- bridges in one process ------------------------------------------- */
 
-static int thread_count(void)
-{
-	char line[256];
-	FILE *f = fopen("/proc/self/status", "r");
-	int n = -1;
-
-	while (f && fgets(line, sizeof(line), f))
-		if (sscanf(line, "Threads: %d", &n) == 1)
-			break;
-	if (f)
-		fclose(f);
-	return n;
-}
-
 static void send_chars(cmesh_sender *tx, const char *s)
 {
 	for (; *s; s++)
@@ -913,4 +933,89 @@ Test(moves, bridge_passes_a_destination_failure_back)
 	cr_assert_eq(cmesh_sender_is_closed(ltx), -ECONNRESET);
 	cmesh_sender_free(ltx);
 	mesh_down(1u << 1);
+}
+
+/* ---- many second moves: nothing grows -------------------------------- */
+
+struct pstats {
+	int64_t fds, maps, rss;
+	bool busy; /* its forwarder thread is up (it lingers a little) */
+};
+
+static struct pstats stats_of(int k)
+{
+	struct cmsg m = { 0 };
+	int64_t v;
+
+	route_send(&m, OP_STATS, ROUTE((uint8_t)k));
+	v = report_from(k);
+	return (struct pstats){ (v >> 40) & 0x3fffff, (v >> 20) & 0xfffff,
+				v & 0xfffff, v >> 62 };
+}
+
+/*
+ * Pk's stats once its forwarder thread is gone and, given `b`, its fds
+ * and memfd mappings are back to b's.
+ */
+static struct pstats settled(int k, const struct pstats *b)
+{
+	int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	struct pstats s;
+
+	while (s = stats_of(k),
+	       (s.busy || (b && (s.fds != b->fds || s.maps != b->maps))) &&
+		       tu_now_ns() < end)
+		tu_sleep_ms(5);
+	return s;
+}
+
+/*
+ * Receivers moved P0 -> P1 -> P2 (a forwarder in P1 each), one message
+ * each, over and over: fds and memfd mappings in every process come back
+ * exactly, RSS within 4 MiB.
+ */
+Test(moves, many_second_moves_leave_every_process_flat)
+{
+	uint64_t n = tu_sanitized() ? 300 : 2000;
+	struct pstats b1, b2, s1, s2;
+	struct topo_res base;
+
+	topo_baseline(&base);
+	mesh_up(3);
+	/* Warm: forwarder thread, pooled lanes, allocator arenas. */
+	for (int pass = 0; pass < 2; pass++) {
+		if (pass == 1) {
+			b1 = settled(1, NULL);
+			b2 = settled(2, NULL);
+		}
+		for (uint64_t i = 1; i <= (pass ? n : 50); i++) {
+			cmesh_sender *tx;
+			cmesh_receiver *rx;
+			struct cmsg m = { 0 };
+
+			new_channel(&tx, &rx);
+			TU_ASSERT_RC(send_item(tx, 1, i), 0);
+			m.rx = rx;
+			route_send(&m, OP_TAKE1, ROUTE(1, 2));
+			cr_assert_eq(report_from(2), (int64_t)i);
+			cmesh_sender_free(tx);
+		}
+	}
+	s1 = settled(1, &b1);
+	s2 = settled(2, &b2);
+	cr_assert(s1.fds == b1.fds && s1.maps == b1.maps,
+		  "P1: %lld fds, %lld memfd maps; was %lld, %lld",
+		  (long long)s1.fds, (long long)s1.maps, (long long)b1.fds,
+		  (long long)b1.maps);
+	cr_assert(s2.fds == b2.fds && s2.maps == b2.maps,
+		  "P2: %lld fds, %lld memfd maps; was %lld, %lld",
+		  (long long)s2.fds, (long long)s2.maps, (long long)b2.fds,
+		  (long long)b2.maps);
+	/* A sanitizer's allocator keeps freed memory in quarantine. */
+	cr_assert(tu_sanitized() ||
+			  (s1.rss - b1.rss < 4096 && s2.rss - b2.rss < 4096),
+		  "RSS grew: P1 %lld KiB, P2 %lld KiB",
+		  (long long)(s1.rss - b1.rss), (long long)(s2.rss - b2.rss));
+	mesh_down(0);
+	topo_assert_baseline_within(&base, TOPO_WAIT_MS);
 }

@@ -150,7 +150,7 @@ CMESH_API int cmesh_sender_is_closed(const cmesh_sender *tx);
  * the order `rx` would have received it, with its fds and endpoints. Each
  * end may be in this process or fed from / read in another. The process's
  * forwarder thread does it (one for all bridges, started with the first
- * and gone with the last), so a hop costs a thread wakeup unless it is
+ * and gone 100 ms after the last), so a hop costs a thread wakeup unless it is
  * already busy.
  *
  * It lasts until one side ends: every sender of `rx`'s channel gone (the

@@ -10,6 +10,7 @@
 #include <cmesh/type.h>
 #include <cmesh/cancel.h>
 #include <cmesh/env.h>
+#include <cmesh/log.h>
 #include <cmesh/channel.h>
 #include <cmesh/oneshot.h>
 #include <cmesh/rpc.h>

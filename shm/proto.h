@@ -60,7 +60,7 @@
 #include <stdint.h>
 
 #define CMESH_PROTO_MAGIC 0x48534d43u /* "CMSH" */
-#define CMESH_PROTO_VERSION 9u
+#define CMESH_PROTO_VERSION 10u
 
 #define CMESH_CTL_HELLO 1u
 #define CMESH_CTL_ATTACH 2u
@@ -102,6 +102,8 @@ static_assert(offsetof(struct cmesh_ctl_hdr, len) == 8, "ctl hdr len");
  * len == sizeof, arena_size and ring_cap bounds (the arena itself is then
  * validated by cmesh__arena_map_peer and the offsets by the ring attach).
  */
+#define CMESH_CTL_NAME 48u
+
 struct cmesh_ctl_hello {
 	struct cmesh_ctl_hdr hdr;
 	uint64_t node_id;    /* random, for logs */
@@ -111,9 +113,17 @@ struct cmesh_ctl_hello {
 	uint32_t ring_cap;   /* capacity of the ring the sender writes */
 	uint32_t pid;	     /* informational; SO_PEERCRED is authoritative */
 	uint64_t max_trail;  /* largest trail it accepts (CMESH_MAX_MESSAGE) */
+	/*
+	 * The two types' names (cmesh_type.name), cut to fit and
+	 * NUL-padded: for the log when the fingerprints disagree. Never
+	 * trusted: printed only after every byte outside ' '..'~' became '?'.
+	 */
+	char out_name[CMESH_CTL_NAME];
+	char in_name[CMESH_CTL_NAME];
 };
 
-static_assert(sizeof(struct cmesh_ctl_hello) == 64, "hello size");
+static_assert(sizeof(struct cmesh_ctl_hello) == 64 + 2 * CMESH_CTL_NAME,
+	      "hello size");
 static_assert(offsetof(struct cmesh_ctl_hello, node_id) == 16, "hello id");
 static_assert(offsetof(struct cmesh_ctl_hello, arena_size) == 24, "arena");
 static_assert(offsetof(struct cmesh_ctl_hello, out_fp) == 32, "out_fp");

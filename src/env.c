@@ -4,7 +4,10 @@
  */
 #include "env.h"
 
+#include "log.h"
+
 #include <errno.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -186,11 +189,20 @@ static void env_load(void)
 				      sizeof(env_error));
 }
 
+static atomic_bool env_logged;
+
 int cmesh__env_get(const cmesh_env **out)
 {
 	pthread_once(&env_once, env_load);
-	if (env_status)
+	if (env_status) {
+		/* Once (the log reads the environment too: no recursion). */
+		if (!atomic_exchange(&env_logged, true))
+			cmesh__log(CMESH__LOG_ERROR,
+				   "bad environment: %s; every call that needs "
+				   "the settings fails with -EINVAL",
+				   env_error);
 		return env_status;
+	}
 	*out = &env_value;
 	return 0;
 }

@@ -306,6 +306,26 @@ static void *link_thread(void *arg)
 
 /* ---- handshake ---- */
 
+/* A type's name into a HELLO field: cut to fit, NUL-padded. */
+static void put_name(char *dst, const cmesh_type *t)
+{
+	const char *n = t->name ? t->name : "";
+	size_t len = strnlen(n, CMESH_CTL_NAME - 1);
+
+	memcpy(dst, n, len);
+}
+
+/* A peer's name field, printable: `out` holds CMESH_CTL_NAME bytes. */
+static const char *peer_name(const char *src, char *out)
+{
+	size_t i;
+
+	for (i = 0; i < CMESH_CTL_NAME - 1 && src[i]; i++)
+		out[i] = src[i] >= ' ' && src[i] <= '~' ? src[i] : '?';
+	out[i] = '\0';
+	return out;
+}
+
 static void fill_hello(struct cmesh_ctl_hello *h, uint64_t arena_size,
 		       uint64_t out_fp, uint64_t in_fp, uint32_t ring_cap,
 		       uint64_t max_trail)
@@ -349,6 +369,12 @@ static int recv_hello(struct cmesh__link *l, int64_t deadline,
 	if (n < 0)
 		return n == -EPIPE ? -ECONNRESET : n;
 	memcpy(h, buf, sizeof(*h) < (size_t)n ? sizeof(*h) : (size_t)n);
+	if (n >= (int)sizeof(h->hdr) && h->hdr.magic == CMESH_PROTO_MAGIC &&
+	    h->hdr.version != CMESH_PROTO_VERSION)
+		cmesh__log(CMESH__LOG_ERROR,
+			   "join: the peer speaks cmesh protocol %u, this "
+			   "process %u (another cmesh version): -EPROTO",
+			   h->hdr.version, CMESH_PROTO_VERSION);
 	if (n != (int)sizeof(*h) || nfds != 2 ||
 	    h->hdr.magic != CMESH_PROTO_MAGIC ||
 	    h->hdr.version != CMESH_PROTO_VERSION ||
@@ -484,6 +510,8 @@ static int handshake(struct cmesh__link *l, const cmesh_type *out_type,
 		return r;
 	fill_hello(&mine, cmesh__arena_layout(l->own)->size, out_fp, in_fp,
 		   o->ring_cap, o->max_trail);
+	put_name(mine.out_name, out_type);
+	put_name(mine.in_name, in_type);
 	fds[0] = cmesh__arena_fd(l->own);
 	r = cmesh__ctl_send(l->sock, &mine, sizeof(mine), fds, 2);
 	close(fds[1]); /* the peer's now: we never hold its description */
@@ -517,8 +545,27 @@ static int handshake(struct cmesh__link *l, const cmesh_type *out_type,
 	/* Send no trail the peer would refuse: -EMSGSIZE here instead. */
 	if (peer.max_trail < l->out.max_trail)
 		l->out.max_trail = peer.max_trail;
-	if (peer.out_fp != in_fp || peer.in_fp != out_fp)
+	if (peer.out_fp != in_fp || peer.in_fp != out_fp) {
+		char a[CMESH_CTL_NAME], b[CMESH_CTL_NAME];
+
+		cmesh__log(CMESH__LOG_ERROR,
+			   "join with pid %d: type mismatch (-EBADMSG): we "
+			   "send %s (%016llx), it receives %s (%016llx); it "
+			   "sends %s (%016llx), we receive %s (%016llx)",
+			   (int)l->peer_pid, out_type->name,
+			   (unsigned long long)out_fp,
+			   peer_name(peer.in_name, a),
+			   (unsigned long long)peer.in_fp,
+			   peer_name(peer.out_name, b),
+			   (unsigned long long)peer.out_fp, in_type->name,
+			   (unsigned long long)in_fp);
 		return -EBADMSG;
+	}
+	cmesh__log(CMESH__LOG_INFO,
+		   "join with pid %d (node %016llx): sends %s, receives %s, "
+		   "rings %u / %u bytes",
+		   (int)l->peer_pid, (unsigned long long)peer.node_id,
+		   out_type->name, in_type->name, o->ring_cap, peer.ring_cap);
 	return 0;
 }
 
@@ -741,9 +788,16 @@ int cmesh__link_new(int sock, const cmesh_type *out_type,
 	if (!r)
 		r = start(l);
 	if (r) {
+		cmesh__log(CMESH__LOG_INFO, "join failed: %s",
+			   cmesh_strerror(r));
 		link_destroy(l);
 		return r;
 	}
+	cmesh__log(CMESH__LOG_INFO, "linked to pid %d, link thread on %s",
+		   (int)l->peer_pid,
+		   cmesh__wake_backend(l->wake) == CMESH_WAKE_URING ?
+			   "io_uring" :
+			   "epoll");
 	*out = l;
 	return 0;
 }

@@ -2,8 +2,8 @@
 /*
  * log.h - debug log to stderr, behind CMESH_LOG (off by default).
  */
-#ifndef CMESH_LOG_H
-#define CMESH_LOG_H
+#ifndef CMESH_LOG_INTERNAL_H
+#define CMESH_LOG_INTERNAL_H
 
 #define CMESH__LOG_ERROR 1
 #define CMESH__LOG_WARN 2

@@ -41,6 +41,9 @@
  */
 #include "wake.h"
 #include "env.h"
+#include "log.h"
+
+#include <cmesh/error.h>
 
 #include <cmesh/common.h>
 
@@ -49,6 +52,7 @@
 #include <limits.h>
 #include <liburing.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -538,6 +542,9 @@ static bool uring_disabled(void)
 
 /* ---- the interface ---- */
 
+/* The epoll fallback is logged once per process. */
+static atomic_bool fallback_logged;
+
 int cmesh__wake_new(uint32_t backend, struct cmesh__wake **out)
 {
 	uint32_t kind = backend & ~CMESH__WAKE_ONESHOT;
@@ -564,6 +571,11 @@ int cmesh__wake_new(uint32_t backend, struct cmesh__wake **out)
 			r = -ENOSYS;
 		if (kind == CMESH_WAKE_URING || r != -ENOSYS)
 			goto out_free;
+		if (!atomic_exchange(&fallback_logged, true))
+			cmesh__log(CMESH__LOG_WARN,
+				   "io_uring is not available here (%s): "
+				   "wake loops use epoll",
+				   cmesh_strerror(r));
 	}
 	r = ep_init(w);
 	if (r)

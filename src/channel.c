@@ -17,6 +17,7 @@
 #include "waitset.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -265,6 +266,22 @@ int cmesh_bridge(cmesh_receiver *rx, cmesh_sender *tx)
 		return -EBADMSG;
 	return cmesh__bridge_start(CMESH_FIELD_KIND_RECEIVER, rx,
 				   CMESH_FIELD_KIND_SENDER, tx);
+}
+
+int cmesh_receiver_stats_get(const cmesh_receiver *rx,
+			     cmesh_receiver_stats *out)
+{
+	cmesh_receiver_stats s = { 0 };
+	uint32_t size;
+
+	if (!rx || !out || out->flags ||
+	    out->size < offsetof(cmesh_receiver_stats, overflow_bytes))
+		return -EINVAL;
+	size = out->size;
+	cmesh__queue_stats(rx->q, &s);
+	s.size = size;
+	memcpy(out, &s, size < sizeof(s) ? size : sizeof(s));
+	return 0;
 }
 
 void cmesh_receiver_free(cmesh_receiver *rx)

@@ -56,6 +56,21 @@ struct cmesh__lane *cmesh__link_in(struct cmesh__link *l)
 	return &l->in;
 }
 
+void cmesh__link_stats(struct cmesh__link *l, cmesh_node_stats *out)
+{
+	out->peer_pid = (int32_t)cmesh__link_peer_pid(l);
+	out->failed = atomic_load_explicit(&l->failed, memory_order_acquire);
+	out->wake_backend = cmesh__wake_backend(l->wake);
+	out->backlog =
+		atomic_load_explicit(&l->out.backlog, memory_order_relaxed);
+	pthread_mutex_lock(&l->att_lock);
+	out->lanes = l->ndyn;
+	out->peer_bytes = l->peer_mapped;
+	out->pending_fds = l->att_fds;
+	out->fd_budget = l->fd_budget;
+	pthread_mutex_unlock(&l->att_lock);
+}
+
 pid_t cmesh__link_peer_pid(const struct cmesh__link *l)
 {
 	return l->peer_pid;

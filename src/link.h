@@ -8,6 +8,7 @@
 #define CMESH_LINK_H
 
 #include <cmesh/cancel.h>
+#include <cmesh/node.h>
 #include <cmesh/type.h>
 
 #include <stdbool.h>
@@ -52,6 +53,9 @@ struct cmesh__lane *cmesh__link_out(struct cmesh__link *l);
 struct cmesh__lane *cmesh__link_in(struct cmesh__link *l);
 
 pid_t cmesh__link_peer_pid(const struct cmesh__link *l);
+
+/* cmesh_node_stats_get()'s fields but `size` and `flags`. */
+void cmesh__link_stats(struct cmesh__link *l, cmesh_node_stats *out);
 
 /* Our own arena (tests use it to play a hostile peer). */
 struct cmesh__arena *cmesh__link_own_arena(struct cmesh__link *l);

@@ -23,6 +23,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <stdint.h>
 #include <sys/epoll.h>
@@ -177,6 +178,21 @@ int cmesh_node_join_socket(int sock, const cmesh_type *out_type,
 pid_t cmesh_node_pid(const cmesh_node *node)
 {
 	return node ? cmesh__link_peer_pid(node->link) : -1;
+}
+
+int cmesh_node_stats_get(const cmesh_node *node, cmesh_node_stats *out)
+{
+	cmesh_node_stats s = { 0 };
+	uint32_t size;
+
+	if (!node || !out || out->flags ||
+	    out->size < offsetof(cmesh_node_stats, wake_backend))
+		return -EINVAL;
+	size = out->size;
+	cmesh__link_stats(node->link, &s);
+	s.size = size;
+	memcpy(out, &s, size < sizeof(s) ? size : sizeof(s));
+	return 0;
 }
 
 int cmesh_node_flush(cmesh_node *node, int64_t deadline)

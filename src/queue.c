@@ -889,21 +889,54 @@ static int sleep_until(struct cmesh__queue *q, int64_t deadline)
 	return r;
 }
 
+/* A consumer's counter: one writer, so no atomic RMW. */
+static void count(_Atomic uint64_t *c)
+{
+	atomic_store_explicit(c,
+			      atomic_load_explicit(c, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+}
+
+void cmesh__queue_stats(struct cmesh__queue *q, cmesh_receiver_stats *out)
+{
+	uint64_t tail = atomic_load_explicit(&q->tail, memory_order_relaxed) &
+			~TAIL_SEAL;
+	uint64_t head =
+		atomic_load_explicit(&q->head_pub, memory_order_relaxed);
+
+	out->ring_slots = q->mask + 1;
+	out->ring_used = tail > head ? tail - head : 0;
+	out->overflow_bytes =
+		atomic_load_explicit(&q->ovf_bytes, memory_order_relaxed);
+	out->remote = q->rx_lane != NULL;
+	out->lanes = atomic_load_explicit(&q->st_lanes, memory_order_relaxed);
+	out->waits = atomic_load_explicit(&q->st_waits, memory_order_relaxed);
+	out->caught = atomic_load_explicit(&q->st_caught, memory_order_relaxed);
+	out->sleeps = atomic_load_explicit(&q->st_sleeps, memory_order_relaxed);
+}
+
 /* Every receive the fast path below does not finish. */
 static __attribute__((noinline)) int recv_slow(struct cmesh__queue *q,
 					       int64_t deadline, void *out_msg,
 					       void *out_trail, size_t cap,
 					       struct cmesh__ports_in *pin)
 {
-	bool spun = q->spin_ns == 0 || deadline <= 0;
+	bool spun = q->spin_ns == 0 || deadline <= 0, waited = false;
 	int r;
 
 	for (;;) {
 		r = try_recv(q, out_msg, out_trail, cap, pin);
-		if (r != -EAGAIN)
+		if (r != -EAGAIN) {
+			if (waited && spun && r >= 0)
+				count(&q->st_caught); /* no sleep in between */
 			return r;
+		}
 		if (unlikely(cmesh__park_cancelled()))
 			return -ECANCELED; /* its context ended: no wait */
+		if (!waited && deadline > 0) {
+			waited = true;
+			count(&q->st_waits);
+		}
 		if (!spun) {
 			spun = true;
 			spin(q, q->spin_ns, deadline);
@@ -911,6 +944,8 @@ static __attribute__((noinline)) int recv_slow(struct cmesh__queue *q,
 		}
 		if (cmesh_clock_now() >= deadline)
 			return -ETIMEDOUT;
+		waited = false; /* a sleep: the spin did not catch it */
+		count(&q->st_sleeps);
 		r = sleep_until(q, deadline);
 		if (r == -ETIMEDOUT || r == -ECANCELED) {
 			int e = r;

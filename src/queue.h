@@ -7,6 +7,7 @@
 #ifndef CMESH_QUEUE_H
 #define CMESH_QUEUE_H
 
+#include <cmesh/channel.h>
 #include <cmesh/type.h>
 
 #include <stdbool.h>
@@ -191,6 +192,9 @@ struct cmesh__lane *cmesh__queue_rx_lane(struct cmesh__queue *q);
  */
 int cmesh__queue_try_send(struct cmesh__queue *q, const void *msg,
 			  const void *trail, size_t len);
+
+/* cmesh_receiver_stats_get()'s fields but `size` and `flags`. */
+void cmesh__queue_stats(struct cmesh__queue *q, cmesh_receiver_stats *out);
 
 /* Sending side: see cmesh_sender_is_closed(). */
 int cmesh__queue_rx_gone(struct cmesh__queue *q);

@@ -135,7 +135,10 @@ struct cmesh__queue {
 	uint32_t xl_n, xl_cap, xl_next;
 	int xl_err;	   /* a lane's failure: the receiver's, for good */
 	bool primary_done; /* rx_lane saw CLOSE while lanes remain */
-	bool senders_done; /* receiver: nobody publishes any more */
+	/* Consumer's counters: one writer, relaxed loads by any thread. */
+	_Atomic uint64_t st_waits, st_caught, st_sleeps;
+	_Atomic uint32_t st_lanes; /* lanes added and not dropped yet */
+	bool senders_done;	   /* receiver: nobody publishes any more */
 };
 
 #define XL_ANY 1u

@@ -88,6 +88,8 @@ int cmesh__queue_add_rx_lane(struct cmesh__queue *q, struct cmesh__lane *ln)
 	}
 	if (!r) {
 		q->xl_add[q->xl_nadd++] = ln;
+		atomic_fetch_add_explicit(&q->st_lanes, 1,
+					  memory_order_relaxed);
 		cmesh__queue_sender_get(q);
 		cmesh__link_get(ln->link);
 		/* Pairs with the consumer's acquire load of xl_flags. */
@@ -130,6 +132,7 @@ static void drop_lane(struct cmesh__queue *q, uint32_t i)
 	struct cmesh__link *l = ln->link;
 
 	q->xl[i] = q->xl[--q->xl_n];
+	atomic_fetch_sub_explicit(&q->st_lanes, 1, memory_order_relaxed);
 	cmesh__link_lane_release(ln);
 	cmesh__link_put(l);
 	/* Its sender reference: the last one closes the sending side. */
@@ -397,6 +400,8 @@ void cmesh__queue_xl_close(struct cmesh__queue *q)
 		struct cmesh__lane *ln = q->xl_add[--q->xl_nadd];
 		struct cmesh__link *l = ln->link;
 
+		atomic_fetch_sub_explicit(&q->st_lanes, 1,
+					  memory_order_relaxed);
 		pthread_mutex_unlock(&q->lock);
 		close_rx(q, ln);
 		cmesh__link_lane_release(ln);

@@ -167,6 +167,30 @@ CMESH_API int cmesh_sender_is_closed(const cmesh_sender *tx);
  */
 CMESH_API int cmesh_bridge(cmesh_receiver *rx, cmesh_sender *tx);
 
+/* What a receiver holds and how its waits went (cmesh_receiver_stats_get). */
+typedef struct cmesh_receiver_stats {
+	uint32_t size;	/* sizeof(cmesh_receiver_stats), set by the caller */
+	uint32_t flags; /* must be 0 */
+	uint64_t ring_slots; /* in-process ring: capacity in messages */
+	uint64_t ring_used;  /* in-process ring: slots taken, not received */
+	uint64_t overflow_bytes; /* in-process: bytes queued beyond the ring */
+	uint32_t remote;	 /* 1: it reads a link's first channel */
+	uint32_t lanes;		 /* rings from other processes' senders */
+	uint64_t waits;		 /* receives that found nothing and waited */
+	uint64_t caught;	 /* ... of which the spin caught a message */
+	uint64_t sleeps;	 /* times it slept (futex or wake loop) */
+} cmesh_receiver_stats;
+
+/*
+ * Fills `out` (its `size` set by the caller: fields past it are left
+ * alone). Counters count from the receiver's creation; they are read
+ * without stopping the receiving thread, so they may lag it a little.
+ * Never blocks, makes no syscall. Returns 0, or -EINVAL (NULL, flags, a
+ * size smaller than the first four fields). Any thread.
+ */
+CMESH_API int cmesh_receiver_stats_get(const cmesh_receiver *rx,
+				       cmesh_receiver_stats *out);
+
 /*
  * Frees the receiver; senders then get -EPIPE and queued messages have
  * their resources released. Removes it from its waitset. NULL is a no-op.

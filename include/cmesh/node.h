@@ -136,6 +136,29 @@ CMESH_API int cmesh_join(const cmesh_type *out_type, const cmesh_type *in_type,
  */
 CMESH_API pid_t cmesh_node_pid(const cmesh_node *node);
 
+/* What a link is and holds, at one moment (cmesh_node_stats_get()). */
+typedef struct cmesh_node_stats {
+	uint32_t size;	       /* sizeof(cmesh_node_stats), set by the caller */
+	uint32_t flags;	       /* must be 0 */
+	int32_t peer_pid;      /* as cmesh_node_pid() */
+	int32_t failed;	       /* 0, or why the link failed (-ECONNRESET...) */
+	uint32_t wake_backend; /* CMESH_WAKE_URING or CMESH_WAKE_EPOLL */
+	uint32_t lanes;	       /* rings of channels sent over it, both ways */
+	uint64_t peer_bytes;   /* bytes of the peer's ring halves mapped here */
+	uint32_t pending_fds;  /* fds that arrived, not yet received */
+	uint32_t fd_budget;    /* how many may wait before it stops reading */
+	uint64_t backlog; /* first channel: bytes spilled behind its ring */
+} cmesh_node_stats;
+
+/*
+ * Fills `out` (its `size` set by the caller: fields past it are left
+ * alone, so a caller built against an older header works). Never blocks
+ * for long (the link's lane lock), makes no syscall. Returns 0, or -EINVAL
+ * (NULL, flags, a size smaller than the first four fields).
+ */
+CMESH_API int cmesh_node_stats_get(const cmesh_node *node,
+				   cmesh_node_stats *out);
+
 /*
  * As cmesh_sender_flush() for everything sent over this link, on every
  * channel it carries (the first pair and those endpoints sent over it

@@ -240,26 +240,29 @@ CMESH_API int cmesh_receiver_try_peek(cmesh_receiver *rx);
  * ping_recv_deadline() and ping_recv_ctx() taking `struct ping *`.
  */
 #define CMESH_CHANNEL_PROTOTYPE(name, T)                                       \
-	static inline int name##_send(cmesh_sender *tx, const T *msg)          \
+	CMESH_MAYBE_UNUSED static inline int name##_send(cmesh_sender *tx,     \
+							 const T *msg)         \
 	{                                                                      \
 		return cmesh_sender_send(tx, msg, NULL, 0);                    \
 	}                                                                      \
-	static inline int name##_try_recv(cmesh_receiver *rx, T *out)          \
+	CMESH_MAYBE_UNUSED static inline int name##_try_recv(                  \
+		cmesh_receiver *rx, T *out)                                    \
 	{                                                                      \
 		return cmesh_receiver_try_recv(rx, out, NULL, 0);              \
 	}                                                                      \
-	static inline int name##_recv(cmesh_receiver *rx, T *out)              \
+	CMESH_MAYBE_UNUSED static inline int name##_recv(cmesh_receiver *rx,   \
+							 T *out)               \
 	{                                                                      \
 		return cmesh_receiver_recv(rx, out, NULL, 0);                  \
 	}                                                                      \
-	static inline int name##_recv_deadline(cmesh_receiver *rx,             \
-					       int64_t deadline, T *out)       \
+	CMESH_MAYBE_UNUSED static inline int name##_recv_deadline(             \
+		cmesh_receiver *rx, int64_t deadline, T *out)                  \
 	{                                                                      \
 		return cmesh_receiver_recv_deadline(rx, deadline, out, NULL,   \
 						    0);                        \
 	}                                                                      \
-	static inline int name##_recv_ctx(cmesh_receiver *rx,                  \
-					  const cmesh_ctx *ctx, T *out)        \
+	CMESH_MAYBE_UNUSED static inline int name##_recv_ctx(                  \
+		cmesh_receiver *rx, const cmesh_ctx *ctx, T *out)              \
 	{                                                                      \
 		return cmesh_receiver_recv_ctx(rx, ctx, out, NULL, 0);         \
 	}

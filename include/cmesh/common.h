@@ -10,8 +10,11 @@
 
 #if defined(__GNUC__)
 #define CMESH_API __attribute__((visibility("default")))
+/* A helper a header defines that the includer may never call. */
+#define CMESH_MAYBE_UNUSED __attribute__((unused))
 #else
 #define CMESH_API
+#define CMESH_MAYBE_UNUSED
 #endif
 
 #ifdef __cplusplus

@@ -103,13 +103,30 @@ struct cmesh_type {
 		CMESH_FIELD_KIND_CTX, (uint32_t)offsetof(st, member), NULL     \
 	}
 
-/* Defines `const cmesh_type var` for struct `st` with resource fields. */
+/*
+ * Defines `const cmesh_type var` for struct `st` with resource fields. Its
+ * name (in logs, and in the fingerprint) is the token `st` as written, so
+ * one struct named two ways (`struct req` and `req_t`) are two types. In C
+ * the definition may be prefixed with `static` (or follow an `extern`
+ * declaration); in C++ it is one at namespace scope with internal linkage
+ * (a const), after a helper array var##__fields.
+ */
+#ifdef __cplusplus
 #define CMESH_TYPE_DEFINE(var, st, ...)                                        \
 	static const cmesh_field var##__fields[] = { __VA_ARGS__ };            \
 	const cmesh_type var = { #st, (uint32_t)sizeof(st),                    \
 				 (uint32_t)(sizeof(var##__fields) /            \
 					    sizeof(var##__fields[0])),         \
 				 var##__fields }
+#else
+#define CMESH_TYPE_DEFINE(var, st, ...)                                        \
+	const cmesh_type var = {                                               \
+		#st, (uint32_t)sizeof(st),                                     \
+		(uint32_t)(sizeof((const cmesh_field[]){ __VA_ARGS__ }) /      \
+			   sizeof(cmesh_field)),                               \
+		(const cmesh_field[]){ __VA_ARGS__ }                           \
+	}
+#endif
 
 /* Defines `const cmesh_type var` for struct `st` without resource fields. */
 #define CMESH_TYPE_DEFINE_PLAIN(var, st)                                       \

@@ -60,6 +60,45 @@ foreach(header IN LISTS headers)
 	endforeach()
 endforeach()
 
+# The macros, expanded: usage.c with every compiler (CMESH_CC, CMESH_CXX and
+# the optional CMESH_EXTRA_CC / CMESH_EXTRA_CXX, e.g. clang), as C11, C++11
+# and C++17, -pedantic -Wall -Wextra -Werror.
+set(usage "${CMAKE_CURRENT_LIST_DIR}/usage.c")
+set(drivers "c:${CMESH_CC}" "cxx:${CMESH_CXX}")
+if(DEFINED CMESH_EXTRA_CC AND NOT CMESH_EXTRA_CC STREQUAL "")
+	list(APPEND drivers "c:${CMESH_EXTRA_CC}")
+endif()
+if(DEFINED CMESH_EXTRA_CXX AND NOT CMESH_EXTRA_CXX STREQUAL "")
+	list(APPEND drivers "cxx:${CMESH_EXTRA_CXX}")
+endif()
+foreach(d IN LISTS drivers)
+	string(REGEX REPLACE "^([a-z]+):(.*)$" "\\1" lang "${d}")
+	string(REGEX REPLACE "^([a-z]+):(.*)$" "\\2" comp "${d}")
+	if(lang STREQUAL "c")
+		set(stds c11)
+		set(x c)
+	else()
+		set(stds c++11 c++17)
+		set(x c++)
+	endif()
+	foreach(std IN LISTS stds)
+		execute_process(
+			COMMAND "${comp}" -std=${std} -pedantic-errors -Wall
+				-Wextra -Werror -fsyntax-only -x ${x}
+				"-I${CMESH_INCLUDE_DIR}" "${usage}"
+			RESULT_VARIABLE rc
+			OUTPUT_VARIABLE out
+			ERROR_VARIABLE out)
+		math(EXPR count "${count} + 1")
+		if(rc EQUAL 0)
+			message(STATUS "ok   ${comp} -std=${std} usage.c")
+		else()
+			message(STATUS "FAIL ${comp} -std=${std} usage.c\n${out}")
+			list(APPEND failed "${comp}:${std}:usage.c")
+		endif()
+	endforeach()
+endforeach()
+
 if(failed)
 	list(LENGTH failed nfailed)
 	message(FATAL_ERROR

@@ -6,7 +6,8 @@
 # Installs BUILD_DIR into a temporary prefix, then builds and runs
 # tests/install/consumer/ twice: with `pkg-config --cflags --libs cmesh`
 # and as a CMake project using find_package(cmesh REQUIRED) (which also
-# links cmesh::cmesh_static). LIBDIR is CMAKE_INSTALL_LIBDIR (default lib).
+# links cmesh::cmesh_static); then builds examples/ both ways and runs
+# examples/run.sh on each build. LIBDIR is CMAKE_INSTALL_LIBDIR (default lib).
 # Environment: CC (compiler), CMAKE and PKG_CONFIG (tools to use),
 # CMESH_CONSUMER_FLAGS (extra compile and link flags, e.g. the sanitizer
 # flags the library was built with).
@@ -73,5 +74,29 @@ echo "== CMake consumer (find_package)"
 	{ cat "$tmp/consumer-build.log"; exit 1; }
 "$tmp/consumer-build/consumer"
 "$tmp/consumer-build/consumer_static"
+
+examples=$here/../../examples
+echo "== examples (find_package)"
+"$cmake" -S "$examples" -B "$tmp/examples-build" \
+	-DCMAKE_PREFIX_PATH="$prefix" \
+	-DCMAKE_C_COMPILER="$cc" \
+	-DCMAKE_C_FLAGS="${CMESH_CONSUMER_FLAGS:-}" \
+	-DCMAKE_EXE_LINKER_FLAGS="${CMESH_CONSUMER_FLAGS:-}" \
+	>"$tmp/examples-configure.log" ||
+	{ cat "$tmp/examples-configure.log"; exit 1; }
+"$cmake" --build "$tmp/examples-build" >"$tmp/examples-build.log" ||
+	{ cat "$tmp/examples-build.log"; exit 1; }
+LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
+	"$examples/run.sh" "$tmp/examples-build"
+
+echo "== examples (pkg-config)"
+mkdir -p "$tmp/examples-pc"
+for ex in vmm device listener; do
+	# shellcheck disable=SC2086 # word splitting of pkg-config output
+	"$cc" -std=c11 -Wall -Wextra -Werror "${flags[@]}" $pc_cflags \
+		"$examples/$ex.c" -o "$tmp/examples-pc/$ex" $pc_libs
+done
+LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
+	"$examples/run.sh" "$tmp/examples-pc"
 
 echo "install test passed"

@@ -14,6 +14,7 @@
 #include <cmesh/channel.h>
 #include <cmesh/oneshot.h>
 #include <cmesh/rpc.h>
+#include <cmesh/cell.h>
 #include <cmesh/waitset.h>
 #include <cmesh/node.h>
 

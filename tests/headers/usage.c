@@ -17,12 +17,17 @@ struct args {
 struct resp {
 	uint64_t v;
 };
+struct with_cell {
+	cmesh_cell_port cfg;
+};
 
 CMESH_CHANNEL_PROTOTYPE(ping, struct ping)
 CMESH_TYPE_DEFINE_PLAIN(resp_type, struct resp);
 CMESH_TYPE_DEFINE(ping_type, struct ping, CMESH_FIELD_FD(struct ping, fd),
 		  CMESH_FIELD_SENDER(struct ping, tx, resp_type));
 CMESH_RPC_REQUEST(blk_req, struct args, resp_type);
+CMESH_TYPE_DEFINE(with_cell_type, struct with_cell,
+		  CMESH_FIELD_CELL(struct with_cell, cfg));
 #ifndef __cplusplus
 extern const cmesh_type args_type;
 CMESH_TYPE_DEFINE_PLAIN(args_type, struct args);
@@ -35,5 +40,6 @@ static CMESH_TYPE_DEFINE(sping_type, struct ping,
 
 int main(void)
 {
-	return (int)(ping_type.nfields + blk_req_type.size + SPING_FIELDS) == 0;
+	return (int)(ping_type.nfields + blk_req_type.size + SPING_FIELDS +
+		     with_cell_type.nfields) == 0;
 }

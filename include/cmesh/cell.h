@@ -1,0 +1,143 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmesh/cell.h - a value published to subscribers (mesh's cell): one
+ * updater sets it, any number of cells (subscribers), in this process or
+ * in others, read the latest value without a syscall, wait for the next
+ * one, and clone themselves; the updater can wait until every live
+ * subscriber has seen its latest value.
+ *
+ * Built on channels: each cell has its own channel of updates from the
+ * updater and its own channel back (acknowledgements, new subscriptions),
+ * so a cell moves between processes like any pair of endpoints, and a
+ * subscriber's process that dies takes only its own subscription down.
+ * Values are plain structs (a type without fd or endpoint fields), at most
+ * CMESH_TYPE_MAX_SIZE bytes; every update carries the value type's
+ * fingerprint, checked on arrival (-EBADMSG).
+ *
+ *   updater: cmesh_cell_new(&cfg_type, &initial, &upd, &cell);
+ *            cmesh_cell_set(upd, &next);  // every cell, every process
+ *            cmesh_cell_wait_seen(upd, ctx);
+ *   cell:    cmesh_cell_get(cell, &cur, &version);   // no syscall
+ *            cmesh_cell_wait_next(cell, ctx, &cur, &version);
+ *   moving:  struct msg { cmesh_cell_port cfg; };
+ *            CMESH_TYPE_DEFINE(msg_type, struct msg,
+ *                              CMESH_FIELD_CELL(struct msg, cfg));
+ *            cmesh_cell_to_port(cell, &m.cfg);  // then send m
+ *            cmesh_cell_from_port(&m.cfg, &cfg_type, ctx, &cell); // receiver
+ *
+ * Threads: an updater and a cell are each used by one thread at a time;
+ * different cells and the updater may be used from different threads.
+ */
+#ifndef CMESH_CELL_H
+#define CMESH_CELL_H
+
+#include <cmesh/cancel.h>
+#include <cmesh/channel.h>
+#include <cmesh/common.h>
+#include <cmesh/type.h>
+
+CMESH_BEGIN_DECLS
+
+typedef struct cmesh_cell cmesh_cell;
+typedef struct cmesh_cell_updater cmesh_cell_updater;
+
+/* A cell's endpoints in a message (CMESH_FIELD_CELL names both). */
+typedef struct cmesh_cell_port {
+	cmesh_receiver *updates;
+	cmesh_sender *control;
+} cmesh_cell_port;
+
+/* The two channel types a cell port is made of (what the fields name). */
+CMESH_API extern const cmesh_type cmesh_cell_update_type;
+CMESH_API extern const cmesh_type cmesh_cell_control_type;
+
+/* Two field entries: a cell port `member` of struct `st`. */
+#define CMESH_FIELD_CELL(st, member)                                           \
+	CMESH_FIELD_RECEIVER(st, member.updates, cmesh_cell_update_type),      \
+		CMESH_FIELD_SENDER(st, member.control,                         \
+				   cmesh_cell_control_type)
+
+/*
+ * A new value of type `value_type` (plain: no resource fields), set to
+ * `initial`, with its updater and a first cell. 0, -EINVAL (NULL, a type
+ * with resource fields or invalid), -ENOMEM.
+ */
+CMESH_API int cmesh_cell_new(const cmesh_type *value_type, const void *initial,
+			     cmesh_cell_updater **out_updater,
+			     cmesh_cell **out_cell);
+
+/*
+ * Publishes `value` (copied) to every live cell, wherever it is; takes
+ * new subscriptions (clones, moved cells) and acknowledgements first.
+ * Never blocks (a cell that does not read queues its updates up to the
+ * channel's backlog bound; past it that cell is dropped, as if gone).
+ * Returns the new version (>= 1, the first cell_new's value is version
+ * 1) or -EINVAL, -ENOMEM.
+ */
+CMESH_API int64_t cmesh_cell_set(cmesh_cell_updater *u, const void *value);
+
+/*
+ * Waits until every live cell has seen the latest value (read it through
+ * get or wait_next), for as long as `ctx` lasts (NULL: no limit). A cell
+ * whose holder frees it or whose process dies stops counting. 0,
+ * -ETIMEDOUT, -ECANCELED, -EINVAL, -ENOMEM.
+ */
+CMESH_API int cmesh_cell_wait_seen(cmesh_cell_updater *u, const cmesh_ctx *ctx);
+
+/* Live cells, as of the last set or wait_seen (and pending ones taken). */
+CMESH_API int cmesh_cell_subscribers(cmesh_cell_updater *u);
+
+/* Frees the updater: cells keep their last value; wait_next says -EPIPE. */
+CMESH_API void cmesh_cell_updater_free(cmesh_cell_updater *u);
+
+/*
+ * The latest value into `out` (value_type's size) and its version into
+ * *version (may be NULL). Makes no syscall and takes no lock when nothing
+ * changed (a check of its update channel and a copy); the first read of a
+ * new value also tells the updater (one send). 0, -EINVAL, or -EPROTO /
+ * -EBADMSG when the updater's process sent something malformed or of
+ * another type (the cell then keeps its last good value).
+ */
+CMESH_API int cmesh_cell_get(cmesh_cell *c, void *out, uint64_t *version);
+
+/*
+ * Waits for a value newer than the last one get or wait_next returned
+ * (or than the one the cell started with), for as long as `ctx` lasts, and returns it as get does (values in
+ * between may be skipped: it is the latest). -EPIPE once the updater is
+ * gone, -ECONNRESET once its process died (the last value stays readable
+ * with get), -ETIMEDOUT, -ECANCELED.
+ */
+CMESH_API int cmesh_cell_wait_next(cmesh_cell *c, const cmesh_ctx *ctx,
+				   void *out, uint64_t *version);
+
+/*
+ * Another cell on the same value, with the value `c` has now; it hears of
+ * later values once the updater takes its subscription (at its next set
+ * or wait_seen). 0, -EINVAL, -ENOMEM; a clone made after the updater is
+ * gone keeps the last value.
+ */
+CMESH_API int cmesh_cell_clone(cmesh_cell *c, cmesh_cell **out);
+
+/* Frees a cell (its subscription ends). NULL is a no-op. */
+CMESH_API void cmesh_cell_free(cmesh_cell *c);
+
+/*
+ * Turns `c` (taken) into a port to send in a message: a new subscription
+ * that starts with `c`'s value. 0, -EINVAL, -ENOMEM (then `c` is kept).
+ */
+CMESH_API int cmesh_cell_to_port(cmesh_cell *c, cmesh_cell_port *port);
+
+/*
+ * A cell from a received port (its endpoints taken, the fields NULLed),
+ * for values of `value_type`: waits, for as long as `ctx` lasts, for the
+ * value the sending side gave it. 0, -EINVAL (an empty port), -EBADMSG
+ * (another value type), -EPROTO, -ETIMEDOUT, -ECANCELED, -ECONNRESET,
+ * -ENOMEM; on error the endpoints are freed.
+ */
+CMESH_API int cmesh_cell_from_port(cmesh_cell_port *port,
+				   const cmesh_type *value_type,
+				   const cmesh_ctx *ctx, cmesh_cell **out);
+
+CMESH_END_DECLS
+
+#endif

@@ -15,6 +15,7 @@
 #include <cmesh/oneshot.h>
 #include <cmesh/rpc.h>
 #include <cmesh/cell.h>
+#include <cmesh/pipe.h>
 #include <cmesh/waitset.h>
 #include <cmesh/node.h>
 

@@ -19,6 +19,8 @@ struct resp {
 };
 struct with_cell {
 	cmesh_cell_port cfg;
+	cmesh_pipe_writer_port w;
+	cmesh_pipe_reader_port r;
 };
 
 CMESH_CHANNEL_PROTOTYPE(ping, struct ping)
@@ -27,7 +29,9 @@ CMESH_TYPE_DEFINE(ping_type, struct ping, CMESH_FIELD_FD(struct ping, fd),
 		  CMESH_FIELD_SENDER(struct ping, tx, resp_type));
 CMESH_RPC_REQUEST(blk_req, struct args, resp_type);
 CMESH_TYPE_DEFINE(with_cell_type, struct with_cell,
-		  CMESH_FIELD_CELL(struct with_cell, cfg));
+		  CMESH_FIELD_CELL(struct with_cell, cfg),
+		  CMESH_FIELD_PIPE_WRITER(struct with_cell, w),
+		  CMESH_FIELD_PIPE_READER(struct with_cell, r));
 #ifndef __cplusplus
 extern const cmesh_type args_type;
 CMESH_TYPE_DEFINE_PLAIN(args_type, struct args);

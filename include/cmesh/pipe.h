@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmesh/pipe.h - a byte stream with backpressure (mesh's pipe): a writer
+ * and a reader, in one process or two, and either end may move to another
+ * process mid-stream with its buffered bytes and credit.
+ *
+ * Built on two channels: data (writer -> reader, chunks of at most
+ * CMESH_PIPE_CHUNK bytes as trailing bytes) and credit (reader -> writer).
+ * The writer may have at most CMESH_PIPE_WINDOW_MSGS chunks and
+ * CMESH_PIPE_WINDOW_BYTES bytes unread; the reader returns credit in half-
+ * window steps as it reads. A reader that finds the writer beyond its
+ * window fails the pipe (-EPROTO).
+ *
+ *   cmesh_pipe_new(&w, &r);
+ *   cmesh_pipe_write(w, buf, len, ctx);     // blocks while the window is full
+ *   n = cmesh_pipe_read(r, buf, cap, ctx);  // 0: end of stream
+ *   cmesh_pipe_writer_free(w);              // the reader sees EOF after all
+ *
+ * Errors: -EPIPE (write: the reader is gone), -ECONNRESET (the other end's
+ * process died), -EAGAIN (try forms), -ETIMEDOUT, -ECANCELED (contexts),
+ * -EPROTO (a peer broke the window or sent garbage), -EINVAL, -ENOMEM.
+ *
+ * Threads: each end is used by one thread at a time.
+ */
+#ifndef CMESH_PIPE_H
+#define CMESH_PIPE_H
+
+#include <cmesh/cancel.h>
+#include <cmesh/channel.h>
+#include <cmesh/common.h>
+#include <cmesh/type.h>
+
+CMESH_BEGIN_DECLS
+
+#define CMESH_PIPE_WINDOW_MSGS 64u
+#define CMESH_PIPE_WINDOW_BYTES 65536u
+#define CMESH_PIPE_CHUNK 8192u
+
+typedef struct cmesh_pipe_writer cmesh_pipe_writer;
+typedef struct cmesh_pipe_reader cmesh_pipe_reader;
+
+/* The two channel types a pipe is made of. */
+CMESH_API extern const cmesh_type cmesh_pipe_data_type;
+CMESH_API extern const cmesh_type cmesh_pipe_credit_type;
+
+/* A writer in a message: its endpoints and the credit it holds. */
+typedef struct cmesh_pipe_writer_port {
+	cmesh_sender *data;
+	cmesh_receiver *credit;
+	uint32_t msgs; /* credit in hand: chunks */
+	uint32_t pad;
+	uint64_t bytes; /* credit in hand: bytes */
+} cmesh_pipe_writer_port;
+
+/* A reader in a message: its endpoints and its window accounting. */
+typedef struct cmesh_pipe_reader_port {
+	cmesh_receiver *data;
+	cmesh_sender *credit;
+	uint32_t msgs; /* chunks read, credit not yet returned */
+	uint32_t pad;
+	uint64_t bytes;		      /* bytes read, credit not yet returned */
+	uint64_t out_msgs, out_bytes; /* the writer's outstanding window */
+} cmesh_pipe_reader_port;
+
+#define CMESH_FIELD_PIPE_WRITER(st, member)                                    \
+	CMESH_FIELD_SENDER(st, member.data, cmesh_pipe_data_type),             \
+		CMESH_FIELD_RECEIVER(st, member.credit,                        \
+				     cmesh_pipe_credit_type)
+#define CMESH_FIELD_PIPE_READER(st, member)                                    \
+	CMESH_FIELD_RECEIVER(st, member.data, cmesh_pipe_data_type),           \
+		CMESH_FIELD_SENDER(st, member.credit, cmesh_pipe_credit_type)
+
+/* A new pipe. 0, -EINVAL, -ENOMEM. */
+CMESH_API int cmesh_pipe_new(cmesh_pipe_writer **out_w,
+			     cmesh_pipe_reader **out_r);
+
+/*
+ * Writes all `len` bytes, waiting for credit for as long as `ctx` lasts
+ * (NULL: no limit). Returns the bytes written: `len`, or fewer when the
+ * wait ended (then the error comes from the next call), or an error when
+ * nothing was written.
+ */
+CMESH_API int64_t cmesh_pipe_write(cmesh_pipe_writer *w, const void *buf,
+				   size_t len, const cmesh_ctx *ctx);
+
+/* As write, but never waits: what the window takes now, or -EAGAIN. */
+CMESH_API int64_t cmesh_pipe_try_write(cmesh_pipe_writer *w, const void *buf,
+				       size_t len);
+
+/*
+ * An fd that polls readable when credit may have come (after try_write
+ * said -EAGAIN): for the caller's own poll loop. Borrowed; -ENOMEM.
+ */
+CMESH_API int cmesh_pipe_writer_fd(cmesh_pipe_writer *w);
+
+/* Ends the stream (the reader sees EOF after every byte). NULL: no-op. */
+CMESH_API void cmesh_pipe_writer_free(cmesh_pipe_writer *w);
+
+/*
+ * Reads up to `cap` bytes, waiting for as long as `ctx` lasts: the count
+ * (> 0), 0 at the end of the stream, or an error.
+ */
+CMESH_API int64_t cmesh_pipe_read(cmesh_pipe_reader *r, void *buf, size_t cap,
+				  const cmesh_ctx *ctx);
+
+/* As read, but never waits: -EAGAIN when nothing is there. */
+CMESH_API int64_t cmesh_pipe_try_read(cmesh_pipe_reader *r, void *buf,
+				      size_t cap);
+
+/* An fd that polls readable when bytes or the end may be there. */
+CMESH_API int cmesh_pipe_reader_fd(cmesh_pipe_reader *r);
+
+/* Frees the reader: the writer's next write fails with -EPIPE. */
+CMESH_API void cmesh_pipe_reader_free(cmesh_pipe_reader *r);
+
+/*
+ * An end into a port to send in a message (the end is taken), and a port
+ * received back into an end (its endpoints taken, the fields NULLed).
+ * Credit in hand and bytes buffered but unread travel with it. 0, -EINVAL,
+ * -ENOMEM (the end is then kept / the port's endpoints freed).
+ */
+CMESH_API int cmesh_pipe_writer_to_port(cmesh_pipe_writer *w,
+					cmesh_pipe_writer_port *port);
+CMESH_API int cmesh_pipe_writer_from_port(cmesh_pipe_writer_port *port,
+					  cmesh_pipe_writer **out);
+CMESH_API int cmesh_pipe_reader_to_port(cmesh_pipe_reader *r,
+					cmesh_pipe_reader_port *port);
+CMESH_API int cmesh_pipe_reader_from_port(cmesh_pipe_reader_port *port,
+					  cmesh_pipe_reader **out);
+
+CMESH_END_DECLS
+
+#endif

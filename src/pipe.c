@@ -1,0 +1,514 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pipe.c - byte streams with a credit window (include/cmesh/pipe.h), on
+ * two channels: data (struct chunk + the bytes as trailing bytes) and
+ * credit (struct credit: chunks and bytes given back).
+ *
+ * Window accounting. The writer holds credit (msgs, bytes), starting at
+ * the window, and spends one msg and the chunk's bytes per chunk. The
+ * reader counts what it received and has not credited back (`out`), and
+ * what it read whole and will credit back (`pend`): credit goes back once
+ * `pend` reaches half the window (msgs or bytes), and a chunk that takes
+ * `out` past the window is a protocol error.
+ *
+ * Moving. A writer's port carries its credit in hand; its credit
+ * receiver carries what is on the way. A reader's port carries `pend` and
+ * `out`; a chunk it had begun is cut: the part read is credited as bytes
+ * (no msg), the rest goes first on a new data channel that a forwarder in
+ * this process (bridge.c) then feeds from the old one, so the moved
+ * reader receives it as a chunk of its own (one msg, the rest's bytes).
+ */
+#include <cmesh/pipe.h>
+
+#include "bridge.h"
+
+#include <cmesh/waitset.h>
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct chunk {
+	uint64_t len; /* the trailing bytes' count, checked */
+};
+CMESH_TYPE_DEFINE_PLAIN(cmesh_pipe_data_type, struct chunk);
+
+struct credit {
+	uint64_t msgs;
+	uint64_t bytes;
+};
+CMESH_TYPE_DEFINE_PLAIN(cmesh_pipe_credit_type, struct credit);
+
+#define HALF_MSGS (CMESH_PIPE_WINDOW_MSGS / 2)
+#define HALF_BYTES (CMESH_PIPE_WINDOW_BYTES / 2)
+
+struct cmesh_pipe_writer {
+	cmesh_sender *data;
+	cmesh_receiver *credit;
+	uint64_t msgs, bytes; /* credit in hand */
+	int err;	      /* the stream's end, once seen */
+	cmesh_waitset *ws;    /* cmesh_pipe_writer_fd() */
+};
+
+struct cmesh_pipe_reader {
+	cmesh_receiver *data;
+	cmesh_sender *credit;
+	uint64_t pend_msgs, pend_bytes; /* read whole, to credit back */
+	uint64_t out_msgs, out_bytes;	/* received, not credited back */
+	unsigned char *buf;		/* the chunk being read */
+	uint64_t len, off;
+	int err; /* 0, or the end: 1 (EOF) or an error */
+	cmesh_waitset *ws;
+};
+
+static cmesh_pipe_writer *writer_new(cmesh_sender *data, cmesh_receiver *credit,
+				     uint64_t msgs, uint64_t bytes)
+{
+	cmesh_pipe_writer *w = calloc(1, sizeof(*w));
+
+	if (w) {
+		w->data = data;
+		w->credit = credit;
+		w->msgs = msgs;
+		w->bytes = bytes;
+	}
+	return w;
+}
+
+static cmesh_pipe_reader *reader_new(cmesh_receiver *data, cmesh_sender *credit)
+{
+	cmesh_pipe_reader *r = calloc(1, sizeof(*r));
+
+	if (r) {
+		r->buf = malloc(CMESH_PIPE_CHUNK);
+		if (!r->buf) {
+			free(r);
+			return NULL;
+		}
+		r->data = data;
+		r->credit = credit;
+	}
+	return r;
+}
+
+int cmesh_pipe_new(cmesh_pipe_writer **out_w, cmesh_pipe_reader **out_r)
+{
+	cmesh_sender *dtx, *ctx_;
+	cmesh_receiver *drx, *crx;
+	cmesh_pipe_writer *w;
+	cmesh_pipe_reader *r;
+	int e;
+
+	if (!out_w || !out_r)
+		return -EINVAL;
+	e = cmesh_channel_new(&cmesh_pipe_data_type, NULL, &dtx, &drx);
+	if (e)
+		return e;
+	e = cmesh_channel_new(&cmesh_pipe_credit_type, NULL, &ctx_, &crx);
+	if (e) {
+		cmesh_sender_free(dtx);
+		cmesh_receiver_free(drx);
+		return e;
+	}
+	w = writer_new(dtx, crx, CMESH_PIPE_WINDOW_MSGS,
+		       CMESH_PIPE_WINDOW_BYTES);
+	r = reader_new(drx, ctx_);
+	if (!w || !r) {
+		free(w);
+		if (r)
+			free(r->buf);
+		free(r);
+		cmesh_sender_free(dtx);
+		cmesh_receiver_free(drx);
+		cmesh_sender_free(ctx_);
+		cmesh_receiver_free(crx);
+		return -ENOMEM;
+	}
+	*out_w = w;
+	*out_r = r;
+	return 0;
+}
+
+/* ---- writer -------------------------------------------------------------- */
+
+/* Takes credit that came; waits for some (deadline) when there is none. */
+static int take_credit(cmesh_pipe_writer *w, bool wait, const cmesh_ctx *ctx)
+{
+	struct credit c;
+	int e;
+
+	for (;;) {
+		e = cmesh_receiver_try_recv(w->credit, &c, NULL, 0);
+		if (e == -EAGAIN && wait && !(w->msgs && w->bytes))
+			e = cmesh_receiver_recv_ctx(w->credit, ctx, &c, NULL,
+						    0);
+		if (e == -EAGAIN)
+			return 0;
+		if (e == -EPIPE || e == -ECONNRESET || e == -EPROTO) {
+			w->err = e; /* the reader is gone (or failed) */
+			return e;
+		}
+		if (e)
+			return e; /* -ETIMEDOUT, -ECANCELED */
+		if (c.msgs > CMESH_PIPE_WINDOW_MSGS ||
+		    c.bytes > CMESH_PIPE_WINDOW_BYTES ||
+		    w->msgs + c.msgs > CMESH_PIPE_WINDOW_MSGS ||
+		    w->bytes + c.bytes > CMESH_PIPE_WINDOW_BYTES) {
+			w->err = -EPROTO; /* more than it was given */
+			return -EPROTO;
+		}
+		w->msgs += c.msgs;
+		w->bytes += c.bytes;
+	}
+}
+
+static int64_t write_some(cmesh_pipe_writer *w, const void *buf, size_t len,
+			  bool wait, const cmesh_ctx *ctx)
+{
+	size_t done = 0;
+	int e;
+
+	if (!w || (len && !buf))
+		return -EINVAL;
+	if (w->err)
+		return w->err;
+	while (done < len) {
+		struct chunk c;
+
+		e = take_credit(w, wait, ctx);
+		if (!e && !(w->msgs && w->bytes))
+			e = -EAGAIN;
+		if (e)
+			return done ? (int64_t)done : e;
+		c.len = len - done;
+		if (c.len > CMESH_PIPE_CHUNK)
+			c.len = CMESH_PIPE_CHUNK;
+		if (c.len > w->bytes)
+			c.len = w->bytes;
+		e = cmesh_sender_send(w->data, &c, (const char *)buf + done,
+				      c.len);
+		if (e) {
+			w->err = e;
+			return done ? (int64_t)done : e;
+		}
+		w->msgs--;
+		w->bytes -= c.len;
+		done += c.len;
+	}
+	return (int64_t)done;
+}
+
+int64_t cmesh_pipe_write(cmesh_pipe_writer *w, const void *buf, size_t len,
+			 const cmesh_ctx *ctx)
+{
+	return write_some(w, buf, len, true, ctx);
+}
+
+int64_t cmesh_pipe_try_write(cmesh_pipe_writer *w, const void *buf, size_t len)
+{
+	int64_t n = write_some(w, buf, len, false, NULL);
+	uint64_t key;
+
+	/* Arm the fd: it polls readable when credit may have come. */
+	if (n == -EAGAIN && w->ws && cmesh_waitset_try_wait(w->ws, &key) == 0)
+		n = write_some(w, buf, len, false, NULL);
+	return n;
+}
+
+static int end_fd(cmesh_waitset **ws, cmesh_receiver *rx)
+{
+	int e;
+
+	if (!*ws) {
+		e = cmesh_waitset_new(ws);
+		if (e)
+			return e;
+		e = cmesh_waitset_add_receiver(*ws, rx, 0);
+		if (e) {
+			cmesh_waitset_free(*ws);
+			*ws = NULL;
+			return e;
+		}
+	}
+	return cmesh_waitset_fd(*ws);
+}
+
+int cmesh_pipe_writer_fd(cmesh_pipe_writer *w)
+{
+	return w ? end_fd(&w->ws, w->credit) : -EINVAL;
+}
+
+/* An end's waitset goes first: its receiver leaves it, still alive. */
+static void ws_drop(cmesh_waitset **ws, cmesh_receiver *rx)
+{
+	if (!*ws)
+		return;
+	if (rx)
+		cmesh_waitset_remove_receiver(*ws, rx);
+	cmesh_waitset_free(*ws);
+	*ws = NULL;
+}
+
+void cmesh_pipe_writer_free(cmesh_pipe_writer *w)
+{
+	if (!w)
+		return;
+	ws_drop(&w->ws, w->credit);
+	cmesh_sender_free(w->data);
+	cmesh_receiver_free(w->credit);
+	free(w);
+}
+
+int cmesh_pipe_writer_to_port(cmesh_pipe_writer *w,
+			      cmesh_pipe_writer_port *port)
+{
+	if (!w || !port)
+		return -EINVAL;
+	memset(port, 0, sizeof(*port));
+	port->data = w->data;
+	port->credit = w->credit;
+	port->msgs = (uint32_t)w->msgs;
+	port->bytes = w->bytes;
+	ws_drop(&w->ws, w->credit);
+	free(w);
+	return 0;
+}
+
+int cmesh_pipe_writer_from_port(cmesh_pipe_writer_port *port,
+				cmesh_pipe_writer **out)
+{
+	cmesh_pipe_writer *w;
+
+	if (!port || !out)
+		return -EINVAL;
+	if (!port->data || !port->credit ||
+	    port->msgs > CMESH_PIPE_WINDOW_MSGS ||
+	    port->bytes > CMESH_PIPE_WINDOW_BYTES) {
+		cmesh_sender_free(port->data);
+		cmesh_receiver_free(port->credit);
+		port->data = NULL;
+		port->credit = NULL;
+		return -EINVAL;
+	}
+	w = writer_new(port->data, port->credit, port->msgs, port->bytes);
+	if (!w) {
+		cmesh_sender_free(port->data);
+		cmesh_receiver_free(port->credit);
+		port->data = NULL;
+		port->credit = NULL;
+		return -ENOMEM;
+	}
+	port->data = NULL;
+	port->credit = NULL;
+	*out = w;
+	return 0;
+}
+
+/* ---- reader -------------------------------------------------------------- */
+
+/* Gives credit back once half a window's worth was read. */
+static void give_credit(cmesh_pipe_reader *r)
+{
+	struct credit c = { r->pend_msgs, r->pend_bytes };
+
+	if (c.msgs < HALF_MSGS && c.bytes < HALF_BYTES)
+		return;
+	/* -EPIPE: the writer is gone; nobody needs credit any more. */
+	cmesh_sender_send(r->credit, &c, NULL, 0);
+	r->out_msgs -= c.msgs;
+	r->out_bytes -= c.bytes;
+	r->pend_msgs = r->pend_bytes = 0;
+}
+
+/*
+ * The next chunk into buf: 1, or 0 (none now, or the end: r->err set), or
+ * an error (also kept in r->err unless it is a context's).
+ */
+static int next_chunk(cmesh_pipe_reader *r, bool wait, const cmesh_ctx *ctx)
+{
+	struct chunk c;
+	int e;
+
+	e = wait ? cmesh_receiver_recv_ctx(r->data, ctx, &c, r->buf,
+					   CMESH_PIPE_CHUNK) :
+		   cmesh_receiver_try_recv(r->data, &c, r->buf,
+					   CMESH_PIPE_CHUNK);
+	if (e == -EAGAIN)
+		return 0;
+	if (e == -EPIPE) {
+		r->err = 1; /* every byte read: the end of the stream */
+		return 0;
+	}
+	if (e == -EMSGSIZE || e == 0 || (e > 0 && (uint64_t)e != c.len))
+		e = -EPROTO; /* larger than a chunk, empty, or lying */
+	if (e < 0) {
+		if (e != -ETIMEDOUT && e != -ECANCELED)
+			r->err = e;
+		return e;
+	}
+	r->out_msgs++;
+	r->out_bytes += (uint64_t)e;
+	if (r->out_msgs > CMESH_PIPE_WINDOW_MSGS ||
+	    r->out_bytes > CMESH_PIPE_WINDOW_BYTES) {
+		r->err = -EPROTO; /* past the window it was given */
+		return r->err;
+	}
+	r->len = (uint64_t)e;
+	r->off = 0;
+	return 1;
+}
+
+static int64_t read_some(cmesh_pipe_reader *r, void *buf, size_t cap, bool wait,
+			 const cmesh_ctx *ctx)
+{
+	size_t done = 0;
+
+	if (!r || (cap && !buf))
+		return -EINVAL;
+	while (done < cap) {
+		uint64_t n;
+
+		if (r->off == r->len) {
+			int e;
+
+			if (r->err)
+				break;
+			/* Wait only for the first bytes. */
+			e = next_chunk(r, wait && !done, ctx);
+			if (e < 0 && !done)
+				return e;
+			if (e != 1)
+				break;
+		}
+		n = r->len - r->off;
+		if (n > cap - done)
+			n = cap - done;
+		memcpy((char *)buf + done, r->buf + r->off, n);
+		r->off += n;
+		done += n;
+		if (r->off == r->len) {
+			r->pend_msgs++;
+			r->pend_bytes += r->len;
+			give_credit(r);
+		}
+	}
+	if (done)
+		return (int64_t)done;
+	if (r->err)
+		return r->err == 1 ? 0 : r->err;
+	return cap ? -EAGAIN : 0;
+}
+
+int64_t cmesh_pipe_read(cmesh_pipe_reader *r, void *buf, size_t cap,
+			const cmesh_ctx *ctx)
+{
+	return read_some(r, buf, cap, true, ctx);
+}
+
+int64_t cmesh_pipe_try_read(cmesh_pipe_reader *r, void *buf, size_t cap)
+{
+	int64_t n = read_some(r, buf, cap, false, NULL);
+	uint64_t key;
+
+	if (n == -EAGAIN && r->ws && cmesh_waitset_try_wait(r->ws, &key) == 0)
+		n = read_some(r, buf, cap, false, NULL);
+	return n;
+}
+
+int cmesh_pipe_reader_fd(cmesh_pipe_reader *r)
+{
+	return r ? end_fd(&r->ws, r->data) : -EINVAL;
+}
+
+void cmesh_pipe_reader_free(cmesh_pipe_reader *r)
+{
+	if (!r)
+		return;
+	ws_drop(&r->ws, r->data);
+	cmesh_receiver_free(r->data);
+	cmesh_sender_free(r->credit);
+	free(r->buf);
+	free(r);
+}
+
+int cmesh_pipe_reader_to_port(cmesh_pipe_reader *r,
+			      cmesh_pipe_reader_port *port)
+{
+	cmesh_receiver *data = NULL;
+
+	if (!r || !port)
+		return -EINVAL;
+	if (r->off < r->len) {
+		/* A chunk begun: its rest goes first on a new channel. */
+		struct chunk c = { r->len - r->off };
+		cmesh_sender *tx;
+		int e;
+
+		e = cmesh_channel_new(&cmesh_pipe_data_type, NULL, &tx, &data);
+		if (e)
+			return e;
+		e = cmesh_sender_send(tx, &c, r->buf + r->off, c.len);
+		if (!e) {
+			ws_drop(&r->ws, r->data);
+			e = cmesh__bridge_start(CMESH_FIELD_KIND_RECEIVER,
+						r->data,
+						CMESH_FIELD_KIND_SENDER, tx);
+		}
+		if (e) {
+			cmesh_sender_free(tx);
+			cmesh_receiver_free(data);
+			return e;
+		}
+		/* The part read is credited as bytes; the rest is a chunk. */
+		r->out_msgs--;
+		r->out_bytes -= r->len;
+		r->pend_bytes += r->off;
+		r->out_bytes += r->off;
+		r->data = data;
+		r->off = r->len = 0;
+	}
+	memset(port, 0, sizeof(*port));
+	port->data = r->data;
+	port->credit = r->credit;
+	port->msgs = (uint32_t)r->pend_msgs;
+	port->bytes = r->pend_bytes;
+	port->out_msgs = r->out_msgs;
+	port->out_bytes = r->out_bytes;
+	ws_drop(&r->ws, r->data);
+	free(r->buf);
+	free(r);
+	return 0;
+}
+
+int cmesh_pipe_reader_from_port(cmesh_pipe_reader_port *port,
+				cmesh_pipe_reader **out)
+{
+	cmesh_pipe_reader *r;
+	int e = -EINVAL;
+
+	if (!port || !out)
+		return -EINVAL;
+	if (port->data && port->credit &&
+	    port->out_msgs <= CMESH_PIPE_WINDOW_MSGS &&
+	    port->out_bytes <= CMESH_PIPE_WINDOW_BYTES &&
+	    port->msgs <= port->out_msgs && port->bytes <= port->out_bytes) {
+		r = reader_new(port->data, port->credit);
+		e = r ? 0 : -ENOMEM;
+	}
+	if (e) {
+		cmesh_receiver_free(port->data);
+		cmesh_sender_free(port->credit);
+		port->data = NULL;
+		port->credit = NULL;
+		return e;
+	}
+	r->pend_msgs = port->msgs;
+	r->pend_bytes = port->bytes;
+	r->out_msgs = port->out_msgs;
+	r->out_bytes = port->out_bytes;
+	port->data = NULL;
+	port->credit = NULL;
+	*out = r;
+	return 0;
+}

@@ -1,0 +1,452 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_pipe.c - pipes (include/cmesh/pipe.h): mesh's pipe cases in one
+ * process and across two: 1,000,000 bytes written and read concurrently
+ * with an xxHash checksum; exactly 64 one-byte writes, then backpressure;
+ * both ends moved mid-stream ("hello world", then "!", then EOF); EOF,
+ * -EPIPE, -ECONNRESET; the ends' fds in a poll loop; argument checks.
+ */
+#define _GNU_SOURCE
+#include <cmesh.h>
+
+#include "helpers/testutil.h"
+#include "helpers/topo.h"
+
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+TestSuite(pipe, .init = tu_suite_init, .fini = tu_suite_fini);
+
+#define TOTAL 1000000u
+
+/* Bytes i of the test stream. */
+static uint8_t byte_at(uint64_t i)
+{
+	return (uint8_t)(i * 2654435761u >> 13);
+}
+
+struct writer_arg {
+	cmesh_pipe_writer *w;
+	uint64_t hash;
+	int64_t rc;
+};
+
+/* Writes TOTAL bytes in writes of up to 64 KiB, then frees the writer. */
+static void *write_all(void *arg)
+{
+	struct writer_arg *a = arg;
+	static unsigned char buf[65536];
+	XXH64_state_t *h = XXH64_createState();
+	uint64_t off = 0;
+
+	XXH64_reset(h, 0);
+	a->rc = 0;
+	while (off < TOTAL) {
+		size_t n = TOTAL - off < sizeof(buf) ? TOTAL - off :
+						       sizeof(buf);
+		int64_t r;
+
+		for (size_t i = 0; i < n; i++)
+			buf[i] = byte_at(off + i);
+		r = cmesh_pipe_write(a->w, buf, n, NULL);
+		if (r != (int64_t)n) {
+			a->rc = r < 0 ? r : -EIO;
+			break;
+		}
+		XXH64_update(h, buf, n);
+		off += n;
+	}
+	a->hash = XXH64_digest(h);
+	XXH64_freeState(h);
+	cmesh_pipe_writer_free(a->w);
+	return NULL;
+}
+
+/* Reads to the end: the byte count, or an error; *hash of what came. */
+static int64_t read_all(cmesh_pipe_reader *r, uint64_t *hash)
+{
+	static unsigned char buf[40000]; /* not a multiple of a chunk */
+	XXH64_state_t *h = XXH64_createState();
+	int64_t total = 0, n;
+
+	XXH64_reset(h, 0);
+	while ((n = cmesh_pipe_read(r, buf, sizeof(buf), NULL)) > 0) {
+		for (int64_t i = 0; i < n; i++)
+			if (buf[i] != byte_at((uint64_t)(total + i))) {
+				XXH64_freeState(h);
+				return -EIO;
+			}
+		XXH64_update(h, buf, (size_t)n);
+		total += n;
+	}
+	*hash = XXH64_digest(h);
+	XXH64_freeState(h);
+	return n < 0 ? n : total;
+}
+
+Test(pipe, a_million_bytes_in_one_process)
+{
+	struct writer_arg a;
+	cmesh_pipe_reader *r;
+	uint64_t hash;
+	pthread_t t;
+
+	TU_ASSERT_RC(cmesh_pipe_new(&a.w, &r), 0);
+	tu_thread_start(&t, write_all, &a);
+	cr_assert_eq(read_all(r, &hash), TOTAL);
+	tu_thread_join(t);
+	cr_assert_eq(a.rc, 0);
+	cr_assert_eq(hash, a.hash);
+	cmesh_pipe_reader_free(r);
+}
+
+Test(pipe, sixty_four_one_byte_writes_then_backpressure)
+{
+	cmesh_pipe_writer *w;
+	cmesh_pipe_reader *r;
+	unsigned char b = 'x', buf[64];
+
+	TU_ASSERT_RC(cmesh_pipe_new(&w, &r), 0);
+	for (int i = 0; i < 64; i++)
+		cr_assert_eq(cmesh_pipe_try_write(w, &b, 1), 1, "write %d", i);
+	cr_assert_eq(cmesh_pipe_try_write(w, &b, 1), -EAGAIN);
+	/* A blocking write waits: its context ends first. */
+	{
+		cmesh_ctx *ctx;
+
+		TU_ASSERT_RC(cmesh_ctx_with_timeout(NULL, TU_MS(10), &ctx), 0);
+		cr_assert_eq(cmesh_pipe_write(w, &b, 1, ctx), -ETIMEDOUT);
+		cmesh_ctx_free(ctx);
+	}
+	/* Half the window read: that much credit comes back, and the
+	 * writer's fd says so. */
+	{
+		struct pollfd p = { .fd = cmesh_pipe_writer_fd(w),
+				    .events = POLLIN };
+
+		cr_assert_geq(p.fd, 0);
+		cr_assert_eq(cmesh_pipe_try_write(w, &b, 1), -EAGAIN);
+		cr_assert_eq(poll(&p, 1, 0), 0, "readable with no credit");
+		cr_assert_eq(cmesh_pipe_read(r, buf, 32, NULL), 32);
+		cr_assert_eq(poll(&p, 1, TOPO_WAIT_MS), 1);
+	}
+	for (int i = 0; i < 32; i++)
+		cr_assert_eq(cmesh_pipe_try_write(w, &b, 1), 1, "again %d", i);
+	cr_assert_eq(cmesh_pipe_try_write(w, &b, 1), -EAGAIN);
+	cmesh_pipe_writer_free(w);
+	cmesh_pipe_reader_free(r);
+}
+
+Test(pipe, eof_and_a_writer_whose_reader_is_gone)
+{
+	cmesh_pipe_writer *w;
+	cmesh_pipe_reader *r;
+	char buf[16] = { 0 };
+
+	TU_ASSERT_RC(cmesh_pipe_new(&w, &r), 0);
+	cr_assert_eq(cmesh_pipe_write(w, "abc", 3, NULL), 3);
+	cmesh_pipe_writer_free(w);
+	cr_assert_eq(cmesh_pipe_read(r, buf, sizeof(buf), NULL), 3);
+	cr_assert_str_eq(buf, "abc");
+	cr_assert_eq(cmesh_pipe_read(r, buf, sizeof(buf), NULL), 0);
+	cr_assert_eq(cmesh_pipe_try_read(r, buf, sizeof(buf)), 0);
+	cmesh_pipe_reader_free(r);
+
+	TU_ASSERT_RC(cmesh_pipe_new(&w, &r), 0);
+	cmesh_pipe_reader_free(r);
+	cr_assert_eq(cmesh_pipe_write(w, "abc", 3, NULL), -EPIPE);
+	cr_assert_eq(cmesh_pipe_try_write(w, "abc", 3), -EPIPE);
+	cmesh_pipe_writer_free(w);
+}
+
+Test(pipe, bad_arguments)
+{
+	cmesh_pipe_writer *w;
+	cmesh_pipe_reader *r;
+	cmesh_pipe_writer_port wp = { 0 };
+	cmesh_pipe_reader_port rp = { 0 };
+	char b;
+
+	TU_ASSERT_RC(cmesh_pipe_new(NULL, &r), -EINVAL);
+	TU_ASSERT_RC(cmesh_pipe_new(&w, NULL), -EINVAL);
+	TU_ASSERT_RC(cmesh_pipe_writer_from_port(&wp, &w), -EINVAL);
+	TU_ASSERT_RC(cmesh_pipe_reader_from_port(&rp, &r), -EINVAL);
+	TU_ASSERT_RC(cmesh_pipe_new(&w, &r), 0);
+	cr_assert_eq(cmesh_pipe_write(NULL, &b, 1, NULL), -EINVAL);
+	cr_assert_eq(cmesh_pipe_write(w, NULL, 1, NULL), -EINVAL);
+	cr_assert_eq(cmesh_pipe_read(NULL, &b, 1, NULL), -EINVAL);
+	cr_assert_eq(cmesh_pipe_read(r, NULL, 1, NULL), -EINVAL);
+	cr_assert_eq(cmesh_pipe_write(w, &b, 0, NULL), 0);
+	cr_assert_eq(cmesh_pipe_try_read(r, &b, 1), -EAGAIN);
+	TU_ASSERT_RC(cmesh_pipe_writer_to_port(w, NULL), -EINVAL);
+	TU_ASSERT_RC(cmesh_pipe_reader_to_port(r, NULL), -EINVAL);
+	cmesh_pipe_writer_free(NULL);
+	cmesh_pipe_reader_free(NULL);
+	cmesh_pipe_writer_free(w);
+	cmesh_pipe_reader_free(r);
+}
+
+struct poll_arg {
+	cmesh_pipe_writer *w;
+};
+
+static void *late_write(void *arg)
+{
+	struct poll_arg *a = arg;
+
+	tu_sleep_ms(20);
+	cr_assert_eq(cmesh_pipe_write(a->w, "late", 4, NULL), 4);
+	return NULL;
+}
+
+/* The reader's fd in the caller's own poll loop. */
+Test(pipe, reader_fd_in_a_poll_loop)
+{
+	struct poll_arg a;
+	cmesh_pipe_reader *r;
+	struct pollfd p;
+	char buf[8] = { 0 };
+	pthread_t t;
+	int64_t n;
+
+	TU_ASSERT_RC(cmesh_pipe_new(&a.w, &r), 0);
+	p.fd = cmesh_pipe_reader_fd(r);
+	p.events = POLLIN;
+	cr_assert_geq(p.fd, 0);
+	cr_assert_eq(cmesh_pipe_try_read(r, buf, sizeof(buf)), -EAGAIN);
+	tu_thread_start(&t, late_write, &a);
+	while ((n = cmesh_pipe_try_read(r, buf, sizeof(buf))) == -EAGAIN)
+		cr_assert_eq(poll(&p, 1, TOPO_WAIT_MS), 1);
+	cr_assert_eq(n, 4);
+	cr_assert_str_eq(buf, "late");
+	tu_thread_join(t);
+	cmesh_pipe_writer_free(a.w);
+	cmesh_pipe_reader_free(r);
+}
+
+/* ---- ends in messages: in one process and across two ------------------- */
+
+struct pmsg {
+	int op;
+	int pad;
+	cmesh_pipe_writer_port w;
+	cmesh_pipe_reader_port r;
+};
+CMESH_TYPE_DEFINE(pmsg_type, struct pmsg,
+		  CMESH_FIELD_PIPE_WRITER(struct pmsg, w),
+		  CMESH_FIELD_PIPE_READER(struct pmsg, r));
+
+struct report {
+	int64_t n;
+	uint64_t hash;
+	char text[32];
+};
+CMESH_TYPE_DEFINE_PLAIN(report_type, struct report);
+
+enum {
+	OP_BOTH = 1, /* both ends: write "!", free the writer, read to end */
+	OP_READ_ALL, /* the reader: read to the end, report count and hash */
+	OP_WRITE_ALL /* the writer: write TOTAL bytes, report the hash */
+};
+
+static int pipe_peer(cmesh_sender *tx, cmesh_receiver *rx,
+		     const struct topo_side *s)
+{
+	struct pmsg m;
+	int e;
+
+	(void)s;
+	while ((e = cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL,
+						 0)) == 0) {
+		struct report rep = { 0 };
+		cmesh_pipe_writer *w = NULL;
+		cmesh_pipe_reader *r = NULL;
+
+		if (m.w.data)
+			TOPO_CHECK_EQ(cmesh_pipe_writer_from_port(&m.w, &w), 0);
+		if (m.r.data)
+			TOPO_CHECK_EQ(cmesh_pipe_reader_from_port(&m.r, &r), 0);
+		switch (m.op) {
+		case OP_BOTH: {
+			int64_t n, got = 0;
+
+			TOPO_CHECK(w && r);
+			TOPO_CHECK_EQ(cmesh_pipe_write(w, "!", 1, NULL), 1);
+			cmesh_pipe_writer_free(w);
+			while ((n = cmesh_pipe_read(r, rep.text + got,
+						    sizeof(rep.text) - 1 -
+							    (size_t)got,
+						    NULL)) > 0)
+				got += n;
+			rep.n = n < 0 ? n : got;
+			cmesh_pipe_reader_free(r);
+			break;
+		}
+		case OP_READ_ALL:
+			TOPO_CHECK(r);
+			rep.n = read_all(r, &rep.hash);
+			cmesh_pipe_reader_free(r);
+			break;
+		case OP_WRITE_ALL: {
+			struct writer_arg a = { .w = w };
+
+			TOPO_CHECK(w);
+			write_all(&a);
+			rep.n = a.rc;
+			rep.hash = a.hash;
+			break;
+		}
+		default:
+			TOPO_CHECK(0);
+		}
+		TOPO_CHECK_EQ(cmesh_sender_send(tx, &rep, NULL, 0), 0);
+	}
+	TOPO_CHECK_EQ(e, -EPIPE);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	return 0;
+}
+
+static struct report get_report(cmesh_receiver *rx)
+{
+	struct report rep;
+
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &rep,
+						  NULL, 0),
+		     0);
+	return rep;
+}
+
+static void pipe_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			const struct topo_side *s)
+{
+	struct writer_arg a;
+	cmesh_pipe_writer *w;
+	cmesh_pipe_reader *r;
+	struct pmsg m = { .op = OP_BOTH };
+	struct report rep;
+	char buf[8] = { 0 };
+	pthread_t t;
+
+	(void)s;
+	/* mesh: "hello world", both ends move, "!", EOF. We read "hello"
+	 * first: the moved reader carries the rest of its chunk. */
+	TU_ASSERT_RC(cmesh_pipe_new(&w, &r), 0);
+	cr_assert_eq(cmesh_pipe_write(w, "hello world", 11, NULL), 11);
+	cr_assert_eq(cmesh_pipe_read(r, buf, 5, NULL), 5);
+	cr_assert_str_eq(buf, "hello");
+	TU_ASSERT_RC(cmesh_pipe_writer_to_port(w, &m.w), 0);
+	TU_ASSERT_RC(cmesh_pipe_reader_to_port(r, &m.r), 0);
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	rep = get_report(rx);
+	cr_assert_eq(rep.n, 7, "read %lld", (long long)rep.n);
+	cr_assert_str_eq(rep.text, " world!");
+
+	/* A million bytes: we write, the reader is over there. */
+	TU_ASSERT_RC(cmesh_pipe_new(&a.w, &r), 0);
+	m = (struct pmsg){ .op = OP_READ_ALL };
+	TU_ASSERT_RC(cmesh_pipe_reader_to_port(r, &m.r), 0);
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	tu_thread_start(&t, write_all, &a);
+	rep = get_report(rx);
+	tu_thread_join(t);
+	cr_assert_eq(a.rc, 0);
+	cr_assert_eq(rep.n, TOTAL);
+	cr_assert_eq(rep.hash, a.hash);
+
+	/* And the other way: the writer over there, we read. */
+	TU_ASSERT_RC(cmesh_pipe_new(&w, &r), 0);
+	m = (struct pmsg){ .op = OP_WRITE_ALL };
+	TU_ASSERT_RC(cmesh_pipe_writer_to_port(w, &m.w), 0);
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	{
+		uint64_t hash;
+
+		cr_assert_eq(read_all(r, &hash), TOTAL);
+		rep = get_report(rx);
+		cr_assert_eq(rep.n, 0);
+		cr_assert_eq(hash, rep.hash);
+	}
+	cmesh_pipe_reader_free(r);
+	cmesh_sender_free(tx);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &rep,
+						  NULL, 0),
+		     -EPIPE);
+	cmesh_receiver_free(rx);
+}
+
+static const struct topo_scenario pipe_sc = {
+	.down = &pmsg_type,
+	.up = &report_type,
+	.driver = pipe_driver,
+	.peer = pipe_peer,
+};
+
+Test(pipe, ends_in_messages_in_process)
+{
+	topo_run(&pipe_sc, TOPO_THREAD);
+}
+
+Test(pipe, ends_in_messages_across_processes)
+{
+	topo_run(&pipe_sc, TOPO_FORK);
+}
+
+/* The writer's process dies: the reader gets its bytes, then the death. */
+static int dying_writer_peer(cmesh_sender *tx, cmesh_receiver *rx,
+			     const struct topo_side *s)
+{
+	struct pmsg m;
+	cmesh_pipe_writer *w;
+
+	(void)tx;
+	(void)s;
+	TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(), &m,
+						   NULL, 0),
+		      0);
+	TOPO_CHECK_EQ(cmesh_pipe_writer_from_port(&m.w, &w), 0);
+	TOPO_CHECK_EQ(cmesh_pipe_write(w, "last words", 10, NULL), 10);
+	/* Wait until the reader has them (its credit comes back). */
+	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'k');
+	kill(getpid(), SIGKILL);
+	return 1;
+}
+
+static const struct topo_scenario dying_sc = {
+	.down = &pmsg_type,
+	.up = &report_type,
+	.peer = dying_writer_peer,
+};
+
+Test(pipe, writer_process_death)
+{
+	struct topo_conn c;
+	cmesh_pipe_writer *w;
+	cmesh_pipe_reader *r;
+	struct pmsg m = { 0 };
+	char buf[16] = { 0 };
+	int st;
+
+	topo_fork_peer(&dying_sc, TOPO_FORK, &c);
+	TU_ASSERT_RC(cmesh_pipe_new(&w, &r), 0);
+	TU_ASSERT_RC(cmesh_pipe_writer_to_port(w, &m.w), 0);
+	TU_ASSERT_RC(cmesh_sender_send(c.tx, &m, NULL, 0), 0);
+	cr_assert_eq(cmesh_pipe_read(r, buf, 10, NULL), 10);
+	cr_assert_str_eq(buf, "last words");
+	cr_assert_eq(topo_post(c.sync, 'k'), 0);
+	st = topo_reap(c.pid, TOPO_WAIT_MS);
+	cr_assert(WIFSIGNALED(st));
+	cr_assert_eq(cmesh_pipe_read(r, buf, sizeof(buf), NULL), -ECONNRESET);
+	cmesh_pipe_reader_free(r);
+	cmesh_sender_free(c.tx);
+	cmesh_receiver_free(c.rx);
+	close(c.sync);
+}

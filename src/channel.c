@@ -272,16 +272,13 @@ int cmesh_receiver_stats_get(const cmesh_receiver *rx,
 			     cmesh_receiver_stats *out)
 {
 	cmesh_receiver_stats s = { 0 };
-	uint32_t size;
 
-	if (!rx || !out || out->flags ||
-	    out->size < offsetof(cmesh_receiver_stats, overflow_bytes))
+	if (!rx || !out)
 		return -EINVAL;
-	size = out->size;
 	cmesh__queue_stats(rx->q, &s);
-	s.size = size;
-	memcpy(out, &s, size < sizeof(s) ? size : sizeof(s));
-	return 0;
+	return cmesh__opts_out(out,
+			       offsetof(cmesh_receiver_stats, overflow_bytes),
+			       &s, sizeof(s));
 }
 
 void cmesh_receiver_free(cmesh_receiver *rx)

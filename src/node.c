@@ -183,16 +183,12 @@ pid_t cmesh_node_pid(const cmesh_node *node)
 int cmesh_node_stats_get(const cmesh_node *node, cmesh_node_stats *out)
 {
 	cmesh_node_stats s = { 0 };
-	uint32_t size;
 
-	if (!node || !out || out->flags ||
-	    out->size < offsetof(cmesh_node_stats, wake_backend))
+	if (!node || !out)
 		return -EINVAL;
-	size = out->size;
 	cmesh__link_stats(node->link, &s);
-	s.size = size;
-	memcpy(out, &s, size < sizeof(s) ? size : sizeof(s));
-	return 0;
+	return cmesh__opts_out(out, offsetof(cmesh_node_stats, wake_backend),
+			       &s, sizeof(s));
 }
 
 int cmesh_node_flush(cmesh_node *node, int64_t deadline)

@@ -53,3 +53,15 @@ int cmesh__opts_max_backlog(uint64_t v, const cmesh_env *env, uint64_t *out)
 	*out = v ? v : env->max_backlog;
 	return 0;
 }
+
+int cmesh__opts_out(void *out, size_t min, void *full, size_t full_size)
+{
+	uint32_t hdr[2];
+
+	memcpy(hdr, out, sizeof(hdr)); /* size, flags */
+	if (hdr[1] || hdr[0] < min)
+		return -EINVAL;
+	memcpy(full, &hdr[0], sizeof(hdr[0]));
+	memcpy(out, full, hdr[0] < full_size ? hdr[0] : full_size);
+	return 0;
+}

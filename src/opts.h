@@ -18,6 +18,14 @@
  */
 int cmesh__opts_copy(void *dst, size_t dst_size, const void *src);
 
+/*
+ * The other way, for a size-prefixed result struct (stats): checks the
+ * caller's `size` (at least `min`) and `flags` (0: the struct's first two
+ * uint32_t), then copies `full` (full_size bytes, its own size field set
+ * to the caller's) up to the caller's size. Returns 0 or -EINVAL.
+ */
+int cmesh__opts_out(void *out, size_t min, void *full, size_t full_size);
+
 /* A ring size option: 0 takes env's; else a power of two in range. */
 int cmesh__opts_ring_size(uint32_t v, const cmesh_env *env, uint64_t *out);
 

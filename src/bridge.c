@@ -25,7 +25,9 @@
  * A oneshot's forwarder ends after its one value.
  *
  * After a fork the child has no forwarder (its thread did not fork): the
- * forwarders the parent had are the parent's.
+ * forwarders the parent had are the parent's, and a channel the child
+ * inherited that one of them feeds stays the parent's too (what the child
+ * sends on it is lost, as for any channel after fork).
  */
 #include "bridge.h"
 
@@ -163,7 +165,7 @@ static bool pump(struct fwd *f)
 	const cmesh_type *t = cmesh__queue_type(f->rxq);
 	int r;
 
-	for (int i = 0; i < BATCH; i++) {
+	for (int i = 0, grown = 0; i < BATCH; i++) {
 		r = cmesh__queue_peek(f->rxq);
 		if (r > 0 && (size_t)r > f->trail_cap) {
 			unsigned char *b = realloc(f->trail, (size_t)r);
@@ -179,6 +181,12 @@ static bool pump(struct fwd *f)
 					 f->trail_cap);
 		if (r == -ETIMEDOUT || r == -EAGAIN)
 			break;
+		if (r == -EMSGSIZE && grown++ < 8) {
+			/* A larger one came after the peek: nothing was
+			 * taken; look again (the buffer grows). */
+			i--;
+			continue;
+		}
 		if (r == -EPIPE) {
 			end(f, false, false, "its senders are gone");
 			return true;
@@ -286,9 +294,17 @@ static bool spin(int64_t spin_ns)
 		struct fwd *ready = NULL;
 
 		pthread_mutex_lock(&F.lock);
-		for (struct fwd *f = F.list; f && !ready; f = f->next)
-			if (cmesh__queue_ready(f->rxq))
-				ready = f;
+		for (struct fwd **p = &F.list; *p; p = &(*p)->next)
+			if (cmesh__queue_ready((*p)->rxq)) {
+				ready = *p;
+				/* To the tail: the others get their turn. */
+				*p = ready->next;
+				ready->next = NULL;
+				while (*p)
+					p = &(*p)->next;
+				*p = ready;
+				break;
+			}
 		pthread_mutex_unlock(&F.lock);
 		if (ready) {
 			serve(ready);

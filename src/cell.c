@@ -24,6 +24,7 @@
 #include <cmesh/cell.h>
 
 #include "endpoint.h"
+#include "env.h"
 #include "queue.h"
 
 #include <cmesh/waitset.h>
@@ -44,6 +45,9 @@ CMESH_TYPE_DEFINE_PLAIN(cmesh_cell_update_type, struct update);
 
 #define OP_ACK 1u
 #define OP_SUBSCRIBE 2u
+
+/* Messages a call takes from one channel before it moves on. */
+#define TAKE_MAX 64
 
 struct control {
 	uint32_t op;
@@ -174,10 +178,12 @@ static void rekey(cmesh_cell_updater *u)
 static bool sub_take(cmesh_cell_updater *u, uint32_t i)
 {
 	struct control m;
-	int r;
+	int r = 0, n = 0;
 
-	while ((r = cmesh_receiver_try_recv(u->subs[i].control, &m, NULL, 0)) ==
-	       0) {
+	/* At most TAKE_MAX a call: a cell that floods holds nobody up. */
+	while (n++ < TAKE_MAX &&
+	       (r = cmesh_receiver_try_recv(u->subs[i].control, &m, NULL, 0)) ==
+		       0) {
 		if (m.op == OP_ACK && m.version <= u->version) {
 			if (m.version > u->subs[i].seen)
 				u->subs[i].seen = m.version;
@@ -188,13 +194,12 @@ static bool sub_take(cmesh_cell_updater *u, uint32_t i)
 				    m.version < u->version ? m.version :
 							     u->version)) {
 			continue; /* taken */
-		} else if (m.op == OP_SUBSCRIBE) {
-			cmesh_sender_free(m.updates);
-			cmesh_receiver_free(m.control);
 		}
-		/* Anything else from a cell is ignored: it harms nobody. */
+		/* Anything else is dropped, with whatever it carries. */
+		cmesh_sender_free(m.updates);
+		cmesh_receiver_free(m.control);
 	}
-	if (r == -EAGAIN)
+	if (n > TAKE_MAX || r == -EAGAIN)
 		return true;
 	/* Closed (the cell was freed) or failed (its process died). */
 	sub_drop(u, i);
@@ -216,10 +221,16 @@ int cmesh_cell_new(const cmesh_type *value_type, const void *initial,
 	cmesh_cell *c;
 	cmesh_sender *utx, *ctx_;
 	cmesh_receiver *urx, *crx;
+	const cmesh_env *env;
 	int r;
 
 	if (!plain_type(value_type) || !initial || !out_updater || !out_cell)
 		return -EINVAL;
+	/* A value travels as trailing bytes: it must fit the limit. */
+	if (cmesh__env_get(&env))
+		return -EINVAL;
+	if (value_type->size > env->max_message)
+		return -EMSGSIZE;
 	u = calloc(1, sizeof(*u));
 	if (!u)
 		return -ENOMEM;
@@ -335,7 +346,8 @@ static int drain(cmesh_cell *c, bool wait, const cmesh_ctx *ctx)
 	struct update m;
 	int r, bad = 0;
 
-	for (;;) {
+	/* Bounded: an updater that floods cannot keep a read here. */
+	for (int n = 0; n < TAKE_MAX * 4; n++) {
 		if (!wait && !cmesh__queue_ready(c->uq))
 			break; /* nothing new: no call below */
 		r = wait ? cmesh_receiver_recv_ctx(c->updates, ctx, &m,
@@ -451,22 +463,23 @@ void cmesh_cell_free(cmesh_cell *c)
  * control channel (if the updater is gone, the new one just keeps the
  * value).
  */
-static int subscribe(cmesh_cell *c, cmesh_receiver **urx, cmesh_sender **ctx_)
+static int subscribe(cmesh_cell *c, cmesh_receiver **out_urx,
+		     cmesh_sender **out_ctx)
 {
 	struct control m = { .op = OP_SUBSCRIBE };
-	cmesh_sender *utx;
-	cmesh_receiver *crx;
+	cmesh_sender *utx, *ctx_;
+	cmesh_receiver *urx, *crx;
 	int r;
 
 	drain(c, false, NULL);
-	r = sub_channels(&utx, urx, ctx_, &crx);
+	r = sub_channels(&utx, &urx, &ctx_, &crx);
 	if (r)
 		return r;
 	r = send_value(utx, c->version, c->fp, c->value, c->vt->size);
 	if (r) {
 		cmesh_sender_free(utx);
-		cmesh_receiver_free(*urx);
-		cmesh_sender_free(*ctx_);
+		cmesh_receiver_free(urx);
+		cmesh_sender_free(ctx_);
 		cmesh_receiver_free(crx);
 		return r;
 	}
@@ -475,6 +488,8 @@ static int subscribe(cmesh_cell *c, cmesh_receiver **urx, cmesh_sender **ctx_)
 	m.version = c->version;
 	/* Taken in every case; -EPIPE: no updater any more, nothing lost. */
 	cmesh_sender_send(c->control, &m, NULL, 0);
+	*out_urx = urx;
+	*out_ctx = ctx_;
 	return 0;
 }
 
@@ -547,7 +562,13 @@ int cmesh_cell_from_port(cmesh_cell_port *port, const cmesh_type *value_type,
 		return r;
 	}
 	drain(c, false, NULL);
-	c->acked = c->returned = c->version;
+	/*
+	 * The updater counts this subscription as having seen the seed's
+	 * version, which may be older than what came since: the first read
+	 * tells it (acked 0).
+	 */
+	c->returned = c->version;
+	c->acked = 0;
 	*out = c;
 	return 0;
 out_free:

@@ -2,7 +2,10 @@
 /*
  * pipe.c - byte streams with a credit window (include/cmesh/pipe.h), on
  * two channels: data (struct chunk + the bytes as trailing bytes) and
- * credit (struct credit: chunks and bytes given back).
+ * credit (struct credit: chunks and bytes given back). A chunk is at most
+ * 32 KiB in one process (each costs a heap trail: fewer is faster) and
+ * 8 KiB across (a larger one would not fit a record of the 64 KiB ring
+ * and would travel in a memfd of its own).
  *
  * Window accounting. The writer holds credit (msgs, bytes), starting at
  * the window, and spends one msg and the chunk's bytes per chunk. The
@@ -21,6 +24,8 @@
 #include <cmesh/pipe.h>
 
 #include "bridge.h"
+#include "endpoint.h"
+#include "queue.h"
 
 #include <cmesh/waitset.h>
 
@@ -40,6 +45,8 @@ struct credit {
 };
 CMESH_TYPE_DEFINE_PLAIN(cmesh_pipe_credit_type, struct credit);
 
+/* A chunk while the reader is in another process: a record of its ring. */
+#define XCHUNK 8192u
 #define HALF_MSGS (CMESH_PIPE_WINDOW_MSGS / 2)
 #define HALF_BYTES (CMESH_PIPE_WINDOW_BYTES / 2)
 
@@ -166,13 +173,18 @@ static int take_credit(cmesh_pipe_writer *w, bool wait, const cmesh_ctx *ctx)
 static int64_t write_some(cmesh_pipe_writer *w, const void *buf, size_t len,
 			  bool wait, const cmesh_ctx *ctx)
 {
-	size_t done = 0;
+	size_t done = 0, max;
 	int e;
 
 	if (!w || (len && !buf))
 		return -EINVAL;
 	if (w->err)
 		return w->err;
+	/* Big chunks in one process (fewer messages), ring-sized across. */
+	max = cmesh__queue_tx_lane(
+		      cmesh__endpoint_queue(CMESH_FIELD_KIND_SENDER, w->data)) ?
+		      XCHUNK :
+		      CMESH_PIPE_CHUNK;
 	while (done < len) {
 		struct chunk c;
 
@@ -182,8 +194,8 @@ static int64_t write_some(cmesh_pipe_writer *w, const void *buf, size_t len,
 		if (e)
 			return done ? (int64_t)done : e;
 		c.len = len - done;
-		if (c.len > CMESH_PIPE_CHUNK)
-			c.len = CMESH_PIPE_CHUNK;
+		if (c.len > max)
+			c.len = max;
 		if (c.len > w->bytes)
 			c.len = w->bytes;
 		e = cmesh_sender_send(w->data, &c, (const char *)buf + done,

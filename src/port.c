@@ -275,6 +275,11 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 		export_failed(link, f, h, out);
 		return 0;
 	}
+	/* A sender whose receiver here failed (a forwarder's) arrives so. */
+	if (!peer && is_sending(f->kind) && cmesh__queue_rx_gone(q) < 0) {
+		export_failed(link, f, h, out);
+		return 0;
+	}
 	/* Its peer is in another process already: a second move. */
 	r = peer ? -EOPNOTSUPP : export_direct(link, f, h, env, out);
 	return r == -EOPNOTSUPP ? export_forwarded(link, f, h, env, out) : r;

@@ -494,7 +494,10 @@ int cmesh__queue_move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
 	    !q->closed_out)
 		close_lane = q->closed_out = true;
 	pthread_mutex_unlock(&q->lock);
-	if (close_lane)
+	if (close_lane &&
+	    atomic_load_explicit(&q->tx_failed, memory_order_relaxed))
+		cmesh__lane_fail_tx(ln); /* its last sender failed it */
+	else if (close_lane)
 		cmesh__lane_close_tx(ln);
 	free(msg);
 	/* The receiving side's reference: the lane is the receiver now. */

@@ -520,3 +520,52 @@ Test(cell, malformed_updates_never_reach_the_caller)
 	cmesh_sender_free(utx);
 	cmesh_receiver_free(ctl_rx);
 }
+
+/* A stray control message carrying endpoints: the updater frees them. */
+Test(cell, stray_control_messages_are_dropped_with_what_they_carry)
+{
+	struct ctl {
+		uint32_t op, pad;
+		uint64_t version;
+		cmesh_sender *updates;
+		cmesh_receiver *control;
+	} m = { .op = 1, .version = 99 }; /* an ACK from the future */
+	cmesh_cell_updater *u;
+	cmesh_cell *c;
+	cmesh_cell_port port;
+	cmesh_sender *tx2;
+	cmesh_receiver *rx2;
+	struct upd x;
+	struct cfg v = cfg(1);
+
+	TU_ASSERT_RC(cmesh_cell_new(&cfg_type, &v, &u, &c), 0);
+	TU_ASSERT_RC(cmesh_cell_to_port(c, &port), 0);
+	TU_ASSERT_RC(cmesh_channel_new(&cmesh_cell_update_type, NULL, &tx2,
+				       &rx2),
+		     0);
+	m.updates = tx2;
+	TU_ASSERT_RC(cmesh_sender_send(port.control, &m, NULL, 0), 0);
+	cr_assert_eq(cmesh_cell_subscribers(u), 1);
+	/* Its sender was freed: the channel is closed. */
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx2, &x, NULL, 0), -EPIPE);
+	cmesh_receiver_free(rx2);
+	cmesh_receiver_free(port.updates);
+	cmesh_sender_free(port.control);
+	cmesh_cell_updater_free(u);
+}
+
+/* A value too large to travel is refused at once. */
+Test(cell, a_value_larger_than_a_message_is_refused)
+{
+	struct big {
+		unsigned char b[2048];
+	} v = { { 0 } };
+	CMESH_TYPE_DEFINE_PLAIN(big_type, struct big);
+	cmesh_cell_updater *u;
+	cmesh_cell *c;
+
+	tu_env_clear();
+	setenv("CMESH_MAX_MESSAGE", "1K", 1);
+	TU_ASSERT_RC(cmesh_cell_new(&big_type, &v, &u, &c), -EMSGSIZE);
+	unsetenv("CMESH_MAX_MESSAGE");
+}

@@ -17,6 +17,8 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -197,6 +199,14 @@ static int send_item(cmesh_sender *tx, uint32_t sender, uint64_t seq)
 	struct seqmsg s = { .sender = sender, .seq = seq };
 
 	return cmesh_sender_send(tx, &s, NULL, 0);
+}
+
+static int send_item_trail(cmesh_sender *tx, uint64_t seq, const void *buf,
+			   size_t len)
+{
+	struct seqmsg s = { .sender = 0, .seq = seq };
+
+	return cmesh_sender_send(tx, &s, buf, len);
 }
 
 static _Noreturn void die(void)
@@ -917,7 +927,7 @@ Test(moves, bridge_passes_a_destination_failure_back)
 	int64_t end;
 	int r;
 
-	mesh_up(2);
+	mesh_up(3);
 	new_channel(&tx, &rx);
 	new_channel(&ltx, &lrx);
 	TU_ASSERT_RC(cmesh_bridge(lrx, tx), 0);
@@ -931,7 +941,11 @@ Test(moves, bridge_passes_a_destination_failure_back)
 		tu_sleep_ms(1);
 	cr_assert_eq(r, -ECONNRESET);
 	cr_assert_eq(cmesh_sender_is_closed(ltx), -ECONNRESET);
-	cmesh_sender_free(ltx);
+	/* Sent on, it arrives failed (not merely closed). */
+	m = (struct cmsg){ 0 };
+	m.tx = ltx;
+	route_send(&m, OP_IS_CLOSED, ROUTE(2));
+	cr_assert_eq(report_from(2), (uint64_t)(int64_t)-ECONNRESET);
 	mesh_down(1u << 1);
 }
 
@@ -1018,4 +1032,141 @@ Test(moves, many_second_moves_leave_every_process_flat)
 		  (long long)(s1.rss - b1.rss), (long long)(s2.rss - b2.rss));
 	mesh_down(0);
 	topo_assert_baseline_within(&base, TOPO_WAIT_MS);
+}
+
+/* ---- review regressions --------------------------------------------- */
+
+struct trail_sender {
+	cmesh_sender *tx;
+	int n;
+};
+
+static void *send_growing(void *arg)
+{
+	struct trail_sender *s = arg;
+	static unsigned char buf[20000];
+
+	for (int i = 0; i < s->n; i++) {
+		size_t len = (size_t)i * 9; /* each larger than all before */
+
+		memset(buf, i & 0xff, len);
+		cr_assert_eq(send_item_trail(s->tx, (uint64_t)i, buf, len), 0);
+	}
+	cmesh_sender_free(s->tx);
+	return NULL;
+}
+
+/* Trails that grow while the forwarder works: nothing is lost. */
+Test(moves, bridge_carries_trails_that_grow_under_it)
+{
+	struct trail_sender s = { .n = 2000 };
+	cmesh_sender *btx;
+	cmesh_receiver *arx, *brx;
+	static unsigned char buf[20000];
+	struct seqmsg m;
+	pthread_t t;
+	int r, n = 0;
+
+	new_channel(&s.tx, &arx);
+	new_channel(&btx, &brx);
+	TU_ASSERT_RC(cmesh_bridge(arx, btx), 0);
+	tu_thread_start(&t, send_growing, &s);
+	while ((r = cmesh_receiver_recv_deadline(brx, topo_deadline(), &m, buf,
+						 sizeof(buf))) >= 0) {
+		cr_assert_eq(m.seq, (uint64_t)n);
+		cr_assert_eq((size_t)r, (size_t)n * 9);
+		cr_assert(!r || (buf[0] == (n & 0xff) && buf[r - 1] == buf[0]));
+		n++;
+	}
+	tu_thread_join(t);
+	cr_assert_eq(r, -EPIPE);
+	cr_assert_eq(n, s.n);
+	cmesh_receiver_free(brx);
+}
+
+struct flooder {
+	cmesh_sender *tx;
+	cmesh_receiver *rx; /* the flooded bridge's far end, drained */
+	_Atomic bool stop;
+};
+
+static void *drain_far(void *arg)
+{
+	struct flooder *f = arg;
+	struct seqmsg m;
+
+	while (!atomic_load(&f->stop))
+		cmesh_receiver_try_recv(f->rx, &m, NULL, 0);
+	return NULL;
+}
+
+static void *flood(void *arg)
+{
+	struct flooder *f = arg;
+
+	while (!atomic_load(&f->stop))
+		if (send_item(f->tx, 1, 1) == -ENOBUFS)
+			sched_yield();
+	return NULL;
+}
+
+/* One busy forwarder does not starve another. */
+Test(moves, a_flooded_bridge_does_not_starve_another)
+{
+	struct flooder fl = { 0 };
+	cmesh_sender *btx, *b2tx, *atx2;
+	cmesh_receiver *brx, *b2rx, *arx, *arx2;
+	struct seqmsg m;
+	pthread_t t, t2;
+
+	/* B first, A second: A sits before B in the forwarder's list. */
+	new_channel(&btx, &brx);
+	new_channel(&b2tx, &b2rx);
+	TU_ASSERT_RC(cmesh_bridge(brx, b2tx), 0);
+	new_channel(&fl.tx, &arx);
+	new_channel(&atx2, &arx2);
+	TU_ASSERT_RC(cmesh_bridge(arx, atx2), 0);
+	fl.rx = arx2;
+	tu_thread_start(&t, flood, &fl);
+	tu_thread_start(&t2, drain_far, &fl);
+	TU_ASSERT_RC(send_item(btx, 2, 7), 0);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(b2rx, topo_deadline(), &m,
+						  NULL, 0),
+		     0);
+	cr_assert_eq(m.seq, 7);
+	atomic_store(&fl.stop, true);
+	tu_thread_join(t);
+	tu_thread_join(t2);
+	cmesh_sender_free(fl.tx);
+	cmesh_receiver_free(arx2);
+	cmesh_sender_free(btx);
+	cmesh_receiver_free(b2rx);
+}
+
+/* A channel that failed upstream stays failed when its receiver moves. */
+Test(moves, a_failure_survives_a_move)
+{
+	cmesh_sender *tx, *ltx;
+	cmesh_receiver *rx, *lrx;
+	struct cmsg m = { .arg = 20 };
+
+	mesh_up(3);
+	new_channel(&tx, &rx);
+	new_channel(&ltx, &lrx);
+	TU_ASSERT_RC(cmesh_bridge(rx, ltx), 0);
+	m.tx = tx;
+	route_send(&m, OP_STREAM_DIE, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	/* Everything, then the failure the forwarder passed on. */
+	cr_assert_eq(drain_fifo(lrx, 20), 20);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(lrx, topo_deadline(),
+						  &(struct seqmsg){ 0 }, NULL,
+						  0),
+		     -ECONNRESET);
+	/* Moved now, it arrives failed, not closed. */
+	m = (struct cmsg){ 0 };
+	m.rx = lrx;
+	route_send(&m, OP_DRAIN, ROUTE(2));
+	cr_assert_eq(report_from(2), (uint64_t)(int64_t)-ECONNRESET);
+	mesh_down(1u << 1);
 }

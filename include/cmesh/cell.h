@@ -60,7 +60,8 @@ CMESH_API extern const cmesh_type cmesh_cell_control_type;
 /*
  * A new value of type `value_type` (plain: no resource fields), set to
  * `initial`, with its updater and a first cell. 0, -EINVAL (NULL, a type
- * with resource fields or invalid), -ENOMEM.
+ * with resource fields or invalid), -EMSGSIZE (larger than
+ * CMESH_MAX_MESSAGE: it could not travel), -ENOMEM.
  */
 CMESH_API int cmesh_cell_new(const cmesh_type *value_type, const void *initial,
 			     cmesh_cell_updater **out_updater,

@@ -5,7 +5,9 @@
  * process mid-stream with its buffered bytes and credit.
  *
  * Built on two channels: data (writer -> reader, chunks of at most
- * CMESH_PIPE_CHUNK bytes as trailing bytes) and credit (reader -> writer).
+ * CMESH_PIPE_CHUNK bytes as trailing bytes; 8 KiB while the reader is in
+ * another process, so that a chunk fits a record of the shared ring) and
+ * credit (reader -> writer).
  * The writer may have at most CMESH_PIPE_WINDOW_MSGS chunks and
  * CMESH_PIPE_WINDOW_BYTES bytes unread; the reader returns credit in half-
  * window steps as it reads. A reader that finds the writer beyond its
@@ -34,7 +36,7 @@ CMESH_BEGIN_DECLS
 
 #define CMESH_PIPE_WINDOW_MSGS 64u
 #define CMESH_PIPE_WINDOW_BYTES 65536u
-#define CMESH_PIPE_CHUNK 8192u
+#define CMESH_PIPE_CHUNK 32768u
 
 typedef struct cmesh_pipe_writer cmesh_pipe_writer;
 typedef struct cmesh_pipe_reader cmesh_pipe_reader;

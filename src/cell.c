@@ -578,3 +578,13 @@ out_free:
 	port->control = NULL;
 	return r;
 }
+
+int cmesh_cell_waitset_add(cmesh_cell *c, cmesh_waitset *ws, uint64_t key)
+{
+	return c ? cmesh_waitset_add_receiver(ws, c->updates, key) : -EINVAL;
+}
+
+int cmesh_cell_waitset_remove(cmesh_cell *c, cmesh_waitset *ws)
+{
+	return c ? cmesh_waitset_remove_receiver(ws, c->updates) : -EINVAL;
+}

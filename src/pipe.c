@@ -524,3 +524,25 @@ int cmesh_pipe_reader_from_port(cmesh_pipe_reader_port *port,
 	*out = r;
 	return 0;
 }
+
+int cmesh_pipe_reader_waitset_add(cmesh_pipe_reader *r, cmesh_waitset *ws,
+				  uint64_t key)
+{
+	return r ? cmesh_waitset_add_receiver(ws, r->data, key) : -EINVAL;
+}
+
+int cmesh_pipe_reader_waitset_remove(cmesh_pipe_reader *r, cmesh_waitset *ws)
+{
+	return r ? cmesh_waitset_remove_receiver(ws, r->data) : -EINVAL;
+}
+
+int cmesh_pipe_writer_waitset_add(cmesh_pipe_writer *w, cmesh_waitset *ws,
+				  uint64_t key)
+{
+	return w ? cmesh_waitset_add_receiver(ws, w->credit, key) : -EINVAL;
+}
+
+int cmesh_pipe_writer_waitset_remove(cmesh_pipe_writer *w, cmesh_waitset *ws)
+{
+	return w ? cmesh_waitset_remove_receiver(ws, w->credit) : -EINVAL;
+}

@@ -569,3 +569,36 @@ Test(cell, a_value_larger_than_a_message_is_refused)
 	TU_ASSERT_RC(cmesh_cell_new(&big_type, &v, &u, &c), -EMSGSIZE);
 	unsetenv("CMESH_MAX_MESSAGE");
 }
+
+/* A cell in a waitset: ready once a value came, until it is read. */
+Test(cell, waitset_member)
+{
+	cmesh_cell_updater *u;
+	cmesh_cell *c;
+	cmesh_waitset *ws;
+	struct cfg v = cfg(1);
+	uint64_t key;
+
+	TU_ASSERT_RC(cmesh_cell_new(&cfg_type, &v, &u, &c), 0);
+	TU_ASSERT_RC(cmesh_waitset_new(&ws), 0);
+	TU_ASSERT_RC(cmesh_cell_waitset_add(c, ws, 42), 0);
+	TU_ASSERT_RC(cmesh_cell_waitset_add(c, ws, 42), -EBUSY);
+	TU_ASSERT_RC(cmesh_waitset_try_wait(ws, &key), -EAGAIN);
+	v = cfg(2);
+	cmesh_cell_set(u, &v);
+	TU_ASSERT_RC(cmesh_waitset_wait(ws, topo_deadline(), &key), 0);
+	cr_assert_eq(key, 42);
+	cr_assert_eq(get_a(c, NULL), 2);
+	TU_ASSERT_RC(cmesh_waitset_try_wait(ws, &key), -EAGAIN);
+	/* The updater gone: ready (wait_next says so). */
+	cmesh_cell_updater_free(u);
+	TU_ASSERT_RC(cmesh_waitset_wait(ws, topo_deadline(), &key), 0);
+	TU_ASSERT_RC(cmesh_cell_wait_next(c, NULL, &v, NULL), -EPIPE);
+	TU_ASSERT_RC(cmesh_cell_waitset_remove(c, ws), 0);
+	TU_ASSERT_RC(cmesh_cell_waitset_remove(c, ws), -ENOENT);
+	/* Freed while a member, it leaves the waitset. */
+	TU_ASSERT_RC(cmesh_cell_waitset_add(c, ws, 1), 0);
+	cmesh_cell_free(c);
+	cr_assert_eq(cmesh_waitset_size(ws), 0);
+	cmesh_waitset_free(ws);
+}

@@ -450,3 +450,40 @@ Test(pipe, writer_process_death)
 	cmesh_receiver_free(c.rx);
 	close(c.sync);
 }
+
+/* Both ends in one waitset: the writer is ready when credit comes. */
+Test(pipe, ends_as_waitset_members)
+{
+	cmesh_pipe_writer *w;
+	cmesh_pipe_reader *r;
+	cmesh_waitset *ws;
+	unsigned char b = 'z', buf[64];
+	uint64_t key;
+
+	TU_ASSERT_RC(cmesh_pipe_new(&w, &r), 0);
+	TU_ASSERT_RC(cmesh_waitset_new(&ws), 0);
+	TU_ASSERT_RC(cmesh_pipe_reader_waitset_add(r, ws, 1), 0);
+	TU_ASSERT_RC(cmesh_pipe_writer_waitset_add(w, ws, 2), 0);
+	/* Its own fd is another waitset: refused while a member. */
+	cr_assert_eq(cmesh_pipe_reader_fd(r), -EBUSY);
+	TU_ASSERT_RC(cmesh_waitset_try_wait(ws, &key), -EAGAIN);
+	for (int i = 0; i < 64; i++)
+		cr_assert_eq(cmesh_pipe_try_write(w, &b, 1), 1);
+	cr_assert_eq(cmesh_pipe_try_write(w, &b, 1), -EAGAIN);
+	TU_ASSERT_RC(cmesh_waitset_wait(ws, topo_deadline(), &key), 0);
+	cr_assert_eq(key, 1);
+	cr_assert_eq(cmesh_pipe_try_read(r, buf, 32), 32);
+	/* Half the window back: the writer's turn. */
+	TU_ASSERT_RC(cmesh_waitset_wait(ws, topo_deadline(), &key), 0);
+	cr_assert(key == 2 || key == 1);
+	if (key == 1)
+		TU_ASSERT_RC(cmesh_waitset_wait(ws, topo_deadline(), &key), 0);
+	cr_assert_eq(key, 2);
+	cr_assert_eq(cmesh_pipe_try_write(w, &b, 1), 1);
+	TU_ASSERT_RC(cmesh_pipe_writer_waitset_remove(w, ws), 0);
+	TU_ASSERT_RC(cmesh_pipe_writer_waitset_remove(w, ws), -ENOENT);
+	cmesh_pipe_reader_free(r); /* leaves the waitset */
+	cr_assert_eq(cmesh_waitset_size(ws), 0);
+	cmesh_pipe_writer_free(w);
+	cmesh_waitset_free(ws);
+}

@@ -35,6 +35,7 @@
 #include <cmesh/channel.h>
 #include <cmesh/common.h>
 #include <cmesh/type.h>
+#include <cmesh/waitset.h>
 
 CMESH_BEGIN_DECLS
 
@@ -118,6 +119,17 @@ CMESH_API int cmesh_cell_wait_next(cmesh_cell *c, const cmesh_ctx *ctx,
  * gone keeps the last value.
  */
 CMESH_API int cmesh_cell_clone(cmesh_cell *c, cmesh_cell **out);
+
+/*
+ * A cell as a waitset member (cmesh/waitset.h): ready once a value came
+ * that get or wait_next has not taken (or the updater is gone); take it
+ * with cmesh_cell_get() before waiting again. Freeing or sending the cell
+ * removes it. 0, -EBUSY (in a waitset already), -EINVAL, -ENOMEM;
+ * remove: -ENOENT.
+ */
+CMESH_API int cmesh_cell_waitset_add(cmesh_cell *c, cmesh_waitset *ws,
+				     uint64_t key);
+CMESH_API int cmesh_cell_waitset_remove(cmesh_cell *c, cmesh_waitset *ws);
 
 /* Frees a cell (its subscription ends). NULL is a no-op. */
 CMESH_API void cmesh_cell_free(cmesh_cell *c);

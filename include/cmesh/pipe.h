@@ -31,6 +31,7 @@
 #include <cmesh/channel.h>
 #include <cmesh/common.h>
 #include <cmesh/type.h>
+#include <cmesh/waitset.h>
 
 CMESH_BEGIN_DECLS
 
@@ -111,6 +112,24 @@ CMESH_API int64_t cmesh_pipe_try_read(cmesh_pipe_reader *r, void *buf,
 
 /* An fd that polls readable when bytes or the end may be there. */
 CMESH_API int cmesh_pipe_reader_fd(cmesh_pipe_reader *r);
+
+/*
+ * An end as a waitset member (cmesh/waitset.h), instead of its own fd: a
+ * reader is ready once a chunk or the end came, a writer once credit came
+ * or its reader is gone. Ready means "try again": call the try form until
+ * it says -EAGAIN before waiting (a reader may still hold bytes of a
+ * chunk it began). Freeing or sending the end removes it. 0, -EBUSY (in a
+ * waitset already, or its fd was asked for), -EINVAL, -ENOMEM; remove:
+ * -ENOENT.
+ */
+CMESH_API int cmesh_pipe_reader_waitset_add(cmesh_pipe_reader *r,
+					    cmesh_waitset *ws, uint64_t key);
+CMESH_API int cmesh_pipe_reader_waitset_remove(cmesh_pipe_reader *r,
+					       cmesh_waitset *ws);
+CMESH_API int cmesh_pipe_writer_waitset_add(cmesh_pipe_writer *w,
+					    cmesh_waitset *ws, uint64_t key);
+CMESH_API int cmesh_pipe_writer_waitset_remove(cmesh_pipe_writer *w,
+					       cmesh_waitset *ws);
 
 /* Frees the reader: the writer's next write fails with -EPIPE. */
 CMESH_API void cmesh_pipe_reader_free(cmesh_pipe_reader *r);

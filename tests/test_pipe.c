@@ -487,3 +487,42 @@ Test(pipe, ends_as_waitset_members)
 	cmesh_pipe_writer_free(w);
 	cmesh_waitset_free(ws);
 }
+
+/*
+ * Whoever holds a pipe's data sender (a buggy or hostile writer) can send
+ * anything of the data type: a chunk whose header lies about its size, an
+ * empty chunk. The reader fails the pipe with -EPROTO and hands out none
+ * of it. (A writer that ignores the window only fills the data channel,
+ * up to its backlog bound: its own sends then fail with -ENOBUFS.)
+ */
+Test(pipe, a_malformed_chunk_fails_the_pipe)
+{
+	struct {
+		uint64_t len;
+	} c = { 5 };
+	cmesh_sender *dtx, *ctx_;
+	cmesh_receiver *drx, *crx;
+	cmesh_pipe_reader_port port = { 0 };
+	cmesh_pipe_reader *r;
+	char buf[16];
+
+	for (int k = 0; k < 2; k++) {
+		TU_ASSERT_RC(cmesh_channel_new(&cmesh_pipe_data_type, NULL,
+					       &dtx, &drx),
+			     0);
+		TU_ASSERT_RC(cmesh_channel_new(&cmesh_pipe_credit_type, NULL,
+					       &ctx_, &crx),
+			     0);
+		/* Says 5 bytes, carries 3; then an empty one. */
+		c.len = k ? 0 : 5;
+		TU_ASSERT_RC(cmesh_sender_send(dtx, &c, "abc", k ? 0 : 3), 0);
+		port = (cmesh_pipe_reader_port){ .data = drx, .credit = ctx_ };
+		TU_ASSERT_RC(cmesh_pipe_reader_from_port(&port, &r), 0);
+		cr_assert_eq(cmesh_pipe_read(r, buf, sizeof(buf), NULL),
+			     -EPROTO);
+		cr_assert_eq(cmesh_pipe_try_read(r, buf, sizeof(buf)), -EPROTO);
+		cmesh_pipe_reader_free(r);
+		cmesh_sender_free(dtx);
+		cmesh_receiver_free(crx);
+	}
+}

@@ -10,8 +10,10 @@
  * credit (reader -> writer).
  * The writer may have at most CMESH_PIPE_WINDOW_MSGS chunks and
  * CMESH_PIPE_WINDOW_BYTES bytes unread; the reader returns credit in half-
- * window steps as it reads. A reader that finds the writer beyond its
- * window fails the pipe (-EPROTO).
+ * window steps as it reads. A malformed chunk fails the pipe (-EPROTO); a
+ * writer that ignores the window (not this library's) only fills the data
+ * channel up to its backlog bound (CMESH_MAX_BACKLOG), then its sends
+ * fail: the reader's memory stays bounded.
  *
  *   cmesh_pipe_new(&w, &r);
  *   cmesh_pipe_write(w, buf, len, ctx);     // blocks while the window is full

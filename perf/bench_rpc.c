@@ -395,11 +395,7 @@ static void parse_args(struct config *cfg, int argc, char **argv)
 
 		if (bench_common_arg(a, &cfg->smoke, &cfg->strict, usage))
 			continue;
-		if (strcmp(a, "--only") == 0 && i + 1 < argc &&
-		    (strcmp(argv[i + 1], "1") == 0 ||
-		     strcmp(argv[i + 1], "2") == 0))
-			cfg->only = argv[++i][0] - '0';
-		else
+		if (!bench_only_arg(argc, argv, &i, 2, &cfg->only))
 			bench_bad_arg(a, usage);
 	}
 }

@@ -740,3 +740,15 @@ double bench_scale_env(const char *prog)
 	}
 	return v;
 }
+
+bool bench_only_arg(int argc, char **argv, int *i, int max, int *only)
+{
+	const char *n = *i + 1 < argc ? argv[*i + 1] : NULL;
+
+	if (strcmp(argv[*i], "--only") != 0 || !n || strlen(n) != 1 ||
+	    n[0] < '1' || n[0] > '0' + max)
+		return false;
+	*only = n[0] - '0';
+	(*i)++;
+	return true;
+}

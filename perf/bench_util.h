@@ -326,6 +326,12 @@ void bench_env_count(uint64_t *dst, const char *name);
  * --smoke, --strict, --help / -h (usage(stdout), exit(0)): true if `a`
  * was one of them.
  */
+/*
+ * "--only N" (N in 1..max) at argv[*i]: sets *only and steps *i past N.
+ * False when argv[*i] is not that (the caller goes on looking).
+ */
+bool bench_only_arg(int argc, char **argv, int *i, int max, int *only);
+
 bool bench_common_arg(const char *a, bool *smoke, bool *strict,
 		      void (*usage)(FILE *f));
 

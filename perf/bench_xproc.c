@@ -1101,10 +1101,8 @@ static void parse_args(struct config *cfg, int argc, char **argv)
 
 		if (bench_common_arg(a, &cfg->smoke, &cfg->strict, usage)) {
 			continue;
-		} else if (strcmp(a, "--only") == 0 && i + 1 < argc &&
-			   strlen(argv[i + 1]) == 1 && argv[i + 1][0] >= '1' &&
-			   argv[i + 1][0] <= '4') {
-			cfg->only = argv[++i][0] - '0';
+		} else if (bench_only_arg(argc, argv, &i, 4, &cfg->only)) {
+			continue;
 		} else {
 			bench_bad_arg(a, usage);
 		}

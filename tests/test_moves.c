@@ -52,8 +52,10 @@ struct cmsg {
 	cmesh_receiver *rx;
 	cmesh_oneshot_sender *otx;
 	cmesh_oneshot_receiver *orx;
+	cmesh_ctx *ctx;
 };
 CMESH_TYPE_DEFINE(cmsg_type, struct cmsg, CMESH_FIELD_FD(struct cmsg, fd),
+		  CMESH_FIELD_CTX(struct cmsg, ctx),
 		  CMESH_FIELD_SENDER(struct cmsg, tx, item_type),
 		  CMESH_FIELD_RECEIVER(struct cmsg, rx, item_type),
 		  CMESH_FIELD_ONESHOT_SENDER(struct cmsg, otx, item_type),
@@ -75,6 +77,7 @@ enum {
 	OP_BR_LAST,	/* send i on the held tx, free it: 0 */
 	OP_WAIT_CLOSED, /* is_closed(held tx) until non-zero: its value */
 	OP_TAKE1,	/* receive one item on rx, free rx: its seq */
+	OP_CTX_WAIT,	/* report 0, then cmesh_ctx_wait(ctx): its result */
 	OP_STATS	/* fds << 40 | memfd mappings << 20 | VmRSS KiB */
 };
 
@@ -230,6 +233,16 @@ static void *drainer(void *arg)
 	return NULL;
 }
 
+static void *ctx_waiter(void *arg)
+{
+	cmesh_ctx *ctx = arg;
+	int r = cmesh_ctx_wait(ctx);
+
+	cmesh_ctx_free(ctx);
+	report((uint64_t)(int64_t)r);
+	return NULL;
+}
+
 static int act(struct cmsg *m)
 {
 	int64_t n;
@@ -311,6 +324,13 @@ static int act(struct cmsg *m)
 		held_tx = NULL;
 		return report((uint64_t)(int64_t)r);
 	}
+	case OP_CTX_WAIT:
+		/* In a thread: the loop goes on meanwhile (and reports). */
+		TOPO_CHECK(m->ctx);
+		TOPO_CHECK_EQ(report(0), 0);
+		TOPO_CHECK(ndrainers < MAXDRAIN);
+		tu_thread_start(&drainers[ndrainers++], ctx_waiter, m->ctx);
+		return 0;
 	case OP_TAKE1: {
 		struct seqmsg s;
 
@@ -1169,4 +1189,22 @@ Test(moves, a_failure_survives_a_move)
 	route_send(&m, OP_DRAIN, ROUTE(2));
 	cr_assert_eq(report_from(2), (uint64_t)(int64_t)-ECONNRESET);
 	mesh_down(1u << 1);
+}
+
+/* A cancellation context moved twice: the far end sees the cancel. */
+Test(moves, context_moved_twice_sees_the_cancel)
+{
+	cmesh_ctx *ctx;
+	cmesh_cancel *cancel;
+	struct cmsg m = { 0 };
+
+	mesh_up(3);
+	TU_ASSERT_RC(cmesh_ctx_with_cancel(NULL, &ctx, &cancel), 0);
+	m.ctx = ctx;
+	route_send(&m, OP_CTX_WAIT, ROUTE(1, 2));
+	cr_assert_eq(report_from(2), 0); /* it has it, and waits */
+	cmesh_cancel_fire(cancel);
+	cr_assert_eq(report_from(2), (uint64_t)(int64_t)-ECANCELED);
+	cmesh_cancel_free(cancel);
+	mesh_down(0);
 }

@@ -416,3 +416,13 @@ int cmesh__bridge_start(uint32_t rx_kind, void *rx, uint32_t tx_kind, void *tx)
 	pthread_mutex_unlock(&F.lock);
 	return r;
 }
+
+int cmesh_bridge(cmesh_receiver *rx, cmesh_sender *tx)
+{
+	if (!rx || !tx || rx->q == tx->q)
+		return -EINVAL;
+	if (cmesh__queue_fingerprint(rx->q) != cmesh__queue_fingerprint(tx->q))
+		return -EBADMSG;
+	return cmesh__bridge_start(CMESH_FIELD_KIND_RECEIVER, rx,
+				   CMESH_FIELD_KIND_SENDER, tx);
+}

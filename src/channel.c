@@ -5,7 +5,6 @@
  */
 #include "endpoint.h"
 
-#include "bridge.h"
 #include "cancel.h"
 #include "env.h"
 #include "lane.h"
@@ -256,16 +255,6 @@ int cmesh_sender_send(cmesh_sender *tx, const void *msg, const void *trail,
 	if (cmesh__queue_has_ports(tx->q))
 		return cmesh__port_send(tx->q, msg, trail, trail_len);
 	return cmesh__queue_send(tx->q, msg, trail, trail_len);
-}
-
-int cmesh_bridge(cmesh_receiver *rx, cmesh_sender *tx)
-{
-	if (!rx || !tx || rx->q == tx->q)
-		return -EINVAL;
-	if (cmesh__queue_fingerprint(rx->q) != cmesh__queue_fingerprint(tx->q))
-		return -EBADMSG;
-	return cmesh__bridge_start(CMESH_FIELD_KIND_RECEIVER, rx,
-				   CMESH_FIELD_KIND_SENDER, tx);
 }
 
 int cmesh_receiver_stats_get(const cmesh_receiver *rx,

@@ -187,6 +187,9 @@ static void env_load(void)
 {
 	env_status = cmesh__env_parse(lookup_getenv, &env_value, env_error,
 				      sizeof(env_error));
+	/* A bad environment leaves errors on: the line below says why. */
+	cmesh__log_stderr_level(env_status ? CMESH__LOG_ERROR :
+					     (int)env_value.log_level);
 }
 
 static atomic_bool env_logged;

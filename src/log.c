@@ -1,18 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * log.c - the library's log lines: to the application's callback
- * (cmesh_log_set), else to stderr when CMESH_LOG asks for them. The only
- * place in the library that writes to stderr.
+ * (cmesh_log_set), else to stderr when CMESH_LOG asks for them (env.c
+ * says its level). The only place in the library that writes to stderr.
  */
 #include "log.h"
-
-#include "env.h"
 
 #include <cmesh/log.h>
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -42,11 +41,11 @@ int cmesh_log_set(cmesh_log_fn fn, void *arg, int level)
 }
 
 /* stderr's level: CMESH_LOG's, or errors when the environment is bad. */
-static int stderr_level(void)
-{
-	const cmesh_env *env;
+static _Atomic int stderr_lvl = CMESH_LOG_OFF;
 
-	return cmesh__env_get(&env) ? CMESH_LOG_ERROR : (int)env->log_level;
+void cmesh__log_stderr_level(int level)
+{
+	atomic_store_explicit(&stderr_lvl, level, memory_order_relaxed);
 }
 
 void cmesh__log(int level, const char *fmt, ...)
@@ -65,7 +64,7 @@ void cmesh__log(int level, const char *fmt, ...)
 	max = sink_level;
 	pthread_mutex_unlock(&sink_lock);
 	if (!fn)
-		max = stderr_level();
+		max = atomic_load_explicit(&stderr_lvl, memory_order_relaxed);
 	if (level > max)
 		return;
 	va_start(ap, fmt);

@@ -10,6 +10,14 @@
 #define CMESH__LOG_INFO 3
 #define CMESH__LOG_DEBUG 4
 
+/*
+ * stderr's level, which env.c sets once it has read the environment
+ * (CMESH_LOG's value, or errors when the environment is bad): log is a
+ * leaf, below env. Until then stderr gets nothing (a callback, its own
+ * level).
+ */
+void cmesh__log_stderr_level(int level);
+
 /* Writes one line if CMESH_LOG is at least `level`. */
 void cmesh__log(int level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -25,6 +25,17 @@
  *             RssShmem growth right after its join and its count of open
  *             fds.
  *
+ *   3 live    like 1, but LIVE channels of a size are made one after the
+ *             other and all stay alive (idle) until the last is made:
+ *             freed rings go to a small pool that serves the next ring of
+ *             their geometry without a syscall, which tier 1 measures;
+ *             here most rings are fresh mappings. Then one send + recv on
+ *             each, and all are freed. Times are per channel. Memory is
+ *             measured once, before anything else of the tier: VmRSS
+ *             growth while IDLE channels of a size are made and left
+ *             idle, divided by IDLE (per-iteration growth would only show
+ *             the heap reusing what the previous iteration freed).
+ *
  * The sizes alternate within each iteration, so that drift hits them
  * alike; a few unrecorded iterations of each come first. Rows also show
  * the first message's time (send + recv, or the round trip): the pages a
@@ -32,11 +43,13 @@
  * per-iteration deltas of /proc/self/status, in KiB.
  *
  * Targets, 1 GiB against 64 KiB in the same run:
- *   create p50 (1) and join p50 (2) at most 2x;
+ *   create p50 (1, 3) and join p50 (2) at most 2x;
  *   VmRSS growth right after create (1) and after join (2, parent and
- *   child) under 8 MiB.
+ *   child) under 8 MiB;
+ *   VmRSS per idle channel (3) under 16 KiB for every size (a 64 KiB
+ *   ring from the heap used to cost its 64 KiB).
  *
- * Usage: bench_create [--smoke] [--strict] [--only 1|2] [--iters N]
+ * Usage: bench_create [--smoke] [--strict] [--only 1|2|3] [--iters N]
  * --smoke: 10 iterations per size (well under 3 s), for CI; the targets
  * are printed but never change the exit status.
  * Environment: CMESH_BENCH_SMOKE=1, CMESH_BENCH_CLOCK=tsc|mono,
@@ -70,7 +83,11 @@
 #define NSIZES 3
 #define TIER_INPROC 0
 #define TIER_XPROC 1
-#define NTIERS 2
+#define TIER_LIVE 2
+#define NTIERS 3
+#define LIVE 64u	      /* 3: channels alive at once */
+#define IDLE 256u	      /* 3: idle channels for the memory figure */
+#define IDLE_LIMIT_KIB 16.0   /* 3: VmRSS per idle channel */
 #define SIZE_SMALL 0	      /* 64 KiB: the reference */
 #define SIZE_BIG (NSIZES - 1) /* 1 GiB: the one judged */
 #define TIME_TARGET 2.0	      /* big p50 <= this x small p50 */
@@ -82,7 +99,8 @@
 
 static const uint32_t ring_sizes[NSIZES] = { 64u << 10, 1u << 20, 1u << 30 };
 static const char *const ring_names[NSIZES] = { "64KiB", "1MiB", "1GiB" };
-static const char *const tier_names[NTIERS] = { "1 inproc", "2 xproc" };
+static const char *const tier_names[NTIERS] = { "1 inproc", "2 xproc",
+						"3 live" };
 
 static CMESH_TYPE_DEFINE_PLAIN(bench_msg_type, struct bench_msg);
 
@@ -466,6 +484,114 @@ static void run_inproc(uint64_t warm, uint64_t n)
 }
 
 /* ---------------------------------------------------------------------- */
+/* 3 live                                                                 */
+
+/* LIVE channels of size `k`, recorded from `idx * LIVE` on if rec. */
+static void live_once(struct samples *s, int k, size_t idx, bool rec,
+		      uint64_t *seq)
+{
+	cmesh_channel_opts o = CMESH_CHANNEL_OPTS_INIT;
+	cmesh_sender *tx[LIVE];
+	cmesh_receiver *rx[LIVE];
+	uint64_t t0, t1, t2, t3;
+	size_t at = idx * LIVE;
+	int rc;
+
+	o.ring_size = ring_sizes[k];
+	for (unsigned i = 0; i < LIVE; i++) {
+		t0 = bench_now_ticks();
+		rc = cmesh_channel_new(&bench_msg_type, &o, &tx[i], &rx[i]);
+		t1 = bench_now_ticks();
+		if (rc < 0)
+			bench_die("cmesh_channel_new", rc);
+		if (rec)
+			s->make[at + i] = t1 - t0;
+	}
+	for (unsigned i = 0; i < LIVE; i++) {
+		exchange(tx[i], rx[i], *seq, t1, &t2, &t3);
+		(*seq)++;
+		if (rec)
+			s->msg[at + i] = t3 - t2;
+	}
+	for (unsigned i = 0; i < LIVE; i++) {
+		t0 = bench_now_ticks();
+		cmesh_sender_free(tx[i]);
+		cmesh_receiver_free(rx[i]);
+		t1 = bench_now_ticks();
+		if (rec)
+			s->drop[at + i] = t1 - t0;
+	}
+}
+
+/* VmRSS per idle channel of size `k` (KiB), and after one message each. */
+static void idle_cost(int k, struct row *r)
+{
+	cmesh_channel_opts o = CMESH_CHANNEL_OPTS_INIT;
+	cmesh_sender **tx = bench_xcalloc(IDLE, sizeof(*tx));
+	cmesh_receiver **rx = bench_xcalloc(IDLE, sizeof(*rx));
+	struct mem m0, m1, m2;
+	uint64_t t2, t3;
+	int rc;
+
+	o.ring_size = ring_sizes[k];
+	mem_read(&m0);
+	for (unsigned i = 0; i < IDLE; i++) {
+		rc = cmesh_channel_new(&bench_msg_type, &o, &tx[i], &rx[i]);
+		if (rc < 0)
+			bench_die("cmesh_channel_new", rc);
+	}
+	mem_read(&m1);
+	for (unsigned i = 0; i < IDLE; i++)
+		exchange(tx[i], rx[i], i + 1, 0, &t2, &t3);
+	mem_read(&m2);
+	for (unsigned i = 0; i < IDLE; i++) {
+		cmesh_sender_free(tx[i]);
+		cmesh_receiver_free(rx[i]);
+	}
+	free(tx);
+	free(rx);
+	r->rss_make = (double)(m1.rss - m0.rss) / IDLE;
+	r->rss_msg = (double)(m2.rss - m0.rss) / IDLE;
+	r->shm_make = (double)(m1.shm - m0.shm) / IDLE;
+}
+
+static void run_live(uint64_t warm, uint64_t n)
+{
+	struct samples s[NSIZES];
+	uint64_t seq = 1;
+
+	for (int k = 0; k < NSIZES; k++) {
+		idle_cost(k, &rows[TIER_LIVE][k]);
+		samples_alloc(&s[k], n * LIVE);
+	}
+	for (uint64_t i = 0; i < warm + n; i++)
+		for (int k = 0; k < NSIZES; k++)
+			live_once(&s[k], k, i >= warm ? i - warm : 0, i >= warm,
+				  &seq);
+	for (int k = 0; k < NSIZES; k++) {
+		struct row *r = &rows[TIER_LIVE][k];
+
+		/* Times per channel; memory per iteration (first n). */
+		r->n = n * LIVE;
+		bench_fill_latency(&r->make, s[k].make, n * LIVE,
+				   bench_ns_per_tick);
+		bench_fill_latency(&r->msg, s[k].msg, n * LIVE,
+				   bench_ns_per_tick);
+		bench_fill_latency(&r->drop, s[k].drop, n * LIVE,
+				   bench_ns_per_tick);
+		r->done = true;
+		free(s[k].make);
+		free(s[k].msg);
+		free(s[k].drop);
+		free(s[k].rss_make);
+		free(s[k].rss_msg);
+		free(s[k].shm_make);
+		free(s[k].peer_rss);
+		free(s[k].peer_shm);
+	}
+}
+
+/* ---------------------------------------------------------------------- */
 /* 2 xproc                                                                */
 
 struct xproc_stats {
@@ -622,6 +748,20 @@ static int print_targets(int t)
 				       big->rss_make, RSS_LIMIT_KIB, false);
 		return fails;
 	}
+	if (t == TIER_LIVE) {
+		fails += !print_target("3 live create p50, 1GiB / 64KiB", ratio,
+				       TIME_TARGET, true);
+		for (int k = 0; k < NSIZES; k++) {
+			char what[64];
+
+			snprintf(what, sizeof(what),
+				 "3 live VmRSS per idle channel, %s",
+				 ring_names[k]);
+			fails += !print_target(what, rows[t][k].rss_make,
+					       IDLE_LIMIT_KIB, false);
+		}
+		return fails;
+	}
 	fails += !print_target("2 xproc join p50, 1GiB / 64KiB", ratio,
 			       TIME_TARGET, true);
 	fails += !print_target("2 xproc VmRSS+ after join, 1GiB", big->rss_make,
@@ -636,14 +776,14 @@ static int print_targets(int t)
 
 struct config {
 	bool smoke, strict;
-	int only; /* 0: both tiers, else 1 or 2 */
+	int only; /* 0: every tier, else 1, 2 or 3 */
 	uint64_t iters;
 	bool two_cpus;
 };
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: bench_create [--smoke] [--strict] [--only 1|2] "
+	fprintf(f, "usage: bench_create [--smoke] [--strict] [--only 1|2|3] "
 		   "[--iters N]\n"
 		   "env: CMESH_BENCH_SMOKE=1 CMESH_BENCH_CLOCK=tsc|mono "
 		   "CMESH_BENCH_ITERS=N\n");
@@ -660,7 +800,7 @@ static void parse_args(struct config *cfg, int argc, char **argv)
 		if (bench_common_arg(a, &cfg->smoke, &cfg->strict, usage) ||
 		    bench_iters_arg(argc, argv, &i, &iters))
 			continue;
-		if (!bench_only_arg(argc, argv, &i, 2, &cfg->only))
+		if (!bench_only_arg(argc, argv, &i, 3, &cfg->only))
 			bench_bad_arg(a, usage);
 	}
 	cfg->iters = bench_iters(iters, cfg->smoke, ITERS_FULL, ITERS_SMOKE);
@@ -677,8 +817,9 @@ static void print_notes(const struct config *cfg, uint64_t warm, double secs)
 	       "medians of per-iteration deltas from /proc/self/status: "
 	       "rss+new / shm+new = VmRSS / RssShmem right after new, "
 	       "rss+msg = VmRSS after the message, child = the child's own "
-	       "growth right after its join\n",
-	       warm);
+	       "growth right after its join; 3: times per channel, memory "
+	       "per channel while %u idle ones are alive\n",
+	       warm, IDLE);
 	if (xst.ran)
 		printf("# 2: child's receiver after the parent freed: -EPIPE "
 		       "%" PRIu64 ", -ECONNRESET %" PRIu64 "; open fds: parent "
@@ -719,7 +860,7 @@ int main(int argc, char **argv)
 
 	cfg.two_cpus = bench_cpus_usable(CPU_PARENT, CPU_CHILD) &&
 		       bench_pin_self(CPU_PARENT);
-	if (cfg.only != 1)
+	if (cfg.only == 0 || cfg.only == 2)
 		start_child(cfg.two_cpus);
 	bench_clock_setup(cfg.smoke);
 	bench_clock_measure_step();
@@ -729,10 +870,12 @@ int main(int argc, char **argv)
 	t0 = bench_mono_ns();
 
 	alarm(wd);
-	if (cfg.only != 2)
+	if (cfg.only == 0 || cfg.only == 1)
 		run_inproc(warm, cfg.iters);
-	if (cfg.only != 1)
+	if (cfg.only == 0 || cfg.only == 2)
 		run_xproc(warm, cfg.iters);
+	if (cfg.only == 0 || cfg.only == 3)
+		run_live(warm, cfg.iters / 4 ? cfg.iters / 4 : 1);
 	stop_child();
 	alarm(0);
 	bench_cpu_usage_read(&usage1);

@@ -302,9 +302,10 @@ static void snap_read(struct usage_snap *s)
 
 /*
  * A snapshot taken as `mode` says (SNAP_*); SNAP_BACK compares with
- * `base`, and is read again after malloc_trim(0): VmRSS then shows what
- * the library kept, not the free heap malloc keeps. Waits at most
- * SETTLE_NS.
+ * `base` after cmesh_channel_trim() (the rings kept for reuse are not
+ * held resources), and is read again after malloc_trim(0): VmRSS then
+ * shows what the library kept, not the free heap malloc keeps. Waits at
+ * most SETTLE_NS.
  */
 static void snap_take(struct usage_snap *s, int mode,
 		      const struct usage_snap *base)
@@ -312,6 +313,8 @@ static void snap_take(struct usage_snap *s, int mode,
 	uint64_t t0 = bench_mono_ns(), since = t0;
 	int64_t settle_ns;
 
+	if (mode == SNAP_BACK)
+		cmesh_channel_trim();
 	snap_read(s);
 	while (mode != SNAP_NOW) {
 		struct timespec ts = { 0, SETTLE_STEP_NS };
@@ -324,6 +327,8 @@ static void snap_take(struct usage_snap *s, int mode,
 		if (bench_mono_ns() - t0 >= SETTLE_NS)
 			break;
 		nanosleep(&ts, NULL);
+		if (mode == SNAP_BACK)
+			cmesh_channel_trim();
 		snap_read(s);
 		now = bench_mono_ns();
 		if (mode != SNAP_STABLE)

@@ -12,6 +12,7 @@
 #include "opts.h"
 #include "port.h"
 #include "queue.h"
+#include "slots.h"
 #include "type.h"
 #include "waitset.h"
 
@@ -277,6 +278,11 @@ void cmesh_receiver_free(cmesh_receiver *rx)
 	cmesh__waitset_leave(rx->q);
 	cmesh__queue_receiver_close(rx->q);
 	free(rx);
+}
+
+void cmesh_channel_trim(void)
+{
+	cmesh__slots_trim();
 }
 
 const cmesh_type *cmesh_receiver_type(const cmesh_receiver *rx)

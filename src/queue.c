@@ -52,6 +52,7 @@
 #include "lane.h"
 #include "link.h"
 #include "park.h"
+#include "slots.h"
 #include "type.h"
 #include "waitset.h"
 
@@ -63,7 +64,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 /*
  * The slot of position `pos`: a bijection of pos mod capacity (multiply
@@ -149,7 +149,7 @@ static inline uint32_t slot_extra(const struct cmesh__queue *q)
 }
 
 /*
- * The last word of a slot: never written (slots_alloc() zeroed it). The
+ * The last word of a slot: never written (slot storage starts zero). The
  * spin loop loads it so that the slot's last line, which the producer also
  * writes, is fetched in parallel with the first (seq) instead of after it.
  */
@@ -166,41 +166,38 @@ static uint64_t pow2_floor(uint64_t v)
 }
 
 /*
- * Slot storage, zero on return: a zero seq is "empty" at every lap (a
- * position's seq is pos + 1 once published), and the tail word is zero for
+ * Slot storage (slots.c) starts zero: a zero seq is "empty" at every lap (a
+ * position's seq is pos + 1 once published) and the tail word is zero for
  * good, so nothing is written at creation and a ring costs memory only for
- * the slots it uses. Up to SLOTS_HEAP_MAX bytes come from the heap (no
- * syscall: oneshots and default rings), more from an anonymous mapping
- * whose pages the kernel supplies zeroed as the producers first reach them.
+ * the slots it uses.
  */
-#define SLOTS_HEAP_MAX (64u * 1024)
-
-static void *slots_alloc(uint64_t bytes)
-{
-	void *p;
-
-	if (bytes <= SLOTS_HEAP_MAX) {
-		p = aligned_alloc(PAIR, bytes);
-		if (p)
-			memset(p, 0, bytes);
-		return p;
-	}
-	p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
-		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	return p == MAP_FAILED ? NULL : p;
-}
-
-static void slots_free(void *p, uint64_t bytes)
-{
-	if (bytes <= SLOTS_HEAP_MAX)
-		free(p);
-	else if (p)
-		munmap(p, bytes);
-}
-
 static uint64_t slots_bytes(const struct cmesh__queue *q)
 {
 	return (q->mask + 1) * q->stride;
+}
+
+/*
+ * Returns the slot storage. Producers wrote only the slots of positions
+ * below `tail` (all of them past a lap); if the pool would keep the ring,
+ * their seqs go back to zero, the one word a new owner reads before it is
+ * written again. Nothing uses the queue any more.
+ */
+static void slots_release(struct cmesh__queue *q)
+{
+	uint64_t cap = q->mask + 1;
+	uint64_t used = atomic_load_explicit(&q->tail, memory_order_relaxed) &
+			~TAIL_SEAL;
+	bool clean = false;
+
+	if (used > cap)
+		used = cap;
+	if (cmesh__slots_keepable(slots_bytes(q), q->stride, used)) {
+		for (uint64_t pos = 0; pos < used; pos++)
+			atomic_store_explicit(&slot_at(q, pos)->seq, 0,
+					      memory_order_relaxed);
+		clean = true;
+	}
+	cmesh__slots_free(q->slots, slots_bytes(q), q->stride, clean);
 }
 
 int cmesh__queue_new(const cmesh_type *type,
@@ -243,7 +240,7 @@ int cmesh__queue_new(const cmesh_type *type,
 	q->fast_send = !type->nfields;
 	q->fast_trail = q->inline_cap < q->max_trail ? q->inline_cap :
 						       q->max_trail;
-	q->slots = slots_alloc(slots_bytes(q));
+	q->slots = cmesh__slots_alloc(slots_bytes(q), q->stride);
 	if (!q->slots)
 		goto out_free;
 	q->scratch = malloc(q->msg_size);
@@ -271,7 +268,7 @@ out_destroy_lock:
 out_free_scratch:
 	free(q->scratch);
 out_free_slots:
-	slots_free(q->slots, slots_bytes(q));
+	cmesh__slots_free(q->slots, slots_bytes(q), q->stride, true);
 out_free:
 	free(q);
 	return r;
@@ -1111,7 +1108,7 @@ static void destroy(struct cmesh__queue *q)
 	pthread_mutex_destroy(&q->drain_lock);
 	pthread_mutex_destroy(&q->lock);
 	free(q->scratch);
-	slots_free(q->slots, slots_bytes(q));
+	slots_release(q);
 	free(q);
 }
 

@@ -197,6 +197,15 @@ CMESH_API int cmesh_receiver_stats_get(const cmesh_receiver *rx,
  */
 CMESH_API void cmesh_receiver_free(cmesh_receiver *rx);
 
+/*
+ * Returns to the kernel the ring storage kept from freed channels. A freed
+ * channel's ring of more than 4 KiB, if little of it was written, is kept
+ * (at most 16 rings, 128 KiB of written pages each) to serve the next
+ * channel of its type and size without an mmap or munmap. Channels in use
+ * are untouched. Never fails; any thread.
+ */
+CMESH_API void cmesh_channel_trim(void);
+
 /* The channel's message type (borrowed); NULL for a NULL receiver. */
 CMESH_API const cmesh_type *cmesh_receiver_type(const cmesh_receiver *rx);
 

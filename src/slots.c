@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * slots.c - zeroed ring storage: the heap for small rings, anonymous
+ * mappings for the rest, and a pool of reset mappings (see slots.h).
+ */
+#include "slots.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#define SLOTS_ALIGN 128u
+#define PAGE 4096u /* a slot touches at most stride + PAGE bytes of pages */
+
+struct pooled {
+	void *p;
+	uint64_t bytes;
+	uint32_t stride;
+};
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+static struct pooled pool[CMESH__SLOTS_POOL_MAX];
+static unsigned pool_n;
+
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&pool_lock);
+}
+
+static void fork_release(void)
+{
+	pthread_mutex_unlock(&pool_lock);
+}
+
+static void pool_init(void)
+{
+	pthread_atfork(fork_prepare, fork_release, fork_release);
+}
+
+/* Takes a pooled mapping of this geometry (the newest), or NULL. */
+static void *pool_take(uint64_t bytes, uint32_t stride)
+{
+	void *p = NULL;
+
+	pthread_once(&pool_once, pool_init);
+	pthread_mutex_lock(&pool_lock);
+	for (unsigned i = pool_n; i-- > 0;) {
+		if (pool[i].bytes != bytes || pool[i].stride != stride)
+			continue;
+		p = pool[i].p;
+		pool[i] = pool[--pool_n];
+		break;
+	}
+	pthread_mutex_unlock(&pool_lock);
+	return p;
+}
+
+static bool pool_put(void *p, uint64_t bytes, uint32_t stride)
+{
+	bool kept = false;
+
+	pthread_once(&pool_once, pool_init);
+	pthread_mutex_lock(&pool_lock);
+	if (pool_n < CMESH__SLOTS_POOL_MAX) {
+		pool[pool_n++] = (struct pooled){ p, bytes, stride };
+		kept = true;
+	}
+	pthread_mutex_unlock(&pool_lock);
+	return kept;
+}
+
+void *cmesh__slots_alloc(uint64_t bytes, uint32_t stride)
+{
+	void *p;
+
+	if (bytes <= CMESH__SLOTS_HEAP_MAX) {
+		p = aligned_alloc(SLOTS_ALIGN, bytes);
+		if (p)
+			memset(p, 0, bytes);
+		return p;
+	}
+	p = pool_take(bytes, stride);
+	if (p)
+		return p;
+	p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+bool cmesh__slots_keepable(uint64_t bytes, uint32_t stride, uint64_t used)
+{
+	uint64_t per = stride < PAGE ? PAGE : (uint64_t)stride + PAGE;
+	uint64_t dirty = used >= bytes / per ? bytes : used * per;
+
+	return bytes > CMESH__SLOTS_HEAP_MAX &&
+	       dirty <= CMESH__SLOTS_KEEP_DIRTY &&
+	       cmesh__slots_pooled() < CMESH__SLOTS_POOL_MAX;
+}
+
+void cmesh__slots_free(void *p, uint64_t bytes, uint32_t stride, bool clean)
+{
+	if (!p)
+		return;
+	if (bytes <= CMESH__SLOTS_HEAP_MAX) {
+		free(p);
+		return;
+	}
+	if (clean && pool_put(p, bytes, stride))
+		return;
+	munmap(p, bytes);
+}
+
+unsigned cmesh__slots_pooled(void)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&pool_lock);
+	n = pool_n;
+	pthread_mutex_unlock(&pool_lock);
+	return n;
+}
+
+void cmesh__slots_trim(void)
+{
+	pthread_mutex_lock(&pool_lock);
+	while (pool_n) {
+		pool_n--;
+		munmap(pool[pool_n].p, pool[pool_n].bytes);
+	}
+	pthread_mutex_unlock(&pool_lock);
+}

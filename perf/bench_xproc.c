@@ -111,15 +111,17 @@
 #define BARRIER_TIMEOUT_NS 120000000000ull
 
 /*
- * Bytes a message of the bench type takes in a cmesh ring, to size
- * cm-win's window: 64-byte slots, the first with an 8-byte record header
- * and 48 payload bytes, each further one 56 payload bytes (a record
- * without fds, as of this writing: struct + trailing bytes).
+ * Bytes of slots a message of the bench type takes in a cmesh ring, to
+ * size cm-win's window: cmesh_shm_rec_slots() of a record without fds, as
+ * of this writing struct + trailing bytes (shm/ring.h: one slot up to 48
+ * bytes, two up to 104, else one position per 64 bytes, the payload in
+ * the bulk lines beside the slots).
  */
 #define CM_REC_SPAN(trail)                                                     \
-	(64u * (1u + ((MSG_SMALL + (trail)) > 48u ?                            \
-			      ((MSG_SMALL + (trail)) - 48u + 55u) / 56u :      \
-			      0u)))
+	(64u * ((MSG_SMALL + (trail)) <= 48u  ? 1u :                           \
+		(MSG_SMALL + (trail)) <= 104u ? 2u :                           \
+						((MSG_SMALL + (trail)) +       \
+						 63u) / 64u))
 
 /* ---------------------------------------------------------------------- */
 /* Message type and shared mapping                                        */

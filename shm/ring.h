@@ -17,8 +17,10 @@
  *   +ctl_off    control region: 64-byte lines          (ctl_len bytes)
  *                 struct cmesh_shm_ring_cons  (a ring this node consumes)
  *                 struct cmesh_shm_ring_wake  (its sleeping/closed flags)
- *   +data_off   data region: slot areas                (data_len bytes)
- *                 capacity bytes of slots per ring this node produces
+ *   +data_off   data region: ring areas                (data_len bytes)
+ *                 per ring this node produces, 2 x capacity bytes:
+ *                 capacity bytes of slots, then capacity bytes of
+ *                 bulk lines
  *
  * One ring spans two arenas: its slots live in the PRODUCER's arena, its
  * head line in the CONSUMER's arena. Which line and which slot area belong
@@ -27,30 +29,39 @@
  * process-local counter of the producing process.
  *
  * A ring of `cap` bytes is N = cap / 64 slots (N a power of two) of 64
- * bytes: an atomic sequence word `seq` and 56 data bytes. Positions are
- * free-running slot numbers (uint64_t, never reduced modulo N); position
- * i lives in slot i & (N - 1).
+ * bytes: an atomic sequence word `seq` and 56 data bytes, followed in the
+ * ring's area by N bulk lines of 64 plain bytes. Positions are
+ * free-running numbers (uint64_t, never reduced modulo N); position i
+ * lives in slot i & (N - 1) and bulk line i & (N - 1).
  *
  * A record of `len` payload bytes occupies k = cmesh_shm_rec_slots(len)
  * consecutive positions pos .. pos + k - 1 (wrapping around the end of the
  * area; there is no padding record). Its first slot holds the record
- * header {len, kind} and the first 48 payload bytes; each continuation
- * slot holds the next 56 bytes and has seq = 0. The producer writes the
- * continuation slots (data and seq = 0) first, then the first slot's data,
- * then publishes the record with a release store of the first slot's
+ * header {len, kind}. Two layouts, chosen by len alone:
+ * - Small (len <= CMESH_SHM_SMALL_MAX, k <= 2): the first slot holds the
+ *   first 48 payload bytes after the header, the second slot (seq = 0)
+ *   the next 56.
+ * - Bulk (len > CMESH_SHM_SMALL_MAX, k = ceil(len / 64)): the payload is
+ *   contiguous in the bulk lines of positions pos .. pos + k - 1 (split
+ *   in two where the area wraps), so each side copies it with one
+ *   memcpy; the slots of pos + 1 .. pos + k - 1 are not written at all.
+ * The producer writes the payload first, then the first slot's data, then
+ * publishes the record with a release store of the first slot's
  * seq = pos + 1. The consumer, at head position `head`, owns a record iff
  * the acquire load of the seq of slot head & (N - 1) is exactly head + 1.
  *
  * Why stale bytes are never taken for a header. The consumer only looks
  * at the slot of its own head, which is always the first position of a
  * record (positions are claimed contiguously and it advances by exactly a
- * record's k). Every value ever stored in the seq of that slot is 0 (a
- * continuation slot, or a fresh area: a new memfd is zero), or
- * q + 1 for a position q = head - j * N (a first slot one or more laps
- * ago, j >= 1), or head + 1 (the record it waits for). Only the last one
- * equals head + 1, and its release store follows every write of the
- * record. Any other value (neither 0 nor q + 1 with q = head mod N and
- * q < head) cannot come from an honest producer: the consumer fails.
+ * record's k), and never at a bulk line's bytes as a seq. Every value ever
+ * stored in the seq of that slot is 0 (a small record's second slot, or a
+ * fresh area: a new memfd is zero), or q + 1 for a position
+ * q = head - j * N (a first slot one or more laps ago, j >= 1; a slot a
+ * bulk record skipped keeps what it had), or head + 1 (the record it waits
+ * for). Only the last one equals head + 1, and its release store follows
+ * every write of the record. Any other value (neither 0 nor q + 1 with
+ * q = head mod N and q < head) cannot come from an honest producer: the
+ * consumer fails.
  */
 #ifndef CMESH_SHM_RING_H
 #define CMESH_SHM_RING_H
@@ -64,7 +75,7 @@
 
 /* "cmesharn", little-endian. */
 #define CMESH_SHM_ARENA_MAGIC 0x6e72616873656d63ull
-#define CMESH_SHM_ABI_VERSION 6u
+#define CMESH_SHM_ABI_VERSION 7u
 
 #define CMESH_SHM_LINE 64u   /* a control line; the cache line we pad to */
 #define CMESH_SHM_PAGE 4096u /* arena size and data region granularity */
@@ -78,6 +89,9 @@
 #define CMESH_SHM_REC_HDR_SIZE 8u
 /* Payload bytes in a record's first slot (after the header). */
 #define CMESH_SHM_SLOT_FIRST (CMESH_SHM_SLOT_DATA - CMESH_SHM_REC_HDR_SIZE)
+/* Largest payload in the small layout (two slots); longer ones are bulk. */
+#define CMESH_SHM_SMALL_MAX (CMESH_SHM_SLOT_FIRST + CMESH_SHM_SLOT_DATA)
+#define CMESH_SHM_BULK_LINE 64u /* bytes of a bulk line */
 
 /*
  * Record kinds. 0 is the ring's own filler (claimed positions a producer
@@ -320,29 +334,45 @@ static inline uint64_t cmesh_shm_ring_slots(uint64_t cap)
 	return cap / CMESH_SHM_SLOT_SIZE;
 }
 
-/* Slots a record with `len` payload bytes occupies. */
+/* Bytes a ring of `cap` bytes takes in its producer's data region. */
+static inline uint64_t cmesh_shm_ring_area(uint64_t cap)
+{
+	return 2 * cap;
+}
+
+/* 1 if a record of `len` payload bytes has the bulk layout. */
+static inline int cmesh_shm_rec_bulk(uint32_t len)
+{
+	return len > CMESH_SHM_SMALL_MAX;
+}
+
+/* Positions a record with `len` payload bytes occupies. */
 static inline uint64_t cmesh_shm_rec_slots(uint32_t len)
 {
-	uint64_t rest;
-
 	if (len <= CMESH_SHM_SLOT_FIRST)
 		return 1;
-	rest = (uint64_t)len - CMESH_SHM_SLOT_FIRST;
-	return 1 + (rest + CMESH_SHM_SLOT_DATA - 1) / CMESH_SHM_SLOT_DATA;
+	if (len <= CMESH_SHM_SMALL_MAX)
+		return 2;
+	return ((uint64_t)len + CMESH_SHM_BULK_LINE - 1) / CMESH_SHM_BULK_LINE;
 }
 
 /*
  * Largest payload of one record in a ring of `cap` bytes: a record takes
- * at most a quarter of the slots.
+ * at most a quarter of the positions.
  */
 static inline uint32_t cmesh_shm_ring_rec_limit(uint64_t cap)
 {
-	return (uint32_t)(cmesh_shm_ring_slots(cap) / 4 * CMESH_SHM_SLOT_DATA -
-			  CMESH_SHM_REC_HDR_SIZE);
+	uint64_t quarter = cmesh_shm_ring_slots(cap) / 4;
+
+	if (quarter < 2) /* one slot: its first-slot bytes */
+		return CMESH_SHM_SLOT_FIRST;
+	return (uint32_t)(quarter * CMESH_SHM_BULK_LINE);
 }
 
 static_assert(CMESH_SHM_RING_MIN_CAP / CMESH_SHM_SLOT_SIZE >= 4,
 	      "a record fits in the smallest ring");
+static_assert(CMESH_SHM_BULK_LINE == CMESH_SHM_SLOT_SIZE,
+	      "bulk lines and slots are indexed alike");
 
 /* 1 if [off, off + len) lies inside [lo, hi), without overflow. */
 static inline int cmesh_shm_range_ok(uint64_t off, uint64_t len, uint64_t lo,

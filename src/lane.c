@@ -728,6 +728,14 @@ out_release:
 	return r;
 }
 
+uint32_t cmesh__lane_trail_inline_max(const struct cmesh__lane *ln)
+{
+	uint64_t used = sizeof(struct cmesh_rec_msg) + ln->type->size;
+
+	/* The same bound as cmesh__lane_send()'s PLAIN record. */
+	return ln->prod.limit > used ? (uint32_t)(ln->prod.limit - used) : 0;
+}
+
 int cmesh__lane_send(struct cmesh__lane *ln, const void *msg, const void *trail,
 		     size_t len)
 {

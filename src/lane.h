@@ -157,6 +157,13 @@ int cmesh__lane_send(struct cmesh__lane *ln, const void *msg, const void *trail,
 		     size_t len);
 
 /*
+ * Out lane: the most trailing bytes a message without fds or endpoints
+ * carries inside one ring record; longer ones go out of line, in a memfd
+ * of their own per message. 0 if none fit.
+ */
+uint32_t cmesh__lane_trail_inline_max(const struct cmesh__lane *ln);
+
+/*
  * Out lane: cmesh_sender_try_send(): -EAGAIN (nothing taken) when the
  * message cannot go into the ring at once (full, or a backlog waits).
  */

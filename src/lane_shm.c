@@ -75,8 +75,10 @@ static void *line_at(struct cmesh__arena *a, uint32_t line)
 
 int cmesh__lane_own_half(struct cmesh__lane *ln, uint32_t ring_cap, int *out_fd)
 {
-	uint64_t size = ln->is_out ? cmesh__arena_size_for(ring_cap) :
-				     CMESH_SHM_ARENA_MIN_SIZE;
+	uint64_t size =
+		ln->is_out ?
+			cmesh__arena_size_for(cmesh_shm_ring_area(ring_cap)) :
+			CMESH_SHM_ARENA_MIN_SIZE;
 	int r;
 
 	if (!cmesh_shm_ring_cap_ok(ring_cap))

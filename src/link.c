@@ -414,8 +414,9 @@ static int setup_own(struct cmesh__link *l, uint32_t ring_cap, int *out_wake)
 	unsigned char *base;
 	int wake_pair[2], r;
 
-	r = cmesh__arena_create(cmesh__arena_size_for(ring_cap), "cmesh-arena",
-				&l->own);
+	r = cmesh__arena_create(
+		cmesh__arena_size_for(cmesh_shm_ring_area(ring_cap)),
+		"cmesh-arena", &l->own);
 	if (r)
 		return r;
 	base = cmesh__arena_base(l->own);

@@ -41,6 +41,7 @@ struct cmesh__iov {
 struct cmesh__shmring_producer {
 	/* Set by init and attach, then only read. */
 	struct cmesh_shm_slot *slots; /* own arena */
+	unsigned char *bulk;	      /* the bulk lines, after the slots */
 	const _Atomic uint64_t *head; /* consumer's arena (NULL: unattached) */
 	uint64_t mask;		      /* slots - 1 */
 	uint32_t limit;		      /* largest payload */
@@ -55,7 +56,8 @@ struct cmesh__shmring_producer {
 struct cmesh__shmring_consumer {
 	/* Producer's arena (NULL: unattached). */
 	const struct cmesh_shm_slot *slots;
-	_Atomic uint64_t *head; /* own arena */
+	const unsigned char *bulk; /* the bulk lines, after the slots */
+	_Atomic uint64_t *head;	   /* own arena */
 	uint64_t mask;
 	uint64_t head_pos; /* last value stored to *head */
 	uint32_t limit;
@@ -79,8 +81,9 @@ struct cmesh__shmring_consumer {
  */
 
 /*
- * Producer: `own` is our arena (writable), with `cap` bytes of slots at
- * `data_off` (data region, 64-byte aligned); `cap` a power of two within
+ * Producer: `own` is our arena (writable), with the ring's area
+ * (cmesh_shm_ring_area(cap) bytes: slots, then bulk lines) at `data_off`
+ * (data region, 64-byte aligned); `cap` a power of two within
  * CMESH_SHM_RING_MIN_CAP..MAX_CAP. Anything invalid: -EINVAL. The slots
  * must be zero, as a fresh arena's are: init writes nothing to them (the
  * ring's pages are committed as records first reach them).
@@ -106,9 +109,9 @@ int cmesh__shmring_consumer_init(struct cmesh__shmring_consumer *c,
 				 struct cmesh__arena *own, uint64_t head_off);
 
 /*
- * Consumer: `peer` is the producer's arena mapped read-only, with `cap`
- * bytes of slots at `data_off` (announced by the producer; invalid:
- * -EPROTO).
+ * Consumer: `peer` is the producer's arena mapped read-only, with the
+ * area of a ring of `cap` bytes at `data_off` (announced by the producer;
+ * invalid: -EPROTO).
  */
 int cmesh__shmring_consumer_attach(struct cmesh__shmring_consumer *c,
 				   const struct cmesh__arena *peer,
@@ -148,8 +151,8 @@ int cmesh__shmring_push(struct cmesh__shmring_producer *p, uint32_t kind,
 int cmesh__shmring_pushv(struct cmesh__shmring_producer *p, uint32_t kind,
 			 const struct cmesh__iov *iov, uint32_t niov);
 
-/* Payload bytes that fit a record's first two slots. */
-#define CMESH__SHMRING_SMALL (CMESH_SHM_SLOT_FIRST + CMESH_SHM_SLOT_DATA)
+/* Payload bytes that fit a record's first two slots (the small layout). */
+#define CMESH__SHMRING_SMALL CMESH_SHM_SMALL_MAX
 
 /*
  * cmesh__shmring_push() of a record of at most CMESH__SHMRING_SMALL bytes
@@ -443,10 +446,15 @@ static cmesh__inline int cmesh__shmring_peek(struct cmesh__shmring_consumer *c,
 	return (int)h.len;
 }
 
+/* Out of line: a bulk record's bytes [off, off + n), in one or two copies. */
+void cmesh__shmring_read_bulk(const struct cmesh__shmring_consumer *c,
+			      uint32_t off, void *dst, uint32_t n);
+
 /*
  * Copies payload bytes [off, off + n) of the record at head_pos to `dst`.
- * Byte x of a payload is in the first slot (after the header) if x < 48,
- * else in continuation slot 1 + (x - 48) / 56.
+ * Small layout: byte x of a payload is in the first slot (after the
+ * header) if x < 48, else in the second slot. Bulk layout: in the bulk
+ * lines from head_pos's on.
  */
 static cmesh__inline void
 cmesh__shmring_read(const struct cmesh__shmring_consumer *c, uint32_t off,
@@ -456,7 +464,11 @@ cmesh__shmring_read(const struct cmesh__shmring_consumer *c, uint32_t off,
 	uint64_t j = 0;
 	uint32_t at = off + CMESH_SHM_REC_HDR_SIZE; /* within slot j's data */
 
-	if (likely(off == 0 && n <= CMESH__SHMRING_SMALL)) {
+	if (unlikely(c->cur.len > CMESH__SHMRING_SMALL)) {
+		cmesh__shmring_read_bulk(c, off, dst, n);
+		return;
+	}
+	if (likely(off == 0)) {
 		/* The common small record: its first two slots, no loop. */
 		uint32_t n0 = n < CMESH_SHM_SLOT_FIRST ? n :
 							 CMESH_SHM_SLOT_FIRST;

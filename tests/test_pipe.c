@@ -400,6 +400,25 @@ Test(pipe, ends_in_messages_across_processes)
 	topo_run(&pipe_sc, TOPO_FORK);
 }
 
+/*
+ * Chunks across processes are sized from the data lane's ring: with a
+ * 16 KiB ring (records up to 4 KiB) each chunk is one record of it; with
+ * a 4 KiB ring (records up to 1 KiB, less than the smallest inline chunk)
+ * each goes out of line in a memfd. Either way every byte arrives, in
+ * order (the hashes of the million bytes each way are compared).
+ */
+Test(pipe, ends_in_messages_across_processes_with_a_16k_ring)
+{
+	cr_assert_eq(setenv("CMESH_RING_SIZE", "16384", 1), 0);
+	topo_run(&pipe_sc, TOPO_FORK);
+}
+
+Test(pipe, ends_in_messages_across_processes_with_a_4k_ring)
+{
+	cr_assert_eq(setenv("CMESH_RING_SIZE", "4096", 1), 0);
+	topo_run(&pipe_sc, TOPO_FORK);
+}
+
 /* The writer's process dies: the reader gets its bytes, then the death. */
 static int dying_writer_peer(cmesh_sender *tx, cmesh_receiver *rx,
 			     const struct topo_side *s)

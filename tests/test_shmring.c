@@ -54,7 +54,7 @@ struct rig {
 
 static uint64_t arena_size_for(uint64_t cap)
 {
-	return cap * 2 < 64 * 1024 ? 64 * 1024 : cap * 2;
+	return cap * 4 < 64 * 1024 ? 64 * 1024 : cap * 4;
 }
 
 /*
@@ -66,7 +66,7 @@ static uint64_t data_off_for(const struct cmesh__arena *a, uint64_t cap)
 {
 	const struct cmesh__arena_layout *l = cmesh__arena_layout(a);
 
-	return l->data_off + l->data_len - cap;
+	return l->data_off + l->data_len - cmesh_shm_ring_area(cap);
 }
 
 static struct cmesh__arena *map_dup(const struct cmesh__arena *a)
@@ -124,6 +124,13 @@ static struct cmesh_shm_slot *slot_at(struct rig *r, uint64_t pos)
 					  r->data_off);
 
 	return &s[pos & (r->nslots - 1)];
+}
+
+/* The bulk line of `pos`, after the slots. */
+static unsigned char *bulk_at(struct rig *r, uint64_t pos)
+{
+	return (unsigned char *)cmesh__arena_base(r->pa) + r->data_off +
+	       r->cap + (pos & (r->nslots - 1)) * CMESH_SHM_BULK_LINE;
 }
 
 static _Atomic uint64_t *head_word(struct rig *r)
@@ -248,9 +255,15 @@ Test(shmring, counts_the_slots_of_a_record)
 	cr_assert_eq(cmesh_shm_rec_slots(FIRST), 1);
 	cr_assert_eq(cmesh_shm_rec_slots(FIRST + 1), 2);
 	cr_assert_eq(cmesh_shm_rec_slots(FIRST + SLOT_DATA), 2);
-	cr_assert_eq(cmesh_shm_rec_slots(FIRST + SLOT_DATA + 1), 3);
-	cr_assert_eq(cmesh_shm_rec_slots(FIRST + 10 * SLOT_DATA), 11);
-	cr_assert_eq(cmesh_shm_rec_slots(UINT32_MAX), 76695845);
+	cr_assert_eq(FIRST + SLOT_DATA, CMESH_SHM_SMALL_MAX);
+	cr_assert_not(cmesh_shm_rec_bulk(CMESH_SHM_SMALL_MAX));
+	/* Bulk: a position per 64 bytes, the header slot among them. */
+	cr_assert(cmesh_shm_rec_bulk(CMESH_SHM_SMALL_MAX + 1));
+	cr_assert_eq(cmesh_shm_rec_slots(CMESH_SHM_SMALL_MAX + 1), 2);
+	cr_assert_eq(cmesh_shm_rec_slots(128), 2);
+	cr_assert_eq(cmesh_shm_rec_slots(129), 3);
+	cr_assert_eq(cmesh_shm_rec_slots(4096), 64);
+	cr_assert_eq(cmesh_shm_rec_slots(UINT32_MAX), 1ull << 26);
 }
 
 Test(shmring, delivers_batches_of_mixed_sizes_in_order_across_many_wraps)
@@ -307,7 +320,8 @@ Test(shmring, accepts_records_up_to_the_limit_and_rejects_larger_ones)
 		uint32_t big = 1;
 
 		rig_open(&r, caps[i]);
-		cr_assert_eq(r.limit, r.nslots / 4 * SLOT_DATA - 8);
+		cr_assert_eq(r.limit,
+			     r.nslots / 4 < 2 ? FIRST : r.nslots / 4 * 64);
 		cr_assert_eq(cmesh_shm_rec_slots(r.limit), r.nslots / 4);
 		for (uint32_t len = r.limit - 17; len <= r.limit; len++)
 			round_trip(&r, 3, len, len);
@@ -335,13 +349,22 @@ Test(shmring, wraps_a_record_around_the_end_of_the_area)
 	cr_assert_eq(atomic_load(head_word(&r)), 62);
 	tu_fill(buf, sizeof(buf), 99);
 	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 9, buf, sizeof(buf)), 0);
-	/* 200 bytes: 4 slots, 62, 63, then 0 and 1; no padding record. */
+	/*
+	 * 200 bytes, bulk: 4 positions, 62, 63, then 64 and 65 in slots 0
+	 * and 1; no padding record. The payload is in the bulk lines of
+	 * those positions, 128 bytes at the end of the area and 72 at its
+	 * start; the slots after the first are not written (63 is still
+	 * fresh, 0 and 1 keep the first lap's seqs).
+	 */
 	h = get_hdr(&r, 62);
 	cr_assert_eq(h.kind, 9);
 	cr_assert_eq(h.len, 200);
 	cr_assert_eq(atomic_load(&slot_at(&r, 62)->seq), 63);
-	for (uint64_t pos = 63; pos < 66; pos++)
-		cr_assert_eq(atomic_load(&slot_at(&r, pos)->seq), 0);
+	cr_assert_eq(atomic_load(&slot_at(&r, 63)->seq), 0);
+	cr_assert_eq(atomic_load(&slot_at(&r, 64)->seq), 1);
+	cr_assert_eq(atomic_load(&slot_at(&r, 65)->seq), 2);
+	cr_assert_eq(memcmp(bulk_at(&r, 62), buf, 128), 0);
+	cr_assert_eq(memcmp(bulk_at(&r, 64), buf + 128, 72), 0);
 	cr_assert_eq(tail_of(&r), 66);
 	memset(buf, 0, sizeof(buf));
 	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), 200);
@@ -351,6 +374,74 @@ Test(shmring, wraps_a_record_around_the_end_of_the_area)
 	/* The next record's first slot still holds an older lap's seq. */
 	cr_assert_eq(atomic_load(&slot_at(&r, 66)->seq), 3);
 	cr_assert_not(cmesh__shmring_pop_ready(&r.c));
+	rig_close(&r);
+}
+
+/*
+ * A bulk record's payload is never read as a seq: its lines hold, word for
+ * word, the seq that would publish their position a lap later, yet the
+ * consumer, reaching those positions a lap later, waits for the producer
+ * at each (the slots there were never written, or hold an older lap's).
+ */
+Test(shmring, a_bulk_records_payload_is_never_taken_for_a_seq)
+{
+	struct rig r;
+	uint64_t forged[8 * 8];
+	unsigned char out[sizeof(forged)];
+	uint32_t k;
+
+	rig_open(&r, 4096);
+	for (uint64_t line = 0; line < 8; line++)
+		for (int w = 0; w < 8; w++)
+			forged[line * 8 + w] = line + r.nslots + 1;
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 5, forged, sizeof(forged)), 0);
+	cr_assert_eq(tail_of(&r), 8, "512 bytes: 8 positions");
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, out, sizeof(out)),
+		     (int)sizeof(forged));
+	cr_assert_eq(memcmp(out, forged, sizeof(out)), 0);
+	advance_to(&r, 0); /* a lap later: head at position 64, slot 0 */
+	for (uint64_t pos = 0; pos < 8; pos++) {
+		cr_assert_eq(cmesh__shmring_pop(&r.c, &k, out, sizeof(out)),
+			     -EAGAIN, "position %d", (int)(pos + r.nslots));
+		cr_assert_not(cmesh__shmring_pop_ready(&r.c));
+		round_trip(&r, 1, FIRST, (uint32_t)pos);
+	}
+	rig_close(&r);
+}
+
+/*
+ * A hostile producer's bulk header near the end of the area, with the
+ * longest length: the consumer reads the bulk lines up to the area's end
+ * and on from its start (the rig puts a guard page after the area: a read
+ * past it crashes the test), and hands out exactly those bytes.
+ */
+Test(shmring, a_bulk_record_wrapping_the_area_is_read_within_it)
+{
+	struct rig r;
+	unsigned char *out;
+	uint64_t pos;
+	uint32_t k;
+
+	rig_open(&r, 4096);
+	out = malloc(r.limit);
+	cr_assert_not_null(out);
+	advance_to(&r, r.nslots - 1);
+	pos = tail_of(&r);
+	for (uint64_t j = 0; j < r.nslots; j++)
+		memset(bulk_at(&r, j), (int)(j + 1), CMESH_SHM_BULK_LINE);
+	put_hdr(&r, pos, r.limit, 7);
+	atomic_store(&slot_at(&r, pos)->seq, pos + 1);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, out, r.limit), (int)r.limit);
+	cr_assert_eq(k, 7);
+	for (uint32_t i = 0; i < r.limit; i++) {
+		uint64_t line = (pos + i / CMESH_SHM_BULK_LINE) &
+				(r.nslots - 1);
+
+		cr_assert_eq(out[i], (unsigned char)(line + 1), "byte %u", i);
+	}
+	cr_assert_eq(atomic_load(head_word(&r)),
+		     pos + cmesh_shm_rec_slots(r.limit));
+	free(out);
 	rig_close(&r);
 }
 
@@ -749,10 +840,10 @@ Test(shmring, push_small_leaves_to_push_what_it_cannot_do_at_once)
 
 	/* Over the record limit of a tiny ring: push says -EMSGSIZE. */
 	rig_open(&r, 256);
-	cr_assert_lt(r.limit, FIRST + 1);
-	TU_ASSERT_RC(cmesh__shmring_push_small(&r.p, 1, buf, FIRST + 1),
+	cr_assert_lt(r.limit, CMESH__SHMRING_SMALL);
+	TU_ASSERT_RC(cmesh__shmring_push_small(&r.p, 1, buf, r.limit + 1),
 		     -EAGAIN);
-	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, FIRST + 1), -EMSGSIZE);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, r.limit + 1), -EMSGSIZE);
 	TU_ASSERT_RC(cmesh__shmring_push_small(&r.p, 1, buf, r.limit), 0);
 	rig_close(&r);
 
@@ -936,10 +1027,11 @@ Test(shmring, consumer_init_clears_its_whole_line)
 
 /*
  * A ring's pages are committed as records reach them, not at init: a
- * fresh 64 MiB ring has no page of its slot area resident; a one-slot
- * record makes its page resident; a 100-slot record after it (slots 1 to
- * 100, 64 slots a page) one page more. Checked with mincore(), which
- * reports the memfd's page cache.
+ * fresh 64 MiB ring has no page of its area resident; a one-slot record
+ * makes its page resident; a bulk record of 88 positions after it (its
+ * header in slot 1, its payload in bulk lines 1 to 88, 64 lines a page)
+ * two pages of the bulk lines. Checked with mincore(), which reports the
+ * memfd's page cache.
  */
 Test(shmring, producer_init_writes_nothing_to_the_slots)
 {
@@ -949,15 +1041,19 @@ Test(shmring, producer_init_writes_nothing_to_the_slots)
 	struct rig r;
 	uint32_t k;
 
+	const uint64_t area = cmesh_shm_ring_area(cap);
+
 	cr_assert_not_null(buf);
 	rig_open(&r, cap);
-	cr_assert_eq(tu_resident_pages(slot_at(&r, 0), cap), 0);
+	cr_assert_eq(tu_resident_pages(slot_at(&r, 0), area), 0);
 	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, FIRST), 0);
 	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, big), FIRST);
-	cr_assert_eq(tu_resident_pages(slot_at(&r, 0), cap), 1);
+	cr_assert_eq(tu_resident_pages(slot_at(&r, 0), area), 1);
+	cr_assert_eq(cmesh_shm_rec_slots(big), 88);
 	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, big), 0);
 	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, big), (int)big);
-	cr_assert_eq(tu_resident_pages(slot_at(&r, 0), cap), 2);
+	cr_assert_eq(tu_resident_pages(slot_at(&r, 0), cap), 1);
+	cr_assert_eq(tu_resident_pages(slot_at(&r, 0), area), 3);
 	rig_close(&r);
 	free(buf);
 }

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * fuzz_ring.c - libFuzzer harness: the ring reader (src/shmring.h) over a
- * slot area whose bytes are the input, as a hostile producer would leave
- * them. The slot area ends the producer's arena, which the consumer maps
+ * ring area (slots, then bulk lines) whose bytes are the input, as a
+ * hostile producer would leave them. The area ends the producer's arena, which the consumer maps
  * read-only with a guard page after it: a read past the area faults.
  * Every record the reader hands out must be within the record limit and
  * of a kind the layers above may use; nothing may crash or hang.
@@ -16,7 +16,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define CAP 4096u /* 64 slots */
+#define CAP 4096u	/* 64 slots */
+#define AREA (2u * CAP) /* cmesh_shm_ring_area(CAP) */
 #define ARENA (64u * 1024)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -30,11 +31,12 @@ static void setup(void)
 	const struct cmesh__arena_layout *l;
 	int fd;
 
-	if (cmesh__arena_create(ARENA, "fuzz-prod", &prod) ||
+	if (cmesh_shm_ring_area(CAP) != AREA ||
+	    cmesh__arena_create(ARENA, "fuzz-prod", &prod) ||
 	    cmesh__arena_create(ARENA, "fuzz-cons", &cons))
 		abort();
 	l = cmesh__arena_layout(prod);
-	data_off = l->data_off + l->data_len - CAP; /* ends the arena */
+	data_off = l->data_off + l->data_len - AREA; /* ends the arena */
 	head_off = cmesh__arena_layout(cons)->ctl_off;
 	fd = dup(cmesh__arena_fd(prod));
 	if (fd < 0 || cmesh__arena_map_peer(fd, ARENA, &prod_ro))
@@ -50,11 +52,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (!prod)
 		setup();
-	/* The producer's slots: the input (after its mode byte), zeroes. */
+	/* The producer's area: the input (after its mode byte), zeroes. */
 	area = (unsigned char *)cmesh__arena_base(prod) + data_off;
-	memset(area, 0, CAP);
+	memset(area, 0, AREA);
 	if (size > 1)
-		memcpy(area, data + 1, size - 1 < CAP ? size - 1 : CAP);
+		memcpy(area, data + 1, size - 1 < AREA ? size - 1 : AREA);
 	if (cmesh__shmring_consumer_init(&c, cons, head_off) ||
 	    cmesh__shmring_consumer_attach(&c, prod_ro, data_off, CAP))
 		abort();

@@ -29,6 +29,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 struct node {
 	_Atomic uint32_t refs;
@@ -338,6 +340,37 @@ void cmesh__ctx_unwatch(struct cmesh__ctx_watcher *w)
 	if (w->next)
 		w->next->pprev = w->pprev;
 	pthread_mutex_unlock(&tree_lock);
+}
+
+static void ctx_fd_fire(void *arg)
+{
+	struct cmesh__ctx_fd *cf = arg;
+
+	/* Non-blocking: a full counter already says "cancelled". */
+	(void)eventfd_write(cf->fd, 1);
+}
+
+int cmesh__ctx_fd_open(const cmesh_ctx *ctx, struct cmesh__ctx_fd *cf)
+{
+	cf->fd = -1;
+	if (!ctx || !ctx->n->cancellable)
+		return 0;
+	cf->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (cf->fd < 0)
+		return -errno;
+	cf->w.fn = ctx_fd_fire;
+	cf->w.arg = cf;
+	cmesh__ctx_watch(ctx, &cf->w);
+	return 0;
+}
+
+void cmesh__ctx_fd_close(struct cmesh__ctx_fd *cf)
+{
+	if (cf->fd < 0)
+		return;
+	cmesh__ctx_unwatch(&cf->w);
+	close(cf->fd);
+	cf->fd = -1;
 }
 
 /* ---- nodes of contexts that cross a link (link_ctx.c) ---- */

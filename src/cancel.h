@@ -45,6 +45,20 @@ void cmesh__ctx_watch(const cmesh_ctx *ctx, struct cmesh__ctx_watcher *w);
 void cmesh__ctx_unwatch(struct cmesh__ctx_watcher *w);
 
 /*
+ * For a wait in poll() (the setup calls, node.c): `fd`, an eventfd that
+ * polls readable once `ctx` is cancelled. open() leaves fd -1 when there
+ * is nothing to watch (ctx NULL, or no canceller can ever end it: only
+ * its deadline can, which the caller folds into its own); 0, or -errno if
+ * no eventfd could be made. close() unwatches and closes (fd -1: no-op).
+ */
+struct cmesh__ctx_fd {
+	struct cmesh__ctx_watcher w;
+	int fd;
+};
+int cmesh__ctx_fd_open(const cmesh_ctx *ctx, struct cmesh__ctx_fd *cf);
+void cmesh__ctx_fd_close(struct cmesh__ctx_fd *cf);
+
+/*
  * Contexts that cross a link (link_ctx.c). A context that can never be
  * cancelled (no canceller made it or an ancestor) needs no link state:
  * only its deadline crosses.

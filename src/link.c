@@ -360,10 +360,15 @@ static void fill_hello(struct cmesh_ctl_hello *h, uint64_t arena_size,
 	h->max_trail = max_trail;
 }
 
-static int recv_hello(struct cmesh__link *l, int64_t deadline,
+/*
+ * Waits for the peer's HELLO until `deadline`, or until `cancel_fd` (-1:
+ * none) polls readable: -ECANCELED.
+ */
+static int recv_hello(struct cmesh__link *l, int64_t deadline, int cancel_fd,
 		      struct cmesh_ctl_hello *h, int fds[2])
 {
-	struct pollfd p = { .fd = l->sock, .events = POLLIN };
+	struct pollfd p[2] = { { .fd = l->sock, .events = POLLIN },
+			       { .fd = cancel_fd, .events = POLLIN } };
 	unsigned char buf[sizeof(*h) + 1];
 	uint32_t nfds = 0;
 	int n;
@@ -374,7 +379,9 @@ static int recv_hello(struct cmesh__link *l, int64_t deadline,
 
 		if (left <= 0)
 			return -ETIMEDOUT;
-		n = poll(&p, 1, ms);
+		n = poll(p, cancel_fd >= 0 ? 2 : 1, ms);
+		if (n > 0 && p[1].revents)
+			return -ECANCELED;
 		if (n > 0)
 			break;
 		if (n < 0 && errno != EINTR)
@@ -533,7 +540,7 @@ static int handshake(struct cmesh__link *l, const cmesh_type *out_type,
 	close(fds[1]); /* the peer's now: we never hold its description */
 	if (r)
 		return r == -EPIPE ? -ECONNRESET : r;
-	r = recv_hello(l, o->deadline, &peer, fds);
+	r = recv_hello(l, o->deadline, o->cancel_fd, &peer, fds);
 	if (r)
 		return r;
 	r = setup_peer(l, &peer, fds);

@@ -26,8 +26,9 @@ struct cmesh__link_opts {
 	uint64_t max_trail;   /* CMESH_MAX_MESSAGE */
 	uint64_t max_backlog; /* bytes the out lane may queue past its ring */
 	int64_t deadline;     /* handshake deadline, CLOCK_MONOTONIC ns */
-	pid_t peer_pid;	      /* known peer (we forked it), or 0 */
-	bool cred_is_peer;    /* the socket's SO_PEERCRED names the peer */
+	int cancel_fd;	/* polls readable when the handshake must end, or -1 */
+	pid_t peer_pid; /* known peer (we forked it), or 0 */
+	bool cred_is_peer; /* the socket's SO_PEERCRED names the peer */
 };
 
 /*

@@ -71,8 +71,14 @@ struct cmesh__link *cmesh__node_link(cmesh_node *node)
 	return node->link;
 }
 
+/*
+ * The caller's options, checked, as the link's and the queues'; the
+ * context in *ctx (NULL: none): an ended one fails here, and its deadline
+ * bounds the handshake's.
+ */
 static int node_opts(const cmesh_node_opts *user, uint32_t flags_ok,
-		     struct cmesh__link_opts *lo, struct cmesh__queue_opts *qo)
+		     struct cmesh__link_opts *lo, struct cmesh__queue_opts *qo,
+		     const cmesh_ctx **ctx)
 {
 	const cmesh_env *env;
 	cmesh_node_opts o;
@@ -99,6 +105,15 @@ static int node_opts(const cmesh_node_opts *user, uint32_t flags_ok,
 	lo->max_trail = env->max_message;
 	lo->deadline = cmesh_deadline_after(o.timeout_ns ? o.timeout_ns :
 							   DEFAULT_TIMEOUT_NS);
+	lo->cancel_fd = -1;
+	*ctx = o.ctx;
+	if (o.ctx) {
+		r = cmesh_ctx_check(o.ctx);
+		if (r)
+			return r;
+		if (cmesh_ctx_deadline(o.ctx) < lo->deadline)
+			lo->deadline = cmesh_ctx_deadline(o.ctx);
+	}
 	lo->peer_pid = o.peer_pid;
 	r = cmesh__opts_max_backlog(o.max_backlog, env, &lo->max_backlog);
 	if (r)
@@ -123,7 +138,9 @@ static int join(int sock, const cmesh_type *out_type, const cmesh_type *in_type,
 {
 	struct cmesh__queue_opts qo;
 	struct cmesh__link_opts lo;
+	struct cmesh__ctx_fd cf;
 	struct cmesh__link *link;
+	const cmesh_ctx *ctx;
 	cmesh_node *node;
 	int r = -EINVAL;
 
@@ -132,7 +149,8 @@ static int join(int sock, const cmesh_type *out_type, const cmesh_type *in_type,
 	if (!out_node || !out_tx || !out_rx || cmesh_type_check(out_type) ||
 	    cmesh_type_check(in_type))
 		goto out_close;
-	r = node_opts(opts, child > 0 ? CMESH_NODE_PDEATHSIG : 0, &lo, &qo);
+	r = node_opts(opts, child > 0 ? CMESH_NODE_PDEATHSIG : 0, &lo, &qo,
+		      &ctx);
 	if (r)
 		goto out_close;
 	if (child > 0)
@@ -143,7 +161,12 @@ static int join(int sock, const cmesh_type *out_type, const cmesh_type *in_type,
 		r = -ENOMEM;
 		goto out_close;
 	}
+	r = cmesh__ctx_fd_open(ctx, &cf);
+	if (r)
+		goto out_free_node_close;
+	lo.cancel_fd = cf.fd;
 	r = cmesh__link_new(sock, out_type, in_type, &lo, &link);
+	cmesh__ctx_fd_close(&cf);
 	if (r)
 		goto out_free_node;
 	r = cmesh__endpoint_remote_pair(out_type, in_type,
@@ -161,6 +184,8 @@ static int join(int sock, const cmesh_type *out_type, const cmesh_type *in_type,
 out_free_node:
 	free(node);
 	return r;
+out_free_node_close:
+	free(node);
 out_close:
 	close(sock);
 	return r;
@@ -211,17 +236,28 @@ int cmesh_node_flush_ctx(cmesh_node *node, const cmesh_ctx *ctx)
 	return r;
 }
 
-int cmesh_node_close(cmesh_node *node, int64_t deadline)
+/* Ends the link for good and frees `node`; returns `r` (the flush's). */
+static int close_link(cmesh_node *node, int r)
 {
-	int r;
-
-	if (!node)
-		return -EINVAL;
-	r = cmesh_node_flush(node, deadline);
 	/* Ours, not the peer's: the thread drops the backlog and leaves. */
 	cmesh__link_fail(node->link, -ECONNRESET);
 	cmesh_node_free(node);
 	return r;
+}
+
+int cmesh_node_close(cmesh_node *node, int64_t deadline)
+{
+	if (!node)
+		return -EINVAL;
+	return close_link(node, cmesh_node_flush(node, deadline));
+}
+
+int cmesh_node_close_ctx(cmesh_node *node, const cmesh_ctx *ctx)
+{
+	if (!node)
+		return -EINVAL;
+	return close_link(node,
+			  ctx ? cmesh_node_flush_ctx(node, ctx) : -EINVAL);
 }
 
 void cmesh_node_free(cmesh_node *node)
@@ -557,27 +593,43 @@ static int ms_until(int64_t when, int64_t now)
 }
 
 /*
- * New connections wait in `pend` until their first message (the peer's
- * HELLO) is there: a client that connects and says nothing holds no
- * accept, and the handshake of one that spoke does not wait on it.
+ * epoll_wait() on `ep` for up to `ms`, or until `cancel_fd` (-1: none)
+ * polls readable: -ECANCELED. Returns the events' count or -errno.
  */
-int cmesh_listener_accept(cmesh_listener *l, int64_t deadline,
-			  const cmesh_type *out_type, const cmesh_type *in_type,
-			  const cmesh_node_opts *opts, cmesh_node **out_node,
-			  cmesh_sender **out_tx, cmesh_receiver **out_rx)
+static int epoll_wait_or_cancel(int ep, struct epoll_event *ev, int max, int ms,
+				int cancel_fd)
 {
-	struct cmesh__queue_opts qo;
-	struct cmesh__link_opts lo;
-	int64_t limit;
+	struct pollfd p[2] = { { .fd = ep, .events = POLLIN },
+			       { .fd = cancel_fd, .events = POLLIN } };
+	int n;
+
+	if (cancel_fd >= 0) {
+		n = poll(p, 2, ms);
+		if (n < 0)
+			return -errno;
+		if (p[1].revents)
+			return -ECANCELED;
+		if (n == 0)
+			return 0;
+		ms = 0;
+	}
+	n = epoll_wait(ep, ev, max, ms);
+	return n < 0 ? -errno : n;
+}
+
+/*
+ * Waits in the listener's epoll (and on `cancel_fd`, -1: none) until a
+ * pending connection has spoken, then joins it: the body of
+ * cmesh_listener_accept().
+ */
+static int accept_wait(cmesh_listener *l, int64_t deadline, int64_t limit,
+		       int cancel_fd, const cmesh_type *out_type,
+		       const cmesh_type *in_type, const cmesh_node_opts *opts,
+		       cmesh_node **out_node, cmesh_sender **out_tx,
+		       cmesh_receiver **out_rx)
+{
 	int r;
 
-	if (!l)
-		return -EINVAL;
-	/* The handshake limit of the opts, for connections waiting. */
-	r = node_opts(opts, 0, &lo, &qo);
-	if (r)
-		return r;
-	limit = lo.deadline - cmesh_clock_now();
 	for (;;) {
 		struct epoll_event ev[8];
 		int64_t now = cmesh_clock_now(), next = pend_expire(l, now);
@@ -585,9 +637,10 @@ int cmesh_listener_accept(cmesh_listener *l, int64_t deadline,
 
 		if (deadline < next)
 			next = deadline;
-		n = epoll_wait(l->ep, ev, 8, ms_until(next, now));
-		if (n < 0 && errno != EINTR)
-			return -errno;
+		n = epoll_wait_or_cancel(l->ep, ev, 8, ms_until(next, now),
+					 cancel_fd);
+		if (n < 0 && n != -EINTR)
+			return n;
 		for (int i = 0; i < n; i++) {
 			uid_t uid;
 			int s;
@@ -623,6 +676,41 @@ int cmesh_listener_accept(cmesh_listener *l, int64_t deadline,
 		if (n == 0 && cmesh_clock_now() >= deadline)
 			return -ETIMEDOUT;
 	}
+}
+
+/*
+ * New connections wait in `pend` until their first message (the peer's
+ * HELLO) is there: a client that connects and says nothing holds no
+ * accept, and the handshake of one that spoke does not wait on it.
+ */
+int cmesh_listener_accept(cmesh_listener *l, int64_t deadline,
+			  const cmesh_type *out_type, const cmesh_type *in_type,
+			  const cmesh_node_opts *opts, cmesh_node **out_node,
+			  cmesh_sender **out_tx, cmesh_receiver **out_rx)
+{
+	struct cmesh__queue_opts qo;
+	struct cmesh__link_opts lo;
+	struct cmesh__ctx_fd cf;
+	const cmesh_ctx *ctx;
+	int64_t limit;
+	int r;
+
+	if (!l)
+		return -EINVAL;
+	/* The handshake limit of the opts, for connections waiting. */
+	r = node_opts(opts, 0, &lo, &qo, &ctx);
+	if (r)
+		return r;
+	limit = lo.deadline - cmesh_clock_now();
+	if (ctx && cmesh_ctx_deadline(ctx) < deadline)
+		deadline = cmesh_ctx_deadline(ctx);
+	r = cmesh__ctx_fd_open(ctx, &cf);
+	if (r)
+		return r;
+	r = accept_wait(l, deadline, limit, cf.fd, out_type, in_type, opts,
+			out_node, out_tx, out_rx);
+	cmesh__ctx_fd_close(&cf);
+	return r;
 }
 
 int cmesh_listener_fd(const cmesh_listener *l)

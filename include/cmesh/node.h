@@ -82,11 +82,21 @@ typedef struct cmesh_node_opts {
 	 * result.
 	 */
 	int *exit_status;
+	/*
+	 * May be NULL (borrowed for the call): cmesh_node_join_socket(),
+	 * cmesh_spawn(), cmesh_join(), cmesh_connect() and
+	 * cmesh_listener_accept() give up with -ECANCELED once it is
+	 * cancelled, or -ETIMEDOUT at its deadline (or timeout_ns', or
+	 * accept's own, whichever comes first), and leave nothing behind (a
+	 * spawned child is killed and reaped). Checked first: an ended
+	 * context fails the call before it starts anything.
+	 */
+	const cmesh_ctx *ctx;
 } cmesh_node_opts;
 
 #define CMESH_NODE_OPTS_INIT                                                   \
 	{                                                                      \
-		sizeof(cmesh_node_opts), 0, 0, 0, 0, 0, 0, 0, 0, NULL          \
+		sizeof(cmesh_node_opts), 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL    \
 	}
 
 /*
@@ -190,6 +200,13 @@ CMESH_API void cmesh_node_free(cmesh_node *node);
  * (0: nothing was dropped), or -EINVAL for NULL.
  */
 CMESH_API int cmesh_node_close(cmesh_node *node, int64_t deadline);
+
+/*
+ * As cmesh_node_close(), flushing for as long as `ctx` lasts
+ * (cmesh_node_flush_ctx()): -ECANCELED or -ETIMEDOUT if the context ended
+ * first. `node` is taken in every case; -EINVAL for NULL (either).
+ */
+CMESH_API int cmesh_node_close_ctx(cmesh_node *node, const cmesh_ctx *ctx);
 
 #define CMESH_LISTEN_ANY_UID 1u /* flag: accept peers of any uid */
 

@@ -79,6 +79,13 @@ struct cmesh_waitset {
 	uint32_t nwl, capwl;
 	struct ctx_member **cm; /* context members */
 	uint32_t ncm, capcm, cnext;
+	/*
+	 * The members were armed by the last try_wait that found nothing
+	 * (producers signal us): the next one disarms them, draining what
+	 * they sent. While false, a try_wait that finds a member ready makes
+	 * no syscall. Under `lock`.
+	 */
+	bool armed;
 };
 
 /* Watches `fd` (level-triggered) or stops watching it. */
@@ -502,6 +509,14 @@ static int try_wait_locked(cmesh_waitset *ws, uint64_t *out_key)
 {
 	uint64_t cnt;
 
+	/*
+	 * A busy loop: nothing armed since the last call, so nothing to
+	 * drain; a ready member is taken without a syscall. A signal left
+	 * pending (a member added, a context cancelled) keeps the fd
+	 * readable: at worst one wait comes back at once and looks again.
+	 */
+	if (!ws->armed && scan(ws, out_key))
+		return 0;
 	/* Consume pending signals first: any that arrive later stay. */
 	if (read(ws->efd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
 		return -errno;
@@ -511,10 +526,12 @@ static int try_wait_locked(cmesh_waitset *ws, uint64_t *out_key)
 	/* Remote members: stop their wakes and drain their wake fds. */
 	for (uint32_t i = 0; i < ws->n; i++)
 		cmesh__queue_disarm(ws->m[i].q);
+	ws->armed = false;
 	if (scan(ws, out_key))
 		return 0;
 	for (uint32_t i = 0; i < ws->n; i++)
 		cmesh__queue_arm(ws->m[i].q);
+	ws->armed = true;
 	/*
 	 * Pairs with the producers' light fence (park.h). Should it fail,
 	 * keep the fd readable: the caller looks again rather than sleep on

@@ -7,17 +7,27 @@
 #include <cmesh.h>
 
 #include "helpers/testutil.h"
+#include "helpers/topo.h"
 
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <stddef.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 TestSuite(waitset, .init = tu_suite_init, .fini = tu_suite_fini);
@@ -910,4 +920,124 @@ Test(waitset, members_added_and_freed_while_another_thread_waits)
 	cr_assert_null(ret, "the waiter got %d", (int)(intptr_t)ret);
 	cr_assert_gt(c.waits, 0);
 	cmesh_waitset_free(c.ws);
+}
+
+/* ---- no syscall while a member is ready ------------------------------ */
+
+/*
+ * From here on, any syscall but write, exit and exit_group kills this
+ * process with SIGSYS (a seccomp filter): what runs after it must make
+ * none. x86-64 only (elsewhere: no filter, the check is skipped).
+ */
+static int forbid_syscalls(void)
+{
+#if defined(__x86_64__)
+	struct sock_filter prog[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+			 offsetof(struct seccomp_data, arch)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+			 offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_write, 3, 0),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_exit_group, 2, 0),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_exit, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog fp = { sizeof(prog) / sizeof(prog[0]), prog };
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+		return -errno;
+	if (syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fp))
+		return -errno;
+	return 0;
+#else
+	return -ENOSYS;
+#endif
+}
+
+/*
+ * A loop that finds a member ready over and over (as a busy consumer's
+ * does) makes no syscall: nothing was armed since the last call, so
+ * nothing needs draining. Run in a child under forbid_syscalls(); the
+ * first call may do the slow path (the waitset starts unarmed, and a
+ * member that was just added may have signalled it).
+ */
+static int busy_try_wait_child(bool remote)
+{
+	cmesh_waitset *ws;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	cmesh_node *node = NULL;
+	struct seqmsg m = { .seq = 7 };
+	uint64_t key = 0;
+	int sv[2];
+
+	if (remote) {
+		TOPO_CHECK_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC,
+					 0, sv),
+			      0);
+		if (topo_fork() == 0) {
+			cmesh_node *n2;
+			cmesh_sender *t2;
+			cmesh_receiver *r2;
+
+			close(sv[0]);
+			if (cmesh_node_join_socket(sv[1], &seq_type, &seq_type,
+						   NULL, &n2, &t2, &r2) ||
+			    cmesh_sender_send(t2, &m, NULL, 0) ||
+			    cmesh_receiver_recv_deadline(r2, topo_deadline(),
+							 &m, NULL, 0) != -EPIPE)
+				topo_child_exit(1);
+			topo_child_exit(0);
+		}
+		close(sv[1]);
+		TOPO_CHECK_EQ(cmesh_node_join_socket(sv[0], &seq_type,
+						     &seq_type, NULL, &node,
+						     &tx, &rx),
+			      0);
+	} else {
+		TOPO_CHECK_EQ(cmesh_channel_new(&seq_type, NULL, &tx, &rx), 0);
+		TOPO_CHECK_EQ(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	}
+	TOPO_CHECK_EQ(cmesh_waitset_new(&ws), 0);
+	TOPO_CHECK_EQ(cmesh_waitset_add_receiver(ws, rx, 5), 0);
+	TOPO_CHECK_EQ(cmesh_waitset_wait(ws, topo_deadline(), &key), 0);
+	TOPO_CHECK_EQ(key, 5);
+	TOPO_CHECK_EQ(cmesh_waitset_try_wait(ws, &key), 0);
+	TOPO_CHECK_EQ(forbid_syscalls(), 0);
+	for (int i = 0; i < 1000; i++)
+		if (cmesh_waitset_try_wait(ws, &key) != 0 || key != 5)
+			_exit(3);
+	_exit(0);
+}
+
+static void busy_try_wait(bool remote)
+{
+	int status;
+	pid_t pid;
+
+#if !defined(__x86_64__)
+	cr_skip_test("the seccomp filter is written for x86-64");
+#endif
+	if (tu_sanitized())
+		cr_skip_test("a sanitizer's runtime makes syscalls of its own");
+	pid = topo_fork();
+	if (pid == 0)
+		topo_child_exit(busy_try_wait_child(remote));
+	status = topo_reap(pid, TOPO_WAIT_MS);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "child status %#x (SIGSYS %d: it made a syscall)", status,
+		  SIGSYS);
+}
+
+Test(waitset, try_wait_finding_a_local_member_ready_makes_no_syscall)
+{
+	busy_try_wait(false);
+}
+
+Test(waitset, try_wait_finding_a_remote_member_ready_makes_no_syscall)
+{
+	busy_try_wait(true);
 }

@@ -62,6 +62,23 @@ echo "libs:   $pc_libs"
 LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
 	"$tmp/consumer-pc"
 
+# The private dependencies (liburing, libxxhash, ck) are named as plain
+# flags for a static link, never as packages pkg-config must find: a
+# shared consumer needs none of their development files. Shown with a
+# search path that holds cmesh.pc alone.
+echo "== pkg-config without the private dependencies' .pc files"
+alone_libs=$(PKG_CONFIG_LIBDIR=$libdir/pkgconfig PKG_CONFIG_PATH= \
+	"$pkg_config" --cflags --libs cmesh)
+static_libs=$(PKG_CONFIG_LIBDIR=$libdir/pkgconfig PKG_CONFIG_PATH= \
+	"$pkg_config" --static --libs cmesh)
+echo "libs: $alone_libs; static: $static_libs"
+for l in -luring -lxxhash -lck; do
+	[[ " $static_libs " == *" $l "* ]] ||
+		{ echo "pkg-config --static --libs cmesh lacks $l" >&2; exit 1; }
+	[[ " $alone_libs " != *" $l "* ]] ||
+		{ echo "pkg-config --libs cmesh names $l (private)" >&2; exit 1; }
+done
+
 echo "== CMake consumer (find_package)"
 "$cmake" -S "$here/consumer" -B "$tmp/consumer-build" \
 	-DCMAKE_PREFIX_PATH="$prefix" \
@@ -74,6 +91,31 @@ echo "== CMake consumer (find_package)"
 	{ cat "$tmp/consumer-build.log"; exit 1; }
 "$tmp/consumer-build/consumer"
 "$tmp/consumer-build/consumer_static"
+
+# The same without liburing's, libxxhash's and ck's development files:
+# pkg-config finds no .pc of theirs, find_path/find_library none of their
+# headers or libraries. find_package(cmesh) must still succeed for the
+# shared library.
+echo "== CMake consumer of the shared library, private dependencies hidden"
+empty=$tmp/empty-pc
+mkdir -p "$empty"
+multiarch=$("$cc" -print-multiarch 2>/dev/null || true)
+ignore="/usr/include;/usr/lib;/usr/local/include;/usr/local/lib"
+[[ -n $multiarch ]] && ignore="$ignore;/usr/lib/$multiarch"
+PKG_CONFIG_LIBDIR=$empty PKG_CONFIG_PATH= "$cmake" -S "$here/consumer" \
+	-B "$tmp/consumer-shared" -DSHARED_ONLY=ON \
+	-DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_IGNORE_PATH="$ignore" \
+	-DCMAKE_C_COMPILER="$cc" \
+	-DCMAKE_C_FLAGS="${CMESH_CONSUMER_FLAGS:-}" \
+	-DCMAKE_EXE_LINKER_FLAGS="${CMESH_CONSUMER_FLAGS:-}" \
+	>"$tmp/consumer-shared.log" ||
+	{ cat "$tmp/consumer-shared.log"; exit 1; }
+grep -q "cmesh::cmesh_static" "$tmp/consumer-shared.log" ||
+	{ cat "$tmp/consumer-shared.log";
+	  echo "the dependencies were not hidden" >&2; exit 1; }
+"$cmake" --build "$tmp/consumer-shared" >"$tmp/consumer-shared-build.log" ||
+	{ cat "$tmp/consumer-shared-build.log"; exit 1; }
+"$tmp/consumer-shared/consumer"
 
 examples=$here/../../examples
 echo "== examples (find_package)"

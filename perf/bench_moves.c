@@ -664,7 +664,7 @@ static uint64_t report_from(int k, uint64_t seq)
 /* Rows 1..3: makes pair k and sends its far ends along its route. */
 static void setup_pair(int k)
 {
-	cmesh_sender *btx;
+	cmesh_sender *btx = NULL;
 	cmesh_receiver *arx;
 	struct ctl m;
 	int rc = cmesh_channel_new(&pay_type, NULL, &a_tx[k], &arx);

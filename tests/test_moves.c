@@ -965,7 +965,7 @@ Test(moves, bridge_passes_a_destination_failure_back)
 	m = (struct cmsg){ 0 };
 	m.tx = ltx;
 	route_send(&m, OP_IS_CLOSED, ROUTE(2));
-	cr_assert_eq(report_from(2), (uint64_t)(int64_t)-ECONNRESET);
+	cr_assert_eq(report_from(2), (int64_t)-ECONNRESET);
 	mesh_down(1u << 1);
 }
 
@@ -1187,7 +1187,7 @@ Test(moves, a_failure_survives_a_move)
 	m = (struct cmsg){ 0 };
 	m.rx = lrx;
 	route_send(&m, OP_DRAIN, ROUTE(2));
-	cr_assert_eq(report_from(2), (uint64_t)(int64_t)-ECONNRESET);
+	cr_assert_eq(report_from(2), (int64_t)-ECONNRESET);
 	mesh_down(1u << 1);
 }
 
@@ -1204,7 +1204,7 @@ Test(moves, context_moved_twice_sees_the_cancel)
 	route_send(&m, OP_CTX_WAIT, ROUTE(1, 2));
 	cr_assert_eq(report_from(2), 0); /* it has it, and waits */
 	cmesh_cancel_fire(cancel);
-	cr_assert_eq(report_from(2), (uint64_t)(int64_t)-ECANCELED);
+	cr_assert_eq(report_from(2), (int64_t)-ECANCELED);
 	cmesh_cancel_free(cancel);
 	mesh_down(0);
 }

@@ -301,7 +301,7 @@ static void *churn(void *arg)
 Test(slots, a_child_forked_while_another_thread_uses_the_pool_can_use_it)
 {
 	pthread_t t;
-	int forks = (int)tu_stress(200, 10);
+	int forks = (int)tu_stress(50, 10);
 
 	cr_assert_eq(pthread_create(&t, NULL, churn, NULL), 0);
 	for (int i = 0; i < forks; i++) {

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * cmesh.h - typed channels between threads and co-located processes.
  */
 #ifndef CMESH_H

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * cmesh/cancel.h - cancellation contexts with deadlines.
  *
  * A context (cmesh_ctx) tells a blocking call when to give up: once it is
@@ -39,13 +40,13 @@ CMESH_BEGIN_DECLS
 typedef struct cmesh_ctx cmesh_ctx;
 typedef struct cmesh_cancel cmesh_cancel;
 
-/*
+/**
  * A root context: never cancelled, no deadline. 0, -EINVAL (NULL out),
  * -ENOMEM.
  */
 CMESH_API int cmesh_ctx_new(cmesh_ctx **out);
 
-/*
+/**
  * A child of `parent` (NULL: a new root) and the canceller that cancels
  * it. A child of a context that has ended starts cancelled. 0, -EINVAL,
  * -ENOMEM (then nothing is made).
@@ -53,7 +54,7 @@ CMESH_API int cmesh_ctx_new(cmesh_ctx **out);
 CMESH_API int cmesh_ctx_with_cancel(const cmesh_ctx *parent, cmesh_ctx **out,
 				    cmesh_cancel **out_cancel);
 
-/*
+/**
  * A child of `parent` (NULL: a new root) whose deadline is the earlier of
  * `deadline` (CLOCK_MONOTONIC ns, as cmesh_clock_now(); CMESH_DEADLINE_NONE:
  * none) and its parent's. The _timeout form takes `timeout_ns` from now
@@ -67,13 +68,13 @@ CMESH_API int cmesh_ctx_with_timeout(const cmesh_ctx *parent,
 /* Another handle on the same context. 0, -EINVAL, -ENOMEM. */
 CMESH_API int cmesh_ctx_clone(const cmesh_ctx *ctx, cmesh_ctx **out);
 
-/*
+/**
  * Frees a handle. Its children live on (they keep what they need of it)
  * and are still cancelled with it. NULL is a no-op.
  */
 CMESH_API void cmesh_ctx_free(cmesh_ctx *ctx);
 
-/*
+/**
  * 0 while the context lasts, -ECANCELED once it (or an ancestor) was
  * cancelled, else -ETIMEDOUT once its deadline passed. -EINVAL for NULL.
  */
@@ -82,13 +83,13 @@ CMESH_API int cmesh_ctx_check(const cmesh_ctx *ctx);
 /* The context's deadline, or CMESH_DEADLINE_NONE (also for NULL). */
 CMESH_API int64_t cmesh_ctx_deadline(const cmesh_ctx *ctx);
 
-/*
+/**
  * Blocks until the context ends: returns -ECANCELED or -ETIMEDOUT (at
  * once if it has ended), -EINVAL for NULL.
  */
 CMESH_API int cmesh_ctx_wait(const cmesh_ctx *ctx);
 
-/*
+/**
  * Cancels the canceller's context and every descendant, waking whoever
  * waits on them. Idempotent. NULL is a no-op.
  */

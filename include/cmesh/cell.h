@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * cmesh/cell.h - a value published to subscribers (mesh's cell): one
  * updater sets it, any number of cells (subscribers), in this process or
  * in others, read the latest value without a syscall, wait for the next
@@ -58,7 +59,7 @@ CMESH_API extern const cmesh_type cmesh_cell_control_type;
 		CMESH_FIELD_SENDER(st, member.control,                         \
 				   cmesh_cell_control_type)
 
-/*
+/**
  * A new value of type `value_type` (plain: no resource fields), set to
  * `initial`, with its updater and a first cell. 0, -EINVAL (NULL, a type
  * with resource fields or invalid), -EMSGSIZE (larger than
@@ -68,7 +69,7 @@ CMESH_API int cmesh_cell_new(const cmesh_type *value_type, const void *initial,
 			     cmesh_cell_updater **out_updater,
 			     cmesh_cell **out_cell);
 
-/*
+/**
  * Publishes `value` (copied) to every live cell, wherever it is; takes
  * new subscriptions (clones, moved cells) and acknowledgements first.
  * Never blocks (a cell that does not read queues its updates up to the
@@ -78,7 +79,7 @@ CMESH_API int cmesh_cell_new(const cmesh_type *value_type, const void *initial,
  */
 CMESH_API int64_t cmesh_cell_set(cmesh_cell_updater *u, const void *value);
 
-/*
+/**
  * Waits until every live cell has seen the latest value (read it through
  * get or wait_next), for as long as `ctx` lasts (NULL: no limit). A cell
  * whose holder frees it or whose process dies stops counting. 0,
@@ -92,7 +93,7 @@ CMESH_API int cmesh_cell_subscribers(cmesh_cell_updater *u);
 /* Frees the updater: cells keep their last value; wait_next says -EPIPE. */
 CMESH_API void cmesh_cell_updater_free(cmesh_cell_updater *u);
 
-/*
+/**
  * The latest value into `out` (value_type's size) and its version into
  * *version (may be NULL). Makes no syscall and takes no lock when nothing
  * changed (a check of its update channel and a copy); the first read of a
@@ -102,7 +103,7 @@ CMESH_API void cmesh_cell_updater_free(cmesh_cell_updater *u);
  */
 CMESH_API int cmesh_cell_get(cmesh_cell *c, void *out, uint64_t *version);
 
-/*
+/**
  * Waits for a value newer than the last one get or wait_next returned
  * (or than the one the cell started with), for as long as `ctx` lasts, and returns it as get does (values in
  * between may be skipped: it is the latest). -EPIPE once the updater is
@@ -112,7 +113,7 @@ CMESH_API int cmesh_cell_get(cmesh_cell *c, void *out, uint64_t *version);
 CMESH_API int cmesh_cell_wait_next(cmesh_cell *c, const cmesh_ctx *ctx,
 				   void *out, uint64_t *version);
 
-/*
+/**
  * Another cell on the same value, with the value `c` has now; it hears of
  * later values once the updater takes its subscription (at its next set
  * or wait_seen). 0, -EINVAL, -ENOMEM; a clone made after the updater is
@@ -120,7 +121,7 @@ CMESH_API int cmesh_cell_wait_next(cmesh_cell *c, const cmesh_ctx *ctx,
  */
 CMESH_API int cmesh_cell_clone(cmesh_cell *c, cmesh_cell **out);
 
-/*
+/**
  * A cell as a waitset member (cmesh/waitset.h): ready once a value came
  * that get or wait_next has not taken (or the updater is gone); take it
  * with cmesh_cell_get() before waiting again. Freeing or sending the cell
@@ -134,13 +135,13 @@ CMESH_API int cmesh_cell_waitset_remove(cmesh_cell *c, cmesh_waitset *ws);
 /* Frees a cell (its subscription ends). NULL is a no-op. */
 CMESH_API void cmesh_cell_free(cmesh_cell *c);
 
-/*
+/**
  * Turns `c` (taken) into a port to send in a message: a new subscription
  * that starts with `c`'s value. 0, -EINVAL, -ENOMEM (then `c` is kept).
  */
 CMESH_API int cmesh_cell_to_port(cmesh_cell *c, cmesh_cell_port *port);
 
-/*
+/**
  * A cell from a received port (its endpoints taken, the fields NULLed),
  * for values of `value_type`: waits, for as long as `ctx` lasts, for the
  * value the sending side gave it. 0, -EINVAL (an empty port), -EBADMSG

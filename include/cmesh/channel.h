@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * cmesh/channel.h - multi-producer channels.
  *
  * A channel has any number of senders (cmesh_sender_clone) and one
@@ -64,7 +65,7 @@ typedef struct cmesh_channel_opts {
 		sizeof(cmesh_channel_opts), 0, 0, 0, 0, 0                      \
 	}
 
-/*
+/**
  * Creates a channel of messages described by `type` (borrowed: it must
  * outlive the channel, normally it is static). `opts` may be NULL.
  * Returns owned handles in *out_tx and *out_rx. Errors: -EINVAL (bad type,
@@ -77,7 +78,7 @@ CMESH_API int cmesh_channel_new(const cmesh_type *type,
 /* Another owned sender for the same channel. Errors: -EINVAL, -ENOMEM. */
 CMESH_API int cmesh_sender_clone(cmesh_sender *tx, cmesh_sender **out_tx);
 
-/*
+/**
  * Frees a sender. When the last sender of a channel is freed the receiver
  * drains what was sent, then gets -EPIPE. NULL is a no-op.
  */
@@ -86,7 +87,7 @@ CMESH_API void cmesh_sender_free(cmesh_sender *tx);
 /* The channel's message type (borrowed); NULL for a NULL sender. */
 CMESH_API const cmesh_type *cmesh_sender_type(const cmesh_sender *tx);
 
-/*
+/**
  * Sends one message: `msg` points to a struct of the channel's type,
  * `trail` to `trail_len` trailing bytes (NULL if 0). Never blocks. Takes the
  * message's resources (see above). Returns 0, or -EPIPE (receiver gone),
@@ -98,7 +99,7 @@ CMESH_API const cmesh_type *cmesh_sender_type(const cmesh_sender *tx);
 CMESH_API int cmesh_sender_send(cmesh_sender *tx, const void *msg,
 				const void *trail, size_t trail_len);
 
-/*
+/**
  * Waits until every message this channel's senders sent has left this
  * process's hands: in one process at once; across processes once the
  * backlog queued behind a full ring is in the ring, where the peer reads
@@ -115,13 +116,13 @@ CMESH_API int cmesh_sender_send(cmesh_sender *tx, const void *msg,
  */
 CMESH_API int cmesh_sender_flush(cmesh_sender *tx, int64_t deadline);
 
-/*
+/**
  * As cmesh_sender_flush(), for as long as `ctx` lasts (NULL: no limit):
  * -ETIMEDOUT at its deadline, -ECANCELED once it is cancelled.
  */
 CMESH_API int cmesh_sender_flush_ctx(cmesh_sender *tx, const cmesh_ctx *ctx);
 
-/*
+/**
  * As cmesh_sender_send(), but never queues beyond the receiver's ring:
  * when the message does not go into it at once (the ring is full, or
  * earlier messages of this process still wait behind it, or the channel
@@ -134,7 +135,7 @@ CMESH_API int cmesh_sender_flush_ctx(cmesh_sender *tx, const cmesh_ctx *ctx);
 CMESH_API int cmesh_sender_try_send(cmesh_sender *tx, const void *msg,
 				    const void *trail, size_t trail_len);
 
-/*
+/**
  * Whether the receiver is gone, without sending: 1 (freed, or dropped
  * unread in another process: every send now fails with -EPIPE), 0 (there,
  * as far as this process knows: a receiver freed in another process is
@@ -144,7 +145,7 @@ CMESH_API int cmesh_sender_try_send(cmesh_sender *tx, const void *msg,
  */
 CMESH_API int cmesh_sender_is_closed(const cmesh_sender *tx);
 
-/*
+/**
  * Joins two channels of one type (mesh's bridge): every message of
  * `rx`'s channel, queued now or sent later, goes on into `tx`'s channel in
  * the order `rx` would have received it, with its fds and endpoints. Each
@@ -181,7 +182,7 @@ typedef struct cmesh_receiver_stats {
 	uint64_t sleeps;	 /* times it slept (futex or wake loop) */
 } cmesh_receiver_stats;
 
-/*
+/**
  * Fills `out` (its `size` set by the caller: fields past it are left
  * alone). Counters count from the receiver's creation; they are read
  * without stopping the receiving thread, so they may lag it a little.
@@ -191,13 +192,13 @@ typedef struct cmesh_receiver_stats {
 CMESH_API int cmesh_receiver_stats_get(const cmesh_receiver *rx,
 				       cmesh_receiver_stats *out);
 
-/*
+/**
  * Frees the receiver; senders then get -EPIPE and queued messages have
  * their resources released. Removes it from its waitset. NULL is a no-op.
  */
 CMESH_API void cmesh_receiver_free(cmesh_receiver *rx);
 
-/*
+/**
  * Returns to the kernel the ring storage kept from freed channels. A freed
  * channel's ring of more than 4 KiB, if little of it was written, is kept
  * (at most 16 rings, 128 KiB of written pages each) to serve the next
@@ -209,7 +210,7 @@ CMESH_API void cmesh_channel_trim(void);
 /* The channel's message type (borrowed); NULL for a NULL receiver. */
 CMESH_API const cmesh_type *cmesh_receiver_type(const cmesh_receiver *rx);
 
-/*
+/**
  * Receives the next message into `out_msg` (a struct of the channel's type)
  * and its trailing bytes into `out_trail` (capacity `trail_cap`). The caller
  * owns the message's resources. Returns the number of trailing bytes, or:
@@ -237,13 +238,13 @@ CMESH_API int cmesh_receiver_recv_ctx(cmesh_receiver *rx, const cmesh_ctx *ctx,
 				      void *out_msg, void *out_trail,
 				      size_t trail_cap);
 
-/*
+/**
  * Trailing-byte count of the next message without consuming it, or -EAGAIN
  * (nothing ready), -EPIPE (closed), -EINVAL.
  */
 CMESH_API int cmesh_receiver_try_peek(cmesh_receiver *rx);
 
-/*
+/**
  * Typed wrappers without trailing bytes. CMESH_CHANNEL_PROTOTYPE(ping,
  * struct ping) emits ping_send(), ping_try_recv(), ping_recv(),
  * ping_recv_deadline() and ping_recv_ctx() taking `struct ping *`.

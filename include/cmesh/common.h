@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * cmesh/common.h - export macro, version, clock and deadlines.
  */
 #ifndef CMESH_COMMON_H
@@ -35,7 +36,7 @@
 
 CMESH_BEGIN_DECLS
 
-/*
+/**
  * The library's version as "MAJOR.MINOR.PATCH": the one linked at run
  * time, which may differ from the headers' CMESH_VERSION_STRING.
  */
@@ -44,7 +45,7 @@ CMESH_API const char *cmesh_version(void);
 /* Current CLOCK_MONOTONIC time in nanoseconds. */
 CMESH_API int64_t cmesh_clock_now(void);
 
-/*
+/**
  * Deadline `ns` nanoseconds from now, saturating at CMESH_DEADLINE_NONE.
  * A negative `ns` gives a deadline in the past.
  */

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * cmesh/env.h - tuning by environment.
  *
  * Read once, at the first call that needs them; later changes to the
@@ -49,7 +50,7 @@ typedef struct cmesh_env {
 		sizeof(cmesh_env), 0, 0, 0, 0, 0, 0, 0                         \
 	}
 
-/*
+/**
  * Parses the environment (once per process) and copies the settings into
  * *out (may be NULL). On a bad value returns -EINVAL and, if `errbuf` is
  * not NULL, writes a NUL-terminated message naming the variable and the

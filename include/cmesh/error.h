@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * cmesh/error.h - error values.
  *
  * Every fallible cmesh call returns an int: >= 0 on success (a count where
@@ -41,7 +42,7 @@
 
 CMESH_BEGIN_DECLS
 
-/*
+/**
  * Static description of a cmesh return value (negative errno or >= 0).
  * Never returns NULL; the string must not be freed.
  */

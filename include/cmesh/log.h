@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * cmesh/log.h - where the library's log lines go.
  *
  * cmesh logs what helps find a problem: joins (who, which types, which
@@ -25,7 +26,7 @@ CMESH_BEGIN_DECLS
 #define CMESH_LOG_INFO 3
 #define CMESH_LOG_DEBUG 4
 
-/*
+/**
  * Receives one log line (no trailing newline, at most 511 bytes; `line`
  * is borrowed for the call). Called from whichever thread logs, often a
  * library thread (a link's, the forwarder's), and possibly from several
@@ -33,7 +34,7 @@ CMESH_BEGIN_DECLS
  */
 typedef void (*cmesh_log_fn)(void *arg, int level, const char *line);
 
-/*
+/**
  * Sends log lines of level <= `level` to fn(arg, ...) instead of stderr;
  * fn NULL goes back to stderr at CMESH_LOG's level (then `level` and `arg`
  * are ignored). Takes effect for lines logged after it returns; a call

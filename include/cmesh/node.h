@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * cmesh/node.h - joining processes: spawn/join, listen/connect.
  *
  * A node is this process's link to one peer process: a SOCK_SEQPACKET unix
@@ -42,7 +43,7 @@ typedef struct cmesh_listener cmesh_listener;
 /* Environment variable carrying a spawned child's invitation. */
 #define CMESH_INVITE_ENV "CMESH_INVITE"
 
-/*
+/**
  * cmesh_node_opts.flags, cmesh_spawn() only: the child gets SIGKILL when
  * the thread that spawned it exits (PR_SET_PDEATHSIG), and does not start
  * if the spawning process is gone before the child could ask.
@@ -99,7 +100,7 @@ typedef struct cmesh_node_opts {
 		sizeof(cmesh_node_opts), 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL    \
 	}
 
-/*
+/**
  * Joins over an already connected SOCK_SEQPACKET unix socket `sock` (taken
  * in every case: closed on failure). Both sides call it. Returns an owned
  * node and the first channel pair. Errors: -EBADMSG (type mismatch), -EPROTO
@@ -112,7 +113,7 @@ CMESH_API int cmesh_node_join_socket(int sock, const cmesh_type *out_type,
 				     cmesh_sender **out_tx,
 				     cmesh_receiver **out_rx);
 
-/*
+/**
  * Starts `path` with `argv` (NULL-terminated; the environment is inherited
  * plus CMESH_INVITE) as a child joined to this process, and waits for its
  * cmesh_join(). The child starts clean: of this process's fds it inherits
@@ -131,7 +132,7 @@ CMESH_API int cmesh_spawn(const char *path, char *const argv[],
 			  const cmesh_node_opts *opts, cmesh_node **out_node,
 			  cmesh_sender **out_tx, cmesh_receiver **out_rx);
 
-/*
+/**
  * In a child started by cmesh_spawn(): accepts the invitation (the socket
  * named by CMESH_INVITE, which is then unset). -ENOENT if there is none.
  */
@@ -139,7 +140,7 @@ CMESH_API int cmesh_join(const cmesh_type *out_type, const cmesh_type *in_type,
 			 const cmesh_node_opts *opts, cmesh_node **out_node,
 			 cmesh_sender **out_tx, cmesh_receiver **out_rx);
 
-/*
+/**
  * The peer's process id: the child cmesh_spawn() forked, peer_pid, or
  * SO_PEERCRED; where that names this process (a socketpair it made), the
  * pid the peer gave in its handshake (its word, not checked).
@@ -160,7 +161,7 @@ typedef struct cmesh_node_stats {
 	uint64_t backlog; /* first channel: bytes spilled behind its ring */
 } cmesh_node_stats;
 
-/*
+/**
  * Fills `out` (its `size` set by the caller: fields past it are left
  * alone, so a caller built against an older header works). Never blocks
  * for long (the link's lane lock), makes no syscall. Returns 0, or -EINVAL
@@ -169,7 +170,7 @@ typedef struct cmesh_node_stats {
 CMESH_API int cmesh_node_stats_get(const cmesh_node *node,
 				   cmesh_node_stats *out);
 
-/*
+/**
  * As cmesh_sender_flush() for everything sent over this link, on every
  * channel it carries (the first pair and those endpoints sent over it
  * made), including the close of senders already freed: once it returns 0
@@ -182,7 +183,7 @@ CMESH_API int cmesh_node_flush(cmesh_node *node, int64_t deadline);
 /* As cmesh_node_flush(), for as long as `ctx` lasts (cmesh/cancel.h). */
 CMESH_API int cmesh_node_flush_ctx(cmesh_node *node, const cmesh_ctx *ctx);
 
-/*
+/**
  * Drops this handle on the link. The link stays up while channels on it are
  * open; when the last is freed the socket closes (once a backlog still
  * queued for a live peer has been delivered). NULL is a no-op. Does not
@@ -190,7 +191,7 @@ CMESH_API int cmesh_node_flush_ctx(cmesh_node *node, const cmesh_ctx *ctx);
  */
 CMESH_API void cmesh_node_free(cmesh_node *node);
 
-/*
+/**
  * Flushes as cmesh_node_flush() until `deadline`, then closes the link for
  * good and frees `node` (taken in every case): the peer sees it hang up,
  * whatever was not flushed is dropped (its fds closed), and the channels
@@ -201,7 +202,7 @@ CMESH_API void cmesh_node_free(cmesh_node *node);
  */
 CMESH_API int cmesh_node_close(cmesh_node *node, int64_t deadline);
 
-/*
+/**
  * As cmesh_node_close(), flushing for as long as `ctx` lasts
  * (cmesh_node_flush_ctx()): -ECANCELED or -ETIMEDOUT if the context ended
  * first. `node` is taken in every case; -EINVAL for NULL (either).
@@ -223,14 +224,14 @@ typedef struct cmesh_listen_opts {
 		sizeof(cmesh_listen_opts), 0, 0, 0                             \
 	}
 
-/*
+/**
  * Listens on a unix socket at `path` (created; an existing socket file is
  * replaced). Errors: -EINVAL, -ENAMETOOLONG, -EADDRINUSE, -errno.
  */
 CMESH_API int cmesh_listen(const char *path, const cmesh_listen_opts *opts,
 			   cmesh_listener **out);
 
-/*
+/**
  * Accepts one peer and joins with it. A peer whose uid is refused is
  * disconnected and -EPERM returned. A peer that connects and does not
  * begin its handshake holds nothing up: connections wait (up to 64, the
@@ -245,7 +246,7 @@ cmesh_listener_accept(cmesh_listener *l, int64_t deadline,
 		      const cmesh_node_opts *opts, cmesh_node **out_node,
 		      cmesh_sender **out_tx, cmesh_receiver **out_rx);
 
-/*
+/**
  * An fd (borrowed, an epoll fd over the listening socket and the
  * connections waiting) that polls readable when a peer is waiting or one
  * has spoken: then call cmesh_listener_accept(). -EINVAL for NULL.

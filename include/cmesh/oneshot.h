@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * cmesh/oneshot.h - one value, once.
  *
  * The sender sends at most one message; sending consumes the sender.
@@ -18,7 +19,7 @@ CMESH_BEGIN_DECLS
 typedef struct cmesh_oneshot_sender cmesh_oneshot_sender;
 typedef struct cmesh_oneshot_receiver cmesh_oneshot_receiver;
 
-/*
+/**
  * Creates a oneshot for messages of `type` (borrowed, must outlive it).
  * Returns owned handles. Errors: -EINVAL, -ENOMEM.
  */
@@ -26,7 +27,7 @@ CMESH_API int cmesh_oneshot_new(const cmesh_type *type,
 				cmesh_oneshot_sender **out_tx,
 				cmesh_oneshot_receiver **out_rx);
 
-/*
+/**
  * Sends the value and frees `tx`, whatever the result. Takes the message's
  * resources. Returns 0, -EPIPE (receiver gone), -EBADMSG, -EMSGSIZE,
  * -ENOMEM, or -EINVAL (NULL tx or msg; tx is still freed if non-NULL).
@@ -42,7 +43,7 @@ CMESH_API void cmesh_oneshot_sender_free(cmesh_oneshot_sender *tx);
 /* As cmesh_sender_is_closed(): 1 if the receiver is gone, 0, or -errno. */
 CMESH_API int cmesh_oneshot_sender_is_closed(const cmesh_oneshot_sender *tx);
 
-/*
+/**
  * Receives the value, as cmesh_receiver_*recv*: returns the trailing-byte
  * count, or -EAGAIN, -ETIMEDOUT, -ECANCELED (recv_ctx), -EPIPE (sender
  * freed without sending, or the value was already received), -EMSGSIZE,

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * cmesh/pipe.h - a byte stream with backpressure (mesh's pipe): a writer
  * and a reader, in one process or two, and either end may move to another
  * process mid-stream with its buffered bytes and credit.
@@ -79,7 +80,7 @@ typedef struct cmesh_pipe_reader_port {
 CMESH_API int cmesh_pipe_new(cmesh_pipe_writer **out_w,
 			     cmesh_pipe_reader **out_r);
 
-/*
+/**
  * Writes all `len` bytes, waiting for credit for as long as `ctx` lasts
  * (NULL: no limit). Returns the bytes written: `len`, or fewer when the
  * wait ended (then the error comes from the next call), or an error when
@@ -92,7 +93,7 @@ CMESH_API int64_t cmesh_pipe_write(cmesh_pipe_writer *w, const void *buf,
 CMESH_API int64_t cmesh_pipe_try_write(cmesh_pipe_writer *w, const void *buf,
 				       size_t len);
 
-/*
+/**
  * An fd that polls readable when credit may have come (after try_write
  * said -EAGAIN): for the caller's own poll loop. Borrowed; -ENOMEM.
  */
@@ -101,7 +102,7 @@ CMESH_API int cmesh_pipe_writer_fd(cmesh_pipe_writer *w);
 /* Ends the stream (the reader sees EOF after every byte). NULL: no-op. */
 CMESH_API void cmesh_pipe_writer_free(cmesh_pipe_writer *w);
 
-/*
+/**
  * Reads up to `cap` bytes, waiting for as long as `ctx` lasts: the count
  * (> 0), 0 at the end of the stream, or an error.
  */
@@ -115,7 +116,7 @@ CMESH_API int64_t cmesh_pipe_try_read(cmesh_pipe_reader *r, void *buf,
 /* An fd that polls readable when bytes or the end may be there. */
 CMESH_API int cmesh_pipe_reader_fd(cmesh_pipe_reader *r);
 
-/*
+/**
  * An end as a waitset member (cmesh/waitset.h), instead of its own fd: a
  * reader is ready once a chunk or the end came, a writer once credit came
  * or its reader is gone. Ready means "try again": call the try form until
@@ -136,7 +137,7 @@ CMESH_API int cmesh_pipe_writer_waitset_remove(cmesh_pipe_writer *w,
 /* Frees the reader: the writer's next write fails with -EPIPE. */
 CMESH_API void cmesh_pipe_reader_free(cmesh_pipe_reader *r);
 
-/*
+/**
  * An end into a port to send in a message (the end is taken), and a port
  * received back into an end (its endpoints taken, the fields NULLed).
  * Credit in hand and bytes buffered but unread travel with it. 0, -EINVAL,

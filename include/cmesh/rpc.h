@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * cmesh/rpc.h - requests that carry their reply port (mesh's Rpc).
  *
  * A request is a message whose type has exactly one oneshot-sender field:
@@ -61,7 +62,7 @@ typedef struct cmesh_rpc cmesh_rpc;
 #define CMESH_RPC_MAX_CHAIN 16u
 #define CMESH_RPC_MAX_CHAIN_BYTES 4096u
 
-/*
+/**
  * Declares `struct name` (the arguments `args`, then the reply port
  * `reply` for responses of `resp_type`) and its descriptor `name##_type`.
  * The _FIELDS form takes the arguments' resource fields (fds, endpoints)
@@ -85,7 +86,7 @@ typedef struct cmesh_rpc cmesh_rpc;
 						     resp_type),               \
 			  __VA_ARGS__)
 
-/*
+/**
  * Sends request `req` (of the sender's type, which must have exactly one
  * oneshot-sender field, NULL in `req`) on `tx` with a new reply port in
  * that field, and returns the pending call in *out. Takes the request's
@@ -96,7 +97,7 @@ typedef struct cmesh_rpc cmesh_rpc;
 CMESH_API int cmesh_rpc_call(cmesh_sender *tx, void *req, const void *trail,
 			     size_t trail_len, cmesh_rpc **out);
 
-/*
+/**
  * Waits for the reply for as long as `ctx` lasts (NULL: no limit): the
  * response into `out_resp` (a struct of the response type; the caller owns
  * its resources) and its trailing bytes into `out_trail`. Returns as the
@@ -107,7 +108,7 @@ CMESH_API int cmesh_rpc_wait(cmesh_rpc *call, const cmesh_ctx *ctx,
 CMESH_API int cmesh_rpc_try_wait(cmesh_rpc *call, void *out_resp,
 				 void *out_trail, size_t trail_cap);
 
-/*
+/**
  * After -EREMOTEIO: the server's code (a negative errno) and its chain,
  * joined with ": " (borrowed: valid until cmesh_rpc_free()). 0 and NULL
  * before.
@@ -121,13 +122,13 @@ CMESH_API size_t cmesh_rpc_trail_len(const cmesh_rpc *call);
 /* The call's reply port, for a waitset (cmesh_waitset_add_oneshot()). */
 CMESH_API cmesh_oneshot_receiver *cmesh_rpc_receiver(cmesh_rpc *call);
 
-/*
+/**
  * Frees the call; a reply not taken is released (its resources closed).
  * A server answering later gets -EPIPE. NULL is a no-op.
  */
 CMESH_API void cmesh_rpc_free(cmesh_rpc *call);
 
-/*
+/**
  * Server: answers with `resp` (a struct of the response type, its
  * resources taken) and trailing bytes. Consumes `reply` in every case.
  * Returns 0, or what cmesh_oneshot_send() does (-EPIPE: the caller is
@@ -136,7 +137,7 @@ CMESH_API void cmesh_rpc_free(cmesh_rpc *call);
 CMESH_API int cmesh_rpc_complete(cmesh_oneshot_sender *reply, const void *resp,
 				 const void *trail, size_t trail_len);
 
-/*
+/**
  * Server: fails the call with `code` (a negative errno) and `n` strings,
  * outermost first (at most CMESH_RPC_MAX_CHAIN, their bytes at most
  * CMESH_RPC_MAX_CHAIN_BYTES with their NULs: longer ones are cut).

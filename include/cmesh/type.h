@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * cmesh/type.h - message type descriptors.
  *
  * A message is a C struct (plus optional trailing bytes). Its descriptor
@@ -91,7 +92,7 @@ struct cmesh_type {
 			(uint32_t)offsetof(st, member), &(msgtype)             \
 	}
 
-/*
+/**
  * A cancellation context (cmesh_ctx *, NULL for none). It moves with the
  * message: the sender's handle is taken, the receiver gets one. In
  * another process it is a context that ends when the sender's does (its
@@ -103,13 +104,13 @@ struct cmesh_type {
 		CMESH_FIELD_KIND_CTX, (uint32_t)offsetof(st, member), NULL     \
 	}
 
-/*
+/**
  * Defines `const cmesh_type var` for struct `st` with resource fields. Its
  * name (in logs, and in the fingerprint) is the token `st` as written, so
  * one struct named two ways (`struct req` and `req_t`) are two types. In C
  * the definition may be prefixed with `static` (or follow an `extern`
  * declaration); in C++ it is one at namespace scope with internal linkage
- * (a const), after a helper array var##__fields.
+ * (a const), after a helper array `var##__fields`.
  */
 #ifdef __cplusplus
 #define CMESH_TYPE_DEFINE(var, st, ...)                                        \
@@ -132,14 +133,14 @@ struct cmesh_type {
 #define CMESH_TYPE_DEFINE_PLAIN(var, st)                                       \
 	const cmesh_type var = { #st, (uint32_t)sizeof(st), 0, NULL }
 
-/*
+/**
  * Checks a descriptor: size in range, fields inside the struct, aligned,
  * not overlapping, known kinds, endpoint fields naming a valid type (nested
  * descriptors are checked to a depth of 8). Returns 0 or -EINVAL.
  */
 CMESH_API int cmesh_type_check(const cmesh_type *type);
 
-/*
+/**
  * Fingerprint of a valid descriptor into *out_fp. Returns 0, or -EINVAL if
  * cmesh_type_check() fails. Borrows `type`.
  */

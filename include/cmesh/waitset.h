@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * cmesh/waitset.h - wait for the first ready of many endpoints.
  *
  * A member is ready when a receive on it would not return -EAGAIN: a
@@ -36,7 +37,7 @@ CMESH_API int cmesh_waitset_new(cmesh_waitset **out_ws);
 /* Frees the waitset after removing every member. NULL is a no-op. */
 CMESH_API void cmesh_waitset_free(cmesh_waitset *ws);
 
-/*
+/**
  * Adds a member (borrowed: it stays owned by the caller; freeing it removes
  * it). `key` is returned by wait when the member is ready. Errors: -EBUSY
  * (already in a waitset), -EINVAL, -ENOMEM.
@@ -47,7 +48,7 @@ CMESH_API int cmesh_waitset_add_oneshot(cmesh_waitset *ws,
 					cmesh_oneshot_receiver *rx,
 					uint64_t key);
 
-/*
+/**
  * A cancellation context as a member (cmesh/cancel.h): ready once it has
  * ended (cancelled, or its deadline passed: a wait wakes for it then),
  * and stays ready until removed. The waitset keeps its own handle, so the
@@ -65,7 +66,7 @@ CMESH_API int cmesh_waitset_remove_receiver(cmesh_waitset *ws,
 CMESH_API int cmesh_waitset_remove_oneshot(cmesh_waitset *ws,
 					   cmesh_oneshot_receiver *rx);
 
-/*
+/**
  * Waits until a member is ready and stores its key in *out_key. Members are
  * scanned round-robin so a busy one cannot starve the others. Returns 0,
  * -ETIMEDOUT (deadline passed; wait_ctx: the context's), -ECANCELED

@@ -733,6 +733,7 @@ static void unmap_halves(struct cmesh__link *l, struct cmesh__lane *ln)
 static bool sweep_out(struct cmesh__link *l, struct cmesh__lane *ln)
 {
 	enum cmesh__spill_wait w;
+	bool released;
 
 	if (cmesh__link_failed(l) ||
 	    atomic_load_explicit(&ln->dropped, memory_order_acquire)) {
@@ -742,6 +743,14 @@ static bool sweep_out(struct cmesh__link *l, struct cmesh__lane *ln)
 	}
 	if (ln->dynamic && !cmesh__lane_bound(ln))
 		return false; /* its backlog waits for the binding */
+	/*
+	 * Before the flush: its owner releases it (no lock) after its last
+	 * send, whose spill this acquire then shows the flush. Seen only
+	 * after a flush that found the backlog empty, a release could come
+	 * with records spilled in between: END would go ahead of them and
+	 * the lane be freed with them (the peer waits for good).
+	 */
+	released = atomic_load_explicit(&ln->released, memory_order_acquire);
 	w = cmesh__lane_flush_spill(ln);
 	if (w == CMESH__SPILL_DONE && ln->dynamic) {
 		/*
@@ -753,7 +762,7 @@ static bool sweep_out(struct cmesh__link *l, struct cmesh__lane *ln)
 
 		pthread_mutex_lock(&l->att_lock);
 		if (!idle_now(l, ln) && !ln->poolable && !ln->end_sent &&
-		    atomic_load_explicit(&ln->released, memory_order_acquire))
+		    released)
 			end = ln->end_sent = true;
 		pthread_mutex_unlock(&l->att_lock);
 		if (end)

@@ -19,13 +19,16 @@
 
 #include "endpoint.h"
 #include "lane.h"
+#include "link_int.h"
 #include "queue.h"
 
 #include <criterion/criterion.h>
 
 #include <dirent.h>
+#include <pthread.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <stdatomic.h>
 #include <errno.h>
 #include <stdio.h>
@@ -470,4 +473,175 @@ Test(backlog, a_producer_throttled_past_its_fd_budget_still_drains)
 	cmesh_node_free(n);
 	close(sy[0]);
 	topo_assert_baseline_within(&res, TOPO_WAIT_MS);
+}
+
+/*
+ * The backlog of a port's lane that is spilled as its endpoint goes (the
+ * last sends met a full ring, then the sender was freed) still arrives,
+ * CLOSE last. The link thread decides the lane is done (END, then it is
+ * freed) from a flush that left no backlog and its release: the release
+ * must be seen before that flush, else records spilled in between are
+ * freed with the lane and the peer waits for good (a forwarded stream
+ * cut short, moves::receiver_to_third_process). The test holds the locks
+ * the link thread takes to put the release exactly there: the lane's
+ * (the flush waits on it) and then the link's att_lock (taken after it).
+ */
+struct rxmsg {
+	cmesh_receiver *rx;
+};
+CMESH_TYPE_DEFINE(rxmsg_type, struct rxmsg,
+		  CMESH_FIELD_RECEIVER(struct rxmsg, rx, msg64_type));
+
+#define EARLY 8u       /* spilled before the lane is bound */
+#define LATE 32u       /* spilled behind the full ring, just before the free */
+#define DRAIN_MS 3000u /* the peer's bound for each message */
+
+/* The tid of this process's only link thread. */
+static pid_t only_link_tid(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	pid_t tid = 0;
+	int n = 0;
+
+	cr_assert_not_null(d);
+	while ((e = readdir(d))) {
+		char path[320], line[32];
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm",
+			 e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fgets(line, sizeof(line), f) &&
+		    strncmp(line, "cmesh-link", 10) == 0) {
+			tid = (pid_t)atoi(e->d_name);
+			n++;
+		}
+		fclose(f);
+	}
+	closedir(d);
+	cr_assert_eq(n, 1, "%d link threads", n);
+	return tid;
+}
+
+/* True while thread `tid` of this process waits in futex(2). */
+static bool in_futex(pid_t tid)
+{
+	char path[64];
+	long nr = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
+	f = fopen(path, "r");
+	cr_assert_not_null(f);
+	if (fscanf(f, "%ld", &nr) != 1)
+		nr = -1; /* "running" */
+	fclose(f);
+	return nr == SYS_futex;
+}
+
+static void released_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			    const struct topo_side *s)
+{
+	cmesh_sender *ctx;
+	cmesh_receiver *crx;
+	struct cmesh__lane *ln;
+	struct cmesh__link *l;
+	struct msg64 m;
+	uint64_t sent = 0;
+	pid_t tid = only_link_tid();
+	int64_t end;
+
+	TU_ASSERT_RC(cmesh_channel_new(&msg64_type, NULL, &ctx, &crx), 0);
+	/* The receiver moves: its senders write to a port's lane. */
+	TU_ASSERT_RC(cmesh_sender_send(tx, &(struct rxmsg){ crx }, NULL, 0), 0);
+	ln = cmesh__queue_tx_lane(
+		cmesh__endpoint_queue(CMESH_FIELD_KIND_SENDER, ctx));
+	cr_assert(ln && ln->dynamic && !cmesh__lane_bound(ln));
+	l = ln->link;
+	for (; sent < EARLY; sent++) {
+		m = msg_of(sent);
+		TU_ASSERT_RC(cmesh_sender_send(ctx, &m, NULL, 0), 0);
+	}
+	cr_assert_gt(backlog_of(ctx), 0, "nothing spilled");
+	/* The binding's flush will wait for the lane's lock. */
+	pthread_mutex_lock(&ln->lock);
+	TU_ASSERT_RC(topo_post(s->sync, 'r'), 0); /* take the port: bind */
+	end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	while (!(cmesh__lane_bound(ln) && in_futex(tid)) && tu_now_ns() < end)
+		tu_sleep_ms(1);
+	cr_assert(cmesh__lane_bound(ln) && in_futex(tid),
+		  "the link thread does not flush");
+	/* Its flush goes on and leaves no backlog; the rest waits here. */
+	pthread_mutex_lock(&l->att_lock);
+	pthread_mutex_unlock(&ln->lock);
+	while (backlog_of(ctx) && tu_now_ns() < end)
+		tu_sleep_ms(1);
+	cr_assert_eq(backlog_of(ctx), 0, "the flush did not happen");
+	/* Meanwhile: the ring fills (the peer does not read yet), the last
+	 * sends spill, the sender goes (CLOSE) and the lane is released. */
+	for (uint64_t spilled = 0; spilled < LATE; sent++) {
+		m = msg_of(sent);
+		TU_ASSERT_RC(cmesh_sender_send(ctx, &m, NULL, 0), 0);
+		if (backlog_of(ctx))
+			spilled++;
+	}
+	cmesh_sender_free(ctx);
+	pthread_mutex_unlock(&l->att_lock);
+	TU_ASSERT_RC(topo_post(s->sync, 'g'), 0);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL,
+						  0),
+		     0);
+	cr_assert_eq(m.seq, sent, "the peer got %llu of %llu messages",
+		     (unsigned long long)m.seq, (unsigned long long)sent);
+	TU_ASSERT_RC(topo_post(s->sync, 'q'), 0);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}
+
+static int released_peer(cmesh_sender *tx, cmesh_receiver *rx,
+			 const struct topo_side *s)
+{
+	struct rxmsg p;
+	struct msg64 m;
+	uint64_t n = 0;
+	int r;
+
+	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'r');
+	TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(), &p,
+						   NULL, 0),
+		      0);
+	TOPO_CHECK(p.rx);
+	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'g');
+	while ((r = cmesh_receiver_recv_deadline(
+			p.rx, cmesh_deadline_after(TU_MS(DRAIN_MS)), &m, NULL,
+			0)) == 0) {
+		TOPO_CHECK(msg_ok(&m, n));
+		n++;
+	}
+	/* Every message, then closed; or what came before the wait ended. */
+	TOPO_CHECK(r == -EPIPE || r == -ETIMEDOUT);
+	cmesh_receiver_free(p.rx);
+	TOPO_CHECK_EQ(
+		cmesh_sender_send(tx, &(struct msg64){ .seq = n }, NULL, 0), 0);
+	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'q');
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	return 0;
+}
+
+static const struct topo_scenario released = {
+	.down = &rxmsg_type,
+	.up = &msg64_type,
+	.driver = released_driver,
+	.peer = released_peer,
+};
+
+Test(backlog, a_lane_released_just_after_its_last_spill_delivers_it_all)
+{
+	topo_run(&released, TOPO_FORK);
 }

@@ -752,3 +752,26 @@ bool bench_only_arg(int argc, char **argv, int *i, int max, int *only)
 	(*i)++;
 	return true;
 }
+
+void bench_ev_put(struct bench_ev_line *l, int efd, const struct bench_msg *m)
+{
+	uint64_t one = 1;
+
+	memcpy(l->body, m, sizeof(l->body));
+	/* The eventfd write publishes the line; pairs with bench_ev_get. */
+	atomic_thread_fence(memory_order_release);
+	if (write(efd, &one, sizeof(one)) != (ssize_t)sizeof(one))
+		bench_die("eventfd write", errno);
+}
+
+void bench_ev_get(struct bench_ev_line *l, int efd, struct bench_msg *out)
+{
+	uint64_t v;
+
+	while (read(efd, &v, sizeof(v)) != (ssize_t)sizeof(v))
+		if (errno != EINTR)
+			bench_die("eventfd read", errno);
+	/* Pairs with bench_ev_put's fence before the eventfd write. */
+	atomic_thread_fence(memory_order_acquire);
+	memcpy(out, l->body, sizeof(*out));
+}

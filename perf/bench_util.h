@@ -359,6 +359,21 @@ struct bench_msg {
 _Static_assert(sizeof(struct bench_msg) == 64, "bench_msg is 64 bytes");
 
 /*
+ * Raw eventfd payload line (in a MAP_SHARED mapping): the message is
+ * written before the eventfd write and read after the eventfd read (the
+ * syscalls order it; the fences document it).
+ */
+struct bench_ev_line {
+	alignas(128) uint8_t body[64];
+};
+
+/* Copies `m` into `l`, then writes 1 to the eventfd `efd`. */
+void bench_ev_put(struct bench_ev_line *l, int efd, const struct bench_msg *m);
+
+/* Reads the eventfd `efd` (blocking, EINTR retried), then copies `l` out. */
+void bench_ev_get(struct bench_ev_line *l, int efd, struct bench_msg *out);
+
+/*
  * Raw spin line: the 64-byte message, its first word (seq) doubling as the
  * ready flag. Writer: copy bytes 8..63, store seq (release). Reader: spin
  * on seq (acquire, pairs with that store), copy bytes 8..63. Ping-pong

@@ -372,15 +372,9 @@ static void run_s1(uint64_t rounds, uint64_t per)
 /* ---------------------------------------------------------------------- */
 /* 2: sleeping ping-pong across two processes                             */
 
-/* Raw eventfd payload line: written before the eventfd write, read after
- * the eventfd read (the syscalls order it; fences document it). */
-struct ev_line {
-	alignas(128) uint8_t body[64];
-};
-
 /* Mapped MAP_SHARED | MAP_ANONYMOUS before fork. */
 struct shared {
-	struct ev_line ping, pong;
+	struct bench_ev_line ping, pong;
 };
 
 static struct shared *sh;
@@ -401,29 +395,6 @@ enum {
 	CMD_RECV,
 	CMD_QUIT
 };
-
-static inline void ev_put(struct ev_line *l, int efd, const struct bench_msg *m)
-{
-	uint64_t one = 1;
-
-	memcpy(l->body, m, sizeof(l->body));
-	/* The eventfd write publishes the line; pairs with ev_get's fence. */
-	atomic_thread_fence(memory_order_release);
-	if (write(efd, &one, sizeof(one)) != (ssize_t)sizeof(one))
-		bench_die("eventfd write", errno);
-}
-
-static inline void ev_get(struct ev_line *l, int efd, struct bench_msg *out)
-{
-	uint64_t v;
-
-	while (read(efd, &v, sizeof(v)) != (ssize_t)sizeof(v))
-		if (errno != EINTR)
-			bench_die("eventfd read", errno);
-	/* Pairs with ev_put's fence before the eventfd write. */
-	atomic_thread_fence(memory_order_acquire);
-	memcpy(out, l->body, sizeof(*out));
-}
 
 static inline void cm_send(const struct bench_msg *m)
 {
@@ -486,10 +457,10 @@ struct job {
 	uint64_t elapsed;
 };
 
-BENCH_RTT_PING(efd_ping_side, struct job, ev_put(&sh->ping, efd_ping, &m),
-	       ev_get(&sh->pong, efd_pong, &r))
-BENCH_RTT_PONG(efd_pong_side, struct job, ev_get(&sh->ping, efd_ping, &r),
-	       ev_put(&sh->pong, efd_pong, &r))
+BENCH_RTT_PING(efd_ping_side, struct job, bench_ev_put(&sh->ping, efd_ping, &m),
+	       bench_ev_get(&sh->pong, efd_pong, &r))
+BENCH_RTT_PONG(efd_pong_side, struct job, bench_ev_get(&sh->ping, efd_ping, &r),
+	       bench_ev_put(&sh->pong, efd_pong, &r))
 BENCH_RTT_PING(ws_ping_side, struct job, cm_send(&m), ws_recv(&r))
 BENCH_RTT_PONG(ws_pong_side, struct job, ws_recv(&r), cm_send(&r))
 BENCH_RTT_PING(recv_ping_side, struct job, cm_send(&m), cm_recv(&r))

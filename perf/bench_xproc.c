@@ -128,12 +128,6 @@
 
 static CMESH_TYPE_DEFINE_PLAIN(bench_msg_type, struct bench_msg);
 
-/* Raw eventfd payload line: written before the eventfd write, read after
- * the eventfd read (the syscalls order it; fences document it). */
-struct ev_line {
-	alignas(128) uint8_t body[64];
-};
-
 struct index_line {
 	alignas(128) _Atomic uint64_t v;
 };
@@ -169,7 +163,7 @@ struct shared {
 	 * written before a barrier, read by the parent after it. */
 	struct index_line tx_ticks;
 	struct bench_spin_line ping, pong;
-	struct ev_line ev_ping, ev_pong;
+	struct bench_ev_line ev_ping, ev_pong;
 	/* cm-win: messages received so far, consumer stores (release) every
 	 * win_publish messages, producer loads (acquire) at its limit. */
 	struct index_line win;
@@ -373,29 +367,6 @@ static void barrier(void)
 /* ---------------------------------------------------------------------- */
 /* Raw mechanisms                                                         */
 
-static inline void ev_put(struct ev_line *l, int efd, const struct bench_msg *m)
-{
-	uint64_t one = 1;
-
-	memcpy(l->body, m, sizeof(l->body));
-	/* The eventfd write publishes the line; pairs with ev_get's fence. */
-	atomic_thread_fence(memory_order_release);
-	if (write(efd, &one, sizeof(one)) != (ssize_t)sizeof(one))
-		bench_die("eventfd write", errno);
-}
-
-static inline void ev_get(struct ev_line *l, int efd, struct bench_msg *out)
-{
-	uint64_t v;
-
-	while (read(efd, &v, sizeof(v)) != (ssize_t)sizeof(v))
-		if (errno != EINTR)
-			bench_die("eventfd read", errno);
-	/* Pairs with ev_put's fence before the eventfd write. */
-	atomic_thread_fence(memory_order_acquire);
-	memcpy(out, l->body, sizeof(*out));
-}
-
 static inline void unix_put(const void *buf, size_t len)
 {
 	ssize_t n;
@@ -553,10 +524,12 @@ BENCH_RTT_PING(spin_ping_side, struct job, bench_spin_put(&sh->ping, &m),
 	       bench_spin_get(&sh->pong, seq, &r))
 BENCH_RTT_PONG(spin_pong_side, struct job, bench_spin_get(&sh->ping, seq, &r),
 	       bench_spin_put(&sh->pong, &r))
-BENCH_RTT_PING(ev_ping_side, struct job, ev_put(&sh->ev_ping, efd_ping, &m),
-	       ev_get(&sh->ev_pong, efd_pong, &r))
-BENCH_RTT_PONG(ev_pong_side, struct job, ev_get(&sh->ev_ping, efd_ping, &r),
-	       ev_put(&sh->ev_pong, efd_pong, &r))
+BENCH_RTT_PING(ev_ping_side, struct job,
+	       bench_ev_put(&sh->ev_ping, efd_ping, &m),
+	       bench_ev_get(&sh->ev_pong, efd_pong, &r))
+BENCH_RTT_PONG(ev_pong_side, struct job,
+	       bench_ev_get(&sh->ev_ping, efd_ping, &r),
+	       bench_ev_put(&sh->ev_pong, efd_pong, &r))
 BENCH_RTT_PING(unix_ping_side, struct job, unix_put(&m, sizeof(m)),
 	       unix_get(&r, sizeof(r)))
 BENCH_RTT_PONG(unix_pong_side, struct job, unix_get(&r, sizeof(r)),

@@ -18,6 +18,7 @@
  */
 #include "link.h"
 #include "link_int.h"
+#include "link_reg.h"
 
 #include "arena.h"
 #include "lane.h"
@@ -821,6 +822,7 @@ int cmesh__link_new(int sock, const cmesh_type *out_type,
 		   cmesh__wake_backend(l->wake) == CMESH_WAKE_URING ?
 			   "io_uring" :
 			   "epoll");
+	cmesh__link_reg_add(l);
 	*out = l;
 	return 0;
 }
@@ -847,6 +849,7 @@ void cmesh__link_put(struct cmesh__link *l)
 {
 	if (atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) != 1)
 		return;
+	cmesh__link_reg_del(l); /* no longer the application's */
 	/*
 	 * Sends that returned 0 are still in the spill backlog: they must
 	 * not be lost because their sender was freed. The link thread

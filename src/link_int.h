@@ -51,6 +51,8 @@ struct ctl_pending {
 
 struct cmesh__link {
 	_Atomic uint32_t refs;
+	/* link_reg.c's list, under its lock; reg_pprev NULL: not listed */
+	struct cmesh__link *reg_next, **reg_pprev;
 	_Atomic int failed;
 	int sock;
 	_Atomic pid_t peer_pid;

@@ -13,6 +13,8 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stddef.h>
 #include <string.h>
@@ -287,4 +289,118 @@ Test(stats, across_processes_node_and_receiver)
 	cmesh_sender_free(down);
 	cmesh_receiver_free(up);
 	cmesh_node_free(node);
+}
+
+/* ---- cmesh_stats_dump ---------------------------------------------------- */
+
+/* What cmesh_stats_dump() wrote to a pipe (NUL-terminated). */
+static int dump_text(char *buf, size_t cap)
+{
+	int p[2], n;
+	ssize_t got;
+
+	cr_assert_eq(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+	n = cmesh_stats_dump(p[1]);
+	close(p[1]);
+	got = read(p[0], buf, cap - 1);
+	close(p[0]);
+	buf[got > 0 ? got : 0] = '\0';
+	return n;
+}
+
+Test(stats, dump_lists_each_live_node_and_how_it_stands)
+{
+	char text[4096], want[64];
+	cmesh_node *node;
+	cmesh_sender *down, *ltx;
+	cmesh_receiver *up, *lrx;
+	int sv[2];
+	pid_t pid;
+
+	TU_ASSERT_RC(cmesh_stats_dump(-1), -EBADF);
+	cr_assert_eq(dump_text(text, sizeof(text)), 0);
+	cr_assert_str_eq(text, "");
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv),
+		     0);
+	pid = topo_fork();
+	if (pid == 0) {
+		close(sv[0]);
+		child(sv[1]);
+	}
+	close(sv[1]);
+	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &holder_type, &item_type,
+					    NULL, &node, &down, &up),
+		     0);
+	cr_assert_eq(dump_text(text, sizeof(text)), 1);
+	snprintf(want, sizeof(want), "cmesh node 1: peer_pid %d, wake ",
+		 (int)pid);
+	cr_assert_not_null(strstr(text, want), "%s", text);
+	cr_assert_not_null(strstr(text, "state ok, lanes 0,"), "%s", text);
+	cr_assert_eq(strchr(text, '\n'), text + strlen(text) - 1);
+	/* A sender sent over: a lane. */
+	TU_ASSERT_RC(cmesh_channel_new(&item_type, NULL, &ltx, &lrx), 0);
+	ask(down, up, 1, ltx);
+	cr_assert_eq(dump_text(text, sizeof(text)), 1);
+	cr_assert_not_null(strstr(text, "lanes 1,"), "%s", text);
+	/* A write that fails: its errno, nothing half-done. */
+	{
+		int p[2];
+
+		cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+		close(p[0]);
+		signal(SIGPIPE, SIG_IGN);
+		TU_ASSERT_RC(cmesh_stats_dump(p[1]), -EPIPE);
+		close(p[1]);
+	}
+	/* The peer dies: the line says how the link failed. */
+	kill(pid, SIGKILL);
+	cr_assert(WIFSIGNALED(topo_reap(pid, TOPO_WAIT_MS)));
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(up, topo_deadline(),
+						  &(struct item){ 0 }, NULL, 0),
+		     -ECONNRESET);
+	cr_assert_eq(dump_text(text, sizeof(text)), 1);
+	snprintf(want, sizeof(want), "state failed %d (", -ECONNRESET);
+	cr_assert_not_null(strstr(text, want), "%s", text);
+	/* Every handle gone: the node is no longer listed. */
+	cmesh_receiver_free(lrx);
+	cmesh_sender_free(down);
+	cmesh_receiver_free(up);
+	cmesh_node_free(node);
+	cr_assert_eq(dump_text(text, sizeof(text)), 0);
+}
+
+Test(stats, dump_lists_two_nodes)
+{
+	char text[4096];
+	cmesh_node *node[2];
+	cmesh_sender *down[2];
+	cmesh_receiver *up[2];
+	pid_t pid[2];
+
+	for (int i = 0; i < 2; i++) {
+		int sv[2];
+
+		cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC,
+					0, sv),
+			     0);
+		pid[i] = topo_fork();
+		if (pid[i] == 0) {
+			close(sv[0]);
+			child(sv[1]);
+		}
+		close(sv[1]);
+		TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &holder_type,
+						    &item_type, NULL, &node[i],
+						    &down[i], &up[i]),
+			     0);
+	}
+	cr_assert_eq(dump_text(text, sizeof(text)), 2);
+	cr_assert_not_null(strstr(text, "cmesh node 1: "));
+	cr_assert_not_null(strstr(text, "cmesh node 2: "));
+	for (int i = 0; i < 2; i++) {
+		cmesh_sender_free(down[i]);
+		cmesh_receiver_free(up[i]);
+		cmesh_node_free(node[i]);
+		topo_assert_exit_0(pid[i], TOPO_WAIT_MS);
+	}
 }

@@ -203,6 +203,22 @@ CMESH_API void cmesh_node_free(cmesh_node *node);
 CMESH_API int cmesh_node_close(cmesh_node *node, int64_t deadline);
 
 /**
+ * Writes one line per live node (link) of this process to `fd`, the
+ * fields of cmesh_node_stats_get():
+ *
+ *     cmesh node 1: peer_pid 4242, wake io_uring, state ok, lanes 3,
+ *     peer_bytes 139264, pending_fds 0, fd_budget 512, backlog 0
+ *
+ * (one line each; `state` is `ok` or `failed N (reason)`). For a process's
+ * own diagnostics path, e.g. a command on its admin socket or a signal its
+ * event loop handles: it takes locks and allocates, so it is not
+ * async-signal-safe. The statistics are copied first and written after,
+ * so a slow `fd` holds up no link. Returns the number of lines written,
+ * or -EBADF (fd < 0), -ENOMEM, or -errno of a failed write.
+ */
+CMESH_API int cmesh_stats_dump(int fd);
+
+/**
  * As cmesh_node_close(), flushing for as long as `ctx` lasts
  * (cmesh_node_flush_ctx()): -ECANCELED or -ETIMEDOUT if the context ended
  * first. `node` is taken in every case; -EINVAL for NULL (either).

@@ -49,6 +49,7 @@ void cmesh__link_reg_add(struct cmesh__link *l)
 
 void cmesh__link_reg_del(struct cmesh__link *l)
 {
+	pthread_once(&reg_once, reg_init); /* the fork handlers first */
 	pthread_mutex_lock(&reg_lock);
 	if (l->reg_pprev) {
 		*l->reg_pprev = l->reg_next;
@@ -66,6 +67,7 @@ int cmesh__link_reg_each(int (*fn)(struct cmesh__link *l, void *arg), void *arg)
 {
 	int r = 0;
 
+	pthread_once(&reg_once, reg_init); /* the fork handlers first */
 	pthread_mutex_lock(&reg_lock);
 	for (struct cmesh__link *l = reg_head; l && !r; l = l->reg_next)
 		r = fn(l, arg);

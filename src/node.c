@@ -73,9 +73,18 @@ struct cmesh__link *cmesh__node_link(cmesh_node *node)
 
 /*
  * The caller's options, checked, as the link's and the queues'; the
- * context in *ctx (NULL: none): an ended one fails here, and its deadline
- * bounds the handshake's.
+ * context in *ctx (NULL: none): an ended one fails here. lo->deadline is
+ * the handshake's own limit; the callers fold the context's deadline in
+ * (ctx_deadline()) where they wait.
  */
+/* The earlier of `deadline` and the context's (NULL: none). */
+static int64_t ctx_deadline(const cmesh_ctx *ctx, int64_t deadline)
+{
+	return ctx && cmesh_ctx_deadline(ctx) < deadline ?
+		       cmesh_ctx_deadline(ctx) :
+		       deadline;
+}
+
 static int node_opts(const cmesh_node_opts *user, uint32_t flags_ok,
 		     struct cmesh__link_opts *lo, struct cmesh__queue_opts *qo,
 		     const cmesh_ctx **ctx)
@@ -111,8 +120,6 @@ static int node_opts(const cmesh_node_opts *user, uint32_t flags_ok,
 		r = cmesh_ctx_check(o.ctx);
 		if (r)
 			return r;
-		if (cmesh_ctx_deadline(o.ctx) < lo->deadline)
-			lo->deadline = cmesh_ctx_deadline(o.ctx);
 	}
 	lo->peer_pid = o.peer_pid;
 	r = cmesh__opts_max_backlog(o.max_backlog, env, &lo->max_backlog);
@@ -165,6 +172,7 @@ static int join(int sock, const cmesh_type *out_type, const cmesh_type *in_type,
 	if (r)
 		goto out_free_node_close;
 	lo.cancel_fd = cf.fd;
+	lo.deadline = ctx_deadline(ctx, lo.deadline);
 	r = cmesh__link_new(sock, out_type, in_type, &lo, &link);
 	cmesh__ctx_fd_close(&cf);
 	if (r)
@@ -360,6 +368,13 @@ int cmesh_spawn(const char *path, char *const argv[],
 	if (!path || !argv || !out_node || !out_tx || !out_rx)
 		return -EINVAL;
 	r = spawn_flags(opts, &pdeath, &exit_status);
+	if (!r) { /* options and an ended context: before the fork */
+		struct cmesh__queue_opts qo;
+		struct cmesh__link_opts lo;
+		const cmesh_ctx *ctx;
+
+		r = node_opts(opts, CMESH_NODE_PDEATHSIG, &lo, &qo, &ctx);
+	}
 	if (r)
 		return r;
 	if (access(path, X_OK))
@@ -433,13 +448,20 @@ int cmesh_join(const cmesh_type *out_type, const cmesh_type *in_type,
 	struct stat st;
 	char *end;
 	long fd;
-	int type;
+	int type, r;
 	socklen_t len = sizeof(type);
+	struct cmesh__queue_opts qo;
+	struct cmesh__link_opts lo;
+	const cmesh_ctx *ctx;
 
 	if (!out_node || !out_tx || !out_rx)
 		return -EINVAL;
 	if (!s)
 		return -ENOENT;
+	/* Options and an ended context: before the invitation is taken. */
+	r = node_opts(opts, 0, &lo, &qo, &ctx);
+	if (r)
+		return r;
 	fd = strtol(s, &end, 10);
 	if (*s < '0' || *s > '9' || *end || fd > 1 << 20)
 		return -EINVAL;
@@ -701,9 +723,9 @@ int cmesh_listener_accept(cmesh_listener *l, int64_t deadline,
 	r = node_opts(opts, 0, &lo, &qo, &ctx);
 	if (r)
 		return r;
+	/* Connections waiting keep the handshake's limit, not the context's. */
 	limit = lo.deadline - cmesh_clock_now();
-	if (ctx && cmesh_ctx_deadline(ctx) < deadline)
-		deadline = cmesh_ctx_deadline(ctx);
+	deadline = ctx_deadline(ctx, deadline);
 	r = cmesh__ctx_fd_open(ctx, &cf);
 	if (r)
 		return r;
@@ -730,22 +752,67 @@ void cmesh_listener_free(cmesh_listener *l)
 	free(l);
 }
 
+/* Retries of a connect to a listener whose backlog is full, at most. */
+#define CONNECT_RETRY_MS 10
+
+/*
+ * Connects the non-blocking unix socket `s` to `sa`, until `deadline` or
+ * until `cancel_fd` (-1: none) polls readable (-ECANCELED): a listener
+ * whose backlog is full (-EAGAIN at once, for a unix socket) is tried
+ * again every CONNECT_RETRY_MS at most. Leaves `s` blocking again.
+ */
+static int connect_wait(int s, const struct sockaddr_un *sa, int64_t deadline,
+			int cancel_fd)
+{
+	for (;;) {
+		struct pollfd p = { .fd = cancel_fd, .events = POLLIN };
+		int64_t left;
+		int ms;
+
+		if (connect(s, (const struct sockaddr *)sa, sizeof(*sa)) == 0)
+			break;
+		if (errno != EAGAIN && errno != EINTR)
+			return -errno;
+		left = deadline - cmesh_clock_now();
+		if (left <= 0)
+			return -ETIMEDOUT;
+		ms = left / 1000000 < CONNECT_RETRY_MS ?
+			     (int)(left / 1000000) + 1 :
+			     CONNECT_RETRY_MS;
+		if (poll(&p, cancel_fd >= 0 ? 1 : 0, ms) > 0 && p.revents)
+			return -ECANCELED;
+	}
+	if (fcntl(s, F_SETFL, fcntl(s, F_GETFL) & ~O_NONBLOCK))
+		return -errno;
+	return 0;
+}
+
 int cmesh_connect(const char *path, const cmesh_type *out_type,
 		  const cmesh_type *in_type, const cmesh_node_opts *opts,
 		  cmesh_node **out_node, cmesh_sender **out_tx,
 		  cmesh_receiver **out_rx)
 {
+	struct cmesh__queue_opts qo;
+	struct cmesh__link_opts lo;
+	struct cmesh__ctx_fd cf;
+	const cmesh_ctx *ctx;
 	struct sockaddr_un sa;
 	int s, r;
 
 	r = unix_addr(path, &sa);
+	if (!r) /* options and an ended context: before anything starts */
+		r = node_opts(opts, 0, &lo, &qo, &ctx);
 	if (r)
 		return r;
-	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (s < 0)
 		return -errno;
-	if (connect(s, (struct sockaddr *)&sa, sizeof(sa))) {
-		r = -errno;
+	r = cmesh__ctx_fd_open(ctx, &cf);
+	if (!r) {
+		r = connect_wait(s, &sa, ctx_deadline(ctx, lo.deadline), cf.fd);
+		cmesh__ctx_fd_close(&cf);
+	}
+	if (r) {
 		close(s);
 		return r;
 	}

@@ -25,6 +25,7 @@
 
 #include "bridge.h"
 #include "endpoint.h"
+#include "env.h"
 #include "lane.h"
 #include "queue.h"
 
@@ -148,19 +149,32 @@ int cmesh_pipe_new(cmesh_pipe_writer **out_w, cmesh_pipe_reader **out_r)
 /* ---- writer -------------------------------------------------------------- */
 
 /* Takes credit that came; waits for some (deadline) when there is none. */
-/* Big chunks in one process (fewer messages), ring-sized across. */
+static size_t min_size(uint64_t a, uint64_t b)
+{
+	return (size_t)(a < b ? a : b);
+}
+
+/*
+ * Big chunks in one process (fewer messages), ring-sized across; never
+ * more trailing bytes than the channel carries (CMESH_MAX_MESSAGE here,
+ * the smaller of both sides' across).
+ */
 static size_t chunk_max(const cmesh_pipe_writer *w)
 {
 	struct cmesh__lane *ln = cmesh__queue_tx_lane(
 		cmesh__endpoint_queue(CMESH_FIELD_KIND_SENDER, w->data));
+	const cmesh_env *env;
 	uint32_t fit;
 
-	if (!ln)
-		return CMESH_PIPE_CHUNK;
+	if (!ln) {
+		if (cmesh__env_get(&env))
+			return XCHUNK_MIN;
+		return min_size(CMESH_PIPE_CHUNK, env->max_message);
+	}
 	fit = cmesh__lane_trail_inline_max(ln);
 	if (fit < XCHUNK_MIN)
-		return XCHUNK_OOL;
-	return fit < CMESH_PIPE_CHUNK ? fit : CMESH_PIPE_CHUNK;
+		fit = XCHUNK_OOL;
+	return min_size(min_size(fit, CMESH_PIPE_CHUNK), ln->max_trail);
 }
 
 static int take_credit(cmesh_pipe_writer *w, bool wait, const cmesh_ctx *ctx)

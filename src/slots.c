@@ -116,6 +116,7 @@ unsigned cmesh__slots_pooled(void)
 {
 	unsigned n;
 
+	pthread_once(&pool_once, pool_init); /* the fork handlers first */
 	pthread_mutex_lock(&pool_lock);
 	n = pool_n;
 	pthread_mutex_unlock(&pool_lock);
@@ -124,6 +125,7 @@ unsigned cmesh__slots_pooled(void)
 
 void cmesh__slots_trim(void)
 {
+	pthread_once(&pool_once, pool_init); /* the fork handlers first */
 	pthread_mutex_lock(&pool_lock);
 	while (pool_n) {
 		pool_n--;

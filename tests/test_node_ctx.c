@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -350,6 +351,129 @@ Test(node_ctx, accept_and_connect_with_silent_peers_end_when_cancelled)
 	disarm(&a);
 	tmp_unlisten(&t);
 	TU_ASSERT_FDS(fds - 2); /* the listener's two fds are gone too */
+}
+
+/*
+ * A listener that accepts nobody and whose backlog is full: our connect
+ * itself cannot complete. It ends with the context, or at the handshake
+ * limit, and leaves no fd behind.
+ */
+Test(node_ctx, connect_to_a_full_backlog_ends_when_cancelled_or_timed_out)
+{
+	struct tmp_listener t;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	cmesh_node_opts o = CMESH_NODE_OPTS_INIT;
+	struct armed a;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	int held[64], nheld = 0, fds;
+	int64_t t0;
+
+	tmp_listen(&t);
+	memcpy(sa.sun_path, t.path, strlen(t.path));
+	/* Fill the backlog: non-blocking connects until one is refused. */
+	for (;;) {
+		int c = socket(AF_UNIX,
+			       SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK,
+			       0);
+
+		cr_assert_geq(c, 0);
+		if (connect(c, (struct sockaddr *)&sa, sizeof(sa))) {
+			cr_assert_eq(errno, EAGAIN, "connect: %s",
+				     strerror(errno));
+			close(c);
+			break;
+		}
+		cr_assert_lt(nheld, 64, "the backlog never filled");
+		held[nheld++] = c;
+	}
+	fds = tu_fd_count();
+	arm(&a);
+	o.ctx = a.ctx;
+	t0 = tu_now_ns();
+	TU_ASSERT_RC(cmesh_connect(t.path, &msg_type, &msg_type, &o, &node, &tx,
+				   &rx),
+		     -ECANCELED);
+	cr_assert_lt(tu_now_ns() - t0, NOTICE_NS);
+	disarm(&a);
+	TU_ASSERT_FDS(fds);
+	/* No context: the handshake limit bounds the connect too. */
+	o = (cmesh_node_opts)CMESH_NODE_OPTS_INIT;
+	o.timeout_ns = TU_MS(FIRE_AFTER_MS);
+	t0 = tu_now_ns();
+	TU_ASSERT_RC(cmesh_connect(t.path, &msg_type, &msg_type, &o, &node, &tx,
+				   &rx),
+		     -ETIMEDOUT);
+	cr_assert_lt(tu_now_ns() - t0, NOTICE_NS);
+	TU_ASSERT_FDS(fds);
+	for (int i = 0; i < nheld; i++)
+		close(held[i]);
+	tmp_unlisten(&t);
+}
+
+static volatile sig_atomic_t chld_seen;
+
+static void on_chld(int sig)
+{
+	(void)sig;
+	chld_seen++;
+}
+
+/*
+ * An ended context fails each setup call before it starts anything:
+ * spawn forks no child, cmesh_join keeps its invitation (a later join with
+ * a live context may still take it), connect reaches no listener.
+ */
+Test(node_ctx, an_ended_context_starts_nothing)
+{
+	char *argv[] = { "sleep", "30", NULL };
+	cmesh_node_opts o = CMESH_NODE_OPTS_INIT;
+	struct tmp_listener t;
+	struct sigaction sa = { .sa_handler = on_chld }, old;
+	struct pollfd p;
+	cmesh_cancel *c;
+	cmesh_ctx *ctx;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	char invite[32];
+	int sv[2];
+
+	TU_ASSERT_RC(cmesh_ctx_with_cancel(NULL, &ctx, &c), 0);
+	cmesh_cancel_fire(c);
+	o.ctx = ctx;
+
+	cr_assert_eq(sigaction(SIGCHLD, &sa, &old), 0);
+	TU_ASSERT_RC(cmesh_spawn("/bin/sleep", argv, &msg_type, &msg_type, &o,
+				 &node, &tx, &rx),
+		     -ECANCELED);
+	tu_sleep_ms(20);
+	cr_assert_eq(chld_seen, 0, "spawn forked a child");
+	assert_no_children();
+	sigaction(SIGCHLD, &old, NULL);
+
+	TU_ASSERT_RC(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv),
+		     0);
+	snprintf(invite, sizeof(invite), "%d", sv[0]);
+	cr_assert_eq(setenv(CMESH_INVITE_ENV, invite, 1), 0);
+	TU_ASSERT_RC(cmesh_join(&msg_type, &msg_type, &o, &node, &tx, &rx),
+		     -ECANCELED);
+	cr_assert_str_eq(getenv(CMESH_INVITE_ENV), invite);
+	cr_assert(tu_fd_is_open(sv[0]), "the invitation was taken");
+	unsetenv(CMESH_INVITE_ENV);
+	close(sv[0]);
+	close(sv[1]);
+
+	tmp_listen(&t);
+	TU_ASSERT_RC(cmesh_connect(t.path, &msg_type, &msg_type, &o, &node, &tx,
+				   &rx),
+		     -ECANCELED);
+	p = (struct pollfd){ .fd = cmesh_listener_fd(t.l), .events = POLLIN };
+	cr_assert_eq(poll(&p, 1, 0), 0, "connect reached the listener");
+	tmp_unlisten(&t);
+	cmesh_ctx_free(ctx);
+	cmesh_cancel_free(c);
 }
 
 /* ---- cmesh_node_close_ctx ------------------------------------------- */

@@ -413,6 +413,23 @@ Test(pipe, ends_in_messages_across_processes_with_a_16k_ring)
 	topo_run(&pipe_sc, TOPO_FORK);
 }
 
+/*
+ * Chunks never exceed what the channel carries: with CMESH_MAX_MESSAGE at
+ * 4 KiB on both sides, a million bytes still cross (chunks of 4 KiB, not
+ * the ring's 16 KiB record, which the peer would refuse: -EMSGSIZE).
+ */
+Test(pipe, chunks_fit_a_small_max_message_across_processes)
+{
+	cr_assert_eq(setenv("CMESH_MAX_MESSAGE", "4096", 1), 0);
+	topo_run(&pipe_sc, TOPO_FORK);
+}
+
+Test(pipe, chunks_fit_a_small_max_message_in_process)
+{
+	cr_assert_eq(setenv("CMESH_MAX_MESSAGE", "4096", 1), 0);
+	topo_run(&pipe_sc, TOPO_THREAD);
+}
+
 Test(pipe, ends_in_messages_across_processes_with_a_4k_ring)
 {
 	cr_assert_eq(setenv("CMESH_RING_SIZE", "4096", 1), 0);

@@ -327,3 +327,48 @@ Test(slots, a_child_forked_while_another_thread_uses_the_pool_can_use_it)
 	pthread_join(t, NULL);
 	cmesh__slots_trim();
 }
+
+static void *trim_loop(void *arg)
+{
+	(void)arg;
+	while (!atomic_load_explicit(&churn_stop, memory_order_relaxed))
+		cmesh_channel_trim();
+	return NULL;
+}
+
+/*
+ * cmesh_channel_trim() before any ring was ever pooled, in one thread,
+ * while another forks: the pool's lock is taken around fork from the
+ * first call on, so no child inherits it locked (each makes and frees a
+ * default channel under a 5 s alarm).
+ */
+Test(slots, a_child_forked_while_another_thread_trims_can_make_channels)
+{
+	pthread_t t;
+	int forks = (int)tu_stress(50, 10);
+
+	cr_assert_eq(cmesh__slots_pooled(), 0);
+	cr_assert_eq(pthread_create(&t, NULL, trim_loop, NULL), 0);
+	for (int i = 0; i < forks; i++) {
+		int status;
+		pid_t pid = fork();
+
+		cr_assert_geq(pid, 0);
+		if (pid == 0) {
+			cmesh_sender *tx;
+			cmesh_receiver *rx;
+
+			alarm(5); /* a lock held across fork: killed */
+			if (cmesh_channel_new(&item_type, NULL, &tx, &rx))
+				_exit(2);
+			cmesh_sender_free(tx);
+			cmesh_receiver_free(rx);
+			_exit(0);
+		}
+		cr_assert_eq(waitpid(pid, &status, 0), pid);
+		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+			  "child %d: status %#x", i, status);
+	}
+	atomic_store(&churn_stop, true);
+	pthread_join(t, NULL);
+}

@@ -272,7 +272,11 @@ CMESH_API int cmesh_listener_fd(const cmesh_listener *l);
 /* Closes the listener and unlinks its path. NULL is a no-op. */
 CMESH_API void cmesh_listener_free(cmesh_listener *l);
 
-/* Connects to a listener at `path` and joins. Errors: as join, -errno. */
+/**
+ * Connects to a listener at `path` and joins. A listener whose backlog is
+ * full is tried again (every 10 ms at most) until the handshake limit
+ * (opts' timeout_ns) or the context ends. Errors: as join, -errno.
+ */
 CMESH_API int cmesh_connect(const char *path, const cmesh_type *out_type,
 			    const cmesh_type *in_type,
 			    const cmesh_node_opts *opts, cmesh_node **out_node,

@@ -119,8 +119,9 @@ static int make_fd(uint8_t kind)
 		cmesh__arena_free(a);
 		return fd;
 	case 1:
-		if (cmesh__arena_create(cmesh__arena_size_for(4096),
-					"fuzz-ring", &a))
+		if (cmesh__arena_create(
+			    cmesh__arena_size_for(cmesh_shm_ring_area(4096)),
+			    "fuzz-ring", &a))
 			abort();
 		fd = cmesh__arena_release_fd(a);
 		cmesh__arena_free(a);

@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 
 #define SLOTS_ALIGN 128u
+#define THP_SIZE (2u << 20)
 #define PAGE 4096u /* a slot touches at most stride + PAGE bytes of pages */
 
 struct pooled {
@@ -86,7 +87,16 @@ void *cmesh__slots_alloc(uint64_t bytes, uint32_t stride)
 		return p;
 	p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
 		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	return p == MAP_FAILED ? NULL : p;
+	if (p == MAP_FAILED)
+		return NULL;
+	/*
+	 * Slots are scattered: with transparent huge pages "always", one
+	 * written slot would commit 2 MiB. A hint; its failure changes
+	 * nothing else.
+	 */
+	if (bytes >= THP_SIZE)
+		(void)madvise(p, bytes, MADV_NOHUGEPAGE);
+	return p;
 }
 
 bool cmesh__slots_keepable(uint64_t bytes, uint32_t stride, uint64_t used)
@@ -109,7 +119,13 @@ void cmesh__slots_free(void *p, uint64_t bytes, uint32_t stride, bool clean)
 	}
 	if (clean && pool_put(p, bytes, stride))
 		return;
-	munmap(p, bytes);
+	/*
+	 * munmap fails only if splitting a mapping would pass
+	 * vm.max_map_count: give the pages back at least (the address range
+	 * stays reserved).
+	 */
+	if (munmap(p, bytes))
+		(void)madvise(p, bytes, MADV_DONTNEED);
 }
 
 unsigned cmesh__slots_pooled(void)

@@ -5,10 +5,12 @@
  */
 #include "slots.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #define SLOTS_ALIGN 128u
 #define THP_SIZE (2u << 20)
@@ -72,6 +74,30 @@ static bool pool_put(void *p, uint64_t bytes, uint32_t stride)
 	return kept;
 }
 
+static bool thp_is_always;
+
+static void thp_init(void)
+{
+	char buf[128] = { 0 };
+	int fd = open("/sys/kernel/mm/transparent_hugepage/enabled",
+		      O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	if (read(fd, buf, sizeof(buf) - 1) > 0)
+		thp_is_always = strstr(buf, "[always]") != NULL;
+	close(fd);
+}
+
+/* True if the kernel backs anonymous memory with huge pages unasked. */
+static bool thp_always(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	pthread_once(&once, thp_init);
+	return thp_is_always;
+}
+
 void *cmesh__slots_alloc(uint64_t bytes, uint32_t stride)
 {
 	void *p;
@@ -91,10 +117,10 @@ void *cmesh__slots_alloc(uint64_t bytes, uint32_t stride)
 		return NULL;
 	/*
 	 * Slots are scattered: with transparent huge pages "always", one
-	 * written slot would commit 2 MiB. A hint; its failure changes
-	 * nothing else.
+	 * written slot would commit 2 MiB. A hint (its failure changes
+	 * nothing else), made only in that mode: it costs a syscall.
 	 */
-	if (bytes >= THP_SIZE)
+	if (bytes >= THP_SIZE && thp_always())
 		(void)madvise(p, bytes, MADV_NOHUGEPAGE);
 	return p;
 }

@@ -577,6 +577,14 @@ static void print_row(const char *scen, const char *name,
 		bench_fmt_rate(rt, sizeof(rt), x->rate, "msg/s");
 	printf("%-15s %-17s %7" PRIu64 " %7s %7s %8s %14s %7s %8s  %s\n", scen,
 	       name, x->n, p50, p99, p999, rt, ratio, tgt, res);
+	bench_json_result(scen, name, x, rate ? "msg/s" : NULL);
+	if (*res) {
+		char what[96];
+
+		snprintf(what, sizeof(what), "1 burst drain: %s / in-ring",
+			 name);
+		bench_json_target(what, ratio, tgt, strcmp(res, "PASS") == 0);
+	}
 }
 
 /* Prints every row; returns the number of targets that FAIL. */
@@ -613,8 +621,14 @@ static int print_results(struct results *r)
 		       k ? "" : "3 idle backlog", k ? name : "ring full (ref)",
 		       r->nwake, med[k], rs, k ? "<=10/s" : "ref",
 		       k ? (med[1] <= WAKE_TARGET ? "PASS" : "FAIL") : "");
+		bench_json_rate(k ? "" : "3 idle backlog",
+				k ? name : "ring full (ref)", r->nwake, med[k],
+				"wakeups/s");
 	}
 	wake_ok = med[1] <= WAKE_TARGET;
+	snprintf(rs, sizeof(rs), "%.1f/s", med[1]);
+	bench_json_target("3 idle backlog: link-thread wakeups/s p50", rs,
+			  "<=10/s", wake_ok);
 	if (sh->io_calls >= 0)
 		snprintf(io, sizeof(io), "%.1f",
 			 (double)sh->io_calls / (double)burst_pairs);

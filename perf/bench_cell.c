@@ -1140,6 +1140,14 @@ static void print_row(int k)
 	       " %8s %8s %8s %6s %11s %5s %6s %7s  %s\n",
 	       r->scen, r->name, r->n, p50, p99, p999, upd, sys, flt, ratio,
 	       tgt, res);
+	bench_json_result(r->scen, r->name, &r->res, NULL);
+	if (r->target_ns > 0) {
+		char what[64], v[24];
+
+		snprintf(what, sizeof(what), "%s: %s p50", r->scen, r->name);
+		snprintf(v, sizeof(v), "%s ns", p50);
+		bench_json_target(what, v, tgt, *res == 'P');
+	}
 }
 
 static double per_sec(uint64_t n, uint64_t ticks)
@@ -1320,9 +1328,12 @@ int main(int argc, char **argv)
 	for (int k = 0; k < NROWS; k++) {
 		if (!rows[k].v)
 			continue;
+		rows[k].res.n = rows[k].n;
 		bench_fill_latency(&rows[k].res, rows[k].v, rows[k].n,
 				   row_scale(k));
 	}
+	/* Row 1's reference is scenario 2: one plot shows both. */
+	bench_json_plot_with(rows[R1].scen, rows[R2].scen);
 	for (int k = 0; k < NROWS; k++) {
 		if (!rows[k].v)
 			continue;

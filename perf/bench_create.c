@@ -692,6 +692,18 @@ static void run_xproc(uint64_t warm, uint64_t n)
 /* ---------------------------------------------------------------------- */
 /* Output                                                                 */
 
+/* Row `k` of tier `t`, one of its times: "<ring> <what>" in the JSON. */
+static void json_row(int t, int k, const char *what,
+		     const struct bench_result *x)
+{
+	char name[32];
+	struct bench_result r = *x;
+
+	snprintf(name, sizeof(name), "%s %s", ring_names[k], what);
+	r.n = rows[t][k].n;
+	bench_json_result(tier_names[t], name, &r, NULL);
+}
+
 static void print_row(int t, int k)
 {
 	const struct row *r = &rows[t][k];
@@ -712,6 +724,9 @@ static void print_row(int t, int k)
 	       k == 0 ? tier_names[t] : "", ring_names[k], r->n, mp50, mp99,
 	       msg, dp50, dp99, r->rss_make, r->rss_msg, r->shm_make, prss,
 	       pshm);
+	json_row(t, k, "new", &r->make);
+	json_row(t, k, "msg", &r->msg);
+	json_row(t, k, "free", &r->drop);
 }
 
 /* One target line; returns true if it passes. */
@@ -729,6 +744,7 @@ static bool print_target(const char *what, double value, double limit,
 		snprintf(l, sizeof(l), "<%.0f KiB", limit);
 	}
 	printf("%-44s %10s %12s  %s\n", what, v, l, ok ? "PASS" : "FAIL");
+	bench_json_target(what, v, l, ok);
 	return ok;
 }
 

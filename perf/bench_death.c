@@ -408,6 +408,7 @@ struct row {
 	uint64_t n;
 	double min, p50, p99, max; /* ns */
 	uint64_t over;		   /* samples above TARGET_P99_NS */
+	struct bench_result lat;   /* for the JSON report */
 };
 
 static struct row rows[NBACKENDS][NWATCH];
@@ -443,14 +444,15 @@ static void run(uint64_t warm, uint64_t n, bool pin)
 	}
 	for (int b = 0; b < NBACKENDS; b++) {
 		for (int k = 0; k < NWATCH; k++) {
-			struct bench_result r;
 			struct row *w = &rows[b][k];
+			struct bench_result *r = &w->lat;
 
-			bench_fill_latency(&r, v[b][k], n, 1.0);
+			bench_fill_latency(r, v[b][k], n, 1.0);
+			r->n = n;
 			w->n = n;
 			w->min = (double)v[b][k][0];
-			w->p50 = r.p50;
-			w->p99 = r.p99;
+			w->p50 = r->p50;
+			w->p99 = r->p99;
 			w->max = (double)v[b][k][n - 1];
 			w->over = 0;
 			for (uint64_t i = 0; i < n; i++)
@@ -480,6 +482,8 @@ static void print_rows(void)
 			       " %9s %9s %9s %9s %6" PRIu64 "\n",
 			       k == 0 ? backend_names[b] : "", watch_names[k],
 			       r->n, mn, p50, p99, mx, r->over);
+			bench_json_result(backend_names[b], watch_names[k],
+					  &r->lat, NULL);
 		}
 	}
 }
@@ -502,6 +506,7 @@ static int print_targets(void)
 		snprintf(l, sizeof(l), "<=%.0f us", TARGET_P99_NS / 1000.0);
 		printf("%-44s %10s %12s  %s\n", what, v, l,
 		       ok ? "PASS" : "FAIL");
+		bench_json_target(what, v, l, ok);
 		fails += !ok;
 	}
 	return fails;

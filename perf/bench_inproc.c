@@ -426,6 +426,13 @@ static void print_row(const struct scenario *s, int k, bool first)
 	printf("%-16s %-6s %9" PRIu64 " %9s %9s %9s %16s %7s %8s  %s\n",
 	       first ? s->name : "", s->impl[k].name, r->n, p50, p99, p999,
 	       rate, ratio, tgt, res);
+	bench_json_result(s->name, s->impl[k].name, r, s->unit);
+	if (k == IMPL_CMESH) {
+		char what[64];
+
+		snprintf(what, sizeof(what), "%s: cmesh / raw", s->name);
+		bench_json_target(what, ratio, tgt, passed(s));
+	}
 }
 
 /* ---------------------------------------------------------------------- */

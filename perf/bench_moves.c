@@ -879,6 +879,16 @@ static void print_row(int k)
 	}
 	printf("%-23s %7" PRIu64 " %9s %9s %9s %8s %8s %7s  %s\n", r->name,
 	       r->res.n, p50, p99, p999, ratio, ratio99, tgt, res);
+	/* The table has no scenario column: round trips (1-4b), moves. */
+	bench_json_result(k <= R_LINK16 ? "round trip" : "move", r->name,
+			  &r->res, NULL);
+	if (r->target > 0) {
+		char what[64];
+
+		snprintf(what, sizeof(what), "%s / %s p50", r->name,
+			 rows[r->base].name);
+		bench_json_target(what, ratio, tgt, *res == 'P');
+	}
 }
 
 /* ---------------------------------------------------------------------- */

@@ -727,6 +727,14 @@ static void print_row(int k, uint64_t bytes)
 	       r->name, (double)r->res.n * (double)bytes / MIB,
 	       r->res.rate / 1e6, r->res.rate_lo / 1e6, r->res.rate_hi / 1e6,
 	       ratio, tgt, res);
+	bench_json_result(r->scen, r->name, &r->res, "B/s");
+	if (r->target > 0) {
+		char what[64];
+
+		snprintf(what, sizeof(what), "%s: pipe / raw bytes/s",
+			 rows[k - r->op].scen);
+		bench_json_target(what, ratio, tgt, *res == 'P');
+	}
 }
 
 static void print_parts(const char *what, const struct bench_parts *p)

@@ -1139,6 +1139,7 @@ static void print_row(int k)
 	}
 	printf("%-18s %-15s %7" PRIu64 " %9s %9s %9s %7s %7s  %s\n", r->scen,
 	       r->name, r->res.n, p50, p99, p999, ratio, tgt, res);
+	bench_json_result(r->scen, r->name, &r->res, NULL);
 }
 
 /* Growth from a to b, per channel (n) or in all (n = 1). */
@@ -1196,6 +1197,7 @@ static bool print_target(const char *what, const char *value, const char *limit,
 {
 	printf("%-46s %12s %10s  %s\n", what, value, limit,
 	       ok ? "PASS" : "FAIL");
+	bench_json_target(what, value, limit, ok);
 	return ok;
 }
 

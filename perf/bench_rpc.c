@@ -368,6 +368,14 @@ static void print_row(int k)
 	printf("%-16s %-12s %8" PRIu64 " %9s %9s %9s %9s %7s %7s  %s\n",
 	       r->scen, r->name, r->res.n, p50, p99, p999, rate, ratio, tgt,
 	       res);
+	bench_json_result(r->scen, r->name, &r->res, "rt/s");
+	if (r->target > 0) {
+		char what[64];
+
+		snprintf(what, sizeof(what), "%s: %s / %s p50",
+			 rows[r->base].scen, r->name, rows[r->base].name);
+		bench_json_target(what, ratio, tgt, *res == 'P');
+	}
 }
 
 /* ---------------------------------------------------------------------- */

@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -21,14 +22,6 @@
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#if defined(__clang__)
-#define BENCH_CC "clang "
-#elif defined(__GNUC__)
-#define BENCH_CC "gcc "
-#else
-#define BENCH_CC ""
-#endif
 
 /* ---------------------------------------------------------------------- */
 /* Failure                                                                */
@@ -325,9 +318,6 @@ double bench_rate(uint64_t n, uint64_t ticks)
 	return (double)n / ((double)ticks * bench_ns_per_tick * 1e-9);
 }
 
-/* ---------------------------------------------------------------------- */
-/* CPUs                                                                   */
-
 bool bench_pin_self(int cpu)
 {
 	cpu_set_t set;
@@ -424,6 +414,9 @@ void bench_print_footer(const struct bench_cpu_usage *u0,
 		       "all CPUs during the run%s\n",
 		       100.0 * other, 100.0 * steal,
 		       other + steal > 0.05 ? ": numbers DISTURBED" : "");
+		bench_json_footer(other + steal > 0.05 ? 1 : 0);
+	} else {
+		bench_json_footer(-1);
 	}
 	if (smoke)
 		printf("# smoke mode: counts too small for stable percentiles\n");
@@ -456,7 +449,8 @@ void bench_cflags(char *buf, size_t len, const char *s)
 void bench_print_header(const char *flags, const char *cpus_label, int cpu_a,
 			int cpu_b, bool two_cpus, bool smoke)
 {
-	char cpu[256], ebuf[128];
+	char cpu[256], ebuf[128], kernel[512], clk[128], cpus[128];
+	char version[64];
 	struct utsname u;
 	cmesh_env env = CMESH_ENV_INIT;
 	const char *wake;
@@ -470,18 +464,25 @@ void bench_print_header(const char *flags, const char *cpus_label, int cpu_a,
 						      "auto";
 	else
 		wake = "bad-env";
-	printf("# %s | cpu: %s | kernel: %s %s %s | cc: %s | flags: %s | "
-	       "clock: %s",
-	       bench_name, cpu, u.sysname, u.release, u.machine,
-	       BENCH_CC __VERSION__, flags,
-	       bench_clock_tsc ? "lfence;rdtsc" : "clock_gettime");
+	snprintf(kernel, sizeof(kernel), "%s %s %s", u.sysname, u.release,
+		 u.machine);
+	snprintf(clk, sizeof(clk), "%s",
+		 bench_clock_tsc ? "lfence;rdtsc" : "clock_gettime");
 	if (bench_clock_tsc)
-		printf(" %.3f GHz", 1.0 / bench_ns_per_tick);
-	printf(" step %.0f ns", (double)bench_clock_step * bench_ns_per_tick);
-	printf(" | %s %d,%d%s | cmesh %d.%d.%d wake=%s%s\n", cpus_label, cpu_a,
-	       cpu_b, two_cpus ? "" : " (UNAVAILABLE)", CMESH_VERSION_MAJOR,
-	       CMESH_VERSION_MINOR, CMESH_VERSION_PATCH, wake,
-	       smoke ? " | SMOKE" : "");
+		snprintf(clk + strlen(clk), sizeof(clk) - strlen(clk),
+			 " %.3f GHz", 1.0 / bench_ns_per_tick);
+	snprintf(clk + strlen(clk), sizeof(clk) - strlen(clk), " step %.0f ns",
+		 (double)bench_clock_step * bench_ns_per_tick);
+	snprintf(cpus, sizeof(cpus), "%s %d,%d%s", cpus_label, cpu_a, cpu_b,
+		 two_cpus ? "" : " (UNAVAILABLE)");
+	snprintf(version, sizeof(version), "%d.%d.%d wake=%s",
+		 CMESH_VERSION_MAJOR, CMESH_VERSION_MINOR, CMESH_VERSION_PATCH,
+		 wake);
+	printf("# %s | cpu: %s | kernel: %s | cc: %s | flags: %s | clock: %s | "
+	       "%s | cmesh %s%s\n",
+	       bench_name, cpu, kernel, BENCH_CC __VERSION__, flags, clk, cpus,
+	       version, smoke ? " | SMOKE" : "");
+	bench_json_header(cpu, kernel, flags, clk, cpus, version, smoke);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -530,6 +531,9 @@ void bench_fill_latency(struct bench_result *r, uint64_t *v, size_t n,
 	r->p50 = (double)bench_pct(v, n, 50.0) * scale;
 	r->p99 = (double)bench_pct(v, n, 99.0) * scale;
 	r->p999 = (double)bench_pct(v, n, 99.9) * scale;
+	r->nlat = n;
+	for (int i = 0; i < BENCH_NQ; i++)
+		r->q[i] = (double)bench_pct(v, n, (double)i) * scale;
 }
 
 void bench_fill_rtt(struct bench_result *r, uint64_t *v, uint64_t n,

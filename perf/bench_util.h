@@ -40,6 +40,15 @@
 #define BENCH_CFLAGS_OR(dflt) dflt
 #endif
 
+/* The compiler's name, before __VERSION__ in headers and reports. */
+#if defined(__clang__)
+#define BENCH_CC "clang "
+#elif defined(__GNUC__)
+#define BENCH_CC "gcc "
+#else
+#define BENCH_CC ""
+#endif
+
 /* ---------------------------------------------------------------------- */
 /* Failure                                                                */
 
@@ -245,15 +254,21 @@ uint64_t bench_pct(const uint64_t *v, size_t n, double p);
 /* Median of v[0..n) (sorts v). */
 double bench_median(double *v, size_t n);
 
+#define BENCH_NQ 101 /* quantiles q0, q1, ..., q100 of a latency row */
+
 struct bench_result {
 	uint64_t n;		 /* samples (rtt) or messages (stream) */
 	double p50, p99, p999;	 /* ns per round trip / ns per message */
 	double rate;		 /* round trips/s or messages/s */
 	double rate_lo, rate_hi; /* stream: min and max over repetitions */
 	double tx_share;	 /* stream: producer time / consumer time */
+	uint64_t nlat;		 /* samples behind p50.. and q (0: none) */
+	double q[BENCH_NQ];	 /* q[i]: i-th percentile, as p50 */
 };
 
-/* Sorts v[0..n) and sets p50, p99, p999 (ticks * scale). */
+/*
+ * Sorts v[0..n) and sets p50, p99, p999, q[] (ticks * scale) and nlat.
+ */
 void bench_fill_latency(struct bench_result *r, uint64_t *v, size_t n,
 			double scale);
 
@@ -309,6 +324,58 @@ void bench_fmt_us(char *buf, size_t len, double ns);
 
 /* Rate with K / M suffix, then " unit" unless unit is "". */
 void bench_fmt_rate(char *buf, size_t len, double r, const char *unit);
+
+/* ---------------------------------------------------------------------- */
+/* JSON report                                                            */
+
+/*
+ * When the environment variable CMESH_BENCH_JSON names a directory, the
+ * process that printed the header (not a forked child) writes at exit
+ * <dir>/<bench_name>.json: {"bench", "header": {cpu, kernel, cc, flags,
+ * clock, cpus, cmesh, smoke, disturbed (if known), complete (the footer
+ * was printed)}, "rows": [...], "targets": [...]}, and for each scenario
+ * with a latency row <dir>/<bench_name>-<scenario>.dat for gnuplot: two
+ * comment lines ("# <bench>\t<scenario>", "# percentile\t<row>\t..."),
+ * then a line per percentile 0..100: the percentile, then each latency
+ * row's value in ns, tab-separated. Unset or empty: every call below is a
+ * no-op. A scenario of NULL or "" is the previous row's (a table's
+ * continuation lines); names are recorded without leading or trailing
+ * spaces. Only stderr is written to (a warning if a file cannot be).
+ */
+
+/*
+ * A row of a table: {"scenario", "row", "n": r->n}, then if r has samples
+ * (r->nlat), "unit": "ns", "samples", "p50", "p99", "p999" and
+ * "quantiles" (r->q), and if `rate_unit` is not NULL, "rate" (and
+ * "rate_min", "rate_max" when known) with "rate_unit" ("unit" too when r
+ * has no samples).
+ */
+void bench_json_result(const char *scenario, const char *row,
+		       const struct bench_result *r, const char *rate_unit);
+
+/* A row that has only a rate: {"scenario", "row", "n", "unit", "rate"}. */
+void bench_json_rate(const char *scenario, const char *row, uint64_t n,
+		     double rate, const char *unit);
+
+/*
+ * The .dat of `scenario` also carries the latency rows of scenario `other`
+ * (its reference, printed as a scenario of its own), in the order they
+ * were recorded; `other` keeps its own .dat too.
+ */
+void bench_json_plot_with(const char *scenario, const char *other);
+
+/* A target line: {"what", "value", "limit", "result": "PASS"|"FAIL"}. */
+void bench_json_target(const char *what, const char *value, const char *limit,
+		       bool pass);
+
+/*
+ * For bench_util.c's header and footer: the run's description, and how
+ * it ended (disturbed: 1, 0, or -1 unknown; the report is "complete").
+ */
+void bench_json_header(const char *cpu, const char *kernel, const char *flags,
+		       const char *clk, const char *cpus, const char *version,
+		       bool smoke);
+void bench_json_footer(int disturbed);
 
 /* ---------------------------------------------------------------------- */
 /* Options                                                                */

@@ -688,6 +688,17 @@ static void print_row(int k)
 	printf("%-17s %-16s %9" PRIu64 " %8s %8s %8s %9s %7s %8s  %s\n",
 	       r->scen ? r->scen : "", r->name, r->res.n, p50, p99, p999, rate,
 	       ratio, tgt, res);
+	bench_json_result(r->scen, r->name, &r->res,
+			  k <= R1_MANY ? "calls/s" : "rt/s");
+	if (r->target > 0 || r->target_ns > 0) {
+		char what[64], v[24];
+
+		snprintf(what, sizeof(what), "%s: %s %s", rows[r->base].scen,
+			 r->name, r->target > 0 ? "p50 / raw p50" : "p50");
+		snprintf(v, sizeof(v), "%s ns", p50);
+		bench_json_target(what, r->target > 0 ? ratio : v, tgt,
+				  *res == 'P');
+	}
 }
 
 static void print_notes(bool run1, bool run2, uint64_t rounds1,

@@ -1006,6 +1006,14 @@ static void print_row(const struct scenario *s, int k, bool first)
 	printf("%-16s %-6s %9" PRIu64 " %8s %8s %8s %15s %7s %6s %7s  %s\n",
 	       first ? s->name : "", s->impl[k].name, r->n, p50, p99, p999,
 	       rate, mbs, ratio, tgt, res);
+	bench_json_result(s->name, s->impl[k].name, r,
+			  s->stream ? "msg/s" : "rt/s");
+	if (s->has_target && k == IMPL_CMESH) {
+		char what[64];
+
+		snprintf(what, sizeof(what), "%s: cmesh / raw", s->name);
+		bench_json_target(what, ratio, tgt, passed(s));
+	}
 }
 
 struct config {

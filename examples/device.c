@@ -81,6 +81,31 @@ static int dev_stream(struct dev_args *a)
 	return r;
 }
 
+static int dev_pipe(struct dev_args *a)
+{
+	unsigned char buf[4096];
+	cmesh_pipe_writer *w;
+	int r;
+
+	r = cmesh_pipe_writer_from_port(&a->pipe, &w);
+	if (r)
+		return r;
+	for (uint64_t off = 0; off < a->len && !r; off += sizeof(buf)) {
+		size_t n = a->len - off < sizeof(buf) ? a->len - off :
+							sizeof(buf);
+		int64_t put;
+
+		for (size_t i = 0; i < n; i++)
+			buf[i] = dev_byte(a->block, off + i);
+		/* Waits while the VMM has not read the window's worth. */
+		put = cmesh_pipe_write(w, buf, n, NULL);
+		if (put != (int64_t)n)
+			r = put < 0 ? (int)put : -EIO;
+	}
+	cmesh_pipe_writer_free(w); /* the VMM reads EOF after the bytes */
+	return r;
+}
+
 int main(void)
 {
 	cmesh_node *node;
@@ -118,6 +143,9 @@ int main(void)
 		case DEV_STREAM:
 			status = q.args.data ? dev_stream(&q.args) : -EINVAL;
 			break;
+		case DEV_PIPE:
+			status = dev_pipe(&q.args);
+			break;
 		default:
 			status = -EINVAL;
 		}
@@ -130,6 +158,12 @@ int main(void)
 		}
 		if (q.args.data)
 			cmesh_sender_free(q.args.data);
+		if (q.args.pipe.data) { /* a pipe end we did not take */
+			cmesh_pipe_writer *w;
+
+			if (cmesh_pipe_writer_from_port(&q.args.pipe, &w) == 0)
+				cmesh_pipe_writer_free(w);
+		}
 		if (answer(q.reply, status, sum) && status == 0)
 			fprintf(stderr, "device: the VMM left a call\n");
 	}

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # examples/run.sh DIR - runs the examples built in DIR (vmm, device,
-# listener): the VMM with its device (killed and respawned midway), and a
-# listener serving four unrelated client processes. Exit 0 if all pass.
+# listener, config): the VMM with its device (killed and respawned
+# midway), a listener serving four unrelated client processes, and a
+# configuration publisher followed by four subscriber processes through
+# cells. Exit 0 if all pass.
 set -euo pipefail
 
 dir=$(cd "$1" && pwd)
@@ -30,4 +32,7 @@ done
 wait "$server"
 cat "$tmp/server.out"
 [[ $(grep -c '^listener: client ' "$tmp/server.out") -eq 4 ]]
+
+echo "== config publisher + 4 subscribers"
+timeout 60 "$dir/config" publish 4
 echo "examples passed"

@@ -7,8 +7,8 @@
  * Starts the device with cmesh_spawn() (it dies with us:
  * CMESH_NODE_PDEATHSIG), gives it a memfd of "guest memory" and an
  * eventfd for its interrupt, then drives it by rpc: reads that the device
- * writes into guest memory and signals, and a stream of bytes over a
- * channel the request carries. Midway the device gets stuck on a request:
+ * writes into guest memory and signals, a stream of bytes over a channel
+ * the request carries, and the same over a pipe whose writer it carries. Midway the device gets stuck on a request:
  * the call's deadline (a cancel context) passes, the VMM kills it, sees
  * the call fail with -ECONNRESET, reports it, reaps it and respawns it,
  * then goes on. Exit 0 when every byte checked out.
@@ -180,6 +180,50 @@ static void stream(struct device *d, uint64_t block, uint64_t len)
 		die("stream reply", r ? r : resp.status);
 }
 
+/*
+ * The same bytes through a pipe: its writer end goes to the device in the
+ * request; we read until EOF while the device writes (the pipe's window
+ * holds it back whenever we fall behind), then take its reply.
+ */
+static void pipe_stream(struct device *d, uint64_t block, uint64_t len)
+{
+	static unsigned char buf[3000]; /* any size: a byte stream */
+	struct dev_args a = args(DEV_PIPE);
+	cmesh_pipe_writer *w;
+	cmesh_pipe_reader *rd;
+	struct dev_resp resp;
+	struct dev_req q;
+	cmesh_rpc *rpc;
+	uint64_t got = 0;
+	int64_t n;
+	int r;
+
+	r = cmesh_pipe_new(&w, &rd);
+	if (!r)
+		r = cmesh_pipe_writer_to_port(w, &a.pipe);
+	if (r)
+		die("cmesh_pipe_new", r);
+	a.block = block;
+	a.len = len;
+	q = (struct dev_req){ .args = a };
+	r = cmesh_rpc_call(d->requests, &q, NULL, 0, &rpc);
+	if (r)
+		die("pipe call", r);
+	while ((n = cmesh_pipe_read(rd, buf, sizeof(buf), NULL)) > 0) {
+		for (int64_t i = 0; i < n; i++)
+			if (buf[i] != dev_byte(block, got + (uint64_t)i))
+				die("pipe bytes", -EIO);
+		got += (uint64_t)n;
+	}
+	if (n != 0 || got != len)
+		die("pipe end", n ? (int)n : -EIO);
+	cmesh_pipe_reader_free(rd);
+	r = cmesh_rpc_wait(rpc, NULL, &resp, NULL, 0);
+	cmesh_rpc_free(rpc);
+	if (r || resp.status)
+		die("pipe reply", r ? r : resp.status);
+}
+
 int main(int argc, char **argv)
 {
 	struct device d;
@@ -204,6 +248,7 @@ int main(int argc, char **argv)
 	start(&d);
 	reads(&d, 0, 64);
 	stream(&d, 7, 1u << 20);
+	pipe_stream(&d, 8, 1u << 20);
 
 	/* The device gets stuck; 200 ms later we kill it and respawn. */
 	r = cmesh_ctx_with_timeout(NULL, 200000000, &ctx);
@@ -227,6 +272,7 @@ int main(int argc, char **argv)
 	start(&d);
 	reads(&d, 64, 64);
 	stream(&d, 9, 3u << 19);
+	pipe_stream(&d, 10, 3u << 19);
 	st = stop(&d);
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
 		die("the device's exit", -EIO);

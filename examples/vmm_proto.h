@@ -9,7 +9,10 @@
  *   DEV_READ   fill guest memory [offset, offset + len) with the block's
  *              bytes, then signal the interrupt eventfd;
  *   DEV_STREAM send `len` bytes of the block, in chunks, on `data` (a
- *              sender the request carries), then close it.
+ *              sender the request carries), then close it;
+ *   DEV_PIPE   write `len` bytes of the block into `pipe` (a pipe writer
+ *              the request carries: the VMM reads the other end, and the
+ *              pipe's window holds the device back), then end it.
  * The device's channel to the VMM (the link's other direction) is unused
  * here: everything comes back through reply ports.
  */
@@ -23,7 +26,8 @@
 enum dev_op {
 	DEV_SETUP = 1,
 	DEV_READ,
-	DEV_STREAM
+	DEV_STREAM,
+	DEV_PIPE
 };
 
 /* A chunk of a stream: its offset; the bytes are its trailing bytes. */
@@ -46,13 +50,15 @@ struct dev_args {
 	uint32_t pad;
 	uint64_t block, offset, len;
 	cmesh_sender *data; /* DEV_STREAM: chunks go here (dev_chunk_type) */
+	cmesh_pipe_writer_port pipe; /* DEV_PIPE: the bytes go here */
 };
 
 CMESH_RPC_REQUEST_FIELDS(dev_req, struct dev_args, dev_resp_type,
 			 CMESH_FIELD_FD(struct dev_req, args.mem_fd),
 			 CMESH_FIELD_FD(struct dev_req, args.irq_fd),
 			 CMESH_FIELD_SENDER(struct dev_req, args.data,
-					    dev_chunk_type));
+					    dev_chunk_type),
+			 CMESH_FIELD_PIPE_WRITER(struct dev_req, args.pipe));
 
 /* Nothing travels device -> VMM on the link's own channel. */
 struct dev_none {

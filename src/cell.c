@@ -187,13 +187,19 @@ static bool sub_take(cmesh_cell_updater *u, uint32_t i)
 		if (m.op == OP_ACK && m.version <= u->version) {
 			if (m.version > u->subs[i].seen)
 				u->subs[i].seen = m.version;
-		} else if (m.op == OP_SUBSCRIBE && m.updates && m.control &&
-			   !send_value(m.updates, u->version, u->fp, u->value,
-				       u->vt->size) &&
-			   !sub_add(u, m.updates, m.control,
-				    m.version < u->version ? m.version :
-							     u->version)) {
-			continue; /* taken */
+		} else if (m.op == OP_SUBSCRIBE && m.updates && m.control) {
+			/*
+			 * Its cell may be gone already (a clone made into a
+			 * port before we took it): its control channel still
+			 * holds what it said, the port's SUBSCRIBE among
+			 * them, which its sub_take reads before it drops it.
+			 */
+			(void)send_value(m.updates, u->version, u->fp,
+					 u->value, u->vt->size);
+			if (!sub_add(u, m.updates, m.control,
+				     m.version < u->version ? m.version :
+							      u->version))
+				continue; /* taken */
 		}
 		/* Anything else is dropped, with whatever it carries. */
 		cmesh_sender_free(m.updates);

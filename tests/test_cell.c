@@ -64,6 +64,38 @@ Test(cell, set_and_get)
 	cmesh_cell_updater_free(u);
 }
 
+/*
+ * A clone made into a port before the updater took the clone's own
+ * subscription (the usual way to give a cell away): the port's
+ * subscription travels inside the clone's, and must survive the clone
+ * being gone by the time the updater reads it. The port's cell then hears
+ * every later value, and counts as a subscriber.
+ */
+Test(cell, a_clone_made_into_a_port_at_once_keeps_its_subscription)
+{
+	cmesh_cell_updater *u;
+	cmesh_cell *c, *clone, *far;
+	cmesh_cell_port port;
+	struct cfg v = cfg(1);
+	uint64_t ver;
+
+	TU_ASSERT_RC(cmesh_cell_new(&cfg_type, &v, &u, &c), 0);
+	TU_ASSERT_RC(cmesh_cell_clone(c, &clone), 0);
+	TU_ASSERT_RC(cmesh_cell_to_port(clone, &port), 0);
+	TU_ASSERT_RC(cmesh_cell_from_port(&port, &cfg_type, NULL, &far), 0);
+	cr_assert_eq(get_a(far, NULL), 1);
+	v = cfg(2);
+	cr_assert_eq(cmesh_cell_set(u, &v), 2);
+	cr_assert_eq(cmesh_cell_subscribers(u), 2, "the port's cell and c");
+	TU_ASSERT_RC(cmesh_cell_wait_next(far, NULL, &v, &ver), 0);
+	cr_assert_eq(v.a, 2);
+	cr_assert_eq(ver, 2);
+	cmesh_cell_free(far);
+	cmesh_cell_free(c);
+	cr_assert_eq(cmesh_cell_subscribers(u), 0);
+	cmesh_cell_updater_free(u);
+}
+
 /* mesh's multi-cell: cells made before and after a set, and clones. */
 Test(cell, clones_before_and_after_set_all_see_the_value)
 {

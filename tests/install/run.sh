@@ -133,7 +133,7 @@ LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
 
 echo "== examples (pkg-config)"
 mkdir -p "$tmp/examples-pc"
-for ex in vmm device listener; do
+for ex in vmm device listener config; do
 	# shellcheck disable=SC2086 # word splitting of pkg-config output
 	"$cc" -std=c11 -Wall -Wextra -Werror "${flags[@]}" $pc_cflags \
 		"$examples/$ex.c" -o "$tmp/examples-pc/$ex" $pc_libs

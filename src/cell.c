@@ -49,9 +49,16 @@ CMESH_TYPE_DEFINE_PLAIN(cmesh_cell_update_type, struct update);
 /* Messages a call takes from one channel before it moves on. */
 #define TAKE_MAX 64
 
+/*
+ * SUBSCRIBE flag: a port's (a cell that will be read elsewhere): it has
+ * seen nothing until its cell acknowledges a version. A clone's holder
+ * has the value already, as its parent had it.
+ */
+#define CTL_F_UNSEEN 1u
+
 struct control {
 	uint32_t op;
-	uint32_t pad;
+	uint32_t flags; /* SUBSCRIBE: CTL_F_UNSEEN */
 	uint64_t version; /* ACK: the version seen; SUBSCRIBE: the seed's */
 	cmesh_sender *updates;	 /* SUBSCRIBE: the new cell's updates */
 	cmesh_receiver *control; /* SUBSCRIBE: its control channel */
@@ -196,9 +203,12 @@ static bool sub_take(cmesh_cell_updater *u, uint32_t i)
 			 */
 			(void)send_value(m.updates, u->version, u->fp,
 					 u->value, u->vt->size);
-			if (!sub_add(u, m.updates, m.control,
-				     m.version < u->version ? m.version :
-							      u->version))
+			uint64_t seen = m.version < u->version ? m.version :
+								 u->version;
+
+			if (m.flags & CTL_F_UNSEEN)
+				seen = 0;
+			if (!sub_add(u, m.updates, m.control, seen))
 				continue; /* taken */
 		}
 		/* Anything else is dropped, with whatever it carries. */
@@ -423,6 +433,9 @@ int cmesh_cell_wait_next(cmesh_cell *c, const cmesh_ctx *ctx, void *out,
 	if (!c || !out)
 		return -EINVAL;
 	r = drain(c, false, NULL);
+	/* Waiting for a newer one: the holder has this one (a port's seed). */
+	if (!r && c->version <= c->returned && c->version > c->acked)
+		ack(c);
 	while (!r && c->version <= c->returned) {
 		if (c->ended)
 			return c->ended;
@@ -469,10 +482,10 @@ void cmesh_cell_free(cmesh_cell *c)
  * control channel (if the updater is gone, the new one just keeps the
  * value).
  */
-static int subscribe(cmesh_cell *c, cmesh_receiver **out_urx,
+static int subscribe(cmesh_cell *c, uint32_t flags, cmesh_receiver **out_urx,
 		     cmesh_sender **out_ctx)
 {
-	struct control m = { .op = OP_SUBSCRIBE };
+	struct control m = { .op = OP_SUBSCRIBE, .flags = flags };
 	cmesh_sender *utx, *ctx_;
 	cmesh_receiver *urx, *crx;
 	int r;
@@ -509,7 +522,7 @@ int cmesh_cell_clone(cmesh_cell *c, cmesh_cell **out)
 	n = cell_alloc(c->vt, c->fp);
 	if (!n)
 		return -ENOMEM;
-	r = subscribe(c, &n->updates, &n->control);
+	r = subscribe(c, 0, &n->updates, &n->control);
 	if (r) {
 		cmesh_cell_free(n);
 		return r;
@@ -528,7 +541,7 @@ int cmesh_cell_to_port(cmesh_cell *c, cmesh_cell_port *port)
 
 	if (!c || !port)
 		return -EINVAL;
-	r = subscribe(c, &port->updates, &port->control);
+	r = subscribe(c, CTL_F_UNSEEN, &port->updates, &port->control);
 	if (r)
 		return r;
 	cmesh_cell_free(c);
@@ -569,8 +582,8 @@ int cmesh_cell_from_port(cmesh_cell_port *port, const cmesh_type *value_type,
 	}
 	drain(c, false, NULL);
 	/*
-	 * The updater counts this subscription as having seen the seed's
-	 * version, which may be older than what came since: the first read
+	 * The updater counts this subscription as having seen nothing
+	 * (CTL_F_UNSEEN): the first read, or a wait for the next value,
 	 * tells it (acked 0).
 	 */
 	c->returned = c->version;

@@ -96,6 +96,47 @@ Test(cell, a_clone_made_into_a_port_at_once_keeps_its_subscription)
 	cmesh_cell_updater_free(u);
 }
 
+static void *wait_next_thread(void *arg)
+{
+	struct cfg v;
+
+	return (void *)(intptr_t)cmesh_cell_wait_next(arg, NULL, &v, NULL);
+}
+
+/*
+ * A cell given away (to_port, from_port) has seen nothing until its holder
+ * reads it or waits for the next value: wait_seen waits for it. (A clone
+ * has its parent's value: it counts as seen.)
+ */
+Test(cell, wait_seen_waits_for_a_ports_cell_to_read_or_wait)
+{
+	cmesh_cell_updater *u;
+	cmesh_cell *c, *far;
+	cmesh_cell_port port;
+	cmesh_ctx *ctx;
+	struct cfg v = cfg(1);
+	pthread_t t;
+
+	TU_ASSERT_RC(cmesh_cell_new(&cfg_type, &v, &u, &c), 0);
+	TU_ASSERT_RC(cmesh_cell_to_port(c, &port), 0);
+	TU_ASSERT_RC(cmesh_cell_from_port(&port, &cfg_type, NULL, &far), 0);
+	TU_ASSERT_RC(cmesh_ctx_with_timeout(NULL, TU_MS(50), &ctx), 0);
+	TU_ASSERT_RC(cmesh_cell_wait_seen(u, ctx), -ETIMEDOUT);
+	cmesh_ctx_free(ctx);
+	cr_assert_eq(get_a(far, NULL), 1);
+	TU_ASSERT_RC(cmesh_cell_wait_seen(u, NULL), 0);
+	/* Again, with a holder that only waits for the next value. */
+	TU_ASSERT_RC(cmesh_cell_to_port(far, &port), 0);
+	TU_ASSERT_RC(cmesh_cell_from_port(&port, &cfg_type, NULL, &far), 0);
+	tu_thread_start(&t, wait_next_thread, far);
+	TU_ASSERT_RC(cmesh_cell_wait_seen(u, NULL), 0);
+	v = cfg(2);
+	cr_assert_eq(cmesh_cell_set(u, &v), 2);
+	cr_assert_eq((intptr_t)tu_thread_join(t), 0);
+	cmesh_cell_free(far);
+	cmesh_cell_updater_free(u);
+}
+
 /* mesh's multi-cell: cells made before and after a set, and clones. */
 Test(cell, clones_before_and_after_set_all_see_the_value)
 {

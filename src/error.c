@@ -30,6 +30,8 @@ const char *cmesh_strerror(int err)
 		return "deadline passed";
 	case ECANCELED:
 		return "cancelled";
+	case EREMOTEIO:
+		return "the server failed the call";
 	case EINVAL:
 		return "invalid argument";
 	case EBUSY:

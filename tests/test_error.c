@@ -21,7 +21,7 @@ TestSuite(clock, .init = tu_suite_init, .fini = tu_suite_fini);
 static const int documented[] = {
 	-EAGAIN,   -EPIPE,     -ECONNRESET, -EPROTO, -EBADMSG,
 	-EMSGSIZE, -ETIMEDOUT, -ECANCELED,  -EINVAL, -EBUSY,
-	-ENOMEM,   -ENOENT,    -ENOBUFS,    -ENOSYS,
+	-ENOMEM,   -ENOENT,    -ENOBUFS,    -ENOSYS, -EREMOTEIO,
 };
 #define NDOC (sizeof(documented) / sizeof(documented[0]))
 

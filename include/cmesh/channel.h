@@ -21,7 +21,20 @@
  * resources released the same way.
  *
  * Threads: a sender handle may be used by many threads at once. The
- * receiver is used by one thread at a time.
+ * receiver is used by one thread at a time (and not while a wait on its
+ * waitset runs in another thread). The queries (the _type functions,
+ * cmesh_sender_is_closed(), cmesh_receiver_stats_get()) may be called from
+ * any thread. No handle may be freed while another call uses it.
+ *
+ * Blocking: only the receives that wait (recv, recv_deadline, recv_ctx)
+ * and the flushes block, each as it says. Every other function here
+ * returns without waiting: it may take a short internal lock and make a
+ * syscall (a wake of the receiver, a mapping), never a sleep.
+ *
+ * Across processes (cmesh/node.h) a send, receive, peek or flush may also
+ * return -ECONNRESET (the other side's process died or its link failed)
+ * or -EPROTO (it broke the protocol), a receive -ENOMEM, and a send what
+ * the kernel says of a large message's memfd (-EMFILE etc.).
  */
 #ifndef CMESH_CHANNEL_H
 #define CMESH_CHANNEL_H
@@ -67,34 +80,49 @@ typedef struct cmesh_channel_opts {
 
 /**
  * Creates a channel of messages described by `type` (borrowed: it must
- * outlive the channel, normally it is static). `opts` may be NULL.
- * Returns owned handles in *out_tx and *out_rx. Errors: -EINVAL (bad type,
- * options or environment), -ENOMEM.
+ * outlive the channel, normally it is static). `opts` may be NULL
+ * (borrowed for the call). Returns owned handles in *out_tx and *out_rx
+ * (free with cmesh_sender_free() and cmesh_receiver_free()). Any thread.
+ * Errors: -EINVAL (bad type, NULL outputs, bad options or environment),
+ * -ENOMEM; then nothing is made.
  */
 CMESH_API int cmesh_channel_new(const cmesh_type *type,
 				const cmesh_channel_opts *opts,
 				cmesh_sender **out_tx, cmesh_receiver **out_rx);
 
-/* Another owned sender for the same channel. Errors: -EINVAL, -ENOMEM. */
+/**
+ * Another sender for the same channel, returned owned in *out_tx (free
+ * with cmesh_sender_free()); borrows `tx`. Any thread. Errors: -EINVAL
+ * (NULL tx or out_tx), -ENOMEM.
+ */
 CMESH_API int cmesh_sender_clone(cmesh_sender *tx, cmesh_sender **out_tx);
 
 /**
- * Frees a sender. When the last sender of a channel is freed the receiver
- * drains what was sent, then gets -EPIPE. NULL is a no-op.
+ * Frees a sender (taken). When the last sender of a channel is freed the
+ * receiver drains what was sent, then gets -EPIPE. NULL is a no-op. Any
+ * thread; never waits (across processes the close is queued behind what
+ * was sent: see cmesh_node_flush()).
  */
 CMESH_API void cmesh_sender_free(cmesh_sender *tx);
 
-/* The channel's message type (borrowed); NULL for a NULL sender. */
+/**
+ * The channel's message type (borrowed, as given to the channel's
+ * creator); NULL for a NULL sender. Any thread; never fails.
+ */
 CMESH_API const cmesh_type *cmesh_sender_type(const cmesh_sender *tx);
 
 /**
  * Sends one message: `msg` points to a struct of the channel's type,
- * `trail` to `trail_len` trailing bytes (NULL if 0). Never blocks. Takes the
- * message's resources (see above). Returns 0, or -EPIPE (receiver gone),
+ * `trail` to `trail_len` trailing bytes (NULL if 0); both are copied, and
+ * borrowed for the call only. Never blocks. Takes the message's resources
+ * (see above). Any thread, concurrently with other sends on `tx`. Returns
+ * 0, or -EPIPE (receiver gone), -ECONNRESET (the receiver failed),
  * -EBADMSG (an endpoint field of the wrong type), -EMSGSIZE (trail_len
  * over CMESH_MAX_MESSAGE), -ENOBUFS (the backlog is at max_backlog),
- * -EINVAL, -ENOMEM. A message may not carry `tx`
- * itself: that is -EINVAL and nothing is taken.
+ * -EINVAL (NULL tx or msg: nothing taken; trail_len without trail, one fd
+ * or endpoint twice, across processes a closed fd), -ENOMEM, and the
+ * cross-process codes above. A message may not carry `tx` itself: that is
+ * -EINVAL and nothing is taken.
  */
 CMESH_API int cmesh_sender_send(cmesh_sender *tx, const void *msg,
 				const void *trail, size_t trail_len);
@@ -117,8 +145,9 @@ CMESH_API int cmesh_sender_send(cmesh_sender *tx, const void *msg,
 CMESH_API int cmesh_sender_flush(cmesh_sender *tx, int64_t deadline);
 
 /**
- * As cmesh_sender_flush(), for as long as `ctx` lasts (NULL: no limit):
- * -ETIMEDOUT at its deadline, -ECANCELED once it is cancelled.
+ * As cmesh_sender_flush(), for as long as `ctx` lasts (NULL: no limit;
+ * borrowed for the call): -ETIMEDOUT at its deadline, -ECANCELED once it
+ * is cancelled.
  */
 CMESH_API int cmesh_sender_flush_ctx(cmesh_sender *tx, const cmesh_ctx *ctx);
 
@@ -128,9 +157,10 @@ CMESH_API int cmesh_sender_flush_ctx(cmesh_sender *tx, const cmesh_ctx *ctx);
  * earlier messages of this process still wait behind it, or the channel
  * is being set up across processes), returns -EAGAIN and takes nothing:
  * the message and its fds stay the caller's, to send again later. Every
- * other result takes them as cmesh_sender_send() does. A message holding
- * an endpoint is -EOPNOTSUPP (released). Never blocks; makes a syscall
- * only where a send would (a wake, an ATTACH for fds).
+ * other result takes them as cmesh_sender_send() does, with its errors. A
+ * message holding an endpoint is -EOPNOTSUPP (released). Never blocks;
+ * makes a syscall only where a send would (a wake, an ATTACH for fds).
+ * Any thread, as cmesh_sender_send().
  */
 CMESH_API int cmesh_sender_try_send(cmesh_sender *tx, const void *msg,
 				    const void *trail, size_t trail_len);
@@ -164,7 +194,11 @@ CMESH_API int cmesh_sender_is_closed(const cmesh_sender *tx);
  *
  * Takes both handles on success. -EINVAL: NULL, or both ends of one
  * channel; -EBADMSG: the types differ; -ENOMEM, -EAGAIN (no thread could
- * be started): nothing is taken, though `rx` has left its waitset.
+ * be started), or an error of cmesh_waitset_new() or of adding `rx` to the
+ * forwarder's waitset (-EMFILE, -EOPNOTSUPP...): nothing is taken, though
+ * `rx` has left its waitset. Any thread (`rx` is a receiver call: not
+ * concurrently with another call on it); never waits for the forwarder,
+ * may start its thread.
  */
 CMESH_API int cmesh_bridge(cmesh_receiver *rx, cmesh_sender *tx);
 
@@ -184,17 +218,20 @@ typedef struct cmesh_receiver_stats {
 
 /**
  * Fills `out` (its `size` set by the caller: fields past it are left
- * alone). Counters count from the receiver's creation; they are read
- * without stopping the receiving thread, so they may lag it a little.
- * Never blocks, makes no syscall. Returns 0, or -EINVAL (NULL, flags, a
- * size smaller than the first four fields). Any thread.
+ * alone; borrowed for the call). Counters count from the receiver's
+ * creation; they are read without stopping the receiving thread, so they
+ * may lag it a little. Never blocks, makes no syscall. Returns 0, or
+ * -EINVAL (NULL, flags, a size smaller than the first four fields). Any
+ * thread; borrows `rx`.
  */
 CMESH_API int cmesh_receiver_stats_get(const cmesh_receiver *rx,
 				       cmesh_receiver_stats *out);
 
 /**
- * Frees the receiver; senders then get -EPIPE and queued messages have
- * their resources released. Removes it from its waitset. NULL is a no-op.
+ * Frees the receiver (taken); senders then get -EPIPE and queued messages
+ * have their resources released. Removes it from its waitset. NULL is a
+ * no-op. The receiver's thread (one thread at a time); may be called while
+ * another thread waits on its waitset. Never waits.
  */
 CMESH_API void cmesh_receiver_free(cmesh_receiver *rx);
 
@@ -203,29 +240,38 @@ CMESH_API void cmesh_receiver_free(cmesh_receiver *rx);
  * channel's ring of more than 4 KiB, if little of it was written, is kept
  * (at most 16 rings, 128 KiB of written pages each) to serve the next
  * channel of its type and size without an mmap or munmap. Channels in use
- * are untouched. Never fails; any thread.
+ * are untouched. Never fails; any thread. Never waits (munmap syscalls).
  */
 CMESH_API void cmesh_channel_trim(void);
 
-/* The channel's message type (borrowed); NULL for a NULL receiver. */
+/**
+ * The channel's message type (borrowed, as given to the channel's
+ * creator); NULL for a NULL receiver. Any thread; never fails.
+ */
 CMESH_API const cmesh_type *cmesh_receiver_type(const cmesh_receiver *rx);
 
 /**
  * Receives the next message into `out_msg` (a struct of the channel's type)
- * and its trailing bytes into `out_trail` (capacity `trail_cap`). The caller
- * owns the message's resources. Returns the number of trailing bytes, or:
+ * and its trailing bytes into `out_trail` (capacity `trail_cap`); both are
+ * borrowed for the call, as `ctx` is. The caller owns the message's
+ * resources: it closes the fds and frees the endpoints (their _free
+ * functions). Returns the number of trailing bytes, or:
  *   -EAGAIN    (try_recv) nothing ready;
  *   -ETIMEDOUT (recv_deadline) `deadline` (CLOCK_MONOTONIC ns) passed;
  *              (recv_ctx) the context's deadline passed;
  *   -ECANCELED (recv_ctx) the context was cancelled (cmesh/cancel.h);
  *   -EPIPE     every sender is gone and everything sent was received;
+ *   -ECONNRESET a sender failed (its process died, its link broke), after
+ *              everything it had published;
  *   -EMSGSIZE  the trailing bytes exceed trail_cap: nothing is consumed,
  *              cmesh_receiver_try_peek() tells the size;
- *   -EINVAL    bad argument.
- * recv waits without limit; recv_ctx as long as `ctx` lasts (NULL: no
- * limit), taking a message that is ready even once it has ended. A waiting
- * receiver spins for the channel's spin time, then sleeps until a sender
- * (or a cancel) wakes it.
+ *   -EINVAL    NULL rx or out_msg, trail_cap with a NULL out_trail;
+ * and the cross-process codes above. try_recv never blocks; recv waits
+ * without limit; recv_ctx as long as `ctx` lasts (NULL: no limit), taking
+ * a message that is ready even once it has ended. A waiting receiver
+ * spins for the channel's spin time, then sleeps (futex or wake syscall)
+ * until a sender (or a cancel) wakes it. The receiver's thread only (one
+ * thread at a time).
  */
 CMESH_API int cmesh_receiver_try_recv(cmesh_receiver *rx, void *out_msg,
 				      void *out_trail, size_t trail_cap);
@@ -240,14 +286,18 @@ CMESH_API int cmesh_receiver_recv_ctx(cmesh_receiver *rx, const cmesh_ctx *ctx,
 
 /**
  * Trailing-byte count of the next message without consuming it, or -EAGAIN
- * (nothing ready), -EPIPE (closed), -EINVAL.
+ * (nothing ready), -EPIPE (closed), -ECONNRESET (a sender failed), -EINVAL
+ * (NULL), and the cross-process codes above. Never blocks. The receiver's
+ * thread only, as a receive.
  */
 CMESH_API int cmesh_receiver_try_peek(cmesh_receiver *rx);
 
 /**
  * Typed wrappers without trailing bytes. CMESH_CHANNEL_PROTOTYPE(ping,
  * struct ping) emits ping_send(), ping_try_recv(), ping_recv(),
- * ping_recv_deadline() and ping_recv_ctx() taking `struct ping *`.
+ * ping_recv_deadline() and ping_recv_ctx() taking `struct ping *`. Each is
+ * the call it wraps (trail NULL, 0), with that call's ownership, threads,
+ * blocking and errors; a message with trailing bytes is -EMSGSIZE.
  */
 #define CMESH_CHANNEL_PROTOTYPE(name, T)                                       \
 	CMESH_MAYBE_UNUSED static inline int name##_send(cmesh_sender *tx,     \

@@ -2,6 +2,9 @@
 /**
  * @file
  * cmesh/common.h - export macro, version, clock and deadlines.
+ *
+ * Every function here may be called from any thread at any time, never
+ * fails and never blocks; none allocates or borrows anything.
  */
 #ifndef CMESH_COMMON_H
 #define CMESH_COMMON_H
@@ -38,16 +41,21 @@ CMESH_BEGIN_DECLS
 
 /**
  * The library's version as "MAJOR.MINOR.PATCH": the one linked at run
- * time, which may differ from the headers' CMESH_VERSION_STRING.
+ * time, which may differ from the headers' CMESH_VERSION_STRING. A static
+ * string: never NULL, not to be freed. Makes no syscall.
  */
 CMESH_API const char *cmesh_version(void);
 
-/* Current CLOCK_MONOTONIC time in nanoseconds. */
+/**
+ * Current CLOCK_MONOTONIC time in nanoseconds (clock_gettime(), a vDSO
+ * call).
+ */
 CMESH_API int64_t cmesh_clock_now(void);
 
 /**
  * Deadline `ns` nanoseconds from now, saturating at CMESH_DEADLINE_NONE.
- * A negative `ns` gives a deadline in the past.
+ * A negative `ns` gives a deadline in the past. Reads the clock as
+ * cmesh_clock_now().
  */
 CMESH_API int64_t cmesh_deadline_after(int64_t ns);
 

@@ -52,9 +52,13 @@ typedef struct cmesh_env {
 
 /**
  * Parses the environment (once per process) and copies the settings into
- * *out (may be NULL). On a bad value returns -EINVAL and, if `errbuf` is
- * not NULL, writes a NUL-terminated message naming the variable and the
- * value (truncated to errlen).
+ * *out (may be NULL; its `size` set by the caller: fields past it are
+ * left alone). Borrows `out` and `errbuf` for the call. Returns 0 (then
+ * errbuf, if given, holds ""), or -EINVAL: a bad value, and then, if
+ * `errbuf` is not NULL, a NUL-terminated message naming the variable and
+ * the value (truncated to errlen); or an `out` whose size is below 8 or
+ * whose flags are not 0. Any thread; the first call in a process reads
+ * the environment (others wait for it), later ones make no syscall.
  */
 CMESH_API int cmesh_env_check(cmesh_env *out, char *errbuf, size_t errlen);
 

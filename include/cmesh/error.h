@@ -23,6 +23,9 @@
  *   -EOPNOTSUPP  an endpoint in a try_send (it could not come back on
  *                -EAGAIN); a receiver of more than 64 processes' senders
  *                added to a waitset.
+ *   -ENOENT      not found: not a member of this waitset, no invitation
+ *                (cmesh_join()), or (passed through) no such file.
+ *   -EREMOTEIO   rpc: the server failed the call (cmesh/rpc.h).
  *   -EPERM       a connecting peer's credentials were refused.
  *   -ENOEXEC     cmesh_spawn(): the program could not be executed.
  *   -ECHILD      cmesh_spawn(): the child ended before it joined.
@@ -43,8 +46,10 @@
 CMESH_BEGIN_DECLS
 
 /**
- * Static description of a cmesh return value (negative errno or >= 0).
- * Never returns NULL; the string must not be freed.
+ * Static description of a cmesh return value (negative errno or >= 0):
+ * "success" for >= 0, "unknown error" for a code it does not know. Never
+ * returns NULL; the string is static, not to be freed. Any thread; never
+ * blocks, makes no syscall, never fails.
  */
 CMESH_API const char *cmesh_strerror(int err);
 

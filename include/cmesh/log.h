@@ -38,8 +38,12 @@ typedef void (*cmesh_log_fn)(void *arg, int level, const char *line);
  * Sends log lines of level <= `level` to fn(arg, ...) instead of stderr;
  * fn NULL goes back to stderr at CMESH_LOG's level (then `level` and `arg`
  * are ignored). Takes effect for lines logged after it returns; a call
- * already in the old callback may still finish there. Returns 0, or
- * -EINVAL when `level` is not CMESH_LOG_OFF..CMESH_LOG_DEBUG. Any thread.
+ * already in the old callback may still finish there. `arg` is borrowed
+ * until the callback is replaced and every call into it has returned.
+ * Returns 0, or -EINVAL when fn is not NULL and `level` is not
+ * CMESH_LOG_OFF..CMESH_LOG_DEBUG (nothing changes). Any thread, also
+ * concurrently with logging; takes a short internal lock, makes no
+ * syscall.
  */
 CMESH_API int cmesh_log_set(cmesh_log_fn fn, void *arg, int level);
 

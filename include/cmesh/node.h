@@ -25,6 +25,18 @@
  *
  * The sides name the channel types from their own point of view: what one
  * side sends (`out_type`) the other receives (`in_type`).
+ *
+ * Every join (cmesh_node_join_socket, cmesh_spawn, cmesh_join,
+ * cmesh_connect, cmesh_listener_accept) borrows its types (they must
+ * outlive the channels), options and context; returns an owned node
+ * (cmesh_node_free() or cmesh_node_close()) and owned first endpoints
+ * (cmesh_sender_free(), cmesh_receiver_free()); may be called from any
+ * thread; and blocks, making syscalls, until the handshake ends, at most
+ * the handshake limit (timeout_ns) or its context. Besides its own codes
+ * each may fail with -ECANCELED or -ETIMEDOUT (its context), -EINVAL (NULL
+ * outputs, bad types, options or environment), -ENOSYS (CMESH_WAKE=uring
+ * where io_uring is unavailable) and the kernel's -errno (-EMFILE...). On
+ * failure it leaves nothing behind.
  */
 #ifndef CMESH_NODE_H
 #define CMESH_NODE_H
@@ -134,7 +146,10 @@ CMESH_API int cmesh_spawn(const char *path, char *const argv[],
 
 /**
  * In a child started by cmesh_spawn(): accepts the invitation (the socket
- * named by CMESH_INVITE, which is then unset). -ENOENT if there is none.
+ * named by CMESH_INVITE, which is then unset; taken as by
+ * cmesh_node_join_socket()). -ENOENT if there is none, -EINVAL if it does
+ * not name an inherited SOCK_SEQPACKET socket; else errors as
+ * cmesh_node_join_socket().
  */
 CMESH_API int cmesh_join(const cmesh_type *out_type, const cmesh_type *in_type,
 			 const cmesh_node_opts *opts, cmesh_node **out_node,
@@ -143,7 +158,8 @@ CMESH_API int cmesh_join(const cmesh_type *out_type, const cmesh_type *in_type,
 /**
  * The peer's process id: the child cmesh_spawn() forked, peer_pid, or
  * SO_PEERCRED; where that names this process (a socketpair it made), the
- * pid the peer gave in its handshake (its word, not checked).
+ * pid the peer gave in its handshake (its word, not checked). -1 for NULL.
+ * Borrows `node`; any thread; never blocks.
  */
 CMESH_API pid_t cmesh_node_pid(const cmesh_node *node);
 
@@ -165,7 +181,8 @@ typedef struct cmesh_node_stats {
  * Fills `out` (its `size` set by the caller: fields past it are left
  * alone, so a caller built against an older header works). Never blocks
  * for long (the link's lane lock), makes no syscall. Returns 0, or -EINVAL
- * (NULL, flags, a size smaller than the first four fields).
+ * (NULL, flags, a size smaller than the first four fields). Borrows both;
+ * any thread.
  */
 CMESH_API int cmesh_node_stats_get(const cmesh_node *node,
 				   cmesh_node_stats *out);
@@ -176,18 +193,24 @@ CMESH_API int cmesh_node_stats_get(const cmesh_node *node,
  * made), including the close of senders already freed: once it returns 0
  * the process may exit without the peer losing a message. A channel whose
  * receiver is gone counts as flushed; the first channel's says -EPIPE.
- * Borrows `node`.
+ * Sleeps, polling every 100 us, until then or `deadline`. Returns 0,
+ * -ETIMEDOUT, -EPIPE, -ECONNRESET or -EPROTO (the link failed), -ENOMEM,
+ * -EINVAL (NULL). Borrows `node`; any thread.
  */
 CMESH_API int cmesh_node_flush(cmesh_node *node, int64_t deadline);
 
-/* As cmesh_node_flush(), for as long as `ctx` lasts (cmesh/cancel.h). */
+/**
+ * As cmesh_node_flush(), for as long as `ctx` lasts (NULL: no limit;
+ * borrowed for the call): -ETIMEDOUT at its deadline, -ECANCELED once it
+ * is cancelled (cmesh/cancel.h).
+ */
 CMESH_API int cmesh_node_flush_ctx(cmesh_node *node, const cmesh_ctx *ctx);
 
 /**
  * Drops this handle on the link. The link stays up while channels on it are
  * open; when the last is freed the socket closes (once a backlog still
  * queued for a live peer has been delivered). NULL is a no-op. Does not
- * wait for or reap a spawned child.
+ * wait for or reap a spawned child. Takes `node`; any thread; never waits.
  */
 CMESH_API void cmesh_node_free(cmesh_node *node);
 
@@ -198,7 +221,8 @@ CMESH_API void cmesh_node_free(cmesh_node *node);
  * still open on it report -ECONNRESET, after what the peer had published.
  * This also ends a link that would otherwise outlive its handles, waiting
  * for a stalled peer to take its backlog. Returns what the flush returned
- * (0: nothing was dropped), or -EINVAL for NULL.
+ * (0: nothing was dropped), or -EINVAL for NULL. Blocks as the flush does,
+ * until `deadline` at most. Any thread; no other call may use `node`.
  */
 CMESH_API int cmesh_node_close(cmesh_node *node, int64_t deadline);
 
@@ -214,14 +238,16 @@ CMESH_API int cmesh_node_close(cmesh_node *node, int64_t deadline);
  * event loop handles: it takes locks and allocates, so it is not
  * async-signal-safe. The statistics are copied first and written after,
  * so a slow `fd` holds up no link. Returns the number of lines written,
- * or -EBADF (fd < 0), -ENOMEM, or -errno of a failed write.
+ * or -EBADF (fd < 0), -ENOMEM, or -errno of a failed write. Borrows `fd`;
+ * any thread; blocks as long as writing to `fd` does.
  */
 CMESH_API int cmesh_stats_dump(int fd);
 
 /**
  * As cmesh_node_close(), flushing for as long as `ctx` lasts
  * (cmesh_node_flush_ctx()): -ECANCELED or -ETIMEDOUT if the context ended
- * first. `node` is taken in every case; -EINVAL for NULL (either).
+ * first. `node` is taken in every case (also with a NULL ctx, which is
+ * -EINVAL, not "no limit"); -EINVAL for a NULL node.
  */
 CMESH_API int cmesh_node_close_ctx(cmesh_node *node, const cmesh_ctx *ctx);
 
@@ -242,7 +268,10 @@ typedef struct cmesh_listen_opts {
 
 /**
  * Listens on a unix socket at `path` (created; an existing socket file is
- * replaced). Errors: -EINVAL, -ENAMETOOLONG, -EADDRINUSE, -errno.
+ * replaced); borrows `path` and `opts` for the call. Returns the listener
+ * owned (cmesh_listener_free()). Any thread; never waits. Errors: -EINVAL
+ * (NULL out, an empty path, bad options), -ENAMETOOLONG, -EADDRINUSE,
+ * -ENOMEM, -errno.
  */
 CMESH_API int cmesh_listen(const char *path, const cmesh_listen_opts *opts,
 			   cmesh_listener **out);
@@ -253,8 +282,9 @@ CMESH_API int cmesh_listen(const char *path, const cmesh_listen_opts *opts,
  * begin its handshake holds nothing up: connections wait (up to 64, the
  * oldest closed first; each at most the handshake limit, opts'
  * timeout_ns) until their peer speaks, and the first that does is the one
- * joined. Errors: also those of cmesh_node_join_socket(), -ETIMEDOUT.
- * One thread at a time per listener.
+ * joined. Blocks until a peer joins, `deadline`, or opts' context ends.
+ * Errors: also those of cmesh_node_join_socket(), -ETIMEDOUT, -EINVAL
+ * (NULL l). Borrows `l`; one thread at a time per listener.
  */
 CMESH_API int
 cmesh_listener_accept(cmesh_listener *l, int64_t deadline,
@@ -265,17 +295,24 @@ cmesh_listener_accept(cmesh_listener *l, int64_t deadline,
 /**
  * An fd (borrowed, an epoll fd over the listening socket and the
  * connections waiting) that polls readable when a peer is waiting or one
- * has spoken: then call cmesh_listener_accept(). -EINVAL for NULL.
+ * has spoken: then call cmesh_listener_accept(). Valid until
+ * cmesh_listener_free(). -EINVAL for NULL. Any thread; no syscall.
  */
 CMESH_API int cmesh_listener_fd(const cmesh_listener *l);
 
-/* Closes the listener and unlinks its path. NULL is a no-op. */
+/**
+ * Closes the listener (taken), the connections still waiting and its fd,
+ * and unlinks its path. NULL is a no-op. Not while an accept runs on it.
+ */
 CMESH_API void cmesh_listener_free(cmesh_listener *l);
 
 /**
  * Connects to a listener at `path` and joins. A listener whose backlog is
  * full is tried again (every 10 ms at most) until the handshake limit
- * (opts' timeout_ns) or the context ends. Errors: as join, -errno.
+ * (opts' timeout_ns) or the context ends. Borrows `path`. Errors: as
+ * cmesh_node_join_socket(), -EINVAL (NULL or empty path), -ENAMETOOLONG,
+ * -ETIMEDOUT (the listener's backlog stayed full), -ECANCELED, connect()'s
+ * -errno (-ENOENT, -ECONNREFUSED...).
  */
 CMESH_API int cmesh_connect(const char *path, const cmesh_type *out_type,
 			    const cmesh_type *in_type,

@@ -6,6 +6,11 @@
  * The sender sends at most one message; sending consumes the sender.
  * Freeing the sender without sending makes the receiver get -EPIPE.
  * Resources move as for channels (cmesh/channel.h).
+ *
+ * Threads, blocking and cross-process errors as for channels: the sender
+ * may be used from any thread, the receiver by one thread at a time;
+ * only the receives that wait (recv, recv_deadline, recv_ctx) block. A
+ * handle is freed with its _free function, or by a send (the sender).
  */
 #ifndef CMESH_ONESHOT_H
 #define CMESH_ONESHOT_H
@@ -21,7 +26,9 @@ typedef struct cmesh_oneshot_receiver cmesh_oneshot_receiver;
 
 /**
  * Creates a oneshot for messages of `type` (borrowed, must outlive it).
- * Returns owned handles. Errors: -EINVAL, -ENOMEM.
+ * Returns owned handles (free with cmesh_oneshot_sender_free(), or send,
+ * and cmesh_oneshot_receiver_free()). Any thread. Errors: -EINVAL (bad
+ * type, NULL outputs, bad environment), -ENOMEM.
  */
 CMESH_API int cmesh_oneshot_new(const cmesh_type *type,
 				cmesh_oneshot_sender **out_tx,
@@ -29,25 +36,34 @@ CMESH_API int cmesh_oneshot_new(const cmesh_type *type,
 
 /**
  * Sends the value and frees `tx`, whatever the result. Takes the message's
- * resources. Returns 0, -EPIPE (receiver gone), -EBADMSG, -EMSGSIZE,
- * -ENOMEM, or -EINVAL (NULL tx or msg; tx is still freed if non-NULL).
+ * resources (not with a NULL msg). Never blocks. Returns 0, -EPIPE
+ * (receiver gone), -ECONNRESET (it failed), -EBADMSG, -EMSGSIZE, -ENOMEM,
+ * the cross-process codes of cmesh/channel.h, or -EINVAL (NULL
+ * tx or msg: tx is still freed if non-NULL; trail_len without trail).
  * The one exception: a message that carries `tx` itself is -EINVAL and
  * nothing is taken, `tx` included.
  */
 CMESH_API int cmesh_oneshot_send(cmesh_oneshot_sender *tx, const void *msg,
 				 const void *trail, size_t trail_len);
 
-/* Frees the sender without sending. NULL is a no-op. */
+/**
+ * Frees the sender (taken) without sending. NULL is a no-op. Never waits.
+ */
 CMESH_API void cmesh_oneshot_sender_free(cmesh_oneshot_sender *tx);
 
-/* As cmesh_sender_is_closed(): 1 if the receiver is gone, 0, or -errno. */
+/**
+ * As cmesh_sender_is_closed(): 1 if the receiver is gone, 0, -ECONNRESET
+ * or -EPROTO (its link failed), -EINVAL (NULL). Borrows `tx`; any thread;
+ * never blocks.
+ */
 CMESH_API int cmesh_oneshot_sender_is_closed(const cmesh_oneshot_sender *tx);
 
 /**
- * Receives the value, as cmesh_receiver_*recv*: returns the trailing-byte
- * count, or -EAGAIN, -ETIMEDOUT, -ECANCELED (recv_ctx), -EPIPE (sender
- * freed without sending, or the value was already received), -EMSGSIZE,
- * -EINVAL.
+ * Receives the value, as cmesh_receiver_*recv* (the same ownership,
+ * blocking and threads): returns the trailing-byte count, or -EAGAIN,
+ * -ETIMEDOUT, -ECANCELED (recv_ctx), -EPIPE (sender freed without
+ * sending, or the value was already received), -ECONNRESET (the sender
+ * failed), -EMSGSIZE, -EINVAL, and the cross-process codes.
  */
 CMESH_API int cmesh_oneshot_try_recv(cmesh_oneshot_receiver *rx, void *out_msg,
 				     void *out_trail, size_t trail_cap);
@@ -60,7 +76,10 @@ CMESH_API int cmesh_oneshot_recv_ctx(cmesh_oneshot_receiver *rx,
 				     const cmesh_ctx *ctx, void *out_msg,
 				     void *out_trail, size_t trail_cap);
 
-/* Frees the receiver (a pending value's resources are released). */
+/**
+ * Frees the receiver (taken; a pending value's resources are released)
+ * and removes it from its waitset. NULL is a no-op. Never waits.
+ */
 CMESH_API void cmesh_oneshot_receiver_free(cmesh_oneshot_receiver *rx);
 
 CMESH_END_DECLS

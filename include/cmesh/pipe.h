@@ -25,7 +25,11 @@
  * process died), -EAGAIN (try forms), -ETIMEDOUT, -ECANCELED (contexts),
  * -EPROTO (a peer broke the window or sent garbage), -EINVAL, -ENOMEM.
  *
- * Threads: each end is used by one thread at a time.
+ * Threads: each end is used by one thread at a time. Blocking: only
+ * write and read wait (for credit, for bytes) as long as their context
+ * lasts; every other function returns at once. Ownership: each end is
+ * owned by the caller and freed with its _free function or taken by its
+ * _to_port; buffers and contexts are borrowed for the call.
  */
 #ifndef CMESH_PIPE_H
 #define CMESH_PIPE_H
@@ -76,7 +80,10 @@ typedef struct cmesh_pipe_reader_port {
 	CMESH_FIELD_RECEIVER(st, member.data, cmesh_pipe_data_type),           \
 		CMESH_FIELD_SENDER(st, member.credit, cmesh_pipe_credit_type)
 
-/* A new pipe. 0, -EINVAL, -ENOMEM. */
+/**
+ * A new pipe: both ends returned owned. Any thread. 0, -EINVAL (NULL
+ * outputs, a bad environment), -ENOMEM.
+ */
 CMESH_API int cmesh_pipe_new(cmesh_pipe_writer **out_w,
 			     cmesh_pipe_reader **out_r);
 
@@ -84,36 +91,53 @@ CMESH_API int cmesh_pipe_new(cmesh_pipe_writer **out_w,
  * Writes all `len` bytes, waiting for credit for as long as `ctx` lasts
  * (NULL: no limit). Returns the bytes written: `len`, or fewer when the
  * wait ended (then the error comes from the next call), or an error when
- * nothing was written.
+ * nothing was written (-EPIPE, -ECONNRESET, -EPROTO, -ETIMEDOUT,
+ * -ECANCELED, -EINVAL: NULL w, or a NULL buf with len; a send's error).
  */
 CMESH_API int64_t cmesh_pipe_write(cmesh_pipe_writer *w, const void *buf,
 				   size_t len, const cmesh_ctx *ctx);
 
-/* As write, but never waits: what the window takes now, or -EAGAIN. */
+/**
+ * As write, but never waits: what the window takes now, or -EAGAIN (and
+ * write's other errors but the context's).
+ */
 CMESH_API int64_t cmesh_pipe_try_write(cmesh_pipe_writer *w, const void *buf,
 				       size_t len);
 
 /**
  * An fd that polls readable when credit may have come (after try_write
- * said -EAGAIN): for the caller's own poll loop. Borrowed; -ENOMEM.
+ * said -EAGAIN): for the caller's own poll loop. Borrowed: valid until the
+ * end is freed or sent. Errors: -EINVAL (NULL), -EBUSY (the end is in a
+ * waitset), -ENOMEM, -EMFILE, -ENFILE.
  */
 CMESH_API int cmesh_pipe_writer_fd(cmesh_pipe_writer *w);
 
-/* Ends the stream (the reader sees EOF after every byte). NULL: no-op. */
+/**
+ * Frees the writer (taken) and ends the stream (the reader sees EOF after
+ * every byte). NULL: no-op. Never waits.
+ */
 CMESH_API void cmesh_pipe_writer_free(cmesh_pipe_writer *w);
 
 /**
- * Reads up to `cap` bytes, waiting for as long as `ctx` lasts: the count
- * (> 0), 0 at the end of the stream, or an error.
+ * Reads up to `cap` bytes, waiting for as long as `ctx` lasts (NULL: no
+ * limit): the count (> 0), 0 at the end of the stream (or for cap 0), or
+ * an error when nothing was read: -ECONNRESET, -EPROTO, -ETIMEDOUT,
+ * -ECANCELED, -EINVAL (NULL r, or a NULL buf with cap), -ENOMEM.
  */
 CMESH_API int64_t cmesh_pipe_read(cmesh_pipe_reader *r, void *buf, size_t cap,
 				  const cmesh_ctx *ctx);
 
-/* As read, but never waits: -EAGAIN when nothing is there. */
+/**
+ * As read, but never waits: -EAGAIN when nothing is there (and read's
+ * other errors but the context's).
+ */
 CMESH_API int64_t cmesh_pipe_try_read(cmesh_pipe_reader *r, void *buf,
 				      size_t cap);
 
-/* An fd that polls readable when bytes or the end may be there. */
+/**
+ * An fd that polls readable when bytes or the end may be there (after
+ * try_read said -EAGAIN). Borrowed, errors as cmesh_pipe_writer_fd().
+ */
 CMESH_API int cmesh_pipe_reader_fd(cmesh_pipe_reader *r);
 
 /**
@@ -121,9 +145,10 @@ CMESH_API int cmesh_pipe_reader_fd(cmesh_pipe_reader *r);
  * reader is ready once a chunk or the end came, a writer once credit came
  * or its reader is gone. Ready means "try again": call the try form until
  * it says -EAGAIN before waiting (a reader may still hold bytes of a
- * chunk it began). Freeing or sending the end removes it. 0, -EBUSY (in a
- * waitset already, or its fd was asked for), -EINVAL, -ENOMEM; remove:
- * -ENOENT.
+ * chunk it began). Freeing or sending the end removes it. The waitset is
+ * borrowed. Errors as cmesh_waitset_add_receiver() and
+ * cmesh_waitset_remove_receiver(): 0, -EBUSY (in a waitset already, or
+ * its fd was asked for), -EINVAL, -ENOMEM; remove: -ENOENT.
  */
 CMESH_API int cmesh_pipe_reader_waitset_add(cmesh_pipe_reader *r,
 					    cmesh_waitset *ws, uint64_t key);
@@ -134,14 +159,22 @@ CMESH_API int cmesh_pipe_writer_waitset_add(cmesh_pipe_writer *w,
 CMESH_API int cmesh_pipe_writer_waitset_remove(cmesh_pipe_writer *w,
 					       cmesh_waitset *ws);
 
-/* Frees the reader: the writer's next write fails with -EPIPE. */
+/**
+ * Frees the reader (taken): the writer's next write fails with -EPIPE.
+ * NULL is a no-op. Never waits.
+ */
 CMESH_API void cmesh_pipe_reader_free(cmesh_pipe_reader *r);
 
 /**
  * An end into a port to send in a message (the end is taken), and a port
  * received back into an end (its endpoints taken, the fields NULLed).
- * Credit in hand and bytes buffered but unread travel with it. 0, -EINVAL,
- * -ENOMEM (the end is then kept / the port's endpoints freed).
+ * Credit in hand and bytes buffered but unread travel with it. The port's
+ * endpoints are the caller's until sent. Never wait. 0, -EINVAL (NULL:
+ * nothing taken; from_port: an empty port or one claiming more than the
+ * window, its endpoints freed), -ENOMEM (the end is then kept / the
+ * port's endpoints freed); reader_to_port, for a chunk begun, also
+ * cmesh_channel_new()'s, a send's or cmesh_bridge()'s errors (-EAGAIN),
+ * the end kept.
  */
 CMESH_API int cmesh_pipe_writer_to_port(cmesh_pipe_writer *w,
 					cmesh_pipe_writer_port *port);

@@ -43,7 +43,9 @@
  *            cmesh_rpc_complete(q.reply, &resp, NULL, 0);
  *
  * Threads: a pending call is used by one thread at a time; the ends of a
- * request may be used from any thread, like any oneshot.
+ * request may be used from any thread, like any oneshot. Blocking: only
+ * cmesh_rpc_wait() waits; every other function here returns at once
+ * (a send makes at most a wake syscall).
  */
 #ifndef CMESH_RPC_H
 #define CMESH_RPC_H
@@ -90,9 +92,11 @@ typedef struct cmesh_rpc cmesh_rpc;
  * Sends request `req` (of the sender's type, which must have exactly one
  * oneshot-sender field, NULL in `req`) on `tx` with a new reply port in
  * that field, and returns the pending call in *out. Takes the request's
- * resources as cmesh_sender_send() does, in every case. Errors: those of
- * cmesh_sender_send() (-EPIPE: the server's receiver is gone), -EINVAL (no
- * or several reply fields, a reply field already set), -ENOMEM.
+ * resources as cmesh_sender_send() does, in every case once `tx` and `req`
+ * are non-NULL. The call is owned by the caller (free with
+ * cmesh_rpc_free()). Any thread that may send on `tx`. Errors: those of
+ * cmesh_sender_send() (-EPIPE: the server's receiver is gone), -EINVAL
+ * (NULL, no or several reply fields, a reply field already set), -ENOMEM.
  */
 CMESH_API int cmesh_rpc_call(cmesh_sender *tx, void *req, const void *trail,
 			     size_t trail_len, cmesh_rpc **out);
@@ -100,8 +104,11 @@ CMESH_API int cmesh_rpc_call(cmesh_sender *tx, void *req, const void *trail,
 /**
  * Waits for the reply for as long as `ctx` lasts (NULL: no limit): the
  * response into `out_resp` (a struct of the response type; the caller owns
- * its resources) and its trailing bytes into `out_trail`. Returns as the
- * top of this file says. try_wait does not wait (-EAGAIN).
+ * its resources) and its trailing bytes into `out_trail`, both borrowed
+ * for the call, as `ctx` is. Returns as the top of this file says, or
+ * -EINVAL (NULL call or out_resp, trail_cap with a NULL out_trail) or
+ * -ENOMEM (the call stays pending). try_wait does not wait (-EAGAIN).
+ * wait sleeps as a receive does. The call's thread (one at a time).
  */
 CMESH_API int cmesh_rpc_wait(cmesh_rpc *call, const cmesh_ctx *ctx,
 			     void *out_resp, void *out_trail, size_t trail_cap);
@@ -111,28 +118,38 @@ CMESH_API int cmesh_rpc_try_wait(cmesh_rpc *call, void *out_resp,
 /**
  * After -EREMOTEIO: the server's code (a negative errno) and its chain,
  * joined with ": " (borrowed: valid until cmesh_rpc_free()). 0 and NULL
- * before.
+ * before, and for a NULL call. Never fail, never block.
  */
 CMESH_API int cmesh_rpc_error_code(const cmesh_rpc *call);
 CMESH_API const char *cmesh_rpc_error(const cmesh_rpc *call);
 
-/* After -EMSGSIZE: the trailing bytes of the kept response. */
+/**
+ * After -EMSGSIZE: the trailing bytes of the kept response; 0 when none
+ * is kept or for NULL. Never fails, never blocks.
+ */
 CMESH_API size_t cmesh_rpc_trail_len(const cmesh_rpc *call);
 
-/* The call's reply port, for a waitset (cmesh_waitset_add_oneshot()). */
+/**
+ * The call's reply port, for a waitset (cmesh_waitset_add_oneshot()):
+ * borrowed, valid until cmesh_rpc_free(), which removes it from its
+ * waitset; not to be received on or freed. NULL for NULL.
+ */
 CMESH_API cmesh_oneshot_receiver *cmesh_rpc_receiver(cmesh_rpc *call);
 
 /**
- * Frees the call; a reply not taken is released (its resources closed).
- * A server answering later gets -EPIPE. NULL is a no-op.
+ * Frees the call (taken); a reply not taken is released (its resources
+ * closed). A server answering later gets -EPIPE. NULL is a no-op. Never
+ * waits.
  */
 CMESH_API void cmesh_rpc_free(cmesh_rpc *call);
 
 /**
  * Server: answers with `resp` (a struct of the response type, its
- * resources taken) and trailing bytes. Consumes `reply` in every case.
- * Returns 0, or what cmesh_oneshot_send() does (-EPIPE: the caller is
- * gone), -EINVAL, -ENOMEM.
+ * resources taken) and trailing bytes. Consumes `reply` in every case,
+ * and the resources once `reply` and `resp` are non-NULL. Never blocks;
+ * any thread. Returns 0, or what cmesh_oneshot_send() does (-EPIPE: the
+ * caller is gone; -EMSGSIZE), -EINVAL (NULL, trail_len without trail),
+ * -ENOMEM.
  */
 CMESH_API int cmesh_rpc_complete(cmesh_oneshot_sender *reply, const void *resp,
 				 const void *trail, size_t trail_len);
@@ -141,8 +158,10 @@ CMESH_API int cmesh_rpc_complete(cmesh_oneshot_sender *reply, const void *resp,
  * Server: fails the call with `code` (a negative errno) and `n` strings,
  * outermost first (at most CMESH_RPC_MAX_CHAIN, their bytes at most
  * CMESH_RPC_MAX_CHAIN_BYTES with their NULs: longer ones are cut).
- * Consumes `reply` in every case. 0, -EPIPE, -EINVAL (code >= 0, a NULL
- * string), -ENOMEM.
+ * Consumes `reply` in every case; borrows `chain` for the call (copied).
+ * Never blocks; any thread. 0, what cmesh_oneshot_send() does (-EPIPE:
+ * the caller is gone), -EINVAL (NULL reply, code >= 0, n 0, a NULL chain
+ * or string), -ENOMEM.
  */
 CMESH_API int cmesh_rpc_fail(cmesh_oneshot_sender *reply, int code,
 			     const char *const *chain, size_t n);

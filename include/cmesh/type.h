@@ -136,13 +136,16 @@ struct cmesh_type {
 /**
  * Checks a descriptor: size in range, fields inside the struct, aligned,
  * not overlapping, known kinds, endpoint fields naming a valid type (nested
- * descriptors are checked to a depth of 8). Returns 0 or -EINVAL.
+ * descriptors are checked to a depth of 8). Returns 0 or -EINVAL (also for
+ * NULL). Borrows `type` for the call. Any thread; never blocks, makes no
+ * syscall.
  */
 CMESH_API int cmesh_type_check(const cmesh_type *type);
 
 /**
  * Fingerprint of a valid descriptor into *out_fp. Returns 0, or -EINVAL if
- * cmesh_type_check() fails. Borrows `type`.
+ * cmesh_type_check() fails or out_fp is NULL. Borrows `type` for the call.
+ * Any thread; never blocks, makes no syscall.
  */
 CMESH_API int cmesh_type_fingerprint(const cmesh_type *type, uint64_t *out_fp);
 

@@ -13,7 +13,13 @@
  * is safe (a removed member's key is not returned once the removal has
  * returned; a wait in progress keeps sleeping until another member is
  * ready or its deadline). Freeing the waitset itself must not race with
- * another thread freeing or moving one of its members.
+ * another thread freeing or moving one of its members, nor with a call on
+ * the waitset.
+ *
+ * Every function here borrows its arguments for the call (a member stays
+ * its owner's). None blocks but wait and wait_ctx (ppoll on the fd); the
+ * others take the waitset's lock and may make syscalls (epoll_ctl, the
+ * eventfd), never a sleep.
  *
  * For an external event loop: cmesh_waitset_fd() is readable when a member
  * may be ready. Call cmesh_waitset_try_wait() until it returns -EAGAIN;
@@ -31,16 +37,25 @@ CMESH_BEGIN_DECLS
 
 typedef struct cmesh_waitset cmesh_waitset;
 
-/* Creates an empty waitset (owned). Errors: -ENOMEM, -EMFILE, -ENFILE. */
+/**
+ * Creates an empty waitset, returned owned in *out_ws (free with
+ * cmesh_waitset_free()). Any thread. Errors: -EINVAL (NULL out_ws),
+ * -ENOMEM, -EMFILE, -ENFILE.
+ */
 CMESH_API int cmesh_waitset_new(cmesh_waitset **out_ws);
 
-/* Frees the waitset after removing every member. NULL is a no-op. */
+/**
+ * Frees the waitset (taken) after removing every member (they stay their
+ * owners'). Closes its fd. NULL is a no-op.
+ */
 CMESH_API void cmesh_waitset_free(cmesh_waitset *ws);
 
 /**
  * Adds a member (borrowed: it stays owned by the caller; freeing it removes
- * it). `key` is returned by wait when the member is ready. Errors: -EBUSY
- * (already in a waitset), -EINVAL, -ENOMEM.
+ * it). `key` is returned by wait when the member is ready. Any thread.
+ * Errors: -EBUSY (already in a waitset), -EINVAL (NULL), -EOPNOTSUPP (a
+ * receiver fed by senders of more than 64 processes), -ENOMEM, or
+ * epoll_ctl's -errno.
  */
 CMESH_API int cmesh_waitset_add_receiver(cmesh_waitset *ws, cmesh_receiver *rx,
 					 uint64_t key);
@@ -54,13 +69,17 @@ CMESH_API int cmesh_waitset_add_oneshot(cmesh_waitset *ws,
  * and stays ready until removed. The waitset keeps its own handle, so the
  * caller may free `ctx` while it is a member; it is removed with the
  * handle it was added as (so before that is freed), or when the waitset
- * is freed. Errors: -EBUSY (`ctx` is a member already), -EINVAL, -ENOMEM.
+ * is freed. Any thread. Errors: -EBUSY (`ctx` is a member already),
+ * -EINVAL (NULL), -ENOMEM; remove: -ENOENT (not a member), -EINVAL.
  */
 CMESH_API int cmesh_waitset_add_ctx(cmesh_waitset *ws, const cmesh_ctx *ctx,
 				    uint64_t key);
 CMESH_API int cmesh_waitset_remove_ctx(cmesh_waitset *ws, const cmesh_ctx *ctx);
 
-/* Removes a member. Errors: -ENOENT (not in this waitset), -EINVAL. */
+/**
+ * Removes a member (it stays the caller's). Any thread. Errors: -ENOENT
+ * (not in this waitset), -EINVAL (NULL).
+ */
 CMESH_API int cmesh_waitset_remove_receiver(cmesh_waitset *ws,
 					    cmesh_receiver *rx);
 CMESH_API int cmesh_waitset_remove_oneshot(cmesh_waitset *ws,
@@ -71,7 +90,11 @@ CMESH_API int cmesh_waitset_remove_oneshot(cmesh_waitset *ws,
  * scanned round-robin so a busy one cannot starve the others. Returns 0,
  * -ETIMEDOUT (deadline passed; wait_ctx: the context's), -ECANCELED
  * (wait_ctx: the context was cancelled), -EAGAIN (try_wait: nothing
- * ready), -EINVAL. wait_ctx with a NULL context waits without limit.
+ * ready), -EINVAL (NULL ws or out_key), or ppoll's or read's -errno.
+ * wait_ctx with a NULL context waits without limit. wait and wait_ctx
+ * sleep in ppoll until a member is ready or the deadline; try_wait never
+ * blocks. One thread at a time per waitset, the thread that receives on
+ * its members.
  */
 CMESH_API int cmesh_waitset_wait(cmesh_waitset *ws, int64_t deadline,
 				 uint64_t *out_key);
@@ -79,10 +102,16 @@ CMESH_API int cmesh_waitset_wait_ctx(cmesh_waitset *ws, const cmesh_ctx *ctx,
 				     uint64_t *out_key);
 CMESH_API int cmesh_waitset_try_wait(cmesh_waitset *ws, uint64_t *out_key);
 
-/* The waitset's fd, borrowed: valid until cmesh_waitset_free(). */
+/**
+ * The waitset's fd, borrowed: valid until cmesh_waitset_free(); -EINVAL
+ * for NULL. Any thread; makes no syscall.
+ */
 CMESH_API int cmesh_waitset_fd(const cmesh_waitset *ws);
 
-/* Number of members, contexts included. */
+/**
+ * Number of members, contexts included; 0 for NULL. Any thread; takes the
+ * waitset's lock.
+ */
 CMESH_API uint32_t cmesh_waitset_size(const cmesh_waitset *ws);
 
 CMESH_END_DECLS

@@ -495,10 +495,19 @@ int cmesh_pipe_reader_to_port(cmesh_pipe_reader *r,
 			return e;
 		e = cmesh_sender_send(tx, &c, r->buf + r->off, c.len);
 		if (!e) {
-			ws_drop(&r->ws, r->data);
+			/*
+			 * The forwarder takes r->data into its own waitset:
+			 * out of ours first, back in if it fails (the fd the
+			 * caller got stays good).
+			 */
+			if (r->ws)
+				cmesh_waitset_remove_receiver(r->ws, r->data);
 			e = cmesh__bridge_start(CMESH_FIELD_KIND_RECEIVER,
 						r->data,
 						CMESH_FIELD_KIND_SENDER, tx);
+			if (e && r->ws &&
+			    cmesh_waitset_add_receiver(r->ws, r->data, 0))
+				ws_drop(&r->ws, NULL); /* cannot be watched */
 		}
 		if (e) {
 			cmesh_sender_free(tx);

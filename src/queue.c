@@ -1053,16 +1053,17 @@ void cmesh__queue_disarm(struct cmesh__queue *q)
 	cmesh__queue_xl_arm(q, false);
 }
 
-void cmesh__queue_arm(struct cmesh__queue *q)
+bool cmesh__queue_arm(struct cmesh__queue *q)
 {
 	/* A receiver's lanes (its senders sent away) too: queue_port.c. */
 	cmesh__queue_xl_arm(q, true);
 	if (q->rx_lane) {
 		cmesh__lane_arm(q->rx_lane, true);
-		return;
+		return false;
 	}
 	/* Dekker with the producer, see top; the caller re-checks ready. */
 	atomic_fetch_or_explicit(&q->state, ST_WS_ARMED, memory_order_seq_cst);
+	return true;
 }
 
 int cmesh__queue_set_waitset(struct cmesh__queue *q, struct cmesh_waitset *ws)

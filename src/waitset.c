@@ -507,6 +507,7 @@ int cmesh_waitset_remove_ctx(cmesh_waitset *ws, const cmesh_ctx *ctx)
 
 static int try_wait_locked(cmesh_waitset *ws, uint64_t *out_key)
 {
+	bool heavy = false;
 	uint64_t cnt;
 
 	/*
@@ -530,14 +531,15 @@ static int try_wait_locked(cmesh_waitset *ws, uint64_t *out_key)
 	if (scan(ws, out_key))
 		return 0;
 	for (uint32_t i = 0; i < ws->n; i++)
-		cmesh__queue_arm(ws->m[i].q);
+		heavy |= cmesh__queue_arm(ws->m[i].q);
 	ws->armed = true;
 	/*
-	 * Pairs with the producers' light fence (park.h). Should it fail,
-	 * keep the fd readable: the caller looks again rather than sleep on
-	 * a wakeup that may have been missed.
+	 * Pairs with the in-process producers' light fence (park.h); members
+	 * fed only by lanes need none (no membarrier, no IPI). Should it
+	 * fail, keep the fd readable: the caller looks again rather than
+	 * sleep on a wakeup that may have been missed.
 	 */
-	if (cmesh__fence_heavy())
+	if (heavy && cmesh__fence_heavy())
 		cmesh__waitset_signal(ws);
 	return scan(ws, out_key) ? 0 : -EAGAIN;
 }

@@ -964,6 +964,97 @@ static int forbid_syscalls(void)
  * first call may do the slow path (the waitset starts unarmed, and a
  * member that was just added may have signalled it).
  */
+/* From here on, a membarrier() call kills this process (SIGSYS). */
+static int forbid_membarrier(void)
+{
+#if defined(__x86_64__)
+	struct sock_filter prog[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+			 offsetof(struct seccomp_data, arch)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+			 offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_membarrier, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog fp = { sizeof(prog) / sizeof(prog[0]), prog };
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+		return -errno;
+	if (syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fp))
+		return -errno;
+	return 0;
+#else
+	return -ENOSYS;
+#endif
+}
+
+/*
+ * With only remote members (fed by lanes, whose arming orders itself in
+ * shared memory), a try_wait that finds nothing and arms them issues no
+ * membarrier (an IPI to every CPU running one of our threads, in a VMM
+ * its vCPUs). A local member's arming still does (the pair of the
+ * in-process producers' compiler-only fence), where membarrier exists.
+ */
+static int idle_remote_try_wait_child(void)
+{
+	cmesh_waitset *ws;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	cmesh_node *node;
+	uint64_t key = 0;
+	int sv[2];
+
+	TOPO_CHECK_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv),
+		      0);
+	if (topo_fork() == 0) {
+		cmesh_node *n2;
+		cmesh_sender *t2;
+		cmesh_receiver *r2;
+		struct seqmsg m;
+
+		close(sv[0]);
+		if (cmesh_node_join_socket(sv[1], &seq_type, &seq_type, NULL,
+					   &n2, &t2, &r2) ||
+		    cmesh_receiver_recv_deadline(r2, topo_deadline(), &m, NULL,
+						 0) != -EPIPE)
+			topo_child_exit(1);
+		topo_child_exit(0);
+	}
+	close(sv[1]);
+	TOPO_CHECK_EQ(cmesh_node_join_socket(sv[0], &seq_type, &seq_type, NULL,
+					     &node, &tx, &rx),
+		      0);
+	TOPO_CHECK_EQ(cmesh_waitset_new(&ws), 0);
+	TOPO_CHECK_EQ(cmesh_waitset_add_receiver(ws, rx, 5), 0);
+	TOPO_CHECK_EQ(forbid_membarrier(), 0);
+	for (int i = 0; i < 3; i++)
+		if (cmesh_waitset_try_wait(ws, &key) != -EAGAIN)
+			_exit(3);
+	_exit(0);
+}
+
+Test(waitset, try_wait_arming_only_remote_members_issues_no_membarrier)
+{
+	int status;
+	pid_t pid;
+
+#if !defined(__x86_64__)
+	cr_skip_test("the seccomp filter is written for x86-64");
+#endif
+	if (tu_sanitized())
+		cr_skip_test("a sanitizer's runtime makes syscalls of its own");
+	pid = topo_fork();
+	if (pid == 0)
+		topo_child_exit(idle_remote_try_wait_child());
+	status = topo_reap(pid, TOPO_WAIT_MS);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "child status %#x (SIGSYS %d: it called membarrier)", status,
+		  SIGSYS);
+}
+
 static int busy_try_wait_child(bool remote)
 {
 	cmesh_waitset *ws;

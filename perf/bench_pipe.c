@@ -754,12 +754,6 @@ static void print_parts(const char *what, const struct bench_parts *p)
 /* ---------------------------------------------------------------------- */
 /* Options, main                                                          */
 
-struct config {
-	bool smoke, strict, two_cpus;
-	int only; /* 0: both, else 1 or 2 */
-	double scale;
-};
-
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: bench_pipe [--smoke] [--strict] [--only 1|2]\n"
@@ -767,22 +761,8 @@ static void usage(FILE *f)
 		   "CMESH_BENCH_SCALE=F\n");
 }
 
-static void parse_args(struct config *cfg, int argc, char **argv)
-{
-	cfg->smoke = bench_env_flag("CMESH_BENCH_SMOKE");
-	cfg->scale = bench_scale_env("bench_pipe");
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-
-		if (bench_common_arg(a, &cfg->smoke, &cfg->strict, usage))
-			continue;
-		if (!bench_only_arg(argc, argv, &i, 2, &cfg->only))
-			bench_bad_arg(a, usage);
-	}
-}
-
 /* Bytes per rep: whole writes, at least one. */
-static uint64_t rep_bytes(const struct config *cfg)
+static uint64_t rep_bytes(const struct bench_opts *cfg)
 {
 	double v = (cfg->smoke ? 8.0 : 256.0) * MIB * cfg->scale;
 	uint64_t n = (uint64_t)(v / WRITE_BYTES);
@@ -874,7 +854,7 @@ static void stop_thread(struct wstate *w, struct reader_arg *a, pthread_t th)
 
 int main(int argc, char **argv)
 {
-	struct config cfg = { 0 };
+	struct bench_opts cfg = { 0 };
 	struct bench_cpu_usage usage0, usage1;
 	struct wstate in, x;
 	struct reader_arg ra = { 0 };
@@ -889,7 +869,7 @@ int main(int argc, char **argv)
 	bench_name = "bench_pipe";
 	bench_die_hook = die_hook;
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	parse_args(&cfg, argc, argv);
+	bench_opts_parse(&cfg, "bench_pipe", 2, usage, argc, argv);
 	run1 = cfg.only != 2;
 	run2 = cfg.only != 1;
 	reps = cfg.smoke ? 3 : 15;

@@ -381,39 +381,11 @@ static void print_row(int k)
 /* ---------------------------------------------------------------------- */
 /* Options, main                                                          */
 
-struct config {
-	bool smoke, strict, two_cpus;
-	int only; /* 0: both, else 1 or 2 */
-	double scale;
-};
-
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: bench_rpc [--smoke] [--strict] [--only 1|2]\n"
 		   "env: CMESH_BENCH_SMOKE=1 CMESH_BENCH_CLOCK=tsc|mono "
 		   "CMESH_BENCH_SCALE=F\n");
-}
-
-static void parse_args(struct config *cfg, int argc, char **argv)
-{
-	cfg->smoke = bench_env_flag("CMESH_BENCH_SMOKE");
-	cfg->scale = bench_scale_env("bench_rpc");
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-
-		if (bench_common_arg(a, &cfg->smoke, &cfg->strict, usage))
-			continue;
-		if (!bench_only_arg(argc, argv, &i, 2, &cfg->only))
-			bench_bad_arg(a, usage);
-	}
-}
-
-static uint64_t scaled(const struct config *cfg, uint64_t full, uint64_t smoke,
-		       uint64_t min)
-{
-	double v = (double)(cfg->smoke ? smoke : full) * cfg->scale;
-
-	return v < (double)min ? min : (uint64_t)v;
 }
 
 /* Forks the child of 2 and joins it: the parent's side in *s. */
@@ -483,7 +455,7 @@ static void stop_thread(struct side *s, struct server_arg *a, pthread_t th)
 
 int main(int argc, char **argv)
 {
-	struct config cfg = { 0 };
+	struct bench_opts cfg = { 0 };
 	struct bench_cpu_usage usage0, usage1;
 	struct side in = { 0 }, x = { 0 };
 	struct server_arg sa = { 0 };
@@ -496,12 +468,14 @@ int main(int argc, char **argv)
 	bench_name = "bench_rpc";
 	bench_die_hook = bench_child_die_hook;
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	parse_args(&cfg, argc, argv);
+	bench_opts_parse(&cfg, "bench_rpc", 2, usage, argc, argv);
 	run1 = cfg.only != 2;
 	run2 = cfg.only != 1;
 	rounds = cfg.smoke ? 2 : 10;
-	per[0] = scaled(&cfg, 10000, 300, 10); /* in-process: ~1-25 us each */
-	per[1] = scaled(&cfg, 300, 20, 4);     /* two processes: ~300 us */
+	per[0] = bench_opts_scaled(&cfg, 10000, 300,
+				   10); /* in-process: ~1-25 us each */
+	per[1] = bench_opts_scaled(&cfg, 300, 20,
+				   4); /* two processes: ~300 us */
 	parent_pid = getpid();
 	bench_child_signals("bench_rpc");
 

@@ -779,3 +779,26 @@ void bench_ev_get(struct bench_ev_line *l, int efd, struct bench_msg *out)
 	atomic_thread_fence(memory_order_acquire);
 	memcpy(out, l->body, sizeof(*out));
 }
+
+void bench_opts_parse(struct bench_opts *o, const char *name, int max_only,
+		      void (*usage)(FILE *f), int argc, char **argv)
+{
+	o->smoke = bench_env_flag("CMESH_BENCH_SMOKE");
+	o->scale = bench_scale_env(name);
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (bench_common_arg(a, &o->smoke, &o->strict, usage))
+			continue;
+		if (!bench_only_arg(argc, argv, &i, max_only, &o->only))
+			bench_bad_arg(a, usage);
+	}
+}
+
+uint64_t bench_opts_scaled(const struct bench_opts *o, uint64_t full,
+			   uint64_t smoke, uint64_t min)
+{
+	double v = (double)(o->smoke ? smoke : full) * o->scale;
+
+	return v < (double)min ? min : (uint64_t)v;
+}

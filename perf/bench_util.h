@@ -380,6 +380,25 @@ void bench_json_footer(int disturbed);
 /* ---------------------------------------------------------------------- */
 /* Options                                                                */
 
+/* The options most benchmarks take (bench_opts_parse()). */
+struct bench_opts {
+	bool smoke, strict, two_cpus; /* two_cpus: set by the bench */
+	int only;		      /* 0: every scenario, else 1..max */
+	double scale;		      /* CMESH_BENCH_SCALE */
+};
+
+/*
+ * Fills `o` from CMESH_BENCH_SMOKE, CMESH_BENCH_SCALE (named `name` in its
+ * messages) and the arguments --smoke, --strict, --help (usage(stdout))
+ * and --only 1..max_only; anything else: usage(stderr), exit(2).
+ */
+void bench_opts_parse(struct bench_opts *o, const char *name, int max_only,
+		      void (*usage)(FILE *f), int argc, char **argv);
+
+/* `full` (or `smoke` in smoke mode) times the scale, at least `min`. */
+uint64_t bench_opts_scaled(const struct bench_opts *o, uint64_t full,
+			   uint64_t smoke, uint64_t min);
+
 /* Environment variable `name` is set, non-empty and not "0". */
 bool bench_env_flag(const char *name);
 

@@ -734,12 +734,6 @@ static void print_notes(bool run1, bool run2, uint64_t rounds1,
 /* ---------------------------------------------------------------------- */
 /* Options, main                                                          */
 
-struct config {
-	bool smoke, strict, two_cpus;
-	int only; /* 0: both, else 1 or 2 */
-	double scale;
-};
-
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: bench_waitset [--smoke] [--strict] [--only 1|2]\n"
@@ -747,31 +741,9 @@ static void usage(FILE *f)
 		   "CMESH_BENCH_SCALE=F\n");
 }
 
-static void parse_args(struct config *cfg, int argc, char **argv)
-{
-	cfg->smoke = bench_env_flag("CMESH_BENCH_SMOKE");
-	cfg->scale = bench_scale_env("bench_waitset");
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-
-		if (bench_common_arg(a, &cfg->smoke, &cfg->strict, usage))
-			continue;
-		if (!bench_only_arg(argc, argv, &i, 2, &cfg->only))
-			bench_bad_arg(a, usage);
-	}
-}
-
-static uint64_t scaled(const struct config *cfg, uint64_t full, uint64_t smoke,
-		       uint64_t min)
-{
-	double v = (double)(cfg->smoke ? smoke : full) * cfg->scale;
-
-	return v < (double)min ? min : (uint64_t)v;
-}
-
 int main(int argc, char **argv)
 {
-	struct config cfg = { 0 };
+	struct bench_opts cfg = { 0 };
 	struct bench_cpu_usage usage0, usage1;
 	cmesh_receiver_stats st = { 0 };
 	uint64_t rounds1, rounds2, per1, per2, t0;
@@ -783,13 +755,15 @@ int main(int argc, char **argv)
 	bench_die_hook = bench_child_die_hook;
 	bench_check_dies = true; /* a bad echo kills and reaps the child */
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	parse_args(&cfg, argc, argv);
+	bench_opts_parse(&cfg, "bench_waitset", 2, usage, argc, argv);
 	run1 = cfg.only != 2;
 	run2 = cfg.only != 1;
 	rounds1 = cfg.smoke ? 2 : 10;
 	rounds2 = cfg.smoke ? 2 : 10;
-	per1 = scaled(&cfg, 150, 20, 2);   /* batches; a call: ~10 ns..2 us */
-	per2 = scaled(&cfg, 1000, 100, 4); /* round trips of ~10-100 us */
+	per1 = bench_opts_scaled(&cfg, 150, 20,
+				 2); /* batches; a call: ~10 ns..2 us */
+	per2 = bench_opts_scaled(&cfg, 1000, 100,
+				 4); /* round trips of ~10-100 us */
 	wd = cfg.smoke ? WATCHDOG_SMOKE_S : WATCHDOG_FULL_S;
 	parent_pid = getpid();
 

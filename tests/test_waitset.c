@@ -925,14 +925,14 @@ Test(waitset, members_added_and_freed_while_another_thread_waits)
 /* ---- no syscall while a member is ready ------------------------------ */
 
 /*
- * From here on, any syscall but write, exit and exit_group kills this
- * process with SIGSYS (a seccomp filter): what runs after it must make
- * none. x86-64 only (elsewhere: no filter, the check is skipped).
+ * From here on, a forbidden syscall kills this process with SIGSYS (a
+ * seccomp filter): with `only_membarrier`, membarrier(); else any but
+ * write, exit and exit_group. x86-64 only (elsewhere -ENOSYS: no filter).
  */
-static int forbid_syscalls(void)
+static int forbid(bool only_membarrier)
 {
 #if defined(__x86_64__)
-	struct sock_filter prog[] = {
+	struct sock_filter any[] = {
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
 			 offsetof(struct seccomp_data, arch)),
 		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
@@ -945,41 +945,18 @@ static int forbid_syscalls(void)
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 	};
-	struct sock_fprog fp = { sizeof(prog) / sizeof(prog[0]), prog };
-
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
-		return -errno;
-	if (syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fp))
-		return -errno;
-	return 0;
-#else
-	return -ENOSYS;
-#endif
-}
-
-/*
- * A loop that finds a member ready over and over (as a busy consumer's
- * does) makes no syscall: nothing was armed since the last call, so
- * nothing needs draining. Run in a child under forbid_syscalls(); the
- * first call may do the slow path (the waitset starts unarmed, and a
- * member that was just added may have signalled it).
- */
-/* From here on, a membarrier() call kills this process (SIGSYS). */
-static int forbid_membarrier(void)
-{
-#if defined(__x86_64__)
-	struct sock_filter prog[] = {
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-			 offsetof(struct seccomp_data, arch)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-			 offsetof(struct seccomp_data, nr)),
+	struct sock_filter mb[] = {
+		any[0],
+		any[1],
+		any[2],
+		any[3],
 		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_membarrier, 0, 1),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 	};
-	struct sock_fprog fp = { sizeof(prog) / sizeof(prog[0]), prog };
+	struct sock_fprog fp = { only_membarrier ? sizeof(mb) / sizeof(mb[0]) :
+						   sizeof(any) / sizeof(any[0]),
+				 only_membarrier ? mb : any };
 
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
 		return -errno;
@@ -987,8 +964,28 @@ static int forbid_membarrier(void)
 		return -errno;
 	return 0;
 #else
+	(void)only_membarrier;
 	return -ENOSYS;
 #endif
+}
+
+/* Runs `child` in a child process and asserts it exited 0. */
+static void in_child(int (*child)(void), const char *what)
+{
+	int status;
+	pid_t pid;
+
+#if !defined(__x86_64__)
+	cr_skip_test("the seccomp filter is written for x86-64");
+#endif
+	if (tu_sanitized())
+		cr_skip_test("a sanitizer's runtime makes syscalls of its own");
+	pid = topo_fork();
+	if (pid == 0)
+		topo_child_exit(child());
+	status = topo_reap(pid, TOPO_WAIT_MS);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "child status %#x (SIGSYS %d: %s)", status, SIGSYS, what);
 }
 
 /*
@@ -1029,7 +1026,7 @@ static int idle_remote_try_wait_child(void)
 		      0);
 	TOPO_CHECK_EQ(cmesh_waitset_new(&ws), 0);
 	TOPO_CHECK_EQ(cmesh_waitset_add_receiver(ws, rx, 5), 0);
-	TOPO_CHECK_EQ(forbid_membarrier(), 0);
+	TOPO_CHECK_EQ(forbid(true), 0);
 	for (int i = 0; i < 3; i++)
 		if (cmesh_waitset_try_wait(ws, &key) != -EAGAIN)
 			_exit(3);
@@ -1038,23 +1035,15 @@ static int idle_remote_try_wait_child(void)
 
 Test(waitset, try_wait_arming_only_remote_members_issues_no_membarrier)
 {
-	int status;
-	pid_t pid;
-
-#if !defined(__x86_64__)
-	cr_skip_test("the seccomp filter is written for x86-64");
-#endif
-	if (tu_sanitized())
-		cr_skip_test("a sanitizer's runtime makes syscalls of its own");
-	pid = topo_fork();
-	if (pid == 0)
-		topo_child_exit(idle_remote_try_wait_child());
-	status = topo_reap(pid, TOPO_WAIT_MS);
-	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-		  "child status %#x (SIGSYS %d: it called membarrier)", status,
-		  SIGSYS);
+	in_child(idle_remote_try_wait_child, "it called membarrier");
 }
 
+/*
+ * A loop that finds a member ready over and over (as a busy consumer's
+ * does) makes no syscall: nothing was armed since the last call, so
+ * nothing needs draining. The first calls, before the filter, may take
+ * the slow path (a member just added may have signalled the waitset).
+ */
 static int busy_try_wait_child(bool remote)
 {
 	cmesh_waitset *ws;
@@ -1097,38 +1086,29 @@ static int busy_try_wait_child(bool remote)
 	TOPO_CHECK_EQ(cmesh_waitset_wait(ws, topo_deadline(), &key), 0);
 	TOPO_CHECK_EQ(key, 5);
 	TOPO_CHECK_EQ(cmesh_waitset_try_wait(ws, &key), 0);
-	TOPO_CHECK_EQ(forbid_syscalls(), 0);
+	TOPO_CHECK_EQ(forbid(false), 0);
 	for (int i = 0; i < 1000; i++)
 		if (cmesh_waitset_try_wait(ws, &key) != 0 || key != 5)
 			_exit(3);
 	_exit(0);
 }
 
-static void busy_try_wait(bool remote)
+static int busy_local(void)
 {
-	int status;
-	pid_t pid;
+	return busy_try_wait_child(false);
+}
 
-#if !defined(__x86_64__)
-	cr_skip_test("the seccomp filter is written for x86-64");
-#endif
-	if (tu_sanitized())
-		cr_skip_test("a sanitizer's runtime makes syscalls of its own");
-	pid = topo_fork();
-	if (pid == 0)
-		topo_child_exit(busy_try_wait_child(remote));
-	status = topo_reap(pid, TOPO_WAIT_MS);
-	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-		  "child status %#x (SIGSYS %d: it made a syscall)", status,
-		  SIGSYS);
+static int busy_remote(void)
+{
+	return busy_try_wait_child(true);
 }
 
 Test(waitset, try_wait_finding_a_local_member_ready_makes_no_syscall)
 {
-	busy_try_wait(false);
+	in_child(busy_local, "it made a syscall");
 }
 
 Test(waitset, try_wait_finding_a_remote_member_ready_makes_no_syscall)
 {
-	busy_try_wait(true);
+	in_child(busy_remote, "it made a syscall");
 }

@@ -17,7 +17,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/close_range.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -26,13 +25,11 @@
 #include <stddef.h>
 #include <string.h>
 #include <stdint.h>
-#include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -44,28 +41,6 @@ struct cmesh_node {
 	struct cmesh__link *link;
 };
 
-/*
- * Connections accepted whose handshake has not begun: at most this many
- * wait (a flood of clients that never say HELLO evicts only its own), each
- * until its handshake limit.
- */
-#define LISTEN_PENDING 64
-
-struct pending_conn {
-	int sock;
-	int64_t expires;
-};
-
-struct cmesh_listener {
-	int sock;
-	int ep; /* epoll: the socket and every pending connection */
-	uid_t uid;
-	uint32_t flags;
-	uint32_t npend;
-	struct pending_conn pend[LISTEN_PENDING];
-	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-};
-
 struct cmesh__link *cmesh__node_link(cmesh_node *node)
 {
 	return node->link;
@@ -75,17 +50,17 @@ struct cmesh__link *cmesh__node_link(cmesh_node *node)
  * The caller's options, checked, as the link's and the queues'; the
  * context in *ctx (NULL: none): an ended one fails here. lo->deadline is
  * the handshake's own limit; the callers fold the context's deadline in
- * (ctx_deadline()) where they wait.
+ * (cmesh__node_ctx_deadline()) where they wait.
  */
 /* The earlier of `deadline` and the context's (NULL: none). */
-static int64_t ctx_deadline(const cmesh_ctx *ctx, int64_t deadline)
+int64_t cmesh__node_ctx_deadline(const cmesh_ctx *ctx, int64_t deadline)
 {
 	return ctx && cmesh_ctx_deadline(ctx) < deadline ?
 		       cmesh_ctx_deadline(ctx) :
 		       deadline;
 }
 
-static int node_opts(const cmesh_node_opts *user, uint32_t flags_ok,
+int cmesh__node_opts(const cmesh_node_opts *user, uint32_t flags_ok,
 		     struct cmesh__link_opts *lo, struct cmesh__queue_opts *qo,
 		     const cmesh_ctx **ctx)
 {
@@ -138,10 +113,10 @@ static int node_opts(const cmesh_node_opts *user, uint32_t flags_ok,
  * whoever made the pair, which need not be the peer (a supervisor that
  * forked both sides); a connected client's names whoever called listen().
  */
-static int join(int sock, const cmesh_type *out_type, const cmesh_type *in_type,
-		const cmesh_node_opts *opts, pid_t child, bool cred_is_peer,
-		cmesh_node **out_node, cmesh_sender **out_tx,
-		cmesh_receiver **out_rx)
+int cmesh__node_join(int sock, const cmesh_type *out_type,
+		     const cmesh_type *in_type, const cmesh_node_opts *opts,
+		     pid_t child, bool cred_is_peer, cmesh_node **out_node,
+		     cmesh_sender **out_tx, cmesh_receiver **out_rx)
 {
 	struct cmesh__queue_opts qo;
 	struct cmesh__link_opts lo;
@@ -156,8 +131,8 @@ static int join(int sock, const cmesh_type *out_type, const cmesh_type *in_type,
 	if (!out_node || !out_tx || !out_rx || cmesh_type_check(out_type) ||
 	    cmesh_type_check(in_type))
 		goto out_close;
-	r = node_opts(opts, child > 0 ? CMESH_NODE_PDEATHSIG : 0, &lo, &qo,
-		      &ctx);
+	r = cmesh__node_opts(opts, child > 0 ? CMESH_NODE_PDEATHSIG : 0, &lo,
+			     &qo, &ctx);
 	if (r)
 		goto out_close;
 	if (child > 0)
@@ -172,7 +147,7 @@ static int join(int sock, const cmesh_type *out_type, const cmesh_type *in_type,
 	if (r)
 		goto out_free_node_close;
 	lo.cancel_fd = cf.fd;
-	lo.deadline = ctx_deadline(ctx, lo.deadline);
+	lo.deadline = cmesh__node_ctx_deadline(ctx, lo.deadline);
 	r = cmesh__link_new(sock, out_type, in_type, &lo, &link);
 	cmesh__ctx_fd_close(&cf);
 	if (r)
@@ -204,8 +179,8 @@ int cmesh_node_join_socket(int sock, const cmesh_type *out_type,
 			   const cmesh_node_opts *opts, cmesh_node **out_node,
 			   cmesh_sender **out_tx, cmesh_receiver **out_rx)
 {
-	return join(sock, out_type, in_type, opts, 0, false, out_node, out_tx,
-		    out_rx);
+	return cmesh__node_join(sock, out_type, in_type, opts, 0, false,
+				out_node, out_tx, out_rx);
 }
 
 pid_t cmesh_node_pid(const cmesh_node *node)
@@ -373,7 +348,8 @@ int cmesh_spawn(const char *path, char *const argv[],
 		struct cmesh__link_opts lo;
 		const cmesh_ctx *ctx;
 
-		r = node_opts(opts, CMESH_NODE_PDEATHSIG, &lo, &qo, &ctx);
+		r = cmesh__node_opts(opts, CMESH_NODE_PDEATHSIG, &lo, &qo,
+				     &ctx);
 	}
 	if (r)
 		return r;
@@ -407,8 +383,8 @@ int cmesh_spawn(const char *path, char *const argv[],
 	}
 	free(envp);
 	close(sv[1]);
-	r = join(sv[0], out_type, in_type, opts, pid, false, out_node, out_tx,
-		 out_rx);
+	r = cmesh__node_join(sv[0], out_type, in_type, opts, pid, false,
+			     out_node, out_tx, out_rx);
 	if (r) {
 		/*
 		 * Never leave a half-joined child behind. SIGKILL does not
@@ -459,7 +435,7 @@ int cmesh_join(const cmesh_type *out_type, const cmesh_type *in_type,
 	if (!s)
 		return -ENOENT;
 	/* Options and an ended context: before the invitation is taken. */
-	r = node_opts(opts, 0, &lo, &qo, &ctx);
+	r = cmesh__node_opts(opts, 0, &lo, &qo, &ctx);
 	if (r)
 		return r;
 	fd = strtol(s, &end, 10);
@@ -472,354 +448,6 @@ int cmesh_join(const cmesh_type *out_type, const cmesh_type *in_type,
 		return -EINVAL;
 	unsetenv(CMESH_INVITE_ENV);
 	fcntl((int)fd, F_SETFD, FD_CLOEXEC);
-	return join((int)fd, out_type, in_type, opts, 0, true, out_node, out_tx,
-		    out_rx);
-}
-
-/* ---- listen / accept / connect ---- */
-
-static int unix_addr(const char *path, struct sockaddr_un *sa)
-{
-	size_t n;
-
-	if (!path)
-		return -EINVAL;
-	n = strlen(path);
-	if (n == 0)
-		return -EINVAL;
-	if (n >= sizeof(sa->sun_path))
-		return -ENAMETOOLONG;
-	memset(sa, 0, sizeof(*sa));
-	sa->sun_family = AF_UNIX;
-	memcpy(sa->sun_path, path, n);
-	return 0;
-}
-
-int cmesh_listen(const char *path, const cmesh_listen_opts *opts,
-		 cmesh_listener **out)
-{
-	struct sockaddr_un sa;
-	cmesh_listen_opts o;
-	cmesh_listener *l;
-	struct stat st;
-	int r;
-
-	if (!out)
-		return -EINVAL;
-	r = unix_addr(path, &sa);
-	if (!r)
-		r = cmesh__opts_copy(&o, sizeof(o), opts);
-	if (r)
-		return r;
-	if ((o.flags & ~CMESH_LISTEN_ANY_UID) || o.reserved)
-		return -EINVAL;
-	l = calloc(1, sizeof(*l));
-	if (!l)
-		return -ENOMEM;
-	l->flags = o.flags;
-	l->uid = o.uid ? (uid_t)o.uid : geteuid();
-	memcpy(l->path, sa.sun_path, sizeof(l->path));
-	l->sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (l->sock < 0) {
-		r = -errno;
-		goto out_free;
-	}
-	/* Replace a stale socket file, never any other kind of file. */
-	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-		unlink(path);
-	if (bind(l->sock, (struct sockaddr *)&sa, sizeof(sa)) ||
-	    listen(l->sock, 16)) {
-		r = -errno;
-		goto out_close;
-	}
-	l->ep = epoll_create1(EPOLL_CLOEXEC);
-	if (l->ep < 0) {
-		r = -errno;
-		goto out_unlink;
-	}
-	if (epoll_ctl(l->ep, EPOLL_CTL_ADD, l->sock,
-		      &(struct epoll_event){ .events = EPOLLIN,
-					     .data.fd = l->sock })) {
-		r = -errno;
-		close(l->ep);
-		goto out_unlink;
-	}
-	*out = l;
-	return 0;
-
-out_unlink:
-	unlink(l->path);
-out_close:
-	close(l->sock);
-out_free:
-	free(l);
-	return r;
-}
-
-/* Stops waiting for pending connection i (closes it). */
-static void pend_drop(cmesh_listener *l, uint32_t i, bool close_it)
-{
-	epoll_ctl(l->ep, EPOLL_CTL_DEL, l->pend[i].sock, NULL);
-	if (close_it)
-		close(l->pend[i].sock);
-	l->pend[i] = l->pend[--l->npend];
-}
-
-/* A connection accepted now: waits for its HELLO, within `limit` ns. */
-static void pend_add(cmesh_listener *l, int s, int64_t limit)
-{
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP,
-				  .data.fd = s };
-
-	if (l->npend == LISTEN_PENDING) {
-		uint32_t oldest = 0;
-
-		for (uint32_t i = 1; i < l->npend; i++)
-			if (l->pend[i].expires < l->pend[oldest].expires)
-				oldest = i;
-		pend_drop(l, oldest, true);
-	}
-	if (epoll_ctl(l->ep, EPOLL_CTL_ADD, s, &ev)) {
-		close(s);
-		return;
-	}
-	l->pend[l->npend++] = (struct pending_conn){ s, limit };
-}
-
-/* Closes the pending connections past their limit; the next limit. */
-static int64_t pend_expire(cmesh_listener *l, int64_t now)
-{
-	int64_t next = CMESH_DEADLINE_NONE;
-
-	for (uint32_t i = 0; i < l->npend;) {
-		if (l->pend[i].expires <= now) {
-			pend_drop(l, i, true);
-			continue;
-		}
-		if (l->pend[i].expires < next)
-			next = l->pend[i].expires;
-		i++;
-	}
-	return next;
-}
-
-static int ms_until(int64_t when, int64_t now)
-{
-	if (when == CMESH_DEADLINE_NONE)
-		return -1;
-	if (when <= now)
-		return 0;
-	return (when - now + 999999) / 1000000 > INT32_MAX ?
-		       INT32_MAX :
-		       (int)((when - now + 999999) / 1000000);
-}
-
-/*
- * epoll_wait() on `ep` for up to `ms`, or until `cancel_fd` (-1: none)
- * polls readable: -ECANCELED. Returns the events' count or -errno.
- */
-static int epoll_wait_or_cancel(int ep, struct epoll_event *ev, int max, int ms,
-				int cancel_fd)
-{
-	struct pollfd p[2] = { { .fd = ep, .events = POLLIN },
-			       { .fd = cancel_fd, .events = POLLIN } };
-	int n;
-
-	if (cancel_fd >= 0) {
-		n = poll(p, 2, ms);
-		if (n < 0)
-			return -errno;
-		if (p[1].revents)
-			return -ECANCELED;
-		if (n == 0)
-			return 0;
-		ms = 0;
-	}
-	n = epoll_wait(ep, ev, max, ms);
-	return n < 0 ? -errno : n;
-}
-
-/*
- * Waits in the listener's epoll (and on `cancel_fd`, -1: none) until a
- * pending connection has spoken, then joins it: the body of
- * cmesh_listener_accept().
- */
-static int accept_wait(cmesh_listener *l, int64_t deadline, int64_t limit,
-		       int cancel_fd, const cmesh_type *out_type,
-		       const cmesh_type *in_type, const cmesh_node_opts *opts,
-		       cmesh_node **out_node, cmesh_sender **out_tx,
-		       cmesh_receiver **out_rx)
-{
-	int r;
-
-	for (;;) {
-		struct epoll_event ev[8];
-		int64_t now = cmesh_clock_now(), next = pend_expire(l, now);
-		int n;
-
-		if (deadline < next)
-			next = deadline;
-		n = epoll_wait_or_cancel(l->ep, ev, 8, ms_until(next, now),
-					 cancel_fd);
-		if (n < 0 && n != -EINTR)
-			return n;
-		for (int i = 0; i < n; i++) {
-			uid_t uid;
-			int s;
-
-			if (ev[i].data.fd != l->sock) {
-				/* Its HELLO is there (or it hung up). */
-				for (uint32_t k = 0; k < l->npend; k++)
-					if (l->pend[k].sock == ev[i].data.fd) {
-						s = l->pend[k].sock;
-						pend_drop(l, k, false);
-						return join(s, out_type,
-							    in_type, opts, 0,
-							    true, out_node,
-							    out_tx, out_rx);
-					}
-				continue;
-			}
-			s = accept4(l->sock, NULL, NULL, SOCK_CLOEXEC);
-			if (s < 0) {
-				if (errno == EAGAIN || errno == EINTR ||
-				    errno == ECONNABORTED)
-					continue;
-				return -errno;
-			}
-			r = cmesh__ctl_peer_uid(s, &uid);
-			if (r || (!(l->flags & CMESH_LISTEN_ANY_UID) &&
-				  uid != l->uid)) {
-				close(s);
-				return r ? r : -EPERM;
-			}
-			pend_add(l, s, cmesh_deadline_after(limit));
-		}
-		if (n == 0 && cmesh_clock_now() >= deadline)
-			return -ETIMEDOUT;
-	}
-}
-
-/*
- * New connections wait in `pend` until their first message (the peer's
- * HELLO) is there: a client that connects and says nothing holds no
- * accept, and the handshake of one that spoke does not wait on it.
- */
-int cmesh_listener_accept(cmesh_listener *l, int64_t deadline,
-			  const cmesh_type *out_type, const cmesh_type *in_type,
-			  const cmesh_node_opts *opts, cmesh_node **out_node,
-			  cmesh_sender **out_tx, cmesh_receiver **out_rx)
-{
-	struct cmesh__queue_opts qo;
-	struct cmesh__link_opts lo;
-	struct cmesh__ctx_fd cf;
-	const cmesh_ctx *ctx;
-	int64_t limit;
-	int r;
-
-	if (!l)
-		return -EINVAL;
-	/* The handshake limit of the opts, for connections waiting. */
-	r = node_opts(opts, 0, &lo, &qo, &ctx);
-	if (r)
-		return r;
-	/* Connections waiting keep the handshake's limit, not the context's. */
-	limit = lo.deadline - cmesh_clock_now();
-	deadline = ctx_deadline(ctx, deadline);
-	r = cmesh__ctx_fd_open(ctx, &cf);
-	if (r)
-		return r;
-	r = accept_wait(l, deadline, limit, cf.fd, out_type, in_type, opts,
-			out_node, out_tx, out_rx);
-	cmesh__ctx_fd_close(&cf);
-	return r;
-}
-
-int cmesh_listener_fd(const cmesh_listener *l)
-{
-	return l ? l->ep : -EINVAL;
-}
-
-void cmesh_listener_free(cmesh_listener *l)
-{
-	if (!l)
-		return;
-	while (l->npend)
-		pend_drop(l, l->npend - 1, true);
-	close(l->ep);
-	close(l->sock);
-	unlink(l->path);
-	free(l);
-}
-
-/* Retries of a connect to a listener whose backlog is full, at most. */
-#define CONNECT_RETRY_MS 10
-
-/*
- * Connects the non-blocking unix socket `s` to `sa`, until `deadline` or
- * until `cancel_fd` (-1: none) polls readable (-ECANCELED): a listener
- * whose backlog is full (-EAGAIN at once, for a unix socket) is tried
- * again every CONNECT_RETRY_MS at most. Leaves `s` blocking again.
- */
-static int connect_wait(int s, const struct sockaddr_un *sa, int64_t deadline,
-			int cancel_fd)
-{
-	for (;;) {
-		struct pollfd p = { .fd = cancel_fd, .events = POLLIN };
-		int64_t left;
-		int ms;
-
-		if (connect(s, (const struct sockaddr *)sa, sizeof(*sa)) == 0)
-			break;
-		if (errno != EAGAIN && errno != EINTR)
-			return -errno;
-		left = deadline - cmesh_clock_now();
-		if (left <= 0)
-			return -ETIMEDOUT;
-		ms = left / 1000000 < CONNECT_RETRY_MS ?
-			     (int)(left / 1000000) + 1 :
-			     CONNECT_RETRY_MS;
-		if (poll(&p, cancel_fd >= 0 ? 1 : 0, ms) > 0 && p.revents)
-			return -ECANCELED;
-	}
-	if (fcntl(s, F_SETFL, fcntl(s, F_GETFL) & ~O_NONBLOCK))
-		return -errno;
-	return 0;
-}
-
-int cmesh_connect(const char *path, const cmesh_type *out_type,
-		  const cmesh_type *in_type, const cmesh_node_opts *opts,
-		  cmesh_node **out_node, cmesh_sender **out_tx,
-		  cmesh_receiver **out_rx)
-{
-	struct cmesh__queue_opts qo;
-	struct cmesh__link_opts lo;
-	struct cmesh__ctx_fd cf;
-	const cmesh_ctx *ctx;
-	struct sockaddr_un sa;
-	int s, r;
-
-	r = unix_addr(path, &sa);
-	if (!r) /* options and an ended context: before anything starts */
-		r = node_opts(opts, 0, &lo, &qo, &ctx);
-	if (r)
-		return r;
-	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (s < 0)
-		return -errno;
-	r = cmesh__ctx_fd_open(ctx, &cf);
-	if (!r) {
-		r = connect_wait(s, &sa, ctx_deadline(ctx, lo.deadline), cf.fd);
-		cmesh__ctx_fd_close(&cf);
-	}
-	if (r) {
-		close(s);
-		return r;
-	}
-	/*
-	 * Not the socket's creds: they name whoever called listen(), and a
-	 * server may accept in a child it forked after.
-	 */
-	return join(s, out_type, in_type, opts, 0, false, out_node, out_tx,
-		    out_rx);
+	return cmesh__node_join((int)fd, out_type, in_type, opts, 0, true,
+				out_node, out_tx, out_rx);
 }

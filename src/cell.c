@@ -58,7 +58,7 @@ CMESH_TYPE_DEFINE_PLAIN(cmesh_cell_update_type, struct update);
 
 struct control {
 	uint32_t op;
-	uint32_t flags; /* SUBSCRIBE: CTL_F_UNSEEN */
+	uint32_t flags;	  /* SUBSCRIBE: CTL_F_UNSEEN */
 	uint64_t version; /* ACK: the version seen; SUBSCRIBE: the seed's */
 	cmesh_sender *updates;	 /* SUBSCRIBE: the new cell's updates */
 	cmesh_receiver *control; /* SUBSCRIBE: its control channel */
@@ -201,8 +201,8 @@ static bool sub_take(cmesh_cell_updater *u, uint32_t i)
 			 * holds what it said, the port's SUBSCRIBE among
 			 * them, which its sub_take reads before it drops it.
 			 */
-			(void)send_value(m.updates, u->version, u->fp,
-					 u->value, u->vt->size);
+			(void)send_value(m.updates, u->version, u->fp, u->value,
+					 u->vt->size);
 			uint64_t seen = m.version < u->version ? m.version :
 								 u->version;
 

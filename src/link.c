@@ -18,7 +18,6 @@
  */
 #include "link.h"
 #include "link_int.h"
-#include "link_reg.h"
 
 #include "arena.h"
 #include "lane.h"
@@ -822,7 +821,7 @@ int cmesh__link_new(int sock, const cmesh_type *out_type,
 		   cmesh__wake_backend(l->wake) == CMESH_WAKE_URING ?
 			   "io_uring" :
 			   "epoll");
-	cmesh__link_reg_add(l);
+	cmesh__reg_add(&l->reg, l);
 	*out = l;
 	return 0;
 }
@@ -849,7 +848,7 @@ void cmesh__link_put(struct cmesh__link *l)
 {
 	if (atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) != 1)
 		return;
-	cmesh__link_reg_del(l); /* no longer the application's */
+	cmesh__reg_del(&l->reg); /* no longer the application's */
 	/*
 	 * Sends that returned 0 are still in the spill backlog: they must
 	 * not be lost because their sender was freed. The link thread

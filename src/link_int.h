@@ -7,6 +7,7 @@
 #ifndef CMESH_LINK_INT_H
 #define CMESH_LINK_INT_H
 
+#include "reg.h"
 #include "ctl.h"
 #include "idmap.h"
 #include "lane.h"
@@ -51,8 +52,7 @@ struct ctl_pending {
 
 struct cmesh__link {
 	_Atomic uint32_t refs;
-	/* link_reg.c's list, under its lock; reg_pprev NULL: not listed */
-	struct cmesh__link *reg_next, **reg_pprev;
+	struct cmesh__reg_entry reg; /* the live links (reg.h) */
 	_Atomic int failed;
 	int sock;
 	_Atomic pid_t peer_pid;

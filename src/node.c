@@ -13,6 +13,10 @@
 #include "link.h"
 #include "opts.h"
 #include "queue.h"
+#include "reg.h"
+
+#include <cmesh/env.h>
+#include <cmesh/error.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -450,4 +454,79 @@ int cmesh_join(const cmesh_type *out_type, const cmesh_type *in_type,
 	fcntl((int)fd, F_SETFD, FD_CLOEXEC);
 	return cmesh__node_join((int)fd, out_type, in_type, opts, 0, true,
 				out_node, out_tx, out_rx);
+}
+
+/* ---- cmesh_stats_dump ---- */
+
+struct dump {
+	struct cmesh__link **v;
+	size_t n, cap;
+};
+
+/*
+ * Under the registry's lock: a reference on each link, so that its
+ * statistics are read after the lock (they take the link's own locks;
+ * the registry's is a leaf).
+ */
+static int collect(void *owner, void *arg)
+{
+	struct dump *d = arg;
+
+	if (d->n == d->cap) {
+		size_t cap = d->cap ? 2 * d->cap : 16;
+		struct cmesh__link **v = realloc(d->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		d->v = v;
+		d->cap = cap;
+	}
+	if (cmesh__link_tryget(owner))
+		d->v[d->n++] = owner;
+	return 0;
+}
+
+static int write_one(int fd, size_t i, const cmesh_node_stats *s)
+{
+	char state[64] = "ok";
+
+	if (s->failed)
+		snprintf(state, sizeof(state), "failed %d (%s)", s->failed,
+			 cmesh_strerror(s->failed));
+	if (dprintf(fd,
+		    "cmesh node %zu: peer_pid %d, wake %s, state %s, lanes %u, "
+		    "peer_bytes %llu, pending_fds %u, fd_budget %u, "
+		    "backlog %llu\n",
+		    i + 1, (int)s->peer_pid,
+		    s->wake_backend == CMESH_WAKE_URING ? "io_uring" : "epoll",
+		    state, s->lanes, (unsigned long long)s->peer_bytes,
+		    s->pending_fds, s->fd_budget,
+		    (unsigned long long)s->backlog) < 0)
+		return -errno;
+	return 0;
+}
+
+int cmesh_stats_dump(int fd)
+{
+	struct dump d = { 0 };
+	cmesh_node_stats *s;
+	int r;
+
+	if (fd < 0)
+		return -EBADF;
+	r = cmesh__reg_each(collect, &d);
+	/* Read now, written after: a slow fd holds up no link. */
+	s = calloc(d.n ? d.n : 1, sizeof(*s));
+	for (size_t i = 0; i < d.n; i++) {
+		if (s)
+			cmesh__link_stats(d.v[i], &s[i]);
+		cmesh__link_put(d.v[i]);
+	}
+	if (!r && !s)
+		r = -ENOMEM;
+	for (size_t i = 0; !r && i < d.n; i++)
+		r = write_one(fd, i, &s[i]);
+	free(s);
+	free(d.v);
+	return r ? r : (int)d.n;
 }

@@ -75,18 +75,18 @@ static bool msg_ok(const struct msg64 *m, uint64_t seq)
 }
 
 /*
- * Context switches so far of this process's link threads (named
- * "cmesh-link"): each sleep and wake of one counts. -1 if there is none.
+ * The tids of this process's link threads (named "cmesh-link"), at most
+ * `max` of them into tids; returns how many there are.
  */
-static long link_switches(void)
+static int link_tids(pid_t *tids, int max)
 {
 	DIR *d = opendir("/proc/self/task");
 	struct dirent *e;
-	long sum = -1;
+	int n = 0;
 
 	cr_assert_not_null(d);
 	while ((e = readdir(d))) {
-		char path[320], line[128];
+		char path[320], line[32];
 		FILE *f;
 
 		if (e->d_name[0] == '.')
@@ -96,14 +96,35 @@ static long link_switches(void)
 		f = fopen(path, "r");
 		if (!f)
 			continue; /* the thread ended meanwhile */
-		if (!fgets(line, sizeof(line), f) ||
-		    strncmp(line, "cmesh-link", 10) != 0) {
-			fclose(f);
-			continue;
+		if (fgets(line, sizeof(line), f) &&
+		    strncmp(line, "cmesh-link", 10) == 0) {
+			if (n < max)
+				tids[n] = (pid_t)atoi(e->d_name);
+			n++;
 		}
 		fclose(f);
-		snprintf(path, sizeof(path), "/proc/self/task/%s/status",
-			 e->d_name);
+	}
+	closedir(d);
+	return n;
+}
+
+/*
+ * Context switches so far of this process's link threads: each sleep and
+ * wake of one counts. -1 if there is none.
+ */
+static long link_switches(void)
+{
+	pid_t tids[16];
+	int n = link_tids(tids, 16);
+	long sum = -1;
+
+	cr_assert_leq(n, 16, "%d link threads", n);
+	for (int i = 0; i < n; i++) {
+		char path[64], line[128];
+		FILE *f;
+
+		snprintf(path, sizeof(path), "/proc/self/task/%d/status",
+			 (int)tids[i]);
 		f = fopen(path, "r");
 		if (!f)
 			continue;
@@ -118,7 +139,6 @@ static long link_switches(void)
 		}
 		fclose(f);
 	}
-	closedir(d);
 	return sum;
 }
 
@@ -499,31 +519,9 @@ CMESH_TYPE_DEFINE(rxmsg_type, struct rxmsg,
 /* The tid of this process's only link thread. */
 static pid_t only_link_tid(void)
 {
-	DIR *d = opendir("/proc/self/task");
-	struct dirent *e;
 	pid_t tid = 0;
-	int n = 0;
+	int n = link_tids(&tid, 1);
 
-	cr_assert_not_null(d);
-	while ((e = readdir(d))) {
-		char path[320], line[32];
-		FILE *f;
-
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "/proc/self/task/%s/comm",
-			 e->d_name);
-		f = fopen(path, "r");
-		if (!f)
-			continue;
-		if (fgets(line, sizeof(line), f) &&
-		    strncmp(line, "cmesh-link", 10) == 0) {
-			tid = (pid_t)atoi(e->d_name);
-			n++;
-		}
-		fclose(f);
-	}
-	closedir(d);
 	cr_assert_eq(n, 1, "%d link threads", n);
 	return tid;
 }

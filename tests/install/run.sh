@@ -79,18 +79,25 @@ for l in -luring -lxxhash -lck; do
 		{ echo "pkg-config --libs cmesh names $l (private)" >&2; exit 1; }
 done
 
+# Configures project SRC in $tmp/NAME against the installed prefix (more
+# cmake arguments after SRC) and builds it; on failure prints the log.
+cmake_project() {
+	local name=$1 src=$2
+	shift 2
+	"$cmake" -S "$src" -B "$tmp/$name" -DCMAKE_PREFIX_PATH="$prefix" \
+		-DCMAKE_C_COMPILER="$cc" \
+		-DCMAKE_C_FLAGS="${CMESH_CONSUMER_FLAGS:-}" \
+		-DCMAKE_EXE_LINKER_FLAGS="${CMESH_CONSUMER_FLAGS:-}" "$@" \
+		>"$tmp/$name-configure.log" 2>&1 ||
+		{ cat "$tmp/$name-configure.log"; exit 1; }
+	"$cmake" --build "$tmp/$name" >"$tmp/$name-build.log" 2>&1 ||
+		{ cat "$tmp/$name-build.log"; exit 1; }
+}
+
 echo "== CMake consumer (find_package)"
-"$cmake" -S "$here/consumer" -B "$tmp/consumer-build" \
-	-DCMAKE_PREFIX_PATH="$prefix" \
-	-DCMAKE_C_COMPILER="$cc" \
-	-DCMAKE_C_FLAGS="${CMESH_CONSUMER_FLAGS:-}" \
-	-DCMAKE_EXE_LINKER_FLAGS="${CMESH_CONSUMER_FLAGS:-}" \
-	>"$tmp/consumer-configure.log" ||
-	{ cat "$tmp/consumer-configure.log"; exit 1; }
-"$cmake" --build "$tmp/consumer-build" >"$tmp/consumer-build.log" ||
-	{ cat "$tmp/consumer-build.log"; exit 1; }
-"$tmp/consumer-build/consumer"
-"$tmp/consumer-build/consumer_static"
+cmake_project consumer "$here/consumer"
+"$tmp/consumer/consumer"
+"$tmp/consumer/consumer_static"
 
 # The same without liburing's, libxxhash's and ck's development files:
 # pkg-config finds no .pc of theirs, find_path/find_library none of their
@@ -102,34 +109,18 @@ mkdir -p "$empty"
 multiarch=$("$cc" -print-multiarch 2>/dev/null || true)
 ignore="/usr/include;/usr/lib;/usr/local/include;/usr/local/lib"
 [[ -n $multiarch ]] && ignore="$ignore;/usr/lib/$multiarch"
-PKG_CONFIG_LIBDIR=$empty PKG_CONFIG_PATH= "$cmake" -S "$here/consumer" \
-	-B "$tmp/consumer-shared" -DSHARED_ONLY=ON \
-	-DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_IGNORE_PATH="$ignore" \
-	-DCMAKE_C_COMPILER="$cc" \
-	-DCMAKE_C_FLAGS="${CMESH_CONSUMER_FLAGS:-}" \
-	-DCMAKE_EXE_LINKER_FLAGS="${CMESH_CONSUMER_FLAGS:-}" \
-	>"$tmp/consumer-shared.log" ||
-	{ cat "$tmp/consumer-shared.log"; exit 1; }
-grep -q "cmesh::cmesh_static" "$tmp/consumer-shared.log" ||
-	{ cat "$tmp/consumer-shared.log";
+PKG_CONFIG_LIBDIR=$empty PKG_CONFIG_PATH= cmake_project consumer-shared \
+	"$here/consumer" -DSHARED_ONLY=ON -DCMAKE_IGNORE_PATH="$ignore"
+grep -q "cmesh::cmesh_static" "$tmp/consumer-shared-configure.log" ||
+	{ cat "$tmp/consumer-shared-configure.log";
 	  echo "the dependencies were not hidden" >&2; exit 1; }
-"$cmake" --build "$tmp/consumer-shared" >"$tmp/consumer-shared-build.log" ||
-	{ cat "$tmp/consumer-shared-build.log"; exit 1; }
 "$tmp/consumer-shared/consumer"
 
 examples=$here/../../examples
 echo "== examples (find_package)"
-"$cmake" -S "$examples" -B "$tmp/examples-build" \
-	-DCMAKE_PREFIX_PATH="$prefix" \
-	-DCMAKE_C_COMPILER="$cc" \
-	-DCMAKE_C_FLAGS="${CMESH_CONSUMER_FLAGS:-}" \
-	-DCMAKE_EXE_LINKER_FLAGS="${CMESH_CONSUMER_FLAGS:-}" \
-	>"$tmp/examples-configure.log" ||
-	{ cat "$tmp/examples-configure.log"; exit 1; }
-"$cmake" --build "$tmp/examples-build" >"$tmp/examples-build.log" ||
-	{ cat "$tmp/examples-build.log"; exit 1; }
+cmake_project examples "$examples"
 LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
-	"$examples/run.sh" "$tmp/examples-build"
+	"$examples/run.sh" "$tmp/examples"
 
 echo "== examples (pkg-config)"
 mkdir -p "$tmp/examples-pc"

@@ -459,6 +459,9 @@ static void pending_free_driver(cmesh_sender *tx, cmesh_receiver *rx,
 	for (m.seq = 0; m.seq < 3; m.seq++)
 		TU_ASSERT_RC(cmesh_sender_send(tx, &m, trail, sizeof(trail)),
 			     0);
+	/* All three are queued before the peer may free its receiver: a
+	 * slow host must not let the close overtake the second send. */
+	TU_ASSERT_RC(topo_post(s->sync, 0), 0);
 	TU_ASSERT_RC(topo_wait(s->sync, TOPO_WAIT_MS), 1);
 	TU_ASSERT_RC(cmesh_sender_send(tx, &m, trail, sizeof(trail)), -EPIPE);
 	cmesh_sender_free(tx);
@@ -477,6 +480,7 @@ static int pending_free_peer(cmesh_sender *tx, cmesh_receiver *rx,
 	TOPO_CHECK_EQ(r, 100);
 	TOPO_CHECK_EQ(cmesh_receiver_try_recv(rx, &m, in, sizeof(in)),
 		      -EMSGSIZE);
+	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 0);
 	cmesh_receiver_free(rx);
 	TOPO_CHECK_EQ(topo_post(s->sync, 1), 0);
 	cmesh_sender_free(tx);

@@ -87,6 +87,39 @@ int bench_count_fds(void)
 	return n - 1;
 }
 
+uint64_t bench_cal_irqs(int cpu)
+{
+	FILE *f = fopen("/proc/interrupts", "r");
+	char line[4096];
+	uint64_t sum = UINT64_MAX;
+
+	if (!f)
+		return UINT64_MAX;
+	while (fgets(line, sizeof(line), f)) {
+		char *p = line, *end;
+		int col = 0;
+
+		while (*p == ' ')
+			p++;
+		if (strncmp(p, "CAL:", 4) != 0)
+			continue;
+		sum = 0;
+		for (p += 4;; p = end, col++) {
+			unsigned long long v = strtoull(p, &end, 10);
+
+			if (end == p)
+				break;
+			if (cpu < 0 || col == cpu)
+				sum += v;
+		}
+		if (cpu >= col)
+			sum = UINT64_MAX; /* no such column */
+		break;
+	}
+	fclose(f);
+	return sum;
+}
+
 /* ---------------------------------------------------------------------- */
 /* Child process                                                          */
 

@@ -79,6 +79,13 @@ void *bench_xcalloc(size_t n, size_t sz);
 /* Open fds of this process (not counting the directory's own). */
 int bench_count_fds(void);
 
+/*
+ * Function-call interrupts (IPIs: /proc/interrupts, row CAL) that CPU
+ * `cpu` took so far (every CPU's summed when cpu < 0); UINT64_MAX where
+ * the kernel does not show them.
+ */
+uint64_t bench_cal_irqs(int cpu);
+
 /* ---------------------------------------------------------------------- */
 /* Child process                                                          */
 

@@ -15,8 +15,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
-#include <linux/membarrier.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -219,35 +217,4 @@ int cmesh__park_wait2(const _Atomic uint32_t *shared, uint32_t shared_val,
 	};
 
 	return cmesh__park_waitn(w, 2, deadline);
-}
-
-static pthread_once_t asym_once = PTHREAD_ONCE_INIT;
-static bool asym_on;
-
-static void asym_register(void)
-{
-	long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
-
-	if (cmds < 0 || !(cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED))
-		return;
-	if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
-		    0, 0))
-		return;
-	asym_on = true;
-}
-
-bool cmesh__fence_asym(void)
-{
-	pthread_once(&asym_once, asym_register);
-	return asym_on;
-}
-
-int cmesh__fence_heavy(void)
-{
-	atomic_thread_fence(memory_order_seq_cst);
-	if (!cmesh__fence_asym())
-		return 0;
-	return syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) ?
-		       -1 :
-		       0;
 }

@@ -94,35 +94,4 @@ static inline void cmesh__park_pause(void)
 	ck_pr_stall();
 }
 
-/*
- * Asymmetric fences. Where the kernel offers membarrier's
- * PRIVATE_EXPEDITED command, a producer needs only a compiler barrier
- * between its publish and its load of the sleep flags, because every
- * thread that sets such a flag calls cmesh__fence_heavy() before it looks
- * again: that runs a full barrier on every running thread of the process.
- * Elsewhere both sides issue seq_cst fences.
- *
- * cmesh__fence_asym(): registers once; true when the asymmetric mode is on
- * (fixed for the life of the process, inherited by fork).
- */
-bool cmesh__fence_asym(void);
-
-static inline void cmesh__fence_light(bool asym)
-{
-	if (asym)
-		atomic_signal_fence(memory_order_seq_cst);
-	else
-		atomic_thread_fence(memory_order_seq_cst);
-}
-
-/*
- * The sleeper's side. Returns 0, or -1 if the membarrier failed: then the
- * pairing cannot be relied on and the caller bounds its sleep
- * (CMESH__FENCE_FALLBACK_NS) so that a missed wakeup costs a delay, never
- * a hang.
- */
-int cmesh__fence_heavy(void);
-
-#define CMESH__FENCE_FALLBACK_NS 1000000
-
 #endif

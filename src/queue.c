@@ -18,16 +18,23 @@
  *   only ever written by producers (pos + 1, one lap apart), so the
  *   consumer never writes a line that a producer is about to write: it
  *   publishes its head on a line of its own.
- * - Sleep/wake (Dekker). A producer publishes (release store of the slot's
- *   seq, or of ovf_mode), issues cmesh__fence_light() and loads `state`. A
- *   receiver going to sleep sets ST_RX_SLEEP with a seq_cst RMW, issues
- *   cmesh__fence_heavy() and loads the slot seq / ovf_mode. The fence pair
- *   makes one of them see the other: either the receiver sees the message
- *   or the producer sees ST_RX_SLEEP and wakes it (futex on `state`). With
- *   membarrier the light fence is only a compiler barrier and the heavy one
- *   a membarrier(PRIVATE_EXPEDITED); without it both are seq_cst fences
- *   (park.h). The same pairing covers ST_WS_ARMED (waitset) and
- *   ST_RX_CLOSED (receiver gone; the closer fences before it drains).
+ * - Sleep/wake (Dekker on the claim). A producer's claim is a seq_cst CAS
+ *   on `tail`; once it published, it loads `state` (seq_cst). A receiver
+ *   going to sleep sets ST_RX_SLEEP with a seq_cst RMW, then loads `tail`
+ *   (seq_cst, cmesh__queue_in_flight()). One of them sees the other:
+ *   either the producer sees ST_RX_SLEEP and wakes it (futex on `state`),
+ *   or the receiver sees the claim. Published, it takes the message;
+ *   claimed but not yet published, the producer may have loaded `state`
+ *   before the bit was set and owes no wake, so the receiver does not
+ *   sleep on the futex: it yields and looks again (a nap, should the
+ *   producer stay there). An overflowing producer fences (seq_cst) after
+ *   its ovf_mode store, the receiver after its RMW. The same pairing covers
+ *   ST_WS_ARMED (waitset) and ST_RX_CLOSED (receiver gone: the closer
+ *   drains up to the tail it loaded after its RMW, waiting for claims in
+ *   flight; later claimers see the bit and drain their own). Neither side
+ *   issues a process-wide barrier (membarrier interrupts every CPU running
+ *   a thread of the process: in a VMM, its vCPUs): the price is a seq_cst
+ *   claim, which on x86 is the lock cmpxchg a claim takes anyway.
  * - Close of the sending side. Each sender release is an acq_rel RMW on
  *   `nsenders`; the last one sets ST_TX_CLOSED with a seq_cst CAS, so a
  *   receiver whose acquire load sees ST_TX_CLOSED also sees every message.
@@ -60,6 +67,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -234,7 +242,6 @@ int cmesh__queue_new(const cmesh_type *type,
 	q->spin_ns = opts->spin_ns > 0 ? opts->spin_ns : 0;
 	q->max_trail = opts->max_trail;
 	q->max_backlog = opts->max_backlog;
-	q->asym = cmesh__fence_asym();
 	atomic_init(&q->tx_lane, opts->tx_lane);
 	q->rx_lane = opts->rx_lane;
 	q->fast_send = !type->nfields;
@@ -317,8 +324,9 @@ ring_try_push(struct cmesh__queue *q, const void *msg, const void *trail,
 		}
 		/* Before the CAS: its latency then hides the slot_index(). */
 		s = slot_at(q, pos);
+		/* seq_cst: Dekker with the receiver's sleep, see top. */
 		if (atomic_compare_exchange_weak_explicit(
-			    &q->tail, &pos, pos + 1, memory_order_relaxed,
+			    &q->tail, &pos, pos + 1, memory_order_seq_cst,
 			    memory_order_relaxed))
 			break;
 	}
@@ -395,10 +403,11 @@ static int overflow_push(struct cmesh__queue *q, const void *msg,
 	atomic_fetch_add_explicit(&q->ovf_bytes, cost, memory_order_relaxed);
 	*q->ovf_tailp = n;
 	q->ovf_tailp = &n->next;
-	/* Dekker with the receiver's ready check, see top. */
 	atomic_store_explicit(&q->ovf_mode, 1, memory_order_release);
 out_unlock:
 	pthread_mutex_unlock(&q->lock);
+	/* Dekker with the receiver's sleep: published() loads `state`. */
+	atomic_thread_fence(memory_order_seq_cst);
 	return 0;
 }
 
@@ -443,9 +452,8 @@ static inline void published(struct cmesh__queue *q)
 {
 	uint32_t st;
 
-	/* Dekker with the receiver's sleep, see top. */
-	cmesh__fence_light(q->asym);
-	st = atomic_load_explicit(&q->state, memory_order_relaxed);
+	/* Dekker with the receiver's sleep: after our seq_cst claim. */
+	st = atomic_load_explicit(&q->state, memory_order_seq_cst);
 	if (unlikely(st & (ST_SLEEPERS | ST_RX_CLOSED)))
 		notify(q, st);
 }
@@ -859,9 +867,47 @@ out:
 	__asm__ volatile("" : : "r"(sink));
 }
 
+bool cmesh__queue_in_flight(struct cmesh__queue *q)
+{
+	uint64_t tail;
+
+	/* After the caller's seq_cst RMW; orders the ovf_mode load too. */
+	atomic_thread_fence(memory_order_seq_cst);
+	tail = atomic_load_explicit(&q->tail, memory_order_seq_cst) &
+	       ~TAIL_SEAL;
+	return tail != atomic_load_explicit(&q->head_pub,
+					    memory_order_relaxed) &&
+	       !head_ready(q, memory_order_acquire);
+}
+
+/*
+ * A claim in flight: yield to its producer (it may share our CPU) so many
+ * times, then nap this long per look, should it stay there (descheduled
+ * for long, or stopped in a signal handler): no core burnt for it.
+ */
+#define IN_FLIGHT_YIELDS 64u
+#define IN_FLIGHT_NAP_NS 200000
+
+int64_t cmesh__queue_sleep_cap(struct cmesh__queue *q, int64_t deadline)
+{
+	int64_t cap;
+
+	if (!cmesh__queue_in_flight(q)) {
+		q->in_flight_looks = 0;
+		return deadline;
+	}
+	if (++q->in_flight_looks < IN_FLIGHT_YIELDS) {
+		sched_yield();
+		return 0;
+	}
+	cap = cmesh_clock_now() + IN_FLIGHT_NAP_NS;
+	return cap < deadline ? cap : deadline;
+}
+
 /* Parks until a sender wakes us or the deadline passes. */
 static int sleep_until(struct cmesh__queue *q, int64_t deadline)
 {
+	int64_t until;
 	uint32_t st;
 	int r = 0;
 
@@ -869,21 +915,17 @@ static int sleep_until(struct cmesh__queue *q, int64_t deadline)
 		return cmesh__queue_xl_sleep(q, deadline);
 	if (q->rx_lane)
 		return cmesh__lane_sleep(q->rx_lane, deadline);
-	/* Dekker with the producer's publish + state load, see top. */
+	/* Dekker with the producer's claim + state load, see top. */
 	st = atomic_fetch_or_explicit(&q->state, ST_RX_SLEEP,
 				      memory_order_seq_cst) |
 	     ST_RX_SLEEP;
-	if (cmesh__fence_heavy()) {
-		int64_t cap = cmesh_clock_now() + CMESH__FENCE_FALLBACK_NS;
-
-		if (cap < deadline)
-			deadline = cap;
-	}
-	if (!cmesh__queue_ready(q))
-		r = cmesh__park_wait(&q->state, st, deadline);
+	until = cmesh__queue_sleep_cap(q, deadline);
+	if (until && !cmesh__queue_ready(q))
+		r = cmesh__park_wait(&q->state, st, until);
 	atomic_fetch_and_explicit(&q->state, ~ST_RX_SLEEP,
 				  memory_order_relaxed);
-	return r;
+	/* A nap's end is not the caller's deadline. */
+	return r == -ETIMEDOUT && until < deadline ? 0 : r;
 }
 
 /* A consumer's counter: one writer, so no atomic RMW. */
@@ -1061,9 +1103,10 @@ bool cmesh__queue_arm(struct cmesh__queue *q)
 		cmesh__lane_arm(q->rx_lane, true);
 		return false;
 	}
-	/* Dekker with the producer, see top; the caller re-checks ready. */
+	/* Dekker with the producer's claim, see top; the caller re-checks
+	 * ready. */
 	atomic_fetch_or_explicit(&q->state, ST_WS_ARMED, memory_order_seq_cst);
-	return true;
+	return cmesh__queue_in_flight(q);
 }
 
 int cmesh__queue_set_waitset(struct cmesh__queue *q, struct cmesh_waitset *ws)
@@ -1102,6 +1145,27 @@ static void drain(struct cmesh__queue *q)
 	while (pop(q, q->scratch, NULL, 0, true) >= 0)
 		cmesh__type_release(q->h.type, q->scratch);
 	pthread_mutex_unlock(&q->drain_lock);
+}
+
+/*
+ * After the receiver's close (its seq_cst RMW, see top): drops every
+ * message claimed before it, waiting for those still being written.
+ * Later claimers saw ST_RX_CLOSED and drain their own.
+ */
+static void drain_claimed(struct cmesh__queue *q)
+{
+	uint64_t tail;
+
+	atomic_thread_fence(memory_order_seq_cst);
+	tail = atomic_load_explicit(&q->tail, memory_order_seq_cst) &
+	       ~TAIL_SEAL;
+	for (;;) {
+		drain(q);
+		if (atomic_load_explicit(&q->head_pub, memory_order_acquire) >=
+		    tail)
+			return;
+		sched_yield();
+	}
 }
 
 static void destroy(struct cmesh__queue *q)
@@ -1217,15 +1281,14 @@ void cmesh__queue_receiver_close(struct cmesh__queue *q)
 		return;
 	}
 	/*
-	 * Dekker with a producer's publish + state load, see top. Should the
-	 * membarrier fail, a producer that raced with us drains on its next
-	 * send or the last reference does. Every sender gone (the RMW read
-	 * ST_TX_CLOSED, set after their last publish): nobody races with the
-	 * drain, and the membarrier (a syscall that interrupts the other
-	 * CPUs) is not needed: a oneshot whose value came, an rpc's reply.
+	 * Dekker with a producer's claim + state load, see top. Every sender
+	 * gone (the RMW read ST_TX_CLOSED, set after their last publish):
+	 * nobody races with the drain: a oneshot whose value came, an rpc's
+	 * reply.
 	 */
 	if (!(st & ST_TX_CLOSED) && !q->senders_done)
-		cmesh__fence_heavy();
-	drain(q);
+		drain_claimed(q);
+	else
+		drain(q);
 	cmesh__queue_put(q);
 }

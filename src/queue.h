@@ -162,9 +162,9 @@ int cmesh__queue_peek(struct cmesh__queue *q);
 /*
  * Waitset support (consumer side). ready: a receive would not return
  * -EAGAIN. arm: the next send or close signals the queue's waitset;
- * returns true if in-process producers may be the ones (the caller then
- * owes the heavy fence of park.h before it re-checks), false when every
- * source is a lane (whose arming orders itself, in shared memory).
+ * returns true when an in-process producer is between its claim and its
+ * publish and may not signal (queue.c): the caller must look again soon
+ * rather than sleep. Lanes order their arming themselves, in shared memory.
  */
 bool cmesh__queue_ready(struct cmesh__queue *q);
 bool cmesh__queue_arm(struct cmesh__queue *q);

@@ -88,7 +88,6 @@ struct cmesh__queue {
 	uint64_t max_trail;
 	uint64_t max_backlog;	     /* ovf_bytes' bound (0: none): -ENOBUFS */
 	unsigned char *scratch;	     /* one message, for drains (drain_lock) */
-	bool asym;		     /* cmesh__fence_asym() (park.h) */
 	struct cmesh__lane *rx_lane; /* the senders are remote */
 	/*
 	 * The receiver is remote: set at creation, or once when the
@@ -139,6 +138,7 @@ struct cmesh__queue {
 	_Atomic uint64_t st_waits, st_caught, st_sleeps;
 	_Atomic uint32_t st_lanes; /* lanes added and not dropped yet */
 	bool senders_done;	   /* receiver: nobody publishes any more */
+	uint32_t in_flight_looks;  /* consumer: cmesh__queue_sleep_cap() */
 };
 
 #define XL_ANY 1u
@@ -163,6 +163,19 @@ const _Atomic uint64_t *cmesh__queue_head_word(const struct cmesh__queue *q,
 
 /* Local tier: a receive of it would not return -EAGAIN. */
 bool cmesh__queue_local_ready(struct cmesh__queue *q);
+
+/*
+ * After a sleeper's seq_cst RMW on `state` (queue.c, top): is the next
+ * slot claimed but not yet published? Its producer owes no wake then.
+ */
+bool cmesh__queue_in_flight(struct cmesh__queue *q);
+
+/*
+ * After setting ST_RX_SLEEP: until when the consumer may sleep on its
+ * local source. `deadline`; or 0 (do not sleep: it yielded to a producer
+ * between claim and publish); or, should one stay there, a short nap's end.
+ */
+int64_t cmesh__queue_sleep_cap(struct cmesh__queue *q, int64_t deadline);
 
 /* -EPIPE, or -ECONNRESET if the side whose ST_*_FAILED is `bit` failed. */
 static inline int cmesh__queue_closed_err(const struct cmesh__queue *q,

@@ -317,6 +317,7 @@ static void mark_lanes(struct cmesh__queue *q, bool on)
 int cmesh__queue_xl_sleep(struct cmesh__queue *q, int64_t deadline)
 {
 	struct cmesh__park_word w[CMESH__PARK_WAITN_MAX];
+	int64_t until;
 	uint32_t n;
 	int r = 0;
 
@@ -326,32 +327,29 @@ int cmesh__queue_xl_sleep(struct cmesh__queue *q, int64_t deadline)
 	n = cmesh__lane_polling() ? 0 :
 				    wait_words(q, w, CMESH__PARK_WAITN_MAX - 1);
 	mark_lanes(q, true);
-	/* Dekker with local producers (queue.c) and each lane's (lane.c). */
-	if (cmesh__fence_heavy()) {
-		int64_t cap = cmesh_clock_now() + CMESH__FENCE_FALLBACK_NS;
-
-		if (cap < deadline)
-			deadline = cap;
-	}
-	if (!cmesh__queue_xl_ready(q)) {
+	/* Dekker with local producers and each lane's (lane.c): the
+	 * cap's seq_cst fence orders every bit set above before the looks. */
+	until = cmesh__queue_sleep_cap(q, deadline);
+	if (until && !cmesh__queue_xl_ready(q)) {
 		if (n)
-			r = cmesh__park_waitn(w, n, deadline);
+			r = cmesh__park_waitn(w, n, until);
 		if (!n || r == -ENOSYS) {
-			int64_t until = cmesh_clock_now() + NAP_NS;
+			int64_t nap = cmesh_clock_now() + NAP_NS;
 
 			r = cmesh__park_wait(
 				&q->state,
 				atomic_load_explicit(&q->state,
 						     memory_order_acquire),
-				until < deadline ? until : deadline);
-			if (r == -ETIMEDOUT && until < deadline)
+				nap < until ? nap : until);
+			if (r == -ETIMEDOUT && nap < until)
 				r = 0;
 		}
 	}
 	mark_lanes(q, false);
 	atomic_fetch_and_explicit(&q->state, ~ST_RX_SLEEP,
 				  memory_order_relaxed);
-	return r;
+	/* A nap's end is not the caller's deadline. */
+	return r == -ETIMEDOUT && until < deadline ? 0 : r;
 }
 
 void cmesh__queue_xl_arm(struct cmesh__queue *q, bool on)

@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -507,7 +508,7 @@ int cmesh_waitset_remove_ctx(cmesh_waitset *ws, const cmesh_ctx *ctx)
 
 static int try_wait_locked(cmesh_waitset *ws, uint64_t *out_key)
 {
-	bool heavy = false;
+	bool in_flight = false;
 	uint64_t cnt;
 
 	/*
@@ -531,17 +532,20 @@ static int try_wait_locked(cmesh_waitset *ws, uint64_t *out_key)
 	if (scan(ws, out_key))
 		return 0;
 	for (uint32_t i = 0; i < ws->n; i++)
-		heavy |= cmesh__queue_arm(ws->m[i].q);
+		in_flight |= cmesh__queue_arm(ws->m[i].q);
 	ws->armed = true;
+	if (scan(ws, out_key))
+		return 0;
 	/*
-	 * Pairs with the in-process producers' light fence (park.h); members
-	 * fed only by lanes need none (no membarrier, no IPI). Should it
-	 * fail, keep the fd readable: the caller looks again rather than
-	 * sleep on a wakeup that may have been missed.
+	 * An in-process producer between its claim and its publish may have
+	 * looked before we armed and owes no signal (queue.c): keep the fd
+	 * readable so that the caller looks again, and give it the CPU.
 	 */
-	if (heavy && cmesh__fence_heavy())
+	if (in_flight) {
 		cmesh__waitset_signal(ws);
-	return scan(ws, out_key) ? 0 : -EAGAIN;
+		sched_yield();
+	}
+	return -EAGAIN;
 }
 
 int cmesh_waitset_try_wait(cmesh_waitset *ws, uint64_t *out_key)

@@ -11,11 +11,17 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 TestSuite(channel, .init = tu_suite_init, .fini = tu_suite_fini);
@@ -1269,6 +1275,138 @@ Test(channel, small_ring_stress_overflows_without_blocking_losing_or_reordering)
 {
 	stress(OWN_CLONES, 8, tu_stress(1000000, 1000), 4096, CMESH_SPIN_NONE,
 	       50000, false);
+}
+
+/*
+ * The receiver sleeps whenever it is empty (no spin) while four senders
+ * claim and publish flat out, with trailing bytes (a longer window
+ * between claim and publish): every sleep races a claim (queue.c's
+ * Dekker on the claim); a lost wakeup ends the test at its deadline.
+ */
+Test(channel, senders_racing_a_receiver_that_sleeps_lose_no_wakeup)
+{
+	stress(OWN_CLONES, 4, tu_stress(400000, 1000), 0, CMESH_SPIN_NONE, 0,
+	       true);
+}
+
+/* ---- a sender stopped between its claim and its publish ---- */
+
+struct stalled {
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	cmesh_waitset *ws;
+	const unsigned char *trail; /* in a page that faults to userfaultfd */
+	int rc;
+	uint64_t key;
+	struct seqmsg m;
+	unsigned char got[16];
+};
+
+static void *stalled_send(void *arg)
+{
+	struct stalled *st = arg;
+	struct seqmsg m = { .seq = 42 };
+
+	st->rc = cmesh_sender_send(st->tx, &m, st->trail, sizeof(st->got));
+	return NULL;
+}
+
+static void *stalled_recv(void *arg)
+{
+	struct stalled *st = arg;
+	int64_t dl = cmesh_deadline_after(TU_MS(10000));
+
+	if (st->ws) {
+		st->rc = cmesh_waitset_wait(st->ws, dl, &st->key);
+		if (st->rc)
+			return NULL;
+	}
+	st->rc = cmesh_receiver_recv_deadline(st->rx, dl, &st->m, st->got,
+					      sizeof(st->got));
+	return NULL;
+}
+
+/*
+ * The sender's trailing bytes sit in a page that is not there yet and
+ * belongs to a userfaultfd: its copy into the slot it claimed stops in
+ * the fault until the test supplies the page. Meanwhile the receiver,
+ * which never spins, waits (plain, or in a waitset): it sees a slot
+ * claimed and not published, whose sender may owe it no wake, so it must
+ * not sleep for good and must not give up before its own deadline. Once
+ * the page comes, the message arrives whole.
+ */
+static void stalled_sender(bool through_waitset)
+{
+	cmesh_channel_opts o = CMESH_CHANNEL_OPTS_INIT;
+	struct stalled snd = { 0 }, rcv = { 0 };
+	long pg = sysconf(_SC_PAGESIZE);
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register reg = { 0 };
+	struct uffdio_copy copy = { 0 };
+	struct uffd_msg msg;
+	unsigned char *page, *src;
+	pthread_t ts, tr;
+	int uffd;
+
+	uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | UFFD_USER_MODE_ONLY);
+	if (uffd < 0)
+		cr_skip_test("userfaultfd: %s", strerror(errno));
+	cr_assert_eq(ioctl(uffd, UFFDIO_API, &api), 0);
+	page = mmap(NULL, (size_t)pg, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	src = mmap(NULL, (size_t)pg, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	cr_assert(page != MAP_FAILED && src != MAP_FAILED);
+	reg.range.start = (uintptr_t)page;
+	reg.range.len = (uint64_t)pg;
+	reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+	cr_assert_eq(ioctl(uffd, UFFDIO_REGISTER, &reg), 0);
+	tu_fill(src, sizeof(snd.got), 77);
+
+	o.spin_ns = CMESH_SPIN_NONE;
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, &o, &snd.tx, &rcv.rx), 0);
+	if (through_waitset) {
+		TU_ASSERT_RC(cmesh_waitset_new(&rcv.ws), 0);
+		TU_ASSERT_RC(cmesh_waitset_add_receiver(rcv.ws, rcv.rx, 3), 0);
+	}
+	snd.trail = page;
+	tu_thread_start(&ts, stalled_send, &snd);
+	/* The sender has claimed its slot and stopped in the copy. */
+	cr_assert_eq(poll(&(struct pollfd){ .fd = uffd, .events = POLLIN }, 1,
+			  10000),
+		     1);
+	cr_assert_eq(read(uffd, &msg, sizeof(msg)), (ssize_t)sizeof(msg));
+	cr_assert_eq(msg.event, UFFD_EVENT_PAGEFAULT);
+	tu_thread_start(&tr, stalled_recv, &rcv);
+	tu_sleep_ms(50); /* the receiver waits on the claim all this time */
+	copy.dst = (uintptr_t)page;
+	copy.src = (uintptr_t)src;
+	copy.len = (uint64_t)pg;
+	cr_assert_eq(ioctl(uffd, UFFDIO_COPY, &copy), 0);
+	tu_thread_join(ts);
+	tu_thread_join(tr);
+	TU_ASSERT_RC(snd.rc, 0);
+	TU_ASSERT_RC(rcv.rc, (int)sizeof(rcv.got));
+	cr_assert_eq(rcv.m.seq, 42);
+	cr_assert_eq(tu_check(rcv.got, sizeof(rcv.got), 77), sizeof(rcv.got));
+	if (through_waitset)
+		cr_assert_eq(rcv.key, 3);
+	cmesh_waitset_free(rcv.ws);
+	cmesh_sender_free(snd.tx);
+	cmesh_receiver_free(rcv.rx);
+	munmap(page, (size_t)pg);
+	munmap(src, (size_t)pg);
+	close(uffd);
+}
+
+Test(channel, a_receiver_waits_out_a_sender_stopped_between_claim_and_publish)
+{
+	stalled_sender(false);
+}
+
+Test(channel, a_waitset_waits_out_a_sender_stopped_between_claim_and_publish)
+{
+	stalled_sender(true);
 }
 
 Test(channel, concurrent_senders_with_trailing_bytes_keep_bytes_and_order)

@@ -1038,6 +1038,72 @@ Test(waitset, try_wait_arming_only_remote_members_issues_no_membarrier)
 	in_child(idle_remote_try_wait_child, "it called membarrier");
 }
 
+/* Sends `n` messages, sleeping 200 us after every 16 (the receiver then
+ * goes to sleep); then sends until its receiver is gone. */
+static void *sleepy_sender(void *arg)
+{
+	cmesh_sender *tx = arg;
+	struct seqmsg m = { 0 };
+
+	for (m.seq = 0; m.seq < 256; m.seq++) {
+		if (cmesh_sender_send(tx, &m, NULL, 0))
+			_exit(4);
+		if (m.seq % 16 == 15)
+			usleep(200);
+	}
+	while (cmesh_sender_send(tx, &m, NULL, 0) == 0)
+		m.seq++;
+	return NULL;
+}
+
+/*
+ * In one process, sleeping and waking interrupt no other thread: a
+ * receiver that sleeps (plain and in a waitset, whose arming is the same
+ * handshake) and a receiver freed while its sender still sends never
+ * call membarrier (an IPI to every CPU running one of our threads, in a
+ * VMM its vCPUs). Every message arrives: no wakeup is lost either.
+ */
+static int local_sleep_child(void)
+{
+	cmesh_channel_opts o = CMESH_CHANNEL_OPTS_INIT;
+	cmesh_waitset *ws;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct seqmsg m;
+	uint64_t key = 0;
+	pthread_t t;
+
+	o.spin_ns = CMESH_SPIN_NONE;
+	TOPO_CHECK_EQ(cmesh_channel_new(&seq_type, &o, &tx, &rx), 0);
+	TOPO_CHECK_EQ(cmesh_waitset_new(&ws), 0);
+	TOPO_CHECK_EQ(cmesh_waitset_add_receiver(ws, rx, 9), 0);
+	TOPO_CHECK_EQ(forbid(true), 0);
+	TOPO_CHECK_EQ(pthread_create(&t, NULL, sleepy_sender, tx), 0);
+	for (uint64_t i = 0; i < 256; i++) {
+		/* Half through the waitset, half by a sleeping receive. */
+		if (i % 2) {
+			TOPO_CHECK_EQ(cmesh_waitset_wait(ws, topo_deadline(),
+							 &key),
+				      0);
+			TOPO_CHECK_EQ(key, 9);
+		}
+		TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(),
+							   &m, NULL, 0),
+			      0);
+		TOPO_CHECK_EQ(m.seq, i);
+	}
+	cmesh_waitset_free(ws);
+	cmesh_receiver_free(rx); /* while the sender still sends */
+	TOPO_CHECK_EQ(pthread_join(t, NULL), 0);
+	cmesh_sender_free(tx);
+	_exit(0);
+}
+
+Test(waitset, sleeping_arming_and_closing_in_process_issue_no_membarrier)
+{
+	in_child(local_sleep_child, "it called membarrier");
+}
+
 /*
  * A loop that finds a member ready over and over (as a busy consumer's
  * does) makes no syscall: nothing was armed since the last call, so

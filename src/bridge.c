@@ -325,7 +325,9 @@ static void *forwarder(void *arg)
 	uint64_t key;
 
 	if (!cmesh__env_get(&env))
-		spin_ns = env->spin_ns;
+		spin_ns = env->spin_ns == CMESH_SPIN_ADAPTIVE ?
+				  CMESH_SPIN_ADAPTIVE_MAX_NS :
+				  env->spin_ns;
 	for (;;) {
 		int64_t dl = next_deadline(ws, &idle_until);
 		int r;

@@ -6,6 +6,8 @@
 
 #include "log.h"
 
+#include <cmesh/channel.h>
+
 #include <errno.h>
 #include <stdatomic.h>
 #include <pthread.h>
@@ -15,7 +17,6 @@
 #include <string.h>
 
 #define DEFAULT_RING_SIZE (64u * 1024)
-#define DEFAULT_SPIN_NS 50000
 #define DEFAULT_MAX_MESSAGE (64ull << 20)
 #define MAX_MESSAGE_MIN 1024ull
 #define MAX_MESSAGE_MAX (1ull << 30)
@@ -91,9 +92,13 @@ static int parse_spin(cmesh__env_lookup lookup, cmesh_env *env, char *errbuf,
 
 	if (!s)
 		return 0;
+	if (strcmp(s, "adaptive") == 0) {
+		env->spin_ns = CMESH_SPIN_ADAPTIVE;
+		return 0;
+	}
 	if (!parse_u64(s, false, &v) || v > (uint64_t)CMESH__SPIN_NS_MAX)
 		return bad(errbuf, errlen, "CMESH_SPIN_NS", s,
-			   "nanoseconds from 0 to 10000000000");
+			   "nanoseconds from 0 to 10000000000, or adaptive");
 	env->spin_ns = (int64_t)v;
 	return 0;
 }
@@ -143,7 +148,7 @@ int cmesh__env_parse(cmesh__env_lookup lookup, cmesh_env *out, char *errbuf,
 	int r;
 
 	env.ring_size = DEFAULT_RING_SIZE;
-	env.spin_ns = DEFAULT_SPIN_NS;
+	env.spin_ns = CMESH_SPIN_ADAPTIVE;
 	env.max_message = DEFAULT_MAX_MESSAGE;
 	env.max_backlog = DEFAULT_MAX_BACKLOG;
 	env.wake = CMESH_WAKE_AUTO;

@@ -22,7 +22,7 @@ struct cmesh_ctl_port;
 
 struct cmesh__link_opts {
 	uint32_t ring_cap;    /* bytes of the ring this side writes */
-	int64_t spin_ns;      /* receiver spin before sleeping, 0: none */
+	int64_t spin_ns;      /* receiver spin (queue.h's spin_ns) */
 	uint64_t max_trail;   /* CMESH_MAX_MESSAGE */
 	uint64_t max_backlog; /* bytes the out lane may queue past its ring */
 	int64_t deadline;     /* handshake deadline, CLOCK_MONOTONIC ns */

@@ -40,7 +40,7 @@ int cmesh__opts_ring_size(uint32_t v, const cmesh_env *env, uint64_t *out)
 
 int cmesh__opts_spin(int64_t v, const cmesh_env *env, int64_t *out)
 {
-	if (v < CMESH_SPIN_NONE || v > CMESH__SPIN_NS_MAX)
+	if (v < CMESH_SPIN_ADAPTIVE || v > CMESH__SPIN_NS_MAX)
 		return -EINVAL;
 	*out = v == 0 ? env->spin_ns : v == CMESH_SPIN_NONE ? 0 : v;
 	return 0;

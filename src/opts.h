@@ -32,7 +32,10 @@ int cmesh__opts_ring_size(uint32_t v, const cmesh_env *env, uint64_t *out);
 /* max_backlog: 0 is CMESH_MAX_BACKLOG, else 4K..1T (-EINVAL). */
 int cmesh__opts_max_backlog(uint64_t v, const cmesh_env *env, uint64_t *out);
 
-/* A spin option: 0 takes env's, CMESH_SPIN_NONE none, else the value. */
+/*
+ * A spin option: 0 takes env's, CMESH_SPIN_NONE is 0 (none), else the
+ * value (CMESH_SPIN_ADAPTIVE stays: queue.c learns).
+ */
 int cmesh__opts_spin(int64_t v, const cmesh_env *env, int64_t *out);
 
 #endif

@@ -60,6 +60,7 @@
 #include "link.h"
 #include "park.h"
 #include "slots.h"
+#include "spin.h"
 #include "type.h"
 #include "waitset.h"
 
@@ -239,7 +240,11 @@ int cmesh__queue_new(const cmesh_type *type,
 		cap = 2;
 	q->mask = cap - 1;
 	q->scramble = (uint32_t)__builtin_ctzll(cap) / 2 + 1;
-	q->spin_ns = opts->spin_ns > 0 ? opts->spin_ns : 0;
+	q->spin_adapt = opts->spin_ns == CMESH_SPIN_ADAPTIVE;
+	q->spin_ns = q->spin_adapt     ? CMESH_SPIN_ADAPTIVE_MAX_NS :
+		     opts->spin_ns > 0 ? opts->spin_ns :
+					 0;
+	atomic_init(&q->spin_win, q->spin_ns);
 	q->max_trail = opts->max_trail;
 	q->max_backlog = opts->max_backlog;
 	atomic_init(&q->tx_lane, opts->tx_lane);
@@ -952,6 +957,7 @@ void cmesh__queue_stats(struct cmesh__queue *q, cmesh_receiver_stats *out)
 	out->waits = atomic_load_explicit(&q->st_waits, memory_order_relaxed);
 	out->caught = atomic_load_explicit(&q->st_caught, memory_order_relaxed);
 	out->sleeps = atomic_load_explicit(&q->st_sleeps, memory_order_relaxed);
+	out->spin_ns = atomic_load_explicit(&q->spin_win, memory_order_relaxed);
 }
 
 /* Every receive the fast path below does not finish. */
@@ -960,39 +966,57 @@ static __attribute__((noinline)) int recv_slow(struct cmesh__queue *q,
 					       void *out_trail, size_t cap,
 					       struct cmesh__ports_in *pin)
 {
-	bool spun = q->spin_ns == 0 || deadline <= 0, waited = false;
+	int64_t budget =
+		atomic_load_explicit(&q->spin_win, memory_order_relaxed);
+	bool spun = budget == 0 || deadline <= 0, waited = false;
+	bool slept = false;
+	int64_t t0 = 0;
 	int r;
 
 	for (;;) {
 		r = try_recv(q, out_msg, out_trail, cap, pin);
-		if (r != -EAGAIN) {
-			if (waited && spun && r >= 0)
-				count(&q->st_caught); /* no sleep in between */
-			return r;
-		}
+		if (r != -EAGAIN)
+			break;
 		if (unlikely(cmesh__park_cancelled()))
 			return -ECANCELED; /* its context ended: no wait */
 		if (!waited && deadline > 0) {
 			waited = true;
 			count(&q->st_waits);
+			if (q->spin_adapt)
+				t0 = cmesh_clock_now();
 		}
 		if (!spun) {
 			spun = true;
-			spin(q, q->spin_ns, deadline);
+			spin(q, budget, deadline);
 			continue;
 		}
-		if (cmesh_clock_now() >= deadline)
-			return -ETIMEDOUT;
-		waited = false; /* a sleep: the spin did not catch it */
+		if (cmesh_clock_now() >= deadline) {
+			r = -ETIMEDOUT;
+			break;
+		}
+		slept = true;
 		count(&q->st_sleeps);
 		r = sleep_until(q, deadline);
 		if (r == -ETIMEDOUT || r == -ECANCELED) {
 			int e = r;
 
 			r = try_recv(q, out_msg, out_trail, cap, pin);
-			return r == -EAGAIN ? e : r;
+			if (r == -EAGAIN)
+				r = e;
+			break;
 		}
 	}
+	if (waited && (r >= 0 || r == -ETIMEDOUT)) {
+		if (!slept && budget && r >= 0)
+			count(&q->st_caught);
+		if (slept && q->spin_adapt)
+			atomic_store_explicit(
+				&q->spin_win,
+				cmesh__spin_learn(budget, q->spin_ns,
+						  cmesh_clock_now() - t0),
+				memory_order_relaxed);
+	}
+	return r;
 }
 
 /* The fast path: a local queue whose next slot is published. */

@@ -84,7 +84,8 @@ struct cmesh__queue {
 	/* Local sends that take the fast path: no resource fields, ... */
 	bool fast_send;
 	uint64_t fast_trail; /* ... and no more trailing bytes than this */
-	int64_t spin_ns;
+	int64_t spin_ns;     /* fixed spin, or the adaptive one's maximum */
+	bool spin_adapt;     /* CMESH_SPIN_ADAPTIVE: spin_win is learnt */
 	uint64_t max_trail;
 	uint64_t max_backlog;	     /* ovf_bytes' bound (0: none): -ENOBUFS */
 	unsigned char *scratch;	     /* one message, for drains (drain_lock) */
@@ -139,6 +140,7 @@ struct cmesh__queue {
 	_Atomic uint32_t st_lanes; /* lanes added and not dropped yet */
 	bool senders_done;	   /* receiver: nobody publishes any more */
 	uint32_t in_flight_looks;  /* consumer: cmesh__queue_sleep_cap() */
+	_Atomic int64_t spin_win;  /* consumer writes: the spin it uses */
 };
 
 #define XL_ANY 1u

@@ -122,6 +122,9 @@ ParameterizedTestParameters(env, rejects_each_bad_value_naming_the_variable)
 		BAD("CMESH_SPIN_NS", " 5"),
 		BAD("CMESH_SPIN_NS", "5 "),
 		BAD("CMESH_SPIN_NS", "0x10"),
+		BAD("CMESH_SPIN_NS", "Adaptive"),
+		BAD("CMESH_SPIN_NS", "adaptive "),
+		BAD("CMESH_SPIN_NS", "-2"),
 		BAD("CMESH_WAKE", "io_uring"),
 		BAD("CMESH_WAKE", ""),
 		BAD("CMESH_WAKE", "URING"),
@@ -195,6 +198,8 @@ ParameterizedTestParameters(env, accepts_good_values_and_parses_them)
 		GOOD("CMESH_SPIN_NS", "1", 1),
 		GOOD("CMESH_SPIN_NS", "50000", 50000),
 		GOOD("CMESH_SPIN_NS", "10000000000", 10000000000ull),
+		GOOD("CMESH_SPIN_NS", "adaptive",
+		     (uint64_t)CMESH_SPIN_ADAPTIVE),
 		GOOD("CMESH_WAKE", "epoll", CMESH_WAKE_EPOLL),
 		GOOD("CMESH_WAKE", "uring", CMESH_WAKE_URING),
 		GOOD("CMESH_MAX_MESSAGE", "1K", 1024),
@@ -271,7 +276,7 @@ Test(env, defaults_apply_when_nothing_is_set)
 	tu_env_clear();
 	TU_ASSERT_RC(cmesh_env_check(&e, NULL, 0), 0);
 	cr_assert_eq(e.ring_size, 64 * 1024);
-	cr_assert_eq(e.spin_ns, 50000);
+	cr_assert_eq(e.spin_ns, CMESH_SPIN_ADAPTIVE);
 	cr_assert_eq(e.max_message, 64ull * 1024 * 1024);
 	cr_assert_eq(e.max_backlog, 64ull * 1024 * 1024);
 	cr_assert_eq(e.log_level, 0);

@@ -51,6 +51,18 @@ typedef struct cmesh_receiver cmesh_receiver;
 /* spin_ns value: never spin, sleep as soon as nothing is ready. */
 #define CMESH_SPIN_NONE (-1)
 
+/*
+ * spin_ns value: spin only while spinning catches messages (the default
+ * unless CMESH_SPIN_NS fixes one). Each receiver learns from its waits:
+ * one that slept and still ended within CMESH_SPIN_ADAPTIVE_MAX_NS (a
+ * spin would have caught it) widens its spin to a little more than that
+ * wait, up to the maximum; one that lasted longer halves it, down to
+ * none. A wait the spin caught keeps it. cmesh_receiver_stats_get() shows
+ * the spin a receiver has learnt.
+ */
+#define CMESH_SPIN_ADAPTIVE (-2)
+#define CMESH_SPIN_ADAPTIVE_MAX_NS 50000
+
 typedef struct cmesh_channel_opts {
 	uint32_t size;	/* sizeof(cmesh_channel_opts) */
 	uint32_t flags; /* none defined yet: must be 0 */
@@ -62,8 +74,9 @@ typedef struct cmesh_channel_opts {
 	 */
 	uint32_t ring_size;
 	uint32_t reserved; /* must be 0 */
-	int64_t spin_ns;   /* receiver spin before sleeping; 0: CMESH_SPIN_NS,
-			       CMESH_SPIN_NONE: no spin */
+	int64_t spin_ns;   /* receiver spin before sleeping, ns; 0:
+			       CMESH_SPIN_NS, CMESH_SPIN_NONE: no spin,
+			       CMESH_SPIN_ADAPTIVE: learnt */
 	/*
 	 * Bytes the channel may hold beyond its ring (the overflow list)
 	 * before a send fails with -ENOBUFS; 0: CMESH_MAX_BACKLOG, else
@@ -214,6 +227,8 @@ typedef struct cmesh_receiver_stats {
 	uint64_t waits;		 /* receives that found nothing and waited */
 	uint64_t caught;	 /* ... of which the spin caught a message */
 	uint64_t sleeps;	 /* times it slept (futex or wake loop) */
+	int64_t spin_ns; /* its spin before the next sleep (0: none); with
+			    CMESH_SPIN_ADAPTIVE the one it has learnt */
 } cmesh_receiver_stats;
 
 /**

@@ -10,8 +10,10 @@
  * settings fail with -EINVAL; cmesh_env_check() says which variable.
  *
  *   CMESH_RING_SIZE    bytes per ring, power of two, 4K..1G (default 64K)
- *   CMESH_SPIN_NS      receiver spin before sleeping, 0..10000000000 ns
- *                      (default 50000; 0 sleeps at once)
+ *   CMESH_SPIN_NS      receiver spin before sleeping: 0..10000000000 ns
+ *                      (fixed; 0 sleeps at once) or "adaptive" (the
+ *                      default: CMESH_SPIN_ADAPTIVE, channel.h; spin_ns
+ *                      below is then CMESH_SPIN_ADAPTIVE)
  *   CMESH_WAKE         wake backend: uring or epoll (default: uring when
  *                      the kernel allows it)
  *   CMESH_MAX_MESSAGE  largest trailing bytes of a message, 1K..1G

@@ -69,7 +69,7 @@ typedef struct cmesh_node_opts {
 			       two; 0: CMESH_RING_SIZE */
 	uint32_t reserved;  /* must be 0 */
 	int64_t spin_ns;    /* receiver spin; 0: CMESH_SPIN_NS,
-			       CMESH_SPIN_NONE: none */
+			       CMESH_SPIN_NONE: none, CMESH_SPIN_ADAPTIVE */
 	int64_t timeout_ns; /* handshake limit; 0: 10 s */
 	/*
 	 * The peer's process id, if the caller knows it (it forked the peer

@@ -222,7 +222,7 @@ int cmesh__queue_new(const cmesh_type *type,
 		return -ENOMEM;
 	memset(q, 0, sizeof(*q));
 	q->h.type = type;
-	r = cmesh_type_fingerprint(type, &q->h.fp);
+	r = cmesh_type_check(type);
 	if (r)
 		goto out_free;
 	q->h.has_ports = cmesh__type_has_endpoints(type);
@@ -1199,6 +1199,19 @@ static void destroy(struct cmesh__queue *q)
 	free(q->scratch);
 	slots_release(q);
 	free(q);
+}
+
+uint64_t cmesh__queue_fingerprint(struct cmesh__queue *q)
+{
+	/* Pairs with the release store below (of this or another thread). */
+	uint64_t fp = atomic_load_explicit(&q->h.fp, memory_order_acquire);
+
+	if (!fp) {
+		/* The type was checked at creation: this cannot fail. */
+		(void)cmesh_type_fingerprint(q->h.type, &fp);
+		atomic_store_explicit(&q->h.fp, fp, memory_order_release);
+	}
+	return fp;
 }
 
 void cmesh__queue_discard(struct cmesh__queue *q)

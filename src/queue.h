@@ -10,6 +10,7 @@
 #include <cmesh/channel.h>
 #include <cmesh/type.h>
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -48,11 +49,12 @@ void cmesh__queue_discard(struct cmesh__queue *q);
 
 /*
  * The first member of every queue: what handles read on each send, so
- * they can read it without a call. Set at creation, read-only afterwards.
+ * they can read it without a call. Set at creation, read-only afterwards
+ * (but `fp`, set once by cmesh__queue_fingerprint()).
  */
 struct cmesh__queue_head {
 	const cmesh_type *type;
-	uint64_t fp;	/* the type's fingerprint */
+	_Atomic uint64_t fp; /* the type's fingerprint, once asked; 0 before */
 	bool has_ports; /* the type has endpoint fields (port.c) */
 };
 
@@ -61,10 +63,11 @@ static inline const cmesh_type *cmesh__queue_type(const struct cmesh__queue *q)
 	return ((const struct cmesh__queue_head *)(const void *)q)->type;
 }
 
-static inline uint64_t cmesh__queue_fingerprint(const struct cmesh__queue *q)
-{
-	return ((const struct cmesh__queue_head *)(const void *)q)->fp;
-}
+/*
+ * The type's fingerprint, computed at the first call (XXH3 over the whole
+ * descriptor: not worth it for a oneshot that never leaves its process).
+ */
+uint64_t cmesh__queue_fingerprint(struct cmesh__queue *q);
 
 /* Messages of the queue's type may carry endpoints: see port.h. */
 static inline bool cmesh__queue_has_ports(const struct cmesh__queue *q)

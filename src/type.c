@@ -251,7 +251,8 @@ int cmesh__type_prepare_move(const cmesh_type *type, const void *msg)
 		if (is_untyped(f->kind))
 			continue;
 		q = cmesh__endpoint_queue(f->kind, field_ptr(msg, f));
-		if (!cmesh__type_matches(f->type, cmesh__queue_type(q),
+		if (f->type != cmesh__queue_type(q) &&
+		    !cmesh__type_matches(f->type, cmesh__queue_type(q),
 					 cmesh__queue_fingerprint(q)))
 			return -EBADMSG;
 	}

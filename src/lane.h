@@ -422,10 +422,11 @@ static inline int cmesh__lane_send_inline(struct cmesh__lane *ln,
 
 /*
  * In lane, waitsets: set or clear the sleeping flag (the peer then sends
- * on our wake socket). Clearing also drains both wake fds, without ever
- * blocking (only we hold them).
+ * on our wake socket). Clearing with `drain` also drains both wake fds,
+ * without ever blocking (only we hold them); a waitset that knows which
+ * are readable drains those itself.
  */
-void cmesh__lane_arm(struct cmesh__lane *ln, bool on);
+void cmesh__lane_arm(struct cmesh__lane *ln, bool on, bool drain);
 
 /* In lane, waitsets: the fds that poll readable on a wake: 2 of them. */
 int cmesh__lane_wake_fds(const struct cmesh__lane *ln, int out[2]);

@@ -93,7 +93,7 @@ void cmesh__lane_mark_sleep(struct cmesh__lane *ln, bool on)
 	set_mode(ln, CMESH_SHM_WAKE_FUTEX, on);
 }
 
-void cmesh__lane_arm(struct cmesh__lane *ln, bool on)
+void cmesh__lane_arm(struct cmesh__lane *ln, bool on, bool drain)
 {
 	if (ln->dynamic) {
 		/* Its waitset's socket on the link: the producer sends there
@@ -107,7 +107,7 @@ void cmesh__lane_arm(struct cmesh__lane *ln, bool on)
 		return;
 	}
 	set_mode(ln, CMESH_SHM_WAKE_SOCK, on);
-	if (!on)
+	if (!on && drain)
 		drain_wakes(ln);
 }
 

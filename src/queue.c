@@ -1112,10 +1112,10 @@ int cmesh__queue_wake_fds(struct cmesh__queue *q, int out[2])
 	return q->rx_lane ? cmesh__lane_wake_fds(q->rx_lane, out) : 0;
 }
 
-void cmesh__queue_disarm(struct cmesh__queue *q)
+void cmesh__queue_disarm(struct cmesh__queue *q, bool drain)
 {
 	if (q->rx_lane)
-		cmesh__lane_arm(q->rx_lane, false);
+		cmesh__lane_arm(q->rx_lane, false, drain);
 	cmesh__queue_xl_arm(q, false);
 }
 
@@ -1124,7 +1124,7 @@ bool cmesh__queue_arm(struct cmesh__queue *q)
 	/* A receiver's lanes (its senders sent away) too: queue_port.c. */
 	cmesh__queue_xl_arm(q, true);
 	if (q->rx_lane) {
-		cmesh__lane_arm(q->rx_lane, true);
+		cmesh__lane_arm(q->rx_lane, true, false);
 		return false;
 	}
 	/* Dekker with the producer's claim, see top; the caller re-checks

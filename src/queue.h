@@ -55,7 +55,7 @@ void cmesh__queue_discard(struct cmesh__queue *q);
 struct cmesh__queue_head {
 	const cmesh_type *type;
 	_Atomic uint64_t fp; /* the type's fingerprint, once asked; 0 before */
-	bool has_ports; /* the type has endpoint fields (port.c) */
+	bool has_ports;	     /* the type has endpoint fields (port.c) */
 };
 
 static inline const cmesh_type *cmesh__queue_type(const struct cmesh__queue *q)
@@ -176,10 +176,11 @@ bool cmesh__queue_arm(struct cmesh__queue *q);
 /*
  * Remote receivers only (else 0 / no-op): the fds that poll readable on a
  * wake while armed, which a waitset polls (into out[], their count); and
- * disarming, which stops the wakes and drains those fds (never blocks).
+ * disarming, which stops the wakes and, with `drain`, drains those fds
+ * (never blocks). out[0] is a datagram socket, out[1] an eventfd.
  */
 int cmesh__queue_wake_fds(struct cmesh__queue *q, int out[2]);
-void cmesh__queue_disarm(struct cmesh__queue *q);
+void cmesh__queue_disarm(struct cmesh__queue *q, bool drain);
 
 /*
  * Waitsets, consumer side: the lanes of ports among the receiver's

@@ -358,7 +358,7 @@ void cmesh__queue_xl_arm(struct cmesh__queue *q, bool on)
 		return;
 	merge(q);
 	for (uint32_t i = 0; i < q->xl_n; i++)
-		cmesh__lane_arm(q->xl[i], on);
+		cmesh__lane_arm(q->xl[i], on, true); /* dynamic: no fds */
 }
 
 uint32_t cmesh__queue_lanes(struct cmesh__queue *q, struct cmesh__lane **out,

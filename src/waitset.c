@@ -28,13 +28,18 @@
 #include "queue.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#ifndef SYS_epoll_pwait2
+#define SYS_epoll_pwait2 441 /* the same number on every architecture */
+#endif
 
 /* Lanes of ports one member may have (its senders sent away, ...). */
 #define MEMBER_LANES 64u
@@ -87,12 +92,30 @@ struct cmesh_waitset {
 	 * no syscall. Under `lock`.
 	 */
 	bool armed;
+	/* Bumped when a watched fd goes (under `lock`): see try_wait_after. */
+	uint64_t gen;
 };
 
+/*
+ * What a watched fd is, in its epoll data beside the fd: how a look that
+ * epoll reports readable empties it (drain_ready()).
+ */
+enum {
+	WFD_SIGNAL = 1,
+	WFD_SOCK,
+	WFD_EVENTFD
+};
+
+/* Events a look takes from epoll at once; more: every fd is drained. */
+#define WS_EVENTS 16
+
 /* Watches `fd` (level-triggered) or stops watching it. */
-static int watch(cmesh_waitset *ws, int fd, bool on)
+static int watch(cmesh_waitset *ws, int fd, uint32_t kind, bool on)
 {
-	struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
+	struct epoll_event ev = {
+		.events = EPOLLIN,
+		.data.u64 = (uint64_t)(uint32_t)fd | (uint64_t)kind << 32,
+	};
 
 	if (epoll_ctl(ws->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, fd, &ev))
 		return -errno;
@@ -123,7 +146,7 @@ int cmesh_waitset_new(cmesh_waitset **out_ws)
 		r = -errno;
 		goto out_close_ep;
 	}
-	r = watch(ws, ws->efd, true);
+	r = watch(ws, ws->efd, WFD_SIGNAL, true);
 	if (r)
 		goto out_close_efd;
 	*out_ws = ws;
@@ -144,11 +167,12 @@ static int watch_member(cmesh_waitset *ws, struct cmesh__queue *q, bool on)
 {
 	int fds[2], n = cmesh__queue_wake_fds(q, fds), r = 0;
 
+	/* fds[0]: its wake socket, fds[1]: its eventfd (lane_wake.c). */
 	for (int i = 0; i < n; i++) {
-		r = watch(ws, fds[i], on);
+		r = watch(ws, fds[i], i ? WFD_EVENTFD : WFD_SOCK, on);
 		if (r && on) {
 			while (i--)
-				watch(ws, fds[i], false);
+				watch(ws, fds[i], 0, false);
 			return r;
 		}
 	}
@@ -177,7 +201,7 @@ static struct wlink *wlink_get(cmesh_waitset *ws, struct cmesh__link *l)
 	w = &ws->wl[ws->nwl];
 	if (cmesh__link_wake_open(l, &w->fd, &w->id))
 		return NULL;
-	if (watch(ws, w->fd, true)) {
+	if (watch(ws, w->fd, WFD_SOCK, true)) {
 		close(w->fd);
 		cmesh__link_wake_close(l, w->id);
 		return NULL;
@@ -199,7 +223,8 @@ static void wlink_put(cmesh_waitset *ws, struct cmesh__link *l)
 		if (--ws->wl[i].refs)
 			return;
 		ws->wl[i] = ws->wl[--ws->nwl];
-		watch(ws, w.fd, false);
+		watch(ws, w.fd, 0, false);
+		ws->gen++;
 		close(w.fd);
 		cmesh__link_wake_close(l, w.id);
 		cmesh__link_put(l);
@@ -249,8 +274,9 @@ static int member_links(cmesh_waitset *ws, struct member *m)
 
 static void remove_at(cmesh_waitset *ws, uint32_t i)
 {
-	cmesh__queue_disarm(ws->m[i].q);
+	cmesh__queue_disarm(ws->m[i].q, true);
 	watch_member(ws, ws->m[i].q, false);
+	ws->gen++;
 	cmesh__queue_set_waitset(ws->m[i].q, NULL);
 	member_links_put(ws, &ws->m[i]);
 	ws->m[i] = ws->m[--ws->n];
@@ -506,10 +532,69 @@ int cmesh_waitset_remove_ctx(cmesh_waitset *ws, const cmesh_ctx *ctx)
 	return 0;
 }
 
-static int try_wait_locked(cmesh_waitset *ws, uint64_t *out_key)
+/* Empties one watched fd that epoll reported readable. */
+static void drain_fd(uint64_t data)
+{
+	int fd = (int)(uint32_t)data;
+
+	if (data >> 32 == WFD_SOCK)
+		cmesh__ctl_wake_drain(fd);
+	else
+		cmesh__eventfd_drain(fd); /* WFD_SIGNAL, WFD_EVENTFD */
+}
+
+/* Empties every watched fd: when a look could not say which are readable. */
+static void drain_all(cmesh_waitset *ws)
+{
+	int fds[2];
+
+	cmesh__eventfd_drain(ws->efd);
+	/* Our wake sockets on links (ports' lanes): only we hold them. */
+	for (uint32_t i = 0; i < ws->nwl; i++)
+		cmesh__ctl_wake_drain(ws->wl[i].fd);
+	for (uint32_t i = 0; i < ws->n; i++)
+		for (int k = cmesh__queue_wake_fds(ws->m[i].q, fds); k--;)
+			drain_fd((uint64_t)(uint32_t)fds[k] |
+				 (uint64_t)(k ? WFD_EVENTFD : WFD_SOCK) << 32);
+}
+
+/*
+ * Consumes pending signals before the members are looked at (any that
+ * arrive later stay). Only the fds epoll reports readable are read: `ev`
+ * (`n` events, from a sleep that saw no member come or go since), else
+ * what epoll says now. Level-triggered: a signal that lands after the
+ * look keeps its fd readable for the next one.
+ */
+static int drain_signals(cmesh_waitset *ws, const struct epoll_event *ev, int n)
+{
+	struct epoll_event now[WS_EVENTS];
+
+	if (!ev) {
+		n = epoll_wait(ws->epfd, now, WS_EVENTS, 0);
+		if (n < 0 && errno != EINTR)
+			return -errno;
+		ev = now;
+	}
+	if (n < 0 || n == WS_EVENTS) {
+		drain_all(ws); /* interrupted, or maybe more than we took */
+		return 0;
+	}
+	for (int i = 0; i < n; i++)
+		drain_fd(ev[i].data.u64);
+	return 0;
+}
+
+/*
+ * `ev`: see drain_signals(). `defer`: a wait's first look, which sleeps
+ * in epoll next if it finds nothing: with the members not armed, stale
+ * signals are left for that sleep to report (at worst it returns at once
+ * and the next look drains them), not asked for here.
+ */
+static int try_wait_locked(cmesh_waitset *ws, uint64_t *out_key,
+			   const struct epoll_event *ev, int nev, bool defer)
 {
 	bool in_flight = false;
-	uint64_t cnt;
+	int r;
 
 	/*
 	 * A busy loop: nothing armed since the last call, so nothing to
@@ -519,15 +604,12 @@ static int try_wait_locked(cmesh_waitset *ws, uint64_t *out_key)
 	 */
 	if (!ws->armed && scan(ws, out_key))
 		return 0;
-	/* Consume pending signals first: any that arrive later stay. */
-	if (read(ws->efd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
-		return -errno;
-	/* Our wake sockets on links (ports' lanes): only we hold them. */
-	for (uint32_t i = 0; i < ws->nwl; i++)
-		cmesh__ctl_wake_drain(ws->wl[i].fd);
-	/* Remote members: stop their wakes and drain their wake fds. */
+	r = defer && !ws->armed ? 0 : drain_signals(ws, ev, nev);
+	if (r)
+		return r;
+	/* Remote members: stop their wakes (their fds are drained above). */
 	for (uint32_t i = 0; i < ws->n; i++)
-		cmesh__queue_disarm(ws->m[i].q);
+		cmesh__queue_disarm(ws->m[i].q, false);
 	ws->armed = false;
 	if (scan(ws, out_key))
 		return 0;
@@ -555,43 +637,95 @@ int cmesh_waitset_try_wait(cmesh_waitset *ws, uint64_t *out_key)
 	if (!ws || !out_key)
 		return -EINVAL;
 	pthread_mutex_lock(&ws->lock);
-	r = try_wait_locked(ws, out_key);
+	r = try_wait_locked(ws, out_key, NULL, 0, false);
 	pthread_mutex_unlock(&ws->lock);
 	return r;
+}
+
+/*
+ * A wait's look: its first (`ev` NULL, `first`), or after a sleep that
+ * reported `ev` (n events) while the waitset was at generation `gen`.
+ */
+static int try_wait_after(cmesh_waitset *ws, uint64_t *out_key,
+			  const struct epoll_event *ev, int n, uint64_t gen,
+			  bool first)
+{
+	int r;
+
+	pthread_mutex_lock(&ws->lock);
+	/* A member or link gone meanwhile: its fd may be another's now. */
+	if (gen != ws->gen)
+		ev = NULL;
+	r = try_wait_locked(ws, out_key, ev, n, first);
+	pthread_mutex_unlock(&ws->lock);
+	return r;
+}
+
+/*
+ * Sleeps in epoll until a watched fd is readable or `until` (NONE: no
+ * end); the events it reports in `ev`. epoll_pwait2 takes the time to the
+ * nanosecond; where the kernel lacks it, epoll_wait, rounded up to the ms.
+ */
+static int sleep_epoll(cmesh_waitset *ws, int64_t until, struct epoll_event *ev)
+{
+	static atomic_bool no_pwait2;
+	struct timespec ts, *tsp = NULL;
+	int64_t left = 0;
+	int n;
+
+	if (until != CMESH_DEADLINE_NONE) {
+		left = until - cmesh_clock_now();
+		if (left < 0)
+			left = 0;
+		ts.tv_sec = left / 1000000000;
+		ts.tv_nsec = left % 1000000000;
+		tsp = &ts;
+	}
+	if (!atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
+		n = (int)syscall(SYS_epoll_pwait2, ws->epfd, ev, WS_EVENTS, tsp,
+				 NULL, (size_t)0);
+		if (n >= 0 || errno != ENOSYS)
+			return n;
+		atomic_store_explicit(&no_pwait2, true, memory_order_relaxed);
+	}
+	return epoll_wait(ws->epfd, ev, WS_EVENTS,
+			  tsp ? (int)((left + 999999) / 1000000) : -1);
 }
 
 /* Waits until a member is ready, `deadline`, or `ctx` is cancelled. */
 static int wait_until(cmesh_waitset *ws, int64_t deadline, const cmesh_ctx *ctx,
 		      uint64_t *out_key)
 {
-	struct pollfd pfd;
-	int r;
+	struct epoll_event ev[WS_EVENTS];
+	const struct epoll_event *got = NULL;
+	uint64_t gen = 0;
+	bool first = true;
+	int r, n = 0;
 
-	pfd.fd = ws->epfd;
-	pfd.events = POLLIN;
 	for (;;) {
-		struct timespec ts, *tsp = NULL;
-		int64_t left, until;
+		int64_t until;
 
-		r = cmesh_waitset_try_wait(ws, out_key);
+		r = try_wait_after(ws, out_key, got, n, gen, first);
+		first = false;
 		if (r != -EAGAIN)
 			return r;
 		if (ctx && cmesh_ctx_check(ctx) == -ECANCELED)
 			return -ECANCELED;
 		/* A context member's deadline makes it ready: wake then. */
 		until = members_deadline(ws, deadline);
-		if (until != CMESH_DEADLINE_NONE) {
-			left = until - cmesh_clock_now();
-			if (left <= 0 && until == deadline)
-				return -ETIMEDOUT;
-			if (left < 0)
-				left = 0;
-			ts.tv_sec = left / 1000000000;
-			ts.tv_nsec = left % 1000000000;
-			tsp = &ts;
-		}
-		if (ppoll(&pfd, 1, tsp, NULL) < 0 && errno != EINTR)
+		if (until != CMESH_DEADLINE_NONE && until == deadline &&
+		    cmesh_clock_now() >= deadline)
+			return -ETIMEDOUT;
+		pthread_mutex_lock(&ws->lock);
+		gen = ws->gen;
+		pthread_mutex_unlock(&ws->lock);
+		n = sleep_epoll(ws, until, ev);
+		if (n < 0 && errno != EINTR)
 			return -errno;
+		/* The events are what the next look drains (none: it asks). */
+		got = n > 0 ? ev : NULL;
+		if (n < 0)
+			n = 0;
 	}
 }
 

@@ -922,6 +922,97 @@ Test(waitset, members_added_and_freed_while_another_thread_waits)
 	cmesh_waitset_free(c.ws);
 }
 
+/*
+ * More of the waitset's fds readable at once than one look takes from
+ * epoll (16: 20 links, each wake socket holding a wake before the first
+ * look): every one is drained all the same, every message arrives once,
+ * and once all are taken the waitset's fd is quiet again.
+ */
+#define MANY_LINKS 20
+
+Test(waitset, more_readable_fds_than_a_look_takes_are_all_drained)
+{
+	cmesh_sender *tx[MANY_LINKS];
+	cmesh_receiver *rx[MANY_LINKS];
+	cmesh_node *node[MANY_LINKS];
+	int sv[MANY_LINKS][2], sync[2];
+	bool got[MANY_LINKS] = { false };
+	cmesh_waitset *ws = waitset();
+	uint64_t key;
+	pid_t pid;
+	int n = 0;
+
+	topo_sync_pair(sync);
+	for (int i = 0; i < MANY_LINKS; i++)
+		cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC,
+					0, sv[i]),
+			     0);
+	pid = topo_fork();
+	if (pid == 0) {
+		struct seqmsg m = { 0 };
+
+		close(sync[0]);
+		for (int i = 0; i < MANY_LINKS; i++) {
+			close(sv[i][0]);
+			if (cmesh_node_join_socket(sv[i][1], &seq_type,
+						   &seq_type, NULL, &node[i],
+						   &tx[i], &rx[i]))
+				topo_child_exit(1);
+		}
+		/* Every receiver armed on the other side: send on all. */
+		if (topo_wait(sync[1], TOPO_WAIT_MS) != 1)
+			topo_child_exit(2);
+		for (int i = 0; i < MANY_LINKS; i++) {
+			m.seq = (uint64_t)i;
+			if (cmesh_sender_send(tx[i], &m, NULL, 0))
+				topo_child_exit(3);
+		}
+		if (topo_post(sync[1], 2))
+			topo_child_exit(5);
+		if (cmesh_receiver_recv_deadline(rx[0], topo_deadline(), &m,
+						 NULL, 0) >= 0)
+			topo_child_exit(4);
+		topo_child_exit(0);
+	}
+	close(sync[1]);
+	for (int i = 0; i < MANY_LINKS; i++) {
+		close(sv[i][1]);
+		TU_ASSERT_RC(cmesh_node_join_socket(sv[i][0], &seq_type,
+						    &seq_type, NULL, &node[i],
+						    &tx[i], &rx[i]),
+			     0);
+		TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, rx[i], (uint64_t)i),
+			     0);
+	}
+	TU_ASSERT_RC(cmesh_waitset_try_wait(ws, &key), -EAGAIN); /* arms */
+	cr_assert_eq(topo_post(sync[0], 1), 0);
+	/* All sent (each wake socket holds a wake) before the first look. */
+	cr_assert_eq(topo_wait(sync[0], TOPO_WAIT_MS), 2);
+	while (n < MANY_LINKS) {
+		struct seqmsg m;
+
+		TU_ASSERT_RC(cmesh_waitset_wait(ws, topo_deadline(), &key), 0);
+		cr_assert_lt(key, MANY_LINKS);
+		TU_ASSERT_RC(cmesh_receiver_try_recv(rx[key], &m, NULL, 0), 0);
+		cr_assert_eq(m.seq, key);
+		cr_assert(!got[key], "member %llu twice",
+			  (unsigned long long)key);
+		got[key] = true;
+		n++;
+	}
+	TU_ASSERT_RC(cmesh_waitset_try_wait(ws, &key), -EAGAIN);
+	cr_assert(!fd_readable_within(cmesh_waitset_fd(ws), 0),
+		  "the waitset's fd stays readable with nothing to take");
+	cmesh_waitset_free(ws);
+	for (int i = 0; i < MANY_LINKS; i++) {
+		cmesh_sender_free(tx[i]);
+		cmesh_receiver_free(rx[i]);
+		cmesh_node_free(node[i]);
+	}
+	close(sync[0]);
+	cr_assert(WIFEXITED(topo_reap(pid, TOPO_WAIT_MS)));
+}
+
 /* ---- no syscall while a member is ready ------------------------------ */
 
 /*
@@ -965,6 +1056,50 @@ static int forbid(bool only_membarrier)
 	return 0;
 #else
 	(void)only_membarrier;
+	return -ENOSYS;
+#endif
+}
+
+/*
+ * The same with a list: from here on, any of the `n` syscalls `nrs`
+ * kills this process with SIGSYS; the rest are allowed.
+ */
+static int forbid_list(const int *nrs, int n)
+{
+#if defined(__x86_64__)
+	struct sock_filter f[64];
+	struct sock_fprog fp;
+	int k = 0;
+
+	if (n > 32)
+		return -EINVAL;
+	f[k++] = (struct sock_filter)BPF_STMT(
+		BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
+	f[k++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K,
+					      AUDIT_ARCH_X86_64, 1, 0);
+	f[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K,
+					      SECCOMP_RET_KILL_PROCESS);
+	f[k++] = (struct sock_filter)BPF_STMT(
+		BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
+	for (int i = 0; i < n; i++) {
+		/* Not this one: skip the kill below it. */
+		f[k++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K,
+						      (uint32_t)nrs[i], 0, 1);
+		f[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K,
+						      SECCOMP_RET_KILL_PROCESS);
+	}
+	f[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K,
+					      SECCOMP_RET_ALLOW);
+	fp.len = (unsigned short)k;
+	fp.filter = f;
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+		return -errno;
+	if (syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fp))
+		return -errno;
+	return 0;
+#else
+	(void)nrs;
+	(void)n;
 	return -ENOSYS;
 #endif
 }
@@ -1102,6 +1237,75 @@ static int local_sleep_child(void)
 Test(waitset, sleeping_arming_and_closing_in_process_issue_no_membarrier)
 {
 	in_child(local_sleep_child, "it called membarrier");
+}
+
+/*
+ * Looking at idle remote members reads no fd: a try_wait that finds
+ * nothing asks epoll which of the waitset's fds are readable (none) and
+ * drains only those, rather than read the waitset's eventfd and every
+ * member's wake socket and eventfd on each look.
+ */
+static int idle_looks_child(void)
+{
+#if defined(__x86_64__)
+	static const int reads[] = { __NR_read,	   __NR_readv,	 __NR_pread64,
+				     __NR_preadv,  __NR_preadv2, __NR_recvfrom,
+				     __NR_recvmsg, __NR_recvmmsg };
+#else
+	static const int reads[] = { 0 };
+#endif
+	cmesh_waitset *ws;
+	cmesh_sender *tx[2];
+	cmesh_receiver *rx[2];
+	cmesh_node *node[2];
+	uint64_t key = 0;
+	int sv[2][2];
+
+	for (int i = 0; i < 2; i++)
+		TOPO_CHECK_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC,
+					 0, sv[i]),
+			      0);
+	if (topo_fork() == 0) {
+		cmesh_node *n2[2];
+		cmesh_sender *t2[2];
+		cmesh_receiver *r2[2];
+		struct seqmsg m;
+
+		for (int i = 0; i < 2; i++) {
+			close(sv[i][0]);
+			if (cmesh_node_join_socket(sv[i][1], &seq_type,
+						   &seq_type, NULL, &n2[i],
+						   &t2[i], &r2[i]))
+				topo_child_exit(1);
+		}
+		/* Idle until the other side leaves. */
+		if (cmesh_receiver_recv_deadline(r2[0], topo_deadline(), &m,
+						 NULL, 0) >= 0)
+			topo_child_exit(2);
+		topo_child_exit(0);
+	}
+	for (int i = 0; i < 2; i++) {
+		close(sv[i][1]);
+		TOPO_CHECK_EQ(cmesh_node_join_socket(sv[i][0], &seq_type,
+						     &seq_type, NULL, &node[i],
+						     &tx[i], &rx[i]),
+			      0);
+	}
+	TOPO_CHECK_EQ(cmesh_waitset_new(&ws), 0);
+	for (int i = 0; i < 2; i++)
+		TOPO_CHECK_EQ(cmesh_waitset_add_receiver(ws, rx[i], 10 + i), 0);
+	/* The adds signalled the waitset: this look drains that. */
+	TOPO_CHECK_EQ(cmesh_waitset_try_wait(ws, &key), -EAGAIN);
+	TOPO_CHECK_EQ(forbid_list(reads, sizeof(reads) / sizeof(reads[0])), 0);
+	for (int i = 0; i < 3; i++)
+		if (cmesh_waitset_try_wait(ws, &key) != -EAGAIN)
+			_exit(3);
+	_exit(0);
+}
+
+Test(waitset, idle_looks_at_remote_members_read_no_fd)
+{
+	in_child(idle_looks_child, "a look read an fd");
 }
 
 /*

@@ -1006,15 +1006,24 @@ static __attribute__((noinline)) int recv_slow(struct cmesh__queue *q,
 			break;
 		}
 	}
-	if (waited && (r >= 0 || r == -ETIMEDOUT)) {
-		if (!slept && budget && r >= 0)
-			count(&q->st_caught);
-		if (slept && q->spin_adapt)
-			atomic_store_explicit(
-				&q->spin_win,
-				cmesh__spin_learn(budget, q->spin_ns,
-						  cmesh_clock_now() - t0),
-				memory_order_relaxed);
+	if (waited && r >= 0 && !slept && budget)
+		count(&q->st_caught);
+	/*
+	 * Adaptive: learn from a wait that slept and got a message, or that
+	 * timed out past the maximum (slept or not: a preempted spin may run
+	 * into the deadline). A shorter timeout says nothing either way.
+	 */
+	if (waited && q->spin_adapt && ((r >= 0 && slept) || r == -ETIMEDOUT)) {
+		int64_t end = cmesh_clock_now(), w;
+
+		/* A timeout tells of the time up to its deadline only. */
+		w = (r == -ETIMEDOUT && end > deadline ? deadline : end) - t0;
+
+		if (r >= 0 || w > q->spin_ns)
+			atomic_store_explicit(&q->spin_win,
+					      cmesh__spin_learn(budget,
+								q->spin_ns, w),
+					      memory_order_relaxed);
 	}
 	return r;
 }

@@ -133,6 +133,26 @@ Test(spin, an_explicit_adaptive_option_wins_over_a_fixed_cmesh_spin_ns)
 	cmesh_receiver_free(rx);
 }
 
+/* Nothing came for a while shorter than the maximum: no evidence. */
+Test(spin, a_timeout_shorter_than_the_maximum_changes_nothing)
+{
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct item m;
+
+	tu_env_clear();
+	channel(CMESH_SPIN_ADAPTIVE, &tx, &rx);
+	for (int i = 0; i < 3; i++) {
+		TU_ASSERT_RC(cmesh_receiver_recv_deadline(
+				     rx, cmesh_deadline_after(MAX / 5), &m,
+				     NULL, 0),
+			     -ETIMEDOUT);
+		cr_assert_eq(spin_of(rx), MAX);
+	}
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}
+
 Test(spin, a_fixed_spin_learns_nothing)
 {
 	cmesh_sender *tx;

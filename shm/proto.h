@@ -83,6 +83,12 @@
 #define CMESH_REC_PLAIN 3u /* message, trail: no fds, nothing out of line */
 /* As CLOSE, but the channel failed upstream (a forwarder's source died). */
 #define CMESH_REC_FAIL 4u
+/*
+ * message, struct cmesh_rec_bulk: no fds; the trail lies in the lane's
+ * bulk arena (CMESH_REC_F_ARENA), which the producer reuses once the
+ * consumer's head has passed this record.
+ */
+#define CMESH_REC_BULK 5u
 
 /* Every control message starts with this. */
 struct cmesh_ctl_hdr {
@@ -237,8 +243,34 @@ static_assert(sizeof(struct cmesh_ctl_end) == 24, "end size");
  * message: no ATTACH (and no wait for the peer's link thread to read it).
  */
 #define CMESH_REC_F_PORTS 4u
+/*
+ * With F_ATTACH: one more fd after all others (after the OOL memfd): the
+ * lane's bulk arena, a memfd sealed against shrinking and growing, of
+ * CMESH_BULK_ARENA_MIN..MAX bytes, a power of two. Sent once per lane;
+ * the consumer maps it read-only for BULK records. A second one is a
+ * protocol error.
+ */
+#define CMESH_REC_F_ARENA 8u
 #define CMESH_REC_F_ALL                                                        \
-	(CMESH_REC_F_ATTACH | CMESH_REC_F_OOL | CMESH_REC_F_PORTS)
+	(CMESH_REC_F_ATTACH | CMESH_REC_F_OOL | CMESH_REC_F_PORTS |            \
+	 CMESH_REC_F_ARENA)
+
+#define CMESH_BULK_ARENA_MIN (64u << 10)
+#define CMESH_BULK_ARENA_MAX (64u << 20)
+
+/*
+ * The tail of a CMESH_REC_BULK record, after the message: where its
+ * trailing bytes lie in the bulk arena. Consumer: checks off + len within
+ * the arena, len against CMESH_MAX_MESSAGE, reserved 0; copies the bytes
+ * out once, then consumes the record.
+ */
+struct cmesh_rec_bulk {
+	uint64_t off;
+	uint32_t len;
+	uint32_t reserved;
+};
+
+static_assert(sizeof(struct cmesh_rec_bulk) == 16, "rec bulk size");
 
 /*
  * Payload of a CMESH_REC_MSG record, followed by the message struct

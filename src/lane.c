@@ -186,6 +186,7 @@ void cmesh__lane_destroy(struct cmesh__lane *ln)
 	while (ln->spill_head)
 		pop_spill(ln, SPILL_DISCARD);
 	pthread_mutex_destroy(&ln->lock);
+	cmesh__lane_bulk_free(ln);
 	free(ln->buf);
 	cmesh__wake_free(ln->sleeper);
 	if (ln->efd >= 0)
@@ -197,38 +198,6 @@ void cmesh__lane_destroy(struct cmesh__lane *ln)
 }
 
 /* ---- producer ---- */
-
-/* A sealed memfd holding the trailing bytes (sent as the last fd). */
-static int make_ool(const void *trail, size_t len)
-{
-	int fd = memfd_create("cmesh-msg", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	size_t done = 0;
-	int r;
-
-	if (fd < 0)
-		return -errno;
-	while (done < len) {
-		ssize_t n = write(fd, (const char *)trail + done, len - done);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			r = n < 0 ? -errno : -EIO;
-			goto out_close;
-		}
-		done += (size_t)n;
-	}
-	if (fcntl(fd, F_ADD_SEALS,
-		  F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL)) {
-		r = -errno;
-		goto out_close;
-	}
-	return fd;
-
-out_close:
-	close(fd);
-	return r;
-}
 
 /*
  * Claims the record's slots, sends the ATTACH (if any), writes its number
@@ -360,6 +329,7 @@ static int flush_locked(struct cmesh__lane *ln)
 {
 	struct spill *s = NULL;
 	int r = 0, sent = 0, sent_at_ask = -1;
+	uint64_t bulk_at = 0;
 
 again:
 	/*
@@ -378,10 +348,16 @@ again:
 		struct cmesh__iov iov = { s->rec, s->len };
 
 		ln->attach_blocked = false; /* the socket may take one */
-		r = publish(ln, s->kind, &iov, 1, spill_fds(s), s->nfds,
-			    s->ports, s->nports,
-			    s->rec +
-				    offsetof(struct cmesh_rec_msg, attach_seq));
+		if (s->kind == CMESH_REC_BULK)
+			r = cmesh__lane_bulk_publish(ln, s->rec,
+						     s->rec + ln->type->size,
+						     s->len - ln->type->size,
+						     &bulk_at);
+		else
+			r = publish(ln, s->kind, &iov, 1, spill_fds(s), s->nfds,
+				    s->ports, s->nports,
+				    s->rec + offsetof(struct cmesh_rec_msg,
+						      attach_seq));
 		if (r == -EINVAL) { /* its fds went bad: drop it alone */
 			drop_spill(ln);
 			r = 0;
@@ -402,8 +378,10 @@ again:
 		 */
 		sent_at_ask = sent;
 		atomic_store_explicit(&ln->own_signal->space_at,
-				      cmesh__shmring_space_at(&ln->prod,
-							      s->len),
+				      s->kind == CMESH_REC_BULK ?
+					      bulk_at :
+					      cmesh__shmring_space_at(&ln->prod,
+								      s->len),
 				      memory_order_seq_cst);
 		atomic_thread_fence(memory_order_seq_cst);
 		goto again;
@@ -559,6 +537,27 @@ static cmesh__inline int enqueue_plain(struct cmesh__lane *ln, uint32_t kind,
 	return r;
 }
 
+/*
+ * A BULK record now, or (no room, or a backlog queued) spilled to be
+ * published by the flush; with `try`, -EAGAIN then and nothing taken.
+ */
+static int send_bulk(struct cmesh__lane *ln, const void *msg, const void *trail,
+		     size_t len, bool try)
+{
+	struct cmesh__iov iov[2] = { { msg, ln->type->size },
+				     { trail, (uint32_t)len } };
+	uint64_t at;
+	int r = -EAGAIN;
+
+	pthread_mutex_lock(&ln->lock);
+	if (!atomic_load_explicit(&ln->spilling, memory_order_relaxed))
+		r = cmesh__lane_bulk_publish(ln, msg, trail, len, &at);
+	if (r == -EAGAIN && !try)
+		r = spill(ln, CMESH_REC_BULK, iov, 2, NULL, 0, NULL, 0);
+	pthread_mutex_unlock(&ln->lock);
+	return r;
+}
+
 static bool has_endpoint(const cmesh_type *t, const void *msg)
 {
 	for (uint32_t i = 0; i < t->nfields; i++) {
@@ -635,7 +634,7 @@ static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
 	int fds[MAX_FDS];
 	uint32_t nfds = 0, niov = 2;
 	uint64_t fd_mask = 0;
-	int r, ool = -1;
+	int r, ool = -1, arena = -1;
 
 	/*
 	 * First: a receiver that is gone stays gone (-EPIPE) when its process
@@ -671,6 +670,14 @@ static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
 			return r;
 		goto out_release;
 	}
+	if (!nfds && !nports && cmesh__lane_bulk_fits(len) &&
+	    cmesh__lane_bulk_ready(ln)) {
+		/* Too large for a record: through the bulk arena. */
+		r = send_bulk(ln, msg, trail, len, try);
+		if (r == 0 || (try && r == -EAGAIN))
+			return r;
+		goto out_release;
+	}
 	r = -EINVAL;
 	for (uint32_t i = 0; i < nfds; i++)
 		if (fcntl(fds[i], F_GETFD) < 0) /* not an open fd */
@@ -702,23 +709,34 @@ static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
 			fds[nfds++] = ports[i].fd;
 	iov[1] = (struct cmesh__iov){ msg, ln->type->size };
 	if (sizeof(h) + ln->type->size + len > ln->prod.limit) {
-		ool = make_ool(trail, len);
+		ool = cmesh__lane_make_ool(trail, len);
 		if (ool < 0) {
 			r = ool;
 			goto out_release;
 		}
 		fds[nfds++] = ool;
 		h.flags |= CMESH_REC_F_OOL;
+		/* The first such message carries the bulk arena, for the
+		 * next ones (lane_bulk.c); without one, they go like this. */
+		if (!nports && cmesh__lane_bulk_fits(len) &&
+		    (arena = cmesh__lane_bulk_arena_fd(ln)) >= 0) {
+			fds[nfds++] = arena;
+			h.flags |= CMESH_REC_F_ARENA;
+		}
 	} else if (len) {
 		iov[niov++] = (struct cmesh__iov){ trail, (uint32_t)len };
 	}
 	h.flags |= CMESH_REC_F_ATTACH; /* fds or ports here */
 	r = enqueue_try(ln, CMESH_REC_MSG, iov, niov, fds, nfds, ports, nports,
 			&h, try);
+	if (arena >= 0)
+		cmesh__lane_bulk_arena_sent(ln, r == 0);
 	if (r == 0)
 		return 0;
 	if (ool >= 0)
 		close(ool);
+	if (arena >= 0)
+		close(arena);
 	if (try && r == -EAGAIN)
 		return r; /* nothing taken: the caller keeps its message */
 	/* enqueue() failed before taking the fds: release them below. */

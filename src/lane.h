@@ -27,8 +27,11 @@ struct cmesh__wake;
 struct cmesh_shm_ring_wake;
 struct cmesh_shm_ring_signal;
 
-/* fds one record may carry: its fd or port fields and an OOL memfd. */
-#define CMESH__LANE_MAX_FDS (CMESH_TYPE_MAX_FIELDS + 1)
+/*
+ * fds one record may carry: its fd or port fields, an OOL memfd and the
+ * lane's bulk arena (only with no ports).
+ */
+#define CMESH__LANE_MAX_FDS (CMESH_TYPE_MAX_FIELDS + 2)
 
 static inline void cmesh__lane_close_fds(const int *fds, uint32_t n)
 {
@@ -123,6 +126,8 @@ struct cmesh__lane {
 	struct spill **spill_tailp;
 	_Atomic uint32_t spilling; /* backlog queued: senders take `lock` */
 	bool attach_blocked;	   /* an ATTACH met a full socket (`lock`) */
+	struct cmesh__lane_bulk *bulk_out; /* large trails' arena (`lock`) */
+	_Atomic bool bulk_ready; /* its fd went out: BULK records may follow */
 
 	/* In lane (consumer). */
 	struct cmesh__shmring_consumer cons;
@@ -141,6 +146,8 @@ struct cmesh__lane {
 	uint32_t pending_kind; /* its kind: CMESH_REC_MSG or _PLAIN */
 	bool closed;	       /* CLOSE record seen */
 	int close_err;	       /* then: -EPIPE, or -ECONNRESET (a FAIL) */
+	const unsigned char *bulk_in; /* the peer's bulk arena, read-only */
+	uint64_t bulk_in_size;	      /* its bytes (0: none mapped) */
 };
 
 /* Set up by the link after the handshake; freed with it. */
@@ -148,6 +155,35 @@ int cmesh__lane_init(struct cmesh__lane *ln, struct cmesh__link *link,
 		     const cmesh_type *type, uint64_t max_trail,
 		     uint64_t max_backlog, int64_t spin_ns);
 void cmesh__lane_destroy(struct cmesh__lane *ln);
+
+/*
+ * Trailing bytes too large for a ring record (lane_bulk.c). Producer:
+ * make_ool() returns a sealed memfd holding them (sent as a record's last
+ * fd, CMESH_REC_F_OOL), or -errno. The bulk arena: bulk_fits() says whether `len` may take it;
+ * bulk_arena_fd() makes the arena if needed and returns a new fd of it
+ * to send (F_ARENA) with an out-of-line message, -EEXIST once sent, or an
+ * error (-EEXIST: another message carries it, or did); bulk_arena_sent()
+ * says whether that message went (after which bulk_ready()) or not.
+ * bulk_publish() (under `lock`) copies the trail into the arena and pushes
+ * a BULK record: 0, -EAGAIN (no room in the arena or the ring: nothing
+ * taken; *space_at is the ring position the consumer must pass first), or
+ * the ring's -EPROTO. Consumer: bulk_map() maps the peer's
+ * arena (closes fd; -EPROTO if it is not one, or a second one);
+ * bulk_len() / bulk_deliver() read the pending BULK record (-EPROTO,
+ * -EMSGSIZE; deliver consumes it). bulk_free(): both sides, at destroy.
+ */
+int cmesh__lane_make_ool(const void *trail, size_t len);
+bool cmesh__lane_bulk_fits(size_t len);
+int cmesh__lane_bulk_arena_fd(struct cmesh__lane *ln);
+void cmesh__lane_bulk_arena_sent(struct cmesh__lane *ln, bool sent);
+bool cmesh__lane_bulk_ready(const struct cmesh__lane *ln);
+int cmesh__lane_bulk_publish(struct cmesh__lane *ln, const void *msg,
+			     const void *trail, size_t len, uint64_t *space_at);
+int cmesh__lane_bulk_map(struct cmesh__lane *ln, int fd);
+int cmesh__lane_bulk_len(struct cmesh__lane *ln);
+int cmesh__lane_bulk_deliver(struct cmesh__lane *ln, void *out_msg,
+			     void *out_trail, size_t cap);
+void cmesh__lane_bulk_free(struct cmesh__lane *ln);
 
 /*
  * Out lane: see cmesh_sender_send(); takes the message's resources.

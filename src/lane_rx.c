@@ -147,7 +147,8 @@ static inline int deliver_plain(struct cmesh__lane *ln, void *out_msg,
 /* Drops the pending record, if any (a PLAIN one leaves the ring). */
 static void drop_pending(struct cmesh__lane *ln)
 {
-	if (ln->pending >= 0 && ln->pending_kind == CMESH_REC_PLAIN)
+	if (ln->pending >= 0 && (ln->pending_kind == CMESH_REC_PLAIN ||
+				 ln->pending_kind == CMESH_REC_BULK))
 		cmesh__shmring_consume(&ln->cons);
 	ln->pending = -1;
 }
@@ -194,7 +195,7 @@ static int deliver(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 	struct cmesh__ports_in none;
 	struct cmesh_rec_msg h;
 	int fds[MAX_FDS];
-	uint32_t nfds, nports, nfd_fields, ool, at;
+	uint32_t nfds, nports, nfd_fields, ool, arena, at;
 	bool inl;
 	uint64_t want;
 	int r;
@@ -203,17 +204,19 @@ static int deliver(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 		return proto_error(ln);
 	memcpy(&h, ln->buf, sizeof(h));
 	ool = !!(h.flags & CMESH_REC_F_OOL);
+	arena = !!(h.flags & CMESH_REC_F_ARENA);
 	inl = !!(h.flags & CMESH_REC_F_PORTS);
 	nfd_fields = (uint32_t)__builtin_popcountll(h.fd_mask);
 	nports = (uint32_t)__builtin_popcountll(h.port_mask);
-	nfds = nfd_fields + ool; /* the ports' arenas come on top */
+	/* The ports' arenas come on top; a bulk arena only without ports. */
+	nfds = nfd_fields + ool + arena;
 	/* The message starts after the descriptors a record carries. */
 	at = sizeof(h) +
 	     (inl ? nports * (uint32_t)sizeof(struct cmesh_ctl_port) : 0);
 	want = at + msz + (ool ? 0 : (uint64_t)h.trail_len);
 	if ((h.flags & ~CMESH_REC_F_ALL) || (uint64_t)ln->pending != want ||
 	    h.trail_len > ln->max_trail || (h.fd_mask & ~ln->fd_fields) ||
-	    (h.port_mask & ~ln->ep_fields) ||
+	    (h.port_mask & ~ln->ep_fields) || (arena && nports) ||
 	    (inl ? (nfds || !nports || (h.flags & CMESH_REC_F_ATTACH)) :
 		   !(nfds + nports) != !(h.flags & CMESH_REC_F_ATTACH)))
 		return proto_error(ln);
@@ -245,24 +248,31 @@ static int deliver(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 					    nports);
 		if (r)
 			return r;
-		/* [fd fields][an arena per port that has one][OOL memfd] */
+		/*
+		 * [fd fields][an arena per port that has one][OOL memfd]
+		 * [bulk arena]
+		 */
 		for (uint32_t i = 0; i < nports; i++)
 			pin->fds[i] = cmesh__port_has_fd(&pin->desc[i]) ?
 					      fds[k++] :
 					      -1;
-		nfds = k + ool;
+		nfds = k + ool + arena;
 		pin->n = nports;
 		if (!ports_match(ln, pin)) {
 			cmesh__lane_close_fds(fds, nfd_fields);
-			if (ool)
-				close(fds[nfds - 1]);
+			cmesh__lane_close_fds(fds + k, ool + arena);
 			drop_ports(ln, pin);
 			return proto_error(ln);
 		}
 	}
+	if (arena && cmesh__lane_bulk_map(ln, fds[nfds - 1])) {
+		cmesh__lane_close_fds(fds, nfds - 1);
+		drop_ports(ln, pin);
+		return proto_error(ln);
+	}
 	if (ool) {
-		r = read_ool(fds[nfds - 1], out_trail, h.trail_len);
-		close(fds[nfds - 1]);
+		r = read_ool(fds[nfds - 1 - arena], out_trail, h.trail_len);
+		close(fds[nfds - 1 - arena]);
 		if (r) {
 			cmesh__lane_close_fds(fds, nfd_fields);
 			drop_ports(ln, pin);
@@ -345,9 +355,11 @@ static cmesh__inline int fetch(struct cmesh__lane *ln)
 		if (r == -EAGAIN)
 			return f;
 	}
-	if (likely(r >= 0) && likely(kind == CMESH_REC_PLAIN) &&
+	if (likely(r >= 0) &&
+	    likely(kind == CMESH_REC_PLAIN || kind == CMESH_REC_BULK) &&
 	    likely(!ln->closed)) {
-		ln->pending = r; /* stays in the ring: deliver_plain() */
+		/* Stays in the ring: deliver_plain(), bulk_deliver(). */
+		ln->pending = r;
 		ln->pending_kind = kind;
 		return 0;
 	}
@@ -391,6 +403,18 @@ int cmesh__lane_try_recv(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 	/* PLAIN without deliver()'s frame: it is on the round trip. */
 	if (likely(ln->pending_kind == CMESH_REC_PLAIN))
 		return deliver_plain(ln, out_msg, out_trail, cap);
+	if (ln->pending_kind == CMESH_REC_BULK) {
+		r = cmesh__lane_bulk_deliver(ln, out_msg, out_trail, cap);
+		if (r == -EPROTO)
+			return proto_error(ln);
+		if (r < 0)
+			return r;
+		/* As a PLAIN record's: no fd numbers from the peer's bytes. */
+		if (ln->type->nfields)
+			set_fields(ln, out_msg, 0, NULL);
+		space_check(ln);
+		return r;
+	}
 	return deliver(ln, out_msg, out_trail, cap, pin);
 }
 
@@ -408,6 +432,10 @@ int cmesh__lane_peek(struct cmesh__lane *ln)
 	}
 	if (ln->pending_kind == CMESH_REC_PLAIN)
 		return plain_len(ln);
+	if (ln->pending_kind == CMESH_REC_BULK) {
+		r = cmesh__lane_bulk_len(ln);
+		return r < 0 ? proto_error(ln) : r;
+	}
 	if ((uint32_t)ln->pending < sizeof(h))
 		return proto_error(ln);
 	memcpy(&h, ln->buf, sizeof(h));
@@ -425,6 +453,7 @@ bool cmesh__lane_ready(struct cmesh__lane *ln)
 	if (ln->pending < 0)
 		return cmesh__shmring_pop_ready(&ln->cons);
 	if (ln->pending_kind == CMESH_REC_PLAIN ||
+	    ln->pending_kind == CMESH_REC_BULK ||
 	    (uint32_t)ln->pending < sizeof(h))
 		return true; /* deliver_plain() or deliver() has something */
 	memcpy(&h, ln->buf, sizeof(h));

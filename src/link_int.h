@@ -24,7 +24,7 @@
  * fds one ATTACH may carry: every fd or endpoint field of a type (an fd,
  * or a port's arena), and an OOL memfd.
  */
-#define ATTACH_MAX_FDS (CMESH_TYPE_MAX_FIELDS + 1u)
+#define ATTACH_MAX_FDS (CMESH_TYPE_MAX_FIELDS + 2u)
 
 /* A wake socket of a waitset, by the id its WAKESOCK gave it. */
 struct wake_sock {

@@ -197,6 +197,14 @@ static inline int claim_slots(struct cmesh__shmring_producer *p, uint32_t len,
 	return 0;
 }
 
+int cmesh__shmring_consumed(struct cmesh__shmring_producer *p, uint64_t *out)
+{
+	/* Pairs with the release store in refresh_head(). */
+	return refresh_head(
+		p, atomic_load_explicit(&p->head_cache, memory_order_acquire),
+		out);
+}
+
 uint64_t cmesh__shmring_space_at(struct cmesh__shmring_producer *p,
 				 uint32_t len)
 {

@@ -151,6 +151,12 @@ int cmesh__shmring_push(struct cmesh__shmring_producer *p, uint32_t kind,
 int cmesh__shmring_pushv(struct cmesh__shmring_producer *p, uint32_t kind,
 			 const struct cmesh__iov *iov, uint32_t niov);
 
+/*
+ * Producer: the consumer's head now (validated, as a claim validates it):
+ * every record before it has been taken. -EPROTO if it is corrupt.
+ */
+int cmesh__shmring_consumed(struct cmesh__shmring_producer *p, uint64_t *out);
+
 /* Payload bytes that fit a record's first two slots (the small layout). */
 #define CMESH__SHMRING_SMALL CMESH_SHM_SMALL_MAX
 

@@ -641,6 +641,15 @@ enum bad_variant {
 	BV_REC_ATTACH_FLAG_NO_FDS,
 	BV_REC_PLAIN_SHORT,
 	BV_REC_PORT_MASK_NOT_EP_FIELD, /* ports in a type without endpoints */
+	/* the bulk arena (src/lane_bulk.c) */
+	BV_REC_BULK_NO_ARENA,	  /* a BULK record before any arena */
+	BV_REC_ARENA_UNSEALED,	  /* an arena that may shrink */
+	BV_REC_ARENA_TOO_SMALL,	  /* under CMESH_BULK_ARENA_MIN */
+	BV_REC_ARENA_NOT_POW2,	  /* not a power of two */
+	BV_REC_ARENA_WITH_PORTS,  /* F_ARENA beside ports */
+	BV_REC_BULK_OUT_OF_RANGE, /* a good arena, a range past its end */
+	BV_REC_BULK_SHORT,	  /* a good arena, a record without range */
+	BV_REC_ARENA_TWICE,	  /* a good arena, then a second one */
 	/* a record after CLOSE: "closed", then -EPROTO */
 	BV_REC_AFTER_CLOSE,
 	/* plain record of a type with fd fields: its fd bytes are not ours */
@@ -725,6 +734,45 @@ static uint32_t msg_rec(unsigned char *buf, uint32_t trail_len, uint32_t flags,
 	memcpy(buf + sizeof(h), &m, sizeof(m));
 	memset(buf + sizeof(h) + sizeof(m), 'z', extra);
 	return (uint32_t)(sizeof(h) + sizeof(m)) + extra;
+}
+
+/*
+ * A BULK record: struct fdmsg, then `dlen` bytes of its range (off, len:
+ * all of struct cmesh_rec_bulk, or less).
+ */
+static int push_bulk(struct cmesh__link *l, uint64_t off, uint32_t len,
+		     uint32_t dlen)
+{
+	unsigned char buf[64];
+	struct fdmsg m = { .tag = 78, .fd = -1, .fd2 = -1 };
+	struct cmesh_rec_bulk d = { off, len, 0 };
+
+	memcpy(buf, &m, sizeof(m));
+	memcpy(buf + sizeof(m), &d, dlen);
+	return push_raw(l, CMESH_REC_BULK, buf, (uint32_t)sizeof(m) + dlen);
+}
+
+/*
+ * A MSG record (tag 77, no trail) that brings `fd` as the lane's bulk
+ * arena (F_ARENA), with `port_mask` claiming ports beside it.
+ */
+static int push_arena(struct cmesh__link *l, int fd, uint64_t port_mask)
+{
+	unsigned char buf[128];
+	struct cmesh_rec_msg h = { 0, CMESH_REC_F_ATTACH | CMESH_REC_F_ARENA, 0,
+				   0, port_mask };
+	struct fdmsg m = { .tag = 77, .fd = -1, .fd2 = -1 };
+	uint64_t seq;
+
+	TOPO_CHECK(fd >= 0);
+	TOPO_CHECK_EQ(cmesh__link_send_attach(cmesh__link_out(l), &fd, 1, NULL,
+					      0, &seq),
+		      0);
+	h.attach_seq = seq;
+	memcpy(buf, &h, sizeof(h));
+	memcpy(buf + sizeof(h), &m, sizeof(m));
+	return push_raw(l, CMESH_REC_MSG, buf,
+			(uint32_t)(sizeof(h) + sizeof(m)));
 }
 
 /* Child, after joining: does the bad thing of variant `v`. */
@@ -938,6 +986,39 @@ static int do_bad(struct cmesh__link *l, enum bad_variant v)
 		n = msg_rec(buf, UINT32_MAX,
 			    CMESH_REC_F_ATTACH | CMESH_REC_F_OOL, 0, seq, 0);
 		return push_raw(l, CMESH_REC_MSG, buf, n);
+	case BV_REC_BULK_NO_ARENA:
+		return push_bulk(l, 0, 10, sizeof(struct cmesh_rec_bulk));
+	case BV_REC_ARENA_UNSEALED:
+		return push_arena(
+			l, raw_memfd(CMESH_BULK_ARENA_MIN, NULL, 0, 0), 0);
+	case BV_REC_ARENA_TOO_SMALL:
+		return push_arena(l, raw_memfd(4096, NULL, 0, SEALS), 0);
+	case BV_REC_ARENA_NOT_POW2:
+		return push_arena(l,
+				  raw_memfd(CMESH_BULK_ARENA_MIN + 4096, NULL,
+					    0, SEALS),
+				  0);
+	case BV_REC_ARENA_WITH_PORTS:
+		return push_arena(
+			l, raw_memfd(CMESH_BULK_ARENA_MIN, NULL, 0, SEALS), 1);
+	case BV_REC_BULK_OUT_OF_RANGE:
+	case BV_REC_BULK_SHORT:
+	case BV_REC_ARENA_TWICE:
+		/* A good arena first: the parent takes that message. */
+		TOPO_CHECK_EQ(push_arena(l,
+					 raw_memfd(CMESH_BULK_ARENA_MIN, NULL,
+						   0, SEALS),
+					 0),
+			      0);
+		if (v == BV_REC_ARENA_TWICE)
+			return push_arena(l,
+					  raw_memfd(CMESH_BULK_ARENA_MIN, NULL,
+						    0, SEALS),
+					  0);
+		if (v == BV_REC_BULK_SHORT)
+			return push_bulk(l, 0, 10, 8);
+		return push_bulk(l, CMESH_BULK_ARENA_MIN - 10, 11,
+				 sizeof(struct cmesh_rec_bulk));
 	case BV_REC_CLOSE_WITH_PAYLOAD:
 		return push_raw(l, CMESH_REC_CLOSE, "abcdefgh", 8);
 	case BV_REC_UNKNOWN_KIND:
@@ -1037,6 +1118,15 @@ static void check_bad(enum bad_variant v)
 		TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(),
 							  &m, NULL, 0),
 			     -EPIPE);
+	if (v == BV_REC_BULK_OUT_OF_RANGE || v == BV_REC_BULK_SHORT ||
+	    v == BV_REC_ARENA_TWICE) {
+		/* The good arena's message; then the bad record. */
+		TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(),
+							  &m, trail,
+							  sizeof(trail)),
+			     0);
+		cr_assert(m.tag == 77 && m.fd == -1 && m.fd2 == -1);
+	}
 	if (v == BV_REC_PLAIN_FD_NUMBERS) {
 		r = cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, trail,
 						 sizeof(trail));
@@ -1093,6 +1183,18 @@ Test(node_hostile, malformed_ring_records_fail_with_eproto)
 {
 	for (int v = BV_REC_UNKNOWN_FLAG; v <= BV_REC_PORT_MASK_NOT_EP_FIELD;
 	     v++)
+		check_bad((enum bad_variant)v);
+}
+
+/*
+ * A bulk arena that is not one (unsealed, a bad size, beside ports, a
+ * second one), and BULK records with no arena, a range past its end, or
+ * no range: each fails the link with -EPROTO, and nothing of it leaks
+ * (check_bad() compares fds and mappings with its baseline).
+ */
+Test(node_hostile, bad_bulk_arenas_and_records_fail_with_eproto)
+{
+	for (int v = BV_REC_BULK_NO_ARENA; v <= BV_REC_ARENA_TWICE; v++)
 		check_bad((enum bad_variant)v);
 }
 

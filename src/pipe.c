@@ -48,11 +48,12 @@ struct credit {
 CMESH_TYPE_DEFINE_PLAIN(cmesh_pipe_credit_type, struct credit);
 
 /*
- * A chunk while the reader is in another process: one record of the data
- * lane's ring (as large as fits: 16 KiB less a header with the default
- * 64 KiB ring; a 16 KiB chunk moves 0.41x of the raw ring's bytes/s
- * against 0.33x for 8 KiB, bench_pipe), or XCHUNK_OOL where that is less
- * than XCHUNK_MIN (a tiny ring: each chunk then takes a memfd).
+ * A chunk while the reader is in another process: CMESH_PIPE_CHUNK, which
+ * goes through the data lane's bulk arena when it does not fit a record
+ * (lane_bulk.c: one copy each side; bench_pipe 0.79x of the raw ring's
+ * bytes/s against 0.40x with one 16 KiB record a chunk). Should the
+ * arena not take such a chunk: as large as a record takes, or XCHUNK_OOL
+ * where that is less than XCHUNK_MIN (a tiny ring: a memfd a chunk).
  */
 #define XCHUNK_MIN 1024u
 #define XCHUNK_OOL 8192u
@@ -171,7 +172,11 @@ static size_t chunk_max(const cmesh_pipe_writer *w)
 			return XCHUNK_MIN;
 		return min_size(CMESH_PIPE_CHUNK, env->max_message);
 	}
-	fit = cmesh__lane_trail_inline_max(ln);
+	/* Past a record, a chunk goes through the lane's bulk arena: one
+	 * copy each side, as in a record (lane_bulk.c). */
+	fit = cmesh__lane_bulk_fits(CMESH_PIPE_CHUNK) ?
+		      CMESH_PIPE_CHUNK :
+		      cmesh__lane_trail_inline_max(ln);
 	if (fit < XCHUNK_MIN)
 		fit = XCHUNK_OOL;
 	return min_size(min_size(fit, CMESH_PIPE_CHUNK), ln->max_trail);
@@ -367,18 +372,20 @@ static void give_credit(cmesh_pipe_reader *r)
 }
 
 /*
- * The next chunk into buf: 1, or 0 (none now, or the end: r->err set), or
- * an error (also kept in r->err unless it is a context's).
+ * The next chunk into `dst` (r->buf, or the caller's buffer when it has
+ * room for a whole chunk: then the bytes are copied once), its length in
+ * r->len: 1, or 0 (none now, or the end: r->err set), or an error (also
+ * kept in r->err unless it is a context's).
  */
-static int next_chunk(cmesh_pipe_reader *r, bool wait, const cmesh_ctx *ctx)
+static int next_chunk(cmesh_pipe_reader *r, void *dst, bool wait,
+		      const cmesh_ctx *ctx)
 {
 	struct chunk c;
 	int e;
 
-	e = wait ? cmesh_receiver_recv_ctx(r->data, ctx, &c, r->buf,
+	e = wait ? cmesh_receiver_recv_ctx(r->data, ctx, &c, dst,
 					   CMESH_PIPE_CHUNK) :
-		   cmesh_receiver_try_recv(r->data, &c, r->buf,
-					   CMESH_PIPE_CHUNK);
+		   cmesh_receiver_try_recv(r->data, &c, dst, CMESH_PIPE_CHUNK);
 	if (e == -EAGAIN)
 		return 0;
 	if (e == -EPIPE) {
@@ -415,16 +422,28 @@ static int64_t read_some(cmesh_pipe_reader *r, void *buf, size_t cap, bool wait,
 		uint64_t n;
 
 		if (r->off == r->len) {
+			bool direct = cap - done >= CMESH_PIPE_CHUNK;
 			int e;
 
 			if (r->err)
 				break;
 			/* Wait only for the first bytes. */
-			e = next_chunk(r, wait && !done, ctx);
+			e = next_chunk(r,
+				       direct ? (void *)((char *)buf + done) :
+						r->buf,
+				       wait && !done, ctx);
 			if (e < 0 && !done)
 				return e;
 			if (e != 1)
 				break;
+			if (direct) { /* already the caller's: taken whole */
+				done += r->len;
+				r->pend_msgs++;
+				r->pend_bytes += r->len;
+				r->off = r->len = 0;
+				give_credit(r);
+				continue;
+			}
 		}
 		n = r->len - r->off;
 		if (n > cap - done)

@@ -6,9 +6,9 @@
  * process mid-stream with its buffered bytes and credit.
  *
  * Built on two channels: data (writer -> reader, chunks of at most
- * CMESH_PIPE_CHUNK bytes as trailing bytes; 8 KiB while the reader is in
- * another process, so that a chunk fits a record of the shared ring) and
- * credit (reader -> writer).
+ * CMESH_PIPE_CHUNK bytes as trailing bytes, across processes through the
+ * data lane's bulk arena) and credit (reader -> writer). A read with room
+ * for a whole chunk takes it straight into the caller's buffer.
  * The writer may have at most CMESH_PIPE_WINDOW_MSGS chunks and
  * CMESH_PIPE_WINDOW_BYTES bytes unread; the reader returns credit in half-
  * window steps as it reads. A malformed chunk fails the pipe (-EPROTO); a

@@ -709,6 +709,10 @@ static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
 			fds[nfds++] = ports[i].fd;
 	iov[1] = (struct cmesh__iov){ msg, ln->type->size };
 	if (sizeof(h) + ln->type->size + len > ln->prod.limit) {
+		/* The arena only beside no fd of the caller's: such a record
+		 * is never dropped alone from a backlog (-EINVAL below). */
+		bool arena_may = !nfds && !nports;
+
 		ool = cmesh__lane_make_ool(trail, len);
 		if (ool < 0) {
 			r = ool;
@@ -718,7 +722,7 @@ static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
 		h.flags |= CMESH_REC_F_OOL;
 		/* The first such message carries the bulk arena, for the
 		 * next ones (lane_bulk.c); without one, they go like this. */
-		if (!nports && cmesh__lane_bulk_fits(len) &&
+		if (arena_may && cmesh__lane_bulk_fits(len) &&
 		    (arena = cmesh__lane_bulk_arena_fd(ln)) >= 0) {
 			fds[nfds++] = arena;
 			h.flags |= CMESH_REC_F_ARENA;

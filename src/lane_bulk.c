@@ -138,10 +138,26 @@ bool cmesh__lane_bulk_fits(size_t len)
 	return len <= BULK_SIZE / 2;
 }
 
+/*
+ * A lane that may carry an arena: not a reply port's kept for reuse (a
+ * next use would meet the arena of the last, or not: one per use would
+ * cost 4 MiB per reply), and with a ring of at least BULK_MIN_RING (a
+ * oneshot's small ring: its rare large value goes out of line).
+ */
+#define BULK_MIN_RING (16u << 10)
+
+static bool may_carry(const struct cmesh__lane *ln)
+{
+	return !ln->poolable &&
+	       (ln->prod.mask + 1) * CMESH_SHM_SLOT_SIZE >= BULK_MIN_RING;
+}
+
 int cmesh__lane_bulk_arena_fd(struct cmesh__lane *ln)
 {
 	int fd, r = 0;
 
+	if (!may_carry(ln))
+		return -EPERM;
 	pthread_mutex_lock(&ln->lock);
 	if (!ln->bulk_out)
 		r = bulk_create(&ln->bulk_out);
@@ -212,8 +228,11 @@ int cmesh__lane_bulk_publish(struct cmesh__lane *ln, const void *msg,
 	int r;
 
 	r = reclaim(ln, b);
-	if (r)
+	if (r) {
+		cmesh__link_fail(ln->link,
+				 r); /* the consumer's head: -EPROTO */
 		return r;
+	}
 	off = b->tail % BULK_SIZE;
 	/* Contiguous: past the end, start over at 0 (the rest is skipped). */
 	skip = off + need > BULK_SIZE ? BULK_SIZE - off : 0;

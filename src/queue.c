@@ -30,8 +30,9 @@
  *   producer stay there). An overflowing producer fences (seq_cst) after
  *   its ovf_mode store, the receiver after its RMW. The same pairing covers
  *   ST_WS_ARMED (waitset) and ST_RX_CLOSED (receiver gone: the closer
- *   drains up to the tail it loaded after its RMW, waiting for claims in
- *   flight; later claimers see the bit and drain their own). Neither side
+ *   drains up to the tail it loaded after its RMW, yielding a little to
+ *   claims in flight, never blocking: drain_claimed(); later claimers see
+ *   the bit and drain their own). Neither side
  *   issues a process-wide barrier (membarrier interrupts every CPU running
  *   a thread of the process: in a VMM, its vCPUs): the price is a seq_cst
  *   claim, which on x86 is the lock cmpxchg a claim takes anyway.
@@ -1182,9 +1183,14 @@ static void drain(struct cmesh__queue *q)
 
 /*
  * After the receiver's close (its seq_cst RMW, see top): drops every
- * message claimed before it, waiting for those still being written.
- * Later claimers saw ST_RX_CLOSED and drain their own.
+ * message claimed before it, yielding a few times to those still being
+ * written. Later claimers saw ST_RX_CLOSED and drain their own. One that
+ * stays between claim and publish longer (descheduled, stopped in a
+ * signal handler) is not waited for: the close never blocks; its message
+ * goes with its producer's next send or with the queue's last reference.
  */
+#define DRAIN_YIELDS 64
+
 static void drain_claimed(struct cmesh__queue *q)
 {
 	uint64_t tail;
@@ -1192,10 +1198,11 @@ static void drain_claimed(struct cmesh__queue *q)
 	atomic_thread_fence(memory_order_seq_cst);
 	tail = atomic_load_explicit(&q->tail, memory_order_seq_cst) &
 	       ~TAIL_SEAL;
-	for (;;) {
+	for (int i = 0;; i++) {
 		drain(q);
 		if (atomic_load_explicit(&q->head_pub, memory_order_acquire) >=
-		    tail)
+			    tail ||
+		    i == DRAIN_YIELDS)
 			return;
 		sched_yield();
 	}

@@ -28,6 +28,7 @@
 #include "queue.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -591,11 +592,12 @@ static int drain_signals(cmesh_waitset *ws, const struct epoll_event *ev, int n)
  * and the next look drains them), not asked for here.
  */
 static int try_wait_locked(cmesh_waitset *ws, uint64_t *out_key,
-			   const struct epoll_event *ev, int nev, bool defer)
+			   const struct epoll_event *ev, int nev, bool defer,
+			   bool *in_flight)
 {
-	bool in_flight = false;
 	int r;
 
+	*in_flight = false;
 	/*
 	 * A busy loop: nothing armed since the last call, so nothing to
 	 * drain; a ready member is taken without a syscall. A signal left
@@ -614,31 +616,33 @@ static int try_wait_locked(cmesh_waitset *ws, uint64_t *out_key,
 	if (scan(ws, out_key))
 		return 0;
 	for (uint32_t i = 0; i < ws->n; i++)
-		in_flight |= cmesh__queue_arm(ws->m[i].q);
+		*in_flight |= cmesh__queue_arm(ws->m[i].q);
 	ws->armed = true;
 	if (scan(ws, out_key))
 		return 0;
 	/*
-	 * An in-process producer between its claim and its publish may have
-	 * looked before we armed and owes no signal (queue.c): keep the fd
-	 * readable so that the caller looks again, and give it the CPU.
+	 * *in_flight: an in-process producer between its claim and its
+	 * publish may have looked before we armed and owes no signal
+	 * (queue.c): the caller must look again soon, not sleep for good.
 	 */
-	if (in_flight) {
-		cmesh__waitset_signal(ws);
-		sched_yield();
-	}
 	return -EAGAIN;
 }
 
 int cmesh_waitset_try_wait(cmesh_waitset *ws, uint64_t *out_key)
 {
+	bool in_flight;
 	int r;
 
 	if (!ws || !out_key)
 		return -EINVAL;
 	pthread_mutex_lock(&ws->lock);
-	r = try_wait_locked(ws, out_key, NULL, 0, false);
+	r = try_wait_locked(ws, out_key, NULL, 0, false, &in_flight);
 	pthread_mutex_unlock(&ws->lock);
+	/* Keep the fd readable: the caller's loop looks again. */
+	if (r == -EAGAIN && in_flight) {
+		cmesh__waitset_signal(ws);
+		sched_yield();
+	}
 	return r;
 }
 
@@ -648,7 +652,7 @@ int cmesh_waitset_try_wait(cmesh_waitset *ws, uint64_t *out_key)
  */
 static int try_wait_after(cmesh_waitset *ws, uint64_t *out_key,
 			  const struct epoll_event *ev, int n, uint64_t gen,
-			  bool first)
+			  bool first, bool *in_flight)
 {
 	int r;
 
@@ -656,10 +660,18 @@ static int try_wait_after(cmesh_waitset *ws, uint64_t *out_key,
 	/* A member or link gone meanwhile: its fd may be another's now. */
 	if (gen != ws->gen)
 		ev = NULL;
-	r = try_wait_locked(ws, out_key, ev, n, first);
+	r = try_wait_locked(ws, out_key, ev, n, first, in_flight);
 	pthread_mutex_unlock(&ws->lock);
 	return r;
 }
+
+/*
+ * A claim in flight (try_wait_locked()): yield to its producer so many
+ * looks, then sleep at most IN_FLIGHT_NAP_NS per look, should it stay
+ * there (descheduled for long, stopped in a signal handler).
+ */
+#define IN_FLIGHT_YIELDS 64u
+#define IN_FLIGHT_NAP_NS 200000
 
 /*
  * Sleeps in epoll until a watched fd is readable or `until` (NONE: no
@@ -688,8 +700,11 @@ static int sleep_epoll(cmesh_waitset *ws, int64_t until, struct epoll_event *ev)
 			return n;
 		atomic_store_explicit(&no_pwait2, true, memory_order_relaxed);
 	}
+	left = (left + 999999) / 1000000;
 	return epoll_wait(ws->epfd, ev, WS_EVENTS,
-			  tsp ? (int)((left + 999999) / 1000000) : -1);
+			  !tsp		 ? -1 :
+			  left > INT_MAX ? INT_MAX :
+					   (int)left);
 }
 
 /* Waits until a member is ready, `deadline`, or `ctx` is cancelled. */
@@ -699,13 +714,14 @@ static int wait_until(cmesh_waitset *ws, int64_t deadline, const cmesh_ctx *ctx,
 	struct epoll_event ev[WS_EVENTS];
 	const struct epoll_event *got = NULL;
 	uint64_t gen = 0;
-	bool first = true;
+	uint32_t looks = 0;
+	bool first = true, in_flight;
 	int r, n = 0;
 
 	for (;;) {
 		int64_t until;
 
-		r = try_wait_after(ws, out_key, got, n, gen, first);
+		r = try_wait_after(ws, out_key, got, n, gen, first, &in_flight);
 		first = false;
 		if (r != -EAGAIN)
 			return r;
@@ -716,6 +732,18 @@ static int wait_until(cmesh_waitset *ws, int64_t deadline, const cmesh_ctx *ctx,
 		if (until != CMESH_DEADLINE_NONE && until == deadline &&
 		    cmesh_clock_now() >= deadline)
 			return -ETIMEDOUT;
+		looks = in_flight ? looks + 1 : 0;
+		if (in_flight && looks < IN_FLIGHT_YIELDS) {
+			sched_yield();
+			got = NULL;
+			continue;
+		}
+		if (in_flight) {
+			int64_t nap = cmesh_clock_now() + IN_FLIGHT_NAP_NS;
+
+			if (until == CMESH_DEADLINE_NONE || nap < until)
+				until = nap;
+		}
 		pthread_mutex_lock(&ws->lock);
 		gen = ws->gen;
 		pthread_mutex_unlock(&ws->lock);

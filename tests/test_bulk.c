@@ -372,3 +372,102 @@ Test(bulk, senders_in_four_threads_keep_their_order_and_bytes_cross_process)
 {
 	topo_run(&mt_sc, TOPO_FORK);
 }
+
+/* ---- a reply port's lane, kept for reuse, after an unread large value */
+
+struct val {
+	int64_t v;
+};
+CMESH_TYPE_DEFINE_PLAIN(val_type, struct val);
+
+struct req {
+	int64_t n;
+	cmesh_oneshot_sender *reply;
+};
+CMESH_TYPE_DEFINE(req_type, struct req,
+		  CMESH_FIELD_ONESHOT_SENDER(struct req, reply, val_type));
+
+/* Answers each request with a value carrying n bytes; n 0 ends. */
+static int reply_peer(cmesh_sender *tx, cmesh_receiver *rx,
+		      const struct topo_side *s)
+{
+	static unsigned char trail[64 * KIB];
+	struct req q;
+
+	(void)s;
+	tu_fill(trail, sizeof(trail), 9);
+	for (;;) {
+		struct val v;
+
+		TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(),
+							   &q, NULL, 0),
+			      0);
+		if (q.n == 0)
+			break;
+		v.v = q.n;
+		TOPO_CHECK_EQ(
+			cmesh_oneshot_send(q.reply, &v, trail, (size_t)q.n), 0);
+	}
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	return 0;
+}
+
+/*
+ * Reply lanes are kept for reuse: a large value left unread in the first
+ * use must not leave the next uses of that lane (and the link) broken.
+ */
+static void reply_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			 const struct topo_side *s)
+{
+	static unsigned char big[64 * KIB];
+	struct val v;
+	struct req q;
+
+	(void)s;
+	for (int i = 0; i < 6; i++) {
+		cmesh_oneshot_sender *otx;
+		cmesh_oneshot_receiver *orx;
+		int r;
+
+		TU_ASSERT_RC(cmesh_oneshot_new(&val_type, &otx, &orx), 0);
+		q = (struct req){ 40000, otx };
+		TU_ASSERT_RC(cmesh_sender_send(tx, &q, NULL, 0), 0);
+		if (i == 0) {
+			/* The value is there: give up on it unread. */
+			while ((r = cmesh_oneshot_try_recv(orx, &v, big,
+							   100)) == -EAGAIN)
+				tu_sleep_ms(1);
+			TU_ASSERT_RC(r, -EMSGSIZE);
+			cmesh_oneshot_receiver_free(orx);
+			continue;
+		}
+		TU_ASSERT_RC(cmesh_oneshot_recv_deadline(orx, topo_deadline(),
+							 &v, big, sizeof(big)),
+			     40000);
+		cr_assert_eq(v.v, 40000);
+		cr_assert_eq(tu_check(big, 40000, 9), 40000);
+		cmesh_oneshot_receiver_free(orx);
+	}
+	q = (struct req){ 0, NULL };
+	TU_ASSERT_RC(cmesh_sender_send(tx, &q, NULL, 0), 0);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}
+
+static const struct topo_scenario reply_sc = {
+	.down = &req_type,
+	.up = &big_type,
+	.driver = reply_driver,
+	.peer = reply_peer,
+};
+
+Test(bulk, a_reused_reply_lane_after_an_unread_large_value_in_process)
+{
+	topo_run(&reply_sc, TOPO_THREAD);
+}
+
+Test(bulk, a_reused_reply_lane_after_an_unread_large_value_cross_process)
+{
+	topo_run(&reply_sc, TOPO_FORK);
+}

@@ -22,6 +22,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 TestSuite(channel, .init = tu_suite_init, .fini = tu_suite_fini);
@@ -1300,7 +1301,16 @@ struct stalled {
 	uint64_t key;
 	struct seqmsg m;
 	unsigned char got[16];
+	int64_t cpu_ns; /* the receiving thread's CPU time while it waited */
 };
+
+static int64_t thread_cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 static void *stalled_send(void *arg)
 {
@@ -1315,6 +1325,7 @@ static void *stalled_recv(void *arg)
 {
 	struct stalled *st = arg;
 	int64_t dl = cmesh_deadline_after(TU_MS(10000));
+	int64_t cpu = thread_cpu_ns();
 
 	if (st->ws) {
 		st->rc = cmesh_waitset_wait(st->ws, dl, &st->key);
@@ -1323,6 +1334,7 @@ static void *stalled_recv(void *arg)
 	}
 	st->rc = cmesh_receiver_recv_deadline(st->rx, dl, &st->m, st->got,
 					      sizeof(st->got));
+	st->cpu_ns = thread_cpu_ns() - cpu;
 	return NULL;
 }
 
@@ -1332,8 +1344,9 @@ static void *stalled_recv(void *arg)
  * the fault until the test supplies the page. Meanwhile the receiver,
  * which never spins, waits (plain, or in a waitset): it sees a slot
  * claimed and not published, whose sender may owe it no wake, so it must
- * not sleep for good and must not give up before its own deadline. Once
- * the page comes, the message arrives whole.
+ * not sleep for good, must not give up before its own deadline, and must
+ * not burn a core meanwhile. Once the page comes, the message arrives
+ * whole.
  */
 static void stalled_sender(bool through_waitset)
 {
@@ -1391,6 +1404,9 @@ static void stalled_sender(bool through_waitset)
 	cr_assert_eq(tu_check(rcv.got, sizeof(rcv.got), 77), sizeof(rcv.got));
 	if (through_waitset)
 		cr_assert_eq(rcv.key, 3);
+	/* It yielded, then napped: it did not burn the 50 ms spinning. */
+	cr_assert_lt(rcv.cpu_ns, TU_MS(25), "the waiter used %lld ns of CPU",
+		     (long long)rcv.cpu_ns);
 	cmesh_waitset_free(rcv.ws);
 	cmesh_sender_free(snd.tx);
 	cmesh_receiver_free(rcv.rx);

@@ -1015,6 +1015,18 @@ Test(waitset, more_readable_fds_than_a_look_takes_are_all_drained)
 
 /* ---- no syscall while a member is ready ------------------------------ */
 
+#if defined(__x86_64__)
+/* Installs `fp` for this process and its future threads. */
+static int install_filter(const struct sock_fprog *fp)
+{
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+		return -errno;
+	if (syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, fp))
+		return -errno;
+	return 0;
+}
+#endif
+
 /*
  * From here on, any syscall but write, exit and exit_group kills this
  * process with SIGSYS (a seccomp filter). x86-64 only (elsewhere -ENOSYS:
@@ -1038,11 +1050,7 @@ static int forbid_any(void)
 	};
 	struct sock_fprog fp = { sizeof(any) / sizeof(any[0]), any };
 
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
-		return -errno;
-	if (syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fp))
-		return -errno;
-	return 0;
+	return install_filter(&fp);
 #else
 	return -ENOSYS;
 #endif
@@ -1080,11 +1088,7 @@ static int forbid_list(const int *nrs, int n)
 					      SECCOMP_RET_ALLOW);
 	fp.len = (unsigned short)k;
 	fp.filter = f;
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
-		return -errno;
-	if (syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fp))
-		return -errno;
-	return 0;
+	return install_filter(&fp);
 #else
 	(void)nrs;
 	(void)n;

@@ -254,12 +254,16 @@ struct cmesh_shm_ring_signal {
 	 * idle_tail, then release store of idle_use. Consumer: acquire load
 	 * of idle_use (pairs with it); equal to the use it expects: it reads
 	 * idle_tail once and steps its head there (checked: at most a ring
-	 * ahead) before the lane's next use. Hostile values only spoil this
-	 * lane for the producer itself.
+	 * ahead) before the lane's next use. idle_attach: the number of the
+	 * last ATTACH the producer sent for those uses (stored before
+	 * idle_use); one still in flight when the lane is reused is dropped
+	 * on arrival, not taken for the next use's. Hostile values only spoil
+	 * this lane for the producer itself.
 	 */
 	uint64_t idle_tail;
 	_Atomic uint64_t idle_use;
-	uint64_t reserved[4]; /* producer: 0; consumer: never read */
+	uint64_t idle_attach;
+	uint64_t reserved[3]; /* producer: 0; consumer: never read */
 };
 
 static_assert(sizeof(struct cmesh_shm_ring_signal) == CMESH_SHM_LINE, "sig");

@@ -110,6 +110,7 @@ static void set_type(struct cmesh__lane *ln, const cmesh_type *type)
 void cmesh__lane_tx_idle(struct cmesh__lane *ln)
 {
 	ln->own_signal->idle_tail = cmesh__shmring_tail(&ln->prod);
+	ln->own_signal->idle_attach = ln->att_next_out;
 	/* Pairs with the consumer's acquire load before it reuses it. */
 	atomic_store_explicit(&ln->own_signal->idle_use, ln->use,
 			      memory_order_release);

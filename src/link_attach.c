@@ -297,7 +297,8 @@ int cmesh__lanes_on_attach(struct cmesh__link *l, const unsigned char *buf,
 			return r;
 		}
 	}
-	if (ln->att_drop) {
+	/* The receiver is gone, or it is an earlier use's (a kept lane). */
+	if (ln->att_drop || m.seq <= ln->att_stale) {
 		pthread_mutex_unlock(&l->att_lock);
 		drop_attach(l, a);
 		return 0;

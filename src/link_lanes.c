@@ -331,7 +331,8 @@ static bool idle_now(struct cmesh__link *l, struct cmesh__lane *ln)
 	if (!ln->poolable || !ln->is_out || ln->idle || ln->inflight ||
 	    ln->pins || cmesh__link_failed(l) ||
 	    atomic_load_explicit(&ln->dropped, memory_order_relaxed) ||
-	    !atomic_load_explicit(&ln->released, memory_order_relaxed) ||
+	    /* acquire: its senders' att_next_out, for tx_idle() */
+	    !atomic_load_explicit(&ln->released, memory_order_acquire) ||
 	    atomic_load_explicit(&ln->spilling, memory_order_acquire))
 		return false;
 	ln->idle = true;
@@ -492,7 +493,7 @@ int cmesh__link_lane_reuse(struct cmesh__link *l, const cmesh_type *type,
 
 	pthread_mutex_lock(&l->att_lock);
 	for (ln = l->dyn; ln && r == -ENOENT; ln = ln->next) {
-		uint64_t tail;
+		uint64_t tail, att;
 
 		/* Its last receiver gone, its producer done with that use. */
 		if (ln->is_out || !ln->poolable || ln->type != type ||
@@ -504,8 +505,13 @@ int cmesh__link_lane_reuse(struct cmesh__link *l, const cmesh_type *type,
 		    atomic_load_explicit(&ln->peer_signal->idle_use,
 					 memory_order_acquire) != ln->use)
 			continue;
-		tail = ln->peer_signal->idle_tail; /* once: checked below */
-		r = cmesh__lane_rx_reuse(ln, tail);
+		tail = ln->peer_signal->idle_tail;  /* once: checked below */
+		att = ln->peer_signal->idle_attach; /* once */
+		/* Not before what came; past it only what is in flight. */
+		r = att < ln->att_next_in ||
+				    att - ln->att_next_in > ln->att_max ?
+			    -EPROTO :
+			    cmesh__lane_rx_reuse(ln, tail);
 		if (r) {
 			unpool(l, ln); /* a bad tail: it goes, as done */
 			r = -ENOENT;
@@ -514,6 +520,7 @@ int cmesh__link_lane_reuse(struct cmesh__link *l, const cmesh_type *type,
 		ln->use++;
 		ln->answered = false; /* a DROPPED may answer this use */
 		ln->att_drop = false;
+		ln->att_stale = att;
 		ln->inflight = true; /* until its descriptor is sent */
 		atomic_store_explicit(&ln->released, false,
 				      memory_order_relaxed);
@@ -718,6 +725,7 @@ static void unmap_halves(struct cmesh__link *l, struct cmesh__lane *ln)
 {
 	if (ln->peer_half)
 		l->peer_mapped -= cmesh__arena_layout(ln->peer_half)->size;
+	cmesh__lane_bulk_free(ln); /* the peer's bulk arena, if it sent one */
 	/* Nothing may read through them now (cmesh__lane_wake checks). */
 	ln->own_wake = NULL;
 	ln->peer_signal = NULL;

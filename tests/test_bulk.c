@@ -471,3 +471,76 @@ Test(bulk, a_reused_reply_lane_after_an_unread_large_value_cross_process)
 {
 	topo_run(&reply_sc, TOPO_FORK);
 }
+
+/* ---- a released in lane lets go of the peer's arena at once ---- */
+
+struct holder {
+	cmesh_receiver *rx;
+};
+CMESH_TYPE_DEFINE(holder_type, struct holder,
+		  CMESH_FIELD_RECEIVER(struct holder, rx, big_type));
+
+static void release_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			   const struct topo_side *s)
+{
+	unsigned char *buf = malloc(64 * KIB);
+	struct holder h;
+	cmesh_sender *btx;
+
+	cr_assert_not_null(buf);
+	TU_ASSERT_RC(cmesh_channel_new(&big_type, NULL, &btx, &h.rx), 0);
+	TU_ASSERT_RC(cmesh_sender_send(tx, &h, NULL, 0), 0);
+	for (uint64_t i = 0; i < 3; i++)
+		send_big(btx, buf, i, 64 * KIB);
+	/* We keep the sender (no END yet) until the peer has checked. */
+	TU_ASSERT_RC(topo_wait(s->sync, TOPO_WAIT_MS), 'k');
+	cmesh_sender_free(btx);
+	free(buf);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}
+
+static int release_peer(cmesh_sender *tx, cmesh_receiver *rx,
+			const struct topo_side *s)
+{
+	unsigned char *buf = peer_buf();
+	int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	struct holder h;
+
+	TOPO_CHECK(buf != NULL);
+	TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(), &h,
+						   NULL, 0),
+		      0);
+	for (uint64_t i = 0; i < 3; i++)
+		if (recv_big(h.rx, buf, i))
+			return 1;
+	TOPO_CHECK(!s->cross || maps_bulk_arena());
+	cmesh_receiver_free(h.rx);
+	/* Released: its lane keeps an id, no mapping, while the sender
+	 * lives on in the other process. */
+	while (maps_bulk_arena() && tu_now_ns() < end)
+		tu_sleep_ms(1);
+	TOPO_CHECK(!maps_bulk_arena());
+	TOPO_CHECK_EQ(topo_post(s->sync, 'k'), 0);
+	free(buf);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	return 0;
+}
+
+static const struct topo_scenario release_sc = {
+	.down = &holder_type,
+	.up = &big_type,
+	.driver = release_driver,
+	.peer = release_peer,
+};
+
+Test(bulk, a_released_receiver_unmaps_the_peers_arena_in_process)
+{
+	topo_run(&release_sc, TOPO_THREAD);
+}
+
+Test(bulk, a_released_receiver_unmaps_the_peers_arena_cross_process)
+{
+	topo_run(&release_sc, TOPO_FORK);
+}

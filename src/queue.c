@@ -63,7 +63,7 @@
 #include "slots.h"
 #include "spin.h"
 #include "type.h"
-#include "waitset.h"
+#include "wake.h"
 
 #include <cmesh/common.h>
 
@@ -436,7 +436,7 @@ static void wake(struct cmesh__queue *q, uint32_t set)
 	if (old & ST_WS_ARMED) {
 		pthread_mutex_lock(&q->lock);
 		if (q->ws)
-			cmesh__waitset_signal(q->ws);
+			cmesh__eventfd_signal(q->ws_efd);
 		pthread_mutex_unlock(&q->lock);
 	}
 }
@@ -887,13 +887,10 @@ bool cmesh__queue_in_flight(struct cmesh__queue *q)
 }
 
 /*
- * A claim in flight: yield to its producer (it may share our CPU) so many
- * times, then nap this long per look, should it stay there (descheduled
- * for long, or stopped in a signal handler): no core burnt for it.
+ * A claim in flight: yield to its producer (it may share our CPU)
+ * CMESH__IN_FLIGHT_YIELDS times, then nap per look, should it stay there
+ * (descheduled for long, or stopped in a signal handler): no core burnt.
  */
-#define IN_FLIGHT_YIELDS 64u
-#define IN_FLIGHT_NAP_NS 200000
-
 int64_t cmesh__queue_sleep_cap(struct cmesh__queue *q, int64_t deadline)
 {
 	int64_t cap;
@@ -902,11 +899,11 @@ int64_t cmesh__queue_sleep_cap(struct cmesh__queue *q, int64_t deadline)
 		q->in_flight_looks = 0;
 		return deadline;
 	}
-	if (++q->in_flight_looks < IN_FLIGHT_YIELDS) {
+	if (++q->in_flight_looks < CMESH__IN_FLIGHT_YIELDS) {
 		sched_yield();
 		return 0;
 	}
-	cap = cmesh_clock_now() + IN_FLIGHT_NAP_NS;
+	cap = cmesh_clock_now() + CMESH__IN_FLIGHT_NAP_NS;
 	return cap < deadline ? cap : deadline;
 }
 
@@ -1143,7 +1140,8 @@ bool cmesh__queue_arm(struct cmesh__queue *q)
 	return cmesh__queue_in_flight(q);
 }
 
-int cmesh__queue_set_waitset(struct cmesh__queue *q, struct cmesh_waitset *ws)
+int cmesh__queue_set_waitset(struct cmesh__queue *q, struct cmesh_waitset *ws,
+			     int efd)
 {
 	int r = 0;
 
@@ -1152,6 +1150,7 @@ int cmesh__queue_set_waitset(struct cmesh__queue *q, struct cmesh_waitset *ws)
 		r = -EBUSY;
 	} else {
 		q->ws = ws;
+		q->ws_efd = efd;
 		if (!ws)
 			atomic_fetch_and_explicit(&q->state, ~ST_WS_ARMED,
 						  memory_order_relaxed);
@@ -1189,8 +1188,6 @@ static void drain(struct cmesh__queue *q)
  * signal handler) is not waited for: the close never blocks; its message
  * goes with its producer's next send or with the queue's last reference.
  */
-#define DRAIN_YIELDS 64
-
 static void drain_claimed(struct cmesh__queue *q)
 {
 	uint64_t tail;
@@ -1202,7 +1199,7 @@ static void drain_claimed(struct cmesh__queue *q)
 		drain(q);
 		if (atomic_load_explicit(&q->head_pub, memory_order_acquire) >=
 			    tail ||
-		    i == DRAIN_YIELDS)
+		    i == CMESH__IN_FLIGHT_YIELDS)
 			return;
 		sched_yield();
 	}

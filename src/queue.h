@@ -210,8 +210,20 @@ int cmesh__queue_rx_gone(struct cmesh__queue *q);
 /* Sending side: see cmesh_sender_flush(). */
 int cmesh__queue_flush(struct cmesh__queue *q, int64_t deadline);
 
-/* Links the queue to `ws` (NULL unlinks). -EBUSY if linked elsewhere. */
-int cmesh__queue_set_waitset(struct cmesh__queue *q, struct cmesh_waitset *ws);
+/*
+ * Links the queue to `ws` (NULL unlinks), whose eventfd `efd` a send to
+ * the armed queue signals (wake.c: the queue needs nothing of waitset.c).
+ * -EBUSY if linked elsewhere.
+ */
+int cmesh__queue_set_waitset(struct cmesh__queue *q, struct cmesh_waitset *ws,
+			     int efd);
+
+/*
+ * A claim in flight (queue.c, top): its waiter yields to the producer this
+ * many looks, then sleeps at most this long per look (queue.c, waitset.c).
+ */
+#define CMESH__IN_FLIGHT_YIELDS 64u
+#define CMESH__IN_FLIGHT_NAP_NS 200000
 struct cmesh_waitset *cmesh__queue_waitset(struct cmesh__queue *q);
 
 #endif

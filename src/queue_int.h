@@ -118,6 +118,7 @@ struct cmesh__queue {
 	struct ovf_node *ovf_head;
 	struct ovf_node **ovf_tailp;
 	struct cmesh_waitset *ws;
+	int ws_efd; /* ws's eventfd: a send to an armed queue signals it */
 	pthread_mutex_t drain_lock; /* consumer role after close */
 	bool closed_out;	    /* the CLOSE of tx_lane is sent (`lock`) */
 	/* A side was failed, not freed (cmesh__queue_*_fail): ST_*_FAILED. */

@@ -26,6 +26,7 @@
 #include "link.h"
 #include "park.h"
 #include "queue.h"
+#include "wake.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -278,7 +279,7 @@ static void remove_at(cmesh_waitset *ws, uint32_t i)
 	cmesh__queue_disarm(ws->m[i].q, true);
 	watch_member(ws, ws->m[i].q, false);
 	ws->gen++;
-	cmesh__queue_set_waitset(ws->m[i].q, NULL);
+	cmesh__queue_set_waitset(ws->m[i].q, NULL, -1);
 	member_links_put(ws, &ws->m[i]);
 	ws->m[i] = ws->m[--ws->n];
 	if (ws->next >= ws->n)
@@ -313,11 +314,7 @@ void cmesh_waitset_free(cmesh_waitset *ws)
 
 void cmesh__waitset_signal(cmesh_waitset *ws)
 {
-	uint64_t one = 1;
-
-	/* EAGAIN means the counter is already huge: readable anyway. */
-	if (write(ws->efd, &one, sizeof(one)) < 0)
-		return;
+	(void)cmesh__eventfd_signal(ws->efd); /* full: readable anyway */
 }
 
 static int add_locked(cmesh_waitset *ws, struct cmesh__queue *q, uint64_t key)
@@ -334,7 +331,7 @@ static int add_locked(cmesh_waitset *ws, struct cmesh__queue *q, uint64_t key)
 		ws->cap = cap;
 	}
 	/* First: from here on the receiver gains no lane (queue_port.c). */
-	r = cmesh__queue_set_waitset(q, ws);
+	r = cmesh__queue_set_waitset(q, ws, ws->efd);
 	if (r)
 		return r;
 	ws->m[ws->n].q = q;
@@ -346,7 +343,7 @@ static int add_locked(cmesh_waitset *ws, struct cmesh__queue *q, uint64_t key)
 			member_links_put(ws, &ws->m[ws->n]);
 	}
 	if (r) {
-		cmesh__queue_set_waitset(q, NULL);
+		cmesh__queue_set_waitset(q, NULL, -1);
 		return r;
 	}
 	ws->n++;
@@ -666,14 +663,6 @@ static int try_wait_after(cmesh_waitset *ws, uint64_t *out_key,
 }
 
 /*
- * A claim in flight (try_wait_locked()): yield to its producer so many
- * looks, then sleep at most IN_FLIGHT_NAP_NS per look, should it stay
- * there (descheduled for long, stopped in a signal handler).
- */
-#define IN_FLIGHT_YIELDS 64u
-#define IN_FLIGHT_NAP_NS 200000
-
-/*
  * Sleeps in epoll until a watched fd is readable or `until` (NONE: no
  * end); the events it reports in `ev`. epoll_pwait2 takes the time to the
  * nanosecond; where the kernel lacks it, epoll_wait, rounded up to the ms.
@@ -733,13 +722,14 @@ static int wait_until(cmesh_waitset *ws, int64_t deadline, const cmesh_ctx *ctx,
 		    cmesh_clock_now() >= deadline)
 			return -ETIMEDOUT;
 		looks = in_flight ? looks + 1 : 0;
-		if (in_flight && looks < IN_FLIGHT_YIELDS) {
+		if (in_flight && looks < CMESH__IN_FLIGHT_YIELDS) {
 			sched_yield();
 			got = NULL;
 			continue;
 		}
 		if (in_flight) {
-			int64_t nap = cmesh_clock_now() + IN_FLIGHT_NAP_NS;
+			int64_t nap =
+				cmesh_clock_now() + CMESH__IN_FLIGHT_NAP_NS;
 
 			if (until == CMESH_DEADLINE_NONE || nap < until)
 				until = nap;

@@ -32,36 +32,50 @@
  * bytes: an atomic sequence word `seq` and 56 data bytes, followed in the
  * ring's area by N bulk lines of 64 plain bytes. Positions are
  * free-running numbers (uint64_t, never reduced modulo N); position i
- * lives in slot i & (N - 1) and bulk line i & (N - 1).
+ * lives in slot i & (N - 1) and bulk line i & (N - 1), on lap i / N.
  *
+ * The seq word of a record's first slot says three things:
+ *   bits 15..63  tag: bit 63 set (a published seq is never 0), bits
+ *                15..62 (lap of the record's position + 1) mod 2^48
+ *   bits  8..14  code: 1..113 for an inline record of code - 1 bytes,
+ *                0 for a bulk record (its header is in the slot's data)
+ *   bits  0..7   kind of an inline record (0 for a bulk one)
  * A record of `len` payload bytes occupies k = cmesh_shm_rec_slots(len)
  * consecutive positions pos .. pos + k - 1 (wrapping around the end of the
- * area; there is no padding record). Its first slot holds the record
- * header {len, kind}. Two layouts, chosen by len alone:
- * - Small (len <= CMESH_SHM_SMALL_MAX, k <= 2): the first slot holds the
- *   first 48 payload bytes after the header, the second slot (seq = 0)
- *   the next 56.
- * - Bulk (len > CMESH_SHM_SMALL_MAX, k = ceil(len / 64)): the payload is
+ * area; there is no padding record). Two layouts, chosen by len alone:
+ * - Inline (len <= CMESH_SHM_INLINE_MAX, k <= 2): length and kind are in
+ *   the seq word; payload bytes 0..55 are the first slot's data, 56..111
+ *   the second slot's (whose seq is written 0). A message of up to 56
+ *   bytes is one cache line.
+ * - Bulk (len > CMESH_SHM_INLINE_MAX, k = ceil(len / 64)): the first
+ *   slot's data starts with the record header {len, kind}; the payload is
  *   contiguous in the bulk lines of positions pos .. pos + k - 1 (split
  *   in two where the area wraps), so each side copies it with one
  *   memcpy; the slots of pos + 1 .. pos + k - 1 are not written at all.
  * The producer writes the payload first, then the first slot's data, then
- * publishes the record with a release store of the first slot's
- * seq = pos + 1. The consumer, at head position `head`, owns a record iff
- * the acquire load of the seq of slot head & (N - 1) is exactly head + 1.
+ * publishes the record with a release store of the first slot's seq. The
+ * consumer, at head position `head`, owns a record iff the acquire load of
+ * the seq of slot head & (N - 1) carries the tag of head's lap.
  *
- * Why stale bytes are never taken for a header. The consumer only looks
+ * Why stale bytes are never taken for a record. The consumer only looks
  * at the slot of its own head, which is always the first position of a
  * record (positions are claimed contiguously and it advances by exactly a
  * record's k), and never at a bulk line's bytes as a seq. Every value ever
- * stored in the seq of that slot is 0 (a small record's second slot, or a
- * fresh area: a new memfd is zero), or q + 1 for a position
- * q = head - j * N (a first slot one or more laps ago, j >= 1; a slot a
- * bulk record skipped keeps what it had), or head + 1 (the record it waits
- * for). Only the last one equals head + 1, and its release store follows
- * every write of the record. Any other value (neither 0 nor q + 1 with
- * q = head mod N and q < head) cannot come from an honest producer: the
- * consumer fails.
+ * stored in the seq of that slot is 0 (an inline record's second slot, or
+ * a fresh area: a new memfd is zero), or carries the tag of an earlier lap
+ * (a first slot one or more laps ago; a slot a bulk record skipped keeps
+ * what it had), or the tag of head's lap (the record it waits for). Only
+ * the last one matches, and its release store follows every write of the
+ * record. Laps are counted in 48 bits: an old value could only be mistaken
+ * for a new one if its slot went unwritten for 2^48 laps (at least 2^51
+ * positions, the smallest ring with bulk records having 8 slots; no slot
+ * is skipped in the smallest ring, and a ring of 65536 slots or more has
+ * more than 2^64 positions of tags). Any value that is neither 0 nor the tag of an
+ * earlier lap (1 .. head's lap, while laps have not wrapped) cannot come
+ * from an honest producer, nor
+ * can a matching one with a code above 113, a bulk code with a kind, or a
+ * bulk header whose length is inline-sized or over the limit: the consumer
+ * fails.
  */
 #ifndef CMESH_SHM_RING_H
 #define CMESH_SHM_RING_H
@@ -75,7 +89,7 @@
 
 /* "cmesharn", little-endian. */
 #define CMESH_SHM_ARENA_MAGIC 0x6e72616873656d63ull
-#define CMESH_SHM_ABI_VERSION 8u
+#define CMESH_SHM_ABI_VERSION 9u
 
 #define CMESH_SHM_LINE 64u   /* a control line; the cache line we pad to */
 #define CMESH_SHM_PAGE 4096u /* arena size and data region granularity */
@@ -86,12 +100,19 @@
 #define CMESH_SHM_RING_MAX_CAP (1u << 30) /* bytes, power of two */
 #define CMESH_SHM_SLOT_SIZE 64u		  /* a slot: seq + data */
 #define CMESH_SHM_SLOT_DATA 56u		  /* data bytes of a slot */
-#define CMESH_SHM_REC_HDR_SIZE 8u
-/* Payload bytes in a record's first slot (after the header). */
-#define CMESH_SHM_SLOT_FIRST (CMESH_SHM_SLOT_DATA - CMESH_SHM_REC_HDR_SIZE)
-/* Largest payload in the small layout (two slots); longer ones are bulk. */
-#define CMESH_SHM_SMALL_MAX (CMESH_SHM_SLOT_FIRST + CMESH_SHM_SLOT_DATA)
+#define CMESH_SHM_REC_HDR_SIZE 8u	  /* a bulk record's header */
+/* Largest inline payload (two slots); longer ones are bulk. */
+#define CMESH_SHM_INLINE_MAX (2u * CMESH_SHM_SLOT_DATA)
 #define CMESH_SHM_BULK_LINE 64u /* bytes of a bulk line */
+
+/* The seq word of a record's first slot: tag, code, kind (above). */
+#define CMESH_SHM_SEQ_PUBLISHED (1ull << 63)
+#define CMESH_SHM_SEQ_LAP_BITS 48u
+#define CMESH_SHM_SEQ_META_BITS 15u
+#define CMESH_SHM_SEQ_META_MASK ((1ull << CMESH_SHM_SEQ_META_BITS) - 1)
+#define CMESH_SHM_SEQ_CODE_SHIFT 8u
+#define CMESH_SHM_SEQ_CODE_MAX (CMESH_SHM_INLINE_MAX + 1u)
+#define CMESH_SHM_SEQ_KIND_MASK 0xffu
 
 /*
  * Record kinds. 0 is the ring's own filler (claimed positions a producer
@@ -276,17 +297,18 @@ static_assert(offsetof(struct cmesh_shm_ring_signal, idle_use) == 24,
 /* ---- slots and records ---- */
 
 /*
- * A slot, at a 64-byte aligned offset of a slot area. A record's first
- * slot: data = struct cmesh_shm_rec_hdr + CMESH_SHM_SLOT_FIRST payload
- * bytes; a continuation slot: data = CMESH_SHM_SLOT_DATA payload bytes.
+ * A slot, at a 64-byte aligned offset of a slot area. An inline record's
+ * slots: data = payload bytes; a bulk record's first slot: data = struct
+ * cmesh_shm_rec_hdr (the rest unused).
  */
 struct cmesh_shm_slot {
 	/*
-	 * First slot: pos + 1. Producer: release store after writing the
-	 * whole record (continuation slots first). Consumer: acquire load
-	 * (pairs with that store); the record is its iff it reads head + 1.
-	 * Continuation slot: 0, a plain store before the publishing one;
-	 * never read by the consumer as part of the record.
+	 * First slot: cmesh_shm_seq_tag(pos) | code | kind. Producer:
+	 * release store after writing the whole record (continuation slots
+	 * first). Consumer: acquire load (pairs with that store); the record
+	 * is its iff the tag is its head's. Inline continuation slot: 0, a
+	 * plain store before the publishing one; never read by the consumer
+	 * as part of the record.
 	 */
 	_Atomic uint64_t seq;
 	/* Producer: plain stores before the publishing seq store. */
@@ -298,10 +320,10 @@ static_assert(offsetof(struct cmesh_shm_slot, seq) == 0, "slot seq");
 static_assert(offsetof(struct cmesh_shm_slot, data) == 8, "slot data");
 
 /*
- * Record header, at data[0] of a record's first slot.
+ * Bulk record header, at data[0] of a bulk record's first slot.
  * Producer: plain stores before the seq store that publishes it.
  * Consumer: copied out once (8 bytes) after the acquire load of seq, then
- * validated: kind in 0..KIND_MAX, len <= the record limit.
+ * validated: kind in 0..KIND_MAX, INLINE_MAX < len <= the record limit.
  */
 struct cmesh_shm_rec_hdr {
 	uint32_t len;  /* payload bytes */
@@ -347,15 +369,15 @@ static inline uint64_t cmesh_shm_ring_area(uint64_t cap)
 /* 1 if a record of `len` payload bytes has the bulk layout. */
 static inline int cmesh_shm_rec_bulk(uint32_t len)
 {
-	return len > CMESH_SHM_SMALL_MAX;
+	return len > CMESH_SHM_INLINE_MAX;
 }
 
 /* Positions a record with `len` payload bytes occupies. */
 static inline uint64_t cmesh_shm_rec_slots(uint32_t len)
 {
-	if (len <= CMESH_SHM_SLOT_FIRST)
+	if (len <= CMESH_SHM_SLOT_DATA)
 		return 1;
-	if (len <= CMESH_SHM_SMALL_MAX)
+	if (len <= CMESH_SHM_INLINE_MAX)
 		return 2;
 	return ((uint64_t)len + CMESH_SHM_BULK_LINE - 1) / CMESH_SHM_BULK_LINE;
 }
@@ -368,8 +390,8 @@ static inline uint32_t cmesh_shm_ring_rec_limit(uint64_t cap)
 {
 	uint64_t quarter = cmesh_shm_ring_slots(cap) / 4;
 
-	if (quarter < 2) /* one slot: its first-slot bytes */
-		return CMESH_SHM_SLOT_FIRST;
+	if (quarter < 2) /* one slot: an inline record of one line */
+		return CMESH_SHM_SLOT_DATA;
 	return (uint32_t)(quarter * CMESH_SHM_BULK_LINE);
 }
 
@@ -377,6 +399,44 @@ static_assert(CMESH_SHM_RING_MIN_CAP / CMESH_SHM_SLOT_SIZE >= 4,
 	      "a record fits in the smallest ring");
 static_assert(CMESH_SHM_BULK_LINE == CMESH_SHM_SLOT_SIZE,
 	      "bulk lines and slots are indexed alike");
+
+/*
+ * The tag of position `pos` in a ring of 2^shift slots, in its place in a
+ * seq word (code and kind bits clear): bit 63, and (lap + 1) mod 2^48.
+ */
+static inline uint64_t cmesh_shm_seq_tag(uint64_t pos, uint32_t shift)
+{
+	return CMESH_SHM_SEQ_PUBLISHED | ((pos >> shift) + 1)
+						 << CMESH_SHM_SEQ_META_BITS;
+}
+
+/* Code and kind bits of an inline record (len <= INLINE_MAX, kind valid). */
+static inline uint64_t cmesh_shm_seq_inline(uint32_t len, uint32_t kind)
+{
+	return ((uint64_t)(len + 1) << CMESH_SHM_SEQ_CODE_SHIFT) | kind;
+}
+
+/*
+ * 1 if `seq`, read from the slot of position `pos`, is a value an honest
+ * producer may have left there before publishing that position's record:
+ * 0, or the tag of an earlier lap: laps 1 .. lap of pos counted, until
+ * they wrap (after 2^48 - 1 laps; from then on, any tag but pos's).
+ */
+static inline int cmesh_shm_seq_stale(uint64_t seq, uint64_t pos,
+				      uint32_t shift)
+{
+	const uint64_t wrap = 1ull << CMESH_SHM_SEQ_LAP_BITS;
+	uint64_t laps = (seq >> CMESH_SHM_SEQ_META_BITS) & (wrap - 1);
+	uint64_t next = (pos >> shift) + 1; /* pos's own count, unreduced */
+
+	if (seq == 0)
+		return 1;
+	if (!(seq & CMESH_SHM_SEQ_PUBLISHED))
+		return 0;
+	if (next >= wrap)
+		return laps != (next & (wrap - 1));
+	return laps >= 1 && laps < next;
+}
 
 /* 1 if [off, off + len) lies inside [lo, hi), without overflow. */
 static inline int cmesh_shm_range_ok(uint64_t off, uint64_t len, uint64_t lo,

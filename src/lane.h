@@ -373,9 +373,10 @@ bool cmesh__lane_polling(void);
 void cmesh__lane_force_polling(bool on);
 
 /*
- * In lane, spinning: the word a publication changes and, in *want, the
- * value it then holds, polled without a call. A match is a hint (the
- * receive validates what it finds); then call cmesh__lane_spin_hit(). NULL
+ * In lane, spinning: the word a publication changes and, in *want, what it
+ * then holds (compare with cmesh__lane_spin_match()), polled without a
+ * call. A match is a hint (the receive validates what it finds); then call
+ * cmesh__lane_spin_hit(). NULL
  * when there is nothing to poll (not attached yet, a record pending, the
  * ring failed): cmesh__lane_ready() tells what there is.
  */
@@ -385,6 +386,12 @@ cmesh__lane_spin_word(const struct cmesh__lane *ln, uint64_t *want)
 	if (ln->pending >= 0 || (ln->dynamic && !cmesh__lane_bound(ln)))
 		return NULL;
 	return cmesh__shmring_head_word(&ln->cons, want);
+}
+
+/* In lane: 1 if `v`, loaded from the spin word, matches `want`. */
+static inline bool cmesh__lane_spin_match(uint64_t v, uint64_t want)
+{
+	return cmesh__shmring_word_match(v, want);
 }
 
 /* In lane: the polled word matched; fetch the rest of the record early. */

@@ -836,8 +836,10 @@ static void spin(struct cmesh__queue *q, int64_t spin_ns, int64_t deadline)
 			for (int i = 0; i < SPIN_CLOCK_EVERY; i++) {
 				/* A hint: the receive validates the record. */
 				if (ls &&
-				    atomic_load_explicit(
-					    ls, memory_order_relaxed) == lw) {
+				    cmesh__lane_spin_match(
+					    atomic_load_explicit(
+						    ls, memory_order_relaxed),
+					    lw)) {
 					cmesh__lane_spin_hit(q->rx_lane);
 					goto out;
 				}

@@ -235,6 +235,8 @@ bool cmesh__queue_xl_spin(struct cmesh__queue *q, int rounds)
 	const _Atomic uint64_t *w[SPIN_WORDS];
 	uint64_t want[SPIN_WORDS];
 	uint32_t n = 0;
+	/* The local queue's word, if polled, is w[0]: an exact match. */
+	bool local = !q->primary_done && !q->rx_lane;
 
 	if (merge(q))
 		return true;
@@ -250,10 +252,15 @@ bool cmesh__queue_xl_spin(struct cmesh__queue *q, int rounds)
 	}
 	for (int k = 0; k < rounds; k++) {
 		/* Hints only: the receive validates what it finds. */
-		for (uint32_t i = 0; i < n; i++)
-			if (atomic_load_explicit(w[i], memory_order_relaxed) ==
-			    want[i])
+		for (uint32_t i = 0; i < n; i++) {
+			uint64_t v = atomic_load_explicit(w[i],
+							  memory_order_relaxed);
+
+			if (i == 0 && local ?
+				    v == want[i] :
+				    cmesh__lane_spin_match(v, want[i]))
 				return true;
+		}
 		cmesh__park_pause();
 	}
 	/* Once per round: overflow, closes, failures, attachments. */

@@ -9,11 +9,13 @@
  *   producer that refreshed it) or, when that looks full, the consumer's
  *   shared head (acquire, pairs with the consumer's release store after it
  *   copied the old records out, so its reads happen before our overwrite).
- * - Publish. The producer writes the continuation slots (data, seq = 0)
- *   and the first slot's data (the lines of the first two slots each with
- *   inline copies, see write_record()), then stores the first slot's
- *   seq = pos + 1 with release. The consumer's acquire load that
- *   reads head + 1 pairs with it, so every byte of the record is visible.
+ * - Publish. The producer writes the payload (bulk lines, or an inline
+ *   record's second slot: data, seq = 0) and the first slot's data (the
+ *   lines of an inline record each with inline copies, see
+ *   write_record()), then stores the first slot's seq (pos's tag, with an
+ *   inline record's length and kind) with release. The consumer's acquire
+ *   load that reads its head's tag pairs with it, so every byte of the
+ *   record is visible.
  *   Records are published in any order; the consumer takes them in
  *   position order.
  * - The consumer never writes a slot: it publishes its head on a line of
@@ -59,6 +61,7 @@ int cmesh__shmring_producer_init(struct cmesh__shmring_producer *p,
 	p->bulk = base + data_off + cap;
 	p->head = NULL;
 	p->mask = cmesh_shm_ring_slots(cap) - 1;
+	p->shift = (uint32_t)__builtin_ctzll(cmesh_shm_ring_slots(cap));
 	p->limit = cmesh_shm_ring_rec_limit(cap);
 	atomic_init(&p->failed, 0);
 	atomic_init(&p->head_cache, 0);
@@ -100,6 +103,7 @@ int cmesh__shmring_consumer_init(struct cmesh__shmring_consumer *c,
 	c->bulk = NULL;
 	c->head = &line->head;
 	c->mask = 0;
+	c->shift = 0;
 	c->head_pos = 0;
 	c->limit = 0;
 	c->failed = false;
@@ -122,6 +126,7 @@ int cmesh__shmring_consumer_attach(struct cmesh__shmring_consumer *c,
 	c->slots = (const struct cmesh_shm_slot *)(base + data_off);
 	c->bulk = base + data_off + cap;
 	c->mask = cmesh_shm_ring_slots(cap) - 1;
+	c->shift = (uint32_t)__builtin_ctzll(cmesh_shm_ring_slots(cap));
 	c->limit = cmesh_shm_ring_rec_limit(cap);
 	return 0;
 }
@@ -306,8 +311,9 @@ static inline void put_data(unsigned char *dst, const struct cmesh__iov *iov,
 
 /*
  * Writes a record of `len` bytes at `pos` and publishes it: the payload
- * (the bulk lines, or the second slot), then the first slot's header and
- * payload, then the release store of its seq. A small record's lines are
+ * (the bulk lines, or the second slot), then the first slot's data (a bulk
+ * header, or inline payload), then the release store of its seq. An
+ * inline record's lines are
  * written straight from the caller's pieces with inline copies: the
  * consumer polls the line of a record's first slot while we write it, and
  * if it reads the line between two of our stores, the next store waits for
@@ -321,8 +327,9 @@ static void write_record(struct cmesh__shmring_producer *p, uint64_t pos,
 {
 	struct cmesh_shm_rec_hdr h = { .len = len, .kind = kind };
 	uint64_t k = cmesh_shm_rec_slots(len);
+	uint64_t tag = cmesh_shm_seq_tag(pos, p->shift);
 	struct cmesh_shm_slot *s = &p->slots[pos & p->mask];
-	uint32_t n0 = len < CMESH_SHM_SLOT_FIRST ? len : CMESH_SHM_SLOT_FIRST;
+	uint32_t n0 = len < CMESH_SHM_SLOT_DATA ? len : CMESH_SHM_SLOT_DATA;
 
 	if (niov == 1 && iov && len <= CMESH__SHMRING_SMALL) {
 		/* The common small message, as the inline push writes it. */
@@ -335,7 +342,7 @@ static void write_record(struct cmesh__shmring_producer *p, uint64_t pos,
 		write_bulk(p, pos, iov, niov);
 		memcpy(s->data, &h, sizeof(h));
 		/* Publish; pairs with the consumer's acquire load in head(). */
-		atomic_store_explicit(&s->seq, pos + 1, memory_order_release);
+		atomic_store_explicit(&s->seq, tag, memory_order_release);
 		prefetch_bulk(p, pos + k, k);
 		return;
 	}
@@ -345,13 +352,13 @@ static void write_record(struct cmesh__shmring_producer *p, uint64_t pos,
 
 		/* No one reads it before the record is published. */
 		atomic_store_explicit(&s1->seq, 0, memory_order_relaxed);
-		put_data(s1->data, iov, niov, CMESH_SHM_SLOT_FIRST, n1,
+		put_data(s1->data, iov, niov, CMESH_SHM_SLOT_DATA, n1,
 			 CMESH_SHM_SLOT_DATA);
 	}
-	memcpy(s->data, &h, sizeof(h));
-	put_data(s->data + sizeof(h), iov, niov, 0, n0, CMESH_SHM_SLOT_FIRST);
+	put_data(s->data, iov, niov, 0, n0, CMESH_SHM_SLOT_DATA);
 	/* Publish; pairs with the consumer's acquire load in head(). */
-	atomic_store_explicit(&s->seq, pos + 1, memory_order_release);
+	atomic_store_explicit(&s->seq, tag | cmesh_shm_seq_inline(len, kind),
+			      memory_order_release);
 }
 
 void cmesh__shmring_commit(struct cmesh__shmring_producer *p, uint64_t pos,

@@ -44,6 +44,7 @@ struct cmesh__shmring_producer {
 	unsigned char *bulk;	      /* the bulk lines, after the slots */
 	const _Atomic uint64_t *head; /* consumer's arena (NULL: unattached) */
 	uint64_t mask;		      /* slots - 1 */
+	uint32_t shift;		      /* log2(slots) */
 	uint32_t limit;		      /* largest payload */
 	/* 1 once the consumer's head was corrupt. Relaxed: a sticky hint. */
 	_Atomic uint32_t failed;
@@ -60,6 +61,7 @@ struct cmesh__shmring_consumer {
 	_Atomic uint64_t *head;	   /* own arena */
 	uint64_t mask;
 	uint64_t head_pos; /* last value stored to *head */
+	uint32_t shift;	   /* log2(slots) */
 	uint32_t limit;
 	bool failed; /* the producer's ring was corrupt */
 	bool peeked; /* cur holds the validated header of the head record */
@@ -157,8 +159,8 @@ int cmesh__shmring_pushv(struct cmesh__shmring_producer *p, uint32_t kind,
  */
 int cmesh__shmring_consumed(struct cmesh__shmring_producer *p, uint64_t *out);
 
-/* Payload bytes that fit a record's first two slots (the small layout). */
-#define CMESH__SHMRING_SMALL CMESH_SHM_SMALL_MAX
+/* Payload bytes that fit a record's first two slots (inline layout). */
+#define CMESH__SHMRING_SMALL CMESH_SHM_INLINE_MAX
 
 /*
  * cmesh__shmring_push() of a record of at most CMESH__SHMRING_SMALL bytes
@@ -223,18 +225,29 @@ static inline void cmesh__shmring_consume(struct cmesh__shmring_consumer *c);
 
 /* (Inline, below: the receive fast path makes no call into shmring.c.) */
 
+/* The tag that publishes a record at the consumer's head (shm/ring.h). */
+static inline uint64_t
+cmesh__shmring_want(const struct cmesh__shmring_consumer *c)
+{
+	return cmesh_shm_seq_tag(c->head_pos, c->shift);
+}
+
 /*
  * 1 if `seq`, read from the slot of the consumer's head, is a value an
- * honest producer may have left there: 0, or an older lap's q + 1 with
- * q = head mod slots and q < head (shm/ring.h).
+ * honest producer may have left there: 0, or an earlier lap's tag
+ * (shm/ring.h).
  */
 static inline bool
 cmesh__shmring_seq_stale_ok(const struct cmesh__shmring_consumer *c,
 			    uint64_t seq)
 {
-	uint64_t head = c->head_pos;
+	return cmesh_shm_seq_stale(seq, c->head_pos, c->shift);
+}
 
-	return seq == 0 || (((seq - 1 - head) & c->mask) == 0 && seq <= head);
+/* 1 if the seq word `v` carries the tag `want` (its code and kind aside). */
+static inline bool cmesh__shmring_word_match(uint64_t v, uint64_t want)
+{
+	return (v & ~CMESH_SHM_SEQ_META_MASK) == want;
 }
 
 /*
@@ -254,14 +267,16 @@ cmesh__shmring_pop_ready(const struct cmesh__shmring_consumer *c)
 		return false;
 	seq = atomic_load_explicit(&c->slots[c->head_pos & c->mask].seq,
 				   memory_order_relaxed);
-	return seq == c->head_pos + 1 || !cmesh__shmring_seq_stale_ok(c, seq);
+	return cmesh__shmring_word_match(seq, cmesh__shmring_want(c)) ||
+	       !cmesh__shmring_seq_stale_ok(c, seq);
 }
 
 /*
  * For a spinning consumer: the seq word of its head slot and, in *want,
- * the value that publishes a record there; polled without a call, and only
- * a hint (peek() validates what it finds). NULL when there is nothing to
- * poll: unattached, failed, or a record already peeked.
+ * the tag that publishes a record there (cmesh__shmring_word_match()
+ * compares); polled without a call, and only a hint (peek() validates
+ * what it finds). NULL when there is nothing to poll: unattached, failed,
+ * or a record already peeked.
  */
 static inline const _Atomic uint64_t *
 cmesh__shmring_head_word(const struct cmesh__shmring_consumer *c,
@@ -269,13 +284,13 @@ cmesh__shmring_head_word(const struct cmesh__shmring_consumer *c,
 {
 	if (!c->slots || c->failed || c->peeked)
 		return NULL;
-	*want = c->head_pos + 1;
+	*want = cmesh__shmring_want(c);
 	return &c->slots[c->head_pos & c->mask].seq;
 }
 
 /*
  * For a consumer whose head slot was just published: prefetches the next
- * slot, where a record's second line is, so that it travels while the
+ * slot, where an inline record's second line is, so that it travels while the
  * receive path runs. Reading it earlier, while spinning, would take the
  * line from the producer between its stores (measured: 5-10 ns more per
  * cross-process round trip). Attached consumers only.
@@ -312,10 +327,10 @@ static inline void cmesh__shmring_put(unsigned char *dst, const void *src,
 }
 
 /*
- * Writes a record of `len` <= CMESH__SHMRING_SMALL bytes from one piece at
- * `pos` and publishes it, as write_record() in shmring.c (which uses it):
- * the second slot first, then the first slot's header and payload, then
- * the release store of its seq.
+ * Writes an inline record of `len` <= CMESH__SHMRING_SMALL bytes from one
+ * piece at `pos` and publishes it, as write_record() in shmring.c (which
+ * uses it): the second slot first, then the first slot's payload, then the
+ * release store of its seq with the record's tag, length and kind.
  */
 static inline void cmesh__shmring_write_small(struct cmesh__shmring_producer *p,
 					      uint64_t pos, uint32_t kind,
@@ -323,10 +338,9 @@ static inline void cmesh__shmring_write_small(struct cmesh__shmring_producer *p,
 {
 	const unsigned char *src = buf;
 	struct cmesh_shm_slot *s = &p->slots[pos & p->mask];
-	struct cmesh_shm_rec_hdr h = { .len = len, .kind = kind };
-	uint32_t n0 = len < CMESH_SHM_SLOT_FIRST ? len : CMESH_SHM_SLOT_FIRST;
+	uint32_t n0 = len < CMESH_SHM_SLOT_DATA ? len : CMESH_SHM_SLOT_DATA;
 
-	if (len > CMESH_SHM_SLOT_FIRST) {
+	if (len > CMESH_SHM_SLOT_DATA) {
 		struct cmesh_shm_slot *s1 = &p->slots[(pos + 1) & p->mask];
 
 		/* No one reads it before the record is published. */
@@ -334,17 +348,19 @@ static inline void cmesh__shmring_write_small(struct cmesh__shmring_producer *p,
 		cmesh__shmring_put(s1->data, src + n0, len - n0,
 				   CMESH_SHM_SLOT_DATA);
 	}
-	memcpy(s->data, &h, sizeof(h));
-	cmesh__shmring_put(s->data + sizeof(h), src, n0, CMESH_SHM_SLOT_FIRST);
+	cmesh__shmring_put(s->data, src, n0, CMESH_SHM_SLOT_DATA);
 	/* Publish; pairs with the consumer's acquire load in head(). */
-	atomic_store_explicit(&s->seq, pos + 1, memory_order_release);
+	atomic_store_explicit(&s->seq,
+			      cmesh_shm_seq_tag(pos, p->shift) |
+				      cmesh_shm_seq_inline(len, kind),
+			      memory_order_release);
 }
 
 static inline int cmesh__shmring_push_small(struct cmesh__shmring_producer *p,
 					    uint32_t kind, const void *buf,
 					    uint32_t len)
 {
-	uint64_t k = len > CMESH_SHM_SLOT_FIRST ? 2 : 1;
+	uint64_t k = len > CMESH_SHM_SLOT_DATA ? 2 : 1;
 	uint64_t pos = atomic_load_explicit(&p->tail, memory_order_relaxed);
 	/* Pairs with the release store in refresh_head() (shmring.c). */
 	uint64_t head =
@@ -393,34 +409,46 @@ static inline int cmesh__shmring_skip_to(struct cmesh__shmring_consumer *c,
 }
 
 /*
- * Reads the seq and header of the slot at the consumer's head, each once
- * (acquire on seq, pairs with the producer's release store in
- * cmesh__shmring_write_small() or write_record()), and validates the
- * copies: 0 with the header in *h (its kind may be a filler), -EAGAIN if
- * nothing is published there (a seq an honest producer may have left), or
- * -EPROTO (the consumer fails for good). The consumer must be attached and
- * not failed.
+ * Reads the seq of the slot at the consumer's head, and a bulk record's
+ * header, each once (acquire on seq, pairs with the producer's release
+ * store in cmesh__shmring_write_small() or write_record()), and validates
+ * the copies: 0 with the record's length and kind in *h (the kind may be a
+ * filler's), -EAGAIN if nothing is published there (a seq an honest
+ * producer may have left), or -EPROTO (the consumer fails for good). The
+ * consumer must be attached and not failed.
  */
 static cmesh__inline int cmesh__shmring_head(struct cmesh__shmring_consumer *c,
 					     struct cmesh_shm_rec_hdr *h)
 {
 	const struct cmesh_shm_slot *s = &c->slots[c->head_pos & c->mask];
 	uint64_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
+	uint32_t code = (uint32_t)(seq >> CMESH_SHM_SEQ_CODE_SHIFT) &
+			(CMESH_SHM_SEQ_META_MASK >> CMESH_SHM_SEQ_CODE_SHIFT);
+	uint32_t kind = (uint32_t)seq & CMESH_SHM_SEQ_KIND_MASK;
 
-	if (seq != c->head_pos + 1) {
+	if (!cmesh__shmring_word_match(seq, cmesh__shmring_want(c))) {
 		if (likely(cmesh__shmring_seq_stale_ok(c, seq)))
 			return -EAGAIN;
-		c->failed = true;
-		return -EPROTO;
+		goto bad;
+	}
+	if (likely(code)) { /* inline: all of it is in the seq word */
+		h->len = code - 1;
+		h->kind = kind;
+		if (unlikely(code > CMESH_SHM_SEQ_CODE_MAX ||
+			     h->len > c->limit))
+			goto bad;
+		return 0;
 	}
 	memcpy(h, s->data, sizeof(*h));
 	/* Use the copy; never re-read the shared bytes (shmring.c). */
 	atomic_signal_fence(memory_order_seq_cst);
-	if (unlikely(h->kind > CMESH_SHM_REC_KIND_MAX || h->len > c->limit)) {
-		c->failed = true;
-		return -EPROTO;
-	}
+	if (unlikely(kind || h->kind > CMESH_SHM_REC_KIND_MAX ||
+		     !cmesh_shm_rec_bulk(h->len) || h->len > c->limit))
+		goto bad;
 	return 0;
+bad:
+	c->failed = true;
+	return -EPROTO;
 }
 
 /*
@@ -458,56 +486,35 @@ void cmesh__shmring_read_bulk(const struct cmesh__shmring_consumer *c,
 
 /*
  * Copies payload bytes [off, off + n) of the record at head_pos to `dst`.
- * Small layout: byte x of a payload is in the first slot (after the
- * header) if x < 48, else in the second slot. Bulk layout: in the bulk
- * lines from head_pos's on.
+ * Inline layout: byte x of a payload is in the first slot if x < 56, else
+ * in the second slot. Bulk layout: in the bulk lines from head_pos's on.
  */
 static cmesh__inline void
 cmesh__shmring_read(const struct cmesh__shmring_consumer *c, uint32_t off,
 		    void *dst, uint32_t n)
 {
 	unsigned char *d = dst;
-	uint64_t j = 0;
-	uint32_t at = off + CMESH_SHM_REC_HDR_SIZE; /* within slot j's data */
+	const struct cmesh_shm_slot *s0 = &c->slots[c->head_pos & c->mask];
+	const struct cmesh_shm_slot *s1 =
+		&c->slots[(c->head_pos + 1) & c->mask];
+	uint32_t n0;
 
 	if (unlikely(c->cur.len > CMESH__SHMRING_SMALL)) {
 		cmesh__shmring_read_bulk(c, off, dst, n);
 		return;
 	}
-	if (likely(off == 0)) {
-		/* The common small record: its first two slots, no loop. */
-		uint32_t n0 = n < CMESH_SHM_SLOT_FIRST ? n :
-							 CMESH_SHM_SLOT_FIRST;
-		uint32_t n1 = n - n0;
-
-		cmesh__copy_small(d, c->slots[c->head_pos & c->mask].data + at,
-				  n0);
-		/* Never true (n1 <= 56); tells GCC -O3 (array-bounds). */
-		if (n1 > CMESH_SHM_SLOT_DATA)
-			n1 = CMESH_SHM_SLOT_DATA;
-		if (n1)
-			cmesh__copy_small(
-				d + n0,
-				c->slots[(c->head_pos + 1) & c->mask].data, n1);
+	/* Never true (off + n <= 112); tells GCC -O3 (array-bounds). */
+	if (off > CMESH__SHMRING_SMALL || n > CMESH__SHMRING_SMALL - off)
+		return;
+	if (off >= CMESH_SHM_SLOT_DATA) {
+		cmesh__copy_small(d, s1->data + (off - CMESH_SHM_SLOT_DATA), n);
 		return;
 	}
-	if (off >= CMESH_SHM_SLOT_FIRST) {
-		j = 1 + (off - CMESH_SHM_SLOT_FIRST) / CMESH_SHM_SLOT_DATA;
-		at = (off - CMESH_SHM_SLOT_FIRST) % CMESH_SHM_SLOT_DATA;
-	}
-	while (n) {
-		const struct cmesh_shm_slot *s =
-			&c->slots[(c->head_pos + j) & c->mask];
-		uint32_t m = CMESH_SHM_SLOT_DATA - at;
-
-		if (m > n)
-			m = n;
-		cmesh__copy_small(d, s->data + at, m); /* inline, no call */
-		d += m;
-		n -= m;
-		at = 0;
-		j++;
-	}
+	/* Inline copies, no call, no loop: a slot's bytes, then the next's. */
+	n0 = n < CMESH_SHM_SLOT_DATA - off ? n : CMESH_SHM_SLOT_DATA - off;
+	cmesh__copy_small(d, s0->data + off, n0);
+	if (n > n0)
+		cmesh__copy_small(d + n0, s1->data, n - n0);
 }
 
 static cmesh__inline void

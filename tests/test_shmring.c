@@ -36,7 +36,7 @@
 TestSuite(shmring, .init = tu_suite_init, .fini = tu_suite_fini);
 TestSuite(copy, .init = tu_suite_init, .fini = tu_suite_fini);
 
-#define FIRST CMESH_SHM_SLOT_FIRST
+#define FIRST CMESH_SHM_SLOT_DATA /* the largest one-line record */
 #define SLOT_DATA CMESH_SHM_SLOT_DATA
 
 /* ---- a ring between two arenas, both ends in this process ---- */
@@ -161,6 +161,35 @@ static struct cmesh_shm_rec_hdr get_hdr(struct rig *r, uint64_t pos)
 	return h;
 }
 
+/*
+ * The seq words of shm/ring.h, restated: bit 63 set, bits 15..62 the
+ * lap of the position + 1 (mod 2^48), bits 8..14 an inline record's
+ * length + 1, bits 0..7 its kind.
+ */
+static uint64_t tag_at(uint64_t nslots, uint64_t pos)
+{
+	return 1ull << 63 | ((pos / nslots + 1) % (1ull << 48)) << 15;
+}
+
+static uint64_t inline_seq(uint64_t nslots, uint64_t pos, uint32_t len,
+			   uint32_t kind)
+{
+	return tag_at(nslots, pos) | (uint64_t)(len + 1) << 8 | kind;
+}
+
+/* Publishes a record's header at `pos` as a producer would (no payload). */
+static void publish_rec(struct rig *r, uint64_t pos, uint32_t len,
+			uint32_t kind)
+{
+	if (len <= CMESH_SHM_INLINE_MAX) {
+		atomic_store(&slot_at(r, pos)->seq,
+			     inline_seq(r->nslots, pos, len, kind));
+		return;
+	}
+	put_hdr(r, pos, len, kind);
+	atomic_store(&slot_at(r, pos)->seq, tag_at(r->nslots, pos));
+}
+
 /* Pushes `len` pattern bytes (seed) and pops them back, checking all. */
 static void round_trip(struct rig *r, uint32_t kind, uint32_t len,
 		       uint32_t seed)
@@ -255,11 +284,11 @@ Test(shmring, counts_the_slots_of_a_record)
 	cr_assert_eq(cmesh_shm_rec_slots(FIRST), 1);
 	cr_assert_eq(cmesh_shm_rec_slots(FIRST + 1), 2);
 	cr_assert_eq(cmesh_shm_rec_slots(FIRST + SLOT_DATA), 2);
-	cr_assert_eq(FIRST + SLOT_DATA, CMESH_SHM_SMALL_MAX);
-	cr_assert_not(cmesh_shm_rec_bulk(CMESH_SHM_SMALL_MAX));
+	cr_assert_eq(FIRST + SLOT_DATA, CMESH_SHM_INLINE_MAX);
+	cr_assert_not(cmesh_shm_rec_bulk(CMESH_SHM_INLINE_MAX));
 	/* Bulk: a position per 64 bytes, the header slot among them. */
-	cr_assert(cmesh_shm_rec_bulk(CMESH_SHM_SMALL_MAX + 1));
-	cr_assert_eq(cmesh_shm_rec_slots(CMESH_SHM_SMALL_MAX + 1), 2);
+	cr_assert(cmesh_shm_rec_bulk(CMESH_SHM_INLINE_MAX + 1));
+	cr_assert_eq(cmesh_shm_rec_slots(CMESH_SHM_INLINE_MAX + 1), 2);
 	cr_assert_eq(cmesh_shm_rec_slots(128), 2);
 	cr_assert_eq(cmesh_shm_rec_slots(129), 3);
 	cr_assert_eq(cmesh_shm_rec_slots(4096), 64);
@@ -359,10 +388,12 @@ Test(shmring, wraps_a_record_around_the_end_of_the_area)
 	h = get_hdr(&r, 62);
 	cr_assert_eq(h.kind, 9);
 	cr_assert_eq(h.len, 200);
-	cr_assert_eq(atomic_load(&slot_at(&r, 62)->seq), 63);
+	cr_assert_eq(atomic_load(&slot_at(&r, 62)->seq), tag_at(64, 62));
 	cr_assert_eq(atomic_load(&slot_at(&r, 63)->seq), 0);
-	cr_assert_eq(atomic_load(&slot_at(&r, 64)->seq), 1);
-	cr_assert_eq(atomic_load(&slot_at(&r, 65)->seq), 2);
+	cr_assert_eq(atomic_load(&slot_at(&r, 64)->seq),
+		     inline_seq(64, 0, FIRST, 1));
+	cr_assert_eq(atomic_load(&slot_at(&r, 65)->seq),
+		     inline_seq(64, 1, FIRST, 1));
 	cr_assert_eq(memcmp(bulk_at(&r, 62), buf, 128), 0);
 	cr_assert_eq(memcmp(bulk_at(&r, 64), buf + 128, 72), 0);
 	cr_assert_eq(tail_of(&r), 66);
@@ -372,7 +403,8 @@ Test(shmring, wraps_a_record_around_the_end_of_the_area)
 	cr_assert_eq(tu_check(buf, sizeof(buf), 99), sizeof(buf));
 	cr_assert_eq(atomic_load(head_word(&r)), 66);
 	/* The next record's first slot still holds an older lap's seq. */
-	cr_assert_eq(atomic_load(&slot_at(&r, 66)->seq), 3);
+	cr_assert_eq(atomic_load(&slot_at(&r, 66)->seq),
+		     inline_seq(64, 2, FIRST, 1));
 	cr_assert_not(cmesh__shmring_pop_ready(&r.c));
 	rig_close(&r);
 }
@@ -393,7 +425,8 @@ Test(shmring, a_bulk_records_payload_is_never_taken_for_a_seq)
 	rig_open(&r, 4096);
 	for (uint64_t line = 0; line < 8; line++)
 		for (int w = 0; w < 8; w++)
-			forged[line * 8 + w] = line + r.nslots + 1;
+			forged[line * 8 + w] =
+				inline_seq(r.nslots, line + r.nslots, 8, 1);
 	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 5, forged, sizeof(forged)), 0);
 	cr_assert_eq(tail_of(&r), 8, "512 bytes: 8 positions");
 	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, out, sizeof(out)),
@@ -429,8 +462,7 @@ Test(shmring, a_bulk_record_wrapping_the_area_is_read_within_it)
 	pos = tail_of(&r);
 	for (uint64_t j = 0; j < r.nslots; j++)
 		memset(bulk_at(&r, j), (int)(j + 1), CMESH_SHM_BULK_LINE);
-	put_hdr(&r, pos, r.limit, 7);
-	atomic_store(&slot_at(&r, pos)->seq, pos + 1);
+	publish_rec(&r, pos, r.limit, 7);
 	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, out, r.limit), (int)r.limit);
 	cr_assert_eq(k, 7);
 	for (uint32_t i = 0; i < r.limit; i++) {
@@ -723,16 +755,13 @@ Test(shmring, peek_steps_over_fillers_and_fails_for_good_on_a_bad_header)
 	uint32_t k;
 
 	rig_open(&r, 4096);
-	put_hdr(&r, 0, 100, CMESH_SHM_REC_FILL);
-	atomic_store(&slot_at(&r, 0)->seq, 1);
-	put_hdr(&r, 2, 1, 3);
-	atomic_store(&slot_at(&r, 2)->seq, 3);
+	publish_rec(&r, 0, 100, CMESH_SHM_REC_FILL); /* two slots */
+	publish_rec(&r, 2, 1, 3);
 	TU_ASSERT_RC(cmesh__shmring_peek(&r.c, &k), 1);
 	cr_assert_eq(k, 3);
 	cr_assert_eq(atomic_load(head_word(&r)), 2); /* past the filler */
 	cmesh__shmring_consume(&r.c);
-	put_hdr(&r, 3, r.limit + 1, 3);
-	atomic_store(&slot_at(&r, 3)->seq, 4);
+	publish_rec(&r, 3, r.limit + 1, 3);
 	TU_ASSERT_RC(cmesh__shmring_peek(&r.c, &k), -EPROTO);
 	TU_ASSERT_RC(cmesh__shmring_peek(&r.c, &k), -EPROTO);
 	assert_failed_for_good(&r);
@@ -892,18 +921,21 @@ Test(shmring, head_word_is_the_seq_that_publishes_the_next_record)
 		w = cmesh__shmring_head_word(&r.c, &want);
 		/* The head slot's seq, read through the read-only mapping. */
 		cr_assert_eq(w, &cs[head & (r.nslots - 1)].seq);
-		cr_assert_eq(want, head + 1);
-		cr_assert_neq(atomic_load(w), want);
+		cr_assert_eq(want, tag_at(r.nslots, head));
+		cr_assert_not(cmesh__shmring_word_match(atomic_load(w), want));
 		TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, sizeof(buf)), 0);
-		cr_assert_eq(atomic_load(w), want);
+		cr_assert_eq(atomic_load(w),
+			     inline_seq(r.nslots, head, sizeof(buf), 1));
+		cr_assert(cmesh__shmring_word_match(atomic_load(w), want));
 		/* Peeked: the record is there; nothing more to poll. */
 		TU_ASSERT_RC(cmesh__shmring_peek(&r.c, &k), (int)sizeof(buf));
 		cr_assert_null(cmesh__shmring_head_word(&r.c, &want));
 		cmesh__shmring_consume(&r.c);
 		cr_assert_eq(r.c.head_pos, head + 2);
 	}
-	/* Failed: nothing to poll. */
-	atomic_store(&slot_at(&r, r.c.head_pos)->seq, 12345);
+	/* Failed (a tag a lap ahead): nothing to poll. */
+	atomic_store(&slot_at(&r, r.c.head_pos)->seq,
+		     tag_at(r.nslots, r.c.head_pos + r.nslots));
 	assert_failed_for_good(&r);
 	cr_assert_null(cmesh__shmring_head_word(&r.c, &want));
 	rig_close(&r);
@@ -914,7 +946,6 @@ Test(shmring, a_filler_leaves_no_stale_bytes_in_its_first_two_slots)
 	struct rig r;
 	unsigned char big[FIRST + SLOT_DATA], out[sizeof(big)];
 	unsigned char zero[SLOT_DATA] = { 0 };
-	struct cmesh_shm_rec_hdr h;
 	uint64_t pos;
 	uint32_t k;
 
@@ -924,10 +955,10 @@ Test(shmring, a_filler_leaves_no_stale_bytes_in_its_first_two_slots)
 	TU_ASSERT_RC(cmesh__shmring_claim(&r.p, sizeof(big), &pos), 0);
 	cr_assert_eq(pos % r.nslots, 0);
 	cmesh__shmring_cancel(&r.p, pos, sizeof(big));
-	memcpy(&h, slot_at(&r, 0)->data, sizeof(h));
-	cr_assert_eq(h.kind, CMESH_SHM_REC_FILL);
-	cr_assert_eq(h.len, sizeof(big));
-	cr_assert_eq(memcmp(slot_at(&r, 0)->data + sizeof(h), zero, FIRST), 0);
+	/* Inline: its length and kind are in the seq word. */
+	cr_assert_eq(atomic_load(&slot_at(&r, 0)->seq),
+		     inline_seq(r.nslots, pos, sizeof(big), CMESH_SHM_REC_FILL));
+	cr_assert_eq(memcmp(slot_at(&r, 0)->data, zero, SLOT_DATA), 0);
 	cr_assert_eq(memcmp(slot_at(&r, 1)->data, zero, SLOT_DATA), 0);
 	/* The consumer steps over it. */
 	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, out, sizeof(out)), -EAGAIN);
@@ -1062,9 +1093,18 @@ Test(shmring, producer_init_writes_nothing_to_the_slots)
 
 Test(shmring, pop_fails_for_good_on_a_seq_no_honest_producer_leaves)
 {
-	/* The head is at 70 (slot 6); slot 6 last held position 6. */
-	const uint64_t bad[] = { 72,	     71 + 64,	 70,	    8,
-				 6 + 64 * 2, UINT64_MAX, 1ull << 40 };
+	/*
+	 * The head is at 70 (slot 6, lap 1); slot 6 last held position 6.
+	 * Tags of later laps; the right tag with an inline length code past
+	 * 113, or the bulk code with a kind; a tag far ahead.
+	 */
+	const uint64_t bad[] = {
+		inline_seq(64, 70 + 64, 1, 1),	  inline_seq(64, 70 + 64 * 9, 1, 1),
+		tag_at(64, 70) | 114u << 8,	  tag_at(64, 70) | 127u << 8 | 5,
+		tag_at(64, 70) | 1,		  tag_at(64, 70 + 64 * 64) | 1u << 8,
+		1ull << 62,			  12345, /* no bit 63 */
+		UINT64_MAX,			  1ull << 63 | 3, /* count 0 */
+	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct rig r;
@@ -1074,7 +1114,8 @@ Test(shmring, pop_fails_for_good_on_a_seq_no_honest_producer_leaves)
 		advance_to(&r, 5);
 		advance_to(&r, 6);
 		cr_assert_eq(tail_of(&r), 70);
-		cr_assert_eq(atomic_load(&slot_at(&r, 70)->seq), 7);
+		cr_assert_eq(atomic_load(&slot_at(&r, 70)->seq),
+			     inline_seq(64, 6, FIRST, 1));
 		atomic_store(&slot_at(&r, 70)->seq, bad[i]);
 		assert_failed_for_good(&r);
 		/* Even once the producer behaves again. */
@@ -1086,7 +1127,9 @@ Test(shmring, pop_fails_for_good_on_a_seq_no_honest_producer_leaves)
 
 Test(shmring, pop_waits_on_a_stale_seq_of_an_older_lap)
 {
-	const uint64_t stale[] = { 0, 7 };
+	/* Head at 70 (lap 1): zero, lap 0's tags (inline or bulk, any code). */
+	const uint64_t stale[] = { 0, inline_seq(64, 6, FIRST, 1),
+				   tag_at(64, 6), tag_at(64, 6) | 0x7fff };
 	char buf[8];
 	uint32_t k;
 
@@ -1106,6 +1149,34 @@ Test(shmring, pop_waits_on_a_stale_seq_of_an_older_lap)
 	}
 }
 
+Test(shmring, counts_laps_in_48_bits_and_takes_any_older_tag_once_they_wrap)
+{
+	const uint64_t n = 64, wrap = 1ull << 48;
+	/* Lap 2^48 - 2: tags of laps 1 .. 2^48 - 2 are older, no wrap yet. */
+	uint64_t pos = (wrap - 2) * n + 5;
+
+	cr_assert_eq(cmesh_shm_seq_tag(pos, 6), tag_at(n, pos));
+	cr_assert(cmesh_shm_seq_stale(0, pos, 6));
+	cr_assert(cmesh_shm_seq_stale(tag_at(n, 0), pos, 6));
+	cr_assert(cmesh_shm_seq_stale(tag_at(n, pos - n) | 0x7fff, pos, 6));
+	cr_assert_not(cmesh_shm_seq_stale(tag_at(n, pos), pos, 6));
+	cr_assert_not(cmesh_shm_seq_stale(tag_at(n, pos + n), pos, 6));
+	cr_assert_not(cmesh_shm_seq_stale(1ull << 63, pos, 6)); /* count 0 */
+	/* Lap 2^48 - 1: its count wraps to 0, still a nonzero seq. */
+	pos += n;
+	cr_assert_eq(cmesh_shm_seq_tag(pos, 6), 1ull << 63);
+	cr_assert(cmesh_shm_seq_stale(tag_at(n, pos - n), pos, 6));
+	cr_assert(cmesh_shm_seq_stale(tag_at(n, 0), pos, 6));
+	cr_assert_not(cmesh_shm_seq_stale(1ull << 63 | 0x105, pos, 6));
+	/* Laps later: any count but its own is an older lap's. */
+	pos += 7 * n;
+	cr_assert(cmesh_shm_seq_stale(tag_at(n, pos + n), pos, 6));
+	cr_assert_not(cmesh_shm_seq_stale(tag_at(n, pos), pos, 6));
+	/* Bit 63 clear: never a published tag. */
+	cr_assert_not(cmesh_shm_seq_stale(tag_at(n, 0) & ~(1ull << 63), pos,
+					  6));
+}
+
 Test(shmring, pop_fails_on_a_record_longer_than_the_limit)
 {
 	const uint32_t kinds[] = { 1, CMESH_SHM_REC_FILL };
@@ -1115,10 +1186,54 @@ Test(shmring, pop_fails_on_a_record_longer_than_the_limit)
 
 		rig_open(&r, 4096);
 		TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, "x", 1), 0);
-		put_hdr(&r, 0, r.limit + 1, kinds[i]);
+		publish_rec(&r, 0, r.limit + 1, kinds[i]);
 		assert_failed_for_good(&r);
 		rig_close(&r);
 	}
+}
+
+Test(shmring, pop_fails_on_an_inline_record_longer_than_a_tiny_rings_limit)
+{
+	struct rig r;
+
+	/* 4 slots: records of one line, at most 56 bytes. */
+	rig_open(&r, CMESH_SHM_RING_MIN_CAP);
+	cr_assert_eq(r.limit, FIRST);
+	publish_rec(&r, 0, FIRST + 1, 1);
+	assert_failed_for_good(&r);
+	rig_close(&r);
+	/* The limit itself is taken. */
+	rig_open(&r, CMESH_SHM_RING_MIN_CAP);
+	publish_rec(&r, 0, FIRST, 1);
+	TU_ASSERT_RC(cmesh__shmring_peek(&r.c, &(uint32_t){ 0 }), (int)FIRST);
+	rig_close(&r);
+}
+
+Test(shmring, pop_fails_on_a_bulk_header_with_an_inline_length)
+{
+	/* One encoding per length: 0..112 bytes are inline, never bulk. */
+	const uint32_t lens[] = { 0, 1, FIRST, CMESH_SHM_INLINE_MAX };
+
+	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+		struct rig r;
+
+		rig_open(&r, 4096);
+		put_hdr(&r, 0, lens[i], 1);
+		atomic_store(&slot_at(&r, 0)->seq, tag_at(r.nslots, 0));
+		assert_failed_for_good(&r);
+		rig_close(&r);
+	}
+}
+
+Test(shmring, pop_fails_on_a_bulk_record_with_a_kind_in_its_seq)
+{
+	struct rig r;
+
+	rig_open(&r, 4096);
+	put_hdr(&r, 0, 200, 1); /* a good bulk header */
+	atomic_store(&slot_at(&r, 0)->seq, tag_at(r.nslots, 0) | 1);
+	assert_failed_for_good(&r);
+	rig_close(&r);
 }
 
 Test(shmring, pop_fails_on_an_unknown_kind)
@@ -1131,7 +1246,7 @@ Test(shmring, pop_fails_on_an_unknown_kind)
 
 		rig_open(&r, 4096);
 		TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, "x", 1), 0);
-		put_hdr(&r, 0, 1, bad[i]);
+		publish_rec(&r, 0, 200, bad[i]); /* bulk: a 32-bit kind */
 		assert_failed_for_good(&r);
 		rig_close(&r);
 	}
@@ -1145,19 +1260,15 @@ Test(shmring, pop_steps_over_fillers)
 
 	rig_open(&r, 4096);
 	/* A lap of fillers, as a hostile producer might publish them. */
-	for (uint64_t pos = 0; pos < r.nslots; pos++) {
-		put_hdr(&r, pos, 0, CMESH_SHM_REC_FILL);
-		atomic_store(&slot_at(&r, pos)->seq, pos + 1);
-	}
+	for (uint64_t pos = 0; pos < r.nslots; pos++)
+		publish_rec(&r, pos, 0, CMESH_SHM_REC_FILL);
 	cr_assert(cmesh__shmring_pop_ready(&r.c));
 	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), -EAGAIN);
 	cr_assert_eq(atomic_load(head_word(&r)), r.nslots);
 	/* Fillers of several slots, then a record. */
-	put_hdr(&r, 64, 200, CMESH_SHM_REC_FILL);
-	atomic_store(&slot_at(&r, 64)->seq, 65);
-	put_hdr(&r, 68, 1, 4);
-	slot_at(&r, 68)->data[8] = 'q';
-	atomic_store(&slot_at(&r, 68)->seq, 69);
+	publish_rec(&r, 64, 200, CMESH_SHM_REC_FILL);
+	slot_at(&r, 68)->data[0] = 'q';
+	publish_rec(&r, 68, 1, 4);
 	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), 1);
 	cr_assert_eq(k, 4);
 	cr_assert_eq(buf[0], 'q');
@@ -1658,6 +1769,26 @@ static void put_seq(struct cmesh_shm_slot *slots, uint64_t pos, uint64_t v)
 			      memory_order_release);
 }
 
+/* The tag of `pos` in the XP_CAP ring (see tag_at()). */
+static uint64_t xp_tag(uint64_t pos)
+{
+	return tag_at(XP_CAP / CMESH_SHM_SLOT_SIZE, pos);
+}
+
+/* Publishes a record's header at `pos` as an honest producer would. */
+static void publish_xp(struct cmesh_shm_slot *slots, uint64_t pos,
+		       uint32_t len, uint32_t kind)
+{
+	if (len <= CMESH_SHM_INLINE_MAX) {
+		put_seq(slots, pos,
+			inline_seq(XP_CAP / CMESH_SHM_SLOT_SIZE, pos, len,
+				   kind));
+		return;
+	}
+	put_rec(slots, pos, len, kind);
+	put_seq(slots, pos, xp_tag(pos));
+}
+
 /* A random header: any length up to past the limit, any kind. */
 static void put_bad_rec(struct cmesh_shm_slot *slots, uint64_t pos,
 			uint64_t *rng)
@@ -1700,33 +1831,37 @@ static void forge(struct side *s, struct cmesh_shm_slot *slots, uint64_t *rng)
 			break;
 		for (uint64_t j = 1; j < k; j++)
 			put_seq(slots, pos + j, 0);
-		put_rec(slots, pos, len, kind);
-		put_seq(slots, pos, pos + 1);
+		publish_xp(slots, pos, len, kind);
 		pos += k;
 	}
 	x = tu_rand(rng);
 	switch (x % 5) {
 	case 4: /* then a record longer than the limit */
-		put_rec(slots, pos,
-			cmesh_shm_ring_rec_limit(XP_CAP) + 1 +
-				(uint32_t)(tu_rand(rng) % 100),
-			1 + (uint32_t)(tu_rand(rng) % 255));
-		put_seq(slots, pos, pos + 1);
+		publish_xp(slots, pos,
+			   cmesh_shm_ring_rec_limit(XP_CAP) + 1 +
+				   (uint32_t)(tu_rand(rng) % 100),
+			   1 + (uint32_t)(tu_rand(rng) % 255));
 		break;
-	case 0: /* then a bad header */
-		put_bad_rec(slots, pos, rng);
-		put_seq(slots, pos, pos + 1);
+	case 0: /* then a bad bulk header, or any code and kind */
+		if (x & 256) {
+			put_bad_rec(slots, pos, rng);
+			put_seq(slots, pos, xp_tag(pos));
+		} else {
+			put_seq(slots, pos,
+				xp_tag(pos) | (tu_rand(rng) &
+					       ((1ull << 15) - 1)));
+		}
 		break;
 	case 1: /* then a filler that is valid or a little off */
-		put_rec(slots, pos,
-			cmesh_shm_ring_rec_limit(XP_CAP) - 1 +
-				(uint32_t)(tu_rand(rng) % 3),
-			CMESH_SHM_REC_FILL);
-		put_seq(slots, pos, pos + 1);
+		publish_xp(slots, pos,
+			   cmesh_shm_ring_rec_limit(XP_CAP) - 1 +
+				   (uint32_t)(tu_rand(rng) % 3),
+			   CMESH_SHM_REC_FILL);
 		break;
-	case 2: /* a seq that lies: off by a little, or by laps */
+	case 2: /* a seq that lies: a lap behind (waits) or ahead */
 		put_seq(slots, pos,
-			pos + 1 + (x >> 8) % 3 * nslots + (x >> 16) % 3 - 1);
+			xp_tag(pos + ((x >> 8) % 3) * nslots - nslots) |
+				1u << 8);
 		break;
 	default: /* just the chain */
 		break;

@@ -1656,6 +1656,7 @@ static uint64_t scaled(const struct config *cfg, uint64_t full, uint64_t smoke,
 		[IMPL_CMESH] = ROW("cmesh", cm_consumer, cm_producer),         \
 		[IMPL_INFO] = ROW("raw-slot-ro", slotro_consumer_##S,          \
 				  slotro_producer_##S),                        \
+		[IMPL_INFO2] = ROW("cm-win", cmwin_consumer, cmwin_producer),  \
 	}
 
 /* Some scenario of group g ran. */

@@ -41,7 +41,7 @@
  * uses even ids, the other odd ones, each side increasing. Ids 0 and 1 are
  * the two lanes the HELLOs set up (0: written by the lower side).
  * Each dynamic lane has two halves, each an arena of the layout below:
- * the producer's (signal line and the ring's slots) and the consumer's
+ * the producer's (signal and tail lines and the ring's slots) and the consumer's
  * (head and wake lines). The endpoint's sender creates its half and sends
  * it in the port descriptor; the receiver answers with a LANE carrying
  * the other half.
@@ -50,6 +50,7 @@
  *   ctl line CMESH_PROTO_LINE_HEAD  consumer line of the ring it reads
  *   ctl line CMESH_PROTO_LINE_WAKE  wake line (sleeping, closed) of it
  *   ctl line CMESH_PROTO_LINE_SIGNAL signal line of the ring it writes
+ *   ctl line CMESH_PROTO_LINE_TAIL   tail line of the ring it writes
  *   data region                      slot area of the ring it writes
  */
 #ifndef CMESH_SHM_PROTO_H
@@ -76,6 +77,7 @@
 #define CMESH_PROTO_LINE_HEAD 0u
 #define CMESH_PROTO_LINE_WAKE 1u
 #define CMESH_PROTO_LINE_SIGNAL 2u
+#define CMESH_PROTO_LINE_TAIL 3u
 
 /* Ring record kinds (shm/ring.h: 1..255). */
 #define CMESH_REC_MSG 1u   /* struct cmesh_rec_msg, message, trail */

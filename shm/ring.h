@@ -17,16 +17,19 @@
  *   +ctl_off    control region: 64-byte lines          (ctl_len bytes)
  *                 struct cmesh_shm_ring_cons  (a ring this node consumes)
  *                 struct cmesh_shm_ring_wake  (its sleeping/closed flags)
+ *                 struct cmesh_shm_ring_signal (a ring it produces)
+ *                 struct cmesh_shm_ring_tail   (that ring's tail)
  *   +data_off   data region: ring areas                (data_len bytes)
  *                 per ring this node produces, 2 x capacity bytes:
  *                 capacity bytes of slots, then capacity bytes of
  *                 bulk lines
  *
- * One ring spans two arenas: its slots live in the PRODUCER's arena, its
- * head line in the CONSUMER's arena. Which line and which slot area belong
- * to a ring, and the ring's capacity, are agreed over the control socket,
- * not stored here. The producers' tail is not shared at all: it is a
- * process-local counter of the producing process.
+ * One ring spans two arenas: its slots and its tail line live in the
+ * PRODUCER's arena, its head line in the CONSUMER's arena. Which lines and
+ * which slot area belong to a ring, and the ring's capacity, are agreed
+ * over the control socket, not stored here. The producers (threads of one
+ * process) claim positions on the tail; the consumer reads it only before
+ * it sleeps (struct cmesh_shm_ring_tail).
  *
  * A ring of `cap` bytes is N = cap / 64 slots (N a power of two) of 64
  * bytes: an atomic sequence word `seq` and 56 data bytes, followed in the
@@ -201,10 +204,14 @@ struct cmesh_shm_ring_wake {
 	 *   the other end of the one whose fd its HELLO carried; the
 	 *   producer sends a datagram there with MSG_DONTWAIT. Each mode
 	 *   has its bit: one never clears another's.
-	 * Consumer: seq_cst store, seq_cst fence, then re-checks the seq of
-	 * its head slot before sleeping; store of 0 when awake. Producer:
-	 * seq_cst fence after its store of a slot's seq, then a load; wakes
-	 * as the bits it reads say (Dekker: one of the two sees the other).
+	 * Consumer: seq_cst RMW, seq_cst fence, then loads the ring's tail
+	 * (struct cmesh_shm_ring_tail) and the seq of its head slot before
+	 * sleeping; store of 0 when awake. Producer: a seq_cst load after
+	 * the seq_cst CAS on the tail that claimed its record, any time
+	 * before or after it publishes; wakes, once published, as the bits
+	 * it read say (Dekker: one of the two sees the other: the producer
+	 * a sleeper, or the consumer a claim; a claim not yet published
+	 * makes the consumer look again after a nap, not sleep for good).
 	 * Neither wake can block the producer, whatever the value.
 	 */
 	_Atomic uint32_t sleeping;
@@ -293,6 +300,28 @@ static_assert(offsetof(struct cmesh_shm_ring_signal, space_at) == 8,
 	      "sig space_at");
 static_assert(offsetof(struct cmesh_shm_ring_signal, idle_use) == 24,
 	      "sig idle_use");
+
+/*
+ * Producer tail line: in the PRODUCER's arena, control region, on a line
+ * of its own (written per record, so nothing the consumer polls shares it).
+ */
+struct cmesh_shm_ring_tail {
+	/*
+	 * The next free position: every position below it is claimed (its
+	 * record published or about to be). Producers: seq_cst CAS from pos
+	 * to pos + k to claim a record's k positions; the CAS is the
+	 * producer's half of the wake Dekker (wake line, `sleeping`).
+	 * Consumer: seq_cst load after its seq_cst fence, only before it
+	 * sleeps; validated: head <= tail <= head + slots, else the ring is
+	 * corrupt. tail != head with nothing published at the head: a claim
+	 * in flight, whose producer may owe no wake.
+	 */
+	_Atomic uint64_t tail;
+	uint64_t reserved[7]; /* producer: 0; consumer: never read */
+};
+
+static_assert(sizeof(struct cmesh_shm_ring_tail) == CMESH_SHM_LINE, "tail");
+static_assert(offsetof(struct cmesh_shm_ring_tail, tail) == 0, "tail");
 
 /* ---- slots and records ---- */
 

@@ -140,13 +140,14 @@ struct cmesh__lane {
 	uint64_t space_answered;     /* the last space_at we sent a SPACE for */
 	_Atomic uint32_t self_wakes; /* futex: the link thread's wakes */
 	int64_t spin_ns;
-	unsigned char *buf;    /* one record, copied out of the ring */
-	uint32_t buf_cap;      /* bytes of buf: grows to the largest record */
-	uint32_t buf_limit;    /* the ring's record limit: buf's bound */
-	int32_t pending;       /* length of a record held in buf, or -1 */
-	uint32_t pending_kind; /* its kind: CMESH_REC_MSG or _PLAIN */
-	bool closed;	       /* CLOSE record seen */
-	int close_err;	       /* then: -EPIPE, or -ECONNRESET (a FAIL) */
+	unsigned char *buf; /* one record, copied out of the ring */
+	uint32_t buf_cap;   /* bytes of buf: grows to the largest record */
+	uint32_t buf_limit; /* the ring's record limit: buf's bound */
+	int32_t pending;    /* length of a record held in buf, or -1 */
+	uint32_t in_flight_looks; /* cmesh__park_in_flight_cap() */
+	uint32_t pending_kind;	  /* its kind: CMESH_REC_MSG or _PLAIN */
+	bool closed;		  /* CLOSE record seen */
+	int close_err;		  /* then: -EPIPE, or -ECONNRESET (a FAIL) */
 	const unsigned char *bulk_in; /* the peer's bulk arena, read-only */
 	uint64_t bulk_in_size;	      /* its bytes (0: none mapped) */
 };
@@ -351,9 +352,19 @@ int cmesh__lane_sleeper_init(struct cmesh__lane *ln);
  * In lane: announce that we sleep (CMESH_SHM_WAKE_FUTEX: the peer then
  * wakes the futex of its signal line; CMESH_SHM_WAKE_POLL where the
  * kernel has no futex_waitv: it sends on our wake socket), check again,
- * sleep until a wake or `deadline`. -ETIMEDOUT or 0.
+ * sleep until a wake or `deadline` (or a nap's end, while a claim is in
+ * flight). -ETIMEDOUT or 0.
  */
 int cmesh__lane_sleep(struct cmesh__lane *ln, int64_t deadline);
+
+/*
+ * In lane, after its sleeping bit is set (the wake Dekker, lane_wake.c):
+ * true if a producer claimed our head position and has not published it
+ * (it may owe us no wake): the caller looks again soon instead of
+ * sleeping for good. A corrupt tail fails the link (and answers true: the
+ * failure is there to see).
+ */
+bool cmesh__lane_in_flight(struct cmesh__lane *ln);
 
 /*
  * In lane of a receiver that waits on several sources at once (queue.c
@@ -422,15 +433,17 @@ static inline int cmesh__lane_peer_closed(const struct cmesh__lane *ln)
 /* Out lane: wakes the consumer as its wake line's `how` says; never blocks. */
 void cmesh__lane_signal_slow(struct cmesh__lane *ln, uint32_t how);
 
-/* Out lane, after a publish: signal the consumer if it said it sleeps. */
+/*
+ * Out lane, after a publish: signal the consumer if it said it sleeps.
+ * Only after this thread's claim of the record (its seq_cst CAS on the
+ * tail): the Dekker with the consumer's sleep (lane_wake.c) needs no fence
+ * here.
+ */
 static inline void cmesh__lane_signal(struct cmesh__lane *ln)
 {
-	uint32_t how;
+	uint32_t how = atomic_load_explicit(&ln->peer_wake->sleeping,
+					    memory_order_seq_cst);
 
-	/* Dekker with the consumer's sleep, see lane.c. */
-	atomic_thread_fence(memory_order_seq_cst);
-	how = atomic_load_explicit(&ln->peer_wake->sleeping,
-				   memory_order_relaxed);
 	if (how)
 		cmesh__lane_signal_slow(ln, how);
 }
@@ -468,9 +481,10 @@ static inline int cmesh__lane_send_inline(struct cmesh__lane *ln,
  * In lane, waitsets: set or clear the sleeping flag (the peer then sends
  * on our wake socket). Clearing with `drain` also drains both wake fds,
  * without ever blocking (only we hold them); a waitset that knows which
- * are readable drains those itself.
+ * are readable drains those itself. Setting it returns
+ * cmesh__lane_in_flight(): the waitset then naps, not sleeps for good.
  */
-void cmesh__lane_arm(struct cmesh__lane *ln, bool on, bool drain);
+bool cmesh__lane_arm(struct cmesh__lane *ln, bool on, bool drain);
 
 /* In lane, waitsets: the fds that poll readable on a wake: 2 of them. */
 int cmesh__lane_wake_fds(const struct cmesh__lane *ln, int out[2]);

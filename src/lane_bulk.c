@@ -261,7 +261,7 @@ int cmesh__lane_bulk_publish(struct cmesh__lane *ln, const void *msg,
 	}
 	b->tail += skip + need;
 	b->pend[(b->pend_first + b->pend_n) % BULK_PENDING].pos =
-		atomic_load_explicit(&ln->prod.tail, memory_order_relaxed);
+		cmesh__shmring_tail(&ln->prod);
 	b->pend[(b->pend_first + b->pend_n) % BULK_PENDING].end = b->tail;
 	b->pend_n++;
 	cmesh__lane_signal(ln);

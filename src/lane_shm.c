@@ -91,7 +91,10 @@ int cmesh__lane_own_half(struct cmesh__lane *ln, uint32_t ring_cap, int *out_fd)
 	if (ln->is_out) {
 		r = cmesh__shmring_producer_init(
 			&ln->prod, ln->own_half,
-			cmesh__arena_layout(ln->own_half)->data_off, ring_cap);
+			cmesh__arena_layout(ln->own_half)->data_off,
+			cmesh__arena_line_off(ln->own_half,
+					      CMESH_PROTO_LINE_TAIL),
+			ring_cap);
 		/* Zeroed at creation: the futex our sleeping peer waits on. */
 		ln->own_signal = line_at(ln->own_half, CMESH_PROTO_LINE_SIGNAL);
 	} else {
@@ -156,7 +159,9 @@ int cmesh__lane_bind(struct cmesh__lane *ln, int fd, uint64_t size,
 		if (!sig ||
 		    cmesh__shmring_consumer_attach(
 			    &ln->cons, peer,
-			    cmesh__arena_layout(peer)->data_off, ring_cap))
+			    cmesh__arena_layout(peer)->data_off,
+			    cmesh__arena_line_off(peer, CMESH_PROTO_LINE_TAIL),
+			    ring_cap))
 			goto out_free;
 		ln->peer_signal = sig;
 		ln->buf_limit = cmesh__shmring_record_limit(ring_cap);

@@ -5,11 +5,15 @@
  * consumer's wake socket and private eventfd.
  *
  * Memory-ordering contract
- * - Sleep/wake (Dekker). The consumer stores `sleeping` (seq_cst),
- *   issues a seq_cst fence and loads the seq of its head slot; a producer
- *   stores a slot's seq (release, when shmring publishes), issues a seq_cst
- *   fence and loads `sleeping`. One of them sees the other: the consumer
- *   finds the record, or the producer wakes it as `sleeping` says: a
+ * - Sleep/wake (Dekker). The consumer stores `sleeping` (seq_cst RMW),
+ *   issues a seq_cst fence and loads the ring's tail and the seq of its
+ *   head slot (cmesh__lane_in_flight(), cmesh__lane_ready()); a producer
+ *   claims its record with a seq_cst CAS on the tail and, once it has
+ *   published it, loads `sleeping` (seq_cst; no fence: the CAS came
+ *   first). One of them sees the other: the consumer finds the record, or
+ *   its claim (in flight: it yields, then naps and looks again, as
+ *   queue.c's receivers do: its producer may have loaded `sleeping` before
+ *   we set it), or the producer wakes it as `sleeping` says: a
  *   receiver asleep in futex_waitv on the producer's signal word (which
  *   it read, acquire, before storing `sleeping`; the producer increments
  *   the word, release, then FUTEX_WAKEs it), or a datagram on the
@@ -71,6 +75,18 @@ static void drain_wakes(struct cmesh__lane *ln)
 	cmesh__eventfd_drain(ln->efd);
 }
 
+bool cmesh__lane_in_flight(struct cmesh__lane *ln)
+{
+	int r;
+
+	if (ln->pending >= 0 || (ln->dynamic && !cmesh__lane_bound(ln)))
+		return false;
+	r = cmesh__shmring_in_flight(&ln->cons);
+	if (r < 0)
+		cmesh__link_fail(ln->link, r);
+	return r != 0;
+}
+
 /*
  * Each mode owns its bit of `sleeping`: a waitset's arm or disarm (which
  * another thread may do while it removes the member) never clears the
@@ -93,22 +109,23 @@ void cmesh__lane_mark_sleep(struct cmesh__lane *ln, bool on)
 	set_mode(ln, CMESH_SHM_WAKE_FUTEX, on);
 }
 
-void cmesh__lane_arm(struct cmesh__lane *ln, bool on, bool drain)
+bool cmesh__lane_arm(struct cmesh__lane *ln, bool on, bool drain)
 {
 	if (ln->dynamic) {
 		/* Its waitset's socket on the link: the producer sends there
 		 * (its waitset drains it). Before the bit: see shm/ring.h. */
 		if (!ln->own_wake)
-			return; /* arrived failed: nothing will come */
+			return false; /* arrived failed: nothing will come */
 		if (on)
 			atomic_store_explicit(&ln->own_wake->wake_id, ln->ws_id,
 					      memory_order_relaxed);
 		set_mode(ln, CMESH_SHM_WAKE_SOCK, on);
-		return;
+		return on && cmesh__lane_in_flight(ln);
 	}
 	set_mode(ln, CMESH_SHM_WAKE_SOCK, on);
 	if (!on && drain)
 		drain_wakes(ln);
+	return on && cmesh__lane_in_flight(ln);
 }
 
 int cmesh__lane_wake_fds(const struct cmesh__lane *ln, int out[2])
@@ -185,6 +202,7 @@ static int nap(struct cmesh__lane *ln, int64_t deadline)
 /* Sleeps on the wake socket and private eventfd: the general way. */
 static int sleep_polling(struct cmesh__lane *ln, int64_t deadline)
 {
+	int64_t until;
 	int r = 0;
 
 	if (!ln->sleeper)
@@ -197,8 +215,10 @@ static int sleep_polling(struct cmesh__lane *ln, int64_t deadline)
 	 */
 	drain_wakes(ln);
 	/* The wake backend (io_uring or epoll) waits on our wake fds. */
-	if (!cmesh__lane_ready(ln) &&
-	    cmesh__wake_run(ln->sleeper, cmesh__park_nap_cap(deadline)) == 0 &&
+	until = cmesh__park_in_flight_cap(cmesh__lane_in_flight(ln),
+					  &ln->in_flight_looks, deadline);
+	if (until && !cmesh__lane_ready(ln) &&
+	    cmesh__wake_run(ln->sleeper, cmesh__park_nap_cap(until)) == 0 &&
 	    cmesh_clock_now() >= deadline)
 		r = -ETIMEDOUT;
 	set_mode(ln, CMESH_SHM_WAKE_POLL, false);
@@ -208,6 +228,7 @@ static int sleep_polling(struct cmesh__lane *ln, int64_t deadline)
 int cmesh__lane_sleep(struct cmesh__lane *ln, int64_t deadline)
 {
 	uint32_t sig, self;
+	int64_t until;
 	int r = 0;
 
 	if (atomic_load_explicit(&no_waitv, memory_order_relaxed) ||
@@ -217,15 +238,18 @@ int cmesh__lane_sleep(struct cmesh__lane *ln, int64_t deadline)
 	sig = atomic_load_explicit(&ln->peer_signal->seq, memory_order_acquire);
 	self = atomic_load_explicit(&ln->self_wakes, memory_order_acquire);
 	set_mode(ln, CMESH_SHM_WAKE_FUTEX, true);
-	if (!cmesh__lane_ready(ln))
+	until = cmesh__park_in_flight_cap(cmesh__lane_in_flight(ln),
+					  &ln->in_flight_looks, deadline);
+	if (until && !cmesh__lane_ready(ln))
 		r = cmesh__park_wait2(&ln->peer_signal->seq, sig,
-				      &ln->self_wakes, self, deadline);
+				      &ln->self_wakes, self, until);
 	set_mode(ln, CMESH_SHM_WAKE_FUTEX, false);
 	if (r == -ENOSYS) {
 		atomic_store_explicit(&no_waitv, true, memory_order_relaxed);
 		return sleep_polling(ln, deadline);
 	}
-	return r;
+	/* A nap's end is not the caller's deadline. */
+	return r == -ETIMEDOUT && until < deadline ? 0 : r;
 }
 
 void cmesh__lane_wake(struct cmesh__lane *ln)

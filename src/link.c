@@ -427,9 +427,9 @@ static int setup_own(struct cmesh__link *l, uint32_t ring_cap, int *out_wake)
 	if (r)
 		return r;
 	base = cmesh__arena_base(l->own);
-	r = cmesh__shmring_producer_init(&l->out.prod, l->own,
-					 cmesh__arena_layout(l->own)->data_off,
-					 ring_cap);
+	r = cmesh__shmring_producer_init(
+		&l->out.prod, l->own, cmesh__arena_layout(l->own)->data_off,
+		cmesh__arena_line_off(l->own, CMESH_PROTO_LINE_TAIL), ring_cap);
 	if (r)
 		return r;
 	r = cmesh__shmring_consumer_init(
@@ -504,7 +504,9 @@ static int setup_peer(struct cmesh__link *l, const struct cmesh_ctl_hello *h,
 	if (!r)
 		r = cmesh__shmring_consumer_attach(
 			&l->in.cons, l->peer,
-			cmesh__arena_layout(l->peer)->data_off, h->ring_cap);
+			cmesh__arena_layout(l->peer)->data_off,
+			cmesh__arena_line_off(l->peer, CMESH_PROTO_LINE_TAIL),
+			h->ring_cap);
 	if (r)
 		return -EPROTO;
 	/* buf grows as records need it (lane.c): nothing sized by the ring. */

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <sched.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -88,6 +89,23 @@ int64_t cmesh__park_nap_cap(int64_t deadline)
 	if (!tl_cancel)
 		return deadline;
 	cap = cmesh_clock_now() + CANCEL_NAP_NS;
+	return cap < deadline ? cap : deadline;
+}
+
+int64_t cmesh__park_in_flight_cap(bool in_flight, uint32_t *looks,
+				  int64_t deadline)
+{
+	int64_t cap;
+
+	if (!in_flight) {
+		*looks = 0;
+		return deadline;
+	}
+	if (++*looks < CMESH__IN_FLIGHT_YIELDS) {
+		sched_yield();
+		return 0;
+	}
+	cap = cmesh_clock_now() + CMESH__IN_FLIGHT_NAP_NS;
 	return cap < deadline ? cap : deadline;
 }
 

@@ -88,6 +88,24 @@ int cmesh__park_cancelled(void);
  */
 int64_t cmesh__park_nap_cap(int64_t deadline);
 
+/*
+ * A claim in flight (a producer between taking a position and publishing
+ * it, which may owe its consumer no wake: queue.c, lane_wake.c): its
+ * waiter yields to the producer this many looks, then sleeps at most this
+ * long per look (queue.c, lane_wake.c, waitset.c).
+ */
+#define CMESH__IN_FLIGHT_YIELDS 64u
+#define CMESH__IN_FLIGHT_NAP_NS 200000
+
+/*
+ * Where a sleeper that found a claim in flight (`in_flight`) may sleep
+ * until: `deadline` if none (and *looks is reset), 0 (it yielded: look
+ * again at once) for its first CMESH__IN_FLIGHT_YIELDS looks, then a nap's
+ * end (no core burnt while the producer stays descheduled or stopped).
+ */
+int64_t cmesh__park_in_flight_cap(bool in_flight, uint32_t *looks,
+				  int64_t deadline);
+
 /* Spin-wait hint for busy loops (pause on x86). Inline: no call per poll. */
 static inline void cmesh__park_pause(void)
 {

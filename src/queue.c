@@ -888,25 +888,11 @@ bool cmesh__queue_in_flight(struct cmesh__queue *q)
 	       !head_ready(q, memory_order_acquire);
 }
 
-/*
- * A claim in flight: yield to its producer (it may share our CPU)
- * CMESH__IN_FLIGHT_YIELDS times, then nap per look, should it stay there
- * (descheduled for long, or stopped in a signal handler): no core burnt.
- */
+/* A claim in flight: yield to its producer, then nap (park.h). */
 int64_t cmesh__queue_sleep_cap(struct cmesh__queue *q, int64_t deadline)
 {
-	int64_t cap;
-
-	if (!cmesh__queue_in_flight(q)) {
-		q->in_flight_looks = 0;
-		return deadline;
-	}
-	if (++q->in_flight_looks < CMESH__IN_FLIGHT_YIELDS) {
-		sched_yield();
-		return 0;
-	}
-	cap = cmesh_clock_now() + CMESH__IN_FLIGHT_NAP_NS;
-	return cap < deadline ? cap : deadline;
+	return cmesh__park_in_flight_cap(cmesh__queue_in_flight(q),
+					 &q->in_flight_looks, deadline);
 }
 
 /* Parks until a sender wakes us or the deadline passes. */
@@ -1131,15 +1117,14 @@ void cmesh__queue_disarm(struct cmesh__queue *q, bool drain)
 bool cmesh__queue_arm(struct cmesh__queue *q)
 {
 	/* A receiver's lanes (its senders sent away) too: queue_port.c. */
-	cmesh__queue_xl_arm(q, true);
-	if (q->rx_lane) {
-		cmesh__lane_arm(q->rx_lane, true, false);
-		return false;
-	}
+	bool lanes = cmesh__queue_xl_arm(q, true);
+
+	if (q->rx_lane)
+		return cmesh__lane_arm(q->rx_lane, true, false) || lanes;
 	/* Dekker with the producer's claim, see top; the caller re-checks
 	 * ready. */
 	atomic_fetch_or_explicit(&q->state, ST_WS_ARMED, memory_order_seq_cst);
-	return cmesh__queue_in_flight(q);
+	return cmesh__queue_in_flight(q) || lanes;
 }
 
 int cmesh__queue_set_waitset(struct cmesh__queue *q, struct cmesh_waitset *ws,

@@ -218,12 +218,6 @@ int cmesh__queue_flush(struct cmesh__queue *q, int64_t deadline);
 int cmesh__queue_set_waitset(struct cmesh__queue *q, struct cmesh_waitset *ws,
 			     int efd);
 
-/*
- * A claim in flight (queue.c, top): its waiter yields to the producer this
- * many looks, then sleeps at most this long per look (queue.c, waitset.c).
- */
-#define CMESH__IN_FLIGHT_YIELDS 64u
-#define CMESH__IN_FLIGHT_NAP_NS 200000
 struct cmesh_waitset *cmesh__queue_waitset(struct cmesh__queue *q);
 
 #endif

@@ -219,8 +219,11 @@ bool cmesh__queue_xl_spin(struct cmesh__queue *q, int rounds);
 int cmesh__queue_xl_peek(struct cmesh__queue *q);
 int cmesh__queue_xl_sleep(struct cmesh__queue *q, int64_t deadline);
 
-/* Waitsets: arms (or disarms) every lane of the receiver. */
-void cmesh__queue_xl_arm(struct cmesh__queue *q, bool on);
+/*
+ * Waitsets: arms (or disarms) every lane of the receiver; arming returns
+ * whether one has a claim in flight (cmesh__lane_in_flight()).
+ */
+bool cmesh__queue_xl_arm(struct cmesh__queue *q, bool on);
 
 /* The receiver closes: every lane closed and released. */
 void cmesh__queue_xl_close(struct cmesh__queue *q);

@@ -310,12 +310,20 @@ static uint32_t wait_words(struct cmesh__queue *q, struct cmesh__park_word *w,
 	return n;
 }
 
-static void mark_lanes(struct cmesh__queue *q, bool on)
+/* Marks (or unmarks) every lane asleep; marking: any claim in flight? */
+static bool mark_lanes(struct cmesh__queue *q, bool on)
 {
-	for (uint32_t i = 0; i < q->xl_n; i++)
+	bool in_flight = false;
+
+	for (uint32_t i = 0; i < q->xl_n; i++) {
 		cmesh__lane_mark_sleep(q->xl[i], on);
-	if (q->rx_lane && !q->primary_done)
+		in_flight |= on && cmesh__lane_in_flight(q->xl[i]);
+	}
+	if (q->rx_lane && !q->primary_done) {
 		cmesh__lane_mark_sleep(q->rx_lane, on);
+		in_flight |= on && cmesh__lane_in_flight(q->rx_lane);
+	}
+	return in_flight;
 }
 
 /* Where futex_waitv cannot take them all: look again every NAP_NS. */
@@ -325,6 +333,7 @@ int cmesh__queue_xl_sleep(struct cmesh__queue *q, int64_t deadline)
 {
 	struct cmesh__park_word w[CMESH__PARK_WAITN_MAX];
 	int64_t until;
+	bool lanes;
 	uint32_t n;
 	int r = 0;
 
@@ -333,10 +342,11 @@ int cmesh__queue_xl_sleep(struct cmesh__queue *q, int64_t deadline)
 	atomic_fetch_or_explicit(&q->state, ST_RX_SLEEP, memory_order_seq_cst);
 	n = cmesh__lane_polling() ? 0 :
 				    wait_words(q, w, CMESH__PARK_WAITN_MAX - 1);
-	mark_lanes(q, true);
-	/* Dekker with local producers and each lane's (lane.c): the
-	 * cap's seq_cst fence orders every bit set above before the looks. */
-	until = cmesh__queue_sleep_cap(q, deadline);
+	lanes = mark_lanes(q, true);
+	/* Dekker with local producers and each lane's (lane_wake.c): each
+	 * bit set above, a seq_cst fence, then the looks. */
+	until = cmesh__park_in_flight_cap(cmesh__queue_in_flight(q) || lanes,
+					  &q->in_flight_looks, deadline);
 	if (until && !cmesh__queue_xl_ready(q)) {
 		if (n)
 			r = cmesh__park_waitn(w, n, until);
@@ -359,13 +369,16 @@ int cmesh__queue_xl_sleep(struct cmesh__queue *q, int64_t deadline)
 	return r == -ETIMEDOUT && until < deadline ? 0 : r;
 }
 
-void cmesh__queue_xl_arm(struct cmesh__queue *q, bool on)
+bool cmesh__queue_xl_arm(struct cmesh__queue *q, bool on)
 {
+	bool in_flight = false;
+
 	if (!atomic_load_explicit(&q->xl_flags, memory_order_acquire))
-		return;
+		return false;
 	merge(q);
-	for (uint32_t i = 0; i < q->xl_n; i++)
-		cmesh__lane_arm(q->xl[i], on, true); /* dynamic: no fds */
+	for (uint32_t i = 0; i < q->xl_n; i++) /* dynamic: no fds */
+		in_flight |= cmesh__lane_arm(q->xl[i], on, true);
+	return in_flight;
 }
 
 uint32_t cmesh__queue_lanes(struct cmesh__queue *q, struct cmesh__lane **out,

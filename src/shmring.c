@@ -3,8 +3,9 @@
  * shmring.c - MPSC slot ring in shared memory (layout: shm/ring.h).
  *
  * Memory-ordering contract
- * - Claim. A producer claims positions pos .. pos + k - 1 with a relaxed
- *   CAS on the process-local `tail` once pos + k - head <= slots, where
+ * - Claim. A producer claims positions pos .. pos + k - 1 with a seq_cst
+ *   CAS on the tail (its arena's tail line; seq_cst for the wake Dekker,
+ *   shm/ring.h) once pos + k - head <= slots, where
  *   head is `head_cache` (acquire, pairs with the release store of the
  *   producer that refreshed it) or, when that looks full, the consumer's
  *   shared head (acquire, pairs with the consumer's release store after it
@@ -49,14 +50,19 @@ uint32_t cmesh__shmring_record_limit(uint64_t cap)
 
 int cmesh__shmring_producer_init(struct cmesh__shmring_producer *p,
 				 struct cmesh__arena *own, uint64_t data_off,
-				 uint64_t cap)
+				 uint64_t tail_off, uint64_t cap)
 {
+	struct cmesh_shm_ring_tail *line;
 	unsigned char *base;
 
 	if (!cmesh__arena_writable(own) || !cmesh_shm_ring_cap_ok(cap) ||
-	    !cmesh__arena_data_ok(own, data_off, cmesh_shm_ring_area(cap)))
+	    !cmesh__arena_data_ok(own, data_off, cmesh_shm_ring_area(cap)) ||
+	    !cmesh__arena_ctl_ok(own, tail_off, sizeof(*line)))
 		return -EINVAL;
 	base = cmesh__arena_base(own);
+	line = (struct cmesh_shm_ring_tail *)(base + tail_off);
+	memset(line->reserved, 0, sizeof(line->reserved));
+	p->tail = &line->tail;
 	p->slots = (struct cmesh_shm_slot *)(base + data_off);
 	p->bulk = base + data_off + cap;
 	p->head = NULL;
@@ -65,7 +71,8 @@ int cmesh__shmring_producer_init(struct cmesh__shmring_producer *p,
 	p->limit = cmesh_shm_ring_rec_limit(cap);
 	atomic_init(&p->failed, 0);
 	atomic_init(&p->head_cache, 0);
-	atomic_init(&p->tail, 0);
+	/* Reaches the consumer with the control message announcing it. */
+	atomic_store_explicit(p->tail, 0, memory_order_relaxed);
 	/*
 	 * Nothing is written to the slots: the caller gives a zero area (a
 	 * fresh arena's is), so no stale seq looks published (shm/ring.h),
@@ -101,6 +108,7 @@ int cmesh__shmring_consumer_init(struct cmesh__shmring_consumer *c,
 					      head_off);
 	c->slots = NULL;
 	c->bulk = NULL;
+	c->tail = NULL;
 	c->head = &line->head;
 	c->mask = 0;
 	c->shift = 0;
@@ -116,13 +124,18 @@ int cmesh__shmring_consumer_init(struct cmesh__shmring_consumer *c,
 
 int cmesh__shmring_consumer_attach(struct cmesh__shmring_consumer *c,
 				   const struct cmesh__arena *peer,
-				   uint64_t data_off, uint64_t cap)
+				   uint64_t data_off, uint64_t tail_off,
+				   uint64_t cap)
 {
 	const unsigned char *base = cmesh__arena_base(peer);
 
 	if (!cmesh_shm_ring_cap_ok(cap) ||
-	    !cmesh__arena_data_ok(peer, data_off, cmesh_shm_ring_area(cap)))
+	    !cmesh__arena_data_ok(peer, data_off, cmesh_shm_ring_area(cap)) ||
+	    !cmesh__arena_ctl_ok(peer, tail_off,
+				 sizeof(struct cmesh_shm_ring_tail)))
 		return -EPROTO;
+	c->tail =
+		&((const struct cmesh_shm_ring_tail *)(base + tail_off))->tail;
 	c->slots = (const struct cmesh_shm_slot *)(base + data_off);
 	c->bulk = base + data_off + cap;
 	c->mask = cmesh_shm_ring_slots(cap) - 1;
@@ -155,7 +168,7 @@ static int refresh_head(struct cmesh__shmring_producer *p, uint64_t cached,
 	}
 	/* Pairs with the consumer's release store in publish_head(). */
 	head = atomic_load_explicit(p->head, memory_order_acquire);
-	tail = atomic_load_explicit(&p->tail, memory_order_relaxed);
+	tail = atomic_load_explicit(p->tail, memory_order_relaxed);
 	if (unlikely(head - cached > tail - cached))
 		return fail_producer(p);
 	/* Pairs with the acquire load in claim(). */
@@ -175,7 +188,7 @@ static inline int claim_slots(struct cmesh__shmring_producer *p, uint32_t len,
 	if (unlikely(len > p->limit))
 		return -EMSGSIZE;
 	k = cmesh_shm_rec_slots(len);
-	pos = atomic_load_explicit(&p->tail, memory_order_relaxed);
+	pos = atomic_load_explicit(p->tail, memory_order_relaxed);
 	for (;;) {
 		/* Pairs with the release store in refresh_head(). */
 		head = atomic_load_explicit(&p->head_cache,
@@ -187,14 +200,15 @@ static inline int claim_slots(struct cmesh__shmring_producer *p, uint32_t len,
 			if ((int64_t)(pos - head) < 0) {
 				/* Our tail is older than the consumer. */
 				pos = atomic_load_explicit(
-					&p->tail, memory_order_relaxed);
+					p->tail, memory_order_relaxed);
 				continue;
 			}
 			if (pos - head > n - k)
 				return -EAGAIN;
 		}
+		/* seq_cst: the wake Dekker (shm/ring.h, tail line). */
 		if (atomic_compare_exchange_weak_explicit(
-			    &p->tail, &pos, pos + k, memory_order_relaxed,
+			    p->tail, &pos, pos + k, memory_order_seq_cst,
 			    memory_order_relaxed))
 			break;
 	}
@@ -215,7 +229,7 @@ uint64_t cmesh__shmring_space_at(struct cmesh__shmring_producer *p,
 {
 	uint64_t n = p->mask + 1, k = cmesh_shm_rec_slots(len);
 
-	return atomic_load_explicit(&p->tail, memory_order_relaxed) - n +
+	return atomic_load_explicit(p->tail, memory_order_relaxed) - n +
 	       (k > n / 2 ? k : n / 2);
 }
 
@@ -229,8 +243,8 @@ int cmesh__shmring_claim(struct cmesh__shmring_producer *p, uint32_t len,
  * Asks for the bulk lines of the next record's positions, pos .. pos + k
  * - 1, for writing: a stream's records tend to have one size, and the
  * consumer read those lines a lap ago, so each store would first take its
- * line back, and the fence after the next publish (the wake check in
- * lane.c) would wait for all those transfers at once; asked now, they
+ * line back, and the next locked instruction (the claim's CAS) would
+ * wait for all those transfers at once; asked now, they
  * travel while our caller is elsewhere (bench_xproc 4 KiB stream: +10%).
  * Only positions the consumer is done with (below the cached head plus a
  * lap), so no line it is about to read is taken from it.

@@ -2,9 +2,9 @@
 /*
  * shmring.h - multi-producer single-consumer record ring in shared memory,
  * spanning two arenas (layout and record format in shm/ring.h): the
- * producers (threads of one process) write slots into their own arena and
- * keep their tail in private memory, the consumer writes its head into its
- * own arena, and each maps the other's arena read-only.
+ * producers (threads of one process) write slots and claim positions on
+ * a tail in their own arena, the consumer writes its head into its own
+ * arena, and each maps the other's arena read-only.
  *
  * The two sides are plain structs the caller embeds; init fills them. A
  * side borrows its arenas, which must outlive it. The producer side may be
@@ -50,15 +50,16 @@ struct cmesh__shmring_producer {
 	_Atomic uint32_t failed;
 	/* Last validated *head; release store, acquire load (shmring.c). */
 	_Atomic uint64_t head_cache;
-	/* Next free position; producers claim with a CAS (process-local). */
-	_Atomic uint64_t tail;
+	/* Next free position (own arena); producers claim with a CAS. */
+	_Atomic uint64_t *tail;
 };
 
 struct cmesh__shmring_consumer {
 	/* Producer's arena (NULL: unattached). */
 	const struct cmesh_shm_slot *slots;
-	const unsigned char *bulk; /* the bulk lines, after the slots */
-	_Atomic uint64_t *head;	   /* own arena */
+	const unsigned char *bulk;    /* the bulk lines, after the slots */
+	const _Atomic uint64_t *tail; /* producer's arena: before sleeping */
+	_Atomic uint64_t *head;	      /* own arena */
 	uint64_t mask;
 	uint64_t head_pos; /* last value stored to *head */
 	uint32_t shift;	   /* log2(slots) */
@@ -73,10 +74,10 @@ struct cmesh__shmring_consumer {
  * this runs before it is announced to the peer), then attaches to the
  * peer's arena with what the peer announced:
  *
- *   producer: init(own, data_off, cap)   -> announce both
- *   consumer: init(own, head_off)        -> announce head_off
+ *   producer: init(own, data_off, tail_off, cap) -> announce them
+ *   consumer: init(own, head_off)                 -> announce head_off
  *   producer: attach(peer, head_off)
- *   consumer: attach(peer, data_off, cap)
+ *   consumer: attach(peer, data_off, tail_off, cap)
  *
  * Before attach, a producer treats the consumer's head as 0 (it fills the
  * ring, then gets -EAGAIN) and a consumer's pop returns -EAGAIN.
@@ -85,14 +86,15 @@ struct cmesh__shmring_consumer {
 /*
  * Producer: `own` is our arena (writable), with the ring's area
  * (cmesh_shm_ring_area(cap) bytes: slots, then bulk lines) at `data_off`
- * (data region, 64-byte aligned); `cap` a power of two within
- * CMESH_SHM_RING_MIN_CAP..MAX_CAP. Anything invalid: -EINVAL. The slots
- * must be zero, as a fresh arena's are: init writes nothing to them (the
- * ring's pages are committed as records first reach them).
+ * (data region, 64-byte aligned), its tail line at `tail_off` (control
+ * region); `cap` a power of two within CMESH_SHM_RING_MIN_CAP..MAX_CAP.
+ * Anything invalid: -EINVAL. The slots must be zero, as a fresh arena's
+ * are: init writes nothing to them (the ring's pages are committed as
+ * records first reach them); it zeroes the tail line.
  */
 int cmesh__shmring_producer_init(struct cmesh__shmring_producer *p,
 				 struct cmesh__arena *own, uint64_t data_off,
-				 uint64_t cap);
+				 uint64_t tail_off, uint64_t cap);
 
 /*
  * Producer: `peer` is the consumer's arena mapped read-only, with its head
@@ -112,12 +114,13 @@ int cmesh__shmring_consumer_init(struct cmesh__shmring_consumer *c,
 
 /*
  * Consumer: `peer` is the producer's arena mapped read-only, with the
- * area of a ring of `cap` bytes at `data_off` (announced by the producer;
- * invalid: -EPROTO).
+ * area of a ring of `cap` bytes at `data_off` and its tail line at
+ * `tail_off` (announced by the producer; invalid: -EPROTO).
  */
 int cmesh__shmring_consumer_attach(struct cmesh__shmring_consumer *c,
 				   const struct cmesh__arena *peer,
-				   uint64_t data_off, uint64_t cap);
+				   uint64_t data_off, uint64_t tail_off,
+				   uint64_t cap);
 
 /* Largest payload a ring of `cap` bytes carries in one record. */
 uint32_t cmesh__shmring_record_limit(uint64_t cap);
@@ -134,7 +137,7 @@ uint64_t cmesh__shmring_space_at(struct cmesh__shmring_producer *p,
 static inline uint64_t
 cmesh__shmring_tail(const struct cmesh__shmring_producer *p)
 {
-	return atomic_load_explicit(&p->tail, memory_order_relaxed);
+	return atomic_load_explicit(p->tail, memory_order_relaxed);
 }
 
 /*
@@ -272,6 +275,28 @@ cmesh__shmring_pop_ready(const struct cmesh__shmring_consumer *c)
 }
 
 /*
+ * Consumer, about to sleep, after its seq_cst RMW of `sleeping` (the wake
+ * Dekker, shm/ring.h): 1 if a producer has claimed the head position and
+ * not published it yet (it may owe us no wake: look again soon, do not
+ * sleep for good), else 0; -EPROTO if the tail is corrupt (not at most a
+ * ring ahead of the head). Writes nothing: a waitset may ask while the
+ * receiving thread receives.
+ */
+static inline int
+cmesh__shmring_in_flight(const struct cmesh__shmring_consumer *c)
+{
+	uint64_t tail;
+
+	if (!c->tail || c->failed || c->peeked)
+		return 0;
+	atomic_thread_fence(memory_order_seq_cst);
+	tail = atomic_load_explicit(c->tail, memory_order_seq_cst);
+	if (unlikely(tail - c->head_pos > c->mask + 1))
+		return -EPROTO;
+	return tail != c->head_pos && !cmesh__shmring_pop_ready(c);
+}
+
+/*
  * For a spinning consumer: the seq word of its head slot and, in *want,
  * the tag that publishes a record there (cmesh__shmring_word_match()
  * compares); polled without a call, and only a hint (peek() validates
@@ -361,7 +386,7 @@ static inline int cmesh__shmring_push_small(struct cmesh__shmring_producer *p,
 					    uint32_t len)
 {
 	uint64_t k = len > CMESH_SHM_SLOT_DATA ? 2 : 1;
-	uint64_t pos = atomic_load_explicit(&p->tail, memory_order_relaxed);
+	uint64_t pos = atomic_load_explicit(p->tail, memory_order_relaxed);
 	/* Pairs with the release store in refresh_head() (shmring.c). */
 	uint64_t head =
 		atomic_load_explicit(&p->head_cache, memory_order_acquire);
@@ -369,8 +394,9 @@ static inline int cmesh__shmring_push_small(struct cmesh__shmring_producer *p,
 	if (unlikely(atomic_load_explicit(&p->failed, memory_order_relaxed) ||
 		     len > CMESH__SHMRING_SMALL || len > p->limit ||
 		     pos - head > p->mask + 1 - k ||
+		     /* seq_cst: the wake Dekker (shm/ring.h, tail line). */
 		     !atomic_compare_exchange_strong_explicit(
-			     &p->tail, &pos, pos + k, memory_order_relaxed,
+			     p->tail, &pos, pos + k, memory_order_seq_cst,
 			     memory_order_relaxed)))
 		return -EAGAIN;
 	cmesh__shmring_write_small(p, pos, kind, buf, len);

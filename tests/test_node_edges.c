@@ -12,12 +12,22 @@
 
 #include <cmesh.h>
 
+#include "lane.h"
+#include "link.h"
+#include "node.h"
+#include "proto.h"
+#include "ring.h"
+#include "shmring.h"
+
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 struct twofd {
@@ -616,4 +626,141 @@ Test(node_edges, a_gigabyte_ring_commits_only_what_it_uses_cross_process)
 {
 	rss_before_kib = committed_kib();
 	topo_run(&big_ring, TOPO_FORK);
+}
+
+/* ==== a claim in flight across processes ================================ */
+
+struct word8 {
+	uint64_t v;
+};
+
+CMESH_TYPE_DEFINE_PLAIN(word8_type, struct word8);
+
+static int64_t thread_cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/*
+ * Child: claims the position its peer's receiver waits at and reads the
+ * peer's `sleeping` flag before the peer sleeps (so it owes no wake), lets
+ * the peer go, waits until the peer announces a sleep, holds the claim
+ * 50 ms more, then publishes the record without waking anyone.
+ */
+static int in_flight_child(int sock, int sync)
+{
+	struct word8 m = { 42 };
+	struct cmesh__iov iov = { &m, sizeof(m) };
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmesh__lane *ln;
+	int64_t end;
+	uint64_t pos;
+	char c;
+
+	if (cmesh_node_join_socket(sock, &word8_type, &word8_type, NULL, &node,
+				   &tx, &rx))
+		return 10;
+	ln = cmesh__link_out(cmesh__node_link(node));
+	if (cmesh__shmring_claim(&ln->prod, sizeof(m), &pos))
+		return 11;
+	if (atomic_load(&ln->peer_wake->sleeping))
+		return 12; /* the peer must not sleep yet */
+	if (write(sync, "c", 1) != 1)
+		return 13;
+	end = tu_now_ns() + TU_MS(5000);
+	while (!atomic_load(&ln->peer_wake->sleeping))
+		if (tu_now_ns() > end)
+			return 14;
+	usleep(50000);
+	cmesh__shmring_commit(&ln->prod, pos, CMESH_REC_PLAIN, &iov, 1);
+	if (read(sync, &c, 1) != 1)
+		return 15;
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	cmesh_node_free(node);
+	return 0;
+}
+
+/*
+ * The receiver must not sleep for good on a claim whose producer looked
+ * before it slept: it looks again (yields, then naps), gets the message
+ * soon after it is published, and burns no core while the claim stays.
+ */
+static void check_in_flight(bool waitset)
+{
+	cmesh_node_opts o = CMESH_NODE_OPTS_INIT;
+	cmesh_waitset *ws = NULL;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct word8 m = { 0 };
+	int sv[2], sy[2], st, r;
+	int64_t t0, cpu;
+	uint64_t key = 0;
+	pid_t pid;
+	char c;
+
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv),
+		     0);
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sy),
+		     0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		close(sv[0]);
+		close(sy[0]);
+		_exit(in_flight_child(sv[1], sy[1]));
+	}
+	close(sv[1]);
+	close(sy[1]);
+	o.spin_ns = CMESH_SPIN_NONE;
+	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &word8_type, &word8_type, &o,
+					    &node, &tx, &rx),
+		     0);
+	if (waitset) {
+		TU_ASSERT_RC(cmesh_waitset_new(&ws), 0);
+		TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, rx, 7), 0);
+	}
+	cr_assert_eq(read(sy[0], &c, 1), 1);
+	t0 = tu_now_ns();
+	cpu = thread_cpu_ns();
+	if (waitset) {
+		r = cmesh_waitset_wait(ws, cmesh_deadline_after(TU_MS(10000)),
+				       &key);
+		cr_assert_eq(r, 0, "waitset wait: %d", r);
+		cr_assert_eq(key, 7);
+	}
+	r = cmesh_receiver_recv_deadline(rx, cmesh_deadline_after(TU_MS(10000)),
+					 &m, NULL, 0);
+	cpu = thread_cpu_ns() - cpu;
+	t0 = tu_now_ns() - t0;
+	TU_ASSERT_RC(r, 0);
+	cr_assert_eq(m.v, 42);
+	cr_assert_lt(t0, TU_MS(3000), "took %lld ns", (long long)t0);
+	cr_assert_lt(cpu, TU_MS(25), "the waiter used %lld ns of CPU",
+		     (long long)cpu);
+	cr_assert_eq(write(sy[0], "d", 1), 1);
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %#x",
+		  st);
+	cmesh_waitset_free(ws);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	cmesh_node_free(node);
+	close(sy[0]);
+}
+
+Test(node_edges, a_claim_in_flight_across_processes_wakes_a_sleeping_receiver)
+{
+	check_in_flight(false);
+}
+
+Test(node_edges, a_claim_in_flight_across_processes_wakes_a_waitset)
+{
+	check_in_flight(true);
 }

@@ -48,7 +48,7 @@ struct rig {
 	struct cmesh__arena *ca_ro; /* the consumer's, as the producer maps it */
 	struct cmesh__shmring_producer p;
 	struct cmesh__shmring_consumer c;
-	uint64_t cap, nslots, data_off, head_off;
+	uint64_t cap, nslots, data_off, head_off, tail_off;
 	uint32_t limit;
 };
 
@@ -95,16 +95,17 @@ static void rig_open(struct rig *r, uint64_t cap)
 	r->ca_ro = map_dup(r->ca);
 	r->head_off = cmesh__arena_layout(r->ca)->ctl_off + 2 * CMESH_SHM_LINE;
 	r->data_off = data_off_for(r->pa, cap);
+	r->tail_off = cmesh__arena_layout(r->pa)->ctl_off + 3 * CMESH_SHM_LINE;
 	TU_ASSERT_RC(cmesh__shmring_producer_init(&r->p, r->pa, r->data_off,
-						  cap),
+						  r->tail_off, cap),
 		     0);
 	TU_ASSERT_RC(cmesh__shmring_consumer_init(&r->c, r->ca, r->head_off),
 		     0);
 	TU_ASSERT_RC(cmesh__shmring_producer_attach(&r->p, r->ca_ro,
 						    r->head_off),
 		     0);
-	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r->c, r->pa_ro,
-						    r->data_off, cap),
+	TU_ASSERT_RC(cmesh__shmring_consumer_attach(
+			     &r->c, r->pa_ro, r->data_off, r->tail_off, cap),
 		     0);
 }
 
@@ -143,7 +144,16 @@ static _Atomic uint64_t *head_word(struct rig *r)
 
 static uint64_t tail_of(struct rig *r)
 {
-	return atomic_load(&r->p.tail);
+	return atomic_load(r->p.tail);
+}
+
+/* The tail line as the consumer maps it (read-only). */
+static const _Atomic uint64_t *tail_word_ro(struct rig *r)
+{
+	return &((const struct cmesh_shm_ring_tail
+			  *)((const char *)cmesh__arena_base(r->pa_ro) +
+			     r->tail_off))
+			->tail;
 }
 
 static void put_hdr(struct rig *r, uint64_t pos, uint32_t len, uint32_t kind)
@@ -567,30 +577,40 @@ Test(shmring, setup_rejects_geometry_outside_the_arenas)
 	struct cmesh__shmring_producer p;
 	struct cmesh__shmring_consumer c;
 	const struct cmesh__arena_layout *lp, *lc;
-	uint64_t cap = 4096, d, h;
+	uint64_t cap = 4096, d, h, t;
 
 	rig_open(&r, cap);
+	t = r.tail_off;
 	lp = cmesh__arena_layout(r.pa);
 	lc = cmesh__arena_layout(r.ca);
 	d = r.data_off;
 	h = r.head_off;
 	/* Our own arena: the caller's mistake. */
-	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, d, cap + 1),
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, d, t, cap + 1),
 		     -EINVAL);
-	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, d, 128), -EINVAL);
-	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, d, 0), -EINVAL);
-	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, d, cap * 2),
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, d, t, 128),
 		     -EINVAL);
-	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, d + 64, cap),
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, d, t, 0), -EINVAL);
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, d, t, cap * 2),
 		     -EINVAL);
-	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, d - 8, cap),
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, d + 64, t, cap),
 		     -EINVAL);
-	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, lp->ctl_off, cap),
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, d - 8, t, cap),
 		     -EINVAL);
-	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, UINT64_MAX - 63,
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, lp->ctl_off, t,
 						  cap),
 		     -EINVAL);
-	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa_ro, d, cap),
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, UINT64_MAX - 63, t,
+						  cap),
+		     -EINVAL);
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa_ro, d, t, cap),
+		     -EINVAL);
+	/* The tail line: off a line, outside the control region. */
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, d, t + 8, cap),
+		     -EINVAL);
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, d, d, cap),
+		     -EINVAL);
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&p, r.pa, d, 0, cap),
 		     -EINVAL);
 	TU_ASSERT_RC(cmesh__shmring_consumer_init(&c, r.ca, h + 8), -EINVAL);
 	TU_ASSERT_RC(cmesh__shmring_consumer_init(&c, r.ca, lc->data_off),
@@ -603,21 +623,30 @@ Test(shmring, setup_rejects_geometry_outside_the_arenas)
 						    lc->ctl_off + lc->ctl_len),
 		     -EPROTO);
 	TU_ASSERT_RC(cmesh__shmring_producer_attach(&r.p, r.ca_ro, 0), -EPROTO);
-	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, d, cap * 2),
+	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, d, t,
+						    cap * 2),
 		     -EPROTO);
-	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, d, 3000),
+	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, d, t, 3000),
 		     -EPROTO);
-	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, d,
+	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, d, t,
 						    1ull << 40),
 		     -EPROTO);
 	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, lp->ctl_off,
+						    t, cap),
+		     -EPROTO);
+	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, d + 8, t,
 						    cap),
 		     -EPROTO);
-	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, d + 8, cap),
-		     -EPROTO);
 	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro,
-						    UINT64_MAX - 4095, cap),
+						    UINT64_MAX - 4095, t, cap),
 		     -EPROTO);
+	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, d, t + 8,
+						    cap),
+		     -EPROTO);
+	TU_ASSERT_RC(cmesh__shmring_consumer_attach(
+			     &r.c, r.pa_ro, d, lp->ctl_off + lp->ctl_len, cap),
+		     -EPROTO);
+	/* The failed calls changed nothing. */
 	/* The failed calls changed nothing. */
 	round_trip(&r, 1, 10, 10);
 	rig_close(&r);
@@ -635,13 +664,14 @@ Test(shmring, works_in_either_order_of_attach)
 	cr_assert_not(cmesh__shmring_pop_ready(&r.c));
 	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), -EAGAIN);
 	/* A producer that is not attached yet fills the ring, then waits. */
-	TU_ASSERT_RC(
-		cmesh__shmring_producer_init(&r.p, r.pa, r.data_off, r.cap), 0);
+	TU_ASSERT_RC(cmesh__shmring_producer_init(&r.p, r.pa, r.data_off,
+						  r.tail_off, r.cap),
+		     0);
 	for (int i = 0; i < 4096 / 64; i++)
 		TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, FIRST), 0);
 	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, 0), -EAGAIN);
 	TU_ASSERT_RC(cmesh__shmring_consumer_attach(&r.c, r.pa_ro, r.data_off,
-						    r.cap),
+						    r.tail_off, r.cap),
 		     0);
 	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), FIRST);
 	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, buf, 0), -EAGAIN);
@@ -896,6 +926,57 @@ Test(shmring, push_small_leaves_to_push_what_it_cannot_do_at_once)
 	rig_close(&r);
 }
 
+Test(shmring, in_flight_is_a_claim_not_yet_published_at_the_head)
+{
+	struct cmesh__shmring_consumer lone;
+	unsigned char buf[200] = { 0 };
+	uint64_t a, b;
+	uint32_t k;
+	struct rig r;
+
+	rig_open(&r, 4096);
+	/* Unattached: nothing can be in flight. */
+	TU_ASSERT_RC(cmesh__shmring_consumer_init(&lone, r.ca,
+						  r.head_off + CMESH_SHM_LINE),
+		     0);
+	TU_ASSERT_RC(cmesh__shmring_in_flight(&lone), 0);
+	TU_ASSERT_RC(cmesh__shmring_in_flight(&r.c), 0);
+	/* Claimed: the tail the consumer reads moved, nothing published. */
+	TU_ASSERT_RC(cmesh__shmring_claim(&r.p, 100, &a), 0);
+	cr_assert_eq(atomic_load(tail_word_ro(&r)), a + 2);
+	TU_ASSERT_RC(cmesh__shmring_in_flight(&r.c), 1);
+	/* A later record published behind it: still in flight at the head. */
+	TU_ASSERT_RC(cmesh__shmring_claim(&r.p, 8, &b), 0);
+	cmesh__shmring_commit(&r.p, b, 3, &(const struct cmesh__iov){ buf, 8 },
+			      1);
+	TU_ASSERT_RC(cmesh__shmring_in_flight(&r.c), 1);
+	/* Published: ready, not in flight. */
+	cmesh__shmring_commit(&r.p, a, 2,
+			      &(const struct cmesh__iov){ buf, 100 }, 1);
+	TU_ASSERT_RC(cmesh__shmring_in_flight(&r.c), 0);
+	/* Peeked: the consumer holds it. */
+	TU_ASSERT_RC(cmesh__shmring_peek(&r.c, &k), 100);
+	TU_ASSERT_RC(cmesh__shmring_in_flight(&r.c), 0);
+	cmesh__shmring_consume(&r.c);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), 8);
+	TU_ASSERT_RC(cmesh__shmring_in_flight(&r.c), 0);
+	/* A cancelled claim is a published filler. */
+	TU_ASSERT_RC(cmesh__shmring_claim(&r.p, 8, &a), 0);
+	TU_ASSERT_RC(cmesh__shmring_in_flight(&r.c), 1);
+	cmesh__shmring_cancel(&r.p, a, 8);
+	TU_ASSERT_RC(cmesh__shmring_in_flight(&r.c), 0);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, buf, sizeof(buf)), -EAGAIN);
+	/* A tail more than a ring ahead, or behind the head: corrupt. */
+	atomic_store(r.p.tail, r.c.head_pos + r.nslots + 1);
+	TU_ASSERT_RC(cmesh__shmring_in_flight(&r.c), -EPROTO);
+	atomic_store(r.p.tail, r.c.head_pos - 1);
+	TU_ASSERT_RC(cmesh__shmring_in_flight(&r.c), -EPROTO);
+	/* A whole ring ahead is honest (full, the head slot unpublished). */
+	atomic_store(r.p.tail, r.c.head_pos + r.nslots);
+	TU_ASSERT_RC(cmesh__shmring_in_flight(&r.c), 1);
+	rig_close(&r);
+}
+
 Test(shmring, head_word_is_the_seq_that_publishes_the_next_record)
 {
 	struct cmesh__shmring_consumer lone;
@@ -957,7 +1038,8 @@ Test(shmring, a_filler_leaves_no_stale_bytes_in_its_first_two_slots)
 	cmesh__shmring_cancel(&r.p, pos, sizeof(big));
 	/* Inline: its length and kind are in the seq word. */
 	cr_assert_eq(atomic_load(&slot_at(&r, 0)->seq),
-		     inline_seq(r.nslots, pos, sizeof(big), CMESH_SHM_REC_FILL));
+		     inline_seq(r.nslots, pos, sizeof(big),
+				CMESH_SHM_REC_FILL));
 	cr_assert_eq(memcmp(slot_at(&r, 0)->data, zero, SLOT_DATA), 0);
 	cr_assert_eq(memcmp(slot_at(&r, 1)->data, zero, SLOT_DATA), 0);
 	/* The consumer steps over it. */
@@ -1099,11 +1181,16 @@ Test(shmring, pop_fails_for_good_on_a_seq_no_honest_producer_leaves)
 	 * 113, or the bulk code with a kind; a tag far ahead.
 	 */
 	const uint64_t bad[] = {
-		inline_seq(64, 70 + 64, 1, 1),	  inline_seq(64, 70 + 64 * 9, 1, 1),
-		tag_at(64, 70) | 114u << 8,	  tag_at(64, 70) | 127u << 8 | 5,
-		tag_at(64, 70) | 1,		  tag_at(64, 70 + 64 * 64) | 1u << 8,
-		1ull << 62,			  12345, /* no bit 63 */
-		UINT64_MAX,			  1ull << 63 | 3, /* count 0 */
+		inline_seq(64, 70 + 64, 1, 1),
+		inline_seq(64, 70 + 64 * 9, 1, 1),
+		tag_at(64, 70) | 114u << 8,
+		tag_at(64, 70) | 127u << 8 | 5,
+		tag_at(64, 70) | 1,
+		tag_at(64, 70 + 64 * 64) | 1u << 8,
+		1ull << 62,
+		12345, /* no bit 63 */
+		UINT64_MAX,
+		1ull << 63 | 3, /* count 0 */
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -1173,8 +1260,8 @@ Test(shmring, counts_laps_in_48_bits_and_takes_any_older_tag_once_they_wrap)
 	cr_assert(cmesh_shm_seq_stale(tag_at(n, pos + n), pos, 6));
 	cr_assert_not(cmesh_shm_seq_stale(tag_at(n, pos), pos, 6));
 	/* Bit 63 clear: never a published tag. */
-	cr_assert_not(cmesh_shm_seq_stale(tag_at(n, 0) & ~(1ull << 63), pos,
-					  6));
+	cr_assert_not(
+		cmesh_shm_seq_stale(tag_at(n, 0) & ~(1ull << 63), pos, 6));
 }
 
 Test(shmring, pop_fails_on_a_record_longer_than_the_limit)
@@ -1538,6 +1625,7 @@ struct announce {
 	uint64_t arena_size;
 	uint64_t line_off; /* head line (consumer only) */
 	uint64_t data_off; /* producer only */
+	uint64_t tail_off; /* producer only */
 	uint64_t cap;	   /* producer only */
 };
 
@@ -1616,7 +1704,9 @@ static int producer_setup(int sock, struct side *s,
 	s->mine.arena_size = cmesh__arena_layout(s->own)->size;
 	s->mine.cap = XP_CAP;
 	s->mine.data_off = data_off_for(s->own, XP_CAP);
-	r = cmesh__shmring_producer_init(p, s->own, s->mine.data_off, XP_CAP);
+	s->mine.tail_off = cmesh__arena_layout(s->own)->ctl_off;
+	r = cmesh__shmring_producer_init(p, s->own, s->mine.data_off,
+					 s->mine.tail_off, XP_CAP);
 	if (!r)
 		r = send_fd(sock, cmesh__arena_fd(s->own), &s->mine,
 			    sizeof(s->mine));
@@ -1652,7 +1742,8 @@ static void consumer_setup(int sock, struct side *s,
 	TU_ASSERT_RC(cmesh__arena_map_peer(fd, s->theirs.arena_size, &s->peer),
 		     0);
 	TU_ASSERT_RC(cmesh__shmring_consumer_attach(
-			     c, s->peer, s->theirs.data_off, s->theirs.cap),
+			     c, s->peer, s->theirs.data_off, s->theirs.tail_off,
+			     s->theirs.cap),
 		     0);
 }
 
@@ -1776,8 +1867,8 @@ static uint64_t xp_tag(uint64_t pos)
 }
 
 /* Publishes a record's header at `pos` as an honest producer would. */
-static void publish_xp(struct cmesh_shm_slot *slots, uint64_t pos,
-		       uint32_t len, uint32_t kind)
+static void publish_xp(struct cmesh_shm_slot *slots, uint64_t pos, uint32_t len,
+		       uint32_t kind)
 {
 	if (len <= CMESH_SHM_INLINE_MAX) {
 		put_seq(slots, pos,
@@ -1848,8 +1939,8 @@ static void forge(struct side *s, struct cmesh_shm_slot *slots, uint64_t *rng)
 			put_seq(slots, pos, xp_tag(pos));
 		} else {
 			put_seq(slots, pos,
-				xp_tag(pos) | (tu_rand(rng) &
-					       ((1ull << 15) - 1)));
+				xp_tag(pos) |
+					(tu_rand(rng) & ((1ull << 15) - 1)));
 		}
 		break;
 	case 1: /* then a filler that is valid or a little off */
@@ -1973,7 +2064,7 @@ Test(shmring, survives_a_producer_that_scribbles_over_its_whole_arena)
 				     0);
 			TU_ASSERT_RC(cmesh__shmring_consumer_attach(
 					     &c, s.peer, s.theirs.data_off,
-					     s.theirs.cap),
+					     s.theirs.tail_off, s.theirs.cap),
 				     0);
 		}
 	}

@@ -58,7 +58,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size > 1)
 		memcpy(area, data + 1, size - 1 < AREA ? size - 1 : AREA);
 	if (cmesh__shmring_consumer_init(&c, cons, head_off) ||
-	    cmesh__shmring_consumer_attach(&c, prod_ro, data_off, CAP))
+	    cmesh__shmring_consumer_attach(&c, prod_ro, data_off,
+					   cmesh__arena_layout(prod)->ctl_off,
+					   CAP))
 		abort();
 	for (int i = 0; i < 2 * (int)(CAP / CMESH_SHM_SLOT_SIZE); i++) {
 		int r;

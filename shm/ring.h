@@ -202,8 +202,10 @@ struct cmesh_shm_ring_wake {
 	 * CMESH_SHM_WAKE_SOCK (its waitset) or CMESH_SHM_WAKE_POLL (a
 	 *   receiver where futex_waitv is missing) polls its wake socket,
 	 *   the other end of the one whose fd its HELLO carried; the
-	 *   producer sends a datagram there with MSG_DONTWAIT. Each mode
-	 *   has its bit: one never clears another's.
+	 *   producer sends a datagram there with MSG_DONTWAIT.
+	 * CMESH_SHM_WAKE_WSFUTEX: its waitset sleeps in futex_waitv on the
+	 *   signal word: the producer wakes it as for FUTEX. Each mode has
+	 *   its bit: one never clears another's.
 	 * Consumer: seq_cst RMW, seq_cst fence, then loads the ring's tail
 	 * (struct cmesh_shm_ring_tail) and the seq of its head slot before
 	 * sleeping; store of 0 when awake. Producer: a seq_cst load after
@@ -242,6 +244,7 @@ struct cmesh_shm_ring_wake {
 #define CMESH_SHM_WAKE_FUTEX 1u
 #define CMESH_SHM_WAKE_SOCK 2u
 #define CMESH_SHM_WAKE_POLL 4u
+#define CMESH_SHM_WAKE_WSFUTEX 8u
 
 static_assert(sizeof(struct cmesh_shm_ring_wake) == CMESH_SHM_LINE, "wake");
 static_assert(offsetof(struct cmesh_shm_ring_wake, sleeping) == 0, "sleep");

@@ -486,6 +486,22 @@ static inline int cmesh__lane_send_inline(struct cmesh__lane *ln,
  */
 bool cmesh__lane_arm(struct cmesh__lane *ln, bool on, bool drain);
 
+/*
+ * In lane, a waitset sleeping in futex_waitv (waitset.c): sets or clears
+ * its WSFUTEX sleeping bit (the producer then wakes the signal word, as
+ * for a sleeping receiver); setting returns cmesh__lane_in_flight().
+ */
+bool cmesh__lane_arm_futex(struct cmesh__lane *ln, bool on);
+
+/*
+ * In lane: the words a wake of it changes (its producer's signal word,
+ * once bound, and self_wakes), with their values now, into w (at most
+ * 2): their count. Load them before setting a sleeping bit.
+ */
+struct cmesh__park_word;
+uint32_t cmesh__lane_wait_words(struct cmesh__lane *ln,
+				struct cmesh__park_word *w);
+
 /* In lane, waitsets: the fds that poll readable on a wake: 2 of them. */
 int cmesh__lane_wake_fds(const struct cmesh__lane *ln, int out[2]);
 

@@ -50,7 +50,7 @@
 
 void cmesh__lane_signal_slow(struct cmesh__lane *ln, uint32_t how)
 {
-	if (how & CMESH_SHM_WAKE_FUTEX) {
+	if (how & (CMESH_SHM_WAKE_FUTEX | CMESH_SHM_WAKE_WSFUTEX)) {
 		/* Pairs with the consumer's acquire load before it sleeps. */
 		atomic_fetch_add_explicit(&ln->own_signal->seq, 1,
 					  memory_order_release);
@@ -126,6 +126,34 @@ bool cmesh__lane_arm(struct cmesh__lane *ln, bool on, bool drain)
 	if (!on && drain)
 		drain_wakes(ln);
 	return on && cmesh__lane_in_flight(ln);
+}
+
+bool cmesh__lane_arm_futex(struct cmesh__lane *ln, bool on)
+{
+	if (!ln->own_wake)
+		return false; /* arrived failed: nothing will come */
+	set_mode(ln, CMESH_SHM_WAKE_WSFUTEX, on);
+	return on && cmesh__lane_in_flight(ln);
+}
+
+uint32_t cmesh__lane_wait_words(struct cmesh__lane *ln,
+				struct cmesh__park_word *w)
+{
+	uint32_t n = 0;
+
+	if ((!ln->dynamic || cmesh__lane_bound(ln)) && ln->peer_signal)
+		w[n++] = (struct cmesh__park_word){
+			&ln->peer_signal->seq,
+			atomic_load_explicit(&ln->peer_signal->seq,
+					     memory_order_acquire),
+			true
+		};
+	w[n++] = (struct cmesh__park_word){
+		&ln->self_wakes,
+		atomic_load_explicit(&ln->self_wakes, memory_order_acquire),
+		false
+	};
+	return n;
 }
 
 int cmesh__lane_wake_fds(const struct cmesh__lane *ln, int out[2])

@@ -433,10 +433,17 @@ static void wake(struct cmesh__queue *q, uint32_t set)
 							memory_order_relaxed));
 	if (old & ST_RX_SLEEP)
 		cmesh__park_wake(&q->state);
-	if (old & ST_WS_ARMED) {
+	if (old & (ST_WS_ARMED | ST_WS_FUTEX)) {
 		pthread_mutex_lock(&q->lock);
-		if (q->ws)
+		if (q->ws && (old & ST_WS_ARMED))
 			cmesh__eventfd_signal(q->ws_efd);
+		if (q->ws && (old & ST_WS_FUTEX)) {
+			/* Pairs with the waitset's acquire load before it
+			 * arms (waitset.c). */
+			atomic_fetch_add_explicit(q->ws_word, 1,
+						  memory_order_release);
+			cmesh__park_wake(q->ws_word);
+		}
 		pthread_mutex_unlock(&q->lock);
 	}
 }
@@ -1111,13 +1118,29 @@ void cmesh__queue_disarm(struct cmesh__queue *q, bool drain)
 {
 	if (q->rx_lane)
 		cmesh__lane_arm(q->rx_lane, false, drain);
-	cmesh__queue_xl_arm(q, false);
+	cmesh__queue_xl_arm(q, false, false);
+}
+
+bool cmesh__queue_arm_futex(struct cmesh__queue *q, bool on)
+{
+	bool lanes = cmesh__queue_xl_arm(q, on, true);
+
+	if (q->rx_lane)
+		return cmesh__lane_arm_futex(q->rx_lane, on) || lanes;
+	if (!on) {
+		atomic_fetch_and_explicit(&q->state, ~ST_WS_FUTEX,
+					  memory_order_relaxed);
+		return false;
+	}
+	/* Dekker with the producer's claim, as cmesh__queue_arm(). */
+	atomic_fetch_or_explicit(&q->state, ST_WS_FUTEX, memory_order_seq_cst);
+	return cmesh__queue_in_flight(q) || lanes;
 }
 
 bool cmesh__queue_arm(struct cmesh__queue *q)
 {
 	/* A receiver's lanes (its senders sent away) too: queue_port.c. */
-	bool lanes = cmesh__queue_xl_arm(q, true);
+	bool lanes = cmesh__queue_xl_arm(q, true, false);
 
 	if (q->rx_lane)
 		return cmesh__lane_arm(q->rx_lane, true, false) || lanes;
@@ -1128,7 +1151,7 @@ bool cmesh__queue_arm(struct cmesh__queue *q)
 }
 
 int cmesh__queue_set_waitset(struct cmesh__queue *q, struct cmesh_waitset *ws,
-			     int efd)
+			     int efd, _Atomic uint32_t *word)
 {
 	int r = 0;
 
@@ -1138,8 +1161,10 @@ int cmesh__queue_set_waitset(struct cmesh__queue *q, struct cmesh_waitset *ws,
 	} else {
 		q->ws = ws;
 		q->ws_efd = efd;
+		q->ws_word = word;
 		if (!ws)
-			atomic_fetch_and_explicit(&q->state, ~ST_WS_ARMED,
+			atomic_fetch_and_explicit(&q->state,
+						  ~(ST_WS_ARMED | ST_WS_FUTEX),
 						  memory_order_relaxed);
 	}
 	pthread_mutex_unlock(&q->lock);

@@ -183,6 +183,19 @@ int cmesh__queue_wake_fds(struct cmesh__queue *q, int out[2]);
 void cmesh__queue_disarm(struct cmesh__queue *q, bool drain);
 
 /*
+ * A waitset that sleeps in futex_waitv (waitset.c): the words a wake of
+ * the receiver's lanes changes, with their values now (load them before
+ * arming), at most `max` into w: their count, or UINT32_MAX if more (a
+ * local queue has none: its wakes change the waitset's own word). Arming
+ * for them (on) sets ST_WS_FUTEX, or each lane's WSFUTEX bit, and returns
+ * what cmesh__queue_arm() does; disarming (off) clears them.
+ */
+struct cmesh__park_word;
+uint32_t cmesh__queue_ws_words(struct cmesh__queue *q,
+			       struct cmesh__park_word *w, uint32_t max);
+bool cmesh__queue_arm_futex(struct cmesh__queue *q, bool on);
+
+/*
  * Waitsets, consumer side: the lanes of ports among the receiver's
  * sources (a lane it was made with, its senders' lanes), at most `max`
  * in out[]: their count, or UINT32_MAX if there are more. The receiver
@@ -212,11 +225,12 @@ int cmesh__queue_flush(struct cmesh__queue *q, int64_t deadline);
 
 /*
  * Links the queue to `ws` (NULL unlinks), whose eventfd `efd` a send to
- * the armed queue signals (wake.c: the queue needs nothing of waitset.c).
+ * the armed queue signals, or whose futex word `word` it increments and
+ * wakes when armed for that (the queue needs nothing of waitset.c).
  * -EBUSY if linked elsewhere.
  */
 int cmesh__queue_set_waitset(struct cmesh__queue *q, struct cmesh_waitset *ws,
-			     int efd);
+			     int efd, _Atomic uint32_t *word);
 
 struct cmesh_waitset *cmesh__queue_waitset(struct cmesh__queue *q);
 

@@ -25,7 +25,8 @@
 /* With ST_RX_CLOSED / ST_TX_CLOSED: that side failed (bridge.c). */
 #define ST_RX_FAILED 16u
 #define ST_TX_FAILED 32u
-#define ST_SLEEPERS (ST_RX_SLEEP | ST_WS_ARMED)
+#define ST_WS_FUTEX 64u /* its waitset sleeps on its futex word */
+#define ST_SLEEPERS (ST_RX_SLEEP | ST_WS_ARMED | ST_WS_FUTEX)
 
 #define SLOT_HEAP 1u /* trailing bytes live in a malloc'd buffer */
 #define CACHE_LINE 64u
@@ -119,6 +120,7 @@ struct cmesh__queue {
 	struct ovf_node **ovf_tailp;
 	struct cmesh_waitset *ws;
 	int ws_efd; /* ws's eventfd: a send to an armed queue signals it */
+	_Atomic uint32_t *ws_word;  /* ws's futex word (ST_WS_FUTEX) */
 	pthread_mutex_t drain_lock; /* consumer role after close */
 	bool closed_out;	    /* the CLOSE of tx_lane is sent (`lock`) */
 	/* A side was failed, not freed (cmesh__queue_*_fail): ST_*_FAILED. */
@@ -220,10 +222,11 @@ int cmesh__queue_xl_peek(struct cmesh__queue *q);
 int cmesh__queue_xl_sleep(struct cmesh__queue *q, int64_t deadline);
 
 /*
- * Waitsets: arms (or disarms) every lane of the receiver; arming returns
- * whether one has a claim in flight (cmesh__lane_in_flight()).
+ * Waitsets: arms (or disarms) every lane of the receiver, for its fds or
+ * (`futex`) its futex words; arming returns whether one has a claim in
+ * flight (cmesh__lane_in_flight()).
  */
-bool cmesh__queue_xl_arm(struct cmesh__queue *q, bool on);
+bool cmesh__queue_xl_arm(struct cmesh__queue *q, bool on, bool futex);
 
 /* The receiver closes: every lane closed and released. */
 void cmesh__queue_xl_close(struct cmesh__queue *q);

@@ -273,41 +273,48 @@ int cmesh__queue_xl_peek(struct cmesh__queue *q)
 }
 
 /* The words a sleeping receiver with lanes waits on, at most `max`. */
-static uint32_t wait_words(struct cmesh__queue *q, struct cmesh__park_word *w,
-			   uint32_t max)
+/* Every lane's words (lane_wake.c): their count, UINT32_MAX past max. */
+static uint32_t lanes_words(struct cmesh__queue *q, struct cmesh__park_word *w,
+			    uint32_t max)
 {
 	uint32_t n = 0;
 
-	/* Local sends, added lanes: queue.c's wake() on `state`. */
-	w[n++] = (struct cmesh__park_word){
-		&q->state,
-		atomic_load_explicit(&q->state, memory_order_acquire) |
-			ST_RX_SLEEP,
-		false
-	};
 	for (uint32_t i = 0; i <= q->xl_n; i++) {
 		struct cmesh__lane *ln = i < q->xl_n ? q->xl[i] : q->rx_lane;
 
 		if (!ln || (i == q->xl_n && q->primary_done))
 			continue;
 		if (n + 2 > max)
-			return 0; /* too many: the caller naps */
+			return UINT32_MAX;
 		/* Before `sleeping`: a wake after these loads changes one. */
-		if (cmesh__lane_bound(ln) && ln->peer_signal)
-			w[n++] = (struct cmesh__park_word){
-				&ln->peer_signal->seq,
-				atomic_load_explicit(&ln->peer_signal->seq,
-						     memory_order_acquire),
-				true
-			};
-		w[n++] = (struct cmesh__park_word){
-			&ln->self_wakes,
-			atomic_load_explicit(&ln->self_wakes,
-					     memory_order_acquire),
-			false
-		};
+		n += cmesh__lane_wait_words(ln, w + n);
 	}
 	return n;
+}
+
+/* The words a sleeping receiver with lanes waits on (0: too many). */
+static uint32_t wait_words(struct cmesh__queue *q, struct cmesh__park_word *w,
+			   uint32_t max)
+{
+	uint32_t n;
+
+	/* Local sends, added lanes: queue.c's wake() on `state`. */
+	w[0] = (struct cmesh__park_word){
+		&q->state,
+		atomic_load_explicit(&q->state, memory_order_acquire) |
+			ST_RX_SLEEP,
+		false
+	};
+	n = lanes_words(q, w + 1, max - 1);
+	return n == UINT32_MAX ? 0 : n + 1; /* too many: the caller naps */
+}
+
+uint32_t cmesh__queue_ws_words(struct cmesh__queue *q,
+			       struct cmesh__park_word *w, uint32_t max)
+{
+	if (atomic_load_explicit(&q->xl_flags, memory_order_acquire))
+		merge(q);
+	return lanes_words(q, w, max);
 }
 
 /* Marks (or unmarks) every lane asleep; marking: any claim in flight? */
@@ -369,7 +376,7 @@ int cmesh__queue_xl_sleep(struct cmesh__queue *q, int64_t deadline)
 	return r == -ETIMEDOUT && until < deadline ? 0 : r;
 }
 
-bool cmesh__queue_xl_arm(struct cmesh__queue *q, bool on)
+bool cmesh__queue_xl_arm(struct cmesh__queue *q, bool on, bool futex)
 {
 	bool in_flight = false;
 
@@ -377,7 +384,8 @@ bool cmesh__queue_xl_arm(struct cmesh__queue *q, bool on)
 		return false;
 	merge(q);
 	for (uint32_t i = 0; i < q->xl_n; i++) /* dynamic: no fds */
-		in_flight |= cmesh__lane_arm(q->xl[i], on, true);
+		in_flight |= futex ? cmesh__lane_arm_futex(q->xl[i], on) :
+				     cmesh__lane_arm(q->xl[i], on, true);
 	return in_flight;
 }
 

@@ -16,6 +16,15 @@
  * receivers' wake fds: it polls readable when any of them is signalled.
  * Every fd it reads is one that only this process holds, and none is read
  * blocking: nothing a peer does to a file description stalls a wait.
+ *
+ * cmesh_waitset_wait() itself sleeps another way where it can: in
+ * futex_waitv on the waitset's own word (which in-process producers armed
+ * with ST_WS_FUTEX, cancelled context members and additions increment)
+ * and on every remote member's lane words (its producer's signal word,
+ * armed with the WSFUTEX bit, and the lane's self_wakes): one syscall to
+ * sleep, one (FUTEX_WAKE) for a producer to wake it, no fd to drain. With
+ * too many words for one futex_waitv, or without futex_waitv, it sleeps
+ * in epoll as above; try_wait and the exposed fd always use the fds.
  */
 #include "waitset.h"
 
@@ -96,6 +105,13 @@ struct cmesh_waitset {
 	bool armed;
 	/* Bumped when a watched fd goes (under `lock`): see try_wait_after. */
 	uint64_t gen;
+	/*
+	 * The futex word of a wait asleep in futex_waitv: incremented
+	 * (release) and woken by cmesh__waitset_signal() and by queue.c's
+	 * wake() of a member armed with ST_WS_FUTEX; the wait loads it
+	 * (acquire) before it arms the members.
+	 */
+	_Atomic uint32_t word;
 };
 
 /*
@@ -277,9 +293,10 @@ static int member_links(cmesh_waitset *ws, struct member *m)
 static void remove_at(cmesh_waitset *ws, uint32_t i)
 {
 	cmesh__queue_disarm(ws->m[i].q, true);
+	cmesh__queue_arm_futex(ws->m[i].q, false);
 	watch_member(ws, ws->m[i].q, false);
 	ws->gen++;
-	cmesh__queue_set_waitset(ws->m[i].q, NULL, -1);
+	cmesh__queue_set_waitset(ws->m[i].q, NULL, -1, NULL);
 	member_links_put(ws, &ws->m[i]);
 	ws->m[i] = ws->m[--ws->n];
 	if (ws->next >= ws->n)
@@ -315,6 +332,9 @@ void cmesh_waitset_free(cmesh_waitset *ws)
 void cmesh__waitset_signal(cmesh_waitset *ws)
 {
 	(void)cmesh__eventfd_signal(ws->efd); /* full: readable anyway */
+	/* A wait asleep in futex_waitv (loaded before it armed). */
+	atomic_fetch_add_explicit(&ws->word, 1, memory_order_release);
+	cmesh__park_wake(&ws->word);
 }
 
 static int add_locked(cmesh_waitset *ws, struct cmesh__queue *q, uint64_t key)
@@ -331,7 +351,7 @@ static int add_locked(cmesh_waitset *ws, struct cmesh__queue *q, uint64_t key)
 		ws->cap = cap;
 	}
 	/* First: from here on the receiver gains no lane (queue_port.c). */
-	r = cmesh__queue_set_waitset(q, ws, ws->efd);
+	r = cmesh__queue_set_waitset(q, ws, ws->efd, &ws->word);
 	if (r)
 		return r;
 	ws->m[ws->n].q = q;
@@ -343,7 +363,7 @@ static int add_locked(cmesh_waitset *ws, struct cmesh__queue *q, uint64_t key)
 			member_links_put(ws, &ws->m[ws->n]);
 	}
 	if (r) {
-		cmesh__queue_set_waitset(q, NULL, -1);
+		cmesh__queue_set_waitset(q, NULL, -1, NULL);
 		return r;
 	}
 	ws->n++;
@@ -590,7 +610,7 @@ static int drain_signals(cmesh_waitset *ws, const struct epoll_event *ev, int n)
  */
 static int try_wait_locked(cmesh_waitset *ws, uint64_t *out_key,
 			   const struct epoll_event *ev, int nev, bool defer,
-			   bool *in_flight)
+			   bool futex, bool *in_flight)
 {
 	int r;
 
@@ -603,6 +623,9 @@ static int try_wait_locked(cmesh_waitset *ws, uint64_t *out_key,
 	 */
 	if (!ws->armed && scan(ws, out_key))
 		return 0;
+	/* A wait that sleeps in futex_waitv arms there (sleep_futex()). */
+	if (futex && !ws->armed)
+		return -EAGAIN;
 	r = defer && !ws->armed ? 0 : drain_signals(ws, ev, nev);
 	if (r)
 		return r;
@@ -612,6 +635,8 @@ static int try_wait_locked(cmesh_waitset *ws, uint64_t *out_key,
 	ws->armed = false;
 	if (scan(ws, out_key))
 		return 0;
+	if (futex)
+		return -EAGAIN;
 	for (uint32_t i = 0; i < ws->n; i++)
 		*in_flight |= cmesh__queue_arm(ws->m[i].q);
 	ws->armed = true;
@@ -633,7 +658,7 @@ int cmesh_waitset_try_wait(cmesh_waitset *ws, uint64_t *out_key)
 	if (!ws || !out_key)
 		return -EINVAL;
 	pthread_mutex_lock(&ws->lock);
-	r = try_wait_locked(ws, out_key, NULL, 0, false, &in_flight);
+	r = try_wait_locked(ws, out_key, NULL, 0, false, false, &in_flight);
 	pthread_mutex_unlock(&ws->lock);
 	/* Keep the fd readable: the caller's loop looks again. */
 	if (r == -EAGAIN && in_flight) {
@@ -649,7 +674,7 @@ int cmesh_waitset_try_wait(cmesh_waitset *ws, uint64_t *out_key)
  */
 static int try_wait_after(cmesh_waitset *ws, uint64_t *out_key,
 			  const struct epoll_event *ev, int n, uint64_t gen,
-			  bool first, bool *in_flight)
+			  bool first, bool futex, bool *in_flight)
 {
 	int r;
 
@@ -657,7 +682,7 @@ static int try_wait_after(cmesh_waitset *ws, uint64_t *out_key,
 	/* A member or link gone meanwhile: its fd may be another's now. */
 	if (gen != ws->gen)
 		ev = NULL;
-	r = try_wait_locked(ws, out_key, ev, n, first, in_flight);
+	r = try_wait_locked(ws, out_key, ev, n, first, futex, in_flight);
 	pthread_mutex_unlock(&ws->lock);
 	return r;
 }
@@ -696,6 +721,61 @@ static int sleep_epoll(cmesh_waitset *ws, int64_t until, struct epoll_event *ev)
 					   (int)left);
 }
 
+/* Where futex_waitv failed with ENOSYS: every wait sleeps in epoll. */
+static atomic_bool no_futex;
+
+/*
+ * A wait's sleep in futex_waitv (see top): loads the words, arms every
+ * member for them, looks once more, sleeps until a word changes or
+ * `until` (a nap's end while a claim is in flight, `looks` counting), and
+ * disarms. 1 with *out_key: a member was ready; 0: look again; -E2BIG
+ * (more words than one futex_waitv takes) or -ENOSYS: sleep in epoll;
+ * -ECANCELED: the thread's context ended.
+ */
+static int sleep_futex(cmesh_waitset *ws, int64_t until, uint32_t *looks,
+		       uint64_t *out_key)
+{
+	struct cmesh__park_word w[CMESH__PARK_WAITN_MAX];
+	bool in_flight = false;
+	uint32_t n = 1;
+	int r = 0;
+
+	pthread_mutex_lock(&ws->lock);
+	/* Before arming: a wake after these loads changes a word. */
+	w[0] = (struct cmesh__park_word){
+		&ws->word,
+		atomic_load_explicit(&ws->word, memory_order_acquire), false
+	};
+	for (uint32_t i = 0; i < ws->n; i++) {
+		/* One word left for a thread's context (park.h). */
+		uint32_t k = cmesh__queue_ws_words(
+			ws->m[i].q, w + n, CMESH__PARK_WAITN_MAX - 1 - n);
+
+		if (k == UINT32_MAX) {
+			pthread_mutex_unlock(&ws->lock);
+			return -E2BIG;
+		}
+		n += k;
+	}
+	for (uint32_t i = 0; i < ws->n; i++)
+		in_flight |= cmesh__queue_arm_futex(ws->m[i].q, true);
+	if (scan(ws, out_key))
+		r = 1;
+	pthread_mutex_unlock(&ws->lock);
+	if (!r) {
+		until = cmesh__park_in_flight_cap(in_flight, looks, until);
+		if (until)
+			r = cmesh__park_waitn(w, n, until);
+		if (r == -ETIMEDOUT)
+			r = 0; /* the next look tells */
+	}
+	pthread_mutex_lock(&ws->lock);
+	for (uint32_t i = 0; i < ws->n; i++)
+		cmesh__queue_arm_futex(ws->m[i].q, false);
+	pthread_mutex_unlock(&ws->lock);
+	return r;
+}
+
 /* Waits until a member is ready, `deadline`, or `ctx` is cancelled. */
 static int wait_until(cmesh_waitset *ws, int64_t deadline, const cmesh_ctx *ctx,
 		      uint64_t *out_key)
@@ -705,12 +785,15 @@ static int wait_until(cmesh_waitset *ws, int64_t deadline, const cmesh_ctx *ctx,
 	uint64_t gen = 0;
 	uint32_t looks = 0;
 	bool first = true, in_flight;
+	bool futex = !cmesh__lane_polling() &&
+		     !atomic_load_explicit(&no_futex, memory_order_relaxed);
 	int r, n = 0;
 
 	for (;;) {
 		int64_t until;
 
-		r = try_wait_after(ws, out_key, got, n, gen, first, &in_flight);
+		r = try_wait_after(ws, out_key, got, n, gen, first, futex,
+				   &in_flight);
 		first = false;
 		if (r != -EAGAIN)
 			return r;
@@ -721,6 +804,21 @@ static int wait_until(cmesh_waitset *ws, int64_t deadline, const cmesh_ctx *ctx,
 		if (until != CMESH_DEADLINE_NONE && until == deadline &&
 		    cmesh_clock_now() >= deadline)
 			return -ETIMEDOUT;
+		if (futex) {
+			r = sleep_futex(ws, until, &looks, out_key);
+			if (r == 1)
+				return 0;
+			if (r == -ECANCELED) /* the thread's context (park.h) */
+				return r;
+			if (r == -ENOSYS)
+				atomic_store_explicit(&no_futex, true,
+						      memory_order_relaxed);
+			if (r == -ENOSYS || r == -E2BIG)
+				futex = false; /* the next look arms the fds */
+			got = NULL;
+			n = 0;
+			continue;
+		}
 		looks = in_flight ? looks + 1 : 0;
 		if (in_flight && looks < CMESH__IN_FLIGHT_YIELDS) {
 			sched_yield();

@@ -12,6 +12,7 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -1329,4 +1330,126 @@ Test(waitset, try_wait_finding_a_local_member_ready_makes_no_syscall)
 Test(waitset, try_wait_finding_a_remote_member_ready_makes_no_syscall)
 {
 	in_child(busy_remote, "it made a syscall");
+}
+
+/*
+ * A wait that sleeps reads no fd and never sleeps in epoll: it sleeps in
+ * futex_waitv on the waitset's word and its remote member's lane words,
+ * and the producers wake it with FUTEX_WAKE (the remote one never sends a
+ * wake datagram either). One local member, fed by a thread, and one
+ * remote, fed by a peer process; each wait starts before the send it gets.
+ */
+struct late_send {
+	cmesh_sender *tx;
+	int go; /* read end: a byte per message to send */
+};
+
+static void *late_sender(void *arg)
+{
+	struct late_send *ls = arg;
+	struct seqmsg m = { .seq = 1 };
+	char c;
+
+	while (read(ls->go, &c, 1) == 1) {
+		usleep(20000);
+		if (cmesh_sender_send(ls->tx, &m, NULL, 0))
+			return (void *)1;
+	}
+	return NULL;
+}
+
+static int futex_wait_child(void)
+{
+#if defined(__x86_64__)
+	static const int fd_waits[] = {
+		__NR_read,	   __NR_readv,	  __NR_recvfrom,
+		__NR_recvmsg,	   __NR_recvmmsg, __NR_epoll_wait,
+		__NR_epoll_pwait,
+#ifdef __NR_epoll_pwait2
+		__NR_epoll_pwait2,
+#endif
+		__NR_poll,	   __NR_ppoll,	  __NR_select,
+		__NR_pselect6,
+	};
+	static const int wake_sends[] = { __NR_sendto, __NR_sendmsg,
+					  __NR_sendmmsg };
+#else
+	static const int fd_waits[] = { 0 }, wake_sends[] = { 0 };
+#endif
+	struct late_send ls;
+	cmesh_waitset *ws;
+	cmesh_sender *ltx, *rtx;
+	cmesh_receiver *lrx, *rrx;
+	cmesh_node *node;
+	struct seqmsg m;
+	uint64_t key = 0;
+	pthread_t th;
+	int sv[2], go[2], sy[2];
+
+	TOPO_CHECK_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv),
+		      0);
+	TOPO_CHECK_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sy),
+		      0);
+	if (topo_fork() == 0) {
+		cmesh_node *n2;
+		cmesh_sender *t2;
+		cmesh_receiver *r2;
+
+		close(sv[0]);
+		close(sy[0]);
+		if (cmesh_node_join_socket(sv[1], &seq_type, &seq_type, NULL,
+					   &n2, &t2, &r2))
+			topo_child_exit(1);
+		/* From here on this thread sends no datagram. */
+		if (forbid_list(wake_sends, (int)(sizeof(wake_sends) /
+						  sizeof(wake_sends[0]))))
+			topo_child_exit(2);
+		m = (struct seqmsg){ .seq = 2 };
+		while (topo_wait(sy[1], TOPO_WAIT_MS) == 's') {
+			usleep(20000);
+			if (cmesh_sender_send(t2, &m, NULL, 0))
+				topo_child_exit(3);
+		}
+		topo_child_exit(0);
+	}
+	close(sv[1]);
+	close(sy[1]);
+	TOPO_CHECK_EQ(cmesh_node_join_socket(sv[0], &seq_type, &seq_type, NULL,
+					     &node, &rtx, &rrx),
+		      0);
+	TOPO_CHECK_EQ(cmesh_channel_new(&seq_type, NULL, &ltx, &lrx), 0);
+	TOPO_CHECK_EQ(pipe2(go, O_CLOEXEC), 0);
+	ls = (struct late_send){ ltx, go[0] };
+	TOPO_CHECK_EQ(pthread_create(&th, NULL, late_sender, &ls), 0);
+	TOPO_CHECK_EQ(cmesh_waitset_new(&ws), 0);
+	TOPO_CHECK_EQ(cmesh_waitset_add_receiver(ws, lrx, 1), 0);
+	TOPO_CHECK_EQ(cmesh_waitset_add_receiver(ws, rrx, 2), 0);
+	/* A wait that sleeps (1 ms) leaves nothing armed for the fds. */
+	TOPO_CHECK_EQ(cmesh_waitset_wait(ws, cmesh_deadline_after(1000000),
+					 &key),
+		      -ETIMEDOUT);
+	/* This thread only: the sender thread and the link thread read. */
+	TOPO_CHECK_EQ(forbid_list(fd_waits, (int)(sizeof(fd_waits) /
+						  sizeof(fd_waits[0]))),
+		      0);
+	for (int i = 0; i < 6; i++) {
+		uint64_t want = i % 2 ? 2 : 1;
+
+		if (want == 1)
+			TOPO_CHECK_EQ(write(go[1], "s", 1), 1);
+		else
+			TOPO_CHECK_EQ(topo_post(sy[0], 's'), 0);
+		TOPO_CHECK_EQ(cmesh_waitset_wait(ws, topo_deadline(), &key), 0);
+		TOPO_CHECK_EQ(key, want);
+		TOPO_CHECK_EQ(cmesh_receiver_try_recv(want == 1 ? lrx : rrx, &m,
+						      NULL, 0),
+			      0);
+		TOPO_CHECK_EQ(m.seq, want);
+	}
+	_exit(0);
+}
+
+Test(waitset, a_sleeping_wait_reads_no_fd_and_is_woken_without_a_datagram)
+{
+	in_child(futex_wait_child, "a wait read an fd or a wake sent one");
 }

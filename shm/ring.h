@@ -317,7 +317,11 @@ struct cmesh_shm_ring_tail {
 	 * Consumer: seq_cst load after its seq_cst fence, only before it
 	 * sleeps; validated: head <= tail <= head + slots, else the ring is
 	 * corrupt. tail != head with nothing published at the head: a claim
-	 * in flight, whose producer may owe no wake.
+	 * in flight, whose producer may owe no wake. A producer that claims
+	 * and never publishes (stopped, or hostile) keeps a sleeping consumer
+	 * looking again every 200 us, which it cannot tell from one that is
+	 * only slow: it never fails for that, as for a producer that never
+	 * publishes at all it never fails.
 	 */
 	_Atomic uint64_t tail;
 	uint64_t reserved[7]; /* producer: 0; consumer: never read */

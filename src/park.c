@@ -194,6 +194,8 @@ static int waitn(const struct cmesh__park_word *words, uint32_t n,
 		return 0; /* woken, a value changed, a signal: re-check */
 	if (errno == ETIMEDOUT)
 		return -ETIMEDOUT;
+	if (errno == EFAULT)
+		return -EFAULT; /* a word's mapping went meanwhile */
 	/*
 	 * Absent, or refused (a seccomp profile older than the call says
 	 * EPERM), or anything else: never look again at once, which would

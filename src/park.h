@@ -53,8 +53,10 @@ struct cmesh__park_word {
 /*
  * Sleeps until one of `n` words differs from its value, a wake, or
  * `deadline`: 0 (look again), -ETIMEDOUT, -EINVAL (n out of range),
- * -ECANCELED or -ENOSYS (futex_waitv absent or refused: sleep another
- * way). With a context set (below), n may be CMESH__PARK_WAITN_MAX - 1.
+ * -ECANCELED, -EFAULT (a word's memory was unmapped: look again, and
+ * sleep another way if it stays so) or -ENOSYS (futex_waitv absent or
+ * refused: sleep another way). With a context set (below), n may be
+ * CMESH__PARK_WAITN_MAX - 1.
  */
 int cmesh__park_waitn(const struct cmesh__park_word *words, uint32_t n,
 		      int64_t deadline);

@@ -357,7 +357,7 @@ int cmesh__queue_xl_sleep(struct cmesh__queue *q, int64_t deadline)
 	if (until && !cmesh__queue_xl_ready(q)) {
 		if (n)
 			r = cmesh__park_waitn(w, n, until);
-		if (!n || r == -ENOSYS) {
+		if (!n || r == -ENOSYS || r == -EFAULT) {
 			int64_t nap = cmesh_clock_now() + NAP_NS;
 
 			r = cmesh__park_wait(

@@ -279,8 +279,8 @@ cmesh__shmring_pop_ready(const struct cmesh__shmring_consumer *c)
  * Dekker, shm/ring.h): 1 if a producer has claimed the head position and
  * not published it yet (it may owe us no wake: look again soon, do not
  * sleep for good), else 0; -EPROTO if the tail is corrupt (not at most a
- * ring ahead of the head). Writes nothing: a waitset may ask while the
- * receiving thread receives.
+ * ring ahead of the head). The consumer's thread (its receiver's, or its
+ * waitset's wait, never both at once); writes nothing.
  */
 static inline int
 cmesh__shmring_in_flight(const struct cmesh__shmring_consumer *c)
@@ -523,24 +523,32 @@ cmesh__shmring_read(const struct cmesh__shmring_consumer *c, uint32_t off,
 	const struct cmesh_shm_slot *s0 = &c->slots[c->head_pos & c->mask];
 	const struct cmesh_shm_slot *s1 =
 		&c->slots[(c->head_pos + 1) & c->mask];
-	uint32_t n0;
+	uint32_t n0, n1;
 
 	if (unlikely(c->cur.len > CMESH__SHMRING_SMALL)) {
 		cmesh__shmring_read_bulk(c, off, dst, n);
 		return;
 	}
-	/* Never true (off + n <= 112); tells GCC -O3 (array-bounds). */
+	/* Never true (off + n <= 112); tells GCC (array-bounds). */
 	if (off > CMESH__SHMRING_SMALL || n > CMESH__SHMRING_SMALL - off)
 		return;
 	if (off >= CMESH_SHM_SLOT_DATA) {
-		cmesh__copy_small(d, s1->data + (off - CMESH_SHM_SLOT_DATA), n);
+		off -= CMESH_SHM_SLOT_DATA;
+		/* Never true either (the same, for GCC with ASan). */
+		if (n > CMESH_SHM_SLOT_DATA - off)
+			n = CMESH_SHM_SLOT_DATA - off;
+		cmesh__copy_small(d, s1->data + off, n);
 		return;
 	}
 	/* Inline copies, no call, no loop: a slot's bytes, then the next's. */
 	n0 = n < CMESH_SHM_SLOT_DATA - off ? n : CMESH_SHM_SLOT_DATA - off;
+	n1 = n - n0;
+	/* Never true (n1 <= 56); tells GCC (array-bounds). */
+	if (n1 > CMESH_SHM_SLOT_DATA)
+		n1 = CMESH_SHM_SLOT_DATA;
 	cmesh__copy_small(d, s0->data + off, n0);
-	if (n > n0)
-		cmesh__copy_small(d + n0, s1->data, n - n0);
+	if (n1)
+		cmesh__copy_small(d + n0, s1->data, n1);
 }
 
 static cmesh__inline void

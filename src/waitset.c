@@ -725,15 +725,17 @@ static int sleep_epoll(cmesh_waitset *ws, int64_t until, struct epoll_event *ev)
 static atomic_bool no_futex;
 
 /*
- * A wait's sleep in futex_waitv (see top): loads the words, arms every
- * member for them, looks once more, sleeps until a word changes or
+ * A wait's sleep in futex_waitv (see top): loads the members' words, arms
+ * every member for them, looks once more, sleeps until a word changes or
  * `until` (a nap's end while a claim is in flight, `looks` counting), and
- * disarms. 1 with *out_key: a member was ready; 0: look again; -E2BIG
- * (more words than one futex_waitv takes) or -ENOSYS: sleep in epoll;
- * -ECANCELED: the thread's context ended.
+ * disarms. `word`: the waitset's word as the caller loaded it before its
+ * last look, its context check and its deadline (a cancel or an added
+ * member after that changed it). 1 with *out_key: a member was ready; 0:
+ * look again; -E2BIG (more words than one futex_waitv takes), -EFAULT or
+ * -ENOSYS: sleep in epoll; -ECANCELED: the thread's context ended.
  */
-static int sleep_futex(cmesh_waitset *ws, int64_t until, uint32_t *looks,
-		       uint64_t *out_key)
+static int sleep_futex(cmesh_waitset *ws, uint32_t word, int64_t until,
+		       uint32_t *looks, uint64_t *out_key)
 {
 	struct cmesh__park_word w[CMESH__PARK_WAITN_MAX];
 	bool in_flight = false;
@@ -742,10 +744,7 @@ static int sleep_futex(cmesh_waitset *ws, int64_t until, uint32_t *looks,
 
 	pthread_mutex_lock(&ws->lock);
 	/* Before arming: a wake after these loads changes a word. */
-	w[0] = (struct cmesh__park_word){
-		&ws->word,
-		atomic_load_explicit(&ws->word, memory_order_acquire), false
-	};
+	w[0] = (struct cmesh__park_word){ &ws->word, word, false };
 	for (uint32_t i = 0; i < ws->n; i++) {
 		/* One word left for a thread's context (park.h). */
 		uint32_t k = cmesh__queue_ws_words(
@@ -790,6 +789,10 @@ static int wait_until(cmesh_waitset *ws, int64_t deadline, const cmesh_ctx *ctx,
 	int r, n = 0;
 
 	for (;;) {
+		/* Before the look, the context check and the deadline: what
+		 * changes after them changes this word (sleep_futex()). */
+		uint32_t word =
+			atomic_load_explicit(&ws->word, memory_order_acquire);
 		int64_t until;
 
 		r = try_wait_after(ws, out_key, got, n, gen, first, futex,
@@ -805,7 +808,7 @@ static int wait_until(cmesh_waitset *ws, int64_t deadline, const cmesh_ctx *ctx,
 		    cmesh_clock_now() >= deadline)
 			return -ETIMEDOUT;
 		if (futex) {
-			r = sleep_futex(ws, until, &looks, out_key);
+			r = sleep_futex(ws, word, until, &looks, out_key);
 			if (r == 1)
 				return 0;
 			if (r == -ECANCELED) /* the thread's context (park.h) */
@@ -813,7 +816,8 @@ static int wait_until(cmesh_waitset *ws, int64_t deadline, const cmesh_ctx *ctx,
 			if (r == -ENOSYS)
 				atomic_store_explicit(&no_futex, true,
 						      memory_order_relaxed);
-			if (r == -ENOSYS || r == -E2BIG)
+			/* -EFAULT: a member's lane went; this wait only. */
+			if (r == -ENOSYS || r == -E2BIG || r == -EFAULT)
 				futex = false; /* the next look arms the fds */
 			got = NULL;
 			n = 0;

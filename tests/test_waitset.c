@@ -1453,3 +1453,89 @@ Test(waitset, a_sleeping_wait_reads_no_fd_and_is_woken_without_a_datagram)
 {
 	in_child(futex_wait_child, "a wait read an fd or a wake sent one");
 }
+
+/*
+ * A cancel of the wait's own context that lands while the wait is on its
+ * way to sleep (after its look and its context check) still ends it at
+ * once: the sleep compares the waitset's word as loaded before those.
+ * Many idle context members widen that window.
+ */
+struct racer {
+	cmesh_cancel *_Atomic cur;
+	_Atomic unsigned delay;
+	atomic_int go, done;
+};
+
+static void *race_canceller(void *arg)
+{
+	struct racer *rc = arg;
+
+	for (;;) {
+		while (!atomic_load(&rc->go))
+			;
+		atomic_store(&rc->go, 0);
+		if (atomic_load(&rc->done))
+			return NULL;
+		for (volatile unsigned i = 0; i < atomic_load(&rc->delay); i++)
+			;
+		cmesh_cancel_fire(atomic_load(&rc->cur));
+	}
+}
+
+Test(waitset, a_cancel_racing_a_wait_on_its_way_to_sleep_ends_it_at_once)
+{
+	enum {
+		IDLE = 2000,
+		ROUNDS = 300
+	};
+	static cmesh_ctx *idle[IDLE];
+	struct racer rc = { 0 };
+	uint64_t seed = 5;
+	cmesh_waitset *ws;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	pthread_t th;
+
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &tx, &rx), 0);
+	TU_ASSERT_RC(cmesh_waitset_new(&ws), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, rx, 1), 0);
+	for (int i = 0; i < IDLE; i++) {
+		TU_ASSERT_RC(cmesh_ctx_new(&idle[i]), 0);
+		TU_ASSERT_RC(cmesh_waitset_add_ctx(ws, idle[i], 100 + i), 0);
+	}
+	cr_assert_eq(pthread_create(&th, NULL, race_canceller, &rc), 0);
+	for (int it = 0; it < ROUNDS; it++) {
+		cmesh_ctx *bound, *ctx;
+		cmesh_cancel *cn;
+		uint64_t key = 0;
+		int64_t t0;
+		int r;
+
+		/* 300 ms: a missed cancel ends there, not never. */
+		TU_ASSERT_RC(cmesh_ctx_with_timeout(NULL, TU_MS(300), &bound),
+			     0);
+		TU_ASSERT_RC(cmesh_ctx_with_cancel(bound, &ctx, &cn), 0);
+		atomic_store(&rc.cur, cn);
+		atomic_store(&rc.delay, (unsigned)(tu_rand(&seed) % 60000));
+		atomic_store(&rc.go, 1);
+		t0 = tu_now_ns();
+		r = cmesh_waitset_wait_ctx(ws, ctx, &key);
+		t0 = tu_now_ns() - t0;
+		while (atomic_load(&rc.go))
+			;
+		TU_ASSERT_RC(r, -ECANCELED);
+		cr_assert_lt(t0, TU_MS(100), "round %d: the wait took %lld ns",
+			     it, (long long)t0);
+		cmesh_cancel_free(cn);
+		cmesh_ctx_free(ctx);
+		cmesh_ctx_free(bound);
+	}
+	atomic_store(&rc.done, 1);
+	atomic_store(&rc.go, 1);
+	pthread_join(th, NULL);
+	cmesh_waitset_free(ws);
+	for (int i = 0; i < IDLE; i++)
+		cmesh_ctx_free(idle[i]);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}

@@ -523,7 +523,7 @@ cmesh__shmring_read(const struct cmesh__shmring_consumer *c, uint32_t off,
 	const struct cmesh_shm_slot *s0 = &c->slots[c->head_pos & c->mask];
 	const struct cmesh_shm_slot *s1 =
 		&c->slots[(c->head_pos + 1) & c->mask];
-	uint32_t n0, n1;
+	uint32_t n0;
 
 	if (unlikely(c->cur.len > CMESH__SHMRING_SMALL)) {
 		cmesh__shmring_read_bulk(c, off, dst, n);
@@ -532,23 +532,21 @@ cmesh__shmring_read(const struct cmesh__shmring_consumer *c, uint32_t off,
 	/* Never true (off + n <= 112); tells GCC (array-bounds). */
 	if (off > CMESH__SHMRING_SMALL || n > CMESH__SHMRING_SMALL - off)
 		return;
-	if (off >= CMESH_SHM_SLOT_DATA) {
-		off -= CMESH_SHM_SLOT_DATA;
-		/* Never true either (the same, for GCC with ASan). */
-		if (n > CMESH_SHM_SLOT_DATA - off)
-			n = CMESH_SHM_SLOT_DATA - off;
-		cmesh__copy_small(d, s1->data + off, n);
-		return;
-	}
 	/* Inline copies, no call, no loop: a slot's bytes, then the next's. */
-	n0 = n < CMESH_SHM_SLOT_DATA - off ? n : CMESH_SHM_SLOT_DATA - off;
-	n1 = n - n0;
-	/* Never true (n1 <= 56); tells GCC (array-bounds). */
-	if (n1 > CMESH_SHM_SLOT_DATA)
-		n1 = CMESH_SHM_SLOT_DATA;
-	cmesh__copy_small(d, s0->data + off, n0);
-	if (n1)
-		cmesh__copy_small(d + n0, s1->data, n1);
+	if (off < CMESH_SHM_SLOT_DATA) {
+		n0 = n < CMESH_SHM_SLOT_DATA - off ? n : CMESH_SHM_SLOT_DATA - off;
+		cmesh__copy_small(d, s0->data + off, n0);
+		d += n0;
+		n -= n0;
+		off = 0;
+	} else {
+		off -= CMESH_SHM_SLOT_DATA;
+	}
+	/* Never true either (the rest fits the second slot); for GCC. */
+	if (n > CMESH_SHM_SLOT_DATA - off)
+		n = CMESH_SHM_SLOT_DATA - off;
+	if (n)
+		cmesh__copy_small(d, s1->data + off, n);
 }
 
 static cmesh__inline void

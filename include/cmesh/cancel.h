@@ -46,7 +46,8 @@ typedef struct cmesh_cancel cmesh_cancel;
 
 /**
  * A root context: never cancelled, no deadline. Returns it owned in *out
- * (free with cmesh_ctx_free()). 0, -EINVAL (NULL out), -ENOMEM.
+ * (free with cmesh_ctx_free()). 0, -EINVAL (NULL out), -ENOMEM. Any
+ * thread; never blocks (see top).
  */
 CMESH_API int cmesh_ctx_new(cmesh_ctx **out);
 
@@ -55,7 +56,7 @@ CMESH_API int cmesh_ctx_new(cmesh_ctx **out);
  * canceller that cancels it, both returned owned (free with
  * cmesh_ctx_free() and cmesh_cancel_free()). A child of a context that has
  * ended starts cancelled. 0, -EINVAL (NULL out or out_cancel), -ENOMEM
- * (then nothing is made).
+ * (then nothing is made). Any thread; never blocks (see top).
  */
 CMESH_API int cmesh_ctx_with_cancel(const cmesh_ctx *parent, cmesh_ctx **out,
 				    cmesh_cancel **out_cancel);
@@ -65,8 +66,8 @@ CMESH_API int cmesh_ctx_with_cancel(const cmesh_ctx *parent, cmesh_ctx **out,
  * deadline is the earlier of `deadline` (CLOCK_MONOTONIC ns, as
  * cmesh_clock_now(); CMESH_DEADLINE_NONE: none) and its parent's, returned
  * owned in *out (free with cmesh_ctx_free()). The _timeout form takes
- * `timeout_ns` from now (0: already past). 0, -EINVAL (NULL out, a
- * negative timeout), -ENOMEM.
+ * `timeout_ns` from now (0: already past). Both: 0, -EINVAL (NULL out, a
+ * negative timeout), -ENOMEM; any thread; never block (see top).
  */
 CMESH_API int cmesh_ctx_with_deadline(const cmesh_ctx *parent, int64_t deadline,
 				      cmesh_ctx **out);
@@ -76,27 +77,30 @@ CMESH_API int cmesh_ctx_with_timeout(const cmesh_ctx *parent,
 /**
  * Another handle on the same context, returned owned in *out (free with
  * cmesh_ctx_free()); borrows `ctx`. 0, -EINVAL (NULL ctx or out), -ENOMEM.
+ * Any thread; never blocks (see top).
  */
 CMESH_API int cmesh_ctx_clone(const cmesh_ctx *ctx, cmesh_ctx **out);
 
 /**
  * Frees a handle (taken). Its children live on (they keep what they need
  * of it) and are still cancelled with it. Freeing does not cancel. NULL is
- * a no-op.
+ * a no-op. Any thread, but not while a call uses this handle (see top);
+ * never blocks, never fails.
  */
 CMESH_API void cmesh_ctx_free(cmesh_ctx *ctx);
 
 /**
  * 0 while the context lasts, -ECANCELED once it (or an ancestor) was
  * cancelled, else -ETIMEDOUT once its deadline passed. -EINVAL for NULL.
- * Borrows `ctx`; takes no lock, reads the clock only when it has a
- * deadline.
+ * Borrows `ctx`; any thread; never blocks: takes no lock, reads the clock
+ * only when it has a deadline.
  */
 CMESH_API int cmesh_ctx_check(const cmesh_ctx *ctx);
 
 /**
  * The context's deadline, or CMESH_DEADLINE_NONE (also for NULL). Borrows
- * `ctx`; takes no lock, makes no syscall.
+ * `ctx`; any thread; never fails, never blocks: takes no lock, makes no
+ * syscall.
  */
 CMESH_API int64_t cmesh_ctx_deadline(const cmesh_ctx *ctx);
 
@@ -104,19 +108,23 @@ CMESH_API int64_t cmesh_ctx_deadline(const cmesh_ctx *ctx);
  * Blocks (on a futex) until the context ends: returns -ECANCELED or
  * -ETIMEDOUT (at once if it has ended), -EINVAL for NULL. A context that
  * cannot end (a root from cmesh_ctx_new(), or a child of one with no
- * deadline) waits forever. Borrows `ctx`.
+ * deadline) waits forever. Borrows `ctx`; any thread, any number at once
+ * (a cancel wakes them all).
  */
 CMESH_API int cmesh_ctx_wait(const cmesh_ctx *ctx);
 
 /**
  * Cancels the canceller's context and every descendant, waking whoever
- * waits on them. Idempotent. NULL is a no-op. Borrows `cancel`.
+ * waits on them. Idempotent. NULL is a no-op. Borrows `cancel`. Any
+ * thread, also while others wait on the context; never fails, never
+ * blocks (the process-wide lock, futex wakes).
  */
 CMESH_API void cmesh_cancel_fire(cmesh_cancel *cancel);
 
 /**
  * Cancels (as cmesh_cancel_fire()) and frees the canceller (taken). NULL
- * is a no-op.
+ * is a no-op. Any thread, but no other call may use `cancel` meanwhile;
+ * never fails, never blocks.
  */
 CMESH_API void cmesh_cancel_free(cmesh_cancel *cancel);
 

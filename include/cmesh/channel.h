@@ -95,9 +95,9 @@ typedef struct cmesh_channel_opts {
  * Creates a channel of messages described by `type` (borrowed: it must
  * outlive the channel, normally it is static). `opts` may be NULL
  * (borrowed for the call). Returns owned handles in *out_tx and *out_rx
- * (free with cmesh_sender_free() and cmesh_receiver_free()). Any thread.
- * Errors: -EINVAL (bad type, NULL outputs, bad options or environment),
- * -ENOMEM; then nothing is made.
+ * (free with cmesh_sender_free() and cmesh_receiver_free()). Any thread;
+ * never blocks. Errors: -EINVAL (bad type, NULL outputs, bad options or
+ * environment), -ENOMEM; then nothing is made.
  */
 CMESH_API int cmesh_channel_new(const cmesh_type *type,
 				const cmesh_channel_opts *opts,
@@ -105,22 +105,23 @@ CMESH_API int cmesh_channel_new(const cmesh_type *type,
 
 /**
  * Another sender for the same channel, returned owned in *out_tx (free
- * with cmesh_sender_free()); borrows `tx`. Any thread. Errors: -EINVAL
- * (NULL tx or out_tx), -ENOMEM.
+ * with cmesh_sender_free()); borrows `tx`. Any thread; never blocks.
+ * Errors: -EINVAL (NULL tx or out_tx), -ENOMEM.
  */
 CMESH_API int cmesh_sender_clone(cmesh_sender *tx, cmesh_sender **out_tx);
 
 /**
  * Frees a sender (taken). When the last sender of a channel is freed the
  * receiver drains what was sent, then gets -EPIPE. NULL is a no-op. Any
- * thread; never waits (across processes the close is queued behind what
- * was sent: see cmesh_node_flush()).
+ * thread, but no other call may use `tx` meanwhile; never fails, never
+ * waits (across processes the close is queued behind what was sent: see
+ * cmesh_node_flush()).
  */
 CMESH_API void cmesh_sender_free(cmesh_sender *tx);
 
 /**
  * The channel's message type (borrowed, as given to the channel's
- * creator); NULL for a NULL sender. Any thread; never fails.
+ * creator); NULL for a NULL sender. Any thread; never fails, never blocks.
  */
 CMESH_API const cmesh_type *cmesh_sender_type(const cmesh_sender *tx);
 
@@ -160,7 +161,8 @@ CMESH_API int cmesh_sender_flush(cmesh_sender *tx, int64_t deadline);
 /**
  * As cmesh_sender_flush(), for as long as `ctx` lasts (NULL: no limit;
  * borrowed for the call): -ETIMEDOUT at its deadline, -ECANCELED once it
- * is cancelled.
+ * is cancelled; its other results, blocking and threads are the flush's
+ * (-EINVAL for a NULL tx; borrows `tx`; any thread).
  */
 CMESH_API int cmesh_sender_flush_ctx(cmesh_sender *tx, const cmesh_ctx *ctx);
 
@@ -246,7 +248,7 @@ CMESH_API int cmesh_receiver_stats_get(const cmesh_receiver *rx,
  * Frees the receiver (taken); senders then get -EPIPE and queued messages
  * have their resources released. Removes it from its waitset. NULL is a
  * no-op. The receiver's thread (one thread at a time); may be called while
- * another thread waits on its waitset. Never waits.
+ * another thread waits on its waitset. Never fails, never waits.
  */
 CMESH_API void cmesh_receiver_free(cmesh_receiver *rx);
 
@@ -261,7 +263,8 @@ CMESH_API void cmesh_channel_trim(void);
 
 /**
  * The channel's message type (borrowed, as given to the channel's
- * creator); NULL for a NULL receiver. Any thread; never fails.
+ * creator); NULL for a NULL receiver. Any thread; never fails, never
+ * blocks.
  */
 CMESH_API const cmesh_type *cmesh_receiver_type(const cmesh_receiver *rx);
 
@@ -302,8 +305,8 @@ CMESH_API int cmesh_receiver_recv_ctx(cmesh_receiver *rx, const cmesh_ctx *ctx,
 /**
  * Trailing-byte count of the next message without consuming it, or -EAGAIN
  * (nothing ready), -EPIPE (closed), -ECONNRESET (a sender failed), -EINVAL
- * (NULL), and the cross-process codes above. Never blocks. The receiver's
- * thread only, as a receive.
+ * (NULL), and the cross-process codes above. Never blocks. Borrows `rx`;
+ * the receiver's thread only, as a receive.
  */
 CMESH_API int cmesh_receiver_try_peek(cmesh_receiver *rx);
 

@@ -42,20 +42,21 @@ CMESH_BEGIN_DECLS
 /**
  * The library's version as "MAJOR.MINOR.PATCH": the one linked at run
  * time, which may differ from the headers' CMESH_VERSION_STRING. A static
- * string: never NULL, not to be freed. Makes no syscall.
+ * string: never NULL, not to be freed. Any thread (see top); never fails,
+ * never blocks, makes no syscall.
  */
 CMESH_API const char *cmesh_version(void);
 
 /**
  * Current CLOCK_MONOTONIC time in nanoseconds (clock_gettime(), a vDSO
- * call).
+ * call). Any thread (see top); never fails, never blocks.
  */
 CMESH_API int64_t cmesh_clock_now(void);
 
 /**
  * Deadline `ns` nanoseconds from now, saturating at CMESH_DEADLINE_NONE.
  * A negative `ns` gives a deadline in the past. Reads the clock as
- * cmesh_clock_now().
+ * cmesh_clock_now(). Any thread (see top); never fails, never blocks.
  */
 CMESH_API int64_t cmesh_deadline_after(int64_t ns);
 

@@ -115,8 +115,9 @@ typedef struct cmesh_node_opts {
 /**
  * Joins over an already connected SOCK_SEQPACKET unix socket `sock` (taken
  * in every case: closed on failure). Both sides call it. Returns an owned
- * node and the first channel pair. Errors: -EBADMSG (type mismatch), -EPROTO
- * (bad handshake), -ETIMEDOUT, -ECONNRESET, -EINVAL, -ENOMEM, -EMFILE.
+ * node and the first channel pair. Any thread; blocks until the handshake
+ * ends (see top). Errors: -EBADMSG (type mismatch), -EPROTO (bad
+ * handshake), -ETIMEDOUT, -ECONNRESET, -EINVAL, -ENOMEM, -EMFILE.
  */
 CMESH_API int cmesh_node_join_socket(int sock, const cmesh_type *out_type,
 				     const cmesh_type *in_type,
@@ -131,7 +132,10 @@ CMESH_API int cmesh_node_join_socket(int sock, const cmesh_type *out_type,
  * cmesh_join(). The child starts clean: of this process's fds it inherits
  * only 0, 1 and 2 and its invitation (whatever their close-on-exec flag),
  * no signal is blocked or ignored, and with CMESH_NODE_PDEATHSIG it dies
-  * with the spawning thread. The link watches the child's pid. Errors as
+ * with the spawning thread. The link watches the child's pid. Borrows
+ * `path` and `argv`. Any thread (see top), but it reads the environment:
+ * not while another thread changes it (setenv). Blocks until the child has
+ * joined, the handshake limit or opts' context. Errors as
  * cmesh_node_join_socket(), plus -ENOENT/-EACCES (`path` is not an
  * executable file), -ENOEXEC (exec failed: the child exited 127), -ECHILD
  * (the child ended by itself before it joined: it exited, or a signal
@@ -149,6 +153,9 @@ CMESH_API int cmesh_spawn(const char *path, char *const argv[],
  * named by CMESH_INVITE, which is then unset; taken as by
  * cmesh_node_join_socket()). -ENOENT if there is none, -EINVAL if it does
  * not name an inherited SOCK_SEQPACKET socket; else errors as
+ * cmesh_node_join_socket(). Any thread (see top), but it changes the
+ * environment: not while another thread reads or changes it (getenv,
+ * setenv), nor concurrently with another cmesh_join(). Blocks as
  * cmesh_node_join_socket().
  */
 CMESH_API int cmesh_join(const cmesh_type *out_type, const cmesh_type *in_type,
@@ -158,8 +165,8 @@ CMESH_API int cmesh_join(const cmesh_type *out_type, const cmesh_type *in_type,
 /**
  * The peer's process id: the child cmesh_spawn() forked, peer_pid, or
  * SO_PEERCRED; where that names this process (a socketpair it made), the
- * pid the peer gave in its handshake (its word, not checked). -1 for NULL.
- * Borrows `node`; any thread; never blocks.
+ * pid the peer gave in its handshake (its word, not checked). -1 for NULL,
+ * the only error. Borrows `node`; any thread; never blocks.
  */
 CMESH_API pid_t cmesh_node_pid(const cmesh_node *node);
 
@@ -202,7 +209,8 @@ CMESH_API int cmesh_node_flush(cmesh_node *node, int64_t deadline);
 /**
  * As cmesh_node_flush(), for as long as `ctx` lasts (NULL: no limit;
  * borrowed for the call): -ETIMEDOUT at its deadline, -ECANCELED once it
- * is cancelled (cmesh/cancel.h).
+ * is cancelled (cmesh/cancel.h); its other results, blocking and threads
+ * are the flush's (-EINVAL for a NULL node; borrows `node`; any thread).
  */
 CMESH_API int cmesh_node_flush_ctx(cmesh_node *node, const cmesh_ctx *ctx);
 
@@ -210,7 +218,8 @@ CMESH_API int cmesh_node_flush_ctx(cmesh_node *node, const cmesh_ctx *ctx);
  * Drops this handle on the link. The link stays up while channels on it are
  * open; when the last is freed the socket closes (once a backlog still
  * queued for a live peer has been delivered). NULL is a no-op. Does not
- * wait for or reap a spawned child. Takes `node`; any thread; never waits.
+ * wait for or reap a spawned child. Takes `node`; any thread, but no other
+ * call may use `node` meanwhile; never fails, never waits.
  */
 CMESH_API void cmesh_node_free(cmesh_node *node);
 
@@ -247,7 +256,9 @@ CMESH_API int cmesh_stats_dump(int fd);
  * As cmesh_node_close(), flushing for as long as `ctx` lasts
  * (cmesh_node_flush_ctx()): -ECANCELED or -ETIMEDOUT if the context ended
  * first. `node` is taken in every case (also with a NULL ctx, which is
- * -EINVAL, not "no limit"); -EINVAL for a NULL node.
+ * -EINVAL, not "no limit": then nothing is flushed); -EINVAL for a NULL
+ * node. Blocks as that flush does; `ctx` is borrowed for the call. Any
+ * thread; no other call may use `node`.
  */
 CMESH_API int cmesh_node_close_ctx(cmesh_node *node, const cmesh_ctx *ctx);
 
@@ -296,20 +307,24 @@ cmesh_listener_accept(cmesh_listener *l, int64_t deadline,
  * An fd (borrowed, an epoll fd over the listening socket and the
  * connections waiting) that polls readable when a peer is waiting or one
  * has spoken: then call cmesh_listener_accept(). Valid until
- * cmesh_listener_free(). -EINVAL for NULL. Any thread; no syscall.
+ * cmesh_listener_free(). -EINVAL for NULL. Any thread; never blocks,
+ * makes no syscall.
  */
 CMESH_API int cmesh_listener_fd(const cmesh_listener *l);
 
 /**
  * Closes the listener (taken), the connections still waiting and its fd,
- * and unlinks its path. NULL is a no-op. Not while an accept runs on it.
+ * and unlinks its path. NULL is a no-op. Any thread, but no other call
+ * may use `l` meanwhile (not while an accept runs on it). Never fails,
+ * never waits.
  */
 CMESH_API void cmesh_listener_free(cmesh_listener *l);
 
 /**
  * Connects to a listener at `path` and joins. A listener whose backlog is
  * full is tried again (every 10 ms at most) until the handshake limit
- * (opts' timeout_ns) or the context ends. Borrows `path`. Errors: as
+ * (opts' timeout_ns) or the context ends, then blocks in the handshake
+ * (see top). Borrows `path`; any thread. Errors: as
  * cmesh_node_join_socket(), -EINVAL (NULL or empty path), -ENAMETOOLONG,
  * -ETIMEDOUT (the listener's backlog stayed full), -ECANCELED, connect()'s
  * -errno (-ENOENT, -ECONNREFUSED...).

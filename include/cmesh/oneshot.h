@@ -27,8 +27,8 @@ typedef struct cmesh_oneshot_receiver cmesh_oneshot_receiver;
 /**
  * Creates a oneshot for messages of `type` (borrowed, must outlive it).
  * Returns owned handles (free with cmesh_oneshot_sender_free(), or send,
- * and cmesh_oneshot_receiver_free()). Any thread. Errors: -EINVAL (bad
- * type, NULL outputs, bad environment), -ENOMEM.
+ * and cmesh_oneshot_receiver_free()). Any thread; never blocks. Errors:
+ * -EINVAL (bad type, NULL outputs, bad environment), -ENOMEM.
  */
 CMESH_API int cmesh_oneshot_new(const cmesh_type *type,
 				cmesh_oneshot_sender **out_tx,
@@ -36,10 +36,11 @@ CMESH_API int cmesh_oneshot_new(const cmesh_type *type,
 
 /**
  * Sends the value and frees `tx`, whatever the result. Takes the message's
- * resources (not with a NULL msg). Never blocks. Returns 0, -EPIPE
- * (receiver gone), -ECONNRESET (it failed), -EBADMSG, -EMSGSIZE, -ENOMEM,
- * the cross-process codes of cmesh/channel.h, or -EINVAL (NULL
- * tx or msg: tx is still freed if non-NULL; trail_len without trail).
+ * resources (not with a NULL msg). Never blocks. Any thread; no other call
+ * may use `tx` meanwhile (the send frees it). Returns 0, -EPIPE (receiver
+ * gone), -ECONNRESET (it failed), -EBADMSG, -EMSGSIZE, -ENOMEM, the
+ * cross-process codes of cmesh/channel.h, or -EINVAL (NULL tx or msg: tx
+ * is still freed if non-NULL; trail_len without trail).
  * The one exception: a message that carries `tx` itself is -EINVAL and
  * nothing is taken, `tx` included.
  */
@@ -47,7 +48,9 @@ CMESH_API int cmesh_oneshot_send(cmesh_oneshot_sender *tx, const void *msg,
 				 const void *trail, size_t trail_len);
 
 /**
- * Frees the sender (taken) without sending. NULL is a no-op. Never waits.
+ * Frees the sender (taken) without sending: the receiver gets -EPIPE. NULL
+ * is a no-op. Any thread, but no other call may use `tx` meanwhile; never
+ * fails, never waits.
  */
 CMESH_API void cmesh_oneshot_sender_free(cmesh_oneshot_sender *tx);
 
@@ -59,11 +62,12 @@ CMESH_API void cmesh_oneshot_sender_free(cmesh_oneshot_sender *tx);
 CMESH_API int cmesh_oneshot_sender_is_closed(const cmesh_oneshot_sender *tx);
 
 /**
- * Receives the value, as cmesh_receiver_*recv* (the same ownership,
- * blocking and threads): returns the trailing-byte count, or -EAGAIN,
- * -ETIMEDOUT, -ECANCELED (recv_ctx), -EPIPE (sender freed without
- * sending, or the value was already received), -ECONNRESET (the sender
- * failed), -EMSGSIZE, -EINVAL, and the cross-process codes.
+ * Receives the value, as cmesh_receiver_*recv* (the same ownership and
+ * blocking; the receiver's thread only, one at a time): returns the
+ * trailing-byte count, or -EAGAIN, -ETIMEDOUT, -ECANCELED (recv_ctx),
+ * -EPIPE (sender freed without sending, or the value was already
+ * received), -ECONNRESET (the sender failed), -EMSGSIZE, -EINVAL, and the
+ * cross-process codes.
  */
 CMESH_API int cmesh_oneshot_try_recv(cmesh_oneshot_receiver *rx, void *out_msg,
 				     void *out_trail, size_t trail_cap);
@@ -78,7 +82,9 @@ CMESH_API int cmesh_oneshot_recv_ctx(cmesh_oneshot_receiver *rx,
 
 /**
  * Frees the receiver (taken; a pending value's resources are released)
- * and removes it from its waitset. NULL is a no-op. Never waits.
+ * and removes it from its waitset; the sender then gets -EPIPE. NULL is a
+ * no-op. The receiver's thread (one at a time), also while another thread
+ * waits on its waitset. Never fails, never waits.
  */
 CMESH_API void cmesh_oneshot_receiver_free(cmesh_oneshot_receiver *rx);
 

@@ -81,17 +81,18 @@ typedef struct cmesh_pipe_reader_port {
 		CMESH_FIELD_SENDER(st, member.credit, cmesh_pipe_credit_type)
 
 /**
- * A new pipe: both ends returned owned. Any thread. 0, -EINVAL (NULL
- * outputs, a bad environment), -ENOMEM.
+ * A new pipe: both ends returned owned. Any thread; never blocks. 0,
+ * -EINVAL (NULL outputs, a bad environment), -ENOMEM.
  */
 CMESH_API int cmesh_pipe_new(cmesh_pipe_writer **out_w,
 			     cmesh_pipe_reader **out_r);
 
 /**
- * Writes all `len` bytes, waiting for credit for as long as `ctx` lasts
- * (NULL: no limit). Returns the bytes written: `len`, or fewer when the
- * wait ended (then the error comes from the next call), or an error when
- * nothing was written (-EPIPE, -ECONNRESET, -EPROTO, -ETIMEDOUT,
+ * Writes all `len` bytes (`buf` and `ctx` borrowed for the call), waiting
+ * for credit for as long as `ctx` lasts (NULL: no limit). The writer's
+ * thread (one at a time). Returns the bytes written: `len`, or fewer when
+ * the wait ended (then the error comes from the next call), or an error
+ * when nothing was written (-EPIPE, -ECONNRESET, -EPROTO, -ETIMEDOUT,
  * -ECANCELED, -EINVAL: NULL w, or a NULL buf with len; a send's error).
  */
 CMESH_API int64_t cmesh_pipe_write(cmesh_pipe_writer *w, const void *buf,
@@ -99,7 +100,8 @@ CMESH_API int64_t cmesh_pipe_write(cmesh_pipe_writer *w, const void *buf,
 
 /**
  * As write, but never waits: what the window takes now, or -EAGAIN (and
- * write's other errors but the context's).
+ * write's other errors but the context's). The writer's thread (one at a
+ * time).
  */
 CMESH_API int64_t cmesh_pipe_try_write(cmesh_pipe_writer *w, const void *buf,
 				       size_t len);
@@ -107,36 +109,41 @@ CMESH_API int64_t cmesh_pipe_try_write(cmesh_pipe_writer *w, const void *buf,
 /**
  * An fd that polls readable when credit may have come (after try_write
  * said -EAGAIN): for the caller's own poll loop. Borrowed: valid until the
- * end is freed or sent. Errors: -EINVAL (NULL), -EBUSY (the end is in a
- * waitset), -ENOMEM, -EMFILE, -ENFILE.
+ * end is freed or sent. The writer's thread (one at a time); never blocks
+ * (the first call makes the fd). Errors: -EINVAL (NULL), -EBUSY (the end
+ * is in a waitset), -ENOMEM, -EMFILE, -ENFILE.
  */
 CMESH_API int cmesh_pipe_writer_fd(cmesh_pipe_writer *w);
 
 /**
  * Frees the writer (taken) and ends the stream (the reader sees EOF after
- * every byte). NULL: no-op. Never waits.
+ * every byte). NULL: no-op. The writer's thread (no other call may use it
+ * meanwhile). Never fails, never waits.
  */
 CMESH_API void cmesh_pipe_writer_free(cmesh_pipe_writer *w);
 
 /**
- * Reads up to `cap` bytes, waiting for as long as `ctx` lasts (NULL: no
- * limit): the count (> 0), 0 at the end of the stream (or for cap 0), or
- * an error when nothing was read: -ECONNRESET, -EPROTO, -ETIMEDOUT,
- * -ECANCELED, -EINVAL (NULL r, or a NULL buf with cap), -ENOMEM.
+ * Reads up to `cap` bytes into `buf` (borrowed for the call, as `ctx` is),
+ * waiting for the first bytes for as long as `ctx` lasts (NULL: no
+ * limit). The reader's thread (one at a time). Returns the count (> 0), 0
+ * at the end of the stream (or for cap 0), or an error when nothing was
+ * read: -ECONNRESET, -EPROTO, -ETIMEDOUT, -ECANCELED, -EINVAL (NULL r, or
+ * a NULL buf with cap), -ENOMEM.
  */
 CMESH_API int64_t cmesh_pipe_read(cmesh_pipe_reader *r, void *buf, size_t cap,
 				  const cmesh_ctx *ctx);
 
 /**
  * As read, but never waits: -EAGAIN when nothing is there (and read's
- * other errors but the context's).
+ * other errors but the context's). The reader's thread (one at a time).
  */
 CMESH_API int64_t cmesh_pipe_try_read(cmesh_pipe_reader *r, void *buf,
 				      size_t cap);
 
 /**
  * An fd that polls readable when bytes or the end may be there (after
- * try_read said -EAGAIN). Borrowed, errors as cmesh_pipe_writer_fd().
+ * try_read said -EAGAIN). Borrowed; threads, blocking and errors as
+ * cmesh_pipe_writer_fd() (the reader's thread).
  */
 CMESH_API int cmesh_pipe_reader_fd(cmesh_pipe_reader *r);
 
@@ -146,9 +153,10 @@ CMESH_API int cmesh_pipe_reader_fd(cmesh_pipe_reader *r);
  * or its reader is gone. Ready means "try again": call the try form until
  * it says -EAGAIN before waiting (a reader may still hold bytes of a
  * chunk it began). Freeing or sending the end removes it. The waitset is
- * borrowed. Errors as cmesh_waitset_add_receiver() and
- * cmesh_waitset_remove_receiver(): 0, -EBUSY (in a waitset already, or
- * its fd was asked for), -EINVAL, -ENOMEM; remove: -ENOENT.
+ * borrowed. The end's thread (one at a time); never block. Errors as
+ * cmesh_waitset_add_receiver() and cmesh_waitset_remove_receiver(): 0,
+ * -EBUSY (in a waitset already, or its fd was asked for), -EINVAL,
+ * -ENOMEM; remove: -ENOENT.
  */
 CMESH_API int cmesh_pipe_reader_waitset_add(cmesh_pipe_reader *r,
 					    cmesh_waitset *ws, uint64_t key);
@@ -161,7 +169,8 @@ CMESH_API int cmesh_pipe_writer_waitset_remove(cmesh_pipe_writer *w,
 
 /**
  * Frees the reader (taken): the writer's next write fails with -EPIPE.
- * NULL is a no-op. Never waits.
+ * NULL is a no-op. The reader's thread (no other call may use it
+ * meanwhile). Never fails, never waits.
  */
 CMESH_API void cmesh_pipe_reader_free(cmesh_pipe_reader *r);
 
@@ -169,7 +178,8 @@ CMESH_API void cmesh_pipe_reader_free(cmesh_pipe_reader *r);
  * An end into a port to send in a message (the end is taken), and a port
  * received back into an end (its endpoints taken, the fields NULLed).
  * Credit in hand and bytes buffered but unread travel with it. The port's
- * endpoints are the caller's until sent. Never wait. 0, -EINVAL (NULL:
+ * endpoints are the caller's until sent. Never wait. to_port: the end's
+ * thread (one at a time); from_port: any thread. 0, -EINVAL (NULL:
  * nothing taken; from_port: an empty port or one claiming more than the
  * window, its endpoints freed), -ENOMEM (the end is then kept / the
  * port's endpoints freed); reader_to_port, for a chunk begun, also

@@ -94,9 +94,10 @@ typedef struct cmesh_rpc cmesh_rpc;
  * that field, and returns the pending call in *out. Takes the request's
  * resources as cmesh_sender_send() does, in every case once `tx` and `req`
  * are non-NULL. The call is owned by the caller (free with
- * cmesh_rpc_free()). Any thread that may send on `tx`. Errors: those of
- * cmesh_sender_send() (-EPIPE: the server's receiver is gone), -EINVAL
- * (NULL, no or several reply fields, a reply field already set), -ENOMEM.
+ * cmesh_rpc_free()). Any thread that may send on `tx`; never blocks.
+ * Errors: those of cmesh_sender_send() (-EPIPE: the server's receiver is
+ * gone), -EINVAL (NULL, no or several reply fields, a reply field already
+ * set), -ENOMEM.
  */
 CMESH_API int cmesh_rpc_call(cmesh_sender *tx, void *req, const void *trail,
 			     size_t trail_len, cmesh_rpc **out);
@@ -118,28 +119,32 @@ CMESH_API int cmesh_rpc_try_wait(cmesh_rpc *call, void *out_resp,
 /**
  * After -EREMOTEIO: the server's code (a negative errno) and its chain,
  * joined with ": " (borrowed: valid until cmesh_rpc_free()). 0 and NULL
- * before, and for a NULL call. Never fail, never block.
+ * before, and for a NULL call. Never fail, never block. The call's thread
+ * (one at a time, as its wait).
  */
 CMESH_API int cmesh_rpc_error_code(const cmesh_rpc *call);
 CMESH_API const char *cmesh_rpc_error(const cmesh_rpc *call);
 
 /**
  * After -EMSGSIZE: the trailing bytes of the kept response; 0 when none
- * is kept or for NULL. Never fails, never blocks.
+ * is kept or for NULL. Never fails, never blocks. The call's thread (one
+ * at a time, as its wait).
  */
 CMESH_API size_t cmesh_rpc_trail_len(const cmesh_rpc *call);
 
 /**
  * The call's reply port, for a waitset (cmesh_waitset_add_oneshot()):
  * borrowed, valid until cmesh_rpc_free(), which removes it from its
- * waitset; not to be received on or freed. NULL for NULL.
+ * waitset; not to be received on or freed. NULL for NULL; never fails,
+ * never blocks. The call's thread (one at a time).
  */
 CMESH_API cmesh_oneshot_receiver *cmesh_rpc_receiver(cmesh_rpc *call);
 
 /**
  * Frees the call (taken); a reply not taken is released (its resources
- * closed). A server answering later gets -EPIPE. NULL is a no-op. Never
- * waits.
+ * closed). A server answering later gets -EPIPE. NULL is a no-op. The
+ * call's thread (no other call may use it meanwhile), also while another
+ * thread waits on the waitset of its reply port. Never fails, never waits.
  */
 CMESH_API void cmesh_rpc_free(cmesh_rpc *call);
 

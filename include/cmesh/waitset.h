@@ -17,9 +17,9 @@
  * the waitset.
  *
  * Every function here borrows its arguments for the call (a member stays
- * its owner's). None blocks but wait and wait_ctx (ppoll on the fd); the
- * others take the waitset's lock and may make syscalls (epoll_ctl, the
- * eventfd), never a sleep.
+ * its owner's). None blocks but wait and wait_ctx (futex_waitv, or epoll
+ * on the fd); the others take the waitset's lock and may make syscalls
+ * (epoll_ctl, the eventfd), never a sleep.
  *
  * For an external event loop: cmesh_waitset_fd() is readable when a member
  * may be ready. Call cmesh_waitset_try_wait() until it returns -EAGAIN;
@@ -39,23 +39,25 @@ typedef struct cmesh_waitset cmesh_waitset;
 
 /**
  * Creates an empty waitset, returned owned in *out_ws (free with
- * cmesh_waitset_free()). Any thread. Errors: -EINVAL (NULL out_ws),
- * -ENOMEM, -EMFILE, -ENFILE.
+ * cmesh_waitset_free()). Any thread; never blocks. Errors: -EINVAL (NULL
+ * out_ws), -ENOMEM, -EMFILE, -ENFILE.
  */
 CMESH_API int cmesh_waitset_new(cmesh_waitset **out_ws);
 
 /**
  * Frees the waitset (taken) after removing every member (they stay their
- * owners'). Closes its fd. NULL is a no-op.
+ * owners'). Closes its fd. NULL is a no-op. Any thread, but not while
+ * another call uses `ws`, nor while another thread frees or moves one of
+ * its members (see top). Never fails, never waits.
  */
 CMESH_API void cmesh_waitset_free(cmesh_waitset *ws);
 
 /**
  * Adds a member (borrowed: it stays owned by the caller; freeing it removes
- * it). `key` is returned by wait when the member is ready. Any thread.
- * Errors: -EBUSY (already in a waitset), -EINVAL (NULL), -EOPNOTSUPP (a
- * receiver fed by senders of more than 64 processes), -ENOMEM, or
- * epoll_ctl's -errno.
+ * it). `key` is returned by wait when the member is ready. Any thread;
+ * never blocks. Errors: -EBUSY (already in a waitset), -EINVAL (NULL),
+ * -EOPNOTSUPP (a receiver fed by senders of more than 64 processes),
+ * -ENOMEM, or epoll_ctl's -errno.
  */
 CMESH_API int cmesh_waitset_add_receiver(cmesh_waitset *ws, cmesh_receiver *rx,
 					 uint64_t key);
@@ -69,16 +71,17 @@ CMESH_API int cmesh_waitset_add_oneshot(cmesh_waitset *ws,
  * and stays ready until removed. The waitset keeps its own handle, so the
  * caller may free `ctx` while it is a member; it is removed with the
  * handle it was added as (so before that is freed), or when the waitset
- * is freed. Any thread. Errors: -EBUSY (`ctx` is a member already),
- * -EINVAL (NULL), -ENOMEM; remove: -ENOENT (not a member), -EINVAL.
+ * is freed. Any thread; never blocks. Errors: -EBUSY (`ctx` is a member
+ * already), -EINVAL (NULL), -ENOMEM; remove: -ENOENT (not a member),
+ * -EINVAL.
  */
 CMESH_API int cmesh_waitset_add_ctx(cmesh_waitset *ws, const cmesh_ctx *ctx,
 				    uint64_t key);
 CMESH_API int cmesh_waitset_remove_ctx(cmesh_waitset *ws, const cmesh_ctx *ctx);
 
 /**
- * Removes a member (it stays the caller's). Any thread. Errors: -ENOENT
- * (not in this waitset), -EINVAL (NULL).
+ * Removes a member (it stays the caller's). Any thread; never blocks.
+ * Errors: -ENOENT (not in this waitset), -EINVAL (NULL).
  */
 CMESH_API int cmesh_waitset_remove_receiver(cmesh_waitset *ws,
 					    cmesh_receiver *rx);
@@ -90,9 +93,10 @@ CMESH_API int cmesh_waitset_remove_oneshot(cmesh_waitset *ws,
  * scanned round-robin so a busy one cannot starve the others. Returns 0,
  * -ETIMEDOUT (deadline passed; wait_ctx: the context's), -ECANCELED
  * (wait_ctx: the context was cancelled), -EAGAIN (try_wait: nothing
- * ready), -EINVAL (NULL ws or out_key), or ppoll's or read's -errno.
- * wait_ctx with a NULL context waits without limit. wait and wait_ctx
- * sleep in ppoll until a member is ready or the deadline; try_wait never
+ * ready), -EINVAL (NULL ws or out_key), or epoll_wait's -errno. wait_ctx
+ * with a NULL context waits without limit; `ctx` is borrowed for the
+ * call. wait and wait_ctx sleep (in futex_waitv, or in epoll on the
+ * waitset's fd) until a member is ready or the deadline; try_wait never
  * blocks. One thread at a time per waitset, the thread that receives on
  * its members.
  */
@@ -104,13 +108,13 @@ CMESH_API int cmesh_waitset_try_wait(cmesh_waitset *ws, uint64_t *out_key);
 
 /**
  * The waitset's fd, borrowed: valid until cmesh_waitset_free(); -EINVAL
- * for NULL. Any thread; makes no syscall.
+ * for NULL. Any thread; never blocks, makes no syscall.
  */
 CMESH_API int cmesh_waitset_fd(const cmesh_waitset *ws);
 
 /**
- * Number of members, contexts included; 0 for NULL. Any thread; takes the
- * waitset's lock.
+ * Number of members, contexts included; 0 for NULL (there is no error
+ * code). Any thread; never blocks (takes the waitset's lock).
  */
 CMESH_API uint32_t cmesh_waitset_size(const cmesh_waitset *ws);
 

@@ -254,8 +254,11 @@ int cmesh_cell_new(const cmesh_type *value_type, const void *initial,
 	cmesh_type_fingerprint(value_type, &u->fp);
 	c = cell_alloc(value_type, u->fp);
 	u->value = malloc(value_type->size);
-	if (!c || !u->value || cmesh_waitset_new(&u->ws))
+	if (!c || !u->value)
 		goto nomem;
+	r = cmesh_waitset_new(&u->ws); /* -ENOMEM, -EMFILE, -ENFILE */
+	if (r)
+		goto fail;
 	memcpy(u->value, initial, value_type->size);
 	memcpy(c->value, initial, value_type->size);
 	u->version = c->version = 1;

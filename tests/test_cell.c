@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -42,6 +43,41 @@ static uint64_t get_a(cmesh_cell *c, uint64_t *version)
 	cr_assert_eq(v.b, v.a * 3, "torn value %llu/%llu",
 		     (unsigned long long)v.a, (unsigned long long)v.b);
 	return v.a;
+}
+
+/* Out of fds: the waitset's error, nothing left open; then it works. */
+Test(cell, new_at_the_fd_limit_is_emfile_and_leaks_nothing)
+{
+	cmesh_cell_updater *u = NULL;
+	cmesh_cell *c = NULL;
+	struct cfg v = cfg(1);
+	struct rlimit old, low;
+	int fds, probe;
+
+	/* Warm up: whatever a first use opens once stays open. */
+	TU_ASSERT_RC(cmesh_cell_new(&cfg_type, &v, &u, &c), 0);
+	cmesh_cell_free(c);
+	cmesh_cell_updater_free(u);
+	fds = tu_fd_count();
+	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+	/* No fd number free: the limit at the lowest free number. */
+	probe = dup(0);
+	cr_assert_geq(probe, 0);
+	close(probe);
+	low = old;
+	low.rlim_cur = (rlim_t)probe;
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+	u = NULL;
+	c = NULL;
+	TU_ASSERT_RC(cmesh_cell_new(&cfg_type, &v, &u, &c), -EMFILE);
+	cr_assert_null(u);
+	cr_assert_null(c);
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+	cr_assert_eq(tu_fd_count(), fds);
+	TU_ASSERT_RC(cmesh_cell_new(&cfg_type, &v, &u, &c), 0);
+	cmesh_cell_free(c);
+	cmesh_cell_updater_free(u);
+	cr_assert_eq(tu_fd_count(), fds);
 }
 
 Test(cell, set_and_get)

@@ -81,6 +81,9 @@ int cmesh_rpc_call(cmesh_sender *tx, void *req, const void *trail,
 		r = -EINVAL;
 		goto out_release;
 	}
+	/* As cmesh_sender_send(): a request carrying `tx` is not taken. */
+	if (cmesh__type_holds(t, req, tx))
+		return -EINVAL;
 	memcpy(&cur, (char *)req + f->offset, sizeof(cur));
 	if (cur) {
 		r = -EINVAL;

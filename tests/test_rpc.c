@@ -494,6 +494,49 @@ Test(rpc, a_long_error_chain_is_cut_to_the_limits)
 	cmesh_receiver_free(rx);
 }
 
+/* A request that carries a sender of its own type. */
+struct self_args {
+	cmesh_sender *tx;
+};
+extern const cmesh_type self_req_type;
+CMESH_RPC_REQUEST_FIELDS(self_req, struct self_args, resp_type,
+			 CMESH_FIELD_SENDER(struct self_req, args.tx,
+					    self_req_type));
+
+/*
+ * As a send, a call whose request carries the sender it goes on is
+ * -EINVAL and takes nothing: no reply port left in the request, the
+ * sender still the caller's and working, no fd left behind.
+ */
+Test(rpc, a_request_carrying_its_own_sender_is_einval_and_taken_not)
+{
+	cmesh_sender *tx, *other;
+	cmesh_receiver *rx;
+	struct self_req q = { 0 }, got;
+	cmesh_rpc *c = NULL;
+	int fds = tu_fd_count();
+
+	TU_ASSERT_RC(cmesh_channel_new(&self_req_type, NULL, &tx, &rx), 0);
+	q.args.tx = tx;
+	TU_ASSERT_RC(cmesh_rpc_call(tx, &q, NULL, 0, &c), -EINVAL);
+	cr_assert_null(c);
+	cr_assert_null(q.reply);
+	cr_assert_eq(q.args.tx, tx);
+	/* Another sender in it goes, with a reply port. */
+	TU_ASSERT_RC(cmesh_sender_clone(tx, &other), 0);
+	q.args.tx = other;
+	TU_ASSERT_RC(cmesh_rpc_call(tx, &q, NULL, 0, &c), 0);
+	TU_ASSERT_RC(cmesh_receiver_recv(rx, &got, NULL, 0), 0);
+	cr_assert_not_null(got.reply);
+	cr_assert_not_null(got.args.tx);
+	cmesh_oneshot_sender_free(got.reply);
+	cmesh_sender_free(got.args.tx);
+	cmesh_rpc_free(c);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	cr_assert_eq(tu_fd_count(), fds);
+}
+
 /* A request whose arguments carry an fd: the _FIELDS form declares it. */
 struct fd_args {
 	int fd;

@@ -93,7 +93,8 @@ typedef struct cmesh_rpc cmesh_rpc;
  * oneshot-sender field, NULL in `req`) on `tx` with a new reply port in
  * that field, and returns the pending call in *out. Takes the request's
  * resources as cmesh_sender_send() does, in every case once `tx` and `req`
- * are non-NULL. The call is owned by the caller (free with
+ * are non-NULL, but for a request that carries `tx` itself: -EINVAL and
+ * nothing taken (its reply field stays NULL). The call is owned by the caller (free with
  * cmesh_rpc_free()). Any thread that may send on `tx`; never blocks.
  * Errors: those of cmesh_sender_send() (-EPIPE: the server's receiver is
  * gone), -EINVAL (NULL, no or several reply fields, a reply field already

@@ -534,7 +534,8 @@ cmesh__shmring_read(const struct cmesh__shmring_consumer *c, uint32_t off,
 		return;
 	/* Inline copies, no call, no loop: a slot's bytes, then the next's. */
 	if (off < CMESH_SHM_SLOT_DATA) {
-		n0 = n < CMESH_SHM_SLOT_DATA - off ? n : CMESH_SHM_SLOT_DATA - off;
+		n0 = n < CMESH_SHM_SLOT_DATA - off ? n :
+						     CMESH_SHM_SLOT_DATA - off;
 		cmesh__copy_small(d, s0->data + off, n0);
 		d += n0;
 		n -= n0;

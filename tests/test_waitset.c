@@ -1489,7 +1489,7 @@ Test(waitset, a_cancel_racing_a_wait_on_its_way_to_sleep_ends_it_at_once)
 		ROUNDS = 300
 	};
 	static cmesh_ctx *idle[IDLE];
-	struct racer rc = { 0 };
+	struct racer rc = { .cur = NULL };
 	uint64_t seed = 5;
 	cmesh_waitset *ws;
 	cmesh_sender *tx;

@@ -317,6 +317,14 @@ int cmesh_rpc_complete(cmesh_oneshot_sender *tx, const void *resp,
 		cmesh_oneshot_sender_free(tx);
 		return -EINVAL;
 	}
+	/*
+	 * A response that carries its own reply port: the send would refuse
+	 * it and take nothing. Releasing the response frees the port too.
+	 */
+	if (cmesh__type_holds(cmesh__queue_type(tx->q), resp, tx)) {
+		cmesh__type_release(cmesh__queue_type(tx->q), resp);
+		return -EINVAL;
+	}
 	return reply(tx, resp, &h, NULL, 0, trail, trail_len);
 }
 

@@ -537,6 +537,54 @@ Test(rpc, a_request_carrying_its_own_sender_is_einval_and_taken_not)
 	cr_assert_eq(tu_fd_count(), fds);
 }
 
+/* A response that may carry a reply port of its own type, and an fd. */
+struct self_resp {
+	cmesh_oneshot_sender *port;
+	int fd;
+	uint32_t pad;
+};
+extern const cmesh_type self_resp_type;
+CMESH_TYPE_DEFINE(self_resp_type, struct self_resp,
+		  CMESH_FIELD_ONESHOT_SENDER(struct self_resp, port,
+					     self_resp_type),
+		  CMESH_FIELD_FD(struct self_resp, fd));
+struct sr_args {
+	uint64_t x;
+};
+CMESH_RPC_REQUEST(sr_req, struct sr_args, self_resp_type);
+
+/*
+ * A server that answers with a response carrying the reply port itself:
+ * -EINVAL, and both are released: the caller sees the reply dropped
+ * (-EPIPE), the response's fd is closed, nothing is left open.
+ */
+Test(rpc, a_response_carrying_its_own_reply_port_is_einval_and_released)
+{
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct sr_req q = { .args = { 1 } };
+	struct self_resp out;
+	cmesh_rpc *c;
+	int p[2], fds = tu_fd_count();
+
+	TU_ASSERT_RC(cmesh_channel_new(&sr_req_type, NULL, &tx, &rx), 0);
+	TU_ASSERT_RC(cmesh_rpc_call(tx, &q, NULL, 0, &c), 0);
+	memset(&q, 0, sizeof(q));
+	TU_ASSERT_RC(cmesh_receiver_recv(rx, &q, NULL, 0), 0);
+	tu_pipe(p);
+	TU_ASSERT_RC(cmesh_rpc_complete(q.reply,
+					&(struct self_resp){ q.reply, p[1], 0 },
+					NULL, 0),
+		     -EINVAL);
+	cr_assert(tu_pipe_sees_eof(p[0], 1000), "the response's fd is open");
+	close(p[0]);
+	TU_ASSERT_RC(cmesh_rpc_wait(c, NULL, &out, NULL, 0), -EPIPE);
+	cmesh_rpc_free(c);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	cr_assert_eq(tu_fd_count(), fds);
+}
+
 /* A request whose arguments carry an fd: the _FIELDS form declares it. */
 struct fd_args {
 	int fd;

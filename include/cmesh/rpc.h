@@ -154,8 +154,8 @@ CMESH_API void cmesh_rpc_free(cmesh_rpc *call);
  * resources taken) and trailing bytes. Consumes `reply` in every case,
  * and the resources once `reply` and `resp` are non-NULL. Never blocks;
  * any thread. Returns 0, or what cmesh_oneshot_send() does (-EPIPE: the
- * caller is gone; -EMSGSIZE), -EINVAL (NULL, trail_len without trail),
- * -ENOMEM.
+ * caller is gone; -EMSGSIZE), -EINVAL (NULL, trail_len without trail, a
+ * response that carries `reply` itself: both released), -ENOMEM.
  */
 CMESH_API int cmesh_rpc_complete(cmesh_oneshot_sender *reply, const void *resp,
 				 const void *trail, size_t trail_len);

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -55,6 +56,20 @@ void tu_suite_fini(void)
 				"test (report above)\n");
 		abort();
 	}
+}
+
+void tu_fd_table_full(struct rlimit *old)
+{
+	struct rlimit lim;
+	int lowest;
+
+	cr_assert_eq(getrlimit(RLIMIT_NOFILE, old), 0);
+	lowest = dup(0);
+	cr_assert_geq(lowest, 0);
+	close(lowest);
+	lim = *old;
+	lim.rlim_cur = (rlim_t)lowest;
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &lim), 0);
 }
 
 int tu_fd_count(void)

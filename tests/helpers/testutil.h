@@ -38,6 +38,14 @@ unsigned tu_watchdog_s(void);
 /* Open fds of this process (entries of /proc/self/fd, minus the one used). */
 int tu_fd_count(void);
 
+/*
+ * Fills the fd table: RLIMIT_NOFILE's soft limit set to the lowest free fd
+ * number, so no new fd can be made (EMFILE); the old limit in *old, for
+ * setrlimit() after. Asserts on failure.
+ */
+struct rlimit;
+void tu_fd_table_full(struct rlimit *old);
+
 /* Prints this process's open fds and what they are to stderr. */
 void tu_fd_dump(const char *label);
 

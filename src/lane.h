@@ -361,8 +361,8 @@ int cmesh__lane_sleep(struct cmesh__lane *ln, int64_t deadline);
  * In lane, after its sleeping bit is set (the wake Dekker, lane_wake.c):
  * true if a producer claimed our head position and has not published it
  * (it may owe us no wake): the caller looks again soon instead of
- * sleeping for good. A corrupt tail fails the link (and answers true: the
- * failure is there to see).
+ * sleeping for good. A corrupt tail fails the ring (and answers true: the
+ * receive finds -EPROTO and fails the link, as for any corrupt record).
  */
 bool cmesh__lane_in_flight(struct cmesh__lane *ln);
 

@@ -77,14 +77,10 @@ static void drain_wakes(struct cmesh__lane *ln)
 
 bool cmesh__lane_in_flight(struct cmesh__lane *ln)
 {
-	int r;
-
 	if (ln->pending >= 0 || (ln->dynamic && !cmesh__lane_bound(ln)))
 		return false;
-	r = cmesh__shmring_in_flight(&ln->cons);
-	if (r < 0)
-		cmesh__link_fail(ln->link, r);
-	return r != 0;
+	/* A corrupt tail fails the ring: the receive reports it. */
+	return cmesh__shmring_in_flight(&ln->cons) != 0;
 }
 
 /*

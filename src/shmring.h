@@ -279,11 +279,11 @@ cmesh__shmring_pop_ready(const struct cmesh__shmring_consumer *c)
  * Dekker, shm/ring.h): 1 if a producer has claimed the head position and
  * not published it yet (it may owe us no wake: look again soon, do not
  * sleep for good), else 0; -EPROTO if the tail is corrupt (not at most a
- * ring ahead of the head). The consumer's thread (its receiver's, or its
- * waitset's wait, never both at once); writes nothing.
+ * ring ahead of the head): the consumer then fails for good, as for a
+ * corrupt seq (pop_ready() says so, pop() returns -EPROTO). The consumer's
+ * thread (its receiver's, or its waitset's wait, never both at once).
  */
-static inline int
-cmesh__shmring_in_flight(const struct cmesh__shmring_consumer *c)
+static inline int cmesh__shmring_in_flight(struct cmesh__shmring_consumer *c)
 {
 	uint64_t tail;
 
@@ -291,8 +291,10 @@ cmesh__shmring_in_flight(const struct cmesh__shmring_consumer *c)
 		return 0;
 	atomic_thread_fence(memory_order_seq_cst);
 	tail = atomic_load_explicit(c->tail, memory_order_seq_cst);
-	if (unlikely(tail - c->head_pos > c->mask + 1))
+	if (unlikely(tail - c->head_pos > c->mask + 1)) {
+		c->failed = true;
 		return -EPROTO;
+	}
 	return tail != c->head_pos && !cmesh__shmring_pop_ready(c);
 }
 

@@ -540,12 +540,17 @@ typedef void bench_side_fn(void *arg);
 		c->elapsed += bench_now_ticks() - start;                       \
 	}
 
-/* Ponger: GET receives message `seq` into r, PUT echoes r. */
+/*
+ * Ponger: GET receives message `seq` into r, PUT echoes r; DECL declares
+ * r (BENCH_RTT_PONG: a struct bench_msg).
+ */
 #define BENCH_RTT_PONG(name, CTX, GET, PUT)                                    \
+	BENCH_RTT_PONG_BUF(name, CTX, struct bench_msg r, GET, PUT)
+#define BENCH_RTT_PONG_BUF(name, CTX, DECL, GET, PUT)                          \
 	static void name(void *arg)                                            \
 	{                                                                      \
 		CTX *c = arg;                                                  \
-		struct bench_msg r;                                            \
+		DECL;                                                          \
 		uint64_t n = c->warm + c->n;                                   \
                                                                                \
 		for (uint64_t i = 0; i < n; i++) {                             \

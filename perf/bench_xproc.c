@@ -919,20 +919,8 @@ static inline void check_echo(const unsigned char *r, uint32_t size,
 
 /* rtt-spin ponger: GET receives message `seq` into r, PUT echoes r. */
 #define SIZED_PONG(name, GET, PUT)                                             \
-	static void name(void *arg)                                            \
-	{                                                                      \
-		struct job *c = arg;                                           \
-		alignas(64) unsigned char r[RTT_MAX];                          \
-		uint64_t n = c->warm + c->n;                                   \
-                                                                               \
-		for (uint64_t i = 0; i < n; i++) {                             \
-			uint64_t seq = c->base + i;                            \
-                                                                               \
-			(void)seq;                                             \
-			GET;                                                   \
-			PUT;                                                   \
-		}                                                              \
-	}
+	BENCH_RTT_PONG_BUF(name, struct job,                                   \
+			   alignas(64) unsigned char r[RTT_MAX], GET, PUT)
 
 /*
  * The sides of the rtt-spin rows of size S: line_* (raw), lro_* (raw-ro),

@@ -74,15 +74,18 @@ void cmesh__endpoint_shell_free(void *handle)
 
 /*
  * Two new handles, on `qtx` and on `qrx` (the same queue for a local
- * pair). On failure the queues are freed and nothing is left.
+ * pair; `spare`: the sender's is the queue's own, a oneshot's). On failure
+ * the queues are freed and nothing is left.
  */
 static int handles_new(struct cmesh__queue *qtx, struct cmesh__queue *qrx,
-		       void **out_tx, void **out_rx)
+		       bool spare, void **out_tx, void **out_rx)
 {
-	void *tx = handle_new(qtx), *rx = handle_new(qrx);
+	void *tx = spare ? cmesh__queue_spare_tx(qtx) : handle_new(qtx);
+	void *rx = handle_new(qrx);
 
 	if (!tx || !rx) {
-		free(tx);
+		if (!spare)
+			free(tx);
 		free(rx);
 		cmesh__queue_discard(qtx);
 		if (qrx != qtx)
@@ -102,7 +105,7 @@ int cmesh__endpoint_pair_new(const cmesh_type *type,
 	struct cmesh__queue *q;
 	int r = cmesh__queue_new(type, qo, &q);
 
-	return r ? r : handles_new(q, q, out_tx, out_rx);
+	return r ? r : handles_new(q, q, qo->oneshot, out_tx, out_rx);
 }
 
 int cmesh__endpoint_remote_pair(const cmesh_type *out_type,
@@ -129,7 +132,7 @@ int cmesh__endpoint_remote_pair(const cmesh_type *out_type,
 		cmesh__queue_discard(qtx);
 		return r;
 	}
-	r = handles_new(qtx, qrx, (void **)out_tx, (void **)out_rx);
+	r = handles_new(qtx, qrx, false, (void **)out_tx, (void **)out_rx);
 	if (r)
 		return r;
 	/* Each queue holds the link until it is freed. */
@@ -390,6 +393,7 @@ void cmesh__endpoint_free(uint32_t kind, void *handle)
 void cmesh__endpoint_fail(uint32_t kind, void *handle)
 {
 	struct cmesh__queue *q = cmesh__endpoint_queue(kind, handle);
+	bool spare = cmesh__queue_is_spare(q, handle);
 
 	if (kind == CMESH_FIELD_KIND_SENDER ||
 	    kind == CMESH_FIELD_KIND_ONESHOT_SENDER) {
@@ -398,7 +402,8 @@ void cmesh__endpoint_fail(uint32_t kind, void *handle)
 		cmesh__waitset_leave(q);
 		cmesh__queue_receiver_fail(q);
 	}
-	free(handle);
+	if (!spare)
+		free(handle);
 }
 
 void cmesh__endpoint_prepare_move(uint32_t kind, void *handle)

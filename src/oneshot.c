@@ -31,6 +31,7 @@ int cmesh_oneshot_new(const cmesh_type *type, cmesh_oneshot_sender **out_tx,
 	qo.max_trail = env->max_message;
 	qo.max_backlog = env->max_backlog;
 	qo.nsenders = 1;
+	qo.oneshot = true;
 	return cmesh__endpoint_pair_new(type, &qo, (void **)out_tx,
 					(void **)out_rx);
 }
@@ -46,6 +47,8 @@ int cmesh_oneshot_send(cmesh_oneshot_sender *tx, const void *msg,
 	}
 	if (cmesh__type_holds(cmesh__queue_type(tx->q), msg, tx))
 		return -EINVAL; /* sending tx inside itself: nothing taken */
+	/* The put after the send writes it (queue.h). */
+	cmesh__queue_prefetch_state(tx->q);
 	if (trail_len && !trail) {
 		cmesh__type_release(cmesh__queue_type(tx->q), msg);
 		r = -EINVAL;
@@ -65,10 +68,16 @@ int cmesh_oneshot_sender_is_closed(const cmesh_oneshot_sender *tx)
 
 void cmesh_oneshot_sender_free(cmesh_oneshot_sender *tx)
 {
+	struct cmesh__queue *q;
+	bool spare;
+
 	if (!tx)
 		return;
-	cmesh__queue_sender_put(tx->q);
-	free(tx);
+	q = tx->q;
+	spare = cmesh__queue_is_spare(q, tx);
+	cmesh__queue_sender_put(q);
+	if (!spare)
+		free(tx);
 }
 
 /* The value came: no sender can publish again (see receiver_free). */

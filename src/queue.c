@@ -227,6 +227,7 @@ int cmesh__queue_new(const cmesh_type *type,
 	if (r)
 		goto out_free;
 	q->h.has_ports = cmesh__type_has_endpoints(type);
+	q->h.spare_tx = q;
 	r = -ENOMEM;
 	q->msg_size = type->size;
 	q->msg_span = (type->size + 7u) & ~7u;
@@ -1283,19 +1284,25 @@ void cmesh__queue_sender_put(struct cmesh__queue *q)
 	struct cmesh__lane *ln;
 	bool close_lane = false, failed;
 
-	if (atomic_fetch_sub_explicit(&q->nsenders, 1, memory_order_acq_rel) !=
+	/* seq_cst: Dekker with the receiver's move, below. */
+	if (atomic_fetch_sub_explicit(&q->nsenders, 1, memory_order_seq_cst) !=
 	    1)
 		return;
 	failed = atomic_load_explicit(&q->tx_failed, memory_order_relaxed);
 	/*
-	 * The receiver may be moving (queue_port.c, under `lock`): whoever
-	 * sees both the lane and no sender left sends its CLOSE, once.
+	 * The receiver may be moving (cmesh__queue_move_rx()): it stores the
+	 * lane, then loads `nsenders`, both seq_cst. Whoever sees both the
+	 * lane and no sender left sends its CLOSE, once (`closed_out`, under
+	 * `lock`). No lane here: the move, if any, sees our decrement and
+	 * sends it; a local queue's last sender takes no lock.
 	 */
-	pthread_mutex_lock(&q->lock);
-	ln = atomic_load_explicit(&q->tx_lane, memory_order_acquire);
-	if (ln && !q->closed_out)
-		close_lane = q->closed_out = true;
-	pthread_mutex_unlock(&q->lock);
+	ln = atomic_load_explicit(&q->tx_lane, memory_order_seq_cst);
+	if (ln) {
+		pthread_mutex_lock(&q->lock);
+		if (!q->closed_out)
+			close_lane = q->closed_out = true;
+		pthread_mutex_unlock(&q->lock);
+	}
 	if (close_lane && failed)
 		cmesh__lane_fail_tx(ln);
 	else if (close_lane)

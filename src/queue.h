@@ -26,6 +26,7 @@ struct cmesh__queue_opts {
 	uint64_t max_trail;   /* largest trailing bytes */
 	uint64_t max_backlog; /* overflow bytes before -ENOBUFS; 0: none */
 	uint32_t nsenders;    /* initial sender count */
+	bool oneshot;	      /* its first sender handle is spare_tx */
 	/*
 	 * The other end is in a peer process (at most one is set): sends go
 	 * out through tx_lane, or receives come in through rx_lane. The
@@ -56,6 +57,14 @@ struct cmesh__queue_head {
 	const cmesh_type *type;
 	_Atomic uint64_t fp; /* the type's fingerprint, once asked; 0 before */
 	bool has_ports;	     /* the type has endpoint fields (port.c) */
+	/*
+	 * A oneshot's sender handle lives here (it holds this queue: it is
+	 * a handle's bytes), so a oneshot costs one handle allocation, not
+	 * two, and a sender freed in another thread frees no memory there.
+	 * Used by one sender at a time: a oneshot has one, and a re-armed one
+	 * (cmesh__queue_rearm()) gets it only after the last let go.
+	 */
+	struct cmesh__queue *spare_tx;
 };
 
 static inline const cmesh_type *cmesh__queue_type(const struct cmesh__queue *q)
@@ -68,6 +77,22 @@ static inline const cmesh_type *cmesh__queue_type(const struct cmesh__queue *q)
  * descriptor: not worth it for a oneshot that never leaves its process).
  */
 uint64_t cmesh__queue_fingerprint(struct cmesh__queue *q);
+
+/* The handle that lives in `q` (spare_tx above). */
+static inline void *cmesh__queue_spare_tx(struct cmesh__queue *q)
+{
+	return &((struct cmesh__queue_head *)(void *)q)->spare_tx;
+}
+
+/*
+ * Whether handle `h` on `q` is its spare_tx, which is freed with the
+ * queue, not by itself. Address arithmetic only: callers ask before they
+ * drop the handle's reference, which may free the queue.
+ */
+static inline bool cmesh__queue_is_spare(struct cmesh__queue *q, const void *h)
+{
+	return h == cmesh__queue_spare_tx(q);
+}
 
 /* Messages of the queue's type may carry endpoints: see port.h. */
 static inline bool cmesh__queue_has_ports(const struct cmesh__queue *q)
@@ -106,6 +131,31 @@ void cmesh__queue_receiver_fail(struct cmesh__queue *q);
  * though some may not have let go yet: the close needs no heavy fence.
  */
 void cmesh__queue_senders_done(struct cmesh__queue *q);
+
+/*
+ * A oneshot's receiver whose queue never took a lane: it and its sender
+ * are in this process, and always were. A queue that moved or holds a
+ * lane is never re-armed (its lanes hold their link).
+ */
+bool cmesh__queue_local_oneshot(struct cmesh__queue *q);
+
+/*
+ * Receiver of a oneshot (queue_reuse.c), never in a waitset (its holder
+ * never exposed it): if its value was taken and its sender is gone (the
+ * receiver's holder is the queue's only user), makes
+ * it a fresh oneshot again (one sender reference to give out, the
+ * receiver's kept) and returns true; else changes nothing (false).
+ */
+bool cmesh__queue_rearm(struct cmesh__queue *q);
+
+/*
+ * A hint: fetches, for writing, the line of `state`, `nsenders` and
+ * `refs`: cmesh__queue_rearm() writes it, and a oneshot's sender, right
+ * after its publish, loads it and then releases itself there with RMWs.
+ * A shared copy would cost those a second transfer (the upgrade); fetched
+ * early, the transfer overlaps the caller's wait or the sender's claim.
+ */
+void cmesh__queue_prefetch_state(struct cmesh__queue *q);
 
 /* See cmesh_sender_send(): takes the message's resources in every case. */
 int cmesh__queue_send(struct cmesh__queue *q, const void *msg,

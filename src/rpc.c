@@ -11,16 +11,31 @@
  * `nchain` NUL-terminated strings filling `chain_len` bytes, and a blank
  * response (no resources: fd fields -1, endpoints NULL). The header is
  * the server's word: checked on arrival, else -EPROTO.
+ *
+ * Reuse. A call whose reply came is not freed: each thread keeps up to
+ * KEEP of them, receiver and all. Its next call of the same response type
+ * takes one whose server has let go of the reply port (its sender freed:
+ * cmesh__queue_rearm()) and hands out a new sender on the same queue. In
+ * a round trip this saves the allocations and their cross-thread frees,
+ * and the queue's lines stay where they were; the newest kept call rests
+ * one round, so its server is done with it and the line a re-arm writes
+ * can be fetched while the caller waits. A call that failed, kept an
+ * -EMSGSIZE response, whose receiver was handed out (cmesh_rpc_receiver():
+ * it may be in a waitset) or whose reply port went to another process
+ * (its lane holds the link) is freed as before, as are a thread's kept
+ * calls when it exits.
  */
 #include "endpoint.h"
 
 #include "cancel.h"
+#include "port.h"
 #include "queue.h"
 #include "type.h"
 
 #include <cmesh/rpc.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,6 +58,7 @@ struct cmesh_rpc {
 	const cmesh_type *resp;
 	int state;	    /* 0 waiting, else the reply's outcome */
 	bool kept;	    /* a response received, not delivered */
+	bool exposed;	    /* cmesh_rpc_receiver() gave out rx */
 	int code;	    /* after -EREMOTEIO */
 	char *error;	    /* the chain, joined with ": " */
 	void *msg;	    /* the response (resp->size bytes, after us) */
@@ -67,6 +83,94 @@ static const cmesh_field *reply_field(const cmesh_type *t)
 	return f;
 }
 
+/* ---- calls kept for reuse, per thread ---- */
+
+#define KEEP 4u
+
+struct keep {
+	cmesh_rpc *c[KEEP]; /* oldest first */
+	unsigned n;
+};
+
+static _Thread_local struct keep kept_calls;
+static pthread_key_t keep_key;
+static pthread_once_t keep_once = PTHREAD_ONCE_INIT;
+static bool keep_key_ok;
+
+static void call_free(cmesh_rpc *c);
+
+/* A thread's exit: its kept calls go. */
+static void keep_exit(void *p)
+{
+	struct keep *k = p;
+
+	while (k->n)
+		call_free(k->c[--k->n]);
+}
+
+static void keep_init(void)
+{
+	keep_key_ok = pthread_key_create(&keep_key, keep_exit) == 0;
+}
+
+/* Keeps a call whose reply came; false: free it. */
+static bool keep(cmesh_rpc *c)
+{
+	struct keep *k = &kept_calls;
+
+	if (c->state != 1 || c->kept || c->exposed ||
+	    !cmesh__queue_local_oneshot(c->rx->q))
+		return false;
+	if (!k->n) {
+		/* Its exit frees them: no key, no keeping. */
+		pthread_once(&keep_once, keep_init);
+		if (!keep_key_ok || pthread_setspecific(keep_key, k))
+			return false;
+	}
+	if (k->n == KEEP) {
+		call_free(k->c[0]);
+		memmove(&k->c[0], &k->c[1], (KEEP - 1) * sizeof(k->c[0]));
+		k->n--;
+	}
+	if (c->buf != c->inline_buf) {
+		free(c->buf);
+		c->buf = c->inline_buf;
+		c->buf_cap = sizeof(c->inline_buf);
+	}
+	k->c[k->n++] = c;
+	return true;
+}
+
+/*
+ * A kept call for responses of `resp` whose queue is a fresh oneshot
+ * again, with a new sender on it in *otx; NULL if there is none.
+ */
+static cmesh_rpc *reuse(const cmesh_type *resp, cmesh_oneshot_sender **otx)
+{
+	struct keep *k = &kept_calls;
+
+	/*
+	 * The newest kept call rests: its server may still be letting go,
+	 * and the line a re-arm writes may still be in the server's cache.
+	 */
+	for (unsigned i = 0; i + 1 < k->n; i++) {
+		cmesh_rpc *c = k->c[i];
+
+		if (c->resp != resp || !cmesh__queue_rearm(c->rx->q))
+			continue;
+		memmove(&k->c[i], &k->c[i + 1], (k->n - i - 1) * sizeof(c));
+		k->n--;
+		c->state = 0;
+		c->code = 0;
+		/* Free: its last sender, gone, had it. */
+		*otx = cmesh__queue_spare_tx(c->rx->q);
+		return c;
+	}
+	return NULL;
+}
+
+/* ---- caller ---- */
+
 int cmesh_rpc_call(cmesh_sender *tx, void *req, const void *trail,
 		   size_t trail_len, cmesh_rpc **out)
 {
@@ -85,31 +189,36 @@ int cmesh_rpc_call(cmesh_sender *tx, void *req, const void *trail,
 	if (cmesh__type_holds(t, req, tx))
 		return -EINVAL;
 	memcpy(&cur, (char *)req + f->offset, sizeof(cur));
-	if (cur) {
+	if (cur || (trail_len && !trail)) {
 		r = -EINVAL;
 		goto out_release;
 	}
-	c = malloc(sizeof(*c) + f->type->size);
+	c = reuse(f->type, &otx);
 	if (!c) {
-		r = -ENOMEM;
-		goto out_release;
-	}
-	memset(c, 0, sizeof(*c));
-	c->resp = f->type;
-	c->msg = c + 1;
-	c->buf = c->inline_buf;
-	c->buf_cap = sizeof(c->inline_buf);
-	r = cmesh_oneshot_new(f->type, &otx, &c->rx);
-	if (r) {
-		free(c);
-		goto out_release;
+		c = malloc(sizeof(*c) + f->type->size);
+		if (!c) {
+			r = -ENOMEM;
+			goto out_release;
+		}
+		memset(c, 0, sizeof(*c));
+		c->resp = f->type;
+		c->msg = c + 1;
+		c->buf = c->inline_buf;
+		c->buf_cap = sizeof(c->inline_buf);
+		r = cmesh_oneshot_new(f->type, &otx, &c->rx);
+		if (r) {
+			free(c);
+			goto out_release;
+		}
 	}
 	memcpy((char *)req + f->offset, &otx, sizeof(otx));
-	/* Takes the request's resources, the reply port's sender too. */
-	r = cmesh_sender_send(tx, req, trail, trail_len);
+	/*
+	 * Takes the request's resources, the reply port's sender too. The
+	 * send's own checks are made above: its type has endpoint fields.
+	 */
+	r = cmesh__port_send(tx->q, req, trail, trail_len);
 	if (r) {
-		cmesh_oneshot_receiver_free(c->rx);
-		free(c);
+		call_free(c);
 		return r;
 	}
 	*out = c;
@@ -170,6 +279,9 @@ static int take(cmesh_rpc *c, const cmesh_ctx *ctx, bool wait)
 {
 	int r;
 
+	/* The next call's re-arm (see reuse()) is paid for while we wait. */
+	if (wait && kept_calls.n > 1)
+		cmesh__queue_prefetch_state(kept_calls.c[0]->rx->q);
 	for (;;) {
 		if (wait)
 			r = cmesh_oneshot_recv_ctx(c->rx, ctx, c->msg, c->buf,
@@ -258,20 +370,27 @@ size_t cmesh_rpc_trail_len(const cmesh_rpc *call)
 
 cmesh_oneshot_receiver *cmesh_rpc_receiver(cmesh_rpc *call)
 {
-	return call ? call->rx : NULL;
+	if (!call)
+		return NULL;
+	call->exposed = true;
+	return call->rx;
+}
+
+static void call_free(cmesh_rpc *c)
+{
+	if (c->kept)
+		cmesh__type_release(c->resp, c->msg);
+	cmesh_oneshot_receiver_free(c->rx);
+	if (c->buf != c->inline_buf)
+		free(c->buf);
+	free(c->error);
+	free(c);
 }
 
 void cmesh_rpc_free(cmesh_rpc *call)
 {
-	if (!call)
-		return;
-	if (call->kept)
-		cmesh__type_release(call->resp, call->msg);
-	cmesh_oneshot_receiver_free(call->rx);
-	if (call->buf != call->inline_buf)
-		free(call->buf);
-	free(call->error);
-	free(call);
+	if (call && !keep(call))
+		call_free(call);
 }
 
 /* ---- server ---- */

@@ -617,3 +617,119 @@ Test(rpc, a_request_declared_with_fields_carries_its_fd)
 	cmesh_sender_free(tx);
 	cmesh_receiver_free(rx);
 }
+
+/* ---- calls kept for reuse (rpc.c) ---- */
+
+/* A call on `tx` answered here, from `rx`, with v = a + 1. */
+static void local_round(cmesh_sender *tx, cmesh_receiver *rx, int64_t a)
+{
+	cmesh_rpc *c = call(tx, OP_ADD, a, 1);
+	struct calc_req q;
+	struct resp out = { 0, -1, 0 };
+
+	TU_ASSERT_RC(cmesh_receiver_recv(rx, &q, NULL, 0), 0);
+	out.v = q.args.a + q.args.b;
+	TU_ASSERT_RC(cmesh_rpc_complete(q.reply, &out, NULL, 0), 0);
+	cr_assert_eq(value_of(c), a + 1);
+	cmesh_rpc_free(c);
+}
+
+/*
+ * Local calls leave kept calls behind; the next call's reply port (a
+ * re-armed queue) then goes to another process, which answers through it.
+ * That call holds a lane and must not be kept: the peer's exit then gives
+ * back every fd and mapping, and local calls go on.
+ */
+Test(rpc, a_reused_reply_port_crosses_processes_and_is_not_kept)
+{
+	struct topo_res res;
+	struct topo_conn c;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	cmesh_rpc *p;
+
+	topo_baseline(&res);
+	TU_ASSERT_RC(cmesh_channel_new(&calc_req_type, NULL, &tx, &rx), 0);
+	for (int i = 0; i < 4; i++)
+		local_round(tx, rx, i);
+	topo_fork_peer(&rpc_sc, TOPO_FORK, &c);
+	for (int i = 0; i < 4; i++) {
+		p = call(c.tx, OP_ADD, 10 * i, 5);
+		cr_assert_eq(value_of(p), 10 * i + 5);
+		cmesh_rpc_free(p);
+		local_round(tx, rx, 100 + i);
+	}
+	cmesh_rpc_free(call(c.tx, OP_QUIT, 0, 0));
+	cr_assert_eq(WEXITSTATUS(topo_reap(c.pid, TOPO_WAIT_MS)), 0);
+	cmesh_sender_free(c.tx);
+	cmesh_receiver_free(c.rx);
+	close(c.sync);
+	for (int i = 0; i < 4; i++)
+		local_round(tx, rx, 200 + i);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	topo_assert_baseline_within(&res, TOPO_WAIT_MS);
+}
+
+struct caller_arg {
+	cmesh_sender *tx;
+	int calls;
+	int64_t sum;
+};
+
+static void *caller_thread(void *p)
+{
+	struct caller_arg *a = p;
+
+	for (int i = 0; i < a->calls; i++) {
+		cmesh_rpc *c = call(a->tx, OP_ADD, i, 1);
+
+		a->sum += value_of(c);
+		cmesh_rpc_free(c);
+	}
+	cmesh_sender_free(a->tx);
+	return NULL;
+}
+
+static void *server_thread(void *p)
+{
+	cmesh_receiver *rx = p;
+	struct calc_req q;
+	struct resp out = { 0, -1, 0 };
+
+	while (cmesh_receiver_recv(rx, &q, NULL, 0) == 0) {
+		out.v = q.args.a + q.args.b;
+		TU_ASSERT_RC(cmesh_rpc_complete(q.reply, &out, NULL, 0), 0);
+	}
+	cmesh_receiver_free(rx);
+	return NULL;
+}
+
+/*
+ * Threads that call and exit: each keeps calls while it lives, and its
+ * exit frees them (under the sanitizers, a leak fails this test). A
+ * server in another thread answers every call, each value its own.
+ */
+Test(rpc, a_callers_exit_frees_the_calls_it_kept)
+{
+	struct caller_arg a[16];
+	pthread_t t[16], srv;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+
+	TU_ASSERT_RC(cmesh_channel_new(&calc_req_type, NULL, &tx, &rx), 0);
+	tu_thread_start(&srv, server_thread, rx);
+	for (int i = 0; i < 16; i++) {
+		a[i] = (struct caller_arg){ NULL, 20 + i, 0 };
+		TU_ASSERT_RC(cmesh_sender_clone(tx, &a[i].tx), 0);
+		tu_thread_start(&t[i], caller_thread, &a[i]);
+	}
+	cmesh_sender_free(tx);
+	for (int i = 0; i < 16; i++) {
+		int64_t n = a[i].calls;
+
+		tu_thread_join(t[i]);
+		cr_assert_eq(a[i].sum, n * (n - 1) / 2 + n);
+	}
+	tu_thread_join(srv); /* every sender gone: its receive fails */
+}

@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * queue_reuse.c - a oneshot's queue used again (rpc.c keeps a few per
+ * thread): the value came and its sender is gone, so nobody but the
+ * receiver's holder can reach the queue; it becomes a fresh oneshot
+ * without a free and an allocation.
+ *
+ * The ring is not reset: head and tail continue from where the value
+ * left them (both at the same position, every slot's seq that of a
+ * position already taken), as they would for a channel's next message.
+ * So a re-armed queue writes only its state line, and the lines the
+ * next sender writes (tail, slot) stay in whichever core wrote them last.
+ */
+#include "queue.h"
+#include "queue_int.h"
+
+#include <stdatomic.h>
+
+bool cmesh__queue_local_oneshot(struct cmesh__queue *q)
+{
+	return q->mask == 1 && !q->rx_lane &&
+	       !atomic_load_explicit(&q->tx_lane, memory_order_relaxed) &&
+	       !atomic_load_explicit(&q->xl_flags, memory_order_relaxed);
+}
+
+bool cmesh__queue_rearm(struct cmesh__queue *q)
+{
+	/*
+	 * Acquire: pairs with the last sender's acq_rel release of its
+	 * reference (cmesh__queue_put()), its last access to the queue.
+	 */
+	if (atomic_load_explicit(&q->refs, memory_order_acquire) != 1 ||
+	    atomic_load_explicit(&q->nsenders, memory_order_relaxed) != 0)
+		return false;
+	/*
+	 * A local oneshot, its value taken (its only sender sent once: the
+	 * tail is the head; not loaded, the line stays the sender's), never
+	 * moved.
+	 */
+	if (!cmesh__queue_local_oneshot(q) ||
+	    atomic_load_explicit(&q->state, memory_order_relaxed) !=
+		    ST_TX_CLOSED ||
+	    atomic_load_explicit(&q->ovf_mode, memory_order_relaxed) ||
+	    q->ovf_head || q->ovf_batch || q->closed_out)
+		return false;
+	/*
+	 * Relaxed: the queue reaches its next sender inside a message, whose
+	 * publication orders these stores before the sender's loads.
+	 */
+	atomic_store_explicit(&q->state, 0, memory_order_relaxed);
+	atomic_store_explicit(&q->nsenders, 1, memory_order_relaxed);
+	atomic_store_explicit(&q->refs, 2, memory_order_relaxed);
+	q->senders_done = false;
+	q->in_flight_looks = 0;
+	atomic_store_explicit(&q->st_waits, 0, memory_order_relaxed);
+	atomic_store_explicit(&q->st_caught, 0, memory_order_relaxed);
+	atomic_store_explicit(&q->st_sleeps, 0, memory_order_relaxed);
+	atomic_store_explicit(&q->spin_win, q->spin_ns, memory_order_relaxed);
+	return true;
+}
+
+void cmesh__queue_prefetch_state(struct cmesh__queue *q)
+{
+	__builtin_prefetch(&q->state, 1);
+}

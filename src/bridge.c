@@ -20,8 +20,10 @@
  *   see closed; it failed, or a message cannot go on (its backlog bound,
  *   an endpoint that cannot move): the receiver fails, so the senders see
  *   -ECONNRESET. The thread looks at the sender's receiver each time it
- *   wakes, so a forwarder whose traffic stopped notices a receiver gone
- *   at its senders' next message.
+ *   wakes, and while it has forwarders it wakes at least every
+ *   IDLE_LOOK_NS: a receiver gone while no message flows (whose closing
+ *   sends nothing this process hears) is seen within about that, and
+ *   the senders upstream then see closed without sending.
  * A oneshot's forwarder ends after its one value.
  *
  * After a fork the child has no forwarder (its thread did not fork): the
@@ -50,6 +52,8 @@
 #define BATCH 64
 /* How long the thread outlives its last forwarder. */
 #define LINGER_NS 100000000LL
+/* The longest it sleeps while it has forwarders (see top). */
+#define IDLE_LOOK_NS 50000000LL
 
 struct fwd {
 	uint32_t rx_kind, tx_kind;
@@ -241,22 +245,23 @@ static void unlink_fwd(struct fwd *f)
 }
 
 /*
- * The thread's next deadline: none while it has forwarders; once it has
- * none, LINGER_NS after that, when it ends (F.running false, under
- * F.lock) unless a new forwarder came meanwhile. So back-to-back moves
- * (a forwarded rpc's reply port per call) reuse one thread and waitset.
+ * The thread's next deadline: IDLE_LOOK_NS from now while it has
+ * forwarders (*busy); once it has none, LINGER_NS after that, when it
+ * ends (F.running false, under F.lock) unless a new forwarder came
+ * meanwhile. So back-to-back moves (a forwarded rpc's reply port per
+ * call) reuse one thread and waitset.
  */
-static int64_t next_deadline(cmesh_waitset *ws, int64_t *idle_until)
+static int64_t next_deadline(cmesh_waitset *ws, int64_t *idle_until, bool *busy)
 {
-	int64_t now;
+	int64_t now = cmesh_deadline_after(0);
 
 	pthread_mutex_lock(&F.lock);
-	if (F.list) {
+	*busy = F.list != NULL;
+	if (*busy) {
 		*idle_until = 0;
 		pthread_mutex_unlock(&F.lock);
-		return CMESH_DEADLINE_NONE;
+		return now + IDLE_LOOK_NS;
 	}
-	now = cmesh_deadline_after(0);
 	if (!*idle_until) {
 		*idle_until = now + LINGER_NS;
 	} else if (now >= *idle_until) {
@@ -317,6 +322,26 @@ static bool spin(int64_t spin_ns)
 	return false;
 }
 
+/*
+ * After a quiet IDLE_LOOK_NS: ends, one by one, the forwarders whose
+ * sender's receiver is gone (serve() looks at it last).
+ */
+static void look_idle(void)
+{
+	for (;;) {
+		struct fwd *gone = NULL;
+
+		pthread_mutex_lock(&F.lock);
+		for (struct fwd *f = F.list; f && !gone; f = f->next)
+			if (f->tx && cmesh__queue_rx_gone(f->txq))
+				gone = f;
+		pthread_mutex_unlock(&F.lock);
+		if (!gone)
+			return;
+		serve(gone);
+	}
+}
+
 static void *forwarder(void *arg)
 {
 	cmesh_waitset *ws = arg;
@@ -329,16 +354,20 @@ static void *forwarder(void *arg)
 				  CMESH_SPIN_ADAPTIVE_MAX_NS :
 				  env->spin_ns;
 	for (;;) {
-		int64_t dl = next_deadline(ws, &idle_until);
+		bool busy;
+		int64_t dl = next_deadline(ws, &idle_until, &busy);
 		int r;
 
 		if (dl < 0)
 			return NULL; /* ws is freed */
-		if (dl == CMESH_DEADLINE_NONE && spin(spin_ns))
+		if (busy && spin(spin_ns))
 			continue;
 		r = cmesh_waitset_wait(ws, dl, &key);
-		if (r == -ETIMEDOUT)
+		if (r == -ETIMEDOUT) {
+			if (busy)
+				look_idle();
 			continue;
+		}
 		if (r < 0) {
 			/* -ENOMEM and the like: let the world move on. */
 			cmesh__log(CMESH__LOG_ERROR, "forwarder: wait: %d", r);

@@ -78,7 +78,8 @@ enum {
 	OP_WAIT_CLOSED, /* is_closed(held tx) until non-zero: its value */
 	OP_TAKE1,	/* receive one item on rx, free rx: its seq */
 	OP_CTX_WAIT,	/* report 0, then cmesh_ctx_wait(ctx): its result */
-	OP_STATS	/* fds << 40 | memfd mappings << 20 | VmRSS KiB */
+	OP_STATS,	/* fds << 40 | memfd mappings << 20 | VmRSS KiB */
+	OP_HELD_CLOSED	/* cmesh_sender_is_closed(held tx), kept: its result */
 };
 
 /* ---- the mesh of processes -------------------------------------------- */
@@ -289,6 +290,10 @@ static int act(struct cmsg *m)
 		r = cmesh_sender_is_closed(m->tx);
 		cmesh_sender_free(m->tx);
 		return report((uint64_t)(int64_t)r);
+	case OP_HELD_CLOSED:
+		TOPO_CHECK(held_tx);
+		return report(
+			(uint64_t)(int64_t)cmesh_sender_is_closed(held_tx));
 	case OP_BR_SENDS:
 		for (const char *c = "xycdefgh"; *c; c++)
 			TOPO_CHECK_EQ(send_item(m->tx, 0, (uint64_t)*c), 0);
@@ -777,7 +782,11 @@ Test(moves, bridge_across_processes)
 	mesh_down(0);
 }
 
-/* A receiver freed two hops away: the forwarder lets our sender know. */
+/*
+ * A receiver freed two hops away: the forwarder lets our sender know,
+ * first at its next message, then with no message at all (P1's forwarder
+ * sees the receiver gone while idle, and its own receiver closes).
+ */
 Test(moves, far_receiver_drop_reaches_sender)
 {
 	cmesh_sender *tx;
@@ -785,18 +794,22 @@ Test(moves, far_receiver_drop_reaches_sender)
 	struct cmsg m = { 0 };
 
 	mesh_up(3);
-	new_channel(&tx, &rx);
-	m.tx = tx;
-	route_send(&m, OP_HOLD, ROUTE(1, 2));
-	cr_assert_eq(report_from(2), 0);
-	/* Sends nothing: is_closed turns by itself through P1's forwarder?
-	 * Only at the next message (documented): send one. */
-	cmesh_receiver_free(rx);
-	m = (struct cmsg){ .arg = 1 };
-	route_send(&m, OP_SEND_HELD, ROUTE(2));
-	cr_assert_eq(report_from(2), 0);
-	route_send(&m, OP_WAIT_CLOSED, ROUTE(2));
-	cr_assert_eq(report_from(2), 1);
+	for (int quiet = 0; quiet < 2; quiet++) {
+		new_channel(&tx, &rx);
+		m = (struct cmsg){ .tx = tx };
+		route_send(&m, OP_HOLD, ROUTE(1, 2));
+		cr_assert_eq(report_from(2), 0);
+		m = (struct cmsg){ .arg = 1 };
+		route_send(&m, OP_HELD_CLOSED, ROUTE(2));
+		cr_assert_eq(report_from(2), 0, "open while the receiver is");
+		cmesh_receiver_free(rx);
+		if (!quiet) {
+			route_send(&m, OP_SEND_HELD, ROUTE(2));
+			cr_assert_eq(report_from(2), 0);
+		}
+		route_send(&m, OP_WAIT_CLOSED, ROUTE(2));
+		cr_assert_eq(report_from(2), 1, "closed, quiet %d", quiet);
+	}
 	mesh_down(0);
 }
 

@@ -184,7 +184,8 @@ CMESH_API int cmesh_sender_try_send(cmesh_sender *tx, const void *msg,
  * Whether the receiver is gone, without sending: 1 (freed, or dropped
  * unread in another process: every send now fails with -EPIPE), 0 (there,
  * as far as this process knows: a receiver freed in another process is
- * seen once its side says so), -ECONNRESET or -EPROTO (the link to the
+ * seen once its side says so; behind a forwarder, a bridge's included,
+ * within about 50 ms with no message sent), -ECONNRESET or -EPROTO (the link to the
  * receiver's process failed), -EINVAL (NULL). Never blocks, makes no
  * syscall. Borrows `tx`; may be called from any thread.
  */
@@ -204,7 +205,7 @@ CMESH_API int cmesh_sender_is_closed(const cmesh_sender *tx);
  * failed (it sees -ECONNRESET after everything forwarded); the receiver
  * of `tx`'s channel gone or failed: `rx`'s senders then see -EPIPE or
  * -ECONNRESET. A receiver that goes away while nothing flows is noticed
- * at the next message. A message that cannot go on (the backlog bound,
+ * within about 50 ms (the thread looks that often while it has bridges). A message that cannot go on (the backlog bound,
  * cmesh_sender_send()'s other errors) fails both sides, and is logged.
  *
  * Takes both handles on success. -EINVAL: NULL, or both ends of one

@@ -660,9 +660,10 @@ Test(rpc, a_reused_reply_port_crosses_processes_and_is_not_kept)
 		local_round(tx, rx, 100 + i);
 	}
 	cmesh_rpc_free(call(c.tx, OP_QUIT, 0, 0));
-	cr_assert_eq(WEXITSTATUS(topo_reap(c.pid, TOPO_WAIT_MS)), 0);
 	cmesh_sender_free(c.tx);
 	cmesh_receiver_free(c.rx);
+	topo_bye(c.sync);
+	cr_assert_eq(WEXITSTATUS(topo_reap(c.pid, TOPO_WAIT_MS)), 0);
 	close(c.sync);
 	for (int i = 0; i < 4; i++)
 		local_round(tx, rx, 200 + i);

@@ -19,11 +19,13 @@
  * - the sender's receiver is gone: the receiver is freed, so the senders
  *   see closed; it failed, or a message cannot go on (its backlog bound,
  *   an endpoint that cannot move): the receiver fails, so the senders see
- *   -ECONNRESET. The thread looks at the sender's receiver each time it
- *   wakes, and while it has forwarders it wakes at least every
- *   IDLE_LOOK_NS: a receiver gone while no message flows (whose closing
- *   sends nothing this process hears) is seen within about that, and
- *   the senders upstream then see closed without sending.
+ *   -ECONNRESET. The thread looks at the sender's receiver of the
+ *   forwarder it serves, and, while it has forwarders, at every
+ *   forwarder's each IDLE_LOOK_NS, busy or not (it wakes for that if
+ *   nothing else wakes it; it does not spin after such a wake): a
+ *   receiver gone while no message flows (whose closing sends nothing
+ *   this process hears) is seen within about that, and the senders
+ *   upstream then see closed without sending.
  * A oneshot's forwarder ends after its one value.
  *
  * After a fork the child has no forwarder (its thread did not fork): the
@@ -245,22 +247,23 @@ static void unlink_fwd(struct fwd *f)
 }
 
 /*
- * The thread's next deadline: IDLE_LOOK_NS from now while it has
+ * The thread's next deadline: its next look (`look_at`) while it has
  * forwarders (*busy); once it has none, LINGER_NS after that, when it
  * ends (F.running false, under F.lock) unless a new forwarder came
  * meanwhile. So back-to-back moves (a forwarded rpc's reply port per
  * call) reuse one thread and waitset.
  */
-static int64_t next_deadline(cmesh_waitset *ws, int64_t *idle_until, bool *busy)
+static int64_t next_deadline(cmesh_waitset *ws, int64_t look_at,
+			     int64_t *idle_until, bool *busy)
 {
-	int64_t now = cmesh_deadline_after(0);
+	int64_t now = cmesh_clock_now();
 
 	pthread_mutex_lock(&F.lock);
 	*busy = F.list != NULL;
 	if (*busy) {
 		*idle_until = 0;
 		pthread_mutex_unlock(&F.lock);
-		return now + IDLE_LOOK_NS;
+		return look_at;
 	}
 	if (!*idle_until) {
 		*idle_until = now + LINGER_NS;
@@ -323,8 +326,8 @@ static bool spin(int64_t spin_ns)
 }
 
 /*
- * After a quiet IDLE_LOOK_NS: ends, one by one, the forwarders whose
- * sender's receiver is gone (serve() looks at it last).
+ * Every IDLE_LOOK_NS: ends, one by one, the forwarders whose sender's
+ * receiver is gone (serve() looks at it last).
  */
 static void look_idle(void)
 {
@@ -347,6 +350,8 @@ static void *forwarder(void *arg)
 	cmesh_waitset *ws = arg;
 	const cmesh_env *env;
 	int64_t idle_until = 0, spin_ns = 0;
+	int64_t look_at = cmesh_clock_now() + IDLE_LOOK_NS;
+	bool quiet = false; /* the last wait ended at its deadline */
 	uint64_t key;
 
 	if (!cmesh__env_get(&env))
@@ -355,26 +360,29 @@ static void *forwarder(void *arg)
 				  env->spin_ns;
 	for (;;) {
 		bool busy;
-		int64_t dl = next_deadline(ws, &idle_until, &busy);
+		int64_t dl = next_deadline(ws, look_at, &idle_until, &busy);
 		int r;
 
 		if (dl < 0)
 			return NULL; /* ws is freed */
-		if (busy && spin(spin_ns))
-			continue;
-		r = cmesh_waitset_wait(ws, dl, &key);
-		if (r == -ETIMEDOUT) {
-			if (busy)
-				look_idle();
-			continue;
+		/* A wake for the look alone says nothing flows: no spin. */
+		if (!busy || quiet || !spin(spin_ns)) {
+			r = cmesh_waitset_wait(ws, dl, &key);
+			quiet = r == -ETIMEDOUT;
+			if (r == 0) {
+				/* Only this thread removes forwarders: the
+				 * key is alive. */
+				serve((struct fwd *)(uintptr_t)key);
+			} else if (r != -ETIMEDOUT) {
+				/* -ENOMEM and the like: the world moves on. */
+				cmesh__log(CMESH__LOG_ERROR,
+					   "forwarder: wait: %d", r);
+			}
 		}
-		if (r < 0) {
-			/* -ENOMEM and the like: let the world move on. */
-			cmesh__log(CMESH__LOG_ERROR, "forwarder: wait: %d", r);
-			continue;
+		if (busy && cmesh_clock_now() >= look_at) {
+			look_idle();
+			look_at = cmesh_clock_now() + IDLE_LOOK_NS;
 		}
-		/* Only this thread removes forwarders: the key is alive. */
-		serve((struct fwd *)(uintptr_t)key);
 	}
 }
 

@@ -56,11 +56,12 @@ struct reply_hdr {
 struct cmesh_rpc {
 	cmesh_oneshot_receiver *rx;
 	const cmesh_type *resp;
-	int state;	    /* 0 waiting, else the reply's outcome */
-	bool kept;	    /* a response received, not delivered */
-	bool exposed;	    /* cmesh_rpc_receiver() gave out rx */
-	int code;	    /* after -EREMOTEIO */
-	char *error;	    /* the chain, joined with ": " */
+	int state;    /* 0 waiting, else the reply's outcome */
+	bool kept;    /* a response received, not delivered */
+	bool exposed; /* cmesh_rpc_receiver() gave out rx */
+	uint32_t resp_size, resp_nfields; /* resp's, when the call was made */
+	int code;			  /* after -EREMOTEIO */
+	char *error;			  /* the chain, joined with ": " */
 	void *msg;	    /* the response (resp->size bytes, after us) */
 	unsigned char *buf; /* header, chain, trailing bytes */
 	size_t buf_cap, trail_off, trail_len;
@@ -86,6 +87,8 @@ static const cmesh_field *reply_field(const cmesh_type *t)
 /* ---- calls kept for reuse, per thread ---- */
 
 #define KEEP 4u
+/* Larger responses: their rings are kept by nobody (memory per thread). */
+#define KEEP_MAX_RESP 1024u
 
 struct keep {
 	cmesh_rpc *c[KEEP]; /* oldest first */
@@ -119,6 +122,7 @@ static bool keep(cmesh_rpc *c)
 	struct keep *k = &kept_calls;
 
 	if (c->state != 1 || c->kept || c->exposed ||
+	    c->resp_size > KEEP_MAX_RESP ||
 	    !cmesh__queue_local_oneshot(c->rx->q))
 		return false;
 	if (!k->n) {
@@ -156,7 +160,14 @@ static cmesh_rpc *reuse(const cmesh_type *resp, cmesh_oneshot_sender **otx)
 	for (unsigned i = 0; i + 1 < k->n; i++) {
 		cmesh_rpc *c = k->c[i];
 
-		if (c->resp != resp || !cmesh__queue_rearm(c->rx->q))
+		/*
+		 * The same descriptor: its address, and (should a freed type's
+		 * memory hold another now: cmesh_rpc_trim() says how not to)
+		 * at least the shape the queue and buffer were made for.
+		 */
+		if (c->resp != resp || c->resp_size != resp->size ||
+		    c->resp_nfields != resp->nfields ||
+		    !cmesh__queue_rearm(c->rx->q))
 			continue;
 		memmove(&k->c[i], &k->c[i + 1], (k->n - i - 1) * sizeof(c));
 		k->n--;
@@ -202,6 +213,8 @@ int cmesh_rpc_call(cmesh_sender *tx, void *req, const void *trail,
 		}
 		memset(c, 0, sizeof(*c));
 		c->resp = f->type;
+		c->resp_size = f->type->size;
+		c->resp_nfields = f->type->nfields;
 		c->msg = c + 1;
 		c->buf = c->inline_buf;
 		c->buf_cap = sizeof(c->inline_buf);
@@ -391,6 +404,11 @@ void cmesh_rpc_free(cmesh_rpc *call)
 {
 	if (call && !keep(call))
 		call_free(call);
+}
+
+void cmesh_rpc_trim(void)
+{
+	keep_exit(&kept_calls);
 }
 
 /* ---- server ---- */

@@ -1176,6 +1176,56 @@ Test(moves, a_flooded_bridge_does_not_starve_another)
 	cmesh_receiver_free(b2rx);
 }
 
+/* Sends one message and takes it from the far end, every 2 ms. */
+static void *tick(void *arg)
+{
+	struct flooder *f = arg;
+	struct seqmsg m;
+
+	while (!atomic_load(&f->stop)) {
+		TU_ASSERT_RC(send_item(f->tx, 1, 1), 0);
+		TU_ASSERT_RC(cmesh_receiver_recv_deadline(
+				     f->rx, topo_deadline(), &m, NULL, 0),
+			     0);
+		tu_sleep_ms(2);
+	}
+	return NULL;
+}
+
+/*
+ * A quiet bridge whose far receiver goes is seen closed (without a
+ * message) while another bridge keeps the forwarder thread awake.
+ */
+Test(moves, a_quiet_bridge_sees_its_receiver_go_next_to_a_busy_one)
+{
+	struct flooder fl = { 0 };
+	cmesh_sender *atx, *a2tx, *btx2;
+	cmesh_receiver *arx, *a2rx, *brx;
+	pthread_t t;
+	int64_t end;
+	int r;
+
+	new_channel(&fl.tx, &brx);
+	new_channel(&btx2, &fl.rx);
+	TU_ASSERT_RC(cmesh_bridge(brx, btx2), 0);
+	new_channel(&atx, &arx);
+	new_channel(&a2tx, &a2rx);
+	TU_ASSERT_RC(cmesh_bridge(arx, a2tx), 0);
+	tu_thread_start(&t, tick, &fl);
+	tu_sleep_ms(20);
+	cr_assert_eq(cmesh_sender_is_closed(atx), 0);
+	cmesh_receiver_free(a2rx);
+	end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	while (!(r = cmesh_sender_is_closed(atx)) && tu_now_ns() < end)
+		tu_sleep_ms(1);
+	cr_assert_eq(r, 1);
+	atomic_store(&fl.stop, true);
+	tu_thread_join(t);
+	cmesh_sender_free(atx);
+	cmesh_sender_free(fl.tx);
+	cmesh_receiver_free(fl.rx);
+}
+
 /* A channel that failed upstream stays failed when its receiver moves. */
 Test(moves, a_failure_survives_a_move)
 {

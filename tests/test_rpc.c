@@ -19,6 +19,7 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -733,4 +734,99 @@ Test(rpc, a_callers_exit_frees_the_calls_it_kept)
 		cr_assert_eq(a[i].sum, n * (n - 1) / 2 + n);
 	}
 	tu_thread_join(srv); /* every sender gone: its receive fails */
+}
+
+/* ---- response types made at run time ---- */
+
+struct hreq {
+	uint64_t a;
+	cmesh_oneshot_sender *reply;
+};
+
+/* A response type of `size` bytes and a request type replying with it. */
+static void heap_types(uint32_t size, cmesh_type **resp, cmesh_type **req)
+{
+	cmesh_field *f = calloc(1, sizeof(*f));
+
+	*resp = calloc(1, sizeof(**resp));
+	*req = calloc(1, sizeof(**req));
+	cr_assert(f && *resp && *req);
+	**resp = (cmesh_type){ .name = "heap_resp", .size = size };
+	*f = (cmesh_field){ .kind = CMESH_FIELD_KIND_ONESHOT_SENDER,
+			    .offset = offsetof(struct hreq, reply),
+			    .type = *resp };
+	**req = (cmesh_type){ .name = "heap_req",
+			      .size = sizeof(struct hreq),
+			      .nfields = 1,
+			      .fields = f };
+}
+
+static void heap_types_free(cmesh_type *resp, cmesh_type *req)
+{
+	free((void *)req->fields);
+	free(req);
+	free(resp);
+}
+
+/* `n` calls answered here, each response `size` bytes of pattern i. */
+static void heap_rounds(const cmesh_type *req_t, uint32_t size, int n)
+{
+	unsigned char *resp = malloc(size), *out = malloc(size);
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+
+	cr_assert(resp && out);
+	TU_ASSERT_RC(cmesh_channel_new(req_t, NULL, &tx, &rx), 0);
+	for (int i = 0; i < n; i++) {
+		struct hreq q = { (uint64_t)i, NULL };
+		cmesh_rpc *c;
+
+		TU_ASSERT_RC(cmesh_rpc_call(tx, &q, NULL, 0, &c), 0);
+		TU_ASSERT_RC(cmesh_receiver_recv(rx, &q, NULL, 0), 0);
+		tu_fill(resp, size, (uint32_t)i);
+		TU_ASSERT_RC(cmesh_rpc_complete(q.reply, resp, NULL, 0), 0);
+		memset(out, 0, size);
+		TU_ASSERT_RC(cmesh_rpc_wait(c, NULL, out, NULL, 0), 0);
+		cr_assert_eq(tu_check(out, size, (uint32_t)i), size);
+		cmesh_rpc_free(c);
+	}
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	free(resp);
+	free(out);
+}
+
+/*
+ * A response type's memory that holds another type later (a type freed
+ * and its memory reused: here, written over in place, as an allocator
+ * may do): the thread's kept calls of the old one are never used for the
+ * new one, trimmed (as rpc.h asks) or not (a type's size is checked
+ * too). cmesh_rpc_trim() gives their memory back (measured with glibc's
+ * counters; sanitizers have their own allocator).
+ */
+Test(rpc, kept_calls_follow_their_type_and_trim_frees_them)
+{
+	cmesh_type *resp, *req;
+	size_t before, after;
+
+	for (int trim = 0; trim < 2; trim++) {
+		heap_types(8, &resp, &req);
+		heap_rounds(req, 8, 6);
+		if (trim)
+			cmesh_rpc_trim();
+		*resp = (cmesh_type){ .name = "heap_resp_2", .size = 1000 };
+		heap_rounds(req, 1000, 6);
+		heap_types_free(resp, req);
+	}
+	cmesh_rpc_trim();
+	/* Calls kept, then trimmed: their rings and buffers go. */
+	heap_types(1000, &resp, &req);
+	heap_rounds(req, 1000, 6);
+	before = mallinfo2().uordblks;
+	cmesh_rpc_trim();
+	after = mallinfo2().uordblks;
+	cr_assert(tu_sanitized() || before - after >= 2 * 1000,
+		  "trim gave back %zu bytes", before - after);
+	cmesh_rpc_trim(); /* nothing kept: a no-op */
+	heap_types_free(resp, req);
 }

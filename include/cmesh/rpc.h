@@ -146,8 +146,26 @@ CMESH_API cmesh_oneshot_receiver *cmesh_rpc_receiver(cmesh_rpc *call);
  * closed). A server answering later gets -EPIPE. NULL is a no-op. The
  * call's thread (no other call may use it meanwhile), also while another
  * thread waits on the waitset of its reply port. Never fails, never waits.
+ *
+ * A call whose response came (a response type of at most 1 KiB, its reply
+ * port never handed out by cmesh_rpc_receiver() nor sent to another
+ * process) is not released at once: the thread keeps up to 4 such calls,
+ * and its later calls of the same response type use their reply ports
+ * again, so a call in one process allocates nothing. Nobody can tell: the
+ * server let go of the port. The thread's exit or cmesh_rpc_trim() frees
+ * them. So a response type made at run time must outlive, besides its
+ * calls, the kept calls of every thread that called with it: call
+ * cmesh_rpc_trim() in those threads before freeing it.
  */
 CMESH_API void cmesh_rpc_free(cmesh_rpc *call);
+
+/**
+ * Frees the calls this thread keeps for reuse (see cmesh_rpc_free()):
+ * their queues and buffers. For a thread about to free a response type it
+ * called with, or that wants its memory back. Never fails, never waits;
+ * affects the calling thread only.
+ */
+CMESH_API void cmesh_rpc_trim(void);
 
 /**
  * Server: answers with `resp` (a struct of the response type, its

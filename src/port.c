@@ -380,9 +380,16 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 		}
 		return r;
 	}
-	if (d->flags & CMESH_PORT_F_FAILED)
+	/*
+	 * A port that came before the link failed arrives failed: its peer
+	 * is in the process we lost, and its lane may be gone already (the
+	 * link frees kept lanes once it failed: a REUSE would name none).
+	 */
+	if ((d->flags & CMESH_PORT_F_FAILED) || cmesh__link_failed(link)) {
+		if (fd >= 0)
+			close(fd);
 		r = cmesh__lane_new_failed(link, sending, f->type, &ln);
-	else
+	} else
 		r = cmesh__link_lane_import(link, d, fd, f->type,
 					    env->max_backlog, env->spin_ns,
 					    &ln);

@@ -830,3 +830,74 @@ Test(rpc, kept_calls_follow_their_type_and_trim_frees_them)
 	cmesh_rpc_trim(); /* nothing kept: a no-op */
 	heap_types_free(resp, req);
 }
+
+/* ---- a request whose caller hung up before it was taken ---- */
+
+/*
+ * Answers one call, then waits for the driver's 'g': by then the driver
+ * sent a second call (its reply port a kept lane reused) and freed it and
+ * its channels, which ends the link. Once its link has failed (and its link
+ * thread has had time to let the kept lanes go), it takes that request:
+ * it is delivered, its reply port arrives failed.
+ */
+static int late_peer(cmesh_sender *up, cmesh_receiver *rx,
+		     const struct topo_side *s)
+{
+	struct calc_req q;
+	struct resp out = { 1, -1, 0 };
+	int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	int r;
+
+	TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(), &q,
+						   NULL, 0),
+		      0);
+	TOPO_CHECK_EQ(cmesh_rpc_complete(q.reply, &out, NULL, 0), 0);
+
+	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'g');
+	while (cmesh_sender_is_closed(up) == 0 && tu_now_ns() < end)
+		tu_sleep_ms(1);
+	TOPO_CHECK(cmesh_sender_is_closed(up) != 0);
+	tu_sleep_ms(200); /* the link fails, its thread lets kept lanes go */
+	TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(), &q,
+						   NULL, 0),
+		      0);
+	TOPO_CHECK(q.reply != NULL);
+	r = cmesh_oneshot_sender_is_closed(q.reply);
+	TOPO_CHECK(r == -ECONNRESET || r == 1);
+	r = cmesh_rpc_complete(q.reply, &out, NULL, 0);
+	TOPO_CHECK(r == -ECONNRESET || r == -EPIPE);
+	cmesh_sender_free(up);
+	cmesh_receiver_free(rx);
+	return 0;
+}
+
+static const struct topo_scenario late_sc = {
+	.down = &calc_req_type,
+	.up = &num_type,
+	.peer = late_peer,
+};
+
+Test(rpc, a_request_taken_after_its_caller_hung_up_has_a_failed_reply_port)
+{
+	struct topo_res res;
+	struct topo_conn c;
+	cmesh_rpc *p;
+
+	topo_baseline(&res);
+	topo_fork_peer(&late_sc, TOPO_FORK, &c);
+	p = call(c.tx, OP_ADD, 0, 0);
+	cr_assert_eq(value_of(p), 1);
+	cmesh_rpc_free(p);
+	/* Its reply port reuses the first call's lane (a kept one). */
+	p = call(c.tx, OP_ADD, 0, 0);
+	TU_ASSERT_RC(cmesh_sender_flush(c.tx, topo_deadline()), 0);
+	/* The last channels on the link: it ends. */
+	cmesh_rpc_free(p);
+	cmesh_sender_free(c.tx);
+	cmesh_receiver_free(c.rx);
+	TU_ASSERT_RC(topo_post(c.sync, 'g'), 0);
+	topo_bye(c.sync);
+	cr_assert_eq(WEXITSTATUS(topo_reap(c.pid, TOPO_WAIT_MS)), 0);
+	close(c.sync);
+	topo_assert_baseline_within(&res, TOPO_WAIT_MS);
+}

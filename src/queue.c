@@ -192,6 +192,19 @@ static uint64_t slots_bytes(const struct cmesh__queue *q)
  * their seqs go back to zero, the one word a new owner reads before it is
  * written again. Nothing uses the queue any more.
  */
+static void slots_reset(struct cmesh__queue *q)
+{
+	uint64_t cap = q->mask + 1;
+	uint64_t used = atomic_load_explicit(&q->tail, memory_order_relaxed) &
+			~TAIL_SEAL;
+
+	if (used > cap)
+		used = cap;
+	for (uint64_t pos = 0; pos < used; pos++)
+		atomic_store_explicit(&slot_at(q, pos)->seq, 0,
+				      memory_order_relaxed);
+}
+
 static void slots_release(struct cmesh__queue *q)
 {
 	uint64_t cap = q->mask + 1;
@@ -199,12 +212,9 @@ static void slots_release(struct cmesh__queue *q)
 			~TAIL_SEAL;
 	bool clean = false;
 
-	if (used > cap)
-		used = cap;
-	if (cmesh__slots_keepable(slots_bytes(q), q->stride, used)) {
-		for (uint64_t pos = 0; pos < used; pos++)
-			atomic_store_explicit(&slot_at(q, pos)->seq, 0,
-					      memory_order_relaxed);
+	if (cmesh__slots_keepable(slots_bytes(q), q->stride,
+				  used < cap ? used : cap)) {
+		slots_reset(q);
 		clean = true;
 	}
 	cmesh__slots_free(q->slots, slots_bytes(q), q->stride, clean);
@@ -216,30 +226,41 @@ int cmesh__queue_new(const cmesh_type *type,
 {
 	struct cmesh__queue *q;
 	uint64_t cap;
-	int r = -ENOMEM;
+	uint32_t span, slot_size, stride;
+	unsigned char *slots = NULL, *scratch = NULL;
+	int r = cmesh_type_check(type);
 
-	q = aligned_alloc(PAIR, sizeof(*q));
-	if (!q)
-		return -ENOMEM;
+	if (r)
+		return r;
+	span = (type->size + 7u) & ~7u;
+	slot_size = (SLOT_HDR + span + (uint32_t)sizeof(void *) +
+		     (uint32_t)sizeof(_Atomic uint64_t) + CACHE_LINE - 1) &
+		    ~(CACHE_LINE - 1);
+	stride = slot_size / CACHE_LINE * PAIR;
+	cap = pow2_floor(opts->ring_bytes / stride);
+	if (cap < 2)
+		cap = 2;
+	/* A queue this thread freed, of this geometry: its memory again. */
+	q = cmesh__queue_cache_take(cap * stride, stride, type->size);
+	if (q) {
+		slots = q->slots;
+		scratch = q->scratch;
+	} else {
+		q = aligned_alloc(PAIR, sizeof(*q));
+		if (!q)
+			return -ENOMEM;
+	}
 	memset(q, 0, sizeof(*q));
 	q->h.type = type;
-	r = cmesh_type_check(type);
-	if (r)
-		goto out_free;
 	q->h.has_ports = cmesh__type_has_endpoints(type);
 	q->h.spare_tx = q;
 	r = -ENOMEM;
 	q->msg_size = type->size;
-	q->msg_span = (type->size + 7u) & ~7u;
-	q->slot_size = (SLOT_HDR + q->msg_span + (uint32_t)sizeof(void *) +
-			(uint32_t)sizeof(_Atomic uint64_t) + CACHE_LINE - 1) &
-		       ~(CACHE_LINE - 1);
+	q->msg_span = span;
+	q->slot_size = slot_size;
 	q->inline_cap = q->slot_size - SLOT_HDR - q->msg_span -
 			(uint32_t)sizeof(_Atomic uint64_t);
-	q->stride = q->slot_size / CACHE_LINE * PAIR;
-	cap = pow2_floor(opts->ring_bytes / q->stride);
-	if (cap < 2)
-		cap = 2;
+	q->stride = stride;
 	q->mask = cap - 1;
 	q->scramble = (uint32_t)__builtin_ctzll(cap) / 2 + 1;
 	q->spin_adapt = opts->spin_ns == CMESH_SPIN_ADAPTIVE;
@@ -254,10 +275,11 @@ int cmesh__queue_new(const cmesh_type *type,
 	q->fast_send = !type->nfields;
 	q->fast_trail = q->inline_cap < q->max_trail ? q->inline_cap :
 						       q->max_trail;
-	q->slots = cmesh__slots_alloc(slots_bytes(q), q->stride);
+	q->slots = slots ? slots :
+			   cmesh__slots_alloc(slots_bytes(q), q->stride);
 	if (!q->slots)
 		goto out_free;
-	q->scratch = malloc(q->msg_size);
+	q->scratch = scratch ? scratch : malloc(q->msg_size);
 	if (!q->scratch)
 		goto out_free_slots;
 	atomic_init(&q->state, 0);
@@ -1222,6 +1244,17 @@ static void destroy(struct cmesh__queue *q)
 {
 	pthread_mutex_destroy(&q->drain_lock);
 	pthread_mutex_destroy(&q->lock);
+	/* Small rings: kept whole by this thread for its next queue. */
+	if (slots_bytes(q) <= CMESH__SLOTS_HEAP_MAX) {
+		slots_reset(q);
+		if (cmesh__queue_cache_put(q))
+			return;
+	}
+	cmesh__queue_free_mem(q);
+}
+
+void cmesh__queue_free_mem(struct cmesh__queue *q)
+{
 	free(q->scratch);
 	slots_release(q);
 	free(q);

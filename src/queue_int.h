@@ -153,7 +153,23 @@ struct cmesh__queue {
 
 struct cmesh__ports_in;
 
-/* ---- queue.c, for queue_port.c ---- */
+/* ---- queue.c, for queue_port.c and queue_reuse.c ---- */
+
+/* Frees a destroyed queue's memory: scratch, slot storage, itself. */
+void cmesh__queue_free_mem(struct cmesh__queue *q);
+
+/* ---- queue_reuse.c, for queue.c ---- */
+
+/*
+ * A queue this thread destroyed (its locks destroyed, its seqs zero) whose
+ * slot storage is `bytes` with slots `stride` apart and whose scratch
+ * holds `msg_size` bytes, taken from the thread's cache; NULL if none.
+ */
+struct cmesh__queue *cmesh__queue_cache_take(uint64_t bytes, uint32_t stride,
+					     uint32_t msg_size);
+
+/* Keeps destroyed queue `q` in the thread's cache; false: cache full. */
+bool cmesh__queue_cache_put(struct cmesh__queue *q);
 
 /* Local tier: the next message (ring, then overflow), or -EAGAIN. */
 int cmesh__queue_pop(struct cmesh__queue *q, void *out_msg, void *out_trail,

@@ -1,6 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * queue_reuse.c - a oneshot's queue used again (rpc.c keeps a few per
+ * queue_reuse.c - queues used again.
+ *
+ * Destroyed queues. A queue with a small ring (slot storage from the heap,
+ * CMESH__SLOTS_HEAP_MAX: oneshots, reply ports) is not freed when it is
+ * destroyed: the destroying thread keeps up to CACHE_MAX of them, whole
+ * (the struct, its slot storage with every seq back to zero, its scratch),
+ * and its next cmesh__queue_new() of the same geometry initialises one
+ * again instead of four allocations. A queue made per call (an rpc's reply
+ * port across processes, on both sides) then costs no malloc and no free.
+ * A thread's exit frees what it kept (a key destructor).
+ *
+ * Re-armed oneshots. A oneshot's queue used again (rpc.c keeps a few per
  * thread): the value came and its sender is gone, so nobody but the
  * receiver's holder can reach the queue; it becomes a fresh oneshot
  * without a free and an allocation.
@@ -14,7 +25,70 @@
 #include "queue.h"
 #include "queue_int.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
+
+/* ---- destroyed queues ---- */
+
+#define CACHE_MAX 8u
+
+struct cache {
+	struct cmesh__queue *q[CACHE_MAX];
+	unsigned n;
+};
+
+static _Thread_local struct cache cache;
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+static bool cache_key_ok;
+
+static void cache_exit(void *p)
+{
+	struct cache *c = p;
+
+	while (c->n)
+		cmesh__queue_free_mem(c->q[--c->n]);
+}
+
+static void cache_init(void)
+{
+	cache_key_ok = pthread_key_create(&cache_key, cache_exit) == 0;
+}
+
+struct cmesh__queue *cmesh__queue_cache_take(uint64_t bytes, uint32_t stride,
+					     uint32_t msg_size)
+{
+	struct cache *c = &cache;
+
+	for (unsigned i = c->n; i-- > 0;) {
+		struct cmesh__queue *q = c->q[i];
+
+		if ((q->mask + 1) * q->stride != bytes || q->stride != stride ||
+		    q->msg_size != msg_size)
+			continue;
+		c->q[i] = c->q[--c->n];
+		return q;
+	}
+	return NULL;
+}
+
+bool cmesh__queue_cache_put(struct cmesh__queue *q)
+{
+	struct cache *c = &cache;
+
+	if (c->n == CACHE_MAX)
+		return false;
+	if (!c->n) {
+		/* Its exit frees them: no key, no keeping. */
+		pthread_once(&cache_once, cache_init);
+		if (!cache_key_ok || pthread_setspecific(cache_key, c))
+			return false;
+	}
+	c->q[c->n++] = q;
+	return true;
+}
+
+/* ---- re-armed oneshots ---- */
 
 bool cmesh__queue_local_oneshot(struct cmesh__queue *q)
 {

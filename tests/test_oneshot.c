@@ -619,3 +619,32 @@ Test(oneshot, creating_and_freeing_many_oneshots_leaves_no_fds_or_mappings)
 	if (!tu_sanitized())
 		cr_assert_leq(tu_map_count(), maps + 2);
 }
+
+/*
+ * Queues freed by a thread are made again from the same memory (the
+ * thread's cache, src/queue_reuse.c): each new oneshot starts empty
+ * (nothing of its predecessor's value shows), open, and carries its own
+ * value, across many generations and with the values left unread too.
+ */
+Test(oneshot, a_new_oneshot_in_reused_memory_starts_empty_and_open)
+{
+	for (uint64_t i = 1; i <= 200; i++) {
+		cmesh_oneshot_sender *tx;
+		cmesh_oneshot_receiver *rx;
+		struct val v = { .v = i, .fd = -1 }, out = { 0 };
+
+		oneshot(&val_type, &tx, &rx);
+		TU_ASSERT_RC(cmesh_oneshot_try_recv(rx, &out, NULL, 0),
+			     -EAGAIN);
+		TU_ASSERT_RC(cmesh_oneshot_sender_is_closed(tx), 0);
+		TU_ASSERT_RC(cmesh_oneshot_send(tx, &v, NULL, 0), 0);
+		if (i % 3) {
+			TU_ASSERT_RC(cmesh_oneshot_try_recv(rx, &out, NULL, 0),
+				     0);
+			cr_assert_eq(out.v, i);
+			TU_ASSERT_RC(cmesh_oneshot_try_recv(rx, &out, NULL, 0),
+				     -EPIPE);
+		}
+		cmesh_oneshot_receiver_free(rx);
+	}
+}

@@ -24,8 +24,8 @@
  */
 #include "queue.h"
 #include "queue_int.h"
+#include "tls.h"
 
-#include <pthread.h>
 #include <stdatomic.h>
 
 /* ---- destroyed queues ---- */
@@ -38,9 +38,6 @@ struct cache {
 };
 
 static _Thread_local struct cache cache;
-static pthread_key_t cache_key;
-static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
-static bool cache_key_ok;
 
 static void cache_exit(void *p)
 {
@@ -48,11 +45,6 @@ static void cache_exit(void *p)
 
 	while (c->n)
 		cmesh__queue_free_mem(c->q[--c->n]);
-}
-
-static void cache_init(void)
-{
-	cache_key_ok = pthread_key_create(&cache_key, cache_exit) == 0;
 }
 
 struct cmesh__queue *cmesh__queue_cache_take(uint64_t bytes, uint32_t stride,
@@ -78,12 +70,9 @@ bool cmesh__queue_cache_put(struct cmesh__queue *q)
 
 	if (c->n == CACHE_MAX)
 		return false;
-	if (!c->n) {
-		/* Its exit frees them: no key, no keeping. */
-		pthread_once(&cache_once, cache_init);
-		if (!cache_key_ok || pthread_setspecific(cache_key, c))
-			return false;
-	}
+	/* Its exit frees them: else no keeping. */
+	if (!c->n && !cmesh__tls_at_exit(CMESH__TLS_QUEUES, cache_exit, c))
+		return false;
 	c->q[c->n++] = q;
 	return true;
 }

@@ -30,12 +30,12 @@
 #include "cancel.h"
 #include "port.h"
 #include "queue.h"
+#include "tls.h"
 #include "type.h"
 
 #include <cmesh/rpc.h>
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -96,9 +96,6 @@ struct keep {
 };
 
 static _Thread_local struct keep kept_calls;
-static pthread_key_t keep_key;
-static pthread_once_t keep_once = PTHREAD_ONCE_INIT;
-static bool keep_key_ok;
 
 static void call_free(cmesh_rpc *c);
 
@@ -111,11 +108,6 @@ static void keep_exit(void *p)
 		call_free(k->c[--k->n]);
 }
 
-static void keep_init(void)
-{
-	keep_key_ok = pthread_key_create(&keep_key, keep_exit) == 0;
-}
-
 /* Keeps a call whose reply came; false: free it. */
 static bool keep(cmesh_rpc *c)
 {
@@ -125,12 +117,9 @@ static bool keep(cmesh_rpc *c)
 	    c->resp_size > KEEP_MAX_RESP ||
 	    !cmesh__queue_local_oneshot(c->rx->q))
 		return false;
-	if (!k->n) {
-		/* Its exit frees them: no key, no keeping. */
-		pthread_once(&keep_once, keep_init);
-		if (!keep_key_ok || pthread_setspecific(keep_key, k))
-			return false;
-	}
+	/* Its exit frees them: else no keeping. */
+	if (!k->n && !cmesh__tls_at_exit(CMESH__TLS_RPC, keep_exit, k))
+		return false;
 	if (k->n == KEEP) {
 		call_free(k->c[0]);
 		memmove(&k->c[0], &k->c[1], (KEEP - 1) * sizeof(k->c[0]));

@@ -21,7 +21,8 @@
  *                  (cmesh_channel_new, default options).
  *                  channel rtt (ref): send a KIND_ECHO request, receive
  *                  the response on the response channel.
- *                  rpc: cmesh_rpc_call() (a new reply oneshot per call),
+ *                  rpc: cmesh_rpc_call() (its reply oneshot a finished
+ *                  call's, re-armed: rpc.c keeps a few per thread),
  *                  cmesh_rpc_wait(call, NULL, ...), cmesh_rpc_free(): all
  *                  three timed, the free included (a caller pays it per
  *                  call). Target: rpc p50 <= 1.3x channel rtt p50.
@@ -33,9 +34,10 @@
  *                  socketpair made before fork (peer_pid set); the link's
  *                  down channel carries the requests, its up channel the
  *                  KIND_ECHO responses; rpc replies go through the
- *                  oneshot each call sends across (a cross-process lane
- *                  per call: two memfds and a control message through
- *                  both link threads). The same three rows.
+ *                  oneshot each call sends across (a new queue per call
+ *                  on each side, from the thread's queue cache, on a
+ *                  reply lane kept on the link and reused). The same
+ *                  three rows.
  *                  Target: rpc p50 <= 1.3x channel rtt p50.
  *
  * Every response's seq and stamp are checked (wrong: exit 2). The rows

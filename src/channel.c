@@ -286,6 +286,7 @@ void cmesh_receiver_free(cmesh_receiver *rx)
 void cmesh_channel_trim(void)
 {
 	cmesh__slots_trim();
+	cmesh__queue_cache_trim();
 }
 
 const cmesh_type *cmesh_receiver_type(const cmesh_receiver *rx)

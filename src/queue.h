@@ -133,6 +133,12 @@ void cmesh__queue_receiver_fail(struct cmesh__queue *q);
 void cmesh__queue_senders_done(struct cmesh__queue *q);
 
 /*
+ * Frees the queues this thread kept for reuse (queue_reuse.c: destroyed
+ * queues with small rings, whose memory the thread's next queues take).
+ */
+void cmesh__queue_cache_trim(void);
+
+/*
  * A oneshot's receiver whose queue never took a lane: it and its sender
  * are in this process, and always were. A queue that moved or holds a
  * lane is never re-armed (its lanes hold their link).

@@ -28,23 +28,61 @@
 
 #include <stdatomic.h>
 
+/*
+ * Under AddressSanitizer a kept queue is poisoned until it is taken
+ * again: a stale handle's use of a destroyed queue still reports a
+ * use-after-free, as it would had the queue been freed.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 /* ---- destroyed queues ---- */
 
 #define CACHE_MAX 8u
 
+/* A kept queue and its geometry (read without touching the queue). */
+struct kept {
+	struct cmesh__queue *q;
+	unsigned char *slots, *scratch;
+	uint64_t bytes;
+	uint32_t stride, msg_size;
+};
+
 struct cache {
-	struct cmesh__queue *q[CACHE_MAX];
+	struct kept k[CACHE_MAX];
 	unsigned n;
 };
 
 static _Thread_local struct cache cache;
 
+static void unpoison(const struct kept *k)
+{
+	UNPOISON(k->q, sizeof(*k->q));
+	UNPOISON(k->slots, k->bytes);
+	UNPOISON(k->scratch, k->msg_size);
+}
+
 static void cache_exit(void *p)
 {
 	struct cache *c = p;
 
-	while (c->n)
-		cmesh__queue_free_mem(c->q[--c->n]);
+	while (c->n) {
+		struct kept *k = &c->k[--c->n];
+
+		unpoison(k);
+		cmesh__queue_free_mem(k->q);
+	}
+}
+
+void cmesh__queue_cache_trim(void)
+{
+	cache_exit(&cache);
 }
 
 struct cmesh__queue *cmesh__queue_cache_take(uint64_t bytes, uint32_t stride,
@@ -53,13 +91,14 @@ struct cmesh__queue *cmesh__queue_cache_take(uint64_t bytes, uint32_t stride,
 	struct cache *c = &cache;
 
 	for (unsigned i = c->n; i-- > 0;) {
-		struct cmesh__queue *q = c->q[i];
+		struct kept k = c->k[i];
 
-		if ((q->mask + 1) * q->stride != bytes || q->stride != stride ||
-		    q->msg_size != msg_size)
+		if (k.bytes != bytes || k.stride != stride ||
+		    k.msg_size != msg_size)
 			continue;
-		c->q[i] = c->q[--c->n];
-		return q;
+		c->k[i] = c->k[--c->n];
+		unpoison(&k);
+		return k.q;
 	}
 	return NULL;
 }
@@ -67,13 +106,19 @@ struct cmesh__queue *cmesh__queue_cache_take(uint64_t bytes, uint32_t stride,
 bool cmesh__queue_cache_put(struct cmesh__queue *q)
 {
 	struct cache *c = &cache;
+	struct kept k = { q,	      q->slots,
+			  q->scratch, (q->mask + 1) * q->stride,
+			  q->stride,  q->msg_size };
 
 	if (c->n == CACHE_MAX)
 		return false;
 	/* Its exit frees them: else no keeping. */
 	if (!c->n && !cmesh__tls_at_exit(CMESH__TLS_QUEUES, cache_exit, c))
 		return false;
-	c->q[c->n++] = q;
+	c->k[c->n++] = k;
+	POISON(k.q, sizeof(*k.q));
+	POISON(k.slots, k.bytes);
+	POISON(k.scratch, k.msg_size);
 	return true;
 }
 

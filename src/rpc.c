@@ -398,6 +398,8 @@ void cmesh_rpc_free(cmesh_rpc *call)
 void cmesh_rpc_trim(void)
 {
 	keep_exit(&kept_calls);
+	/* Their queues went to the thread's queue cache: it goes too. */
+	cmesh__queue_cache_trim();
 }
 
 /* ---- server ---- */

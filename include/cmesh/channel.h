@@ -257,7 +257,9 @@ CMESH_API void cmesh_receiver_free(cmesh_receiver *rx);
  * Returns to the kernel the ring storage kept from freed channels. A freed
  * channel's ring of more than 4 KiB, if little of it was written, is kept
  * (at most 16 rings, 128 KiB of written pages each) to serve the next
- * channel of its type and size without an mmap or munmap. Channels in use
+ * channel of its type and size without an mmap or munmap. Also frees the
+ * calling thread's kept queues: a thread keeps up to 8 freed queues with
+ * small rings (oneshots, reply ports) for its next ones. Channels in use
  * are untouched. Never fails; any thread. Never waits (munmap syscalls).
  */
 CMESH_API void cmesh_channel_trim(void);

@@ -52,6 +52,8 @@ struct reply_hdr {
 
 /* Bytes of a reply's header and trailing bytes kept in the call itself. */
 #define INLINE_BUF 240u
+/* A call's alignment: an aligned pair of cache lines. */
+#define CALL_ALIGN 128u
 
 struct cmesh_rpc {
 	cmesh_oneshot_receiver *rx;
@@ -195,7 +197,14 @@ int cmesh_rpc_call(cmesh_sender *tx, void *req, const void *trail,
 	}
 	c = reuse(f->type, &otx);
 	if (!c) {
-		c = malloc(sizeof(*c) + f->type->size);
+		/*
+		 * Alone in its aligned 128-byte pairs: the caller writes it
+		 * every call, and a neighbour the server writes (a ring's
+		 * slots) would share the adjacent-line prefetcher's traffic.
+		 */
+		c = aligned_alloc(CALL_ALIGN,
+				  (sizeof(*c) + f->type->size + CALL_ALIGN -
+				   1) & ~(size_t)(CALL_ALIGN - 1));
 		if (!c) {
 			r = -ENOMEM;
 			goto out_release;
@@ -281,8 +290,12 @@ static int take(cmesh_rpc *c, const cmesh_ctx *ctx, bool wait)
 {
 	int r;
 
-	/* The next call's re-arm (see reuse()) is paid for while we wait. */
-	if (wait && kept_calls.n > 1)
+	/*
+	 * The next call's re-arm is paid for while we wait: once this call
+	 * is kept, the oldest kept call now is no longer the newest, and the
+	 * next call takes it (see reuse()).
+	 */
+	if (wait && kept_calls.n)
 		cmesh__queue_prefetch_state(kept_calls.c[0]->rx->q);
 	for (;;) {
 		if (wait)

@@ -91,6 +91,18 @@
  * consumer's head has passed this record.
  */
 #define CMESH_REC_BULK 5u
+/*
+ * As PLAIN, and the last record of this use of a kept lane (a reply
+ * port's, CMESH_PORT_F_POOLABLE answered POOLED): its producer sends
+ * nothing more in this use (no CLOSE follows; the consumer sees the lane
+ * closed after it) and goes idle without saying so in its signal line:
+ * the next use starts at the position after this record, with no ATTACH
+ * sent since the last idle_attach. The consumer may then name the lane in
+ * a REUSE port at once; a producer still finishing this use (between the
+ * record and its idle) takes that REUSE when it is done. On a lane that
+ * is not kept it is PLAIN then CLOSE.
+ */
+#define CMESH_REC_LAST 6u
 
 /* Every control message starts with this. */
 struct cmesh_ctl_hdr {
@@ -200,8 +212,9 @@ struct cmesh_ctl_port {
  */
 #define CMESH_PORT_F_POOLABLE 4u
 /*
- * A lane kept from an earlier use (both sides answered POOLED, and the
- * producer's signal line said that use is over: shm/ring.h idle_use):
+ * A lane kept from an earlier use (both sides answered POOLED, and that
+ * use is over: the consumer took its LAST record, or the producer's
+ * signal line said so, shm/ring.h idle_use):
  * `id` names it, no fd, arena_size 0, the same ring_cap. Bound already:
  * no LANE answer unless it is DROPPED. A kept lane never has END.
  */

@@ -92,7 +92,7 @@
 
 /* "cmesharn", little-endian. */
 #define CMESH_SHM_ARENA_MAGIC 0x6e72616873656d63ull
-#define CMESH_SHM_ABI_VERSION 9u
+#define CMESH_SHM_ABI_VERSION 10u
 
 #define CMESH_SHM_LINE 64u   /* a control line; the cache line we pad to */
 #define CMESH_SHM_PAGE 4096u /* arena size and data region granularity */

@@ -109,6 +109,9 @@ static void set_type(struct cmesh__lane *ln, const cmesh_type *type)
 
 void cmesh__lane_tx_idle(struct cmesh__lane *ln)
 {
+	/* A LAST record said it already: the consumer reads nothing here. */
+	if (atomic_load_explicit(&ln->last_sent, memory_order_relaxed))
+		return;
 	ln->own_signal->idle_tail = cmesh__shmring_tail(&ln->prod);
 	ln->own_signal->idle_attach = ln->att_next_out;
 	/* Pairs with the consumer's acquire load before it reuses it. */
@@ -120,6 +123,8 @@ void cmesh__lane_tx_reuse(struct cmesh__lane *ln, const cmesh_type *type)
 {
 	set_type(ln, type);
 	ln->attach_blocked = false;
+	ln->use_tail = cmesh__shmring_tail(&ln->prod);
+	atomic_store_explicit(&ln->last_sent, false, memory_order_relaxed);
 	/* Bound, no backlog (its last use ended with one delivered). */
 	atomic_store_explicit(&ln->spilling, 0, memory_order_relaxed);
 }
@@ -138,6 +143,7 @@ int cmesh__lane_init(struct cmesh__lane *ln, struct cmesh__link *link,
 	ln->wake_sock = -1;
 	ln->efd = -1;
 	ln->pending = -1;
+	ln->plain_kind = CMESH_REC_PLAIN;
 	ln->spill_tailp = &ln->spill_head;
 	ln->att_tailp = &ln->att_head;
 	set_type(ln, type);
@@ -666,7 +672,10 @@ static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
 		/* The common case: a PLAIN record, no header but the ring's. */
 		iov[0] = (struct cmesh__iov){ msg, ln->type->size };
 		iov[1] = (struct cmesh__iov){ trail, (uint32_t)len };
-		r = enqueue_plain(ln, CMESH_REC_PLAIN, iov, len ? 2 : 1, try);
+		r = enqueue_plain(ln, ln->plain_kind, iov, len ? 2 : 1, try);
+		if (r == 0 && ln->plain_kind != CMESH_REC_PLAIN)
+			atomic_store_explicit(&ln->last_sent, true,
+					      memory_order_relaxed);
 		if (r == 0 || (try && r == -EAGAIN))
 			return r;
 		goto out_release;
@@ -779,7 +788,9 @@ static void close_tx(struct cmesh__lane *ln, uint32_t kind)
 {
 	struct cmesh__iov none = { NULL, 0 };
 
-	if (cmesh__lane_failed(ln))
+	/* A LAST record ended the use: the consumer needs no CLOSE. */
+	if (cmesh__lane_failed(ln) ||
+	    atomic_load_explicit(&ln->last_sent, memory_order_relaxed))
 		return;
 	/* Its receiver is gone: nobody reads a CLOSE (none is spilled,
 	 * which would keep the link for its thread to drop). Pairs with the

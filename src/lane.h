@@ -79,11 +79,20 @@ struct cmesh__lane {
 	bool end_seen;	       /* in: the producer sent END */
 	bool end_sent;	       /* out: we sent END */
 	uint32_t ring_cap;     /* dynamic: its ring's capacity */
-	bool inflight;	       /* its port descriptor is not sent yet */
+	_Atomic bool inflight; /* its port descriptor is not sent yet */
 	bool poolable;	       /* a reply port's lane, kept for reuse */
 	bool idle;	       /* out, pooled: between two uses */
-	uint64_t use;	       /* pooled: the use it is in (from 1) */
-	uint32_t pins;	       /* callers using it outside the link's lock */
+	/*
+	 * Out, pooled: where this use's records start (a REUSE that comes
+	 * after one of them is the next use's, not a peer's mistake), and
+	 * whether a LAST record ended it (no CLOSE, no idle_use then).
+	 */
+	uint64_t use_tail;
+	_Atomic bool last_sent;
+	/* In, pooled: a LAST record ended the use; the producer is idle. */
+	bool peer_idle;
+	uint64_t use;	/* pooled: the use it is in (from 1) */
+	uint32_t pins;	/* callers using it outside the link's lock */
 	uint32_t ws_id; /* in, dynamic: its waitset's wake socket on the link */
 	_Atomic bool bound;   /* both halves mapped: the ring is usable */
 	_Atomic bool dropped; /* the peer dropped the port: closed for good */
@@ -113,6 +122,8 @@ struct cmesh__lane {
 	 * fd or endpoint fields, fits a record's first two slots), else 0.
 	 */
 	uint32_t small;
+	/* Out: the kind of a message record: PLAIN, or LAST if pooled. */
+	uint32_t plain_kind;
 
 	/* Out lane (producer). */
 	pthread_mutex_t lock; /* senders with fds, and the spill backlog */
@@ -146,7 +157,8 @@ struct cmesh__lane {
 	int32_t pending;    /* length of a record held in buf, or -1 */
 	uint32_t in_flight_looks; /* cmesh__park_in_flight_cap() */
 	uint32_t pending_kind;	  /* its kind: CMESH_REC_MSG or _PLAIN */
-	bool closed;		  /* CLOSE record seen */
+	bool pending_last;	  /* the pending PLAIN record was a LAST */
+	bool closed;		  /* CLOSE (or LAST) record seen */
 	int close_err;		  /* then: -EPIPE, or -ECONNRESET (a FAIL) */
 	const unsigned char *bulk_in; /* the peer's bulk arena, read-only */
 	uint64_t bulk_in_size;	      /* its bytes (0: none mapped) */
@@ -452,8 +464,8 @@ static inline void cmesh__lane_signal(struct cmesh__lane *ln)
  * Out lane: cmesh__lane_send() with its common case inline, so that the
  * send of a small message makes no call: a type without fd or endpoint
  * fields (`small`), no trailing bytes, the link healthy, the receiver
- * there, no backlog queued, room at once. It pushes the same PLAIN record
- * cmesh__lane_send() would, under the same contract (lane.c): the link
+ * there, no backlog queued, room at once. It pushes the same PLAIN (or
+ * LAST) record cmesh__lane_send() would, under the same contract (lane.c): the link
  * refuses a type whose MSG header and struct exceed the ring's record
  * limit, so cmesh__lane_send() too sends such a message as PLAIN. Anything
  * else goes to cmesh__lane_send().
@@ -469,8 +481,11 @@ static inline int cmesh__lane_send_inline(struct cmesh__lane *ln,
 	    /* Pairs with the release store in flush_locked(). */
 	    likely(!atomic_load_explicit(&ln->spilling,
 					 memory_order_acquire)) &&
-	    likely(cmesh__shmring_push_small(&ln->prod, CMESH_REC_PLAIN, msg,
+	    likely(cmesh__shmring_push_small(&ln->prod, ln->plain_kind, msg,
 					     ln->small) == 0)) {
+		if (unlikely(ln->plain_kind != CMESH_REC_PLAIN))
+			atomic_store_explicit(&ln->last_sent, true,
+					      memory_order_relaxed);
 		cmesh__lane_signal(ln);
 		return 0;
 	}

@@ -119,6 +119,21 @@ static cmesh__inline void space_check(struct cmesh__lane *ln)
 }
 
 /*
+ * The pending PLAIN record left the ring: if it was a LAST, the lane is
+ * closed after it (the producer went idle: CMESH_REC_LAST).
+ */
+static void took_plain(struct cmesh__lane *ln)
+{
+	ln->pending = -1;
+	if (likely(!ln->pending_last))
+		return;
+	ln->pending_last = false;
+	ln->closed = true;
+	ln->close_err = -EPIPE;
+	ln->peer_idle = true;
+}
+
+/*
  * A PLAIN record, still at the head of the ring: the message, then its
  * trailing bytes, copied straight to the caller (its length was validated
  * by plain_len(); the bytes are opaque and only copied once).
@@ -140,7 +155,7 @@ static inline int deliver_plain(struct cmesh__lane *ln, void *out_msg,
 		set_fields(ln, out_msg, 0, NULL);
 	cmesh__shmring_consume(&ln->cons);
 	space_check(ln);
-	ln->pending = -1;
+	took_plain(ln);
 	return len;
 }
 
@@ -150,6 +165,8 @@ static void drop_pending(struct cmesh__lane *ln)
 	if (ln->pending >= 0 && (ln->pending_kind == CMESH_REC_PLAIN ||
 				 ln->pending_kind == CMESH_REC_BULK))
 		cmesh__shmring_consume(&ln->cons);
+	if (ln->pending >= 0 && ln->pending_kind == CMESH_REC_PLAIN)
+		took_plain(ln);
 	ln->pending = -1;
 }
 
@@ -356,11 +373,17 @@ static cmesh__inline int fetch(struct cmesh__lane *ln)
 			return f;
 	}
 	if (likely(r >= 0) &&
-	    likely(kind == CMESH_REC_PLAIN || kind == CMESH_REC_BULK) &&
+	    likely(kind == CMESH_REC_PLAIN || kind == CMESH_REC_BULK ||
+		   kind == CMESH_REC_LAST) &&
 	    likely(!ln->closed)) {
+		/* Only a kept lane's use ends with a LAST (shm/proto.h). */
+		if (unlikely(kind == CMESH_REC_LAST) && !ln->poolable)
+			return proto_error(ln);
 		/* Stays in the ring: deliver_plain(), bulk_deliver(). */
 		ln->pending = r;
-		ln->pending_kind = kind;
+		ln->pending_kind = kind == CMESH_REC_LAST ? CMESH_REC_PLAIN :
+							    kind;
+		ln->pending_last = kind == CMESH_REC_LAST;
 		return 0;
 	}
 	if (r < 0)
@@ -463,6 +486,16 @@ bool cmesh__lane_ready(struct cmesh__lane *ln)
 
 static void close_rx(struct cmesh__lane *ln, uint32_t how)
 {
+	/*
+	 * After a LAST record the producer sends nothing more this use and
+	 * looks at nothing of ours: neither word is for it (a REUSE of the
+	 * lane finds `closed` still 0).
+	 */
+	if (ln->peer_idle) {
+		cmesh__link_drop_attachments(ln);
+		drop_pending(ln);
+		return;
+	}
 	/* Pairs with the producer's acquire load before each send. */
 	if (ln->own_wake) /* none on a lane that arrived failed */
 		atomic_store_explicit(&ln->own_wake->closed, how,
@@ -509,8 +542,12 @@ int cmesh__lane_rx_reuse(struct cmesh__lane *ln, uint64_t tail)
 	if (cmesh__shmring_skip_to(&ln->cons, tail))
 		return -EPROTO;
 	ln->pending = -1;
+	ln->pending_last = false;
 	ln->closed = false;
-	/* Open again; the producer reads it after our REUSE (the socket). */
-	atomic_store_explicit(&ln->own_wake->closed, 0, memory_order_release);
+	ln->peer_idle = false;
+	/* Open again; the producer reads it after our REUSE. */
+	if (atomic_load_explicit(&ln->own_wake->closed, memory_order_relaxed))
+		atomic_store_explicit(&ln->own_wake->closed, 0,
+				      memory_order_release);
 	return 0;
 }

@@ -32,13 +32,16 @@
 #include "arena.h"
 #include "ctl.h"
 #include "log.h"
+#include "park.h"
 
 #include "proto.h"
 #include "ring.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /*
@@ -211,6 +214,7 @@ static void unpool(struct cmesh__link *l, struct cmesh__lane *ln)
 	if (!ln->poolable)
 		return;
 	ln->poolable = false;
+	ln->plain_kind = CMESH_REC_PLAIN;
 	if (ln->is_out)
 		l->npool_out--;
 	else
@@ -448,7 +452,7 @@ int cmesh__link_lane_export(struct cmesh__link *l, bool is_out,
 		return r;
 	r = cmesh__lane_own_half(ln, ring_cap, &fd);
 	/* Kept until its descriptor is sent (or not): see lane_done(). */
-	ln->inflight = true;
+	atomic_store_explicit(&ln->inflight, true, memory_order_relaxed);
 	if (!r) {
 		r = add_lane(l, ln);
 		if (r)
@@ -495,23 +499,36 @@ int cmesh__link_lane_reuse(struct cmesh__link *l, const cmesh_type *type,
 	for (ln = l->dyn; ln && r == -ENOENT; ln = ln->next) {
 		uint64_t tail, att;
 
-		/* Its last receiver gone, its producer done with that use. */
+		/*
+		 * Its last receiver gone, its producer done with that use: it
+		 * sent a LAST record, which we took (nothing of the
+		 * producer's to read), or its signal line says so.
+		 */
 		if (ln->is_out || !ln->poolable || ln->type != type ||
 		    ln->ring_cap != ring_cap || ln->pins || ln->inflight ||
 		    !atomic_load_explicit(&ln->released,
 					  memory_order_relaxed) ||
 		    !cmesh__lane_bound(ln) || cmesh__link_failed(l) ||
 		    atomic_load_explicit(&ln->dropped, memory_order_relaxed) ||
-		    atomic_load_explicit(&ln->peer_signal->idle_use,
-					 memory_order_acquire) != ln->use)
+		    (!ln->peer_idle &&
+		     atomic_load_explicit(&ln->peer_signal->idle_use,
+					  memory_order_acquire) != ln->use))
 			continue;
-		tail = ln->peer_signal->idle_tail;  /* once: checked below */
-		att = ln->peer_signal->idle_attach; /* once */
-		/* Not before what came; past it only what is in flight. */
-		r = att < ln->att_next_in ||
-				    att - ln->att_next_in > ln->att_max ?
-			    -EPROTO :
-			    cmesh__lane_rx_reuse(ln, tail);
+		if (ln->peer_idle) {
+			/* It ended where we are, with no ATTACH since. */
+			tail = ln->cons.head_pos;
+			att = ln->att_stale;
+			r = cmesh__lane_rx_reuse(ln, tail);
+		} else {
+			tail = ln->peer_signal->idle_tail;  /* once: checked */
+			att = ln->peer_signal->idle_attach; /* once */
+			/* Not before what came; past it only what is in
+			 * flight. */
+			r = att < ln->att_next_in || att - ln->att_next_in >
+							     ln->att_max ?
+				    -EPROTO :
+				    cmesh__lane_rx_reuse(ln, tail);
+		}
 		if (r) {
 			unpool(l, ln); /* a bad tail: it goes, as done */
 			r = -ENOENT;
@@ -521,7 +538,9 @@ int cmesh__link_lane_reuse(struct cmesh__link *l, const cmesh_type *type,
 		ln->answered = false; /* a DROPPED may answer this use */
 		ln->att_drop = false;
 		ln->att_stale = att;
-		ln->inflight = true; /* until its descriptor is sent */
+		/* until its descriptor is sent */
+		atomic_store_explicit(&ln->inflight, true,
+				      memory_order_relaxed);
 		atomic_store_explicit(&ln->released, false,
 				      memory_order_relaxed);
 		memset(out, 0, sizeof(*out));
@@ -538,6 +557,68 @@ int cmesh__link_lane_reuse(struct cmesh__link *l, const cmesh_type *type,
 	return r;
 }
 
+/*
+ * A REUSE port's lane, att_lock held: 0 (taken for its next use), -EBUSY
+ * (its last use is ending: it published that use's record, its idle
+ * follows), or -EPROTO (not a lane we kept, or one in use).
+ */
+static int take_kept(struct cmesh__link *l, const struct cmesh_ctl_port *d,
+		     const cmesh_type *type, struct cmesh__lane **out)
+{
+	struct cmesh__lane *ln = cmesh__lanes_lookup(l, d->id);
+
+	if (!ln || !ln->dynamic || !ln->is_out || d->kind != CMESH_PORT_WRITE ||
+	    !ln->poolable || ln->ring_cap != d->ring_cap ||
+	    !cmesh__lane_bound(ln))
+		return -EPROTO;
+	if (!ln->idle)
+		/*
+		 * A LAST record lets the consumer name the lane before our
+		 * sender's release makes it idle (a few instructions later,
+		 * or the link thread's round after a backlog).
+		 */
+		return cmesh__shmring_tail(&ln->prod) != ln->use_tail &&
+				       !cmesh__link_failed(l) &&
+				       !atomic_load_explicit(
+					       &ln->dropped,
+					       memory_order_relaxed) ?
+			       -EBUSY :
+			       -EPROTO;
+	ln->idle = false;
+	ln->use++;
+	atomic_store_explicit(&ln->released, false, memory_order_relaxed);
+	cmesh__lane_tx_reuse(ln, type);
+	*out = ln;
+	return 0;
+}
+
+/* How long a REUSE waits for the end of the lane's last use, per look. */
+#define REUSE_SPINS 64
+#define REUSE_NAP_NS 20000
+
+static int import_reuse(struct cmesh__link *l, const struct cmesh_ctl_port *d,
+			const cmesh_type *type, struct cmesh__lane **out)
+{
+	for (unsigned looks = 0;; looks++) {
+		int r;
+
+		pthread_mutex_lock(&l->att_lock);
+		r = take_kept(l, d, type, out);
+		pthread_mutex_unlock(&l->att_lock);
+		if (r != -EBUSY)
+			return r;
+		if (looks < REUSE_SPINS) {
+			cmesh__park_pause();
+		} else if (looks < 2 * REUSE_SPINS) {
+			sched_yield();
+		} else {
+			struct timespec ts = { 0, REUSE_NAP_NS };
+
+			nanosleep(&ts, NULL);
+		}
+	}
+}
+
 int cmesh__link_lane_import(struct cmesh__link *l,
 			    const struct cmesh_ctl_port *d, int fd,
 			    const cmesh_type *type, uint64_t max_backlog,
@@ -547,28 +628,8 @@ int cmesh__link_lane_import(struct cmesh__link *l,
 	struct cmesh__lane *ln = NULL;
 	int r, own_fd = -1;
 
-	if (d->flags & CMESH_PORT_F_REUSE) {
-		/* A lane we kept for it: idle, the same ring, ours to write. */
-		pthread_mutex_lock(&l->att_lock);
-		ln = cmesh__lanes_lookup(l, d->id);
-		r = ln && ln->dynamic && ln->is_out && is_out && ln->poolable &&
-				    ln->idle && ln->ring_cap == d->ring_cap &&
-				    cmesh__lane_bound(ln) ?
-			    0 :
-			    -EPROTO;
-		if (!r) {
-			ln->idle = false;
-			ln->use++;
-			atomic_store_explicit(&ln->released, false,
-					      memory_order_relaxed);
-			cmesh__lane_tx_reuse(ln, type);
-		}
-		pthread_mutex_unlock(&l->att_lock);
-		if (r)
-			return r;
-		*out = ln;
-		return 0;
-	}
+	if (d->flags & CMESH_PORT_F_REUSE)
+		return import_reuse(l, d, type, out);
 
 	pthread_mutex_lock(&l->att_lock);
 	r = d->arena_size > MAX_PEER_MAPPED - l->peer_mapped ? -EPROTO : 0;
@@ -603,6 +664,8 @@ int cmesh__link_lane_import(struct cmesh__link *l,
 			l->npool_out++;
 			ln->poolable = true;
 			ln->use = 1;
+			ln->use_tail = cmesh__shmring_tail(&ln->prod);
+			ln->plain_kind = CMESH_REC_LAST; /* its value ends it */
 		}
 		pthread_mutex_unlock(&l->att_lock);
 	}
@@ -629,11 +692,12 @@ int cmesh__link_lane_import(struct cmesh__link *l,
 
 void cmesh__link_lane_sent(struct cmesh__lane *ln)
 {
-	struct cmesh__link *l = ln->link;
-
-	pthread_mutex_lock(&l->att_lock);
-	ln->inflight = false;
-	pthread_mutex_unlock(&l->att_lock);
+	/*
+	 * No lock: a locked instruction here would wait for the record's
+	 * stores to reach the lines the peer polls. Readers hold att_lock
+	 * (acquire: what we did with the lane before this).
+	 */
+	atomic_store_explicit(&ln->inflight, false, memory_order_release);
 }
 
 void cmesh__link_lane_unsent(struct cmesh__lane *ln)
@@ -646,7 +710,8 @@ void cmesh__link_lane_unsent(struct cmesh__lane *ln)
 	pthread_mutex_lock(&l->att_lock);
 	/* The peer never saw it: it will not answer, nor name it. */
 	ln->answered = true;
-	ln->inflight = false; /* the sweep may free it from here on */
+	/* the sweep may free it from here on */
+	atomic_store_explicit(&ln->inflight, false, memory_order_relaxed);
 	pthread_mutex_unlock(&l->att_lock);
 	cmesh__link_kick(l);
 }

@@ -652,6 +652,8 @@ enum bad_variant {
 	BV_REC_ARENA_TWICE,	  /* a good arena, then a second one */
 	/* a record after CLOSE: "closed", then -EPROTO */
 	BV_REC_AFTER_CLOSE,
+	/* a LAST record (a kept reply lane's end) on a lane nobody kept */
+	BV_REC_LAST_UNKEPT,
 	/* plain record of a type with fd fields: its fd bytes are not ours */
 	BV_REC_PLAIN_FD_NUMBERS,
 	/* a record whose ATTACH never comes: may stall, must not hang */
@@ -1036,6 +1038,11 @@ static int do_bad(struct cmesh__link *l, enum bad_variant v)
 		/* Fewer bytes than the message struct. */
 		return push_raw(l, CMESH_REC_PLAIN, buf,
 				(uint32_t)sizeof(struct fdmsg) - 1);
+	case BV_REC_LAST_UNKEPT: {
+		struct fdmsg m = { .tag = 4, .fd = -1, .fd2 = -1 };
+
+		return push_raw(l, CMESH_REC_LAST, &m, sizeof(m));
+	}
 	case BV_REC_PLAIN_FD_NUMBERS: {
 		struct fdmsg m = { .tag = 3, .fd = 0, .fd2 = 1 };
 
@@ -1201,6 +1208,12 @@ Test(node_hostile, bad_bulk_arenas_and_records_fail_with_eproto)
 Test(node_hostile, record_after_close_fails_with_eproto_and_stays_failed)
 {
 	check_bad(BV_REC_AFTER_CLOSE);
+}
+
+/* LAST ends a use of a kept reply lane; on the link's first lane: -EPROTO. */
+Test(node_hostile, a_last_record_on_a_lane_nobody_kept_fails_with_eproto)
+{
+	check_bad(BV_REC_LAST_UNKEPT);
 }
 
 Test(node_hostile, plain_record_never_hands_over_fd_numbers_from_its_bytes)

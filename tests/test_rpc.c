@@ -901,3 +901,89 @@ Test(rpc, a_request_taken_after_its_caller_hung_up_has_a_failed_reply_port)
 	close(c.sync);
 	topo_assert_baseline_within(&res, TOPO_WAIT_MS);
 }
+
+/*
+ * The server's worker thread: answers each request the receiving thread
+ * hands it (a + b) until the hand-off channel closes.
+ */
+static void *relay_worker(void *p)
+{
+	cmesh_receiver *rx = p;
+	struct calc_req q;
+	struct resp out = { 0, -1, 0 };
+	int r;
+
+	while ((r = cmesh_receiver_recv(rx, &q, NULL, 0)) == 0) {
+		out.v = q.args.a + q.args.b;
+		r = cmesh_rpc_complete(q.reply, &out, NULL, 0);
+		if (r)
+			break;
+	}
+	cmesh_receiver_free(rx);
+	return (void *)(intptr_t)(r == -EPIPE ? 0 : r ? r : 1);
+}
+
+/* A server whose receiving thread hands every request to a worker. */
+static int relay_serve(cmesh_sender *up, cmesh_receiver *rx,
+		       const struct topo_side *s)
+{
+	cmesh_sender *ltx;
+	cmesh_receiver *lrx;
+	struct calc_req q;
+	pthread_t t;
+	void *res;
+
+	(void)s;
+	TOPO_CHECK_EQ(cmesh_channel_new(&calc_req_type, NULL, &ltx, &lrx), 0);
+	TOPO_CHECK_EQ(pthread_create(&t, NULL, relay_worker, lrx), 0);
+	for (;;) {
+		TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(),
+							   &q, NULL, 0),
+			      0);
+		if (q.args.op == OP_QUIT)
+			break;
+		TOPO_CHECK_EQ(cmesh_sender_send(ltx, &q, NULL, 0), 0);
+	}
+	cmesh_oneshot_sender_free(q.reply);
+	cmesh_sender_free(ltx);
+	TOPO_CHECK_EQ(pthread_join(t, &res), 0);
+	TOPO_CHECK_EQ((intptr_t)res, 0);
+	cmesh_sender_free(up);
+	cmesh_receiver_free(rx);
+	return 0;
+}
+
+static const struct topo_scenario relay_sc = {
+	.down = &calc_req_type,
+	.up = &num_type,
+	.peer = relay_serve,
+};
+
+/*
+ * A reply ends its use of the kept reply lane (a LAST record): the caller
+ * names that lane in its next call at once, which the server's receiving
+ * thread may take before the worker that answered has let the lane go.
+ * It waits for that instead of failing the link: every call gets its own
+ * value, and the peer's exit gives back every fd and mapping.
+ */
+Test(rpc, a_reply_lane_named_again_before_its_answerer_let_go_is_taken)
+{
+	struct topo_res res;
+	struct topo_conn c;
+	cmesh_rpc *p;
+
+	topo_baseline(&res);
+	topo_fork_peer(&relay_sc, TOPO_FORK, &c);
+	for (int i = 0; i < 5000; i++) {
+		p = call(c.tx, OP_ADD, i, 3);
+		cr_assert_eq(value_of(p), i + 3, "call %d", i);
+		cmesh_rpc_free(p);
+	}
+	cmesh_rpc_free(call(c.tx, OP_QUIT, 0, 0));
+	cmesh_sender_free(c.tx);
+	cmesh_receiver_free(c.rx);
+	topo_bye(c.sync);
+	cr_assert_eq(WEXITSTATUS(topo_reap(c.pid, TOPO_WAIT_MS)), 0);
+	close(c.sync);
+	topo_assert_baseline_within(&res, TOPO_WAIT_MS);
+}

@@ -95,8 +95,9 @@ void cmesh__link_fail(struct cmesh__link *l, int err)
 {
 	int expected = 0;
 
+	/* seq_cst: link_hook.c's holders check it after going idle. */
 	if (!atomic_compare_exchange_strong_explicit(&l->failed, &expected, err,
-						     memory_order_acq_rel,
+						     memory_order_seq_cst,
 						     memory_order_acquire))
 		return;
 	cmesh__log(CMESH__LOG_INFO, "link to pid %d failed: %s",
@@ -105,6 +106,7 @@ void cmesh__link_fail(struct cmesh__link *l, int err)
 	shutdown(l->sock, SHUT_WR);
 	cmesh__lanes_wake_all(l);
 	cmesh__ctx_link_failed(l); /* contexts the peer gave us end */
+	cmesh__link_kick(l);	   /* its thread runs the hooks */
 }
 
 void cmesh__link_kick(struct cmesh__link *l)
@@ -299,6 +301,8 @@ static void *link_thread(void *arg)
 				cmesh__lanes_wake_all(l);
 			}
 		}
+		if (cmesh__link_failed(l))
+			cmesh__link_hooks_run(l); /* once */
 		/* Backlogs, control messages, lanes that are done; what
 		 * meets a full socket goes when it polls writable. */
 		out = cmesh__lanes_sweep(l);

@@ -75,6 +75,32 @@ const _Atomic int *cmesh__link_failed_word(const struct cmesh__link *l);
  */
 void cmesh__link_fail(struct cmesh__link *l, int err);
 
+/* ---- holders that give back what they keep (link_hook.c) ---- */
+
+/*
+ * Something of the link's kept while idle (rpc.c: calls kept with their
+ * reply lane), which must not keep a failed link alive: once the link has
+ * failed its thread calls each hook's claim() once, under the link's lock
+ * (claim takes no lock), and then, with no lock held, release() on what
+ * claim returned (unless NULL): the holder's resources on the link. _add
+ * (idempotent) returns false once the link failed (nothing added); _del
+ * (idempotent) comes before the holder frees the hook or the link's
+ * reference it holds. A holder that keeps a hook checks the failure again
+ * after marking itself idle (seq_cst both sides: the failure's RMW, then
+ * claim's RMW on the holder's word).
+ */
+struct cmesh__link_hook {
+	struct cmesh__link_hook *next, **pprev; /* pprev NULL: not added */
+	void *(*claim)(struct cmesh__link_hook *h);
+	void (*release)(void *what);
+};
+
+bool cmesh__link_hook_add(struct cmesh__link *l, struct cmesh__link_hook *h);
+void cmesh__link_hook_del(struct cmesh__link *l, struct cmesh__link_hook *h);
+
+/* Link thread, once the link failed: the claims and releases above. */
+void cmesh__link_hooks_run(struct cmesh__link *l);
+
 /* ---- lanes and attachments (link_lanes.c) ---- */
 
 struct cmesh__port_out;
@@ -122,6 +148,14 @@ void cmesh__link_drop_attachments(struct cmesh__lane *ln);
  * *out with its REUSE descriptor (no fd): 0, or -ENOENT (none).
  */
 void cmesh__link_lane_poolable(struct cmesh__port_out *out);
+/*
+ * _rebind is _reuse for in lane `ln` that its queue kept (an rpc call kept
+ * with its reply lane, queue_port.c): its last use ended with a LAST record
+ * taken; reopened, *out is its REUSE descriptor. 0, or -ENOENT (the lane
+ * or its link failed, or the peer dropped it: the caller frees the queue).
+ */
+int cmesh__link_lane_rebind(struct cmesh__lane *ln,
+			    struct cmesh__port_out *out);
 int cmesh__link_lane_reuse(struct cmesh__link *l, const cmesh_type *type,
 			   uint32_t ring_cap, struct cmesh__port_out *out);
 

@@ -78,14 +78,16 @@ struct cmesh__link {
 	 * pending control messages (link_lanes.c).
 	 */
 	pthread_mutex_t att_lock;
-	struct cmesh__idmap lanes;    /* id -> lane: every lane on the link */
-	struct cmesh__lane *dyn;      /* dynamic lanes (lane->next) */
-	uint32_t parity;	      /* our ids: parity, parity + 2, ... */
-	uint32_t next_id;	      /* the next id we give */
-	uint32_t ndyn;		      /* dynamic lanes registered */
-	uint32_t npool_in, npool_out; /* poolable lanes each way (capped) */
-	uint64_t peer_mapped;	      /* bytes of the peer's halves mapped */
-	struct ctl_pending *ctl_head; /* control messages to send, in order */
+	struct cmesh__link_hook *hooks; /* link_hook.c, under att_lock */
+	bool hooks_ran;			/* the failure's claims were made */
+	struct cmesh__idmap lanes;	/* id -> lane: every lane on the link */
+	struct cmesh__lane *dyn;	/* dynamic lanes (lane->next) */
+	uint32_t parity;		/* our ids: parity, parity + 2, ... */
+	uint32_t next_id;		/* the next id we give */
+	uint32_t ndyn;			/* dynamic lanes registered */
+	uint32_t npool_in, npool_out;	/* poolable lanes each way (capped) */
+	uint64_t peer_mapped;		/* bytes of the peer's halves mapped */
+	struct ctl_pending *ctl_head;	/* control messages to send, in order */
 	struct ctl_pending **ctl_tailp;
 	_Atomic bool ctl_pending; /* ctl_head is not empty */
 	_Atomic bool space_owed;  /* a SPACE that met a full socket */

@@ -489,6 +489,30 @@ void cmesh__link_lane_poolable(struct cmesh__port_out *out)
 	pthread_mutex_unlock(&l->att_lock);
 }
 
+/*
+ * The next use of kept in lane `ln`, reopened (att_lock held): *out is its
+ * REUSE descriptor; ATTACHes up to `att` are an earlier use's.
+ */
+static void next_use(struct cmesh__lane *ln, uint64_t att,
+		     struct cmesh__port_out *out)
+{
+	ln->use++;
+	ln->answered = false; /* a DROPPED may answer this use */
+	ln->att_drop = false;
+	ln->att_stale = att;
+	/* until its descriptor is sent */
+	atomic_store_explicit(&ln->inflight, true, memory_order_relaxed);
+	atomic_store_explicit(&ln->released, false, memory_order_relaxed);
+	memset(out, 0, sizeof(*out));
+	out->desc.id = ln->id;
+	out->desc.kind = CMESH_PORT_WRITE;
+	out->desc.ring_cap = ln->ring_cap;
+	out->desc.flags = CMESH_PORT_F_REUSE;
+	out->fd = -1;
+	out->lane = ln;
+	out->link = ln->link;
+}
+
 int cmesh__link_lane_reuse(struct cmesh__link *l, const cmesh_type *type,
 			   uint32_t ring_cap, struct cmesh__port_out *out)
 {
@@ -534,24 +558,26 @@ int cmesh__link_lane_reuse(struct cmesh__link *l, const cmesh_type *type,
 			r = -ENOENT;
 			continue;
 		}
-		ln->use++;
-		ln->answered = false; /* a DROPPED may answer this use */
-		ln->att_drop = false;
-		ln->att_stale = att;
-		/* until its descriptor is sent */
-		atomic_store_explicit(&ln->inflight, true,
-				      memory_order_relaxed);
-		atomic_store_explicit(&ln->released, false,
-				      memory_order_relaxed);
-		memset(out, 0, sizeof(*out));
-		out->desc.id = ln->id;
-		out->desc.kind = CMESH_PORT_WRITE;
-		out->desc.ring_cap = ring_cap;
-		out->desc.flags = CMESH_PORT_F_REUSE;
-		out->fd = -1;
-		out->lane = ln;
-		out->link = l;
+		next_use(ln, att, out);
 		break;
+	}
+	pthread_mutex_unlock(&l->att_lock);
+	return r;
+}
+
+int cmesh__link_lane_rebind(struct cmesh__lane *ln, struct cmesh__port_out *out)
+{
+	struct cmesh__link *l = ln->link;
+	int r = -ENOENT;
+
+	pthread_mutex_lock(&l->att_lock);
+	if (!ln->is_out && ln->poolable && ln->peer_idle && !ln->pins &&
+	    !atomic_load_explicit(&ln->inflight, memory_order_relaxed) &&
+	    cmesh__lane_bound(ln) && !cmesh__link_failed(l) &&
+	    !atomic_load_explicit(&ln->dropped, memory_order_relaxed) &&
+	    !cmesh__lane_rx_reuse(ln, ln->cons.head_pos)) {
+		next_use(ln, ln->att_stale, out);
+		r = 0;
 	}
 	pthread_mutex_unlock(&l->att_lock);
 	return r;

@@ -120,12 +120,32 @@ static int export_direct(struct cmesh__link *link, const cmesh_field *f,
 	struct cmesh__queue *q = cmesh__endpoint_queue(f->kind, h);
 	const cmesh_type *t = cmesh__queue_type(q);
 	bool sending = is_sending(f->kind);
+	struct cmesh__lane *kept;
 	uint32_t cap;
 	int r;
 
 	r = ring_cap_for(t, f->kind, env, &cap);
 	if (r)
 		return r;
+	/*
+	 * A kept rpc call's reply port (rpc.c): its queue kept its lane,
+	 * which goes again, bound to the queue already. The call was kept
+	 * for this link; the link failed or the peer dropped the lane since:
+	 * the request fails as it would on that link.
+	 */
+	kept = f->kind == CMESH_FIELD_KIND_ONESHOT_SENDER ?
+		       cmesh__queue_rebind(q) :
+		       NULL;
+	if (kept) {
+		if (kept->link != link || kept->type != t ||
+		    kept->ring_cap != cap)
+			return -EINVAL; /* never: rpc.c matched them */
+		r = cmesh__link_lane_rebind(kept, out);
+		if (r)
+			return cmesh__link_failed(link) ? -ECONNRESET : -EPIPE;
+		cmesh__endpoint_free(f->kind, h); /* the lane holds a sender */
+		return 0;
+	}
 	/*
 	 * A sender goes: we consume its lane (is_out false). A oneshot's (a
 	 * reply port) takes a lane kept from an earlier one if there is

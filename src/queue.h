@@ -17,6 +17,7 @@
 
 struct cmesh__queue;
 struct cmesh__lane;
+struct cmesh__link;
 struct cmesh_waitset;
 
 struct cmesh__queue_opts {
@@ -153,6 +154,23 @@ bool cmesh__queue_local_oneshot(struct cmesh__queue *q);
  * receiver's kept) and returns true; else changes nothing (false).
  */
 bool cmesh__queue_rearm(struct cmesh__queue *q);
+
+/*
+ * Kept rpc calls across processes (queue_port.c). A oneshot's receiver
+ * whose value came through a kept reply lane that ended that use (a LAST
+ * record), with nothing else in the queue and no other user, keeps the
+ * lane: _reply_link() says on which link (0), that its link failed or the
+ * peer dropped it (-ECONNRESET: free it), or that it holds no such lane
+ * (-ENOENT). _rearm_lane() is cmesh__queue_rearm() for such a queue: one
+ * sender reference to give out, whose export (the same thread, before
+ * anything else) takes the lane back with _rebind().
+ */
+int cmesh__queue_reply_link(struct cmesh__queue *q, struct cmesh__link **out);
+bool cmesh__queue_rearm_lane(struct cmesh__queue *q);
+struct cmesh__lane *cmesh__queue_rebind(struct cmesh__queue *q);
+
+/* The link a message sent on `q` takes (its receiver's), or NULL. */
+struct cmesh__link *cmesh__queue_tx_link(struct cmesh__queue *q);
 
 /*
  * A hint: fetches, for writing, the line of `state`, `nsenders` and

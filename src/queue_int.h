@@ -138,6 +138,11 @@ struct cmesh__queue {
 	uint32_t xl_n, xl_cap, xl_next;
 	int xl_err;	   /* a lane's failure: the receiver's, for good */
 	bool primary_done; /* rx_lane saw CLOSE while lanes remain */
+	/*
+	 * A kept rpc call's reply lane, re-armed (cmesh__queue_rearm_lane()):
+	 * the export of its new sender names it again (cmesh__queue_rebind()).
+	 */
+	struct cmesh__lane *rebind;
 	/* Consumer's counters: one writer, relaxed loads by any thread. */
 	_Atomic uint64_t st_waits, st_caught, st_sleeps;
 	_Atomic uint32_t st_lanes; /* lanes added and not dropped yet */

@@ -20,14 +20,22 @@
  * and the queue's lines stay where they were; the newest kept call rests
  * one round, so its server is done with it and the line a re-arm writes
  * can be fetched while the caller waits. A call that failed, kept an
- * -EMSGSIZE response, whose receiver was handed out (cmesh_rpc_receiver():
- * it may be in a waitset) or whose reply port went to another process
- * (its lane holds the link) is freed as before, as are a thread's kept
- * calls when it exits.
+ * -EMSGSIZE response or whose receiver was handed out (cmesh_rpc_receiver():
+ * it may be in a waitset) is freed as before, as are a thread's kept calls
+ * when it exits.
+ *
+ * A call answered from another process is kept with its reply lane (its
+ * use ended with a LAST record: cmesh__queue_rearm_lane()), for a call over
+ * the same link only, whose export names that lane again. Its lane holds
+ * the link: a hook on the link (link.h) lets the link's thread claim the
+ * call once the link failed (kstate KEPT -> GONE) and free its receiver;
+ * the thread takes a kept call back (KEPT -> OWNED) before it touches its
+ * queue, and frees only the shell of one claimed.
  */
 #include "endpoint.h"
 
 #include "cancel.h"
+#include "link.h"
 #include "port.h"
 #include "queue.h"
 #include "tls.h"
@@ -36,6 +44,9 @@
 #include <cmesh/rpc.h>
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,6 +78,14 @@ struct cmesh_rpc {
 	void *msg;	    /* the response (resp->size bytes, after us) */
 	unsigned char *buf; /* header, chain, trailing bytes */
 	size_t buf_cap, trail_off, trail_len;
+	/*
+	 * A call kept with its reply lane (see "Reuse" above): the lane's
+	 * link, the hook that gives the lane back if that link fails while
+	 * the call is kept, and who has the call (KS_*).
+	 */
+	struct cmesh__link *link;
+	struct cmesh__link_hook hook;
+	_Atomic int kstate;
 	unsigned char inline_buf[INLINE_BUF];
 	/* then the response: one allocation per call */
 };
@@ -99,7 +118,44 @@ struct keep {
 
 static _Thread_local struct keep kept_calls;
 
+/* Who has a call with a reply lane: its thread, its kept list, the link. */
+#define KS_OWNED 0 /* in use, or being kept or freed by its thread */
+#define KS_KEPT 1  /* kept: its link's failure may claim it */
+#define KS_GONE 2  /* claimed: its receiver is the link's, the rest ours */
+
 static void call_free(cmesh_rpc *c);
+
+/* Frees what a call holds but its receiver, and the call. */
+static void call_free_shell(cmesh_rpc *c)
+{
+	if (c->buf != c->inline_buf)
+		free(c->buf);
+	free(c->error);
+	free(c);
+}
+
+/*
+ * Takes a kept call back from its kept list: true if it is ours again
+ * (a call without a reply lane always is), false if its link's failure
+ * claimed its receiver (then only its shell is left).
+ */
+static bool unkept(cmesh_rpc *c)
+{
+	int want = KS_KEPT;
+
+	return !c->link || atomic_compare_exchange_strong_explicit(
+				   &c->kstate, &want, KS_OWNED,
+				   memory_order_seq_cst, memory_order_acquire);
+}
+
+/* A kept call goes for good. */
+static void drop_kept(cmesh_rpc *c)
+{
+	if (unkept(c))
+		call_free(c);
+	else
+		call_free_shell(c);
+}
 
 /* A thread's exit: its kept calls go. */
 static void keep_exit(void *p)
@@ -107,23 +163,79 @@ static void keep_exit(void *p)
 	struct keep *k = p;
 
 	while (k->n)
-		call_free(k->c[--k->n]);
+		drop_kept(k->c[--k->n]);
+}
+
+/* The link failed while the call was kept: its receiver goes. */
+static void *claim_kept(struct cmesh__link_hook *h)
+{
+	cmesh_rpc *c =
+		(cmesh_rpc *)(void *)((char *)h - offsetof(cmesh_rpc, hook));
+	/* Read first: once claimed, its thread may free the shell. */
+	cmesh_oneshot_receiver *rx = c->rx;
+	int want = KS_KEPT;
+
+	return atomic_compare_exchange_strong_explicit(&c->kstate, &want,
+						       KS_GONE,
+						       memory_order_seq_cst,
+						       memory_order_relaxed) ?
+		       rx :
+		       NULL;
+}
+
+static void release_kept(void *rx)
+{
+	cmesh_oneshot_receiver_free(rx);
+}
+
+/*
+ * A child after fork: the calls kept with a reply lane are on the
+ * parent's links, whose threads it does not have: it forgets them (their
+ * memory is the parent's copy).
+ */
+static void after_fork_child(void)
+{
+	struct keep *k = &kept_calls;
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < k->n; i++)
+		if (!k->c[i]->link)
+			k->c[n++] = k->c[i];
+	k->n = n;
+}
+
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void fork_init(void)
+{
+	pthread_atfork(NULL, NULL, after_fork_child);
 }
 
 /* Keeps a call whose reply came; false: free it. */
 static bool keep(cmesh_rpc *c)
 {
 	struct keep *k = &kept_calls;
+	struct cmesh__link *link = NULL;
 
 	if (c->state != 1 || c->kept || c->exposed ||
 	    c->resp_size > KEEP_MAX_RESP ||
-	    !cmesh__queue_local_oneshot(c->rx->q))
+	    (!cmesh__queue_local_oneshot(c->rx->q) &&
+	     cmesh__queue_reply_link(c->rx->q, &link)))
 		return false;
+	if (link) {
+		pthread_once(&fork_once, fork_init);
+		/* Given back by its link should the link fail meanwhile. */
+		c->hook.claim = claim_kept;
+		c->hook.release = release_kept;
+		if (!cmesh__link_hook_add(link, &c->hook))
+			return false;
+		c->link = link;
+	}
 	/* Its exit frees them: else no keeping. */
 	if (!k->n && !cmesh__tls_at_exit(CMESH__TLS_RPC, keep_exit, k))
 		return false;
 	if (k->n == KEEP) {
-		call_free(k->c[0]);
+		drop_kept(k->c[0]);
 		memmove(&k->c[0], &k->c[1], (KEEP - 1) * sizeof(k->c[0]));
 		k->n--;
 	}
@@ -133,14 +245,62 @@ static bool keep(cmesh_rpc *c)
 		c->buf_cap = sizeof(c->inline_buf);
 	}
 	k->c[k->n++] = c;
+	if (link) {
+		atomic_store_explicit(&c->kstate, KS_KEPT,
+				      memory_order_seq_cst);
+		/*
+		 * A failure whose claims ran before that store missed it:
+		 * take it back (unless they did claim it after all).
+		 */
+		if (cmesh__link_failed(link)) {
+			k->n--;
+			drop_kept(c);
+		}
+	}
 	return true;
+}
+
+/* Forgets kept call i. */
+static void unkeep(struct keep *k, unsigned i)
+{
+	memmove(&k->c[i], &k->c[i + 1], (k->n - i - 1) * sizeof(k->c[0]));
+	k->n--;
+}
+
+/*
+ * Re-arms kept call c for a request that takes `link` (NULL: it stays in
+ * this process). A call whose reply came through a lane keeps it and is
+ * for requests on that lane's link only; taken back from its kept list to
+ * be re-armed, one whose link failed or that cannot be re-armed is freed
+ * (*gone). True if c is a fresh oneshot again (ours).
+ */
+static bool rearm(cmesh_rpc *c, struct cmesh__link *link, bool *gone)
+{
+	*gone = false;
+	if (!c->link)
+		return cmesh__queue_rearm(c->rx->q);
+	if (c->link != link)
+		return false;
+	*gone = true;
+	if (!unkept(c)) {
+		call_free_shell(c);
+		return false;
+	}
+	if (cmesh__queue_rearm_lane(c->rx->q)) {
+		*gone = false;
+		return true;
+	}
+	call_free(c);
+	return false;
 }
 
 /*
  * A kept call for responses of `resp` whose queue is a fresh oneshot
- * again, with a new sender on it in *otx; NULL if there is none.
+ * again, with a new sender on it in *otx, for a request on `link`; NULL if
+ * there is none.
  */
-static cmesh_rpc *reuse(const cmesh_type *resp, cmesh_oneshot_sender **otx)
+static cmesh_rpc *reuse(const cmesh_type *resp, struct cmesh__link *link,
+			cmesh_oneshot_sender **otx)
 {
 	struct keep *k = &kept_calls;
 
@@ -150,6 +310,7 @@ static cmesh_rpc *reuse(const cmesh_type *resp, cmesh_oneshot_sender **otx)
 	 */
 	for (unsigned i = 0; i + 1 < k->n; i++) {
 		cmesh_rpc *c = k->c[i];
+		bool gone;
 
 		/*
 		 * The same descriptor: its address, and (should a freed type's
@@ -157,11 +318,14 @@ static cmesh_rpc *reuse(const cmesh_type *resp, cmesh_oneshot_sender **otx)
 		 * at least the shape the queue and buffer were made for.
 		 */
 		if (c->resp != resp || c->resp_size != resp->size ||
-		    c->resp_nfields != resp->nfields ||
-		    !cmesh__queue_rearm(c->rx->q))
+		    c->resp_nfields != resp->nfields)
 			continue;
-		memmove(&k->c[i], &k->c[i + 1], (k->n - i - 1) * sizeof(c));
-		k->n--;
+		if (!rearm(c, link, &gone)) {
+			if (gone)
+				unkeep(k, i--);
+			continue;
+		}
+		unkeep(k, i);
 		c->state = 0;
 		c->code = 0;
 		/* Free: its last sender, gone, had it. */
@@ -195,7 +359,7 @@ int cmesh_rpc_call(cmesh_sender *tx, void *req, const void *trail,
 		r = -EINVAL;
 		goto out_release;
 	}
-	c = reuse(f->type, &otx);
+	c = reuse(f->type, cmesh__queue_tx_link(tx->q), &otx);
 	if (!c) {
 		/*
 		 * Alone in its aligned 128-byte pairs: the caller writes it
@@ -293,9 +457,10 @@ static int take(cmesh_rpc *c, const cmesh_ctx *ctx, bool wait)
 	/*
 	 * The next call's re-arm is paid for while we wait: once this call
 	 * is kept, the oldest kept call now is no longer the newest, and the
-	 * next call takes it (see reuse()).
+	 * next call takes it (see reuse()). Not a call kept with a reply
+	 * lane: its link's failure may free its queue meanwhile.
 	 */
-	if (wait && kept_calls.n)
+	if (wait && kept_calls.n && !kept_calls.c[0]->link)
 		cmesh__queue_prefetch_state(kept_calls.c[0]->rx->q);
 	for (;;) {
 		if (wait)
@@ -391,15 +556,15 @@ cmesh_oneshot_receiver *cmesh_rpc_receiver(cmesh_rpc *call)
 	return call->rx;
 }
 
+/* Frees a call that is ours (never one kept: drop_kept()). */
 static void call_free(cmesh_rpc *c)
 {
 	if (c->kept)
 		cmesh__type_release(c->resp, c->msg);
+	if (c->link) /* before the receiver: it holds the link */
+		cmesh__link_hook_del(c->link, &c->hook);
 	cmesh_oneshot_receiver_free(c->rx);
-	if (c->buf != c->inline_buf)
-		free(c->buf);
-	free(c->error);
-	free(c);
+	call_free_shell(c);
 }
 
 void cmesh_rpc_free(cmesh_rpc *call)

@@ -345,6 +345,82 @@ Test(rpc, a_server_whose_process_dies_fails_the_call_with_econnreset)
 	topo_assert_baseline_within(&res, TOPO_WAIT_MS);
 }
 
+/*
+ * Calls kept with their reply lanes when the server's process dies: its
+ * link gives them back (its thread frees their queues), while another
+ * call is still waited for. That wait touches none of them (under
+ * AddressSanitizer a use of a freed queue fails this test), every kept
+ * call is freed, and the fds and mappings return to their baseline with
+ * no further call and no cmesh_rpc_trim().
+ */
+Test(rpc, calls_kept_when_their_server_dies_go_with_its_link)
+{
+	struct topo_res res;
+	struct topo_conn c;
+	struct resp out;
+	cmesh_rpc *p, *q;
+	int st, r;
+
+	topo_baseline(&res);
+	topo_fork_peer(&rpc_sc, TOPO_FORK, &c);
+	for (int i = 0; i < 8; i++) {
+		p = call(c.tx, OP_ADD, i, 2);
+		cr_assert_eq(value_of(p), i + 2);
+		cmesh_rpc_free(p);
+	}
+	p = call(c.tx, OP_DIE, 0, 0);
+	q = call(c.tx, OP_ADD, 1, 1); /* never taken */
+	cr_assert_eq(topo_wait(c.sync, TOPO_WAIT_MS), 'k');
+	kill(c.pid, SIGKILL);
+	st = topo_reap(c.pid, TOPO_WAIT_MS);
+	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	/* The failure seen, its link thread gives the kept calls back. */
+	while ((r = cmesh_rpc_try_wait(p, &out, NULL, 0)) == -EAGAIN)
+		tu_sleep_ms(1);
+	TU_ASSERT_RC(r, -ECONNRESET);
+	tu_sleep_ms(50);
+	TU_ASSERT_RC(cmesh_rpc_wait(q, NULL, &out, NULL, 0), -ECONNRESET);
+	cmesh_rpc_free(q);
+	cmesh_rpc_free(p);
+	cmesh_sender_free(c.tx);
+	cmesh_receiver_free(c.rx);
+	close(c.sync);
+	topo_assert_baseline_within(&res, TOPO_WAIT_MS);
+}
+
+/*
+ * One thread calls two servers in two processes in turn: calls kept with
+ * a reply lane on one link are never re-armed for the other (every value
+ * is its server's), and both exits give everything back.
+ */
+Test(rpc, calls_kept_for_one_link_serve_that_link_only)
+{
+	struct topo_res res;
+	struct topo_conn c[2];
+	cmesh_rpc *p;
+
+	topo_baseline(&res);
+	topo_fork_peer(&rpc_sc, TOPO_FORK, &c[0]);
+	topo_fork_peer(&rpc_sc, TOPO_FORK, &c[1]);
+	for (int i = 0; i < 400; i++) {
+		/* Runs of 1 to 3 calls on a link, then the other one. */
+		int k = (i / 2) % 3 == 0 ? i & 1 : (i / 3) & 1;
+
+		p = call(c[k].tx, OP_ADD, i, 1000 * k);
+		cr_assert_eq(value_of(p), i + 1000 * k, "call %d on %d", i, k);
+		cmesh_rpc_free(p);
+	}
+	for (int k = 0; k < 2; k++) {
+		cmesh_rpc_free(call(c[k].tx, OP_QUIT, 0, 0));
+		cmesh_sender_free(c[k].tx);
+		cmesh_receiver_free(c[k].rx);
+		topo_bye(c[k].sync);
+		cr_assert_eq(WEXITSTATUS(topo_reap(c[k].pid, TOPO_WAIT_MS)), 0);
+		close(c[k].sync);
+	}
+	topo_assert_baseline_within(&res, TOPO_WAIT_MS);
+}
+
 /* ---- malformed replies and bad arguments ---- */
 
 /* A "server" that answers with raw trailing bytes of its own making. */
@@ -638,10 +714,11 @@ static void local_round(cmesh_sender *tx, cmesh_receiver *rx, int64_t a)
 /*
  * Local calls leave kept calls behind; the next call's reply port (a
  * re-armed queue) then goes to another process, which answers through it.
- * That call holds a lane and must not be kept: the peer's exit then gives
- * back every fd and mapping, and local calls go on.
+ * That call is kept with its reply lane, for calls on that link only:
+ * local calls go on beside it, and the peer's exit takes it back (its
+ * link's failure), every fd and mapping with it.
  */
-Test(rpc, a_reused_reply_port_crosses_processes_and_is_not_kept)
+Test(rpc, a_reused_reply_port_crosses_processes_and_its_link_takes_it_back)
 {
 	struct topo_res res;
 	struct topo_conn c;

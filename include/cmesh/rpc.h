@@ -148,14 +148,18 @@ CMESH_API cmesh_oneshot_receiver *cmesh_rpc_receiver(cmesh_rpc *call);
  * thread waits on the waitset of its reply port. Never fails, never waits.
  *
  * A call whose response came (a response type of at most 1 KiB, its reply
- * port never handed out by cmesh_rpc_receiver() nor sent to another
- * process) is not released at once: the thread keeps up to 4 such calls,
- * and its later calls of the same response type use their reply ports
- * again, so a call in one process allocates nothing. Nobody can tell: the
- * server let go of the port. The thread's exit or cmesh_rpc_trim() frees
- * them. So a response type made at run time must outlive, besides its
- * calls, the kept calls of every thread that called with it: call
- * cmesh_rpc_trim() in those threads before freeing it.
+ * port never handed out by cmesh_rpc_receiver()) is not released at once:
+ * the thread keeps up to 4 such calls, and its later calls of the same
+ * response type use their reply ports again, so a call in one process
+ * allocates nothing. Nobody can tell: the server let go of the port. A
+ * call answered from another process keeps its reply lane on that
+ * process's link, for later calls over the same link (a call then sends
+ * no new port); such a call holds the link (its memory and fds) while
+ * kept, and a failure of the link (the peer's exit) frees it at once. The
+ * thread's exit or cmesh_rpc_trim() frees them all. So a response type
+ * made at run time must outlive, besides its calls, the kept calls of
+ * every thread that called with it: call cmesh_rpc_trim() in those
+ * threads before freeing it.
  */
 CMESH_API void cmesh_rpc_free(cmesh_rpc *call);
 

@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * link_hook.c - holders that keep something of a link's while idle (an
+ * rpc call kept with its reply lane) give it back once the link failed,
+ * so a failed link is not kept alive by what nobody uses (link.h).
+ */
+#include "link_int.h"
+
+#include <stddef.h>
+
+bool cmesh__link_hook_add(struct cmesh__link *l, struct cmesh__link_hook *h)
+{
+	bool ok = true;
+
+	pthread_mutex_lock(&l->att_lock);
+	if (l->hooks_ran || cmesh__link_failed(l)) {
+		ok = false;
+	} else if (!h->pprev) {
+		h->next = l->hooks;
+		if (h->next)
+			h->next->pprev = &h->next;
+		l->hooks = h;
+		h->pprev = &l->hooks;
+	}
+	pthread_mutex_unlock(&l->att_lock);
+	return ok;
+}
+
+/* att_lock held. */
+static void unlink_hook(struct cmesh__link_hook *h)
+{
+	*h->pprev = h->next;
+	if (h->next)
+		h->next->pprev = h->pprev;
+	h->next = NULL;
+	h->pprev = NULL;
+}
+
+void cmesh__link_hook_del(struct cmesh__link *l, struct cmesh__link_hook *h)
+{
+	pthread_mutex_lock(&l->att_lock);
+	if (h->pprev)
+		unlink_hook(h);
+	pthread_mutex_unlock(&l->att_lock);
+}
+
+/* What the claims returned, released after the lock (a few per pass). */
+#define RUN_BATCH 16
+
+void cmesh__link_hooks_run(struct cmesh__link *l)
+{
+	/* Ours alone to write; none is added once it is set. */
+	if (l->hooks_ran)
+		return;
+	for (;;) {
+		void (*rel[RUN_BATCH])(void *);
+		void *what[RUN_BATCH];
+		unsigned n = 0;
+		bool more;
+
+		pthread_mutex_lock(&l->att_lock);
+		l->hooks_ran = true; /* no hook is added from now on */
+		while (l->hooks && n < RUN_BATCH) {
+			struct cmesh__link_hook *h = l->hooks;
+
+			unlink_hook(h);
+			what[n] = h->claim(h);
+			rel[n] = h->release;
+			n += what[n] != NULL;
+		}
+		more = l->hooks != NULL;
+		pthread_mutex_unlock(&l->att_lock);
+		for (unsigned i = 0; i < n; i++)
+			rel[i](what[i]);
+		if (!more)
+			return;
+	}
+}

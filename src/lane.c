@@ -708,6 +708,21 @@ static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
 		};
 		iov[2] = (struct cmesh__iov){ msg, ln->type->size };
 		iov[3] = (struct cmesh__iov){ trail, (uint32_t)len };
+		/* As enqueue_plain(): no lock unless a backlog is queued. */
+		r = -EAGAIN;
+		if (!atomic_load_explicit(&ln->spilling, memory_order_acquire))
+			r = cmesh__shmring_pushv(&ln->prod, CMESH_REC_MSG, iov,
+						 len ? 4 : 3);
+		if (r == 0) {
+			for (uint32_t i = 0; i < nports; i++)
+				cmesh__link_lane_sent(ports[i].lane);
+			cmesh__lane_signal(ln);
+			return 0;
+		}
+		if (r == -EPROTO) { /* the consumer's head was corrupt */
+			cmesh__link_fail(ln->link, -EPROTO);
+			goto out_release;
+		}
 		r = enqueue_try(ln, CMESH_REC_MSG, iov, len ? 4 : 3, NULL, 0,
 				ports, nports, &h, try);
 		if (r == 0 || (try && r == -EAGAIN))

@@ -427,7 +427,10 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 	o.rx_lane = sending ? NULL : ln;
 	r = cmesh__queue_new(f->type, &o, &q);
 	if (!r) {
-		*out = cmesh__endpoint_handle_new(q);
+		/* A oneshot's sender (a reply port) is the queue's own. */
+		*out = f->kind == CMESH_FIELD_KIND_ONESHOT_SENDER ?
+			       cmesh__queue_spare_tx(q) :
+			       cmesh__endpoint_handle_new(q);
 		if (!*out) {
 			cmesh__queue_discard(q);
 			r = -ENOMEM;

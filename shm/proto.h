@@ -103,6 +103,16 @@
  * is not kept it is PLAIN then CLOSE.
  */
 #define CMESH_REC_LAST 6u
+/*
+ * A message whose only resource is one REUSE port (an rpc request with a
+ * kept reply port): struct cmesh_rec_reuse1, the message, its trailing
+ * bytes. The port is in endpoint field `field` of the lane's type, a
+ * oneshot sender's (only reply ports are kept: a POOLABLE or REUSE port in
+ * any other field fails the link); its descriptor: {id, CMESH_PORT_WRITE,
+ * ring_cap, CMESH_PORT_F_REUSE}. As MSG with F_PORTS and that one descriptor, in 12
+ * bytes of header instead of 56: a request of up to 44 bytes is one line.
+ */
+#define CMESH_REC_REUSE1 7u
 
 /* Every control message starts with this. */
 struct cmesh_ctl_hdr {
@@ -208,7 +218,8 @@ struct cmesh_ctl_port {
 #define CMESH_PORT_F_ENDED 2u
 /*
  * A oneshot sender's new lane that its sender would use again (a reply
- * port): the receiver may keep its side once done, answering POOLED.
+ * port): the receiver may keep its side once done, answering POOLED. In
+ * any other field (and so REUSE): -EPROTO.
  */
 #define CMESH_PORT_F_POOLABLE 4u
 /*
@@ -269,6 +280,15 @@ static_assert(sizeof(struct cmesh_ctl_end) == 24, "end size");
 #define CMESH_REC_F_ALL                                                        \
 	(CMESH_REC_F_ATTACH | CMESH_REC_F_OOL | CMESH_REC_F_PORTS |            \
 	 CMESH_REC_F_ARENA)
+
+/* Header of a CMESH_REC_REUSE1 record. */
+struct cmesh_rec_reuse1 {
+	uint32_t id; /* the kept lane: the reader of this record produces on it */
+	uint32_t ring_cap; /* its ring's capacity */
+	uint32_t field;	   /* the endpoint field that carries it */
+};
+
+static_assert(sizeof(struct cmesh_rec_reuse1) == 12, "reuse1 size");
 
 #define CMESH_BULK_ARENA_MIN (64u << 10)
 #define CMESH_BULK_ARENA_MAX (64u << 20)

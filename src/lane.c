@@ -565,6 +565,35 @@ static int send_bulk(struct cmesh__lane *ln, const void *msg, const void *trail,
 	return r;
 }
 
+/*
+ * A record whose ports are all inline REUSE descriptors and that carries
+ * no fd: pushed as enqueue_plain() pushes, lock-free unless a backlog is
+ * queued (a locked instruction after the record would wait for its stores
+ * to reach the lines the peer polls), then its ports are marked sent.
+ */
+static int push_ports(struct cmesh__lane *ln, uint32_t kind,
+		      const struct cmesh__iov *iov, uint32_t niov,
+		      const struct cmesh__port_out *ports, uint32_t nports,
+		      struct cmesh_rec_msg *h, bool try)
+{
+	int r = -EAGAIN;
+
+	/* Pairs with the release store in flush_locked(). */
+	if (!atomic_load_explicit(&ln->spilling, memory_order_acquire))
+		r = cmesh__shmring_pushv(&ln->prod, kind, iov, niov);
+	if (r == 0) {
+		for (uint32_t i = 0; i < nports; i++)
+			cmesh__link_lane_sent(ports[i].lane);
+		cmesh__lane_signal(ln);
+		return 0;
+	}
+	if (r == -EPROTO) { /* the consumer's head was corrupt */
+		cmesh__link_fail(ln->link, -EPROTO);
+		return r;
+	}
+	return enqueue_try(ln, kind, iov, niov, NULL, 0, ports, nports, h, try);
+}
+
 static bool has_endpoint(const cmesh_type *t, const void *msg)
 {
 	for (uint32_t i = 0; i < t->nfields; i++) {
@@ -696,10 +725,28 @@ static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
 	h.port_mask = port_mask;
 	h.trail_len = (uint32_t)len;
 	iov[0] = (struct cmesh__iov){ &h, sizeof(h) };
+	if (!nfds && nports == 1 && ports_inline(ports, nports) &&
+	    sizeof(struct cmesh_rec_reuse1) + ln->type->size + len <=
+		    ln->prod.limit) {
+		/* One reply port kept from before: the short header. */
+		struct cmesh_rec_reuse1 h1 = {
+			ports[0].desc.id, ports[0].desc.ring_cap,
+			(uint32_t)__builtin_ctzll(port_mask)
+		};
+
+		iov[0] = (struct cmesh__iov){ &h1, sizeof(h1) };
+		iov[1] = (struct cmesh__iov){ msg, ln->type->size };
+		iov[2] = (struct cmesh__iov){ trail, (uint32_t)len };
+		r = push_ports(ln, CMESH_REC_REUSE1, iov, len ? 3 : 2, ports,
+			       nports, NULL, try);
+		if (r == 0 || (try && r == -EAGAIN))
+			return r;
+		goto out_release;
+	}
 	if (!nfds && ports_inline(ports, nports) &&
 	    sizeof(h) + nports * sizeof(descs[0]) + ln->type->size + len <=
 		    ln->prod.limit) {
-		/* A reply port kept from before: all in one record. */
+		/* Reply ports kept from before: all in one record. */
 		for (uint32_t i = 0; i < nports; i++)
 			descs[i] = ports[i].desc;
 		h.flags = CMESH_REC_F_PORTS;
@@ -708,23 +755,8 @@ static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
 		};
 		iov[2] = (struct cmesh__iov){ msg, ln->type->size };
 		iov[3] = (struct cmesh__iov){ trail, (uint32_t)len };
-		/* As enqueue_plain(): no lock unless a backlog is queued. */
-		r = -EAGAIN;
-		if (!atomic_load_explicit(&ln->spilling, memory_order_acquire))
-			r = cmesh__shmring_pushv(&ln->prod, CMESH_REC_MSG, iov,
-						 len ? 4 : 3);
-		if (r == 0) {
-			for (uint32_t i = 0; i < nports; i++)
-				cmesh__link_lane_sent(ports[i].lane);
-			cmesh__lane_signal(ln);
-			return 0;
-		}
-		if (r == -EPROTO) { /* the consumer's head was corrupt */
-			cmesh__link_fail(ln->link, -EPROTO);
-			goto out_release;
-		}
-		r = enqueue_try(ln, CMESH_REC_MSG, iov, len ? 4 : 3, NULL, 0,
-				ports, nports, &h, try);
+		r = push_ports(ln, CMESH_REC_MSG, iov, len ? 4 : 3, ports,
+			       nports, &h, try);
 		if (r == 0 || (try && r == -EAGAIN))
 			return r;
 		goto out_release;

@@ -89,6 +89,7 @@ struct cmesh__lane {
 	 */
 	uint64_t use_tail;
 	_Atomic bool last_sent;
+	bool drop_at_idle; /* a REUSE of it was dropped before it went idle */
 	/* In, pooled: a LAST record ended the use; the producer is idle. */
 	bool peer_idle;
 	uint64_t use;	/* pooled: the use it is in (from 1) */
@@ -310,6 +311,13 @@ int cmesh__lane_new_failed(struct cmesh__link *link, bool is_out,
  * the type of its new endpoint (the same wire type).
  */
 int cmesh__lane_rx_reuse(struct cmesh__lane *ln, uint64_t tail);
+
+/*
+ * In lane, pooled, its receiver gone (the link's lock held): whether the
+ * producer is idle because its use ended with a LAST record, taken or not
+ * (one its receiver left unread at the head is taken now).
+ */
+bool cmesh__lane_rx_last_seen(struct cmesh__lane *ln);
 
 /*
  * A pooled lane's producer is done with this use (every record of it in

@@ -201,6 +201,51 @@ static bool ports_match(const struct cmesh__lane *ln,
 }
 
 /*
+ * The REUSE1 record held in buf (shm/proto.h): as a MSG record with
+ * F_PORTS and that one descriptor, delivered as deliver() does.
+ */
+static int deliver_reuse1(struct cmesh__lane *ln, void *out_msg,
+			  void *out_trail, size_t cap,
+			  struct cmesh__ports_in *pin)
+{
+	const uint32_t msz = ln->type->size;
+	struct cmesh__ports_in none;
+	struct cmesh_rec_reuse1 h;
+	uint32_t trail, kind;
+
+	if ((uint32_t)ln->pending < sizeof(h) + msz)
+		return proto_error(ln);
+	memcpy(&h, ln->buf, sizeof(h));
+	trail = (uint32_t)ln->pending - (uint32_t)sizeof(h) - msz;
+	if (trail > ln->max_trail || h.field >= ln->type->nfields)
+		return proto_error(ln);
+	/* A reply port (only a oneshot sender's lane is kept). */
+	kind = ln->type->fields[h.field].kind;
+	if (kind != CMESH_FIELD_KIND_ONESHOT_SENDER)
+		return proto_error(ln);
+	if (trail > cap)
+		return -EMSGSIZE;
+	if (!pin)
+		pin = &none;
+	pin->lane = ln;
+	pin->n = 1;
+	pin->mask = 1ull << h.field;
+	pin->desc[0] = (struct cmesh_ctl_port){ .id = h.id,
+						.kind = CMESH_PORT_WRITE,
+						.ring_cap = h.ring_cap,
+						.flags = CMESH_PORT_F_REUSE };
+	pin->fds[0] = -1;
+	if (trail)
+		memcpy(out_trail, ln->buf + sizeof(h) + msz, trail);
+	memcpy(out_msg, ln->buf + sizeof(h), msz);
+	set_fields(ln, out_msg, 0, NULL);
+	ln->pending = -1;
+	if (pin == &none)
+		drop_ports(ln, pin);
+	return (int)trail;
+}
+
+/*
  * Validates the MSG record held in buf and delivers it; its ports go to
  * *pin (NULL: nobody takes ports, they are dropped). Leaves it pending on
  * -EMSGSIZE and while its attachment has not arrived (-EAGAIN).
@@ -217,6 +262,8 @@ static int deliver(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 	uint64_t want;
 	int r;
 
+	if (ln->pending_kind == CMESH_REC_REUSE1)
+		return deliver_reuse1(ln, out_msg, out_trail, cap, pin);
 	if ((uint32_t)ln->pending < sizeof(h))
 		return proto_error(ln);
 	memcpy(&h, ln->buf, sizeof(h));
@@ -391,8 +438,10 @@ static cmesh__inline int fetch(struct cmesh__lane *ln)
 	if (ln->closed ||
 	    ((kind == CMESH_REC_CLOSE || kind == CMESH_REC_FAIL) && r != 0) ||
 	    (kind != CMESH_REC_CLOSE && kind != CMESH_REC_FAIL &&
-	     kind != CMESH_REC_MSG && kind != CMESH_REC_PLAIN) ||
-	    (kind == CMESH_REC_MSG && (uint32_t)r > ln->buf_limit))
+	     kind != CMESH_REC_MSG && kind != CMESH_REC_PLAIN &&
+	     kind != CMESH_REC_REUSE1) ||
+	    ((kind == CMESH_REC_MSG || kind == CMESH_REC_REUSE1) &&
+	     (uint32_t)r > ln->buf_limit))
 		return proto_error(ln);
 	/* The record stays peeked: a later try finds it again. */
 	if ((uint32_t)r > ln->buf_cap && grow_buf(ln, (uint32_t)r))
@@ -459,6 +508,17 @@ int cmesh__lane_peek(struct cmesh__lane *ln)
 		r = cmesh__lane_bulk_len(ln);
 		return r < 0 ? proto_error(ln) : r;
 	}
+	if (ln->pending_kind == CMESH_REC_REUSE1) {
+		uint32_t hdr = (uint32_t)sizeof(struct cmesh_rec_reuse1) +
+			       ln->type->size;
+
+		/* deliver_reuse1() checks the rest. */
+		return (uint32_t)ln->pending < hdr ||
+				       (uint32_t)ln->pending - hdr >
+					       ln->max_trail ?
+			       proto_error(ln) :
+			       (int)((uint32_t)ln->pending - hdr);
+	}
 	if ((uint32_t)ln->pending < sizeof(h))
 		return proto_error(ln);
 	memcpy(&h, ln->buf, sizeof(h));
@@ -477,6 +537,7 @@ bool cmesh__lane_ready(struct cmesh__lane *ln)
 		return cmesh__shmring_pop_ready(&ln->cons);
 	if (ln->pending_kind == CMESH_REC_PLAIN ||
 	    ln->pending_kind == CMESH_REC_BULK ||
+	    ln->pending_kind == CMESH_REC_REUSE1 ||
 	    (uint32_t)ln->pending < sizeof(h))
 		return true; /* deliver_plain() or deliver() has something */
 	memcpy(&h, ln->buf, sizeof(h));
@@ -534,6 +595,20 @@ void cmesh__lane_close_rx(struct cmesh__lane *ln)
 void cmesh__lane_fail_rx(struct cmesh__lane *ln)
 {
 	close_rx(ln, CMESH_SHM_CLOSED_FAILED);
+}
+
+bool cmesh__lane_rx_last_seen(struct cmesh__lane *ln)
+{
+	uint32_t kind;
+
+	if (ln->peer_idle || ln->pending >= 0)
+		return ln->peer_idle;
+	/* The reply came after its receiver went: no idle_use says so. */
+	if (cmesh__shmring_peek(&ln->cons, &kind) < 0 || kind != CMESH_REC_LAST)
+		return false;
+	cmesh__shmring_consume(&ln->cons);
+	ln->peer_idle = true;
+	return true;
 }
 
 int cmesh__lane_rx_reuse(struct cmesh__lane *ln, uint64_t tail)

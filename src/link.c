@@ -271,6 +271,7 @@ static void *link_thread(void *arg)
 		r = cmesh__wake_run(l->wake, deadline);
 		if (r < 0 && r != -EINTR) {
 			cmesh__link_fail(l, -ECONNRESET);
+			cmesh__link_hooks_run(l);
 			break;
 		}
 		if (cmesh__link_failed(l) && l->pidfd_watched) {
@@ -301,7 +302,9 @@ static void *link_thread(void *arg)
 				cmesh__lanes_wake_all(l);
 			}
 		}
-		if (cmesh__link_failed(l))
+		if (cmesh__link_failed(l) ||
+		    atomic_load_explicit(&l->holders_only,
+					 memory_order_relaxed))
 			cmesh__link_hooks_run(l); /* once */
 		/* Backlogs, control messages, lanes that are done; what
 		 * meets a full socket goes when it polls writable. */
@@ -852,8 +855,24 @@ bool cmesh__link_tryget(struct cmesh__link *l)
 
 void cmesh__link_put(struct cmesh__link *l)
 {
-	if (atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) != 1)
+	uint32_t left =
+		atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) -
+		1;
+
+	if (left) {
+		/*
+		 * Only holders that keep something idle are left (kept rpc
+		 * calls, link_hook.c): nobody can use the link any more, so
+		 * its thread takes back what they keep and it goes.
+		 */
+		if (left ==
+		    atomic_load_explicit(&l->nhooks, memory_order_relaxed)) {
+			atomic_store_explicit(&l->holders_only, true,
+					      memory_order_relaxed);
+			cmesh__link_kick(l);
+		}
 		return;
+	}
 	cmesh__reg_del(&l->reg); /* no longer the application's */
 	/*
 	 * Sends that returned 0 are still in the spill backlog: they must

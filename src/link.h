@@ -79,11 +79,12 @@ void cmesh__link_fail(struct cmesh__link *l, int err);
 
 /*
  * Something of the link's kept while idle (rpc.c: calls kept with their
- * reply lane), which must not keep a failed link alive: once the link has
- * failed its thread calls each hook's claim() once, under the link's lock
+ * reply lane, each holding a reference), which must not keep a link alive
+ * that failed or that nothing else holds any more: then its thread calls
+ * each hook's claim() once, under the link's lock
  * (claim takes no lock), and then, with no lock held, release() on what
  * claim returned (unless NULL): the holder's resources on the link. _add
- * (idempotent) returns false once the link failed (nothing added); _del
+ * (idempotent) returns false once that ran or the link failed; _del
  * (idempotent) comes before the holder frees the hook or the link's
  * reference it holds. A holder that keeps a hook checks the failure again
  * after marking itself idle (seq_cst both sides: the failure's RMW, then
@@ -98,7 +99,7 @@ struct cmesh__link_hook {
 bool cmesh__link_hook_add(struct cmesh__link *l, struct cmesh__link_hook *h);
 void cmesh__link_hook_del(struct cmesh__link *l, struct cmesh__link_hook *h);
 
-/* Link thread, once the link failed: the claims and releases above. */
+/* Link thread, once the link failed or only hooks hold it: the above. */
 void cmesh__link_hooks_run(struct cmesh__link *l);
 
 /* ---- lanes and attachments (link_lanes.c) ---- */

@@ -13,7 +13,17 @@ bool cmesh__link_hook_add(struct cmesh__link *l, struct cmesh__link_hook *h)
 	bool ok = true;
 
 	pthread_mutex_lock(&l->att_lock);
-	if (l->hooks_ran || cmesh__link_failed(l)) {
+	/*
+	 * Not once the claims ran, nor if hooks would be all that holds the
+	 * link (the holder's reference is one of `refs`): nobody could use
+	 * it, and no put would come to say so.
+	 */
+	if (l->hooks_ran || cmesh__link_failed(l) ||
+	    atomic_load_explicit(&l->holders_only, memory_order_relaxed) ||
+	    (!h->pprev &&
+	     atomic_load_explicit(&l->refs, memory_order_acquire) <=
+		     atomic_load_explicit(&l->nhooks, memory_order_relaxed) +
+			     1)) {
 		ok = false;
 	} else if (!h->pprev) {
 		h->next = l->hooks;
@@ -21,14 +31,16 @@ bool cmesh__link_hook_add(struct cmesh__link *l, struct cmesh__link_hook *h)
 			h->next->pprev = &h->next;
 		l->hooks = h;
 		h->pprev = &l->hooks;
+		atomic_fetch_add_explicit(&l->nhooks, 1, memory_order_relaxed);
 	}
 	pthread_mutex_unlock(&l->att_lock);
 	return ok;
 }
 
 /* att_lock held. */
-static void unlink_hook(struct cmesh__link_hook *h)
+static void unlink_hook(struct cmesh__link *l, struct cmesh__link_hook *h)
 {
+	atomic_fetch_sub_explicit(&l->nhooks, 1, memory_order_relaxed);
 	*h->pprev = h->next;
 	if (h->next)
 		h->next->pprev = h->pprev;
@@ -40,7 +52,7 @@ void cmesh__link_hook_del(struct cmesh__link *l, struct cmesh__link_hook *h)
 {
 	pthread_mutex_lock(&l->att_lock);
 	if (h->pprev)
-		unlink_hook(h);
+		unlink_hook(l, h);
 	pthread_mutex_unlock(&l->att_lock);
 }
 
@@ -63,9 +75,10 @@ void cmesh__link_hooks_run(struct cmesh__link *l)
 		while (l->hooks && n < RUN_BATCH) {
 			struct cmesh__link_hook *h = l->hooks;
 
-			unlink_hook(h);
-			what[n] = h->claim(h);
+			unlink_hook(l, h);
+			/* First: a claimed holder's shell may go at once. */
 			rel[n] = h->release;
+			what[n] = h->claim(h);
 			n += what[n] != NULL;
 		}
 		more = l->hooks != NULL;

@@ -79,7 +79,9 @@ struct cmesh__link {
 	 */
 	pthread_mutex_t att_lock;
 	struct cmesh__link_hook *hooks; /* link_hook.c, under att_lock */
-	bool hooks_ran;			/* the failure's claims were made */
+	_Atomic uint32_t nhooks;	/* hooks added (each holds a ref) */
+	_Atomic bool holders_only;	/* no other reference is left */
+	bool hooks_ran;			/* the claims were made */
 	struct cmesh__idmap lanes;	/* id -> lane: every lane on the link */
 	struct cmesh__lane *dyn;	/* dynamic lanes (lane->next) */
 	uint32_t parity;		/* our ids: parity, parity + 2, ... */

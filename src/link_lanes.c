@@ -262,6 +262,9 @@ void cmesh__link_port_drop(struct cmesh__link *l,
 			ln->idle = false;
 			unpool(l, ln);
 			cmesh__lane_set_dropped(ln);
+		} else if (ln && ln->dynamic && ln->is_out && ln->poolable) {
+			/* Named before its last use let go (a LAST): then. */
+			ln->drop_at_idle = true;
 		}
 		pthread_mutex_unlock(&l->att_lock);
 	}
@@ -339,6 +342,13 @@ static bool idle_now(struct cmesh__link *l, struct cmesh__lane *ln)
 	    !atomic_load_explicit(&ln->released, memory_order_acquire) ||
 	    atomic_load_explicit(&ln->spilling, memory_order_acquire))
 		return false;
+	if (ln->drop_at_idle) {
+		/* Its REUSE was dropped: both sides let it go. */
+		ln->drop_at_idle = false;
+		unpool(l, ln);
+		cmesh__lane_set_dropped(ln);
+		return false;
+	}
 	ln->idle = true;
 	cmesh__lane_tx_idle(ln);
 	return true;
@@ -534,7 +544,7 @@ int cmesh__link_lane_reuse(struct cmesh__link *l, const cmesh_type *type,
 					  memory_order_relaxed) ||
 		    !cmesh__lane_bound(ln) || cmesh__link_failed(l) ||
 		    atomic_load_explicit(&ln->dropped, memory_order_relaxed) ||
-		    (!ln->peer_idle &&
+		    (!cmesh__lane_rx_last_seen(ln) &&
 		     atomic_load_explicit(&ln->peer_signal->idle_use,
 					  memory_order_acquire) != ln->use))
 			continue;
@@ -571,8 +581,11 @@ int cmesh__link_lane_rebind(struct cmesh__lane *ln, struct cmesh__port_out *out)
 	int r = -ENOENT;
 
 	pthread_mutex_lock(&l->att_lock);
+	/*
+	 * Not `inflight`: the LAST it took proves its last descriptor came
+	 * (the sender may not have marked it sent yet).
+	 */
 	if (!ln->is_out && ln->poolable && ln->peer_idle && !ln->pins &&
-	    !atomic_load_explicit(&ln->inflight, memory_order_relaxed) &&
 	    cmesh__lane_bound(ln) && !cmesh__link_failed(l) &&
 	    !atomic_load_explicit(&ln->dropped, memory_order_relaxed) &&
 	    !cmesh__lane_rx_reuse(ln, ln->cons.head_pos)) {
@@ -597,14 +610,21 @@ static int take_kept(struct cmesh__link *l, const struct cmesh_ctl_port *d,
 	    !ln->poolable || ln->ring_cap != d->ring_cap ||
 	    !cmesh__lane_bound(ln))
 		return -EPROTO;
+	if (cmesh__link_failed(l))
+		return -ECONNRESET; /* it arrives failed (port.c) */
 	if (!ln->idle)
 		/*
-		 * A LAST record lets the consumer name the lane before our
-		 * sender's release makes it idle (a few instructions later,
-		 * or the link thread's round after a backlog).
+		 * Its LAST record lets the consumer name the lane before our
+		 * sender's release makes it idle, a few instructions later:
+		 * only then (the LAST sent, in the ring, no backlog), wait.
 		 */
-		return cmesh__shmring_tail(&ln->prod) != ln->use_tail &&
-				       !cmesh__link_failed(l) &&
+		return atomic_load_explicit(&ln->last_sent,
+					    memory_order_relaxed) &&
+				       cmesh__shmring_tail(&ln->prod) !=
+					       ln->use_tail &&
+				       !atomic_load_explicit(
+					       &ln->spilling,
+					       memory_order_relaxed) &&
 				       !atomic_load_explicit(
 					       &ln->dropped,
 					       memory_order_relaxed) ?

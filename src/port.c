@@ -405,14 +405,25 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 	 * is in the process we lost, and its lane may be gone already (the
 	 * link frees kept lanes once it failed: a REUSE would name none).
 	 */
+	/* Only a reply port (a oneshot's sender) is kept for reuse. */
+	if ((d->flags & (CMESH_PORT_F_POOLABLE | CMESH_PORT_F_REUSE)) &&
+	    f->kind != CMESH_FIELD_KIND_ONESHOT_SENDER) {
+		cmesh__link_port_drop(link, d, fd);
+		cmesh__link_fail(link, -EPROTO);
+		return -EPROTO;
+	}
 	if ((d->flags & CMESH_PORT_F_FAILED) || cmesh__link_failed(link)) {
 		if (fd >= 0)
 			close(fd);
 		r = cmesh__lane_new_failed(link, sending, f->type, &ln);
-	} else
+	} else {
 		r = cmesh__link_lane_import(link, d, fd, f->type,
 					    env->max_backlog, env->spin_ns,
 					    &ln);
+		/* The link failed meanwhile (a REUSE waited): as above. */
+		if (r == -ECONNRESET)
+			r = cmesh__lane_new_failed(link, sending, f->type, &ln);
+	}
 	if (r) {
 		if (r == -EPROTO)
 			cmesh__link_fail(link, -EPROTO);

@@ -252,7 +252,8 @@ static bool keep(cmesh_rpc *c)
 		 * A failure whose claims ran before that store missed it:
 		 * take it back (unless they did claim it after all).
 		 */
-		if (cmesh__link_failed(link)) {
+		if (atomic_load_explicit(cmesh__link_failed_word(link),
+					 memory_order_seq_cst)) {
 			k->n--;
 			drop_kept(c);
 		}

@@ -654,6 +654,12 @@ enum bad_variant {
 	BV_REC_AFTER_CLOSE,
 	/* a LAST record (a kept reply lane's end) on a lane nobody kept */
 	BV_REC_LAST_UNKEPT,
+	/* a one-port record (REUSE1) naming a field past the type's */
+	BV_REC_REUSE1_NO_FIELD,
+	/* ... naming an fd field */
+	BV_REC_REUSE1_FD_FIELD,
+	/* ... shorter than its header and message */
+	BV_REC_REUSE1_SHORT,
 	/* plain record of a type with fd fields: its fd bytes are not ours */
 	BV_REC_PLAIN_FD_NUMBERS,
 	/* a record whose ATTACH never comes: may stall, must not hang */
@@ -1043,6 +1049,20 @@ static int do_bad(struct cmesh__link *l, enum bad_variant v)
 
 		return push_raw(l, CMESH_REC_LAST, &m, sizeof(m));
 	}
+	case BV_REC_REUSE1_NO_FIELD:
+	case BV_REC_REUSE1_FD_FIELD:
+	case BV_REC_REUSE1_SHORT: {
+		struct fdmsg m = { .tag = 5, .fd = -1, .fd2 = -1 };
+		struct cmesh_rec_reuse1 h1 = {
+			7, 4096, v == BV_REC_REUSE1_NO_FIELD ? 99u : 1u
+		};
+
+		memcpy(buf, &h1, sizeof(h1));
+		memcpy(buf + sizeof(h1), &m, sizeof(m));
+		return push_raw(l, CMESH_REC_REUSE1, buf,
+				(uint32_t)(sizeof(h1) + sizeof(m)) -
+					(v == BV_REC_REUSE1_SHORT ? 1u : 0u));
+	}
 	case BV_REC_PLAIN_FD_NUMBERS: {
 		struct fdmsg m = { .tag = 3, .fd = 0, .fd2 = 1 };
 
@@ -1214,6 +1234,17 @@ Test(node_hostile, record_after_close_fails_with_eproto_and_stays_failed)
 Test(node_hostile, a_last_record_on_a_lane_nobody_kept_fails_with_eproto)
 {
 	check_bad(BV_REC_LAST_UNKEPT);
+}
+
+/*
+ * A one-port record (REUSE1) whose field is not one of the type's, not a
+ * sender's (an fd field), or that is cut short: -EPROTO.
+ */
+Test(node_hostile, a_bad_one_port_record_fails_with_eproto)
+{
+	check_bad(BV_REC_REUSE1_NO_FIELD);
+	check_bad(BV_REC_REUSE1_FD_FIELD);
+	check_bad(BV_REC_REUSE1_SHORT);
 }
 
 Test(node_hostile, plain_record_never_hands_over_fd_numbers_from_its_bytes)

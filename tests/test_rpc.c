@@ -1064,3 +1064,102 @@ Test(rpc, a_reply_lane_named_again_before_its_answerer_let_go_is_taken)
 	close(c.sync);
 	topo_assert_baseline_within(&res, TOPO_WAIT_MS);
 }
+
+/*
+ * Replies that came after their call was freed unread (a LAST record left
+ * in its reply lane) end that lane's use all the same: the next reply port
+ * takes the lane again, so 200 such rounds map no more reply lanes than a
+ * few (each lane is two memfd mappings here).
+ */
+Test(rpc, replies_left_unread_do_not_strand_their_reply_lanes)
+{
+	struct topo_conn c;
+	int warm, after;
+
+	topo_fork_peer(&rpc_sc, TOPO_FORK, &c);
+	for (int i = 0; i < 8; i++) {
+		cmesh_rpc *p = call(c.tx, OP_ADD, i, 1);
+
+		cr_assert_eq(value_of(p), i + 1);
+		cmesh_rpc_free(p);
+	}
+	cmesh_rpc_trim();
+	warm = topo_memfd_map_count();
+	for (int i = 0; i < 200; i++) {
+		cmesh_rpc *p = call(c.tx, OP_ADD, i, 1);
+		cmesh_rpc *q = call(c.tx, OP_ADD, i, 2);
+
+		/* q answered: p's reply is in its lane, never taken. */
+		cr_assert_eq(value_of(q), i + 2);
+		cmesh_rpc_free(p);
+		cmesh_rpc_free(q);
+	}
+	cmesh_rpc_trim();
+	after = topo_memfd_map_count();
+	cmesh_rpc_free(call(c.tx, OP_QUIT, 0, 0));
+	cmesh_sender_free(c.tx);
+	cmesh_receiver_free(c.rx);
+	topo_bye(c.sync);
+	cr_assert_eq(WEXITSTATUS(topo_reap(c.pid, TOPO_WAIT_MS)), 0);
+	close(c.sync);
+	cr_assert_lt(after - warm, 16, "%d more memfd mappings: lanes stranded",
+		     after - warm);
+}
+
+/*
+ * A caller that lets go of everything but calls it keeps with their reply
+ * lanes: nothing can use the link any more, so it goes (its fds and
+ * mappings), with no cmesh_rpc_trim(), and the server sees its channel
+ * closed.
+ */
+
+/*
+ * Answers until its requests channel closes, then waits to be let go
+ * (its link held: our link's end is not its doing).
+ */
+static int add_until_closed(cmesh_sender *up, cmesh_receiver *rx,
+			    const struct topo_side *s)
+{
+	struct calc_req q;
+	struct resp out = { 0, -1, 0 };
+
+	while (cmesh_receiver_recv_deadline(rx, topo_deadline(), &q, NULL, 0) ==
+	       0) {
+		out.v = q.args.a + q.args.b;
+		TOPO_CHECK_EQ(cmesh_rpc_complete(q.reply, &out, NULL, 0), 0);
+	}
+	/* Its link stays up: `up` holds it until we are let go. */
+	cmesh_receiver_free(rx);
+	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'b');
+	cmesh_sender_free(up);
+	return 0;
+}
+
+static const struct topo_scenario add_sc = {
+	.down = &calc_req_type,
+	.up = &num_type,
+	.peer = add_until_closed,
+};
+
+Test(rpc, a_link_held_only_by_kept_calls_goes)
+{
+	struct topo_res res;
+	struct topo_conn c;
+
+	topo_baseline(&res);
+	res.fds++; /* c.sync, closed at the end */
+	topo_fork_peer(&add_sc, TOPO_FORK, &c);
+	for (int i = 0; i < 8; i++) {
+		cmesh_rpc *p = call(c.tx, OP_ADD, i, 1);
+
+		cr_assert_eq(value_of(p), i + 1);
+		cmesh_rpc_free(p);
+	}
+	cmesh_sender_free(c.tx);
+	cmesh_receiver_free(c.rx);
+	/* The peer lives on: its death would fail the link instead. */
+	topo_assert_baseline_within(&res, TOPO_WAIT_MS);
+	TU_ASSERT_RC(topo_post(c.sync, 'b'), 0);
+	cr_assert_eq(WEXITSTATUS(topo_reap(c.pid, TOPO_WAIT_MS)), 0);
+	close(c.sync);
+}

@@ -164,6 +164,28 @@ static int64_t value_of(cmesh_rpc *c)
 	return out.v;
 }
 
+/* n calls of a + b on `tx`, a = 0 .. n - 1, each value checked. */
+static void add_rounds(cmesh_sender *tx, int n, int64_t b)
+{
+	for (int i = 0; i < n; i++) {
+		cmesh_rpc *p = call(tx, OP_ADD, i, b);
+
+		cr_assert_eq(value_of(p), i + b, "call %d", i);
+		cmesh_rpc_free(p);
+	}
+}
+
+/* Tells the server to quit, lets it go and reaps it (exit status 0). */
+static void quit_peer(struct topo_conn *c)
+{
+	cmesh_rpc_free(call(c->tx, OP_QUIT, 0, 0));
+	cmesh_sender_free(c->tx);
+	cmesh_receiver_free(c->rx);
+	topo_bye(c->sync);
+	cr_assert_eq(WEXITSTATUS(topo_reap(c->pid, TOPO_WAIT_MS)), 0);
+	close(c->sync);
+}
+
 struct firing {
 	cmesh_cancel *k;
 	unsigned ms;
@@ -363,11 +385,7 @@ Test(rpc, calls_kept_when_their_server_dies_go_with_its_link)
 
 	topo_baseline(&res);
 	topo_fork_peer(&rpc_sc, TOPO_FORK, &c);
-	for (int i = 0; i < 8; i++) {
-		p = call(c.tx, OP_ADD, i, 2);
-		cr_assert_eq(value_of(p), i + 2);
-		cmesh_rpc_free(p);
-	}
+	add_rounds(c.tx, 8, 2);
 	p = call(c.tx, OP_DIE, 0, 0);
 	q = call(c.tx, OP_ADD, 1, 1); /* never taken */
 	cr_assert_eq(topo_wait(c.sync, TOPO_WAIT_MS), 'k');
@@ -410,14 +428,8 @@ Test(rpc, calls_kept_for_one_link_serve_that_link_only)
 		cr_assert_eq(value_of(p), i + 1000 * k, "call %d on %d", i, k);
 		cmesh_rpc_free(p);
 	}
-	for (int k = 0; k < 2; k++) {
-		cmesh_rpc_free(call(c[k].tx, OP_QUIT, 0, 0));
-		cmesh_sender_free(c[k].tx);
-		cmesh_receiver_free(c[k].rx);
-		topo_bye(c[k].sync);
-		cr_assert_eq(WEXITSTATUS(topo_reap(c[k].pid, TOPO_WAIT_MS)), 0);
-		close(c[k].sync);
-	}
+	quit_peer(&c[0]);
+	quit_peer(&c[1]);
 	topo_assert_baseline_within(&res, TOPO_WAIT_MS);
 }
 
@@ -737,12 +749,7 @@ Test(rpc, a_reused_reply_port_crosses_processes_and_its_link_takes_it_back)
 		cmesh_rpc_free(p);
 		local_round(tx, rx, 100 + i);
 	}
-	cmesh_rpc_free(call(c.tx, OP_QUIT, 0, 0));
-	cmesh_sender_free(c.tx);
-	cmesh_receiver_free(c.rx);
-	topo_bye(c.sync);
-	cr_assert_eq(WEXITSTATUS(topo_reap(c.pid, TOPO_WAIT_MS)), 0);
-	close(c.sync);
+	quit_peer(&c);
 	for (int i = 0; i < 4; i++)
 		local_round(tx, rx, 200 + i);
 	cmesh_sender_free(tx);
@@ -1047,21 +1054,11 @@ Test(rpc, a_reply_lane_named_again_before_its_answerer_let_go_is_taken)
 {
 	struct topo_res res;
 	struct topo_conn c;
-	cmesh_rpc *p;
 
 	topo_baseline(&res);
 	topo_fork_peer(&relay_sc, TOPO_FORK, &c);
-	for (int i = 0; i < 5000; i++) {
-		p = call(c.tx, OP_ADD, i, 3);
-		cr_assert_eq(value_of(p), i + 3, "call %d", i);
-		cmesh_rpc_free(p);
-	}
-	cmesh_rpc_free(call(c.tx, OP_QUIT, 0, 0));
-	cmesh_sender_free(c.tx);
-	cmesh_receiver_free(c.rx);
-	topo_bye(c.sync);
-	cr_assert_eq(WEXITSTATUS(topo_reap(c.pid, TOPO_WAIT_MS)), 0);
-	close(c.sync);
+	add_rounds(c.tx, 5000, 3);
+	quit_peer(&c);
 	topo_assert_baseline_within(&res, TOPO_WAIT_MS);
 }
 
@@ -1077,12 +1074,7 @@ Test(rpc, replies_left_unread_do_not_strand_their_reply_lanes)
 	int warm, after;
 
 	topo_fork_peer(&rpc_sc, TOPO_FORK, &c);
-	for (int i = 0; i < 8; i++) {
-		cmesh_rpc *p = call(c.tx, OP_ADD, i, 1);
-
-		cr_assert_eq(value_of(p), i + 1);
-		cmesh_rpc_free(p);
-	}
+	add_rounds(c.tx, 8, 1);
 	cmesh_rpc_trim();
 	warm = topo_memfd_map_count();
 	for (int i = 0; i < 200; i++) {
@@ -1096,12 +1088,7 @@ Test(rpc, replies_left_unread_do_not_strand_their_reply_lanes)
 	}
 	cmesh_rpc_trim();
 	after = topo_memfd_map_count();
-	cmesh_rpc_free(call(c.tx, OP_QUIT, 0, 0));
-	cmesh_sender_free(c.tx);
-	cmesh_receiver_free(c.rx);
-	topo_bye(c.sync);
-	cr_assert_eq(WEXITSTATUS(topo_reap(c.pid, TOPO_WAIT_MS)), 0);
-	close(c.sync);
+	quit_peer(&c);
 	cr_assert_lt(after - warm, 16, "%d more memfd mappings: lanes stranded",
 		     after - warm);
 }
@@ -1149,12 +1136,7 @@ Test(rpc, a_link_held_only_by_kept_calls_goes)
 	topo_baseline(&res);
 	res.fds++; /* c.sync, closed at the end */
 	topo_fork_peer(&add_sc, TOPO_FORK, &c);
-	for (int i = 0; i < 8; i++) {
-		cmesh_rpc *p = call(c.tx, OP_ADD, i, 1);
-
-		cr_assert_eq(value_of(p), i + 1);
-		cmesh_rpc_free(p);
-	}
+	add_rounds(c.tx, 8, 1);
 	cmesh_sender_free(c.tx);
 	cmesh_receiver_free(c.rx);
 	/* The peer lives on: its death would fail the link instead. */

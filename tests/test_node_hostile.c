@@ -2406,3 +2406,90 @@ Test(node_hostile, a_peer_flooding_ports_meets_the_links_mapping_bound)
 	cr_assert_lt(tu_status_kib("VmRSS") - rss0, 16 * 1024,
 		     "VmRSS grew by %ld KiB", tu_status_kib("VmRSS") - rss0);
 }
+
+/* ==== a peer that offers a channel's sender for reuse ==================== */
+
+/* A message carrying a sender: the peer's port. */
+struct txmsg {
+	uint64_t n;
+	cmesh_sender *tx;
+};
+CMESH_TYPE_DEFINE(txmsg_type, struct txmsg,
+		  CMESH_FIELD_SENDER(struct txmsg, tx, seq_type));
+
+/*
+ * Child: joins, then sends a channel sender's port marked POOLABLE (only
+ * a oneshot sender's, a reply port, may be kept for reuse: a kept lane's
+ * messages end their use); says 'd' and waits to be told to exit.
+ */
+static int pooled_sender_offerer(int sock, int sync)
+{
+	cmesh_node_opts o;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmesh__link *l;
+	struct cmesh__port_out p;
+	struct txmsg m = { .n = 1 };
+
+	node_opts(&o, TU_MS(5000));
+	TOPO_CHECK_EQ(cmesh_node_join_socket(sock, &txmsg_type, &txmsg_type, &o,
+					     &node, &tx, &rx),
+		      0);
+	l = cmesh__node_link(node);
+	/* A lane we read: the sender goes to the parent. */
+	TOPO_CHECK_EQ(cmesh__link_lane_export(l, false, &seq_type, 4096, 0, 0,
+					      &p),
+		      0);
+	cmesh__link_lane_poolable(&p);
+	TOPO_CHECK(p.desc.flags & CMESH_PORT_F_POOLABLE);
+	TOPO_CHECK_EQ(cmesh__lane_send_ports(cmesh__link_out(l), &m, NULL, 0,
+					     &p, 1, 1),
+		      0);
+	TOPO_CHECK_EQ(topo_post(sync, 'd'), 0);
+	topo_wait(sync, TOPO_WAIT_MS * 2);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	cmesh_node_free(node);
+	return 0;
+}
+
+/*
+ * A peer that offers a channel sender for reuse (POOLABLE): the port is
+ * refused and the link fails with -EPROTO, before the sender could reach
+ * the application; a healthy peer's round trips go on throughout, and
+ * fds, mappings and RSS come back.
+ */
+Test(node_hostile, a_peer_offering_a_channel_sender_for_reuse_fails_with_eproto)
+{
+	struct topo_res res;
+	struct topo_conn good;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct txmsg m = { 0 };
+	long rss0;
+	int sv[2], sy[2];
+	pid_t pid;
+
+	topo_baseline(&res);
+	rss0 = tu_status_kib("VmRSS");
+	topo_fork_peer(&echo_sc, TOPO_FORK, &good);
+	pid = fork_pair(sv, sy);
+	if (pid == 0)
+		topo_child_exit(pooled_sender_offerer(sv[1], sy[1]));
+	join_child_link(sv[0], &txmsg_type, RING, &node, &tx, &rx);
+	good_round_trip(&good, 1);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL,
+						  0),
+		     -EPROTO);
+	cr_assert_null(m.tx);
+	good_round_trip(&good, 2);
+	cr_assert_eq(topo_wait(sy[0], TOPO_WAIT_MS), 'd');
+	hostile_end(tx, rx, node, sy[0], pid);
+	good_round_trip(&good, 3);
+	good_peer_end(&good);
+	topo_assert_baseline(&res);
+	cr_assert_lt(tu_status_kib("VmRSS") - rss0, 16 * 1024,
+		     "VmRSS grew by %ld KiB", tu_status_kib("VmRSS") - rss0);
+}

@@ -1142,6 +1142,7 @@ Test(rpc, a_link_held_only_by_kept_calls_goes)
 	/* The peer lives on: its death would fail the link instead. */
 	topo_assert_baseline_within(&res, TOPO_WAIT_MS);
 	TU_ASSERT_RC(topo_post(c.sync, 'b'), 0);
+	topo_bye(c.sync);
 	cr_assert_eq(WEXITSTATUS(topo_reap(c.pid, TOPO_WAIT_MS)), 0);
 	close(c.sync);
 }

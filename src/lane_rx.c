@@ -159,9 +159,52 @@ static inline int deliver_plain(struct cmesh__lane *ln, void *out_msg,
 	return len;
 }
 
+/*
+ * A pending record copied out (MSG, REUSE1) nobody takes: the REUSE ports
+ * its bytes name are answered DROPPED, so the caller waiting on each sees
+ * it closed (a port with an fd is the ATTACH FIFO's to drop). Only
+ * descriptors it names in full are dropped; the peer's link checks them.
+ */
+static void drop_inline_ports(struct cmesh__lane *ln)
+{
+	struct cmesh_ctl_port d = { .kind = CMESH_PORT_WRITE,
+				    .flags = CMESH_PORT_F_REUSE };
+	uint32_t len = (uint32_t)ln->pending;
+
+	if (ln->pending_kind == CMESH_REC_REUSE1) {
+		struct cmesh_rec_reuse1 h;
+
+		if (len < sizeof(h))
+			return;
+		memcpy(&h, ln->buf, sizeof(h));
+		d.id = h.id;
+		d.ring_cap = h.ring_cap;
+		cmesh__link_port_drop(ln->link, &d, -1);
+	} else if (ln->pending_kind == CMESH_REC_MSG) {
+		struct cmesh_rec_msg h;
+		uint32_t n;
+
+		if (len < sizeof(h))
+			return;
+		memcpy(&h, ln->buf, sizeof(h));
+		n = (uint32_t)__builtin_popcountll(h.port_mask);
+		if (!(h.flags & CMESH_REC_F_PORTS) ||
+		    sizeof(h) + (uint64_t)n * sizeof(d) > len)
+			return;
+		for (uint32_t i = 0; i < n; i++) {
+			memcpy(&d, ln->buf + sizeof(h) + i * sizeof(d),
+			       sizeof(d));
+			if (d.flags == CMESH_PORT_F_REUSE)
+				cmesh__link_port_drop(ln->link, &d, -1);
+		}
+	}
+}
+
 /* Drops the pending record, if any (a PLAIN one leaves the ring). */
 static void drop_pending(struct cmesh__lane *ln)
 {
+	if (ln->pending >= 0)
+		drop_inline_ports(ln);
 	if (ln->pending >= 0 && (ln->pending_kind == CMESH_REC_PLAIN ||
 				 ln->pending_kind == CMESH_REC_BULK))
 		cmesh__shmring_consume(&ln->cons);
@@ -412,8 +455,12 @@ static cmesh__inline int fetch(struct cmesh__lane *ln)
 		if (ln->closed)
 			return ln->close_err;
 		f = cmesh__lane_failed(ln);
+		/* The peer dropped the port (a reused reply port: DROPPED). */
 		if (!f)
-			return -EAGAIN;
+			return atomic_load_explicit(&ln->dropped,
+						    memory_order_acquire) ?
+				       -EPIPE :
+				       -EAGAIN;
 		/* Deliver what the peer published before it failed. */
 		r = cmesh__shmring_peek(&ln->cons, &kind);
 		if (r == -EAGAIN)

@@ -855,8 +855,9 @@ bool cmesh__link_tryget(struct cmesh__link *l)
 
 void cmesh__link_put(struct cmesh__link *l)
 {
+	/* seq_cst: see cmesh__link_hook_add() (Dekker on refs, nhooks). */
 	uint32_t left =
-		atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) -
+		atomic_fetch_sub_explicit(&l->refs, 1, memory_order_seq_cst) -
 		1;
 
 	if (left) {
@@ -866,9 +867,9 @@ void cmesh__link_put(struct cmesh__link *l)
 		 * its thread takes back what they keep and it goes.
 		 */
 		if (left ==
-		    atomic_load_explicit(&l->nhooks, memory_order_relaxed)) {
+		    atomic_load_explicit(&l->nhooks, memory_order_seq_cst)) {
 			atomic_store_explicit(&l->holders_only, true,
-					      memory_order_relaxed);
+					      memory_order_seq_cst);
 			cmesh__link_kick(l);
 		}
 		return;

@@ -97,6 +97,11 @@ struct cmesh__link_hook {
 };
 
 bool cmesh__link_hook_add(struct cmesh__link *l, struct cmesh__link_hook *h);
+/*
+ * Whether the claims may have run (the link failed, or only hooks hold
+ * it): a holder that marked itself idle (seq_cst) asks this next.
+ */
+bool cmesh__link_unkeepable(const struct cmesh__link *l);
 void cmesh__link_hook_del(struct cmesh__link *l, struct cmesh__link_hook *h);
 
 /* Link thread, once the link failed or only hooks hold it: the above. */

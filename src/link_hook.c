@@ -19,22 +19,39 @@ bool cmesh__link_hook_add(struct cmesh__link *l, struct cmesh__link_hook *h)
 	 * it, and no put would come to say so.
 	 */
 	if (l->hooks_ran || cmesh__link_failed(l) ||
-	    atomic_load_explicit(&l->holders_only, memory_order_relaxed) ||
-	    (!h->pprev &&
-	     atomic_load_explicit(&l->refs, memory_order_acquire) <=
-		     atomic_load_explicit(&l->nhooks, memory_order_relaxed) +
-			     1)) {
+	    atomic_load_explicit(&l->holders_only, memory_order_seq_cst)) {
 		ok = false;
 	} else if (!h->pprev) {
-		h->next = l->hooks;
-		if (h->next)
-			h->next->pprev = &h->next;
-		l->hooks = h;
-		h->pprev = &l->hooks;
-		atomic_fetch_add_explicit(&l->nhooks, 1, memory_order_relaxed);
+		/*
+		 * Counted first, then `refs` read (seq_cst): against
+		 * cmesh__link_put()'s decrement then load of nhooks, one of
+		 * the two sees the other.
+		 */
+		uint32_t n = atomic_fetch_add_explicit(&l->nhooks, 1,
+						       memory_order_seq_cst) +
+			     1;
+
+		if (atomic_load_explicit(&l->refs, memory_order_seq_cst) <= n) {
+			atomic_fetch_sub_explicit(&l->nhooks, 1,
+						  memory_order_relaxed);
+			ok = false;
+		} else {
+			h->next = l->hooks;
+			if (h->next)
+				h->next->pprev = &h->next;
+			l->hooks = h;
+			h->pprev = &l->hooks;
+		}
 	}
 	pthread_mutex_unlock(&l->att_lock);
 	return ok;
+}
+
+bool cmesh__link_unkeepable(const struct cmesh__link *l)
+{
+	/* seq_cst: after the holder's seq_cst store of its idle mark. */
+	return atomic_load_explicit(&l->failed, memory_order_seq_cst) ||
+	       atomic_load_explicit(&l->holders_only, memory_order_seq_cst);
 }
 
 /* att_lock held. */

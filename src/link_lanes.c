@@ -606,12 +606,13 @@ static int take_kept(struct cmesh__link *l, const struct cmesh_ctl_port *d,
 {
 	struct cmesh__lane *ln = cmesh__lanes_lookup(l, d->id);
 
+	/* First: the failure may have freed the lane we waited for. */
+	if (cmesh__link_failed(l))
+		return -ECONNRESET; /* it arrives failed (port.c) */
 	if (!ln || !ln->dynamic || !ln->is_out || d->kind != CMESH_PORT_WRITE ||
 	    !ln->poolable || ln->ring_cap != d->ring_cap ||
 	    !cmesh__lane_bound(ln))
 		return -EPROTO;
-	if (cmesh__link_failed(l))
-		return -ECONNRESET; /* it arrives failed (port.c) */
 	if (!ln->idle)
 		/*
 		 * Its LAST record lets the consumer name the lane before our

@@ -249,11 +249,11 @@ static bool keep(cmesh_rpc *c)
 		atomic_store_explicit(&c->kstate, KS_KEPT,
 				      memory_order_seq_cst);
 		/*
-		 * A failure whose claims ran before that store missed it:
-		 * take it back (unless they did claim it after all).
+		 * Claims that ran before that store (the link failed, or
+		 * only kept calls hold it) missed it: take it back (unless
+		 * they did claim it after all).
 		 */
-		if (atomic_load_explicit(cmesh__link_failed_word(link),
-					 memory_order_seq_cst)) {
+		if (cmesh__link_unkeepable(link)) {
 			k->n--;
 			drop_kept(c);
 		}

@@ -1146,3 +1146,70 @@ Test(rpc, a_link_held_only_by_kept_calls_goes)
 	cr_assert_eq(WEXITSTATUS(topo_reap(c.pid, TOPO_WAIT_MS)), 0);
 	close(c.sync);
 }
+
+/*
+ * Answers requests until one comes with trailing bytes, which it leaves
+ * pending (no room: -EMSGSIZE) when it frees its receiver; then waits to
+ * be let go.
+ */
+static int leave_pending(cmesh_sender *up, cmesh_receiver *rx,
+			 const struct topo_side *s)
+{
+	struct calc_req q;
+	struct resp out = { 0, -1, 0 };
+	int r;
+
+	while ((r = cmesh_receiver_recv_deadline(rx, topo_deadline(), &q, NULL,
+						 0)) == 0) {
+		out.v = q.args.a + q.args.b;
+		TOPO_CHECK_EQ(cmesh_rpc_complete(q.reply, &out, NULL, 0), 0);
+	}
+	TOPO_CHECK_EQ(r, -EMSGSIZE);
+	cmesh_receiver_free(rx);
+	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'b');
+	cmesh_sender_free(up);
+	return 0;
+}
+
+static const struct topo_scenario pending_sc = {
+	.down = &calc_req_type,
+	.up = &num_type,
+	.peer = leave_pending,
+};
+
+/*
+ * A request its server fetched but never took (too large for the buffer
+ * it offered) when it freed its receiver: its reply port is dropped, so
+ * the call ends at once with -EPIPE, cold (its port came with an ATTACH)
+ * or warm (a kept reply lane named in the record itself).
+ */
+static void pending_case(bool warm)
+{
+	static const char bytes[] = "trailing";
+	struct topo_conn c;
+	struct calc_req q = { .args = { OP_ADD, 0, 1, 1 } };
+	struct resp out;
+	cmesh_ctx *ctx;
+	cmesh_rpc *p;
+
+	topo_fork_peer(&pending_sc, TOPO_FORK, &c);
+	if (warm)
+		add_rounds(c.tx, 8, 1);
+	TU_ASSERT_RC(cmesh_rpc_call(c.tx, &q, bytes, sizeof(bytes), &p), 0);
+	TU_ASSERT_RC(cmesh_ctx_with_timeout(NULL, TU_MS(3000), &ctx), 0);
+	TU_ASSERT_RC(cmesh_rpc_wait(p, ctx, &out, NULL, 0), -EPIPE);
+	cmesh_ctx_free(ctx);
+	cmesh_rpc_free(p);
+	TU_ASSERT_RC(topo_post(c.sync, 'b'), 0);
+	topo_bye(c.sync);
+	cmesh_sender_free(c.tx);
+	cmesh_receiver_free(c.rx);
+	cr_assert_eq(WEXITSTATUS(topo_reap(c.pid, TOPO_WAIT_MS)), 0);
+	close(c.sync);
+}
+
+Test(rpc, a_request_left_pending_when_its_server_lets_go_drops_its_reply_port)
+{
+	pending_case(false);
+	pending_case(true);
+}

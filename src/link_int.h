@@ -194,6 +194,23 @@ void cmesh__lanes_wake_all(struct cmesh__link *l);
 /* The lane the peer names `id`, or NULL; att_lock held. */
 struct cmesh__lane *cmesh__lanes_lookup(struct cmesh__link *l, uint32_t id);
 
+/*
+ * Lanes kept for reuse (reply ports) each way on one link: a few per
+ * caller thread in flight; a peer cannot make us keep more.
+ */
+#define MAX_POOLED 32u
+
+/* The counts of kept lanes, as one leaves the link (att_lock held). */
+void cmesh__lanes_unpool(struct cmesh__link *l, struct cmesh__lane *ln);
+
+/*
+ * link_pool.c: the lane a REUSE port names, taken for its next use
+ * (cmesh__link_lane_import()'s, which see).
+ */
+int cmesh__lanes_import_reuse(struct cmesh__link *l,
+			      const struct cmesh_ctl_port *d,
+			      const cmesh_type *type, struct cmesh__lane **out);
+
 /* A control message's header. */
 void cmesh__ctl_hdr_fill(struct cmesh_ctl_hdr *h, uint16_t type, uint32_t len);
 

@@ -143,7 +143,6 @@ int cmesh__lane_init(struct cmesh__lane *ln, struct cmesh__link *link,
 	ln->wake_sock = -1;
 	ln->efd = -1;
 	ln->pending = -1;
-	ln->plain_kind = CMESH_REC_PLAIN;
 	ln->spill_tailp = &ln->spill_head;
 	ln->att_tailp = &ln->att_head;
 	set_type(ln, type);
@@ -518,29 +517,33 @@ static int enqueue_try(struct cmesh__lane *ln, uint32_t kind,
 }
 
 /*
- * A record without fds: pushed without `lock` unless a backlog is queued
- * (then in order behind it).
+ * A record without fds (its ports, if any, all inline REUSE descriptors):
+ * pushed without `lock` unless a backlog is queued (then in order behind
+ * it; a locked instruction after the record would also wait for its
+ * stores to reach the lines the peer polls), then its ports marked sent.
  */
 static cmesh__inline int enqueue_plain(struct cmesh__lane *ln, uint32_t kind,
 				       const struct cmesh__iov *iov,
-				       uint32_t niov, bool try)
+				       uint32_t niov,
+				       const struct cmesh__port_out *ports,
+				       uint32_t nports, bool try)
 {
-	int r;
+	int r = -EAGAIN;
 
 	/* Pairs with the release store in flush_locked(). */
-	if (atomic_load_explicit(&ln->spilling, memory_order_acquire))
-		return try ? -EAGAIN :
-			     enqueue(ln, kind, iov, niov, NULL, 0, NULL, 0,
-				     NULL);
-	r = cmesh__shmring_pushv(&ln->prod, kind, iov, niov);
+	if (!atomic_load_explicit(&ln->spilling, memory_order_acquire))
+		r = cmesh__shmring_pushv(&ln->prod, kind, iov, niov);
 	if (r == -EAGAIN)
 		return try ? -EAGAIN :
-			     enqueue(ln, kind, iov, niov, NULL, 0, NULL, 0,
-				     NULL);
+			     enqueue(ln, kind, iov, niov, NULL, 0, ports,
+				     nports, NULL);
 	if (r == -EPROTO) /* the consumer's head was corrupt */
 		cmesh__link_fail(ln->link, -EPROTO);
-	if (r == 0)
+	if (r == 0) {
+		for (uint32_t i = 0; i < nports; i++)
+			cmesh__link_lane_sent(ports[i].lane);
 		cmesh__lane_signal(ln);
+	}
 	return r;
 }
 
@@ -563,35 +566,6 @@ static int send_bulk(struct cmesh__lane *ln, const void *msg, const void *trail,
 		r = spill(ln, CMESH_REC_BULK, iov, 2, NULL, 0, NULL, 0);
 	pthread_mutex_unlock(&ln->lock);
 	return r;
-}
-
-/*
- * A record whose ports are all inline REUSE descriptors and that carries
- * no fd: pushed as enqueue_plain() pushes, lock-free unless a backlog is
- * queued (a locked instruction after the record would wait for its stores
- * to reach the lines the peer polls), then its ports are marked sent.
- */
-static int push_ports(struct cmesh__lane *ln, uint32_t kind,
-		      const struct cmesh__iov *iov, uint32_t niov,
-		      const struct cmesh__port_out *ports, uint32_t nports,
-		      struct cmesh_rec_msg *h, bool try)
-{
-	int r = -EAGAIN;
-
-	/* Pairs with the release store in flush_locked(). */
-	if (!atomic_load_explicit(&ln->spilling, memory_order_acquire))
-		r = cmesh__shmring_pushv(&ln->prod, kind, iov, niov);
-	if (r == 0) {
-		for (uint32_t i = 0; i < nports; i++)
-			cmesh__link_lane_sent(ports[i].lane);
-		cmesh__lane_signal(ln);
-		return 0;
-	}
-	if (r == -EPROTO) { /* the consumer's head was corrupt */
-		cmesh__link_fail(ln->link, -EPROTO);
-		return r;
-	}
-	return enqueue_try(ln, kind, iov, niov, NULL, 0, ports, nports, h, try);
 }
 
 static bool has_endpoint(const cmesh_type *t, const void *msg)
@@ -701,8 +675,9 @@ static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
 		/* The common case: a PLAIN record, no header but the ring's. */
 		iov[0] = (struct cmesh__iov){ msg, ln->type->size };
 		iov[1] = (struct cmesh__iov){ trail, (uint32_t)len };
-		r = enqueue_plain(ln, ln->plain_kind, iov, len ? 2 : 1, try);
-		if (r == 0 && ln->plain_kind != CMESH_REC_PLAIN)
+		r = enqueue_plain(ln, cmesh__lane_plain_kind(ln), iov,
+				  len ? 2 : 1, NULL, 0, try);
+		if (r == 0 && ln->poolable)
 			atomic_store_explicit(&ln->last_sent, true,
 					      memory_order_relaxed);
 		if (r == 0 || (try && r == -EAGAIN))
@@ -737,8 +712,8 @@ static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
 		iov[0] = (struct cmesh__iov){ &h1, sizeof(h1) };
 		iov[1] = (struct cmesh__iov){ msg, ln->type->size };
 		iov[2] = (struct cmesh__iov){ trail, (uint32_t)len };
-		r = push_ports(ln, CMESH_REC_REUSE1, iov, len ? 3 : 2, ports,
-			       nports, NULL, try);
+		r = enqueue_plain(ln, CMESH_REC_REUSE1, iov, len ? 3 : 2, ports,
+				  nports, try);
 		if (r == 0 || (try && r == -EAGAIN))
 			return r;
 		goto out_release;
@@ -755,8 +730,8 @@ static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
 		};
 		iov[2] = (struct cmesh__iov){ msg, ln->type->size };
 		iov[3] = (struct cmesh__iov){ trail, (uint32_t)len };
-		r = push_ports(ln, CMESH_REC_MSG, iov, len ? 4 : 3, ports,
-			       nports, &h, try);
+		r = enqueue_plain(ln, CMESH_REC_MSG, iov, len ? 4 : 3, ports,
+				  nports, try);
 		if (r == 0 || (try && r == -EAGAIN))
 			return r;
 		goto out_release;

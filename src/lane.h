@@ -123,8 +123,6 @@ struct cmesh__lane {
 	 * fd or endpoint fields, fits a record's first two slots), else 0.
 	 */
 	uint32_t small;
-	/* Out: the kind of a message record: PLAIN, or LAST if pooled. */
-	uint32_t plain_kind;
 
 	/* Out lane (producer). */
 	pthread_mutex_t lock; /* senders with fds, and the spill backlog */
@@ -469,6 +467,16 @@ static inline void cmesh__lane_signal(struct cmesh__lane *ln)
 }
 
 /*
+ * Out lane: the kind of a message record without fds or ports: PLAIN, or
+ * LAST on a kept reply lane, whose one message ends its use (shm/proto.h).
+ * `poolable` changes only while the lane is idle (no sender uses it).
+ */
+static inline uint32_t cmesh__lane_plain_kind(const struct cmesh__lane *ln)
+{
+	return ln->poolable ? CMESH_REC_LAST : CMESH_REC_PLAIN;
+}
+
+/*
  * Out lane: cmesh__lane_send() with its common case inline, so that the
  * send of a small message makes no call: a type without fd or endpoint
  * fields (`small`), no trailing bytes, the link healthy, the receiver
@@ -489,9 +497,10 @@ static inline int cmesh__lane_send_inline(struct cmesh__lane *ln,
 	    /* Pairs with the release store in flush_locked(). */
 	    likely(!atomic_load_explicit(&ln->spilling,
 					 memory_order_acquire)) &&
-	    likely(cmesh__shmring_push_small(&ln->prod, ln->plain_kind, msg,
+	    likely(cmesh__shmring_push_small(&ln->prod,
+					     cmesh__lane_plain_kind(ln), msg,
 					     ln->small) == 0)) {
-		if (unlikely(ln->plain_kind != CMESH_REC_PLAIN))
+		if (unlikely(ln->poolable))
 			atomic_store_explicit(&ln->last_sent, true,
 					      memory_order_relaxed);
 		cmesh__lane_signal(ln);

@@ -205,7 +205,6 @@ void cmesh__lanes_unpool(struct cmesh__link *l, struct cmesh__lane *ln)
 	if (!ln->poolable)
 		return;
 	ln->poolable = false;
-	ln->plain_kind = CMESH_REC_PLAIN;
 	if (ln->is_out)
 		l->npool_out--;
 	else
@@ -522,7 +521,6 @@ int cmesh__link_lane_import(struct cmesh__link *l,
 			ln->poolable = true;
 			ln->use = 1;
 			ln->use_tail = cmesh__shmring_tail(&ln->prod);
-			ln->plain_kind = CMESH_REC_LAST; /* its value ends it */
 		}
 		pthread_mutex_unlock(&l->att_lock);
 	}

@@ -2313,6 +2313,28 @@ struct rxmsg {
 CMESH_TYPE_DEFINE(rxmsg_type, struct rxmsg,
 		  CMESH_FIELD_RECEIVER(struct rxmsg, rx, seq_type));
 
+/* A hostile child that sends ports: joins with type `t` both ways. */
+static int port_peer_join(int sock, const cmesh_type *t, cmesh_node **node,
+			  cmesh_sender **tx, cmesh_receiver **rx)
+{
+	cmesh_node_opts o;
+
+	node_opts(&o, TU_MS(5000));
+	return cmesh_node_join_socket(sock, t, t, &o, node, tx, rx);
+}
+
+/* ... and ends: says 'd', waits to be told to exit, frees all. */
+static int port_peer_end(int sync, cmesh_node *node, cmesh_sender *tx,
+			 cmesh_receiver *rx)
+{
+	TOPO_CHECK_EQ(topo_post(sync, 'd'), 0);
+	topo_wait(sync, TOPO_WAIT_MS * 2);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	cmesh_node_free(node);
+	return 0;
+}
+
 /*
  * Child: joins, then sends receivers whose lanes have 1 GiB rings (a real
  * sealed memfd each, sparse), one message each, until its link fails or
@@ -2320,17 +2342,13 @@ CMESH_TYPE_DEFINE(rxmsg_type, struct rxmsg,
  */
 static int port_flooder(int sock, int sync, uint32_t max)
 {
-	cmesh_node_opts o;
 	cmesh_node *node;
 	cmesh_sender *tx;
 	cmesh_receiver *rx;
 	struct cmesh__link *l;
 	uint32_t sent = 0;
 
-	node_opts(&o, TU_MS(5000));
-	TOPO_CHECK_EQ(cmesh_node_join_socket(sock, &rxmsg_type, &rxmsg_type, &o,
-					     &node, &tx, &rx),
-		      0);
+	TOPO_CHECK_EQ(port_peer_join(sock, &rxmsg_type, &node, &tx, &rx), 0);
 	l = cmesh__node_link(node);
 	for (; sent < max && !cmesh__link_failed(l); sent++) {
 		struct cmesh__port_out p;
@@ -2344,12 +2362,7 @@ static int port_flooder(int sock, int sync, uint32_t max)
 					   1, 1))
 			break;
 	}
-	TOPO_CHECK_EQ(topo_post(sync, 'd'), 0);
-	topo_wait(sync, TOPO_WAIT_MS * 2);
-	cmesh_sender_free(tx);
-	cmesh_receiver_free(rx);
-	cmesh_node_free(node);
-	return 0;
+	return port_peer_end(sync, node, tx, rx);
 }
 
 /*
@@ -2424,7 +2437,6 @@ CMESH_TYPE_DEFINE(txmsg_type, struct txmsg,
  */
 static int pooled_sender_offerer(int sock, int sync)
 {
-	cmesh_node_opts o;
 	cmesh_node *node;
 	cmesh_sender *tx;
 	cmesh_receiver *rx;
@@ -2432,10 +2444,7 @@ static int pooled_sender_offerer(int sock, int sync)
 	struct cmesh__port_out p;
 	struct txmsg m = { .n = 1 };
 
-	node_opts(&o, TU_MS(5000));
-	TOPO_CHECK_EQ(cmesh_node_join_socket(sock, &txmsg_type, &txmsg_type, &o,
-					     &node, &tx, &rx),
-		      0);
+	TOPO_CHECK_EQ(port_peer_join(sock, &txmsg_type, &node, &tx, &rx), 0);
 	l = cmesh__node_link(node);
 	/* A lane we read: the sender goes to the parent. */
 	TOPO_CHECK_EQ(cmesh__link_lane_export(l, false, &seq_type, 4096, 0, 0,
@@ -2446,12 +2455,7 @@ static int pooled_sender_offerer(int sock, int sync)
 	TOPO_CHECK_EQ(cmesh__lane_send_ports(cmesh__link_out(l), &m, NULL, 0,
 					     &p, 1, 1),
 		      0);
-	TOPO_CHECK_EQ(topo_post(sync, 'd'), 0);
-	topo_wait(sync, TOPO_WAIT_MS * 2);
-	cmesh_sender_free(tx);
-	cmesh_receiver_free(rx);
-	cmesh_node_free(node);
-	return 0;
+	return port_peer_end(sync, node, tx, rx);
 }
 
 /*

@@ -195,12 +195,12 @@
  * ring, to size cm-win's window: cmesh_shm_rec_slots() of a record without
  * fds, whose payload is the struct + trailing bytes, in the ring layout of
  * one 64-byte line up to 56 bytes (an 8-byte sequence word + 56), two up
- * to 112, else one position per 64 bytes (a header slot, the payload in
+ * to 120, else one position per 64 bytes (a header slot, the payload in
  * contiguous bulk lines). cm-win runs at 4 KiB only: 64 positions, in
  * that layout as in the former one (48 / 104 bytes).
  */
 #define CM_REC_SPAN(len)                                                       \
-	(64u * ((len) <= 56u ? 1u : (len) <= 112u ? 2u : ((len) + 63u) / 64u))
+	(64u * ((len) <= 56u ? 1u : (len) <= 120u ? 2u : ((len) + 63u) / 64u))
 
 /* ---------------------------------------------------------------------- */
 /* Message types and shared mapping                                       */

@@ -37,19 +37,23 @@
  * free-running numbers (uint64_t, never reduced modulo N); position i
  * lives in slot i & (N - 1) and bulk line i & (N - 1), on lap i / N.
  *
- * The seq word of a record's first slot says three things:
- *   bits 15..63  tag: bit 63 set (a published seq is never 0), bits
- *                15..62 (lap of the record's position + 1) mod 2^48
- *   bits  8..14  code: 1..113 for an inline record of code - 1 bytes,
+ * The seq word of a record's first slot says four things:
+ *   bits 16..63  tag: bit 63 set (a published seq is never 0), bits
+ *                16..62 (lap of the record's position + 1) mod 2^47
+ *   bit  15      of an inline record of two slots: bit 63 of its second
+ *                slot's first word (below); 0 for any other record
+ *   bits  8..14  code: 1..121 for an inline record of code - 1 bytes,
  *                0 for a bulk record (its header is in the slot's data)
  *   bits  0..7   kind of an inline record (0 for a bulk one)
  * A record of `len` payload bytes occupies k = cmesh_shm_rec_slots(len)
  * consecutive positions pos .. pos + k - 1 (wrapping around the end of the
  * area; there is no padding record). Two layouts, chosen by len alone:
  * - Inline (len <= CMESH_SHM_INLINE_MAX, k <= 2): length and kind are in
- *   the seq word; payload bytes 0..55 are the first slot's data, 56..111
- *   the second slot's (whose seq is written 0). A message of up to 56
- *   bytes is one cache line.
+ *   the seq word; payload bytes 0..55 are the first slot's data, 56..119
+ *   the whole second slot: bytes 56..63 in its first word (the place of
+ *   a seq, little-endian) with bit 63 clear (the byte's top bit is bit 15
+ *   of the first slot's seq word), 64..119 its data. A message of up to
+ *   56 bytes is one cache line, one of up to 120 bytes two adjacent ones.
  * - Bulk (len > CMESH_SHM_INLINE_MAX, k = ceil(len / 64)): the first
  *   slot's data starts with the record header {len, kind}; the payload is
  *   contiguous in the bulk lines of positions pos .. pos + k - 1 (split
@@ -64,21 +68,23 @@
  * at the slot of its own head, which is always the first position of a
  * record (positions are claimed contiguously and it advances by exactly a
  * record's k), and never at a bulk line's bytes as a seq. Every value ever
- * stored in the seq of that slot is 0 (an inline record's second slot, or
- * a fresh area: a new memfd is zero), or carries the tag of an earlier lap
- * (a first slot one or more laps ago; a slot a bulk record skipped keeps
- * what it had), or the tag of head's lap (the record it waits for). Only
- * the last one matches, and its release store follows every write of the
- * record. Laps are counted in 48 bits: an old value could only be mistaken
- * for a new one if its slot went unwritten for 2^48 laps (at least 2^51
- * positions, the smallest ring with bulk records having 8 slots; no slot
- * is skipped in the smallest ring, and a ring of 65536 slots or more has
- * more than 2^64 positions of tags). Any value that is neither 0 nor the tag of an
- * earlier lap (1 .. head's lap, while laps have not wrapped) cannot come
- * from an honest producer, nor
- * can a matching one with a code above 113, a bulk code with a kind, or a
- * bulk header whose length is inline-sized or over the limit: the consumer
- * fails.
+ * stored in the first word of that slot has bit 63 clear (0 in a fresh
+ * area, a new memfd being zero; an inline record's second slot), or
+ * carries the tag of an earlier lap (a first slot one or more laps ago; a
+ * slot a bulk record skipped keeps what it had), or the tag of head's lap
+ * (the record it waits for). Only the last one matches, and its release
+ * store follows every write of the record. Laps are counted in 47 bits: an
+ * old value could only be mistaken for a new one if its slot went
+ * unwritten for 2^47 laps (at least 2^50 positions, the smallest ring with
+ * bulk records having 8 slots; no slot is skipped in the smallest ring,
+ * and a ring of 2^17 slots or more has more than 2^64 positions of tags).
+ * Any value with bit 63 set that is not the tag of an earlier lap (1 ..
+ * head's lap, while laps have not wrapped) cannot come from an honest
+ * producer, nor can a matching one with a code above 121, a bulk code
+ * with a kind, bit 15 set on a record of one slot or a bulk one, or a
+ * bulk header whose length is inline-sized or over the limit: the
+ * consumer fails. (A word with bit 63 clear is never published: a hostile
+ * producer that leaves one there has only published nothing.)
  */
 #ifndef CMESH_SHM_RING_H
 #define CMESH_SHM_RING_H
@@ -92,7 +98,7 @@
 
 /* "cmesharn", little-endian. */
 #define CMESH_SHM_ARENA_MAGIC 0x6e72616873656d63ull
-#define CMESH_SHM_ABI_VERSION 10u
+#define CMESH_SHM_ABI_VERSION 11u
 
 #define CMESH_SHM_LINE 64u   /* a control line; the cache line we pad to */
 #define CMESH_SHM_PAGE 4096u /* arena size and data region granularity */
@@ -104,17 +110,20 @@
 #define CMESH_SHM_SLOT_SIZE 64u		  /* a slot: seq + data */
 #define CMESH_SHM_SLOT_DATA 56u		  /* data bytes of a slot */
 #define CMESH_SHM_REC_HDR_SIZE 8u	  /* a bulk record's header */
-/* Largest inline payload (two slots); longer ones are bulk. */
-#define CMESH_SHM_INLINE_MAX (2u * CMESH_SHM_SLOT_DATA)
+/* Largest inline payload (two slots, the second one whole). */
+#define CMESH_SHM_INLINE_MAX (CMESH_SHM_SLOT_DATA + CMESH_SHM_SLOT_SIZE)
 #define CMESH_SHM_BULK_LINE 64u /* bytes of a bulk line */
 
 /* The seq word of a record's first slot: tag, code, kind (above). */
 #define CMESH_SHM_SEQ_PUBLISHED (1ull << 63)
-#define CMESH_SHM_SEQ_LAP_BITS 48u
-#define CMESH_SHM_SEQ_META_BITS 15u
+#define CMESH_SHM_SEQ_LAP_BITS 47u
+#define CMESH_SHM_SEQ_META_BITS 16u
 #define CMESH_SHM_SEQ_META_MASK ((1ull << CMESH_SHM_SEQ_META_BITS) - 1)
 #define CMESH_SHM_SEQ_CODE_SHIFT 8u
+#define CMESH_SHM_SEQ_CODE_MASK 0x7fu /* after the shift */
 #define CMESH_SHM_SEQ_CODE_MAX (CMESH_SHM_INLINE_MAX + 1u)
+/* The second slot's bit 63, in the first slot's seq word. */
+#define CMESH_SHM_SEQ_HI (1ull << 15)
 #define CMESH_SHM_SEQ_KIND_MASK 0xffu
 
 /*
@@ -334,17 +343,18 @@ static_assert(offsetof(struct cmesh_shm_ring_tail, tail) == 0, "tail");
 
 /*
  * A slot, at a 64-byte aligned offset of a slot area. An inline record's
- * slots: data = payload bytes; a bulk record's first slot: data = struct
- * cmesh_shm_rec_hdr (the rest unused).
+ * slots: data = payload bytes (and its second slot's seq: bytes 56..63);
+ * a bulk record's first slot: data = struct cmesh_shm_rec_hdr (the rest
+ * unused).
  */
 struct cmesh_shm_slot {
 	/*
 	 * First slot: cmesh_shm_seq_tag(pos) | code | kind. Producer:
 	 * release store after writing the whole record (continuation slots
 	 * first). Consumer: acquire load (pairs with that store); the record
-	 * is its iff the tag is its head's. Inline continuation slot: 0, a
-	 * plain store before the publishing one; never read by the consumer
-	 * as part of the record.
+	 * is its iff the tag is its head's. Inline record's second slot:
+	 * payload bytes 56..63 with bit 63 clear, a relaxed store before the
+	 * publishing one; read by the consumer only after that (acquire).
 	 */
 	_Atomic uint64_t seq;
 	/* Producer: plain stores before the publishing seq store. */
@@ -414,7 +424,7 @@ static inline uint64_t cmesh_shm_rec_slots(uint32_t len)
 	if (len <= CMESH_SHM_SLOT_DATA)
 		return 1;
 	if (len <= CMESH_SHM_INLINE_MAX)
-		return 2;
+		return 2; /* 113..120: as many as a bulk record's */
 	return ((uint64_t)len + CMESH_SHM_BULK_LINE - 1) / CMESH_SHM_BULK_LINE;
 }
 
@@ -435,10 +445,15 @@ static_assert(CMESH_SHM_RING_MIN_CAP / CMESH_SHM_SLOT_SIZE >= 4,
 	      "a record fits in the smallest ring");
 static_assert(CMESH_SHM_BULK_LINE == CMESH_SHM_SLOT_SIZE,
 	      "bulk lines and slots are indexed alike");
+static_assert(CMESH_SHM_SEQ_CODE_MAX <= CMESH_SHM_SEQ_CODE_MASK &&
+		      CMESH_SHM_SEQ_HI ==
+			      1ull << (CMESH_SHM_SEQ_CODE_SHIFT + 7u) &&
+		      CMESH_SHM_SEQ_META_BITS + CMESH_SHM_SEQ_LAP_BITS == 63u,
+	      "seq word: lap, hi bit, code and kind fit");
 
 /*
  * The tag of position `pos` in a ring of 2^shift slots, in its place in a
- * seq word (code and kind bits clear): bit 63, and (lap + 1) mod 2^48.
+ * seq word (code and kind bits clear): bit 63, and (lap + 1) mod 2^47.
  */
 static inline uint64_t cmesh_shm_seq_tag(uint64_t pos, uint32_t shift)
 {
@@ -446,7 +461,10 @@ static inline uint64_t cmesh_shm_seq_tag(uint64_t pos, uint32_t shift)
 						 << CMESH_SHM_SEQ_META_BITS;
 }
 
-/* Code and kind bits of an inline record (len <= INLINE_MAX, kind valid). */
+/*
+ * Code and kind bits of an inline record (len <= INLINE_MAX, kind valid);
+ * the hi bit (CMESH_SHM_SEQ_HI) is the caller's.
+ */
 static inline uint64_t cmesh_shm_seq_inline(uint32_t len, uint32_t kind)
 {
 	return ((uint64_t)(len + 1) << CMESH_SHM_SEQ_CODE_SHIFT) | kind;
@@ -455,8 +473,9 @@ static inline uint64_t cmesh_shm_seq_inline(uint32_t len, uint32_t kind)
 /*
  * 1 if `seq`, read from the slot of position `pos`, is a value an honest
  * producer may have left there before publishing that position's record:
- * 0, or the tag of an earlier lap: laps 1 .. lap of pos counted, until
- * they wrap (after 2^48 - 1 laps; from then on, any tag but pos's).
+ * any with bit 63 clear (0, or a second slot's bytes), or the tag of an
+ * earlier lap: laps 1 .. lap of pos counted, until they wrap (after
+ * 2^47 - 1 laps; from then on, any tag but pos's).
  */
 static inline int cmesh_shm_seq_stale(uint64_t seq, uint64_t pos,
 				      uint32_t shift)
@@ -465,10 +484,8 @@ static inline int cmesh_shm_seq_stale(uint64_t seq, uint64_t pos,
 	uint64_t laps = (seq >> CMESH_SHM_SEQ_META_BITS) & (wrap - 1);
 	uint64_t next = (pos >> shift) + 1; /* pos's own count, unreduced */
 
-	if (seq == 0)
-		return 1;
 	if (!(seq & CMESH_SHM_SEQ_PUBLISHED))
-		return 0;
+		return 1;
 	if (next >= wrap)
 		return laps != (next & (wrap - 1));
 	return laps >= 1 && laps < next;

@@ -120,7 +120,7 @@ struct cmesh__lane {
 	uint64_t ep_fields; /* bit i: type field i is an endpoint field */
 	/*
 	 * The type's size if a message of it may take the inline send (no
-	 * fd or endpoint fields, fits a record's first two slots), else 0.
+	 * fd or endpoint fields, fits an inline record), else 0.
 	 */
 	uint32_t small;
 

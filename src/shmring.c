@@ -11,7 +11,8 @@
  *   shared head (acquire, pairs with the consumer's release store after it
  *   copied the old records out, so its reads happen before our overwrite).
  * - Publish. The producer writes the payload (bulk lines, or an inline
- *   record's second slot: data, seq = 0) and the first slot's data (the
+ *   record's second slot: its first word, relaxed, then its data) and the
+ *   first slot's data (the
  *   lines of an inline record each with inline copies, see
  *   write_record()), then stores the first slot's seq (pos's tag, with an
  *   inline record's length and kind) with release. The consumer's acquire
@@ -344,6 +345,7 @@ static void write_record(struct cmesh__shmring_producer *p, uint64_t pos,
 	uint64_t tag = cmesh_shm_seq_tag(pos, p->shift);
 	struct cmesh_shm_slot *s = &p->slots[pos & p->mask];
 	uint32_t n0 = len < CMESH_SHM_SLOT_DATA ? len : CMESH_SHM_SLOT_DATA;
+	uint64_t hi = 0;
 
 	if (niov == 1 && iov && len <= CMESH__SHMRING_SMALL) {
 		/* The common small message, as the inline push writes it. */
@@ -362,16 +364,17 @@ static void write_record(struct cmesh__shmring_producer *p, uint64_t pos,
 	}
 	if (k > 1) {
 		struct cmesh_shm_slot *s1 = &p->slots[(pos + 1) & p->mask];
-		uint32_t n1 = len - n0;
+		unsigned char line[CMESH_SHM_SLOT_SIZE] = { 0 };
 
-		/* No one reads it before the record is published. */
-		atomic_store_explicit(&s1->seq, 0, memory_order_relaxed);
-		put_data(s1->data, iov, niov, CMESH_SHM_SLOT_DATA, n1,
-			 CMESH_SHM_SLOT_DATA);
+		/* Gathered first: its first word is stored apart. */
+		put_data(line, iov, niov, CMESH_SHM_SLOT_DATA, len - n0, 0);
+		hi = cmesh__shmring_put_word(s1, line);
+		cmesh__copy_small(s1->data, line + 8, CMESH_SHM_SLOT_DATA);
 	}
 	put_data(s->data, iov, niov, 0, n0, CMESH_SHM_SLOT_DATA);
 	/* Publish; pairs with the consumer's acquire load in head(). */
-	atomic_store_explicit(&s->seq, tag | cmesh_shm_seq_inline(len, kind),
+	atomic_store_explicit(&s->seq,
+			      tag | hi | cmesh_shm_seq_inline(len, kind),
 			      memory_order_release);
 }
 
@@ -447,15 +450,17 @@ int cmesh__shmring_peek_fill(struct cmesh__shmring_consumer *c,
 			     struct cmesh_shm_rec_hdr h, uint32_t *out_kind)
 {
 	for (uint64_t n = 0; n <= c->mask; n++) {
+		uint64_t hi;
 		int r;
 
 		cmesh__shmring_publish_head(
 			c, c->head_pos + cmesh_shm_rec_slots(h.len));
-		r = cmesh__shmring_head(c, &h);
+		r = cmesh__shmring_head(c, &h, &hi);
 		if (r)
 			return r;
 		if (h.kind != CMESH_SHM_REC_FILL) {
 			c->cur = h;
+			c->cur_hi = hi;
 			c->peeked = true;
 			*out_kind = h.kind;
 			return (int)h.len;

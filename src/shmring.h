@@ -67,6 +67,8 @@ struct cmesh__shmring_consumer {
 	bool failed; /* the producer's ring was corrupt */
 	bool peeked; /* cur holds the validated header of the head record */
 	struct cmesh_shm_rec_hdr cur;
+	/* With cur: the second slot's bit 63 (CMESH_SHM_SEQ_HI), in place. */
+	uint64_t cur_hi;
 };
 
 /*
@@ -354,10 +356,28 @@ static inline void cmesh__shmring_put(unsigned char *dst, const void *src,
 }
 
 /*
+ * The first word of an inline record's second slot, from payload bytes
+ * 56..63 in `w8` (zero past the payload): stored with bit 63 clear;
+ * returns the bit, for the first slot's seq word (CMESH_SHM_SEQ_HI).
+ * Relaxed: the record's publishing store orders it.
+ */
+static inline uint64_t cmesh__shmring_put_word(struct cmesh_shm_slot *s1,
+					       const unsigned char *w8)
+{
+	uint64_t w;
+
+	memcpy(&w, w8, sizeof(w)); /* little-endian: shm/ring.h */
+	atomic_store_explicit(&s1->seq, w & ~CMESH_SHM_SEQ_PUBLISHED,
+			      memory_order_relaxed);
+	return (w >> 63) * CMESH_SHM_SEQ_HI;
+}
+
+/*
  * Writes an inline record of `len` <= CMESH__SHMRING_SMALL bytes from one
  * piece at `pos` and publishes it, as write_record() in shmring.c (which
- * uses it): the second slot first, then the first slot's payload, then the
- * release store of its seq with the record's tag, length and kind.
+ * uses it): the second slot first (its first word, then its data), then
+ * the first slot's payload, then the release store of its seq with the
+ * record's tag, hi bit, length and kind.
  */
 static inline void cmesh__shmring_write_small(struct cmesh__shmring_producer *p,
 					      uint64_t pos, uint32_t kind,
@@ -366,19 +386,25 @@ static inline void cmesh__shmring_write_small(struct cmesh__shmring_producer *p,
 	const unsigned char *src = buf;
 	struct cmesh_shm_slot *s = &p->slots[pos & p->mask];
 	uint32_t n0 = len < CMESH_SHM_SLOT_DATA ? len : CMESH_SHM_SLOT_DATA;
+	uint64_t hi = 0;
 
 	if (len > CMESH_SHM_SLOT_DATA) {
 		struct cmesh_shm_slot *s1 = &p->slots[(pos + 1) & p->mask];
+		uint32_t nw = len - n0 < 8 ? len - n0 : 8;
+		unsigned char w8[8] = { 0 };
 
-		/* No one reads it before the record is published. */
-		atomic_store_explicit(&s1->seq, 0, memory_order_relaxed);
-		cmesh__shmring_put(s1->data, src + n0, len - n0,
+		/* Never true (len <= 120); tells GCC (array-bounds). */
+		if (len > CMESH__SHMRING_SMALL)
+			len = CMESH__SHMRING_SMALL;
+		cmesh__copy_small(w8, src + n0, nw);
+		hi = cmesh__shmring_put_word(s1, w8);
+		cmesh__shmring_put(s1->data, src + n0 + nw, len - n0 - nw,
 				   CMESH_SHM_SLOT_DATA);
 	}
 	cmesh__shmring_put(s->data, src, n0, CMESH_SHM_SLOT_DATA);
 	/* Publish; pairs with the consumer's acquire load in head(). */
 	atomic_store_explicit(&s->seq,
-			      cmesh_shm_seq_tag(pos, p->shift) |
+			      cmesh_shm_seq_tag(pos, p->shift) | hi |
 				      cmesh_shm_seq_inline(len, kind),
 			      memory_order_release);
 }
@@ -446,12 +472,13 @@ static inline int cmesh__shmring_skip_to(struct cmesh__shmring_consumer *c,
  * consumer must be attached and not failed.
  */
 static cmesh__inline int cmesh__shmring_head(struct cmesh__shmring_consumer *c,
-					     struct cmesh_shm_rec_hdr *h)
+					     struct cmesh_shm_rec_hdr *h,
+					     uint64_t *hi)
 {
 	const struct cmesh_shm_slot *s = &c->slots[c->head_pos & c->mask];
 	uint64_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
 	uint32_t code = (uint32_t)(seq >> CMESH_SHM_SEQ_CODE_SHIFT) &
-			(CMESH_SHM_SEQ_META_MASK >> CMESH_SHM_SEQ_CODE_SHIFT);
+			CMESH_SHM_SEQ_CODE_MASK;
 	uint32_t kind = (uint32_t)seq & CMESH_SHM_SEQ_KIND_MASK;
 
 	if (!cmesh__shmring_word_match(seq, cmesh__shmring_want(c))) {
@@ -459,18 +486,20 @@ static cmesh__inline int cmesh__shmring_head(struct cmesh__shmring_consumer *c,
 			return -EAGAIN;
 		goto bad;
 	}
+	*hi = seq & CMESH_SHM_SEQ_HI;
 	if (likely(code)) { /* inline: all of it is in the seq word */
 		h->len = code - 1;
 		h->kind = kind;
 		if (unlikely(code > CMESH_SHM_SEQ_CODE_MAX ||
-			     h->len > c->limit))
+			     h->len > c->limit ||
+			     (*hi && h->len <= CMESH_SHM_SLOT_DATA)))
 			goto bad;
 		return 0;
 	}
 	memcpy(h, s->data, sizeof(*h));
 	/* Use the copy; never re-read the shared bytes (shmring.c). */
 	atomic_signal_fence(memory_order_seq_cst);
-	if (unlikely(kind || h->kind > CMESH_SHM_REC_KIND_MAX ||
+	if (unlikely(kind || *hi || h->kind > CMESH_SHM_REC_KIND_MAX ||
 		     !cmesh_shm_rec_bulk(h->len) || h->len > c->limit))
 		goto bad;
 	return 0;
@@ -487,6 +516,7 @@ static cmesh__inline int cmesh__shmring_peek(struct cmesh__shmring_consumer *c,
 					     uint32_t *out_kind)
 {
 	struct cmesh_shm_rec_hdr h;
+	uint64_t hi;
 	int r;
 
 	if (c->peeked) {
@@ -497,12 +527,13 @@ static cmesh__inline int cmesh__shmring_peek(struct cmesh__shmring_consumer *c,
 		return -EPROTO;
 	if (unlikely(!c->slots))
 		return -EAGAIN; /* unattached: nothing published */
-	r = cmesh__shmring_head(c, &h);
+	r = cmesh__shmring_head(c, &h, &hi);
 	if (r)
 		return r;
 	if (unlikely(h.kind == CMESH_SHM_REC_FILL))
 		return cmesh__shmring_peek_fill(c, h, out_kind);
 	c->cur = h;
+	c->cur_hi = hi;
 	c->peeked = true;
 	*out_kind = h.kind;
 	return (int)h.len;
@@ -514,8 +545,10 @@ void cmesh__shmring_read_bulk(const struct cmesh__shmring_consumer *c,
 
 /*
  * Copies payload bytes [off, off + n) of the record at head_pos to `dst`.
- * Inline layout: byte x of a payload is in the first slot if x < 56, else
- * in the second slot. Bulk layout: in the bulk lines from head_pos's on.
+ * Inline layout: byte x of a payload is in the first slot's data if x <
+ * 56, else at x - 56 in the second slot (its first word with bit 63 from
+ * the first slot's seq, then its data). Bulk layout: in the bulk lines
+ * from head_pos's on.
  */
 static cmesh__inline void
 cmesh__shmring_read(const struct cmesh__shmring_consumer *c, uint32_t off,
@@ -531,7 +564,7 @@ cmesh__shmring_read(const struct cmesh__shmring_consumer *c, uint32_t off,
 		cmesh__shmring_read_bulk(c, off, dst, n);
 		return;
 	}
-	/* Never true (off + n <= 112); tells GCC (array-bounds). */
+	/* Never true (off + n <= 120); tells GCC (array-bounds). */
 	if (off > CMESH__SHMRING_SMALL || n > CMESH__SHMRING_SMALL - off)
 		return;
 	/* Inline copies, no call, no loop: a slot's bytes, then the next's. */
@@ -546,10 +579,29 @@ cmesh__shmring_read(const struct cmesh__shmring_consumer *c, uint32_t off,
 		off -= CMESH_SHM_SLOT_DATA;
 	}
 	/* Never true either (the rest fits the second slot); for GCC. */
-	if (n > CMESH_SHM_SLOT_DATA - off)
-		n = CMESH_SHM_SLOT_DATA - off;
-	if (n)
-		cmesh__copy_small(d, s1->data + off, n);
+	if (n > CMESH_SHM_SLOT_SIZE - off)
+		n = CMESH_SHM_SLOT_SIZE - off;
+	if (n) {
+		/* The second slot: its first word's bit 63 restored. */
+		uint64_t w =
+			atomic_load_explicit(&s1->seq, memory_order_relaxed) |
+			(c->cur_hi ? CMESH_SHM_SEQ_PUBLISHED : 0);
+		unsigned char line[CMESH_SHM_SLOT_SIZE];
+
+		if (likely(off == 0 && n >= sizeof(w))) {
+			/* The usual case, the rest of the record: no staging. */
+			uint32_t rest = n - (uint32_t)sizeof(w);
+
+			memcpy(d, &w, sizeof(w));	/* little-endian */
+			if (rest > CMESH_SHM_SLOT_DATA) /* never; for GCC */
+				rest = CMESH_SHM_SLOT_DATA;
+			cmesh__copy_small(d + sizeof(w), s1->data, rest);
+			return;
+		}
+		memcpy(line, &w, sizeof(w)); /* little-endian: shm/ring.h */
+		memcpy(line + sizeof(w), s1->data, CMESH_SHM_SLOT_DATA);
+		cmesh__copy_small(d, line + off, n);
+	}
 }
 
 static cmesh__inline void

@@ -172,13 +172,13 @@ static struct cmesh_shm_rec_hdr get_hdr(struct rig *r, uint64_t pos)
 }
 
 /*
- * The seq words of shm/ring.h, restated: bit 63 set, bits 15..62 the
- * lap of the position + 1 (mod 2^48), bits 8..14 an inline record's
- * length + 1, bits 0..7 its kind.
+ * The seq words of shm/ring.h, restated: bit 63 set, bits 16..62 the
+ * lap of the position + 1 (mod 2^47), bit 15 the second slot's bit 63,
+ * bits 8..14 an inline record's length + 1, bits 0..7 its kind.
  */
 static uint64_t tag_at(uint64_t nslots, uint64_t pos)
 {
-	return 1ull << 63 | ((pos / nslots + 1) % (1ull << 48)) << 15;
+	return 1ull << 63 | ((pos / nslots + 1) % (1ull << 47)) << 16;
 }
 
 static uint64_t inline_seq(uint64_t nslots, uint64_t pos, uint32_t len,
@@ -234,7 +234,7 @@ static void advance_to(struct rig *r, uint64_t idx)
  */
 static void soil_first_two_slots(struct rig *r)
 {
-	unsigned char big[FIRST + SLOT_DATA];
+	unsigned char big[CMESH_SHM_INLINE_MAX];
 	uint32_t k;
 
 	memset(big, 0xab, sizeof(big));
@@ -293,8 +293,10 @@ Test(shmring, counts_the_slots_of_a_record)
 	cr_assert_eq(cmesh_shm_rec_slots(0), 1);
 	cr_assert_eq(cmesh_shm_rec_slots(FIRST), 1);
 	cr_assert_eq(cmesh_shm_rec_slots(FIRST + 1), 2);
-	cr_assert_eq(cmesh_shm_rec_slots(FIRST + SLOT_DATA), 2);
-	cr_assert_eq(FIRST + SLOT_DATA, CMESH_SHM_INLINE_MAX);
+	/* The second slot whole, its seq word's bytes too. */
+	cr_assert_eq(cmesh_shm_rec_slots(FIRST + CMESH_SHM_SLOT_SIZE), 2);
+	cr_assert_eq(FIRST + CMESH_SHM_SLOT_SIZE, CMESH_SHM_INLINE_MAX);
+	cr_assert_eq(CMESH_SHM_INLINE_MAX, 120);
 	cr_assert_not(cmesh_shm_rec_bulk(CMESH_SHM_INLINE_MAX));
 	/* Bulk: a position per 64 bytes, the header slot among them. */
 	cr_assert(cmesh_shm_rec_bulk(CMESH_SHM_INLINE_MAX + 1));
@@ -798,6 +800,73 @@ Test(shmring, peek_steps_over_fillers_and_fails_for_good_on_a_bad_header)
 	rig_close(&r);
 }
 
+/*
+ * Payload byte 63's top bit is bit 63 of the second slot's first word:
+ * stored clear there (the word never looks published) and carried in the
+ * first slot's seq word, by both writers; every read of the record, from
+ * any offset, gives the byte back whole.
+ */
+Test(shmring, the_second_slots_bit_63_travels_in_the_first_slots_seq)
+{
+	const uint8_t tops[] = { 0xff, 0x7f, 0x80 };
+	const uint32_t lens[] = { 64, 100, CMESH_SHM_INLINE_MAX };
+
+	for (size_t t = 0; t < sizeof(tops); t++)
+		for (size_t l = 0; l < sizeof(lens) / sizeof(lens[0]); l++)
+			for (int general = 0; general < 2; general++) {
+				unsigned char in[CMESH_SHM_INLINE_MAX];
+				unsigned char out[CMESH_SHM_INLINE_MAX];
+				uint32_t len = lens[l], k;
+				struct cmesh__iov iov[2] = {
+					{ in, 60 }, { in + 60, len - 60 }
+				};
+				uint64_t pos, seq, word;
+				struct rig r;
+
+				rig_open(&r, 4096);
+				tu_fill(in, sizeof(in), (uint32_t)(t * 7 + l));
+				in[63] = tops[t];
+				pos = tail_of(&r);
+				if (general)
+					TU_ASSERT_RC(cmesh__shmring_pushv(
+							     &r.p, 3, iov, 2),
+						     0);
+				else
+					TU_ASSERT_RC(cmesh__shmring_push(
+							     &r.p, 3, in, len),
+						     0);
+				seq = atomic_load(&slot_at(&r, pos)->seq);
+				word = atomic_load(&slot_at(&r, pos + 1)->seq);
+				cr_assert_eq(word >> 63, 0);
+				cr_assert_eq(!!(seq & CMESH_SHM_SEQ_HI),
+					     tops[t] >> 7);
+				cr_assert_eq(word >> 56, tops[t] & 0x7fu);
+				/* Read whole, then from every offset on. */
+				TU_ASSERT_RC(cmesh__shmring_peek(&r.c, &k),
+					     (int)len);
+				for (uint32_t off = 0; off < len; off++) {
+					memset(out, 0, sizeof(out));
+					cmesh__shmring_read(&r.c, off,
+							    out + off,
+							    len - off);
+					cr_assert_eq(memcmp(out + off, in + off,
+							    len - off),
+						     0, "len %u off %u", len,
+						     off);
+				}
+				/* And in pieces that split the word. */
+				memset(out, 0, sizeof(out));
+				cmesh__shmring_read(&r.c, 0, out, 58);
+				cmesh__shmring_read(&r.c, 58, out + 58, 5);
+				cmesh__shmring_read(&r.c, 63, out + 63, 1);
+				cmesh__shmring_read(&r.c, 64, out + 64,
+						    len - 64);
+				cr_assert_eq(memcmp(out, in, len), 0);
+				cmesh__shmring_consume(&r.c);
+				rig_close(&r);
+			}
+}
+
 Test(shmring, a_record_of_two_slots_leaves_no_stale_bytes_in_either)
 {
 	struct rig r;
@@ -806,13 +875,12 @@ Test(shmring, a_record_of_two_slots_leaves_no_stale_bytes_in_either)
 
 	rig_open(&r, 4096);
 	soil_first_two_slots(&r);
-	/* One byte into slot 1. */
+	/* One byte into slot 1, in the first byte of its seq word. */
 	memset(small, 0x11, sizeof(small));
 	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, small, sizeof(small)), 0);
-	cr_assert_eq(slot_at(&r, 1)->data[0], 0x11);
+	cr_assert_eq(atomic_load(&slot_at(&r, 1)->seq), 0x11);
 	/* Only zeros after the payload (no stale or stack bytes). */
-	cr_assert_eq(memcmp(slot_at(&r, 1)->data + 1, zero, SLOT_DATA - 1), 0);
-	cr_assert_eq(atomic_load(&slot_at(&r, 1)->seq), 0);
+	cr_assert_eq(memcmp(slot_at(&r, 1)->data, zero, SLOT_DATA), 0);
 	rig_close(&r);
 }
 
@@ -1056,6 +1124,7 @@ Test(shmring, a_filler_leaves_no_stale_bytes_in_its_first_two_slots)
 				CMESH_SHM_REC_FILL));
 	cr_assert_eq(memcmp(slot_at(&r, 0)->data, zero, SLOT_DATA), 0);
 	cr_assert_eq(memcmp(slot_at(&r, 1)->data, zero, SLOT_DATA), 0);
+	cr_assert_eq(atomic_load(&slot_at(&r, 1)->seq), 0);
 	/* The consumer steps over it. */
 	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, out, sizeof(out)), -EAGAIN);
 	rig_close(&r);
@@ -1192,17 +1261,18 @@ Test(shmring, pop_fails_for_good_on_a_seq_no_honest_producer_leaves)
 	/*
 	 * The head is at 70 (slot 6, lap 1); slot 6 last held position 6.
 	 * Tags of later laps; the right tag with an inline length code past
-	 * 113, or the bulk code with a kind; a tag far ahead.
+	 * 121, or the bulk code with a kind; the second slot's bit 63 on a
+	 * record of one slot, or on a bulk one; a tag far ahead.
 	 */
 	const uint64_t bad[] = {
 		inline_seq(64, 70 + 64, 1, 1),
 		inline_seq(64, 70 + 64 * 9, 1, 1),
-		tag_at(64, 70) | 114u << 8,
+		tag_at(64, 70) | 122u << 8,
 		tag_at(64, 70) | 127u << 8 | 5,
 		tag_at(64, 70) | 1,
+		inline_seq(64, 70, FIRST, 1) | CMESH_SHM_SEQ_HI,
+		tag_at(64, 70) | CMESH_SHM_SEQ_HI,
 		tag_at(64, 70 + 64 * 64) | 1u << 8,
-		1ull << 62,
-		12345, /* no bit 63 */
 		UINT64_MAX,
 		1ull << 63 | 3, /* count 0 */
 	};
@@ -1228,9 +1298,17 @@ Test(shmring, pop_fails_for_good_on_a_seq_no_honest_producer_leaves)
 
 Test(shmring, pop_waits_on_a_stale_seq_of_an_older_lap)
 {
-	/* Head at 70 (lap 1): zero, lap 0's tags (inline or bulk, any code). */
-	const uint64_t stale[] = { 0, inline_seq(64, 6, FIRST, 1),
-				   tag_at(64, 6), tag_at(64, 6) | 0x7fff };
+	/*
+	 * Head at 70 (lap 1): zero, lap 0's tags (inline or bulk, any code),
+	 * any word with bit 63 clear (a second slot's bytes).
+	 */
+	const uint64_t stale[] = { 0,
+				   inline_seq(64, 6, FIRST, 1),
+				   tag_at(64, 6),
+				   tag_at(64, 6) | 0xffff,
+				   1ull << 62,
+				   12345,
+				   inline_seq(64, 70, 1, 1) & ~(1ull << 63) };
 	char buf[8];
 	uint32_t k;
 
@@ -1250,20 +1328,20 @@ Test(shmring, pop_waits_on_a_stale_seq_of_an_older_lap)
 	}
 }
 
-Test(shmring, counts_laps_in_48_bits_and_takes_any_older_tag_once_they_wrap)
+Test(shmring, counts_laps_in_47_bits_and_takes_any_older_tag_once_they_wrap)
 {
-	const uint64_t n = 64, wrap = 1ull << 48;
-	/* Lap 2^48 - 2: tags of laps 1 .. 2^48 - 2 are older, no wrap yet. */
+	const uint64_t n = 64, wrap = 1ull << 47;
+	/* Lap 2^47 - 2: tags of laps 1 .. 2^47 - 2 are older, no wrap yet. */
 	uint64_t pos = (wrap - 2) * n + 5;
 
 	cr_assert_eq(cmesh_shm_seq_tag(pos, 6), tag_at(n, pos));
 	cr_assert(cmesh_shm_seq_stale(0, pos, 6));
 	cr_assert(cmesh_shm_seq_stale(tag_at(n, 0), pos, 6));
-	cr_assert(cmesh_shm_seq_stale(tag_at(n, pos - n) | 0x7fff, pos, 6));
+	cr_assert(cmesh_shm_seq_stale(tag_at(n, pos - n) | 0xffff, pos, 6));
 	cr_assert_not(cmesh_shm_seq_stale(tag_at(n, pos), pos, 6));
 	cr_assert_not(cmesh_shm_seq_stale(tag_at(n, pos + n), pos, 6));
 	cr_assert_not(cmesh_shm_seq_stale(1ull << 63, pos, 6)); /* count 0 */
-	/* Lap 2^48 - 1: its count wraps to 0, still a nonzero seq. */
+	/* Lap 2^47 - 1: its count wraps to 0, still a nonzero seq. */
 	pos += n;
 	cr_assert_eq(cmesh_shm_seq_tag(pos, 6), 1ull << 63);
 	cr_assert(cmesh_shm_seq_stale(tag_at(n, pos - n), pos, 6));
@@ -1273,9 +1351,9 @@ Test(shmring, counts_laps_in_48_bits_and_takes_any_older_tag_once_they_wrap)
 	pos += 7 * n;
 	cr_assert(cmesh_shm_seq_stale(tag_at(n, pos + n), pos, 6));
 	cr_assert_not(cmesh_shm_seq_stale(tag_at(n, pos), pos, 6));
-	/* Bit 63 clear: never a published tag. */
-	cr_assert_not(
-		cmesh_shm_seq_stale(tag_at(n, 0) & ~(1ull << 63), pos, 6));
+	/* Bit 63 clear: never a published tag, always one to wait on. */
+	cr_assert(cmesh_shm_seq_stale(tag_at(n, pos) & ~(1ull << 63), pos, 6));
+	cr_assert(cmesh_shm_seq_stale(1ull << 62, pos, 6));
 }
 
 Test(shmring, pop_fails_on_a_record_longer_than_the_limit)

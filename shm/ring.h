@@ -40,8 +40,8 @@
  * The seq word of a record's first slot says four things:
  *   bits 16..63  tag: bit 63 set (a published seq is never 0), bits
  *                16..62 (lap of the record's position + 1) mod 2^47
- *   bit  15      of an inline record of two slots: bit 63 of its second
- *                slot's first word (below); 0 for any other record
+ *   bit  15      of an inline record of 113..120 bytes: bit 63 of its
+ *                second slot's first word (below); 0 for any other
  *   bits  8..14  code: 1..121 for an inline record of code - 1 bytes,
  *                0 for a bulk record (its header is in the slot's data)
  *   bits  0..7   kind of an inline record (0 for a bulk one)
@@ -49,11 +49,13 @@
  * consecutive positions pos .. pos + k - 1 (wrapping around the end of the
  * area; there is no padding record). Two layouts, chosen by len alone:
  * - Inline (len <= CMESH_SHM_INLINE_MAX, k <= 2): length and kind are in
- *   the seq word; payload bytes 0..55 are the first slot's data, 56..119
- *   the whole second slot: bytes 56..63 in its first word (the place of
- *   a seq, little-endian) with bit 63 clear (the byte's top bit is bit 15
- *   of the first slot's seq word), 64..119 its data. A message of up to
- *   56 bytes is one cache line, one of up to 120 bytes two adjacent ones.
+ *   the seq word; payload bytes 0..55 are the first slot's data. Up to
+ *   CMESH_SHM_INLINE_WORD (112) bytes, 56..111 are the second slot's data
+ *   and its first word (a seq's place) is 0. Past that, bytes 56..119 are
+ *   the whole second slot: 56..63 its first word (little-endian) with bit
+ *   63 clear (the byte's top bit is bit 15 of the first slot's seq word),
+ *   64..119 its data. A message of up to 56 bytes is one cache line, one
+ *   of up to 120 bytes two adjacent ones.
  * - Bulk (len > CMESH_SHM_INLINE_MAX, k = ceil(len / 64)): the first
  *   slot's data starts with the record header {len, kind}; the payload is
  *   contiguous in the bulk lines of positions pos .. pos + k - 1 (split
@@ -81,7 +83,7 @@
  * Any value with bit 63 set that is not the tag of an earlier lap (1 ..
  * head's lap, while laps have not wrapped) cannot come from an honest
  * producer, nor can a matching one with a code above 121, a bulk code
- * with a kind, bit 15 set on a record of one slot or a bulk one, or a
+ * with a kind, bit 15 set on a record of up to 112 bytes or a bulk one, or a
  * bulk header whose length is inline-sized or over the limit: the
  * consumer fails. (A word with bit 63 clear is never published: a hostile
  * producer that leaves one there has only published nothing.)
@@ -112,6 +114,8 @@
 #define CMESH_SHM_REC_HDR_SIZE 8u	  /* a bulk record's header */
 /* Largest inline payload (two slots, the second one whole). */
 #define CMESH_SHM_INLINE_MAX (CMESH_SHM_SLOT_DATA + CMESH_SHM_SLOT_SIZE)
+/* Up to this many bytes the second slot's first word is 0 (a seq's place). */
+#define CMESH_SHM_INLINE_WORD (2u * CMESH_SHM_SLOT_DATA)
 #define CMESH_SHM_BULK_LINE 64u /* bytes of a bulk line */
 
 /* The seq word of a record's first slot: tag, code, kind (above). */

@@ -362,7 +362,14 @@ static void write_record(struct cmesh__shmring_producer *p, uint64_t pos,
 		prefetch_bulk(p, pos + k, k);
 		return;
 	}
-	if (k > 1) {
+	if (k > 1 && len <= CMESH_SHM_INLINE_WORD) {
+		struct cmesh_shm_slot *s1 = &p->slots[(pos + 1) & p->mask];
+
+		/* No one reads it before the record is published. */
+		atomic_store_explicit(&s1->seq, 0, memory_order_relaxed);
+		put_data(s1->data, iov, niov, CMESH_SHM_SLOT_DATA, len - n0,
+			 CMESH_SHM_SLOT_DATA);
+	} else if (k > 1) {
 		struct cmesh_shm_slot *s1 = &p->slots[(pos + 1) & p->mask];
 		unsigned char line[CMESH_SHM_SLOT_SIZE] = { 0 };
 

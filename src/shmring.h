@@ -166,6 +166,8 @@ int cmesh__shmring_consumed(struct cmesh__shmring_producer *p, uint64_t *out);
 
 /* Payload bytes that fit a record's first two slots (inline layout). */
 #define CMESH__SHMRING_SMALL CMESH_SHM_INLINE_MAX
+/* Longer inline records fill their second slot's first word too. */
+#define CMESH__SHMRING_WORD CMESH_SHM_INLINE_WORD
 
 /*
  * cmesh__shmring_push() of a record of at most CMESH__SHMRING_SMALL bytes
@@ -388,17 +390,23 @@ static inline void cmesh__shmring_write_small(struct cmesh__shmring_producer *p,
 	uint32_t n0 = len < CMESH_SHM_SLOT_DATA ? len : CMESH_SHM_SLOT_DATA;
 	uint64_t hi = 0;
 
-	if (len > CMESH_SHM_SLOT_DATA) {
+	if (len > CMESH__SHMRING_WORD) {
 		struct cmesh_shm_slot *s1 = &p->slots[(pos + 1) & p->mask];
-		uint32_t nw = len - n0 < 8 ? len - n0 : 8;
-		unsigned char w8[8] = { 0 };
+		unsigned char w8[8];
 
 		/* Never true (len <= 120); tells GCC (array-bounds). */
 		if (len > CMESH__SHMRING_SMALL)
 			len = CMESH__SHMRING_SMALL;
-		cmesh__copy_small(w8, src + n0, nw);
+		cmesh__copy_small(w8, src + n0, sizeof(w8));
 		hi = cmesh__shmring_put_word(s1, w8);
-		cmesh__shmring_put(s1->data, src + n0 + nw, len - n0 - nw,
+		cmesh__shmring_put(s1->data, src + n0 + 8, len - n0 - 8,
+				   CMESH_SHM_SLOT_DATA);
+	} else if (len > CMESH_SHM_SLOT_DATA) {
+		struct cmesh_shm_slot *s1 = &p->slots[(pos + 1) & p->mask];
+
+		/* No one reads it before the record is published. */
+		atomic_store_explicit(&s1->seq, 0, memory_order_relaxed);
+		cmesh__shmring_put(s1->data, src + n0, len - n0,
 				   CMESH_SHM_SLOT_DATA);
 	}
 	cmesh__shmring_put(s->data, src, n0, CMESH_SHM_SLOT_DATA);
@@ -492,7 +500,7 @@ static cmesh__inline int cmesh__shmring_head(struct cmesh__shmring_consumer *c,
 		h->kind = kind;
 		if (unlikely(code > CMESH_SHM_SEQ_CODE_MAX ||
 			     h->len > c->limit ||
-			     (*hi && h->len <= CMESH_SHM_SLOT_DATA)))
+			     (*hi && h->len <= CMESH_SHM_INLINE_WORD)))
 			goto bad;
 		return 0;
 	}
@@ -577,6 +585,14 @@ cmesh__shmring_read(const struct cmesh__shmring_consumer *c, uint32_t off,
 		off = 0;
 	} else {
 		off -= CMESH_SHM_SLOT_DATA;
+	}
+	if (c->cur.len <= CMESH__SHMRING_WORD) {
+		/* Never true either (the rest fits the slot); for GCC. */
+		if (n > CMESH_SHM_SLOT_DATA - off)
+			n = CMESH_SHM_SLOT_DATA - off;
+		if (n)
+			cmesh__copy_small(d, s1->data + off, n);
+		return;
 	}
 	/* Never true either (the rest fits the second slot); for GCC. */
 	if (n > CMESH_SHM_SLOT_SIZE - off)

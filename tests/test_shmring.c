@@ -801,15 +801,16 @@ Test(shmring, peek_steps_over_fillers_and_fails_for_good_on_a_bad_header)
 }
 
 /*
- * Payload byte 63's top bit is bit 63 of the second slot's first word:
- * stored clear there (the word never looks published) and carried in the
- * first slot's seq word, by both writers; every read of the record, from
- * any offset, gives the byte back whole.
+ * Past 112 bytes, payload bytes 56..63 are the second slot's first word,
+ * whose bit 63 (byte 63's top bit) is stored clear there (the word never
+ * looks published) and carried in the first slot's seq word, by both
+ * writers; up to 112 the word is 0 and the bit clear. Every read of the
+ * record, from any offset, gives every byte back whole.
  */
 Test(shmring, the_second_slots_bit_63_travels_in_the_first_slots_seq)
 {
 	const uint8_t tops[] = { 0xff, 0x7f, 0x80 };
-	const uint32_t lens[] = { 64, 100, CMESH_SHM_INLINE_MAX };
+	const uint32_t lens[] = { 64, 112, 113, CMESH_SHM_INLINE_MAX };
 
 	for (size_t t = 0; t < sizeof(tops); t++)
 		for (size_t l = 0; l < sizeof(lens) / sizeof(lens[0]); l++)
@@ -837,10 +838,16 @@ Test(shmring, the_second_slots_bit_63_travels_in_the_first_slots_seq)
 						     0);
 				seq = atomic_load(&slot_at(&r, pos)->seq);
 				word = atomic_load(&slot_at(&r, pos + 1)->seq);
-				cr_assert_eq(word >> 63, 0);
-				cr_assert_eq(!!(seq & CMESH_SHM_SEQ_HI),
-					     tops[t] >> 7);
-				cr_assert_eq(word >> 56, tops[t] & 0x7fu);
+				if (len <= CMESH_SHM_INLINE_WORD) {
+					cr_assert_eq(word, 0);
+					cr_assert_eq(seq & CMESH_SHM_SEQ_HI, 0);
+				} else {
+					cr_assert_eq(word >> 63, 0);
+					cr_assert_eq(!!(seq & CMESH_SHM_SEQ_HI),
+						     tops[t] >> 7);
+					cr_assert_eq(word >> 56,
+						     tops[t] & 0x7fu);
+				}
 				/* Read whole, then from every offset on. */
 				TU_ASSERT_RC(cmesh__shmring_peek(&r.c, &k),
 					     (int)len);
@@ -875,12 +882,13 @@ Test(shmring, a_record_of_two_slots_leaves_no_stale_bytes_in_either)
 
 	rig_open(&r, 4096);
 	soil_first_two_slots(&r);
-	/* One byte into slot 1, in the first byte of its seq word. */
+	/* One byte into slot 1. */
 	memset(small, 0x11, sizeof(small));
 	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, small, sizeof(small)), 0);
-	cr_assert_eq(atomic_load(&slot_at(&r, 1)->seq), 0x11);
+	cr_assert_eq(slot_at(&r, 1)->data[0], 0x11);
 	/* Only zeros after the payload (no stale or stack bytes). */
-	cr_assert_eq(memcmp(slot_at(&r, 1)->data, zero, SLOT_DATA), 0);
+	cr_assert_eq(memcmp(slot_at(&r, 1)->data + 1, zero, SLOT_DATA - 1), 0);
+	cr_assert_eq(atomic_load(&slot_at(&r, 1)->seq), 0);
 	rig_close(&r);
 }
 
@@ -1262,7 +1270,7 @@ Test(shmring, pop_fails_for_good_on_a_seq_no_honest_producer_leaves)
 	 * The head is at 70 (slot 6, lap 1); slot 6 last held position 6.
 	 * Tags of later laps; the right tag with an inline length code past
 	 * 121, or the bulk code with a kind; the second slot's bit 63 on a
-	 * record of one slot, or on a bulk one; a tag far ahead.
+	 * record of up to 112 bytes, or on a bulk one; a tag far ahead.
 	 */
 	const uint64_t bad[] = {
 		inline_seq(64, 70 + 64, 1, 1),
@@ -1271,6 +1279,7 @@ Test(shmring, pop_fails_for_good_on_a_seq_no_honest_producer_leaves)
 		tag_at(64, 70) | 127u << 8 | 5,
 		tag_at(64, 70) | 1,
 		inline_seq(64, 70, FIRST, 1) | CMESH_SHM_SEQ_HI,
+		inline_seq(64, 70, 112, 1) | CMESH_SHM_SEQ_HI,
 		tag_at(64, 70) | CMESH_SHM_SEQ_HI,
 		tag_at(64, 70 + 64 * 64) | 1u << 8,
 		UINT64_MAX,

@@ -61,7 +61,7 @@
 #include <stdint.h>
 
 #define CMESH_PROTO_MAGIC 0x48534d43u /* "CMSH" */
-#define CMESH_PROTO_VERSION 10u
+#define CMESH_PROTO_VERSION 11u
 
 #define CMESH_CTL_HELLO 1u
 #define CMESH_CTL_ATTACH 2u
@@ -206,6 +206,8 @@ struct cmesh_ctl_port {
 	uint32_t ring_cap;   /* capacity of the lane's ring */
 	uint32_t flags;	     /* CMESH_PORT_F_* */
 	uint64_t arena_size; /* bytes of the arena fd */
+	uint32_t home;	     /* CMESH_PORT_F_HOME: a lane of ours it names */
+	uint32_t reserved;   /* 0 */
 };
 
 /*
@@ -231,7 +233,20 @@ struct cmesh_ctl_port {
  */
 #define CMESH_PORT_F_REUSE 8u
 
-static_assert(sizeof(struct cmesh_ctl_port) == 24, "port size");
+/*
+ * A receiver's port (CMESH_PORT_READ, a channel's receiver) whose only
+ * senders are ours, all of them through our out lane `home`, consumed by
+ * the peer, on this link: its receiver is coming home. The new lane (`id`)
+ * carries what the peer holds and forwards from `home` (its forwarder);
+ * the receiver may take its senders' queue here again: we seal `home` and
+ * end it, our senders queue here from then on, and the receiver reads the
+ * new lane to its end first. A hint: a `home` that is not such a lane
+ * (gone since, or never) only makes it an ordinary port. In any other
+ * port: -EPROTO.
+ */
+#define CMESH_PORT_F_HOME 16u
+
+static_assert(sizeof(struct cmesh_ctl_port) == 32, "port size");
 
 /* Most port descriptors one ATTACH carries (a type's fields). */
 #define CMESH_CTL_MAX_PORTS 64u

@@ -146,7 +146,14 @@ int cmesh__lane_init(struct cmesh__lane *ln, struct cmesh__link *link,
 	ln->spill_tailp = &ln->spill_head;
 	ln->att_tailp = &ln->att_head;
 	set_type(ln, type);
-	return pthread_mutex_init(&ln->lock, NULL) ? -ENOMEM : 0;
+	atomic_init(&ln->home_q, NULL);
+	if (pthread_rwlock_init(&ln->port_lock, NULL))
+		return -ENOMEM;
+	if (pthread_mutex_init(&ln->lock, NULL)) {
+		pthread_rwlock_destroy(&ln->port_lock);
+		return -ENOMEM;
+	}
+	return 0;
 }
 
 /* What becomes of the head of the backlog (`lock` held). */
@@ -192,6 +199,7 @@ void cmesh__lane_destroy(struct cmesh__lane *ln)
 	while (ln->spill_head)
 		pop_spill(ln, SPILL_DISCARD);
 	pthread_mutex_destroy(&ln->lock);
+	pthread_rwlock_destroy(&ln->port_lock);
 	cmesh__lane_bulk_free(ln);
 	free(ln->buf);
 	cmesh__wake_free(ln->sleeper);
@@ -229,11 +237,16 @@ static int publish(struct cmesh__lane *ln, uint32_t kind,
 	uint32_t len = 0;
 	int r;
 
+	/*
+	 * Forced past a seal: the caller holds `lock`, under which the seal
+	 * is set and a sender looks at it first (enqueue_try()); a spilled
+	 * record was queued before it.
+	 */
 	if (!nfds && !nports)
-		return cmesh__shmring_pushv(&ln->prod, kind, iov, niov);
+		return cmesh__shmring_pushv_forced(&ln->prod, kind, iov, niov);
 	if (!nfds && ports_inline(ports, nports)) {
 		/* The descriptors are in the record: no ATTACH. */
-		r = cmesh__shmring_pushv(&ln->prod, kind, iov, niov);
+		r = cmesh__shmring_pushv_forced(&ln->prod, kind, iov, niov);
 		if (!r)
 			for (uint32_t i = 0; i < nports; i++)
 				cmesh__link_lane_sent(ports[i].lane);
@@ -241,7 +254,7 @@ static int publish(struct cmesh__lane *ln, uint32_t kind,
 	}
 	for (uint32_t i = 0; i < niov; i++)
 		len += iov[i].len;
-	r = cmesh__shmring_claim(&ln->prod, len, &pos);
+	r = cmesh__shmring_claim_forced(&ln->prod, len, &pos);
 	if (r)
 		return r;
 	r = cmesh__link_send_attach(ln, fds, nfds, ports, nports, &seq);
@@ -499,6 +512,12 @@ static int enqueue_try(struct cmesh__lane *ln, uint32_t kind,
 	pthread_mutex_lock(&ln->lock);
 	if (ln->spill_head)
 		flush_locked(ln);
+	/* Sealed: only its end goes; a sender's record goes elsewhere. */
+	if (cmesh__lane_sealed(ln) && kind != CMESH_REC_CLOSE &&
+	    kind != CMESH_REC_FAIL) {
+		pthread_mutex_unlock(&ln->lock);
+		return -ESTALE;
+	}
 	/* A try behind a full socket would only leave fillers: wait. */
 	if (!ln->spill_head && (!ln->dynamic || cmesh__lane_bound(ln)) &&
 	    (!try || !nfds || attach_may_go(ln)))
@@ -560,6 +579,10 @@ static int send_bulk(struct cmesh__lane *ln, const void *msg, const void *trail,
 	int r = -EAGAIN;
 
 	pthread_mutex_lock(&ln->lock);
+	if (cmesh__lane_sealed(ln)) {
+		pthread_mutex_unlock(&ln->lock);
+		return -ESTALE;
+	}
 	if (!atomic_load_explicit(&ln->spilling, memory_order_relaxed))
 		r = cmesh__lane_bulk_publish(ln, msg, trail, len, &at);
 	if (r == -EAGAIN && !try)
@@ -648,12 +671,15 @@ static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
 
 	/*
 	 * First: a receiver that is gone stays gone (-EPIPE) when its process
-	 * exits later, the wake line stays mapped.
+	 * exits later, the wake line stays mapped. Unless the lane was sealed
+	 * (its receiver came home): the receiver that closed it then is the
+	 * old one, after our seal's CLOSE, and the message goes home.
 	 */
 	r = cmesh__lane_peer_closed(ln);
-	if (r)
-		goto out_release;
-	r = cmesh__lane_failed(ln);
+	if (!r)
+		r = cmesh__lane_failed(ln);
+	if (r && !nports && cmesh__lane_sealed(ln))
+		return -ESTALE;
 	if (r)
 		goto out_release;
 	if (ln->type->nfields) {
@@ -680,7 +706,7 @@ static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
 		if (r == 0 && ln->poolable)
 			atomic_store_explicit(&ln->last_sent, true,
 					      memory_order_relaxed);
-		if (r == 0 || (try && r == -EAGAIN))
+		if (r == 0 || (try && r == -EAGAIN) || r == -ESTALE)
 			return r;
 		goto out_release;
 	}
@@ -688,7 +714,7 @@ static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
 	    cmesh__lane_bulk_ready(ln)) {
 		/* Too large for a record: through the bulk arena. */
 		r = send_bulk(ln, msg, trail, len, try);
-		if (r == 0 || (try && r == -EAGAIN))
+		if (r == 0 || (try && r == -EAGAIN) || r == -ESTALE)
 			return r;
 		goto out_release;
 	}
@@ -775,6 +801,8 @@ static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
 		close(arena);
 	if (try && r == -EAGAIN)
 		return r; /* nothing taken: the caller keeps its message */
+	if (r == -ESTALE && !nports)
+		return r; /* sealed: nothing taken, the caller sends again */
 	/* enqueue() failed before taking the fds: release them below. */
 out_release:
 	cmesh__lane_unsend_ports(ports, nports);
@@ -825,6 +853,18 @@ static void close_tx(struct cmesh__lane *ln, uint32_t kind)
 
 void cmesh__lane_close_tx(struct cmesh__lane *ln)
 {
+	close_tx(ln, CMESH_REC_CLOSE);
+}
+
+void cmesh__lane_seal_tx(struct cmesh__lane *ln)
+{
+	/* No send of endpoints is between its look and its record. */
+	pthread_rwlock_wrlock(&ln->port_lock);
+	pthread_mutex_lock(&ln->lock);
+	cmesh__shmring_seal(&ln->prod);
+	pthread_mutex_unlock(&ln->lock);
+	pthread_rwlock_unlock(&ln->port_lock);
+	/* After every record claimed before: the consumer's end. */
 	close_tx(ln, CMESH_REC_CLOSE);
 }
 

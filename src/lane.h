@@ -126,6 +126,20 @@ struct cmesh__lane {
 
 	/* Out lane (producer). */
 	pthread_mutex_t lock; /* senders with fds, and the spill backlog */
+	/*
+	 * Read: a send of endpoints (port.c), from its look at the seal to
+	 * its record. Write: the seal (cmesh__lane_seal_tx()), so that no
+	 * such send makes ports for a record the seal then refuses.
+	 */
+	pthread_rwlock_t port_lock;
+	/*
+	 * Out lane of a receiver that moved away: its queue, whose senders
+	 * are here (queue_port.c; opaque below it), until the queue goes or
+	 * the receiver came back to it. Weak: set and cleared under the
+	 * link's att_lock (cmesh__link_lane_home_set()), which a lookup holds
+	 * (cmesh__link_lane_home_take()).
+	 */
+	void *_Atomic home_q;
 	struct cmesh__shmring_producer prod;
 	const struct cmesh_shm_ring_wake *peer_wake; /* sleeping, closed */
 	int peer_wake_sock; /* to the peer consumer's wake socket */
@@ -446,6 +460,20 @@ static inline int cmesh__lane_peer_closed(const struct cmesh__lane *ln)
 					  memory_order_acquire);
 
 	return !c ? 0 : c == CMESH_SHM_CLOSED_FAILED ? -ECONNRESET : -EPIPE;
+}
+
+/*
+ * Out lane: seals it (its receiver came home, queue_port.c): every send
+ * that has not claimed its record by then returns -ESTALE, taking
+ * nothing, and its caller sends again where its queue now says; then
+ * the end (CLOSE) follows everything sent before, backlog included. Once.
+ */
+void cmesh__lane_seal_tx(struct cmesh__lane *ln);
+
+/* Out lane: 1 once sealed. */
+static inline bool cmesh__lane_sealed(const struct cmesh__lane *ln)
+{
+	return cmesh__shmring_sealed(&ln->prod);
 }
 
 /* Out lane: wakes the consumer as its wake line's `how` says; never blocks. */

@@ -248,7 +248,8 @@ int cmesh__lane_bulk_publish(struct cmesh__lane *ln, const void *msg,
 	d.len = (uint32_t)len;
 	iov[0] = (struct cmesh__iov){ msg, ln->type->size };
 	iov[1] = (struct cmesh__iov){ &d, sizeof(d) };
-	r = cmesh__shmring_pushv(&ln->prod, CMESH_REC_BULK, iov, 2);
+	/* The caller holds `lock`, and looked at the seal (lane.c). */
+	r = cmesh__shmring_pushv_forced(&ln->prod, CMESH_REC_BULK, iov, 2);
 	if (r == -EAGAIN) {
 		*space_at = cmesh__shmring_space_at(
 			&ln->prod, ln->type->size + (uint32_t)sizeof(d));

@@ -232,6 +232,20 @@ void cmesh__link_wake_peer(struct cmesh__link *l, uint32_t id);
 void cmesh__link_lane_release(struct cmesh__lane *ln);
 
 /*
+ * Homes (a receiver that moved away may come back to the queue of its
+ * senders, queue_port.c). set: records `home` (opaque here; NULL: none)
+ * for our out lane `ln`, under a leaf lock of its own. take: for the lane
+ * `id` the peer named, if it is an out lane of ours of type `type`, not
+ * kept for reuse, with a home that `take()` accepts (called under the
+ * link's lock and that one: it must not block), 0 with the home in
+ * *out_home and the lane in *out_ln, else -ENOENT.
+ */
+void cmesh__link_lane_home_set(struct cmesh__lane *ln, void *home);
+int cmesh__link_lane_home_take(struct cmesh__link *l, uint32_t id,
+			       const cmesh_type *type, bool (*take)(void *home),
+			       void **out_home, struct cmesh__lane **out_ln);
+
+/*
  * A cancellation context going out in a message (port.c): fills its CTX
  * port descriptor `d` (link_ctx.c; the context stays the caller's). 0,
  * -ENOMEM, -ENOSPC (the link gave 2^32 ids).

@@ -217,9 +217,16 @@ void cmesh__link_drop_attachments(struct cmesh__lane *ln)
 
 static bool port_ok(const struct cmesh__link *l, const struct cmesh_ctl_port *d)
 {
+	if (d->reserved || (!(d->flags & CMESH_PORT_F_HOME) && d->home))
+		return false;
 	if (d->kind == CMESH_PORT_CTX)
 		return cmesh__ctx_port_ok(d);
 	if (d->kind != CMESH_PORT_WRITE && d->kind != CMESH_PORT_READ)
+		return false;
+	/* A receiver coming home names a lane we made (our parity). */
+	if ((d->flags & CMESH_PORT_F_HOME) &&
+	    (d->kind != CMESH_PORT_READ || (d->flags & CMESH_PORT_F_POOLABLE) ||
+	     (d->home & 1u) != l->parity || d->home < 2))
 		return false;
 	if (d->flags == CMESH_PORT_F_FAILED)
 		return d->id == 0 && d->ring_cap == 0 && d->arena_size == 0;
@@ -230,7 +237,7 @@ static bool port_ok(const struct cmesh__link *l, const struct cmesh_ctl_port *d)
 		       cmesh_shm_ring_cap_ok(d->ring_cap) && d->arena_size == 0;
 	if (d->flags == CMESH_PORT_F_POOLABLE && d->kind != CMESH_PORT_WRITE)
 		return false;
-	return (d->flags & ~CMESH_PORT_F_POOLABLE) == 0 &&
+	return (d->flags & ~(CMESH_PORT_F_POOLABLE | CMESH_PORT_F_HOME)) == 0 &&
 	       (d->id & 1u) != l->parity &&
 	       cmesh_shm_ring_cap_ok(d->ring_cap) &&
 	       d->arena_size >= CMESH_SHM_ARENA_MIN_SIZE &&

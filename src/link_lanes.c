@@ -597,6 +597,66 @@ void cmesh__link_lane_release(struct cmesh__lane *ln)
 		cmesh__link_kick(l);
 }
 
+/*
+ * Homes: a lane's home is set and cleared under `home_lock` (a leaf: no
+ * other lock is taken under it), which a lookup holds, inside `att_lock`,
+ * from its read of the home to take()'s reference on it. Not `att_lock`
+ * alone: a queue's last put clears its lane's home, and must not wait on
+ * a lock held around other work (it may be held by its caller).
+ */
+static pthread_mutex_t home_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t home_once = PTHREAD_ONCE_INIT;
+
+static void home_fork_prepare(void)
+{
+	pthread_mutex_lock(&home_lock);
+}
+
+static void home_fork_release(void)
+{
+	pthread_mutex_unlock(&home_lock);
+}
+
+static void home_init(void)
+{
+	pthread_atfork(home_fork_prepare, home_fork_release, home_fork_release);
+}
+
+void cmesh__link_lane_home_set(struct cmesh__lane *ln, void *home)
+{
+	pthread_once(&home_once, home_init);
+	pthread_mutex_lock(&home_lock);
+	atomic_store_explicit(&ln->home_q, home, memory_order_relaxed);
+	pthread_mutex_unlock(&home_lock);
+}
+
+int cmesh__link_lane_home_take(struct cmesh__link *l, uint32_t id,
+			       const cmesh_type *type, bool (*take)(void *home),
+			       void **out_home, struct cmesh__lane **out_ln)
+{
+	struct cmesh__lane *ln;
+	void *home = NULL;
+
+	pthread_once(&home_once, home_init);
+	/* In the table under att_lock: the link thread frees it after. */
+	pthread_mutex_lock(&l->att_lock);
+	ln = cmesh__lanes_lookup(l, id);
+	if (ln && ln->is_out && ln->dynamic && !ln->poolable &&
+	    ln->type == type) {
+		pthread_mutex_lock(&home_lock);
+		home = atomic_load_explicit(&ln->home_q, memory_order_relaxed);
+		if (home && !take(home))
+			home = NULL;
+		pthread_mutex_unlock(&home_lock);
+	}
+	pthread_mutex_unlock(&l->att_lock);
+	if (!home)
+		return -ENOENT;
+	*out_home = home;
+	*out_ln = ln;
+	return 0;
+}
+
 /* ---- the link thread's round ---- */
 
 /*

@@ -98,6 +98,8 @@ static int ring_cap_for(const cmesh_type *t, uint32_t kind,
 
 static int send_on_lane(struct cmesh__lane *ln, const void *msg,
 			const void *trail, size_t len);
+static int send_ports_on_lane(struct cmesh__lane *ln, const void *msg,
+			      const void *trail, size_t len);
 
 /* A forwarded message of a receiver that moves (queue_port.c). */
 static int forward(void *ctx, struct cmesh__lane *ln, void *msg, void *trail,
@@ -275,6 +277,7 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 {
 	struct cmesh__queue *q;
 	struct cmesh__lane *peer;
+	uint32_t home;
 	int r;
 
 	if (f->kind == CMESH_FIELD_KIND_CTX) {
@@ -302,12 +305,47 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 	}
 	/* Its peer is in another process already: a second move. */
 	r = peer ? -EOPNOTSUPP : export_direct(link, f, h, env, out);
-	return r == -EOPNOTSUPP ? export_forwarded(link, f, h, env, out) : r;
+	if (r != -EOPNOTSUPP)
+		return r;
+	/*
+	 * A receiver whose senders are all the peer's, through one lane of
+	 * this link, goes home: the peer may take it back into their queue
+	 * (shm/proto.h CMESH_PORT_F_HOME). The forwarder still brings it
+	 * what that lane holds, up to the end the peer then sends.
+	 */
+	peer = f->kind == CMESH_FIELD_KIND_RECEIVER ?
+		       cmesh__queue_home_lane(q, link) :
+		       NULL;
+	home = peer ? peer->id : 0;
+	r = export_forwarded(link, f, h, env, out);
+	if (!r && home && out->desc.kind == CMESH_PORT_READ &&
+	    !out->desc.flags) {
+		out->desc.flags = CMESH_PORT_F_HOME;
+		out->desc.home = home;
+	}
+	return r;
 }
 
-/* Sends `msg` on `ln`, its endpoints as ports; takes its resources. */
+/*
+ * Sends `msg` on `ln`, its endpoints as ports; takes its resources, but
+ * for -ESTALE: `ln` was sealed (its receiver came home) and nothing was
+ * done; the caller sends again where its queue now says.
+ */
 static int send_on_lane(struct cmesh__lane *ln, const void *msg,
 			const void *trail, size_t len)
+{
+	int r;
+
+	/* No seal between the look and the record (cmesh__lane_seal_tx()). */
+	pthread_rwlock_rdlock(&ln->port_lock);
+	r = cmesh__lane_sealed(ln) ? -ESTALE :
+				     send_ports_on_lane(ln, msg, trail, len);
+	pthread_rwlock_unlock(&ln->port_lock);
+	return r;
+}
+
+static int send_ports_on_lane(struct cmesh__lane *ln, const void *msg,
+			      const void *trail, size_t len)
 {
 	struct cmesh__port_out ports[CMESH_CTL_MAX_PORTS];
 	const cmesh_type *t = ln->type;
@@ -365,13 +403,45 @@ int cmesh__port_send(struct cmesh__queue *q, const void *msg, const void *trail,
 		struct cmesh__lane *ln = cmesh__queue_tx_lane(q);
 		int r;
 
-		if (ln)
-			return send_on_lane(ln, msg, trail, len);
+		if (ln) {
+			r = send_on_lane(ln, msg, trail, len);
+			if (r != -ESTALE)
+				return r;
+			continue; /* the receiver came home: nothing taken */
+		}
 		r = cmesh__queue_send(q, msg, trail, len);
 		if (r != -EXDEV)
 			return r;
 		/* The receiver moved meanwhile: nothing was taken. */
 	}
+}
+
+/*
+ * A receiver coming home (CMESH_PORT_F_HOME) over `fwd`, its lane from
+ * the peer: the receiver of the queue its `home` lane left, if that queue
+ * still waits for it; else -EOPNOTSUPP, nothing done (an ordinary port).
+ */
+static int import_home(struct cmesh__link *link, const struct cmesh_ctl_port *d,
+		       const cmesh_type *t, struct cmesh__lane *fwd, void **out)
+{
+	struct cmesh__lane *home;
+	void *q, *h;
+	int r;
+
+	if (cmesh__link_lane_home_take(link, d->home, t, cmesh__queue_tryget,
+				       &q, &home))
+		return -EOPNOTSUPP;
+	/* Made first: once home, the queue has its receiver back. */
+	h = cmesh__endpoint_handle_new(q);
+	r = h ? cmesh__queue_come_home(q, home, fwd) : -ENOMEM;
+	if (r) {
+		if (h)
+			cmesh__endpoint_shell_free(h);
+		cmesh__queue_unget(q);
+		return -EOPNOTSUPP;
+	}
+	*out = h;
+	return 0;
 }
 
 /*
@@ -405,9 +475,15 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 	 * is in the process we lost, and its lane may be gone already (the
 	 * link frees kept lanes once it failed: a REUSE would name none).
 	 */
-	/* Only a reply port (a oneshot's sender) is kept for reuse. */
-	if ((d->flags & (CMESH_PORT_F_POOLABLE | CMESH_PORT_F_REUSE)) &&
-	    f->kind != CMESH_FIELD_KIND_ONESHOT_SENDER) {
+	/*
+	 * Only a reply port (a oneshot's sender) is kept for reuse; only a
+	 * channel's receiver comes home.
+	 */
+	if (((d->flags & (CMESH_PORT_F_POOLABLE | CMESH_PORT_F_REUSE)) &&
+	     f->kind != CMESH_FIELD_KIND_ONESHOT_SENDER) ||
+	    ((d->flags & CMESH_PORT_F_HOME) &&
+	     f->kind != CMESH_FIELD_KIND_RECEIVER) ||
+	    d->reserved || (!(d->flags & CMESH_PORT_F_HOME) && d->home)) {
 		cmesh__link_port_drop(link, d, fd);
 		cmesh__link_fail(link, -EPROTO);
 		return -EPROTO;
@@ -429,6 +505,9 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 			cmesh__link_fail(link, -EPROTO);
 		return r;
 	}
+	if ((d->flags & CMESH_PORT_F_HOME) && !ln->failed_alone &&
+	    import_home(link, d, f->type, ln, out) == 0)
+		return 0;
 	o.ring_bytes = 0; /* the local tier is unused: two slots */
 	o.spin_ns = env->spin_ns;
 	o.max_trail = ln->max_trail;

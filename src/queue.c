@@ -534,10 +534,12 @@ static __attribute__((noinline)) int send_slow(struct cmesh__queue *q,
 			if (q->h.type->nfields &&
 			    cmesh__type_has_endpoints(q->h.type))
 				return -EXDEV;
-			return cmesh__lane_send(
+			r = cmesh__lane_send(
 				atomic_load_explicit(&q->tx_lane,
 						     memory_order_acquire),
 				msg, trail, len);
+			/* Sealed: the receiver came home; nothing taken. */
+			return r == -ESTALE ? send_slow(q, msg, trail, len) : r;
 		}
 		if (r)
 			goto out_free_heap;
@@ -566,10 +568,16 @@ int cmesh__queue_send(struct cmesh__queue *q, const void *msg,
 		atomic_load_explicit(&q->tx_lane, memory_order_acquire);
 
 	if (ln) {
+		int r;
+
 		/* Endpoints become ports (port.c), which looks again. */
 		if (unlikely(q->h.has_ports))
 			return -EXDEV;
-		return cmesh__lane_send_inline(ln, msg, trail, len);
+		r = cmesh__lane_send_inline(ln, msg, trail, len);
+		/* Sealed: the receiver came home (nothing taken): here now. */
+		if (unlikely(r == -ESTALE))
+			return send_slow(q, msg, trail, len);
+		return r;
 	}
 	if (unlikely(!q->fast_send) || unlikely(len > q->fast_trail) ||
 	    unlikely(atomic_load_explicit(&q->state, memory_order_relaxed) &
@@ -591,8 +599,12 @@ int cmesh__queue_try_send(struct cmesh__queue *q, const void *msg,
 
 	for (;;) {
 		ln = atomic_load_explicit(&q->tx_lane, memory_order_acquire);
-		if (ln) /* endpoint fields are NULL here: see channel.c */
-			return cmesh__lane_try_send(ln, msg, trail, len);
+		if (ln) { /* endpoint fields are NULL here: see channel.c */
+			r = cmesh__lane_try_send(ln, msg, trail, len);
+			if (r != -ESTALE)
+				return r;
+			continue; /* the receiver came home: nothing taken */
+		}
 		if (q->h.type->nfields) {
 			r = cmesh__type_prepare_move(q->h.type, msg);
 			if (r)
@@ -1278,19 +1290,9 @@ void cmesh__queue_discard(struct cmesh__queue *q)
 	destroy(q);
 }
 
-void cmesh__queue_put(struct cmesh__queue *q)
+/* The queue's own lane goes: to its link, or freed (failed alone). */
+static void lane_put(struct cmesh__lane *ln)
 {
-	struct cmesh__lane *ln =
-		atomic_load_explicit(&q->tx_lane, memory_order_acquire);
-
-	if (!ln)
-		ln = q->rx_lane;
-	if (atomic_fetch_sub_explicit(&q->refs, 1, memory_order_acq_rel) != 1)
-		return;
-	drain(q);
-	destroy(q);
-	if (!ln)
-		return;
 	struct cmesh__link *l = ln->link;
 
 	/* A port's lane stays with its link until the peer is done too
@@ -1300,6 +1302,29 @@ void cmesh__queue_put(struct cmesh__queue *q)
 	else if (ln->dynamic)
 		cmesh__link_lane_release(ln);
 	cmesh__link_put(l);
+}
+
+void cmesh__queue_put(struct cmesh__queue *q)
+{
+	struct cmesh__lane *ln =
+		atomic_load_explicit(&q->tx_lane, memory_order_acquire);
+	struct cmesh__lane *old;
+
+	if (!ln)
+		ln = q->rx_lane;
+	if (atomic_fetch_sub_explicit(&q->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	/* Its receiver can come home no more (cmesh__queue_tryget()). */
+	if (ln && ln->is_out &&
+	    atomic_load_explicit(&ln->home_q, memory_order_relaxed) == q)
+		cmesh__link_lane_home_set(ln, NULL);
+	old = q->home_old; /* the lane it left home over, sealed */
+	drain(q);
+	destroy(q);
+	if (ln)
+		lane_put(ln);
+	if (old)
+		lane_put(old);
 }
 
 void cmesh__queue_wake(struct cmesh__queue *q, uint32_t set)
@@ -1332,7 +1357,9 @@ void cmesh__queue_sender_put(struct cmesh__queue *q)
 	ln = atomic_load_explicit(&q->tx_lane, memory_order_seq_cst);
 	if (ln) {
 		pthread_mutex_lock(&q->lock);
-		if (!q->closed_out)
+		/* The receiver may have come home (queue_port.c): local. */
+		ln = atomic_load_explicit(&q->tx_lane, memory_order_relaxed);
+		if (ln && !q->closed_out)
 			close_lane = q->closed_out = true;
 		pthread_mutex_unlock(&q->lock);
 	}

@@ -234,6 +234,30 @@ int cmesh__queue_move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
 					void *msg, void *trail, size_t len),
 			 void *ctx);
 
+/*
+ * The receiver comes home (port.c, shm/proto.h CMESH_PORT_F_HOME).
+ * home_lane: for a receiver about to leave over `link`, the lane it reads
+ * if that lane is all it reads and it came over `link` (no local sender,
+ * no other lane, no waitset): the peer may take the receiver back into
+ * its senders' queue; else NULL.
+ * tryget: a reference on `home` (a queue) if it has any left (a lane's
+ * home, cmesh__link_lane_home_take()); unget drops it.
+ * come_home: `q` (held by the caller, for the receiver it becomes) is
+ * the queue whose receiver left over its out lane `home`, and `fwd` the
+ * lane that brings that receiver's stream back: `fwd` is read to its end
+ * (everything sent before, forwarded by the peer), then the local tier,
+ * where every send goes from now on; `home` is sealed and ended (a send
+ * inside it then sends again, here) and kept until `q` goes. 0, or
+ * -EOPNOTSUPP (nothing done): `q` is not waiting for it any more (its
+ * senders are gone, or it came back once already), -ENOMEM.
+ */
+struct cmesh__lane *cmesh__queue_home_lane(struct cmesh__queue *q,
+					   const struct cmesh__link *link);
+bool cmesh__queue_tryget(void *home);
+void cmesh__queue_unget(void *home);
+int cmesh__queue_come_home(struct cmesh__queue *q, struct cmesh__lane *home,
+			   struct cmesh__lane *fwd);
+
 /* Trailing length of the next message, -EAGAIN or -EPIPE. Consumer side. */
 int cmesh__queue_peek(struct cmesh__queue *q);
 

@@ -139,6 +139,15 @@ struct cmesh__queue {
 	int xl_err;	   /* a lane's failure: the receiver's, for good */
 	bool primary_done; /* rx_lane saw CLOSE while lanes remain */
 	/*
+	 * The receiver came home (cmesh__queue_come_home()): the lane that
+	 * brings what was sent before, read to its end before the local tier
+	 * (consumer only; NULL once dropped), and the old out lane, sealed,
+	 * kept until the queue goes (a sender may still be inside a send on
+	 * it; `lock`).
+	 */
+	struct cmesh__lane *gate;
+	struct cmesh__lane *home_old;
+	/*
 	 * A kept rpc call's reply lane, re-armed (cmesh__queue_rearm_lane()):
 	 * the export of its new sender names it again (cmesh__queue_rebind()).
 	 */

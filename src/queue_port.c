@@ -133,6 +133,15 @@ static void drop_lane(struct cmesh__queue *q, uint32_t i)
 
 	q->xl[i] = q->xl[--q->xl_n];
 	atomic_fetch_sub_explicit(&q->st_lanes, 1, memory_order_relaxed);
+	if (ln == q->gate) {
+		/*
+		 * Everything sent before the receiver came home is in: the
+		 * local tier opens (its senders queued behind the seal).
+		 */
+		q->gate = NULL;
+		atomic_fetch_and_explicit(&q->tail, ~TAIL_SEAL,
+					  memory_order_release);
+	}
 	cmesh__link_lane_release(ln);
 	cmesh__link_put(l);
 	/* Its sender reference: the last one closes the sending side. */
@@ -161,7 +170,8 @@ static int walk(struct cmesh__queue *q, bool peek, void *out_msg,
 	if (r)
 		return r;
 again:
-	if (!q->primary_done) {
+	/* Come home: what was sent before arrives first (q->gate). */
+	if (!q->primary_done && !q->gate) {
 		r = peek ? cmesh__queue_peek_primary(q) :
 			   cmesh__queue_try_primary(q, out_msg, out_trail, cap,
 						    pin);
@@ -521,6 +531,12 @@ int cmesh__queue_move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
 	    !q->closed_out)
 		close_lane = q->closed_out = true;
 	pthread_mutex_unlock(&q->lock);
+	/*
+	 * The receiver may come back to us (cmesh__queue_come_home()); its
+	 * port is not sent yet, so the peer cannot name the lane before.
+	 */
+	if (ln->dynamic && !close_lane)
+		cmesh__link_lane_home_set(ln, q);
 	if (close_lane &&
 	    atomic_load_explicit(&q->tx_failed, memory_order_relaxed))
 		cmesh__lane_fail_tx(ln); /* its last sender failed it */
@@ -529,6 +545,99 @@ int cmesh__queue_move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
 	free(msg);
 	/* The receiving side's reference: the lane is the receiver now. */
 	cmesh__queue_put(q);
+	return 0;
+}
+
+/* ---- the receiver comes home ---- */
+
+struct cmesh__lane *cmesh__queue_home_lane(struct cmesh__queue *q,
+					   const struct cmesh__link *link)
+{
+	struct cmesh__lane *ln = q->rx_lane;
+	bool alone;
+
+	if (!ln || ln->link != link || !ln->dynamic || ln->is_out)
+		return NULL;
+	pthread_mutex_lock(&q->lock);
+	alone = !q->ws &&
+		!atomic_load_explicit(&q->nsenders, memory_order_relaxed) &&
+		!atomic_load_explicit(&q->xl_flags, memory_order_relaxed);
+	pthread_mutex_unlock(&q->lock);
+	return alone ? ln : NULL;
+}
+
+bool cmesh__queue_tryget(void *home)
+{
+	struct cmesh__queue *q = home;
+	uint32_t n = atomic_load_explicit(&q->refs, memory_order_relaxed);
+
+	do {
+		if (!n)
+			return false; /* on its way out */
+	} while (!atomic_compare_exchange_weak_explicit(&q->refs, &n, n + 1,
+							memory_order_acquire,
+							memory_order_relaxed));
+	return true;
+}
+
+void cmesh__queue_unget(void *home)
+{
+	cmesh__queue_put(home);
+}
+
+/* A sender reference more, unless none is left (then the end is sent). */
+static bool sender_tryget(struct cmesh__queue *q)
+{
+	uint32_t n = atomic_load_explicit(&q->nsenders, memory_order_relaxed);
+
+	do {
+		if (!n)
+			return false;
+	} while (!atomic_compare_exchange_weak_explicit(&q->nsenders, &n, n + 1,
+							memory_order_seq_cst,
+							memory_order_relaxed));
+	return true;
+}
+
+int cmesh__queue_come_home(struct cmesh__queue *q, struct cmesh__lane *home,
+			   struct cmesh__lane *fwd)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&q->lock);
+	if (atomic_load_explicit(&q->tx_lane, memory_order_relaxed) != home ||
+	    q->closed_out || q->home_old || q->ws ||
+	    atomic_load_explicit(&q->xl_flags, memory_order_relaxed))
+		r = -EOPNOTSUPP;
+	if (!r)
+		r = reserve(&q->xl_add, &q->xl_capadd, q->xl_nadd + 1);
+	/* fwd's sender reference; none left: its last sender closes home. */
+	if (!r && !sender_tryget(q))
+		r = -EOPNOTSUPP;
+	if (r) {
+		pthread_mutex_unlock(&q->lock);
+		return r;
+	}
+	q->xl_add[q->xl_nadd++] = fwd;
+	atomic_fetch_add_explicit(&q->st_lanes, 1, memory_order_relaxed);
+	cmesh__link_get(fwd->link);
+	q->gate = fwd;	      /* no consumer yet: the caller makes it */
+	q->closed_out = true; /* home's end is ours to send, below */
+	q->home_old = home;
+	/* Pairs with the consumer's acquire load of xl_flags. */
+	atomic_fetch_or_explicit(&q->xl_flags, XL_ANY | XL_NEW,
+				 memory_order_release);
+	/*
+	 * Sends go to the local tier from now on: its ring is still sealed
+	 * (since the receiver left), so they queue, in order, in the
+	 * overflow list until fwd ends (drop_lane()). seq_cst: Dekker with
+	 * the last sender's put (queue.c), which looks again under `lock`.
+	 */
+	atomic_store_explicit(&q->tx_lane, NULL, memory_order_seq_cst);
+	pthread_mutex_unlock(&q->lock);
+	cmesh__link_lane_home_set(home, NULL); /* once only */
+	/* A send inside `home` now sends again, here; then its end. */
+	cmesh__lane_seal_tx(home);
 	return 0;
 }
 

@@ -71,6 +71,7 @@ int cmesh__shmring_producer_init(struct cmesh__shmring_producer *p,
 	p->shift = (uint32_t)__builtin_ctzll(cmesh_shm_ring_slots(cap));
 	p->limit = cmesh_shm_ring_rec_limit(cap);
 	atomic_init(&p->failed, 0);
+	atomic_init(&p->sealed, 0);
 	atomic_init(&p->head_cache, 0);
 	/* Reaches the consumer with the control message announcing it. */
 	atomic_store_explicit(p->tail, 0, memory_order_relaxed);
@@ -178,8 +179,17 @@ static int refresh_head(struct cmesh__shmring_producer *p, uint64_t cached,
 	return 0;
 }
 
+/*
+ * The seal. The sealer stores `sealed` (seq_cst), then claims its own
+ * record with the seq_cst CAS below. A claim reads the tail (acquire,
+ * also when its CAS fails), then `sealed`: if its read of the tail is the
+ * sealer's CAS or later, it synchronizes with it and sees the seal; if
+ * earlier, its CAS either wins (its record before the sealer's) or fails
+ * and it reads the tail again. So no unforced record follows the
+ * sealer's.
+ */
 static inline int claim_slots(struct cmesh__shmring_producer *p, uint32_t len,
-			      uint64_t *out_pos)
+			      uint64_t *out_pos, bool force)
 {
 	uint64_t pos, head, k, n = p->mask + 1;
 	int r;
@@ -189,8 +199,12 @@ static inline int claim_slots(struct cmesh__shmring_producer *p, uint32_t len,
 	if (unlikely(len > p->limit))
 		return -EMSGSIZE;
 	k = cmesh_shm_rec_slots(len);
-	pos = atomic_load_explicit(p->tail, memory_order_relaxed);
+	pos = atomic_load_explicit(p->tail, memory_order_acquire);
 	for (;;) {
+		if (unlikely(!force &&
+			     atomic_load_explicit(&p->sealed,
+						  memory_order_relaxed)))
+			return -ESTALE;
 		/* Pairs with the release store in refresh_head(). */
 		head = atomic_load_explicit(&p->head_cache,
 					    memory_order_acquire);
@@ -201,7 +215,7 @@ static inline int claim_slots(struct cmesh__shmring_producer *p, uint32_t len,
 			if ((int64_t)(pos - head) < 0) {
 				/* Our tail is older than the consumer. */
 				pos = atomic_load_explicit(
-					p->tail, memory_order_relaxed);
+					p->tail, memory_order_acquire);
 				continue;
 			}
 			if (pos - head > n - k)
@@ -210,11 +224,16 @@ static inline int claim_slots(struct cmesh__shmring_producer *p, uint32_t len,
 		/* seq_cst: the wake Dekker (shm/ring.h, tail line). */
 		if (atomic_compare_exchange_weak_explicit(
 			    p->tail, &pos, pos + k, memory_order_seq_cst,
-			    memory_order_relaxed))
+			    memory_order_acquire))
 			break;
 	}
 	*out_pos = pos;
 	return 0;
+}
+
+void cmesh__shmring_seal(struct cmesh__shmring_producer *p)
+{
+	atomic_store_explicit(&p->sealed, 1, memory_order_seq_cst);
 }
 
 int cmesh__shmring_consumed(struct cmesh__shmring_producer *p, uint64_t *out)
@@ -237,7 +256,13 @@ uint64_t cmesh__shmring_space_at(struct cmesh__shmring_producer *p,
 int cmesh__shmring_claim(struct cmesh__shmring_producer *p, uint32_t len,
 			 uint64_t *out_pos)
 {
-	return claim_slots(p, len, out_pos);
+	return claim_slots(p, len, out_pos, false);
+}
+
+int cmesh__shmring_claim_forced(struct cmesh__shmring_producer *p, uint32_t len,
+				uint64_t *out_pos)
+{
+	return claim_slots(p, len, out_pos, true);
 }
 
 /*
@@ -402,8 +427,8 @@ void cmesh__shmring_cancel(struct cmesh__shmring_producer *p, uint64_t pos,
 	write_record(p, pos, CMESH_SHM_REC_FILL, len, NULL, 0);
 }
 
-int cmesh__shmring_pushv(struct cmesh__shmring_producer *p, uint32_t kind,
-			 const struct cmesh__iov *iov, uint32_t niov)
+static int pushv(struct cmesh__shmring_producer *p, uint32_t kind,
+		 const struct cmesh__iov *iov, uint32_t niov, bool force)
 {
 	uint64_t total = 0, pos;
 	int r;
@@ -417,11 +442,24 @@ int cmesh__shmring_pushv(struct cmesh__shmring_producer *p, uint32_t kind,
 		return atomic_load_explicit(&p->failed, memory_order_relaxed) ?
 			       -EPROTO :
 			       -EMSGSIZE;
-	r = claim_slots(p, (uint32_t)total, &pos);
+	r = claim_slots(p, (uint32_t)total, &pos, force);
 	if (r)
 		return r;
 	write_record(p, pos, kind, (uint32_t)total, iov, niov);
 	return 0;
+}
+
+int cmesh__shmring_pushv(struct cmesh__shmring_producer *p, uint32_t kind,
+			 const struct cmesh__iov *iov, uint32_t niov)
+{
+	return pushv(p, kind, iov, niov, false);
+}
+
+int cmesh__shmring_pushv_forced(struct cmesh__shmring_producer *p,
+				uint32_t kind, const struct cmesh__iov *iov,
+				uint32_t niov)
+{
+	return pushv(p, kind, iov, niov, true);
 }
 
 int cmesh__shmring_push(struct cmesh__shmring_producer *p, uint32_t kind,

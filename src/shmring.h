@@ -48,6 +48,11 @@ struct cmesh__shmring_producer {
 	uint32_t limit;		      /* largest payload */
 	/* 1 once the consumer's head was corrupt. Relaxed: a sticky hint. */
 	_Atomic uint32_t failed;
+	/*
+	 * 1 once sealed (cmesh__shmring_seal()): claims fail with -ESTALE,
+	 * forced ones aside. Loaded after the tail (see claim_slots()).
+	 */
+	_Atomic uint32_t sealed;
 	/* Last validated *head; release store, acquire load (shmring.c). */
 	_Atomic uint64_t head_cache;
 	/* Next free position (own arena); producers claim with a CAS. */
@@ -153,10 +158,34 @@ int cmesh__shmring_push(struct cmesh__shmring_producer *p, uint32_t kind,
 
 /*
  * Like cmesh__shmring_push() with the payload gathered from `niov` pieces
- * (total length checked against the record limit).
+ * (total length checked against the record limit). -ESTALE once the ring
+ * is sealed (nothing taken).
  */
 int cmesh__shmring_pushv(struct cmesh__shmring_producer *p, uint32_t kind,
 			 const struct cmesh__iov *iov, uint32_t niov);
+
+/*
+ * Seals the producer side: every claim that has not taken its positions
+ * by the time this returns fails with -ESTALE (push_small with -EAGAIN),
+ * except forced ones (cmesh__shmring_pushv_forced(), claim_forced()),
+ * which go after every record claimed before. The caller's (a lane's
+ * owner) record of the end, say, is then the last one. Once only.
+ */
+void cmesh__shmring_seal(struct cmesh__shmring_producer *p);
+
+/* pushv() and claim() that ignore the seal (records queued before it). */
+int cmesh__shmring_pushv_forced(struct cmesh__shmring_producer *p,
+				uint32_t kind, const struct cmesh__iov *iov,
+				uint32_t niov);
+int cmesh__shmring_claim_forced(struct cmesh__shmring_producer *p, uint32_t len,
+				uint64_t *out_pos);
+
+/* 1 if sealed (a hint for a caller about to do more than claim). */
+static inline bool
+cmesh__shmring_sealed(const struct cmesh__shmring_producer *p)
+{
+	return atomic_load_explicit(&p->sealed, memory_order_acquire);
+}
 
 /*
  * Producer: the consumer's head now (validated, as a claim validates it):
@@ -422,12 +451,14 @@ static inline int cmesh__shmring_push_small(struct cmesh__shmring_producer *p,
 					    uint32_t len)
 {
 	uint64_t k = len > CMESH_SHM_SLOT_DATA ? 2 : 1;
-	uint64_t pos = atomic_load_explicit(p->tail, memory_order_relaxed);
+	/* Acquire: a seal before the tail we read is seen (claim_slots()). */
+	uint64_t pos = atomic_load_explicit(p->tail, memory_order_acquire);
 	/* Pairs with the release store in refresh_head() (shmring.c). */
 	uint64_t head =
 		atomic_load_explicit(&p->head_cache, memory_order_acquire);
 
 	if (unlikely(atomic_load_explicit(&p->failed, memory_order_relaxed) ||
+		     atomic_load_explicit(&p->sealed, memory_order_relaxed) ||
 		     len > CMESH__SHMRING_SMALL || len > p->limit ||
 		     pos - head > p->mask + 1 - k ||
 		     /* seq_cst: the wake Dekker (shm/ring.h, tail line). */

@@ -546,31 +546,45 @@ Test(moves, sender_to_third_process)
 }
 
 /* A -> B -> C -> A: back home, every message once and in order. */
-Test(moves, receiver_chain_back_home)
+/*
+ * Sends seq 1..900 as `sender` on `tx` while `rx` travels along `route`,
+ * which ends here (P0): 1..300 before it goes, 301..600 while it travels,
+ * 601..900 once it is back. Returns the receiver that came back.
+ */
+static cmesh_receiver *send_around_a_trip(cmesh_sender *tx, uint32_t sender,
+					  cmesh_receiver *rx,
+					  const uint8_t *route, int n)
 {
-	cmesh_sender *tx;
-	cmesh_receiver *rx;
 	struct cmsg m = { 0 };
 
-	mesh_up(3);
-	new_channel(&tx, &rx);
 	for (uint64_t i = 1; i <= 300; i++)
-		TU_ASSERT_RC(send_item(tx, 1, i), 0);
+		TU_ASSERT_RC(send_item(tx, sender, i), 0);
 	m.rx = rx;
-	route_send(&m, OP_DRAIN, ROUTE(1, 2, 0));
+	route_send(&m, OP_DRAIN, route, n);
 	for (uint64_t i = 301; i <= 600; i++)
-		TU_ASSERT_RC(send_item(tx, 1, i), 0);
-	/* It comes back to us over P2's link. */
-	TU_ASSERT_RC(cmesh_receiver_recv_deadline(from[2], topo_deadline(), &m,
-						  NULL, 0),
+		TU_ASSERT_RC(send_item(tx, sender, i), 0);
+	/* It comes back to us over the last hop's link. */
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(from[route[n - 2]],
+						  topo_deadline(), &m, NULL, 0),
 		     0);
 	cr_assert_eq(m.op, OP_DRAIN);
 	cr_assert_not_null(m.rx);
 	for (uint64_t i = 601; i <= 900; i++)
-		TU_ASSERT_RC(send_item(tx, 1, i), 0);
+		TU_ASSERT_RC(send_item(tx, sender, i), 0);
+	return m.rx;
+}
+
+Test(moves, receiver_chain_back_home)
+{
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+
+	mesh_up(3);
+	new_channel(&tx, &rx);
+	rx = send_around_a_trip(tx, 1, rx, ROUTE(1, 2, 0));
 	cmesh_sender_free(tx);
-	cr_assert_eq(drain_fifo(m.rx, UINT64_MAX), 900);
-	cmesh_receiver_free(m.rx);
+	cr_assert_eq(drain_fifo(rx, UINT64_MAX), 900);
+	cmesh_receiver_free(rx);
 	mesh_down(0);
 }
 
@@ -627,6 +641,78 @@ Test(moves, receiver_hops_five_processes)
 	cr_assert_eq(s.rc, 0);
 	cr_assert_eq(report_from(5), (int64_t)s.n);
 	mesh_down(0);
+}
+
+/* Its stats once `done` holds, or the last ones at the deadline. */
+static cmesh_receiver_stats
+stats_when(cmesh_receiver *rx, bool (*done)(const cmesh_receiver_stats *))
+{
+	int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	cmesh_receiver_stats st = { .size = sizeof(st) };
+	struct seqmsg m;
+
+	for (;;) {
+		TU_ASSERT_RC(cmesh_receiver_stats_get(rx, &st), 0);
+		if (done(&st) || tu_now_ns() >= end)
+			return st;
+		/* A look drops a lane that has ended. */
+		cr_assert_eq(cmesh_receiver_try_recv(rx, &m, NULL, 0), -EAGAIN);
+		tu_sleep_ms(1);
+	}
+}
+
+static bool in_process(const cmesh_receiver_stats *st)
+{
+	return st->lanes == 0 && st->remote == 0;
+}
+
+/*
+ * mesh: an endpoint that moves back to the process that holds its peer is
+ * an in-process channel again. The receiver goes to P1 and straight back
+ * over the same link while two senders here stream: every message arrives
+ * once, in order per sender; then the channel has no lane left and works
+ * after P1 dies (a forwarder in P1 would have failed it).
+ */
+Test(moves, a_receiver_back_home_is_an_in_process_channel_again)
+{
+	struct streamer st = { .n = 20000 };
+	cmesh_receiver_stats stats;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmsg m;
+	struct seqmsg s;
+	pthread_t t;
+
+	mesh_up(2);
+	new_channel(&tx, &rx);
+	TU_ASSERT_RC(cmesh_sender_clone(tx, &st.tx), 0);
+	tu_thread_start(&t, stream_thread, &st);
+	rx = send_around_a_trip(tx, 2, rx, ROUTE(1, 0));
+	tu_thread_join(t);
+	cr_assert_eq(st.rc, 0);
+	cr_assert_eq(drain_fifo(rx, 900 + st.n), 900 + (int64_t)st.n);
+	stats = stats_when(rx, in_process);
+	cr_assert(in_process(&stats), "lanes %u, remote %u", stats.lanes,
+		  stats.remote);
+	/* Nothing of it is in P1 any more. */
+	route_send(&(struct cmsg){ 0 }, OP_DIE, ROUTE(1));
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(from[1], topo_deadline(), &m,
+						  NULL, 0),
+		     -ECONNRESET);
+	for (uint64_t i = 901; i <= 905; i++)
+		TU_ASSERT_RC(send_item(tx, 2, i), 0);
+	for (uint64_t i = 901; i <= 905; i++) {
+		TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(),
+							  &s, NULL, 0),
+			     0);
+		cr_assert_eq(s.seq, i);
+	}
+	cmesh_sender_free(tx);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &s, NULL,
+						  0),
+		     -EPIPE);
+	cmesh_receiver_free(rx);
+	mesh_down(1u << 1);
 }
 
 /* An rpc's reply port answered by a process two hops away. */

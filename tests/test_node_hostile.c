@@ -2420,7 +2420,7 @@ Test(node_hostile, a_peer_flooding_ports_meets_the_links_mapping_bound)
 		     "VmRSS grew by %ld KiB", tu_status_kib("VmRSS") - rss0);
 }
 
-/* ==== a peer that offers a channel's sender for reuse ==================== */
+/* ==== a peer that offers ports it may not: reuse, home ================== */
 
 /* A message carrying a sender: the peer's port. */
 struct txmsg {
@@ -2430,13 +2430,23 @@ struct txmsg {
 CMESH_TYPE_DEFINE(txmsg_type, struct txmsg,
 		  CMESH_FIELD_SENDER(struct txmsg, tx, seq_type));
 
+/* What a hostile port peer sends. */
+enum port_offer {
+	POOLED_SENDER,	/* a channel sender's port marked POOLABLE (only a
+			   oneshot sender's, a reply port, may be kept for
+			   reuse: a kept lane's messages end their use) */
+	HOME_ON_SENDER, /* HOME on a sender's port: only a receiver comes home */
+	HOME_THEIRS,	/* HOME naming an id of the peer's parity: not ours */
+	HOME_NO_LANE	/* HOME naming an id of ours that is no lane: a hint */
+};
+
 /*
- * Child: joins, then sends a channel sender's port marked POOLABLE (only
- * a oneshot sender's, a reply port, may be kept for reuse: a kept lane's
- * messages end their use); says 'd' and waits to be told to exit.
+ * Child: joins, then sends a port as `how` says, and for HOME_NO_LANE a
+ * message on it (seq 42); says 'd' and waits to be told to exit.
  */
-static int pooled_sender_offerer(int sock, int sync)
+static int port_offerer(int sock, int sync, int how)
 {
+	bool rx_port = how != HOME_ON_SENDER && how != POOLED_SENDER;
 	cmesh_node *node;
 	cmesh_sender *tx;
 	cmesh_receiver *rx;
@@ -2444,36 +2454,63 @@ static int pooled_sender_offerer(int sock, int sync)
 	struct cmesh__port_out p;
 	struct txmsg m = { .n = 1 };
 
-	TOPO_CHECK_EQ(port_peer_join(sock, &txmsg_type, &node, &tx, &rx), 0);
-	l = cmesh__node_link(node);
-	/* A lane we read: the sender goes to the parent. */
-	TOPO_CHECK_EQ(cmesh__link_lane_export(l, false, &seq_type, 4096, 0, 0,
-					      &p),
+	TOPO_CHECK_EQ(port_peer_join(sock, rx_port ? &rxmsg_type : &txmsg_type,
+				     &node, &tx, &rx),
 		      0);
-	cmesh__link_lane_poolable(&p);
-	TOPO_CHECK(p.desc.flags & CMESH_PORT_F_POOLABLE);
+	l = cmesh__node_link(node);
+	/* A receiver's port: we produce on its lane; a sender's: we read. */
+	TOPO_CHECK_EQ(cmesh__link_lane_export(l, rx_port, &seq_type, 4096,
+					      65536, 0, &p),
+		      0);
+	if (how == POOLED_SENDER) {
+		cmesh__link_lane_poolable(&p);
+		TOPO_CHECK(p.desc.flags & CMESH_PORT_F_POOLABLE);
+	} else {
+		p.desc.flags |= CMESH_PORT_F_HOME;
+		/* Our own ids have our parity; the parent's the other one. */
+		p.desc.home = how == HOME_THEIRS ? p.desc.id + 2 :
+						   p.desc.id + 1;
+	}
 	TOPO_CHECK_EQ(cmesh__lane_send_ports(cmesh__link_out(l), &m, NULL, 0,
 					     &p, 1, 1),
 		      0);
+	if (how == HOME_NO_LANE) {
+		struct seqmsg s = { .seq = 42 };
+		int r;
+
+		/* It spills until the parent binds the lane. */
+		TOPO_CHECK_EQ(cmesh__lane_send(p.lane, &s, NULL, 0), 0);
+		/* Delivered: the parent may have taken it and let go. */
+		r = cmesh__lane_flush(p.lane, topo_deadline());
+		TOPO_CHECK(r == 0 || r == -EPIPE);
+	}
 	return port_peer_end(sync, node, tx, rx);
 }
 
+/* What a port peer's message carries: a sender or a receiver port. */
+union port_msg {
+	struct txmsg t;
+	struct rxmsg r;
+};
+
 /*
- * A peer that offers a channel sender for reuse (POOLABLE): the port is
- * refused and the link fails with -EPROTO, before the sender could reach
- * the application; a healthy peer's round trips go on throughout, and
- * fds, mappings and RSS come back.
+ * A hostile port peer: the child `child(sock, sync, arg)` joins with type
+ * `t` and sends a message carrying a port; `arrived(r, m, arg)` checks
+ * what our receive of it returns. A healthy peer's round trips go on
+ * throughout, and fds, mappings and RSS come back.
  */
-Test(node_hostile, a_peer_offering_a_channel_sender_for_reuse_fails_with_eproto)
+static void port_peer_case(int (*child)(int sock, int sync, int arg), int arg,
+			   const cmesh_type *t,
+			   void (*arrived)(int r, union port_msg *m, int arg))
 {
 	struct topo_res res;
 	struct topo_conn good;
 	cmesh_node *node;
 	cmesh_sender *tx;
 	cmesh_receiver *rx;
-	struct txmsg m = { 0 };
+	union port_msg m = { 0 };
 	long rss0;
-	int sv[2], sy[2];
+	int sv[2], sy[2], r;
 	pid_t pid;
 
 	topo_baseline(&res);
@@ -2481,13 +2518,11 @@ Test(node_hostile, a_peer_offering_a_channel_sender_for_reuse_fails_with_eproto)
 	topo_fork_peer(&echo_sc, TOPO_FORK, &good);
 	pid = fork_pair(sv, sy);
 	if (pid == 0)
-		topo_child_exit(pooled_sender_offerer(sv[1], sy[1]));
-	join_child_link(sv[0], &txmsg_type, RING, &node, &tx, &rx);
+		topo_child_exit(child(sv[1], sy[1], arg));
+	join_child_link(sv[0], t, RING, &node, &tx, &rx);
 	good_round_trip(&good, 1);
-	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL,
-						  0),
-		     -EPROTO);
-	cr_assert_null(m.tx);
+	r = cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL, 0);
+	arrived(r, &m, arg);
 	good_round_trip(&good, 2);
 	cr_assert_eq(topo_wait(sy[0], TOPO_WAIT_MS), 'd');
 	hostile_end(tx, rx, node, sy[0], pid);
@@ -2496,4 +2531,62 @@ Test(node_hostile, a_peer_offering_a_channel_sender_for_reuse_fails_with_eproto)
 	topo_assert_baseline(&res);
 	cr_assert_lt(tu_status_kib("VmRSS") - rss0, 16 * 1024,
 		     "VmRSS grew by %ld KiB", tu_status_kib("VmRSS") - rss0);
+}
+
+/* The port was refused: -EPROTO, and no endpoint reached us. */
+static void refused(int r, union port_msg *m, int arg)
+{
+	(void)arg;
+	TU_ASSERT_RC(r, -EPROTO);
+	cr_assert_null(m->t.tx);
+	cr_assert_null(m->r.rx);
+}
+
+/*
+ * A peer that offers a channel sender for reuse (POOLABLE): the port is
+ * refused and the link fails with -EPROTO, before the sender could reach
+ * the application.
+ */
+Test(node_hostile, a_peer_offering_a_channel_sender_for_reuse_fails_with_eproto)
+{
+	port_peer_case(port_offerer, POOLED_SENDER, &txmsg_type, refused);
+}
+
+/* ==== a peer that says a receiver comes home ============================ */
+
+/* An ordinary receiver: it gets what the peer sent on it. */
+static void ordinary_receiver(int r, union port_msg *m, int arg)
+{
+	struct seqmsg s;
+
+	(void)arg;
+	TU_ASSERT_RC(r, 0);
+	cr_assert_not_null(m->r.rx);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(m->r.rx, topo_deadline(), &s,
+						  NULL, 0),
+		     0);
+	cr_assert_eq(s.seq, 42);
+	cmesh_receiver_free(m->r.rx);
+}
+
+/*
+ * A peer's port marked HOME: on a sender's port, or naming a lane id that
+ * cannot be ours, it fails the link with -EPROTO before the endpoint
+ * reaches the application; naming an id of ours that is no lane, it is an
+ * ordinary receiver.
+ */
+Test(node_hostile, a_home_on_a_senders_port_fails_with_eproto)
+{
+	port_peer_case(port_offerer, HOME_ON_SENDER, &txmsg_type, refused);
+}
+
+Test(node_hostile, a_home_that_cannot_be_ours_fails_with_eproto)
+{
+	port_peer_case(port_offerer, HOME_THEIRS, &rxmsg_type, refused);
+}
+
+Test(node_hostile, a_home_naming_no_lane_of_ours_is_an_ordinary_port)
+{
+	port_peer_case(port_offerer, HOME_NO_LANE, &rxmsg_type,
+		       ordinary_receiver);
 }

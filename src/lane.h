@@ -126,20 +126,6 @@ struct cmesh__lane {
 
 	/* Out lane (producer). */
 	pthread_mutex_t lock; /* senders with fds, and the spill backlog */
-	/*
-	 * Read: a send of endpoints (port.c), from its look at the seal to
-	 * its record. Write: the seal (cmesh__lane_seal_tx()), so that no
-	 * such send makes ports for a record the seal then refuses.
-	 */
-	pthread_rwlock_t port_lock;
-	/*
-	 * Out lane of a receiver that moved away: its queue, whose senders
-	 * are here (queue_port.c; opaque below it), until the queue goes or
-	 * the receiver came back to it. Weak: set and cleared under the
-	 * link's att_lock (cmesh__link_lane_home_set()), which a lookup holds
-	 * (cmesh__link_lane_home_take()).
-	 */
-	void *_Atomic home_q;
 	struct cmesh__shmring_producer prod;
 	const struct cmesh_shm_ring_wake *peer_wake; /* sleeping, closed */
 	int peer_wake_sock; /* to the peer consumer's wake socket */
@@ -175,6 +161,22 @@ struct cmesh__lane {
 	int close_err;		  /* then: -EPIPE, or -ECONNRESET (a FAIL) */
 	const unsigned char *bulk_in; /* the peer's bulk arena, read-only */
 	uint64_t bulk_in_size;	      /* its bytes (0: none mapped) */
+
+	/* Out lane, cold: the seal and the receiver's home (queue_port.c). */
+	/*
+	 * Read: a send of endpoints (port.c), from its look at the seal to
+	 * its record. Write: the seal (cmesh__lane_seal_tx()), so that no
+	 * such send makes ports for a record the seal then refuses.
+	 */
+	pthread_rwlock_t port_lock;
+	/*
+	 * Out lane of a receiver that moved away: its queue, whose senders
+	 * are here (queue_port.c; opaque below it), until the queue goes or
+	 * the receiver came back to it. Weak: set and cleared under the
+	 * link's att_lock (cmesh__link_lane_home_set()), which a lookup holds
+	 * (cmesh__link_lane_home_take()).
+	 */
+	void *_Atomic home_q;
 };
 
 /* Set up by the link after the handshake; freed with it. */

@@ -133,6 +133,9 @@ int cmesh__lane_init(struct cmesh__lane *ln, struct cmesh__link *link,
 		     const cmesh_type *type, uint64_t max_trail,
 		     uint64_t max_backlog, int64_t spin_ns)
 {
+	pthread_rwlockattr_t ra;
+	int r;
+
 	memset(ln, 0, sizeof(*ln));
 	ln->link = link;
 	ln->failed = cmesh__link_failed_word(link);
@@ -147,7 +150,13 @@ int cmesh__lane_init(struct cmesh__lane *ln, struct cmesh__link *link,
 	ln->att_tailp = &ln->att_head;
 	set_type(ln, type);
 	atomic_init(&ln->home_q, NULL);
-	if (pthread_rwlock_init(&ln->port_lock, NULL))
+	/* Writer first: a stream of endpoint sends must not starve a seal. */
+	pthread_rwlockattr_init(&ra);
+	pthread_rwlockattr_setkind_np(
+		&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	r = pthread_rwlock_init(&ln->port_lock, &ra);
+	pthread_rwlockattr_destroy(&ra);
+	if (r)
 		return -ENOMEM;
 	if (pthread_mutex_init(&ln->lock, NULL)) {
 		pthread_rwlock_destroy(&ln->port_lock);

@@ -175,7 +175,8 @@ static int export_direct(struct cmesh__link *link, const cmesh_field *f,
 		}
 	} else {
 		cmesh__link_get(link); /* the queue's, for its tx lane */
-		r = cmesh__queue_move_rx(q, out->lane, forward, NULL);
+		r = cmesh__queue_move_rx(q, out->lane, forward, NULL,
+					 f->kind == CMESH_FIELD_KIND_RECEIVER);
 		if (r)
 			cmesh__link_put(link);
 	}

@@ -534,11 +534,16 @@ static __attribute__((noinline)) int send_slow(struct cmesh__queue *q,
 			if (q->h.type->nfields &&
 			    cmesh__type_has_endpoints(q->h.type))
 				return -EXDEV;
-			r = cmesh__lane_send(
-				atomic_load_explicit(&q->tx_lane,
-						     memory_order_acquire),
-				msg, trail, len);
-			/* Sealed: the receiver came home; nothing taken. */
+			/*
+			 * Seen under `lock`, but the receiver may have come
+			 * home since (NULL), or its lane been sealed (-ESTALE,
+			 * nothing taken): here then.
+			 */
+			struct cmesh__lane *ln = atomic_load_explicit(
+				&q->tx_lane, memory_order_acquire);
+
+			r = ln ? cmesh__lane_send(ln, msg, trail, len) :
+				 -ESTALE;
 			return r == -ESTALE ? send_slow(q, msg, trail, len) : r;
 		}
 		if (r)
@@ -1122,26 +1127,44 @@ struct cmesh__lane *cmesh__queue_rx_lane(struct cmesh__queue *q)
 	return q->rx_lane;
 }
 
+/*
+ * Whether an answer about `ln`, the lane tx_lane held, is stale: the
+ * receiver came home meanwhile (`ln` sealed, tx_lane moved on).
+ */
+static bool stale_lane(struct cmesh__queue *q, struct cmesh__lane *ln)
+{
+	return cmesh__lane_sealed(ln) &&
+	       atomic_load_explicit(&q->tx_lane, memory_order_acquire) != ln;
+}
+
 int cmesh__queue_rx_gone(struct cmesh__queue *q)
 {
-	struct cmesh__lane *ln =
-		atomic_load_explicit(&q->tx_lane, memory_order_acquire);
-
+	struct cmesh__lane *ln;
 	uint32_t st;
+	int r;
 
-	if (ln)
-		return cmesh__lane_rx_gone(ln);
+	while ((ln = atomic_load_explicit(&q->tx_lane, memory_order_acquire))) {
+		r = cmesh__lane_rx_gone(ln);
+		if (!r || !stale_lane(q, ln))
+			return r;
+	}
 	st = atomic_load_explicit(&q->state, memory_order_acquire);
 	return st & ST_RX_FAILED ? -ECONNRESET : !!(st & ST_RX_CLOSED);
 }
 
 int cmesh__queue_flush(struct cmesh__queue *q, int64_t deadline)
 {
-	struct cmesh__lane *ln =
-		atomic_load_explicit(&q->tx_lane, memory_order_acquire);
+	struct cmesh__lane *ln;
+	int r;
 
 	/* In one process a sent message is in the queue already. */
-	return ln ? cmesh__lane_flush(ln, deadline) : 0;
+	while ((ln = atomic_load_explicit(&q->tx_lane, memory_order_acquire))) {
+		r = cmesh__lane_flush(ln, deadline);
+		if (!r || r == -ETIMEDOUT || r == -ECANCELED ||
+		    !stale_lane(q, ln))
+			return r;
+	}
+	return 0;
 }
 
 int cmesh__queue_wake_fds(struct cmesh__queue *q, int out[2])

@@ -226,13 +226,15 @@ int cmesh__queue_add_rx_lane(struct cmesh__queue *q, struct cmesh__lane *ln);
  * passed, in order, to forward() (which sends it on `ln` and takes its
  * resources), later sends go to `ln`, and the receiver's reference is
  * dropped. The caller has taken a reference on ln's link for the queue.
+ * With `home` (a channel's receiver), `q` stays the lane's home: the
+ * receiver may come back to it (cmesh__queue_come_home()).
  * -EOPNOTSUPP: the receiver has lanes of its own (its senders are in
  * other processes) or is remote itself.
  */
 int cmesh__queue_move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
 			 int (*forward)(void *ctx, struct cmesh__lane *ln,
 					void *msg, void *trail, size_t len),
-			 void *ctx);
+			 void *ctx, bool home);
 
 /*
  * The receiver comes home (port.c, shm/proto.h CMESH_PORT_F_HOME).

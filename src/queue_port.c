@@ -228,8 +228,10 @@ bool cmesh__queue_xl_ready(struct cmesh__queue *q)
 	if (q->xl_err ||
 	    (atomic_load_explicit(&q->xl_flags, memory_order_acquire) & XL_NEW))
 		return true;
-	if (!q->primary_done && (q->rx_lane ? cmesh__lane_ready(q->rx_lane) :
-					      cmesh__queue_local_ready(q)))
+	/* Behind a gate (come home) the local tier waits its turn. */
+	if (!q->primary_done && !q->gate &&
+	    (q->rx_lane ? cmesh__lane_ready(q->rx_lane) :
+			  cmesh__queue_local_ready(q)))
 		return true;
 	for (uint32_t i = 0; i < q->xl_n; i++)
 		if (cmesh__lane_ready(q->xl[i]))
@@ -246,11 +248,11 @@ bool cmesh__queue_xl_spin(struct cmesh__queue *q, int rounds)
 	uint64_t want[SPIN_WORDS];
 	uint32_t n = 0;
 	/* The local queue's word, if polled, is w[0]: an exact match. */
-	bool local = !q->primary_done && !q->rx_lane;
+	bool local = !q->primary_done && !q->rx_lane && !q->gate;
 
 	if (merge(q))
 		return true;
-	if (!q->primary_done) {
+	if (!q->primary_done && !q->gate) {
 		w[n] = q->rx_lane ?
 			       cmesh__lane_spin_word(q->rx_lane, &want[n]) :
 			       cmesh__queue_head_word(q, &want[n]);
@@ -461,7 +463,7 @@ void cmesh__queue_xl_close(struct cmesh__queue *q)
 int cmesh__queue_move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
 			 int (*forward)(void *ctx, struct cmesh__lane *ln,
 					void *msg, void *trail, size_t len),
-			 void *ctx)
+			 void *ctx, bool home)
 {
 	uint64_t sealed, saved = ln->max_backlog;
 	void *msg;
@@ -535,7 +537,7 @@ int cmesh__queue_move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
 	 * The receiver may come back to us (cmesh__queue_come_home()); its
 	 * port is not sent yet, so the peer cannot name the lane before.
 	 */
-	if (ln->dynamic && !close_lane)
+	if (home && ln->dynamic && !close_lane)
 		cmesh__link_lane_home_set(ln, q);
 	if (close_lane &&
 	    atomic_load_explicit(&q->tx_failed, memory_order_relaxed))

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 TestSuite(moves, .init = tu_suite_init, .fini = tu_suite_fini);
@@ -584,6 +585,72 @@ Test(moves, receiver_chain_back_home)
 	rx = send_around_a_trip(tx, 1, rx, ROUTE(1, 2, 0));
 	cmesh_sender_free(tx);
 	cr_assert_eq(drain_fifo(rx, UINT64_MAX), 900);
+	cmesh_receiver_free(rx);
+	mesh_down(0);
+}
+
+/*
+ * While what was sent before it is still on its way (P1, its forwarder,
+ * stopped), a receiver that came home takes nothing sent since, and its
+ * wait sleeps (it does not spin on what it may not take yet); once P1
+ * goes on, everything arrives in order.
+ */
+Test(moves, a_receiver_back_home_waits_asleep_for_what_was_sent_before)
+{
+	struct timespec cpu0, cpu1;
+	int64_t cpu_ns;
+	cmesh_waitset *ws;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 };
+	struct seqmsg s;
+	uint64_t key, next = 1;
+	int r, st;
+
+	mesh_up(2);
+	new_channel(&tx, &rx);
+	for (uint64_t i = 1; i <= 100; i++)
+		TU_ASSERT_RC(send_item(tx, 1, i), 0);
+	m.rx = rx;
+	route_send(&m, OP_DRAIN, ROUTE(1, 0));
+	/* Stopped once the receiver is on its way back, before we take it. */
+	TU_ASSERT_RC(cmesh_waitset_new(&ws), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, from[1], 1), 0);
+	TU_ASSERT_RC(cmesh_waitset_wait(ws, topo_deadline(), &key), 0);
+	cmesh_waitset_free(ws);
+	cr_assert_eq(kill(pids[1], SIGSTOP), 0);
+	cr_assert_eq(waitpid(pids[1], &st, WUNTRACED), pids[1]);
+	cr_assert(WIFSTOPPED(st));
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(from[1], topo_deadline(), &m,
+						  NULL, 0),
+		     0);
+	cr_assert_not_null(m.rx);
+	rx = m.rx;
+	for (uint64_t i = 101; i <= 110; i++)
+		TU_ASSERT_RC(send_item(tx, 1, i), 0);
+	/* What P1 forwarded before it stopped; nothing sent since. */
+	while ((r = cmesh_receiver_recv_deadline(
+			rx, cmesh_deadline_after(TU_MS(50)), &s, NULL, 0)) == 0)
+		cr_assert_eq(s.seq, next++);
+	TU_ASSERT_RC(r, -ETIMEDOUT);
+	cr_assert_leq(next, 101);
+	/* 200 ms of waiting: a spin of at most 50 us, then sleep. */
+	cr_assert_eq(clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu0), 0);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(
+			     rx, cmesh_deadline_after(TU_MS(200)), &s, NULL, 0),
+		     -ETIMEDOUT);
+	cr_assert_eq(clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu1), 0);
+	cpu_ns = (cpu1.tv_sec - cpu0.tv_sec) * 1000000000ll +
+		 (cpu1.tv_nsec - cpu0.tv_nsec);
+	cr_assert_lt(cpu_ns, TU_MS(100), "the wait spun: %lld ns of CPU",
+		     (long long)cpu_ns);
+	cr_assert_eq(kill(pids[1], SIGCONT), 0);
+	cmesh_sender_free(tx);
+	while ((r = cmesh_receiver_recv_deadline(rx, topo_deadline(), &s, NULL,
+						 0)) == 0)
+		cr_assert_eq(s.seq, next++);
+	TU_ASSERT_RC(r, -EPIPE);
+	cr_assert_eq(next, 111);
 	cmesh_receiver_free(rx);
 	mesh_down(0);
 }

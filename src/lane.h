@@ -172,9 +172,9 @@ struct cmesh__lane {
 	/*
 	 * Out lane of a receiver that moved away: its queue, whose senders
 	 * are here (queue_port.c; opaque below it), until the queue goes or
-	 * the receiver came back to it. Weak: set and cleared under the
-	 * link's att_lock (cmesh__link_lane_home_set()), which a lookup holds
-	 * (cmesh__link_lane_home_take()).
+	 * the receiver came back to it. Weak: set and cleared under a leaf
+	 * lock of link_lanes.c (cmesh__link_lane_home_set()), which a lookup
+	 * holds with the link's (cmesh__link_lane_home_take()).
 	 */
 	void *_Atomic home_q;
 };

@@ -263,7 +263,7 @@ static int publish(struct cmesh__lane *ln, uint32_t kind,
 	}
 	for (uint32_t i = 0; i < niov; i++)
 		len += iov[i].len;
-	r = cmesh__shmring_claim_forced(&ln->prod, len, &pos);
+	r = cmesh__shmring_claim(&ln->prod, len, &pos);
 	if (r)
 		return r;
 	r = cmesh__link_send_attach(ln, fds, nfds, ports, nports, &seq);

@@ -256,12 +256,6 @@ uint64_t cmesh__shmring_space_at(struct cmesh__shmring_producer *p,
 int cmesh__shmring_claim(struct cmesh__shmring_producer *p, uint32_t len,
 			 uint64_t *out_pos)
 {
-	return claim_slots(p, len, out_pos, false);
-}
-
-int cmesh__shmring_claim_forced(struct cmesh__shmring_producer *p, uint32_t len,
-				uint64_t *out_pos)
-{
 	return claim_slots(p, len, out_pos, true);
 }
 

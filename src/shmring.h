@@ -167,18 +167,16 @@ int cmesh__shmring_pushv(struct cmesh__shmring_producer *p, uint32_t kind,
 /*
  * Seals the producer side: every claim that has not taken its positions
  * by the time this returns fails with -ESTALE (push_small with -EAGAIN),
- * except forced ones (cmesh__shmring_pushv_forced(), claim_forced()),
- * which go after every record claimed before. The caller's (a lane's
+ * except forced ones (cmesh__shmring_pushv_forced(), and claim(),
+ * below), which go after every record claimed before. The caller's (a lane's
  * owner) record of the end, say, is then the last one. Once only.
  */
 void cmesh__shmring_seal(struct cmesh__shmring_producer *p);
 
-/* pushv() and claim() that ignore the seal (records queued before it). */
+/* pushv() that ignores the seal (a record queued before it). */
 int cmesh__shmring_pushv_forced(struct cmesh__shmring_producer *p,
 				uint32_t kind, const struct cmesh__iov *iov,
 				uint32_t niov);
-int cmesh__shmring_claim_forced(struct cmesh__shmring_producer *p, uint32_t len,
-				uint64_t *out_pos);
 
 /* 1 if sealed (a hint for a caller about to do more than claim). */
 static inline bool
@@ -218,7 +216,9 @@ static inline int cmesh__shmring_push_small(struct cmesh__shmring_producer *p,
  * one commit() (the record, whose pieces add up to `len`; `kind` as push)
  * or cancel() (a filler of the same size that the consumer steps over).
  * Until then the consumer waits at that position: records claimed later
- * are published but not consumed.
+ * are published but not consumed. claim() ignores the seal: its caller
+ * (a lane's send with fds) serializes with the sealer under its own lock
+ * and looks at the seal first.
  */
 int cmesh__shmring_claim(struct cmesh__shmring_producer *p, uint32_t len,
 			 uint64_t *out_pos);

@@ -892,6 +892,38 @@ Test(shmring, a_record_of_two_slots_leaves_no_stale_bytes_in_either)
 	rig_close(&r);
 }
 
+/*
+ * A sealed producer: pushes and inline pushes take nothing (-ESTALE,
+ * -EAGAIN), the forced push and the two-step claim still go, after every
+ * record claimed before; the consumer reads them all in order.
+ */
+Test(shmring, a_seal_refuses_later_pushes_and_lets_forced_ones_go_last)
+{
+	struct cmesh__iov iov = { "e", 1 };
+	char out[8];
+	uint64_t pos;
+	uint32_t k;
+	struct rig r;
+
+	rig_open(&r, 4096);
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, "a", 1), 0);
+	TU_ASSERT_RC(cmesh__shmring_claim(&r.p, 1, &pos), 0); /* before */
+	cr_assert_not(cmesh__shmring_sealed(&r.p));
+	cmesh__shmring_seal(&r.p);
+	cr_assert(cmesh__shmring_sealed(&r.p));
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 1, "x", 1), -ESTALE);
+	TU_ASSERT_RC(cmesh__shmring_push_small(&r.p, 1, "x", 1), -EAGAIN);
+	TU_ASSERT_RC(cmesh__shmring_pushv_forced(&r.p, 2, &iov, 1), 0);
+	cmesh__shmring_commit(&r.p, pos, 1, &(struct cmesh__iov){ "b", 1 }, 1);
+	for (const char *c = "abe"; *c; c++) {
+		TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, out, sizeof(out)), 1);
+		cr_assert_eq(out[0], *c);
+		cr_assert_eq(k, *c == 'e' ? 2u : 1u);
+	}
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, out, sizeof(out)), -EAGAIN);
+	rig_close(&r);
+}
+
 Test(shmring, push_small_writes_what_the_general_writer_writes_every_size)
 {
 	/*

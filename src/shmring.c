@@ -260,28 +260,6 @@ int cmesh__shmring_claim(struct cmesh__shmring_producer *p, uint32_t len,
 }
 
 /*
- * Asks for the bulk lines of the next record's positions, pos .. pos + k
- * - 1, for writing: a stream's records tend to have one size, and the
- * consumer read those lines a lap ago, so each store would first take its
- * line back, and the next locked instruction (the claim's CAS) would
- * wait for all those transfers at once; asked now, they
- * travel while our caller is elsewhere (bench_xproc 4 KiB stream: +10%).
- * Only positions the consumer is done with (below the cached head plus a
- * lap), so no line it is about to read is taken from it.
- */
-static void prefetch_bulk(struct cmesh__shmring_producer *p, uint64_t pos,
-			  uint64_t k)
-{
-	uint64_t end =
-		atomic_load_explicit(&p->head_cache, memory_order_relaxed) +
-		p->mask + 1;
-
-	for (uint64_t j = 0; j < k && (int64_t)(end - (pos + j)) > 0; j++)
-		cmesh__prefetchw(p->bulk +
-				 ((pos + j) & p->mask) * CMESH_SHM_BULK_LINE);
-}
-
-/*
  * Writes a bulk record's payload: the pieces, back to back, into the bulk
  * lines from position `pos` on, split where the area wraps. Plain memcpy:
  * the consumer reads none of it before the record is published.
@@ -378,7 +356,6 @@ static void write_record(struct cmesh__shmring_producer *p, uint64_t pos,
 		memcpy(s->data, &h, sizeof(h));
 		/* Publish; pairs with the consumer's acquire load in head(). */
 		atomic_store_explicit(&s->seq, tag, memory_order_release);
-		prefetch_bulk(p, pos + k, k);
 		return;
 	}
 	if (k > 1 && len <= CMESH_SHM_INLINE_WORD) {

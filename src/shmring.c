@@ -358,6 +358,7 @@ static void write_record(struct cmesh__shmring_producer *p, uint64_t pos,
 		atomic_store_explicit(&s->seq, tag, memory_order_release);
 		return;
 	}
+	cmesh__shmring_ahead(p, pos, k);
 	if (k > 1 && len <= CMESH_SHM_INLINE_WORD) {
 		struct cmesh_shm_slot *s1 = &p->slots[(pos + 1) & p->mask];
 

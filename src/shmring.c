@@ -358,7 +358,6 @@ static void write_record(struct cmesh__shmring_producer *p, uint64_t pos,
 		atomic_store_explicit(&s->seq, tag, memory_order_release);
 		return;
 	}
-	cmesh__shmring_ahead(p, pos, k);
 	if (k > 1 && len <= CMESH_SHM_INLINE_WORD) {
 		struct cmesh_shm_slot *s1 = &p->slots[(pos + 1) & p->mask];
 
@@ -380,6 +379,7 @@ static void write_record(struct cmesh__shmring_producer *p, uint64_t pos,
 	atomic_store_explicit(&s->seq,
 			      tag | hi | cmesh_shm_seq_inline(len, kind),
 			      memory_order_release);
+	cmesh__shmring_ahead(p, pos, k);
 }
 
 void cmesh__shmring_commit(struct cmesh__shmring_producer *p, uint64_t pos,

@@ -19,6 +19,11 @@
  * took longer (scripts/test-budget reads Criterion's reports).
  */
 #define TU_BUDGET_S 10u
+/*
+ * The budget of a test whose name starts with "long_": one that runs for a
+ * fixed time an issue names (issue 10's churn: 10 s of moves).
+ */
+#define TU_LONG_BUDGET_S 20u
 /* A test's watchdog fires this many budgets after it started. */
 #define TU_WATCHDOG_BUDGETS 3u
 

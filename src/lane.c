@@ -710,10 +710,14 @@ static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
 		/* The common case: a PLAIN record, no header but the ring's. */
 		iov[0] = (struct cmesh__iov){ msg, ln->type->size };
 		iov[1] = (struct cmesh__iov){ trail, (uint32_t)len };
+		/* Before the LAST record can be seen (lane.h, last_sent). */
+		if (ln->poolable)
+			atomic_store_explicit(&ln->last_sent, true,
+					      memory_order_relaxed);
 		r = enqueue_plain(ln, cmesh__lane_plain_kind(ln), iov,
 				  len ? 2 : 1, NULL, 0, try);
-		if (r == 0 && ln->poolable)
-			atomic_store_explicit(&ln->last_sent, true,
+		if (r && ln->poolable)
+			atomic_store_explicit(&ln->last_sent, false,
 					      memory_order_relaxed);
 		if (r == 0 || (try && r == -EAGAIN) || r == -ESTALE)
 			return r;

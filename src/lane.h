@@ -85,7 +85,10 @@ struct cmesh__lane {
 	/*
 	 * Out, pooled: where this use's records start (a REUSE that comes
 	 * after one of them is the next use's, not a peer's mistake), and
-	 * whether a LAST record ended it (no CLOSE, no idle_use then).
+	 * whether a LAST record ended it (no CLOSE, no idle_use then). Set
+	 * before that record can be seen (relaxed, ordered by its publish;
+	 * cleared again if the push failed): the consumer's REUSE, sent once
+	 * it read the record, must find it set (link_pool.c take_kept()).
 	 */
 	uint64_t use_tail;
 	_Atomic bool last_sent;
@@ -526,15 +529,20 @@ static inline int cmesh__lane_send_inline(struct cmesh__lane *ln,
 					 memory_order_acquire)) &&
 	    /* Pairs with the release store in flush_locked(). */
 	    likely(!atomic_load_explicit(&ln->spilling,
-					 memory_order_acquire)) &&
-	    likely(cmesh__shmring_push_small(&ln->prod,
-					     cmesh__lane_plain_kind(ln), msg,
-					     ln->small) == 0)) {
+					 memory_order_acquire))) {
+		/* Before the LAST record can be seen (its comment, above). */
 		if (unlikely(ln->poolable))
 			atomic_store_explicit(&ln->last_sent, true,
 					      memory_order_relaxed);
-		cmesh__lane_signal(ln);
-		return 0;
+		if (likely(cmesh__shmring_push_small(&ln->prod,
+						     cmesh__lane_plain_kind(ln),
+						     msg, ln->small) == 0)) {
+			cmesh__lane_signal(ln);
+			return 0;
+		}
+		if (unlikely(ln->poolable))
+			atomic_store_explicit(&ln->last_sent, false,
+					      memory_order_relaxed);
 	}
 	return cmesh__lane_send(ln, msg, trail, len);
 }

@@ -397,6 +397,9 @@ static int child_loop(void)
 			continue;
 		if (r) {
 			/* That process is done (or gone): no more from it. */
+			if (r != -EPIPE && r != -ECONNRESET)
+				fprintf(stderr, "P%d: from P%d: %d (%s)\n", me,
+					(int)k, r, cmesh_strerror(r));
 			cmesh_waitset_remove_receiver(ws, from[k]);
 			live[k] = false;
 			continue;
@@ -1381,6 +1384,39 @@ Test(moves, long_a_thousand_moves_a_second_for_ten_seconds)
 	}
 	mesh_down(0);
 	topo_assert_baseline_within(&base, TOPO_WAIT_MS);
+}
+
+/*
+ * A reply port sent on through a forwarder (P0 -> P2 -> P1): P2's
+ * forwarder sends the reply on the port's lane as its LAST record, and P0,
+ * once it read it, names the same lane again (REUSE) in its next call's
+ * port. The forwarder's thread may be preempted between the push and its
+ * note that a LAST went out; the REUSE must still find the note (it was
+ * taken for a protocol violation, failing the link: the churn test above
+ * met it in CI). Many rounds, for up to 2 s.
+ */
+Test(moves, a_reply_lane_reused_right_after_its_last_record)
+{
+	int64_t end = tu_now_ns() + TU_MS(2000);
+
+	mesh_up(3);
+	for (uint64_t i = 1; i <= 10000 && tu_now_ns() < end; i++) {
+		cmesh_oneshot_sender *otx;
+		cmesh_oneshot_receiver *orx;
+		struct cmsg m = { .arg = i };
+		struct seqmsg got;
+
+		TU_ASSERT_RC(cmesh_oneshot_new(&item_type, &otx, &orx), 0);
+		m.otx = otx;
+		route_send(&m, OP_REPLY, ROUTE(2, 1));
+		TU_ASSERT_RC(cmesh_oneshot_recv_deadline(orx, topo_deadline(),
+							 &got, NULL, 0),
+			     0);
+		cr_assert_eq(got.seq, i * 2);
+		cr_assert_eq(report_from(1), 0);
+		cmesh_oneshot_receiver_free(orx);
+	}
+	mesh_down(0);
 }
 
 /* ---- review regressions --------------------------------------------- */

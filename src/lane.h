@@ -173,6 +173,12 @@ struct cmesh__lane {
 	 */
 	pthread_rwlock_t port_lock;
 	/*
+	 * May be sealed: the out lane of a receiver that moved away and may
+	 * come home (cmesh__queue_move_rx(); set before any sender sees the
+	 * lane). Only such a lane's sends of endpoints take port_lock.
+	 */
+	bool sealable;
+	/*
 	 * Out lane of a receiver that moved away: its queue, whose senders
 	 * are here (queue_port.c; opaque below it), until the queue goes or
 	 * the receiver came back to it. Weak: set and cleared under a leaf

@@ -41,6 +41,8 @@
 #include "ring.h"
 
 #include <errno.h>
+#include <stdalign.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -337,6 +339,9 @@ static int send_on_lane(struct cmesh__lane *ln, const void *msg,
 {
 	int r;
 
+	/* Only a lane that may come home is ever sealed (lane.h). */
+	if (!ln->sealable)
+		return send_ports_on_lane(ln, msg, trail, len);
 	/* No seal between the look and the record (cmesh__lane_seal_tx()). */
 	pthread_rwlock_rdlock(&ln->port_lock);
 	r = cmesh__lane_sealed(ln) ? -ESTALE :
@@ -345,15 +350,20 @@ static int send_on_lane(struct cmesh__lane *ln, const void *msg,
 	return r;
 }
 
+/* A message struct up to this size is copied on the stack to be sent. */
+#define COPY_STACK 256u
+
 static int send_ports_on_lane(struct cmesh__lane *ln, const void *msg,
 			      const void *trail, size_t len)
 {
 	struct cmesh__port_out ports[CMESH_CTL_MAX_PORTS];
+	/* The copy of a message of up to COPY_STACK bytes: no allocation. */
+	alignas(max_align_t) unsigned char stack[COPY_STACK];
 	const cmesh_type *t = ln->type;
 	const cmesh_env *env;
 	uint64_t mask = 0;
 	uint32_t n = 0;
-	void *copy;
+	void *copy = stack;
 	int r;
 
 	r = cmesh__type_prepare_move(t, msg); /* types, duplicates */
@@ -363,8 +373,7 @@ static int send_ports_on_lane(struct cmesh__lane *ln, const void *msg,
 		cmesh__type_release(t, msg);
 		return r;
 	}
-	copy = malloc(t->size);
-	if (!copy) {
+	if (t->size > sizeof(stack) && !(copy = malloc(t->size))) {
 		cmesh__type_release(t, msg);
 		return -ENOMEM;
 	}
@@ -389,11 +398,13 @@ static int send_ports_on_lane(struct cmesh__lane *ln, const void *msg,
 		/* Exported ones are gone with their ports; free the rest. */
 		cmesh__lane_unsend_ports(ports, n);
 		cmesh__type_release(t, copy);
-		free(copy);
+		if (copy != stack)
+			free(copy);
 		return r;
 	}
 	r = cmesh__lane_send_ports(ln, copy, trail, len, ports, n, mask);
-	free(copy);
+	if (copy != stack)
+		free(copy);
 	return r;
 }
 

@@ -527,6 +527,9 @@ int cmesh__queue_move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
 	}
 	/* `lock` held: a slow-path sender waits, then sees the lane. */
 	ln->max_backlog = saved;
+	/* Before any sender sees the lane (the store below publishes it). */
+	if (home && ln->dynamic)
+		ln->sealable = true;
 	/* seq_cst: Dekker with the last sender's put (queue.c). */
 	atomic_store_explicit(&q->tx_lane, ln, memory_order_seq_cst);
 	if (!atomic_load_explicit(&q->nsenders, memory_order_seq_cst) &&

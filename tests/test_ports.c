@@ -1023,6 +1023,90 @@ Test(ports, thousands_of_moves_leave_fds_mappings_and_rss_flat)
 	topo_run(&churn_sc, TOPO_FORK);
 }
 
+/* ---- a large message with an endpoint ------------------------------- */
+
+/*
+ * A message struct larger than the copy port.c keeps on its stack (256
+ * bytes) goes through its heap copy: every byte and the endpoint arrive.
+ */
+struct bigep {
+	unsigned char pad[700];
+	uint64_t seq;
+	cmesh_sender *tx;
+};
+CMESH_TYPE_DEFINE(bigep_type, struct bigep,
+		  CMESH_FIELD_SENDER(struct bigep, tx, seq_type));
+
+static unsigned char big_byte(size_t i, uint64_t seq)
+{
+	return (unsigned char)(i * 7u + seq);
+}
+
+static void bigep_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			 const struct topo_side *s)
+{
+	(void)s;
+	for (uint64_t k = 1; k <= 20; k++) {
+		cmesh_sender *ltx;
+		cmesh_receiver *lrx;
+		struct bigep m = { .seq = k };
+		struct seqmsg r;
+
+		for (size_t i = 0; i < sizeof(m.pad); i++)
+			m.pad[i] = big_byte(i, k);
+		TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &ltx, &lrx), 0);
+		m.tx = ltx;
+		TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+		/* The peer answers on the sender it got, then drops it. */
+		TU_ASSERT_RC(recv_wait(lrx, &r), 0);
+		cr_assert_eq(r.seq, k * 3);
+		TU_ASSERT_RC(recv_wait(lrx, &r), -EPIPE);
+		cmesh_receiver_free(lrx);
+	}
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}
+
+static int bigep_peer(cmesh_sender *tx, cmesh_receiver *rx,
+		      const struct topo_side *s)
+{
+	(void)s;
+	for (uint64_t k = 1; k <= 20; k++) {
+		struct bigep m;
+		struct seqmsg r = { .sender = 1, .seq = k * 3 };
+
+		TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(),
+							   &m, NULL, 0),
+			      0);
+		TOPO_CHECK_EQ(m.seq, k);
+		for (size_t i = 0; i < sizeof(m.pad); i++)
+			TOPO_CHECK_EQ(m.pad[i], big_byte(i, k));
+		TOPO_CHECK(m.tx);
+		TOPO_CHECK_EQ(cmesh_sender_send(m.tx, &r, NULL, 0), 0);
+		cmesh_sender_free(m.tx);
+	}
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	return 0;
+}
+
+static const struct topo_scenario bigep_sc = {
+	.down = &bigep_type,
+	.up = &seq_type,
+	.driver = bigep_driver,
+	.peer = bigep_peer,
+};
+
+Test(ports, a_large_message_carries_its_endpoint_in_process)
+{
+	topo_run(&bigep_sc, TOPO_THREAD);
+}
+
+Test(ports, a_large_message_carries_its_endpoint_across)
+{
+	topo_run(&bigep_sc, TOPO_FORK);
+}
+
 /* ---- the process a port was sent to dies before taking it ------------- */
 
 /* Never reads: says 'r' once it has joined, then waits to be killed. */

@@ -155,16 +155,15 @@ static int take_kept(struct cmesh__link *l, const struct cmesh_ctl_port *d,
 	if (!ln->idle)
 		/*
 		 * Its LAST record lets the consumer name the lane before our
-		 * sender's release makes it idle, a few instructions later:
-		 * only then (the LAST sent, in the ring, no backlog), wait.
+		 * sender's release makes it idle, a few instructions later,
+		 * or before the link thread that flushed it from the backlog
+		 * (a lane spills until it is bound) clears `spilling`: only
+		 * then (the LAST sent, in the ring), wait; both are ours.
 		 */
 		return atomic_load_explicit(&ln->last_sent,
 					    memory_order_relaxed) &&
 				       cmesh__shmring_tail(&ln->prod) !=
 					       ln->use_tail &&
-				       !atomic_load_explicit(
-					       &ln->spilling,
-					       memory_order_relaxed) &&
 				       !atomic_load_explicit(
 					       &ln->dropped,
 					       memory_order_relaxed) ?

@@ -24,6 +24,8 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdalign.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1026,16 +1028,34 @@ Test(ports, thousands_of_moves_leave_fds_mappings_and_rss_flat)
 /* ---- a large message with an endpoint ------------------------------- */
 
 /*
- * A message struct larger than the copy port.c keeps on its stack (256
- * bytes) goes through its heap copy: every byte and the endpoint arrive.
+ * A message struct with an endpoint, of 256 bytes (port.c copies it on its
+ * stack to send it across), 264 (just past: a heap copy) and 720: every
+ * byte and the endpoint arrive. In one process the same messages take the
+ * local path (no copy), checked alike.
  */
-struct bigep {
-	unsigned char pad[700];
-	uint64_t seq;
-	cmesh_sender *tx;
+#define BIGEP(n)                                                               \
+	struct bigep##n {                                                      \
+		unsigned char pad[n];                                          \
+		uint64_t seq;                                                  \
+		cmesh_sender *tx;                                              \
+	};                                                                     \
+	CMESH_TYPE_DEFINE(bigep##n##_type, struct bigep##n,                    \
+			  CMESH_FIELD_SENDER(struct bigep##n, tx, seq_type))
+BIGEP(240);
+BIGEP(248);
+BIGEP(704);
+
+struct bigcase {
+	size_t size, pad, seq_off, tx_off;
 };
-CMESH_TYPE_DEFINE(bigep_type, struct bigep,
-		  CMESH_FIELD_SENDER(struct bigep, tx, seq_type));
+
+#define BIGCASE(n)                                                             \
+	{                                                                      \
+		sizeof(struct bigep##n), n, offsetof(struct bigep##n, seq),    \
+			offsetof(struct bigep##n, tx)                          \
+	}
+static const struct bigcase big256 = BIGCASE(240), big264 = BIGCASE(248),
+			    big720 = BIGCASE(704);
 
 static unsigned char big_byte(size_t i, uint64_t seq)
 {
@@ -1045,18 +1065,20 @@ static unsigned char big_byte(size_t i, uint64_t seq)
 static void bigep_driver(cmesh_sender *tx, cmesh_receiver *rx,
 			 const struct topo_side *s)
 {
-	(void)s;
+	const struct bigcase *c = s->arg;
+
 	for (uint64_t k = 1; k <= 20; k++) {
+		alignas(max_align_t) unsigned char m[1024] = { 0 };
 		cmesh_sender *ltx;
 		cmesh_receiver *lrx;
-		struct bigep m = { .seq = k };
 		struct seqmsg r;
 
-		for (size_t i = 0; i < sizeof(m.pad); i++)
-			m.pad[i] = big_byte(i, k);
+		for (size_t i = 0; i < c->pad; i++)
+			m[i] = big_byte(i, k);
+		memcpy(m + c->seq_off, &k, sizeof(k));
 		TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &ltx, &lrx), 0);
-		m.tx = ltx;
-		TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+		memcpy(m + c->tx_off, &ltx, sizeof(ltx));
+		TU_ASSERT_RC(cmesh_sender_send(tx, m, NULL, 0), 0);
 		/* The peer answers on the sender it got, then drops it. */
 		TU_ASSERT_RC(recv_wait(lrx, &r), 0);
 		cr_assert_eq(r.seq, k * 3);
@@ -1070,41 +1092,57 @@ static void bigep_driver(cmesh_sender *tx, cmesh_receiver *rx,
 static int bigep_peer(cmesh_sender *tx, cmesh_receiver *rx,
 		      const struct topo_side *s)
 {
-	(void)s;
+	const struct bigcase *c = s->arg;
+
 	for (uint64_t k = 1; k <= 20; k++) {
-		struct bigep m;
+		alignas(max_align_t) unsigned char m[1024];
 		struct seqmsg r = { .sender = 1, .seq = k * 3 };
+		cmesh_sender *ltx;
+		uint64_t seq;
 
 		TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(),
-							   &m, NULL, 0),
+							   m, NULL, 0),
 			      0);
-		TOPO_CHECK_EQ(m.seq, k);
-		for (size_t i = 0; i < sizeof(m.pad); i++)
-			TOPO_CHECK_EQ(m.pad[i], big_byte(i, k));
-		TOPO_CHECK(m.tx);
-		TOPO_CHECK_EQ(cmesh_sender_send(m.tx, &r, NULL, 0), 0);
-		cmesh_sender_free(m.tx);
+		memcpy(&seq, m + c->seq_off, sizeof(seq));
+		memcpy(&ltx, m + c->tx_off, sizeof(ltx));
+		TOPO_CHECK_EQ(seq, k);
+		for (size_t i = 0; i < c->pad; i++)
+			TOPO_CHECK_EQ(m[i], big_byte(i, k));
+		TOPO_CHECK(ltx);
+		TOPO_CHECK_EQ(cmesh_sender_send(ltx, &r, NULL, 0), 0);
+		cmesh_sender_free(ltx);
 	}
 	cmesh_sender_free(tx);
 	cmesh_receiver_free(rx);
 	return 0;
 }
 
-static const struct topo_scenario bigep_sc = {
-	.down = &bigep_type,
-	.up = &seq_type,
-	.driver = bigep_driver,
-	.peer = bigep_peer,
-};
+#define BIG_SC(name, n, c)                                                     \
+	static const struct topo_scenario name = {                             \
+		.down = &bigep##n##_type,                                      \
+		.up = &seq_type,                                               \
+		.driver = bigep_driver,                                        \
+		.peer = bigep_peer,                                            \
+		.arg = &(c),                                                   \
+	}
+BIG_SC(big256_sc, 240, big256);
+BIG_SC(big264_sc, 248, big264);
+BIG_SC(big720_sc, 704, big720);
 
-Test(ports, a_large_message_carries_its_endpoint_in_process)
+Test(ports, large_messages_carry_their_endpoint_in_process)
 {
-	topo_run(&bigep_sc, TOPO_THREAD);
+	cr_assert_eq(big256.size, 256);
+	cr_assert_eq(big264.size, 264);
+	topo_run(&big256_sc, TOPO_THREAD);
+	topo_run(&big264_sc, TOPO_THREAD);
+	topo_run(&big720_sc, TOPO_THREAD);
 }
 
-Test(ports, a_large_message_carries_its_endpoint_across)
+Test(ports, large_messages_carry_their_endpoint_across)
 {
-	topo_run(&bigep_sc, TOPO_FORK);
+	topo_run(&big256_sc, TOPO_FORK);
+	topo_run(&big264_sc, TOPO_FORK);
+	topo_run(&big720_sc, TOPO_FORK);
 }
 
 /* ---- the process a port was sent to dies before taking it ------------- */

@@ -785,26 +785,34 @@ Test(moves, a_receiver_back_home_is_an_in_process_channel_again)
 	mesh_down(1u << 1);
 }
 
+/*
+ * A reply port sent along `route` and answered at its end (with i * 2):
+ * the reply and the answerer's report are checked.
+ */
+static void reply_along(uint64_t i, const uint8_t *route, int n)
+{
+	cmesh_oneshot_sender *otx;
+	cmesh_oneshot_receiver *orx;
+	struct cmsg m = { .arg = i };
+	struct seqmsg s;
+
+	TU_ASSERT_RC(cmesh_oneshot_new(&item_type, &otx, &orx), 0);
+	m.otx = otx;
+	route_send(&m, OP_REPLY, route, n);
+	TU_ASSERT_RC(cmesh_oneshot_recv_deadline(orx, topo_deadline(), &s, NULL,
+						 0),
+		     0);
+	cr_assert_eq(s.seq, i * 2);
+	cmesh_oneshot_receiver_free(orx);
+	cr_assert_eq(report_from(route[n - 1]), 0);
+}
+
 /* An rpc's reply port answered by a process two hops away. */
 Test(moves, reply_port_answered_by_third_process)
 {
 	mesh_up(3);
-	for (uint64_t i = 1; i <= 50; i++) {
-		cmesh_oneshot_sender *otx;
-		cmesh_oneshot_receiver *orx;
-		struct cmsg m = { .arg = i };
-		struct seqmsg s;
-
-		TU_ASSERT_RC(cmesh_oneshot_new(&item_type, &otx, &orx), 0);
-		m.otx = otx;
-		route_send(&m, OP_REPLY, ROUTE(1, 2));
-		TU_ASSERT_RC(cmesh_oneshot_recv_deadline(orx, topo_deadline(),
-							 &s, NULL, 0),
-			     0);
-		cr_assert_eq(s.seq, i * 2);
-		cmesh_oneshot_receiver_free(orx);
-		cr_assert_eq(report_from(2), 0);
-	}
+	for (uint64_t i = 1; i <= 50; i++)
+		reply_along(i, ROUTE(1, 2));
 	mesh_down(0);
 }
 
@@ -1425,22 +1433,8 @@ Test(moves, a_reply_lane_reused_right_after_its_last_record)
 	int64_t end = tu_now_ns() + TU_MS(2000);
 
 	mesh_up(3);
-	for (uint64_t i = 1; i <= 10000 && tu_now_ns() < end; i++) {
-		cmesh_oneshot_sender *otx;
-		cmesh_oneshot_receiver *orx;
-		struct cmsg m = { .arg = i };
-		struct seqmsg got;
-
-		TU_ASSERT_RC(cmesh_oneshot_new(&item_type, &otx, &orx), 0);
-		m.otx = otx;
-		route_send(&m, OP_REPLY, ROUTE(2, 1));
-		TU_ASSERT_RC(cmesh_oneshot_recv_deadline(orx, topo_deadline(),
-							 &got, NULL, 0),
-			     0);
-		cr_assert_eq(got.seq, i * 2);
-		cr_assert_eq(report_from(1), 0);
-		cmesh_oneshot_receiver_free(orx);
-	}
+	for (uint64_t i = 1; i <= 10000 && tu_now_ns() < end; i++)
+		reply_along(i, ROUTE(2, 1));
 	mesh_down(0);
 }
 

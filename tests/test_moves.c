@@ -551,21 +551,21 @@ Test(moves, sender_to_third_process)
 
 /* A -> B -> C -> A: back home, every message once and in order. */
 /*
- * Sends seq 1..900 as `sender` on `tx` while `rx` travels along `route`,
- * which ends here (P0): 1..300 before it goes, 301..600 while it travels,
- * 601..900 once it is back. Returns the receiver that came back.
+ * Sends seq 1..3k as `sender` on `tx` while `rx` travels along `route`,
+ * which ends here (P0): 1..k before it goes, k+1..2k while it travels,
+ * 2k+1..3k once it is back. Returns the receiver that came back.
  */
-static cmesh_receiver *send_around_a_trip(cmesh_sender *tx, uint32_t sender,
-					  cmesh_receiver *rx,
-					  const uint8_t *route, int n)
+static cmesh_receiver *send_around_a_trip_k(cmesh_sender *tx, uint32_t sender,
+					    uint64_t k, cmesh_receiver *rx,
+					    const uint8_t *route, int n)
 {
 	struct cmsg m = { 0 };
 
-	for (uint64_t i = 1; i <= 300; i++)
+	for (uint64_t i = 1; i <= k; i++)
 		TU_ASSERT_RC(send_item(tx, sender, i), 0);
 	m.rx = rx;
 	route_send(&m, OP_DRAIN, route, n);
-	for (uint64_t i = 301; i <= 600; i++)
+	for (uint64_t i = k + 1; i <= 2 * k; i++)
 		TU_ASSERT_RC(send_item(tx, sender, i), 0);
 	/* It comes back to us over the last hop's link. */
 	TU_ASSERT_RC(cmesh_receiver_recv_deadline(from[route[n - 2]],
@@ -573,9 +573,17 @@ static cmesh_receiver *send_around_a_trip(cmesh_sender *tx, uint32_t sender,
 		     0);
 	cr_assert_eq(m.op, OP_DRAIN);
 	cr_assert_not_null(m.rx);
-	for (uint64_t i = 601; i <= 900; i++)
+	for (uint64_t i = 2 * k + 1; i <= 3 * k; i++)
 		TU_ASSERT_RC(send_item(tx, sender, i), 0);
 	return m.rx;
+}
+
+/* The same with k = 300: seq 1..900. */
+static cmesh_receiver *send_around_a_trip(cmesh_sender *tx, uint32_t sender,
+					  cmesh_receiver *rx,
+					  const uint8_t *route, int n)
+{
+	return send_around_a_trip_k(tx, sender, 300, rx, route, n);
 }
 
 Test(moves, receiver_chain_back_home)
@@ -805,6 +813,36 @@ static void reply_along(uint64_t i, const uint8_t *route, int n)
 	cr_assert_eq(s.seq, i * 2);
 	cmesh_oneshot_receiver_free(orx);
 	cr_assert_eq(report_from(route[n - 1]), 0);
+}
+
+/*
+ * Receivers that come home, one channel after another for up to 2 s (each
+ * channel comes home once): every time, what was sent before the move,
+ * during it and after it arrives once and in order (the seal, the gate
+ * and the sends that meet the seal, over and over).
+ */
+Test(moves, receivers_come_home_over_and_over)
+{
+	int64_t end = tu_now_ns() + TU_MS(2000);
+
+	mesh_up(2);
+	for (uint64_t n = 0; n < 5000 && tu_now_ns() < end; n++) {
+		cmesh_receiver_stats st;
+		cmesh_sender *tx;
+		cmesh_receiver *rx;
+
+		new_channel(&tx, &rx);
+		rx = send_around_a_trip_k(tx, 1, 3, rx, ROUTE(1, 0));
+		cr_assert_eq(drain_fifo(rx, 9), 9);
+		/* Home: no lane left, nothing remote (not a forwarder). */
+		st = stats_when(rx, in_process);
+		cr_assert(in_process(&st), "lanes %u, remote %u", st.lanes,
+			  st.remote);
+		cmesh_sender_free(tx);
+		cr_assert_eq(drain_fifo(rx, UINT64_MAX), 0);
+		cmesh_receiver_free(rx);
+	}
+	mesh_down(0);
 }
 
 /* An rpc's reply port answered by a process two hops away. */

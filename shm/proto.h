@@ -33,6 +33,10 @@
  *           receiver cancels what stands for it (struct cmesh_ctl_end).
  *   CTXDROP the receiver of a CTX port is done with it (every handle on
  *           it freed, or its message dropped): the sender forgets its id.
+ *   CLAIM   the sender holds (or is being sent) a channel's receiver whose
+ *           senders are the receiver's: it names the out lane they write
+ *           by that lane's token (CMESH_PORT_F_REDIRECT) and asks for a
+ *           lane of its own instead (struct cmesh_ctl_claim; fds: its half).
  
  *
  * Lanes. A link carries any number of lanes (one direction of one
@@ -61,7 +65,7 @@
 #include <stdint.h>
 
 #define CMESH_PROTO_MAGIC 0x48534d43u /* "CMSH" */
-#define CMESH_PROTO_VERSION 11u
+#define CMESH_PROTO_VERSION 12u
 
 #define CMESH_CTL_HELLO 1u
 #define CMESH_CTL_ATTACH 2u
@@ -72,6 +76,7 @@
 #define CMESH_CTL_SPACE 7u
 #define CMESH_CTL_CANCEL 8u
 #define CMESH_CTL_CTXDROP 9u
+#define CMESH_CTL_CLAIM 10u
 
 /* Index of a 64-byte line in an arena's control region. */
 #define CMESH_PROTO_LINE_HEAD 0u
@@ -150,10 +155,20 @@ struct cmesh_ctl_hello {
 	 */
 	char out_name[CMESH_CTL_NAME];
 	char in_name[CMESH_CTL_NAME];
+	/*
+	 * The sender's process (random, one per process, for as long as it
+	 * lives; not node_id, which is one per link): the name a port's
+	 * CMESH_PORT_F_REDIRECT gives the process its token is for. The
+	 * peer's word: a process believes it about the peer only.
+	 */
+	uint64_t proc_id;
 };
 
-static_assert(sizeof(struct cmesh_ctl_hello) == 64 + 2 * CMESH_CTL_NAME,
+static_assert(sizeof(struct cmesh_ctl_hello) == 72 + 2 * CMESH_CTL_NAME,
 	      "hello size");
+static_assert(offsetof(struct cmesh_ctl_hello, proc_id) ==
+		      64 + 2 * CMESH_CTL_NAME,
+	      "hello proc_id");
 static_assert(offsetof(struct cmesh_ctl_hello, node_id) == 16, "hello id");
 static_assert(offsetof(struct cmesh_ctl_hello, arena_size) == 24, "arena");
 static_assert(offsetof(struct cmesh_ctl_hello, out_fp) == 32, "out_fp");
@@ -208,6 +223,9 @@ struct cmesh_ctl_port {
 	uint64_t arena_size; /* bytes of the arena fd */
 	uint32_t home;	     /* CMESH_PORT_F_HOME: a lane of ours it names */
 	uint32_t reserved;   /* 0 */
+	/* CMESH_PORT_F_REDIRECT (else 0): whom to claim from, and with what. */
+	uint64_t node;	   /* that process's HELLO proc_id */
+	uint64_t token[2]; /* the claim's token: not both 0 */
 };
 
 /*
@@ -240,13 +258,25 @@ struct cmesh_ctl_port {
  * carries what the peer holds and forwards from `home` (its forwarder);
  * the receiver may take its senders' queue here again: we seal `home` and
  * end it, our senders queue here from then on, and the receiver reads the
- * new lane to its end first. A hint: a `home` that is not such a lane
- * (gone since, or never) only makes it an ordinary port. In any other
- * port: -EPROTO.
+ * new lane to its end first. `home` has either parity (a lane a CLAIM
+ * made has the claimer's id). A hint: a `home` that is not such a lane
+ * (gone since, or never, or the peer's) only makes it an ordinary port.
+ * In any other port: -EPROTO.
  */
 #define CMESH_PORT_F_HOME 16u
 
-static_assert(sizeof(struct cmesh_ctl_port) == 32, "port size");
+/*
+ * A channel receiver's port (CMESH_PORT_READ) whose senders are all in
+ * process `node`, writing one out lane there that `token` names: the
+ * receiver may claim them (CLAIM, on its own link with `node`). From the
+ * process of its senders, `node` is that process; from a process that
+ * forwards it (it read that lane alone), the one it got the token from.
+ * A hint: a claim may be refused. In any other port: -EPROTO.
+ */
+#define CMESH_PORT_F_REDIRECT 32u
+
+static_assert(sizeof(struct cmesh_ctl_port) == 56, "port size");
+static_assert(offsetof(struct cmesh_ctl_port, node) == 32, "port node");
 
 /* Most port descriptors one ATTACH carries (a type's fields). */
 #define CMESH_CTL_MAX_PORTS 64u
@@ -260,9 +290,34 @@ struct cmesh_ctl_lane {
 	uint32_t id;	     /* the lane of the port descriptor answered */
 	uint32_t flags;	     /* CMESH_LANE_F_* */
 	uint64_t arena_size; /* bytes of the arena fd, or 0 */
+	/*
+	 * Only in the answer to a CLAIM's port (else 0): the token of the
+	 * new lane, for a later claim (0: none).
+	 */
+	uint64_t token[2];
 };
 
-static_assert(sizeof(struct cmesh_ctl_lane) == 32, "lane size");
+static_assert(sizeof(struct cmesh_ctl_lane) == 48, "lane size");
+
+/*
+ * CLAIM. fds: the claimer's half of a new lane (port.kind WRITE: the
+ * claimer consumes, the receiver of the CLAIM produces). The receiver of
+ * the CLAIM looks `token` up among its out lanes that carry a channel to
+ * a receiver elsewhere: found (once), the lane's senders write the new
+ * lane from its end on, and the old one ends (sealed, then CLOSE); the
+ * answer is a LANE with our half and the new lane's token. Not found
+ * (never given, claimed already, closed, or gone): LANE DROPPED, nothing
+ * else. Checked: the port as any WRITE port (no flags), type_fp against
+ * the found lane's type (else -EPROTO).
+ */
+struct cmesh_ctl_claim {
+	struct cmesh_ctl_hdr hdr;
+	uint64_t token[2];
+	uint64_t type_fp; /* the channel's type fingerprint */
+	struct cmesh_ctl_port port;
+};
+
+static_assert(sizeof(struct cmesh_ctl_claim) == 40 + 56, "claim size");
 
 /* END, WAKESOCK (one fd) and WAKECLOSE (none): one id each. */
 struct cmesh_ctl_end {

@@ -186,6 +186,19 @@ struct cmesh__lane {
 	 * holds with the link's (cmesh__link_lane_home_take()).
 	 */
 	void *_Atomic home_q;
+	/*
+	 * Claims (link_claim.c). Out lane with a home: the token that names
+	 * it in a CLAIM (0: none), in a table of the claimable lanes
+	 * (`claim_next`) while home_q is set. In lane: the token its
+	 * producer gave with it (the port's CMESH_PORT_F_REDIRECT), handed
+	 * on when its receiver moves again; `claiming`: made for a CLAIM we
+	 * sent, whose LANE answer may carry a token.
+	 */
+	uint64_t token[2];
+	struct cmesh__lane *claim_next;
+	bool claiming;
+	/* Out lane left behind by its receiver, sealed: its queue's list. */
+	struct cmesh__lane *old_next;
 };
 
 /* Set up by the link after the handshake; freed with it. */

@@ -365,6 +365,7 @@ static void fill_hello(struct cmesh_ctl_hello *h, uint64_t arena_size,
 	h->ring_cap = ring_cap;
 	h->pid = (uint32_t)getpid();
 	h->max_trail = max_trail;
+	h->proc_id = cmesh__proc_id();
 }
 
 /*
@@ -558,6 +559,7 @@ static int handshake(struct cmesh__link *l, const cmesh_type *out_type,
 	/* Lane ids: each side its parity (proto.h); equal ids are no peer. */
 	if (peer.node_id == mine.node_id)
 		return -EPROTO;
+	l->peer_proc = peer.proc_id; /* its word: see link_claim.c */
 	r = cmesh__lanes_init(l, mine.node_id, peer.node_id);
 	if (!r)
 		r = cmesh__ctx_init(l, mine.node_id ^ peer.node_id);

@@ -231,10 +231,57 @@ void cmesh__link_wake_peer(struct cmesh__link *l, uint32_t id);
 /* The owner of a dynamic lane is done with it; the link frees it. */
 void cmesh__link_lane_release(struct cmesh__lane *ln);
 
+/* ---- homes, claims and the process's name (link_claim.c) ---- */
+
+/* This process's name in HELLOs (random; a child of fork gets its own). */
+uint64_t cmesh__proc_id(void);
+
+/* The name the peer gave in its HELLO. */
+uint64_t cmesh__link_peer_proc(const struct cmesh__link *l);
+
+/* A healthy link whose peer is process `proc`, with a reference; or NULL. */
+struct cmesh__link *cmesh__link_by_proc(uint64_t proc);
+
+/*
+ * What a CLAIM does to a home (the port layer's, given once before any
+ * home is set; homes are opaque here): take() a reference on it unless it
+ * is going (under a leaf lock: must not block), unget() it, and
+ * redirect() its senders from out lane `from` to `to` (0, or -errno:
+ * nothing done, and `to` is the caller's to end).
+ */
+struct cmesh__claim_ops {
+	bool (*take)(void *home);
+	void (*unget)(void *home);
+	int (*redirect)(void *home, struct cmesh__lane *from,
+			struct cmesh__lane *to);
+};
+void cmesh__link_claims_init(const struct cmesh__claim_ops *ops);
+
+/*
+ * Our out lane `ln`'s token (both 0: none), while it has a home: what a
+ * receiver's port gives for a claim (shm/proto.h CMESH_PORT_F_REDIRECT).
+ */
+void cmesh__link_lane_token(struct cmesh__lane *ln, uint64_t out[2]);
+
+/*
+ * Claims, on `l`, the senders that out lane `token` of the peer feeds: a
+ * new in lane of ours, given to attach() before the CLAIM goes
+ * (unanswered: a LANE binds it, with its own token for the next claim,
+ * or DROPPED ends it), which the peer's senders write from the old
+ * lane's end on if the claim holds. 0, or -errno (attach()'s: nothing
+ * was sent, the lane is gone).
+ */
+int cmesh__link_claim(struct cmesh__link *l, const uint64_t token[2],
+		      const cmesh_type *type, uint32_t ring_cap,
+		      uint64_t max_backlog, int64_t spin_ns,
+		      int (*attach)(void *ctx, struct cmesh__lane *ln),
+		      void *ctx);
+
 /*
  * Homes (a receiver that moved away may come back to the queue of its
  * senders, queue_port.c). set: records `home` (opaque here; NULL: none)
- * for our out lane `ln`, under a leaf lock of its own. take: for the lane
+ * for our out lane `ln`, under a leaf lock of its own (with a home, the
+ * lane has a token: made here, or the one it came with). take: for the lane
  * `id` the peer named, if it is an out lane of ours of type `type`, not
  * kept for reuse, with a home that `take()` accepts (called under the
  * link's lock and that one: it must not block), 0 with the home in

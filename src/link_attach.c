@@ -215,18 +215,29 @@ void cmesh__link_drop_attachments(struct cmesh__lane *ln)
 
 /* ---- ATTACHes we receive (link thread) ---- */
 
-static bool port_ok(const struct cmesh__link *l, const struct cmesh_ctl_port *d)
+bool cmesh__lanes_port_ok(const struct cmesh__link *l,
+			  const struct cmesh_ctl_port *d)
 {
 	if (d->reserved || (!(d->flags & CMESH_PORT_F_HOME) && d->home))
+		return false;
+	/* A claim's token goes with a lane of a receiver, not kept. */
+	if (!(d->flags & CMESH_PORT_F_REDIRECT) ?
+		    (d->node | d->token[0] | d->token[1]) != 0 :
+		    d->kind != CMESH_PORT_READ || !d->node ||
+			    !(d->token[0] | d->token[1]) ||
+			    (d->flags & CMESH_PORT_F_POOLABLE))
 		return false;
 	if (d->kind == CMESH_PORT_CTX)
 		return cmesh__ctx_port_ok(d);
 	if (d->kind != CMESH_PORT_WRITE && d->kind != CMESH_PORT_READ)
 		return false;
-	/* A receiver coming home names a lane we made (our parity). */
+	/*
+	 * A receiver coming home names an out lane of ours: made by us, or
+	 * by a claim (the claimer's parity then); never one of the first two.
+	 */
 	if ((d->flags & CMESH_PORT_F_HOME) &&
 	    (d->kind != CMESH_PORT_READ || (d->flags & CMESH_PORT_F_POOLABLE) ||
-	     (d->home & 1u) != l->parity || d->home < 2))
+	     d->home < 2))
 		return false;
 	if (d->flags == CMESH_PORT_F_FAILED)
 		return d->id == 0 && d->ring_cap == 0 && d->arena_size == 0;
@@ -237,7 +248,8 @@ static bool port_ok(const struct cmesh__link *l, const struct cmesh_ctl_port *d)
 		       cmesh_shm_ring_cap_ok(d->ring_cap) && d->arena_size == 0;
 	if (d->flags == CMESH_PORT_F_POOLABLE && d->kind != CMESH_PORT_WRITE)
 		return false;
-	return (d->flags & ~(CMESH_PORT_F_POOLABLE | CMESH_PORT_F_HOME)) == 0 &&
+	return (d->flags & ~(CMESH_PORT_F_POOLABLE | CMESH_PORT_F_HOME |
+			     CMESH_PORT_F_REDIRECT)) == 0 &&
 	       (d->id & 1u) != l->parity &&
 	       cmesh_shm_ring_cap_ok(d->ring_cap) &&
 	       d->arena_size >= CMESH_SHM_ARENA_MIN_SIZE &&
@@ -270,7 +282,7 @@ int cmesh__lanes_on_attach(struct cmesh__link *l, const unsigned char *buf,
 	memcpy(a->ports, buf + sizeof(m),
 	       m.nports * sizeof(struct cmesh_ctl_port));
 	for (uint32_t i = 0; i < a->nports; i++)
-		if (!port_ok(l, &a->ports[i])) {
+		if (!cmesh__lanes_port_ok(l, &a->ports[i])) {
 			free(a);
 			return -EPROTO;
 		}

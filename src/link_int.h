@@ -46,8 +46,8 @@ struct cmesh__attach {
 struct ctl_pending {
 	struct ctl_pending *next;
 	uint32_t len;
-	int fd; /* or -1 */
-	unsigned char buf[32];
+	int fd;		       /* or -1 */
+	unsigned char buf[96]; /* the largest: CLAIM */
 };
 
 struct cmesh__link {
@@ -56,6 +56,7 @@ struct cmesh__link {
 	_Atomic int failed;
 	int sock;
 	_Atomic pid_t peer_pid;
+	uint64_t peer_proc; /* its HELLO's proc_id (link_claim.c) */
 	bool pid_known; /* peer_pid from fork or SO_PEERCRED, not the HELLO */
 	bool pid_from_fork; /* from the caller, who forked the peer */
 	int pidfd; /* the peer process (a second death signal), or -1 */
@@ -211,6 +212,21 @@ int cmesh__lanes_import_reuse(struct cmesh__link *l,
 			      const struct cmesh_ctl_port *d,
 			      const cmesh_type *type, struct cmesh__lane **out);
 
+/*
+ * cmesh__link_lane_import() with `token` (or NULL) in its LANE answer: a
+ * CLAIM's (link_claim.c).
+ */
+int cmesh__lanes_import(struct cmesh__link *l, const struct cmesh_ctl_port *d,
+			int fd, const cmesh_type *type, uint64_t max_backlog,
+			int64_t spin_ns, const uint64_t *token,
+			struct cmesh__lane **out);
+
+/* ---- link_claim.c ---- */
+
+/* Link thread: a CLAIM, copied out; takes its fd on 0. */
+int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
+			 int len, const int *fds, uint32_t nfds);
+
 /* A control message's header. */
 void cmesh__ctl_hdr_fill(struct cmesh_ctl_hdr *h, uint16_t type, uint32_t len);
 
@@ -234,6 +250,10 @@ void cmesh__lanes_ctl_send(struct cmesh__link *l, const void *buf, uint32_t len,
 /* Link thread: an ATTACH, copied out (see cmesh__lanes_handle_ctl). */
 int cmesh__lanes_on_attach(struct cmesh__link *l, const unsigned char *buf,
 			   int len, const int *fds, uint32_t nfds);
+
+/* A port descriptor a peer sent is sound (kinds, flags, ids, sizes). */
+bool cmesh__lanes_port_ok(const struct cmesh__link *l,
+			  const struct cmesh_ctl_port *d);
 
 /* Closes every ATTACH in an in lane's FIFO (its fds; no answer). */
 void cmesh__lanes_free_fifo(struct cmesh__lane *ln);

@@ -212,7 +212,7 @@ void cmesh__lanes_unpool(struct cmesh__link *l, struct cmesh__lane *ln)
 }
 
 static void send_lane(struct cmesh__link *l, uint32_t id, uint32_t flags,
-		      uint64_t size, int fd)
+		      uint64_t size, const uint64_t *token, int fd)
 {
 	struct cmesh_ctl_lane m = { 0 };
 
@@ -220,6 +220,10 @@ static void send_lane(struct cmesh__link *l, uint32_t id, uint32_t flags,
 	m.id = id;
 	m.flags = flags;
 	m.arena_size = size;
+	if (token) {
+		m.token[0] = token[0];
+		m.token[1] = token[1];
+	}
 	cmesh__lanes_ctl_send(l, &m, sizeof(m), fd);
 }
 
@@ -260,7 +264,7 @@ void cmesh__link_port_drop(struct cmesh__link *l,
 	}
 	/* A failed port has no lane: nobody waits for an answer. */
 	if (!cmesh__link_failed(l) && !(d->flags & CMESH_PORT_F_FAILED))
-		send_lane(l, d->id, CMESH_LANE_F_DROPPED, 0, -1);
+		send_lane(l, d->id, CMESH_LANE_F_DROPPED, 0, NULL, -1);
 }
 
 /* ---- control messages we receive (link thread) ---- */
@@ -291,6 +295,9 @@ static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
 	/* Bound already (a reused one): only DROPPED may answer it. */
 	if (!r && !dropped && cmesh__lane_bound(ln))
 		r = -EPROTO;
+	/* A token answers only a claim of ours (link_claim.c). */
+	if (!r && (m.token[0] | m.token[1]) && (!ln->claiming || dropped))
+		r = -EPROTO;
 	if (!r && !(m.flags & CMESH_LANE_F_POOLED))
 		cmesh__lanes_unpool(l,
 				    ln); /* not kept there: not here either */
@@ -302,6 +309,11 @@ static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
 		ln->answered = true;
 		if (!dropped)
 			l->peer_mapped += m.arena_size;
+		/* Read by its queue once bound (acquire, cmesh__lane_bound). */
+		if (ln->claiming) {
+			ln->token[0] = m.token[0];
+			ln->token[1] = m.token[1];
+		}
 	}
 	pthread_mutex_unlock(&l->att_lock);
 	if (r)
@@ -392,6 +404,8 @@ int cmesh__lanes_handle_ctl(struct cmesh__link *l, const void *buf, int len,
 	case CMESH_CTL_CANCEL:
 	case CMESH_CTL_CTXDROP:
 		return cmesh__ctx_on_ctl(l, h.type, buf, len, nfds);
+	case CMESH_CTL_CLAIM:
+		return cmesh__claims_on_ctl(l, buf, len, fds, nfds);
 	case CMESH_CTL_SPACE:
 		/* The round after this batch flushes every backlog. */
 		return h.len == sizeof(h) && len == (int)sizeof(h) && !nfds &&
@@ -480,6 +494,15 @@ int cmesh__link_lane_import(struct cmesh__link *l,
 			    const cmesh_type *type, uint64_t max_backlog,
 			    int64_t spin_ns, struct cmesh__lane **out)
 {
+	return cmesh__lanes_import(l, d, fd, type, max_backlog, spin_ns, NULL,
+				   out);
+}
+
+int cmesh__lanes_import(struct cmesh__link *l, const struct cmesh_ctl_port *d,
+			int fd, const cmesh_type *type, uint64_t max_backlog,
+			int64_t spin_ns, const uint64_t *token,
+			struct cmesh__lane **out)
+{
 	bool is_out = d->kind == CMESH_PORT_WRITE;
 	struct cmesh__lane *ln = NULL;
 	int r, own_fd = -1;
@@ -540,7 +563,7 @@ int cmesh__link_lane_import(struct cmesh__link *l,
 		return r;
 	}
 	send_lane(l, d->id, ln->poolable ? CMESH_LANE_F_POOLED : 0,
-		  cmesh__arena_layout(ln->own_half)->size, own_fd);
+		  cmesh__arena_layout(ln->own_half)->size, token, own_fd);
 	*out = ln;
 	return 0;
 }
@@ -595,66 +618,6 @@ void cmesh__link_lane_release(struct cmesh__lane *ln)
 	pthread_mutex_unlock(&l->att_lock);
 	if (kick)
 		cmesh__link_kick(l);
-}
-
-/*
- * Homes: a lane's home is set and cleared under `home_lock` (a leaf: no
- * other lock is taken under it), which a lookup holds, inside `att_lock`,
- * from its read of the home to take()'s reference on it. Not `att_lock`
- * alone: a queue's last put clears its lane's home, and must not wait on
- * a lock held around other work (it may be held by its caller).
- */
-static pthread_mutex_t home_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_once_t home_once = PTHREAD_ONCE_INIT;
-
-static void home_fork_prepare(void)
-{
-	pthread_mutex_lock(&home_lock);
-}
-
-static void home_fork_release(void)
-{
-	pthread_mutex_unlock(&home_lock);
-}
-
-static void home_init(void)
-{
-	pthread_atfork(home_fork_prepare, home_fork_release, home_fork_release);
-}
-
-void cmesh__link_lane_home_set(struct cmesh__lane *ln, void *home)
-{
-	pthread_once(&home_once, home_init);
-	pthread_mutex_lock(&home_lock);
-	atomic_store_explicit(&ln->home_q, home, memory_order_relaxed);
-	pthread_mutex_unlock(&home_lock);
-}
-
-int cmesh__link_lane_home_take(struct cmesh__link *l, uint32_t id,
-			       const cmesh_type *type, bool (*take)(void *home),
-			       void **out_home, struct cmesh__lane **out_ln)
-{
-	struct cmesh__lane *ln;
-	void *home = NULL;
-
-	pthread_once(&home_once, home_init);
-	/* In the table under att_lock: the link thread frees it after. */
-	pthread_mutex_lock(&l->att_lock);
-	ln = cmesh__lanes_lookup(l, id);
-	if (ln && ln->is_out && ln->dynamic && !ln->poolable &&
-	    ln->type == type) {
-		pthread_mutex_lock(&home_lock);
-		home = atomic_load_explicit(&ln->home_q, memory_order_relaxed);
-		if (home && !take(home))
-			home = NULL;
-		pthread_mutex_unlock(&home_lock);
-	}
-	pthread_mutex_unlock(&l->att_lock);
-	if (!home)
-		return -ENOENT;
-	*out_home = home;
-	*out_ln = ln;
-	return 0;
 }
 
 /* ---- the link thread's round ---- */

@@ -26,6 +26,14 @@
  * for the channel's life. So a chain of moves is a chain of forwarders,
  * each a hop of its own; per-sender order holds along it, and the failure
  * of any process on it fails the channel (-ECONNRESET) at both ends.
+ *
+ * Two moves end their forwarder. A channel receiver going back to the
+ * process of all its senders over the lane it reads is taken back there
+ * (HOME). One whose senders are all in one process, writing the one lane
+ * it reads, carries that process's name and the lane's token (REDIRECT):
+ * the process it arrives in claims the senders if it is linked with
+ * theirs (link_claim.c), and reads them directly once the forwarded lane
+ * (everything sent before) has ended; the forwarder ends with it.
  */
 #include "port.h"
 
@@ -98,6 +106,26 @@ static int ring_cap_for(const cmesh_type *t, uint32_t kind,
 	return 0;
 }
 
+/* A claim's redirect of a home (link_claim.c): the queue's. */
+static int redirect(void *home, struct cmesh__lane *from,
+		    struct cmesh__lane *to)
+{
+	return cmesh__queue_redirect(home, from, to);
+}
+
+static const struct cmesh__claim_ops claim_ops = {
+	cmesh__queue_tryget,
+	cmesh__queue_unget,
+	redirect,
+};
+
+static pthread_once_t claims_once = PTHREAD_ONCE_INIT;
+
+static void claims_init(void)
+{
+	cmesh__link_claims_init(&claim_ops);
+}
+
 static int send_on_lane(struct cmesh__lane *ln, const void *msg,
 			const void *trail, size_t len);
 static int send_ports_on_lane(struct cmesh__lane *ln, const void *msg,
@@ -109,6 +137,27 @@ static int forward(void *ctx, struct cmesh__lane *ln, void *msg, void *trail,
 {
 	(void)ctx;
 	return send_on_lane(ln, msg, trail, len);
+}
+
+/*
+ * A channel receiver's port *out: its senders are in process `node`,
+ * which gave `ln` (our out lane, or an in lane of ours) its token; a
+ * claim may take them (shm/proto.h CMESH_PORT_F_REDIRECT). Nothing if
+ * the lane has none (its home gone, or a lane not claimable).
+ */
+static void redirect_to(struct cmesh__port_out *out, uint64_t node,
+			struct cmesh__lane *ln, bool ours)
+{
+	uint64_t t[2] = { ln->token[0], ln->token[1] };
+
+	if (ours)
+		cmesh__link_lane_token(ln, t);
+	if (!(t[0] | t[1]) || !node)
+		return;
+	out->desc.flags |= CMESH_PORT_F_REDIRECT;
+	out->desc.node = node;
+	out->desc.token[0] = t[0];
+	out->desc.token[1] = t[1];
 }
 
 /*
@@ -176,11 +225,16 @@ static int export_direct(struct cmesh__link *link, const cmesh_field *f,
 			r = 0;
 		}
 	} else {
+		/* Before its lane gets a home (and a token): claims work. */
+		pthread_once(&claims_once, claims_init);
 		cmesh__link_get(link); /* the queue's, for its tx lane */
 		r = cmesh__queue_move_rx(q, out->lane, forward, NULL,
 					 f->kind == CMESH_FIELD_KIND_RECEIVER);
 		if (r)
 			cmesh__link_put(link);
+		else if (f->kind == CMESH_FIELD_KIND_RECEIVER)
+			/* Its senders stay here: claim them from us. */
+			redirect_to(out, cmesh__proc_id(), out->lane, true);
 	}
 	if (r) {
 		if (out->fd >= 0)
@@ -280,6 +334,7 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 {
 	struct cmesh__queue *q;
 	struct cmesh__lane *peer;
+	uint64_t node = 0;
 	uint32_t home;
 	int r;
 
@@ -311,20 +366,36 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 	if (r != -EOPNOTSUPP)
 		return r;
 	/*
-	 * A receiver whose senders are all the peer's, through one lane of
-	 * this link, goes home: the peer may take it back into their queue
-	 * (shm/proto.h CMESH_PORT_F_HOME). The forwarder still brings it
-	 * what that lane holds, up to the end the peer then sends.
+	 * A receiver whose senders are all in one process, through one lane
+	 * (bound: its token, if any, came with it or its answer), goes on
+	 * through a forwarder here, which brings it what that lane holds up
+	 * to the end the senders' process then sends. Going back over that
+	 * lane's link, it goes home: the peer may take it back into their
+	 * queue (shm/proto.h CMESH_PORT_F_HOME). Going elsewhere, it may
+	 * claim its senders from their process (CMESH_PORT_F_REDIRECT).
 	 */
 	peer = f->kind == CMESH_FIELD_KIND_RECEIVER ?
-		       cmesh__queue_home_lane(q, link) :
+		       cmesh__queue_sole_lane(q) :
 		       NULL;
-	home = peer ? peer->id : 0;
+	if (peer && !cmesh__lane_bound(peer))
+		peer = NULL;
+	home = peer && peer->link == link ? peer->id : 0;
+	if (peer && !home &&
+	    cmesh__link_peer_proc(peer->link) != cmesh__link_peer_proc(link))
+		node = cmesh__link_peer_proc(peer->link);
 	r = export_forwarded(link, f, h, env, out);
-	if (!r && home && out->desc.kind == CMESH_PORT_READ &&
-	    !out->desc.flags) {
+	/* Its forwarder's lane has a token of ours: the one upstream wins. */
+	if (r || out->desc.kind != CMESH_PORT_READ ||
+	    (out->desc.flags & ~CMESH_PORT_F_REDIRECT) || (!home && !node))
+		return r;
+	out->desc.flags = 0;
+	out->desc.node = 0;
+	out->desc.token[0] = out->desc.token[1] = 0;
+	if (home) {
 		out->desc.flags = CMESH_PORT_F_HOME;
 		out->desc.home = home;
+	} else if (node) {
+		redirect_to(out, node, peer, false);
 	}
 	return r;
 }
@@ -456,6 +527,45 @@ static int import_home(struct cmesh__link *link, const struct cmesh_ctl_port *d,
 	return 0;
 }
 
+static int await(void *q, struct cmesh__lane *ln)
+{
+	return cmesh__queue_await(q, ln);
+}
+
+/*
+ * A channel receiver's port `d` (CMESH_PORT_F_REDIRECT) made queue `q`
+ * reading `ln`. From its senders' process, the token is kept with `ln`
+ * (for a later move). From a process that forwards it, its senders are
+ * claimed from their process if we are linked with it: their lane to us
+ * is read once `ln` ends (the forwarder's end comes after what was sent
+ * before). Else (no link, or the claim could not go) the forwarder stays.
+ */
+static void claim_senders(struct cmesh__link *link,
+			  const struct cmesh_ctl_port *d,
+			  struct cmesh__lane *ln, struct cmesh__queue *q,
+			  const cmesh_env *env)
+{
+	struct cmesh__link *to;
+	uint32_t cap;
+
+	if (d->node == cmesh__link_peer_proc(link)) {
+		ln->token[0] = d->token[0];
+		ln->token[1] = d->token[1];
+		return;
+	}
+	if (d->node == cmesh__proc_id())
+		return; /* ours: it came back by another link */
+	to = cmesh__link_by_proc(d->node);
+	if (!to)
+		return;
+	/* The link's reference goes to the queue if the claim goes. */
+	if (ring_cap_for(cmesh__queue_type(q), CMESH_FIELD_KIND_RECEIVER, env,
+			 &cap) ||
+	    cmesh__link_claim(to, d->token, cmesh__queue_type(q), cap,
+			      env->max_backlog, env->spin_ns, await, q))
+		cmesh__link_put(to);
+}
+
 /*
  * The endpoint for port `d` (the peer's half in `fd`, taken) in field `f`
  * of a message that came over `link`: *out is its handle.
@@ -493,7 +603,7 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 	 */
 	if (((d->flags & (CMESH_PORT_F_POOLABLE | CMESH_PORT_F_REUSE)) &&
 	     f->kind != CMESH_FIELD_KIND_ONESHOT_SENDER) ||
-	    ((d->flags & CMESH_PORT_F_HOME) &&
+	    ((d->flags & (CMESH_PORT_F_HOME | CMESH_PORT_F_REDIRECT)) &&
 	     f->kind != CMESH_FIELD_KIND_RECEIVER) ||
 	    d->reserved || (!(d->flags & CMESH_PORT_F_HOME) && d->home)) {
 		cmesh__link_port_drop(link, d, fd);
@@ -552,6 +662,8 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 		return r;
 	}
 	cmesh__link_get(link); /* the queue's, as for any lane */
+	if ((d->flags & CMESH_PORT_F_REDIRECT) && !ln->failed_alone)
+		claim_senders(link, d, ln, q, env);
 	return 0;
 }
 

@@ -1331,7 +1331,7 @@ void cmesh__queue_put(struct cmesh__queue *q)
 {
 	struct cmesh__lane *ln =
 		atomic_load_explicit(&q->tx_lane, memory_order_acquire);
-	struct cmesh__lane *old;
+	struct cmesh__lane *old, *next_old;
 
 	if (!ln)
 		ln = q->rx_lane;
@@ -1341,13 +1341,15 @@ void cmesh__queue_put(struct cmesh__queue *q)
 	if (ln && ln->is_out &&
 	    atomic_load_explicit(&ln->home_q, memory_order_relaxed) == q)
 		cmesh__link_lane_home_set(ln, NULL);
-	old = q->home_old; /* the lane it left home over, sealed */
+	old = q->old_lanes; /* the lanes it left, sealed */
 	drain(q);
 	destroy(q);
 	if (ln)
 		lane_put(ln);
-	if (old)
+	for (; old; old = next_old) {
+		next_old = old->old_next;
 		lane_put(old);
+	}
 }
 
 void cmesh__queue_wake(struct cmesh__queue *q, uint32_t set)

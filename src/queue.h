@@ -238,10 +238,12 @@ int cmesh__queue_move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
 
 /*
  * The receiver comes home (port.c, shm/proto.h CMESH_PORT_F_HOME).
- * home_lane: for a receiver about to leave over `link`, the lane it reads
- * if that lane is all it reads and it came over `link` (no local sender,
- * no other lane, no waitset): the peer may take the receiver back into
- * its senders' queue; else NULL.
+ * sole_lane: for a receiver about to leave, the lane its senders all
+ * write, if there is one: the only lane it reads, or the lane it claimed
+ * and reads once the one it was made with ends (no local sender, no other
+ * lane, no waitset). If it goes back over that lane's link, the peer may
+ * take the receiver back into its senders' queue; elsewhere, it may claim
+ * them (the lane's token); else NULL. Consumer side.
  * tryget: a reference on `home` (a queue) if it has any left (a lane's
  * home, cmesh__link_lane_home_take()); unget drops it.
  * come_home: `q` (held by the caller, for the receiver it becomes) is
@@ -253,12 +255,27 @@ int cmesh__queue_move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
  * -EOPNOTSUPP (nothing done): `q` is not waiting for it any more (its
  * senders are gone, or it came back once already), -ENOMEM.
  */
-struct cmesh__lane *cmesh__queue_home_lane(struct cmesh__queue *q,
-					   const struct cmesh__link *link);
+struct cmesh__lane *cmesh__queue_sole_lane(struct cmesh__queue *q);
 bool cmesh__queue_tryget(void *home);
 void cmesh__queue_unget(void *home);
 int cmesh__queue_come_home(struct cmesh__queue *q, struct cmesh__lane *home,
 			   struct cmesh__lane *fwd);
+
+/*
+ * Claims (link_claim.c). redirect: the receiver of `q` (a home, held by
+ * the caller), remote over out lane `from`, claimed its senders over new
+ * out lane `to`: every later send goes to `to`; `from` is sealed and
+ * ended (a send inside it sends again), kept until `q` goes, and `to` is
+ * the home now. 0, or -EOPNOTSUPP (nothing done): `from` is not its
+ * lane any more (the receiver came home), or its senders are all gone.
+ * await: the receiver of `q` (an imported one, reading its rx_lane)
+ * claimed its senders over in lane `ln`: `ln` is read once rx_lane has
+ * ended (what was sent before the claim), with a sender reference of its
+ * own. The caller's reference on ln's link goes to the queue.
+ */
+int cmesh__queue_redirect(struct cmesh__queue *q, struct cmesh__lane *from,
+			  struct cmesh__lane *to);
+int cmesh__queue_await(struct cmesh__queue *q, struct cmesh__lane *ln);
 
 /* Trailing length of the next message, -EAGAIN or -EPIPE. Consumer side. */
 int cmesh__queue_peek(struct cmesh__queue *q);

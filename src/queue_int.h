@@ -141,12 +141,17 @@ struct cmesh__queue {
 	/*
 	 * The receiver came home (cmesh__queue_come_home()): the lane that
 	 * brings what was sent before, read to its end before the local tier
-	 * (consumer only; NULL once dropped), and the old out lane, sealed,
-	 * kept until the queue goes (a sender may still be inside a send on
-	 * it; `lock`).
+	 * (consumer only; NULL once dropped); and the out lanes it left
+	 * (coming home, or claimed elsewhere), sealed, kept until the queue
+	 * goes (a sender may still be inside a send on one; `lock`).
 	 */
 	struct cmesh__lane *gate;
-	struct cmesh__lane *home_old;
+	struct cmesh__lane *old_lanes; /* by old_next */
+	/*
+	 * A claimed lane (cmesh__queue_await()), read once rx_lane ended
+	 * (consumer; set under `lock` before the receiver is handed out).
+	 */
+	struct cmesh__lane *next;
 	/*
 	 * A kept rpc call's reply lane, re-armed (cmesh__queue_rearm_lane()):
 	 * the export of its new sender names it again (cmesh__queue_rebind()).

@@ -148,6 +148,18 @@ static void drop_lane(struct cmesh__queue *q, uint32_t i)
 	cmesh__queue_sender_put(q);
 }
 
+/*
+ * Consumer: the primary lane ended: a claimed lane (cmesh__queue_await())
+ * is read from now on (room for it was made when it was set).
+ */
+static void await_done(struct cmesh__queue *q)
+{
+	if (!q->next)
+		return;
+	q->xl[q->xl_n++] = q->next;
+	q->next = NULL;
+}
+
 /* A failure of the link a lane is on: the receiver's for good. */
 static bool is_failure(int r)
 {
@@ -186,6 +198,7 @@ again:
 			if (!q->rx_lane)
 				return -EPIPE;
 			q->primary_done = true;
+			await_done(q);
 		}
 	}
 	for (uint32_t k = 0; k < q->xl_n; k++) {
@@ -408,6 +421,9 @@ uint32_t cmesh__queue_lanes(struct cmesh__queue *q, struct cmesh__lane **out,
 
 	if (q->rx_lane && q->rx_lane->dynamic && n < max)
 		out[n++] = q->rx_lane;
+	/* Its waitset's wake socket is set up before it is read. */
+	if (q->next && n < max)
+		out[n++] = q->next;
 	if (atomic_load_explicit(&q->xl_flags, memory_order_acquire)) {
 		merge(q);
 		for (uint32_t i = 0; i < q->xl_n; i++) {
@@ -448,6 +464,7 @@ void cmesh__queue_xl_close(struct cmesh__queue *q)
 		pthread_mutex_lock(&q->lock);
 	}
 	pthread_mutex_unlock(&q->lock);
+	await_done(q); /* a claimed lane not read yet closes too */
 	while (q->xl_n) {
 		close_rx(q, q->xl[q->xl_n - 1]);
 		drop_lane(q, q->xl_n - 1);
@@ -555,20 +572,35 @@ int cmesh__queue_move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
 
 /* ---- the receiver comes home ---- */
 
-struct cmesh__lane *cmesh__queue_home_lane(struct cmesh__queue *q,
-					   const struct cmesh__link *link)
+struct cmesh__lane *cmesh__queue_sole_lane(struct cmesh__queue *q)
 {
-	struct cmesh__lane *ln = q->rx_lane;
-	bool alone;
+	struct cmesh__lane *ln = NULL;
+	uint32_t senders = 0;
 
-	if (!ln || ln->link != link || !ln->dynamic || ln->is_out)
-		return NULL;
 	pthread_mutex_lock(&q->lock);
-	alone = !q->ws &&
-		!atomic_load_explicit(&q->nsenders, memory_order_relaxed) &&
-		!atomic_load_explicit(&q->xl_flags, memory_order_relaxed);
+	/*
+	 * The lane that all its senders write now: a claimed one (waiting
+	 * behind the lane the queue was made with, whose end will come:
+	 * the claim sealed what feeds it), or the only one read.
+	 */
+	if (q->ws || q->gate || q->xl_nadd || q->xl_err) {
+		ln = NULL;
+	} else if (q->next) {
+		ln = q->xl_n ? NULL : q->next;
+		senders = 1;
+	} else if (!q->primary_done) {
+		/* Made with its lane: that lane holds no sender reference. */
+		ln = q->xl_n ? NULL : q->rx_lane;
+	} else if (q->xl_n == 1) {
+		ln = q->xl[0]; /* claimed (or added): one sender reference */
+		senders = 1;
+	}
+	if (ln && (!ln->dynamic || ln->is_out ||
+		   atomic_load_explicit(&q->nsenders, memory_order_relaxed) !=
+			   senders))
+		ln = NULL;
 	pthread_mutex_unlock(&q->lock);
-	return alone ? ln : NULL;
+	return ln;
 }
 
 bool cmesh__queue_tryget(void *home)
@@ -611,7 +643,7 @@ int cmesh__queue_come_home(struct cmesh__queue *q, struct cmesh__lane *home,
 
 	pthread_mutex_lock(&q->lock);
 	if (atomic_load_explicit(&q->tx_lane, memory_order_relaxed) != home ||
-	    q->closed_out || q->home_old || q->ws ||
+	    q->closed_out || q->ws ||
 	    atomic_load_explicit(&q->xl_flags, memory_order_relaxed))
 		r = -EOPNOTSUPP;
 	if (!r)
@@ -628,7 +660,8 @@ int cmesh__queue_come_home(struct cmesh__queue *q, struct cmesh__lane *home,
 	cmesh__link_get(fwd->link);
 	q->gate = fwd;	      /* no consumer yet: the caller makes it */
 	q->closed_out = true; /* home's end is ours to send, below */
-	q->home_old = home;
+	home->old_next = q->old_lanes;
+	q->old_lanes = home;
 	/* Pairs with the consumer's acquire load of xl_flags. */
 	atomic_fetch_or_explicit(&q->xl_flags, XL_ANY | XL_NEW,
 				 memory_order_release);
@@ -644,6 +677,66 @@ int cmesh__queue_come_home(struct cmesh__queue *q, struct cmesh__lane *home,
 	/* A send inside `home` now sends again, here; then its end. */
 	cmesh__lane_seal_tx(home);
 	return 0;
+}
+
+/* ---- claims ---- */
+
+int cmesh__queue_redirect(struct cmesh__queue *q, struct cmesh__lane *from,
+			  struct cmesh__lane *to)
+{
+	pthread_mutex_lock(&q->lock);
+	/* Its last sender closed `from` (or will: it waits on `lock`). */
+	if (atomic_load_explicit(&q->tx_lane, memory_order_relaxed) != from ||
+	    q->closed_out) {
+		pthread_mutex_unlock(&q->lock);
+		return -EOPNOTSUPP;
+	}
+	/* Before any sender sees it (the store below publishes it). */
+	to->sealable = true;
+	cmesh__link_get(to->link); /* the queue's, for its tx lane */
+	from->old_next = q->old_lanes;
+	q->old_lanes = from;
+	/*
+	 * seq_cst: Dekker with the last sender's put (queue.c), which looks
+	 * again under `lock` and ends whichever lane it then finds.
+	 */
+	atomic_store_explicit(&q->tx_lane, to, memory_order_seq_cst);
+	pthread_mutex_unlock(&q->lock);
+	cmesh__link_lane_home_set(from, NULL);
+	/* Its receiver may come home over `to`, or be claimed again. */
+	cmesh__link_lane_home_set(to, q);
+	/* A send inside `from` now sends again, on `to`; then its end. */
+	cmesh__lane_seal_tx(from);
+	return 0;
+}
+
+int cmesh__queue_await(struct cmesh__queue *q, struct cmesh__lane *ln)
+{
+	int r;
+
+	pthread_mutex_lock(&q->lock);
+	/* The consumer's array has room for it when the primary ends. */
+	r = q->next || !q->rx_lane ? -EINVAL :
+				     reserve(&q->xl, &q->xl_cap, q->xl_n + 1);
+	if (!r) {
+		q->next = ln;
+		atomic_fetch_add_explicit(&q->st_lanes, 1,
+					  memory_order_relaxed);
+		/*
+		 * The first sender reference of a queue made with its lane
+		 * (which holds none) brings the sending side's queue
+		 * reference, which the last one's put drops (queue.c).
+		 */
+		if (!atomic_fetch_add_explicit(&q->nsenders, 1,
+					       memory_order_relaxed))
+			atomic_fetch_add_explicit(&q->refs, 1,
+						  memory_order_relaxed);
+		/* Its receives take the lanes' path (walk()), XL_NEW aside. */
+		atomic_fetch_or_explicit(&q->xl_flags, XL_ANY,
+					 memory_order_release);
+	}
+	pthread_mutex_unlock(&q->lock);
+	return r;
 }
 
 /* ---- kept rpc calls (queue.h) ---- */

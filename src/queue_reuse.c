@@ -22,6 +22,7 @@
  * So a re-armed queue writes only its state line, and the lines the
  * next sender writes (tail, slot) stay in whichever core wrote them last.
  */
+#include "hint.h"
 #include "queue.h"
 #include "queue_int.h"
 #include "tls.h"
@@ -169,5 +170,5 @@ bool cmesh__queue_rearm(struct cmesh__queue *q)
 
 void cmesh__queue_prefetch_state(struct cmesh__queue *q)
 {
-	__builtin_prefetch(&q->state, 1);
+	cmesh__prefetchw(&q->state);
 }

@@ -80,7 +80,8 @@ enum {
 	OP_TAKE1,	/* receive one item on rx, free rx: its seq */
 	OP_CTX_WAIT,	/* report 0, then cmesh_ctx_wait(ctx): its result */
 	OP_STATS,	/* fds << 40 | memfd mappings << 20 | VmRSS KiB */
-	OP_HELD_CLOSED	/* cmesh_sender_is_closed(held tx), kept: its result */
+	OP_HELD_CLOSED, /* cmesh_sender_is_closed(held tx), kept: its result */
+	OP_PASS /* send the held rx on: arg = op | n << 8 | route << 16 */
 };
 
 /* ---- the mesh of processes -------------------------------------------- */
@@ -345,6 +346,22 @@ static int act(struct cmsg *m)
 			      0);
 		cmesh_receiver_free(m->rx);
 		return report(s.seq);
+	}
+	case OP_PASS: {
+		struct cmsg p = { .op = (int)(m->arg & 0xff),
+				  .fd = -1,
+				  .hop = 1 };
+
+		TOPO_CHECK(held_rx);
+		p.nroute = (uint32_t)(m->arg >> 8 & 0xff);
+		TOPO_CHECK(p.nroute >= 1 && p.nroute <= 6);
+		for (uint32_t i = 0; i < p.nroute; i++)
+			p.route[i] = (uint8_t)(m->arg >> (16 + 8 * i));
+		p.rx = held_rx;
+		held_rx = NULL;
+		TOPO_CHECK_EQ(cmesh_sender_send(to[p.route[0]], &p, NULL, 0),
+			      0);
+		return report(0);
 	}
 	case OP_STATS:
 		return report((uint64_t)(thread_count() > base_threads) << 62 |
@@ -1679,4 +1696,189 @@ Test(moves, context_moved_twice_sees_the_cancel)
 	cr_assert_eq(report_from(2), (int64_t)-ECANCELED);
 	cmesh_cancel_free(cancel);
 	mesh_down(0);
+}
+
+/* ---- claims: a receiver reads its senders' process directly ------------ */
+
+/*
+ * Pk sends the receiver it holds along `route` (n hops), to `op` there
+ * (OP_HOLD reports from the last hop too).
+ */
+static void pass_held(int k, int op, const uint8_t *route, int n)
+{
+	struct cmsg m = { 0 };
+	uint64_t arg = (uint64_t)op | (uint64_t)n << 8;
+
+	for (int i = 0; i < n; i++)
+		arg |= (uint64_t)route[i] << (16 + 8 * i);
+	m.arg = arg;
+	route_send(&m, OP_PASS, ROUTE((uint8_t)k));
+	cr_assert_eq(report_from(k), 0);
+}
+
+/* Pk runs no forwarder (its thread is gone) within the wait. */
+static void no_forwarder_in(int k)
+{
+	struct pstats s = settled(k, NULL);
+
+	cr_assert(!s.busy, "P%d still runs a forwarder", k);
+}
+
+/* Kills Pk and waits until our link with it has failed. */
+static void kill_and_wait(int k)
+{
+	struct cmsg m;
+
+	route_send(&(struct cmsg){ 0 }, OP_DIE, ROUTE((uint8_t)k));
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(from[k], topo_deadline(), &m,
+						  NULL, 0),
+		     -ECONNRESET);
+}
+
+/*
+ * mesh's ChangePeer: a receiver sent on from the process it went to reads
+ * its senders' process directly once it is there. It goes P0 -> P1 -> P2
+ * while P0 sends; P1's forwarder goes once P0 moved its senders to the
+ * lane P2 claimed, so P1's death takes nothing: every message arrives
+ * once, in order, and the channel closes as usual.
+ */
+Test(moves, a_receiver_sent_on_claims_its_senders_and_the_forwarder_goes)
+{
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 };
+
+	mesh_up(3);
+	new_channel(&tx, &rx);
+	for (uint64_t i = 1; i <= 100; i++)
+		TU_ASSERT_RC(send_item(tx, 1, i), 0);
+	m.rx = rx;
+	route_send(&m, OP_DRAIN, ROUTE(1, 2));
+	for (uint64_t i = 101; i <= 1000; i++)
+		TU_ASSERT_RC(send_item(tx, 1, i), 0);
+	no_forwarder_in(1);
+	kill_and_wait(1);
+	for (uint64_t i = 1001; i <= 2000; i++)
+		TU_ASSERT_RC(send_item(tx, 1, i), 0);
+	cmesh_sender_free(tx);
+	cr_assert_eq(report_from(2), 2000);
+	mesh_down(1u << 1);
+}
+
+/*
+ * Claims again and again: the receiver goes P1 -> P2 -> P1 -> P2, one
+ * hop at a time, while a sender here streams; after each hop the process
+ * it left runs no forwarder; every message arrives once, in order.
+ */
+Test(moves, a_receiver_claims_its_senders_at_every_hop)
+{
+	struct streamer st = { .n = tu_sanitized() ? 20000 : 200000 };
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 };
+	pthread_t t;
+
+	mesh_up(3);
+	new_channel(&st.tx, &rx);
+	/* Kept to the end: a forwarder does not end with the stream. */
+	TU_ASSERT_RC(cmesh_sender_clone(st.tx, &tx), 0);
+	tu_thread_start(&t, stream_thread, &st);
+	m.rx = rx;
+	route_send(&m, OP_HOLD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	pass_held(1, OP_HOLD, ROUTE(2));
+	cr_assert_eq(report_from(2), 0);
+	no_forwarder_in(1);
+	pass_held(2, OP_HOLD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	no_forwarder_in(2);
+	pass_held(1, OP_DRAIN, ROUTE(2));
+	no_forwarder_in(1);
+	tu_thread_join(t);
+	cr_assert_eq(st.rc, 0);
+	cmesh_sender_free(tx);
+	cr_assert_eq(report_from(2), (int64_t)st.n);
+	mesh_down(0);
+}
+
+/*
+ * A receiver that claimed its senders in P2 comes home to them over the
+ * lane it claimed: it is an in-process channel again, with everything in
+ * order, and P1 and P2 may die without touching it.
+ */
+Test(moves, a_receiver_that_claimed_its_senders_comes_home)
+{
+	struct streamer st = { .n = 20000 };
+	cmesh_receiver_stats stats;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 };
+	struct seqmsg s;
+	pthread_t t;
+
+	mesh_up(3);
+	new_channel(&st.tx, &rx);
+	TU_ASSERT_RC(cmesh_sender_clone(st.tx, &tx), 0);
+	tu_thread_start(&t, stream_thread, &st);
+	m.rx = rx;
+	route_send(&m, OP_HOLD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	pass_held(1, OP_HOLD, ROUTE(2));
+	cr_assert_eq(report_from(2), 0);
+	no_forwarder_in(1);
+	/* Its message comes before P2's report: both on one channel. */
+	m = (struct cmsg){ .arg = OP_HOLD | 1u << 8 };
+	route_send(&m, OP_PASS, ROUTE(2));
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(from[2], topo_deadline(), &m,
+						  NULL, 0),
+		     0);
+	cr_assert_eq(m.op, OP_HOLD);
+	rx = m.rx;
+	cr_assert_eq(report_from(2), 0);
+	tu_thread_join(t);
+	cr_assert_eq(st.rc, 0);
+	cr_assert_eq(drain_fifo(rx, st.n), (int64_t)st.n);
+	stats = stats_when(rx, in_process);
+	cr_assert(in_process(&stats), "lanes %u, remote %u", stats.lanes,
+		  stats.remote);
+	kill_and_wait(1);
+	kill_and_wait(2);
+	TU_ASSERT_RC(send_item(tx, 2, 1), 0);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &s, NULL,
+						  0),
+		     0);
+	cr_assert(s.sender == 2 && s.seq == 1);
+	cmesh_sender_free(tx);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &s, NULL, 0), -EPIPE);
+	cmesh_receiver_free(rx);
+	mesh_down(1u << 1 | 1u << 2);
+}
+
+/*
+ * The process that claimed the senders dies: they see it (-ECONNRESET),
+ * though the process the receiver passed through lives on.
+ */
+Test(moves, a_receiver_dies_after_its_claim_and_its_senders_see_it)
+{
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 };
+	int64_t end;
+	int r;
+
+	mesh_up(3);
+	new_channel(&tx, &rx);
+	m.rx = rx;
+	route_send(&m, OP_HOLD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	pass_held(1, OP_HOLD, ROUTE(2));
+	cr_assert_eq(report_from(2), 0);
+	no_forwarder_in(1);
+	kill_and_wait(2);
+	end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	while (!(r = cmesh_sender_is_closed(tx)) && tu_now_ns() < end)
+		tu_sleep_ms(1);
+	TU_ASSERT_RC(r, -ECONNRESET);
+	cmesh_sender_free(tx);
+	mesh_down(1u << 2);
 }

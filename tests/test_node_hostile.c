@@ -2436,13 +2436,14 @@ enum port_offer {
 			   oneshot sender's, a reply port, may be kept for
 			   reuse: a kept lane's messages end their use) */
 	HOME_ON_SENDER, /* HOME on a sender's port: only a receiver comes home */
-	HOME_THEIRS,	/* HOME naming an id of the peer's parity: not ours */
-	HOME_NO_LANE	/* HOME naming an id of ours that is no lane: a hint */
+	HOME_THEIRS, /* HOME naming an id the peer gives: not a lane of ours */
+	HOME_NO_LANE /* HOME naming an id of ours that is no lane: a hint */
 };
 
 /*
- * Child: joins, then sends a port as `how` says, and for HOME_NO_LANE a
- * message on it (seq 42); says 'd' and waits to be told to exit.
+ * Child: joins, then sends a port as `how` says, and for a HOME that
+ * names no lane of the parent's a message on it (seq 42); says 'd' and
+ * waits to be told to exit.
  */
 static int port_offerer(int sock, int sync, int how)
 {
@@ -2474,7 +2475,7 @@ static int port_offerer(int sock, int sync, int how)
 	TOPO_CHECK_EQ(cmesh__lane_send_ports(cmesh__link_out(l), &m, NULL, 0,
 					     &p, 1, 1),
 		      0);
-	if (how == HOME_NO_LANE) {
+	if (how == HOME_NO_LANE || how == HOME_THEIRS) {
 		struct seqmsg s = { .seq = 42 };
 		int r;
 
@@ -2570,23 +2571,222 @@ static void ordinary_receiver(int r, union port_msg *m, int arg)
 }
 
 /*
- * A peer's port marked HOME: on a sender's port, or naming a lane id that
- * cannot be ours, it fails the link with -EPROTO before the endpoint
- * reaches the application; naming an id of ours that is no lane, it is an
- * ordinary receiver.
+ * A peer's port marked HOME: on a sender's port, it fails the link with
+ * -EPROTO before the endpoint reaches the application; naming an id that
+ * is no out lane of ours (of either side's parity: a claim's lane has the
+ * claimer's), it is an ordinary receiver.
  */
 Test(node_hostile, a_home_on_a_senders_port_fails_with_eproto)
 {
 	port_peer_case(port_offerer, HOME_ON_SENDER, &txmsg_type, refused);
 }
 
-Test(node_hostile, a_home_that_cannot_be_ours_fails_with_eproto)
+Test(node_hostile, a_home_naming_a_lane_id_of_the_peers_is_an_ordinary_port)
 {
-	port_peer_case(port_offerer, HOME_THEIRS, &rxmsg_type, refused);
+	port_peer_case(port_offerer, HOME_THEIRS, &rxmsg_type,
+		       ordinary_receiver);
 }
 
 Test(node_hostile, a_home_naming_no_lane_of_ours_is_an_ordinary_port)
 {
 	port_peer_case(port_offerer, HOME_NO_LANE, &rxmsg_type,
 		       ordinary_receiver);
+}
+
+/* ==== a peer that claims senders it was not given ======================= */
+
+/* What a hostile claimer does. */
+enum claim_how {
+	CLAIM_UNKNOWN,	  /* a token nobody gave: refused, nothing changes */
+	CLAIM_BAD_PORT,	  /* a CLAIM whose port is a receiver's: -EPROTO */
+	CLAIM_WRONG_TYPE, /* the token it was given, another type: -EPROTO */
+	CLAIM_TWICE	  /* the token it was given, twice: once only */
+};
+
+static int keep_lane(void *ctx, struct cmesh__lane *ln)
+{
+	*(struct cmesh__lane **)ctx = ln;
+	return 0;
+}
+
+/* Child: claims with `t` (of type `type`): *out, once answered. */
+static int claim_answered(struct cmesh__link *l, const uint64_t t[2],
+			  const cmesh_type *type, struct cmesh__lane **out)
+{
+	struct cmesh__lane *ln = NULL;
+	int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+
+	TOPO_CHECK_EQ(cmesh__link_claim(l, t, type, 4096, 65536, 0, keep_lane,
+					&ln),
+		      0);
+	TOPO_CHECK(ln);
+	while (!cmesh__lane_bound(ln) &&
+	       !atomic_load_explicit(&ln->dropped, memory_order_acquire) &&
+	       !cmesh__link_failed(l) && tu_now_ns() < end)
+		tu_sleep_ms(1);
+	*out = ln;
+	return 0;
+}
+
+/*
+ * Child: joins (receivers both ways), claims as `how` says; for the
+ * tokens it was given, first takes a receiver from the parent (its port
+ * carries the token). Unless the link must fail, sends n = 7 after the
+ * answers; says 'd' and waits to be told to exit.
+ */
+static int claimer(int sock, int sync, int how)
+{
+	uint64_t t[2] = { 0x1234, 0x5678 };
+	struct cmesh__lane *a, *b;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmesh__link *l;
+	struct rxmsg m = { 0 };
+
+	TOPO_CHECK_EQ(port_peer_join(sock, &rxmsg_type, &node, &tx, &rx), 0);
+	l = cmesh__node_link(node);
+	if (how == CLAIM_WRONG_TYPE || how == CLAIM_TWICE) {
+		struct cmesh__lane *in;
+
+		TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(),
+							   &m, NULL, 0),
+			      0);
+		TOPO_CHECK(m.rx);
+		in = cmesh__queue_rx_lane(
+			cmesh__endpoint_queue(CMESH_FIELD_KIND_RECEIVER, m.rx));
+		TOPO_CHECK(in && (in->token[0] | in->token[1]));
+		t[0] = in->token[0];
+		t[1] = in->token[1];
+	}
+	switch (how) {
+	case CLAIM_UNKNOWN:
+		TOPO_CHECK_EQ(claim_answered(l, t, &seq_type, &a), 0);
+		TOPO_CHECK(atomic_load(&a->dropped));
+		break;
+	case CLAIM_BAD_PORT: {
+		struct cmesh_ctl_claim c = { 0 };
+		int fd = memfd_create("claim", MFD_CLOEXEC);
+
+		TOPO_CHECK(fd >= 0);
+		c.hdr = (struct cmesh_ctl_hdr){ CMESH_PROTO_MAGIC,
+						CMESH_PROTO_VERSION,
+						CMESH_CTL_CLAIM, sizeof(c), 0 };
+		c.token[0] = t[0];
+		c.token[1] = t[1];
+		/* A receiver's port: the claimer must consume the lane. */
+		c.port = (struct cmesh_ctl_port){ .id = 1001,
+						  .kind = CMESH_PORT_READ,
+						  .ring_cap = 4096,
+						  .arena_size = 1u << 20 };
+		TOPO_CHECK_EQ(cmesh__ctl_send(cmesh__link_sock(l), &c,
+					      sizeof(c), &fd, 1),
+			      0);
+		close(fd);
+		return port_peer_end(sync, node, tx, rx);
+	}
+	case CLAIM_WRONG_TYPE:
+		/* The peer fails the link: no answer comes. */
+		TOPO_CHECK_EQ(claim_answered(l, t, &rxmsg_type, &a), 0);
+		TOPO_CHECK(cmesh__link_failed(l) && !cmesh__lane_bound(a));
+		cmesh_receiver_free(m.rx);
+		return port_peer_end(sync, node, tx, rx);
+	case CLAIM_TWICE:
+		TOPO_CHECK_EQ(claim_answered(l, t, &seq_type, &a), 0);
+		TOPO_CHECK_EQ(claim_answered(l, t, &seq_type, &b), 0);
+		TOPO_CHECK(cmesh__lane_bound(a));
+		TOPO_CHECK(!atomic_load(&a->dropped));
+		TOPO_CHECK(atomic_load(&b->dropped));
+		break;
+	default:
+		TOPO_CHECK(0);
+	}
+	m = (struct rxmsg){ .n = 7 };
+	TOPO_CHECK_EQ(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	cmesh_receiver_free(m.rx);
+	return port_peer_end(sync, node, tx, rx);
+}
+
+/*
+ * A hostile claimer as `how` says; `fails`: its link must fail with
+ * -EPROTO, else it stays up (the claimer's n = 7 arrives). A healthy peer
+ * exchanges throughout; fds, mappings and RSS come back.
+ */
+static void claim_case(int how, bool fails)
+{
+	struct topo_res res;
+	struct topo_conn good;
+	cmesh_node *node;
+	cmesh_sender *tx, *stx = NULL;
+	cmesh_receiver *rx, *srx;
+	struct rxmsg m = { 0 };
+	long rss0;
+	int sv[2], sy[2], r;
+	pid_t pid;
+
+	topo_baseline(&res);
+	rss0 = tu_status_kib("VmRSS");
+	topo_fork_peer(&echo_sc, TOPO_FORK, &good);
+	pid = fork_pair(sv, sy);
+	if (pid == 0)
+		topo_child_exit(claimer(sv[1], sy[1], how));
+	join_child_link(sv[0], &rxmsg_type, RING, &node, &tx, &rx);
+	good_round_trip(&good, 1);
+	if (how == CLAIM_WRONG_TYPE || how == CLAIM_TWICE) {
+		/* A receiver for it: its port carries its senders' token. */
+		TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &stx, &srx), 0);
+		m.rx = srx;
+		TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	}
+	r = cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL, 0);
+	if (fails) {
+		TU_ASSERT_RC(r, -EPROTO);
+	} else {
+		TU_ASSERT_RC(r, 0);
+		cr_assert_eq(m.n, 7);
+	}
+	if (stx) {
+		struct seqmsg s = { .seq = 1 };
+
+		/* Its senders write the claimed lane now, or fail with it. */
+		r = cmesh_sender_send(stx, &s, NULL, 0);
+		cr_assert(fails ? r == 0 || r == -EPROTO || r == -ECONNRESET :
+				  r == 0,
+			  "send: %d", r);
+		cmesh_sender_free(stx);
+	}
+	good_round_trip(&good, 2);
+	cr_assert_eq(topo_wait(sy[0], TOPO_WAIT_MS), 'd');
+	hostile_end(tx, rx, node, sy[0], pid);
+	good_round_trip(&good, 3);
+	good_peer_end(&good);
+	topo_assert_baseline(&res);
+	cr_assert_lt(tu_status_kib("VmRSS") - rss0, 16 * 1024,
+		     "VmRSS grew by %ld KiB", tu_status_kib("VmRSS") - rss0);
+}
+
+/*
+ * Claims are capabilities: a token nobody gave is refused (DROPPED) and
+ * changes nothing; a CLAIM whose port is not the claimer's to read, or
+ * that names a token it was given with another type, fails the link with
+ * -EPROTO; a token works once (a replay is refused).
+ */
+Test(node_hostile, a_claim_with_a_token_nobody_gave_is_refused)
+{
+	claim_case(CLAIM_UNKNOWN, false);
+}
+
+Test(node_hostile, a_claim_whose_port_is_a_receivers_fails_with_eproto)
+{
+	claim_case(CLAIM_BAD_PORT, true);
+}
+
+Test(node_hostile, a_claim_of_another_type_fails_with_eproto)
+{
+	claim_case(CLAIM_WRONG_TYPE, true);
+}
+
+Test(node_hostile, a_claim_made_twice_holds_once)
+{
+	claim_case(CLAIM_TWICE, false);
 }

@@ -171,7 +171,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			memcpy(&h, msg, sizeof(h));
 			h.magic = CMESH_PROTO_MAGIC;
 			h.version = CMESH_PROTO_VERSION;
-			h.type = 2 + (k >> 4) % 8; /* ATTACH .. CTXDROP */
+			h.type = 2 + (k >> 3) % 9; /* ATTACH .. CLAIM */
 			h.len = len;
 			memcpy(msg, &h, sizeof(h));
 		}

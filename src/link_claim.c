@@ -1,0 +1,367 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * link_claim.c - where a channel's receiver may go back to, or claim its
+ * senders from: homes and claims of out lanes, and the process's name.
+ *
+ * Homes. An out lane that carries a channel to a receiver in another
+ * process has a home: the queue of its senders here (opaque at this
+ * layer, weak; queue_port.c sets and clears it). A receiver that comes
+ * back over the same link names the lane (CMESH_PORT_F_HOME); the port
+ * layer then takes it back into that queue (cmesh__link_lane_home_take).
+ *
+ * Claims. While it has a home, such a lane also has a token: 128 random
+ * bits, given with the receiver's port (CMESH_PORT_F_REDIRECT) and handed
+ * on by every process the receiver then passes through while it reads
+ * that lane alone. The process that holds the receiver at last, linked
+ * with ours, sends a CLAIM naming the token with its half of a new lane:
+ * the token's lane is found (once), the lane's senders are redirected
+ * (the ops the port layer gave: the old lane is sealed and ends, the new
+ * one takes every later send), and the LANE answer carries the new lane's
+ * token. A claim is a capability: only a holder of the token can make it,
+ * a token works once, and a claim that names none (guessed, used, or its
+ * lane closed or gone since) is answered DROPPED and changes nothing.
+ *
+ * Locks. Homes and the token table are under `home_lock`, a leaf: no
+ * other lock is taken under it. A lookup of a home by lane id holds it
+ * inside the link's att_lock, from its read of the home to take()'s
+ * reference; a claim's lookup holds it alone (a lane with a home is held
+ * by its queue until the queue clears the home, so it is alive there).
+ *
+ * The process's name (cmesh__proc_id): 64 random bits, made again in a
+ * child after fork; sent in every HELLO (proc_id). A port's REDIRECT
+ * names the process to claim from by it; a link is found by the name its
+ * peer gave (cmesh__link_by_proc). A peer's name is its word: a process
+ * that lies about it only misleads its own claims.
+ */
+#include "link_int.h"
+
+#include "log.h"
+#include "reg.h"
+#include "type.h"
+
+#include "proto.h"
+
+#include <cmesh/error.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+static_assert(sizeof(struct cmesh_ctl_claim) <=
+		      sizeof(((struct ctl_pending *)0)->buf),
+	      "a CLAIM fits a pending control message");
+
+/* ---- the process's name ---- */
+
+static pthread_mutex_t home_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t home_once = PTHREAD_ONCE_INIT;
+
+#define CLAIM_BUCKETS 1024u
+static struct cmesh__lane *claimable[CLAIM_BUCKETS]; /* home_lock */
+static uint64_t proc_id;			     /* home_lock */
+static const struct cmesh__claim_ops *_Atomic claim_ops;
+
+static void home_fork_prepare(void)
+{
+	pthread_mutex_lock(&home_lock);
+}
+
+static void home_fork_parent(void)
+{
+	pthread_mutex_unlock(&home_lock);
+}
+
+/*
+ * A child is another process: a name of its own, and none of the
+ * parent's tokens (its lanes are the parent's, never the child's).
+ */
+static void home_fork_child(void)
+{
+	proc_id = 0;
+	memset(claimable, 0, sizeof(claimable));
+	pthread_mutex_unlock(&home_lock);
+}
+
+static void home_init(void)
+{
+	pthread_atfork(home_fork_prepare, home_fork_parent, home_fork_child);
+}
+
+/* 16 random bytes into `t`; both words 0 if there are none. */
+static void random_token(uint64_t t[2])
+{
+	if (getrandom(t, 2 * sizeof(t[0]), GRND_NONBLOCK) !=
+	    (ssize_t)(2 * sizeof(t[0])))
+		t[0] = t[1] = 0;
+}
+
+uint64_t cmesh__proc_id(void)
+{
+	uint64_t id;
+
+	pthread_once(&home_once, home_init);
+	pthread_mutex_lock(&home_lock);
+	while (!proc_id) {
+		uint64_t t[2];
+
+		random_token(t);
+		/* No randomness: still one per process while it lives. */
+		proc_id = t[0] ? t[0] :
+				 (uint64_t)getpid() << 32 ^
+					  (uint64_t)time(NULL);
+	}
+	id = proc_id;
+	pthread_mutex_unlock(&home_lock);
+	return id;
+}
+
+uint64_t cmesh__link_peer_proc(const struct cmesh__link *l)
+{
+	return l->peer_proc;
+}
+
+struct by_proc {
+	uint64_t proc;
+	struct cmesh__link *found;
+};
+
+static int match_proc(void *owner, void *arg)
+{
+	struct cmesh__link *l = owner;
+	struct by_proc *b = arg;
+
+	if (l->peer_proc != b->proc || cmesh__link_failed(l) ||
+	    !cmesh__link_tryget(l))
+		return 0;
+	b->found = l;
+	return 1;
+}
+
+struct cmesh__link *cmesh__link_by_proc(uint64_t proc)
+{
+	struct by_proc b = { proc, NULL };
+
+	if (!proc)
+		return NULL;
+	cmesh__reg_each(match_proc, &b);
+	return b.found;
+}
+
+/* ---- homes and tokens (home_lock held) ---- */
+
+static struct cmesh__lane **bucket(const uint64_t t[2])
+{
+	return &claimable[t[1] % CLAIM_BUCKETS];
+}
+
+static void token_del(struct cmesh__lane *ln)
+{
+	for (struct cmesh__lane **p = bucket(ln->token); *p;
+	     p = &(*p)->claim_next)
+		if (*p == ln) {
+			*p = ln->claim_next;
+			break;
+		}
+	ln->claim_next = NULL;
+}
+
+static struct cmesh__lane *token_find(const uint64_t t[2])
+{
+	for (struct cmesh__lane *ln = *bucket(t); ln; ln = ln->claim_next)
+		if (ln->token[0] == t[0] && ln->token[1] == t[1])
+			return ln;
+	return NULL;
+}
+
+void cmesh__link_claims_init(const struct cmesh__claim_ops *ops)
+{
+	atomic_store_explicit(&claim_ops, ops, memory_order_release);
+}
+
+void cmesh__link_lane_home_set(struct cmesh__lane *ln, void *home)
+{
+	uint64_t t[2] = { ln->token[0], ln->token[1] };
+	bool listed;
+
+	pthread_once(&home_once, home_init);
+	/* A lane given a home gets its token now, unless it came with one. */
+	if (home && !(t[0] | t[1]) &&
+	    atomic_load_explicit(&claim_ops, memory_order_acquire))
+		random_token(t);
+	pthread_mutex_lock(&home_lock);
+	listed = atomic_load_explicit(&ln->home_q, memory_order_relaxed) &&
+		 (ln->token[0] | ln->token[1]);
+	if (listed)
+		token_del(ln);
+	atomic_store_explicit(&ln->home_q, home, memory_order_relaxed);
+	ln->token[0] = home ? t[0] : 0;
+	ln->token[1] = home ? t[1] : 0;
+	if (home && (t[0] | t[1])) {
+		ln->claim_next = *bucket(t);
+		*bucket(t) = ln;
+	}
+	pthread_mutex_unlock(&home_lock);
+}
+
+void cmesh__link_lane_token(struct cmesh__lane *ln, uint64_t out[2])
+{
+	pthread_mutex_lock(&home_lock);
+	out[0] = ln->token[0];
+	out[1] = ln->token[1];
+	pthread_mutex_unlock(&home_lock);
+}
+
+int cmesh__link_lane_home_take(struct cmesh__link *l, uint32_t id,
+			       const cmesh_type *type, bool (*take)(void *home),
+			       void **out_home, struct cmesh__lane **out_ln)
+{
+	struct cmesh__lane *ln;
+	void *home = NULL;
+
+	pthread_once(&home_once, home_init);
+	/* In the table under att_lock: the link thread frees it after. */
+	pthread_mutex_lock(&l->att_lock);
+	ln = cmesh__lanes_lookup(l, id);
+	if (ln && ln->is_out && ln->dynamic && !ln->poolable &&
+	    ln->type == type) {
+		pthread_mutex_lock(&home_lock);
+		home = atomic_load_explicit(&ln->home_q, memory_order_relaxed);
+		if (home && !take(home))
+			home = NULL;
+		pthread_mutex_unlock(&home_lock);
+	}
+	pthread_mutex_unlock(&l->att_lock);
+	if (!home)
+		return -ENOENT;
+	*out_home = home;
+	*out_ln = ln;
+	return 0;
+}
+
+/* ---- a CLAIM we receive (link thread) ---- */
+
+/*
+ * The lane token `t` names and a reference on its home, taken out of the
+ * table (a token works once); NULL if none. -EPROTO in *err if the lane
+ * carries another type than `fp` (it stays claimable).
+ */
+static struct cmesh__lane *claim_take(const struct cmesh__claim_ops *ops,
+				      const uint64_t t[2], uint64_t fp,
+				      void **home, int *err)
+{
+	struct cmesh__lane *ln;
+
+	*err = 0;
+	pthread_mutex_lock(&home_lock);
+	ln = token_find(t);
+	*home = ln ? atomic_load_explicit(&ln->home_q, memory_order_relaxed) :
+		     NULL;
+	if (ln && *home && !cmesh__type_matches(ln->type, NULL, fp)) {
+		*err = -EPROTO;
+		ln = NULL;
+	} else if (ln && *home && ops->take(*home)) {
+		token_del(ln);
+		ln->token[0] = ln->token[1] = 0;
+	} else {
+		ln = NULL;
+	}
+	pthread_mutex_unlock(&home_lock);
+	return ln;
+}
+
+int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
+			 int len, const int *fds, uint32_t nfds)
+{
+	const struct cmesh__claim_ops *ops =
+		atomic_load_explicit(&claim_ops, memory_order_acquire);
+	struct cmesh_ctl_claim m;
+	struct cmesh__lane *from, *to;
+	uint64_t t[2];
+	void *home;
+	int r;
+
+	if (len != (int)sizeof(m) || nfds != 1)
+		return -EPROTO;
+	memcpy(&m, buf, sizeof(m));
+	if (m.hdr.len != sizeof(m) || !(m.token[0] | m.token[1]) ||
+	    m.port.kind != CMESH_PORT_WRITE || m.port.flags ||
+	    !cmesh__lanes_port_ok(l, &m.port))
+		return -EPROTO;
+	r = 0;
+	from = ops ? claim_take(ops, m.token, m.type_fp, &home, &r) : NULL;
+	if (r)
+		return r;
+	if (!from) {
+		/* Nothing to claim (any more): the claimer reads on. */
+		cmesh__link_port_drop(l, &m.port, fds[0]);
+		return 0;
+	}
+	random_token(t);
+	/* Answered with our half and t; fds[0] is taken in every case. */
+	r = cmesh__lanes_import(l, &m.port, fds[0], from->type,
+				from->max_backlog, from->spin_ns, t, &to);
+	if (r) {
+		ops->unget(home);
+		if (r == -EPROTO)
+			cmesh__link_fail(l, r);
+		return 0;
+	}
+	to->token[0] = t[0];
+	to->token[1] = t[1];
+	r = ops->redirect(home, from, to);
+	if (r) {
+		/*
+		 * Its receiver's senders are all gone, or it came home
+		 * meanwhile: the new lane ends at once, after nothing; the
+		 * claimer reads to the end of what it has.
+		 */
+		cmesh__log(CMESH__LOG_DEBUG, "claim of lane %u: %s", from->id,
+			   cmesh_strerror(r));
+		cmesh__lane_close_tx(to);
+		cmesh__link_lane_release(to);
+	}
+	ops->unget(home);
+	return 0;
+}
+
+/* ---- a CLAIM we send ---- */
+
+int cmesh__link_claim(struct cmesh__link *l, const uint64_t token[2],
+		      const cmesh_type *type, uint32_t ring_cap,
+		      uint64_t max_backlog, int64_t spin_ns,
+		      int (*attach)(void *ctx, struct cmesh__lane *ln),
+		      void *ctx)
+{
+	struct cmesh_ctl_claim m = { 0 };
+	struct cmesh__port_out po;
+	int r;
+
+	r = cmesh_type_fingerprint(type, &m.type_fp);
+	if (!r)
+		r = cmesh__link_lane_export(l, false, type, ring_cap,
+					    max_backlog, spin_ns, &po);
+	if (r)
+		return r;
+	/* Before the CLAIM goes: its answer may carry a token. */
+	po.lane->claiming = true;
+	/* Its reader first: once claimed, the peer's senders write it. */
+	r = attach(ctx, po.lane);
+	if (r) {
+		close(po.fd);
+		cmesh__link_lane_unsent(po.lane);
+		cmesh__link_lane_release(po.lane);
+		return r;
+	}
+	cmesh__ctl_hdr_fill(&m.hdr, CMESH_CTL_CLAIM, sizeof(m));
+	m.token[0] = token[0];
+	m.token[1] = token[1];
+	m.port = po.desc;
+	/* Now, or after what waits for the socket: it takes the fd. */
+	cmesh__lanes_ctl_send(l, &m, sizeof(m), po.fd);
+	cmesh__link_lane_sent(po.lane);
+	return 0;
+}

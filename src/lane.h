@@ -187,14 +187,16 @@ struct cmesh__lane {
 	 */
 	void *_Atomic home_q;
 	/*
-	 * Claims (link_claim.c). Out lane with a home: the token that names
-	 * it in a CLAIM (0: none), in a table of the claimable lanes
-	 * (`claim_next`) while home_q is set. In lane: the token its
-	 * producer gave with it (the port's CMESH_PORT_F_REDIRECT), handed
-	 * on when its receiver moves again; `claiming`: made for a CLAIM we
-	 * sent, whose LANE answer may carry a token.
+	 * Claims (link_claim.c). `token`: with a home, the token that names
+	 * this lane of ours in a CLAIM (0: none), in a table of the
+	 * claimable lanes (`claim_next`) while home_q is set. `peer_token`:
+	 * the token the peer gave for this lane (a port's
+	 * CMESH_PORT_F_REDIRECT, or the LANE answering a claim), handed on
+	 * when its endpoint moves again (port.c). `claiming`: made for a
+	 * CLAIM we sent, whose LANE answer may carry a token.
 	 */
 	uint64_t token[2];
+	uint64_t peer_token[2];
 	struct cmesh__lane *claim_next;
 	bool claiming;
 	/* Out lane left behind by its receiver, sealed: its queue's list. */

@@ -311,8 +311,8 @@ static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
 			l->peer_mapped += m.arena_size;
 		/* Read by its queue once bound (acquire, cmesh__lane_bound). */
 		if (ln->claiming) {
-			ln->token[0] = m.token[0];
-			ln->token[1] = m.token[1];
+			ln->peer_token[0] = m.token[0];
+			ln->peer_token[1] = m.token[1];
 		}
 	}
 	pthread_mutex_unlock(&l->att_lock);

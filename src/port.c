@@ -148,7 +148,7 @@ static int forward(void *ctx, struct cmesh__lane *ln, void *msg, void *trail,
 static void redirect_to(struct cmesh__port_out *out, uint64_t node,
 			struct cmesh__lane *ln, bool ours)
 {
-	uint64_t t[2] = { ln->token[0], ln->token[1] };
+	uint64_t t[2] = { ln->peer_token[0], ln->peer_token[1] };
 
 	if (ours)
 		cmesh__link_lane_token(ln, t);
@@ -549,8 +549,8 @@ static void claim_senders(struct cmesh__link *link,
 	uint32_t cap;
 
 	if (d->node == cmesh__link_peer_proc(link)) {
-		ln->token[0] = d->token[0];
-		ln->token[1] = d->token[1];
+		ln->peer_token[0] = d->token[0];
+		ln->peer_token[1] = d->token[1];
 		return;
 	}
 	if (d->node == cmesh__proc_id())

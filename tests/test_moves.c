@@ -1243,7 +1243,7 @@ static struct pstats settled(int k, const struct pstats *b)
 Test(moves, many_second_moves_leave_every_process_flat)
 {
 	uint64_t n = tu_sanitized() ? 300 : 2000;
-	struct pstats b1, b2, s1, s2;
+	struct pstats b1 = { 0 }, b2 = { 0 }, s1, s2;
 	struct topo_res base;
 
 	topo_baseline(&base);

@@ -2655,9 +2655,9 @@ static int claimer(int sock, int sync, int how)
 		TOPO_CHECK(m.rx);
 		in = cmesh__queue_rx_lane(
 			cmesh__endpoint_queue(CMESH_FIELD_KIND_RECEIVER, m.rx));
-		TOPO_CHECK(in && (in->token[0] | in->token[1]));
-		t[0] = in->token[0];
-		t[1] = in->token[1];
+		TOPO_CHECK(in && (in->peer_token[0] | in->peer_token[1]));
+		t[0] = in->peer_token[0];
+		t[1] = in->peer_token[1];
 	}
 	switch (how) {
 	case CLAIM_UNKNOWN:

@@ -268,10 +268,13 @@ struct cmesh_ctl_port {
 /*
  * A channel receiver's port (CMESH_PORT_READ) whose senders are all in
  * process `node`, writing one out lane there that `token` names: the
- * receiver may claim them (CLAIM, on its own link with `node`). From the
- * process of its senders, `node` is that process; from a process that
- * forwards it (it read that lane alone), the one it got the token from.
- * A hint: a claim may be refused. In any other port: -EPROTO.
+ * receiver may claim them (CLAIM, on its own link with `node`). Or a
+ * channel sender's port (CMESH_PORT_WRITE) whose receiver is in process
+ * `node`, reading the sender's lane, an in lane there that `token` names:
+ * the sender may claim it (a lane of its own, read after that one). From
+ * that process, `node` is itself; from a process that forwards the
+ * endpoint (it alone used that lane), the one it got the token from. A
+ * hint: a claim may be refused. In a oneshot's port: -EPROTO.
  */
 #define CMESH_PORT_F_REDIRECT 32u
 
@@ -300,15 +303,19 @@ struct cmesh_ctl_lane {
 static_assert(sizeof(struct cmesh_ctl_lane) == 48, "lane size");
 
 /*
- * CLAIM. fds: the claimer's half of a new lane (port.kind WRITE: the
- * claimer consumes, the receiver of the CLAIM produces). The receiver of
- * the CLAIM looks `token` up among its out lanes that carry a channel to
- * a receiver elsewhere: found (once), the lane's senders write the new
- * lane from its end on, and the old one ends (sealed, then CLOSE); the
- * answer is a LANE with our half and the new lane's token. Not found
- * (never given, claimed already, closed, or gone): LANE DROPPED, nothing
- * else. Checked: the port as any WRITE port (no flags), type_fp against
- * the found lane's type (else -EPROTO).
+ * CLAIM. fds: the claimer's half of a new lane. port.kind WRITE (the
+ * claimer consumes: a receiver's claim): `token` names one of our out
+ * lanes that carry a channel to a receiver elsewhere; found (once), the
+ * lane's senders write the new lane from now on and the old one ends
+ * (sealed, then CLOSE). port.kind READ (the claimer produces: a sender's
+ * claim): `token` names one of our in lanes that a moved sender wrote;
+ * found (once), its receiver reads the new lane once the old one has
+ * ended. The answer is a LANE with our half and the new lane's token.
+ * Not found (never given, claimed already, closed, or gone), or the
+ * endpoint here is no longer where it was: LANE DROPPED (or the new lane
+ * ends at once), nothing else. Checked: the port as any port (no flags),
+ * type_fp against the found lane's type, and the lane's direction
+ * against the port's (else -EPROTO).
  */
 struct cmesh_ctl_claim {
 	struct cmesh_ctl_hdr hdr;

@@ -129,6 +129,9 @@ void cmesh__lane_tx_reuse(struct cmesh__lane *ln, const cmesh_type *type)
 	atomic_store_explicit(&ln->spilling, 0, memory_order_relaxed);
 }
 
+/* Serials of lanes (claims name a lane by it: never reused). */
+static _Atomic uint64_t lane_serials;
+
 int cmesh__lane_init(struct cmesh__lane *ln, struct cmesh__link *link,
 		     const cmesh_type *type, uint64_t max_trail,
 		     uint64_t max_backlog, int64_t spin_ns)
@@ -137,6 +140,9 @@ int cmesh__lane_init(struct cmesh__lane *ln, struct cmesh__link *link,
 	int r;
 
 	memset(ln, 0, sizeof(*ln));
+	ln->serial = atomic_fetch_add_explicit(&lane_serials, 1,
+					       memory_order_relaxed) +
+		     1;
 	ln->link = link;
 	ln->failed = cmesh__link_failed_word(link);
 	ln->max_trail = max_trail;

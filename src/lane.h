@@ -181,9 +181,12 @@ struct cmesh__lane {
 	/*
 	 * Out lane of a receiver that moved away: its queue, whose senders
 	 * are here (queue_port.c; opaque below it), until the queue goes or
-	 * the receiver came back to it. Weak: set and cleared under a leaf
-	 * lock of link_lanes.c (cmesh__link_lane_home_set()), which a lookup
-	 * holds with the link's (cmesh__link_lane_home_take()).
+	 * the receiver came back to it (or claimed its senders elsewhere);
+	 * in lane of a sender that moved here from there: its receiver's
+	 * queue (a sender's claim). Weak: set and cleared under a leaf lock
+	 * of link_claim.c (cmesh__link_lane_home_set()), which a lookup
+	 * holds with the link's (cmesh__link_lane_home_take()), or alone (a
+	 * claim: the lane is its queue's while it has a home).
 	 */
 	void *_Atomic home_q;
 	/*
@@ -197,8 +200,18 @@ struct cmesh__lane {
 	 */
 	uint64_t token[2];
 	uint64_t peer_token[2];
+	uint64_t peer_node; /* the process that gave peer_token */
 	struct cmesh__lane *claim_next;
 	bool claiming;
+	/*
+	 * In lane of a receiver, claimed by a sender that moved on: not read
+	 * until the lane of that serial (its producer's old one) has ended
+	 * (queue_port.c; 0: read it). `serial`: this lane's, unique.
+	 */
+	uint64_t after;
+	uint64_t serial;
+	/* Out lane claimed for a sender: the lane it replaces, on answer. */
+	struct cmesh__lane *claim_from;
 	/* Out lane left behind by its receiver, sealed: its queue's list. */
 	struct cmesh__lane *old_next;
 };

@@ -560,6 +560,7 @@ static int handshake(struct cmesh__link *l, const cmesh_type *out_type,
 	if (peer.node_id == mine.node_id)
 		return -EPROTO;
 	l->peer_proc = peer.proc_id; /* its word: see link_claim.c */
+	l->own_proc = mine.proc_id;
 	r = cmesh__lanes_init(l, mine.node_id, peer.node_id);
 	if (!r)
 		r = cmesh__ctx_init(l, mine.node_id ^ peer.node_id);

@@ -220,11 +220,10 @@ bool cmesh__lanes_port_ok(const struct cmesh__link *l,
 {
 	if (d->reserved || (!(d->flags & CMESH_PORT_F_HOME) && d->home))
 		return false;
-	/* A claim's token goes with a lane of a receiver, not kept. */
+	/* A claim's token goes with a channel's lane, not kept. */
 	if (!(d->flags & CMESH_PORT_F_REDIRECT) ?
 		    (d->node | d->token[0] | d->token[1]) != 0 :
-		    d->kind != CMESH_PORT_READ || !d->node ||
-			    !(d->token[0] | d->token[1]) ||
+		    !d->node || !(d->token[0] | d->token[1]) ||
 			    (d->flags & CMESH_PORT_F_POOLABLE))
 		return false;
 	if (d->kind == CMESH_PORT_CTX)

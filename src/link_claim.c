@@ -21,17 +21,26 @@
  * a token works once, and a claim that names none (guessed, used, or its
  * lane closed or gone since) is answered DROPPED and changes nothing.
  *
+ * Senders claim the same way: a channel sender's port carries its
+ * receiver's process and a token of the in lane it wrote; the process it
+ * arrives in claims a lane of its own, which that receiver reads once the
+ * old one has ended (the forwarder's end, after everything it forwarded),
+ * and its sends go to the new lane once the claim's answer came.
+ *
  * Locks. Homes and the token table are under `home_lock`, a leaf: no
  * other lock is taken under it. A lookup of a home by lane id holds it
  * inside the link's att_lock, from its read of the home to take()'s
  * reference; a claim's lookup holds it alone (a lane with a home is held
- * by its queue until the queue clears the home, so it is alive there).
+ * by its queue until the queue clears the home, in its last put, so it
+ * is alive there).
  *
  * The process's name (cmesh__proc_id): 64 random bits, made again in a
  * child after fork; sent in every HELLO (proc_id). A port's REDIRECT
  * names the process to claim from by it; a link is found by the name its
- * peer gave (cmesh__link_by_proc). A peer's name is its word: a process
- * that lies about it only misleads its own claims.
+ * peer gave (cmesh__link_by_proc), among the links this process made (a
+ * child of fork skips its parent's). A peer's name is its word: a peer
+ * that takes another's name is sent the claims meant for that process,
+ * and their tokens (ARCHITECTURE.md, Known limits).
  */
 #include "link_int.h"
 
@@ -125,17 +134,19 @@ uint64_t cmesh__link_peer_proc(const struct cmesh__link *l)
 }
 
 struct by_proc {
-	uint64_t proc;
+	uint64_t proc, me;
 	struct cmesh__link *found;
 };
 
+/* Under the registry's leaf lock: atomics only. */
 static int match_proc(void *owner, void *arg)
 {
 	struct cmesh__link *l = owner;
 	struct by_proc *b = arg;
 
-	if (l->peer_proc != b->proc || cmesh__link_failed(l) ||
-	    !cmesh__link_tryget(l))
+	/* Not a link a parent made before it forked us: it is the parent's. */
+	if (l->peer_proc != b->proc || l->own_proc != b->me ||
+	    cmesh__link_failed(l) || !cmesh__link_tryget(l))
 		return 0;
 	b->found = l;
 	return 1;
@@ -143,7 +154,7 @@ static int match_proc(void *owner, void *arg)
 
 struct cmesh__link *cmesh__link_by_proc(uint64_t proc)
 {
-	struct by_proc b = { proc, NULL };
+	struct by_proc b = { proc, cmesh__proc_id(), NULL };
 
 	if (!proc)
 		return NULL;
@@ -244,33 +255,50 @@ int cmesh__link_lane_home_take(struct cmesh__link *l, uint32_t id,
 
 /* ---- a CLAIM we receive (link thread) ---- */
 
+/* What a claim found: its lane, a reference on its home, and then some. */
+struct found {
+	struct cmesh__lane *ln;
+	void *home;
+	uint64_t serial; /* the lane's: it may go once unlocked */
+	const cmesh_type *type;
+	uint64_t max_backlog;
+	int64_t spin_ns;
+};
+
 /*
- * The lane token `t` names and a reference on its home, taken out of the
- * table (a token works once); NULL if none. -EPROTO in *err if the lane
- * carries another type than `fp` (it stays claimable).
+ * The lane token `t` names, out of the table (a token works once), with a
+ * reference on its home, into *f: 0, or -ENOENT (none). -EPROTO if the
+ * lane carries another type than `fp`, or goes the other way than a
+ * claimer that `produces` (it stays claimable).
  */
-static struct cmesh__lane *claim_take(const struct cmesh__claim_ops *ops,
-				      const uint64_t t[2], uint64_t fp,
-				      void **home, int *err)
+static int claim_take(const struct cmesh__claim_ops *ops, const uint64_t t[2],
+		      uint64_t fp, bool produces, struct found *f)
 {
 	struct cmesh__lane *ln;
+	int r = -ENOENT;
 
-	*err = 0;
 	pthread_mutex_lock(&home_lock);
 	ln = token_find(t);
-	*home = ln ? atomic_load_explicit(&ln->home_q, memory_order_relaxed) :
-		     NULL;
-	if (ln && *home && !cmesh__type_matches(ln->type, NULL, fp)) {
-		*err = -EPROTO;
-		ln = NULL;
-	} else if (ln && *home && ops->take(*home)) {
+	f->home = ln ? atomic_load_explicit(&ln->home_q, memory_order_relaxed) :
+		       NULL;
+	/* A receiver's claimer reads our out lane's senders; a sender's
+	 * claimer writes to our in lane's receiver. */
+	if (ln && f->home &&
+	    (!cmesh__type_matches(ln->type, NULL, fp) ||
+	     ln->is_out == produces)) {
+		r = -EPROTO;
+	} else if (ln && f->home && ops->take(f->home)) {
 		token_del(ln);
 		ln->token[0] = ln->token[1] = 0;
-	} else {
-		ln = NULL;
+		f->ln = ln;
+		f->serial = ln->serial;
+		f->type = ln->type;
+		f->max_backlog = ln->max_backlog;
+		f->spin_ns = ln->spin_ns;
+		r = 0;
 	}
 	pthread_mutex_unlock(&home_lock);
-	return ln;
+	return r;
 }
 
 int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
@@ -279,59 +307,82 @@ int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
 	const struct cmesh__claim_ops *ops =
 		atomic_load_explicit(&claim_ops, memory_order_acquire);
 	struct cmesh_ctl_claim m;
-	struct cmesh__lane *from, *to;
+	struct cmesh__lane *to;
+	struct found f = { 0 };
+	bool produces;
 	uint64_t t[2];
-	void *home;
-	int r;
+	int r, half;
 
 	if (len != (int)sizeof(m) || nfds != 1)
 		return -EPROTO;
 	memcpy(&m, buf, sizeof(m));
+	produces = m.port.kind == CMESH_PORT_READ;
 	if (m.hdr.len != sizeof(m) || !(m.token[0] | m.token[1]) ||
-	    m.port.kind != CMESH_PORT_WRITE || m.port.flags ||
+	    (m.port.kind != CMESH_PORT_WRITE && !produces) || m.port.flags ||
 	    !cmesh__lanes_port_ok(l, &m.port))
 		return -EPROTO;
-	r = 0;
-	from = ops ? claim_take(ops, m.token, m.type_fp, &home, &r) : NULL;
-	if (r)
+	r = ops ? claim_take(ops, m.token, m.type_fp, produces, &f) : -ENOENT;
+	if (r == -EPROTO)
 		return r;
-	if (!from) {
-		/* Nothing to claim (any more): the claimer reads on. */
+	if (r) {
+		/* Nothing to claim (any more): the claimer goes on as it is. */
 		cmesh__link_port_drop(l, &m.port, fds[0]);
 		return 0;
 	}
 	random_token(t);
-	/* Answered with our half and t; fds[0] is taken in every case. */
-	r = cmesh__lanes_import(l, &m.port, fds[0], from->type,
-				from->max_backlog, from->spin_ns, t, &to);
+	/* fds[0] is taken in every case; the answer waits for what we do. */
+	r = cmesh__lanes_import(l, &m.port, fds[0], f.type, f.max_backlog,
+				f.spin_ns, t, &half, &to);
 	if (r) {
-		ops->unget(home);
+		ops->unget(f.home);
 		if (r == -EPROTO)
 			cmesh__link_fail(l, r);
 		return 0;
 	}
 	to->token[0] = t[0];
 	to->token[1] = t[1];
-	r = ops->redirect(home, from, to);
-	if (r) {
-		/*
-		 * Its receiver's senders are all gone, or it came home
-		 * meanwhile: the new lane ends at once, after nothing; the
-		 * claimer reads to the end of what it has.
-		 */
-		cmesh__log(CMESH__LOG_DEBUG, "claim of lane %u: %s", from->id,
+	/*
+	 * A receiver's claim: the senders here write `to` from now on. A
+	 * sender's: our receiver reads `to` once the sender's old lane ends.
+	 */
+	r = produces ? ops->admit(f.home, f.serial, to) :
+		       ops->redirect(f.home, f.ln, to);
+	/*
+	 * Taken: answered with our half and t. Not (the senders are all
+	 * gone, the receiver came home, went, or is in a waitset, the lane
+	 * failed, or the channel took its claims): DROPPED, and the claimer
+	 * goes on with what it has.
+	 */
+	if (r)
+		cmesh__log(CMESH__LOG_DEBUG, "claim of lane %u: %s", to->id,
 			   cmesh_strerror(r));
-		cmesh__lane_close_tx(to);
-		cmesh__link_lane_release(to);
-	}
-	ops->unget(home);
+	cmesh__lanes_answer(l, to, t, half, r == 0);
+	ops->unget(f.home);
 	return 0;
+}
+
+void cmesh__claims_answered(struct cmesh__lane *ln)
+{
+	const struct cmesh__claim_ops *ops =
+		atomic_load_explicit(&claim_ops, memory_order_acquire);
+	void *home;
+
+	pthread_mutex_lock(&home_lock);
+	home = atomic_load_explicit(&ln->home_q, memory_order_relaxed);
+	if (home && !(ops && ops->take(home)))
+		home = NULL;
+	pthread_mutex_unlock(&home_lock);
+	if (!home)
+		return; /* the sender is gone: its queue ended the lane */
+	/* Not done (its senders went): the queue ends `ln` when it goes. */
+	ops->redirect(home, ln->claim_from, ln);
+	ops->unget(home);
 }
 
 /* ---- a CLAIM we send ---- */
 
 int cmesh__link_claim(struct cmesh__link *l, const uint64_t token[2],
-		      const cmesh_type *type, uint32_t ring_cap,
+		      bool produce, const cmesh_type *type, uint32_t ring_cap,
 		      uint64_t max_backlog, int64_t spin_ns,
 		      int (*attach)(void *ctx, struct cmesh__lane *ln),
 		      void *ctx)
@@ -341,12 +392,26 @@ int cmesh__link_claim(struct cmesh__link *l, const uint64_t token[2],
 	int r;
 
 	r = cmesh_type_fingerprint(type, &m.type_fp);
-	if (!r)
-		r = cmesh__link_lane_export(l, false, type, ring_cap,
-					    max_backlog, spin_ns, &po);
 	if (r)
 		return r;
-	/* Before the CLAIM goes: its answer may carry a token. */
+	pthread_mutex_lock(&l->att_lock);
+	if (l->nclaims >= MAX_CLAIMS)
+		r = -ENOSPC;
+	else
+		l->nclaims++;
+	pthread_mutex_unlock(&l->att_lock);
+	if (r)
+		return r;
+	r = cmesh__link_lane_export(l, produce, type, ring_cap, max_backlog,
+				    spin_ns, &po);
+	if (r) {
+		pthread_mutex_lock(&l->att_lock);
+		l->nclaims--;
+		pthread_mutex_unlock(&l->att_lock);
+		return r;
+	}
+	/* Before the CLAIM goes: its answer may carry a token (and the
+	 * link counts it among nclaims until it is freed). */
 	po.lane->claiming = true;
 	/* Its reader first: once claimed, the peer's senders write it. */
 	r = attach(ctx, po.lane);

@@ -57,6 +57,7 @@ struct cmesh__link {
 	int sock;
 	_Atomic pid_t peer_pid;
 	uint64_t peer_proc; /* its HELLO's proc_id (link_claim.c) */
+	uint64_t own_proc;  /* ours in our HELLO: a child of fork's differs */
 	bool pid_known; /* peer_pid from fork or SO_PEERCRED, not the HELLO */
 	bool pid_from_fork; /* from the caller, who forked the peer */
 	int pidfd; /* the peer process (a second death signal), or -1 */
@@ -89,8 +90,9 @@ struct cmesh__link {
 	uint32_t next_id;		/* the next id we give */
 	uint32_t ndyn;			/* dynamic lanes registered */
 	uint32_t npool_in, npool_out;	/* poolable lanes each way (capped) */
-	uint64_t peer_mapped;		/* bytes of the peer's halves mapped */
-	struct ctl_pending *ctl_head;	/* control messages to send, in order */
+	uint32_t nclaims; /* lanes our claims made, not freed (MAX_CLAIMS) */
+	uint64_t peer_mapped;	      /* bytes of the peer's halves mapped */
+	struct ctl_pending *ctl_head; /* control messages to send, in order */
 	struct ctl_pending **ctl_tailp;
 	_Atomic bool ctl_pending; /* ctl_head is not empty */
 	_Atomic bool space_owed;  /* a SPACE that met a full socket */
@@ -201,6 +203,12 @@ struct cmesh__lane *cmesh__lanes_lookup(struct cmesh__link *l, uint32_t id);
  */
 #define MAX_POOLED 32u
 
+/*
+ * Lanes our CLAIMs may hold on one link at once (link_claim.c): a peer
+ * that names processes in ports cannot make us hold more on their links.
+ */
+#define MAX_CLAIMS 1024u
+
 /* The counts of kept lanes, as one leaves the link (att_lock held). */
 void cmesh__lanes_unpool(struct cmesh__link *l, struct cmesh__lane *ln);
 
@@ -214,18 +222,25 @@ int cmesh__lanes_import_reuse(struct cmesh__link *l,
 
 /*
  * cmesh__link_lane_import() with `token` (or NULL) in its LANE answer: a
- * CLAIM's (link_claim.c).
+ * CLAIM's (link_claim.c). With `answer_fd`, no answer is sent: our half's
+ * fd goes there, for cmesh__lanes_answer(): `take`, the LANE with it and
+ * `token`; else DROPPED (the fd closed, the lane ours no more).
  */
 int cmesh__lanes_import(struct cmesh__link *l, const struct cmesh_ctl_port *d,
 			int fd, const cmesh_type *type, uint64_t max_backlog,
-			int64_t spin_ns, const uint64_t *token,
+			int64_t spin_ns, const uint64_t *token, int *answer_fd,
 			struct cmesh__lane **out);
+void cmesh__lanes_answer(struct cmesh__link *l, struct cmesh__lane *ln,
+			 const uint64_t *token, int fd, bool take);
 
 /* ---- link_claim.c ---- */
 
 /* Link thread: a CLAIM, copied out; takes its fd on 0. */
 int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
 			 int len, const int *fds, uint32_t nfds);
+
+/* Link thread: out lane `ln`, made for a claim of ours, is bound. */
+void cmesh__claims_answered(struct cmesh__lane *ln);
 
 /* A control message's header. */
 void cmesh__ctl_hdr_fill(struct cmesh_ctl_hdr *h, uint16_t type, uint32_t len);

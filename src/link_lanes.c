@@ -313,6 +313,7 @@ static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
 		if (ln->claiming) {
 			ln->peer_token[0] = m.token[0];
 			ln->peer_token[1] = m.token[1];
+			ln->peer_node = l->peer_proc;
 		}
 	}
 	pthread_mutex_unlock(&l->att_lock);
@@ -328,6 +329,8 @@ static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
 	}
 	if (!ln->is_out)
 		cmesh__lane_wake(ln);
+	else if (ln->claiming && !dropped)
+		cmesh__claims_answered(ln); /* a sender's claim held */
 	return 0;
 }
 
@@ -495,12 +498,12 @@ int cmesh__link_lane_import(struct cmesh__link *l,
 			    int64_t spin_ns, struct cmesh__lane **out)
 {
 	return cmesh__lanes_import(l, d, fd, type, max_backlog, spin_ns, NULL,
-				   out);
+				   NULL, out);
 }
 
 int cmesh__lanes_import(struct cmesh__link *l, const struct cmesh_ctl_port *d,
 			int fd, const cmesh_type *type, uint64_t max_backlog,
-			int64_t spin_ns, const uint64_t *token,
+			int64_t spin_ns, const uint64_t *token, int *answer_fd,
 			struct cmesh__lane **out)
 {
 	bool is_out = d->kind == CMESH_PORT_WRITE;
@@ -562,10 +565,30 @@ int cmesh__lanes_import(struct cmesh__link *l, const struct cmesh_ctl_port *d,
 			cmesh__link_port_drop(l, d, -1);
 		return r;
 	}
+	*out = ln;
+	if (answer_fd) {
+		*answer_fd = own_fd; /* cmesh__lanes_answer() sends it */
+		return 0;
+	}
 	send_lane(l, d->id, ln->poolable ? CMESH_LANE_F_POOLED : 0,
 		  cmesh__arena_layout(ln->own_half)->size, token, own_fd);
-	*out = ln;
 	return 0;
+}
+
+void cmesh__lanes_answer(struct cmesh__link *l, struct cmesh__lane *ln,
+			 const uint64_t *token, int fd, bool take)
+{
+	if (take) {
+		send_lane(l, ln->id, 0, cmesh__arena_layout(ln->own_half)->size,
+			  token, fd);
+		return;
+	}
+	close(fd);
+	/* Nobody here uses it: the sweep frees it (answered: at import). */
+	cmesh__lane_set_dropped(ln);
+	atomic_store_explicit(&ln->released, true, memory_order_release);
+	send_lane(l, ln->id, CMESH_LANE_F_DROPPED, 0, NULL, -1);
+	cmesh__link_kick(l);
 }
 
 void cmesh__link_lane_sent(struct cmesh__lane *ln)
@@ -769,6 +792,8 @@ bool cmesh__lanes_sweep(struct cmesh__link *l)
 		*pp = ln->next;
 		cmesh__idmap_del(&l->lanes, ln->id);
 		l->ndyn--;
+		if (ln->claiming)
+			l->nclaims--;
 		cmesh__lanes_unpool(l, ln);
 		if (ln->peer_half)
 			l->peer_mapped -=

@@ -113,10 +113,17 @@ static int redirect(void *home, struct cmesh__lane *from,
 	return cmesh__queue_redirect(home, from, to);
 }
 
+/* A sender's claim: the receiver's queue reads `to` after `after`. */
+static int admit(void *home, uint64_t after, struct cmesh__lane *to)
+{
+	return cmesh__queue_admit(home, after, to, true);
+}
+
 static const struct cmesh__claim_ops claim_ops = {
 	cmesh__queue_tryget,
 	cmesh__queue_unget,
 	redirect,
+	admit,
 };
 
 static pthread_once_t claims_once = PTHREAD_ONCE_INIT;
@@ -140,24 +147,28 @@ static int forward(void *ctx, struct cmesh__lane *ln, void *msg, void *trail,
 }
 
 /*
- * A channel receiver's port *out: its senders are in process `node`,
- * which gave `ln` (our out lane, or an in lane of ours) its token; a
- * claim may take them (shm/proto.h CMESH_PORT_F_REDIRECT). Nothing if
- * the lane has none (its home gone, or a lane not claimable).
+ * A channel endpoint's port *out: its peer is in process `node`, whose
+ * token `t` names the lane it uses; a claim may take it (shm/proto.h
+ * CMESH_PORT_F_REDIRECT). Nothing without a token.
  */
 static void redirect_to(struct cmesh__port_out *out, uint64_t node,
-			struct cmesh__lane *ln, bool ours)
+			const uint64_t t[2])
 {
-	uint64_t t[2] = { ln->peer_token[0], ln->peer_token[1] };
-
-	if (ours)
-		cmesh__link_lane_token(ln, t);
 	if (!(t[0] | t[1]) || !node)
 		return;
 	out->desc.flags |= CMESH_PORT_F_REDIRECT;
 	out->desc.node = node;
 	out->desc.token[0] = t[0];
 	out->desc.token[1] = t[1];
+}
+
+/* The same for our lane `ln`, with a home here: its own token. */
+static void redirect_to_us(struct cmesh__port_out *out, struct cmesh__lane *ln)
+{
+	uint64_t t[2];
+
+	cmesh__link_lane_token(ln, t);
+	redirect_to(out, cmesh__proc_id(), t);
 }
 
 /*
@@ -190,9 +201,15 @@ static int export_direct(struct cmesh__link *link, const cmesh_field *f,
 		       cmesh__queue_rebind(q) :
 		       NULL;
 	if (kept) {
-		if (kept->link != link || kept->type != t ||
-		    kept->ring_cap != cap)
+		if (kept->type != t || kept->ring_cap != cap)
 			return -EINVAL; /* never: rpc.c matched them */
+		/*
+		 * rpc.c matched the link too, but the request's receiver was
+		 * claimed onto another one since: the call fails as if its
+		 * request were dropped (ARCHITECTURE.md, Known limits).
+		 */
+		if (kept->link != link)
+			return -EPIPE;
 		r = cmesh__link_lane_rebind(kept, out);
 		if (r)
 			return cmesh__link_failed(link) ? -ECONNRESET : -EPIPE;
@@ -217,12 +234,19 @@ static int export_direct(struct cmesh__link *link, const cmesh_field *f,
 	if (r)
 		return r;
 	if (sending) {
-		r = cmesh__queue_add_rx_lane(q, out->lane);
+		/* A channel's sender may claim its receiver from elsewhere. */
+		bool claimable = f->kind == CMESH_FIELD_KIND_SENDER;
+
+		if (claimable)
+			pthread_once(&claims_once, claims_init);
+		r = cmesh__queue_admit(q, 0, out->lane, claimable);
 		if (r == -EPIPE) {
 			/* Its receiver is gone: the port arrives closed. */
 			cmesh__lane_close_rx(out->lane);
 			cmesh__link_lane_release(out->lane);
 			r = 0;
+		} else if (!r && claimable) {
+			redirect_to_us(out, out->lane);
 		}
 	} else {
 		/* Before its lane gets a home (and a token): claims work. */
@@ -234,7 +258,7 @@ static int export_direct(struct cmesh__link *link, const cmesh_field *f,
 			cmesh__link_put(link);
 		else if (f->kind == CMESH_FIELD_KIND_RECEIVER)
 			/* Its senders stay here: claim them from us. */
-			redirect_to(out, cmesh__proc_id(), out->lane, true);
+			redirect_to_us(out, out->lane);
 	}
 	if (r) {
 		if (out->fd >= 0)
@@ -334,7 +358,7 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 {
 	struct cmesh__queue *q;
 	struct cmesh__lane *peer;
-	uint64_t node = 0;
+	uint64_t node = 0, t[2] = { 0, 0 };
 	uint32_t home;
 	int r;
 
@@ -374,19 +398,25 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 	 * queue (shm/proto.h CMESH_PORT_F_HOME). Going elsewhere, it may
 	 * claim its senders from their process (CMESH_PORT_F_REDIRECT).
 	 */
-	peer = f->kind == CMESH_FIELD_KIND_RECEIVER ?
-		       cmesh__queue_sole_lane(q) :
-		       NULL;
+	if (f->kind == CMESH_FIELD_KIND_RECEIVER)
+		peer = cmesh__queue_sole_lane(q);
+	else if (f->kind == CMESH_FIELD_KIND_SENDER)
+		peer = cmesh__queue_sole_sender(q); /* it alone writes it */
+	else
+		peer = NULL;
 	if (peer && !cmesh__lane_bound(peer))
 		peer = NULL;
-	home = peer && peer->link == link ? peer->id : 0;
-	if (peer && !home &&
-	    cmesh__link_peer_proc(peer->link) != cmesh__link_peer_proc(link))
-		node = cmesh__link_peer_proc(peer->link);
+	home = peer && !peer->is_out && peer->link == link ? peer->id : 0;
+	/* Read now: once the forwarder has it, the lane may go. */
+	if (peer && !home && peer->peer_node != cmesh__link_peer_proc(link) &&
+	    (peer->peer_token[0] | peer->peer_token[1])) {
+		node = peer->peer_node;
+		t[0] = peer->peer_token[0];
+		t[1] = peer->peer_token[1];
+	}
 	r = export_forwarded(link, f, h, env, out);
 	/* Its forwarder's lane has a token of ours: the one upstream wins. */
-	if (r || out->desc.kind != CMESH_PORT_READ ||
-	    (out->desc.flags & ~CMESH_PORT_F_REDIRECT) || (!home && !node))
+	if (r || (out->desc.flags & ~CMESH_PORT_F_REDIRECT) || (!home && !node))
 		return r;
 	out->desc.flags = 0;
 	out->desc.node = 0;
@@ -395,7 +425,7 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 		out->desc.flags = CMESH_PORT_F_HOME;
 		out->desc.home = home;
 	} else if (node) {
-		redirect_to(out, node, peer, false);
+		redirect_to(out, node, t);
 	}
 	return r;
 }
@@ -532,37 +562,54 @@ static int await(void *q, struct cmesh__lane *ln)
 	return cmesh__queue_await(q, ln);
 }
 
+static int claim_out(void *q, struct cmesh__lane *ln)
+{
+	return cmesh__queue_claim_out(q, ln);
+}
+
 /*
- * A channel receiver's port `d` (CMESH_PORT_F_REDIRECT) made queue `q`
- * reading `ln`. From its senders' process, the token is kept with `ln`
- * (for a later move). From a process that forwards it, its senders are
- * claimed from their process if we are linked with it: their lane to us
- * is read once `ln` ends (the forwarder's end comes after what was sent
- * before). Else (no link, or the claim could not go) the forwarder stays.
+ * A channel endpoint's port `d` (CMESH_PORT_F_REDIRECT) made queue `q` on
+ * `ln`. From its peer's process, the token is kept with `ln` (for a later
+ * move). From a process that forwards it, its peer is claimed from its
+ * process if we are linked with it. A receiver's senders: their lane to
+ * us is read once `ln` ends (the forwarder's end comes after what was
+ * sent before). A sender's receiver: our lane to it is read there once
+ * the forwarder's lane ends; our sends go to `ln` until the claim holds
+ * (then `ln` ends: cmesh__queue_redirect()). Else (no link, or the claim
+ * could not go, or was refused) the forwarder stays.
  */
-static void claim_senders(struct cmesh__link *link,
-			  const struct cmesh_ctl_port *d,
-			  struct cmesh__lane *ln, struct cmesh__queue *q,
-			  const cmesh_env *env)
+static void claim_peer(struct cmesh__link *link, const struct cmesh_ctl_port *d,
+		       struct cmesh__lane *ln, struct cmesh__queue *q,
+		       const cmesh_env *env, bool sending)
 {
 	struct cmesh__link *to;
 	uint32_t cap;
 
-	if (d->node == cmesh__link_peer_proc(link)) {
-		ln->peer_token[0] = d->token[0];
-		ln->peer_token[1] = d->token[1];
+	/* Our claim's answer finds the queue through them. */
+	pthread_once(&claims_once, claims_init);
+	/*
+	 * Kept with `ln` until it is used: from the peer's process, for a
+	 * claim from wherever it goes next; from elsewhere, for a claim
+	 * there if we cannot make it.
+	 */
+	ln->peer_token[0] = d->token[0];
+	ln->peer_token[1] = d->token[1];
+	ln->peer_node = d->node;
+	if (d->node == cmesh__link_peer_proc(link) ||
+	    d->node == cmesh__proc_id() /* it came back by another link */)
 		return;
-	}
-	if (d->node == cmesh__proc_id())
-		return; /* ours: it came back by another link */
 	to = cmesh__link_by_proc(d->node);
 	if (!to)
 		return;
+	/* Ours to use: once claimed, the token is spent. */
+	ln->peer_token[0] = ln->peer_token[1] = 0;
+	ln->peer_node = 0;
 	/* The link's reference goes to the queue if the claim goes. */
 	if (ring_cap_for(cmesh__queue_type(q), CMESH_FIELD_KIND_RECEIVER, env,
 			 &cap) ||
-	    cmesh__link_claim(to, d->token, cmesh__queue_type(q), cap,
-			      env->max_backlog, env->spin_ns, await, q))
+	    cmesh__link_claim(to, d->token, sending, cmesh__queue_type(q), cap,
+			      env->max_backlog, env->spin_ns,
+			      sending ? claim_out : await, q))
 		cmesh__link_put(to);
 }
 
@@ -603,8 +650,11 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 	 */
 	if (((d->flags & (CMESH_PORT_F_POOLABLE | CMESH_PORT_F_REUSE)) &&
 	     f->kind != CMESH_FIELD_KIND_ONESHOT_SENDER) ||
-	    ((d->flags & (CMESH_PORT_F_HOME | CMESH_PORT_F_REDIRECT)) &&
+	    ((d->flags & CMESH_PORT_F_HOME) &&
 	     f->kind != CMESH_FIELD_KIND_RECEIVER) ||
+	    ((d->flags & CMESH_PORT_F_REDIRECT) &&
+	     f->kind != CMESH_FIELD_KIND_RECEIVER &&
+	     f->kind != CMESH_FIELD_KIND_SENDER) ||
 	    d->reserved || (!(d->flags & CMESH_PORT_F_HOME) && d->home)) {
 		cmesh__link_port_drop(link, d, fd);
 		cmesh__link_fail(link, -EPROTO);
@@ -663,7 +713,7 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 	}
 	cmesh__link_get(link); /* the queue's, as for any lane */
 	if ((d->flags & CMESH_PORT_F_REDIRECT) && !ln->failed_alone)
-		claim_senders(link, d, ln, q, env);
+		claim_peer(link, d, ln, q, env, sending);
 	return 0;
 }
 

@@ -1329,21 +1329,31 @@ static void lane_put(struct cmesh__lane *ln)
 
 void cmesh__queue_put(struct cmesh__queue *q)
 {
-	struct cmesh__lane *ln =
-		atomic_load_explicit(&q->tx_lane, memory_order_acquire);
-	struct cmesh__lane *old, *next_old;
+	struct cmesh__lane *ln, *old, *next_old, *claim;
 
-	if (!ln)
-		ln = q->rx_lane;
 	if (atomic_fetch_sub_explicit(&q->refs, 1, memory_order_acq_rel) != 1)
 		return;
+	/* Ours alone now: a claim may have moved tx_lane until the last put. */
+	ln = atomic_load_explicit(&q->tx_lane, memory_order_acquire);
+	if (!ln)
+		ln = q->rx_lane;
 	/* Its receiver can come home no more (cmesh__queue_tryget()). */
 	if (ln && ln->is_out &&
 	    atomic_load_explicit(&ln->home_q, memory_order_relaxed) == q)
 		cmesh__link_lane_home_set(ln, NULL);
-	old = q->old_lanes; /* the lanes it left, sealed */
+	old = q->old_lanes;   /* the lanes it left, sealed */
+	claim = q->claim_out; /* a sender's claim that never took */
+	if (claim) {
+		cmesh__link_lane_home_set(claim, NULL);
+		/* The receiver's process may read it: it ends, empty. */
+		if (!atomic_load_explicit(&claim->dropped,
+					  memory_order_acquire))
+			cmesh__lane_close_tx(claim);
+	}
 	drain(q);
 	destroy(q);
+	if (claim)
+		lane_put(claim);
 	if (ln)
 		lane_put(ln);
 	for (; old; old = next_old) {

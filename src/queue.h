@@ -277,6 +277,30 @@ int cmesh__queue_redirect(struct cmesh__queue *q, struct cmesh__lane *from,
 			  struct cmesh__lane *to);
 int cmesh__queue_await(struct cmesh__queue *q, struct cmesh__lane *ln);
 
+/*
+ * Claims of senders (link_claim.c). admit: the receiver of `q` gets in
+ * lane `ln` (with a sender reference, as cmesh__queue_add_rx_lane()),
+ * read once its lane of serial `after` (0: none) has ended, and with
+ * `claimable` `q` is its home (a token: the sender may claim again);
+ * -EPIPE (its receiver is gone), -EOPNOTSUPP (it moved, or is in a
+ * waitset), -ENOMEM.
+ * claim_out: the sender `q` (remote receiver over its tx lane) claimed its
+ * receiver's process over out lane `ln` (the caller's link reference goes
+ * to the queue): when the claim holds, cmesh__queue_redirect() makes `ln`
+ * the tx lane (ln->claim_from is the one it replaces); if it never does,
+ * `ln` ends empty when the queue goes. -EINVAL: no tx lane to replace.
+ */
+int cmesh__queue_admit(struct cmesh__queue *q, uint64_t after,
+		       struct cmesh__lane *ln, bool claimable);
+int cmesh__queue_claim_out(struct cmesh__queue *q, struct cmesh__lane *ln);
+
+/*
+ * sole_sender: for a sender about to leave, its tx lane if it is the only
+ * sender of its queue (so the lane ends once it has left) and no claim of
+ * its own is in flight; else NULL.
+ */
+struct cmesh__lane *cmesh__queue_sole_sender(struct cmesh__queue *q);
+
 /* Trailing length of the next message, -EAGAIN or -EPIPE. Consumer side. */
 int cmesh__queue_peek(struct cmesh__queue *q);
 

@@ -147,11 +147,17 @@ struct cmesh__queue {
 	 */
 	struct cmesh__lane *gate;
 	struct cmesh__lane *old_lanes; /* by old_next */
+	uint32_t nold;		       /* lanes in old_lanes (`lock`) */
 	/*
 	 * A claimed lane (cmesh__queue_await()), read once rx_lane ended
 	 * (consumer; set under `lock` before the receiver is handed out).
 	 */
 	struct cmesh__lane *next;
+	/*
+	 * A sender's claim in flight (cmesh__queue_claim_out()): the out
+	 * lane it made, which becomes tx_lane when the claim holds (`lock`).
+	 */
+	struct cmesh__lane *claim_out;
 	/*
 	 * A kept rpc call's reply lane, re-armed (cmesh__queue_rearm_lane()):
 	 * the export of its new sender names it again (cmesh__queue_rebind()).
@@ -164,6 +170,12 @@ struct cmesh__queue {
 	uint32_t in_flight_looks;  /* consumer: cmesh__queue_sleep_cap() */
 	_Atomic int64_t spin_win;  /* consumer writes: the spin it uses */
 };
+
+/*
+ * Claims a channel takes at most (each keeps the lane it replaced until
+ * the channel goes): later moves go through forwarders.
+ */
+#define MAX_OLD 32u
 
 #define XL_ANY 1u
 #define XL_NEW 2u

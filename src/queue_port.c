@@ -70,8 +70,16 @@ static int reserve(struct cmesh__lane ***v, uint32_t *cap, uint32_t need)
 
 int cmesh__queue_add_rx_lane(struct cmesh__queue *q, struct cmesh__lane *ln)
 {
+	return cmesh__queue_admit(q, 0, ln, false);
+}
+
+int cmesh__queue_admit(struct cmesh__queue *q, uint64_t after,
+		       struct cmesh__lane *ln, bool claimable)
+{
 	int r = 0;
 
+	/* Before the consumer can see it (merge() takes it under `lock`). */
+	ln->after = after;
 	pthread_mutex_lock(&q->lock);
 	if (q->ws) {
 		r = -EOPNOTSUPP;
@@ -87,6 +95,9 @@ int cmesh__queue_add_rx_lane(struct cmesh__queue *q, struct cmesh__lane *ln)
 		r = reserve(&q->xl_add, &q->xl_capadd, q->xl_nadd + 1);
 	}
 	if (!r) {
+		/* Before the consumer may drop it (which unlists it). */
+		if (claimable)
+			cmesh__link_lane_home_set(ln, q);
 		q->xl_add[q->xl_nadd++] = ln;
 		atomic_fetch_add_explicit(&q->st_lanes, 1,
 					  memory_order_relaxed);
@@ -101,6 +112,28 @@ int cmesh__queue_add_rx_lane(struct cmesh__queue *q, struct cmesh__lane *ln)
 		/* A receiver asleep waits on the old set: wake it. */
 		cmesh__queue_wake(q, 0);
 	return r;
+}
+
+/*
+ * Consumer: whether the lane of serial `s` is still read (one a claimed
+ * lane waits behind: cmesh__queue_admit()).
+ */
+static bool has_serial(const struct cmesh__queue *q, uint64_t s)
+{
+	if (q->rx_lane && !q->primary_done && q->rx_lane->serial == s)
+		return true;
+	for (uint32_t i = 0; i < q->xl_n; i++)
+		if (q->xl[i]->serial == s)
+			return true;
+	return false;
+}
+
+/* Consumer: the lane of serial `s` ended: the lanes behind it open. */
+static void open_after(struct cmesh__queue *q, uint64_t s)
+{
+	for (uint32_t i = 0; i < q->xl_n; i++)
+		if (q->xl[i]->after == s)
+			q->xl[i]->after = 0;
 }
 
 /* Consumer: takes the lanes added since it last looked. */
@@ -122,6 +155,10 @@ static int merge(struct cmesh__queue *q)
 					  memory_order_relaxed);
 	}
 	pthread_mutex_unlock(&q->lock);
+	/* A claimed lane whose predecessor ended before it came: open. */
+	for (uint32_t i = 0; i < q->xl_n; i++)
+		if (q->xl[i]->after && !has_serial(q, q->xl[i]->after))
+			q->xl[i]->after = 0;
 	return r;
 }
 
@@ -133,6 +170,10 @@ static void drop_lane(struct cmesh__queue *q, uint32_t i)
 
 	q->xl[i] = q->xl[--q->xl_n];
 	atomic_fetch_sub_explicit(&q->st_lanes, 1, memory_order_relaxed);
+	open_after(q, ln->serial);
+	/* No claim may name it from here on (link_claim.c). */
+	if (atomic_load_explicit(&ln->home_q, memory_order_relaxed))
+		cmesh__link_lane_home_set(ln, NULL);
 	if (ln == q->gate) {
 		/*
 		 * Everything sent before the receiver came home is in: the
@@ -198,12 +239,15 @@ again:
 			if (!q->rx_lane)
 				return -EPIPE;
 			q->primary_done = true;
+			open_after(q, q->rx_lane->serial);
 			await_done(q);
 		}
 	}
 	for (uint32_t k = 0; k < q->xl_n; k++) {
 		uint32_t i = (q->xl_next + k) % q->xl_n;
 
+		if (q->xl[i]->after)
+			continue; /* behind its sender's old lane */
 		r = peek ? cmesh__lane_peek(q->xl[i]) :
 			   cmesh__lane_try_recv(q->xl[i], out_msg, out_trail,
 						cap, pin);
@@ -247,7 +291,7 @@ bool cmesh__queue_xl_ready(struct cmesh__queue *q)
 			  cmesh__queue_local_ready(q)))
 		return true;
 	for (uint32_t i = 0; i < q->xl_n; i++)
-		if (cmesh__lane_ready(q->xl[i]))
+		if (!q->xl[i]->after && cmesh__lane_ready(q->xl[i]))
 			return true;
 	return false;
 }
@@ -272,6 +316,8 @@ bool cmesh__queue_xl_spin(struct cmesh__queue *q, int rounds)
 		n += w[n] != NULL;
 	}
 	for (uint32_t i = 0; i < q->xl_n && n < SPIN_WORDS; i++) {
+		if (q->xl[i]->after)
+			continue;
 		w[n] = cmesh__lane_spin_word(q->xl[i], &want[n]);
 		n += w[n] != NULL;
 	}
@@ -307,7 +353,7 @@ static uint32_t lanes_words(struct cmesh__queue *q, struct cmesh__park_word *w,
 	for (uint32_t i = 0; i <= q->xl_n; i++) {
 		struct cmesh__lane *ln = i < q->xl_n ? q->xl[i] : q->rx_lane;
 
-		if (!ln || (i == q->xl_n && q->primary_done))
+		if (!ln || (i == q->xl_n && q->primary_done) || ln->after)
 			continue;
 		if (n + 2 > max)
 			return UINT32_MAX;
@@ -348,6 +394,8 @@ static bool mark_lanes(struct cmesh__queue *q, bool on)
 	bool in_flight = false;
 
 	for (uint32_t i = 0; i < q->xl_n; i++) {
+		if (q->xl[i]->after)
+			continue;
 		cmesh__lane_mark_sleep(q->xl[i], on);
 		in_flight |= on && cmesh__lane_in_flight(q->xl[i]);
 	}
@@ -409,8 +457,10 @@ bool cmesh__queue_xl_arm(struct cmesh__queue *q, bool on, bool futex)
 		return false;
 	merge(q);
 	for (uint32_t i = 0; i < q->xl_n; i++) /* dynamic: no fds */
-		in_flight |= futex ? cmesh__lane_arm_futex(q->xl[i], on) :
-				     cmesh__lane_arm(q->xl[i], on, true);
+		if (!q->xl[i]->after)
+			in_flight |=
+				futex ? cmesh__lane_arm_futex(q->xl[i], on) :
+					cmesh__lane_arm(q->xl[i], on, true);
 	return in_flight;
 }
 
@@ -457,6 +507,8 @@ void cmesh__queue_xl_close(struct cmesh__queue *q)
 		atomic_fetch_sub_explicit(&q->st_lanes, 1,
 					  memory_order_relaxed);
 		pthread_mutex_unlock(&q->lock);
+		if (atomic_load_explicit(&ln->home_q, memory_order_relaxed))
+			cmesh__link_lane_home_set(ln, NULL);
 		close_rx(q, ln);
 		cmesh__link_lane_release(ln);
 		cmesh__link_put(l);
@@ -662,6 +714,7 @@ int cmesh__queue_come_home(struct cmesh__queue *q, struct cmesh__lane *home,
 	q->closed_out = true; /* home's end is ours to send, below */
 	home->old_next = q->old_lanes;
 	q->old_lanes = home;
+	q->nold++;
 	/* Pairs with the consumer's acquire load of xl_flags. */
 	atomic_fetch_or_explicit(&q->xl_flags, XL_ANY | XL_NEW,
 				 memory_order_release);
@@ -685,15 +738,23 @@ int cmesh__queue_redirect(struct cmesh__queue *q, struct cmesh__lane *from,
 			  struct cmesh__lane *to)
 {
 	pthread_mutex_lock(&q->lock);
-	/* Its last sender closed `from` (or will: it waits on `lock`). */
+	/*
+	 * Its last sender closed `from` (or will: it waits on `lock`); or
+	 * `from` failed (the channel with it: no claim mends it); or the
+	 * channel has left MAX_OLD lanes behind already (each is kept).
+	 */
 	if (atomic_load_explicit(&q->tx_lane, memory_order_relaxed) != from ||
-	    q->closed_out) {
+	    q->closed_out || cmesh__lane_failed(from) || q->nold >= MAX_OLD) {
 		pthread_mutex_unlock(&q->lock);
 		return -EOPNOTSUPP;
 	}
+	q->nold++;
 	/* Before any sender sees it (the store below publishes it). */
 	to->sealable = true;
-	cmesh__link_get(to->link); /* the queue's, for its tx lane */
+	if (q->claim_out == to)
+		q->claim_out = NULL; /* the tx lane now, with its reference */
+	else
+		cmesh__link_get(to->link); /* the queue's, for its tx lane */
 	from->old_next = q->old_lanes;
 	q->old_lanes = from;
 	/*
@@ -708,6 +769,41 @@ int cmesh__queue_redirect(struct cmesh__queue *q, struct cmesh__lane *from,
 	/* A send inside `from` now sends again, on `to`; then its end. */
 	cmesh__lane_seal_tx(from);
 	return 0;
+}
+
+struct cmesh__lane *cmesh__queue_sole_sender(struct cmesh__queue *q)
+{
+	struct cmesh__lane *tx;
+
+	pthread_mutex_lock(&q->lock);
+	tx = atomic_load_explicit(&q->tx_lane, memory_order_relaxed);
+	if (!tx || !tx->dynamic || q->claim_out || q->closed_out ||
+	    atomic_load_explicit(&q->nsenders, memory_order_relaxed) != 1)
+		tx = NULL;
+	pthread_mutex_unlock(&q->lock);
+	return tx;
+}
+
+int cmesh__queue_claim_out(struct cmesh__queue *q, struct cmesh__lane *ln)
+{
+	struct cmesh__lane *tx;
+	int r = 0;
+
+	pthread_mutex_lock(&q->lock);
+	tx = atomic_load_explicit(&q->tx_lane, memory_order_relaxed);
+	if (q->claim_out || !tx || !tx->dynamic || q->closed_out) {
+		r = -EINVAL;
+	} else {
+		q->claim_out = ln;
+		ln->claim_from = tx;
+		/* Before its handle is out: sends of endpoints look at the seal. */
+		tx->sealable = true;
+	}
+	pthread_mutex_unlock(&q->lock);
+	/* The claim's answer finds the queue by it (link_claim.c). */
+	if (!r)
+		cmesh__link_lane_home_set(ln, q);
+	return r;
 }
 
 int cmesh__queue_await(struct cmesh__queue *q, struct cmesh__lane *ln)

@@ -2598,8 +2598,9 @@ Test(node_hostile, a_home_naming_no_lane_of_ours_is_an_ordinary_port)
 /* What a hostile claimer does. */
 enum claim_how {
 	CLAIM_UNKNOWN,	  /* a token nobody gave: refused, nothing changes */
-	CLAIM_BAD_PORT,	  /* a CLAIM whose port is a receiver's: -EPROTO */
+	CLAIM_BAD_PORT,	  /* a CLAIM whose port is a context's: -EPROTO */
 	CLAIM_WRONG_TYPE, /* the token it was given, another type: -EPROTO */
+	CLAIM_WRONG_WAY,  /* a receiver's token, to write its lane: -EPROTO */
 	CLAIM_TWICE	  /* the token it was given, twice: once only */
 };
 
@@ -2609,15 +2610,19 @@ static int keep_lane(void *ctx, struct cmesh__lane *ln)
 	return 0;
 }
 
-/* Child: claims with `t` (of type `type`): *out, once answered. */
+/*
+ * Child: claims with `t` (of type `type`; to read, or with `produce` to
+ * write): *out, once answered.
+ */
 static int claim_answered(struct cmesh__link *l, const uint64_t t[2],
-			  const cmesh_type *type, struct cmesh__lane **out)
+			  bool produce, const cmesh_type *type,
+			  struct cmesh__lane **out)
 {
 	struct cmesh__lane *ln = NULL;
 	int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
 
-	TOPO_CHECK_EQ(cmesh__link_claim(l, t, type, 4096, 65536, 0, keep_lane,
-					&ln),
+	TOPO_CHECK_EQ(cmesh__link_claim(l, t, produce, type, 4096, 65536, 0,
+					keep_lane, &ln),
 		      0);
 	TOPO_CHECK(ln);
 	while (!cmesh__lane_bound(ln) &&
@@ -2646,7 +2651,8 @@ static int claimer(int sock, int sync, int how)
 
 	TOPO_CHECK_EQ(port_peer_join(sock, &rxmsg_type, &node, &tx, &rx), 0);
 	l = cmesh__node_link(node);
-	if (how == CLAIM_WRONG_TYPE || how == CLAIM_TWICE) {
+	if (how == CLAIM_WRONG_TYPE || how == CLAIM_WRONG_WAY ||
+	    how == CLAIM_TWICE) {
 		struct cmesh__lane *in;
 
 		TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(),
@@ -2661,7 +2667,7 @@ static int claimer(int sock, int sync, int how)
 	}
 	switch (how) {
 	case CLAIM_UNKNOWN:
-		TOPO_CHECK_EQ(claim_answered(l, t, &seq_type, &a), 0);
+		TOPO_CHECK_EQ(claim_answered(l, t, false, &seq_type, &a), 0);
 		TOPO_CHECK(atomic_load(&a->dropped));
 		break;
 	case CLAIM_BAD_PORT: {
@@ -2674,9 +2680,9 @@ static int claimer(int sock, int sync, int how)
 						CMESH_CTL_CLAIM, sizeof(c), 0 };
 		c.token[0] = t[0];
 		c.token[1] = t[1];
-		/* A receiver's port: the claimer must consume the lane. */
+		/* A context's port: no lane of a channel at all. */
 		c.port = (struct cmesh_ctl_port){ .id = 1001,
-						  .kind = CMESH_PORT_READ,
+						  .kind = CMESH_PORT_CTX,
 						  .ring_cap = 4096,
 						  .arena_size = 1u << 20 };
 		TOPO_CHECK_EQ(cmesh__ctl_send(cmesh__link_sock(l), &c,
@@ -2686,14 +2692,20 @@ static int claimer(int sock, int sync, int how)
 		return port_peer_end(sync, node, tx, rx);
 	}
 	case CLAIM_WRONG_TYPE:
+	case CLAIM_WRONG_WAY:
 		/* The peer fails the link: no answer comes. */
-		TOPO_CHECK_EQ(claim_answered(l, t, &rxmsg_type, &a), 0);
+		TOPO_CHECK_EQ(claim_answered(l, t, how == CLAIM_WRONG_WAY,
+					     how == CLAIM_WRONG_WAY ?
+						     &seq_type :
+						     &rxmsg_type,
+					     &a),
+			      0);
 		TOPO_CHECK(cmesh__link_failed(l) && !cmesh__lane_bound(a));
 		cmesh_receiver_free(m.rx);
 		return port_peer_end(sync, node, tx, rx);
 	case CLAIM_TWICE:
-		TOPO_CHECK_EQ(claim_answered(l, t, &seq_type, &a), 0);
-		TOPO_CHECK_EQ(claim_answered(l, t, &seq_type, &b), 0);
+		TOPO_CHECK_EQ(claim_answered(l, t, false, &seq_type, &a), 0);
+		TOPO_CHECK_EQ(claim_answered(l, t, false, &seq_type, &b), 0);
 		TOPO_CHECK(cmesh__lane_bound(a));
 		TOPO_CHECK(!atomic_load(&a->dropped));
 		TOPO_CHECK(atomic_load(&b->dropped));
@@ -2732,7 +2744,8 @@ static void claim_case(int how, bool fails)
 		topo_child_exit(claimer(sv[1], sy[1], how));
 	join_child_link(sv[0], &rxmsg_type, RING, &node, &tx, &rx);
 	good_round_trip(&good, 1);
-	if (how == CLAIM_WRONG_TYPE || how == CLAIM_TWICE) {
+	if (how == CLAIM_WRONG_TYPE || how == CLAIM_WRONG_WAY ||
+	    how == CLAIM_TWICE) {
 		/* A receiver for it: its port carries its senders' token. */
 		TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &stx, &srx), 0);
 		m.rx = srx;
@@ -2767,18 +2780,23 @@ static void claim_case(int how, bool fails)
 
 /*
  * Claims are capabilities: a token nobody gave is refused (DROPPED) and
- * changes nothing; a CLAIM whose port is not the claimer's to read, or
- * that names a token it was given with another type, fails the link with
- * -EPROTO; a token works once (a replay is refused).
+ * changes nothing; a CLAIM whose port is no channel's, or that names a
+ * token it was given with another type or to go the other way, fails the
+ * link with -EPROTO; a token works once (a replay is refused).
  */
 Test(node_hostile, a_claim_with_a_token_nobody_gave_is_refused)
 {
 	claim_case(CLAIM_UNKNOWN, false);
 }
 
-Test(node_hostile, a_claim_whose_port_is_a_receivers_fails_with_eproto)
+Test(node_hostile, a_claim_whose_port_is_a_contexts_fails_with_eproto)
 {
 	claim_case(CLAIM_BAD_PORT, true);
+}
+
+Test(node_hostile, a_claim_to_write_a_lane_given_to_read_fails_with_eproto)
+{
+	claim_case(CLAIM_WRONG_WAY, true);
 }
 
 Test(node_hostile, a_claim_of_another_type_fails_with_eproto)

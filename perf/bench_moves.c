@@ -44,14 +44,16 @@
  *                     of rows 2, 3, 4 and 4b.
  *   2 moved via P1    the same, but the control message carrying A's
  *                     receiver and B's sender goes P0 -> P1 -> P2: P1
- *                     sends it on over the P1-P2 link, which leaves P1
- *                     a forwarder for each (A: P0 -> P1 -> P2, B: P2 ->
- *                     P1 -> P0). Ratio: the price of one forwarding hop
- *                     each way.
- *   3 moved 3 times   the same, route P0 -> P2 -> P1 -> P2 (three moves
- *                     ending in P2; P2's first move leaves a forwarder in
- *                     P2, P1's a forwarder in P1: each direction passes
- *                     two forwarders, one of them in P2 itself).
+ *                     sends it on over the P1-P2 link, through a
+ *                     forwarder for each, until P2 has claimed A's
+ *                     senders and B's receiver from P0 (src/link_claim.c:
+ *                     both are sole users of their lanes); then P1's
+ *                     forwarders end and both channels are direct.
+ *   3 moved 3 times   the same, moved one move at a time: P0 -> P2,
+ *                     then P2 -> P1, then P1 -> P2 (OP_PASS), each given
+ *                     SETTLE_US (50 ms, untimed) for its claims before
+ *                     the next (an endpoint sent on while its own claim
+ *                     is unanswered goes through a forwarder for good).
  *                     Target (issue 10, "runs at the speed of one
  *                     created in place"): p50 <= 1.2x row 1's p50.
  *   4 link's own      the P0-P2 link's first channels (the join's pair),
@@ -175,7 +177,8 @@ enum {
 	OP_PONG,       /* row 4, up */
 	OP_REPORT,     /* to P0: seq (and stamp) */
 	OP_CHECK,      /* report 1 if no forwarder thread is left (2 s) */
-	OP_QUIT	       /* free everything and exit */
+	OP_QUIT,       /* free everything and exit */
+	OP_PASS	       /* send pair `slot` to P`n` (its OP_PAIR), report */
 };
 
 struct ctl {
@@ -485,8 +488,7 @@ static int act(struct ctl *m, bool *quit)
 			fail("OP_EXPECT: bad process", -EPROTO);
 		return (int)m->slot;
 	case OP_PAIR:
-		if (me != 2 || m->slot >= NPAIRS || !m->rx || !m->tx ||
-		    pair_rx[m->slot])
+		if (m->slot >= NPAIRS || !m->rx || !m->tx || pair_rx[m->slot])
 			fail("OP_PAIR: bad pair", -EPROTO);
 		pair_rx[m->slot] = m->rx;
 		pair_tx[m->slot] = m->tx;
@@ -529,6 +531,23 @@ static int act(struct ctl *m, bool *quit)
 	case OP_QUIT:
 		*quit = true;
 		return 0;
+	case OP_PASS: {
+		struct ctl o = { .op = OP_PAIR,
+				 .slot = m->slot,
+				 .seq = m->seq };
+
+		if (m->slot >= NPAIRS || !pair_rx[m->slot] || m->n >= NPROC ||
+		    (int)m->n == me || !m->n)
+			fail("OP_PASS: bad pair", -EPROTO);
+		o.rx = pair_rx[m->slot];
+		o.tx = pair_tx[m->slot];
+		pair_rx[m->slot] = NULL;
+		pair_tx[m->slot] = NULL;
+		o.nroute = 1;
+		o.route[0] = (uint8_t)m->n;
+		send_ctl((int)m->n, &o, "cmesh_sender_send (pass)");
+		return 0;
+	}
 	default:
 		fail("unknown control op", -EPROTO);
 	}
@@ -606,9 +625,9 @@ static cmesh_receiver *b_rx[NPAIRS]; /* B's receivers */
 static const uint8_t pair_route[NPAIRS][MAXROUTE] = {
 	{ 2 }, /* in place */
 	{ 1, 2 },
-	{ 2, 1, 2 },
+	{ 2 }, /* then on, one move at a time: setup_pair() */
 };
-static const int pair_route_len[NPAIRS] = { 1, 2, 3 };
+static const int pair_route_len[NPAIRS] = { 1, 2, 1 };
 
 /* A control message for process k alone. */
 static void direct(int k, struct ctl *m)
@@ -661,6 +680,28 @@ static uint64_t report_from(int k, uint64_t seq)
 	return m.stamp;
 }
 
+/* Time each move of row 3 is given to settle (its claims, untimed). */
+#define SETTLE_US 50000
+
+/* Pair k goes from P`from` to P`to`, which reports it; then settles. */
+static void pass_pair(int k, int from_k, int to_k)
+{
+	struct ctl m;
+
+	memset(&m, 0, sizeof(m));
+	m.op = OP_EXPECT;
+	m.slot = (uint32_t)from_k;
+	direct(to_k, &m);
+	memset(&m, 0, sizeof(m));
+	m.op = OP_PASS;
+	m.slot = (uint32_t)k;
+	m.n = (uint32_t)to_k;
+	m.seq = next_seq++;
+	direct(from_k, &m);
+	report_from(to_k, m.seq);
+	usleep(SETTLE_US);
+}
+
 /* Rows 1..3: makes pair k and sends its far ends along its route. */
 static void setup_pair(int k)
 {
@@ -682,6 +723,11 @@ static void setup_pair(int k)
 	send_expects(pair_route[k], pair_route_len[k]);
 	send_route(&m, pair_route[k], pair_route_len[k]);
 	report_from(2, m.seq);
+	if (k == 2) { /* row 3: P0 -> P2, then P2 -> P1 -> P2 */
+		usleep(SETTLE_US);
+		pass_pair(k, 2, 1);
+		pass_pair(k, 1, 2);
+	}
 }
 
 /* ---------------------------------------------------------------------- */

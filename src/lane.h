@@ -182,8 +182,9 @@ struct cmesh__lane {
 	 * Out lane of a receiver that moved away: its queue, whose senders
 	 * are here (queue_port.c; opaque below it), until the queue goes or
 	 * the receiver came back to it (or claimed its senders elsewhere);
-	 * in lane of a sender that moved here from there: its receiver's
-	 * queue (a sender's claim). Weak: set and cleared under a leaf lock
+	 * out lane a sender's claim made: that sender's queue (on answer, and
+	 * while it is its tx lane); in lane of a sender that moved from here
+	 * to elsewhere: its receiver's queue (a sender's claim). Weak: set and cleared under a leaf lock
 	 * of link_claim.c (cmesh__link_lane_home_set()), which a lookup
 	 * holds with the link's (cmesh__link_lane_home_take()), or alone (a
 	 * claim: the lane is its queue's while it has a home).

@@ -31,8 +31,8 @@
  * other lock is taken under it. A lookup of a home by lane id holds it
  * inside the link's att_lock, from its read of the home to take()'s
  * reference; a claim's lookup holds it alone (a lane with a home is held
- * by its queue until the queue clears the home, in its last put, so it
- * is alive there).
+ * by its queue until the queue clears the home: an out lane's in its last
+ * put, an in lane's when its receiver drops it; so it is alive there).
  *
  * The process's name (cmesh__proc_id): 64 random bits, made again in a
  * child after fork; sent in every HELLO (proc_id). A port's REDIRECT

@@ -27,13 +27,15 @@
  * each a hop of its own; per-sender order holds along it, and the failure
  * of any process on it fails the channel (-ECONNRESET) at both ends.
  *
- * Two moves end their forwarder. A channel receiver going back to the
+ * Three moves end their forwarder. A channel receiver going back to the
  * process of all its senders over the lane it reads is taken back there
  * (HOME). One whose senders are all in one process, writing the one lane
  * it reads, carries that process's name and the lane's token (REDIRECT):
  * the process it arrives in claims the senders if it is linked with
  * theirs (link_claim.c), and reads them directly once the forwarded lane
- * (everything sent before) has ended; the forwarder ends with it.
+ * (everything sent before) has ended; the forwarder ends with it. A
+ * channel sender that is its queue's only one claims its receiver the
+ * same way: its new lane is read there once the forwarded one has ended.
  */
 #include "port.h"
 
@@ -415,7 +417,16 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 		t[1] = peer->peer_token[1];
 	}
 	r = export_forwarded(link, f, h, env, out);
-	/* Its forwarder's lane has a token of ours: the one upstream wins. */
+	/*
+	 * Its forwarder's lane has a token of ours: the one upstream wins. A
+	 * sender's is no use (its receiver here is the forwarder's, in a
+	 * waitset: every claim of it is refused), so it never goes.
+	 */
+	if (!r && !home && !node && f->kind == CMESH_FIELD_KIND_SENDER) {
+		out->desc.flags &= ~CMESH_PORT_F_REDIRECT;
+		out->desc.node = 0;
+		out->desc.token[0] = out->desc.token[1] = 0;
+	}
 	if (r || (out->desc.flags & ~CMESH_PORT_F_REDIRECT) || (!home && !node))
 		return r;
 	out->desc.flags = 0;
@@ -601,16 +612,18 @@ static void claim_peer(struct cmesh__link *link, const struct cmesh_ctl_port *d,
 	to = cmesh__link_by_proc(d->node);
 	if (!to)
 		return;
-	/* Ours to use: once claimed, the token is spent. */
-	ln->peer_token[0] = ln->peer_token[1] = 0;
-	ln->peer_node = 0;
 	/* The link's reference goes to the queue if the claim goes. */
 	if (ring_cap_for(cmesh__queue_type(q), CMESH_FIELD_KIND_RECEIVER, env,
 			 &cap) ||
 	    cmesh__link_claim(to, d->token, sending, cmesh__queue_type(q), cap,
 			      env->max_backlog, env->spin_ns,
-			      sending ? claim_out : await, q))
+			      sending ? claim_out : await, q)) {
 		cmesh__link_put(to);
+		return;
+	}
+	/* Spent: once claimed, nobody further on may use it. */
+	ln->peer_token[0] = ln->peer_token[1] = 0;
+	ln->peer_node = 0;
 }
 
 /*

@@ -68,6 +68,8 @@ static int reserve(struct cmesh__lane ***v, uint32_t *cap, uint32_t need)
 	return 0;
 }
 
+static bool sender_tryget(struct cmesh__queue *q);
+
 int cmesh__queue_add_rx_lane(struct cmesh__queue *q, struct cmesh__lane *ln)
 {
 	return cmesh__queue_admit(q, 0, ln, false);
@@ -94,6 +96,15 @@ int cmesh__queue_admit(struct cmesh__queue *q, uint64_t after,
 	} else {
 		r = reserve(&q->xl_add, &q->xl_capadd, q->xl_nadd + 1);
 	}
+	/*
+	 * A claim's lane: the sender it stands for may have ended since
+	 * (its old lane's CLOSE read, the last sender gone): no reference
+	 * comes back from 0. A sender exported from here holds one.
+	 */
+	if (!r && after && !sender_tryget(q))
+		r = -EPIPE;
+	else if (!r && !after)
+		cmesh__queue_sender_get(q);
 	if (!r) {
 		/* Before the consumer may drop it (which unlists it). */
 		if (claimable)
@@ -101,7 +112,6 @@ int cmesh__queue_admit(struct cmesh__queue *q, uint64_t after,
 		q->xl_add[q->xl_nadd++] = ln;
 		atomic_fetch_add_explicit(&q->st_lanes, 1,
 					  memory_order_relaxed);
-		cmesh__queue_sender_get(q);
 		cmesh__link_get(ln->link);
 		/* Pairs with the consumer's acquire load of xl_flags. */
 		atomic_fetch_or_explicit(&q->xl_flags, XL_ANY | XL_NEW,

@@ -103,10 +103,14 @@ struct cmesh__queue {
 	_Atomic uint64_t ovf_bytes; /* node_cost() of the list and batch */
 	_Atomic uint32_t nsenders;
 	_Atomic uint32_t refs; /* sending side (1) + receiving side (1) */
+	/*
+	 * A recent head_pub, <= head: producers', beside what every send
+	 * reads anyway (a re-armed oneshot's is set with its state).
+	 */
+	_Atomic uint64_t head_cache;
 
 	/* Producers only. */
 	alignas(PAIR) _Atomic uint64_t tail;
-	_Atomic uint64_t head_cache; /* a recent head_pub, <= head */
 
 	/* Consumer only (the drain_lock holder once the receiver closed). */
 	alignas(PAIR) uint64_t head;

@@ -159,6 +159,8 @@ bool cmesh__queue_rearm(struct cmesh__queue *q)
 	atomic_store_explicit(&q->state, 0, memory_order_relaxed);
 	atomic_store_explicit(&q->nsenders, 1, memory_order_relaxed);
 	atomic_store_explicit(&q->refs, 2, memory_order_relaxed);
+	/* Its value was taken: the head is the tail (no reload next send). */
+	atomic_store_explicit(&q->head_cache, q->head, memory_order_relaxed);
 	q->senders_done = false;
 	q->in_flight_looks = 0;
 	atomic_store_explicit(&q->st_waits, 0, memory_order_relaxed);

@@ -361,6 +361,26 @@ int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
 	return 0;
 }
 
+int cmesh__link_claim_local(const uint64_t token[2], const cmesh_type *type,
+			    void **home, uint64_t *serial)
+{
+	const struct cmesh__claim_ops *ops =
+		atomic_load_explicit(&claim_ops, memory_order_acquire);
+	struct found f = { 0 };
+	uint64_t fp;
+	int r;
+
+	if (!ops || cmesh_type_fingerprint(type, &fp))
+		return -ENOENT;
+	/* A sender's lane to us (an in lane): we "produce", as a claimer. */
+	r = claim_take(ops, token, fp, true, &f);
+	if (r)
+		return r;
+	*home = f.home;
+	*serial = f.serial;
+	return 0;
+}
+
 void cmesh__claims_answered(struct cmesh__lane *ln)
 {
 	const struct cmesh__claim_ops *ops =

@@ -409,8 +409,12 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 	if (peer && !cmesh__lane_bound(peer))
 		peer = NULL;
 	home = peer && !peer->is_out && peer->link == link ? peer->id : 0;
-	/* Read now: once the forwarder has it, the lane may go. */
-	if (peer && !home && peer->peer_node != cmesh__link_peer_proc(link) &&
+	/*
+	 * Read now: once the forwarder has it, the lane may go. A sender
+	 * going to its receiver's process goes home there (import()).
+	 */
+	if (peer && !home &&
+	    (peer->is_out || peer->peer_node != cmesh__link_peer_proc(link)) &&
 	    (peer->peer_token[0] | peer->peer_token[1])) {
 		node = peer->peer_node;
 		t[0] = peer->peer_token[0];
@@ -627,6 +631,39 @@ static void claim_peer(struct cmesh__link *link, const struct cmesh_ctl_port *d,
 }
 
 /*
+ * A channel sender coming back to its receiver's process (here): its port
+ * `d` names the in lane it wrote from elsewhere, and `fwd` is our lane to
+ * the forwarder it left behind. The receiver's queue takes it as a local
+ * sender again, read after that lane has ended (cmesh__queue_gate_local);
+ * `fwd` ends at once (nothing sent on it), which ends the forwarder, whose
+ * end ends the old lane. 0 with *out a handle on that queue, or
+ * -EOPNOTSUPP (nothing done: an ordinary port; a token that names no
+ * sender's lane of ours, or one of another type, is only a hint).
+ */
+static int sender_home(const struct cmesh_ctl_port *d, const cmesh_type *t,
+		       struct cmesh__lane *fwd, void **out)
+{
+	uint64_t serial;
+	void *home, *h;
+	int r;
+
+	if (cmesh__link_claim_local(d->token, t, &home, &serial))
+		return -EOPNOTSUPP;
+	h = cmesh__endpoint_handle_new(home);
+	r = h ? cmesh__queue_gate_local(home, serial) : -EOPNOTSUPP;
+	cmesh__queue_unget(home); /* the handle holds a sender reference */
+	if (r) {
+		if (h)
+			cmesh__endpoint_shell_free(h);
+		return -EOPNOTSUPP;
+	}
+	cmesh__lane_close_tx(fwd);
+	cmesh__link_lane_release(fwd);
+	*out = h;
+	return 0;
+}
+
+/*
  * The endpoint for port `d` (the peer's half in `fd`, taken) in field `f`
  * of a message that came over `link`: *out is its handle.
  */
@@ -693,6 +730,11 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 	if ((d->flags & CMESH_PORT_F_HOME) && !ln->failed_alone &&
 	    import_home(link, d, f->type, ln, out) == 0)
 		return 0;
+	if ((d->flags & CMESH_PORT_F_REDIRECT) && !ln->failed_alone &&
+	    f->kind == CMESH_FIELD_KIND_SENDER && d->node == cmesh__proc_id()) {
+		if (sender_home(d, f->type, ln, out) == 0)
+			return 0;
+	}
 	o.ring_bytes = 0; /* the local tier is unused: two slots */
 	o.spin_ns = env->spin_ns;
 	o.max_trail = ln->max_trail;

@@ -301,6 +301,17 @@ int cmesh__queue_claim_out(struct cmesh__queue *q, struct cmesh__lane *ln);
  */
 struct cmesh__lane *cmesh__queue_sole_sender(struct cmesh__queue *q);
 
+/*
+ * A sender of `q` comes home (port.c): the one that wrote its receiver's
+ * in lane of serial `serial` from elsewhere. A sender reference is taken
+ * for its new handle here, and the local tier is sealed and not read
+ * until that lane has ended (what it sent from there comes first): local
+ * sends queue in order meanwhile. 0, or -EOPNOTSUPP (nothing done: the
+ * receiver is not here reading lanes, is in a waitset, another come home
+ * waits, or the senders are gone).
+ */
+int cmesh__queue_gate_local(struct cmesh__queue *q, uint64_t serial);
+
 /* Trailing length of the next message, -EAGAIN or -EPIPE. Consumer side. */
 int cmesh__queue_peek(struct cmesh__queue *q);
 

@@ -151,7 +151,13 @@ struct cmesh__queue {
 	 */
 	struct cmesh__lane *gate;
 	struct cmesh__lane *old_lanes; /* by old_next */
-	uint32_t nold;		       /* lanes in old_lanes (`lock`) */
+	/*
+	 * A sender came home (cmesh__queue_gate_local()): the local tier is
+	 * sealed and not read until the lane of this serial (the one it
+	 * wrote from elsewhere) has ended (set under `lock`; 0: none).
+	 */
+	_Atomic uint64_t gate_serial;
+	uint32_t nold; /* lanes in old_lanes (`lock`) */
 	/*
 	 * A claimed lane (cmesh__queue_await()), read once rx_lane ended
 	 * (consumer; set under `lock` before the receiver is handed out).

@@ -146,6 +146,23 @@ static void open_after(struct cmesh__queue *q, uint64_t s)
 			q->xl[i]->after = 0;
 }
 
+/* The local tier waits behind a lane (come home: a receiver's, a sender's). */
+static bool local_gated(const struct cmesh__queue *q)
+{
+	return q->gate ||
+	       atomic_load_explicit(&q->gate_serial, memory_order_acquire);
+}
+
+/*
+ * Consumer: the lane a sender that came home wrote has ended: the local
+ * tier opens (its senders queued, in order, behind the seal).
+ */
+static void open_local(struct cmesh__queue *q)
+{
+	atomic_store_explicit(&q->gate_serial, 0, memory_order_relaxed);
+	atomic_fetch_and_explicit(&q->tail, ~TAIL_SEAL, memory_order_release);
+}
+
 /* Consumer: takes the lanes added since it last looked. */
 static int merge(struct cmesh__queue *q)
 {
@@ -169,6 +186,11 @@ static int merge(struct cmesh__queue *q)
 	for (uint32_t i = 0; i < q->xl_n; i++)
 		if (q->xl[i]->after && !has_serial(q, q->xl[i]->after))
 			q->xl[i]->after = 0;
+	/* The same for a sender that came home (cmesh__queue_gate_local). */
+	if (!r && local_gated(q) &&
+	    !has_serial(q, atomic_load_explicit(&q->gate_serial,
+						memory_order_acquire)))
+		open_local(q);
 	return r;
 }
 
@@ -193,6 +215,9 @@ static void drop_lane(struct cmesh__queue *q, uint32_t i)
 		atomic_fetch_and_explicit(&q->tail, ~TAIL_SEAL,
 					  memory_order_release);
 	}
+	if (ln->serial ==
+	    atomic_load_explicit(&q->gate_serial, memory_order_acquire))
+		open_local(q);
 	cmesh__link_lane_release(ln);
 	cmesh__link_put(l);
 	/* Its sender reference: the last one closes the sending side. */
@@ -234,7 +259,7 @@ static int walk(struct cmesh__queue *q, bool peek, void *out_msg,
 		return r;
 again:
 	/* Come home: what was sent before arrives first (q->gate). */
-	if (!q->primary_done && !q->gate) {
+	if (!q->primary_done && !local_gated(q)) {
 		r = peek ? cmesh__queue_peek_primary(q) :
 			   cmesh__queue_try_primary(q, out_msg, out_trail, cap,
 						    pin);
@@ -296,7 +321,7 @@ bool cmesh__queue_xl_ready(struct cmesh__queue *q)
 	    (atomic_load_explicit(&q->xl_flags, memory_order_acquire) & XL_NEW))
 		return true;
 	/* Behind a gate (come home) the local tier waits its turn. */
-	if (!q->primary_done && !q->gate &&
+	if (!q->primary_done && !local_gated(q) &&
 	    (q->rx_lane ? cmesh__lane_ready(q->rx_lane) :
 			  cmesh__queue_local_ready(q)))
 		return true;
@@ -315,11 +340,11 @@ bool cmesh__queue_xl_spin(struct cmesh__queue *q, int rounds)
 	uint64_t want[SPIN_WORDS];
 	uint32_t n = 0;
 	/* The local queue's word, if polled, is w[0]: an exact match. */
-	bool local = !q->primary_done && !q->rx_lane && !q->gate;
+	bool local = !q->primary_done && !q->rx_lane && !local_gated(q);
 
 	if (merge(q))
 		return true;
-	if (!q->primary_done && !q->gate) {
+	if (!q->primary_done && !local_gated(q)) {
 		w[n] = q->rx_lane ?
 			       cmesh__lane_spin_word(q->rx_lane, &want[n]) :
 			       cmesh__queue_head_word(q, &want[n]);
@@ -792,6 +817,40 @@ struct cmesh__lane *cmesh__queue_sole_sender(struct cmesh__queue *q)
 		tx = NULL;
 	pthread_mutex_unlock(&q->lock);
 	return tx;
+}
+
+int cmesh__queue_gate_local(struct cmesh__queue *q, uint64_t serial)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&q->lock);
+	/*
+	 * Its receiver is here and reads lanes; no other come home waits;
+	 * the sender the lane stands for is still one of its senders.
+	 */
+	if (q->ws || q->rx_lane || q->gate ||
+	    atomic_load_explicit(&q->tx_lane, memory_order_relaxed) ||
+	    atomic_load_explicit(&q->gate_serial, memory_order_relaxed) ||
+	    !(atomic_load_explicit(&q->xl_flags, memory_order_relaxed) &
+	      XL_ANY) ||
+	    (atomic_load_explicit(&q->state, memory_order_relaxed) &
+	     ST_RX_CLOSED) ||
+	    !sender_tryget(q)) {
+		r = -EOPNOTSUPP;
+	} else {
+		/* Every claim after this fails: the sends queue in order. */
+		atomic_fetch_or_explicit(&q->tail, TAIL_SEAL,
+					 memory_order_acq_rel);
+		atomic_store_explicit(&q->gate_serial, serial,
+				      memory_order_release);
+		/* The consumer looks (merge()): the lane may have ended. */
+		atomic_fetch_or_explicit(&q->xl_flags, XL_NEW,
+					 memory_order_release);
+	}
+	pthread_mutex_unlock(&q->lock);
+	if (!r)
+		cmesh__queue_wake(q, 0);
+	return r;
 }
 
 int cmesh__queue_claim_out(struct cmesh__queue *q, struct cmesh__lane *ln)

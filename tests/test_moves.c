@@ -1995,3 +1995,47 @@ Test(moves, a_sender_sent_on_claims_its_receiver_at_every_hop)
 	cmesh_receiver_free(rx);
 	mesh_down(1u << 1);
 }
+
+/*
+ * mesh: a sender that moves back to the process of its receiver is an
+ * in-process sender again. It goes to P1, sends there, and comes back;
+ * what it sent from P1 arrives first, then what it sends here; then the
+ * receiver reads no lane any more, and P1's death takes nothing.
+ */
+Test(moves, a_sender_back_home_is_an_in_process_sender_again)
+{
+	cmesh_receiver_stats stats;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 };
+	struct seqmsg s;
+
+	mesh_up(2);
+	new_channel(&tx, &rx);
+	m.tx = tx;
+	route_send(&m, OP_HOLD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	send_held(1, 1, 3);
+	/* Its message comes before P1's report: both on one channel. */
+	m = (struct cmsg){ .arg = OP_HOLD | 1u << 8 };
+	route_send(&m, OP_PASS, ROUTE(1));
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(from[1], topo_deadline(), &m,
+						  NULL, 0),
+		     0);
+	cr_assert(m.op == OP_HOLD && m.tx);
+	tx = m.tx;
+	cr_assert_eq(report_from(1), 0);
+	for (uint64_t i = 4; i <= 6; i++)
+		TU_ASSERT_RC(send_item(tx, 0, i), 0);
+	expect_seqs(rx, 1, 6);
+	stats = stats_when(rx, in_process);
+	cr_assert(in_process(&stats), "lanes %u, remote %u", stats.lanes,
+		  stats.remote);
+	kill_and_wait(1);
+	TU_ASSERT_RC(send_item(tx, 0, 7), 0);
+	expect_seqs(rx, 7, 7);
+	cmesh_sender_free(tx);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &s, NULL, 0), -EPIPE);
+	cmesh_receiver_free(rx);
+	mesh_down(1u << 1);
+}

@@ -1804,6 +1804,21 @@ Test(moves, a_receiver_sent_on_claims_its_senders_and_the_forwarder_goes)
 	mesh_down(1u << 1);
 }
 
+/* Pk sends what it holds back to us: the message that carries it. */
+static struct cmsg passed_home(int k)
+{
+	struct cmsg m = { .arg = OP_HOLD | 1u << 8 }; /* route: P0 */
+
+	route_send(&m, OP_PASS, ROUTE((uint8_t)k));
+	/* Its message comes before Pk's report: both on one channel. */
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(from[k], topo_deadline(), &m,
+						  NULL, 0),
+		     0);
+	cr_assert_eq(m.op, OP_HOLD);
+	cr_assert_eq(report_from(k), 0);
+	return m;
+}
+
 /*
  * A channel whose sender here streams st->n messages (from thread *t)
  * while its receiver goes to P1, then on to P2 (held there), where it
@@ -1869,15 +1884,9 @@ Test(moves, a_receiver_that_claimed_its_senders_comes_home)
 
 	mesh_up(3);
 	stream_to_p2_by_claim(&st, &tx, &t);
-	/* Its message comes before P2's report: both on one channel. */
-	m = (struct cmsg){ .arg = OP_HOLD | 1u << 8 };
-	route_send(&m, OP_PASS, ROUTE(2));
-	TU_ASSERT_RC(cmesh_receiver_recv_deadline(from[2], topo_deadline(), &m,
-						  NULL, 0),
-		     0);
-	cr_assert_eq(m.op, OP_HOLD);
+	m = passed_home(2);
 	rx = m.rx;
-	cr_assert_eq(report_from(2), 0);
+	cr_assert(rx);
 	tu_thread_join(t);
 	cr_assert_eq(st.rc, 0);
 	cr_assert_eq(drain_fifo(rx, st.n), (int64_t)st.n);
@@ -1937,6 +1946,22 @@ static void send_held(int k, uint64_t first, uint64_t last)
 	}
 }
 
+/*
+ * A new channel whose sender goes to P1 (held there) and sends seq
+ * first..last there: its receiver.
+ */
+static cmesh_receiver *sender_in_p1(uint64_t first, uint64_t last)
+{
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 };
+
+	new_channel(&m.tx, &rx);
+	route_send(&m, OP_HOLD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	send_held(1, first, last);
+	return rx;
+}
+
 /* Receives seq first..last from sender 0, in order. */
 static void expect_seqs(cmesh_receiver *rx, uint64_t first, uint64_t last)
 {
@@ -1961,17 +1986,11 @@ static void expect_seqs(cmesh_receiver *rx, uint64_t first, uint64_t last)
  */
 Test(moves, a_sender_sent_on_claims_its_receiver_at_every_hop)
 {
-	cmesh_sender *tx;
 	cmesh_receiver *rx;
-	struct cmsg m = { 0 };
 	struct seqmsg s;
 
 	mesh_up(3);
-	new_channel(&tx, &rx);
-	m.tx = tx;
-	route_send(&m, OP_HOLD, ROUTE(1));
-	cr_assert_eq(report_from(1), 0);
-	send_held(1, 1, 3);
+	rx = sender_in_p1(1, 3);
 	pass_held(1, OP_HOLD, ROUTE(2));
 	cr_assert_eq(report_from(2), 0);
 	send_held(2, 4, 6);
@@ -2011,20 +2030,10 @@ Test(moves, a_sender_back_home_is_an_in_process_sender_again)
 	struct seqmsg s;
 
 	mesh_up(2);
-	new_channel(&tx, &rx);
-	m.tx = tx;
-	route_send(&m, OP_HOLD, ROUTE(1));
-	cr_assert_eq(report_from(1), 0);
-	send_held(1, 1, 3);
-	/* Its message comes before P1's report: both on one channel. */
-	m = (struct cmsg){ .arg = OP_HOLD | 1u << 8 };
-	route_send(&m, OP_PASS, ROUTE(1));
-	TU_ASSERT_RC(cmesh_receiver_recv_deadline(from[1], topo_deadline(), &m,
-						  NULL, 0),
-		     0);
-	cr_assert(m.op == OP_HOLD && m.tx);
+	rx = sender_in_p1(1, 3);
+	m = passed_home(1);
 	tx = m.tx;
-	cr_assert_eq(report_from(1), 0);
+	cr_assert(tx);
 	for (uint64_t i = 4; i <= 6; i++)
 		TU_ASSERT_RC(send_item(tx, 0, i), 0);
 	expect_seqs(rx, 1, 6);

@@ -165,7 +165,7 @@ struct cmesh__lane {
 	const unsigned char *bulk_in; /* the peer's bulk arena, read-only */
 	uint64_t bulk_in_size;	      /* its bytes (0: none mapped) */
 
-	/* Out lane, cold: the seal and the receiver's home (queue_port.c). */
+	/* Out lane, cold: the seal and the receiver's home (queue_move.c). */
 	/*
 	 * Read: a send of endpoints (port.c), from its look at the seal to
 	 * its record. Write: the seal (cmesh__lane_seal_tx()), so that no
@@ -180,7 +180,7 @@ struct cmesh__lane {
 	bool sealable;
 	/*
 	 * Out lane of a receiver that moved away: its queue, whose senders
-	 * are here (queue_port.c; opaque below it), until the queue goes or
+	 * are here (queue_move.c; opaque below it), until the queue goes or
 	 * the receiver came back to it (or claimed its senders elsewhere);
 	 * out lane a sender's claim made: that sender's queue (on answer, and
 	 * while it is its tx lane); in lane of a sender that moved from here
@@ -503,7 +503,7 @@ static inline int cmesh__lane_peer_closed(const struct cmesh__lane *ln)
 }
 
 /*
- * Out lane: seals it (its receiver came home, queue_port.c): every send
+ * Out lane: seals it (its receiver came home or was claimed, queue_move.c): every send
  * that has not claimed its record by then returns -ESTALE, taking
  * nothing, and its caller sends again where its queue now says; then
  * the end (CLOSE) follows everything sent before, backlog included. Once.

@@ -5,7 +5,7 @@
  *
  * Homes. An out lane that carries a channel to a receiver in another
  * process has a home: the queue of its senders here (opaque at this
- * layer, weak; queue_port.c sets and clears it). A receiver that comes
+ * layer, weak; queue_move.c sets and clears it). A receiver that comes
  * back over the same link names the lane (CMESH_PORT_F_HOME); the port
  * layer then takes it back into that queue (cmesh__link_lane_home_take).
  *

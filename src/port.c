@@ -140,7 +140,7 @@ static int send_on_lane(struct cmesh__lane *ln, const void *msg,
 static int send_ports_on_lane(struct cmesh__lane *ln, const void *msg,
 			      const void *trail, size_t len);
 
-/* A forwarded message of a receiver that moves (queue_port.c). */
+/* A forwarded message of a receiver that moves (queue_move.c). */
 static int forward(void *ctx, struct cmesh__lane *ln, void *msg, void *trail,
 		   size_t len)
 {

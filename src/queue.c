@@ -1392,7 +1392,7 @@ void cmesh__queue_sender_put(struct cmesh__queue *q)
 	ln = atomic_load_explicit(&q->tx_lane, memory_order_seq_cst);
 	if (ln) {
 		pthread_mutex_lock(&q->lock);
-		/* The receiver may have come home (queue_port.c): local. */
+		/* The receiver may have come home (queue_move.c): local. */
 		ln = atomic_load_explicit(&q->tx_lane, memory_order_relaxed);
 		if (ln && !q->closed_out)
 			close_lane = q->closed_out = true;

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * queue_int.h - the in-process queue's state, shared by the two files of
- * the queue module: queue.c (the ring, the overflow list, send, receive,
- * sleep) and queue_port.c (lanes added to a receiver whose senders moved
- * to other processes, and the move of a receiver: sealing the ring and
- * forwarding what it holds).
+ * queue_int.h - the in-process queue's state, shared by the files of the
+ * queue module: queue.c (the ring, the overflow list, send, receive,
+ * sleep), queue_port.c (lanes added to a receiver whose senders moved to
+ * other processes), queue_move.c (the move of a receiver: sealing the
+ * ring and forwarding what it holds; its coming home; claims) and
+ * queue_reuse.c (queues kept and re-armed).
  */
 #ifndef CMESH_QUEUE_INT_H
 #define CMESH_QUEUE_INT_H
@@ -93,7 +94,7 @@ struct cmesh__queue {
 	struct cmesh__lane *rx_lane; /* the senders are remote */
 	/*
 	 * The receiver is remote: set at creation, or once when the
-	 * receiver moved (queue_port.c), under `lock`; acquire loads.
+	 * receiver moved (queue_move.c), under `lock`; acquire loads.
 	 */
 	_Atomic(struct cmesh__lane *) tx_lane;
 
@@ -261,6 +262,15 @@ int cmesh__queue_peek_primary(struct cmesh__queue *q);
 int cmesh__queue_try_primary(struct cmesh__queue *q, void *out_msg,
 			     void *out_trail, size_t cap,
 			     struct cmesh__ports_in *pin);
+
+/* ---- queue_port.c, for queue_move.c ---- */
+
+/* Makes the array *v (of *cap) hold `need` lanes: 0 or -ENOMEM. */
+int cmesh__queue_reserve_lanes(struct cmesh__lane ***v, uint32_t *cap,
+			       uint32_t need);
+
+/* A sender reference more, unless none is left (then the end is sent). */
+bool cmesh__queue_sender_tryget(struct cmesh__queue *q);
 
 /* ---- queue_port.c, for queue.c ---- */
 

@@ -12,14 +12,17 @@
  * every sender, local or moved, is gone. A failed lane fails the
  * receiver for good, after what its peer published.
  *
- * A receiver sent to another process moves the queue's receiving side:
- * cmesh__queue_move_rx() seals the ring (TAIL_SEAL in `tail`: every claim
- * then fails and its sender takes the slow path, which waits on `lock`),
- * waits for the claims made before the seal to be published, forwards
- * every queued message in order onto the lane (which spills them until
- * the peer's half arrives), then, under `lock` and with the overflow list
- * empty, publishes tx_lane: later sends go to the lane, after everything
- * the queue held. Per-sender FIFO holds across the move.
+ * A receiver sent to another process moves the queue's receiving side
+ * (queue_move.c, with its coming home and claims): cmesh__queue_move_rx()
+ * seals the ring (TAIL_SEAL in `tail`: every claim then fails and its
+ * sender takes the slow path, which waits on `lock`), waits for the
+ * claims made before the seal to be published, forwards every queued
+ * message in order onto the lane (which spills them until the peer's half
+ * arrives), then, under `lock` and with the overflow list empty,
+ * publishes tx_lane: later sends go to the lane, after everything the
+ * queue held. Per-sender FIFO holds across the move. This file reads the
+ * lanes a queue gains (a claimed lane, or one behind a sender's old one,
+ * waits its turn) and keeps rpc calls' reply lanes.
  *
  * Memory ordering. Lanes are added under `lock` to `xl_add` and XL_NEW is
  * set with release; the consumer's acquire load sees them, takes them
@@ -51,7 +54,8 @@ struct cmesh__lane *cmesh__queue_tx_lane(struct cmesh__queue *q)
 }
 
 /* Makes the array *v (of *cap) hold `need` lanes: 0 or -ENOMEM. */
-static int reserve(struct cmesh__lane ***v, uint32_t *cap, uint32_t need)
+int cmesh__queue_reserve_lanes(struct cmesh__lane ***v, uint32_t *cap,
+			       uint32_t need)
 {
 	uint32_t n = *cap ? *cap : 4;
 	struct cmesh__lane **a;
@@ -68,7 +72,19 @@ static int reserve(struct cmesh__lane ***v, uint32_t *cap, uint32_t need)
 	return 0;
 }
 
-static bool sender_tryget(struct cmesh__queue *q);
+/* A sender reference more, unless none is left (then the end is sent). */
+bool cmesh__queue_sender_tryget(struct cmesh__queue *q)
+{
+	uint32_t n = atomic_load_explicit(&q->nsenders, memory_order_relaxed);
+
+	do {
+		if (!n)
+			return false;
+	} while (!atomic_compare_exchange_weak_explicit(&q->nsenders, &n, n + 1,
+							memory_order_seq_cst,
+							memory_order_relaxed));
+	return true;
+}
 
 int cmesh__queue_add_rx_lane(struct cmesh__queue *q, struct cmesh__lane *ln)
 {
@@ -94,14 +110,15 @@ int cmesh__queue_admit(struct cmesh__queue *q, uint64_t after,
 		/* The receiver moved (or is moving): a second move. */
 		r = -EOPNOTSUPP;
 	} else {
-		r = reserve(&q->xl_add, &q->xl_capadd, q->xl_nadd + 1);
+		r = cmesh__queue_reserve_lanes(&q->xl_add, &q->xl_capadd,
+					       q->xl_nadd + 1);
 	}
 	/*
 	 * A claim's lane: the sender it stands for may have ended since
 	 * (its old lane's CLOSE read, the last sender gone): no reference
 	 * comes back from 0. A sender exported from here holds one.
 	 */
-	if (!r && after && !sender_tryget(q))
+	if (!r && after && !cmesh__queue_sender_tryget(q))
 		r = -EPIPE;
 	else if (!r && !after)
 		cmesh__queue_sender_get(q);
@@ -172,7 +189,8 @@ static int merge(struct cmesh__queue *q)
 	      XL_NEW))
 		return 0;
 	pthread_mutex_lock(&q->lock);
-	r = reserve(&q->xl, &q->xl_cap, q->xl_n + q->xl_nadd);
+	r = cmesh__queue_reserve_lanes(&q->xl, &q->xl_cap,
+				       q->xl_n + q->xl_nadd);
 	if (!r) {
 		memcpy(q->xl + q->xl_n, q->xl_add,
 		       q->xl_nadd * sizeof(q->xl_add[0]));
@@ -560,348 +578,6 @@ void cmesh__queue_xl_close(struct cmesh__queue *q)
 	free(q->xl_add);
 	q->xl = q->xl_add = NULL;
 	q->xl_cap = q->xl_capadd = 0;
-}
-
-/* ---- the receiver moves ---- */
-
-int cmesh__queue_move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
-			 int (*forward)(void *ctx, struct cmesh__lane *ln,
-					void *msg, void *trail, size_t len),
-			 void *ctx, bool home)
-{
-	uint64_t sealed, saved = ln->max_backlog;
-	void *msg;
-	bool close_lane = false;
-
-	msg = malloc(q->msg_size);
-	if (!msg)
-		return -ENOMEM;
-	/*
-	 * Under `lock`: a lane added (a sender of it sent away) is either
-	 * seen here, or sees the seal (cmesh__queue_add_rx_lane).
-	 */
-	pthread_mutex_lock(&q->lock);
-	if (q->rx_lane ||
-	    atomic_load_explicit(&q->xl_flags, memory_order_acquire) ||
-	    atomic_load_explicit(&q->tx_lane, memory_order_acquire)) {
-		pthread_mutex_unlock(&q->lock);
-		free(msg);
-		return -EOPNOTSUPP;
-	}
-	/* Every claim from now on fails; earlier ones are below `sealed`. */
-	sealed = atomic_fetch_or_explicit(&q->tail, TAIL_SEAL,
-					  memory_order_acq_rel) &
-		 ~TAIL_SEAL;
-	pthread_mutex_unlock(&q->lock);
-	/* What the queue held was within its own bounds: it all goes. */
-	ln->max_backlog = UINT64_MAX;
-	for (;;) {
-		int len = cmesh__queue_local_len(q), r;
-		void *trail = NULL;
-
-		if (len == -EAGAIN) {
-			if (q->head < sealed) {
-				cmesh__park_pause(); /* claimed, not published */
-				continue;
-			}
-			pthread_mutex_lock(&q->lock);
-			if (!q->ovf_head && !q->ovf_batch)
-				break; /* with `lock` held */
-			pthread_mutex_unlock(&q->lock);
-			continue;
-		}
-		if (len > 0) {
-			trail = malloc((size_t)len);
-			if (!trail) {
-				/* Nothing is lost: it stays queued, we wait. */
-				cmesh__park_pause();
-				continue;
-			}
-		}
-		r = cmesh__queue_pop(q, msg, trail, (size_t)len);
-		if (r >= 0)
-			r = forward(ctx, ln, msg, trail, (size_t)r);
-		if (r < 0)
-			/* Its resources are released; the peer never sees it. */
-			cmesh__log(CMESH__LOG_WARN,
-				   "a message queued for a receiver that moved "
-				   "could not follow it: %s",
-				   cmesh_strerror(r));
-		free(trail);
-	}
-	/* `lock` held: a slow-path sender waits, then sees the lane. */
-	ln->max_backlog = saved;
-	/* Before any sender sees the lane (the store below publishes it). */
-	if (home && ln->dynamic)
-		ln->sealable = true;
-	/* seq_cst: Dekker with the last sender's put (queue.c). */
-	atomic_store_explicit(&q->tx_lane, ln, memory_order_seq_cst);
-	if (!atomic_load_explicit(&q->nsenders, memory_order_seq_cst) &&
-	    !q->closed_out)
-		close_lane = q->closed_out = true;
-	pthread_mutex_unlock(&q->lock);
-	/*
-	 * The receiver may come back to us (cmesh__queue_come_home()); its
-	 * port is not sent yet, so the peer cannot name the lane before.
-	 */
-	if (home && ln->dynamic && !close_lane)
-		cmesh__link_lane_home_set(ln, q);
-	if (close_lane &&
-	    atomic_load_explicit(&q->tx_failed, memory_order_relaxed))
-		cmesh__lane_fail_tx(ln); /* its last sender failed it */
-	else if (close_lane)
-		cmesh__lane_close_tx(ln);
-	free(msg);
-	/* The receiving side's reference: the lane is the receiver now. */
-	cmesh__queue_put(q);
-	return 0;
-}
-
-/* ---- the receiver comes home ---- */
-
-struct cmesh__lane *cmesh__queue_sole_lane(struct cmesh__queue *q)
-{
-	struct cmesh__lane *ln = NULL;
-	uint32_t senders = 0;
-
-	pthread_mutex_lock(&q->lock);
-	/*
-	 * The lane that all its senders write now: a claimed one (waiting
-	 * behind the lane the queue was made with, whose end will come:
-	 * the claim sealed what feeds it), or the only one read.
-	 */
-	if (q->ws || q->gate || q->xl_nadd || q->xl_err) {
-		ln = NULL;
-	} else if (q->next) {
-		ln = q->xl_n ? NULL : q->next;
-		senders = 1;
-	} else if (!q->primary_done) {
-		/* Made with its lane: that lane holds no sender reference. */
-		ln = q->xl_n ? NULL : q->rx_lane;
-	} else if (q->xl_n == 1) {
-		ln = q->xl[0]; /* claimed (or added): one sender reference */
-		senders = 1;
-	}
-	if (ln && (!ln->dynamic || ln->is_out ||
-		   atomic_load_explicit(&q->nsenders, memory_order_relaxed) !=
-			   senders))
-		ln = NULL;
-	pthread_mutex_unlock(&q->lock);
-	return ln;
-}
-
-bool cmesh__queue_tryget(void *home)
-{
-	struct cmesh__queue *q = home;
-	uint32_t n = atomic_load_explicit(&q->refs, memory_order_relaxed);
-
-	do {
-		if (!n)
-			return false; /* on its way out */
-	} while (!atomic_compare_exchange_weak_explicit(&q->refs, &n, n + 1,
-							memory_order_acquire,
-							memory_order_relaxed));
-	return true;
-}
-
-void cmesh__queue_unget(void *home)
-{
-	cmesh__queue_put(home);
-}
-
-/* A sender reference more, unless none is left (then the end is sent). */
-static bool sender_tryget(struct cmesh__queue *q)
-{
-	uint32_t n = atomic_load_explicit(&q->nsenders, memory_order_relaxed);
-
-	do {
-		if (!n)
-			return false;
-	} while (!atomic_compare_exchange_weak_explicit(&q->nsenders, &n, n + 1,
-							memory_order_seq_cst,
-							memory_order_relaxed));
-	return true;
-}
-
-int cmesh__queue_come_home(struct cmesh__queue *q, struct cmesh__lane *home,
-			   struct cmesh__lane *fwd)
-{
-	int r = 0;
-
-	pthread_mutex_lock(&q->lock);
-	if (atomic_load_explicit(&q->tx_lane, memory_order_relaxed) != home ||
-	    q->closed_out || q->ws ||
-	    atomic_load_explicit(&q->xl_flags, memory_order_relaxed))
-		r = -EOPNOTSUPP;
-	if (!r)
-		r = reserve(&q->xl_add, &q->xl_capadd, q->xl_nadd + 1);
-	/* fwd's sender reference; none left: its last sender closes home. */
-	if (!r && !sender_tryget(q))
-		r = -EOPNOTSUPP;
-	if (r) {
-		pthread_mutex_unlock(&q->lock);
-		return r;
-	}
-	q->xl_add[q->xl_nadd++] = fwd;
-	atomic_fetch_add_explicit(&q->st_lanes, 1, memory_order_relaxed);
-	cmesh__link_get(fwd->link);
-	q->gate = fwd;	      /* no consumer yet: the caller makes it */
-	q->closed_out = true; /* home's end is ours to send, below */
-	home->old_next = q->old_lanes;
-	q->old_lanes = home;
-	q->nold++;
-	/* Pairs with the consumer's acquire load of xl_flags. */
-	atomic_fetch_or_explicit(&q->xl_flags, XL_ANY | XL_NEW,
-				 memory_order_release);
-	/*
-	 * Sends go to the local tier from now on: its ring is still sealed
-	 * (since the receiver left), so they queue, in order, in the
-	 * overflow list until fwd ends (drop_lane()). seq_cst: Dekker with
-	 * the last sender's put (queue.c), which looks again under `lock`.
-	 */
-	atomic_store_explicit(&q->tx_lane, NULL, memory_order_seq_cst);
-	pthread_mutex_unlock(&q->lock);
-	cmesh__link_lane_home_set(home, NULL); /* once only */
-	/* A send inside `home` now sends again, here; then its end. */
-	cmesh__lane_seal_tx(home);
-	return 0;
-}
-
-/* ---- claims ---- */
-
-int cmesh__queue_redirect(struct cmesh__queue *q, struct cmesh__lane *from,
-			  struct cmesh__lane *to)
-{
-	pthread_mutex_lock(&q->lock);
-	/*
-	 * Its last sender closed `from` (or will: it waits on `lock`); or
-	 * `from` failed (the channel with it: no claim mends it); or the
-	 * channel has left MAX_OLD lanes behind already (each is kept).
-	 */
-	if (atomic_load_explicit(&q->tx_lane, memory_order_relaxed) != from ||
-	    q->closed_out || cmesh__lane_failed(from) || q->nold >= MAX_OLD) {
-		pthread_mutex_unlock(&q->lock);
-		return -EOPNOTSUPP;
-	}
-	q->nold++;
-	/* Before any sender sees it (the store below publishes it). */
-	to->sealable = true;
-	if (q->claim_out == to)
-		q->claim_out = NULL; /* the tx lane now, with its reference */
-	else
-		cmesh__link_get(to->link); /* the queue's, for its tx lane */
-	from->old_next = q->old_lanes;
-	q->old_lanes = from;
-	/*
-	 * seq_cst: Dekker with the last sender's put (queue.c), which looks
-	 * again under `lock` and ends whichever lane it then finds.
-	 */
-	atomic_store_explicit(&q->tx_lane, to, memory_order_seq_cst);
-	pthread_mutex_unlock(&q->lock);
-	cmesh__link_lane_home_set(from, NULL);
-	/* Its receiver may come home over `to`, or be claimed again. */
-	cmesh__link_lane_home_set(to, q);
-	/* A send inside `from` now sends again, on `to`; then its end. */
-	cmesh__lane_seal_tx(from);
-	return 0;
-}
-
-struct cmesh__lane *cmesh__queue_sole_sender(struct cmesh__queue *q)
-{
-	struct cmesh__lane *tx;
-
-	pthread_mutex_lock(&q->lock);
-	tx = atomic_load_explicit(&q->tx_lane, memory_order_relaxed);
-	if (!tx || !tx->dynamic || q->claim_out || q->closed_out ||
-	    atomic_load_explicit(&q->nsenders, memory_order_relaxed) != 1)
-		tx = NULL;
-	pthread_mutex_unlock(&q->lock);
-	return tx;
-}
-
-int cmesh__queue_gate_local(struct cmesh__queue *q, uint64_t serial)
-{
-	int r = 0;
-
-	pthread_mutex_lock(&q->lock);
-	/*
-	 * Its receiver is here and reads lanes; no other come home waits;
-	 * the sender the lane stands for is still one of its senders.
-	 */
-	if (q->ws || q->rx_lane || q->gate ||
-	    atomic_load_explicit(&q->tx_lane, memory_order_relaxed) ||
-	    atomic_load_explicit(&q->gate_serial, memory_order_relaxed) ||
-	    !(atomic_load_explicit(&q->xl_flags, memory_order_relaxed) &
-	      XL_ANY) ||
-	    (atomic_load_explicit(&q->state, memory_order_relaxed) &
-	     ST_RX_CLOSED) ||
-	    !sender_tryget(q)) {
-		r = -EOPNOTSUPP;
-	} else {
-		/* Every claim after this fails: the sends queue in order. */
-		atomic_fetch_or_explicit(&q->tail, TAIL_SEAL,
-					 memory_order_acq_rel);
-		atomic_store_explicit(&q->gate_serial, serial,
-				      memory_order_release);
-		/* The consumer looks (merge()): the lane may have ended. */
-		atomic_fetch_or_explicit(&q->xl_flags, XL_NEW,
-					 memory_order_release);
-	}
-	pthread_mutex_unlock(&q->lock);
-	if (!r)
-		cmesh__queue_wake(q, 0);
-	return r;
-}
-
-int cmesh__queue_claim_out(struct cmesh__queue *q, struct cmesh__lane *ln)
-{
-	struct cmesh__lane *tx;
-	int r = 0;
-
-	pthread_mutex_lock(&q->lock);
-	tx = atomic_load_explicit(&q->tx_lane, memory_order_relaxed);
-	if (q->claim_out || !tx || !tx->dynamic || q->closed_out) {
-		r = -EINVAL;
-	} else {
-		q->claim_out = ln;
-		ln->claim_from = tx;
-		/* Before its handle is out: sends of endpoints look at the seal. */
-		tx->sealable = true;
-	}
-	pthread_mutex_unlock(&q->lock);
-	/* The claim's answer finds the queue by it (link_claim.c). */
-	if (!r)
-		cmesh__link_lane_home_set(ln, q);
-	return r;
-}
-
-int cmesh__queue_await(struct cmesh__queue *q, struct cmesh__lane *ln)
-{
-	int r;
-
-	pthread_mutex_lock(&q->lock);
-	/* The consumer's array has room for it when the primary ends. */
-	r = q->next || !q->rx_lane ? -EINVAL :
-				     reserve(&q->xl, &q->xl_cap, q->xl_n + 1);
-	if (!r) {
-		q->next = ln;
-		atomic_fetch_add_explicit(&q->st_lanes, 1,
-					  memory_order_relaxed);
-		/*
-		 * The first sender reference of a queue made with its lane
-		 * (which holds none) brings the sending side's queue
-		 * reference, which the last one's put drops (queue.c).
-		 */
-		if (!atomic_fetch_add_explicit(&q->nsenders, 1,
-					       memory_order_relaxed))
-			atomic_fetch_add_explicit(&q->refs, 1,
-						  memory_order_relaxed);
-		/* Its receives take the lanes' path (walk()), XL_NEW aside. */
-		atomic_fetch_or_explicit(&q->xl_flags, XL_ANY,
-					 memory_order_release);
-	}
-	pthread_mutex_unlock(&q->lock);
-	return r;
 }
 
 /* ---- kept rpc calls (queue.h) ---- */

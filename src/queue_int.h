@@ -144,18 +144,18 @@ struct cmesh__queue {
 	int xl_err;	   /* a lane's failure: the receiver's, for good */
 	bool primary_done; /* rx_lane saw CLOSE while lanes remain */
 	/*
-	 * The receiver came home (cmesh__queue_come_home()): the lane that
-	 * brings what was sent before, read to its end before the local tier
-	 * (consumer only; NULL once dropped); and the out lanes it left
-	 * (coming home, or claimed elsewhere), sealed, kept until the queue
-	 * goes (a sender may still be inside a send on one; `lock`).
+	 * The out lanes the receiver left (coming home, or claimed
+	 * elsewhere), sealed, kept until the queue goes (a sender may still
+	 * be inside a send on one; `lock`).
 	 */
-	struct cmesh__lane *gate;
 	struct cmesh__lane *old_lanes; /* by old_next */
 	/*
-	 * A sender came home (cmesh__queue_gate_local()): the local tier is
-	 * sealed and not read until the lane of this serial (the one it
-	 * wrote from elsewhere) has ended (set under `lock`; 0: none).
+	 * An endpoint came home: the local tier is sealed and not read until
+	 * the lane of this serial has ended (set under `lock`, cleared by the
+	 * consumer; 0: none). The receiver came home
+	 * (cmesh__queue_come_home()): the lane that brings what was sent
+	 * before; a sender (cmesh__queue_gate_local()): the lane it wrote
+	 * from elsewhere.
 	 */
 	_Atomic uint64_t gate_serial;
 	uint32_t nold; /* lanes in old_lanes (`lock`) */

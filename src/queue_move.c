@@ -139,7 +139,9 @@ struct cmesh__lane *cmesh__queue_sole_lane(struct cmesh__queue *q)
 	 * behind the lane the queue was made with, whose end will come:
 	 * the claim sealed what feeds it), or the only one read.
 	 */
-	if (q->ws || q->gate || q->xl_nadd || q->xl_err) {
+	if (q->ws ||
+	    atomic_load_explicit(&q->gate_serial, memory_order_relaxed) ||
+	    q->xl_nadd || q->xl_err) {
 		ln = NULL;
 	} else if (q->next) {
 		ln = q->xl_n ? NULL : q->next;
@@ -201,7 +203,9 @@ int cmesh__queue_come_home(struct cmesh__queue *q, struct cmesh__lane *home,
 	q->xl_add[q->xl_nadd++] = fwd;
 	atomic_fetch_add_explicit(&q->st_lanes, 1, memory_order_relaxed);
 	cmesh__link_get(fwd->link);
-	q->gate = fwd;	      /* no consumer yet: the caller makes it */
+	/* No consumer yet (the caller makes it): fwd is read first. */
+	atomic_store_explicit(&q->gate_serial, fwd->serial,
+			      memory_order_relaxed);
 	q->closed_out = true; /* home's end is ours to send, below */
 	home->old_next = q->old_lanes;
 	q->old_lanes = home;
@@ -284,7 +288,7 @@ int cmesh__queue_gate_local(struct cmesh__queue *q, uint64_t serial)
 	 * Its receiver is here and reads lanes; no other come home waits;
 	 * the sender the lane stands for is still one of its senders.
 	 */
-	if (q->ws || q->rx_lane || q->gate ||
+	if (q->ws || q->rx_lane ||
 	    atomic_load_explicit(&q->tx_lane, memory_order_relaxed) ||
 	    atomic_load_explicit(&q->gate_serial, memory_order_relaxed) ||
 	    !(atomic_load_explicit(&q->xl_flags, memory_order_relaxed) &

@@ -163,16 +163,16 @@ static void open_after(struct cmesh__queue *q, uint64_t s)
 			q->xl[i]->after = 0;
 }
 
-/* The local tier waits behind a lane (come home: a receiver's, a sender's). */
+/* The local tier waits behind a lane (come home: a receiver, a sender). */
 static bool local_gated(const struct cmesh__queue *q)
 {
-	return q->gate ||
-	       atomic_load_explicit(&q->gate_serial, memory_order_acquire);
+	return atomic_load_explicit(&q->gate_serial, memory_order_acquire);
 }
 
 /*
- * Consumer: the lane a sender that came home wrote has ended: the local
- * tier opens (its senders queued, in order, behind the seal).
+ * Consumer: the lane the local tier waited for has ended (everything sent
+ * before is in): the local tier opens (its senders queued, in order,
+ * behind the seal).
  */
 static void open_local(struct cmesh__queue *q)
 {
@@ -224,15 +224,6 @@ static void drop_lane(struct cmesh__queue *q, uint32_t i)
 	/* No claim may name it from here on (link_claim.c). */
 	if (atomic_load_explicit(&ln->home_q, memory_order_relaxed))
 		cmesh__link_lane_home_set(ln, NULL);
-	if (ln == q->gate) {
-		/*
-		 * Everything sent before the receiver came home is in: the
-		 * local tier opens (its senders queued behind the seal).
-		 */
-		q->gate = NULL;
-		atomic_fetch_and_explicit(&q->tail, ~TAIL_SEAL,
-					  memory_order_release);
-	}
 	if (ln->serial ==
 	    atomic_load_explicit(&q->gate_serial, memory_order_acquire))
 		open_local(q);
@@ -276,7 +267,7 @@ static int walk(struct cmesh__queue *q, bool peek, void *out_msg,
 	if (r)
 		return r;
 again:
-	/* Come home: what was sent before arrives first (q->gate). */
+	/* Come home: what was sent before arrives first (gate_serial). */
 	if (!q->primary_done && !local_gated(q)) {
 		r = peek ? cmesh__queue_peek_primary(q) :
 			   cmesh__queue_try_primary(q, out_msg, out_trail, cap,

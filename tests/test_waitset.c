@@ -1524,7 +1524,12 @@ Test(waitset, a_cancel_racing_a_wait_on_its_way_to_sleep_ends_it_at_once)
 		while (atomic_load(&rc.go))
 			;
 		TU_ASSERT_RC(r, -ECANCELED);
-		cr_assert_lt(t0, TU_MS(100), "round %d: the wait took %lld ns",
+		/*
+		 * A missed cancel ends at the 300 ms bound; a caught one at
+		 * once, unless the host stops this thread a while (CI: one
+		 * round took 105 ms on a loaded 2-core host).
+		 */
+		cr_assert_lt(t0, TU_MS(200), "round %d: the wait took %lld ns",
 			     it, (long long)t0);
 		cmesh_cancel_free(cn);
 		cmesh_ctx_free(ctx);

@@ -37,7 +37,12 @@
  *           senders are the receiver's: it names the out lane they write
  *           by that lane's token (CMESH_PORT_F_REDIRECT) and asks for a
  *           lane of its own instead (struct cmesh_ctl_claim; fds: its half).
- 
+ *   INTRO   the sender links the receiver with another of its peers, which
+ *           it names by its HELLO proc_id; fds: one end of a new
+ *           SOCK_SEQPACKET socketpair whose other end goes to that peer in
+ *           an INTRO naming the receiver (struct cmesh_ctl_intro). Each
+ *           side may join a link over it (a HELLO exchange, no first
+ *           channels that anyone holds), or close it.
  *
  * Lanes. A link carries any number of lanes (one direction of one
  * channel each). A lane id is a 32-bit number chosen by the side that
@@ -65,7 +70,7 @@
 #include <stdint.h>
 
 #define CMESH_PROTO_MAGIC 0x48534d43u /* "CMSH" */
-#define CMESH_PROTO_VERSION 12u
+#define CMESH_PROTO_VERSION 13u
 
 #define CMESH_CTL_HELLO 1u
 #define CMESH_CTL_ATTACH 2u
@@ -77,6 +82,7 @@
 #define CMESH_CTL_CANCEL 8u
 #define CMESH_CTL_CTXDROP 9u
 #define CMESH_CTL_CLAIM 10u
+#define CMESH_CTL_INTRO 11u
 
 /* Index of a 64-byte line in an arena's control region. */
 #define CMESH_PROTO_LINE_HEAD 0u
@@ -325,6 +331,18 @@ struct cmesh_ctl_claim {
 };
 
 static_assert(sizeof(struct cmesh_ctl_claim) == 40 + 56, "claim size");
+
+/*
+ * INTRO. fds: one end of a SOCK_SEQPACKET socketpair. `proc` is the
+ * process at the other end (its HELLO proc_id, as the sender's link with
+ * it says): never 0, the receiver's own name, nor the sender's.
+ */
+struct cmesh_ctl_intro {
+	struct cmesh_ctl_hdr hdr;
+	uint64_t proc;
+};
+
+static_assert(sizeof(struct cmesh_ctl_intro) == 24, "intro size");
 
 /* END, WAKESOCK (one fd) and WAKECLOSE (none): one id each. */
 struct cmesh_ctl_end {

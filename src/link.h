@@ -243,6 +243,20 @@ uint64_t cmesh__link_peer_proc(const struct cmesh__link *l);
 struct cmesh__link *cmesh__link_by_proc(uint64_t proc);
 
 /*
+ * cmesh__link_by_proc(), but an introduction to `proc` under way
+ * (link_intro.c) is waited for, up to its handshake's deadline.
+ */
+struct cmesh__link *cmesh__link_by_proc_wait(uint64_t proc);
+
+/*
+ * A port that names process `proc` (its peer's, for a claim) goes over
+ * `dest`: if we are linked with `proc`, and did not lately, introduce
+ * `dest`'s peer and `proc` to each other (link_intro.c), the one over
+ * `dest` before anything sent on it after this call.
+ */
+void cmesh__link_introduce(struct cmesh__link *dest, uint64_t proc);
+
+/*
  * What a CLAIM does to a home (the port layer's, given once before any
  * home is set; homes are opaque here): take() a reference on it unless it
  * is going (under a leaf lock: must not block), unget() it, and

@@ -42,6 +42,9 @@ struct cmesh__attach {
 	struct cmesh_ctl_port ports[]; /* nports */
 };
 
+/* Processes a link's peer was lately introduced to (link_intro.c). */
+#define INTRO_KNOWN 16u
+
 /* A control message that met a full socket, sent later in order. */
 struct ctl_pending {
 	struct ctl_pending *next;
@@ -120,6 +123,14 @@ struct cmesh__link {
 	struct cmesh__idmap ctx_out, ctx_in;
 	uint32_t ctx_next_out;	      /* the last id we gave */
 	struct ctx_export *ctx_fired; /* cancelled: CANCEL to send */
+	/*
+	 * Introductions (link_intro.c): this link's peer was introduced to
+	 * these processes lately (intro_lock); the introduction holds a
+	 * reference on this link until it fails.
+	 */
+	uint64_t introduced[INTRO_KNOWN];
+	uint32_t nintroduced;
+	_Atomic bool intro_held;
 };
 
 /* ---- link_ctx.c ---- */
@@ -241,6 +252,18 @@ int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
 
 /* Link thread: out lane `ln`, made for a claim of ours, is bound. */
 void cmesh__claims_answered(struct cmesh__lane *ln);
+
+/* ---- link_intro.c ---- */
+
+/* An INTRO from the peer: 0 (its fd taken), or -EPROTO. */
+int cmesh__intro_on_ctl(struct cmesh__link *l, const unsigned char *buf,
+			int len, const int *fds, uint32_t nfds);
+
+/*
+ * Link thread, once the link failed: the reference an introduction holds
+ * on it, if any, goes.
+ */
+void cmesh__intro_release(struct cmesh__link *l);
 
 /* A control message's header. */
 void cmesh__ctl_hdr_fill(struct cmesh_ctl_hdr *h, uint16_t type, uint32_t len);

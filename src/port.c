@@ -441,6 +441,8 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 		out->desc.home = home;
 	} else if (node) {
 		redirect_to(out, node, t);
+		/* Linked with its peer's process, it links it with ours. */
+		cmesh__link_introduce(link, node);
 	}
 	return r;
 }
@@ -613,7 +615,8 @@ static void claim_peer(struct cmesh__link *link, const struct cmesh_ctl_port *d,
 	if (d->node == cmesh__link_peer_proc(link) ||
 	    d->node == cmesh__proc_id() /* it came back by another link */)
 		return;
-	to = cmesh__link_by_proc(d->node);
+	/* An introduction came before this port: it may be under way. */
+	to = cmesh__link_by_proc_wait(d->node);
 	if (!to)
 		return;
 	/* The link's reference goes to the queue if the claim goes. */

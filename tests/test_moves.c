@@ -83,7 +83,9 @@ enum {
 	OP_HELD_CLOSED, /* cmesh_sender_is_closed(held tx), kept: its result */
 	OP_PASS,	/* send the held rx (else tx) on: arg = op | n << 8 |
 			   route << 16 */
-	OP_FREE_HELD	/* free the held tx and rx: 0 */
+	OP_FREE_HELD,	/* free the held tx and rx: 0 */
+	OP_NEW_HELD,	/* make a channel and hold both its ends: 0 */
+	OP_DRAIN_HELD	/* OP_DRAIN on the held rx (no longer held) */
 };
 
 /* OP_PASS: a clone of the held tx goes; the tx stays held. */
@@ -99,6 +101,15 @@ static pid_t pids[MAXP];
 
 static int sp[MAXP][MAXP][2]; /* [i][j], i < j: i uses [0], j [1] */
 
+/* The pair of processes not linked with each other (mesh_up_apart). */
+static int apart_i = -1, apart_j = -1;
+
+/* Whether processes i < j are linked. */
+static bool linked(int i, int j)
+{
+	return !(i == apart_i && j == apart_j);
+}
+
 /* Joins every link of ours, in one global order (no two wait on each other). */
 static int join_all(void)
 {
@@ -106,7 +117,7 @@ static int join_all(void)
 		for (int j = i + 1; j < nproc; j++) {
 			int other, sock, r;
 
-			if (i != me && j != me)
+			if ((i != me && j != me) || !linked(i, j))
 				continue;
 			other = i == me ? j : i;
 			sock = sp[i][j][i == me ? 0 : 1];
@@ -385,6 +396,17 @@ static int act(struct cmsg *m)
 		held_tx = NULL;
 		held_rx = NULL;
 		return report(0);
+	case OP_NEW_HELD:
+		TOPO_CHECK(!held_tx && !held_rx);
+		TOPO_CHECK_EQ(cmesh_channel_new(&item_type, NULL, &held_tx,
+						&held_rx),
+			      0);
+		return report(0);
+	case OP_DRAIN_HELD:
+		TOPO_CHECK(held_rx && ndrainers < MAXDRAIN);
+		tu_thread_start(&drainers[ndrainers++], drainer, held_rx);
+		held_rx = NULL;
+		return 0;
 	case OP_STATS:
 		return report((uint64_t)(thread_count() > base_threads) << 62 |
 			      (uint64_t)tu_fd_count() << 40 |
@@ -419,7 +441,7 @@ static int child_loop(void)
 	base_threads = thread_count();
 	TOPO_CHECK_EQ(cmesh_waitset_new(&ws), 0);
 	for (int k = 0; k < nproc; k++)
-		if (k != me) {
+		if (k != me && from[k]) {
 			TOPO_CHECK_EQ(cmesh_waitset_add_receiver(ws, from[k],
 								 (uint64_t)k),
 				      0);
@@ -457,17 +479,26 @@ static int child_loop(void)
 
 /* ---- P0 --------------------------------------------------------------- */
 
-/* Starts P1..P(n-1), all linked with each other and with us. */
-static void mesh_up(int n)
+/*
+ * Starts P1..P(n-1), all linked with each other and with us, but for
+ * processes i < j (both children; -1: none).
+ */
+static void mesh_up_apart(int n, int i0, int j0)
 {
 	me = 0;
 	nproc = n;
+	apart_i = i0;
+	apart_j = j0;
 	for (int i = 0; i < n; i++)
-		for (int j = i + 1; j < n; j++)
-			cr_assert_eq(socketpair(AF_UNIX,
-						SOCK_SEQPACKET | SOCK_CLOEXEC,
-						0, sp[i][j]),
-				     0);
+		for (int j = i + 1; j < n; j++) {
+			sp[i][j][0] = sp[i][j][1] = -1;
+			if (linked(i, j))
+				cr_assert_eq(socketpair(AF_UNIX,
+							SOCK_SEQPACKET |
+								SOCK_CLOEXEC,
+							0, sp[i][j]),
+					     0);
+		}
 	for (int k = 1; k < n; k++) {
 		pid_t p = topo_fork();
 
@@ -489,6 +520,12 @@ static void mesh_up(int n)
 	}
 	close_others();
 	cr_assert_eq(join_all(), 0);
+}
+
+/* Starts P1..P(n-1), all linked with each other and with us. */
+static void mesh_up(int n)
+{
+	mesh_up_apart(n, -1, -1);
 }
 
 /* Lets every child go and reaps it; `killed`: bit k, Pk died by SIGKILL. */
@@ -2047,4 +2084,84 @@ Test(moves, a_sender_back_home_is_an_in_process_sender_again)
 	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &s, NULL, 0), -EPIPE);
 	cmesh_receiver_free(rx);
 	mesh_down(1u << 1);
+}
+
+/* ---- introductions: a process links two of its peers ------------------ */
+
+/*
+ * mesh's "connected on demand": P1 and P3 are not linked. P1's receiver
+ * goes P1 -> P2 -> P3 while P1 sends; P2, linked with both, introduces
+ * them, and P3 claims P1's senders over the new link: P2 runs no
+ * forwarder, and its death takes nothing. Every message arrives once, in
+ * order, and the channel closes when P1 lets go.
+ */
+Test(moves, a_receiver_sent_to_a_process_its_senders_have_no_link_with)
+{
+	mesh_up_apart(4, 1, 3);
+	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	send_held(1, 1, 5);
+	pass_held(1, OP_HOLD, ROUTE(2, 3));
+	cr_assert_eq(report_from(3), 0); /* there: its claim went */
+	route_send(&(struct cmsg){ 0 }, OP_DRAIN_HELD, ROUTE(3));
+	send_held(1, 6, 10);
+	no_forwarder_in(2);
+	kill_and_wait(2);
+	send_held(1, 11, 15);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	cr_assert_eq(report_from(3), 15);
+	mesh_down(1u << 2);
+}
+
+/*
+ * The same for a sender: P1 keeps the receiver, its sender goes P1 -> P2
+ * -> P3, and P3 claims P1's receiver over the link P2 introduced.
+ */
+Test(moves, a_sender_sent_to_a_process_its_receiver_has_no_link_with)
+{
+	mesh_up_apart(4, 1, 3);
+	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	route_send(&(struct cmsg){ 0 }, OP_DRAIN_HELD, ROUTE(1));
+	pass_held(1, OP_HOLD, ROUTE(2, 3));
+	cr_assert_eq(report_from(3), 0);
+	send_held(3, 1, 5);
+	no_forwarder_in(2);
+	kill_and_wait(2);
+	send_held(3, 6, 10);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(3));
+	cr_assert_eq(report_from(3), 0);
+	cr_assert_eq(report_from(1), 10);
+	mesh_down(1u << 2);
+}
+
+/*
+ * An introduced link lasts until its peer goes: once P3, which P2
+ * introduced to P1, is killed, P1 is back to its fds and memfd mappings
+ * from before the introduction.
+ */
+Test(moves, an_introduced_link_goes_with_its_peer)
+{
+	struct pstats b1, s1;
+
+	mesh_up_apart(4, 1, 3);
+	b1 = settled(1, NULL);
+	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	pass_held(1, OP_HOLD, ROUTE(2, 3));
+	cr_assert_eq(report_from(3), 0);
+	no_forwarder_in(2);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(3));
+	cr_assert_eq(report_from(3), 0);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	/* The link stays while both live: P1 holds more than before. */
+	s1 = stats_of(1);
+	cr_assert_gt(s1.fds, b1.fds);
+	kill_and_wait(3);
+	s1 = settled(1, &b1);
+	cr_assert_eq(s1.fds, b1.fds);
+	cr_assert_eq(s1.maps, b1.maps);
+	mesh_down(1u << 3);
 }

@@ -609,6 +609,15 @@ enum bad_variant {
 	BV_OVERSIZED,
 	BV_SPACE_LONG,	  /* a SPACE with bytes past its header */
 	BV_SPACE_WITH_FD, /* a SPACE carrying an fd */
+	/* INTROs (link_intro.c) */
+	BV_INTRO_NO_FD,	      /* no socket with it */
+	BV_INTRO_NOT_SOCKET,  /* an eventfd for the socket */
+	BV_INTRO_DGRAM,	      /* a datagram socket, not SOCK_SEQPACKET */
+	BV_INTRO_PROC_ZERO,   /* naming no process */
+	BV_INTRO_PROC_VICTIM, /* naming its receiver */
+	BV_INTRO_PROC_SENDER, /* naming its sender */
+	BV_INTRO_LONG,	      /* bytes past its end */
+	BV_INTRO_RESERVED,    /* a header's reserved word set */
 	/* lanes: naming what the peer may not name */
 	BV_LANE_UNKNOWN_ID,	 /* a LANE for a lane we never created */
 	BV_LANE_PEERS_PARITY,	 /* a LANE naming an id of its own side */
@@ -846,6 +855,53 @@ static int do_bad(struct cmesh__link *l, enum bad_variant v)
 			return cmesh__ctl_send(sock, buf, 32, NULL, 0);
 		}
 		return cmesh__ctl_send(sock, &h, sizeof(h), &efd, 1);
+	}
+	case BV_INTRO_NO_FD:
+	case BV_INTRO_NOT_SOCKET:
+	case BV_INTRO_DGRAM:
+	case BV_INTRO_PROC_ZERO:
+	case BV_INTRO_PROC_VICTIM:
+	case BV_INTRO_PROC_SENDER:
+	case BV_INTRO_LONG:
+	case BV_INTRO_RESERVED: {
+		struct cmesh_ctl_intro in = {
+			{ CMESH_PROTO_MAGIC, CMESH_PROTO_VERSION,
+			  CMESH_CTL_INTRO, sizeof(in), 0 },
+			0x5eed
+		};
+		int r;
+
+		if (v == BV_INTRO_PROC_ZERO)
+			in.proc = 0;
+		else if (v == BV_INTRO_PROC_VICTIM)
+			in.proc = cmesh__link_peer_proc(l);
+		else if (v == BV_INTRO_PROC_SENDER)
+			in.proc = cmesh__proc_id();
+		else if (v == BV_INTRO_RESERVED)
+			in.hdr.reserved = 1;
+		if (v == BV_INTRO_NO_FD)
+			return cmesh__ctl_send(sock, &in, sizeof(in), NULL, 0);
+		if (v == BV_INTRO_NOT_SOCKET)
+			return cmesh__ctl_send(sock, &in, sizeof(in), &efd, 1);
+		TOPO_CHECK_EQ(socketpair(AF_UNIX,
+					 (v == BV_INTRO_DGRAM ?
+						  SOCK_DGRAM :
+						  SOCK_SEQPACKET) |
+						 SOCK_CLOEXEC,
+					 0, p),
+			      0);
+		if (v == BV_INTRO_LONG) {
+			in.hdr.len = sizeof(in) + 8;
+			memset(buf, 0, sizeof(in) + 8);
+			memcpy(buf, &in, sizeof(in));
+			r = cmesh__ctl_send(sock, buf, sizeof(in) + 8, &p[0],
+					    1);
+		} else {
+			r = cmesh__ctl_send(sock, &in, sizeof(in), &p[0], 1);
+		}
+		close(p[0]);
+		close(p[1]);
+		return r;
 	}
 	case BV_LANE_UNKNOWN_ID:
 		/* An id of the parent's parity that it never gave. */
@@ -1196,7 +1252,7 @@ static void check_bad(enum bad_variant v)
 
 Test(node_hostile, malformed_control_messages_after_join_fail_with_eproto)
 {
-	for (int v = BV_ATTACH_WRONG_SEQ; v <= BV_SPACE_WITH_FD; v++)
+	for (int v = BV_ATTACH_WRONG_SEQ; v <= BV_INTRO_RESERVED; v++)
 		check_bad((enum bad_variant)v);
 }
 
@@ -2812,4 +2868,150 @@ Test(node_hostile, a_claim_of_another_type_fails_with_eproto)
 Test(node_hostile, a_claim_made_twice_holds_once)
 {
 	claim_case(CLAIM_TWICE, false);
+}
+
+/* ---- introductions (link_intro.c) --------------------------------------- */
+
+#define FLOOD_INTROS 100
+
+/*
+ * Child: joins, then introduces the parent to FLOOD_INTROS processes that
+ * do not exist (a socketpair each, whose other end it keeps and never
+ * speaks on), then sends n = 7. Counts the ends the parent sent a HELLO
+ * on (the others it closed at once), sends that count, waits until it
+ * closed them all (their handshakes time out), says 'd' and waits to be
+ * told to exit.
+ */
+static int intro_flooder(int sock, int sync)
+{
+	int ends[FLOOD_INTROS], hellos = 0, open;
+	int64_t end;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmesh__link *l;
+	struct rxmsg m = { .n = 7 };
+
+	TOPO_CHECK_EQ(port_peer_join(sock, &rxmsg_type, &node, &tx, &rx), 0);
+	l = cmesh__node_link(node);
+	for (int i = 0; i < FLOOD_INTROS; i++) {
+		struct cmesh_ctl_intro in = {
+			{ CMESH_PROTO_MAGIC, CMESH_PROTO_VERSION,
+			  CMESH_CTL_INTRO, sizeof(in), 0 },
+			0x1000 + (uint64_t)i
+		};
+		int p[2];
+
+		TOPO_CHECK_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC,
+					 0, p),
+			      0);
+		TOPO_CHECK_EQ(cmesh__ctl_send(cmesh__link_sock(l), &in,
+					      sizeof(in), &p[0], 1),
+			      0);
+		close(p[0]);
+		ends[i] = p[1];
+	}
+	TOPO_CHECK_EQ(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	/* Each end either gets a HELLO or its end closed: wait for all. */
+	end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	do {
+		int settled = 0;
+
+		hellos = 0;
+		for (int i = 0; i < FLOOD_INTROS; i++) {
+			struct pollfd pf = { .fd = ends[i], .events = POLLIN };
+			char b;
+
+			if (poll(&pf, 1, 0) != 1)
+				continue;
+			settled++;
+			if (recv(ends[i], &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0)
+				hellos++;
+		}
+		if (settled == FLOOD_INTROS)
+			break;
+		tu_sleep_ms(5);
+	} while (tu_now_ns() < end);
+	m.n = (uint32_t)hellos;
+	TOPO_CHECK_EQ(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	/* The handshakes it began end at their deadline: every end closes. */
+	do {
+		open = 0;
+		for (int i = 0; i < FLOOD_INTROS; i++) {
+			struct pollfd pf = { .fd = ends[i], .events = POLLIN };
+			char b[512];
+
+			/* A HELLO read, then the hang-up (0) or nothing yet. */
+			while (poll(&pf, 1, 0) == 1 &&
+			       recv(ends[i], b, sizeof(b), MSG_DONTWAIT) > 0)
+				;
+			if (!(poll(&pf, 1, 0) == 1 &&
+			      recv(ends[i], b, sizeof(b), MSG_DONTWAIT) == 0))
+				open++;
+		}
+		if (open)
+			tu_sleep_ms(20);
+	} while (open && tu_now_ns() < end + TU_MS(5000));
+	TOPO_CHECK_EQ(open, 0);
+	for (int i = 0; i < FLOOD_INTROS; i++)
+		close(ends[i]);
+	return port_peer_end(sync, node, tx, rx);
+}
+
+/*
+ * A peer that introduces us to a hundred processes that never answer: we
+ * join at most a few of them at once (the rest closed at once), each
+ * until its handshake's deadline; the link stays up (introductions are
+ * allowed), a healthy peer exchanges throughout, and fds, memfd mappings,
+ * threads and RSS come back once the handshakes have ended (all mappings
+ * do not: the threads' stacks stay cached for the next ones).
+ */
+Test(node_hostile, an_intro_flood_joins_a_few_at_a_time_and_leaves_nothing)
+{
+	struct topo_res res;
+	struct topo_conn good;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct rxmsg m = { 0 };
+	long rss0, threads0;
+	int64_t end;
+	int sv[2], sy[2];
+	pid_t pid;
+
+	topo_baseline(&res);
+	rss0 = tu_status_kib("VmRSS");
+	threads0 = tu_status_kib("Threads");
+	topo_fork_peer(&echo_sc, TOPO_FORK, &good);
+	pid = fork_pair(sv, sy);
+	if (pid == 0)
+		topo_child_exit(intro_flooder(sv[1], sy[1]));
+	join_child_link(sv[0], &rxmsg_type, RING, &node, &tx, &rx);
+	good_round_trip(&good, 1);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL,
+						  0),
+		     0);
+	cr_assert_eq(m.n, 7);
+	good_round_trip(&good, 2);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL,
+						  0),
+		     0);
+	/* The pending bound (link_intro.c): 8 at once. */
+	cr_assert(m.n >= 1 && m.n <= 8, "%u handshakes at once", m.n);
+	cr_assert_eq(topo_wait(sy[0], TOPO_WAIT_MS * 2), 'd');
+	good_round_trip(&good, 3);
+	hostile_end(tx, rx, node, sy[0], pid);
+	good_round_trip(&good, 4);
+	good_peer_end(&good);
+	end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	while ((tu_fd_count() != res.fds ||
+		topo_memfd_map_count() != res.memfd_maps ||
+		tu_status_kib("Threads") != threads0) &&
+	       tu_now_ns() < end)
+		tu_sleep_ms(1);
+	TU_ASSERT_FDS(res.fds);
+	cr_assert_eq(topo_memfd_map_count(), res.memfd_maps);
+	cr_assert_eq(tu_status_kib("Threads"), threads0);
+	cr_assert_lt(tu_status_kib("VmRSS") - rss0, 16 * 1024,
+		     "VmRSS grew by %ld KiB", tu_status_kib("VmRSS") - rss0);
 }

@@ -70,7 +70,7 @@
 #include <stdint.h>
 
 #define CMESH_PROTO_MAGIC 0x48534d43u /* "CMSH" */
-#define CMESH_PROTO_VERSION 13u
+#define CMESH_PROTO_VERSION 14u
 
 #define CMESH_CTL_HELLO 1u
 #define CMESH_CTL_ATTACH 2u
@@ -300,8 +300,10 @@ struct cmesh_ctl_lane {
 	uint32_t flags;	     /* CMESH_LANE_F_* */
 	uint64_t arena_size; /* bytes of the arena fd, or 0 */
 	/*
-	 * Only in the answer to a CLAIM's port (else 0): the token of the
-	 * new lane, for a later claim (0: none).
+	 * In the answer to a CLAIM's port: the token of the new lane, for a
+	 * later claim; in the answer to a channel receiver's port: the token
+	 * of the lane it reads, for a claim by a sender of it sent on from
+	 * the answered side (else 0: none).
 	 */
 	uint64_t token[2];
 };

@@ -270,8 +270,21 @@ static void *link_thread(void *arg)
 			deadline = cmesh_clock_now() + THROTTLED_RETRY_NS;
 		r = cmesh__wake_run(l->wake, deadline);
 		if (r < 0 && r != -EINTR) {
+			bool orphaned;
+
 			cmesh__link_fail(l, -ECONNRESET);
 			cmesh__link_hooks_run(l);
+			cmesh__intro_release(l);
+			/* Its reference may have been the last: as below. */
+			pthread_mutex_lock(&l->orphan_lock);
+			orphaned = atomic_load_explicit(&l->orphan,
+							memory_order_acquire);
+			pthread_mutex_unlock(&l->orphan_lock);
+			if (orphaned) {
+				pthread_detach(pthread_self());
+				free_resources(l);
+				return NULL;
+			}
 			break;
 		}
 		if (cmesh__link_failed(l) && l->pidfd_watched) {
@@ -374,18 +387,19 @@ static void fill_hello(struct cmesh_ctl_hello *h, uint64_t arena_size,
  * Waits for the peer's HELLO until `deadline`, or until `cancel_fd` (-1:
  * none) polls readable: -ECANCELED.
  */
-static int recv_hello(struct cmesh__link *l, int64_t deadline, int cancel_fd,
-		      struct cmesh_ctl_hello *h, int fds[2])
+/*
+ * Handshake: waits until the socket polls `events` (0), `deadline`
+ * passes (-ETIMEDOUT) or `cancel_fd` polls readable (-ECANCELED).
+ */
+static int wait_sock(int sock, short events, int64_t deadline, int cancel_fd)
 {
-	struct pollfd p[2] = { { .fd = l->sock, .events = POLLIN },
+	struct pollfd p[2] = { { .fd = sock, .events = events },
 			       { .fd = cancel_fd, .events = POLLIN } };
-	unsigned char buf[sizeof(*h) + 1];
-	uint32_t nfds = 0;
-	int n;
 
 	for (;;) {
 		int64_t left = deadline - cmesh_clock_now();
 		int ms = left <= 0 ? 0 : (int)((left + 999999) / 1000000);
+		int n;
 
 		if (left <= 0)
 			return -ETIMEDOUT;
@@ -393,10 +407,42 @@ static int recv_hello(struct cmesh__link *l, int64_t deadline, int cancel_fd,
 		if (n > 0 && p[1].revents)
 			return -ECANCELED;
 		if (n > 0)
-			break;
+			return 0;
 		if (n < 0 && errno != EINTR)
 			return -errno;
 	}
+}
+
+/*
+ * Our HELLO, on the socket made non-blocking first: a peer that filled
+ * its end before handing it over holds us up until `deadline`, no more.
+ */
+static int send_hello(struct cmesh__link *l, const struct cmesh_ctl_hello *h,
+		      const int fds[2], int64_t deadline, int cancel_fd)
+{
+	int r, fl = fcntl(l->sock, F_GETFL);
+
+	if (fl < 0 || fcntl(l->sock, F_SETFL, fl | O_NONBLOCK))
+		return -errno;
+	while ((r = cmesh__ctl_send(l->sock, h, sizeof(*h), fds, 2)) ==
+	       -EAGAIN) {
+		r = wait_sock(l->sock, POLLOUT, deadline, cancel_fd);
+		if (r)
+			return r;
+	}
+	return r;
+}
+
+static int recv_hello(struct cmesh__link *l, int64_t deadline, int cancel_fd,
+		      struct cmesh_ctl_hello *h, int fds[2])
+{
+	unsigned char buf[sizeof(*h) + 1];
+	uint32_t nfds = 0;
+	int n;
+
+	n = wait_sock(l->sock, POLLIN, deadline, cancel_fd);
+	if (n)
+		return n;
 	n = cmesh__ctl_recv(l->sock, buf, sizeof(buf), fds, 2, &nfds);
 	if (n < 0)
 		return n == -EPIPE ? -ECONNRESET : n;
@@ -548,7 +594,7 @@ static int handshake(struct cmesh__link *l, const cmesh_type *out_type,
 	put_name(mine.out_name, out_type);
 	put_name(mine.in_name, in_type);
 	fds[0] = cmesh__arena_fd(l->own);
-	r = cmesh__ctl_send(l->sock, &mine, sizeof(mine), fds, 2);
+	r = send_hello(l, &mine, fds, o->deadline, o->cancel_fd);
 	close(fds[1]); /* the peer's now: we never hold its description */
 	if (r)
 		return r == -EPIPE ? -ECONNRESET : r;
@@ -563,6 +609,9 @@ static int handshake(struct cmesh__link *l, const cmesh_type *out_type,
 		return -EPROTO;
 	l->peer_proc = peer.proc_id; /* its word: see link_claim.c */
 	l->own_proc = mine.proc_id;
+	/* An introduced peer: the process the introducer named. */
+	if (o->expect_proc && peer.proc_id != o->expect_proc)
+		return -EPROTO;
 	r = cmesh__lanes_init(l, mine.node_id, peer.node_id);
 	if (!r)
 		r = cmesh__ctx_init(l, mine.node_id ^ peer.node_id);
@@ -810,11 +859,12 @@ int cmesh__link_new(int sock, const cmesh_type *out_type,
 		l->peer_pid = opts->peer_pid;
 		l->pid_known = true;
 		l->pid_from_fork = true;
-	} else if (!r) {
+	} else if (!r && !opts->expect_proc) {
 		/*
 		 * Trusted only where the caller says the socket's SO_PEERCRED
 		 * names the peer (see node.c); else the HELLO's word is shown
-		 * by cmesh_node_pid() and nothing watches the process.
+		 * by cmesh_node_pid() and nothing watches the process. An
+		 * introduced link's names the introducer: the HELLO's word.
 		 */
 		r = peer_pid(sock, &pid);
 		l->peer_pid = pid;

@@ -29,6 +29,13 @@ struct cmesh__link_opts {
 	int cancel_fd;	/* polls readable when the handshake must end, or -1 */
 	pid_t peer_pid; /* known peer (we forked it), or 0 */
 	bool cred_is_peer; /* the socket's SO_PEERCRED names the peer */
+	/*
+	 * An introduced link (link_intro.c): the peer's HELLO must name
+	 * process `expect_proc` (else -EPROTO, before anyone can find the
+	 * link), SO_PEERCRED names the introducer, and the introduction
+	 * holds the caller's reference until the link fails.
+	 */
+	uint64_t expect_proc;
 };
 
 /*
@@ -180,13 +187,16 @@ int cmesh__link_lane_export(struct cmesh__link *l, bool is_out,
 /*
  * A lane for an endpoint we received in a port descriptor `d` (validated
  * by the link thread) with the peer's half `fd` (taken in every case):
- * bound, registered, answered with our half. -EPROTO (the peer's half is
- * bad or its id in use: the caller fails the link), -ENOMEM, -errno.
+ * bound, registered, answered with our half, and with `token` (NULL:
+ * none; an in lane's, for a claim of its receiver: the peer keeps it as
+ * the lane's peer_token). -EPROTO (the peer's half is bad or its id in
+ * use: the caller fails the link), -ENOMEM, -errno.
  */
 int cmesh__link_lane_import(struct cmesh__link *l,
 			    const struct cmesh_ctl_port *d, int fd,
 			    const cmesh_type *type, uint64_t max_backlog,
-			    int64_t spin_ns, struct cmesh__lane **out);
+			    int64_t spin_ns, const uint64_t *token,
+			    struct cmesh__lane **out);
 
 /* A port descriptor comes with an arena fd (not a FAILED one nor a context). */
 bool cmesh__port_has_fd(const struct cmesh_ctl_port *d);
@@ -236,17 +246,14 @@ void cmesh__link_lane_release(struct cmesh__lane *ln);
 /* This process's name in HELLOs (random; a child of fork gets its own). */
 uint64_t cmesh__proc_id(void);
 
+/* A new random token (both words 0 if there is no randomness). */
+void cmesh__link_token_new(uint64_t t[2]);
+
 /* The name the peer gave in its HELLO. */
 uint64_t cmesh__link_peer_proc(const struct cmesh__link *l);
 
 /* A healthy link whose peer is process `proc`, with a reference; or NULL. */
 struct cmesh__link *cmesh__link_by_proc(uint64_t proc);
-
-/*
- * cmesh__link_by_proc(), but an introduction to `proc` under way
- * (link_intro.c) is waited for, up to its handshake's deadline.
- */
-struct cmesh__link *cmesh__link_by_proc_wait(uint64_t proc);
 
 /*
  * A port that names process `proc` (its peer's, for a claim) goes over
@@ -255,6 +262,9 @@ struct cmesh__link *cmesh__link_by_proc_wait(uint64_t proc);
  * `dest` before anything sent on it after this call.
  */
 void cmesh__link_introduce(struct cmesh__link *dest, uint64_t proc);
+
+/* The type of an introduced link's first channels (tests play peers). */
+const cmesh_type *cmesh__intro_type(void);
 
 /*
  * What a CLAIM does to a home (the port layer's, given once before any

@@ -108,6 +108,11 @@ static void random_token(uint64_t t[2])
 		t[0] = t[1] = 0;
 }
 
+void cmesh__link_token_new(uint64_t t[2])
+{
+	random_token(t);
+}
+
 uint64_t cmesh__proc_id(void)
 {
 	uint64_t id;

@@ -10,27 +10,32 @@
  * over, straight on the socket (so it comes before that ATTACH), in an
  * INTRO naming the peer process; the other end goes to that process in an
  * INTRO naming the first (queued in order, never lost while the link
- * lives). It remembers the last INTRO_KNOWN processes it introduced each
- * link to, and introduces no pair twice in that window.
+ * lives). Introductions are sent one at a time in the process (intro_lock
+ * around both), so two links see them in one order (none is sent straight
+ * while dest has control messages queued). It remembers the last
+ * INTRO_KNOWN processes it introduced each link's peer to, and introduces
+ * no pair twice in that window.
  *
  * An INTRO's receiver (the link thread, cmesh__intro_on_ctl) checks it,
- * and closes the socket if it has a link with that process already, is
- * introducing itself to it at the moment, or holds INTRO_LINKS_MAX
- * introduced links; else it notes the introduction as pending and joins a
- * link over the socket on a thread of its own (the HELLO exchange may
- * wait for the other process: never on a link thread). The link has the
- * internal type below both ways and nobody holds its first channels; the
- * other process must say, in its HELLO, the name the introducer gave
- * (-EPROTO: the link fails). The introduction holds one reference on it
- * until it fails (its peer exits, dies or breaks it): an idle introduced
- * link stays up until then.
+ * and closes the socket if it has a link with that process already or
+ * holds INTRO_LINKS_MAX introduced links; else it joins a link over it
+ * there and then, on that thread, which therefore reads nothing else
+ * (the port that needs the link included) until the HELLO exchange ends:
+ * the importer finds the link when it reads the port. The exchange waits
+ * at most INTRO_HANDSHAKE_NS for a process that does not answer; that
+ * holds up only the introducer's link. The link has the internal type
+ * below both ways and nobody holds its first channels; the other process
+ * must say, in its HELLO, the name the INTRO gave (-EPROTO, before the
+ * link can be found). The introduction holds the link until it fails (its
+ * peer exits, dies or breaks it: its socket's hang-up; no pidfd, the
+ * process is the introducer's word): an idle introduced link stays up.
  *
- * A claim for a process with a pending introduction waits for it, up to
- * its handshake's deadline (cmesh__link_by_proc_wait): the INTRO came
- * before the port that needs it, so the wait starts after it was noted.
+ * Nothing marks a handshake under way: two introductions of one pair at
+ * once (two introducers) may leave two links, each kept until it fails;
+ * either serves.
  *
- * intro_lock is a leaf; a child of fork forgets the parent's pending
- * introductions (their threads are not its own) and its links' count.
+ * intro_lock is taken before a link's att_lock, never under one; a child
+ * of fork forgets the parent's count of introduced links.
  */
 #include "link_int.h"
 
@@ -43,19 +48,14 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
-/* Introductions being joined at once, per process. */
-#define INTRO_PENDING_MAX 8u
-/* Introduced links a process keeps (pending ones included). */
+/* Introduced links a process keeps. */
 #define INTRO_LINKS_MAX 64u
 /* How long an introduced link's HELLO exchange may take. */
-#define INTRO_HANDSHAKE_NS 2000000000ll
+#define INTRO_HANDSHAKE_NS 1000000000ll
 /* An introduced link's own rings: the first channels carry nothing. */
 #define INTRO_RING CMESH__RING_SIZE_MIN
 
@@ -69,26 +69,9 @@ struct intro_first {
 };
 CMESH_TYPE_DEFINE_PLAIN(intro_type, struct intro_first);
 
-struct pending {
-	uint64_t proc;	  /* the process being linked; 0: a free slot */
-	int64_t deadline; /* its HELLO exchange ends by then */
-};
-
 static pthread_mutex_t intro_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t intro_cond;		  /* intro_lock */
-static struct pending pending[INTRO_PENDING_MAX]; /* intro_lock */
-static uint32_t nlinks; /* introduced links, pending too: intro_lock */
+static uint32_t nlinks; /* introduced links: intro_lock */
 static pthread_once_t intro_once = PTHREAD_ONCE_INIT;
-
-static void cond_init(void)
-{
-	pthread_condattr_t a;
-
-	pthread_condattr_init(&a);
-	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-	pthread_cond_init(&intro_cond, &a);
-	pthread_condattr_destroy(&a);
-}
 
 static void fork_prepare(void)
 {
@@ -102,25 +85,18 @@ static void fork_parent(void)
 
 static void fork_child(void)
 {
-	memset(pending, 0, sizeof(pending));
-	nlinks = 0;
-	cond_init(); /* no waiter of the parent's is ours */
+	nlinks = 0; /* the parent's, not ours */
 	pthread_mutex_unlock(&intro_lock);
 }
 
 static void intro_init(void)
 {
-	cond_init();
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
-/* intro_lock held: the pending slot of `proc`, or -1. */
-static int pending_find(uint64_t proc)
+const cmesh_type *cmesh__intro_type(void)
 {
-	for (uint32_t i = 0; i < INTRO_PENDING_MAX; i++)
-		if (pending[i].proc == proc)
-			return (int)i;
-	return -1;
+	return &intro_type;
 }
 
 /* ---- the introducer ---- */
@@ -142,24 +118,32 @@ void cmesh__link_introduce(struct cmesh__link *dest, uint64_t proc)
 	struct cmesh_ctl_intro m = { 0 };
 	struct cmesh__link *x;
 	int sv[2], r;
-	bool seen;
 
 	if (!proc || proc == dest->peer_proc || proc == dest->own_proc ||
 	    dest->own_proc != cmesh__proc_id())
 		return;
 	pthread_once(&intro_once, intro_init);
-	pthread_mutex_lock(&intro_lock);
-	seen = known(dest, proc);
-	pthread_mutex_unlock(&intro_lock);
-	if (seen)
-		return;
 	x = cmesh__link_by_proc(proc);
 	if (!x)
 		return; /* not linked with it either: nothing to introduce */
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv)) {
+	pthread_mutex_lock(&intro_lock);
+	/*
+	 * An INTRO waiting in dest's queue (ours, under this lock) would come
+	 * after the one we send straight: two links could see two
+	 * introductions in two orders, and each side's link thread wait for
+	 * the other's. Not now, then.
+	 */
+	if (known(dest, proc) ||
+	    atomic_load_explicit(&dest->ctl_pending, memory_order_relaxed) ||
+	    /* Queued behind others there, it would keep dest waiting. */
+	    atomic_load_explicit(&x->ctl_pending, memory_order_relaxed) ||
+	    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv)) {
+		pthread_mutex_unlock(&intro_lock);
 		cmesh__link_put(x);
 		return;
 	}
+	/* Tried once in the window, whatever comes of it. */
+	dest->introduced[dest->nintroduced++ % INTRO_KNOWN] = proc;
 	cmesh__ctl_hdr_fill(&m.hdr, CMESH_CTL_INTRO, sizeof(m));
 	m.proc = proc;
 	/* Straight on the socket: before the ATTACH that follows. */
@@ -168,84 +152,19 @@ void cmesh__link_introduce(struct cmesh__link *dest, uint64_t proc)
 	if (r) {
 		/* Full (no introduction then) or broken (the thread sees it). */
 		close(sv[0]);
-		cmesh__link_put(x);
-		return;
+	} else {
+		m.proc = dest->peer_proc;
+		cmesh__lanes_ctl_send(x, &m, sizeof(m), sv[0]); /* takes it */
 	}
-	m.proc = dest->peer_proc;
-	cmesh__lanes_ctl_send(x, &m, sizeof(m), sv[0]); /* takes sv[0] */
-	cmesh__link_put(x);
-	pthread_mutex_lock(&intro_lock);
-	if (!known(dest, proc))
-		dest->introduced[dest->nintroduced++ % INTRO_KNOWN] = proc;
 	pthread_mutex_unlock(&intro_lock);
-	cmesh__log(CMESH__LOG_DEBUG, "introduced %016llx to %016llx",
-		   (unsigned long long)dest->peer_proc,
-		   (unsigned long long)proc);
+	cmesh__link_put(x);
+	if (!r)
+		cmesh__log(CMESH__LOG_DEBUG, "introduced %016llx to %016llx",
+			   (unsigned long long)dest->peer_proc,
+			   (unsigned long long)proc);
 }
 
 /* ---- the introduced ---- */
-
-struct job {
-	int sock;
-	uint64_t proc;
-	int64_t deadline;
-};
-
-/* Ends the pending introduction of `proc`; `linked`: it holds a link. */
-static void pending_end(uint64_t proc, bool linked)
-{
-	int i;
-
-	pthread_mutex_lock(&intro_lock);
-	i = pending_find(proc);
-	if (i >= 0)
-		pending[i].proc = 0;
-	if (!linked)
-		nlinks--;
-	pthread_cond_broadcast(&intro_cond);
-	pthread_mutex_unlock(&intro_lock);
-}
-
-static void *join_thread(void *arg)
-{
-	struct job *j = arg;
-	struct cmesh__link_opts lo = { 0 };
-	struct cmesh__link *l = NULL;
-	const cmesh_env *env;
-	int r;
-
-	r = cmesh__env_get(&env);
-	if (r) {
-		close(j->sock);
-	} else {
-		lo.ring_cap = INTRO_RING;
-		lo.spin_ns = env->spin_ns;
-		lo.max_trail = env->max_message;
-		lo.max_backlog = env->max_backlog;
-		lo.deadline = j->deadline;
-		lo.cancel_fd = -1;
-		/* SO_PEERCRED names the introducer, not the peer. */
-		r = cmesh__link_new(j->sock, &intro_type, &intro_type, &lo, &l);
-	}
-	if (!r && cmesh__link_peer_proc(l) != j->proc) {
-		/* Not the process we were told of. */
-		cmesh__link_fail(l, -EPROTO);
-		cmesh__link_put(l);
-		r = -EPROTO;
-	}
-	if (!r) {
-		/* seq_cst: against the thread's look at a failure. */
-		atomic_store(&l->intro_held, true);
-		/* A failure it saw before: it looks again. */
-		cmesh__link_kick(l);
-	} else {
-		cmesh__log(CMESH__LOG_INFO, "introduction to %016llx: %s",
-			   (unsigned long long)j->proc, cmesh_strerror(r));
-	}
-	pending_end(j->proc, !r);
-	free(j);
-	return NULL;
-}
 
 /* Whether `fd` is a unix SOCK_SEQPACKET socket. */
 static bool is_seqpacket(int fd)
@@ -263,56 +182,65 @@ static bool is_seqpacket(int fd)
 	return type == SOCK_SEQPACKET && domain == AF_UNIX;
 }
 
-/* Link thread: joins a link over `sock` (taken) with process `proc`. */
-static void introduced(uint64_t proc, int sock)
+/* Link thread of `from`: joins a link over `sock` (taken) with `proc`. */
+static void introduced(struct cmesh__link *from, uint64_t proc, int sock)
 {
-	struct cmesh__link *have;
-	struct job *j = NULL;
-	pthread_t t;
-	sigset_t all, old;
-	int slot = -1;
+	struct cmesh__link_opts lo = { 0 };
+	struct cmesh__link *l;
+	const cmesh_env *env;
+	bool room;
+	int r;
 
 	pthread_once(&intro_once, intro_init);
-	have = cmesh__link_by_proc(proc);
-	if (have) {
-		cmesh__link_put(have);
+	/* Going (or gone): no handshake holds up its teardown. */
+	if (atomic_load_explicit(&from->stop, memory_order_acquire) ||
+	    cmesh__link_failed(from)) {
+		close(sock);
+		return;
+	}
+	l = cmesh__link_by_proc(proc);
+	if (l) {
+		cmesh__link_put(l);
 		close(sock); /* linked already: its other end sees it closed */
 		return;
 	}
 	pthread_mutex_lock(&intro_lock);
-	if (pending_find(proc) < 0 && nlinks < INTRO_LINKS_MAX)
-		slot = pending_find(0);
-	if (slot >= 0) {
-		pending[slot].proc = proc;
-		pending[slot].deadline = cmesh_clock_now() + INTRO_HANDSHAKE_NS;
+	room = nlinks < INTRO_LINKS_MAX;
+	if (room)
 		nlinks++;
-	}
 	pthread_mutex_unlock(&intro_lock);
-	if (slot < 0) {
-		cmesh__log(CMESH__LOG_DEBUG,
-			   "introduction to %016llx: one is under way, or "
-			   "too many",
-			   (unsigned long long)proc);
+	r = room ? cmesh__env_get(&env) : -ENOSPC;
+	if (r) {
 		close(sock);
-		return;
+	} else {
+		lo.ring_cap = INTRO_RING;
+		lo.spin_ns = env->spin_ns;
+		lo.max_trail = env->max_message;
+		lo.max_backlog = env->max_backlog;
+		lo.deadline = cmesh_clock_now() + INTRO_HANDSHAKE_NS;
+		lo.cancel_fd = -1;
+		lo.expect_proc = proc;
+		r = cmesh__link_new(sock, &intro_type, &intro_type, &lo, &l);
 	}
-	j = malloc(sizeof(*j));
-	if (j) {
-		int r;
-
-		*j = (struct job){ sock, proc, pending[slot].deadline };
-		sigfillset(&all);
-		pthread_sigmask(SIG_SETMASK, &all, &old);
-		r = pthread_create(&t, NULL, join_thread, j);
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
-		if (!r) {
-			pthread_detach(t);
-			return;
-		}
-		free(j);
+	if (!r) {
+		/*
+		 * Its reference is the introduction's from now on, which its
+		 * thread may drop at once (a failure it saw before looks
+		 * again at the kick): ours holds it meanwhile.
+		 */
+		cmesh__link_get(l);
+		atomic_store(&l->intro_held, true);
+		cmesh__link_kick(l);
+		cmesh__link_put(l);
 	}
-	close(sock);
-	pending_end(proc, false);
+	if (r && room) {
+		pthread_mutex_lock(&intro_lock);
+		nlinks--;
+		pthread_mutex_unlock(&intro_lock);
+	}
+	if (r)
+		cmesh__log(CMESH__LOG_INFO, "introduction to %016llx: %s",
+			   (unsigned long long)proc, cmesh_strerror(r));
 }
 
 int cmesh__intro_on_ctl(struct cmesh__link *l, const unsigned char *buf,
@@ -332,7 +260,7 @@ int cmesh__intro_on_ctl(struct cmesh__link *l, const unsigned char *buf,
 		close(fds[0]);
 		return 0;
 	}
-	introduced(m.proc, fds[0]);
+	introduced(l, m.proc, fds[0]);
 	return 0;
 }
 
@@ -345,26 +273,4 @@ void cmesh__intro_release(struct cmesh__link *l)
 	nlinks--;
 	pthread_mutex_unlock(&intro_lock);
 	cmesh__link_put(l); /* on the link thread: it frees the link itself */
-}
-
-struct cmesh__link *cmesh__link_by_proc_wait(uint64_t proc)
-{
-	struct cmesh__link *l = cmesh__link_by_proc(proc);
-	int i;
-
-	if (l || !proc)
-		return l;
-	pthread_once(&intro_once, intro_init);
-	pthread_mutex_lock(&intro_lock);
-	while ((i = pending_find(proc)) >= 0) {
-		int64_t d = pending[i].deadline;
-		struct timespec ts = { (time_t)(d / 1000000000ll),
-				       (long)(d % 1000000000ll) };
-
-		if (cmesh_clock_now() >= d)
-			break;
-		pthread_cond_timedwait(&intro_cond, &intro_lock, &ts);
-	}
-	pthread_mutex_unlock(&intro_lock);
-	return cmesh__link_by_proc(proc);
 }

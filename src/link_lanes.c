@@ -295,8 +295,13 @@ static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
 	/* Bound already (a reused one): only DROPPED may answer it. */
 	if (!r && !dropped && cmesh__lane_bound(ln))
 		r = -EPROTO;
-	/* A token answers only a claim of ours (link_claim.c). */
-	if (!r && (m.token[0] | m.token[1]) && (!ln->claiming || dropped))
+	/*
+	 * A token answers a claim of ours (link_claim.c), or a receiver's
+	 * port (our out lane): the in lane it reads there, for a claim by a
+	 * sender of ours sent on.
+	 */
+	if (!r && (m.token[0] | m.token[1]) &&
+	    ((!ln->claiming && !ln->is_out) || dropped || ln->poolable))
 		r = -EPROTO;
 	if (!r && !(m.flags & CMESH_LANE_F_POOLED))
 		cmesh__lanes_unpool(l,
@@ -310,7 +315,7 @@ static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
 		if (!dropped)
 			l->peer_mapped += m.arena_size;
 		/* Read by its queue once bound (acquire, cmesh__lane_bound). */
-		if (ln->claiming) {
+		if (ln->claiming || (m.token[0] | m.token[1])) {
 			ln->peer_token[0] = m.token[0];
 			ln->peer_token[1] = m.token[1];
 			ln->peer_node = l->peer_proc;
@@ -497,9 +502,10 @@ int cmesh__link_lane_export(struct cmesh__link *l, bool is_out,
 int cmesh__link_lane_import(struct cmesh__link *l,
 			    const struct cmesh_ctl_port *d, int fd,
 			    const cmesh_type *type, uint64_t max_backlog,
-			    int64_t spin_ns, struct cmesh__lane **out)
+			    int64_t spin_ns, const uint64_t *token,
+			    struct cmesh__lane **out)
 {
-	return cmesh__lanes_import(l, d, fd, type, max_backlog, spin_ns, NULL,
+	return cmesh__lanes_import(l, d, fd, type, max_backlog, spin_ns, token,
 				   NULL, out);
 }
 

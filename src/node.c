@@ -73,6 +73,7 @@ int cmesh__node_opts(const cmesh_node_opts *user, uint32_t flags_ok,
 	uint64_t ring;
 	int r;
 
+	memset(lo, 0, sizeof(*lo));
 	r = cmesh__opts_copy(&o, sizeof(o), user);
 	if (!r)
 		r = cmesh__env_get(&env);

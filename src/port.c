@@ -615,8 +615,8 @@ static void claim_peer(struct cmesh__link *link, const struct cmesh_ctl_port *d,
 	if (d->node == cmesh__link_peer_proc(link) ||
 	    d->node == cmesh__proc_id() /* it came back by another link */)
 		return;
-	/* An introduction came before this port: it may be under way. */
-	to = cmesh__link_by_proc_wait(d->node);
+	/* Introduced (link_intro.c) before this port was read, if at all. */
+	to = cmesh__link_by_proc(d->node);
 	if (!to)
 		return;
 	/* The link's reference goes to the queue if the claim goes. */
@@ -677,7 +677,8 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 	struct cmesh__queue_opts o = { 0 };
 	struct cmesh__queue *q;
 	struct cmesh__lane *ln;
-	bool sending = is_sending(f->kind);
+	bool sending = is_sending(f->kind), listed;
+	uint64_t tok[2] = { 0, 0 };
 	int r;
 
 	if (f->kind == CMESH_FIELD_KIND_CTX || d->kind == CMESH_PORT_CTX) {
@@ -713,17 +714,35 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 		cmesh__link_fail(link, -EPROTO);
 		return -EPROTO;
 	}
+	/*
+	 * A channel's receiver from its senders' process (not one that
+	 * claims them from elsewhere, nor one that may come home): the lane
+	 * it reads gets a token, which the answer takes to them, so that a
+	 * sender of it sent on from there may claim it here.
+	 */
+	listed = f->kind == CMESH_FIELD_KIND_RECEIVER &&
+		 !(d->flags & (CMESH_PORT_F_HOME | CMESH_PORT_F_FAILED)) &&
+		 (!(d->flags & CMESH_PORT_F_REDIRECT) ||
+		  d->node == cmesh__link_peer_proc(link));
+	if (listed) {
+		pthread_once(&claims_once, claims_init);
+		cmesh__link_token_new(tok);
+		listed = tok[0] | tok[1];
+	}
 	if ((d->flags & CMESH_PORT_F_FAILED) || cmesh__link_failed(link)) {
 		if (fd >= 0)
 			close(fd);
 		r = cmesh__lane_new_failed(link, sending, f->type, &ln);
+		listed = false;
 	} else {
 		r = cmesh__link_lane_import(link, d, fd, f->type,
 					    env->max_backlog, env->spin_ns,
-					    &ln);
+					    listed ? tok : NULL, &ln);
 		/* The link failed meanwhile (a REUSE waited): as above. */
-		if (r == -ECONNRESET)
+		if (r == -ECONNRESET) {
 			r = cmesh__lane_new_failed(link, sending, f->type, &ln);
+			listed = false;
+		}
 	}
 	if (r) {
 		if (r == -EPROTO)
@@ -770,6 +789,12 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 		return r;
 	}
 	cmesh__link_get(link); /* the queue's, as for any lane */
+	if (listed && !ln->failed_alone) {
+		/* Before it is listed: home_set keeps a lane's own token. */
+		ln->token[0] = tok[0];
+		ln->token[1] = tok[1];
+		cmesh__queue_claimable_rx(q);
+	}
 	if ((d->flags & CMESH_PORT_F_REDIRECT) && !ln->failed_alone)
 		claim_peer(link, d, ln, q, env, sending);
 	return 0;

@@ -791,10 +791,17 @@ int cmesh__queue_try_primary(struct cmesh__queue *q, void *out_msg,
 static int try_recv(struct cmesh__queue *q, void *out_msg, void *out_trail,
 		    size_t cap, struct cmesh__ports_in *pin)
 {
+	int r;
+
 	if (unlikely(atomic_load_explicit(&q->xl_flags, memory_order_acquire)))
 		return cmesh__queue_xl_try_recv(q, out_msg, out_trail, cap,
 						pin);
-	return cmesh__queue_try_primary(q, out_msg, out_trail, cap, pin);
+	r = cmesh__queue_try_primary(q, out_msg, out_trail, cap, pin);
+	/* A lane listed for claims ends on the lanes' path (rx_ref). */
+	if (unlikely(r == -EPIPE && q->rx_ref))
+		return cmesh__queue_xl_try_recv(q, out_msg, out_trail, cap,
+						pin);
+	return r;
 }
 
 static bool overflow_ready(struct cmesh__queue *q)
@@ -1099,9 +1106,13 @@ int cmesh__queue_local_len(struct cmesh__queue *q)
 
 int cmesh__queue_peek(struct cmesh__queue *q)
 {
+	int r;
+
 	if (unlikely(atomic_load_explicit(&q->xl_flags, memory_order_acquire)))
 		return cmesh__queue_xl_peek(q);
-	return cmesh__queue_peek_primary(q);
+	r = cmesh__queue_peek_primary(q);
+	/* As try_recv(). */
+	return unlikely(r == -EPIPE && q->rx_ref) ? cmesh__queue_xl_peek(q) : r;
 }
 
 int cmesh__queue_peek_primary(struct cmesh__queue *q)
@@ -1441,6 +1452,7 @@ void cmesh__queue_receiver_close(struct cmesh__queue *q)
 			cmesh__lane_fail_rx(q->rx_lane);
 		else
 			cmesh__lane_close_rx(q->rx_lane);
+		cmesh__queue_rx_unref(q); /* its sender reference, if any */
 		cmesh__queue_put(q);
 		return;
 	}

@@ -278,6 +278,14 @@ int cmesh__queue_redirect(struct cmesh__queue *q, struct cmesh__lane *from,
 int cmesh__queue_await(struct cmesh__queue *q, struct cmesh__lane *ln);
 
 /*
+ * A receiver made with its lane (`rx_lane`, whose token the caller set):
+ * that lane takes a sender reference and `q` becomes its home, so that a
+ * sender of it sent on may claim it (cmesh__queue_admit(), after that
+ * lane). Before the receiver is handed out. 0, or -EINVAL (no lane).
+ */
+int cmesh__queue_claimable_rx(struct cmesh__queue *q);
+
+/*
  * Claims of senders (link_claim.c). admit: the receiver of `q` gets in
  * lane `ln` (with a sender reference, as cmesh__queue_add_rx_lane()),
  * read once its lane of serial `after` (0: none) has ended, and with

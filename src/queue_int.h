@@ -144,6 +144,17 @@ struct cmesh__queue {
 	int xl_err;	   /* a lane's failure: the receiver's, for good */
 	bool primary_done; /* rx_lane saw CLOSE while lanes remain */
 	/*
+	 * rx_lane holds a sender reference and is listed for claims
+	 * (cmesh__queue_claimable_rx()) until it ends or the receiver goes
+	 * (consumer; set before the receiver is handed out).
+	 */
+	bool rx_ref;
+	/*
+	 * The receiver goes on through a forwarder reading its one source
+	 * (cmesh__queue_sole_lane()): no claim may add a lane (`lock`).
+	 */
+	bool no_claims;
+	/*
 	 * The out lanes the receiver left (coming home, or claimed
 	 * elsewhere), sealed, kept until the queue goes (a sender may still
 	 * be inside a send on one; `lock`).
@@ -297,5 +308,11 @@ bool cmesh__queue_xl_arm(struct cmesh__queue *q, bool on, bool futex);
 
 /* The receiver closes: every lane closed and released. */
 void cmesh__queue_xl_close(struct cmesh__queue *q);
+
+/*
+ * Consumer: rx_lane ended, or the receiver goes: its listing and sender
+ * reference (cmesh__queue_claimable_rx()), if it has them, go.
+ */
+void cmesh__queue_rx_unref(struct cmesh__queue *q);
 
 #endif

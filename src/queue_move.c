@@ -145,10 +145,14 @@ struct cmesh__lane *cmesh__queue_sole_lane(struct cmesh__queue *q)
 		ln = NULL;
 	} else if (q->next) {
 		ln = q->xl_n ? NULL : q->next;
-		senders = 1;
+		senders = 1 + q->rx_ref;
 	} else if (!q->primary_done) {
-		/* Made with its lane: that lane holds no sender reference. */
+		/*
+		 * Made with its lane: that lane holds no sender reference,
+		 * unless it is listed for claims (cmesh__queue_claimable_rx()).
+		 */
 		ln = q->xl_n ? NULL : q->rx_lane;
+		senders = q->rx_ref;
 	} else if (q->xl_n == 1) {
 		ln = q->xl[0]; /* claimed (or added): one sender reference */
 		senders = 1;
@@ -157,6 +161,9 @@ struct cmesh__lane *cmesh__queue_sole_lane(struct cmesh__queue *q)
 		   atomic_load_explicit(&q->nsenders, memory_order_relaxed) !=
 			   senders))
 		ln = NULL;
+	/* Its port names that lane alone: a claimed lane would be missed. */
+	if (ln)
+		q->no_claims = true;
 	pthread_mutex_unlock(&q->lock);
 	return ln;
 }
@@ -335,6 +342,32 @@ int cmesh__queue_claim_out(struct cmesh__queue *q, struct cmesh__lane *ln)
 	return r;
 }
 
+/* `lock` held: a sender reference more for a queue that may have none. */
+static void sender_ref_first(struct cmesh__queue *q)
+{
+	/*
+	 * The first sender reference of a queue made with its lane (which
+	 * holds none) brings the sending side's queue reference, which the
+	 * last one's put drops (queue.c).
+	 */
+	if (!atomic_fetch_add_explicit(&q->nsenders, 1, memory_order_seq_cst))
+		atomic_fetch_add_explicit(&q->refs, 1, memory_order_relaxed);
+}
+
+int cmesh__queue_claimable_rx(struct cmesh__queue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	if (!q->rx_lane || q->rx_ref) {
+		pthread_mutex_unlock(&q->lock);
+		return -EINVAL;
+	}
+	q->rx_ref = true;
+	sender_ref_first(q);
+	pthread_mutex_unlock(&q->lock);
+	cmesh__link_lane_home_set(q->rx_lane, q);
+	return 0;
+}
+
 int cmesh__queue_await(struct cmesh__queue *q, struct cmesh__lane *ln)
 {
 	int r;
@@ -348,15 +381,7 @@ int cmesh__queue_await(struct cmesh__queue *q, struct cmesh__lane *ln)
 		q->next = ln;
 		atomic_fetch_add_explicit(&q->st_lanes, 1,
 					  memory_order_relaxed);
-		/*
-		 * The first sender reference of a queue made with its lane
-		 * (which holds none) brings the sending side's queue
-		 * reference, which the last one's put drops (queue.c).
-		 */
-		if (!atomic_fetch_add_explicit(&q->nsenders, 1,
-					       memory_order_relaxed))
-			atomic_fetch_add_explicit(&q->refs, 1,
-						  memory_order_relaxed);
+		sender_ref_first(q);
 		/* Its receives take the lanes' path (walk()), XL_NEW aside. */
 		atomic_fetch_or_explicit(&q->xl_flags, XL_ANY,
 					 memory_order_release);

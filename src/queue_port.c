@@ -99,7 +99,7 @@ int cmesh__queue_admit(struct cmesh__queue *q, uint64_t after,
 	/* Before the consumer can see it (merge() takes it under `lock`). */
 	ln->after = after;
 	pthread_mutex_lock(&q->lock);
-	if (q->ws) {
+	if (q->ws || q->no_claims) {
 		r = -EOPNOTSUPP;
 	} else if (atomic_load_explicit(&q->state, memory_order_acquire) &
 		   ST_RX_CLOSED) {
@@ -149,6 +149,8 @@ static bool has_serial(const struct cmesh__queue *q, uint64_t s)
 {
 	if (q->rx_lane && !q->primary_done && q->rx_lane->serial == s)
 		return true;
+	if (q->next && q->next->serial == s)
+		return true; /* waits behind rx_lane: has not ended */
 	for (uint32_t i = 0; i < q->xl_n; i++)
 		if (q->xl[i]->serial == s)
 			return true;
@@ -285,6 +287,7 @@ again:
 			q->primary_done = true;
 			open_after(q, q->rx_lane->serial);
 			await_done(q);
+			cmesh__queue_rx_unref(q);
 		}
 	}
 	for (uint32_t k = 0; k < q->xl_n; k++) {
@@ -309,12 +312,29 @@ again:
 			q->xl_next = i + 1;
 		return r; /* a message (its length), or -EMSGSIZE / -ENOMEM */
 	}
-	return q->primary_done && !q->xl_n &&
+	/*
+	 * Closed once no sender is left: a claim (cmesh__queue_admit()) takes
+	 * its reference before it lists its lane (seq_cst both).
+	 */
+	return q->primary_done &&
+			       !atomic_load_explicit(&q->nsenders,
+						     memory_order_seq_cst) &&
+			       !q->xl_n &&
 			       !(atomic_load_explicit(&q->xl_flags,
 						      memory_order_acquire) &
 				 XL_NEW) ?
 		       -EPIPE :
 		       -EAGAIN;
+}
+
+void cmesh__queue_rx_unref(struct cmesh__queue *q)
+{
+	if (!q->rx_ref)
+		return;
+	q->rx_ref = false;
+	/* No claim may name it from here on (link_claim.c). */
+	cmesh__link_lane_home_set(q->rx_lane, NULL);
+	cmesh__queue_sender_put(q);
 }
 
 int cmesh__queue_xl_try_recv(struct cmesh__queue *q, void *out_msg,

@@ -2165,3 +2165,33 @@ Test(moves, an_introduced_link_goes_with_its_peer)
 	cr_assert_eq(s1.maps, b1.maps);
 	mesh_down(1u << 3);
 }
+
+/*
+ * Crossing moves: P1 makes a channel and sends its receiver to P2, then
+ * its sender to P3 (which is not linked with P2). The sender's receiver is
+ * elsewhere already, so P1 forwards it; but P2 gave P1 a token of the lane
+ * it reads, so P3 claims P2's receiver (over the link P1 introduced): P1
+ * runs no forwarder, and its death takes nothing. Every message arrives
+ * once, in order, and the channel closes when P3 lets go.
+ */
+Test(moves, a_sender_sent_after_its_receiver_claims_it_where_it_went)
+{
+	mesh_up_apart(4, 2, 3);
+	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	send_held(1, 1, 3);
+	pass_held(1, OP_HOLD, ROUTE(2)); /* the receiver */
+	cr_assert_eq(report_from(2), 0);
+	route_send(&(struct cmsg){ 0 }, OP_DRAIN_HELD, ROUTE(2));
+	send_held(1, 4, 6);
+	pass_held(1, OP_HOLD, ROUTE(3)); /* the sender */
+	cr_assert_eq(report_from(3), 0);
+	send_held(3, 7, 9);
+	no_forwarder_in(1);
+	kill_and_wait(1);
+	send_held(3, 10, 12);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(3));
+	cr_assert_eq(report_from(3), 0);
+	cr_assert_eq(report_from(2), 12);
+	mesh_down(1u << 1);
+}

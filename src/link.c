@@ -249,6 +249,36 @@ static bool orphan_done(struct cmesh__link *l)
 	       (!cmesh__lanes_spilling(l) || cmesh__link_failed(l));
 }
 
+/*
+ * The link thread's wake loop broke (the link failed with it): it waits
+ * on its kick eventfd alone for what the loop would still have done, an
+ * introduction's reference to drop (a kick follows its store), its own
+ * last reference (the link then freed here), or its stop (joined). True
+ * if it freed the link.
+ */
+static bool linger(struct cmesh__link *l)
+{
+	for (;;) {
+		struct pollfd p = { .fd = l->kick_efd, .events = POLLIN };
+		bool orphaned;
+
+		cmesh__intro_release(l);
+		pthread_mutex_lock(&l->orphan_lock);
+		orphaned =
+			atomic_load_explicit(&l->orphan, memory_order_acquire);
+		pthread_mutex_unlock(&l->orphan_lock);
+		if (orphaned) {
+			pthread_detach(pthread_self());
+			free_resources(l);
+			return true;
+		}
+		if (atomic_load_explicit(&l->stop, memory_order_acquire))
+			return false;
+		if (poll(&p, 1, -1) > 0)
+			cmesh__eventfd_drain(l->kick_efd);
+	}
+}
+
 static void *link_thread(void *arg)
 {
 	struct cmesh__link *l = arg;
@@ -270,21 +300,10 @@ static void *link_thread(void *arg)
 			deadline = cmesh_clock_now() + THROTTLED_RETRY_NS;
 		r = cmesh__wake_run(l->wake, deadline);
 		if (r < 0 && r != -EINTR) {
-			bool orphaned;
-
 			cmesh__link_fail(l, -ECONNRESET);
 			cmesh__link_hooks_run(l);
-			cmesh__intro_release(l);
-			/* Its reference may have been the last: as below. */
-			pthread_mutex_lock(&l->orphan_lock);
-			orphaned = atomic_load_explicit(&l->orphan,
-							memory_order_acquire);
-			pthread_mutex_unlock(&l->orphan_lock);
-			if (orphaned) {
-				pthread_detach(pthread_self());
-				free_resources(l);
-				return NULL;
-			}
+			if (linger(l))
+				return NULL; /* freed */
 			break;
 		}
 		if (cmesh__link_failed(l) && l->pidfd_watched) {

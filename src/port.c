@@ -362,6 +362,7 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 	struct cmesh__lane *peer;
 	uint64_t node = 0, t[2] = { 0, 0 };
 	uint32_t home;
+	bool sole_rx = false;
 	int r;
 
 	if (f->kind == CMESH_FIELD_KIND_CTX) {
@@ -401,7 +402,7 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 	 * claim its senders from their process (CMESH_PORT_F_REDIRECT).
 	 */
 	if (f->kind == CMESH_FIELD_KIND_RECEIVER)
-		peer = cmesh__queue_sole_lane(q);
+		sole_rx = (peer = cmesh__queue_sole_lane(q)) != NULL;
 	else if (f->kind == CMESH_FIELD_KIND_SENDER)
 		peer = cmesh__queue_sole_sender(q); /* it alone writes it */
 	else
@@ -421,6 +422,8 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 		t[1] = peer->peer_token[1];
 	}
 	r = export_forwarded(link, f, h, env, out);
+	if (r && sole_rx)
+		cmesh__queue_claims_reopen(q); /* it stays the caller's */
 	/*
 	 * Its forwarder's lane has a token of ours: the one upstream wins. A
 	 * sender's is no use (its receiver here is the forwarder's, in a

@@ -286,6 +286,12 @@ int cmesh__queue_await(struct cmesh__queue *q, struct cmesh__lane *ln);
 int cmesh__queue_claimable_rx(struct cmesh__queue *q);
 
 /*
+ * The receiver cmesh__queue_sole_lane() named a lane for did not go after
+ * all (its export failed): claims may add lanes to it again.
+ */
+void cmesh__queue_claims_reopen(struct cmesh__queue *q);
+
+/*
  * Claims of senders (link_claim.c). admit: the receiver of `q` gets in
  * lane `ln` (with a sender reference, as cmesh__queue_add_rx_lane()),
  * read once its lane of serial `after` (0: none) has ended, and with

@@ -168,6 +168,13 @@ struct cmesh__lane *cmesh__queue_sole_lane(struct cmesh__queue *q)
 	return ln;
 }
 
+void cmesh__queue_claims_reopen(struct cmesh__queue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	q->no_claims = false;
+	pthread_mutex_unlock(&q->lock);
+}
+
 bool cmesh__queue_tryget(void *home)
 {
 	struct cmesh__queue *q = home;

@@ -285,6 +285,14 @@ again:
 			if (!q->rx_lane)
 				return -EPIPE;
 			q->primary_done = true;
+			/*
+			 * From now on every receive, peek, look and sleep
+			 * takes this path: the lane's end is sticky, and a
+			 * claim may still be joining (admit: its reference,
+			 * then XL_NEW).
+			 */
+			atomic_fetch_or_explicit(&q->xl_flags, XL_ANY,
+						 memory_order_release);
 			open_after(q, q->rx_lane->serial);
 			await_done(q);
 			cmesh__queue_rx_unref(q);

@@ -70,7 +70,7 @@
 #include <stdint.h>
 
 #define CMESH_PROTO_MAGIC 0x48534d43u /* "CMSH" */
-#define CMESH_PROTO_VERSION 14u
+#define CMESH_PROTO_VERSION 15u
 
 #define CMESH_CTL_HELLO 1u
 #define CMESH_CTL_ATTACH 2u
@@ -323,16 +323,20 @@ static_assert(sizeof(struct cmesh_ctl_lane) == 48, "lane size");
  * endpoint here is no longer where it was: LANE DROPPED (or the new lane
  * ends at once), nothing else. Checked: the port as any port (no flags),
  * type_fp against the found lane's type, and the lane's direction
- * against the port's (else -EPROTO).
+ * against the port's (else -EPROTO). `mine`: the claimer's token of its
+ * new lane (0: none), which the receiver keeps for a later claim of that
+ * lane's far end from elsewhere (a sender of the claimer's receiver, a
+ * receiver of the claimer's sender, sent on).
  */
 struct cmesh_ctl_claim {
 	struct cmesh_ctl_hdr hdr;
 	uint64_t token[2];
 	uint64_t type_fp; /* the channel's type fingerprint */
 	struct cmesh_ctl_port port;
+	uint64_t mine[2];
 };
 
-static_assert(sizeof(struct cmesh_ctl_claim) == 40 + 56, "claim size");
+static_assert(sizeof(struct cmesh_ctl_claim) == 40 + 56 + 16, "claim size");
 
 /*
  * INTRO. fds: one end of a SOCK_SEQPACKET socketpair. `proc` is the

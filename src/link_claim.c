@@ -346,6 +346,12 @@ int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
 	}
 	to->token[0] = t[0];
 	to->token[1] = t[1];
+	/* Before any sender or export can see it: the claimer's own. */
+	if (m.mine[0] | m.mine[1]) {
+		to->peer_token[0] = m.mine[0];
+		to->peer_token[1] = m.mine[1];
+		to->peer_node = l->peer_proc;
+	}
 	/*
 	 * A receiver's claim: the senders here write `to` from now on. A
 	 * sender's: our receiver reads `to` once the sender's old lane ends.
@@ -450,6 +456,8 @@ int cmesh__link_claim(struct cmesh__link *l, const uint64_t token[2],
 	m.token[0] = token[0];
 	m.token[1] = token[1];
 	m.port = po.desc;
+	/* attach() listed it with a token: the far end's, for a claim. */
+	cmesh__link_lane_token(po.lane, m.mine);
 	/* Now, or after what waits for the socket: it takes the fd. */
 	cmesh__lanes_ctl_send(l, &m, sizeof(m), po.fd);
 	cmesh__link_lane_sent(po.lane);

@@ -49,8 +49,8 @@ struct cmesh__attach {
 struct ctl_pending {
 	struct ctl_pending *next;
 	uint32_t len;
-	int fd;		       /* or -1 */
-	unsigned char buf[96]; /* the largest: CLAIM */
+	int fd;			/* or -1 */
+	unsigned char buf[112]; /* the largest: CLAIM */
 };
 
 struct cmesh__link {

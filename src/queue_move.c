@@ -394,5 +394,11 @@ int cmesh__queue_await(struct cmesh__queue *q, struct cmesh__lane *ln)
 					 memory_order_release);
 	}
 	pthread_mutex_unlock(&q->lock);
+	/*
+	 * A sender of it sent on from the senders' process may claim it
+	 * here, behind `ln` (the CLAIM takes its token there).
+	 */
+	if (!r)
+		cmesh__link_lane_home_set(ln, q);
 	return r;
 }

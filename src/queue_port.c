@@ -191,8 +191,9 @@ static int merge(struct cmesh__queue *q)
 	      XL_NEW))
 		return 0;
 	pthread_mutex_lock(&q->lock);
-	r = cmesh__queue_reserve_lanes(&q->xl, &q->xl_cap,
-				       q->xl_n + q->xl_nadd);
+	/* A claimed lane waiting (next) keeps its place (await_done()). */
+	r = cmesh__queue_reserve_lanes(
+		&q->xl, &q->xl_cap, q->xl_n + q->xl_nadd + (q->next != NULL));
 	if (!r) {
 		memcpy(q->xl + q->xl_n, q->xl_add,
 		       q->xl_nadd * sizeof(q->xl_add[0]));

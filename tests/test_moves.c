@@ -2195,3 +2195,33 @@ Test(moves, a_sender_sent_after_its_receiver_claims_it_where_it_went)
 	cr_assert_eq(report_from(2), 12);
 	mesh_down(1u << 1);
 }
+
+/*
+ * A sender sent on after its receiver claimed it from elsewhere: P1 makes
+ * a channel, its receiver goes P1 -> P2 -> P3 (P3 claims P1's senders),
+ * then its sender goes to P2. P1 forwards it with the token P3's claim
+ * gave, so P2 claims P3's receiver: P1 runs no forwarder, and its death
+ * takes nothing. Every message arrives once, in order.
+ */
+Test(moves, a_sender_sent_after_its_receiver_claimed_it_claims_it_too)
+{
+	mesh_up(4);
+	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	send_held(1, 1, 3);
+	pass_held(1, OP_HOLD, ROUTE(2, 3)); /* the receiver, claimed in P3 */
+	cr_assert_eq(report_from(3), 0);
+	no_forwarder_in(2);
+	route_send(&(struct cmsg){ 0 }, OP_DRAIN_HELD, ROUTE(3));
+	send_held(1, 4, 6);
+	pass_held(1, OP_HOLD, ROUTE(2)); /* the sender */
+	cr_assert_eq(report_from(2), 0);
+	send_held(2, 7, 9);
+	no_forwarder_in(1);
+	kill_and_wait(1);
+	send_held(2, 10, 12);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(2));
+	cr_assert_eq(report_from(2), 0);
+	cr_assert_eq(report_from(3), 12);
+	mesh_down(1u << 1);
+}

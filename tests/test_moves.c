@@ -85,7 +85,8 @@ enum {
 			   route << 16 */
 	OP_FREE_HELD,	/* free the held tx and rx: 0 */
 	OP_NEW_HELD,	/* make a channel and hold both its ends: 0 */
-	OP_DRAIN_HELD	/* OP_DRAIN on the held rx (no longer held) */
+	OP_DRAIN_HELD,	/* OP_DRAIN on the held rx (no longer held) */
+	OP_FLUSH_HELD	/* cmesh_sender_flush(held tx): its result */
 };
 
 /* OP_PASS: a clone of the held tx goes; the tx stays held. */
@@ -402,6 +403,10 @@ static int act(struct cmsg *m)
 						&held_rx),
 			      0);
 		return report(0);
+	case OP_FLUSH_HELD:
+		TOPO_CHECK(held_tx);
+		return report((uint64_t)(int64_t)cmesh_sender_flush(
+			held_tx, topo_deadline()));
 	case OP_DRAIN_HELD:
 		TOPO_CHECK(held_rx && ndrainers < MAXDRAIN);
 		tu_thread_start(&drainers[ndrainers++], drainer, held_rx);
@@ -2184,6 +2189,12 @@ Test(moves, a_sender_sent_after_its_receiver_claims_it_where_it_went)
 	cr_assert_eq(report_from(2), 0);
 	route_send(&(struct cmsg){ 0 }, OP_DRAIN_HELD, ROUTE(2));
 	send_held(1, 4, 6);
+	/*
+	 * Its lane's answer has come (a lane spills until then), and with
+	 * it P2's token: sent on before that, the sender keeps a forwarder.
+	 */
+	route_send(&(struct cmsg){ 0 }, OP_FLUSH_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
 	pass_held(1, OP_HOLD, ROUTE(3)); /* the sender */
 	cr_assert_eq(report_from(3), 0);
 	send_held(3, 7, 9);

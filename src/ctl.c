@@ -184,7 +184,7 @@ int cmesh__ctl_peer_uid(int sock, uid_t *out)
 
 /* ---- wake sockets ---- */
 
-bool cmesh__ctl_is_wake_socket(int fd)
+bool cmesh__ctl_is_unix(int fd, int type)
 {
 	int v = 0;
 	socklen_t len = sizeof(v);
@@ -192,8 +192,12 @@ bool cmesh__ctl_is_wake_socket(int fd)
 	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &len) || v != AF_UNIX)
 		return false;
 	len = sizeof(v);
-	return !getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &len) &&
-	       v == SOCK_DGRAM;
+	return !getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &len) && v == type;
+}
+
+bool cmesh__ctl_is_wake_socket(int fd)
+{
+	return cmesh__ctl_is_unix(fd, SOCK_DGRAM);
 }
 
 int cmesh__ctl_wake_pair(int out[2])

@@ -65,6 +65,9 @@ int cmesh__ctl_recv(int sock, void *buf, size_t cap, int *fds, uint32_t fd_cap,
  */
 int cmesh__ctl_peer_uid(int sock, uid_t *out);
 
+/* True if `fd` is a unix socket of `type` (checked, not trusted). */
+bool cmesh__ctl_is_unix(int fd, int type);
+
 /* ---- wake sockets: SOCK_DGRAM unix pairs, one byte per wake ---- */
 
 /* True if `fd` is a unix datagram socket (checked, not trusted). */

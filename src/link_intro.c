@@ -166,22 +166,6 @@ void cmesh__link_introduce(struct cmesh__link *dest, uint64_t proc)
 
 /* ---- the introduced ---- */
 
-/* Whether `fd` is a unix SOCK_SEQPACKET socket. */
-static bool is_seqpacket(int fd)
-{
-	int type = 0, domain = 0;
-	socklen_t len = sizeof(int);
-
-	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) ||
-	    len != sizeof(int))
-		return false;
-	len = sizeof(int);
-	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) ||
-	    len != sizeof(int))
-		return false;
-	return type == SOCK_SEQPACKET && domain == AF_UNIX;
-}
-
 /* Link thread of `from`: joins a link over `sock` (taken) with `proc`. */
 static void introduced(struct cmesh__link *from, uint64_t proc, int sock)
 {
@@ -253,7 +237,7 @@ int cmesh__intro_on_ctl(struct cmesh__link *l, const unsigned char *buf,
 	memcpy(&m, buf, sizeof(m));
 	if (m.hdr.len != sizeof(m) || m.hdr.reserved || !m.proc ||
 	    m.proc == l->own_proc || m.proc == l->peer_proc ||
-	    !is_seqpacket(fds[0]))
+	    !cmesh__ctl_is_unix(fds[0], SOCK_SEQPACKET))
 		return -EPROTO;
 	/* A child of fork does not act on its parent's links. */
 	if (l->own_proc != cmesh__proc_id()) {

@@ -272,6 +272,7 @@ int cmesh__queue_new(const cmesh_type *type,
 	q->max_backlog = opts->max_backlog;
 	atomic_init(&q->tx_lane, opts->tx_lane);
 	q->rx_lane = opts->rx_lane;
+	atomic_init(&q->st_remote, opts->rx_lane != NULL);
 	q->fast_send = !type->nfields;
 	q->fast_trail = q->inline_cap < q->max_trail ? q->inline_cap :
 						       q->max_trail;
@@ -992,7 +993,7 @@ void cmesh__queue_stats(struct cmesh__queue *q, cmesh_receiver_stats *out)
 	out->ring_used = tail > head ? tail - head : 0;
 	out->overflow_bytes =
 		atomic_load_explicit(&q->ovf_bytes, memory_order_relaxed);
-	out->remote = q->rx_lane != NULL;
+	out->remote = atomic_load_explicit(&q->st_remote, memory_order_relaxed);
 	out->lanes = atomic_load_explicit(&q->st_lanes, memory_order_relaxed);
 	out->waits = atomic_load_explicit(&q->st_waits, memory_order_relaxed);
 	out->caught = atomic_load_explicit(&q->st_caught, memory_order_relaxed);

@@ -320,9 +320,12 @@ struct cmesh__lane *cmesh__queue_sole_sender(struct cmesh__queue *q);
  * in lane of serial `serial` from elsewhere. A sender reference is taken
  * for its new handle here, and the local tier is sealed and not read
  * until that lane has ended (what it sent from there comes first): local
- * sends queue in order meanwhile. 0, or -EOPNOTSUPP (nothing done: the
- * receiver is not here reading lanes, is in a waitset, another come home
- * waits, or the senders are gone).
+ * sends queue in order meanwhile. A queue made with its lane takes it for
+ * that lane or the claimed one behind it, and is a local queue once that
+ * lane has ended. 0, or -EOPNOTSUPP (nothing done: the receiver is not
+ * here reading lanes, is in a waitset or sent on, another come home
+ * waits, the lane is another one of a queue made with its lane, or the
+ * senders are gone).
  */
 int cmesh__queue_gate_local(struct cmesh__queue *q, uint64_t serial);
 

@@ -175,6 +175,7 @@ struct cmesh__queue {
 	 * (consumer; set under `lock` before the receiver is handed out).
 	 */
 	struct cmesh__lane *next;
+	uint64_t next_serial; /* its serial, kept after it is read (`lock`) */
 	/*
 	 * A sender's claim in flight (cmesh__queue_claim_out()): the out
 	 * lane it made, which becomes tx_lane when the claim holds (`lock`).
@@ -188,6 +189,7 @@ struct cmesh__queue {
 	/* Consumer's counters: one writer, relaxed loads by any thread. */
 	_Atomic uint64_t st_waits, st_caught, st_sleeps;
 	_Atomic uint32_t st_lanes; /* lanes added and not dropped yet */
+	_Atomic bool st_remote;	   /* rx_lane is set */
 	bool senders_done;	   /* receiver: nobody publishes any more */
 	uint32_t in_flight_looks;  /* consumer: cmesh__queue_sleep_cap() */
 	_Atomic int64_t spin_win;  /* consumer writes: the spin it uses */

@@ -299,14 +299,22 @@ int cmesh__queue_gate_local(struct cmesh__queue *q, uint64_t serial)
 
 	pthread_mutex_lock(&q->lock);
 	/*
-	 * Its receiver is here and reads lanes; no other come home waits;
-	 * the sender the lane stands for is still one of its senders.
+	 * Its receiver is here and reads lanes (a queue made with its lane:
+	 * that one, or the claimed one behind it, so that the local tier
+	 * opens once the queue's first source has ended: the queue is a
+	 * local one from then on, queue_port.c); no other come home waits;
+	 * the sender the lane stands for is still one of its senders. Not
+	 * once the receiver went on naming its lane (no_claims): a claim of
+	 * that lane's senders from further on would read what the sender
+	 * sent before it came here after what it sends from here.
 	 */
-	if (q->ws || q->rx_lane ||
+	if (q->ws || q->no_claims ||
+	    (q->rx_lane ?
+		     serial != q->rx_lane->serial && serial != q->next_serial :
+		     !(atomic_load_explicit(&q->xl_flags, memory_order_relaxed) &
+		       XL_ANY)) ||
 	    atomic_load_explicit(&q->tx_lane, memory_order_relaxed) ||
 	    atomic_load_explicit(&q->gate_serial, memory_order_relaxed) ||
-	    !(atomic_load_explicit(&q->xl_flags, memory_order_relaxed) &
-	      XL_ANY) ||
 	    (atomic_load_explicit(&q->state, memory_order_relaxed) &
 	     ST_RX_CLOSED) ||
 	    !cmesh__queue_sender_tryget(q)) {
@@ -317,8 +325,11 @@ int cmesh__queue_gate_local(struct cmesh__queue *q, uint64_t serial)
 					 memory_order_acq_rel);
 		atomic_store_explicit(&q->gate_serial, serial,
 				      memory_order_release);
-		/* The consumer looks (merge()): the lane may have ended. */
-		atomic_fetch_or_explicit(&q->xl_flags, XL_NEW,
+		/*
+		 * The consumer looks (merge()): the lane may have ended. A
+		 * queue made with its lane takes the lanes' path from now on.
+		 */
+		atomic_fetch_or_explicit(&q->xl_flags, XL_ANY | XL_NEW,
 					 memory_order_release);
 	}
 	pthread_mutex_unlock(&q->lock);
@@ -386,6 +397,7 @@ int cmesh__queue_await(struct cmesh__queue *q, struct cmesh__lane *ln)
 		    cmesh__queue_reserve_lanes(&q->xl, &q->xl_cap, q->xl_n + 1);
 	if (!r) {
 		q->next = ln;
+		q->next_serial = ln->serial;
 		atomic_fetch_add_explicit(&q->st_lanes, 1,
 					  memory_order_relaxed);
 		sender_ref_first(q);

@@ -172,14 +172,38 @@ static bool local_gated(const struct cmesh__queue *q)
 }
 
 /*
+ * Consumer: a queue made with its lane (rx_lane), that lane ended, and a
+ * sender of it came here (cmesh__queue_gate_local()): the local tier is
+ * its first source from now on, as in a queue made here, and the lane
+ * goes (its sender reference went with its end, cmesh__queue_rx_unref()).
+ */
+static void rx_lane_done(struct cmesh__queue *q)
+{
+	struct cmesh__lane *ln = q->rx_lane;
+	struct cmesh__link *l = ln->link;
+
+	/* Under `lock`: gate_local(), sole_lane() and the moves read it. */
+	pthread_mutex_lock(&q->lock);
+	q->rx_lane = NULL;
+	q->primary_done = false;
+	atomic_store_explicit(&q->st_remote, false, memory_order_relaxed);
+	pthread_mutex_unlock(&q->lock);
+	cmesh__link_lane_release(ln);
+	cmesh__link_put(l);
+}
+
+/*
  * Consumer: the lane the local tier waited for has ended (everything sent
  * before is in): the local tier opens (its senders queued, in order,
- * behind the seal).
+ * behind the seal). In a queue made with its lane that lane has ended
+ * (the gate is it, or a lane read after it).
  */
 static void open_local(struct cmesh__queue *q)
 {
 	atomic_store_explicit(&q->gate_serial, 0, memory_order_relaxed);
 	atomic_fetch_and_explicit(&q->tail, ~TAIL_SEAL, memory_order_release);
+	if (q->rx_lane)
+		rx_lane_done(q);
 }
 
 /* Consumer: takes the lanes added since it last looked. */
@@ -270,8 +294,11 @@ static int walk(struct cmesh__queue *q, bool peek, void *out_msg,
 	if (r)
 		return r;
 again:
-	/* Come home: what was sent before arrives first (gate_serial). */
-	if (!q->primary_done && !local_gated(q)) {
+	/*
+	 * Come home: what was sent before arrives first (gate_serial). A
+	 * lane the queue was made with is read before the local tier.
+	 */
+	if (!q->primary_done && (!local_gated(q) || q->rx_lane)) {
 		r = peek ? cmesh__queue_peek_primary(q) :
 			   cmesh__queue_try_primary(q, out_msg, out_trail, cap,
 						    pin);
@@ -297,6 +324,13 @@ again:
 			open_after(q, q->rx_lane->serial);
 			await_done(q);
 			cmesh__queue_rx_unref(q);
+			/* A sender that came home waited for it: local now. */
+			if (atomic_load_explicit(&q->gate_serial,
+						 memory_order_acquire) ==
+			    q->rx_lane->serial) {
+				open_local(q);
+				goto again;
+			}
 		}
 	}
 	for (uint32_t k = 0; k < q->xl_n; k++) {
@@ -359,7 +393,7 @@ bool cmesh__queue_xl_ready(struct cmesh__queue *q)
 	    (atomic_load_explicit(&q->xl_flags, memory_order_acquire) & XL_NEW))
 		return true;
 	/* Behind a gate (come home) the local tier waits its turn. */
-	if (!q->primary_done && !local_gated(q) &&
+	if (!q->primary_done && (!local_gated(q) || q->rx_lane) &&
 	    (q->rx_lane ? cmesh__lane_ready(q->rx_lane) :
 			  cmesh__queue_local_ready(q)))
 		return true;
@@ -378,11 +412,12 @@ bool cmesh__queue_xl_spin(struct cmesh__queue *q, int rounds)
 	uint64_t want[SPIN_WORDS];
 	uint32_t n = 0;
 	/* The local queue's word, if polled, is w[0]: an exact match. */
-	bool local = !q->primary_done && !q->rx_lane && !local_gated(q);
+	bool local;
 
 	if (merge(q))
 		return true;
-	if (!q->primary_done && !local_gated(q)) {
+	local = !q->primary_done && !q->rx_lane && !local_gated(q);
+	if (!q->primary_done && (!local_gated(q) || q->rx_lane)) {
 		w[n] = q->rx_lane ?
 			       cmesh__lane_spin_word(q->rx_lane, &want[n]) :
 			       cmesh__queue_head_word(q, &want[n]);

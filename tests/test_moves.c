@@ -1846,19 +1846,33 @@ Test(moves, a_receiver_sent_on_claims_its_senders_and_the_forwarder_goes)
 	mesh_down(1u << 1);
 }
 
+/*
+ * Pk sends what it holds to us through Pvia (via == 0: straight): the
+ * message that carries it.
+ */
+static struct cmsg passed_home_via(int k, int via)
+{
+	/* route: P0, or Pvia then P0 */
+	struct cmsg m = { .arg = via ? OP_HOLD | 2u << 8 | (uint64_t)via << 16 :
+				       OP_HOLD | 1u << 8 };
+
+	route_send(&m, OP_PASS, ROUTE((uint8_t)k));
+	/* Straight, it comes before Pk's report: both on one channel. */
+	if (via)
+		cr_assert_eq(report_from(k), 0);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(from[via ? via : k],
+						  topo_deadline(), &m, NULL, 0),
+		     0);
+	cr_assert_eq(m.op, OP_HOLD);
+	if (!via)
+		cr_assert_eq(report_from(k), 0);
+	return m;
+}
+
 /* Pk sends what it holds back to us: the message that carries it. */
 static struct cmsg passed_home(int k)
 {
-	struct cmsg m = { .arg = OP_HOLD | 1u << 8 }; /* route: P0 */
-
-	route_send(&m, OP_PASS, ROUTE((uint8_t)k));
-	/* Its message comes before Pk's report: both on one channel. */
-	TU_ASSERT_RC(cmesh_receiver_recv_deadline(from[k], topo_deadline(), &m,
-						  NULL, 0),
-		     0);
-	cr_assert_eq(m.op, OP_HOLD);
-	cr_assert_eq(report_from(k), 0);
-	return m;
+	return passed_home_via(k, 0);
 }
 
 /*
@@ -2235,4 +2249,87 @@ Test(moves, a_sender_sent_after_its_receiver_claimed_it_claims_it_too)
 	cr_assert_eq(report_from(2), 0);
 	cr_assert_eq(report_from(3), 12);
 	mesh_down(1u << 1);
+}
+
+/*
+ * A sender sent back to the process its receiver went to: P1 makes a
+ * channel, sends 1..3, sends its receiver here, sends 4..6, then sends its
+ * sender here too. The receiver's queue was made with the lane from P1;
+ * the sender is a local one of it again, read once that lane has ended:
+ * every message arrives once, in order, the channel is an in-process one
+ * again, and P1's death takes nothing.
+ */
+Test(moves, a_sender_sent_to_where_its_receiver_went_is_local_there)
+{
+	cmesh_receiver_stats stats;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct seqmsg s;
+
+	mesh_up(2);
+	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	send_held(1, 1, 3);
+	rx = passed_home(1).rx;
+	cr_assert(rx);
+	send_held(1, 4, 6);
+	/* Its lane's answer has come, and with it our token (see above). */
+	route_send(&(struct cmsg){ 0 }, OP_FLUSH_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	tx = passed_home(1).tx;
+	cr_assert(tx);
+	for (uint64_t i = 7; i <= 9; i++)
+		TU_ASSERT_RC(send_item(tx, 0, i), 0);
+	expect_seqs(rx, 1, 9);
+	stats = stats_when(rx, in_process);
+	cr_assert(in_process(&stats), "lanes %u, remote %u", stats.lanes,
+		  stats.remote);
+	no_forwarder_in(1);
+	kill_and_wait(1);
+	TU_ASSERT_RC(send_item(tx, 0, 10), 0);
+	expect_seqs(rx, 10, 10);
+	cmesh_sender_free(tx);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &s, NULL, 0), -EPIPE);
+	cmesh_receiver_free(rx);
+	mesh_down(1u << 1);
+}
+
+/*
+ * The same after a claim: P1's receiver comes here through P2 and claims
+ * P1's senders (so it reads P2's lane, then the claimed one), then P1's
+ * sender comes here too, with the token of the claimed lane: it is a
+ * local sender, read once that lane has ended.
+ */
+Test(moves, a_sender_sent_to_where_its_receiver_claimed_it_is_local_there)
+{
+	cmesh_receiver_stats stats;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct seqmsg s;
+
+	mesh_up(3);
+	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	send_held(1, 1, 3);
+	rx = passed_home_via(1, 2).rx;
+	cr_assert(rx);
+	send_held(1, 4, 6);
+	no_forwarder_in(2); /* the claim held: P1 wrote its end */
+	tx = passed_home(1).tx;
+	cr_assert(tx);
+	for (uint64_t i = 7; i <= 9; i++)
+		TU_ASSERT_RC(send_item(tx, 0, i), 0);
+	expect_seqs(rx, 1, 9);
+	stats = stats_when(rx, in_process);
+	cr_assert(in_process(&stats), "lanes %u, remote %u", stats.lanes,
+		  stats.remote);
+	no_forwarder_in(1);
+	kill_and_wait(1);
+	kill_and_wait(2);
+	TU_ASSERT_RC(send_item(tx, 0, 10), 0);
+	expect_seqs(rx, 10, 10);
+	cmesh_sender_free(tx);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &s, NULL, 0), -EPIPE);
+	cmesh_receiver_free(rx);
+	mesh_down(1u << 1 | 1u << 2);
 }

@@ -376,8 +376,13 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 		return r;
 	}
 	q = cmesh__endpoint_queue(f->kind, h);
-	peer = cmesh__queue_tx_lane(q) ? cmesh__queue_tx_lane(q) :
-					 cmesh__queue_rx_lane(q);
+	/*
+	 * A sender's peer is its tx lane: rx_lane is the receiver's (and a
+	 * sender that came to where its receiver went shares the queue).
+	 */
+	peer = cmesh__queue_tx_lane(q);
+	if (!peer && !is_sending(f->kind))
+		peer = cmesh__queue_rx_lane(q);
 	if (peer && cmesh__lane_failed(peer)) {
 		/* Its peer's process failed: it arrives failed. */
 		export_failed(link, f, h, out);
@@ -760,7 +765,13 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 		if (sender_home(d, f->type, ln, out) == 0)
 			return 0;
 	}
-	o.ring_bytes = 0; /* the local tier is unused: two slots */
+	/*
+	 * The local tier is unused (two slots) but in a channel's receiver,
+	 * which a sender may come to (cmesh__queue_gate_local()): an idle
+	 * ring commits nothing.
+	 */
+	o.ring_bytes = f->kind == CMESH_FIELD_KIND_RECEIVER ? env->ring_size :
+							      0;
 	o.spin_ns = env->spin_ns;
 	o.max_trail = ln->max_trail;
 	o.max_backlog = env->max_backlog;

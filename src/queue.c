@@ -1454,6 +1454,9 @@ void cmesh__queue_receiver_close(struct cmesh__queue *q)
 		else
 			cmesh__lane_close_rx(q->rx_lane);
 		cmesh__queue_rx_unref(q); /* its sender reference, if any */
+		/* A sender that came here queued behind the lane: theirs go. */
+		if (atomic_load_explicit(&q->gate_serial, memory_order_acquire))
+			drain_claimed(q);
 		cmesh__queue_put(q);
 		return;
 	}

@@ -146,7 +146,7 @@ struct cmesh__lane *cmesh__queue_sole_lane(struct cmesh__queue *q)
 	} else if (q->next) {
 		ln = q->xl_n ? NULL : q->next;
 		senders = 1 + q->rx_ref;
-	} else if (!q->primary_done) {
+	} else if (q->rx_lane && !q->primary_done) {
 		/*
 		 * Made with its lane: that lane holds no sender reference,
 		 * unless it is listed for claims (cmesh__queue_claimable_rx()).
@@ -154,7 +154,11 @@ struct cmesh__lane *cmesh__queue_sole_lane(struct cmesh__queue *q)
 		ln = q->xl_n ? NULL : q->rx_lane;
 		senders = q->rx_ref;
 	} else if (q->xl_n == 1) {
-		ln = q->xl[0]; /* claimed (or added): one sender reference */
+		/*
+		 * Claimed (or added): one sender reference; in a queue made
+		 * here, no sender left here (what they sent goes first).
+		 */
+		ln = q->xl[0];
 		senders = 1;
 	}
 	if (ln && (!ln->dynamic || ln->is_out ||

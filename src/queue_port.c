@@ -99,7 +99,13 @@ int cmesh__queue_admit(struct cmesh__queue *q, uint64_t after,
 	/* Before the consumer can see it (merge() takes it under `lock`). */
 	ln->after = after;
 	pthread_mutex_lock(&q->lock);
-	if (q->ws || q->no_claims) {
+	if (q->ws || q->no_claims ||
+	    (!after &&
+	     atomic_load_explicit(&q->gate_serial, memory_order_relaxed))) {
+		/*
+		 * A sender of it sent away while the local tier waits (come
+		 * home) would be read before what it queued here: forwarded.
+		 */
 		r = -EOPNOTSUPP;
 	} else if (atomic_load_explicit(&q->state, memory_order_acquire) &
 		   ST_RX_CLOSED) {
@@ -196,13 +202,14 @@ static void rx_lane_done(struct cmesh__queue *q)
  * Consumer: the lane the local tier waited for has ended (everything sent
  * before is in): the local tier opens (its senders queued, in order,
  * behind the seal). In a queue made with its lane that lane has ended
- * (the gate is it, or a lane read after it).
+ * (the gate is it, or a lane read after it), unless the receiver goes.
  */
 static void open_local(struct cmesh__queue *q)
 {
 	atomic_store_explicit(&q->gate_serial, 0, memory_order_relaxed);
 	atomic_fetch_and_explicit(&q->tail, ~TAIL_SEAL, memory_order_release);
-	if (q->rx_lane)
+	/* Not when the receiver goes (receiver_close() ends the lane). */
+	if (q->rx_lane && q->primary_done)
 		rx_lane_done(q);
 }
 
@@ -219,8 +226,9 @@ static int merge(struct cmesh__queue *q)
 	r = cmesh__queue_reserve_lanes(
 		&q->xl, &q->xl_cap, q->xl_n + q->xl_nadd + (q->next != NULL));
 	if (!r) {
-		memcpy(q->xl + q->xl_n, q->xl_add,
-		       q->xl_nadd * sizeof(q->xl_add[0]));
+		if (q->xl_nadd) /* a come home's XL_NEW may bring none */
+			memcpy(q->xl + q->xl_n, q->xl_add,
+			       q->xl_nadd * sizeof(q->xl_add[0]));
 		q->xl_n += q->xl_nadd;
 		q->xl_nadd = 0;
 		atomic_fetch_and_explicit(&q->xl_flags, ~XL_NEW,

@@ -86,11 +86,14 @@ enum {
 	OP_FREE_HELD,	/* free the held tx and rx: 0 */
 	OP_NEW_HELD,	/* make a channel and hold both its ends: 0 */
 	OP_DRAIN_HELD,	/* OP_DRAIN on the held rx (no longer held) */
-	OP_FLUSH_HELD	/* cmesh_sender_flush(held tx): its result */
+	OP_FLUSH_HELD,	/* cmesh_sender_flush(held tx): its result */
+	OP_RECV_HELD	/* receive one item on the held rx: its seq */
 };
 
 /* OP_PASS: a clone of the held tx goes; the tx stays held. */
 #define PASS_CLONE (1ull << 62)
+/* OP_PASS: the held tx goes, though an rx is held too. */
+#define PASS_TX (1ull << 61)
 
 /* ---- the mesh of processes -------------------------------------------- */
 
@@ -380,7 +383,7 @@ static int act(struct cmsg *m)
 		if (m->arg & PASS_CLONE) {
 			TOPO_CHECK(held_tx);
 			TOPO_CHECK_EQ(cmesh_sender_clone(held_tx, &p.tx), 0);
-		} else if (held_rx) {
+		} else if (held_rx && !(m->arg & PASS_TX)) {
 			p.rx = held_rx;
 			held_rx = NULL;
 		} else {
@@ -407,6 +410,15 @@ static int act(struct cmsg *m)
 		TOPO_CHECK(held_tx);
 		return report((uint64_t)(int64_t)cmesh_sender_flush(
 			held_tx, topo_deadline()));
+	case OP_RECV_HELD: {
+		struct seqmsg s;
+
+		TOPO_CHECK(held_rx);
+		TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(
+				      held_rx, topo_deadline(), &s, NULL, 0),
+			      0);
+		return report(s.seq);
+	}
 	case OP_DRAIN_HELD:
 		TOPO_CHECK(held_rx && ndrainers < MAXDRAIN);
 		tu_thread_start(&drainers[ndrainers++], drainer, held_rx);
@@ -2332,4 +2344,57 @@ Test(moves, a_sender_sent_to_where_its_receiver_claimed_it_is_local_there)
 	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &s, NULL, 0), -EPIPE);
 	cmesh_receiver_free(rx);
 	mesh_down(1u << 1 | 1u << 2);
+}
+
+/*
+ * A receiver sent on after its only sender claimed it: P1 makes a
+ * channel, its sender goes P1 -> P2 -> P3 (P3 claims P1's receiver), P1
+ * reads what came through P2 and some of what P3 sent, then sends its
+ * receiver here. P1 reads that one lane
+ * alone, so the receiver's port names P3 and the lane's token: we claim
+ * P3's sender, P1 runs no forwarder, and its death takes nothing.
+ */
+Test(moves, a_receiver_sent_on_after_its_sender_claimed_it_claims_it_too)
+{
+	cmesh_receiver *rx;
+	struct seqmsg s;
+
+	mesh_up(4);
+	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	/* Its sender to P2: P1 holds the receiver. */
+	route_send(&(struct cmsg){ .arg = OP_HOLD | 1u << 8 | 2u << 16 |
+					  PASS_TX },
+		   OP_PASS, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	cr_assert_eq(report_from(2), 0);
+	send_held(2, 1, 3);
+	pass_held(2, OP_HOLD, ROUTE(3));
+	cr_assert_eq(report_from(3), 0);
+	send_held(3, 4, 6);
+	no_forwarder_in(2); /* P3's claim was answered: 7 goes straight */
+	send_held(3, 7, 7);
+	/*
+	 * P1 reads 1..7, so it has read the lane from P2 to its end: P3's
+	 * is its only one.
+	 */
+	for (uint64_t i = 1; i <= 7; i++) {
+		route_send(&(struct cmsg){ 0 }, OP_RECV_HELD, ROUTE(1));
+		cr_assert_eq(report_from(1), i);
+	}
+	send_held(3, 8, 9);
+	rx = passed_home(1).rx;
+	cr_assert(rx);
+	send_held(3, 10, 12);
+	no_forwarder_in(1);
+	kill_and_wait(1);
+	send_held(3, 13, 15);
+	expect_seqs(rx, 8, 15);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(3));
+	cr_assert_eq(report_from(3), 0);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &s, NULL,
+						  0),
+		     -EPIPE);
+	cmesh_receiver_free(rx);
+	mesh_down(1u << 1);
 }

@@ -2084,6 +2084,36 @@ Test(moves, a_sender_sent_on_claims_its_receiver_at_every_hop)
 }
 
 /*
+ * A sender that came to its receiver (here) from P1: it sends next..next+2
+ * after 1..next-1 from elsewhere, all arrive in order; the channel is an
+ * in-process one again, P1 runs no forwarder, and the death of every
+ * process in `dead` takes nothing; the channel closes when tx goes.
+ */
+static void expect_local_again(cmesh_sender *tx, cmesh_receiver *rx,
+			       uint64_t next, uint32_t dead)
+{
+	cmesh_receiver_stats stats;
+	struct seqmsg s;
+
+	for (uint64_t i = next; i <= next + 2; i++)
+		TU_ASSERT_RC(send_item(tx, 0, i), 0);
+	expect_seqs(rx, 1, next + 2);
+	stats = stats_when(rx, in_process);
+	cr_assert(in_process(&stats), "lanes %u, remote %u", stats.lanes,
+		  stats.remote);
+	no_forwarder_in(1);
+	for (int k = 1; k < nproc; k++)
+		if (dead & 1u << k)
+			kill_and_wait(k);
+	TU_ASSERT_RC(send_item(tx, 0, next + 3), 0);
+	expect_seqs(rx, next + 3, next + 3);
+	cmesh_sender_free(tx);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &s, NULL, 0), -EPIPE);
+	cmesh_receiver_free(rx);
+	mesh_down(dead);
+}
+
+/*
  * mesh: a sender that moves back to the process of its receiver is an
  * in-process sender again. It goes to P1, sends there, and comes back;
  * what it sent from P1 arrives first, then what it sends here; then the
@@ -2091,30 +2121,14 @@ Test(moves, a_sender_sent_on_claims_its_receiver_at_every_hop)
  */
 Test(moves, a_sender_back_home_is_an_in_process_sender_again)
 {
-	cmesh_receiver_stats stats;
 	cmesh_sender *tx;
 	cmesh_receiver *rx;
-	struct cmsg m = { 0 };
-	struct seqmsg s;
 
 	mesh_up(2);
 	rx = sender_in_p1(1, 3);
-	m = passed_home(1);
-	tx = m.tx;
+	tx = passed_home(1).tx;
 	cr_assert(tx);
-	for (uint64_t i = 4; i <= 6; i++)
-		TU_ASSERT_RC(send_item(tx, 0, i), 0);
-	expect_seqs(rx, 1, 6);
-	stats = stats_when(rx, in_process);
-	cr_assert(in_process(&stats), "lanes %u, remote %u", stats.lanes,
-		  stats.remote);
-	kill_and_wait(1);
-	TU_ASSERT_RC(send_item(tx, 0, 7), 0);
-	expect_seqs(rx, 7, 7);
-	cmesh_sender_free(tx);
-	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &s, NULL, 0), -EPIPE);
-	cmesh_receiver_free(rx);
-	mesh_down(1u << 1);
+	expect_local_again(tx, rx, 4, 1u << 1);
 }
 
 /* ---- introductions: a process links two of its peers ------------------ */
@@ -2273,10 +2287,8 @@ Test(moves, a_sender_sent_after_its_receiver_claimed_it_claims_it_too)
  */
 Test(moves, a_sender_sent_to_where_its_receiver_went_is_local_there)
 {
-	cmesh_receiver_stats stats;
 	cmesh_sender *tx;
 	cmesh_receiver *rx;
-	struct seqmsg s;
 
 	mesh_up(2);
 	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
@@ -2290,20 +2302,7 @@ Test(moves, a_sender_sent_to_where_its_receiver_went_is_local_there)
 	cr_assert_eq(report_from(1), 0);
 	tx = passed_home(1).tx;
 	cr_assert(tx);
-	for (uint64_t i = 7; i <= 9; i++)
-		TU_ASSERT_RC(send_item(tx, 0, i), 0);
-	expect_seqs(rx, 1, 9);
-	stats = stats_when(rx, in_process);
-	cr_assert(in_process(&stats), "lanes %u, remote %u", stats.lanes,
-		  stats.remote);
-	no_forwarder_in(1);
-	kill_and_wait(1);
-	TU_ASSERT_RC(send_item(tx, 0, 10), 0);
-	expect_seqs(rx, 10, 10);
-	cmesh_sender_free(tx);
-	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &s, NULL, 0), -EPIPE);
-	cmesh_receiver_free(rx);
-	mesh_down(1u << 1);
+	expect_local_again(tx, rx, 7, 1u << 1);
 }
 
 /*
@@ -2314,10 +2313,8 @@ Test(moves, a_sender_sent_to_where_its_receiver_went_is_local_there)
  */
 Test(moves, a_sender_sent_to_where_its_receiver_claimed_it_is_local_there)
 {
-	cmesh_receiver_stats stats;
 	cmesh_sender *tx;
 	cmesh_receiver *rx;
-	struct seqmsg s;
 
 	mesh_up(3);
 	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
@@ -2329,21 +2326,7 @@ Test(moves, a_sender_sent_to_where_its_receiver_claimed_it_is_local_there)
 	no_forwarder_in(2); /* the claim held: P1 wrote its end */
 	tx = passed_home(1).tx;
 	cr_assert(tx);
-	for (uint64_t i = 7; i <= 9; i++)
-		TU_ASSERT_RC(send_item(tx, 0, i), 0);
-	expect_seqs(rx, 1, 9);
-	stats = stats_when(rx, in_process);
-	cr_assert(in_process(&stats), "lanes %u, remote %u", stats.lanes,
-		  stats.remote);
-	no_forwarder_in(1);
-	kill_and_wait(1);
-	kill_and_wait(2);
-	TU_ASSERT_RC(send_item(tx, 0, 10), 0);
-	expect_seqs(rx, 10, 10);
-	cmesh_sender_free(tx);
-	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &s, NULL, 0), -EPIPE);
-	cmesh_receiver_free(rx);
-	mesh_down(1u << 1 | 1u << 2);
+	expect_local_again(tx, rx, 7, 1u << 1 | 1u << 2);
 }
 
 /*

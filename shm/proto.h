@@ -70,7 +70,7 @@
 #include <stdint.h>
 
 #define CMESH_PROTO_MAGIC 0x48534d43u /* "CMSH" */
-#define CMESH_PROTO_VERSION 15u
+#define CMESH_PROTO_VERSION 16u
 
 #define CMESH_CTL_HELLO 1u
 #define CMESH_CTL_ATTACH 2u
@@ -124,6 +124,19 @@
  * bytes of header instead of 56: a request of up to 44 bytes is one line.
  */
 #define CMESH_REC_REUSE1 7u
+/*
+ * struct cmesh_rec_mark: a sender of the lane left its process here (sent
+ * on with a claim that names this mark, CMESH_PORT_F_REDIRECT): everything
+ * it sent through this lane is before this record. A lane a sender's claim
+ * made that waits for this mark of this lane is read from now on (or once
+ * the lane ends). A mark nobody waits for is ignored.
+ */
+#define CMESH_REC_MARK 8u
+
+struct cmesh_rec_mark {
+	uint32_t mark; /* not 0 */
+	uint32_t zero;
+};
 
 /* Every control message starts with this. */
 struct cmesh_ctl_hdr {
@@ -280,7 +293,11 @@ struct cmesh_ctl_port {
  * the sender may claim it (a lane of its own, read after that one). From
  * that process, `node` is itself; from a process that forwards the
  * endpoint (it alone used that lane), the one it got the token from. A
- * hint: a claim may be refused. In a oneshot's port: -EPROTO.
+ * sender's port may also carry a mark in `home` (else 0): other senders
+ * still write that lane, and a CMESH_REC_MARK record of that mark follows
+ * everything this sender sent through it; its claim is read after that
+ * record, not after the lane's end. A hint: a claim may be refused. In a
+ * oneshot's port: -EPROTO.
  */
 #define CMESH_PORT_F_REDIRECT 32u
 
@@ -323,7 +340,10 @@ static_assert(sizeof(struct cmesh_ctl_lane) == 48, "lane size");
  * endpoint here is no longer where it was: LANE DROPPED (or the new lane
  * ends at once), nothing else. Checked: the port as any port (no flags),
  * type_fp against the found lane's type, and the lane's direction
- * against the port's (else -EPROTO). `mine`: the claimer's token of its
+ * against the port's (else -EPROTO), but for port.home in a sender's claim:
+ * the mark its port carried (0: none), which its new lane waits for
+ * instead of the old lane's end (the token then stays: the lane's other
+ * senders may claim too). `mine`: the claimer's token of its
  * new lane (0: none), which the receiver keeps for a later claim of that
  * lane's far end from elsewhere (a sender of the claimer's receiver, a
  * receiver of the claimer's sender, sent on).

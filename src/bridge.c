@@ -64,6 +64,8 @@ struct fwd {
 	unsigned char *msg; /* one message of the type */
 	unsigned char *trail;
 	size_t trail_cap;
+	void (*at_end)(void *arg); /* cmesh__bridge_start_then() */
+	void *at_end_arg;
 	struct fwd *next;
 };
 
@@ -129,6 +131,8 @@ static void end(struct fwd *f, bool fail_tx, bool fail_rx, const char *why)
 {
 	cmesh__log(CMESH__LOG_DEBUG, "forwarder of %s ends: %s",
 		   cmesh__queue_type(f->rxq)->name, why);
+	if (f->at_end)
+		f->at_end(f->at_end_arg);
 	if (f->tx) {
 		if (fail_tx)
 			cmesh__endpoint_fail(f->tx_kind, f->tx);
@@ -409,6 +413,12 @@ static int start_thread(cmesh_waitset *ws)
 
 int cmesh__bridge_start(uint32_t rx_kind, void *rx, uint32_t tx_kind, void *tx)
 {
+	return cmesh__bridge_start_then(rx_kind, rx, tx_kind, tx, NULL, NULL);
+}
+
+int cmesh__bridge_start_then(uint32_t rx_kind, void *rx, uint32_t tx_kind,
+			     void *tx, void (*at_end)(void *arg), void *arg)
+{
 	struct fwd *f = calloc(1, sizeof(*f));
 	cmesh_waitset *fresh = NULL;
 	int r;
@@ -416,6 +426,8 @@ int cmesh__bridge_start(uint32_t rx_kind, void *rx, uint32_t tx_kind, void *tx)
 	pthread_once(&fork_once, fork_hook);
 	if (!f)
 		return -ENOMEM;
+	f->at_end = at_end;
+	f->at_end_arg = arg;
 	f->rx_kind = rx_kind;
 	f->tx_kind = tx_kind;
 	f->rx = rx;

@@ -18,4 +18,12 @@
  */
 int cmesh__bridge_start(uint32_t rx_kind, void *rx, uint32_t tx_kind, void *tx);
 
+/*
+ * The same; when the forwarder ends, at_end(arg) runs on its thread after
+ * everything it forwarded was sent and before `tx` is freed or failed
+ * (it frees arg). On failure it never runs: arg is the caller's.
+ */
+int cmesh__bridge_start_then(uint32_t rx_kind, void *rx, uint32_t tx_kind,
+			     void *tx, void (*at_end)(void *arg), void *arg);
+
 #endif

@@ -307,8 +307,9 @@ static int spill(struct cmesh__lane *ln, uint32_t kind,
 	for (uint32_t i = 0; i < niov; i++)
 		len += iov[i].len;
 	cost = spill_cost(len, nfds, nports);
+	/* An end or a mark always goes: a claim waits for it. */
 	if (kind != CMESH_REC_CLOSE && kind != CMESH_REC_FAIL &&
-	    ln->spill_bytes + cost > ln->max_backlog)
+	    kind != CMESH_REC_MARK && ln->spill_bytes + cost > ln->max_backlog)
 		return -ENOBUFS;
 	s = malloc(cost);
 	if (!s)
@@ -873,6 +874,34 @@ static void close_tx(struct cmesh__lane *ln, uint32_t kind)
 void cmesh__lane_close_tx(struct cmesh__lane *ln)
 {
 	close_tx(ln, CMESH_REC_CLOSE);
+}
+
+uint32_t cmesh__lane_mark_new(struct cmesh__lane *ln)
+{
+	uint32_t m;
+
+	do
+		m = atomic_fetch_add_explicit(&ln->marks, 1,
+					      memory_order_relaxed) +
+		    1;
+	while (!m); /* 0 says "none" */
+	return m;
+}
+
+void cmesh__lane_mark_tx(struct cmesh__lane *ln, uint32_t mark)
+{
+	struct cmesh_rec_mark m = { mark, 0 };
+	struct cmesh__iov iov = { &m, sizeof(m) };
+	int r;
+
+	/* Its receiver gone: nobody reads it. */
+	if (cmesh__lane_failed(ln) ||
+	    atomic_load_explicit(&ln->peer_wake->closed, memory_order_acquire))
+		return;
+	r = enqueue(ln, CMESH_REC_MARK, &iov, 1, NULL, 0, NULL, 0, NULL);
+	/* Sealed: its end comes later (and opens the claim too). */
+	if (r && r != -ESTALE)
+		cmesh__link_fail(ln->link, -ENOMEM);
 }
 
 void cmesh__lane_seal_tx(struct cmesh__lane *ln)

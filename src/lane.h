@@ -202,6 +202,15 @@ struct cmesh__lane {
 	uint64_t token[2];
 	uint64_t peer_token[2];
 	uint64_t peer_node; /* the process that gave peer_token */
+	/* With peer_token, a sender's: the mark its claim waits for. */
+	uint32_t peer_mark;
+	/*
+	 * Out lane: the marks given out (a sender of it sent on while others
+	 * still write it: its forwarder's end writes that MARK record).
+	 */
+	_Atomic uint32_t marks;
+	/* In lane: the MARK record the consumer just took (fetch()). */
+	uint32_t mark_seen;
 	struct cmesh__lane *claim_next;
 	bool claiming;
 	/*
@@ -210,6 +219,7 @@ struct cmesh__lane {
 	 * (queue_port.c; 0: read it). `serial`: this lane's, unique.
 	 */
 	uint64_t after;
+	uint32_t after_mark; /* with `after`: or once it passed this mark */
 	uint64_t serial;
 	/* Out lane claimed for a sender: the lane it replaces, on answer. */
 	struct cmesh__lane *claim_from;
@@ -296,6 +306,21 @@ int cmesh__lane_rx_gone(const struct cmesh__lane *ln);
 
 /* Out lane: the last local sender is gone (CLOSE record, after data). */
 void cmesh__lane_close_tx(struct cmesh__lane *ln);
+
+/*
+ * Out lane: mark_new() gives out a mark for a sender of it sent on while
+ * others still write it (never 0); mark_tx() writes its MARK record once
+ * that sender's forwarder ends, after everything it forwarded (nothing
+ * if the lane was sealed or failed: its end follows, which is later).
+ */
+uint32_t cmesh__lane_mark_new(struct cmesh__lane *ln);
+void cmesh__lane_mark_tx(struct cmesh__lane *ln, uint32_t mark);
+
+/*
+ * In lane: a receive or peek took a MARK record (its mark in mark_seen):
+ * the caller looks again, after acting on it (queue_port.c).
+ */
+#define CMESH__LANE_MARK (-ERESTART)
 
 /*
  * The same, but the consumer sees the channel failed (-ECONNRESET) after

@@ -484,9 +484,11 @@ static cmesh__inline int fetch(struct cmesh__lane *ln)
 		return proto_error(ln);
 	if (ln->closed ||
 	    ((kind == CMESH_REC_CLOSE || kind == CMESH_REC_FAIL) && r != 0) ||
+	    (kind == CMESH_REC_MARK &&
+	     (r != (int)sizeof(struct cmesh_rec_mark) || ln->poolable)) ||
 	    (kind != CMESH_REC_CLOSE && kind != CMESH_REC_FAIL &&
 	     kind != CMESH_REC_MSG && kind != CMESH_REC_PLAIN &&
-	     kind != CMESH_REC_REUSE1) ||
+	     kind != CMESH_REC_REUSE1 && kind != CMESH_REC_MARK) ||
 	    ((kind == CMESH_REC_MSG || kind == CMESH_REC_REUSE1) &&
 	     (uint32_t)r > ln->buf_limit))
 		return proto_error(ln);
@@ -503,6 +505,16 @@ static cmesh__inline int fetch(struct cmesh__lane *ln)
 		ln->closed = true;
 		ln->close_err = kind == CMESH_REC_FAIL ? -ECONNRESET : -EPIPE;
 		return ln->close_err;
+	}
+	if (kind == CMESH_REC_MARK) {
+		struct cmesh_rec_mark m;
+
+		ln->pending = -1;
+		memcpy(&m, ln->buf, sizeof(m));
+		if (!m.mark || m.zero)
+			return proto_error(ln);
+		ln->mark_seen = m.mark;
+		return CMESH__LANE_MARK;
 	}
 	return 0;
 }

@@ -280,9 +280,11 @@ struct cmesh__claim_ops {
 			struct cmesh__lane *to);
 	/*
 	 * A sender's claim: the receiver `home` reads in lane `to` once its
-	 * lane of serial `after` has ended (0, or -errno: nothing done).
+	 * lane of serial `after` has ended, or passed MARK `mark` (not 0) (0,
+	 * or -errno: nothing done).
 	 */
-	int (*admit)(void *home, uint64_t after, struct cmesh__lane *to);
+	int (*admit)(void *home, uint64_t after, uint32_t mark,
+		     struct cmesh__lane *to);
 };
 void cmesh__link_claims_init(const struct cmesh__claim_ops *ops);
 
@@ -307,15 +309,16 @@ void cmesh__link_lane_token(struct cmesh__lane *ln, uint64_t out[2]);
  * (!produce: a new in lane of ours, which they write from the old lane's
  * end on if the claim holds), or the receiver that in lane `token` of the
  * peer feeds (produce: a new out lane of ours, which that receiver reads
- * once the old lane has ended; on a LANE that binds it the home it was
- * given, cmesh__link_lane_home_set(), is redirected to it from
- * ln->claim_from). The lane goes to attach() before the CLAIM does. A
+ * once the old lane has ended, or passed MARK `mark` (not 0); on a LANE
+ * that binds it the home it was given, cmesh__link_lane_home_set(), is
+ * redirected to it from ln->claim_from). The lane goes to attach() before
+ * the CLAIM does. A
  * LANE binds it with its own token for the next claim; DROPPED ends it.
  * 0, or -errno (attach()'s: nothing was sent, the lane is gone).
  */
 int cmesh__link_claim(struct cmesh__link *l, const uint64_t token[2],
-		      bool produce, const cmesh_type *type, uint32_t ring_cap,
-		      uint64_t max_backlog, int64_t spin_ns,
+		      uint32_t mark, bool produce, const cmesh_type *type,
+		      uint32_t ring_cap, uint64_t max_backlog, int64_t spin_ns,
 		      int (*attach)(void *ctx, struct cmesh__lane *ln),
 		      void *ctx);
 

@@ -218,7 +218,10 @@ void cmesh__link_drop_attachments(struct cmesh__lane *ln)
 bool cmesh__lanes_port_ok(const struct cmesh__link *l,
 			  const struct cmesh_ctl_port *d)
 {
-	if (d->reserved || (!(d->flags & CMESH_PORT_F_HOME) && d->home))
+	/* `home`: a lane of ours coming home, or a sender's mark. */
+	if (d->reserved || (!(d->flags & CMESH_PORT_F_HOME) && d->home &&
+			    !((d->flags & CMESH_PORT_F_REDIRECT) &&
+			      d->kind == CMESH_PORT_WRITE)))
 		return false;
 	/* A claim's token goes with a channel's lane, not kept. */
 	if (!(d->flags & CMESH_PORT_F_REDIRECT) ?

@@ -18,14 +18,18 @@
  * (the ops the port layer gave: the old lane is sealed and ends, the new
  * one takes every later send), and the LANE answer carries the new lane's
  * token. A claim is a capability: only a holder of the token can make it,
- * a token works once, and a claim that names none (guessed, used, or its
- * lane closed or gone since) is answered DROPPED and changes nothing.
+ * a token works once (but for a sender's claim after a mark, which leaves
+ * it for the lane's other senders), and a claim that names none (guessed,
+ * used, or its lane closed or gone since) is answered DROPPED and changes
+ * nothing.
  *
  * Senders claim the same way: a channel sender's port carries its
  * receiver's process and a token of the in lane it wrote; the process it
  * arrives in claims a lane of its own, which that receiver reads once the
  * old one has ended (the forwarder's end, after everything it forwarded),
- * and its sends go to the new lane once the claim's answer came.
+ * or once it passed the MARK the claim names (other senders still write
+ * it: the forwarder writes that mark when it ends), and its sends go to
+ * the new lane once the claim's answer came.
  *
  * Locks. Homes and the token table are under `home_lock`, a leaf: no
  * other lock is taken under it. A lookup of a home by lane id holds it
@@ -271,13 +275,14 @@ struct found {
 };
 
 /*
- * The lane token `t` names, out of the table (a token works once), with a
+ * The lane token `t` names, out of the table (a token works once; with
+ * `keep`, a marked claim's, it stays), with a
  * reference on its home, into *f: 0, or -ENOENT (none). -EPROTO if the
  * lane carries another type than `fp`, or goes the other way than a
  * claimer that `produces` (it stays claimable).
  */
 static int claim_take(const struct cmesh__claim_ops *ops, const uint64_t t[2],
-		      uint64_t fp, bool produces, struct found *f)
+		      uint64_t fp, bool produces, bool keep, struct found *f)
 {
 	struct cmesh__lane *ln;
 	int r = -ENOENT;
@@ -293,8 +298,11 @@ static int claim_take(const struct cmesh__claim_ops *ops, const uint64_t t[2],
 	     ln->is_out == produces)) {
 		r = -EPROTO;
 	} else if (ln && f->home && ops->take(f->home)) {
-		token_del(ln);
-		ln->token[0] = ln->token[1] = 0;
+		/* A marked claim: the lane's other senders may claim too. */
+		if (!keep) {
+			token_del(ln);
+			ln->token[0] = ln->token[1] = 0;
+		}
 		f->ln = ln;
 		f->serial = ln->serial;
 		f->type = ln->type;
@@ -316,17 +324,22 @@ int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
 	struct found f = { 0 };
 	bool produces;
 	uint64_t t[2];
+	uint32_t mark;
 	int r, half;
 
 	if (len != (int)sizeof(m) || nfds != 1)
 		return -EPROTO;
 	memcpy(&m, buf, sizeof(m));
 	produces = m.port.kind == CMESH_PORT_READ;
+	/* A sender's claim may name a mark (shm/proto.h): not a port's. */
+	mark = m.port.home;
+	m.port.home = 0;
 	if (m.hdr.len != sizeof(m) || !(m.token[0] | m.token[1]) ||
 	    (m.port.kind != CMESH_PORT_WRITE && !produces) || m.port.flags ||
-	    !cmesh__lanes_port_ok(l, &m.port))
+	    (mark && !produces) || !cmesh__lanes_port_ok(l, &m.port))
 		return -EPROTO;
-	r = ops ? claim_take(ops, m.token, m.type_fp, produces, &f) : -ENOENT;
+	r = ops ? claim_take(ops, m.token, m.type_fp, produces, mark != 0, &f) :
+		  -ENOENT;
 	if (r == -EPROTO)
 		return r;
 	if (r) {
@@ -356,7 +369,7 @@ int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
 	 * A receiver's claim: the senders here write `to` from now on. A
 	 * sender's: our receiver reads `to` once the sender's old lane ends.
 	 */
-	r = produces ? ops->admit(f.home, f.serial, to) :
+	r = produces ? ops->admit(f.home, f.serial, mark, to) :
 		       ops->redirect(f.home, f.ln, to);
 	/*
 	 * Taken: answered with our half and t. Not (the senders are all
@@ -384,7 +397,7 @@ int cmesh__link_claim_local(const uint64_t token[2], const cmesh_type *type,
 	if (!ops || cmesh_type_fingerprint(type, &fp))
 		return -ENOENT;
 	/* A sender's lane to us (an in lane): we "produce", as a claimer. */
-	r = claim_take(ops, token, fp, true, &f);
+	r = claim_take(ops, token, fp, true, false, &f);
 	if (r)
 		return r;
 	*home = f.home;
@@ -413,8 +426,8 @@ void cmesh__claims_answered(struct cmesh__lane *ln)
 /* ---- a CLAIM we send ---- */
 
 int cmesh__link_claim(struct cmesh__link *l, const uint64_t token[2],
-		      bool produce, const cmesh_type *type, uint32_t ring_cap,
-		      uint64_t max_backlog, int64_t spin_ns,
+		      uint32_t mark, bool produce, const cmesh_type *type,
+		      uint32_t ring_cap, uint64_t max_backlog, int64_t spin_ns,
 		      int (*attach)(void *ctx, struct cmesh__lane *ln),
 		      void *ctx)
 {
@@ -456,6 +469,7 @@ int cmesh__link_claim(struct cmesh__link *l, const uint64_t token[2],
 	m.token[0] = token[0];
 	m.token[1] = token[1];
 	m.port = po.desc;
+	m.port.home = produce ? mark : 0; /* shm/proto.h, CLAIM */
 	/* attach() listed it with a token: the far end's, for a claim. */
 	cmesh__link_lane_token(po.lane, m.mine);
 	/* Now, or after what waits for the socket: it takes the fd. */

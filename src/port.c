@@ -115,10 +115,14 @@ static int redirect(void *home, struct cmesh__lane *from,
 	return cmesh__queue_redirect(home, from, to);
 }
 
-/* A sender's claim: the receiver's queue reads `to` after `after`. */
-static int admit(void *home, uint64_t after, struct cmesh__lane *to)
+/*
+ * A sender's claim: the receiver's queue reads `to` after `after` (or its
+ * MARK `mark`).
+ */
+static int admit(void *home, uint64_t after, uint32_t mark,
+		 struct cmesh__lane *to)
 {
-	return cmesh__queue_admit(home, after, to, true);
+	return cmesh__queue_admit(home, after, mark, to, true);
 }
 
 static const struct cmesh__claim_ops claim_ops = {
@@ -241,7 +245,7 @@ static int export_direct(struct cmesh__link *link, const cmesh_field *f,
 
 		if (claimable)
 			pthread_once(&claims_once, claims_init);
-		r = cmesh__queue_admit(q, 0, out->lane, claimable);
+		r = cmesh__queue_admit(q, 0, 0, out->lane, claimable);
 		if (r == -EPIPE) {
 			/* Its receiver is gone: the port arrives closed. */
 			cmesh__lane_close_rx(out->lane);
@@ -293,11 +297,26 @@ static void export_failed(struct cmesh__link *link, const cmesh_field *f,
  * export_direct() for an endpoint `h` whose peer is not here to take a
  * lane (in another process: a second move; or unable to): a new pair of
  * its type goes instead, its other end joined to `h` by a forwarder
- * (bridge.c) in this process. Consumes `h` on success only.
+ * (bridge.c) in this process, which writes `mark` (if any) when it ends.
+ * Consumes `h` and `mark` on success only.
  */
+/* A mark to write on a lane when a forwarder ends (marked_sender()). */
+struct mark_end {
+	struct cmesh__lane *ln;
+	uint32_t mark;
+};
+
+static void mark_at_end(void *arg)
+{
+	struct mark_end *m = arg;
+
+	cmesh__lane_mark_tx(m->ln, m->mark);
+	free(m);
+}
+
 static int export_forwarded(struct cmesh__link *link, const cmesh_field *f,
 			    void *h, const cmesh_env *env,
-			    struct cmesh__port_out *out)
+			    struct cmesh__port_out *out, struct mark_end *mark)
 {
 	const cmesh_type *t =
 		cmesh__queue_type(cmesh__endpoint_queue(f->kind, h));
@@ -314,6 +333,7 @@ static int export_forwarded(struct cmesh__link *link, const cmesh_field *f,
 		gone = cmesh__queue_rx_gone(cmesh__endpoint_queue(f->kind, h));
 		if (gone < 0) {
 			export_failed(link, f, h, out);
+			free(mark); /* no forwarder: nobody waits for it */
 			return 0;
 		}
 	}
@@ -332,6 +352,7 @@ static int export_forwarded(struct cmesh__link *link, const cmesh_field *f,
 			return r;
 		}
 		cmesh__endpoint_free(f->kind, h);
+		free(mark);
 		return 0;
 	}
 	/* The new end of h's kind goes; the other stays, joined to h. */
@@ -341,8 +362,10 @@ static int export_forwarded(struct cmesh__link *link, const cmesh_field *f,
 		cmesh__endpoint_free(rx_kind, rx);
 		return r == -EOPNOTSUPP ? -ENOMEM : r; /* never: fresh pair */
 	}
-	r = sending ? cmesh__bridge_start(rx_kind, rx, f->kind, h) :
-		      cmesh__bridge_start(f->kind, h, tx_kind, tx);
+	r = sending ?
+		    cmesh__bridge_start_then(rx_kind, rx, f->kind, h,
+					     mark ? mark_at_end : NULL, mark) :
+		    cmesh__bridge_start(f->kind, h, tx_kind, tx);
 	if (r) {
 		cmesh__lane_unsend_ports(out, 1);
 		cmesh__endpoint_free(sending ? rx_kind : tx_kind,
@@ -361,8 +384,9 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 	struct cmesh__queue *q;
 	struct cmesh__lane *peer;
 	uint64_t node = 0, t[2] = { 0, 0 };
-	uint32_t home;
-	bool sole_rx = false;
+	uint32_t home, mark = 0;
+	struct mark_end *me = NULL;
+	bool sole_rx = false, marked = false;
 	int r;
 
 	if (f->kind == CMESH_FIELD_KIND_CTX) {
@@ -406,12 +430,23 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 	 * queue (shm/proto.h CMESH_PORT_F_HOME). Going elsewhere, it may
 	 * claim its senders from their process (CMESH_PORT_F_REDIRECT).
 	 */
-	if (f->kind == CMESH_FIELD_KIND_RECEIVER)
+	if (f->kind == CMESH_FIELD_KIND_RECEIVER) {
 		sole_rx = (peer = cmesh__queue_sole_lane(q)) != NULL;
-	else if (f->kind == CMESH_FIELD_KIND_SENDER)
+	} else if (f->kind == CMESH_FIELD_KIND_SENDER) {
 		peer = cmesh__queue_sole_sender(q); /* it alone writes it */
-	else
+		/*
+		 * Others write it too (clones left here): its claim is read
+		 * after a mark that its forwarder's end writes on that lane.
+		 */
+		if (!peer) {
+			peer = cmesh__queue_tx_lane(q);
+			marked = peer && peer->dynamic;
+			if (!marked)
+				peer = NULL;
+		}
+	} else {
 		peer = NULL;
+	}
 	if (peer && !cmesh__lane_bound(peer))
 		peer = NULL;
 	home = peer && !peer->is_out && peer->link == link ? peer->id : 0;
@@ -425,8 +460,21 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 		node = peer->peer_node;
 		t[0] = peer->peer_token[0];
 		t[1] = peer->peer_token[1];
+		mark = peer->peer_mark;
 	}
-	r = export_forwarded(link, f, h, env, out);
+	/* Not to its receiver's process: it could not claim there. */
+	if (marked && node && node != cmesh__link_peer_proc(link)) {
+		me = malloc(sizeof(*me));
+		if (me) {
+			me->ln = peer;
+			me->mark = mark = cmesh__lane_mark_new(peer);
+		}
+	}
+	if (marked && !me)
+		node = 0;
+	r = export_forwarded(link, f, h, env, out, me);
+	if (r)
+		free(me);
 	if (r && sole_rx)
 		cmesh__queue_claims_reopen(q); /* it stays the caller's */
 	/*
@@ -449,6 +497,7 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 		out->desc.home = home;
 	} else if (node) {
 		redirect_to(out, node, t);
+		out->desc.home = mark; /* a sender's, shm/proto.h */
 		/* Linked with its peer's process, it links it with ours. */
 		cmesh__link_introduce(link, node);
 	}
@@ -620,6 +669,7 @@ static void claim_peer(struct cmesh__link *link, const struct cmesh_ctl_port *d,
 	ln->peer_token[0] = d->token[0];
 	ln->peer_token[1] = d->token[1];
 	ln->peer_node = d->node;
+	ln->peer_mark = sending ? d->home : 0;
 	if (d->node == cmesh__link_peer_proc(link) ||
 	    d->node == cmesh__proc_id() /* it came back by another link */)
 		return;
@@ -630,15 +680,16 @@ static void claim_peer(struct cmesh__link *link, const struct cmesh_ctl_port *d,
 	/* The link's reference goes to the queue if the claim goes. */
 	if (ring_cap_for(cmesh__queue_type(q), CMESH_FIELD_KIND_RECEIVER, env,
 			 &cap) ||
-	    cmesh__link_claim(to, d->token, sending, cmesh__queue_type(q), cap,
-			      env->max_backlog, env->spin_ns,
-			      sending ? claim_out : await, q)) {
+	    cmesh__link_claim(to, d->token, ln->peer_mark, sending,
+			      cmesh__queue_type(q), cap, env->max_backlog,
+			      env->spin_ns, sending ? claim_out : await, q)) {
 		cmesh__link_put(to);
 		return;
 	}
 	/* Spent: once claimed, nobody further on may use it. */
 	ln->peer_token[0] = ln->peer_token[1] = 0;
 	ln->peer_node = 0;
+	ln->peer_mark = 0;
 }
 
 /*
@@ -717,7 +768,10 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 	    ((d->flags & CMESH_PORT_F_REDIRECT) &&
 	     f->kind != CMESH_FIELD_KIND_RECEIVER &&
 	     f->kind != CMESH_FIELD_KIND_SENDER) ||
-	    d->reserved || (!(d->flags & CMESH_PORT_F_HOME) && d->home)) {
+	    d->reserved ||
+	    (!(d->flags & CMESH_PORT_F_HOME) && d->home &&
+	     !((d->flags & CMESH_PORT_F_REDIRECT) &&
+	       f->kind == CMESH_FIELD_KIND_SENDER))) {
 		cmesh__link_port_drop(link, d, fd);
 		cmesh__link_fail(link, -EPROTO);
 		return -EPROTO;
@@ -760,8 +814,13 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 	if ((d->flags & CMESH_PORT_F_HOME) && !ln->failed_alone &&
 	    import_home(link, d, f->type, ln, out) == 0)
 		return 0;
+	/*
+	 * Not a marked one: the local tier would wait for the lane's end,
+	 * which its other senders hold up.
+	 */
 	if ((d->flags & CMESH_PORT_F_REDIRECT) && !ln->failed_alone &&
-	    f->kind == CMESH_FIELD_KIND_SENDER && d->node == cmesh__proc_id()) {
+	    f->kind == CMESH_FIELD_KIND_SENDER && d->node == cmesh__proc_id() &&
+	    !d->home) {
 		if (sender_home(d, f->type, ln, out) == 0)
 			return 0;
 	}

@@ -798,8 +798,12 @@ static int try_recv(struct cmesh__queue *q, void *out_msg, void *out_trail,
 		return cmesh__queue_xl_try_recv(q, out_msg, out_trail, cap,
 						pin);
 	r = cmesh__queue_try_primary(q, out_msg, out_trail, cap, pin);
-	/* A lane listed for claims ends on the lanes' path (rx_ref). */
-	if (unlikely(r == -EPIPE && q->rx_ref))
+	/*
+	 * A lane listed for claims ends on the lanes' path (rx_ref), and a
+	 * claim's mark is acted on there.
+	 */
+	if (unlikely(r == -EPIPE && q->rx_ref) ||
+	    unlikely(r == CMESH__LANE_MARK))
 		return cmesh__queue_xl_try_recv(q, out_msg, out_trail, cap,
 						pin);
 	return r;
@@ -1113,7 +1117,10 @@ int cmesh__queue_peek(struct cmesh__queue *q)
 		return cmesh__queue_xl_peek(q);
 	r = cmesh__queue_peek_primary(q);
 	/* As try_recv(). */
-	return unlikely(r == -EPIPE && q->rx_ref) ? cmesh__queue_xl_peek(q) : r;
+	return unlikely(r == -EPIPE && q->rx_ref) ||
+			       unlikely(r == CMESH__LANE_MARK) ?
+		       cmesh__queue_xl_peek(q) :
+		       r;
 }
 
 int cmesh__queue_peek_primary(struct cmesh__queue *q)

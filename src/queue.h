@@ -294,7 +294,8 @@ void cmesh__queue_claims_reopen(struct cmesh__queue *q);
 /*
  * Claims of senders (link_claim.c). admit: the receiver of `q` gets in
  * lane `ln` (with a sender reference, as cmesh__queue_add_rx_lane()),
- * read once its lane of serial `after` (0: none) has ended, and with
+ * read once its lane of serial `after` (0: none) has ended, or (`mark`
+ * not 0) passed that MARK record, and with
  * `claimable` `q` is its home (a token: the sender may claim again);
  * -EPIPE (its receiver is gone), -EOPNOTSUPP (it moved, or is in a
  * waitset), -ENOMEM.
@@ -304,7 +305,7 @@ void cmesh__queue_claims_reopen(struct cmesh__queue *q);
  * the tx lane (ln->claim_from is the one it replaces); if it never does,
  * `ln` ends empty when the queue goes. -EINVAL: no tx lane to replace.
  */
-int cmesh__queue_admit(struct cmesh__queue *q, uint64_t after,
+int cmesh__queue_admit(struct cmesh__queue *q, uint64_t after, uint32_t mark,
 		       struct cmesh__lane *ln, bool claimable);
 int cmesh__queue_claim_out(struct cmesh__queue *q, struct cmesh__lane *ln);
 

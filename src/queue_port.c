@@ -88,16 +88,17 @@ bool cmesh__queue_sender_tryget(struct cmesh__queue *q)
 
 int cmesh__queue_add_rx_lane(struct cmesh__queue *q, struct cmesh__lane *ln)
 {
-	return cmesh__queue_admit(q, 0, ln, false);
+	return cmesh__queue_admit(q, 0, 0, ln, false);
 }
 
-int cmesh__queue_admit(struct cmesh__queue *q, uint64_t after,
+int cmesh__queue_admit(struct cmesh__queue *q, uint64_t after, uint32_t mark,
 		       struct cmesh__lane *ln, bool claimable)
 {
 	int r = 0;
 
 	/* Before the consumer can see it (merge() takes it under `lock`). */
 	ln->after = after;
+	ln->after_mark = after ? mark : 0;
 	pthread_mutex_lock(&q->lock);
 	if (q->ws || q->no_claims ||
 	    (!after &&
@@ -169,6 +170,26 @@ static void open_after(struct cmesh__queue *q, uint64_t s)
 	for (uint32_t i = 0; i < q->xl_n; i++)
 		if (q->xl[i]->after == s)
 			q->xl[i]->after = 0;
+}
+
+static int merge(struct cmesh__queue *q);
+
+/*
+ * Consumer: lane `s` passed MARK `mark` (everything a sender sent there
+ * before it left is in): the lane its claim made opens. The claim was
+ * admitted before the mark was written (the forwarder that writes it ends
+ * once the claim's answer redirected its source), unless the claimer let
+ * go of its sender first: then that lane is empty, and opens with the
+ * end of lane `s` (open_after()), which is when it would matter.
+ */
+static void open_mark(struct cmesh__queue *q, uint64_t s, uint32_t mark)
+{
+	merge(q); /* its claim's lane may still be in xl_add */
+	for (uint32_t i = 0; i < q->xl_n; i++)
+		if (q->xl[i]->after == s && q->xl[i]->after_mark == mark) {
+			q->xl[i]->after = q->xl[i]->after_mark = 0;
+			return;
+		}
 }
 
 /* The local tier waits behind a lane (come home: a receiver, a sender). */
@@ -310,6 +331,10 @@ again:
 		r = peek ? cmesh__queue_peek_primary(q) :
 			   cmesh__queue_try_primary(q, out_msg, out_trail, cap,
 						    pin);
+		if (r == CMESH__LANE_MARK) { /* only a lane gives one */
+			open_mark(q, q->rx_lane->serial, q->rx_lane->mark_seen);
+			goto again;
+		}
 		if (r != -EAGAIN && r != -EPIPE)
 			return r;
 		/*
@@ -353,6 +378,10 @@ again:
 			continue;
 		if (r == -EPIPE) {
 			drop_lane(q, i);
+			goto again;
+		}
+		if (r == CMESH__LANE_MARK) {
+			open_mark(q, q->xl[i]->serial, q->xl[i]->mark_seen);
 			goto again;
 		}
 		if (is_failure(r)) {

@@ -94,6 +94,10 @@ enum {
 #define PASS_CLONE (1ull << 62)
 /* OP_PASS: the held tx goes, though an rx is held too. */
 #define PASS_TX (1ull << 61)
+/* OP_PASS: the held tx goes, a clone of it stays held. */
+#define PASS_KEEP_CLONE (1ull << 60)
+/* OP_SEND_HELD: arg's bits 48..55 are the sender's id. */
+#define SEND_AS(id) ((uint64_t)(id) << 48)
 
 /* ---- the mesh of processes -------------------------------------------- */
 
@@ -295,7 +299,9 @@ static int act(struct cmsg *m)
 			held_rx = m->rx;
 		return report(0);
 	case OP_SEND_HELD:
-		return report((uint64_t)(int64_t)send_item(held_tx, 0, m->arg));
+		return report((uint64_t)(int64_t)send_item(
+			held_tx, (uint32_t)(m->arg >> 48 & 0xff),
+			m->arg & ((1ull << 48) - 1)));
 	case OP_DIE:
 		die();
 	case OP_DRAIN_DIE:
@@ -383,6 +389,10 @@ static int act(struct cmsg *m)
 		if (m->arg & PASS_CLONE) {
 			TOPO_CHECK(held_tx);
 			TOPO_CHECK_EQ(cmesh_sender_clone(held_tx, &p.tx), 0);
+		} else if (m->arg & PASS_KEEP_CLONE) {
+			TOPO_CHECK(held_tx);
+			p.tx = held_tx;
+			TOPO_CHECK_EQ(cmesh_sender_clone(p.tx, &held_tx), 0);
 		} else if (held_rx && !(m->arg & PASS_TX)) {
 			p.rx = held_rx;
 			held_rx = NULL;
@@ -1007,13 +1017,15 @@ Test(moves, holder_death_fails_receiver)
 
 /*
  * The forwarding process dies: both ends see the channel fail. P1 keeps
- * the sender and sends a clone on (so the clone cannot claim: the lane
- * it would replace is still P1's).
+ * the sender and sends a clone on; the receiver is in a waitset, which
+ * refuses the clone's claim (a waitset's receiver gains no lane), so P1
+ * forwards it.
  */
 Test(moves, forwarder_death_fails_both_ends)
 {
 	cmesh_sender *tx;
 	cmesh_receiver *rx;
+	cmesh_waitset *ws;
 	struct cmsg m = { 0 }, d = { 0 };
 	struct seqmsg s;
 	int64_t end;
@@ -1021,6 +1033,8 @@ Test(moves, forwarder_death_fails_both_ends)
 
 	mesh_up(3);
 	new_channel(&tx, &rx);
+	TU_ASSERT_RC(cmesh_waitset_new(&ws), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, rx, 1), 0);
 	m.tx = tx;
 	route_send(&m, OP_HOLD, ROUTE(1));
 	cr_assert_eq(report_from(1), 0);
@@ -1045,6 +1059,7 @@ Test(moves, forwarder_death_fails_both_ends)
 		r = report_from(2);
 	} while (r == 0 && tu_now_ns() < end);
 	cr_assert_eq(r, -ECONNRESET);
+	cmesh_waitset_free(ws);
 	cmesh_receiver_free(rx);
 	mesh_down(1u << 1);
 }
@@ -2003,15 +2018,21 @@ Test(moves, a_receiver_dies_after_its_claim_and_its_senders_see_it)
 	mesh_down(1u << 2);
 }
 
-/* Pk sends seq first..last (sender 0) on the sender it holds. */
-static void send_held(int k, uint64_t first, uint64_t last)
+/* Pk sends seq first..last as sender `id` on the sender it holds. */
+static void send_held_as(int k, uint32_t id, uint64_t first, uint64_t last)
 {
 	for (uint64_t i = first; i <= last; i++) {
-		struct cmsg m = { .arg = i };
+		struct cmsg m = { .arg = i | SEND_AS(id) };
 
 		route_send(&m, OP_SEND_HELD, ROUTE((uint8_t)k));
 		TU_ASSERT_RC((int)report_from(k), 0);
 	}
+}
+
+/* Pk sends seq first..last (sender 0) on the sender it holds. */
+static void send_held(int k, uint64_t first, uint64_t last)
+{
+	send_held_as(k, 0, first, last);
 }
 
 /*
@@ -2375,6 +2396,49 @@ Test(moves, a_receiver_sent_on_after_its_sender_claimed_it_claims_it_too)
 	expect_seqs(rx, 8, 15);
 	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(3));
 	cr_assert_eq(report_from(3), 0);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &s, NULL,
+						  0),
+		     -EPIPE);
+	cmesh_receiver_free(rx);
+	mesh_down(1u << 1);
+}
+
+/*
+ * A sender sent on while a clone of it stays: P1 holds a sender of our
+ * receiver, sends 1..200 on it, sends it to P2 and keeps a clone. Other
+ * senders still write P1's lane, so P2's claim is read after a MARK that
+ * P1's forwarder writes there when it ends (after everything it carried):
+ * P1 runs no forwarder, its clone goes on writing its own lane, and once
+ * that clone is gone P1's death takes nothing of P2's. FIFO per sender
+ * holds throughout.
+ */
+Test(moves, a_sender_sent_on_with_a_clone_left_behind_claims_its_receiver)
+{
+	cmesh_receiver *rx;
+	struct seqmsg s;
+	struct cmsg m = { 0 };
+
+	mesh_up(3);
+	new_channel(&m.tx, &rx);
+	route_send(&m, OP_HOLD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	send_held(1, 1, 200);
+	route_send(&(struct cmsg){ .arg = OP_HOLD | 1u << 8 | 2u << 16 |
+					  PASS_KEEP_CLONE },
+		   OP_PASS, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	cr_assert_eq(report_from(2), 0);
+	send_held(2, 201, 210);
+	send_held_as(1, 1, 1, 10); /* the clone, as sender 1 */
+	no_forwarder_in(1);
+	cr_assert_eq(drain_fifo(rx, 220), 220);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	kill_and_wait(1);
+	send_held(2, 211, 215);
+	expect_seqs(rx, 211, 215);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(2));
+	cr_assert_eq(report_from(2), 0);
 	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &s, NULL,
 						  0),
 		     -EPIPE);

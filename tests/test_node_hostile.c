@@ -673,6 +673,14 @@ enum bad_variant {
 	BV_REC_PLAIN_FD_NUMBERS,
 	/* a record whose ATTACH never comes: may stall, must not hang */
 	BV_REC_ATTACH_NEVER_SENT,
+	/* MARK records (a moved sender's end in a lane): mark 0, ... */
+	BV_REC_MARK_ZERO,
+	/* ... cut short, ... */
+	BV_REC_MARK_SHORT,
+	/* ... its reserved word set */
+	BV_REC_MARK_RESERVED,
+	/* a good MARK nobody waits for, then a plain record: it is skipped */
+	BV_REC_MARK_UNAWAITED,
 	BV_COUNT
 };
 
@@ -1127,6 +1135,19 @@ static int do_bad(struct cmesh__link *l, enum bad_variant v)
 	case BV_REC_ATTACH_NEVER_SENT:
 		n = msg_rec(buf, 0, CMESH_REC_F_ATTACH, 1, 2, 0);
 		return push_raw(l, CMESH_REC_MSG, buf, n);
+	case BV_REC_MARK_ZERO:
+	case BV_REC_MARK_SHORT:
+	case BV_REC_MARK_RESERVED:
+	case BV_REC_MARK_UNAWAITED: {
+		struct cmesh_rec_mark k = { v == BV_REC_MARK_ZERO ? 0 : 7,
+					    v == BV_REC_MARK_RESERVED };
+		struct fdmsg m = { .tag = 3, .fd = -1, .fd2 = -1 };
+
+		TOPO_CHECK_EQ(push_raw(l, CMESH_REC_MARK, &k,
+				       v == BV_REC_MARK_SHORT ? 4 : sizeof(k)),
+			      0);
+		return push_raw(l, CMESH_REC_PLAIN, &m, sizeof(m));
+	}
 	case BV_COUNT:
 		break;
 	}
@@ -1160,7 +1181,8 @@ static int bad_child(int sock, int sync, enum bad_variant v)
 	r = cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL, 0);
 	/* Where the parent may wait instead of failing, it closes. */
 	if (r != -ECONNRESET && r != -EPROTO &&
-	    !((v == BV_REC_ATTACH_NEVER_SENT || v == BV_REC_PLAIN_FD_NUMBERS) &&
+	    !((v == BV_REC_ATTACH_NEVER_SENT || v == BV_REC_PLAIN_FD_NUMBERS ||
+	       v == BV_REC_MARK_UNAWAITED) &&
 	      r == -EPIPE)) {
 		topo_fail(__FILE__, __LINE__, "the parent's teardown", r,
 			  -ECONNRESET);
@@ -1210,7 +1232,7 @@ static void check_bad(enum bad_variant v)
 			     0);
 		cr_assert(m.tag == 77 && m.fd == -1 && m.fd2 == -1);
 	}
-	if (v == BV_REC_PLAIN_FD_NUMBERS) {
+	if (v == BV_REC_PLAIN_FD_NUMBERS || v == BV_REC_MARK_UNAWAITED) {
 		r = cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, trail,
 						 sizeof(trail));
 		cr_assert_eq(r, 0, "plain record: %d (%s)", r,
@@ -1284,6 +1306,17 @@ Test(node_hostile, bad_bulk_arenas_and_records_fail_with_eproto)
 Test(node_hostile, record_after_close_fails_with_eproto_and_stays_failed)
 {
 	check_bad(BV_REC_AFTER_CLOSE);
+}
+
+/*
+ * MARK records: one that is not one (mark 0, short, its reserved word set)
+ * fails the link with -EPROTO; a good one that no claim waits for is
+ * skipped, and the record after it arrives.
+ */
+Test(node_hostile, mark_records_are_checked_and_one_nobody_waits_for_is_skipped)
+{
+	for (int v = BV_REC_MARK_ZERO; v <= BV_REC_MARK_UNAWAITED; v++)
+		check_bad((enum bad_variant)v);
 }
 
 /* LAST ends a use of a kept reply lane; on the link's first lane: -EPROTO. */
@@ -2677,7 +2710,7 @@ static int claim_answered(struct cmesh__link *l, const uint64_t t[2],
 	struct cmesh__lane *ln = NULL;
 	int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
 
-	TOPO_CHECK_EQ(cmesh__link_claim(l, t, produce, type, 4096, 65536, 0,
+	TOPO_CHECK_EQ(cmesh__link_claim(l, t, 0, produce, type, 4096, 65536, 0,
 					keep_lane, &ln),
 		      0);
 	TOPO_CHECK(ln);

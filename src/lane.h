@@ -211,6 +211,7 @@ struct cmesh__lane {
 	_Atomic uint32_t marks;
 	/* In lane: the MARK record the consumer just took (fetch()). */
 	uint32_t mark_seen;
+	uint32_t marked_claims; /* in lane: its marked claims (home_lock) */
 	struct cmesh__lane *claim_next;
 	bool claiming;
 	/*
@@ -317,8 +318,10 @@ uint32_t cmesh__lane_mark_new(struct cmesh__lane *ln);
 void cmesh__lane_mark_tx(struct cmesh__lane *ln, uint32_t mark);
 
 /*
- * In lane: a receive or peek took a MARK record (its mark in mark_seen):
- * the caller looks again, after acting on it (queue_port.c).
+ * In lane: a receive or peek took a MARK record (its mark in mark_seen,
+ * which the caller clears once it acted on it, queue_port.c), or one
+ * taken before (by cmesh__lane_ready(), which takes a MARK at the head)
+ * is still there: the caller acts on it and looks again.
  */
 #define CMESH__LANE_MARK (-ERESTART)
 

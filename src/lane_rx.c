@@ -527,6 +527,9 @@ int cmesh__lane_try_recv(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 	if (ln->dynamic && !cmesh__lane_bound(ln))
 		return unbound_state(ln);
 	if (ln->pending < 0) {
+		/* The queue acts on a mark taken before the next one. */
+		if (unlikely(ln->mark_seen))
+			return CMESH__LANE_MARK;
 		r = fetch(ln);
 		if (r)
 			return r;
@@ -557,6 +560,8 @@ int cmesh__lane_peek(struct cmesh__lane *ln)
 	if (ln->dynamic && !cmesh__lane_bound(ln))
 		return unbound_state(ln);
 	if (ln->pending < 0) {
+		if (ln->mark_seen) /* as cmesh__lane_try_recv() */
+			return CMESH__LANE_MARK;
 		r = fetch(ln);
 		if (r)
 			return r;
@@ -587,11 +592,20 @@ int cmesh__lane_peek(struct cmesh__lane *ln)
 bool cmesh__lane_ready(struct cmesh__lane *ln)
 {
 	struct cmesh_rec_msg h;
+	uint32_t kind;
 
 	if (ln->closed || cmesh__lane_failed(ln))
 		return true;
 	if (ln->dynamic && !cmesh__lane_bound(ln))
 		return atomic_load_explicit(&ln->dropped, memory_order_acquire);
+	/*
+	 * A MARK is nothing to receive: taken here (its mark for the queue,
+	 * which opens what waited for it), then the record after it.
+	 */
+	if (ln->pending < 0 && !ln->mark_seen &&
+	    cmesh__shmring_peek(&ln->cons, &kind) >= 0 &&
+	    kind == CMESH_REC_MARK && fetch(ln) != CMESH__LANE_MARK)
+		return true; /* a bad one: the receive says so */
 	if (ln->pending < 0)
 		return cmesh__shmring_pop_ready(&ln->cons);
 	if (ln->pending_kind == CMESH_REC_PLAIN ||

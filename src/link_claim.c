@@ -264,6 +264,9 @@ int cmesh__link_lane_home_take(struct cmesh__link *l, uint32_t id,
 
 /* ---- a CLAIM we receive (link thread) ---- */
 
+/* Marked claims of one lane: past this, its token is spent. */
+#define MARKED_CLAIMS 64u
+
 /* What a claim found: its lane, a reference on its home, and then some. */
 struct found {
 	struct cmesh__lane *ln;
@@ -298,8 +301,12 @@ static int claim_take(const struct cmesh__claim_ops *ops, const uint64_t t[2],
 	     ln->is_out == produces)) {
 		r = -EPROTO;
 	} else if (ln && f->home && ops->take(f->home)) {
-		/* A marked claim: the lane's other senders may claim too. */
-		if (!keep) {
+		/*
+		 * A marked claim: the lane's other senders may claim too, up
+		 * to MARKED_CLAIMS in its life (a peer that claims again and
+		 * again gets no more lanes: each is one of its own).
+		 */
+		if (!keep || ++ln->marked_claims >= MARKED_CLAIMS) {
 			token_del(ln);
 			ln->token[0] = ln->token[1] = 0;
 		}

@@ -462,7 +462,15 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 		t[1] = peer->peer_token[1];
 		mark = peer->peer_mark;
 	}
-	/* Not to its receiver's process: it could not claim there. */
+	/*
+	 * The mark goes on this lane: only if the token is this lane's own
+	 * (not one handed on from upstream with a lane further on, nor with
+	 * a mark of its own). Not to its receiver's process: it could not
+	 * claim there.
+	 */
+	if (marked && node &&
+	    (node != cmesh__link_peer_proc(peer->link) || peer->peer_mark))
+		node = 0;
 	if (marked && node && node != cmesh__link_peer_proc(link)) {
 		me = malloc(sizeof(*me));
 		if (me) {

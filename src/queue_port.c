@@ -175,21 +175,50 @@ static void open_after(struct cmesh__queue *q, uint64_t s)
 static int merge(struct cmesh__queue *q);
 
 /*
- * Consumer: lane `s` passed MARK `mark` (everything a sender sent there
+ * Consumer: lane `ln` passed MARK `mark` (everything a sender sent there
  * before it left is in): the lane its claim made opens. The claim was
  * admitted before the mark was written (the forwarder that writes it ends
  * once the claim's answer redirected its source), unless the claimer let
- * go of its sender first: then that lane is empty, and opens with the
- * end of lane `s` (open_after()), which is when it would matter.
+ * go of its sender first: then that lane is empty, and opens with the end
+ * of `ln` (open_after()), which is when it would matter. False: not now
+ * (no memory to take the lanes added since); the mark stays.
  */
-static void open_mark(struct cmesh__queue *q, uint64_t s, uint32_t mark)
+static bool open_mark(struct cmesh__queue *q, struct cmesh__lane *ln)
 {
-	merge(q); /* its claim's lane may still be in xl_add */
+	if (merge(q)) /* its claim's lane may still be in xl_add */
+		return false;
 	for (uint32_t i = 0; i < q->xl_n; i++)
-		if (q->xl[i]->after == s && q->xl[i]->after_mark == mark) {
+		if (q->xl[i]->after == ln->serial &&
+		    q->xl[i]->after_mark == ln->mark_seen) {
 			q->xl[i]->after = q->xl[i]->after_mark = 0;
-			return;
+			break;
 		}
+	ln->mark_seen = 0;
+	return true;
+}
+
+/* Consumer: whether a lane took a MARK the queue has not acted on. */
+static bool marks_taken(const struct cmesh__queue *q)
+{
+	if (q->rx_lane && q->rx_lane->mark_seen)
+		return true;
+	for (uint32_t i = 0; i < q->xl_n; i++)
+		if (q->xl[i]->mark_seen)
+			return true;
+	return false;
+}
+
+/* Consumer: acts on every mark its lanes took; whether one is left. */
+static bool take_marks(struct cmesh__queue *q)
+{
+	bool left = false;
+
+	if (q->rx_lane && q->rx_lane->mark_seen)
+		left |= !open_mark(q, q->rx_lane);
+	for (uint32_t i = 0; i < q->xl_n; i++)
+		if (q->xl[i]->mark_seen)
+			left |= !open_mark(q, q->xl[i]);
+	return left;
 }
 
 /* The local tier waits behind a lane (come home: a receiver, a sender). */
@@ -320,6 +349,8 @@ static int walk(struct cmesh__queue *q, bool peek, void *out_msg,
 	if (q->xl_err)
 		return q->xl_err;
 	r = merge(q);
+	if (!r && take_marks(q)) /* taken by a look (cmesh__lane_ready()) */
+		r = -ENOMEM;
 	if (r)
 		return r;
 again:
@@ -332,7 +363,8 @@ again:
 			   cmesh__queue_try_primary(q, out_msg, out_trail, cap,
 						    pin);
 		if (r == CMESH__LANE_MARK) { /* only a lane gives one */
-			open_mark(q, q->rx_lane->serial, q->rx_lane->mark_seen);
+			if (take_marks(q))
+				return -ENOMEM;
 			goto again;
 		}
 		if (r != -EAGAIN && r != -EPIPE)
@@ -381,7 +413,8 @@ again:
 			goto again;
 		}
 		if (r == CMESH__LANE_MARK) {
-			open_mark(q, q->xl[i]->serial, q->xl[i]->mark_seen);
+			if (take_marks(q))
+				return -ENOMEM;
 			goto again;
 		}
 		if (is_failure(r)) {
@@ -426,6 +459,7 @@ int cmesh__queue_xl_try_recv(struct cmesh__queue *q, void *out_msg,
 
 bool cmesh__queue_xl_ready(struct cmesh__queue *q)
 {
+again:
 	if (q->xl_err ||
 	    (atomic_load_explicit(&q->xl_flags, memory_order_acquire) & XL_NEW))
 		return true;
@@ -437,7 +471,12 @@ bool cmesh__queue_xl_ready(struct cmesh__queue *q)
 	for (uint32_t i = 0; i < q->xl_n; i++)
 		if (!q->xl[i]->after && cmesh__lane_ready(q->xl[i]))
 			return true;
-	return false;
+	/* A look took a MARK: a lane it opened may hold something. */
+	if (!marks_taken(q))
+		return false;
+	if (take_marks(q))
+		return true; /* no memory: the receive says so */
+	goto again;
 }
 
 /* Words a spinning receiver polls: its first source and every lane. */
@@ -488,6 +527,16 @@ int cmesh__queue_xl_peek(struct cmesh__queue *q)
 	return walk(q, true, NULL, NULL, 0, NULL);
 }
 
+/*
+ * A lane a sleep or a waitset neither waits on nor arms: one read after
+ * another's end. One that waits for a MARK is armed: a look that takes
+ * the MARK (cmesh__lane_ready()) opens it after the arming.
+ */
+static bool behind(const struct cmesh__lane *ln)
+{
+	return ln->after && !ln->after_mark;
+}
+
 /* The words a sleeping receiver with lanes waits on, at most `max`. */
 /* Every lane's words (lane_wake.c): their count, UINT32_MAX past max. */
 static uint32_t lanes_words(struct cmesh__queue *q, struct cmesh__park_word *w,
@@ -498,7 +547,7 @@ static uint32_t lanes_words(struct cmesh__queue *q, struct cmesh__park_word *w,
 	for (uint32_t i = 0; i <= q->xl_n; i++) {
 		struct cmesh__lane *ln = i < q->xl_n ? q->xl[i] : q->rx_lane;
 
-		if (!ln || (i == q->xl_n && q->primary_done) || ln->after)
+		if (!ln || (i == q->xl_n && q->primary_done) || behind(ln))
 			continue;
 		if (n + 2 > max)
 			return UINT32_MAX;
@@ -539,7 +588,7 @@ static bool mark_lanes(struct cmesh__queue *q, bool on)
 	bool in_flight = false;
 
 	for (uint32_t i = 0; i < q->xl_n; i++) {
-		if (q->xl[i]->after)
+		if (behind(q->xl[i]))
 			continue;
 		cmesh__lane_mark_sleep(q->xl[i], on);
 		in_flight |= on && cmesh__lane_in_flight(q->xl[i]);
@@ -602,7 +651,7 @@ bool cmesh__queue_xl_arm(struct cmesh__queue *q, bool on, bool futex)
 		return false;
 	merge(q);
 	for (uint32_t i = 0; i < q->xl_n; i++) /* dynamic: no fds */
-		if (!q->xl[i]->after)
+		if (!behind(q->xl[i]))
 			in_flight |=
 				futex ? cmesh__lane_arm_futex(q->xl[i], on) :
 					cmesh__lane_arm(q->xl[i], on, true);

@@ -2066,6 +2066,23 @@ static void expect_seqs(cmesh_receiver *rx, uint64_t first, uint64_t last)
 }
 
 /*
+ * Pk frees what it holds, the last sender of our `rx`: rx then says
+ * closed, and goes; the mesh comes down (the processes in `dead` died).
+ */
+static void closed_when_freed(int k, cmesh_receiver *rx, uint32_t dead)
+{
+	struct seqmsg s;
+
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE((uint8_t)k));
+	cr_assert_eq(report_from(k), 0);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &s, NULL,
+						  0),
+		     -EPIPE);
+	cmesh_receiver_free(rx);
+	mesh_down(dead);
+}
+
+/*
  * mesh's ChangePeer for senders: a sender sent on claims its receiver's
  * process, which reads it directly once what it sent before has come in.
  * It goes P0 -> P1 -> P2 -> P1 -> P2, sending at every stop; after each
@@ -2076,7 +2093,6 @@ static void expect_seqs(cmesh_receiver *rx, uint64_t first, uint64_t last)
 Test(moves, a_sender_sent_on_claims_its_receiver_at_every_hop)
 {
 	cmesh_receiver *rx;
-	struct seqmsg s;
 
 	mesh_up(3);
 	rx = sender_in_p1(1, 3);
@@ -2095,13 +2111,7 @@ Test(moves, a_sender_sent_on_claims_its_receiver_at_every_hop)
 	kill_and_wait(1);
 	send_held(2, 13, 15);
 	expect_seqs(rx, 1, 15);
-	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(2));
-	cr_assert_eq(report_from(2), 0);
-	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &s, NULL,
-						  0),
-		     -EPIPE);
-	cmesh_receiver_free(rx);
-	mesh_down(1u << 1);
+	closed_when_freed(2, rx, 1u << 1);
 }
 
 /*
@@ -2361,7 +2371,6 @@ Test(moves, a_sender_sent_to_where_its_receiver_claimed_it_is_local_there)
 Test(moves, a_receiver_sent_on_after_its_sender_claimed_it_claims_it_too)
 {
 	cmesh_receiver *rx;
-	struct seqmsg s;
 
 	mesh_up(4);
 	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
@@ -2394,13 +2403,7 @@ Test(moves, a_receiver_sent_on_after_its_sender_claimed_it_claims_it_too)
 	kill_and_wait(1);
 	send_held(3, 13, 15);
 	expect_seqs(rx, 8, 15);
-	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(3));
-	cr_assert_eq(report_from(3), 0);
-	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &s, NULL,
-						  0),
-		     -EPIPE);
-	cmesh_receiver_free(rx);
-	mesh_down(1u << 1);
+	closed_when_freed(3, rx, 1u << 1);
 }
 
 /*
@@ -2415,7 +2418,6 @@ Test(moves, a_receiver_sent_on_after_its_sender_claimed_it_claims_it_too)
 Test(moves, a_sender_sent_on_with_a_clone_left_behind_claims_its_receiver)
 {
 	cmesh_receiver *rx;
-	struct seqmsg s;
 	struct cmsg m = { 0 };
 
 	mesh_up(3);
@@ -2437,11 +2439,47 @@ Test(moves, a_sender_sent_on_with_a_clone_left_behind_claims_its_receiver)
 	kill_and_wait(1);
 	send_held(2, 211, 215);
 	expect_seqs(rx, 211, 215);
+	closed_when_freed(2, rx, 1u << 1);
+}
+
+/*
+ * A MARK nobody waits for is not something to receive: our receiver is in
+ * a waitset (which refuses claims), P1 holds a sender of it and sends it
+ * on to P2 keeping a clone; P2 lets go, so P1's forwarder ends and writes
+ * its MARK. The waitset does not wake for it; it wakes for P1's message.
+ */
+Test(moves, a_mark_nobody_waits_for_wakes_no_waitset)
+{
+	cmesh_receiver *rx;
+	cmesh_waitset *ws;
+	struct cmsg m = { 0 };
+	struct seqmsg s;
+	uint64_t key = 0;
+
+	mesh_up(3);
+	new_channel(&m.tx, &rx);
+	route_send(&m, OP_HOLD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	/* After its lane came: in a waitset first, it would get none. */
+	TU_ASSERT_RC(cmesh_waitset_new(&ws), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, rx, 7), 0);
+	route_send(&(struct cmsg){ .arg = OP_HOLD | 1u << 8 | 2u << 16 |
+					  PASS_KEEP_CLONE },
+		   OP_PASS, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	cr_assert_eq(report_from(2), 0);
 	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(2));
 	cr_assert_eq(report_from(2), 0);
-	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &s, NULL,
-						  0),
-		     -EPIPE);
+	no_forwarder_in(1); /* its MARK is written */
+	TU_ASSERT_RC(cmesh_waitset_wait(ws, cmesh_deadline_after(TU_MS(200)),
+					&key),
+		     -ETIMEDOUT);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &s, NULL, 0), -EAGAIN);
+	send_held(1, 1, 1);
+	TU_ASSERT_RC(cmesh_waitset_wait(ws, topo_deadline(), &key), 0);
+	cr_assert_eq(key, 7);
+	expect_seqs(rx, 1, 1);
+	cmesh_waitset_free(ws);
 	cmesh_receiver_free(rx);
-	mesh_down(1u << 1);
+	mesh_down(0);
 }

@@ -290,13 +290,14 @@ void cmesh__link_claims_init(const struct cmesh__claim_ops *ops);
 
 /*
  * A sender coming home: the in lane of ours that token `token` names (a
- * sender's, of `type`), taken out of the table, with a reference on its
+ * sender's, of `type`), taken out of the table (but for a `marked` one,
+ * as a marked CLAIM), with a reference on its
  * home (the receiver's queue, *home: the caller drops it with the ops'
  * unget) and its serial. 0, -ENOENT (none), -EPROTO (another type or
  * direction: the caller fails the link the port came over).
  */
 int cmesh__link_claim_local(const uint64_t token[2], const cmesh_type *type,
-			    void **home, uint64_t *serial);
+			    bool marked, void **home, uint64_t *serial);
 
 /*
  * Our out lane `ln`'s token (both 0: none), while it has a home: what a

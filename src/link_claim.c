@@ -393,7 +393,7 @@ int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
 }
 
 int cmesh__link_claim_local(const uint64_t token[2], const cmesh_type *type,
-			    void **home, uint64_t *serial)
+			    bool marked, void **home, uint64_t *serial)
 {
 	const struct cmesh__claim_ops *ops =
 		atomic_load_explicit(&claim_ops, memory_order_acquire);
@@ -404,7 +404,7 @@ int cmesh__link_claim_local(const uint64_t token[2], const cmesh_type *type,
 	if (!ops || cmesh_type_fingerprint(type, &fp))
 		return -ENOENT;
 	/* A sender's lane to us (an in lane): we "produce", as a claimer. */
-	r = claim_take(ops, token, fp, true, false, &f);
+	r = claim_take(ops, token, fp, true, marked, &f);
 	if (r)
 		return r;
 	*home = f.home;

@@ -465,13 +465,12 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 	/*
 	 * The mark goes on this lane: only if the token is this lane's own
 	 * (not one handed on from upstream with a lane further on, nor with
-	 * a mark of its own). Not to its receiver's process: it could not
-	 * claim there.
+	 * a mark of its own).
 	 */
 	if (marked && node &&
 	    (node != cmesh__link_peer_proc(peer->link) || peer->peer_mark))
 		node = 0;
-	if (marked && node && node != cmesh__link_peer_proc(link)) {
+	if (marked && node) {
 		me = malloc(sizeof(*me));
 		if (me) {
 			me->ln = peer;
@@ -704,7 +703,8 @@ static void claim_peer(struct cmesh__link *link, const struct cmesh_ctl_port *d,
  * A channel sender coming back to its receiver's process (here): its port
  * `d` names the in lane it wrote from elsewhere, and `fwd` is our lane to
  * the forwarder it left behind. The receiver's queue takes it as a local
- * sender again, read after that lane has ended (cmesh__queue_gate_local);
+ * sender again, read after that lane has ended, or passed the port's mark
+ * (`home`: clones of it still write there) (cmesh__queue_gate_local);
  * `fwd` ends at once (nothing sent on it), which ends the forwarder, whose
  * end ends the old lane. 0 with *out a handle on that queue, or
  * -EOPNOTSUPP (nothing done: an ordinary port; a token that names no
@@ -717,10 +717,10 @@ static int sender_home(const struct cmesh_ctl_port *d, const cmesh_type *t,
 	void *home, *h;
 	int r;
 
-	if (cmesh__link_claim_local(d->token, t, &home, &serial))
+	if (cmesh__link_claim_local(d->token, t, d->home != 0, &home, &serial))
 		return -EOPNOTSUPP;
 	h = cmesh__endpoint_handle_new(home);
-	r = h ? cmesh__queue_gate_local(home, serial) : -EOPNOTSUPP;
+	r = h ? cmesh__queue_gate_local(home, serial, d->home) : -EOPNOTSUPP;
 	cmesh__queue_unget(home); /* the handle holds a sender reference */
 	if (r) {
 		if (h)
@@ -822,13 +822,8 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 	if ((d->flags & CMESH_PORT_F_HOME) && !ln->failed_alone &&
 	    import_home(link, d, f->type, ln, out) == 0)
 		return 0;
-	/*
-	 * Not a marked one: the local tier would wait for the lane's end,
-	 * which its other senders hold up.
-	 */
 	if ((d->flags & CMESH_PORT_F_REDIRECT) && !ln->failed_alone &&
-	    f->kind == CMESH_FIELD_KIND_SENDER && d->node == cmesh__proc_id() &&
-	    !d->home) {
+	    f->kind == CMESH_FIELD_KIND_SENDER && d->node == cmesh__proc_id()) {
 		if (sender_home(d, f->type, ln, out) == 0)
 			return 0;
 	}

@@ -323,12 +323,15 @@ struct cmesh__lane *cmesh__queue_sole_sender(struct cmesh__queue *q);
  * until that lane has ended (what it sent from there comes first): local
  * sends queue in order meanwhile. A queue made with its lane takes it for
  * that lane or the claimed one behind it, and is a local queue once that
- * lane has ended. 0, or -EOPNOTSUPP (nothing done: the receiver is not
- * here reading lanes, is in a waitset or sent on, another come home
- * waits, the lane is another one of a queue made with its lane, or the
- * senders are gone).
+ * lane has ended. With `mark` (not 0: clones of the sender still write
+ * that lane), until the receiver took that MARK of it, in a queue whose
+ * first source is its local tier only. 0, or -EOPNOTSUPP (nothing done:
+ * the receiver is not here reading lanes, is in a waitset or sent on,
+ * another come home waits, the lane is another one of a queue made with
+ * its lane, or the senders are gone).
  */
-int cmesh__queue_gate_local(struct cmesh__queue *q, uint64_t serial);
+int cmesh__queue_gate_local(struct cmesh__queue *q, uint64_t serial,
+			    uint32_t mark);
 
 /* Trailing length of the next message, -EAGAIN or -EPIPE. Consumer side. */
 int cmesh__queue_peek(struct cmesh__queue *q);

@@ -169,6 +169,12 @@ struct cmesh__queue {
 	 * from elsewhere.
 	 */
 	_Atomic uint64_t gate_serial;
+	/*
+	 * With gate_serial, a sender's whose clones still write that lane:
+	 * the local tier opens once the consumer took this MARK of it (set
+	 * under `lock` before gate_serial, cleared by the consumer first).
+	 */
+	_Atomic uint32_t gate_mark;
 	uint32_t nold; /* lanes in old_lanes (`lock`) */
 	/*
 	 * A claimed lane (cmesh__queue_await()), read once rx_lane ended

@@ -297,7 +297,8 @@ struct cmesh__lane *cmesh__queue_sole_sender(struct cmesh__queue *q)
 	return tx;
 }
 
-int cmesh__queue_gate_local(struct cmesh__queue *q, uint64_t serial)
+int cmesh__queue_gate_local(struct cmesh__queue *q, uint64_t serial,
+			    uint32_t mark)
 {
 	int r = 0;
 
@@ -310,15 +311,17 @@ int cmesh__queue_gate_local(struct cmesh__queue *q, uint64_t serial)
 	 * the sender the lane stands for is still one of its senders. Not
 	 * once the receiver went on naming its lane (no_claims): a claim of
 	 * that lane's senders from further on would read what the sender
-	 * sent before it came here after what it sends from here.
+	 * sent before it came here after what it sends from here. After a
+	 * mark (its clones still write the lane), only where the local tier
+	 * is the first source: it is read beside the lane from then on.
 	 */
-	if (q->ws || q->no_claims ||
+	if (q->ws || q->no_claims || (mark && q->rx_lane) ||
 	    (q->rx_lane ?
 		     serial != q->rx_lane->serial && serial != q->next_serial :
 		     !(atomic_load_explicit(&q->xl_flags, memory_order_relaxed) &
 		       XL_ANY)) ||
 	    atomic_load_explicit(&q->tx_lane, memory_order_relaxed) ||
-	    atomic_load_explicit(&q->gate_serial, memory_order_relaxed) ||
+	    atomic_load_explicit(&q->gate_serial, memory_order_acquire) ||
 	    (atomic_load_explicit(&q->state, memory_order_relaxed) &
 	     ST_RX_CLOSED) ||
 	    !cmesh__queue_sender_tryget(q)) {
@@ -327,6 +330,8 @@ int cmesh__queue_gate_local(struct cmesh__queue *q, uint64_t serial)
 		/* Every claim after this fails: the sends queue in order. */
 		atomic_fetch_or_explicit(&q->tail, TAIL_SEAL,
 					 memory_order_acq_rel);
+		atomic_store_explicit(&q->gate_mark, mark,
+				      memory_order_relaxed);
 		atomic_store_explicit(&q->gate_serial, serial,
 				      memory_order_release);
 		/*

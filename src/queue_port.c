@@ -173,6 +173,8 @@ static void open_after(struct cmesh__queue *q, uint64_t s)
 }
 
 static int merge(struct cmesh__queue *q);
+static bool local_gated(const struct cmesh__queue *q);
+static void open_local(struct cmesh__queue *q);
 
 /*
  * Consumer: lane `ln` passed MARK `mark` (everything a sender sent there
@@ -193,6 +195,13 @@ static bool open_mark(struct cmesh__queue *q, struct cmesh__lane *ln)
 			q->xl[i]->after = q->xl[i]->after_mark = 0;
 			break;
 		}
+	/* A sender with clones left there came home: local again. */
+	if (local_gated(q) &&
+	    atomic_load_explicit(&q->gate_serial, memory_order_relaxed) ==
+		    ln->serial &&
+	    atomic_load_explicit(&q->gate_mark, memory_order_relaxed) ==
+		    ln->mark_seen)
+		open_local(q);
 	ln->mark_seen = 0;
 	return true;
 }
@@ -256,7 +265,9 @@ static void rx_lane_done(struct cmesh__queue *q)
  */
 static void open_local(struct cmesh__queue *q)
 {
-	atomic_store_explicit(&q->gate_serial, 0, memory_order_relaxed);
+	/* The mark first: a gate set after this store sets its own. */
+	atomic_store_explicit(&q->gate_mark, 0, memory_order_relaxed);
+	atomic_store_explicit(&q->gate_serial, 0, memory_order_release);
 	atomic_fetch_and_explicit(&q->tail, ~TAIL_SEAL, memory_order_release);
 	/* Not when the receiver goes (receiver_close() ends the lane). */
 	if (q->rx_lane && q->primary_done)

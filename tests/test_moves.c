@@ -1874,14 +1874,15 @@ Test(moves, a_receiver_sent_on_claims_its_senders_and_the_forwarder_goes)
 }
 
 /*
- * Pk sends what it holds to us through Pvia (via == 0: straight): the
- * message that carries it.
+ * Pk sends what it holds to us through Pvia (via == 0: straight), with
+ * OP_PASS `flags`: the message that carries it.
  */
-static struct cmsg passed_home_via(int k, int via)
+static struct cmsg passed_home_flags(int k, int via, uint64_t flags)
 {
 	/* route: P0, or Pvia then P0 */
-	struct cmsg m = { .arg = via ? OP_HOLD | 2u << 8 | (uint64_t)via << 16 :
-				       OP_HOLD | 1u << 8 };
+	struct cmsg m = { .arg = flags | (via ? OP_HOLD | 2u << 8 |
+							  (uint64_t)via << 16 :
+						OP_HOLD | 1u << 8) };
 
 	route_send(&m, OP_PASS, ROUTE((uint8_t)k));
 	/* Straight, it comes before Pk's report: both on one channel. */
@@ -1894,6 +1895,11 @@ static struct cmsg passed_home_via(int k, int via)
 	if (!via)
 		cr_assert_eq(report_from(k), 0);
 	return m;
+}
+
+static struct cmsg passed_home_via(int k, int via)
+{
+	return passed_home_flags(k, via, 0);
 }
 
 /* Pk sends what it holds back to us: the message that carries it. */
@@ -2393,7 +2399,7 @@ Test(moves, a_receiver_sent_on_after_its_sender_claimed_it_claims_it_too)
 	 */
 	for (uint64_t i = 1; i <= 7; i++) {
 		route_send(&(struct cmsg){ 0 }, OP_RECV_HELD, ROUTE(1));
-		cr_assert_eq(report_from(1), i);
+		cr_assert_eq(report_from(1), (int64_t)i);
 	}
 	send_held(3, 8, 9);
 	rx = passed_home(1).rx;
@@ -2482,4 +2488,47 @@ Test(moves, a_mark_nobody_waits_for_wakes_no_waitset)
 	cmesh_waitset_free(ws);
 	cmesh_receiver_free(rx);
 	mesh_down(0);
+}
+
+/*
+ * A sender sent home while a clone of it stays: P1 holds a sender of our
+ * receiver, sends 1..100 on it, and sends it back here keeping a clone.
+ * The clone still writes P1's lane, so our local tier opens once we took
+ * the MARK that P1's forwarder writes when it ends: what the sender sent
+ * from P1 comes first, then what it sends here; P1 runs no forwarder.
+ * Once the clone is gone the channel is an in-process one again, and
+ * P1's death takes nothing.
+ */
+Test(moves, a_sender_sent_home_with_a_clone_left_behind_is_local_again)
+{
+	cmesh_receiver_stats stats;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 };
+	struct seqmsg s;
+
+	mesh_up(2);
+	new_channel(&m.tx, &rx);
+	route_send(&m, OP_HOLD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	send_held(1, 1, 100);
+	tx = passed_home_flags(1, 0, PASS_KEEP_CLONE).tx;
+	cr_assert(tx);
+	for (uint64_t i = 101; i <= 110; i++)
+		TU_ASSERT_RC(send_item(tx, 0, i), 0);
+	send_held_as(1, 1, 1, 10); /* the clone, as sender 1 */
+	no_forwarder_in(1);
+	cr_assert_eq(drain_fifo(rx, 120), 120);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	stats = stats_when(rx, in_process);
+	cr_assert(in_process(&stats), "lanes %u, remote %u", stats.lanes,
+		  stats.remote);
+	kill_and_wait(1);
+	TU_ASSERT_RC(send_item(tx, 0, 111), 0);
+	expect_seqs(rx, 111, 111);
+	cmesh_sender_free(tx);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &s, NULL, 0), -EPIPE);
+	cmesh_receiver_free(rx);
+	mesh_down(1u << 1);
 }

@@ -162,6 +162,7 @@ struct cmesh__lane {
 	bool pending_last;	  /* the pending PLAIN record was a LAST */
 	bool closed;		  /* CLOSE (or LAST) record seen */
 	int close_err;		  /* then: -EPIPE, or -ECONNRESET (a FAIL) */
+	uint32_t mark_seen;	  /* a MARK taken, for the queue (fetch()) */
 	const unsigned char *bulk_in; /* the peer's bulk arena, read-only */
 	uint64_t bulk_in_size;	      /* its bytes (0: none mapped) */
 
@@ -209,8 +210,6 @@ struct cmesh__lane {
 	 * still write it: its forwarder's end writes that MARK record).
 	 */
 	_Atomic uint32_t marks;
-	/* In lane: the MARK record the consumer just took (fetch()). */
-	uint32_t mark_seen;
 	uint32_t marked_claims; /* in lane: its marked claims (home_lock) */
 	struct cmesh__lane *claim_next;
 	bool claiming;

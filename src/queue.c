@@ -716,6 +716,15 @@ static int take_overflow(struct cmesh__queue *q, void *out_msg, void *out_trail,
 			pthread_mutex_unlock(&q->lock);
 			return take_ring(q, out_msg, out_trail, cap, discard);
 		}
+		/*
+		 * A gate set since the consumer looked (a sender came home,
+		 * queue_move.c): what is queued now waits for it.
+		 */
+		if (!discard && atomic_load_explicit(&q->gate_serial,
+						     memory_order_relaxed)) {
+			pthread_mutex_unlock(&q->lock);
+			return -EAGAIN;
+		}
 		q->ovf_batch = q->ovf_head;
 		q->ovf_head = NULL;
 		q->ovf_tailp = &q->ovf_head;

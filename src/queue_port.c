@@ -265,10 +265,14 @@ static void rx_lane_done(struct cmesh__queue *q)
  */
 static void open_local(struct cmesh__queue *q)
 {
-	/* The mark first: a gate set after this store sets its own. */
+	/*
+	 * The seal first, then the mark: no gate is set while gate_serial
+	 * holds (cmesh__queue_gate_local()), and one set after this store
+	 * sets its own seal and mark.
+	 */
+	atomic_fetch_and_explicit(&q->tail, ~TAIL_SEAL, memory_order_release);
 	atomic_store_explicit(&q->gate_mark, 0, memory_order_relaxed);
 	atomic_store_explicit(&q->gate_serial, 0, memory_order_release);
-	atomic_fetch_and_explicit(&q->tail, ~TAIL_SEAL, memory_order_release);
 	/* Not when the receiver goes (receiver_close() ends the lane). */
 	if (q->rx_lane && q->primary_done)
 		rx_lane_done(q);
@@ -277,12 +281,18 @@ static void open_local(struct cmesh__queue *q)
 /* Consumer: takes the lanes added since it last looked. */
 static int merge(struct cmesh__queue *q)
 {
+	uint64_t gate;
 	int r = 0;
 
 	if (!(atomic_load_explicit(&q->xl_flags, memory_order_acquire) &
 	      XL_NEW))
 		return 0;
 	pthread_mutex_lock(&q->lock);
+	/*
+	 * With the lanes taken below: a gate set after the unlock may name
+	 * a lane still in xl_add (its XL_NEW brings this look again).
+	 */
+	gate = atomic_load_explicit(&q->gate_serial, memory_order_relaxed);
 	/* A claimed lane waiting (next) keeps its place (await_done()). */
 	r = cmesh__queue_reserve_lanes(
 		&q->xl, &q->xl_cap, q->xl_n + q->xl_nadd + (q->next != NULL));
@@ -301,9 +311,7 @@ static int merge(struct cmesh__queue *q)
 		if (q->xl[i]->after && !has_serial(q, q->xl[i]->after))
 			q->xl[i]->after = 0;
 	/* The same for a sender that came home (cmesh__queue_gate_local). */
-	if (!r && local_gated(q) &&
-	    !has_serial(q, atomic_load_explicit(&q->gate_serial,
-						memory_order_acquire)))
+	if (!r && gate && !has_serial(q, gate))
 		open_local(q);
 	return r;
 }

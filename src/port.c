@@ -27,17 +27,20 @@
  * each a hop of its own; per-sender order holds along it, and the failure
  * of any process on it fails the channel (-ECONNRESET) at both ends.
  *
- * Three moves end their forwarder. A channel receiver going back to the
- * process of all its senders over the lane it reads is taken back there
- * (HOME). One whose senders are all in one process, writing the one lane
- * it reads, carries that process's name and the lane's token (REDIRECT):
- * the process it arrives in claims the senders if it is linked with
- * theirs (link_claim.c), and reads them directly once the forwarded lane
- * (everything sent before) has ended; the forwarder ends with it. A
- * channel sender that is its queue's only one claims its receiver the
- * same way: its new lane is read there once the forwarded one has ended.
+ * Some moves end their forwarder (their import: port_home.c). A channel
+ * receiver going back to the process of all its senders over the lane it
+ * reads is taken back there (HOME). One whose senders are all in one
+ * process, writing the one lane it reads, carries that process's name and
+ * the lane's token (REDIRECT): the process it arrives in claims the
+ * senders if it is linked with theirs (link_claim.c), and reads them
+ * directly once the forwarded lane (everything sent before) has ended;
+ * the forwarder ends with it. A channel sender claims its receiver the
+ * same way: its new lane is read there once the forwarded one has ended,
+ * or, if clones of it still write its old lane, once that lane passed the
+ * MARK its forwarder writes when it ends (a mark given here, export()).
  */
 #include "port.h"
+#include "port_int.h"
 
 #include "bridge.h"
 #include "endpoint.h"
@@ -56,9 +59,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-/* Default ring of a oneshot's lane: one message (larger trails go OOL). */
-#define ONESHOT_RING 4096u
 
 static void *field_at(const void *msg, const cmesh_field *f)
 {
@@ -83,60 +83,6 @@ static bool is_sending(uint32_t kind)
 {
 	return kind == CMESH_FIELD_KIND_SENDER ||
 	       kind == CMESH_FIELD_KIND_ONESHOT_SENDER;
-}
-
-/*
- * The ring of a port's lane: the environment's ring size (a oneshot's:
- * ONESHOT_RING), doubled until a record holds the message struct.
- */
-static int ring_cap_for(const cmesh_type *t, uint32_t kind,
-			const cmesh_env *env, uint32_t *out)
-{
-	uint64_t cap = is_oneshot(kind) ? ONESHOT_RING : env->ring_size;
-
-	if (cap < CMESH_SHM_RING_MIN_CAP)
-		cap = CMESH_SHM_RING_MIN_CAP;
-	if (cap > CMESH_SHM_RING_MAX_CAP)
-		cap = CMESH_SHM_RING_MAX_CAP;
-	while (cmesh_shm_ring_rec_limit(cap) <
-	       sizeof(struct cmesh_rec_msg) + t->size) {
-		if (cap >= CMESH_SHM_RING_MAX_CAP)
-			return -EMSGSIZE;
-		cap *= 2;
-	}
-	*out = (uint32_t)cap;
-	return 0;
-}
-
-/* A claim's redirect of a home (link_claim.c): the queue's. */
-static int redirect(void *home, struct cmesh__lane *from,
-		    struct cmesh__lane *to)
-{
-	return cmesh__queue_redirect(home, from, to);
-}
-
-/*
- * A sender's claim: the receiver's queue reads `to` after `after` (or its
- * MARK `mark`).
- */
-static int admit(void *home, uint64_t after, uint32_t mark,
-		 struct cmesh__lane *to)
-{
-	return cmesh__queue_admit(home, after, mark, to, true);
-}
-
-static const struct cmesh__claim_ops claim_ops = {
-	cmesh__queue_tryget,
-	cmesh__queue_unget,
-	redirect,
-	admit,
-};
-
-static pthread_once_t claims_once = PTHREAD_ONCE_INIT;
-
-static void claims_init(void)
-{
-	cmesh__link_claims_init(&claim_ops);
 }
 
 static int send_on_lane(struct cmesh__lane *ln, const void *msg,
@@ -194,7 +140,7 @@ static int export_direct(struct cmesh__link *link, const cmesh_field *f,
 	uint32_t cap;
 	int r;
 
-	r = ring_cap_for(t, f->kind, env, &cap);
+	r = cmesh__port_ring_cap(t, f->kind, env, &cap);
 	if (r)
 		return r;
 	/*
@@ -244,7 +190,7 @@ static int export_direct(struct cmesh__link *link, const cmesh_field *f,
 		bool claimable = f->kind == CMESH_FIELD_KIND_SENDER;
 
 		if (claimable)
-			pthread_once(&claims_once, claims_init);
+			cmesh__port_claims_ready();
 		r = cmesh__queue_admit(q, 0, 0, out->lane, claimable);
 		if (r == -EPIPE) {
 			/* Its receiver is gone: the port arrives closed. */
@@ -256,7 +202,7 @@ static int export_direct(struct cmesh__link *link, const cmesh_field *f,
 		}
 	} else {
 		/* Before its lane gets a home (and a token): claims work. */
-		pthread_once(&claims_once, claims_init);
+		cmesh__port_claims_ready();
 		cmesh__link_get(link); /* the queue's, for its tx lane */
 		r = cmesh__queue_move_rx(q, out->lane, forward, NULL,
 					 f->kind == CMESH_FIELD_KIND_RECEIVER);
@@ -611,129 +557,6 @@ int cmesh__port_send(struct cmesh__queue *q, const void *msg, const void *trail,
 }
 
 /*
- * A receiver coming home (CMESH_PORT_F_HOME) over `fwd`, its lane from
- * the peer: the receiver of the queue its `home` lane left, if that queue
- * still waits for it; else -EOPNOTSUPP, nothing done (an ordinary port).
- */
-static int import_home(struct cmesh__link *link, const struct cmesh_ctl_port *d,
-		       const cmesh_type *t, struct cmesh__lane *fwd, void **out)
-{
-	struct cmesh__lane *home;
-	void *q, *h;
-	int r;
-
-	if (cmesh__link_lane_home_take(link, d->home, t, cmesh__queue_tryget,
-				       &q, &home))
-		return -EOPNOTSUPP;
-	/* Made first: once home, the queue has its receiver back. */
-	h = cmesh__endpoint_handle_new(q);
-	r = h ? cmesh__queue_come_home(q, home, fwd) : -ENOMEM;
-	if (r) {
-		if (h)
-			cmesh__endpoint_shell_free(h);
-		cmesh__queue_unget(q);
-		return -EOPNOTSUPP;
-	}
-	*out = h;
-	return 0;
-}
-
-static int await(void *q, struct cmesh__lane *ln)
-{
-	return cmesh__queue_await(q, ln);
-}
-
-static int claim_out(void *q, struct cmesh__lane *ln)
-{
-	return cmesh__queue_claim_out(q, ln);
-}
-
-/*
- * A channel endpoint's port `d` (CMESH_PORT_F_REDIRECT) made queue `q` on
- * `ln`. From its peer's process, the token is kept with `ln` (for a later
- * move). From a process that forwards it, its peer is claimed from its
- * process if we are linked with it. A receiver's senders: their lane to
- * us is read once `ln` ends (the forwarder's end comes after what was
- * sent before). A sender's receiver: our lane to it is read there once
- * the forwarder's lane ends; our sends go to `ln` until the claim holds
- * (then `ln` ends: cmesh__queue_redirect()). Else (no link, or the claim
- * could not go, or was refused) the forwarder stays.
- */
-static void claim_peer(struct cmesh__link *link, const struct cmesh_ctl_port *d,
-		       struct cmesh__lane *ln, struct cmesh__queue *q,
-		       const cmesh_env *env, bool sending)
-{
-	struct cmesh__link *to;
-	uint32_t cap;
-
-	/* Our claim's answer finds the queue through them. */
-	pthread_once(&claims_once, claims_init);
-	/*
-	 * Kept with `ln` until it is used: from the peer's process, for a
-	 * claim from wherever it goes next; from elsewhere, for a claim
-	 * there if we cannot make it.
-	 */
-	ln->peer_token[0] = d->token[0];
-	ln->peer_token[1] = d->token[1];
-	ln->peer_node = d->node;
-	ln->peer_mark = sending ? d->home : 0;
-	if (d->node == cmesh__link_peer_proc(link) ||
-	    d->node == cmesh__proc_id() /* it came back by another link */)
-		return;
-	/* Introduced (link_intro.c) before this port was read, if at all. */
-	to = cmesh__link_by_proc(d->node);
-	if (!to)
-		return;
-	/* The link's reference goes to the queue if the claim goes. */
-	if (ring_cap_for(cmesh__queue_type(q), CMESH_FIELD_KIND_RECEIVER, env,
-			 &cap) ||
-	    cmesh__link_claim(to, d->token, ln->peer_mark, sending,
-			      cmesh__queue_type(q), cap, env->max_backlog,
-			      env->spin_ns, sending ? claim_out : await, q)) {
-		cmesh__link_put(to);
-		return;
-	}
-	/* Spent: once claimed, nobody further on may use it. */
-	ln->peer_token[0] = ln->peer_token[1] = 0;
-	ln->peer_node = 0;
-	ln->peer_mark = 0;
-}
-
-/*
- * A channel sender coming back to its receiver's process (here): its port
- * `d` names the in lane it wrote from elsewhere, and `fwd` is our lane to
- * the forwarder it left behind. The receiver's queue takes it as a local
- * sender again, read after that lane has ended, or passed the port's mark
- * (`home`: clones of it still write there) (cmesh__queue_gate_local);
- * `fwd` ends at once (nothing sent on it), which ends the forwarder, whose
- * end ends the old lane. 0 with *out a handle on that queue, or
- * -EOPNOTSUPP (nothing done: an ordinary port; a token that names no
- * sender's lane of ours, or one of another type, is only a hint).
- */
-static int sender_home(const struct cmesh_ctl_port *d, const cmesh_type *t,
-		       struct cmesh__lane *fwd, void **out)
-{
-	uint64_t serial;
-	void *home, *h;
-	int r;
-
-	if (cmesh__link_claim_local(d->token, t, d->home != 0, &home, &serial))
-		return -EOPNOTSUPP;
-	h = cmesh__endpoint_handle_new(home);
-	r = h ? cmesh__queue_gate_local(home, serial, d->home) : -EOPNOTSUPP;
-	cmesh__queue_unget(home); /* the handle holds a sender reference */
-	if (r) {
-		if (h)
-			cmesh__endpoint_shell_free(h);
-		return -EOPNOTSUPP;
-	}
-	cmesh__lane_close_tx(fwd);
-	cmesh__link_lane_release(fwd);
-	*out = h;
-	return 0;
-}
-
-/*
  * The endpoint for port `d` (the peer's half in `fd`, taken) in field `f`
  * of a message that came over `link`: *out is its handle.
  */
@@ -795,7 +618,7 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 		 (!(d->flags & CMESH_PORT_F_REDIRECT) ||
 		  d->node == cmesh__link_peer_proc(link));
 	if (listed) {
-		pthread_once(&claims_once, claims_init);
+		cmesh__port_claims_ready();
 		cmesh__link_token_new(tok);
 		listed = tok[0] | tok[1];
 	}
@@ -820,11 +643,11 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 		return r;
 	}
 	if ((d->flags & CMESH_PORT_F_HOME) && !ln->failed_alone &&
-	    import_home(link, d, f->type, ln, out) == 0)
+	    cmesh__port_import_home(link, d, f->type, ln, out) == 0)
 		return 0;
 	if ((d->flags & CMESH_PORT_F_REDIRECT) && !ln->failed_alone &&
 	    f->kind == CMESH_FIELD_KIND_SENDER && d->node == cmesh__proc_id()) {
-		if (sender_home(d, f->type, ln, out) == 0)
+		if (cmesh__port_sender_home(d, f->type, ln, out) == 0)
 			return 0;
 	}
 	/*
@@ -873,7 +696,7 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 		cmesh__queue_claimable_rx(q);
 	}
 	if ((d->flags & CMESH_PORT_F_REDIRECT) && !ln->failed_alone)
-		claim_peer(link, d, ln, q, env, sending);
+		cmesh__port_claim_peer(link, d, ln, q, env, sending);
 	return 0;
 }
 

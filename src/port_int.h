@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * port_int.h - what port.c (export, import) and port_home.c (the moves
+ * that end their forwarder: homes and claims) share; port.c calls
+ * port_home.c, never the other way.
+ */
+#ifndef CMESH_PORT_INT_H
+#define CMESH_PORT_INT_H
+
+#include "env.h"
+#include "lane.h"
+#include "link.h"
+#include "queue.h"
+
+#include "proto.h"
+#include "ring.h"
+
+#include <cmesh/type.h>
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Default ring of a oneshot's lane: one message (larger trails go OOL). */
+#define CMESH__PORT_ONESHOT_RING 4096u
+
+/*
+ * The ring of a port's lane for an endpoint of field kind `kind`: the
+ * environment's ring size (a oneshot's: CMESH__PORT_ONESHOT_RING), doubled
+ * until a record holds the message struct. 0 with *out, or -EMSGSIZE.
+ */
+static inline int cmesh__port_ring_cap(const cmesh_type *t, uint32_t kind,
+				       const cmesh_env *env, uint32_t *out)
+{
+	uint64_t cap =
+		kind == CMESH_FIELD_KIND_ONESHOT_SENDER ||
+				kind == CMESH_FIELD_KIND_ONESHOT_RECEIVER ?
+			CMESH__PORT_ONESHOT_RING :
+			env->ring_size;
+
+	if (cap < CMESH_SHM_RING_MIN_CAP)
+		cap = CMESH_SHM_RING_MIN_CAP;
+	if (cap > CMESH_SHM_RING_MAX_CAP)
+		cap = CMESH_SHM_RING_MAX_CAP;
+	while (cmesh_shm_ring_rec_limit(cap) <
+	       sizeof(struct cmesh_rec_msg) + t->size) {
+		if (cap >= CMESH_SHM_RING_MAX_CAP)
+			return -EMSGSIZE;
+		cap *= 2;
+	}
+	*out = (uint32_t)cap;
+	return 0;
+}
+
+/* The claims' ops are given to the link layer (once, before any claim). */
+void cmesh__port_claims_ready(void);
+
+/*
+ * Import of a port that may end its forwarder (port_home.c). import_home:
+ * a receiver coming home (CMESH_PORT_F_HOME) over `fwd`; sender_home: a
+ * channel sender coming back to its receiver's process (REDIRECT naming
+ * us): 0 with *out the handle, or -EOPNOTSUPP (nothing done: an ordinary
+ * port). claim_peer: the REDIRECT of a channel endpoint's port `d`, whose
+ * queue `q` is made on `ln`: kept with `ln`, and claimed from the peer's
+ * process if we are linked with it.
+ */
+int cmesh__port_import_home(struct cmesh__link *link,
+			    const struct cmesh_ctl_port *d, const cmesh_type *t,
+			    struct cmesh__lane *fwd, void **out);
+int cmesh__port_sender_home(const struct cmesh_ctl_port *d, const cmesh_type *t,
+			    struct cmesh__lane *fwd, void **out);
+void cmesh__port_claim_peer(struct cmesh__link *link,
+			    const struct cmesh_ctl_port *d,
+			    struct cmesh__lane *ln, struct cmesh__queue *q,
+			    const cmesh_env *env, bool sending);
+
+#endif

@@ -598,16 +598,29 @@ bool cmesh__lane_ready(struct cmesh__lane *ln)
 		return true;
 	if (ln->dynamic && !cmesh__lane_bound(ln))
 		return atomic_load_explicit(&ln->dropped, memory_order_acquire);
-	/*
-	 * A MARK is nothing to receive: taken here (its mark for the queue,
-	 * which opens what waited for it), then the record after it.
-	 */
-	if (ln->pending < 0 && !ln->mark_seen &&
-	    cmesh__shmring_peek(&ln->cons, &kind) >= 0 &&
-	    kind == CMESH_REC_MARK && fetch(ln) != CMESH__LANE_MARK)
-		return true; /* a bad one: the receive says so */
-	if (ln->pending < 0)
+	if (ln->pending < 0) {
+		uint64_t head = ln->cons.head_pos;
+		int r;
+
+		/* The queue acts on a MARK taken before the next one. */
+		if (ln->mark_seen)
+			return cmesh__shmring_pop_ready(&ln->cons);
+		r = cmesh__shmring_peek(&ln->cons, &kind);
+		if (ln->cons.head_pos != head)
+			space_check(ln); /* it stepped over fillers */
+		if (r == -EAGAIN)
+			return false;
+		/* Something, or a bad record: the receive says which. */
+		if (r < 0 || kind != CMESH_REC_MARK)
+			return true;
+		/*
+		 * A MARK is nothing to receive: taken here (its mark for the
+		 * queue, which opens what waited for it), then what follows.
+		 */
+		if (fetch(ln) != CMESH__LANE_MARK)
+			return true;
 		return cmesh__shmring_pop_ready(&ln->cons);
+	}
 	if (ln->pending_kind == CMESH_REC_PLAIN ||
 	    ln->pending_kind == CMESH_REC_BULK ||
 	    ln->pending_kind == CMESH_REC_REUSE1 ||

@@ -252,6 +252,27 @@ struct mark_end {
 	uint32_t mark;
 };
 
+/*
+ * For a sender sent on while clones of it still write its lane `ln`, to
+ * claim its receiver in process `node`: a mark of `ln`, which its
+ * forwarder writes when it ends. Only if the token it carries is `ln`'s
+ * own (not one handed on from upstream, with a lane further on or a mark
+ * of its own: the mark would land on the wrong lane). NULL: no claim.
+ */
+static struct mark_end *mark_for(struct cmesh__lane *ln, uint64_t node)
+{
+	struct mark_end *m;
+
+	if (!node || node != cmesh__link_peer_proc(ln->link) || ln->peer_mark)
+		return NULL;
+	m = malloc(sizeof(*m));
+	if (m) {
+		m->ln = ln;
+		m->mark = cmesh__lane_mark_new(ln);
+	}
+	return m;
+}
+
 static void mark_at_end(void *arg)
 {
 	struct mark_end *m = arg;
@@ -408,23 +429,11 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 		t[1] = peer->peer_token[1];
 		mark = peer->peer_mark;
 	}
-	/*
-	 * The mark goes on this lane: only if the token is this lane's own
-	 * (not one handed on from upstream with a lane further on, nor with
-	 * a mark of its own).
-	 */
-	if (marked && node &&
-	    (node != cmesh__link_peer_proc(peer->link) || peer->peer_mark))
-		node = 0;
-	if (marked && node) {
-		me = malloc(sizeof(*me));
-		if (me) {
-			me->ln = peer;
-			me->mark = mark = cmesh__lane_mark_new(peer);
-		}
+	if (marked) {
+		me = mark_for(peer, node);
+		node = me ? node : 0;
+		mark = me ? me->mark : 0;
 	}
-	if (marked && !me)
-		node = 0;
 	r = export_forwarded(link, f, h, env, out, me);
 	if (r)
 		free(me);

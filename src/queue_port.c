@@ -368,8 +368,6 @@ static int walk(struct cmesh__queue *q, bool peek, void *out_msg,
 	if (q->xl_err)
 		return q->xl_err;
 	r = merge(q);
-	if (!r && take_marks(q)) /* taken by a look (cmesh__lane_ready()) */
-		r = -ENOMEM;
 	if (r)
 		return r;
 again:

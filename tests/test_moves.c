@@ -2168,6 +2168,24 @@ Test(moves, a_sender_back_home_is_an_in_process_sender_again)
 	expect_local_again(tx, rx, 4, 1u << 1);
 }
 
+/*
+ * Pk sends first..mid on the sender it holds; P`gone`, which the moves
+ * went through, runs no forwarder and is killed; Pk sends mid+1..last and
+ * lets go: the drainer in P`drain` counted every message (1..last).
+ */
+static void outlives_the_hop(int k, int gone, int drain, uint64_t first,
+			     uint64_t mid, uint64_t last)
+{
+	send_held(k, first, mid);
+	no_forwarder_in(gone);
+	kill_and_wait(gone);
+	send_held(k, mid + 1, last);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE((uint8_t)k));
+	cr_assert_eq(report_from(k), 0);
+	cr_assert_eq(report_from(drain), (int64_t)last);
+	mesh_down(1u << gone);
+}
+
 /* ---- introductions: a process links two of its peers ------------------ */
 
 /*
@@ -2186,14 +2204,7 @@ Test(moves, a_receiver_sent_to_a_process_its_senders_have_no_link_with)
 	pass_held(1, OP_HOLD, ROUTE(2, 3));
 	cr_assert_eq(report_from(3), 0); /* there: its claim went */
 	route_send(&(struct cmsg){ 0 }, OP_DRAIN_HELD, ROUTE(3));
-	send_held(1, 6, 10);
-	no_forwarder_in(2);
-	kill_and_wait(2);
-	send_held(1, 11, 15);
-	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
-	cr_assert_eq(report_from(1), 0);
-	cr_assert_eq(report_from(3), 15);
-	mesh_down(1u << 2);
+	outlives_the_hop(1, 2, 3, 6, 10, 15);
 }
 
 /*
@@ -2208,14 +2219,7 @@ Test(moves, a_sender_sent_to_a_process_its_receiver_has_no_link_with)
 	route_send(&(struct cmsg){ 0 }, OP_DRAIN_HELD, ROUTE(1));
 	pass_held(1, OP_HOLD, ROUTE(2, 3));
 	cr_assert_eq(report_from(3), 0);
-	send_held(3, 1, 5);
-	no_forwarder_in(2);
-	kill_and_wait(2);
-	send_held(3, 6, 10);
-	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(3));
-	cr_assert_eq(report_from(3), 0);
-	cr_assert_eq(report_from(1), 10);
-	mesh_down(1u << 2);
+	outlives_the_hop(3, 2, 1, 1, 5, 10);
 }
 
 /*
@@ -2274,14 +2278,7 @@ Test(moves, a_sender_sent_after_its_receiver_claims_it_where_it_went)
 	cr_assert_eq(report_from(1), 0);
 	pass_held(1, OP_HOLD, ROUTE(3)); /* the sender */
 	cr_assert_eq(report_from(3), 0);
-	send_held(3, 7, 9);
-	no_forwarder_in(1);
-	kill_and_wait(1);
-	send_held(3, 10, 12);
-	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(3));
-	cr_assert_eq(report_from(3), 0);
-	cr_assert_eq(report_from(2), 12);
-	mesh_down(1u << 1);
+	outlives_the_hop(3, 1, 2, 7, 9, 12);
 }
 
 /*
@@ -2304,14 +2301,7 @@ Test(moves, a_sender_sent_after_its_receiver_claimed_it_claims_it_too)
 	send_held(1, 4, 6);
 	pass_held(1, OP_HOLD, ROUTE(2)); /* the sender */
 	cr_assert_eq(report_from(2), 0);
-	send_held(2, 7, 9);
-	no_forwarder_in(1);
-	kill_and_wait(1);
-	send_held(2, 10, 12);
-	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(2));
-	cr_assert_eq(report_from(2), 0);
-	cr_assert_eq(report_from(3), 12);
-	mesh_down(1u << 1);
+	outlives_the_hop(2, 1, 3, 7, 9, 12);
 }
 
 /*

@@ -673,7 +673,11 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 	o.nsenders = sending ? 1 : 0;
 	o.tx_lane = sending ? ln : NULL;
 	o.rx_lane = sending ? NULL : ln;
-	r = cmesh__queue_new(f->type, &o, &q);
+	/* A reply port's next use: the queue of its last, if we parked it. */
+	q = (d->flags & CMESH_PORT_F_REUSE) && !ln->failed_alone ?
+		    cmesh__queue_unpark(ln, f->type) :
+		    NULL;
+	r = q ? 0 : cmesh__queue_new(f->type, &o, &q);
 	if (!r) {
 		/* A oneshot's sender (a reply port) is the queue's own. */
 		*out = f->kind == CMESH_FIELD_KIND_ONESHOT_SENDER ?

@@ -1355,6 +1355,26 @@ static void lane_put(struct cmesh__lane *ln)
 	cmesh__link_put(l);
 }
 
+/*
+ * An imported reply port's queue (port.c) at its last put, whose one use
+ * ended with its LAST record on its kept lane, and nothing else: no
+ * receiver here, no local message, no claim, no failure.
+ */
+static bool parkable(struct cmesh__queue *q, struct cmesh__lane *ln)
+{
+	return ln && ln->poolable && ln->is_out && ln->dynamic &&
+	       !ln->failed_alone &&
+	       atomic_load_explicit(&ln->last_sent, memory_order_relaxed) &&
+	       atomic_load_explicit(&q->tx_lane, memory_order_relaxed) == ln &&
+	       q->closed_out && !q->rx_lane && !q->xl_n && !q->old_lanes &&
+	       !q->claim_out && q->mask == 1 &&
+	       !atomic_load_explicit(&q->tx_failed, memory_order_relaxed) &&
+	       !atomic_load_explicit(&q->xl_flags, memory_order_relaxed) &&
+	       !atomic_load_explicit(&q->ovf_mode, memory_order_relaxed) &&
+	       !q->ovf_head && !q->ovf_batch &&
+	       atomic_load_explicit(&q->tail, memory_order_relaxed) == q->head;
+}
+
 void cmesh__queue_put(struct cmesh__queue *q)
 {
 	struct cmesh__lane *ln, *old, *next_old, *claim;
@@ -1369,6 +1389,11 @@ void cmesh__queue_put(struct cmesh__queue *q)
 	if (ln && ln->is_out &&
 	    atomic_load_explicit(&ln->home_q, memory_order_relaxed) == q)
 		cmesh__link_lane_home_set(ln, NULL);
+	/* A reply port whose use ended with its LAST: kept for the next. */
+	if (parkable(q, ln) && cmesh__queue_park(q, ln->serial)) {
+		lane_put(ln);
+		return;
+	}
 	old = q->old_lanes;   /* the lanes it left, sealed */
 	claim = q->claim_out; /* a sender's claim that never took */
 	if (claim) {

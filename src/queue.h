@@ -169,6 +169,18 @@ int cmesh__queue_reply_link(struct cmesh__queue *q, struct cmesh__link **out);
 bool cmesh__queue_rearm_lane(struct cmesh__queue *q);
 struct cmesh__lane *cmesh__queue_rebind(struct cmesh__queue *q);
 
+/*
+ * Parked reply ports (queue_reuse.c). _park(): the last put of an
+ * imported reply port's queue whose use ended with its LAST keeps it for
+ * this thread under its lane's `serial` (false: destroy it). _unpark():
+ * that queue for the next use of lane `ln` imported by this thread, with
+ * one sender (its spare handle) and the reference the import gives out;
+ * NULL if this thread parked none for `ln` and `type`.
+ */
+bool cmesh__queue_park(struct cmesh__queue *q, uint64_t serial);
+struct cmesh__queue *cmesh__queue_unpark(struct cmesh__lane *ln,
+					 const cmesh_type *type);
+
 /* The link a message sent on `q` takes (its receiver's), or NULL. */
 struct cmesh__link *cmesh__queue_tx_link(struct cmesh__queue *q);
 

@@ -21,13 +21,25 @@
  * position already taken), as they would for a channel's next message.
  * So a re-armed queue writes only its state line, and the lines the
  * next sender writes (tail, slot) stay in whichever core wrote them last.
+ *
+ * Parked reply ports. An imported reply port (a oneshot's sender on a
+ * kept lane, port.c) whose one use ended with its LAST record is not
+ * destroyed with its last reference: the thread parks it, still
+ * initialised, under its lane's serial (up to PARK_MAX, the oldest
+ * destroyed first), and the next REUSE of that lane that this thread
+ * imports takes it back re-armed instead of making a queue. A parked
+ * queue holds neither its lane nor its link (both went as for any
+ * destroyed queue); the serial, never reused, says whether the lane a
+ * REUSE names is the one it wrote.
  */
 #include "hint.h"
+#include "lane.h"
 #include "queue.h"
 #include "queue_int.h"
 #include "tls.h"
 
 #include <stdatomic.h>
+#include <string.h>
 
 /*
  * Under AddressSanitizer a kept queue is poisoned until it is taken
@@ -55,9 +67,18 @@ struct kept {
 	uint32_t stride, msg_size;
 };
 
+#define PARK_MAX 4u
+
+struct parked {
+	uint64_t serial; /* its lane's */
+	struct kept k;
+};
+
 struct cache {
 	struct kept k[CACHE_MAX];
 	unsigned n;
+	struct parked p[PARK_MAX]; /* oldest first */
+	unsigned np;
 };
 
 static _Thread_local struct cache cache;
@@ -69,10 +90,37 @@ static void unpoison(const struct kept *k)
 	UNPOISON(k->scratch, k->msg_size);
 }
 
+static struct kept kept_of(struct cmesh__queue *q)
+{
+	return (struct kept){ q,	  q->slots,
+			      q->scratch, (q->mask + 1) * q->stride,
+			      q->stride,  q->msg_size };
+}
+
+static void poison(const struct kept *k)
+{
+	POISON(k->q, sizeof(*k->q));
+	POISON(k->slots, k->bytes);
+	POISON(k->scratch, k->msg_size);
+}
+
+/* Parked queue i goes for good (into the cache, if there is room). */
+static void unpark_discard(struct cache *c, unsigned i)
+{
+	struct kept k = c->p[i].k;
+
+	memmove(&c->p[i], &c->p[i + 1], (c->np - i - 1) * sizeof(c->p[0]));
+	c->np--;
+	unpoison(&k);
+	cmesh__queue_discard(k.q);
+}
+
 static void cache_exit(void *p)
 {
 	struct cache *c = p;
 
+	while (c->np)
+		unpark_discard(c, c->np - 1);
 	while (c->n) {
 		struct kept *k = &c->k[--c->n];
 
@@ -107,20 +155,75 @@ struct cmesh__queue *cmesh__queue_cache_take(uint64_t bytes, uint32_t stride,
 bool cmesh__queue_cache_put(struct cmesh__queue *q)
 {
 	struct cache *c = &cache;
-	struct kept k = { q,	      q->slots,
-			  q->scratch, (q->mask + 1) * q->stride,
-			  q->stride,  q->msg_size };
+	struct kept k = kept_of(q);
 
 	if (c->n == CACHE_MAX)
 		return false;
 	/* Its exit frees them: else no keeping. */
-	if (!c->n && !cmesh__tls_at_exit(CMESH__TLS_QUEUES, cache_exit, c))
+	if (!c->n && !c->np &&
+	    !cmesh__tls_at_exit(CMESH__TLS_QUEUES, cache_exit, c))
 		return false;
 	c->k[c->n++] = k;
-	POISON(k.q, sizeof(*k.q));
-	POISON(k.slots, k.bytes);
-	POISON(k.scratch, k.msg_size);
+	poison(&k);
 	return true;
+}
+
+/* ---- parked reply ports ---- */
+
+bool cmesh__queue_park(struct cmesh__queue *q, uint64_t serial)
+{
+	struct cache *c = &cache;
+	struct kept k = kept_of(q);
+
+	/* Its exit frees them: else no keeping. */
+	if (!c->n && !c->np &&
+	    !cmesh__tls_at_exit(CMESH__TLS_QUEUES, cache_exit, c))
+		return false;
+	if (c->np == PARK_MAX)
+		unpark_discard(c, 0);
+	c->p[c->np].serial = serial;
+	c->p[c->np++].k = k;
+	poison(&k);
+	return true;
+}
+
+struct cmesh__queue *cmesh__queue_unpark(struct cmesh__lane *ln,
+					 const cmesh_type *type)
+{
+	struct cache *c = &cache;
+	struct cmesh__queue *q;
+
+	for (unsigned i = 0; i < c->np; i++) {
+		if (c->p[i].serial != ln->serial)
+			continue;
+		q = c->p[i].k.q;
+		unpoison(&c->p[i].k);
+		/*
+		 * Another response type in this use: a new queue. (Its
+		 * shape too: a freed type's memory may hold another now.)
+		 */
+		if (q->h.type != type || q->msg_size != type->size ||
+		    q->fast_send != !type->nfields ||
+		    atomic_load_explicit(&q->tx_lane, memory_order_relaxed) !=
+			    ln) {
+			unpark_discard(c, i);
+			return NULL;
+		}
+		memmove(&c->p[i], &c->p[i + 1],
+			(c->np - i - 1) * sizeof(c->p[0]));
+		c->np--;
+		/*
+		 * As made by port.c's import: one sender (the spare handle),
+		 * one reference (the lane's side has none), nothing sent.
+		 * The lane's new use publishes what its reader sees.
+		 */
+		atomic_store_explicit(&q->state, 0, memory_order_relaxed);
+		atomic_store_explicit(&q->nsenders, 1, memory_order_relaxed);
+		atomic_store_explicit(&q->refs, 1, memory_order_relaxed);
+		q->closed_out = false;
+		return q;
+	}
+	return NULL;
 }
 
 /* ---- re-armed oneshots ---- */

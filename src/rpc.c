@@ -222,7 +222,13 @@ static bool keep(cmesh_rpc *c)
 	    (!cmesh__queue_local_oneshot(c->rx->q) &&
 	     cmesh__queue_reply_link(c->rx->q, &link)))
 		return false;
-	if (link) {
+	/*
+	 * Kept on this link before: its hook is still there unless the
+	 * link's claims ran, and then cmesh__link_unkeepable() says so below.
+	 */
+	if (link && c->link != link) {
+		if (c->link)
+			return false; /* never: a lane keeps its link */
 		pthread_once(&fork_once, fork_init);
 		/* Given back by its link should the link fail meanwhile. */
 		c->hook.claim = claim_kept;

@@ -526,7 +526,9 @@ static inline int cmesh__shmring_skip_to(struct cmesh__shmring_consumer *c,
 	if (c->failed || pos - c->head_pos > c->mask + 1)
 		return -EPROTO;
 	c->peeked = false;
-	cmesh__shmring_publish_head(c, pos);
+	/* Nothing to skip (the last use's records all taken): no store. */
+	if (pos != c->head_pos)
+		cmesh__shmring_publish_head(c, pos);
 	return 0;
 }
 

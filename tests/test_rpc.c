@@ -820,6 +820,61 @@ Test(rpc, a_callers_exit_frees_the_calls_it_kept)
 	tu_thread_join(srv); /* every sender gone: its receive fails */
 }
 
+/* The peer's side: 200 calls through `up`, each value checked. */
+static int park_caller(cmesh_sender *up, cmesh_receiver *rx,
+		       const struct topo_side *s)
+{
+	(void)s;
+	for (int i = 0; i < 200; i++) {
+		struct calc_req q = { .args = { OP_ADD, 0, i, 2 } };
+		struct resp out = { 0, -1, 0 };
+		cmesh_rpc *c = NULL;
+
+		TOPO_CHECK_EQ(cmesh_rpc_call(up, &q, NULL, 0, &c), 0);
+		TOPO_CHECK_EQ(cmesh_rpc_wait(c, NULL, &out, NULL, 0), 0);
+		TOPO_CHECK_EQ(out.v, i + 2);
+		TOPO_CHECK_EQ(out.fd, -1);
+		cmesh_rpc_free(c);
+	}
+	cmesh_sender_free(up);
+	cmesh_receiver_free(rx);
+	return 0;
+}
+
+/* Ours: a server thread answers until the peer's sender is gone. */
+static void park_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			const struct topo_side *s)
+{
+	pthread_t srv;
+
+	(void)s;
+	tu_thread_start(&srv, server_thread, rx);
+	tu_thread_join(srv);
+	cmesh_sender_free(tx);
+}
+
+static const struct topo_scenario park_sc = {
+	.down = &num_type,
+	.up = &calc_req_type,
+	.driver = park_driver,
+	.peer = park_caller,
+};
+
+/*
+ * A server thread answering calls from another process parks each reply
+ * port's queue with its kept lane for that lane's next use (queue_reuse.c);
+ * the thread's exit frees what it parked (under the sanitizers, a leak
+ * fails this test), and the link's end gives back every fd and mapping.
+ */
+Test(rpc, reply_ports_a_server_thread_parked_go_with_it)
+{
+	struct topo_res res;
+
+	topo_baseline(&res);
+	topo_run(&park_sc, TOPO_FORK);
+	topo_assert_baseline_within(&res, TOPO_WAIT_MS);
+}
+
 /* ---- response types made at run time ---- */
 
 struct hreq {

@@ -259,8 +259,9 @@ CMESH_API void cmesh_receiver_free(cmesh_receiver *rx);
  * (at most 16 rings, 128 KiB of written pages each) to serve the next
  * channel of its type and size without an mmap or munmap. Also frees the
  * calling thread's kept queues: a thread keeps up to 8 freed queues with
- * small rings (oneshots, reply ports) for its next ones. Channels in use
- * are untouched. Never fails; any thread. Never waits (munmap syscalls).
+ * small rings (oneshots, reply ports) for its next ones, and up to 4 reply
+ * ports it answered for callers in other processes, for their next calls.
+ * Channels in use are untouched. Never fails; any thread. Never waits (munmap syscalls).
  */
 CMESH_API void cmesh_channel_trim(void);
 

@@ -166,8 +166,9 @@ CMESH_API void cmesh_rpc_free(cmesh_rpc *call);
 /**
  * Frees the calls this thread keeps for reuse (see cmesh_rpc_free()):
  * their queues and buffers, and the queues the thread keeps (as
- * cmesh_channel_trim() does). For a thread about to free a response type it
- * called with, or that wants its memory back. Never fails, never waits;
+ * cmesh_channel_trim() does), the reply ports it answered for callers in
+ * other processes among them. For a thread about to free a response type it
+ * called or answered with, or that wants its memory back. Never fails, never waits;
  * affects the calling thread only.
  */
 CMESH_API void cmesh_rpc_trim(void);

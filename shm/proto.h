@@ -70,7 +70,7 @@
 #include <stdint.h>
 
 #define CMESH_PROTO_MAGIC 0x48534d43u /* "CMSH" */
-#define CMESH_PROTO_VERSION 16u
+#define CMESH_PROTO_VERSION 17u
 
 #define CMESH_CTL_HELLO 1u
 #define CMESH_CTL_ATTACH 2u
@@ -320,7 +320,11 @@ struct cmesh_ctl_lane {
 	 * In the answer to a CLAIM's port: the token of the new lane, for a
 	 * later claim; in the answer to a channel receiver's port: the token
 	 * of the lane it reads, for a claim by a sender of it sent on from
-	 * the answered side (else 0: none).
+	 * the answered side; in the answer to a channel sender's port (since
+	 * protocol 17): the token of the lane it writes, for a claim by its
+	 * receiver sent on from the answered side, or for that receiver's
+	 * homecoming (CMESH_PORT_F_HOME naming that lane). Else 0: none;
+	 * never in the answer to a reply port's.
 	 */
 	uint64_t token[2];
 };

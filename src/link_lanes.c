@@ -296,12 +296,12 @@ static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
 	if (!r && !dropped && cmesh__lane_bound(ln))
 		r = -EPROTO;
 	/*
-	 * A token answers a claim of ours (link_claim.c), or a receiver's
-	 * port (our out lane): the in lane it reads there, for a claim by a
-	 * sender of ours sent on.
+	 * A token answers a claim of ours (link_claim.c), a receiver's port
+	 * (our out lane: the in lane it reads there, for a claim by a sender
+	 * of ours sent on) or a sender's (our in lane: the lane it writes
+	 * there, for a claim by our receiver sent on). Never a reply port's.
 	 */
-	if (!r && (m.token[0] | m.token[1]) &&
-	    ((!ln->claiming && !ln->is_out) || dropped || ln->poolable))
+	if (!r && (m.token[0] | m.token[1]) && (dropped || ln->poolable))
 		r = -EPROTO;
 	if (!r && !(m.flags & CMESH_LANE_F_POOLED))
 		cmesh__lanes_unpool(l,

@@ -620,9 +620,13 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 	 * A channel's receiver from its senders' process (not one that
 	 * claims them from elsewhere, nor one that may come home): the lane
 	 * it reads gets a token, which the answer takes to them, so that a
-	 * sender of it sent on from there may claim it here.
+	 * sender of it sent on from there may claim it here. So does a
+	 * channel's sender from its receiver's process, for the lane it
+	 * writes: that receiver, sent on from there, claims it here, and,
+	 * sent here, comes home to its queue.
 	 */
-	listed = f->kind == CMESH_FIELD_KIND_RECEIVER &&
+	listed = (f->kind == CMESH_FIELD_KIND_RECEIVER ||
+		  f->kind == CMESH_FIELD_KIND_SENDER) &&
 		 !(d->flags & (CMESH_PORT_F_HOME | CMESH_PORT_F_FAILED)) &&
 		 (!(d->flags & CMESH_PORT_F_REDIRECT) ||
 		  d->node == cmesh__link_peer_proc(link));
@@ -706,7 +710,17 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 		/* Before it is listed: home_set keeps a lane's own token. */
 		ln->token[0] = tok[0];
 		ln->token[1] = tok[1];
-		cmesh__queue_claimable_rx(q);
+		if (sending) {
+			/*
+			 * A claim or a homecoming seals it (queue_move.c):
+			 * before the handle goes out, as in a queue whose
+			 * receiver left.
+			 */
+			ln->sealable = true;
+			cmesh__link_lane_home_set(ln, q);
+		} else {
+			cmesh__queue_claimable_rx(q);
+		}
 	}
 	if ((d->flags & CMESH_PORT_F_REDIRECT) && !ln->failed_alone)
 		cmesh__port_claim_peer(link, d, ln, q, env, sending);

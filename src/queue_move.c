@@ -141,24 +141,25 @@ struct cmesh__lane *cmesh__queue_sole_lane(struct cmesh__queue *q)
 	 */
 	if (q->ws ||
 	    atomic_load_explicit(&q->gate_serial, memory_order_relaxed) ||
-	    q->xl_nadd || q->xl_err) {
+	    q->xl_err) {
 		ln = NULL;
 	} else if (q->next) {
-		ln = q->xl_n ? NULL : q->next;
+		ln = q->xl_n || q->xl_nadd ? NULL : q->next;
 		senders = 1 + q->rx_ref;
 	} else if (q->rx_lane && !q->primary_done) {
 		/*
 		 * Made with its lane: that lane holds no sender reference,
 		 * unless it is listed for claims (cmesh__queue_claimable_rx()).
 		 */
-		ln = q->xl_n ? NULL : q->rx_lane;
+		ln = q->xl_n || q->xl_nadd ? NULL : q->rx_lane;
 		senders = q->rx_ref;
-	} else if (q->xl_n == 1) {
+	} else if (q->xl_n + q->xl_nadd == 1) {
 		/*
-		 * Claimed (or added): one sender reference; in a queue made
-		 * here, no sender left here (what they sent goes first).
+		 * Claimed or added (not yet taken by a receive: xl_add):
+		 * one sender reference; in a queue made here, no sender left
+		 * here (what they sent goes first).
 		 */
-		ln = q->xl[0];
+		ln = q->xl_n ? q->xl[0] : q->xl_add[0];
 		senders = 1;
 	}
 	if (ln && (!ln->dynamic || ln->is_out ||
@@ -221,6 +222,11 @@ int cmesh__queue_come_home(struct cmesh__queue *q, struct cmesh__lane *home,
 	q->xl_add[q->xl_nadd++] = fwd;
 	atomic_fetch_add_explicit(&q->st_lanes, 1, memory_order_relaxed);
 	cmesh__link_get(fwd->link);
+	/*
+	 * A sender's queue made by its port (no receiver ever here) has an
+	 * open ring: sealed as if its receiver had left from here.
+	 */
+	atomic_fetch_or_explicit(&q->tail, TAIL_SEAL, memory_order_relaxed);
 	/* No consumer yet (the caller makes it): fwd is read first. */
 	atomic_store_explicit(&q->gate_serial, fwd->serial,
 			      memory_order_relaxed);

@@ -2522,3 +2522,51 @@ Test(moves, a_sender_sent_home_with_a_clone_left_behind_is_local_again)
 	cmesh_receiver_free(rx);
 	mesh_down(1u << 1);
 }
+
+/*
+ * A receiver whose only sender went to another process, sent on: it
+ * claims that sender there. P1 makes a channel, sends its sender to P2,
+ * which sends 1..100, and then its receiver here; P1's forwarder goes once
+ * P2 moved its sends to the lane we claimed, so P1's death takes nothing:
+ * every message arrives once, in order, and the channel closes when P2
+ * lets go.
+ */
+Test(moves, a_receiver_whose_only_sender_went_elsewhere_claims_it_there)
+{
+	struct cmsg m = { .arg = PASS_TX | OP_HOLD | 1u << 8 | 2u << 16 };
+
+	mesh_up(3);
+	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	route_send(&m, OP_PASS, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	cr_assert_eq(report_from(2), 0); /* it holds the sender */
+	send_held(2, 1, 100);
+	m = passed_home(1);
+	send_held(2, 101, 200);
+	no_forwarder_in(1);
+	kill_and_wait(1);
+	send_held(2, 201, 300);
+	expect_seqs(m.rx, 1, 300);
+	closed_when_freed(2, m.rx, 1u << 1);
+}
+
+/*
+ * A receiver sent to the process its only sender went to comes home
+ * there: P1 makes a channel, sends its sender here (we send 1..100 on it),
+ * then its receiver: an in-process channel again, everything in order,
+ * and P1's death takes nothing.
+ */
+Test(moves, a_receiver_sent_to_where_its_only_sender_went_is_local_there)
+{
+	struct cmsg t, r;
+
+	mesh_up(2);
+	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	t = passed_home_flags(1, 0, PASS_TX);
+	for (uint64_t i = 1; i <= 100; i++)
+		TU_ASSERT_RC(send_item(t.tx, 0, i), 0);
+	r = passed_home(1);
+	expect_local_again(t.tx, r.rx, 101, 1u << 1);
+}

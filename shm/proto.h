@@ -322,9 +322,9 @@ struct cmesh_ctl_lane {
 	 * of the lane it reads, for a claim by a sender of it sent on from
 	 * the answered side; in the answer to a channel sender's port (since
 	 * protocol 17): the token of the lane it writes, for a claim by its
-	 * receiver sent on from the answered side, or for that receiver's
-	 * homecoming (CMESH_PORT_F_HOME naming that lane). Else 0: none;
-	 * never in the answer to a reply port's.
+	 * receiver sent on from the answered side (that receiver sent to the
+	 * answering side comes home with CMESH_PORT_F_HOME naming the lane,
+	 * no token). Else 0: none; never for a kept reply lane (-EPROTO).
 	 */
 	uint64_t token[2];
 };

@@ -175,8 +175,10 @@ struct cmesh__lane {
 	pthread_rwlock_t port_lock;
 	/*
 	 * May be sealed: the out lane of a receiver that moved away and may
-	 * come home (cmesh__queue_move_rx(); set before any sender sees the
-	 * lane). Only such a lane's sends of endpoints take port_lock.
+	 * come home (cmesh__queue_move_rx()), or of a sender that came from
+	 * its receiver's process (port.c import()): set before any sender
+	 * sees the lane. Only such a lane's sends of endpoints take
+	 * port_lock.
 	 */
 	bool sealable;
 	/*
@@ -184,7 +186,9 @@ struct cmesh__lane {
 	 * are here (queue_move.c; opaque below it), until the queue goes or
 	 * the receiver came back to it (or claimed its senders elsewhere);
 	 * out lane a sender's claim made: that sender's queue (on answer, and
-	 * while it is its tx lane); in lane of a sender that moved from here
+	 * while it is its tx lane); out lane of a sender that came from its
+	 * receiver's process: that sender's queue (its receiver may come
+	 * home to it, or claim it from elsewhere); in lane of a sender that moved from here
 	 * to elsewhere: its receiver's queue (a sender's claim). Weak: set and cleared under a leaf lock
 	 * of link_claim.c (cmesh__link_lane_home_set()), which a lookup
 	 * holds with the link's (cmesh__link_lane_home_take()), or alone (a
@@ -196,7 +200,8 @@ struct cmesh__lane {
 	 * this lane of ours in a CLAIM (0: none), in a table of the
 	 * claimable lanes (`claim_next`) while home_q is set. `peer_token`:
 	 * the token the peer gave for this lane (a port's
-	 * CMESH_PORT_F_REDIRECT, or the LANE answering a claim), handed on
+	 * CMESH_PORT_F_REDIRECT, or the LANE answering a claim or an
+	 * endpoint's port), handed on
 	 * when its endpoint moves again (port.c). `claiming`: made for a
 	 * CLAIM we sent, whose LANE answer may carry a token.
 	 */

@@ -621,15 +621,17 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 	 * claims them from elsewhere, nor one that may come home): the lane
 	 * it reads gets a token, which the answer takes to them, so that a
 	 * sender of it sent on from there may claim it here. So does a
-	 * channel's sender from its receiver's process, for the lane it
-	 * writes: that receiver, sent on from there, claims it here, and,
-	 * sent here, comes home to its queue.
+	 * channel's sender from its receiver's process (its port names that
+	 * process), for the lane it writes: that receiver, sent on from
+	 * there, claims it here, and, sent here, comes home to its queue.
 	 */
-	listed = (f->kind == CMESH_FIELD_KIND_RECEIVER ||
-		  f->kind == CMESH_FIELD_KIND_SENDER) &&
-		 !(d->flags & (CMESH_PORT_F_HOME | CMESH_PORT_F_FAILED)) &&
-		 (!(d->flags & CMESH_PORT_F_REDIRECT) ||
-		  d->node == cmesh__link_peer_proc(link));
+	listed = !(d->flags & (CMESH_PORT_F_HOME | CMESH_PORT_F_FAILED)) &&
+		 (f->kind == CMESH_FIELD_KIND_RECEIVER ?
+			  !(d->flags & CMESH_PORT_F_REDIRECT) ||
+				  d->node == cmesh__link_peer_proc(link) :
+			  f->kind == CMESH_FIELD_KIND_SENDER &&
+				  (d->flags & CMESH_PORT_F_REDIRECT) &&
+				  d->node == cmesh__link_peer_proc(link));
 	if (listed) {
 		cmesh__port_claims_ready();
 		cmesh__link_token_new(tok);
@@ -712,9 +714,9 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 		ln->token[1] = tok[1];
 		if (sending) {
 			/*
-			 * A claim or a homecoming seals it (queue_move.c):
-			 * before the handle goes out, as in a queue whose
-			 * receiver left.
+			 * A claim or a homecoming seals it and the queue's
+			 * ring (queue_move.c): before the handle goes out, as
+			 * in a queue whose receiver left.
 			 */
 			ln->sealable = true;
 			cmesh__link_lane_home_set(ln, q);

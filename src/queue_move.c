@@ -277,6 +277,13 @@ int cmesh__queue_redirect(struct cmesh__queue *q, struct cmesh__lane *from,
 	from->old_next = q->old_lanes;
 	q->old_lanes = from;
 	/*
+	 * A send that meets `from` sealed goes on through the slow path: the
+	 * queue's own ring must not take it (nobody reads it). Sealed by the
+	 * receiver's move already, unless the queue was made by a sender's
+	 * port: then now, before `from` is (a claim of that sender's).
+	 */
+	atomic_fetch_or_explicit(&q->tail, TAIL_SEAL, memory_order_acq_rel);
+	/*
 	 * seq_cst: Dekker with the last sender's put (queue.c), which looks
 	 * again under `lock` and ends whichever lane it then finds.
 	 */

@@ -2524,6 +2524,22 @@ Test(moves, a_sender_sent_home_with_a_clone_left_behind_is_local_again)
 }
 
 /*
+ * Pk, which had `maps` memfd mappings before it sent a sender's port, has
+ * taken the LANE answer: it maps the peer's half of that lane beside its
+ * own. (A receiver sent on before that answer has no token to name: it
+ * is forwarded, as ARCHITECTURE.md says.)
+ */
+static void answered_in(int k, int64_t maps)
+{
+	int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS), n;
+
+	while ((n = stats_of(k).maps) < maps + 2 && tu_now_ns() < end)
+		tu_sleep_ms(1);
+	cr_assert(n >= maps + 2, "P%d: %lld memfd mappings, want %lld", k,
+		  (long long)n, (long long)maps + 2);
+}
+
+/*
  * A receiver whose only sender went to another process, sent on: it
  * claims that sender there. P1 makes a channel, sends its sender to P2,
  * which sends 1..100, and then its receiver here; P1's forwarder goes once
@@ -2534,14 +2550,17 @@ Test(moves, a_sender_sent_home_with_a_clone_left_behind_is_local_again)
 Test(moves, a_receiver_whose_only_sender_went_elsewhere_claims_it_there)
 {
 	struct cmsg m = { .arg = PASS_TX | OP_HOLD | 1u << 8 | 2u << 16 };
+	int64_t maps;
 
 	mesh_up(3);
 	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
 	cr_assert_eq(report_from(1), 0);
+	maps = stats_of(1).maps;
 	route_send(&m, OP_PASS, ROUTE(1));
 	cr_assert_eq(report_from(1), 0);
 	cr_assert_eq(report_from(2), 0); /* it holds the sender */
 	send_held(2, 1, 100);
+	answered_in(1, maps);
 	m = passed_home(1);
 	send_held(2, 101, 200);
 	no_forwarder_in(1);
@@ -2560,13 +2579,47 @@ Test(moves, a_receiver_whose_only_sender_went_elsewhere_claims_it_there)
 Test(moves, a_receiver_sent_to_where_its_only_sender_went_is_local_there)
 {
 	struct cmsg t, r;
+	int64_t maps;
 
 	mesh_up(2);
 	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
 	cr_assert_eq(report_from(1), 0);
+	maps = stats_of(1).maps;
 	t = passed_home_flags(1, 0, PASS_TX);
+	answered_in(1, maps);
 	for (uint64_t i = 1; i <= 100; i++)
 		TU_ASSERT_RC(send_item(t.tx, 0, i), 0);
 	r = passed_home(1);
 	expect_local_again(t.tx, r.rx, 101, 1u << 1);
+}
+
+/*
+ * The same claim while that sender streams: P1 makes a channel and sends
+ * its sender here, where a thread streams on it while P1 sends the
+ * receiver to P2, which drains it. Our link thread redirects the queue to
+ * P2's lane while we send (a send that meets the old lane sealed goes on
+ * to the new one): every message arrives once, in order, and P1 runs no
+ * forwarder.
+ */
+Test(moves, a_receiver_claims_its_only_sender_while_it_streams)
+{
+	struct streamer st = { .n = tu_sanitized() ? 20000 : 200000 };
+	struct cmsg t;
+	pthread_t th;
+	int64_t maps;
+
+	mesh_up(3);
+	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	maps = stats_of(1).maps;
+	t = passed_home_flags(1, 0, PASS_TX);
+	answered_in(1, maps);
+	st.tx = t.tx;
+	tu_thread_start(&th, stream_thread, &st);
+	pass_held(1, OP_DRAIN, ROUTE(2));
+	tu_thread_join(th);
+	cr_assert_eq(st.rc, 0);
+	cr_assert_eq(report_from(2), (int64_t)st.n);
+	no_forwarder_in(1);
+	mesh_down(0);
 }

@@ -70,7 +70,7 @@
 #include <stdint.h>
 
 #define CMESH_PROTO_MAGIC 0x48534d43u /* "CMSH" */
-#define CMESH_PROTO_VERSION 17u
+#define CMESH_PROTO_VERSION 18u
 
 #define CMESH_CTL_HELLO 1u
 #define CMESH_CTL_ATTACH 2u
@@ -137,6 +137,32 @@ struct cmesh_rec_mark {
 	uint32_t mark; /* not 0 */
 	uint32_t zero;
 };
+
+/*
+ * 1..CMESH_REC_HINTS_MAX struct cmesh_rec_hint (protocol 18): the
+ * receiver this lane feeds had senders in other processes when it was
+ * sent on; the sending process forwards what they write through this
+ * lane. For each: the process of such a sender, the token of the lane it
+ * writes there (given in that lane's LANE answer), and a mark of this
+ * lane. The reader may claim each sender there (a CLAIM with the token):
+ * its claimed lane is read once this lane passed that MARK (written when
+ * the old lane ended: everything it carried is before it) or ended. At
+ * most one HINTS per lane, never on a kept reply lane; an entry's node,
+ * token and mark are not 0, `zero` is 0: else -EPROTO. A hint the reader
+ * cannot act on (no link with that process) is ignored: that sender stays
+ * forwarded.
+ */
+#define CMESH_REC_HINTS 9u
+#define CMESH_REC_HINTS_MAX 8u
+
+struct cmesh_rec_hint {
+	uint64_t node;	   /* that sender's process (HELLO proc_id) */
+	uint64_t token[2]; /* of the lane it writes there */
+	uint32_t mark;	   /* of this lane */
+	uint32_t zero;
+};
+
+static_assert(sizeof(struct cmesh_rec_hint) == 32, "rec hint size");
 
 /* Every control message starts with this. */
 struct cmesh_ctl_hdr {

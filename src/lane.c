@@ -217,6 +217,7 @@ void cmesh__lane_destroy(struct cmesh__lane *ln)
 	pthread_rwlock_destroy(&ln->port_lock);
 	cmesh__lane_bulk_free(ln);
 	free(ln->buf);
+	free(ln->hints);
 	cmesh__wake_free(ln->sleeper);
 	if (ln->efd >= 0)
 		close(ln->efd);
@@ -902,6 +903,18 @@ void cmesh__lane_mark_tx(struct cmesh__lane *ln, uint32_t mark)
 	/* Sealed: its end comes later (and opens the claim too). */
 	if (r && r != -ESTALE)
 		cmesh__link_fail(ln->link, -ENOMEM);
+}
+
+int cmesh__lane_hints_tx(struct cmesh__lane *ln, const struct cmesh_rec_hint *h,
+			 uint32_t n)
+{
+	struct cmesh__iov iov = { h, n * sizeof(*h) };
+
+	if (!n || n > CMESH_REC_HINTS_MAX)
+		return -EINVAL;
+	if (cmesh__lane_failed(ln))
+		return -ECONNRESET;
+	return enqueue(ln, CMESH_REC_HINTS, &iov, 1, NULL, 0, NULL, 0, NULL);
 }
 
 void cmesh__lane_seal_tx(struct cmesh__lane *ln)

@@ -163,6 +163,10 @@ struct cmesh__lane {
 	bool closed;		  /* CLOSE (or LAST) record seen */
 	int close_err;		  /* then: -EPIPE, or -ECONNRESET (a FAIL) */
 	uint32_t mark_seen;	  /* a MARK taken, for the queue (fetch()) */
+	/* A HINTS taken, for the queue (fetch()); at most one per lane. */
+	struct cmesh_rec_hint *hints;
+	uint32_t nhints;
+	bool hints_seen;
 	const unsigned char *bulk_in; /* the peer's bulk arena, read-only */
 	uint64_t bulk_in_size;	      /* its bytes (0: none mapped) */
 
@@ -322,12 +326,28 @@ uint32_t cmesh__lane_mark_new(struct cmesh__lane *ln);
 void cmesh__lane_mark_tx(struct cmesh__lane *ln, uint32_t mark);
 
 /*
+ * Out lane of a receiver sent on through a forwarder: its HINTS record
+ * (shm/proto.h), before any MARK it names. 0, or why not (-ESTALE sealed,
+ * -ECONNRESET failed, -ENOMEM): then nobody is told, and the senders it
+ * names stay forwarded.
+ */
+int cmesh__lane_hints_tx(struct cmesh__lane *ln, const struct cmesh_rec_hint *h,
+			 uint32_t n);
+
+/*
  * In lane: a receive or peek took a MARK record (its mark in mark_seen,
- * which the caller clears once it acted on it, queue_port.c), or one
- * taken before (by cmesh__lane_ready(), which takes a MARK at the head)
+ * which the caller clears once it acted on it, queue_port.c) or a HINTS
+ * record (in hints, nhints: the caller frees them once it acted), or one
+ * taken before (by cmesh__lane_ready(), which takes either at the head)
  * is still there: the caller acts on it and looks again.
  */
 #define CMESH__LANE_MARK (-ERESTART)
+
+/* In lane: a MARK or HINTS record taken, not yet acted on. */
+static inline bool cmesh__lane_control(const struct cmesh__lane *ln)
+{
+	return ln->mark_seen || ln->nhints;
+}
 
 /*
  * The same, but the consumer sees the channel failed (-ECONNRESET) after

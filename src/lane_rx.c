@@ -435,6 +435,33 @@ static int unbound_state(struct cmesh__lane *ln)
 }
 
 /*
+ * The HINTS record held in buf (`len` bytes, checked: a whole number of
+ * entries, at most the limit, the lane's first), copied and checked once:
+ * in hints for the queue (CMESH__LANE_MARK), or -EPROTO. Without memory
+ * for it, it is dropped: its senders stay forwarded.
+ */
+static int take_hints(struct cmesh__lane *ln, uint32_t len)
+{
+	uint32_t n = len / (uint32_t)sizeof(struct cmesh_rec_hint);
+	struct cmesh_rec_hint *h = malloc(len);
+
+	ln->pending = -1;
+	ln->hints_seen = true;
+	if (!h)
+		return CMESH__LANE_MARK; /* nothing to act on: look again */
+	memcpy(h, ln->buf, len);
+	for (uint32_t i = 0; i < n; i++)
+		if (!h[i].node || !(h[i].token[0] | h[i].token[1]) ||
+		    !h[i].mark || h[i].zero) {
+			free(h);
+			return proto_error(ln);
+		}
+	ln->hints = h;
+	ln->nhints = n;
+	return CMESH__LANE_MARK;
+}
+
+/*
  * Makes the next record pending: a PLAIN one stays at the head of the
  * ring (deliver_plain() copies it out), any other is copied into buf and
  * taken. -EAGAIN, -EPIPE (closed) or failure.
@@ -486,9 +513,14 @@ static cmesh__inline int fetch(struct cmesh__lane *ln)
 	    ((kind == CMESH_REC_CLOSE || kind == CMESH_REC_FAIL) && r != 0) ||
 	    (kind == CMESH_REC_MARK &&
 	     (r != (int)sizeof(struct cmesh_rec_mark) || ln->poolable)) ||
+	    (kind == CMESH_REC_HINTS &&
+	     (!r || r % (int)sizeof(struct cmesh_rec_hint) ||
+	      r > (int)(CMESH_REC_HINTS_MAX * sizeof(struct cmesh_rec_hint)) ||
+	      ln->poolable || ln->hints_seen)) ||
 	    (kind != CMESH_REC_CLOSE && kind != CMESH_REC_FAIL &&
 	     kind != CMESH_REC_MSG && kind != CMESH_REC_PLAIN &&
-	     kind != CMESH_REC_REUSE1 && kind != CMESH_REC_MARK) ||
+	     kind != CMESH_REC_REUSE1 && kind != CMESH_REC_MARK &&
+	     kind != CMESH_REC_HINTS) ||
 	    ((kind == CMESH_REC_MSG || kind == CMESH_REC_REUSE1) &&
 	     (uint32_t)r > ln->buf_limit))
 		return proto_error(ln);
@@ -516,6 +548,8 @@ static cmesh__inline int fetch(struct cmesh__lane *ln)
 		ln->mark_seen = m.mark;
 		return CMESH__LANE_MARK;
 	}
+	if (kind == CMESH_REC_HINTS)
+		return take_hints(ln, (uint32_t)r);
 	return 0;
 }
 
@@ -528,7 +562,7 @@ int cmesh__lane_try_recv(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 		return unbound_state(ln);
 	if (ln->pending < 0) {
 		/* The queue acts on a mark taken before the next one. */
-		if (unlikely(ln->mark_seen))
+		if (unlikely(cmesh__lane_control(ln)))
 			return CMESH__LANE_MARK;
 		r = fetch(ln);
 		if (r)
@@ -560,7 +594,7 @@ int cmesh__lane_peek(struct cmesh__lane *ln)
 	if (ln->dynamic && !cmesh__lane_bound(ln))
 		return unbound_state(ln);
 	if (ln->pending < 0) {
-		if (ln->mark_seen) /* as cmesh__lane_try_recv() */
+		if (cmesh__lane_control(ln)) /* as cmesh__lane_try_recv() */
 			return CMESH__LANE_MARK;
 		r = fetch(ln);
 		if (r)
@@ -602,8 +636,8 @@ bool cmesh__lane_ready(struct cmesh__lane *ln)
 		uint64_t head = ln->cons.head_pos;
 		int r;
 
-		/* The queue acts on a MARK taken before the next one. */
-		if (ln->mark_seen)
+		/* The queue acts on a MARK (HINTS) taken before the next. */
+		if (cmesh__lane_control(ln))
 			return cmesh__shmring_pop_ready(&ln->cons);
 		r = cmesh__shmring_peek(&ln->cons, &kind);
 		if (ln->cons.head_pos != head)
@@ -611,11 +645,13 @@ bool cmesh__lane_ready(struct cmesh__lane *ln)
 		if (r == -EAGAIN)
 			return false;
 		/* Something, or a bad record: the receive says which. */
-		if (r < 0 || kind != CMESH_REC_MARK)
+		if (r < 0 ||
+		    (kind != CMESH_REC_MARK && kind != CMESH_REC_HINTS))
 			return true;
 		/*
-		 * A MARK is nothing to receive: taken here (its mark for the
-		 * queue, which opens what waited for it), then what follows.
+		 * A MARK (HINTS) is nothing to receive: taken here (for the
+		 * queue, which opens what waited for it, or claims), then
+		 * what follows.
 		 */
 		if (fetch(ln) != CMESH__LANE_MARK)
 			return true;

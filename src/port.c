@@ -281,9 +281,14 @@ static void mark_at_end(void *arg)
 	free(m);
 }
 
+/*
+ * `hints` (a receiver's, or NULL): taken on success (its forwarder's, or
+ * freed when its record could not go); the caller ends it on failure.
+ */
 static int export_forwarded(struct cmesh__link *link, const cmesh_field *f,
 			    void *h, const cmesh_env *env,
-			    struct cmesh__port_out *out, struct mark_end *mark)
+			    struct cmesh__port_out *out, struct mark_end *mark,
+			    struct cmesh__hints **hints)
 {
 	const cmesh_type *t =
 		cmesh__queue_type(cmesh__endpoint_queue(f->kind, h));
@@ -329,16 +334,23 @@ static int export_forwarded(struct cmesh__link *link, const cmesh_field *f,
 		cmesh__endpoint_free(rx_kind, rx);
 		return r == -EOPNOTSUPP ? -ENOMEM : r; /* never: fresh pair */
 	}
+	/* Named on the lane the forwarder writes, before it starts. */
+	if (*hints && !cmesh__port_hints_write(*hints, out->lane))
+		*hints = NULL; /* freed: those senders stay forwarded */
 	r = sending ?
 		    cmesh__bridge_start_then(rx_kind, rx, f->kind, h,
 					     mark ? mark_at_end : NULL, mark) :
-		    cmesh__bridge_start(f->kind, h, tx_kind, tx);
+		    cmesh__bridge_start_then(
+			    f->kind, h, tx_kind, tx,
+			    *hints ? cmesh__port_hints_end : NULL, *hints);
 	if (r) {
 		cmesh__lane_unsend_ports(out, 1);
 		cmesh__endpoint_free(sending ? rx_kind : tx_kind,
 				     sending ? rx : tx);
+		return r;
 	}
-	return r;
+	*hints = NULL; /* the forwarder's */
+	return 0;
 }
 
 /*
@@ -353,6 +365,9 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 	uint64_t node = 0, t[2] = { 0, 0 };
 	uint32_t home, mark = 0;
 	struct mark_end *me = NULL;
+	struct cmesh__hints *hints = NULL;
+	uint64_t hinted[CMESH_REC_HINTS_MAX];
+	uint32_t nhints = 0;
 	bool sole_rx = false, marked = false;
 	int r;
 
@@ -399,6 +414,11 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 	 */
 	if (f->kind == CMESH_FIELD_KIND_RECEIVER) {
 		sole_rx = (peer = cmesh__queue_sole_lane(q)) != NULL;
+		/* Else its senders elsewhere, each named on the lane. */
+		if (!sole_rx)
+			hints = cmesh__port_hints_new(link, q, &nhints);
+		for (uint32_t i = 0; i < nhints; i++)
+			hinted[i] = cmesh__port_hints_node(hints, i);
 	} else if (f->kind == CMESH_FIELD_KIND_SENDER) {
 		peer = cmesh__queue_sole_sender(q); /* it alone writes it */
 		/*
@@ -434,11 +454,16 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 		node = me ? node : 0;
 		mark = me ? me->mark : 0;
 	}
-	r = export_forwarded(link, f, h, env, out, me);
+	r = export_forwarded(link, f, h, env, out, me, &hints);
 	if (r)
 		free(me);
-	if (r && sole_rx)
+	if (hints) /* not taken: the export failed */
+		cmesh__port_hints_end(hints);
+	if (r && (sole_rx || nhints))
 		cmesh__queue_claims_reopen(q); /* it stays the caller's */
+	/* Linked with their processes, it links them with ours. */
+	for (uint32_t i = 0; !r && i < nhints; i++)
+		cmesh__link_introduce(link, hinted[i]);
 	/*
 	 * Its forwarder's lane has a token of ours: the one upstream wins. A
 	 * sender's is no use (its receiver here is the forwarder's, in a

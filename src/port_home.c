@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
 
 /* A claim's redirect of a home (link_claim.c): the queue's. */
 static int redirect(void *home, struct cmesh__lane *from,
@@ -175,4 +176,85 @@ int cmesh__port_sender_home(const struct cmesh_ctl_port *d, const cmesh_type *t,
 	cmesh__link_lane_release(fwd);
 	*out = h;
 	return 0;
+}
+
+/* ---- hints: a receiver's senders elsewhere, named on its forwarder ---- */
+
+struct cmesh__hints {
+	struct cmesh__queue *q;	 /* the receiver's queue: its forwarder's */
+	struct cmesh__lane *out; /* the lane that forwarder writes */
+	uint32_t n;
+	struct cmesh_rec_hint h[CMESH_REC_HINTS_MAX];
+	uint64_t serial[CMESH_REC_HINTS_MAX]; /* each sender's lane here */
+};
+
+struct cmesh__hints *cmesh__port_hints_new(struct cmesh__link *link,
+					   struct cmesh__queue *q, uint32_t *n)
+{
+	struct cmesh__lane *src[CMESH_REC_HINTS_MAX];
+	uint32_t m = cmesh__queue_sources(q, src, CMESH_REC_HINTS_MAX), k = 0;
+	struct cmesh__hints *h = m ? calloc(1, sizeof(*h)) : NULL;
+
+	for (uint32_t i = 0; h && i < m; i++) {
+		/* Where it goes: that sender is not claimed (forwarded). */
+		if (src[i]->peer_node == cmesh__link_peer_proc(link))
+			continue;
+		h->h[k].node = src[i]->peer_node;
+		h->h[k].token[0] = src[i]->peer_token[0];
+		h->h[k].token[1] = src[i]->peer_token[1];
+		h->serial[k++] = src[i]->serial;
+	}
+	if (m && !k) {
+		free(h);
+		h = NULL;
+	}
+	if (!h) {
+		if (m)
+			cmesh__queue_claims_reopen(q);
+		return NULL;
+	}
+	h->q = q;
+	h->n = k;
+	*n = k;
+	return h;
+}
+
+uint64_t cmesh__port_hints_node(const struct cmesh__hints *h, uint32_t i)
+{
+	return h->h[i].node;
+}
+
+/* The forwarder read sender lane `serial` to its end: that sender's MARK. */
+static void hint_lane_end(void *arg, uint64_t serial)
+{
+	struct cmesh__hints *h = arg;
+
+	for (uint32_t i = 0; i < h->n; i++)
+		if (h->serial[i] == serial) {
+			h->serial[i] = 0;
+			cmesh__lane_mark_tx(h->out, h->h[i].mark);
+			return;
+		}
+}
+
+bool cmesh__port_hints_write(struct cmesh__hints *h, struct cmesh__lane *out)
+{
+	for (uint32_t i = 0; i < h->n; i++)
+		h->h[i].mark = cmesh__lane_mark_new(out);
+	/* Spilled until the lane is bound: before any MARK either way. */
+	if (cmesh__lane_hints_tx(out, h->h, h->n)) {
+		free(h);
+		return false;
+	}
+	h->out = out;
+	cmesh__queue_on_lane_end(h->q, hint_lane_end, h);
+	return true;
+}
+
+void cmesh__port_hints_end(void *arg)
+{
+	struct cmesh__hints *h = arg;
+
+	cmesh__queue_on_lane_end(h->q, NULL, NULL);
+	free(h);
 }

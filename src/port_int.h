@@ -74,4 +74,24 @@ void cmesh__port_claim_peer(struct cmesh__link *link,
 			    struct cmesh__lane *ln, struct cmesh__queue *q,
 			    const cmesh_env *env, bool sending);
 
+/*
+ * A receiver going on through a forwarder while senders of it in other
+ * processes write lanes of their own (port_home.c): its forwarder's lane
+ * names them in a HINTS record, so that the process it goes to claims
+ * each where it is (shm/proto.h). _new(): NULL if it has none (or no
+ * memory); else what to name, and claims stay away from `q` (no_claims).
+ * _write(): once export_direct() made `out`, the forwarder's lane: a mark
+ * of it per sender, the record, and the queue's hook that writes each mark
+ * when the forwarder has read that sender's lane to its end; false: none
+ * (the senders stay forwarded, `h` is freed). _end(): the forwarder's end
+ * (its at_end), or the export's failure: the hook goes, `h` is freed.
+ * _node(): the process of sender i, for an introduction.
+ */
+struct cmesh__hints;
+struct cmesh__hints *cmesh__port_hints_new(struct cmesh__link *link,
+					   struct cmesh__queue *q, uint32_t *n);
+bool cmesh__port_hints_write(struct cmesh__hints *h, struct cmesh__lane *out);
+void cmesh__port_hints_end(void *h);
+uint64_t cmesh__port_hints_node(const struct cmesh__hints *h, uint32_t i);
+
 #endif

@@ -298,10 +298,31 @@ int cmesh__queue_await(struct cmesh__queue *q, struct cmesh__lane *ln);
 int cmesh__queue_claimable_rx(struct cmesh__queue *q);
 
 /*
- * The receiver cmesh__queue_sole_lane() named a lane for did not go after
- * all (its export failed): claims may add lanes to it again.
+ * The receiver cmesh__queue_sole_lane() named a lane for (or
+ * cmesh__queue_sources() lanes) did not go after all (its export failed):
+ * claims may add lanes to it again.
  */
 void cmesh__queue_claims_reopen(struct cmesh__queue *q);
+
+/*
+ * A receiver about to go on through a forwarder: up to `max` of the lanes
+ * its senders in other processes write (dynamic in lanes, bound, each
+ * with the token their process gave in its LANE answer, none behind
+ * another), into `out`. The rest of its sources (the lane it was made
+ * with, senders here) stay forwarded. From then on no claim adds a lane
+ * (as cmesh__queue_sole_lane()). Consumer side (the receiver's holder).
+ */
+uint32_t cmesh__queue_sources(struct cmesh__queue *q, struct cmesh__lane **out,
+			      uint32_t max);
+
+/*
+ * Consumer side, before the consumer that reads on (a forwarder) starts:
+ * fn(ctx, serial) runs on the consumer when a lane of `q` has been read to
+ * its end, before anything after it is received (NULL: none).
+ */
+void cmesh__queue_on_lane_end(struct cmesh__queue *q,
+			      void (*fn)(void *ctx, uint64_t serial),
+			      void *ctx);
 
 /*
  * Claims of senders (link_claim.c). admit: the receiver of `q` gets in

@@ -155,6 +155,12 @@ struct cmesh__queue {
 	 */
 	bool no_claims;
 	/*
+	 * Consumer: told when a lane of its own ends (drop_lane()), before
+	 * the lane goes: a forwarder whose sources were hinted on (port.c).
+	 */
+	void (*end_fn)(void *ctx, uint64_t serial);
+	void *end_ctx;
+	/*
 	 * The out lanes the receiver left (coming home, or claimed
 	 * elsewhere), sealed, kept until the queue goes (a sender may still
 	 * be inside a send on one; `lock`).
@@ -322,5 +328,11 @@ void cmesh__queue_xl_close(struct cmesh__queue *q);
  * reference (cmesh__queue_claimable_rx()), if it has them, go.
  */
 void cmesh__queue_rx_unref(struct cmesh__queue *q);
+
+/*
+ * Consumer (queue_move.c): lane `ln` of `q` took a HINTS record (lane.h):
+ * its senders elsewhere are claimed (the hints go).
+ */
+void cmesh__queue_claim_hints(struct cmesh__queue *q, struct cmesh__lane *ln);
 
 #endif

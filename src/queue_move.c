@@ -173,6 +173,89 @@ struct cmesh__lane *cmesh__queue_sole_lane(struct cmesh__queue *q)
 	return ln;
 }
 
+uint32_t cmesh__queue_sources(struct cmesh__queue *q, struct cmesh__lane **out,
+			      uint32_t max)
+{
+	uint32_t n = 0;
+
+	pthread_mutex_lock(&q->lock);
+	if (!q->ws &&
+	    !atomic_load_explicit(&q->gate_serial, memory_order_relaxed) &&
+	    !q->xl_err && !q->next) {
+		for (uint32_t i = 0; i < q->xl_n + q->xl_nadd && n < max; i++) {
+			struct cmesh__lane *ln =
+				i < q->xl_n ? q->xl[i] : q->xl_add[i - q->xl_n];
+
+			if (ln->dynamic && !ln->is_out && !ln->after &&
+			    cmesh__lane_bound(ln) && ln->peer_node &&
+			    (ln->peer_token[0] | ln->peer_token[1]))
+				out[n++] = ln;
+		}
+	}
+	/* Its port names them: a claimed lane would be missed. */
+	if (n)
+		q->no_claims = true;
+	pthread_mutex_unlock(&q->lock);
+	return n;
+}
+
+void cmesh__queue_on_lane_end(struct cmesh__queue *q,
+			      void (*fn)(void *ctx, uint64_t serial), void *ctx)
+{
+	q->end_fn = fn;
+	q->end_ctx = ctx;
+}
+
+/* A sender's claim a HINTS record named (cmesh__queue_claim_hints()). */
+struct hinted {
+	struct cmesh__queue *q;
+	uint64_t after; /* the lane that brought the hint: read it first */
+	uint32_t mark;	/* its mark there */
+};
+
+/* The claim's lane, before its CLAIM goes (cmesh__link_claim()). */
+static int admit_hinted(void *ctx, struct cmesh__lane *ln)
+{
+	const struct hinted *h = ctx;
+
+	return cmesh__queue_admit(h->q, h->after, h->mark, ln, true);
+}
+
+/*
+ * Consumer: lane `ln` brought HINTS (its receiver had senders in other
+ * processes when it was sent on here, shm/proto.h): each is claimed
+ * where it is, if we are linked with that process, and its claimed lane
+ * is read once `ln` passed the hint's MARK (or ended). A hint we cannot
+ * act on (no link; the queue in a waitset, or sent on: admit refuses, no
+ * CLAIM goes) leaves that sender forwarded. A sender in this process is
+ * not claimed: it stays forwarded too.
+ */
+void cmesh__queue_claim_hints(struct cmesh__queue *q, struct cmesh__lane *ln)
+{
+	struct cmesh_rec_hint *h = ln->hints;
+	uint32_t n = ln->nhints;
+
+	ln->hints = NULL;
+	ln->nhints = 0;
+	/* Only a port's lane is a forwarder's; a waitset's member takes none. */
+	for (uint32_t i = 0; ln->dynamic && !q->ws && i < n; i++) {
+		struct hinted ctx = { q, ln->serial, h[i].mark };
+		struct cmesh__link *to;
+
+		if (h[i].node == cmesh__proc_id())
+			continue;
+		to = cmesh__link_by_proc(h[i].node);
+		if (!to)
+			continue;
+		/* The link's reference goes to the lane if the claim goes. */
+		if (cmesh__link_claim(to, h[i].token, 0, false, q->h.type,
+				      ln->ring_cap, ln->max_backlog,
+				      ln->spin_ns, admit_hinted, &ctx))
+			cmesh__link_put(to);
+	}
+	free(h);
+}
+
 void cmesh__queue_claims_reopen(struct cmesh__queue *q)
 {
 	pthread_mutex_lock(&q->lock);

@@ -206,27 +206,32 @@ static bool open_mark(struct cmesh__queue *q, struct cmesh__lane *ln)
 	return true;
 }
 
-/* Consumer: whether a lane took a MARK the queue has not acted on. */
+/* Consumer: whether a lane took a MARK (HINTS) the queue has not acted on. */
 static bool marks_taken(const struct cmesh__queue *q)
 {
-	if (q->rx_lane && q->rx_lane->mark_seen)
+	if (q->rx_lane && cmesh__lane_control(q->rx_lane))
 		return true;
 	for (uint32_t i = 0; i < q->xl_n; i++)
-		if (q->xl[i]->mark_seen)
+		if (cmesh__lane_control(q->xl[i]))
 			return true;
 	return false;
 }
 
-/* Consumer: acts on every mark its lanes took; whether one is left. */
+/* Consumer: acts on every mark (and hint) its lanes took; whether one is left. */
 static bool take_marks(struct cmesh__queue *q)
 {
 	bool left = false;
 
+	if (q->rx_lane && q->rx_lane->nhints)
+		cmesh__queue_claim_hints(q, q->rx_lane);
 	if (q->rx_lane && q->rx_lane->mark_seen)
 		left |= !open_mark(q, q->rx_lane);
-	for (uint32_t i = 0; i < q->xl_n; i++)
+	for (uint32_t i = 0; i < q->xl_n; i++) {
+		if (q->xl[i]->nhints)
+			cmesh__queue_claim_hints(q, q->xl[i]);
 		if (q->xl[i]->mark_seen)
 			left |= !open_mark(q, q->xl[i]);
+	}
 	return left;
 }
 
@@ -322,6 +327,9 @@ static void drop_lane(struct cmesh__queue *q, uint32_t i)
 	struct cmesh__lane *ln = q->xl[i];
 	struct cmesh__link *l = ln->link;
 
+	/* Before what follows is received (a forwarder writes its mark). */
+	if (q->end_fn)
+		q->end_fn(q->end_ctx, ln->serial);
 	q->xl[i] = q->xl[--q->xl_n];
 	atomic_fetch_sub_explicit(&q->st_lanes, 1, memory_order_relaxed);
 	open_after(q, ln->serial);

@@ -87,7 +87,8 @@ enum {
 	OP_NEW_HELD,	/* make a channel and hold both its ends: 0 */
 	OP_DRAIN_HELD,	/* OP_DRAIN on the held rx (no longer held) */
 	OP_FLUSH_HELD,	/* cmesh_sender_flush(held tx): its result */
-	OP_RECV_HELD	/* receive one item on the held rx: its seq */
+	OP_RECV_HELD,	/* receive one item on the held rx: its seq */
+	OP_STREAM_HELD	/* send seq 1..arg (SEND_AS id) on the held tx: 0 */
 };
 
 /* OP_PASS: a clone of the held tx goes; the tx stays held. */
@@ -420,6 +421,14 @@ static int act(struct cmsg *m)
 		TOPO_CHECK(held_tx);
 		return report((uint64_t)(int64_t)cmesh_sender_flush(
 			held_tx, topo_deadline()));
+	case OP_STREAM_HELD:
+		TOPO_CHECK(held_tx);
+		for (uint64_t i = 1; i <= (m->arg & ((1ull << 48) - 1)); i++)
+			TOPO_CHECK_EQ(send_item(held_tx,
+						(uint32_t)(m->arg >> 48 & 0xff),
+						i),
+				      0);
+		return report(0);
 	case OP_RECV_HELD: {
 		struct seqmsg s;
 
@@ -2524,19 +2533,25 @@ Test(moves, a_sender_sent_home_with_a_clone_left_behind_is_local_again)
 }
 
 /*
- * Pk, which had `maps` memfd mappings before it sent a sender's port, has
- * taken the LANE answer: it maps the peer's half of that lane beside its
- * own. (A receiver sent on before that answer has no token to name: it
- * is forwarded, as ARCHITECTURE.md says.)
+ * Pk, which had `maps` memfd mappings before it sent `ports` senders'
+ * ports, has taken their LANE answers: it maps the peer's half of each
+ * lane beside its own. (A receiver sent on before those answers has no
+ * token to name: it is forwarded, as ARCHITECTURE.md says.)
  */
+static void answered_n(int k, int64_t maps, int ports)
+{
+	int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS),
+		want = maps + 2 * ports, n;
+
+	while ((n = stats_of(k).maps) < want && tu_now_ns() < end)
+		tu_sleep_ms(1);
+	cr_assert(n >= want, "P%d: %lld memfd mappings, want %lld", k,
+		  (long long)n, (long long)want);
+}
+
 static void answered_in(int k, int64_t maps)
 {
-	int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS), n;
-
-	while ((n = stats_of(k).maps) < maps + 2 && tu_now_ns() < end)
-		tu_sleep_ms(1);
-	cr_assert(n >= maps + 2, "P%d: %lld memfd mappings, want %lld", k,
-		  (long long)n, (long long)maps + 2);
+	answered_n(k, maps, 1);
 }
 
 /*
@@ -2621,5 +2636,153 @@ Test(moves, a_receiver_claims_its_only_sender_while_it_streams)
 	cr_assert_eq(st.rc, 0);
 	cr_assert_eq(report_from(2), (int64_t)st.n);
 	no_forwarder_in(1);
+	mesh_down(0);
+}
+
+/* Receives n items, FIFO per sender (ids 1..3), next[id] the next seq. */
+static void expect_senders(cmesh_receiver *rx, uint64_t n, uint64_t *next)
+{
+	struct seqmsg s;
+
+	for (uint64_t i = 0; i < n; i++) {
+		TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(),
+							  &s, NULL, 0),
+			     0);
+		cr_assert(s.sender >= 1 && s.sender <= 3, "sender %u",
+			  s.sender);
+		cr_assert_eq(s.seq, next[s.sender],
+			     "sender %u seq %llu, want %llu", s.sender,
+			     (unsigned long long)s.seq,
+			     (unsigned long long)next[s.sender]);
+		next[s.sender]++;
+	}
+}
+
+/*
+ * P1 makes a channel and sends a clone of its sender to P2 and its sender
+ * (`keep`: a clone, P1 keeping its own) to P3, both held there; P1 has
+ * taken both LANE answers (their tokens).
+ */
+static void senders_in_p2_p3(bool keep)
+{
+	struct cmsg m = { .arg = PASS_CLONE | OP_HOLD | 1u << 8 | 2u << 16 };
+	int64_t maps;
+
+	mesh_up(4);
+	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	maps = stats_of(1).maps;
+	route_send(&m, OP_PASS, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	cr_assert_eq(report_from(2), 0);
+	m = (struct cmsg){ .arg = (keep ? PASS_CLONE : PASS_TX) | OP_HOLD |
+				  1u << 8 | 3u << 16 };
+	route_send(&m, OP_PASS, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	cr_assert_eq(report_from(3), 0);
+	answered_n(1, maps, 2);
+}
+
+/* P`first`..P3 free the senders they hold: `rx` says closed, and goes. */
+static void closed_when_all_free(cmesh_receiver *rx, int first)
+{
+	struct seqmsg s;
+
+	for (int k = first; k <= 3; k++) {
+		route_send(&(struct cmsg){ 0 }, OP_FREE_HELD,
+			   ROUTE((uint8_t)k));
+		cr_assert_eq(report_from(k), 0);
+	}
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &s, NULL,
+						  0),
+		     -EPIPE);
+	cmesh_receiver_free(rx);
+}
+
+/*
+ * A receiver whose senders are in two other processes, sent on: its
+ * forwarder's lane names both (a HINTS record), and the process it goes
+ * to claims each where it is once it reads that record. P1 makes a
+ * channel, sends a clone of its sender to P2 and the sender itself to P3,
+ * then its receiver here; P2 and P3 send before, during and after, and P1
+ * runs no forwarder once both claims hold: its death takes nothing, every
+ * message arrives once, in order per sender, and the channel closes when
+ * both let go.
+ */
+Test(moves, a_receiver_whose_senders_are_in_two_processes_claims_both_there)
+{
+	struct cmsg m;
+	uint64_t next[4] = { 0, 1, 1, 1 };
+
+	senders_in_p2_p3(false);
+	send_held_as(2, 1, 1, 50);
+	send_held_as(3, 2, 1, 50);
+	m = passed_home(1);
+	/* The claims go once the receiver reads the record that names them. */
+	expect_senders(m.rx, 100, next);
+	send_held_as(2, 1, 51, 100);
+	send_held_as(3, 2, 51, 100);
+	no_forwarder_in(1);
+	kill_and_wait(1);
+	send_held_as(2, 1, 101, 150);
+	send_held_as(3, 2, 101, 150);
+	expect_senders(m.rx, 200, next);
+	closed_when_all_free(m.rx, 2);
+	mesh_down(1u << 1);
+}
+
+/*
+ * The same with a sender left in P1 (sender 3, which stays forwarded):
+ * P1's forwarder lives on, so each claimed lane opens at the MARK P1
+ * writes once it has read that sender's old lane to its end. Messages
+ * P2 and P3 send after their claims arrive while P1's sender still lives
+ * (without the marks they would wait for P1's forwarder to end), each
+ * sender's in order.
+ */
+Test(moves, a_receiver_with_a_sender_here_claims_its_senders_elsewhere)
+{
+	struct cmsg m;
+	cmesh_receiver_stats st = { .size = sizeof(st) };
+	uint64_t next[4] = { 0, 1, 1, 1 };
+
+	senders_in_p2_p3(true);
+	send_held_as(2, 1, 1, 50);
+	send_held_as(3, 2, 1, 50);
+	send_held_as(1, 3, 1, 50);
+	m = passed_home(1);
+	expect_senders(m.rx, 150, next);
+	send_held_as(2, 1, 51, 100);
+	send_held_as(3, 2, 51, 100);
+	expect_senders(m.rx, 100, next);
+	TU_ASSERT_RC(cmesh_receiver_stats_get(m.rx, &st), 0);
+	cr_assert_eq(st.lanes, 2, "lanes %u: P2's and P3's, claimed", st.lanes);
+	send_held_as(1, 3, 51, 100);
+	expect_senders(m.rx, 50, next);
+	closed_when_all_free(m.rx, 1);
+	mesh_down(0);
+}
+
+/*
+ * The same while P2 and P3 stream: each claim redirects its sender in
+ * the middle of its stream, so its older messages come through P1's
+ * forwarder and the newer ones through the claimed lane, which opens at
+ * the MARK P1 writes after the older ones. Every message arrives once,
+ * in order per sender.
+ */
+Test(moves, a_receiver_claims_its_senders_elsewhere_while_they_stream)
+{
+	struct cmsg m;
+	uint64_t n = tu_sanitized() ? 5000 : 50000, next[4] = { 0, 1, 1, 1 };
+
+	senders_in_p2_p3(true);
+	for (int k = 2; k <= 3; k++) {
+		m = (struct cmsg){ .arg = n | SEND_AS(k - 1) };
+		route_send(&m, OP_STREAM_HELD, ROUTE((uint8_t)k));
+	}
+	m = passed_home(1);
+	expect_senders(m.rx, 2 * n, next);
+	cr_assert_eq(report_from(2), 0);
+	cr_assert_eq(report_from(3), 0);
+	closed_when_all_free(m.rx, 1);
 	mesh_down(0);
 }

@@ -681,6 +681,18 @@ enum bad_variant {
 	BV_REC_MARK_RESERVED,
 	/* a good MARK nobody waits for, then a plain record: it is skipped */
 	BV_REC_MARK_UNAWAITED,
+	/* HINTS records (a forwarded receiver's senders elsewhere): cut
+	 * short, ... */
+	BV_REC_HINTS_SHORT,
+	/* ... an entry naming no process, ... */
+	BV_REC_HINTS_NO_NODE,
+	/* ... one more entry than the limit, ... */
+	BV_REC_HINTS_TOO_MANY,
+	/* ... a second one on the lane */
+	BV_REC_HINTS_TWICE,
+	/* good HINTS naming a process we have no link with, then a plain
+	 * record: no claim, it is skipped */
+	BV_REC_HINTS_UNLINKED,
 	BV_COUNT
 };
 
@@ -1148,6 +1160,36 @@ static int do_bad(struct cmesh__link *l, enum bad_variant v)
 			      0);
 		return push_raw(l, CMESH_REC_PLAIN, &m, sizeof(m));
 	}
+	case BV_REC_HINTS_SHORT:
+	case BV_REC_HINTS_NO_NODE:
+	case BV_REC_HINTS_TOO_MANY:
+	case BV_REC_HINTS_TWICE:
+	case BV_REC_HINTS_UNLINKED: {
+		struct cmesh_rec_hint h[CMESH_REC_HINTS_MAX + 1];
+		struct fdmsg m = { .tag = 3, .fd = -1, .fd2 = -1 };
+		uint32_t nh = v == BV_REC_HINTS_TOO_MANY ?
+				      CMESH_REC_HINTS_MAX + 1 :
+				      2;
+
+		for (uint32_t i = 0; i < nh; i++)
+			h[i] = (struct cmesh_rec_hint){
+				.node = v == BV_REC_HINTS_NO_NODE && i ?
+						0 :
+						0x5eed + i,
+				.token = { 1, 2 + i },
+				.mark = 1 + i,
+			};
+		TOPO_CHECK_EQ(push_raw(l, CMESH_REC_HINTS, h,
+				       v == BV_REC_HINTS_SHORT ?
+					       sizeof(h[0]) + 8 :
+					       nh * sizeof(h[0])),
+			      0);
+		if (v == BV_REC_HINTS_TWICE)
+			TOPO_CHECK_EQ(push_raw(l, CMESH_REC_HINTS, h,
+					       sizeof(h[0])),
+				      0);
+		return push_raw(l, CMESH_REC_PLAIN, &m, sizeof(m));
+	}
 	case BV_COUNT:
 		break;
 	}
@@ -1182,7 +1224,7 @@ static int bad_child(int sock, int sync, enum bad_variant v)
 	/* Where the parent may wait instead of failing, it closes. */
 	if (r != -ECONNRESET && r != -EPROTO &&
 	    !((v == BV_REC_ATTACH_NEVER_SENT || v == BV_REC_PLAIN_FD_NUMBERS ||
-	       v == BV_REC_MARK_UNAWAITED) &&
+	       v == BV_REC_MARK_UNAWAITED || v == BV_REC_HINTS_UNLINKED) &&
 	      r == -EPIPE)) {
 		topo_fail(__FILE__, __LINE__, "the parent's teardown", r,
 			  -ECONNRESET);
@@ -1232,7 +1274,8 @@ static void check_bad(enum bad_variant v)
 			     0);
 		cr_assert(m.tag == 77 && m.fd == -1 && m.fd2 == -1);
 	}
-	if (v == BV_REC_PLAIN_FD_NUMBERS || v == BV_REC_MARK_UNAWAITED) {
+	if (v == BV_REC_PLAIN_FD_NUMBERS || v == BV_REC_MARK_UNAWAITED ||
+	    v == BV_REC_HINTS_UNLINKED) {
 		r = cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, trail,
 						 sizeof(trail));
 		cr_assert_eq(r, 0, "plain record: %d (%s)", r,
@@ -1316,6 +1359,18 @@ Test(node_hostile, record_after_close_fails_with_eproto_and_stays_failed)
 Test(node_hostile, mark_records_are_checked_and_one_nobody_waits_for_is_skipped)
 {
 	for (int v = BV_REC_MARK_ZERO; v <= BV_REC_MARK_UNAWAITED; v++)
+		check_bad((enum bad_variant)v);
+}
+
+/*
+ * HINTS records (shm/proto.h): cut short, an entry without a process, more
+ * entries than the limit, or a second one on a lane: -EPROTO. Good ones
+ * naming a process we are not linked with claim nothing, and what follows
+ * is delivered.
+ */
+Test(node_hostile, hints_records_are_checked_and_unlinked_ones_claim_nothing)
+{
+	for (int v = BV_REC_HINTS_SHORT; v <= BV_REC_HINTS_UNLINKED; v++)
 		check_bad((enum bad_variant)v);
 }
 

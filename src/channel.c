@@ -127,6 +127,7 @@ int cmesh__endpoint_remote_pair(const cmesh_type *out_type,
 	o.nsenders = 0;
 	o.tx_lane = NULL;
 	o.rx_lane = in;
+	in->hintable = true; /* a channel receiver's lane (lane.h) */
 	r = cmesh__queue_new(in_type, &o, &qrx);
 	if (r) {
 		cmesh__queue_discard(qtx);

@@ -163,10 +163,14 @@ struct cmesh__lane {
 	bool closed;		  /* CLOSE (or LAST) record seen */
 	int close_err;		  /* then: -EPIPE, or -ECONNRESET (a FAIL) */
 	uint32_t mark_seen;	  /* a MARK taken, for the queue (fetch()) */
-	/* A HINTS taken, for the queue (fetch()); at most one per lane. */
+	/*
+	 * A HINTS taken, for the queue (fetch()); at most one per lane, and
+	 * only on the lane of a channel receiver's port (`hintable`).
+	 */
 	struct cmesh_rec_hint *hints;
 	uint32_t nhints;
 	bool hints_seen;
+	bool hintable;
 	const unsigned char *bulk_in; /* the peer's bulk arena, read-only */
 	uint64_t bulk_in_size;	      /* its bytes (0: none mapped) */
 
@@ -342,6 +346,33 @@ int cmesh__lane_hints_tx(struct cmesh__lane *ln, const struct cmesh_rec_hint *h,
  * is still there: the caller acts on it and looks again.
  */
 #define CMESH__LANE_MARK (-ERESTART)
+
+/* Default ring of a oneshot's lane: one message (larger trails go OOL). */
+#define CMESH__LANE_ONESHOT_RING 4096u
+
+/*
+ * The ring of a port's lane for an endpoint of type `t` (a oneshot's, or
+ * a channel's with the environment's `ring_size`), doubled until a record
+ * holds the message struct. 0 with *out, or -EMSGSIZE.
+ */
+static inline int cmesh__lane_ring_cap(const cmesh_type *t, bool oneshot,
+				       uint64_t ring_size, uint32_t *out)
+{
+	uint64_t cap = oneshot ? CMESH__LANE_ONESHOT_RING : ring_size;
+
+	if (cap < CMESH_SHM_RING_MIN_CAP)
+		cap = CMESH_SHM_RING_MIN_CAP;
+	if (cap > CMESH_SHM_RING_MAX_CAP)
+		cap = CMESH_SHM_RING_MAX_CAP;
+	while (cmesh_shm_ring_rec_limit(cap) <
+	       sizeof(struct cmesh_rec_msg) + t->size) {
+		if (cap >= CMESH_SHM_RING_MAX_CAP)
+			return -EMSGSIZE;
+		cap *= 2;
+	}
+	*out = (uint32_t)cap;
+	return 0;
+}
 
 /* In lane: a MARK or HINTS record taken, not yet acted on. */
 static inline bool cmesh__lane_control(const struct cmesh__lane *ln)

@@ -436,7 +436,8 @@ static int unbound_state(struct cmesh__lane *ln)
 
 /*
  * The HINTS record held in buf (`len` bytes, checked: a whole number of
- * entries, at most the limit, the lane's first), copied and checked once:
+ * entries, at most the limit, the lane's only one, on a channel receiver
+ * port's lane), copied and checked once:
  * in hints for the queue (CMESH__LANE_MARK), or -EPROTO. Without memory
  * for it, it is dropped: its senders stay forwarded.
  */
@@ -516,7 +517,7 @@ static cmesh__inline int fetch(struct cmesh__lane *ln)
 	    (kind == CMESH_REC_HINTS &&
 	     (!r || r % (int)sizeof(struct cmesh_rec_hint) ||
 	      r > (int)(CMESH_REC_HINTS_MAX * sizeof(struct cmesh_rec_hint)) ||
-	      ln->poolable || ln->hints_seen)) ||
+	      !ln->hintable || ln->hints_seen)) ||
 	    (kind != CMESH_REC_CLOSE && kind != CMESH_REC_FAIL &&
 	     kind != CMESH_REC_MSG && kind != CMESH_REC_PLAIN &&
 	     kind != CMESH_REC_REUSE1 && kind != CMESH_REC_MARK &&

@@ -682,6 +682,8 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 			cmesh__link_fail(link, -EPROTO);
 		return r;
 	}
+	/* A forwarder's lane may name senders elsewhere (HINTS). */
+	ln->hintable = f->kind == CMESH_FIELD_KIND_RECEIVER;
 	if ((d->flags & CMESH_PORT_F_HOME) && !ln->failed_alone &&
 	    cmesh__port_import_home(link, d, f->type, ln, out) == 0)
 		return 0;

@@ -21,35 +21,20 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* Default ring of a oneshot's lane: one message (larger trails go OOL). */
-#define CMESH__PORT_ONESHOT_RING 4096u
-
 /*
  * The ring of a port's lane for an endpoint of field kind `kind`: the
- * environment's ring size (a oneshot's: CMESH__PORT_ONESHOT_RING), doubled
- * until a record holds the message struct. 0 with *out, or -EMSGSIZE.
+ * environment's ring size (a oneshot's: CMESH__LANE_ONESHOT_RING), doubled
+ * until a record holds the message struct (lane.h). 0 with *out, or
+ * -EMSGSIZE.
  */
 static inline int cmesh__port_ring_cap(const cmesh_type *t, uint32_t kind,
 				       const cmesh_env *env, uint32_t *out)
 {
-	uint64_t cap =
+	return cmesh__lane_ring_cap(
+		t,
 		kind == CMESH_FIELD_KIND_ONESHOT_SENDER ||
-				kind == CMESH_FIELD_KIND_ONESHOT_RECEIVER ?
-			CMESH__PORT_ONESHOT_RING :
-			env->ring_size;
-
-	if (cap < CMESH_SHM_RING_MIN_CAP)
-		cap = CMESH_SHM_RING_MIN_CAP;
-	if (cap > CMESH_SHM_RING_MAX_CAP)
-		cap = CMESH_SHM_RING_MAX_CAP;
-	while (cmesh_shm_ring_rec_limit(cap) <
-	       sizeof(struct cmesh_rec_msg) + t->size) {
-		if (cap >= CMESH_SHM_RING_MAX_CAP)
-			return -EMSGSIZE;
-		cap *= 2;
-	}
-	*out = (uint32_t)cap;
-	return 0;
+			kind == CMESH_FIELD_KIND_ONESHOT_RECEIVER,
+		env->ring_size, out);
 }
 
 /* The claims' ops are given to the link layer (once, before any claim). */

@@ -19,6 +19,7 @@
 #include "queue.h"
 #include "queue_int.h"
 
+#include "env.h"
 #include "lane.h"
 #include "link.h"
 #include "log.h"
@@ -233,12 +234,16 @@ static int admit_hinted(void *ctx, struct cmesh__lane *ln)
 void cmesh__queue_claim_hints(struct cmesh__queue *q, struct cmesh__lane *ln)
 {
 	struct cmesh_rec_hint *h = ln->hints;
-	uint32_t n = ln->nhints;
+	uint32_t n = ln->nhints, cap = 0;
+	const cmesh_env *env;
 
 	ln->hints = NULL;
 	ln->nhints = 0;
-	/* Only a port's lane is a forwarder's; a waitset's member takes none. */
-	for (uint32_t i = 0; ln->dynamic && !q->ws && i < n; i++) {
+	/* Our own ring size for the lanes we make, not the peer's. */
+	if (q->ws || cmesh__env_get(&env) ||
+	    cmesh__lane_ring_cap(q->h.type, false, env->ring_size, &cap))
+		n = 0; /* a waitset's member takes no lane */
+	for (uint32_t i = 0; i < n; i++) {
 		struct hinted ctx = { q, ln->serial, h[i].mark };
 		struct cmesh__link *to;
 
@@ -247,11 +252,11 @@ void cmesh__queue_claim_hints(struct cmesh__queue *q, struct cmesh__lane *ln)
 		to = cmesh__link_by_proc(h[i].node);
 		if (!to)
 			continue;
-		/* The link's reference goes to the lane if the claim goes. */
-		if (cmesh__link_claim(to, h[i].token, 0, false, q->h.type,
-				      ln->ring_cap, ln->max_backlog,
-				      ln->spin_ns, admit_hinted, &ctx))
-			cmesh__link_put(to);
+		/* admit() takes the lane's own reference on the link. */
+		(void)cmesh__link_claim(to, h[i].token, 0, false, q->h.type,
+					cap, env->max_backlog, env->spin_ns,
+					admit_hinted, &ctx);
+		cmesh__link_put(to);
 	}
 	free(h);
 }

@@ -2706,14 +2706,16 @@ static void closed_when_all_free(cmesh_receiver *rx, int first)
  * channel, sends a clone of its sender to P2 and the sender itself to P3,
  * then its receiver here; P2 and P3 send before, during and after, and P1
  * runs no forwarder once both claims hold: its death takes nothing, every
- * message arrives once, in order per sender, and the channel closes when
- * both let go.
+ * message arrives once, in order per sender, the channel closes when both
+ * let go, and no fd of ours outlives the mesh.
  */
 Test(moves, a_receiver_whose_senders_are_in_two_processes_claims_both_there)
 {
-	struct cmsg m;
 	uint64_t next[4] = { 0, 1, 1, 1 };
+	struct topo_res base;
+	struct cmsg m;
 
+	topo_baseline(&base);
 	senders_in_p2_p3(false);
 	send_held_as(2, 1, 1, 50);
 	send_held_as(3, 2, 1, 50);
@@ -2729,6 +2731,8 @@ Test(moves, a_receiver_whose_senders_are_in_two_processes_claims_both_there)
 	expect_senders(m.rx, 200, next);
 	closed_when_all_free(m.rx, 2);
 	mesh_down(1u << 1);
+	/* Every link goes with the mesh: the claims hold none of ours. */
+	topo_assert_baseline_within(&base, TOPO_WAIT_MS);
 }
 
 /*

@@ -37,6 +37,7 @@
 #include "queue.h"
 #include "queue_int.h"
 #include "tls.h"
+#include "type.h"
 
 #include <stdatomic.h>
 #include <string.h>
@@ -212,6 +213,9 @@ struct cmesh__queue *cmesh__queue_unpark(struct cmesh__lane *ln,
 		memmove(&c->p[i], &c->p[i + 1],
 			(c->np - i - 1) * sizeof(c->p[0]));
 		c->np--;
+		/* What the type says (its memory may have changed in place). */
+		q->h.has_ports = cmesh__type_has_endpoints(type);
+		atomic_store_explicit(&q->h.fp, 0, memory_order_relaxed);
 		/*
 		 * As made by port.c's import: one sender (the spare handle),
 		 * one reference (the lane's side has none), nothing sent.

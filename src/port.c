@@ -366,9 +366,7 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 	uint32_t home, mark = 0;
 	struct mark_end *me = NULL;
 	struct cmesh__hints *hints = NULL;
-	uint64_t hinted[CMESH_REC_HINTS_MAX];
-	uint32_t nhints = 0;
-	bool sole_rx = false, marked = false;
+	bool sole_rx = false, marked = false, hinted = false;
 	int r;
 
 	if (f->kind == CMESH_FIELD_KIND_CTX) {
@@ -416,9 +414,8 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 		sole_rx = (peer = cmesh__queue_sole_lane(q)) != NULL;
 		/* Else its senders elsewhere, each named on the lane. */
 		if (!sole_rx)
-			hints = cmesh__port_hints_new(link, q, &nhints);
-		for (uint32_t i = 0; i < nhints; i++)
-			hinted[i] = cmesh__port_hints_node(hints, i);
+			hints = cmesh__port_hints_new(link, q);
+		hinted = hints != NULL;
 	} else if (f->kind == CMESH_FIELD_KIND_SENDER) {
 		peer = cmesh__queue_sole_sender(q); /* it alone writes it */
 		/*
@@ -459,11 +456,8 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 		free(me);
 	if (hints) /* not taken: the export failed */
 		cmesh__port_hints_end(hints);
-	if (r && (sole_rx || nhints))
+	if (r && (sole_rx || hinted))
 		cmesh__queue_claims_reopen(q); /* it stays the caller's */
-	/* Linked with their processes, it links them with ours. */
-	for (uint32_t i = 0; !r && i < nhints; i++)
-		cmesh__link_introduce(link, hinted[i]);
 	/*
 	 * Its forwarder's lane has a token of ours: the one upstream wins. A
 	 * sender's is no use (its receiver here is the forwarder's, in a

@@ -189,12 +189,15 @@ struct cmesh__hints {
 };
 
 struct cmesh__hints *cmesh__port_hints_new(struct cmesh__link *link,
-					   struct cmesh__queue *q, uint32_t *n)
+					   struct cmesh__queue *q)
 {
 	struct cmesh__lane *src[CMESH_REC_HINTS_MAX];
 	uint32_t m = cmesh__queue_sources(q, src, CMESH_REC_HINTS_MAX), k = 0;
-	struct cmesh__hints *h = m ? calloc(1, sizeof(*h)) : NULL;
+	struct cmesh__hints *h;
 
+	if (!m)
+		return NULL;
+	h = calloc(1, sizeof(*h));
 	for (uint32_t i = 0; h && i < m; i++) {
 		/* Where it goes: that sender is not claimed (forwarded). */
 		if (src[i]->peer_node == cmesh__link_peer_proc(link))
@@ -204,24 +207,14 @@ struct cmesh__hints *cmesh__port_hints_new(struct cmesh__link *link,
 		h->h[k].token[1] = src[i]->peer_token[1];
 		h->serial[k++] = src[i]->serial;
 	}
-	if (m && !k) {
+	if (!k) { /* none to name (or no memory): claims may come again */
 		free(h);
-		h = NULL;
-	}
-	if (!h) {
-		if (m)
-			cmesh__queue_claims_reopen(q);
+		cmesh__queue_claims_reopen(q);
 		return NULL;
 	}
 	h->q = q;
 	h->n = k;
-	*n = k;
 	return h;
-}
-
-uint64_t cmesh__port_hints_node(const struct cmesh__hints *h, uint32_t i)
-{
-	return h->h[i].node;
 }
 
 /* The forwarder read sender lane `serial` to its end: that sender's MARK. */
@@ -248,6 +241,12 @@ bool cmesh__port_hints_write(struct cmesh__hints *h, struct cmesh__lane *out)
 	}
 	h->out = out;
 	cmesh__queue_on_lane_end(h->q, hint_lane_end, h);
+	/*
+	 * Linked with their processes, it links them with the one the port
+	 * goes to (straight on the socket: before the port's ATTACH).
+	 */
+	for (uint32_t i = 0; i < h->n; i++)
+		cmesh__link_introduce(out->link, h->h[i].node);
 	return true;
 }
 

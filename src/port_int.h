@@ -67,16 +67,16 @@ void cmesh__port_claim_peer(struct cmesh__link *link,
  * memory); else what to name, and claims stay away from `q` (no_claims).
  * _write(): once export_direct() made `out`, the forwarder's lane: a mark
  * of it per sender, the record, and the queue's hook that writes each mark
- * when the forwarder has read that sender's lane to its end; false: none
- * (the senders stay forwarded, `h` is freed). _end(): the forwarder's end
- * (its at_end), or the export's failure: the hook goes, `h` is freed.
- * _node(): the process of sender i, for an introduction.
+ * when the forwarder has read that sender's lane to its end, and the
+ * introduction of their processes to the one the port goes to; false:
+ * none (the senders stay forwarded, `h` is freed). _end(): the
+ * forwarder's end (its at_end), or the export's failure: the hook goes,
+ * `h` is freed.
  */
 struct cmesh__hints;
 struct cmesh__hints *cmesh__port_hints_new(struct cmesh__link *link,
-					   struct cmesh__queue *q, uint32_t *n);
+					   struct cmesh__queue *q);
 bool cmesh__port_hints_write(struct cmesh__hints *h, struct cmesh__lane *out);
 void cmesh__port_hints_end(void *h);
-uint64_t cmesh__port_hints_node(const struct cmesh__hints *h, uint32_t i);
 
 #endif

@@ -247,6 +247,7 @@ void cmesh__queue_claim_hints(struct cmesh__queue *q, struct cmesh__lane *ln)
 		struct hinted ctx = { q, ln->serial, h[i].mark };
 		struct cmesh__link *to;
 
+		/* A sender here stays forwarded (a peer may take our name). */
 		if (h[i].node == cmesh__proc_id())
 			continue;
 		to = cmesh__link_by_proc(h[i].node);

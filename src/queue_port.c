@@ -217,21 +217,21 @@ static bool marks_taken(const struct cmesh__queue *q)
 	return false;
 }
 
+/* Consumer: acts on what lane `ln` took (hints first); false: a mark left. */
+static bool take_control(struct cmesh__queue *q, struct cmesh__lane *ln)
+{
+	if (ln->nhints)
+		cmesh__queue_claim_hints(q, ln);
+	return !ln->mark_seen || open_mark(q, ln);
+}
+
 /* Consumer: acts on every mark (and hint) its lanes took; whether one is left. */
 static bool take_marks(struct cmesh__queue *q)
 {
-	bool left = false;
+	bool left = q->rx_lane && !take_control(q, q->rx_lane);
 
-	if (q->rx_lane && q->rx_lane->nhints)
-		cmesh__queue_claim_hints(q, q->rx_lane);
-	if (q->rx_lane && q->rx_lane->mark_seen)
-		left |= !open_mark(q, q->rx_lane);
-	for (uint32_t i = 0; i < q->xl_n; i++) {
-		if (q->xl[i]->nhints)
-			cmesh__queue_claim_hints(q, q->xl[i]);
-		if (q->xl[i]->mark_seen)
-			left |= !open_mark(q, q->xl[i]);
-	}
+	for (uint32_t i = 0; i < q->xl_n; i++)
+		left |= !take_control(q, q->xl[i]);
 	return left;
 }
 

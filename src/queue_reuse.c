@@ -105,23 +105,24 @@ static void poison(const struct kept *k)
 	POISON(k->scratch, k->msg_size);
 }
 
-/* Parked queue i goes for good (into the cache, if there is room). */
-static void unpark_discard(struct cache *c, unsigned i)
+/* Parked queue i, out of the list and unpoisoned. */
+static struct cmesh__queue *unpark_at(struct cache *c, unsigned i)
 {
 	struct kept k = c->p[i].k;
 
 	memmove(&c->p[i], &c->p[i + 1], (c->np - i - 1) * sizeof(c->p[0]));
 	c->np--;
 	unpoison(&k);
-	cmesh__queue_discard(k.q);
+	return k.q;
 }
 
 static void cache_exit(void *p)
 {
 	struct cache *c = p;
 
+	/* Destroyed: into the cache, if there is room (freed below). */
 	while (c->np)
-		unpark_discard(c, c->np - 1);
+		cmesh__queue_discard(unpark_at(c, c->np - 1));
 	while (c->n) {
 		struct kept *k = &c->k[--c->n];
 
@@ -181,7 +182,7 @@ bool cmesh__queue_park(struct cmesh__queue *q, uint64_t serial)
 	    !cmesh__tls_at_exit(CMESH__TLS_QUEUES, cache_exit, c))
 		return false;
 	if (c->np == PARK_MAX)
-		unpark_discard(c, 0);
+		cmesh__queue_discard(unpark_at(c, 0)); /* the oldest */
 	c->p[c->np].serial = serial;
 	c->p[c->np++].k = k;
 	poison(&k);
@@ -197,8 +198,7 @@ struct cmesh__queue *cmesh__queue_unpark(struct cmesh__lane *ln,
 	for (unsigned i = 0; i < c->np; i++) {
 		if (c->p[i].serial != ln->serial)
 			continue;
-		q = c->p[i].k.q;
-		unpoison(&c->p[i].k);
+		q = unpark_at(c, i);
 		/*
 		 * Another response type in this use: a new queue. (Its
 		 * shape too: a freed type's memory may hold another now.)
@@ -207,12 +207,9 @@ struct cmesh__queue *cmesh__queue_unpark(struct cmesh__lane *ln,
 		    q->fast_send != !type->nfields ||
 		    atomic_load_explicit(&q->tx_lane, memory_order_relaxed) !=
 			    ln) {
-			unpark_discard(c, i);
+			cmesh__queue_discard(q);
 			return NULL;
 		}
-		memmove(&c->p[i], &c->p[i + 1],
-			(c->np - i - 1) * sizeof(c->p[0]));
-		c->np--;
 		/* What the type says (its memory may have changed in place). */
 		q->h.has_ports = cmesh__type_has_endpoints(type);
 		atomic_store_explicit(&q->h.fp, 0, memory_order_relaxed);

@@ -292,7 +292,9 @@ struct cmesh_ctl_port {
  * use is over: the consumer took its LAST record, or the producer's
  * signal line said so, shm/ring.h idle_use):
  * `id` names it, no fd, arena_size 0, the same ring_cap. Bound already:
- * no LANE answer unless it is DROPPED. A kept lane never has END.
+ * no LANE answer unless it is DROPPED. A kept lane never has END. No
+ * ATTACH names it: a receiver that closes with it unread in its ring
+ * answers DROPPED itself (shm/ring.h, the wake line's `closed`).
  */
 #define CMESH_PORT_F_REUSE 8u
 

@@ -233,8 +233,14 @@ struct cmesh_shm_ring_wake {
 	/*
 	 * CMESH_SHM_CLOSED once the receiving side is gone, or
 	 * CMESH_SHM_CLOSED_FAILED when it failed (a forwarder whose
-	 * receiver's process died), else 0. Consumer: release store, once.
-	 * Producer: acquire load (pairs with that store) before it sends;
+	 * receiver's process died), else 0. Consumer: seq_cst store, once;
+	 * then a seq_cst load of the ring's tail, and it
+	 * answers the REUSE ports of the records claimed before that load
+	 * (shm/proto.h CMESH_PORT_F_REUSE). Producer: acquire load (pairs
+	 * with that store) before it sends; for a record carrying REUSE
+	 * ports, also a seq_cst load after the seq_cst CAS that claimed it,
+	 * and if non-zero the record is written as a filler and not sent
+	 * (Dekker: each such record is answered by one side).
 	 * CMESH_SHM_CLOSED_FAILED: -ECONNRESET, any other non-zero: -EPIPE.
 	 */
 	_Atomic uint32_t closed;

@@ -97,11 +97,15 @@ static void set_type(struct cmesh__lane *ln, const cmesh_type *type)
 {
 	ln->type = type;
 	ln->fd_fields = ln->ep_fields = 0;
-	for (uint32_t i = 0; i < type->nfields; i++)
+	ln->reply_fields = false;
+	for (uint32_t i = 0; i < type->nfields; i++) {
 		if (type->fields[i].kind == CMESH_FIELD_KIND_FD)
 			ln->fd_fields |= 1ull << i;
 		else
 			ln->ep_fields |= 1ull << i;
+		if (type->fields[i].kind == CMESH_FIELD_KIND_ONESHOT_SENDER)
+			ln->reply_fields = true;
+	}
 	ln->small = !type->nfields && type->size <= CMESH__SHMRING_SMALL ?
 			    (uint32_t)type->size :
 			    0;
@@ -229,12 +233,6 @@ void cmesh__lane_destroy(struct cmesh__lane *ln)
 
 /* ---- producer ---- */
 
-/*
- * Claims the record's slots, sends the ATTACH (if any), writes its number
- * into the record's header (the 8 bytes at `seq_at`, inside the record's
- * first piece), and publishes the record; the caller holds `lock`.
- * -EAGAIN (ring or socket full) publishes nothing but maybe a filler.
- */
 /* Ports that travel in the record (CMESH_REC_F_PORTS): all REUSE ones. */
 static bool ports_inline(const struct cmesh__port_out *ports, uint32_t n)
 {
@@ -244,6 +242,31 @@ static bool ports_inline(const struct cmesh__port_out *ports, uint32_t n)
 	return n != 0;
 }
 
+/*
+ * A record whose ports travel in it (REUSE descriptors: no ATTACH names
+ * them, so nobody but the consumer could answer them) goes only while its
+ * receiver is there: closed after our claim, the claim is a filler and
+ * the send -EPIPE (or -ECONNRESET), nothing sent. A receiver that closes
+ * answers DROPPED to the ports of every record claimed before it looked
+ * (lane_rx.c, drain_ports()): so each is answered once, by one side.
+ */
+static int push_ports_inline(struct cmesh__lane *ln, uint32_t kind,
+			     const struct cmesh__iov *iov, uint32_t niov,
+			     bool force)
+{
+	int r = cmesh__shmring_pushv_unless(&ln->prod, kind, iov, niov, force,
+					    &ln->peer_wake->closed);
+
+	return r == -EPIPE ? cmesh__lane_peer_closed(ln) : r;
+}
+
+/*
+ * Claims the record's slots, sends the ATTACH (if any), writes its number
+ * into the record's header (the 8 bytes at `seq_at`, inside the record's
+ * first piece), and publishes the record; the caller holds `lock`.
+ * -EAGAIN (ring or socket full) publishes nothing but maybe a filler, as
+ * does -EPIPE or -ECONNRESET (ports in the record, its receiver gone).
+ */
 static int publish(struct cmesh__lane *ln, uint32_t kind,
 		   const struct cmesh__iov *iov, uint32_t niov, const int *fds,
 		   uint32_t nfds, const struct cmesh__port_out *ports,
@@ -262,7 +285,7 @@ static int publish(struct cmesh__lane *ln, uint32_t kind,
 		return cmesh__shmring_pushv_forced(&ln->prod, kind, iov, niov);
 	if (!nfds && ports_inline(ports, nports)) {
 		/* The descriptors are in the record: no ATTACH. */
-		r = cmesh__shmring_pushv_forced(&ln->prod, kind, iov, niov);
+		r = push_ports_inline(ln, kind, iov, niov, true);
 		if (!r)
 			for (uint32_t i = 0; i < nports; i++)
 				cmesh__link_lane_sent(ports[i].lane);
@@ -399,6 +422,8 @@ again:
 			r = 0;
 			continue;
 		}
+		if (r < 0 && cmesh__lane_peer_closed(ln))
+			goto again; /* its receiver closed: all of it goes */
 		if (r)
 			break;
 		sent++;
@@ -568,7 +593,8 @@ static cmesh__inline int enqueue_plain(struct cmesh__lane *ln, uint32_t kind,
 
 	/* Pairs with the release store in flush_locked(). */
 	if (!atomic_load_explicit(&ln->spilling, memory_order_acquire))
-		r = cmesh__shmring_pushv(&ln->prod, kind, iov, niov);
+		r = nports ? push_ports_inline(ln, kind, iov, niov, false) :
+			     cmesh__shmring_pushv(&ln->prod, kind, iov, niov);
 	if (r == -EAGAIN)
 		return try ? -EAGAIN :
 			     enqueue(ln, kind, iov, niov, NULL, 0, ports,

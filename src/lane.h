@@ -126,6 +126,8 @@ struct cmesh__lane {
 	 * fd or endpoint fields, fits an inline record), else 0.
 	 */
 	uint32_t small;
+	/* The type has reply-port fields: REUSE ports may come in records. */
+	bool reply_fields;
 
 	/* Out lane (producer). */
 	pthread_mutex_t lock; /* senders with fds, and the spill backlog */

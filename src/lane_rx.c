@@ -17,6 +17,7 @@
 
 #include "hint.h"
 #include "link.h"
+#include "park.h"
 
 #include "proto.h"
 #include "ring.h"
@@ -668,6 +669,59 @@ bool cmesh__lane_ready(struct cmesh__lane *ln)
 	       cmesh__link_attach_ready(ln, h.attach_seq);
 }
 
+/* How long a closing receiver waits for a record claimed to be written. */
+#define DRAIN_WAIT_NS 1000000
+/* Records it takes at most (each may send a DROPPED): a peer's bound. */
+#define DRAIN_MAX 4096u
+
+/*
+ * The receiver closed (after its seq_cst store of closed): the records
+ * claimed before this look at the tail are taken, and the REUSE ports in
+ * them answered DROPPED (drop_inline_ports()); a sender whose claim came
+ * later sees the close and sends nothing (lane.c, push_ports_inline()).
+ * So a call whose request waits here ends at once (-EPIPE). Only for a
+ * type with reply-port fields. The tail is the peer's word: at most a
+ * ring's worth, and DRAIN_MAX records, are taken; one not written within
+ * DRAIN_WAIT_NS is given up (its ports stay unanswered: a producer
+ * preempted between claim and publish); a bad record fails the link as a
+ * receive does.
+ */
+static void drain_ports(struct cmesh__lane *ln)
+{
+	uint64_t start = ln->cons.head_pos, end;
+	int64_t give_up = 0;
+	uint32_t taken = 0;
+
+	if (!ln->reply_fields || !ln->own_wake || cmesh__lane_failed(ln) ||
+	    (ln->dynamic && !cmesh__lane_bound(ln)))
+		return;
+	end = cmesh__shmring_claimed(&ln->cons);
+	if ((int64_t)(end - start) <= 0)
+		return;
+	if (end - start > ln->cons.mask + 1)
+		end = start + ln->cons.mask + 1;
+	while ((int64_t)(end - ln->cons.head_pos) > 0 && taken < DRAIN_MAX) {
+		int r = fetch(ln);
+
+		if (r == -EAGAIN) {
+			int64_t now = cmesh_clock_now();
+
+			if (!give_up)
+				give_up = now + DRAIN_WAIT_NS;
+			else if (now >= give_up)
+				return;
+			cmesh__park_pause();
+			continue;
+		}
+		if (r == CMESH__LANE_MARK)
+			continue;
+		if (r)
+			return; /* its end, its failure, a bad record */
+		drop_pending(ln);
+		taken++;
+	}
+}
+
 static void close_rx(struct cmesh__lane *ln, uint32_t how)
 {
 	/*
@@ -704,10 +758,13 @@ static void close_rx(struct cmesh__lane *ln, uint32_t how)
 	 * flight) are closed by the link: from now on it closes every
 	 * ATTACH as it arrives. The records themselves hold nothing of
 	 * ours and nobody reads this ring again: they are left where they
-	 * are, so a peer that keeps publishing cannot keep us here.
+	 * are, so a peer that keeps publishing cannot keep us here; but
+	 * the REUSE ports in them, which no ATTACH names, are answered
+	 * (drain_ports(): what was claimed before the close, bounded).
 	 */
 	cmesh__link_drop_attachments(ln);
 	drop_pending(ln);
+	drain_ports(ln);
 }
 
 void cmesh__lane_close_rx(struct cmesh__lane *ln)

@@ -400,7 +400,8 @@ void cmesh__shmring_cancel(struct cmesh__shmring_producer *p, uint64_t pos,
 }
 
 static int pushv(struct cmesh__shmring_producer *p, uint32_t kind,
-		 const struct cmesh__iov *iov, uint32_t niov, bool force)
+		 const struct cmesh__iov *iov, uint32_t niov, bool force,
+		 const _Atomic uint32_t *stop)
 {
 	uint64_t total = 0, pos;
 	int r;
@@ -417,6 +418,11 @@ static int pushv(struct cmesh__shmring_producer *p, uint32_t kind,
 	r = claim_slots(p, (uint32_t)total, &pos, force);
 	if (r)
 		return r;
+	/* seq_cst, after the claim's seq_cst CAS: see the header. */
+	if (stop && atomic_load_explicit(stop, memory_order_seq_cst)) {
+		cmesh__shmring_cancel(p, pos, (uint32_t)total);
+		return -EPIPE;
+	}
 	write_record(p, pos, kind, (uint32_t)total, iov, niov);
 	return 0;
 }
@@ -424,14 +430,22 @@ static int pushv(struct cmesh__shmring_producer *p, uint32_t kind,
 int cmesh__shmring_pushv(struct cmesh__shmring_producer *p, uint32_t kind,
 			 const struct cmesh__iov *iov, uint32_t niov)
 {
-	return pushv(p, kind, iov, niov, false);
+	return pushv(p, kind, iov, niov, false, NULL);
 }
 
 int cmesh__shmring_pushv_forced(struct cmesh__shmring_producer *p,
 				uint32_t kind, const struct cmesh__iov *iov,
 				uint32_t niov)
 {
-	return pushv(p, kind, iov, niov, true);
+	return pushv(p, kind, iov, niov, true, NULL);
+}
+
+int cmesh__shmring_pushv_unless(struct cmesh__shmring_producer *p,
+				uint32_t kind, const struct cmesh__iov *iov,
+				uint32_t niov, bool force,
+				const _Atomic uint32_t *stop)
+{
+	return pushv(p, kind, iov, niov, force, stop);
 }
 
 int cmesh__shmring_push(struct cmesh__shmring_producer *p, uint32_t kind,

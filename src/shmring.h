@@ -178,6 +178,20 @@ int cmesh__shmring_pushv_forced(struct cmesh__shmring_producer *p,
 				uint32_t kind, const struct cmesh__iov *iov,
 				uint32_t niov);
 
+/*
+ * pushv() (`force`: pushv_forced()) of a record that must not be
+ * published once `*stop` is non-zero: after the claim's seq_cst CAS, a
+ * seq_cst load of `*stop`; non-zero, the slots become a filler and it
+ * returns -EPIPE (nothing sent). With a consumer that stores `*stop`
+ * (seq_cst) and then loads the tail (cmesh__shmring_claimed()), either
+ * that load sees this claim or this load sees the store (Dekker): the
+ * consumer can account for every record published after its store.
+ */
+int cmesh__shmring_pushv_unless(struct cmesh__shmring_producer *p,
+				uint32_t kind, const struct cmesh__iov *iov,
+				uint32_t niov, bool force,
+				const _Atomic uint32_t *stop);
+
 /* 1 if sealed (a hint for a caller about to do more than claim). */
 static inline bool
 cmesh__shmring_sealed(const struct cmesh__shmring_producer *p)
@@ -227,6 +241,19 @@ void cmesh__shmring_commit(struct cmesh__shmring_producer *p, uint64_t pos,
 			   uint32_t niov);
 void cmesh__shmring_cancel(struct cmesh__shmring_producer *p, uint64_t pos,
 			   uint32_t len);
+
+/*
+ * Consumer: the producer's tail now (seq_cst: after a store the producer
+ * answers, see cmesh__shmring_pushv_unless()), the position after every
+ * record claimed so far. The peer's word: a bound for the caller to
+ * check, nothing more.
+ */
+static inline uint64_t
+cmesh__shmring_claimed(const struct cmesh__shmring_consumer *c)
+{
+	return c->tail ? atomic_load_explicit(c->tail, memory_order_seq_cst) :
+			 c->head_pos;
+}
 
 /*
  * Takes the next record: copies its payload into `buf` (`cap` bytes) and

@@ -1268,3 +1268,215 @@ Test(rpc, a_request_left_pending_when_its_server_lets_go_drops_its_reply_port)
 	pending_case(false);
 	pending_case(true);
 }
+
+/*
+ * Answers `WARM` requests, then, told to, frees its receiver with the
+ * caller's next requests unread in its ring; then waits to be let go
+ * (its link held: the calls' end is not its link's).
+ */
+#define WARM 12
+
+static int answer_then_hang_up(cmesh_sender *up, cmesh_receiver *rx,
+			       const struct topo_side *s)
+{
+	struct calc_req q;
+	struct resp out = { 0, -1, 0 };
+
+	for (int i = 0; i < WARM; i++) {
+		TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(),
+							   &q, NULL, 0),
+			      0);
+		out.v = q.args.a + q.args.b;
+		TOPO_CHECK_EQ(cmesh_rpc_complete(q.reply, &out, NULL, 0), 0);
+	}
+	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'd');
+	cmesh_receiver_free(rx);
+	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'b');
+	cmesh_sender_free(up);
+	return 0;
+}
+
+static const struct topo_scenario hang_up_sc = {
+	.down = &calc_req_type,
+	.up = &num_type,
+	.peer = answer_then_hang_up,
+};
+
+/*
+ * Requests still in the ring of a server's receiver when it is freed end
+ * their calls at once with -EPIPE, those whose reply ports are kept
+ * lanes named in the record itself (REUSE: no ATTACH names them) too,
+ * and the reply lanes go on both sides while the link stays up.
+ */
+Test(rpc, requests_left_in_a_freed_receivers_ring_end_their_calls)
+{
+	enum {
+		BATCH = 4,
+		N = 6
+	};
+	struct topo_conn c;
+	cmesh_rpc *p[N];
+	struct resp out;
+	cmesh_ctx *ctx;
+	int warm, now = 0;
+
+	topo_fork_peer(&hang_up_sc, TOPO_FORK, &c);
+	/* Calls in flight together: each keeps a reply lane of its own. */
+	for (int r = 0; r < WARM / BATCH; r++) {
+		for (int i = 0; i < BATCH; i++)
+			p[i] = call(c.tx, OP_ADD, i, r);
+		for (int i = 0; i < BATCH; i++) {
+			cr_assert_eq(value_of(p[i]), i + r);
+			cmesh_rpc_free(p[i]);
+		}
+	}
+	/* Their lanes go to the link's pool: the next calls name them. */
+	cmesh_rpc_trim();
+	warm = topo_memfd_map_count();
+	for (int i = 0; i < N; i++)
+		p[i] = call(c.tx, OP_ADD, i, 1);
+	TU_ASSERT_RC(topo_post(c.sync, 'd'), 0);
+	TU_ASSERT_RC(cmesh_ctx_with_timeout(NULL, TU_MS(5000), &ctx), 0);
+	for (int i = 0; i < N; i++) {
+		int r = cmesh_rpc_wait(p[i], ctx, &out, NULL, 0);
+
+		cr_assert_eq(r, -EPIPE, "call %d: %d", i, r);
+		cmesh_rpc_free(p[i]);
+	}
+	cmesh_ctx_free(ctx);
+	/* Dropped, not kept: every reply lane goes (the link's thread). */
+	cmesh_rpc_trim();
+	for (unsigned t = 0; t < TOPO_WAIT_MS / 10; t++) {
+		now = topo_memfd_map_count();
+		if (now < warm)
+			break;
+		tu_sleep_ms(10);
+	}
+	cr_assert_lt(now, warm, "%d memfd mappings, %d before: lanes kept", now,
+		     warm);
+	TU_ASSERT_RC(topo_post(c.sync, 'b'), 0);
+	topo_bye(c.sync);
+	cmesh_sender_free(c.tx);
+	cmesh_receiver_free(c.rx);
+	cr_assert_eq(WEXITSTATUS(topo_reap(c.pid, TOPO_WAIT_MS)), 0);
+	close(c.sync);
+}
+
+/* A request channel's receiver, to answer `n` requests on and free. */
+struct hand {
+	cmesh_receiver *rx;
+	int64_t n; /* < 0: quit */
+};
+CMESH_TYPE_DEFINE(hand_type, struct hand,
+		  CMESH_FIELD_RECEIVER(struct hand, rx, calc_req_type));
+
+static int answer_n_then_free(cmesh_sender *up, cmesh_receiver *rx,
+			      const struct topo_side *s)
+{
+	struct hand h;
+	struct calc_req q;
+	struct resp out = { 0, -1, 0 };
+
+	(void)s;
+	while (cmesh_receiver_recv_deadline(rx, topo_deadline(), &h, NULL, 0) ==
+		       0 &&
+	       h.n >= 0) {
+		for (int64_t i = 0; i < h.n; i++) {
+			TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(
+					      h.rx, topo_deadline(), &q, NULL,
+					      0),
+				      0);
+			out.v = q.args.a + q.args.b;
+			TOPO_CHECK_EQ(
+				cmesh_rpc_complete(q.reply, &out, NULL, 0), 0);
+		}
+		/* The caller is still calling: some requests race this. */
+		cmesh_receiver_free(h.rx);
+	}
+	cmesh_sender_free(up);
+	return 0;
+}
+
+static const struct topo_scenario free_race_sc = {
+	.down = &hand_type,
+	.up = &num_type,
+	.peer = answer_n_then_free,
+};
+
+/*
+ * A server frees its receiver while calls keep coming, 4 in flight: each
+ * call ends, answered or -EPIPE (from the call, or from its wait), never
+ * left waiting, whether its request was claimed before the close or
+ * raced it (lane.c, push_ports_inline(); lane_rx.c, drain_ports()).
+ */
+Test(rpc, calls_racing_their_servers_close_all_end)
+{
+	enum {
+		ROUNDS = 150,
+		INFLIGHT = 4
+	};
+	struct topo_conn c;
+
+	topo_fork_peer(&free_race_sc, TOPO_FORK, &c);
+	for (int r = 0; r < ROUNDS; r++) {
+		struct hand h = { NULL, r % 7 };
+		cmesh_rpc *p[INFLIGHT];
+		cmesh_sender *tx;
+		int64_t sent = 0, answered = 0, closed = 0, head = 0;
+		bool open = true;
+
+		TU_ASSERT_RC(
+			cmesh_channel_new(&calc_req_type, NULL, &tx, &h.rx), 0);
+		TU_ASSERT_RC(cmesh_sender_send(c.tx, &h, NULL, 0), 0);
+		while (open || head < sent) {
+			struct calc_req q = { .args = { OP_ADD, 0, sent, 1 } };
+			struct resp out;
+			cmesh_ctx *ctx;
+			int rc;
+
+			if (open && sent - head < INFLIGHT) {
+				rc = cmesh_rpc_call(tx, &q, NULL, 0,
+						    &p[sent % INFLIGHT]);
+				if (rc == 0)
+					sent++;
+				else
+					cr_assert_eq(rc, -EPIPE,
+						     "round %d call: %d", r,
+						     rc);
+				open = rc == 0;
+				continue;
+			}
+			TU_ASSERT_RC(cmesh_ctx_with_timeout(NULL, TU_MS(5000),
+							    &ctx),
+				     0);
+			rc = cmesh_rpc_wait(p[head % INFLIGHT], ctx, &out, NULL,
+					    0);
+			cmesh_ctx_free(ctx);
+			if (rc == 0) {
+				cr_assert_eq(out.v, head + 1);
+				answered++;
+			} else {
+				cr_assert_eq(rc, -EPIPE,
+					     "round %d call %lld: %d", r,
+					     (long long)head, rc);
+				closed++;
+				open = false; /* the receiver is gone */
+			}
+			cmesh_rpc_free(p[head % INFLIGHT]);
+			head++;
+		}
+		cr_assert_eq(answered, r % 7, "round %d", r);
+		cmesh_sender_free(tx);
+		(void)closed;
+	}
+	{
+		struct hand quit = { NULL, -1 };
+
+		TU_ASSERT_RC(cmesh_sender_send(c.tx, &quit, NULL, 0), 0);
+	}
+	topo_bye(c.sync);
+	cmesh_sender_free(c.tx);
+	cmesh_receiver_free(c.rx);
+	cr_assert_eq(WEXITSTATUS(topo_reap(c.pid, TOPO_WAIT_MS)), 0);
+	close(c.sync);
+}

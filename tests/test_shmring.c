@@ -924,6 +924,57 @@ Test(shmring, a_seal_refuses_later_pushes_and_lets_forced_ones_go_last)
 	rig_close(&r);
 }
 
+/*
+ * pushv_unless(): published while the stop word is 0; once it is set, the
+ * claimed slots become a filler (-EPIPE): the tail moved past them, the
+ * consumer steps over them to what follows; the consumer's look at the
+ * tail (claimed()) counts the filler's claim. Forced, it passes a seal.
+ */
+Test(shmring, a_push_unless_stopped_leaves_a_filler_once_stopped)
+{
+	struct cmesh__iov iov = { "abc", 3 };
+	_Atomic uint32_t stop = 0;
+	char out[8];
+	uint64_t before;
+	uint32_t k;
+	struct rig r;
+
+	rig_open(&r, 4096);
+	cr_assert_eq(cmesh__shmring_claimed(&r.c), 0);
+	TU_ASSERT_RC(
+		cmesh__shmring_pushv_unless(&r.p, 3, &iov, 1, false, &stop), 0);
+	cr_assert_eq(cmesh__shmring_claimed(&r.c), tail_of(&r));
+	atomic_store(&stop, 2);
+	before = tail_of(&r);
+	TU_ASSERT_RC(cmesh__shmring_pushv_unless(&r.p, 4, &iov, 1, false,
+						 &stop),
+		     -EPIPE);
+	cr_assert_gt(tail_of(&r), before, "the filler's slots are claimed");
+	cr_assert_eq(cmesh__shmring_claimed(&r.c), tail_of(&r));
+	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 5, "z", 1), 0);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, out, sizeof(out)), 3);
+	cr_assert_eq(k, 3u);
+	cr_assert_eq(memcmp(out, "abc", 3), 0);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, out, sizeof(out)), 1);
+	cr_assert_eq(k, 5u, "the filler is stepped over");
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, out, sizeof(out)), -EAGAIN);
+	/* Sealed: refused unless forced, which the stop word still stops. */
+	atomic_store(&stop, 0);
+	cmesh__shmring_seal(&r.p);
+	TU_ASSERT_RC(cmesh__shmring_pushv_unless(&r.p, 3, &iov, 1, false,
+						 &stop),
+		     -ESTALE);
+	TU_ASSERT_RC(cmesh__shmring_pushv_unless(&r.p, 6, &iov, 1, true, &stop),
+		     0);
+	atomic_store(&stop, 1);
+	TU_ASSERT_RC(cmesh__shmring_pushv_unless(&r.p, 6, &iov, 1, true, &stop),
+		     -EPIPE);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, out, sizeof(out)), 3);
+	cr_assert_eq(k, 6u);
+	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, out, sizeof(out)), -EAGAIN);
+	rig_close(&r);
+}
+
 Test(shmring, push_small_writes_what_the_general_writer_writes_every_size)
 {
 	/*

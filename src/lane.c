@@ -257,7 +257,10 @@ static int push_ports_inline(struct cmesh__lane *ln, uint32_t kind,
 	int r = cmesh__shmring_pushv_unless(&ln->prod, kind, iov, niov, force,
 					    &ln->peer_wake->closed);
 
-	return r == -EPIPE ? cmesh__lane_peer_closed(ln) : r;
+	if (r == -EPIPE) /* how it closed; a word the peer may not take back */
+		r = cmesh__lane_peer_closed(ln) == -ECONNRESET ? -ECONNRESET :
+								 -EPIPE;
+	return r;
 }
 
 /*
@@ -422,8 +425,11 @@ again:
 			r = 0;
 			continue;
 		}
-		if (r < 0 && cmesh__lane_peer_closed(ln))
+		if ((r == -EPIPE || r == -ECONNRESET) &&
+		    cmesh__lane_peer_closed(ln)) {
+			r = 0;
 			goto again; /* its receiver closed: all of it goes */
+		}
 		if (r)
 			break;
 		sent++;

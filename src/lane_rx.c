@@ -195,7 +195,10 @@ static void drop_inline_ports(struct cmesh__lane *ln)
 		for (uint32_t i = 0; i < n; i++) {
 			memcpy(&d, ln->buf + sizeof(h) + i * sizeof(d),
 			       sizeof(d));
-			if (d.flags == CMESH_PORT_F_REUSE)
+			/* A kept reply lane's, as deliver() checks: nothing
+			 * else (a context's, say) is taken from a record. */
+			if (d.flags == CMESH_PORT_F_REUSE &&
+			    d.kind == CMESH_PORT_WRITE)
 				cmesh__link_port_drop(ln->link, &d, -1);
 		}
 	}
@@ -341,7 +344,8 @@ static int deliver(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 		       nports * sizeof(pin->desc[0]));
 		for (uint32_t i = 0; i < nports; i++) {
 			pin->fds[i] = -1;
-			if (pin->desc[i].flags != CMESH_PORT_F_REUSE)
+			if (pin->desc[i].flags != CMESH_PORT_F_REUSE ||
+			    pin->desc[i].kind != CMESH_PORT_WRITE)
 				return proto_error(ln);
 		}
 		pin->n = nports;
@@ -681,10 +685,11 @@ bool cmesh__lane_ready(struct cmesh__lane *ln)
  * later sees the close and sends nothing (lane.c, push_ports_inline()).
  * So a call whose request waits here ends at once (-EPIPE). Only for a
  * type with reply-port fields. The tail is the peer's word: at most a
- * ring's worth, and DRAIN_MAX records, are taken; one not written within
- * DRAIN_WAIT_NS is given up (its ports stay unanswered: a producer
- * preempted between claim and publish); a bad record fails the link as a
- * receive does.
+ * ring's worth, and DRAIN_MAX records, are taken, waiting DRAIN_WAIT_NS
+ * in all for records claimed but not yet written (then given up: their
+ * ports stay unanswered, a producer preempted between claim and
+ * publish); a bad record fails the link as a receive does. A lane not
+ * yet bound (its answer on its way) drains nothing.
  */
 static void drain_ports(struct cmesh__lane *ln)
 {

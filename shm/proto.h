@@ -70,7 +70,7 @@
 #include <stdint.h>
 
 #define CMESH_PROTO_MAGIC 0x48534d43u /* "CMSH" */
-#define CMESH_PROTO_VERSION 18u
+#define CMESH_PROTO_VERSION 19u
 
 #define CMESH_CTL_HELLO 1u
 #define CMESH_CTL_ATTACH 2u
@@ -325,7 +325,11 @@ struct cmesh_ctl_port {
  * still write that lane, and a CMESH_REC_MARK record of that mark follows
  * everything this sender sent through it; its claim is read after that
  * record, not after the lane's end. A hint: a claim may be refused. In a
- * oneshot's port: -EPROTO.
+ * oneshot's port: -EPROTO. When `node` is the sender of the port (a
+ * channel endpoint from its peer's process), the taker lists its own end
+ * of the new lane for claims under that same `token` (its LANE answer
+ * carries it back), so the sender may hand the token on before the
+ * answer; a token already listed there is -EPROTO.
  */
 #define CMESH_PORT_F_REDIRECT 32u
 

@@ -213,7 +213,10 @@ struct cmesh__lane {
 	 * CMESH_PORT_F_REDIRECT, or the LANE answering a claim or an
 	 * endpoint's port), handed on
 	 * when its endpoint moves again (port.c). `claiming`: made for a
-	 * CLAIM we sent, whose LANE answer may carry a token.
+	 * CLAIM we sent, whose LANE answer may carry a token. `peer_early`:
+	 * a lane made for a channel endpoint's port whose token (ours) the
+	 * peer lists its end under: peer_token and peer_node are set before
+	 * the port goes, so valid before the answer (which echoes them).
 	 */
 	uint64_t token[2];
 	uint64_t peer_token[2];
@@ -228,6 +231,7 @@ struct cmesh__lane {
 	uint32_t marked_claims; /* in lane: its marked claims (home_lock) */
 	struct cmesh__lane *claim_next;
 	bool claiming;
+	bool peer_early;
 	/*
 	 * In lane of a receiver, claimed by a sender that moved on: not read
 	 * until the lane of that serial (its producer's old one) has ended

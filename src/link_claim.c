@@ -12,7 +12,10 @@
  *
  * Claims. While it has a home, such a lane also has a token: 128 random
  * bits, given with the receiver's port (CMESH_PORT_F_REDIRECT) or in the
- * LANE answer to a sender's port (the receiver's process keeps it) and handed
+ * LANE answer to a sender's port (the receiver's process keeps it; the
+ * process that took an endpoint from its peer's process lists its end
+ * under the token that port carried, so that process knows it before the
+ * answer: port.c early_token(); one lane per token) and handed
  * on by every process the receiver then passes through while it reads
  * that lane alone. The process that holds the receiver at last, linked
  * with ours, sends a CLAIM naming the token with its half of a new lane:
@@ -199,6 +202,17 @@ static struct cmesh__lane *token_find(const uint64_t t[2])
 	return NULL;
 }
 
+bool cmesh__link_token_listed(const uint64_t t[2])
+{
+	bool found;
+
+	pthread_once(&home_once, home_init);
+	pthread_mutex_lock(&home_lock);
+	found = token_find(t) != NULL;
+	pthread_mutex_unlock(&home_lock);
+	return found;
+}
+
 void cmesh__link_claims_init(const struct cmesh__claim_ops *ops)
 {
 	atomic_store_explicit(&claim_ops, ops, memory_order_release);
@@ -219,6 +233,9 @@ void cmesh__link_lane_home_set(struct cmesh__lane *ln, void *home)
 		 (ln->token[0] | ln->token[1]);
 	if (listed)
 		token_del(ln);
+	/* One lane per token: a second (a peer's, import()) is not listed. */
+	if (home && (t[0] | t[1]) && token_find(t))
+		t[0] = t[1] = 0;
 	atomic_store_explicit(&ln->home_q, home, memory_order_relaxed);
 	ln->token[0] = home ? t[0] : 0;
 	ln->token[1] = home ? t[1] : 0;

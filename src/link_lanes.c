@@ -303,6 +303,11 @@ static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
 	 */
 	if (!r && (m.token[0] | m.token[1]) && (dropped || ln->poolable))
 		r = -EPROTO;
+	/* A token of ours it was to list its end under: that one, echoed. */
+	if (!r && !dropped && ln->peer_early &&
+	    (m.token[0] != ln->peer_token[0] ||
+	     m.token[1] != ln->peer_token[1]))
+		r = -EPROTO;
 	if (!r && !(m.flags & CMESH_LANE_F_POOLED))
 		cmesh__lanes_unpool(l,
 				    ln); /* not kept there: not here either */
@@ -315,7 +320,8 @@ static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
 		if (!dropped)
 			l->peer_mapped += m.arena_size;
 		/* Read by its queue once bound (acquire, cmesh__lane_bound). */
-		if (ln->claiming || (m.token[0] | m.token[1])) {
+		if (!ln->peer_early &&
+		    (ln->claiming || (m.token[0] | m.token[1]))) {
 			ln->peer_token[0] = m.token[0];
 			ln->peer_token[1] = m.token[1];
 			ln->peer_node = l->peer_proc;

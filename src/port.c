@@ -124,6 +124,26 @@ static void redirect_to_us(struct cmesh__port_out *out, struct cmesh__lane *ln)
 }
 
 /*
+ * A channel endpoint's new lane `ln` on `link`, before its port goes: its
+ * token, made now (its home keeps it, link_claim.c), is the one the peer
+ * lists its end under (import()), so it is the peer's name for that end
+ * at once, not only once the answer came: the endpoint's peer sent on
+ * before then may claim it there.
+ */
+static void early_token(struct cmesh__link *link, struct cmesh__lane *ln)
+{
+	uint64_t t[2];
+
+	cmesh__link_token_new(t);
+	if (!(t[0] | t[1]))
+		return;
+	ln->token[0] = ln->peer_token[0] = t[0];
+	ln->token[1] = ln->peer_token[1] = t[1];
+	ln->peer_node = cmesh__link_peer_proc(link);
+	ln->peer_early = true;
+}
+
+/*
  * Makes a port of endpoint `h` (field kind `kind`), whose peer is here, on
  * `link`: fills *out. The handle is consumed on success only. -EOPNOTSUPP
  * (nothing done): its peer cannot take a lane here (a receiver in a
@@ -189,8 +209,10 @@ static int export_direct(struct cmesh__link *link, const cmesh_field *f,
 		/* A channel's sender may claim its receiver from elsewhere. */
 		bool claimable = f->kind == CMESH_FIELD_KIND_SENDER;
 
-		if (claimable)
+		if (claimable) {
 			cmesh__port_claims_ready();
+			early_token(link, out->lane);
+		}
 		r = cmesh__queue_admit(q, 0, 0, out->lane, claimable);
 		if (r == -EPIPE) {
 			/* Its receiver is gone: the port arrives closed. */
@@ -203,6 +225,8 @@ static int export_direct(struct cmesh__link *link, const cmesh_field *f,
 	} else {
 		/* Before its lane gets a home (and a token): claims work. */
 		cmesh__port_claims_ready();
+		if (f->kind == CMESH_FIELD_KIND_RECEIVER)
+			early_token(link, out->lane);
 		cmesh__link_get(link); /* the queue's, for its tx lane */
 		r = cmesh__queue_move_rx(q, out->lane, forward, NULL,
 					 f->kind == CMESH_FIELD_KIND_RECEIVER);
@@ -357,8 +381,8 @@ static int export_forwarded(struct cmesh__link *link, const cmesh_field *f,
  * Makes a port of endpoint `h` (field kind `kind`) on `link`: fills *out.
  * The handle is consumed on success only.
  */
-static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
-		  const cmesh_env *env, struct cmesh__port_out *out)
+static int export_any(struct cmesh__link *link, const cmesh_field *f, void *h,
+		      const cmesh_env *env, struct cmesh__port_out *out)
 {
 	struct cmesh__queue *q;
 	struct cmesh__lane *peer;
@@ -431,9 +455,13 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 	} else {
 		peer = NULL;
 	}
-	if (peer && !cmesh__lane_bound(peer))
+	/* Unanswered: only a token of ours names its other end already. */
+	if (peer && !cmesh__lane_bound(peer) && !peer->peer_early)
 		peer = NULL;
-	home = peer && !peer->is_out && peer->link == link ? peer->id : 0;
+	home = peer && cmesh__lane_bound(peer) && !peer->is_out &&
+			       peer->link == link ?
+		       peer->id :
+		       0;
 	/*
 	 * Read now: once the forwarder has it, the lane may go. A sender
 	 * going to its receiver's process goes home there (import()).
@@ -481,6 +509,29 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 		out->desc.home = mark; /* a sender's, shm/proto.h */
 		/* Linked with its peer's process, it links it with ours. */
 		cmesh__link_introduce(link, node);
+	}
+	return r;
+}
+
+static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
+		  const cmesh_env *env, struct cmesh__port_out *out)
+{
+	int r = export_any(link, f, h, env, out);
+	struct cmesh__lane *ln = r ? NULL : out->lane;
+
+	/*
+	 * The peer lists its end under our token only if the port names it
+	 * (REDIRECT to us): else (a forwarder's, whose port names where it
+	 * came from, or nothing) the answer says, as it would have.
+	 */
+	if (ln && ln->peer_early &&
+	    (!(out->desc.flags & CMESH_PORT_F_REDIRECT) ||
+	     out->desc.node != cmesh__proc_id() ||
+	     out->desc.token[0] != ln->peer_token[0] ||
+	     out->desc.token[1] != ln->peer_token[1])) {
+		ln->peer_early = false;
+		ln->peer_token[0] = ln->peer_token[1] = 0;
+		ln->peer_node = 0;
 	}
 	return r;
 }
@@ -653,7 +704,23 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 				  d->node == cmesh__link_peer_proc(link));
 	if (listed) {
 		cmesh__port_claims_ready();
-		cmesh__link_token_new(tok);
+		/*
+		 * Listed under the token its port carries (the peer's own
+		 * for that lane: it names our end before the answer comes,
+		 * early_token()); a peer that names one listed already
+		 * breaks the protocol.
+		 */
+		if (d->flags & CMESH_PORT_F_REDIRECT) {
+			tok[0] = d->token[0];
+			tok[1] = d->token[1];
+			if (cmesh__link_token_listed(tok)) {
+				cmesh__link_port_drop(link, d, fd);
+				cmesh__link_fail(link, -EPROTO);
+				return -EPROTO;
+			}
+		} else {
+			cmesh__link_token_new(tok);
+		}
 		listed = tok[0] | tok[1];
 	}
 	if ((d->flags & CMESH_PORT_F_FAILED) || cmesh__link_failed(link)) {

@@ -88,7 +88,9 @@ enum {
 	OP_DRAIN_HELD,	/* OP_DRAIN on the held rx (no longer held) */
 	OP_FLUSH_HELD,	/* cmesh_sender_flush(held tx): its result */
 	OP_RECV_HELD,	/* receive one item on the held rx: its seq */
-	OP_STREAM_HELD	/* send seq 1..arg (SEND_AS id) on the held tx: 0 */
+	OP_STREAM_HELD, /* send seq 1..arg (SEND_AS id) on the held tx: 0 */
+	OP_PAUSE	/* report 0, then read nothing else until one item
+			   comes on rx (the loop stops): no report */
 };
 
 /* OP_PASS: a clone of the held tx goes; the tx stays held. */
@@ -443,6 +445,17 @@ static int act(struct cmsg *m)
 		tu_thread_start(&drainers[ndrainers++], drainer, held_rx);
 		held_rx = NULL;
 		return 0;
+	case OP_PAUSE: {
+		struct seqmsg s;
+
+		TOPO_CHECK(m->rx);
+		TOPO_CHECK_EQ(report(0), 0);
+		TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(
+				      m->rx, topo_deadline(), &s, NULL, 0),
+			      0);
+		cmesh_receiver_free(m->rx);
+		return 0;
+	}
 	case OP_STATS:
 		return report((uint64_t)(thread_count() > base_threads) << 62 |
 			      (uint64_t)tu_fd_count() << 40 |
@@ -2789,4 +2802,81 @@ Test(moves, a_receiver_claims_its_senders_elsewhere_while_they_stream)
 	cr_assert_eq(report_from(3), 0);
 	closed_when_all_free(m.rx, 1);
 	mesh_down(0);
+}
+
+/* ---- endpoints sent on before their peer's port was answered ---------- */
+
+/*
+ * Pk stops reading (OP_PAUSE) until release(): what is sent to it waits
+ * unread (its ports not taken, so not answered) meanwhile.
+ */
+static cmesh_sender *pause_in(int k)
+{
+	cmesh_sender *tx;
+	struct cmsg m = { 0 };
+
+	new_channel(&tx, &m.rx);
+	route_send(&m, OP_PAUSE, ROUTE((uint8_t)k));
+	cr_assert_eq(report_from(k), 0);
+	return tx;
+}
+
+static void release(cmesh_sender *tx)
+{
+	TU_ASSERT_RC(send_item(tx, 0, 1), 0);
+	cmesh_sender_free(tx);
+}
+
+/*
+ * Both ends handed out at once: P1 makes a channel and sends its receiver
+ * to P2, then its sender to P3, before P2 has taken the receiver (it reads
+ * nothing meanwhile), so before its answer came. The sender's port names
+ * P2's end by the token P1 gave with the receiver's: P3 claims it there
+ * (P2 took the receiver first), P1's forwarder goes, and its death takes
+ * nothing. Every message arrives once, in order.
+ */
+Test(moves, a_sender_sent_on_before_its_receivers_answer_claims_it)
+{
+	cmesh_sender *rel2, *rel3;
+
+	mesh_up(4);
+	rel2 = pause_in(2);
+	rel3 = pause_in(3);
+	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	pass_held(1, OP_HOLD, ROUTE(2)); /* the receiver, not taken yet */
+	pass_held(1, OP_HOLD, ROUTE(3)); /* the sender */
+	release(rel2);
+	cr_assert_eq(report_from(2), 0); /* P2 took the receiver */
+	route_send(&(struct cmsg){ 0 }, OP_DRAIN_HELD, ROUTE(2));
+	release(rel3);
+	cr_assert_eq(report_from(3), 0); /* P3 took the sender: its claim */
+	outlives_the_hop(3, 1, 2, 1, 100, 200);
+}
+
+/*
+ * The same the other way: P1 sends its sender to P2, then its receiver to
+ * P3, before P2 has taken the sender; P2 sends 1..50 before P3 takes the
+ * receiver, which then claims P2's sender there: P1's forwarder goes.
+ */
+Test(moves, a_receiver_sent_on_before_its_senders_answer_claims_it)
+{
+	struct cmsg m = { .arg = PASS_TX | OP_HOLD | 1u << 8 | 2u << 16 };
+	cmesh_sender *rel2, *rel3;
+
+	mesh_up(4);
+	rel2 = pause_in(2);
+	rel3 = pause_in(3);
+	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	route_send(&m, OP_PASS, ROUTE(1)); /* the sender, not taken yet */
+	cr_assert_eq(report_from(1), 0);
+	pass_held(1, OP_HOLD, ROUTE(3)); /* the receiver */
+	release(rel2);
+	cr_assert_eq(report_from(2), 0); /* P2 took the sender */
+	send_held(2, 1, 50);
+	release(rel3);
+	cr_assert_eq(report_from(3), 0); /* P3 took the receiver: its claim */
+	route_send(&(struct cmsg){ 0 }, OP_DRAIN_HELD, ROUTE(3));
+	outlives_the_hop(2, 1, 3, 51, 100, 200);
 }

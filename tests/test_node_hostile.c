@@ -2580,8 +2580,10 @@ enum port_offer {
 			   oneshot sender's, a reply port, may be kept for
 			   reuse: a kept lane's messages end their use) */
 	HOME_ON_SENDER, /* HOME on a sender's port: only a receiver comes home */
-	HOME_THEIRS, /* HOME naming an id the peer gives: not a lane of ours */
-	HOME_NO_LANE /* HOME naming an id of ours that is no lane: a hint */
+	HOME_THEIRS,  /* HOME naming an id the peer gives: not a lane of ours */
+	HOME_NO_LANE, /* HOME naming an id of ours that is no lane: a hint */
+	TOKEN_TWICE   /* two receivers' ports, REDIRECT to the peer with one
+			 token: ours are listed under it, once (-EPROTO) */
 };
 
 /*
@@ -2607,6 +2609,26 @@ static int port_offerer(int sock, int sync, int how)
 	TOPO_CHECK_EQ(cmesh__link_lane_export(l, rx_port, &seq_type, 4096,
 					      65536, 0, &p),
 		      0);
+	if (how == TOKEN_TWICE) {
+		struct rxmsg r = { .n = 1 };
+
+		for (int i = 0; i < 2; i++) {
+			if (i)
+				TOPO_CHECK_EQ(cmesh__link_lane_export(
+						      l, true, &seq_type, 4096,
+						      65536, 0, &p),
+					      0);
+			p.desc.flags |= CMESH_PORT_F_REDIRECT;
+			p.desc.node = cmesh__proc_id();
+			p.desc.token[0] = 0x70c;
+			p.desc.token[1] = 0xe4;
+			TOPO_CHECK_EQ(cmesh__lane_send_ports(cmesh__link_out(l),
+							     &r, NULL, 0, &p, 1,
+							     1),
+				      0);
+		}
+		return port_peer_end(sync, node, tx, rx);
+	}
 	if (how == POOLED_SENDER) {
 		cmesh__link_lane_poolable(&p);
 		TOPO_CHECK(p.desc.flags & CMESH_PORT_F_POOLABLE);
@@ -2638,6 +2660,9 @@ union port_msg {
 	struct rxmsg r;
 };
 
+/* The receiver port_peer_case() takes the message on, for arrived(). */
+static cmesh_receiver *port_case_rx;
+
 /*
  * A hostile port peer: the child `child(sock, sync, arg)` joins with type
  * `t` and sends a message carrying a port; `arrived(r, m, arg)` checks
@@ -2667,7 +2692,9 @@ static void port_peer_case(int (*child)(int sock, int sync, int arg), int arg,
 	join_child_link(sv[0], t, RING, &node, &tx, &rx);
 	good_round_trip(&good, 1);
 	r = cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL, 0);
+	port_case_rx = rx;
 	arrived(r, &m, arg);
+	port_case_rx = NULL;
 	good_round_trip(&good, 2);
 	cr_assert_eq(topo_wait(sy[0], TOPO_WAIT_MS), 'd');
 	hostile_end(tx, rx, node, sy[0], pid);
@@ -2735,6 +2762,29 @@ Test(node_hostile, a_home_naming_no_lane_of_ours_is_an_ordinary_port)
 {
 	port_peer_case(port_offerer, HOME_NO_LANE, &rxmsg_type,
 		       ordinary_receiver);
+}
+
+/*
+ * The first receiver is an ordinary one (listed for claims under the
+ * token its port named); the second, naming that token again, is refused
+ * and fails the link: one lane per token.
+ */
+static void second_refused(int r, union port_msg *m, int arg)
+{
+	union port_msg m2 = { 0 };
+
+	(void)arg;
+	TU_ASSERT_RC(r, 0);
+	cr_assert_not_null(m->r.rx);
+	r = cmesh_receiver_recv_deadline(port_case_rx, topo_deadline(), &m2,
+					 NULL, 0);
+	refused(r, &m2, 0);
+	cmesh_receiver_free(m->r.rx); /* listed until now */
+}
+
+Test(node_hostile, a_peer_naming_one_token_for_two_ports_fails_with_eproto)
+{
+	port_peer_case(port_offerer, TOKEN_TWICE, &rxmsg_type, second_refused);
 }
 
 /* ==== a peer that claims senders it was not given ======================= */

@@ -271,6 +271,15 @@ struct cmesh_ctl_port {
 	/* CMESH_PORT_F_REDIRECT (else 0): whom to claim from, and with what. */
 	uint64_t node;	   /* that process's HELLO proc_id */
 	uint64_t token[2]; /* the claim's token: not both 0 */
+	/*
+	 * With CMESH_PORT_F_REDIRECT naming the sender of the port (a channel
+	 * endpoint from its peer's process), else 0: the token the taker
+	 * lists its own end of the new lane under, for claims, and echoes
+	 * in its LANE answer. The sender chose it (random), so it may hand
+	 * it on before that answer comes. One already listed there is not
+	 * listed again (the first one stays).
+	 */
+	uint64_t list[2];
 };
 
 /*
@@ -325,15 +334,12 @@ struct cmesh_ctl_port {
  * still write that lane, and a CMESH_REC_MARK record of that mark follows
  * everything this sender sent through it; its claim is read after that
  * record, not after the lane's end. A hint: a claim may be refused. In a
- * oneshot's port: -EPROTO. When `node` is the sender of the port (a
- * channel endpoint from its peer's process), the taker lists its own end
- * of the new lane for claims under that same `token` (its LANE answer
- * carries it back), so the sender may hand the token on before the
- * answer; a token already listed there is -EPROTO.
+ * oneshot's port: -EPROTO. When `node` is the sender of the port, `list`
+ * may name the token the taker lists its own end under (above).
  */
 #define CMESH_PORT_F_REDIRECT 32u
 
-static_assert(sizeof(struct cmesh_ctl_port) == 56, "port size");
+static_assert(sizeof(struct cmesh_ctl_port) == 72, "port size");
 static_assert(offsetof(struct cmesh_ctl_port, node) == 32, "port node");
 
 /* Most port descriptors one ATTACH carries (a type's fields). */
@@ -392,7 +398,7 @@ struct cmesh_ctl_claim {
 	uint64_t mine[2];
 };
 
-static_assert(sizeof(struct cmesh_ctl_claim) == 40 + 56 + 16, "claim size");
+static_assert(sizeof(struct cmesh_ctl_claim) == 40 + 72 + 16, "claim size");
 
 /*
  * INTRO. fds: one end of a SOCK_SEQPACKET socketpair. `proc` is the

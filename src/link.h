@@ -248,8 +248,6 @@ uint64_t cmesh__proc_id(void);
 
 /* A new random token (both words 0 if there is no randomness). */
 void cmesh__link_token_new(uint64_t t[2]);
-/* True if a lane of ours is listed for claims under token `t`. */
-bool cmesh__link_token_listed(const uint64_t t[2]);
 
 /* The name the peer gave in its HELLO. */
 uint64_t cmesh__link_peer_proc(const struct cmesh__link *l);

@@ -225,7 +225,8 @@ bool cmesh__lanes_port_ok(const struct cmesh__link *l,
 		return false;
 	/* A claim's token goes with a channel's lane, not kept. */
 	if (!(d->flags & CMESH_PORT_F_REDIRECT) ?
-		    (d->node | d->token[0] | d->token[1]) != 0 :
+		    (d->node | d->token[0] | d->token[1] | d->list[0] |
+		     d->list[1]) != 0 :
 		    !d->node || !(d->token[0] | d->token[1]) ||
 			    (d->flags & CMESH_PORT_F_POOLABLE))
 		return false;

@@ -12,10 +12,10 @@
  *
  * Claims. While it has a home, such a lane also has a token: 128 random
  * bits, given with the receiver's port (CMESH_PORT_F_REDIRECT) or in the
- * LANE answer to a sender's port (the receiver's process keeps it; the
- * process that took an endpoint from its peer's process lists its end
- * under the token that port carried, so that process knows it before the
- * answer: port.c early_token(); one lane per token) and handed
+ * LANE answer to a sender's port (the receiver's process keeps it; it
+ * chose that token itself and sent it with the port, shm/proto.h `list`,
+ * so it knows it before the answer: port.c early_token(); one lane per
+ * token, the first) and handed
  * on by every process the receiver then passes through while it reads
  * that lane alone. The process that holds the receiver at last, linked
  * with ours, sends a CLAIM naming the token with its half of a new lane:
@@ -200,17 +200,6 @@ static struct cmesh__lane *token_find(const uint64_t t[2])
 		if (ln->token[0] == t[0] && ln->token[1] == t[1])
 			return ln;
 	return NULL;
-}
-
-bool cmesh__link_token_listed(const uint64_t t[2])
-{
-	bool found;
-
-	pthread_once(&home_once, home_init);
-	pthread_mutex_lock(&home_lock);
-	found = token_find(t) != NULL;
-	pthread_mutex_unlock(&home_lock);
-	return found;
 }
 
 void cmesh__link_claims_init(const struct cmesh__claim_ops *ops)

@@ -50,7 +50,7 @@ struct ctl_pending {
 	struct ctl_pending *next;
 	uint32_t len;
 	int fd;			/* or -1 */
-	unsigned char buf[112]; /* the largest: CLAIM */
+	unsigned char buf[128]; /* the largest: CLAIM */
 };
 
 struct cmesh__link {

@@ -124,11 +124,10 @@ static void redirect_to_us(struct cmesh__port_out *out, struct cmesh__lane *ln)
 }
 
 /*
- * A channel endpoint's new lane `ln` on `link`, before its port goes: its
- * token, made now (its home keeps it, link_claim.c), is the one the peer
- * lists its end under (import()), so it is the peer's name for that end
- * at once, not only once the answer came: the endpoint's peer sent on
- * before then may claim it there.
+ * A channel endpoint's new lane `ln` on `link`, before it is published:
+ * a token for the peer to list its end under (the port's `list`, set by
+ * export()), the peer's name for that end at once, not only once the
+ * answer came: the endpoint's peer sent on before then may claim it there.
  */
 static void early_token(struct cmesh__link *link, struct cmesh__lane *ln)
 {
@@ -137,8 +136,8 @@ static void early_token(struct cmesh__link *link, struct cmesh__lane *ln)
 	cmesh__link_token_new(t);
 	if (!(t[0] | t[1]))
 		return;
-	ln->token[0] = ln->peer_token[0] = t[0];
-	ln->token[1] = ln->peer_token[1] = t[1];
+	ln->peer_token[0] = t[0];
+	ln->peer_token[1] = t[1];
 	ln->peer_node = cmesh__link_peer_proc(link);
 	ln->peer_early = true;
 }
@@ -519,16 +518,20 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 	int r = export_any(link, f, h, env, out);
 	struct cmesh__lane *ln = r ? NULL : out->lane;
 
+	if (!ln || !ln->peer_early)
+		return r;
 	/*
-	 * The peer lists its end under our token only if the port names it
-	 * (REDIRECT to us): else (a forwarder's, whose port names where it
-	 * came from, or nothing) the answer says, as it would have.
+	 * The peer lists its end under our token only if the port names us
+	 * (REDIRECT: it then lists it): else (a forwarder's, whose port
+	 * names where it came from, or nothing) the answer says, as before:
+	 * that lane is a forwarder's new pair's, which nobody exports, so
+	 * nobody reads what we clear.
 	 */
-	if (ln && ln->peer_early &&
-	    (!(out->desc.flags & CMESH_PORT_F_REDIRECT) ||
-	     out->desc.node != cmesh__proc_id() ||
-	     out->desc.token[0] != ln->peer_token[0] ||
-	     out->desc.token[1] != ln->peer_token[1])) {
+	if ((out->desc.flags & CMESH_PORT_F_REDIRECT) &&
+	    out->desc.node == cmesh__proc_id()) {
+		out->desc.list[0] = ln->peer_token[0];
+		out->desc.list[1] = ln->peer_token[1];
+	} else {
 		ln->peer_early = false;
 		ln->peer_token[0] = ln->peer_token[1] = 0;
 		ln->peer_node = 0;
@@ -705,22 +708,16 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 	if (listed) {
 		cmesh__port_claims_ready();
 		/*
-		 * Listed under the token its port carries (the peer's own
-		 * for that lane: it names our end before the answer comes,
-		 * early_token()); a peer that names one listed already
-		 * breaks the protocol.
+		 * Listed under the token the peer chose for it (`list`: it
+		 * names our end before the answer comes, early_token()),
+		 * unless that one is listed already (home_set() keeps the
+		 * first; claims of it then find not this lane), else a
+		 * token of ours.
 		 */
-		if (d->flags & CMESH_PORT_F_REDIRECT) {
-			tok[0] = d->token[0];
-			tok[1] = d->token[1];
-			if (cmesh__link_token_listed(tok)) {
-				cmesh__link_port_drop(link, d, fd);
-				cmesh__link_fail(link, -EPROTO);
-				return -EPROTO;
-			}
-		} else {
+		tok[0] = d->list[0];
+		tok[1] = d->list[1];
+		if (!(tok[0] | tok[1]))
 			cmesh__link_token_new(tok);
-		}
 		listed = tok[0] | tok[1];
 	}
 	if ((d->flags & CMESH_PORT_F_FAILED) || cmesh__link_failed(link)) {

@@ -1476,3 +1476,129 @@ Test(ports, waitsets_wake_for_ports_lanes_across_processes)
 {
 	topo_run(&wsport_sc, TOPO_FORK);
 }
+
+/* ---- a sender sent back before its receiver's port was taken --------- */
+
+/* A sender of seq_type, on a second channel. */
+struct s2msg {
+	cmesh_sender *tx;
+};
+CMESH_TYPE_DEFINE(s2_type, struct s2msg,
+		  CMESH_FIELD_SENDER(struct s2msg, tx, seq_type));
+
+struct bmsg {
+	int64_t n;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	cmesh_receiver *crx;
+};
+CMESH_TYPE_DEFINE(b_type, struct bmsg,
+		  CMESH_FIELD_SENDER(struct bmsg, tx, seq_type),
+		  CMESH_FIELD_RECEIVER(struct bmsg, rx, seq_type),
+		  CMESH_FIELD_RECEIVER(struct bmsg, crx, s2_type));
+
+/*
+ * Takes a second channel, then the sender on it before the receiver that
+ * waits on the first (so its port is not taken yet), sends the sender
+ * back, then takes the receiver and counts what comes (in order).
+ */
+static int bounce_peer(cmesh_sender *up, cmesh_receiver *rx,
+		       const struct topo_side *s)
+{
+	struct bmsg a = { 0 }, b = { 0 };
+	struct s2msg c = { 0 };
+	struct seqmsg q;
+	int64_t n = 0;
+
+	(void)s;
+	TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(), &a,
+						   NULL, 0),
+		      0);
+	TOPO_CHECK(a.crx);
+	TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(a.crx, topo_deadline(), &c,
+						   NULL, 0),
+		      0);
+	TOPO_CHECK(c.tx);
+	TOPO_CHECK_EQ(cmesh_sender_send(up, &(struct bmsg){ .tx = c.tx }, NULL,
+					0),
+		      0);
+	TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(), &b,
+						   NULL, 0),
+		      0);
+	TOPO_CHECK(b.rx);
+	while (cmesh_receiver_recv_deadline(b.rx, topo_deadline(), &q, NULL,
+					    0) == 0)
+		TOPO_CHECK_EQ(q.seq, (uint64_t)++n);
+	cmesh_receiver_free(b.rx);
+	cmesh_receiver_free(a.crx);
+	TOPO_CHECK_EQ(cmesh_sender_send(up, &(struct bmsg){ .n = n }, NULL, 0),
+		      0);
+	/* Until the driver lets go. */
+	while (cmesh_receiver_recv_deadline(rx, topo_deadline(), &a, NULL, 0) ==
+	       0)
+		;
+	cmesh_receiver_free(rx);
+	cmesh_sender_free(up);
+	return 0;
+}
+
+static void bounce_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			  const struct topo_side *s)
+{
+	cmesh_sender *c2tx, *st;
+	cmesh_receiver *c2rx, *sr;
+	struct bmsg m = { 0 };
+
+	(void)s;
+	TU_ASSERT_RC(cmesh_channel_new(&s2_type, NULL, &c2tx, &c2rx), 0);
+	TU_ASSERT_RC(cmesh_sender_send(tx, &(struct bmsg){ .crx = c2rx }, NULL,
+				       0),
+		     0);
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &st, &sr), 0);
+	TU_ASSERT_RC(cmesh_sender_send(tx, &(struct bmsg){ .rx = sr }, NULL, 0),
+		     0);
+	TU_ASSERT_RC(cmesh_sender_send(c2tx, &(struct s2msg){ .tx = st }, NULL,
+				       0),
+		     0);
+	/* The sender, back: the link is up, nothing refused. */
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL,
+						  0),
+		     0);
+	cr_assert_not_null(m.tx);
+	for (uint64_t i = 1; i <= 5; i++)
+		TU_ASSERT_RC(cmesh_sender_send(m.tx,
+					       &(struct seqmsg){ .seq = i },
+					       NULL, 0),
+			     0);
+	cmesh_sender_free(m.tx);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL,
+						  0),
+		     0);
+	cr_assert_eq(m.n, 5);
+	cmesh_sender_free(c2tx);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}
+
+static const struct topo_scenario bounce_sc = {
+	.down = &b_type,
+	.up = &b_type,
+	.driver = bounce_driver,
+	.peer = bounce_peer,
+};
+
+/*
+ * A sender sent to where its receiver went, taken there before the
+ * receiver, and sent back: it works (the process that made the channel
+ * lists its end of the lane the sender comes back on under a token of
+ * its own, not the one it gave the receiver's taker), in order.
+ */
+Test(ports, a_sender_bounced_before_its_receiver_was_taken_in_process)
+{
+	topo_run(&bounce_sc, TOPO_THREAD);
+}
+
+Test(ports, a_sender_bounced_before_its_receiver_was_taken_across)
+{
+	topo_run(&bounce_sc, TOPO_FORK);
+}

@@ -230,6 +230,10 @@ bool cmesh__lanes_port_ok(const struct cmesh__link *l,
 		    !d->node || !(d->token[0] | d->token[1]) ||
 			    (d->flags & CMESH_PORT_F_POOLABLE))
 		return false;
+	/* `list`: only for the sender's own end, named by its REDIRECT. */
+	if ((d->list[0] | d->list[1]) &&
+	    (d->node != l->peer_proc || (d->flags & CMESH_PORT_F_HOME)))
+		return false;
 	if (d->kind == CMESH_PORT_CTX)
 		return cmesh__ctx_port_ok(d);
 	if (d->kind != CMESH_PORT_WRITE && d->kind != CMESH_PORT_READ)

@@ -455,7 +455,9 @@ static int export_any(struct cmesh__link *link, const cmesh_field *f, void *h,
 		peer = NULL;
 	}
 	/* Unanswered: only a token of ours names its other end already. */
-	if (peer && !cmesh__lane_bound(peer) && !peer->peer_early)
+	if (peer && !cmesh__lane_bound(peer) &&
+	    (!peer->peer_early ||
+	     atomic_load_explicit(&peer->dropped, memory_order_acquire)))
 		peer = NULL;
 	home = peer && cmesh__lane_bound(peer) && !peer->is_out &&
 			       peer->link == link ?
@@ -525,7 +527,8 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 	 * (REDIRECT: it then lists it): else (a forwarder's, whose port
 	 * names where it came from, or nothing) the answer says, as before:
 	 * that lane is a forwarder's new pair's, which nobody exports, so
-	 * nobody reads what we clear.
+	 * nobody reads what we clear. (A forwarder's port that names us with
+	 * an upstream token keeps its `list`: harmless, the same.)
 	 */
 	if ((out->desc.flags & CMESH_PORT_F_REDIRECT) &&
 	    out->desc.node == cmesh__proc_id()) {

@@ -188,7 +188,10 @@ uint32_t cmesh__queue_sources(struct cmesh__queue *q, struct cmesh__lane **out,
 				i < q->xl_n ? q->xl[i] : q->xl_add[i - q->xl_n];
 
 			if (ln->dynamic && !ln->is_out && !ln->after &&
-			    (cmesh__lane_bound(ln) || ln->peer_early) &&
+			    (cmesh__lane_bound(ln) ||
+			     (ln->peer_early &&
+			      !atomic_load_explicit(&ln->dropped,
+						    memory_order_acquire))) &&
 			    ln->peer_node &&
 			    (ln->peer_token[0] | ln->peer_token[1]))
 				out[n++] = ln;

@@ -2582,9 +2582,11 @@ enum port_offer {
 	HOME_ON_SENDER, /* HOME on a sender's port: only a receiver comes home */
 	HOME_THEIRS,  /* HOME naming an id the peer gives: not a lane of ours */
 	HOME_NO_LANE, /* HOME naming an id of ours that is no lane: a hint */
-	TOKEN_TWICE   /* two receivers' ports, REDIRECT to the peer, naming
-			 one token to list our ends under: the first is
-			 listed, the second not; both ordinary receivers */
+	TOKEN_TWICE,  /* two receivers' ports, REDIRECT to the peer, naming
+			  one token to list our ends under: the first is
+			  listed, the second not; both ordinary receivers */
+	LIST_ELSEWHERE /* a token to list our end under, with a REDIRECT
+			  naming a third process: -EPROTO */
 };
 
 /*
@@ -2610,17 +2612,18 @@ static int port_offerer(int sock, int sync, int how)
 	TOPO_CHECK_EQ(cmesh__link_lane_export(l, rx_port, &seq_type, 4096,
 					      65536, 0, &p),
 		      0);
-	if (how == TOKEN_TWICE) {
+	if (how == TOKEN_TWICE || how == LIST_ELSEWHERE) {
 		struct rxmsg r = { .n = 1 };
 
-		for (int i = 0; i < 2; i++) {
+		for (int i = 0; i < (how == TOKEN_TWICE ? 2 : 1); i++) {
 			if (i)
 				TOPO_CHECK_EQ(cmesh__link_lane_export(
 						      l, true, &seq_type, 4096,
 						      65536, 0, &p),
 					      0);
 			p.desc.flags |= CMESH_PORT_F_REDIRECT;
-			p.desc.node = cmesh__proc_id();
+			p.desc.node = how == TOKEN_TWICE ? cmesh__proc_id() :
+							   0x5eed;
 			p.desc.token[0] = 0x70c + (uint64_t)i;
 			p.desc.token[1] = 0xe4;
 			p.desc.list[0] = 0x11570c;
@@ -2791,6 +2794,12 @@ static void both_ordinary(int r, union port_msg *m, int arg)
 Test(node_hostile, a_peer_naming_one_token_to_list_two_ports_under_is_served)
 {
 	port_peer_case(port_offerer, TOKEN_TWICE, &rxmsg_type, both_ordinary);
+}
+
+/* A token to list our end under goes only with a REDIRECT to its sender. */
+Test(node_hostile, a_token_to_list_with_a_redirect_elsewhere_fails_with_eproto)
+{
+	port_peer_case(port_offerer, LIST_ELSEWHERE, &rxmsg_type, refused);
 }
 
 /* ==== a peer that claims senders it was not given ======================= */

@@ -438,6 +438,23 @@ void cmesh__claims_answered(struct cmesh__lane *ln)
 	ops->unget(home);
 }
 
+void cmesh__claims_refused(struct cmesh__lane *ln)
+{
+	const struct cmesh__claim_ops *ops =
+		atomic_load_explicit(&claim_ops, memory_order_acquire);
+	void *home;
+
+	pthread_mutex_lock(&home_lock);
+	home = atomic_load_explicit(&ln->home_q, memory_order_relaxed);
+	if (home && !(ops && ops->take(home)))
+		home = NULL;
+	pthread_mutex_unlock(&home_lock);
+	if (!home)
+		return;
+	ops->refused(home, ln);
+	ops->unget(home);
+}
+
 /* ---- a CLAIM we send ---- */
 
 int cmesh__link_claim(struct cmesh__link *l, const uint64_t token[2],

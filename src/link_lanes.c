@@ -342,6 +342,8 @@ static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
 		cmesh__lane_wake(ln);
 	else if (ln->claiming && !dropped)
 		cmesh__claims_answered(ln); /* a sender's claim held */
+	else if (ln->claiming)
+		cmesh__claims_refused(ln); /* it may try again */
 	return 0;
 }
 

@@ -629,6 +629,7 @@ int cmesh__port_send(struct cmesh__queue *q, const void *msg, const void *trail,
 		int r;
 
 		if (ln) {
+			cmesh__queue_claim_again(q); /* a refused one, if due */
 			r = send_on_lane(ln, msg, trail, len);
 			if (r != -ESTALE)
 				return r;

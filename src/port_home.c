@@ -34,11 +34,13 @@ static int admit(void *home, uint64_t after, uint32_t mark,
 	return cmesh__queue_admit(home, after, mark, to, true);
 }
 
+static void refused(void *home, struct cmesh__lane *to)
+{
+	cmesh__queue_claim_refused(home, to);
+}
+
 static const struct cmesh__claim_ops claim_ops = {
-	cmesh__queue_tryget,
-	cmesh__queue_unget,
-	redirect,
-	admit,
+	cmesh__queue_tryget, cmesh__queue_unget, redirect, admit, refused,
 };
 
 static pthread_once_t claims_once = PTHREAD_ONCE_INIT;
@@ -129,6 +131,9 @@ void cmesh__port_claim_peer(struct cmesh__link *link,
 	to = cmesh__link_by_proc(d->node);
 	if (!to)
 		return;
+	/* Kept for a retry should it be refused (its end not taken yet). */
+	if (sending)
+		cmesh__queue_claim_named(q, d->token, d->node, ln->peer_mark);
 	/* The link's reference goes to the queue if the claim goes. */
 	if (cmesh__port_ring_cap(cmesh__queue_type(q),
 				 CMESH_FIELD_KIND_RECEIVER, env, &cap) ||

@@ -579,6 +579,10 @@ int cmesh__queue_send(struct cmesh__queue *q, const void *msg,
 		/* Endpoints become ports (port.c), which looks again. */
 		if (unlikely(q->h.has_ports))
 			return -EXDEV;
+		/* Its claim was refused: tried again when due. */
+		if (unlikely(atomic_load_explicit(&q->claim_retry_at,
+						  memory_order_relaxed)))
+			cmesh__queue_claim_again(q);
 		r = cmesh__lane_send_inline(ln, msg, trail, len);
 		/* Sealed: the receiver came home (nothing taken): here now. */
 		if (unlikely(r == -ESTALE))

@@ -97,6 +97,8 @@ struct cmesh__queue {
 	 * receiver moved (queue_move.c), under `lock`; acquire loads.
 	 */
 	_Atomic(struct cmesh__lane *) tx_lane;
+	/* A refused claim's retry is due from then (claim_out, below). */
+	_Atomic int64_t claim_retry_at;
 
 	/* Read by every send, written rarely. */
 	alignas(PAIR) _Atomic uint32_t state;
@@ -193,6 +195,14 @@ struct cmesh__queue {
 	 * lane it made, which becomes tx_lane when the claim holds (`lock`).
 	 */
 	struct cmesh__lane *claim_out;
+	/*
+	 * What that claim named (`lock`), and, once the receiver's process
+	 * refused it (its end not taken there yet, say), a send tries it
+	 * again at claim_retry_at (ns; 0: none), claim_tries times at most
+	 * (queue_move.c, cmesh__queue_claim_again()).
+	 */
+	uint64_t claim_tok[2], claim_node;
+	uint32_t claim_mark, claim_tries;
 	/*
 	 * A kept rpc call's reply lane, re-armed (cmesh__queue_rearm_lane()):
 	 * the export of its new sender names it again (cmesh__queue_rebind()).

@@ -2880,3 +2880,32 @@ Test(moves, a_receiver_sent_on_before_its_senders_answer_claims_it)
 	route_send(&(struct cmsg){ 0 }, OP_DRAIN_HELD, ROUTE(3));
 	outlives_the_hop(2, 1, 3, 51, 100, 200);
 }
+
+/*
+ * The sender's claim comes before the receiver's process took its end:
+ * P1 sends its receiver to P2 (which reads nothing yet), its sender to P3,
+ * and P3 takes it at once: its claim finds no token at P2 and is refused,
+ * so its sends go through P1. Once P2 took the receiver, a send of P3's
+ * tries the claim again (after 1 ms): it holds, P1's forwarder goes, and
+ * its death takes nothing. Every message arrives once, in order.
+ */
+Test(moves, a_refused_claim_is_tried_again_once_its_peer_is_taken)
+{
+	cmesh_sender *rel2, *rel3;
+
+	mesh_up(4);
+	rel2 = pause_in(2);
+	rel3 = pause_in(3);
+	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	pass_held(1, OP_HOLD, ROUTE(2)); /* the receiver, not taken yet */
+	pass_held(1, OP_HOLD, ROUTE(3)); /* the sender */
+	release(rel3);
+	cr_assert_eq(report_from(3), 0); /* P3 took it: its claim, refused */
+	send_held(3, 1, 20);		 /* through P1 */
+	release(rel2);
+	cr_assert_eq(report_from(2), 0); /* P2 took the receiver */
+	route_send(&(struct cmsg){ 0 }, OP_DRAIN_HELD, ROUTE(2));
+	tu_sleep_ms(2); /* the retry is due */
+	outlives_the_hop(3, 1, 2, 21, 100, 200);
+}

@@ -609,6 +609,9 @@ int cmesh__queue_try_send(struct cmesh__queue *q, const void *msg,
 
 	for (;;) {
 		ln = atomic_load_explicit(&q->tx_lane, memory_order_acquire);
+		if (ln && unlikely(atomic_load_explicit(&q->claim_retry_at,
+							memory_order_relaxed)))
+			cmesh__queue_claim_again(q); /* as a send does */
 		if (ln) { /* endpoint fields are NULL here: see channel.c */
 			r = cmesh__lane_try_send(ln, msg, trail, len);
 			if (r != -ESTALE)

@@ -536,7 +536,11 @@ void cmesh__queue_claim_again(struct cmesh__queue *q)
 		node = q->claim_node;
 		mark = q->claim_mark;
 	}
-	atomic_store_explicit(&q->claim_retry_at, 0, memory_order_relaxed);
+	/* Not one set since (a later refusal's): that one stays due. */
+	if (atomic_load_explicit(&q->claim_retry_at, memory_order_relaxed) ==
+	    at)
+		atomic_store_explicit(&q->claim_retry_at, 0,
+				      memory_order_relaxed);
 	pthread_mutex_unlock(&q->lock);
 	if (!dead)
 		return;

@@ -2885,13 +2885,16 @@ Test(moves, a_receiver_sent_on_before_its_senders_answer_claims_it)
  * The sender's claim comes before the receiver's process took its end:
  * P1 sends its receiver to P2 (which reads nothing yet), its sender to P3,
  * and P3 takes it at once: its claim finds no token at P2 and is refused,
- * so its sends go through P1. Once P2 took the receiver, a send of P3's
- * tries the claim again (after 1 ms): it holds, P1's forwarder goes, and
- * its death takes nothing. Every message arrives once, in order.
+ * so its sends go through P1, and its retries while P2 reads nothing are
+ * refused too. Once P2 took the receiver, a send of P3's that finds a
+ * retry due claims again: it holds, P1's forwarder goes, and its death
+ * takes nothing. Every message arrives once, in order.
  */
 Test(moves, a_refused_claim_is_tried_again_once_its_peer_is_taken)
 {
 	cmesh_sender *rel2, *rel3;
+	uint64_t seq;
+	int64_t end;
 
 	mesh_up(4);
 	rel2 = pause_in(2);
@@ -2903,9 +2906,17 @@ Test(moves, a_refused_claim_is_tried_again_once_its_peer_is_taken)
 	release(rel3);
 	cr_assert_eq(report_from(3), 0); /* P3 took it: its claim, refused */
 	send_held(3, 1, 20);		 /* through P1 */
+	cr_assert(stats_of(1).busy, "P1 runs no forwarder: not refused");
 	release(rel2);
 	cr_assert_eq(report_from(2), 0); /* P2 took the receiver */
 	route_send(&(struct cmsg){ 0 }, OP_DRAIN_HELD, ROUTE(2));
-	tu_sleep_ms(2); /* the retry is due */
-	outlives_the_hop(3, 1, 2, 21, 100, 200);
+	/* Its sends try again when due (the next within about 1.4 s). */
+	seq = 20;
+	end = tu_now_ns() + TU_MS(5000);
+	do {
+		seq++;
+		send_held(3, seq, seq);
+		tu_sleep_ms(10);
+	} while (stats_of(1).busy && tu_now_ns() < end);
+	outlives_the_hop(3, 1, 2, seq + 1, seq + 50, seq + 100);
 }

@@ -420,7 +420,12 @@ int cmesh__link_claim_local(const uint64_t token[2], const cmesh_type *type,
 	return 0;
 }
 
-void cmesh__claims_answered(struct cmesh__lane *ln)
+/*
+ * The answer to a sender's claim of ours on out lane `ln`: its queue
+ * (with a reference, unless it is going) redirects its sends to `ln`, or
+ * (refused) may try again.
+ */
+static void claim_answered(struct cmesh__lane *ln, bool refused)
 {
 	const struct cmesh__claim_ops *ops =
 		atomic_load_explicit(&claim_ops, memory_order_acquire);
@@ -434,25 +439,21 @@ void cmesh__claims_answered(struct cmesh__lane *ln)
 	if (!home)
 		return; /* the sender is gone: its queue ended the lane */
 	/* Not done (its senders went): the queue ends `ln` when it goes. */
-	ops->redirect(home, ln->claim_from, ln);
+	if (refused)
+		ops->refused(home, ln);
+	else
+		ops->redirect(home, ln->claim_from, ln);
 	ops->unget(home);
+}
+
+void cmesh__claims_answered(struct cmesh__lane *ln)
+{
+	claim_answered(ln, false);
 }
 
 void cmesh__claims_refused(struct cmesh__lane *ln)
 {
-	const struct cmesh__claim_ops *ops =
-		atomic_load_explicit(&claim_ops, memory_order_acquire);
-	void *home;
-
-	pthread_mutex_lock(&home_lock);
-	home = atomic_load_explicit(&ln->home_q, memory_order_relaxed);
-	if (home && !(ops && ops->take(home)))
-		home = NULL;
-	pthread_mutex_unlock(&home_lock);
-	if (!home)
-		return;
-	ops->refused(home, ln);
-	ops->unget(home);
+	claim_answered(ln, true);
 }
 
 /* ---- a CLAIM we send ---- */

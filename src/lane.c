@@ -254,13 +254,12 @@ static int push_ports_inline(struct cmesh__lane *ln, uint32_t kind,
 			     const struct cmesh__iov *iov, uint32_t niov,
 			     bool force)
 {
+	uint32_t how = 0;
 	int r = cmesh__shmring_pushv_unless(&ln->prod, kind, iov, niov, force,
-					    &ln->peer_wake->closed);
+					    &ln->peer_wake->closed, &how);
 
-	if (r == -EPIPE) /* how it closed; a word the peer may not take back */
-		r = cmesh__lane_peer_closed(ln) == -ECONNRESET ? -ECONNRESET :
-								 -EPIPE;
-	return r;
+	/* How it closed, as that one look saw it. */
+	return r == -EPIPE && how == CMESH_SHM_CLOSED_FAILED ? -ECONNRESET : r;
 }
 
 /*

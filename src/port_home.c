@@ -89,11 +89,6 @@ static int await(void *q, struct cmesh__lane *ln)
 	return cmesh__queue_await(q, ln);
 }
 
-static int claim_out(void *q, struct cmesh__lane *ln)
-{
-	return cmesh__queue_claim_out(q, ln);
-}
-
 /*
  * A channel endpoint's port `d` (CMESH_PORT_F_REDIRECT) made queue `q` on
  * `ln`. From its peer's process, the token is kept with `ln` (for a later
@@ -112,6 +107,7 @@ void cmesh__port_claim_peer(struct cmesh__link *link,
 {
 	struct cmesh__link *to;
 	uint32_t cap;
+	int r;
 
 	/* Our claim's answer finds the queue through them. */
 	cmesh__port_claims_ready();
@@ -131,15 +127,20 @@ void cmesh__port_claim_peer(struct cmesh__link *link,
 	to = cmesh__link_by_proc(d->node);
 	if (!to)
 		return;
-	/* Kept for a retry should it be refused (its end not taken yet). */
-	if (sending)
-		cmesh__queue_claim_named(q, d->token, d->node, ln->peer_mark);
 	/* The link's reference goes to the queue if the claim goes. */
-	if (cmesh__port_ring_cap(cmesh__queue_type(q),
-				 CMESH_FIELD_KIND_RECEIVER, env, &cap) ||
-	    cmesh__link_claim(to, d->token, ln->peer_mark, sending,
-			      cmesh__queue_type(q), cap, env->max_backlog,
-			      env->spin_ns, sending ? claim_out : await, q)) {
+	if (sending) {
+		r = cmesh__queue_claim_receiver(q, to, d->token, d->node,
+						ln->peer_mark);
+	} else {
+		r = cmesh__port_ring_cap(cmesh__queue_type(q),
+					 CMESH_FIELD_KIND_RECEIVER, env, &cap);
+		if (!r)
+			r = cmesh__link_claim(to, d->token, 0, false,
+					      cmesh__queue_type(q), cap,
+					      env->max_backlog, env->spin_ns,
+					      await, q);
+	}
+	if (r) {
 		cmesh__link_put(to);
 		return;
 	}

@@ -343,16 +343,18 @@ int cmesh__queue_admit(struct cmesh__queue *q, uint64_t after, uint32_t mark,
 int cmesh__queue_claim_out(struct cmesh__queue *q, struct cmesh__lane *ln);
 
 /*
- * A sender's claim and its retries. claim_named: what its claim names
- * (token, process, mark), kept for a retry; before the claim goes.
- * claim_refused: the claim on out lane `ln` was refused (DROPPED, link
- * thread): a later send tries it again, with backoff, a few times.
- * claim_again: a send's look (cmesh__queue_send(), port.c) once
- * claim_retry_at is set: if the retry is due, the refused lane goes and
- * the claim goes again (as the port's did).
+ * A sender's claim and its retries. claim_receiver: sender `q` claims its
+ * receiver in process `node` over `to` (token `tok`, mark `mark`: a port's
+ * CMESH_PORT_F_REDIRECT), kept for a retry; 0 (`to`'s reference is the
+ * queue's then), or why not. claim_refused: the claim on out lane `ln`
+ * was refused (DROPPED, link thread): a later send tries it again, with
+ * backoff, a few times. claim_again: a send's look (cmesh__queue_send(),
+ * port.c) once claim_retry_at is set: if the retry is due, the refused
+ * lane goes and the claim goes again.
  */
-void cmesh__queue_claim_named(struct cmesh__queue *q, const uint64_t tok[2],
-			      uint64_t node, uint32_t mark);
+int cmesh__queue_claim_receiver(struct cmesh__queue *q, struct cmesh__link *to,
+				const uint64_t tok[2], uint64_t node,
+				uint32_t mark);
 void cmesh__queue_claim_refused(struct cmesh__queue *q, struct cmesh__lane *ln);
 void cmesh__queue_claim_again(struct cmesh__queue *q);
 

@@ -479,15 +479,35 @@ int cmesh__queue_claim_out(struct cmesh__queue *q, struct cmesh__lane *ln)
 #define CLAIM_TRIES 6u
 #define CLAIM_RETRY_NS 1000000
 
-void cmesh__queue_claim_named(struct cmesh__queue *q, const uint64_t tok[2],
-			      uint64_t node, uint32_t mark)
+static int claim_out(void *q, struct cmesh__lane *ln)
 {
+	return cmesh__queue_claim_out(q, ln);
+}
+
+int cmesh__queue_claim_receiver(struct cmesh__queue *q, struct cmesh__link *to,
+				const uint64_t tok[2], uint64_t node,
+				uint32_t mark)
+{
+	const cmesh_env *env;
+	uint32_t cap;
+	int r;
+
+	/* Kept for a retry should it be refused (its end not taken yet). */
 	pthread_mutex_lock(&q->lock);
 	q->claim_tok[0] = tok[0];
 	q->claim_tok[1] = tok[1];
 	q->claim_node = node;
 	q->claim_mark = mark;
 	pthread_mutex_unlock(&q->lock);
+	r = cmesh__env_get(&env);
+	if (!r)
+		r = cmesh__lane_ring_cap(q->h.type, false, env->ring_size,
+					 &cap);
+	if (!r)
+		r = cmesh__link_claim(to, tok, mark, true, q->h.type, cap,
+				      env->max_backlog, env->spin_ns, claim_out,
+				      q);
+	return r;
 }
 
 void cmesh__queue_claim_refused(struct cmesh__queue *q, struct cmesh__lane *ln)
@@ -503,44 +523,38 @@ void cmesh__queue_claim_refused(struct cmesh__queue *q, struct cmesh__lane *ln)
 	pthread_mutex_unlock(&q->lock);
 }
 
-static int claim_out_again(void *q, struct cmesh__lane *ln)
-{
-	return cmesh__queue_claim_out(q, ln);
-}
-
 void cmesh__queue_claim_again(struct cmesh__queue *q)
 {
 	int64_t at =
 		atomic_load_explicit(&q->claim_retry_at, memory_order_relaxed);
 	struct cmesh__lane *dead = NULL;
 	struct cmesh__link *to, *l;
-	const cmesh_env *env;
 	uint64_t tok[2] = { 0, 0 }, node = 0;
-	uint32_t mark = 0, cap;
+	uint32_t mark = 0;
 
 	if (!at || cmesh_clock_now() < at)
 		return;
 	pthread_mutex_lock(&q->lock);
-	/* One send takes it; the refused lane, answered, is done with. */
+	/*
+	 * One send takes it (a later refusal's, set under `lock` too, is
+	 * another's); the refused lane, answered, is done with.
+	 */
 	if (atomic_load_explicit(&q->claim_retry_at, memory_order_relaxed) ==
-		    at &&
-	    q->claim_out &&
-	    atomic_load_explicit(&q->claim_out->dropped,
-				 memory_order_acquire) &&
-	    !q->closed_out) {
-		dead = q->claim_out;
-		q->claim_out = NULL;
-		q->claim_tries++;
-		tok[0] = q->claim_tok[0];
-		tok[1] = q->claim_tok[1];
-		node = q->claim_node;
-		mark = q->claim_mark;
-	}
-	/* Not one set since (a later refusal's): that one stays due. */
-	if (atomic_load_explicit(&q->claim_retry_at, memory_order_relaxed) ==
-	    at)
+	    at) {
 		atomic_store_explicit(&q->claim_retry_at, 0,
 				      memory_order_relaxed);
+		if (q->claim_out && !q->closed_out &&
+		    atomic_load_explicit(&q->claim_out->dropped,
+					 memory_order_acquire)) {
+			dead = q->claim_out;
+			q->claim_out = NULL;
+			q->claim_tries++;
+			tok[0] = q->claim_tok[0];
+			tok[1] = q->claim_tok[1];
+			node = q->claim_node;
+			mark = q->claim_mark;
+		}
+	}
 	pthread_mutex_unlock(&q->lock);
 	if (!dead)
 		return;
@@ -548,14 +562,9 @@ void cmesh__queue_claim_again(struct cmesh__queue *q)
 	cmesh__link_lane_home_set(dead, NULL);
 	cmesh__link_lane_release(dead);
 	cmesh__link_put(l);
-	if (cmesh__env_get(&env) ||
-	    cmesh__lane_ring_cap(q->h.type, false, env->ring_size, &cap))
-		return;
 	to = cmesh__link_by_proc(node);
 	/* Its reference goes to the queue if the claim goes. */
-	if (to && cmesh__link_claim(to, tok, mark, true, q->h.type, cap,
-				    env->max_backlog, env->spin_ns,
-				    claim_out_again, q))
+	if (to && cmesh__queue_claim_receiver(q, to, tok, node, mark))
 		cmesh__link_put(to);
 }
 

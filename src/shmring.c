@@ -401,8 +401,9 @@ void cmesh__shmring_cancel(struct cmesh__shmring_producer *p, uint64_t pos,
 
 static int pushv(struct cmesh__shmring_producer *p, uint32_t kind,
 		 const struct cmesh__iov *iov, uint32_t niov, bool force,
-		 const _Atomic uint32_t *stop)
+		 const _Atomic uint32_t *stop, uint32_t *stopped)
 {
+	uint32_t seen;
 	uint64_t total = 0, pos;
 	int r;
 
@@ -419,7 +420,9 @@ static int pushv(struct cmesh__shmring_producer *p, uint32_t kind,
 	if (r)
 		return r;
 	/* seq_cst, after the claim's seq_cst CAS: see the header. */
-	if (stop && atomic_load_explicit(stop, memory_order_seq_cst)) {
+	if (stop && (seen = atomic_load_explicit(stop, memory_order_seq_cst))) {
+		if (stopped)
+			*stopped = seen;
 		cmesh__shmring_cancel(p, pos, (uint32_t)total);
 		return -EPIPE;
 	}
@@ -430,22 +433,22 @@ static int pushv(struct cmesh__shmring_producer *p, uint32_t kind,
 int cmesh__shmring_pushv(struct cmesh__shmring_producer *p, uint32_t kind,
 			 const struct cmesh__iov *iov, uint32_t niov)
 {
-	return pushv(p, kind, iov, niov, false, NULL);
+	return pushv(p, kind, iov, niov, false, NULL, NULL);
 }
 
 int cmesh__shmring_pushv_forced(struct cmesh__shmring_producer *p,
 				uint32_t kind, const struct cmesh__iov *iov,
 				uint32_t niov)
 {
-	return pushv(p, kind, iov, niov, true, NULL);
+	return pushv(p, kind, iov, niov, true, NULL, NULL);
 }
 
 int cmesh__shmring_pushv_unless(struct cmesh__shmring_producer *p,
 				uint32_t kind, const struct cmesh__iov *iov,
 				uint32_t niov, bool force,
-				const _Atomic uint32_t *stop)
+				const _Atomic uint32_t *stop, uint32_t *stopped)
 {
-	return pushv(p, kind, iov, niov, force, stop);
+	return pushv(p, kind, iov, niov, force, stop, stopped);
 }
 
 int cmesh__shmring_push(struct cmesh__shmring_producer *p, uint32_t kind,

@@ -182,7 +182,9 @@ int cmesh__shmring_pushv_forced(struct cmesh__shmring_producer *p,
  * pushv() (`force`: pushv_forced()) of a record that must not be
  * published once `*stop` is non-zero: after the claim's seq_cst CAS, a
  * seq_cst load of `*stop`; non-zero, the slots become a filler and it
- * returns -EPIPE (nothing sent). With a consumer that stores `*stop`
+ * returns -EPIPE (nothing sent), the value it read in *stopped (if not
+ * NULL: the word is the consumer's, read once). With a consumer that
+ * stores `*stop`
  * (seq_cst) and then loads the tail (cmesh__shmring_claimed()), either
  * that load sees this claim or this load sees the store (Dekker): the
  * consumer can account for every record published after its store.
@@ -190,7 +192,8 @@ int cmesh__shmring_pushv_forced(struct cmesh__shmring_producer *p,
 int cmesh__shmring_pushv_unless(struct cmesh__shmring_producer *p,
 				uint32_t kind, const struct cmesh__iov *iov,
 				uint32_t niov, bool force,
-				const _Atomic uint32_t *stop);
+				const _Atomic uint32_t *stop,
+				uint32_t *stopped);
 
 /* 1 if sealed (a hint for a caller about to do more than claim). */
 static inline bool

@@ -2821,6 +2821,16 @@ static cmesh_sender *pause_in(int k)
 	return tx;
 }
 
+/* Four processes; P2 and P3 stop reading (pause_in()); P1 makes a channel. */
+static void channel_in_p1_p2_p3_paused(cmesh_sender **rel2, cmesh_sender **rel3)
+{
+	mesh_up(4);
+	*rel2 = pause_in(2);
+	*rel3 = pause_in(3);
+	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+}
+
 static void release(cmesh_sender *tx)
 {
 	TU_ASSERT_RC(send_item(tx, 0, 1), 0);
@@ -2839,11 +2849,7 @@ Test(moves, a_sender_sent_on_before_its_receivers_answer_claims_it)
 {
 	cmesh_sender *rel2, *rel3;
 
-	mesh_up(4);
-	rel2 = pause_in(2);
-	rel3 = pause_in(3);
-	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
-	cr_assert_eq(report_from(1), 0);
+	channel_in_p1_p2_p3_paused(&rel2, &rel3);
 	pass_held(1, OP_HOLD, ROUTE(2)); /* the receiver, not taken yet */
 	pass_held(1, OP_HOLD, ROUTE(3)); /* the sender */
 	release(rel2);
@@ -2864,11 +2870,7 @@ Test(moves, a_receiver_sent_on_before_its_senders_answer_claims_it)
 	struct cmsg m = { .arg = PASS_TX | OP_HOLD | 1u << 8 | 2u << 16 };
 	cmesh_sender *rel2, *rel3;
 
-	mesh_up(4);
-	rel2 = pause_in(2);
-	rel3 = pause_in(3);
-	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
-	cr_assert_eq(report_from(1), 0);
+	channel_in_p1_p2_p3_paused(&rel2, &rel3);
 	route_send(&m, OP_PASS, ROUTE(1)); /* the sender, not taken yet */
 	cr_assert_eq(report_from(1), 0);
 	pass_held(1, OP_HOLD, ROUTE(3)); /* the receiver */
@@ -2896,11 +2898,7 @@ Test(moves, a_refused_claim_is_tried_again_once_its_peer_is_taken)
 	uint64_t seq;
 	int64_t end;
 
-	mesh_up(4);
-	rel2 = pause_in(2);
-	rel3 = pause_in(3);
-	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
-	cr_assert_eq(report_from(1), 0);
+	channel_in_p1_p2_p3_paused(&rel2, &rel3);
 	pass_held(1, OP_HOLD, ROUTE(2)); /* the receiver, not taken yet */
 	pass_held(1, OP_HOLD, ROUTE(3)); /* the sender */
 	release(rel3);

@@ -1276,19 +1276,26 @@ Test(rpc, a_request_left_pending_when_its_server_lets_go_drops_its_reply_port)
  */
 #define WARM 12
 
-static int answer_then_hang_up(cmesh_sender *up, cmesh_receiver *rx,
-			       const struct topo_side *s)
+/* Answers the next `n` requests on `rx` with a + b: 0, or a TOPO_CHECK's. */
+static int answer_adds(cmesh_receiver *rx, int64_t n)
 {
 	struct calc_req q;
 	struct resp out = { 0, -1, 0 };
 
-	for (int i = 0; i < WARM; i++) {
+	for (int64_t i = 0; i < n; i++) {
 		TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(),
 							   &q, NULL, 0),
 			      0);
 		out.v = q.args.a + q.args.b;
 		TOPO_CHECK_EQ(cmesh_rpc_complete(q.reply, &out, NULL, 0), 0);
 	}
+	return 0;
+}
+
+static int answer_then_hang_up(cmesh_sender *up, cmesh_receiver *rx,
+			       const struct topo_side *s)
+{
+	TOPO_CHECK_EQ(answer_adds(rx, WARM), 0);
 	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'd');
 	cmesh_receiver_free(rx);
 	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'b');
@@ -1374,22 +1381,12 @@ static int answer_n_then_free(cmesh_sender *up, cmesh_receiver *rx,
 			      const struct topo_side *s)
 {
 	struct hand h;
-	struct calc_req q;
-	struct resp out = { 0, -1, 0 };
 
 	(void)s;
 	while (cmesh_receiver_recv_deadline(rx, topo_deadline(), &h, NULL, 0) ==
 		       0 &&
 	       h.n >= 0) {
-		for (int64_t i = 0; i < h.n; i++) {
-			TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(
-					      h.rx, topo_deadline(), &q, NULL,
-					      0),
-				      0);
-			out.v = q.args.a + q.args.b;
-			TOPO_CHECK_EQ(
-				cmesh_rpc_complete(q.reply, &out, NULL, 0), 0);
-		}
+		TOPO_CHECK_EQ(answer_adds(h.rx, h.n), 0);
 		/* The caller is still calling: some requests race this. */
 		cmesh_receiver_free(h.rx);
 	}

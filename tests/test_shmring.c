@@ -934,6 +934,7 @@ Test(shmring, a_push_unless_stopped_leaves_a_filler_once_stopped)
 {
 	struct cmesh__iov iov = { "abc", 3 };
 	_Atomic uint32_t stop = 0;
+	uint32_t how = 0;
 	char out[8];
 	uint64_t before;
 	uint32_t k;
@@ -941,14 +942,16 @@ Test(shmring, a_push_unless_stopped_leaves_a_filler_once_stopped)
 
 	rig_open(&r, 4096);
 	cr_assert_eq(cmesh__shmring_claimed(&r.c), 0);
-	TU_ASSERT_RC(
-		cmesh__shmring_pushv_unless(&r.p, 3, &iov, 1, false, &stop), 0);
+	TU_ASSERT_RC(cmesh__shmring_pushv_unless(&r.p, 3, &iov, 1, false, &stop,
+						 &how),
+		     0);
 	cr_assert_eq(cmesh__shmring_claimed(&r.c), tail_of(&r));
 	atomic_store(&stop, 2);
 	before = tail_of(&r);
-	TU_ASSERT_RC(cmesh__shmring_pushv_unless(&r.p, 4, &iov, 1, false,
-						 &stop),
+	TU_ASSERT_RC(cmesh__shmring_pushv_unless(&r.p, 4, &iov, 1, false, &stop,
+						 &how),
 		     -EPIPE);
+	cr_assert_eq(how, 2u, "the stop word as it read it");
 	cr_assert_gt(tail_of(&r), before, "the filler's slots are claimed");
 	cr_assert_eq(cmesh__shmring_claimed(&r.c), tail_of(&r));
 	TU_ASSERT_RC(cmesh__shmring_push(&r.p, 5, "z", 1), 0);
@@ -961,14 +964,17 @@ Test(shmring, a_push_unless_stopped_leaves_a_filler_once_stopped)
 	/* Sealed: refused unless forced, which the stop word still stops. */
 	atomic_store(&stop, 0);
 	cmesh__shmring_seal(&r.p);
-	TU_ASSERT_RC(cmesh__shmring_pushv_unless(&r.p, 3, &iov, 1, false,
-						 &stop),
+	TU_ASSERT_RC(cmesh__shmring_pushv_unless(&r.p, 3, &iov, 1, false, &stop,
+						 &how),
 		     -ESTALE);
-	TU_ASSERT_RC(cmesh__shmring_pushv_unless(&r.p, 6, &iov, 1, true, &stop),
+	TU_ASSERT_RC(cmesh__shmring_pushv_unless(&r.p, 6, &iov, 1, true, &stop,
+						 &how),
 		     0);
 	atomic_store(&stop, 1);
-	TU_ASSERT_RC(cmesh__shmring_pushv_unless(&r.p, 6, &iov, 1, true, &stop),
+	TU_ASSERT_RC(cmesh__shmring_pushv_unless(&r.p, 6, &iov, 1, true, &stop,
+						 &how),
 		     -EPIPE);
+	cr_assert_eq(how, 1u);
 	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, out, sizeof(out)), 3);
 	cr_assert_eq(k, 6u);
 	TU_ASSERT_RC(cmesh__shmring_pop(&r.c, &k, out, sizeof(out)), -EAGAIN);

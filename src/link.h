@@ -285,7 +285,7 @@ struct cmesh__claim_ops {
 	 */
 	int (*admit)(void *home, uint64_t after, uint32_t mark,
 		     struct cmesh__lane *to);
-	/* A sender's claim on out lane `to` was refused (DROPPED). */
+	/* A claim on lane `to` (out: a sender's) was refused (DROPPED). */
 	void (*refused)(void *home, struct cmesh__lane *to);
 };
 void cmesh__link_claims_init(const struct cmesh__claim_ops *ops);

@@ -421,9 +421,9 @@ int cmesh__link_claim_local(const uint64_t token[2], const cmesh_type *type,
 }
 
 /*
- * The answer to a sender's claim of ours on out lane `ln`: its queue
- * (with a reference, unless it is going) redirects its sends to `ln`, or
- * (refused) may try again.
+ * The answer to a claim of ours on lane `ln`: its queue (with a
+ * reference, unless it is going) redirects its sends to out lane `ln` (a
+ * sender's claim held), or (refused, either kind) may try again.
  */
 static void claim_answered(struct cmesh__lane *ln, bool refused)
 {

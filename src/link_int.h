@@ -252,7 +252,7 @@ int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
 
 /* Link thread: out lane `ln`, made for a claim of ours, is bound. */
 void cmesh__claims_answered(struct cmesh__lane *ln);
-/* A sender's claim of ours refused (DROPPED): its queue may try again. */
+/* A claim of ours refused (DROPPED), on lane `ln`: its queue may retry. */
 void cmesh__claims_refused(struct cmesh__lane *ln);
 
 /* ---- link_intro.c ---- */

@@ -340,10 +340,10 @@ static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
 	}
 	if (!ln->is_out)
 		cmesh__lane_wake(ln);
-	else if (ln->claiming && !dropped)
-		cmesh__claims_answered(ln); /* a sender's claim held */
-	else if (ln->claiming)
+	if (ln->claiming && dropped)
 		cmesh__claims_refused(ln); /* it may try again */
+	else if (ln->claiming && ln->is_out)
+		cmesh__claims_answered(ln); /* a sender's claim held */
 	return 0;
 }
 

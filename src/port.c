@@ -814,7 +814,7 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 		}
 	}
 	if ((d->flags & CMESH_PORT_F_REDIRECT) && !ln->failed_alone)
-		cmesh__port_claim_peer(link, d, ln, q, env, sending);
+		cmesh__port_claim_peer(link, d, ln, q, sending);
 	return 0;
 }
 

@@ -84,11 +84,6 @@ int cmesh__port_import_home(struct cmesh__link *link,
 	return 0;
 }
 
-static int await(void *q, struct cmesh__lane *ln)
-{
-	return cmesh__queue_await(q, ln);
-}
-
 /*
  * A channel endpoint's port `d` (CMESH_PORT_F_REDIRECT) made queue `q` on
  * `ln`. From its peer's process, the token is kept with `ln` (for a later
@@ -103,10 +98,9 @@ static int await(void *q, struct cmesh__lane *ln)
 void cmesh__port_claim_peer(struct cmesh__link *link,
 			    const struct cmesh_ctl_port *d,
 			    struct cmesh__lane *ln, struct cmesh__queue *q,
-			    const cmesh_env *env, bool sending)
+			    bool sending)
 {
 	struct cmesh__link *to;
-	uint32_t cap;
 	int r;
 
 	/* Our claim's answer finds the queue through them. */
@@ -128,18 +122,8 @@ void cmesh__port_claim_peer(struct cmesh__link *link,
 	if (!to)
 		return;
 	/* The link's reference goes to the queue if the claim goes. */
-	if (sending) {
-		r = cmesh__queue_claim_receiver(q, to, d->token, d->node,
-						ln->peer_mark);
-	} else {
-		r = cmesh__port_ring_cap(cmesh__queue_type(q),
-					 CMESH_FIELD_KIND_RECEIVER, env, &cap);
-		if (!r)
-			r = cmesh__link_claim(to, d->token, 0, false,
-					      cmesh__queue_type(q), cap,
-					      env->max_backlog, env->spin_ns,
-					      await, q);
-	}
+	r = cmesh__queue_claim_peer(q, to, d->token, d->node, ln->peer_mark,
+				    sending);
 	if (r) {
 		cmesh__link_put(to);
 		return;

@@ -57,7 +57,7 @@ int cmesh__port_sender_home(const struct cmesh_ctl_port *d, const cmesh_type *t,
 void cmesh__port_claim_peer(struct cmesh__link *link,
 			    const struct cmesh_ctl_port *d,
 			    struct cmesh__lane *ln, struct cmesh__queue *q,
-			    const cmesh_env *env, bool sending);
+			    bool sending);
 
 /*
  * A receiver going on through a forwarder while senders of it in other

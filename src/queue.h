@@ -343,20 +343,23 @@ int cmesh__queue_admit(struct cmesh__queue *q, uint64_t after, uint32_t mark,
 int cmesh__queue_claim_out(struct cmesh__queue *q, struct cmesh__lane *ln);
 
 /*
- * A sender's claim and its retries. claim_receiver: sender `q` claims its
- * receiver in process `node` over `to` (token `tok`, mark `mark`: a port's
- * CMESH_PORT_F_REDIRECT), kept for a retry; 0 (`to`'s reference is the
- * queue's then), or why not. claim_refused: the claim on out lane `ln`
- * was refused (DROPPED, link thread): a later send tries it again, with
- * backoff, a few times. claim_again: a send's look (cmesh__queue_send(),
- * port.c) once claim_retry_at is set: if the retry is due, the refused
- * lane goes and the claim goes again.
+ * A channel endpoint's claim of its peer, and its retries. claim_peer:
+ * `q` claims, in process `node` over `to` (token `tok`: a port's
+ * CMESH_PORT_F_REDIRECT), its receiver (`sending`, with the port's mark
+ * `mark`: cmesh__queue_claim_out()) or its sender (cmesh__queue_await()),
+ * kept for a retry; 0 (`to`'s reference is the queue's then), or why
+ * not. claim_refused: the claim on lane `ln` was refused (DROPPED, link
+ * thread): it goes again later, with backoff, a few times. claim_again:
+ * a send's look (cmesh__queue_send(), port.c) once claim_retry_at is set;
+ * claim_again_rx the consumer's (a receive): if the retry is due, the
+ * refused lane goes and the claim goes again.
  */
-int cmesh__queue_claim_receiver(struct cmesh__queue *q, struct cmesh__link *to,
-				const uint64_t tok[2], uint64_t node,
-				uint32_t mark);
+int cmesh__queue_claim_peer(struct cmesh__queue *q, struct cmesh__link *to,
+			    const uint64_t tok[2], uint64_t node, uint32_t mark,
+			    bool sending);
 void cmesh__queue_claim_refused(struct cmesh__queue *q, struct cmesh__lane *ln);
 void cmesh__queue_claim_again(struct cmesh__queue *q);
+void cmesh__queue_claim_again_rx(struct cmesh__queue *q);
 
 /*
  * sole_sender: for a sender about to leave, its tx lane if it is the only

@@ -307,6 +307,12 @@ int cmesh__queue_reserve_lanes(struct cmesh__lane ***v, uint32_t *cap,
 /* A sender reference more, unless none is left (then the end is sent). */
 bool cmesh__queue_sender_tryget(struct cmesh__queue *q);
 
+/*
+ * Consumer: lane `ln`, out of the queue's sources (xl, next), is done
+ * with: its count, listing, lane, link and sender references go.
+ */
+void cmesh__queue_lane_gone(struct cmesh__queue *q, struct cmesh__lane *ln);
+
 /* ---- queue_port.c, for queue.c ---- */
 
 /* Receivers with lanes (XL_ANY): the whole receive, readiness, sleep. */

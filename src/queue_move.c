@@ -145,7 +145,13 @@ struct cmesh__lane *cmesh__queue_sole_lane(struct cmesh__queue *q)
 	    q->xl_err) {
 		ln = NULL;
 	} else if (q->next) {
-		ln = q->xl_n || q->xl_nadd ? NULL : q->next;
+		/* A refused claim's lane is no sender's (the primary is). */
+		ln = q->xl_n || q->xl_nadd ||
+				     atomic_load_explicit(
+					     &q->next->dropped,
+					     memory_order_acquire) ?
+			     NULL :
+			     q->next;
 		senders = 1 + q->rx_ref;
 	} else if (q->rx_lane && !q->primary_done) {
 		/*
@@ -484,9 +490,14 @@ static int claim_out(void *q, struct cmesh__lane *ln)
 	return cmesh__queue_claim_out(q, ln);
 }
 
-int cmesh__queue_claim_receiver(struct cmesh__queue *q, struct cmesh__link *to,
-				const uint64_t tok[2], uint64_t node,
-				uint32_t mark)
+static int await(void *q, struct cmesh__lane *ln)
+{
+	return cmesh__queue_await(q, ln);
+}
+
+int cmesh__queue_claim_peer(struct cmesh__queue *q, struct cmesh__link *to,
+			    const uint64_t tok[2], uint64_t node, uint32_t mark,
+			    bool sending)
 {
 	const cmesh_env *env;
 	uint32_t cap;
@@ -504,17 +515,19 @@ int cmesh__queue_claim_receiver(struct cmesh__queue *q, struct cmesh__link *to,
 		r = cmesh__lane_ring_cap(q->h.type, false, env->ring_size,
 					 &cap);
 	if (!r)
-		r = cmesh__link_claim(to, tok, mark, true, q->h.type, cap,
-				      env->max_backlog, env->spin_ns, claim_out,
-				      q);
+		r = cmesh__link_claim(to, tok, mark, sending, q->h.type, cap,
+				      env->max_backlog, env->spin_ns,
+				      sending ? claim_out : await, q);
 	return r;
 }
 
 void cmesh__queue_claim_refused(struct cmesh__queue *q, struct cmesh__lane *ln)
 {
 	pthread_mutex_lock(&q->lock);
-	if (q->claim_out == ln && !q->closed_out && q->claim_node &&
-	    q->claim_tries < CLAIM_TRIES)
+	/* A sender's claim, or a receiver's (its serial outlives `next`). */
+	if ((ln->is_out ? q->claim_out == ln && !q->closed_out :
+			  q->next_serial == ln->serial) &&
+	    q->claim_node && q->claim_tries < CLAIM_TRIES)
 		atomic_store_explicit(&q->claim_retry_at,
 				      cmesh_clock_now() +
 					      ((int64_t)CLAIM_RETRY_NS
@@ -523,37 +536,58 @@ void cmesh__queue_claim_refused(struct cmesh__queue *q, struct cmesh__lane *ln)
 	pthread_mutex_unlock(&q->lock);
 }
 
+/*
+ * `lock` held: takes a due retry (one caller does: a later refusal's,
+ * set under `lock` too, is another's); false if none was due.
+ */
+static bool retry_due(struct cmesh__queue *q, int64_t at)
+{
+	if (atomic_load_explicit(&q->claim_retry_at, memory_order_relaxed) !=
+	    at)
+		return false;
+	atomic_store_explicit(&q->claim_retry_at, 0, memory_order_relaxed);
+	return true;
+}
+
+/* The claim goes again (the refused one is done with); 0 if it went. */
+static int claim_anew(struct cmesh__queue *q, const uint64_t tok[2],
+		      uint64_t node, uint32_t mark, bool sending)
+{
+	struct cmesh__link *to = cmesh__link_by_proc(node);
+	int r = to ? 0 : -ENOTCONN;
+
+	/* Its reference goes to the queue if the claim goes. */
+	if (to) {
+		r = cmesh__queue_claim_peer(q, to, tok, node, mark, sending);
+		if (r)
+			cmesh__link_put(to);
+	}
+	return r;
+}
+
 void cmesh__queue_claim_again(struct cmesh__queue *q)
 {
 	int64_t at =
 		atomic_load_explicit(&q->claim_retry_at, memory_order_relaxed);
 	struct cmesh__lane *dead = NULL;
-	struct cmesh__link *to, *l;
 	uint64_t tok[2] = { 0, 0 }, node = 0;
 	uint32_t mark = 0;
+	struct cmesh__link *l;
 
 	if (!at || cmesh_clock_now() < at)
 		return;
 	pthread_mutex_lock(&q->lock);
-	/*
-	 * One send takes it (a later refusal's, set under `lock` too, is
-	 * another's); the refused lane, answered, is done with.
-	 */
-	if (atomic_load_explicit(&q->claim_retry_at, memory_order_relaxed) ==
-	    at) {
-		atomic_store_explicit(&q->claim_retry_at, 0,
-				      memory_order_relaxed);
-		if (q->claim_out && !q->closed_out &&
-		    atomic_load_explicit(&q->claim_out->dropped,
-					 memory_order_acquire)) {
-			dead = q->claim_out;
-			q->claim_out = NULL;
-			q->claim_tries++;
-			tok[0] = q->claim_tok[0];
-			tok[1] = q->claim_tok[1];
-			node = q->claim_node;
-			mark = q->claim_mark;
-		}
+	/* The refused lane, answered, is done with. */
+	if (retry_due(q, at) && q->claim_out && !q->closed_out &&
+	    atomic_load_explicit(&q->claim_out->dropped,
+				 memory_order_acquire)) {
+		dead = q->claim_out;
+		q->claim_out = NULL;
+		q->claim_tries++;
+		tok[0] = q->claim_tok[0];
+		tok[1] = q->claim_tok[1];
+		node = q->claim_node;
+		mark = q->claim_mark;
 	}
 	pthread_mutex_unlock(&q->lock);
 	if (!dead)
@@ -562,10 +596,44 @@ void cmesh__queue_claim_again(struct cmesh__queue *q)
 	cmesh__link_lane_home_set(dead, NULL);
 	cmesh__link_lane_release(dead);
 	cmesh__link_put(l);
-	to = cmesh__link_by_proc(node);
-	/* Its reference goes to the queue if the claim goes. */
-	if (to && cmesh__queue_claim_receiver(q, to, tok, node, mark))
-		cmesh__link_put(to);
+	(void)claim_anew(q, tok, node, mark, true);
+}
+
+void cmesh__queue_claim_again_rx(struct cmesh__queue *q)
+{
+	int64_t at =
+		atomic_load_explicit(&q->claim_retry_at, memory_order_relaxed);
+	struct cmesh__lane *dead = NULL;
+	uint64_t tok[2] = { 0, 0 }, node = 0;
+
+	if (!at || cmesh_clock_now() < at)
+		return;
+	pthread_mutex_lock(&q->lock);
+	/* Still waiting behind the lane the queue was made with. */
+	if (retry_due(q, at) && q->next && !q->primary_done &&
+	    atomic_load_explicit(&q->next->dropped, memory_order_acquire)) {
+		dead = q->next;
+		q->next = NULL; /* for await(), which sets it again */
+		q->claim_tries++;
+		tok[0] = q->claim_tok[0];
+		tok[1] = q->claim_tok[1];
+		node = q->claim_node;
+	}
+	pthread_mutex_unlock(&q->lock);
+	if (!dead)
+		return;
+	/*
+	 * The new claim's sender reference before the refused one's goes:
+	 * the sending side never closes in between.
+	 */
+	if (claim_anew(q, tok, node, 0, false)) {
+		pthread_mutex_lock(&q->lock);
+		q->next = dead; /* read once the primary ends, as before */
+		q->next_serial = dead->serial;
+		pthread_mutex_unlock(&q->lock);
+		return;
+	}
+	cmesh__queue_lane_gone(q, dead);
 }
 
 /* `lock` held: a sender reference more for a queue that may have none. */

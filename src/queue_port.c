@@ -325,12 +325,18 @@ static int merge(struct cmesh__queue *q)
 static void drop_lane(struct cmesh__queue *q, uint32_t i)
 {
 	struct cmesh__lane *ln = q->xl[i];
+
+	q->xl[i] = q->xl[--q->xl_n];
+	cmesh__queue_lane_gone(q, ln);
+}
+
+void cmesh__queue_lane_gone(struct cmesh__queue *q, struct cmesh__lane *ln)
+{
 	struct cmesh__link *l = ln->link;
 
 	/* Before what follows is received (a forwarder writes its mark). */
 	if (q->end_fn)
 		q->end_fn(q->end_ctx, ln->serial);
-	q->xl[i] = q->xl[--q->xl_n];
 	atomic_fetch_sub_explicit(&q->st_lanes, 1, memory_order_relaxed);
 	open_after(q, ln->serial);
 	/* No claim may name it from here on (link_claim.c). */
@@ -375,6 +381,10 @@ static int walk(struct cmesh__queue *q, bool peek, void *out_msg,
 
 	if (q->xl_err)
 		return q->xl_err;
+	/* Its claim was refused: tried again when due. */
+	if (unlikely(atomic_load_explicit(&q->claim_retry_at,
+					  memory_order_relaxed)))
+		cmesh__queue_claim_again_rx(q);
 	r = merge(q);
 	if (r)
 		return r;

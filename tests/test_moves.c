@@ -2918,3 +2918,41 @@ Test(moves, a_refused_claim_is_tried_again_once_its_peer_is_taken)
 	} while (stats_of(1).busy && tu_now_ns() < end);
 	outlives_the_hop(3, 1, 2, seq + 1, seq + 50, seq + 100);
 }
+
+/*
+ * The same for a receiver's claim: P1 sends its sender to P2 (which reads
+ * nothing yet), its receiver to P3, and P3 takes it at once: its claim of
+ * the sender finds no token at P2 and is refused, so what P2 sends goes
+ * through P1. Once P2 took the sender, a receive of P3's that finds a
+ * retry due claims again: it holds, P1's forwarder goes, and its death
+ * takes nothing. Every message arrives once, in order.
+ */
+Test(moves, a_receivers_refused_claim_is_tried_again_once_its_peer_is_taken)
+{
+	struct cmsg m = { .arg = PASS_TX | OP_HOLD | 1u << 8 | 2u << 16 };
+	cmesh_sender *rel2, *rel3;
+	uint64_t seq;
+	int64_t end;
+
+	channel_in_p1_p2_p3_paused(&rel2, &rel3);
+	route_send(&m, OP_PASS, ROUTE(1)); /* the sender, not taken yet */
+	cr_assert_eq(report_from(1), 0);
+	pass_held(1, OP_HOLD, ROUTE(3)); /* the receiver */
+	release(rel3);
+	cr_assert_eq(report_from(3), 0); /* P3 took it: its claim, refused */
+	route_send(&(struct cmsg){ 0 }, OP_DRAIN_HELD, ROUTE(3));
+	tu_sleep_ms(100); /* the refusal comes back meanwhile */
+	release(rel2);
+	cr_assert_eq(report_from(2), 0); /* P2 took the sender */
+	send_held(2, 1, 20);		 /* through P1 */
+	cr_assert(stats_of(1).busy, "P1 runs no forwarder: not refused");
+	/* Its receives try again when due (the next within about 1.4 s). */
+	seq = 20;
+	end = tu_now_ns() + TU_MS(5000);
+	do {
+		seq++;
+		send_held(2, seq, seq);
+		tu_sleep_ms(10);
+	} while (stats_of(1).busy && tu_now_ns() < end);
+	outlives_the_hop(2, 1, 3, seq + 1, seq + 50, seq + 100);
+}

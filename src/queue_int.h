@@ -97,7 +97,7 @@ struct cmesh__queue {
 	 * receiver moved (queue_move.c), under `lock`; acquire loads.
 	 */
 	_Atomic(struct cmesh__lane *) tx_lane;
-	/* A refused claim's retry is due from then (claim_out, below). */
+	/* A refused claim's retry is due from then (claim_tok, below). */
 	_Atomic int64_t claim_retry_at;
 
 	/* Read by every send, written rarely. */
@@ -186,7 +186,8 @@ struct cmesh__queue {
 	uint32_t nold; /* lanes in old_lanes (`lock`) */
 	/*
 	 * A claimed lane (cmesh__queue_await()), read once rx_lane ended
-	 * (consumer; set under `lock` before the receiver is handed out).
+	 * (consumer; written under `lock`: before the receiver is handed
+	 * out, and by a retry of its claim in a receive, never in a waitset).
 	 */
 	struct cmesh__lane *next;
 	uint64_t next_serial; /* its serial, kept after it is read (`lock`) */
@@ -196,10 +197,11 @@ struct cmesh__queue {
 	 */
 	struct cmesh__lane *claim_out;
 	/*
-	 * What that claim named (`lock`), and, once the receiver's process
-	 * refused it (its end not taken there yet, say), a send tries it
-	 * again at claim_retry_at (ns; 0: none), claim_tries times at most
-	 * (queue_move.c, cmesh__queue_claim_again()).
+	 * What the claim of the peer named (`lock`): a sender's (claim_out)
+	 * or the receiver's (next). Once the peer's process refused it (its
+	 * end not taken there yet, say), a send (a receive) tries it again
+	 * at claim_retry_at (ns; 0: none), claim_tries times at most
+	 * (queue_move.c, cmesh__queue_claim_again(), claim_again_rx()).
 	 */
 	uint64_t claim_tok[2], claim_node;
 	uint32_t claim_mark, claim_tries;

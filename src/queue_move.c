@@ -524,9 +524,12 @@ int cmesh__queue_claim_peer(struct cmesh__queue *q, struct cmesh__link *to,
 void cmesh__queue_claim_refused(struct cmesh__queue *q, struct cmesh__lane *ln)
 {
 	pthread_mutex_lock(&q->lock);
-	/* A sender's claim, or a receiver's (its serial outlives `next`). */
+	/*
+	 * A sender's claim, or a receiver's (its serial outlives `next`)
+	 * out of a waitset (its retry would not go: cmesh__queue_await()).
+	 */
 	if ((ln->is_out ? q->claim_out == ln && !q->closed_out :
-			  q->next_serial == ln->serial) &&
+			  q->next_serial == ln->serial && !q->ws) &&
 	    q->claim_node && q->claim_tries < CLAIM_TRIES)
 		atomic_store_explicit(&q->claim_retry_at,
 				      cmesh_clock_now() +
@@ -609,8 +612,15 @@ void cmesh__queue_claim_again_rx(struct cmesh__queue *q)
 	if (!at || cmesh_clock_now() < at)
 		return;
 	pthread_mutex_lock(&q->lock);
-	/* Still waiting behind the lane the queue was made with. */
-	if (retry_due(q, at) && q->next && !q->primary_done &&
+	/*
+	 * Still waiting behind the lane the queue was made with, which has
+	 * not failed (its error is the receiver's: no sender is to be
+	 * redirected to a lane never read); not in a waitset (see await).
+	 */
+	if (retry_due(q, at) && q->next && !q->primary_done && !q->ws &&
+	    !cmesh__lane_failed(q->rx_lane) &&
+	    !(atomic_load_explicit(&q->state, memory_order_relaxed) &
+	      ST_RX_CLOSED) &&
 	    atomic_load_explicit(&q->next->dropped, memory_order_acquire)) {
 		dead = q->next;
 		q->next = NULL; /* for await(), which sets it again */
@@ -667,8 +677,12 @@ int cmesh__queue_await(struct cmesh__queue *q, struct cmesh__lane *ln)
 	int r;
 
 	pthread_mutex_lock(&q->lock);
-	/* The consumer's array has room for it when the primary ends. */
-	r = q->next || !q->rx_lane ?
+	/*
+	 * The consumer's array has room for it when the primary ends. Not
+	 * in a waitset (a retry's, from a receive there): it would not wake
+	 * the waitset from a link it has no wake socket on.
+	 */
+	r = q->next || !q->rx_lane || q->ws ?
 		    -EINVAL :
 		    cmesh__queue_reserve_lanes(&q->xl, &q->xl_cap, q->xl_n + 1);
 	if (!r) {

@@ -68,7 +68,8 @@ struct cmesh__lane {
 	struct cmesh__link *link;
 	/*
 	 * On the link (link_lanes.c): its id, and for lanes that endpoints
-	 * created (dynamic) their lifetime, under the link's lanes lock.
+	 * created (dynamic) their lifetime (link_sweep.c), under the link's
+	 * lanes lock.
 	 */
 	uint32_t id;
 	bool is_out;	   /* we produce */

@@ -114,7 +114,7 @@ void cmesh__link_hook_del(struct cmesh__link *l, struct cmesh__link_hook *h);
 /* Link thread, once the link failed or only hooks hold it: the above. */
 void cmesh__link_hooks_run(struct cmesh__link *l);
 
-/* ---- lanes and attachments (link_lanes.c) ---- */
+/* ---- lanes, attachments (link_lanes.c, link_export.c, link_sweep.c) ---- */
 
 struct cmesh__port_out;
 struct cmesh__ports_in;

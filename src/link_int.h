@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * link_int.h - the link's state, shared by the files of the link module:
- * link.c (handshake, thread, socket, failure), link_lanes.c (the lanes on
- * the link: ids, table, LANE and END) and link_attach.c (ATTACH FIFOs).
+ * link.c (making, references, failure), link_hello.c (handshake),
+ * link_thread.c (the thread and its socket), link_lanes.c (the lanes on
+ * the link: ids, table, LANE and END), link_export.c (the lanes ports
+ * make), link_sweep.c (their lifetime, the thread's round over them) and
+ * link_attach.c (ATTACH FIFOs).
  */
 #ifndef CMESH_LINK_INT_H
 #define CMESH_LINK_INT_H
@@ -80,7 +83,7 @@ struct cmesh__link {
 	pthread_t thread;
 	/*
 	 * The lanes: their table and list, their FIFOs and lifetimes, the
-	 * pending control messages (link_lanes.c).
+	 * pending control messages (link_lanes.c, link_sweep.c).
 	 */
 	pthread_mutex_t att_lock;
 	struct cmesh__link_hook *hooks; /* link_hook.c, under att_lock */
@@ -175,7 +178,36 @@ void cmesh__ctx_link_failed(struct cmesh__link *l);
 /* Teardown: forgets every context we gave; frees the maps. */
 void cmesh__ctx_destroy(struct cmesh__link *l);
 
-/* ---- link_lanes.c, for link.c ---- */
+/* ---- link.c, for link_thread.c ---- */
+
+/*
+ * Frees the link and all it holds: its thread joined, or from that thread
+ * itself (an orphan's, detached).
+ */
+void cmesh__link_free_resources(struct cmesh__link *l);
+
+/* ---- link_hello.c, for link.c ---- */
+
+/*
+ * The HELLO exchange on a new link's socket: our arena and wake socket
+ * out, the peer's in and checked, the first lanes and the context maps
+ * set up. 0, -EBADMSG (the types differ), -EPROTO, -EINVAL, -ECONNRESET,
+ * -ETIMEDOUT, -ECANCELED (opts' deadline, cancel_fd), -errno.
+ */
+int cmesh__link_handshake(struct cmesh__link *l, const cmesh_type *out_type,
+			  const cmesh_type *in_type,
+			  const struct cmesh__link_opts *o);
+
+/* ---- link_thread.c, for link.c ---- */
+
+/*
+ * After the handshake: the socket non-blocking, the wake loop watching it,
+ * the kick eventfd and the peer's pidfd, and the link thread started.
+ * 0 or -errno (the caller destroys the link).
+ */
+int cmesh__link_start(struct cmesh__link *l);
+
+/* ---- link_lanes.c, for link.c, link_hello.c and link_thread.c ---- */
 
 /* Sets up the table with the two first lanes. 0 or -ENOMEM. */
 int cmesh__lanes_init(struct cmesh__link *l, uint64_t our_node,
@@ -191,6 +223,8 @@ void cmesh__lanes_destroy(struct cmesh__link *l);
 int cmesh__lanes_handle_ctl(struct cmesh__link *l, const void *buf, int len,
 			    const int *fds, uint32_t nfds);
 
+/* ---- link_sweep.c, for link.c and link_thread.c ---- */
+
 /*
  * Link thread, every round: sends pending control messages, flushes the
  * out lanes' backlogs (or drops them once the link failed), frees lanes
@@ -204,6 +238,8 @@ bool cmesh__lanes_spilling(struct cmesh__link *l);
 
 /* Wakes every in lane's receiver (failure). */
 void cmesh__lanes_wake_all(struct cmesh__link *l);
+
+/* ---- link_lanes.c, for the other files of the module ---- */
 
 /* The lane the peer names `id`, or NULL; att_lock held. */
 struct cmesh__lane *cmesh__lanes_lookup(struct cmesh__link *l, uint32_t id);
@@ -223,6 +259,35 @@ struct cmesh__lane *cmesh__lanes_lookup(struct cmesh__link *l, uint32_t id);
 /* The counts of kept lanes, as one leaves the link (att_lock held). */
 void cmesh__lanes_unpool(struct cmesh__link *l, struct cmesh__lane *ln);
 
+/* Bytes of the peer's halves one link may map (address space). */
+#define MAX_PEER_MAPPED (1ull << 40)
+
+/*
+ * Adds a new dynamic lane to the table and the list (link_export.c). 0,
+ * -ENOSPC (MAX_LANES), -EPROTO (its id in use), -ENOMEM.
+ */
+int cmesh__lanes_add(struct cmesh__link *l, struct cmesh__lane *ln);
+
+/*
+ * A LANE answering lane `id` (our half's `size`, `flags`, `token` or
+ * NULL), taking `fd` (or -1), as cmesh__lanes_ctl_send() sends.
+ */
+void cmesh__lanes_send_lane(struct cmesh__link *l, uint32_t id, uint32_t flags,
+			    uint64_t size, const uint64_t *token, int fd);
+
+/* An END for out lane `id`, done here (link_sweep.c). */
+void cmesh__lanes_send_end(struct cmesh__link *l, uint32_t id);
+
+/*
+ * Sends the control messages that waited, in order; att_lock held. 0, or
+ * the socket's error: the caller fails the link once it has unlocked
+ * (link_sweep.c's round).
+ */
+int cmesh__lanes_ctl_flush_locked(struct cmesh__link *l);
+
+/* Sends a SPACE now: 0, or -EAGAIN when the socket is full (the round). */
+int cmesh__lanes_space_send(struct cmesh__link *l);
+
 /*
  * link_pool.c: the lane a REUSE port names, taken for its next use
  * (cmesh__link_lane_import()'s, which see).
@@ -230,6 +295,8 @@ void cmesh__lanes_unpool(struct cmesh__link *l, struct cmesh__lane *ln);
 int cmesh__lanes_import_reuse(struct cmesh__link *l,
 			      const struct cmesh_ctl_port *d,
 			      const cmesh_type *type, struct cmesh__lane **out);
+
+/* ---- link_export.c, for link_claim.c ---- */
 
 /*
  * cmesh__link_lane_import() with `token` (or NULL) in its LANE answer: a

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * link_lanes.c - the lanes on a link: their ids and table, the lanes that
- * endpoints create and their lifetime, and the control messages that set
- * them up (LANE) and end them (END); ATTACHes are link_attach.c's. Wire
- * format: shm/proto.h.
+ * link_lanes.c - the lanes on a link: their ids and table, and the control
+ * messages that set them up (LANE) and end them (END), with those that
+ * wait for a full socket. The lanes that endpoints create are
+ * link_export.c's, their lifetime and the link thread's sweep
+ * link_sweep.c's, ATTACHes link_attach.c's. Wire format: shm/proto.h.
  *
  * Ids. Each side gives ids of its own parity (from the HELLOs' node ids),
  * so the two never collide; 0 and 1 are the HELLO's lanes. Every lane the
@@ -13,15 +14,6 @@
  * id is in use, fails the link with -EPROTO and touches no other lane:
  * a peer can name only lanes of its own link.
  *
- * Lifetime of a dynamic lane. Created by a port (cmesh__link_lane_export
- * for an endpoint we send, cmesh__link_lane_import for one we receive),
- * registered, owned by the link. Its queue releases it when done; the
- * link thread frees it once the peer can no longer name it: an out lane
- * once its backlog is delivered and END sent (or it was dropped, or the
- * link failed); an in lane once END arrived (or it was dropped, or the
- * link failed). Only the link thread (and the link's destruction) frees
- * lanes, so it uses them without the lock; others only add to the list.
- *
  * Every port descriptor we receive is answered exactly once: LANE with
  * our half when a receiver takes the endpoint, or DROPPED when its
  * ATTACH is dropped (the receiving lane's receiver is gone). Control
@@ -29,9 +21,7 @@
  */
 #include "link_int.h"
 
-#include "arena.h"
 #include "ctl.h"
-#include "log.h"
 
 #include "proto.h"
 #include "ring.h"
@@ -46,8 +36,6 @@
  * more): each maps two or three areas, and a process may map 65,530.
  */
 #define MAX_LANES 16384u
-/* Bytes of the peer's halves one link may map (address space). */
-#define MAX_PEER_MAPPED (1ull << 40)
 
 /* ---- the table (att_lock held) ---- */
 
@@ -59,6 +47,27 @@ struct cmesh__lane *cmesh__lanes_lookup(struct cmesh__link *l, uint32_t id)
 static int insert(struct cmesh__link *l, struct cmesh__lane *ln)
 {
 	return cmesh__idmap_put(&l->lanes, ln->id, ln);
+}
+
+/* Adds a new dynamic lane to the table and the list. */
+int cmesh__lanes_add(struct cmesh__link *l, struct cmesh__lane *ln)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&l->att_lock);
+	if (l->ndyn >= MAX_LANES)
+		r = -ENOSPC;
+	else if (cmesh__lanes_lookup(l, ln->id))
+		r = -EPROTO; /* an id the peer used twice */
+	else
+		r = insert(l, ln);
+	if (!r) {
+		ln->next = l->dyn;
+		l->dyn = ln;
+		l->ndyn++;
+	}
+	pthread_mutex_unlock(&l->att_lock);
+	return r;
 }
 
 int cmesh__lanes_init(struct cmesh__link *l, uint64_t our_node,
@@ -116,7 +125,7 @@ void cmesh__ctl_hdr_fill(struct cmesh_ctl_hdr *h, uint16_t type, uint32_t len)
  * said when it is gone: the caller fails the link once it has unlocked
  * (failing wakes every lane, which takes att_lock).
  */
-static int ctl_flush_locked(struct cmesh__link *l)
+int cmesh__lanes_ctl_flush_locked(struct cmesh__link *l)
 {
 	struct ctl_pending *p;
 	int err = 0;
@@ -168,7 +177,7 @@ void cmesh__lanes_ctl_send(struct cmesh__link *l, const void *buf, uint32_t len,
 		l->ctl_tailp = &l->ctl_head;
 	*l->ctl_tailp = p;
 	l->ctl_tailp = &p->next;
-	err = cmesh__link_failed(l) ? 0 : ctl_flush_locked(l);
+	err = cmesh__link_failed(l) ? 0 : cmesh__lanes_ctl_flush_locked(l);
 	pthread_mutex_unlock(&l->att_lock);
 	if (err) /* the socket is gone: nothing waits for it */
 		cmesh__link_fail(l, -ECONNRESET);
@@ -177,7 +186,7 @@ void cmesh__lanes_ctl_send(struct cmesh__link *l, const void *buf, uint32_t len,
 }
 
 /* Sends a SPACE now: 0, or -EAGAIN when the socket is full. */
-static int space_send(struct cmesh__link *l)
+int cmesh__lanes_space_send(struct cmesh__link *l)
 {
 	struct cmesh_ctl_hdr h;
 	int r;
@@ -194,7 +203,7 @@ static int space_send(struct cmesh__link *l)
 void cmesh__link_space(struct cmesh__link *l)
 {
 	/* The link thread sends it once the socket polls writable. */
-	if (space_send(l) == -EAGAIN &&
+	if (cmesh__lanes_space_send(l) == -EAGAIN &&
 	    !atomic_exchange_explicit(&l->space_owed, true,
 				      memory_order_relaxed))
 		cmesh__link_kick(l);
@@ -211,8 +220,8 @@ void cmesh__lanes_unpool(struct cmesh__link *l, struct cmesh__lane *ln)
 		l->npool_in--;
 }
 
-static void send_lane(struct cmesh__link *l, uint32_t id, uint32_t flags,
-		      uint64_t size, const uint64_t *token, int fd)
+void cmesh__lanes_send_lane(struct cmesh__link *l, uint32_t id, uint32_t flags,
+			    uint64_t size, const uint64_t *token, int fd)
 {
 	struct cmesh_ctl_lane m = { 0 };
 
@@ -227,7 +236,7 @@ static void send_lane(struct cmesh__link *l, uint32_t id, uint32_t flags,
 	cmesh__lanes_ctl_send(l, &m, sizeof(m), fd);
 }
 
-static void send_end(struct cmesh__link *l, uint32_t id)
+void cmesh__lanes_send_end(struct cmesh__link *l, uint32_t id)
 {
 	struct cmesh_ctl_end m = { 0 };
 
@@ -264,7 +273,8 @@ void cmesh__link_port_drop(struct cmesh__link *l,
 	}
 	/* A failed port has no lane: nobody waits for an answer. */
 	if (!cmesh__link_failed(l) && !(d->flags & CMESH_PORT_F_FAILED))
-		send_lane(l, d->id, CMESH_LANE_F_DROPPED, 0, NULL, -1);
+		cmesh__lanes_send_lane(l, d->id, CMESH_LANE_F_DROPPED, 0, NULL,
+				       -1);
 }
 
 /* ---- control messages we receive (link thread) ---- */
@@ -347,32 +357,6 @@ static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
 	return 0;
 }
 
-/*
- * A pooled out lane whose use ended here (released, every record of it in
- * the ring) goes idle and says so in its signal line; the consumer sees
- * it there when it next wants the lane (att_lock held). True if it did.
- */
-static bool idle_now(struct cmesh__link *l, struct cmesh__lane *ln)
-{
-	if (!ln->poolable || !ln->is_out || ln->idle || ln->inflight ||
-	    ln->pins || cmesh__link_failed(l) ||
-	    atomic_load_explicit(&ln->dropped, memory_order_relaxed) ||
-	    /* acquire: its senders' att_next_out, for tx_idle() */
-	    !atomic_load_explicit(&ln->released, memory_order_acquire) ||
-	    atomic_load_explicit(&ln->spilling, memory_order_acquire))
-		return false;
-	if (ln->drop_at_idle) {
-		/* Its REUSE was dropped: both sides let it go. */
-		ln->drop_at_idle = false;
-		cmesh__lanes_unpool(l, ln);
-		cmesh__lane_set_dropped(ln);
-		return false;
-	}
-	ln->idle = true;
-	cmesh__lane_tx_idle(ln);
-	return true;
-}
-
 static int on_end(struct cmesh__link *l, const unsigned char *buf, int len,
 		  uint32_t nfds)
 {
@@ -433,456 +417,4 @@ int cmesh__lanes_handle_ctl(struct cmesh__link *l, const void *buf, int len,
 	default:
 		return -EPROTO;
 	}
-}
-
-/* ---- dynamic lanes ---- */
-
-/* Adds a new dynamic lane to the table and the list. */
-static int add_lane(struct cmesh__link *l, struct cmesh__lane *ln)
-{
-	int r = 0;
-
-	pthread_mutex_lock(&l->att_lock);
-	if (l->ndyn >= MAX_LANES)
-		r = -ENOSPC;
-	else if (cmesh__lanes_lookup(l, ln->id))
-		r = -EPROTO; /* an id the peer used twice */
-	else
-		r = insert(l, ln);
-	if (!r) {
-		ln->next = l->dyn;
-		l->dyn = ln;
-		l->ndyn++;
-	}
-	pthread_mutex_unlock(&l->att_lock);
-	return r;
-}
-
-static uint64_t out_trail(const struct cmesh__link *l)
-{
-	return l->out.max_trail; /* ours, lowered to the peer's in HELLO */
-}
-
-int cmesh__link_lane_export(struct cmesh__link *l, bool is_out,
-			    const cmesh_type *type, uint32_t ring_cap,
-			    uint64_t max_backlog, int64_t spin_ns,
-			    struct cmesh__port_out *out)
-{
-	struct cmesh__lane *ln;
-	uint32_t id;
-	int r, fd;
-
-	pthread_mutex_lock(&l->att_lock);
-	id = l->next_id;
-	l->next_id += 2;
-	pthread_mutex_unlock(&l->att_lock);
-	if (id < 2)
-		return -ENOSPC; /* 2^31 lanes on one link */
-	r = cmesh__lane_new(l, id, is_out, type,
-			    is_out ? out_trail(l) : l->in.max_trail,
-			    max_backlog, spin_ns, &ln);
-	if (r)
-		return r;
-	r = cmesh__lane_own_half(ln, ring_cap, &fd);
-	/* Kept until its descriptor is sent (or not): see lane_done(). */
-	atomic_store_explicit(&ln->inflight, true, memory_order_relaxed);
-	if (!r) {
-		r = add_lane(l, ln);
-		if (r)
-			close(fd);
-	}
-	if (r) {
-		cmesh__lane_free(ln);
-		return r;
-	}
-	memset(out, 0, sizeof(*out));
-	out->desc.id = id;
-	/* What the peer's endpoint does: the opposite of us. */
-	out->desc.kind = is_out ? CMESH_PORT_READ : CMESH_PORT_WRITE;
-	out->link = l;
-	out->desc.ring_cap = ring_cap;
-	out->desc.arena_size = cmesh__arena_layout(ln->own_half)->size;
-	out->fd = fd;
-	out->lane = ln;
-	return 0;
-}
-
-int cmesh__link_lane_import(struct cmesh__link *l,
-			    const struct cmesh_ctl_port *d, int fd,
-			    const cmesh_type *type, uint64_t max_backlog,
-			    int64_t spin_ns, const uint64_t *token,
-			    struct cmesh__lane **out)
-{
-	return cmesh__lanes_import(l, d, fd, type, max_backlog, spin_ns, token,
-				   NULL, out);
-}
-
-int cmesh__lanes_import(struct cmesh__link *l, const struct cmesh_ctl_port *d,
-			int fd, const cmesh_type *type, uint64_t max_backlog,
-			int64_t spin_ns, const uint64_t *token, int *answer_fd,
-			struct cmesh__lane **out)
-{
-	bool is_out = d->kind == CMESH_PORT_WRITE;
-	struct cmesh__lane *ln = NULL;
-	int r, own_fd = -1;
-
-	if (d->flags & CMESH_PORT_F_REUSE)
-		return cmesh__lanes_import_reuse(l, d, type, out);
-
-	pthread_mutex_lock(&l->att_lock);
-	r = d->arena_size > MAX_PEER_MAPPED - l->peer_mapped ? -EPROTO : 0;
-	if (!r)
-		l->peer_mapped += d->arena_size;
-	pthread_mutex_unlock(&l->att_lock);
-	if (r) {
-		close(fd);
-		return r;
-	}
-	r = cmesh__lane_new(l, d->id, is_out, type,
-			    is_out ? out_trail(l) : l->in.max_trail,
-			    max_backlog, spin_ns, &ln);
-	if (!r)
-		r = cmesh__lane_own_half(ln, d->ring_cap, &own_fd);
-	if (!r) {
-		r = cmesh__lane_bind(ln, fd, d->arena_size, d->ring_cap);
-		fd = -1;
-		if (r && r != -ENOMEM)
-			r = -EPROTO;
-	}
-	if (!r) {
-		ln->answered = true;
-		/* Bound from the start: no backlog to wait behind. */
-		atomic_store_explicit(&ln->spilling, 0, memory_order_relaxed);
-		r = add_lane(l, ln);
-	}
-	if (!r && (d->flags & CMESH_PORT_F_POOLABLE) && is_out) {
-		/* Kept for the sender's reuse, up to our bound. */
-		pthread_mutex_lock(&l->att_lock);
-		if (l->npool_out < MAX_POOLED) {
-			l->npool_out++;
-			ln->poolable = true;
-			ln->use = 1;
-			ln->use_tail = cmesh__shmring_tail(&ln->prod);
-		}
-		pthread_mutex_unlock(&l->att_lock);
-	}
-	if (r) {
-		if (fd >= 0)
-			close(fd);
-		if (own_fd >= 0)
-			close(own_fd);
-		cmesh__lane_free(ln);
-		pthread_mutex_lock(&l->att_lock);
-		l->peer_mapped -= d->arena_size;
-		pthread_mutex_unlock(&l->att_lock);
-		/* Nobody takes it here: the peer hears so (a bad half or id
-		 * fails the link instead, in the caller). */
-		if (r != -EPROTO)
-			cmesh__link_port_drop(l, d, -1);
-		return r;
-	}
-	*out = ln;
-	if (answer_fd) {
-		*answer_fd = own_fd; /* cmesh__lanes_answer() sends it */
-		return 0;
-	}
-	send_lane(l, d->id, ln->poolable ? CMESH_LANE_F_POOLED : 0,
-		  cmesh__arena_layout(ln->own_half)->size, token, own_fd);
-	return 0;
-}
-
-void cmesh__lanes_answer(struct cmesh__link *l, struct cmesh__lane *ln,
-			 const uint64_t *token, int fd, bool take)
-{
-	if (take) {
-		send_lane(l, ln->id, 0, cmesh__arena_layout(ln->own_half)->size,
-			  token, fd);
-		return;
-	}
-	close(fd);
-	/* Nobody here uses it: the sweep frees it (answered: at import). */
-	cmesh__lane_set_dropped(ln);
-	atomic_store_explicit(&ln->released, true, memory_order_release);
-	send_lane(l, ln->id, CMESH_LANE_F_DROPPED, 0, NULL, -1);
-	cmesh__link_kick(l);
-}
-
-void cmesh__link_lane_sent(struct cmesh__lane *ln)
-{
-	/*
-	 * No lock: a locked instruction here would wait for the record's
-	 * stores to reach the lines the peer polls. Readers hold att_lock
-	 * (acquire: what we did with the lane before this).
-	 */
-	atomic_store_explicit(&ln->inflight, false, memory_order_release);
-}
-
-void cmesh__link_lane_unsent(struct cmesh__lane *ln)
-{
-	struct cmesh__link *l = ln->link;
-
-	cmesh__lane_set_dropped(ln);
-	if (!ln->is_out)
-		cmesh__lane_wake(ln);
-	pthread_mutex_lock(&l->att_lock);
-	/* The peer never saw it: it will not answer, nor name it. */
-	ln->answered = true;
-	/* the sweep may free it from here on */
-	atomic_store_explicit(&ln->inflight, false, memory_order_relaxed);
-	pthread_mutex_unlock(&l->att_lock);
-	cmesh__link_kick(l);
-}
-
-void cmesh__link_lane_release(struct cmesh__lane *ln)
-{
-	struct cmesh__link *l = ln->link;
-	bool kick;
-
-	if (!ln->poolable) {
-		/* The link may free `ln` from this store on. */
-		atomic_store_explicit(&ln->released, true,
-				      memory_order_release);
-		cmesh__link_kick(l);
-		return;
-	}
-	/*
-	 * A kept lane goes idle here and now, with no round of the link
-	 * thread and no message (a wake-up per rpc otherwise): an out lane
-	 * says so in its signal line, an in lane is seen idle when a reply
-	 * port wants it. With a backlog left, the link thread ends it.
-	 */
-	pthread_mutex_lock(&l->att_lock);
-	atomic_store_explicit(&ln->released, true, memory_order_release);
-	kick = ln->is_out && !idle_now(l, ln);
-	pthread_mutex_unlock(&l->att_lock);
-	if (kick)
-		cmesh__link_kick(l);
-}
-
-/* ---- the link thread's round ---- */
-
-/*
- * A released lane the peer will not name again, given what it told us:
- * freed by the sweep. An out lane first delivers its backlog and sends
- * END (done by the sweep before it asks this).
- */
-static bool lane_done(struct cmesh__link *l, struct cmesh__lane *ln)
-{
-	/* A message that still names it, or a flush (att_lock held). */
-	if (ln->inflight || ln->pins ||
-	    !atomic_load_explicit(&ln->released, memory_order_acquire))
-		return false;
-	if (cmesh__link_failed(l))
-		return true;
-	if (!ln->answered)
-		return false; /* its answer is on the way */
-	if (atomic_load_explicit(&ln->dropped, memory_order_acquire))
-		return true;
-	if (ln->poolable)
-		return false; /* kept for its next use */
-	return ln->is_out ? ln->end_sent : ln->end_seen;
-}
-
-bool cmesh__lanes_spilling(struct cmesh__link *l)
-{
-	bool any;
-
-	if (atomic_load_explicit(&l->out.spilling, memory_order_relaxed))
-		return true;
-	pthread_mutex_lock(&l->att_lock);
-	any = false;
-	for (struct cmesh__lane *ln = l->dyn; ln && !any; ln = ln->next)
-		any = ln->is_out && cmesh__lane_bound(ln) &&
-		      atomic_load_explicit(&ln->spilling, memory_order_relaxed);
-	pthread_mutex_unlock(&l->att_lock);
-	return any;
-}
-
-/*
- * A released in lane waiting for its END keeps only its id and FIFO: its
- * memory goes now (nobody reads its ring again), so a peer that never
- * ends its lanes holds a few bytes each, not mappings. att_lock held.
- */
-static void unmap_halves(struct cmesh__link *l, struct cmesh__lane *ln)
-{
-	if (ln->peer_half)
-		l->peer_mapped -= cmesh__arena_layout(ln->peer_half)->size;
-	cmesh__lane_bulk_free(ln); /* the peer's bulk arena, if it sent one */
-	/* Nothing may read through them now (cmesh__lane_wake checks). */
-	ln->own_wake = NULL;
-	ln->peer_signal = NULL;
-	cmesh__arena_free(ln->peer_half);
-	cmesh__arena_free(ln->own_half);
-	ln->peer_half = ln->own_half = NULL;
-}
-
-/*
- * One out lane's part of the round. True while its backlog waits for the
- * socket to poll writable (a SPACE or a binding wakes us otherwise).
- */
-static bool sweep_out(struct cmesh__link *l, struct cmesh__lane *ln)
-{
-	enum cmesh__spill_wait w;
-	bool released;
-
-	if (cmesh__link_failed(l) ||
-	    atomic_load_explicit(&ln->dropped, memory_order_acquire)) {
-		/* Nothing will take it: no backlog, no retry timer. */
-		cmesh__lane_drop_spill(ln);
-		return false;
-	}
-	if (ln->dynamic && !cmesh__lane_bound(ln))
-		return false; /* its backlog waits for the binding */
-	/*
-	 * Before the flush: its owner releases it (no lock) after its last
-	 * send, whose spill this acquire then shows the flush. Seen only
-	 * after a flush that found the backlog empty, a release could come
-	 * with records spilled in between: END would go ahead of them and
-	 * the lane be freed with them (the peer waits for good).
-	 */
-	released = atomic_load_explicit(&ln->released, memory_order_acquire);
-	w = cmesh__lane_flush_spill(ln);
-	if (w == CMESH__SPILL_DONE && ln->dynamic) {
-		/*
-		 * Everything it had is in the ring: it is done here (END),
-		 * or a kept one (whose release found a backlog) goes idle.
-		 * Under att_lock: a release may end it from another thread.
-		 */
-		bool end = false;
-
-		pthread_mutex_lock(&l->att_lock);
-		if (!idle_now(l, ln) && !ln->poolable && !ln->end_sent &&
-		    released)
-			end = ln->end_sent = true;
-		pthread_mutex_unlock(&l->att_lock);
-		if (end)
-			send_end(l, ln->id);
-	}
-	return w == CMESH__SPILL_SOCK;
-}
-
-bool cmesh__lanes_sweep(struct cmesh__link *l)
-{
-	struct cmesh__lane *ln, *done = NULL, **pp;
-	bool more;
-
-	/* Still full: owed again, and the round's POLLOUT watch retries. */
-	if (atomic_exchange_explicit(&l->space_owed, false,
-				     memory_order_relaxed) &&
-	    space_send(l) == -EAGAIN)
-		atomic_store_explicit(&l->space_owed, true,
-				      memory_order_relaxed);
-	cmesh__ctx_sweep(l); /* CANCELs of contexts cancelled here */
-
-	if (atomic_load_explicit(&l->ctl_pending, memory_order_relaxed)) {
-		int err = 0;
-
-		pthread_mutex_lock(&l->att_lock);
-		if (!cmesh__link_failed(l))
-			err = ctl_flush_locked(l);
-		pthread_mutex_unlock(&l->att_lock);
-		if (err)
-			cmesh__link_fail(l, -ECONNRESET);
-	}
-	more = sweep_out(l, &l->out);
-	pthread_mutex_lock(&l->att_lock);
-	ln = l->dyn;
-	pthread_mutex_unlock(&l->att_lock);
-	/* Others only push at the head: the rest of the list is ours. */
-	for (; ln; ln = ln->next)
-		if (ln->is_out && sweep_out(l, ln))
-			more = true;
-	pthread_mutex_lock(&l->att_lock);
-	for (pp = &l->dyn; (ln = *pp);) {
-		if (!lane_done(l, ln)) {
-			pp = &ln->next;
-			/* Answered: nothing will bind it any more (a
-			 * pooled one is bound for its next use). */
-			if (!ln->is_out && !ln->pins && ln->answered &&
-			    !ln->poolable &&
-			    atomic_load_explicit(&ln->released,
-						 memory_order_acquire))
-				unmap_halves(l, ln);
-			continue;
-		}
-		*pp = ln->next;
-		cmesh__idmap_del(&l->lanes, ln->id);
-		l->ndyn--;
-		if (ln->claiming)
-			l->nclaims--;
-		cmesh__lanes_unpool(l, ln);
-		if (ln->peer_half)
-			l->peer_mapped -=
-				cmesh__arena_layout(ln->peer_half)->size;
-		ln->next = done;
-		done = ln;
-	}
-	pthread_mutex_unlock(&l->att_lock);
-	while (done) {
-		ln = done->next;
-		pthread_mutex_lock(&l->att_lock);
-		for (struct cmesh__attach *a = done->att_head; a; a = a->next)
-			l->att_fds -= a->nfds;
-		pthread_mutex_unlock(&l->att_lock);
-		cmesh__lanes_free_fifo(done);
-		cmesh__lane_free(done);
-		done = ln;
-	}
-	return more ||
-	       atomic_load_explicit(&l->ctl_pending, memory_order_relaxed) ||
-	       atomic_load_explicit(&l->space_owed, memory_order_relaxed);
-}
-
-int cmesh__link_flush(struct cmesh__link *l, int64_t deadline)
-{
-	struct cmesh__lane **v = NULL;
-	uint32_t n = 0, cap = 0;
-	int r = cmesh__lane_flush(&l->out, deadline), r2 = 0;
-
-	/* The lanes with a backlog, pinned: the thread frees none of them. */
-	pthread_mutex_lock(&l->att_lock);
-	for (struct cmesh__lane *ln = l->dyn; ln; ln = ln->next) {
-		if (!ln->is_out ||
-		    !atomic_load_explicit(&ln->backlog, memory_order_relaxed))
-			continue;
-		if (n == cap) {
-			struct cmesh__lane **w;
-
-			cap = cap ? cap * 2 : 16;
-			w = realloc(v, cap * sizeof(*v));
-			if (!w) {
-				r2 = -ENOMEM;
-				break;
-			}
-			v = w;
-		}
-		ln->pins++;
-		v[n++] = ln;
-	}
-	pthread_mutex_unlock(&l->att_lock);
-	for (uint32_t i = 0; i < n; i++) {
-		int e = cmesh__lane_flush(v[i], deadline);
-
-		/* A receiver that is gone reads nothing more: done. */
-		if (e && e != -EPIPE && !r2)
-			r2 = e;
-	}
-	pthread_mutex_lock(&l->att_lock);
-	for (uint32_t i = 0; i < n; i++)
-		v[i]->pins--;
-	pthread_mutex_unlock(&l->att_lock);
-	free(v);
-	if (n)
-		cmesh__link_kick(l); /* lanes it kept may be done now */
-	return r ? r : r2;
-}
-
-void cmesh__lanes_wake_all(struct cmesh__link *l)
-{
-	cmesh__lane_wake(&l->in);
-	pthread_mutex_lock(&l->att_lock);
-	for (struct cmesh__lane *ln = l->dyn; ln; ln = ln->next)
-		if (!ln->is_out)
-			cmesh__lane_wake(ln);
-	pthread_mutex_unlock(&l->att_lock);
 }

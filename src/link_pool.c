@@ -4,7 +4,7 @@
  * and REUSE): marking a new one poolable, taking a kept one for a reply
  * port's next use (from the link's pool, or the one a kept rpc call holds),
  * and, on the producing side, taking a REUSE for the next use of a lane we
- * keep. Their lifetime and the LANE answers are link_lanes.c's.
+ * keep. Their lifetime is link_sweep.c's, the LANE answers link_lanes.c's.
  *
  * A use ends with a LAST record (the reply, taken or not: the consumer is
  * then sure the producer is idle) or with the producer's idle_use in its

@@ -3,7 +3,7 @@
  * queue_port.c - a queue whose endpoints moved to other processes.
  *
  * A sender sent to another process gives the receiver a lane (a port's in
- * lane, link_lanes.c): the receiver then takes from its own queue (the
+ * lane, link_export.c): the receiver then takes from its own queue (the
  * local tier, or the lane its queue was made with) and from every such
  * lane, the first source first, the lanes round-robin. FIFO holds per
  * sender; between senders there is no order, in one process or several.

@@ -10,7 +10,7 @@
  *
  * The hostile child is a fork of this test; it uses cmesh internals
  * (link.h, lane.h, arena.h, ctl.h, shm/) to do what the library never
- * would. Raw HELLOs mimic src/link.c's fill_hello().
+ * would. Raw HELLOs mimic src/link_hello.c's fill_hello().
  */
 #define _GNU_SOURCE
 #include <cmesh.h>
@@ -71,7 +71,7 @@ CMESH_TYPE_DEFINE(fd_type, struct fdmsg, CMESH_FIELD_FD(struct fdmsg, fd),
 		  CMESH_FIELD_FD(struct fdmsg, fd2));
 
 #define RING 4096u	   /* both sides' rings in these tests */
-#define ARENA (3u * 4096u) /* the arena src/link.c makes for RING */
+#define ARENA (3u * 4096u) /* the arena src/link_hello.c makes for RING */
 
 static void node_opts(cmesh_node_opts *o, int64_t timeout_ns)
 {
@@ -212,7 +212,7 @@ static int reopen(int fd, int flags)
 }
 
 /*
- * Child: sends the HELLO of `v` over `sock` (src/link.c's fill_hello()
+ * Child: sends the HELLO of `v` over `sock` (src/link_hello.c's fill_hello()
  * with one lie), then reads the parent's HELLO and waits until the parent
  * closes the socket.
  */

@@ -529,10 +529,10 @@ int cmesh__lane_sleep(struct cmesh__lane *ln, int64_t deadline);
 bool cmesh__lane_in_flight(struct cmesh__lane *ln);
 
 /*
- * In lane of a receiver that waits on several sources at once (queue.c
- * builds the futex_waitv): sets (on) or clears its FUTEX sleeping bit,
- * then a seq_cst fence; the caller then checks again and sleeps on the
- * peer's signal word and self_wakes.
+ * In lane of a receiver that waits on several sources at once
+ * (queue_port_wait.c builds the futex_waitv): sets (on) or clears its
+ * FUTEX sleeping bit, then a seq_cst fence; the caller then checks again
+ * and sleeps on the peer's signal word and self_wakes.
  */
 void cmesh__lane_mark_sleep(struct cmesh__lane *ln, bool on);
 

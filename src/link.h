@@ -163,7 +163,7 @@ void cmesh__link_drop_attachments(struct cmesh__lane *ln);
 void cmesh__link_lane_poolable(struct cmesh__port_out *out);
 /*
  * _rebind is _reuse for in lane `ln` that its queue kept (an rpc call kept
- * with its reply lane, queue_port.c): its last use ended with a LAST record
+ * with its reply lane, queue_reuse.c): its last use ended with a LAST record
  * taken; reopened, *out is its REUSE descriptor. 0, or -ENOENT (the lane
  * or its link failed, or the peer dropped it: the caller frees the queue).
  */

@@ -23,7 +23,7 @@ struct cmesh_waitset;
 struct cmesh__queue_opts {
 	uint64_t ring_bytes;  /* slots' bytes, power of two */
 	int64_t spin_ns;      /* receiver spin before sleeping, <= 0: none;
-				 CMESH_SPIN_ADAPTIVE: learnt (queue.c) */
+				 CMESH_SPIN_ADAPTIVE: learnt (queue_wait.c) */
 	uint64_t max_trail;   /* largest trailing bytes */
 	uint64_t max_backlog; /* overflow bytes before -ENOBUFS; 0: none */
 	uint32_t nsenders;    /* initial sender count */
@@ -156,7 +156,7 @@ bool cmesh__queue_local_oneshot(struct cmesh__queue *q);
 bool cmesh__queue_rearm(struct cmesh__queue *q);
 
 /*
- * Kept rpc calls across processes (queue_port.c). A oneshot's receiver
+ * Kept rpc calls across processes (queue_reuse.c). A oneshot's receiver
  * whose value came through a kept reply lane that ended that use (a LAST
  * record), with nothing else in the queue and no other user, keeps the
  * lane: _reply_link() says on which link (0), that its link failed or the

@@ -1,11 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * queue_int.h - the in-process queue's state, shared by the files of the
- * queue module: queue.c (the ring, the overflow list, send, receive,
- * sleep), queue_port.c (lanes added to a receiver whose senders moved to
- * other processes), queue_move.c (the move of a receiver: sealing the
- * ring and forwarding what it holds; its coming home; claims) and
- * queue_reuse.c (queues kept and re-armed).
+ * queue module: queue.c (the ring's layout, creation, send, the overflow
+ * list's push, the receiver's wake), queue_recv.c (receive: the ring and
+ * the overflow list read, readiness, peek), queue_wait.c (a receiver's
+ * wait: spin, sleep; waitset arming), queue_close.c (references, closes,
+ * the queue's end), queue_port.c (lanes added to a receiver whose senders
+ * moved to other processes, and read), queue_port_wait.c (a receiver with
+ * lanes spins and sleeps on them), queue_move.c (the move of a receiver:
+ * sealing the ring and forwarding what it holds; its coming home; claims)
+ * and queue_reuse.c (queues kept and re-armed; kept rpc reply lanes).
  */
 #ifndef CMESH_QUEUE_INT_H
 #define CMESH_QUEUE_INT_H
@@ -232,23 +236,87 @@ struct cmesh__queue {
 
 struct cmesh__ports_in;
 
-/* ---- queue.c, for queue_port.c and queue_reuse.c ---- */
-
-/* Frees a destroyed queue's memory: scratch, slot storage, itself. */
-void cmesh__queue_free_mem(struct cmesh__queue *q);
-
-/* ---- queue_reuse.c, for queue.c ---- */
+/* ---- inline, for the hot paths of several files (no call) ---- */
 
 /*
- * A queue this thread destroyed (its locks destroyed, its seqs zero) whose
- * slot storage is `bytes` with slots `stride` apart and whose scratch
- * holds `msg_size` bytes, taken from the thread's cache; NULL if none.
+ * The slot of position `pos`: a bijection of pos mod capacity (multiply
+ * by an odd constant, xorshift, twice; every step is invertible on
+ * log2(capacity)-bit values), so positions less than a lap apart never
+ * share a slot, and consecutive ones land far apart without a fixed
+ * stride.
  */
-struct cmesh__queue *cmesh__queue_cache_take(uint64_t bytes, uint32_t stride,
-					     uint32_t msg_size);
+static inline uint64_t slot_index(const struct cmesh__queue *q, uint64_t pos)
+{
+	uint64_t y = (pos * 0x9e3779b97f4a7c15ull) & q->mask;
 
-/* Keeps destroyed queue `q` in the thread's cache; false: cache full. */
-bool cmesh__queue_cache_put(struct cmesh__queue *q);
+	y ^= y >> q->scramble;
+	y = (y * 0xbf58476d1ce4e5b9ull) & q->mask;
+	return y ^ (y >> q->scramble);
+}
+
+static inline struct slot *slot_at(const struct cmesh__queue *q, uint64_t pos)
+{
+	return (struct slot *)(q->slots + slot_index(q, pos) * q->stride);
+}
+
+/* Where logical byte `off` of slot `s` is stored. */
+static inline unsigned char *slot_byte(struct slot *s, uint32_t off)
+{
+	return (unsigned char *)s + off / CACHE_LINE * PAIR + off % CACHE_LINE;
+}
+
+/* Logical offset of the inline trail (or heap pointer). */
+static inline uint32_t slot_extra(const struct cmesh__queue *q)
+{
+	return SLOT_HDR + q->msg_span;
+}
+
+/*
+ * Slot storage (slots.c) starts zero: a zero seq is "empty" at every lap (a
+ * position's seq is pos + 1 once published) and the tail word is zero for
+ * good, so nothing is written at creation and a ring costs memory only for
+ * the slots it uses.
+ */
+static inline uint64_t slots_bytes(const struct cmesh__queue *q)
+{
+	return (q->mask + 1) * q->stride;
+}
+
+/* Bytes an overflowed message holds: its node, and its heap trail. */
+static inline uint64_t node_cost(const struct cmesh__queue *q, uint32_t len,
+				 bool heap)
+{
+	return sizeof(struct ovf_node) + q->msg_span +
+	       (heap ? sizeof(void *) + len : len);
+}
+
+/* Consumer: the slot at `head` is published (`mo`: its seq's load). */
+static inline bool head_ready(const struct cmesh__queue *q, memory_order mo)
+{
+	return atomic_load_explicit(&q->head_slot->seq, mo) == q->head + 1;
+}
+
+/* The local tier waits behind a lane (come home: a receiver, a sender). */
+static inline bool local_gated(const struct cmesh__queue *q)
+{
+	return atomic_load_explicit(&q->gate_serial, memory_order_acquire);
+}
+
+/* -EPIPE, or -ECONNRESET if the side whose ST_*_FAILED is `bit` failed. */
+static inline int cmesh__queue_closed_err(const struct cmesh__queue *q,
+					  uint32_t bit)
+{
+	return atomic_load_explicit(&q->state, memory_order_acquire) & bit ?
+		       -ECONNRESET :
+		       -EPIPE;
+}
+
+/* ---- queue.c, for the other files of the queue ---- */
+
+/* Sets `set` in the state word and wakes the receiver or its waitset. */
+void cmesh__queue_wake(struct cmesh__queue *q, uint32_t set);
+
+/* ---- queue_recv.c, for the other files of the queue ---- */
 
 /* Local tier: the next message (ring, then overflow), or -EAGAIN. */
 int cmesh__queue_pop(struct cmesh__queue *q, void *out_msg, void *out_trail,
@@ -264,6 +332,38 @@ const _Atomic uint64_t *cmesh__queue_head_word(const struct cmesh__queue *q,
 /* Local tier: a receive of it would not return -EAGAIN. */
 bool cmesh__queue_local_ready(struct cmesh__queue *q);
 
+/* Peek of one source: the local tier, or rx_lane if set. */
+int cmesh__queue_peek_primary(struct cmesh__queue *q);
+
+/* Receives of one source: the local tier, or rx_lane if set. */
+int cmesh__queue_try_primary(struct cmesh__queue *q, void *out_msg,
+			     void *out_trail, size_t cap,
+			     struct cmesh__ports_in *pin);
+
+/*
+ * One receive, no wait, of every source (queue_wait.c's, each time it
+ * looks): the local tier or rx_lane, else the lanes (queue_port.c).
+ */
+int cmesh__queue_try_recv(struct cmesh__queue *q, void *out_msg,
+			  void *out_trail, size_t cap,
+			  struct cmesh__ports_in *pin);
+
+/*
+ * Drops every queued message, releasing its resources (receiver gone):
+ * the consumer's role, under `drain_lock` (queue.c, queue_close.c).
+ */
+void cmesh__queue_drain(struct cmesh__queue *q);
+
+/* ---- queue_wait.c, for queue_recv.c and queue_port_wait.c ---- */
+
+/*
+ * Every receive the fast path (cmesh__queue_recv()) does not finish:
+ * looks, spins, sleeps, until a message, the deadline or a cancel.
+ */
+int cmesh__queue_recv_slow(struct cmesh__queue *q, int64_t deadline,
+			   void *out_msg, void *out_trail, size_t cap,
+			   struct cmesh__ports_in *pin);
+
 /*
  * After a sleeper's seq_cst RMW on `state` (queue.c, top): is the next
  * slot claimed but not yet published? Its producer owes no wake then.
@@ -277,28 +377,26 @@ bool cmesh__queue_in_flight(struct cmesh__queue *q);
  */
 int64_t cmesh__queue_sleep_cap(struct cmesh__queue *q, int64_t deadline);
 
-/* -EPIPE, or -ECONNRESET if the side whose ST_*_FAILED is `bit` failed. */
-static inline int cmesh__queue_closed_err(const struct cmesh__queue *q,
-					  uint32_t bit)
-{
-	return atomic_load_explicit(&q->state, memory_order_acquire) & bit ?
-		       -ECONNRESET :
-		       -EPIPE;
-}
-
-/* Sets `set` in the state word and wakes the receiver or its waitset. */
-void cmesh__queue_wake(struct cmesh__queue *q, uint32_t set);
+/* ---- queue_close.c, for the other files of the queue ---- */
 
 /* Drops a reference (sending or receiving side); the last frees. */
 void cmesh__queue_put(struct cmesh__queue *q);
 
-/* Peek of one source: the local tier, or rx_lane if set. */
-int cmesh__queue_peek_primary(struct cmesh__queue *q);
+/* Frees a destroyed queue's memory: scratch, slot storage, itself. */
+void cmesh__queue_free_mem(struct cmesh__queue *q);
 
-/* Receives of one source: the local tier, or rx_lane if set. */
-int cmesh__queue_try_primary(struct cmesh__queue *q, void *out_msg,
-			     void *out_trail, size_t cap,
-			     struct cmesh__ports_in *pin);
+/* ---- queue_reuse.c, for queue.c and queue_close.c ---- */
+
+/*
+ * A queue this thread destroyed (its locks destroyed, its seqs zero) whose
+ * slot storage is `bytes` with slots `stride` apart and whose scratch
+ * holds `msg_size` bytes, taken from the thread's cache; NULL if none.
+ */
+struct cmesh__queue *cmesh__queue_cache_take(uint64_t bytes, uint32_t stride,
+					     uint32_t msg_size);
+
+/* Keeps destroyed queue `q` in the thread's cache; false: cache full. */
+bool cmesh__queue_cache_put(struct cmesh__queue *q);
 
 /* ---- queue_port.c, for queue_move.c ---- */
 
@@ -315,28 +413,20 @@ bool cmesh__queue_sender_tryget(struct cmesh__queue *q);
  */
 void cmesh__queue_lane_gone(struct cmesh__queue *q, struct cmesh__lane *ln);
 
-/* ---- queue_port.c, for queue.c ---- */
+/* ---- queue_port.c, for queue_recv.c, queue_close.c, queue_port_wait.c ---- */
 
-/* Receivers with lanes (XL_ANY): the whole receive, readiness, sleep. */
+/* Receivers with lanes (XL_ANY): the whole receive, readiness, peek. */
 int cmesh__queue_xl_try_recv(struct cmesh__queue *q, void *out_msg,
 			     void *out_trail, size_t cap,
 			     struct cmesh__ports_in *pin);
 bool cmesh__queue_xl_ready(struct cmesh__queue *q);
-
-/*
- * Spinning: polls every source's word `rounds` times, then asks each one
- * once (cmesh__queue_xl_ready()). True when something may be ready.
- */
-bool cmesh__queue_xl_spin(struct cmesh__queue *q, int rounds);
 int cmesh__queue_xl_peek(struct cmesh__queue *q);
-int cmesh__queue_xl_sleep(struct cmesh__queue *q, int64_t deadline);
 
 /*
- * Waitsets: arms (or disarms) every lane of the receiver, for its fds or
- * (`futex`) its futex words; arming returns whether one has a claim in
- * flight (cmesh__lane_in_flight()).
+ * Consumer: takes the lanes added since it last looked (XL_NEW) into its
+ * own array; 0 or -ENOMEM (they stay added: the next look tries again).
  */
-bool cmesh__queue_xl_arm(struct cmesh__queue *q, bool on, bool futex);
+int cmesh__queue_xl_merge(struct cmesh__queue *q);
 
 /* The receiver closes: every lane closed and released. */
 void cmesh__queue_xl_close(struct cmesh__queue *q);
@@ -352,5 +442,21 @@ void cmesh__queue_rx_unref(struct cmesh__queue *q);
  * its senders elsewhere are claimed (the hints go).
  */
 void cmesh__queue_claim_hints(struct cmesh__queue *q, struct cmesh__lane *ln);
+
+/* ---- queue_port_wait.c, for queue_wait.c ---- */
+
+/*
+ * Spinning: polls every source's word `rounds` times, then asks each one
+ * once (cmesh__queue_xl_ready()). True when something may be ready.
+ */
+bool cmesh__queue_xl_spin(struct cmesh__queue *q, int rounds);
+int cmesh__queue_xl_sleep(struct cmesh__queue *q, int64_t deadline);
+
+/*
+ * Waitsets: arms (or disarms) every lane of the receiver, for its fds or
+ * (`futex`) its futex words; arming returns whether one has a claim in
+ * flight (cmesh__lane_in_flight()).
+ */
+bool cmesh__queue_xl_arm(struct cmesh__queue *q, bool on, bool futex);
 
 #endif

@@ -104,7 +104,7 @@ int cmesh__queue_move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
 	/* Before any sender sees the lane (the store below publishes it). */
 	if (home && ln->dynamic)
 		ln->sealable = true;
-	/* seq_cst: Dekker with the last sender's put (queue.c). */
+	/* seq_cst: Dekker with the last sender's put (queue_close.c). */
 	atomic_store_explicit(&q->tx_lane, ln, memory_order_seq_cst);
 	if (!atomic_load_explicit(&q->nsenders, memory_order_seq_cst) &&
 	    !q->closed_out)
@@ -340,7 +340,8 @@ int cmesh__queue_come_home(struct cmesh__queue *q, struct cmesh__lane *home,
 	 * Sends go to the local tier from now on: its ring is still sealed
 	 * (since the receiver left), so they queue, in order, in the
 	 * overflow list until fwd ends (drop_lane()). seq_cst: Dekker with
-	 * the last sender's put (queue.c), which looks again under `lock`.
+	 * the last sender's put (queue_close.c), which looks again under
+	 * `lock`.
 	 */
 	atomic_store_explicit(&q->tx_lane, NULL, memory_order_seq_cst);
 	pthread_mutex_unlock(&q->lock);
@@ -383,8 +384,8 @@ int cmesh__queue_redirect(struct cmesh__queue *q, struct cmesh__lane *from,
 	 */
 	atomic_fetch_or_explicit(&q->tail, TAIL_SEAL, memory_order_acq_rel);
 	/*
-	 * seq_cst: Dekker with the last sender's put (queue.c), which looks
-	 * again under `lock` and ends whichever lane it then finds.
+	 * seq_cst: Dekker with the last sender's put (queue_close.c), which
+	 * looks again under `lock` and ends whichever lane it then finds.
 	 */
 	atomic_store_explicit(&q->tx_lane, to, memory_order_seq_cst);
 	pthread_mutex_unlock(&q->lock);
@@ -447,8 +448,9 @@ int cmesh__queue_gate_local(struct cmesh__queue *q, uint64_t serial,
 		atomic_store_explicit(&q->gate_serial, serial,
 				      memory_order_release);
 		/*
-		 * The consumer looks (merge()): the lane may have ended. A
-		 * queue made with its lane takes the lanes' path from now on.
+		 * The consumer looks (cmesh__queue_xl_merge()): the lane may
+		 * have ended. A queue made with its lane takes the lanes' path
+		 * from now on.
 		 */
 		atomic_fetch_or_explicit(&q->xl_flags, XL_ANY | XL_NEW,
 					 memory_order_release);
@@ -652,7 +654,7 @@ static void sender_ref_first(struct cmesh__queue *q)
 	/*
 	 * The first sender reference of a queue made with its lane (which
 	 * holds none) brings the sending side's queue reference, which the
-	 * last one's put drops (queue.c).
+	 * last one's put drops (queue_close.c).
 	 */
 	if (!atomic_fetch_add_explicit(&q->nsenders, 1, memory_order_seq_cst))
 		atomic_fetch_add_explicit(&q->refs, 1, memory_order_relaxed);

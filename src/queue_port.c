@@ -20,16 +20,15 @@
  * message in order onto the lane (which spills them until the peer's half
  * arrives), then, under `lock` and with the overflow list empty,
  * publishes tx_lane: later sends go to the lane, after everything the
- * queue held. Per-sender FIFO holds across the move. This file reads the
+ * queue held. Per-sender FIFO holds across the move. This file adds the
  * lanes a queue gains (a claimed lane, or one behind a sender's old one,
- * waits its turn) and keeps rpc calls' reply lanes.
+ * waits its turn), reads them and closes them; a receiver with lanes
+ * spins and sleeps on them in queue_port_wait.c, and rpc calls' reply
+ * lanes are kept in queue_reuse.c (both moved out of here).
  *
  * Memory ordering. Lanes are added under `lock` to `xl_add` and XL_NEW is
  * set with release; the consumer's acquire load sees them, takes them
- * under `lock`. The sleeping receiver waits in one futex_waitv on its
- * state word (local sends and added lanes wake it there, as in queue.c)
- * and each lane's producer signal word and self_wakes (lane_wake.c's
- * Dekker, per lane: sleeping bit, seq_cst fence, check).
+ * under `lock` (cmesh__queue_xl_merge()). The sleep: queue_port_wait.c.
  */
 #include "queue.h"
 #include "queue_int.h"
@@ -38,9 +37,7 @@
 #include "lane.h"
 #include "link.h"
 #include "log.h"
-#include "park.h"
 
-#include <cmesh/common.h>
 #include <cmesh/error.h>
 
 #include <errno.h>
@@ -96,7 +93,10 @@ int cmesh__queue_admit(struct cmesh__queue *q, uint64_t after, uint32_t mark,
 {
 	int r = 0;
 
-	/* Before the consumer can see it (merge() takes it under `lock`). */
+	/*
+	 * Before the consumer can see it (cmesh__queue_xl_merge() takes it
+	 * under `lock`).
+	 */
 	ln->after = after;
 	ln->after_mark = after ? mark : 0;
 	pthread_mutex_lock(&q->lock);
@@ -172,8 +172,6 @@ static void open_after(struct cmesh__queue *q, uint64_t s)
 			q->xl[i]->after = 0;
 }
 
-static int merge(struct cmesh__queue *q);
-static bool local_gated(const struct cmesh__queue *q);
 static void open_local(struct cmesh__queue *q);
 
 /*
@@ -187,7 +185,7 @@ static void open_local(struct cmesh__queue *q);
  */
 static bool open_mark(struct cmesh__queue *q, struct cmesh__lane *ln)
 {
-	if (merge(q)) /* its claim's lane may still be in xl_add */
+	if (cmesh__queue_xl_merge(q)) /* its claim's lane may be in xl_add */
 		return false;
 	for (uint32_t i = 0; i < q->xl_n; i++)
 		if (q->xl[i]->after == ln->serial &&
@@ -235,12 +233,6 @@ static bool take_marks(struct cmesh__queue *q)
 	return left;
 }
 
-/* The local tier waits behind a lane (come home: a receiver, a sender). */
-static bool local_gated(const struct cmesh__queue *q)
-{
-	return atomic_load_explicit(&q->gate_serial, memory_order_acquire);
-}
-
 /*
  * Consumer: a queue made with its lane (rx_lane), that lane ended, and a
  * sender of it came here (cmesh__queue_gate_local()): the local tier is
@@ -284,7 +276,7 @@ static void open_local(struct cmesh__queue *q)
 }
 
 /* Consumer: takes the lanes added since it last looked. */
-static int merge(struct cmesh__queue *q)
+int cmesh__queue_xl_merge(struct cmesh__queue *q)
 {
 	uint64_t gate;
 	int r = 0;
@@ -385,7 +377,7 @@ static int walk(struct cmesh__queue *q, bool peek, void *out_msg,
 	if (unlikely(atomic_load_explicit(&q->claim_retry_at,
 					  memory_order_relaxed)))
 		cmesh__queue_claim_again_rx(q);
-	r = merge(q);
+	r = cmesh__queue_xl_merge(q);
 	if (r)
 		return r;
 again:
@@ -514,204 +506,9 @@ again:
 	goto again;
 }
 
-/* Words a spinning receiver polls: its first source and every lane. */
-#define SPIN_WORDS 16
-
-bool cmesh__queue_xl_spin(struct cmesh__queue *q, int rounds)
-{
-	const _Atomic uint64_t *w[SPIN_WORDS];
-	uint64_t want[SPIN_WORDS];
-	uint32_t n = 0;
-	/* The local queue's word, if polled, is w[0]: an exact match. */
-	bool local;
-
-	if (merge(q))
-		return true;
-	local = !q->primary_done && !q->rx_lane && !local_gated(q);
-	if (!q->primary_done && (!local_gated(q) || q->rx_lane)) {
-		w[n] = q->rx_lane ?
-			       cmesh__lane_spin_word(q->rx_lane, &want[n]) :
-			       cmesh__queue_head_word(q, &want[n]);
-		n += w[n] != NULL;
-	}
-	for (uint32_t i = 0; i < q->xl_n && n < SPIN_WORDS; i++) {
-		if (q->xl[i]->after)
-			continue;
-		w[n] = cmesh__lane_spin_word(q->xl[i], &want[n]);
-		n += w[n] != NULL;
-	}
-	for (int k = 0; k < rounds; k++) {
-		/* Hints only: the receive validates what it finds. */
-		for (uint32_t i = 0; i < n; i++) {
-			uint64_t v = atomic_load_explicit(w[i],
-							  memory_order_relaxed);
-
-			if (i == 0 && local ?
-				    v == want[i] :
-				    cmesh__lane_spin_match(v, want[i]))
-				return true;
-		}
-		cmesh__park_pause();
-	}
-	/* Once per round: overflow, closes, failures, attachments. */
-	return cmesh__queue_xl_ready(q);
-}
-
 int cmesh__queue_xl_peek(struct cmesh__queue *q)
 {
 	return walk(q, true, NULL, NULL, 0, NULL);
-}
-
-/*
- * A lane a sleep or a waitset neither waits on nor arms: one read after
- * another's end. One that waits for a MARK is armed: a look that takes
- * the MARK (cmesh__lane_ready()) opens it after the arming.
- */
-static bool behind(const struct cmesh__lane *ln)
-{
-	return ln->after && !ln->after_mark;
-}
-
-/* The words a sleeping receiver with lanes waits on, at most `max`. */
-/* Every lane's words (lane_wake.c): their count, UINT32_MAX past max. */
-static uint32_t lanes_words(struct cmesh__queue *q, struct cmesh__park_word *w,
-			    uint32_t max)
-{
-	uint32_t n = 0;
-
-	for (uint32_t i = 0; i <= q->xl_n; i++) {
-		struct cmesh__lane *ln = i < q->xl_n ? q->xl[i] : q->rx_lane;
-
-		if (!ln || (i == q->xl_n && q->primary_done) || behind(ln))
-			continue;
-		if (n + 2 > max)
-			return UINT32_MAX;
-		/* Before `sleeping`: a wake after these loads changes one. */
-		n += cmesh__lane_wait_words(ln, w + n);
-	}
-	return n;
-}
-
-/* The words a sleeping receiver with lanes waits on (0: too many). */
-static uint32_t wait_words(struct cmesh__queue *q, struct cmesh__park_word *w,
-			   uint32_t max)
-{
-	uint32_t n;
-
-	/* Local sends, added lanes: queue.c's wake() on `state`. */
-	w[0] = (struct cmesh__park_word){
-		&q->state,
-		atomic_load_explicit(&q->state, memory_order_acquire) |
-			ST_RX_SLEEP,
-		false
-	};
-	n = lanes_words(q, w + 1, max - 1);
-	return n == UINT32_MAX ? 0 : n + 1; /* too many: the caller naps */
-}
-
-uint32_t cmesh__queue_ws_words(struct cmesh__queue *q,
-			       struct cmesh__park_word *w, uint32_t max)
-{
-	if (atomic_load_explicit(&q->xl_flags, memory_order_acquire))
-		merge(q);
-	return lanes_words(q, w, max);
-}
-
-/* Marks (or unmarks) every lane asleep; marking: any claim in flight? */
-static bool mark_lanes(struct cmesh__queue *q, bool on)
-{
-	bool in_flight = false;
-
-	for (uint32_t i = 0; i < q->xl_n; i++) {
-		if (behind(q->xl[i]))
-			continue;
-		cmesh__lane_mark_sleep(q->xl[i], on);
-		in_flight |= on && cmesh__lane_in_flight(q->xl[i]);
-	}
-	if (q->rx_lane && !q->primary_done) {
-		cmesh__lane_mark_sleep(q->rx_lane, on);
-		in_flight |= on && cmesh__lane_in_flight(q->rx_lane);
-	}
-	return in_flight;
-}
-
-/* Where futex_waitv cannot take them all: look again every NAP_NS. */
-#define NAP_NS 1000000
-
-int cmesh__queue_xl_sleep(struct cmesh__queue *q, int64_t deadline)
-{
-	struct cmesh__park_word w[CMESH__PARK_WAITN_MAX];
-	int64_t until;
-	bool lanes;
-	uint32_t n;
-	int r = 0;
-
-	if (merge(q))
-		return 0;
-	atomic_fetch_or_explicit(&q->state, ST_RX_SLEEP, memory_order_seq_cst);
-	n = cmesh__lane_polling() ? 0 :
-				    wait_words(q, w, CMESH__PARK_WAITN_MAX - 1);
-	lanes = mark_lanes(q, true);
-	/* Dekker with local producers and each lane's (lane_wake.c): each
-	 * bit set above, a seq_cst fence, then the looks. */
-	until = cmesh__park_in_flight_cap(cmesh__queue_in_flight(q) || lanes,
-					  &q->in_flight_looks, deadline);
-	if (until && !cmesh__queue_xl_ready(q)) {
-		if (n)
-			r = cmesh__park_waitn(w, n, until);
-		if (!n || r == -ENOSYS || r == -EFAULT) {
-			int64_t nap = cmesh_clock_now() + NAP_NS;
-
-			r = cmesh__park_wait(
-				&q->state,
-				atomic_load_explicit(&q->state,
-						     memory_order_acquire),
-				nap < until ? nap : until);
-			if (r == -ETIMEDOUT && nap < until)
-				r = 0;
-		}
-	}
-	mark_lanes(q, false);
-	atomic_fetch_and_explicit(&q->state, ~ST_RX_SLEEP,
-				  memory_order_relaxed);
-	/* A nap's end is not the caller's deadline. */
-	return r == -ETIMEDOUT && until < deadline ? 0 : r;
-}
-
-bool cmesh__queue_xl_arm(struct cmesh__queue *q, bool on, bool futex)
-{
-	bool in_flight = false;
-
-	if (!atomic_load_explicit(&q->xl_flags, memory_order_acquire))
-		return false;
-	merge(q);
-	for (uint32_t i = 0; i < q->xl_n; i++) /* dynamic: no fds */
-		if (!behind(q->xl[i]))
-			in_flight |=
-				futex ? cmesh__lane_arm_futex(q->xl[i], on) :
-					cmesh__lane_arm(q->xl[i], on, true);
-	return in_flight;
-}
-
-uint32_t cmesh__queue_lanes(struct cmesh__queue *q, struct cmesh__lane **out,
-			    uint32_t max)
-{
-	uint32_t n = 0;
-
-	if (q->rx_lane && q->rx_lane->dynamic && n < max)
-		out[n++] = q->rx_lane;
-	/* Its waitset's wake socket is set up before it is read. */
-	if (q->next && n < max)
-		out[n++] = q->next;
-	if (atomic_load_explicit(&q->xl_flags, memory_order_acquire)) {
-		merge(q);
-		for (uint32_t i = 0; i < q->xl_n; i++) {
-			if (n == max)
-				return UINT32_MAX;
-			out[n++] = q->xl[i];
-		}
-	}
-	return n;
 }
 
 /* A lane of a receiver that closes: its producer sees how. */
@@ -726,9 +523,12 @@ static void close_rx(struct cmesh__queue *q, struct cmesh__lane *ln)
 void cmesh__queue_xl_close(struct cmesh__queue *q)
 {
 	/* ST_RX_CLOSED is set: xl_add grows no more (see add_rx_lane). */
-	merge(q);
+	cmesh__queue_xl_merge(q);
 	pthread_mutex_lock(&q->lock);
-	/* What merge() could not take (no memory): closed the same way. */
+	/*
+	 * What cmesh__queue_xl_merge() could not take (no memory): closed
+	 * the same way.
+	 */
 	while (q->xl_nadd) {
 		struct cmesh__lane *ln = q->xl_add[--q->xl_nadd];
 		struct cmesh__link *l = ln->link;
@@ -754,77 +554,4 @@ void cmesh__queue_xl_close(struct cmesh__queue *q)
 	free(q->xl_add);
 	q->xl = q->xl_add = NULL;
 	q->xl_cap = q->xl_capadd = 0;
-}
-
-/* ---- kept rpc calls (queue.h) ---- */
-
-struct cmesh__link *cmesh__queue_tx_link(struct cmesh__queue *q)
-{
-	struct cmesh__lane *ln = cmesh__queue_tx_lane(q);
-
-	return ln ? ln->link : NULL;
-}
-
-/* A receiver's lane that a kept call may keep, or NULL (consumer). */
-static struct cmesh__lane *reply_lane(struct cmesh__queue *q)
-{
-	struct cmesh__lane *ln;
-
-	if (q->mask != 1 || q->rx_lane || q->ws || q->xl_n != 1 || q->xl_err ||
-	    atomic_load_explicit(&q->tx_lane, memory_order_relaxed) ||
-	    (atomic_load_explicit(&q->xl_flags, memory_order_relaxed) & XL_NEW))
-		return NULL;
-	ln = q->xl[0];
-	return ln->peer_idle ? ln : NULL;
-}
-
-int cmesh__queue_reply_link(struct cmesh__queue *q, struct cmesh__link **out)
-{
-	struct cmesh__lane *ln = reply_lane(q);
-
-	if (!ln)
-		return -ENOENT;
-	if (cmesh__link_failed(ln->link) ||
-	    atomic_load_explicit(&ln->dropped, memory_order_relaxed))
-		return -ECONNRESET;
-	*out = ln->link;
-	return 0;
-}
-
-bool cmesh__queue_rearm_lane(struct cmesh__queue *q)
-{
-	struct cmesh__lane *ln = reply_lane(q);
-
-	/*
-	 * Its lane holds the only sender reference; the receiver's holder
-	 * and that lane are the only users (refs: both sides). Nothing came
-	 * through the local tier: a oneshot whose sender went away at once.
-	 */
-	if (!ln || atomic_load_explicit(&q->refs, memory_order_acquire) != 2 ||
-	    atomic_load_explicit(&q->nsenders, memory_order_relaxed) != 1 ||
-	    (atomic_load_explicit(&q->state, memory_order_relaxed) &
-	     ~ST_SLEEPERS) ||
-	    atomic_load_explicit(&q->ovf_mode, memory_order_relaxed) ||
-	    q->ovf_head || q->ovf_batch || q->closed_out ||
-	    atomic_load_explicit(&q->tail, memory_order_relaxed) != q->head)
-		return false;
-	atomic_store_explicit(&q->state, 0, memory_order_relaxed);
-	atomic_store_explicit(&q->nsenders, 2, memory_order_relaxed);
-	q->senders_done = false;
-	q->in_flight_looks = 0;
-	q->xl_next = 0;
-	atomic_store_explicit(&q->st_waits, 0, memory_order_relaxed);
-	atomic_store_explicit(&q->st_caught, 0, memory_order_relaxed);
-	atomic_store_explicit(&q->st_sleeps, 0, memory_order_relaxed);
-	atomic_store_explicit(&q->spin_win, q->spin_ns, memory_order_relaxed);
-	q->rebind = ln;
-	return true;
-}
-
-struct cmesh__lane *cmesh__queue_rebind(struct cmesh__queue *q)
-{
-	struct cmesh__lane *ln = q->rebind;
-
-	q->rebind = NULL;
-	return ln;
 }

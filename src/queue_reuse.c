@@ -31,14 +31,21 @@
  * queue holds neither its lane nor its link (both went as for any
  * destroyed queue); the serial, never reused, says whether the lane a
  * REUSE names is the one it wrote.
+ *
+ * Kept reply lanes (moved here from queue_port.c). A oneshot's receiver
+ * whose value came through a kept rpc call's reply lane, and that holds
+ * nothing else, is re-armed for that lane (cmesh__queue_rearm_lane()):
+ * the export of its next sender names the lane again.
  */
 #include "hint.h"
 #include "lane.h"
+#include "link.h"
 #include "queue.h"
 #include "queue_int.h"
 #include "tls.h"
 #include "type.h"
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -277,4 +284,77 @@ bool cmesh__queue_rearm(struct cmesh__queue *q)
 void cmesh__queue_prefetch_state(struct cmesh__queue *q)
 {
 	cmesh__prefetchw(&q->state);
+}
+
+/* ---- kept rpc calls (queue.h) ---- */
+
+struct cmesh__link *cmesh__queue_tx_link(struct cmesh__queue *q)
+{
+	struct cmesh__lane *ln = cmesh__queue_tx_lane(q);
+
+	return ln ? ln->link : NULL;
+}
+
+/* A receiver's lane that a kept call may keep, or NULL (consumer). */
+static struct cmesh__lane *reply_lane(struct cmesh__queue *q)
+{
+	struct cmesh__lane *ln;
+
+	if (q->mask != 1 || q->rx_lane || q->ws || q->xl_n != 1 || q->xl_err ||
+	    atomic_load_explicit(&q->tx_lane, memory_order_relaxed) ||
+	    (atomic_load_explicit(&q->xl_flags, memory_order_relaxed) & XL_NEW))
+		return NULL;
+	ln = q->xl[0];
+	return ln->peer_idle ? ln : NULL;
+}
+
+int cmesh__queue_reply_link(struct cmesh__queue *q, struct cmesh__link **out)
+{
+	struct cmesh__lane *ln = reply_lane(q);
+
+	if (!ln)
+		return -ENOENT;
+	if (cmesh__link_failed(ln->link) ||
+	    atomic_load_explicit(&ln->dropped, memory_order_relaxed))
+		return -ECONNRESET;
+	*out = ln->link;
+	return 0;
+}
+
+bool cmesh__queue_rearm_lane(struct cmesh__queue *q)
+{
+	struct cmesh__lane *ln = reply_lane(q);
+
+	/*
+	 * Its lane holds the only sender reference; the receiver's holder
+	 * and that lane are the only users (refs: both sides). Nothing came
+	 * through the local tier: a oneshot whose sender went away at once.
+	 */
+	if (!ln || atomic_load_explicit(&q->refs, memory_order_acquire) != 2 ||
+	    atomic_load_explicit(&q->nsenders, memory_order_relaxed) != 1 ||
+	    (atomic_load_explicit(&q->state, memory_order_relaxed) &
+	     ~ST_SLEEPERS) ||
+	    atomic_load_explicit(&q->ovf_mode, memory_order_relaxed) ||
+	    q->ovf_head || q->ovf_batch || q->closed_out ||
+	    atomic_load_explicit(&q->tail, memory_order_relaxed) != q->head)
+		return false;
+	atomic_store_explicit(&q->state, 0, memory_order_relaxed);
+	atomic_store_explicit(&q->nsenders, 2, memory_order_relaxed);
+	q->senders_done = false;
+	q->in_flight_looks = 0;
+	q->xl_next = 0;
+	atomic_store_explicit(&q->st_waits, 0, memory_order_relaxed);
+	atomic_store_explicit(&q->st_caught, 0, memory_order_relaxed);
+	atomic_store_explicit(&q->st_sleeps, 0, memory_order_relaxed);
+	atomic_store_explicit(&q->spin_win, q->spin_ns, memory_order_relaxed);
+	q->rebind = ln;
+	return true;
+}
+
+struct cmesh__lane *cmesh__queue_rebind(struct cmesh__queue *q)
+{
+	struct cmesh__lane *ln = q->rebind;
+
+	q->rebind = NULL;
+	return ln;
 }

@@ -73,8 +73,8 @@ struct cmesh_waitset {
 	/*
 	 * The futex word of a wait asleep in futex_waitv: incremented
 	 * (release) and woken by cmesh__waitset_signal() and by queue.c's
-	 * wake() of a member armed with ST_WS_FUTEX; the wait loads it
-	 * (acquire) before it arms the members.
+	 * cmesh__queue_wake() of a member armed with ST_WS_FUTEX; the wait
+	 * loads it (acquire) before it arms the members.
 	 */
 	_Atomic uint32_t word;
 };

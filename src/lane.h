@@ -187,8 +187,8 @@ struct cmesh__lane {
 	/*
 	 * May be sealed: the out lane of a receiver that moved away and may
 	 * come home (cmesh__queue_move_rx()), or of a sender that came from
-	 * its receiver's process (port.c import()): set before any sender
-	 * sees the lane. Only such a lane's sends of endpoints take
+	 * its receiver's process (port_import.c import()): set before any
+	 * sender sees the lane. Only such a lane's sends of endpoints take
 	 * port_lock.
 	 */
 	bool sealable;

@@ -6,9 +6,10 @@
  * Homes. An out lane that carries a channel to a receiver in another
  * process has a home: the queue of its senders here (opaque at this
  * layer, weak; queue_move.c and, for a sender that came from its
- * receiver's process, port.c set it; the queue clears it). A receiver that comes
- * back over the same link names the lane (CMESH_PORT_F_HOME); the port
- * layer then takes it back into that queue (cmesh__link_lane_home_take).
+ * receiver's process, port_import.c set it; the queue clears it). A
+ * receiver that comes back over the same link names the lane
+ * (CMESH_PORT_F_HOME); the port layer then takes it back into that queue
+ * (cmesh__link_lane_home_take).
  *
  * Claims. While it has a home, such a lane also has a token: 128 random
  * bits, given with the receiver's port (CMESH_PORT_F_REDIRECT) or in the

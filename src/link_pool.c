@@ -147,7 +147,7 @@ static int take_kept(struct cmesh__link *l, const struct cmesh_ctl_port *d,
 
 	/* First: the failure may have freed the lane we waited for. */
 	if (cmesh__link_failed(l))
-		return -ECONNRESET; /* it arrives failed (port.c) */
+		return -ECONNRESET; /* it arrives failed (port_import.c) */
 	if (!ln || !ln->dynamic || !ln->is_out || d->kind != CMESH_PORT_WRITE ||
 	    !ln->poolable || ln->ring_cap != d->ring_cap ||
 	    !cmesh__lane_bound(ln))

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * port_int.h - what port.c (export, import) and port_home.c (the moves
- * that end their forwarder: homes and claims) share; port.c calls
- * port_home.c, never the other way.
+ * port_int.h - what port.c (export, the send), port_import.c (import, the
+ * receive) and port_home.c (the moves that end their forwarder: homes and
+ * claims) share; port.c and port_import.c call port_home.c, never the
+ * other way, and not each other.
  */
 #ifndef CMESH_PORT_INT_H
 #define CMESH_PORT_INT_H
@@ -20,6 +21,21 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
+
+/* Writes endpoint handle `p` into field `f` of message `msg`. */
+static inline void cmesh__port_set_field(void *msg, const cmesh_field *f,
+					 void *p)
+{
+	memcpy((char *)msg + f->offset, &p, sizeof(p));
+}
+
+/* A field of this kind holds a sending end (a sender, a oneshot's). */
+static inline bool cmesh__port_is_sending(uint32_t kind)
+{
+	return kind == CMESH_FIELD_KIND_SENDER ||
+	       kind == CMESH_FIELD_KIND_ONESHOT_SENDER;
+}
 
 /*
  * The ring of a port's lane for an endpoint of field kind `kind`: the

@@ -130,7 +130,7 @@ static void lane_put(struct cmesh__lane *ln)
 }
 
 /*
- * An imported reply port's queue (port.c) at its last put, whose one use
+ * An imported reply port's queue (port_import.c) at its last put, whose one use
  * ended with its LAST record on its kept lane, and nothing else: no
  * receiver here, no local message, no claim, no failure.
  */

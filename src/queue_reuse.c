@@ -23,7 +23,7 @@
  * next sender writes (tail, slot) stay in whichever core wrote them last.
  *
  * Parked reply ports. An imported reply port (a oneshot's sender on a
- * kept lane, port.c) whose one use ended with its LAST record is not
+ * kept lane, port_import.c) whose one use ended with its LAST record is not
  * destroyed with its last reference: the thread parks it, still
  * initialised, under its lane's serial (up to PARK_MAX, the oldest
  * destroyed first), and the next REUSE of that lane that this thread
@@ -221,9 +221,9 @@ struct cmesh__queue *cmesh__queue_unpark(struct cmesh__lane *ln,
 		q->h.has_ports = cmesh__type_has_endpoints(type);
 		atomic_store_explicit(&q->h.fp, 0, memory_order_relaxed);
 		/*
-		 * As made by port.c's import: one sender (the spare handle),
-		 * one reference (the lane's side has none), nothing sent.
-		 * The lane's new use publishes what its reader sees.
+		 * As made by port_import.c's import: one sender (the spare
+		 * handle), one reference (the lane's side has none), nothing
+		 * sent. The lane's new use publishes what its reader sees.
 		 */
 		atomic_store_explicit(&q->state, 0, memory_order_relaxed);
 		atomic_store_explicit(&q->nsenders, 1, memory_order_relaxed);

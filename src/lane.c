@@ -4,7 +4,8 @@
  * a shared-memory ring (shmring.c), their fds and ports carried by ATTACH
  * control messages (link_lanes.c), large trailing bytes out of line in a
  * sealed memfd. This file: the lane itself and its producer side (send,
- * spill backlog, flush); the consumer side is lane_rx.c.
+ * spill backlog, flush); the consumer side is lane_rx.c, its end
+ * lane_rx_close.c.
  *
  * Memory-ordering contract (on top of shmring.c's)
  * - Sleep/wake: lane_wake.c.
@@ -248,7 +249,7 @@ static bool ports_inline(const struct cmesh__port_out *ports, uint32_t n)
  * receiver is there: closed after our claim, the claim is a filler and
  * the send -EPIPE (or -ECONNRESET), nothing sent. A receiver that closes
  * answers DROPPED to the ports of every record claimed before it looked
- * (lane_rx.c, drain_ports()): so each is answered once, by one side.
+ * (lane_rx_close.c, drain_ports()): so each is answered once, by one side.
  */
 static int push_ports_inline(struct cmesh__lane *ln, uint32_t kind,
 			     const struct cmesh__iov *iov, uint32_t niov,

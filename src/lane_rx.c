@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * lane_rx.c - the consumer side of a lane (lane.c has the lane and its
- * producer side): records taken from the ring, validated, delivered with
- * their fds and ports.
+ * producer side; the consumer's end, its close and a pooled lane's next
+ * use, is lane_rx_close.c): records taken from the ring, validated,
+ * delivered with their fds and ports.
  *
  * Trust: a record is copied out of the ring into `buf` (private) before
  * any field of it is used (a PLAIN record is read once, straight into the
@@ -14,10 +15,10 @@
  * fails the link with -EPROTO.
  */
 #include "lane.h"
+#include "lane_int.h"
 
 #include "hint.h"
 #include "link.h"
-#include "park.h"
 
 #include "proto.h"
 #include "ring.h"
@@ -120,21 +121,6 @@ static cmesh__inline void space_check(struct cmesh__lane *ln)
 }
 
 /*
- * The pending PLAIN record left the ring: if it was a LAST, the lane is
- * closed after it (the producer went idle: CMESH_REC_LAST).
- */
-static void took_plain(struct cmesh__lane *ln)
-{
-	ln->pending = -1;
-	if (likely(!ln->pending_last))
-		return;
-	ln->pending_last = false;
-	ln->closed = true;
-	ln->close_err = -EPIPE;
-	ln->peer_idle = true;
-}
-
-/*
  * A PLAIN record, still at the head of the ring: the message, then its
  * trailing bytes, copied straight to the caller (its length was validated
  * by plain_len(); the bytes are opaque and only copied once).
@@ -156,65 +142,8 @@ static inline int deliver_plain(struct cmesh__lane *ln, void *out_msg,
 		set_fields(ln, out_msg, 0, NULL);
 	cmesh__shmring_consume(&ln->cons);
 	space_check(ln);
-	took_plain(ln);
+	cmesh__lane_took_plain(ln);
 	return len;
-}
-
-/*
- * A pending record copied out (MSG, REUSE1) nobody takes: the REUSE ports
- * its bytes name are answered DROPPED, so the caller waiting on each sees
- * it closed (a port with an fd is the ATTACH FIFO's to drop). Only
- * descriptors it names in full are dropped; the peer's link checks them.
- */
-static void drop_inline_ports(struct cmesh__lane *ln)
-{
-	struct cmesh_ctl_port d = { .kind = CMESH_PORT_WRITE,
-				    .flags = CMESH_PORT_F_REUSE };
-	uint32_t len = (uint32_t)ln->pending;
-
-	if (ln->pending_kind == CMESH_REC_REUSE1) {
-		struct cmesh_rec_reuse1 h;
-
-		if (len < sizeof(h))
-			return;
-		memcpy(&h, ln->buf, sizeof(h));
-		d.id = h.id;
-		d.ring_cap = h.ring_cap;
-		cmesh__link_port_drop(ln->link, &d, -1);
-	} else if (ln->pending_kind == CMESH_REC_MSG) {
-		struct cmesh_rec_msg h;
-		uint32_t n;
-
-		if (len < sizeof(h))
-			return;
-		memcpy(&h, ln->buf, sizeof(h));
-		n = (uint32_t)__builtin_popcountll(h.port_mask);
-		if (!(h.flags & CMESH_REC_F_PORTS) ||
-		    sizeof(h) + (uint64_t)n * sizeof(d) > len)
-			return;
-		for (uint32_t i = 0; i < n; i++) {
-			memcpy(&d, ln->buf + sizeof(h) + i * sizeof(d),
-			       sizeof(d));
-			/* A kept reply lane's, as deliver() checks: nothing
-			 * else (a context's, say) is taken from a record. */
-			if (d.flags == CMESH_PORT_F_REUSE &&
-			    d.kind == CMESH_PORT_WRITE)
-				cmesh__link_port_drop(ln->link, &d, -1);
-		}
-	}
-}
-
-/* Drops the pending record, if any (a PLAIN one leaves the ring). */
-static void drop_pending(struct cmesh__lane *ln)
-{
-	if (ln->pending >= 0)
-		drop_inline_ports(ln);
-	if (ln->pending >= 0 && (ln->pending_kind == CMESH_REC_PLAIN ||
-				 ln->pending_kind == CMESH_REC_BULK))
-		cmesh__shmring_consume(&ln->cons);
-	if (ln->pending >= 0 && ln->pending_kind == CMESH_REC_PLAIN)
-		took_plain(ln);
-	ln->pending = -1;
 }
 
 /* Closes received ports nobody takes, answering each DROPPED. */
@@ -559,6 +488,12 @@ static cmesh__inline int fetch(struct cmesh__lane *ln)
 	return 0;
 }
 
+/* fetch() out of line, for the drain of a closing receiver. */
+int cmesh__lane_fetch(struct cmesh__lane *ln)
+{
+	return fetch(ln);
+}
+
 int cmesh__lane_try_recv(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 			 size_t cap, struct cmesh__ports_in *pin)
 {
@@ -671,143 +606,4 @@ bool cmesh__lane_ready(struct cmesh__lane *ln)
 	memcpy(&h, ln->buf, sizeof(h));
 	return !(h.flags & CMESH_REC_F_ATTACH) ||
 	       cmesh__link_attach_ready(ln, h.attach_seq);
-}
-
-/* How long a closing receiver waits for a record claimed to be written. */
-#define DRAIN_WAIT_NS 1000000
-/* Records it takes at most (each may send a DROPPED): a peer's bound. */
-#define DRAIN_MAX 4096u
-
-/*
- * The receiver closed (after its seq_cst store of closed): the records
- * claimed before this look at the tail are taken, and the REUSE ports in
- * them answered DROPPED (drop_inline_ports()); a sender whose claim came
- * later sees the close and sends nothing (lane.c, push_ports_inline()).
- * So a call whose request waits here ends at once (-EPIPE). Only for a
- * type with reply-port fields. The tail is the peer's word: at most a
- * ring's worth, and DRAIN_MAX records, are taken, waiting DRAIN_WAIT_NS
- * in all for records claimed but not yet written (then given up: their
- * ports stay unanswered, a producer preempted between claim and
- * publish); a bad record fails the link as a receive does. A lane not
- * yet bound (its answer on its way) drains nothing.
- */
-static void drain_ports(struct cmesh__lane *ln)
-{
-	uint64_t start = ln->cons.head_pos, end;
-	int64_t give_up = 0;
-	uint32_t taken = 0;
-
-	if (!ln->reply_fields || !ln->own_wake || cmesh__lane_failed(ln) ||
-	    (ln->dynamic && !cmesh__lane_bound(ln)))
-		return;
-	end = cmesh__shmring_claimed(&ln->cons);
-	if ((int64_t)(end - start) <= 0)
-		return;
-	if (end - start > ln->cons.mask + 1)
-		end = start + ln->cons.mask + 1;
-	while ((int64_t)(end - ln->cons.head_pos) > 0 && taken < DRAIN_MAX) {
-		int r = fetch(ln);
-
-		if (r == -EAGAIN) {
-			int64_t now = cmesh_clock_now();
-
-			if (!give_up)
-				give_up = now + DRAIN_WAIT_NS;
-			else if (now >= give_up)
-				return;
-			cmesh__park_pause();
-			continue;
-		}
-		if (r == CMESH__LANE_MARK)
-			continue;
-		if (r)
-			return; /* its end, its failure, a bad record */
-		drop_pending(ln);
-		taken++;
-	}
-}
-
-static void close_rx(struct cmesh__lane *ln, uint32_t how)
-{
-	/*
-	 * After a LAST record the producer sends nothing more this use and
-	 * looks at nothing of ours: neither word is for it (a REUSE of the
-	 * lane finds `closed` still 0).
-	 */
-	if (ln->peer_idle) {
-		cmesh__link_drop_attachments(ln);
-		drop_pending(ln);
-		return;
-	}
-	/* Pairs with the producer's acquire load before each send. */
-	if (ln->own_wake) /* none on a lane that arrived failed */
-		atomic_store_explicit(&ln->own_wake->closed, how,
-				      memory_order_seq_cst);
-	/*
-	 * A producer waiting for space (a backlog behind a full ring) would
-	 * wait for good: a SPACE makes its link thread look, see `closed`
-	 * and drop the backlog. (seq_cst: Dekker with its request, as for
-	 * the head.)
-	 */
-	if (ln->peer_signal) {
-		uint64_t at = atomic_load_explicit(&ln->peer_signal->space_at,
-						   memory_order_seq_cst);
-
-		if (at && at != ln->space_answered) {
-			ln->space_answered = at;
-			cmesh__link_space(ln->link);
-		}
-	}
-	/*
-	 * Drop what is queued. Its fds (and those of records still in
-	 * flight) are closed by the link: from now on it closes every
-	 * ATTACH as it arrives. The records themselves hold nothing of
-	 * ours and nobody reads this ring again: they are left where they
-	 * are, so a peer that keeps publishing cannot keep us here; but
-	 * the REUSE ports in them, which no ATTACH names, are answered
-	 * (drain_ports(): what was claimed before the close, bounded).
-	 */
-	cmesh__link_drop_attachments(ln);
-	drop_pending(ln);
-	drain_ports(ln);
-}
-
-void cmesh__lane_close_rx(struct cmesh__lane *ln)
-{
-	close_rx(ln, CMESH_SHM_CLOSED);
-}
-
-void cmesh__lane_fail_rx(struct cmesh__lane *ln)
-{
-	close_rx(ln, CMESH_SHM_CLOSED_FAILED);
-}
-
-bool cmesh__lane_rx_last_seen(struct cmesh__lane *ln)
-{
-	uint32_t kind;
-
-	if (ln->peer_idle || ln->pending >= 0)
-		return ln->peer_idle;
-	/* The reply came after its receiver went: no idle_use says so. */
-	if (cmesh__shmring_peek(&ln->cons, &kind) < 0 || kind != CMESH_REC_LAST)
-		return false;
-	cmesh__shmring_consume(&ln->cons);
-	ln->peer_idle = true;
-	return true;
-}
-
-int cmesh__lane_rx_reuse(struct cmesh__lane *ln, uint64_t tail)
-{
-	/* What the last use left unread (a CLOSE, a value never taken). */
-	if (cmesh__shmring_skip_to(&ln->cons, tail))
-		return -EPROTO;
-	ln->pending = -1;
-	ln->pending_last = false;
-	ln->closed = false;
-	ln->peer_idle = false;
-	/* Open again; the producer reads it after our REUSE. */
-	if (atomic_load_explicit(&ln->own_wake->closed, memory_order_relaxed))
-		atomic_store_explicit(&ln->own_wake->closed, 0,
-				      memory_order_release);
-	return 0;
 }

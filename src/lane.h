@@ -45,7 +45,7 @@ struct cmesh__arena;
 struct cmesh_ctl_port;
 
 /*
- * A port crossing the link in a message, as lane.c carries it: the
+ * A port crossing the link in a message, as lane_send.c carries it: the
  * descriptor for the ATTACH and the arena fd that goes with it.
  */
 struct cmesh__port_out {
@@ -652,7 +652,7 @@ static inline int cmesh__lane_send_inline(struct cmesh__lane *ln,
 	    /* Pairs with the consumer's release store of closed. */
 	    likely(!atomic_load_explicit(&ln->peer_wake->closed,
 					 memory_order_acquire)) &&
-	    /* Pairs with the release store in flush_locked(). */
+	    /* Pairs with the release store in cmesh__lane_flush_locked(). */
 	    likely(!atomic_load_explicit(&ln->spilling,
 					 memory_order_acquire))) {
 		/* Before the LAST record can be seen (its comment, above). */

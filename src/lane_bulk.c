@@ -19,7 +19,7 @@
  *
  * A message takes this way when it has no fds or ports and is at most half
  * the arena. With no room (in the arena or the ring) it is spilled like
- * any record (lane.c: a copy behind the ring, in order), and the flush
+ * any record (lane_spill.c: a copy behind the ring, in order), and the flush
  * publishes it once the consumer has passed the allocation it waits for:
  * send never blocks, and order holds. All under the lane's `lock`.
  *
@@ -248,7 +248,7 @@ int cmesh__lane_bulk_publish(struct cmesh__lane *ln, const void *msg,
 	d.len = (uint32_t)len;
 	iov[0] = (struct cmesh__iov){ msg, ln->type->size };
 	iov[1] = (struct cmesh__iov){ &d, sizeof(d) };
-	/* The caller holds `lock`, and looked at the seal (lane.c). */
+	/* The caller holds `lock`, and looked at the seal (lane_send.c). */
 	r = cmesh__shmring_pushv_forced(&ln->prod, CMESH_REC_BULK, iov, 2);
 	if (r == -EAGAIN) {
 		*space_at = cmesh__shmring_space_at(

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * lane_rx.c - the consumer side of a lane (lane.c has the lane and its
- * producer side; the consumer's end, its close and a pooled lane's next
- * use, is lane_rx_close.c): records taken from the ring, validated,
- * delivered with their fds and ports.
+ * lane_rx.c - the consumer side of a lane (lane.c has the lane,
+ * lane_send.c and lane_spill.c its producer side; the consumer's end, its
+ * close and a pooled lane's next use, is lane_rx_close.c): records taken
+ * from the ring, validated, delivered with their fds and ports.
  *
  * Trust: a record is copied out of the ring into `buf` (private) before
  * any field of it is used (a PLAIN record is read once, straight into the

@@ -90,7 +90,7 @@ static void drop_pending(struct cmesh__lane *ln)
  * The receiver closed (after its seq_cst store of closed): the records
  * claimed before this look at the tail are taken, and the REUSE ports in
  * them answered DROPPED (drop_inline_ports()); a sender whose claim came
- * later sees the close and sends nothing (lane.c, push_ports_inline()).
+ * later sees the close and sends nothing (lane_send.c, push_ports_inline()).
  * So a call whose request waits here ends at once (-EPIPE). Only for a
  * type with reply-port fields. The tail is the peer's word: at most a
  * ring's worth, and DRAIN_MAX records, are taken, waiting DRAIN_WAIT_NS

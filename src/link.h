@@ -359,7 +359,7 @@ void cmesh__link_ctx_unexport(struct cmesh__link *l, uint32_t id);
 int cmesh__link_ctx_import(struct cmesh__link *l,
 			   const struct cmesh_ctl_port *d, cmesh_ctx **out);
 
-/* Asks the link thread to retry spilled sends soon (lane.c). */
+/* Asks the link thread to retry spilled sends soon (lane_spill.c). */
 void cmesh__link_kick(struct cmesh__link *l);
 
 /*

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_backlog.c - a cross-process sender's spill backlog (src/lane.c):
+ * test_backlog.c - a cross-process sender's spill backlog (src/lane_spill.c):
  * sends past a full ring queue behind it, and the consumer, not a timer,
  * says when they may go on. While its consumer reads nothing the
  * producer's link thread sleeps; as soon as the consumer takes records,

@@ -1404,7 +1404,8 @@ static const struct topo_scenario free_race_sc = {
  * A server frees its receiver while calls keep coming, 4 in flight: each
  * call ends, answered or -EPIPE (from the call, or from its wait), never
  * left waiting, whether its request was claimed before the close or
- * raced it (lane.c, push_ports_inline(); lane_rx_close.c, drain_ports()).
+ * raced it (lane_send.c, push_ports_inline(); lane_rx_close.c,
+ * drain_ports()).
  */
 Test(rpc, calls_racing_their_servers_close_all_end)
 {

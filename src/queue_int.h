@@ -216,6 +216,8 @@ struct cmesh__queue {
 	struct cmesh__lane *rebind;
 	/* Consumer's counters: one writer, relaxed loads by any thread. */
 	_Atomic uint64_t st_waits, st_caught, st_sleeps;
+	/* Claims of its senders refused (the link thread, under `lock`). */
+	_Atomic uint64_t st_refused;
 	_Atomic uint32_t st_lanes; /* lanes added and not dropped yet */
 	_Atomic bool st_remote;	   /* rx_lane is set */
 	bool senders_done;	   /* receiver: nobody publishes any more */

@@ -526,6 +526,13 @@ int cmesh__queue_claim_peer(struct cmesh__queue *q, struct cmesh__link *to,
 void cmesh__queue_claim_refused(struct cmesh__queue *q, struct cmesh__lane *ln)
 {
 	pthread_mutex_lock(&q->lock);
+	if (!ln->is_out) /* the receiver's (a hint's too): `lock` */
+		atomic_store_explicit(
+			&q->st_refused,
+			atomic_load_explicit(&q->st_refused,
+					     memory_order_relaxed) +
+				1,
+			memory_order_relaxed);
 	/*
 	 * A sender's claim, or a receiver's (its serial outlives `next`)
 	 * out of a waitset (its retry would not go: cmesh__queue_await()).

@@ -188,6 +188,8 @@ void cmesh__queue_stats(struct cmesh__queue *q, cmesh_receiver_stats *out)
 	out->overflow_bytes =
 		atomic_load_explicit(&q->ovf_bytes, memory_order_relaxed);
 	out->remote = atomic_load_explicit(&q->st_remote, memory_order_relaxed);
+	out->claims_refused =
+		atomic_load_explicit(&q->st_refused, memory_order_relaxed);
 	out->lanes = atomic_load_explicit(&q->st_lanes, memory_order_relaxed);
 	out->waits = atomic_load_explicit(&q->st_waits, memory_order_relaxed);
 	out->caught = atomic_load_explicit(&q->st_caught, memory_order_relaxed);

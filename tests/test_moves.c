@@ -16,6 +16,7 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -89,8 +90,9 @@ enum {
 	OP_FLUSH_HELD,	/* cmesh_sender_flush(held tx): its result */
 	OP_RECV_HELD,	/* receive one item on the held rx: its seq */
 	OP_STREAM_HELD, /* send seq 1..arg (SEND_AS id) on the held tx: 0 */
-	OP_PAUSE	/* report 0, then read nothing else until one item
+	OP_PAUSE,	/* report 0, then read nothing else until one item
 			   comes on rx (the loop stops): no report */
+	OP_REFUSED_HELD /* the held rx's claims_refused (stats) */
 };
 
 /* OP_PASS: a clone of the held tx goes; the tx stays held. */
@@ -455,6 +457,13 @@ static int act(struct cmsg *m)
 			      0);
 		cmesh_receiver_free(m->rx);
 		return 0;
+	}
+	case OP_REFUSED_HELD: {
+		cmesh_receiver_stats st = { .size = sizeof(st) };
+
+		TOPO_CHECK(held_rx);
+		TOPO_CHECK_EQ(cmesh_receiver_stats_get(held_rx, &st), 0);
+		return report(st.claims_refused);
 	}
 	case OP_STATS:
 		return report((uint64_t)(thread_count() > base_threads) << 62 |
@@ -2931,8 +2940,8 @@ Test(moves, a_receivers_refused_claim_is_tried_again_once_its_peer_is_taken)
 {
 	struct cmsg m = { .arg = PASS_TX | OP_HOLD | 1u << 8 | 2u << 16 };
 	cmesh_sender *rel2, *rel3;
+	int64_t end, refused;
 	uint64_t seq;
-	int64_t end;
 
 	channel_in_p1_p2_p3_paused(&rel2, &rel3);
 	route_send(&m, OP_PASS, ROUTE(1)); /* the sender, not taken yet */
@@ -2940,8 +2949,16 @@ Test(moves, a_receivers_refused_claim_is_tried_again_once_its_peer_is_taken)
 	pass_held(1, OP_HOLD, ROUTE(3)); /* the receiver */
 	release(rel3);
 	cr_assert_eq(report_from(3), 0); /* P3 took it: its claim, refused */
+	end = tu_now_ns() + TU_MS(5000);
+	for (;;) {
+		route_send(&(struct cmsg){ 0 }, OP_REFUSED_HELD, ROUTE(3));
+		refused = report_from(3);
+		if (refused || tu_now_ns() > end)
+			break;
+		tu_sleep_ms(5);
+	}
+	cr_assert_eq(refused, 1, "P2 refused P3's claim (it reads nothing)");
 	route_send(&(struct cmsg){ 0 }, OP_DRAIN_HELD, ROUTE(3));
-	tu_sleep_ms(100); /* the refusal comes back meanwhile */
 	release(rel2);
 	cr_assert_eq(report_from(2), 0); /* P2 took the sender */
 	send_held(2, 1, 20);		 /* through P1 */
@@ -2955,4 +2972,88 @@ Test(moves, a_receivers_refused_claim_is_tried_again_once_its_peer_is_taken)
 		tu_sleep_ms(10);
 	} while (stats_of(1).busy && tu_now_ns() < end);
 	outlives_the_hop(2, 1, 3, seq + 1, seq + 50, seq + 100);
+}
+
+/* Claims of its senders that their process refused (stats). */
+static uint64_t refused_of(cmesh_receiver *rx)
+{
+	cmesh_receiver_stats st = { .size = sizeof(st) };
+
+	TU_ASSERT_RC(cmesh_receiver_stats_get(rx, &st), 0);
+	return st.claims_refused;
+}
+
+/*
+ * As an external event loop: try_wait (taking what is ready) until it
+ * says nothing is, which arms the members before the loop sleeps.
+ */
+static void ws_idle(cmesh_waitset *ws, cmesh_receiver *rx)
+{
+	struct seqmsg s;
+	uint64_t key;
+
+	while (cmesh_waitset_try_wait(ws, &key) == 0)
+		cr_assert_eq(cmesh_receiver_try_recv(rx, &s, NULL, 0), -EAGAIN,
+			     "nothing was sent");
+}
+
+/*
+ * The event loop, idle (ws_idle()), sleeps in poll() on the waitset's fd:
+ * the seq of the message that woke it, or -ETIME if the fd stayed quiet
+ * for `ms`.
+ */
+static int64_t ws_next(cmesh_waitset *ws, cmesh_receiver *rx, int ms)
+{
+	struct pollfd pfd = { .fd = cmesh_waitset_fd(ws), .events = POLLIN };
+	struct seqmsg s;
+	uint64_t key;
+
+	for (;;) {
+		if (poll(&pfd, 1, ms) != 1)
+			return -ETIME;
+		while (cmesh_waitset_try_wait(ws, &key) == 0)
+			if (cmesh_receiver_try_recv(rx, &s, NULL, 0) == 0)
+				return (int64_t)s.seq;
+	}
+}
+
+/*
+ * A receiver whose claim was refused, then put in a waitset: its claim is
+ * not tried again there (the lane it would add has no wake fds in the
+ * waitset), so what its sender sends keeps waking the waitset's fd, before
+ * a retry would be due and long after.
+ */
+Test(moves, a_refused_claim_of_a_waitset_member_is_not_tried_again)
+{
+	struct cmsg m = { .arg = PASS_TX | OP_HOLD | 1u << 8 | 2u << 16 };
+	cmesh_sender *rel2, *rel3;
+	cmesh_waitset *ws;
+	struct cmsg h;
+	int64_t end;
+
+	channel_in_p1_p2_p3_paused(&rel2, &rel3);
+	release(rel3);
+	route_send(&m, OP_PASS, ROUTE(1)); /* the sender to P2, not taken */
+	cr_assert_eq(report_from(1), 0);
+	h = passed_home(1); /* the receiver here: its claim at P2 refused */
+	end = tu_now_ns() + TU_MS(5000);
+	while (!refused_of(h.rx) && tu_now_ns() < end)
+		tu_sleep_ms(5);
+	cr_assert_eq(refused_of(h.rx), 1, "P2 refused our claim");
+	TU_ASSERT_RC(cmesh_waitset_new(&ws), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, h.rx, 7), 0);
+	release(rel2);
+	cr_assert_eq(report_from(2), 0); /* P2 took the sender */
+	for (uint64_t i = 1; i <= 3; i++) {
+		ws_idle(ws, h.rx);
+		send_held(2, i, i);
+		cr_assert_eq(ws_next(ws, h.rx, 3000), (int64_t)i,
+			     "message %llu did not wake the waitset",
+			     (unsigned long long)i);
+		/* A retry would be due, made and answered by now. */
+		tu_sleep_ms(300);
+	}
+	cmesh_waitset_free(ws);
+	cmesh_receiver_free(h.rx);
+	mesh_down(0);
 }

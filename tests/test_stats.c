@@ -67,6 +67,7 @@ Test(stats, receiver_in_process_ring_and_overflow)
 	cr_assert_eq(s.overflow_bytes, 0);
 	cr_assert_eq(s.remote, 0);
 	cr_assert_eq(s.lanes, 0);
+	cr_assert_eq(s.claims_refused, 0, "in one process: no claim");
 	for (uint64_t i = 0; i < slots + 3; i++)
 		TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
 	s = rstats(rx);
@@ -166,6 +167,14 @@ Test(stats, bad_arguments_and_older_sizes)
 	cr_assert_eq(s.size, offsetof(cmesh_receiver_stats, waits));
 	cr_assert_eq(s.ring_used, 0);
 	cr_assert_eq(s.waits, 0xababababababababull, "written past `size`");
+	/* ... and one that ended before `claims_refused`. */
+	memset(&s, 0xab, sizeof(s));
+	s.size = offsetof(cmesh_receiver_stats, claims_refused);
+	s.flags = 0;
+	TU_ASSERT_RC(cmesh_receiver_stats_get(rx, &s), 0);
+	cr_assert_eq(s.spin_ns, rstats(rx).spin_ns);
+	cr_assert_eq(s.claims_refused, 0xababababababababull,
+		     "written past `size`");
 	TU_ASSERT_RC(cmesh_node_stats_get(NULL, &ns), -EINVAL);
 	cmesh_sender_free(tx);
 	cmesh_receiver_free(rx);

@@ -232,6 +232,13 @@ typedef struct cmesh_receiver_stats {
 	uint64_t sleeps;	 /* times it slept (futex or wake loop) */
 	int64_t spin_ns; /* its spin before the next sleep (0: none); with
 			    CMESH_SPIN_ADAPTIVE the one it has learnt */
+	/*
+	 * Across processes: claims of its senders where they are that
+	 * their process refused (that sender's end not taken there yet);
+	 * such a sender stays forwarded unless a later try holds (cmesh
+	 * tries a few times, about 1.4 s in all, as the receiver receives).
+	 */
+	uint64_t claims_refused;
 } cmesh_receiver_stats;
 
 /**

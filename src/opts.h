@@ -34,7 +34,7 @@ int cmesh__opts_max_backlog(uint64_t v, const cmesh_env *env, uint64_t *out);
 
 /*
  * A spin option: 0 takes env's, CMESH_SPIN_NONE is 0 (none), else the
- * value (CMESH_SPIN_ADAPTIVE stays: queue_wait.c learns).
+ * value (CMESH_SPIN_ADAPTIVE stays: queue_recv.c learns).
  */
 int cmesh__opts_spin(int64_t v, const cmesh_env *env, int64_t *out);
 

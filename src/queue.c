@@ -54,8 +54,8 @@
  * inline space are the exception (one malloc).
  *
  * Moved out of this file, and keeping the contract above: the receiving
- * side (queue_recv.c), a receiver's wait (spin, sleep) and a waitset's
- * arming (queue_wait.c), references, closes and the queue's end
+ * side and a receiver's wait (spin, sleep) (queue_recv.c), a waitset's
+ * arming (queue_arm.c), references, closes and the queue's end
  * (queue_close.c). queue_int.h lists the queue's files and holds the
  * state they share.
  */

@@ -23,7 +23,7 @@ struct cmesh_waitset;
 struct cmesh__queue_opts {
 	uint64_t ring_bytes;  /* slots' bytes, power of two */
 	int64_t spin_ns;      /* receiver spin before sleeping, <= 0: none;
-				 CMESH_SPIN_ADAPTIVE: learnt (queue_wait.c) */
+				 CMESH_SPIN_ADAPTIVE: learnt (queue_recv.c) */
 	uint64_t max_trail;   /* largest trailing bytes */
 	uint64_t max_backlog; /* overflow bytes before -ENOBUFS; 0: none */
 	uint32_t nsenders;    /* initial sender count */

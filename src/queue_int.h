@@ -3,8 +3,8 @@
  * queue_int.h - the in-process queue's state, shared by the files of the
  * queue module: queue.c (the ring's layout, creation, send, the overflow
  * list's push, the receiver's wake), queue_recv.c (receive: the ring and
- * the overflow list read, readiness, peek), queue_wait.c (a receiver's
- * wait: spin, sleep; waitset arming), queue_close.c (references, closes,
+ * the overflow list read, readiness, peek, and a receiver's wait: spin,
+ * sleep), queue_arm.c (waitset arming, counters), queue_close.c (references, closes,
  * the queue's end), queue_port.c (lanes added to a receiver whose senders
  * moved to other processes, and read), queue_port_wait.c (a receiver with
  * lanes spins and sleeps on them), queue_move.c (the move of a receiver:
@@ -343,28 +343,12 @@ int cmesh__queue_try_primary(struct cmesh__queue *q, void *out_msg,
 			     struct cmesh__ports_in *pin);
 
 /*
- * One receive, no wait, of every source (queue_wait.c's, each time it
- * looks): the local tier or rx_lane, else the lanes (queue_port.c).
- */
-int cmesh__queue_try_recv(struct cmesh__queue *q, void *out_msg,
-			  void *out_trail, size_t cap,
-			  struct cmesh__ports_in *pin);
-
-/*
  * Drops every queued message, releasing its resources (receiver gone):
  * the consumer's role, under `drain_lock` (queue.c, queue_close.c).
  */
 void cmesh__queue_drain(struct cmesh__queue *q);
 
-/* ---- queue_wait.c, for queue_recv.c and queue_port_wait.c ---- */
-
-/*
- * Every receive the fast path (cmesh__queue_recv()) does not finish:
- * looks, spins, sleeps, until a message, the deadline or a cancel.
- */
-int cmesh__queue_recv_slow(struct cmesh__queue *q, int64_t deadline,
-			   void *out_msg, void *out_trail, size_t cap,
-			   struct cmesh__ports_in *pin);
+/* ---- queue_recv.c, for queue_arm.c and queue_port_wait.c ---- */
 
 /*
  * After a sleeper's seq_cst RMW on `state` (queue.c, top): is the next
@@ -445,7 +429,7 @@ void cmesh__queue_rx_unref(struct cmesh__queue *q);
  */
 void cmesh__queue_claim_hints(struct cmesh__queue *q, struct cmesh__lane *ln);
 
-/* ---- queue_port_wait.c, for queue_wait.c ---- */
+/* ---- queue_port_wait.c, for queue_recv.c and queue_arm.c ---- */
 
 /*
  * Spinning: polls every source's word `rounds` times, then asks each one

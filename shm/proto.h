@@ -6,7 +6,7 @@
  * Only fixed-width integers; little-endian (both ends run on one host).
  * Everything here arrives from the peer and is validated by the receiver
  * after it has been copied out: see src/link_hello.c (HELLO),
- * src/link_lanes.c (other control messages) and src/lane.c (records).
+ * src/link_lanes.c (other control messages) and src/lane_rx.c (records).
  *
  * Control messages (one SOCK_SEQPACKET datagram each):
  *   HELLO   both sides, once, first. fds: [arena memfd, wake socket]: the

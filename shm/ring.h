@@ -204,7 +204,7 @@ static_assert(offsetof(struct cmesh_shm_ring_cons, head) == 0, "head");
  * Consumer wake line: in the CONSUMER's arena, control region, on a line
  * of its own, apart from `head`: the producer reads it after every publish,
  * so it must not share a line with a field the consumer writes per record.
- * Not used by the ring itself (see src/lane.c).
+ * Not used by the ring itself (see src/lane_wake.c).
  */
 struct cmesh_shm_ring_wake {
 	/*

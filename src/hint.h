@@ -10,7 +10,7 @@
 
 /*
  * For the small steps of a fast path that GCC would otherwise call out of
- * line (it does for cmesh__shmring_read() at -O3 in lane.c).
+ * line (it does for cmesh__shmring_read() at -O3 in lane_rx.c).
  */
 #define cmesh__inline inline __attribute__((always_inline))
 

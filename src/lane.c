@@ -2,7 +2,7 @@
 /*
  * lane.c - one direction of a link: channel messages encoded as records in
  * a shared-memory ring (shmring.c), their fds and ports carried by ATTACH
- * control messages (link_lanes.c), large trailing bytes out of line in a
+ * control messages (link_attach.c), large trailing bytes out of line in a
  * sealed memfd. This file: the lane itself (its setup, its type, a pooled
  * lane's uses, its teardown) and the records its producer writes besides
  * messages (its end: CLOSE, FAIL, the seal; MARK, HINTS). The send of a
@@ -13,10 +13,16 @@
  * Memory-ordering contract (on top of shmring.c's; lane_send.c,
  * lane_spill.c and lane_rx_close.c keep it too)
  * - Sleep/wake: lane_wake.c.
- * - Receiver gone. The consumer stores closed = 1 (release) in its own
+ * - Receiver gone. The consumer stores closed = 1 (seq_cst) in its own
  *   line; a producer loads it (acquire) before each send and then fails
- *   with -EPIPE. A record already in flight stays unread in the ring
- *   (the close does not drain it); its fds are closed by the link.
+ *   with -EPIPE. A record already in flight stays in the ring, its fds
+ *   closed by the link; but for a type with reply-port fields the closing
+ *   receiver then takes the records claimed before its look at the tail
+ *   and answers their kept reply ports (REUSE) DROPPED (drain_ports(),
+ *   lane_rx_close.c: bounded, a bad record fails the link), and a
+ *   producer that claims a record carrying its REUSE ports (no ATTACH)
+ *   after the close sees it and writes a filler instead (lane_send.c,
+ *   push_ports_inline(); shm/ring.h, `closed`).
  * - Senders without fds (PLAIN, the common case) push lock-free while
  *   `spilling` is 0. Once the ring was full, a send spills under `lock`
  *   and sets `spilling` (a sender sees its own store, so it keeps

@@ -446,28 +446,6 @@ int cmesh__lane_new(struct cmesh__link *link, uint32_t id, bool is_out,
 int cmesh__lane_new_failed(struct cmesh__link *link, bool is_out,
 			   const cmesh_type *type, struct cmesh__lane **out);
 
-/*
- * A pooled lane's next use (the link's lock held by the caller). In lane:
- * steps over what the last use left unread (to idle_tail) and opens the
- * ring again: 0, or -EPROTO (a bad tail: not reused). Out lane: takes on
- * the type of its new endpoint (the same wire type).
- */
-int cmesh__lane_rx_reuse(struct cmesh__lane *ln, uint64_t tail);
-
-/*
- * In lane, pooled, its receiver gone (the link's lock held): whether the
- * producer is idle because its use ended with a LAST record, taken or not
- * (one its receiver left unread at the head is taken now).
- */
-bool cmesh__lane_rx_last_seen(struct cmesh__lane *ln);
-
-/*
- * A pooled lane's producer is done with this use (every record of it in
- * the ring): says so in its signal line (shm/ring.h idle_use).
- */
-void cmesh__lane_tx_idle(struct cmesh__lane *ln);
-void cmesh__lane_tx_reuse(struct cmesh__lane *ln, const cmesh_type *type);
-
 /* Frees a lane from cmesh__lane_new() (the link's table does). */
 void cmesh__lane_free(struct cmesh__lane *ln);
 
@@ -500,6 +478,30 @@ static inline bool cmesh__lane_bound(const struct cmesh__lane *ln)
  * receiver gone (-EPIPE), an in lane its senders gone.
  */
 void cmesh__lane_set_dropped(struct cmesh__lane *ln);
+
+/* ---- a pooled lane's uses (lane.c: out lanes; lane_rx_close.c: in) ---- */
+
+/*
+ * A pooled lane's next use (the link's lock held by the caller). In lane
+ * (rx_reuse): steps over what the last use left unread (to idle_tail) and
+ * opens the ring again: 0, or -EPROTO (a bad tail: not reused). Out lane
+ * (tx_reuse): takes on the type of its new endpoint (the same wire type).
+ */
+int cmesh__lane_rx_reuse(struct cmesh__lane *ln, uint64_t tail);
+void cmesh__lane_tx_reuse(struct cmesh__lane *ln, const cmesh_type *type);
+
+/*
+ * In lane, pooled, its receiver gone (the link's lock held): whether the
+ * producer is idle because its use ended with a LAST record, taken or not
+ * (one its receiver left unread at the head is taken now).
+ */
+bool cmesh__lane_rx_last_seen(struct cmesh__lane *ln);
+
+/*
+ * A pooled lane's producer is done with this use (every record of it in
+ * the ring): says so in its signal line (shm/ring.h idle_use).
+ */
+void cmesh__lane_tx_idle(struct cmesh__lane *ln);
 
 /* ---- sleeping and waking (lane_wake.c) ---- */
 
@@ -593,10 +595,11 @@ static inline int cmesh__lane_peer_closed(const struct cmesh__lane *ln)
 }
 
 /*
- * Out lane: seals it (its receiver came home or was claimed, queue_move.c): every send
- * that has not claimed its record by then returns -ESTALE, taking
- * nothing, and its caller sends again where its queue now says; then
- * the end (CLOSE) follows everything sent before, backlog included. Once.
+ * Out lane (lane.c): seals it (its receiver came home or was claimed,
+ * queue_move.c): every send that has not claimed its record by then
+ * returns -ESTALE, taking nothing, and its caller sends again where its
+ * queue now says; then the end (CLOSE) follows everything sent before,
+ * backlog included. Once.
  */
 void cmesh__lane_seal_tx(struct cmesh__lane *ln);
 
@@ -639,10 +642,10 @@ static inline uint32_t cmesh__lane_plain_kind(const struct cmesh__lane *ln)
  * send of a small message makes no call: a type without fd or endpoint
  * fields (`small`), no trailing bytes, the link healthy, the receiver
  * there, no backlog queued, room at once. It pushes the same PLAIN (or
- * LAST) record cmesh__lane_send() would, under the same contract (lane.c): the link
- * refuses a type whose MSG header and struct exceed the ring's record
- * limit, so cmesh__lane_send() too sends such a message as PLAIN. Anything
- * else goes to cmesh__lane_send().
+ * LAST) record cmesh__lane_send() would, under the same contract
+ * (lane.c): the link refuses a type whose MSG header and struct exceed
+ * the ring's record limit, so cmesh__lane_send() too sends such a message
+ * as PLAIN. Anything else goes to cmesh__lane_send().
  */
 static inline int cmesh__lane_send_inline(struct cmesh__lane *ln,
 					  const void *msg, const void *trail,
@@ -682,7 +685,7 @@ static inline int cmesh__lane_send_inline(struct cmesh__lane *ln,
 bool cmesh__lane_arm(struct cmesh__lane *ln, bool on, bool drain);
 
 /*
- * In lane, a waitset sleeping in futex_waitv (waitset.c): sets or clears
+ * In lane, a waitset sleeping in futex_waitv (waitset_wait.c): sets or clears
  * its WSFUTEX sleeping bit (the producer then wakes the signal word, as
  * for a sleeping receiver); setting returns cmesh__lane_in_flight().
  */
@@ -700,13 +703,18 @@ uint32_t cmesh__lane_wait_words(struct cmesh__lane *ln,
 /* In lane, waitsets: the fds that poll readable on a wake: 2 of them. */
 int cmesh__lane_wake_fds(const struct cmesh__lane *ln, int out[2]);
 
-/* In lane: the receiver is gone; drop what is queued, tell the peer. */
+/* In lane, link thread: a failure or an attachment: wake the receiver. */
+void cmesh__lane_wake(struct cmesh__lane *ln);
+
+/* ---- a receiver's end (lane_rx_close.c) ---- */
+
+/*
+ * In lane: the receiver is gone; drop what is queued (answering the REUSE
+ * ports of the records claimed before), tell the peer.
+ */
 void cmesh__lane_close_rx(struct cmesh__lane *ln);
 
 /* The same, telling the producer it failed (-ECONNRESET to its sends). */
 void cmesh__lane_fail_rx(struct cmesh__lane *ln);
-
-/* In lane, link thread: a failure or an attachment: wake the receiver. */
-void cmesh__lane_wake(struct cmesh__lane *ln);
 
 #endif

@@ -11,7 +11,7 @@
  * validated against the channel's type: lengths, flags, which fields carry
  * fds and ports, the attachment's fd and port counts and the ports'
  * kinds. Pointer-sized endpoint fields are never taken from the peer:
- * they arrive NULL and port.c fills them from the ports. A bad record
+ * they arrive NULL and port_import.c fills them from the ports. A bad record
  * fails the link with -EPROTO.
  */
 #include "lane.h"

@@ -318,8 +318,9 @@ int cmesh__lane_try_send(struct cmesh__lane *ln, const void *msg,
 }
 
 /*
- * The send of lane.c. With `try` (no ports then), what does not fit at
- * once is -EAGAIN and takes nothing; every other result takes it all.
+ * The send of this file (cmesh__lane_send(), _send_ports(), _try_send()).
+ * With `try` (no ports then), what does not fit at once is -EAGAIN and
+ * takes nothing; every other result takes it all.
  */
 static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
 		    size_t len, const struct cmesh__port_out *ports,

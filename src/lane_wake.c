@@ -12,7 +12,7 @@
  *   published it, loads `sleeping` (seq_cst; no fence: the CAS came
  *   first). One of them sees the other: the consumer finds the record, or
  *   its claim (in flight: it yields, then naps and looks again, as
- *   queue.c's receivers do: its producer may have loaded `sleeping` before
+ *   queue_recv.c's receivers do: its producer may have loaded `sleeping` before
  *   we set it), or the producer wakes it as `sleeping` says: a
  *   receiver asleep in futex_waitv on the producer's signal word (which
  *   it read, acquire, before storing `sleeping`; the producer increments

@@ -114,7 +114,10 @@ void cmesh__link_hook_del(struct cmesh__link *l, struct cmesh__link_hook *h);
 /* Link thread, once the link failed or only hooks hold it: the above. */
 void cmesh__link_hooks_run(struct cmesh__link *l);
 
-/* ---- lanes, attachments (link_lanes.c, link_export.c, link_sweep.c) ---- */
+/*
+ * ---- lanes, attachments (link_lanes.c, link_attach.c, link_export.c,
+ * link_pool.c, link_sweep.c) ----
+ */
 
 struct cmesh__port_out;
 struct cmesh__ports_in;
@@ -135,7 +138,7 @@ int cmesh__link_send_attach(struct cmesh__lane *ln, const int *fds,
 bool cmesh__link_attach_ready(struct cmesh__lane *ln, uint64_t seq);
 
 /*
-  * In lane: takes ATTACH number `seq` with its `nports` port descriptors
+ * In lane: takes ATTACH number `seq` with its `nports` port descriptors
  * (into ports->desc) and its fds (into fds[]: the record's `nfds` fd
  * fields and OOL memfd, after the fd fields one arena per port that is
  * not FAILED; the ATTACH must carry exactly that many), owned by the
@@ -213,6 +216,9 @@ void cmesh__link_port_drop(struct cmesh__link *l,
 void cmesh__link_lane_sent(struct cmesh__lane *ln);
 void cmesh__link_lane_unsent(struct cmesh__lane *ln);
 
+/* The owner of a dynamic lane is done with it; the link frees it. */
+void cmesh__link_lane_release(struct cmesh__lane *ln);
+
 /*
  * cmesh_node_flush(): the first out lane's backlog as cmesh__lane_flush()
  * (its -EPIPE included), then every port's out lane's (where a receiver
@@ -237,9 +243,6 @@ void cmesh__link_wake_self(struct cmesh__link *l, uint32_t id);
 
 /* Producer: a wake on the peer's socket `id` (unknown: nothing). */
 void cmesh__link_wake_peer(struct cmesh__link *l, uint32_t id);
-
-/* The owner of a dynamic lane is done with it; the link frees it. */
-void cmesh__link_lane_release(struct cmesh__lane *ln);
 
 /* ---- homes, claims and the process's name (link_claim.c) ---- */
 

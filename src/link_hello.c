@@ -69,10 +69,6 @@ static void fill_hello(struct cmesh_ctl_hello *h, uint64_t arena_size,
 }
 
 /*
- * Waits for the peer's HELLO until `deadline`, or until `cancel_fd` (-1:
- * none) polls readable: -ECANCELED.
- */
-/*
  * Handshake: waits until the socket polls `events` (0), `deadline`
  * passes (-ETIMEDOUT) or `cancel_fd` polls readable (-ECANCELED).
  */
@@ -250,10 +246,12 @@ static int setup_peer(struct cmesh__link *l, const struct cmesh_ctl_hello *h,
 			h->ring_cap);
 	if (r)
 		return -EPROTO;
-	/* buf grows as records need it (lane.c): nothing sized by the ring. */
+	/*
+	 * buf grows as records need it (lane_rx.c): nothing sized by the ring.
+	 */
 	l->in.buf_limit = cmesh__shmring_record_limit(h->ring_cap);
 	/* A record per slot, and the one our receiver took but not yet its
-	 * ATTACH (lane.c copies a MSG record out before delivering it). */
+	 * ATTACH (lane_rx.c copies a MSG record out before delivering it). */
 	l->in.att_max = h->ring_cap / CMESH_SHM_SLOT_SIZE + 1;
 	return 0;
 }
@@ -303,13 +301,10 @@ int cmesh__link_handshake(struct cmesh__link *l, const cmesh_type *out_type,
 	if (r)
 		return r;
 	/*
-	 * SO_PEERCRED on a socketpair names the process that created it
-	 * (us, when we forked the peer): then the peer's own word is all
-	 * there is. cmesh_spawn() overrides it with the child it forked.
-	 */
-	/*
-	 * cmesh_node_pid(): SO_PEERCRED when it names someone else (for a
-	 * socketpair: whoever made it), else the peer's own word.
+	 * cmesh_node_pid(), unless the caller forked the peer or trusts
+	 * SO_PEERCRED (pid_known, see link.c): SO_PEERCRED when it names
+	 * someone else (for a socketpair: whoever made it), else the peer's
+	 * own word.
 	 */
 	if (!l->pid_known && (l->peer_pid <= 0 || l->peer_pid == getpid()))
 		l->peer_pid = (pid_t)peer.pid;

@@ -83,7 +83,8 @@ struct cmesh__link {
 	pthread_t thread;
 	/*
 	 * The lanes: their table and list, their FIFOs and lifetimes, the
-	 * pending control messages (link_lanes.c, link_sweep.c).
+	 * pending control messages (link_lanes.c, link_attach.c,
+	 * link_sweep.c).
 	 */
 	pthread_mutex_t att_lock;
 	struct cmesh__link_hook *hooks; /* link_hook.c, under att_lock */
@@ -102,7 +103,7 @@ struct cmesh__link {
 	struct ctl_pending **ctl_tailp;
 	_Atomic bool ctl_pending; /* ctl_head is not empty */
 	_Atomic bool space_owed;  /* a SPACE that met a full socket */
-				  /*
+	/*
 	 * Wake sockets of waitsets (link_wake.c), under wake_lock (a leaf):
 	 * ours (a waitset here gave the peer one end; we keep a copy of it
 	 * for the link thread's own wakes) and the peer's (ends it gave us).
@@ -244,6 +245,16 @@ void cmesh__lanes_wake_all(struct cmesh__link *l);
 /* The lane the peer names `id`, or NULL; att_lock held. */
 struct cmesh__lane *cmesh__lanes_lookup(struct cmesh__link *l, uint32_t id);
 
+/* A control message's header. */
+void cmesh__ctl_hdr_fill(struct cmesh_ctl_hdr *h, uint16_t type, uint32_t len);
+
+/*
+ * Sends a control message (LANE, END, WAKESOCK...; taking `fd`, or -1)
+ * now or, behind a full socket, from the link thread later, in order.
+ */
+void cmesh__lanes_ctl_send(struct cmesh__link *l, const void *buf, uint32_t len,
+			   int fd);
+
 /*
  * Lanes kept for reuse (reply ports) each way on one link: a few per
  * caller thread in flight; a peer cannot make us keep more.
@@ -334,9 +345,6 @@ int cmesh__intro_on_ctl(struct cmesh__link *l, const unsigned char *buf,
  */
 void cmesh__intro_release(struct cmesh__link *l);
 
-/* A control message's header. */
-void cmesh__ctl_hdr_fill(struct cmesh_ctl_hdr *h, uint16_t type, uint32_t len);
-
 /* ---- link_wake.c ---- */
 
 /* Sets up the tables (0 or -ENOMEM); frees them and their sockets. */
@@ -347,10 +355,6 @@ void cmesh__wakes_destroy(struct cmesh__link *l);
 int cmesh__wakes_on_ctl(struct cmesh__link *l, uint16_t type,
 			const unsigned char *buf, int len, const int *fds,
 			uint32_t nfds);
-
-/* Sends a control message (LANE, END, WAKESOCK...): see link_lanes.c. */
-void cmesh__lanes_ctl_send(struct cmesh__link *l, const void *buf, uint32_t len,
-			   int fd);
 
 /* ---- link_attach.c, for link_lanes.c ---- */
 

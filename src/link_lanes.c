@@ -153,8 +153,9 @@ int cmesh__lanes_ctl_flush_locked(struct cmesh__link *l)
 }
 
 /*
- * Sends a LANE or END (taking `fd`, or -1), now or, behind a full
- * socket, from the link thread later: never lost while the link lives.
+ * Sends a control message (LANE, END, and the other files' CLAIM, INTRO,
+ * WAKESOCK...; taking `fd`, or -1), now or, behind a full socket, from
+ * the link thread later: never lost while the link lives.
  */
 void cmesh__lanes_ctl_send(struct cmesh__link *l, const void *buf, uint32_t len,
 			   int fd)

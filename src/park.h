@@ -94,7 +94,8 @@ int64_t cmesh__park_nap_cap(int64_t deadline);
  * A claim in flight (a producer between taking a position and publishing
  * it, which may owe its consumer no wake: queue.c, lane_wake.c): its
  * waiter yields to the producer this many looks, then sleeps at most this
- * long per look (queue.c, lane_wake.c, waitset.c).
+ * long per look (queue_recv.c, queue_port_wait.c, lane_wake.c,
+ * waitset_wait.c).
  */
 #define CMESH__IN_FLIGHT_YIELDS 64u
 #define CMESH__IN_FLIGHT_NAP_NS 200000

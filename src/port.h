@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * port.h - sending and receiving messages whose type has endpoint fields
- * (port.c): endpoints that go to another process become ports, ports that
- * arrive become endpoints.
+ * (port.c; the receive: port_import.c): endpoints that go to another
+ * process become ports, ports that arrive become endpoints.
  */
 #ifndef CMESH_PORT_H
 #define CMESH_PORT_H

@@ -348,7 +348,7 @@ void cmesh__queue_wake(struct cmesh__queue *q, uint32_t set)
 			cmesh__eventfd_signal(q->ws_efd);
 		if (q->ws && (old & ST_WS_FUTEX)) {
 			/* Pairs with the waitset's acquire load before it
-			 * arms (waitset.c). */
+			 * arms (waitset_wait.c). */
 			atomic_fetch_add_explicit(q->ws_word, 1,
 						  memory_order_release);
 			cmesh__park_wake(q->ws_word);

@@ -249,7 +249,8 @@ int cmesh__queue_move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
 			 void *ctx, bool home);
 
 /*
- * The receiver comes home (port.c, shm/proto.h CMESH_PORT_F_HOME).
+ * The receiver comes home (sent by port.c, taken back by port_home.c;
+ * shm/proto.h CMESH_PORT_F_HOME).
  * sole_lane: for a receiver about to leave, the lane its senders all
  * write, if there is one: the only lane it reads, or the lane it claimed
  * and reads once the one it was made with ends (no local sender, no other
@@ -369,7 +370,7 @@ void cmesh__queue_claim_again_rx(struct cmesh__queue *q);
 struct cmesh__lane *cmesh__queue_sole_sender(struct cmesh__queue *q);
 
 /*
- * A sender of `q` comes home (port.c): the one that wrote its receiver's
+ * A sender of `q` comes home (port_home.c): the one that wrote its receiver's
  * in lane of serial `serial` from elsewhere. A sender reference is taken
  * for its new handle here, and the local tier is sealed and not read
  * until that lane has ended (what it sent from there comes first): local
@@ -408,7 +409,7 @@ int cmesh__queue_wake_fds(struct cmesh__queue *q, int out[2]);
 void cmesh__queue_disarm(struct cmesh__queue *q, bool drain);
 
 /*
- * A waitset that sleeps in futex_waitv (waitset.c): the words a wake of
+ * A waitset that sleeps in futex_waitv (waitset_wait.c): the words a wake of
  * the receiver's lanes changes, with their values now (load them before
  * arming), at most `max` into w: their count, or UINT32_MAX if more (a
  * local queue has none: its wakes change the waitset's own word). Arming

@@ -423,9 +423,11 @@ void cmesh__queue_xl_close(struct cmesh__queue *q);
  */
 void cmesh__queue_rx_unref(struct cmesh__queue *q);
 
+/* ---- queue_move.c, for queue_port.c ---- */
+
 /*
- * Consumer (queue_move.c): lane `ln` of `q` took a HINTS record (lane.h):
- * its senders elsewhere are claimed (the hints go).
+ * Consumer: lane `ln` of `q` took a HINTS record (lane.h): its senders
+ * elsewhere are claimed (the hints go).
  */
 void cmesh__queue_claim_hints(struct cmesh__queue *q, struct cmesh__lane *ln);
 

@@ -36,9 +36,6 @@
 #include "hint.h"
 #include "lane.h"
 #include "link.h"
-#include "log.h"
-
-#include <cmesh/error.h>
 
 #include <errno.h>
 #include <stdlib.h>

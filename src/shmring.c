@@ -32,7 +32,7 @@
  *   memory-safety problem: every slot index is reduced modulo the slots.
  * - The consumer's wake line (sleeping and closed flags: wakeups, receiver
  *   gone) is not used here; its contract is in shm/ring.h, its use in
- *   src/lane.c.
+ *   src/lane_wake.c (sleeping) and src/lane_rx_close.c (closed).
  */
 #include "shmring.h"
 

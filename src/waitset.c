@@ -11,7 +11,7 @@
  * writes the eventfd. The scan is O(members) per wait.
  *
  * A receiver whose senders are in another process is woken through its
- * wake fds (lane.c): its wake socket, on which the peer sends, and its
+ * wake fds (lane_wake.c): its wake socket, on which the peer sends, and its
  * private eventfd, which its link thread signals. The waitset's fd is
  * therefore an epoll instance holding the waitset's eventfd and those
  * receivers' wake fds: it polls readable when any of them is signalled.

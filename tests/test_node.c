@@ -3164,7 +3164,7 @@ static void waitset_by_key(void)
 	topo_assert_baseline(&res);
 }
 
-/* cmesh_waitset_wait() sleeps in futex_waitv where it can (waitset.c). */
+/* cmesh_waitset_wait() sleeps in futex_waitv where it can (waitset_wait.c). */
 Test(node, waitset_reports_remote_and_local_receivers_by_key)
 {
 	waitset_by_key();

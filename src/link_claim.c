@@ -389,7 +389,7 @@ int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
 		       ops->redirect(f.home, f.ln, to);
 	/*
 	 * Taken: answered with our half and t. Not (the senders are all
-	 * gone, the receiver came home, went, or is in a waitset, the lane
+	 * gone, the receiver came home or went, the lane
 	 * failed, or the channel took its claims): DROPPED, and the claimer
 	 * goes on with what it has.
 	 */

@@ -22,7 +22,7 @@
  * Moving again. An endpoint whose peer is itself in another process (a
  * sender whose receiver is remote, a receiver whose senders are, or that
  * has lanes of its own), or a sender whose receiver here cannot take a
- * lane (it is in a waitset), is not moved itself: a new pair of its type
+ * lane (it is sent on, say), is not moved itself: a new pair of its type
  * is made, the new end of its kind goes as above, and the other end is
  * joined to it by a forwarder in this process (bridge.c), which stays
  * for the channel's life. So a chain of moves is a chain of forwarders,

@@ -330,6 +330,22 @@ out_unlock:
  * Clears the sleeper bits (and sets `set`) in one seq_cst RMW, then wakes
  * whoever was sleeping: the parked receiver and/or the waitset.
  */
+/*
+ * `lock` held: signals the receiver's waitset, if any, as `how` says: its
+ * eventfd (ST_WS_ARMED), its futex word (ST_WS_FUTEX).
+ */
+static void ws_signal(struct cmesh__queue *q, uint32_t how)
+{
+	if (q->ws && (how & ST_WS_ARMED))
+		cmesh__eventfd_signal(q->ws_efd);
+	if (q->ws && (how & ST_WS_FUTEX)) {
+		/* Pairs with the waitset's acquire load before it arms
+		 * (waitset_wait.c). */
+		atomic_fetch_add_explicit(q->ws_word, 1, memory_order_release);
+		cmesh__park_wake(q->ws_word);
+	}
+}
+
 void cmesh__queue_wake(struct cmesh__queue *q, uint32_t set)
 {
 	uint32_t old = atomic_load_explicit(&q->state, memory_order_relaxed);
@@ -344,17 +360,24 @@ void cmesh__queue_wake(struct cmesh__queue *q, uint32_t set)
 		cmesh__park_wake(&q->state);
 	if (old & (ST_WS_ARMED | ST_WS_FUTEX)) {
 		pthread_mutex_lock(&q->lock);
-		if (q->ws && (old & ST_WS_ARMED))
-			cmesh__eventfd_signal(q->ws_efd);
-		if (q->ws && (old & ST_WS_FUTEX)) {
-			/* Pairs with the waitset's acquire load before it
-			 * arms (waitset_wait.c). */
-			atomic_fetch_add_explicit(q->ws_word, 1,
-						  memory_order_release);
-			cmesh__park_wake(q->ws_word);
-		}
+		ws_signal(q, old);
 		pthread_mutex_unlock(&q->lock);
 	}
+}
+
+void cmesh__queue_lane_joined(struct cmesh__queue *q)
+{
+	atomic_store_explicit(
+		&q->lanes_gen,
+		atomic_load_explicit(&q->lanes_gen, memory_order_relaxed) + 1,
+		memory_order_release);
+	/* Armed or not: it sets the lane up at its next look. */
+	ws_signal(q, ST_WS_ARMED | ST_WS_FUTEX);
+}
+
+uint32_t cmesh__queue_lanes_gen(struct cmesh__queue *q)
+{
+	return atomic_load_explicit(&q->lanes_gen, memory_order_acquire);
 }
 
 /* After a publish: drops it if the receiver closed meanwhile, else wakes. */

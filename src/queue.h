@@ -227,8 +227,9 @@ struct cmesh__lane *cmesh__queue_tx_lane(struct cmesh__queue *q);
 /*
  * The senders of `q` (its receiver here) gained one in another process:
  * `ln`, a port's in lane, holds a sender reference and a reference on its
- * link from now on. -EOPNOTSUPP if the receiver is in a waitset (a
- * port's lane has no wake fds), -EPIPE if it is gone, -ENOMEM.
+ * link from now on (in a waitset too: cmesh__queue_lanes_gen()).
+ * -EOPNOTSUPP if the receiver moved or no claim may add a lane
+ * (cmesh__queue_admit()), -EPIPE if it is gone, -ENOMEM.
  */
 int cmesh__queue_add_rx_lane(struct cmesh__queue *q, struct cmesh__lane *ln);
 
@@ -424,9 +425,12 @@ bool cmesh__queue_arm_futex(struct cmesh__queue *q, bool on);
 /*
  * Waitsets, consumer side: the lanes of ports among the receiver's
  * sources (a lane it was made with, its senders' lanes), at most `max`
- * in out[]: their count, or UINT32_MAX if there are more. The receiver
- * gains none while it is in a waitset (cmesh__queue_add_rx_lane).
+ * in out[]: their count, or UINT32_MAX if there are more. A lane may join
+ * them while the receiver is in a waitset (a sender sent away, a claim):
+ * lanes_gen then changes (acquire load; the waitset, having signalled
+ * itself, lists them again before it arms them).
  */
+uint32_t cmesh__queue_lanes_gen(struct cmesh__queue *q);
 uint32_t cmesh__queue_lanes(struct cmesh__queue *q, struct cmesh__lane **out,
 			    uint32_t max);
 

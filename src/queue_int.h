@@ -136,13 +136,19 @@ struct cmesh__queue {
 	bool closed_out;	    /* the CLOSE of tx_lane is sent (`lock`) */
 	/* A side was failed, not freed (cmesh__queue_*_fail): ST_*_FAILED. */
 	_Atomic bool tx_failed;
-	bool rx_failed;
+	bool rx_failed; /* ... or a source failed (consumer: queue_port.c) */
 
 	/*
 	 * Lanes whose senders moved to other processes (queue_port.c): added
 	 * under `lock` to `xl_add`, taken by the consumer into its own array.
 	 */
-	_Atomic uint32_t xl_flags;   /* XL_ANY: lanes exist; XL_NEW: xl_add */
+	_Atomic uint32_t xl_flags; /* XL_ANY: lanes exist; XL_NEW: xl_add */
+	/*
+	 * Bumped (under `lock`) when a lane joins the receiver's sources
+	 * (xl_add, next): its waitset sets up their wake sockets again
+	 * (cmesh__queue_lanes_gen()).
+	 */
+	_Atomic uint32_t lanes_gen;
 	struct cmesh__lane **xl_add; /* under `lock` */
 	uint32_t xl_nadd, xl_capadd;
 	struct cmesh__lane **xl; /* consumer only */
@@ -191,7 +197,7 @@ struct cmesh__queue {
 	/*
 	 * A claimed lane (cmesh__queue_await()), read once rx_lane ended
 	 * (consumer; written under `lock`: before the receiver is handed
-	 * out, and by a retry of its claim in a receive, never in a waitset).
+	 * out, and by a retry of its claim in a receive).
 	 */
 	struct cmesh__lane *next;
 	uint64_t next_serial; /* its serial, kept after it is read (`lock`) */
@@ -392,6 +398,13 @@ int cmesh__queue_reserve_lanes(struct cmesh__lane ***v, uint32_t *cap,
 
 /* A sender reference more, unless none is left (then the end is sent). */
 bool cmesh__queue_sender_tryget(struct cmesh__queue *q);
+
+/*
+ * `lock` held: a lane joined the receiver's sources (xl_add, next): the
+ * generation moves on and its waitset, if any, looks again (it sets up
+ * the lane's wake socket before it arms it: waitset.c).
+ */
+void cmesh__queue_lane_joined(struct cmesh__queue *q);
 
 /*
  * Consumer: lane `ln`, out of the queue's sources (xl, next), is done

@@ -237,8 +237,8 @@ static int admit_hinted(void *ctx, struct cmesh__lane *ln)
  * processes when it was sent on here, shm/proto.h): each is claimed
  * where it is, if we are linked with that process, and its claimed lane
  * is read once `ln` passed the hint's MARK (or ended). A hint we cannot
- * act on (no link; the queue in a waitset, or sent on: admit refuses, no
- * CLAIM goes) leaves that sender forwarded. A sender in this process is
+ * act on (no link; the queue sent on: admit refuses, no CLAIM goes)
+ * leaves that sender forwarded. A sender in this process is
  * not claimed: it stays forwarded too.
  */
 void cmesh__queue_claim_hints(struct cmesh__queue *q, struct cmesh__lane *ln)
@@ -250,9 +250,9 @@ void cmesh__queue_claim_hints(struct cmesh__queue *q, struct cmesh__lane *ln)
 	ln->hints = NULL;
 	ln->nhints = 0;
 	/* Our own ring size for the lanes we make, not the peer's. */
-	if (q->ws || cmesh__env_get(&env) ||
+	if (cmesh__env_get(&env) ||
 	    cmesh__lane_ring_cap(q->h.type, false, env->ring_size, &cap))
-		n = 0; /* a waitset's member takes no lane */
+		n = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		struct hinted ctx = { q, ln->serial, h[i].mark };
 		struct cmesh__link *to;
@@ -533,12 +533,9 @@ void cmesh__queue_claim_refused(struct cmesh__queue *q, struct cmesh__lane *ln)
 					     memory_order_relaxed) +
 				1,
 			memory_order_relaxed);
-	/*
-	 * A sender's claim, or a receiver's (its serial outlives `next`)
-	 * out of a waitset (its retry would not go: cmesh__queue_await()).
-	 */
+	/* A sender's claim, or a receiver's (its serial outlives `next`). */
 	if ((ln->is_out ? q->claim_out == ln && !q->closed_out :
-			  q->next_serial == ln->serial && !q->ws) &&
+			  q->next_serial == ln->serial) &&
 	    q->claim_node && q->claim_tries < CLAIM_TRIES)
 		atomic_store_explicit(&q->claim_retry_at,
 				      cmesh_clock_now() +
@@ -624,9 +621,9 @@ void cmesh__queue_claim_again_rx(struct cmesh__queue *q)
 	/*
 	 * Still waiting behind the lane the queue was made with, which has
 	 * not failed (its error is the receiver's: no sender is to be
-	 * redirected to a lane never read); not in a waitset (see await).
+	 * redirected to a lane never read).
 	 */
-	if (retry_due(q, at) && q->next && !q->primary_done && !q->ws &&
+	if (retry_due(q, at) && q->next && !q->primary_done &&
 	    !cmesh__lane_failed(q->rx_lane) &&
 	    !(atomic_load_explicit(&q->state, memory_order_relaxed) &
 	      ST_RX_CLOSED) &&
@@ -686,12 +683,8 @@ int cmesh__queue_await(struct cmesh__queue *q, struct cmesh__lane *ln)
 	int r;
 
 	pthread_mutex_lock(&q->lock);
-	/*
-	 * The consumer's array has room for it when the primary ends. Not
-	 * in a waitset (a retry's, from a receive there): it would not wake
-	 * the waitset from a link it has no wake socket on.
-	 */
-	r = q->next || !q->rx_lane || q->ws ?
+	/* The consumer's array has room for it when the primary ends. */
+	r = q->next || !q->rx_lane ?
 		    -EINVAL :
 		    cmesh__queue_reserve_lanes(&q->xl, &q->xl_cap, q->xl_n + 1);
 	if (!r) {
@@ -703,6 +696,8 @@ int cmesh__queue_await(struct cmesh__queue *q, struct cmesh__lane *ln)
 		/* Its receives take the lanes' path (walk()), XL_NEW aside. */
 		atomic_fetch_or_explicit(&q->xl_flags, XL_ANY,
 					 memory_order_release);
+		/* A retry's, from a receive in a waitset: its wake socket. */
+		cmesh__queue_lane_joined(q);
 	}
 	pthread_mutex_unlock(&q->lock);
 	/*

@@ -97,7 +97,7 @@ int cmesh__queue_admit(struct cmesh__queue *q, uint64_t after, uint32_t mark,
 	ln->after = after;
 	ln->after_mark = after ? mark : 0;
 	pthread_mutex_lock(&q->lock);
-	if (q->ws || q->no_claims ||
+	if (q->no_claims ||
 	    (!after &&
 	     atomic_load_explicit(&q->gate_serial, memory_order_relaxed))) {
 		/*
@@ -137,6 +137,7 @@ int cmesh__queue_admit(struct cmesh__queue *q, uint64_t after, uint32_t mark,
 		/* Pairs with the consumer's acquire load of xl_flags. */
 		atomic_fetch_or_explicit(&q->xl_flags, XL_ANY | XL_NEW,
 					 memory_order_release);
+		cmesh__queue_lane_joined(q);
 	}
 	pthread_mutex_unlock(&q->lock);
 	if (!r)
@@ -359,6 +360,24 @@ static bool is_failure(int r)
 }
 
 /*
+ * Consumer: a source failed, so the receiver did, for good: every lane's
+ * producer hears so now (-ECONNRESET to its sends), not only once the
+ * receiver is freed, and the close fails the rest (rx_failed). Once.
+ */
+static void fail_sources(struct cmesh__queue *q)
+{
+	if (q->rx_failed)
+		return;
+	q->rx_failed = true;
+	for (uint32_t i = 0; i < q->xl_n; i++)
+		cmesh__lane_fail_rx(q->xl[i]);
+	if (q->next)
+		cmesh__lane_fail_rx(q->next);
+	if (q->rx_lane && !q->primary_done)
+		cmesh__lane_fail_rx(q->rx_lane);
+}
+
+/*
  * A receive (or, with `peek`, the trailing length of what a receive would
  * take, without taking it): the first source, then the lanes from
  * xl_next on. A lane that closed is dropped on the way.
@@ -391,8 +410,11 @@ again:
 				return -ENOMEM;
 			goto again;
 		}
-		if (r != -EAGAIN && r != -EPIPE)
+		if (r != -EAGAIN && r != -EPIPE) {
+			if (q->rx_lane && is_failure(r))
+				fail_sources(q);
 			return r;
+		}
 		/*
 		 * The local tier says closed only once every sender, the
 		 * lanes' included, is gone; a lane the queue was made with
@@ -443,6 +465,7 @@ again:
 		}
 		if (is_failure(r)) {
 			q->xl_err = r;
+			fail_sources(q);
 			return r;
 		}
 		if (!peek)

@@ -37,8 +37,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-/* Lanes of ports one member may have (its senders sent away, ...). */
-#define MEMBER_LANES 64u
+/* Lanes of ports a member's first listing has room for (it grows). */
+#define MEMBER_LANES 16u
 
 /* Watches `fd` (level-triggered) or stops watching it. */
 static int watch(cmesh_waitset *ws, int fd, uint32_t kind, bool on)
@@ -173,34 +173,78 @@ static void member_links_put(cmesh_waitset *ws, struct member *m)
 }
 
 /*
+ * The ports' lanes of queue `q` (cmesh__queue_lanes()) in *out, an array
+ * of *cap (grown as needed; the caller frees it): their count, or -ENOMEM.
+ */
+static int64_t list_lanes(struct cmesh__queue *q, struct cmesh__lane ***out,
+			  uint32_t *cap)
+{
+	for (;;) {
+		uint32_t n = cmesh__queue_lanes(q, *out, *cap);
+		struct cmesh__lane **v;
+
+		if (n != UINT32_MAX)
+			return n;
+		v = realloc(*out, 2 * (size_t)*cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		*out = v;
+		*cap *= 2;
+	}
+}
+
+/*
  * The wake sockets the ports' lanes of queue `q` need, one per link:
  * each lane learns its socket's id (it writes it with its SOCK bit).
+ * The generation first: a lane that joins after it is listed again.
  */
 static int member_links(cmesh_waitset *ws, struct member *m)
 {
-	struct cmesh__lane *lanes[MEMBER_LANES];
-	uint32_t n = cmesh__queue_lanes(m->q, lanes, MEMBER_LANES);
+	uint32_t cap = MEMBER_LANES;
+	struct cmesh__lane **lanes = malloc(cap * sizeof(*lanes));
+	int64_t n;
+	int r = 0;
 
 	m->links = NULL;
 	m->nlinks = 0;
-	if (n == UINT32_MAX)
-		return -EOPNOTSUPP;
-	if (!n)
-		return 0;
-	m->links = calloc(n, sizeof(*m->links));
-	if (!m->links)
-		return -ENOMEM;
-	for (uint32_t k = 0; k < n; k++) {
+	m->lanes_gen = cmesh__queue_lanes_gen(m->q);
+	n = lanes ? list_lanes(m->q, &lanes, &cap) : -ENOMEM;
+	if (n > 0 && !(m->links = calloc((size_t)n, sizeof(*m->links))))
+		n = -ENOMEM;
+	for (int64_t k = 0; k < n; k++) {
 		struct wlink *w = wlink_get(ws, lanes[k]->link);
 
 		if (!w) {
 			member_links_put(ws, m);
-			return -ENOMEM;
+			n = -ENOMEM;
+			break;
 		}
 		lanes[k]->ws_id = w->id;
 		m->links[m->nlinks++] = lanes[k]->link;
 	}
-	return 0;
+	if (n < 0)
+		r = (int)n;
+	free(lanes);
+	return r;
+}
+
+void cmesh__waitset_refresh(cmesh_waitset *ws)
+{
+	for (uint32_t i = 0; i < ws->n; i++) {
+		struct member *m = &ws->m[i], fresh = *m;
+
+		if (cmesh__queue_lanes_gen(m->q) == m->lanes_gen)
+			continue;
+		/*
+		 * The new references first: a socket its old lanes share
+		 * stays open. Without memory the old set stays, and the
+		 * next look tries again.
+		 */
+		if (member_links(ws, &fresh))
+			continue;
+		member_links_put(ws, m);
+		*m = fresh;
+	}
 }
 
 static void remove_at(cmesh_waitset *ws, uint32_t i)
@@ -263,7 +307,7 @@ static int add_locked(cmesh_waitset *ws, struct cmesh__queue *q, uint64_t key)
 		ws->m = m;
 		ws->cap = cap;
 	}
-	/* First: from here on the receiver gains no lane (queue_port.c). */
+	/* First: a lane that joins from here on signals us (queue.c). */
 	r = cmesh__queue_set_waitset(q, ws, ws->efd, &ws->word);
 	if (r)
 		return r;

@@ -26,6 +26,8 @@ struct member {
 	/* The links of its ports' lanes, one wake socket reference each. */
 	struct cmesh__link **links;
 	uint32_t nlinks;
+	/* The queue's lanes_gen they were set up at (cmesh__waitset_refresh). */
+	uint32_t lanes_gen;
 };
 
 /* Our wake socket on a link (link_wake.c), shared by the members there. */
@@ -94,5 +96,14 @@ enum {
 
 /* A context member's watcher: its cancel signals the waitset. */
 void cmesh__waitset_on_cancel(void *arg);
+
+/*
+ * `lock` held, before a look arms the members: a member whose lanes
+ * changed (a sender sent away, a claim: its queue's lanes_gen moved on,
+ * and it signalled us) gets its lanes' wake sockets set up again, so
+ * that each lane it arms names a socket we poll. Without memory it stays
+ * as it was until a later look.
+ */
+void cmesh__waitset_refresh(cmesh_waitset *ws);
 
 #endif

@@ -149,6 +149,8 @@ static int try_wait_locked(cmesh_waitset *ws, uint64_t *out_key,
 	 */
 	if (!ws->armed && scan(ws, out_key))
 		return 0;
+	/* Lanes that joined a member get their wake sockets first. */
+	cmesh__waitset_refresh(ws);
 	/* A wait that sleeps in futex_waitv arms there (sleep_futex()). */
 	if (futex && !ws->armed)
 		return -EAGAIN;
@@ -269,6 +271,8 @@ static int sleep_futex(cmesh_waitset *ws, uint32_t word, int64_t until,
 	int r = 0;
 
 	pthread_mutex_lock(&ws->lock);
+	/* A lane that joined a member since its look (it bumped `word`). */
+	cmesh__waitset_refresh(ws);
 	/* Before arming: a wake after these loads changes a word. */
 	w[0] = (struct cmesh__park_word){ &ws->word, word, false };
 	for (uint32_t i = 0; i < ws->n; i++) {

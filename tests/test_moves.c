@@ -2903,6 +2903,23 @@ Test(moves, a_receiver_sent_on_before_its_senders_answer_claims_it)
 }
 
 /*
+ * Pk sends seq+1, seq+2, ... one at a time (a retry of a claim goes with a
+ * send or a receive when due) until P1 runs no forwarder, for 5 s at most:
+ * the last seq sent.
+ */
+static uint64_t sent_until_p1_forwards_none(int k, uint64_t seq)
+{
+	int64_t end = tu_now_ns() + TU_MS(5000);
+
+	do {
+		seq++;
+		send_held(k, seq, seq);
+		tu_sleep_ms(10);
+	} while (stats_of(1).busy && tu_now_ns() < end);
+	return seq;
+}
+
+/*
  * The sender's claim comes before the receiver's process took its end:
  * P1 sends its receiver to P2 (which reads nothing yet), its sender to P3,
  * and P3 takes it at once: its claim finds no token at P2 and is refused,
@@ -2915,7 +2932,6 @@ Test(moves, a_refused_claim_is_tried_again_once_its_peer_is_taken)
 {
 	cmesh_sender *rel2, *rel3;
 	uint64_t seq;
-	int64_t end;
 
 	channel_in_p1_p2_p3_paused(&rel2, &rel3);
 	pass_held(1, OP_HOLD, ROUTE(2)); /* the receiver, not taken yet */
@@ -2928,13 +2944,7 @@ Test(moves, a_refused_claim_is_tried_again_once_its_peer_is_taken)
 	cr_assert_eq(report_from(2), 0); /* P2 took the receiver */
 	route_send(&(struct cmsg){ 0 }, OP_DRAIN_HELD, ROUTE(2));
 	/* Its sends try again when due (the next within about 1.4 s). */
-	seq = 20;
-	end = tu_now_ns() + TU_MS(5000);
-	do {
-		seq++;
-		send_held(3, seq, seq);
-		tu_sleep_ms(10);
-	} while (stats_of(1).busy && tu_now_ns() < end);
+	seq = sent_until_p1_forwards_none(3, 20);
 	outlives_the_hop(3, 1, 2, seq + 1, seq + 50, seq + 100);
 }
 
@@ -2974,13 +2984,7 @@ Test(moves, a_receivers_refused_claim_is_tried_again_once_its_peer_is_taken)
 	send_held(2, 1, 20);		 /* through P1 */
 	cr_assert(stats_of(1).busy, "P1 runs no forwarder: not refused");
 	/* Its receives try again when due (the next within about 1.4 s). */
-	seq = 20;
-	end = tu_now_ns() + TU_MS(5000);
-	do {
-		seq++;
-		send_held(2, seq, seq);
-		tu_sleep_ms(10);
-	} while (stats_of(1).busy && tu_now_ns() < end);
+	seq = sent_until_p1_forwards_none(2, 20);
 	outlives_the_hop(2, 1, 3, seq + 1, seq + 50, seq + 100);
 }
 
@@ -3028,6 +3032,20 @@ static int64_t ws_next(cmesh_waitset *ws, cmesh_receiver *rx, int ms)
 }
 
 /*
+ * The event loop idle (ws_idle()), Pk sends `seq`: it wakes the waitset's
+ * fd and is the message received.
+ */
+static void send_wakes(cmesh_waitset *ws, cmesh_receiver *rx, int k,
+		       uint64_t seq)
+{
+	ws_idle(ws, rx);
+	send_held(k, seq, seq);
+	cr_assert_eq(ws_next(ws, rx, 3000), (int64_t)seq,
+		     "message %llu did not wake the waitset",
+		     (unsigned long long)seq);
+}
+
+/*
  * A receiver whose claim was refused, then put in a waitset, driven as an
  * external event loop drives it: its receives there try the claim again
  * once P2 took the sender, the claim holds (P1's forwarder goes), and
@@ -3058,23 +3076,12 @@ Test(moves, a_refused_claim_of_a_waitset_member_is_tried_again_and_wakes_it)
 	cr_assert_eq(report_from(2), 0); /* P2 took the sender */
 	end = tu_now_ns() + TU_MS(5000);
 	do {
-		seq++;
-		ws_idle(ws, h.rx);
-		send_held(2, seq, seq);
-		cr_assert_eq(ws_next(ws, h.rx, 3000), (int64_t)seq,
-			     "message %llu did not wake the waitset",
-			     (unsigned long long)seq);
+		send_wakes(ws, h.rx, 2, ++seq);
 		tu_sleep_ms(10);
 	} while (stats_of(1).busy && tu_now_ns() < end);
 	cr_assert(!stats_of(1).busy, "P1 forwards: the retry never held");
-	for (last = seq + 5; seq < last;) {
-		seq++;
-		ws_idle(ws, h.rx);
-		send_held(2, seq, seq);
-		cr_assert_eq(ws_next(ws, h.rx, 3000), (int64_t)seq,
-			     "message %llu did not wake the waitset",
-			     (unsigned long long)seq);
-	}
+	for (last = seq + 5; seq < last;)
+		send_wakes(ws, h.rx, 2, ++seq);
 	cmesh_waitset_free(ws);
 	cmesh_receiver_free(h.rx);
 	mesh_down(0);
@@ -3102,22 +3109,12 @@ Test(moves, a_sender_sent_on_claims_a_receiver_in_a_waitset)
 	ws_idle(ws, rx);
 	pass_held(1, OP_HOLD, ROUTE(2));
 	cr_assert_eq(report_from(2), 0);
-	for (; seq <= 6; seq++) {
-		send_held(2, seq, seq);
-		cr_assert_eq(ws_next(ws, rx, 3000), (int64_t)seq,
-			     "message %llu did not wake the waitset",
-			     (unsigned long long)seq);
-		ws_idle(ws, rx);
-	}
+	for (; seq <= 6; seq++)
+		send_wakes(ws, rx, 2, seq);
 	no_forwarder_in(1);
 	kill_and_wait(1);
-	for (; seq <= 9; seq++) {
-		send_held(2, seq, seq);
-		cr_assert_eq(ws_next(ws, rx, 3000), (int64_t)seq,
-			     "message %llu did not wake the waitset",
-			     (unsigned long long)seq);
-		ws_idle(ws, rx);
-	}
+	for (; seq <= 9; seq++)
+		send_wakes(ws, rx, 2, seq);
 	cmesh_waitset_free(ws);
 	closed_when_freed(2, rx, 1u << 1);
 }

@@ -96,9 +96,10 @@ struct cmesh__lane {
 	bool drop_at_idle; /* a REUSE of it was dropped before it went idle */
 	/* In, pooled: a LAST record ended the use; the producer is idle. */
 	bool peer_idle;
-	uint64_t use;	/* pooled: the use it is in (from 1) */
-	uint32_t pins;	/* callers using it outside the link's lock */
-	uint32_t ws_id; /* in, dynamic: its waitset's wake socket on the link */
+	uint64_t use;  /* pooled: the use it is in (from 1) */
+	uint32_t pins; /* callers using it outside the link's lock */
+	/* In, dynamic: its waitset's wake socket on the link (relaxed). */
+	_Atomic uint32_t ws_id;
 	_Atomic bool bound;   /* both halves mapped: the ring is usable */
 	_Atomic bool dropped; /* the peer dropped the port: closed for good */
 	struct cmesh__arena *own_half, *peer_half; /* dynamic lanes */

@@ -113,8 +113,11 @@ bool cmesh__lane_arm(struct cmesh__lane *ln, bool on, bool drain)
 		if (!ln->own_wake)
 			return false; /* arrived failed: nothing will come */
 		if (on)
-			atomic_store_explicit(&ln->own_wake->wake_id, ln->ws_id,
-					      memory_order_relaxed);
+			atomic_store_explicit(
+				&ln->own_wake->wake_id,
+				atomic_load_explicit(&ln->ws_id,
+						     memory_order_relaxed),
+				memory_order_relaxed);
 		set_mode(ln, CMESH_SHM_WAKE_SOCK, on);
 		return on && cmesh__lane_in_flight(ln);
 	}
@@ -290,5 +293,7 @@ void cmesh__lane_wake(struct cmesh__lane *ln)
 				       memory_order_seq_cst) &
 		  CMESH_SHM_WAKE_SOCK))
 		/* Armed in a waitset: through its socket on the link. */
-		cmesh__link_wake_self(ln->link, ln->ws_id);
+		cmesh__link_wake_self(
+			ln->link,
+			atomic_load_explicit(&ln->ws_id, memory_order_relaxed));
 }

@@ -360,15 +360,23 @@ static bool is_failure(int r)
 }
 
 /*
- * Consumer: a source failed, so the receiver did, for good: every lane's
- * producer hears so now (-ECONNRESET to its sends), not only once the
- * receiver is freed, and the close fails the rest (rx_failed). Once.
+ * Consumer: a source failed (`r`), so the receiver did, for good (xl_err:
+ * every later receive says so first): every lane's producer hears so now
+ * (-ECONNRESET to its sends), not only once the receiver is freed; no
+ * lane joins any more (no_claims: a sender sent away goes through a
+ * forwarder, which meets the failure); the close fails the rest
+ * (rx_failed). Once.
  */
-static void fail_sources(struct cmesh__queue *q)
+static void fail_sources(struct cmesh__queue *q, int r)
 {
+	q->xl_err = r;
 	if (q->rx_failed)
 		return;
 	q->rx_failed = true;
+	pthread_mutex_lock(&q->lock);
+	q->no_claims = true;
+	pthread_mutex_unlock(&q->lock);
+	cmesh__queue_xl_merge(q); /* what joined before no_claims */
 	for (uint32_t i = 0; i < q->xl_n; i++)
 		cmesh__lane_fail_rx(q->xl[i]);
 	if (q->next)
@@ -412,7 +420,7 @@ again:
 		}
 		if (r != -EAGAIN && r != -EPIPE) {
 			if (q->rx_lane && is_failure(r))
-				fail_sources(q);
+				fail_sources(q, r);
 			return r;
 		}
 		/*
@@ -464,8 +472,7 @@ again:
 			goto again;
 		}
 		if (is_failure(r)) {
-			q->xl_err = r;
-			fail_sources(q);
+			fail_sources(q, r);
 			return r;
 		}
 		if (!peek)

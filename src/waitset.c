@@ -219,7 +219,8 @@ static int member_links(cmesh_waitset *ws, struct member *m)
 			n = -ENOMEM;
 			break;
 		}
-		lanes[k]->ws_id = w->id;
+		atomic_store_explicit(&lanes[k]->ws_id, w->id,
+				      memory_order_relaxed);
 		m->links[m->nlinks++] = lanes[k]->link;
 	}
 	if (n < 0)
@@ -228,8 +229,10 @@ static int member_links(cmesh_waitset *ws, struct member *m)
 	return r;
 }
 
-void cmesh__waitset_refresh(cmesh_waitset *ws)
+bool cmesh__waitset_refresh(cmesh_waitset *ws)
 {
+	bool done = true;
+
 	for (uint32_t i = 0; i < ws->n; i++) {
 		struct member *m = &ws->m[i], fresh = *m;
 
@@ -237,14 +240,17 @@ void cmesh__waitset_refresh(cmesh_waitset *ws)
 			continue;
 		/*
 		 * The new references first: a socket its old lanes share
-		 * stays open. Without memory the old set stays, and the
-		 * next look tries again.
+		 * stays open. Without memory (or an fd) the old set stays,
+		 * and the caller looks again soon.
 		 */
-		if (member_links(ws, &fresh))
+		if (member_links(ws, &fresh)) {
+			done = false;
 			continue;
+		}
 		member_links_put(ws, m);
 		*m = fresh;
 	}
+	return done;
 }
 
 static void remove_at(cmesh_waitset *ws, uint32_t i)

@@ -98,12 +98,13 @@ enum {
 void cmesh__waitset_on_cancel(void *arg);
 
 /*
- * `lock` held, before a look arms the members: a member whose lanes
- * changed (a sender sent away, a claim: its queue's lanes_gen moved on,
- * and it signalled us) gets its lanes' wake sockets set up again, so
- * that each lane it arms names a socket we poll. Without memory it stays
- * as it was until a later look.
+ * `lock` held, before a look arms the members (after its drain and
+ * disarm): a member whose lanes changed (a sender sent away, a claim: its
+ * queue's lanes_gen moved on, and it signalled us) gets its lanes' wake
+ * sockets set up again, so that each lane it arms names a socket we poll.
+ * False if one could not be (no memory, no fd): it stays as it was, and
+ * the caller must look again soon.
  */
-void cmesh__waitset_refresh(cmesh_waitset *ws);
+bool cmesh__waitset_refresh(cmesh_waitset *ws);
 
 #endif

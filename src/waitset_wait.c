@@ -149,8 +149,6 @@ static int try_wait_locked(cmesh_waitset *ws, uint64_t *out_key,
 	 */
 	if (!ws->armed && scan(ws, out_key))
 		return 0;
-	/* Lanes that joined a member get their wake sockets first. */
-	cmesh__waitset_refresh(ws);
 	/* A wait that sleeps in futex_waitv arms there (sleep_futex()). */
 	if (futex && !ws->armed)
 		return -EAGAIN;
@@ -165,6 +163,15 @@ static int try_wait_locked(cmesh_waitset *ws, uint64_t *out_key,
 		return 0;
 	if (futex)
 		return -EAGAIN;
+	/*
+	 * Lanes that joined a member get their wake sockets before they are
+	 * armed: after the drain (a lane joining from here on leaves the
+	 * eventfd readable, so the sleep comes back and this runs again) and
+	 * the disarm (no producer reads an id being set). One that could not
+	 * be set up: look again soon, as for a claim in flight.
+	 */
+	if (!cmesh__waitset_refresh(ws))
+		*in_flight = true;
 	for (uint32_t i = 0; i < ws->n; i++)
 		*in_flight |= cmesh__queue_arm(ws->m[i].q);
 	ws->armed = true;
@@ -272,7 +279,8 @@ static int sleep_futex(cmesh_waitset *ws, uint32_t word, int64_t until,
 
 	pthread_mutex_lock(&ws->lock);
 	/* A lane that joined a member since its look (it bumped `word`). */
-	cmesh__waitset_refresh(ws);
+	if (!cmesh__waitset_refresh(ws))
+		in_flight = true; /* its futex words are there anyway */
 	/* Before arming: a wake after these loads changes a word. */
 	w[0] = (struct cmesh__park_word){ &ws->word, word, false };
 	for (uint32_t i = 0; i < ws->n; i++) {

@@ -7,7 +7,8 @@
  * message is queued, or it is closed. Readiness is level-triggered: a
  * member stays ready until it is drained. A member with senders in other
  * processes may also be ready once when one of them lets go while others
- * remain: the receive that takes that end returns -EAGAIN. Each receiver is in at most one
+ * remain, or when a new one joins: the receive that takes that end (or
+ * that sender's lane) returns -EAGAIN. Each receiver is in at most one
  * waitset. A wait and the receives on its members belong to one thread at
  * a time: no recv on a member while a wait on its waitset runs in another
  * thread. Membership may change from any thread at any time: adding,

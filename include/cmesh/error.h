@@ -21,8 +21,7 @@
  *   -EINVAL      invalid argument, option, flag or environment value.
  *   -EBUSY       the object is already in use (e.g. already in a waitset).
  *   -EOPNOTSUPP  an endpoint in a try_send (it could not come back on
- *                -EAGAIN); a receiver of more than 64 processes' senders
- *                added to a waitset.
+ *                -EAGAIN).
  *   -ENOENT      not found: not a member of this waitset, no invitation
  *                (cmesh_join()), or (passed through) no such file.
  *   -EREMOTEIO   rpc: the server failed the call (cmesh/rpc.h).

@@ -59,8 +59,8 @@ CMESH_API void cmesh_waitset_free(cmesh_waitset *ws);
  * Adds a member (borrowed: it stays owned by the caller; freeing it removes
  * it). `key` is returned by wait when the member is ready. Any thread;
  * never blocks. Errors: -EBUSY (already in a waitset), -EINVAL (NULL),
- * -EOPNOTSUPP (a receiver fed by senders of more than 64 processes),
- * -ENOMEM, or epoll_ctl's -errno.
+ * -ENOMEM (memory, or the fds of a wake socket on a link of its
+ * senders), or epoll_ctl's -errno.
  */
 CMESH_API int cmesh_waitset_add_receiver(cmesh_waitset *ws, cmesh_receiver *rx,
 					 uint64_t key);

@@ -136,8 +136,9 @@ static void early_token(struct cmesh__link *link, struct cmesh__lane *ln)
 /*
  * Makes a port of endpoint `h` (field kind `kind`), whose peer is here, on
  * `link`: fills *out. The handle is consumed on success only. -EOPNOTSUPP
- * (nothing done): its peer cannot take a lane here (a receiver in a
- * waitset, or with lanes of its own; one that is moving).
+ * (nothing done): its peer cannot take a lane here (a receiver that takes
+ * no claims, waits behind a come-home gate, or has lanes of its own; one
+ * that is moving).
  */
 static int export_direct(struct cmesh__link *link, const cmesh_field *f,
 			 void *h, const cmesh_env *env,
@@ -482,8 +483,8 @@ static int export_any(struct cmesh__link *link, const cmesh_field *f, void *h,
 		cmesh__queue_claims_reopen(q); /* it stays the caller's */
 	/*
 	 * Its forwarder's lane has a token of ours: the one upstream wins. A
-	 * sender's is no use (its receiver here is the forwarder's, in a
-	 * waitset: every claim of it is refused), so it never goes.
+	 * sender's is no use (its receiver here is the forwarder's, which
+	 * stays: a claim of it would remove no hop), so it never goes.
 	 */
 	if (!r && !home && !node && f->kind == CMESH_FIELD_KIND_SENDER) {
 		out->desc.flags &= ~CMESH_PORT_F_REDIRECT;

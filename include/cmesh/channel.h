@@ -211,7 +211,7 @@ CMESH_API int cmesh_sender_is_closed(const cmesh_sender *tx);
  * Takes both handles on success. -EINVAL: NULL, or both ends of one
  * channel; -EBADMSG: the types differ; -ENOMEM, -EAGAIN (no thread could
  * be started), or an error of cmesh_waitset_new() or of adding `rx` to the
- * forwarder's waitset (-EMFILE, -EOPNOTSUPP...): nothing is taken, though
+ * forwarder's waitset (-ENOMEM, epoll_ctl's -errno): nothing is taken, though
  * `rx` has left its waitset. Any thread (`rx` is a receiver call: not
  * concurrently with another call on it); never waits for the forwarder,
  * may start its thread.
@@ -235,8 +235,9 @@ typedef struct cmesh_receiver_stats {
 	/*
 	 * Across processes: claims of its senders where they are that
 	 * their process refused (that sender's end not taken there yet);
-	 * such a sender stays forwarded unless a later try holds (cmesh
-	 * tries a few times, about 1.4 s in all, as the receiver receives).
+	 * such a sender stays forwarded unless a later try holds: the
+	 * receiver's own claim is tried again a few times (about 1.4 s in
+	 * all) as it receives or peeks; a claim of a HINTS record is not.
 	 */
 	uint64_t claims_refused;
 } cmesh_receiver_stats;

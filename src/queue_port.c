@@ -363,9 +363,10 @@ static bool is_failure(int r)
  * Consumer: a source failed (`r`), so the receiver did, for good (xl_err:
  * every later receive says so first): every lane's producer hears so now
  * (-ECONNRESET to its sends), not only once the receiver is freed; no
- * lane joins any more (no_claims: a sender sent away goes through a
- * forwarder, which meets the failure); the close fails the rest
- * (rx_failed). Once.
+ * lane joins any more (no_claims: a sender sent away from here after it
+ * goes through a forwarder, whose local sends learn of the failure only
+ * when the receiver is freed, as local senders do); the close fails the
+ * rest (rx_failed). Once.
  */
 static void fail_sources(struct cmesh__queue *q, int r)
 {

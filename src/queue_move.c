@@ -545,6 +545,15 @@ void cmesh__queue_claim_refused(struct cmesh__queue *q, struct cmesh__lane *ln)
 	pthread_mutex_unlock(&q->lock);
 }
 
+/* The time of a refused claim's retry if it is due now, else 0. */
+static int64_t retry_at(struct cmesh__queue *q)
+{
+	int64_t at =
+		atomic_load_explicit(&q->claim_retry_at, memory_order_relaxed);
+
+	return at && cmesh_clock_now() >= at ? at : 0;
+}
+
 /*
  * `lock` held: takes a due retry (one caller does: a later refusal's,
  * set under `lock` too, is another's); false if none was due.
@@ -556,6 +565,17 @@ static bool retry_due(struct cmesh__queue *q, int64_t at)
 		return false;
 	atomic_store_explicit(&q->claim_retry_at, 0, memory_order_relaxed);
 	return true;
+}
+
+/* `lock` held: what the claim named, for its next try (counted). */
+static void next_try(struct cmesh__queue *q, uint64_t tok[2], uint64_t *node,
+		     uint32_t *mark)
+{
+	q->claim_tries++;
+	tok[0] = q->claim_tok[0];
+	tok[1] = q->claim_tok[1];
+	*node = q->claim_node;
+	*mark = q->claim_mark;
 }
 
 /* The claim goes again (the refused one is done with); 0 if it went. */
@@ -576,14 +596,13 @@ static int claim_anew(struct cmesh__queue *q, const uint64_t tok[2],
 
 void cmesh__queue_claim_again(struct cmesh__queue *q)
 {
-	int64_t at =
-		atomic_load_explicit(&q->claim_retry_at, memory_order_relaxed);
+	int64_t at = retry_at(q);
 	struct cmesh__lane *dead = NULL;
 	uint64_t tok[2] = { 0, 0 }, node = 0;
 	uint32_t mark = 0;
 	struct cmesh__link *l;
 
-	if (!at || cmesh_clock_now() < at)
+	if (!at)
 		return;
 	pthread_mutex_lock(&q->lock);
 	/* The refused lane, answered, is done with. */
@@ -592,11 +611,7 @@ void cmesh__queue_claim_again(struct cmesh__queue *q)
 				 memory_order_acquire)) {
 		dead = q->claim_out;
 		q->claim_out = NULL;
-		q->claim_tries++;
-		tok[0] = q->claim_tok[0];
-		tok[1] = q->claim_tok[1];
-		node = q->claim_node;
-		mark = q->claim_mark;
+		next_try(q, tok, &node, &mark);
 	}
 	pthread_mutex_unlock(&q->lock);
 	if (!dead)
@@ -610,12 +625,12 @@ void cmesh__queue_claim_again(struct cmesh__queue *q)
 
 void cmesh__queue_claim_again_rx(struct cmesh__queue *q)
 {
-	int64_t at =
-		atomic_load_explicit(&q->claim_retry_at, memory_order_relaxed);
+	int64_t at = retry_at(q);
 	struct cmesh__lane *dead = NULL;
 	uint64_t tok[2] = { 0, 0 }, node = 0;
+	uint32_t mark = 0;
 
-	if (!at || cmesh_clock_now() < at)
+	if (!at)
 		return;
 	pthread_mutex_lock(&q->lock);
 	/*
@@ -630,10 +645,7 @@ void cmesh__queue_claim_again_rx(struct cmesh__queue *q)
 	    atomic_load_explicit(&q->next->dropped, memory_order_acquire)) {
 		dead = q->next;
 		q->next = NULL; /* for await(), which sets it again */
-		q->claim_tries++;
-		tok[0] = q->claim_tok[0];
-		tok[1] = q->claim_tok[1];
-		node = q->claim_node;
+		next_try(q, tok, &node, &mark); /* a receiver's: no mark */
 	}
 	pthread_mutex_unlock(&q->lock);
 	if (!dead)
@@ -642,7 +654,7 @@ void cmesh__queue_claim_again_rx(struct cmesh__queue *q)
 	 * The new claim's sender reference before the refused one's goes:
 	 * the sending side never closes in between.
 	 */
-	if (claim_anew(q, tok, node, 0, false)) {
+	if (claim_anew(q, tok, node, mark, false)) {
 		pthread_mutex_lock(&q->lock);
 		q->next = dead; /* read once the primary ends, as before */
 		q->next_serial = dead->serial;

@@ -278,9 +278,11 @@ static int sleep_futex(cmesh_waitset *ws, uint32_t word, int64_t until,
 	int r = 0;
 
 	pthread_mutex_lock(&ws->lock);
-	/* A lane that joined a member since its look (it bumped `word`). */
-	if (!cmesh__waitset_refresh(ws))
-		in_flight = true; /* its futex words are there anyway */
+	/*
+	 * A lane that joined a member since its look bumped `word`, and its
+	 * words are loaded below: futex arming names no wake socket, so its
+	 * setup waits for a look that arms the fds (try_wait_locked()).
+	 */
 	/* Before arming: a wake after these loads changes a word. */
 	w[0] = (struct cmesh__park_word){ &ws->word, word, false };
 	for (uint32_t i = 0; i < ws->n; i++) {

@@ -428,7 +428,7 @@ int cmesh__queue_gate_local(struct cmesh__queue *q, uint64_t serial,
 	 * mark (its clones still write the lane), only where the local tier
 	 * is the first source: it is read beside the lane from then on.
 	 */
-	if (q->ws || q->no_claims || (mark && q->rx_lane) ||
+	if (q->no_claims || (mark && q->rx_lane) ||
 	    (q->rx_lane ?
 		     serial != q->rx_lane->serial && serial != q->next_serial :
 		     !(atomic_load_explicit(&q->xl_flags, memory_order_relaxed) &

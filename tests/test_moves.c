@@ -3120,3 +3120,104 @@ Test(moves, a_sender_sent_on_claims_a_receiver_in_a_waitset)
 	cmesh_waitset_free(ws);
 	closed_when_freed(2, rx, 1u << 1);
 }
+
+/*
+ * A sender that comes home to its receiver while that receiver is in a
+ * waitset, driven as an external event loop: each local send wakes the
+ * waitset's fd, the first while P1's lane may still be ending (it waits
+ * behind that lane's end), every message once and in order after what P1
+ * sent; the channel is an in-process one again, P1 runs no forwarder and
+ * its death takes nothing.
+ */
+Test(moves, a_sender_back_home_to_a_receiver_in_a_waitset_is_local_again)
+{
+	cmesh_receiver_stats stats;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	cmesh_waitset *ws;
+	struct seqmsg s;
+	uint64_t seq;
+
+	mesh_up(2);
+	rx = sender_in_p1(1, 3);
+	TU_ASSERT_RC(cmesh_waitset_new(&ws), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, rx, 5), 0);
+	expect_seqs(rx, 1, 3);
+	send_wakes(ws, rx, 1, 4);
+	tx = passed_home(1).tx;
+	cr_assert(tx);
+	for (seq = 5; seq <= 7; seq++) {
+		ws_idle(ws, rx);
+		TU_ASSERT_RC(send_item(tx, 0, seq), 0);
+		cr_assert_eq(ws_next(ws, rx, 3000), (int64_t)seq,
+			     "local message %llu did not wake the waitset",
+			     (unsigned long long)seq);
+	}
+	stats = stats_when(rx, in_process);
+	cr_assert(in_process(&stats), "lanes %u, remote %u", stats.lanes,
+		  stats.remote);
+	no_forwarder_in(1);
+	kill_and_wait(1);
+	ws_idle(ws, rx);
+	TU_ASSERT_RC(send_item(tx, 0, seq), 0);
+	cr_assert_eq(ws_next(ws, rx, 3000), (int64_t)seq);
+	cmesh_sender_free(tx);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &s, NULL, 0), -EPIPE);
+	cmesh_waitset_free(ws);
+	cmesh_receiver_free(rx);
+	mesh_down(1u << 1);
+}
+
+/*
+ * The same with a clone left behind in P1 (the sender comes home after a
+ * mark): what the clone sends over P1's lane and what the sender sends
+ * here both wake the waitset's fd, one by one; once P1 lets the clone go
+ * the channel is an in-process one again and P1's death takes nothing.
+ */
+Test(moves, a_sender_home_with_a_clone_left_behind_wakes_a_waitset_from_both)
+{
+	cmesh_receiver_stats stats;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	cmesh_waitset *ws;
+	struct cmsg m = { 0 };
+	struct seqmsg s;
+
+	mesh_up(2);
+	new_channel(&m.tx, &rx);
+	route_send(&m, OP_HOLD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	TU_ASSERT_RC(cmesh_waitset_new(&ws), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, rx, 6), 0);
+	for (uint64_t i = 1; i <= 3; i++)
+		send_wakes(ws, rx, 1, i);
+	tx = passed_home_flags(1, 0, PASS_KEEP_CLONE).tx;
+	cr_assert(tx);
+	for (uint64_t i = 4; i <= 6; i++) {
+		ws_idle(ws, rx);
+		TU_ASSERT_RC(send_item(tx, 0, 100 + i), 0);
+		cr_assert_eq(ws_next(ws, rx, 3000), (int64_t)(100 + i),
+			     "local message %llu did not wake the waitset",
+			     (unsigned long long)(100 + i));
+		ws_idle(ws, rx);
+		send_held_as(1, 1, i, i); /* the clone, as sender 1 */
+		cr_assert_eq(ws_next(ws, rx, 3000), (int64_t)i,
+			     "the clone's %llu did not wake the waitset",
+			     (unsigned long long)i);
+	}
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	stats = stats_when(rx, in_process);
+	cr_assert(in_process(&stats), "lanes %u, remote %u", stats.lanes,
+		  stats.remote);
+	no_forwarder_in(1);
+	kill_and_wait(1);
+	ws_idle(ws, rx);
+	TU_ASSERT_RC(send_item(tx, 0, 107), 0);
+	cr_assert_eq(ws_next(ws, rx, 3000), 107);
+	cmesh_sender_free(tx);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &s, NULL, 0), -EPIPE);
+	cmesh_waitset_free(ws);
+	cmesh_receiver_free(rx);
+	mesh_down(1u << 1);
+}

@@ -310,8 +310,10 @@ void cmesh__queue_claims_reopen(struct cmesh__queue *q);
  * A receiver about to go on through a forwarder: up to `max` of the lanes
  * its senders in other processes write (dynamic in lanes, bound, each
  * with the token their process gave in its LANE answer, none behind
- * another), into `out`. The rest of its sources (the lane it was made
- * with, senders here) stay forwarded. From then on no claim adds a lane
+ * another; the lane it was made with first, if still read), into `out`.
+ * The rest of its sources (senders here) stay forwarded. Its forwarder
+ * hears of each lane's end (cmesh__queue_on_lane_end()), that lane's
+ * too. From then on no claim adds a lane
  * (as cmesh__queue_sole_lane()). Consumer side (the receiver's holder).
  */
 uint32_t cmesh__queue_sources(struct cmesh__queue *q, struct cmesh__lane **out,

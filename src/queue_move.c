@@ -180,6 +180,20 @@ struct cmesh__lane *cmesh__queue_sole_lane(struct cmesh__queue *q)
 	return ln;
 }
 
+/*
+ * A source lane whose senders' process a claim may name: a port's in lane,
+ * bound (or with the token we gave it early), with the token that process
+ * gave.
+ */
+static bool nameable(struct cmesh__lane *ln)
+{
+	return ln->dynamic && !ln->is_out &&
+	       (cmesh__lane_bound(ln) ||
+		(ln->peer_early &&
+		 !atomic_load_explicit(&ln->dropped, memory_order_acquire))) &&
+	       ln->peer_node && (ln->peer_token[0] | ln->peer_token[1]);
+}
+
 uint32_t cmesh__queue_sources(struct cmesh__queue *q, struct cmesh__lane **out,
 			      uint32_t max)
 {
@@ -189,17 +203,18 @@ uint32_t cmesh__queue_sources(struct cmesh__queue *q, struct cmesh__lane **out,
 	if (!q->ws &&
 	    !atomic_load_explicit(&q->gate_serial, memory_order_relaxed) &&
 	    !q->xl_err && !q->next) {
+		/*
+		 * The lane it was made with first, while it is read: its end
+		 * calls end_fn too (queue_port.c).
+		 */
+		if (q->rx_lane && !q->primary_done && n < max &&
+		    nameable(q->rx_lane))
+			out[n++] = q->rx_lane;
 		for (uint32_t i = 0; i < q->xl_n + q->xl_nadd && n < max; i++) {
 			struct cmesh__lane *ln =
 				i < q->xl_n ? q->xl[i] : q->xl_add[i - q->xl_n];
 
-			if (ln->dynamic && !ln->is_out && !ln->after &&
-			    (cmesh__lane_bound(ln) ||
-			     (ln->peer_early &&
-			      !atomic_load_explicit(&ln->dropped,
-						    memory_order_acquire))) &&
-			    ln->peer_node &&
-			    (ln->peer_token[0] | ln->peer_token[1]))
+			if (!ln->after && nameable(ln))
 				out[n++] = ln;
 		}
 	}

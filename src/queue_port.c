@@ -433,6 +433,9 @@ again:
 			if (!q->rx_lane)
 				return -EPIPE;
 			q->primary_done = true;
+			/* As drop_lane(): a forwarder writes its mark now. */
+			if (q->end_fn)
+				q->end_fn(q->end_ctx, q->rx_lane->serial);
 			/*
 			 * From now on every receive, peek, look and sleep
 			 * takes this path: the lane's end is sticky, and a

@@ -3221,3 +3221,167 @@ Test(moves, a_sender_home_with_a_clone_left_behind_wakes_a_waitset_from_both)
 	cmesh_receiver_free(rx);
 	mesh_down(1u << 1);
 }
+
+/*
+ * P1 makes a channel and sends its receiver to P2 (made with P1's lane),
+ * then a clone of its sender to P3, which claims the receiver in P2: a
+ * second lane there, open once P2 has read P1's mark (its receive takes
+ * the mark, then P3's seq 1). P1 and P3 hold their senders (1 and 2).
+ */
+static void receiver_in_p2_made_with_p1s_lane_and_p3s(void)
+{
+	struct cmsg m = { .arg = PASS_CLONE | OP_HOLD | 1u << 8 | 3u << 16 };
+
+	mesh_up(4);
+	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	pass_held(1, OP_HOLD, ROUTE(2)); /* the receiver */
+	cr_assert_eq(report_from(2), 0);
+	/* Its lane's answer, and with it P2's token (see above). */
+	route_send(&(struct cmsg){ 0 }, OP_FLUSH_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	route_send(&m, OP_PASS, ROUTE(1)); /* a clone of the sender to P3 */
+	cr_assert_eq(report_from(1), 0);
+	cr_assert_eq(report_from(3), 0);
+	no_forwarder_in(1); /* P3's claim holds: P1 wrote its mark */
+	route_send(&(struct cmsg){ 0 }, OP_RECV_HELD, ROUTE(2));
+	send_held_as(3, 2, 1, 1);
+	cr_assert_eq(report_from(2), 1);
+}
+
+/* P1 and P3 free their senders: `rx` says closed, and goes. */
+static void closed_when_p1_p3_free(cmesh_receiver *rx)
+{
+	for (int k = 1; k <= 3; k += 2) {
+		route_send(&(struct cmsg){ 0 }, OP_FREE_HELD,
+			   ROUTE((uint8_t)k));
+		cr_assert_eq(report_from(k), 0);
+	}
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(),
+						  &(struct seqmsg){ 0 }, NULL,
+						  0),
+		     -EPIPE);
+	cmesh_receiver_free(rx);
+}
+
+/*
+ * A receiver made with its lane, with a second source, sent on: its
+ * forwarder's lane names both, the lane it was made with included
+ * (receiver_in_p2_made_with_p1s_lane_and_p3s()); P2 sends the receiver
+ * here, and we claim P1's and P3's senders where they are: P2 runs no
+ * forwarder once both claims hold, its death takes nothing, every message
+ * arrives once, in order per sender, and the channel closes when P1 and
+ * P3 let go.
+ */
+Test(moves, a_receiver_made_with_its_lane_claims_that_lanes_senders_too)
+{
+	uint64_t next[4] = { 0, 1, 2, 1 };
+	cmesh_receiver_stats st = { .size = sizeof(st) };
+	struct cmsg m;
+
+	receiver_in_p2_made_with_p1s_lane_and_p3s();
+	send_held_as(1, 1, 1, 50);
+	send_held_as(3, 2, 2, 50);
+	m = passed_home(2);
+	cr_assert(m.rx);
+	/* The claims go once the receiver reads the record that names them. */
+	expect_senders(m.rx, 99, next);
+	send_held_as(1, 1, 51, 100);
+	send_held_as(3, 2, 51, 100);
+	no_forwarder_in(2);
+	kill_and_wait(2);
+	send_held_as(1, 1, 101, 150);
+	send_held_as(3, 2, 101, 150);
+	expect_senders(m.rx, 200, next);
+	TU_ASSERT_RC(cmesh_receiver_stats_get(m.rx, &st), 0);
+	cr_assert_eq(st.lanes, 2, "lanes %u: P1's and P3's, claimed", st.lanes);
+	closed_when_p1_p3_free(m.rx);
+	mesh_down(1u << 2);
+}
+
+/*
+ * The same while P1 and P3 stream: each claim redirects its sender in the
+ * middle of its stream; its older messages come through P2's forwarder,
+ * the newer ones through the claimed lane, which opens at the MARK P2
+ * writes when it has read the old lane to its end (P1's: the lane the
+ * receiver was made with). Every message arrives once, in order per
+ * sender.
+ */
+Test(moves, a_receiver_made_with_its_lane_claims_its_senders_while_they_stream)
+{
+	uint64_t n = tu_sanitized() ? 5000 : 50000, next[4] = { 0, 1, 1, 1 };
+	struct cmsg m;
+
+	receiver_in_p2_made_with_p1s_lane_and_p3s();
+	m = (struct cmsg){ .arg = n | SEND_AS(1) };
+	route_send(&m, OP_STREAM_HELD, ROUTE(1));
+	/* As sender 3: its sender 2's seq 1 went to P2. */
+	m = (struct cmsg){ .arg = n | SEND_AS(3) };
+	route_send(&m, OP_STREAM_HELD, ROUTE(3));
+	m = passed_home(2);
+	cr_assert(m.rx);
+	expect_senders(m.rx, 2 * n, next);
+	cr_assert_eq(report_from(1), 0);
+	cr_assert_eq(report_from(3), 0);
+	no_forwarder_in(2);
+	closed_when_p1_p3_free(m.rx);
+	mesh_down(0);
+}
+
+/*
+ * The mark of the lane the receiver was made with: P1 makes a channel and
+ * sends its receiver to P2 (made with P1's lane), then a clone of its
+ * sender here, which claims the receiver in P2. P2 sends the receiver
+ * here: its forwarder names P1's lane (ours it does not: it goes where
+ * we are), so it lives on, forwarding what our sender sends. What P1
+ * sends after our claim of it comes in while our sender lives: the
+ * claimed lane opens at the MARK P2 writes when P1's old lane ends, not
+ * when P2's forwarder ends.
+ */
+Test(moves, a_receiver_made_with_its_lane_opens_that_lanes_claim_at_its_mark)
+{
+	uint64_t next[4] = { 0, 1, 2, 1 };
+	cmesh_sender *tx;
+	struct cmsg m;
+	int64_t maps;
+
+	mesh_up(3);
+	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	pass_held(1, OP_HOLD, ROUTE(2)); /* the receiver */
+	cr_assert_eq(report_from(2), 0);
+	route_send(&(struct cmsg){ 0 }, OP_FLUSH_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	tx = passed_home_flags(1, 0, PASS_CLONE).tx; /* claims P2's receiver */
+	cr_assert(tx);
+	no_forwarder_in(1);
+	route_send(&(struct cmsg){ 0 }, OP_RECV_HELD, ROUTE(2));
+	TU_ASSERT_RC(send_item(tx, 2, 1), 0);
+	cr_assert_eq(report_from(2), 1);
+	send_held_as(1, 1, 1, 50);
+	TU_ASSERT_RC(send_item(tx, 2, 2), 0);
+	maps = stats_of(1).maps;
+	m = passed_home(2);
+	cr_assert(m.rx);
+	expect_senders(m.rx, 51, next);
+	/*
+	 * P1 took our claim (it maps the claimed lane, then redirects its
+	 * sender at once, on its link thread): what it sends now goes
+	 * through the claimed lane, after the mark, our sender alive.
+	 */
+	answered_in(1, maps);
+	tu_sleep_ms(20);
+	send_held_as(1, 1, 51, 100);
+	expect_senders(m.rx, 50, next);
+	TU_ASSERT_RC(send_item(tx, 2, 3), 0);
+	expect_senders(m.rx, 1, next);
+	cmesh_sender_free(tx);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(m.rx, topo_deadline(),
+						  &(struct seqmsg){ 0 }, NULL,
+						  0),
+		     -EPIPE);
+	cmesh_receiver_free(m.rx);
+	mesh_down(0);
+}

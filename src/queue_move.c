@@ -180,18 +180,34 @@ struct cmesh__lane *cmesh__queue_sole_lane(struct cmesh__queue *q)
 	return ln;
 }
 
-/*
- * A source lane whose senders' process a claim may name: a port's in lane,
- * bound (or with the token we gave it early), with the token that process
- * gave.
- */
-static bool nameable(struct cmesh__lane *ln)
+/* Lane i of xl, then of xl_add (`lock` held). */
+static struct cmesh__lane *xl_at(const struct cmesh__queue *q, uint32_t i)
 {
-	return ln->dynamic && !ln->is_out &&
-	       (cmesh__lane_bound(ln) ||
-		(ln->peer_early &&
-		 !atomic_load_explicit(&ln->dropped, memory_order_acquire))) &&
-	       ln->peer_node && (ln->peer_token[0] | ln->peer_token[1]);
+	return i < q->xl_n ? q->xl[i] : q->xl_add[i - q->xl_n];
+}
+
+/*
+ * A source lane of `q` whose senders' process a claim may name: a port's
+ * in lane, bound (or with the token we gave it early), with the token
+ * that process gave; and no claimed lane waits behind a MARK of it. That
+ * MARK is written by a forwarder in the senders' process when it ends: a
+ * claim of those senders redirects them and seals the lane first, the
+ * MARK is then dropped, and what that forwarder still carries goes on the
+ * claimed lane, while the lane waiting behind would open at this one's
+ * end, before it. `lock` held.
+ */
+static bool nameable(const struct cmesh__queue *q, struct cmesh__lane *ln)
+{
+	if (!ln->dynamic || ln->is_out ||
+	    !(cmesh__lane_bound(ln) ||
+	      (ln->peer_early &&
+	       !atomic_load_explicit(&ln->dropped, memory_order_acquire))) ||
+	    !ln->peer_node || !(ln->peer_token[0] | ln->peer_token[1]))
+		return false;
+	for (uint32_t i = 0; i < q->xl_n + q->xl_nadd; i++)
+		if (xl_at(q, i)->after == ln->serial && xl_at(q, i)->after_mark)
+			return false;
+	return true;
 }
 
 uint32_t cmesh__queue_sources(struct cmesh__queue *q, struct cmesh__lane **out,
@@ -208,13 +224,12 @@ uint32_t cmesh__queue_sources(struct cmesh__queue *q, struct cmesh__lane **out,
 		 * calls end_fn too (queue_port.c).
 		 */
 		if (q->rx_lane && !q->primary_done && n < max &&
-		    nameable(q->rx_lane))
+		    nameable(q, q->rx_lane))
 			out[n++] = q->rx_lane;
 		for (uint32_t i = 0; i < q->xl_n + q->xl_nadd && n < max; i++) {
-			struct cmesh__lane *ln =
-				i < q->xl_n ? q->xl[i] : q->xl_add[i - q->xl_n];
+			struct cmesh__lane *ln = xl_at(q, i);
 
-			if (!ln->after && nameable(ln))
+			if (!ln->after && nameable(q, ln))
 				out[n++] = ln;
 		}
 	}

@@ -344,12 +344,22 @@ static void spin(struct cmesh__queue *q, int64_t spin_ns, int64_t deadline)
 			if (cmesh__lane_ready(q->rx_lane))
 				break;
 		} else {
+			/*
+			 * Once per round, first: the state line is the
+			 * senders' to write (a oneshot's sender that leaves
+			 * writes it right after its publish), and a read on
+			 * every poll takes it back from them mid-write, while
+			 * the reply waits to be seen. An overflow list in use
+			 * at the start is taken at once; one that starts
+			 * while we spin (a full ring: rare, we read it empty)
+			 * waits a round.
+			 */
+			if (maybe_ready(q))
+				goto out;
 			for (int i = 0; i < SPIN_CLOCK_EVERY; i++) {
 				/* Hints only: pop() looks again (acquire). */
 				if (atomic_load_explicit(
-					    seq, memory_order_relaxed) ==
-					    want ||
-				    maybe_ready(q))
+					    seq, memory_order_relaxed) == want)
 					goto out;
 				sink += atomic_load_explicit(
 					tw, memory_order_relaxed);

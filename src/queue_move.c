@@ -455,10 +455,14 @@ int cmesh__queue_gate_local(struct cmesh__queue *q, uint64_t serial,
 	 * once the receiver went on naming its lane (no_claims): a claim of
 	 * that lane's senders from further on would read what the sender
 	 * sent before it came here after what it sends from here. After a
-	 * mark (its clones still write the lane), only where the local tier
-	 * is the first source: it is read beside the lane from then on.
+	 * mark (its clones still write the lane), the local tier is read
+	 * beside the lane from then on: in a queue made with its lane, that
+	 * lane becomes one of its lanes at the mark (queue_port.c
+	 * demote_primary()); not one with a claimed lane, read behind it.
 	 */
-	if (q->no_claims || (mark && q->rx_lane) ||
+	if (q->no_claims ||
+	    (mark && q->rx_lane &&
+	     (serial != q->rx_lane->serial || q->next_serial)) ||
 	    (q->rx_lane ?
 		     serial != q->rx_lane->serial && serial != q->next_serial :
 		     !(atomic_load_explicit(&q->xl_flags, memory_order_relaxed) &

@@ -173,6 +173,50 @@ static void open_after(struct cmesh__queue *q, uint64_t s)
 static void open_local(struct cmesh__queue *q);
 
 /*
+ * Consumer: a sender of the lane the queue was made with came here with
+ * clones left behind, and that lane passed its mark (queue_move.c
+ * cmesh__queue_gate_local()): the lane is read on as one of the queue's
+ * lanes, beside the local tier, which becomes its first source. The lane
+ * keeps the queue's link reference and takes a sender reference (the one
+ * it held for claims, rx_ref, if any); a claimed lane behind it (next)
+ * waits for its end among the lanes. -ENOMEM: not now (the mark stays).
+ */
+static int demote_primary(struct cmesh__queue *q)
+{
+	struct cmesh__lane *ln = q->rx_lane;
+	int r;
+
+	pthread_mutex_lock(&q->lock);
+	r = cmesh__queue_reserve_lanes(&q->xl, &q->xl_cap,
+				       q->xl_n + 1 + (q->next != NULL));
+	if (!r) {
+		q->rx_lane = NULL;
+		atomic_store_explicit(&q->st_remote, false,
+				      memory_order_relaxed);
+		atomic_fetch_add_explicit(&q->st_lanes, 1,
+					  memory_order_relaxed);
+		/*
+		 * Its reference for claims (a lane a sender comes home by is
+		 * listed, and gives it up only at its end) is now the lane's,
+		 * as any lane's: dropped when it ends (drop_lane()).
+		 */
+		if (!q->rx_ref)
+			cmesh__queue_sender_get(q); /* never: see above */
+		q->rx_ref = false;
+		q->xl[q->xl_n++] = ln;
+		if (q->next) {
+			q->next->after = ln->serial;
+			q->xl[q->xl_n++] = q->next;
+			q->next = NULL;
+		}
+		/* A waitset sets its lanes up again (the same ones). */
+		cmesh__queue_lane_joined(q);
+	}
+	pthread_mutex_unlock(&q->lock);
+	return r;
+}
+
+/*
  * Consumer: lane `ln` passed MARK `mark` (everything a sender sent there
  * before it left is in): the lane its claim made opens. The claim was
  * admitted before the mark was written (the forwarder that writes it ends
@@ -196,8 +240,11 @@ static bool open_mark(struct cmesh__queue *q, struct cmesh__lane *ln)
 	    atomic_load_explicit(&q->gate_serial, memory_order_relaxed) ==
 		    ln->serial &&
 	    atomic_load_explicit(&q->gate_mark, memory_order_relaxed) ==
-		    ln->mark_seen)
+		    ln->mark_seen) {
+		if (ln == q->rx_lane && demote_primary(q))
+			return false;
 		open_local(q);
+	}
 	ln->mark_seen = 0;
 	return true;
 }

@@ -3385,3 +3385,92 @@ Test(moves, a_receiver_made_with_its_lane_opens_that_lanes_claim_at_its_mark)
 	cmesh_receiver_free(m.rx);
 	mesh_down(0);
 }
+
+/*
+ * A sender sent, with a clone left behind, to where its receiver went: P1
+ * makes a channel, sends 1..3, sends its receiver here (made with P1's
+ * lane), sends 4..6, then its sender here, keeping a clone. The sender is
+ * a local one again, read once P1's lane has passed the mark of what it
+ * sent there; that lane is read on beside it for the clone. Each sender's
+ * messages arrive once, in order; P1 runs no forwarder; once the clone
+ * goes the channel is an in-process one and P1's death takes nothing.
+ */
+Test(moves, a_sender_with_a_clone_left_sent_to_where_its_receiver_went_is_local)
+{
+	uint64_t next[4] = { 0, 1, 1, 1 };
+	cmesh_receiver_stats stats = { .size = sizeof(stats) };
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct seqmsg s;
+
+	mesh_up(2);
+	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	send_held_as(1, 1, 1, 3);
+	rx = passed_home(1).rx;
+	cr_assert(rx);
+	send_held_as(1, 1, 4, 6);
+	/* Its lane's answer has come, and with it our token (see above). */
+	route_send(&(struct cmsg){ 0 }, OP_FLUSH_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	tx = passed_home_flags(1, 0, PASS_KEEP_CLONE).tx;
+	cr_assert(tx);
+	for (uint64_t i = 7; i <= 16; i++)
+		TU_ASSERT_RC(send_item(tx, 1, i), 0);
+	send_held_as(1, 2, 1, 10); /* the clone, as sender 2 */
+	expect_senders(rx, 26, next);
+	no_forwarder_in(1);
+	TU_ASSERT_RC(cmesh_receiver_stats_get(rx, &stats), 0);
+	cr_assert(stats.remote == 0 && stats.lanes == 1,
+		  "lanes %u, remote %u: P1's lane beside the local tier",
+		  stats.lanes, stats.remote);
+	TU_ASSERT_RC(send_item(tx, 1, 17), 0);
+	send_held_as(1, 2, 11, 12);
+	expect_senders(rx, 3, next);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	stats = stats_when(rx, in_process);
+	cr_assert(in_process(&stats), "lanes %u, remote %u", stats.lanes,
+		  stats.remote);
+	kill_and_wait(1);
+	TU_ASSERT_RC(send_item(tx, 1, 18), 0);
+	expect_senders(rx, 1, next);
+	cmesh_sender_free(tx);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &s, NULL, 0), -EPIPE);
+	cmesh_receiver_free(rx);
+	mesh_down(1u << 1);
+}
+
+/*
+ * The same while the clone streams: P1 streams n messages on the clone
+ * (sender 2) while we send n on the sender that came home (sender 1),
+ * behind the 1..6 it sent from P1. Each sender's messages arrive once, in
+ * order: the local ones after the lane's mark, the clone's on that lane
+ * beside them.
+ */
+Test(moves, a_sender_with_a_clone_left_sent_to_where_its_receiver_went_streams)
+{
+	uint64_t n = tu_sanitized() ? 5000 : 50000, next[4] = { 0, 1, 1, 1 };
+	struct cmsg m = { .arg = n | SEND_AS(2) };
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+
+	mesh_up(2);
+	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	send_held_as(1, 1, 1, 3);
+	rx = passed_home(1).rx;
+	cr_assert(rx);
+	send_held_as(1, 1, 4, 6);
+	route_send(&(struct cmsg){ 0 }, OP_FLUSH_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	tx = passed_home_flags(1, 0, PASS_KEEP_CLONE).tx;
+	cr_assert(tx);
+	route_send(&m, OP_STREAM_HELD, ROUTE(1));
+	for (uint64_t i = 7; i < 7 + n; i++)
+		TU_ASSERT_RC(send_item(tx, 1, i), 0);
+	expect_senders(rx, 2 * n + 6, next);
+	cr_assert_eq(report_from(1), 0);
+	cmesh_sender_free(tx);
+	closed_when_freed(1, rx, 0);
+}

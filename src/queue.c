@@ -419,7 +419,7 @@ static __attribute__((noinline)) int send_slow(struct cmesh__queue *q,
 		goto out_release;
 	}
 	if (unlikely(atomic_load_explicit(&q->state, memory_order_relaxed) &
-		     ST_RX_CLOSED)) {
+		     ST_RX_GONE)) {
 		r = cmesh__queue_closed_err(q, ST_RX_FAILED);
 		goto out_release;
 	}
@@ -497,7 +497,7 @@ int cmesh__queue_send(struct cmesh__queue *q, const void *msg,
 	}
 	if (unlikely(!q->fast_send) || unlikely(len > q->fast_trail) ||
 	    unlikely(atomic_load_explicit(&q->state, memory_order_relaxed) &
-		     ST_RX_CLOSED) ||
+		     ST_RX_GONE) ||
 	    unlikely(
 		    atomic_load_explicit(&q->ovf_mode, memory_order_relaxed)) ||
 	    unlikely(ring_try_push(q, msg, trail, len, NULL)))
@@ -533,7 +533,7 @@ int cmesh__queue_try_send(struct cmesh__queue *q, const void *msg,
 		if (len > q->max_trail)
 			goto out_release;
 		if (atomic_load_explicit(&q->state, memory_order_relaxed) &
-		    ST_RX_CLOSED) {
+		    ST_RX_GONE) {
 			r = cmesh__queue_closed_err(q, ST_RX_FAILED);
 			goto out_release;
 		}

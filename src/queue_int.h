@@ -27,11 +27,20 @@
 #define ST_WS_ARMED 2u	/* receiver's waitset wants a signal */
 #define ST_RX_CLOSED 4u /* receiver freed */
 #define ST_TX_CLOSED 8u /* every sender freed */
-/* With ST_RX_CLOSED / ST_TX_CLOSED: that side failed (bridge.c). */
+/*
+ * With ST_RX_CLOSED / ST_TX_CLOSED: that side failed (bridge.c); ST_RX_FAILED
+ * alone: the receiver failed and lives on (ST_RX_GONE).
+ */
 #define ST_RX_FAILED 16u
 #define ST_TX_FAILED 32u
 #define ST_WS_FUTEX 64u /* its waitset sleeps on its futex word */
 #define ST_SLEEPERS (ST_RX_SLEEP | ST_WS_ARMED | ST_WS_FUTEX)
+/*
+ * What a send looks at: the receiver freed, or failed (a source's process
+ * died: queue_port.c fail_sources() sets ST_RX_FAILED alone, and sends
+ * say -ECONNRESET from then on, the message released).
+ */
+#define ST_RX_GONE (ST_RX_CLOSED | ST_RX_FAILED)
 
 #define SLOT_HEAP 1u /* trailing bytes live in a malloc'd buffer */
 #define CACHE_LINE 64u

@@ -409,11 +409,10 @@ static bool is_failure(int r)
 /*
  * Consumer: a source failed (`r`), so the receiver did, for good (xl_err:
  * every later receive says so first): every lane's producer hears so now
- * (-ECONNRESET to its sends), not only once the receiver is freed; no
- * lane joins any more (no_claims: a sender sent away from here after it
- * goes through a forwarder, whose local sends learn of the failure only
- * when the receiver is freed, as local senders do); the close fails the
- * rest (rx_failed). Once.
+ * (-ECONNRESET to its sends), not only once the receiver is freed, and
+ * so does every local sender (ST_RX_FAILED: a send says -ECONNRESET, a
+ * sender sent away arrives failed); no lane joins any more (no_claims);
+ * the close fails the rest (rx_failed). Once.
  */
 static void fail_sources(struct cmesh__queue *q, int r)
 {
@@ -424,6 +423,8 @@ static void fail_sources(struct cmesh__queue *q, int r)
 	pthread_mutex_lock(&q->lock);
 	q->no_claims = true;
 	pthread_mutex_unlock(&q->lock);
+	/* Its local senders' sends fail from now on (ST_RX_GONE). */
+	atomic_fetch_or_explicit(&q->state, ST_RX_FAILED, memory_order_seq_cst);
 	cmesh__queue_xl_merge(q); /* what joined before no_claims */
 	for (uint32_t i = 0; i < q->xl_n; i++)
 		cmesh__lane_fail_rx(q->xl[i]);

@@ -3474,3 +3474,44 @@ Test(moves, a_sender_with_a_clone_left_sent_to_where_its_receiver_went_streams)
 	cmesh_sender_free(tx);
 	closed_when_freed(1, rx, 0);
 }
+
+/*
+ * The same for senders here: a receiver with a local sender and one in P1
+ * (a lane); P1 dies. Once the receiver has seen -ECONNRESET, the local
+ * sender's sends and try_sends say -ECONNRESET too (they were queued for
+ * nobody until the receiver was freed), is_closed says so, and a clone of
+ * it sent to P2 arrives failed there.
+ */
+Test(moves, a_senders_death_fails_the_receivers_local_senders)
+{
+	uint64_t next[4] = { 0, 1, 1, 1 };
+	cmesh_sender *tx, *clone;
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 }, d = { 0 };
+	struct seqmsg s;
+
+	mesh_up(3);
+	new_channel(&tx, &rx);
+	TU_ASSERT_RC(cmesh_sender_clone(tx, &m.tx), 0);
+	route_send(&m, OP_HOLD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	send_held_as(1, 2, 1, 1);
+	TU_ASSERT_RC(send_item(tx, 1, 1), 0);
+	expect_senders(rx, 2, next);
+	route_send(&d, OP_DIE, ROUTE(1));
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &s, NULL,
+						  0),
+		     -ECONNRESET);
+	TU_ASSERT_RC(send_item(tx, 1, 2), -ECONNRESET);
+	s = (struct seqmsg){ .sender = 1, .seq = 3 };
+	TU_ASSERT_RC(cmesh_sender_try_send(tx, &s, NULL, 0), -ECONNRESET);
+	TU_ASSERT_RC(cmesh_sender_is_closed(tx), -ECONNRESET);
+	TU_ASSERT_RC(cmesh_sender_clone(tx, &clone), 0);
+	m = (struct cmsg){ .tx = clone };
+	route_send(&m, OP_IS_CLOSED, ROUTE(2));
+	cr_assert_eq((int64_t)report_from(2), -ECONNRESET);
+	cmesh_sender_free(tx);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &s, NULL, 0), -ECONNRESET);
+	cmesh_receiver_free(rx);
+	mesh_down(1u << 1);
+}

@@ -300,10 +300,12 @@ static void rx_lane_done(struct cmesh__queue *q)
 }
 
 /*
- * Consumer: the lane the local tier waited for has ended (everything sent
- * before is in): the local tier opens (its senders queued, in order,
- * behind the seal). In a queue made with its lane that lane has ended
- * (the gate is it, or a lane read after it), unless the receiver goes.
+ * Consumer: the lane the local tier waited for has ended, or passed the
+ * gate's mark (everything sent before is in): the local tier opens (its
+ * senders queued, in order, behind the seal). In a queue made with its
+ * lane that lane has ended (the gate is it, or a lane read after it),
+ * unless the receiver goes, or it passed the mark and is one of the
+ * queue's lanes now (demote_primary(): rx_lane is NULL then).
  */
 static void open_local(struct cmesh__queue *q)
 {

@@ -3515,3 +3515,105 @@ Test(moves, a_senders_death_fails_the_receivers_local_senders)
 	cmesh_receiver_free(rx);
 	mesh_down(1u << 1);
 }
+
+/*
+ * P1 makes a channel, sends 1..3 (sender 1) and its receiver here, which
+ * reads them; then its sender comes here, a clone left in P1: the sender
+ * that came home, in *tx.
+ */
+static cmesh_receiver *clone_left_sender_home(cmesh_sender **tx,
+					      cmesh_waitset *ws)
+{
+	uint64_t next[4] = { 0, 1, 1, 1 };
+	cmesh_receiver *rx;
+
+	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	send_held_as(1, 1, 1, 3);
+	rx = passed_home(1).rx;
+	cr_assert(rx);
+	if (ws)
+		TU_ASSERT_RC(cmesh_waitset_add_receiver(ws, rx, 3), 0);
+	expect_senders(rx, 3, next);
+	route_send(&(struct cmsg){ 0 }, OP_FLUSH_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	if (ws)
+		ws_idle(ws, rx);
+	*tx = passed_home_flags(1, 0, PASS_KEEP_CLONE).tx;
+	cr_assert(*tx);
+	return rx;
+}
+
+/*
+ * The same with the receiver in a waitset, driven as an external event
+ * loop, idle while P1's mark comes: the lane becomes one of the queue's
+ * lanes, and every local send and every send of the clone wakes the
+ * waitset's fd, one by one.
+ */
+Test(moves, a_sender_with_a_clone_left_sent_home_wakes_a_waitset_member)
+{
+	cmesh_receiver *rx;
+	cmesh_sender *tx;
+	cmesh_waitset *ws;
+
+	mesh_up(2);
+	TU_ASSERT_RC(cmesh_waitset_new(&ws), 0);
+	rx = clone_left_sender_home(&tx, ws);
+	for (int i = 0; i < 20; i++) { /* the mark comes meanwhile */
+		ws_idle(ws, rx);
+		tu_sleep_ms(5);
+	}
+	for (uint64_t i = 4; i <= 9; i++) {
+		ws_idle(ws, rx);
+		TU_ASSERT_RC(send_item(tx, 1, i), 0);
+		cr_assert_eq(ws_next(ws, rx, 3000), (int64_t)i,
+			     "local message %llu did not wake the waitset",
+			     (unsigned long long)i);
+		send_wakes(ws, rx, 1, 100 + i); /* the clone's */
+	}
+	no_forwarder_in(1);
+	cmesh_sender_free(tx);
+	cmesh_waitset_free(ws);
+	closed_when_freed(1, rx, 0);
+}
+
+/*
+ * A second clone comes home after the first one made the lane one of the
+ * queue's lanes: it is a local sender too, read after its own mark; every
+ * sender's messages arrive in order, P1 runs no forwarder, and once P1
+ * lets its clone go its death takes nothing.
+ */
+Test(moves, a_second_sender_with_a_clone_left_sent_home_is_local_too)
+{
+	uint64_t next[4] = { 0, 4, 1, 1 };
+	cmesh_receiver *rx;
+	cmesh_sender *tx, *tx2;
+	struct seqmsg s;
+
+	mesh_up(2);
+	rx = clone_left_sender_home(&tx, NULL);
+	for (uint64_t i = 4; i <= 6; i++)
+		TU_ASSERT_RC(send_item(tx, 1, i), 0);
+	send_held_as(1, 2, 1, 5);
+	expect_senders(rx, 8, next);
+	tx2 = passed_home_flags(1, 0, PASS_KEEP_CLONE).tx;
+	cr_assert(tx2);
+	for (uint64_t i = 7; i <= 9; i++)
+		TU_ASSERT_RC(send_item(tx, 1, i), 0);
+	for (uint64_t i = 6; i <= 8; i++)
+		TU_ASSERT_RC(send_item(tx2, 2, i), 0);
+	send_held_as(1, 3, 1, 3);
+	expect_senders(rx, 9, next);
+	no_forwarder_in(1);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	kill_and_wait(1);
+	TU_ASSERT_RC(send_item(tx, 1, 10), 0);
+	TU_ASSERT_RC(send_item(tx2, 2, 9), 0);
+	expect_senders(rx, 2, next);
+	cmesh_sender_free(tx);
+	cmesh_sender_free(tx2);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &s, NULL, 0), -EPIPE);
+	cmesh_receiver_free(rx);
+	mesh_down(1u << 1);
+}

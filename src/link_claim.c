@@ -347,12 +347,19 @@ int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
 		return -EPROTO;
 	memcpy(&m, buf, sizeof(m));
 	produces = m.port.kind == CMESH_PORT_READ;
-	/* A sender's claim may name a mark (shm/proto.h): not a port's. */
+	/*
+	 * A sender's claim may name a mark, a receiver's the token to list
+	 * our end under (shm/proto.h): not a port's.
+	 */
 	mark = m.port.home;
 	m.port.home = 0;
+	t[0] = m.port.list[0];
+	t[1] = m.port.list[1];
+	m.port.list[0] = m.port.list[1] = 0;
 	if (m.hdr.len != sizeof(m) || !(m.token[0] | m.token[1]) ||
 	    (m.port.kind != CMESH_PORT_WRITE && !produces) || m.port.flags ||
-	    (mark && !produces) || !cmesh__lanes_port_ok(l, &m.port))
+	    (mark && !produces) || ((t[0] | t[1]) && produces) ||
+	    !cmesh__lanes_port_ok(l, &m.port))
 		return -EPROTO;
 	r = ops ? claim_take(ops, m.token, m.type_fp, produces, mark != 0, &f) :
 		  -ENOENT;
@@ -363,7 +370,8 @@ int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
 		cmesh__link_port_drop(l, &m.port, fds[0]);
 		return 0;
 	}
-	random_token(t);
+	if (!(t[0] | t[1]))
+		random_token(t);
 	/* fds[0] is taken in every case; the answer waits for what we do. */
 	r = cmesh__lanes_import(l, &m.port, fds[0], f.type, f.max_backlog,
 				f.spin_ns, t, &half, &to);
@@ -491,6 +499,19 @@ int cmesh__link_claim(struct cmesh__link *l, const uint64_t token[2],
 	/* Before the CLAIM goes: its answer may carry a token (and the
 	 * link counts it among nclaims until it is freed). */
 	po.lane->claiming = true;
+	/*
+	 * A receiver's claim: the peer lists its end under a token of ours,
+	 * named before the answer comes, so that the receiver sent on
+	 * meanwhile names that end (port.c export_any()) and is claimed
+	 * there, not forwarded for good.
+	 */
+	if (!produce) {
+		cmesh__link_token_new(po.lane->peer_token);
+		if (po.lane->peer_token[0] | po.lane->peer_token[1]) {
+			po.lane->peer_node = l->peer_proc;
+			po.lane->peer_early = true;
+		}
+	}
 	/* Its reader first: once claimed, the peer's senders write it. */
 	r = attach(ctx, po.lane);
 	if (r) {
@@ -504,6 +525,10 @@ int cmesh__link_claim(struct cmesh__link *l, const uint64_t token[2],
 	m.token[1] = token[1];
 	m.port = po.desc;
 	m.port.home = produce ? mark : 0; /* shm/proto.h, CLAIM */
+	if (po.lane->peer_early) {
+		m.port.list[0] = po.lane->peer_token[0];
+		m.port.list[1] = po.lane->peer_token[1];
+	}
 	/* attach() listed it with a token: the far end's, for a claim. */
 	cmesh__link_lane_token(po.lane, m.mine);
 	/* Now, or after what waits for the socket: it takes the fd. */

@@ -3617,3 +3617,41 @@ Test(moves, a_second_sender_with_a_clone_left_sent_home_is_local_too)
 	cmesh_receiver_free(rx);
 	mesh_down(1u << 1);
 }
+
+/*
+ * A receiver sent on while its own claim is unanswered: P1 makes a
+ * channel and sends 1..3; its receiver goes P1 -> P2 -> P3 -> here, each
+ * hop forwarding it on at once. P3 claims P1's senders (P2 named them)
+ * and sends the receiver on before P1's answer can have come: its port
+ * names P1's end of the claimed lane by the token P3 gave in its CLAIM,
+ * so we claim P1's senders too. P2 and P3 run no forwarder, their deaths
+ * take nothing, and every message arrives once, in order.
+ */
+Test(moves, a_receiver_sent_on_while_its_claim_is_unanswered_claims_too)
+{
+	struct cmsg m = { .arg = OP_HOLD | 3u << 8 | 2u << 16 | 3u << 24 };
+	cmesh_receiver *rx;
+
+	mesh_up(4);
+	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	send_held(1, 1, 3);
+	route_send(&m, OP_PASS, ROUTE(1)); /* the receiver, to P2, P3, us */
+	cr_assert_eq(report_from(1), 0);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(from[3], topo_deadline(), &m,
+						  NULL, 0),
+		     0);
+	cr_assert_eq(m.op, OP_HOLD);
+	rx = m.rx;
+	cr_assert(rx);
+	send_held(1, 4, 6);
+	expect_seqs(rx, 1, 6);
+	send_held(1, 7, 9);
+	no_forwarder_in(2);
+	no_forwarder_in(3);
+	kill_and_wait(2);
+	kill_and_wait(3);
+	send_held(1, 10, 12);
+	expect_seqs(rx, 7, 12);
+	closed_when_freed(1, rx, 1u << 2 | 1u << 3);
+}

@@ -2810,7 +2810,8 @@ enum claim_how {
 	CLAIM_BAD_PORT,	  /* a CLAIM whose port is a context's: -EPROTO */
 	CLAIM_WRONG_TYPE, /* the token it was given, another type: -EPROTO */
 	CLAIM_WRONG_WAY,  /* a receiver's token, to write its lane: -EPROTO */
-	CLAIM_TWICE	  /* the token it was given, twice: once only */
+	CLAIM_TWICE,	  /* the token it was given, twice: once only */
+	CLAIM_LIST_WRITE  /* a sender's claim naming a token to list: -EPROTO */
 };
 
 static int keep_lane(void *ctx, struct cmesh__lane *ln)
@@ -2879,7 +2880,8 @@ static int claimer(int sock, int sync, int how)
 		TOPO_CHECK_EQ(claim_answered(l, t, false, &seq_type, &a), 0);
 		TOPO_CHECK(atomic_load(&a->dropped));
 		break;
-	case CLAIM_BAD_PORT: {
+	case CLAIM_BAD_PORT:
+	case CLAIM_LIST_WRITE: {
 		struct cmesh_ctl_claim c = { 0 };
 		int fd = memfd_create("claim", MFD_CLOEXEC);
 
@@ -2894,6 +2896,25 @@ static int claimer(int sock, int sync, int how)
 						  .kind = CMESH_PORT_CTX,
 						  .ring_cap = 4096,
 						  .arena_size = 1u << 20 };
+		/*
+		 * A sender's claim (it writes the new lane: a real one,
+		 * exported as cmesh__link_claim() does) with a token for us
+		 * to list: only a receiver's claim names one. Else sound: a
+		 * token nobody gave, it would only be refused.
+		 */
+		if (how == CLAIM_LIST_WRITE) {
+			struct cmesh__port_out po;
+
+			close(fd);
+			TOPO_CHECK_EQ(cmesh__link_lane_export(l, true,
+							      &seq_type, 4096,
+							      65536, 0, &po),
+				      0);
+			fd = po.fd;
+			c.port = po.desc;
+			c.port.list[0] = 0x9abc;
+			c.port.list[1] = 0xdef0;
+		}
 		TOPO_CHECK_EQ(cmesh__ctl_send(cmesh__link_sock(l), &c,
 					      sizeof(c), &fd, 1),
 			      0);
@@ -3021,6 +3042,11 @@ Test(node_hostile, a_claim_of_another_type_fails_with_eproto)
 Test(node_hostile, a_claim_made_twice_holds_once)
 {
 	claim_case(CLAIM_TWICE, false);
+}
+
+Test(node_hostile, a_senders_claim_naming_a_token_to_list_fails_with_eproto)
+{
+	claim_case(CLAIM_LIST_WRITE, true);
 }
 
 /* ---- introductions (link_intro.c) --------------------------------------- */

@@ -320,11 +320,16 @@ void cmesh__link_lane_token(struct cmesh__lane *ln, uint64_t out[2]);
  * redirected to it from ln->claim_from). The lane goes to attach() before
  * the CLAIM does. A
  * LANE binds it with its own token for the next claim; DROPPED ends it.
+ * `list` (!produce; NULL: a new one each time): the token the peer lists
+ * its end under (shm/proto.h CLAIM), named by the lane before the answer
+ * comes: if both words are 0, a new one is written there, else that one
+ * goes again (a retry: the first may have been handed on).
  * 0, or -errno (attach()'s: nothing was sent, the lane is gone).
  */
 int cmesh__link_claim(struct cmesh__link *l, const uint64_t token[2],
 		      uint32_t mark, bool produce, const cmesh_type *type,
 		      uint32_t ring_cap, uint64_t max_backlog, int64_t spin_ns,
+		      uint64_t list[2],
 		      int (*attach)(void *ctx, struct cmesh__lane *ln),
 		      void *ctx);
 

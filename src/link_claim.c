@@ -470,6 +470,7 @@ void cmesh__claims_refused(struct cmesh__lane *ln)
 int cmesh__link_claim(struct cmesh__link *l, const uint64_t token[2],
 		      uint32_t mark, bool produce, const cmesh_type *type,
 		      uint32_t ring_cap, uint64_t max_backlog, int64_t spin_ns,
+		      uint64_t list[2],
 		      int (*attach)(void *ctx, struct cmesh__lane *ln),
 		      void *ctx)
 {
@@ -506,7 +507,16 @@ int cmesh__link_claim(struct cmesh__link *l, const uint64_t token[2],
 	 * there, not forwarded for good.
 	 */
 	if (!produce) {
-		cmesh__link_token_new(po.lane->peer_token);
+		if (list && (list[0] | list[1])) {
+			po.lane->peer_token[0] = list[0];
+			po.lane->peer_token[1] = list[1];
+		} else {
+			cmesh__link_token_new(po.lane->peer_token);
+			if (list) {
+				list[0] = po.lane->peer_token[0];
+				list[1] = po.lane->peer_token[1];
+			}
+		}
 		if (po.lane->peer_token[0] | po.lane->peer_token[1]) {
 			po.lane->peer_node = l->peer_proc;
 			po.lane->peer_early = true;

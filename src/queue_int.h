@@ -221,8 +221,11 @@ struct cmesh__queue {
 	 * end not taken there yet, say), a send (a receive) tries it again
 	 * at claim_retry_at (ns; 0: none), claim_tries times at most
 	 * (queue_move.c, cmesh__queue_claim_again(), claim_again_rx()).
+	 * claim_list: a receiver's claim's token for the peer's end of its
+	 * lane (protocol 20), kept for its retries: the receiver may have
+	 * gone on naming it.
 	 */
-	uint64_t claim_tok[2], claim_node;
+	uint64_t claim_tok[2], claim_node, claim_list[2];
 	uint32_t claim_mark, claim_tries;
 	/*
 	 * A kept rpc call's reply lane, re-armed (cmesh__queue_rearm_lane()):

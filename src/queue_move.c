@@ -296,7 +296,7 @@ void cmesh__queue_claim_hints(struct cmesh__queue *q, struct cmesh__lane *ln)
 		/* admit() takes the lane's own reference on the link. */
 		(void)cmesh__link_claim(to, h[i].token, 0, false, q->h.type,
 					cap, env->max_backlog, env->spin_ns,
-					admit_hinted, &ctx);
+					NULL, admit_hinted, &ctx);
 		cmesh__link_put(to);
 	}
 	free(h);
@@ -536,6 +536,7 @@ int cmesh__queue_claim_peer(struct cmesh__queue *q, struct cmesh__link *to,
 			    bool sending)
 {
 	const cmesh_env *env;
+	uint64_t list[2] = { 0, 0 };
 	uint32_t cap;
 	int r;
 
@@ -545,6 +546,11 @@ int cmesh__queue_claim_peer(struct cmesh__queue *q, struct cmesh__link *to,
 	q->claim_tok[1] = tok[1];
 	q->claim_node = node;
 	q->claim_mark = mark;
+	/* A retry names the peer's end as the first try did. */
+	if (q->claim_tries) {
+		list[0] = q->claim_list[0];
+		list[1] = q->claim_list[1];
+	}
 	pthread_mutex_unlock(&q->lock);
 	r = cmesh__env_get(&env);
 	if (!r)
@@ -553,7 +559,14 @@ int cmesh__queue_claim_peer(struct cmesh__queue *q, struct cmesh__link *to,
 	if (!r)
 		r = cmesh__link_claim(to, tok, mark, sending, q->h.type, cap,
 				      env->max_backlog, env->spin_ns,
+				      sending ? NULL : list,
 				      sending ? claim_out : await, q);
+	if (!r && !sending) {
+		pthread_mutex_lock(&q->lock);
+		q->claim_list[0] = list[0];
+		q->claim_list[1] = list[1];
+		pthread_mutex_unlock(&q->lock);
+	}
 	return r;
 }
 

@@ -2832,7 +2832,7 @@ static int claim_answered(struct cmesh__link *l, const uint64_t t[2],
 	int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
 
 	TOPO_CHECK_EQ(cmesh__link_claim(l, t, 0, produce, type, 4096, 65536, 0,
-					keep_lane, &ln),
+					NULL, keep_lane, &ln),
 		      0);
 	TOPO_CHECK(ln);
 	while (!cmesh__lane_bound(ln) &&

@@ -1160,7 +1160,14 @@ static void *producer_main(void *arg)
 			len = stress_trail_len(p->id, i);
 			tu_fill(buf, len, stress_trail_seed(p->id, i));
 		}
-		p->rc = cmesh_sender_send(p->tx, &m, buf, len);
+		/*
+		 * Past the backlog's bound (CMESH_MAX_BACKLOG: a receiver
+		 * that sleeps, on a busy host, falls that far behind) a
+		 * send says -ENOBUFS and takes nothing: send it again.
+		 */
+		while ((p->rc = cmesh_sender_send(p->tx, &m, buf, len)) ==
+		       -ENOBUFS)
+			tu_sleep_ms(1);
 		if (p->rc)
 			break;
 	}

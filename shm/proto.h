@@ -388,11 +388,11 @@ static_assert(sizeof(struct cmesh_ctl_lane) == 48, "lane size");
  * senders may claim too). `mine`: the claimer's token of its
  * new lane (0: none), which the receiver keeps for a later claim of that
  * lane's far end from elsewhere (a sender of the claimer's receiver, a
- * receiver of the claimer's sender, sent on). port.list, in a receiver's
- * claim only (else 0, or -EPROTO): the token we list our end of the new
- * lane under and echo in the LANE answer (0: one of ours). The claimer
- * chose it, so it may name that end before the answer comes (its
- * receiver sent on meanwhile: the process it goes to claims there).
+ * receiver of the claimer's sender, sent on). port.list: the token we
+ * list our end of the new lane under and echo in the LANE answer (0: one
+ * of ours). The claimer chose it, so it may name that end before the
+ * answer comes (its endpoint sent on meanwhile: the process it goes to
+ * claims there).
  */
 struct cmesh_ctl_claim {
 	struct cmesh_ctl_hdr hdr;

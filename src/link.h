@@ -320,7 +320,7 @@ void cmesh__link_lane_token(struct cmesh__lane *ln, uint64_t out[2]);
  * redirected to it from ln->claim_from). The lane goes to attach() before
  * the CLAIM does. A
  * LANE binds it with its own token for the next claim; DROPPED ends it.
- * `list` (!produce; NULL: a new one each time): the token the peer lists
+ * `list` (NULL: a new one each time): the token the peer lists
  * its end under (shm/proto.h CLAIM), named by the lane before the answer
  * comes: if both words are 0, a new one is written there, else that one
  * goes again (a retry: the first may have been handed on).

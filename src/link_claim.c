@@ -348,8 +348,8 @@ int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
 	memcpy(&m, buf, sizeof(m));
 	produces = m.port.kind == CMESH_PORT_READ;
 	/*
-	 * A sender's claim may name a mark, a receiver's the token to list
-	 * our end under (shm/proto.h): not a port's.
+	 * A sender's claim may name a mark, either the token to list our
+	 * end under (shm/proto.h): not a port's.
 	 */
 	mark = m.port.home;
 	m.port.home = 0;
@@ -358,8 +358,7 @@ int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
 	m.port.list[0] = m.port.list[1] = 0;
 	if (m.hdr.len != sizeof(m) || !(m.token[0] | m.token[1]) ||
 	    (m.port.kind != CMESH_PORT_WRITE && !produces) || m.port.flags ||
-	    (mark && !produces) || ((t[0] | t[1]) && produces) ||
-	    !cmesh__lanes_port_ok(l, &m.port))
+	    (mark && !produces) || !cmesh__lanes_port_ok(l, &m.port))
 		return -EPROTO;
 	r = ops ? claim_take(ops, m.token, m.type_fp, produces, mark != 0, &f) :
 		  -ENOENT;
@@ -501,26 +500,24 @@ int cmesh__link_claim(struct cmesh__link *l, const uint64_t token[2],
 	 * link counts it among nclaims until it is freed). */
 	po.lane->claiming = true;
 	/*
-	 * A receiver's claim: the peer lists its end under a token of ours,
-	 * named before the answer comes, so that the receiver sent on
-	 * meanwhile names that end (port.c export_any()) and is claimed
-	 * there, not forwarded for good.
+	 * The peer lists its end under a token of ours, named before the
+	 * answer comes, so that the endpoint sent on meanwhile names that
+	 * end (port.c export_any()) and is claimed there, not forwarded for
+	 * good.
 	 */
-	if (!produce) {
-		if (list && (list[0] | list[1])) {
-			po.lane->peer_token[0] = list[0];
-			po.lane->peer_token[1] = list[1];
-		} else {
-			cmesh__link_token_new(po.lane->peer_token);
-			if (list) {
-				list[0] = po.lane->peer_token[0];
-				list[1] = po.lane->peer_token[1];
-			}
+	if (list && (list[0] | list[1])) {
+		po.lane->peer_token[0] = list[0];
+		po.lane->peer_token[1] = list[1];
+	} else {
+		cmesh__link_token_new(po.lane->peer_token);
+		if (list) {
+			list[0] = po.lane->peer_token[0];
+			list[1] = po.lane->peer_token[1];
 		}
-		if (po.lane->peer_token[0] | po.lane->peer_token[1]) {
-			po.lane->peer_node = l->peer_proc;
-			po.lane->peer_early = true;
-		}
+	}
+	if (po.lane->peer_token[0] | po.lane->peer_token[1]) {
+		po.lane->peer_node = l->peer_proc;
+		po.lane->peer_early = true;
 	}
 	/* Its reader first: once claimed, the peer's senders write it. */
 	r = attach(ctx, po.lane);

@@ -368,8 +368,9 @@ void cmesh__queue_claim_again_rx(struct cmesh__queue *q);
 
 /*
  * sole_sender: for a sender about to leave, its tx lane if it is the only
- * sender of its queue (so the lane ends once it has left) and no claim of
- * its own is in flight; else NULL.
+ * sender of its queue (so the lane ends once it has left), or the lane of
+ * its own claim in flight (named by the token it gave, protocol 20, unless
+ * refused); else NULL.
  */
 struct cmesh__lane *cmesh__queue_sole_sender(struct cmesh__queue *q);
 

@@ -433,7 +433,17 @@ struct cmesh__lane *cmesh__queue_sole_sender(struct cmesh__queue *q)
 
 	pthread_mutex_lock(&q->lock);
 	tx = atomic_load_explicit(&q->tx_lane, memory_order_relaxed);
-	if (!tx || !tx->dynamic || q->claim_out || q->closed_out ||
+	/*
+	 * Its claim unanswered: the claimed lane, whose far end it named
+	 * already (protocol 20), unless refused.
+	 */
+	if (q->claim_out)
+		tx = q->claim_out->peer_early && !atomic_load_explicit(
+							 &q->claim_out->dropped,
+							 memory_order_acquire) ?
+			     q->claim_out :
+			     NULL;
+	if (!tx || !tx->dynamic || q->closed_out ||
 	    atomic_load_explicit(&q->nsenders, memory_order_relaxed) != 1)
 		tx = NULL;
 	pthread_mutex_unlock(&q->lock);
@@ -558,10 +568,9 @@ int cmesh__queue_claim_peer(struct cmesh__queue *q, struct cmesh__link *to,
 					 &cap);
 	if (!r)
 		r = cmesh__link_claim(to, tok, mark, sending, q->h.type, cap,
-				      env->max_backlog, env->spin_ns,
-				      sending ? NULL : list,
+				      env->max_backlog, env->spin_ns, list,
 				      sending ? claim_out : await, q);
-	if (!r && !sending) {
+	if (!r) {
 		pthread_mutex_lock(&q->lock);
 		q->claim_list[0] = list[0];
 		q->claim_list[1] = list[1];

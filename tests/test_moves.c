@@ -3653,3 +3653,42 @@ Test(moves, a_receiver_sent_on_while_its_claim_is_unanswered_claims_too)
 	expect_seqs(rx, seq, seq + 2);
 	closed_when_freed(1, rx, 1u << 2 | 1u << 3);
 }
+
+/*
+ * The same for a sender: we make a channel and send its sender along
+ * P1 -> P2 -> P3, each hop forwarding it on at once. P2 claims our
+ * receiver (P1 named it) and sends the sender on before our answer can
+ * have come: its port names our end of the claimed lane by the token P2
+ * gave in its CLAIM, so P3 claims our receiver too (its sends try again
+ * while we had not listed it yet). P1 and P2 run no forwarder, their
+ * deaths take nothing, and every message arrives once, in order.
+ */
+Test(moves, a_sender_sent_on_while_its_claim_is_unanswered_claims_too)
+{
+	struct cmsg m = { .arg = OP_HOLD };
+	cmesh_receiver *rx;
+	uint64_t seq;
+	int64_t end;
+
+	mesh_up(4);
+	new_channel(&m.tx, &rx);
+	route_send(&m, OP_HOLD, ROUTE(1, 2, 3));
+	cr_assert_eq(report_from(3), 0);
+	send_held(3, 1, 3);
+	expect_seqs(rx, 1, 3);
+	seq = 4;
+	end = tu_now_ns() + TU_MS(5000);
+	do {
+		send_held(3, seq, seq);
+		expect_seqs(rx, seq, seq);
+		seq++;
+		tu_sleep_ms(2);
+	} while ((stats_of(1).busy || stats_of(2).busy) && tu_now_ns() < end);
+	no_forwarder_in(1);
+	no_forwarder_in(2);
+	kill_and_wait(1);
+	kill_and_wait(2);
+	send_held(3, seq, seq + 2);
+	expect_seqs(rx, seq, seq + 2);
+	closed_when_freed(3, rx, 1u << 1 | 1u << 2);
+}

@@ -2806,12 +2806,12 @@ Test(node_hostile, a_token_to_list_with_a_redirect_elsewhere_fails_with_eproto)
 
 /* What a hostile claimer does. */
 enum claim_how {
-	CLAIM_UNKNOWN,	  /* a token nobody gave: refused, nothing changes */
-	CLAIM_BAD_PORT,	  /* a CLAIM whose port is a context's: -EPROTO */
-	CLAIM_WRONG_TYPE, /* the token it was given, another type: -EPROTO */
-	CLAIM_WRONG_WAY,  /* a receiver's token, to write its lane: -EPROTO */
-	CLAIM_TWICE,	  /* the token it was given, twice: once only */
-	CLAIM_LIST_WRITE  /* a sender's claim naming a token to list: -EPROTO */
+	CLAIM_UNKNOWN,	   /* a token nobody gave: refused, nothing changes */
+	CLAIM_BAD_PORT,	   /* a CLAIM whose port is a context's: -EPROTO */
+	CLAIM_WRONG_TYPE,  /* the token it was given, another type: -EPROTO */
+	CLAIM_WRONG_WAY,   /* a receiver's token, to write its lane: -EPROTO */
+	CLAIM_TWICE,	   /* the token it was given, twice: once only */
+	CLAIM_LIST_REFUSED /* refused, its token to list is listed nowhere */
 };
 
 static int keep_lane(void *ctx, struct cmesh__lane *ln)
@@ -2824,15 +2824,15 @@ static int keep_lane(void *ctx, struct cmesh__lane *ln)
  * Child: claims with `t` (of type `type`; to read, or with `produce` to
  * write): *out, once answered.
  */
-static int claim_answered(struct cmesh__link *l, const uint64_t t[2],
-			  bool produce, const cmesh_type *type,
-			  struct cmesh__lane **out)
+static int claim_listing(struct cmesh__link *l, const uint64_t t[2],
+			 bool produce, const cmesh_type *type, uint64_t list[2],
+			 struct cmesh__lane **out)
 {
 	struct cmesh__lane *ln = NULL;
 	int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
 
 	TOPO_CHECK_EQ(cmesh__link_claim(l, t, 0, produce, type, 4096, 65536, 0,
-					NULL, keep_lane, &ln),
+					list, keep_lane, &ln),
 		      0);
 	TOPO_CHECK(ln);
 	while (!cmesh__lane_bound(ln) &&
@@ -2841,6 +2841,14 @@ static int claim_answered(struct cmesh__link *l, const uint64_t t[2],
 		tu_sleep_ms(1);
 	*out = ln;
 	return 0;
+}
+
+/* The same, with a token of its own for the peer's end. */
+static int claim_answered(struct cmesh__link *l, const uint64_t t[2],
+			  bool produce, const cmesh_type *type,
+			  struct cmesh__lane **out)
+{
+	return claim_listing(l, t, produce, type, NULL, out);
 }
 
 /*
@@ -2880,8 +2888,7 @@ static int claimer(int sock, int sync, int how)
 		TOPO_CHECK_EQ(claim_answered(l, t, false, &seq_type, &a), 0);
 		TOPO_CHECK(atomic_load(&a->dropped));
 		break;
-	case CLAIM_BAD_PORT:
-	case CLAIM_LIST_WRITE: {
+	case CLAIM_BAD_PORT: {
 		struct cmesh_ctl_claim c = { 0 };
 		int fd = memfd_create("claim", MFD_CLOEXEC);
 
@@ -2896,25 +2903,6 @@ static int claimer(int sock, int sync, int how)
 						  .kind = CMESH_PORT_CTX,
 						  .ring_cap = 4096,
 						  .arena_size = 1u << 20 };
-		/*
-		 * A sender's claim (it writes the new lane: a real one,
-		 * exported as cmesh__link_claim() does) with a token for us
-		 * to list: only a receiver's claim names one. Else sound: a
-		 * token nobody gave, it would only be refused.
-		 */
-		if (how == CLAIM_LIST_WRITE) {
-			struct cmesh__port_out po;
-
-			close(fd);
-			TOPO_CHECK_EQ(cmesh__link_lane_export(l, true,
-							      &seq_type, 4096,
-							      65536, 0, &po),
-				      0);
-			fd = po.fd;
-			c.port = po.desc;
-			c.port.list[0] = 0x9abc;
-			c.port.list[1] = 0xdef0;
-		}
 		TOPO_CHECK_EQ(cmesh__ctl_send(cmesh__link_sock(l), &c,
 					      sizeof(c), &fd, 1),
 			      0);
@@ -2933,6 +2921,21 @@ static int claimer(int sock, int sync, int how)
 		TOPO_CHECK(cmesh__link_failed(l) && !cmesh__lane_bound(a));
 		cmesh_receiver_free(m.rx);
 		return port_peer_end(sync, node, tx, rx);
+	case CLAIM_LIST_REFUSED: {
+		uint64_t list[2] = { 0x9abc, 0xdef0 };
+
+		/* A sender's claim, of a token nobody gave: refused... */
+		TOPO_CHECK_EQ(claim_listing(l, t, true, &seq_type, list, &a),
+			      0);
+		TOPO_CHECK(atomic_load(&a->dropped));
+		TOPO_CHECK(list[0] == 0x9abc && list[1] == 0xdef0);
+		/* ...and nothing was listed under the token it named. */
+		TOPO_CHECK_EQ(claim_answered(l, list, true, &seq_type, &b), 0);
+		TOPO_CHECK(atomic_load(&b->dropped));
+		TOPO_CHECK_EQ(claim_answered(l, list, false, &seq_type, &b), 0);
+		TOPO_CHECK(atomic_load(&b->dropped));
+		break;
+	}
 	case CLAIM_TWICE:
 		TOPO_CHECK_EQ(claim_answered(l, t, false, &seq_type, &a), 0);
 		TOPO_CHECK_EQ(claim_answered(l, t, false, &seq_type, &b), 0);
@@ -3044,9 +3047,9 @@ Test(node_hostile, a_claim_made_twice_holds_once)
 	claim_case(CLAIM_TWICE, false);
 }
 
-Test(node_hostile, a_senders_claim_naming_a_token_to_list_fails_with_eproto)
+Test(node_hostile, a_refused_claim_lists_nothing_under_the_token_it_named)
 {
-	claim_case(CLAIM_LIST_WRITE, true);
+	claim_case(CLAIM_LIST_REFUSED, false);
 }
 
 /* ---- introductions (link_intro.c) --------------------------------------- */

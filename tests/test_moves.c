@@ -2637,6 +2637,14 @@ Test(moves, a_receiver_sent_to_where_its_only_sender_went_is_local_there)
 	maps = stats_of(1).maps;
 	t = passed_home_flags(1, 0, PASS_TX);
 	answered_in(1, maps);
+	/*
+	 * P1 reads seq 0 off our lane: bound there (mapped is not enough: a
+	 * link thread that maps our half is not done binding it), so that
+	 * the receiver's port names the lane it comes home by.
+	 */
+	TU_ASSERT_RC(send_item(t.tx, 0, 0), 0);
+	route_send(&(struct cmsg){ 0 }, OP_RECV_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
 	for (uint64_t i = 1; i <= 100; i++)
 		TU_ASSERT_RC(send_item(t.tx, 0, i), 0);
 	r = passed_home(1);

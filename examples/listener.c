@@ -95,8 +95,8 @@ static int client(const char *path, uint64_t id)
 	r = cmesh_connect(path, &hello_type, &hello_type, NULL, &node, &tx,
 			  &rx);
 	if (r) {
-		fprintf(stderr, "client %llu: connect: %s\n",
-			(unsigned long long)id, cmesh_strerror(r));
+		fprintf(stderr, "client %llu: connect: %s (%d)\n",
+			(unsigned long long)id, cmesh_strerror(r), r);
 		return 1;
 	}
 	r = cmesh_sender_send(tx, &h, NULL, 0);

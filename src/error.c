@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <string.h>
 
 const char *cmesh_strerror(int err)
 {
@@ -62,7 +63,13 @@ const char *cmesh_strerror(int err)
 		return "too many open files in this process";
 	case ENFILE:
 		return "too many open files in the system";
-	default:
-		return "unknown error";
+	case ECONNREFUSED:
+		return "nobody listens there";
+	default: {
+		/* Another errno (a syscall's, passed on): the C library's. */
+		const char *d = -err < 4096 ? strerrordesc_np(-err) : NULL;
+
+		return d ? d : "unknown error";
+	}
 	}
 }

@@ -19,9 +19,9 @@ TestSuite(error, .init = tu_suite_init, .fini = tu_suite_fini);
 TestSuite(clock, .init = tu_suite_init, .fini = tu_suite_fini);
 
 static const int documented[] = {
-	-EAGAIN,   -EPIPE,     -ECONNRESET, -EPROTO, -EBADMSG,
-	-EMSGSIZE, -ETIMEDOUT, -ECANCELED,  -EINVAL, -EBUSY,
-	-ENOMEM,   -ENOENT,    -ENOBUFS,    -ENOSYS, -EREMOTEIO,
+	-EAGAIN,    -EPIPE,	-ECONNRESET, -EPROTO,	    -EBADMSG, -EMSGSIZE,
+	-ETIMEDOUT, -ECANCELED, -EINVAL,     -EBUSY,	    -ENOMEM,  -ENOENT,
+	-ENOBUFS,   -ENOSYS,	-EREMOTEIO,  -ECONNREFUSED,
 };
 #define NDOC (sizeof(documented) / sizeof(documented[0]))
 
@@ -158,4 +158,13 @@ Test(version, headers_library_and_build_agree)
 	cr_assert_str_eq(cmesh_version(), CMESH_VERSION_STRING);
 	cr_assert_str_eq(cmesh_version(), CMESH_TEST_PROJECT_VERSION,
 			 "CMakeLists.txt says %s", CMESH_TEST_PROJECT_VERSION);
+}
+
+Test(error, strerror_describes_an_errno_it_does_not_name_itself)
+{
+	/* A syscall's errno passed on: the C library's words, not "unknown". */
+	const char *s = cmesh_strerror(-EHOSTDOWN);
+
+	cr_assert_str_eq(s, strerrordesc_np(EHOSTDOWN));
+	cr_assert_str_neq(s, cmesh_strerror(-100000));
 }

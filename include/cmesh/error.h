@@ -46,7 +46,9 @@ CMESH_BEGIN_DECLS
 
 /**
  * Static description of a cmesh return value (negative errno or >= 0):
- * "success" for >= 0, "unknown error" for a code it does not know. Never
+ * "success" for >= 0, the C library's description of another errno a
+ * syscall passed on (connect()'s -EHOSTDOWN, say), "unknown error" for a
+ * code that is no errno. Never
  * returns NULL; the string is static, not to be freed. Any thread; never
  * blocks, makes no syscall, never fails.
  */

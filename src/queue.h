@@ -310,7 +310,7 @@ void cmesh__queue_claims_reopen(struct cmesh__queue *q);
  * A receiver about to go on through a forwarder: up to `max` of the lanes
  * its senders in other processes write (dynamic in lanes, bound, each
  * with the token their process gave in its LANE answer, none behind
- * another nor with a claimed lane behind its MARK; the lane it was made
+ * another nor with a claimed lane behind it; the lane it was made
  * with first, if still read), into `out`.
  * The rest of its sources (senders here) stay forwarded. Its forwarder
  * hears of each lane's end (cmesh__queue_on_lane_end()), that lane's

@@ -189,12 +189,12 @@ static struct cmesh__lane *xl_at(const struct cmesh__queue *q, uint32_t i)
 /*
  * A source lane of `q` whose senders' process a claim may name: a port's
  * in lane, bound (or with the token we gave it early), with the token
- * that process gave; and no claimed lane waits behind a MARK of it. That
- * MARK is written by a forwarder in the senders' process when it ends: a
- * claim of those senders redirects them and seals the lane first, the
- * MARK is then dropped, and what that forwarder still carries goes on the
- * claimed lane, while the lane waiting behind would open at this one's
- * end, before it. `lock` held.
+ * that process gave; and no claimed lane waits behind it (its end, or a
+ * MARK of it). The sender of that waiting lane may still have messages
+ * on their way into this one (through a forwarder there): a claim of this
+ * lane's senders redirects them and seals it, those messages go on the
+ * claimed lane, while the waiting lane opens at this one's end (the MARK,
+ * meeting the seal, is dropped), before them. `lock` held.
  */
 static bool nameable(const struct cmesh__queue *q, struct cmesh__lane *ln)
 {
@@ -205,7 +205,7 @@ static bool nameable(const struct cmesh__queue *q, struct cmesh__lane *ln)
 	    !ln->peer_node || !(ln->peer_token[0] | ln->peer_token[1]))
 		return false;
 	for (uint32_t i = 0; i < q->xl_n + q->xl_nadd; i++)
-		if (xl_at(q, i)->after == ln->serial && xl_at(q, i)->after_mark)
+		if (xl_at(q, i)->after == ln->serial)
 			return false;
 	return true;
 }

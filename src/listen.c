@@ -15,8 +15,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -66,6 +68,38 @@ static int unix_addr(const char *path, struct sockaddr_un *sa)
 	return 0;
 }
 
+/*
+ * Binds `sock` to `sa` (path `path`) and listens, so that the path names
+ * the socket only once it listens: bound under a name of its own beside
+ * it first, then linked to `path` (never replacing a file there: a stale
+ * socket file was removed before), its own name removed. A client that
+ * waits for the path to appear and connects at once finds a listener, not
+ * -ECONNREFUSED. A path too long for a name beside it is bound directly.
+ */
+static int bind_listening(int sock, const struct sockaddr_un *sa,
+			  const char *path)
+{
+	static _Atomic uint32_t seq;
+	struct sockaddr_un t = *sa;
+	size_t n = strlen(path);
+	int k, r = 0;
+
+	k = snprintf(t.sun_path + n, sizeof(t.sun_path) - n, ".%d.%u.tmp",
+		     (int)getpid(), (unsigned)atomic_fetch_add(&seq, 1));
+	if (k < 0 || (size_t)k >= sizeof(t.sun_path) - n) {
+		if (bind(sock, (const struct sockaddr *)sa, sizeof(*sa)) ||
+		    listen(sock, 16))
+			return -errno;
+		return 0;
+	}
+	if (bind(sock, (const struct sockaddr *)&t, sizeof(t)))
+		return -errno;
+	if (listen(sock, 16) || link(t.sun_path, path))
+		r = -errno;
+	unlink(t.sun_path);
+	return r == -EEXIST ? -EADDRINUSE : r;
+}
+
 int cmesh_listen(const char *path, const cmesh_listen_opts *opts,
 		 cmesh_listener **out)
 {
@@ -98,11 +132,9 @@ int cmesh_listen(const char *path, const cmesh_listen_opts *opts,
 	/* Replace a stale socket file, never any other kind of file. */
 	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
 		unlink(path);
-	if (bind(l->sock, (struct sockaddr *)&sa, sizeof(sa)) ||
-	    listen(l->sock, 16)) {
-		r = -errno;
+	r = bind_listening(l->sock, &sa, path);
+	if (r)
 		goto out_close;
-	}
 	l->ep = epoll_create1(EPOLL_CLOEXEC);
 	if (l->ep < 0) {
 		r = -errno;

@@ -3177,3 +3177,62 @@ Test(node, waitset_reports_remote_and_local_receivers_by_key_in_epoll)
 	waitset_by_key();
 	cmesh__lane_force_polling(false);
 }
+
+/*
+ * A client that waits for the path to appear and connects at once finds
+ * a listener (the path is linked once the socket listens), never
+ * -ECONNREFUSED: a thread spins on stat() while cmesh_listen() runs, 300
+ * times, each time on a new path.
+ */
+struct appear {
+	const char *path;
+	_Atomic bool stop;
+	int refused, ok;
+};
+
+static void *connect_on_appear(void *arg)
+{
+	struct appear *a = arg;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
+	int s;
+
+	memcpy(sa.sun_path, a->path, strlen(a->path));
+	while (stat(a->path, &st) != 0)
+		if (atomic_load(&a->stop))
+			return NULL;
+	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return NULL;
+	if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+		a->ok++;
+	else if (errno == ECONNREFUSED)
+		a->refused++;
+	close(s);
+	return NULL;
+}
+
+Test(node, listen_names_its_path_only_once_it_listens)
+{
+	struct tmp_sock t;
+	int refused = 0, ok = 0;
+
+	tmp_sock(&t);
+	for (int i = 0; i < 300; i++) {
+		struct appear a = { .path = t.path };
+		cmesh_listener *l;
+		pthread_t th;
+
+		tu_thread_start(&th, connect_on_appear, &a);
+		TU_ASSERT_RC(cmesh_listen(t.path, NULL, &l), 0);
+		atomic_store(&a.stop, true);
+		tu_thread_join(th);
+		cmesh_listener_free(l);
+		refused += a.refused;
+		ok += a.ok;
+	}
+	cr_assert_eq(refused, 0, "%d of %d connects refused", refused,
+		     refused + ok);
+	cr_assert_gt(ok, 0);
+	tmp_sock_done(&t);
+}

@@ -279,7 +279,10 @@ typedef struct cmesh_listen_opts {
 
 /**
  * Listens on a unix socket at `path` (created; an existing socket file is
- * replaced); borrows `path` and `opts` for the call. Returns the listener
+ * replaced); `path` appears only once the socket listens (bound under a
+ * name beside it, then linked: a client that waits for the path and
+ * connects at once is not refused); borrows `path` and `opts` for the
+ * call. Returns the listener
  * owned (cmesh_listener_free()). Any thread; never waits. Errors: -EINVAL
  * (NULL out, an empty path, bad options), -ENAMETOOLONG, -EADDRINUSE,
  * -ENOMEM, -errno.

@@ -92,8 +92,17 @@ static int bind_listening(int sock, const struct sockaddr_un *sa,
 			return -errno;
 		return 0;
 	}
-	if (bind(sock, (const struct sockaddr *)&t, sizeof(t)))
-		return -errno;
+	if (bind(sock, (const struct sockaddr *)&t, sizeof(t))) {
+		struct stat st;
+
+		if (errno != EADDRINUSE)
+			return -errno;
+		/* A socket file of a process that died in between: ours. */
+		if (lstat(t.sun_path, &st) == 0 && S_ISSOCK(st.st_mode))
+			unlink(t.sun_path);
+		if (bind(sock, (const struct sockaddr *)&t, sizeof(t)))
+			return -errno;
+	}
 	if (listen(sock, 16) || link(t.sun_path, path))
 		r = -errno;
 	unlink(t.sun_path);

@@ -3236,3 +3236,29 @@ Test(node, listen_names_its_path_only_once_it_listens)
 	cr_assert_gt(ok, 0);
 	tmp_sock_done(&t);
 }
+
+/*
+ * The name the socket is bound under first is taken by a socket file (a
+ * process of our pid died between its bind and its link): it is replaced,
+ * the listen works, and nothing is left beside the path.
+ */
+Test(node, listen_replaces_a_stale_socket_under_its_own_first_name)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct tmp_sock t;
+	cmesh_listener *l;
+	int s;
+
+	tmp_sock(&t);
+	/* This process's first listen: ".<pid>.0.tmp" beside the path. */
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s.%d.0.tmp", t.path,
+		 (int)getpid());
+	s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	cr_assert_geq(s, 0);
+	cr_assert_eq(bind(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	close(s);
+	TU_ASSERT_RC(cmesh_listen(t.path, NULL, &l), 0);
+	cr_assert_neq(access(sa.sun_path, F_OK), 0, "left beside the path");
+	cmesh_listener_free(l);
+	tmp_sock_done(&t);
+}

@@ -2525,6 +2525,31 @@ Test(moves, a_mark_and_a_lanes_end_leave_a_waitset_quiet)
 }
 
 /*
+ * P1 lets go of the clone it kept of `tx` (which came here): the channel
+ * is an in-process one, P1's death takes nothing (`tx` sends `seq`, we
+ * receive it), and it closes when `tx` goes. The mesh comes down.
+ */
+static void local_once_the_clone_goes(cmesh_sender *tx, cmesh_receiver *rx,
+				      uint64_t seq)
+{
+	cmesh_receiver_stats stats;
+	struct seqmsg s;
+
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	stats = stats_when(rx, in_process);
+	cr_assert(in_process(&stats), "lanes %u, remote %u", stats.lanes,
+		  stats.remote);
+	kill_and_wait(1);
+	TU_ASSERT_RC(send_item(tx, 0, seq), 0);
+	expect_seqs(rx, seq, seq);
+	cmesh_sender_free(tx);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &s, NULL, 0), -EPIPE);
+	cmesh_receiver_free(rx);
+	mesh_down(1u << 1);
+}
+
+/*
  * A sender sent home while a clone of it stays: P1 holds a sender of our
  * receiver, sends 1..100 on it, and sends it back here keeping a clone.
  * The clone still writes P1's lane, so our local tier opens once we took
@@ -2535,11 +2560,9 @@ Test(moves, a_mark_and_a_lanes_end_leave_a_waitset_quiet)
  */
 Test(moves, a_sender_sent_home_with_a_clone_left_behind_is_local_again)
 {
-	cmesh_receiver_stats stats;
 	cmesh_sender *tx;
 	cmesh_receiver *rx;
 	struct cmsg m = { 0 };
-	struct seqmsg s;
 
 	mesh_up(2);
 	new_channel(&m.tx, &rx);
@@ -2553,18 +2576,7 @@ Test(moves, a_sender_sent_home_with_a_clone_left_behind_is_local_again)
 	send_held_as(1, 1, 1, 10); /* the clone, as sender 1 */
 	no_forwarder_in(1);
 	cr_assert_eq(drain_fifo(rx, 120), 120);
-	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
-	cr_assert_eq(report_from(1), 0);
-	stats = stats_when(rx, in_process);
-	cr_assert(in_process(&stats), "lanes %u, remote %u", stats.lanes,
-		  stats.remote);
-	kill_and_wait(1);
-	TU_ASSERT_RC(send_item(tx, 0, 111), 0);
-	expect_seqs(rx, 111, 111);
-	cmesh_sender_free(tx);
-	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &s, NULL, 0), -EPIPE);
-	cmesh_receiver_free(rx);
-	mesh_down(1u << 1);
+	local_once_the_clone_goes(tx, rx, 111);
 }
 
 /*
@@ -3184,12 +3196,10 @@ Test(moves, a_sender_back_home_to_a_receiver_in_a_waitset_is_local_again)
  */
 Test(moves, a_sender_home_with_a_clone_left_behind_wakes_a_waitset_from_both)
 {
-	cmesh_receiver_stats stats;
 	cmesh_sender *tx;
 	cmesh_receiver *rx;
 	cmesh_waitset *ws;
 	struct cmsg m = { 0 };
-	struct seqmsg s;
 
 	mesh_up(2);
 	new_channel(&m.tx, &rx);
@@ -3213,21 +3223,9 @@ Test(moves, a_sender_home_with_a_clone_left_behind_wakes_a_waitset_from_both)
 			     "the clone's %llu did not wake the waitset",
 			     (unsigned long long)i);
 	}
-	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
-	cr_assert_eq(report_from(1), 0);
-	stats = stats_when(rx, in_process);
-	cr_assert(in_process(&stats), "lanes %u, remote %u", stats.lanes,
-		  stats.remote);
 	no_forwarder_in(1);
-	kill_and_wait(1);
-	ws_idle(ws, rx);
-	TU_ASSERT_RC(send_item(tx, 0, 107), 0);
-	cr_assert_eq(ws_next(ws, rx, 3000), 107);
-	cmesh_sender_free(tx);
-	TU_ASSERT_RC(cmesh_receiver_try_recv(rx, &s, NULL, 0), -EPIPE);
 	cmesh_waitset_free(ws);
-	cmesh_receiver_free(rx);
-	mesh_down(1u << 1);
+	local_once_the_clone_goes(tx, rx, 107);
 }
 
 /*
@@ -3612,6 +3610,33 @@ Test(moves, a_second_sender_with_a_clone_left_sent_home_is_local_too)
 }
 
 /*
+ * Pk sends from `seq` on, one at a time, each received here, while Pa or
+ * Pb runs a forwarder (5 s at most): a claim refused because it came
+ * first is tried again as we receive or Pk sends (1 ms, then four times
+ * longer). Then neither runs one, both die and take nothing, and the
+ * channel closes when Pk lets go.
+ */
+static void forwarders_go_then_die(int k, cmesh_receiver *rx, uint64_t seq,
+				   int a, int b)
+{
+	int64_t end = tu_now_ns() + TU_MS(5000);
+
+	do {
+		send_held(k, seq, seq);
+		expect_seqs(rx, seq, seq);
+		seq++;
+		tu_sleep_ms(2);
+	} while ((stats_of(a).busy || stats_of(b).busy) && tu_now_ns() < end);
+	no_forwarder_in(a);
+	no_forwarder_in(b);
+	kill_and_wait(a);
+	kill_and_wait(b);
+	send_held(k, seq, seq + 2);
+	expect_seqs(rx, seq, seq + 2);
+	closed_when_freed(k, rx, 1u << a | 1u << b);
+}
+
+/*
  * A receiver sent on while its own claim is unanswered: P1 makes a
  * channel and sends 1..3; its receiver goes P1 -> P2 -> P3 -> here, each
  * hop forwarding it on at once. P3 claims P1's senders (P2 named them)
@@ -3624,8 +3649,6 @@ Test(moves, a_receiver_sent_on_while_its_claim_is_unanswered_claims_too)
 {
 	struct cmsg m = { .arg = OP_HOLD | 3u << 8 | 2u << 16 | 3u << 24 };
 	cmesh_receiver *rx;
-	uint64_t seq;
-	int64_t end;
 
 	mesh_up(4);
 	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
@@ -3641,25 +3664,7 @@ Test(moves, a_receiver_sent_on_while_its_claim_is_unanswered_claims_too)
 	cr_assert(rx);
 	send_held(1, 4, 6);
 	expect_seqs(rx, 1, 6);
-	/*
-	 * Our claim may reach P1 before P3's, and is refused then: it is
-	 * tried again as we receive (1 ms, then four times longer).
-	 */
-	seq = 7;
-	end = tu_now_ns() + TU_MS(5000);
-	do {
-		send_held(1, seq, seq);
-		expect_seqs(rx, seq, seq);
-		seq++;
-		tu_sleep_ms(2);
-	} while ((stats_of(2).busy || stats_of(3).busy) && tu_now_ns() < end);
-	no_forwarder_in(2);
-	no_forwarder_in(3);
-	kill_and_wait(2);
-	kill_and_wait(3);
-	send_held(1, seq, seq + 2);
-	expect_seqs(rx, seq, seq + 2);
-	closed_when_freed(1, rx, 1u << 2 | 1u << 3);
+	forwarders_go_then_die(1, rx, 7, 2, 3);
 }
 
 /*
@@ -3675,8 +3680,6 @@ Test(moves, a_sender_sent_on_while_its_claim_is_unanswered_claims_too)
 {
 	struct cmsg m = { .arg = OP_HOLD };
 	cmesh_receiver *rx;
-	uint64_t seq;
-	int64_t end;
 
 	mesh_up(4);
 	new_channel(&m.tx, &rx);
@@ -3684,19 +3687,5 @@ Test(moves, a_sender_sent_on_while_its_claim_is_unanswered_claims_too)
 	cr_assert_eq(report_from(3), 0);
 	send_held(3, 1, 3);
 	expect_seqs(rx, 1, 3);
-	seq = 4;
-	end = tu_now_ns() + TU_MS(5000);
-	do {
-		send_held(3, seq, seq);
-		expect_seqs(rx, seq, seq);
-		seq++;
-		tu_sleep_ms(2);
-	} while ((stats_of(1).busy || stats_of(2).busy) && tu_now_ns() < end);
-	no_forwarder_in(1);
-	no_forwarder_in(2);
-	kill_and_wait(1);
-	kill_and_wait(2);
-	send_held(3, seq, seq + 2);
-	expect_seqs(rx, seq, seq + 2);
-	closed_when_freed(3, rx, 1u << 1 | 1u << 2);
+	forwarders_go_then_die(3, rx, 4, 1, 2);
 }

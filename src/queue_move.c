@@ -550,17 +550,18 @@ int cmesh__queue_claim_peer(struct cmesh__queue *q, struct cmesh__link *to,
 	uint32_t cap;
 	int r;
 
-	/* Kept for a retry should it be refused (its end not taken yet). */
 	pthread_mutex_lock(&q->lock);
+	/* A retry (the same claim) names the peer's end as its first try. */
+	if (q->claim_tries && q->claim_tok[0] == tok[0] &&
+	    q->claim_tok[1] == tok[1] && q->claim_node == node) {
+		list[0] = q->claim_list[0];
+		list[1] = q->claim_list[1];
+	}
+	/* Kept for a retry should it be refused (its end not taken yet). */
 	q->claim_tok[0] = tok[0];
 	q->claim_tok[1] = tok[1];
 	q->claim_node = node;
 	q->claim_mark = mark;
-	/* A retry names the peer's end as the first try did. */
-	if (q->claim_tries) {
-		list[0] = q->claim_list[0];
-		list[1] = q->claim_list[1];
-	}
 	pthread_mutex_unlock(&q->lock);
 	r = cmesh__env_get(&env);
 	if (!r)

@@ -15,6 +15,9 @@
  *   adaptive  CMESH_SPIN_ADAPTIVE, the default: spins only while spinning
  *             catches messages (include/cmesh/channel.h)
  *   always    10 s: never sleeps
+ *   from-none adaptive, after an idle spell: before the stream each side
+ *             waits for nothing until its spin is none (a device idle,
+ *             then busy), then learns again from the stream's waits
  *
  * at 1k, 10k and 100k requests/s. Each row: RTT p50/p99 (the client's
  * send to its receipt of the response), the rate reached, and each side's
@@ -27,7 +30,9 @@
  * Targets for adaptive, each against a row of the same run:
  *   at 100k/s   RTT p50 <= 1.2x always's;
  *   at 1k, 10k  server CPU% <= none's + 5 points, and RTT p50 no worse
- *               than fixed50's (<= 1.1x: this machine's run-to-run noise).
+ *               than fixed50's (<= 1.1x: this machine's run-to-run noise);
+ *   at each     from-none's RTT p50 <= 1.1x adaptive's (the spin comes
+ *               back after an idle spell: its first 5% are not recorded).
  *
  * Rows run in rounds (their order reversed every other round), so that
  * drift (the host moving the vCPUs) hits them alike; a row's first 5% of
@@ -75,11 +80,12 @@ CMESH_TYPE_DEFINE_PLAIN(req_type, struct req);
 
 enum {
 	KIND_REQ = 1,
-	KIND_QUIT
+	KIND_QUIT,
+	KIND_READY /* from-none: the server's spin is none */
 };
 
 #define NRATES 3
-#define NMODES 4
+#define NMODES 5
 static const uint64_t rates[NRATES] = { 1000, 10000, 100000 };
 static const char *const rate_names[NRATES] = { "1 1k/s", "2 10k/s",
 						"3 100k/s" };
@@ -87,13 +93,14 @@ enum {
 	M_NONE,
 	M_FIXED50,
 	M_ADAPTIVE,
-	M_ALWAYS
+	M_ALWAYS,
+	M_FROM_NONE
 };
 static const char *const mode_names[NMODES] = { "none", "fixed50", "adaptive",
-						"always" };
+						"always", "from-none" };
 static const int64_t mode_spin[NMODES] = { CMESH_SPIN_NONE, 50000,
-					   CMESH_SPIN_ADAPTIVE,
-					   SPIN_ALWAYS_NS };
+					   CMESH_SPIN_ADAPTIVE, SPIN_ALWAYS_NS,
+					   CMESH_SPIN_ADAPTIVE };
 
 struct row {
 	uint64_t *v; /* RTT samples, ticks */
@@ -116,7 +123,27 @@ static uint64_t cpu_ns(clockid_t c)
 /* ---------------------------------------------------------------------- */
 /* Server (the child)                                                     */
 
-static _Noreturn void server_main(int sock, int64_t spin, bool pin)
+/* An idle spell: waits for nothing until the receiver's spin is none. */
+static void go_idle(cmesh_receiver *rx, const char *who)
+{
+	for (int i = 0; i < 64; i++) {
+		cmesh_receiver_stats st = { .size = sizeof(st) };
+		struct req q;
+		int rc = cmesh_receiver_stats_get(rx, &st);
+
+		if (rc < 0)
+			bench_die(who, rc);
+		if (!st.spin_ns)
+			return;
+		rc = cmesh_receiver_recv_deadline(
+			rx, cmesh_deadline_after(1000000), &q, NULL, 0);
+		if (rc != -ETIMEDOUT)
+			bench_die(who, rc < 0 ? rc : -EPROTO);
+	}
+	bench_die(who, -EAGAIN);
+}
+
+static _Noreturn void server_main(int sock, int m, bool pin)
 {
 	cmesh_node_opts o = CMESH_NODE_OPTS_INIT;
 	cmesh_node *node;
@@ -129,12 +156,19 @@ static _Noreturn void server_main(int sock, int64_t spin, bool pin)
 	bench_child_enter(getppid());
 	if (pin)
 		bench_pin_self(CPU_SERVER);
-	o.spin_ns = spin;
+	o.spin_ns = mode_spin[m];
 	rc = cmesh_node_join_socket(sock, &req_type, &req_type, &o, &node, &tx,
 				    &rx);
 	if (rc < 0)
 		bench_die("child: cmesh_node_join_socket", rc);
 	cmesh_node_free(node);
+	if (m == M_FROM_NONE) {
+		go_idle(rx, "child: idle spell");
+		q = (struct req){ .kind = KIND_READY };
+		rc = cmesh_sender_send(tx, &q, NULL, 0);
+		if (rc < 0)
+			bench_die("child: cmesh_sender_send (ready)", rc);
+	}
 	for (;;) {
 		rc = cmesh_receiver_recv(rx, &q, NULL, 0);
 		if (rc != 0)
@@ -210,7 +244,7 @@ static void run_row(int k, int m, uint64_t n, bool pin)
 	pid_t pid = bench_fork_pair(&sock);
 
 	if (pid == 0)
-		server_main(sock, mode_spin[m], pin);
+		server_main(sock, m, pin);
 	o.peer_pid = pid;
 	o.spin_ns = mode_spin[m];
 	rc = cmesh_node_join_socket(sock, &req_type, &req_type, &o, &node, &tx,
@@ -218,6 +252,13 @@ static void run_row(int k, int m, uint64_t n, bool pin)
 	if (rc < 0)
 		bench_die("cmesh_node_join_socket", rc);
 	cmesh_node_free(node);
+	if (m == M_FROM_NONE) {
+		rc = cmesh_receiver_recv(rx, &r, NULL, 0);
+		if (rc != 0 || r.kind != KIND_READY)
+			bench_die("cmesh_receiver_recv (ready)",
+				  rc < 0 ? rc : -EPROTO);
+		go_idle(rx, "idle spell");
+	}
 
 	t0 = c0 = 0;
 	due = cpu_ns(CLOCK_MONOTONIC) + period;
@@ -316,6 +357,9 @@ static int report_rate(int k)
 		       rate, server_pct(r), pct(r->client_cpu_s, r->wall_s));
 		bench_json_result(rate_names[k], mode_names[m], &r->res, NULL);
 	}
+	fails += check(rate_names[k], "RTT p50 after idle / without",
+		       rr[M_FROM_NONE].res.p50 / rr[M_ADAPTIVE].res.p50, 1.1,
+		       "%.2fx");
 	if (k == 2) {
 		fails += check(rate_names[k], "RTT p50 / always's",
 			       rr[M_ADAPTIVE].res.p50 / rr[M_ALWAYS].res.p50,

@@ -313,7 +313,17 @@ struct cmesh_shm_ring_signal {
 	uint64_t idle_tail;
 	_Atomic uint64_t idle_use;
 	uint64_t idle_attach;
-	uint64_t reserved[3]; /* producer: 0; consumer: never read */
+	/*
+	 * When the producer last woke a consumer asleep on `seq`
+	 * (CLOCK_MONOTONIC ns, read just before the increment; 0: never).
+	 * Producer: relaxed store, then the release increment of `seq`.
+	 * Consumer: one relaxed load after a sleep that ended with a message,
+	 * to learn when that message came rather than when it woke (its
+	 * adaptive spin, src/spin.h). A value outside that wait is ignored; a
+	 * hostile one only widens the consumer's spin, never past its maximum.
+	 */
+	_Atomic uint64_t woke_at;
+	uint64_t reserved[2]; /* producer: 0; consumer: never read */
 };
 
 static_assert(sizeof(struct cmesh_shm_ring_signal) == CMESH_SHM_LINE, "sig");
@@ -322,6 +332,8 @@ static_assert(offsetof(struct cmesh_shm_ring_signal, space_at) == 8,
 	      "sig space_at");
 static_assert(offsetof(struct cmesh_shm_ring_signal, idle_use) == 24,
 	      "sig idle_use");
+static_assert(offsetof(struct cmesh_shm_ring_signal, woke_at) == 40,
+	      "sig woke_at");
 
 /*
  * Producer tail line: in the PRODUCER's arena, control region, on a line

@@ -523,6 +523,12 @@ int cmesh__lane_sleeper_init(struct cmesh__lane *ln);
 int cmesh__lane_sleep(struct cmesh__lane *ln, int64_t deadline);
 
 /*
+ * In lane: when its producer last woke us (its signal line's `woke_at`,
+ * read once, unchecked: a hint for the adaptive spin), 0 if unknown.
+ */
+int64_t cmesh__lane_woke_at(const struct cmesh__lane *ln);
+
+/*
  * In lane, after its sleeping bit is set (the wake Dekker, lane_wake.c):
  * true if a producer claimed our head position and has not published it
  * (it may owe us no wake): the caller looks again soon instead of

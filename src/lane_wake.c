@@ -51,6 +51,10 @@
 void cmesh__lane_signal_slow(struct cmesh__lane *ln, uint32_t how)
 {
 	if (how & (CMESH_SHM_WAKE_FUTEX | CMESH_SHM_WAKE_WSFUTEX)) {
+		/* For the sleeper's adaptive spin: when its message came. */
+		atomic_store_explicit(&ln->own_signal->woke_at,
+				      (uint64_t)cmesh_clock_now(),
+				      memory_order_relaxed);
 		/* Pairs with the consumer's acquire load before it sleeps. */
 		atomic_fetch_add_explicit(&ln->own_signal->seq, 1,
 					  memory_order_release);
@@ -277,6 +281,14 @@ int cmesh__lane_sleep(struct cmesh__lane *ln, int64_t deadline)
 	}
 	/* A nap's end is not the caller's deadline. */
 	return r == -ETIMEDOUT && until < deadline ? 0 : r;
+}
+
+int64_t cmesh__lane_woke_at(const struct cmesh__lane *ln)
+{
+	if (!ln->peer_signal || (ln->dynamic && !cmesh__lane_bound(ln)))
+		return 0;
+	return (int64_t)atomic_load_explicit(&ln->peer_signal->woke_at,
+					     memory_order_relaxed);
 }
 
 void cmesh__lane_wake(struct cmesh__lane *ln)

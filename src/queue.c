@@ -356,8 +356,12 @@ void cmesh__queue_wake(struct cmesh__queue *q, uint32_t set)
 	} while (!atomic_compare_exchange_weak_explicit(&q->state, &old, nw,
 							memory_order_seq_cst,
 							memory_order_relaxed));
-	if (old & ST_RX_SLEEP)
+	if (old & ST_RX_SLEEP) {
+		/* For the sleeper's adaptive spin: when its message came. */
+		atomic_store_explicit(&q->woke_at, cmesh_clock_now(),
+				      memory_order_relaxed);
 		cmesh__park_wake(&q->state);
+	}
 	if (old & (ST_WS_ARMED | ST_WS_FUTEX)) {
 		pthread_mutex_lock(&q->lock);
 		ws_signal(q, old);

@@ -241,6 +241,8 @@ struct cmesh__queue {
 	bool senders_done;	   /* receiver: nobody publishes any more */
 	uint32_t in_flight_looks;  /* consumer: cmesh__queue_sleep_cap() */
 	_Atomic int64_t spin_win;  /* consumer writes: the spin it uses */
+	/* When a producer last woke the sleeping receiver (clock ns). */
+	_Atomic int64_t woke_at;
 };
 
 /*
@@ -464,6 +466,14 @@ void cmesh__queue_claim_hints(struct cmesh__queue *q, struct cmesh__lane *ln);
  */
 bool cmesh__queue_xl_spin(struct cmesh__queue *q, int rounds);
 int cmesh__queue_xl_sleep(struct cmesh__queue *q, int64_t deadline);
+
+/*
+ * After a sleep that ended with a message: the earliest time at or after
+ * `t0` at which a source of `q` (local senders, any lane) last woke it,
+ * 0 if none did since `t0`. A hint from possibly hostile peers: the
+ * caller bounds it (cmesh__spin_waited()).
+ */
+int64_t cmesh__queue_woke_since(struct cmesh__queue *q, int64_t t0);
 
 /*
  * Waitsets: arms (or disarms) every lane of the receiver, for its fds or

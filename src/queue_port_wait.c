@@ -137,6 +137,25 @@ static bool mark_lanes(struct cmesh__queue *q, bool on)
 	return in_flight;
 }
 
+static int64_t earliest(int64_t best, int64_t at, int64_t t0)
+{
+	return at >= t0 && (!best || at < best) ? at : best;
+}
+
+int64_t cmesh__queue_woke_since(struct cmesh__queue *q, int64_t t0)
+{
+	int64_t best = earliest(
+		0, atomic_load_explicit(&q->woke_at, memory_order_relaxed), t0);
+
+	if (q->rx_lane && !q->primary_done)
+		best = earliest(best, cmesh__lane_woke_at(q->rx_lane), t0);
+	if (atomic_load_explicit(&q->xl_flags, memory_order_acquire))
+		for (uint32_t i = 0; i < q->xl_n; i++)
+			best = earliest(best, cmesh__lane_woke_at(q->xl[i]),
+					t0);
+	return best;
+}
+
 /* Where futex_waitv cannot take them all: look again every NAP_NS. */
 #define NAP_NS 1000000
 

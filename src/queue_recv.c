@@ -486,7 +486,11 @@ static __attribute__((noinline)) int recv_slow(struct cmesh__queue *q,
 		int64_t end = cmesh_clock_now(), w;
 
 		/* A timeout tells of the time up to its deadline only. */
-		w = (r == -ETIMEDOUT && end > deadline ? deadline : end) - t0;
+		if (r == -ETIMEDOUT)
+			w = (end > deadline ? deadline : end) - t0;
+		else /* a message: when its producer woke us */
+			w = cmesh__spin_waited(t0, end,
+					       cmesh__queue_woke_since(q, t0));
 
 		if (r >= 0 || w > q->spin_ns)
 			atomic_store_explicit(&q->spin_win,

@@ -13,7 +13,14 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -266,4 +273,364 @@ Test(spin, a_receiver_fed_by_another_process_learns_too)
 	cr_assert_eq(waitpid(pid, &status, 0), pid);
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 		  "child status %#x", status);
+}
+
+/* ---- a wait counts until its message came, not until it woke ---- */
+
+Test(spin, a_wait_counts_until_its_producer_woke_it)
+{
+	cr_assert_eq(cmesh__spin_waited(1000, 90000, 21000), 20000);
+	cr_assert_eq(cmesh__spin_waited(1000, 90000, 1000), 0);
+	cr_assert_eq(cmesh__spin_waited(1000, 90000, 90000), 89000);
+}
+
+Test(spin, a_wake_time_unknown_or_outside_the_wait_counts_until_its_end)
+{
+	cr_assert_eq(cmesh__spin_waited(1000, 90000, 0), 89000);
+	cr_assert_eq(cmesh__spin_waited(1000, 90000, 999), 89000);
+	cr_assert_eq(cmesh__spin_waited(1000, 90000, 90001), 89000);
+	/* A hostile peer's word, as the receiver reads it (signed). */
+	cr_assert_eq(cmesh__spin_waited(1000, 90000, INT64_MAX), 89000);
+	cr_assert_eq(cmesh__spin_waited(1000, 90000, INT64_MIN), 89000);
+}
+
+/*
+ * One wait of a receiver at spin none: when it began, when its sender's
+ * send (and wake) returned, how long it lasted, whether it slept, and
+ * the spin it learnt. The sender stops the receiving process just after
+ * its wake and its parent continues it 3 ms later: the message came
+ * within microseconds, the receiver woke milliseconds later.
+ */
+struct late {
+	int64_t began, sent, lasted, spin;
+	uint64_t slept;
+};
+
+/*
+ * An attempt that can tell: the receiver slept, its message came well
+ * within the maximum and it woke only milliseconds later. Counted until
+ * the message came, the wait widens the spin; counted until the wake, it
+ * would halve it (none: it stays none). Others (the sender preempted, the
+ * receiver awake before the stop) are tried again.
+ */
+static bool telling(const struct late *l)
+{
+	return l->slept && l->sent - l->began < MAX && l->lasted > TU_MS(2);
+}
+
+/* Children: no Criterion there, a status to the test. */
+static int64_t spin_now(cmesh_receiver *rx, uint64_t *sleeps)
+{
+	cmesh_receiver_stats s = { .size = sizeof(s) };
+
+	if (cmesh_receiver_stats_get(rx, &s))
+		_exit(10);
+	if (sleeps)
+		*sleeps = s.sleeps;
+	return s.spin_ns;
+}
+
+/* Long waits take the spin to none; a message with seq 0 ends the child. */
+static void child_to_none(cmesh_receiver *rx)
+{
+	struct item m;
+	int r;
+
+	for (int i = 0; i < 64 && spin_now(rx, NULL); i++) {
+		r = cmesh_receiver_recv_deadline(
+			rx, cmesh_deadline_after(TU_MS(2)), &m, NULL, 0);
+		if (r == 0 && m.seq == 0)
+			_exit(0);
+		if (r != -ETIMEDOUT)
+			_exit(11);
+	}
+	if (spin_now(rx, NULL))
+		_exit(12);
+}
+
+/* One attempt's wait; `announce` tells the sender as it begins. */
+static void child_wait(cmesh_receiver *rx, struct late *l,
+		       void (*announce)(void *, int64_t), void *arg)
+{
+	uint64_t s0, s1;
+	struct item m;
+
+	child_to_none(rx);
+	spin_now(rx, &s0);
+	l->began = tu_now_ns();
+	announce(arg, l->began);
+	if (cmesh_receiver_recv_deadline(rx, cmesh_deadline_after(TU_MS(10000)),
+					 &m, NULL, 0))
+		_exit(13);
+	if (m.seq == 0)
+		_exit(0);
+	l->lasted = tu_now_ns() - l->began;
+	l->spin = spin_now(rx, &s1);
+	l->slept = s1 - s0;
+}
+
+/*
+ * Spins until thread `tid` of `pid` is asleep (its only blocking call):
+ * one open stat file read again and again, quicker than opening it.
+ */
+static bool asleep(pid_t pid, pid_t tid)
+{
+	int64_t end = tu_now_ns() + TU_MS(1000);
+	char path[64], buf[512], *p;
+	bool ok = false;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", (int)pid,
+		 (int)tid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	while (!ok && tu_now_ns() < end) {
+		n = pread(fd, buf, sizeof(buf) - 1, 0);
+		if (n <= 0)
+			break;
+		buf[n] = '\0';
+		p = strrchr(buf,
+			    ')'); /* comm may hold spaces and parentheses */
+		ok = p && p[1] == ' ' && p[2] == 'S';
+	}
+	close(fd);
+	return ok;
+}
+
+/* The parent of a child that stops itself: continue it 3 ms on. */
+static int continue_stops(pid_t pid)
+{
+	int status;
+
+	for (;;) {
+		cr_assert_eq(waitpid(pid, &status, WUNTRACED), pid);
+		if (!WIFSTOPPED(status))
+			return status;
+		tu_sleep_ms(3);
+		cr_assert_eq(kill(pid, SIGCONT), 0);
+	}
+}
+
+static const char *const late_verdict[] = {
+	[1] = "a wait whose message came within microseconds, woken 3 ms "
+	      "later, did not widen the spin",
+	[2] = "no attempt could tell (slept, message early, woken late)",
+};
+
+static void expect_verdict(int status)
+{
+	cr_assert(WIFEXITED(status), "child status %#x", status);
+	cr_assert_eq(WEXITSTATUS(status), 0, "child exit %d: %s",
+		     WEXITSTATUS(status),
+		     WEXITSTATUS(status) <= 2 ?
+			     late_verdict[WEXITSTATUS(status)] :
+			     "child failed");
+}
+
+#define LATE_TRIES 50
+
+struct late_inproc {
+	cmesh_sender *tx;
+	pid_t tid;
+	_Atomic int64_t began; /* 0: nothing to send; -1: stop */
+	_Atomic int64_t sent;
+};
+
+static void announce_inproc(void *arg, int64_t began)
+{
+	atomic_store(&((struct late_inproc *)arg)->began, began);
+}
+
+static void *late_sender(void *arg)
+{
+	struct late_inproc *p = arg;
+
+	for (;;) {
+		int64_t began;
+
+		while (!(began = atomic_load(&p->began)))
+			;
+		if (!asleep(getpid(), p->tid))
+			_exit(14);
+		if (cmesh_sender_send(p->tx, &(struct item){ 1 }, NULL, 0))
+			_exit(15);
+		atomic_store(&p->sent, tu_now_ns());
+		atomic_store(&p->began, 0);
+		kill(getpid(), SIGSTOP); /* the receiver too, until continued */
+	}
+	return NULL;
+}
+
+Test(spin, a_receiver_woken_late_learns_when_its_message_came, .timeout = 60)
+{
+	pid_t pid;
+
+	tu_env_clear();
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		struct late_inproc p = { .tid = tu_gettid() };
+		cmesh_receiver *rx;
+		pthread_t t;
+
+		if (cmesh_channel_new(&item_type, NULL, &p.tx, &rx) ||
+		    pthread_create(&t, NULL, late_sender, &p))
+			_exit(16);
+		for (int i = 0; i < LATE_TRIES; i++) {
+			struct late l = { 0 };
+
+			child_wait(rx, &l, announce_inproc, &p);
+			while (atomic_load(&p.began))
+				; /* its `sent` */
+			l.sent = atomic_load(&p.sent);
+			if (telling(&l))
+				_exit(l.spin > 0 ? 0 : 1);
+		}
+		_exit(2);
+	}
+	expect_verdict(continue_stops(pid));
+}
+
+static void announce_pipe(void *arg, int64_t began)
+{
+	if (write(*(int *)arg, &began, sizeof(began)) != sizeof(began))
+		_exit(18);
+}
+
+/* Spins on a non-blocking pipe (a sleep's wakeup would take too long). */
+static int64_t spin_read_began(int fd)
+{
+	int64_t began;
+	ssize_t n;
+
+	while ((n = read(fd, &began, sizeof(began))) < 0 && errno == EAGAIN)
+		;
+	cr_assert_eq(n, sizeof(began));
+	return began;
+}
+
+struct txmsg {
+	cmesh_sender *tx;
+};
+CMESH_TYPE_DEFINE(txmsg_type, struct txmsg,
+		  CMESH_FIELD_SENDER(struct txmsg, tx, item_type));
+
+/*
+ * The child's receiver: the link's own channel's, fed by its lane
+ * (`sent_away` false), or a channel the child made, whose sender it sent
+ * here (a lane of its own beside the local queue).
+ */
+static _Noreturn void child_late(int sock, int rep, int go, bool sent_away)
+{
+	const cmesh_type *t = sent_away ? &txmsg_type : &item_type;
+	cmesh_sender *t2, *tx;
+	cmesh_receiver *r2, *rx;
+	cmesh_node *n2;
+
+	if (cmesh_node_join_socket(sock, t, t, NULL, &n2, &t2, &r2))
+		_exit(16);
+	rx = r2;
+	if (sent_away &&
+	    (cmesh_channel_new(&item_type, NULL, &tx, &rx) ||
+	     cmesh_sender_send(t2, &(struct txmsg){ tx }, NULL, 0)))
+		_exit(19);
+	for (;;) {
+		struct late l = { 0 };
+
+		child_wait(rx, &l, announce_pipe, &go);
+		if (write(rep, &l, sizeof(l)) != sizeof(l))
+			_exit(17);
+	}
+}
+
+/*
+ * Across processes: the producer's signal line carries the time of its
+ * wake (shm/ring.h, woke_at). The receiver is the child; this process
+ * sends, stopping it just before.
+ */
+static void cross_late(bool sent_away)
+{
+	const cmesh_type *t = sent_away ? &txmsg_type : &item_type;
+	cmesh_node *node;
+	cmesh_sender *tx, *use;
+	cmesh_receiver *rx;
+	int sv[2], rep[2], go[2], status;
+	bool told = false;
+	pid_t pid;
+
+	tu_env_clear();
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv),
+		     0);
+	tu_pipe(rep);
+	tu_pipe(go);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		close(sv[0]);
+		close(rep[0]);
+		close(go[0]);
+		child_late(sv[1], rep[1], go[1], sent_away);
+	}
+	close(sv[1]);
+	close(rep[1]);
+	close(go[1]);
+	cr_assert_eq(fcntl(go[0], F_SETFL, O_NONBLOCK), 0);
+	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], t, t, NULL, &node, &tx, &rx),
+		     0);
+	use = tx;
+	if (sent_away) {
+		struct txmsg m;
+
+		TU_ASSERT_RC(cmesh_receiver_recv_deadline(
+				     rx, cmesh_deadline_after(TU_MS(10000)), &m,
+				     NULL, 0),
+			     0);
+		use = m.tx;
+	}
+	for (int i = 0; i < LATE_TRIES && !told; i++) {
+		struct late l;
+		int64_t sent;
+
+		/* The child's wait begins: its spin is none, it sleeps. */
+		spin_read_began(go[0]);
+		cr_assert(asleep(pid, pid), "the receiver never slept");
+		cr_assert_eq(kill(pid, SIGSTOP), 0);
+		TU_ASSERT_RC(cmesh_sender_send(use, &(struct item){ i + 1 },
+					       NULL, 0),
+			     0);
+		sent = tu_now_ns();
+		tu_sleep_ms(3);
+		cr_assert_eq(kill(pid, SIGCONT), 0);
+		cr_assert_eq(read(rep[0], &l, sizeof(l)), sizeof(l));
+		l.sent = sent;
+		if (telling(&l)) {
+			cr_assert_gt(l.spin, 0, "%s", late_verdict[1]);
+			told = true;
+		}
+	}
+	cr_assert(told, "%s", late_verdict[2]);
+	TU_ASSERT_RC(cmesh_sender_send(use, &(struct item){ 0 }, NULL, 0), 0);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	expect_verdict(status);
+	close(rep[0]);
+	close(go[0]);
+	if (use != tx)
+		cmesh_sender_free(use);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	cmesh_node_free(node);
+}
+
+Test(spin, a_receiver_fed_by_another_process_woken_late_learns_too,
+     .timeout = 60)
+{
+	cross_late(false);
+}
+
+Test(spin, a_receiver_whose_sender_went_away_woken_late_learns_too,
+     .timeout = 60)
+{
+	cross_late(true);
 }

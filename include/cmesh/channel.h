@@ -54,11 +54,13 @@ typedef struct cmesh_receiver cmesh_receiver;
 /*
  * spin_ns value: spin only while spinning catches messages (the default
  * unless CMESH_SPIN_NS fixes one). Each receiver learns from its waits:
- * one that slept and still ended within CMESH_SPIN_ADAPTIVE_MAX_NS (a
- * spin would have caught it) widens its spin to a little more than that
- * wait, up to the maximum; one that lasted longer halves it, down to
- * none. A wait the spin caught keeps it. cmesh_receiver_stats_get() shows
- * the spin a receiver has learnt.
+ * one that slept for a message that came within
+ * CMESH_SPIN_ADAPTIVE_MAX_NS (a spin would have caught it: counted until
+ * its sender woke the receiver, not until the receiver ran again) widens
+ * its spin to a little more than that wait, up to the maximum; one whose
+ * message came later halves it, down to none. A wait the spin caught
+ * keeps it. cmesh_receiver_stats_get() shows the spin a receiver has
+ * learnt.
  */
 #define CMESH_SPIN_ADAPTIVE (-2)
 #define CMESH_SPIN_ADAPTIVE_MAX_NS 50000

@@ -468,12 +468,14 @@ bool cmesh__queue_xl_spin(struct cmesh__queue *q, int rounds);
 int cmesh__queue_xl_sleep(struct cmesh__queue *q, int64_t deadline);
 
 /*
- * After a sleep that ended with a message: the earliest time at or after
- * `t0` at which a source of `q` (local senders, any lane) last woke it,
- * 0 if none did since `t0`. A hint from possibly hostile peers: the
- * caller bounds it (cmesh__spin_waited()).
+ * After a sleep that began at `since` and ended with a message: the
+ * earliest time at or after `since` at which a source of `q` (local
+ * senders, any lane) last woke it, 0 if none did since then. (A wake
+ * that ended an earlier sleep of the same wait brought no message: it is
+ * before `since`.) A hint from possibly hostile peers: the caller bounds
+ * it (cmesh__spin_waited()).
  */
-int64_t cmesh__queue_woke_since(struct cmesh__queue *q, int64_t t0);
+int64_t cmesh__queue_woke_since(struct cmesh__queue *q, int64_t since);
 
 /*
  * Waitsets: arms (or disarms) every lane of the receiver, for its fds or

@@ -137,22 +137,23 @@ static bool mark_lanes(struct cmesh__queue *q, bool on)
 	return in_flight;
 }
 
-static int64_t earliest(int64_t best, int64_t at, int64_t t0)
+static int64_t earliest(int64_t best, int64_t at, int64_t since)
 {
-	return at >= t0 && (!best || at < best) ? at : best;
+	return at >= since && (!best || at < best) ? at : best;
 }
 
-int64_t cmesh__queue_woke_since(struct cmesh__queue *q, int64_t t0)
+int64_t cmesh__queue_woke_since(struct cmesh__queue *q, int64_t since)
 {
 	int64_t best = earliest(
-		0, atomic_load_explicit(&q->woke_at, memory_order_relaxed), t0);
+		0, atomic_load_explicit(&q->woke_at, memory_order_relaxed),
+		since);
 
 	if (q->rx_lane && !q->primary_done)
-		best = earliest(best, cmesh__lane_woke_at(q->rx_lane), t0);
+		best = earliest(best, cmesh__lane_woke_at(q->rx_lane), since);
 	if (atomic_load_explicit(&q->xl_flags, memory_order_acquire))
 		for (uint32_t i = 0; i < q->xl_n; i++)
 			best = earliest(best, cmesh__lane_woke_at(q->xl[i]),
-					t0);
+					since);
 	return best;
 }
 

@@ -439,7 +439,8 @@ static __attribute__((noinline)) int recv_slow(struct cmesh__queue *q,
 		atomic_load_explicit(&q->spin_win, memory_order_relaxed);
 	bool spun = budget == 0 || deadline <= 0, waited = false;
 	bool slept = false;
-	int64_t t0 = 0;
+	int64_t t0 = 0,
+		nap = 0; /* adaptive: the wait's start, its last sleep's */
 	int r;
 
 	for (;;) {
@@ -465,6 +466,8 @@ static __attribute__((noinline)) int recv_slow(struct cmesh__queue *q,
 		}
 		slept = true;
 		count(&q->st_sleeps);
+		if (q->spin_adapt)
+			nap = cmesh_clock_now();
 		r = sleep_until(q, deadline);
 		if (r == -ETIMEDOUT || r == -ECANCELED) {
 			int e = r;
@@ -488,9 +491,9 @@ static __attribute__((noinline)) int recv_slow(struct cmesh__queue *q,
 		/* A timeout tells of the time up to its deadline only. */
 		if (r == -ETIMEDOUT)
 			w = (end > deadline ? deadline : end) - t0;
-		else /* a message: when its producer woke us */
+		else /* a message: when its producer woke our last sleep */
 			w = cmesh__spin_waited(t0, end,
-					       cmesh__queue_woke_since(q, t0));
+					       cmesh__queue_woke_since(q, nap));
 
 		if (r >= 0 || w > q->spin_ns)
 			atomic_store_explicit(&q->spin_win,

@@ -8,6 +8,8 @@
 #include <cmesh.h>
 
 #include "helpers/testutil.h"
+#include "endpoint.h"
+#include "queue_int.h"
 #include "spin.h"
 
 #include <criterion/criterion.h>
@@ -21,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -297,9 +300,9 @@ Test(spin, a_wake_time_unknown_or_outside_the_wait_counts_until_its_end)
 /*
  * One wait of a receiver at spin none: when it began, when its sender's
  * send (and wake) returned, how long it lasted, whether it slept, and
- * the spin it learnt. The sender stops the receiving process just after
- * its wake and its parent continues it 3 ms later: the message came
- * within microseconds, the receiver woke milliseconds later.
+ * the spin it learnt. The receiver is held for 3 ms (stopped, or in a
+ * signal handler) from just before its message is sent: the message came
+ * within microseconds, the receiver ran again milliseconds later.
  */
 struct late {
 	int64_t began, sent, lasted, spin;
@@ -399,20 +402,6 @@ static bool asleep(pid_t pid, pid_t tid)
 	return ok;
 }
 
-/* The parent of a child that stops itself: continue it 3 ms on. */
-static int continue_stops(pid_t pid)
-{
-	int status;
-
-	for (;;) {
-		cr_assert_eq(waitpid(pid, &status, WUNTRACED), pid);
-		if (!WIFSTOPPED(status))
-			return status;
-		tu_sleep_ms(3);
-		cr_assert_eq(kill(pid, SIGCONT), 0);
-	}
-}
-
 static const char *const late_verdict[] = {
 	[1] = "a wait whose message came within microseconds, woken 3 ms "
 	      "later, did not widen the spin",
@@ -431,10 +420,30 @@ static void expect_verdict(int status)
 
 #define LATE_TRIES 50
 
+/*
+ * In one process the receiver's thread is held in a signal handler
+ * (SIGUSR1, sent before the message: it runs before the receive can see
+ * it) until the sender lets it go 3 ms later; its sleep in the handler
+ * leaves the sender its CPU.
+ */
+static _Atomic int hold_release, hold_in;
+
+static void hold(int sig)
+{
+	struct timespec ts = { 0, 100000 };
+
+	(void)sig;
+	atomic_store(&hold_in, 1);
+	while (!atomic_load(&hold_release))
+		nanosleep(&ts, NULL);
+	atomic_store(&hold_in, 0);
+}
+
 struct late_inproc {
 	cmesh_sender *tx;
+	pthread_t rx_thread;
 	pid_t tid;
-	_Atomic int64_t began; /* 0: nothing to send; -1: stop */
+	_Atomic int64_t began; /* 0: nothing to send */
 	_Atomic int64_t sent;
 };
 
@@ -443,39 +452,57 @@ static void announce_inproc(void *arg, int64_t began)
 	atomic_store(&((struct late_inproc *)arg)->began, began);
 }
 
+/* Yields until `*v` is `want` (1 s at most). */
+static bool yield_until(_Atomic int *v, int want)
+{
+	int64_t end = tu_now_ns() + TU_MS(1000);
+
+	while (atomic_load(v) != want)
+		if (tu_now_ns() > end || sched_yield())
+			return false;
+	return true;
+}
+
 static void *late_sender(void *arg)
 {
 	struct late_inproc *p = arg;
 
 	for (;;) {
-		int64_t began;
-
-		while (!(began = atomic_load(&p->began)))
-			;
+		while (!atomic_load(&p->began))
+			sched_yield();
 		if (!asleep(getpid(), p->tid))
 			_exit(14);
-		if (cmesh_sender_send(p->tx, &(struct item){ 1 }, NULL, 0))
+		atomic_store(&hold_release, 0);
+		if (pthread_kill(p->rx_thread, SIGUSR1) ||
+		    cmesh_sender_send(p->tx, &(struct item){ 1 }, NULL, 0))
 			_exit(15);
 		atomic_store(&p->sent, tu_now_ns());
 		atomic_store(&p->began, 0);
-		kill(getpid(), SIGSTOP); /* the receiver too, until continued */
+		if (!yield_until(&hold_in, 1))
+			_exit(20);
+		tu_sleep_ms(3);
+		atomic_store(&hold_release, 1);
 	}
 	return NULL;
 }
 
 Test(spin, a_receiver_woken_late_learns_when_its_message_came, .timeout = 60)
 {
+	int status;
 	pid_t pid;
 
 	tu_env_clear();
 	pid = fork();
 	cr_assert_geq(pid, 0);
 	if (pid == 0) {
-		struct late_inproc p = { .tid = tu_gettid() };
+		struct late_inproc p = { .tid = tu_gettid(),
+					 .rx_thread = pthread_self() };
+		struct sigaction sa = { .sa_handler = hold };
 		cmesh_receiver *rx;
 		pthread_t t;
 
-		if (cmesh_channel_new(&item_type, NULL, &p.tx, &rx) ||
+		if (sigaction(SIGUSR1, &sa, NULL) ||
+		    cmesh_channel_new(&item_type, NULL, &p.tx, &rx) ||
 		    pthread_create(&t, NULL, late_sender, &p))
 			_exit(16);
 		for (int i = 0; i < LATE_TRIES; i++) {
@@ -483,14 +510,15 @@ Test(spin, a_receiver_woken_late_learns_when_its_message_came, .timeout = 60)
 
 			child_wait(rx, &l, announce_inproc, &p);
 			while (atomic_load(&p.began))
-				; /* its `sent` */
+				sched_yield(); /* its `sent` */
 			l.sent = atomic_load(&p.sent);
 			if (telling(&l))
 				_exit(l.spin > 0 ? 0 : 1);
 		}
 		_exit(2);
 	}
-	expect_verdict(continue_stops(pid));
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	expect_verdict(status);
 }
 
 static void announce_pipe(void *arg, int64_t began)
@@ -568,6 +596,8 @@ static void cross_late(bool sent_away)
 	pid = fork();
 	cr_assert_geq(pid, 0);
 	if (pid == 0) {
+		/* Dies with the test, stopped or not. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		close(sv[0]);
 		close(rep[0]);
 		close(go[0]);
@@ -633,4 +663,139 @@ Test(spin, a_receiver_whose_sender_went_away_woken_late_learns_too,
      .timeout = 60)
 {
 	cross_late(true);
+}
+
+/*
+ * A wake that brings no message: a receiver with a lane (its sender sent
+ * here) sleeps; the wake a lane's joining makes (cmesh__queue_wake(q, 0),
+ * queue_port.c: here called alone, as the join itself costs a lane's
+ * making, hundreds of microseconds) wakes it within microseconds, and it
+ * sleeps again; its message comes through the lane 10 ms later. That
+ * wait lasted 10 ms for its message: its spin (none) stays none. Counted
+ * from the first wake's stamp, it would widen.
+ */
+struct joiner {
+	struct cmesh__queue *q;
+	pid_t tid;
+	int go;
+	_Atomic int64_t began, woke;
+};
+
+static void announce_join(void *arg, int64_t began)
+{
+	struct joiner *j = arg;
+
+	atomic_store(&j->began, began);
+	announce_pipe(&j->go, began);
+}
+
+static void *wake_early(void *arg)
+{
+	struct joiner *j = arg;
+
+	for (;;) {
+		while (!atomic_load(&j->began))
+			sched_yield();
+		if (!asleep(getpid(), j->tid))
+			_exit(21);
+		cmesh__queue_wake(j->q, 0);
+		atomic_store(&j->woke, tu_now_ns());
+		atomic_store(&j->began, 0);
+	}
+	return NULL;
+}
+
+static _Noreturn void child_woken_early(int sock, int rep, int go)
+{
+	struct joiner j = { .tid = tu_gettid(), .go = go };
+	cmesh_sender *t2, *tx;
+	cmesh_receiver *r2, *rx;
+	cmesh_node *n2;
+	pthread_t t;
+
+	if (cmesh_node_join_socket(sock, &txmsg_type, &txmsg_type, NULL, &n2,
+				   &t2, &r2) ||
+	    cmesh_channel_new(&item_type, NULL, &tx, &rx) ||
+	    cmesh_sender_send(t2, &(struct txmsg){ tx }, NULL, 0))
+		_exit(16);
+	j.q = cmesh__endpoint_queue(CMESH_FIELD_KIND_RECEIVER, rx);
+	if (pthread_create(&t, NULL, wake_early, &j))
+		_exit(16);
+	for (;;) {
+		struct late l = { 0 };
+
+		child_wait(rx, &l, announce_join, &j);
+		while (atomic_load(&j.began))
+			sched_yield();
+		l.sent = atomic_load(&j.woke); /* here: the early wake's */
+		if (write(rep, &l, sizeof(l)) != sizeof(l))
+			_exit(17);
+	}
+}
+
+Test(spin, a_wake_that_brings_no_message_teaches_nothing, .timeout = 60)
+{
+	cmesh_sender *use, *tx;
+	cmesh_node *node;
+	cmesh_receiver *rx;
+	int sv[2], rep[2], go[2], status;
+	bool told = false;
+	struct txmsg m;
+	pid_t pid;
+
+	tu_env_clear();
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv),
+		     0);
+	tu_pipe(rep);
+	tu_pipe(go);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		close(sv[0]);
+		close(rep[0]);
+		close(go[0]);
+		child_woken_early(sv[1], rep[1], go[1]);
+	}
+	close(sv[1]);
+	close(rep[1]);
+	close(go[1]);
+	cr_assert_eq(fcntl(go[0], F_SETFL, O_NONBLOCK), 0);
+	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &txmsg_type, &txmsg_type,
+					    NULL, &node, &tx, &rx),
+		     0);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(
+			     rx, cmesh_deadline_after(TU_MS(10000)), &m, NULL,
+			     0),
+		     0);
+	use = m.tx;
+	for (int i = 0; i < LATE_TRIES && !told; i++) {
+		struct late l;
+
+		spin_read_began(go[0]);
+		tu_sleep_ms(10);
+		TU_ASSERT_RC(cmesh_sender_send(use, &(struct item){ i + 1 },
+					       NULL, 0),
+			     0);
+		cr_assert_eq(read(rep[0], &l, sizeof(l)), sizeof(l));
+		/* Woken early (within the maximum), slept again. */
+		if (l.slept >= 2 && l.sent - l.began < MAX &&
+		    l.lasted > TU_MS(5)) {
+			cr_assert_eq(l.spin, 0,
+				     "a wake without a message widened the "
+				     "spin to %lld ns",
+				     (long long)l.spin);
+			told = true;
+		}
+	}
+	cr_assert(told, "no attempt could tell (woken early, slept again)");
+	TU_ASSERT_RC(cmesh_sender_send(use, &(struct item){ 0 }, NULL, 0), 0);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	expect_verdict(status);
+	close(rep[0]);
+	close(go[0]);
+	cmesh_sender_free(use);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	cmesh_node_free(node);
 }

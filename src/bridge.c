@@ -26,7 +26,9 @@
  *   receiver gone while no message flows (whose closing sends nothing
  *   this process hears) is seen within about that, and the senders
  *   upstream then see closed without sending.
- * A oneshot's forwarder ends after its one value.
+ * A oneshot's forwarder ends after its one value. A split receiver's
+ * (cmesh__bridge_start_split(): its senders here write its lane already)
+ * ends too once its lanes have all ended, and a failure fails that lane.
  *
  * After a fork the child has no forwarder (its thread did not fork): the
  * forwarders the parent had are the parent's, and a channel the child
@@ -66,6 +68,7 @@ struct fwd {
 	size_t trail_cap;
 	void (*at_end)(void *arg); /* cmesh__bridge_start_then() */
 	void *at_end_arg;
+	bool split; /* cmesh__bridge_start_split(): rxq == txq */
 	struct fwd *next;
 };
 
@@ -133,6 +136,9 @@ static void end(struct fwd *f, bool fail_tx, bool fail_rx, const char *why)
 		   cmesh__queue_type(f->rxq)->name, why);
 	if (f->at_end)
 		f->at_end(f->at_end_arg);
+	/* Split: the local senders write the receiver's lane: it fails. */
+	if (f->split && (fail_tx || fail_rx))
+		cmesh__queue_fail_out(f->rxq);
 	if (f->tx) {
 		if (fail_tx)
 			cmesh__endpoint_fail(f->tx_kind, f->tx);
@@ -143,6 +149,22 @@ static void end(struct fwd *f, bool fail_tx, bool fail_rx, const char *why)
 		cmesh__endpoint_fail(f->rx_kind, f->rx);
 	else
 		cmesh__endpoint_free(f->rx_kind, f->rx);
+}
+
+/*
+ * A split receiver's forwarder is done: the receiving side goes to its
+ * lane (queue.h); the rest as end() does.
+ */
+static void split_end(struct fwd *f)
+{
+	cmesh__log(CMESH__LOG_DEBUG, "forwarder of %s ends: its lanes ended",
+		   cmesh__queue_type(f->rxq)->name);
+	if (f->at_end)
+		f->at_end(f->at_end_arg);
+	cmesh__endpoint_prepare_move(f->rx_kind, f->rx); /* leaves the ws */
+	cmesh__queue_split_end(f->rxq);
+	cmesh__endpoint_shell_free(f->rx);
+	cmesh__endpoint_free(f->tx_kind, f->tx);
 }
 
 static bool failure(int r)
@@ -238,6 +260,11 @@ static bool pump(struct fwd *f)
 		end(f, false, r < 0, "its receiver is gone (seen idle)");
 		return true;
 	}
+	/* Split: its lanes all ended (and nothing is left to read). */
+	if (f->split && r == 0 && cmesh__queue_lanes_done(f->rxq)) {
+		split_end(f);
+		return true;
+	}
 	return false;
 }
 
@@ -331,7 +358,8 @@ static bool spin(int64_t spin_ns)
 
 /*
  * Every IDLE_LOOK_NS: ends, one by one, the forwarders whose sender's
- * receiver is gone (serve() looks at it last).
+ * receiver is gone, or split ones whose lanes all ended (serve() looks at
+ * both last).
  */
 static void look_idle(void)
 {
@@ -340,7 +368,8 @@ static void look_idle(void)
 
 		pthread_mutex_lock(&F.lock);
 		for (struct fwd *f = F.list; f && !gone; f = f->next)
-			if (f->tx && cmesh__queue_rx_gone(f->txq))
+			if ((f->tx && cmesh__queue_rx_gone(f->txq)) ||
+			    (f->split && cmesh__queue_lanes_done(f->rxq)))
 				gone = f;
 		pthread_mutex_unlock(&F.lock);
 		if (!gone)
@@ -416,8 +445,8 @@ int cmesh__bridge_start(uint32_t rx_kind, void *rx, uint32_t tx_kind, void *tx)
 	return cmesh__bridge_start_then(rx_kind, rx, tx_kind, tx, NULL, NULL);
 }
 
-int cmesh__bridge_start_then(uint32_t rx_kind, void *rx, uint32_t tx_kind,
-			     void *tx, void (*at_end)(void *arg), void *arg)
+static int start(uint32_t rx_kind, void *rx, uint32_t tx_kind, void *tx,
+		 void (*at_end)(void *arg), void *arg, bool split)
 {
 	struct fwd *f = calloc(1, sizeof(*f));
 	cmesh_waitset *fresh = NULL;
@@ -428,6 +457,7 @@ int cmesh__bridge_start_then(uint32_t rx_kind, void *rx, uint32_t tx_kind,
 		return -ENOMEM;
 	f->at_end = at_end;
 	f->at_end_arg = arg;
+	f->split = split;
 	f->rx_kind = rx_kind;
 	f->tx_kind = tx_kind;
 	f->rx = rx;
@@ -466,6 +496,19 @@ int cmesh__bridge_start_then(uint32_t rx_kind, void *rx, uint32_t tx_kind,
 	}
 	pthread_mutex_unlock(&F.lock);
 	return r;
+}
+
+int cmesh__bridge_start_then(uint32_t rx_kind, void *rx, uint32_t tx_kind,
+			     void *tx, void (*at_end)(void *arg), void *arg)
+{
+	return start(rx_kind, rx, tx_kind, tx, at_end, arg, false);
+}
+
+int cmesh__bridge_start_split(void *rx, void *tx, void (*at_end)(void *arg),
+			      void *arg)
+{
+	return start(CMESH_FIELD_KIND_RECEIVER, rx, CMESH_FIELD_KIND_SENDER, tx,
+		     at_end, arg, true);
 }
 
 int cmesh_bridge(cmesh_receiver *rx, cmesh_sender *tx)

@@ -26,4 +26,17 @@ int cmesh__bridge_start(uint32_t rx_kind, void *rx, uint32_t tx_kind, void *tx);
 int cmesh__bridge_start_then(uint32_t rx_kind, void *rx, uint32_t tx_kind,
 			     void *tx, void (*at_end)(void *arg), void *arg);
 
+/*
+ * A split receiver's forwarder (cmesh__queue_move_rx_split()): `rx`, a
+ * channel receiver whose local senders write its lane already, forwards
+ * what its lanes bring into `tx`, a sender of the same queue (so to that
+ * lane), until they have all ended: then at_end(arg) runs and the
+ * receiving side goes to the lane (cmesh__queue_split_end()), `rx`'s
+ * shell and `tx` are freed. Its other ends as above, but a lane's
+ * failure fails the receiver's lane at once (cmesh__queue_fail_out()).
+ * Takes `rx`, `tx` and `arg` on success only.
+ */
+int cmesh__bridge_start_split(void *rx, void *tx, void (*at_end)(void *arg),
+			      void *arg);
+
 #endif

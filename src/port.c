@@ -49,6 +49,7 @@
 #include "env.h"
 #include "lane.h"
 #include "link.h"
+#include "log.h"
 #include "queue.h"
 #include "type.h"
 
@@ -370,6 +371,83 @@ static int export_forwarded(struct cmesh__link *link, const cmesh_field *f,
 }
 
 /*
+ * A channel receiver `h` whose senders are here and in other processes
+ * (its lanes), none in another process of its own (split, queue.h): its
+ * local senders write its new lane at once, no hop; a forwarder here
+ * sends on what its lanes bring until they end (each of those senders,
+ * named in `hints`, claims it where it goes), then goes. `hints` as for
+ * export_forwarded(). -EOPNOTSUPP: nothing done (a forwarder takes all).
+ */
+static int export_split(struct cmesh__link *link, const cmesh_field *f, void *h,
+			const cmesh_env *env, struct cmesh__port_out *out,
+			struct cmesh__hints **hints)
+{
+	struct cmesh__queue *q = cmesh__endpoint_queue(f->kind, h);
+	const cmesh_type *t = cmesh__queue_type(q);
+	void *tx;
+	uint32_t cap;
+	int r;
+
+	/* The forwarder's sender: none comes back from none left. */
+	if (!cmesh__queue_sender_tryget(q))
+		return -EOPNOTSUPP;
+	tx = cmesh__endpoint_handle_new(q);
+	r = tx ? cmesh__port_ring_cap(t, f->kind, env, &cap) : -ENOMEM;
+	if (!r)
+		r = cmesh__link_lane_export(link, true, t, cap,
+					    env->max_backlog, env->spin_ns,
+					    out);
+	if (r) {
+		if (tx)
+			cmesh__endpoint_free(CMESH_FIELD_KIND_SENDER, tx);
+		else
+			cmesh__queue_sender_put(q);
+		return r == -EOPNOTSUPP ? -ENOMEM : r;
+	}
+	/* Before its lane gets a home (cmesh__queue_split_end()). */
+	cmesh__port_claims_ready();
+	cmesh__link_get(link); /* the queue's, for its tx lane */
+	r = cmesh__queue_move_rx_split(q, out->lane, forward, NULL);
+	if (r) {
+		cmesh__link_put(link);
+		if (out->fd >= 0)
+			close(out->fd);
+		cmesh__link_lane_unsent(out->lane);
+		cmesh__link_lane_release(out->lane); /* nothing owns it */
+		cmesh__endpoint_free(CMESH_FIELD_KIND_SENDER, tx);
+		return r; /* -EOPNOTSUPP: the forwarder's way */
+	}
+	if (cmesh__queue_lanes_done(q)) {
+		/* No lane left (sealed: none comes): a plain move. */
+		cmesh__queue_split_end(q);
+		cmesh__endpoint_shell_free(h);
+		cmesh__endpoint_free(CMESH_FIELD_KIND_SENDER, tx);
+		return 0; /* the caller ends the hints */
+	}
+	/* Named on the lane before the forwarder reads a lane's end. */
+	if (*hints && !cmesh__port_hints_write(*hints, out->lane))
+		*hints = NULL; /* freed: those senders stay forwarded */
+	r = cmesh__bridge_start_split(
+		h, tx, *hints ? cmesh__port_hints_end : NULL, *hints);
+	if (r) {
+		/*
+		 * The lane is the local senders' already: the port goes, and
+		 * the senders elsewhere see their receiver fail (no memory).
+		 */
+		cmesh__log(CMESH__LOG_ERROR,
+			   "a receiver sent on: no forwarder for its senders "
+			   "elsewhere (%d): they fail",
+			   r);
+		cmesh__queue_receiver_fail(q);
+		cmesh__endpoint_shell_free(h);
+		cmesh__endpoint_free(CMESH_FIELD_KIND_SENDER, tx);
+		return 0; /* the caller ends the hints */
+	}
+	*hints = NULL; /* the forwarder's */
+	return 0;
+}
+
+/*
  * Makes a port of endpoint `h` (field kind `kind`) on `link`: fills *out.
  * The handle is consumed on success only.
  */
@@ -382,7 +460,7 @@ static int export_any(struct cmesh__link *link, const cmesh_field *f, void *h,
 	uint32_t home, mark = 0;
 	struct mark_end *me = NULL;
 	struct cmesh__hints *hints = NULL;
-	bool sole_rx = false, marked = false, hinted = false;
+	bool sole_rx = false, marked = false, hinted = false, local;
 	int r;
 
 	if (f->kind == CMESH_FIELD_KIND_CTX) {
@@ -415,6 +493,7 @@ static int export_any(struct cmesh__link *link, const cmesh_field *f, void *h,
 		return 0;
 	}
 	/* Its peer is in another process already: a second move. */
+	local = !peer;
 	r = peer ? -EOPNOTSUPP : export_direct(link, f, h, env, out);
 	if (r != -EOPNOTSUPP)
 		return r;
@@ -474,7 +553,12 @@ static int export_any(struct cmesh__link *link, const cmesh_field *f, void *h,
 		node = me ? node : 0;
 		mark = me ? me->mark : 0;
 	}
-	r = export_forwarded(link, f, h, env, out, me, &hints);
+	/* A receiver here with lanes: its senders here go direct. */
+	r = f->kind == CMESH_FIELD_KIND_RECEIVER && local && !sole_rx ?
+		    export_split(link, f, h, env, out, &hints) :
+		    -EOPNOTSUPP;
+	if (r == -EOPNOTSUPP)
+		r = export_forwarded(link, f, h, env, out, me, &hints);
 	if (r)
 		free(me);
 	if (hints) /* not taken: the export failed */

@@ -107,6 +107,9 @@ void cmesh__queue_sender_get(struct cmesh__queue *q);
 /* Drops a sender reference; the last one closes the sending side. */
 void cmesh__queue_sender_put(struct cmesh__queue *q);
 
+/* A sender reference more, unless none is left (then the end is sent). */
+bool cmesh__queue_sender_tryget(struct cmesh__queue *q);
+
 /*
  * Closes the receiving side: later sends fail with -EPIPE, queued
  * messages' resources are released, the queue leaves its waitset, and
@@ -248,6 +251,39 @@ int cmesh__queue_move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
 			 int (*forward)(void *ctx, struct cmesh__lane *ln,
 					void *msg, void *trail, size_t len),
 			 void *ctx, bool home);
+
+/*
+ * The same for a receiver whose senders are here and in other processes
+ * (lanes): what the local tier holds goes to `ln` and the local senders
+ * write `ln` from now on, while the lanes stay, read through the
+ * receiver's handle, which keeps the receiving side's reference, by a
+ * forwarder (port.c, bridge.c) that sends what they bring on `ln` too,
+ * through a sender of `q`, until they have all ended
+ * (cmesh__queue_lanes_done()), then cmesh__queue_split_end(). No home
+ * until then. -EOPNOTSUPP: remote itself, or a sender that came home
+ * waits in the local tier behind a lane.
+ */
+int cmesh__queue_move_rx_split(struct cmesh__queue *q, struct cmesh__lane *ln,
+			       int (*forward)(void *ctx, struct cmesh__lane *ln,
+					      void *msg, void *trail,
+					      size_t len),
+			       void *ctx);
+
+/* Split: every lane of `q` ended (none is added after the split). */
+bool cmesh__queue_lanes_done(struct cmesh__queue *q);
+
+/*
+ * Split, the forwarder's end with the lanes done: the receiving side's
+ * reference goes (the lane is the receiver), which may now come home.
+ * The caller frees the handle's shell, after it left its waitset.
+ */
+void cmesh__queue_split_end(struct cmesh__queue *q);
+
+/*
+ * Split, a lane failed (its sender's process died): the receiver's lane
+ * fails at once, whatever local senders still write (they see it).
+ */
+void cmesh__queue_fail_out(struct cmesh__queue *q);
 
 /*
  * The receiver comes home (sent by port.c, taken back by port_home.c;

@@ -410,9 +410,6 @@ bool cmesh__queue_cache_put(struct cmesh__queue *q);
 int cmesh__queue_reserve_lanes(struct cmesh__lane ***v, uint32_t *cap,
 			       uint32_t need);
 
-/* A sender reference more, unless none is left (then the end is sent). */
-bool cmesh__queue_sender_tryget(struct cmesh__queue *q);
-
 /*
  * `lock` held: a lane joined the receiver's sources (xl_add, next): the
  * generation moves on and its waitset, if any, looks again (it sets up

@@ -5,6 +5,8 @@
  *
  * - the receiver moves: cmesh__queue_move_rx() seals the ring, forwards
  *   what it holds onto the new out lane, and the senders write that lane;
+ *   split (cmesh__queue_move_rx_split()), its lanes stay, read by a
+ *   forwarder until they end (cmesh__queue_split_end());
  * - the receiver comes home (CMESH_PORT_F_HOME): the old out lane sealed,
  *   the lane it comes back on read to its end before the local tier;
  * - claims (link_claim.c): the senders redirected to the lane a receiver
@@ -34,10 +36,15 @@
 
 /* ---- the receiver moves ---- */
 
-int cmesh__queue_move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
-			 int (*forward)(void *ctx, struct cmesh__lane *ln,
-					void *msg, void *trail, size_t len),
-			 void *ctx, bool home)
+/*
+ * The receiver's move (see queue.h): with `split`, its lanes stay, read
+ * by the caller's forwarder, and the receiving side's reference with
+ * them (cmesh__queue_move_rx_split()).
+ */
+static int move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
+		   int (*forward)(void *ctx, struct cmesh__lane *ln, void *msg,
+				  void *trail, size_t len),
+		   void *ctx, bool home, bool split)
 {
 	uint64_t sealed, saved = ln->max_backlog;
 	void *msg;
@@ -48,11 +55,16 @@ int cmesh__queue_move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
 		return -ENOMEM;
 	/*
 	 * Under `lock`: a lane added (a sender of it sent away) is either
-	 * seen here, or sees the seal (cmesh__queue_add_rx_lane).
+	 * seen here, or sees the seal (cmesh__queue_add_rx_lane). Split: no
+	 * sender that came home waits in the local tier behind a lane (its
+	 * older messages there would come after its newer ones).
 	 */
 	pthread_mutex_lock(&q->lock);
 	if (q->rx_lane ||
-	    atomic_load_explicit(&q->xl_flags, memory_order_acquire) ||
+	    (!split &&
+	     atomic_load_explicit(&q->xl_flags, memory_order_acquire)) ||
+	    (split &&
+	     atomic_load_explicit(&q->gate_serial, memory_order_acquire)) ||
 	    atomic_load_explicit(&q->tx_lane, memory_order_acquire)) {
 		pthread_mutex_unlock(&q->lock);
 		free(msg);
@@ -102,7 +114,7 @@ int cmesh__queue_move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
 	/* `lock` held: a slow-path sender waits, then sees the lane. */
 	ln->max_backlog = saved;
 	/* Before any sender sees the lane (the store below publishes it). */
-	if (home && ln->dynamic)
+	if ((home || split) && ln->dynamic)
 		ln->sealable = true;
 	/* seq_cst: Dekker with the last sender's put (queue_close.c). */
 	atomic_store_explicit(&q->tx_lane, ln, memory_order_seq_cst);
@@ -123,8 +135,66 @@ int cmesh__queue_move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
 		cmesh__lane_close_tx(ln);
 	free(msg);
 	/* The receiving side's reference: the lane is the receiver now. */
-	cmesh__queue_put(q);
+	if (!split)
+		cmesh__queue_put(q);
 	return 0;
+}
+
+int cmesh__queue_move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
+			 int (*forward)(void *ctx, struct cmesh__lane *ln,
+					void *msg, void *trail, size_t len),
+			 void *ctx, bool home)
+{
+	return move_rx(q, ln, forward, ctx, home, false);
+}
+
+int cmesh__queue_move_rx_split(struct cmesh__queue *q, struct cmesh__lane *ln,
+			       int (*forward)(void *ctx, struct cmesh__lane *ln,
+					      void *msg, void *trail,
+					      size_t len),
+			       void *ctx)
+{
+	return move_rx(q, ln, forward, ctx, false, true);
+}
+
+bool cmesh__queue_lanes_done(struct cmesh__queue *q)
+{
+	/* None is added after the seal (cmesh__queue_admit()). */
+	return !atomic_load_explicit(&q->st_lanes, memory_order_acquire);
+}
+
+void cmesh__queue_split_end(struct cmesh__queue *q)
+{
+	struct cmesh__lane *ln;
+
+	cmesh__queue_xl_close(q); /* none left: their ends were read */
+	pthread_mutex_lock(&q->lock);
+	/*
+	 * No lane, none to come (sealed), no consumer: a queue that never
+	 * had lanes, whose receiver moved (it may come home, move again).
+	 */
+	if (!q->xl_n && !q->xl_nadd)
+		atomic_store_explicit(&q->xl_flags, 0, memory_order_release);
+	ln = atomic_load_explicit(&q->tx_lane, memory_order_relaxed);
+	/* From now on an ordinary moved receiver's: it may come home. */
+	if (ln && ln->dynamic && !q->closed_out)
+		cmesh__link_lane_home_set(ln, q);
+	pthread_mutex_unlock(&q->lock);
+	cmesh__queue_put(q); /* the receiving side's: the lane's now */
+}
+
+void cmesh__queue_fail_out(struct cmesh__queue *q)
+{
+	struct cmesh__lane *ln;
+	bool fail = false;
+
+	pthread_mutex_lock(&q->lock);
+	ln = atomic_load_explicit(&q->tx_lane, memory_order_relaxed);
+	if (ln && !q->closed_out)
+		fail = q->closed_out = true;
+	pthread_mutex_unlock(&q->lock);
+	if (fail)
+		cmesh__lane_fail_tx(ln);
 }
 
 /* ---- the receiver comes home ---- */

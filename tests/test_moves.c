@@ -2791,11 +2791,11 @@ Test(moves, a_receiver_whose_senders_are_in_two_processes_claims_both_there)
 }
 
 /*
- * The same with a sender left in P1 (sender 3, which stays forwarded):
- * P1's forwarder lives on, so each claimed lane opens at the MARK P1
- * writes once it has read that sender's old lane to its end. Messages
- * P2 and P3 send after their claims arrive while P1's sender still lives
- * (without the marks they would wait for P1's forwarder to end), each
+ * The same with a sender left in P1 (sender 3, which writes our lane
+ * directly: the split, port.c): P1's forwarder lives until P2's and
+ * P3's old lanes end, so each claimed lane opens at the MARK P1 writes
+ * once it has read that sender's old lane to its end. Messages P2 and P3
+ * send after their claims arrive while P1's sender still lives, each
  * sender's in order.
  */
 Test(moves, a_receiver_with_a_sender_here_claims_its_senders_elsewhere)
@@ -2818,6 +2818,158 @@ Test(moves, a_receiver_with_a_sender_here_claims_its_senders_elsewhere)
 	send_held_as(1, 3, 51, 100);
 	expect_senders(m.rx, 50, next);
 	closed_when_all_free(m.rx, 1);
+	mesh_down(0);
+}
+
+/*
+ * A receiver sent on from beside a sender of its own (the split): that
+ * sender writes the receiver's new lane at once, and the forwarder, for
+ * the senders elsewhere only, goes once their claims hold, while that
+ * sender lives: no hop is left (through a forwarder, P1's sender would
+ * keep P1's forwarder for the channel's life).
+ */
+Test(moves, a_receivers_sender_here_writes_to_it_directly_once_it_moved)
+{
+	struct cmsg m;
+	uint64_t next[4] = { 0, 1, 1, 1 };
+
+	senders_in_p2_p3(true);
+	send_held_as(2, 1, 1, 50);
+	send_held_as(3, 2, 1, 50);
+	send_held_as(1, 3, 1, 50);
+	m = passed_home(1);
+	expect_senders(m.rx, 150, next);
+	send_held_as(2, 1, 51, 100);
+	send_held_as(3, 2, 51, 100);
+	expect_senders(m.rx, 100, next);
+	no_forwarder_in(1);
+	send_held_as(1, 3, 51, 100);
+	send_held_as(2, 1, 101, 150);
+	expect_senders(m.rx, 100, next);
+	closed_when_all_free(m.rx, 1);
+	mesh_down(0);
+}
+
+/*
+ * The split while both stream: a sender here (a thread) and one in P1
+ * stream while the receiver goes to P2, which drains it: what the local
+ * tier held goes first on the new lane, then the sender here writes it;
+ * P1's sender is forwarded, then claimed. Every message arrives once, in
+ * order per sender, and the channel closes when both let go.
+ */
+Test(moves, a_receiver_sent_on_while_its_senders_here_and_elsewhere_stream)
+{
+	struct streamer s = { .n = tu_sanitized() ? 20000 : 200000 };
+	cmesh_receiver *rx;
+	cmesh_sender *c;
+	struct cmsg m = { 0 };
+	pthread_t t;
+
+	mesh_up(3);
+	new_channel(&s.tx, &rx);
+	TU_ASSERT_RC(cmesh_sender_clone(s.tx, &c), 0);
+	m.tx = c;
+	route_send(&m, OP_HOLD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	m = (struct cmsg){ .arg = s.n | SEND_AS(2) };
+	route_send(&m, OP_STREAM_HELD, ROUTE(1));
+	tu_thread_start(&t, stream_thread, &s);
+	m = (struct cmsg){ .rx = rx };
+	route_send(&m, OP_DRAIN, ROUTE(2));
+	tu_thread_join(t);
+	cr_assert_eq(s.rc, 0);
+	cr_assert_eq(report_from(1), 0);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	cr_assert_eq(report_from(2), (int64_t)(2 * s.n));
+	mesh_down(0);
+}
+
+/*
+ * A split receiver's sender elsewhere dies: the receiver, gone to P2,
+ * fails (-ECONNRESET after what came before), though its sender here
+ * still lives, and that sender's sends fail too: as through a forwarder.
+ */
+Test(moves, a_split_receivers_sender_elsewhere_dies_and_the_receiver_fails)
+{
+	cmesh_sender *tx, *c;
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 };
+	int r = 0;
+
+	mesh_up(3);
+	new_channel(&tx, &rx);
+	TU_ASSERT_RC(cmesh_sender_clone(tx, &c), 0);
+	m.tx = c;
+	route_send(&m, OP_HOLD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	for (uint64_t i = 1; i <= 10; i++)
+		TU_ASSERT_RC(send_item(tx, 1, i), 0);
+	send_held_as(1, 2, 1, 10);
+	m = (struct cmsg){ .rx = rx };
+	route_send(&m, OP_DRAIN, ROUTE(2));
+	kill_and_wait(1);
+	cr_assert_eq(report_from(2), -ECONNRESET);
+	for (int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	     !r && tu_now_ns() < end; tu_sleep_ms(1))
+		r = send_item(tx, 1, 11);
+	cr_assert(r == -ECONNRESET || r == -EPIPE,
+		  "a send after the receiver failed: %d", r);
+	cmesh_sender_free(tx);
+	mesh_down(1u << 1);
+}
+
+/*
+ * A receiver that has had a lane moves and comes home like any: P0's
+ * receiver, with a sender here, had one in P1 (which sent 1, then went;
+ * read here to its end); it goes to P2 (a queue that has had lanes: the
+ * split, with none left, is a plain move, and no forwarder runs); P2
+ * reads and sends it back: an in-process receiver here again, its
+ * sender here writing it directly.
+ */
+Test(moves, a_receiver_that_had_a_lane_moves_and_comes_home_again)
+{
+	cmesh_receiver_stats st = { .size = sizeof(st) };
+	uint64_t next[4] = { 0, 1, 1, 1 };
+	cmesh_sender *tx, *c;
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 };
+	struct seqmsg s;
+	int threads;
+
+	mesh_up(3);
+	threads = thread_count();
+	new_channel(&tx, &rx);
+	TU_ASSERT_RC(cmesh_sender_clone(tx, &c), 0);
+	m.tx = c;
+	route_send(&m, OP_HOLD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	send_held_as(1, 2, 1, 1);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	expect_senders(rx, 1, next);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(
+			     rx, cmesh_deadline_after(TU_MS(20)), &s, NULL, 0),
+		     -ETIMEDOUT);
+	TU_ASSERT_RC(send_item(tx, 1, 1), 0);
+	m = (struct cmsg){ .rx = rx };
+	route_send(&m, OP_HOLD, ROUTE(2));
+	cr_assert_eq(report_from(2), 0);
+	route_send(&(struct cmsg){ 0 }, OP_RECV_HELD, ROUTE(2));
+	cr_assert_eq(report_from(2), 1);
+	cr_assert_eq(thread_count(), threads, "P0 runs a forwarder");
+	m = passed_home(2);
+	next[1] = 2;
+	for (uint64_t i = 2; i <= 50; i++)
+		TU_ASSERT_RC(send_item(tx, 1, i), 0);
+	expect_senders(m.rx, 49, next);
+	TU_ASSERT_RC(cmesh_receiver_stats_get(m.rx, &st), 0);
+	cr_assert_eq(st.remote, 0, "remote %u: not home", st.remote);
+	cmesh_sender_free(tx);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(m.rx, topo_deadline(), &s,
+						  NULL, 0),
+		     -EPIPE);
+	cmesh_receiver_free(m.rx);
 	mesh_down(0);
 }
 

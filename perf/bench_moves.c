@@ -56,6 +56,14 @@
  *                     is unanswered goes through a forwarder for good).
  *                     Target (issue 10, "runs at the speed of one
  *                     created in place"): p50 <= 1.2x row 1's p50.
+ *   3b split          the same as row 1, but before A's receiver goes to
+ *                     P2, a clone of A's sender goes to P1, which keeps
+ *                     it (and sends nothing): A's receiver leaves P0
+ *                     with a sender here and a lane, so it is split
+ *                     (src/port.c, export_split): P0's sender writes
+ *                     P2's lane directly, P0's forwarder reads only P1's
+ *                     (idle) lane. Without the split every message of A
+ *                     went through that forwarder (a hop on P0's CPU).
  *   4 link's own      the P0-P2 link's first channels (the join's pair),
  *                     one struct ctl each way (op PING / PONG, endpoint
  *                     fields NULL; a type with endpoint fields sends
@@ -131,6 +139,7 @@
 
 #include "bench_util.h"
 
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -148,7 +157,8 @@
 #define CPU_P0 0
 #define CPU_P2 1
 #define NPROC 3
-#define NPAIRS 3		 /* rows 1..3: a pair (A, B) each */
+#define NPAIRS 4		 /* rows 1..3b: a pair (A, B) each */
+#define PAIR_SPLIT 3		 /* row 3b's */
 #define LINK_SLOT NPAIRS	 /* row 4: the P0-P2 link's first channels */
 #define LINK16_SLOT (NPAIRS + 1) /* row 4b: the second P0-P2 link's */
 #define MAXROUTE 6
@@ -178,7 +188,8 @@ enum {
 	OP_REPORT,     /* to P0: seq (and stamp) */
 	OP_CHECK,      /* report 1 if no forwarder thread is left (2 s) */
 	OP_QUIT,       /* free everything and exit */
-	OP_PASS	       /* send pair `slot` to P`n` (its OP_PAIR), report */
+	OP_PASS,       /* send pair `slot` to P`n` (its OP_PAIR), report */
+	OP_KEEP	       /* keep tx (a clone of A's sender, row 3b), report */
 };
 
 struct ctl {
@@ -400,6 +411,7 @@ static void send_ctl(int k, struct ctl *m, const char *what)
 
 static cmesh_receiver *pair_rx[NPAIRS]; /* P2: A's receivers */
 static cmesh_sender *pair_tx[NPAIRS];	/* P2: B's senders */
+static cmesh_sender *kept_tx;		/* P1: row 3b's clone of A's */
 
 static void report(uint64_t seq, uint64_t stamp)
 {
@@ -522,6 +534,8 @@ static int act(struct ctl *m, bool *quit)
 			pair_rx[k] = NULL;
 			pair_tx[k] = NULL;
 		}
+		cmesh_sender_free(kept_tx);
+		kept_tx = NULL;
 		while ((alive = forwarder_thread_alive()) &&
 		       (int64_t)bench_mono_ns() < end)
 			usleep(1000);
@@ -530,6 +544,12 @@ static int act(struct ctl *m, bool *quit)
 	}
 	case OP_QUIT:
 		*quit = true;
+		return 0;
+	case OP_KEEP:
+		if (!m->tx || m->rx || kept_tx)
+			fail("OP_KEEP: bad sender", -EPROTO);
+		kept_tx = m->tx;
+		report(m->seq, 0);
 		return 0;
 	case OP_PASS: {
 		struct ctl o = { .op = OP_PAIR,
@@ -626,8 +646,9 @@ static const uint8_t pair_route[NPAIRS][MAXROUTE] = {
 	{ 2 }, /* in place */
 	{ 1, 2 },
 	{ 2 }, /* then on, one move at a time: setup_pair() */
+	{ 2 }, /* split: a clone of A's sender in P1 first */
 };
-static const int pair_route_len[NPAIRS] = { 1, 2, 1 };
+static const int pair_route_len[NPAIRS] = { 1, 2, 1, 1 };
 
 /* A control message for process k alone. */
 static void direct(int k, struct ctl *m)
@@ -714,6 +735,16 @@ static void setup_pair(int k)
 		rc = cmesh_channel_new(&pay_type, NULL, &btx, &b_rx[k]);
 	if (rc < 0)
 		fail("cmesh_channel_new (pair)", rc);
+	if (k == PAIR_SPLIT) {
+		memset(&m, 0, sizeof(m));
+		m.op = OP_KEEP;
+		m.seq = next_seq++;
+		rc = cmesh_sender_clone(a_tx[k], &m.tx);
+		if (rc < 0)
+			fail("cmesh_sender_clone (split)", rc);
+		direct(1, &m);
+		report_from(1, m.seq);
+	}
 	memset(&m, 0, sizeof(m));
 	m.op = OP_PAIR;
 	m.slot = (uint32_t)k;
@@ -737,6 +768,7 @@ enum {
 	R_INPLACE,
 	R_VIA1,
 	R_THREE,
+	R_SPLIT,
 	R_LINK,
 	R_LINK16,
 	R_MOVE,
@@ -758,6 +790,7 @@ static struct row rows[NROWS] = {
 	[R_INPLACE] = { "1 in place rtt", -1, 0, { 0 }, 0, 0, 0 },
 	[R_VIA1] = { "2 moved via P1 rtt", R_INPLACE, 0, { 0 }, 0, 0, 0 },
 	[R_THREE] = { "3 moved 3 times rtt", R_INPLACE, TARGET, { 0 }, 0, 0, 0 },
+	[R_SPLIT] = { "3b split rtt", R_INPLACE, 0, { 0 }, 0, 0, 0 },
 	[R_LINK] = { "4 link's own rtt", R_INPLACE, 0, { 0 }, 0, 0, 0 },
 	[R_LINK16] = { "4b 2nd link, 16 B rtt", R_INPLACE, 0, { 0 }, 0, 0, 0 },
 	[R_MOVE] = { "5a move, direct", -1, 0, { 0 }, 0, 0, 0 },
@@ -765,8 +798,10 @@ static struct row rows[NROWS] = {
 	[R_NEW] = { "6 new channel (5a+new)", R_LINK16, 0, { 0 }, 0, 0, 0 },
 };
 
-/* Per-round p50 ratios of rows 2, 3, 4, 4b to row 1. */
-static struct bench_parts parts[4];
+static_assert(R_SPLIT == PAIR_SPLIT, "row 3b is pair 3");
+
+/* Per-round p50 ratios of rows 2, 3, 3b, 4, 4b to row 1. */
+static struct bench_parts parts[5];
 
 /* One round trip of pair k or of the link: its ticks. */
 static inline uint64_t rtt_once(int k, int64_t dl)
@@ -1060,7 +1095,7 @@ int main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	parse_args(&cfg, argc, argv);
 	rounds = cfg.smoke ? 2 : 10;
-	per[R_INPLACE] = per[R_LINK] = per[R_LINK16] =
+	per[R_INPLACE] = per[R_SPLIT] = per[R_LINK] = per[R_LINK16] =
 		scaled(&cfg, 20000, 200, 10);
 	per[R_VIA1] = per[R_THREE] = scaled(&cfg, 2000, 20, 4);
 	per[R_MOVE] = per[R_MOVE_VIA1] = per[R_NEW] = scaled(&cfg, 40, 3, 1);
@@ -1148,8 +1183,9 @@ int main(int argc, char **argv)
 	       rounds, ROUND_WARM, MOVE_WARM);
 	bench_print_parts("2 moved via P1 / in place", "in place", &parts[0]);
 	bench_print_parts("3 moved 3 times / in place", "in place", &parts[1]);
-	bench_print_parts("4 link's own / in place", "in place", &parts[2]);
-	bench_print_parts("4b 2nd link / in place", "in place", &parts[3]);
+	bench_print_parts("3b split / in place", "in place", &parts[2]);
+	bench_print_parts("4 link's own / in place", "in place", &parts[3]);
+	bench_print_parts("4b 2nd link / in place", "in place", &parts[4]);
 	printf("# forwarders ended within 2 s of the last free: P1 %s, P2 "
 	       "%s\n",
 	       gone[1] ? "yes" : "NO", gone[2] ? "yes" : "NO");

@@ -438,10 +438,15 @@ static int export_split(struct cmesh__link *link, const cmesh_field *f, void *h,
 			   "a receiver sent on: no forwarder for its senders "
 			   "elsewhere (%d): they fail",
 			   r);
+		/* First: a failed lane's end writes no MARK. */
+		if (*hints) {
+			cmesh__port_hints_end(*hints);
+			*hints = NULL;
+		}
 		cmesh__queue_receiver_fail(q);
 		cmesh__endpoint_shell_free(h);
 		cmesh__endpoint_free(CMESH_FIELD_KIND_SENDER, tx);
-		return 0; /* the caller ends the hints */
+		return 0;
 	}
 	*hints = NULL; /* the forwarder's */
 	return 0;

@@ -74,6 +74,14 @@ static int move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
 	sealed = atomic_fetch_or_explicit(&q->tail, TAIL_SEAL,
 					  memory_order_acq_rel) &
 		 ~TAIL_SEAL;
+	/*
+	 * Split: no sender comes home now (cmesh__queue_gate_local() sees
+	 * XL_ANY and no tx_lane yet): its later messages, sent here while
+	 * what it sent before waits in its old lane, would overtake them on
+	 * the new lane. cmesh__queue_split_end() opens claims again.
+	 */
+	if (split)
+		q->no_claims = true;
 	pthread_mutex_unlock(&q->lock);
 	/* What the queue held was within its own bounds: it all goes. */
 	ln->max_backlog = UINT64_MAX;
@@ -173,8 +181,10 @@ void cmesh__queue_split_end(struct cmesh__queue *q)
 	 * No lane, none to come (sealed), no consumer: a queue that never
 	 * had lanes, whose receiver moved (it may come home, move again).
 	 */
-	if (!q->xl_n && !q->xl_nadd)
+	if (!q->xl_n && !q->xl_nadd) {
 		atomic_store_explicit(&q->xl_flags, 0, memory_order_release);
+		q->no_claims = false; /* set by the split, and its hints */
+	}
 	ln = atomic_load_explicit(&q->tx_lane, memory_order_relaxed);
 	/* From now on an ordinary moved receiver's: it may come home. */
 	if (ln && ln->dynamic && !q->closed_out)

@@ -2919,13 +2919,79 @@ Test(moves, a_split_receivers_sender_elsewhere_dies_and_the_receiver_fails)
 	mesh_down(1u << 1);
 }
 
+/* Sends the receiver it is given to P1, which drains it (a thread). */
+static void *drain_in_p1(void *arg)
+{
+	struct cmsg m = { .rx = arg };
+
+	route_send(&m, OP_DRAIN, ROUTE(1));
+	return NULL;
+}
+
+/*
+ * A sender comes home while its receiver is split away: P1 holds a
+ * sender of P0's channel (a lane here) and has sent 1..10 on it; P0
+ * sends the receiver to P1 (a split: n messages queued here go first
+ * onto the new lane, a long while) as P1 sends that sender back here.
+ * Its import lands in that while (after the ring's seal, which a local
+ * try_send sees): it must not come home into the queue being split (what
+ * it sends from here would reach the new lane before its 1..10, still in
+ * its lane here): it comes as an ordinary sender. Every message arrives
+ * once, in order per sender, and nothing spins for ever.
+ */
+Test(moves, a_sender_coming_home_while_its_receiver_splits_away_keeps_order)
+{
+	uint64_t n = tu_sanitized() ? 20000 : 100000, probes = 0;
+	cmesh_channel_opts o = CMESH_CHANNEL_OPTS_INIT;
+	cmesh_sender *tx, *c;
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 };
+	pthread_t t;
+	int r;
+
+	mesh_up(2);
+	o.ring_size = 16u << 20; /* n fit: a try_send fails at the seal only */
+	TU_ASSERT_RC(cmesh_channel_new(&item_type, &o, &tx, &rx), 0);
+	for (uint64_t i = 1; i <= n; i++)
+		TU_ASSERT_RC(send_item(tx, 1, i), 0);
+	TU_ASSERT_RC(cmesh_sender_clone(tx, &c), 0);
+	m.tx = c;
+	route_send(&m, OP_HOLD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	send_held_as(1, 2, 1, 10);
+	/* P1 sends its sender back: it waits here, unread. */
+	m = (struct cmsg){ .arg = PASS_TX | OP_HOLD | 1u << 8 };
+	route_send(&m, OP_PASS, ROUTE(1));
+	tu_thread_start(&t, drain_in_p1, rx);
+	while ((r = cmesh_sender_try_send(
+			tx, &(struct seqmsg){ .sender = 3, .seq = probes + 1 },
+			NULL, 0)) == 0 &&
+	       probes < 100000000)
+		probes++;
+	cr_assert(r == -EAGAIN || r == 0, "try_send: %d", r);
+	/* The sender's import, in the split's while (if r is -EAGAIN). */
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(from[1], topo_deadline(), &m,
+						  NULL, 0),
+		     0);
+	cr_assert(m.op == OP_HOLD && m.tx, "op %u", m.op);
+	cr_assert_eq(report_from(1), 0);
+	for (uint64_t i = 11; i <= 20; i++)
+		TU_ASSERT_RC(send_item(m.tx, 2, i), 0);
+	tu_thread_join(t);
+	cmesh_sender_free(m.tx);
+	cmesh_sender_free(tx);
+	cr_assert_eq(report_from(1), (int64_t)(n + probes + 20));
+	mesh_down(0);
+}
+
 /*
  * A receiver that has had a lane moves and comes home like any: P0's
  * receiver, with a sender here, had one in P1 (which sent 1, then went;
  * read here to its end); it goes to P2 (a queue that has had lanes: the
  * split, with none left, is a plain move, and no forwarder runs); P2
  * reads and sends it back: an in-process receiver here again, its
- * sender here writing it directly.
+ * sender here writing it directly, and a sender it sends away again is a
+ * lane of it (claims open again), no forwarder.
  */
 Test(moves, a_receiver_that_had_a_lane_moves_and_comes_home_again)
 {
@@ -2958,18 +3024,28 @@ Test(moves, a_receiver_that_had_a_lane_moves_and_comes_home_again)
 	route_send(&(struct cmsg){ 0 }, OP_RECV_HELD, ROUTE(2));
 	cr_assert_eq(report_from(2), 1);
 	cr_assert_eq(thread_count(), threads, "P0 runs a forwarder");
-	m = passed_home(2);
+	rx = passed_home(2).rx;
 	next[1] = 2;
 	for (uint64_t i = 2; i <= 50; i++)
 		TU_ASSERT_RC(send_item(tx, 1, i), 0);
-	expect_senders(m.rx, 49, next);
-	TU_ASSERT_RC(cmesh_receiver_stats_get(m.rx, &st), 0);
+	expect_senders(rx, 49, next);
+	TU_ASSERT_RC(cmesh_receiver_stats_get(rx, &st), 0);
 	cr_assert_eq(st.remote, 0, "remote %u: not home", st.remote);
+	/* Claims open again: a sender sent away is a lane, no forwarder. */
+	TU_ASSERT_RC(cmesh_sender_clone(tx, &c), 0);
+	m = (struct cmsg){ .tx = c };
+	route_send(&m, OP_HOLD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	send_held_as(1, 2, 2, 10);
+	expect_senders(rx, 9, next);
+	cr_assert_eq(thread_count(), threads, "P0 runs a forwarder");
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
 	cmesh_sender_free(tx);
-	TU_ASSERT_RC(cmesh_receiver_recv_deadline(m.rx, topo_deadline(), &s,
-						  NULL, 0),
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &s, NULL,
+						  0),
 		     -EPIPE);
-	cmesh_receiver_free(m.rx);
+	cmesh_receiver_free(rx);
 	mesh_down(0);
 }
 

@@ -2792,11 +2792,13 @@ Test(moves, a_receiver_whose_senders_are_in_two_processes_claims_both_there)
 
 /*
  * The same with a sender left in P1 (sender 3, which writes our lane
- * directly: the split, port.c): P1's forwarder lives until P2's and
- * P3's old lanes end, so each claimed lane opens at the MARK P1 writes
- * once it has read that sender's old lane to its end. Messages P2 and P3
- * send after their claims arrive while P1's sender still lives, each
- * sender's in order.
+ * directly: the split, port.c): P1's forwarder, for P2's and P3's lanes
+ * only, lives until they end, so each claimed lane opens at the MARK P1
+ * writes once it has read that sender's old lane to its end; then it
+ * goes while P1's sender lives (through a forwarder for everything, that
+ * sender would keep it for the channel's life): no hop is left. Messages
+ * P2 and P3 send after their claims arrive while P1's sender still
+ * lives, each sender's in order.
  */
 Test(moves, a_receiver_with_a_sender_here_claims_its_senders_elsewhere)
 {
@@ -2815,33 +2817,6 @@ Test(moves, a_receiver_with_a_sender_here_claims_its_senders_elsewhere)
 	expect_senders(m.rx, 100, next);
 	TU_ASSERT_RC(cmesh_receiver_stats_get(m.rx, &st), 0);
 	cr_assert_eq(st.lanes, 2, "lanes %u: P2's and P3's, claimed", st.lanes);
-	send_held_as(1, 3, 51, 100);
-	expect_senders(m.rx, 50, next);
-	closed_when_all_free(m.rx, 1);
-	mesh_down(0);
-}
-
-/*
- * A receiver sent on from beside a sender of its own (the split): that
- * sender writes the receiver's new lane at once, and the forwarder, for
- * the senders elsewhere only, goes once their claims hold, while that
- * sender lives: no hop is left (through a forwarder, P1's sender would
- * keep P1's forwarder for the channel's life).
- */
-Test(moves, a_receivers_sender_here_writes_to_it_directly_once_it_moved)
-{
-	struct cmsg m;
-	uint64_t next[4] = { 0, 1, 1, 1 };
-
-	senders_in_p2_p3(true);
-	send_held_as(2, 1, 1, 50);
-	send_held_as(3, 2, 1, 50);
-	send_held_as(1, 3, 1, 50);
-	m = passed_home(1);
-	expect_senders(m.rx, 150, next);
-	send_held_as(2, 1, 51, 100);
-	send_held_as(3, 2, 51, 100);
-	expect_senders(m.rx, 100, next);
 	no_forwarder_in(1);
 	send_held_as(1, 3, 51, 100);
 	send_held_as(2, 1, 101, 150);

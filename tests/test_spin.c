@@ -578,14 +578,14 @@ static _Noreturn void child_late(int sock, int rep, int go, bool sent_away)
  * wake (shm/ring.h, woke_at). The receiver is the child; this process
  * sends, stopping it just before.
  */
-static void cross_late(bool sent_away)
+/*
+ * Forks the receiving child: body(its socket end, its report pipe's
+ * write end, its go pipe's write end, arg). Ours: sv[0], the report
+ * pipe's read end rep[0], the go pipe's read end go[0], non-blocking.
+ */
+static pid_t fork_receiver(void (*body)(int, int, int, bool), bool arg,
+			   int sv[2], int rep[2], int go[2])
 {
-	const cmesh_type *t = sent_away ? &txmsg_type : &item_type;
-	cmesh_node *node;
-	cmesh_sender *tx, *use;
-	cmesh_receiver *rx;
-	int sv[2], rep[2], go[2], status;
-	bool told = false;
 	pid_t pid;
 
 	tu_env_clear();
@@ -601,12 +601,26 @@ static void cross_late(bool sent_away)
 		close(sv[0]);
 		close(rep[0]);
 		close(go[0]);
-		child_late(sv[1], rep[1], go[1], sent_away);
+		body(sv[1], rep[1], go[1], arg);
+		_exit(22); /* never: body does not return */
 	}
 	close(sv[1]);
 	close(rep[1]);
 	close(go[1]);
 	cr_assert_eq(fcntl(go[0], F_SETFL, O_NONBLOCK), 0);
+	return pid;
+}
+
+static void cross_late(bool sent_away)
+{
+	const cmesh_type *t = sent_away ? &txmsg_type : &item_type;
+	cmesh_node *node;
+	cmesh_sender *tx, *use;
+	cmesh_receiver *rx;
+	int sv[2], rep[2], go[2], status;
+	bool told = false;
+	pid_t pid = fork_receiver(child_late, sent_away, sv, rep, go);
+
 	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], t, t, NULL, &node, &tx, &rx),
 		     0);
 	use = tx;
@@ -705,9 +719,11 @@ static void *wake_early(void *arg)
 	return NULL;
 }
 
-static _Noreturn void child_woken_early(int sock, int rep, int go)
+static _Noreturn void child_woken_early(int sock, int rep, int go, bool unused)
 {
 	struct joiner j = { .tid = tu_gettid(), .go = go };
+
+	(void)unused;
 	cmesh_sender *t2, *tx;
 	cmesh_receiver *r2, *rx;
 	cmesh_node *n2;
@@ -741,26 +757,8 @@ Test(spin, a_wake_that_brings_no_message_teaches_nothing, .timeout = 60)
 	int sv[2], rep[2], go[2], status;
 	bool told = false;
 	struct txmsg m;
-	pid_t pid;
+	pid_t pid = fork_receiver(child_woken_early, false, sv, rep, go);
 
-	tu_env_clear();
-	cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv),
-		     0);
-	tu_pipe(rep);
-	tu_pipe(go);
-	pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		close(sv[0]);
-		close(rep[0]);
-		close(go[0]);
-		child_woken_early(sv[1], rep[1], go[1]);
-	}
-	close(sv[1]);
-	close(rep[1]);
-	close(go[1]);
-	cr_assert_eq(fcntl(go[0], F_SETFL, O_NONBLOCK), 0);
 	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &txmsg_type, &txmsg_type,
 					    NULL, &node, &tx, &rx),
 		     0);

@@ -2835,11 +2835,13 @@ Test(moves, a_receiver_with_a_sender_here_claims_its_senders_elsewhere)
 Test(moves, a_receiver_sent_on_while_its_senders_here_and_elsewhere_stream)
 {
 	struct streamer s = { .n = tu_sanitized() ? 20000 : 200000 };
+	struct topo_res base;
 	cmesh_receiver *rx;
 	cmesh_sender *c;
 	struct cmsg m = { 0 };
 	pthread_t t;
 
+	topo_baseline(&base);
 	mesh_up(3);
 	new_channel(&s.tx, &rx);
 	TU_ASSERT_RC(cmesh_sender_clone(s.tx, &c), 0);
@@ -2858,6 +2860,8 @@ Test(moves, a_receiver_sent_on_while_its_senders_here_and_elsewhere_stream)
 	cr_assert_eq(report_from(1), 0);
 	cr_assert_eq(report_from(2), (int64_t)(2 * s.n));
 	mesh_down(0);
+	/* The split's lanes, forwarder and mappings all went. */
+	topo_assert_baseline_within(&base, TOPO_WAIT_MS);
 }
 
 /*

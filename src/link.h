@@ -311,6 +311,13 @@ int cmesh__link_claim_local(const uint64_t token[2], const cmesh_type *type,
 void cmesh__link_lane_token(struct cmesh__lane *ln, uint64_t out[2]);
 
 /*
+ * Our out lane `ln`, without a home yet, gets its token now, not listed:
+ * a receiver's port may give it (a later claim is refused, so tried
+ * again) until a home lists it (cmesh__link_lane_home_set() keeps it).
+ */
+void cmesh__link_lane_token_unlisted(struct cmesh__lane *ln);
+
+/*
  * Claims, on `l`, the senders that out lane `token` of the peer feeds
  * (!produce: a new in lane of ours, which they write from the old lane's
  * end on if the claim holds), or the receiver that in lane `token` of the

@@ -236,6 +236,21 @@ void cmesh__link_lane_home_set(struct cmesh__lane *ln, void *home)
 	pthread_mutex_unlock(&home_lock);
 }
 
+void cmesh__link_lane_token_unlisted(struct cmesh__lane *ln)
+{
+	uint64_t t[2];
+
+	pthread_once(&home_once, home_init);
+	random_token(t);
+	pthread_mutex_lock(&home_lock);
+	if (!atomic_load_explicit(&ln->home_q, memory_order_relaxed) &&
+	    !(ln->token[0] | ln->token[1])) {
+		ln->token[0] = t[0];
+		ln->token[1] = t[1];
+	}
+	pthread_mutex_unlock(&home_lock);
+}
+
 void cmesh__link_lane_token(struct cmesh__lane *ln, uint64_t out[2])
 {
 	pthread_mutex_lock(&home_lock);

@@ -417,6 +417,14 @@ static int export_split(struct cmesh__link *link, const cmesh_field *f, void *h,
 		cmesh__endpoint_free(CMESH_FIELD_KIND_SENDER, tx);
 		return r; /* -EOPNOTSUPP: the forwarder's way */
 	}
+	/*
+	 * Its senders here may be claimed from further on, once the split
+	 * has ended (listed then, cmesh__queue_split_end(): the forwarder
+	 * writes its MARKs on this lane, which a claim would seal); a claim
+	 * before is refused, and tried again.
+	 */
+	cmesh__link_lane_token_unlisted(out->lane);
+	redirect_to_us(out, out->lane);
 	if (cmesh__queue_lanes_done(q)) {
 		/* No lane left (sealed: none comes): a plain move. */
 		cmesh__queue_split_end(q);

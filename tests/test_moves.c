@@ -2964,6 +2964,113 @@ Test(moves, a_sender_coming_home_while_its_receiver_splits_away_keeps_order)
 }
 
 /*
+ * A receiver that had a lane, sent on again: P0's receiver, with a sender
+ * here, had one in P1 (read to its end); it goes to P2 (the split, a
+ * plain move: its lane carries a token of ours, listed as the split
+ * ends); P2 reads, then sends it on to P3, which claims P0's sender with
+ * that token: P2 runs no forwarder, P0's sender writes P3 directly.
+ * (While a split's forwarder runs, such a claim is refused and tried
+ * again: its lane is listed only once the forwarder, which writes MARKs
+ * on it, has ended.)
+ */
+Test(moves, a_receiver_that_had_a_lane_sent_on_again_claims_its_senders)
+{
+	uint64_t next[4] = { 0, 1, 1, 1 };
+	cmesh_sender *tx, *c;
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 };
+	struct seqmsg s;
+
+	mesh_up(4);
+	new_channel(&tx, &rx);
+	TU_ASSERT_RC(cmesh_sender_clone(tx, &c), 0);
+	m.tx = c;
+	route_send(&m, OP_HOLD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	send_held_as(1, 2, 1, 1);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	expect_senders(rx, 1, next);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(
+			     rx, cmesh_deadline_after(TU_MS(20)), &s, NULL, 0),
+		     -ETIMEDOUT);
+	m = (struct cmsg){ .rx = rx };
+	route_send(&m, OP_HOLD, ROUTE(2));
+	cr_assert_eq(report_from(2), 0);
+	TU_ASSERT_RC(send_item(tx, 1, 1), 0);
+	route_send(&(struct cmsg){ 0 }, OP_RECV_HELD, ROUTE(2));
+	cr_assert_eq(report_from(2), 1);
+	pass_held(2, OP_HOLD, ROUTE(3));
+	cr_assert_eq(report_from(3), 0);
+	for (uint64_t i = 2; i <= 11; i++) {
+		TU_ASSERT_RC(send_item(tx, 1, i), 0);
+		route_send(&(struct cmsg){ 0 }, OP_RECV_HELD, ROUTE(3));
+		cr_assert_eq(report_from(3), (int64_t)i);
+	}
+	no_forwarder_in(2);
+	TU_ASSERT_RC(send_item(tx, 1, 12), 0);
+	route_send(&(struct cmsg){ 0 }, OP_RECV_HELD, ROUTE(3));
+	cr_assert_eq(report_from(3), 12);
+	cmesh_sender_free(tx);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(3));
+	cr_assert_eq(report_from(3), 0);
+	mesh_down(0);
+}
+
+/*
+ * The same while the split's forwarder runs: P0's receiver, with a sender
+ * here and one held in P1, goes to P2 (split: P0's forwarder reads P1's
+ * lane), which sends it on at once to P3. P3's claim of P0's sender is
+ * refused (the lane is not listed while that forwarder may write MARKs
+ * on it) and tried again by P3's receives; P1 lets go, P0's forwarder
+ * ends and lists the lane, a retry holds: P2's forwarder goes, every
+ * message once and in order.
+ */
+Test(moves, a_split_receiver_sent_on_at_once_claims_once_the_split_ends)
+{
+	uint64_t i = 0;
+	cmesh_sender *tx, *c;
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 };
+	struct pstats st;
+
+	mesh_up(4);
+	new_channel(&tx, &rx);
+	TU_ASSERT_RC(cmesh_sender_clone(tx, &c), 0);
+	m.tx = c;
+	route_send(&m, OP_HOLD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	m = (struct cmsg){ .rx = rx };
+	route_send(&m, OP_HOLD, ROUTE(2));
+	cr_assert_eq(report_from(2), 0);
+	pass_held(2, OP_HOLD, ROUTE(3));
+	cr_assert_eq(report_from(3), 0);
+	TU_ASSERT_RC(send_item(tx, 1, ++i), 0);
+	route_send(&(struct cmsg){ 0 }, OP_RECV_HELD, ROUTE(3));
+	cr_assert_eq(report_from(3), (int64_t)i);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	/* P3's receives try the claim again (1 ms, then 4x longer, ...). */
+	for (int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);;) {
+		TU_ASSERT_RC(send_item(tx, 1, ++i), 0);
+		route_send(&(struct cmsg){ 0 }, OP_RECV_HELD, ROUTE(3));
+		cr_assert_eq(report_from(3), (int64_t)i);
+		st = stats_of(2);
+		if (!st.busy || tu_now_ns() > end)
+			break;
+		tu_sleep_ms(5);
+	}
+	cr_assert(!st.busy, "P2 still runs a forwarder");
+	/* Its first claim came while P1's sender lived: refused. */
+	route_send(&(struct cmsg){ 0 }, OP_REFUSED_HELD, ROUTE(3));
+	cr_assert_geq(report_from(3), 1);
+	cmesh_sender_free(tx);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(3));
+	cr_assert_eq(report_from(3), 0);
+	mesh_down(0);
+}
+
+/*
  * A receiver that has had a lane moves and comes home like any: P0's
  * receiver, with a sender here, had one in P1 (which sent 1, then went;
  * read here to its end); it goes to P2 (a queue that has had lanes: the

@@ -2864,6 +2864,43 @@ Test(moves, a_receiver_sent_on_while_its_senders_here_and_elsewhere_stream)
 	topo_assert_baseline_within(&base, TOPO_WAIT_MS);
 }
 
+/* A new channel whose sender's clone P1 holds (a lane of it here). */
+static cmesh_sender *channel_held_in_p1(cmesh_receiver **rx)
+{
+	cmesh_sender *tx;
+	struct cmsg m = { 0 };
+
+	new_channel(&tx, rx);
+	TU_ASSERT_RC(cmesh_sender_clone(tx, &m.tx), 0);
+	route_send(&m, OP_HOLD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	return tx;
+}
+
+/*
+ * P1's sender (channel_held_in_p1()) sends 1 as sender 2 and goes; `rx`
+ * reads it, and its lane's end (nothing more within 20 ms).
+ */
+static void lane_from_p1_read_to_its_end(cmesh_receiver *rx, uint64_t *next)
+{
+	struct seqmsg s;
+
+	send_held_as(1, 2, 1, 1);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	expect_senders(rx, 1, next);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(
+			     rx, cmesh_deadline_after(TU_MS(20)), &s, NULL, 0),
+		     -ETIMEDOUT);
+}
+
+/* Pk receives one item on the receiver it holds: seq `want`. */
+static void recv_held_in(int k, uint64_t want)
+{
+	route_send(&(struct cmsg){ 0 }, OP_RECV_HELD, ROUTE((uint8_t)k));
+	cr_assert_eq(report_from(k), (int64_t)want);
+}
+
 /*
  * A split receiver's sender elsewhere dies: the receiver, gone to P2,
  * fails (-ECONNRESET after what came before), though its sender here
@@ -2871,17 +2908,13 @@ Test(moves, a_receiver_sent_on_while_its_senders_here_and_elsewhere_stream)
  */
 Test(moves, a_split_receivers_sender_elsewhere_dies_and_the_receiver_fails)
 {
-	cmesh_sender *tx, *c;
+	cmesh_sender *tx;
 	cmesh_receiver *rx;
 	struct cmsg m = { 0 };
 	int r = 0;
 
 	mesh_up(3);
-	new_channel(&tx, &rx);
-	TU_ASSERT_RC(cmesh_sender_clone(tx, &c), 0);
-	m.tx = c;
-	route_send(&m, OP_HOLD, ROUTE(1));
-	cr_assert_eq(report_from(1), 0);
+	tx = channel_held_in_p1(&rx);
 	for (uint64_t i = 1; i <= 10; i++)
 		TU_ASSERT_RC(send_item(tx, 1, i), 0);
 	send_held_as(1, 2, 1, 10);
@@ -2976,41 +3009,27 @@ Test(moves, a_sender_coming_home_while_its_receiver_splits_away_keeps_order)
 Test(moves, a_receiver_that_had_a_lane_sent_on_again_claims_its_senders)
 {
 	uint64_t next[4] = { 0, 1, 1, 1 };
-	cmesh_sender *tx, *c;
+	cmesh_sender *tx;
 	cmesh_receiver *rx;
 	struct cmsg m = { 0 };
-	struct seqmsg s;
 
 	mesh_up(4);
-	new_channel(&tx, &rx);
-	TU_ASSERT_RC(cmesh_sender_clone(tx, &c), 0);
-	m.tx = c;
-	route_send(&m, OP_HOLD, ROUTE(1));
-	cr_assert_eq(report_from(1), 0);
-	send_held_as(1, 2, 1, 1);
-	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
-	cr_assert_eq(report_from(1), 0);
-	expect_senders(rx, 1, next);
-	TU_ASSERT_RC(cmesh_receiver_recv_deadline(
-			     rx, cmesh_deadline_after(TU_MS(20)), &s, NULL, 0),
-		     -ETIMEDOUT);
+	tx = channel_held_in_p1(&rx);
+	lane_from_p1_read_to_its_end(rx, next);
 	m = (struct cmsg){ .rx = rx };
 	route_send(&m, OP_HOLD, ROUTE(2));
 	cr_assert_eq(report_from(2), 0);
 	TU_ASSERT_RC(send_item(tx, 1, 1), 0);
-	route_send(&(struct cmsg){ 0 }, OP_RECV_HELD, ROUTE(2));
-	cr_assert_eq(report_from(2), 1);
+	recv_held_in(2, 1);
 	pass_held(2, OP_HOLD, ROUTE(3));
 	cr_assert_eq(report_from(3), 0);
 	for (uint64_t i = 2; i <= 11; i++) {
 		TU_ASSERT_RC(send_item(tx, 1, i), 0);
-		route_send(&(struct cmsg){ 0 }, OP_RECV_HELD, ROUTE(3));
-		cr_assert_eq(report_from(3), (int64_t)i);
+		recv_held_in(3, i);
 	}
 	no_forwarder_in(2);
 	TU_ASSERT_RC(send_item(tx, 1, 12), 0);
-	route_send(&(struct cmsg){ 0 }, OP_RECV_HELD, ROUTE(3));
-	cr_assert_eq(report_from(3), 12);
+	recv_held_in(3, 12);
 	cmesh_sender_free(tx);
 	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(3));
 	cr_assert_eq(report_from(3), 0);
@@ -3029,17 +3048,13 @@ Test(moves, a_receiver_that_had_a_lane_sent_on_again_claims_its_senders)
 Test(moves, a_split_receiver_sent_on_at_once_claims_once_the_split_ends)
 {
 	uint64_t i = 0;
-	cmesh_sender *tx, *c;
+	cmesh_sender *tx;
 	cmesh_receiver *rx;
 	struct cmsg m = { 0 };
 	struct pstats st;
 
 	mesh_up(4);
-	new_channel(&tx, &rx);
-	TU_ASSERT_RC(cmesh_sender_clone(tx, &c), 0);
-	m.tx = c;
-	route_send(&m, OP_HOLD, ROUTE(1));
-	cr_assert_eq(report_from(1), 0);
+	tx = channel_held_in_p1(&rx);
 	m = (struct cmsg){ .rx = rx };
 	route_send(&m, OP_HOLD, ROUTE(2));
 	cr_assert_eq(report_from(2), 0);
@@ -3053,8 +3068,7 @@ Test(moves, a_split_receiver_sent_on_at_once_claims_once_the_split_ends)
 	/* P3's receives try the claim again (1 ms, then 4x longer, ...). */
 	for (int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);;) {
 		TU_ASSERT_RC(send_item(tx, 1, ++i), 0);
-		route_send(&(struct cmsg){ 0 }, OP_RECV_HELD, ROUTE(3));
-		cr_assert_eq(report_from(3), (int64_t)i);
+		recv_held_in(3, i);
 		st = stats_of(2);
 		if (!st.busy || tu_now_ns() > end)
 			break;
@@ -3091,24 +3105,13 @@ Test(moves, a_receiver_that_had_a_lane_moves_and_comes_home_again)
 
 	mesh_up(3);
 	threads = thread_count();
-	new_channel(&tx, &rx);
-	TU_ASSERT_RC(cmesh_sender_clone(tx, &c), 0);
-	m.tx = c;
-	route_send(&m, OP_HOLD, ROUTE(1));
-	cr_assert_eq(report_from(1), 0);
-	send_held_as(1, 2, 1, 1);
-	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
-	cr_assert_eq(report_from(1), 0);
-	expect_senders(rx, 1, next);
-	TU_ASSERT_RC(cmesh_receiver_recv_deadline(
-			     rx, cmesh_deadline_after(TU_MS(20)), &s, NULL, 0),
-		     -ETIMEDOUT);
+	tx = channel_held_in_p1(&rx);
+	lane_from_p1_read_to_its_end(rx, next);
 	TU_ASSERT_RC(send_item(tx, 1, 1), 0);
 	m = (struct cmsg){ .rx = rx };
 	route_send(&m, OP_HOLD, ROUTE(2));
 	cr_assert_eq(report_from(2), 0);
-	route_send(&(struct cmsg){ 0 }, OP_RECV_HELD, ROUTE(2));
-	cr_assert_eq(report_from(2), 1);
+	recv_held_in(2, 1);
 	cr_assert_eq(thread_count(), threads, "P0 runs a forwarder");
 	rx = passed_home(2).rx;
 	next[1] = 2;

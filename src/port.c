@@ -407,7 +407,7 @@ static int export_split(struct cmesh__link *link, const cmesh_field *f, void *h,
 	/* Before its lane gets a home (cmesh__queue_split_end()). */
 	cmesh__port_claims_ready();
 	early_token(link, out->lane); /* as a plain move's (export()) */
-	cmesh__link_get(link); /* the queue's, for its tx lane */
+	cmesh__link_get(link);	      /* the queue's, for its tx lane */
 	r = cmesh__queue_move_rx_split(q, out->lane, forward, NULL);
 	if (r) {
 		cmesh__link_put(link);

@@ -3085,6 +3085,58 @@ Test(moves, a_split_receiver_sent_on_at_once_claims_once_the_split_ends)
 }
 
 /*
+ * A split receiver sent on again once its split ended: P0's receiver,
+ * with a sender here and one in P1, goes to P2 (split); P2 reads, so
+ * claims P1's sender, whose lane to P0 then ends and with it P0's
+ * forwarder (the split's lane listed); P2 reads past the MARK that
+ * forwarder wrote (P1's next message comes through the claimed lane),
+ * then sends the receiver on to P3, which claims both P0's sender and
+ * P1's where they are: P2 runs no forwarder, every message once and in
+ * order per sender.
+ */
+Test(moves, a_split_receiver_sent_on_again_claims_its_senders_here)
+{
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 };
+	int threads;
+
+	mesh_up(4);
+	threads = thread_count();
+	tx = channel_held_in_p1(&rx);
+	m = (struct cmsg){ .rx = rx };
+	route_send(&m, OP_HOLD, ROUTE(2));
+	cr_assert_eq(report_from(2), 0);
+	send_held_as(1, 2, 1, 1);
+	recv_held_in(2, 1);
+	for (int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	     thread_count() != threads && tu_now_ns() < end;)
+		tu_sleep_ms(1);
+	cr_assert_eq(thread_count(), threads, "P0 still runs a forwarder");
+	send_held_as(1, 2, 2, 2);
+	recv_held_in(2, 2);
+	pass_held(2, OP_HOLD, ROUTE(3));
+	cr_assert_eq(report_from(3), 0);
+	for (uint64_t i = 1; i <= 10; i++) {
+		TU_ASSERT_RC(send_item(tx, 1, i), 0);
+		recv_held_in(3, i);
+	}
+	send_held_as(1, 2, 3, 3);
+	recv_held_in(3, 3);
+	no_forwarder_in(2);
+	TU_ASSERT_RC(send_item(tx, 1, 11), 0);
+	recv_held_in(3, 11);
+	send_held_as(1, 2, 4, 4);
+	recv_held_in(3, 4);
+	cmesh_sender_free(tx);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(3));
+	cr_assert_eq(report_from(3), 0);
+	mesh_down(0);
+}
+
+/*
  * A receiver that has had a lane moves and comes home like any: P0's
  * receiver, with a sender here, had one in P1 (which sent 1, then went;
  * read here to its end); it goes to P2 (a queue that has had lanes: the

@@ -525,6 +525,47 @@ Test(pipe, ends_as_waitset_members)
 }
 
 /*
+ * An end leaves a waitset as it joined: removed (then -ENOENT), its fd
+ * usable again once out (-EBUSY while a member), the waitset empty; a
+ * second add, or a NULL end, is refused and changes nothing.
+ */
+Test(pipe, ends_leave_a_waitset_and_take_their_fd_back)
+{
+	cmesh_pipe_writer *w;
+	cmesh_pipe_reader *r;
+	cmesh_waitset *ws;
+	unsigned char b = 'q', buf[4];
+	uint64_t key;
+	int fds = tu_fd_count();
+
+	TU_ASSERT_RC(cmesh_pipe_new(&w, &r), 0);
+	TU_ASSERT_RC(cmesh_waitset_new(&ws), 0);
+	TU_ASSERT_RC(cmesh_pipe_reader_waitset_add(NULL, ws, 1), -EINVAL);
+	TU_ASSERT_RC(cmesh_pipe_reader_waitset_remove(NULL, ws), -EINVAL);
+	TU_ASSERT_RC(cmesh_pipe_writer_waitset_remove(NULL, ws), -EINVAL);
+	TU_ASSERT_RC(cmesh_pipe_reader_waitset_remove(r, ws), -ENOENT);
+	TU_ASSERT_RC(cmesh_pipe_reader_waitset_add(r, ws, 1), 0);
+	TU_ASSERT_RC(cmesh_pipe_reader_waitset_add(r, ws, 1), -EBUSY);
+	cr_assert_eq(cmesh_pipe_reader_fd(r), -EBUSY);
+	cr_assert_eq(cmesh_waitset_size(ws), 1);
+	cr_assert_eq(cmesh_pipe_try_write(w, &b, 1), 1);
+	TU_ASSERT_RC(cmesh_waitset_wait(ws, topo_deadline(), &key), 0);
+	cr_assert_eq(key, 1);
+	TU_ASSERT_RC(cmesh_pipe_reader_waitset_remove(r, ws), 0);
+	TU_ASSERT_RC(cmesh_pipe_reader_waitset_remove(r, ws), -ENOENT);
+	cr_assert_eq(cmesh_waitset_size(ws), 0);
+	/* Out of the waitset: its own fd, and what was written, are there. */
+	cr_assert_geq(cmesh_pipe_reader_fd(r), 0);
+	cr_assert_eq(cmesh_pipe_try_read(r, buf, sizeof(buf)), 1);
+	cr_assert_eq(buf[0], 'q');
+	TU_ASSERT_RC(cmesh_waitset_try_wait(ws, &key), -EAGAIN);
+	cmesh_pipe_reader_free(r);
+	cmesh_pipe_writer_free(w);
+	cmesh_waitset_free(ws);
+	TU_ASSERT_FDS(fds); /* the reader's own fd and the waitset's too */
+}
+
+/*
  * Whoever holds a pipe's data sender (a buggy or hostile writer) can send
  * anything of the data type: a chunk whose header lies about its size, an
  * empty chunk. The reader fails the pipe with -EPROTO and hands out none

@@ -228,15 +228,6 @@ int cmesh__queue_recv_ports(struct cmesh__queue *q, int64_t deadline,
 struct cmesh__lane *cmesh__queue_tx_lane(struct cmesh__queue *q);
 
 /*
- * The senders of `q` (its receiver here) gained one in another process:
- * `ln`, a port's in lane, holds a sender reference and a reference on its
- * link from now on (in a waitset too: cmesh__queue_lanes_gen()).
- * -EOPNOTSUPP if the receiver moved or no claim may add a lane
- * (cmesh__queue_admit()), -EPIPE if it is gone, -ENOMEM.
- */
-int cmesh__queue_add_rx_lane(struct cmesh__queue *q, struct cmesh__lane *ln);
-
-/*
  * The receiver of `q` (held by the caller) moves to another process over
  * `ln`, a port's out lane: the ring is sealed, every queued message is
  * passed, in order, to forward() (which sends it on `ln` and takes its
@@ -366,10 +357,12 @@ void cmesh__queue_on_lane_end(struct cmesh__queue *q,
 			      void *ctx);
 
 /*
- * Claims of senders (link_claim.c). admit: the receiver of `q` gets in
- * lane `ln` (with a sender reference, as cmesh__queue_add_rx_lane()),
- * read once its lane of serial `after` (0: none) has ended, or (`mark`
- * not 0) passed that MARK record, and with
+ * Claims of senders (link_claim.c), and senders sent away (after 0).
+ * admit: the receiver of `q` gets in lane `ln`, a port's in lane, which
+ * holds a sender reference and a reference on its link from then on (in
+ * a waitset too: cmesh__queue_lanes_gen()), read once its lane of serial
+ * `after` (0: none) has ended, or (`mark` not 0) passed that MARK record,
+ * and with
  * `claimable` `q` is its home (a token: the sender may claim again);
  * -EPIPE (its receiver is gone), -EOPNOTSUPP (it moved, or is in a
  * waitset), -ENOMEM.

@@ -251,7 +251,7 @@ void cmesh__queue_senders_done(struct cmesh__queue *q)
 void cmesh__queue_receiver_close(struct cmesh__queue *q)
 {
 	/*
-	 * First: from here on no lane is added (cmesh__queue_add_rx_lane()
+	 * First: from here on no lane is added (cmesh__queue_admit()
 	 * checks it under `lock`, which the close of the lanes takes).
 	 */
 	uint32_t st = atomic_fetch_or_explicit(

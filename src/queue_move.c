@@ -55,7 +55,7 @@ static int move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
 		return -ENOMEM;
 	/*
 	 * Under `lock`: a lane added (a sender of it sent away) is either
-	 * seen here, or sees the seal (cmesh__queue_add_rx_lane). Split: no
+	 * seen here, or sees the seal (cmesh__queue_admit()). Split: no
 	 * sender that came home waits in the local tier behind a lane (its
 	 * older messages there would come after its newer ones).
 	 */

@@ -80,11 +80,6 @@ bool cmesh__queue_sender_tryget(struct cmesh__queue *q)
 	return true;
 }
 
-int cmesh__queue_add_rx_lane(struct cmesh__queue *q, struct cmesh__lane *ln)
-{
-	return cmesh__queue_admit(q, 0, 0, ln, false);
-}
-
 int cmesh__queue_admit(struct cmesh__queue *q, uint64_t after, uint32_t mark,
 		       struct cmesh__lane *ln, bool claimable)
 {
@@ -603,7 +598,7 @@ static void close_rx(struct cmesh__queue *q, struct cmesh__lane *ln)
 
 void cmesh__queue_xl_close(struct cmesh__queue *q)
 {
-	/* ST_RX_CLOSED is set: xl_add grows no more (see add_rx_lane). */
+	/* ST_RX_CLOSED is set: xl_add grows no more (see cmesh__queue_admit()). */
 	cmesh__queue_xl_merge(q);
 	pthread_mutex_lock(&q->lock);
 	/*

@@ -12,6 +12,7 @@
 
 #include "helpers/testutil.h"
 #include "helpers/topo.h"
+#include "lane.h"
 
 #include <criterion/criterion.h>
 
@@ -3133,6 +3134,57 @@ Test(moves, a_split_receiver_sent_on_again_claims_its_senders_here)
 	cr_assert_eq(report_from(1), 0);
 	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(3));
 	cr_assert_eq(report_from(3), 0);
+	mesh_down(0);
+}
+
+struct timed_recv {
+	cmesh_receiver *rx;
+	struct seqmsg s;
+	int r;
+	int64_t took;
+};
+
+static void *timed_recv_thread(void *arg)
+{
+	struct timed_recv *a = arg;
+	int64_t t0 = tu_now_ns();
+
+	a->r = cmesh_receiver_recv_deadline(
+		a->rx, cmesh_deadline_after(TU_MS(5000)), &a->s, NULL, 0);
+	a->took = tu_now_ns() - t0;
+	return NULL;
+}
+
+/*
+ * Where futex_waitv is missing, an imported receiver (its lane a port's:
+ * no wake fd of its own) naps on its private word and looks again every
+ * millisecond (lane_wake.c nap()): a message sent while it naps arrives
+ * within milliseconds, not at its 5 s deadline.
+ */
+Test(moves, an_imported_receiver_without_futex_waitv_naps_and_gets_it)
+{
+	struct timed_recv a = { 0 };
+	pthread_t t;
+
+	mesh_up(2);
+	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	a.rx = passed_home(1).rx; /* P1 keeps the sender */
+	cmesh__lane_force_polling(true);
+	tu_thread_start(&t, timed_recv_thread, &a);
+	tu_sleep_ms(30); /* past its spin: it naps */
+	send_held_as(1, 1, 1, 1);
+	tu_thread_join(t);
+	cmesh__lane_force_polling(false);
+	TU_ASSERT_RC(a.r, 0);
+	cr_assert_eq(a.s.seq, 1);
+	cr_assert_lt(a.took, TU_MS(1000), "took %lld ns", (long long)a.took);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(a.rx, topo_deadline(), &a.s,
+						  NULL, 0),
+		     -EPIPE);
+	cmesh_receiver_free(a.rx);
 	mesh_down(0);
 }
 

@@ -290,11 +290,15 @@ struct cmesh_shm_ring_signal {
 	 * (0: never asked). Producer: seq_cst store once the ring is full with
 	 * a backlog queued, then a seq_cst fence and a fresh load of the head
 	 * (it pushes on by itself if the space is there already). Consumer:
-	 * seq_cst load after each seq_cst store of its head; when a value it
-	 * has not answered is at or below its head, it answers once with a
-	 * SPACE control message (shm/proto.h). Dekker, as the wake line: one
-	 * of the two sees the other. A hostile value only makes the consumer
-	 * send at most one SPACE per record it takes.
+	 * a load after each (release) store of its head, and, once it finds
+	 * the ring empty with its head moved since the last time, a seq_cst
+	 * fence and another load; when a value it has not answered is at or
+	 * below its head, it answers once with a SPACE control message
+	 * (shm/proto.h). Dekker, as the wake line, with that fenced look: one
+	 * of the two sees the other before the consumer stops finding
+	 * records (while it finds them, its loads see the request soon). A
+	 * hostile value only makes the consumer send at most one SPACE per
+	 * record it takes.
 	 */
 	_Atomic uint64_t space_at;
 	/*

@@ -154,7 +154,9 @@ struct cmesh__lane {
 	int efd;       /* private eventfd: the link thread's wakes */
 	struct cmesh__wake *sleeper; /* waits on both: io_uring or epoll */
 	const struct cmesh_shm_ring_signal *peer_signal; /* producer's futex */
-	uint64_t space_answered;     /* the last space_at we sent a SPACE for */
+	uint64_t space_answered; /* the last space_at we sent a SPACE for */
+	uint64_t space_looked;	 /* head at the last look at an empty ring */
+	uint32_t space_polls;	 /* looks at an empty ring since */
 	_Atomic uint32_t self_wakes; /* futex: the link thread's wakes */
 	int64_t spin_ns;
 	unsigned char *buf; /* one record, copied out of the ring */
@@ -527,6 +529,13 @@ int cmesh__lane_sleep(struct cmesh__lane *ln, int64_t deadline);
  * read once, unchecked: a hint for the adaptive spin), 0 if unknown.
  */
 int64_t cmesh__lane_woke_at(const struct cmesh__lane *ln);
+
+/*
+ * In lane, its consumer, after the seq_cst fence of a sleeping or armed
+ * bit: answers a space request the producer made (shm/ring.h space_at),
+ * the fenced half of that Dekker (lane_rx.c space_check()).
+ */
+void cmesh__lane_space_look(struct cmesh__lane *ln);
 
 /*
  * In lane, after its sleeping bit is set (the wake Dekker, lane_wake.c):

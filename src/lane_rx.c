@@ -104,9 +104,14 @@ static int plain_len(struct cmesh__lane *ln)
 
 /*
  * After each move of our head: the producer asked to hear when it reaches
- * space_at (shm/ring.h, signal line; seq_cst: Dekker with its request).
- * Each value is answered once: a producer that keeps asking gets at most
- * one SPACE per record we take.
+ * space_at (shm/ring.h, signal line). Each value is answered once: a
+ * producer that keeps asking gets at most one SPACE per record we take.
+ * No fence here (the head's store is a release): a request made just now
+ * may be missed by this look, not by a later one: an empty ring looks
+ * again (space_look_empty()), and a consumer that goes to sleep or arms
+ * a waitset looks after its sleeping bit's seq_cst fence
+ * (cmesh__lane_space_look(); Dekker with the request's seq_cst store,
+ * fence and head load).
  */
 static cmesh__inline void space_check(struct cmesh__lane *ln)
 {
@@ -118,6 +123,28 @@ static cmesh__inline void space_check(struct cmesh__lane *ln)
 		return;
 	ln->space_answered = at;
 	cmesh__link_space(ln->link);
+}
+
+/*
+ * The ring found empty: a look if the head moved since the last one, and
+ * every 256th time anyway (a consumer that spins and never sleeps sees a
+ * request it missed within a few hundred polls). Not at every poll: the
+ * request's word shares the producer's signal line with the words a
+ * kept reply lane's producer writes at each use's end (idle_*), which
+ * a look per poll would pull away from it on every call.
+ */
+static cmesh__inline void space_look_empty(struct cmesh__lane *ln)
+{
+	if (ln->cons.head_pos == ln->space_looked && (++ln->space_polls & 255))
+		return;
+	ln->space_looked = ln->cons.head_pos;
+	space_check(ln);
+}
+
+void cmesh__lane_space_look(struct cmesh__lane *ln)
+{
+	if (ln->peer_signal && (!ln->dynamic || cmesh__lane_bound(ln)))
+		space_check(ln);
 }
 
 /*
@@ -414,6 +441,7 @@ static cmesh__inline int fetch(struct cmesh__lane *ln)
 	if (unlikely(ln->cons.head_pos != head))
 		space_check(ln); /* it stepped over fillers */
 	if (r == -EAGAIN) {
+		space_look_empty(ln);
 		if (ln->closed)
 			return ln->close_err;
 		f = cmesh__lane_failed(ln);
@@ -583,8 +611,10 @@ bool cmesh__lane_ready(struct cmesh__lane *ln)
 		r = cmesh__shmring_peek(&ln->cons, &kind);
 		if (ln->cons.head_pos != head)
 			space_check(ln); /* it stepped over fillers */
-		if (r == -EAGAIN)
+		if (r == -EAGAIN) {
+			space_look_empty(ln);
 			return false;
+		}
 		/* Something, or a bad record: the receive says which. */
 		if (r < 0 ||
 		    (kind != CMESH_REC_MARK && kind != CMESH_REC_HINTS))

@@ -102,6 +102,9 @@ static void set_mode(struct cmesh__lane *ln, uint32_t bit, bool on)
 		atomic_fetch_and_explicit(&ln->own_wake->sleeping, ~bit,
 					  memory_order_seq_cst);
 	atomic_thread_fence(memory_order_seq_cst);
+	/* Before it waits: a producer waiting for space hears of it. */
+	if (on)
+		cmesh__lane_space_look(ln);
 }
 
 void cmesh__lane_mark_sleep(struct cmesh__lane *ln, bool on)

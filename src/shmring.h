@@ -538,11 +538,13 @@ cmesh__shmring_publish_head(struct cmesh__shmring_consumer *c, uint64_t head)
 {
 	c->head_pos = head;
 	/*
-	 * Pairs with the producer's acquire load in refresh_head(). seq_cst:
-	 * a lane's space request (shm/ring.h, signal line) is a Dekker pair
-	 * with this store (on x86 an xchg; no cost measured in bench_xproc).
+	 * Pairs with the producer's acquire load in refresh_head(). Release
+	 * only (a plain store on x86; seq_cst was an xchg per record, which
+	 * waited for the store buffer): a lane's space request (shm/ring.h,
+	 * signal line) is paired by the seq_cst fence the consumer makes
+	 * before it sleeps or arms (lane_rx.c cmesh__lane_space_look()).
 	 */
-	atomic_store_explicit(c->head, head, memory_order_seq_cst);
+	atomic_store_explicit(c->head, head, memory_order_release);
 }
 
 /*

@@ -292,13 +292,13 @@ struct cmesh_shm_ring_signal {
 	 * (it pushes on by itself if the space is there already). Consumer:
 	 * a load after each (release) store of its head, and, once it finds
 	 * the ring empty with its head moved since the last time, a seq_cst
-	 * fence and another load; when a value it has not answered is at or
-	 * below its head, it answers once with a SPACE control message
-	 * (shm/proto.h). Dekker, as the wake line, with that fenced look: one
-	 * of the two sees the other before the consumer stops finding
-	 * records (while it finds them, its loads see the request soon). A
-	 * hostile value only makes the consumer send at most one SPACE per
-	 * record it takes.
+	 * store of its head again and another (seq_cst) load; also after the
+	 * seq_cst fence of its sleeping or armed bit. When a value it has not
+	 * answered is at or below its head, it answers once with a SPACE
+	 * control message (shm/proto.h). Dekker, as the wake line, with that
+	 * seq_cst store and load: one of the two sees the other before the
+	 * consumer stops finding records. A hostile value only makes the
+	 * consumer send at most one SPACE per record it takes.
 	 */
 	_Atomic uint64_t space_at;
 	/*

@@ -156,7 +156,6 @@ struct cmesh__lane {
 	const struct cmesh_shm_ring_signal *peer_signal; /* producer's futex */
 	uint64_t space_answered; /* the last space_at we sent a SPACE for */
 	uint64_t space_looked;	 /* head at the last look at an empty ring */
-	uint32_t space_polls;	 /* looks at an empty ring since */
 	_Atomic uint32_t self_wakes; /* futex: the link thread's wakes */
 	int64_t spin_ns;
 	unsigned char *buf; /* one record, copied out of the ring */

@@ -107,11 +107,9 @@ static int plain_len(struct cmesh__lane *ln)
  * space_at (shm/ring.h, signal line). Each value is answered once: a
  * producer that keeps asking gets at most one SPACE per record we take.
  * No fence here (the head's store is a release): a request made just now
- * may be missed by this look, not by a later one: an empty ring looks
- * again (space_look_empty()), and a consumer that goes to sleep or arms
- * a waitset looks after its sleeping bit's seq_cst fence
- * (cmesh__lane_space_look(); Dekker with the request's seq_cst store,
- * fence and head load).
+ * may be missed by this look, not by the one a consumer makes when it
+ * finds its ring empty (space_look_empty()), nor by the one after the
+ * seq_cst fence of its sleeping or armed bit (cmesh__lane_space_look()).
  */
 static cmesh__inline void space_check(struct cmesh__lane *ln)
 {
@@ -126,18 +124,22 @@ static cmesh__inline void space_check(struct cmesh__lane *ln)
 }
 
 /*
- * The ring found empty: a look if the head moved since the last one, and
- * every 256th time anyway (a consumer that spins and never sleeps sees a
- * request it missed within a few hundred polls). Not at every poll: the
- * request's word shares the producer's signal line with the words a
- * kept reply lane's producer writes at each use's end (idle_*), which
- * a look per poll would pull away from it on every call.
+ * The ring found empty (or the head moved inside a readiness look): if
+ * the head moved since the last time, it is stored again, seq_cst, then
+ * space_check(): the Dekker half of the producer's request (its seq_cst
+ * store of space_at, fence, load of the head), once per drain to empty
+ * rather than per record. Not at every empty poll: space_at shares the
+ * producer's signal line with the words a kept reply lane's producer
+ * writes at each use's end (idle_*), which a look per poll would pull
+ * away from it on every call.
  */
 static cmesh__inline void space_look_empty(struct cmesh__lane *ln)
 {
-	if (ln->cons.head_pos == ln->space_looked && (++ln->space_polls & 255))
+	if (ln->cons.head_pos == ln->space_looked)
 		return;
 	ln->space_looked = ln->cons.head_pos;
+	atomic_exchange_explicit(ln->cons.head, ln->cons.head_pos,
+				 memory_order_seq_cst);
 	space_check(ln);
 }
 
@@ -592,6 +594,15 @@ int cmesh__lane_peek(struct cmesh__lane *ln)
 	return h.trail_len > ln->max_trail ? proto_error(ln) : (int)h.trail_len;
 }
 
+/* After a MARK (HINTS) taken: anything behind it? Empty: as fetch()'s. */
+static bool ready_after_mark(struct cmesh__lane *ln)
+{
+	if (cmesh__shmring_pop_ready(&ln->cons))
+		return true;
+	space_look_empty(ln); /* the MARK moved the head */
+	return false;
+}
+
 bool cmesh__lane_ready(struct cmesh__lane *ln)
 {
 	struct cmesh_rec_msg h;
@@ -607,7 +618,7 @@ bool cmesh__lane_ready(struct cmesh__lane *ln)
 
 		/* The queue acts on a MARK (HINTS) taken before the next. */
 		if (cmesh__lane_control(ln))
-			return cmesh__shmring_pop_ready(&ln->cons);
+			return ready_after_mark(ln);
 		r = cmesh__shmring_peek(&ln->cons, &kind);
 		if (ln->cons.head_pos != head)
 			space_check(ln); /* it stepped over fillers */
@@ -626,7 +637,7 @@ bool cmesh__lane_ready(struct cmesh__lane *ln)
 		 */
 		if (fetch(ln) != CMESH__LANE_MARK)
 			return true;
-		return cmesh__shmring_pop_ready(&ln->cons);
+		return ready_after_mark(ln);
 	}
 	if (ln->pending_kind == CMESH_REC_PLAIN ||
 	    ln->pending_kind == CMESH_REC_BULK ||

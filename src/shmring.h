@@ -541,8 +541,8 @@ cmesh__shmring_publish_head(struct cmesh__shmring_consumer *c, uint64_t head)
 	 * Pairs with the producer's acquire load in refresh_head(). Release
 	 * only (a plain store on x86; seq_cst was an xchg per record, which
 	 * waited for the store buffer): a lane's space request (shm/ring.h,
-	 * signal line) is paired by the seq_cst fence the consumer makes
-	 * before it sleeps or arms (lane_rx.c cmesh__lane_space_look()).
+	 * signal line) is paired by a seq_cst store of the head again when
+	 * the consumer finds its ring empty (lane_rx.c space_look_empty()).
 	 */
 	atomic_store_explicit(c->head, head, memory_order_release);
 }

@@ -68,7 +68,6 @@ struct fwd {
 	size_t trail_cap;
 	void (*at_end)(void *arg); /* cmesh__bridge_start_then() */
 	void *at_end_arg;
-	bool split; /* cmesh__bridge_start_split(): rxq == txq */
 	struct fwd *next;
 };
 
@@ -119,6 +118,15 @@ static void ws_remove(cmesh_waitset *ws, struct fwd *f)
 		cmesh_waitset_remove_receiver(ws, f->rx);
 }
 
+/*
+ * A split receiver's (cmesh__bridge_start_split()): its sender is one of
+ * its own queue's, which cmesh_bridge() refuses, so nothing else is.
+ */
+static bool split(const struct fwd *f)
+{
+	return f->rxq == f->txq;
+}
+
 static void fwd_free(struct fwd *f)
 {
 	free(f->msg);
@@ -137,7 +145,7 @@ static void end(struct fwd *f, bool fail_tx, bool fail_rx, const char *why)
 	if (f->at_end)
 		f->at_end(f->at_end_arg);
 	/* Split: the local senders write the receiver's lane: it fails. */
-	if (f->split && (fail_tx || fail_rx))
+	if (split(f) && (fail_tx || fail_rx))
 		cmesh__queue_fail_out(f->rxq);
 	if (f->tx) {
 		if (fail_tx)
@@ -261,7 +269,7 @@ static bool pump(struct fwd *f)
 		return true;
 	}
 	/* Split: its lanes all ended (and nothing is left to read). */
-	if (f->split && r == 0 && cmesh__queue_lanes_done(f->rxq)) {
+	if (split(f) && r == 0 && cmesh__queue_lanes_done(f->rxq)) {
 		split_end(f);
 		return true;
 	}
@@ -369,7 +377,7 @@ static void look_idle(void)
 		pthread_mutex_lock(&F.lock);
 		for (struct fwd *f = F.list; f && !gone; f = f->next)
 			if ((f->tx && cmesh__queue_rx_gone(f->txq)) ||
-			    (f->split && cmesh__queue_lanes_done(f->rxq)))
+			    (split(f) && cmesh__queue_lanes_done(f->rxq)))
 				gone = f;
 		pthread_mutex_unlock(&F.lock);
 		if (!gone)
@@ -445,8 +453,8 @@ int cmesh__bridge_start(uint32_t rx_kind, void *rx, uint32_t tx_kind, void *tx)
 	return cmesh__bridge_start_then(rx_kind, rx, tx_kind, tx, NULL, NULL);
 }
 
-static int start(uint32_t rx_kind, void *rx, uint32_t tx_kind, void *tx,
-		 void (*at_end)(void *arg), void *arg, bool split)
+int cmesh__bridge_start_then(uint32_t rx_kind, void *rx, uint32_t tx_kind,
+			     void *tx, void (*at_end)(void *arg), void *arg)
 {
 	struct fwd *f = calloc(1, sizeof(*f));
 	cmesh_waitset *fresh = NULL;
@@ -457,7 +465,6 @@ static int start(uint32_t rx_kind, void *rx, uint32_t tx_kind, void *tx,
 		return -ENOMEM;
 	f->at_end = at_end;
 	f->at_end_arg = arg;
-	f->split = split;
 	f->rx_kind = rx_kind;
 	f->tx_kind = tx_kind;
 	f->rx = rx;
@@ -498,17 +505,12 @@ static int start(uint32_t rx_kind, void *rx, uint32_t tx_kind, void *tx,
 	return r;
 }
 
-int cmesh__bridge_start_then(uint32_t rx_kind, void *rx, uint32_t tx_kind,
-			     void *tx, void (*at_end)(void *arg), void *arg)
-{
-	return start(rx_kind, rx, tx_kind, tx, at_end, arg, false);
-}
-
 int cmesh__bridge_start_split(void *rx, void *tx, void (*at_end)(void *arg),
 			      void *arg)
 {
-	return start(CMESH_FIELD_KIND_RECEIVER, rx, CMESH_FIELD_KIND_SENDER, tx,
-		     at_end, arg, true);
+	return cmesh__bridge_start_then(CMESH_FIELD_KIND_RECEIVER, rx,
+					CMESH_FIELD_KIND_SENDER, tx, at_end,
+					arg);
 }
 
 int cmesh_bridge(cmesh_receiver *rx, cmesh_sender *tx)

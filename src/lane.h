@@ -196,7 +196,7 @@ struct cmesh__lane {
 	bool sealable;
 	/*
 	 * Out lane of a receiver that moved away: its queue, whose senders
-	 * are here (queue_move.c; opaque below it), until the queue goes or
+	 * are here (queue_move.c, queue_claim.c; opaque below it), until the queue goes or
 	 * the receiver came back to it (or claimed its senders elsewhere);
 	 * out lane a sender's claim made: that sender's queue (on answer, and
 	 * while it is its tx lane); out lane of a sender that came from its

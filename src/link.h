@@ -342,7 +342,7 @@ int cmesh__link_claim(struct cmesh__link *l, const uint64_t token[2],
 
 /*
  * Homes (a receiver that moved away may come back to the queue of its
- * senders, queue_move.c). set: records `home` (opaque here; NULL: none)
+ * senders, queue_move.c, queue_claim.c). set: records `home` (opaque here; NULL: none)
  * for our out lane `ln`, under a leaf lock of its own (with a home, the
  * lane has a token: made here, or the one it came with). take: for the lane
  * `id` the peer named, if it is an out lane of ours of type `type`, not

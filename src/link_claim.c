@@ -5,7 +5,7 @@
  *
  * Homes. An out lane that carries a channel to a receiver in another
  * process has a home: the queue of its senders here (opaque at this
- * layer, weak; queue_move.c and, for a sender that came from its
+ * layer, weak; queue_move.c, queue_claim.c and, for a sender that came from its
  * receiver's process, port_import.c set it; the queue clears it). A
  * receiver that comes back over the same link names the lane
  * (CMESH_PORT_F_HOME); the port layer then takes it back into that queue

@@ -8,7 +8,8 @@
  * the queue's end), queue_port.c (lanes added to a receiver whose senders
  * moved to other processes, and read), queue_port_wait.c (a receiver with
  * lanes spins and sleeps on them), queue_move.c (the move of a receiver:
- * sealing the ring and forwarding what it holds; its coming home; claims)
+ * sealing the ring and forwarding what it holds; its coming home),
+ * queue_claim.c (claims: the queue's side and an endpoint's own)
  * and queue_reuse.c (queues kept and re-armed; kept rpc reply lanes).
  */
 #ifndef CMESH_QUEUE_INT_H
@@ -220,7 +221,7 @@ struct cmesh__queue {
 	 * or the receiver's (next). Once the peer's process refused it (its
 	 * end not taken there yet, say), a send (a receive) tries it again
 	 * at claim_retry_at (ns; 0: none), claim_tries times at most
-	 * (queue_move.c, cmesh__queue_claim_again(), claim_again_rx()).
+	 * (queue_claim.c, cmesh__queue_claim_again(), claim_again_rx()).
 	 * claim_list: a receiver's claim's token for the peer's end of its
 	 * lane (protocol 20), kept for its retries: the receiver may have
 	 * gone on naming it.

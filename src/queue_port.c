@@ -13,7 +13,8 @@
  * receiver for good, after what its peer published.
  *
  * A receiver sent to another process moves the queue's receiving side
- * (queue_move.c, with its coming home and claims): cmesh__queue_move_rx()
+ * (queue_move.c, with its coming home; claims: queue_claim.c):
+ * cmesh__queue_move_rx()
  * seals the ring (TAIL_SEAL in `tail`: every claim then fails and its
  * sender takes the slow path, which waits on `lock`), waits for the
  * claims made before the seal to be published, forwards every queued
@@ -169,7 +170,7 @@ static void open_local(struct cmesh__queue *q);
 
 /*
  * Consumer: a sender of the lane the queue was made with came here with
- * clones left behind, and that lane passed its mark (queue_move.c
+ * clones left behind, and that lane passed its mark (queue_claim.c
  * cmesh__queue_gate_local()): the lane is read on as one of the queue's
  * lanes, beside the local tier, which becomes its first source. The lane
  * keeps the queue's link reference and takes a sender reference (the one

@@ -127,7 +127,7 @@ static int take_overflow(struct cmesh__queue *q, void *out_msg, void *out_trail,
 		}
 		/*
 		 * A gate set since the consumer looked (a sender came home,
-		 * queue_move.c): what is queued now waits for it.
+		 * queue_claim.c): what is queued now waits for it.
 		 */
 		if (!discard && atomic_load_explicit(&q->gate_serial,
 						     memory_order_relaxed)) {

@@ -70,7 +70,7 @@
 #include <stdint.h>
 
 #define CMESH_PROTO_MAGIC 0x48534d43u /* "CMSH" */
-#define CMESH_PROTO_VERSION 20u
+#define CMESH_PROTO_VERSION 21u
 
 #define CMESH_CTL_HELLO 1u
 #define CMESH_CTL_ATTACH 2u
@@ -347,6 +347,12 @@ static_assert(offsetof(struct cmesh_ctl_port, node) == 32, "port node");
 
 #define CMESH_LANE_F_DROPPED 1u /* no arena: the endpoint was dropped */
 #define CMESH_LANE_F_POOLED 2u	/* kept for reuse (a POOLABLE port) */
+/*
+ * With DROPPED, answering a CLAIM only (else -EPROTO): the token names a
+ * lane that becomes claimable later (a receiver's split: its senders
+ * elsewhere are still forwarded into it), so the claimer may try again.
+ */
+#define CMESH_LANE_F_LATER 4u
 
 /* LANE. fds: the answering side's arena, none when DROPPED. */
 struct cmesh_ctl_lane {
@@ -380,7 +386,9 @@ static_assert(sizeof(struct cmesh_ctl_lane) == 48, "lane size");
  * ended. The answer is a LANE with our half and the new lane's token.
  * Not found (never given, claimed already, closed, or gone), or the
  * endpoint here is no longer where it was: LANE DROPPED (or the new lane
- * ends at once), nothing else. Checked: the port as any port (no flags),
+ * ends at once), nothing else; found but not claimable yet (a split's
+ * lane, given with its receiver's port before its forwarder ended): LANE
+ * DROPPED | LATER. Checked: the port as any port (no flags),
  * type_fp against the found lane's type, and the lane's direction
  * against the port's (else -EPROTO), but for port.home in a sender's claim:
  * the mark its port carried (0: none), which its new lane waits for

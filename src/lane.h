@@ -236,6 +236,11 @@ struct cmesh__lane {
 	bool claiming;
 	bool peer_early;
 	/*
+	 * Out lane: its token is in the table without a home (home_lock): a
+	 * split's, claimable later (cmesh__link_lane_token_unlisted()).
+	 */
+	bool token_pending;
+	/*
 	 * In lane of a receiver, claimed by a sender that moved on: not read
 	 * until the lane of that serial (its producer's old one) has ended
 	 * (queue_port.c; 0: read it). `serial`: this lane's, unique.

@@ -288,8 +288,11 @@ struct cmesh__claim_ops {
 	 */
 	int (*admit)(void *home, uint64_t after, uint32_t mark,
 		     struct cmesh__lane *to);
-	/* A claim on lane `to` (out: a sender's) was refused (DROPPED). */
-	void (*refused)(void *home, struct cmesh__lane *to);
+	/*
+	 * A claim on lane `to` (out: a sender's) was refused (DROPPED);
+	 * `later`: the peer's lane is claimable later (CMESH_LANE_F_LATER).
+	 */
+	void (*refused)(void *home, struct cmesh__lane *to, bool later);
 };
 void cmesh__link_claims_init(const struct cmesh__claim_ops *ops);
 
@@ -311,11 +314,20 @@ int cmesh__link_claim_local(const uint64_t token[2], const cmesh_type *type,
 void cmesh__link_lane_token(struct cmesh__lane *ln, uint64_t out[2]);
 
 /*
- * Our out lane `ln`, without a home yet, gets its token now, not listed:
- * a receiver's port may give it (a later claim is refused, so tried
- * again) until a home lists it (cmesh__link_lane_home_set() keeps it).
+ * Our out lane `ln`, without a home yet, gets its token now, pending: a
+ * receiver's port may give it; a claim of it is answered LATER (so tried
+ * again, for as long as the claimer's endpoint is used) until a home
+ * lists it (cmesh__link_lane_home_set() keeps it), or plain DROPPED once
+ * cmesh__link_lane_token_forget() dropped it.
  */
 void cmesh__link_lane_token_unlisted(struct cmesh__lane *ln);
+
+/*
+ * A pending token of `ln` (above) is dropped: the lane will not be
+ * listed (its split failed or ended without it), or goes. A no-op for
+ * any other lane.
+ */
+void cmesh__link_lane_token_forget(struct cmesh__lane *ln);
 
 /*
  * Claims, on `l`, the senders that out lane `token` of the peer feeds

@@ -27,7 +27,9 @@
  * a token works once (but for a sender's claim after a mark, which leaves
  * it for the lane's other senders), and a claim that names none (guessed,
  * used, or its lane closed or gone since) is answered DROPPED and changes
- * nothing.
+ * nothing. A split's lane (cmesh__link_lane_token_unlisted()) is in the
+ * table with its token pending: a claim of it is answered DROPPED | LATER
+ * (the claimer tries again) until its home lists it, or it is forgotten.
  *
  * Senders claim the same way: a channel sender's port carries its
  * receiver's process and a token of the in lane it wrote; the process it
@@ -219,10 +221,12 @@ void cmesh__link_lane_home_set(struct cmesh__lane *ln, void *home)
 	    atomic_load_explicit(&claim_ops, memory_order_acquire))
 		random_token(t);
 	pthread_mutex_lock(&home_lock);
-	listed = atomic_load_explicit(&ln->home_q, memory_order_relaxed) &&
+	listed = (atomic_load_explicit(&ln->home_q, memory_order_relaxed) ||
+		  ln->token_pending) &&
 		 (ln->token[0] | ln->token[1]);
 	if (listed)
 		token_del(ln);
+	ln->token_pending = false;
 	/* One lane per token: a second (a peer's, import()) is not listed. */
 	if (home && (t[0] | t[1]) && token_find(t))
 		t[0] = t[1] = 0;
@@ -247,6 +251,23 @@ void cmesh__link_lane_token_unlisted(struct cmesh__lane *ln)
 	    !(ln->token[0] | ln->token[1])) {
 		ln->token[0] = t[0];
 		ln->token[1] = t[1];
+		/* In the table, pending (none without randomness). */
+		if ((t[0] | t[1]) && !token_find(t)) {
+			ln->claim_next = *bucket(t);
+			*bucket(t) = ln;
+			ln->token_pending = true;
+		}
+	}
+	pthread_mutex_unlock(&home_lock);
+}
+
+void cmesh__link_lane_token_forget(struct cmesh__lane *ln)
+{
+	pthread_mutex_lock(&home_lock);
+	if (ln->token_pending) {
+		token_del(ln);
+		ln->token_pending = false;
+		ln->token[0] = ln->token[1] = 0;
 	}
 	pthread_mutex_unlock(&home_lock);
 }
@@ -306,7 +327,9 @@ struct found {
  * `keep`, a marked claim's, it stays), with a
  * reference on its home, into *f: 0, or -ENOENT (none). -EPROTO if the
  * lane carries another type than `fp`, or goes the other way than a
- * claimer that `produces` (it stays claimable).
+ * claimer that `produces` (it stays claimable). -EAGAIN: a pending
+ * token's lane of that type and way (claimable later); of another, it is
+ * none (-ENOENT), as an unlisted one was.
  */
 static int claim_take(const struct cmesh__claim_ops *ops, const uint64_t t[2],
 		      uint64_t fp, bool produces, bool keep, struct found *f)
@@ -320,9 +343,13 @@ static int claim_take(const struct cmesh__claim_ops *ops, const uint64_t t[2],
 		       NULL;
 	/* A receiver's claimer reads our out lane's senders; a sender's
 	 * claimer writes to our in lane's receiver. */
-	if (ln && f->home &&
-	    (!cmesh__type_matches(ln->type, NULL, fp) ||
-	     ln->is_out == produces)) {
+	if (ln && ln->token_pending) {
+		if (cmesh__type_matches(ln->type, NULL, fp) &&
+		    ln->is_out != produces)
+			r = -EAGAIN;
+	} else if (ln && f->home &&
+		   (!cmesh__type_matches(ln->type, NULL, fp) ||
+		    ln->is_out == produces)) {
 		r = -EPROTO;
 	} else if (ln && f->home && ops->take(f->home)) {
 		/*
@@ -379,6 +406,11 @@ int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
 		  -ENOENT;
 	if (r == -EPROTO)
 		return r;
+	if (r == -EAGAIN) {
+		/* Claimable later: the claimer may try again. */
+		cmesh__link_claim_later(l, &m.port, fds[0]);
+		return 0;
+	}
 	if (r) {
 		/* Nothing to claim (any more): the claimer goes on as it is. */
 		cmesh__link_port_drop(l, &m.port, fds[0]);
@@ -437,7 +469,7 @@ int cmesh__link_claim_local(const uint64_t token[2], const cmesh_type *type,
 	/* A sender's lane to us (an in lane): we "produce", as a claimer. */
 	r = claim_take(ops, token, fp, true, marked, &f);
 	if (r)
-		return r;
+		return r == -EAGAIN ? -ENOENT : r;
 	*home = f.home;
 	*serial = f.serial;
 	return 0;
@@ -448,7 +480,7 @@ int cmesh__link_claim_local(const uint64_t token[2], const cmesh_type *type,
  * reference, unless it is going) redirects its sends to out lane `ln` (a
  * sender's claim held), or (refused, either kind) may try again.
  */
-static void claim_answered(struct cmesh__lane *ln, bool refused)
+static void claim_answered(struct cmesh__lane *ln, bool refused, bool later)
 {
 	const struct cmesh__claim_ops *ops =
 		atomic_load_explicit(&claim_ops, memory_order_acquire);
@@ -463,7 +495,7 @@ static void claim_answered(struct cmesh__lane *ln, bool refused)
 		return; /* the sender is gone: its queue ended the lane */
 	/* Not done (its senders went): the queue ends `ln` when it goes. */
 	if (refused)
-		ops->refused(home, ln);
+		ops->refused(home, ln, later);
 	else
 		ops->redirect(home, ln->claim_from, ln);
 	ops->unget(home);
@@ -471,12 +503,12 @@ static void claim_answered(struct cmesh__lane *ln, bool refused)
 
 void cmesh__claims_answered(struct cmesh__lane *ln)
 {
-	claim_answered(ln, false);
+	claim_answered(ln, false, false);
 }
 
-void cmesh__claims_refused(struct cmesh__lane *ln)
+void cmesh__claims_refused(struct cmesh__lane *ln, bool later)
 {
-	claim_answered(ln, true);
+	claim_answered(ln, true, later);
 }
 
 /* ---- a CLAIM we send ---- */

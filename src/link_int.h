@@ -330,8 +330,15 @@ int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
 
 /* Link thread: out lane `ln`, made for a claim of ours, is bound. */
 void cmesh__claims_answered(struct cmesh__lane *ln);
-/* A claim of ours refused (DROPPED), on lane `ln`: its queue may retry. */
-void cmesh__claims_refused(struct cmesh__lane *ln);
+/*
+ * A claim of ours refused (DROPPED), on lane `ln`: its queue may retry;
+ * `later`: its lane is claimable later (CMESH_LANE_F_LATER).
+ */
+void cmesh__claims_refused(struct cmesh__lane *ln, bool later);
+
+/* Answers a CLAIM's port `d` DROPPED | LATER; closes `fd` (link_lanes.c). */
+void cmesh__link_claim_later(struct cmesh__link *l,
+			     const struct cmesh_ctl_port *d, int fd);
 
 /* ---- link_intro.c ---- */
 

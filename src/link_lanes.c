@@ -93,6 +93,7 @@ void cmesh__lanes_destroy(struct cmesh__link *l)
 		struct cmesh__lane *next = ln->next;
 
 		cmesh__lanes_free_fifo(ln);
+		cmesh__link_lane_token_forget(ln);
 		cmesh__lane_free(ln);
 		ln = next;
 	}
@@ -278,6 +279,17 @@ void cmesh__link_port_drop(struct cmesh__link *l,
 				       -1);
 }
 
+void cmesh__link_claim_later(struct cmesh__link *l,
+			     const struct cmesh_ctl_port *d, int fd)
+{
+	if (fd >= 0)
+		close(fd);
+	if (!cmesh__link_failed(l))
+		cmesh__lanes_send_lane(
+			l, d->id, CMESH_LANE_F_DROPPED | CMESH_LANE_F_LATER, 0,
+			NULL, -1);
+}
+
 /* ---- control messages we receive (link thread) ---- */
 
 static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
@@ -285,21 +297,24 @@ static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
 {
 	struct cmesh_ctl_lane m;
 	struct cmesh__lane *ln;
-	bool dropped;
+	bool dropped, later;
 	int r;
 
 	if (len != (int)sizeof(m))
 		return -EPROTO;
 	memcpy(&m, buf, sizeof(m));
-	dropped = m.flags == CMESH_LANE_F_DROPPED;
-	if ((m.flags != 0 && m.flags != CMESH_LANE_F_DROPPED &&
-	     m.flags != CMESH_LANE_F_POOLED) ||
+	later = m.flags == (CMESH_LANE_F_DROPPED | CMESH_LANE_F_LATER);
+	dropped = m.flags == CMESH_LANE_F_DROPPED || later;
+	if ((m.flags != 0 && !dropped && m.flags != CMESH_LANE_F_POOLED) ||
 	    nfds != (dropped ? 0u : 1u) || (m.id & 1u) != l->parity ||
 	    m.hdr.len != sizeof(m))
 		return -EPROTO;
 	pthread_mutex_lock(&l->att_lock);
 	ln = cmesh__lanes_lookup(l, m.id);
 	r = !ln || !ln->dynamic || ln->answered ? -EPROTO : 0;
+	/* LATER answers a claim of ours only. */
+	if (!r && later && !ln->claiming)
+		r = -EPROTO;
 	/* POOLED answers only a POOLABLE port (ours asked: poolable). */
 	if (!r && (m.flags & CMESH_LANE_F_POOLED) && !ln->poolable)
 		r = -EPROTO;
@@ -352,7 +367,7 @@ static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
 	if (!ln->is_out)
 		cmesh__lane_wake(ln);
 	if (ln->claiming && dropped)
-		cmesh__claims_refused(ln); /* it may try again */
+		cmesh__claims_refused(ln, later); /* it may try again */
 	else if (ln->claiming && ln->is_out)
 		cmesh__claims_answered(ln); /* a sender's claim held */
 	return 0;

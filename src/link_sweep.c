@@ -267,6 +267,7 @@ bool cmesh__lanes_sweep(struct cmesh__link *l)
 			l->att_fds -= a->nfds;
 		pthread_mutex_unlock(&l->att_lock);
 		cmesh__lanes_free_fifo(done);
+		cmesh__link_lane_token_forget(done);
 		cmesh__lane_free(done);
 		done = ln;
 	}

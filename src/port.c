@@ -422,7 +422,7 @@ static int export_split(struct cmesh__link *link, const cmesh_field *f, void *h,
 	 * Its senders here may be claimed from further on, once the split
 	 * has ended (listed then, cmesh__queue_split_end(): the forwarder
 	 * writes its MARKs on this lane, which a claim would seal); a claim
-	 * before is refused, and tried again.
+	 * before is answered LATER, and tried again until then.
 	 */
 	cmesh__link_lane_token_unlisted(out->lane);
 	redirect_to_us(out, out->lane);
@@ -453,6 +453,7 @@ static int export_split(struct cmesh__link *link, const cmesh_field *f, void *h,
 			*hints = NULL;
 		}
 		cmesh__queue_receiver_fail(q);
+		cmesh__link_lane_token_forget(out->lane); /* never listed */
 		cmesh__endpoint_shell_free(h);
 		cmesh__endpoint_free(CMESH_FIELD_KIND_SENDER, tx);
 		return 0;

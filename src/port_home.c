@@ -34,9 +34,9 @@ static int admit(void *home, uint64_t after, uint32_t mark,
 	return cmesh__queue_admit(home, after, mark, to, true);
 }
 
-static void refused(void *home, struct cmesh__lane *to)
+static void refused(void *home, struct cmesh__lane *to, bool later)
 {
-	cmesh__queue_claim_refused(home, to);
+	cmesh__queue_claim_refused(home, to, later);
 }
 
 static const struct cmesh__claim_ops claim_ops = {

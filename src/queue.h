@@ -383,7 +383,9 @@ int cmesh__queue_claim_out(struct cmesh__queue *q, struct cmesh__lane *ln);
  * `mark`: cmesh__queue_claim_out()) or its sender (cmesh__queue_await()),
  * kept for a retry; 0 (`to`'s reference is the queue's then), or why
  * not. claim_refused: the claim on lane `ln` was refused (DROPPED, link
- * thread): it goes again later, with backoff, a few times. claim_again:
+ * thread): it goes again later, with backoff, a few times; `later` (the
+ * peer's lane is claimable later: a split's), again and again, at most a
+ * second apart, while the endpoint is used. claim_again:
  * a send's look (cmesh__queue_send(), port.c) once claim_retry_at is set;
  * claim_again_rx the consumer's (a receive): if the retry is due, the
  * refused lane goes and the claim goes again.
@@ -391,7 +393,8 @@ int cmesh__queue_claim_out(struct cmesh__queue *q, struct cmesh__lane *ln);
 int cmesh__queue_claim_peer(struct cmesh__queue *q, struct cmesh__link *to,
 			    const uint64_t tok[2], uint64_t node, uint32_t mark,
 			    bool sending);
-void cmesh__queue_claim_refused(struct cmesh__queue *q, struct cmesh__lane *ln);
+void cmesh__queue_claim_refused(struct cmesh__queue *q, struct cmesh__lane *ln,
+				bool later);
 void cmesh__queue_claim_again(struct cmesh__queue *q);
 void cmesh__queue_claim_again_rx(struct cmesh__queue *q);
 

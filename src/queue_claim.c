@@ -171,9 +171,16 @@ int cmesh__queue_claim_out(struct cmesh__queue *q, struct cmesh__lane *ln)
 	return r;
 }
 
-/* Tries of a refused claim, and the first wait (x4 each time after). */
+/*
+ * Tries of a refused claim, and the first wait (x4 each time after, about
+ * 1.4 s in all). One refused LATER goes on past them, CLAIM_LATER_NS
+ * apart at most: its lane is listed once a split's forwarder ends, which
+ * lasts as long as a sender elsewhere lives (each try makes a lane: two
+ * memfds and a CLAIM).
+ */
 #define CLAIM_TRIES 6u
 #define CLAIM_RETRY_NS 1000000
+#define CLAIM_LATER_NS 1000000000
 
 static int claim_out(void *q, struct cmesh__lane *ln)
 {
@@ -224,8 +231,12 @@ int cmesh__queue_claim_peer(struct cmesh__queue *q, struct cmesh__link *to,
 	return r;
 }
 
-void cmesh__queue_claim_refused(struct cmesh__queue *q, struct cmesh__lane *ln)
+void cmesh__queue_claim_refused(struct cmesh__queue *q, struct cmesh__lane *ln,
+				bool later)
 {
+	uint32_t k;
+	int64_t wait;
+
 	pthread_mutex_lock(&q->lock);
 	if (!ln->is_out) /* the receiver's (a hint's too): `lock` */
 		atomic_store_explicit(
@@ -237,12 +248,16 @@ void cmesh__queue_claim_refused(struct cmesh__queue *q, struct cmesh__lane *ln)
 	/* A sender's claim, or a receiver's (its serial outlives `next`). */
 	if ((ln->is_out ? q->claim_out == ln && !q->closed_out :
 			  q->next_serial == ln->serial) &&
-	    q->claim_node && q->claim_tries < CLAIM_TRIES)
+	    q->claim_node && (later || q->claim_tries < CLAIM_TRIES)) {
+		k = q->claim_tries < CLAIM_TRIES ? q->claim_tries :
+						   CLAIM_TRIES - 1;
+		wait = (int64_t)CLAIM_RETRY_NS << (2 * k);
+		if (later && wait > CLAIM_LATER_NS)
+			wait = CLAIM_LATER_NS;
 		atomic_store_explicit(&q->claim_retry_at,
-				      cmesh_clock_now() +
-					      ((int64_t)CLAIM_RETRY_NS
-					       << (2 * q->claim_tries)),
+				      cmesh_clock_now() + wait,
 				      memory_order_relaxed);
+	}
 	pthread_mutex_unlock(&q->lock);
 }
 
@@ -272,7 +287,8 @@ static bool retry_due(struct cmesh__queue *q, int64_t at)
 static void next_try(struct cmesh__queue *q, uint64_t tok[2], uint64_t *node,
 		     uint32_t *mark)
 {
-	q->claim_tries++;
+	if (q->claim_tries < UINT32_MAX)
+		q->claim_tries++;
 	tok[0] = q->claim_tok[0];
 	tok[1] = q->claim_tok[1];
 	*node = q->claim_node;

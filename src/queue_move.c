@@ -182,9 +182,15 @@ void cmesh__queue_split_end(struct cmesh__queue *q)
 		q->no_claims = false; /* set by the split, and its hints */
 	}
 	ln = atomic_load_explicit(&q->tx_lane, memory_order_relaxed);
-	/* From now on an ordinary moved receiver's: it may come home. */
+	/*
+	 * From now on an ordinary moved receiver's: it may come home, and
+	 * its senders here be claimed (its token, pending, is listed).
+	 * Failed: nobody will claim them (a claim is refused for good).
+	 */
 	if (ln && ln->dynamic && !q->closed_out)
 		cmesh__link_lane_home_set(ln, q);
+	else if (ln)
+		cmesh__link_lane_token_forget(ln);
 	pthread_mutex_unlock(&q->lock);
 	cmesh__queue_put(q); /* the receiving side's: the lane's now */
 }
@@ -199,8 +205,10 @@ void cmesh__queue_fail_out(struct cmesh__queue *q)
 	if (ln && !q->closed_out)
 		fail = q->closed_out = true;
 	pthread_mutex_unlock(&q->lock);
-	if (fail)
+	if (fail) {
 		cmesh__lane_fail_tx(ln);
+		cmesh__link_lane_token_forget(ln); /* a split's: never listed */
+	}
 }
 
 /* ---- the receiver comes home ---- */

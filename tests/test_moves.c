@@ -3096,6 +3096,68 @@ Test(moves, a_split_receiver_sent_on_at_once_claims_once_the_split_ends)
 }
 
 /*
+ * The same with a split that outlives a plain claim's retries (six, about
+ * 1.4 s): P1 holds its sender 3 s after P3's first refusal while P0
+ * streams to P3. P0 answers LATER (the split's lane is claimable once its
+ * forwarder ends), so P3's receives try again past those six, a second
+ * apart at most; P1 lets go, the split ends, a retry holds: P2's
+ * forwarder goes, every message once and in order.
+ */
+Test(moves, a_split_outliving_claim_retries_is_claimed_once_it_ends)
+{
+	uint64_t i = 0;
+	int64_t refused = 0;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 };
+	struct pstats st;
+
+	mesh_up(4);
+	tx = channel_held_in_p1(&rx);
+	m = (struct cmsg){ .rx = rx };
+	route_send(&m, OP_HOLD, ROUTE(2));
+	cr_assert_eq(report_from(2), 0);
+	pass_held(2, OP_HOLD, ROUTE(3));
+	cr_assert_eq(report_from(3), 0);
+	for (int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS); !refused;) {
+		TU_ASSERT_RC(send_item(tx, 1, ++i), 0);
+		recv_held_in(3, i);
+		route_send(&(struct cmsg){ 0 }, OP_REFUSED_HELD, ROUTE(3));
+		refused = report_from(3);
+		cr_assert(tu_now_ns() < end, "P3's claim was never refused");
+		tu_sleep_ms(1);
+	}
+	/* P3 receives (so tries again) through the whole split. */
+	for (int64_t end = tu_now_ns() + TU_MS(3000); tu_now_ns() < end;) {
+		TU_ASSERT_RC(send_item(tx, 1, ++i), 0);
+		recv_held_in(3, i);
+		tu_sleep_ms(5);
+	}
+	route_send(&(struct cmsg){ 0 }, OP_REFUSED_HELD, ROUTE(3));
+	refused = report_from(3);
+	/* The first and six retries, then one a second at most: 1.4 s on. */
+	cr_assert_gt(refused, 7, "P3 stopped trying after %lld refusals",
+		     (long long)refused);
+	st = stats_of(2);
+	cr_assert(st.busy, "P2's forwarder went while the split ran");
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	for (int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);;) {
+		TU_ASSERT_RC(send_item(tx, 1, ++i), 0);
+		recv_held_in(3, i);
+		st = stats_of(2);
+		if (!st.busy || tu_now_ns() > end)
+			break;
+		tu_sleep_ms(5);
+	}
+	cr_assert(!st.busy, "P2 still runs a forwarder");
+	cmesh_sender_free(tx);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(3));
+	cr_assert_eq(report_from(3), 0);
+	mesh_down(0);
+}
+
+/*
  * A split receiver sent on again once its split ended: P0's receiver,
  * with a sender here and one in P1, goes to P2 (split); P2 reads, so
  * claims P1's sender, whose lane to P0 then ends and with it P0's

@@ -217,6 +217,31 @@ static void fill_node(const struct cmesh__queue *q, struct ovf_node *n,
 		memcpy(n->data + q->msg_span, trail, len);
 }
 
+/*
+ * A producer, having published position `pos` (head: the head it checked
+ * space against), asks for the first and last lines of the slot
+ * PFW_AHEAD positions on for writing, if the consumer is done with it
+ * (within a lap of head): it read them a lap ago, and taken back now they
+ * are ours by the time a send writes there, so a claim's locked CAS
+ * (which waits for the previous send's stores) does not wait for a line
+ * to cross too. A stream of 64-byte messages within a window (bench_inproc
+ * 3, cm-win) went from about 20 to 40 M/s on two cores (0.5x to 1.0x of
+ * the ck ring); 2 slots ahead gave 38, 1 gave 32. After the publish, as
+ * the lane's ring does (cmesh__shmring_ahead()).
+ */
+static inline void prefetchw_slot(const struct cmesh__queue *q, uint64_t pos,
+				  uint64_t head)
+{
+	struct slot *s;
+
+	if (pos + PFW_AHEAD - head > q->mask)
+		return;
+	s = slot_at(q, pos + PFW_AHEAD);
+	cmesh__prefetchw(s);
+	if (q->slot_size > CACHE_LINE)
+		cmesh__prefetchw(slot_byte(s, q->slot_size - CACHE_LINE));
+}
+
 static inline __attribute__((always_inline)) int
 ring_try_push(struct cmesh__queue *q, const void *msg, const void *trail,
 	      size_t len, void *heap)
@@ -274,6 +299,7 @@ ring_try_push(struct cmesh__queue *q, const void *msg, const void *trail,
 	s->flags = heap ? SLOT_HEAP : 0;
 	/* Publish; pairs with the consumer's acquire (and Dekker, see top). */
 	atomic_store_explicit(&s->seq, pos + 1, memory_order_release);
+	prefetchw_slot(q, pos, head);
 	return 0;
 }
 

@@ -52,7 +52,8 @@
  */
 #define PAIR 128u
 #define SPIN_CLOCK_EVERY 32
-#define PF_AHEAD 8 /* slots the consumer reads ahead (prefetch_slot) */
+#define PF_AHEAD 8  /* slots the consumer reads ahead (prefetch_slot) */
+#define PFW_AHEAD 3 /* slots a producer takes ahead (prefetchw_slot) */
 
 struct slot {
 	_Atomic uint64_t seq; /* pos + 1 once position pos is published */

@@ -348,9 +348,10 @@ static_assert(offsetof(struct cmesh_ctl_port, node) == 32, "port node");
 #define CMESH_LANE_F_DROPPED 1u /* no arena: the endpoint was dropped */
 #define CMESH_LANE_F_POOLED 2u	/* kept for reuse (a POOLABLE port) */
 /*
- * With DROPPED, answering a CLAIM only (else -EPROTO): the token names a
- * lane that becomes claimable later (a receiver's split: its senders
- * elsewhere are still forwarded into it), so the claimer may try again.
+ * With DROPPED, answering a receiver's CLAIM only (port.kind WRITE; else
+ * -EPROTO): the token names a lane that becomes claimable later (a
+ * receiver's split: its senders elsewhere are still forwarded into it),
+ * so the claimer may try again.
  */
 #define CMESH_LANE_F_LATER 4u
 
@@ -388,7 +389,8 @@ static_assert(sizeof(struct cmesh_ctl_lane) == 48, "lane size");
  * endpoint here is no longer where it was: LANE DROPPED (or the new lane
  * ends at once), nothing else; found but not claimable yet (a split's
  * lane, given with its receiver's port before its forwarder ended): LANE
- * DROPPED | LATER. Checked: the port as any port (no flags),
+ * DROPPED | LATER (one of another type or way is none: DROPPED). Checked:
+ * the port as any port (no flags),
  * type_fp against the found lane's type, and the lane's direction
  * against the port's (else -EPROTO), but for port.home in a sender's claim:
  * the mark its port carried (0: none), which its new lane waits for

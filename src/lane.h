@@ -211,7 +211,8 @@ struct cmesh__lane {
 	/*
 	 * Claims (link_claim.c). `token`: with a home, the token that names
 	 * this lane of ours in a CLAIM (0: none), in a table of the
-	 * claimable lanes (`claim_next`) while home_q is set. `peer_token`:
+	 * claimable lanes (`claim_next`) while home_q is set, or
+	 * token_pending (below). `peer_token`:
 	 * the token the peer gave for this lane (a port's
 	 * CMESH_PORT_F_REDIRECT, or the LANE answering a claim or an
 	 * endpoint's port), handed on
@@ -236,10 +237,12 @@ struct cmesh__lane {
 	bool claiming;
 	bool peer_early;
 	/*
-	 * Out lane: its token is in the table without a home (home_lock): a
-	 * split's, claimable later (cmesh__link_lane_token_unlisted()).
+	 * Out lane: its token is in the table without a home: a split's,
+	 * claimable later (cmesh__link_lane_token_unlisted()). Changed under
+	 * home_lock; a relaxed load outside it is exact once the lane is
+	 * one thread's (its queue's last put, its free).
 	 */
-	bool token_pending;
+	_Atomic bool token_pending;
 	/*
 	 * In lane of a receiver, claimed by a sender that moved on: not read
 	 * until the lane of that serial (its producer's old one) has ended

@@ -44,7 +44,10 @@
  * inside the link's att_lock, from its read of the home to take()'s
  * reference; a claim's lookup holds it alone (a lane with a home is held
  * by its queue until the queue clears the home: an out lane's in its last
- * put, an in lane's when its receiver drops it; so it is alive there).
+ * put, an in lane's when its receiver drops it; so it is alive there; a
+ * lane with a pending token has no home: its queue's last put, a failed
+ * split, and both paths that free a lane take it out of the table first,
+ * cmesh__link_lane_token_forget()).
  *
  * The process's name (cmesh__proc_id): 64 random bits, made again in a
  * child after fork; sent in every HELLO (proc_id). A port's REDIRECT
@@ -222,11 +225,12 @@ void cmesh__link_lane_home_set(struct cmesh__lane *ln, void *home)
 		random_token(t);
 	pthread_mutex_lock(&home_lock);
 	listed = (atomic_load_explicit(&ln->home_q, memory_order_relaxed) ||
-		  ln->token_pending) &&
+		  atomic_load_explicit(&ln->token_pending,
+				       memory_order_relaxed)) &&
 		 (ln->token[0] | ln->token[1]);
 	if (listed)
 		token_del(ln);
-	ln->token_pending = false;
+	atomic_store_explicit(&ln->token_pending, false, memory_order_relaxed);
 	/* One lane per token: a second (a peer's, import()) is not listed. */
 	if (home && (t[0] | t[1]) && token_find(t))
 		t[0] = t[1] = 0;
@@ -255,7 +259,8 @@ void cmesh__link_lane_token_unlisted(struct cmesh__lane *ln)
 		if ((t[0] | t[1]) && !token_find(t)) {
 			ln->claim_next = *bucket(t);
 			*bucket(t) = ln;
-			ln->token_pending = true;
+			atomic_store_explicit(&ln->token_pending, true,
+					      memory_order_relaxed);
 		}
 	}
 	pthread_mutex_unlock(&home_lock);
@@ -263,10 +268,14 @@ void cmesh__link_lane_token_unlisted(struct cmesh__lane *ln)
 
 void cmesh__link_lane_token_forget(struct cmesh__lane *ln)
 {
+	/* Set before anything that calls this (lane.h): no lock for most. */
+	if (!atomic_load_explicit(&ln->token_pending, memory_order_relaxed))
+		return;
 	pthread_mutex_lock(&home_lock);
-	if (ln->token_pending) {
+	if (atomic_load_explicit(&ln->token_pending, memory_order_relaxed)) {
 		token_del(ln);
-		ln->token_pending = false;
+		atomic_store_explicit(&ln->token_pending, false,
+				      memory_order_relaxed);
 		ln->token[0] = ln->token[1] = 0;
 	}
 	pthread_mutex_unlock(&home_lock);
@@ -343,7 +352,8 @@ static int claim_take(const struct cmesh__claim_ops *ops, const uint64_t t[2],
 		       NULL;
 	/* A receiver's claimer reads our out lane's senders; a sender's
 	 * claimer writes to our in lane's receiver. */
-	if (ln && ln->token_pending) {
+	if (ln &&
+	    atomic_load_explicit(&ln->token_pending, memory_order_relaxed)) {
 		if (cmesh__type_matches(ln->type, NULL, fp) &&
 		    ln->is_out != produces)
 			r = -EAGAIN;

@@ -312,8 +312,8 @@ static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
 	pthread_mutex_lock(&l->att_lock);
 	ln = cmesh__lanes_lookup(l, m.id);
 	r = !ln || !ln->dynamic || ln->answered ? -EPROTO : 0;
-	/* LATER answers a claim of ours only. */
-	if (!r && later && !ln->claiming)
+	/* LATER answers a receiver's claim of ours only (an in lane). */
+	if (!r && later && (!ln->claiming || ln->is_out))
 		r = -EPROTO;
 	/* POOLED answers only a POOLABLE port (ours asked: poolable). */
 	if (!r && (m.flags & CMESH_LANE_F_POOLED) && !ln->poolable)

@@ -163,6 +163,9 @@ void cmesh__queue_put(struct cmesh__queue *q)
 	if (ln && ln->is_out &&
 	    atomic_load_explicit(&ln->home_q, memory_order_relaxed) == q)
 		cmesh__link_lane_home_set(ln, NULL);
+	/* A split's lane never listed (its forwarder ended otherwise). */
+	if (ln && ln->is_out)
+		cmesh__link_lane_token_forget(ln);
 	/* A reply port whose use ended with its LAST: kept for the next. */
 	if (parkable(q, ln) && cmesh__queue_park(q, ln->serial)) {
 		lane_put(ln);

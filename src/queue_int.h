@@ -221,8 +221,10 @@ struct cmesh__queue {
 	 * What the claim of the peer named (`lock`): a sender's (claim_out)
 	 * or the receiver's (next). Once the peer's process refused it (its
 	 * end not taken there yet, say), a send (a receive) tries it again
-	 * at claim_retry_at (ns; 0: none), claim_tries times at most
-	 * (queue_claim.c, cmesh__queue_claim_again(), claim_again_rx()).
+	 * at claim_retry_at (ns; 0: none), claim_tries times at most, but
+	 * for as long as it is answered LATER (a split's lane, the endpoint's
+	 * own claim: queue_claim.c, cmesh__queue_claim_again(),
+	 * claim_again_rx()).
 	 * claim_list: a receiver's claim's token for the peer's end of its
 	 * lane (protocol 20), kept for its retries: the receiver may have
 	 * gone on naming it.

@@ -3097,7 +3097,7 @@ Test(moves, a_split_receiver_sent_on_at_once_claims_once_the_split_ends)
 
 /*
  * The same with a split that outlives a plain claim's retries (six, about
- * 1.4 s): P1 holds its sender 3 s after P3's first refusal while P0
+ * 1.4 s): P1 holds its sender 3.5 s after P3's first refusal while P0
  * streams to P3. P0 answers LATER (the split's lane is claimable once its
  * forwarder ends), so P3's receives try again past those six, a second
  * apart at most; P1 lets go, the split ends, a retry holds: P2's
@@ -3128,7 +3128,7 @@ Test(moves, a_split_outliving_claim_retries_is_claimed_once_it_ends)
 		tu_sleep_ms(1);
 	}
 	/* P3 receives (so tries again) through the whole split. */
-	for (int64_t end = tu_now_ns() + TU_MS(3000); tu_now_ns() < end;) {
+	for (int64_t end = tu_now_ns() + TU_MS(3500); tu_now_ns() < end;) {
 		TU_ASSERT_RC(send_item(tx, 1, ++i), 0);
 		recv_held_in(3, i);
 		tu_sleep_ms(5);

@@ -2806,12 +2806,13 @@ Test(node_hostile, a_token_to_list_with_a_redirect_elsewhere_fails_with_eproto)
 
 /* What a hostile claimer does. */
 enum claim_how {
-	CLAIM_UNKNOWN,	   /* a token nobody gave: refused, nothing changes */
-	CLAIM_BAD_PORT,	   /* a CLAIM whose port is a context's: -EPROTO */
-	CLAIM_WRONG_TYPE,  /* the token it was given, another type: -EPROTO */
-	CLAIM_WRONG_WAY,   /* a receiver's token, to write its lane: -EPROTO */
-	CLAIM_TWICE,	   /* the token it was given, twice: once only */
-	CLAIM_LIST_REFUSED /* refused, its token to list is listed nowhere */
+	CLAIM_UNKNOWN,	    /* a token nobody gave: refused, nothing changes */
+	CLAIM_BAD_PORT,	    /* a CLAIM whose port is a context's: -EPROTO */
+	CLAIM_WRONG_TYPE,   /* the token it was given, another type: -EPROTO */
+	CLAIM_WRONG_WAY,    /* a receiver's token, to write its lane: -EPROTO */
+	CLAIM_TWICE,	    /* the token it was given, twice: once only */
+	CLAIM_LIST_REFUSED, /* refused, its token to list is listed nowhere */
+	CLAIM_LATER_UNASKED /* LANE LATER for a port, no claim: -EPROTO */
 };
 
 static int keep_lane(void *ctx, struct cmesh__lane *ln)
@@ -2869,6 +2870,26 @@ static int claimer(int sock, int sync, int how)
 
 	TOPO_CHECK_EQ(port_peer_join(sock, &rxmsg_type, &node, &tx, &rx), 0);
 	l = cmesh__node_link(node);
+	if (how == CLAIM_LATER_UNASKED) {
+		struct cmesh_ctl_lane ans = { 0 };
+		int64_t end = topo_deadline();
+
+		/* The parent's port is here, unanswered (not taken). */
+		while (cmesh_receiver_try_peek(rx) == -EAGAIN &&
+		       tu_now_ns() < end)
+			tu_sleep_ms(1);
+		ans.hdr = (struct cmesh_ctl_hdr){ CMESH_PROTO_MAGIC,
+						  CMESH_PROTO_VERSION,
+						  CMESH_CTL_LANE, sizeof(ans),
+						  0 };
+		/* The parent's first lane on this link: its parity + 2. */
+		ans.id = cmesh__link_in(l)->id + 2;
+		ans.flags = CMESH_LANE_F_DROPPED | CMESH_LANE_F_LATER;
+		TOPO_CHECK_EQ(cmesh__ctl_send(cmesh__link_sock(l), &ans,
+					      sizeof(ans), NULL, 0),
+			      0);
+		return port_peer_end(sync, node, tx, rx);
+	}
 	if (how == CLAIM_WRONG_TYPE || how == CLAIM_WRONG_WAY ||
 	    how == CLAIM_TWICE) {
 		struct cmesh__lane *in;
@@ -2978,7 +2999,7 @@ static void claim_case(int how, bool fails)
 	join_child_link(sv[0], &rxmsg_type, RING, &node, &tx, &rx);
 	good_round_trip(&good, 1);
 	if (how == CLAIM_WRONG_TYPE || how == CLAIM_WRONG_WAY ||
-	    how == CLAIM_TWICE) {
+	    how == CLAIM_TWICE || how == CLAIM_LATER_UNASKED) {
 		/* A receiver for it: its port carries its senders' token. */
 		TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &stx, &srx), 0);
 		m.rx = srx;
@@ -3050,6 +3071,16 @@ Test(node_hostile, a_claim_made_twice_holds_once)
 Test(node_hostile, a_refused_claim_lists_nothing_under_the_token_it_named)
 {
 	claim_case(CLAIM_LIST_REFUSED, false);
+}
+
+/*
+ * LANE DROPPED | LATER answers only a receiver's claim of ours: answering
+ * a receiver's port with it (the port's lane is ours to write, no claim)
+ * fails the link with -EPROTO.
+ */
+Test(node_hostile, a_later_answer_to_a_port_that_was_no_claim_fails_with_eproto)
+{
+	claim_case(CLAIM_LATER_UNASKED, true);
 }
 
 /* ---- introductions (link_intro.c) --------------------------------------- */

@@ -3038,21 +3038,18 @@ Test(moves, a_receiver_that_had_a_lane_sent_on_again_claims_its_senders)
 }
 
 /*
- * The same while the split's forwarder runs: P0's receiver, with a sender
- * here and one held in P1, goes to P2 (split: P0's forwarder reads P1's
- * lane), which sends it on at once to P3. P3's claim of P0's sender is
- * refused (the lane is not listed while that forwarder may write MARKs
- * on it: waited for) and tried again by P3's receives; P1 lets go, P0's forwarder
- * ends and lists the lane, a retry holds: P2's forwarder goes, every
- * message once and in order.
+ * P0's receiver, with a sender here (returned) and one held in P1, goes
+ * to P2 (split: P0's forwarder reads P1's lane), which sends it on at
+ * once to P3; P0 streams to P3 (item *i on) until P3's claim of P0's
+ * sender was refused (the lane is not listed while that forwarder may
+ * write MARKs on it).
  */
-Test(moves, a_split_receiver_sent_on_at_once_claims_once_the_split_ends)
+static cmesh_sender *split_sent_on_until_refused(uint64_t *i)
 {
-	uint64_t i = 0;
 	cmesh_sender *tx;
 	cmesh_receiver *rx;
-	struct cmsg m = { 0 };
-	struct pstats st;
+	struct cmsg m;
+	int64_t refused = 0;
 
 	mesh_up(4);
 	tx = channel_held_in_p1(&rx);
@@ -3061,25 +3058,27 @@ Test(moves, a_split_receiver_sent_on_at_once_claims_once_the_split_ends)
 	cr_assert_eq(report_from(2), 0);
 	pass_held(2, OP_HOLD, ROUTE(3));
 	cr_assert_eq(report_from(3), 0);
-	/*
-	 * P3's claim, while P1's sender lives: refused (the lane is not
-	 * listed yet). Waited for, so that P1 lets go only after it.
-	 */
-	for (int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);;) {
-		int64_t refused;
-
-		TU_ASSERT_RC(send_item(tx, 1, ++i), 0);
-		recv_held_in(3, i);
+	for (int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS); !refused;) {
+		TU_ASSERT_RC(send_item(tx, 1, ++*i), 0);
+		recv_held_in(3, *i);
 		route_send(&(struct cmsg){ 0 }, OP_REFUSED_HELD, ROUTE(3));
 		refused = report_from(3);
-		if (refused >= 1)
-			break;
 		cr_assert(tu_now_ns() < end, "P3's claim was never refused");
 		tu_sleep_ms(1);
 	}
+	return tx;
+}
+
+/*
+ * P1 lets go of its sender; P0 streams on to P3 (whose receives try the
+ * claim again) until P2's forwarder goes, then it all ends.
+ */
+static void split_ends_and_p2_forwards_no_more(cmesh_sender *tx, uint64_t i)
+{
+	struct pstats st;
+
 	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
 	cr_assert_eq(report_from(1), 0);
-	/* P3's receives try the claim again (1 ms, then 4x longer, ...). */
 	for (int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);;) {
 		TU_ASSERT_RC(send_item(tx, 1, ++i), 0);
 		recv_held_in(3, i);
@@ -3096,6 +3095,20 @@ Test(moves, a_split_receiver_sent_on_at_once_claims_once_the_split_ends)
 }
 
 /*
+ * The same while the split's forwarder runs (above): P1 lets go after
+ * P3's first refusal, P0's forwarder ends and lists the lane, a retry by
+ * P3's receives (1 ms, then 4x longer, ...) holds: P2's forwarder goes,
+ * every message once and in order.
+ */
+Test(moves, a_split_receiver_sent_on_at_once_claims_once_the_split_ends)
+{
+	uint64_t i = 0;
+	cmesh_sender *tx = split_sent_on_until_refused(&i);
+
+	split_ends_and_p2_forwards_no_more(tx, i);
+}
+
+/*
  * The same with a split that outlives a plain claim's retries (six, about
  * 1.4 s): P1 holds its sender 3.5 s after P3's first refusal while P0
  * streams to P3. P0 answers LATER (the split's lane is claimable once its
@@ -3106,27 +3119,9 @@ Test(moves, a_split_receiver_sent_on_at_once_claims_once_the_split_ends)
 Test(moves, a_split_outliving_claim_retries_is_claimed_once_it_ends)
 {
 	uint64_t i = 0;
-	int64_t refused = 0;
-	cmesh_sender *tx;
-	cmesh_receiver *rx;
-	struct cmsg m = { 0 };
-	struct pstats st;
+	int64_t refused;
+	cmesh_sender *tx = split_sent_on_until_refused(&i);
 
-	mesh_up(4);
-	tx = channel_held_in_p1(&rx);
-	m = (struct cmsg){ .rx = rx };
-	route_send(&m, OP_HOLD, ROUTE(2));
-	cr_assert_eq(report_from(2), 0);
-	pass_held(2, OP_HOLD, ROUTE(3));
-	cr_assert_eq(report_from(3), 0);
-	for (int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS); !refused;) {
-		TU_ASSERT_RC(send_item(tx, 1, ++i), 0);
-		recv_held_in(3, i);
-		route_send(&(struct cmsg){ 0 }, OP_REFUSED_HELD, ROUTE(3));
-		refused = report_from(3);
-		cr_assert(tu_now_ns() < end, "P3's claim was never refused");
-		tu_sleep_ms(1);
-	}
 	/* P3 receives (so tries again) through the whole split. */
 	for (int64_t end = tu_now_ns() + TU_MS(3500); tu_now_ns() < end;) {
 		TU_ASSERT_RC(send_item(tx, 1, ++i), 0);
@@ -3138,23 +3133,8 @@ Test(moves, a_split_outliving_claim_retries_is_claimed_once_it_ends)
 	/* The first and six retries, then one a second at most: 1.4 s on. */
 	cr_assert_gt(refused, 7, "P3 stopped trying after %lld refusals",
 		     (long long)refused);
-	st = stats_of(2);
-	cr_assert(st.busy, "P2's forwarder went while the split ran");
-	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
-	cr_assert_eq(report_from(1), 0);
-	for (int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);;) {
-		TU_ASSERT_RC(send_item(tx, 1, ++i), 0);
-		recv_held_in(3, i);
-		st = stats_of(2);
-		if (!st.busy || tu_now_ns() > end)
-			break;
-		tu_sleep_ms(5);
-	}
-	cr_assert(!st.busy, "P2 still runs a forwarder");
-	cmesh_sender_free(tx);
-	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(3));
-	cr_assert_eq(report_from(3), 0);
-	mesh_down(0);
+	cr_assert(stats_of(2).busy, "P2's forwarder went while the split ran");
+	split_ends_and_p2_forwards_no_more(tx, i);
 }
 
 /*

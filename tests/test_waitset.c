@@ -859,8 +859,18 @@ Test(waitset, fd_count_returns_to_the_baseline_after_free)
 struct churn {
 	cmesh_waitset *ws;
 	_Atomic bool stop;
-	uint64_t waits;
+	_Atomic uint64_t waits;
 };
+
+/* Until the waiter has returned more than `n` times (5 s at most). */
+static uint64_t waits_past(struct churn *c, uint64_t n)
+{
+	int64_t end = tu_now_ns() + TU_MS(5000);
+
+	while (atomic_load(&c->waits) <= n && tu_now_ns() < end)
+		tu_sleep_ms(1);
+	return atomic_load(&c->waits);
+}
 
 /* Waits again and again (1 ms deadlines) until told to stop. */
 static void *churn_waiter(void *arg)
@@ -874,7 +884,7 @@ static void *churn_waiter(void *arg)
 
 		if (r != 0 && r != -ETIMEDOUT)
 			return (void *)(intptr_t)r;
-		c->waits++;
+		atomic_fetch_add(&c->waits, 1);
 	}
 	return NULL;
 }
@@ -893,12 +903,15 @@ Test(waitset, members_added_and_freed_while_another_thread_waits)
 	struct seqmsg m = { 0 };
 	pthread_t t;
 	void *ret = NULL;
+	uint64_t w;
 	/* Fewer under a sanitizer: 6,400 channels took 11 s of a 10 s budget
 	 * under ASan on a loaded 2-core host (each ring is 64 KiB). */
 	uint64_t rounds = tu_stress(tu_sanitized() ? 80 : 200, 20);
 
 	TU_ASSERT_RC(cmesh_waitset_new(&c.ws), 0);
 	cr_assert_eq(pthread_create(&t, NULL, churn_waiter, &c), 0);
+	/* The waiter runs before the churn (a loaded host may start it late). */
+	cr_assert_gt(waits_past(&c, 0), 0, "the waiter never returned");
 	for (uint64_t round = 0; round < rounds; round++) {
 		uint32_t k = (uint32_t)(round % 64) + 1;
 
@@ -916,10 +929,12 @@ Test(waitset, members_added_and_freed_while_another_thread_waits)
 		}
 	}
 	cr_assert_eq(cmesh_waitset_size(c.ws), 0);
+	/* ...and keeps returning after it. */
+	w = atomic_load(&c.waits);
+	cr_assert_gt(waits_past(&c, w), w, "the waiter stopped returning");
 	atomic_store(&c.stop, true);
 	cr_assert(tu_thread_join_within(t, 5000, &ret), "the waiter hung");
 	cr_assert_null(ret, "the waiter got %d", (int)(intptr_t)ret);
-	cr_assert_gt(c.waits, 0);
 	cmesh_waitset_free(c.ws);
 }
 

@@ -19,7 +19,10 @@
  *
  * The updater takes control messages when it is called (set, wait_seen,
  * subscribers); cmesh_cell_wait_seen() sleeps in a waitset of the control
- * receivers.
+ * receivers. A sub whose updates cannot be sent (its cell gone, its
+ * process dead, its channel flooded) loses its updates sender at once but
+ * keeps its control receiver until that channel ends: the SUBSCRIBEs its
+ * cell sent before it went (a clone, a port) are still to be taken there.
  */
 #include <cmesh/cell.h>
 
@@ -75,9 +78,9 @@ CMESH_TYPE_DEFINE(cmesh_cell_control_type, struct control,
 static cmesh_cell *cell_alloc(const cmesh_type *vt, uint64_t fp);
 
 struct sub {
-	cmesh_sender *updates;
-	cmesh_receiver *control;
-	uint64_t seen; /* the highest version it acknowledged */
+	cmesh_sender *updates;	 /* NULL once it cannot be sent to (top) */
+	cmesh_receiver *control; /* read until it ends */
+	uint64_t seen;		 /* the highest version it acknowledged */
 };
 
 struct cmesh_cell_updater {
@@ -87,8 +90,8 @@ struct cmesh_cell_updater {
 	unsigned char *value;
 	struct sub *subs;
 	uint32_t n, cap;
-	cmesh_waitset *ws; /* the control receivers, key: their sub index */
-	bool ws_dirty;	   /* subs moved: the keys need re-adding */
+	/* The control receivers (key 0: wait_seen looks at every sub). */
+	cmesh_waitset *ws;
 };
 
 struct cmesh_cell {
@@ -141,7 +144,6 @@ static void sub_drop(cmesh_cell_updater *u, uint32_t i)
 	cmesh_sender_free(u->subs[i].updates);
 	cmesh_receiver_free(u->subs[i].control);
 	u->subs[i] = u->subs[--u->n];
-	u->ws_dirty = i != u->n;
 }
 
 static int sub_add(cmesh_cell_updater *u, cmesh_sender *utx,
@@ -158,24 +160,11 @@ static int sub_add(cmesh_cell_updater *u, cmesh_sender *utx,
 		u->subs = s;
 		u->cap = cap;
 	}
-	r = cmesh_waitset_add_receiver(u->ws, crx, u->n);
+	r = cmesh_waitset_add_receiver(u->ws, crx, 0);
 	if (r)
 		return r;
 	u->subs[u->n++] = (struct sub){ utx, crx, seen };
 	return 0;
-}
-
-/* Re-keys the waitset after drops moved subs around. */
-static void rekey(cmesh_cell_updater *u)
-{
-	if (!u->ws_dirty)
-		return;
-	for (uint32_t i = 0; i < u->n; i++) {
-		cmesh_waitset_remove_receiver(u->ws, u->subs[i].control);
-		if (cmesh_waitset_add_receiver(u->ws, u->subs[i].control, i))
-			u->subs[i].seen = UINT64_MAX; /* cannot wait on it */
-	}
-	u->ws_dirty = false;
 }
 
 /*
@@ -191,7 +180,8 @@ static bool sub_take(cmesh_cell_updater *u, uint32_t i)
 	while (n++ < TAKE_MAX &&
 	       (r = cmesh_receiver_try_recv(u->subs[i].control, &m, NULL, 0)) ==
 		       0) {
-		if (m.op == OP_ACK && m.version <= u->version) {
+		if (m.op == OP_ACK && m.version <= u->version &&
+		    u->subs[i].updates) {
 			if (m.version > u->subs[i].seen)
 				u->subs[i].seen = m.version;
 		} else if (m.op == OP_SUBSCRIBE && m.updates && m.control) {
@@ -199,7 +189,8 @@ static bool sub_take(cmesh_cell_updater *u, uint32_t i)
 			 * Its cell may be gone already (a clone made into a
 			 * port before we took it): its control channel still
 			 * holds what it said, the port's SUBSCRIBE among
-			 * them, which its sub_take reads before it drops it.
+			 * them, which its sub_take reads before it drops it
+			 * (set() keeps a sub it cannot send to for that).
 			 */
 			(void)send_value(m.updates, u->version, u->fp, u->value,
 					 u->vt->size);
@@ -227,7 +218,6 @@ static void take_all(cmesh_cell_updater *u)
 	for (uint32_t i = 0; i < u->n;)
 		if (sub_take(u, i))
 			i++;
-	rekey(u);
 }
 
 int cmesh_cell_new(const cmesh_type *value_type, const void *initial,
@@ -272,6 +262,7 @@ int cmesh_cell_new(const cmesh_type *value_type, const void *initial,
 		cmesh_receiver_free(urx);
 		cmesh_sender_free(ctx_);
 		cmesh_receiver_free(crx);
+		free(u->subs); /* sub_add may have made it */
 		goto fail;
 	}
 	c->updates = urx;
@@ -297,22 +288,22 @@ int64_t cmesh_cell_set(cmesh_cell_updater *u, const void *value)
 	take_all(u);
 	u->version++;
 	memcpy(u->value, value, u->vt->size);
-	for (uint32_t i = 0; i < u->n;) {
-		if (send_value(u->subs[i].updates, u->version, u->fp, u->value,
-			       u->vt->size)) {
-			sub_drop(u, i); /* gone, failed, or flooded */
+	for (uint32_t i = 0; i < u->n; i++) {
+		if (!u->subs[i].updates ||
+		    !send_value(u->subs[i].updates, u->version, u->fp, u->value,
+				u->vt->size))
 			continue;
-		}
-		i++;
+		/* Gone, failed or flooded: its control is read on (top). */
+		cmesh_sender_free(u->subs[i].updates);
+		u->subs[i].updates = NULL;
 	}
-	rekey(u);
 	return (int64_t)u->version;
 }
 
 static bool all_seen(const cmesh_cell_updater *u)
 {
 	for (uint32_t i = 0; i < u->n; i++)
-		if (u->subs[i].seen < u->version)
+		if (u->subs[i].updates && u->subs[i].seen < u->version)
 			return false;
 	return true;
 }
@@ -336,10 +327,14 @@ int cmesh_cell_wait_seen(cmesh_cell_updater *u, const cmesh_ctx *ctx)
 
 int cmesh_cell_subscribers(cmesh_cell_updater *u)
 {
+	int n = 0;
+
 	if (!u)
 		return -EINVAL;
 	take_all(u);
-	return (int)u->n;
+	for (uint32_t i = 0; i < u->n; i++)
+		n += u->subs[i].updates != NULL;
+	return n;
 }
 
 void cmesh_cell_updater_free(cmesh_cell_updater *u)
@@ -357,8 +352,33 @@ void cmesh_cell_updater_free(cmesh_cell_updater *u)
 /* ---- cells ---------------------------------------------------------------- */
 
 /*
- * Takes every update waiting: the highest version wins. 0, or -EPROTO /
- * -EBADMSG for a malformed one (the last good value stays).
+ * Takes the update at the head that is larger than this cell's values
+ * (its receive said -EMSGSIZE and left it queued): -EBADMSG if it is of
+ * another value type, else -EPROTO; -ENOMEM leaves it queued.
+ */
+static int take_oversized(cmesh_cell *c)
+{
+	struct update m;
+	int n = cmesh_receiver_try_peek(c->updates), r;
+	void *buf;
+
+	if (n < 0)
+		return n == -EAGAIN ? 0 : n;
+	buf = malloc((size_t)n + 1);
+	if (!buf)
+		return -ENOMEM;
+	r = cmesh_receiver_try_recv(c->updates, &m, buf, (size_t)n + 1);
+	free(buf);
+	if (r < 0)
+		return r;
+	return m.fp != c->fp ? -EBADMSG : -EPROTO;
+}
+
+/*
+ * Takes every update waiting: the highest version wins. 0, or -EBADMSG
+ * (another value type) / -EPROTO (a malformed one) (the last good value
+ * stays). Only the channel's end (-EPIPE, -ECONNRESET) or -EPROTO from it
+ * ends the cell: any other error (-ENOMEM) is this call's.
  */
 static int drain(cmesh_cell *c, bool wait, const cmesh_ctx *ctx)
 {
@@ -377,21 +397,25 @@ static int drain(cmesh_cell *c, bool wait, const cmesh_ctx *ctx)
 		if (r == -EAGAIN)
 			break;
 		if (r == -EMSGSIZE) {
-			/* Larger than any value: it stays queued; we stop. */
-			c->ended = -EPROTO;
-			return -EPROTO;
+			/* Larger than this cell's values: taken apart. */
+			r = take_oversized(c);
+			if (r == -EBADMSG || r == -EPROTO) {
+				bad = r;
+				continue;
+			}
 		}
 		if (r < 0) {
-			if (r != -ETIMEDOUT && r != -ECANCELED)
+			if (r == -EPIPE || r == -ECONNRESET || r == -EPROTO)
 				c->ended = r;
 			return r == -EPIPE || r == -ECONNRESET ? 0 : r;
 		}
-		if (r != (int)c->vt->size) {
-			bad = -EPROTO;
-			continue;
-		}
+		/* The type first: a value of another type may be any size. */
 		if (m.fp != c->fp) {
 			bad = -EBADMSG;
+			continue;
+		}
+		if (r != (int)c->vt->size) {
+			bad = -EPROTO;
 			continue;
 		}
 		if (m.version > c->version) {
@@ -508,8 +532,18 @@ static int subscribe(cmesh_cell *c, uint32_t flags, cmesh_receiver **out_urx,
 	m.updates = utx;
 	m.control = crx;
 	m.version = c->version;
-	/* Taken in every case; -EPIPE: no updater any more, nothing lost. */
-	cmesh_sender_send(c->control, &m, NULL, 0);
+	/*
+	 * Taken in every case. -EPIPE, -ECONNRESET: no updater any more,
+	 * the new cell keeps its value (nothing lost). Any other error
+	 * (-ENOBUFS: the updater reads nothing; -ENOMEM) would leave it
+	 * without updates from a live updater: the caller's.
+	 */
+	r = cmesh_sender_send(c->control, &m, NULL, 0);
+	if (r && r != -EPIPE && r != -ECONNRESET) {
+		cmesh_receiver_free(urx);
+		cmesh_sender_free(ctx_);
+		return r;
+	}
 	*out_urx = urx;
 	*out_ctx = ctx_;
 	return 0;

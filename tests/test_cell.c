@@ -16,6 +16,8 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -703,4 +705,275 @@ Test(cell, waitset_member)
 	cmesh_cell_free(c);
 	cr_assert_eq(cmesh_waitset_size(ws), 0);
 	cmesh_waitset_free(ws);
+}
+
+/* ---- subscriptions handed over while the updater sets ----------------- */
+
+/* wait_next within `ms`: its result. */
+static int wait_next_within(cmesh_cell *c, unsigned ms, struct cfg *v)
+{
+	cmesh_ctx *ctx;
+	int r;
+
+	TU_ASSERT_RC(cmesh_ctx_with_timeout(NULL, TU_MS(ms), &ctx), 0);
+	r = cmesh_cell_wait_next(c, ctx, v, NULL);
+	cmesh_ctx_free(ctx);
+	return r;
+}
+
+#define MANY_CLONES 65 /* one past what a call takes from one channel */
+
+/*
+ * More clones than the updater takes from a cell's control channel in one
+ * call, then that cell freed: set cannot send to it, but the SUBSCRIBEs
+ * still queued behind are taken later (its control is read until it
+ * ends), so every clone hears the new value and counts.
+ */
+Test(cell, clones_queued_past_a_freed_parent_keep_their_subscriptions)
+{
+	cmesh_cell_updater *u;
+	cmesh_cell *c, *cl[MANY_CLONES];
+	struct cfg v = cfg(1);
+
+	TU_ASSERT_RC(cmesh_cell_new(&cfg_type, &v, &u, &c), 0);
+	for (int i = 0; i < MANY_CLONES; i++)
+		TU_ASSERT_RC(cmesh_cell_clone(c, &cl[i]), 0);
+	cmesh_cell_free(c);
+	v = cfg(2);
+	cr_assert_eq(cmesh_cell_set(u, &v), 2);
+	cr_assert_eq(cmesh_cell_subscribers(u), MANY_CLONES);
+	for (int i = 0; i < MANY_CLONES; i++) {
+		TU_ASSERT_RC(wait_next_within(cl[i], 2000, &v), 0);
+		cr_assert_eq(v.a, 2, "clone %d has %llu", i,
+			     (unsigned long long)v.a);
+	}
+	TU_ASSERT_RC(cmesh_cell_wait_seen(u, NULL), 0);
+	for (int i = 0; i < MANY_CLONES; i++)
+		cmesh_cell_free(cl[i]);
+	cr_assert_eq(cmesh_cell_subscribers(u), 0);
+	cmesh_cell_updater_free(u);
+}
+
+/* The same with a port made last: the cell from it hears the next set. */
+Test(cell, a_port_queued_past_many_clones_keeps_its_subscription)
+{
+	cmesh_cell_updater *u;
+	cmesh_cell *c, *cl[MANY_CLONES - 1], *far;
+	cmesh_cell_port port;
+	struct cfg v = cfg(1);
+
+	TU_ASSERT_RC(cmesh_cell_new(&cfg_type, &v, &u, &c), 0);
+	for (int i = 0; i < MANY_CLONES - 1; i++)
+		TU_ASSERT_RC(cmesh_cell_clone(c, &cl[i]), 0);
+	TU_ASSERT_RC(cmesh_cell_to_port(c, &port), 0);
+	TU_ASSERT_RC(cmesh_cell_from_port(&port, &cfg_type, NULL, &far), 0);
+	v = cfg(2);
+	cmesh_cell_set(u, &v);
+	cr_assert_eq(cmesh_cell_subscribers(u), MANY_CLONES);
+	TU_ASSERT_RC(wait_next_within(far, 2000, &v), 0);
+	cr_assert_eq(v.a, 2);
+	for (int i = 0; i < MANY_CLONES - 1; i++)
+		cmesh_cell_free(cl[i]);
+	cmesh_cell_free(far);
+	cmesh_cell_updater_free(u);
+}
+
+struct busy_setter {
+	cmesh_cell_updater *u;
+	_Atomic bool stop;
+};
+
+static void *set_until_stopped(void *arg)
+{
+	struct busy_setter *s = arg;
+
+	for (uint64_t i = 2; !atomic_load(&s->stop); i++) {
+		struct cfg v = cfg(i);
+
+		cmesh_cell_set(s->u, &v);
+	}
+	return NULL;
+}
+
+/*
+ * A cell handed over to its clone (clone, free the old one) again and
+ * again while another thread sets: the clone never loses its
+ * subscription (the old cell's SUBSCRIBE is taken though set found the
+ * old cell gone).
+ */
+Test(cell, a_cell_replaced_by_its_clone_while_set_runs_stays_subscribed)
+{
+	struct busy_setter s = { 0 };
+	cmesh_cell *c, *n;
+	struct cfg v = cfg(1);
+	pthread_t t;
+	int rounds = 0, r;
+
+	TU_ASSERT_RC(cmesh_cell_new(&cfg_type, &v, &s.u, &c), 0);
+	cr_assert_eq(pthread_create(&t, NULL, set_until_stopped, &s), 0);
+	for (int64_t end = tu_now_ns() + TU_MS(1500); tu_now_ns() < end;
+	     rounds++) {
+		TU_ASSERT_RC(cmesh_cell_clone(c, &n), 0);
+		cmesh_cell_free(c);
+		c = n;
+		r = wait_next_within(c, 2000, &v);
+		cr_assert_eq(r, 0,
+			     "round %d: the clone lost its subscription (%d)",
+			     rounds, r);
+		cr_assert_eq(v.b, 3 * v.a);
+	}
+	atomic_store(&s.stop, true);
+	cr_assert_eq(pthread_join(t, NULL), 0);
+	cr_assert_gt(rounds, 10);
+	cmesh_cell_free(c);
+	cmesh_cell_updater_free(s.u);
+}
+
+struct small {
+	uint64_t a;
+};
+CMESH_TYPE_DEFINE_PLAIN(small_type, struct small);
+
+struct cfg3 {
+	uint64_t a, b, c;
+};
+CMESH_TYPE_DEFINE_PLAIN(cfg3_type, struct cfg3);
+
+/* A port taken as another value type, smaller or larger: -EBADMSG. */
+Test(cell, a_port_taken_as_another_value_type_is_ebadmsg)
+{
+	const cmesh_type *other[] = { &small_type, &cfg3_type };
+
+	for (int k = 0; k < 2; k++) {
+		cmesh_cell_updater *u;
+		cmesh_cell *c, *far = NULL;
+		cmesh_cell_port port;
+		struct cfg v = cfg(1);
+		int r;
+
+		TU_ASSERT_RC(cmesh_cell_new(&cfg_type, &v, &u, &c), 0);
+		TU_ASSERT_RC(cmesh_cell_to_port(c, &port), 0);
+		r = cmesh_cell_from_port(&port, other[k], NULL, &far);
+		cr_assert_eq(r, -EBADMSG, "value type %d: %d", k, r);
+		cr_assert_null(far);
+		cr_assert_null(port.updates);
+		cmesh_cell_updater_free(u);
+	}
+}
+
+/*
+ * Clones made while the updater reads nothing, with a small control
+ * backlog: once the cell's control channel is full a clone fails with
+ * -ENOBUFS (its subscription could not go) rather than returning a cell
+ * that never hears of a value; every clone returned hears the next one.
+ */
+Test(cell, a_clone_whose_subscription_cannot_go_is_an_error)
+{
+	static cmesh_cell *cl[4096];
+	cmesh_cell_updater *u;
+	cmesh_cell *c;
+	struct cfg v = cfg(1);
+	int n, r = 0;
+
+	cr_assert_eq(setenv("CMESH_RING_SIZE", "4K", 1), 0);
+	cr_assert_eq(setenv("CMESH_MAX_BACKLOG", "4K", 1), 0);
+	TU_ASSERT_RC(cmesh_cell_new(&cfg_type, &v, &u, &c), 0);
+	for (n = 0; n < 4096 && !(r = cmesh_cell_clone(c, &cl[n])); n++)
+		;
+	TU_ASSERT_RC(r, -ENOBUFS);
+	cr_assert_gt(n, 0);
+	while (cmesh_cell_subscribers(u) < n + 1)
+		; /* takes them, 64 a call */
+	v = cfg(2);
+	cmesh_cell_set(u, &v);
+	for (int i = 0; i < n; i++) {
+		r = wait_next_within(cl[i], 2000, &v);
+		cr_assert_eq(r, 0, "clone %d: %d", i, r);
+		cmesh_cell_free(cl[i]);
+	}
+	cmesh_cell_free(c);
+	cmesh_cell_updater_free(u);
+}
+
+/*
+ * Across processes: the updater sets every millisecond while the other
+ * process hands its cell over the usual way (a clone, made into a port,
+ * made into a cell; the old one freed) and waits for the next value each
+ * time: it always comes.
+ */
+static int handover_peer(cmesh_sender *tx, cmesh_receiver *rx,
+			 const struct topo_side *s)
+{
+	struct cmsg m;
+	cmesh_cell *c, *cl, *n;
+	cmesh_cell_port p;
+	struct cfg v;
+	uint64_t rounds = 0;
+	int r = 0;
+
+	(void)s;
+	TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(), &m,
+						   NULL, 0),
+		      0);
+	TOPO_CHECK_EQ(cmesh_cell_from_port(&m.cell, &cfg_type, NULL, &c), 0);
+	for (int64_t end = tu_now_ns() + TU_MS(1500); !r && tu_now_ns() < end;
+	     rounds++) {
+		cmesh_ctx *ctx;
+
+		TOPO_CHECK_EQ(cmesh_cell_clone(c, &cl), 0);
+		TOPO_CHECK_EQ(cmesh_cell_to_port(cl, &p), 0);
+		TOPO_CHECK_EQ(cmesh_cell_from_port(&p, &cfg_type, NULL, &n), 0);
+		cmesh_cell_free(c);
+		c = n;
+		TOPO_CHECK_EQ(cmesh_ctx_with_timeout(NULL, TU_MS(2000), &ctx),
+			      0);
+		r = cmesh_cell_wait_next(c, ctx, &v, NULL);
+		cmesh_ctx_free(ctx);
+	}
+	TOPO_CHECK_EQ(reply(tx, rounds, (uint64_t)-r), 0);
+	cmesh_cell_free(c);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	return 0;
+}
+
+static void handover_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			    const struct topo_side *s)
+{
+	cmesh_cell_updater *u;
+	cmesh_cell *c;
+	struct cfg v = cfg(1);
+	struct cmsg m = { 0 };
+	struct report rep;
+	int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+
+	(void)s;
+	TU_ASSERT_RC(cmesh_cell_new(&cfg_type, &v, &u, &c), 0);
+	TU_ASSERT_RC(cmesh_cell_to_port(c, &m.cell), 0);
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	for (uint64_t i = 2;
+	     cmesh_receiver_try_recv(rx, &rep, NULL, 0) == -EAGAIN; i++) {
+		v = cfg(i);
+		cmesh_cell_set(u, &v);
+		cr_assert_lt(tu_now_ns(), end, "the peer never reported");
+		tu_sleep_ms(1);
+	}
+	cr_assert_eq(rep.b, 0, "round %llu: wait_next %d (updater alive)",
+		     (unsigned long long)rep.a, -(int)rep.b);
+	cr_assert_gt(rep.a, 10);
+	cmesh_cell_updater_free(u);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}
+
+static const struct topo_scenario handover_sc = {
+	.down = &cmsg_type,
+	.up = &report_type,
+	.driver = handover_driver,
+	.peer = handover_peer,
+};
+
+Test(cell, a_cell_handed_over_in_another_process_stays_subscribed)
+{
+	topo_run(&handover_sc, TOPO_FORK);
 }

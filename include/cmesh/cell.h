@@ -81,7 +81,10 @@ CMESH_API int cmesh_cell_new(const cmesh_type *value_type, const void *initial,
  * Publishes `value` (copied) to every live cell, wherever it is; takes
  * new subscriptions (clones, moved cells) and acknowledgements first.
  * Never blocks (a cell that does not read queues its updates up to the
- * channel's backlog bound; past it that cell is dropped, as if gone).
+ * channel's backlog bound; past it, or when a send to it fails for want
+ * of memory, that cell is dropped as if gone: its wait_next says -EPIPE
+ * once it has what came before; the clones and ports it made keep their
+ * own subscriptions).
  * The updater's thread (one at a time). Returns the new version (> 1: the
  * first cell_new's value is version 1) or -EINVAL (NULL u or value).
  */
@@ -142,8 +145,9 @@ CMESH_API int cmesh_cell_wait_next(cmesh_cell *c, const cmesh_ctx *ctx,
  * or wait_seen). Returned owned in *out (free with cmesh_cell_free()), for
  * any thread to use. `c`'s thread (one at a time); never blocks. 0,
  * -EINVAL (NULL), -ENOMEM, or a send's error on the new subscription
- * (cmesh_sender_send()); a clone made after the updater is gone keeps the
- * last value.
+ * (cmesh_sender_send(): -ENOBUFS when the updater has not taken `c`'s
+ * earlier messages up to the backlog bound); a clone made after the
+ * updater is gone keeps the last value.
  */
 CMESH_API int cmesh_cell_clone(cmesh_cell *c, cmesh_cell **out);
 

@@ -575,6 +575,11 @@ again:
 	for (uint32_t i = 0; i < q->xl_n; i++)
 		if (!q->xl[i]->after && cmesh__lane_ready(q->xl[i]))
 			return true;
+	/* Closed: a receive says -EPIPE (walk(), the same test). */
+	if (q->primary_done &&
+	    !atomic_load_explicit(&q->nsenders, memory_order_seq_cst) &&
+	    !q->xl_n)
+		return true;
 	/* A look took a MARK: a lane it opened may hold something. */
 	if (!marks_taken(q))
 		return false;

@@ -603,3 +603,147 @@ Test(pipe, a_malformed_chunk_fails_the_pipe)
 		cmesh_receiver_free(crx);
 	}
 }
+
+/* ---- a reader that moves between processes under a running writer ---- */
+
+#define BOUNCE_TOTAL 20000u
+
+struct bounce_writer {
+	cmesh_pipe_writer *w;
+	int64_t rc;
+};
+
+/* Writes BOUNCE_TOTAL bytes in writes of random sizes, frees the writer. */
+static void *write_bounced(void *arg)
+{
+	struct bounce_writer *a = arg;
+	static unsigned char buf[7000];
+	unsigned seed = 1;
+	uint64_t off = 0;
+
+	while (off < BOUNCE_TOTAL && !a->rc) {
+		size_t n = 1 + (size_t)(rand_r(&seed) % sizeof(buf));
+		int64_t r;
+
+		if (n > BOUNCE_TOTAL - off)
+			n = BOUNCE_TOTAL - off;
+		for (size_t i = 0; i < n; i++)
+			buf[i] = byte_at(off + i);
+		r = cmesh_pipe_write(a->w, buf, n, NULL);
+		if (r <= 0)
+			a->rc = r < 0 ? r : -EIO;
+		else
+			off += (uint64_t)r;
+	}
+	cmesh_pipe_writer_free(a->w);
+	return NULL;
+}
+
+struct bmsg {
+	uint64_t total; /* bytes read so far */
+	int64_t last;	/* the last read's result (0: EOF) */
+	cmesh_pipe_reader_port r;
+};
+CMESH_TYPE_DEFINE(bmsg_type, struct bmsg,
+		  CMESH_FIELD_PIPE_READER(struct bmsg, r));
+
+/*
+ * One side's turn: the reader from the port, up to three reads of random
+ * sizes (each within 2 s, checked byte by byte), then a port again (cut
+ * mid-chunk when a read left part of one). 0, or the failure.
+ */
+static int bounce_turn(struct bmsg *m, unsigned *seed)
+{
+	static unsigned char buf[3000];
+	cmesh_pipe_reader *r;
+	int e = cmesh_pipe_reader_from_port(&m->r, &r);
+
+	if (e)
+		return e;
+	for (int k = 0; k < 3 && m->last > 0; k++) {
+		size_t cap = 1 + (size_t)(rand_r(seed) % sizeof(buf));
+		cmesh_ctx *ctx;
+
+		e = cmesh_ctx_with_timeout(NULL, TU_MS(2000), &ctx);
+		if (e)
+			break;
+		m->last = cmesh_pipe_read(r, buf, cap, ctx);
+		cmesh_ctx_free(ctx);
+		for (int64_t i = 0; i < m->last; i++)
+			if (buf[i] != byte_at(m->total + (uint64_t)i))
+				m->last = -EIO;
+		if (m->last > 0)
+			m->total += (uint64_t)m->last;
+	}
+	return e ? e : cmesh_pipe_reader_to_port(r, &m->r);
+}
+
+static int bounce_peer(cmesh_sender *tx, cmesh_receiver *rx,
+		       const struct topo_side *s)
+{
+	struct bmsg m;
+	unsigned seed = 11;
+	int e;
+
+	(void)s;
+	while (!(e = cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, NULL,
+						  0))) {
+		TOPO_CHECK_EQ(bounce_turn(&m, &seed), 0);
+		TOPO_CHECK_EQ(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	}
+	TOPO_CHECK_EQ(e, -EPIPE);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	return 0;
+}
+
+static void bounce_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			  const struct topo_side *s)
+{
+	struct bounce_writer a = { 0 };
+	struct bmsg m = { .last = 1 };
+	cmesh_pipe_reader *r;
+	unsigned seed = 5;
+	pthread_t t;
+
+	(void)s;
+	TU_ASSERT_RC(cmesh_pipe_new(&a.w, &r), 0);
+	TU_ASSERT_RC(cmesh_pipe_reader_to_port(r, &m.r), 0);
+	cr_assert_eq(pthread_create(&t, NULL, write_bounced, &a), 0);
+	while (m.last > 0) {
+		TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+		TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(),
+							  &m, NULL, 0),
+			     0);
+		if (m.last > 0)
+			TU_ASSERT_RC(bounce_turn(&m, &seed), 0);
+	}
+	cr_assert_eq(pthread_join(t, NULL), 0);
+	cr_assert_eq(a.rc, 0);
+	cr_assert_eq(m.last, 0, "the last read said %lld after %llu bytes",
+		     (long long)m.last, (unsigned long long)m.total);
+	cr_assert_eq(m.total, BOUNCE_TOTAL);
+	TU_ASSERT_RC(cmesh_pipe_reader_from_port(&m.r, &r), 0);
+	cmesh_pipe_reader_free(r);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}
+
+static const struct topo_scenario bounce_sc = {
+	.down = &bmsg_type,
+	.up = &bmsg_type,
+	.driver = bounce_driver,
+	.peer = bounce_peer,
+};
+
+/*
+ * A reader handed back and forth between two processes, a few reads of
+ * random sizes on each side (so most moves cut a chunk and leave a
+ * forwarder), while a thread writes and then frees the writer: every
+ * byte arrives once, in order, and then EOF (the end of a forwarder's
+ * receiver that had lanes and has none left is a readiness too).
+ */
+Test(pipe, a_reader_bounced_between_processes_mid_stream_sees_eof)
+{
+	topo_run(&bounce_sc, TOPO_FORK);
+}

@@ -198,9 +198,14 @@ static int take_credit(cmesh_pipe_writer *w, bool wait, const cmesh_ctx *ctx)
 			w->err = e; /* the reader is gone (or failed) */
 			return e;
 		}
+		if (e == -EMSGSIZE || e > 0) {
+			w->err = -EPROTO; /* a credit carries no bytes */
+			return -EPROTO;
+		}
 		if (e)
-			return e; /* -ETIMEDOUT, -ECANCELED */
-		if (c.msgs > CMESH_PIPE_WINDOW_MSGS ||
+			return e; /* -ETIMEDOUT, -ECANCELED, -ENOMEM */
+		/* A reader gives back at least a chunk and a byte at once. */
+		if (!c.msgs || !c.bytes || c.msgs > CMESH_PIPE_WINDOW_MSGS ||
 		    c.bytes > CMESH_PIPE_WINDOW_BYTES ||
 		    w->msgs + c.msgs > CMESH_PIPE_WINDOW_MSGS ||
 		    w->bytes + c.bytes > CMESH_PIPE_WINDOW_BYTES) {
@@ -239,7 +244,9 @@ static int64_t write_some(cmesh_pipe_writer *w, const void *buf, size_t len,
 		e = cmesh_sender_send(w->data, &c, (const char *)buf + done,
 				      c.len);
 		if (e) {
-			w->err = e;
+			/* The reader's end is final; no memory is this call's. */
+			if (e == -EPIPE || e == -ECONNRESET || e == -EPROTO)
+				w->err = e;
 			return done ? (int64_t)done : e;
 		}
 		w->msgs--;
@@ -260,8 +267,13 @@ int64_t cmesh_pipe_try_write(cmesh_pipe_writer *w, const void *buf, size_t len)
 	int64_t n = write_some(w, buf, len, false, NULL);
 	uint64_t key;
 
-	/* Arm the fd: it polls readable when credit may have come. */
-	if (n == -EAGAIN && w->ws && cmesh_waitset_try_wait(w->ws, &key) == 0)
+	/*
+	 * Arm the fd: it polls readable when credit may have come. A look
+	 * that found something drains and disarms: until one finds nothing
+	 * (waitset.h), each time taking what was there.
+	 */
+	while (n == -EAGAIN && w->ws &&
+	       cmesh_waitset_try_wait(w->ws, &key) == 0)
 		n = write_some(w, buf, len, false, NULL);
 	return n;
 }
@@ -357,15 +369,21 @@ int cmesh_pipe_writer_from_port(cmesh_pipe_writer_port *port,
 
 /* ---- reader -------------------------------------------------------------- */
 
-/* Gives credit back once half a window's worth was read. */
+/*
+ * Gives credit back once half a window's worth was read. Not sent for
+ * want of memory: kept, and tried again by the next read (read_some()).
+ */
 static void give_credit(cmesh_pipe_reader *r)
 {
 	struct credit c = { r->pend_msgs, r->pend_bytes };
+	int e;
 
 	if (c.msgs < HALF_MSGS && c.bytes < HALF_BYTES)
 		return;
-	/* -EPIPE: the writer is gone; nobody needs credit any more. */
-	cmesh_sender_send(r->credit, &c, NULL, 0);
+	/* -EPIPE, -ECONNRESET: the writer is gone; nobody needs credit. */
+	e = cmesh_sender_send(r->credit, &c, NULL, 0);
+	if (e && e != -EPIPE && e != -ECONNRESET)
+		return;
 	r->out_msgs -= c.msgs;
 	r->out_bytes -= c.bytes;
 	r->pend_msgs = r->pend_bytes = 0;
@@ -418,6 +436,7 @@ static int64_t read_some(cmesh_pipe_reader *r, void *buf, size_t cap, bool wait,
 
 	if (!r || (cap && !buf))
 		return -EINVAL;
+	give_credit(r); /* one that could not go before */
 	while (done < cap) {
 		uint64_t n;
 
@@ -475,7 +494,9 @@ int64_t cmesh_pipe_try_read(cmesh_pipe_reader *r, void *buf, size_t cap)
 	int64_t n = read_some(r, buf, cap, false, NULL);
 	uint64_t key;
 
-	if (n == -EAGAIN && r->ws && cmesh_waitset_try_wait(r->ws, &key) == 0)
+	/* Armed once a look finds nothing (as cmesh_pipe_try_write()). */
+	while (n == -EAGAIN && r->ws &&
+	       cmesh_waitset_try_wait(r->ws, &key) == 0)
 		n = read_some(r, buf, cap, false, NULL);
 	return n;
 }

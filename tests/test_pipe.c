@@ -747,3 +747,60 @@ Test(pipe, a_reader_bounced_between_processes_mid_stream_sees_eof)
 {
 	topo_run(&bounce_sc, TOPO_FORK);
 }
+
+/* ---- a reader that gives garbage for credit ---- */
+
+struct credit_msg {
+	uint64_t msgs, bytes; /* as pipe.c's struct credit */
+};
+
+/* A writer with no credit in hand whose credit sender the test holds. */
+static cmesh_pipe_writer *writer_fed_by(cmesh_sender **credit_tx,
+					cmesh_receiver **data_rx)
+{
+	cmesh_sender *dtx;
+	cmesh_receiver *crx;
+	cmesh_pipe_writer_port p = { 0 };
+	cmesh_pipe_writer *w;
+
+	TU_ASSERT_RC(cmesh_channel_new(&cmesh_pipe_data_type, NULL, &dtx,
+				       data_rx),
+		     0);
+	TU_ASSERT_RC(cmesh_channel_new(&cmesh_pipe_credit_type, NULL, credit_tx,
+				       &crx),
+		     0);
+	p.data = dtx;
+	p.credit = crx;
+	TU_ASSERT_RC(cmesh_pipe_writer_from_port(&p, &w), 0);
+	return w;
+}
+
+/*
+ * Credit with trailing bytes, or credit of no chunk or no byte (a reader
+ * gives back at least one of each): -EPROTO for good (it was -EMSGSIZE
+ * from every write for the first, and the other two were taken as
+ * nothing, one at a time), the same through the writer's fd path.
+ */
+Test(pipe, garbage_credit_fails_the_writer_with_eproto)
+{
+	for (int k = 0; k < 3; k++) {
+		struct credit_msg c = { k == 1 ? 0 : 1, k == 2 ? 0 : 1 };
+		cmesh_sender *ctx_;
+		cmesh_receiver *drx;
+		cmesh_pipe_writer *w = writer_fed_by(&ctx_, &drx);
+		struct pollfd p = { .events = POLLIN };
+
+		p.fd = cmesh_pipe_writer_fd(w);
+		cr_assert_geq(p.fd, 0);
+		TU_ASSERT_RC(cmesh_sender_send(ctx_, &c, k ? NULL : "zz",
+					       k ? 0 : 2),
+			     0);
+		cr_assert_eq(cmesh_pipe_try_write(w, "a", 1), -EPROTO,
+			     "case %d", k);
+		cr_assert_eq(cmesh_pipe_write(w, "a", 1, NULL), -EPROTO);
+		cr_assert_eq(cmesh_pipe_try_write(w, "a", 1), -EPROTO);
+		cmesh_pipe_writer_free(w);
+		cmesh_sender_free(ctx_);
+		cmesh_receiver_free(drx);
+	}
+}

@@ -327,6 +327,8 @@ int cmesh_pipe_writer_to_port(cmesh_pipe_writer *w,
 {
 	if (!w || !port)
 		return -EINVAL;
+	if (w->err == -EPROTO)
+		return -EPROTO; /* its reader gave garbage: kept, failed */
 	memset(port, 0, sizeof(*port));
 	port->data = w->data;
 	port->credit = w->credit;
@@ -524,6 +526,12 @@ int cmesh_pipe_reader_to_port(cmesh_pipe_reader *r,
 
 	if (!r || !port)
 		return -EINVAL;
+	/*
+	 * A bad chunk was taken: sent on, the reader would go on after it
+	 * as if nothing were missing. It stays here, failed.
+	 */
+	if (r->err == -EPROTO)
+		return -EPROTO;
 	if (r->off < r->len) {
 		/* A chunk begun: its rest goes first on a new channel. */
 		struct chunk c = { r->len - r->off };

@@ -598,6 +598,10 @@ Test(pipe, a_malformed_chunk_fails_the_pipe)
 		cr_assert_eq(cmesh_pipe_read(r, buf, sizeof(buf), NULL),
 			     -EPROTO);
 		cr_assert_eq(cmesh_pipe_try_read(r, buf, sizeof(buf)), -EPROTO);
+		/* Not sent on as if nothing were missing: kept, failed. */
+		cr_assert_eq(cmesh_pipe_reader_to_port(r, &port), -EPROTO);
+		cr_assert_eq(cmesh_pipe_read(r, buf, sizeof(buf), NULL),
+			     -EPROTO);
 		cmesh_pipe_reader_free(r);
 		cmesh_sender_free(dtx);
 		cmesh_receiver_free(crx);
@@ -788,6 +792,7 @@ Test(pipe, garbage_credit_fails_the_writer_with_eproto)
 		cmesh_sender *ctx_;
 		cmesh_receiver *drx;
 		cmesh_pipe_writer *w = writer_fed_by(&ctx_, &drx);
+		cmesh_pipe_writer_port port;
 		struct pollfd p = { .events = POLLIN };
 
 		p.fd = cmesh_pipe_writer_fd(w);
@@ -799,6 +804,8 @@ Test(pipe, garbage_credit_fails_the_writer_with_eproto)
 			     "case %d", k);
 		cr_assert_eq(cmesh_pipe_write(w, "a", 1, NULL), -EPROTO);
 		cr_assert_eq(cmesh_pipe_try_write(w, "a", 1), -EPROTO);
+		/* Not sent on as if nothing happened: kept, failed. */
+		cr_assert_eq(cmesh_pipe_writer_to_port(w, &port), -EPROTO);
 		cmesh_pipe_writer_free(w);
 		cmesh_sender_free(ctx_);
 		cmesh_receiver_free(drx);

@@ -120,6 +120,12 @@ static int move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
 	/* Before any sender sees the lane (the store below publishes it). */
 	if ((home || split) && ln->dynamic)
 		ln->sealable = true;
+	/*
+	 * closed_out is tx_lane's: one set for an earlier lane (the receiver
+	 * came home, cmesh__queue_come_home()) must not keep this lane's
+	 * CLOSE from being sent (its last sender's put, or just below).
+	 */
+	q->closed_out = false;
 	/* seq_cst: Dekker with the last sender's put (queue_close.c). */
 	atomic_store_explicit(&q->tx_lane, ln, memory_order_seq_cst);
 	if (!atomic_load_explicit(&q->nsenders, memory_order_seq_cst) &&

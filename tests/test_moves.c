@@ -929,6 +929,33 @@ Test(moves, a_receiver_back_home_is_an_in_process_channel_again)
 }
 
 /*
+ * A receiver that came home (its old lane's end then the coming home's
+ * business) and is sent away again: its new lane's CLOSE still goes when
+ * its last sender here goes (the come-home's closed_out must not hold
+ * it), so the far drain ends with everything and -EPIPE, not its deadline.
+ */
+Test(moves, a_receiver_home_and_sent_again_sees_its_senders_end)
+{
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 };
+
+	mesh_up(2);
+	new_channel(&tx, &rx);
+	rx = send_around_a_trip(tx, 1, rx, ROUTE(1, 0));
+	cr_assert_eq(drain_fifo(rx, 900), 900);
+	for (uint64_t i = 1; i <= 100; i++)
+		TU_ASSERT_RC(send_item(tx, 2, i), 0);
+	m.rx = rx;
+	route_send(&m, OP_DRAIN, ROUTE(1));
+	for (uint64_t i = 101; i <= 200; i++)
+		TU_ASSERT_RC(send_item(tx, 2, i), 0);
+	cmesh_sender_free(tx);
+	cr_assert_eq(report_from(1), 200);
+	mesh_down(0);
+}
+
+/*
  * A reply port sent along `route` and answered at its end (with i * 2):
  * the reply and the answerer's report are checked.
  */

@@ -352,37 +352,37 @@ void cmesh_cell_updater_free(cmesh_cell_updater *u)
 /* ---- cells ---------------------------------------------------------------- */
 
 /*
- * Takes the update at the head that is larger than this cell's values
- * (its receive said -EMSGSIZE and left it queued): -EBADMSG if it is of
- * another value type, else -EPROTO; -ENOMEM leaves it queued.
+ * An update larger than this cell's values (a receive said -EMSGSIZE and
+ * left it queued; the next receive may find another source's first):
+ * received into *big (malloc'd, the caller frees it), checked as any
+ * update by the caller. A receive's result: its length, or -errno
+ * (-EAGAIN: nothing; -ENOMEM: it stays queued).
  */
-static int take_oversized(cmesh_cell *c)
+static int recv_oversized(cmesh_cell *c, struct update *m, void **big)
 {
-	struct update m;
-	int n = cmesh_receiver_try_peek(c->updates), r;
-	void *buf;
+	int n = cmesh_receiver_try_peek(c->updates);
+	size_t cap;
 
 	if (n < 0)
-		return n == -EAGAIN ? 0 : n;
-	buf = malloc((size_t)n + 1);
-	if (!buf)
+		return n;
+	cap = ((size_t)n > c->vt->size ? (size_t)n : c->vt->size) + 1;
+	*big = malloc(cap);
+	if (!*big)
 		return -ENOMEM;
-	r = cmesh_receiver_try_recv(c->updates, &m, buf, (size_t)n + 1);
-	free(buf);
-	if (r < 0)
-		return r;
-	return m.fp != c->fp ? -EBADMSG : -EPROTO;
+	return cmesh_receiver_try_recv(c->updates, m, *big, cap);
 }
 
 /*
  * Takes every update waiting: the highest version wins. 0, or -EBADMSG
  * (another value type) / -EPROTO (a malformed one) (the last good value
- * stays). Only the channel's end (-EPIPE, -ECONNRESET) or -EPROTO from it
- * ends the cell: any other error (-ENOMEM) is this call's.
+ * stays). A receive's error ends the cell (its end: -EPIPE, -ECONNRESET;
+ * -EPROTO, -EMFILE) but for those that are this call's alone (-ENOMEM,
+ * -ETIMEDOUT, -ECANCELED).
  */
 static int drain(cmesh_cell *c, bool wait, const cmesh_ctx *ctx)
 {
 	struct update m;
+	void *big = NULL;
 	int r, bad = 0;
 
 	/* Bounded: an updater that floods cannot keep a read here. */
@@ -394,34 +394,32 @@ static int drain(cmesh_cell *c, bool wait, const cmesh_ctx *ctx)
 			   cmesh_receiver_try_recv(c->updates, &m, c->value_in,
 						   c->vt->size);
 		wait = false;
-		if (r == -EAGAIN)
-			break;
-		if (r == -EMSGSIZE) {
-			/* Larger than this cell's values: taken apart. */
-			r = take_oversized(c);
-			if (r == -EBADMSG || r == -EPROTO) {
-				bad = r;
-				continue;
-			}
+		if (r == -EMSGSIZE) /* larger than this cell's values */
+			r = recv_oversized(c, &m, &big);
+		if (r == -EAGAIN || r == -EMSGSIZE) {
+			free(big);
+			big = NULL;
+			if (r == -EAGAIN)
+				break;
+			continue; /* another source's came first: again */
 		}
 		if (r < 0) {
-			if (r == -EPIPE || r == -ECONNRESET || r == -EPROTO)
+			free(big);
+			if (r != -ENOMEM && r != -ETIMEDOUT && r != -ECANCELED)
 				c->ended = r;
 			return r == -EPIPE || r == -ECONNRESET ? 0 : r;
 		}
 		/* The type first: a value of another type may be any size. */
-		if (m.fp != c->fp) {
+		if (m.fp != c->fp)
 			bad = -EBADMSG;
-			continue;
-		}
-		if (r != (int)c->vt->size) {
+		else if (r != (int)c->vt->size)
 			bad = -EPROTO;
-			continue;
-		}
-		if (m.version > c->version) {
+		else if (m.version > c->version) {
 			c->version = m.version;
-			memcpy(c->value, c->value_in, c->vt->size);
+			memcpy(c->value, big ? big : c->value_in, c->vt->size);
 		}
+		free(big);
+		big = NULL;
 	}
 	return bad;
 }

@@ -31,6 +31,7 @@
 
 #include <cmesh/waitset.h>
 
+#include <assert.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -181,6 +182,16 @@ static size_t chunk_max(const cmesh_pipe_writer *w)
 		fit = XCHUNK_OOL;
 	return min_size(min_size(fit, CMESH_PIPE_CHUNK), ln->max_trail);
 }
+
+/*
+ * An honest reader's credit holds at least a chunk and a byte (take_credit()
+ * refuses one without): it goes once half a window is read, and a reader
+ * cut mid-chunk credits what it read of that chunk as bytes only, which is
+ * less than a chunk, so under half the byte window only while a chunk is
+ * at most that.
+ */
+static_assert(CMESH_PIPE_CHUNK <= CMESH_PIPE_WINDOW_BYTES / 2,
+	      "a cut chunk's bytes alone never make a credit go");
 
 static int take_credit(cmesh_pipe_writer *w, bool wait, const cmesh_ctx *ctx)
 {

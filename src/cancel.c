@@ -55,6 +55,33 @@ struct cmesh_cancel {
 };
 
 static pthread_mutex_t tree_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t tree_once = PTHREAD_ONCE_INIT;
+
+/*
+ * Held across fork (as the registry's lock, reg.c): a child of a fork
+ * made while another thread held it would wait on it for ever.
+ */
+static void tree_fork_prepare(void)
+{
+	pthread_mutex_lock(&tree_lock);
+}
+
+static void tree_fork_release(void)
+{
+	pthread_mutex_unlock(&tree_lock);
+}
+
+static void tree_init(void)
+{
+	pthread_atfork(tree_fork_prepare, tree_fork_release, tree_fork_release);
+}
+
+/* Takes the tree's lock, the fork handlers registered first. */
+static void tree_lock_take(void)
+{
+	pthread_once(&tree_once, tree_init);
+	pthread_mutex_lock(&tree_lock);
+}
 
 static void node_ref(struct node *n)
 {
@@ -68,7 +95,7 @@ static void node_unref(struct node *n)
 		struct node *parent = n->parent;
 
 		if (parent) {
-			pthread_mutex_lock(&tree_lock);
+			tree_lock_take();
 			*n->pprev_kid = n->next_kid;
 			if (n->next_kid)
 				n->next_kid->pprev_kid = n->pprev_kid;
@@ -143,7 +170,7 @@ static struct node *node_new(struct node *parent, int64_t deadline)
 	n->cancellable = parent->cancellable;
 	node_ref(parent);
 	n->parent = parent;
-	pthread_mutex_lock(&tree_lock);
+	tree_lock_take();
 	if (atomic_load_explicit(&parent->ended, memory_order_relaxed))
 		atomic_store_explicit(&n->ended, 1, memory_order_relaxed);
 	n->next_kid = parent->kids;
@@ -284,7 +311,7 @@ void cmesh_cancel_fire(cmesh_cancel *cancel)
 {
 	if (!cancel)
 		return;
-	pthread_mutex_lock(&tree_lock);
+	tree_lock_take();
 	cancel_locked(cancel->n);
 	pthread_mutex_unlock(&tree_lock);
 }
@@ -322,7 +349,7 @@ void cmesh__ctx_watch(const cmesh_ctx *ctx, struct cmesh__ctx_watcher *w)
 {
 	struct node *n = ctx->n;
 
-	pthread_mutex_lock(&tree_lock);
+	tree_lock_take();
 	w->next = n->watchers;
 	if (w->next)
 		w->next->pprev = &w->next;
@@ -335,7 +362,7 @@ void cmesh__ctx_watch(const cmesh_ctx *ctx, struct cmesh__ctx_watcher *w)
 
 void cmesh__ctx_unwatch(struct cmesh__ctx_watcher *w)
 {
-	pthread_mutex_lock(&tree_lock);
+	tree_lock_take();
 	*w->pprev = w->next;
 	if (w->next)
 		w->next->pprev = w->pprev;
@@ -427,7 +454,7 @@ void cmesh__ctx_node_unref(struct cmesh__ctx_node *cn)
 
 void cmesh__ctx_node_cancel(struct cmesh__ctx_node *cn)
 {
-	pthread_mutex_lock(&tree_lock);
+	tree_lock_take();
 	cancel_locked((struct node *)cn);
 	pthread_mutex_unlock(&tree_lock);
 }

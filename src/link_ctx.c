@@ -114,6 +114,12 @@ static void on_fired(void *arg)
 	struct cmesh__link *l = e->l;
 	bool kick;
 
+	/*
+	 * In a child of fork the link is the parent's: its lock may have
+	 * been held at the fork, and its peer hears only the parent.
+	 */
+	if (l->own_proc != cmesh__proc_id())
+		return;
 	pthread_mutex_lock(&l->ctx_lock);
 	e->fired = true;
 	kick = queue_if_due(l, e);
@@ -140,8 +146,13 @@ int cmesh__link_ctx_export(struct cmesh__link *l, const cmesh_ctx *ctx,
 
 	memset(d, 0, sizeof(*d));
 	d->kind = CMESH_PORT_CTX;
-	/* A clock reading until it is sent: cmesh__ctx_port_wire(). */
-	d->arena_size = dl == CMESH_DEADLINE_NONE ? UINT64_MAX : (uint64_t)dl;
+	/*
+	 * A clock reading until it is sent: cmesh__ctx_port_wire(). A
+	 * negative one (passed: -1 is, locally) is 0, not the none below.
+	 */
+	d->arena_size = dl == CMESH_DEADLINE_NONE ? UINT64_MAX :
+			dl < 0			  ? 0 :
+						    (uint64_t)dl;
 	if (cmesh__ctx_ended(ctx)) {
 		d->flags = CMESH_PORT_F_ENDED;
 		return 0;
@@ -261,6 +272,15 @@ static void import_gone(void *arg)
 	struct ctx_import *im = arg;
 	struct cmesh__link *l = im->l;
 
+	/*
+	 * A child of fork frees its copy only: a CTXDROP from it would make
+	 * the peer forget the parent's context (its CANCEL would never
+	 * come), and the link, its lock and reference are the parent's.
+	 */
+	if (l->own_proc != cmesh__proc_id()) {
+		free(im);
+		return;
+	}
 	pthread_mutex_lock(&l->ctx_lock);
 	if (im->mapped)
 		cmesh__idmap_del(&l->ctx_in, im->id);

@@ -21,6 +21,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 TestSuite(cancel, .init = tu_suite_init, .fini = tu_suite_fini);
@@ -604,4 +606,70 @@ Test(cancel, a_context_in_a_waitset_wakes_it_when_cancelled)
 	cmesh_waitset_free(b.ws);
 	cmesh_sender_free(tx);
 	cmesh_receiver_free(rx);
+}
+
+/* ---- fork ---------------------------------------------------------------- */
+
+static _Atomic bool churn_stop;
+
+/* Makes and frees children of `arg` until told to stop. */
+static void *make_children(void *arg)
+{
+	const cmesh_ctx *root = arg;
+
+	while (!atomic_load(&churn_stop)) {
+		cmesh_ctx *c;
+		cmesh_cancel *k;
+
+		if (!cmesh_ctx_with_cancel(root, &c, &k)) {
+			cmesh_cancel_free(k);
+			cmesh_ctx_free(c);
+		}
+	}
+	return NULL;
+}
+
+/*
+ * A fork while other threads make and free children under the contexts'
+ * lock: the child makes a child context of its own (taking that lock)
+ * and exits, every time (it hung within a few forks while the lock could
+ * be held across one).
+ */
+Test(cancel, a_child_of_fork_takes_the_contexts_lock, .timeout = 60)
+{
+	cmesh_ctx *root;
+	cmesh_cancel *rk;
+	pthread_t t[2];
+	int forks = tu_stress(200, 50);
+
+	TU_ASSERT_RC(cmesh_ctx_with_cancel(NULL, &root, &rk), 0);
+	for (int i = 0; i < 2; i++)
+		cr_assert_eq(pthread_create(&t[i], NULL, make_children, root),
+			     0);
+	for (int i = 0; i < forks; i++) {
+		pid_t p = fork();
+		int st;
+
+		cr_assert_geq(p, 0);
+		if (p == 0) {
+			cmesh_ctx *c;
+			cmesh_cancel *k;
+
+			alarm(5);
+			if (cmesh_ctx_with_cancel(root, &c, &k))
+				_exit(1);
+			cmesh_cancel_fire(k);
+			cmesh_cancel_free(k);
+			cmesh_ctx_free(c);
+			_exit(0);
+		}
+		cr_assert_eq(waitpid(p, &st, 0), p);
+		cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+			  "fork %d: child status %#x (hung: SIGALRM)", i, st);
+	}
+	atomic_store(&churn_stop, true);
+	for (int i = 0; i < 2; i++)
+		cr_assert_eq(pthread_join(t[i], NULL), 0);
+	cmesh_cancel_free(rk);
+	cmesh_ctx_free(root);
 }

@@ -577,3 +577,146 @@ Test(cancel_link, a_context_in_an_unread_message_is_released_across)
 {
 	topo_run(&unread_sc, TOPO_FORK);
 }
+
+/* ---- a passed deadline, and a child of fork ------------------------------ */
+
+/*
+ * The peer: for each of two contexts, reports its check and whether it
+ * says it has no deadline.
+ */
+static int passed_peer(cmesh_sender *tx, cmesh_receiver *rx,
+		       const struct topo_side *s)
+{
+	struct ctxmsg m;
+	struct num n;
+
+	(void)s;
+	for (int i = 0; i < 2; i++) {
+		TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(),
+							   &m, NULL, 0),
+			      0);
+		n.v = cmesh_ctx_check(m.ctx) * 2 +
+		      (cmesh_ctx_deadline(m.ctx) == CMESH_DEADLINE_NONE);
+		TOPO_CHECK_EQ(cmesh_sender_send(tx, &n, NULL, 0), 0);
+		cmesh_ctx_free(m.ctx);
+	}
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	return 0;
+}
+
+static void passed_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			  const struct topo_side *s)
+{
+	cmesh_ctx *root;
+	cmesh_cancel *k;
+	struct num n;
+
+	(void)s;
+	TU_ASSERT_RC(cmesh_ctx_with_cancel(NULL, &root, &k), 0);
+	for (int i = 0; i < 2; i++) {
+		struct ctxmsg m = { 0, NULL };
+
+		/* Deadline -1: passed here (no canceller, then one above). */
+		TU_ASSERT_RC(cmesh_ctx_with_deadline(i ? root : NULL, -1,
+						     &m.ctx),
+			     0);
+		TU_ASSERT_RC(cmesh_ctx_check(m.ctx), -ETIMEDOUT);
+		TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+		TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(),
+							  &n, NULL, 0),
+			     0);
+		cr_assert_eq(n.v, -ETIMEDOUT * 2,
+			     "context %d there: check*2+none %lld", i,
+			     (long long)n.v);
+	}
+	cmesh_cancel_free(k);
+	cmesh_ctx_free(root);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}
+
+static const struct topo_scenario passed_sc = {
+	.down = &ctx_type,
+	.up = &num_type,
+	.driver = passed_driver,
+	.peer = passed_peer,
+};
+
+/* A deadline already passed (-1 too) arrives passed, not as none. */
+Test(cancel_link, a_passed_deadline_arrives_passed)
+{
+	topo_run(&passed_sc, TOPO_FORK);
+}
+
+/*
+ * The peer forks; its child frees the context it inherited (tidying up)
+ * and exits. The peer's own context still hears the sender's cancel: the
+ * child told the sender nothing (a CTXDROP would make it forget the id).
+ */
+static int fork_peer(cmesh_sender *tx, cmesh_receiver *rx,
+		     const struct topo_side *s)
+{
+	struct ctxmsg m;
+	struct num n = { 1 };
+	cmesh_ctx *bounded;
+	pid_t p;
+
+	(void)s;
+	TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(), &m,
+						   NULL, 0),
+		      0);
+	p = fork();
+	TOPO_CHECK(p >= 0);
+	if (p == 0) {
+		cmesh_ctx_free(m.ctx);
+		_exit(0);
+	}
+	TOPO_CHECK_EQ(waitpid(p, NULL, 0), p);
+	tu_sleep_ms(50); /* what the child might have sent, on its way */
+	TOPO_CHECK_EQ(cmesh_sender_send(tx, &n, NULL, 0), 0);
+	TOPO_CHECK_EQ(cmesh_ctx_with_timeout(m.ctx, TU_MS(5000), &bounded), 0);
+	n.v = cmesh_ctx_wait(bounded);
+	TOPO_CHECK_EQ(cmesh_sender_send(tx, &n, NULL, 0), 0);
+	cmesh_ctx_free(bounded);
+	cmesh_ctx_free(m.ctx);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	return 0;
+}
+
+static void fork_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			const struct topo_side *s)
+{
+	struct ctxmsg m = { 0, NULL };
+	cmesh_cancel *k;
+	struct num n;
+
+	(void)s;
+	TU_ASSERT_RC(cmesh_ctx_with_cancel(NULL, &m.ctx, &k), 0);
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &n, NULL,
+						  0),
+		     0);
+	cmesh_cancel_fire(k);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &n, NULL,
+						  0),
+		     0);
+	cr_assert_eq(n.v, -ECANCELED, "the peer's wait after the cancel: %lld",
+		     (long long)n.v);
+	cmesh_cancel_free(k);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}
+
+static const struct topo_scenario fork_sc = {
+	.down = &ctx_type,
+	.up = &num_type,
+	.driver = fork_driver,
+	.peer = fork_peer,
+};
+
+Test(cancel_link, a_child_of_fork_freeing_an_inherited_context_tells_nobody)
+{
+	topo_run(&fork_sc, TOPO_FORK);
+}

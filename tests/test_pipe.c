@@ -610,7 +610,7 @@ Test(pipe, a_malformed_chunk_fails_the_pipe)
 
 /* ---- a reader that moves between processes under a running writer ---- */
 
-#define BOUNCE_TOTAL 2000000u
+#define BOUNCE_TOTAL 1000000u
 
 struct bounce_writer {
 	cmesh_pipe_writer *w;

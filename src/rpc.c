@@ -81,10 +81,14 @@ struct cmesh_rpc {
 	/*
 	 * A call kept with its reply lane (see "Reuse" above): the lane's
 	 * link, the hook that gives the lane back if that link fails while
-	 * the call is kept, and who has the call (KS_*).
+	 * the call is kept, and who has the call (KS_*). The hook is on the
+	 * link only while the call is kept (`hooked`, its thread's): in use,
+	 * the call may lose its lane (the server dropped the reply port),
+	 * and with it the reference that keeps the link alive.
 	 */
 	struct cmesh__link *link;
 	struct cmesh__link_hook hook;
+	bool hooked;
 	_Atomic int kstate;
 	unsigned char inline_buf[INLINE_BUF];
 	/* then the response: one allocation per call */
@@ -222,12 +226,9 @@ static bool keep(cmesh_rpc *c)
 	    (!cmesh__queue_local_oneshot(c->rx->q) &&
 	     cmesh__queue_reply_link(c->rx->q, &link)))
 		return false;
-	/*
-	 * Kept on this link before: its hook is still there unless the
-	 * link's claims ran, and then cmesh__link_unkeepable() says so below.
-	 */
-	if (link && c->link != link) {
-		if (c->link)
+	/* Its lane holds the link here: hooked until it is taken back. */
+	if (link) {
+		if (c->link && c->link != link)
 			return false; /* never: a lane keeps its link */
 		pthread_once(&fork_once, fork_init);
 		/* Given back by its link should the link fail meanwhile. */
@@ -235,6 +236,7 @@ static bool keep(cmesh_rpc *c)
 		c->hook.release = release_kept;
 		if (!cmesh__link_hook_add(link, &c->hook))
 			return false;
+		c->hooked = true;
 		c->link = link;
 	}
 	/* Its exit frees them: else no keeping. */
@@ -293,6 +295,9 @@ static bool rearm(cmesh_rpc *c, struct cmesh__link *link, bool *gone)
 		call_free_shell(c);
 		return false;
 	}
+	/* Ours again: off the link while in use (its lane holds it now). */
+	cmesh__link_hook_del(c->link, &c->hook);
+	c->hooked = false;
 	if (cmesh__queue_rearm_lane(c->rx->q)) {
 		*gone = false;
 		return true;
@@ -354,13 +359,16 @@ int cmesh_rpc_call(cmesh_sender *tx, void *req, const void *trail,
 	void *cur;
 	int r;
 
+	/*
+	 * As cmesh_sender_send(): a request carrying `tx` is not taken, in
+	 * every case (releasing it would free the caller's `tx`).
+	 */
+	if (t && req && cmesh__type_holds(t, req, tx))
+		return -EINVAL;
 	if (!out || !f) {
 		r = -EINVAL;
 		goto out_release;
 	}
-	/* As cmesh_sender_send(): a request carrying `tx` is not taken. */
-	if (cmesh__type_holds(t, req, tx))
-		return -EINVAL;
 	memcpy(&cur, (char *)req + f->offset, sizeof(cur));
 	if (cur || (trail_len && !trail)) {
 		r = -EINVAL;
@@ -568,7 +576,8 @@ static void call_free(cmesh_rpc *c)
 {
 	if (c->kept)
 		cmesh__type_release(c->resp, c->msg);
-	if (c->link) /* before the receiver: it holds the link */
+	/* Before the receiver: kept, its lane holds the link. */
+	if (c->hooked)
 		cmesh__link_hook_del(c->link, &c->hook);
 	cmesh_oneshot_receiver_free(c->rx);
 	call_free_shell(c);
@@ -625,9 +634,15 @@ int cmesh_rpc_complete(cmesh_oneshot_sender *tx, const void *resp,
 	struct reply_hdr h = { REPLY_MAGIC, 0, 0, 0 };
 
 	if (!tx || !resp || (trail_len && !trail)) {
+		/* A response carrying `tx` itself: releasing it frees tx. */
+		bool holds =
+			tx && resp &&
+			cmesh__type_holds(cmesh__queue_type(tx->q), resp, tx);
+
 		if (tx && resp)
 			cmesh__type_release(cmesh__queue_type(tx->q), resp);
-		cmesh_oneshot_sender_free(tx);
+		if (!holds)
+			cmesh_oneshot_sender_free(tx);
 		return -EINVAL;
 	}
 	/*

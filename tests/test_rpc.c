@@ -1478,3 +1478,156 @@ Test(rpc, calls_racing_their_servers_close_all_end)
 	cr_assert_eq(WEXITSTATUS(topo_reap(c.pid, TOPO_WAIT_MS)), 0);
 	close(c.sync);
 }
+
+/* ---- a dropped warm call; requests and responses carrying their ports ---- */
+
+static int add_or_drop_until_closed(cmesh_sender *up, cmesh_receiver *rx,
+				    const struct topo_side *s)
+{
+	struct calc_req q;
+	struct resp out = { 0, -1, 0 };
+
+	while (cmesh_receiver_recv_deadline(rx, topo_deadline(), &q, NULL, 0) ==
+	       0) {
+		if (q.args.op == OP_DROP) {
+			cmesh_oneshot_sender_free(q.reply);
+			continue;
+		}
+		if (q.args.op == OP_DIE) {
+			TOPO_CHECK_EQ(topo_post(s->sync, 'k'), 0);
+			pause();
+		}
+		out.v = q.args.a + q.args.b;
+		TOPO_CHECK_EQ(cmesh_rpc_complete(q.reply, &out, NULL, 0), 0);
+	}
+	cmesh_receiver_free(rx);
+	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'b');
+	cmesh_sender_free(up);
+	return 0;
+}
+
+static const struct topo_scenario drop_sc = {
+	.down = &calc_req_type,
+	.up = &num_type,
+	.peer = add_or_drop_until_closed,
+};
+
+/*
+ * A warm call (its reply lane kept from earlier calls) whose reply port
+ * the server drops: -EPIPE, and the call, freed after the caller's tx and
+ * rx on that link went, touches nothing of the link (it is off the link
+ * while in use); fds and mappings come back.
+ */
+Test(rpc, a_dropped_warm_call_freed_after_its_channel_leaves_nothing)
+{
+	struct topo_res res;
+	struct topo_conn c;
+	struct resp out;
+	cmesh_rpc *p;
+
+	topo_baseline(&res);
+	res.fds++;
+	topo_fork_peer(&drop_sc, TOPO_FORK, &c);
+	add_rounds(c.tx, 8, 1);
+	p = call(c.tx, OP_DROP, 0, 0);
+	TU_ASSERT_RC(cmesh_rpc_wait(p, NULL, &out, NULL, 0), -EPIPE);
+	cmesh_sender_free(c.tx);
+	cmesh_receiver_free(c.rx);
+	tu_sleep_ms(100);
+	cmesh_rpc_free(p);
+	topo_assert_baseline_within(&res, TOPO_WAIT_MS);
+	TU_ASSERT_RC(topo_post(c.sync, 'b'), 0);
+	topo_bye(c.sync);
+	cr_assert_eq(WEXITSTATUS(topo_reap(c.pid, TOPO_WAIT_MS)), 0);
+	close(c.sync);
+}
+
+/* The same, its server killed: the link goes, then the call is freed. */
+Test(rpc, a_dropped_warm_call_freed_after_its_link_leaves_nothing)
+{
+	struct topo_res res;
+	struct topo_conn c;
+	struct resp out;
+	cmesh_rpc *p;
+
+	topo_baseline(&res);
+	topo_fork_peer(&drop_sc, TOPO_FORK, &c);
+	add_rounds(c.tx, 8, 1);
+	p = call(c.tx, OP_DROP, 0, 0);
+	TU_ASSERT_RC(cmesh_rpc_wait(p, NULL, &out, NULL, 0), -EPIPE);
+	kill(c.pid, SIGKILL);
+	topo_reap(c.pid, TOPO_WAIT_MS);
+	cmesh_sender_free(c.tx);
+	cmesh_receiver_free(c.rx);
+	close(c.sync);
+	tu_sleep_ms(300);
+	cmesh_rpc_free(p);
+	topo_assert_baseline_within(&res, TOPO_WAIT_MS);
+}
+
+/* out NULL and a request carrying tx: -EINVAL and nothing taken. */
+Test(rpc, a_request_carrying_tx_with_no_out_takes_nothing)
+{
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct self_req q = { 0 };
+	struct self_req got;
+
+	TU_ASSERT_RC(cmesh_channel_new(&self_req_type, NULL, &tx, &rx), 0);
+	q.args.tx = tx;
+	TU_ASSERT_RC(cmesh_rpc_call(tx, &q, NULL, 0, NULL), -EINVAL);
+	/* tx must still be the caller's and working. */
+	memset(&got, 0, sizeof(got));
+	q.args.tx = NULL;
+	TU_ASSERT_RC(cmesh_sender_send(tx, &q, NULL, 0), 0);
+	TU_ASSERT_RC(cmesh_receiver_recv(rx, &got, NULL, 0), 0);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}
+
+/*
+ * A response carrying its own reply port, with a trail length and no
+ * trail: -EINVAL, the port freed once (the caller sees -EPIPE).
+ */
+Test(rpc, a_bad_response_carrying_its_port_frees_it_once)
+{
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct sr_req q = { .args = { 1 } };
+	struct self_resp out;
+	cmesh_rpc *c;
+
+	TU_ASSERT_RC(cmesh_channel_new(&sr_req_type, NULL, &tx, &rx), 0);
+	TU_ASSERT_RC(cmesh_rpc_call(tx, &q, NULL, 0, &c), 0);
+	memset(&q, 0, sizeof(q));
+	TU_ASSERT_RC(cmesh_receiver_recv(rx, &q, NULL, 0), 0);
+	TU_ASSERT_RC(cmesh_rpc_complete(q.reply,
+					&(struct self_resp){ q.reply, -1, 0 },
+					NULL, 5),
+		     -EINVAL);
+	TU_ASSERT_RC(cmesh_rpc_wait(c, NULL, &out, NULL, 0), -EPIPE);
+	cmesh_rpc_free(c);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}
+
+/* The same, its caller gone first (the port's queue goes with that free). */
+Test(rpc, a_bad_response_carrying_its_port_frees_it_once_caller_gone)
+{
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct sr_req q = { .args = { 1 } };
+	cmesh_rpc *c;
+
+	TU_ASSERT_RC(cmesh_channel_new(&sr_req_type, NULL, &tx, &rx), 0);
+	TU_ASSERT_RC(cmesh_rpc_call(tx, &q, NULL, 0, &c), 0);
+	memset(&q, 0, sizeof(q));
+	TU_ASSERT_RC(cmesh_receiver_recv(rx, &q, NULL, 0), 0);
+	cmesh_rpc_free(c);
+	TU_ASSERT_RC(cmesh_rpc_complete(q.reply,
+					&(struct self_resp){ q.reply, -1, 0 },
+					NULL, 5),
+		     -EINVAL);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}

@@ -81,14 +81,15 @@ struct cmesh_rpc {
 	/*
 	 * A call kept with its reply lane (see "Reuse" above): the lane's
 	 * link, the hook that gives the lane back if that link fails while
-	 * the call is kept, and who has the call (KS_*). The hook is on the
-	 * link only while the call is kept (`hooked`, its thread's): in use,
-	 * the call may lose its lane (the server dropped the reply port),
-	 * and with it the reference that keeps the link alive.
+	 * the call is kept, and who has the call (KS_*). Re-armed, the call
+	 * holds a reference of its own on the link (`held`) until it is kept
+	 * again or freed: in use it may lose its lane (the server dropped the
+	 * reply port), and with it the lane's reference, while its hook is
+	 * still on the link.
 	 */
 	struct cmesh__link *link;
 	struct cmesh__link_hook hook;
-	bool hooked;
+	bool held;
 	_Atomic int kstate;
 	unsigned char inline_buf[INLINE_BUF];
 	/* then the response: one allocation per call */
@@ -226,9 +227,12 @@ static bool keep(cmesh_rpc *c)
 	    (!cmesh__queue_local_oneshot(c->rx->q) &&
 	     cmesh__queue_reply_link(c->rx->q, &link)))
 		return false;
-	/* Its lane holds the link here: hooked until it is taken back. */
-	if (link) {
-		if (c->link && c->link != link)
+	/*
+	 * Kept on this link before: its hook is still there unless the
+	 * link's claims ran, and then cmesh__link_unkeepable() says so below.
+	 */
+	if (link && c->link != link) {
+		if (c->link)
 			return false; /* never: a lane keeps its link */
 		pthread_once(&fork_once, fork_init);
 		/* Given back by its link should the link fail meanwhile. */
@@ -236,7 +240,6 @@ static bool keep(cmesh_rpc *c)
 		c->hook.release = release_kept;
 		if (!cmesh__link_hook_add(link, &c->hook))
 			return false;
-		c->hooked = true;
 		c->link = link;
 	}
 	/* Its exit frees them: else no keeping. */
@@ -256,6 +259,11 @@ static bool keep(cmesh_rpc *c)
 	if (link) {
 		atomic_store_explicit(&c->kstate, KS_KEPT,
 				      memory_order_seq_cst);
+		/* Kept: its lane (a LAST taken, so there) holds the link. */
+		if (c->held) {
+			c->held = false;
+			cmesh__link_put(link);
+		}
 		/*
 		 * Claims that ran before that store (the link failed, or
 		 * only kept calls hold it) missed it: take it back (unless
@@ -295,9 +303,9 @@ static bool rearm(cmesh_rpc *c, struct cmesh__link *link, bool *gone)
 		call_free_shell(c);
 		return false;
 	}
-	/* Ours again: off the link while in use (its lane holds it now). */
-	cmesh__link_hook_del(c->link, &c->hook);
-	c->hooked = false;
+	/* Ours again, in use: held while its lane may go (see `held`). */
+	cmesh__link_get(c->link);
+	c->held = true;
 	if (cmesh__queue_rearm_lane(c->rx->q)) {
 		*gone = false;
 		return true;
@@ -576,10 +584,12 @@ static void call_free(cmesh_rpc *c)
 {
 	if (c->kept)
 		cmesh__type_release(c->resp, c->msg);
-	/* Before the receiver: kept, its lane holds the link. */
-	if (c->hooked)
+	/* Before the receiver: its lane, or `held`, holds the link. */
+	if (c->link)
 		cmesh__link_hook_del(c->link, &c->hook);
 	cmesh_oneshot_receiver_free(c->rx);
+	if (c->held)
+		cmesh__link_put(c->link);
 	call_free_shell(c);
 }
 

@@ -67,6 +67,11 @@ static void unlink_hook(struct cmesh__link *l, struct cmesh__link_hook *h)
 
 void cmesh__link_hook_del(struct cmesh__link *l, struct cmesh__link_hook *h)
 {
+	/*
+	 * The link must be alive (its holder's duty, rpc.c): read once
+	 * outside pthread's code, so that a sanitizer sees a freed one.
+	 */
+	(void)atomic_load_explicit(&l->nhooks, memory_order_relaxed);
 	pthread_mutex_lock(&l->att_lock);
 	if (h->pprev)
 		unlink_hook(l, h);

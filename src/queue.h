@@ -169,6 +169,14 @@ bool cmesh__queue_rearm(struct cmesh__queue *q);
  * anything else) takes the lane back with _rebind().
  */
 int cmesh__queue_reply_link(struct cmesh__queue *q, struct cmesh__link **out);
+
+/*
+ * Receiver (its thread): from now on a lane of `q` that goes leaves its
+ * link reference with `q` until `q` goes (an rpc call kept with its reply
+ * lane hooks that link, rpc.c: the link must outlive the hook, which the
+ * call takes off before it frees its receiver).
+ */
+void cmesh__queue_hold_link(struct cmesh__queue *q);
 bool cmesh__queue_rearm_lane(struct cmesh__queue *q);
 struct cmesh__lane *cmesh__queue_rebind(struct cmesh__queue *q);
 

@@ -152,9 +152,13 @@ static bool parkable(struct cmesh__queue *q, struct cmesh__lane *ln)
 void cmesh__queue_put(struct cmesh__queue *q)
 {
 	struct cmesh__lane *ln, *old, *next_old, *claim;
+	struct cmesh__link *held;
 
 	if (atomic_fetch_sub_explicit(&q->refs, 1, memory_order_acq_rel) != 1)
 		return;
+	/* A gone lane's link reference, kept for an rpc call's hook. */
+	held = q->held_link;
+	q->held_link = NULL;
 	/* Ours alone now: a claim may have moved tx_lane until the last put. */
 	ln = atomic_load_explicit(&q->tx_lane, memory_order_acquire);
 	if (!ln)
@@ -169,6 +173,8 @@ void cmesh__queue_put(struct cmesh__queue *q)
 	/* A reply port whose use ended with its LAST: kept for the next. */
 	if (parkable(q, ln) && cmesh__queue_park(q, ln->serial)) {
 		lane_put(ln);
+		if (held)
+			cmesh__link_put(held);
 		return;
 	}
 	old = q->old_lanes;   /* the lanes it left, sealed */
@@ -190,6 +196,8 @@ void cmesh__queue_put(struct cmesh__queue *q)
 		next_old = old->old_next;
 		lane_put(old);
 	}
+	if (held)
+		cmesh__link_put(held);
 }
 
 void cmesh__queue_sender_get(struct cmesh__queue *q)

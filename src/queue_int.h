@@ -167,6 +167,13 @@ struct cmesh__queue {
 	int xl_err;	   /* a lane's failure: the receiver's, for good */
 	bool primary_done; /* rx_lane saw CLOSE while lanes remain */
 	/*
+	 * A kept rpc call's queue (cmesh__queue_hold_link(), consumer): a
+	 * lane that goes leaves its link reference in held_link, put when
+	 * the queue goes (the call's hook is on that link until then).
+	 */
+	bool hold_link;
+	struct cmesh__link *held_link;
+	/*
 	 * rx_lane holds a sender reference and is listed for claims
 	 * (cmesh__queue_claimable_rx()) until it ends or the receiver goes
 	 * (consumer; set before the receiver is handed out).

@@ -381,7 +381,11 @@ void cmesh__queue_lane_gone(struct cmesh__queue *q, struct cmesh__lane *ln)
 	    atomic_load_explicit(&q->gate_serial, memory_order_acquire))
 		open_local(q);
 	cmesh__link_lane_release(ln);
-	cmesh__link_put(l);
+	/* A kept rpc call's: its queue keeps the reference (hold_link). */
+	if (q->hold_link && !q->held_link)
+		q->held_link = l;
+	else
+		cmesh__link_put(l);
 	/* Its sender reference: the last one closes the sending side. */
 	cmesh__queue_sender_put(q);
 }

@@ -308,6 +308,11 @@ static struct cmesh__lane *reply_lane(struct cmesh__queue *q)
 	return ln->peer_idle ? ln : NULL;
 }
 
+void cmesh__queue_hold_link(struct cmesh__queue *q)
+{
+	q->hold_link = true;
+}
+
 int cmesh__queue_reply_link(struct cmesh__queue *q, struct cmesh__link **out)
 {
 	struct cmesh__lane *ln = reply_lane(q);

@@ -81,15 +81,13 @@ struct cmesh_rpc {
 	/*
 	 * A call kept with its reply lane (see "Reuse" above): the lane's
 	 * link, the hook that gives the lane back if that link fails while
-	 * the call is kept, and who has the call (KS_*). Re-armed, the call
-	 * holds a reference of its own on the link (`held`) until it is kept
-	 * again or freed: in use it may lose its lane (the server dropped the
-	 * reply port), and with it the lane's reference, while its hook is
-	 * still on the link.
+	 * the call is kept, and who has the call (KS_*). In use again, the
+	 * call may lose its lane (the server dropped the reply port) while its
+	 * hook is on the link: its queue then keeps the lane's reference on
+	 * the link until it goes (cmesh__queue_hold_link()).
 	 */
 	struct cmesh__link *link;
 	struct cmesh__link_hook hook;
-	bool held;
 	_Atomic int kstate;
 	unsigned char inline_buf[INLINE_BUF];
 	/* then the response: one allocation per call */
@@ -241,6 +239,7 @@ static bool keep(cmesh_rpc *c)
 		if (!cmesh__link_hook_add(link, &c->hook))
 			return false;
 		c->link = link;
+		cmesh__queue_hold_link(c->rx->q);
 	}
 	/* Its exit frees them: else no keeping. */
 	if (!k->n && !cmesh__tls_at_exit(CMESH__TLS_RPC, keep_exit, k))
@@ -259,11 +258,6 @@ static bool keep(cmesh_rpc *c)
 	if (link) {
 		atomic_store_explicit(&c->kstate, KS_KEPT,
 				      memory_order_seq_cst);
-		/* Kept: its lane (a LAST taken, so there) holds the link. */
-		if (c->held) {
-			c->held = false;
-			cmesh__link_put(link);
-		}
 		/*
 		 * Claims that ran before that store (the link failed, or
 		 * only kept calls hold it) missed it: take it back (unless
@@ -303,9 +297,6 @@ static bool rearm(cmesh_rpc *c, struct cmesh__link *link, bool *gone)
 		call_free_shell(c);
 		return false;
 	}
-	/* Ours again, in use: held while its lane may go (see `held`). */
-	cmesh__link_get(c->link);
-	c->held = true;
 	if (cmesh__queue_rearm_lane(c->rx->q)) {
 		*gone = false;
 		return true;
@@ -584,12 +575,10 @@ static void call_free(cmesh_rpc *c)
 {
 	if (c->kept)
 		cmesh__type_release(c->resp, c->msg);
-	/* Before the receiver: its lane, or `held`, holds the link. */
+	/* Before the receiver: it (its lane, or held_link) holds the link. */
 	if (c->link)
 		cmesh__link_hook_del(c->link, &c->hook);
 	cmesh_oneshot_receiver_free(c->rx);
-	if (c->held)
-		cmesh__link_put(c->link);
 	call_free_shell(c);
 }
 

@@ -1515,9 +1515,9 @@ static const struct topo_scenario drop_sc = {
 /*
  * A warm call (its reply lane kept from earlier calls) whose reply port
  * the server drops: -EPIPE, and the call, freed after the caller's tx and
- * rx on that link went, touches no freed link (in use it holds the link
- * itself: its lane, which did, went with the drop); fds and mappings come
- * back.
+ * rx on that link went, touches no freed link (its queue keeps the link
+ * reference of the lane that went with the drop; cmesh__link_hook_del
+ * reads the link where a sanitizer sees it); fds and mappings come back.
  */
 Test(rpc, a_dropped_warm_call_freed_after_its_channel_leaves_nothing)
 {

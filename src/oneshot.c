@@ -88,18 +88,32 @@ static int got(cmesh_oneshot_receiver *rx, int r)
 	return r;
 }
 
+/*
+ * The value was taken already: -EPIPE at once (its sender may not have
+ * let go yet, so the queue itself does not say closed for a moment).
+ */
+static bool taken(const cmesh_oneshot_receiver *rx)
+{
+	return rx && cmesh__queue_senders_are_done(rx->q);
+}
+
 int cmesh_oneshot_try_recv(cmesh_oneshot_receiver *rx, void *out_msg,
 			   void *out_trail, size_t trail_cap)
 {
-	int r = cmesh__endpoint_recv(rx ? rx->q : NULL, 0, out_msg, out_trail,
-				     trail_cap);
+	int r;
 
+	if (taken(rx))
+		return -EPIPE;
+	r = cmesh__endpoint_recv(rx ? rx->q : NULL, 0, out_msg, out_trail,
+				 trail_cap);
 	return r == -ETIMEDOUT ? -EAGAIN : got(rx, r);
 }
 
 int cmesh_oneshot_recv(cmesh_oneshot_receiver *rx, void *out_msg,
 		       void *out_trail, size_t trail_cap)
 {
+	if (taken(rx))
+		return -EPIPE;
 	return got(rx,
 		   cmesh__endpoint_recv(rx ? rx->q : NULL, CMESH_DEADLINE_NONE,
 					out_msg, out_trail, trail_cap));
@@ -109,6 +123,8 @@ int cmesh_oneshot_recv_deadline(cmesh_oneshot_receiver *rx, int64_t deadline,
 				void *out_msg, void *out_trail,
 				size_t trail_cap)
 {
+	if (taken(rx))
+		return -EPIPE;
 	return got(rx, cmesh__endpoint_recv(rx ? rx->q : NULL, deadline,
 					    out_msg, out_trail, trail_cap));
 }
@@ -116,6 +132,8 @@ int cmesh_oneshot_recv_deadline(cmesh_oneshot_receiver *rx, int64_t deadline,
 int cmesh_oneshot_recv_ctx(cmesh_oneshot_receiver *rx, const cmesh_ctx *ctx,
 			   void *out_msg, void *out_trail, size_t trail_cap)
 {
+	if (taken(rx))
+		return -EPIPE;
 	return got(rx, cmesh__endpoint_recv_ctx(rx ? rx->q : NULL, ctx, out_msg,
 						out_trail, trail_cap));
 }

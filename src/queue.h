@@ -135,6 +135,8 @@ void cmesh__queue_receiver_fail(struct cmesh__queue *q);
  * though some may not have let go yet: the close needs no heavy fence.
  */
 void cmesh__queue_senders_done(struct cmesh__queue *q);
+/* Receiver: senders_done() was said (reset when the queue is re-armed). */
+bool cmesh__queue_senders_are_done(const struct cmesh__queue *q);
 
 /*
  * Frees the queues this thread kept for reuse (queue_reuse.c: destroyed

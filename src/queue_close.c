@@ -259,6 +259,11 @@ void cmesh__queue_senders_done(struct cmesh__queue *q)
 	q->senders_done = true;
 }
 
+bool cmesh__queue_senders_are_done(const struct cmesh__queue *q)
+{
+	return q->senders_done;
+}
+
 void cmesh__queue_receiver_close(struct cmesh__queue *q)
 {
 	/*

@@ -422,6 +422,12 @@ int cmesh_waitset_add_ctx(cmesh_waitset *ws, const cmesh_ctx *ctx, uint64_t key)
 	c->key = key;
 	c->w.fn = cmesh__waitset_on_cancel;
 	c->w.arg = ws;
+	/*
+	 * Watched before it is a member: a remove from another thread may
+	 * free it as soon as it is (an early cancel only signals ws). Not
+	 * under ws->lock: a cancel signals under the contexts' lock.
+	 */
+	cmesh__ctx_watch(c->held, &c->w);
 	pthread_mutex_lock(&ws->lock);
 	for (uint32_t i = 0; i < ws->ncm && !r; i++)
 		if (ws->cm[i]->user == ctx)
@@ -441,12 +447,9 @@ int cmesh_waitset_add_ctx(cmesh_waitset *ws, const cmesh_ctx *ctx, uint64_t key)
 		ws->cm[ws->ncm++] = c;
 	pthread_mutex_unlock(&ws->lock);
 	if (r) {
-		cmesh_ctx_free(c->held);
-		free(c);
+		ctx_member_free(c);
 		return r;
 	}
-	/* Outside ws->lock: a cancel signals under the contexts' lock. */
-	cmesh__ctx_watch(c->held, &c->w);
 	cmesh__waitset_signal(ws); /* a wait in progress looks again */
 	return 0;
 }

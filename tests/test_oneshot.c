@@ -10,6 +10,8 @@
 
 #include <criterion/criterion.h>
 
+#include <pthread.h>
+
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -645,6 +647,52 @@ Test(oneshot, a_new_oneshot_in_reused_memory_starts_empty_and_open)
 			TU_ASSERT_RC(cmesh_oneshot_try_recv(rx, &out, NULL, 0),
 				     -EPIPE);
 		}
+		cmesh_oneshot_receiver_free(rx);
+	}
+}
+
+/* ---- a second receive right after the value ---- */
+
+struct sender_thread {
+	cmesh_oneshot_sender *tx;
+	int r;
+};
+
+static void *send_one(void *arg)
+{
+	struct sender_thread *s = arg;
+
+	s->r = cmesh_oneshot_send(s->tx, &(struct other){ 7 }, NULL, 0);
+	return NULL;
+}
+
+/*
+ * The value taken, a second receive says -EPIPE at once, even while the
+ * sending thread has not let go of its sender yet (it publishes, wakes,
+ * then puts its reference: in that moment the queue itself is not
+ * closed).
+ */
+Test(oneshot, a_second_receive_right_after_the_value_is_epipe)
+{
+	int rounds = (int)tu_stress(5000, 1000);
+
+	for (int i = 0; i < rounds; i++) {
+		struct sender_thread s = { 0 };
+		cmesh_oneshot_receiver *rx;
+		struct other v;
+		pthread_t t;
+		int r;
+
+		TU_ASSERT_RC(cmesh_oneshot_new(&other_type, &s.tx, &rx), 0);
+		cr_assert_eq(pthread_create(&t, NULL, send_one, &s), 0);
+		while ((r = cmesh_oneshot_try_recv(rx, &v, NULL, 0)) == -EAGAIN)
+			;
+		cr_assert_eq(r, 0);
+		r = cmesh_oneshot_try_recv(rx, &v, NULL, 0);
+		cr_assert_eq(r, -EPIPE, "round %d: the second receive said %d",
+			     i, r);
+		cr_assert_eq(pthread_join(t, NULL), 0);
+		cr_assert_eq(s.r, 0);
 		cmesh_oneshot_receiver_free(rx);
 	}
 }

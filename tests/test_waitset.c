@@ -1559,3 +1559,49 @@ Test(waitset, a_cancel_racing_a_wait_on_its_way_to_sleep_ends_it_at_once)
 	cmesh_sender_free(tx);
 	cmesh_receiver_free(rx);
 }
+
+/* ---- one context added and removed by two threads at once ---- */
+
+struct ctx_race {
+	cmesh_waitset *ws;
+	cmesh_ctx *ctx;
+	_Atomic bool stop;
+};
+
+static void *remove_ctx_again(void *arg)
+{
+	struct ctx_race *c = arg;
+
+	while (!atomic_load(&c->stop))
+		(void)cmesh_waitset_remove_ctx(c->ws, c->ctx);
+	return NULL;
+}
+
+/*
+ * Membership may change from any thread at any time (waitset.h): a
+ * context added by one thread while another removes it is either in or
+ * out, never freed half-watched (the add watched it only after it was a
+ * member, so a remove in between unwatched a watcher never set: a
+ * write through NULL).
+ */
+Test(waitset, a_context_added_and_removed_by_two_threads_at_once)
+{
+	struct ctx_race c = { 0 };
+	cmesh_cancel *k;
+	pthread_t t;
+	int r;
+
+	TU_ASSERT_RC(cmesh_waitset_new(&c.ws), 0);
+	TU_ASSERT_RC(cmesh_ctx_with_cancel(NULL, &c.ctx, &k), 0);
+	cr_assert_eq(pthread_create(&t, NULL, remove_ctx_again, &c), 0);
+	for (int i = 0; i < (int)tu_stress(200000, 20000); i++) {
+		r = cmesh_waitset_add_ctx(c.ws, c.ctx, 1);
+		cr_assert(r == 0 || r == -EBUSY, "add: %d", r);
+	}
+	atomic_store(&c.stop, true);
+	cr_assert_eq(pthread_join(t, NULL), 0);
+	(void)cmesh_waitset_remove_ctx(c.ws, c.ctx);
+	cmesh_cancel_free(k);
+	cmesh_ctx_free(c.ctx);
+	cmesh_waitset_free(c.ws);
+}

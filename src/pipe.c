@@ -17,13 +17,15 @@
  * Moving. A writer's port carries its credit in hand; its credit
  * receiver carries what is on the way. A reader's port carries `pend` and
  * `out`; a chunk it had begun is cut: the part read is credited as bytes
- * (no msg), the rest goes first on a new data channel that a forwarder in
- * this process (bridge.c) then feeds from the old one, so the moved
- * reader receives it as a chunk of its own (one msg, the rest's bytes).
+ * (no msg), the rest is the one chunk of a new channel, closed, whose
+ * receiver goes in the port as `rest` (the data receiver goes as it is:
+ * nothing stays behind to feed it). The moved reader reads that chunk
+ * first, as a chunk of its own (one msg, the rest's bytes), then frees
+ * `rest` and goes on with `data`. While `rest` is there it is a member of
+ * every waitset `data` is in (its chunk may still be on its way).
  */
 #include <cmesh/pipe.h>
 
-#include "bridge.h"
 #include "endpoint.h"
 #include "env.h"
 #include "lane.h"
@@ -76,8 +78,9 @@ struct cmesh_pipe_reader {
 	uint64_t out_msgs, out_bytes;	/* received, not credited back */
 	unsigned char *buf;		/* the chunk being read */
 	uint64_t len, off;
-	int err; /* 0, or the end: 1 (EOF) or an error */
-	cmesh_waitset *ws;
+	int err;	      /* 0, or the end: 1 (EOF) or an error */
+	cmesh_receiver *rest; /* a cut chunk's unread part, read first */
+	cmesh_waitset *ws;    /* cmesh_pipe_reader_fd() */
 };
 
 static cmesh_pipe_writer *writer_new(cmesh_sender *data, cmesh_receiver *credit,
@@ -289,7 +292,22 @@ int64_t cmesh_pipe_try_write(cmesh_pipe_writer *w, const void *buf, size_t len)
 	return n;
 }
 
-static int end_fd(cmesh_waitset **ws, cmesh_receiver *rx)
+/* Adds rx and rx2 (if not NULL) to ws under `key`: both, or neither. */
+static int ws_add2(cmesh_waitset *ws, cmesh_receiver *rx, cmesh_receiver *rx2,
+		   uint64_t key)
+{
+	int e = cmesh_waitset_add_receiver(ws, rx, key);
+
+	if (!e && rx2) {
+		e = cmesh_waitset_add_receiver(ws, rx2, key);
+		if (e)
+			cmesh_waitset_remove_receiver(ws, rx);
+	}
+	return e;
+}
+
+/* An end's own waitset over rx (and rx2), made once: its fd. */
+static int end_fd(cmesh_waitset **ws, cmesh_receiver *rx, cmesh_receiver *rx2)
 {
 	int e;
 
@@ -297,7 +315,7 @@ static int end_fd(cmesh_waitset **ws, cmesh_receiver *rx)
 		e = cmesh_waitset_new(ws);
 		if (e)
 			return e;
-		e = cmesh_waitset_add_receiver(*ws, rx, 0);
+		e = ws_add2(*ws, rx, rx2, 0);
 		if (e) {
 			cmesh_waitset_free(*ws);
 			*ws = NULL;
@@ -309,16 +327,18 @@ static int end_fd(cmesh_waitset **ws, cmesh_receiver *rx)
 
 int cmesh_pipe_writer_fd(cmesh_pipe_writer *w)
 {
-	return w ? end_fd(&w->ws, w->credit) : -EINVAL;
+	return w ? end_fd(&w->ws, w->credit, NULL) : -EINVAL;
 }
 
-/* An end's waitset goes first: its receiver leaves it, still alive. */
-static void ws_drop(cmesh_waitset **ws, cmesh_receiver *rx)
+/* An end's waitset goes first: its receivers leave it, still alive. */
+static void ws_drop(cmesh_waitset **ws, cmesh_receiver *rx, cmesh_receiver *rx2)
 {
 	if (!*ws)
 		return;
 	if (rx)
 		cmesh_waitset_remove_receiver(*ws, rx);
+	if (rx2)
+		cmesh_waitset_remove_receiver(*ws, rx2);
 	cmesh_waitset_free(*ws);
 	*ws = NULL;
 }
@@ -327,7 +347,7 @@ void cmesh_pipe_writer_free(cmesh_pipe_writer *w)
 {
 	if (!w)
 		return;
-	ws_drop(&w->ws, w->credit);
+	ws_drop(&w->ws, w->credit, NULL);
 	cmesh_sender_free(w->data);
 	cmesh_receiver_free(w->credit);
 	free(w);
@@ -345,7 +365,7 @@ int cmesh_pipe_writer_to_port(cmesh_pipe_writer *w,
 	port->credit = w->credit;
 	port->msgs = (uint32_t)w->msgs;
 	port->bytes = w->bytes;
-	ws_drop(&w->ws, w->credit);
+	ws_drop(&w->ws, w->credit, NULL);
 	free(w);
 	return 0;
 }
@@ -411,12 +431,24 @@ static void give_credit(cmesh_pipe_reader *r)
 static int next_chunk(cmesh_pipe_reader *r, void *dst, bool wait,
 		      const cmesh_ctx *ctx)
 {
+	cmesh_receiver *src = r->rest ? r->rest : r->data;
 	struct chunk c;
 	int e;
 
-	e = wait ? cmesh_receiver_recv_ctx(r->data, ctx, &c, dst,
+	e = wait ? cmesh_receiver_recv_ctx(src, ctx, &c, dst,
 					   CMESH_PIPE_CHUNK) :
-		   cmesh_receiver_try_recv(r->data, &c, dst, CMESH_PIPE_CHUNK);
+		   cmesh_receiver_try_recv(src, &c, dst, CMESH_PIPE_CHUNK);
+	if (src == r->rest && (e >= 0 || e == -EPIPE)) {
+		/*
+		 * Its one chunk came: it goes, leaving every waitset (a
+		 * peer's second chunk there is never read). Closed without
+		 * one: that part of the stream is missing.
+		 */
+		cmesh_receiver_free(r->rest);
+		r->rest = NULL;
+		if (e == -EPIPE)
+			e = -EPROTO;
+	}
 	if (e == -EAGAIN)
 		return 0;
 	if (e == -EPIPE) {
@@ -516,14 +548,15 @@ int64_t cmesh_pipe_try_read(cmesh_pipe_reader *r, void *buf, size_t cap)
 
 int cmesh_pipe_reader_fd(cmesh_pipe_reader *r)
 {
-	return r ? end_fd(&r->ws, r->data) : -EINVAL;
+	return r ? end_fd(&r->ws, r->data, r->rest) : -EINVAL;
 }
 
 void cmesh_pipe_reader_free(cmesh_pipe_reader *r)
 {
 	if (!r)
 		return;
-	ws_drop(&r->ws, r->data);
+	ws_drop(&r->ws, r->data, r->rest);
+	cmesh_receiver_free(r->rest);
 	cmesh_receiver_free(r->data);
 	cmesh_sender_free(r->credit);
 	free(r->buf);
@@ -533,7 +566,7 @@ void cmesh_pipe_reader_free(cmesh_pipe_reader *r)
 int cmesh_pipe_reader_to_port(cmesh_pipe_reader *r,
 			      cmesh_pipe_reader_port *port)
 {
-	cmesh_receiver *data = NULL;
+	cmesh_receiver *rest = NULL;
 
 	if (!r || !port)
 		return -EINVAL;
@@ -544,33 +577,23 @@ int cmesh_pipe_reader_to_port(cmesh_pipe_reader *r,
 	if (r->err == -EPROTO)
 		return -EPROTO;
 	if (r->off < r->len) {
-		/* A chunk begun: its rest goes first on a new channel. */
+		/*
+		 * A chunk begun: its unread part is the one chunk of a new
+		 * channel, closed (a chunk is taken from `rest` only once
+		 * `rest` is gone: none is pending then).
+		 */
 		struct chunk c = { r->len - r->off };
 		cmesh_sender *tx;
 		int e;
 
-		e = cmesh_channel_new(&cmesh_pipe_data_type, NULL, &tx, &data);
+		assert(!r->rest);
+		e = cmesh_channel_new(&cmesh_pipe_data_type, NULL, &tx, &rest);
 		if (e)
 			return e;
 		e = cmesh_sender_send(tx, &c, r->buf + r->off, c.len);
-		if (!e) {
-			/*
-			 * The forwarder takes r->data into its own waitset:
-			 * out of ours first, back in if it fails (the fd the
-			 * caller got stays good).
-			 */
-			if (r->ws)
-				cmesh_waitset_remove_receiver(r->ws, r->data);
-			e = cmesh__bridge_start(CMESH_FIELD_KIND_RECEIVER,
-						r->data,
-						CMESH_FIELD_KIND_SENDER, tx);
-			if (e && r->ws &&
-			    cmesh_waitset_add_receiver(r->ws, r->data, 0))
-				ws_drop(&r->ws, NULL); /* cannot be watched */
-		}
+		cmesh_sender_free(tx);
 		if (e) {
-			cmesh_sender_free(tx);
-			cmesh_receiver_free(data);
+			cmesh_receiver_free(rest);
 			return e;
 		}
 		/* The part read is credited as bytes; the rest is a chunk. */
@@ -578,17 +601,18 @@ int cmesh_pipe_reader_to_port(cmesh_pipe_reader *r,
 		r->out_bytes -= r->len;
 		r->pend_bytes += r->off;
 		r->out_bytes += r->off;
-		r->data = data;
+		r->rest = rest;
 		r->off = r->len = 0;
 	}
 	memset(port, 0, sizeof(*port));
 	port->data = r->data;
 	port->credit = r->credit;
+	port->rest = r->rest;
 	port->msgs = (uint32_t)r->pend_msgs;
 	port->bytes = r->pend_bytes;
 	port->out_msgs = r->out_msgs;
 	port->out_bytes = r->out_bytes;
-	ws_drop(&r->ws, r->data);
+	ws_drop(&r->ws, r->data, r->rest);
 	free(r->buf);
 	free(r);
 	return 0;
@@ -612,16 +636,20 @@ int cmesh_pipe_reader_from_port(cmesh_pipe_reader_port *port,
 	if (e) {
 		cmesh_receiver_free(port->data);
 		cmesh_sender_free(port->credit);
+		cmesh_receiver_free(port->rest);
 		port->data = NULL;
 		port->credit = NULL;
+		port->rest = NULL;
 		return e;
 	}
 	r->pend_msgs = port->msgs;
 	r->pend_bytes = port->bytes;
 	r->out_msgs = port->out_msgs;
 	r->out_bytes = port->out_bytes;
+	r->rest = port->rest;
 	port->data = NULL;
 	port->credit = NULL;
+	port->rest = NULL;
 	*out = r;
 	return 0;
 }
@@ -629,12 +657,19 @@ int cmesh_pipe_reader_from_port(cmesh_pipe_reader_port *port,
 int cmesh_pipe_reader_waitset_add(cmesh_pipe_reader *r, cmesh_waitset *ws,
 				  uint64_t key)
 {
-	return r ? cmesh_waitset_add_receiver(ws, r->data, key) : -EINVAL;
+	return r ? ws_add2(ws, r->data, r->rest, key) : -EINVAL;
 }
 
 int cmesh_pipe_reader_waitset_remove(cmesh_pipe_reader *r, cmesh_waitset *ws)
 {
-	return r ? cmesh_waitset_remove_receiver(ws, r->data) : -EINVAL;
+	int e;
+
+	if (!r)
+		return -EINVAL;
+	e = cmesh_waitset_remove_receiver(ws, r->data);
+	if (!e && r->rest)
+		cmesh_waitset_remove_receiver(ws, r->rest);
+	return e;
 }
 
 int cmesh_pipe_writer_waitset_add(cmesh_pipe_writer *w, cmesh_waitset *ws,

@@ -1295,6 +1295,37 @@ Test(moves, bridge_refuses_bad_arguments_and_takes_nothing)
 	cmesh_receiver_free(orx);
 }
 
+/*
+ * A bridge's source ends quietly across processes: its only sender went
+ * to P1 (the local tier is done, the lane is all it has), streams and is
+ * freed. Once the lane ends the source has no lane and no sender: the
+ * forwarder must see that as ready (a receive says -EPIPE), end, and
+ * close the destination, after everything.
+ */
+Test(moves, bridge_whose_source_lane_ends_closes_its_destination)
+{
+	cmesh_sender *tx, *ltx;
+	cmesh_receiver *rx, *lrx;
+	struct cmsg m = { .arg = 50 };
+
+	mesh_up(2);
+	for (int k = 0; k < 4; k++) {
+		new_channel(&tx, &rx);
+		new_channel(&ltx, &lrx);
+		/* Bridged before its sender goes (k odd: after). */
+		if (!(k & 1))
+			TU_ASSERT_RC(cmesh_bridge(rx, ltx), 0);
+		m.tx = tx;
+		route_send(&m, OP_STREAM, ROUTE(1));
+		cr_assert_eq(report_from(1), 0);
+		if (k & 1)
+			TU_ASSERT_RC(cmesh_bridge(rx, ltx), 0);
+		cr_assert_eq(drain_fifo(lrx, 1000), 50);
+		cmesh_receiver_free(lrx);
+	}
+	mesh_down(0);
+}
+
 /* A bridge whose receiver is gone lets its senders see closed. */
 Test(moves, bridge_to_a_dropped_receiver_closes_its_source)
 {

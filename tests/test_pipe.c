@@ -252,9 +252,10 @@ struct report {
 CMESH_TYPE_DEFINE_PLAIN(report_type, struct report);
 
 enum {
-	OP_BOTH = 1, /* both ends: write "!", free the writer, read to end */
-	OP_READ_ALL, /* the reader: read to the end, report count and hash */
-	OP_WRITE_ALL /* the writer: write TOTAL bytes, report the hash */
+	OP_BOTH = 1,  /* both ends: write "!", free the writer, read to end */
+	OP_READ_ALL,  /* the reader: read to the end, report count and hash */
+	OP_WRITE_ALL, /* the writer: write TOTAL bytes, report the hash */
+	OP_READ_END   /* the reader: read to the end, report the text */
 };
 
 static int pipe_peer(cmesh_sender *tx, cmesh_receiver *rx,
@@ -281,6 +282,19 @@ static int pipe_peer(cmesh_sender *tx, cmesh_receiver *rx,
 			TOPO_CHECK(w && r);
 			TOPO_CHECK_EQ(cmesh_pipe_write(w, "!", 1, NULL), 1);
 			cmesh_pipe_writer_free(w);
+			while ((n = cmesh_pipe_read(r, rep.text + got,
+						    sizeof(rep.text) - 1 -
+							    (size_t)got,
+						    NULL)) > 0)
+				got += n;
+			rep.n = n < 0 ? n : got;
+			cmesh_pipe_reader_free(r);
+			break;
+		}
+		case OP_READ_END: {
+			int64_t n, got = 0;
+
+			TOPO_CHECK(r && !w);
 			while ((n = cmesh_pipe_read(r, rep.text + got,
 						    sizeof(rep.text) - 1 -
 							    (size_t)got,
@@ -434,6 +448,181 @@ Test(pipe, ends_in_messages_across_processes_with_a_4k_ring)
 {
 	cr_assert_eq(setenv("CMESH_RING_SIZE", "4096", 1), 0);
 	topo_run(&pipe_sc, TOPO_FORK);
+}
+
+/*
+ * A reader cut mid-chunk and sent (to the other thread, or process): the
+ * chunk's unread part goes with it (`rest`), the data receiver moves as
+ * it is, and no forwarder is left behind here, neither at once nor once
+ * the reader read on; what the writer writes later comes after it.
+ */
+static void cut_driver(cmesh_sender *tx, cmesh_receiver *rx,
+		       const struct topo_side *s)
+{
+	struct pmsg m = { .op = OP_READ_END };
+	cmesh_pipe_writer *w;
+	cmesh_pipe_reader *r;
+	struct report rep;
+	char buf[8] = { 0 };
+
+	(void)s;
+	cr_assert_eq(tu_threads_named("cmesh-forward"), 0);
+	TU_ASSERT_RC(cmesh_pipe_new(&w, &r), 0);
+	cr_assert_eq(cmesh_pipe_write(w, "hello world", 11, NULL), 11);
+	cr_assert_eq(cmesh_pipe_read(r, buf, 5, NULL), 5);
+	cr_assert_str_eq(buf, "hello");
+	TU_ASSERT_RC(cmesh_pipe_reader_to_port(r, &m.r), 0);
+	cr_assert_not_null(m.r.rest, "the cut chunk's rest is not in the port");
+	cr_assert_eq(tu_threads_named("cmesh-forward"), 0,
+		     "a forwarder feeds the moved reader");
+	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
+	cr_assert_eq(cmesh_pipe_write(w, " and more", 9, NULL), 9);
+	cmesh_pipe_writer_free(w);
+	rep = get_report(rx);
+	cr_assert_eq(rep.n, 15, "read %lld", (long long)rep.n);
+	cr_assert_str_eq(rep.text, " world and more");
+	cr_assert_eq(tu_threads_named("cmesh-forward"), 0);
+	cmesh_sender_free(tx);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &rep,
+						  NULL, 0),
+		     -EPIPE);
+	cmesh_receiver_free(rx);
+}
+
+static const struct topo_scenario cut_sc = {
+	.down = &pmsg_type,
+	.up = &report_type,
+	.driver = cut_driver,
+	.peer = pipe_peer,
+};
+
+Test(pipe, a_reader_cut_mid_chunk_moves_without_a_forwarder_in_process)
+{
+	topo_run(&cut_sc, TOPO_THREAD);
+}
+
+Test(pipe, a_reader_cut_mid_chunk_moves_without_a_forwarder_across_processes)
+{
+	topo_run(&cut_sc, TOPO_FORK);
+}
+
+/* A port's `rest` channel: made by hand, its chunk sent when we choose. */
+static cmesh_pipe_reader *reader_with_rest(cmesh_sender **data_tx,
+					   cmesh_sender **rest_tx,
+					   cmesh_receiver **credit_rx)
+{
+	cmesh_pipe_reader_port port = { 0 };
+	cmesh_pipe_reader *r;
+
+	TU_ASSERT_RC(cmesh_channel_new(&cmesh_pipe_data_type, NULL, data_tx,
+				       &port.data),
+		     0);
+	TU_ASSERT_RC(cmesh_channel_new(&cmesh_pipe_data_type, NULL, rest_tx,
+				       &port.rest),
+		     0);
+	TU_ASSERT_RC(cmesh_channel_new(&cmesh_pipe_credit_type, NULL,
+				       &port.credit, credit_rx),
+		     0);
+	TU_ASSERT_RC(cmesh_pipe_reader_from_port(&port, &r), 0);
+	cr_assert(!port.data && !port.credit && !port.rest);
+	return r;
+}
+
+static void send_chunk(cmesh_sender *tx, const char *s)
+{
+	struct {
+		uint64_t len;
+	} c = { strlen(s) };
+
+	TU_ASSERT_RC(cmesh_sender_send(tx, &c, s, c.len), 0);
+}
+
+/*
+ * The rest comes first, whenever it comes: the reader's fd (and a
+ * waitset it is in) is readable once it does, though `data` had a chunk
+ * first; then `rest` goes and `data` is read.
+ */
+Test(pipe, a_rest_still_on_its_way_is_read_first_and_wakes_the_fd)
+{
+	cmesh_sender *dtx, *rtx;
+	cmesh_receiver *crx;
+	cmesh_pipe_reader *r = reader_with_rest(&dtx, &rtx, &crx);
+	cmesh_waitset *ws;
+	uint64_t key;
+	char buf[32] = { 0 };
+	struct pollfd p = { .events = POLLIN };
+
+	TU_ASSERT_RC(cmesh_waitset_new(&ws), 0);
+	TU_ASSERT_RC(cmesh_pipe_reader_waitset_add(r, ws, 7), 0);
+	cr_assert_eq(cmesh_pipe_try_read(r, buf, sizeof(buf)), -EAGAIN);
+	cr_assert_eq(cmesh_waitset_try_wait(ws, &key), -EAGAIN);
+	/* data's chunk waits behind the rest that has not come yet. */
+	send_chunk(dtx, "world");
+	cr_assert_eq(cmesh_pipe_try_read(r, buf, sizeof(buf)), -EAGAIN);
+	send_chunk(rtx, "hello ");
+	cr_assert_eq(cmesh_waitset_wait(ws, TU_MS(TOPO_WAIT_MS), &key), 0);
+	cr_assert_eq(key, 7);
+	cr_assert_eq(cmesh_pipe_try_read(r, buf, sizeof(buf)), 11);
+	cr_assert_str_eq(buf, "hello world");
+	/* The rest is gone: only data is a member now. */
+	TU_ASSERT_RC(cmesh_pipe_reader_waitset_remove(r, ws), 0);
+	TU_ASSERT_RC(cmesh_pipe_reader_waitset_remove(r, ws), -ENOENT);
+	cr_assert_eq(cmesh_sender_is_closed(rtx), 1);
+	cmesh_sender_free(rtx);
+
+	/* The same through the reader's own fd. */
+	cmesh_pipe_reader_free(r);
+	cmesh_sender_free(dtx);
+	cmesh_receiver_free(crx);
+	r = reader_with_rest(&dtx, &rtx, &crx);
+	p.fd = cmesh_pipe_reader_fd(r);
+	cr_assert_geq(p.fd, 0);
+	cr_assert_eq(cmesh_pipe_try_read(r, buf, sizeof(buf)), -EAGAIN);
+	cr_assert_eq(poll(&p, 1, 0), 0);
+	send_chunk(rtx, "late");
+	cr_assert_eq(poll(&p, 1, TOPO_WAIT_MS), 1);
+	memset(buf, 0, sizeof(buf));
+	cr_assert_eq(cmesh_pipe_try_read(r, buf, sizeof(buf)), 4);
+	cr_assert_str_eq(buf, "late");
+	cmesh_sender_free(rtx);
+	cmesh_pipe_reader_free(r);
+	cmesh_sender_free(dtx);
+	cmesh_receiver_free(crx);
+	cmesh_waitset_free(ws);
+}
+
+/* A rest that closes without its chunk: that part is missing: -EPROTO. */
+Test(pipe, a_rest_closed_without_its_chunk_fails_the_reader)
+{
+	cmesh_sender *dtx, *rtx;
+	cmesh_receiver *crx;
+	cmesh_pipe_reader *r = reader_with_rest(&dtx, &rtx, &crx);
+	char buf[8];
+
+	send_chunk(dtx, "after");
+	cmesh_sender_free(rtx);
+	cr_assert_eq(cmesh_pipe_read(r, buf, sizeof(buf), NULL), -EPROTO);
+	cr_assert_eq(cmesh_pipe_try_read(r, buf, sizeof(buf)), -EPROTO);
+	cmesh_pipe_reader_free(r);
+	cmesh_sender_free(dtx);
+	cmesh_receiver_free(crx);
+}
+
+/* A port refused by from_port: its rest is freed with the rest of it. */
+Test(pipe, a_refused_reader_port_frees_its_rest)
+{
+	cmesh_pipe_reader_port port = { 0 };
+	cmesh_pipe_reader *r;
+	cmesh_sender *rtx;
+
+	TU_ASSERT_RC(cmesh_channel_new(&cmesh_pipe_data_type, NULL, &rtx,
+				       &port.rest),
+		     0);
+	/* No data receiver: -EINVAL, everything in it freed. */
+	TU_ASSERT_RC(cmesh_pipe_reader_from_port(&port, &r), -EINVAL);
+	cr_assert_null(port.rest);
+	cr_assert_eq(cmesh_sender_is_closed(rtx), 1);
+	cmesh_sender_free(rtx);
 }
 
 /* The writer's process dies: the reader gets its bytes, then the death. */
@@ -742,10 +931,9 @@ static const struct topo_scenario bounce_sc = {
 
 /*
  * A reader handed back and forth between two processes, a few reads of
- * random sizes on each side (so most moves cut a chunk and leave a
- * forwarder), while a thread writes and then frees the writer: every
- * byte arrives once, in order, and then EOF (the end of a forwarder's
- * receiver that had lanes and has none left is a readiness too).
+ * random sizes on each side (so most moves cut a chunk: its rest goes in
+ * the port), while a thread writes and then frees the writer: every byte
+ * arrives once, in order, and then EOF.
  */
 Test(pipe, a_reader_bounced_between_processes_mid_stream_sees_eof)
 {

@@ -62,7 +62,11 @@ typedef struct cmesh_pipe_writer_port {
 	uint64_t bytes; /* credit in hand: bytes */
 } cmesh_pipe_writer_port;
 
-/* A reader in a message: its endpoints and its window accounting. */
+/*
+ * A reader in a message: its endpoints and its window accounting. `rest`,
+ * when not NULL, is a closed channel of one chunk, read before `data`:
+ * the unread part of a chunk the reader had begun when it was sent.
+ */
 typedef struct cmesh_pipe_reader_port {
 	cmesh_receiver *data;
 	cmesh_sender *credit;
@@ -70,6 +74,7 @@ typedef struct cmesh_pipe_reader_port {
 	uint32_t pad;
 	uint64_t bytes;		      /* bytes read, credit not yet returned */
 	uint64_t out_msgs, out_bytes; /* the writer's outstanding window */
+	cmesh_receiver *rest;	      /* NULL, or a cut chunk's unread part */
 } cmesh_pipe_reader_port;
 
 #define CMESH_FIELD_PIPE_WRITER(st, member)                                    \
@@ -78,7 +83,8 @@ typedef struct cmesh_pipe_reader_port {
 				     cmesh_pipe_credit_type)
 #define CMESH_FIELD_PIPE_READER(st, member)                                    \
 	CMESH_FIELD_RECEIVER(st, member.data, cmesh_pipe_data_type),           \
-		CMESH_FIELD_SENDER(st, member.credit, cmesh_pipe_credit_type)
+		CMESH_FIELD_SENDER(st, member.credit, cmesh_pipe_credit_type), \
+		CMESH_FIELD_RECEIVER(st, member.rest, cmesh_pipe_data_type)
 
 /**
  * A new pipe: both ends returned owned. Any thread; never blocks. 0,
@@ -183,8 +189,8 @@ CMESH_API void cmesh_pipe_reader_free(cmesh_pipe_reader *r);
  * nothing taken; from_port: an empty port or one claiming more than the
  * window, its endpoints freed), -ENOMEM (the end is then kept / the
  * port's endpoints freed); reader_to_port, for a chunk begun, also
- * cmesh_channel_new()'s, a send's or cmesh_bridge()'s errors (-EAGAIN),
- * the end kept; to_port of an end that failed with -EPROTO (a malformed
+ * cmesh_channel_new()'s or a send's errors, the end kept (the chunk's
+ * unread part goes in the port's `rest`: no forwarder stays behind); to_port of an end that failed with -EPROTO (a malformed
  * chunk or credit from the other end): -EPROTO, the end kept (a reader
  * would go on past what is missing).
  */

@@ -68,6 +68,13 @@ void tu_fd_dump(const char *label);
 int tu_map_count(void);
 
 /*
+ * Threads of this process named `name` (/proc/self/task/<tid>/comm, e.g.
+ * "cmesh-forward"), or -1 if the task list cannot be read. No Criterion
+ * asserts: peers may call it.
+ */
+int tu_threads_named(const char *name);
+
+/*
  * A "Name:  N kB" line of /proc/self/status (e.g. "VmRSS", "RssShmem"), in
  * KiB, or -1 if there is none. No Criterion asserts: peers may call it.
  */

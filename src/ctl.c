@@ -72,8 +72,8 @@ int cmesh__ctl_socketpair(int out[2])
 	return 0;
 }
 
-int cmesh__ctl_send(int sock, const void *buf, size_t len, const int *fds,
-		    uint32_t nfds)
+static int ctl_send(int sock, const void *buf, size_t len, const int *fds,
+		    uint32_t nfds, int flags)
 {
 	union cmsg_buf cb;
 	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
@@ -100,15 +100,15 @@ int cmesh__ctl_send(int sock, const void *buf, size_t len, const int *fds,
 		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
 	}
 	do {
-		n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+		n = sendmsg(sock, &msg, MSG_NOSIGNAL | flags);
 	} while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
 	return (size_t)n == len ? 0 : -EIO; /* SEQPACKET: all or nothing */
 }
 
-int cmesh__ctl_recv(int sock, void *buf, size_t cap, int *fds, uint32_t fd_cap,
-		    uint32_t *out_nfds)
+static int ctl_recv(int sock, void *buf, size_t cap, int *fds, uint32_t fd_cap,
+		    uint32_t *out_nfds, int flags)
 {
 	union cmsg_buf cb;
 	struct iovec iov = { .iov_base = buf,
@@ -130,7 +130,7 @@ int cmesh__ctl_recv(int sock, void *buf, size_t cap, int *fds, uint32_t fd_cap,
 		msg.msg_controllen = CMSG_SPACE(sizeof(int) * fd_cap);
 	}
 	do {
-		n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+		n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | flags);
 	} while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
@@ -165,6 +165,30 @@ int cmesh__ctl_recv(int sock, void *buf, size_t cap, int *fds, uint32_t fd_cap,
 		return -EPIPE; /* end of file: messages are never empty */
 	*out_nfds = got;
 	return (int)n;
+}
+
+int cmesh__ctl_send(int sock, const void *buf, size_t len, const int *fds,
+		    uint32_t nfds)
+{
+	return ctl_send(sock, buf, len, fds, nfds, 0);
+}
+
+int cmesh__ctl_send_nb(int sock, const void *buf, size_t len, const int *fds,
+		       uint32_t nfds)
+{
+	return ctl_send(sock, buf, len, fds, nfds, MSG_DONTWAIT);
+}
+
+int cmesh__ctl_recv(int sock, void *buf, size_t cap, int *fds, uint32_t fd_cap,
+		    uint32_t *out_nfds)
+{
+	return ctl_recv(sock, buf, cap, fds, fd_cap, out_nfds, 0);
+}
+
+int cmesh__ctl_recv_nb(int sock, void *buf, size_t cap, int *fds,
+		       uint32_t fd_cap, uint32_t *out_nfds)
+{
+	return ctl_recv(sock, buf, cap, fds, fd_cap, out_nfds, MSG_DONTWAIT);
 }
 
 int cmesh__ctl_peer_uid(int sock, uid_t *out)

@@ -59,6 +59,17 @@ int cmesh__ctl_recv(int sock, void *buf, size_t cap, int *fds, uint32_t fd_cap,
 		    uint32_t *out_nfds);
 
 /*
+ * As cmesh__ctl_send() and cmesh__ctl_recv(), but never blocking, whatever
+ * the socket's O_NONBLOCK (MSG_DONTWAIT): -EAGAIN instead. For a link's
+ * socket, whose file description a peer may share (it made the pair: a
+ * supervisor, an introducer) and make blocking.
+ */
+int cmesh__ctl_send_nb(int sock, const void *buf, size_t len, const int *fds,
+		       uint32_t nfds);
+int cmesh__ctl_recv_nb(int sock, void *buf, size_t cap, int *fds,
+		       uint32_t fd_cap, uint32_t *out_nfds);
+
+/*
  * The uid of the process that created the peer socket (SO_PEERCRED), in
  * *out. Returns 0, -EINVAL (sock < 0, NULL out), or a kernel error
  * (-ENOTSOCK, ...).

@@ -99,7 +99,7 @@ int cmesh__link_send_attach(struct cmesh__lane *ln, const int *fds,
 		memcpy(buf + sizeof(m) + i * sizeof(struct cmesh_ctl_port), &d,
 		       sizeof(d));
 	}
-	r = cmesh__ctl_send(l->sock, buf, len, fds, nfds);
+	r = cmesh__ctl_send_nb(l->sock, buf, len, fds, nfds);
 	switch (r) {
 	case 0:
 		ln->att_next_out = m.seq;

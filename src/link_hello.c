@@ -105,7 +105,7 @@ static int send_hello(struct cmesh__link *l, const struct cmesh_ctl_hello *h,
 
 	if (fl < 0 || fcntl(l->sock, F_SETFL, fl | O_NONBLOCK))
 		return -errno;
-	while ((r = cmesh__ctl_send(l->sock, h, sizeof(*h), fds, 2)) ==
+	while ((r = cmesh__ctl_send_nb(l->sock, h, sizeof(*h), fds, 2)) ==
 	       -EAGAIN) {
 		r = wait_sock(l->sock, POLLOUT, deadline, cancel_fd);
 		if (r)
@@ -121,10 +121,14 @@ static int recv_hello(struct cmesh__link *l, int64_t deadline, int cancel_fd,
 	uint32_t nfds = 0;
 	int n;
 
-	n = wait_sock(l->sock, POLLIN, deadline, cancel_fd);
-	if (n)
-		return n;
-	n = cmesh__ctl_recv(l->sock, buf, sizeof(buf), fds, 2, &nfds);
+	/* Never blocking: a peer sharing the description may take it. */
+	do {
+		n = wait_sock(l->sock, POLLIN, deadline, cancel_fd);
+		if (n)
+			return n;
+		n = cmesh__ctl_recv_nb(l->sock, buf, sizeof(buf), fds, 2,
+				       &nfds);
+	} while (n == -EAGAIN);
 	if (n < 0)
 		return n == -EPIPE ? -ECONNRESET : n;
 	memcpy(h, buf, sizeof(*h) < (size_t)n ? sizeof(*h) : (size_t)n);

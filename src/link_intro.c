@@ -147,7 +147,7 @@ void cmesh__link_introduce(struct cmesh__link *dest, uint64_t proc)
 	cmesh__ctl_hdr_fill(&m.hdr, CMESH_CTL_INTRO, sizeof(m));
 	m.proc = proc;
 	/* Straight on the socket: before the ATTACH that follows. */
-	r = cmesh__ctl_send(dest->sock, &m, sizeof(m), &sv[1], 1);
+	r = cmesh__ctl_send_nb(dest->sock, &m, sizeof(m), &sv[1], 1);
 	close(sv[1]);
 	if (r) {
 		/* Full (no introduction then) or broken (the thread sees it). */

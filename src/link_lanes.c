@@ -132,7 +132,7 @@ int cmesh__lanes_ctl_flush_locked(struct cmesh__link *l)
 	int err = 0;
 
 	while ((p = l->ctl_head)) {
-		int r = cmesh__ctl_send(l->sock, p->buf, p->len, &p->fd,
+		int r = cmesh__ctl_send_nb(l->sock, p->buf, p->len, &p->fd,
 					p->fd >= 0 ? 1 : 0);
 
 		if (r == -EAGAIN || r == -ENOBUFS)
@@ -197,7 +197,7 @@ int cmesh__lanes_space_send(struct cmesh__link *l)
 		return 0;
 	cmesh__ctl_hdr_fill(&h, CMESH_CTL_SPACE, sizeof(h));
 	/* No order to keep: past what waits in ctl_head, no allocation. */
-	r = cmesh__ctl_send(l->sock, &h, sizeof(h), NULL, 0);
+	r = cmesh__ctl_send_nb(l->sock, &h, sizeof(h), NULL, 0);
 	/* Any other error: the link thread sees the socket's end itself. */
 	return r == -EAGAIN || r == -ENOBUFS ? -EAGAIN : 0;
 }

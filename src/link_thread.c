@@ -101,7 +101,7 @@ static void on_sock(void *arg, int fd, uint32_t revents)
 			throttle(l, true);
 			break;
 		}
-		n = cmesh__ctl_recv(fd, buf, sizeof(buf), fds,
+		n = cmesh__ctl_recv_nb(fd, buf, sizeof(buf), fds,
 				    CMESH__CTL_MAX_FDS, &nfds);
 
 		if (n == -EAGAIN)

@@ -215,6 +215,23 @@ static int64_t pend_expire(cmesh_listener *l, int64_t now)
 	return next;
 }
 
+/*
+ * Whether pending connection `s` that polled readable has said something
+ * (1), hung up without a word (0: nothing to join, it holds no accept
+ * up), or has nothing yet (-1).
+ */
+static int pend_spoke(int s)
+{
+	char c;
+	ssize_t n = recv(s, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+
+	if (n > 0)
+		return 1;
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return -1;
+	return 0;
+}
+
 static int ms_until(int64_t when, int64_t now)
 {
 	if (when == CMESH_DEADLINE_NONE)
@@ -280,16 +297,23 @@ static int accept_wait(cmesh_listener *l, int64_t deadline, int64_t limit,
 			int s;
 
 			if (ev[i].data.fd != l->sock) {
-				/* Its HELLO is there (or it hung up). */
-				for (uint32_t k = 0; k < l->npend; k++)
-					if (l->pend[k].sock == ev[i].data.fd) {
-						s = l->pend[k].sock;
-						pend_drop(l, k, false);
-						return cmesh__node_join(
-							s, out_type, in_type,
-							opts, 0, true, out_node,
-							out_tx, out_rx);
-					}
+				/* Its HELLO is there, or it hung up unheard. */
+				for (uint32_t k = 0; k < l->npend; k++) {
+					int spoke;
+
+					if (l->pend[k].sock != ev[i].data.fd)
+						continue;
+					s = l->pend[k].sock;
+					spoke = pend_spoke(s);
+					if (spoke < 0)
+						break; /* nothing yet */
+					pend_drop(l, k, !spoke);
+					if (!spoke)
+						break;
+					return cmesh__node_join(
+						s, out_type, in_type, opts, 0,
+						true, out_node, out_tx, out_rx);
+				}
 				continue;
 			}
 			s = accept4(l->sock, NULL, NULL, SOCK_CLOEXEC);

@@ -2785,6 +2785,74 @@ Test(node, listener_is_not_held_up_by_clients_that_never_speak)
 	topo_assert_baseline(&res);
 }
 
+/*
+ * "A peer that connects and does not begin its handshake holds nothing
+ * up": one that connects and closes at once (a probe, a client killed)
+ * should not make the accept fail while a real client waits to join.
+ */
+Test(node, a_client_that_hangs_up_unheard_does_not_fail_the_accept)
+{
+	cmesh_node_opts o = CMESH_NODE_OPTS_INIT;
+	struct tmp_sock t;
+	const char *path = t.path;
+	cmesh_listener *l;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	int s, sy[2], r;
+	pid_t pid;
+
+	tmp_sock(&t);
+	TU_ASSERT_RC(cmesh_listen(path, NULL, &l), 0);
+	/* The probe: connects, and is gone before the accept. */
+	s = silent_client(path);
+	/* A real client, which joins and waits to be told to go. */
+	topo_sync_pair(sy);
+	pid = topo_fork();
+	if (pid == 0) {
+		close(cmesh_listener_fd(l));
+		close(sy[0]);
+		close(s);
+		o.timeout_ns = TU_MS(5000);
+		r = cmesh_connect(path, &seq_type, &seq_type, &o, &node, &tx,
+				  &rx);
+		if (r == 0) {
+			topo_wait(sy[1], TOPO_WAIT_MS);
+			cmesh_sender_free(tx);
+			cmesh_receiver_free(rx);
+			cmesh_node_free(node);
+		}
+		topo_child_exit(r);
+	}
+	close(sy[1]);
+	close(s);
+	o.timeout_ns = TU_MS(5000);
+	r = cmesh_listener_accept(l, topo_deadline(), &seq_type, &seq_type, &o,
+				  &node, &tx, &rx);
+	if (r == 0) {
+		topo_post(sy[0], 'x');
+		cmesh_sender_free(tx);
+		cmesh_receiver_free(rx);
+		cmesh_node_free(node);
+	} else {
+		/* The next accept does join the waiting client. */
+		TU_ASSERT_RC(cmesh_listener_accept(l, topo_deadline(),
+						   &seq_type, &seq_type, &o,
+						   &node, &tx, &rx),
+			     0);
+		topo_post(sy[0], 'x');
+		cmesh_sender_free(tx);
+		cmesh_receiver_free(rx);
+		cmesh_node_free(node);
+	}
+	topo_assert_exit_0(pid, TOPO_WAIT_MS);
+	close(sy[0]);
+	cmesh_listener_free(l);
+	tmp_sock_done(&t);
+	cr_assert_eq(r, 0, "the first accept returned %d (%s)", r,
+		     cmesh_strerror(r));
+}
+
 Test(node, listener_with_no_handshake_limit_still_accepts)
 {
 	cmesh_node_opts o = CMESH_NODE_OPTS_INIT;

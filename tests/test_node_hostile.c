@@ -3296,3 +3296,91 @@ Test(node_hostile, an_introduced_peer_under_another_name_is_refused)
 	cr_assert(r == ECONNRESET || r == EPROTO, "its join: -%llu",
 		  (unsigned long long)r);
 }
+
+/* ---- a peer that shares our end's file description ---------------------- */
+
+/*
+ * Child: a cmesh peer over sv[1] that also holds sv[0], the parent's end
+ * (a supervisor's socketpair; an introducer keeps both ends of what it
+ * hands over). Told 'g', it clears O_NONBLOCK on the description it
+ * shares with the parent, sends a SPACE (a valid control message), forks
+ * a grandchild that keeps both ends open, says 'd' with the grandchild's
+ * pid and exits without a word on the socket.
+ */
+static int blocking_peer(int ours, int theirs, int sync)
+{
+	cmesh_node_opts o = CMESH_NODE_OPTS_INIT;
+	struct cmesh_ctl_hdr h = { CMESH_PROTO_MAGIC, CMESH_PROTO_VERSION,
+				   CMESH_CTL_SPACE, sizeof(h), 0 };
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	pid_t g;
+	int fl;
+
+	o.timeout_ns = TU_MS(5000);
+	TOPO_CHECK_EQ(cmesh_node_join_socket(ours, &seq_type, &seq_type, &o,
+					     &node, &tx, &rx),
+		      0);
+	TOPO_CHECK_EQ(topo_wait(sync, TOPO_WAIT_MS), 'g');
+	fl = fcntl(theirs, F_GETFL);
+	TOPO_CHECK(fl >= 0 && (fl & O_NONBLOCK));
+	TOPO_CHECK_EQ(fcntl(theirs, F_SETFL, fl & ~O_NONBLOCK), 0);
+	TOPO_CHECK_EQ(cmesh__ctl_send(ours, &h, sizeof(h), NULL, 0), 0);
+	g = fork();
+	TOPO_CHECK(g >= 0);
+	if (g == 0) {
+		tu_sleep_ms(8000);
+		_exit(0);
+	}
+	TOPO_CHECK_EQ(write(sync, &g, sizeof(g)), (ssize_t)sizeof(g));
+	_exit(0);
+}
+
+/*
+ * The link knows its peer's pid (peer_pid) and reports its death while
+ * the socket lives on elsewhere (node.h). A peer that shares our end's
+ * description must not wedge the link thread in a blocking recvmsg(): it
+ * would then never see the pidfd (nor a close: cmesh_node_close() would
+ * wait in pthread_join() for good).
+ */
+Test(node_hostile, a_peer_that_makes_our_socket_blocking_cannot_wedge_the_link)
+{
+	cmesh_node_opts o = CMESH_NODE_OPTS_INIT;
+	struct seqmsg m;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	int sv[2], sy[2], r;
+	pid_t pid, g = -1;
+
+	TU_ASSERT_RC(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv),
+		     0);
+	topo_sync_pair(sy);
+	pid = topo_fork();
+	if (pid == 0) {
+		close(sy[0]);
+		topo_child_exit(blocking_peer(sv[1], sv[0], sy[1]));
+	}
+	close(sv[1]);
+	close(sy[1]);
+	o.timeout_ns = TU_MS(5000);
+	o.peer_pid = pid;
+	TU_ASSERT_RC(cmesh_node_join_socket(sv[0], &seq_type, &seq_type, &o,
+					    &node, &tx, &rx),
+		     0);
+	TU_ASSERT_RC(topo_post(sy[0], 'g'), 0);
+	cr_assert_eq(read(sy[0], &g, sizeof(g)), (ssize_t)sizeof(g));
+	topo_assert_exit_0(pid, TOPO_WAIT_MS);
+	/* The peer is gone: its pidfd says so, long before 3 s. */
+	r = cmesh_receiver_recv_deadline(rx, cmesh_deadline_after(TU_MS(3000)),
+					 &m, NULL, 0);
+	kill(g, SIGKILL); /* its ends close: a wedged thread wakes up */
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	cmesh_node_free(node);
+	close(sy[0]);
+	cr_assert_eq(r, -ECONNRESET,
+		     "recv after the peer's death returned %d (%s)", r,
+		     cmesh_strerror(r));
+}

@@ -296,7 +296,7 @@ CMESH_API int cmesh_listen(const char *path, const cmesh_listen_opts *opts,
  * begin its handshake holds nothing up: connections wait (up to 64, the
  * oldest closed first; each at most the handshake limit, opts'
  * timeout_ns) until their peer speaks, and the first that does is the one
- * joined. Blocks until a peer joins, `deadline`, or opts' context ends.
+ * joined; one that hangs up without a word is closed and forgotten. Blocks until a peer joins, `deadline`, or opts' context ends.
  * Errors: also those of cmesh_node_join_socket(), -ETIMEDOUT, -EINVAL
  * (NULL l). Borrows `l`; one thread at a time per listener.
  */

@@ -133,7 +133,7 @@ int cmesh__lanes_ctl_flush_locked(struct cmesh__link *l)
 
 	while ((p = l->ctl_head)) {
 		int r = cmesh__ctl_send_nb(l->sock, p->buf, p->len, &p->fd,
-					p->fd >= 0 ? 1 : 0);
+					   p->fd >= 0 ? 1 : 0);
 
 		if (r == -EAGAIN || r == -ENOBUFS)
 			break;

@@ -102,7 +102,7 @@ static void on_sock(void *arg, int fd, uint32_t revents)
 			break;
 		}
 		n = cmesh__ctl_recv_nb(fd, buf, sizeof(buf), fds,
-				    CMESH__CTL_MAX_FDS, &nfds);
+				       CMESH__CTL_MAX_FDS, &nfds);
 
 		if (n == -EAGAIN)
 			break;

@@ -221,11 +221,15 @@ static bool pump(struct fwd *f)
 					 f->trail_cap);
 		if (r == -ETIMEDOUT || r == -EAGAIN)
 			break;
-		if (r == -EMSGSIZE && grown++ < 8) {
+		if (r == -EMSGSIZE) {
 			/* A larger one came after the peek: nothing was
-			 * taken; look again (the buffer grows). */
-			i--;
-			continue;
+			 * taken; look again (the buffer grows). Nothing is
+			 * lost past 8 looks either: the next serve looks. */
+			if (grown++ < 8) {
+				i--;
+				continue;
+			}
+			break;
 		}
 		if (r == -EPIPE) {
 			end(f, false, false, "its senders are gone");
@@ -236,7 +240,7 @@ static bool pump(struct fwd *f)
 			return true;
 		}
 		if (r < 0) {
-			/* Not delivered here (-ENOMEM, -EMSGSIZE): lost. */
+			/* Not delivered here (-ENOMEM): lost. */
 			cmesh__log(CMESH__LOG_ERROR,
 				   "forwarder of %s: a message could not be "
 				   "taken (%d): both sides fail",

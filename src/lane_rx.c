@@ -289,6 +289,9 @@ static int deliver(struct cmesh__lane *ln, void *out_msg, void *out_trail,
 	    (inl ? (nfds || !nports || (h.flags & CMESH_REC_F_ATTACH)) :
 		   !(nfds + nports) != !(h.flags & CMESH_REC_F_ATTACH)))
 		return proto_error(ln);
+	/* Its attachment not here yet: nothing to take (as the peek says). */
+	if ((h.flags & CMESH_REC_F_ATTACH) && !cmesh__link_attach_here(ln))
+		return -EAGAIN;
 	if (h.trail_len > cap)
 		return -EMSGSIZE;
 	if (!pin)
@@ -591,7 +594,16 @@ int cmesh__lane_peek(struct cmesh__lane *ln)
 	if ((uint32_t)ln->pending < sizeof(h))
 		return proto_error(ln);
 	memcpy(&h, ln->buf, sizeof(h));
-	return h.trail_len > ln->max_trail ? proto_error(ln) : (int)h.trail_len;
+	if (h.trail_len > ln->max_trail)
+		return proto_error(ln);
+	/*
+	 * As deliver(): its attachment not here yet, a receive takes
+	 * nothing from this lane and goes on to the next source, so the
+	 * peek does too (a forwarder sizes its buffer by the peek).
+	 */
+	if ((h.flags & CMESH_REC_F_ATTACH) && !cmesh__link_attach_here(ln))
+		return -EAGAIN;
+	return (int)h.trail_len;
 }
 
 /* After a MARK (HINTS) taken: anything behind it? Empty: as fetch()'s. */
@@ -645,6 +657,5 @@ bool cmesh__lane_ready(struct cmesh__lane *ln)
 	    (uint32_t)ln->pending < sizeof(h))
 		return true; /* deliver_plain() or deliver() has something */
 	memcpy(&h, ln->buf, sizeof(h));
-	return !(h.flags & CMESH_REC_F_ATTACH) ||
-	       cmesh__link_attach_ready(ln, h.attach_seq);
+	return !(h.flags & CMESH_REC_F_ATTACH) || cmesh__link_attach_here(ln);
 }

@@ -134,8 +134,12 @@ int cmesh__link_send_attach(struct cmesh__lane *ln, const int *fds,
 			    uint32_t nfds, const struct cmesh__port_out *ports,
 			    uint32_t nports, uint64_t *out_seq);
 
-/* In lane: true when ATTACH number `seq` is next (or the link failed). */
-bool cmesh__link_attach_ready(struct cmesh__lane *ln, uint64_t seq);
+/*
+ * In lane: true when an ATTACH is here for the record at the head (or the
+ * link failed). Not its number: the take checks it (another one there is
+ * -EPROTO, which the receive must get to say).
+ */
+bool cmesh__link_attach_here(struct cmesh__lane *ln);
 
 /*
  * In lane: takes ATTACH number `seq` with its `nports` port descriptors

@@ -137,13 +137,13 @@ static bool failed_and_read(struct cmesh__link *l)
 		     atomic_load_explicit(&l->sock_read, memory_order_acquire));
 }
 
-bool cmesh__link_attach_ready(struct cmesh__lane *ln, uint64_t seq)
+bool cmesh__link_attach_here(struct cmesh__lane *ln)
 {
 	struct cmesh__link *l = ln->link;
 	bool ready;
 
 	pthread_mutex_lock(&l->att_lock);
-	ready = ln->att_head && ln->att_head->seq == seq;
+	ready = ln->att_head != NULL;
 	pthread_mutex_unlock(&l->att_lock);
 	return ready || failed_and_read(l);
 }

@@ -131,6 +131,12 @@ int cmesh__queue_gate_local(struct cmesh__queue *q, uint64_t serial,
 		/* Every claim after this fails: the sends queue in order. */
 		atomic_fetch_or_explicit(&q->tail, TAIL_SEAL,
 					 memory_order_acq_rel);
+		uint32_t pre = 0;
+
+		/* What is queued now was sent before it came: read first. */
+		for (struct ovf_node *n = q->ovf_head; n; n = n->next)
+			pre++;
+		atomic_store_explicit(&q->gate_pre, pre, memory_order_relaxed);
 		atomic_store_explicit(&q->gate_mark, mark,
 				      memory_order_relaxed);
 		atomic_store_explicit(&q->gate_serial, serial,

@@ -211,6 +211,14 @@ struct cmesh__queue {
 	 * under `lock` before gate_serial, cleared by the consumer first).
 	 */
 	_Atomic uint32_t gate_mark;
+	/*
+	 * With gate_serial, a sender's come home: how many messages at the
+	 * head of the overflow list were queued before the gate (set under
+	 * `lock` with it, cleared by the consumer). They were sent before
+	 * the lane's, by senders here, the one that came home included
+	 * (before it left): read before the gate's lane, as the ring's are.
+	 */
+	_Atomic uint32_t gate_pre;
 	uint32_t nold; /* lanes in old_lanes (`lock`) */
 	/*
 	 * A claimed lane (cmesh__queue_await()), read once rx_lane ended
@@ -333,6 +341,33 @@ static inline bool head_ready(const struct cmesh__queue *q, memory_order mo)
 static inline bool local_gated(const struct cmesh__queue *q)
 {
 	return atomic_load_explicit(&q->gate_serial, memory_order_acquire);
+}
+
+/*
+ * Consumer: the local tier waits behind its gate's lane, and holds nothing
+ * queued before the gate was set (the sealed ring's messages, the batch
+ * taken from the list, the list's first gate_pre): those come first.
+ */
+static inline bool local_blocked(const struct cmesh__queue *q)
+{
+	return local_gated(q) && !q->ovf_batch &&
+	       !atomic_load_explicit(&q->gate_pre, memory_order_relaxed) &&
+	       !head_ready(q, memory_order_acquire);
+}
+
+/*
+ * Consumer: whether the lane of serial `serial` waits for the local tier:
+ * it is the come-home gate's lane (that sender's messages from elsewhere),
+ * and the local tier still holds what was queued before the gate (which
+ * that sender may have sent before it left), even while that waits for a
+ * slot claimed before the seal.
+ */
+static inline bool gate_lane_waits(const struct cmesh__queue *q,
+				   uint64_t serial)
+{
+	return !q->rx_lane && local_gated(q) && !local_blocked(q) &&
+	       atomic_load_explicit(&q->gate_serial, memory_order_relaxed) ==
+		       serial;
 }
 
 /* -EPIPE, or -ECONNRESET if the side whose ST_*_FAILED is `bit` failed. */

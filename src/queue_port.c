@@ -312,6 +312,7 @@ static void open_local(struct cmesh__queue *q)
 	 */
 	atomic_fetch_and_explicit(&q->tail, ~TAIL_SEAL, memory_order_release);
 	atomic_store_explicit(&q->gate_mark, 0, memory_order_relaxed);
+	atomic_store_explicit(&q->gate_pre, 0, memory_order_relaxed);
 	atomic_store_explicit(&q->gate_serial, 0, memory_order_release);
 	/* Not when the receiver goes (receiver_close() ends the lane). */
 	if (q->rx_lane && q->primary_done)
@@ -460,7 +461,7 @@ again:
 	 * Come home: what was sent before arrives first (gate_serial). A
 	 * lane the queue was made with is read before the local tier.
 	 */
-	if (!q->primary_done && (!local_gated(q) || q->rx_lane)) {
+	if (!q->primary_done && (!local_blocked(q) || q->rx_lane)) {
 		r = peek ? cmesh__queue_peek_primary(q) :
 			   cmesh__queue_try_primary(q, out_msg, out_trail, cap,
 						    pin);
@@ -509,8 +510,8 @@ again:
 	for (uint32_t k = 0; k < q->xl_n; k++) {
 		uint32_t i = (q->xl_next + k) % q->xl_n;
 
-		if (q->xl[i]->after)
-			continue; /* behind its sender's old lane */
+		if (q->xl[i]->after || gate_lane_waits(q, q->xl[i]->serial))
+			continue; /* behind its sender's old lane, or local */
 		r = peek ? cmesh__lane_peek(q->xl[i]) :
 			   cmesh__lane_try_recv(q->xl[i], out_msg, out_trail,
 						cap, pin);
@@ -572,12 +573,13 @@ again:
 	    (atomic_load_explicit(&q->xl_flags, memory_order_acquire) & XL_NEW))
 		return true;
 	/* Behind a gate (come home) the local tier waits its turn. */
-	if (!q->primary_done && (!local_gated(q) || q->rx_lane) &&
+	if (!q->primary_done && (!local_blocked(q) || q->rx_lane) &&
 	    (q->rx_lane ? cmesh__lane_ready(q->rx_lane) :
 			  cmesh__queue_local_ready(q)))
 		return true;
 	for (uint32_t i = 0; i < q->xl_n; i++)
-		if (!q->xl[i]->after && cmesh__lane_ready(q->xl[i]))
+		if (!q->xl[i]->after && !gate_lane_waits(q, q->xl[i]->serial) &&
+		    cmesh__lane_ready(q->xl[i]))
 			return true;
 	/* Closed: a receive says -EPIPE (walk(), the same test). */
 	if (q->primary_done &&

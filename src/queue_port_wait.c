@@ -34,15 +34,15 @@ bool cmesh__queue_xl_spin(struct cmesh__queue *q, int rounds)
 
 	if (cmesh__queue_xl_merge(q))
 		return true;
-	local = !q->primary_done && !q->rx_lane && !local_gated(q);
-	if (!q->primary_done && (!local_gated(q) || q->rx_lane)) {
+	local = !q->primary_done && !q->rx_lane && !local_blocked(q);
+	if (!q->primary_done && (!local_blocked(q) || q->rx_lane)) {
 		w[n] = q->rx_lane ?
 			       cmesh__lane_spin_word(q->rx_lane, &want[n]) :
 			       cmesh__queue_head_word(q, &want[n]);
 		n += w[n] != NULL;
 	}
 	for (uint32_t i = 0; i < q->xl_n && n < SPIN_WORDS; i++) {
-		if (q->xl[i]->after)
+		if (q->xl[i]->after || gate_lane_waits(q, q->xl[i]->serial))
 			continue;
 		w[n] = cmesh__lane_spin_word(q->xl[i], &want[n]);
 		n += w[n] != NULL;

@@ -131,8 +131,26 @@ static int take_overflow(struct cmesh__queue *q, void *out_msg, void *out_trail,
 		 */
 		if (!discard && atomic_load_explicit(&q->gate_serial,
 						     memory_order_relaxed)) {
+			/* But what was queued before the gate is not. */
+			uint32_t pre = atomic_load_explicit(
+				&q->gate_pre, memory_order_relaxed);
+			struct ovf_node *last = q->ovf_head;
+
+			if (!pre || !last) {
+				pthread_mutex_unlock(&q->lock);
+				return -EAGAIN;
+			}
+			while (--pre && last->next)
+				last = last->next;
+			q->ovf_batch = q->ovf_head;
+			q->ovf_head = last->next;
+			last->next = NULL;
+			if (!q->ovf_head)
+				q->ovf_tailp = &q->ovf_head;
+			atomic_store_explicit(&q->gate_pre, 0,
+					      memory_order_relaxed);
 			pthread_mutex_unlock(&q->lock);
-			return -EAGAIN;
+			goto take;
 		}
 		q->ovf_batch = q->ovf_head;
 		q->ovf_head = NULL;
@@ -144,6 +162,7 @@ static int take_overflow(struct cmesh__queue *q, void *out_msg, void *out_trail,
 		if (!q->ovf_batch)
 			return -EAGAIN;
 	}
+take:
 	/* A claimed, unpublished slot precedes the batch: wait for it. */
 	n = q->ovf_batch;
 	if ((atomic_load_explicit(&q->tail, memory_order_relaxed) &

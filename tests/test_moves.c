@@ -4220,3 +4220,96 @@ Test(moves, a_sender_sent_on_while_its_claim_is_unanswered_claims_too)
 	expect_seqs(rx, 1, 3);
 	forwarders_go_then_die(3, rx, 4, 1, 2);
 }
+
+/* ---- found by tests/test_stress_moves.c -------------------------------- */
+
+/* Receives until closed with try_recv (no wait): FIFO per sender, count. */
+static int64_t try_drain_fifo(cmesh_receiver *rx)
+{
+	uint64_t next[4] = { 1, 1, 1, 1 }, n = 0;
+	int64_t end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	struct seqmsg m;
+	int r;
+
+	while ((r = cmesh_receiver_try_recv(rx, &m, NULL, 0)) != -EPIPE &&
+	       tu_now_ns() < end) {
+		if (r == -EAGAIN) {
+			sched_yield();
+			continue;
+		}
+		if (r)
+			return r;
+		if (m.sender > 3 || m.seq != next[m.sender]) {
+			fprintf(stderr, "P0: sender %u seq %llu, want %llu\n",
+				m.sender, (unsigned long long)m.seq,
+				(unsigned long long)(m.sender > 3 ?
+							     0 :
+							     next[m.sender]));
+			return -1000 - (int64_t)m.sender;
+		}
+		next[m.sender]++;
+		n++;
+	}
+	return r == -EPIPE ? (int64_t)n : -ETIMEDOUT;
+}
+
+/*
+ * A sender leaves its receiver's process with `n` messages of its own
+ * still unread there, sends 50 more from P1, and comes back home, where it
+ * sends 10 more: the receiver must see 1..n+60 in the order they were
+ * sent. `keep`: a clone of the sender stays here the whole time;
+ * `try`: the receiver drains with try_recv, else with recv.
+ */
+static void sender_out_and_home_with_unread(uint64_t n, bool keep, bool try)
+{
+	cmesh_sender *tx, *clone = NULL;
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 };
+
+	mesh_up(2);
+	new_channel(&tx, &rx);
+	if (keep)
+		TU_ASSERT_RC(cmesh_sender_clone(tx, &clone), 0);
+	for (uint64_t i = 1; i <= n; i++)
+		TU_ASSERT_RC(send_item(tx, 0, i), 0);
+	m.tx = tx; /* 1..n unread here */
+	route_send(&m, OP_HOLD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	send_held(1, n + 1, n + 50);
+	tx = passed_home(1).tx;
+	cr_assert(tx);
+	for (uint64_t i = n + 51; i <= n + 60; i++)
+		TU_ASSERT_RC(send_item(tx, 0, i), 0);
+	cmesh_sender_free(tx);
+	cmesh_sender_free(clone);
+	if (try)
+		cr_assert_eq(try_drain_fifo(rx), (int64_t)n + 60);
+	else
+		cr_assert_eq(drain_fifo(rx, UINT64_MAX), (int64_t)n + 60);
+	cmesh_receiver_free(rx);
+	mesh_down(0);
+}
+
+/* Its first messages wait in the ring: a recv takes them first (passes). */
+Test(moves, a_sender_home_again_keeps_order_behind_its_ring_messages)
+{
+	sender_out_and_home_with_unread(100, false, false);
+}
+
+/* The same, read with try_recv. */
+Test(moves, a_sender_home_again_keeps_order_behind_its_ring_messages_try)
+{
+	sender_out_and_home_with_unread(100, false, true);
+}
+
+/* More than the ring holds: the rest waits in the overflow list. */
+Test(moves, a_sender_home_again_keeps_order_behind_its_overflowed_messages)
+{
+	sender_out_and_home_with_unread(5000, false, false);
+}
+
+/* The same with a clone of the sender left here all along. */
+Test(moves, a_sender_home_again_with_a_clone_here_keeps_order)
+{
+	sender_out_and_home_with_unread(5000, true, false);
+}

@@ -2555,28 +2555,9 @@ Test(node, pdeathsig_is_for_spawn_only_and_unknown_flags_are_einval)
 /* The thread named `name` of this process, or -1. */
 static pid_t thread_named(const char *name)
 {
-	DIR *d = opendir("/proc/self/task");
-	struct dirent *e;
-	pid_t tid = -1;
+	pid_t tid;
 
-	cr_assert_not_null(d);
-	while (tid < 0 && (e = readdir(d)) != NULL) {
-		char path[300], comm[32] = "";
-		FILE *f;
-
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "/proc/self/task/%s/comm",
-			 e->d_name);
-		f = fopen(path, "re");
-		if (!f)
-			continue;
-		if (fgets(comm, sizeof(comm), f) &&
-		    strncmp(comm, name, strlen(name)) == 0)
-			tid = atoi(e->d_name);
-		fclose(f);
-	}
-	closedir(d);
+	cr_assert_geq(tu_threads_named(name, &tid), 0);
 	return tid;
 }
 

@@ -466,14 +466,14 @@ static void cut_driver(cmesh_sender *tx, cmesh_receiver *rx,
 	char buf[8] = { 0 };
 
 	(void)s;
-	cr_assert_eq(tu_threads_named("cmesh-forward"), 0);
+	cr_assert_eq(tu_threads_named("cmesh-forward", NULL), 0);
 	TU_ASSERT_RC(cmesh_pipe_new(&w, &r), 0);
 	cr_assert_eq(cmesh_pipe_write(w, "hello world", 11, NULL), 11);
 	cr_assert_eq(cmesh_pipe_read(r, buf, 5, NULL), 5);
 	cr_assert_str_eq(buf, "hello");
 	TU_ASSERT_RC(cmesh_pipe_reader_to_port(r, &m.r), 0);
 	cr_assert_not_null(m.r.rest, "the cut chunk's rest is not in the port");
-	cr_assert_eq(tu_threads_named("cmesh-forward"), 0,
+	cr_assert_eq(tu_threads_named("cmesh-forward", NULL), 0,
 		     "a forwarder feeds the moved reader");
 	TU_ASSERT_RC(cmesh_sender_send(tx, &m, NULL, 0), 0);
 	cr_assert_eq(cmesh_pipe_write(w, " and more", 9, NULL), 9);
@@ -481,7 +481,7 @@ static void cut_driver(cmesh_sender *tx, cmesh_receiver *rx,
 	rep = get_report(rx);
 	cr_assert_eq(rep.n, 15, "read %lld", (long long)rep.n);
 	cr_assert_str_eq(rep.text, " world and more");
-	cr_assert_eq(tu_threads_named("cmesh-forward"), 0);
+	cr_assert_eq(tu_threads_named("cmesh-forward", NULL), 0);
 	cmesh_sender_free(tx);
 	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &rep,
 						  NULL, 0),

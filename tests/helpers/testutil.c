@@ -125,12 +125,14 @@ int tu_map_count(void)
 	return n;
 }
 
-int tu_threads_named(const char *name)
+int tu_threads_named(const char *prefix, pid_t *first)
 {
 	DIR *d = opendir("/proc/self/task");
 	struct dirent *e;
 	int n = 0;
 
+	if (first)
+		*first = -1;
 	if (!d)
 		return -1;
 	while ((e = readdir(d))) {
@@ -144,9 +146,11 @@ int tu_threads_named(const char *name)
 		f = fopen(path, "re");
 		if (!f)
 			continue; /* it ended meanwhile */
-		if (fgets(comm, sizeof(comm), f)) {
-			comm[strcspn(comm, "\n")] = '\0';
-			n += strcmp(comm, name) == 0;
+		if (fgets(comm, sizeof(comm), f) &&
+		    strncmp(comm, prefix, strlen(prefix)) == 0) {
+			if (first && !n)
+				*first = atoi(e->d_name);
+			n++;
 		}
 		fclose(f);
 	}

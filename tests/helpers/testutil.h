@@ -68,11 +68,12 @@ void tu_fd_dump(const char *label);
 int tu_map_count(void);
 
 /*
- * Threads of this process named `name` (/proc/self/task/<tid>/comm, e.g.
- * "cmesh-forward"), or -1 if the task list cannot be read. No Criterion
- * asserts: peers may call it.
+ * Threads of this process whose name starts with `prefix`
+ * (/proc/self/task/<tid>/comm, e.g. "cmesh-forward"), or -1 if the task
+ * list cannot be read; the first one's tid in *first (if not NULL; -1 if
+ * none). No Criterion asserts: peers may call it.
  */
-int tu_threads_named(const char *name);
+int tu_threads_named(const char *prefix, pid_t *first);
 
 /*
  * A "Name:  N kB" line of /proc/self/status (e.g. "VmRSS", "RssShmem"), in

@@ -205,6 +205,20 @@ static int report(uint64_t v)
 	return cmesh_sender_send(to[0], &m, NULL, 0);
 }
 
+/* Whether m is the next of its sender (0..3): then counted; else said. */
+static bool fifo_next(uint64_t next[4], const struct seqmsg *m)
+{
+	if (m->sender > 3 || m->seq != next[m->sender]) {
+		fprintf(stderr, "P%d: sender %u seq %llu, want %llu\n", me,
+			m->sender, (unsigned long long)m->seq,
+			(unsigned long long)(m->sender > 3 ? 0 :
+							     next[m->sender]));
+		return false;
+	}
+	next[m->sender]++;
+	return true;
+}
+
 /* Receives until closed, FIFO per sender (0..3, each from 1): the count. */
 static int64_t drain_fifo(cmesh_receiver *rx, uint64_t max)
 {
@@ -214,15 +228,8 @@ static int64_t drain_fifo(cmesh_receiver *rx, uint64_t max)
 
 	while (n < max && (r = cmesh_receiver_recv_deadline(
 				   rx, topo_deadline(), &m, NULL, 0)) == 0) {
-		if (m.sender > 3 || m.seq != next[m.sender]) {
-			fprintf(stderr, "P%d: sender %u seq %llu, want %llu\n",
-				me, m.sender, (unsigned long long)m.seq,
-				(unsigned long long)(m.sender > 3 ?
-							     0 :
-							     next[m.sender]));
+		if (!fifo_next(next, &m))
 			return -1000 - (int64_t)m.sender;
-		}
-		next[m.sender]++;
 		n++;
 	}
 	if (n == max)
@@ -4239,15 +4246,8 @@ static int64_t try_drain_fifo(cmesh_receiver *rx)
 		}
 		if (r)
 			return r;
-		if (m.sender > 3 || m.seq != next[m.sender]) {
-			fprintf(stderr, "P0: sender %u seq %llu, want %llu\n",
-				m.sender, (unsigned long long)m.seq,
-				(unsigned long long)(m.sender > 3 ?
-							     0 :
-							     next[m.sender]));
+		if (!fifo_next(next, &m))
 			return -1000 - (int64_t)m.sender;
-		}
-		next[m.sender]++;
 		n++;
 	}
 	return r == -EPIPE ? (int64_t)n : -ETIMEDOUT;

@@ -12,6 +12,7 @@
 #include "arena.h"
 #include "lane.h"
 #include "log.h"
+#include "park.h"
 #include "ctl.h"
 #include "wake.h"
 
@@ -78,11 +79,10 @@ static int wait_sock(int sock, short events, int64_t deadline, int cancel_fd)
 			       { .fd = cancel_fd, .events = POLLIN } };
 
 	for (;;) {
-		int64_t left = deadline - cmesh_clock_now();
-		int ms = left <= 0 ? 0 : (int)((left + 999999) / 1000000);
+		int ms = cmesh__park_ms_until(deadline);
 		int n;
 
-		if (left <= 0)
+		if (ms == 0)
 			return -ETIMEDOUT;
 		n = poll(p, cancel_fd >= 0 ? 2 : 1, ms);
 		if (n > 0 && p[1].revents)

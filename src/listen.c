@@ -10,6 +10,7 @@
 #include "ctl.h"
 #include "link.h"
 #include "opts.h"
+#include "park.h"
 #include "queue.h"
 
 #include <errno.h>
@@ -232,17 +233,6 @@ static int pend_spoke(int s)
 	return 0;
 }
 
-static int ms_until(int64_t when, int64_t now)
-{
-	if (when == CMESH_DEADLINE_NONE)
-		return -1;
-	if (when <= now)
-		return 0;
-	return (when - now + 999999) / 1000000 > INT32_MAX ?
-		       INT32_MAX :
-		       (int)((when - now + 999999) / 1000000);
-}
-
 /*
  * epoll_wait() on `ep` for up to `ms`, or until `cancel_fd` (-1: none)
  * polls readable: -ECANCELED. Returns the events' count or -errno.
@@ -288,8 +278,8 @@ static int accept_wait(cmesh_listener *l, int64_t deadline, int64_t limit,
 
 		if (deadline < next)
 			next = deadline;
-		n = epoll_wait_or_cancel(l->ep, ev, 8, ms_until(next, now),
-					 cancel_fd);
+		n = epoll_wait_or_cancel(l->ep, ev, 8,
+					 cmesh__park_ms_until(next), cancel_fd);
 		if (n < 0 && n != -EINTR)
 			return n;
 		for (int i = 0; i < n; i++) {

@@ -35,6 +35,20 @@ int64_t cmesh_clock_now(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+int cmesh__park_ms_until(int64_t deadline)
+{
+	int64_t left;
+
+	if (deadline == CMESH_DEADLINE_NONE)
+		return -1;
+	left = deadline - cmesh_clock_now();
+	if (left <= 0)
+		return 0;
+	if (left / 1000000 >= INT_MAX)
+		return INT_MAX;
+	return (int)((left + 999999) / 1000000);
+}
+
 int64_t cmesh_deadline_after(int64_t ns)
 {
 	int64_t now = cmesh_clock_now();

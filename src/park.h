@@ -85,6 +85,13 @@ void cmesh__park_set_cancel(const struct cmesh__park_cancel *c);
 int cmesh__park_cancelled(void);
 
 /*
+ * A poll()/epoll_wait() timeout for `deadline`: -1 for
+ * CMESH_DEADLINE_NONE, 0 once it passed, else the milliseconds left,
+ * rounded up (never early), at most INT_MAX.
+ */
+int cmesh__park_ms_until(int64_t deadline);
+
+/*
  * For a wait that no futex word can end (poll, nanosleep): `deadline`,
  * or 1 ms from now if that is earlier and the thread has a context.
  */

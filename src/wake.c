@@ -42,6 +42,7 @@
 #include "wake.h"
 #include "env.h"
 #include "log.h"
+#include "park.h"
 
 #include <cmesh/error.h>
 
@@ -212,28 +213,13 @@ static void ep_unwatch(struct cmesh__wake *w, uint32_t i)
 	(void)epoll_ctl(w->ep.fd, EPOLL_CTL_DEL, w->slots[i].fd, NULL);
 }
 
-/* epoll_wait() timeout in ms, rounded up so we never wake early. */
-static int ep_timeout(int64_t deadline)
-{
-	int64_t now, left;
-
-	if (deadline == CMESH_DEADLINE_NONE)
-		return -1;
-	now = cmesh_clock_now();
-	if (deadline <= now)
-		return 0;
-	left = deadline - now;
-	if (left / 1000000 >= INT_MAX)
-		return INT_MAX;
-	return (int)((left + 999999) / 1000000);
-}
-
 static int ep_wait(struct cmesh__wake *w, int64_t deadline)
 {
 	int n, ran = 0;
 	uint32_t i;
 
-	n = epoll_wait(w->ep.fd, w->ep.evs, (int)BATCH, ep_timeout(deadline));
+	n = epoll_wait(w->ep.fd, w->ep.evs, (int)BATCH,
+		       cmesh__park_ms_until(deadline));
 	if (n < 0)
 		return errno == EINTR ? 0 : -errno;
 	for (int k = 0; k < n; k++) {

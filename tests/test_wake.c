@@ -9,6 +9,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include "park.h"
 #include "wake.h"
 #include "testutil.h"
 
@@ -17,6 +18,7 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -735,4 +737,31 @@ Test(wake, signalling_an_eventfd_at_its_maximum_count_succeeds)
 	cr_assert_eq(cmesh__eventfd_signal(fd), 0);
 	cr_assert_eq(cmesh__eventfd_drain(fd), 1);
 	close(fd);
+}
+
+/*
+ * The poll timeout every wait derives from a deadline
+ * (cmesh__park_ms_until): never early (rounded up), -1 for none, 0 once
+ * passed, and clamped, not wrapped, for deadlines past INT_MAX ms (about
+ * 24.8 days), which an int cast would turn negative (forever) or small.
+ */
+Test(wake, a_deadline_becomes_a_poll_timeout_rounded_up_and_clamped)
+{
+	int64_t now = cmesh_clock_now();
+	int ms;
+
+	cr_assert_eq(cmesh__park_ms_until(CMESH_DEADLINE_NONE), -1);
+	cr_assert_eq(cmesh__park_ms_until(now - 1), 0);
+	cr_assert_eq(cmesh__park_ms_until(0), 0);
+	/* 1 us left is a whole ms: never woken before the deadline. */
+	ms = cmesh__park_ms_until(cmesh_clock_now() + 1000);
+	cr_assert(ms == 1 || ms == 0, "%d", ms);
+	ms = cmesh__park_ms_until(cmesh_clock_now() + TU_MS(1500));
+	cr_assert(ms >= 1499 && ms <= 1500, "%d", ms);
+	/* 30 and 40 days: INT_MAX, not a wrapped value. */
+	cr_assert_eq(cmesh__park_ms_until(now + 30ll * 86400 * 1000000000),
+		     INT_MAX);
+	cr_assert_eq(cmesh__park_ms_until(now + 40ll * 86400 * 1000000000),
+		     INT_MAX);
+	cr_assert_eq(cmesh__park_ms_until(CMESH_DEADLINE_NONE - 1), INT_MAX);
 }

@@ -346,13 +346,19 @@ static inline bool local_gated(const struct cmesh__queue *q)
 /*
  * Consumer: the local tier waits behind its gate's lane, and holds nothing
  * queued before the gate was set (the sealed ring's messages, the batch
- * taken from the list, the list's first gate_pre): those come first.
+ * taken from the list, the list's first gate_pre): those come first. The
+ * ring's are every position below the sealed tail, published or not: a
+ * slot claimed before the seal and not yet published keeps those behind
+ * it (a sender's that came home among them) before the gate's lane.
+ * After local_gated()'s acquire, which pairs with the gate's release
+ * store after its seal: the tail moves no more.
  */
 static inline bool local_blocked(const struct cmesh__queue *q)
 {
 	return local_gated(q) && !q->ovf_batch &&
 	       !atomic_load_explicit(&q->gate_pre, memory_order_relaxed) &&
-	       !head_ready(q, memory_order_acquire);
+	       (atomic_load_explicit(&q->tail, memory_order_relaxed) &
+		~TAIL_SEAL) == q->head;
 }
 
 /*
@@ -368,6 +374,20 @@ static inline bool gate_lane_waits(const struct cmesh__queue *q,
 	return !q->rx_lane && local_gated(q) && !local_blocked(q) &&
 	       atomic_load_explicit(&q->gate_serial, memory_order_relaxed) ==
 		       serial;
+}
+
+/*
+ * Consumer: the local tier's head is a slot claimed and not yet published
+ * (its producer is between its claim and its publish). What was queued
+ * behind it, ring or overflow list, may be a sender's that went away
+ * since and now writes a lane: no lane is read until it is published.
+ */
+static inline bool local_claim_waits(const struct cmesh__queue *q)
+{
+	return !q->rx_lane && !q->primary_done &&
+	       (atomic_load_explicit(&q->tail, memory_order_relaxed) &
+		~TAIL_SEAL) != q->head &&
+	       !head_ready(q, memory_order_acquire);
 }
 
 /* -EPIPE, or -ECONNRESET if the side whose ST_*_FAILED is `bit` failed. */

@@ -507,6 +507,9 @@ again:
 			}
 		}
 	}
+	/* Behind a claim in flight here may wait what a lane's sender sent. */
+	if (local_claim_waits(q))
+		return -EAGAIN;
 	for (uint32_t k = 0; k < q->xl_n; k++) {
 		uint32_t i = (q->xl_next + k) % q->xl_n;
 
@@ -577,7 +580,7 @@ again:
 	    (q->rx_lane ? cmesh__lane_ready(q->rx_lane) :
 			  cmesh__queue_local_ready(q)))
 		return true;
-	for (uint32_t i = 0; i < q->xl_n; i++)
+	for (uint32_t i = 0; i < q->xl_n && !local_claim_waits(q); i++)
 		if (!q->xl[i]->after && !gate_lane_waits(q, q->xl[i]->serial) &&
 		    cmesh__lane_ready(q->xl[i]))
 			return true;

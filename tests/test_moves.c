@@ -13,6 +13,9 @@
 #include "helpers/testutil.h"
 #include "helpers/topo.h"
 #include "lane.h"
+#include "queue.h"
+#include "queue_int.h"
+#include "endpoint.h"
 
 #include <criterion/criterion.h>
 
@@ -4312,4 +4315,89 @@ Test(moves, a_sender_home_again_keeps_order_behind_its_overflowed_messages)
 Test(moves, a_sender_home_again_with_a_clone_here_keeps_order)
 {
 	sender_out_and_home_with_unread(5000, true, false);
+}
+
+/* ---- a claim in flight at the head while a sender moves ---------------- */
+
+/*
+ * Another local sender (sender 1) claimed the ring's next position and is
+ * preempted before it publishes (done by hand: the claim's CAS on `tail`,
+ * then later the slot and its seq, as ring_try_push() and published()
+ * would); sender 0 sends 1..n into the positions after it and goes to P1,
+ * which sends n+1..n+50 on it; `home`: it then comes back and sends
+ * n+51..n+60 here (the gate: ring sealed, its lane read once the local
+ * tier's older messages are). While sender 1's claim is unpublished,
+ * 1..n wait behind it in the ring: nothing of sender 0 may be read, its
+ * lane included. Then sender 1 publishes: everything in order.
+ */
+static void sender_moves_behind_a_claim_in_flight(bool home)
+{
+	const uint64_t n = 10;
+	cmesh_sender *tx, *clone;
+	cmesh_receiver *rx;
+	struct cmesh__queue *q;
+	struct cmsg m = { 0 };
+	struct seqmsg sm = { .sender = 1, .seq = 1 }, got;
+	uint64_t pos;
+	struct slot *s;
+	int64_t end;
+	int r;
+
+	mesh_up(2);
+	new_channel(&tx, &rx);
+	TU_ASSERT_RC(cmesh_sender_clone(tx, &clone), 0); /* sender 1 */
+	q = ((struct cmesh_receiver *)(void *)rx)->q;
+	pos = atomic_fetch_add_explicit(&q->tail, 1, memory_order_seq_cst);
+	for (uint64_t i = 1; i <= n; i++)
+		TU_ASSERT_RC(send_item(tx, 0, i), 0);
+	m.tx = tx;
+	route_send(&m, OP_HOLD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	send_held(1, n + 1, n + 50);
+	if (home) {
+		tx = passed_home(1).tx;
+		cr_assert(tx);
+		for (uint64_t i = n + 51; i <= n + 60; i++)
+			TU_ASSERT_RC(send_item(tx, 0, i), 0);
+		cmesh_sender_free(tx);
+	}
+	/* Sender 0's lane from P1 has had time to arrive. */
+	end = tu_now_ns() + TU_MS(300);
+	while (tu_now_ns() < end) {
+		r = cmesh_receiver_try_recv(rx, &got, NULL, 0);
+		if (r == -EAGAIN) {
+			usleep(1000);
+			continue;
+		}
+		cr_assert_fail("received sender %u seq %llu (rc %d) while "
+			       "sender 0's seq 1 waits behind a claim in "
+			       "flight",
+			       got.sender, (unsigned long long)got.seq, r);
+	}
+	s = slot_at(q, pos);
+	memcpy(slot_byte(s, SLOT_HDR), &sm, sizeof(sm));
+	s->trail_len = 0;
+	s->flags = 0;
+	atomic_store_explicit(&s->seq, pos + 1, memory_order_release);
+	cmesh__queue_wake(q, 0);
+	cmesh_sender_free(clone);
+	if (!home) {
+		m = (struct cmsg){ 0 };
+		route_send(&m, OP_FREE_HELD, ROUTE(1));
+		cr_assert_eq(report_from(1), 0);
+	}
+	cr_assert_eq(drain_fifo(rx, UINT64_MAX), (int64_t)n + (home ? 61 : 51));
+	cmesh_receiver_free(rx);
+	mesh_down(0);
+}
+
+Test(moves, a_sender_home_again_waits_behind_a_claim_in_flight_at_the_head)
+{
+	sender_moves_behind_a_claim_in_flight(true);
+}
+
+/* Its lane from P1 (cmesh__queue_admit()) waits for the claim just as. */
+Test(moves, a_sender_sent_away_waits_behind_a_claim_in_flight_at_the_head)
+{
+	sender_moves_behind_a_claim_in_flight(false);
 }

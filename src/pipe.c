@@ -21,8 +21,10 @@
  * receiver goes in the port as `rest` (the data receiver goes as it is:
  * nothing stays behind to feed it). The moved reader reads that chunk
  * first, as a chunk of its own (one msg, the rest's bytes), then frees
- * `rest` and goes on with `data`. While `rest` is there it is a member of
- * every waitset `data` is in (its chunk may still be on its way).
+ * `rest` and goes on with `data`. While `rest` is there it stands for the
+ * reader in a waitset (its own, for the fd, or the caller's): what a read
+ * takes next is what makes the reader ready (its chunk may still be on its
+ * way while data has more); once read, it hands its place to `data`.
  */
 #include <cmesh/pipe.h>
 
@@ -30,6 +32,7 @@
 #include "env.h"
 #include "lane.h"
 #include "queue.h"
+#include "waitset.h"
 
 #include <cmesh/waitset.h>
 
@@ -80,6 +83,8 @@ struct cmesh_pipe_reader {
 	uint64_t len, off;
 	int err;	      /* 0, or the end: 1 (EOF) or an error */
 	cmesh_receiver *rest; /* a cut chunk's unread part, read first */
+	bool rest_spent;      /* its chunk read; its waitset place not yet
+				 data's (no memory: tried again) */
 	cmesh_waitset *ws;    /* cmesh_pipe_reader_fd() */
 };
 
@@ -292,22 +297,8 @@ int64_t cmesh_pipe_try_write(cmesh_pipe_writer *w, const void *buf, size_t len)
 	return n;
 }
 
-/* Adds rx and rx2 (if not NULL) to ws under `key`: both, or neither. */
-static int ws_add2(cmesh_waitset *ws, cmesh_receiver *rx, cmesh_receiver *rx2,
-		   uint64_t key)
-{
-	int e = cmesh_waitset_add_receiver(ws, rx, key);
-
-	if (!e && rx2) {
-		e = cmesh_waitset_add_receiver(ws, rx2, key);
-		if (e)
-			cmesh_waitset_remove_receiver(ws, rx);
-	}
-	return e;
-}
-
-/* An end's own waitset over rx (and rx2), made once: its fd. */
-static int end_fd(cmesh_waitset **ws, cmesh_receiver *rx, cmesh_receiver *rx2)
+/* An end's own waitset over rx, made once: its fd. */
+static int end_fd(cmesh_waitset **ws, cmesh_receiver *rx)
 {
 	int e;
 
@@ -315,7 +306,7 @@ static int end_fd(cmesh_waitset **ws, cmesh_receiver *rx, cmesh_receiver *rx2)
 		e = cmesh_waitset_new(ws);
 		if (e)
 			return e;
-		e = ws_add2(*ws, rx, rx2, 0);
+		e = cmesh_waitset_add_receiver(*ws, rx, 0);
 		if (e) {
 			cmesh_waitset_free(*ws);
 			*ws = NULL;
@@ -327,18 +318,16 @@ static int end_fd(cmesh_waitset **ws, cmesh_receiver *rx, cmesh_receiver *rx2)
 
 int cmesh_pipe_writer_fd(cmesh_pipe_writer *w)
 {
-	return w ? end_fd(&w->ws, w->credit, NULL) : -EINVAL;
+	return w ? end_fd(&w->ws, w->credit) : -EINVAL;
 }
 
-/* An end's waitset goes first: its receivers leave it, still alive. */
-static void ws_drop(cmesh_waitset **ws, cmesh_receiver *rx, cmesh_receiver *rx2)
+/* An end's waitset goes first: its receiver leaves it, still alive. */
+static void ws_drop(cmesh_waitset **ws, cmesh_receiver *rx)
 {
 	if (!*ws)
 		return;
 	if (rx)
 		cmesh_waitset_remove_receiver(*ws, rx);
-	if (rx2)
-		cmesh_waitset_remove_receiver(*ws, rx2);
 	cmesh_waitset_free(*ws);
 	*ws = NULL;
 }
@@ -347,7 +336,7 @@ void cmesh_pipe_writer_free(cmesh_pipe_writer *w)
 {
 	if (!w)
 		return;
-	ws_drop(&w->ws, w->credit, NULL);
+	ws_drop(&w->ws, w->credit);
 	cmesh_sender_free(w->data);
 	cmesh_receiver_free(w->credit);
 	free(w);
@@ -365,7 +354,7 @@ int cmesh_pipe_writer_to_port(cmesh_pipe_writer *w,
 	port->credit = w->credit;
 	port->msgs = (uint32_t)w->msgs;
 	port->bytes = w->bytes;
-	ws_drop(&w->ws, w->credit, NULL);
+	ws_drop(&w->ws, w->credit);
 	free(w);
 	return 0;
 }
@@ -428,24 +417,42 @@ static void give_credit(cmesh_pipe_reader *r)
  * r->len: 1, or 0 (none now, or the end: r->err set), or an error (also
  * kept in r->err unless it is a context's).
  */
+/*
+ * A spent rest (its chunk read) hands its place in a waitset, if it has
+ * one, to data, and goes. Without memory for that it stays, spent (a closed
+ * member: the waitset keeps saying ready), and the next read tries again.
+ */
+static void rest_done(cmesh_pipe_reader *r)
+{
+	if (cmesh__waitset_hand_over(r->rest->q, r->data))
+		return;
+	cmesh_receiver_free(r->rest);
+	r->rest = NULL;
+	r->rest_spent = false;
+}
+
 static int next_chunk(cmesh_pipe_reader *r, void *dst, bool wait,
 		      const cmesh_ctx *ctx)
 {
-	cmesh_receiver *src = r->rest ? r->rest : r->data;
+	cmesh_receiver *src;
 	struct chunk c;
 	int e;
+
+	if (r->rest_spent)
+		rest_done(r); /* its place in a waitset: data's, now? */
+	src = r->rest && !r->rest_spent ? r->rest : r->data;
 
 	e = wait ? cmesh_receiver_recv_ctx(src, ctx, &c, dst,
 					   CMESH_PIPE_CHUNK) :
 		   cmesh_receiver_try_recv(src, &c, dst, CMESH_PIPE_CHUNK);
 	if (src == r->rest && (e >= 0 || e == -EPIPE)) {
 		/*
-		 * Its one chunk came: it goes, leaving every waitset (a
-		 * peer's second chunk there is never read). Closed without
+		 * Its one chunk came: it goes, its place in a waitset to data
+		 * (a peer's second chunk there is never read). Closed without
 		 * one: that part of the stream is missing.
 		 */
-		cmesh_receiver_free(r->rest);
-		r->rest = NULL;
+		r->rest_spent = true;
+		rest_done(r);
 		if (e == -EPIPE)
 			e = -EPROTO;
 	}
@@ -548,14 +555,14 @@ int64_t cmesh_pipe_try_read(cmesh_pipe_reader *r, void *buf, size_t cap)
 
 int cmesh_pipe_reader_fd(cmesh_pipe_reader *r)
 {
-	return r ? end_fd(&r->ws, r->data, r->rest) : -EINVAL;
+	return r ? end_fd(&r->ws, r->rest ? r->rest : r->data) : -EINVAL;
 }
 
 void cmesh_pipe_reader_free(cmesh_pipe_reader *r)
 {
 	if (!r)
 		return;
-	ws_drop(&r->ws, r->data, r->rest);
+	ws_drop(&r->ws, r->rest ? r->rest : r->data);
 	cmesh_receiver_free(r->rest);
 	cmesh_receiver_free(r->data);
 	cmesh_sender_free(r->credit);
@@ -576,11 +583,17 @@ int cmesh_pipe_reader_to_port(cmesh_pipe_reader *r,
 	 */
 	if (r->err == -EPROTO)
 		return -EPROTO;
+	/* Its chunk read: nothing of it goes (freed, it leaves a waitset). */
+	if (r->rest_spent) {
+		cmesh_receiver_free(r->rest);
+		r->rest = NULL;
+		r->rest_spent = false;
+	}
 	if (r->off < r->len) {
 		/*
 		 * A chunk begun: its unread part is the one chunk of a new
 		 * channel, closed (a chunk is taken from `rest` only once
-		 * `rest` is gone: none is pending then).
+		 * `rest` is spent: none is pending then).
 		 */
 		struct chunk c = { r->len - r->off };
 		cmesh_sender *tx;
@@ -612,7 +625,7 @@ int cmesh_pipe_reader_to_port(cmesh_pipe_reader *r,
 	port->bytes = r->pend_bytes;
 	port->out_msgs = r->out_msgs;
 	port->out_bytes = r->out_bytes;
-	ws_drop(&r->ws, r->data, r->rest);
+	ws_drop(&r->ws, r->rest ? r->rest : r->data);
 	free(r->buf);
 	free(r);
 	return 0;
@@ -657,19 +670,16 @@ int cmesh_pipe_reader_from_port(cmesh_pipe_reader_port *port,
 int cmesh_pipe_reader_waitset_add(cmesh_pipe_reader *r, cmesh_waitset *ws,
 				  uint64_t key)
 {
-	return r ? ws_add2(ws, r->data, r->rest, key) : -EINVAL;
+	return r ? cmesh_waitset_add_receiver(ws, r->rest ? r->rest : r->data,
+					      key) :
+		   -EINVAL;
 }
 
 int cmesh_pipe_reader_waitset_remove(cmesh_pipe_reader *r, cmesh_waitset *ws)
 {
-	int e;
-
 	if (!r)
 		return -EINVAL;
-	e = cmesh_waitset_remove_receiver(ws, r->data);
-	if (!e && r->rest)
-		cmesh_waitset_remove_receiver(ws, r->rest);
-	return e;
+	return cmesh_waitset_remove_receiver(ws, r->rest ? r->rest : r->data);
 }
 
 int cmesh_pipe_writer_waitset_add(cmesh_pipe_writer *w, cmesh_waitset *ws,

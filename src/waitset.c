@@ -398,6 +398,31 @@ void cmesh__waitset_leave(struct cmesh__queue *q)
 	if (ws)
 		remove_queue(ws, q);
 }
+
+int cmesh__waitset_hand_over(struct cmesh__queue *from,
+			     struct cmesh_receiver *to)
+{
+	cmesh_waitset *ws = cmesh__queue_waitset(from);
+	uint64_t key = 0;
+	bool member = false;
+	int r;
+
+	if (!ws)
+		return 0;
+	pthread_mutex_lock(&ws->lock);
+	for (uint32_t i = 0; i < ws->n && !member; i++)
+		if (ws->m[i].q == from) {
+			key = ws->m[i].key;
+			member = true;
+		}
+	pthread_mutex_unlock(&ws->lock);
+	if (!member)
+		return 0;
+	r = cmesh_waitset_add_receiver(ws, to, key);
+	if (!r)
+		remove_queue(ws, from);
+	return r;
+}
 /* A context's cancel makes the waitset's fd readable. */
 void cmesh__waitset_on_cancel(void *arg)
 {

@@ -18,6 +18,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -584,6 +585,93 @@ Test(pipe, a_rest_still_on_its_way_is_read_first_and_wakes_the_fd)
 	memset(buf, 0, sizeof(buf));
 	cr_assert_eq(cmesh_pipe_try_read(r, buf, sizeof(buf)), 4);
 	cr_assert_str_eq(buf, "late");
+	cmesh_sender_free(rtx);
+	cmesh_pipe_reader_free(r);
+	cmesh_sender_free(dtx);
+	cmesh_receiver_free(crx);
+	cmesh_waitset_free(ws);
+}
+
+struct try_read_arg {
+	cmesh_pipe_reader *r;
+	_Atomic int done;
+	int64_t n;
+};
+
+static void *try_read_thread(void *p)
+{
+	struct try_read_arg *a = p;
+	char buf[32] = { 0 };
+
+	a->n = cmesh_pipe_try_read(a->r, buf, sizeof(buf));
+	atomic_store(&a->done, 1);
+	return NULL;
+}
+
+/*
+ * A rest still on its way and a chunk in data: what a read takes next is
+ * not there, so the reader is not ready. Its own fd does not poll
+ * readable, try_read says -EAGAIN at once (it looked until its waitset
+ * found nothing: with data a member, it spun until the rest came), and a
+ * caller's waitset it joined says nothing either; once the rest comes,
+ * both wake, a read takes "hello world", and data stands for the reader
+ * from then on (its next chunk wakes the caller's waitset).
+ */
+Test(pipe, a_rest_on_its_way_with_data_ready_is_not_ready)
+{
+	cmesh_sender *dtx, *rtx;
+	cmesh_receiver *crx;
+	cmesh_pipe_reader *r = reader_with_rest(&dtx, &rtx, &crx);
+	struct try_read_arg a = { .r = r };
+	struct pollfd p = { .events = POLLIN };
+	char buf[32] = { 0 };
+	cmesh_waitset *ws;
+	uint64_t key;
+	pthread_t t;
+	int done;
+
+	p.fd = cmesh_pipe_reader_fd(r);
+	cr_assert_geq(p.fd, 0);
+	send_chunk(dtx, "world");
+	tu_thread_start(&t, try_read_thread, &a);
+	for (int i = 0; i < 100 && !atomic_load(&a.done); i++)
+		usleep(5000);
+	done = atomic_load(&a.done);
+	/* Armed by that try (waitset.h): readable only for the rest. */
+	if (done)
+		cr_assert_eq(poll(&p, 1, 50), 0, "the fd is readable for data");
+	send_chunk(rtx, "hello "); /* lets a spinning try_read go */
+	tu_thread_join(t);
+	cr_assert(done, "try_read still inside after 500 ms (rest not here)");
+	cr_assert_eq(a.n, -EAGAIN);
+	cr_assert_eq(poll(&p, 1, TOPO_WAIT_MS), 1);
+	cr_assert_eq(cmesh_pipe_try_read(r, buf, sizeof(buf)), 11);
+	cr_assert_str_eq(buf, "hello world");
+	cmesh_sender_free(rtx);
+	cmesh_pipe_reader_free(r);
+	cmesh_sender_free(dtx);
+	cmesh_receiver_free(crx);
+
+	/* The same in the caller's waitset. */
+	r = reader_with_rest(&dtx, &rtx, &crx);
+	TU_ASSERT_RC(cmesh_waitset_new(&ws), 0);
+	TU_ASSERT_RC(cmesh_pipe_reader_waitset_add(r, ws, 9), 0);
+	send_chunk(dtx, "world");
+	cr_assert_eq(cmesh_waitset_wait(ws, cmesh_deadline_after(TU_MS(50)),
+					&key),
+		     -ETIMEDOUT, "the waitset is ready for data");
+	send_chunk(rtx, "hello ");
+	cr_assert_eq(cmesh_waitset_wait(ws, TU_MS(TOPO_WAIT_MS), &key), 0);
+	cr_assert_eq(key, 9);
+	memset(buf, 0, sizeof(buf));
+	cr_assert_eq(cmesh_pipe_try_read(r, buf, sizeof(buf)), 11);
+	cr_assert_str_eq(buf, "hello world");
+	cr_assert_eq(cmesh_pipe_try_read(r, buf, sizeof(buf)), -EAGAIN);
+	send_chunk(dtx, "!");
+	cr_assert_eq(cmesh_waitset_wait(ws, TU_MS(TOPO_WAIT_MS), &key), 0);
+	cr_assert_eq(key, 9);
+	cr_assert_eq(cmesh_pipe_try_read(r, buf, sizeof(buf)), 1);
+	TU_ASSERT_RC(cmesh_pipe_reader_waitset_remove(r, ws), 0);
 	cmesh_sender_free(rtx);
 	cmesh_pipe_reader_free(r);
 	cmesh_sender_free(dtx);

@@ -190,9 +190,11 @@ CMESH_API void cmesh_pipe_reader_free(cmesh_pipe_reader *r);
  * window, its endpoints freed), -ENOMEM (the end is then kept / the
  * port's endpoints freed); reader_to_port, for a chunk begun, also
  * cmesh_channel_new()'s or a send's errors, the end kept (the chunk's
- * unread part goes in the port's `rest`: no forwarder stays behind); to_port of an end that failed with -EPROTO (a malformed
- * chunk or credit from the other end): -EPROTO, the end kept (a reader
- * would go on past what is missing).
+ * unread part goes in the port's `rest`: no forwarder stays behind; until
+ * it is read, it alone makes the reader ready in a waitset or its fd);
+ * to_port of an end that failed with -EPROTO (a malformed chunk or credit
+ * from the other end): -EPROTO, the end kept (a reader would go on past
+ * what is missing).
  */
 CMESH_API int cmesh_pipe_writer_to_port(cmesh_pipe_writer *w,
 					cmesh_pipe_writer_port *port);

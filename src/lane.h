@@ -93,6 +93,12 @@ struct cmesh__lane {
 	 */
 	uint64_t use_tail;
 	_Atomic bool last_sent;
+	/*
+	 * Out lane, under `lock`: its end (CLOSE or FAIL) is enqueued; a
+	 * MARK or HINTS after it would be a record past the lane's end,
+	 * which the consumer takes for a protocol violation (lane.c).
+	 */
+	bool tail_ended;
 	bool drop_at_idle; /* a REUSE of it was dropped before it went idle */
 	/* In, pooled: a LAST record ended the use; the producer is idle. */
 	bool peer_idle;

@@ -178,6 +178,16 @@ static int enqueue_try(struct cmesh__lane *ln, uint32_t kind,
 		pthread_mutex_unlock(&ln->lock);
 		return -ESTALE;
 	}
+	/*
+	 * Ended (a split's failure, or its last sender's FAIL while a
+	 * forwarder still owes a mark): nothing for the consumer follows,
+	 * a mark included (its claim opens at the lane's end anyway).
+	 */
+	if (ln->tail_ended &&
+	    (kind == CMESH_REC_MARK || kind == CMESH_REC_HINTS)) {
+		pthread_mutex_unlock(&ln->lock);
+		return -ESTALE;
+	}
 	/* A try behind a full socket would only leave fillers: wait. */
 	if (!ln->spill_head && (!ln->dynamic || cmesh__lane_bound(ln)) &&
 	    (!try || !nfds || cmesh__lane_attach_may_go(ln)))
@@ -189,6 +199,8 @@ static int enqueue_try(struct cmesh__lane *ln, uint32_t kind,
 				      nports);
 	else if (r == 0) /* the kernel holds the copies in flight */
 		cmesh__lane_close_fds(fds, nfds);
+	if (r == 0 && (kind == CMESH_REC_CLOSE || kind == CMESH_REC_FAIL))
+		ln->tail_ended = true;
 	pthread_mutex_unlock(&ln->lock);
 	if (r == -EPROTO) /* the consumer's head was corrupt */
 		cmesh__link_fail(ln->link, -EPROTO);

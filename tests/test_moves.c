@@ -11,6 +11,7 @@
 #include <cmesh.h>
 
 #include "helpers/testutil.h"
+#include "helpers/mesh.h"
 #include "helpers/topo.h"
 #include "lane.h"
 #include "queue.h"
@@ -111,12 +112,12 @@ enum {
 /* ---- the mesh of processes -------------------------------------------- */
 
 static int me, nproc;
-static cmesh_node *node[MAXP];
-static cmesh_sender *to[MAXP];
-static cmesh_receiver *from[MAXP];
+static cmesh_node *node[TU_MESH_MAX];
+static cmesh_sender *to[TU_MESH_MAX];
+static cmesh_receiver *from[TU_MESH_MAX];
 static pid_t pids[MAXP];
 
-static int sp[MAXP][MAXP][2]; /* [i][j], i < j: i uses [0], j [1] */
+static int sp[TU_MESH_MAX][TU_MESH_MAX][2]; /* [i][j], i < j: i uses [0], j [1] */
 
 /* The pair of processes not linked with each other (mesh_up_apart). */
 static int apart_i = -1, apart_j = -1;
@@ -127,56 +128,39 @@ static bool linked(int i, int j)
 	return !(i == apart_i && j == apart_j);
 }
 
-/* Joins every link of ours, in one global order (no two wait on each other). */
+/* This process's view of the mesh (helpers/mesh.h). */
+static struct tu_mesh mesh(void)
+{
+	return (struct tu_mesh){ .n = nproc,
+				 .me = me,
+				 .apart_i = apart_i,
+				 .apart_j = apart_j,
+				 .sp = sp,
+				 .type = &cmsg_type,
+				 .node = node,
+				 .to = to,
+				 .from = from };
+}
+
 static int join_all(void)
 {
-	for (int i = 0; i < nproc; i++)
-		for (int j = i + 1; j < nproc; j++) {
-			int other, sock, r;
+	struct tu_mesh m = mesh();
 
-			if ((i != me && j != me) || !linked(i, j))
-				continue;
-			other = i == me ? j : i;
-			sock = sp[i][j][i == me ? 0 : 1];
-			sp[i][j][i == me ? 0 : 1] = -1;
-			r = cmesh_node_join_socket(sock, &cmsg_type, &cmsg_type,
-						   NULL, &node[other],
-						   &to[other], &from[other]);
-			if (r)
-				return r;
-		}
-	return 0;
+	return tu_mesh_join(&m);
 }
 
 static void close_others(void)
 {
-	for (int i = 0; i < nproc; i++)
-		for (int j = i + 1; j < nproc; j++)
-			for (int k = 0; k < 2; k++)
-				if (sp[i][j][k] >= 0 &&
-				    !((k == 0 && i == me) ||
-				      (k == 1 && j == me))) {
-					close(sp[i][j][k]);
-					sp[i][j][k] = -1;
-				}
+	struct tu_mesh m = mesh();
+
+	tu_mesh_close_others(&m);
 }
 
 static void leave_all(void)
 {
-	for (int k = 0; k < nproc; k++) {
-		if (k == me)
-			continue;
-		cmesh_sender_free(to[k]);
-		cmesh_receiver_free(from[k]);
-		to[k] = NULL;
-		from[k] = NULL;
-	}
-	for (int k = 0; k < nproc; k++)
-		if (k != me && node[k]) {
-			cmesh_node_flush(node[k], topo_deadline());
-			cmesh_node_free(node[k]);
-			node[k] = NULL;
-		}
+	struct tu_mesh m = mesh();
+
+	tu_mesh_leave(&m);
 }
 
 /* ---- a child: acts on what arrives ------------------------------------ */

@@ -21,6 +21,7 @@
 #include <cmesh.h>
 
 #include "helpers/testutil.h"
+#include "helpers/mesh.h"
 #include "helpers/topo.h"
 
 #include <criterion/criterion.h>
@@ -91,61 +92,45 @@ CMESH_TYPE_DEFINE(cmsg_type, struct cmsg,
 /* ---- mesh (as test_moves.c) ------------------------------------------- */
 
 static int me;
-static cmesh_node *node[NPROC];
-static cmesh_sender *to[NPROC];
-static cmesh_receiver *from[NPROC];
+static cmesh_node *node[TU_MESH_MAX];
+static cmesh_sender *to[TU_MESH_MAX];
+static cmesh_receiver *from[TU_MESH_MAX];
 static pid_t pids[NPROC];
-static int sp[NPROC][NPROC][2];
+static int sp[TU_MESH_MAX][TU_MESH_MAX][2];
+
+/* This process's view of the mesh (helpers/mesh.h). */
+static struct tu_mesh mesh(void)
+{
+	return (struct tu_mesh){ .n = NPROC,
+				 .me = me,
+				 .apart_i = -1,
+				 .apart_j = -1,
+				 .sp = sp,
+				 .type = &cmsg_type,
+				 .node = node,
+				 .to = to,
+				 .from = from };
+}
 
 static int join_all(void)
 {
-	for (int i = 0; i < NPROC; i++)
-		for (int j = i + 1; j < NPROC; j++) {
-			int other, sock, r;
+	struct tu_mesh m = mesh();
 
-			if (i != me && j != me)
-				continue;
-			other = i == me ? j : i;
-			sock = sp[i][j][i == me ? 0 : 1];
-			sp[i][j][i == me ? 0 : 1] = -1;
-			r = cmesh_node_join_socket(sock, &cmsg_type, &cmsg_type,
-						   NULL, &node[other],
-						   &to[other], &from[other]);
-			if (r)
-				return r;
-		}
-	return 0;
+	return tu_mesh_join(&m);
 }
 
 static void close_others(void)
 {
-	for (int i = 0; i < NPROC; i++)
-		for (int j = i + 1; j < NPROC; j++)
-			for (int k = 0; k < 2; k++)
-				if (sp[i][j][k] >= 0 &&
-				    !((k == 0 && i == me) ||
-				      (k == 1 && j == me))) {
-					close(sp[i][j][k]);
-					sp[i][j][k] = -1;
-				}
+	struct tu_mesh m = mesh();
+
+	tu_mesh_close_others(&m);
 }
 
 static void leave_all(void)
 {
-	for (int k = 0; k < NPROC; k++) {
-		if (k == me)
-			continue;
-		cmesh_sender_free(to[k]);
-		cmesh_receiver_free(from[k]);
-		to[k] = NULL;
-		from[k] = NULL;
-	}
-	for (int k = 0; k < NPROC; k++)
-		if (k != me && node[k]) {
-			cmesh_node_flush(node[k], topo_deadline());
-			cmesh_node_free(node[k]);
-			node[k] = NULL;
-		}
+	struct tu_mesh m = mesh();
+
+	tu_mesh_leave(&m);
 }
 
 /* ---- per-process state ------------------------------------------------ */

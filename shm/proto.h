@@ -91,8 +91,13 @@
 #define CMESH_PROTO_LINE_TAIL 3u
 
 /* Ring record kinds (shm/ring.h: 1..255). */
-#define CMESH_REC_MSG 1u   /* struct cmesh_rec_msg, message, trail */
-#define CMESH_REC_CLOSE 2u /* every sender of the channel is gone */
+#define CMESH_REC_MSG 1u /* struct cmesh_rec_msg, message, trail */
+/*
+ * Every sender of the channel is gone. CLOSE and FAIL (and a kept lane's
+ * LAST) end the lane: the consumer reads nothing after one (a record may
+ * still land there: a split's FAIL goes while its local senders still send).
+ */
+#define CMESH_REC_CLOSE 2u
 #define CMESH_REC_PLAIN 3u /* message, trail: no fds, nothing out of line */
 /* As CLOSE, but the channel failed upstream (a forwarder's source died). */
 #define CMESH_REC_FAIL 4u

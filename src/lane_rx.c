@@ -442,6 +442,14 @@ static cmesh__inline int fetch(struct cmesh__lane *ln)
 	/* A protocol error is final, even after a CLOSE. */
 	if (cmesh__lane_failed(ln) == -EPROTO)
 		return -EPROTO;
+	/*
+	 * Past its end (CLOSE, FAIL or a LAST) nothing is read: an honest
+	 * producer may still write there (a split's FAIL goes at once while
+	 * its senders here, not knowing yet, still send on that lane), and
+	 * a hostile one gains nothing by it (the ring is left unread).
+	 */
+	if (unlikely(ln->closed))
+		return ln->close_err;
 	r = cmesh__shmring_peek(&ln->cons, &kind);
 	if (unlikely(ln->cons.head_pos != head))
 		space_check(ln); /* it stepped over fillers */

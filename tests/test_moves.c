@@ -69,35 +69,36 @@ CMESH_TYPE_DEFINE(cmsg_type, struct cmsg, CMESH_FIELD_FD(struct cmsg, fd),
 		  CMESH_FIELD_ONESHOT_RECEIVER(struct cmsg, orx, item_type));
 
 enum {
-	OP_REPORT = 1,	/* to P0: arg is the result */
-	OP_DRAIN,	/* receive everything on rx (FIFO per sender): count */
-	OP_STREAM,	/* send seq 1..arg on tx as sender 2, free it: 0 */
-	OP_REPLY,	/* answer otx with seq = arg * 2: 0 */
-	OP_HOLD,	/* keep tx (and rx): 0 */
-	OP_SEND_HELD,	/* send seq arg on the held tx: its result */
-	OP_DIE,		/* SIGKILL ourselves (no report) */
-	OP_DRAIN_DIE,	/* receive arg messages on rx, report, then die */
-	OP_STREAM_DIE,	/* send 1..arg on tx, flush, report, then die */
-	OP_IS_CLOSED,	/* cmesh_sender_is_closed(tx): its result */
-	OP_BR_SENDS,	/* send x,y,c..h on tx, hold it: 0 */
-	OP_BR_BRIDGE,	/* send a,b on tx, take x,y from rx, bridge rx->tx */
-	OP_BR_LAST,	/* send i on the held tx, free it: 0 */
-	OP_WAIT_CLOSED, /* is_closed(held tx) until non-zero: its value */
-	OP_TAKE1,	/* receive one item on rx, free rx: its seq */
-	OP_CTX_WAIT,	/* report 0, then cmesh_ctx_wait(ctx): its result */
-	OP_STATS,	/* fds << 40 | memfd mappings << 20 | VmRSS KiB */
-	OP_HELD_CLOSED, /* cmesh_sender_is_closed(held tx), kept: its result */
-	OP_PASS,	/* send the held rx (else tx) on: arg = op | n << 8 |
+	OP_REPORT = 1,	 /* to P0: arg is the result */
+	OP_DRAIN,	 /* receive everything on rx (FIFO per sender): count */
+	OP_STREAM,	 /* send seq 1..arg on tx as sender 2, free it: 0 */
+	OP_REPLY,	 /* answer otx with seq = arg * 2: 0 */
+	OP_HOLD,	 /* keep tx (and rx): 0 */
+	OP_SEND_HELD,	 /* send seq arg on the held tx: its result */
+	OP_DIE,		 /* SIGKILL ourselves (no report) */
+	OP_DRAIN_DIE,	 /* receive arg messages on rx, report, then die */
+	OP_STREAM_DIE,	 /* send 1..arg on tx, flush, report, then die */
+	OP_IS_CLOSED,	 /* cmesh_sender_is_closed(tx): its result */
+	OP_BR_SENDS,	 /* send x,y,c..h on tx, hold it: 0 */
+	OP_BR_BRIDGE,	 /* send a,b on tx, take x,y from rx, bridge rx->tx */
+	OP_BR_LAST,	 /* send i on the held tx, free it: 0 */
+	OP_WAIT_CLOSED,	 /* is_closed(held tx) until non-zero: its value */
+	OP_TAKE1,	 /* receive one item on rx, free rx: its seq */
+	OP_CTX_WAIT,	 /* report 0, then cmesh_ctx_wait(ctx): its result */
+	OP_STATS,	 /* fds << 40 | memfd mappings << 20 | VmRSS KiB */
+	OP_HELD_CLOSED,	 /* cmesh_sender_is_closed(held tx), kept: its result */
+	OP_PASS,	 /* send the held rx (else tx) on: arg = op | n << 8 |
 			   route << 16 */
-	OP_FREE_HELD,	/* free the held tx and rx: 0 */
-	OP_NEW_HELD,	/* make a channel and hold both its ends: 0 */
-	OP_DRAIN_HELD,	/* OP_DRAIN on the held rx (no longer held) */
-	OP_FLUSH_HELD,	/* cmesh_sender_flush(held tx): its result */
-	OP_RECV_HELD,	/* receive one item on the held rx: its seq */
-	OP_STREAM_HELD, /* send seq 1..arg (SEND_AS id) on the held tx: 0 */
-	OP_PAUSE,	/* report 0, then read nothing else until one item
+	OP_FREE_HELD,	 /* free the held tx and rx: 0 */
+	OP_NEW_HELD,	 /* make a channel and hold both its ends: 0 */
+	OP_DRAIN_HELD,	 /* OP_DRAIN on the held rx (no longer held) */
+	OP_FLUSH_HELD,	 /* cmesh_sender_flush(held tx): its result */
+	OP_RECV_HELD,	 /* receive one item on the held rx: its seq */
+	OP_STREAM_HELD,	 /* send seq 1..arg (SEND_AS id) on the held tx: 0 */
+	OP_PAUSE,	 /* report 0, then read nothing else until one item
 			   comes on rx (the loop stops): no report */
-	OP_REFUSED_HELD /* the held rx's claims_refused (stats) */
+	OP_REFUSED_HELD, /* the held rx's claims_refused (stats) */
+	OP_RECV_HELD_RC	 /* receive on the held rx within 1 s: seq or -errno */
 };
 
 /* OP_PASS: a clone of the held tx goes; the tx stays held. */
@@ -428,6 +429,15 @@ static int act(struct cmsg *m)
 						i),
 				      0);
 		return report(0);
+	case OP_RECV_HELD_RC: {
+		struct seqmsg s;
+
+		TOPO_CHECK(held_rx);
+		r = cmesh_receiver_recv_deadline(
+			held_rx, cmesh_deadline_after(TU_MS(1000)), &s, NULL,
+			0);
+		return report(r ? (uint64_t)(int64_t)r : s.seq);
+	}
 	case OP_RECV_HELD: {
 		struct seqmsg s;
 
@@ -2981,6 +2991,49 @@ Test(moves, a_split_receivers_sender_elsewhere_dies_and_the_receiver_fails)
 	cr_assert(r == -ECONNRESET || r == -EPIPE,
 		  "a send after the receiver failed: %d", r);
 	cmesh_sender_free(tx);
+	mesh_down(1u << 1);
+}
+
+/*
+ * The same failure with the receiver held in P2 and read again after it:
+ * the split's lane ends with a FAIL at once, while the sender here, not
+ * knowing yet, still writes that lane (its records land past the FAIL).
+ * The receiver says -ECONNRESET again and again; the records past its
+ * lane's end are not read, and the link between P0 and P2 stays up (a
+ * record past the end read as a protocol violation failed it, and with
+ * it every channel between the two).
+ */
+Test(moves, a_split_receivers_failed_lane_reads_nothing_past_its_end)
+{
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 };
+	int64_t r;
+	int n = 0;
+
+	mesh_up(3);
+	tx = channel_held_in_p1(&rx);
+	for (uint64_t i = 1; i <= 10; i++)
+		TU_ASSERT_RC(send_item(tx, 1, i), 0);
+	send_held_as(1, 2, 1, 10);
+	m = (struct cmsg){ .rx = rx };
+	route_send(&m, OP_HOLD, ROUTE(2));
+	cr_assert_eq(report_from(2), 0);
+	kill_and_wait(1);
+	do {
+		route_send(&(struct cmsg){ 0 }, OP_RECV_HELD_RC, ROUTE(2));
+		r = report_from(2);
+	} while (r > 0 && ++n < 100);
+	cr_assert_eq(r, -ECONNRESET, "after %d: %lld", n, (long long)r);
+	for (uint64_t i = 11; i <= 15; i++)
+		send_item(tx, 1, i); /* 0 or the failure: either is right */
+	for (int k = 0; k < 3; k++) {
+		route_send(&(struct cmsg){ 0 }, OP_RECV_HELD_RC, ROUTE(2));
+		cr_assert_eq(report_from(2), -ECONNRESET);
+	}
+	cmesh_sender_free(tx);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(2));
+	cr_assert_eq(report_from(2), 0);
 	mesh_down(1u << 1);
 }
 

@@ -827,7 +827,11 @@ static bool agent_handle(struct cmsg *m)
 		memset(e, 0, sizeof(*e));
 		rc = send_to((int)m->dest, &p);
 		pthread_mutex_unlock(&mu);
-		if (rc)
+		/*
+		 * To P2 as it dies: lost with it (the driver counts what
+		 * went there as lost), not an error.
+		 */
+		if (rc && !(deaths && rc == -ECONNRESET))
 			report_error(m->eid, "PASS send", rc, m->dest);
 		if (m->die)
 			raise(SIGKILL); /* mid-move */

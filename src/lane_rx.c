@@ -455,8 +455,6 @@ static cmesh__inline int fetch(struct cmesh__lane *ln)
 		space_check(ln); /* it stepped over fillers */
 	if (r == -EAGAIN) {
 		space_look_empty(ln);
-		if (ln->closed)
-			return ln->close_err;
 		f = cmesh__lane_failed(ln);
 		/* The peer dropped the port (a reused reply port: DROPPED). */
 		if (!f)
@@ -471,8 +469,7 @@ static cmesh__inline int fetch(struct cmesh__lane *ln)
 	}
 	if (likely(r >= 0) &&
 	    likely(kind == CMESH_REC_PLAIN || kind == CMESH_REC_BULK ||
-		   kind == CMESH_REC_LAST) &&
-	    likely(!ln->closed)) {
+		   kind == CMESH_REC_LAST)) {
 		/* Only a kept lane's use ends with a LAST (shm/proto.h). */
 		if (unlikely(kind == CMESH_REC_LAST) && !ln->poolable)
 			return proto_error(ln);
@@ -485,8 +482,7 @@ static cmesh__inline int fetch(struct cmesh__lane *ln)
 	}
 	if (r < 0)
 		return proto_error(ln);
-	if (ln->closed ||
-	    ((kind == CMESH_REC_CLOSE || kind == CMESH_REC_FAIL) && r != 0) ||
+	if (((kind == CMESH_REC_CLOSE || kind == CMESH_REC_FAIL) && r != 0) ||
 	    (kind == CMESH_REC_MARK &&
 	     (r != (int)sizeof(struct cmesh_rec_mark) || ln->poolable)) ||
 	    (kind == CMESH_REC_HINTS &&

@@ -412,11 +412,14 @@ static void give_credit(cmesh_pipe_reader *r)
 }
 
 /*
- * The next chunk into `dst` (r->buf, or the caller's buffer when it has
- * room for a whole chunk: then the bytes are copied once), its length in
- * r->len: 1, or 0 (none now, or the end: r->err set), or an error (also
- * kept in r->err unless it is a context's).
+ * What stands for the reader in a waitset (its own or the caller's): what
+ * a read takes next, a cut chunk's rest while it has one, else data.
  */
+static cmesh_receiver *member(const cmesh_pipe_reader *r)
+{
+	return r->rest ? r->rest : r->data;
+}
+
 /*
  * A spent rest (its chunk read) hands its place in a waitset, if it has
  * one, to data, and goes. Without memory for that it stays, spent (a closed
@@ -431,6 +434,12 @@ static void rest_done(cmesh_pipe_reader *r)
 	r->rest_spent = false;
 }
 
+/*
+ * The next chunk into `dst` (r->buf, or the caller's buffer when it has
+ * room for a whole chunk: then the bytes are copied once), its length in
+ * r->len: 1, or 0 (none now, or the end: r->err set), or an error (also
+ * kept in r->err unless it is a context's).
+ */
 static int next_chunk(cmesh_pipe_reader *r, void *dst, bool wait,
 		      const cmesh_ctx *ctx)
 {
@@ -555,14 +564,14 @@ int64_t cmesh_pipe_try_read(cmesh_pipe_reader *r, void *buf, size_t cap)
 
 int cmesh_pipe_reader_fd(cmesh_pipe_reader *r)
 {
-	return r ? end_fd(&r->ws, r->rest ? r->rest : r->data) : -EINVAL;
+	return r ? end_fd(&r->ws, member(r)) : -EINVAL;
 }
 
 void cmesh_pipe_reader_free(cmesh_pipe_reader *r)
 {
 	if (!r)
 		return;
-	ws_drop(&r->ws, r->rest ? r->rest : r->data);
+	ws_drop(&r->ws, member(r));
 	cmesh_receiver_free(r->rest);
 	cmesh_receiver_free(r->data);
 	cmesh_sender_free(r->credit);
@@ -625,7 +634,7 @@ int cmesh_pipe_reader_to_port(cmesh_pipe_reader *r,
 	port->bytes = r->pend_bytes;
 	port->out_msgs = r->out_msgs;
 	port->out_bytes = r->out_bytes;
-	ws_drop(&r->ws, r->rest ? r->rest : r->data);
+	ws_drop(&r->ws, member(r));
 	free(r->buf);
 	free(r);
 	return 0;
@@ -670,16 +679,14 @@ int cmesh_pipe_reader_from_port(cmesh_pipe_reader_port *port,
 int cmesh_pipe_reader_waitset_add(cmesh_pipe_reader *r, cmesh_waitset *ws,
 				  uint64_t key)
 {
-	return r ? cmesh_waitset_add_receiver(ws, r->rest ? r->rest : r->data,
-					      key) :
-		   -EINVAL;
+	return r ? cmesh_waitset_add_receiver(ws, member(r), key) : -EINVAL;
 }
 
 int cmesh_pipe_reader_waitset_remove(cmesh_pipe_reader *r, cmesh_waitset *ws)
 {
 	if (!r)
 		return -EINVAL;
-	return cmesh_waitset_remove_receiver(ws, r->rest ? r->rest : r->data);
+	return cmesh_waitset_remove_receiver(ws, member(r));
 }
 
 int cmesh_pipe_writer_waitset_add(cmesh_pipe_writer *w, cmesh_waitset *ws,

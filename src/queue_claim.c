@@ -128,11 +128,11 @@ int cmesh__queue_gate_local(struct cmesh__queue *q, uint64_t serial,
 	    !cmesh__queue_sender_tryget(q)) {
 		r = -EOPNOTSUPP;
 	} else {
+		uint32_t pre = 0;
+
 		/* Every claim after this fails: the sends queue in order. */
 		atomic_fetch_or_explicit(&q->tail, TAIL_SEAL,
 					 memory_order_acq_rel);
-		uint32_t pre = 0;
-
 		/* What is queued now was sent before it came: read first. */
 		for (struct ovf_node *n = q->ovf_head; n; n = n->next)
 			pre++;

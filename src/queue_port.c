@@ -580,10 +580,13 @@ again:
 	    (q->rx_lane ? cmesh__lane_ready(q->rx_lane) :
 			  cmesh__queue_local_ready(q)))
 		return true;
-	for (uint32_t i = 0; i < q->xl_n && !local_claim_waits(q); i++)
-		if (!q->xl[i]->after && !gate_lane_waits(q, q->xl[i]->serial) &&
-		    cmesh__lane_ready(q->xl[i]))
-			return true;
+	/* Behind a claim in flight here may wait what a lane's sender sent. */
+	if (!local_claim_waits(q))
+		for (uint32_t i = 0; i < q->xl_n; i++)
+			if (!q->xl[i]->after &&
+			    !gate_lane_waits(q, q->xl[i]->serial) &&
+			    cmesh__lane_ready(q->xl[i]))
+				return true;
 	/* Closed: a receive says -EPIPE (walk(), the same test). */
 	if (q->primary_done &&
 	    !atomic_load_explicit(&q->nsenders, memory_order_seq_cst) &&

@@ -123,12 +123,6 @@ static int sp[TU_MESH_MAX][TU_MESH_MAX][2]; /* [i][j], i < j: i uses [0], j [1] 
 /* The pair of processes not linked with each other (mesh_up_apart). */
 static int apart_i = -1, apart_j = -1;
 
-/* Whether processes i < j are linked. */
-static bool linked(int i, int j)
-{
-	return !(i == apart_i && j == apart_j);
-}
-
 /* This process's view of the mesh (helpers/mesh.h). */
 static struct tu_mesh mesh(void)
 {
@@ -552,16 +546,11 @@ static void mesh_up_apart(int n, int i0, int j0)
 	nproc = n;
 	apart_i = i0;
 	apart_j = j0;
-	for (int i = 0; i < n; i++)
-		for (int j = i + 1; j < n; j++) {
-			sp[i][j][0] = sp[i][j][1] = -1;
-			if (linked(i, j))
-				cr_assert_eq(socketpair(AF_UNIX,
-							SOCK_SEQPACKET |
-								SOCK_CLOEXEC,
-							0, sp[i][j]),
-					     0);
-		}
+	{
+		struct tu_mesh m = mesh();
+
+		tu_mesh_sockets(&m);
+	}
 	for (int k = 1; k < n; k++) {
 		pid_t p = topo_fork();
 

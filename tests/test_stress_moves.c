@@ -1155,14 +1155,11 @@ static void run(uint64_t seed, int steps, uint32_t nch,
 	ring_size = (uint32_t)env_u64("STRESS_RING", 0);
 	if (max_trail > sizeof(trail_buf))
 		max_trail = sizeof(trail_buf);
-	for (int i = 0; i < NPROC; i++)
-		for (int j = i + 1; j < NPROC; j++) {
-			sp[i][j][0] = sp[i][j][1] = -1;
-			cr_assert_eq(socketpair(AF_UNIX,
-						SOCK_SEQPACKET | SOCK_CLOEXEC,
-						0, sp[i][j]),
-				     0);
-		}
+	{
+		struct tu_mesh m = mesh();
+
+		tu_mesh_sockets(&m);
+	}
 	for (int k = 1; k < NPROC; k++) {
 		pid_t p = topo_fork();
 

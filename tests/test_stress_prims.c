@@ -1213,14 +1213,11 @@ static void run(uint64_t seed, bool kill)
 	ptrace_on = env_u64("STRESS_PTRACE", 0) != 0;
 	if (kill)
 		die_at_ns = (int64_t)(tu_rand(&s) % (uint64_t)run_ns);
-	for (int i = 0; i < NPROC; i++)
-		for (int j = i + 1; j < NPROC; j++) {
-			sp[i][j][0] = sp[i][j][1] = -1;
-			cr_assert_eq(socketpair(AF_UNIX,
-						SOCK_SEQPACKET | SOCK_CLOEXEC,
-						0, sp[i][j]),
-				     0);
-		}
+	{
+		struct tu_mesh m = mesh();
+
+		tu_mesh_sockets(&m);
+	}
 	for (int k = 0; k < NPROC; k++) {
 		pid_t p = topo_fork();
 

@@ -6,11 +6,28 @@
 
 #include "topo.h"
 
+#include <criterion/criterion.h>
+
+#include <sys/socket.h>
 #include <unistd.h>
 
 static bool linked(const struct tu_mesh *m, int i, int j)
 {
 	return !(i == m->apart_i && j == m->apart_j);
+}
+
+void tu_mesh_sockets(const struct tu_mesh *m)
+{
+	for (int i = 0; i < m->n; i++)
+		for (int j = i + 1; j < m->n; j++) {
+			m->sp[i][j][0] = m->sp[i][j][1] = -1;
+			if (linked(m, i, j))
+				cr_assert_eq(socketpair(AF_UNIX,
+							SOCK_SEQPACKET |
+								SOCK_CLOEXEC,
+							0, m->sp[i][j]),
+					     0);
+		}
 }
 
 int tu_mesh_join(const struct tu_mesh *m)

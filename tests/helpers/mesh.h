@@ -27,6 +27,12 @@ struct tu_mesh {
 	cmesh_receiver **from;
 };
 
+/*
+ * Before fork: a socketpair in sp for every linked pair i < j (asserts),
+ * -1 for the unlinked one.
+ */
+void tu_mesh_sockets(const struct tu_mesh *m);
+
 /* Joins every link of m->me's: 0, or the first join's error. */
 int tu_mesh_join(const struct tu_mesh *m);
 

@@ -173,7 +173,17 @@ struct cmesh__lane {
 	bool pending_last;	  /* the pending PLAIN record was a LAST */
 	bool closed;		  /* CLOSE (or LAST) record seen */
 	int close_err;		  /* then: -EPIPE, or -ECONNRESET (a FAIL) */
-	uint32_t mark_seen;	  /* a MARK taken, for the queue (fetch()) */
+	/*
+	 * A closed receiver's drain of reply ports (lane_rx_close.c): the
+	 * end of the records claimed before the close, how many it took,
+	 * and whether the link thread still owes the rest (a claim was not
+	 * yet written): set by the closer before the release, then the link
+	 * thread's (after its acquire of `released`).
+	 */
+	uint64_t drain_end;
+	uint32_t drain_taken;
+	bool drain_owed;
+	uint32_t mark_seen; /* a MARK taken, for the queue (fetch()) */
 	/*
 	 * A HINTS taken, for the queue (fetch()); at most one per lane, and
 	 * only on the lane of a channel receiver's port (`hintable`).
@@ -745,5 +755,12 @@ void cmesh__lane_close_rx(struct cmesh__lane *ln);
 
 /* The same, telling the producer it failed (-ECONNRESET to its sends). */
 void cmesh__lane_fail_rx(struct cmesh__lane *ln);
+
+/*
+ * Link thread, on a released in lane whose close left a drain owed (a
+ * record claimed before the close not yet written): takes what is written
+ * now. True once nothing more is owed (all taken, or the lane failed).
+ */
+bool cmesh__lane_drain_more(struct cmesh__lane *ln);
 
 #endif

@@ -87,23 +87,49 @@ static void drop_pending(struct cmesh__lane *ln)
 #define DRAIN_MAX 4096u
 
 /*
+ * Takes the records up to drain_end, answering their REUSE ports: true
+ * when done (all taken, the lane's end or failure, a bad record, or
+ * DRAIN_MAX), false at a claim not yet written.
+ */
+static bool drain_step(struct cmesh__lane *ln)
+{
+	while ((int64_t)(ln->drain_end - ln->cons.head_pos) > 0 &&
+	       ln->drain_taken < DRAIN_MAX) {
+		int r = cmesh__lane_fetch(ln);
+
+		if (r == -EAGAIN)
+			return false;
+		if (r == CMESH__LANE_MARK)
+			continue;
+		if (r)
+			return true; /* its end, its failure, a bad record */
+		drop_pending(ln);
+		ln->drain_taken++;
+	}
+	return true;
+}
+
+/*
  * The receiver closed (after its seq_cst store of closed): the records
  * claimed before this look at the tail are taken, and the REUSE ports in
  * them answered DROPPED (drop_inline_ports()); a sender whose claim came
  * later sees the close and sends nothing (lane_send.c, push_ports_inline()).
- * So a call whose request waits here ends at once (-EPIPE). Only for a
- * type with reply-port fields. The tail is the peer's word: at most a
- * ring's worth, and DRAIN_MAX records, are taken, waiting DRAIN_WAIT_NS
- * in all for records claimed but not yet written (then given up: their
- * ports stay unanswered, a producer preempted between claim and
- * publish); a bad record fails the link as a receive does. A lane not
- * yet bound (its answer on its way) drains nothing.
+ * So a call whose request waits here ends (-EPIPE). Only for a type with
+ * reply-port fields. The tail is the peer's word: at most a ring's worth,
+ * and DRAIN_MAX records, are taken; a bad record fails the link as a
+ * receive does. A lane not yet bound (its answer on its way) drains
+ * nothing. A claim not yet written (its producer preempted between claim
+ * and publish) is waited for DRAIN_WAIT_NS; then a dynamic lane leaves
+ * the rest to its link thread (drain_owed: cmesh__lane_drain_more(), from
+ * its sweep, which keeps the lane and its ring until done), so every such
+ * port is answered however long the producer takes; any other lane gives
+ * up (a kept reply lane, the link's first: no type of ours puts reply
+ * ports there).
  */
 static void drain_ports(struct cmesh__lane *ln)
 {
 	uint64_t start = ln->cons.head_pos, end;
 	int64_t give_up = 0;
-	uint32_t taken = 0;
 
 	if (!ln->reply_fields || !ln->own_wake || cmesh__lane_failed(ln) ||
 	    (ln->dynamic && !cmesh__lane_bound(ln)))
@@ -113,26 +139,26 @@ static void drain_ports(struct cmesh__lane *ln)
 		return;
 	if (end - start > ln->cons.mask + 1)
 		end = start + ln->cons.mask + 1;
-	while ((int64_t)(end - ln->cons.head_pos) > 0 && taken < DRAIN_MAX) {
-		int r = cmesh__lane_fetch(ln);
+	ln->drain_end = end;
+	ln->drain_taken = 0;
+	while (!drain_step(ln)) {
+		int64_t now = cmesh_clock_now();
 
-		if (r == -EAGAIN) {
-			int64_t now = cmesh_clock_now();
-
-			if (!give_up)
-				give_up = now + DRAIN_WAIT_NS;
-			else if (now >= give_up)
-				return;
-			cmesh__park_pause();
-			continue;
+		if (!give_up) {
+			give_up = now + DRAIN_WAIT_NS;
+		} else if (now >= give_up) {
+			ln->drain_owed = ln->dynamic && !ln->poolable;
+			return;
 		}
-		if (r == CMESH__LANE_MARK)
-			continue;
-		if (r)
-			return; /* its end, its failure, a bad record */
-		drop_pending(ln);
-		taken++;
+		cmesh__park_pause();
 	}
+}
+
+bool cmesh__lane_drain_more(struct cmesh__lane *ln)
+{
+	if (ln->drain_owed && (cmesh__lane_failed(ln) || drain_step(ln)))
+		ln->drain_owed = false;
+	return !ln->drain_owed;
 }
 
 static void close_rx(struct cmesh__lane *ln, uint32_t how)

@@ -116,6 +116,13 @@ struct cmesh__link {
 	uint32_t att_fds;	     /* fds the FIFOs hold */
 	uint32_t fd_budget;	     /* fds the FIFOs may hold: budget_for() */
 	_Atomic bool sock_throttled; /* socket watched for hang-up only */
+	/*
+	 * Link thread only: in lanes whose close left a drain owed
+	 * (cmesh__lane_drain_more()), counted by the last sweep, and the
+	 * wait before it looks again (doubling while they stay owed).
+	 */
+	uint32_t drains_owed;
+	int64_t drain_gap;
 	_Atomic bool sock_read; /* failed, and the socket read to its end */
 	/*
 	 * Contexts that cross the link (link_ctx.c), under ctx_lock: ours

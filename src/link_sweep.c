@@ -116,6 +116,8 @@ static bool lane_done(struct cmesh__link *l, struct cmesh__lane *ln)
 		return false;
 	if (cmesh__link_failed(l))
 		return true;
+	if (ln->drain_owed)
+		return false; /* its ring still has reply ports to answer */
 	if (!ln->answered)
 		return false; /* its answer is on the way */
 	if (atomic_load_explicit(&ln->dropped, memory_order_acquire))
@@ -231,9 +233,16 @@ bool cmesh__lanes_sweep(struct cmesh__link *l)
 	ln = l->dyn;
 	pthread_mutex_unlock(&l->att_lock);
 	/* Others only push at the head: the rest of the list is ours. */
-	for (; ln; ln = ln->next)
+	l->drains_owed = 0;
+	for (; ln; ln = ln->next) {
 		if (ln->is_out && sweep_out(l, ln))
 			more = true;
+		/* Its owner is done with it (acquire: its close's drain). */
+		if (!ln->is_out &&
+		    atomic_load_explicit(&ln->released, memory_order_acquire) &&
+		    !cmesh__lane_drain_more(ln))
+			l->drains_owed++;
+	}
 	pthread_mutex_lock(&l->att_lock);
 	for (pp = &l->dyn; (ln = *pp);) {
 		if (!lane_done(l, ln)) {
@@ -241,7 +250,7 @@ bool cmesh__lanes_sweep(struct cmesh__link *l)
 			/* Answered: nothing will bind it any more (a
 			 * pooled one is bound for its next use). */
 			if (!ln->is_out && !ln->pins && ln->answered &&
-			    !ln->poolable &&
+			    !ln->poolable && !ln->drain_owed &&
 			    atomic_load_explicit(&ln->released,
 						 memory_order_acquire))
 				unmap_halves(l, ln);

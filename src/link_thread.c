@@ -31,6 +31,9 @@
 
 /* A backlog's retry while the socket is throttled (no SPACE is read). */
 #define THROTTLED_RETRY_NS 1000000
+/* A drain owed: the first look again, and the longest wait between looks. */
+#define DRAIN_RETRY_NS 1000000
+#define DRAIN_RETRY_MAX_NS 256000000
 
 static void on_sock(void *arg, int fd, uint32_t revents);
 
@@ -202,7 +205,7 @@ static void *link_thread(void *arg)
 		int64_t deadline = CMESH_DEADLINE_NONE;
 
 		/*
-		 * No timer: a SPACE, a kick or the socket wakes us. But
+		 * No timer as a rule: a SPACE, a kick or the socket wakes us. But
 		 * throttled (past our fd budget) we read no SPACE either: a
 		 * backlog then looks again every THROTTLED_RETRY_NS.
 		 */
@@ -210,6 +213,23 @@ static void *link_thread(void *arg)
 					 memory_order_relaxed) &&
 		    cmesh__lanes_spilling(l))
 			deadline = cmesh_clock_now() + THROTTLED_RETRY_NS;
+		/*
+		 * A drain owed (a closed receiver's ring, a claim not yet
+		 * written there) looks again after 1 ms, 2, 4 ... 256.
+		 */
+		if (l->drains_owed) {
+			int64_t at;
+
+			l->drain_gap = l->drain_gap ? l->drain_gap :
+						      DRAIN_RETRY_NS;
+			at = cmesh_clock_now() + l->drain_gap;
+			if (at < deadline)
+				deadline = at;
+			if (l->drain_gap < DRAIN_RETRY_MAX_NS)
+				l->drain_gap *= 2;
+		} else {
+			l->drain_gap = 0;
+		}
 		r = cmesh__wake_run(l->wake, deadline);
 		if (r < 0 && r != -EINTR) {
 			cmesh__link_fail(l, -ECONNRESET);

@@ -15,6 +15,9 @@
 
 #include "helpers/testutil.h"
 #include "helpers/topo.h"
+#include "endpoint.h"
+#include "lane.h"
+#include "queue_int.h"
 
 #include <criterion/criterion.h>
 
@@ -22,6 +25,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -1472,6 +1476,85 @@ Test(rpc, calls_racing_their_servers_close_all_end)
 
 		TU_ASSERT_RC(cmesh_sender_send(c.tx, &quit, NULL, 0), 0);
 	}
+	topo_bye(c.sync);
+	cmesh_sender_free(c.tx);
+	cmesh_receiver_free(c.rx);
+	cr_assert_eq(WEXITSTATUS(topo_reap(c.pid, TOPO_WAIT_MS)), 0);
+	close(c.sync);
+}
+
+/*
+ * Answers the calls on the receiver it is handed, then, on the cue 'f',
+ * frees the receiver and says 'F' (its close, and the drain of the
+ * requests claimed before it, are done).
+ */
+static int answer_n_free_on_cue(cmesh_sender *up, cmesh_receiver *rx,
+				const struct topo_side *s)
+{
+	struct hand h;
+
+	TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(), &h,
+						   NULL, 0),
+		      0);
+	TOPO_CHECK_EQ(answer_adds(h.rx, h.n), 0);
+	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'f');
+	cmesh_receiver_free(h.rx);
+	TOPO_CHECK_EQ(topo_post(s->sync, 'F'), 0);
+	cmesh_sender_free(up);
+	return 0;
+}
+
+static const struct topo_scenario slow_claim_sc = {
+	.down = &hand_type,
+	.up = &num_type,
+	.peer = answer_n_free_on_cue,
+};
+
+/*
+ * A request published behind a claim that its producer writes only long
+ * after the server closed (a caller preempted between claim and publish,
+ * made here by a claim of our own on the request lane) is answered all
+ * the same: the closing server waits a while for the claim, then its link
+ * thread takes the rest as it is written (lane_rx_close.c, drain_ports(),
+ * cmesh__lane_drain_more()). The call ends -EPIPE, never left waiting.
+ */
+Test(rpc, a_request_behind_a_claim_written_after_the_close_is_answered)
+{
+	struct topo_conn c;
+	struct hand h = { NULL, WARM };
+	struct calc_req q = { .args = { OP_ADD, 0, 1, 2 } };
+	struct resp out;
+	struct cmesh__lane *ln;
+	cmesh_sender *tx;
+	cmesh_rpc *p;
+	cmesh_ctx *ctx;
+	uint64_t pos;
+
+	topo_fork_peer(&slow_claim_sc, TOPO_FORK, &c);
+	TU_ASSERT_RC(cmesh_channel_new(&calc_req_type, NULL, &tx, &h.rx), 0);
+	TU_ASSERT_RC(cmesh_sender_send(c.tx, &h, NULL, 0), 0);
+	/*
+	 * Answered: the request lane to the server is bound, and the next
+	 * call's reply port is a kept lane named in its record (no ATTACH,
+	 * which the server's link would answer as it came).
+	 */
+	add_rounds(tx, WARM, 1);
+	ln = atomic_load(&((struct cmesh_sender *)(void *)tx)->q->tx_lane);
+	cr_assert(ln && ln->is_out);
+	/* A claim not yet written, at the server's head. */
+	TU_ASSERT_RC(cmesh__shmring_claim(&ln->prod, 8, &pos), 0);
+	q.reply = NULL; /* the last call's, gone with it */
+	TU_ASSERT_RC(cmesh_rpc_call(tx, &q, NULL, 0, &p), 0);
+	cr_assert_eq(topo_post(c.sync, 'f'), 0);
+	cr_assert_eq(topo_wait(c.sync, TOPO_WAIT_MS), 'F');
+	cmesh__shmring_cancel(&ln->prod, pos, 8); /* written at last */
+	TU_ASSERT_RC(cmesh_ctx_with_timeout(NULL, TU_MS(5000), &ctx), 0);
+	TU_ASSERT_RC(cmesh_rpc_wait(p, ctx, &out, NULL, 0), -EPIPE);
+	cmesh_ctx_free(ctx);
+	cmesh_rpc_free(p);
+	q.reply = NULL;
+	TU_ASSERT_RC(cmesh_rpc_call(tx, &q, NULL, 0, &p), -EPIPE);
+	cmesh_sender_free(tx);
 	topo_bye(c.sync);
 	cmesh_sender_free(c.tx);
 	cmesh_receiver_free(c.rx);

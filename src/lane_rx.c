@@ -640,7 +640,10 @@ bool cmesh__lane_ready(struct cmesh__lane *ln)
 			space_check(ln); /* it stepped over fillers */
 		if (r == -EAGAIN) {
 			space_look_empty(ln);
-			return false;
+			/* As fetch(): dropped (a kept reply lane's DROPPED)
+			 * and empty, its receive says -EPIPE. */
+			return atomic_load_explicit(&ln->dropped,
+						    memory_order_acquire);
 		}
 		/* Something, or a bad record: the receive says which. */
 		if (r < 0 ||

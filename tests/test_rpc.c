@@ -1317,7 +1317,9 @@ static const struct topo_scenario hang_up_sc = {
  * Requests still in the ring of a server's receiver when it is freed end
  * their calls at once with -EPIPE, those whose reply ports are kept
  * lanes named in the record itself (REUSE: no ATTACH names them) too,
- * and the reply lanes go on both sides while the link stays up.
+ * a call waited on in a waitset as well as one waited on alone (the
+ * lane's DROPPED makes it ready: cmesh__lane_ready()), and the reply
+ * lanes go on both sides while the link stays up.
  */
 Test(rpc, requests_left_in_a_freed_receivers_ring_end_their_calls)
 {
@@ -1328,6 +1330,7 @@ Test(rpc, requests_left_in_a_freed_receivers_ring_end_their_calls)
 	struct topo_conn c;
 	cmesh_rpc *p[N];
 	struct resp out;
+	cmesh_waitset *ws;
 	cmesh_ctx *ctx;
 	int warm, now = 0;
 
@@ -1346,9 +1349,31 @@ Test(rpc, requests_left_in_a_freed_receivers_ring_end_their_calls)
 	warm = topo_memfd_map_count();
 	for (int i = 0; i < N; i++)
 		p[i] = call(c.tx, OP_ADD, i, 1);
+	/* Half wait in a waitset: a lane's DROPPED makes its call ready. */
+	TU_ASSERT_RC(cmesh_waitset_new(&ws), 0);
+	for (int i = 0; i < N / 2; i++)
+		TU_ASSERT_RC(cmesh_waitset_add_oneshot(
+				     ws, cmesh_rpc_receiver(p[i]), (uint64_t)i),
+			     0);
 	TU_ASSERT_RC(topo_post(c.sync, 'd'), 0);
+	for (int n = 0; n < N / 2; n++) {
+		uint64_t key = N;
+		int r = cmesh_waitset_wait(ws, cmesh_clock_now() + TU_MS(5000),
+					   &key);
+
+		cr_assert_eq(r, 0, "waitset: %d of %d calls ended, then %d", n,
+			     N / 2, r);
+		cr_assert(key < N / 2 && p[key]);
+		r = cmesh_rpc_try_wait(p[key], &out, NULL, 0);
+		cr_assert_eq(r, -EPIPE, "call %llu: %d",
+			     (unsigned long long)key, r);
+		cmesh_rpc_free(p[key]); /* leaves the waitset */
+		p[key] = NULL;
+	}
+	cr_assert_eq(cmesh_waitset_size(ws), 0);
+	cmesh_waitset_free(ws);
 	TU_ASSERT_RC(cmesh_ctx_with_timeout(NULL, TU_MS(5000), &ctx), 0);
-	for (int i = 0; i < N; i++) {
+	for (int i = N / 2; i < N; i++) {
 		int r = cmesh_rpc_wait(p[i], ctx, &out, NULL, 0);
 
 		cr_assert_eq(r, -EPIPE, "call %d: %d", i, r);
@@ -1555,6 +1580,61 @@ Test(rpc, a_request_behind_a_claim_written_after_the_close_is_answered)
 	q.reply = NULL;
 	TU_ASSERT_RC(cmesh_rpc_call(tx, &q, NULL, 0, &p), -EPIPE);
 	cmesh_sender_free(tx);
+	topo_bye(c.sync);
+	cmesh_sender_free(c.tx);
+	cmesh_receiver_free(c.rx);
+	cr_assert_eq(WEXITSTATUS(topo_reap(c.pid, TOPO_WAIT_MS)), 0);
+	close(c.sync);
+}
+
+/*
+ * Answers `WARM` requests, fails the reply port of the next as a
+ * forwarder whose source failed does (cmesh__endpoint_fail(): bridge.c),
+ * then answers one more.
+ */
+static int answer_fail_answer(cmesh_sender *up, cmesh_receiver *rx,
+			      const struct topo_side *s)
+{
+	struct calc_req q;
+
+	(void)s;
+	TOPO_CHECK_EQ(answer_adds(rx, WARM), 0);
+	TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(), &q,
+						   NULL, 0),
+		      0);
+	cmesh__endpoint_fail(CMESH_FIELD_KIND_ONESHOT_SENDER, q.reply);
+	TOPO_CHECK_EQ(answer_adds(rx, 1), 0);
+	cmesh_sender_free(up);
+	return 0;
+}
+
+static const struct topo_scenario fail_port_sc = {
+	.down = &calc_req_type,
+	.up = &num_type,
+	.peer = answer_fail_answer,
+};
+
+/*
+ * A reply port failed where it arrived (a forwarder's, whose source's
+ * process died) ends its call with -ECONNRESET, its reply lane a kept one
+ * named in the request (warm) as well as one that came with an ATTACH.
+ */
+Test(rpc, a_reply_port_failed_by_its_holder_ends_the_call)
+{
+	struct topo_conn c;
+	struct calc_req q = { .args = { OP_ADD, 0, 1, 2 } };
+	struct resp out;
+	cmesh_ctx *ctx;
+	cmesh_rpc *p;
+
+	topo_fork_peer(&fail_port_sc, TOPO_FORK, &c);
+	add_rounds(c.tx, WARM, 1);
+	TU_ASSERT_RC(cmesh_rpc_call(c.tx, &q, NULL, 0, &p), 0);
+	TU_ASSERT_RC(cmesh_ctx_with_timeout(NULL, TU_MS(5000), &ctx), 0);
+	TU_ASSERT_RC(cmesh_rpc_wait(p, ctx, &out, NULL, 0), -ECONNRESET);
+	cmesh_ctx_free(ctx);
+	cmesh_rpc_free(p);
+	add_rounds(c.tx, 1, 1);
 	topo_bye(c.sync);
 	cmesh_sender_free(c.tx);
 	cmesh_receiver_free(c.rx);

@@ -145,7 +145,9 @@ bool cmesh__lanes_spilling(struct cmesh__link *l)
 /*
  * A released in lane waiting for its END keeps only its id and FIFO: its
  * memory goes now (nobody reads its ring again), so a peer that never
- * ends its lanes holds a few bytes each, not mappings. att_lock held.
+ * ends its lanes holds a few bytes each, not mappings; but not while it
+ * owes a drain (a producer that never writes a claim there holds that
+ * lane's mappings until the link ends). att_lock held.
  */
 static void unmap_halves(struct cmesh__link *l, struct cmesh__lane *ln)
 {
@@ -248,11 +250,17 @@ bool cmesh__lanes_sweep(struct cmesh__link *l)
 		if (!lane_done(l, ln)) {
 			pp = &ln->next;
 			/* Answered: nothing will bind it any more (a
-			 * pooled one is bound for its next use). */
+			 * pooled one is bound for its next use). Its
+			 * release (acquire) first, then drain_owed, which
+			 * its closer set before that release: read the
+			 * other way round, a drain owed could be missed
+			 * and the ring unmapped under
+			 * cmesh__lane_drain_more(). */
 			if (!ln->is_out && !ln->pins && ln->answered &&
-			    !ln->poolable && !ln->drain_owed &&
+			    !ln->poolable &&
 			    atomic_load_explicit(&ln->released,
-						 memory_order_acquire))
+						 memory_order_acquire) &&
+			    !ln->drain_owed)
 				unmap_halves(l, ln);
 			continue;
 		}

@@ -283,6 +283,13 @@ bool cmesh__lanes_sweep(struct cmesh__link *l)
 		for (struct cmesh__attach *a = done->att_head; a; a = a->next)
 			l->att_fds -= a->nfds;
 		pthread_mutex_unlock(&l->att_lock);
+		/*
+		 * A backlog left (the lane dropped since its sweep_out(),
+		 * say): its records are dropped, not discarded, so the ports
+		 * in them are unsent (their lanes would wait for good).
+		 */
+		if (done->is_out)
+			cmesh__lane_drop_spill(done);
 		cmesh__lanes_free_fifo(done);
 		cmesh__link_lane_token_forget(done);
 		cmesh__lane_free(done);

@@ -179,6 +179,16 @@ static void add_rounds(cmesh_sender *tx, int n, int64_t b)
 	}
 }
 
+/* Lets the peer go (topo_bye), frees our ends and reaps it (status 0). */
+static void bye_peer(struct topo_conn *c)
+{
+	topo_bye(c->sync);
+	cmesh_sender_free(c->tx);
+	cmesh_receiver_free(c->rx);
+	cr_assert_eq(WEXITSTATUS(topo_reap(c->pid, TOPO_WAIT_MS)), 0);
+	close(c->sync);
+}
+
 /* Tells the server to quit, lets it go and reaps it (exit status 0). */
 static void quit_peer(struct topo_conn *c)
 {
@@ -1260,11 +1270,7 @@ static void pending_case(bool warm)
 	cmesh_ctx_free(ctx);
 	cmesh_rpc_free(p);
 	TU_ASSERT_RC(topo_post(c.sync, 'b'), 0);
-	topo_bye(c.sync);
-	cmesh_sender_free(c.tx);
-	cmesh_receiver_free(c.rx);
-	cr_assert_eq(WEXITSTATUS(topo_reap(c.pid, TOPO_WAIT_MS)), 0);
-	close(c.sync);
+	bye_peer(&c);
 }
 
 Test(rpc, a_request_left_pending_when_its_server_lets_go_drops_its_reply_port)
@@ -1391,11 +1397,7 @@ Test(rpc, requests_left_in_a_freed_receivers_ring_end_their_calls)
 	cr_assert_lt(now, warm, "%d memfd mappings, %d before: lanes kept", now,
 		     warm);
 	TU_ASSERT_RC(topo_post(c.sync, 'b'), 0);
-	topo_bye(c.sync);
-	cmesh_sender_free(c.tx);
-	cmesh_receiver_free(c.rx);
-	cr_assert_eq(WEXITSTATUS(topo_reap(c.pid, TOPO_WAIT_MS)), 0);
-	close(c.sync);
+	bye_peer(&c);
 }
 
 /* A request channel's receiver, to answer `n` requests on and free. */
@@ -1501,11 +1503,7 @@ Test(rpc, calls_racing_their_servers_close_all_end)
 
 		TU_ASSERT_RC(cmesh_sender_send(c.tx, &quit, NULL, 0), 0);
 	}
-	topo_bye(c.sync);
-	cmesh_sender_free(c.tx);
-	cmesh_receiver_free(c.rx);
-	cr_assert_eq(WEXITSTATUS(topo_reap(c.pid, TOPO_WAIT_MS)), 0);
-	close(c.sync);
+	bye_peer(&c);
 }
 
 /*
@@ -1580,30 +1578,31 @@ Test(rpc, a_request_behind_a_claim_written_after_the_close_is_answered)
 	q.reply = NULL;
 	TU_ASSERT_RC(cmesh_rpc_call(tx, &q, NULL, 0, &p), -EPIPE);
 	cmesh_sender_free(tx);
-	topo_bye(c.sync);
-	cmesh_sender_free(c.tx);
-	cmesh_receiver_free(c.rx);
-	cr_assert_eq(WEXITSTATUS(topo_reap(c.pid, TOPO_WAIT_MS)), 0);
-	close(c.sync);
+	bye_peer(&c);
 }
 
 /*
- * Answers `WARM` requests, fails the reply port of the next as a
- * forwarder whose source failed does (cmesh__endpoint_fail(): bridge.c),
- * then answers one more.
+ * Answers adds; fails the reply port of an OP_DROP as a forwarder whose
+ * source failed does (cmesh__endpoint_fail(): bridge.c); until the
+ * caller's sender goes.
  */
-static int answer_fail_answer(cmesh_sender *up, cmesh_receiver *rx,
-			      const struct topo_side *s)
+static int add_or_fail_port(cmesh_sender *up, cmesh_receiver *rx,
+			    const struct topo_side *s)
 {
 	struct calc_req q;
+	struct resp out = { 0, -1, 0 };
 
 	(void)s;
-	TOPO_CHECK_EQ(answer_adds(rx, WARM), 0);
-	TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(), &q,
-						   NULL, 0),
-		      0);
-	cmesh__endpoint_fail(CMESH_FIELD_KIND_ONESHOT_SENDER, q.reply);
-	TOPO_CHECK_EQ(answer_adds(rx, 1), 0);
+	while (cmesh_receiver_recv_deadline(rx, topo_deadline(), &q, NULL, 0) ==
+	       0) {
+		if (q.args.op == OP_DROP) {
+			cmesh__endpoint_fail(CMESH_FIELD_KIND_ONESHOT_SENDER,
+					     q.reply);
+			continue;
+		}
+		out.v = q.args.a + q.args.b;
+		TOPO_CHECK_EQ(cmesh_rpc_complete(q.reply, &out, NULL, 0), 0);
+	}
 	cmesh_sender_free(up);
 	return 0;
 }
@@ -1611,35 +1610,38 @@ static int answer_fail_answer(cmesh_sender *up, cmesh_receiver *rx,
 static const struct topo_scenario fail_port_sc = {
 	.down = &calc_req_type,
 	.up = &num_type,
-	.peer = answer_fail_answer,
+	.peer = add_or_fail_port,
 };
 
-/*
- * A reply port failed where it arrived (a forwarder's, whose source's
- * process died) ends its call with -ECONNRESET, its reply lane a kept one
- * named in the request (warm) as well as one that came with an ATTACH.
- */
-Test(rpc, a_reply_port_failed_by_its_holder_ends_the_call)
+/* An OP_DROP call whose reply port the server fails: -ECONNRESET. */
+static void failed_port_call(cmesh_sender *tx)
 {
-	struct topo_conn c;
-	struct calc_req q = { .args = { OP_ADD, 0, 1, 2 } };
+	cmesh_rpc *p = call(tx, OP_DROP, 0, 0);
 	struct resp out;
 	cmesh_ctx *ctx;
-	cmesh_rpc *p;
 
-	topo_fork_peer(&fail_port_sc, TOPO_FORK, &c);
-	add_rounds(c.tx, WARM, 1);
-	TU_ASSERT_RC(cmesh_rpc_call(c.tx, &q, NULL, 0, &p), 0);
 	TU_ASSERT_RC(cmesh_ctx_with_timeout(NULL, TU_MS(5000), &ctx), 0);
 	TU_ASSERT_RC(cmesh_rpc_wait(p, ctx, &out, NULL, 0), -ECONNRESET);
 	cmesh_ctx_free(ctx);
 	cmesh_rpc_free(p);
+}
+
+/*
+ * A reply port failed where it arrived (a forwarder's, whose source's
+ * process died) ends its call with -ECONNRESET: cold (the port came with
+ * an ATTACH) and warm (a kept reply lane named in the request); calls
+ * after it are answered.
+ */
+Test(rpc, a_reply_port_failed_by_its_holder_ends_the_call)
+{
+	struct topo_conn c;
+
+	topo_fork_peer(&fail_port_sc, TOPO_FORK, &c);
+	failed_port_call(c.tx);
+	add_rounds(c.tx, WARM, 1);
+	failed_port_call(c.tx);
 	add_rounds(c.tx, 1, 1);
-	topo_bye(c.sync);
-	cmesh_sender_free(c.tx);
-	cmesh_receiver_free(c.rx);
-	cr_assert_eq(WEXITSTATUS(topo_reap(c.pid, TOPO_WAIT_MS)), 0);
-	close(c.sync);
+	bye_peer(&c);
 }
 
 /* ---- a dropped warm call; requests and responses carrying their ports ---- */

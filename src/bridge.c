@@ -17,9 +17,18 @@
  *   its channel (cmesh__queue_sender_fail), so its receiver sees
  *   -ECONNRESET after everything forwarded;
  * - the sender's receiver is gone: the receiver is freed, so the senders
- *   see closed; it failed, or a message cannot go on (its backlog bound,
- *   an endpoint that cannot move): the receiver fails, so the senders see
- *   -ECONNRESET. The thread looks at the sender's receiver of the
+ *   see closed; it failed, or a message cannot go on (an endpoint that
+ *   cannot move, no memory): the receiver fails, so the senders see
+ *   -ECONNRESET.
+ * The sender's backlog bound (max_backlog) holds the forwarder back
+ * instead: while the next message would not fit in what the sender's
+ * backlog takes more (or the backlog is not empty, for one larger than
+ * the bound), it is not taken; the receiver leaves the waitset and the
+ * thread looks again after 1, 2, 4 ... 16 ms (`hold_at`). Its senders
+ * upstream then fill their own ring and backlog and see -ENOBUFS
+ * themselves, as if the far receiver were theirs. Only another sender
+ * of the far channel filling its backlog between that look and the send
+ * makes the send fail with -ENOBUFS, which ends the forwarder as above. The thread looks at the sender's receiver of the
  *   forwarder it serves, and, while it has forwarders, at every
  *   forwarder's each IDLE_LOOK_NS, busy or not (it wakes for that if
  *   nothing else wakes it; it does not spin after such a wake): a
@@ -58,6 +67,12 @@
 #define LINGER_NS 100000000LL
 /* The longest it sleeps while it has forwarders (see top). */
 #define IDLE_LOOK_NS 50000000LL
+/* A held forwarder's looks (see top): the first gap, the longest. */
+#define HOLD_MIN_NS 1000000LL
+#define HOLD_MAX_NS 16000000LL
+/* What a backlog entry costs beyond its trail and twice its struct:
+ * headers, fds, ports (lane_spill.c's spill_cost, queue.c's node_cost). */
+#define HOLD_SLACK 4096u
 
 struct fwd {
 	uint32_t rx_kind, tx_kind;
@@ -68,6 +83,8 @@ struct fwd {
 	size_t trail_cap;
 	void (*at_end)(void *arg); /* cmesh__bridge_start_then() */
 	void *at_end_arg;
+	int64_t hold_at;  /* held (out of the waitset): look then; 0: not */
+	int64_t hold_gap; /* the next look's gap while held */
 	struct fwd *next;
 };
 
@@ -180,6 +197,64 @@ static bool failure(int r)
 	return r == -ECONNRESET || r == -EPROTO || r == -EMFILE;
 }
 
+/* The thread's waitset (set under F.lock as the thread starts). */
+static cmesh_waitset *thread_ws(void)
+{
+	cmesh_waitset *ws;
+
+	pthread_mutex_lock(&F.lock);
+	ws = F.ws;
+	pthread_mutex_unlock(&F.lock);
+	return ws;
+}
+
+/*
+ * Whether a message of `len` trailing bytes fits in what the sender's
+ * backlog takes more (a oneshot's one value always does), so the
+ * forwarder may take it (see top).
+ */
+static bool fits(const struct fwd *f, size_t len)
+{
+	uint64_t used, room;
+
+	if (f->tx_kind != CMESH_FIELD_KIND_SENDER)
+		return true;
+	cmesh__queue_backlog(f->txq, &used, &room);
+	return !used || room >= (uint64_t)len +
+					2 * cmesh__queue_type(f->txq)->size +
+					HOLD_SLACK;
+}
+
+/*
+ * Holds `f` back (see top): out of the waitset, looked at again after
+ * its gap, which doubles up to HOLD_MAX_NS while it stays held.
+ */
+static void hold(struct fwd *f)
+{
+	if (!f->hold_at) {
+		cmesh__log(
+			CMESH__LOG_DEBUG,
+			"forwarder of %s holds: its sender's backlog is full",
+			cmesh__queue_type(f->rxq)->name);
+		ws_remove(thread_ws(), f);
+		f->hold_gap = HOLD_MIN_NS;
+	} else if (f->hold_gap < HOLD_MAX_NS) {
+		f->hold_gap *= 2;
+	}
+	f->hold_at = cmesh_clock_now() + f->hold_gap;
+}
+
+/* Ends a hold: false if the waitset could not take `f` (held still). */
+static bool unhold(struct fwd *f)
+{
+	if (f->hold_at && ws_add(thread_ws(), f)) {
+		hold(f);
+		return false;
+	}
+	f->hold_at = 0;
+	return true;
+}
+
 /*
  * Sends one received message (`len` trailing bytes) on: 0, or why the
  * forwarder ends (the message's resources are released either way).
@@ -207,6 +282,12 @@ static bool pump(struct fwd *f)
 
 	for (int i = 0, grown = 0; i < BATCH; i++) {
 		r = cmesh__queue_peek(f->rxq);
+		if (r >= 0 && !fits(f, (size_t)r)) {
+			hold(f);
+			break; /* the receiver gone is still looked at */
+		}
+		if (r >= 0 && !unhold(f))
+			break;
 		if (r > 0 && (size_t)r > f->trail_cap) {
 			unsigned char *b = realloc(f->trail, (size_t)r);
 
@@ -346,7 +427,7 @@ static bool spin(int64_t spin_ns)
 
 		pthread_mutex_lock(&F.lock);
 		for (struct fwd **p = &F.list; *p; p = &(*p)->next)
-			if (cmesh__queue_ready((*p)->rxq)) {
+			if (!(*p)->hold_at && cmesh__queue_ready((*p)->rxq)) {
 				ready = *p;
 				/* To the tail: the others get their turn. */
 				*p = ready->next;
@@ -390,6 +471,32 @@ static void look_idle(void)
 	}
 }
 
+/*
+ * Serves, one by one, the held forwarders whose look is due; returns the
+ * next one's time (INT64_MAX: none held).
+ */
+static int64_t look_held(void)
+{
+	for (;;) {
+		int64_t now = cmesh_clock_now(), next = INT64_MAX;
+		struct fwd *due = NULL;
+
+		pthread_mutex_lock(&F.lock);
+		for (struct fwd *f = F.list; f && !due; f = f->next) {
+			if (!f->hold_at)
+				continue;
+			if (f->hold_at <= now)
+				due = f;
+			else if (f->hold_at < next)
+				next = f->hold_at;
+		}
+		pthread_mutex_unlock(&F.lock);
+		if (!due)
+			return next;
+		serve(due); /* held again: later than now */
+	}
+}
+
 static void *forwarder(void *arg)
 {
 	cmesh_waitset *ws = arg;
@@ -410,6 +517,12 @@ static void *forwarder(void *arg)
 
 		if (dl < 0)
 			return NULL; /* ws is freed */
+		if (busy) {
+			int64_t held = look_held();
+
+			if (held < dl)
+				dl = held;
+		}
 		/* A wake for the look alone says nothing flows: no spin. */
 		if (!busy || quiet || !spin(spin_ns)) {
 			r = cmesh_waitset_wait(ws, dl, &key);

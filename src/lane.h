@@ -350,6 +350,10 @@ int cmesh__lane_send_ports(struct cmesh__lane *ln, const void *msg,
 /* Out lane: 1 if the receiver is gone, 0, or the link's failure. */
 int cmesh__lane_rx_gone(const struct cmesh__lane *ln);
 
+/* Out lane: its spill backlog's bytes, and its bound (max_backlog). */
+void cmesh__lane_backlog(const struct cmesh__lane *ln, uint64_t *used,
+			 uint64_t *max);
+
 /* Out lane: the last local sender is gone (CLOSE record, after data). */
 void cmesh__lane_close_tx(struct cmesh__lane *ln);
 

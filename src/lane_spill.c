@@ -93,6 +93,13 @@ static void drop_spill(struct cmesh__lane *ln)
 	pop_spill(ln, SPILL_DROPPED);
 }
 
+void cmesh__lane_backlog(const struct cmesh__lane *ln, uint64_t *used,
+			 uint64_t *max)
+{
+	*used = atomic_load_explicit(&ln->backlog, memory_order_relaxed);
+	*max = ln->max_backlog;
+}
+
 void cmesh__lane_spill_free(struct cmesh__lane *ln)
 {
 	while (ln->spill_head)

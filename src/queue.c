@@ -619,6 +619,26 @@ int cmesh__queue_rx_gone(struct cmesh__queue *q)
 	return st & ST_RX_FAILED ? -ECONNRESET : !!(st & ST_RX_CLOSED);
 }
 
+void cmesh__queue_backlog(struct cmesh__queue *q, uint64_t *used,
+			  uint64_t *room)
+{
+	struct cmesh__lane *ln =
+		atomic_load_explicit(&q->tx_lane, memory_order_acquire);
+	uint64_t max = q->max_backlog;
+
+	/* A lane stays while its queue does (Known limits): no use after
+	 * free; a stale one's figures are only as old as the snapshot. */
+	if (ln)
+		cmesh__lane_backlog(ln, used, &max);
+	else
+		*used = atomic_load_explicit(&q->ovf_bytes,
+					     memory_order_relaxed);
+	if (!max)
+		*room = UINT64_MAX;
+	else
+		*room = *used < max ? max - *used : 0;
+}
+
 int cmesh__queue_flush(struct cmesh__queue *q, int64_t deadline)
 {
 	struct cmesh__lane *ln;

@@ -496,6 +496,15 @@ void cmesh__queue_stats(struct cmesh__queue *q, cmesh_receiver_stats *out);
 /* Sending side: see cmesh_sender_is_closed(). */
 int cmesh__queue_rx_gone(struct cmesh__queue *q);
 
+/*
+ * Sending side: *used gets the bytes a send's backlog holds now (the
+ * overflow list, or the lane's spill), *room what it takes more before a
+ * send fails with -ENOBUFS (UINT64_MAX: no bound). A snapshot: other
+ * senders may change it. Any thread.
+ */
+void cmesh__queue_backlog(struct cmesh__queue *q, uint64_t *used,
+			  uint64_t *room);
+
 /* Sending side: see cmesh_sender_flush(). */
 int cmesh__queue_flush(struct cmesh__queue *q, int64_t deadline);
 

@@ -187,3 +187,96 @@ Test(bridge, a_receiver_bridged_on_at_every_hop_in_process_sees_the_end)
 {
 	topo_run(&chain_sc, TOPO_THREAD);
 }
+
+/*
+ * A bridge whose far channel's backlog is full holds back instead of
+ * failing both sides: the far reader sleeps while the near sender sends
+ * until its own backlog says -ENOBUFS (the bound reaches the sender the
+ * bridge feeds from), then reads every message taken, once, in order,
+ * with its trail, and then the end.
+ */
+#define HELD_TRAIL 1000
+#define HELD_NEAR_BACKLOG (256u << 10)
+
+static uint32_t held_seed(uint64_t seq)
+{
+	return (uint32_t)(seq * 2654435761u) ^ 0x5eed;
+}
+
+static int held_peer(cmesh_sender *tx, cmesh_receiver *rx,
+		     const struct topo_side *s)
+{
+	static unsigned char buf[HELD_TRAIL];
+	struct item it;
+	uint64_t n = 0;
+	char go;
+	int r;
+
+	TOPO_CHECK_EQ(read(s->sync, &go, 1), 1); /* the sends are done */
+	while ((r = cmesh_receiver_recv_deadline(rx, topo_deadline(), &it, buf,
+						 sizeof(buf))) >= 0) {
+		TOPO_CHECK_EQ(it.seq, n);
+		TOPO_CHECK_EQ(r, HELD_TRAIL);
+		TOPO_CHECK_EQ(tu_check(buf, HELD_TRAIL, held_seed(n)),
+			      HELD_TRAIL);
+		n++;
+	}
+	TOPO_CHECK_EQ(r, -EPIPE);
+	TOPO_CHECK_EQ(cmesh_sender_send(tx, &(struct item){ n }, NULL, 0), 0);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	return 0;
+}
+
+static void held_driver(cmesh_sender *tx, cmesh_receiver *rx,
+			const struct topo_side *s)
+{
+	static unsigned char buf[HELD_TRAIL];
+	cmesh_channel_opts o = CMESH_CHANNEL_OPTS_INIT;
+	cmesh_sender *ntx;
+	cmesh_receiver *nrx;
+	struct item it;
+	uint64_t k = 0;
+	int r;
+
+	o.max_backlog = HELD_NEAR_BACKLOG;
+	TU_ASSERT_RC(cmesh_channel_new(&item_type, &o, &ntx, &nrx), 0);
+	TU_ASSERT_RC(cmesh_bridge(nrx, tx), 0);
+	for (; k < 100000; k++) {
+		tu_fill(buf, HELD_TRAIL, held_seed(k));
+		r = cmesh_sender_send(ntx, &(struct item){ k }, buf,
+				      HELD_TRAIL);
+		if (r)
+			break;
+	}
+	cr_assert_eq(r, -ENOBUFS, "send %llu said %d", (unsigned long long)k,
+		     r);
+	/* Both hops' bounds filled: the near one, and the far sender's. */
+	cr_assert_gt(k * HELD_TRAIL, HELD_NEAR_BACKLOG + (64u << 10));
+	cr_assert_eq(write(s->sync, "g", 1), 1);
+	cmesh_sender_free(ntx);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(rx, topo_deadline(), &it,
+						  NULL, 0),
+		     0);
+	cr_assert_eq(it.seq, k, "the reader took %llu of %llu",
+		     (unsigned long long)it.seq, (unsigned long long)k);
+	cmesh_receiver_free(rx);
+}
+
+static const struct topo_scenario held_sc = {
+	.down = &item_type,
+	.up = &item_type,
+	.max_backlog = 64u << 10,
+	.driver = held_driver,
+	.peer = held_peer,
+};
+
+Test(bridge, a_full_far_backlog_holds_the_bridge_back_across_processes)
+{
+	topo_run(&held_sc, TOPO_FORK);
+}
+
+Test(bridge, a_full_far_backlog_holds_the_bridge_back_in_process)
+{
+	topo_run(&held_sc, TOPO_THREAD);
+}

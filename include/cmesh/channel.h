@@ -207,8 +207,14 @@ CMESH_API int cmesh_sender_is_closed(const cmesh_sender *tx);
  * failed (it sees -ECONNRESET after everything forwarded); the receiver
  * of `tx`'s channel gone or failed: `rx`'s senders then see -EPIPE or
  * -ECONNRESET. A receiver that goes away while nothing flows is noticed
- * within about 50 ms (the thread looks that often while it has bridges). A message that cannot go on (the backlog bound,
- * cmesh_sender_send()'s other errors) fails both sides, and is logged.
+ * within about 50 ms (the thread looks that often while it has bridges).
+ * A full backlog of `tx` holds the bridge back: it takes nothing more
+ * from `rx`'s channel until that backlog has room (it looks again within
+ * 16 ms), so `rx`'s senders meet the bound themselves (-ENOBUFS once
+ * their own backlog is full). A message that cannot go on
+ * (cmesh_sender_send()'s other errors, or -ENOBUFS when another sender
+ * of `tx`'s channel fills it between that look and the send) fails both
+ * sides, and is logged.
  *
  * Takes both handles on success. -EINVAL: NULL, or both ends of one
  * channel; -EBADMSG: the types differ; -ENOMEM, -EAGAIN (no thread could

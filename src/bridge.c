@@ -15,7 +15,8 @@
  *   freed, so its receiver sees closed after everything;
  * - the receiver failed (-ECONNRESET, -EPROTO, -EMFILE): the sender fails
  *   its channel (cmesh__queue_sender_fail), so its receiver sees
- *   -ECONNRESET after everything forwarded;
+ *   -ECONNRESET after everything forwarded, and the receiver is failed
+ *   (not freed), so its other senders see -ECONNRESET too;
  * - the sender's receiver is gone: the receiver is freed, so the senders
  *   see closed; it failed, or a message cannot go on (an endpoint that
  *   cannot move, no memory): the receiver fails, so the senders see
@@ -317,7 +318,8 @@ static bool pump(struct fwd *f)
 			return true;
 		}
 		if (failure(r)) {
-			end(f, true, false, "its source failed");
+			/* Failed, not freed: its other senders hear so too. */
+			end(f, true, true, "its source failed");
 			return true;
 		}
 		if (r < 0) {

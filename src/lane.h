@@ -331,9 +331,11 @@ int cmesh__lane_try_send(struct cmesh__lane *ln, const void *msg,
 
 /*
  * Ports that will not be sent: their fds closed, their lanes dropped (a
- * FAILED port has neither).
+ * FAILED port has neither), as lost to a failure when `failed`
+ * (cmesh__lane_set_dropped()).
  */
-void cmesh__lane_unsend_ports(const struct cmesh__port_out *ports, uint32_t n);
+void cmesh__lane_unsend_ports(const struct cmesh__port_out *ports, uint32_t n,
+			      bool failed);
 
 /*
  * Out lane: sends a message whose endpoint fields are NULL (`msg`, a
@@ -505,9 +507,17 @@ static inline bool cmesh__lane_bound(const struct cmesh__lane *ln)
 /*
  * The peer will never use this lane (it dropped the endpoint, or the
  * message carrying it was never delivered): an out lane reports the
- * receiver gone (-EPIPE), an in lane its senders gone.
+ * receiver gone (-EPIPE; -ECONNRESET when `failed`: lost to a failure,
+ * once its link is bound its consumer's word says), an in lane its
+ * senders gone (closed either way: Known limits).
  */
-void cmesh__lane_set_dropped(struct cmesh__lane *ln);
+void cmesh__lane_set_dropped(struct cmesh__lane *ln, bool failed);
+
+/*
+ * Out lane: whether what it could not deliver was lost to a failure (its
+ * receiver failed, or its link did) rather than to its receiver's close.
+ */
+static inline bool cmesh__lane_lost_to_failure(const struct cmesh__lane *ln);
 
 /* ---- a pooled lane's uses (lane.c: out lanes; lane_rx_close.c: in) ---- */
 
@@ -635,6 +645,12 @@ static inline int cmesh__lane_peer_closed(const struct cmesh__lane *ln)
 					  memory_order_acquire);
 
 	return !c ? 0 : c == CMESH_SHM_CLOSED_FAILED ? -ECONNRESET : -EPIPE;
+}
+
+static inline bool cmesh__lane_lost_to_failure(const struct cmesh__lane *ln)
+{
+	return cmesh__lane_failed(ln) ||
+	       cmesh__lane_peer_closed(ln) == -ECONNRESET;
 }
 
 /*

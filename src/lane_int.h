@@ -20,7 +20,8 @@
 /* ---- lane_send.c, for lane.c and lane_spill.c ---- */
 
 /* Ports whose message will not be sent: their lanes, their contexts. */
-void cmesh__lane_ports_unsent(const struct cmesh__port_out *ports, uint32_t n);
+void cmesh__lane_ports_unsent(const struct cmesh__port_out *ports, uint32_t n,
+			      bool failed);
 
 /*
  * Claims a record's slots, sends its ATTACH (if any) and publishes it; the

@@ -29,11 +29,12 @@
 #define MAX_FDS CMESH__LANE_MAX_FDS
 
 /* Ports whose message will not be sent: their lanes, their contexts. */
-void cmesh__lane_ports_unsent(const struct cmesh__port_out *ports, uint32_t n)
+void cmesh__lane_ports_unsent(const struct cmesh__port_out *ports, uint32_t n,
+			      bool failed)
 {
 	for (uint32_t i = 0; i < n; i++) {
 		if (ports[i].lane)
-			cmesh__link_lane_unsent(ports[i].lane);
+			cmesh__link_lane_unsent(ports[i].lane, failed);
 		if (ports[i].desc.kind == CMESH_PORT_CTX)
 			cmesh__link_ctx_unexport(ports[i].link,
 						 ports[i].desc.id);
@@ -303,12 +304,13 @@ static uint32_t collect_fds(const struct cmesh__lane *ln, const void *msg,
 	return n;
 }
 
-void cmesh__lane_unsend_ports(const struct cmesh__port_out *ports, uint32_t n)
+void cmesh__lane_unsend_ports(const struct cmesh__port_out *ports, uint32_t n,
+			      bool failed)
 {
 	for (uint32_t i = 0; i < n; i++)
 		if (ports[i].fd >= 0)
 			close(ports[i].fd);
-	cmesh__lane_ports_unsent(ports, n);
+	cmesh__lane_ports_unsent(ports, n, failed);
 }
 
 static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
@@ -487,7 +489,9 @@ static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
 	/* cmesh__lane_enqueue() failed before taking the fds: release them
 	 * below. */
 out_release:
-	cmesh__lane_unsend_ports(ports, nports);
+	/* Lost with a failed receiver or link: their peers fail too. */
+	cmesh__lane_unsend_ports(ports, nports,
+				 cmesh__lane_lost_to_failure(ln));
 	cmesh__type_release(ln->type, msg);
 	return r;
 }

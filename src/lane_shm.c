@@ -194,11 +194,13 @@ int cmesh__lane_new_failed(struct cmesh__link *link, bool is_out,
 	return 0;
 }
 
-void cmesh__lane_set_dropped(struct cmesh__lane *ln)
+void cmesh__lane_set_dropped(struct cmesh__lane *ln, bool failed)
 {
 	atomic_store_explicit(&ln->dropped, true, memory_order_release);
-	/* An out lane's senders read closed here: -EPIPE from now on. */
+	/* An out lane's senders read closed here: -EPIPE from now on
+	 * (-ECONNRESET: lost to a failure). */
 	if (ln->is_out && !cmesh__lane_bound(ln))
-		atomic_store_explicit(&ln->unbound_wake.closed, 1,
+		atomic_store_explicit(&ln->unbound_wake.closed,
+				      failed ? CMESH_SHM_CLOSED_FAILED : 1,
 				      memory_order_release);
 }

@@ -83,8 +83,9 @@ static void pop_spill(struct cmesh__lane *ln, enum spill_end how)
 	atomic_store_explicit(&ln->backlog, ln->spill_bytes,
 			      memory_order_relaxed);
 	cmesh__lane_close_fds(spill_fds(s), s->nfds); /* ports' too */
-	if (how == SPILL_DROPPED)
-		cmesh__lane_ports_unsent(s->ports, s->nports);
+	if (how == SPILL_DROPPED) /* lost to a failure: their peers fail */
+		cmesh__lane_ports_unsent(s->ports, s->nports,
+					 cmesh__lane_lost_to_failure(ln));
 	free(s);
 }
 

@@ -218,7 +218,7 @@ void cmesh__link_port_drop(struct cmesh__link *l,
  * called the link keeps the lane, whatever else happens to it.
  */
 void cmesh__link_lane_sent(struct cmesh__lane *ln);
-void cmesh__link_lane_unsent(struct cmesh__lane *ln);
+void cmesh__link_lane_unsent(struct cmesh__lane *ln, bool failed);
 
 /* The owner of a dynamic lane is done with it; the link frees it. */
 void cmesh__link_lane_release(struct cmesh__lane *ln);

@@ -580,7 +580,7 @@ int cmesh__link_claim(struct cmesh__link *l, const uint64_t token[2],
 	r = attach(ctx, po.lane);
 	if (r) {
 		close(po.fd);
-		cmesh__link_lane_unsent(po.lane);
+		cmesh__link_lane_unsent(po.lane, false);
 		cmesh__link_lane_release(po.lane);
 		return r;
 	}

@@ -164,7 +164,7 @@ void cmesh__lanes_answer(struct cmesh__link *l, struct cmesh__lane *ln,
 	}
 	close(fd);
 	/* Nobody here uses it: the sweep frees it (answered: at import). */
-	cmesh__lane_set_dropped(ln);
+	cmesh__lane_set_dropped(ln, false);
 	atomic_store_explicit(&ln->released, true, memory_order_release);
 	cmesh__lanes_send_lane(l, ln->id, CMESH_LANE_F_DROPPED, 0, NULL, -1);
 	cmesh__link_kick(l);

@@ -266,7 +266,7 @@ void cmesh__link_port_drop(struct cmesh__link *l,
 		    ln->idle) {
 			ln->idle = false;
 			cmesh__lanes_unpool(l, ln);
-			cmesh__lane_set_dropped(ln);
+			cmesh__lane_set_dropped(ln, false);
 		} else if (ln && ln->dynamic && ln->is_out && ln->poolable) {
 			/* Named before its last use let go (a LAST): then. */
 			ln->drop_at_idle = true;
@@ -358,7 +358,7 @@ static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
 		return r;
 	/* Ours alone from here on: only this thread binds or frees lanes. */
 	if (dropped) {
-		cmesh__lane_set_dropped(ln);
+		cmesh__lane_set_dropped(ln, false);
 	} else {
 		r = cmesh__lane_bind(ln, fds[0], m.arena_size, ln->ring_cap);
 		if (r)

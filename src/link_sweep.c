@@ -41,7 +41,7 @@ static bool idle_now(struct cmesh__link *l, struct cmesh__lane *ln)
 		/* Its REUSE was dropped: both sides let it go. */
 		ln->drop_at_idle = false;
 		cmesh__lanes_unpool(l, ln);
-		cmesh__lane_set_dropped(ln);
+		cmesh__lane_set_dropped(ln, false);
 		return false;
 	}
 	ln->idle = true;
@@ -59,11 +59,11 @@ void cmesh__link_lane_sent(struct cmesh__lane *ln)
 	atomic_store_explicit(&ln->inflight, false, memory_order_release);
 }
 
-void cmesh__link_lane_unsent(struct cmesh__lane *ln)
+void cmesh__link_lane_unsent(struct cmesh__lane *ln, bool failed)
 {
 	struct cmesh__link *l = ln->link;
 
-	cmesh__lane_set_dropped(ln);
+	cmesh__lane_set_dropped(ln, failed);
 	if (!ln->is_out)
 		cmesh__lane_wake(ln);
 	pthread_mutex_lock(&l->att_lock);

@@ -206,9 +206,13 @@ static int export_direct(struct cmesh__link *link, const cmesh_field *f,
 			early_token(link, out->lane);
 		}
 		r = cmesh__queue_admit(q, 0, 0, out->lane, claimable);
-		if (r == -EPIPE) {
-			/* Its receiver is gone: the port arrives closed. */
-			cmesh__lane_close_rx(out->lane);
+		if (r == -EPIPE || r == -ECONNRESET) {
+			/* Its receiver is gone: the port arrives closed (or
+			 * failed, as that receiver did). */
+			if (r == -EPIPE)
+				cmesh__lane_close_rx(out->lane);
+			else
+				cmesh__lane_fail_rx(out->lane);
 			cmesh__link_lane_release(out->lane);
 			r = 0;
 		} else if (!r && claimable) {
@@ -231,7 +235,7 @@ static int export_direct(struct cmesh__link *link, const cmesh_field *f,
 	if (r) {
 		if (out->fd >= 0)
 			close(out->fd);
-		cmesh__link_lane_unsent(out->lane);
+		cmesh__link_lane_unsent(out->lane, false);
 		cmesh__link_lane_release(out->lane); /* nothing owns it */
 		return r;
 	}
@@ -252,7 +256,9 @@ static void export_failed(struct cmesh__link *link, const cmesh_field *f,
 	out->desc.flags = CMESH_PORT_F_FAILED;
 	out->fd = -1;
 	out->link = link;
-	cmesh__endpoint_free(f->kind, h);
+	/* Failed, not freed: a receiver's other senders (its lanes from
+	 * elsewhere, its senders here) hear -ECONNRESET, not a close. */
+	cmesh__endpoint_fail(f->kind, h);
 }
 
 /*
@@ -361,7 +367,7 @@ static int export_forwarded(struct cmesh__link *link, const cmesh_field *f,
 			    f->kind, h, tx_kind, tx,
 			    *hints ? cmesh__port_hints_end : NULL, *hints);
 	if (r) {
-		cmesh__lane_unsend_ports(out, 1);
+		cmesh__lane_unsend_ports(out, 1, false);
 		cmesh__endpoint_free(sending ? rx_kind : tx_kind,
 				     sending ? rx : tx);
 		return r;
@@ -413,7 +419,7 @@ static int export_split(struct cmesh__link *link, const cmesh_field *f, void *h,
 		cmesh__link_put(link);
 		if (out->fd >= 0)
 			close(out->fd);
-		cmesh__link_lane_unsent(out->lane);
+		cmesh__link_lane_unsent(out->lane, false);
 		cmesh__link_lane_release(out->lane); /* nothing owns it */
 		cmesh__endpoint_free(CMESH_FIELD_KIND_SENDER, tx);
 		return r; /* -EOPNOTSUPP: the forwarder's way */
@@ -702,7 +708,7 @@ static int send_ports_on_lane(struct cmesh__lane *ln, const void *msg,
 	}
 	if (r) {
 		/* Exported ones are gone with their ports; free the rest. */
-		cmesh__lane_unsend_ports(ports, n);
+		cmesh__lane_unsend_ports(ports, n, false);
 		cmesh__type_release(t, copy);
 		if (copy != stack)
 			free(copy);

@@ -374,8 +374,8 @@ void cmesh__queue_on_lane_end(struct cmesh__queue *q,
  * `after` (0: none) has ended, or (`mark` not 0) passed that MARK record,
  * and with
  * `claimable` `q` is its home (a token: the sender may claim again);
- * -EPIPE (its receiver is gone), -EOPNOTSUPP (it moved, or is in a
- * waitset), -ENOMEM.
+ * -EPIPE (its receiver is gone), -ECONNRESET (it was freed failed),
+ * -EOPNOTSUPP (it moved, or is in a waitset), -ENOMEM.
  * claim_out: the sender `q` (remote receiver over its tx lane) claimed its
  * receiver's process over out lane `ln` (the caller's link reference goes
  * to the queue): when the claim holds, cmesh__queue_redirect() makes `ln`

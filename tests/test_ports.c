@@ -1223,6 +1223,46 @@ Test(ports, port_sent_to_a_process_that_dies_before_taking_it_fails_its_peer)
 	topo_assert_baseline(&res);
 }
 
+/*
+ * A receiver sent after the process it goes to died (its link known
+ * failed, so the send fails at once): it was lost to that failure, so
+ * its senders here see -ECONNRESET, not a close (-EPIPE).
+ */
+Test(ports, receiver_sent_to_a_dead_process_fails_its_senders)
+{
+	struct topo_res res;
+	struct topo_conn c;
+	cmesh_sender *ltx;
+	cmesh_receiver *lrx;
+	struct seqmsg r = { .sender = 1, .seq = 1 };
+	struct epmsg m;
+	int st;
+
+	topo_baseline(&res);
+	topo_fork_peer(&sleeper_sc, TOPO_FORK, &c);
+	TU_ASSERT_RC(topo_wait(c.sync, TOPO_WAIT_MS), 'r');
+	kill(c.pid, SIGKILL);
+	st = topo_reap(c.pid, TOPO_WAIT_MS);
+	cr_assert(st != -ETIMEDOUT && WIFSIGNALED(st));
+	for (int64_t until = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	     cmesh_sender_is_closed(c.tx) != -ECONNRESET;) {
+		cr_assert(tu_now_ns() < until, "the link never failed");
+		tu_sleep_ms(1);
+	}
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &ltx, &lrx), 0);
+	TU_ASSERT_RC(cmesh_sender_send(ltx, &r, NULL, 0), 0); /* unread */
+	m = ep(OP_DRAIN, 0);
+	m.rx = lrx;
+	TU_ASSERT_RC(cmesh_sender_send(c.tx, &m, NULL, 0), -ECONNRESET);
+	TU_ASSERT_RC(cmesh_sender_is_closed(ltx), -ECONNRESET);
+	TU_ASSERT_RC(cmesh_sender_send(ltx, &r, NULL, 0), -ECONNRESET);
+	cmesh_sender_free(ltx);
+	cmesh_sender_free(c.tx);
+	cmesh_receiver_free(c.rx);
+	close(c.sync);
+	topo_assert_baseline(&res);
+}
+
 /* ---- a failed endpoint can be sent and arrives failed ------------------ */
 
 Test(ports, failed_endpoint_sent_to_a_third_process_arrives_failed)

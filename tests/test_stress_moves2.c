@@ -1579,14 +1579,11 @@ Test(stress2, kill_mid_run)
 	uint64_t seed = env_u64("STRESS_SEED", 1);
 
 	/*
-	 * OPEN (2026-12-07): CI failed this twice in five clean-clone runs.
-	 * Once the harness counted a pass to P2 as it died as an error
-	 * (fixed, cfd92df). Once (seed 1, "how 2": P2 dies as a channel's
-	 * receiver arrives) that channel's senders ended with -EPIPE where
-	 * the run wants -ECONNRESET, a receiver's process having died
-	 * holding it: either the library says "closed" for a receiver lost
-	 * with a dead process on arrival, or the run asks too much. Not
-	 * reproduced here (seeds 1-80 pass); STRESS_KILL=1 runs it.
+	 * OPEN (2026-12-07): gated. Its -EPIPE where -ECONNRESET is due
+	 * (about 1 run in 20: a receiver lost to P2's death freed, not
+	 * failed, by an export or a forwarder) is fixed (0 in 320 runs, two
+	 * at a time). What remains, 1-2 runs in 160: 3 fds left in P0
+	 * after P2's death, past the leak check's 3 s. STRESS_KILL=1 runs it.
 	 */
 	if (!env_u64("STRESS_KILL", 0))
 		cr_skip_test("open lead: STRESS_KILL=1 runs it");

@@ -87,6 +87,33 @@ int tu_fd_count(void)
 	return n - 1; /* the directory's own fd */
 }
 
+/* A unix socket's type, from /proc/net/unix (for tu_fd_dump()). */
+static const char *unix_kind(const char *target)
+{
+	unsigned long ino, i;
+	unsigned type = 0;
+	char line[512];
+	FILE *f;
+
+	if (sscanf(target, "socket:[%lu]", &ino) != 1)
+		return "";
+	f = fopen("/proc/net/unix", "re");
+	if (!f)
+		return "";
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%*s %*s %*s %*s %x %*s %lu", &type, &i) ==
+			    2 &&
+		    i == ino)
+			break;
+		else
+			type = 0;
+	fclose(f);
+	return type == 1 ? " (unix stream)" :
+	       type == 2 ? " (unix dgram)" :
+	       type == 5 ? " (unix seqpacket)" :
+			   "";
+}
+
 void tu_fd_dump(const char *label)
 {
 	DIR *d = opendir("/proc/self/fd");
@@ -104,7 +131,8 @@ void tu_fd_dump(const char *label)
 		snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
 		n = readlink(path, target, sizeof(target) - 1);
 		target[n > 0 ? n : 0] = '\0';
-		fprintf(stderr, "  %s -> %s\n", e->d_name, target);
+		fprintf(stderr, "  %s -> %s%s\n", e->d_name, target,
+			unix_kind(target));
 	}
 	closedir(d);
 }

@@ -20,22 +20,26 @@
  * - the sender's receiver is gone: the receiver is freed, so the senders
  *   see closed; it failed, or a message cannot go on (an endpoint that
  *   cannot move, no memory): the receiver fails, so the senders see
- *   -ECONNRESET.
- * The sender's backlog bound (max_backlog) holds the forwarder back
- * instead: while the next message would not fit in what the sender's
- * backlog takes more (or the backlog is not empty, for one larger than
- * the bound), it is not taken; the receiver leaves the waitset and the
- * thread looks again after 1, 2, 4 ... 16 ms (`hold_at`). Its senders
- * upstream then fill their own ring and backlog and see -ENOBUFS
- * themselves, as if the far receiver were theirs. Only another sender
- * of the far channel filling its backlog between that look and the send
- * makes the send fail with -ENOBUFS, which ends the forwarder as above. The thread looks at the sender's receiver of the
+ *   -ECONNRESET. The thread looks at the sender's receiver of the
  *   forwarder it serves, and, while it has forwarders, at every
  *   forwarder's each IDLE_LOOK_NS, busy or not (it wakes for that if
  *   nothing else wakes it; it does not spin after such a wake): a
  *   receiver gone while no message flows (whose closing sends nothing
  *   this process hears) is seen within about that, and the senders
  *   upstream then see closed without sending.
+ * The sender's backlog bound (max_backlog) holds the forwarder back
+ * instead of ending it: while the next message would not fit in what the
+ * sender's backlog takes more (fits(); or the backlog is not empty, for
+ * one larger than the bound) it is not taken; the receiver leaves the
+ * waitset (`hold_at`) and the thread looks again after 1, 2, 4 ... 16
+ * ms, taking up again once that backlog is down to half its bound (or
+ * empty): a slow far reader costs a hold per half a backlog, not per
+ * message (a hold may close the link's wake socket of the receiver,
+ * whose taking up opens another). Its senders upstream meanwhile fill
+ * their own ring and backlog and see -ENOBUFS themselves, as if the far
+ * receiver were theirs. Only another sender of the far channel filling
+ * its backlog between that look and the send makes the send fail with
+ * -ENOBUFS, which ends the forwarder as above.
  * A oneshot's forwarder ends after its one value. A split receiver's
  * (cmesh__bridge_start_split(): its senders here write its lane already)
  * ends too once its lanes have all ended, and a failure fails that lane.
@@ -72,8 +76,10 @@
 #define HOLD_MIN_NS 1000000LL
 #define HOLD_MAX_NS 16000000LL
 /* What a backlog entry costs beyond its trail and twice its struct:
- * headers, fds, ports (lane_spill.c's spill_cost, queue.c's node_cost). */
+ * headers, and per field (fd or port) at most HOLD_FIELD (lane_spill.c's
+ * spill_cost, queue.c's node_cost). */
 #define HOLD_SLACK 4096u
+#define HOLD_FIELD 128u
 
 struct fwd {
 	uint32_t rx_kind, tx_kind;
@@ -92,6 +98,7 @@ struct fwd {
 static struct {
 	pthread_mutex_t lock;
 	bool running;	   /* the thread is up (it owns ws) */
+	uint32_t held;	   /* forwarders held (the thread's alone) */
 	cmesh_waitset *ws; /* members: the forwarders' receivers */
 	struct fwd *list;
 } F = { .lock = PTHREAD_MUTEX_INITIALIZER };
@@ -216,14 +223,23 @@ static cmesh_waitset *thread_ws(void)
  */
 static bool fits(const struct fwd *f, size_t len)
 {
+	const cmesh_type *t = cmesh__queue_type(f->txq);
 	uint64_t used, room;
 
 	if (f->tx_kind != CMESH_FIELD_KIND_SENDER)
 		return true;
 	cmesh__queue_backlog(f->txq, &used, &room);
-	return !used || room >= (uint64_t)len +
-					2 * cmesh__queue_type(f->txq)->size +
-					HOLD_SLACK;
+	return !used || room >= (uint64_t)len + 2 * t->size + HOLD_SLACK +
+					(uint64_t)t->nfields * HOLD_FIELD;
+}
+
+/* A held forwarder may take up again: the backlog is down to half. */
+static bool drained(const struct fwd *f)
+{
+	uint64_t used, room;
+
+	cmesh__queue_backlog(f->txq, &used, &room);
+	return !used || room == UINT64_MAX || used <= room;
 }
 
 /*
@@ -238,6 +254,7 @@ static void hold(struct fwd *f)
 			"forwarder of %s holds: its sender's backlog is full",
 			cmesh__queue_type(f->rxq)->name);
 		ws_remove(thread_ws(), f);
+		F.held++;
 		f->hold_gap = HOLD_MIN_NS;
 	} else if (f->hold_gap < HOLD_MAX_NS) {
 		f->hold_gap *= 2;
@@ -248,11 +265,14 @@ static void hold(struct fwd *f)
 /* Ends a hold: false if the waitset could not take `f` (held still). */
 static bool unhold(struct fwd *f)
 {
-	if (f->hold_at && ws_add(thread_ws(), f)) {
+	if (!f->hold_at)
+		return true;
+	if (ws_add(thread_ws(), f)) {
 		hold(f);
 		return false;
 	}
 	f->hold_at = 0;
+	F.held--;
 	return true;
 }
 
@@ -283,7 +303,18 @@ static bool pump(struct fwd *f)
 
 	for (int i = 0, grown = 0; i < BATCH; i++) {
 		r = cmesh__queue_peek(f->rxq);
-		if (r >= 0 && !fits(f, (size_t)r)) {
+		/*
+		 * Nothing yet (a local producer may be between its claim and
+		 * its publish, whose wake comes): a held one stays so. Only a
+		 * message peeked at is taken, so each is weighed first.
+		 */
+		if (r == -EAGAIN) {
+			if (f->hold_at)
+				hold(f);
+			break;
+		}
+		if (r >= 0 &&
+		    (f->hold_at ? !drained(f) : !fits(f, (size_t)r))) {
 			hold(f);
 			break; /* the receiver gone is still looked at */
 		}
@@ -409,6 +440,8 @@ static void serve(struct fwd *f)
 {
 	if (!pump(f))
 		return;
+	if (f->hold_at)
+		F.held--;
 	pthread_mutex_lock(&F.lock);
 	unlink_fwd(f);
 	fwd_free(f);
@@ -519,7 +552,7 @@ static void *forwarder(void *arg)
 
 		if (dl < 0)
 			return NULL; /* ws is freed */
-		if (busy) {
+		if (busy && F.held) {
 			int64_t held = look_held();
 
 			if (held < dl)

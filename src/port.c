@@ -502,8 +502,14 @@ static int export_any(struct cmesh__link *link, const cmesh_field *f, void *h,
 	peer = cmesh__queue_tx_lane(q);
 	if (!peer && !cmesh__port_is_sending(f->kind))
 		peer = cmesh__queue_rx_lane(q);
-	if (peer && cmesh__lane_failed(peer)) {
-		/* Its peer's process failed: it arrives failed. */
+	/*
+	 * Its peer's process failed: it arrives failed. (Not a receiver
+	 * that read the lane it came with to its end: that process may
+	 * exit at will.)
+	 */
+	if (peer && cmesh__lane_failed(peer) &&
+	    !(peer == cmesh__queue_rx_lane(q) &&
+	      cmesh__queue_rx_lane_ended(q))) {
 		export_failed(link, f, h, out);
 		return 0;
 	}

@@ -483,6 +483,9 @@ uint32_t cmesh__queue_lanes(struct cmesh__queue *q, struct cmesh__lane **out,
 /* The lane a remote receiver reads, or NULL (local queue). */
 struct cmesh__lane *cmesh__queue_rx_lane(struct cmesh__queue *q);
 
+/* Consumer side: the receiver read its rx lane to its end (its CLOSE). */
+bool cmesh__queue_rx_lane_ended(const struct cmesh__queue *q);
+
 /*
  * See cmesh_sender_try_send(): -EAGAIN and nothing taken when the message
  * does not go into the ring at once. The message holds no endpoint.

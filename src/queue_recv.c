@@ -596,6 +596,11 @@ struct cmesh__lane *cmesh__queue_rx_lane(struct cmesh__queue *q)
 	return q->rx_lane;
 }
 
+bool cmesh__queue_rx_lane_ended(const struct cmesh__queue *q)
+{
+	return q->primary_done;
+}
+
 /* Drops every queued message, releasing its resources (receiver gone). */
 void cmesh__queue_drain(struct cmesh__queue *q)
 {

@@ -2525,6 +2525,46 @@ Test(moves, a_receiver_sent_on_failed_fails_its_senders_elsewhere)
 }
 
 /*
+ * The same, but the lane the receiver came with had ended (P1 freed its
+ * sender, we read to that end) before P1 died: the receiver is healthy
+ * and goes on to P2 as any other, where P2's own sender feeds it.
+ */
+Test(moves, a_receiver_whose_first_lane_ended_goes_on_after_that_process_dies)
+{
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 };
+
+	mesh_up(3);
+	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	route_send(&(struct cmsg){ .arg = OP_HOLD | 1u << 8 | 2u << 16 |
+					  PASS_CLONE },
+		   OP_PASS, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	cr_assert_eq(report_from(2), 0);
+	send_held(2, 1, 2);
+	rx = passed_home(1).rx;
+	cr_assert(rx);
+	send_held(2, 3, 4);
+	expect_seqs(rx, 1, 4);
+	no_forwarder_in(1); /* P2's claim held: it writes our lane */
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	send_held(2, 5, 6);
+	expect_seqs(rx, 5, 6); /* past the end of P1's lane */
+	kill_and_wait(1);
+	m.rx = rx;
+	route_send(&m, OP_HOLD, ROUTE(2));
+	cr_assert_eq(report_from(2), 0);
+	send_held(2, 7, 7);
+	route_send(&(struct cmsg){ 0 }, OP_RECV_HELD, ROUTE(2));
+	cr_assert_eq(report_from(2), 7);
+	route_send(&(struct cmsg){ 0 }, OP_HELD_CLOSED, ROUTE(2));
+	cr_assert_eq(report_from(2), 0);
+	mesh_down(1u << 1);
+}
+
+/*
  * A sender sent on while a clone of it stays: P1 holds a sender of our
  * receiver, sends 1..200 on it, sends it to P2 and keeps a clone. Other
  * senders still write P1's lane, so P2's claim is read after a MARK that

@@ -2490,16 +2490,14 @@ Test(moves, a_receiver_sent_on_after_its_sender_claimed_it_claims_it_too)
 }
 
 /*
- * A receiver whose lane from its senders' process failed is sent on: it
- * goes as a FAILED port, and is failed here, not freed, so its sender in
- * a third process hears -ECONNRESET, not a close. P1 makes the channel
- * and gives a clone of its sender to P2 (which claims the receiver where
- * it goes) and the receiver to us; P1 dies; we send the receiver to P2.
+ * Three processes: P1 makes a channel and gives a clone of its sender to
+ * P2 (which claims the receiver where it goes) and the receiver to us;
+ * P2 sends 1..4, which we read. Returns the receiver, its lane from P1
+ * the one it came with, P2's claimed lane the other.
  */
-Test(moves, a_receiver_sent_on_failed_fails_its_senders_elsewhere)
+static cmesh_receiver *rx_from_p1_fed_from_p2(void)
 {
 	cmesh_receiver *rx;
-	struct cmsg m = { 0 };
 
 	mesh_up(3);
 	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
@@ -2515,6 +2513,22 @@ Test(moves, a_receiver_sent_on_failed_fails_its_senders_elsewhere)
 	send_held(2, 3, 4);
 	expect_seqs(rx, 1, 4);
 	no_forwarder_in(1); /* P2's claim held: it writes our lane */
+	return rx;
+}
+
+/*
+ * A receiver whose lane from its senders' process failed is sent on: it
+ * goes as a FAILED port, and is failed here, not freed, so its sender in
+ * a third process hears -ECONNRESET, not a close. P1 makes the channel
+ * and gives a clone of its sender to P2 (which claims the receiver where
+ * it goes) and the receiver to us; P1 dies; we send the receiver to P2.
+ */
+Test(moves, a_receiver_sent_on_failed_fails_its_senders_elsewhere)
+{
+	cmesh_receiver *rx;
+	struct cmsg m = { 0 };
+
+	rx = rx_from_p1_fed_from_p2();
 	kill_and_wait(1);
 	m.rx = rx;
 	route_send(&m, OP_HOLD, ROUTE(2));
@@ -2534,20 +2548,7 @@ Test(moves, a_receiver_whose_first_lane_ended_goes_on_after_that_process_dies)
 	cmesh_receiver *rx;
 	struct cmsg m = { 0 };
 
-	mesh_up(3);
-	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
-	cr_assert_eq(report_from(1), 0);
-	route_send(&(struct cmsg){ .arg = OP_HOLD | 1u << 8 | 2u << 16 |
-					  PASS_CLONE },
-		   OP_PASS, ROUTE(1));
-	cr_assert_eq(report_from(1), 0);
-	cr_assert_eq(report_from(2), 0);
-	send_held(2, 1, 2);
-	rx = passed_home(1).rx;
-	cr_assert(rx);
-	send_held(2, 3, 4);
-	expect_seqs(rx, 1, 4);
-	no_forwarder_in(1); /* P2's claim held: it writes our lane */
+	rx = rx_from_p1_fed_from_p2();
 	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
 	cr_assert_eq(report_from(1), 0);
 	send_held(2, 5, 6);

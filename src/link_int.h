@@ -365,6 +365,13 @@ void cmesh__intro_release(struct cmesh__link *l);
 int cmesh__wakes_init(struct cmesh__link *l);
 void cmesh__wakes_destroy(struct cmesh__link *l);
 
+/*
+ * Link thread, once the link failed: the sockets of the peer's waitsets
+ * close (nobody wakes them any more; one given after this, read from what
+ * the socket still held, is closed at once).
+ */
+void cmesh__wakes_peer_drop(struct cmesh__link *l);
+
 /* Link thread: a WAKESOCK or WAKECLOSE, copied out; takes fds on 0. */
 int cmesh__wakes_on_ctl(struct cmesh__link *l, uint16_t type,
 			const unsigned char *buf, int len, const int *fds,

@@ -270,8 +270,10 @@ static void *link_thread(void *arg)
 		    atomic_load_explicit(&l->holders_only,
 					 memory_order_relaxed))
 			cmesh__link_hooks_run(l); /* once */
-		if (cmesh__link_failed(l))
+		if (cmesh__link_failed(l)) {
 			cmesh__intro_release(l);
+			cmesh__wakes_peer_drop(l);
+		}
 		/* Backlogs, control messages, lanes that are done; what
 		 * meets a full socket goes when it polls writable. */
 		out = cmesh__lanes_sweep(l);

@@ -196,6 +196,20 @@ static void catch_up(struct cmesh__link *l, uint32_t id)
 		cmesh__link_wake_peer(l, id);
 }
 
+void cmesh__wakes_peer_drop(struct cmesh__link *l)
+{
+	struct wake_sock *v;
+	uint32_t n;
+
+	pthread_mutex_lock(&l->wake_lock);
+	v = l->wpeer;
+	n = l->nwpeer;
+	l->wpeer = NULL;
+	l->nwpeer = l->capwpeer = 0;
+	pthread_mutex_unlock(&l->wake_lock);
+	close_all(v, n);
+}
+
 int cmesh__wakes_on_ctl(struct cmesh__link *l, uint16_t type,
 			const unsigned char *buf, int len, const int *fds,
 			uint32_t nfds)
@@ -216,11 +230,14 @@ int cmesh__wakes_on_ctl(struct cmesh__link *l, uint16_t type,
 	if (type == CMESH_CTL_WAKESOCK) {
 		if (i >= 0 || l->nwpeer >= MAX_PEER_WAKES)
 			r = -EPROTO;
+		else if (cmesh__link_failed(l))
+			fd = fds[0]; /* nobody to wake: closed below */
 		else
 			r = push(&l->wpeer, &l->nwpeer, &l->capwpeer, m.id,
 				 fds[0]);
 	} else if (i < 0) {
-		r = -EPROTO; /* closing what it never gave */
+		/* Closing what it never gave (or what its failure dropped). */
+		r = cmesh__link_failed(l) ? 0 : -EPROTO;
 	} else {
 		fd = l->wpeer[i].fd;
 		l->wpeer[i] = l->wpeer[--l->nwpeer];
@@ -228,7 +245,7 @@ int cmesh__wakes_on_ctl(struct cmesh__link *l, uint16_t type,
 	pthread_mutex_unlock(&l->wake_lock);
 	if (fd >= 0)
 		close(fd);
-	if (!r && type == CMESH_CTL_WAKESOCK)
+	if (!r && type == CMESH_CTL_WAKESOCK && fd < 0)
 		catch_up(l, m.id);
 	return r;
 }

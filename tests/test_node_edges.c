@@ -14,14 +14,18 @@
 
 #include "lane.h"
 #include "link.h"
+#include "link_int.h"
 #include "node.h"
 #include "proto.h"
+#include "reg.h"
 #include "ring.h"
 #include "shmring.h"
 
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/resource.h>
@@ -757,4 +761,101 @@ Test(node_edges, a_claim_in_flight_across_processes_wakes_a_sleeping_receiver)
 Test(node_edges, a_claim_in_flight_across_processes_wakes_a_waitset)
 {
 	check_in_flight(true);
+}
+
+/*
+ * A peer's waitset that waits on its end of our link gives us a wake
+ * socket (WAKESOCK). The peer dies: that socket closes once our link
+ * thread sees the failure, not when the application frees its node.
+ */
+struct wake_count {
+	pid_t pid;
+	int n; /* the link's sockets of the peer's waitsets; -1: no link */
+};
+
+static int count_peer_wakes(void *owner, void *arg)
+{
+	struct cmesh__link *l = owner;
+	struct wake_count *a = arg;
+
+	if (atomic_load(&l->peer_pid) != a->pid)
+		return 0;
+	pthread_mutex_lock(&l->wake_lock);
+	a->n = (int)l->nwpeer;
+	pthread_mutex_unlock(&l->wake_lock);
+	return 1;
+}
+
+/* Waits (2 s at most) until the link to `pid` holds `want` of them. */
+static int peer_wakes_become(pid_t pid, int want)
+{
+	struct wake_count a = { pid, -1 };
+
+	for (int64_t end = tu_now_ns() + TU_MS(2000);;) {
+		a.n = -1;
+		cmesh__reg_each(count_peer_wakes, &a);
+		if (a.n == want || tu_now_ns() > end)
+			return a.n;
+		tu_sleep_ms(1);
+	}
+}
+
+struct rxmsg {
+	cmesh_receiver *rx;
+};
+CMESH_TYPE_DEFINE(rxmsg_type, struct rxmsg,
+		  CMESH_FIELD_RECEIVER(struct rxmsg, rx, seqmsg_type));
+
+/* Waits on the receiver it is sent (its lane from us) in a waitset. */
+static int waitset_peer(cmesh_sender *tx, cmesh_receiver *rx,
+			const struct topo_side *s)
+{
+	cmesh_waitset *ws;
+	struct rxmsg m;
+
+	(void)tx;
+	TOPO_CHECK_EQ(cmesh_receiver_recv_deadline(rx, topo_deadline(), &m,
+						   NULL, 0),
+		      0);
+	TOPO_CHECK_EQ(cmesh_waitset_new(&ws), 0);
+	TOPO_CHECK_EQ(cmesh_waitset_add_receiver(ws, m.rx, 1), 0);
+	TOPO_CHECK_EQ(topo_post(s->sync, 'r'), 0);
+	topo_wait(s->sync, TOPO_WAIT_MS * 3); /* killed meanwhile */
+	return 1;
+}
+
+static const struct topo_scenario waitset_peer_sc = {
+	.down = &rxmsg_type,
+	.up = &seqmsg_type,
+	.peer = waitset_peer,
+};
+
+Test(node_edges, a_dead_peers_waitset_sockets_close_with_its_link)
+{
+	struct topo_res res;
+	struct topo_conn c;
+	cmesh_sender *ltx;
+	cmesh_receiver *lrx;
+	int fds, st;
+
+	topo_baseline(&res);
+	topo_fork_peer(&waitset_peer_sc, TOPO_FORK, &c);
+	TU_ASSERT_RC(cmesh_channel_new(&seqmsg_type, NULL, &ltx, &lrx), 0);
+	TU_ASSERT_RC(cmesh_sender_send(c.tx, &(struct rxmsg){ lrx }, NULL, 0),
+		     0);
+	TU_ASSERT_RC(topo_wait(c.sync, TOPO_WAIT_MS), 'r');
+	cr_assert_eq(peer_wakes_become(c.pid, 1), 1,
+		     "the peer's waitset gave no wake socket");
+	fds = tu_fd_count();
+	kill(c.pid, SIGKILL);
+	st = topo_reap(c.pid, TOPO_WAIT_MS);
+	cr_assert(st != -ETIMEDOUT && WIFSIGNALED(st));
+	cr_assert_eq(peer_wakes_become(c.pid, 0), 0,
+		     "the dead peer's wake socket is still held");
+	cr_assert_leq(tu_fd_count(), fds - 1);
+	cmesh_sender_free(ltx);
+	cmesh_sender_free(c.tx);
+	cmesh_receiver_free(c.rx);
+	close(c.sync);
+	topo_assert_baseline_within(&res, TOPO_WAIT_MS);
 }

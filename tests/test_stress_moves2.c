@@ -23,6 +23,8 @@
 #include "helpers/testutil.h"
 #include "helpers/mesh.h"
 #include "helpers/topo.h"
+#include "link_int.h"
+#include "reg.h"
 
 #include <criterion/criterion.h>
 
@@ -927,6 +929,20 @@ static bool agent_handle(struct cmsg *m)
 	}
 }
 
+/* The leak check's: what each live link still holds. */
+static int dump_link(void *owner, void *arg)
+{
+	struct cmesh__link *l = owner;
+
+	(void)arg;
+	fprintf(stderr,
+		"P%d: link to pid %d: refs %u failed %d wake sockets ours %u "
+		"theirs %u\n",
+		me, (int)atomic_load(&l->peer_pid), atomic_load(&l->refs),
+		cmesh__link_failed(l), l->nwown, l->nwpeer);
+	return 0;
+}
+
 static int agent(void)
 {
 	cmesh_waitset *ws;
@@ -1027,6 +1043,7 @@ static int agent(void)
 				"(was %d)\n",
 				me, fds, base_fds, maps, base_maps);
 			tu_fd_dump("leak check");
+			cmesh__reg_each(dump_link, NULL);
 			ret = 1;
 		}
 	}

@@ -38,7 +38,8 @@
  * whose taking up opens another). Its senders upstream meanwhile fill
  * their own ring and backlog and see -ENOBUFS themselves, as if the far
  * receiver were theirs. Only another sender of the far channel filling
- * its backlog between that look and the send makes the send fail with
+ * its backlog between that look and the send (or a message come between
+ * a peek that saw none and the receive) makes the send fail with
  * -ENOBUFS, which ends the forwarder as above.
  * A oneshot's forwarder ends after its one value. A split receiver's
  * (cmesh__bridge_start_split(): its senders here write its lane already)
@@ -112,6 +113,7 @@ static void after_fork_child(void)
 	F.running = false;
 	F.ws = NULL;
 	F.list = NULL;
+	F.held = 0;
 }
 
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
@@ -305,12 +307,11 @@ static bool pump(struct fwd *f)
 		r = cmesh__queue_peek(f->rxq);
 		/*
 		 * Nothing yet (a local producer may be between its claim and
-		 * its publish, whose wake comes): a held one stays so. Only a
-		 * message peeked at is taken, so each is weighed first.
+		 * its publish): a held one stays so. (One not held receives
+		 * as before: what came since the peek goes unweighed.)
 		 */
-		if (r == -EAGAIN) {
-			if (f->hold_at)
-				hold(f);
+		if (r == -EAGAIN && f->hold_at) {
+			hold(f);
 			break;
 		}
 		if (r >= 0 &&

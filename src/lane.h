@@ -513,12 +513,6 @@ static inline bool cmesh__lane_bound(const struct cmesh__lane *ln)
  */
 void cmesh__lane_set_dropped(struct cmesh__lane *ln, bool failed);
 
-/*
- * Out lane: whether what it could not deliver was lost to a failure (its
- * receiver failed, or its link did) rather than to its receiver's close.
- */
-static inline bool cmesh__lane_lost_to_failure(const struct cmesh__lane *ln);
-
 /* ---- a pooled lane's uses (lane.c: out lanes; lane_rx_close.c: in) ---- */
 
 /*
@@ -647,6 +641,10 @@ static inline int cmesh__lane_peer_closed(const struct cmesh__lane *ln)
 	return !c ? 0 : c == CMESH_SHM_CLOSED_FAILED ? -ECONNRESET : -EPIPE;
 }
 
+/*
+ * Out lane: whether what it could not deliver was lost to a failure (its
+ * receiver failed, or its link did) rather than to its receiver's close.
+ */
 static inline bool cmesh__lane_lost_to_failure(const struct cmesh__lane *ln)
 {
 	return cmesh__lane_failed(ln) ||

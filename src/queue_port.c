@@ -105,10 +105,7 @@ int cmesh__queue_admit(struct cmesh__queue *q, uint64_t after, uint32_t mark,
 		   ST_RX_CLOSED) {
 		/* Freed failed (a forwarder's whose far side failed): so is
 		 * the sender that would have joined it. */
-		r = atomic_load_explicit(&q->state, memory_order_relaxed) &
-				    ST_RX_FAILED ?
-			    -ECONNRESET :
-			    -EPIPE;
+		r = cmesh__queue_closed_err(q, ST_RX_FAILED);
 	} else if (atomic_load_explicit(&q->tx_lane, memory_order_relaxed) ||
 		   (atomic_load_explicit(&q->tail, memory_order_relaxed) &
 		    TAIL_SEAL)) {

@@ -106,8 +106,12 @@ struct cmesh__lane {
 	uint32_t pins; /* callers using it outside the link's lock */
 	/* In, dynamic: its waitset's wake socket on the link (relaxed). */
 	_Atomic uint32_t ws_id;
-	_Atomic bool bound;   /* both halves mapped: the ring is usable */
-	_Atomic bool dropped; /* the peer dropped the port: closed for good */
+	_Atomic bool bound; /* both halves mapped: the ring is usable */
+	/*
+	 * The peer dropped the port, or will never have it: closed for
+	 * good (LANE_DROPPED, with LANE_DROP_FAILED when lost to a failure).
+	 */
+	_Atomic uint8_t dropped;
 	struct cmesh__arena *own_half, *peer_half; /* dynamic lanes */
 	struct cmesh__lane *next; /* the link's list of dynamic lanes */
 	/* peer_wake until the consumer's half is mapped (closed on DROPPED) */
@@ -509,9 +513,27 @@ static inline bool cmesh__lane_bound(const struct cmesh__lane *ln)
  * message carrying it was never delivered): an out lane reports the
  * receiver gone (-EPIPE; -ECONNRESET when `failed`: lost to a failure,
  * once its link is bound its consumer's word says), an in lane its
- * senders gone (closed either way: Known limits).
+ * sender gone (its receive says -EPIPE once it is empty; -ECONNRESET,
+ * which fails the receiver, when `failed`). Lost to a failure once, it
+ * stays so.
  */
 void cmesh__lane_set_dropped(struct cmesh__lane *ln, bool failed);
+
+/* cmesh__lane_set_dropped()'s bits in `dropped`. */
+#define LANE_DROPPED 1u
+#define LANE_DROP_FAILED 2u
+
+/*
+ * In lane: what its receive says once it is empty: 0 (not dropped),
+ * -EPIPE, or -ECONNRESET (lost to a failure). Acquire: pairs with the
+ * store in cmesh__lane_set_dropped().
+ */
+static inline int cmesh__lane_dropped_err(const struct cmesh__lane *ln)
+{
+	uint8_t d = atomic_load_explicit(&ln->dropped, memory_order_acquire);
+
+	return !d ? 0 : (d & LANE_DROP_FAILED) ? -ECONNRESET : -EPIPE;
+}
 
 /* ---- a pooled lane's uses (lane.c: out lanes; lane_rx_close.c: in) ---- */
 

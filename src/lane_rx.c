@@ -388,14 +388,15 @@ static int grow_buf(struct cmesh__lane *ln, uint32_t need)
 
 /*
  * A port's in lane before the producer's half is mapped: nothing to read;
- * -EPIPE once the peer dropped the endpoint, or the link's failure.
+ * once the peer dropped the endpoint (or never got it) -EPIPE, or
+ * -ECONNRESET if it was lost to a failure; else the link's failure.
  */
 static int unbound_state(struct cmesh__lane *ln)
 {
-	int f;
+	int f = cmesh__lane_dropped_err(ln);
 
-	if (atomic_load_explicit(&ln->dropped, memory_order_acquire))
-		return -EPIPE;
+	if (f)
+		return f;
 	f = cmesh__lane_failed(ln);
 	return f ? f : -EAGAIN;
 }
@@ -456,12 +457,14 @@ static cmesh__inline int fetch(struct cmesh__lane *ln)
 	if (r == -EAGAIN) {
 		space_look_empty(ln);
 		f = cmesh__lane_failed(ln);
-		/* The peer dropped the port (a reused reply port: DROPPED). */
-		if (!f)
-			return atomic_load_explicit(&ln->dropped,
-						    memory_order_acquire) ?
-				       -EPIPE :
-				       -EAGAIN;
+		/*
+		 * The peer dropped the port (a reused reply port: DROPPED),
+		 * or the message carrying it was never delivered.
+		 */
+		if (!f) {
+			f = cmesh__lane_dropped_err(ln);
+			return f ? f : -EAGAIN;
+		}
 		/* Deliver what the peer published before it failed. */
 		r = cmesh__shmring_peek(&ln->cons, &kind);
 		if (r == -EAGAIN)

@@ -196,7 +196,9 @@ int cmesh__lane_new_failed(struct cmesh__link *link, bool is_out,
 
 void cmesh__lane_set_dropped(struct cmesh__lane *ln, bool failed)
 {
-	atomic_store_explicit(&ln->dropped, true, memory_order_release);
+	atomic_fetch_or_explicit(&ln->dropped,
+				 LANE_DROPPED | (failed ? LANE_DROP_FAILED : 0),
+				 memory_order_release);
 	/* An out lane's senders read closed here: -EPIPE from now on
 	 * (-ECONNRESET: lost to a failure). */
 	if (ln->is_out && !cmesh__lane_bound(ln))

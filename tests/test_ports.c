@@ -1263,6 +1263,50 @@ Test(ports, receiver_sent_to_a_dead_process_fails_its_senders)
 	topo_assert_baseline(&res);
 }
 
+/*
+ * The same with a sender: sent after the process it goes to died, it was
+ * lost to that failure, so its receiver here fails (-ECONNRESET) once it
+ * has read what came before, though a clone of that sender lives here.
+ */
+Test(ports, sender_sent_to_a_dead_process_fails_its_receiver)
+{
+	struct topo_res res;
+	struct topo_conn c;
+	cmesh_sender *ltx, *ltx2;
+	cmesh_receiver *lrx;
+	struct seqmsg r = { .sender = 1, .seq = 1 };
+	struct epmsg m;
+	int st;
+
+	topo_baseline(&res);
+	topo_fork_peer(&sleeper_sc, TOPO_FORK, &c);
+	TU_ASSERT_RC(topo_wait(c.sync, TOPO_WAIT_MS), 'r');
+	kill(c.pid, SIGKILL);
+	st = topo_reap(c.pid, TOPO_WAIT_MS);
+	cr_assert(st != -ETIMEDOUT && WIFSIGNALED(st));
+	for (int64_t until = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	     cmesh_sender_is_closed(c.tx) != -ECONNRESET;) {
+		cr_assert(tu_now_ns() < until, "the link never failed");
+		tu_sleep_ms(1);
+	}
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &ltx, &lrx), 0);
+	TU_ASSERT_RC(cmesh_sender_clone(ltx, &ltx2), 0);
+	TU_ASSERT_RC(cmesh_sender_send(ltx, &r, NULL, 0), 0);
+	m = ep(OP_DRAIN, 0);
+	m.tx = ltx2;
+	TU_ASSERT_RC(cmesh_sender_send(c.tx, &m, NULL, 0), -ECONNRESET);
+	r.seq = 0;
+	TU_ASSERT_RC(recv_wait(lrx, &r), 0);
+	cr_assert_eq(r.seq, 1);
+	TU_ASSERT_RC(recv_wait(lrx, &r), -ECONNRESET);
+	cmesh_sender_free(ltx);
+	cmesh_receiver_free(lrx);
+	cmesh_sender_free(c.tx);
+	cmesh_receiver_free(c.rx);
+	close(c.sync);
+	topo_assert_baseline(&res);
+}
+
 /* ---- a failed endpoint can be sent and arrives failed ------------------ */
 
 Test(ports, failed_endpoint_sent_to_a_third_process_arrives_failed)

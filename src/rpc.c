@@ -7,7 +7,10 @@
  *   struct reply_hdr (16 bytes) | chain (chain_len bytes) | the response's
  *                                                          trailing bytes
  *
- * A completion has status 0 and no chain; a failure a negative status,
+ * A completion without trailing bytes, the common case, has no header at
+ * all (no trailing bytes: the response alone, a message a oneshot sends
+ * on its fast path). Any other completion has status 0 and no chain; a
+ * failure a negative status,
  * `nchain` NUL-terminated strings filling `chain_len` bytes, and a blank
  * response (no resources: fd fields -1, endpoints NULL). The header is
  * the server's word: checked on arrival, else -EPROTO.
@@ -426,6 +429,11 @@ static int parse(cmesh_rpc *c, size_t n)
 	const char *s;
 	size_t at = 0, joined = 0;
 
+	if (n == 0) { /* a completion without trailing bytes */
+		c->trail_off = 0;
+		c->trail_len = 0;
+		return 0;
+	}
 	if (n < sizeof(h))
 		return -EPROTO;
 	memcpy(&h, c->buf, sizeof(h));
@@ -652,6 +660,9 @@ int cmesh_rpc_complete(cmesh_oneshot_sender *tx, const void *resp,
 		cmesh__type_release(cmesh__queue_type(tx->q), resp);
 		return -EINVAL;
 	}
+	/* Nothing to say but the response: no header (parse()). */
+	if (!trail_len)
+		return cmesh_oneshot_send(tx, resp, NULL, 0);
 	return reply(tx, resp, &h, NULL, 0, trail, trail_len);
 }
 

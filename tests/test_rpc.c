@@ -479,8 +479,10 @@ Test(rpc, a_malformed_reply_is_eproto)
 		char chain[8];
 	} h = { 0x31435052u, 0, 0, 0, "ab\0cd\0" };
 
-	TU_ASSERT_RC(raw_reply(&h, 16), 0);	  /* well formed */
-	TU_ASSERT_RC(raw_reply(&h, 0), -EPROTO);  /* no header */
+	TU_ASSERT_RC(raw_reply(&h, 16), 0); /* well formed */
+	/* No trailing bytes: a completion with none (cmesh_rpc_complete's). */
+	TU_ASSERT_RC(raw_reply(&h, 0), 0);
+	TU_ASSERT_RC(raw_reply(&h, 1), -EPROTO);  /* a header's first byte */
 	TU_ASSERT_RC(raw_reply(&h, 15), -EPROTO); /* short */
 	h.magic = 1;
 	TU_ASSERT_RC(raw_reply(&h, 16), -EPROTO);

@@ -90,6 +90,8 @@ void cmesh__lane_tx_reuse(struct cmesh__lane *ln, const cmesh_type *type)
 	ln->attach_blocked = false;
 	ln->use_tail = cmesh__shmring_tail(&ln->prod);
 	atomic_store_explicit(&ln->last_sent, false, memory_order_relaxed);
+	/* A use that ended with a FAIL failed that use only. */
+	atomic_store_explicit(&ln->tx_failed, false, memory_order_relaxed);
 	/* Bound, no backlog (its last use ended with one delivered). */
 	atomic_store_explicit(&ln->spilling, 0, memory_order_relaxed);
 }
@@ -160,6 +162,8 @@ int cmesh__lane_rx_gone(const struct cmesh__lane *ln)
 
 	if (c)
 		return c == -EPIPE ? 1 : c;
+	if (atomic_load_explicit(&ln->tx_failed, memory_order_relaxed))
+		return -ECONNRESET;
 	return cmesh__lane_failed(ln);
 }
 
@@ -176,6 +180,10 @@ static void close_tx(struct cmesh__lane *ln, uint32_t kind)
 	 * consumer's store of closed. */
 	if (atomic_load_explicit(&ln->peer_wake->closed, memory_order_acquire))
 		return;
+	/* Before the FAIL's publish (release): later sends fail. */
+	if (kind == CMESH_REC_FAIL)
+		atomic_store_explicit(&ln->tx_failed, true,
+				      memory_order_relaxed);
 	if (cmesh__lane_enqueue(ln, kind, &none, 1, NULL, 0, NULL, 0, NULL))
 		cmesh__link_fail(ln->link, -ENOMEM);
 }

@@ -153,7 +153,14 @@ struct cmesh__lane {
 	struct spill *spill_head; /* ordered backlog while the ring is full */
 	struct spill **spill_tailp;
 	_Atomic uint32_t spilling; /* backlog queued: senders take `lock` */
-	bool attach_blocked;	   /* an ATTACH met a full socket (`lock`) */
+	/*
+	 * Our side ended it with a FAIL (cmesh__lane_fail_tx()): nothing
+	 * sent after is read, so every later send says -ECONNRESET (a split
+	 * receiver's senders here, whose forwarder's source failed). Set
+	 * before the FAIL is published: whoever saw the FAIL sees it too.
+	 */
+	_Atomic bool tx_failed;
+	bool attach_blocked; /* an ATTACH met a full socket (`lock`) */
 	struct cmesh__lane_bulk *bulk_out; /* large trails' arena (`lock`) */
 	_Atomic bool bulk_ready; /* its fd went out: BULK records may follow */
 
@@ -731,6 +738,8 @@ static inline int cmesh__lane_send_inline(struct cmesh__lane *ln,
 					  size_t len)
 {
 	if (likely(len == 0 && ln->small) && likely(!cmesh__lane_failed(ln)) &&
+	    likely(!atomic_load_explicit(&ln->tx_failed,
+					 memory_order_relaxed)) &&
 	    /* Pairs with the consumer's release store of closed. */
 	    likely(!atomic_load_explicit(&ln->peer_wake->closed,
 					 memory_order_acquire)) &&

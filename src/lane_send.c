@@ -357,6 +357,9 @@ static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
 	r = cmesh__lane_peer_closed(ln);
 	if (!r)
 		r = cmesh__lane_failed(ln);
+	/* Our own FAIL ended it (a split's forwarder): nothing more is read. */
+	if (!r && atomic_load_explicit(&ln->tx_failed, memory_order_relaxed))
+		r = -ECONNRESET;
 	if (r && !nports && cmesh__lane_sealed(ln))
 		return -ESTALE;
 	if (r)

@@ -70,7 +70,7 @@
 #include <stdint.h>
 
 #define CMESH_PROTO_MAGIC 0x48534d43u /* "CMSH" */
-#define CMESH_PROTO_VERSION 21u
+#define CMESH_PROTO_VERSION 22u
 
 #define CMESH_CTL_HELLO 1u
 #define CMESH_CTL_ATTACH 2u
@@ -359,6 +359,13 @@ static_assert(offsetof(struct cmesh_ctl_port, node) == 32, "port node");
  * so the claimer may try again.
  */
 #define CMESH_LANE_F_LATER 4u
+/*
+ * With DROPPED alone (since protocol 22): the port was lost to a failure
+ * (the receiver of the message carrying it failed before taking it), so
+ * its peer fails (-ECONNRESET) rather than closes. Not in the answer to
+ * a claim (-EPROTO).
+ */
+#define CMESH_LANE_F_FAILED 8u
 
 /* LANE. fds: the answering side's arena, none when DROPPED. */
 struct cmesh_ctl_lane {

@@ -124,6 +124,7 @@ struct cmesh__lane {
 	uint32_t att_count;   /* ATTACHes in the FIFO */
 	uint32_t att_max;     /* records the peer's ring can hold, + 1 */
 	bool att_drop;	      /* the receiver is gone: close on arrival */
+	bool att_drop_failed; /* ... failed: its ports answered FAILED */
 	uint64_t att_stale;   /* ATTACHes up to this one: an earlier use's */
 	/* Out lane: seq of the next ATTACH sent (`lock`). */
 	uint64_t att_next_out;

@@ -179,7 +179,8 @@ static inline int deliver_plain(struct cmesh__lane *ln, void *out_msg,
 static void drop_ports(struct cmesh__lane *ln, struct cmesh__ports_in *pin)
 {
 	for (uint32_t i = 0; i < pin->n; i++)
-		cmesh__link_port_drop(ln->link, &pin->desc[i], pin->fds[i]);
+		cmesh__link_port_drop(ln->link, &pin->desc[i], pin->fds[i],
+				      ln->att_drop_failed);
 	pin->n = 0;
 }
 

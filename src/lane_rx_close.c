@@ -43,7 +43,7 @@ static void drop_inline_ports(struct cmesh__lane *ln)
 		memcpy(&h, ln->buf, sizeof(h));
 		d.id = h.id;
 		d.ring_cap = h.ring_cap;
-		cmesh__link_port_drop(ln->link, &d, -1);
+		cmesh__link_port_drop(ln->link, &d, -1, ln->att_drop_failed);
 	} else if (ln->pending_kind == CMESH_REC_MSG) {
 		struct cmesh_rec_msg h;
 		uint32_t n;
@@ -63,7 +63,8 @@ static void drop_inline_ports(struct cmesh__lane *ln)
 			 * record. */
 			if (d.flags == CMESH_PORT_F_REUSE &&
 			    d.kind == CMESH_PORT_WRITE)
-				cmesh__link_port_drop(ln->link, &d, -1);
+				cmesh__link_port_drop(ln->link, &d, -1,
+						      ln->att_drop_failed);
 		}
 	}
 }
@@ -163,13 +164,16 @@ bool cmesh__lane_drain_more(struct cmesh__lane *ln)
 
 static void close_rx(struct cmesh__lane *ln, uint32_t how)
 {
+	/* Failed: the ports it drops are lost to that failure. */
+	bool failed = how == CMESH_SHM_CLOSED_FAILED;
+
 	/*
 	 * After a LAST record the producer sends nothing more this use and
 	 * looks at nothing of ours: neither word is for it (a REUSE of the
 	 * lane finds `closed` still 0).
 	 */
 	if (ln->peer_idle) {
-		cmesh__link_drop_attachments(ln);
+		cmesh__link_drop_attachments(ln, failed);
 		drop_pending(ln);
 		return;
 	}
@@ -201,7 +205,7 @@ static void close_rx(struct cmesh__lane *ln, uint32_t how)
 	 * the REUSE ports in them, which no ATTACH names, are answered
 	 * (drain_ports(): what was claimed before the close, bounded).
 	 */
-	cmesh__link_drop_attachments(ln);
+	cmesh__link_drop_attachments(ln, failed);
 	drop_pending(ln);
 	drain_ports(ln);
 }

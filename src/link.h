@@ -156,9 +156,10 @@ int cmesh__link_take_attach(struct cmesh__lane *ln, uint64_t seq, int *fds,
 
 /*
  * In lane: the receiver is gone: closes every fd in its FIFO and every fd
- * that arrives for it from now on; their ports are answered DROPPED.
+ * that arrives for it from now on; their ports are answered DROPPED, and
+ * FAILED when `failed` (the receiver failed: so do the ports' peers).
  */
-void cmesh__link_drop_attachments(struct cmesh__lane *ln);
+void cmesh__link_drop_attachments(struct cmesh__lane *ln, bool failed);
 
 /*
  * Reply ports (a oneshot sender whose receiver stays here): a lane made by
@@ -208,9 +209,12 @@ int cmesh__link_lane_import(struct cmesh__link *l,
 /* A port descriptor comes with an arena fd (not a FAILED one nor a context). */
 bool cmesh__port_has_fd(const struct cmesh_ctl_port *d);
 
-/* Answers port descriptor `d` DROPPED (nobody takes it); closes `fd`. */
+/*
+ * Answers port descriptor `d` DROPPED (nobody takes it), and FAILED when
+ * `failed` (lost to a failure: its peer fails); closes `fd`.
+ */
 void cmesh__link_port_drop(struct cmesh__link *l,
-			   const struct cmesh_ctl_port *d, int fd);
+			   const struct cmesh_ctl_port *d, int fd, bool failed);
 
 /*
  * The message carrying the port of `ln` went out (its ATTACH was sent),

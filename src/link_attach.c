@@ -48,11 +48,15 @@ void cmesh__lanes_free_fifo(struct cmesh__lane *ln)
 	ln->att_count = 0;
 }
 
-/* Drops an ATTACH nobody will take: its ports are answered DROPPED. */
-static void drop_attach(struct cmesh__link *l, struct cmesh__attach *a)
+/*
+ * Drops an ATTACH nobody will take: its ports are answered DROPPED (and
+ * FAILED: lost to its receiver's failure).
+ */
+static void drop_attach(struct cmesh__link *l, struct cmesh__attach *a,
+			bool failed)
 {
 	for (uint32_t i = 0; i < a->nports; i++)
-		cmesh__link_port_drop(l, &a->ports[i], -1);
+		cmesh__link_port_drop(l, &a->ports[i], -1, failed);
 	close_attach(a);
 }
 
@@ -187,13 +191,14 @@ int cmesh__link_take_attach(struct cmesh__lane *ln, uint64_t seq, int *fds,
 	return 0;
 }
 
-void cmesh__link_drop_attachments(struct cmesh__lane *ln)
+void cmesh__link_drop_attachments(struct cmesh__lane *ln, bool failed)
 {
 	struct cmesh__link *l = ln->link;
 	struct cmesh__attach *a;
 
 	pthread_mutex_lock(&l->att_lock);
 	ln->att_drop = true;
+	ln->att_drop_failed = failed;
 	a = ln->att_head;
 	ln->att_head = NULL;
 	ln->att_tailp = &ln->att_head;
@@ -208,7 +213,7 @@ void cmesh__link_drop_attachments(struct cmesh__lane *ln)
 	while (a) {
 		struct cmesh__attach *next = a->next;
 
-		drop_attach(l, a);
+		drop_attach(l, a, failed);
 		a = next;
 	}
 }
@@ -325,8 +330,10 @@ int cmesh__lanes_on_attach(struct cmesh__link *l, const unsigned char *buf,
 	}
 	/* The receiver is gone, or it is an earlier use's (a kept lane). */
 	if (ln->att_drop || m.seq <= ln->att_stale) {
+		bool failed = ln->att_drop && ln->att_drop_failed;
+
 		pthread_mutex_unlock(&l->att_lock);
-		drop_attach(l, a);
+		drop_attach(l, a, failed);
 		return 0;
 	}
 	/*

@@ -423,7 +423,7 @@ int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
 	}
 	if (r) {
 		/* Nothing to claim (any more): the claimer goes on as it is. */
-		cmesh__link_port_drop(l, &m.port, fds[0]);
+		cmesh__link_port_drop(l, &m.port, fds[0], false);
 		return 0;
 	}
 	if (!(t[0] | t[1]))

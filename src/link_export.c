@@ -139,7 +139,7 @@ int cmesh__lanes_import(struct cmesh__link *l, const struct cmesh_ctl_port *d,
 		/* Nobody takes it here: the peer hears so (a bad half or id
 		 * fails the link instead, in the caller). */
 		if (r != -EPROTO)
-			cmesh__link_port_drop(l, d, -1);
+			cmesh__link_port_drop(l, d, -1, false);
 		return r;
 	}
 	*out = ln;

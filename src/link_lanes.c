@@ -248,7 +248,7 @@ void cmesh__lanes_send_end(struct cmesh__link *l, uint32_t id)
 }
 
 void cmesh__link_port_drop(struct cmesh__link *l,
-			   const struct cmesh_ctl_port *d, int fd)
+			   const struct cmesh_ctl_port *d, int fd, bool failed)
 {
 	if (fd >= 0)
 		close(fd);
@@ -275,8 +275,11 @@ void cmesh__link_port_drop(struct cmesh__link *l,
 	}
 	/* A failed port has no lane: nobody waits for an answer. */
 	if (!cmesh__link_failed(l) && !(d->flags & CMESH_PORT_F_FAILED))
-		cmesh__lanes_send_lane(l, d->id, CMESH_LANE_F_DROPPED, 0, NULL,
-				       -1);
+		cmesh__lanes_send_lane(l, d->id,
+				       CMESH_LANE_F_DROPPED |
+					       (failed ? CMESH_LANE_F_FAILED :
+							 0),
+				       0, NULL, -1);
 }
 
 void cmesh__link_claim_later(struct cmesh__link *l,
@@ -297,14 +300,15 @@ static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
 {
 	struct cmesh_ctl_lane m;
 	struct cmesh__lane *ln;
-	bool dropped, later;
+	bool dropped, later, failed;
 	int r;
 
 	if (len != (int)sizeof(m))
 		return -EPROTO;
 	memcpy(&m, buf, sizeof(m));
 	later = m.flags == (CMESH_LANE_F_DROPPED | CMESH_LANE_F_LATER);
-	dropped = m.flags == CMESH_LANE_F_DROPPED || later;
+	failed = m.flags == (CMESH_LANE_F_DROPPED | CMESH_LANE_F_FAILED);
+	dropped = m.flags == CMESH_LANE_F_DROPPED || later || failed;
 	if ((m.flags != 0 && !dropped && m.flags != CMESH_LANE_F_POOLED) ||
 	    nfds != (dropped ? 0u : 1u) || (m.id & 1u) != l->parity ||
 	    m.hdr.len != sizeof(m))
@@ -314,6 +318,9 @@ static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
 	r = !ln || !ln->dynamic || ln->answered ? -EPROTO : 0;
 	/* LATER answers a receiver's claim of ours only (an in lane). */
 	if (!r && later && (!ln->claiming || ln->is_out))
+		r = -EPROTO;
+	/* FAILED answers a port only, never a claim. */
+	if (!r && failed && ln->claiming)
 		r = -EPROTO;
 	/* POOLED answers only a POOLABLE port (ours asked: poolable). */
 	if (!r && (m.flags & CMESH_LANE_F_POOLED) && !ln->poolable)
@@ -358,7 +365,7 @@ static int on_lane(struct cmesh__link *l, const unsigned char *buf, int len,
 		return r;
 	/* Ours alone from here on: only this thread binds or frees lanes. */
 	if (dropped) {
-		cmesh__lane_set_dropped(ln, false);
+		cmesh__lane_set_dropped(ln, failed);
 	} else {
 		r = cmesh__lane_bind(ln, fds[0], m.arena_size, ln->ring_cap);
 		if (r)

@@ -47,6 +47,7 @@ static void next_use(struct cmesh__lane *ln, uint64_t att,
 	ln->use++;
 	ln->answered = false; /* a DROPPED may answer this use */
 	ln->att_drop = false;
+	ln->att_drop_failed = false;
 	ln->att_stale = att;
 	/* until its descriptor is sent */
 	atomic_store_explicit(&ln->inflight, true, memory_order_relaxed);

@@ -43,7 +43,7 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 			    cmesh__link_ctx_import(link, d, (cmesh_ctx **)out) :
 			    -EPROTO;
 		if (r == -EPROTO) {
-			cmesh__link_port_drop(link, d, fd);
+			cmesh__link_port_drop(link, d, fd, false);
 			cmesh__link_fail(link, -EPROTO);
 		}
 		return r;
@@ -68,7 +68,7 @@ static int import(struct cmesh__link *link, const cmesh_field *f,
 	    (!(d->flags & CMESH_PORT_F_HOME) && d->home &&
 	     !((d->flags & CMESH_PORT_F_REDIRECT) &&
 	       f->kind == CMESH_FIELD_KIND_SENDER))) {
-		cmesh__link_port_drop(link, d, fd);
+		cmesh__link_port_drop(link, d, fd, false);
 		cmesh__link_fail(link, -EPROTO);
 		return -EPROTO;
 	}
@@ -222,7 +222,7 @@ int cmesh__port_recv(struct cmesh__queue *q, int64_t deadline, void *msg,
 				     pin.fds[k], env, &h);
 		else
 			cmesh__link_port_drop(pin.lane->link, &pin.desc[k],
-					      pin.fds[k]);
+					      pin.fds[k], false);
 		cmesh__port_set_field(msg, f, h);
 		k++;
 	}

@@ -2836,7 +2836,8 @@ enum claim_how {
 	CLAIM_WRONG_WAY,    /* a receiver's token, to write its lane: -EPROTO */
 	CLAIM_TWICE,	    /* the token it was given, twice: once only */
 	CLAIM_LIST_REFUSED, /* refused, its token to list is listed nowhere */
-	CLAIM_LATER_UNASKED /* LANE LATER for a port, no claim: -EPROTO */
+	CLAIM_LATER_UNASKED, /* LANE LATER for a port, no claim: -EPROTO */
+	LANE_FAILED_LATER    /* LANE FAILED with LATER, no claim: -EPROTO */
 };
 
 static int keep_lane(void *ctx, struct cmesh__lane *ln)
@@ -2894,7 +2895,7 @@ static int claimer(int sock, int sync, int how)
 
 	TOPO_CHECK_EQ(port_peer_join(sock, &rxmsg_type, &node, &tx, &rx), 0);
 	l = cmesh__node_link(node);
-	if (how == CLAIM_LATER_UNASKED) {
+	if (how == CLAIM_LATER_UNASKED || how == LANE_FAILED_LATER) {
 		struct cmesh_ctl_lane ans = { 0 };
 		int64_t end = topo_deadline();
 
@@ -2909,6 +2910,8 @@ static int claimer(int sock, int sync, int how)
 		/* The parent's first lane on this link: its parity + 2. */
 		ans.id = cmesh__link_in(l)->id + 2;
 		ans.flags = CMESH_LANE_F_DROPPED | CMESH_LANE_F_LATER;
+		if (how == LANE_FAILED_LATER)
+			ans.flags |= CMESH_LANE_F_FAILED;
 		TOPO_CHECK_EQ(cmesh__ctl_send(cmesh__link_sock(l), &ans,
 					      sizeof(ans), NULL, 0),
 			      0);
@@ -3023,7 +3026,8 @@ static void claim_case(int how, bool fails)
 	join_child_link(sv[0], &rxmsg_type, RING, &node, &tx, &rx);
 	good_round_trip(&good, 1);
 	if (how == CLAIM_WRONG_TYPE || how == CLAIM_WRONG_WAY ||
-	    how == CLAIM_TWICE || how == CLAIM_LATER_UNASKED) {
+	    how == CLAIM_TWICE || how == CLAIM_LATER_UNASKED ||
+	    how == LANE_FAILED_LATER) {
 		/* A receiver for it: its port carries its senders' token. */
 		TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &stx, &srx), 0);
 		m.rx = srx;
@@ -3105,6 +3109,12 @@ Test(node_hostile, a_refused_claim_lists_nothing_under_the_token_it_named)
 Test(node_hostile, a_later_answer_to_a_port_that_was_no_claim_fails_with_eproto)
 {
 	claim_case(CLAIM_LATER_UNASKED, true);
+}
+
+/* FAILED goes with DROPPED alone: with LATER too it fails the link. */
+Test(node_hostile, a_failed_later_answer_fails_with_eproto)
+{
+	claim_case(LANE_FAILED_LATER, true);
 }
 
 /* ---- introductions (link_intro.c) --------------------------------------- */

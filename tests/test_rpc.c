@@ -1322,14 +1322,36 @@ static const struct topo_scenario hang_up_sc = {
 };
 
 /*
- * Requests still in the ring of a server's receiver when it is freed end
- * their calls at once with -EPIPE, those whose reply ports are kept
- * lanes named in the record itself (REUSE: no ATTACH names them) too,
- * a call waited on in a waitset as well as one waited on alone (the
- * lane's DROPPED makes it ready: cmesh__lane_ready()), and the reply
- * lanes go on both sides while the link stays up.
+ * The same, but the receiver fails where it is instead of being freed, as
+ * a failure fails it (a forwarder's whose far process died): the ports in
+ * what it never read are lost to that failure.
  */
-Test(rpc, requests_left_in_a_freed_receivers_ring_end_their_calls)
+static int answer_then_fail(cmesh_sender *up, cmesh_receiver *rx,
+			    const struct topo_side *s)
+{
+	TOPO_CHECK_EQ(answer_adds(rx, WARM), 0);
+	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'd');
+	cmesh__endpoint_fail(CMESH_FIELD_KIND_RECEIVER, rx);
+	TOPO_CHECK_EQ(topo_wait(s->sync, TOPO_WAIT_MS), 'b');
+	cmesh_sender_free(up);
+	return 0;
+}
+
+static const struct topo_scenario fail_rx_sc = {
+	.down = &calc_req_type,
+	.up = &num_type,
+	.peer = answer_then_fail,
+};
+
+/*
+ * Requests still in the ring of a server's receiver when it is freed end
+ * their calls at once with -EPIPE (`want`; failed: below), those whose
+ * reply ports are kept lanes named in the record itself (REUSE: no ATTACH
+ * names them) too, a call waited on in a waitset as well as one waited on
+ * alone (the lane's DROPPED makes it ready: cmesh__lane_ready()), and the
+ * reply lanes go on both sides while the link stays up.
+ */
+static void calls_left_in_a_ring_end(const struct topo_scenario *sc, int want)
 {
 	enum {
 		BATCH = 4,
@@ -1342,7 +1364,7 @@ Test(rpc, requests_left_in_a_freed_receivers_ring_end_their_calls)
 	cmesh_ctx *ctx;
 	int warm, now = 0;
 
-	topo_fork_peer(&hang_up_sc, TOPO_FORK, &c);
+	topo_fork_peer(sc, TOPO_FORK, &c);
 	/* Calls in flight together: each keeps a reply lane of its own. */
 	for (int r = 0; r < WARM / BATCH; r++) {
 		for (int i = 0; i < BATCH; i++)
@@ -1373,8 +1395,8 @@ Test(rpc, requests_left_in_a_freed_receivers_ring_end_their_calls)
 			     N / 2, r);
 		cr_assert(key < N / 2 && p[key]);
 		r = cmesh_rpc_try_wait(p[key], &out, NULL, 0);
-		cr_assert_eq(r, -EPIPE, "call %llu: %d",
-			     (unsigned long long)key, r);
+		cr_assert_eq(r, want, "call %llu: %d", (unsigned long long)key,
+			     r);
 		cmesh_rpc_free(p[key]); /* leaves the waitset */
 		p[key] = NULL;
 	}
@@ -1384,7 +1406,7 @@ Test(rpc, requests_left_in_a_freed_receivers_ring_end_their_calls)
 	for (int i = N / 2; i < N; i++) {
 		int r = cmesh_rpc_wait(p[i], ctx, &out, NULL, 0);
 
-		cr_assert_eq(r, -EPIPE, "call %d: %d", i, r);
+		cr_assert_eq(r, want, "call %d: %d", i, r);
 		cmesh_rpc_free(p[i]);
 	}
 	cmesh_ctx_free(ctx);
@@ -1400,6 +1422,22 @@ Test(rpc, requests_left_in_a_freed_receivers_ring_end_their_calls)
 		     warm);
 	TU_ASSERT_RC(topo_post(c.sync, 'b'), 0);
 	bye_peer(&c);
+}
+
+Test(rpc, requests_left_in_a_freed_receivers_ring_end_their_calls)
+{
+	calls_left_in_a_ring_end(&hang_up_sc, -EPIPE);
+}
+
+/*
+ * Requests left in a failed receiver's ring: their reply ports were lost
+ * to that failure (DROPPED | FAILED), so their calls end -ECONNRESET: the
+ * four whose ports are kept lanes named in the record (REUSE) and the two
+ * whose ports came with an ATTACH alike.
+ */
+Test(rpc, requests_left_in_a_failed_receivers_ring_fail_their_calls)
+{
+	calls_left_in_a_ring_end(&fail_rx_sc, -ECONNRESET);
 }
 
 /* A request channel's receiver, to answer `n` requests on and free. */

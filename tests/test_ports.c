@@ -1223,6 +1223,23 @@ Test(ports, port_sent_to_a_process_that_dies_before_taking_it_fails_its_peer)
 	topo_assert_baseline(&res);
 }
 
+/* A peer forked, killed and reaped; *c's link known failed. */
+static void dead_peer(struct topo_conn *c)
+{
+	int st;
+
+	topo_fork_peer(&sleeper_sc, TOPO_FORK, c);
+	TU_ASSERT_RC(topo_wait(c->sync, TOPO_WAIT_MS), 'r');
+	kill(c->pid, SIGKILL);
+	st = topo_reap(c->pid, TOPO_WAIT_MS);
+	cr_assert(st != -ETIMEDOUT && WIFSIGNALED(st));
+	for (int64_t until = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	     cmesh_sender_is_closed(c->tx) != -ECONNRESET;) {
+		cr_assert(tu_now_ns() < until, "the link never failed");
+		tu_sleep_ms(1);
+	}
+}
+
 /*
  * A receiver sent after the process it goes to died (its link known
  * failed, so the send fails at once): it was lost to that failure, so
@@ -1236,19 +1253,9 @@ Test(ports, receiver_sent_to_a_dead_process_fails_its_senders)
 	cmesh_receiver *lrx;
 	struct seqmsg r = { .sender = 1, .seq = 1 };
 	struct epmsg m;
-	int st;
 
 	topo_baseline(&res);
-	topo_fork_peer(&sleeper_sc, TOPO_FORK, &c);
-	TU_ASSERT_RC(topo_wait(c.sync, TOPO_WAIT_MS), 'r');
-	kill(c.pid, SIGKILL);
-	st = topo_reap(c.pid, TOPO_WAIT_MS);
-	cr_assert(st != -ETIMEDOUT && WIFSIGNALED(st));
-	for (int64_t until = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
-	     cmesh_sender_is_closed(c.tx) != -ECONNRESET;) {
-		cr_assert(tu_now_ns() < until, "the link never failed");
-		tu_sleep_ms(1);
-	}
+	dead_peer(&c);
 	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &ltx, &lrx), 0);
 	TU_ASSERT_RC(cmesh_sender_send(ltx, &r, NULL, 0), 0); /* unread */
 	m = ep(OP_DRAIN, 0);
@@ -1276,19 +1283,9 @@ Test(ports, sender_sent_to_a_dead_process_fails_its_receiver)
 	cmesh_receiver *lrx;
 	struct seqmsg r = { .sender = 1, .seq = 1 };
 	struct epmsg m;
-	int st;
 
 	topo_baseline(&res);
-	topo_fork_peer(&sleeper_sc, TOPO_FORK, &c);
-	TU_ASSERT_RC(topo_wait(c.sync, TOPO_WAIT_MS), 'r');
-	kill(c.pid, SIGKILL);
-	st = topo_reap(c.pid, TOPO_WAIT_MS);
-	cr_assert(st != -ETIMEDOUT && WIFSIGNALED(st));
-	for (int64_t until = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
-	     cmesh_sender_is_closed(c.tx) != -ECONNRESET;) {
-		cr_assert(tu_now_ns() < until, "the link never failed");
-		tu_sleep_ms(1);
-	}
+	dead_peer(&c);
 	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &ltx, &lrx), 0);
 	TU_ASSERT_RC(cmesh_sender_clone(ltx, &ltx2), 0);
 	TU_ASSERT_RC(cmesh_sender_send(ltx, &r, NULL, 0), 0);

@@ -35,6 +35,8 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Lanes of ports a member's first listing has room for (it grows). */
@@ -67,6 +69,8 @@ int cmesh_waitset_new(cmesh_waitset **out_ws)
 		free(ws);
 		return -ENOMEM;
 	}
+	ws->tfd = -1;
+	ws->tfd_at = CMESH_DEADLINE_NONE;
 	ws->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (ws->epfd < 0) {
 		r = -errno;
@@ -284,6 +288,8 @@ void cmesh_waitset_free(cmesh_waitset *ws)
 	for (uint32_t i = 0; i < ws->ncm; i++)
 		ctx_member_free(ws->cm[i]);
 	free(ws->cm);
+	if (ws->tfd >= 0)
+		close(ws->tfd);
 	close(ws->efd);
 	close(ws->epfd);
 	free(ws->wl);
@@ -428,6 +434,44 @@ void cmesh__waitset_on_cancel(void *arg)
 {
 	cmesh__waitset_signal(arg);
 }
+
+int cmesh__waitset_timer(cmesh_waitset *ws)
+{
+	int64_t now = cmesh_clock_now(), at = CMESH_DEADLINE_NONE;
+	struct itimerspec its = { 0 };
+	int fd, r;
+
+	/* Passed ones ended: their members are ready, no timer needed. */
+	for (uint32_t i = 0; i < ws->ncm; i++) {
+		int64_t d = cmesh_ctx_deadline(ws->cm[i]->held);
+
+		if (d > now && d < at)
+			at = d;
+	}
+	if (at == ws->tfd_at || (ws->tfd < 0 && at == CMESH_DEADLINE_NONE))
+		return 0;
+	if (ws->tfd < 0) {
+		fd = timerfd_create(CLOCK_MONOTONIC,
+				    TFD_CLOEXEC | TFD_NONBLOCK);
+		if (fd < 0)
+			return -errno;
+		r = watch(ws, fd, WFD_TIMER, true);
+		if (r) {
+			close(fd);
+			return r;
+		}
+		ws->tfd = fd;
+	}
+	/* The deadlines' clock (cmesh_clock_now()); 0 disarms. */
+	if (at != CMESH_DEADLINE_NONE) {
+		its.it_value.tv_sec = (time_t)(at / 1000000000);
+		its.it_value.tv_nsec = (long)(at % 1000000000);
+	}
+	if (timerfd_settime(ws->tfd, TFD_TIMER_ABSTIME, &its, NULL))
+		return -errno;
+	ws->tfd_at = at;
+	return 0;
+}
 int cmesh_waitset_add_ctx(cmesh_waitset *ws, const cmesh_ctx *ctx, uint64_t key)
 {
 	struct ctx_member *c;
@@ -468,8 +512,13 @@ int cmesh_waitset_add_ctx(cmesh_waitset *ws, const cmesh_ctx *ctx, uint64_t key)
 			r = -ENOMEM;
 		}
 	}
-	if (!r)
+	if (!r) {
 		ws->cm[ws->ncm++] = c;
+		/* Its deadline makes the fd readable: taken back without. */
+		r = cmesh__waitset_timer(ws);
+		if (r)
+			ws->ncm--;
+	}
 	pthread_mutex_unlock(&ws->lock);
 	if (r) {
 		ctx_member_free(c);
@@ -494,6 +543,9 @@ int cmesh_waitset_remove_ctx(cmesh_waitset *ws, const cmesh_ctx *ctx)
 				ws->cnext = 0;
 			break;
 		}
+	/* Not for its deadline any more (a failure: at worst an early wake). */
+	if (c)
+		(void)cmesh__waitset_timer(ws);
 	pthread_mutex_unlock(&ws->lock);
 	if (!c)
 		return -ENOENT;

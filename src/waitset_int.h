@@ -64,6 +64,14 @@ struct cmesh_waitset {
 	struct ctx_member **cm; /* context members */
 	uint32_t ncm, capcm, cnext;
 	/*
+	 * A timerfd (watched, WFD_TIMER) armed for the earliest deadline of
+	 * a context member still to come, so that the fd polls readable when
+	 * it passes: -1 until a member has a deadline; `tfd_at` is the
+	 * deadline it is armed for (CMESH_DEADLINE_NONE: none). Under `lock`.
+	 */
+	int tfd;
+	int64_t tfd_at;
+	/*
 	 * The members were armed by the last try_wait that found nothing
 	 * (producers signal us): the next one disarms them, draining what
 	 * they sent. While false, a try_wait that finds a member ready makes
@@ -88,7 +96,8 @@ struct cmesh_waitset {
 enum {
 	WFD_SIGNAL = 1,
 	WFD_SOCK,
-	WFD_EVENTFD
+	WFD_EVENTFD,
+	WFD_TIMER
 };
 
 /* Events a look takes from epoll at once; more: every fd is drained. */
@@ -96,6 +105,13 @@ enum {
 
 /* A context member's watcher: its cancel signals the waitset. */
 void cmesh__waitset_on_cancel(void *arg);
+
+/*
+ * `lock` held: arms the timer for the earliest context member deadline
+ * still to come (making it on first need), or disarms it. 0 or -errno
+ * (timerfd_create, epoll_ctl, timerfd_settime).
+ */
+int cmesh__waitset_timer(cmesh_waitset *ws);
 
 /*
  * `lock` held, before a look arms the members (after its drain and

@@ -77,14 +77,20 @@ static int64_t members_deadline(cmesh_waitset *ws, int64_t deadline)
 	return deadline;
 }
 /* Empties one watched fd that epoll reported readable. */
-static void drain_fd(uint64_t data)
+static void drain_fd(cmesh_waitset *ws, uint64_t data)
 {
 	int fd = (int)(uint32_t)data;
 
-	if (data >> 32 == WFD_SOCK)
+	if (data >> 32 == WFD_SOCK) {
 		cmesh__ctl_wake_drain(fd);
-	else
+	} else if (data >> 32 == WFD_TIMER) {
+		/* Its expirations (8 bytes, as an eventfd's count). */
+		cmesh__eventfd_drain(fd);
+		/* The next deadline to come (a failure: no wake for it). */
+		(void)cmesh__waitset_timer(ws);
+	} else {
 		cmesh__eventfd_drain(fd); /* WFD_SIGNAL, WFD_EVENTFD */
+	}
 }
 
 /* Empties every watched fd: when a look could not say which are readable. */
@@ -98,8 +104,13 @@ static void drain_all(cmesh_waitset *ws)
 		cmesh__ctl_wake_drain(ws->wl[i].fd);
 	for (uint32_t i = 0; i < ws->n; i++)
 		for (int k = cmesh__queue_wake_fds(ws->m[i].q, fds); k--;)
-			drain_fd((uint64_t)(uint32_t)fds[k] |
-				 (uint64_t)(k ? WFD_EVENTFD : WFD_SOCK) << 32);
+			drain_fd(ws,
+				 (uint64_t)(uint32_t)fds[k] |
+					 (uint64_t)(k ? WFD_EVENTFD : WFD_SOCK)
+						 << 32);
+	if (ws->tfd >= 0)
+		drain_fd(ws, (uint64_t)(uint32_t)ws->tfd | (uint64_t)WFD_TIMER
+								   << 32);
 }
 
 /*
@@ -124,7 +135,7 @@ static int drain_signals(cmesh_waitset *ws, const struct epoll_event *ev, int n)
 		return 0;
 	}
 	for (int i = 0; i < n; i++)
-		drain_fd(ev[i].data.u64);
+		drain_fd(ws, ev[i].data.u64);
 	return 0;
 }
 

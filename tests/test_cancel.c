@@ -17,11 +17,13 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -606,6 +608,100 @@ Test(cancel, a_context_in_a_waitset_wakes_it_when_cancelled)
 	cmesh_waitset_free(b.ws);
 	cmesh_sender_free(tx);
 	cmesh_receiver_free(rx);
+}
+
+/*
+ * A context member's deadline makes the waitset's fd readable (its
+ * timerfd), so a poll loop on that fd needs no timeout of its own: two
+ * members (200 and 400 ms, the later one added first) each make it
+ * readable as their deadline passes, and try_wait then returns their
+ * keys; a member without a deadline makes no timer and is never
+ * returned; with both removed nothing is readable; the timerfd goes with
+ * the waitset.
+ */
+Test(cancel, a_context_members_deadline_makes_the_waitsets_fd_readable)
+{
+	cmesh_waitset *ws;
+	cmesh_ctx *c[2], *none;
+	cmesh_cancel *k;
+	uint64_t key;
+	unsigned seen = 0;
+	int fds0 = tu_fd_count(), fds1;
+	struct pollfd p;
+
+	TU_ASSERT_RC(cmesh_waitset_new(&ws), 0);
+	fds1 = tu_fd_count();
+	TU_ASSERT_RC(cmesh_ctx_with_cancel(NULL, &none, &k), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_ctx(ws, none, 9), 0);
+	TU_ASSERT_FDS(fds1); /* no deadline: no timer */
+	TU_ASSERT_RC(cmesh_ctx_with_timeout(NULL, TU_MS(400), &c[1]), 0);
+	TU_ASSERT_RC(cmesh_ctx_with_timeout(NULL, TU_MS(200), &c[0]), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_ctx(ws, c[1], 1), 0);
+	TU_ASSERT_RC(cmesh_waitset_add_ctx(ws, c[0], 0), 0);
+	TU_ASSERT_FDS(fds1 + 1); /* its timerfd */
+	p = (struct pollfd){ .fd = cmesh_waitset_fd(ws), .events = POLLIN };
+	while (seen != 3u) {
+		int r;
+
+		/* What is ready now (a slow host: maybe a deadline already). */
+		while ((r = cmesh_waitset_try_wait(ws, &key)) == 0) {
+			cr_assert(key < 2, "key %llu", (unsigned long long)key);
+			/* Its deadline passed: no early report. */
+			TU_ASSERT_RC(cmesh_ctx_check(c[key]), -ETIMEDOUT);
+			TU_ASSERT_RC(cmesh_waitset_remove_ctx(ws, c[key]), 0);
+			seen |= 1u << key;
+		}
+		TU_ASSERT_RC(r, -EAGAIN);
+		if (seen == 3u)
+			break;
+		/* Without the timer this waits the whole 10 s and fails. */
+		r = poll(&p, 1, 10000);
+		cr_assert_eq(r, 1, "poll: %d (seen %u)", r, seen);
+	}
+	/* Nothing ready, nothing armed: not readable. */
+	cr_assert_eq(poll(&p, 1, 100), 0);
+	TU_ASSERT_RC(cmesh_waitset_remove_ctx(ws, none), 0);
+	cmesh_waitset_free(ws);
+	TU_ASSERT_FDS(fds0);
+	cmesh_ctx_free(c[0]);
+	cmesh_ctx_free(c[1]);
+	cmesh_ctx_free(none);
+	cmesh_cancel_free(k);
+}
+
+/*
+ * Without an fd for its timer, a member with a deadline is refused
+ * (-EMFILE) and not added; one without a deadline needs none.
+ */
+Test(cancel, a_deadline_member_without_an_fd_for_its_timer_is_refused)
+{
+	cmesh_waitset *ws;
+	cmesh_ctx *t, *none;
+	cmesh_cancel *k;
+	struct rlimit old;
+	uint64_t key;
+	int fds0 = tu_fd_count(), fds;
+
+	TU_ASSERT_RC(cmesh_waitset_new(&ws), 0);
+	TU_ASSERT_RC(cmesh_ctx_with_cancel(NULL, &none, &k), 0);
+	TU_ASSERT_RC(cmesh_ctx_with_timeout(NULL, TU_MS(50), &t), 0);
+	fds = tu_fd_count();
+	tu_fd_table_full(&old);
+	TU_ASSERT_RC(cmesh_waitset_add_ctx(ws, t, 1), -EMFILE);
+	TU_ASSERT_RC(cmesh_waitset_add_ctx(ws, none, 2), 0);
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+	cr_assert_eq(tu_fd_count(), fds);
+	cr_assert_eq(cmesh_waitset_size(ws), 1);
+	TU_ASSERT_RC(cmesh_waitset_remove_ctx(ws, t), -ENOENT);
+	/* With fds back it goes in, and is returned once its time came. */
+	TU_ASSERT_RC(cmesh_waitset_add_ctx(ws, t, 1), 0);
+	TU_ASSERT_RC(cmesh_waitset_wait(ws, CMESH_DEADLINE_NONE, &key), 0);
+	cr_assert_eq(key, 1);
+	cmesh_waitset_free(ws);
+	TU_ASSERT_FDS(fds0); /* its timerfd went with it */
+	cmesh_ctx_free(t);
+	cmesh_ctx_free(none);
+	cmesh_cancel_free(k);
 }
 
 /* ---- fork ---------------------------------------------------------------- */

@@ -70,13 +70,15 @@ CMESH_API int cmesh_waitset_add_oneshot(cmesh_waitset *ws,
 
 /**
  * A cancellation context as a member (cmesh/cancel.h): ready once it has
- * ended (cancelled, or its deadline passed: a wait wakes for it then),
- * and stays ready until removed. The waitset keeps its own handle, so the
- * caller may free `ctx` while it is a member; it is removed with the
- * handle it was added as (so before that is freed), or when the waitset
- * is freed. Any thread; never blocks. Errors: -EBUSY (`ctx` is a member
- * already), -EINVAL (NULL), -ENOMEM; remove: -ENOENT (not a member),
- * -EINVAL.
+ * ended (cancelled, or its deadline passed: a wait wakes for it then, and
+ * cmesh_waitset_fd() polls readable then too, through a timerfd the
+ * waitset makes when a member first has a deadline), and stays ready
+ * until removed. The waitset keeps its own handle, so the caller may free
+ * `ctx` while it is a member; it is removed with the handle it was added
+ * as (so before that is freed), or when the waitset is freed. Any thread;
+ * never blocks. Errors: -EBUSY (`ctx` is a member already), -EINVAL
+ * (NULL), -ENOMEM, -EMFILE, -ENFILE (the timerfd); remove: -ENOENT (not a
+ * member), -EINVAL.
  */
 CMESH_API int cmesh_waitset_add_ctx(cmesh_waitset *ws, const cmesh_ctx *ctx,
 				    uint64_t key);

@@ -120,12 +120,13 @@ struct cmesh__lane {
 	/* In lane: its ATTACH FIFO, under the link's att_lock. */
 	struct cmesh__attach *att_head;
 	struct cmesh__attach **att_tailp;
-	uint64_t att_next_in; /* seq the next ATTACH read must carry */
-	uint32_t att_count;   /* ATTACHes in the FIFO */
-	uint32_t att_max;     /* records the peer's ring can hold, + 1 */
-	bool att_drop;	      /* the receiver is gone: close on arrival */
-	bool att_drop_failed; /* ... failed: its ports answered FAILED */
-	uint64_t att_stale;   /* ATTACHes up to this one: an earlier use's */
+	uint64_t att_next_in;  /* seq the next ATTACH read must carry */
+	uint32_t att_count;    /* ATTACHes in the FIFO */
+	uint32_t att_max;      /* records the peer's ring can hold, + 1 */
+	bool att_drop;	       /* the receiver is gone: close on arrival */
+	bool att_drop_failed;  /* ... failed: its ports answered FAILED */
+	bool att_stale_failed; /* the same for ATTACHes up to att_stale */
+	uint64_t att_stale;    /* ATTACHes up to this one: an earlier use's */
 	/* Out lane: seq of the next ATTACH sent (`lock`). */
 	uint64_t att_next_out;
 
@@ -158,7 +159,9 @@ struct cmesh__lane {
 	 * Our side ended it with a FAIL (cmesh__lane_fail_tx()): nothing
 	 * sent after is read, so every later send says -ECONNRESET (a split
 	 * receiver's senders here, whose forwarder's source failed). Set
-	 * before the FAIL is published: whoever saw the FAIL sees it too.
+	 * before the FAIL is published: whoever saw the FAIL sees it too. A
+	 * send that looked just before may still land after the FAIL and
+	 * return 0, unread, as a send racing a receiver's close may.
 	 */
 	_Atomic bool tx_failed;
 	bool attach_blocked; /* an ATTACH met a full socket (`lock`) */
@@ -677,8 +680,12 @@ static inline int cmesh__lane_peer_closed(const struct cmesh__lane *ln)
  */
 static inline bool cmesh__lane_lost_to_failure(const struct cmesh__lane *ln)
 {
+	int c = cmesh__lane_peer_closed(ln);
+
+	if (c)
+		return c == -ECONNRESET;
 	return cmesh__lane_failed(ln) ||
-	       cmesh__lane_peer_closed(ln) == -ECONNRESET;
+	       atomic_load_explicit(&ln->tx_failed, memory_order_relaxed);
 }
 
 /*

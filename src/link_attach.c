@@ -330,7 +330,8 @@ int cmesh__lanes_on_attach(struct cmesh__link *l, const unsigned char *buf,
 	}
 	/* The receiver is gone, or it is an earlier use's (a kept lane). */
 	if (ln->att_drop || m.seq <= ln->att_stale) {
-		bool failed = ln->att_drop && ln->att_drop_failed;
+		bool failed = m.seq <= ln->att_stale ? ln->att_stale_failed :
+						       ln->att_drop_failed;
 
 		pthread_mutex_unlock(&l->att_lock);
 		drop_attach(l, a, failed);

@@ -46,6 +46,8 @@ static void next_use(struct cmesh__lane *ln, uint64_t att,
 {
 	ln->use++;
 	ln->answered = false; /* a DROPPED may answer this use */
+	/* Late ATTACHes of the use that ended are answered as it ended. */
+	ln->att_stale_failed = ln->att_drop && ln->att_drop_failed;
 	ln->att_drop = false;
 	ln->att_drop_failed = false;
 	ln->att_stale = att;

@@ -48,6 +48,14 @@ CMESH_TYPE_DEFINE_PLAIN(item_type, struct seqmsg);
 #define MAXP 6
 #define MAXROUTE 8
 
+/* A channel whose messages carry a sender of items (held: OP_C2_*). */
+struct cmsg2 {
+	uint64_t seq;
+	cmesh_sender *tx;
+};
+CMESH_TYPE_DEFINE(cmsg2_type, struct cmsg2,
+		  CMESH_FIELD_SENDER(struct cmsg2, tx, item_type));
+
 /* A request, a report, or endpoints on their way along `route`. */
 struct cmsg {
 	int op;
@@ -60,9 +68,13 @@ struct cmsg {
 	cmesh_oneshot_sender *otx;
 	cmesh_oneshot_receiver *orx;
 	cmesh_ctx *ctx;
+	cmesh_sender *c2tx;
+	cmesh_receiver *c2rx;
 };
 CMESH_TYPE_DEFINE(cmsg_type, struct cmsg, CMESH_FIELD_FD(struct cmsg, fd),
 		  CMESH_FIELD_CTX(struct cmsg, ctx),
+		  CMESH_FIELD_SENDER(struct cmsg, c2tx, cmsg2_type),
+		  CMESH_FIELD_RECEIVER(struct cmsg, c2rx, cmsg2_type),
 		  CMESH_FIELD_SENDER(struct cmsg, tx, item_type),
 		  CMESH_FIELD_RECEIVER(struct cmsg, rx, item_type),
 		  CMESH_FIELD_ONESHOT_SENDER(struct cmsg, otx, item_type),
@@ -98,7 +110,10 @@ enum {
 	OP_PAUSE,	 /* report 0, then read nothing else until one item
 			   comes on rx (the loop stops): no report */
 	OP_REFUSED_HELD, /* the held rx's claims_refused (stats) */
-	OP_RECV_HELD_RC	 /* receive on the held rx within 1 s: seq or -errno */
+	OP_RECV_HELD_RC, /* receive on the held rx within 1 s: seq or -errno */
+	OP_C2_HOLD,	 /* keep c2tx (and c2rx): 0 */
+	OP_C2_SEND,	 /* send seq arg on the held c2tx: its result */
+	OP_C2_RECV_RC /* receive on the held c2rx within 1 s: seq or -errno */
 };
 
 /* OP_PASS: a clone of the held tx goes; the tx stays held. */
@@ -179,6 +194,8 @@ static int base_threads;
 
 static cmesh_sender *held_tx;
 static cmesh_receiver *held_rx;
+static cmesh_sender *held_c2tx;
+static cmesh_receiver *held_c2rx;
 
 static int report(uint64_t v)
 {
@@ -402,8 +419,12 @@ static int act(struct cmsg *m)
 	case OP_FREE_HELD:
 		cmesh_sender_free(held_tx);
 		cmesh_receiver_free(held_rx);
+		cmesh_sender_free(held_c2tx);
+		cmesh_receiver_free(held_c2rx);
 		held_tx = NULL;
 		held_rx = NULL;
+		held_c2tx = NULL;
+		held_c2rx = NULL;
 		return report(0);
 	case OP_NEW_HELD:
 		TOPO_CHECK(!held_tx && !held_rx);
@@ -423,6 +444,30 @@ static int act(struct cmsg *m)
 						i),
 				      0);
 		return report(0);
+	case OP_C2_HOLD:
+		if (m->c2tx)
+			held_c2tx = m->c2tx;
+		if (m->c2rx)
+			held_c2rx = m->c2rx;
+		return report(0);
+	case OP_C2_SEND: {
+		struct cmsg2 c = { .seq = m->arg };
+
+		TOPO_CHECK(held_c2tx);
+		return report((uint64_t)(int64_t)cmesh_sender_send(
+			held_c2tx, &c, NULL, 0));
+	}
+	case OP_C2_RECV_RC: {
+		struct cmsg2 c = { 0 };
+
+		TOPO_CHECK(held_c2rx);
+		r = cmesh_receiver_recv_deadline(
+			held_c2rx, cmesh_deadline_after(TU_MS(1000)), &c, NULL,
+			0);
+		if (!r && c.tx)
+			cmesh_sender_free(c.tx);
+		return report(r ? (uint64_t)(int64_t)r : c.seq);
+	}
 	case OP_RECV_HELD_RC: {
 		struct seqmsg s;
 
@@ -4504,4 +4549,67 @@ Test(moves, a_sender_home_again_waits_behind_a_claim_in_flight_at_the_head)
 Test(moves, a_sender_sent_away_waits_behind_a_claim_in_flight_at_the_head)
 {
 	sender_moves_behind_a_claim_in_flight(false);
+}
+
+/*
+ * An endpoint in a message whose send fails on a lane our side ended
+ * with a FAIL (a split's forwarder whose source died: tx_failed) is lost
+ * to that failure, as the send's -ECONNRESET says: a sender of a local
+ * channel sent so fails that channel's receiver, though another sender of
+ * it lives (it saw that sender closed and waited before).
+ */
+Test(moves, a_sender_sent_on_a_lane_our_side_failed_fails_its_receiver)
+{
+	cmesh_sender *ctx, *ltx, *ltx2, *ltx3;
+	cmesh_receiver *crx, *lrx;
+	struct cmsg m = { 0 };
+	struct cmsg2 c = { 0 };
+	struct seqmsg s = { .seq = 1 };
+	int64_t r;
+	int n = 0;
+
+	mesh_up(3);
+	/* A split: a sender of it in P1, its receiver sent to P2. */
+	TU_ASSERT_RC(cmesh_channel_new(&cmsg2_type, NULL, &ctx, &crx), 0);
+	TU_ASSERT_RC(cmesh_sender_clone(ctx, &m.c2tx), 0);
+	route_send(&m, OP_C2_HOLD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	for (uint64_t i = 1; i <= 3; i++) {
+		route_send(&(struct cmsg){ .arg = i }, OP_C2_SEND, ROUTE(1));
+		cr_assert_eq(report_from(1), 0);
+	}
+	for (uint64_t i = 1; i <= 3; i++) {
+		c.seq = 100 + i;
+		TU_ASSERT_RC(cmesh_sender_send(ctx, &c, NULL, 0), 0);
+	}
+	m = (struct cmsg){ .c2rx = crx };
+	route_send(&m, OP_C2_HOLD, ROUTE(2));
+	cr_assert_eq(report_from(2), 0);
+	/* P1 dies: the forwarder here ends the split's lane with a FAIL. */
+	kill_and_wait(1);
+	do {
+		route_send(&(struct cmsg){ 0 }, OP_C2_RECV_RC, ROUTE(2));
+		r = report_from(2);
+	} while (r > 0 && ++n < 100);
+	cr_assert_eq(r, -ECONNRESET, "after %d: %lld", n, (long long)r);
+	TU_ASSERT_RC(cmesh_sender_is_closed(ctx), -ECONNRESET);
+	/* A clone of a local sender in a message on that lane. */
+	TU_ASSERT_RC(cmesh_channel_new(&item_type, NULL, &ltx, &lrx), 0);
+	TU_ASSERT_RC(cmesh_sender_clone(ltx, &ltx2), 0);
+	TU_ASSERT_RC(cmesh_sender_clone(ltx, &ltx3), 0);
+	TU_ASSERT_RC(cmesh_sender_send(ltx, &s, NULL, 0), 0);
+	c = (struct cmsg2){ .seq = 7, .tx = ltx2 };
+	TU_ASSERT_RC(cmesh_sender_send(ctx, &c, NULL, 0), -ECONNRESET);
+	cmesh_sender_free(ltx);
+	s.seq = 0;
+	TU_ASSERT_RC(cmesh_receiver_try_recv(lrx, &s, NULL, 0), 0);
+	cr_assert_eq(s.seq, 1);
+	/* ltx3 lives: only the lost sender's failure ends it (at once). */
+	TU_ASSERT_RC(cmesh_receiver_try_recv(lrx, &s, NULL, 0), -ECONNRESET);
+	cmesh_sender_free(ltx3);
+	cmesh_receiver_free(lrx);
+	cmesh_sender_free(ctx);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(2));
+	cr_assert_eq(report_from(2), 0);
+	mesh_down(1u << 1);
 }

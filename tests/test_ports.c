@@ -16,6 +16,9 @@
 
 #include "helpers/testutil.h"
 #include "helpers/topo.h"
+#include "endpoint.h"
+#include "lane.h"
+#include "queue.h"
 
 #include <criterion/criterion.h>
 
@@ -1696,4 +1699,74 @@ Test(ports, a_sender_bounced_before_its_receiver_was_taken_in_process)
 Test(ports, a_sender_bounced_before_its_receiver_was_taken_across)
 {
 	topo_run(&bounce_sc, TOPO_FORK);
+}
+
+/* Frees its receiver and sender, says 'c', and exits. */
+static int closer_peer(cmesh_sender *tx, cmesh_receiver *rx,
+		       const struct topo_side *s)
+{
+	cmesh_receiver_free(rx);
+	cmesh_sender_free(tx);
+	TOPO_CHECK_EQ(topo_post(s->sync, 'c'), 0);
+	return 0;
+}
+
+static const struct topo_scenario closer_sc = {
+	.down = &ep_type,
+	.up = &seq_type,
+	.peer = closer_peer,
+};
+
+/*
+ * The receiver over there was freed, then its process exited (our link
+ * failed since): a sender sent to it now is refused by that close
+ * (-EPIPE) and ends as closed, not lost to a failure: its receiver here,
+ * with another sender alive, goes on.
+ */
+Test(ports, a_sender_sent_to_a_closed_then_exited_receiver_is_closed)
+{
+	struct topo_res res;
+	struct topo_conn c;
+	cmesh_sender *ltx, *ltx2, *ltx3;
+	cmesh_receiver *lrx;
+	struct cmesh__lane *down;
+	struct seqmsg r = { .sender = 1, .seq = 1 };
+	struct epmsg m;
+	int st;
+
+	topo_baseline(&res);
+	topo_fork_peer(&closer_sc, TOPO_FORK, &c);
+	TU_ASSERT_RC(topo_wait(c.sync, TOPO_WAIT_MS), 'c');
+	topo_bye(c.sync); /* it may exit */
+	st = topo_reap(c.pid, TOPO_WAIT_MS);
+	cr_assert(st != -ETIMEDOUT && WIFEXITED(st) && !WEXITSTATUS(st));
+	/* Both now: its close, and our link's failure. */
+	down = cmesh__queue_tx_lane(
+		cmesh__endpoint_queue(CMESH_FIELD_KIND_SENDER, c.tx));
+	cr_assert(down);
+	for (int64_t until = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	     !cmesh__lane_failed(down);) {
+		cr_assert(tu_now_ns() < until, "the link never failed");
+		tu_sleep_ms(1);
+	}
+	TU_ASSERT_RC(cmesh_sender_is_closed(c.tx), 1);
+	TU_ASSERT_RC(cmesh_channel_new(&seq_type, NULL, &ltx, &lrx), 0);
+	TU_ASSERT_RC(cmesh_sender_clone(ltx, &ltx2), 0);
+	TU_ASSERT_RC(cmesh_sender_clone(ltx, &ltx3), 0);
+	TU_ASSERT_RC(cmesh_sender_send(ltx, &r, NULL, 0), 0);
+	m = ep(OP_DRAIN, 0);
+	m.tx = ltx2;
+	TU_ASSERT_RC(cmesh_sender_send(c.tx, &m, NULL, 0), -EPIPE);
+	cmesh_sender_free(ltx);
+	r.seq = 0;
+	TU_ASSERT_RC(cmesh_receiver_try_recv(lrx, &r, NULL, 0), 0);
+	cr_assert_eq(r.seq, 1);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(lrx, &r, NULL, 0), -EAGAIN);
+	cmesh_sender_free(ltx3);
+	TU_ASSERT_RC(cmesh_receiver_try_recv(lrx, &r, NULL, 0), -EPIPE);
+	cmesh_receiver_free(lrx);
+	cmesh_sender_free(c.tx);
+	cmesh_receiver_free(c.rx);
+	close(c.sync);
+	topo_assert_baseline(&res);
 }

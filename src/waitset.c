@@ -14,7 +14,8 @@
  * wake fds (lane_wake.c): its wake socket, on which the peer sends, and its
  * private eventfd, which its link thread signals. The waitset's fd is
  * therefore an epoll instance holding the waitset's eventfd and those
- * receivers' wake fds: it polls readable when any of them is signalled.
+ * receivers' wake fds (and a timerfd for context members' deadlines): it
+ * polls readable when any of them is signalled.
  * Every fd it reads is one that only this process holds, and none is read
  * blocking: nothing a peer does to a file description stalls a wait.
  */
@@ -543,8 +544,13 @@ int cmesh_waitset_remove_ctx(cmesh_waitset *ws, const cmesh_ctx *ctx)
 				ws->cnext = 0;
 			break;
 		}
-	/* Not for its deadline any more (a failure: at worst an early wake). */
-	if (c)
+	/*
+	 * Not for its deadline any more (a failure: at worst an early wake).
+	 * Unless the armed one passed: its expiry, unread, keeps the fd
+	 * readable (a settime would clear it); the look that drains it arms
+	 * the next.
+	 */
+	if (c && ws->tfd_at > cmesh_clock_now())
 		(void)cmesh__waitset_timer(ws);
 	pthread_mutex_unlock(&ws->lock);
 	if (!c)

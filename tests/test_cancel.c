@@ -670,6 +670,53 @@ Test(cancel, a_context_members_deadline_makes_the_waitsets_fd_readable)
 }
 
 /*
+ * A deadline that passed stays readable on the fd until a look takes it,
+ * whatever else happens meanwhile: another member removed (with a
+ * deadline of its own, or none) must not re-arm the timer over the
+ * expiry not read yet.
+ */
+Test(cancel, a_passed_deadline_stays_readable_when_another_member_goes)
+{
+	for (int with_deadline = 0; with_deadline < 2; with_deadline++) {
+		cmesh_waitset *ws;
+		cmesh_ctx *a, *b;
+		cmesh_cancel *k = NULL;
+		struct pollfd p;
+		uint64_t key = 9;
+
+		TU_ASSERT_RC(cmesh_waitset_new(&ws), 0);
+		TU_ASSERT_RC(cmesh_ctx_with_timeout(NULL, TU_MS(50), &a), 0);
+		if (with_deadline)
+			TU_ASSERT_RC(cmesh_ctx_with_timeout(NULL, TU_MS(60000),
+							    &b),
+				     0);
+		else
+			TU_ASSERT_RC(cmesh_ctx_with_cancel(NULL, &b, &k), 0);
+		TU_ASSERT_RC(cmesh_waitset_add_ctx(ws, a, 1), 0);
+		TU_ASSERT_RC(cmesh_waitset_add_ctx(ws, b, 2), 0);
+		p = (struct pollfd){ .fd = cmesh_waitset_fd(ws),
+				     .events = POLLIN };
+		/* A slow host: a's deadline may pass before this look. */
+		if (cmesh_waitset_try_wait(ws, &key) == -EAGAIN) {
+			cr_assert_eq(poll(&p, 1, 10000), 1); /* a's deadline */
+			TU_ASSERT_RC(cmesh_waitset_remove_ctx(ws, b), 0);
+			/* Still readable: the expiry is not read yet. */
+			cr_assert_eq(poll(&p, 1, 0), 1, "with_deadline %d",
+				     with_deadline);
+		} else {
+			cr_assert_eq(key, 1);
+			TU_ASSERT_RC(cmesh_waitset_remove_ctx(ws, b), 0);
+		}
+		TU_ASSERT_RC(cmesh_waitset_try_wait(ws, &key), 0);
+		cr_assert_eq(key, 1);
+		cmesh_waitset_free(ws);
+		cmesh_ctx_free(a);
+		cmesh_ctx_free(b);
+		cmesh_cancel_free(k);
+	}
+}
+
+/*
  * Without an fd for its timer, a member with a deadline is refused
  * (-EMFILE) and not added; one without a deadline needs none.
  */

@@ -22,7 +22,7 @@
  * Every function here borrows its arguments for the call (a member stays
  * its owner's). None blocks but wait and wait_ctx (futex_waitv, or epoll
  * on the fd); the others take the waitset's lock and may make syscalls
- * (epoll_ctl, the eventfd), never a sleep.
+ * (epoll_ctl, the eventfd, the deadline timerfd), never a sleep.
  *
  * For an external event loop: cmesh_waitset_fd() is readable when a member
  * may be ready. Call cmesh_waitset_try_wait() until it returns -EAGAIN;
@@ -77,8 +77,8 @@ CMESH_API int cmesh_waitset_add_oneshot(cmesh_waitset *ws,
  * `ctx` while it is a member; it is removed with the handle it was added
  * as (so before that is freed), or when the waitset is freed. Any thread;
  * never blocks. Errors: -EBUSY (`ctx` is a member already), -EINVAL
- * (NULL), -ENOMEM, -EMFILE, -ENFILE (the timerfd); remove: -ENOENT (not a
- * member), -EINVAL.
+ * (NULL), -ENOMEM, -EMFILE, -ENFILE (the timerfd) or epoll_ctl's -errno;
+ * remove: -ENOENT (not a member), -EINVAL.
  */
 CMESH_API int cmesh_waitset_add_ctx(cmesh_waitset *ws, const cmesh_ctx *ctx,
 				    uint64_t key);

@@ -196,13 +196,16 @@ int cmesh__lane_new_failed(struct cmesh__link *link, bool is_out,
 
 void cmesh__lane_set_dropped(struct cmesh__lane *ln, bool failed)
 {
-	atomic_fetch_or_explicit(&ln->dropped,
-				 LANE_DROPPED | (failed ? LANE_DROP_FAILED : 0),
-				 memory_order_release);
+	uint8_t bits = LANE_DROPPED | (failed ? LANE_DROP_FAILED : 0);
+
+	/* Lost to a failure once, it stays so. */
+	bits |= atomic_fetch_or_explicit(&ln->dropped, bits,
+					 memory_order_release);
 	/* An out lane's senders read closed here: -EPIPE from now on
 	 * (-ECONNRESET: lost to a failure). */
 	if (ln->is_out && !cmesh__lane_bound(ln))
-		atomic_store_explicit(&ln->unbound_wake.closed,
-				      failed ? CMESH_SHM_CLOSED_FAILED : 1,
-				      memory_order_release);
+		atomic_store_explicit(
+			&ln->unbound_wake.closed,
+			(bits & LANE_DROP_FAILED) ? CMESH_SHM_CLOSED_FAILED : 1,
+			memory_order_release);
 }

@@ -201,11 +201,22 @@ void cmesh__lane_set_dropped(struct cmesh__lane *ln, bool failed)
 	/* Lost to a failure once, it stays so. */
 	bits |= atomic_fetch_or_explicit(&ln->dropped, bits,
 					 memory_order_release);
-	/* An out lane's senders read closed here: -EPIPE from now on
-	 * (-ECONNRESET: lost to a failure). */
-	if (ln->is_out && !cmesh__lane_bound(ln))
-		atomic_store_explicit(
-			&ln->unbound_wake.closed,
-			(bits & LANE_DROP_FAILED) ? CMESH_SHM_CLOSED_FAILED : 1,
-			memory_order_release);
+	/*
+	 * An out lane's senders read closed here: -EPIPE from now on
+	 * (-ECONNRESET: lost to a failure). A failure always stores; a close
+	 * only over nothing, so a drop as closed racing one as failed (two
+	 * threads) cannot lower it either.
+	 */
+	if (ln->is_out && !cmesh__lane_bound(ln)) {
+		uint32_t none = 0;
+
+		if (bits & LANE_DROP_FAILED)
+			atomic_store_explicit(&ln->unbound_wake.closed,
+					      CMESH_SHM_CLOSED_FAILED,
+					      memory_order_release);
+		else
+			atomic_compare_exchange_strong_explicit(
+				&ln->unbound_wake.closed, &none, 1,
+				memory_order_release, memory_order_relaxed);
+	}
 }

@@ -481,7 +481,7 @@ static int take(cmesh_rpc *c, const cmesh_ctx *ctx, bool wait)
 
 	/*
 	 * The next call's re-arm is paid for while we wait: once this call
-	 * is kept, the oldest kept call now is no longer the newest, and the
+	 * is kept, the newest kept call now is no longer the newest, and the
 	 * next call takes it (see reuse()). Not a call kept with a reply
 	 * lane: its link's failure may free its queue meanwhile.
 	 */

@@ -157,14 +157,10 @@ void cmesh__lane_destroy(struct cmesh__lane *ln)
 
 int cmesh__lane_rx_gone(const struct cmesh__lane *ln)
 {
-	/* The consumer's store of closed (or DROPPED's). */
-	int c = cmesh__lane_peer_closed(ln);
+	/* The consumer's store of closed (or DROPPED's) first. */
+	int r = cmesh__lane_tx_err(ln);
 
-	if (c)
-		return c == -EPIPE ? 1 : c;
-	if (atomic_load_explicit(&ln->tx_failed, memory_order_relaxed))
-		return -ECONNRESET;
-	return cmesh__lane_failed(ln);
+	return r == -EPIPE ? 1 : r;
 }
 
 static void close_tx(struct cmesh__lane *ln, uint32_t kind)

@@ -675,17 +675,31 @@ static inline int cmesh__lane_peer_closed(const struct cmesh__lane *ln)
 }
 
 /*
+ * Out lane: what a send on it says now: 0; the consumer's word first (a
+ * close seen is a close: -EPIPE; failed: -ECONNRESET), then the link's
+ * failure, then our own FAIL that ended it (tx_failed: -ECONNRESET).
+ */
+static inline int cmesh__lane_tx_err(const struct cmesh__lane *ln)
+{
+	int r = cmesh__lane_peer_closed(ln);
+
+	if (!r)
+		r = cmesh__lane_failed(ln);
+	if (!r && atomic_load_explicit(&ln->tx_failed, memory_order_relaxed))
+		r = -ECONNRESET;
+	return r;
+}
+
+/*
  * Out lane: whether what it could not deliver was lost to a failure (its
- * receiver failed, or its link did) rather than to its receiver's close.
+ * receiver failed, its link did, or our side failed it) rather than to
+ * its receiver's close.
  */
 static inline bool cmesh__lane_lost_to_failure(const struct cmesh__lane *ln)
 {
-	int c = cmesh__lane_peer_closed(ln);
+	int r = cmesh__lane_tx_err(ln);
 
-	if (c)
-		return c == -ECONNRESET;
-	return cmesh__lane_failed(ln) ||
-	       atomic_load_explicit(&ln->tx_failed, memory_order_relaxed);
+	return r && r != -EPIPE;
 }
 
 /*

@@ -354,12 +354,7 @@ static int send_msg(struct cmesh__lane *ln, const void *msg, const void *trail,
 	 * (its receiver came home): the receiver that closed it then is the
 	 * old one, after our seal's CLOSE, and the message goes home.
 	 */
-	r = cmesh__lane_peer_closed(ln);
-	if (!r)
-		r = cmesh__lane_failed(ln);
-	/* Our own FAIL ended it (a split's forwarder): nothing more is read. */
-	if (!r && atomic_load_explicit(&ln->tx_failed, memory_order_relaxed))
-		r = -ECONNRESET;
+	r = cmesh__lane_tx_err(ln);
 	if (r && !nports && cmesh__lane_sealed(ln))
 		return -ESTALE;
 	if (r)

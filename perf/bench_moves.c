@@ -64,6 +64,14 @@
  *                     P2's lane directly, P0's forwarder reads only P1's
  *                     (idle) lane. Without the split every message of A
  *                     went through that forwarder (a hop on P0's CPU).
+ *   3c moved 41 times the same as row 3, with 41 moves: P0 -> P2, then
+ *                     P2 -> P1 -> P2 twenty times (MANY_SETTLE_US, 20
+ *                     ms, after each). Past its receiver's 32nd claim
+ *                     A's senders' queue is in reclaim mode (src/
+ *                     queue_claim.c): each send counts itself in and out
+ *                     of a counter on its queue, so that the lanes the
+ *                     receiver leaves can go. No target: the price of
+ *                     that mode against row 1.
  *   4 link's own      the P0-P2 link's first channels (the join's pair),
  *                     one struct ctl each way (op PING / PONG, endpoint
  *                     fields NULL; a type with endpoint fields sends
@@ -111,8 +119,8 @@
  * reversed every other round, so that drift (e.g. the host moving the
  * vCPUs) hits them alike; each round of a round-trip row starts with
  * unrecorded round trips, each round of a move row with unrecorded
- * samples. Counts per round (full / --smoke): rows 1, 4, 4b 20000 / 200
- * round trips, rows 2, 3 2000 / 20, rows 5a, 5b 40 / 3 moves; 10 / 2
+ * samples. Counts per round (full / --smoke): rows 1, 3b, 4, 4b 20000 / 200
+ * round trips, rows 2, 3, 3c 2000 / 20, rows 5a, 5b 40 / 3 moves; 10 / 2
  * rounds (times CMESH_BENCH_SCALE). Compare rows of one run only.
  *
  * Latency: lfence;rdtsc (calibrated against CLOCK_MONOTONIC) when the TSC
@@ -157,8 +165,9 @@
 #define CPU_P0 0
 #define CPU_P2 1
 #define NPROC 3
-#define NPAIRS 4		 /* rows 1..3b: a pair (A, B) each */
+#define NPAIRS 5		 /* rows 1..3c: a pair (A, B) each */
 #define PAIR_SPLIT 3		 /* row 3b's */
+#define PAIR_MANY 4		 /* row 3c's */
 #define LINK_SLOT NPAIRS	 /* row 4: the P0-P2 link's first channels */
 #define LINK16_SLOT (NPAIRS + 1) /* row 4b: the second P0-P2 link's */
 #define MAXROUTE 6
@@ -643,12 +652,12 @@ static cmesh_sender *a_tx[NPAIRS];   /* A's senders */
 static cmesh_receiver *b_rx[NPAIRS]; /* B's receivers */
 
 static const uint8_t pair_route[NPAIRS][MAXROUTE] = {
-	{ 2 }, /* in place */
-	{ 1, 2 },
-	{ 2 }, /* then on, one move at a time: setup_pair() */
-	{ 2 }, /* split: a clone of A's sender in P1 first */
+	{ 2 },		 /* in place */
+	{ 1, 2 }, { 2 }, /* then on, one move at a time: setup_pair() */
+	{ 2 },		 /* split: a clone of A's sender in P1 first */
+	{ 2 },		 /* then on, 40 times: setup_pair() */
 };
-static const int pair_route_len[NPAIRS] = { 1, 2, 1, 1 };
+static const int pair_route_len[NPAIRS] = { 1, 2, 1, 1, 1 };
 
 /* A control message for process k alone. */
 static void direct(int k, struct ctl *m)
@@ -703,9 +712,11 @@ static uint64_t report_from(int k, uint64_t seq)
 
 /* Time each move of row 3 is given to settle (its claims, untimed). */
 #define SETTLE_US 50000
+/* ... and each of row 3c's (many: their claims take under 5 ms here). */
+#define MANY_SETTLE_US 20000
 
 /* Pair k goes from P`from` to P`to`, which reports it; then settles. */
-static void pass_pair(int k, int from_k, int to_k)
+static void pass_pair(int k, int from_k, int to_k, unsigned settle_us)
 {
 	struct ctl m;
 
@@ -720,7 +731,7 @@ static void pass_pair(int k, int from_k, int to_k)
 	m.seq = next_seq++;
 	direct(from_k, &m);
 	report_from(to_k, m.seq);
-	usleep(SETTLE_US);
+	usleep(settle_us);
 }
 
 /* Rows 1..3: makes pair k and sends its far ends along its route. */
@@ -756,8 +767,15 @@ static void setup_pair(int k)
 	report_from(2, m.seq);
 	if (k == 2) { /* row 3: P0 -> P2, then P2 -> P1 -> P2 */
 		usleep(SETTLE_US);
-		pass_pair(k, 2, 1);
-		pass_pair(k, 1, 2);
+		pass_pair(k, 2, 1, SETTLE_US);
+		pass_pair(k, 1, 2, SETTLE_US);
+	}
+	if (k == PAIR_MANY) { /* row 3c: P0 -> P2, (P2 -> P1 -> P2) x 20 */
+		usleep(MANY_SETTLE_US);
+		for (int i = 0; i < 20; i++) {
+			pass_pair(k, 2, 1, MANY_SETTLE_US);
+			pass_pair(k, 1, 2, MANY_SETTLE_US);
+		}
 	}
 }
 
@@ -769,6 +787,7 @@ enum {
 	R_VIA1,
 	R_THREE,
 	R_SPLIT,
+	R_MANY,
 	R_LINK,
 	R_LINK16,
 	R_MOVE,
@@ -791,6 +810,7 @@ static struct row rows[NROWS] = {
 	[R_VIA1] = { "2 moved via P1 rtt", R_INPLACE, 0, { 0 }, 0, 0, 0 },
 	[R_THREE] = { "3 moved 3 times rtt", R_INPLACE, TARGET, { 0 }, 0, 0, 0 },
 	[R_SPLIT] = { "3b split rtt", R_INPLACE, 0, { 0 }, 0, 0, 0 },
+	[R_MANY] = { "3c moved 41 times rtt", R_INPLACE, 0, { 0 }, 0, 0, 0 },
 	[R_LINK] = { "4 link's own rtt", R_INPLACE, 0, { 0 }, 0, 0, 0 },
 	[R_LINK16] = { "4b 2nd link, 16 B rtt", R_INPLACE, 0, { 0 }, 0, 0, 0 },
 	[R_MOVE] = { "5a move, direct", -1, 0, { 0 }, 0, 0, 0 },
@@ -799,9 +819,11 @@ static struct row rows[NROWS] = {
 };
 
 static_assert(R_SPLIT == PAIR_SPLIT, "row 3b is pair 3");
+static_assert(R_MANY == PAIR_MANY, "row 3c is pair 4");
+static_assert(R_LINK == LINK_SLOT, "row 4 is the link's slot");
 
-/* Per-round p50 ratios of rows 2, 3, 3b, 4, 4b to row 1. */
-static struct bench_parts parts[5];
+/* Per-round p50 ratios of rows 2, 3, 3b, 3c, 4, 4b to row 1. */
+static struct bench_parts parts[6];
 
 /* One round trip of pair k or of the link: its ticks. */
 static inline uint64_t rtt_once(int k, int64_t dl)
@@ -1097,7 +1119,7 @@ int main(int argc, char **argv)
 	rounds = cfg.smoke ? 2 : 10;
 	per[R_INPLACE] = per[R_SPLIT] = per[R_LINK] = per[R_LINK16] =
 		scaled(&cfg, 20000, 200, 10);
-	per[R_VIA1] = per[R_THREE] = scaled(&cfg, 2000, 20, 4);
+	per[R_VIA1] = per[R_THREE] = per[R_MANY] = scaled(&cfg, 2000, 20, 4);
 	per[R_MOVE] = per[R_MOVE_VIA1] = per[R_NEW] = scaled(&cfg, 40, 3, 1);
 	parent_pid = getpid();
 	for (int i = 0; i < NPROC; i++)
@@ -1184,8 +1206,10 @@ int main(int argc, char **argv)
 	bench_print_parts("2 moved via P1 / in place", "in place", &parts[0]);
 	bench_print_parts("3 moved 3 times / in place", "in place", &parts[1]);
 	bench_print_parts("3b split / in place", "in place", &parts[2]);
-	bench_print_parts("4 link's own / in place", "in place", &parts[3]);
-	bench_print_parts("4b 2nd link / in place", "in place", &parts[4]);
+	bench_print_parts("3c moved 41 times / in place", "in place",
+			  &parts[3]);
+	bench_print_parts("4 link's own / in place", "in place", &parts[4]);
+	bench_print_parts("4b 2nd link / in place", "in place", &parts[5]);
 	printf("# forwarders ended within 2 s of the last free: P1 %s, P2 "
 	       "%s\n",
 	       gone[1] ? "yes" : "NO", gone[2] ? "yes" : "NO");

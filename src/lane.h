@@ -282,10 +282,23 @@ struct cmesh__lane {
 	uint64_t after;
 	uint32_t after_mark; /* with `after`: or once it passed this mark */
 	uint64_t serial;
-	/* Out lane claimed for a sender: the lane it replaces, on answer. */
+	/*
+	 * Out lane claimed for a sender: the lane it replaces, on answer,
+	 * and its serial (it may be put before: queue_close.c).
+	 */
 	struct cmesh__lane *claim_from;
-	/* Out lane left behind by its receiver, sealed: its queue's list. */
+	uint64_t claim_from_serial;
+	/*
+	 * Out lane left behind by its receiver, sealed: its queue's list
+	 * (old_lanes, or pend once it may go: queue_claim.c).
+	 */
 	struct cmesh__lane *old_next;
+	/*
+	 * Published as tx_lane by a queue in reclaim mode (under its lock,
+	 * before it is published; read under that lock): once left behind,
+	 * it goes when no send is inside it, not with the queue.
+	 */
+	bool reclaimable;
 };
 
 /* Set up by the link after the handshake; freed with it. */

@@ -281,13 +281,14 @@ const cmesh_type *cmesh__intro_type(void);
  * What a CLAIM does to a home (the port layer's, given once before any
  * home is set; homes are opaque here): take() a reference on it unless it
  * is going (under a leaf lock: must not block), unget() it, and
- * redirect() its senders from out lane `from` to `to` (0, or -errno:
- * nothing done, and `to` is the caller's to end).
+ * redirect() its senders from out lane `from` (of serial `serial`: it may
+ * have gone since it was found, and its memory be another lane's) to `to`
+ * (0, or -errno: nothing done, and `to` is the caller's to end).
  */
 struct cmesh__claim_ops {
 	bool (*take)(void *home);
 	void (*unget)(void *home);
-	int (*redirect)(void *home, struct cmesh__lane *from,
+	int (*redirect)(void *home, struct cmesh__lane *from, uint64_t serial,
 			struct cmesh__lane *to);
 	/*
 	 * A sender's claim: the receiver `home` reads in lane `to` once its

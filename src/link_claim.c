@@ -450,7 +450,7 @@ int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
 	 * sender's: our receiver reads `to` once the sender's old lane ends.
 	 */
 	r = produces ? ops->admit(f.home, f.serial, mark, to) :
-		       ops->redirect(f.home, f.ln, to);
+		       ops->redirect(f.home, f.ln, f.serial, to);
 	/*
 	 * Taken: answered with our half and t. Not (the senders are all
 	 * gone, the receiver came home or went, the lane
@@ -507,7 +507,7 @@ static void claim_answered(struct cmesh__lane *ln, bool refused, bool later)
 	if (refused)
 		ops->refused(home, ln, later);
 	else
-		ops->redirect(home, ln->claim_from, ln);
+		ops->redirect(home, ln->claim_from, ln->claim_from_serial, ln);
 	ops->unget(home);
 }
 

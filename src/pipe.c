@@ -171,12 +171,16 @@ static size_t min_size(uint64_t a, uint64_t b)
  */
 static size_t chunk_max(const cmesh_pipe_writer *w)
 {
-	struct cmesh__lane *ln = cmesh__queue_tx_lane(
-		cmesh__endpoint_queue(CMESH_FIELD_KIND_SENDER, w->data));
+	struct cmesh__queue *q =
+		cmesh__endpoint_queue(CMESH_FIELD_KIND_SENDER, w->data);
+	bool in;
+	struct cmesh__lane *ln = cmesh__queue_tx_enter(q, &in);
 	const cmesh_env *env;
 	uint32_t fit;
+	size_t max;
 
 	if (!ln) {
+		cmesh__queue_tx_leave(q, in);
 		if (cmesh__env_get(&env))
 			return XCHUNK_MIN;
 		return min_size(CMESH_PIPE_CHUNK, env->max_message);
@@ -188,7 +192,9 @@ static size_t chunk_max(const cmesh_pipe_writer *w)
 		      cmesh__lane_trail_inline_max(ln);
 	if (fit < XCHUNK_MIN)
 		fit = XCHUNK_OOL;
-	return min_size(min_size(fit, CMESH_PIPE_CHUNK), ln->max_trail);
+	max = min_size(min_size(fit, CMESH_PIPE_CHUNK), ln->max_trail);
+	cmesh__queue_tx_leave(q, in);
+	return max;
 }
 
 /*

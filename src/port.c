@@ -622,8 +622,29 @@ static int export_any(struct cmesh__link *link, const cmesh_field *f, void *h,
 static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 		  const cmesh_env *env, struct cmesh__port_out *out)
 {
-	int r = export_any(link, f, h, env, out);
-	struct cmesh__lane *ln = r ? NULL : out->lane;
+	/*
+	 * A channel's queue may put the lanes its receiver left (reclaim
+	 * mode): the export's looks at its lanes are counted in, and the
+	 * queue held while they are (the export may take the last handle).
+	 */
+	struct cmesh__queue *q =
+		f->kind == CMESH_FIELD_KIND_SENDER ||
+				f->kind == CMESH_FIELD_KIND_RECEIVER ?
+			cmesh__endpoint_queue(f->kind, h) :
+			NULL;
+	struct cmesh__lane *ln;
+	int r;
+
+	if (q) {
+		(void)cmesh__queue_tryget(q); /* its handle holds it */
+		cmesh__queue_tx_hold(q);
+	}
+	r = export_any(link, f, h, env, out);
+	if (q) {
+		cmesh__queue_tx_leave(q, true);
+		cmesh__queue_unget(q);
+	}
+	ln = r ? NULL : out->lane;
 
 	if (!ln || !ln->peer_early)
 		return r;
@@ -730,16 +751,19 @@ int cmesh__port_send(struct cmesh__queue *q, const void *msg, const void *trail,
 		     size_t len)
 {
 	for (;;) {
-		struct cmesh__lane *ln = cmesh__queue_tx_lane(q);
+		bool in;
+		struct cmesh__lane *ln = cmesh__queue_tx_enter(q, &in);
 		int r;
 
 		if (ln) {
 			cmesh__queue_claim_again(q); /* a refused one, if due */
 			r = send_on_lane(ln, msg, trail, len);
+			cmesh__queue_tx_leave(q, in);
 			if (r != -ESTALE)
 				return r;
 			continue; /* the receiver came home: nothing taken */
 		}
+		cmesh__queue_tx_leave(q, in);
 		r = cmesh__queue_send(q, msg, trail, len);
 		if (r != -EXDEV)
 			return r;

@@ -18,10 +18,10 @@
 #include <stdlib.h>
 
 /* A claim's redirect of a home (link_claim.c): the queue's. */
-static int redirect(void *home, struct cmesh__lane *from,
+static int redirect(void *home, struct cmesh__lane *from, uint64_t serial,
 		    struct cmesh__lane *to)
 {
-	return cmesh__queue_redirect(home, from, to);
+	return cmesh__queue_redirect(home, from, serial, to);
 }
 
 /*

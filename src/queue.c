@@ -476,11 +476,12 @@ static __attribute__((noinline)) int send_slow(struct cmesh__queue *q,
 			 * home since (NULL), or its lane been sealed (-ESTALE,
 			 * nothing taken): here then.
 			 */
-			struct cmesh__lane *ln = atomic_load_explicit(
-				&q->tx_lane, memory_order_acquire);
+			bool in;
+			struct cmesh__lane *ln = tx_enter(q, &in);
 
 			r = ln ? cmesh__lane_send(ln, msg, trail, len) :
 				 -ESTALE;
+			tx_leave(q, in);
 			return r == -ESTALE ? send_slow(q, msg, trail, len) : r;
 		}
 		if (r)
@@ -494,6 +495,20 @@ out_free_heap:
 out_release:
 	cmesh__type_release(q->h.type, msg);
 	return r;
+}
+
+/* cmesh__queue_send() in reclaim mode: its lane read counted in. */
+static __attribute__((noinline)) int send_counted(struct cmesh__queue *q,
+						  const void *msg,
+						  const void *trail, size_t len)
+{
+	bool in;
+	struct cmesh__lane *ln = tx_enter(q, &in);
+	int r = ln ? cmesh__lane_send_inline(ln, msg, trail, len) : -ESTALE;
+
+	tx_leave(q, in);
+	/* Sealed, or the receiver came home: nothing taken; here now. */
+	return r == -ESTALE ? send_slow(q, msg, trail, len) : r;
 }
 
 /*
@@ -519,6 +534,10 @@ int cmesh__queue_send(struct cmesh__queue *q, const void *msg,
 		if (unlikely(atomic_load_explicit(&q->claim_retry_at,
 						  memory_order_relaxed)))
 			cmesh__queue_claim_again(q);
+		/* Reclaim mode: the lane is read again, counted in. */
+		if (unlikely(atomic_load_explicit(&q->reclaim,
+						  memory_order_relaxed)))
+			return send_counted(q, msg, trail, len);
 		r = cmesh__lane_send_inline(ln, msg, trail, len);
 		/* Sealed: the receiver came home (nothing taken): here now. */
 		if (unlikely(r == -ESTALE))
@@ -544,16 +563,20 @@ int cmesh__queue_try_send(struct cmesh__queue *q, const void *msg,
 	int r;
 
 	for (;;) {
-		ln = atomic_load_explicit(&q->tx_lane, memory_order_acquire);
+		bool in;
+
+		ln = tx_enter(q, &in);
 		if (ln && unlikely(atomic_load_explicit(&q->claim_retry_at,
 							memory_order_relaxed)))
 			cmesh__queue_claim_again(q); /* as a send does */
 		if (ln) { /* endpoint fields are NULL here: see channel.c */
 			r = cmesh__lane_try_send(ln, msg, trail, len);
+			tx_leave(q, in);
 			if (r != -ESTALE)
 				return r;
 			continue; /* the receiver came home: nothing taken */
 		}
+		tx_leave(q, in);
 		if (q->h.type->nfields) {
 			r = cmesh__type_prepare_move(q->h.type, msg);
 			if (r)
@@ -610,9 +633,18 @@ int cmesh__queue_rx_gone(struct cmesh__queue *q)
 	uint32_t st;
 	int r;
 
-	while ((ln = atomic_load_explicit(&q->tx_lane, memory_order_acquire))) {
+	for (;;) {
+		bool in, done;
+
+		ln = tx_enter(q, &in);
+		if (!ln) {
+			tx_leave(q, in);
+			break;
+		}
 		r = cmesh__lane_rx_gone(ln);
-		if (!r || !stale_lane(q, ln))
+		done = !r || !stale_lane(q, ln);
+		tx_leave(q, in);
+		if (done)
 			return r;
 	}
 	st = atomic_load_explicit(&q->state, memory_order_acquire);
@@ -622,15 +654,15 @@ int cmesh__queue_rx_gone(struct cmesh__queue *q)
 void cmesh__queue_backlog(struct cmesh__queue *q, uint64_t *used,
 			  uint64_t *room)
 {
-	struct cmesh__lane *ln =
-		atomic_load_explicit(&q->tx_lane, memory_order_acquire);
+	bool in;
+	struct cmesh__lane *ln = tx_enter(q, &in);
 	uint64_t max = q->max_backlog;
 
-	/* A lane stays while its queue does (Known limits): no use after
-	 * free; a stale one's figures are only as old as the snapshot. */
+	/* A stale lane's figures are only as old as the snapshot. */
 	if (ln)
 		cmesh__lane_backlog(ln, used, &max);
-	else
+	tx_leave(q, in);
+	if (!ln)
 		*used = atomic_load_explicit(&q->ovf_bytes,
 					     memory_order_relaxed);
 	if (!max)
@@ -645,11 +677,19 @@ int cmesh__queue_flush(struct cmesh__queue *q, int64_t deadline)
 	int r;
 
 	/* In one process a sent message is in the queue already. */
-	while ((ln = atomic_load_explicit(&q->tx_lane, memory_order_acquire))) {
+	for (;;) {
+		bool in, done;
+
+		ln = tx_enter(q, &in);
+		if (!ln) {
+			tx_leave(q, in);
+			return 0;
+		}
 		r = cmesh__lane_flush(ln, deadline);
-		if (!r || r == -ETIMEDOUT || r == -ECANCELED ||
-		    !stale_lane(q, ln))
+		done = !r || r == -ETIMEDOUT || r == -ECANCELED ||
+		       !stale_lane(q, ln);
+		tx_leave(q, in);
+		if (done)
 			return r;
 	}
-	return 0;
 }

@@ -233,9 +233,17 @@ int cmesh__queue_recv_ports(struct cmesh__queue *q, int64_t deadline,
  * The receiver may be remote: its lane (acquire), or NULL. Sends with
  * endpoints take it through port.c. A send of such a message into the
  * local queue returns -EXDEV when the receiver moved meanwhile (nothing
- * is taken): look again.
+ * is taken): look again. Used only between cmesh__queue_tx_enter() (or
+ * _hold()) and cmesh__queue_tx_leave(): a lane the receiver left behind
+ * may be put then (a channel whose receiver left many: queue_claim.c).
  */
 struct cmesh__lane *cmesh__queue_tx_lane(struct cmesh__queue *q);
+/* The same, for a use that ends with cmesh__queue_tx_leave(q, *in). */
+struct cmesh__lane *cmesh__queue_tx_enter(struct cmesh__queue *q, bool *in);
+/* A use of cmesh__queue_tx_lane() begins; ends with _tx_leave(q, true). */
+void cmesh__queue_tx_hold(struct cmesh__queue *q);
+/* Not with the queue's lock held (that of no queue function's caller). */
+void cmesh__queue_tx_leave(struct cmesh__queue *q, bool in);
 
 /*
  * The receiver of `q` (held by the caller) moves to another process over
@@ -316,16 +324,18 @@ int cmesh__queue_come_home(struct cmesh__queue *q, struct cmesh__lane *home,
  * Claims (link_claim.c). redirect: the receiver of `q` (a home, held by
  * the caller), remote over out lane `from`, claimed its senders over new
  * out lane `to`: every later send goes to `to`; `from` is sealed and
- * ended (a send inside it sends again), kept until `q` goes, and `to` is
- * the home now. 0, or -EOPNOTSUPP (nothing done): `from` is not its
- * lane any more (the receiver came home), or its senders are all gone.
+ * ended (a send inside it sends again), kept until `q` goes or put once
+ * no send is inside it (queue_claim.c), and `to` is the home now. 0, or
+ * -EOPNOTSUPP (nothing done): `from` (of serial `serial`) is not its
+ * lane any more (the receiver came home, or it was claimed since), or
+ * its senders are all gone.
  * await: the receiver of `q` (an imported one, reading its rx_lane)
  * claimed its senders over in lane `ln`: `ln` is read once rx_lane has
  * ended (what was sent before the claim), with a sender reference of its
  * own. The caller's reference on ln's link goes to the queue.
  */
 int cmesh__queue_redirect(struct cmesh__queue *q, struct cmesh__lane *from,
-			  struct cmesh__lane *to);
+			  uint64_t serial, struct cmesh__lane *to);
 int cmesh__queue_await(struct cmesh__queue *q, struct cmesh__lane *ln);
 
 /*

@@ -13,8 +13,11 @@
  *   (cmesh__queue_claim_again), a receiver's by its receives and peeks
  *   (cmesh__queue_claim_again_rx).
  *
- * Every old out lane is kept, sealed, until the queue goes (old_lanes):
- * a sender may still be inside a send on it.
+ * The first KEEP_OLD out lanes a receiver leaves are kept, sealed, until
+ * the queue goes (old_lanes): a sender may still be inside a send on one.
+ * Past them the queue is in reclaim mode: a lane left then goes once no
+ * use of tx_lane is inside it (queue_int.h tx_enter(), queue_close.c
+ * cmesh__queue_retire()).
  */
 #include "queue.h"
 #include "queue_int.h"
@@ -28,28 +31,28 @@
 #include <errno.h>
 
 int cmesh__queue_redirect(struct cmesh__queue *q, struct cmesh__lane *from,
-			  struct cmesh__lane *to)
+			  uint64_t serial, struct cmesh__lane *to)
 {
 	pthread_mutex_lock(&q->lock);
 	/*
 	 * Its last sender closed `from` (or will: it waits on `lock`); or
-	 * `from` failed (the channel with it: no claim mends it); or the
-	 * channel has left MAX_OLD lanes behind already (each is kept).
+	 * `from` failed (the channel with it: no claim mends it); or it was
+	 * left and put (cmesh__queue_retire()): another lane may be where it
+	 * was (its serial tells).
 	 */
 	if (atomic_load_explicit(&q->tx_lane, memory_order_relaxed) != from ||
-	    q->closed_out || cmesh__lane_failed(from) || q->nold >= MAX_OLD) {
+	    from->serial != serial || q->closed_out ||
+	    cmesh__lane_failed(from)) {
 		pthread_mutex_unlock(&q->lock);
 		return -EOPNOTSUPP;
 	}
-	q->nold++;
 	/* Before any sender sees it (the store below publishes it). */
 	to->sealable = true;
+	cmesh__queue_reclaimable(q, to, !from->reclaimable);
 	if (q->claim_out == to)
 		q->claim_out = NULL; /* the tx lane now, with its reference */
 	else
 		cmesh__link_get(to->link); /* the queue's, for its tx lane */
-	from->old_next = q->old_lanes;
-	q->old_lanes = from;
 	/*
 	 * A send that meets `from` sealed goes on through the slow path: the
 	 * queue's own ring must not take it (nobody reads it). Sealed by the
@@ -68,7 +71,20 @@ int cmesh__queue_redirect(struct cmesh__queue *q, struct cmesh__lane *from,
 	cmesh__link_lane_home_set(to, q);
 	/* A send inside `from` now sends again, on `to`; then its end. */
 	cmesh__lane_seal_tx(from);
+	cmesh__queue_retire(q, from);
 	return 0;
+}
+
+void cmesh__queue_reclaimable(struct cmesh__queue *q, struct cmesh__lane *ln,
+			      bool keeps_one)
+{
+	/* Past KEEP_OLD kept lanes (the one to be left counted in). */
+	if (!atomic_load_explicit(&q->reclaim, memory_order_relaxed) &&
+	    q->nold + keeps_one >= KEEP_OLD)
+		/* seq_cst: before `ln` is published (tx_enter()). */
+		atomic_store_explicit(&q->reclaim, 1, memory_order_seq_cst);
+	ln->reclaimable =
+		atomic_load_explicit(&q->reclaim, memory_order_relaxed);
 }
 
 struct cmesh__lane *cmesh__queue_sole_sender(struct cmesh__queue *q)
@@ -167,6 +183,7 @@ int cmesh__queue_claim_out(struct cmesh__queue *q, struct cmesh__lane *ln)
 	} else {
 		q->claim_out = ln;
 		ln->claim_from = tx;
+		ln->claim_from_serial = tx->serial;
 		/* Before its handle is out: sends of endpoints look at the seal. */
 		tx->sealable = true;
 	}

@@ -5,7 +5,9 @@
  * (and a side's failure), the drains they make, and the last reference's
  * put: a reply port parked (queue_reuse.c), or the queue destroyed, its
  * slot storage kept by the thread (small rings), pooled or freed, and its
- * lanes given back to their links.
+ * lanes given back to their links; and the out lanes its receiver left,
+ * kept until then, or put once no send is inside them (reclaim mode:
+ * cmesh__queue_retire(), cmesh__queue_reclaim()).
  *
  * Memory ordering: queue.c's contract (top), "Close of the sending side"
  * and ST_RX_CLOSED. The receiver's close is a seq_cst RMW on `state`;
@@ -129,6 +131,53 @@ static void lane_put(struct cmesh__lane *ln)
 	cmesh__link_put(l);
 }
 
+static void lanes_put(struct cmesh__lane *ln)
+{
+	for (struct cmesh__lane *next; ln; ln = next) {
+		next = ln->old_next;
+		lane_put(ln);
+	}
+}
+
+/*
+ * Reclaim mode (queue_int.h tx_enter()). A use of tx_lane counts itself
+ * in `inside`, then reads tx_lane again; a retired lane was replaced in
+ * tx_lane before it joined `pend`. So once `inside` is read 0 after a
+ * lane joined `pend`, every use that may have read it has ended, and a
+ * use counted later reads a newer lane. Seen under `lock`, which pushes
+ * and takes `pend`: the lanes taken all joined before that read.
+ */
+void cmesh__queue_reclaim(struct cmesh__queue *q)
+{
+	struct cmesh__lane *ln = NULL;
+
+	pthread_mutex_lock(&q->lock);
+	if (!atomic_load_explicit(&q->inside, memory_order_seq_cst))
+		ln = atomic_exchange_explicit(&q->pend, NULL,
+					      memory_order_seq_cst);
+	pthread_mutex_unlock(&q->lock);
+	lanes_put(ln);
+}
+
+void cmesh__queue_retire(struct cmesh__queue *q, struct cmesh__lane *ln)
+{
+	pthread_mutex_lock(&q->lock);
+	if (ln->reclaimable) {
+		ln->old_next =
+			atomic_load_explicit(&q->pend, memory_order_relaxed);
+		/* seq_cst: the last use's leave, which reads it after. */
+		atomic_store_explicit(&q->pend, ln, memory_order_seq_cst);
+	} else {
+		ln->old_next = q->old_lanes;
+		q->old_lanes = ln;
+		q->nold++;
+	}
+	pthread_mutex_unlock(&q->lock);
+	/* None inside: at once; else the last use's leave puts it. */
+	if (ln->reclaimable)
+		cmesh__queue_reclaim(q);
+}
+
 /*
  * An imported reply port's queue (port_import.c) at its last put, whose one use
  * ended with its LAST record on its kept lane, and nothing else: no
@@ -141,6 +190,7 @@ static bool parkable(struct cmesh__queue *q, struct cmesh__lane *ln)
 	       atomic_load_explicit(&ln->last_sent, memory_order_relaxed) &&
 	       atomic_load_explicit(&q->tx_lane, memory_order_relaxed) == ln &&
 	       q->closed_out && !q->rx_lane && !q->xl_n && !q->old_lanes &&
+	       !atomic_load_explicit(&q->pend, memory_order_relaxed) &&
 	       !q->claim_out && q->mask == 1 &&
 	       !atomic_load_explicit(&q->tx_failed, memory_order_relaxed) &&
 	       !atomic_load_explicit(&q->xl_flags, memory_order_relaxed) &&
@@ -151,7 +201,7 @@ static bool parkable(struct cmesh__queue *q, struct cmesh__lane *ln)
 
 void cmesh__queue_put(struct cmesh__queue *q)
 {
-	struct cmesh__lane *ln, *old, *next_old, *claim;
+	struct cmesh__lane *ln, *old, *pend, *claim;
 	struct cmesh__link *held;
 
 	if (atomic_fetch_sub_explicit(&q->refs, 1, memory_order_acq_rel) != 1)
@@ -177,7 +227,9 @@ void cmesh__queue_put(struct cmesh__queue *q)
 			cmesh__link_put(held);
 		return;
 	}
-	old = q->old_lanes;   /* the lanes it left, sealed */
+	old = q->old_lanes; /* the lanes it left, sealed */
+	/* and the reclaimable ones not put yet: no use is inside any now */
+	pend = atomic_load_explicit(&q->pend, memory_order_relaxed);
 	claim = q->claim_out; /* a sender's claim that never took */
 	if (claim) {
 		cmesh__link_lane_home_set(claim, NULL);
@@ -192,10 +244,8 @@ void cmesh__queue_put(struct cmesh__queue *q)
 		lane_put(claim);
 	if (ln)
 		lane_put(ln);
-	for (; old; old = next_old) {
-		next_old = old->old_next;
-		lane_put(old);
-	}
+	lanes_put(old);
+	lanes_put(pend);
 	if (held)
 		cmesh__link_put(held);
 }

@@ -17,6 +17,8 @@
 
 #include "queue.h"
 
+#include "hint.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdalign.h>
@@ -114,6 +116,14 @@ struct cmesh__queue {
 	_Atomic(struct cmesh__lane *) tx_lane;
 	/* A refused claim's retry is due from then (claim_tok, below). */
 	_Atomic int64_t claim_retry_at;
+	/*
+	 * Reclaim mode: set once (under `lock`, seq_cst, before the first
+	 * reclaimable lane is published) when the receiver has left KEEP_OLD
+	 * lanes behind. From then on a use of tx_lane counts itself in
+	 * `inside` (tx_enter()), and a lane left behind goes once `inside`
+	 * was seen 0 after it was replaced (queue_close.c).
+	 */
+	_Atomic uint32_t reclaim;
 
 	/* Read by every send, written rarely. */
 	alignas(PAIR) _Atomic uint32_t state;
@@ -129,6 +139,8 @@ struct cmesh__queue {
 
 	/* Producers only. */
 	alignas(PAIR) _Atomic uint64_t tail;
+	/* Reclaim mode: uses of tx_lane under way (tx_enter()). */
+	_Atomic uint32_t inside;
 
 	/* Consumer only (the drain_lock holder once the receiver closed). */
 	alignas(PAIR) uint64_t head;
@@ -196,6 +208,11 @@ struct cmesh__queue {
 	 * be inside a send on one; `lock`).
 	 */
 	struct cmesh__lane *old_lanes; /* by old_next */
+	/*
+	 * Reclaim mode: reclaimable lanes left behind, by old_next, put once
+	 * `inside` is seen 0 (pushed and taken under `lock`; seq_cst).
+	 */
+	_Atomic(struct cmesh__lane *) pend;
 	/*
 	 * An endpoint came home: the local tier is sealed and not read until
 	 * the lane of this serial has ended (set under `lock`, cleared by the
@@ -265,10 +282,57 @@ struct cmesh__queue {
 };
 
 /*
- * Claims a channel takes at most (each keeps the lane it replaced until
- * the channel goes): later moves go through forwarders.
+ * Lanes a channel's receiver leaves behind that are kept until the
+ * channel goes (a send may be inside one: its senders pay nothing to say
+ * so); past them the queue is in reclaim mode (`reclaim`).
  */
-#define MAX_OLD 32u
+#define KEEP_OLD 32u
+
+void cmesh__queue_reclaim(struct cmesh__queue *q);
+/*
+ * Lane `ln`, which tx_lane no longer names, left behind by the receiver
+ * (a claim of it, its coming home): kept until the queue goes, or, if
+ * reclaimable, put once no use of tx_lane is inside it (maybe at once).
+ * `lock` not held; after the caller's last use of `ln`.
+ */
+void cmesh__queue_retire(struct cmesh__queue *q, struct cmesh__lane *ln);
+/*
+ * `lock` held, before `ln` is published as tx_lane: it is reclaimable if
+ * the queue is in reclaim mode, which it enters once KEEP_OLD lanes are
+ * kept, counting the one `ln` replaces if `keeps_one`.
+ */
+void cmesh__queue_reclaimable(struct cmesh__queue *q, struct cmesh__lane *ln,
+			      bool keeps_one);
+
+/*
+ * tx_lane for a use that ends with tx_leave(q, *in): a lane that a queue
+ * in reclaim mode leaves behind is not put while a use is inside it. Out
+ * of reclaim mode (*in false), a lane read is one of the kept ones.
+ * Never with `lock` held (a retire may take it).
+ */
+static inline struct cmesh__lane *tx_enter(struct cmesh__queue *q, bool *in)
+{
+	struct cmesh__lane *ln =
+		atomic_load_explicit(&q->tx_lane, memory_order_acquire);
+
+	/* After the lane (acquire): a reclaimable lane's mode is seen. */
+	*in = unlikely(atomic_load_explicit(&q->reclaim, memory_order_relaxed));
+	if (likely(!*in))
+		return ln;
+	/* Counted, then read again: a retire that saw 0 replaced it. */
+	atomic_fetch_add_explicit(&q->inside, 1, memory_order_seq_cst);
+	return atomic_load_explicit(&q->tx_lane, memory_order_seq_cst);
+}
+
+static inline void tx_leave(struct cmesh__queue *q, bool in)
+{
+	if (likely(!in))
+		return;
+	if (atomic_fetch_sub_explicit(&q->inside, 1, memory_order_seq_cst) ==
+		    1 &&
+	    atomic_load_explicit(&q->pend, memory_order_seq_cst))
+		cmesh__queue_reclaim(q);
+}
 
 #define XL_ANY 1u
 #define XL_NEW 2u

@@ -11,8 +11,8 @@
  *   the lane it comes back on read to its end before the local tier;
  * - claims: queue_claim.c.
  *
- * Every old out lane is kept, sealed, until the queue goes (old_lanes):
- * a sender may still be inside a send on it.
+ * An old out lane is kept, sealed, until the queue goes, or put once no
+ * send is inside it (reclaim mode): queue_claim.c.
  */
 #include "queue.h"
 #include "queue_int.h"
@@ -126,6 +126,7 @@ static int move_rx(struct cmesh__queue *q, struct cmesh__lane *ln,
 	 * CLOSE from being sent (its last sender's put, or just below).
 	 */
 	q->closed_out = false;
+	cmesh__queue_reclaimable(q, ln, false);
 	/* seq_cst: Dekker with the last sender's put (queue_close.c). */
 	atomic_store_explicit(&q->tx_lane, ln, memory_order_seq_cst);
 	if (!atomic_load_explicit(&q->nsenders, memory_order_seq_cst) &&
@@ -450,9 +451,6 @@ int cmesh__queue_come_home(struct cmesh__queue *q, struct cmesh__lane *home,
 	atomic_store_explicit(&q->gate_serial, fwd->serial,
 			      memory_order_relaxed);
 	q->closed_out = true; /* home's end is ours to send, below */
-	home->old_next = q->old_lanes;
-	q->old_lanes = home;
-	q->nold++;
 	/* Pairs with the consumer's acquire load of xl_flags. */
 	atomic_fetch_or_explicit(&q->xl_flags, XL_ANY | XL_NEW,
 				 memory_order_release);
@@ -468,5 +466,6 @@ int cmesh__queue_come_home(struct cmesh__queue *q, struct cmesh__lane *home,
 	cmesh__link_lane_home_set(home, NULL); /* once only */
 	/* A send inside `home` now sends again, here; then its end. */
 	cmesh__lane_seal_tx(home);
+	cmesh__queue_retire(q, home);
 	return 0;
 }

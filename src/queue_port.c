@@ -48,6 +48,21 @@ struct cmesh__lane *cmesh__queue_tx_lane(struct cmesh__queue *q)
 	return atomic_load_explicit(&q->tx_lane, memory_order_acquire);
 }
 
+struct cmesh__lane *cmesh__queue_tx_enter(struct cmesh__queue *q, bool *in)
+{
+	return tx_enter(q, in);
+}
+
+void cmesh__queue_tx_hold(struct cmesh__queue *q)
+{
+	atomic_fetch_add_explicit(&q->inside, 1, memory_order_seq_cst);
+}
+
+void cmesh__queue_tx_leave(struct cmesh__queue *q, bool in)
+{
+	tx_leave(q, in);
+}
+
 /* Makes the array *v (of *cap) hold `need` lanes: 0 or -ENOMEM. */
 int cmesh__queue_reserve_lanes(struct cmesh__lane ***v, uint32_t *cap,
 			       uint32_t need)

@@ -290,9 +290,13 @@ void cmesh__queue_prefetch_state(struct cmesh__queue *q)
 
 struct cmesh__link *cmesh__queue_tx_link(struct cmesh__queue *q)
 {
-	struct cmesh__lane *ln = cmesh__queue_tx_lane(q);
+	bool in;
+	struct cmesh__lane *ln = tx_enter(q, &in);
+	struct cmesh__link *l = ln ? ln->link : NULL;
 
-	return ln ? ln->link : NULL;
+	/* Compared only (rpc.c): it may go once we leave. */
+	tx_leave(q, in);
+	return l;
 }
 
 /* A receiver's lane that a kept call may keep, or NULL (consumer). */

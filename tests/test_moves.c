@@ -113,7 +113,9 @@ enum {
 	OP_RECV_HELD_RC, /* receive on the held rx within 1 s: seq or -errno */
 	OP_C2_HOLD,	 /* keep c2tx (and c2rx): 0 */
 	OP_C2_SEND,	 /* send seq arg on the held c2tx: its result */
-	OP_C2_RECV_RC /* receive on the held c2rx within 1 s: seq or -errno */
+	OP_C2_RECV_RC, /* receive on the held c2rx within 1 s: seq or -errno */
+	OP_RECV_FROM   /* receive on the held rx, seq arg on (sender 1), for
+			  5 ms: the next seq due, or -1 */
 };
 
 /* OP_PASS: a clone of the held tx goes; the tx stays held. */
@@ -476,6 +478,20 @@ static int act(struct cmsg *m)
 			held_rx, cmesh_deadline_after(TU_MS(1000)), &s, NULL,
 			0);
 		return report(r ? (uint64_t)(int64_t)r : s.seq);
+	}
+	case OP_RECV_FROM: {
+		struct seqmsg s;
+		uint64_t due = m->arg;
+		int64_t until = cmesh_deadline_after(TU_MS(5));
+
+		TOPO_CHECK(held_rx);
+		while (cmesh_receiver_recv_deadline(held_rx, until, &s, NULL,
+						    0) == 0) {
+			if (s.sender != 1 || s.seq != due)
+				return report(UINT64_MAX);
+			due++;
+		}
+		return report(due);
 	}
 	case OP_RECV_HELD: {
 		struct seqmsg s;
@@ -2085,6 +2101,95 @@ Test(moves, a_receiver_claims_its_senders_at_every_hop)
 	cr_assert_eq(st.rc, 0);
 	cmesh_sender_free(tx);
 	cr_assert_eq(report_from(2), (int64_t)st.n);
+	mesh_down(0);
+}
+
+/* Sends seq 1, 2 ... as sender 1, 10 us apart, until told to stop. */
+struct paced {
+	cmesh_sender *tx;
+	atomic_bool stop;
+	uint64_t sent;
+	int rc;
+};
+
+static void *paced_thread(void *arg)
+{
+	struct paced *p = arg;
+
+	while (!atomic_load(&p->stop) && !p->rc) {
+		p->rc = send_item(p->tx, 1, p->sent + 1);
+		if (!p->rc)
+			p->sent++;
+		nanosleep(&(struct timespec){ .tv_nsec = 10000 }, NULL);
+	}
+	return NULL;
+}
+
+/*
+ * Past KEEP_OLD (32) claims the senders' queue puts each lane its
+ * receiver leaves once no send is inside it, instead of refusing the
+ * claim. The receiver hops P1 <-> P2 2 * HOPS_HALF times while a thread
+ * here sends to it, and each holder reads what came for 5 ms: then
+ * neither process runs a forwarder (every hop was a claim: a refused one
+ * leaves its forwarder for as long as we send), everything arrives once
+ * and in order, and our memfd mappings after the last HOPS_HALF hops are
+ * no more than after the first (each lane kept would add its own).
+ */
+#define HOPS_HALF 40
+Test(moves, a_receiver_claimed_past_the_kept_lanes_leaves_no_lane_or_hop)
+{
+	struct paced p = { .rc = 0 };
+	cmesh_receiver *rx;
+	cmesh_sender *keep;
+	struct cmsg m = { 0 };
+	uint64_t due = 1;
+	int at = 1, mid = 0, last = 0;
+	int64_t end;
+	pthread_t t;
+
+	mesh_up(3);
+	new_channel(&p.tx, &rx);
+	TU_ASSERT_RC(cmesh_sender_clone(p.tx, &keep), 0);
+	tu_thread_start(&t, paced_thread, &p);
+	m.rx = rx;
+	route_send(&m, OP_HOLD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	for (int hop = 1; hop <= 2 * HOPS_HALF; hop++) {
+		int next = 3 - at;
+
+		pass_held(at, OP_HOLD, (const uint8_t[]){ (uint8_t)next }, 1);
+		cr_assert_eq(report_from(next), 0);
+		at = next;
+		route_send(&(struct cmsg){ .arg = due }, OP_RECV_FROM,
+			   ROUTE((uint8_t)at));
+		due = (uint64_t)report_from(at);
+		cr_assert_neq(due, UINT64_MAX, "a gap or a repeat at hop %d",
+			      hop);
+		if (hop == HOPS_HALF)
+			mid = topo_memfd_map_count();
+	}
+	/* A hop that was no claim leaves its forwarder while we send. */
+	no_forwarder_in(1);
+	no_forwarder_in(2);
+	atomic_store(&p.stop, true);
+	tu_thread_join(t);
+	cr_assert_eq(p.rc, 0);
+	cr_assert_gt(p.sent, 0);
+	/* The lanes put go once the far side is done with them too. */
+	end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+	while ((last = topo_memfd_map_count()) > mid && tu_now_ns() < end)
+		tu_sleep_ms(5);
+	cr_assert_leq(last, mid, "memfd mappings %d after %d more claims, %d",
+		      last, HOPS_HALF, mid);
+	while (due <= p.sent && tu_now_ns() < end) {
+		route_send(&(struct cmsg){ .arg = due }, OP_RECV_FROM,
+			   ROUTE((uint8_t)at));
+		due = (uint64_t)report_from(at);
+		cr_assert_neq(due, UINT64_MAX);
+	}
+	cr_assert_eq(due, p.sent + 1);
+	cmesh_sender_free(p.tx);
+	cmesh_sender_free(keep);
 	mesh_down(0);
 }
 

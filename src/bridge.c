@@ -601,6 +601,17 @@ static int start_thread(cmesh_waitset *ws)
 	return -r;
 }
 
+unsigned cmesh__bridge_count(void)
+{
+	unsigned n = 0;
+
+	pthread_mutex_lock(&F.lock);
+	for (struct fwd *f = F.list; f; f = f->next)
+		n++;
+	pthread_mutex_unlock(&F.lock);
+	return n;
+}
+
 int cmesh__bridge_start(uint32_t rx_kind, void *rx, uint32_t tx_kind, void *tx)
 {
 	return cmesh__bridge_start_then(rx_kind, rx, tx_kind, tx, NULL, NULL);

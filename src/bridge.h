@@ -39,4 +39,7 @@ int cmesh__bridge_start_then(uint32_t rx_kind, void *rx, uint32_t tx_kind,
 int cmesh__bridge_start_split(void *rx, void *tx, void (*at_end)(void *arg),
 			      void *arg);
 
+/* The forwarders the process runs now (tests: did a move leave a hop?). */
+unsigned cmesh__bridge_count(void);
+
 #endif

@@ -13,6 +13,7 @@
 #include "helpers/testutil.h"
 #include "helpers/mesh.h"
 #include "helpers/topo.h"
+#include "bridge.h"
 #include "lane.h"
 #include "queue.h"
 #include "queue_int.h"
@@ -114,8 +115,10 @@ enum {
 	OP_C2_HOLD,	 /* keep c2tx (and c2rx): 0 */
 	OP_C2_SEND,	 /* send seq arg on the held c2tx: its result */
 	OP_C2_RECV_RC, /* receive on the held c2rx within 1 s: seq or -errno */
-	OP_RECV_FROM   /* receive on the held rx, seq arg on (sender 1), for
-			  5 ms: the next seq due, or -1 */
+	OP_RECV_FROM,  /* receive on the held rx for 5 ms, senders 1 and 2
+			  from seq arg & 0xffffffff and arg >> 32 on: the
+			  next seqs due (the same way), or -1 */
+	OP_FWD_COUNT   /* the forwarders it runs (bridge.c): their number */
 };
 
 /* OP_PASS: a clone of the held tx goes; the tx stays held. */
@@ -481,18 +484,21 @@ static int act(struct cmsg *m)
 	}
 	case OP_RECV_FROM: {
 		struct seqmsg s;
-		uint64_t due = m->arg;
+		uint64_t due[2] = { m->arg & 0xffffffffu, m->arg >> 32 };
 		int64_t until = cmesh_deadline_after(TU_MS(5));
 
 		TOPO_CHECK(held_rx);
 		while (cmesh_receiver_recv_deadline(held_rx, until, &s, NULL,
 						    0) == 0) {
-			if (s.sender != 1 || s.seq != due)
+			if (s.sender < 1 || s.sender > 2 ||
+			    s.seq != due[s.sender - 1] || s.seq >= UINT32_MAX)
 				return report(UINT64_MAX);
-			due++;
+			due[s.sender - 1]++;
 		}
-		return report(due);
+		return report(due[0] | due[1] << 32);
 	}
+	case OP_FWD_COUNT:
+		return report(cmesh__bridge_count());
 	case OP_RECV_HELD: {
 		struct seqmsg s;
 
@@ -2104,10 +2110,15 @@ Test(moves, a_receiver_claims_its_senders_at_every_hop)
 	mesh_down(0);
 }
 
-/* Sends seq 1, 2 ... as sender 1, 10 us apart, until told to stop. */
+/*
+ * Sends seq 1, 2 ... as sender `id`, 10 us apart, until told to stop:
+ * sender 1 with cmesh_sender_send(), sender 2 with _try_send() (again
+ * after a yield while the ring is full).
+ */
 struct paced {
 	cmesh_sender *tx;
-	atomic_bool stop;
+	atomic_bool *stop;
+	uint32_t id;
 	uint64_t sent;
 	int rc;
 };
@@ -2116,8 +2127,16 @@ static void *paced_thread(void *arg)
 {
 	struct paced *p = arg;
 
-	while (!atomic_load(&p->stop) && !p->rc) {
-		p->rc = send_item(p->tx, 1, p->sent + 1);
+	while (!atomic_load(p->stop) && !p->rc) {
+		struct seqmsg s = { .sender = p->id, .seq = p->sent + 1 };
+
+		p->rc = p->id == 1 ? cmesh_sender_send(p->tx, &s, NULL, 0) :
+				     cmesh_sender_try_send(p->tx, &s, NULL, 0);
+		if (p->rc == -EAGAIN) {
+			p->rc = 0;
+			sched_yield();
+			continue;
+		}
 		if (!p->rc)
 			p->sent++;
 		nanosleep(&(struct timespec){ .tv_nsec = 10000 }, NULL);
@@ -2125,32 +2144,56 @@ static void *paced_thread(void *arg)
 	return NULL;
 }
 
+/* The forwarders Pk runs. */
+static int64_t fwd_count(int k)
+{
+	route_send(&(struct cmsg){ 0 }, OP_FWD_COUNT, ROUTE((uint8_t)k));
+	return report_from(k);
+}
+
+/* Has Pk read what came for 5 ms, from *due on: *due is what is next. */
+static void read_from(int k, uint64_t *due, int hop)
+{
+	int64_t r;
+
+	route_send(&(struct cmsg){ .arg = due[0] | due[1] << 32 }, OP_RECV_FROM,
+		   ROUTE((uint8_t)k));
+	r = report_from(k);
+	cr_assert_neq(r, -1, "a gap or a repeat at hop %d", hop);
+	due[0] = (uint64_t)r & 0xffffffffu;
+	due[1] = (uint64_t)r >> 32;
+}
+
 /*
  * Past KEEP_OLD (32) claims the senders' queue puts each lane its
  * receiver leaves once no send is inside it, instead of refusing the
- * claim. The receiver hops P1 <-> P2 2 * HOPS_HALF times while a thread
- * here sends to it, and each holder reads what came for 5 ms: then
- * neither process runs a forwarder (every hop was a claim: a refused one
- * leaves its forwarder for as long as we send), everything arrives once
- * and in order, and our memfd mappings after the last HOPS_HALF hops are
+ * claim. The receiver hops P1 <-> P2 2 * HOPS_HALF times while two
+ * threads here send to it (one with try_send), and each holder reads what
+ * came (for 5 ms, again while the process it left still runs a
+ * forwarder): every hop ends that forwarder (it was a claim: a refused one
+ * leaves it for as long as we send), everything arrives once and in order, and our memfd mappings after the last HOPS_HALF hops are
  * no more than after the first (each lane kept would add its own).
  */
 #define HOPS_HALF 40
 Test(moves, a_receiver_claimed_past_the_kept_lanes_leaves_no_lane_or_hop)
 {
-	struct paced p = { .rc = 0 };
+	atomic_bool stop = false;
+	struct paced p[2] = { { .stop = &stop, .id = 1 },
+			      { .stop = &stop, .id = 2 } };
 	cmesh_receiver *rx;
 	cmesh_sender *keep;
 	struct cmsg m = { 0 };
-	uint64_t due = 1;
+	uint64_t due[2] = { 1, 1 };
 	int at = 1, mid = 0, last = 0;
 	int64_t end;
-	pthread_t t;
+	pthread_t t[2];
 
 	mesh_up(3);
-	new_channel(&p.tx, &rx);
-	TU_ASSERT_RC(cmesh_sender_clone(p.tx, &keep), 0);
-	tu_thread_start(&t, paced_thread, &p);
+	new_channel(&p[0].tx, &rx);
+	TU_ASSERT_RC(cmesh_sender_clone(p[0].tx, &p[1].tx), 0);
+	TU_ASSERT_RC(cmesh_sender_clone(p[0].tx, &keep), 0);
+	for (int i = 0; i < 2; i++)
+		tu_thread_start(&t[i], paced_thread, &p[i]);
 	m.rx = rx;
 	route_send(&m, OP_HOLD, ROUTE(1));
 	cr_assert_eq(report_from(1), 0);
@@ -2159,36 +2202,42 @@ Test(moves, a_receiver_claimed_past_the_kept_lanes_leaves_no_lane_or_hop)
 
 		pass_held(at, OP_HOLD, (const uint8_t[]){ (uint8_t)next }, 1);
 		cr_assert_eq(report_from(next), 0);
+		/*
+		 * Its claim ends the forwarder where it was (its receives
+		 * try a refused one again: the token may come later).
+		 */
+		end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
+		do
+			read_from(next, due, hop);
+		while (fwd_count(at) && tu_now_ns() < end);
+		cr_assert_eq(fwd_count(at), 0, "hop %d left a forwarder in P%d",
+			     hop, at);
 		at = next;
-		route_send(&(struct cmsg){ .arg = due }, OP_RECV_FROM,
-			   ROUTE((uint8_t)at));
-		due = (uint64_t)report_from(at);
-		cr_assert_neq(due, UINT64_MAX, "a gap or a repeat at hop %d",
-			      hop);
 		if (hop == HOPS_HALF)
 			mid = topo_memfd_map_count();
 	}
-	/* A hop that was no claim leaves its forwarder while we send. */
-	no_forwarder_in(1);
-	no_forwarder_in(2);
-	atomic_store(&p.stop, true);
-	tu_thread_join(t);
-	cr_assert_eq(p.rc, 0);
-	cr_assert_gt(p.sent, 0);
+	atomic_store(&stop, true);
+	for (int i = 0; i < 2; i++) {
+		tu_thread_join(t[i]);
+		cr_assert_eq(p[i].rc, 0, "sender %d: %d", i + 1, p[i].rc);
+		cr_assert_gt(p[i].sent, 0);
+	}
 	/* The lanes put go once the far side is done with them too. */
 	end = tu_now_ns() + TU_MS(TOPO_WAIT_MS);
 	while ((last = topo_memfd_map_count()) > mid && tu_now_ns() < end)
 		tu_sleep_ms(5);
 	cr_assert_leq(last, mid, "memfd mappings %d after %d more claims, %d",
 		      last, HOPS_HALF, mid);
-	while (due <= p.sent && tu_now_ns() < end) {
-		route_send(&(struct cmsg){ .arg = due }, OP_RECV_FROM,
-			   ROUTE((uint8_t)at));
-		due = (uint64_t)report_from(at);
-		cr_assert_neq(due, UINT64_MAX);
-	}
-	cr_assert_eq(due, p.sent + 1);
-	cmesh_sender_free(p.tx);
+	while ((due[0] <= p[0].sent || due[1] <= p[1].sent) &&
+	       tu_now_ns() < end)
+		read_from(at, due, 0);
+	cr_assert(due[0] == p[0].sent + 1 && due[1] == p[1].sent + 1,
+		  "read up to %llu and %llu of %llu and %llu",
+		  (unsigned long long)due[0] - 1,
+		  (unsigned long long)due[1] - 1, (unsigned long long)p[0].sent,
+		  (unsigned long long)p[1].sent);
+	for (int i = 0; i < 2; i++)
+		cmesh_sender_free(p[i].tx);
 	cmesh_sender_free(keep);
 	mesh_down(0);
 }

@@ -369,12 +369,14 @@ int cmesh__link_claim(struct cmesh__link *l, const uint64_t token[2],
  * `id` the peer named, if it is an out lane of ours of type `type`, not
  * kept for reuse, with a home that `take()` accepts (called under the
  * link's lock and that one: it must not block), 0 with the home in
- * *out_home and the lane in *out_ln, else -ENOENT.
+ * *out_home and the lane in *out_ln, its serial in *out_serial (the lane
+ * may be put once unlocked: its memory another lane's), else -ENOENT.
  */
 void cmesh__link_lane_home_set(struct cmesh__lane *ln, void *home);
 int cmesh__link_lane_home_take(struct cmesh__link *l, uint32_t id,
 			       const cmesh_type *type, bool (*take)(void *home),
-			       void **out_home, struct cmesh__lane **out_ln);
+			       void **out_home, struct cmesh__lane **out_ln,
+			       uint64_t *out_serial);
 
 /*
  * A cancellation context going out in a message (port.c): fills its CTX

@@ -291,7 +291,8 @@ void cmesh__link_lane_token(struct cmesh__lane *ln, uint64_t out[2])
 
 int cmesh__link_lane_home_take(struct cmesh__link *l, uint32_t id,
 			       const cmesh_type *type, bool (*take)(void *home),
-			       void **out_home, struct cmesh__lane **out_ln)
+			       void **out_home, struct cmesh__lane **out_ln,
+			       uint64_t *out_serial)
 {
 	struct cmesh__lane *ln;
 	void *home = NULL;
@@ -307,6 +308,7 @@ int cmesh__link_lane_home_take(struct cmesh__link *l, uint32_t id,
 		if (home && !take(home))
 			home = NULL;
 		pthread_mutex_unlock(&home_lock);
+		*out_serial = ln->serial;
 	}
 	pthread_mutex_unlock(&l->att_lock);
 	if (!home)

@@ -270,7 +270,9 @@ static void export_failed(struct cmesh__link *link, const cmesh_field *f,
  */
 /* A mark to write on a lane when a forwarder ends (marked_sender()). */
 struct mark_end {
+	struct cmesh__queue *q; /* held by the forwarder's sender */
 	struct cmesh__lane *ln;
+	uint64_t serial;
 	uint32_t mark;
 };
 
@@ -281,7 +283,8 @@ struct mark_end {
  * own (not one handed on from upstream, with a lane further on or a mark
  * of its own: the mark would land on the wrong lane). NULL: no claim.
  */
-static struct mark_end *mark_for(struct cmesh__lane *ln, uint64_t node)
+static struct mark_end *mark_for(struct cmesh__queue *q, struct cmesh__lane *ln,
+				 uint64_t node)
 {
 	struct mark_end *m;
 
@@ -289,7 +292,9 @@ static struct mark_end *mark_for(struct cmesh__lane *ln, uint64_t node)
 		return NULL;
 	m = malloc(sizeof(*m));
 	if (m) {
+		m->q = q;
 		m->ln = ln;
+		m->serial = ln->serial;
 		m->mark = cmesh__lane_mark_new(ln);
 	}
 	return m;
@@ -298,8 +303,13 @@ static struct mark_end *mark_for(struct cmesh__lane *ln, uint64_t node)
 static void mark_at_end(void *arg)
 {
 	struct mark_end *m = arg;
+	bool in;
+	struct cmesh__lane *ln = cmesh__queue_tx_enter(m->q, &in);
 
-	cmesh__lane_mark_tx(m->ln, m->mark);
+	/* Left since (sealed: no mark would go) and maybe put: nothing. */
+	if (ln == m->ln && ln->serial == m->serial)
+		cmesh__lane_mark_tx(ln, m->mark);
+	cmesh__queue_tx_leave(m->q, in);
 	free(m);
 }
 
@@ -576,7 +586,7 @@ static int export_any(struct cmesh__link *link, const cmesh_field *f, void *h,
 		mark = peer->peer_mark;
 	}
 	if (marked) {
-		me = mark_for(peer, node);
+		me = mark_for(q, peer, node);
 		node = me ? node : 0;
 		mark = me ? me->mark : 0;
 	}

@@ -65,15 +65,16 @@ int cmesh__port_import_home(struct cmesh__link *link,
 			    struct cmesh__lane *fwd, void **out)
 {
 	struct cmesh__lane *home;
+	uint64_t serial;
 	void *q, *h;
 	int r;
 
 	if (cmesh__link_lane_home_take(link, d->home, t, cmesh__queue_tryget,
-				       &q, &home))
+				       &q, &home, &serial))
 		return -EOPNOTSUPP;
 	/* Made first: once home, the queue has its receiver back. */
 	h = cmesh__endpoint_handle_new(q);
-	r = h ? cmesh__queue_come_home(q, home, fwd) : -ENOMEM;
+	r = h ? cmesh__queue_come_home(q, home, serial, fwd) : -ENOMEM;
 	if (r) {
 		if (h)
 			cmesh__endpoint_shell_free(h);

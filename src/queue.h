@@ -310,15 +310,16 @@ void cmesh__queue_fail_out(struct cmesh__queue *q);
  * lane that brings that receiver's stream back: `fwd` is read to its end
  * (everything sent before, forwarded by the peer), then the local tier,
  * where every send goes from now on; `home` is sealed and ended (a send
- * inside it then sends again, here) and kept until `q` goes. 0, or
- * -EOPNOTSUPP (nothing done): `q` is not waiting for it any more (its
- * senders are gone, or it came back once already), -ENOMEM.
+ * inside it then sends again, here) and kept until `q` goes, or put once
+ * no send is inside it (queue_claim.c). 0, or -EOPNOTSUPP (nothing done):
+ * `q` is not waiting for it any more (its senders are gone, it came back
+ * once already, or `home`, of serial `serial`, was claimed since), -ENOMEM.
  */
 struct cmesh__lane *cmesh__queue_sole_lane(struct cmesh__queue *q);
 bool cmesh__queue_tryget(void *home);
 void cmesh__queue_unget(void *home);
 int cmesh__queue_come_home(struct cmesh__queue *q, struct cmesh__lane *home,
-			   struct cmesh__lane *fwd);
+			   uint64_t serial, struct cmesh__lane *fwd);
 
 /*
  * Claims (link_claim.c). redirect: the receiver of `q` (a home, held by

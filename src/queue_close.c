@@ -161,8 +161,11 @@ void cmesh__queue_reclaim(struct cmesh__queue *q)
 
 void cmesh__queue_retire(struct cmesh__queue *q, struct cmesh__lane *ln)
 {
+	bool put;
+
 	pthread_mutex_lock(&q->lock);
-	if (ln->reclaimable) {
+	put = ln->reclaimable; /* once in pend, a leave may put it */
+	if (put) {
 		ln->old_next =
 			atomic_load_explicit(&q->pend, memory_order_relaxed);
 		/* seq_cst: the last use's leave, which reads it after. */
@@ -174,7 +177,7 @@ void cmesh__queue_retire(struct cmesh__queue *q, struct cmesh__lane *ln)
 	}
 	pthread_mutex_unlock(&q->lock);
 	/* None inside: at once; else the last use's leave puts it. */
-	if (ln->reclaimable)
+	if (put)
 		cmesh__queue_reclaim(q);
 }
 

@@ -420,13 +420,14 @@ void cmesh__queue_unget(void *home)
 }
 
 int cmesh__queue_come_home(struct cmesh__queue *q, struct cmesh__lane *home,
-			   struct cmesh__lane *fwd)
+			   uint64_t serial, struct cmesh__lane *fwd)
 {
 	int r = 0;
 
 	pthread_mutex_lock(&q->lock);
+	/* A put lane's memory may be another's (its serial tells). */
 	if (atomic_load_explicit(&q->tx_lane, memory_order_relaxed) != home ||
-	    q->closed_out || q->ws ||
+	    home->serial != serial || q->closed_out || q->ws ||
 	    atomic_load_explicit(&q->xl_flags, memory_order_relaxed))
 		r = -EOPNOTSUPP;
 	if (!r)

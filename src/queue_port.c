@@ -56,6 +56,9 @@ struct cmesh__lane *cmesh__queue_tx_enter(struct cmesh__queue *q, bool *in)
 void cmesh__queue_tx_hold(struct cmesh__queue *q)
 {
 	atomic_fetch_add_explicit(&q->inside, 1, memory_order_seq_cst);
+	/* Before the acquire loads of tx_lane that follow (the retire's
+	 * Dekker: tx_lane's store, then `inside`'s load, both seq_cst). */
+	atomic_thread_fence(memory_order_seq_cst);
 }
 
 void cmesh__queue_tx_leave(struct cmesh__queue *q, bool in)

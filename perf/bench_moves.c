@@ -71,7 +71,11 @@
  *                     queue_claim.c): each send counts itself in and out
  *                     of a counter on its queue, so that the lanes the
  *                     receiver leaves can go. No target: the price of
- *                     that mode against row 1.
+ *                     that mode against row 1; and in a stream (a note,
+ *                     after the rows): P0 sends 1,000,000 (--smoke
+ *                     20,000) messages on A as fast as it can, P2 checks
+ *                     each, and says when it has them all: msg/s, rows 1
+ *                     and 3c alternating, 5 reps each.
  *   4 link's own      the P0-P2 link's first channels (the join's pair),
  *                     one struct ctl each way (op PING / PONG, endpoint
  *                     fields NULL; a type with endpoint fields sends
@@ -198,7 +202,8 @@ enum {
 	OP_CHECK,      /* report 1 if no forwarder thread is left (2 s) */
 	OP_QUIT,       /* free everything and exit */
 	OP_PASS,       /* send pair `slot` to P`n` (its OP_PAIR), report */
-	OP_KEEP	       /* keep tx (a clone of A's sender, row 3b), report */
+	OP_KEEP,       /* keep tx (a clone of A's sender, row 3b), report */
+	OP_SINK	       /* receive `n` on A of `slot` from seq `stamp`, report */
 };
 
 struct ctl {
@@ -554,6 +559,21 @@ static int act(struct ctl *m, bool *quit)
 	case OP_QUIT:
 		*quit = true;
 		return 0;
+	case OP_SINK: {
+		int64_t dl = cmesh_deadline_after(RECV_TIMEOUT_NS);
+
+		if (me != 2 || m->slot >= NPAIRS || !pair_rx[m->slot])
+			fail("OP_SINK: bad slot", -EPROTO);
+		for (uint32_t i = 0; i < m->n; i++) {
+			rc = cmesh_receiver_recv_deadline(pair_rx[m->slot], dl,
+							  &p, NULL, 0);
+			if (rc != 0)
+				fail("cmesh_receiver_recv_deadline (sink)", rc);
+			check_u64("stream: seq", p.seq, m->stamp + i);
+		}
+		report(m->seq, 0);
+		return 0;
+	}
 	case OP_KEEP:
 		if (!m->tx || m->rx || kept_tx)
 			fail("OP_KEEP: bad sender", -EPROTO);
@@ -714,6 +734,8 @@ static uint64_t report_from(int k, uint64_t seq)
 #define SETTLE_US 50000
 /* ... and each of row 3c's (many: their claims take under 5 ms here). */
 #define MANY_SETTLE_US 20000
+/* Reps of the stream note (rows 1 and 3c alternating). */
+#define STREAM_REPS 5
 
 /* Pair k goes from P`from` to P`to`, which reports it; then settles. */
 static void pass_pair(int k, int from_k, int to_k, unsigned settle_us)
@@ -945,6 +967,43 @@ static void move_round(int k, uint64_t i, uint64_t per)
 	}
 }
 
+/*
+ * One rep of the stream note: `n` messages on A of pair k as fast as P0
+ * sends them, until P2 says it has them all (checked in order): msg/s.
+ */
+static double stream_rep(int k, uint32_t n)
+{
+	uint64_t base = next_seq, t0, t1;
+	struct ctl m;
+
+	next_seq += n;
+	memset(&m, 0, sizeof(m));
+	m.op = OP_SINK;
+	m.slot = (uint32_t)k;
+	m.n = n;
+	m.stamp = base;
+	m.seq = next_seq++;
+	direct(2, &m);
+	t0 = bench_now_ticks();
+	for (uint32_t i = 0; i < n; i++) {
+		struct pay p = { .seq = base + i, .stamp = 0 };
+		int rc = cmesh_sender_send(a_tx[k], &p, NULL, 0);
+
+		if (rc < 0)
+			fail("cmesh_sender_send (stream)", rc);
+	}
+	report_from(2, m.seq);
+	t1 = bench_now_ticks();
+	return (double)n / ((double)(t1 - t0) * bench_ns_per_tick * 1e-9);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
 /* p50 of v[0..n) in ns (sorts v). */
 static double round_p50(uint64_t *v, size_t n)
 {
@@ -1109,6 +1168,8 @@ int main(int argc, char **argv)
 	struct config cfg = { 0 };
 	struct bench_cpu_usage usage0, usage1;
 	uint64_t rounds, per[NROWS], t0;
+	double stream[2][STREAM_REPS], ratio[STREAM_REPS];
+	uint32_t stream_n;
 	bool gone[NPROC] = { false };
 	int fails = 0;
 
@@ -1121,6 +1182,7 @@ int main(int argc, char **argv)
 		scaled(&cfg, 20000, 200, 10);
 	per[R_VIA1] = per[R_THREE] = per[R_MANY] = scaled(&cfg, 2000, 20, 4);
 	per[R_MOVE] = per[R_MOVE_VIA1] = per[R_NEW] = scaled(&cfg, 40, 3, 1);
+	stream_n = (uint32_t)scaled(&cfg, 1000000, 20000, 1000);
 	parent_pid = getpid();
 	for (int i = 0; i < NPROC; i++)
 		for (int j = 0; j < NPROC; j++)
@@ -1165,6 +1227,14 @@ int main(int argc, char **argv)
 				move_round(k, i, per[k]);
 		}
 	}
+	/* The stream note: rows 1 and 3c alternating, STREAM_REPS each. */
+	for (int j = 0; j < STREAM_REPS; j++)
+		for (int x = 0; x < 2; x++) {
+			int w = (j + x) % 2;
+
+			stream[w][j] =
+				stream_rep(w ? R_MANY : R_INPLACE, stream_n);
+		}
 	stop_children(gone);
 	alarm(0);
 	bench_cpu_usage_read(&usage1);
@@ -1210,6 +1280,17 @@ int main(int argc, char **argv)
 			  &parts[3]);
 	bench_print_parts("4 link's own / in place", "in place", &parts[4]);
 	bench_print_parts("4b 2nd link / in place", "in place", &parts[5]);
+	for (int j = 0; j < STREAM_REPS; j++)
+		ratio[j] = stream[1][j] / stream[0][j];
+	qsort(stream[0], STREAM_REPS, sizeof(double), cmp_double);
+	qsort(stream[1], STREAM_REPS, sizeof(double), cmp_double);
+	qsort(ratio, STREAM_REPS, sizeof(double), cmp_double);
+	printf("# stream of %u 16-byte messages P0 -> P2 (A), median of %d "
+	       "reps: in place %.2fM msg/s, moved 41 times (reclaim mode) "
+	       "%.2fM msg/s; per-rep ratio median %.2fx (%.2f..%.2fx)\n",
+	       stream_n, STREAM_REPS, stream[0][STREAM_REPS / 2] * 1e-6,
+	       stream[1][STREAM_REPS / 2] * 1e-6, ratio[STREAM_REPS / 2],
+	       ratio[0], ratio[STREAM_REPS - 1]);
 	printf("# forwarders ended within 2 s of the last free: P1 %s, P2 "
 	       "%s\n",
 	       gone[1] ? "yes" : "NO", gone[2] ? "yes" : "NO");

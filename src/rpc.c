@@ -126,6 +126,18 @@ struct keep {
 };
 
 static _Thread_local struct keep kept_calls;
+/*
+ * A thread's next call across processes, prepared while it waits for a
+ * reply (take()): its newest kept call with a reply lane, taken back
+ * (KS_KEPT again after), re-armed and its lane's next use begun
+ * (cmesh__queue_prebind()), so that the next call over that link with its
+ * response type finds it ready (reuse()) and its export only fills the
+ * port (port.c). Other calls leave it for a later one. Its link's claims
+ * take it as a kept call (release_kept() ends that use: unprepare()); the
+ * thread's exit, cmesh_rpc_trim() and a fork's child drop it
+ * (prepared_drop()).
+ */
+static _Thread_local cmesh_rpc *prepared;
 
 /* Who has a call with a reply lane: its thread, its kept list, the link. */
 #define KS_OWNED 0 /* in use, or being kept or freed by its thread */
@@ -166,11 +178,39 @@ static void drop_kept(cmesh_rpc *c)
 		call_free_shell(c);
 }
 
+/*
+ * A prepared call's queue, not used after all (ours, or its link's once
+ * claimed): the use its lane began ends unsent, and its spare sender goes,
+ * as after a failed send of its port. A kept call's: nothing.
+ */
+static void unprepare(struct cmesh__queue *q)
+{
+	if (cmesh__queue_prebound_drop(q))
+		cmesh_oneshot_sender_free(cmesh__queue_spare_tx(q));
+}
+
+/* The prepared call goes. */
+static void prepared_drop(void)
+{
+	cmesh_rpc *c = prepared;
+
+	prepared = NULL;
+	if (!c)
+		return;
+	if (!unkept(c)) {
+		call_free_shell(c); /* its link's claims freed the rest */
+		return;
+	}
+	unprepare(c->rx->q);
+	call_free(c);
+}
+
 /* A thread's exit: its kept calls go. */
 static void keep_exit(void *p)
 {
 	struct keep *k = p;
 
+	prepared_drop();
 	while (k->n)
 		drop_kept(k->c[--k->n]);
 }
@@ -194,6 +234,7 @@ static void *claim_kept(struct cmesh__link_hook *h)
 
 static void release_kept(void *rx)
 {
+	unprepare(((cmesh_oneshot_receiver *)rx)->q); /* if prepared */
 	cmesh_oneshot_receiver_free(rx);
 }
 
@@ -211,6 +252,7 @@ static void after_fork_child(void)
 		if (!k->c[i]->link)
 			k->c[n++] = k->c[i];
 	k->n = n;
+	prepared = NULL; /* one with a reply lane */
 }
 
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
@@ -312,6 +354,56 @@ static bool rearm(cmesh_rpc *c, struct cmesh__link *link, bool *gone)
 }
 
 /*
+ * Puts back on the kept list a kept call prepare() took back but could not
+ * re-arm (its server is not done with its lane yet), as keep() keeps it.
+ */
+static void rekeep(cmesh_rpc *c)
+{
+	struct keep *k = &kept_calls;
+
+	k->c[k->n++] = c; /* its place, just left */
+	atomic_store_explicit(&c->kstate, KS_KEPT, memory_order_seq_cst);
+	if (cmesh__link_unkeepable(c->link)) {
+		k->n--;
+		drop_kept(c);
+	}
+}
+
+/*
+ * Prepares the next call (see `prepared`), from the newest kept call: the
+ * call this thread now waits on rests, and is kept after it (reuse()).
+ */
+static void prepare(void)
+{
+	struct keep *k = &kept_calls;
+	cmesh_rpc *c;
+
+	if (prepared || !k->n || !k->c[k->n - 1]->link)
+		return;
+	c = k->c[--k->n];
+	if (!unkept(c)) {
+		call_free_shell(c);
+		return;
+	}
+	if (!cmesh__queue_rearm_lane(c->rx->q)) {
+		rekeep(c);
+		return;
+	}
+	if (!cmesh__queue_prebind(c->rx->q)) {
+		/* The lane or link failed: re-armed for nothing, it goes
+		 * (its spare sender with it, as a failed call's). */
+		cmesh_oneshot_sender_free(cmesh__queue_spare_tx(c->rx->q));
+		call_free(c);
+		return;
+	}
+	prepared = c;
+	/* Its link's claims may take it as they take kept calls (keep()). */
+	atomic_store_explicit(&c->kstate, KS_KEPT, memory_order_seq_cst);
+	if (cmesh__link_unkeepable(c->link))
+		prepared_drop();
+}
+
+/*
  * A kept call for responses of `resp` whose queue is a fresh oneshot
  * again, with a new sender on it in *otx, for a request on `link`; NULL if
  * there is none.
@@ -321,6 +413,23 @@ static cmesh_rpc *reuse(const cmesh_type *resp, struct cmesh__link *link,
 {
 	struct keep *k = &kept_calls;
 
+	/* Else it waits for a call it fits (another link, type). */
+	if (prepared && prepared->link == link && prepared->resp == resp &&
+	    prepared->resp_size == resp->size &&
+	    prepared->resp_nfields == resp->nfields) {
+		cmesh_rpc *c = prepared;
+
+		prepared = NULL;
+		if (!unkept(c)) {
+			call_free_shell(c); /* claimed: its link failed */
+			goto kept;
+		}
+		c->state = 0;
+		c->code = 0;
+		*otx = cmesh__queue_spare_tx(c->rx->q);
+		return c;
+	}
+kept:
 	/*
 	 * The newest kept call rests: its server may still be letting go,
 	 * and the line a re-arm writes may still be in the server's cache.
@@ -488,6 +597,9 @@ static int take(cmesh_rpc *c, const cmesh_ctx *ctx, bool wait)
 	if (wait && kept_calls.n && !kept_calls.c[kept_calls.n - 1]->link)
 		cmesh__queue_prefetch_state(
 			kept_calls.c[kept_calls.n - 1]->rx->q);
+	/* One that is: made ready for the next call now. */
+	if (wait)
+		prepare();
 	for (;;) {
 		if (wait)
 			r = cmesh_oneshot_recv_ctx(c->rx, ctx, c->msg, c->buf,
@@ -602,7 +714,7 @@ void cmesh_rpc_free(cmesh_rpc *call)
 
 void cmesh_rpc_trim(void)
 {
-	keep_exit(&kept_calls);
+	keep_exit(&kept_calls); /* the prepared call too */
 	/* Their queues went to the thread's queue cache: it goes too. */
 	cmesh__queue_cache_trim();
 }

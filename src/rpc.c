@@ -138,11 +138,19 @@ static _Thread_local struct keep kept_calls;
  * (prepared_drop()).
  */
 static _Thread_local cmesh_rpc *prepared;
+/*
+ * A call with a reply lane that the thread freed, kept at its next wait
+ * (take(): keep() then runs while the thread waits, not between a reply
+ * and the next request), or freed when it exits (keep_exit()). KS_DEFER
+ * meanwhile: its link's claims take it as a kept call.
+ */
+static _Thread_local cmesh_rpc *to_keep;
 
 /* Who has a call with a reply lane: its thread, its kept list, the link. */
 #define KS_OWNED 0 /* in use, or being kept or freed by its thread */
 #define KS_KEPT 1  /* kept: its link's failure may claim it */
 #define KS_GONE 2  /* claimed: its receiver is the link's, the rest ours */
+#define KS_DEFER 3 /* freed, to be kept at the thread's next wait: as KEPT */
 
 static void call_free(cmesh_rpc *c);
 
@@ -205,11 +213,42 @@ static void prepared_drop(void)
 	call_free(c);
 }
 
+static bool keep(cmesh_rpc *c);
+
+/*
+ * Takes back the call freed last (to_keep): true if it is ours again,
+ * false if its link's claims took it (its shell freed).
+ */
+static bool undefer(cmesh_rpc *c)
+{
+	int want = KS_DEFER;
+
+	to_keep = NULL;
+	if (atomic_compare_exchange_strong_explicit(&c->kstate, &want, KS_OWNED,
+						    memory_order_seq_cst,
+						    memory_order_acquire))
+		return true;
+	call_free_shell(c);
+	return false;
+}
+
+/* Keeps the call freed last (to_keep), now. */
+static void keep_now(void)
+{
+	cmesh_rpc *c = to_keep;
+
+	if (c && undefer(c) && !keep(c))
+		call_free(c);
+}
+
 /* A thread's exit: its kept calls go. */
 static void keep_exit(void *p)
 {
 	struct keep *k = p;
+	cmesh_rpc *c = to_keep;
 
+	if (c && undefer(c))
+		call_free(c);
 	prepared_drop();
 	while (k->n)
 		drop_kept(k->c[--k->n]);
@@ -224,6 +263,12 @@ static void *claim_kept(struct cmesh__link_hook *h)
 	cmesh_oneshot_receiver *rx = c->rx;
 	int want = KS_KEPT;
 
+	/* A call freed and not kept yet (to_keep) is as good as kept. */
+	if (atomic_compare_exchange_strong_explicit(&c->kstate, &want, KS_GONE,
+						    memory_order_seq_cst,
+						    memory_order_relaxed))
+		return rx;
+	want = KS_DEFER;
 	return atomic_compare_exchange_strong_explicit(&c->kstate, &want,
 						       KS_GONE,
 						       memory_order_seq_cst,
@@ -253,6 +298,7 @@ static void after_fork_child(void)
 			k->c[n++] = k->c[i];
 	k->n = n;
 	prepared = NULL; /* one with a reply lane */
+	to_keep = NULL;
 }
 
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
@@ -597,9 +643,11 @@ static int take(cmesh_rpc *c, const cmesh_ctx *ctx, bool wait)
 	if (wait && kept_calls.n && !kept_calls.c[kept_calls.n - 1]->link)
 		cmesh__queue_prefetch_state(
 			kept_calls.c[kept_calls.n - 1]->rx->q);
-	/* One that is: made ready for the next call now. */
-	if (wait)
+	/* One that is: kept, then made ready for the next call, now. */
+	if (wait) {
+		keep_now();
 		prepare();
+	}
 	for (;;) {
 		if (wait)
 			r = cmesh_oneshot_recv_ctx(c->rx, ctx, c->msg, c->buf,
@@ -708,7 +756,28 @@ static void call_free(cmesh_rpc *c)
 
 void cmesh_rpc_free(cmesh_rpc *call)
 {
-	if (call && !keep(call))
+	if (!call)
+		return;
+	/*
+	 * Kept at the next wait, if it was kept with its reply lane before
+	 * (hooked: keep() hooks a call on its link the first time) and may
+	 * be kept again (keep() looks again).
+	 */
+	if (call->link && call->state == 1 && !call->kept && !call->exposed &&
+	    !to_keep) {
+		to_keep = call;
+		/*
+		 * Claims that ran before this store (its link failed, or
+		 * only kept calls hold it) missed it: take it back and free
+		 * it (as keep() does).
+		 */
+		atomic_store_explicit(&call->kstate, KS_DEFER,
+				      memory_order_seq_cst);
+		if (cmesh__link_unkeepable(call->link) && undefer(call))
+			call_free(call);
+		return;
+	}
+	if (!keep(call))
 		call_free(call);
 }
 

@@ -172,14 +172,11 @@ void cmesh__link_lane_poolable(struct cmesh__port_out *out);
 /*
  * _rebind is _reuse for in lane `ln` that its queue kept (an rpc call kept
  * with its reply lane, queue_reuse.c): its last use ended with a LAST record
- * taken; reopened, *out is its REUSE descriptor (out NULL: _port() fills
- * one later: the next use is begun, until it is sent or unsent). 0, or
- * -ENOENT (the lane or its link failed, or the peer dropped it: the caller
- * frees the queue).
+ * taken; reopened, *out is its REUSE descriptor. 0, or -ENOENT (the lane
+ * or its link failed, or the peer dropped it: the caller frees the queue).
  */
 int cmesh__link_lane_rebind(struct cmesh__lane *ln,
 			    struct cmesh__port_out *out);
-void cmesh__link_lane_port(struct cmesh__lane *ln, struct cmesh__port_out *out);
 int cmesh__link_lane_reuse(struct cmesh__link *l, const cmesh_type *type,
 			   uint32_t ring_cap, struct cmesh__port_out *out);
 

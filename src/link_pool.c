@@ -39,8 +39,7 @@ void cmesh__link_lane_poolable(struct cmesh__port_out *out)
 
 /*
  * The next use of kept in lane `ln`, reopened (att_lock held): *out is its
- * REUSE descriptor (out NULL: cmesh__link_lane_port() fills it later);
- * ATTACHes up to `att` are an earlier use's.
+ * REUSE descriptor; ATTACHes up to `att` are an earlier use's.
  */
 static void next_use(struct cmesh__lane *ln, uint64_t att,
 		     struct cmesh__port_out *out)
@@ -55,13 +54,6 @@ static void next_use(struct cmesh__lane *ln, uint64_t att,
 	/* until its descriptor is sent */
 	atomic_store_explicit(&ln->inflight, true, memory_order_relaxed);
 	atomic_store_explicit(&ln->released, false, memory_order_relaxed);
-	if (out)
-		cmesh__link_lane_port(ln, out);
-}
-
-void cmesh__link_lane_port(struct cmesh__lane *ln, struct cmesh__port_out *out)
-{
-	/* What it names does not change while the lane lives. */
 	memset(out, 0, sizeof(*out));
 	out->desc.id = ln->id;
 	out->desc.kind = CMESH_PORT_WRITE;

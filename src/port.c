@@ -161,22 +161,6 @@ static int export_direct(struct cmesh__link *link, const cmesh_field *f,
 	 * for this link; the link failed or the peer dropped the lane since:
 	 * the request fails as it would on that link.
 	 */
-	/* Its next use begun already, while its caller waited (rpc.c). */
-	kept = f->kind == CMESH_FIELD_KIND_ONESHOT_SENDER ?
-		       cmesh__queue_prebound(q) :
-		       NULL;
-	if (kept) {
-		if (kept->type != t || kept->ring_cap != cap ||
-		    kept->link != link) {
-			/* As below; read first: the link may free it after. */
-			r = kept->link != link ? -EPIPE : -EINVAL;
-			cmesh__link_lane_unsent(kept, false); /* that use */
-			return r;
-		}
-		cmesh__link_lane_port(kept, out);
-		cmesh__endpoint_free(f->kind, h); /* the lane holds a sender */
-		return 0;
-	}
 	kept = f->kind == CMESH_FIELD_KIND_ONESHOT_SENDER ?
 		       cmesh__queue_rebind(q) :
 		       NULL;

@@ -181,18 +181,6 @@ int cmesh__queue_reply_link(struct cmesh__queue *q, struct cmesh__link **out);
 void cmesh__queue_hold_link(struct cmesh__queue *q);
 bool cmesh__queue_rearm_lane(struct cmesh__queue *q);
 struct cmesh__lane *cmesh__queue_rebind(struct cmesh__queue *q);
-/*
- * The same, early (rpc.c prepares a thread's next call while it waits):
- * _prebind() begins the re-armed lane's next use now (false: the lane or
- * its link failed, or the peer dropped it: free the queue), and the export
- * of the queue's sender takes it with _prebound() (NULL: none) and fills
- * its descriptor (cmesh__link_lane_port()); a prepared call not used ends
- * that use with _prebound_drop() (unsent: its receiver sees -EPIPE; true
- * if there was one), then is freed.
- */
-bool cmesh__queue_prebind(struct cmesh__queue *q);
-struct cmesh__lane *cmesh__queue_prebound(struct cmesh__queue *q);
-bool cmesh__queue_prebound_drop(struct cmesh__queue *q);
 
 /*
  * Parked reply ports (queue_reuse.c). _park(): the last put of an

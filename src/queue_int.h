@@ -266,10 +266,8 @@ struct cmesh__queue {
 	/*
 	 * A kept rpc call's reply lane, re-armed (cmesh__queue_rearm_lane()):
 	 * the export of its new sender names it again (cmesh__queue_rebind()).
-	 * prebound: the same lane with its next use begun already, while the
-	 * caller waited for another call (cmesh__queue_prebind()).
 	 */
-	struct cmesh__lane *rebind, *prebound;
+	struct cmesh__lane *rebind;
 	/* Consumer's counters: one writer, relaxed loads by any thread. */
 	_Atomic uint64_t st_waits, st_caught, st_sleeps;
 	/* Claims of its senders refused (the link thread, under `lock`). */

@@ -367,31 +367,3 @@ struct cmesh__lane *cmesh__queue_rebind(struct cmesh__queue *q)
 	q->rebind = NULL;
 	return ln;
 }
-
-bool cmesh__queue_prebind(struct cmesh__queue *q)
-{
-	struct cmesh__lane *ln = q->rebind;
-
-	if (!ln || cmesh__link_lane_rebind(ln, NULL))
-		return false;
-	q->rebind = NULL;
-	q->prebound = ln;
-	return true;
-}
-
-struct cmesh__lane *cmesh__queue_prebound(struct cmesh__queue *q)
-{
-	struct cmesh__lane *ln = q->prebound;
-
-	q->prebound = NULL;
-	return ln;
-}
-
-bool cmesh__queue_prebound_drop(struct cmesh__queue *q)
-{
-	struct cmesh__lane *ln = cmesh__queue_prebound(q);
-
-	if (ln)
-		cmesh__link_lane_unsent(ln, false);
-	return ln != NULL;
-}

@@ -126,31 +126,11 @@ struct keep {
 };
 
 static _Thread_local struct keep kept_calls;
-/*
- * A thread's next call across processes, prepared while it waits for a
- * reply (take()): its newest kept call with a reply lane, taken back
- * (KS_KEPT again after), re-armed and its lane's next use begun
- * (cmesh__queue_prebind()), so that the next call over that link with its
- * response type finds it ready (reuse()) and its export only fills the
- * port (port.c). Other calls leave it for a later one. Its link's claims
- * take it as a kept call (release_kept() ends that use: unprepare()); the
- * thread's exit, cmesh_rpc_trim() and a fork's child drop it
- * (prepared_drop()).
- */
-static _Thread_local cmesh_rpc *prepared;
-/*
- * A call with a reply lane that the thread freed, kept at its next wait
- * (take(): keep() then runs while the thread waits, not between a reply
- * and the next request), or freed when it exits (keep_exit()). KS_DEFER
- * meanwhile: its link's claims take it as a kept call.
- */
-static _Thread_local cmesh_rpc *to_keep;
 
 /* Who has a call with a reply lane: its thread, its kept list, the link. */
 #define KS_OWNED 0 /* in use, or being kept or freed by its thread */
 #define KS_KEPT 1  /* kept: its link's failure may claim it */
 #define KS_GONE 2  /* claimed: its receiver is the link's, the rest ours */
-#define KS_DEFER 3 /* freed, to be kept at the thread's next wait: as KEPT */
 
 static void call_free(cmesh_rpc *c);
 
@@ -186,70 +166,11 @@ static void drop_kept(cmesh_rpc *c)
 		call_free_shell(c);
 }
 
-/*
- * A prepared call's queue, not used after all (ours, or its link's once
- * claimed): the use its lane began ends unsent, and its spare sender goes,
- * as after a failed send of its port. A kept call's: nothing.
- */
-static void unprepare(struct cmesh__queue *q)
-{
-	if (cmesh__queue_prebound_drop(q))
-		cmesh_oneshot_sender_free(cmesh__queue_spare_tx(q));
-}
-
-/* The prepared call goes. */
-static void prepared_drop(void)
-{
-	cmesh_rpc *c = prepared;
-
-	prepared = NULL;
-	if (!c)
-		return;
-	if (!unkept(c)) {
-		call_free_shell(c); /* its link's claims freed the rest */
-		return;
-	}
-	unprepare(c->rx->q);
-	call_free(c);
-}
-
-static bool keep(cmesh_rpc *c);
-
-/*
- * Takes back the call freed last (to_keep): true if it is ours again,
- * false if its link's claims took it (its shell freed).
- */
-static bool undefer(cmesh_rpc *c)
-{
-	int want = KS_DEFER;
-
-	to_keep = NULL;
-	if (atomic_compare_exchange_strong_explicit(&c->kstate, &want, KS_OWNED,
-						    memory_order_seq_cst,
-						    memory_order_acquire))
-		return true;
-	call_free_shell(c);
-	return false;
-}
-
-/* Keeps the call freed last (to_keep), now. */
-static void keep_now(void)
-{
-	cmesh_rpc *c = to_keep;
-
-	if (c && undefer(c) && !keep(c))
-		call_free(c);
-}
-
 /* A thread's exit: its kept calls go. */
 static void keep_exit(void *p)
 {
 	struct keep *k = p;
-	cmesh_rpc *c = to_keep;
 
-	if (c && undefer(c))
-		call_free(c);
-	prepared_drop();
 	while (k->n)
 		drop_kept(k->c[--k->n]);
 }
@@ -263,12 +184,6 @@ static void *claim_kept(struct cmesh__link_hook *h)
 	cmesh_oneshot_receiver *rx = c->rx;
 	int want = KS_KEPT;
 
-	/* A call freed and not kept yet (to_keep) is as good as kept. */
-	if (atomic_compare_exchange_strong_explicit(&c->kstate, &want, KS_GONE,
-						    memory_order_seq_cst,
-						    memory_order_relaxed))
-		return rx;
-	want = KS_DEFER;
 	return atomic_compare_exchange_strong_explicit(&c->kstate, &want,
 						       KS_GONE,
 						       memory_order_seq_cst,
@@ -279,7 +194,6 @@ static void *claim_kept(struct cmesh__link_hook *h)
 
 static void release_kept(void *rx)
 {
-	unprepare(((cmesh_oneshot_receiver *)rx)->q); /* if prepared */
 	cmesh_oneshot_receiver_free(rx);
 }
 
@@ -297,8 +211,6 @@ static void after_fork_child(void)
 		if (!k->c[i]->link)
 			k->c[n++] = k->c[i];
 	k->n = n;
-	prepared = NULL; /* one with a reply lane */
-	to_keep = NULL;
 }
 
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
@@ -400,56 +312,6 @@ static bool rearm(cmesh_rpc *c, struct cmesh__link *link, bool *gone)
 }
 
 /*
- * Puts back on the kept list a kept call prepare() took back but could not
- * re-arm (its server is not done with its lane yet), as keep() keeps it.
- */
-static void rekeep(cmesh_rpc *c)
-{
-	struct keep *k = &kept_calls;
-
-	k->c[k->n++] = c; /* its place, just left */
-	atomic_store_explicit(&c->kstate, KS_KEPT, memory_order_seq_cst);
-	if (cmesh__link_unkeepable(c->link)) {
-		k->n--;
-		drop_kept(c);
-	}
-}
-
-/*
- * Prepares the next call (see `prepared`), from the newest kept call: the
- * call this thread now waits on rests, and is kept after it (reuse()).
- */
-static void prepare(void)
-{
-	struct keep *k = &kept_calls;
-	cmesh_rpc *c;
-
-	if (prepared || !k->n || !k->c[k->n - 1]->link)
-		return;
-	c = k->c[--k->n];
-	if (!unkept(c)) {
-		call_free_shell(c);
-		return;
-	}
-	if (!cmesh__queue_rearm_lane(c->rx->q)) {
-		rekeep(c);
-		return;
-	}
-	if (!cmesh__queue_prebind(c->rx->q)) {
-		/* The lane or link failed: re-armed for nothing, it goes
-		 * (its spare sender with it, as a failed call's). */
-		cmesh_oneshot_sender_free(cmesh__queue_spare_tx(c->rx->q));
-		call_free(c);
-		return;
-	}
-	prepared = c;
-	/* Its link's claims may take it as they take kept calls (keep()). */
-	atomic_store_explicit(&c->kstate, KS_KEPT, memory_order_seq_cst);
-	if (cmesh__link_unkeepable(c->link))
-		prepared_drop();
-}
-
-/*
  * A kept call for responses of `resp` whose queue is a fresh oneshot
  * again, with a new sender on it in *otx, for a request on `link`; NULL if
  * there is none.
@@ -459,23 +321,6 @@ static cmesh_rpc *reuse(const cmesh_type *resp, struct cmesh__link *link,
 {
 	struct keep *k = &kept_calls;
 
-	/* Else it waits for a call it fits (another link, type). */
-	if (prepared && prepared->link == link && prepared->resp == resp &&
-	    prepared->resp_size == resp->size &&
-	    prepared->resp_nfields == resp->nfields) {
-		cmesh_rpc *c = prepared;
-
-		prepared = NULL;
-		if (!unkept(c)) {
-			call_free_shell(c); /* claimed: its link failed */
-			goto kept;
-		}
-		c->state = 0;
-		c->code = 0;
-		*otx = cmesh__queue_spare_tx(c->rx->q);
-		return c;
-	}
-kept:
 	/*
 	 * The newest kept call rests: its server may still be letting go,
 	 * and the line a re-arm writes may still be in the server's cache.
@@ -643,11 +488,6 @@ static int take(cmesh_rpc *c, const cmesh_ctx *ctx, bool wait)
 	if (wait && kept_calls.n && !kept_calls.c[kept_calls.n - 1]->link)
 		cmesh__queue_prefetch_state(
 			kept_calls.c[kept_calls.n - 1]->rx->q);
-	/* One that is: kept, then made ready for the next call, now. */
-	if (wait) {
-		keep_now();
-		prepare();
-	}
 	for (;;) {
 		if (wait)
 			r = cmesh_oneshot_recv_ctx(c->rx, ctx, c->msg, c->buf,
@@ -756,34 +596,13 @@ static void call_free(cmesh_rpc *c)
 
 void cmesh_rpc_free(cmesh_rpc *call)
 {
-	if (!call)
-		return;
-	/*
-	 * Kept at the next wait, if it was kept with its reply lane before
-	 * (hooked: keep() hooks a call on its link the first time) and may
-	 * be kept again (keep() looks again).
-	 */
-	if (call->link && call->state == 1 && !call->kept && !call->exposed &&
-	    !to_keep) {
-		to_keep = call;
-		/*
-		 * Claims that ran before this store (its link failed, or
-		 * only kept calls hold it) missed it: take it back and free
-		 * it (as keep() does).
-		 */
-		atomic_store_explicit(&call->kstate, KS_DEFER,
-				      memory_order_seq_cst);
-		if (cmesh__link_unkeepable(call->link) && undefer(call))
-			call_free(call);
-		return;
-	}
-	if (!keep(call))
+	if (call && !keep(call))
 		call_free(call);
 }
 
 void cmesh_rpc_trim(void)
 {
-	keep_exit(&kept_calls); /* the prepared call too */
+	keep_exit(&kept_calls);
 	/* Their queues went to the thread's queue cache: it goes too. */
 	cmesh__queue_cache_trim();
 }

@@ -836,42 +836,6 @@ Test(rpc, a_callers_exit_frees_the_calls_it_kept)
 	tu_thread_join(srv); /* every sender gone: its receive fails */
 }
 
-/*
- * Threads that call a server in another process and exit: each keeps
- * calls with their reply lane, and prepares its next call while it waits
- * (its lane's next use begun: rpc.c prepare()); its exit frees them all,
- * the prepared one included (under the sanitizers, a leak fails this
- * test), and once the server has gone every fd and mapping is back.
- */
-Test(rpc, a_callers_exit_across_processes_frees_its_prepared_call)
-{
-	struct caller_arg a[4];
-	struct topo_res res;
-	struct topo_conn c;
-	pthread_t t[4];
-
-	topo_baseline(&res);
-	topo_fork_peer(&rpc_sc, TOPO_FORK, &c);
-	for (int round = 0; round < 2; round++) {
-		for (int i = 0; i < 4; i++) {
-			a[i] = (struct caller_arg){ NULL, 10 + i, 0 };
-			TU_ASSERT_RC(cmesh_sender_clone(c.tx, &a[i].tx), 0);
-			tu_thread_start(&t[i], caller_thread, &a[i]);
-		}
-		for (int i = 0; i < 4; i++) {
-			int64_t n = a[i].calls;
-
-			tu_thread_join(t[i]);
-			cr_assert_eq(a[i].sum, n * (n - 1) / 2 + n);
-		}
-	}
-	/* Ours too: a prepared call, then calls of another link's server. */
-	add_rounds(c.tx, 6, 3);
-	quit_peer(&c);
-	cmesh_rpc_trim();
-	topo_assert_baseline_within(&res, TOPO_WAIT_MS);
-}
-
 /* The peer's side: 200 calls through `up`, each value checked. */
 static int park_caller(cmesh_sender *up, cmesh_receiver *rx,
 		       const struct topo_side *s)

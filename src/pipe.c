@@ -180,7 +180,7 @@ static size_t chunk_max(const cmesh_pipe_writer *w)
 	size_t max;
 
 	if (!ln) {
-		cmesh__queue_tx_leave(q, in);
+		cmesh__queue_tx_leave_quiet(q, in);
 		if (cmesh__env_get(&env))
 			return XCHUNK_MIN;
 		return min_size(CMESH_PIPE_CHUNK, env->max_message);
@@ -193,7 +193,7 @@ static size_t chunk_max(const cmesh_pipe_writer *w)
 	if (fit < XCHUNK_MIN)
 		fit = XCHUNK_OOL;
 	max = min_size(min_size(fit, CMESH_PIPE_CHUNK), ln->max_trail);
-	cmesh__queue_tx_leave(q, in);
+	cmesh__queue_tx_leave_quiet(q, in);
 	return max;
 }
 

@@ -309,7 +309,7 @@ static void mark_at_end(void *arg)
 	/* Left since (sealed: no mark would go) and maybe put: nothing. */
 	if (ln == m->ln && ln->serial == m->serial)
 		cmesh__lane_mark_tx(ln, m->mark);
-	cmesh__queue_tx_leave(m->q, in);
+	cmesh__queue_tx_leave_quiet(m->q, in);
 	free(m);
 }
 
@@ -651,7 +651,7 @@ static int export(struct cmesh__link *link, const cmesh_field *f, void *h,
 	}
 	r = export_any(link, f, h, env, out);
 	if (q) {
-		cmesh__queue_tx_leave(q, true);
+		cmesh__queue_tx_leave_quiet(q, true);
 		cmesh__queue_unget(q);
 	}
 	ln = r ? NULL : out->lane;

@@ -638,12 +638,12 @@ int cmesh__queue_rx_gone(struct cmesh__queue *q)
 
 		ln = tx_enter(q, &in);
 		if (!ln) {
-			tx_leave(q, in);
+			tx_leave_quiet(q, in);
 			break;
 		}
 		r = cmesh__lane_rx_gone(ln);
 		done = !r || !stale_lane(q, ln);
-		tx_leave(q, in);
+		tx_leave_quiet(q, in);
 		if (done)
 			return r;
 	}
@@ -661,7 +661,7 @@ void cmesh__queue_backlog(struct cmesh__queue *q, uint64_t *used,
 	/* A stale lane's figures are only as old as the snapshot. */
 	if (ln)
 		cmesh__lane_backlog(ln, used, &max);
-	tx_leave(q, in);
+	tx_leave_quiet(q, in);
 	if (!ln)
 		*used = atomic_load_explicit(&q->ovf_bytes,
 					     memory_order_relaxed);

@@ -242,8 +242,13 @@ struct cmesh__lane *cmesh__queue_tx_lane(struct cmesh__queue *q);
 struct cmesh__lane *cmesh__queue_tx_enter(struct cmesh__queue *q, bool *in);
 /* A use of cmesh__queue_tx_lane() begins; ends with _tx_leave(q, true). */
 void cmesh__queue_tx_hold(struct cmesh__queue *q);
-/* Not with the queue's lock held (that of no queue function's caller). */
+/*
+ * Ends a use; may put lanes left behind (and their links' references):
+ * with no lock held. _quiet: leaves that to a later leave (or retire),
+ * for a use under other locks.
+ */
 void cmesh__queue_tx_leave(struct cmesh__queue *q, bool in);
+void cmesh__queue_tx_leave_quiet(struct cmesh__queue *q, bool in);
 
 /*
  * The receiver of `q` (held by the caller) moves to another process over

@@ -334,6 +334,18 @@ static inline void tx_leave(struct cmesh__queue *q, bool in)
 		cmesh__queue_reclaim(q);
 }
 
+/*
+ * tx_leave() that leaves lanes to put to the next one (or retire): for
+ * looks that may run under other locks (a forwarder's under its list's,
+ * an export's under a lane's port_lock), where the put of a lane, and
+ * maybe of its link's last reference, must not run.
+ */
+static inline void tx_leave_quiet(struct cmesh__queue *q, bool in)
+{
+	if (unlikely(in))
+		atomic_fetch_sub_explicit(&q->inside, 1, memory_order_seq_cst);
+}
+
 #define XL_ANY 1u
 #define XL_NEW 2u
 /* Set in `tail` once the receiver moved: every claim then fails. */

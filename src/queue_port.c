@@ -66,6 +66,11 @@ void cmesh__queue_tx_leave(struct cmesh__queue *q, bool in)
 	tx_leave(q, in);
 }
 
+void cmesh__queue_tx_leave_quiet(struct cmesh__queue *q, bool in)
+{
+	tx_leave_quiet(q, in);
+}
+
 /* Makes the array *v (of *cap) hold `need` lanes: 0 or -ENOMEM. */
 int cmesh__queue_reserve_lanes(struct cmesh__lane ***v, uint32_t *cap,
 			       uint32_t need)

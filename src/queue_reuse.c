@@ -295,7 +295,7 @@ struct cmesh__link *cmesh__queue_tx_link(struct cmesh__queue *q)
 	struct cmesh__link *l = ln ? ln->link : NULL;
 
 	/* Compared only (rpc.c): it may go once we leave. */
-	tx_leave(q, in);
+	tx_leave_quiet(q, in);
 	return l;
 }
 

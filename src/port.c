@@ -39,7 +39,10 @@
  * the forwarder ends with it. A channel sender claims its receiver the
  * same way: its new lane is read there once the forwarded one has ended,
  * or, if clones of it still write its old lane, once that lane passed the
- * MARK its forwarder writes when it ends (a mark given here, export()).
+ * MARK its forwarder writes when it ends (a mark given here, export()). A
+ * sender with nothing upstream to claim names its own forwarder instead
+ * (REDIRECT to us): sent on again from where it went, it claims that
+ * forwarder's receiver, so such a chain keeps one hop, not one per move.
  */
 #include "port.h"
 #include "port_int.h"
@@ -603,15 +606,13 @@ static int export_any(struct cmesh__link *link, const cmesh_field *f, void *h,
 	if (r && (sole_rx || hinted))
 		cmesh__queue_claims_reopen(q); /* it stays the caller's */
 	/*
-	 * Its forwarder's lane has a token of ours: the one upstream wins. A
-	 * sender's is no use (its receiver here is the forwarder's, which
-	 * stays: a claim of it would remove no hop), so it never goes.
+	 * Its forwarder's lane has a token of ours: the one upstream wins.
+	 * With none upstream, a sender's port keeps ours (REDIRECT naming
+	 * us): the process it goes to keeps it with its lane, so that when
+	 * it sends the sender on again, the process after claims our
+	 * forwarder's receiver and the hop there ends. A tokenless chain
+	 * (Known limits) then keeps one hop, here, not one per move.
 	 */
-	if (!r && !home && !node && f->kind == CMESH_FIELD_KIND_SENDER) {
-		out->desc.flags &= ~CMESH_PORT_F_REDIRECT;
-		out->desc.node = 0;
-		out->desc.token[0] = out->desc.token[1] = 0;
-	}
 	if (r || (out->desc.flags & ~CMESH_PORT_F_REDIRECT) || (!home && !node))
 		return r;
 	out->desc.flags = 0;

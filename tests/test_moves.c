@@ -3891,6 +3891,54 @@ Test(moves, a_refused_claim_is_tried_again_once_its_peer_is_taken)
 }
 
 /*
+ * A sender that carries no claim keeps one hop, not one per move. P1 sends
+ * its receiver to P2 (which reads nothing yet) and its sender to P3, whose
+ * claim is refused as above. A clone of it that P3 sends to P1 has nothing
+ * to claim (the token its lane came with went with that claim, and a mark
+ * needs a token of that lane's own): P3 forwards it. P1 sends the clone on
+ * to P2: it names P3's forwarder, which P2 claims, so P1 forwards it no
+ * more. Once P3's own retry holds, P1 runs no forwarder, and its death
+ * takes nothing. Every message of both senders arrives once, in order.
+ */
+Test(moves, a_forwarded_clone_sent_on_claims_the_forwarder_it_writes)
+{
+	struct cmsg m = { .arg = PASS_CLONE | OP_HOLD | 1u << 8 | 1u << 16 };
+	cmesh_sender *rel2, *rel3;
+	uint64_t seq;
+
+	channel_in_p1_p2_p3_paused(&rel2, &rel3);
+	pass_held(1, OP_HOLD, ROUTE(2)); /* the receiver, not taken yet */
+	pass_held(1, OP_HOLD, ROUTE(3)); /* the sender */
+	release(rel3);
+	cr_assert_eq(report_from(3), 0);   /* P3 took it: its claim, refused */
+	send_held(3, 1, 10);		   /* through P1 */
+	route_send(&m, OP_PASS, ROUTE(3)); /* a clone, to P1 */
+	cr_assert_eq(report_from(3), 0);
+	cr_assert_eq(report_from(1), 0);
+	cr_assert_eq(fwd_count(3), 1, "P3 forwards the clone");
+	release(rel2);
+	cr_assert_eq(report_from(2), 0); /* P2 took the receiver */
+	route_send(&(struct cmsg){ 0 }, OP_DRAIN_HELD, ROUTE(2));
+	send_held_as(1, 1, 1, 10);	 /* the clone: P1, P3, P1, P2 */
+	pass_held(1, OP_HOLD, ROUTE(2)); /* on to P2 */
+	cr_assert_eq(report_from(2), 0);
+	send_held_as(2, 1, 11, 20);
+	seq = sent_until_p1_forwards_none(3, 10);
+	cr_assert_eq(fwd_count(1), 0, "P1 forwards the clone still");
+	cr_assert_eq(fwd_count(3), 1, "P3 forwards the clone still");
+	kill_and_wait(1);
+	send_held(3, seq + 1, seq + 20);
+	send_held_as(2, 1, 21, 30);
+	/* P3's sender last: P2's report comes before its drainer's. */
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(2));
+	cr_assert_eq(report_from(2), 0);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(3));
+	cr_assert_eq(report_from(3), 0);
+	cr_assert_eq(report_from(2), (int64_t)(seq + 20 + 30));
+	mesh_down(1u << 1);
+}
+
+/*
  * The same for a receiver's claim: P1 sends its sender to P2 (which reads
  * nothing yet), its receiver to P3, and P3 takes it at once: its claim of
  * the sender finds no token at P2 and is refused, so what P2 sends goes

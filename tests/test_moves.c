@@ -3862,6 +3862,24 @@ static uint64_t sent_until_p1_forwards_none(int k, uint64_t seq)
 }
 
 /*
+ * P1's receiver goes to P2, which reads nothing yet, and its sender to P3,
+ * which takes it at once: its claim is refused. P3 sends 1..20, through
+ * P1. P2's release, for when it is to take the receiver.
+ */
+static cmesh_sender *claim_refused_in_p3(void)
+{
+	cmesh_sender *rel2, *rel3;
+
+	channel_in_p1_p2_p3_paused(&rel2, &rel3);
+	pass_held(1, OP_HOLD, ROUTE(2)); /* the receiver, not taken yet */
+	pass_held(1, OP_HOLD, ROUTE(3)); /* the sender */
+	release(rel3);
+	cr_assert_eq(report_from(3), 0); /* P3 took it: its claim, refused */
+	send_held(3, 1, 20);
+	return rel2;
+}
+
+/*
  * The sender's claim comes before the receiver's process took its end:
  * P1 sends its receiver to P2 (which reads nothing yet), its sender to P3,
  * and P3 takes it at once: its claim finds no token at P2 and is refused,
@@ -3872,15 +3890,9 @@ static uint64_t sent_until_p1_forwards_none(int k, uint64_t seq)
  */
 Test(moves, a_refused_claim_is_tried_again_once_its_peer_is_taken)
 {
-	cmesh_sender *rel2, *rel3;
+	cmesh_sender *rel2 = claim_refused_in_p3();
 	uint64_t seq;
 
-	channel_in_p1_p2_p3_paused(&rel2, &rel3);
-	pass_held(1, OP_HOLD, ROUTE(2)); /* the receiver, not taken yet */
-	pass_held(1, OP_HOLD, ROUTE(3)); /* the sender */
-	release(rel3);
-	cr_assert_eq(report_from(3), 0); /* P3 took it: its claim, refused */
-	send_held(3, 1, 20);		 /* through P1 */
 	cr_assert(stats_of(1).busy, "P1 runs no forwarder: not refused");
 	release(rel2);
 	cr_assert_eq(report_from(2), 0); /* P2 took the receiver */
@@ -3903,15 +3915,9 @@ Test(moves, a_refused_claim_is_tried_again_once_its_peer_is_taken)
 Test(moves, a_forwarded_clone_sent_on_claims_the_forwarder_it_writes)
 {
 	struct cmsg m = { .arg = PASS_CLONE | OP_HOLD | 1u << 8 | 1u << 16 };
-	cmesh_sender *rel2, *rel3;
+	cmesh_sender *rel2 = claim_refused_in_p3();
 	uint64_t seq;
 
-	channel_in_p1_p2_p3_paused(&rel2, &rel3);
-	pass_held(1, OP_HOLD, ROUTE(2)); /* the receiver, not taken yet */
-	pass_held(1, OP_HOLD, ROUTE(3)); /* the sender */
-	release(rel3);
-	cr_assert_eq(report_from(3), 0);   /* P3 took it: its claim, refused */
-	send_held(3, 1, 10);		   /* through P1 */
 	route_send(&m, OP_PASS, ROUTE(3)); /* a clone, to P1 */
 	cr_assert_eq(report_from(3), 0);
 	cr_assert_eq(report_from(1), 0);
@@ -3923,7 +3929,7 @@ Test(moves, a_forwarded_clone_sent_on_claims_the_forwarder_it_writes)
 	pass_held(1, OP_HOLD, ROUTE(2)); /* on to P2 */
 	cr_assert_eq(report_from(2), 0);
 	send_held_as(2, 1, 11, 20);
-	seq = sent_until_p1_forwards_none(3, 10);
+	seq = sent_until_p1_forwards_none(3, 20);
 	cr_assert_eq(fwd_count(1), 0, "P1 forwards the clone still");
 	cr_assert_eq(fwd_count(3), 1, "P3 forwards the clone still");
 	kill_and_wait(1);

@@ -43,6 +43,10 @@
  *           an INTRO naming the receiver (struct cmesh_ctl_intro). Each
  *           side may join a link over it (a HELLO exchange, no first
  *           channels that anyone holds), or close it.
+ *   REROUTE the sender forwards what a lane the receiver writes carries
+ *           to a channel receiver in another process, which the receiver
+ *           may claim there instead (struct cmesh_ctl_reroute): the hop
+ *           in the sender's process then ends. No fds.
  *
  * Lanes. A link carries any number of lanes (one direction of one
  * channel each). A lane id is a 32-bit number chosen by the side that
@@ -70,7 +74,7 @@
 #include <stdint.h>
 
 #define CMESH_PROTO_MAGIC 0x48534d43u /* "CMSH" */
-#define CMESH_PROTO_VERSION 22u
+#define CMESH_PROTO_VERSION 23u
 
 #define CMESH_CTL_HELLO 1u
 #define CMESH_CTL_ATTACH 2u
@@ -83,6 +87,7 @@
 #define CMESH_CTL_CTXDROP 9u
 #define CMESH_CTL_CLAIM 10u
 #define CMESH_CTL_INTRO 11u
+#define CMESH_CTL_REROUTE 12u
 
 /* Index of a 64-byte line in an arena's control region. */
 #define CMESH_PROTO_LINE_HEAD 0u
@@ -437,6 +442,30 @@ struct cmesh_ctl_intro {
 };
 
 static_assert(sizeof(struct cmesh_ctl_intro) == 24, "intro size");
+
+/*
+ * REROUTE (protocol 23). `id`: an out lane of the receiver's on this link,
+ * a channel sender's, whose records the sender (its consumer) forwards to
+ * that channel's receiver in process `node` (neither side's name) by a
+ * lane of its own; `token` names that receiver's end of it and `mark` a
+ * MARK the sender writes there once it has forwarded everything `id`
+ * brought. The receiver may claim that receiver with them (a CLAIM of
+ * a sender's, marked), as if the sender's port had named it: its lane
+ * then ends, which ends the hop. The sender takes no claim of its own end
+ * of `id` from then on. Any other lane (none, one we read, a reply
+ * port's): -EPROTO; zero node, token or mark, or fds: -EPROTO. One that
+ * comes too late (the lane gone, its sender claiming or moved since) is
+ * ignored.
+ */
+struct cmesh_ctl_reroute {
+	struct cmesh_ctl_hdr hdr;
+	uint32_t id;
+	uint32_t mark;
+	uint64_t node;
+	uint64_t token[2];
+};
+
+static_assert(sizeof(struct cmesh_ctl_reroute) == 48, "reroute size");
 
 /* END, WAKESOCK (one fd) and WAKECLOSE (none): one id each. */
 struct cmesh_ctl_end {

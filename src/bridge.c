@@ -56,6 +56,7 @@
 #include "env.h"
 #include "log.h"
 #include "park.h"
+#include "port.h"
 #include "queue.h"
 
 #include <cmesh/waitset.h>
@@ -93,6 +94,7 @@ struct fwd {
 	void *at_end_arg;
 	int64_t hold_at;  /* held (out of the waitset): look then; 0: not */
 	int64_t hold_gap; /* the next look's gap while held */
+	uint64_t look;	  /* the last look_reroute() that tried it */
 	struct fwd *next;
 };
 
@@ -100,6 +102,7 @@ static struct {
 	pthread_mutex_t lock;
 	bool running;	   /* the thread is up (it owns ws) */
 	uint32_t held;	   /* forwarders held (the thread's alone) */
+	uint64_t looks;	   /* look_reroute()s (the thread's alone) */
 	cmesh_waitset *ws; /* members: the forwarders' receivers */
 	struct fwd *list;
 } F = { .lock = PTHREAD_MUTEX_INITIALIZER };
@@ -507,6 +510,47 @@ static void look_idle(void)
 	}
 }
 
+/* A channel's forwarder with no mark to write yet (see look_reroute()). */
+static bool reroutable(const struct fwd *f)
+{
+	return f->rx_kind == CMESH_FIELD_KIND_RECEIVER &&
+	       f->tx_kind == CMESH_FIELD_KIND_SENDER && f->tx && !f->at_end &&
+	       !split(f) && !f->hold_at;
+}
+
+/*
+ * Every IDLE_LOOK_NS too: a forwarder whose receiver's one source lane
+ * comes from a process that may claim the far receiver itself (its
+ * sender's lane names it: cmesh__port_reroute()) tells that process so,
+ * once, and writes the mark that claim waits for when it ends: the hop
+ * goes once the claim holds.
+ */
+static void look_reroute(void)
+{
+	uint64_t look = ++F.looks;
+
+	for (;;) {
+		struct fwd *f = NULL;
+		void (*at_end)(void *arg);
+		void *arg;
+
+		pthread_mutex_lock(&F.lock);
+		for (struct fwd *g = F.list; g && !f; g = g->next)
+			if (g->look != look && reroutable(g))
+				f = g;
+		if (f)
+			f->look = look;
+		pthread_mutex_unlock(&F.lock);
+		if (!f)
+			return;
+		/* Only this thread removes forwarders or reads at_end. */
+		if (!cmesh__port_reroute(f->rx, f->tx, &at_end, &arg)) {
+			f->at_end = at_end;
+			f->at_end_arg = arg;
+		}
+	}
+}
+
 /*
  * Serves, one by one, the held forwarders whose look is due; returns the
  * next one's time (INT64_MAX: none held).
@@ -575,6 +619,7 @@ static void *forwarder(void *arg)
 		}
 		if (busy && cmesh_clock_now() >= look_at) {
 			look_idle();
+			look_reroute();
 			look_at = cmesh_clock_now() + IDLE_LOOK_NS;
 		}
 	}

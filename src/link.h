@@ -274,6 +274,16 @@ struct cmesh__link *cmesh__link_by_proc(uint64_t proc);
  */
 void cmesh__link_introduce(struct cmesh__link *dest, uint64_t proc);
 
+/*
+ * Tells the peer of `l` (REROUTE, shm/proto.h) that what its out lane `id`
+ * carries goes on, from here, to a channel receiver in process `node`,
+ * which token `tok` names: it may claim that receiver there, read after
+ * MARK `mark`, which the caller writes once it has forwarded everything
+ * lane `id` brings.
+ */
+void cmesh__link_reroute(struct cmesh__link *l, uint32_t id, uint64_t node,
+			 const uint64_t tok[2], uint32_t mark);
+
 /* The type of an introduced link's first channels (tests play peers). */
 const cmesh_type *cmesh__intro_type(void);
 
@@ -302,6 +312,13 @@ struct cmesh__claim_ops {
 	 * `later`: the peer's lane is claimable later (CMESH_LANE_F_LATER).
 	 */
 	void (*refused)(void *home, struct cmesh__lane *to, bool later);
+	/*
+	 * A REROUTE (shm/proto.h) of out lane `from` (of serial `serial`):
+	 * the senders of `home` that write it claim, in process `node`, the
+	 * receiver that token `tok` names, read after MARK `mark` there.
+	 */
+	void (*reroute)(void *home, struct cmesh__lane *from, uint64_t serial,
+			uint64_t node, const uint64_t tok[2], uint32_t mark);
 };
 void cmesh__link_claims_init(const struct cmesh__claim_ops *ops);
 

@@ -467,6 +467,67 @@ int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
 	return 0;
 }
 
+/* ---- REROUTE: a forwarder's hop that can end ---- */
+
+void cmesh__link_reroute(struct cmesh__link *l, uint32_t id, uint64_t node,
+			 const uint64_t tok[2], uint32_t mark)
+{
+	struct cmesh_ctl_reroute m = { 0 };
+
+	cmesh__ctl_hdr_fill(&m.hdr, CMESH_CTL_REROUTE, sizeof(m));
+	m.id = id;
+	m.mark = mark;
+	m.node = node;
+	m.token[0] = tok[0];
+	m.token[1] = tok[1];
+	cmesh__lanes_ctl_send(l, &m, sizeof(m), -1);
+}
+
+int cmesh__reroute_on_ctl(struct cmesh__link *l, const unsigned char *buf,
+			  int len, uint32_t nfds)
+{
+	const struct cmesh__claim_ops *ops =
+		atomic_load_explicit(&claim_ops, memory_order_acquire);
+	struct cmesh_ctl_reroute m;
+	struct cmesh__lane *ln;
+	void *home = NULL;
+	uint64_t serial = 0;
+	int r = 0;
+
+	if (len != (int)sizeof(m) || nfds)
+		return -EPROTO;
+	memcpy(&m, buf, sizeof(m));
+	if (m.hdr.len != sizeof(m) || m.hdr.reserved || !m.node || !m.mark ||
+	    !(m.token[0] | m.token[1]) || m.node == l->peer_proc ||
+	    m.node == cmesh__proc_id())
+		return -EPROTO;
+	pthread_once(&home_once, home_init);
+	/* In the table under att_lock: the link thread frees it after. */
+	pthread_mutex_lock(&l->att_lock);
+	ln = cmesh__lanes_lookup(l, m.id);
+	/*
+	 * Ours to write, a port's, no reply port's. None (any more): it
+	 * ended here while the REROUTE was on its way.
+	 */
+	if (ln && (!ln->dynamic || !ln->is_out || ln->poolable)) {
+		r = -EPROTO;
+	} else if (ln && ops) {
+		pthread_mutex_lock(&home_lock);
+		home = atomic_load_explicit(&ln->home_q, memory_order_relaxed);
+		if (home && !ops->take(home))
+			home = NULL;
+		pthread_mutex_unlock(&home_lock);
+		serial = ln->serial;
+	}
+	pthread_mutex_unlock(&l->att_lock);
+	/* A lane with no home (no channel sender's queue) claims nothing. */
+	if (home) {
+		ops->reroute(home, ln, serial, m.node, m.token, m.mark);
+		ops->unget(home);
+	}
+	return r;
+}
+
 int cmesh__link_claim_local(const uint64_t token[2], const cmesh_type *type,
 			    bool marked, void **home, uint64_t *serial)
 {

@@ -335,6 +335,13 @@ void cmesh__lanes_answer(struct cmesh__link *l, struct cmesh__lane *ln,
 int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
 			 int len, const int *fds, uint32_t nfds);
 
+/*
+ * Link thread: a REROUTE, copied out: the queue of the out lane it names
+ * claims where it says (the claims' ops' reroute). 0, or -EPROTO.
+ */
+int cmesh__reroute_on_ctl(struct cmesh__link *l, const unsigned char *buf,
+			  int len, uint32_t nfds);
+
 /* Link thread: out lane `ln`, made for a claim of ours, is bound. */
 void cmesh__claims_answered(struct cmesh__lane *ln);
 /*

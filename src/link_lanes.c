@@ -431,6 +431,8 @@ int cmesh__lanes_handle_ctl(struct cmesh__link *l, const void *buf, int len,
 		return cmesh__claims_on_ctl(l, buf, len, fds, nfds);
 	case CMESH_CTL_INTRO:
 		return cmesh__intro_on_ctl(l, buf, len, fds, nfds);
+	case CMESH_CTL_REROUTE:
+		return cmesh__reroute_on_ctl(l, buf, len, nfds);
 	case CMESH_CTL_SPACE:
 		/* The round after this batch flushes every backlog. */
 		return h.len == sizeof(h) && len == (int)sizeof(h) && !nfds &&

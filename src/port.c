@@ -271,58 +271,14 @@ static void export_failed(struct cmesh__link *link, const cmesh_field *f,
  * (bridge.c) in this process, which writes `mark` (if any) when it ends.
  * Consumes `h` and `mark` on success only.
  */
-/* A mark to write on a lane when a forwarder ends (marked_sender()). */
-struct mark_end {
-	struct cmesh__queue *q; /* held by the forwarder's sender */
-	struct cmesh__lane *ln;
-	uint64_t serial;
-	uint32_t mark;
-};
-
-/*
- * For a sender sent on while clones of it still write its lane `ln`, to
- * claim its receiver in process `node`: a mark of `ln`, which its
- * forwarder writes when it ends. Only if the token it carries is `ln`'s
- * own (not one handed on from upstream, with a lane further on or a mark
- * of its own: the mark would land on the wrong lane). NULL: no claim.
- */
-static struct mark_end *mark_for(struct cmesh__queue *q, struct cmesh__lane *ln,
-				 uint64_t node)
-{
-	struct mark_end *m;
-
-	if (!node || node != cmesh__link_peer_proc(ln->link) || ln->peer_mark)
-		return NULL;
-	m = malloc(sizeof(*m));
-	if (m) {
-		m->q = q;
-		m->ln = ln;
-		m->serial = ln->serial;
-		m->mark = cmesh__lane_mark_new(ln);
-	}
-	return m;
-}
-
-static void mark_at_end(void *arg)
-{
-	struct mark_end *m = arg;
-	bool in;
-	struct cmesh__lane *ln = cmesh__queue_tx_enter(m->q, &in);
-
-	/* Left since (sealed: no mark would go) and maybe put: nothing. */
-	if (ln == m->ln && ln->serial == m->serial)
-		cmesh__lane_mark_tx(ln, m->mark);
-	cmesh__queue_tx_leave_quiet(m->q, in);
-	free(m);
-}
-
 /*
  * `hints` (a receiver's, or NULL): taken on success (its forwarder's, or
  * freed when its record could not go); the caller ends it on failure.
  */
 static int export_forwarded(struct cmesh__link *link, const cmesh_field *f,
 			    void *h, const cmesh_env *env,
-			    struct cmesh__port_out *out, struct mark_end *mark,
+			    struct cmesh__port_out *out,
+			    struct cmesh__port_mark *mark,
 			    struct cmesh__hints **hints)
 {
 	const cmesh_type *t =
@@ -373,12 +329,12 @@ static int export_forwarded(struct cmesh__link *link, const cmesh_field *f,
 	/* Named on the lane the forwarder writes, before it starts. */
 	if (*hints && !cmesh__port_hints_write(*hints, out->lane))
 		*hints = NULL; /* freed: those senders stay forwarded */
-	r = sending ?
-		    cmesh__bridge_start_then(rx_kind, rx, f->kind, h,
-					     mark ? mark_at_end : NULL, mark) :
-		    cmesh__bridge_start_then(
-			    f->kind, h, tx_kind, tx,
-			    *hints ? cmesh__port_hints_end : NULL, *hints);
+	r = sending ? cmesh__bridge_start_then(
+			      rx_kind, rx, f->kind, h,
+			      mark ? cmesh__port_mark_at_end : NULL, mark) :
+		      cmesh__bridge_start_then(
+			      f->kind, h, tx_kind, tx,
+			      *hints ? cmesh__port_hints_end : NULL, *hints);
 	if (r) {
 		cmesh__lane_unsend_ports(out, 1, false);
 		cmesh__endpoint_free(sending ? rx_kind : tx_kind,
@@ -492,7 +448,7 @@ static int export_any(struct cmesh__link *link, const cmesh_field *f, void *h,
 	struct cmesh__lane *peer;
 	uint64_t node = 0, t[2] = { 0, 0 };
 	uint32_t home, mark = 0;
-	struct mark_end *me = NULL;
+	struct cmesh__port_mark *me = NULL;
 	struct cmesh__hints *hints = NULL;
 	bool sole_rx = false, marked = false, hinted = false, local;
 	int r;
@@ -589,9 +545,9 @@ static int export_any(struct cmesh__link *link, const cmesh_field *f, void *h,
 		mark = peer->peer_mark;
 	}
 	if (marked) {
-		me = mark_for(q, peer, node);
+		me = cmesh__port_mark_for(q, peer, node);
 		node = me ? node : 0;
-		mark = me ? me->mark : 0;
+		mark = me ? cmesh__port_mark_id(me) : 0;
 	}
 	/* A receiver here with lanes: its senders here go direct. */
 	r = f->kind == CMESH_FIELD_KIND_RECEIVER && local && !sole_rx ?

@@ -425,6 +425,26 @@ void cmesh__queue_claim_again(struct cmesh__queue *q);
 void cmesh__queue_claim_again_rx(struct cmesh__queue *q);
 
 /*
+ * A forwarder's hop that can end (shm/proto.h REROUTE). reroute_source:
+ * the one lane that every sender of receiver queue `q` writes (its
+ * forwarder's: the consumer's side), bound, from a process other than
+ * `node`; from now on `q` takes no claim (a claimed lane would be read
+ * beside the rerouted one, out of order). NULL: none (nothing done).
+ * reroute: the senders of `q` that write out lane `ln` (of serial
+ * `serial`) claim, with their next send, the receiver in process `node`
+ * that token `tok` names, read there after MARK `mark`: 0, or -EAGAIN
+ * (they write another lane now, or a claim of theirs is under way or due:
+ * nothing done).
+ */
+struct cmesh__lane *cmesh__queue_reroute_source(struct cmesh__queue *q,
+						uint64_t node);
+/* Senders of `q`: no claim of theirs is under way or due, none closed. */
+bool cmesh__queue_tx_steady(struct cmesh__queue *q);
+int cmesh__queue_reroute(struct cmesh__queue *q, struct cmesh__lane *ln,
+			 uint64_t serial, uint64_t node, const uint64_t tok[2],
+			 uint32_t mark);
+
+/*
  * sole_sender: for a sender about to leave, its tx lane if it is the only
  * sender of its queue (so the lane ends once it has left), or the lane of
  * its own claim in flight (named by the token it gave, protocol 20, unless

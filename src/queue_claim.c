@@ -334,26 +334,93 @@ static int claim_anew(struct cmesh__queue *q, const uint64_t tok[2],
 	return r;
 }
 
+int cmesh__queue_reroute(struct cmesh__queue *q, struct cmesh__lane *ln,
+			 uint64_t serial, uint64_t node, const uint64_t tok[2],
+			 uint32_t mark)
+{
+	int r = -EAGAIN;
+
+	pthread_mutex_lock(&q->lock);
+	if (atomic_load_explicit(&q->tx_lane, memory_order_relaxed) == ln &&
+	    ln->serial == serial && !q->claim_out && !q->closed_out &&
+	    !atomic_load_explicit(&q->claim_retry_at, memory_order_relaxed) &&
+	    !cmesh__lane_failed(ln)) {
+		q->claim_tok[0] = tok[0];
+		q->claim_tok[1] = tok[1];
+		q->claim_node = node;
+		q->claim_mark = mark;
+		q->claim_list[0] = q->claim_list[1] = 0;
+		q->claim_tries = 0;
+		q->reroute = true;
+		atomic_store_explicit(&q->claim_retry_at, cmesh_clock_now(),
+				      memory_order_relaxed);
+		r = 0;
+	}
+	pthread_mutex_unlock(&q->lock);
+	return r;
+}
+
+bool cmesh__queue_tx_steady(struct cmesh__queue *q)
+{
+	bool r;
+
+	pthread_mutex_lock(&q->lock);
+	r = !q->claim_out && !q->closed_out &&
+	    !atomic_load_explicit(&q->claim_retry_at, memory_order_relaxed);
+	pthread_mutex_unlock(&q->lock);
+	return r;
+}
+
+/* A rerouted claim that could not go yet: again after a while. */
+static void reroute_later(struct cmesh__queue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	if (q->claim_tries < CLAIM_TRIES && !q->claim_out && !q->closed_out &&
+	    !atomic_load_explicit(&q->claim_retry_at, memory_order_relaxed)) {
+		q->reroute = true;
+		atomic_store_explicit(&q->claim_retry_at,
+				      cmesh_clock_now() +
+					      ((int64_t)CLAIM_RETRY_NS
+					       << (2 * (q->claim_tries - 1))),
+				      memory_order_relaxed);
+	}
+	pthread_mutex_unlock(&q->lock);
+}
+
 void cmesh__queue_claim_again(struct cmesh__queue *q)
 {
 	int64_t at = retry_at(q);
 	struct cmesh__lane *dead = NULL;
 	uint64_t tok[2] = { 0, 0 }, node = 0;
 	uint32_t mark = 0;
+	bool rerouted = false;
 	struct cmesh__link *l;
 
 	if (!at)
 		return;
 	pthread_mutex_lock(&q->lock);
-	/* The refused lane, answered, is done with. */
-	if (retry_due(q, at) && q->claim_out && !q->closed_out &&
-	    atomic_load_explicit(&q->claim_out->dropped,
-				 memory_order_acquire)) {
-		dead = q->claim_out;
-		q->claim_out = NULL;
-		next_try(q, tok, &node, &mark);
+	if (retry_due(q, at) && !q->closed_out) {
+		/* The refused lane, answered, is done with. */
+		if (q->claim_out &&
+		    atomic_load_explicit(&q->claim_out->dropped,
+					 memory_order_acquire)) {
+			dead = q->claim_out;
+			q->claim_out = NULL;
+			next_try(q, tok, &node, &mark);
+		} else if (q->reroute && !q->claim_out) {
+			rerouted = true;
+			next_try(q, tok, &node, &mark);
+		}
+		q->reroute = false;
 	}
 	pthread_mutex_unlock(&q->lock);
+	if (rerouted) {
+		/* Not linked with that process yet (an INTRO is on its way):
+		 * again later, as a refused claim is. */
+		if (claim_anew(q, tok, node, mark, true) == -ENOTCONN)
+			reroute_later(q);
+		return;
+	}
 	if (!dead)
 		return;
 	l = dead->link;

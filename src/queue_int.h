@@ -264,6 +264,11 @@ struct cmesh__queue {
 	uint64_t claim_tok[2], claim_node, claim_list[2];
 	uint32_t claim_mark, claim_tries;
 	/*
+	 * The claim named above came in a REROUTE (cmesh__queue_reroute()),
+	 * not a refusal: it goes with the next send, no lane to drop first.
+	 */
+	bool reroute;
+	/*
 	 * A kept rpc call's reply lane, re-armed (cmesh__queue_rearm_lane()):
 	 * the export of its new sender names it again (cmesh__queue_rebind()).
 	 */

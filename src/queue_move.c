@@ -331,6 +331,34 @@ uint32_t cmesh__queue_sources(struct cmesh__queue *q, struct cmesh__lane **out,
 	return n;
 }
 
+struct cmesh__lane *cmesh__queue_reroute_source(struct cmesh__queue *q,
+						uint64_t node)
+{
+	struct cmesh__lane *ln = NULL;
+
+	pthread_mutex_lock(&q->lock);
+	/*
+	 * Made here (no lane of its own), its only source one lane, which
+	 * holds its only sender reference: no local sender, no claim taken,
+	 * none waiting behind another lane, nothing gated.
+	 */
+	if (!q->no_claims && !q->rx_lane && !q->next && !q->xl_err &&
+	    !atomic_load_explicit(&q->gate_serial, memory_order_relaxed) &&
+	    q->xl_n + q->xl_nadd == 1 &&
+	    atomic_load_explicit(&q->nsenders, memory_order_relaxed) == 1) {
+		ln = xl_at(q, 0);
+		if (!ln->dynamic || ln->is_out || !cmesh__lane_bound(ln) ||
+		    cmesh__lane_failed(ln) ||
+		    atomic_load_explicit(&ln->dropped, memory_order_acquire) ||
+		    cmesh__link_peer_proc(ln->link) == node)
+			ln = NULL;
+		else
+			q->no_claims = true;
+	}
+	pthread_mutex_unlock(&q->lock);
+	return ln;
+}
+
 void cmesh__queue_on_lane_end(struct cmesh__queue *q,
 			      void (*fn)(void *ctx, uint64_t serial), void *ctx)
 {

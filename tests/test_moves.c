@@ -3903,6 +3903,26 @@ Test(moves, a_refused_claim_is_tried_again_once_its_peer_is_taken)
 }
 
 /*
+ * As claim_refused_in_p3(); then P3 sends a clone of its sender to P1
+ * (held there), which P3 forwards (it has nothing to claim: the token its
+ * lane came with went with its claim, and a mark needs one of that lane's
+ * own); P2 takes the receiver and drains it.
+ */
+static void clone_forwarded_by_p3(void)
+{
+	struct cmsg m = { .arg = PASS_CLONE | OP_HOLD | 1u << 8 | 1u << 16 };
+	cmesh_sender *rel2 = claim_refused_in_p3();
+
+	route_send(&m, OP_PASS, ROUTE(3)); /* a clone, to P1 */
+	cr_assert_eq(report_from(3), 0);
+	cr_assert_eq(report_from(1), 0);
+	cr_assert_eq(fwd_count(3), 1, "P3 forwards the clone");
+	release(rel2);
+	cr_assert_eq(report_from(2), 0); /* P2 took the receiver */
+	route_send(&(struct cmsg){ 0 }, OP_DRAIN_HELD, ROUTE(2));
+}
+
+/*
  * A sender that carries no claim keeps one hop, not one per move. P1 sends
  * its receiver to P2 (which reads nothing yet) and its sender to P3, whose
  * claim is refused as above. A clone of it that P3 sends to P1 has nothing
@@ -3914,17 +3934,9 @@ Test(moves, a_refused_claim_is_tried_again_once_its_peer_is_taken)
  */
 Test(moves, a_forwarded_clone_sent_on_claims_the_forwarder_it_writes)
 {
-	struct cmsg m = { .arg = PASS_CLONE | OP_HOLD | 1u << 8 | 1u << 16 };
-	cmesh_sender *rel2 = claim_refused_in_p3();
 	uint64_t seq;
 
-	route_send(&m, OP_PASS, ROUTE(3)); /* a clone, to P1 */
-	cr_assert_eq(report_from(3), 0);
-	cr_assert_eq(report_from(1), 0);
-	cr_assert_eq(fwd_count(3), 1, "P3 forwards the clone");
-	release(rel2);
-	cr_assert_eq(report_from(2), 0); /* P2 took the receiver */
-	route_send(&(struct cmsg){ 0 }, OP_DRAIN_HELD, ROUTE(2));
+	clone_forwarded_by_p3();
 	send_held_as(1, 1, 1, 10);	 /* the clone: P1, P3, P1, P2 */
 	pass_held(1, OP_HOLD, ROUTE(2)); /* on to P2 */
 	cr_assert_eq(report_from(2), 0);
@@ -3942,6 +3954,38 @@ Test(moves, a_forwarded_clone_sent_on_claims_the_forwarder_it_writes)
 	cr_assert_eq(report_from(3), 0);
 	cr_assert_eq(report_from(2), (int64_t)(seq + 20 + 30));
 	mesh_down(1u << 1);
+}
+
+/*
+ * A hop that can end later does (REROUTE): P3's clone goes to P1 and P3
+ * forwards it, as above. Once P2 took the receiver and P3's own claim
+ * held, P3's lane to P2 names the receiver there by a token of its own:
+ * P3's forwarder tells P1 to claim it, P1's next send does, and P3
+ * forwards nothing more. P3's sender goes, P3 dies, and the clone in P1
+ * goes on sending: every message of both arrives once, in order.
+ */
+Test(moves, a_forwarder_whose_sender_claimed_tells_its_source_to_claim_too)
+{
+	int64_t end;
+	uint64_t seq, i = 0;
+
+	clone_forwarded_by_p3();
+	seq = sent_until_p1_forwards_none(3, 20); /* P3's claim held */
+	end = tu_now_ns() + TU_MS(5000);
+	do {
+		i++;
+		send_held_as(1, 1, i, i);
+		tu_sleep_ms(10);
+	} while (fwd_count(3) && tu_now_ns() < end);
+	cr_assert_eq(fwd_count(3), 0, "P3 forwards the clone still");
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(3));
+	cr_assert_eq(report_from(3), 0);
+	kill_and_wait(3);
+	send_held_as(1, 1, i + 1, i + 20);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	cr_assert_eq(report_from(2), (int64_t)(seq + i + 20));
+	mesh_down(1u << 3);
 }
 
 /*

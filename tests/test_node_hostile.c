@@ -693,6 +693,20 @@ enum bad_variant {
 	/* good HINTS naming a process we have no link with, then a plain
 	 * record: no claim, it is skipped */
 	BV_REC_HINTS_UNLINKED,
+	/* REROUTEs (link_claim.c): an fd with it, ... */
+	BV_REROUTE_WITH_FD,
+	BV_REROUTE_LONG,	   /* ... bytes past its end, ... */
+	BV_REROUTE_RESERVED,	   /* ... its header's reserved word set, ... */
+	BV_REROUTE_NO_NODE,	   /* ... naming no process, ... */
+	BV_REROUTE_NO_TOKEN,	   /* ... no token, ... */
+	BV_REROUTE_NO_MARK,	   /* ... no mark, ... */
+	BV_REROUTE_NODE_VICTIM,	   /* ... its receiver, ... */
+	BV_REROUTE_NODE_SENDER,	   /* ... its sender, ... */
+	BV_REROUTE_FIRST_LANE,	   /* ... the HELLO's lane we write, ... */
+	BV_REROUTE_LANE_IT_WRITES, /* ... a lane we read */
+	/* a good one naming no lane (one that ended, say), then a plain
+	 * record: ignored, it is delivered */
+	BV_REROUTE_UNKNOWN_LANE,
 	BV_COUNT
 };
 
@@ -1190,6 +1204,58 @@ static int do_bad(struct cmesh__link *l, enum bad_variant v)
 				      0);
 		return push_raw(l, CMESH_REC_PLAIN, &m, sizeof(m));
 	}
+	case BV_REROUTE_WITH_FD:
+	case BV_REROUTE_LONG:
+	case BV_REROUTE_RESERVED:
+	case BV_REROUTE_NO_NODE:
+	case BV_REROUTE_NO_TOKEN:
+	case BV_REROUTE_NO_MARK:
+	case BV_REROUTE_NODE_VICTIM:
+	case BV_REROUTE_NODE_SENDER:
+	case BV_REROUTE_FIRST_LANE:
+	case BV_REROUTE_LANE_IT_WRITES:
+	case BV_REROUTE_UNKNOWN_LANE: {
+		struct cmesh_ctl_reroute rr = {
+			{ CMESH_PROTO_MAGIC, CMESH_PROTO_VERSION,
+			  CMESH_CTL_REROUTE, sizeof(rr), 0 },
+			cmesh__link_in(l)->id + 1000,
+			7,
+			0x5eed,
+			{ 1, 2 }
+		};
+		struct fdmsg m = { .tag = 3, .fd = -1, .fd2 = -1 };
+		int r;
+
+		if (v == BV_REROUTE_RESERVED)
+			rr.hdr.reserved = 1;
+		else if (v == BV_REROUTE_NO_NODE)
+			rr.node = 0;
+		else if (v == BV_REROUTE_NO_TOKEN)
+			rr.token[0] = rr.token[1] = 0;
+		else if (v == BV_REROUTE_NO_MARK)
+			rr.mark = 0;
+		else if (v == BV_REROUTE_NODE_VICTIM)
+			rr.node = cmesh__link_peer_proc(l);
+		else if (v == BV_REROUTE_NODE_SENDER)
+			rr.node = cmesh__proc_id();
+		else if (v == BV_REROUTE_FIRST_LANE)
+			rr.id = cmesh__link_in(l)->id;
+		else if (v == BV_REROUTE_LANE_IT_WRITES)
+			rr.id = cmesh__link_out(l)->id;
+		if (v == BV_REROUTE_WITH_FD) {
+			r = cmesh__ctl_send(sock, &rr, sizeof(rr), &efd, 1);
+		} else if (v == BV_REROUTE_LONG) {
+			rr.hdr.len = sizeof(rr) + 8;
+			memset(buf, 0, sizeof(rr) + 8);
+			memcpy(buf, &rr, sizeof(rr));
+			r = cmesh__ctl_send(sock, buf, sizeof(rr) + 8, NULL, 0);
+		} else {
+			r = cmesh__ctl_send(sock, &rr, sizeof(rr), NULL, 0);
+		}
+		if (r || v != BV_REROUTE_UNKNOWN_LANE)
+			return r;
+		return push_raw(l, CMESH_REC_PLAIN, &m, sizeof(m));
+	}
 	case BV_COUNT:
 		break;
 	}
@@ -1232,7 +1298,8 @@ static int bad_child(int sock, int sync, enum bad_variant v)
 	/* Where the parent may wait instead of failing, it closes. */
 	if (r != -ECONNRESET && r != -EPROTO &&
 	    !((v == BV_REC_ATTACH_NEVER_SENT || v == BV_REC_PLAIN_FD_NUMBERS ||
-	       v == BV_REC_MARK_UNAWAITED || v == BV_REC_HINTS_UNLINKED) &&
+	       v == BV_REC_MARK_UNAWAITED || v == BV_REC_HINTS_UNLINKED ||
+	       v == BV_REROUTE_UNKNOWN_LANE) &&
 	      r == -EPIPE)) {
 		topo_fail(__FILE__, __LINE__, "the parent's teardown", r,
 			  -ECONNRESET);
@@ -1287,7 +1354,7 @@ static void check_bad(enum bad_variant v)
 		cr_assert(m.tag == 77 && m.fd == -1 && m.fd2 == -1);
 	}
 	if (v == BV_REC_PLAIN_FD_NUMBERS || v == BV_REC_MARK_UNAWAITED ||
-	    v == BV_REC_HINTS_UNLINKED) {
+	    v == BV_REC_HINTS_UNLINKED || v == BV_REROUTE_UNKNOWN_LANE) {
 		r = cmesh_receiver_recv_deadline(rx, topo_deadline(), &m, trail,
 						 sizeof(trail));
 		cr_assert_eq(r, 0, "plain record: %d (%s)", r,
@@ -1394,6 +1461,19 @@ Test(node_hostile, mark_records_are_checked_and_one_nobody_waits_for_is_skipped)
 Test(node_hostile, hints_records_are_checked_and_unlinked_ones_claim_nothing)
 {
 	for (int v = BV_REC_HINTS_SHORT; v <= BV_REC_HINTS_UNLINKED; v++)
+		check_bad((enum bad_variant)v);
+}
+
+/*
+ * REROUTE (shm/proto.h): with an fd, bytes past its end, its reserved word
+ * set, no process, token or mark, naming either side of the link, or a
+ * lane that is no port of ours to write (the HELLO's, one we read):
+ * -EPROTO. A good one naming no lane of ours (gone, say) is ignored, and
+ * what follows is delivered.
+ */
+Test(node_hostile, reroutes_are_checked_and_one_naming_no_lane_is_ignored)
+{
+	for (int v = BV_REROUTE_WITH_FD; v <= BV_REROUTE_UNKNOWN_LANE; v++)
 		check_bad((enum bad_variant)v);
 }
 

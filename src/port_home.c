@@ -136,21 +136,29 @@ int cmesh__port_reroute(void *rx, void *tx, void (**at_end)(void *arg),
 
 	/*
 	 * Its lane, counted in (reclaim mode may put a lane left behind):
-	 * with a token of its own, no claim of its own under way (the
-	 * forwarder's thread is the one that sends on it).
+	 * with a token of its own and no mark (as cmesh__port_mark_for()
+	 * wants), no claim of its own under way or due (the forwarder's
+	 * thread is the one that sends on it). Then the receiver's source,
+	 * which commits it (no claim from then on), then the mark.
 	 */
 	ln = cmesh__queue_tx_enter(qt, &in);
 	if (ln && ln->dynamic && ln->is_out && cmesh__lane_bound(ln) &&
 	    !cmesh__lane_failed(ln) && cmesh__queue_tx_steady(qt) &&
-	    (ln->peer_token[0] | ln->peer_token[1])) {
+	    (ln->peer_token[0] | ln->peer_token[1]) && !ln->peer_mark &&
+	    ln->peer_node == cmesh__link_peer_proc(ln->link) &&
+	    (m = malloc(sizeof(*m))) != NULL) {
 		node = ln->peer_node;
 		tok[0] = ln->peer_token[0];
 		tok[1] = ln->peer_token[1];
-		m = cmesh__port_mark_for(qt, ln, node);
+		src = cmesh__queue_reroute_source(qr, node);
+		if (src) {
+			m->q = qt;
+			m->ln = ln;
+			m->serial = ln->serial;
+			m->mark = cmesh__lane_mark_new(ln);
+		}
 	}
 	cmesh__queue_tx_leave_quiet(qt, in);
-	if (m)
-		src = cmesh__queue_reroute_source(qr, node);
 	if (!src) {
 		free(m);
 		return -EAGAIN;

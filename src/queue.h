@@ -428,8 +428,9 @@ void cmesh__queue_claim_again_rx(struct cmesh__queue *q);
  * A forwarder's hop that can end (shm/proto.h REROUTE). reroute_source:
  * the one lane that every sender of receiver queue `q` writes (its
  * forwarder's: the consumer's side), bound, from a process other than
- * `node`; from now on `q` takes no claim (a claimed lane would be read
- * beside the rerouted one, out of order). NULL: none (nothing done).
+ * `node` that lists its end of it (a token of the lane's, peer_token);
+ * from now on `q` takes no claim (a claimed lane would be read beside the
+ * rerouted one, out of order). NULL: none (nothing done).
  * reroute: the senders of `q` that write out lane `ln` (of serial
  * `serial`) claim, with their next send, the receiver in process `node`
  * that token `tok` names, read there after MARK `mark`: 0, or -EAGAIN

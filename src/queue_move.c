@@ -347,7 +347,12 @@ struct cmesh__lane *cmesh__queue_reroute_source(struct cmesh__queue *q,
 	    q->xl_n + q->xl_nadd == 1 &&
 	    atomic_load_explicit(&q->nsenders, memory_order_relaxed) == 1) {
 		ln = xl_at(q, 0);
+		/*
+		 * Its writer lists its end (the token it gave, peer_token): a
+		 * REROUTE naming it finds the queue behind it there.
+		 */
 		if (!ln->dynamic || ln->is_out || !cmesh__lane_bound(ln) ||
+		    !(ln->peer_token[0] | ln->peer_token[1]) ||
 		    cmesh__lane_failed(ln) ||
 		    atomic_load_explicit(&ln->dropped, memory_order_acquire) ||
 		    cmesh__link_peer_proc(ln->link) == node)

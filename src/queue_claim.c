@@ -352,6 +352,7 @@ int cmesh__queue_reroute(struct cmesh__queue *q, struct cmesh__lane *ln,
 		q->claim_list[0] = q->claim_list[1] = 0;
 		q->claim_tries = 0;
 		q->reroute = true;
+		q->reroute_serial = serial;
 		atomic_store_explicit(&q->claim_retry_at, cmesh_clock_now(),
 				      memory_order_relaxed);
 		r = 0;
@@ -374,8 +375,12 @@ bool cmesh__queue_tx_steady(struct cmesh__queue *q)
 /* A rerouted claim that could not go yet: again after a while. */
 static void reroute_later(struct cmesh__queue *q)
 {
+	struct cmesh__lane *tx;
+
 	pthread_mutex_lock(&q->lock);
+	tx = atomic_load_explicit(&q->tx_lane, memory_order_relaxed);
 	if (q->claim_tries < CLAIM_TRIES && !q->claim_out && !q->closed_out &&
+	    tx && tx->serial == q->reroute_serial &&
 	    !atomic_load_explicit(&q->claim_retry_at, memory_order_relaxed)) {
 		q->reroute = true;
 		atomic_store_explicit(&q->claim_retry_at,
@@ -394,6 +399,7 @@ void cmesh__queue_claim_again(struct cmesh__queue *q)
 	uint64_t tok[2] = { 0, 0 }, node = 0;
 	uint32_t mark = 0;
 	bool rerouted = false;
+	struct cmesh__lane *tx;
 	struct cmesh__link *l;
 
 	if (!at)
@@ -407,7 +413,11 @@ void cmesh__queue_claim_again(struct cmesh__queue *q)
 			dead = q->claim_out;
 			q->claim_out = NULL;
 			next_try(q, tok, &node, &mark);
-		} else if (q->reroute && !q->claim_out) {
+		} else if (q->reroute && !q->claim_out &&
+			   (tx = atomic_load_explicit(&q->tx_lane,
+						      memory_order_relaxed)) &&
+			   tx->serial == q->reroute_serial) {
+			/* Still on the lane it named (else that is stale). */
 			rerouted = true;
 			next_try(q, tok, &node, &mark);
 		}

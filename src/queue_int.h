@@ -265,9 +265,11 @@ struct cmesh__queue {
 	uint32_t claim_mark, claim_tries;
 	/*
 	 * The claim named above came in a REROUTE (cmesh__queue_reroute()),
-	 * not a refusal: it goes with the next send, no lane to drop first.
+	 * not a refusal: it goes with the next send, no lane to drop first,
+	 * if tx_lane is still the lane of serial reroute_serial it named.
 	 */
 	bool reroute;
+	uint64_t reroute_serial;
 	/*
 	 * A kept rpc call's reply lane, re-armed (cmesh__queue_rearm_lane()):
 	 * the export of its new sender names it again (cmesh__queue_rebind()).

@@ -264,6 +264,13 @@ struct cmesh__lane {
 	 */
 	_Atomic uint32_t marks;
 	uint32_t marked_claims; /* in lane: its marked claims (home_lock) */
+	/*
+	 * Its token was taken by an unmarked claim (or a come-home) still
+	 * deciding (home_lock): listed, but no other claim finds it; spent
+	 * once that one holds, listed again if its home refused it for now
+	 * (link_claim.c claim_done()).
+	 */
+	bool claim_busy;
 	struct cmesh__lane *claim_next;
 	bool claiming;
 	bool peer_early;

@@ -332,6 +332,13 @@ void cmesh__link_claims_init(const struct cmesh__claim_ops *ops);
  */
 int cmesh__link_claim_local(const uint64_t token[2], const cmesh_type *type,
 			    bool marked, void **home, uint64_t *serial);
+/*
+ * An unmarked _claim_local() is decided: `held` (the sender came home) or
+ * not (its home refused it for now: the token is listed again). Marked:
+ * nothing to do.
+ */
+void cmesh__link_claim_local_done(const uint64_t token[2], uint64_t serial,
+				  bool held);
 
 /*
  * Our out lane `ln`'s token (both 0: none), while it has a home: what a

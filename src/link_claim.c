@@ -350,6 +350,8 @@ static int claim_take(const struct cmesh__claim_ops *ops, const uint64_t t[2],
 
 	pthread_mutex_lock(&home_lock);
 	ln = token_find(t);
+	if (ln && ln->claim_busy)
+		ln = NULL; /* another claim of it is deciding */
 	f->home = ln ? atomic_load_explicit(&ln->home_q, memory_order_relaxed) :
 		       NULL;
 	/* A receiver's claimer reads our out lane's senders; a sender's
@@ -367,9 +369,13 @@ static int claim_take(const struct cmesh__claim_ops *ops, const uint64_t t[2],
 		/*
 		 * A marked claim: the lane's other senders may claim too, up
 		 * to MARKED_CLAIMS in its life (a peer that claims again and
-		 * again gets no more lanes: each is one of its own).
+		 * again gets no more lanes: each is one of its own). Else the
+		 * token works once: busy until claim_done() says whether the
+		 * claim held.
 		 */
-		if (!keep || ++ln->marked_claims >= MARKED_CLAIMS) {
+		if (!keep)
+			ln->claim_busy = true;
+		else if (++ln->marked_claims >= MARKED_CLAIMS) {
 			token_del(ln);
 			ln->token[0] = ln->token[1] = 0;
 		}
@@ -382,6 +388,29 @@ static int claim_take(const struct cmesh__claim_ops *ops, const uint64_t t[2],
 	}
 	pthread_mutex_unlock(&home_lock);
 	return r;
+}
+
+/*
+ * The claim that took token `t` (claim_take(), unmarked) of the lane of
+ * serial `serial` is decided: the token is spent, or (`spent` false: its
+ * home refused it for now, a come-home's gate, say) listed again for a
+ * retry. A lane gone meanwhile, or whose home went, is not listed under it
+ * any more: nothing to do.
+ */
+static void claim_done(const uint64_t t[2], uint64_t serial, bool spent)
+{
+	struct cmesh__lane *ln;
+
+	pthread_mutex_lock(&home_lock);
+	ln = token_find(t);
+	if (ln && ln->serial == serial && ln->claim_busy) {
+		ln->claim_busy = false;
+		if (spent) {
+			token_del(ln);
+			ln->token[0] = ln->token[1] = 0;
+		}
+	}
+	pthread_mutex_unlock(&home_lock);
 }
 
 int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
@@ -434,6 +463,8 @@ int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
 	r = cmesh__lanes_import(l, &m.port, fds[0], f.type, f.max_backlog,
 				f.spin_ns, t, &half, &to);
 	if (r) {
+		if (!mark) /* it did not go: the token is the lane's still */
+			claim_done(m.token, f.serial, false);
 		ops->unget(f.home);
 		if (r == -EPROTO)
 			cmesh__link_fail(l, r);
@@ -453,6 +484,13 @@ int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
 	 */
 	r = produces ? ops->admit(f.home, f.serial, mark, to) :
 		       ops->redirect(f.home, f.ln, f.serial, to);
+	/*
+	 * Spent once it holds. A sender's claim that the receiver refused
+	 * for now (-EOPNOTSUPP: a come-home's gate, a move under way) leaves
+	 * the token listed: the claimer's retry may find the gate open.
+	 */
+	if (!mark)
+		claim_done(m.token, f.serial, !(produces && r == -EOPNOTSUPP));
 	/*
 	 * Taken: answered with our half and t. Not (the senders are all
 	 * gone, the receiver came home or went, the lane
@@ -546,6 +584,12 @@ int cmesh__link_claim_local(const uint64_t token[2], const cmesh_type *type,
 	*home = f.home;
 	*serial = f.serial;
 	return 0;
+}
+
+void cmesh__link_claim_local_done(const uint64_t token[2], uint64_t serial,
+				  bool held)
+{
+	claim_done(token, serial, held);
 }
 
 /*

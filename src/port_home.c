@@ -274,6 +274,8 @@ int cmesh__port_sender_home(const struct cmesh_ctl_port *d, const cmesh_type *t,
 		return -EOPNOTSUPP;
 	h = cmesh__endpoint_handle_new(home);
 	r = h ? cmesh__queue_gate_local(home, serial, d->home) : -EOPNOTSUPP;
+	if (!d->home)
+		cmesh__link_claim_local_done(d->token, serial, !r);
 	cmesh__queue_unget(home); /* the handle holds a sender reference */
 	if (r) {
 		if (h)

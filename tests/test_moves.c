@@ -118,7 +118,9 @@ enum {
 	OP_RECV_FROM,  /* receive on the held rx for 5 ms, senders 1 and 2
 			  from seq arg & 0xffffffff and arg >> 32 on: the
 			  next seqs due (the same way), or -1 */
-	OP_FWD_COUNT   /* the forwarders it runs (bridge.c): their number */
+	OP_FWD_COUNT,  /* the forwarders it runs (bridge.c): their number */
+	OP_FILL_HELD   /* send arg+1.. (sender 2) on the held tx until
+			  -ENOBUFS: the last seq sent */
 };
 
 /* OP_PASS: a clone of the held tx goes; the tx stays held. */
@@ -499,6 +501,15 @@ static int act(struct cmsg *m)
 	}
 	case OP_FWD_COUNT:
 		return report(cmesh__bridge_count());
+	case OP_FILL_HELD: {
+		uint64_t last = m->arg;
+
+		TOPO_CHECK(held_tx);
+		while ((r = send_item(held_tx, 2, last + 1)) == 0)
+			last++;
+		TOPO_CHECK_EQ(r, -ENOBUFS);
+		return report(last);
+	}
 	case OP_RECV_HELD: {
 		struct seqmsg s;
 
@@ -3986,6 +3997,73 @@ Test(moves, a_forwarder_whose_sender_claimed_tells_its_source_to_claim_too)
 	cr_assert_eq(report_from(1), 0);
 	cr_assert_eq(report_from(2), (int64_t)(seq + i + 20));
 	mesh_down(1u << 3);
+}
+
+/*
+ * A claim refused for now keeps its token (from a review of 1906a17).
+ * P3's sender (its claim refused) goes on to P4, which P3 forwards naming
+ * itself, and P4 fills it while P2 reads nothing, until every hop holds.
+ * A clone comes home from P4 to P3: P3's forwarder's receiver is gated
+ * behind the clone's mark, which waits behind what cannot pass yet. P4
+ * sends its sender on to P1, whose claim of P3's forwarder the gate
+ * refuses. Once P2 reads and the gate opens, a retry of P1's holds: P4
+ * forwards nothing (before: the refused claim had spent the token, every
+ * retry found none, and P1 sent through P4 for good). Every message
+ * arrives once, in order.
+ */
+Test(moves, a_claim_refused_by_a_come_home_gate_is_tried_again)
+{
+	struct cmsg m = { .arg = PASS_CLONE | OP_HOLD | 1u << 8 | 3u << 16 };
+	cmesh_sender *rel2, *rel3;
+	int64_t filled = 0, fwd4;
+	uint64_t seq = 10;
+
+	cr_assert_eq(setenv("CMESH_MAX_BACKLOG", "64K", 1), 0);
+	mesh_up(5);
+	rel2 = pause_in(2);
+	rel3 = pause_in(3);
+	route_send(&(struct cmsg){ 0 }, OP_NEW_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	pass_held(1, OP_HOLD, ROUTE(2)); /* the receiver, not taken yet */
+	pass_held(1, OP_HOLD, ROUTE(3)); /* the sender */
+	release(rel3);
+	cr_assert_eq(report_from(3), 0); /* P3 took it: its claim, refused */
+	tu_sleep_ms(50);		 /* the refusal taken, no retry yet */
+	pass_held(3, OP_HOLD, ROUTE(4)); /* P3 forwards it, naming itself */
+	cr_assert_eq(report_from(4), 0);
+	cr_assert_eq(fwd_count(3), 1);
+	release(rel2);
+	cr_assert_eq(report_from(2), 0); /* P2 holds the receiver, unread */
+	send_held(4, 1, 10);
+	/* Until every hop holds: P4's backlog stays full after a pause. */
+	for (int i = 0; i < 3; i++) {
+		struct cmsg f = { .arg = (uint64_t)filled };
+
+		route_send(&f, OP_FILL_HELD, ROUTE(4));
+		filled = report_from(4);
+		tu_sleep_ms(100);
+	}
+	route_send(&m, OP_PASS, ROUTE(4)); /* a clone, home to P3: gated */
+	cr_assert_eq(report_from(4), 0);
+	cr_assert_eq(report_from(3), 0);
+	tu_sleep_ms(50);		 /* P4's forwarder of the clone ended */
+	pass_held(4, OP_HOLD, ROUTE(1)); /* alone: P1 claims P3's forwarder */
+	cr_assert_eq(report_from(1), 0);
+	route_send(&(struct cmsg){ 0 }, OP_DRAIN_HELD, ROUTE(2));
+	for (int i = 0; i < 40; i++) { /* 2 s: every retry of P1's is due */
+		seq++;
+		send_held(1, seq, seq);
+		tu_sleep_ms(50);
+	}
+	fwd4 = fwd_count(4);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(1));
+	cr_assert_eq(report_from(1), 0);
+	route_send(&(struct cmsg){ 0 }, OP_FREE_HELD, ROUTE(3));
+	cr_assert_eq(report_from(3), 0);
+	cr_assert_eq(report_from(2), (int64_t)seq + filled);
+	mesh_down(0);
+	cr_assert_eq(fwd4, 0, "P4 forwards P1's sender still (%lld)",
+		     (long long)fwd4);
 }
 
 /*

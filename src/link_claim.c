@@ -230,6 +230,8 @@ void cmesh__link_lane_home_set(struct cmesh__lane *ln, void *home)
 		 (ln->token[0] | ln->token[1]);
 	if (listed)
 		token_del(ln);
+	if (!home)
+		ln->claim_busy = false; /* out of the table: nobody decides */
 	atomic_store_explicit(&ln->token_pending, false, memory_order_relaxed);
 	/* One lane per token: a second (a peer's, import()) is not listed. */
 	if (home && (t[0] | t[1]) && token_find(t))
@@ -486,11 +488,13 @@ int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
 		       ops->redirect(f.home, f.ln, f.serial, to);
 	/*
 	 * Spent once it holds. A sender's claim that the receiver refused
-	 * for now (-EOPNOTSUPP: a come-home's gate, a move under way) leaves
+	 * for now (-EOPNOTSUPP: a come-home's gate, a move under way; or
+	 * -ENOMEM) leaves
 	 * the token listed: the claimer's retry may find the gate open.
 	 */
 	if (!mark)
-		claim_done(m.token, f.serial, !(produces && r == -EOPNOTSUPP));
+		claim_done(m.token, f.serial,
+			   !(produces && (r == -EOPNOTSUPP || r == -ENOMEM)));
 	/*
 	 * Taken: answered with our half and t. Not (the senders are all
 	 * gone, the receiver came home or went, the lane

@@ -49,9 +49,10 @@ int cmesh__queue_redirect(struct cmesh__queue *q, struct cmesh__lane *from,
 	/* Before any sender sees it (the store below publishes it). */
 	to->sealable = true;
 	cmesh__queue_reclaimable(q, to, !from->reclaimable);
-	if (q->claim_out == to)
-		q->claim_out = NULL; /* the tx lane now, with its reference */
-	else
+	if (q->claim_out == to) {
+		q->claim_out = NULL;   /* the tx lane now, with its reference */
+		q->reroute_serial = 0; /* a REROUTE's claim held */
+	} else
 		cmesh__link_get(to->link); /* the queue's, for its tx lane */
 	/*
 	 * A send that meets `from` sealed goes on through the slow path: the
@@ -178,7 +179,9 @@ int cmesh__queue_claim_out(struct cmesh__queue *q, struct cmesh__lane *ln)
 
 	pthread_mutex_lock(&q->lock);
 	tx = atomic_load_explicit(&q->tx_lane, memory_order_relaxed);
-	if (q->claim_out || !tx || !tx->dynamic || q->closed_out) {
+	/* A REROUTE's claim, only from the lane it named (rerouted()). */
+	if (q->claim_out || !tx || !tx->dynamic || q->closed_out ||
+	    (q->reroute_serial && tx->serial != q->reroute_serial)) {
 		r = -EINVAL;
 	} else {
 		q->claim_out = ln;
@@ -372,15 +375,24 @@ bool cmesh__queue_tx_steady(struct cmesh__queue *q)
 	return r;
 }
 
+/*
+ * `lock` held: a REROUTE's claim (reroute_serial set) goes only from the
+ * lane it named; any other claim of the queue's goes.
+ */
+static bool on_named_lane(struct cmesh__queue *q)
+{
+	struct cmesh__lane *tx =
+		atomic_load_explicit(&q->tx_lane, memory_order_relaxed);
+
+	return !q->reroute_serial || (tx && tx->serial == q->reroute_serial);
+}
+
 /* A rerouted claim that could not go yet: again after a while. */
 static void reroute_later(struct cmesh__queue *q)
 {
-	struct cmesh__lane *tx;
-
 	pthread_mutex_lock(&q->lock);
-	tx = atomic_load_explicit(&q->tx_lane, memory_order_relaxed);
 	if (q->claim_tries < CLAIM_TRIES && !q->claim_out && !q->closed_out &&
-	    tx && tx->serial == q->reroute_serial &&
+	    on_named_lane(q) &&
 	    !atomic_load_explicit(&q->claim_retry_at, memory_order_relaxed)) {
 		q->reroute = true;
 		atomic_store_explicit(&q->claim_retry_at,
@@ -398,8 +410,7 @@ void cmesh__queue_claim_again(struct cmesh__queue *q)
 	struct cmesh__lane *dead = NULL;
 	uint64_t tok[2] = { 0, 0 }, node = 0;
 	uint32_t mark = 0;
-	bool rerouted = false;
-	struct cmesh__lane *tx;
+	bool rerouted = false, again = false;
 	struct cmesh__link *l;
 
 	if (!at)
@@ -412,12 +423,10 @@ void cmesh__queue_claim_again(struct cmesh__queue *q)
 					 memory_order_acquire)) {
 			dead = q->claim_out;
 			q->claim_out = NULL;
-			next_try(q, tok, &node, &mark);
-		} else if (q->reroute && !q->claim_out &&
-			   (tx = atomic_load_explicit(&q->tx_lane,
-						      memory_order_relaxed)) &&
-			   tx->serial == q->reroute_serial) {
-			/* Still on the lane it named (else that is stale). */
+			again = on_named_lane(q);
+			if (again)
+				next_try(q, tok, &node, &mark);
+		} else if (q->reroute && !q->claim_out && on_named_lane(q)) {
 			rerouted = true;
 			next_try(q, tok, &node, &mark);
 		}
@@ -437,7 +446,8 @@ void cmesh__queue_claim_again(struct cmesh__queue *q)
 	cmesh__link_lane_home_set(dead, NULL);
 	cmesh__link_lane_release(dead);
 	cmesh__link_put(l);
-	(void)claim_anew(q, tok, node, mark, true);
+	if (again)
+		(void)claim_anew(q, tok, node, mark, true);
 }
 
 void cmesh__queue_claim_again_rx(struct cmesh__queue *q)

@@ -56,7 +56,6 @@
 #include "env.h"
 #include "log.h"
 #include "park.h"
-#include "port.h"
 #include "queue.h"
 
 #include <cmesh/waitset.h>
@@ -521,7 +520,7 @@ static bool reroutable(const struct fwd *f)
 /*
  * Every IDLE_LOOK_NS too: a forwarder whose receiver's one source lane
  * comes from a process that may claim the far receiver itself (its
- * sender's lane names it: cmesh__port_reroute()) tells that process so,
+ * sender's lane names it: cmesh__queue_reroute_offer()) tells that process so,
  * once, and writes the mark that claim waits for when it ends: the hop
  * goes once the claim holds.
  */
@@ -544,7 +543,8 @@ static void look_reroute(void)
 		if (!f)
 			return;
 		/* Only this thread removes forwarders or reads at_end. */
-		if (!cmesh__port_reroute(f->rx, f->tx, &at_end, &arg)) {
+		if (!cmesh__queue_reroute_offer(f->rxq, f->txq, &at_end,
+						&arg)) {
 			f->at_end = at_end;
 			f->at_end_arg = arg;
 		}

@@ -278,7 +278,7 @@ static void export_failed(struct cmesh__link *link, const cmesh_field *f,
 static int export_forwarded(struct cmesh__link *link, const cmesh_field *f,
 			    void *h, const cmesh_env *env,
 			    struct cmesh__port_out *out,
-			    struct cmesh__port_mark *mark,
+			    struct cmesh__queue_mark *mark,
 			    struct cmesh__hints **hints)
 {
 	const cmesh_type *t =
@@ -331,7 +331,7 @@ static int export_forwarded(struct cmesh__link *link, const cmesh_field *f,
 		*hints = NULL; /* freed: those senders stay forwarded */
 	r = sending ? cmesh__bridge_start_then(
 			      rx_kind, rx, f->kind, h,
-			      mark ? cmesh__port_mark_at_end : NULL, mark) :
+			      mark ? cmesh__queue_mark_at_end : NULL, mark) :
 		      cmesh__bridge_start_then(
 			      f->kind, h, tx_kind, tx,
 			      *hints ? cmesh__port_hints_end : NULL, *hints);
@@ -448,7 +448,7 @@ static int export_any(struct cmesh__link *link, const cmesh_field *f, void *h,
 	struct cmesh__lane *peer;
 	uint64_t node = 0, t[2] = { 0, 0 };
 	uint32_t home, mark = 0;
-	struct cmesh__port_mark *me = NULL;
+	struct cmesh__queue_mark *me = NULL;
 	struct cmesh__hints *hints = NULL;
 	bool sole_rx = false, marked = false, hinted = false, local;
 	int r;
@@ -545,9 +545,9 @@ static int export_any(struct cmesh__link *link, const cmesh_field *f, void *h,
 		mark = peer->peer_mark;
 	}
 	if (marked) {
-		me = cmesh__port_mark_for(q, peer, node);
+		me = cmesh__queue_mark_for(q, peer, node);
 		node = me ? node : 0;
-		mark = me ? cmesh__port_mark_id(me) : 0;
+		mark = me ? cmesh__queue_mark_id(me) : 0;
 	}
 	/* A receiver here with lanes: its senders here go direct. */
 	r = f->kind == CMESH_FIELD_KIND_RECEIVER && local && !sole_rx ?

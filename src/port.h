@@ -29,18 +29,4 @@ int cmesh__port_send(struct cmesh__queue *q, const void *msg, const void *trail,
 int cmesh__port_recv(struct cmesh__queue *q, int64_t deadline, void *msg,
 		     void *trail, size_t cap);
 
-/*
- * A forwarder's hop (bridge.c) that may end: `rx` (a channel receiver)
- * reads one lane only, from another process, and `tx` (a channel sender)
- * writes a lane to its receiver's process that names that receiver's end
- * by a token of the lane's own. The process that writes the source lane
- * is told to claim that receiver there (shm/proto.h REROUTE), read after
- * a mark of `tx`'s lane, and `rx` takes no claim from now on. 0 with
- * *at_end(*at_end_arg), what the forwarder runs once it has forwarded
- * everything (it writes that mark, and frees the arg); -EAGAIN: not now
- * (nothing done).
- */
-int cmesh__port_reroute(void *rx, void *tx, void (**at_end)(void *arg),
-			void **at_end_arg);
-
 #endif

@@ -7,14 +7,11 @@
  * for a process further on), and a channel sender that comes back to its
  * receiver's process (a local sender again, behind what it sent from
  * elsewhere). The claims' ops the link layer calls (link_claim.c) are the
- * queue's (queue_move.c, queue_port.c). Also the marks a forwarder writes
- * when it ends, and a forwarder's REROUTE: its hop can end later, once its
- * sender's lane names the far receiver (cmesh__port_reroute(), bridge.c).
+ * queue's (queue_move.c, queue_port.c).
  */
 #include "port_int.h"
 
 #include "endpoint.h"
-#include "port.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -68,108 +65,6 @@ static void claims_init(void)
 void cmesh__port_claims_ready(void)
 {
 	pthread_once(&claims_once, claims_init);
-}
-
-/* ---- marks a forwarder writes when it ends ---- */
-
-struct cmesh__port_mark {
-	struct cmesh__queue *q; /* held by the forwarder's sender */
-	struct cmesh__lane *ln;
-	uint64_t serial;
-	uint32_t mark;
-};
-
-/*
- * Only if the token `ln` carries is its own (not one handed on from
- * upstream, with a lane further on or a mark of its own: the mark would
- * land on the wrong lane).
- */
-struct cmesh__port_mark *cmesh__port_mark_for(struct cmesh__queue *q,
-					      struct cmesh__lane *ln,
-					      uint64_t node)
-{
-	struct cmesh__port_mark *m;
-
-	if (!node || node != cmesh__link_peer_proc(ln->link) || ln->peer_mark)
-		return NULL;
-	m = malloc(sizeof(*m));
-	if (m) {
-		m->q = q;
-		m->ln = ln;
-		m->serial = ln->serial;
-		m->mark = cmesh__lane_mark_new(ln);
-	}
-	return m;
-}
-
-uint32_t cmesh__port_mark_id(const struct cmesh__port_mark *m)
-{
-	return m->mark;
-}
-
-void cmesh__port_mark_at_end(void *arg)
-{
-	struct cmesh__port_mark *m = arg;
-	bool in;
-	struct cmesh__lane *ln = cmesh__queue_tx_enter(m->q, &in);
-
-	/* Left since (sealed: no mark would go) and maybe put: nothing. */
-	if (ln == m->ln && ln->serial == m->serial)
-		cmesh__lane_mark_tx(ln, m->mark);
-	cmesh__queue_tx_leave_quiet(m->q, in);
-	free(m);
-}
-
-/* ---- REROUTE: a forwarder's hop that can end ---- */
-
-int cmesh__port_reroute(void *rx, void *tx, void (**at_end)(void *arg),
-			void **at_end_arg)
-{
-	struct cmesh__queue *qt =
-		cmesh__endpoint_queue(CMESH_FIELD_KIND_SENDER, tx);
-	struct cmesh__queue *qr =
-		cmesh__endpoint_queue(CMESH_FIELD_KIND_RECEIVER, rx);
-	struct cmesh__port_mark *m = NULL;
-	struct cmesh__lane *ln, *src = NULL;
-	uint64_t node = 0, tok[2] = { 0, 0 };
-	bool in;
-
-	/*
-	 * Its lane, counted in (reclaim mode may put a lane left behind):
-	 * with a token of its own and no mark (as cmesh__port_mark_for()
-	 * wants), no claim of its own under way or due (the forwarder's
-	 * thread is the one that sends on it). Then the receiver's source,
-	 * which commits it (no claim from then on), then the mark.
-	 */
-	ln = cmesh__queue_tx_enter(qt, &in);
-	if (ln && ln->dynamic && ln->is_out && cmesh__lane_bound(ln) &&
-	    !cmesh__lane_failed(ln) && cmesh__queue_tx_steady(qt) &&
-	    (ln->peer_token[0] | ln->peer_token[1]) && !ln->peer_mark &&
-	    ln->peer_node == cmesh__link_peer_proc(ln->link) &&
-	    (m = malloc(sizeof(*m))) != NULL) {
-		node = ln->peer_node;
-		tok[0] = ln->peer_token[0];
-		tok[1] = ln->peer_token[1];
-		src = cmesh__queue_reroute_source(qr, node);
-		if (src) {
-			m->q = qt;
-			m->ln = ln;
-			m->serial = ln->serial;
-			m->mark = cmesh__lane_mark_new(ln);
-		}
-	}
-	cmesh__queue_tx_leave_quiet(qt, in);
-	if (!src) {
-		free(m);
-		return -EAGAIN;
-	}
-	/* Linked with that process, it links the writer of `src` with it. */
-	cmesh__link_introduce(src->link, node);
-	cmesh__link_reroute(src->link, src->id, node, tok,
-			    cmesh__port_mark_id(m));
-	*at_end = cmesh__port_mark_at_end;
-	*at_end_arg = m;
-	return 0;
 }
 
 /*

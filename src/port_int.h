@@ -57,21 +57,6 @@ static inline int cmesh__port_ring_cap(const cmesh_type *t, uint32_t kind,
 void cmesh__port_claims_ready(void);
 
 /*
- * A mark a forwarder writes on out lane `ln` of queue `q` when it ends
- * (port_home.c), for a claim of `ln`'s receiver in process `node` (its
- * sender sent on while clones of it still write `ln`, or a REROUTE): NULL
- * (no claim) unless the token `ln` carries is its own. _id: the mark the
- * claim names. _at_end: the forwarder's end runs it (writes the mark if
- * `ln` is still the one its queue writes; frees it); else free() it.
- */
-struct cmesh__port_mark;
-struct cmesh__port_mark *cmesh__port_mark_for(struct cmesh__queue *q,
-					      struct cmesh__lane *ln,
-					      uint64_t node);
-uint32_t cmesh__port_mark_id(const struct cmesh__port_mark *m);
-void cmesh__port_mark_at_end(void *arg);
-
-/*
  * Import of a port that may end its forwarder (port_home.c). import_home:
  * a receiver coming home (CMESH_PORT_F_HOME) over `fwd`; sender_home: a
  * channel sender coming back to its receiver's process (REDIRECT naming

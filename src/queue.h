@@ -425,25 +425,42 @@ void cmesh__queue_claim_again(struct cmesh__queue *q);
 void cmesh__queue_claim_again_rx(struct cmesh__queue *q);
 
 /*
- * A forwarder's hop that can end (shm/proto.h REROUTE). reroute_source:
- * the one lane that every sender of receiver queue `q` writes (its
- * forwarder's: the consumer's side), bound, from a process other than
- * `node` that lists its end of it (a token of the lane's, peer_token);
- * from now on `q` takes no claim (a claimed lane would be read beside the
- * rerouted one, out of order). NULL: none (nothing done).
+ * A forwarder's hop that can end (shm/proto.h REROUTE; queue_claim.c).
+ * reroute_offer: the forwarder (bridge.c) of receiver queue `qr` into
+ * sender queue `qt` asks: `qr` reads one lane only, from another process
+ * that lists its end of it, and `qt` writes a lane to its receiver's
+ * process that names that receiver's end by a token of the lane's own,
+ * with no claim of its own under way or due. Then that process is told to
+ * claim the receiver there (REROUTE), read after a mark of `qt`'s lane,
+ * and `qr` takes no claim from then on. 0 with *at_end(*at_end_arg), what
+ * the forwarder runs once it has forwarded everything (writes that mark,
+ * frees the arg); -EAGAIN: not now (nothing done).
  * reroute: the senders of `q` that write out lane `ln` (of serial
  * `serial`) claim, with their next send, the receiver in process `node`
  * that token `tok` names, read there after MARK `mark`: 0, or -EAGAIN
  * (they write another lane now, or a claim of theirs is under way or due:
  * nothing done).
  */
-struct cmesh__lane *cmesh__queue_reroute_source(struct cmesh__queue *q,
-						uint64_t node);
-/* Senders of `q`: no claim of theirs is under way or due, none closed. */
-bool cmesh__queue_tx_steady(struct cmesh__queue *q);
+int cmesh__queue_reroute_offer(struct cmesh__queue *qr, struct cmesh__queue *qt,
+			       void (**at_end)(void *arg), void **at_end_arg);
 int cmesh__queue_reroute(struct cmesh__queue *q, struct cmesh__lane *ln,
 			 uint64_t serial, uint64_t node, const uint64_t tok[2],
 			 uint32_t mark);
+
+/*
+ * A mark a forwarder writes on out lane `ln` of queue `q` when it ends
+ * (queue_claim.c), for a claim of `ln`'s receiver in process `node` (its
+ * sender sent on while clones of it still write `ln`, or a REROUTE): NULL
+ * (no claim) unless the token `ln` carries is its own. _id: the mark the
+ * claim names. _at_end: the forwarder's end runs it (writes the mark if
+ * `ln` is still the one its queue writes; frees it); else free() it.
+ */
+struct cmesh__queue_mark;
+struct cmesh__queue_mark *cmesh__queue_mark_for(struct cmesh__queue *q,
+						struct cmesh__lane *ln,
+						uint64_t node);
+uint32_t cmesh__queue_mark_id(const struct cmesh__queue_mark *m);
+void cmesh__queue_mark_at_end(void *arg);
 
 /*
  * sole_sender: for a sender about to leave, its tx lane if it is the only

@@ -11,7 +11,12 @@
  * - an endpoint's claim of its peer (cmesh__queue_claim_peer), refused
  *   and tried again later: a sender's by its sends
  *   (cmesh__queue_claim_again), a receiver's by its receives and peeks
- *   (cmesh__queue_claim_again_rx).
+ *   (cmesh__queue_claim_again_rx);
+ * - the mark a forwarder writes on its sender's lane when it ends
+ *   (cmesh__queue_mark_*), and a forwarder's REROUTE: the offer that the
+ *   writer of its one source claim the far receiver itself
+ *   (cmesh__queue_reroute_offer), and the writer's side of it
+ *   (cmesh__queue_reroute).
  *
  * The first KEEP_OLD out lanes a receiver leaves are kept, sealed, until
  * the queue goes (old_lanes): a sender may still be inside a send on one.
@@ -29,6 +34,7 @@
 #include <cmesh/common.h>
 
 #include <errno.h>
+#include <stdlib.h>
 
 int cmesh__queue_redirect(struct cmesh__queue *q, struct cmesh__lane *from,
 			  uint64_t serial, struct cmesh__lane *to)
@@ -546,4 +552,101 @@ int cmesh__queue_await(struct cmesh__queue *q, struct cmesh__lane *ln)
 	if (!r)
 		cmesh__link_lane_home_set(ln, q);
 	return r;
+}
+
+/* ---- marks a forwarder writes when it ends; REROUTE ---- */
+
+struct cmesh__queue_mark {
+	struct cmesh__queue *q; /* held by the forwarder's sender */
+	struct cmesh__lane *ln;
+	uint64_t serial;
+	uint32_t mark;
+};
+
+/* A new mark of `ln` (counted in, or its queue's lock held). */
+static void mark_set(struct cmesh__queue_mark *m, struct cmesh__queue *q,
+		     struct cmesh__lane *ln)
+{
+	m->q = q;
+	m->ln = ln;
+	m->serial = ln->serial;
+	m->mark = cmesh__lane_mark_new(ln);
+}
+
+/*
+ * Only if the token `ln` carries is its own (not one handed on from
+ * upstream, with a lane further on or a mark of its own: the mark would
+ * land on the wrong lane).
+ */
+struct cmesh__queue_mark *cmesh__queue_mark_for(struct cmesh__queue *q,
+						struct cmesh__lane *ln,
+						uint64_t node)
+{
+	struct cmesh__queue_mark *m;
+
+	if (!node || node != cmesh__link_peer_proc(ln->link) || ln->peer_mark)
+		return NULL;
+	m = malloc(sizeof(*m));
+	if (m)
+		mark_set(m, q, ln);
+	return m;
+}
+
+uint32_t cmesh__queue_mark_id(const struct cmesh__queue_mark *m)
+{
+	return m->mark;
+}
+
+void cmesh__queue_mark_at_end(void *arg)
+{
+	struct cmesh__queue_mark *m = arg;
+	bool in;
+	struct cmesh__lane *ln = cmesh__queue_tx_enter(m->q, &in);
+
+	/* Left since (sealed: no mark would go) and maybe put: nothing. */
+	if (ln == m->ln && ln->serial == m->serial)
+		cmesh__lane_mark_tx(ln, m->mark);
+	cmesh__queue_tx_leave_quiet(m->q, in);
+	free(m);
+}
+
+int cmesh__queue_reroute_offer(struct cmesh__queue *qr, struct cmesh__queue *qt,
+			       void (**at_end)(void *arg), void **at_end_arg)
+{
+	struct cmesh__queue_mark *m = NULL;
+	struct cmesh__lane *ln, *src = NULL;
+	uint64_t node = 0, tok[2] = { 0, 0 };
+	bool in;
+
+	/*
+	 * Its lane, counted in (reclaim mode may put a lane left behind):
+	 * with a token of its own and no mark (as cmesh__queue_mark_for()
+	 * wants), no claim of its own under way or due (the forwarder's
+	 * thread is the one that sends on it). Then the receiver's source,
+	 * which commits it (no claim from then on), then the mark.
+	 */
+	ln = cmesh__queue_tx_enter(qt, &in);
+	if (ln && ln->dynamic && ln->is_out && cmesh__lane_bound(ln) &&
+	    !cmesh__lane_failed(ln) && cmesh__queue_tx_steady(qt) &&
+	    (ln->peer_token[0] | ln->peer_token[1]) && !ln->peer_mark &&
+	    ln->peer_node == cmesh__link_peer_proc(ln->link) &&
+	    (m = malloc(sizeof(*m))) != NULL) {
+		node = ln->peer_node;
+		tok[0] = ln->peer_token[0];
+		tok[1] = ln->peer_token[1];
+		src = cmesh__queue_reroute_source(qr, node);
+		if (src)
+			mark_set(m, qt, ln);
+	}
+	cmesh__queue_tx_leave_quiet(qt, in);
+	if (!src) {
+		free(m);
+		return -EAGAIN;
+	}
+	/* Linked with that process, it links the writer of `src` with it. */
+	cmesh__link_introduce(src->link, node);
+	cmesh__link_reroute(src->link, src->id, node, tok, m->mark);
+	*at_end = cmesh__queue_mark_at_end;
+	*at_end_arg = m;
+	return 0;
 }

@@ -355,6 +355,19 @@ static inline void tx_leave_quiet(struct cmesh__queue *q, bool in)
 
 #define XL_ANY 1u
 #define XL_NEW 2u
+/*
+ * The two sides of cmesh__queue_reroute_offer() (queue.h). reroute_source
+ * (queue_move.c): the one lane that every sender of receiver queue `q`
+ * writes (its forwarder's: the consumer's side), bound, from a process
+ * other than `node` that lists its end of it (a token of the lane's,
+ * peer_token); from now on `q` takes no claim (a claimed lane would be
+ * read beside the rerouted one, out of order). NULL: none (nothing done).
+ * tx_steady: no claim of its senders' is under way or due, none closed.
+ */
+struct cmesh__lane *cmesh__queue_reroute_source(struct cmesh__queue *q,
+						uint64_t node);
+bool cmesh__queue_tx_steady(struct cmesh__queue *q);
+
 /* Set in `tail` once the receiver moved: every claim then fails. */
 #define TAIL_SEAL (1ull << 62)
 

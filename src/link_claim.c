@@ -489,8 +489,8 @@ int cmesh__claims_on_ctl(struct cmesh__link *l, const unsigned char *buf,
 	/*
 	 * Spent once it holds. A sender's claim that the receiver refused
 	 * for now (-EOPNOTSUPP: a come-home's gate, a move under way; or
-	 * -ENOMEM) leaves
-	 * the token listed: the claimer's retry may find the gate open.
+	 * -ENOMEM) leaves the token listed: the claimer's retry may find the
+	 * gate open.
 	 */
 	if (!mark)
 		claim_done(m.token, f.serial,

@@ -74,7 +74,8 @@ struct req {
 	uint64_t kind; /* KIND_* */
 	uint64_t seq, stamp;
 	uint64_t cpu_ns, wall_ns; /* KIND_QUIT's answer: the server's */
-	uint64_t pad[3];
+	int64_t spin_ns, wake_ns; /* ... and its receiver's learnt spin */
+	uint64_t pad;
 };
 CMESH_TYPE_DEFINE_PLAIN(req_type, struct req);
 
@@ -107,8 +108,22 @@ struct row {
 	uint64_t n;  /* samples so far */
 	uint64_t reqs;
 	double wall_s, client_cpu_s, server_cpu_s, server_wall_s;
+	/* Each side's receiver at the end of the row's last round. */
+	int64_t client_spin, client_wake, server_spin, server_wake;
 	struct bench_result res;
 };
+
+/* What `rx` has learnt: its spin and its wakeups' cost, ns. */
+static void learnt(cmesh_receiver *rx, int64_t *spin, int64_t *wake)
+{
+	cmesh_receiver_stats s = { .size = sizeof(s) };
+
+	*spin = *wake = 0;
+	if (cmesh_receiver_stats_get(rx, &s) == 0) {
+		*spin = s.spin_ns;
+		*wake = s.wake_ns;
+	}
+}
 
 static struct row rows[NRATES][NMODES];
 
@@ -181,6 +196,7 @@ static _Noreturn void server_main(int sock, int m, bool pin)
 		if (q.kind == KIND_QUIT) {
 			q.cpu_ns = cpu_ns(CLOCK_PROCESS_CPUTIME_ID) - cpu0;
 			q.wall_ns = cpu_ns(CLOCK_MONOTONIC) - wall0;
+			learnt(rx, &q.spin_ns, &q.wake_ns);
 		}
 		rc = cmesh_sender_send(tx, &q, NULL, 0);
 		if (rc < 0)
@@ -288,6 +304,7 @@ static void run_row(int k, int m, uint64_t n, bool pin)
 	row->client_cpu_s +=
 		(double)(cpu_ns(CLOCK_PROCESS_CPUTIME_ID) - c0) * 1e-9;
 	row->reqs += n - warm;
+	learnt(rx, &row->client_spin, &row->client_wake);
 
 	q.kind = KIND_QUIT;
 	q.seq = n;
@@ -298,6 +315,8 @@ static void run_row(int k, int m, uint64_t n, bool pin)
 	/* The server's window holds the warm-up too: a ratio either way. */
 	row->server_cpu_s += (double)r.cpu_ns * 1e-9;
 	row->server_wall_s += (double)r.wall_ns * 1e-9;
+	row->server_spin = r.spin_ns;
+	row->server_wake = r.wake_ns;
 	cmesh_sender_free(tx);
 	rc = cmesh_receiver_recv_deadline(
 		rx, cmesh_deadline_after(10000000000LL), &r, NULL, 0);
@@ -357,6 +376,12 @@ static int report_rate(int k)
 		       rate, server_pct(r), pct(r->client_cpu_s, r->wall_s));
 		bench_json_result(rate_names[k], mode_names[m], &r->res, NULL);
 	}
+	printf("# %s adaptive learnt (end of its last round): client spin "
+	       "%.1f us, wakeup %.1f us; server spin %.1f us, wakeup %.1f us\n",
+	       rate_names[k], (double)rr[M_ADAPTIVE].client_spin * 1e-3,
+	       (double)rr[M_ADAPTIVE].client_wake * 1e-3,
+	       (double)rr[M_ADAPTIVE].server_spin * 1e-3,
+	       (double)rr[M_ADAPTIVE].server_wake * 1e-3);
 	fails += check(rate_names[k], "RTT p50 after idle / without",
 		       rr[M_FROM_NONE].res.p50 / rr[M_ADAPTIVE].res.p50, 1.1,
 		       "%.2fx");

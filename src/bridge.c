@@ -57,6 +57,7 @@
 #include "log.h"
 #include "park.h"
 #include "queue.h"
+#include "spin.h"
 
 #include <cmesh/waitset.h>
 
@@ -588,7 +589,7 @@ static void *forwarder(void *arg)
 
 	if (!cmesh__env_get(&env))
 		spin_ns = env->spin_ns == CMESH_SPIN_ADAPTIVE ?
-				  CMESH_SPIN_ADAPTIVE_MAX_NS :
+				  CMESH__SPIN_BASE_NS :
 				  env->spin_ns;
 	for (;;) {
 		bool busy;

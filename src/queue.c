@@ -67,6 +67,7 @@
 #include "lane.h"
 #include "park.h"
 #include "slots.h"
+#include "spin.h"
 #include "type.h"
 #include "wake.h"
 
@@ -143,10 +144,11 @@ int cmesh__queue_new(const cmesh_type *type,
 	q->mask = cap - 1;
 	q->scramble = (uint32_t)__builtin_ctzll(cap) / 2 + 1;
 	q->spin_adapt = opts->spin_ns == CMESH_SPIN_ADAPTIVE;
-	q->spin_ns = q->spin_adapt     ? CMESH_SPIN_ADAPTIVE_MAX_NS :
+	q->spin_ns = q->spin_adapt     ? CMESH__SPIN_BASE_NS :
 		     opts->spin_ns > 0 ? opts->spin_ns :
 					 0;
 	atomic_init(&q->spin_win, q->spin_ns);
+	atomic_init(&q->spin_wake, CMESH__SPIN_WAKE_INIT_NS);
 	q->max_trail = opts->max_trail;
 	q->max_backlog = opts->max_backlog;
 	atomic_init(&q->tx_lane, opts->tx_lane);

@@ -38,6 +38,10 @@ void cmesh__queue_stats(struct cmesh__queue *q, cmesh_receiver_stats *out)
 	out->caught = atomic_load_explicit(&q->st_caught, memory_order_relaxed);
 	out->sleeps = atomic_load_explicit(&q->st_sleeps, memory_order_relaxed);
 	out->spin_ns = atomic_load_explicit(&q->spin_win, memory_order_relaxed);
+	out->wake_ns = q->spin_adapt ?
+			       atomic_load_explicit(&q->spin_wake,
+						    memory_order_relaxed) :
+			       0;
 }
 
 /* ---- waitsets ---- */

@@ -103,7 +103,7 @@ struct cmesh__queue {
 	/* Local sends that take the fast path: no resource fields, ... */
 	bool fast_send;
 	uint64_t fast_trail; /* ... and no more trailing bytes than this */
-	int64_t spin_ns;     /* fixed spin, or the adaptive one's maximum */
+	int64_t spin_ns;     /* fixed spin, or the adaptive one's first */
 	bool spin_adapt;     /* CMESH_SPIN_ADAPTIVE: spin_win is learnt */
 	uint64_t max_trail;
 	uint64_t max_backlog;	     /* ovf_bytes' bound (0: none): -ENOBUFS */
@@ -284,6 +284,12 @@ struct cmesh__queue {
 	bool senders_done;	   /* receiver: nobody publishes any more */
 	uint32_t in_flight_looks;  /* consumer: cmesh__queue_sleep_cap() */
 	_Atomic int64_t spin_win;  /* consumer writes: the spin it uses */
+	/*
+	 * Adaptive (spin.h; the consumer writes): its wakeups' cost, the gap
+	 * between the starts of its waits, and when the last one began.
+	 */
+	_Atomic int64_t spin_wake;
+	int64_t spin_gap, spin_last;
 	/* When a producer last woke the sleeping receiver (clock ns). */
 	_Atomic int64_t woke_at;
 };

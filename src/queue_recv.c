@@ -471,8 +471,13 @@ static __attribute__((noinline)) int recv_slow(struct cmesh__queue *q,
 		if (!waited && deadline > 0) {
 			waited = true;
 			count(&q->st_waits);
-			if (q->spin_adapt)
+			if (q->spin_adapt) {
 				t0 = cmesh_clock_now();
+				if (q->spin_last)
+					q->spin_gap = cmesh__spin_avg(
+						q->spin_gap, t0 - q->spin_last);
+				q->spin_last = t0;
+			}
 		}
 		if (!spun) {
 			spun = true;
@@ -505,19 +510,28 @@ static __attribute__((noinline)) int recv_slow(struct cmesh__queue *q,
 	 * into the deadline). A shorter timeout says nothing either way.
 	 */
 	if (waited && q->spin_adapt && ((r >= 0 && slept) || r == -ETIMEDOUT)) {
-		int64_t end = cmesh_clock_now(), w;
+		int64_t end = cmesh_clock_now(), w, max;
+		int64_t wake = atomic_load_explicit(&q->spin_wake,
+						    memory_order_relaxed);
 
 		/* A timeout tells of the time up to its deadline only. */
-		if (r == -ETIMEDOUT)
+		if (r == -ETIMEDOUT) {
 			w = (end > deadline ? deadline : end) - t0;
-		else /* a message: when its producer woke our last sleep */
-			w = cmesh__spin_waited(t0, end,
-					       cmesh__queue_woke_since(q, nap));
+		} else { /* a message: when its producer woke our last sleep */
+			int64_t woke = cmesh__queue_woke_since(q, nap);
 
-		if (r >= 0 || w > q->spin_ns)
+			w = cmesh__spin_waited(t0, end, woke);
+			/* That sleep's wakeup took the rest. */
+			if (woke >= nap && woke <= end) {
+				wake = cmesh__spin_avg(wake, end - woke);
+				atomic_store_explicit(&q->spin_wake, wake,
+						      memory_order_relaxed);
+			}
+		}
+		max = cmesh__spin_max(wake, q->spin_gap);
+		if (r >= 0 || w > max)
 			atomic_store_explicit(&q->spin_win,
-					      cmesh__spin_learn(budget,
-								q->spin_ns, w),
+					      cmesh__spin_learn(budget, max, w),
 					      memory_order_relaxed);
 	}
 	return r;

@@ -35,7 +35,7 @@ struct item {
 };
 CMESH_TYPE_DEFINE_PLAIN(item_type, struct item);
 
-#define MAX CMESH_SPIN_ADAPTIVE_MAX_NS
+#define MAX CMESH__SPIN_BASE_NS
 
 /* ---- the rule ---- */
 
@@ -68,6 +68,53 @@ Test(spin, widening_at_least_doubles_and_never_passes_the_maximum)
 	cr_assert_eq(cmesh__spin_learn(0, MAX, 100), CMESH__SPIN_MIN_NS);
 }
 
+/* ---- the maximum: the base, or two wakeups where waits are seldom ---- */
+
+Test(spin, a_fresh_receiver_has_the_base_maximum)
+{
+	cr_assert_eq(cmesh__spin_max(CMESH__SPIN_WAKE_INIT_NS, 0), MAX);
+	cr_assert_eq(MAX, 50000);
+}
+
+Test(spin, fast_wakeups_keep_the_base_however_seldom_the_waits)
+{
+	cr_assert_eq(cmesh__spin_max(5000, 1000000), MAX);
+	cr_assert_eq(cmesh__spin_max(MAX / 2, 1000000), MAX);
+	cr_assert_eq(cmesh__spin_max(0, 1000000), MAX);
+}
+
+Test(spin, slow_wakeups_lengthen_it_to_two_where_waits_are_seldom)
+{
+	cr_assert_eq(cmesh__spin_max(30000, 400000), 60000);
+	cr_assert_eq(cmesh__spin_max(45000, 400000), 90000);
+	/* At most the cap... */
+	cr_assert_eq(cmesh__spin_max(80000, 400000),
+		     CMESH_SPIN_ADAPTIVE_MAX_NS);
+	cr_assert_eq(cmesh__spin_max(INT64_MAX / 4, INT64_MAX / 4),
+		     CMESH_SPIN_ADAPTIVE_MAX_NS);
+	/* ... and a quarter of the gap between waits. */
+	cr_assert_eq(cmesh__spin_max(45000, 280000), 70000);
+}
+
+Test(spin, slow_wakeups_keep_the_base_where_waits_are_frequent)
+{
+	cr_assert_eq(cmesh__spin_max(45000, 100000), MAX);
+	cr_assert_eq(cmesh__spin_max(80000, 4 * MAX), MAX);
+	cr_assert_eq(cmesh__spin_max(80000, 0), MAX);
+}
+
+Test(spin, an_average_moves_a_quarter_of_the_way_within_bounds)
+{
+	cr_assert_eq(cmesh__spin_avg(20000, 60000), 30000);
+	cr_assert_eq(cmesh__spin_avg(20000, 0), 15000);
+	/* A sample below 0 (a peer's stamp) counts as 0. */
+	cr_assert_eq(cmesh__spin_avg(20000, -1000000), 15000);
+	/* One past 4x the cap counts as 4x the cap: an idle spell. */
+	cr_assert_eq(cmesh__spin_avg(0, INT64_MAX), CMESH_SPIN_ADAPTIVE_MAX_NS);
+	cr_assert_eq(cmesh__spin_avg(4 * CMESH_SPIN_ADAPTIVE_MAX_NS, INT64_MAX),
+		     4 * CMESH_SPIN_ADAPTIVE_MAX_NS);
+}
+
 /* ---- receivers ---- */
 
 static int64_t spin_of(cmesh_receiver *rx)
@@ -76,6 +123,70 @@ static int64_t spin_of(cmesh_receiver *rx)
 
 	TU_ASSERT_RC(cmesh_receiver_stats_get(rx, &s), 0);
 	return s.spin_ns;
+}
+
+static uint64_t sleeps_of(cmesh_receiver *rx)
+{
+	cmesh_receiver_stats s = { .size = sizeof(s) };
+
+	TU_ASSERT_RC(cmesh_receiver_stats_get(rx, &s), 0);
+	return s.sleeps;
+}
+
+/*
+ * A thread's sends, each `after` ns past the `began` the test sets (busy:
+ * a timer would be late), then `began` back to 0; -1 ends the thread.
+ */
+struct delayed {
+	cmesh_sender *tx;
+	_Atomic int64_t after, began, sent;
+};
+
+static void *send_after(void *arg)
+{
+	struct delayed *d = arg;
+	int64_t b;
+
+	for (;;) {
+		while (!(b = atomic_load(&d->began)))
+			sched_yield();
+		if (b < 0)
+			return NULL;
+		while (tu_now_ns() < b + atomic_load(&d->after))
+			;
+		atomic_store(&d->sent, tu_now_ns());
+		if (cmesh_sender_send(d->tx, &(struct item){ 1 }, NULL, 0))
+			abort();
+		atomic_store(&d->began, 0);
+	}
+}
+
+/* The message sent `after` ns past now, received; returns that now. */
+static int64_t delayed_recv(struct delayed *d, cmesh_receiver *rx,
+			    int64_t after)
+{
+	int64_t now = tu_now_ns();
+	struct item m;
+
+	atomic_store(&d->after, after);
+	atomic_store(&d->began, now);
+	TU_ASSERT_RC(cmesh_receiver_recv_deadline(
+			     rx, cmesh_deadline_after(TU_MS(5000)), &m, NULL,
+			     0),
+		     0);
+	while (atomic_load(&d->began))
+		sched_yield(); /* its `sent` */
+	return now;
+}
+
+/* Its wakeups' learnt cost (0 unless adaptive); children call it too. */
+static int64_t wake_of(cmesh_receiver *rx)
+{
+	cmesh_receiver_stats s = { .size = sizeof(s) };
+
+	if (cmesh_receiver_stats_get(rx, &s))
+		abort();
+	return s.wake_ns;
 }
 
 /* A wait that times out after 2 ms: nothing came within the maximum. */
@@ -221,6 +332,107 @@ Test(spin, a_spin_option_below_adaptive_is_einval)
 	cr_assert_null(rx);
 }
 
+Test(spin, a_fixed_spin_has_no_wakeup_cost_and_an_adaptive_one_learns_it)
+{
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct delayed d = { 0 };
+	bool moved = false;
+	pthread_t t;
+
+	tu_env_clear();
+	channel(7000, &tx, &rx);
+	cr_assert_eq(wake_of(rx), 0);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+	channel(CMESH_SPIN_ADAPTIVE, &tx, &rx);
+	d.tx = tx;
+	cr_assert_eq(wake_of(rx), CMESH__SPIN_WAKE_INIT_NS);
+	expect_halving_to_none(rx);
+	/* Timeouts teach no wakeup: nothing woke it. */
+	cr_assert_eq(wake_of(rx), CMESH__SPIN_WAKE_INIT_NS);
+	/* Woken for a message sent once it sleeps: an average of those. */
+	cr_assert_eq(pthread_create(&t, NULL, send_after, &d), 0);
+	for (int i = 0; i < 4; i++) {
+		delayed_recv(&d, rx, TU_MS(1));
+		moved |= wake_of(rx) != CMESH__SPIN_WAKE_INIT_NS;
+		cr_assert(wake_of(rx) >= 0 &&
+			  wake_of(rx) <= 4 * CMESH_SPIN_ADAPTIVE_MAX_NS);
+	}
+	atomic_store(&d.began, -1);
+	cr_assert_eq(pthread_join(t, NULL), 0);
+	cr_assert(moved, "four wakeups taught nothing");
+	/* 12 gaps of 1 ms or more between waits: each counts as 400 us. */
+	cr_assert_geq(
+		cmesh__endpoint_queue(CMESH_FIELD_KIND_RECEIVER, rx)->spin_gap,
+		300000);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}
+
+/*
+ * Past the base: a receiver whose wakeups cost 60 us (set here) spins as
+ * long as a message that came 55-80 us into its wait if its waits begin
+ * 400 us apart (a maximum of 90-100 us), not if they begin 100 us apart
+ * (the base, 50 us: the same wait halves its spin, none stays none).
+ * The receiver sleeps at once (spin none); a thread sends 67 us after the
+ * wait's start, as the last attempt found it (the call's own way there is
+ * slower under a sanitizer). An attempt whose message came outside 55-80
+ * us of the wait's own start (this thread preempted before it, say), or
+ * that did not sleep, tells nothing and is made again.
+ */
+static int64_t delayed_wait(struct delayed *d, cmesh_receiver *rx, int64_t gap)
+{
+	struct cmesh__queue *q =
+		cmesh__endpoint_queue(CMESH_FIELD_KIND_RECEIVER, rx);
+	int64_t into = 0; /* from the call to the wait's start, last time */
+
+	for (int i = 0; i < 50; i++) {
+		int64_t called, sent;
+		uint64_t s0;
+
+		atomic_store(&q->spin_win, 0);
+		atomic_store(&q->spin_wake, 60000);
+		q->spin_gap = gap;
+		q->spin_last = 0; /* this wait takes no gap */
+		s0 = sleeps_of(rx);
+		called = delayed_recv(d, rx, 67000 + into);
+		/* From the wait's start (it keeps that for its next gap). */
+		sent = atomic_load(&d->sent) - q->spin_last;
+		into = q->spin_last - called;
+		if (into < 0 || into > TU_MS(1))
+			into = 0;
+		if (sleeps_of(rx) != s0 && sent >= 55000 && sent < 80000)
+			return spin_of(rx);
+	}
+	cr_assert_fail("no wait could tell (slept, message 55-80 us in)");
+	return -1;
+}
+
+Test(spin, slow_wakeups_lengthen_the_spin_of_a_receiver_that_waits_seldom)
+{
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct delayed d = { 0 };
+	int64_t spin;
+	pthread_t t;
+
+	tu_env_clear();
+	channel(CMESH_SPIN_ADAPTIVE, &tx, &rx);
+	d.tx = tx;
+	cr_assert_eq(pthread_create(&t, NULL, send_after, &d), 0);
+	spin = delayed_wait(&d, rx, 400000);
+	cr_assert(spin > MAX && spin <= CMESH_SPIN_ADAPTIVE_MAX_NS,
+		  "waits 400 us apart: spin %lld ns", (long long)spin);
+	spin = delayed_wait(&d, rx, 100000);
+	cr_assert_eq(spin, 0, "waits 100 us apart: spin %lld ns",
+		     (long long)spin);
+	atomic_store(&d.began, -1);
+	cr_assert_eq(pthread_join(t, NULL), 0);
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}
+
 /*
  * Across processes the same: the receiver of a link's first channel
  * (fed by a ring in shared memory) learns from its waits.
@@ -305,7 +517,8 @@ Test(spin, a_wake_time_unknown_or_outside_the_wait_counts_until_its_end)
  * within microseconds, the receiver ran again milliseconds later.
  */
 struct late {
-	int64_t began, sent, lasted, spin;
+	int64_t began, sent, lasted, spin, wake;
+	int64_t max; /* its maximum as the wait began (it only grows then) */
 	uint64_t slept;
 };
 
@@ -318,7 +531,7 @@ struct late {
  */
 static bool telling(const struct late *l)
 {
-	return l->slept && l->sent - l->began < MAX && l->lasted > TU_MS(2);
+	return l->slept && l->sent - l->began < l->max && l->lasted > TU_MS(2);
 }
 
 /* Children: no Criterion there, a status to the test. */
@@ -360,6 +573,9 @@ static void child_wait(cmesh_receiver *rx, struct late *l,
 
 	child_to_none(rx);
 	spin_now(rx, &s0);
+	l->max = cmesh__spin_max(
+		wake_of(rx),
+		cmesh__endpoint_queue(CMESH_FIELD_KIND_RECEIVER, rx)->spin_gap);
 	l->began = tu_now_ns();
 	announce(arg, l->began);
 	if (cmesh_receiver_recv_deadline(rx, cmesh_deadline_after(TU_MS(10000)),
@@ -369,6 +585,7 @@ static void child_wait(cmesh_receiver *rx, struct late *l,
 		_exit(0);
 	l->lasted = tu_now_ns() - l->began;
 	l->spin = spin_now(rx, &s1);
+	l->wake = wake_of(rx);
 	l->slept = s1 - s0;
 }
 
@@ -416,6 +633,7 @@ static const char *const late_verdict[] = {
 	[1] = "a wait whose message came within microseconds, woken 3 ms "
 	      "later, did not widen the spin",
 	[2] = "no attempt could tell (slept, message early, woken late)",
+	[3] = "a wakeup 3 ms late left its learnt cost under 100 us",
 };
 
 static void expect_verdict(int status)
@@ -423,12 +641,16 @@ static void expect_verdict(int status)
 	cr_assert(WIFEXITED(status), "child status %#x", status);
 	cr_assert_eq(WEXITSTATUS(status), 0, "child exit %d: %s",
 		     WEXITSTATUS(status),
-		     WEXITSTATUS(status) <= 2 ?
+		     WEXITSTATUS(status) <= 3 ?
 			     late_verdict[WEXITSTATUS(status)] :
 			     "child failed");
 }
 
-#define LATE_TRIES 50
+/*
+ * Attempts until one tells (each about 10-25 ms): under a loaded suite a
+ * thread that must see the receiver asleep first may take 100s of us.
+ */
+#define LATE_TRIES 300
 
 /* The child's report of one wait; if it has none, why it ended. */
 static void read_late(int fd, struct late *l, pid_t pid)
@@ -535,7 +757,9 @@ Test(spin, a_receiver_woken_late_learns_when_its_message_came, .timeout = 60)
 				sched_yield(); /* its `sent` */
 			l.sent = atomic_load(&p.sent);
 			if (telling(&l))
-				_exit(l.spin > 0 ? 0 : 1);
+				_exit(l.spin <= 0			  ? 1 :
+				      l.wake < CMESH_SPIN_ADAPTIVE_MAX_NS ? 3 :
+									    0);
 		}
 		_exit(2);
 	}
@@ -673,6 +897,10 @@ static void cross_late(bool sent_away)
 		l.sent = sent;
 		if (telling(&l)) {
 			cr_assert_gt(l.spin, 0, "%s", late_verdict[1]);
+			/* Woken 3 ms on: a quarter of 400 us at least. */
+			cr_assert_geq(l.wake, CMESH_SPIN_ADAPTIVE_MAX_NS,
+				      "%s: %lld ns", late_verdict[3],
+				      (long long)l.wake);
 			told = true;
 		}
 	}
@@ -813,7 +1041,7 @@ Test(spin, a_wake_that_brings_no_message_teaches_nothing, .timeout = 60)
 		read_late(rep[0], &l, pid);
 		/* Woken early (within the maximum), slept again. */
 		if (l.slept >= 2 && l.sent > l.began &&
-		    l.sent - l.began < MAX && l.lasted > TU_MS(5)) {
+		    l.sent - l.began < l.max && l.lasted > TU_MS(5)) {
 			cr_assert_eq(l.spin, 0,
 				     "a wake without a message widened the "
 				     "spin to %lld ns",

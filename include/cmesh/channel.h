@@ -54,16 +54,21 @@ typedef struct cmesh_receiver cmesh_receiver;
 /*
  * spin_ns value: spin only while spinning catches messages (the default
  * unless CMESH_SPIN_NS fixes one). Each receiver learns from its waits:
- * one that slept for a message that came within
- * CMESH_SPIN_ADAPTIVE_MAX_NS (a spin would have caught it: counted until
- * its sender woke the receiver, not until the receiver ran again) widens
- * its spin to a little more than that wait, up to the maximum; one whose
- * message came later halves it, down to none. A wait the spin caught
- * keeps it. cmesh_receiver_stats_get() shows the spin a receiver has
- * learnt.
+ * one that slept for a message that came within its maximum (a spin
+ * would have caught it: counted until its sender woke the receiver, not
+ * until the receiver ran again) widens its spin to a little more than
+ * that wait, up to the maximum; one whose message came later halves it,
+ * down to none. A wait the spin caught keeps it. The maximum is 50 us, or
+ * what two of the receiver's wakeups cost where that is longer (learnt
+ * from its sleeps: from its sender's wake to the message in hand), at
+ * most CMESH_SPIN_ADAPTIVE_MAX_NS and a quarter of the time between the
+ * starts of its waits: where wakeups are slow, a receiver that waits
+ * seldom (a client for its reply) spins long enough to catch a peer woken
+ * as slowly, at a quarter of a core at most. cmesh_receiver_stats_get()
+ * shows the spin a receiver has learnt and its wakeup cost.
  */
 #define CMESH_SPIN_ADAPTIVE (-2)
-#define CMESH_SPIN_ADAPTIVE_MAX_NS 50000
+#define CMESH_SPIN_ADAPTIVE_MAX_NS 100000
 
 typedef struct cmesh_channel_opts {
 	uint32_t size;	/* sizeof(cmesh_channel_opts) */
@@ -248,6 +253,12 @@ typedef struct cmesh_receiver_stats {
 	 * all) as it receives or peeks; a claim of a HINTS record is not.
 	 */
 	uint64_t claims_refused;
+	/*
+	 * CMESH_SPIN_ADAPTIVE: what its wakeups cost, learnt from its sleeps
+	 * (from its sender's wake to the message in hand, a moving average;
+	 * 25 us until it has slept); otherwise 0.
+	 */
+	int64_t wake_ns;
 } cmesh_receiver_stats;
 
 /**

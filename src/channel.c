@@ -355,7 +355,7 @@ int cmesh_receiver_try_peek(cmesh_receiver *rx)
 	return rx ? cmesh__queue_peek(rx->q) : -EINVAL;
 }
 
-/* ---- endpoint operations by field kind (type.c) ---- */
+/* ---- endpoint operations by field kind (type.c's hooks, below) ---- */
 
 struct cmesh__queue *cmesh__endpoint_queue(uint32_t kind, void *handle)
 {
@@ -413,4 +413,26 @@ void cmesh__endpoint_prepare_move(uint32_t kind, void *handle)
 	if (kind == CMESH_FIELD_KIND_RECEIVER ||
 	    kind == CMESH_FIELD_KIND_ONESHOT_RECEIVER)
 		cmesh__waitset_leave(cmesh__endpoint_queue(kind, handle));
+}
+
+static const cmesh_type *endpoint_type_of(uint32_t kind, void *handle,
+					  uint64_t *fp)
+{
+	struct cmesh__queue *q = cmesh__endpoint_queue(kind, handle);
+
+	if (fp)
+		*fp = cmesh__queue_fingerprint(q);
+	return cmesh__queue_type(q);
+}
+
+static const struct cmesh__type_hooks type_hooks = {
+	.type_of = endpoint_type_of,
+	.prepare_move = cmesh__endpoint_prepare_move,
+	.free = cmesh__endpoint_free,
+};
+
+/* Before any handle exists: the library's load. */
+__attribute__((constructor)) static void type_hooks_set(void)
+{
+	cmesh__type_hooks_set(&type_hooks);
 }

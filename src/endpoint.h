@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * endpoint.h - the public handles and the operations the resource walk
- * (type.c) applies to an endpoint by kind. Every handle is a reference to
- * one queue: moving a handle inside a process moves the pointer.
+ * endpoint.h - the public handles and the operations on an endpoint by
+ * field kind (channel.c gives the resource walk, type.c, its hooks from
+ * these). Every handle is a reference to one queue: moving a handle
+ * inside a process moves the pointer.
  */
 #ifndef CMESH_ENDPOINT_H
 #define CMESH_ENDPOINT_H

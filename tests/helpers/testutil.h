@@ -92,8 +92,9 @@ bool tu_fd_is_open(int fd);
 
 /*
  * A stress size: `dflt` scaled by CMESH_TEST_STRESS (a decimal factor,
- * e.g. "0.01" for a quick run, "10" for a soak; unset or invalid: 1).
- * Never less than `min`.
+ * e.g. "0.01" for a quick run, "10" for a soak; unset or invalid: 1),
+ * halved under AddressSanitizer (within the test budget beside the other
+ * tests on a 2-core host). Never less than `min`.
  */
 uint64_t tu_stress(uint64_t dflt, uint64_t min);
 

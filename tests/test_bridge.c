@@ -42,6 +42,7 @@ CMESH_TYPE_DEFINE(hop_type, struct hop,
 
 struct streamer {
 	cmesh_sender *tx;
+	uint64_t items;
 	int rc;
 };
 
@@ -49,7 +50,7 @@ static void *stream(void *arg)
 {
 	struct streamer *a = arg;
 
-	for (uint64_t i = 1; i <= ITEMS && !a->rc; i++) {
+	for (uint64_t i = 1; i <= a->items && !a->rc; i++) {
 		a->rc = cmesh_sender_send(a->tx, &(struct item){ i }, NULL, 0);
 		/* Paced: the chain grows while the stream still runs. */
 		if (i % 16 == 0)
@@ -145,7 +146,7 @@ static int chain_peer(cmesh_sender *tx, cmesh_receiver *rx,
 static void chain_driver(cmesh_sender *tx, cmesh_receiver *rx,
 			 const struct topo_side *s)
 {
-	struct streamer a = { 0 };
+	struct streamer a = { .items = tu_stress(ITEMS, 2000) };
 	struct hop h = { .next = 1 };
 	unsigned seed = 5;
 	pthread_t t;
@@ -165,7 +166,7 @@ static void chain_driver(cmesh_sender *tx, cmesh_receiver *rx,
 	cr_assert_eq(a.rc, 0);
 	cr_assert_eq(h.last, -EPIPE, "the last receive said %lld at seq %llu",
 		     (long long)h.last, (unsigned long long)h.next);
-	cr_assert_eq(h.next, ITEMS + 1);
+	cr_assert_eq(h.next, a.items + 1);
 	cmesh_receiver_free(h.rx);
 	cmesh_sender_free(tx);
 	cmesh_receiver_free(rx);

@@ -51,7 +51,8 @@
  *
  * The fast path (ring not full, receiver awake) takes no lock, makes no
  * syscall and allocates nothing; trailing bytes larger than the slot's
- * inline space are the exception (one malloc).
+ * inline space take the buffer the consumer last gave back (`spare`, an
+ * atomic exchange on each side), or one malloc.
  *
  * Moved out of this file, and keeping the contract above: the receiving
  * side and a receiver's wait (spin, sleep) (queue_recv.c), a waitset's
@@ -433,6 +434,55 @@ static inline void published(struct cmesh__queue *q)
 		notify(q, st);
 }
 
+void *cmesh__queue_tbuf_get(struct cmesh__queue *q, size_t len)
+{
+	unsigned char *b = NULL;
+	size_t cap;
+
+	/* A relaxed look first: no RMW on a line the consumer writes. */
+	if (atomic_load_explicit(&q->spare, memory_order_relaxed))
+		b = atomic_exchange_explicit(&q->spare, NULL,
+					     memory_order_acquire);
+	if (b) {
+		b -= TBUF_HDR;
+		memcpy(&cap, b, sizeof(cap));
+		if (cap >= len)
+			return b + TBUF_HDR;
+		free(b);
+	}
+	/* Rounded up: a stream of slightly different sizes reuses it. */
+	cap = (len + 4095) & ~(size_t)4095;
+	if (cap - len > cap / 4)
+		cap = len; /* below a page or two: as asked */
+	b = malloc(TBUF_HDR + cap);
+	if (!b)
+		return NULL;
+	memcpy(b, &cap, sizeof(cap));
+	return b + TBUF_HDR;
+}
+
+void cmesh__queue_tbuf_free(void *tb)
+{
+	if (tb)
+		free((unsigned char *)tb - TBUF_HDR);
+}
+
+void cmesh__queue_tbuf_put(struct cmesh__queue *q, void *tb)
+{
+	size_t cap;
+
+	if (!tb)
+		return;
+	memcpy(&cap, (unsigned char *)tb - TBUF_HDR, sizeof(cap));
+	if (cap > TBUF_KEEP) {
+		cmesh__queue_tbuf_free(tb);
+		return;
+	}
+	/* Release: our reads of it are done before a producer writes it. */
+	cmesh__queue_tbuf_free(
+		atomic_exchange_explicit(&q->spare, tb, memory_order_acq_rel));
+}
+
 /* Every send the fast path below does not take. */
 static __attribute__((noinline)) int send_slow(struct cmesh__queue *q,
 					       const void *msg,
@@ -456,7 +506,7 @@ static __attribute__((noinline)) int send_slow(struct cmesh__queue *q,
 		goto out_release;
 	}
 	if (unlikely(len > q->inline_cap)) {
-		heap = malloc(len);
+		heap = cmesh__queue_tbuf_get(q, len);
 		if (!heap) {
 			r = -ENOMEM;
 			goto out_release;
@@ -468,7 +518,7 @@ static __attribute__((noinline)) int send_slow(struct cmesh__queue *q,
 	    unlikely(ring_try_push(q, msg, trail, len, heap))) {
 		r = overflow_push(q, msg, trail, len, heap);
 		if (r == 1) {
-			free(heap);
+			cmesh__queue_tbuf_put(q, heap);
 			/* Endpoints must become ports: port.c sends again. */
 			if (q->h.type->nfields &&
 			    cmesh__type_has_endpoints(q->h.type))
@@ -493,7 +543,7 @@ static __attribute__((noinline)) int send_slow(struct cmesh__queue *q,
 	return 0;
 
 out_free_heap:
-	free(heap);
+	cmesh__queue_tbuf_put(q, heap);
 out_release:
 	cmesh__type_release(q->h.type, msg);
 	return r;
@@ -596,7 +646,7 @@ int cmesh__queue_try_send(struct cmesh__queue *q, const void *msg,
 		if (atomic_load_explicit(&q->ovf_mode, memory_order_acquire))
 			return -EAGAIN;
 		if (len > q->inline_cap) {
-			heap = malloc(len);
+			heap = cmesh__queue_tbuf_get(q, len);
 			r = -ENOMEM;
 			if (!heap)
 				goto out_release;
@@ -606,7 +656,7 @@ int cmesh__queue_try_send(struct cmesh__queue *q, const void *msg,
 			published(q);
 			return 0;
 		}
-		free(heap);
+		cmesh__queue_tbuf_put(q, heap);
 		heap = NULL;
 		/* Full, or sealed while the receiver moves: not now. Moved:
 		 * its lane, from the top. */

@@ -66,6 +66,9 @@ static void slots_release(struct cmesh__queue *q)
 
 static void destroy(struct cmesh__queue *q)
 {
+	/* Alone now: nobody sends or receives. */
+	cmesh__queue_tbuf_free(atomic_exchange_explicit(&q->spare, NULL,
+							memory_order_relaxed));
 	pthread_mutex_destroy(&q->drain_lock);
 	pthread_mutex_destroy(&q->lock);
 	/* Small rings: kept whole by this thread for its next queue. */

@@ -292,7 +292,31 @@ struct cmesh__queue {
 	int64_t spin_gap, spin_last;
 	/* When a producer last woke the sleeping receiver (clock ns). */
 	_Atomic int64_t woke_at;
+	/*
+	 * A trail buffer the consumer is done with, for the next send of a
+	 * trail over inline_cap (tbuf_get(), tbuf_put()); NULL: none. Its own
+	 * pair: both sides write it once per such message.
+	 */
+	alignas(PAIR) _Atomic(void *) spare;
 };
+
+/*
+ * Trailing bytes over a slot's inline space travel in a heap buffer (a
+ * tbuf): TBUF_HDR bytes in front of the trail hold its capacity. The
+ * consumer hands each one it has copied out to its queue's `spare` (one
+ * at a time, TBUF_KEEP bytes at most; the one it replaces is freed),
+ * where the next such send takes it: a stream of large messages then
+ * allocates nothing once warm, and each buffer stays in the two caches.
+ */
+#define TBUF_HDR 16u
+#define TBUF_KEEP (64u << 10)
+
+/* A buffer of at least `len` trailing bytes (the spare, or new); NULL. */
+void *cmesh__queue_tbuf_get(struct cmesh__queue *q, size_t len);
+/* Done with `tb`: the queue's spare, or freed. NULL: nothing. */
+void cmesh__queue_tbuf_put(struct cmesh__queue *q, void *tb);
+/* Frees `tb` (and nothing else). NULL: nothing. */
+void cmesh__queue_tbuf_free(void *tb);
 
 /*
  * Lanes a channel's receiver leaves behind that are kept until the

@@ -67,14 +67,16 @@ static inline void prefetch_slot(const struct cmesh__queue *q, uint64_t pos)
 
 /* ---- consumer side ---- */
 
-/* Copies the trail out (unless discarding) and frees a heap trail. */
-static void take_trail(void *out, const void *inl, void *heap, uint32_t len,
-		       bool discard)
+/*
+ * Copies the trail out (unless discarding); a heap trail's buffer then
+ * goes back to the queue for its next large send.
+ */
+static void take_trail(struct cmesh__queue *q, void *out, const void *inl,
+		       void *heap, uint32_t len, bool discard)
 {
 	if (!discard && len)
 		memcpy(out, heap ? heap : inl, len);
-	if (heap)
-		free(heap);
+	cmesh__queue_tbuf_put(q, heap);
 }
 
 static inline __attribute__((always_inline)) int
@@ -90,7 +92,7 @@ take_ring(struct cmesh__queue *q, void *out_msg, void *out_trail, size_t cap,
 	slot_get(out_msg, s, SLOT_HDR, q->msg_size);
 	if (s->flags & SLOT_HEAP) {
 		slot_get(&heap, s, slot_extra(q), sizeof(heap));
-		take_trail(out_trail, heap, heap, len, discard);
+		take_trail(q, out_trail, heap, heap, len, discard);
 	} else if (!discard && len) {
 		slot_get(out_trail, s, slot_extra(q), len);
 	}
@@ -183,7 +185,7 @@ take:
 				  node_cost(q, len, n->heap != NULL),
 				  memory_order_relaxed);
 	memcpy(out_msg, n->data, q->msg_size);
-	take_trail(out_trail, n->data + q->msg_span, n->heap, len, discard);
+	take_trail(q, out_trail, n->data + q->msg_span, n->heap, len, discard);
 	free(n);
 	return (int)len;
 }

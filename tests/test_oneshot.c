@@ -675,7 +675,7 @@ static void *send_one(void *arg)
  */
 Test(oneshot, a_second_receive_right_after_the_value_is_epipe)
 {
-	int rounds = (int)tu_stress(5000, 1000);
+	int rounds = (int)tu_stress(3000, 500);
 
 	for (int i = 0; i < rounds; i++) {
 		struct sender_thread s = { 0 };

@@ -724,6 +724,7 @@ static int agent(void)
 				"P%d: LEAK? %d fds (was %d), %d memfd maps "
 				"(was %d)\n",
 				me, fds, base_fds, maps, base_maps);
+			tu_fd_dump("stress: fds at the leak check");
 			ret = 1;
 		}
 	}

@@ -148,6 +148,47 @@ Test(tbuf, large_trails_unread_or_overflowed_are_freed_with_the_receiver)
 	cmesh_sender_free(tx);
 }
 
+/*
+ * try_send with a large trail on a full ring: -EAGAIN, nothing queued, and
+ * the buffer it had taken goes back to the queue (the next send takes it).
+ */
+Test(tbuf, a_refused_try_send_gives_its_buffer_back)
+{
+	cmesh_channel_opts o = CMESH_CHANNEL_OPTS_INIT;
+	unsigned char buf[5000];
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	struct item it;
+	uint32_t n = 0;
+	int r;
+
+	o.ring_size = 4096;
+	TU_ASSERT_RC(cmesh_channel_new(&item_type, &o, &tx, &rx), 0);
+	for (;; n++) {
+		tu_fill(buf, sizeof(buf), n);
+		r = cmesh_sender_try_send(tx, &(struct item){ n }, buf,
+					  sizeof(buf));
+		if (r)
+			break;
+		cr_assert_lt(n, 10000u, "the ring never filled");
+	}
+	cr_assert_eq(r, -EAGAIN);
+	cr_assert_gt(n, 0u);
+	/* The refused send's buffer, kept for the next one. */
+	cr_assert_not_null(spare_of(rx));
+	for (uint32_t i = 0; i < n; i++) {
+		memset(buf, 0, sizeof(buf));
+		cr_assert_eq(cmesh_receiver_try_recv(rx, &it, buf, sizeof(buf)),
+			     (int)sizeof(buf));
+		cr_assert_eq(it.seq, i);
+		cr_assert_eq(tu_check(buf, sizeof(buf), i), sizeof(buf));
+	}
+	cr_assert_eq(cmesh_receiver_try_recv(rx, &it, buf, sizeof(buf)),
+		     -EAGAIN, "the refused message was queued");
+	cmesh_sender_free(tx);
+	cmesh_receiver_free(rx);
+}
+
 /* Four senders racing for the spare, sizes across inline, kept and not. */
 #define SENDERS 4
 #define PER_SENDER 3000u

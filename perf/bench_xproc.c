@@ -43,6 +43,15 @@
  *                  with a non-zero, changing word. A library that does not
  *                  know the payload cannot do that, so a separate flag
  *                  word is the fair baseline; the row prices it.
+ *                  raw-ring-ro (info): the raw-ro lines in a ring, as
+ *                  cmesh's lanes keep them: each direction 1024 64-byte
+ *                  slots in its writer's memfd (read-only to the reader),
+ *                  round trip n in the k = ceil((8 + S) / 64) slots from
+ *                  position n * k, seq word first; after its release store
+ *                  the writer asks for the slots of the message 4 on for
+ *                  writing, as a cmesh producer does. A fresh line each
+ *                  message instead of one line rewritten: which of the two
+ *                  is faster depends on the placement, so both are shown.
  *                  The message's first 8 bytes carry the round trip's
  *                  number, its last 8 (from 16 B) the pinger's time stamp:
  *                  every echo is checked.
@@ -880,6 +889,78 @@ static void ro_map(void)
 	ro_pid = getpid();
 }
 
+/*
+ * raw-ring-ro: each direction a ring of RING_SLOTS 64-byte slots in a
+ * memfd of its writer's (rr_fd[0]: the parent's pings, rr_fd[1]: the
+ * child's pongs), read-only to the reader, as cmesh's lanes are laid out:
+ * round trip `seq` takes the next k = ceil((8 + S) / 64) slots (position
+ * seq * k), its seq word (seq + 1: zero is empty) first, stored (release)
+ * after the payload, and the writer then asks for the slots of the
+ * message 4 on for writing (the same prefetch a cmesh producer makes), so
+ * its next stores need no line to cross. No flow control: a ping-pong has
+ * one message in flight each way.
+ */
+static int rr_fd[2] = { -1, -1 };
+static unsigned char *rr_own, *rr_peer;
+static pid_t rr_pid;
+
+#define RR_AHEAD 4u
+
+static void rr_map(void)
+{
+	if (rr_pid == getpid())
+		return;
+	if (rr_own) {
+		munmap(rr_own, RING_BYTES);
+		munmap(rr_peer, RING_BYTES);
+	}
+	rr_own = mmap(NULL, RING_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED,
+		      rr_fd[bench_is_child], 0);
+	rr_peer = mmap(NULL, RING_BYTES, PROT_READ, MAP_SHARED,
+		       rr_fd[!bench_is_child], 0);
+	if (rr_own == MAP_FAILED || rr_peer == MAP_FAILED)
+		bench_die("mmap raw-ring-ro", errno);
+	rr_pid = getpid();
+}
+
+/* The first of the k slots of message `seq`. */
+static inline unsigned char *rr_slot(unsigned char *ring, uint64_t seq,
+				     uint32_t len)
+{
+	return ring + ((seq * slot_span(len)) & (RING_SLOTS - 1)) * SLOT_BYTES;
+}
+
+static inline void rr_put(const unsigned char *buf, uint32_t len, uint64_t seq)
+{
+	const uint32_t first = SLOT_BYTES - SEQ_BYTES;
+	unsigned char *s = rr_slot(rr_own, seq, len), *ahead;
+
+	if (len > first)
+		memcpy(s + SLOT_BYTES, buf + first, len - first);
+	memcpy(s + SEQ_BYTES, buf, len > first ? first : len);
+	/* Pairs with the acquire load in rr_get(). */
+	atomic_store_explicit((_Atomic uint64_t *)(void *)s, seq + 1,
+			      memory_order_release);
+	ahead = rr_slot(rr_own, seq + RR_AHEAD, len);
+	__builtin_prefetch(ahead, 1, 3);
+	if (len > first)
+		__builtin_prefetch(ahead + SLOT_BYTES, 1, 3);
+}
+
+static inline void rr_get(unsigned char *buf, uint32_t len, uint64_t seq)
+{
+	const uint32_t first = SLOT_BYTES - SEQ_BYTES;
+	const unsigned char *s = rr_slot(rr_peer, seq, len);
+
+	/* Pairs with the release store in rr_put(). */
+	while (atomic_load_explicit((const _Atomic uint64_t *)(const void *)s,
+				    memory_order_acquire) != seq + 1)
+		ck_pr_stall();
+	memcpy(buf, s + SEQ_BYTES, len > first ? first : len);
+	if (len > first)
+		memcpy(buf + first, s + SLOT_BYTES, len - first);
+}
+
 /* Echo of round trip `seq` stamped t0 (the stamp from 16 bytes on). */
 static inline void check_echo(const unsigned char *r, uint32_t size,
 			      uint64_t seq, uint64_t t0)
@@ -951,6 +1032,18 @@ static inline void check_echo(const unsigned char *r, uint32_t size,
 	{                                                                      \
 		ro_map();                                                      \
 		lro_pong_run_##S(arg);                                         \
+	}                                                                      \
+	SIZED_PING(rr_ping_run_##S, S, rr_put(m, S, seq), rr_get(r, S, seq))   \
+	SIZED_PONG(rr_pong_run_##S, rr_get(r, S, seq), rr_put(r, S, seq))      \
+	static void rr_ping_##S(void *arg)                                     \
+	{                                                                      \
+		rr_map();                                                      \
+		rr_ping_run_##S(arg);                                          \
+	}                                                                      \
+	static void rr_pong_##S(void *arg)                                     \
+	{                                                                      \
+		rr_map();                                                      \
+		rr_pong_run_##S(arg);                                          \
 	}                                                                      \
 	SIZED_PING(cm_ping_##S, S, cm_send(m, NULL, 0),                        \
 		   cm_recv(r, NULL, 0, 0))                                     \
@@ -1161,7 +1254,8 @@ STREAM_CONSUMER(cmwin_consumer,
 #define IMPL_CMESH 1 /* the target row (if the scenario has a target) */
 #define IMPL_INFO 2  /* info rows */
 #define IMPL_INFO2 3
-#define NIMPL 4
+#define IMPL_INFO3 4
+#define NIMPL 5
 
 #define NEED_CMESH 1u
 #define NEED_EFD 2u
@@ -1402,9 +1496,11 @@ static void zero_fd(int fd, off_t at, size_t len, const char *what)
 static void reset_raw(void)
 {
 	memset(sh, 0, sizeof(*sh));
-	for (int i = 0; i < 2; i++) /* the raw-ro lines */
+	for (int i = 0; i < 2; i++) { /* the raw-ro lines and rings */
 		zero_fd(ro_fd[i], 0, sizeof(struct rtt_line),
 			"pwrite raw-ro line");
+		zero_fd(rr_fd[i], 0, RING_BYTES, "pwrite raw-ring-ro");
+	}
 	memset(ring_prod, 0, sizeof(ring_prod));
 	memset(ring_cons, 0, sizeof(ring_cons));
 	/* RING_RO's indices (its data is only read below the tail). */
@@ -1634,7 +1730,8 @@ static uint64_t scaled(const struct config *cfg, uint64_t full, uint64_t smoke,
 #define RTT_SPIN_ROWS(S)                                                       \
 	[IMPL_BASE] = ROW("raw-ro", lro_ping_##S, lro_pong_##S),               \
 	[IMPL_CMESH] = ROW("cmesh", cm_ping_##S, cm_pong_##S),                 \
-	[IMPL_INFO] = ROW("raw", line_ping_##S, line_pong_##S)
+	[IMPL_INFO] = ROW("raw", line_ping_##S, line_pong_##S),                \
+	[IMPL_INFO3] = ROW("raw-ring-ro", rr_ping_##S, rr_pong_##S)
 
 /* rtt-spin 64B only: the message's own first word as the flag. */
 #define RAW_MSG_ROW ROW("raw-msg", spin_ping_side, spin_pong_side)
@@ -1776,6 +1873,9 @@ int main(int argc, char **argv)
 		ro_fd[i] = memfd_create("bench-raw-ro", MFD_CLOEXEC);
 		if (ro_fd[i] < 0 || ftruncate(ro_fd[i], 4096) != 0)
 			bench_die("memfd raw-ro", errno);
+		rr_fd[i] = memfd_create("bench-raw-ring-ro", MFD_CLOEXEC);
+		if (rr_fd[i] < 0 || ftruncate(rr_fd[i], RING_BYTES) != 0)
+			bench_die("memfd raw-ring-ro", errno);
 		ringro_fd[i] = memfd_create("bench-raw-ro-ring", MFD_CLOEXEC);
 		if (ringro_fd[i] < 0 ||
 		    ftruncate(ringro_fd[i],
@@ -1850,8 +1950,10 @@ int main(int argc, char **argv)
 		       "read-only mapping of the writer's memfd (as cmesh "
 		       "reads a peer's arena); raw: the same lines read-write "
 		       "in one shared mapping; raw-msg (64B): one line, the "
-		       "message's own first word as the flag; cmesh: an "
-		       "S-byte type\n");
+		       "message's own first word as the flag; raw-ring-ro: "
+		       "the raw-ro lines in a ring of 1024 slots, the writer "
+		       "prefetching 4 messages ahead for writing, as cmesh's "
+		       "lanes; cmesh: an S-byte type\n");
 	if (group_ran(sc, nsc, 3))
 		printf("# 3: raw-slot: %u bytes of 64-byte slots, a record "
 		       "ceil((8+S)/64) slots with its seq word first, the head "

@@ -654,17 +654,37 @@ Test(oneshot, a_new_oneshot_in_reused_memory_starts_empty_and_open)
 
 /* ---- a second receive right after the value ---- */
 
-struct sender_thread {
-	cmesh_oneshot_sender *tx;
-	int r;
+/*
+ * One sending thread for every round (a thread per round made the test
+ * take most of its time budget under ASan): each round hands it a fresh
+ * oneshot sender, which it sends on at once.
+ */
+struct sender_loop {
+	_Atomic(cmesh_oneshot_sender *) tx; /* this round's; NULL: none */
+	_Atomic int sent;		    /* rounds whose send returned */
+	_Atomic bool stop;
+	int r; /* the first send that failed, or 0 */
 };
 
-static void *send_one(void *arg)
+static void *send_loop(void *arg)
 {
-	struct sender_thread *s = arg;
+	struct sender_loop *s = arg;
 
-	s->r = cmesh_oneshot_send(s->tx, &(struct other){ 7 }, NULL, 0);
-	return NULL;
+	for (int n = 1;; n++) {
+		cmesh_oneshot_sender *tx;
+		int r;
+
+		for (int k = 0; !(tx = atomic_exchange(&s->tx, NULL)); k++) {
+			if (atomic_load(&s->stop))
+				return NULL;
+			if (k >= 256)
+				sched_yield();
+		}
+		r = cmesh_oneshot_send(tx, &(struct other){ 7 }, NULL, 0);
+		if (r && !s->r)
+			s->r = r;
+		atomic_store(&s->sent, n);
+	}
 }
 
 /*
@@ -675,17 +695,19 @@ static void *send_one(void *arg)
  */
 Test(oneshot, a_second_receive_right_after_the_value_is_epipe)
 {
-	int rounds = (int)tu_stress(3000, 500);
+	int rounds = (int)tu_stress(5000, 1000);
+	struct sender_loop s = { 0 };
+	pthread_t t;
 
+	tu_thread_start(&t, send_loop, &s);
 	for (int i = 0; i < rounds; i++) {
-		struct sender_thread s = { 0 };
+		cmesh_oneshot_sender *tx;
 		cmesh_oneshot_receiver *rx;
 		struct other v;
-		pthread_t t;
 		int r;
 
-		TU_ASSERT_RC(cmesh_oneshot_new(&other_type, &s.tx, &rx), 0);
-		cr_assert_eq(pthread_create(&t, NULL, send_one, &s), 0);
+		TU_ASSERT_RC(cmesh_oneshot_new(&other_type, &tx, &rx), 0);
+		atomic_store(&s.tx, tx);
 		/*
 		 * Polls, then yields: on a loaded 2-CPU host a bare spin
 		 * can hold the CPU the sending thread waits for.
@@ -699,8 +721,12 @@ Test(oneshot, a_second_receive_right_after_the_value_is_epipe)
 		r = cmesh_oneshot_try_recv(rx, &v, NULL, 0);
 		cr_assert_eq(r, -EPIPE, "round %d: the second receive said %d",
 			     i, r);
-		cr_assert_eq(pthread_join(t, NULL), 0);
+		/* Its send returned (as a join of its thread said before). */
+		while (atomic_load(&s.sent) != i + 1)
+			sched_yield();
 		cr_assert_eq(s.r, 0);
 		cmesh_oneshot_receiver_free(rx);
 	}
+	atomic_store(&s.stop, true);
+	tu_thread_join(t);
 }

@@ -696,7 +696,7 @@ static void *send_loop(void *arg)
 Test(oneshot, a_second_receive_right_after_the_value_is_epipe)
 {
 	int rounds = (int)tu_stress(5000, 1000);
-	struct sender_loop s = { 0 };
+	struct sender_loop s = { .tx = NULL };
 	pthread_t t;
 
 	tu_thread_start(&t, send_loop, &s);

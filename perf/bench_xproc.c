@@ -1010,41 +1010,33 @@ static inline void check_echo(const unsigned char *r, uint32_t size,
 	BENCH_RTT_PONG_BUF(name, struct job,                                   \
 			   alignas(64) unsigned char r[RTT_MAX], GET, PUT)
 
+/* Side `name`: maps its memory (map()), then runs name##_run. */
+#define MAPPED_SIDE(name, map)                                                 \
+	static void name(void *arg)                                            \
+	{                                                                      \
+		map();                                                         \
+		name##_run(arg);                                               \
+	}
+
 /*
  * The sides of the rtt-spin rows of size S: line_* (raw), lro_* (raw-ro),
- * cm_*_S (cmesh, joined with the S-byte type).
+ * rr_* (raw-ring-ro), cm_*_S (cmesh, joined with the S-byte type).
  */
 #define RTT_SPIN_SIDES(S)                                                      \
 	SIZED_PING(line_ping_##S, S, line_put(&sh->lping, m, S, seq),          \
 		   line_get(&sh->lpong, r, S, seq))                            \
 	SIZED_PONG(line_pong_##S, line_get(&sh->lping, r, S, seq),             \
 		   line_put(&sh->lpong, r, S, seq))                            \
-	SIZED_PING(lro_ping_run_##S, S, line_put(ro_own, m, S, seq),           \
+	SIZED_PING(lro_ping_##S##_run, S, line_put(ro_own, m, S, seq),         \
 		   line_get(ro_peer, r, S, seq))                               \
-	SIZED_PONG(lro_pong_run_##S, line_get(ro_peer, r, S, seq),             \
+	SIZED_PONG(lro_pong_##S##_run, line_get(ro_peer, r, S, seq),           \
 		   line_put(ro_own, r, S, seq))                                \
-	static void lro_ping_##S(void *arg)                                    \
-	{                                                                      \
-		ro_map();                                                      \
-		lro_ping_run_##S(arg);                                         \
-	}                                                                      \
-	static void lro_pong_##S(void *arg)                                    \
-	{                                                                      \
-		ro_map();                                                      \
-		lro_pong_run_##S(arg);                                         \
-	}                                                                      \
-	SIZED_PING(rr_ping_run_##S, S, rr_put(m, S, seq), rr_get(r, S, seq))   \
-	SIZED_PONG(rr_pong_run_##S, rr_get(r, S, seq), rr_put(r, S, seq))      \
-	static void rr_ping_##S(void *arg)                                     \
-	{                                                                      \
-		rr_map();                                                      \
-		rr_ping_run_##S(arg);                                          \
-	}                                                                      \
-	static void rr_pong_##S(void *arg)                                     \
-	{                                                                      \
-		rr_map();                                                      \
-		rr_pong_run_##S(arg);                                          \
-	}                                                                      \
+	MAPPED_SIDE(lro_ping_##S, ro_map)                                      \
+	MAPPED_SIDE(lro_pong_##S, ro_map)                                      \
+	SIZED_PING(rr_ping_##S##_run, S, rr_put(m, S, seq), rr_get(r, S, seq)) \
+	SIZED_PONG(rr_pong_##S##_run, rr_get(r, S, seq), rr_put(r, S, seq))    \
+	MAPPED_SIDE(rr_ping_##S, rr_map)                                       \
+	MAPPED_SIDE(rr_pong_##S, rr_map)                                       \
 	SIZED_PING(cm_ping_##S, S, cm_send(m, NULL, 0),                        \
 		   cm_recv(r, NULL, 0, 0))                                     \
 	SIZED_PONG(cm_pong_##S, cm_recv(r, NULL, 0, 0), cm_send(r, NULL, 0))

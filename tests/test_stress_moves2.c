@@ -1468,13 +1468,13 @@ static void drive_end(struct driver *d, uint64_t seed, int steps)
 			if (c->rnext[s] != c->total[s] + 1)
 				complete = false;
 		}
-		if (c->rc == -EPIPE && complete && !lost && !c->finish_reset)
-			continue;
 		/*
-		 * A oneshot whose value came is over: a receive after it says
-		 * -EPIPE even if its sender then died with P2.
+		 * Everything came, then the end. A oneshot whose value came is
+		 * over: a receive after it says -EPIPE even if its sender then
+		 * died with P2.
 		 */
-		if (c->os && c->rc == -EPIPE && complete)
+		if (c->rc == -EPIPE && complete &&
+		    (c->os || (!lost && !c->finish_reset)))
 			continue;
 		if (c->rc == -ECONNRESET && c->touched && d->dead)
 			continue; /* a prefix of each, checked as it came */

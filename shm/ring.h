@@ -165,7 +165,12 @@ struct cmesh_shm_arena_hdr {
 	uint64_t ctl_len;     /*   multiple of 64 */
 	uint64_t data_off;    /* data region: page aligned, after ctl */
 	uint64_t data_len;    /*   multiple of the page size */
-	uint64_t reserved;    /* creator: 0; peer: ignored */
+	/*
+	 * Creator: where its own mapping starts, or 0. Peer: a hint only,
+	 * read before mapping (cmesh__arena_map_peer() maps there when that
+	 * range is free and in the placement window, anywhere else if not).
+	 */
+	uint64_t va;
 };
 
 static_assert(sizeof(struct cmesh_shm_arena_hdr) == 64, "arena header size");

@@ -17,9 +17,25 @@
  * Anything wrong about the peer's fd or header is -EPROTO. A peer's arena
  * is followed by an inaccessible guard page, so that a read past its end
  * (a bug) faults instead of reading whatever is mapped next.
+ *
+ * Placement: both sides map an arena at the same virtual address when they
+ * can. AMD's L1 data cache finds a line by a hash of its virtual address
+ * (the way predictor's utag), so one physical line reached through two
+ * addresses by two hardware threads of one core is a miss for each in
+ * turn (x86-64 only: elsewhere arenas go anywhere). An own arena goes at
+ * the next place of this process's window, a randomly placed range of
+ * PLACE_SPAN bytes inside [PLACE_LO, PLACE_HI) (each process has its own,
+ * so a peer's arenas are unlikely to collide with ours), and its header
+ * says where (`va`). A peer reads that word with pread() before mapping,
+ * and maps there if the word is in [PLACE_LO, PLACE_HI), page aligned, and
+ * the range (guard page included) is free here (MAP_FIXED_NOREPLACE);
+ * anywhere, as before, otherwise. The word is untrusted and only ever a
+ * hint: it never replaces a mapping, and it tells the peer nothing but
+ * where its own memory sits here.
  */
 #include "arena.h"
 
+#include "env.h"
 #include "ring.h"
 
 #include <errno.h>
@@ -28,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -47,6 +64,21 @@
 #define OWN_SEALS                                                              \
 	(F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL)
 #define PEER_SEALS (F_SEAL_SHRINK | F_SEAL_GROW)
+
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000 /* Linux 4.17; older: a plain hint */
+#endif
+
+/*
+ * The placement window's bounds: inside x86-64's 47-bit user space, away
+ * from the heap (low), the mmap area and stacks (top down from 0x7f...),
+ * and AddressSanitizer's shadow (below 0x10007fff8000) and allocator
+ * (0x600000000000 up).
+ */
+#define PLACE_LO 0x200000000000ull
+#define PLACE_HI 0x5f0000000000ull
+#define PLACE_SPAN (64ull << 30)
+#define PLACE_TRIES 4
 
 struct cmesh__arena {
 	unsigned char *base;
@@ -78,6 +110,128 @@ static_assert(offsetof(struct hdr_copy, arena_size) + HDR_COPY_OFF ==
 static_assert(offsetof(struct hdr_copy, data_len) + HDR_COPY_OFF ==
 		      offsetof(struct cmesh_shm_arena_hdr, data_len),
 	      "hdr_copy mirrors the header");
+
+static size_t page_size(void)
+{
+	return (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/*
+ * This process's window: [base, base + PLACE_SPAN), `cursor` an offset in
+ * it. `pid` says whose: a child of fork() takes a window of its own, or
+ * its arenas would go where its parent's go.
+ */
+static _Atomic uint64_t place_base;
+static _Atomic uint64_t place_cursor;
+static _Atomic pid_t place_pid;
+
+static uint64_t window_base(void)
+{
+	uint64_t b = atomic_load_explicit(&place_base, memory_order_acquire);
+	pid_t pid = getpid();
+	uint64_t r, want;
+
+	if (atomic_load_explicit(&place_pid, memory_order_acquire) == pid)
+		return b;
+	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
+		r = (uint64_t)pid * 0x9e3779b97f4a7c15ull ^
+		    (uint64_t)(uintptr_t)&r;
+	want = PLACE_LO + r % (((PLACE_HI - PLACE_LO - PLACE_SPAN) >> 30) + 1) *
+				  (1ull << 30);
+	/* Two threads may both pick one: either's window does. */
+	if (!atomic_compare_exchange_strong(&place_base, &b, want))
+		return b; /* another thread's, just stored */
+	atomic_store_explicit(&place_pid, pid, memory_order_release);
+	return want;
+}
+
+/*
+ * The address for a new own arena of `len` bytes (with a page's gap after
+ * it, which the peer's guard page takes): the window's next `len + page`
+ * bytes, from its start again once past its end.
+ */
+static uint64_t next_place(size_t len)
+{
+	uint64_t step = len + page_size();
+	uint64_t off = atomic_fetch_add_explicit(&place_cursor, step,
+						 memory_order_relaxed);
+
+	off %= PLACE_SPAN;
+	if (off + step > PLACE_SPAN)
+		off = 0;
+	return window_base() + off;
+}
+
+/*
+ * mmap() at `want` if that range is free (never over a mapping): the
+ * mapping, or MAP_FAILED with errno.
+ */
+static void *map_at(uint64_t want, size_t len, int prot, int flags, int fd)
+{
+	void *m;
+
+	m = mmap((void *)(uintptr_t)want, len, prot,
+		 flags | MAP_FIXED_NOREPLACE, fd, 0);
+	if (m != MAP_FAILED && (uintptr_t)m != want) {
+		munmap(m, len); /* a kernel older than 4.17 took it as a hint */
+		m = MAP_FAILED;
+		errno = EEXIST;
+	}
+	return m;
+}
+
+/*
+ * CMESH_SHM_PLACE, on x86-64 (the window's bounds are its 47-bit user
+ * space's). A bad environment: no placement (the call fails anyway).
+ */
+static bool placing(void)
+{
+#if defined(__x86_64__)
+	const cmesh_env *env;
+
+	return cmesh__env_get(&env) == 0 && env->shm_place;
+#else
+	return false;
+#endif
+}
+
+/* Our own arena's mapping: in the window if it can, else anywhere. */
+static void *map_own(int fd, size_t size)
+{
+	void *m;
+
+	for (int i = 0; i < PLACE_TRIES && placing(); i++) {
+		m = map_at(next_place(size), size, PROT_READ | PROT_WRITE,
+			   MAP_SHARED, fd);
+		if (m != MAP_FAILED)
+			return m;
+		if (errno != EEXIST && errno != ENOMEM)
+			return MAP_FAILED;
+	}
+	return mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+}
+
+/*
+ * The reservation for a peer's arena: `len` bytes at the address its
+ * header names, if that is a valid place and free here, else anywhere.
+ */
+static void *reserve_peer(int fd, size_t len)
+{
+	uint64_t va;
+	void *m;
+
+	if (pread(fd, &va, sizeof(va),
+		  offsetof(struct cmesh_shm_arena_hdr, va)) == sizeof(va) &&
+	    va >= PLACE_LO && va < PLACE_HI && len <= PLACE_HI - va &&
+	    va % page_size() == 0 && placing()) {
+		m = map_at(va, len, PROT_NONE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1);
+		if (m != MAP_FAILED)
+			return m;
+	}
+	return mmap(NULL, len, PROT_NONE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+}
 
 static bool size_ok(uint64_t size)
 {
@@ -132,7 +286,7 @@ static void write_header(unsigned char *base,
 	h->ctl_len = l->ctl_len;
 	h->data_off = l->data_off;
 	h->data_len = l->data_len;
-	h->reserved = 0;
+	h->va = (uint64_t)(uintptr_t)base;
 	/* Last; pairs with the peer's acquire load in read_header(). */
 	atomic_store_explicit(&h->magic, CMESH_SHM_ARENA_MAGIC,
 			      memory_order_release);
@@ -158,8 +312,7 @@ int cmesh__arena_create(uint64_t size, const char *name,
 		r = -errno;
 		goto out_close_fd;
 	}
-	base = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED,
-		    a->fd, 0);
+	base = map_own(a->fd, (size_t)size);
 	if (base == MAP_FAILED) {
 		r = -errno;
 		goto out_close_fd;
@@ -250,13 +403,12 @@ static int read_header(const unsigned char *base, uint64_t size,
 /* Maps `size` bytes of `fd` read-only, followed by a PROT_NONE page. */
 static int map_guarded(int fd, uint64_t size, struct cmesh__arena *a)
 {
-	size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+	size_t pg = page_size();
 	size_t len = (size_t)cmesh_shm_align_up(size, pg) + pg;
 	void *res, *m;
 	int r;
 
-	res = mmap(NULL, len, PROT_NONE,
-		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	res = reserve_peer(fd, len);
 	if (res == MAP_FAILED)
 		return -errno;
 	m = mmap(res, (size_t)size, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0);

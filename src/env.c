@@ -119,6 +119,19 @@ static int parse_wake(cmesh__env_lookup lookup, cmesh_env *env, char *errbuf,
 	return 0;
 }
 
+static int parse_place(cmesh__env_lookup lookup, cmesh_env *env, char *errbuf,
+		       size_t errlen)
+{
+	const char *s = lookup("CMESH_SHM_PLACE");
+
+	if (!s)
+		return 0;
+	if (strcmp(s, "0") != 0 && strcmp(s, "1") != 0)
+		return bad(errbuf, errlen, "CMESH_SHM_PLACE", s, "0 or 1");
+	env->shm_place = s[0] == '1';
+	return 0;
+}
+
 static int parse_log(cmesh__env_lookup lookup, cmesh_env *env, char *errbuf,
 		     size_t errlen)
 {
@@ -152,6 +165,7 @@ int cmesh__env_parse(cmesh__env_lookup lookup, cmesh_env *out, char *errbuf,
 	env.max_message = DEFAULT_MAX_MESSAGE;
 	env.max_backlog = DEFAULT_MAX_BACKLOG;
 	env.wake = CMESH_WAKE_AUTO;
+	env.shm_place = 1;
 	if (errbuf && errlen)
 		errbuf[0] = '\0';
 	r = parse_size(lookup, "CMESH_RING_SIZE", CMESH__RING_SIZE_MIN,
@@ -171,6 +185,8 @@ int cmesh__env_parse(cmesh__env_lookup lookup, cmesh_env *out, char *errbuf,
 			       CMESH__MAX_BACKLOG_MIN, CMESH__MAX_BACKLOG_MAX,
 			       false, "a size from 4K to 1T", &env.max_backlog,
 			       errbuf, errlen);
+	if (!r)
+		r = parse_place(lookup, &env, errbuf, errlen);
 	if (!r)
 		r = parse_log(lookup, &env, errbuf, errlen);
 	if (!r)

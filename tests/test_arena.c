@@ -9,6 +9,7 @@
 #include <cmesh.h>
 
 #include "arena.h"
+#include "ctl.h"
 #include "ring.h"
 
 #include "helpers/testutil.h"
@@ -484,4 +485,269 @@ Test(arena, leaves_fd_and_mapping_counts_as_they_were)
 	}
 	cr_assert_eq(tu_fd_count(), fds);
 	cr_assert_eq(tu_map_count(), maps);
+}
+
+/* ---- placement: both sides map an arena at one address ---- */
+
+/* Arenas are placed on x86-64 only (arena.c). */
+#if defined(__x86_64__)
+#define NEEDS_PLACEMENT() ((void)0)
+#else
+#define NEEDS_PLACEMENT() cr_skip_test("arenas are placed on x86-64 only")
+#endif
+
+/* The `va` word of `a`'s header (ours: we may rewrite it, as a peer may). */
+static uint64_t *va_word(struct cmesh__arena *a)
+{
+	return &((struct cmesh_shm_arena_hdr *)cmesh__arena_base(a))->va;
+}
+
+/* True if [p, p + len) has any page mapped here. */
+static bool mapped(const void *p, size_t len)
+{
+	unsigned char v;
+
+	for (size_t off = 0; off < len; off += 4096)
+		if (mincore((char *)p + off, 1, &v) == 0 || errno != ENOMEM)
+			return true;
+	return false;
+}
+
+/*
+ * Child: receives an arena's fd on `sock`, maps it as a peer, and answers
+ * the address it got and the first data word it read there.
+ */
+static int child_maps(int sock)
+{
+	struct cmesh__arena *peer;
+	uint64_t out[2];
+	int fd = -1;
+	uint32_t n = 0;
+	char c;
+
+	if (cmesh__ctl_recv(sock, &c, 1, &fd, 1, &n) != 1 || n != 1)
+		return 1;
+	if (cmesh__arena_map_peer(fd, ARENA_SIZE, &peer))
+		return 2;
+	out[0] = (uint64_t)(uintptr_t)cmesh__arena_base(peer);
+	memcpy(&out[1],
+	       (char *)cmesh__arena_base(peer) +
+		       cmesh__arena_layout(peer)->data_off,
+	       sizeof(out[1]));
+	if (cmesh__ctl_send(sock, out, sizeof(out), NULL, 0))
+		return 3;
+	cmesh__arena_free(peer);
+	return 0;
+}
+
+static void reap_ok(pid_t pid)
+{
+	int st;
+
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child: status %#x",
+		  st);
+}
+
+/*
+ * A process that did not inherit our mapping maps our arena at the very
+ * address we do (the header says where), and reads what we wrote there.
+ */
+Test(arena, a_peer_process_maps_our_arena_where_we_do)
+{
+	struct cmesh__arena *a;
+	uint64_t got[2], mark = 0x5eed5eed5eedull;
+	int sv[2], fd;
+	uint32_t n = 0;
+	pid_t pid;
+	char c = 'a';
+
+	NEEDS_PLACEMENT();
+	TU_ASSERT_RC(cmesh__ctl_socketpair(sv), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		close(sv[0]);
+		_exit(child_maps(sv[1]));
+	}
+	close(sv[1]);
+	/* Made after the fork: the child has nothing at its address. */
+	TU_ASSERT_RC(cmesh__arena_create(ARENA_SIZE, "placed", &a), 0);
+	cr_assert_eq(*va_word(a), (uint64_t)(uintptr_t)cmesh__arena_base(a));
+	memcpy((char *)cmesh__arena_base(a) + cmesh__arena_layout(a)->data_off,
+	       &mark, sizeof(mark));
+	fd = cmesh__arena_fd(a);
+	TU_ASSERT_RC(cmesh__ctl_send(sv[0], &c, 1, &fd, 1), 0);
+	TU_ASSERT_RC(cmesh__ctl_recv(sv[0], got, sizeof(got), NULL, 0, &n),
+		     (int)sizeof(got));
+	reap_ok(pid);
+	cr_assert_eq(got[0], *va_word(a), "the peer mapped it at %#llx, not %p",
+		     (unsigned long long)got[0], cmesh__arena_base(a));
+	cr_assert_eq(got[1], mark);
+	close(sv[0]);
+	cmesh__arena_free(a);
+	cr_assert_not(mapped((void *)(uintptr_t)got[0], ARENA_SIZE),
+		      "free unmaps the placed arena");
+}
+
+/*
+ * A child of fork() places its arenas in a window of its own: not where
+ * its parent's next arena goes (its peer would find that place taken).
+ */
+Test(arena, a_forked_child_places_its_arenas_apart_from_its_parents)
+{
+	struct cmesh__arena *a, *b;
+	uint64_t child_base = 0;
+	int p[2], st;
+	pid_t pid;
+
+	NEEDS_PLACEMENT();
+	TU_ASSERT_RC(cmesh__arena_create(ARENA_SIZE, "before", &a), 0);
+	tu_pipe(p);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		struct cmesh__arena *c;
+		uint64_t v;
+
+		if (cmesh__arena_create(ARENA_SIZE, "child", &c))
+			_exit(1);
+		v = (uint64_t)(uintptr_t)cmesh__arena_base(c);
+		_exit(write(p[1], &v, sizeof(v)) == sizeof(v) ? 0 : 2);
+	}
+	close(p[1]);
+	cr_assert_eq(read(p[0], &child_base, sizeof(child_base)),
+		     (ssize_t)sizeof(child_base));
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	close(p[0]);
+	TU_ASSERT_RC(cmesh__arena_create(ARENA_SIZE, "after", &b), 0);
+	cr_assert_eq(*va_word(b), (uint64_t)(uintptr_t)cmesh__arena_base(b));
+	cr_assert_neq(child_base, *va_word(b),
+		      "child and parent placed an arena at one address");
+	cmesh__arena_free(b);
+	cmesh__arena_free(a);
+}
+
+/*
+ * The header's address is a hint a peer may forge: where it names a range
+ * already mapped here, or no valid place, the arena is mapped elsewhere,
+ * reads the same, and nothing of ours is touched.
+ */
+Test(arena, map_peer_maps_elsewhere_what_a_forged_or_taken_address_names)
+{
+	struct cmesh__arena *a, *peer;
+	const size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+	unsigned char *own, *sentinel;
+	uint64_t bad[6];
+	int maps;
+
+	NEEDS_PLACEMENT();
+	TU_ASSERT_RC(cmesh__arena_create(ARENA_SIZE, "forged", &a), 0);
+	own = cmesh__arena_base(a);
+	memcpy(own + cmesh__arena_layout(a)->data_off, "placed", 6);
+	/*
+	 * A mapping of ours where a forged hint points: 16 MiB past our
+	 * arena, inside the placement window as our arena is.
+	 */
+	sentinel =
+		mmap(own + (16u << 20), 4 * ARENA_SIZE, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	cr_assert_eq(sentinel, own + (16u << 20), "mmap: %s", strerror(errno));
+	memset(sentinel, 0xa5, 4 * ARENA_SIZE);
+	bad[0] = (uint64_t)(uintptr_t)own; /* ours: taken in this process */
+	bad[1] = (uint64_t)(uintptr_t)sentinel;
+	bad[2] = (uint64_t)(uintptr_t)sentinel + 2 * ARENA_SIZE;
+	bad[3] = (uint64_t)(uintptr_t)own + 1;	   /* not page aligned */
+	bad[4] = 0xffff800000000000ull;		   /* kernel space */
+	bad[5] = UINT64_MAX & ~(uint64_t)(pg - 1); /* wraps with the length */
+	maps = tu_map_count();
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		*va_word(a) = bad[i];
+		TU_ASSERT_RC(cmesh__arena_map_peer(dup(cmesh__arena_fd(a)),
+						   ARENA_SIZE, &peer),
+			     0);
+		cr_assert_neq((uint64_t)(uintptr_t)cmesh__arena_base(peer),
+			      bad[i], "hint %zu", i);
+		cr_assert_eq(memcmp((char *)cmesh__arena_base(peer) +
+					    cmesh__arena_layout(peer)->data_off,
+				    "placed", 6),
+			     0);
+		cmesh__arena_free(peer);
+		for (size_t k = 0; k < 4 * ARENA_SIZE; k++)
+			cr_assert_eq(sentinel[k], 0xa5, "hint %zu, byte %zu", i,
+				     k);
+		cr_assert_eq(memcmp(own + cmesh__arena_layout(a)->data_off,
+				    "placed", 6),
+			     0);
+	}
+	cr_assert_eq(tu_map_count(), maps);
+	munmap(sentinel, 4 * ARENA_SIZE);
+	cmesh__arena_free(a);
+}
+
+/*
+ * A free, page-aligned range of `len` bytes at a fixed place inside the
+ * placement window's bounds (checked free by mapping it once).
+ */
+static uint64_t free_place(size_t len)
+{
+	uint64_t at = 0x300000000000ull;
+	void *p;
+
+	for (int i = 0; i < 64; i++, at += 1ull << 30) {
+		p = mmap((void *)(uintptr_t)at, len, PROT_NONE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1,
+			 0);
+		if (p == (void *)(uintptr_t)at) {
+			munmap(p, len);
+			return at;
+		}
+		if (p != MAP_FAILED)
+			munmap(p, len);
+	}
+	cr_assert_fail("no free place for the test");
+	return 0;
+}
+
+/* Maps `a` as a peer with its header naming `at`; returns the address. */
+static uint64_t peer_at(struct cmesh__arena *a, uint64_t at)
+{
+	struct cmesh__arena *peer;
+	uint64_t got;
+
+	*va_word(a) = at;
+	TU_ASSERT_RC(cmesh__arena_map_peer(dup(cmesh__arena_fd(a)), ARENA_SIZE,
+					   &peer),
+		     0);
+	got = (uint64_t)(uintptr_t)cmesh__arena_base(peer);
+	cmesh__arena_free(peer);
+	return got;
+}
+
+Test(arena, map_peer_maps_where_the_header_says_when_that_is_free)
+{
+	struct cmesh__arena *a;
+	uint64_t at;
+
+	NEEDS_PLACEMENT();
+	tu_env_clear();
+	TU_ASSERT_RC(cmesh__arena_create(ARENA_SIZE, "hinted", &a), 0);
+	at = free_place(2 * ARENA_SIZE);
+	cr_assert_eq(peer_at(a, at), at);
+	cmesh__arena_free(a);
+}
+
+/* CMESH_SHM_PLACE=0: the same free place is not taken. */
+Test(arena, with_shm_place_0_map_peer_ignores_the_header_address)
+{
+	struct cmesh__arena *a;
+	uint64_t at;
+
+	tu_env_clear();
+	cr_assert_eq(setenv("CMESH_SHM_PLACE", "0", 1), 0);
+	TU_ASSERT_RC(cmesh__arena_create(ARENA_SIZE, "unplaced", &a), 0);
+	at = free_place(2 * ARENA_SIZE);
+	cr_assert_neq(peer_at(a, at), at);
+	cmesh__arena_free(a);
 }

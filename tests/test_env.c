@@ -126,6 +126,11 @@ ParameterizedTestParameters(env, rejects_each_bad_value_naming_the_variable)
 		BAD("CMESH_SPIN_NS", "adaptive "),
 		BAD("CMESH_SPIN_NS", "-2"),
 		BAD("CMESH_WAKE", "io_uring"),
+		BAD("CMESH_SHM_PLACE", ""),
+		BAD("CMESH_SHM_PLACE", "2"),
+		BAD("CMESH_SHM_PLACE", "01"),
+		BAD("CMESH_SHM_PLACE", "yes"),
+		BAD("CMESH_SHM_PLACE", "1 "),
 		BAD("CMESH_WAKE", ""),
 		BAD("CMESH_WAKE", "URING"),
 		BAD("CMESH_WAKE", "Epoll"),
@@ -210,6 +215,8 @@ ParameterizedTestParameters(env, accepts_good_values_and_parses_them)
 		GOOD("CMESH_MAX_BACKLOG", "4K", 4096),
 		GOOD("CMESH_MAX_BACKLOG", "100000", 100000),
 		GOOD("CMESH_MAX_BACKLOG", "1024G", 1099511627776ull),
+		GOOD("CMESH_SHM_PLACE", "0", 0),
+		GOOD("CMESH_SHM_PLACE", "1", 1),
 		GOOD("CMESH_LOG", "0", 0),
 		GOOD("CMESH_LOG", "4", 4),
 		GOOD("CMESH_LOG", "off", 0),
@@ -259,6 +266,8 @@ ParameterizedTest(struct env_case *c, env, accepts_good_values_and_parses_them)
 		got = e.max_message;
 	else if (strcmp(c->var, "CMESH_MAX_BACKLOG") == 0)
 		got = e.max_backlog;
+	else if (strcmp(c->var, "CMESH_SHM_PLACE") == 0)
+		got = e.shm_place;
 	else
 		got = e.log_level;
 	cr_assert_eq(got, c->want, "%s=\"%s\" parsed as %llu, want %llu",
@@ -280,6 +289,7 @@ Test(env, defaults_apply_when_nothing_is_set)
 	cr_assert_eq(e.max_message, 64ull * 1024 * 1024);
 	cr_assert_eq(e.max_backlog, 64ull * 1024 * 1024);
 	cr_assert_eq(e.log_level, 0);
+	cr_assert_eq(e.shm_place, 1);
 	cr_assert(e.wake == CMESH_WAKE_AUTO || e.wake == CMESH_WAKE_URING ||
 			  e.wake == CMESH_WAKE_EPOLL,
 		  "wake %u", e.wake);

@@ -24,6 +24,9 @@
  *                      overflow list, or its spill backlog across
  *                      processes) before a send fails with -ENOBUFS,
  *                      4K..1T (default 64M)
+ *   CMESH_SHM_PLACE    1: map each shared-memory arena at the same address
+ *                      in both processes where that address is free in
+ *                      both (the default), 0: wherever the kernel puts it
  */
 #ifndef CMESH_ENV_H
 #define CMESH_ENV_H
@@ -45,11 +48,12 @@ typedef struct cmesh_env {
 	uint32_t wake;	    /* CMESH_WAKE_* */
 	uint32_t log_level; /* 0..4 */
 	uint64_t max_backlog;
+	uint32_t shm_place; /* 0 or 1 */
 } cmesh_env;
 
 #define CMESH_ENV_INIT                                                         \
 	{                                                                      \
-		sizeof(cmesh_env), 0, 0, 0, 0, 0, 0, 0                         \
+		sizeof(cmesh_env), 0, 0, 0, 0, 0, 0, 0, 0                      \
 	}
 
 /**

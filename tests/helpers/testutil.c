@@ -407,9 +407,11 @@ bool tu_pipe_sees_eof(int rfd, unsigned timeout_ms)
 
 void tu_env_clear(void)
 {
-	static const char *const vars[] = { "CMESH_RING_SIZE", "CMESH_SPIN_NS",
-					    "CMESH_WAKE", "CMESH_MAX_MESSAGE",
-					    "CMESH_LOG" };
+	static const char *const vars[] = {
+		"CMESH_RING_SIZE",   "CMESH_SPIN_NS",	  "CMESH_WAKE",
+		"CMESH_MAX_MESSAGE", "CMESH_MAX_BACKLOG", "CMESH_SHM_PLACE",
+		"CMESH_LOG"
+	};
 
 	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
 		unsetenv(vars[i]);

@@ -52,6 +52,14 @@
  *                  writing, as a cmesh producer does. A fresh line each
  *                  message instead of one line rewritten: which of the two
  *                  is faster depends on the placement, so both are shown.
+ *                  raw-ro-wake (info): raw-ro with what a writer whose
+ *                  reader may sleep cannot do without: a locked increment
+ *                  of a word of its own before the publish (a cmesh
+ *                  producer's claim, which is also the Dekker with the
+ *                  reader's sleep) and a load of the reader's sleeping
+ *                  word after it (never set here). Where a locked
+ *                  instruction is dear, this is the floor for any
+ *                  protocol with sleeping readers.
  *                  The message's first 8 bytes carry the round trip's
  *                  number, its last 8 (from 16 B) the pinger's time stamp:
  *                  every echo is checked.
@@ -867,9 +875,26 @@ static int ro_fd[2] = { -1, -1 };
 static struct rtt_line *ro_own, *ro_peer;
 static pid_t ro_pid;
 
+/* raw-ro-wake's words, in the same memfds past the line (never reset). */
+struct ro_wake {
+	alignas(64) _Atomic uint64_t tail;     /* the writer's: claims */
+	alignas(64) _Atomic uint32_t sleeping; /* the reader's: never set */
+};
+
+#define RO_WAKE_OFF 1024
+_Static_assert(RO_WAKE_OFF >= sizeof(struct rtt_line) &&
+		       RO_WAKE_OFF + sizeof(struct ro_wake) <= 4096,
+	       "raw-ro-wake's words in the memfd's page, past the line");
+
+static inline struct ro_wake *ro_wake_of(const struct rtt_line *l)
+{
+	return (struct ro_wake *)(void *)((unsigned char *)(uintptr_t)l +
+					  RO_WAKE_OFF);
+}
+
 static void *ro_map_one(int fd, int prot)
 {
-	void *p = mmap(NULL, sizeof(struct rtt_line), prot, MAP_SHARED, fd, 0);
+	void *p = mmap(NULL, 4096, prot, MAP_SHARED, fd, 0);
 
 	if (p == MAP_FAILED)
 		bench_die("mmap raw-ro line", errno);
@@ -881,12 +906,27 @@ static void ro_map(void)
 	if (ro_pid == getpid())
 		return;
 	if (ro_own) {
-		munmap(ro_own, sizeof(*ro_own));
-		munmap(ro_peer, sizeof(*ro_peer));
+		munmap(ro_own, 4096);
+		munmap(ro_peer, 4096);
 	}
 	ro_own = ro_map_one(ro_fd[bench_is_child], PROT_READ | PROT_WRITE);
 	ro_peer = ro_map_one(ro_fd[!bench_is_child], PROT_READ);
 	ro_pid = getpid();
+}
+
+/*
+ * raw-ro-wake's put: a locked increment of our claim word, the publish,
+ * then a look at the reader's sleeping word (see the top of the file).
+ */
+static inline void lro_wake_put(const unsigned char *buf, uint32_t len,
+				uint64_t seq)
+{
+	atomic_fetch_add_explicit(&ro_wake_of(ro_own)->tail, 1,
+				  memory_order_seq_cst);
+	line_put(ro_own, buf, len, seq);
+	if (atomic_load_explicit(&ro_wake_of(ro_peer)->sleeping,
+				 memory_order_relaxed))
+		bench_die("raw-ro-wake: a sleeping reader", EPROTO);
 }
 
 /*
@@ -1033,6 +1073,12 @@ static inline void check_echo(const unsigned char *r, uint32_t size,
 		   line_put(ro_own, r, S, seq))                                \
 	MAPPED_SIDE(lro_ping_##S, ro_map)                                      \
 	MAPPED_SIDE(lro_pong_##S, ro_map)                                      \
+	SIZED_PING(lw_ping_##S##_run, S, lro_wake_put(m, S, seq),              \
+		   line_get(ro_peer, r, S, seq))                               \
+	SIZED_PONG(lw_pong_##S##_run, line_get(ro_peer, r, S, seq),            \
+		   lro_wake_put(r, S, seq))                                    \
+	MAPPED_SIDE(lw_ping_##S, ro_map)                                       \
+	MAPPED_SIDE(lw_pong_##S, ro_map)                                       \
 	SIZED_PING(rr_ping_##S##_run, S, rr_put(m, S, seq), rr_get(r, S, seq)) \
 	SIZED_PONG(rr_pong_##S##_run, rr_get(r, S, seq), rr_put(r, S, seq))    \
 	MAPPED_SIDE(rr_ping_##S, rr_map)                                       \
@@ -1247,7 +1293,8 @@ STREAM_CONSUMER(cmwin_consumer,
 #define IMPL_INFO 2  /* info rows */
 #define IMPL_INFO2 3
 #define IMPL_INFO3 4
-#define NIMPL 5
+#define IMPL_INFO4 5
+#define NIMPL 6
 
 #define NEED_CMESH 1u
 #define NEED_EFD 2u
@@ -1723,7 +1770,8 @@ static uint64_t scaled(const struct config *cfg, uint64_t full, uint64_t smoke,
 	[IMPL_BASE] = ROW("raw-ro", lro_ping_##S, lro_pong_##S),               \
 	[IMPL_CMESH] = ROW("cmesh", cm_ping_##S, cm_pong_##S),                 \
 	[IMPL_INFO] = ROW("raw", line_ping_##S, line_pong_##S),                \
-	[IMPL_INFO3] = ROW("raw-ring-ro", rr_ping_##S, rr_pong_##S)
+	[IMPL_INFO3] = ROW("raw-ring-ro", rr_ping_##S, rr_pong_##S),           \
+	[IMPL_INFO4] = ROW("raw-ro-wake", lw_ping_##S, lw_pong_##S)
 
 /* rtt-spin 64B only: the message's own first word as the flag. */
 #define RAW_MSG_ROW ROW("raw-msg", spin_ping_side, spin_pong_side)
@@ -1945,7 +1993,11 @@ int main(int argc, char **argv)
 		       "message's own first word as the flag; raw-ring-ro: "
 		       "the raw-ro lines in a ring of 1024 slots, the writer "
 		       "prefetching 4 messages ahead for writing, as cmesh's "
-		       "lanes; cmesh: an S-byte type\n");
+		       "lanes; raw-ro-wake: raw-ro plus a locked increment "
+		       "of the writer's own word before each publish and a "
+		       "load of the reader's sleeping word after it, the "
+		       "least a writer whose reader may sleep does; cmesh: an "
+		       "S-byte type\n");
 	if (group_ran(sc, nsc, 3))
 		printf("# 3: raw-slot: %u bytes of 64-byte slots, a record "
 		       "ceil((8+S)/64) slots with its seq word first, the head "

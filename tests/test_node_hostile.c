@@ -166,8 +166,13 @@ enum hello_variant {
 	 * full, with O_NONBLOCK cleared on the description we share
 	 */
 	HV_BLOCKING_FULL_WAKE,
+	/* valid, its header's `va` naming memory of ours (forged_va) */
+	HV_VA_FORGED,
 	HV_COUNT
 };
+
+/* HV_VA_FORGED's address: set by the parent before it forks. */
+static uint64_t forged_va;
 
 /* A memfd of `size` bytes holding `content` (clen bytes), with `seals`. */
 static int raw_memfd(uint64_t size, const void *content, size_t clen, int seals)
@@ -385,6 +390,11 @@ static int hello_child(int sock, enum hello_variant v)
 		TOPO_CHECK_EQ(fcntl(wake[1], F_SETFL, 0), 0);
 		break;
 	}
+	case HV_VA_FORGED:
+		/* Ours to write: the mapping was made before the seal. */
+		((struct cmesh_shm_arena_hdr *)cmesh__arena_base(a))->va =
+			forged_va;
+		break;
 	case HV_COUNT:
 		return 1;
 	}
@@ -431,6 +441,36 @@ Test(node_hostile, a_raw_hello_like_link_c_sends_is_accepted)
 {
 	/* The baseline for every lie below: the mimicry itself is right. */
 	check_hello(HV_VALID, 0);
+}
+
+/*
+ * A peer whose arena header names an address where we have memory (known
+ * to it: mapped before it forked) is mapped elsewhere: the join works and
+ * our memory is untouched (a mapping over it would change its bytes).
+ */
+Test(node_hostile, an_arena_address_naming_our_memory_maps_it_elsewhere)
+{
+	const size_t len = 4 * ARENA;
+	unsigned char *ours = MAP_FAILED;
+
+	/* In the placement window's bounds, so only the mapping refuses. */
+	for (uint64_t at = 0x300000000000ull;
+	     ours == MAP_FAILED && at < 0x340000000000ull; at += 1ull << 30) {
+		ours = mmap((void *)(uintptr_t)at, len, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+			    -1, 0);
+		if (ours != MAP_FAILED && ours != (void *)(uintptr_t)at) {
+			munmap(ours, len); /* a kernel without NOREPLACE */
+			ours = MAP_FAILED;
+		}
+	}
+	cr_assert_neq(ours, MAP_FAILED, "no free place for the test");
+	memset(ours, 0x5a, len);
+	forged_va = (uint64_t)(uintptr_t)ours;
+	check_hello(HV_VA_FORGED, 0);
+	for (size_t i = 0; i < len; i++)
+		cr_assert_eq(ours[i], 0x5a, "byte %zu of ours changed", i);
+	munmap(ours, len);
 }
 
 Test(node_hostile, hello_with_a_bad_header_or_length_is_eproto)

@@ -37,6 +37,19 @@
  *                cost the other thread. Reported per 10,000 cycles.
  *                Target: cmesh <= raw + 100 (1% of the cycles).
  *
+ *   5 path       the code path alone: one thread on CPU 0 sends a 64-byte
+ *                message and receives it itself, so nothing crosses cores
+ *                and the host's placement of the vCPUs does not matter.
+ *                ns per message (send + receive), timed per batch of
+ *                PATH_BATCH; rows alternate in rounds. Info rows only:
+ *                raw: a ck SPSC ring (enqueue + dequeue); cmesh: an
+ *                in-process channel; lane: a channel between two nodes
+ *                joined in this process over a socketpair, i.e. the
+ *                cross-process tier's code (claim, record, publish, wake
+ *                check; the reader's validation and head) on a ring in
+ *                shared memory. A change to either tier's fast path shows
+ *                here first, without the noise of a second core.
+ *
  * Latency is taken with lfence;rdtsc (calibrated against CLOCK_MONOTONIC)
  * when the TSC is invariant, else clock_gettime; the same for raw and cmesh.
  * The header shows the clock's step (AMD TSCs advance in steps of ~10 ns).
@@ -75,6 +88,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -625,13 +639,14 @@ static void print_header(const struct config *cfg)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: bench_inproc [--smoke] [--strict] [--only 1|2|3|4]\n"
-		   "                    [--spin-iters N] [--sleep-iters N]\n"
-		   "                    [--stream-msgs N] [--stream-reps N]\n"
-		   "env: CMESH_BENCH_SMOKE=1 CMESH_BENCH_SPIN_ITERS "
-		   "CMESH_BENCH_SLEEP_ITERS\n"
-		   "     CMESH_BENCH_STREAM_MSGS CMESH_BENCH_STREAM_REPS "
-		   "CMESH_BENCH_CLOCK=tsc|mono\n");
+	fprintf(f,
+		"usage: bench_inproc [--smoke] [--strict] [--only 1|2|3|4|5]\n"
+		"                    [--spin-iters N] [--sleep-iters N]\n"
+		"                    [--stream-msgs N] [--stream-reps N]\n"
+		"env: CMESH_BENCH_SMOKE=1 CMESH_BENCH_SPIN_ITERS "
+		"CMESH_BENCH_SLEEP_ITERS\n"
+		"     CMESH_BENCH_STREAM_MSGS CMESH_BENCH_STREAM_REPS "
+		"CMESH_BENCH_CLOCK=tsc|mono\n");
 }
 
 static void parse_args(struct config *cfg, int argc, char **argv)
@@ -650,7 +665,7 @@ static void parse_args(struct config *cfg, int argc, char **argv)
 			continue;
 		if (strcmp(a, "--only") == 0 && i + 1 < argc) {
 			cfg->only = (int)bench_parse_count("--only", argv[++i]);
-			if (cfg->only > 4) {
+			if (cfg->only > 5) {
 				usage(stderr);
 				exit(2);
 			}
@@ -798,6 +813,164 @@ static void run_ipi(uint64_t iters)
 		run_ipi_row(&ipi_rows[k], iters);
 }
 
+/* ---- 5 path: one thread, send and receive, nothing crosses cores ---- */
+
+#define PATH_BATCH 256u
+#define PATH_ROUNDS 10u
+#define PATH_IMPLS 3
+
+struct path_row {
+	const char *name;
+	uint64_t *samples; /* ticks per batch */
+	uint64_t n, elapsed;
+	struct bench_result res;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+};
+
+static struct path_row path_rows[PATH_IMPLS] = { { .name = "raw" },
+						 { .name = "cmesh" },
+						 { .name = "lane" } };
+static bool path_skipped;
+static const char *path_why;
+static alignas(128) struct ck_ring path_ring;
+static alignas(128) struct bench_msg path_buf[STREAM_SLOTS];
+
+struct path_join {
+	int sock;
+	cmesh_node *node;
+	cmesh_sender *tx;
+	cmesh_receiver *rx;
+	int r;
+};
+
+static void *path_join_side(void *arg)
+{
+	struct path_join *j = arg;
+	cmesh_node_opts o = CMESH_NODE_OPTS_INIT;
+
+	o.spin_ns = SPIN_FOREVER_NS;
+	j->r = cmesh_node_join_socket(j->sock, &bench_msg_type, &bench_msg_type,
+				      &o, &j->node, &j->tx, &j->rx);
+	return NULL;
+}
+
+/* One batch of row k: PATH_BATCH sends, each received at once. */
+static void path_batch(struct path_row *row, int k, struct bench_msg *m)
+{
+	struct bench_msg r;
+	int rc;
+
+	for (uint32_t i = 0; i < PATH_BATCH; i++) {
+		m->seq++;
+		if (k == 0) {
+			ck_put(&path_ring, path_buf, m);
+			ck_get(&path_ring, path_buf, &r);
+		} else {
+			rc = cmesh_sender_send(row->tx, m, NULL, 0);
+			if (rc)
+				bench_die("path: send", rc);
+			rc = cmesh_receiver_recv(row->rx, &r, NULL, 0);
+			if (rc < 0)
+				bench_die("path: recv", rc);
+		}
+		if (r.seq != m->seq)
+			bench_die("path: wrong message", EPROTO);
+	}
+}
+
+static void run_path(uint64_t msgs)
+{
+	uint64_t batches = msgs / PATH_BATCH / PATH_ROUNDS;
+	struct path_join a = { .r = 0 }, b = { .r = 0 };
+	struct bench_msg m = { .seq = 0 };
+	pthread_t t;
+	int sv[2], err;
+
+	if (batches < 4)
+		batches = 4;
+	ck_ring_init(&path_ring, STREAM_SLOTS);
+	new_channel(SPIN_FOREVER_NS, 0, &path_rows[1].tx, &path_rows[1].rx);
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv))
+		bench_die("path: socketpair", errno);
+	a.sock = sv[0];
+	b.sock = sv[1];
+	err = pthread_create(&t, NULL, path_join_side, &b);
+	if (err)
+		bench_die("path: pthread_create", err);
+	path_join_side(&a);
+	pthread_join(t, NULL);
+	if (a.r || b.r)
+		bench_die("path: join", a.r ? a.r : b.r);
+	path_rows[2].tx = a.tx; /* a's sender writes the lane b reads */
+	path_rows[2].rx = b.rx;
+	for (int k = 0; k < PATH_IMPLS; k++)
+		path_rows[k].samples =
+			bench_xcalloc(batches * PATH_ROUNDS, sizeof(uint64_t));
+	for (uint32_t round = 0; round < PATH_ROUNDS; round++) {
+		for (int k = 0; k < PATH_IMPLS; k++) {
+			struct path_row *row = &path_rows[k];
+			uint64_t t0 = bench_now_ticks(), prev = t0;
+
+			path_batch(row, k, &m); /* warm: not recorded */
+			prev = t0 = bench_now_ticks();
+			for (uint64_t i = 0; i < batches; i++) {
+				uint64_t now;
+
+				path_batch(row, k, &m);
+				now = bench_now_ticks();
+				row->samples[row->n++] = now - prev;
+				prev = now;
+			}
+			row->elapsed += prev - t0;
+		}
+	}
+	for (int k = 0; k < PATH_IMPLS; k++) {
+		struct path_row *row = &path_rows[k];
+
+		bench_fill_latency(&row->res, row->samples, row->n,
+				   bench_ns_per_tick / PATH_BATCH);
+		row->res.n = row->n * PATH_BATCH;
+		row->res.rate = bench_rate(row->res.n, row->elapsed);
+		free(row->samples);
+		if (k) {
+			cmesh_sender_free(row->tx);
+			cmesh_receiver_free(row->rx);
+		}
+	}
+	cmesh_sender_free(b.tx);
+	cmesh_receiver_free(a.rx);
+	cmesh_node_free(a.node);
+	cmesh_node_free(b.node);
+}
+
+/* Scenario 5's rows (info only). */
+static void print_path(void)
+{
+	const char *name = "5 path 64B";
+
+	if (path_skipped) {
+		printf("%-16s SKIP (%s)\n", name, path_why);
+		return;
+	}
+	for (int k = 0; k < PATH_IMPLS; k++) {
+		const struct bench_result *r = &path_rows[k].res;
+		char p50[16], p99[16], p999[16], rate[32], ratio[16] = "";
+
+		bench_fmt_ns(p50, sizeof(p50), r->p50);
+		bench_fmt_ns(p99, sizeof(p99), r->p99);
+		bench_fmt_ns(p999, sizeof(p999), r->p999);
+		bench_fmt_rate(rate, sizeof(rate), r->rate, "msg/s");
+		if (k)
+			snprintf(ratio, sizeof(ratio), "%.2fx",
+				 r->p50 / path_rows[0].res.p50);
+		printf("%-16s %-6s %9" PRIu64 " %9s %9s %9s %16s %7s %8s  %s\n",
+		       k ? "" : name, path_rows[k].name, r->n, p50, p99, p999,
+		       rate, ratio, k ? "info" : "", "");
+		bench_json_result(name, path_rows[k].name, r, "msg/s");
+	}
+}
+
 /* Scenario 4's rows; returns the number of failed targets (0 or 1). */
 static int print_ipi(bool skipped, const char *why)
 {
@@ -925,6 +1098,13 @@ int main(int argc, char **argv)
 		watchdog("4 ipi vcpu", wd);
 		run_ipi(cfg.sleep_iters);
 	}
+	if (cfg.only && cfg.only != 5) {
+		path_skipped = true;
+		path_why = "--only";
+	} else {
+		watchdog("5 path 64B", wd);
+		run_path(cfg.stream_msgs);
+	}
 	alarm(0);
 	bench_cpu_usage_read(&usage1);
 
@@ -954,6 +1134,7 @@ int main(int argc, char **argv)
 			fails++;
 	}
 	fails += print_ipi(ipi_skipped, ipi_why);
+	print_path();
 	printf("# ns per round trip (1,2: a timed send+recv per sample, rows "
 	       "alternating in %u rounds) or per message (3: %u-msg batches "
 	       "at the receiver, %" PRIu64 " reps); ratio: 1,2 p50, 3 median "
@@ -988,6 +1169,13 @@ int main(int argc, char **argv)
 			       s->impl[IMPL_INFO].res.tx_share);
 		printf("\n");
 	}
+	if (!path_skipped)
+		printf("# 5: ns per message, one thread sending and receiving "
+		       "each itself (batches of %u, %u rounds): the code path "
+		       "alone; ratio: p50 vs raw (a ck SPSC ring); lane: two "
+		       "nodes joined in this process, the cross-process "
+		       "tier's code\n",
+		       PATH_BATCH, PATH_ROUNDS);
 	bench_print_footer(&usage0, &usage1, cfg.smoke, fails);
 	return cfg.strict && fails ? 1 : 0;
 }

@@ -544,8 +544,22 @@ int cmesh__queue_recv(struct cmesh__queue *q, int64_t deadline, void *out_msg,
 		      void *out_trail, size_t cap)
 {
 	/* Pairs with the producer's publishing store. */
-	if (likely(!q->rx_lane) && likely(head_ready(q, memory_order_acquire)))
-		return take_ring(q, out_msg, out_trail, cap, false);
+	if (likely(!q->rx_lane)) {
+		if (likely(head_ready(q, memory_order_acquire)))
+			return take_ring(q, out_msg, out_trail, cap, false);
+	} else if (likely(!atomic_load_explicit(&q->xl_flags,
+						memory_order_acquire))) {
+		/*
+		 * A lane's message: try_recv()'s first look, without the
+		 * slow path's frame. Anything else (nothing yet, a mark,
+		 * the end, a failure) is looked at again there.
+		 */
+		int r = cmesh__lane_try_recv(q->rx_lane, out_msg, out_trail,
+					     cap, NULL);
+
+		if (likely(r >= 0))
+			return r;
+	}
 	return recv_slow(q, deadline, out_msg, out_trail, cap, NULL);
 }
 

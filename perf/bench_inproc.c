@@ -48,7 +48,11 @@
  *                cross-process tier's code (claim, record, publish, wake
  *                check; the reader's validation and head) on a ring in
  *                shared memory. A change to either tier's fast path shows
- *                here first, without the noise of a second core.
+ *                here first, without the noise of a second core. It is
+ *                a loopback: the lane's reader reads the record its own
+ *                thread has just written, through a second mapping of the
+ *                ring at another address (in two processes the line comes
+ *                from the other core instead, which rows 1-3 price).
  *
  * Latency is taken with lfence;rdtsc (calibrated against CLOCK_MONOTONIC)
  * when the TSC is invariant, else clock_gettime; the same for raw and cmesh.

@@ -181,14 +181,27 @@ static void *map_at(uint64_t want, size_t len, int prot, int flags, int fd)
 }
 
 /*
+ * ThreadSanitizer and MemorySanitizer keep their own fixed layouts of the
+ * address space and refuse a mapping outside the ranges they give the
+ * application: in a process they run in (their runtime is linked into the
+ * program, whatever built this file), arenas go where the kernel puts
+ * them. AddressSanitizer's layout leaves the window free.
+ */
+extern void __tsan_init(void) __attribute__((weak));
+extern void __msan_init(void) __attribute__((weak));
+
+/*
  * CMESH_SHM_PLACE, on x86-64 (the window's bounds are its 47-bit user
- * space's). A bad environment: no placement (the call fails anyway).
+ * space's), without TSan or MSan. A bad environment: no placement (the
+ * call fails anyway).
  */
 static bool placing(void)
 {
 #if defined(__x86_64__)
 	const cmesh_env *env;
 
+	if (__tsan_init || __msan_init)
+		return false;
 	return cmesh__env_get(&env) == 0 && env->shm_place;
 #else
 	return false;

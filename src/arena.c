@@ -213,13 +213,18 @@ static void *map_own(int fd, size_t size)
 {
 	void *m;
 
+	/*
+	 * Taken places (EEXIST) try the next; any other refusal (an address
+	 * space smaller than the window, a tool that refuses the flag) ends
+	 * the tries: the kernel's address then, whose failure is the call's.
+	 */
 	for (int i = 0; i < PLACE_TRIES && placing(); i++) {
 		m = map_at(next_place(size), size, PROT_READ | PROT_WRITE,
 			   MAP_SHARED, fd);
 		if (m != MAP_FAILED)
 			return m;
-		if (errno != EEXIST && errno != ENOMEM)
-			return MAP_FAILED;
+		if (errno != EEXIST)
+			break;
 	}
 	return mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 }

@@ -127,12 +127,17 @@ static _Atomic pid_t place_pid;
 
 static uint64_t window_base(void)
 {
-	uint64_t b = atomic_load_explicit(&place_base, memory_order_acquire);
 	pid_t pid = getpid();
-	uint64_t r, want;
+	uint64_t b, r, want;
 
+	/*
+	 * The base only after the pid: a base read first may be the one
+	 * from before another thread's CAS and pid store (0, or the
+	 * parent's).
+	 */
 	if (atomic_load_explicit(&place_pid, memory_order_acquire) == pid)
-		return b;
+		return atomic_load_explicit(&place_base, memory_order_relaxed);
+	b = atomic_load_explicit(&place_base, memory_order_relaxed);
 	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
 		r = (uint64_t)pid * 0x9e3779b97f4a7c15ull ^
 		    (uint64_t)(uintptr_t)&r;
@@ -219,8 +224,12 @@ static void *map_own(int fd, size_t size)
 	 * the tries: the kernel's address then, whose failure is the call's.
 	 */
 	for (int i = 0; i < PLACE_TRIES && placing(); i++) {
-		m = map_at(next_place(size), size, PROT_READ | PROT_WRITE,
-			   MAP_SHARED, fd);
+		uint64_t at = next_place(size);
+
+		/* Never outside the window (address 0 maps, for root). */
+		if (at < PLACE_LO || size > PLACE_HI - at)
+			break;
+		m = map_at(at, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd);
 		if (m != MAP_FAILED)
 			return m;
 		if (errno != EEXIST)

@@ -17,6 +17,7 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -750,4 +751,71 @@ Test(arena, with_shm_place_0_map_peer_ignores_the_header_address)
 	at = free_place(2 * ARENA_SIZE);
 	cr_assert_neq(peer_at(a, at), at);
 	cmesh__arena_free(a);
+}
+
+#define RACERS 8
+#define RACE_ROUNDS 400
+
+static pthread_barrier_t race_gate;
+
+/* A racer: its arena's base, or NULL if the create failed. */
+static void *race_create(void *arg)
+{
+	struct cmesh__arena **out = arg;
+
+	pthread_barrier_wait(&race_gate);
+	if (cmesh__arena_create(ARENA_SIZE, "race", out))
+		*out = NULL;
+	return NULL;
+}
+
+/*
+ * Child: RACERS threads make the process's first arenas at once. Exits 0
+ * if every one is placed where its header says, inside the placement
+ * window's bounds, 1 + the racer's number if not.
+ */
+static int race_child(void)
+{
+	struct cmesh__arena *a[RACERS];
+	pthread_t t[RACERS];
+	int bad = 0;
+
+	pthread_barrier_init(&race_gate, NULL, RACERS);
+	for (int i = 0; i < RACERS; i++)
+		pthread_create(&t[i], NULL, race_create, &a[i]);
+	for (int i = 0; i < RACERS; i++)
+		pthread_join(t[i], NULL);
+	for (int i = 0; i < RACERS && !bad; i++)
+		if (!a[i] ||
+		    *va_word(a[i]) !=
+			    (uint64_t)(uintptr_t)cmesh__arena_base(a[i]) ||
+		    *va_word(a[i]) < 0x200000000000ull ||
+		    *va_word(a[i]) >= 0x5f0000000000ull)
+			bad = 1 + i;
+	return bad;
+}
+
+/*
+ * The first arenas of a process, made by several threads at once, all go
+ * in its window: none at the address a window base read before another
+ * thread set it would give (0 plus an offset, which root may map).
+ */
+Test(arena, threads_racing_to_make_a_processs_first_arenas_all_place_them)
+{
+	uint64_t rounds = tu_stress(RACE_ROUNDS, 100);
+
+	NEEDS_PLACEMENT();
+	for (uint64_t round = 0; round < rounds; round++) {
+		int st;
+		pid_t pid = fork();
+
+		cr_assert_geq(pid, 0);
+		if (pid == 0)
+			_exit(race_child());
+		cr_assert_eq(waitpid(pid, &st, 0), pid);
+		cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+			  "round %llu: racer %d's arena misplaced (status %#x)",
+			  (unsigned long long)round,
+			  WIFEXITED(st) ? WEXITSTATUS(st) - 1 : -1, st);
+	}
 }

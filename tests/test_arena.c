@@ -780,11 +780,14 @@ static int race_child(void)
 	pthread_t t[RACERS];
 	int bad = 0;
 
-	pthread_barrier_init(&race_gate, NULL, RACERS);
+	if (pthread_barrier_init(&race_gate, NULL, RACERS))
+		return 100;
 	for (int i = 0; i < RACERS; i++)
-		pthread_create(&t[i], NULL, race_create, &a[i]);
+		if (pthread_create(&t[i], NULL, race_create, &a[i]))
+			return 100; /* the others wait at the gate: exit */
 	for (int i = 0; i < RACERS; i++)
 		pthread_join(t[i], NULL);
+	pthread_barrier_destroy(&race_gate);
 	for (int i = 0; i < RACERS && !bad; i++)
 		if (!a[i] ||
 		    *va_word(a[i]) !=
@@ -813,6 +816,9 @@ Test(arena, threads_racing_to_make_a_processs_first_arenas_all_place_them)
 		if (pid == 0)
 			_exit(race_child());
 		cr_assert_eq(waitpid(pid, &st, 0), pid);
+		cr_assert(!WIFEXITED(st) || WEXITSTATUS(st) != 100,
+			  "round %llu: the child could not start its threads",
+			  (unsigned long long)round);
 		cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
 			  "round %llu: racer %d's arena misplaced (status %#x)",
 			  (unsigned long long)round,

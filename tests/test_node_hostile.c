@@ -451,20 +451,9 @@ Test(node_hostile, a_raw_hello_like_link_c_sends_is_accepted)
 Test(node_hostile, an_arena_address_naming_our_memory_maps_it_elsewhere)
 {
 	const size_t len = 4 * ARENA;
-	unsigned char *ours = MAP_FAILED;
-
 	/* In the placement window's bounds, so only the mapping refuses. */
-	for (uint64_t at = 0x300000000000ull;
-	     ours == MAP_FAILED && at < 0x340000000000ull; at += 1ull << 30) {
-		ours = mmap((void *)(uintptr_t)at, len, PROT_READ | PROT_WRITE,
-			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
-			    -1, 0);
-		if (ours != MAP_FAILED && ours != (void *)(uintptr_t)at) {
-			munmap(ours, len); /* a kernel without NOREPLACE */
-			ours = MAP_FAILED;
-		}
-	}
-	cr_assert_neq(ours, MAP_FAILED, "no free place for the test");
+	unsigned char *ours = tu_map_in_window(len, PROT_READ | PROT_WRITE);
+
 	memset(ours, 0x5a, len);
 	forged_va = (uint64_t)(uintptr_t)ours;
 	check_hello(HV_VA_FORGED, 0);

@@ -417,6 +417,24 @@ void tu_env_clear(void)
 		unsetenv(vars[i]);
 }
 
+void *tu_map_in_window(size_t len, int prot)
+{
+	for (uint64_t at = 0x300000000000ull; at < 0x340000000000ull;
+	     at += 1ull << 30) {
+		void *p =
+			mmap((void *)(uintptr_t)at, len, prot,
+			     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+			     -1, 0);
+
+		if (p == (void *)(uintptr_t)at)
+			return p;
+		if (p != MAP_FAILED) /* a kernel without NOREPLACE */
+			munmap(p, len);
+	}
+	cr_assert_fail("no free place in the placement window's bounds");
+	return NULL;
+}
+
 bool tu_sanitized(void)
 {
 	return __lsan_do_recoverable_leak_check != NULL;

@@ -68,6 +68,13 @@ void tu_fd_dump(const char *label);
 int tu_map_count(void);
 
 /*
+ * `len` bytes of private anonymous memory (`prot`), mapped at a free
+ * place inside the bounds of arena.c's placement window (0x3000_0000_0000
+ * on, a GiB apart), never over a mapping; asserts that one was found.
+ */
+void *tu_map_in_window(size_t len, int prot);
+
+/*
  * Threads of this process whose name starts with `prefix`
  * (/proc/self/task/<tid>/comm, e.g. "cmesh-forward"), or -1 if the task
  * list cannot be read; the first one's tid in *first (if not NULL; -1 if
